@@ -1,0 +1,121 @@
+"""Checkpoints: safetensors weights + a JSON sidecar, written atomically.
+
+``best.safetensors`` holds the student's weights only: it is what export and other runs load.
+``last.safetensors`` additionally holds the optimizer's tensors (under ``__optimizer__/``) and
+the training position in its header, all in one file, so one atomic rename makes the whole
+resumable state consistent: a kill mid-write leaves the previous file intact.
+
+The JSON sidecar (``<name>.json``) says what the weights are: timm name, classes, input config,
+epoch and metrics, so an export or a later run needs nothing but the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save as st_save
+from torch import nn
+
+from distill_cli.errors import DistillError
+from distill_cli.models import OPTIM_PREFIX, sidecar_path
+
+_STATE_KEY = "distill.train_state"
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # clone: safetensors refuses tensors that share storage (views, tied weights).
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+
+
+def save_weights(
+    path: Path,
+    model: nn.Module,
+    meta: dict[str, Any],
+    optimizer: torch.optim.Optimizer | None = None,
+    train_state: dict[str, Any] | None = None,
+) -> None:
+    """Save model weights (and optionally the optimizer + training position), then the sidecar."""
+    tensors = _cpu(model.state_dict())
+    header: dict[str, str] = {"format": "pt", "distill.meta": json.dumps(meta)}
+    if optimizer is not None:
+        opt_tensors, opt_json = _flatten_optimizer(optimizer)
+        tensors.update(opt_tensors)
+        header[_STATE_KEY] = json.dumps({**(train_state or {}), "optimizer": opt_json})
+    atomic_write(path, st_save(tensors, metadata=header))
+    atomic_write(sidecar_path(path), json.dumps(meta, indent=2) + "\n")
+
+
+def _flatten_optimizer(
+    optimizer: torch.optim.Optimizer,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{OPTIM_PREFIX}{idx}/{key}"] = value
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return _cpu(tensors), {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def read_train_state(path: Path) -> dict[str, Any]:
+    """The training position stored in a `last` checkpoint's header."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+    except Exception as exc:
+        raise DistillError(
+            f"cannot read checkpoint: {exc}", str(path), "delete it or start over"
+        ) from exc
+    if _STATE_KEY not in header:
+        raise DistillError("checkpoint has no training state to resume from", str(path))
+    return json.loads(header[_STATE_KEY])
+
+
+def load_training(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore model and optimizer from a `last` checkpoint; returns the training position."""
+    state = read_train_state(path)
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    weights = {k: v for k, v in tensors.items() if not k.startswith(OPTIM_PREFIX)}
+    model.load_state_dict(weights)
+    opt_json = state.pop("optimizer")
+    opt_state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith(OPTIM_PREFIX):
+            idx, name = key[len(OPTIM_PREFIX) :].split("/", 1)
+            opt_state.setdefault(int(idx), {})[name] = value
+    for idx, scalars in opt_json["scalars"].items():
+        opt_state.setdefault(int(idx), {}).update(scalars)
+    groups = opt_json["param_groups"]
+    for saved, current in zip(groups, optimizer.param_groups, strict=False):
+        for key, value in saved.items():  # JSON turned tuples (betas) into lists
+            if isinstance(current.get(key), tuple):
+                saved[key] = tuple(value)
+    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    return state

@@ -1,0 +1,139 @@
+"""Batches of uint8 pixels on the training device, in a deterministic, resumable order.
+
+The order of epoch `e` is a permutation seeded by (seed, e), so a resumed run that restarts at
+step `s` of epoch `e` sees exactly the batches the uninterrupted run saw. Each rank of a
+distributed run takes its own slice of every global batch, which is what makes DDP a drop-in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from distill_cli.data.sources import ImageSet
+from distill_cli.errors import DistillError
+
+Batch = tuple[torch.Tensor, torch.Tensor | None]
+
+
+class FolderImages(Dataset):
+    """Decodes one image file to a square uint8 (3, S, S) tensor (shorter side to S, centre)."""
+
+    def __init__(self, files: list[Path], labels: torch.Tensor | None, size: int) -> None:
+        self.files = files
+        self.labels = labels
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        from torchvision.io import ImageReadMode, decode_image, read_file
+        from torchvision.transforms.v2 import functional as TF
+
+        path = self.files[index]
+        try:
+            img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        except RuntimeError as exc:
+            raise DistillError(f"cannot decode image: {exc}", str(path)) from exc
+        if img.dtype != torch.uint8:
+            img = TF.to_dtype(img, torch.uint8, scale=True)
+        img = TF.resize(img, self.size, antialias=True)
+        img = TF.center_crop(img, [self.size, self.size])
+        label = int(self.labels[index]) if self.labels is not None else -1
+        return img, label
+
+
+class BatchStream:
+    """Epochs of (uint8 images, labels) batches on `device`."""
+
+    def __init__(
+        self,
+        data: ImageSet,
+        batch_size: int,
+        device: torch.device,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        load_size: int = 224,
+        workers: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        if batch_size % world:
+            raise DistillError(f"batch size {batch_size} is not divisible by {world} processes")
+        if drop_last and batch_size > len(data):
+            raise DistillError(
+                f"batch size {batch_size} is larger than the dataset ({len(data)} images)",
+                data.name,
+                "lower schedule.batch_size",
+            )
+        self.data = data
+        self.batch_size = batch_size
+        self.device = device
+        self.seed = seed
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.load_size = load_size
+        self.workers = workers
+        self.rank = rank
+        self.world = world
+        self._images = None
+        if data.images is not None:
+            # Held whole on the device: a batch is then one gather, with no host round trip.
+            self._images = data.images.to(device)
+        self._labels = data.labels.to(device) if data.labels is not None else None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self, epoch: int) -> torch.Tensor:
+        if not self.shuffle:
+            return torch.arange(len(self.data))
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.data), generator=gen)
+
+    def _index_batches(self, epoch: int, start_step: int) -> list[torch.Tensor]:
+        order = self.order(epoch)
+        per_rank = self.batch_size // self.world
+        batches = []
+        for step in range(start_step, self.steps_per_epoch):
+            chunk = order[step * self.batch_size : (step + 1) * self.batch_size]
+            if self.world > 1:
+                chunk = chunk[self.rank * per_rank : (self.rank + 1) * per_rank]
+            batches.append(chunk)
+        return batches
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """The batches of `epoch`, from `start_step` on."""
+        batches = self._index_batches(epoch, start_step)
+        if self._images is not None:
+            for idx in batches:
+                idx = idx.to(self.device)
+                labels = self._labels[idx] if self._labels is not None else None
+                yield self._images[idx], labels
+            return
+        yield from self._decoded(batches)
+
+    def _decoded(self, batches: list[torch.Tensor]) -> Iterator[Batch]:
+        dataset = FolderImages(self.data.files or [], self.data.labels, self.load_size)
+        cuda = self.device.type == "cuda"
+        loader = DataLoader(
+            dataset,
+            batch_sampler=[b.tolist() for b in batches],
+            num_workers=self.workers,
+            pin_memory=cuda,
+            prefetch_factor=4 if self.workers else None,
+        )
+        for images, labels in loader:
+            images = images.to(self.device, non_blocking=True)
+            if self.data.labels is None:
+                yield images, None
+            else:
+                yield images, labels.to(self.device, non_blocking=True)

@@ -1,0 +1,192 @@
+"""Where images come from: Fashion-MNIST IDX files, image folders, or generated data.
+
+Small datasets are held whole as one uint8 (N, C, H, W) tensor, so a batch is an index into
+memory (on the GPU when there is one). Image folders are kept as file lists and decoded by
+DataLoader workers (``loader.py``). Either way, what leaves this layer is uint8 pixels: all
+augmentation happens later, batched, on the training device.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from distill_cli.errors import DistillError
+
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+@dataclass
+class ImageSet:
+    """One split: pixels in memory (`images`) or on disk (`files`); labels when it has them."""
+
+    name: str
+    classes: list[str]
+    labels: torch.Tensor | None = None
+    images: torch.Tensor | None = None
+    files: list[Path] | None = None
+
+    def __len__(self) -> int:
+        if self.images is not None:
+            return int(self.images.shape[0])
+        return len(self.files or [])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1]) if self.images is not None else 3
+
+    def subset(self, indices: torch.Tensor) -> ImageSet:
+        return replace(
+            self,
+            labels=self.labels[indices] if self.labels is not None else None,
+            images=self.images[indices] if self.images is not None else None,
+            files=[self.files[i] for i in indices.tolist()] if self.files is not None else None,
+        )
+
+    def limited(self, limit: int | None, seed: int) -> ImageSet:
+        """A fixed random subset of `limit` items (same items for the same seed)."""
+        if limit is None or limit >= len(self):
+            return self
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        return self.subset(order[:limit].sort().values)
+
+
+# --- Fashion-MNIST -------------------------------------------------------------------------------
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (optionally gzipped) as a numpy array; only the uint8 type MNIST uses."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as exc:
+        raise DistillError(f"cannot read IDX file: {exc}", str(path)) from exc
+    if len(data) < 4:
+        raise DistillError("IDX file is truncated", str(path))
+    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != 0x08:
+        raise DistillError("not a uint8 IDX file", str(path))
+    dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise DistillError("IDX file is truncated", str(path))
+    return body.reshape(dims)
+
+
+def _find(root: Path, stem: str) -> Path:
+    for name in (stem, stem + ".gz"):
+        if (root / name).is_file():
+            return root / name
+    raise DistillError(
+        f"Fashion-MNIST file {stem}[.gz] not found",
+        str(root),
+        "apt-get install dataset-fashion-mnist, or set data.root",
+    )
+
+
+def load_fashion_mnist(root: Path, split: str) -> ImageSet:
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
+    if len(images) != len(labels):
+        raise DistillError("Fashion-MNIST images and labels differ in count", str(root))
+    return ImageSet(
+        name=f"fashion_mnist/{split}",
+        classes=list(FASHION_MNIST_CLASSES),
+        images=torch.from_numpy(images.copy()).unsqueeze(1),
+        labels=torch.from_numpy(labels.astype(np.int64)),
+    )
+
+
+# --- Generated data ------------------------------------------------------------------------------
+
+
+def make_synthetic(
+    num_classes: int, size: int, image_size: int, channels: int, seed: int, split: str
+) -> ImageSet:
+    """Learnable images: each class has its own colour (brightness for 1 channel), plus texture.
+
+    Tests need data where training measurably helps, without files. Colour survives random
+    crops, flips and resizing, so the label stays readable from any training view, while the
+    random texture keeps every image different.
+    """
+    gen = torch.Generator().manual_seed(seed * 7919 + (0 if split == "train" else 1))
+    labels = (torch.arange(size) % num_classes)[torch.randperm(size, generator=gen)]
+    levels = (torch.arange(num_classes).float() + 0.5) / num_classes
+    # channel k of class c is the level of class (c + k) mod K: distinct colours per class
+    shift = torch.arange(channels)
+    colour = levels[(labels[:, None] + shift[None] * max(1, num_classes // 3)) % num_classes]
+    texture = torch.rand(size, 1, image_size // 4 + 1, image_size // 4 + 1, generator=gen)
+    texture = torch.nn.functional.interpolate(
+        texture, size=(image_size, image_size), mode="bilinear"
+    )
+    img = 0.75 * colour[:, :, None, None] + 0.25 * texture
+    images = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+    return ImageSet(
+        name=f"synthetic/{split}",
+        classes=[f"class_{i}" for i in range(num_classes)],
+        images=images,
+        labels=labels.long(),
+    )
+
+
+# --- Image folders -------------------------------------------------------------------------------
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def scan_image_folder(root: Path, classes: list[str] | None = None) -> ImageSet:
+    """An ImageFolder split: one sub-folder per class. `classes` pins the order to train's."""
+    if not root.is_dir():
+        raise DistillError("data folder not found", str(root), "check data.root / train_dir")
+    found = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if classes is None:
+        classes = found
+    extra = sorted(set(found) - set(classes))
+    if extra:
+        raise DistillError(f"class folders not in the train split: {extra[:5]}", str(root))
+    files: list[Path] = []
+    labels: list[int] = []
+    for index, name in enumerate(classes):
+        for path in _image_files(root / name) if (root / name).is_dir() else []:
+            files.append(path)
+            labels.append(index)
+    if not files:
+        raise DistillError("no images found", str(root), "expected <class>/<image>.jpg|png")
+    return ImageSet(
+        name=str(root), classes=classes, files=files, labels=torch.tensor(labels, dtype=torch.long)
+    )
+
+
+def scan_unlabeled(root: Path, classes: list[str]) -> ImageSet:
+    """Any folder of images, searched recursively; function matching needs no labels."""
+    if not root.is_dir():
+        raise DistillError("distillation image folder not found", str(root))
+    files = _image_files(root)
+    if not files:
+        raise DistillError("no images found", str(root), "expected .jpg/.png files")
+    return ImageSet(name=str(root), classes=classes, files=files)

@@ -1,0 +1,47 @@
+"""The console-script entry point: runs the Typer app and turns expected errors into one line.
+
+Expected failures (:class:`DistillError`) print ``error: ...`` and exit with their code; with
+``--debug`` (or ``DISTILL_DEBUG=1``) the traceback is shown too. Anything else is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from distill_cli.errors import EXIT_FAILURE, DistillError
+
+
+def entry(argv: list[str] | None = None) -> None:
+    from distill_cli.cli import app
+
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("DISTILL_DEBUG") == "1"
+    try:
+        code = app(args=args, standalone_mode=False)
+    except DistillError as exc:
+        _fail(f"error: {exc}", exc.code, debug)
+    except KeyboardInterrupt:
+        _fail("error: interrupted", 130, debug)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click's usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            _fail("error: aborted", EXIT_FAILURE, debug)
+        raise
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    print(message, file=sys.stderr)
+    sys.exit(code)

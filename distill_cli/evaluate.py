@@ -1,0 +1,96 @@
+"""Validation metrics: student top-1/top-5, teacher top-1, student-teacher agreement and KL.
+
+The teacher is frozen, so its validation logits are computed once and cached; every later
+evaluation only runs the student. When the teacher's label space differs from the data's (an
+ImageNet teacher distilled on other images), only agreement and KL are meaningful and only those
+are reported.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from distill_cli.data.augment import eval_pixels, normalize
+from distill_cli.data.loader import BatchStream
+from distill_cli.models import Net
+
+
+class Evaluator:
+    """Evaluates nets on one validation stream; caches the labels and the teacher's logits."""
+
+    def __init__(
+        self,
+        stream: BatchStream,
+        num_data_classes: int,
+        channels_last: bool = False,
+        autocast_dtype: torch.dtype | None = None,
+    ) -> None:
+        self.stream = stream
+        self.num_data_classes = num_data_classes
+        self.channels_last = channels_last
+        self.autocast_dtype = autocast_dtype
+        self.labels: torch.Tensor | None = None
+        self._teacher_logits: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def logits(self, net: Net) -> torch.Tensor:
+        """All validation logits (float32, on the device), in stream order."""
+        was_training = net.module.training
+        net.module.eval()
+        device = self.stream.device
+        outs, labels = [], []
+        for images, y in self.stream.epoch(0):
+            x = normalize(eval_pixels(images, net.info), net.info)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            dtype = self.autocast_dtype or torch.float32
+            with torch.autocast(device.type, dtype, enabled=self.autocast_dtype is not None):
+                outs.append(net.module(x).float())
+            labels.append(y)
+        net.module.train(was_training)
+        if self.labels is None and labels and labels[0] is not None:
+            self.labels = torch.cat(labels)
+        return torch.cat(outs)
+
+    def teacher_logits(self, teacher: Net) -> torch.Tensor:
+        if self._teacher_logits is None:
+            self._teacher_logits = self.logits(teacher)
+        return self._teacher_logits
+
+    def teacher_metrics(self, teacher: Net) -> dict[str, float]:
+        logits = self.teacher_logits(teacher)
+        if teacher.info.num_classes != self.num_data_classes or self.labels is None:
+            return {}
+        return {"top1": topk(logits, self.labels, 1)}
+
+    def student_metrics(self, student: Net, teacher: Net | None) -> dict[str, float]:
+        logits = self.logits(student)
+        out: dict[str, float] = {}
+        if student.info.num_classes == self.num_data_classes and self.labels is not None:
+            out["top1"] = topk(logits, self.labels, 1)
+            out["top5"] = topk(logits, self.labels, min(5, self.num_data_classes))
+        if teacher is not None and teacher.info.num_classes == student.info.num_classes:
+            t = self.teacher_logits(teacher)
+            out["agreement_top1"] = agreement(logits, t)
+            out["kl"] = kl(logits, t)
+        return out
+
+
+def topk(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Top-k accuracy in percent."""
+    top = logits.topk(k, dim=-1).indices
+    return float((top == labels[:, None]).any(-1).float().mean().item() * 100)
+
+
+def agreement(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
+    """How often the student's top-1 class is the teacher's, in percent."""
+    same = student_logits.argmax(-1) == teacher_logits.argmax(-1)
+    return float(same.float().mean().item() * 100)
+
+
+def kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> float:
+    """Mean KL(p_teacher || p_student) at T = 1, in nats."""
+    log_p_s = F.log_softmax(student_logits.float(), -1)
+    log_p_t = F.log_softmax(teacher_logits.float(), -1)
+    return float(F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean").item())

@@ -1,0 +1,60 @@
+"""Training methods, one file each, found by name through a registry.
+
+Every module in this package is imported here so its ``@register`` runs; the recipe's `method`
+section is then validated against the union of the registered `Params` models, discriminated by
+`name`. Adding a method is adding a file: neither the engine nor the recipe names methods.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from typing import Annotated, Any, Union
+
+from pydantic import Field
+
+from distill_cli.errors import DistillError, did_you_mean
+from distill_cli.methods.base import (
+    Method,
+    MethodContext,
+    MethodParams,
+    StepOutput,
+    kd_loss,
+    register,
+    registry,
+)
+
+for _info in pkgutil.iter_modules(__path__):
+    if _info.name != "base":
+        importlib.import_module(f"{__name__}.{_info.name}")
+
+_params = tuple(cls.Params for cls in registry().values())
+MethodParamsUnion: Any = Annotated[Union[_params], Field(discriminator="name")]  # noqa: UP007
+
+
+def method_params_by_name() -> dict[str, type[MethodParams]]:
+    return {name: cls.Params for name, cls in registry().items()}
+
+
+def method_class(name: str) -> type[Method]:
+    methods = registry()
+    if name not in methods:
+        raise DistillError(f"unknown method {name!r}", "method.name", did_you_mean(name, methods))
+    return methods[name]
+
+
+def create_method(params: MethodParams, ctx: MethodContext) -> Method:
+    return method_class(params.name)(params, ctx)
+
+
+__all__ = [
+    "Method",
+    "MethodContext",
+    "MethodParams",
+    "MethodParamsUnion",
+    "StepOutput",
+    "create_method",
+    "kd_loss",
+    "method_class",
+    "register",
+]

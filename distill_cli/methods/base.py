@@ -1,0 +1,118 @@
+"""The method interface: what the engine calls, and nothing method-specific.
+
+A method turns a batch of uint8 images (and labels, when it needs them) into a loss. It owns its
+view of the data (crops, mixup), its use of the teacher, and its loss; the engine owns the
+optimisation. A new method is one new file in this package with a `Params` model and a
+`Method` subclass decorated with ``@register``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from distill_cli.data.augment import BatchAugment
+from distill_cli.models import Net
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+class MethodParams(BaseModel):
+    """Base of every method's recipe section; `name` selects the method."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    name: str
+
+
+@dataclass
+class MethodContext:
+    """What a method is built from: the nets, the batched augmentation, the run's precision."""
+
+    student: Net
+    teacher: Net | None
+    augment: BatchAugment
+    channels_last: bool = False
+
+
+@dataclass
+class StepOutput:
+    """The loss to minimise plus extra scalars to log (device tensors: no host sync)."""
+
+    loss: torch.Tensor
+    logs: dict[str, torch.Tensor]
+
+
+class Method(ABC):
+    """One training objective. Subclasses set the class variables and implement `step`."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[MethodParams]]
+    needs_teacher: ClassVar[bool] = False
+    needs_labels: ClassVar[bool] = False
+    #: Whether evaluation should compare the student with the teacher (agreement, KL).
+    compares_teacher: ClassVar[bool] = True
+
+    def __init__(self, params: MethodParams, ctx: MethodContext) -> None:
+        self.params = params
+        self.ctx = ctx
+        self.student = ctx.student
+        self.teacher = ctx.teacher
+        if self.teacher is not None:
+            self.teacher.module.eval().requires_grad_(False)
+
+    @abstractmethod
+    def step(self, images: torch.Tensor, labels: torch.Tensor | None, epoch: int) -> StepOutput:
+        """The loss of one batch; called inside the engine's autocast, student in train mode."""
+
+    def on_epoch_start(self, epoch: int) -> dict[str, float | str]:
+        """Hook for methods that change phase by epoch; returns anything worth logging."""
+        return {}
+
+    def trainable(self) -> nn.Module:
+        """The module whose parameters the optimizer updates."""
+        return self.student.module
+
+    def student_input(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _view(pixels, self.student, self.ctx.channels_last)
+
+    def teacher_logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        assert self.teacher is not None
+        with torch.no_grad():
+            return self.teacher(_view(pixels, self.teacher, self.ctx.channels_last))
+
+
+def _view(pixels: torch.Tensor, net: Net, channels_last: bool) -> torch.Tensor:
+    from distill_cli.data.augment import model_view
+
+    return model_view(pixels, net.info, channels_last)
+
+
+def kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """``T^2 * KL(p_teacher || p_student)`` with ``p = softmax(logits / T)``, batch mean.
+
+    Forward KL: the teacher's distribution is the target. The T^2 factor keeps gradient
+    magnitudes comparable across temperatures (Hinton et al.). Computed in float32 because
+    bf16 log-probabilities lose the small differences the loss is about.
+    """
+    t = temperature
+    log_p_s = F.log_softmax(student_logits.float() / t, dim=-1)
+    log_p_t = F.log_softmax(teacher_logits.float() / t, dim=-1)
+    return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * (t * t)
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator: make a method selectable by its `name` in recipes."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Method]]:
+    return dict(_REGISTRY)

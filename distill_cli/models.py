@@ -1,0 +1,221 @@
+"""Teacher and student creation: timm models, their input configs, and their weights.
+
+Model defaults travel with the model, as in timm: input size, mean, std and crop fraction come
+from ``timm.data.resolve_model_data_config`` unless the recipe sets them, so distill keeps no
+table of normalisation constants of its own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import timm
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from distill_cli.errors import DistillError
+
+if TYPE_CHECKING:
+    from distill_cli.recipe import ModelSpec
+
+#: Keys in a training checkpoint that hold optimizer state rather than model weights.
+OPTIM_PREFIX = "__optimizer__/"
+_WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What anyone needs to feed a model: its identity and its input config."""
+
+    name: str
+    num_classes: int
+    in_chans: int
+    input_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float
+    interpolation: str = "bilinear"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Net:
+    """A model together with its input config: what methods and evaluation are handed.
+
+    `module` owns the weights (and their plain state-dict keys); calling the Net runs `runner`,
+    which the engine may set to a compiled or DDP-wrapped version of the same module.
+    """
+
+    module: nn.Module
+    info: ModelInfo
+    runner: nn.Module | None = None
+    params: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.params = sum(p.numel() for p in self.module.parameters())
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.runner or self.module)(x)
+
+
+def check_model_name(name: str) -> None:
+    """Fail with close matches when timm does not know `name`."""
+    base = name.split(".")[0]
+    if timm.is_model(base):
+        return
+    import difflib
+
+    close = difflib.get_close_matches(base, timm.list_models(), n=5, cutoff=0.5)
+    hint = "close matches: " + ", ".join(close) if close else "see `timm.list_models()`"
+    raise DistillError(f"unknown timm model {name!r}", "model", hint)
+
+
+def _channels(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
+    """Adapt a 3-channel mean/std to another channel count (timm's cfg is always RGB)."""
+    if len(values) == in_chans:
+        return tuple(values)
+    if len(values) == 1:
+        return tuple(values) * in_chans
+    avg = sum(values) / len(values)
+    return (avg,) * in_chans
+
+
+def resolve_info(model: nn.Module, spec: ModelSpec, num_classes: int) -> ModelInfo:
+    """The model's timm data config with the recipe's explicit settings on top."""
+    cfg = timm.data.resolve_model_data_config(model)
+    if spec.input_size is None:
+        size = tuple(cfg["input_size"][1:])
+    elif isinstance(spec.input_size, int):
+        size = (spec.input_size, spec.input_size)
+    else:
+        size = tuple(spec.input_size)
+    mean = spec.mean if spec.mean is not None else cfg["mean"]
+    std = spec.std if spec.std is not None else cfg["std"]
+    if len(mean) not in (1, spec.in_chans) and spec.mean is not None:
+        raise DistillError(
+            f"mean has {len(mean)} values for a {spec.in_chans}-channel model", "mean"
+        )
+    return ModelInfo(
+        name=spec.model,
+        num_classes=num_classes,
+        in_chans=spec.in_chans,
+        input_size=(int(size[0]), int(size[1])),
+        mean=_channels(tuple(float(v) for v in mean), spec.in_chans),
+        std=_channels(tuple(float(v) for v in std), spec.in_chans),
+        crop_pct=float(spec.crop_pct if spec.crop_pct is not None else cfg.get("crop_pct", 1.0)),
+        interpolation=str(cfg.get("interpolation", "bilinear")),
+    )
+
+
+def sidecar_path(checkpoint: Path) -> Path:
+    return checkpoint.with_suffix(".json")
+
+
+def read_sidecar(checkpoint: Path) -> dict[str, Any]:
+    """The JSON metadata written beside distill's checkpoints; {} for foreign checkpoints."""
+    path = sidecar_path(checkpoint)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DistillError("checkpoint sidecar is not valid JSON", str(path)) from exc
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Model weights from .safetensors or a weights-only .pt/.pth, wrappers and prefixes removed."""
+    if not path.is_file():
+        raise DistillError("checkpoint file not found", str(path), "check the path")
+    try:
+        if path.suffix == ".safetensors":
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise DistillError(
+            f"cannot read checkpoint: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+            str(path),
+            "is the file complete, and weights only (no pickled code)?",
+        ) from exc
+    for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise DistillError("checkpoint holds no state dict", str(path))
+    cleaned: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor) or key.startswith(OPTIM_PREFIX):
+            continue
+        for prefix in _WRAPPER_PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix) :]
+        cleaned[key] = value
+    return cleaned
+
+
+def load_weights(model: nn.Module, path: Path) -> dict[str, list[str]]:
+    """Load `path` into `model`; refuse on missing keys or shape mismatches (wrong architecture)."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or mismatched:
+        raise DistillError(
+            f"checkpoint does not fit the model: {len(missing)} missing, {len(unexpected)} "
+            f"unexpected, {len(mismatched)} wrong-shape keys"
+            + (f" (first: {(missing + mismatched)[0]})" if missing or mismatched else ""),
+            str(path),
+            "check the model name, num_classes and in_chans",
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return {"missing": missing, "unexpected": unexpected}
+
+
+def infer_num_classes(spec: ModelSpec, data_classes: int | None) -> int:
+    """num_classes by priority: recipe, checkpoint sidecar, pretrained default, data."""
+    if spec.num_classes is not None:
+        return spec.num_classes
+    if spec.checkpoint is not None:
+        meta = read_sidecar(spec.checkpoint)
+        if "num_classes" in meta:
+            return int(meta["num_classes"])
+    if spec.pretrained:
+        return int(timm.get_pretrained_cfg_value(spec.model, "num_classes") or 1000)
+    if data_classes is None:
+        raise DistillError("num_classes is unknown", spec.model, "set num_classes in the recipe")
+    return data_classes
+
+
+def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
+    """Build a timm model from a recipe spec, load its weights, and resolve its input config."""
+    check_model_name(spec.model)
+    kwargs = {**spec.kwargs, **overrides}
+    try:
+        model = timm.create_model(
+            spec.model,
+            pretrained=spec.pretrained,
+            num_classes=num_classes,
+            in_chans=spec.in_chans,
+            **kwargs,
+        )
+    except (OSError, RuntimeError) as exc:
+        if spec.pretrained:
+            raise DistillError(
+                f"cannot fetch pretrained weights for {spec.model!r}: {str(exc).splitlines()[0]}",
+                "pretrained",
+                "use checkpoint: PATH on a machine without hub access",
+            ) from exc
+        raise
+    except TypeError as exc:
+        raise DistillError(f"bad model kwargs: {exc}", f"{spec.model}.kwargs") from exc
+    if spec.checkpoint is not None:
+        load_weights(model, spec.checkpoint)
+    return Net(model, resolve_info(model, spec, num_classes))

@@ -1,0 +1,53 @@
+"""Optimizer and learning-rate schedule: timm's factory, plus warmup + cosine by step.
+
+The schedule is a pure function of the step, so a resumed run needs no scheduler state: the
+learning rate at step s is the same whether or not the run was interrupted before it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import timm.optim
+import torch
+from torch import nn
+
+from distill_cli.recipe import OptimSpec, ScheduleSpec
+
+
+def build_optimizer(
+    module: nn.Module, spec: OptimSpec, device: torch.device
+) -> torch.optim.Optimizer:
+    """AdamW (fused on CUDA) or SGD; no weight decay on biases and norm layers (timm's default)."""
+    kwargs: dict = {}
+    if spec.name == "adamw":
+        kwargs["betas"] = tuple(spec.betas)
+    else:
+        kwargs["momentum"] = spec.momentum
+        kwargs["nesterov"] = True
+    if device.type == "cuda":
+        kwargs["fused"] = True
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: every parameter is frozen")
+    return timm.optim.create_optimizer_v2(
+        module, opt=spec.name, lr=spec.lr, weight_decay=spec.weight_decay, **kwargs
+    )
+
+
+def lr_factor(step: int, total: int, schedule: ScheduleSpec) -> float:
+    """Linear warmup to 1, then cosine decay to `min_lr_ratio` at the last step."""
+    warmup = schedule.warmup_steps
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    span = max(1, total - warmup)
+    progress = min(1.0, (step - warmup) / span)
+    floor = schedule.min_lr_ratio
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, base_lr: float, factor: float) -> float:
+    lr = base_lr * factor
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+    return lr

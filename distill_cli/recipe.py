@@ -1,0 +1,276 @@
+"""The recipe: one YAML document that fully describes a run.
+
+Like big_vision's configs, a recipe is data. It is validated by pydantic (unknown keys are rejected
+with their path, so a typo never silently falls back to a default), can be overridden from the
+command line with ``--set a.b=c``, and is saved resolved into every run directory so that
+re-running that file reproduces the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from distill_cli.errors import DistillError, did_you_mean
+from distill_cli.methods import MethodParamsUnion
+
+FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+class Strict(BaseModel):
+    """Base of every recipe section: unknown keys are errors; assignments are validated too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+class ModelSpec(Strict):
+    """A timm model and where its weights come from."""
+
+    model: str = Field(description="timm model name, e.g. resnet50 or mobilenetv3_small_100")
+    pretrained: bool = Field(False, description="load timm's pretrained weights (needs the hub)")
+    checkpoint: Path | None = Field(None, description=".safetensors, .pt or .pth weights")
+    num_classes: PositiveInt | None = Field(None, description="default: checkpoint/data classes")
+    in_chans: PositiveInt = 3
+    input_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
+        None, description="H (square) or [H, W]; default: the model's pretrained cfg"
+    )
+    mean: tuple[float, ...] | None = None
+    std: tuple[Annotated[float, Field(gt=0)], ...] | None = None
+    crop_pct: Fraction | None = Field(None, description="eval centre-crop fraction")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra create_model kwargs")
+
+    @model_validator(mode="after")
+    def _one_weight_source(self) -> ModelSpec:
+        if self.pretrained and self.checkpoint is not None:
+            raise ValueError("set either pretrained or checkpoint, not both")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("set mean and std together")
+        if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
+            raise ValueError("mean and std must have the same length")
+        return self
+
+
+class SyntheticSpec(Strict):
+    """Generated, learnable images for tests and smoke runs (no files needed)."""
+
+    num_classes: PositiveInt = 4
+    train_size: PositiveInt = 256
+    val_size: PositiveInt = 64
+    image_size: PositiveInt = 32
+    channels: Literal[1, 3] = 3
+
+
+class DataSpec(Strict):
+    """Where training and validation images come from."""
+
+    source: Literal["fashion_mnist", "image_folder", "synthetic"]
+    root: Path | None = Field(None, description="dataset root; fashion_mnist has a default")
+    train_dir: str = "train"
+    val_dir: str = "val"
+    distill_dir: Path | None = Field(
+        None, description="unlabeled image folder to distill on instead of the labeled train split"
+    )
+    train_limit: PositiveInt | None = Field(None, description="use a fixed random subset")
+    val_limit: PositiveInt | None = None
+    load_size: PositiveInt | None = Field(
+        None, description="image_folder: side images are decoded to before batched augmentation"
+    )
+    workers: int = Field(4, ge=0, description="decode workers for image folders")
+    synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec)
+
+    @model_validator(mode="after")
+    def _root_needed(self) -> DataSpec:
+        if self.source == "image_folder" and self.root is None and self.distill_dir is None:
+            raise ValueError("image_folder needs root (with train/ and val/ class folders)")
+        return self
+
+    @property
+    def resolved_root(self) -> Path | None:
+        if self.root is None and self.source == "fashion_mnist":
+            return FASHION_MNIST_ROOT
+        return self.root
+
+
+class AugmentSpec(Strict):
+    """The training view: one inception-style random resized crop and flip per image."""
+
+    crop_scale: tuple[Fraction, Fraction] = (0.08, 1.0)
+    crop_ratio: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (
+        3 / 4,
+        4 / 3,
+    )
+    flip: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AugmentSpec:
+        if self.crop_scale[0] > self.crop_scale[1] or self.crop_ratio[0] > self.crop_ratio[1]:
+            raise ValueError("crop_scale and crop_ratio are [min, max]")
+        return self
+
+
+class OptimSpec(Strict):
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: Annotated[float, Field(gt=0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    clip_grad_norm: Annotated[float, Field(gt=0)] | None = Field(
+        1.0, description="global-norm clipping; null disables"
+    )
+
+
+class ScheduleSpec(Strict):
+    epochs: PositiveInt | None = None
+    steps: PositiveInt | None = Field(None, description="train for exactly this many steps")
+    batch_size: PositiveInt = Field(512, description="global batch size")
+    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+    eval_every: Annotated[int, Field(ge=0)] = Field(1, description="epochs; 0 = only at the end")
+    eval_batch_size: PositiveInt | None = None
+    log_every: PositiveInt = Field(50, description="steps between metrics.jsonl lines")
+    save_epochs: list[PositiveInt] = Field(
+        default_factory=list, description="extra checkpoints (e.g. early-stopped teachers)"
+    )
+
+    @model_validator(mode="after")
+    def _length(self) -> ScheduleSpec:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("set exactly one of epochs or steps")
+        return self
+
+
+class RuntimeSpec(Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU"
+    )
+    channels_last: bool | None = Field(None, description="default: on for CUDA")
+    compile: bool = False
+    seed: int = 0
+    threads: PositiveInt | None = Field(None, description="CPU threads for torch")
+
+
+class OutputSpec(Strict):
+    dir: Path = Path("runs")
+    name: str | None = Field(None, description="run folder name; default: the recipe name")
+
+
+class Recipe(Strict):
+    """A whole run. `student` is the model being trained (`model` is accepted as its alias)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    description: str = ""
+    teacher: ModelSpec | None = None
+    student: ModelSpec = Field(validation_alias=AliasChoices("student", "model"))
+    data: DataSpec
+    augment: AugmentSpec = Field(default_factory=AugmentSpec)
+    method: MethodParamsUnion
+    optim: OptimSpec = Field(default_factory=OptimSpec)
+    schedule: ScheduleSpec
+    runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="after")
+    def _teacher_when_needed(self) -> Recipe:
+        from distill_cli.methods import method_class
+
+        cls = method_class(self.method.name)
+        if cls.needs_teacher and self.teacher is None:
+            raise ValueError(f"method {self.method.name!r} needs a teacher section")
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output.dir / (self.output.name or self.name)
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", exclude_none=False)
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides; values are parsed as YAML so numbers and lists keep their type."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DistillError(f"override {item!r} is not KEY=VALUE", "--set", "e.g. optim.lr=3e-3")
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        try:
+            node[parts[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise DistillError(f"override {item!r} has an unparsable value", "--set") from exc
+    return raw
+
+
+def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys at the parent of `loc`, for a 'did you mean' hint."""
+    current: Any = model
+    for part in loc[:-1]:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            from distill_cli.methods import method_params_by_name
+
+            current = method_params_by_name().get(str(part))
+            continue
+        current = field.annotation
+        args = getattr(current, "__args__", ())
+        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+        current = models[0] if models else current
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def format_validation_error(exc: ValidationError, source: str) -> DistillError:
+    """One readable line per problem, each naming the key's full path."""
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+            hint = did_you_mean(str(loc[-1]), _field_names(Recipe, loc))
+            if hint:
+                msg += f"; {hint}"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"{path}: {msg}")
+    what = "invalid recipe: " + "; ".join(lines)
+    return DistillError(what, source, "fix the recipe or the --set value and run again")
+
+
+def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:
+    """Read, override and validate a recipe file; every problem becomes a DistillError."""
+    path = Path(path)
+    if not path.is_file():
+        raise DistillError("recipe file not found", str(path), "check the path")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise DistillError(f"YAML syntax error: {problem}", where, "fix the YAML") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise DistillError("a recipe must be a YAML mapping", str(path))
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise format_validation_error(exc, str(path)) from exc

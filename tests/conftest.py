@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny recipes on generated data, written into a temporary folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+
+torch.set_num_threads(2)
+
+
+def write_recipe(folder: Path, name: str, body: dict[str, Any]) -> Path:
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, **body}, sort_keys=False))
+    return path
+
+
+def teacher_body(out: Path, epochs: int = 3) -> dict[str, Any]:
+    return {
+        "model": {"model": "test_resnet", "input_size": 32},
+        "data": {"source": "synthetic", "synthetic": {"num_classes": 4, "train_size": 128}},
+        "method": {"name": "supervised"},
+        "optim": {"lr": 3e-3},
+        "schedule": {"epochs": epochs, "batch_size": 32, "log_every": 2},
+        "output": {"dir": str(out)},
+    }
+
+
+def fm_body(out: Path, teacher_ckpt: Path | None, epochs: int = 2) -> dict[str, Any]:
+    teacher: dict[str, Any] = {"model": "test_resnet", "input_size": 32}
+    if teacher_ckpt is not None:
+        teacher["checkpoint"] = str(teacher_ckpt)
+    else:
+        teacher["num_classes"] = 4
+    return {
+        "teacher": teacher,
+        "student": {"model": "test_efficientnet", "input_size": 24},
+        "data": {"source": "synthetic", "synthetic": {"num_classes": 4, "train_size": 128}},
+        "method": {"name": "function_matching", "temperature": 2.0},
+        "optim": {"lr": 3e-3},
+        "schedule": {"epochs": epochs, "batch_size": 32, "log_every": 2},
+        "output": {"dir": str(out)},
+    }
+
+
+@pytest.fixture
+def tiny_recipes(tmp_path: Path) -> dict[str, Path]:
+    """A supervised teacher recipe and a function-matching recipe that uses its checkpoint."""
+    runs = tmp_path / "runs"
+    teacher = write_recipe(tmp_path, "teacher", teacher_body(runs))
+    ckpt = runs / "teacher" / "checkpoints" / "best.safetensors"
+    fm = write_recipe(tmp_path, "fm", fm_body(runs, ckpt))
+    return {"teacher": teacher, "fm": fm, "runs": runs, "teacher_ckpt": ckpt}
+
+
+@pytest.fixture(scope="session")
+def trained_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A teacher trained once per session on the synthetic data; returns its best checkpoint."""
+    from distill_cli import api
+
+    folder = tmp_path_factory.mktemp("teacher")
+    recipe = write_recipe(folder, "teacher", teacher_body(folder / "runs", epochs=4))
+    summary = api.run(recipe)
+    assert summary["student"]["top1"] is not None
+    return folder / "runs" / "teacher" / "checkpoints" / "best.safetensors"

@@ -1,0 +1,118 @@
+"""Checkpoints: weights + sidecar round trip, optimizer state, atomic writes, foreign formats."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from distill_cli.checkpoint import atomic_write, load_training, read_train_state, save_weights
+from distill_cli.errors import DistillError
+from distill_cli.models import load_weights, read_sidecar, read_state_dict
+
+
+def _model() -> torch.nn.Module:
+    return timm.create_model("test_resnet", num_classes=3)
+
+
+def test_weights_and_sidecar_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _model()
+    path = tmp_path / "ck" / "best.safetensors"
+    save_weights(path, model, {"model": "test_resnet", "num_classes": 3, "epoch": 4})
+    assert read_sidecar(path) == {"model": "test_resnet", "num_classes": 3, "epoch": 4}
+    fresh = _model()
+    load_weights(fresh, path)
+    for (k, a), (_, b) in zip(model.state_dict().items(), fresh.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_training_state_round_trip_restores_the_optimizer(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    opt.step()
+    path = tmp_path / "last.safetensors"
+    save_weights(path, model, {"model": "test_resnet"}, opt, {"step": 17, "best": 0.5})
+    assert read_train_state(path)["step"] == 17
+
+    model2 = _model()
+    opt2 = torch.optim.AdamW(model2.parameters(), lr=1e-3)
+    state = load_training(path, model2, opt2)
+    assert state["step"] == 17 and state["best"] == 0.5
+    a, b = opt.state_dict(), opt2.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    for idx, entry in a["state"].items():
+        for key, value in entry.items():
+            assert torch.equal(value, b["state"][idx][key]), (idx, key)
+    # the weights-only view of a `last` checkpoint is just the model
+    assert set(read_state_dict(path)) == set(model.state_dict())
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "f.bin"
+    atomic_write(path, b"old")
+
+    def crash(fd: int) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.fsync", crash)
+    with pytest.raises(OSError):
+        atomic_write(path, b"new contents")
+    assert path.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]
+
+
+def test_pt_checkpoints_with_wrappers_and_prefixes_load(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = _model()
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 3}
+    path = tmp_path / "w.pth"
+    torch.save(wrapped, path)
+    fresh = _model()
+    report = load_weights(fresh, path)
+    assert report["missing"] == [] and report["unexpected"] == []
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True)
+    )
+
+
+def test_wrong_architecture_is_refused_with_key_counts(tmp_path: Path) -> None:
+    path = tmp_path / "other.safetensors"
+    save_weights(path, timm.create_model("test_efficientnet", num_classes=3), {})
+    with pytest.raises(DistillError) as info:
+        load_weights(_model(), path)
+    assert "missing" in str(info.value) and "unexpected" in str(info.value)
+
+
+def test_truncated_checkpoint_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "t.safetensors"
+    save_weights(path, _model(), {})
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(DistillError, match="cannot read checkpoint"):
+        read_state_dict(path)
+
+
+def test_pickled_code_is_never_executed(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": Evil()}, path)
+    with pytest.raises(DistillError):
+        read_state_dict(path)
+    assert not marker.exists()
+
+
+def test_sidecar_is_plain_json(tmp_path: Path) -> None:
+    path = tmp_path / "a.safetensors"
+    save_weights(path, _model(), {"class_names": ["a", "b", "c"]})
+    assert json.loads(path.with_suffix(".json").read_text())["class_names"] == ["a", "b", "c"]

@@ -1,0 +1,97 @@
+"""The command line as users and CI drive it: exit codes, one-line errors, files written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import fm_body, write_recipe
+
+
+def distill(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "distill_cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def _assert_one_line_error(
+    result: subprocess.CompletedProcess[str], code: int, *needles: str
+) -> None:
+    assert result.returncode == code, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_version_and_help() -> None:
+    assert distill("--version").stdout.startswith("distill ")
+    out = distill("--help").stdout
+    assert "run" in out and "train" in out
+
+
+def test_run_then_resume_and_json_output(tmp_path: Path, trained_teacher: Path) -> None:
+    recipe = write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", trained_teacher, epochs=1))
+    result = distill("run", str(recipe), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["method"] == "function_matching"
+    assert (tmp_path / "runs" / "fm" / "checkpoints" / "best.safetensors").is_file()
+    # a finished run resumes to the same summary without training again
+    again = distill("run", str(recipe), "--resume", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["steps"] == summary["steps"]
+    # the folder is protected unless --overwrite
+    _assert_one_line_error(distill("run", str(recipe)), 2, "already holds a run", "--overwrite")
+    assert distill("run", str(recipe), "--overwrite", "-q").returncode == 0
+
+
+def test_dry_run_prints_the_plan(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))
+    result = distill("run", str(recipe), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    for word in ("test_efficientnet", "test_resnet", "params", "steps", "fp32", "cpu"):
+        assert word in result.stdout
+    plan = json.loads(distill("run", str(recipe), "--dry-run", "--json").stdout)
+    assert plan["total_steps"] == 8
+    assert not (tmp_path / "runs").exists()
+
+
+def test_set_override_reaches_the_run(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))
+    result = distill("run", str(recipe), "--dry-run", "--json", "--set", "schedule.batch_size=64")
+    assert json.loads(result.stdout)["steps_per_epoch"] == 2
+
+
+@pytest.mark.parametrize(
+    ("mutate", "needles"),
+    [
+        (lambda b: b["optim"].update(lrr=1), ["optim.lrr", "'lr'"]),
+        (lambda b: b["schedule"].update(epochs="many"), ["schedule.epochs"]),
+        (lambda b: b["student"].update(model="resnet_18"), ["resnet_18", "resnet18"]),
+        (lambda b: b["teacher"].update(checkpoint="/nope/t.safetensors"), ["not found", "/nope"]),
+        (lambda b: b["schedule"].update(batch_size=100000), ["batch size", "larger than"]),
+    ],
+    ids=["unknown-key", "wrong-type", "unknown-model", "missing-checkpoint", "batch-too-big"],
+)
+def test_expected_errors_are_one_line_with_exit_code_2(tmp_path: Path, mutate, needles) -> None:
+    body = fm_body(tmp_path / "runs", None)
+    mutate(body)
+    recipe = write_recipe(tmp_path, "fm", body)
+    _assert_one_line_error(distill("run", str(recipe)), 2, *needles)
+
+
+def test_missing_recipe_and_debug_traceback(tmp_path: Path) -> None:
+    _assert_one_line_error(distill("run", str(tmp_path / "none.yaml")), 2, "recipe file not found")
+    debug = distill("--debug", "run", str(tmp_path / "none.yaml"))
+    assert debug.returncode == 2 and "Traceback" in debug.stderr

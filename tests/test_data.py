@@ -1,0 +1,174 @@
+"""Data sources and the batch stream: IDX files, image folders, order and resumption."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distill_cli import api
+from distill_cli.data import build_data
+from distill_cli.data.loader import BatchStream
+from distill_cli.data.sources import load_fashion_mnist, read_idx
+from distill_cli.errors import DistillError
+from distill_cli.recipe import DataSpec
+from tests.conftest import fm_body, write_recipe
+
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _write_idx(path: Path, array: np.ndarray, gz: bool = True) -> None:
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(
+        ">" + "I" * array.ndim, *array.shape
+    )
+    data = header + array.astype(np.uint8).tobytes()
+    (gzip.open if gz else open)(path, "wb").write(data)
+
+
+def _fake_fashion_mnist(root: Path, n_train: int = 64, n_val: int = 32) -> None:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_val)):
+        _write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(root / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, (n,)), gz=False)
+
+
+def test_idx_reader_and_fashion_mnist_loader(tmp_path: Path) -> None:
+    _fake_fashion_mnist(tmp_path)
+    train = load_fashion_mnist(tmp_path, "train")
+    assert train.images.shape == (64, 1, 28, 28) and train.images.dtype == torch.uint8
+    assert train.labels.shape == (64,) and train.num_classes == 10
+    assert train.classes[9] == "Ankle boot"
+    raw = read_idx(tmp_path / "train-images-idx3-ubyte.gz")
+    assert np.array_equal(raw, train.images[:, 0].numpy())
+
+
+def test_truncated_idx_and_missing_files_are_clear_errors(tmp_path: Path) -> None:
+    _fake_fashion_mnist(tmp_path)
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(DistillError, match="truncated"):
+        read_idx(path)
+    with pytest.raises(DistillError, match="dataset-fashion-mnist"):
+        load_fashion_mnist(tmp_path / "empty", "train")
+
+
+def test_subset_limit_is_fixed_for_a_seed(tmp_path: Path) -> None:
+    _fake_fashion_mnist(tmp_path)
+    spec = DataSpec(source="fashion_mnist", root=tmp_path, train_limit=10)
+    a, b = build_data(spec, seed=1), build_data(spec, seed=1)
+    assert len(a.train) == 10 and torch.equal(a.train.images, b.train.images)
+    assert not torch.equal(a.train.images, build_data(spec, seed=2).train.images)
+
+
+def test_stream_order_is_deterministic_and_resumable() -> None:
+    from distill_cli.data.sources import make_synthetic
+
+    data = make_synthetic(4, 50, 8, 1, 0, "train")
+    stream = BatchStream(data, 8, torch.device("cpu"), seed=3)
+    assert stream.steps_per_epoch == 6  # last partial batch dropped
+    epoch1 = [labels for _, labels in stream.epoch(1)]
+    tail = [labels for _, labels in stream.epoch(1, start_step=4)]
+    assert len(tail) == 2 and all(torch.equal(a, b) for a, b in zip(epoch1[4:], tail, strict=True))
+    epoch2 = [labels for _, labels in stream.epoch(2)]
+    assert not all(torch.equal(a, b) for a, b in zip(epoch1, epoch2, strict=True))
+    # each of two ranks gets half of every global batch, together exactly the global batch
+    ranks = [BatchStream(data, 8, torch.device("cpu"), seed=3, rank=r, world=2) for r in (0, 1)]
+    full = next(iter(stream.epoch(0)))[0]
+    halves = [next(iter(r.epoch(0)))[0] for r in ranks]
+    assert torch.equal(torch.cat(halves), full)
+
+
+def _image_folder(root: Path) -> None:
+    """Two classes of JPEG, grayscale PNG, RGBA PNG and 16-bit PNG files of varied sizes."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("val", 6)):
+        for cls, colour in (("cat", 40), ("dog", 200)):
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                rgb = (rng.random((30 + i, 40, 3)) * 40 + colour).astype(np.uint8)
+                kind = i % 4
+                if kind == 0:
+                    Image.fromarray(rgb[..., 0]).save(folder / f"{i}.png")
+                elif kind == 1:
+                    alpha = np.full((*rgb.shape[:2], 1), 255, np.uint8)
+                    Image.fromarray(np.concatenate([rgb, alpha], -1)).save(folder / f"{i}.png")
+                elif kind == 2:
+                    wide = rgb[..., 0].astype(np.uint16) * 257
+                    Image.fromarray(wide).save(folder / f"{i}.png")
+                else:
+                    Image.fromarray(rgb).save(folder / f"{i}.JPG", quality=90)
+
+
+def test_image_folder_decodes_mixed_formats_to_square_uint8(tmp_path: Path) -> None:
+    _image_folder(tmp_path)
+    data = build_data(DataSpec(source="image_folder", root=tmp_path))
+    assert data.classes == ["cat", "dog"] and len(data.train) == 24 and len(data.val) == 12
+    stream = BatchStream(data.train, 8, torch.device("cpu"), load_size=20, workers=0)
+    images, labels = next(iter(stream.epoch(0)))
+    assert images.shape == (8, 3, 20, 20) and images.dtype == torch.uint8
+    assert set(labels.tolist()) <= {0, 1}
+
+
+def test_function_matching_on_an_unlabeled_folder(tmp_path: Path) -> None:
+    _image_folder(tmp_path / "data")
+    body = fm_body(tmp_path / "runs", None, epochs=1)
+    body["data"] = {
+        "source": "image_folder",
+        "root": str(tmp_path / "data"),
+        "distill_dir": str(tmp_path / "data" / "train"),
+        "workers": 0,
+    }
+    body["teacher"]["num_classes"] = 2
+    body["schedule"]["batch_size"] = 8
+    summary = api.run(write_recipe(tmp_path, "fm", body))
+    assert summary["student"]["top1"] is not None  # validation still has labels
+    sup = dict(body, method={"name": "supervised"})
+    sup.pop("teacher")
+    with pytest.raises(DistillError, match="needs labels"):
+        api.run(write_recipe(tmp_path, "sup", sup))
+
+
+def test_empty_and_missing_folders(tmp_path: Path) -> None:
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    with pytest.raises(DistillError, match="no images"):
+        build_data(DataSpec(source="image_folder", root=tmp_path))
+    with pytest.raises(DistillError, match="not found"):
+        build_data(DataSpec(source="image_folder", root=tmp_path / "nope"))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not FMNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
+def test_real_fashion_mnist_subset_distills(tmp_path: Path) -> None:
+    """A few hundred real images: the teacher learns, and the student learns from the teacher."""
+    teacher = {
+        "model": {"model": "test_resnet", "input_size": 28, "crop_pct": 1.0},
+        "data": {"source": "fashion_mnist", "train_limit": 2048, "val_limit": 512},
+        "augment": {"crop_scale": [0.5, 1.0]},
+        "method": {"name": "supervised"},
+        "optim": {"lr": 3e-3},
+        "schedule": {"epochs": 3, "batch_size": 64},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    t = api.run(write_recipe(tmp_path, "teacher", teacher))
+    assert t["student"]["top1"] > 60
+    fm = dict(
+        teacher,
+        teacher=dict(
+            teacher["model"], checkpoint=str(tmp_path / "runs/teacher/checkpoints/best.safetensors")
+        ),
+        student={"model": "test_efficientnet", "input_size": 28, "crop_pct": 1.0},
+        method={"name": "function_matching"},
+    )
+    fm.pop("model")
+    s = api.run(write_recipe(tmp_path, "fm", fm))
+    assert s["teacher"]["top1"] == pytest.approx(t["best"]["score"], abs=1e-6)  # best.safetensors
+    assert s["agreement"]["top1"] > 50 and s["student"]["top1"] > 45

@@ -1,0 +1,122 @@
+"""Recipe loading: validation, errors that name the bad key, --set overrides, saved recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill_cli.errors import DistillError
+from distill_cli.recipe import Recipe, apply_overrides, load_recipe
+from tests.conftest import fm_body, write_recipe
+
+
+def _load_error(tmp_path: Path, body: dict, overrides: list[str] | None = None) -> str:
+    path = write_recipe(tmp_path, "r", body)
+    with pytest.raises(DistillError) as info:
+        load_recipe(path, overrides)
+    return str(info.value)
+
+
+def test_valid_recipe_loads_with_defaults(tmp_path: Path) -> None:
+    recipe = load_recipe(write_recipe(tmp_path, "r", fm_body(tmp_path, None)))
+    assert recipe.method.name == "function_matching"
+    assert recipe.method.temperature == 2.0
+    assert recipe.method.mixup is True
+    assert recipe.optim.clip_grad_norm == 1.0
+    assert recipe.run_dir == tmp_path / "r"
+
+
+def test_unknown_key_is_named_with_its_path_and_a_suggestion(tmp_path: Path) -> None:
+    body = fm_body(tmp_path, None)
+    body["optim"]["lrr"] = 0.1
+    msg = _load_error(tmp_path, body)
+    assert "optim.lrr" in msg
+    assert "unknown key" in msg
+    assert "'lr'" in msg
+
+
+def test_unknown_key_inside_a_method_section(tmp_path: Path) -> None:
+    body = fm_body(tmp_path, None)
+    body["method"]["temprature"] = 3
+    msg = _load_error(tmp_path, body)
+    assert "method.function_matching.temprature" in msg
+    assert "'temperature'" in msg
+
+
+def test_wrong_type_and_range_name_the_key(tmp_path: Path) -> None:
+    body = fm_body(tmp_path, None)
+    body["schedule"]["batch_size"] = "big"
+    assert "schedule.batch_size" in _load_error(tmp_path, body)
+    body = fm_body(tmp_path, None)
+    body["optim"]["lr"] = -1
+    assert "optim.lr" in _load_error(tmp_path, body)
+
+
+def test_unknown_method_and_missing_teacher(tmp_path: Path) -> None:
+    body = fm_body(tmp_path, None)
+    body["method"] = {"name": "function_matchin"}
+    assert "method" in _load_error(tmp_path, body)
+    body = fm_body(tmp_path, None)
+    del body["teacher"]
+    assert "needs a teacher" in _load_error(tmp_path, body)
+
+
+def test_missing_required_section(tmp_path: Path) -> None:
+    body = fm_body(tmp_path, None)
+    del body["schedule"]
+    msg = _load_error(tmp_path, body)
+    assert "schedule" in msg and "missing" in msg
+
+
+def test_yaml_syntax_error_reports_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\nstudent: {model: resnet18\nmethod: [\n")
+    with pytest.raises(DistillError) as info:
+        load_recipe(path)
+    assert "YAML" in str(info.value)
+    assert "bad.yaml:" in str(info.value)
+
+
+def test_missing_recipe_file(tmp_path: Path) -> None:
+    with pytest.raises(DistillError, match="not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_set_overrides_keep_types_and_create_sections(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path, "r", fm_body(tmp_path, None))
+    recipe = load_recipe(
+        path,
+        ["optim.lr=3e-3", "schedule.epochs=7", "augment.crop_scale=[0.5, 1.0]", "runtime.seed=3"],
+    )
+    assert recipe.optim.lr == pytest.approx(3e-3)
+    assert recipe.schedule.epochs == 7
+    assert recipe.augment.crop_scale == (0.5, 1.0)
+    assert recipe.runtime.seed == 3
+    msg = _load_error(tmp_path, fm_body(tmp_path, None), ["optim.nope=1"])
+    assert "optim.nope" in msg
+
+
+def test_bad_override_syntax() -> None:
+    with pytest.raises(DistillError, match="KEY=VALUE"):
+        apply_overrides({}, ["optim.lr"])
+
+
+def test_resolved_recipe_round_trips(tmp_path: Path) -> None:
+    recipe = load_recipe(write_recipe(tmp_path, "r", fm_body(tmp_path, None)), ["optim.lr=0.5"])
+    again = Recipe.model_validate(yaml.safe_load(recipe.to_yaml()))
+    assert again == recipe
+
+
+def test_model_is_an_alias_of_student(tmp_path: Path) -> None:
+    body = fm_body(tmp_path, None)
+    body["model"] = body.pop("student")
+    assert load_recipe(write_recipe(tmp_path, "r", body)).student.model == "test_efficientnet"
+
+
+def test_every_shipped_recipe_validates() -> None:
+    recipes = sorted(Path(__file__).parents[1].joinpath("recipes").rglob("*.yaml"))
+    assert recipes, "no recipes shipped"
+    for path in recipes:
+        load_recipe(path)
