@@ -75,12 +75,11 @@ def test_distillation_moves_the_student_towards_the_teacher(
     tmp_path: Path, trained_teacher: Path
 ) -> None:
     body = fm_body(tmp_path / "runs", trained_teacher, epochs=6)
-    body["optim"]["lr"] = 1e-2
     summary = api.run(write_recipe(tmp_path, "fm", body))
     records = [json.loads(x) for x in (tmp_path / "runs/fm/metrics.jsonl").read_text().splitlines()]
     kl = [r["kl"] for r in records if r["kind"] == "eval"]
-    assert kl[-1] < kl[0]
-    assert summary["agreement"]["top1"] >= 50
+    assert kl[-1] < 0.6 * kl[0]
+    assert summary["agreement"]["top1"] >= 70 and summary["student"]["top1"] >= 70
 
 
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
