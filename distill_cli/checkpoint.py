@@ -23,7 +23,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from distill_cli.errors import DistillError
-from distill_cli.models import OPTIM_PREFIX, sidecar_path
+from distill_cli.models import METHOD_PREFIX, OPTIM_PREFIX, PRIVATE_PREFIX, sidecar_path
 
 _STATE_KEY = "distill.train_state"
 
@@ -55,9 +55,12 @@ def save_weights(
     meta: dict[str, Any],
     optimizer: torch.optim.Optimizer | None = None,
     train_state: dict[str, Any] | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Save model weights (and optionally the optimizer + training position), then the sidecar."""
+    """Save model weights (and optionally the optimizer, the method's extra state and the
+    training position), then the sidecar."""
     tensors = _cpu(model.state_dict())
+    tensors.update(_cpu({f"{METHOD_PREFIX}{k}": v for k, v in (extra or {}).items()}))
     header: dict[str, str] = {"format": "pt", "distill.meta": json.dumps(meta)}
     if optimizer is not None:
         opt_tensors, opt_json = _flatten_optimizer(optimizer)
@@ -96,14 +99,20 @@ def read_train_state(path: Path) -> dict[str, Any]:
     return json.loads(header[_STATE_KEY])
 
 
-def load_training(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model and optimizer from a `last` checkpoint; returns the training position."""
+def load_training(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Restore model and optimizer from a `last` checkpoint.
+
+    Returns the training position and the method's extra state.
+    """
     state = read_train_state(path)
     from safetensors.torch import load_file
 
     tensors = load_file(str(path))
-    weights = {k: v for k, v in tensors.items() if not k.startswith(OPTIM_PREFIX)}
+    weights = {k: v for k, v in tensors.items() if not k.startswith(PRIVATE_PREFIX)}
     model.load_state_dict(weights)
+    extra = {k[len(METHOD_PREFIX) :]: v for k, v in tensors.items() if k.startswith(METHOD_PREFIX)}
     opt_json = state.pop("optimizer")
     opt_state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
@@ -118,4 +127,4 @@ def load_training(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
             if isinstance(current.get(key), tuple):
                 saved[key] = tuple(value)
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
-    return state
+    return state, extra

@@ -26,7 +26,7 @@ from distill_cli.data.loader import BatchStream
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.evaluate import Evaluator
 from distill_cli.methods import Method, MethodContext, create_method, method_class
-from distill_cli.models import Net, create_net, infer_num_classes
+from distill_cli.models import Net, create_net, create_teacher, infer_num_classes
 from distill_cli.optim import build_optimizer, lr_factor, set_lr
 from distill_cli.recipe import Recipe
 from distill_cli.rundir import RunDir
@@ -148,9 +148,8 @@ def build(recipe: Recipe) -> Setup:
     torch.manual_seed(rt.seed)
     teacher = None
     if cls.needs_teacher:
-        assert recipe.teacher is not None
-        t_classes = infer_num_classes(recipe.teacher, len(data.classes))
-        teacher = create_net(recipe.teacher, t_classes)
+        teacher = create_teacher(recipe.teachers, len(data.classes))
+        t_classes = teacher.info.num_classes
         s_classes = recipe.student.num_classes or t_classes
         if s_classes != t_classes:
             raise DistillError(
@@ -179,15 +178,24 @@ def build(recipe: Recipe) -> Setup:
 
     sizes = [net.info.input_size for net in (student, teacher) if net is not None]
     view_size = (max(s[0] for s in sizes), max(s[1] for s in sizes))
-    ctx = MethodContext(student, teacher, BatchAugment(recipe.augment, view_size), channels_last)
-    method = create_method(recipe.method, ctx)
-
     sched, dspec = recipe.schedule, recipe.data
     load_size = dspec.load_size or round(max(view_size) * 1.15)
     common = {"device": device, "seed": rt.seed, "load_size": load_size, "workers": dspec.workers}
     train_stream = BatchStream(data.train, sched.batch_size, **common)
     eval_batch = sched.eval_batch_size or sched.batch_size
     val_stream = BatchStream(data.val, eval_batch, shuffle=False, drop_last=False, **common)
+
+    epochs = sched.epochs or math.ceil((sched.steps or 0) / train_stream.steps_per_epoch)
+    ctx = MethodContext(
+        student,
+        teacher,
+        BatchAugment(recipe.augment, view_size),
+        channels_last,
+        train_stream=train_stream,
+        cache_dir=recipe.output.dir / ".cache",
+        epochs=epochs,
+    )
+    method = create_method(recipe.method, ctx)
     autocast = torch.bfloat16 if precision == "bf16" else None
     return Setup(
         recipe,
@@ -252,7 +260,8 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
 
     def resume(self) -> None:
-        state = load_training(self.run.last, self.s.student.module, self.optimizer)
+        state, extra = load_training(self.run.last, self.s.student.module, self.optimizer)
+        self.s.method.load_extra_state(extra)
         self.state.update(state)
         self.last_eval = state.get("last_eval", {})
         self.run.truncate_metrics(self.state["step"])
@@ -277,13 +286,13 @@ class Trainer:
             phase = s.method.on_epoch_start(epoch)
             if phase:
                 self._log({"kind": "phase", "step": step, "epoch": epoch, **phase})
-            for images, labels in s.train_stream.epoch(epoch, step % spe):
+            for batch in s.train_stream.epoch(epoch, step % spe):
                 torch.manual_seed(seed * 1_000_003 + step)
                 lr = set_lr(self.optimizer, rec.optim.lr, lr_factor(step, total, rec.schedule))
                 with torch.autocast(
                     s.device.type, s.autocast or torch.float32, enabled=s.autocast is not None
                 ):
-                    out = s.method.step(images, labels, epoch)
+                    out = s.method.step(batch, epoch)
                 self.optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
                 if clip is not None:
@@ -376,13 +385,9 @@ class Trainer:
             path = self.run.checkpoint(f"epoch_{int(epoch)}")
             save_weights(path, s.student.module, _meta(s, int(epoch), step, self.last_eval))
         self.state["last_eval"] = self.last_eval
-        save_weights(
-            self.run.last,
-            s.student.module,
-            _meta(s, int(epoch), step, self.last_eval),
-            self.optimizer,
-            self.state,
-        )
+        meta = _meta(s, int(epoch), step, self.last_eval)
+        extra = s.method.extra_state()
+        save_weights(self.run.last, s.student.module, meta, self.optimizer, self.state, extra)
 
     def _summary(self) -> dict[str, Any]:
         s, st = self.s, self.state

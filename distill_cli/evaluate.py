@@ -36,19 +36,21 @@ class Evaluator:
     @torch.no_grad()
     def logits(self, net: Net) -> torch.Tensor:
         """All validation logits (float32, on the device), in stream order."""
-        was_training = net.module.training
+        # per-module flags: a method may keep parts of a model frozen in eval mode
+        modes = [(m, m.training) for m in net.module.modules()]
         net.module.eval()
         device = self.stream.device
         outs, labels = [], []
-        for images, y in self.stream.epoch(0):
-            x = normalize(eval_pixels(images, net.info), net.info)
+        for batch in self.stream.epoch(0):
+            x = normalize(eval_pixels(batch.images, net.info), net.info)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             dtype = self.autocast_dtype or torch.float32
             with torch.autocast(device.type, dtype, enabled=self.autocast_dtype is not None):
                 outs.append(net.module(x).float())
-            labels.append(y)
-        net.module.train(was_training)
+            labels.append(batch.labels)
+        for module, mode in modes:
+            module.training = mode
         if self.labels is None and labels and labels[0] is not None:
             self.labels = torch.cat(labels)
         return torch.cat(outs)

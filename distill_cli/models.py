@@ -22,8 +22,10 @@ from distill_cli.errors import DistillError
 if TYPE_CHECKING:
     from distill_cli.recipe import ModelSpec
 
-#: Keys in a training checkpoint that hold optimizer state rather than model weights.
+#: Keys in a training checkpoint that hold optimizer or method state rather than model weights.
 OPTIM_PREFIX = "__optimizer__/"
+METHOD_PREFIX = "__method__/"
+PRIVATE_PREFIX = "__"
 _WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.")
 
 
@@ -151,7 +153,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise DistillError("checkpoint holds no state dict", str(path))
     cleaned: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if not isinstance(value, torch.Tensor) or key.startswith(OPTIM_PREFIX):
+        if not isinstance(value, torch.Tensor) or key.startswith(PRIVATE_PREFIX):
             continue
         for prefix in _WRAPPER_PREFIXES:
             while key.startswith(prefix):
@@ -219,3 +221,52 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
     if spec.checkpoint is not None:
         load_weights(model, spec.checkpoint)
     return Net(model, resolve_info(model, spec, num_classes))
+
+
+class Ensemble(nn.Module):
+    """Averages the logits of several teachers, each fed its own view of the same pixels.
+
+    It takes [0, 1] pixels (its Net's mean/std are the identity) and resizes and normalizes them
+    per member, so each member sees exactly what it would see alone.
+    """
+
+    def __init__(self, nets: list[Net]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(net.module for net in nets)
+        self.infos = [net.info for net in nets]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        from distill_cli.data.augment import model_view
+
+        channels_last = pixels.is_contiguous(memory_format=torch.channels_last)
+        logits = [
+            member(model_view(pixels, info, channels_last)).float()
+            for member, info in zip(self.members, self.infos, strict=True)
+        ]
+        return torch.stack(logits).mean(0)
+
+
+def create_teacher(specs: list[ModelSpec], data_classes: int | None) -> Net:
+    """One teacher, or an ensemble of several whose logits are averaged."""
+    nets = [create_net(spec, infer_num_classes(spec, data_classes)) for spec in specs]
+    if len(nets) == 1:
+        return nets[0]
+    classes = {net.info.num_classes for net in nets}
+    if len(classes) != 1:
+        raise DistillError(
+            f"ensemble teachers predict different class counts {sorted(classes)}", "teacher"
+        )
+    chans = max(net.info.in_chans for net in nets)
+    info = ModelInfo(
+        name="+".join(net.info.name for net in nets),
+        num_classes=classes.pop(),
+        in_chans=chans,
+        input_size=(
+            max(net.info.input_size[0] for net in nets),
+            max(net.info.input_size[1] for net in nets),
+        ),
+        mean=(0.0,) * chans,
+        std=(1.0,) * chans,
+        crop_pct=nets[0].info.crop_pct,
+    )
+    return Net(Ensemble(nets), info)

@@ -166,7 +166,9 @@ class Recipe(Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
-    teacher: ModelSpec | None = None
+    teacher: ModelSpec | list[ModelSpec] | None = Field(
+        None, description="one teacher, or a list whose logits are averaged (an ensemble)"
+    )
     student: ModelSpec = Field(validation_alias=AliasChoices("student", "model"))
     data: DataSpec
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
@@ -184,6 +186,12 @@ class Recipe(Strict):
         if cls.needs_teacher and self.teacher is None:
             raise ValueError(f"method {self.method.name!r} needs a teacher section")
         return self
+
+    @property
+    def teachers(self) -> list[ModelSpec]:
+        if self.teacher is None:
+            return []
+        return self.teacher if isinstance(self.teacher, list) else [self.teacher]
 
     @property
     def run_dir(self) -> Path:
@@ -238,7 +246,10 @@ def format_validation_error(exc: ValidationError, source: str) -> DistillError:
     """One readable line per problem, each naming the key's full path."""
     lines = []
     for err in exc.errors():
-        loc = tuple(err["loc"])
+        # drop pydantic's union-member tags ("ModelSpec", "list[ModelSpec]") from the path
+        loc = tuple(
+            p for p in err["loc"] if not (isinstance(p, str) and (p[:1].isupper() or "[" in p))
+        )
         path = ".".join(str(p) for p in loc) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":

@@ -42,7 +42,8 @@ def test_training_state_round_trip_restores_the_optimizer(tmp_path: Path) -> Non
 
     model2 = _model()
     opt2 = torch.optim.AdamW(model2.parameters(), lr=1e-3)
-    state = load_training(path, model2, opt2)
+    state, extra = load_training(path, model2, opt2)
+    assert extra == {}
     assert state["step"] == 17 and state["best"] == 0.5
     a, b = opt.state_dict(), opt2.state_dict()
     assert a["param_groups"] == b["param_groups"]

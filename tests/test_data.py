@@ -71,15 +71,15 @@ def test_stream_order_is_deterministic_and_resumable() -> None:
     data = make_synthetic(4, 50, 8, 1, 0, "train")
     stream = BatchStream(data, 8, torch.device("cpu"), seed=3)
     assert stream.steps_per_epoch == 6  # last partial batch dropped
-    epoch1 = [labels for _, labels in stream.epoch(1)]
-    tail = [labels for _, labels in stream.epoch(1, start_step=4)]
+    epoch1 = [b.labels for b in stream.epoch(1)]
+    tail = [b.labels for b in stream.epoch(1, start_step=4)]
     assert len(tail) == 2 and all(torch.equal(a, b) for a, b in zip(epoch1[4:], tail, strict=True))
-    epoch2 = [labels for _, labels in stream.epoch(2)]
+    epoch2 = [b.labels for b in stream.epoch(2)]
     assert not all(torch.equal(a, b) for a, b in zip(epoch1, epoch2, strict=True))
     # each of two ranks gets half of every global batch, together exactly the global batch
     ranks = [BatchStream(data, 8, torch.device("cpu"), seed=3, rank=r, world=2) for r in (0, 1)]
-    full = next(iter(stream.epoch(0)))[0]
-    halves = [next(iter(r.epoch(0)))[0] for r in ranks]
+    full = next(iter(stream.epoch(0))).images
+    halves = [next(iter(r.epoch(0))).images for r in ranks]
     assert torch.equal(torch.cat(halves), full)
 
 
@@ -112,9 +112,10 @@ def test_image_folder_decodes_mixed_formats_to_square_uint8(tmp_path: Path) -> N
     data = build_data(DataSpec(source="image_folder", root=tmp_path))
     assert data.classes == ["cat", "dog"] and len(data.train) == 24 and len(data.val) == 12
     stream = BatchStream(data.train, 8, torch.device("cpu"), load_size=20, workers=0)
-    images, labels = next(iter(stream.epoch(0)))
-    assert images.shape == (8, 3, 20, 20) and images.dtype == torch.uint8
-    assert set(labels.tolist()) <= {0, 1}
+    batch = next(iter(stream.epoch(0)))
+    assert batch.images.shape == (8, 3, 20, 20) and batch.images.dtype == torch.uint8
+    assert set(batch.labels.tolist()) <= {0, 1}
+    assert sorted(batch.index.tolist()) == sorted(set(batch.index.tolist()))
 
 
 def test_function_matching_on_an_unlabeled_folder(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ def test_function_matching_runs_on_the_gpu_in_bf16(tmp_path: Path) -> None:
     body = fm_body(tmp_path / "runs", None, epochs=2)
     setup = build(load_recipe(write_recipe(tmp_path, "fm", body)))
     assert setup.device.type == "cuda" and setup.autocast is torch.bfloat16 and setup.channels_last
-    images, _ = next(iter(setup.train_stream.epoch(0)))
+    images = next(iter(setup.train_stream.epoch(0))).images
     assert images.is_cuda and images.dtype == torch.uint8  # held on the GPU, still uint8
     pixels = setup.method.ctx.augment(images)
     assert pixels.is_cuda

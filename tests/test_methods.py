@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from distill_cli.data.augment import BatchAugment, resize
+from distill_cli.data.loader import Batch
 from distill_cli.methods import MethodContext, create_method, kd_loss
 from distill_cli.methods.function_matching import FunctionMatchingParams
 from distill_cli.methods.supervised import SupervisedParams
@@ -25,6 +26,10 @@ class Recorder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.seen = x.detach().clone()
         return self.head(x.mean(dim=(1, 2, 3))[:, None])
+
+
+def _batch(images: torch.Tensor, labels: torch.Tensor | None = None) -> Batch:
+    return Batch(images, labels, torch.arange(images.shape[0]))
 
 
 def _net(size: int, mean: tuple[float, ...], std: tuple[float, ...]) -> Net:
@@ -50,7 +55,7 @@ def test_teacher_and_student_get_pixel_identical_mixed_views() -> None:
     teacher = _net(16, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     method = _fm(student, teacher)
     images = torch.randint(0, 256, (6, 1, 20, 20), dtype=torch.uint8)
-    method.step(images, None, epoch=0)
+    method.step(_batch(images), 0)
     s_px = _unnormalize(student.module.seen, student.info)
     t_px = _unnormalize(teacher.module.seen, teacher.info)
     assert not torch.equal(student.module.seen, teacher.module.seen)  # own normalization
@@ -62,7 +67,7 @@ def test_models_of_different_sizes_see_the_same_view_resized() -> None:
     student = _net(12, (0.5,) * 3, (0.5,) * 3)
     teacher = _net(24, (0.4,) * 3, (0.3,) * 3)
     method = _fm(student, teacher)
-    method.step(torch.randint(0, 256, (4, 3, 30, 30), dtype=torch.uint8), None, epoch=0)
+    method.step(_batch(torch.randint(0, 256, (4, 3, 30, 30), dtype=torch.uint8)), 0)
     t_px = _unnormalize(teacher.module.seen, teacher.info)
     s_px = _unnormalize(student.module.seen, student.info)
     assert t_px.shape[-1] == 24 and s_px.shape[-1] == 12
@@ -76,7 +81,7 @@ def test_one_mixup_coefficient_per_batch_with_the_rolled_partner() -> None:
     spec = AugmentSpec(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False)
     method = _fm(student, teacher, spec)
     images = torch.randint(0, 256, (5, 1, 8, 8), dtype=torch.uint8)
-    out = method.step(images, None, epoch=0)
+    out = method.step(_batch(images), 0)
     lam = out.logs["mix"]
     assert lam.numel() == 1 and 0 <= float(lam) <= 1
     x = images.float() / 255
@@ -84,7 +89,7 @@ def test_one_mixup_coefficient_per_batch_with_the_rolled_partner() -> None:
         teacher.module.seen, lam * x + (1 - lam) * x.roll(1, 0), atol=1e-5, rtol=0
     )
     # coefficients over many batches look like U[0, 1]
-    lams = torch.stack([method.step(images, None, 0).logs["mix"] for _ in range(400)])
+    lams = torch.stack([method.step(_batch(images), 0).logs["mix"] for _ in range(400)])
     assert 0.4 < lams.mean() < 0.6 and lams.min() < 0.05 and lams.max() > 0.95
 
 
@@ -94,7 +99,7 @@ def test_mixup_off_gives_consistent_teaching() -> None:
     spec = AugmentSpec(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False)
     method = _fm(student, teacher, spec, mixup=False)
     images = torch.randint(0, 256, (3, 1, 8, 8), dtype=torch.uint8)
-    method.step(images, None, 0)
+    method.step(_batch(images), 0)
     torch.testing.assert_close(teacher.module.seen, images.float() / 255, atol=1e-5, rtol=0)
 
 
@@ -102,7 +107,7 @@ def test_function_matching_loss_is_the_kd_loss_of_the_two_models() -> None:
     torch.manual_seed(4)
     student, teacher = _net(8, (0.5,), (0.5,)), _net(8, (0.5,), (0.5,))
     method = _fm(student, teacher, temperature=3.0)
-    out = method.step(torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8), None, 0)
+    out = method.step(_batch(torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)), 0)
     s_logits = student.module.head(student.module.seen.mean(dim=(1, 2, 3))[:, None])
     t_logits = teacher.module.head(teacher.module.seen.mean(dim=(1, 2, 3))[:, None])
     torch.testing.assert_close(out.loss, kd_loss(s_logits, t_logits, 3.0))
@@ -140,6 +145,6 @@ def test_supervised_loss_is_cross_entropy_with_smoothing() -> None:
     ctx = MethodContext(student, None, BatchAugment(spec, (8, 8)))
     method = create_method(SupervisedParams(label_smoothing=0.1), ctx)
     labels = torch.tensor([0, 3, 1, 4])
-    out = method.step(torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8), labels, 0)
+    out = method.step(_batch(torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8), labels), 0)
     logits = student.module.head(student.module.seen.mean(dim=(1, 2, 3))[:, None])
     torch.testing.assert_close(out.loss, F.cross_entropy(logits, labels, label_smoothing=0.1))

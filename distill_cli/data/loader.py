@@ -8,6 +8,7 @@ distributed run takes its own slice of every global batch, which is what makes D
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,7 +17,15 @@ from torch.utils.data import DataLoader, Dataset
 from distill_cli.data.sources import ImageSet
 from distill_cli.errors import DistillError
 
-Batch = tuple[torch.Tensor, torch.Tensor | None]
+
+@dataclass
+class Batch:
+    """uint8 images (B, C, H, W) on the device, their labels (None when unlabeled), and their
+    positions in the dataset (for methods that look up per-image data, e.g. cached targets)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    index: torch.Tensor
 
 
 class FolderImages(Dataset):
@@ -30,7 +39,7 @@ class FolderImages(Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         from torchvision.io import ImageReadMode, decode_image, read_file
         from torchvision.transforms.v2 import functional as TF
 
@@ -44,7 +53,7 @@ class FolderImages(Dataset):
         img = TF.resize(img, self.size, antialias=True)
         img = TF.center_crop(img, [self.size, self.size])
         label = int(self.labels[index]) if self.labels is not None else -1
-        return img, label
+        return img, label, index
 
 
 class BatchStream:
@@ -117,7 +126,7 @@ class BatchStream:
             for idx in batches:
                 idx = idx.to(self.device)
                 labels = self._labels[idx] if self._labels is not None else None
-                yield self._images[idx], labels
+                yield Batch(self._images[idx], labels, idx)
             return
         yield from self._decoded(batches)
 
@@ -131,9 +140,10 @@ class BatchStream:
             pin_memory=cuda,
             prefetch_factor=4 if self.workers else None,
         )
-        for images, labels in loader:
+        for images, labels, index in loader:
             images = images.to(self.device, non_blocking=True)
+            index = index.to(self.device, non_blocking=True)
             if self.data.labels is None:
-                yield images, None
+                yield Batch(images, None, index)
             else:
-                yield images, labels.to(self.device, non_blocking=True)
+                yield Batch(images, labels.to(self.device, non_blocking=True), index)

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from distill_cli.data.augment import BatchAugment
+from distill_cli.data.augment import BatchAugment, mixup, model_view
+from distill_cli.data.loader import Batch, BatchStream
 from distill_cli.models import Net
 
 _REGISTRY: dict[str, type[Method]] = {}
+Views = Literal["consistent", "independent"]
 
 
 class MethodParams(BaseModel):
@@ -32,12 +35,18 @@ class MethodParams(BaseModel):
 
 @dataclass
 class MethodContext:
-    """What a method is built from: the nets, the batched augmentation, the run's precision."""
+    """What a method is built from: the nets, the batched augmentation, the run's settings."""
 
     student: Net
     teacher: Net | None
     augment: BatchAugment
     channels_last: bool = False
+    #: the training stream, for methods that precompute per-image data (cached teacher targets)
+    train_stream: BatchStream | None = None
+    #: where such precomputed data may be kept between runs
+    cache_dir: Path | None = None
+    #: the run's length in epochs, for methods whose phases are counted in epochs
+    epochs: int | None = None
 
 
 @dataclass
@@ -67,7 +76,7 @@ class Method(ABC):
             self.teacher.module.eval().requires_grad_(False)
 
     @abstractmethod
-    def step(self, images: torch.Tensor, labels: torch.Tensor | None, epoch: int) -> StepOutput:
+    def step(self, batch: Batch, epoch: int) -> StepOutput:
         """The loss of one batch; called inside the engine's autocast, student in train mode."""
 
     def on_epoch_start(self, epoch: int) -> dict[str, float | str]:
@@ -75,22 +84,51 @@ class Method(ABC):
         return {}
 
     def trainable(self) -> nn.Module:
-        """The module whose parameters the optimizer updates."""
+        """The module whose parameters the optimizer updates (and `extra_state` beside it)."""
         return self.student.module
 
-    def student_input(self, pixels: torch.Tensor) -> torch.Tensor:
-        return _view(pixels, self.student, self.ctx.channels_last)
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """Tensors besides the student's weights that `--resume` needs (e.g. connectors)."""
+        return {}
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what `extra_state` returned."""
+        if tensors:
+            raise ValueError(f"{self.name} keeps no extra state, got {sorted(tensors)[:3]}")
+
+    # --- shared pieces -----------------------------------------------------------------------
+
+    def student_logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.student(model_view(pixels, self.student.info, self.ctx.channels_last))
 
     def teacher_logits(self, pixels: torch.Tensor) -> torch.Tensor:
         assert self.teacher is not None
         with torch.no_grad():
-            return self.teacher(_view(pixels, self.teacher, self.ctx.channels_last))
+            return self.teacher(model_view(pixels, self.teacher.info, self.ctx.channels_last))
+
+    def views(
+        self, images: torch.Tensor, views: Views, use_mixup: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Student pixels, teacher pixels and the mixup coefficient of one batch.
+
+        consistent: one random crop + flip per image, shared by both models.
+        independent: each model gets its own crop + flip of the same image.
+        With mixup, both are mixed with the same coefficient and the same partner (the batch
+        rolled by one), so the models always look at the same two images.
+        """
+        lam = torch.rand((), device=images.device)
+        s_px = self.ctx.augment(images)
+        t_px = s_px if views == "consistent" else self.ctx.augment(images)
+        if use_mixup:
+            s_px = mixup(s_px, lam)
+            t_px = s_px if views == "consistent" else mixup(t_px, lam)
+        return s_px, t_px, lam
 
 
-def _view(pixels: torch.Tensor, net: Net, channels_last: bool) -> torch.Tensor:
-    from distill_cli.data.augment import model_view
-
-    return model_view(pixels, net.info, channels_last)
+def soft_targets(labels: torch.Tensor, num_classes: int, lam: torch.Tensor | None) -> torch.Tensor:
+    """One-hot labels, mixed like the images when mixup is on."""
+    target = F.one_hot(labels, num_classes).float()
+    return target if lam is None else mixup(target, lam)
 
 
 def kd_loss(

@@ -5,6 +5,10 @@ views); one mixup coefficient ~ U[0, 1] (Beta(1, 1)) for the batch, each image m
 neighbour (the batch rolled by one); the same mixed pixels go to both models, each normalized (and
 resized) its own way; the frozen teacher runs online on every batch; the loss is
 ``T^2 * KL(p_teacher || p_student)`` with no label term.
+
+The paper's ablations are settings of the same method: `views: independent` (each model gets its
+own crop), `mixup: false` ("consistent teaching"), `teacher_targets: fixed` (teacher predictions
+computed once on a centre crop, cached, and reused: the setting that overfits).
 """
 
 from __future__ import annotations
@@ -12,16 +16,35 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from distill_cli.data.augment import mixup
-from distill_cli.methods.base import Method, MethodParams, StepOutput, kd_loss, register
+from distill_cli.data.loader import Batch
+from distill_cli.errors import DistillError
+from distill_cli.methods.base import (
+    Method,
+    MethodContext,
+    MethodParams,
+    StepOutput,
+    Views,
+    kd_loss,
+    register,
+)
 
 
 class FunctionMatchingParams(MethodParams):
     name: Literal["function_matching"] = "function_matching"
     temperature: float = Field(1.0, gt=0, description="softmax temperature T")
     mixup: bool = Field(True, description="mix every batch (off = 'consistent teaching')")
+    views: Views = Field("consistent", description="independent = each model its own crop")
+    teacher_targets: Literal["online", "fixed"] = Field(
+        "online", description="fixed = predictions on a centre crop, computed once and cached"
+    )
+
+    @model_validator(mode="after")
+    def _fixed_targets_have_one_view(self) -> FunctionMatchingParams:
+        if self.teacher_targets == "fixed" and (self.mixup or self.views != "consistent"):
+            raise ValueError("teacher_targets: fixed needs mixup: false and views: consistent")
+        return self
 
 
 @register
@@ -31,12 +54,25 @@ class FunctionMatching(Method):
     needs_teacher = True
     params: FunctionMatchingParams
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor | None, epoch: int) -> StepOutput:
-        pixels = self.ctx.augment(images)
-        lam = torch.rand((), device=pixels.device)
-        if self.params.mixup:
-            pixels = mixup(pixels, lam)
-        target = self.teacher_logits(pixels)
-        logits = self.student(self.student_input(pixels))
-        loss = kd_loss(logits, target, self.params.temperature)
-        return StepOutput(loss, {"mix": lam})
+    def __init__(self, params: FunctionMatchingParams, ctx: MethodContext) -> None:
+        super().__init__(params, ctx)
+        self.fixed: torch.Tensor | None = None
+
+    def on_epoch_start(self, epoch: int) -> dict[str, float | str]:
+        if self.params.teacher_targets != "fixed" or self.fixed is not None:
+            return {}
+        from distill_cli.teacher_cache import load_or_build
+
+        if self.ctx.train_stream is None or self.ctx.cache_dir is None or self.teacher is None:
+            raise DistillError("fixed teacher targets need the training stream", "method")
+        self.fixed, how = load_or_build(self.teacher, self.ctx.train_stream, self.ctx.cache_dir)
+        return {"teacher_cache": how}
+
+    def step(self, batch: Batch, epoch: int) -> StepOutput:
+        p = self.params
+        s_px, t_px, lam = self.views(batch.images, p.views, p.mixup)
+        # fixed: looked up by dataset position, so no teacher forward at all
+        fixed = self.fixed
+        target = fixed[batch.index] if fixed is not None else self.teacher_logits(t_px)
+        logits = self.student_logits(s_px)
+        return StepOutput(kd_loss(logits, target, p.temperature), {"mix": lam} if p.mixup else {})

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from distill_cli.data.augment import mixup
-from distill_cli.methods.base import Method, MethodParams, StepOutput, register
+from distill_cli.data.loader import Batch
+from distill_cli.methods.base import Method, MethodParams, StepOutput, register, soft_targets
 
 
 class SupervisedParams(MethodParams):
@@ -30,15 +31,15 @@ class Supervised(Method):
     compares_teacher = False
     params: SupervisedParams
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor | None, epoch: int) -> StepOutput:
-        assert labels is not None
-        pixels = self.ctx.augment(images)
-        target = F.one_hot(labels, self.student.info.num_classes).float()
-        alpha = self.params.mixup_alpha
-        if alpha > 0:
-            concentration = torch.tensor(alpha, device=pixels.device)
-            lam = torch.distributions.Beta(concentration, concentration).sample()
-            pixels, target = mixup(pixels, lam), mixup(target, lam)
-        logits = self.student(self.student_input(pixels))
+    def step(self, batch: Batch, epoch: int) -> StepOutput:
+        assert batch.labels is not None
+        pixels = self.ctx.augment(batch.images)
+        lam = None
+        if self.params.mixup_alpha > 0:
+            alpha = torch.tensor(self.params.mixup_alpha, device=pixels.device)
+            lam = torch.distributions.Beta(alpha, alpha).sample()
+            pixels = mixup(pixels, lam)
+        target = soft_targets(batch.labels, self.student.info.num_classes, lam)
+        logits = self.student_logits(pixels)
         loss = F.cross_entropy(logits.float(), target, label_smoothing=self.params.label_smoothing)
         return StepOutput(loss, {})

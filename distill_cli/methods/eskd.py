@@ -1,0 +1,39 @@
+"""Early-stopped KD (Cho & Hariharan, ICCV 2019, "On the Efficacy of Knowledge Distillation").
+
+Classic KD until `kd_stop_epoch`, cross-entropy only afterwards: a small student cannot mimic a
+much larger teacher to the end, and stopping the KD term lets it finish on the labels. (The
+paper's other intervention, an early-stopped *teacher*, is a checkpoint saved by `distill train`
+with `schedule.save_epochs` and named as the teacher's `checkpoint`.)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from distill_cli.methods.base import register
+from distill_cli.methods.kd import KD, KDParams
+
+
+class ESKDParams(KDParams):
+    name: Literal["eskd"] = "eskd"  # type: ignore[assignment]
+    kd_stop_epoch: int = Field(ge=1, description="first epoch (0-based) trained on labels alone")
+
+
+@register
+class ESKD(KD):
+    name = "eskd"
+    Params = ESKDParams
+    params: ESKDParams
+
+    def kd_weight(self, epoch: int) -> float:
+        return 0.0 if epoch >= self.params.kd_stop_epoch else 1.0 - self.params.alpha
+
+    def on_epoch_start(self, epoch: int) -> dict[str, float | str]:
+        if epoch == 0 or epoch == self.params.kd_stop_epoch:
+            return {
+                "phase": "kd" if epoch < self.params.kd_stop_epoch else "ce",
+                "kd_weight": self.kd_weight(epoch),
+            }
+        return {}
