@@ -41,11 +41,12 @@ def run(
     rec = _recipe(recipe, overrides)
     setup = build(rec)
     rundir = RunDir(rec.run_dir)
-    resuming = rundir.prepare(rec.to_yaml(), resume=resume, overwrite=overwrite)
-    trainer = Trainer(setup, rundir, reporter)
-    if resuming:
-        trainer.resume()
-    return trainer.fit()
+    with rundir.lock():
+        resuming = rundir.prepare(rec.to_yaml(), resume=resume, overwrite=overwrite)
+        trainer = Trainer(setup, rundir, reporter)
+        if resuming:
+            trainer.resume()
+        return trainer.fit()
 
 
 def train(

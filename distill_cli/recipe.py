@@ -82,6 +82,9 @@ class DataSpec(Strict):
         None, description="image_folder: side images are decoded to before batched augmentation"
     )
     workers: int = Field(4, ge=0, description="decode workers for image folders")
+    on_bad_image: Literal["skip", "error"] = Field(
+        "skip", description="an undecodable file: skip it (counted in the summary) or stop"
+    )
     synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec)
 
     @model_validator(mode="after")
@@ -134,6 +137,9 @@ class ScheduleSpec(Strict):
     eval_every: Annotated[int, Field(ge=0)] = Field(1, description="epochs; 0 = only at the end")
     eval_batch_size: PositiveInt | None = None
     log_every: PositiveInt = Field(50, description="steps between metrics.jsonl lines")
+    checkpoint_every: PositiveInt | None = Field(
+        None, description="also save `last` every N steps (besides every epoch end)"
+    )
     save_epochs: list[PositiveInt] = Field(
         default_factory=list, description="extra checkpoints (e.g. early-stopped teachers)"
     )
@@ -154,6 +160,9 @@ class RuntimeSpec(Strict):
     compile: bool = False
     seed: int = 0
     threads: PositiveInt | None = Field(None, description="CPU threads for torch")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="a NaN/Inf loss stops the run, or its step is skipped (counted)"
+    )
 
 
 class OutputSpec(Strict):

@@ -7,8 +7,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,39 +29,66 @@ class RunDir:
         self.checkpoints = path / "checkpoints"
         self.last = self.checkpoints / "last.safetensors"
         self.best = self.checkpoints / "best.safetensors"
+        self.lockfile = path / ".lock"
 
     def checkpoint(self, name: str) -> Path:
         return self.checkpoints / f"{name}.safetensors"
 
-    def prepare(self, recipe_yaml: str, *, resume: bool, overwrite: bool) -> bool:
-        """Create or reopen the folder; returns True when there is a run to resume."""
-        has_run = self.recipe.is_file()
-        if resume:
-            if not self.last.is_file():
-                if has_run or self.metrics.is_file():
-                    raise DistillError(
-                        "nothing to resume: the run has no last checkpoint yet",
-                        str(self.path),
-                        "run without --resume (with --overwrite) to start over",
-                    )
-                resume = False
-            elif self.recipe.read_text() != recipe_yaml:
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder for the life of a run.
+
+        An advisory ``flock`` on ``.lock``: the kernel drops it when the process dies, even by
+        SIGKILL, so a crashed run never leaves a stale lock behind, and two live processes can
+        never write the same run.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
                 raise DistillError(
-                    "the recipe differs from the one this run was started with",
-                    str(self.recipe),
-                    "resume with the same recipe and --set values, or start a new run",
-                )
-        elif has_run or self.metrics.is_file():
-            if not overwrite:
-                raise DistillError(
-                    "the output folder already holds a run",
+                    f"the run folder is in use by a live run (pid {holder})",
                     str(self.path),
-                    "pass --resume to continue it, --overwrite to replace it, or set output.name",
-                )
-            shutil.rmtree(self.path)
+                    "wait for it to finish, stop it, or set output.name",
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)
+
+    def prepare(self, recipe_yaml: str, *, resume: bool, overwrite: bool) -> bool:
+        """Create or reopen the folder; returns True when there is a checkpoint to resume.
+
+        `--resume` of a run that died before its first checkpoint starts it over (nothing was
+        lost); a run is never resumed under a different recipe, and an existing run is never
+        replaced without `--overwrite`.
+        """
+        has_run = self.recipe.is_file() or self.metrics.is_file()
+        if resume and self.recipe.is_file() and self.recipe.read_text() != recipe_yaml:
+            raise DistillError(
+                "the recipe differs from the one this run was started with",
+                str(self.recipe),
+                "resume with the same recipe and --set values, or start a new run",
+            )
+        if resume and self.last.is_file():
+            return True
+        if has_run and not (resume or overwrite):
+            raise DistillError(
+                "the output folder already holds a run",
+                str(self.path),
+                "pass --resume to continue it, --overwrite to replace it, or set output.name",
+            )
+        if self.path.is_dir():
+            for child in self.path.iterdir():  # everything but the lock we hold
+                if child != self.lockfile:
+                    shutil.rmtree(child) if child.is_dir() else child.unlink()
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         atomic_write(self.recipe, recipe_yaml)
-        return resume
+        return False
 
     def log(self, record: dict[str, Any]) -> None:
         with self.metrics.open("a") as fh:

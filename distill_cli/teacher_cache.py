@@ -26,7 +26,9 @@ from distill_cli.models import Net
 def _fingerprint_tensors(tensors: list[torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for t in tensors:
-        digest.update(t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(
+            t.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        )
     return digest.hexdigest()
 
 

@@ -7,6 +7,7 @@ distributed run takes its own slice of every global batch, which is what makes D
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,31 +30,52 @@ class Batch:
 
 
 class FolderImages(Dataset):
-    """Decodes one image file to a square uint8 (3, S, S) tensor (shorter side to S, centre)."""
+    """Decodes one image file to a square uint8 (3, S, S) tensor (shorter side to S, centre).
 
-    def __init__(self, files: list[Path], labels: torch.Tensor | None, size: int) -> None:
+    A file that cannot be decoded never raises inside a worker (that would surface as a wall of
+    worker traceback): the item comes back flagged, and the main process either counts it and
+    uses the next good file in its place, or stops with the file's name.
+    """
+
+    def __init__(
+        self, files: list[Path], labels: torch.Tensor | None, size: int, skip_bad: bool
+    ) -> None:
         self.files = files
         self.labels = labels
         self.size = size
+        self.skip_bad = skip_bad
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+    def _decode(self, path: Path) -> torch.Tensor | None:
         from torchvision.io import ImageReadMode, decode_image, read_file
         from torchvision.transforms.v2 import functional as TF
 
-        path = self.files[index]
         try:
-            img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
-        except RuntimeError as exc:
-            raise DistillError(f"cannot decode image: {exc}", str(path)) from exc
-        if img.dtype != torch.uint8:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+        except (RuntimeError, OSError, ValueError):
+            return None
+        if img.dtype != torch.uint8:  # 16-bit PNGs
             img = TF.to_dtype(img, torch.uint8, scale=True)
         img = TF.resize(img, self.size, antialias=True)
-        img = TF.center_crop(img, [self.size, self.size])
-        label = int(self.labels[index]) if self.labels is not None else -1
-        return img, label, index
+        return TF.center_crop(img, [self.size, self.size])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int]:
+        """(image, label, index of the file used, index of a bad file met or -1)."""
+        bad = -1
+        for offset in range(len(self.files) if self.skip_bad else 1):
+            used = (index + offset) % len(self.files)
+            img = self._decode(self.files[used])
+            if img is not None:
+                label = int(self.labels[used]) if self.labels is not None else -1
+                return img, label, used, bad
+            bad = used if bad < 0 else bad
+            if not self.skip_bad:
+                break
+        return torch.zeros(3, self.size, self.size, dtype=torch.uint8), -1, -1, bad
 
 
 class BatchStream:
@@ -72,6 +94,7 @@ class BatchStream:
         workers: int = 0,
         rank: int = 0,
         world: int = 1,
+        skip_bad: bool = True,
     ) -> None:
         if batch_size % world:
             raise DistillError(f"batch size {batch_size} is not divisible by {world} processes")
@@ -91,6 +114,9 @@ class BatchStream:
         self.workers = workers
         self.rank = rank
         self.world = world
+        self.skip_bad = skip_bad
+        #: undecodable files met so far (each replaced by the next good file)
+        self.bad_images = 0
         self._images = None
         if data.images is not None:
             # Held whole on the device: a batch is then one gather, with no host round trip.
@@ -131,7 +157,8 @@ class BatchStream:
         yield from self._decoded(batches)
 
     def _decoded(self, batches: list[torch.Tensor]) -> Iterator[Batch]:
-        dataset = FolderImages(self.data.files or [], self.data.labels, self.load_size)
+        files = self.data.files or []
+        dataset = FolderImages(files, self.data.labels, self.load_size, self.skip_bad)
         cuda = self.device.type == "cuda"
         loader = DataLoader(
             dataset,
@@ -140,7 +167,18 @@ class BatchStream:
             pin_memory=cuda,
             prefetch_factor=4 if self.workers else None,
         )
-        for images, labels, index in loader:
+        for images, labels, index, bad in loader:
+            flagged = bad[bad >= 0]
+            if len(flagged):
+                if not self.skip_bad:
+                    raise DistillError(
+                        "cannot decode image",
+                        str(files[int(flagged[0])]),
+                        "fix or delete the file, or set data.on_bad_image=skip",
+                    )
+                if bool((index < 0).any()):
+                    raise DistillError("no file in the folder can be decoded", self.data.name)
+                self.bad_images += len(flagged)
             images = images.to(self.device, non_blocking=True)
             index = index.to(self.device, non_blocking=True)
             if self.data.labels is None:

@@ -1,0 +1,189 @@
+"""Building a run: everything a recipe describes, made ready before any training.
+
+Device and precision, data, teacher and student (with their weights and input configs), the
+batch streams and the method, in that order. `--dry-run` stops here and prints the plan.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from distill_cli.data import DataBundle, build_data
+from distill_cli.data.augment import BatchAugment
+from distill_cli.data.loader import BatchStream
+from distill_cli.errors import DistillError
+from distill_cli.methods import Method, MethodContext, create_method, method_class
+from distill_cli.models import Net, create_net, create_teacher, infer_num_classes
+from distill_cli.recipe import Recipe
+
+
+@dataclass
+class Setup:
+    """Everything a run is made of, built from a recipe, before any training."""
+
+    recipe: Recipe
+    device: torch.device
+    autocast: torch.dtype | None
+    channels_last: bool
+    data: DataBundle
+    student: Net
+    teacher: Net | None
+    method: Method
+    train_stream: BatchStream
+    val_stream: BatchStream
+    total_steps: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        sched = self.recipe.schedule
+        spe = self.train_stream.steps_per_epoch
+        self.total_steps = sched.steps or (sched.epochs or 0) * spe
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.train_stream.steps_per_epoch
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+    @property
+    def precision(self) -> str:
+        return "bf16-autocast" if self.autocast is torch.bfloat16 else "fp32"
+
+    def plan(self) -> dict[str, Any]:
+        """What a run would do, for ``--dry-run``: models, data, steps, precision, device."""
+        nets = {"student": self.student, "teacher": self.teacher}
+        return {
+            "method": self.recipe.method.name,
+            "models": {
+                role: {**net.info.to_dict(), "params": net.params}
+                for role, net in nets.items()
+                if net is not None
+            },
+            "data": {
+                "train": {"name": self.data.train.name, "images": len(self.data.train)},
+                "val": {"name": self.data.val.name, "images": len(self.data.val)},
+                "classes": len(self.data.classes),
+                "labeled_train": self.data.labeled_train,
+            },
+            "batch_size": self.recipe.schedule.batch_size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "epochs": self.epochs,
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "compile": self.recipe.runtime.compile,
+            "device": str(self.device),
+            "run_dir": str(self.recipe.run_dir),
+        }
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise DistillError(
+            "the recipe asks for CUDA but none is available",
+            "runtime.device",
+            "set runtime.device=auto or cpu",
+        )
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def build(recipe: Recipe) -> Setup:
+    """Build device, data, nets, method and streams from a recipe (no training)."""
+    rt = recipe.runtime
+    if rt.threads:
+        torch.set_num_threads(rt.threads)
+    device = resolve_device(rt.device)
+    cuda = device.type == "cuda"
+    precision = rt.precision if rt.precision != "auto" else ("bf16" if cuda else "fp32")
+    channels_last = rt.channels_last if rt.channels_last is not None else cuda
+    cls = method_class(recipe.method.name)
+
+    data = build_data(recipe.data, rt.seed)
+    if cls.needs_labels and not data.labeled_train:
+        raise DistillError(
+            f"method {cls.name!r} needs labels but data.distill_dir has none", "data.distill_dir"
+        )
+
+    torch.manual_seed(rt.seed)
+    teacher = None
+    if cls.needs_teacher:
+        teacher = create_teacher(recipe.teachers, len(data.classes))
+        t_classes = teacher.info.num_classes
+        if cls.needs_labels and t_classes != len(data.classes):
+            raise DistillError(
+                f"the teacher predicts {t_classes} classes but the data has {len(data.classes)}",
+                "teacher.num_classes",
+                f"{cls.name!r} mixes labels with the teacher's outputs: use the same classes",
+            )
+        s_classes = recipe.student.num_classes or t_classes
+        if s_classes != t_classes:
+            raise DistillError(
+                f"student has {s_classes} classes but the teacher predicts {t_classes}",
+                "student.num_classes",
+                "distillation matches the teacher's outputs: use the teacher's class count",
+            )
+    else:
+        s_classes = infer_num_classes(recipe.student, len(data.classes))
+        if cls.needs_labels and s_classes != len(data.classes):
+            raise DistillError(
+                f"model has {s_classes} classes but the data has {len(data.classes)}",
+                "student.num_classes",
+            )
+    student = create_net(recipe.student, s_classes)
+
+    for net in (student, teacher):
+        if net is not None:
+            net.module.to(device)
+            if channels_last:
+                net.module.to(memory_format=torch.channels_last)
+    if rt.compile:
+        for net in (student, teacher):
+            if net is not None:
+                net.runner = torch.compile(net.module)
+
+    sizes = [net.info.input_size for net in (student, teacher) if net is not None]
+    view_size = (max(s[0] for s in sizes), max(s[1] for s in sizes))
+    sched, dspec = recipe.schedule, recipe.data
+    load_size = dspec.load_size or round(max(view_size) * 1.15)
+    common = {
+        "device": device,
+        "seed": rt.seed,
+        "load_size": load_size,
+        "workers": dspec.workers,
+        "skip_bad": dspec.on_bad_image == "skip",
+    }
+    train_stream = BatchStream(data.train, sched.batch_size, **common)
+    eval_batch = sched.eval_batch_size or sched.batch_size
+    val_stream = BatchStream(data.val, eval_batch, shuffle=False, drop_last=False, **common)
+
+    epochs = sched.epochs or math.ceil((sched.steps or 0) / train_stream.steps_per_epoch)
+    ctx = MethodContext(
+        student,
+        teacher,
+        BatchAugment(recipe.augment, view_size),
+        channels_last,
+        train_stream=train_stream,
+        cache_dir=recipe.output.dir / ".cache",
+        epochs=epochs,
+    )
+    method = create_method(recipe.method, ctx)
+    autocast = torch.bfloat16 if precision == "bf16" else None
+    return Setup(
+        recipe,
+        device,
+        autocast,
+        channels_last,
+        data,
+        student,
+        teacher,
+        method,
+        train_stream,
+        val_stream,
+    )
