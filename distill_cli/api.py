@@ -6,6 +6,7 @@ summary = api.run("recipes/quickstart/distill.yaml", overrides=["schedule.epochs
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,45 @@ def train(
             "use `distill run` for distillation recipes",
         )
     return run(rec, **kwargs)
+
+
+def export(
+    source: str | Path,
+    *,
+    check: bool = True,
+    log: Callable[[str], None] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Export a run, checkpoint or timm model to ONNX, check parity, time it; returns the report.
+
+    `options` are `distill export`'s flags as keywords (`out`, `exporter`, `opset`, `precision`,
+    `quantize`, `calib_images`, `images`, `tolerance`, `threads`, `runs`, `min_time_s`, `latency`,
+    `min_top1`, `max_top1_drop`, `max_latency_ms`, ...; see `ExportOptions`). With `check` (the
+    default) a missed gate raises `GateFailed`, whose `.misses` has one line per miss and whose
+    `.report` is the report (also written to OUT/report.json either way).
+
+        report = api.export("runs/my-distill", quantize="int8", min_top1=85.0)
+    """
+    from distill_cli.export import ExportOptions, GateFailed, run_export
+
+    report = run_export(ExportOptions.from_flat(source, **options), log or (lambda _: None))
+    if check and not report["gates"]["passed"]:
+        raise GateFailed(report["gates"]["misses"], report)
+    return report
+
+
+def bench_latency(target: str | Path, **options: Any) -> dict[str, Any]:
+    """`distill bench latency` as a function: latency of an ONNX file, checkpoint or timm model.
+
+    Timing keys (`threads`, `warmup`, `runs`, `min_time_s`, `max_time_s`, `batch`) set the
+    protocol; `checkpoint`, `input_size`, `num_classes`, `exporter` and `opset` are passed on.
+    """
+    from distill_cli.export.bench import bench_latency as _bench
+    from distill_cli.export.latency import TimingPlan
+
+    timing_keys = set(TimingPlan.__dataclass_fields__)
+    plan = TimingPlan(**{k: v for k, v in options.items() if k in timing_keys and v is not None})
+    rest = {k: v for k, v in options.items() if k not in timing_keys and v is not None}
+    if "checkpoint" in rest:
+        rest["checkpoint"] = Path(rest["checkpoint"])
+    return _bench(str(target), plan, **rest)

@@ -1,0 +1,151 @@
+"""`distill bench latency`: the latency measurement of `distill export`, on its own.
+
+TARGET is an ONNX file (timed in ONNX Runtime; its input shape comes from the distill metadata,
+else from the graph, else ``--input-size``) or anything `distill export` accepts (a run
+directory, a checkpoint, a timm name): that is timed in PyTorch eager and, through a temporary
+export, in ONNX Runtime, side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from distill_cli.errors import DistillError
+from distill_cli.export import latency as lat
+from distill_cli.export.onnx_export import DEFAULT_OPSET, Exporter, check_onnx, export_onnx
+from distill_cli.export.source import resolve_source
+
+
+def _onnx_shape(path: Path, input_size: int | None) -> tuple[tuple[int, int, int], dict[str, str]]:
+    model = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    dims = [d.dim_value or None for d in model.graph.input[0].type.tensor_type.shape.dim]
+    if len(dims) != 4:
+        raise DistillError(f"expected an NCHW image input, got {len(dims)} dimensions", str(path))
+    chans = dims[1] or int(meta.get("distill.in_chans", 3))
+    if input_size is not None:
+        return (chans, input_size, input_size), meta
+    if "distill.input_size" in meta:
+        h, w = json.loads(meta["distill.input_size"])
+        return (chans, int(h), int(w)), meta
+    if dims[2] and dims[3]:
+        return (chans, dims[2], dims[3]), meta
+    raise DistillError("the model's input size is dynamic", str(path), "pass --input-size")
+
+
+def _onnx_params(path: Path) -> int:
+    model = onnx.load(str(path))
+    total = 0
+    for init in model.graph.initializer:
+        count = 1
+        for d in init.dims:
+            count *= d
+        total += count
+    return total
+
+
+def _arch_figures(meta: dict[str, str], shape: tuple[int, int, int]) -> tuple[int, float] | None:
+    """(params, GFLOPs) of the architecture the metadata names, as PyTorch counts them.
+
+    The graph's own initializers undercount (the exporters fold BatchNorm into convolutions),
+    so the timm model is rebuilt with random weights: only shapes matter for both figures.
+    """
+    import timm
+
+    name = meta.get("distill.model")
+    if not name or not timm.is_model(name.split(".")[0]):
+        return None
+    try:
+        model = timm.create_model(
+            name,
+            num_classes=int(meta.get("distill.num_classes", 1000)),
+            in_chans=shape[0],
+            exportable=True,
+        )
+    except Exception:  # built with kwargs the metadata does not hold
+        return None
+    flops = lat.count_flops(model, shape)
+    if flops is None:
+        return None
+    return sum(p.numel() for p in model.parameters()), flops / 1e9
+
+
+def bench_latency(
+    target: str,
+    plan: lat.TimingPlan,
+    *,
+    checkpoint: Path | None = None,
+    input_size: int | None = None,
+    num_classes: int | None = None,
+    exporter: Exporter = "dynamo",
+    opset: int = DEFAULT_OPSET,
+) -> dict[str, Any]:
+    """Time TARGET; returns {"target", "model", "latency"} with the export report's fields."""
+    import torch
+
+    torch.set_num_threads(plan.threads)
+    providers = lat.providers()
+    entries: list[dict[str, Any]] = []
+    path = Path(target)
+    if path.suffix == ".onnx":
+        if not path.is_file():
+            raise DistillError("ONNX file not found", target)
+        check_onnx(path)
+        shape, meta = _onnx_shape(path, input_size)
+        for provider in providers:
+            suffix = "" if provider == "CPUExecutionProvider" else "-cuda"
+            entries.append(lat.ort_entry(f"onnxruntime{suffix}", path, shape, plan, provider))
+        arch = _arch_figures(meta, shape)
+        model = {
+            "name": meta.get("distill.model") or path.stem,
+            "input_size": list(shape[1:]),
+            "params": arch[0] if arch else None,
+            "gflops": arch[1] if arch else None,
+            "onnx_initializer_values": _onnx_params(path),
+            "bytes": path.stat().st_size,
+        }
+    else:
+        src = resolve_source(
+            target, checkpoint=checkpoint, input_size=input_size, num_classes=num_classes
+        )
+        net = src.student
+        shape = (net.info.in_chans, *net.info.input_size)
+        flops = lat.count_flops(net.module, shape)
+        entries.append(lat.torch_entry("pytorch", net.module, shape, plan, "cpu"))
+        if "CUDAExecutionProvider" in providers:
+            entries.append(lat.torch_entry("pytorch-cuda", net.module, shape, plan, "cuda"))
+        with tempfile.TemporaryDirectory(prefix="distill-bench-") as tmp:
+            onnx_path = Path(tmp) / "model.onnx"
+            export_onnx(net.module, shape, onnx_path, exporter=exporter, opset=opset)
+            for provider in providers:
+                suffix = "" if provider == "CPUExecutionProvider" else "-cuda"
+                entries.append(
+                    lat.ort_entry(f"onnxruntime{suffix}", onnx_path, shape, plan, provider)
+                )
+            size = onnx_path.stat().st_size
+        model = {
+            "name": net.info.name,
+            "input_size": list(net.info.input_size),
+            "params": net.params,
+            "gflops": None if flops is None else flops / 1e9,
+            "bytes": size,
+        }
+    speed = {}
+    p50 = {e["name"]: e["p50_ms"] for e in entries}
+    if "pytorch" in p50 and "onnxruntime" in p50:
+        speed["onnx_vs_pytorch"] = p50["pytorch"] / p50["onnxruntime"]
+    return {
+        "target": target,
+        "model": model,
+        "latency": {
+            "protocol": {**plan.to_dict(), "batch_latency": 1},
+            "environment": lat.environment(plan.threads),
+            "entries": entries,
+            "speedup": speed,
+        },
+    }

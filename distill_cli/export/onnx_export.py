@@ -1,0 +1,220 @@
+"""PyTorch -> ONNX: one file with a dynamic batch axis, checked, labelled, optionally simplified.
+
+Two exporters ship with torch: the TorchScript tracer (mature, fast, deprecated since torch 2.9)
+and the dynamo exporter (``torch.export`` + onnxscript, torch's default). Either fails on some
+architectures, so the requested one is tried first and the other second; "fails" means it
+raised, or produced a file that ``onnx.checker`` (full check, with shape inference) or ONNX
+Runtime refuses. Which one produced the file is recorded, with the reason the other failed.
+
+The example batch is 2, not 1: both exporters may specialise a dimension of size 1 into a
+constant, which would break the dynamic batch axis the parity gate then checks at batch 1 and N.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import onnx
+import torch
+from torch import nn
+
+from distill_cli.errors import DistillError
+from distill_cli.export.capture import captured_output
+
+Exporter = Literal["dynamo", "torchscript"]
+EXPORTERS: tuple[Exporter, ...] = ("dynamo", "torchscript")
+#: Supported by every ONNX Runtime since 1.14, by both exporters, and by the int8 quantizer.
+DEFAULT_OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+_MAX_SINGLE_FILE = 1_800_000_000  # protobuf's 2 GiB limit, with room for the graph
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    requested: Exporter
+    used: Exporter
+    opset: int
+    seconds: float
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requested": self.requested,
+            "used": self.used,
+            "opset": self.opset,
+            "seconds": round(self.seconds, 3),
+            "attempts": self.attempts,
+        }
+
+
+def _export_once(
+    module: nn.Module, example: torch.Tensor, path: Path, exporter: Exporter, opset: int
+) -> None:
+    big = sum(p.numel() * p.element_size() for p in module.parameters()) > _MAX_SINGLE_FILE
+    common: dict[str, Any] = {
+        "input_names": [INPUT_NAME],
+        "output_names": [OUTPUT_NAME],
+        "opset_version": opset,
+    }
+    with torch.no_grad():
+        if exporter == "dynamo":
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=True,
+                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                external_data=big,
+                verbose=False,
+                **common,
+            )
+        else:
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=False,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                do_constant_folding=True,
+                **common,
+            )
+
+
+def check_onnx(path: Path) -> None:
+    """onnx.checker with full_check (strict shape inference), then an ONNX Runtime load."""
+    import onnxruntime as ort
+
+    onnx.checker.check_model(str(path), full_check=True)
+    ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _first_line(exc: BaseException, captured: str) -> str:
+    text = str(exc).strip().splitlines()
+    msg = f"{type(exc).__name__}: {text[0][:300] if text else ''}"
+    return f"{msg} [{captured}]" if captured and not text else msg
+
+
+def export_onnx(
+    module: nn.Module,
+    input_shape: tuple[int, int, int],
+    path: Path,
+    *,
+    exporter: Exporter = "dynamo",
+    opset: int = DEFAULT_OPSET,
+) -> ExportResult:
+    """Export `module` (eval mode) to `path`; the other exporter is tried when the first fails."""
+    if exporter not in EXPORTERS:
+        raise DistillError(f"unknown exporter {exporter!r}", "--exporter", "dynamo or torchscript")
+    module.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    example = torch.randn(2, *input_shape)
+    order = [exporter, *(e for e in EXPORTERS if e != exporter)]
+    attempts: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for name in order:
+        t0 = time.perf_counter()
+        _remove(path)
+        try:
+            with captured_output() as out:
+                _export_once(module, example, path, name, opset)
+                check_onnx(path)
+        except Exception as exc:
+            attempts.append(
+                {
+                    "exporter": name,
+                    "ok": False,
+                    "error": _first_line(exc, out.tail()),
+                    "seconds": round(time.perf_counter() - t0, 3),
+                }
+            )
+            continue
+        attempts.append(
+            {"exporter": name, "ok": True, "seconds": round(time.perf_counter() - t0, 3)}
+        )
+        return ExportResult(
+            path, exporter, name, model_opset(path), time.perf_counter() - started, attempts
+        )
+    _remove(path)
+    raise DistillError(
+        "ONNX export failed with both exporters: "
+        + "; ".join(f"{a['exporter']}: {a['error']}" for a in attempts),
+        str(path),
+        "see the README's list of architectures that do not export",
+    )
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    Path(str(path) + ".data").unlink(missing_ok=True)
+
+
+def model_opset(path: Path) -> int:
+    model = onnx.load(str(path), load_external_data=False)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> None:
+    """One self-contained file when it fits protobuf's limit, external data beside it otherwise."""
+    _remove(path)
+    if model.ByteSize() < _MAX_SINGLE_FILE:
+        onnx.save(model, str(path))
+    else:
+        onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
+
+
+def write_metadata(path: Path, props: dict[str, str]) -> None:
+    """Set the file's metadata_props (replacing keys that exist) and re-check the file."""
+    model = onnx.load(str(path))
+    kept = {p.key: p.value for p in model.metadata_props}
+    kept.update(props)
+    del model.metadata_props[:]
+    for key, value in kept.items():
+        model.metadata_props.add(key=key, value=value)
+    model.producer_name = "distill"
+    save_model(model, path)
+    onnx.checker.check_model(str(path), full_check=True)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def count_nodes(path: Path) -> int:
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def simplify(path: Path, out: Path) -> dict[str, Any]:
+    """onnxsim's graph simplification into `out`; the caller keeps it only if parity holds.
+
+    Returns what happened; `"applied": False` with a reason when onnxsim is missing or fails.
+    """
+    try:
+        import onnxsim
+    except ImportError:
+        return {"applied": False, "reason": "onnxsim is not installed"}
+    before = count_nodes(path)
+    t0 = time.perf_counter()
+    try:
+        with captured_output() as captured:
+            model, ok = onnxsim.simplify(onnx.load(str(path)))
+    except Exception as exc:
+        return {"applied": False, "reason": f"onnxsim failed: {_first_line(exc, captured.tail())}"}
+    if not ok:
+        return {"applied": False, "reason": "onnxsim's own output check failed"}
+    save_model(model, out)
+    try:
+        check_onnx(out)
+    except Exception as exc:
+        return {"applied": False, "reason": f"simplified model is invalid: {_first_line(exc, '')}"}
+    return {
+        "applied": True,
+        "nodes_before": before,
+        "nodes_after": len(model.graph.node),
+        "seconds": round(time.perf_counter() - t0, 3),
+        "onnxsim": getattr(onnxsim, "__version__", "unknown"),
+    }

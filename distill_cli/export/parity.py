@@ -1,0 +1,242 @@
+"""The parity gate: does the ONNX file compute what the PyTorch model computes?
+
+Both run on the same float32 inputs: real validation images through the model's own validation
+preprocessing (``eval_pixels`` + ``normalize``, exactly what `distill run` evaluated), or seeded
+random inputs when no data is known. The comparison is on logits (max and mean |diff|, and the
+max relative to the largest logit, which makes random-weight models with huge logits readable),
+on top-1 agreement, and on top-1 accuracy against the labels when there are labels.
+
+Batches are 64 images plus the remainder, and the first image is also run alone, so the dynamic
+batch axis is exercised at three sizes, one of them 1 (what latency is measured at).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from distill_cli.data.augment import eval_pixels, normalize
+from distill_cli.data.loader import BatchStream
+from distill_cli.data.sources import ImageSet
+from distill_cli.models import ModelInfo
+
+BATCH = 64
+#: Inputs held in memory up to this size (bytes); larger sets are re-read for every model.
+_CACHE_LIMIT = 512 * 1024 * 1024
+DEFAULT_TOLERANCE = 1e-4
+
+
+@dataclass
+class InputSet:
+    """Preprocessed float32 inputs for one model, in a fixed order, re-iterable.
+
+    `images` None means random inputs (`count` of them, seeded); otherwise a fixed subset of
+    `count` images of `images` (all of them when `count` is 0 or larger than the set).
+    """
+
+    info: ModelInfo
+    images: ImageSet | None
+    count: int
+    seed: int = 0
+    load_size: int | None = None
+    workers: int = 0
+    batch: int = BATCH
+    purpose: str = "validation"
+
+    def __post_init__(self) -> None:
+        if self.images is not None:
+            limit = self.count if self.count > 0 else None
+            self.images = self.images.limited(limit, self.seed)
+            self.count = len(self.images)
+        # Labels only mean something when the model predicts the data's classes.
+        self.use_labels = (
+            self.images is not None
+            and self.images.labels is not None
+            and self.images.num_classes == self.info.num_classes
+        )
+        self._cache: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.purpose if self.images is not None else "random"
+
+    def describe(self) -> dict[str, Any]:
+        name = self.images.name if self.images is not None else "normal(0, 1), seeded"
+        return {
+            "kind": self.kind,
+            "images": self.count,
+            "source": name,
+            "labeled": self.use_labels,
+        }
+
+    def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        """(inputs NCHW float32, labels or None) batches; cached when small enough."""
+        if self._cache is not None:
+            yield from self._cache
+            return
+        c, (h, w) = self.info.in_chans, self.info.input_size
+        cache = self.count * c * h * w * 4 <= _CACHE_LIMIT
+        kept: list[tuple[np.ndarray, np.ndarray | None]] = []
+        for item in self._generate():
+            if cache:
+                kept.append(item)
+            yield item
+        if cache:
+            self._cache = kept
+
+    def _generate(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        c, (h, w) = self.info.in_chans, self.info.input_size
+        if self.images is None:
+            gen = torch.Generator().manual_seed(self.seed)
+            for start in range(0, self.count, self.batch):
+                n = min(self.batch, self.count - start)
+                yield torch.randn(n, c, h, w, generator=gen).numpy(), None
+            return
+        load = self.load_size or round(max(h, w) * 1.15)
+        stream = BatchStream(
+            self.images,
+            self.batch,
+            torch.device("cpu"),
+            shuffle=False,
+            drop_last=False,
+            load_size=load,
+            workers=self.workers,
+        )
+        for batch in stream.epoch(0):
+            x = normalize(eval_pixels(batch.images, self.info), self.info).contiguous()
+            labels = batch.labels if self.use_labels else None
+            yield x.numpy(), (labels.numpy() if labels is not None else None)
+
+
+@dataclass
+class Batches:
+    """Batches already in memory (e.g. one batch of an InputSet, to check a candidate fast)."""
+
+    items: list[tuple[np.ndarray, np.ndarray | None]]
+
+    def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+        yield from self.items
+
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def torch_runner(module: nn.Module) -> Runner:
+    module.eval()
+
+    @torch.inference_mode()
+    def run(x: np.ndarray) -> np.ndarray:
+        return module(torch.from_numpy(x)).float().numpy()
+
+    return run
+
+
+def ort_runner(session: Any) -> Runner:
+    name = session.get_inputs()[0].name
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return np.asarray(session.run(None, {name: x})[0], dtype=np.float32)
+
+    return run
+
+
+@dataclass
+class Outputs:
+    logits: np.ndarray
+    labels: np.ndarray | None
+    batch1: np.ndarray  # the first input run alone
+
+
+def collect(runner: Runner, inputs: InputSet | Batches) -> Outputs:
+    outs: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    first: np.ndarray | None = None
+    for x, y in inputs.batches():
+        if first is None:
+            first = runner(np.ascontiguousarray(x[:1]))
+        outs.append(runner(x))
+        if y is not None:
+            labels.append(y)
+    if first is None:
+        raise ValueError("no inputs to compare on")
+    return Outputs(np.concatenate(outs), np.concatenate(labels) if labels else None, first)
+
+
+def _top1(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
+    if labels is None:
+        return None
+    return float((logits.argmax(-1) == labels).mean() * 100)
+
+
+def compare(reference: Outputs, candidate: Outputs) -> dict[str, Any]:
+    """Logit and top-1 differences of `candidate` from `reference` (accuracies in percent)."""
+    diff = np.abs(candidate.logits.astype(np.float64) - reference.logits.astype(np.float64))
+    scale = float(np.abs(reference.logits).max()) or 1.0
+    batch1 = float(np.abs(candidate.batch1 - reference.batch1).max())
+    ref_top1, cand_top1 = _top1(reference.logits, reference.labels), None
+    if reference.labels is not None:
+        cand_top1 = _top1(candidate.logits, reference.labels)
+    agree = float((candidate.logits.argmax(-1) == reference.logits.argmax(-1)).mean() * 100)
+    return {
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "max_rel_diff": float(diff.max()) / scale,
+        "batch1_max_abs_diff": batch1,
+        "logit_scale": scale,
+        "top1_agreement": agree,
+        "top1_reference": ref_top1,
+        "top1": cand_top1,
+        "top1_drop": None if cand_top1 is None or ref_top1 is None else ref_top1 - cand_top1,
+    }
+
+
+def fp32_parity(
+    reference: Outputs, onnx_out: Outputs, inputs: InputSet, tolerance: float
+) -> dict[str, Any]:
+    """The fp32 gate: max |logit diff| (batch N and batch 1) <= tolerance, 100% agreement."""
+    cmp = compare(reference, onnx_out)
+    worst = max(cmp["max_abs_diff"], cmp["batch1_max_abs_diff"])
+    misses = []
+    where = f"{inputs.count} {inputs.kind} inputs"
+    if not worst <= tolerance:  # NaN fails too
+        misses.append(
+            f"parity: max |logit diff| {worst:.3g} > tolerance {tolerance:.3g} on {where}"
+        )
+    if cmp["top1_agreement"] < 100.0:
+        misses.append(
+            f"parity: top-1 agreement with PyTorch {cmp['top1_agreement']:.2f}% < 100% on {where}"
+        )
+    return {
+        "inputs": inputs.describe(),
+        "tolerance": tolerance,
+        "max_abs_diff": cmp["max_abs_diff"],
+        "mean_abs_diff": cmp["mean_abs_diff"],
+        "max_rel_diff": cmp["max_rel_diff"],
+        "batch1_max_abs_diff": cmp["batch1_max_abs_diff"],
+        "logit_scale": cmp["logit_scale"],
+        "top1_agreement": cmp["top1_agreement"],
+        "top1_pytorch": cmp["top1_reference"],
+        "top1_onnx": cmp["top1"],
+        "top1_drop": cmp["top1_drop"],
+        "passed": not misses,
+        "misses": misses,
+    }
+
+
+def variant_parity(fp32: Outputs, variant: Outputs) -> dict[str, Any]:
+    """A variant against the fp32 ONNX model: agreement, accuracy and its drop, logit error."""
+    cmp = compare(fp32, variant)
+    return {
+        "top1_agreement_fp32": cmp["top1_agreement"],
+        "top1": cmp["top1"],
+        "top1_fp32": cmp["top1_reference"],
+        "top1_drop": cmp["top1_drop"],
+        "max_abs_diff": cmp["max_abs_diff"],
+        "mean_abs_diff": cmp["mean_abs_diff"],
+        "max_rel_diff": cmp["max_rel_diff"],
+    }

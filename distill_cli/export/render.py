@@ -1,0 +1,118 @@
+"""Terminal tables for `distill export` and `distill bench latency` (rich).
+
+Rendering only: every figure comes from the report dict, so the table and report.json never
+disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+
+
+def _num(value: Any, fmt: str = "{:.2f}", suffix: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):  # "nan" / "inf" from a broken export
+        return value
+    return fmt.format(value) + suffix
+
+
+def _size(nbytes: int | None) -> str:
+    if nbytes is None:
+        return "-"
+    return f"{nbytes / 1e6:.2f} MB" if nbytes >= 1e5 else f"{nbytes / 1e3:.1f} kB"
+
+
+def parity_table(report: dict[str, Any]) -> Table:
+    parity, model = report["parity"], report["model"]
+    inputs = parity["inputs"]
+    table = Table(
+        title=f"{model['name']}: ONNX vs PyTorch on {inputs['images']} {inputs['kind']} inputs"
+    )
+    for col in ("file", "vs", "max |diff|", "mean |diff|", "top-1 agree", "top-1", "drop", "size"):
+        table.add_column(col, justify="left" if col in ("file", "vs") else "right")
+    table.add_column("")
+    ok = "[green]pass[/]" if parity["passed"] else "[red]FAIL[/]"
+    table.add_row(
+        "fp32",
+        "PyTorch",
+        _num(parity["max_abs_diff"], "{:.2e}"),
+        _num(parity["mean_abs_diff"], "{:.2e}"),
+        _num(parity["top1_agreement"], suffix="%"),
+        _num(parity["top1_onnx"], suffix="%"),
+        _num(parity["top1_drop"]),
+        _size(model["onnx"].get("bytes")),
+        ok + f" (<= {parity['tolerance']:g})",
+    )
+    for name, variant in report["variants"].items():
+        vp = variant["parity"]
+        table.add_row(
+            name,
+            "ONNX fp32",
+            _num(vp["max_abs_diff"], "{:.2e}"),
+            _num(vp["mean_abs_diff"], "{:.2e}"),
+            _num(vp["top1_agreement_fp32"], suffix="%"),
+            _num(vp["top1"], suffix="%"),
+            _num(vp["top1_drop"]),
+            _size(variant["bytes"]),
+            "",
+        )
+    torch_top1 = parity["top1_pytorch"]
+    exporter = model["onnx"].get("exporter", {})
+    table.caption = (
+        f"PyTorch top-1 {_num(torch_top1, suffix='%')} | {model['params']:,} params, "
+        f"{_num(model['gflops'], '{:.3f}')} GFLOPs | exporter {exporter.get('used')}"
+        + (f", opset {model['onnx']['opset']}" if model["onnx"].get("opset") else "")
+    )
+    return table
+
+
+def latency_table(latency: dict[str, Any], title: str = "latency") -> Table:
+    env, proto = latency["environment"], latency["protocol"]
+    table = Table(title=f"{title}: batch 1, {proto['threads']} threads, {env['cpu']}")
+    for col in ("entry", "provider", "session", "p50", "p90", "p99", "mean", "img/s", "runs"):
+        table.add_column(col, justify="left" if col in ("entry", "provider") else "right")
+    for e in latency["entries"]:
+        table.add_row(
+            e["name"],
+            e["provider"].replace("ExecutionProvider", ""),
+            _num(e.get("session_create_ms"), "{:.0f}", " ms"),
+            _num(e["p50_ms"], "{:.3f}"),
+            _num(e["p90_ms"], "{:.3f}"),
+            _num(e["p99_ms"], "{:.3f}"),
+            _num(e["mean_ms"], "{:.3f}"),
+            _num(e.get("throughput_ips"), "{:,.0f}"),
+            str(e["runs"]),
+        )
+    speed = latency.get("speedup") or {}
+    parts = [f"{k.replace('_', ' ')} {v:.2f}x" for k, v in speed.items()]
+    table.caption = "ms; throughput at batch " + str(proto["batch"])
+    if parts:
+        table.caption += " | speed-up (p50): " + ", ".join(parts)
+    return table
+
+
+def export_view(report: dict[str, Any]) -> Group:
+    parts: list[Any] = [parity_table(report)]
+    if report.get("latency"):
+        parts.append(latency_table(report["latency"]))
+    notes = report["source"].get("notes") or []
+    files = ", ".join(f"{k}: {v}" for k, v in report["files"].items())
+    parts.extend(f"[yellow]note[/] {n}" for n in notes)
+    gates = report["gates"]
+    verdict = "[green]gates passed[/]" if gates["passed"] else "[red]gates missed[/]"
+    parts.append(f"{verdict} | {files}")
+    return Group(*parts)
+
+
+def bench_view(result: dict[str, Any]) -> Group:
+    model = result["model"]
+    lines: list[Any] = [latency_table(result["latency"], f"{model.get('name') or 'model'}")]
+    lines.append(
+        f"params {_num(model.get('params'), '{:,}')}, GFLOPs {_num(model.get('gflops'), '{:.3f}')}"
+        f", file {_size(model.get('bytes'))}"
+    )
+    return Group(*lines)

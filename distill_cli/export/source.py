@@ -1,0 +1,265 @@
+"""What `distill export` starts from: a run directory, a checkpoint, or a timm model name.
+
+Whatever SOURCE is, the result is the same: the student built with timm's exportable layer
+settings and its weights loaded, its input config exactly as it was trained (from the checkpoint
+sidecar, so ONNX and PyTorch see identical pixels), its class names, the hash of the weights file
+(recorded in the ONNX metadata, so a shipped file can be traced back), and, when a recipe is
+known, its data (validation images for the parity gate, training images for int8 calibration)
+and its teacher (timed beside the student: the speed-up is the point of distillation).
+
+Missing extras never stop an export: data that cannot be read or a teacher that cannot be built
+leave a note in the report and the export goes on (parity then runs on random inputs, and an
+accuracy gate fails loudly because it cannot be measured).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from distill_cli.data import DataBundle, build_data
+from distill_cli.errors import DistillError
+from distill_cli.models import Net, check_model_name, create_net, infer_num_classes, read_sidecar
+from distill_cli.recipe import ModelSpec, Recipe, load_recipe
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+SourceKind = Literal["run", "checkpoint", "timm"]
+
+
+@dataclass
+class Source:
+    """The student to export and everything known about where it came from."""
+
+    kind: SourceKind
+    path: str
+    student: Net
+    checkpoint: Path | None
+    checkpoint_sha256: str | None
+    class_names: list[str] | None
+    default_out: Path
+    recipe: Recipe | None = None
+    data: DataBundle | None = None
+    teacher_spec: ModelSpec | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def weights(self) -> str:
+        return "checkpoint" if self.checkpoint is not None else "random initialisation"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "weights": self.weights,
+            "recipe": self.recipe.name if self.recipe else None,
+            "notes": list(self.notes),
+        }
+
+    def build_teacher(self) -> Net | None:
+        """The run's teacher, exportable and in eval mode; None (with a note) when unavailable."""
+        spec = self.teacher_spec
+        if spec is None:
+            return None
+        if spec.pretrained:
+            self.notes.append(
+                f"teacher {spec.model} not timed: it uses hub weights (pretrained: true)"
+            )
+            return None
+        if spec.checkpoint is not None and not spec.checkpoint.is_file():
+            self.notes.append(f"teacher not timed: checkpoint {spec.checkpoint} not found")
+            return None
+        classes = len(self.data.classes) if self.data is not None else None
+        try:
+            num = infer_num_classes(spec, classes or self.student.info.num_classes)
+            net = create_net(spec, num, exportable=True)
+        except DistillError as exc:
+            self.notes.append(f"teacher not timed: {exc}")
+            return None
+        net.module.eval()
+        return net
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _spec_from_sidecar(
+    checkpoint: Path, meta: dict[str, Any], kwargs: dict[str, Any] | None
+) -> ModelSpec:
+    """The student's ModelSpec as it was trained: the sidecar holds the resolved input config."""
+    fields = {
+        "model": meta["model"],
+        "checkpoint": checkpoint,
+        "num_classes": meta.get("num_classes"),
+        "in_chans": meta.get("in_chans", 3),
+        "input_size": meta.get("input_size"),
+        "mean": meta.get("mean"),
+        "std": meta.get("std"),
+        "crop_pct": meta.get("crop_pct"),
+        "kwargs": kwargs or {},
+    }
+    return ModelSpec.model_validate({k: v for k, v in fields.items() if v is not None})
+
+
+def _run_dir_of(checkpoint: Path) -> Path | None:
+    """The run directory a checkpoint lives in (runs/<name>/checkpoints/x.safetensors)."""
+    run = checkpoint.parent.parent
+    if checkpoint.parent.name == "checkpoints" and (run / "recipe.yaml").is_file():
+        return run
+    return None
+
+
+def _load_data(recipe: Recipe, notes: list[str]) -> DataBundle | None:
+    try:
+        return build_data(recipe.data, recipe.runtime.seed)
+    except DistillError as exc:
+        notes.append(f"no validation data ({exc}); parity uses random inputs")
+        return None
+
+
+def resolve_source(
+    source: str,
+    *,
+    checkpoint: Path | None = None,
+    recipe: Path | None = None,
+    num_classes: int | None = None,
+    input_size: int | None = None,
+    model_kwargs: dict[str, Any] | None = None,
+) -> Source:
+    """Build the student from SOURCE; see the module docstring for what each kind provides.
+
+    `recipe` (any source) names the recipe whose data is used for parity and calibration;
+    `num_classes`, `input_size` and `model_kwargs` apply to a timm name (checkpoints carry them).
+    """
+    path = Path(source)
+    if path.suffix == ".onnx":
+        raise DistillError(
+            "SOURCE is what the ONNX file is made from, not an ONNX file",
+            source,
+            "pass the run directory or checkpoint; check an existing file with --onnx FILE",
+        )
+    if path.is_dir():
+        return _from_run(path, checkpoint, recipe)
+    if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
+        if checkpoint is not None:
+            raise DistillError("--checkpoint goes with a timm model name", "--checkpoint")
+        return _from_checkpoint(path, recipe, model_kwargs)
+    if "/" in source or "\\" in source:
+        raise DistillError("SOURCE not found", source, "a run directory, checkpoint or timm name")
+    return _from_timm(source, checkpoint, recipe, num_classes, input_size, model_kwargs)
+
+
+def _from_run(run: Path, checkpoint: Path | None, recipe_path: Path | None) -> Source:
+    if checkpoint is not None:
+        raise DistillError("--checkpoint goes with a timm model name", "--checkpoint")
+    rec_file, best = run / "recipe.yaml", run / "checkpoints" / "best.safetensors"
+    if not rec_file.is_file():
+        raise DistillError(
+            "not a run directory (no recipe.yaml)", str(run), "pass runs/<name> from `distill run`"
+        )
+    if not best.is_file():
+        raise DistillError(
+            "the run has no best checkpoint yet", str(best), "finish (or --resume) the run first"
+        )
+    src = _from_checkpoint(best, recipe_path, None, run=run)
+    src.kind, src.path = "run", str(run)
+    return src
+
+
+def _from_checkpoint(
+    ckpt: Path,
+    recipe_path: Path | None,
+    model_kwargs: dict[str, Any] | None,
+    run: Path | None = None,
+) -> Source:
+    if not ckpt.is_file():
+        raise DistillError("checkpoint file not found", str(ckpt), "check the path")
+    meta = read_sidecar(ckpt)
+    if "model" not in meta:
+        raise DistillError(
+            "the checkpoint has no sidecar naming its model",
+            str(ckpt.with_suffix(".json")),
+            "pass the timm name as SOURCE: distill export resnet18 --checkpoint FILE",
+        )
+    notes: list[str] = []
+    run = run or _run_dir_of(ckpt)
+    rec = load_recipe(run / "recipe.yaml") if run is not None else None
+    kwargs = dict(rec.student.kwargs) if rec is not None else {}
+    kwargs.update(model_kwargs or {})
+    data_rec = load_recipe(recipe_path) if recipe_path is not None else rec
+    student = create_net(
+        _spec_from_sidecar(ckpt, meta, kwargs), meta["num_classes"], exportable=True
+    )
+    student.module.eval()
+    data = _load_data(data_rec, notes) if data_rec is not None else None
+    teacher = rec.teacher if rec is not None else None
+    names = meta.get("class_names") or _class_names(data, student)
+    return Source(
+        kind="checkpoint",
+        path=str(ckpt),
+        student=student,
+        checkpoint=ckpt,
+        checkpoint_sha256=sha256_file(ckpt),
+        class_names=names,
+        default_out=(run / "export") if run is not None else ckpt.parent / f"{ckpt.stem}-export",
+        recipe=data_rec,
+        data=data,
+        teacher_spec=teacher,
+        notes=notes,
+    )
+
+
+def _from_timm(
+    name: str,
+    checkpoint: Path | None,
+    recipe_path: Path | None,
+    num_classes: int | None,
+    input_size: int | None,
+    model_kwargs: dict[str, Any] | None,
+) -> Source:
+    check_model_name(name)
+    notes: list[str] = []
+    meta = read_sidecar(checkpoint) if checkpoint is not None else {}
+    rec = load_recipe(recipe_path) if recipe_path is not None else None
+    data = _load_data(rec, notes) if rec is not None else None
+    classes = num_classes or meta.get("num_classes")
+    if classes is None and data is not None:
+        classes = len(data.classes)
+    fields: dict[str, Any] = {"model": name, "checkpoint": checkpoint, "kwargs": model_kwargs or {}}
+    if input_size is not None:
+        fields["input_size"] = input_size
+    spec = ModelSpec.model_validate(fields)
+    if classes is None:
+        import timm
+
+        classes = int(timm.get_pretrained_cfg_value(name, "num_classes") or 1000)
+    student = create_net(spec, int(classes), exportable=True)
+    student.module.eval()
+    if checkpoint is None:
+        notes.append("random weights (no --checkpoint): the export checks the graph, not a model")
+    return Source(
+        kind="timm",
+        path=name,
+        student=student,
+        checkpoint=checkpoint,
+        checkpoint_sha256=sha256_file(checkpoint) if checkpoint is not None else None,
+        class_names=meta.get("class_names") or _class_names(data, student),
+        default_out=Path("export") / name,
+        recipe=rec,
+        data=data,
+        notes=notes,
+    )
+
+
+def _class_names(data: DataBundle | None, student: Net) -> list[str] | None:
+    if data is not None and len(data.classes) == student.info.num_classes:
+        return list(data.classes)
+    return None

@@ -1,0 +1,432 @@
+"""`distill export` and `distill bench latency` as CI drives them: files, report, exit codes.
+
+One tiny function-matching run is exported once per module (fp16 + int8, shortened latency
+protocol) and most tests read what that export left behind; the failure paths re-use its ONNX
+file through `--onnx` so they cost no second export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from distill_cli import api
+from distill_cli.errors import DistillError
+from distill_cli.export import GateFailed, Gates
+from distill_cli.export import onnx_export as ox
+from distill_cli.export.gates import evaluate
+from distill_cli.export.latency import TimingPlan, time_fn
+from tests.conftest import fm_body, write_recipe
+
+FAST = ["--warmup", "2", "--runs", "5", "--min-time", "0", "--batch", "4", "--threads", "2"]
+FAST_API: dict[str, Any] = {"warmup": 2, "runs": 5, "min_time_s": 0, "batch": 4, "threads": 2}
+
+
+def distill(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "distill_cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
+
+
+def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    return [line for line in result.stderr.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def student_run(tmp_path_factory: pytest.TempPathFactory, trained_teacher: Path) -> Path:
+    """A function-matching run (test_resnet teacher -> test_efficientnet student)."""
+    folder = tmp_path_factory.mktemp("export-run")
+    body = fm_body(folder / "runs", trained_teacher, epochs=1)
+    body["data"]["synthetic"]["val_size"] = 96  # 64 + a remainder batch of 32
+    summary = api.run(write_recipe(folder, "fm", body))
+    return Path(summary["run_dir"])
+
+
+@pytest.fixture(scope="module")
+def exported(student_run: Path) -> dict[str, Any]:
+    """The run exported through the CLI with both variants and passing gates."""
+    result = distill(
+        "export",
+        str(student_run),
+        "--precision",
+        "fp16",
+        "--quantize",
+        "int8",
+        "--calib-images",
+        "64",
+        "--min-top1",
+        "0",
+        "--max-top1-drop",
+        "100",
+        "--max-latency-ms",
+        "10000",
+        "--json",
+        *FAST,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_export_of_a_trained_student_passes_the_parity_gate(
+    exported: dict[str, Any], student_run: Path
+) -> None:
+    parity = exported["parity"]
+    assert parity["passed"] and parity["misses"] == []
+    assert parity["max_abs_diff"] <= 1e-4 and parity["batch1_max_abs_diff"] <= 1e-4
+    assert parity["top1_agreement"] == 100.0
+    assert parity["inputs"] == {
+        "kind": "validation",
+        "images": 96,
+        "source": "synthetic/val",
+        "labeled": True,
+    }
+    assert parity["top1_onnx"] == parity["top1_pytorch"] and parity["top1_drop"] == 0.0
+    export_dir = student_run / "export"  # the default --out
+    assert Path(exported["files"]["onnx"]) == export_dir / "model.onnx"
+    assert json.loads((export_dir / "report.json").read_text())["parity"] == parity
+    assert exported["gates"] == {
+        "requested": {
+            "min_top1": 0.0,
+            "max_top1_drop": 100.0,
+            "max_latency_ms": 10000.0,
+            "latency_stat": "p50",
+            "latency_variant": "fp32",
+        },
+        "passed": True,
+        "misses": [],
+    }
+
+
+def test_report_has_the_documented_keys(exported: dict[str, Any]) -> None:
+    for key in ("model", "parity", "variants", "latency", "gates", "source", "teacher", "files"):
+        assert key in exported
+    model = exported["model"]
+    assert model["name"] == "test_efficientnet" and model["input_size"] == [24, 24]
+    assert model["params"] > 0 and model["gflops"] > 0
+    assert model["onnx"]["exporter"]["used"] in ("dynamo", "torchscript")
+    assert model["onnx"]["exporter"]["requested"] == "dynamo"
+    assert model["onnx"]["opset"] == 18
+    latency = exported["latency"]
+    assert latency["environment"]["threads"] == 2
+    assert latency["environment"]["versions"]["onnxruntime"]
+    assert latency["environment"]["cpu"]
+    names = {e["name"] for e in latency["entries"]}
+    assert names == {
+        "student/pytorch",
+        "student/onnxruntime/fp32",
+        "student/onnxruntime/fp16",
+        "student/onnxruntime/int8",
+        "teacher/pytorch",
+        "teacher/onnxruntime/fp32",
+    }
+    for entry in latency["entries"]:
+        for key in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_ips"):
+            assert entry[key] > 0, (entry["name"], key)
+        assert entry["p50_ms"] <= entry["p90_ms"] <= entry["p99_ms"]
+        assert entry["runs"] >= 5 and entry["warmup"] == 2 and entry["threads"] == 2
+        assert entry["meets_protocol"] is False  # the shortened protocol says so
+        if entry["runtime"] == "onnxruntime":
+            assert entry["session_create_ms"] > 0 and entry["provider"] == "CPUExecutionProvider"
+    assert "onnx_fp32_vs_pytorch" in latency["speedup"]
+    assert "student_onnx_fp32_vs_teacher_pytorch" in latency["speedup"]
+    assert exported["teacher"]["name"] == "test_resnet"
+
+
+def test_onnx_file_carries_its_metadata_and_a_dynamic_batch(
+    exported: dict[str, Any], student_run: Path
+) -> None:
+    model = onnx.load(exported["files"]["onnx"])
+    meta = {p.key: p.value for p in model.metadata_props}
+    ckpt = student_run / "checkpoints" / "best.safetensors"
+    sidecar = json.loads(ckpt.with_suffix(".json").read_text())
+    assert meta["distill.model"] == "test_efficientnet"
+    assert json.loads(meta["distill.input_size"]) == [24, 24]
+    assert json.loads(meta["distill.mean"]) == pytest.approx(sidecar["mean"])
+    assert json.loads(meta["distill.std"]) == pytest.approx(sidecar["std"])
+    assert json.loads(meta["distill.class_names"]) == sidecar["class_names"]
+    assert meta["distill.checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert meta["distill.exporter"] == exported["model"]["onnx"]["exporter"]["used"]
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value
+    onnx.checker.check_model(model, full_check=True)
+
+
+def test_int8_and_fp16_variants_are_produced_and_checked(exported: dict[str, Any]) -> None:
+    fp32_bytes = exported["model"]["onnx"]["bytes"]
+    fp16, int8 = exported["variants"]["fp16"], exported["variants"]["int8"]
+
+    model16 = onnx.load(fp16["path"])
+    io_types = [v.type.tensor_type.elem_type for v in [*model16.graph.input, *model16.graph.output]]
+    assert io_types == [onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT]  # fp32 in, fp32 out
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model16.graph.initializer)
+    assert fp16["bytes"] < fp32_bytes
+
+    model8 = onnx.load(int8["path"])
+    ops = {n.op_type for n in model8.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
+    per_channel = [
+        t
+        for t in model8.graph.initializer
+        if t.name.endswith("_scale") and len(t.dims) == 1 and t.dims[0] > 1
+    ]
+    assert per_channel, "weights should have one scale per output channel"
+    assert int8["bytes"] < fp32_bytes
+    assert int8["preprocess"]["applied"] is True
+    assert int8["calibration"]["images"] == 64 and "training" in int8["calibration"]["source"]
+
+    for variant in (fp16, int8):
+        parity = variant["parity"]
+        assert 0 <= parity["top1_agreement_fp32"] <= 100
+        assert parity["top1"] is not None and parity["top1_fp32"] is not None
+        assert parity["top1_drop"] == pytest.approx(parity["top1_fp32"] - parity["top1"])
+    assert fp16["parity"]["max_abs_diff"] < 1e-2  # fp16 rounding, not a different model
+    assert fp16["parity"]["max_abs_diff"] > 0  # ... but really fp16
+
+
+def _corrupt(src: Path, dst: Path) -> None:
+    """Flip the sign of the classifier's weights: a file that loads and runs, but is wrong.
+
+    The classifier, because with random weights most of a timm ResNet is dead code (the last
+    norm of each residual block starts at zero), and corrupting a dead weight changes nothing.
+    """
+    model = onnx.load(str(src))
+    inits = {t.name: t for t in model.graph.initializer}
+    (last,) = [n for n in model.graph.node if model.graph.output[0].name in n.output]
+    init = max((inits[i] for i in last.input if i in inits), key=lambda t: int(np.prod(t.dims)))
+    values = -numpy_helper.to_array(init)
+    init.CopyFrom(numpy_helper.from_array(values, init.name))
+    onnx.save(model, str(dst))
+
+
+def test_a_broken_export_fails_the_parity_gate(
+    exported: dict[str, Any], student_run: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.onnx"
+    _corrupt(Path(exported["files"]["onnx"]), broken)
+    result = distill(
+        "export", str(student_run), "--onnx", str(broken), "--out", str(tmp_path / "out"),
+        "--no-latency", "-q",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    lines = error_lines(result)
+    assert lines[0].startswith("error: parity: max |logit diff|"), lines
+    assert all(line.startswith("error: parity: ") for line in lines)  # maybe agreement too
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["parity"]["passed"] is False and report["parity"]["max_abs_diff"] > 1e-4
+    assert report["parity"]["checkpoint_sha256_matches"] is True  # same weights, broken file
+
+
+def test_gates_trip_with_one_line_per_miss(
+    exported: dict[str, Any], student_run: Path, tmp_path: Path
+) -> None:
+    result = distill(
+        "export", str(student_run), "--onnx", exported["files"]["onnx"],
+        "--out", str(tmp_path / "out"), "--quantize", "int8", "--calib-images", "32",
+        "--min-top1", "100.5", "--max-latency-ms", "0.000001", "--latency-stat", "p90",
+        "--latency-variant", "int8", "--no-teacher", "--json", *FAST,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 3, lines
+    assert all(line.startswith("error: ") for line in lines)
+    assert "min-top1: fp32 ONNX top-1" in lines[0] and "< 100.50%" in lines[0]
+    assert "min-top1: int8 ONNX top-1" in lines[1]
+    assert "max-latency-ms: student/onnxruntime/int8 batch-1 p90" in lines[2]
+    report = json.loads(result.stdout)  # --json still prints the report for the pipeline
+    assert report["gates"]["passed"] is False and len(report["gates"]["misses"]) == 3
+
+
+def test_gates_that_cannot_be_measured_are_misses(tmp_path: Path) -> None:
+    result = distill(
+        "export", "test_resnet", "--input-size", "32", "--num-classes", "5",
+        "--out", str(tmp_path), "--exporter", "torchscript", "--no-latency", "-q",
+        "--min-top1", "1", "--max-top1-drop", "1",
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = error_lines(result)
+    assert lines == [
+        "error: min-top1: no labeled validation data to measure fp32 top-1",
+        "error: max-top1-drop: no labeled validation data to measure fp32 drop",
+    ]
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["parity"]["passed"] and report["parity"]["inputs"]["kind"] == "random"
+    assert report["model"]["onnx"]["exporter"]["used"] == "torchscript"
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--max-latency-ms", "5", "--latency-variant", "int8"], "add --quantize int8"),
+        (["--max-latency-ms", "5", "--no-latency"], "needs the latency measurement"),
+        (["--exporter", "onnxmagic"], "unknown exporter"),
+        (["--quantize", "int4"], "unknown quantization"),
+    ],
+    ids=["variant-not-made", "latency-off", "exporter", "quantize"],
+)
+def test_usage_errors_are_one_line_with_exit_code_2(
+    args: list[str], needle: str, tmp_path: Path
+) -> None:
+    result = distill("export", "test_resnet", *args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    assert not list(tmp_path.iterdir())  # refused before any work
+
+
+def test_bench_latency_of_an_onnx_file_and_a_checkpoint(
+    exported: dict[str, Any], student_run: Path
+) -> None:
+    onnx_result = distill("bench", "latency", exported["files"]["onnx"], "--json", *FAST)
+    assert onnx_result.returncode == 0, onnx_result.stderr
+    bench = json.loads(onnx_result.stdout)
+    (entry,) = bench["latency"]["entries"]
+    assert entry["name"] == "onnxruntime"
+    assert entry["runtime"] == "onnxruntime" and entry["p50_ms"] > 0
+    assert bench["model"]["name"] == "test_efficientnet"
+    assert bench["model"]["input_size"] == [24, 24]  # from the file's metadata
+    assert bench["model"]["params"] == exported["model"]["params"]
+    assert bench["model"]["gflops"] == pytest.approx(exported["model"]["gflops"])
+
+    ckpt = student_run / "checkpoints" / "best.safetensors"
+    table = distill("bench", "latency", str(ckpt), "--exporter", "torchscript", *FAST)
+    assert table.returncode == 0, table.stderr
+    for word in ("pytorch", "onnxruntime", "p50", "p99", "img/s", "onnx vs pytorch"):
+        assert word in table.stdout
+
+
+def test_export_table_in_the_terminal(exported: dict[str, Any], student_run: Path) -> None:
+    result = distill(
+        "export", str(student_run), "--onnx", exported["files"]["onnx"], "--no-teacher",
+        "--out", str(student_run / "export-table"), *FAST,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    for word in ("ONNX vs PyTorch", "max |diff|", "student/onnxruntime/fp32", "p50", "pass"):
+        assert word in result.stdout, word
+    assert "gates passed" in result.stdout
+
+
+# --- the Python API and the pieces, in-process -------------------------------------------------
+
+
+def test_api_export_raises_gate_failed_with_the_report(tmp_path: Path) -> None:
+    with pytest.raises(GateFailed) as info:
+        api.export(
+            "test_resnet", out=tmp_path, input_size=32, num_classes=3, exporter="torchscript",
+            simplify=False, max_latency_ms=1e-9, **FAST_API,
+        )  # fmt: skip
+    assert len(info.value.misses) == 1 and info.value.misses[0].startswith("max-latency-ms")
+    assert info.value.code == 1
+    report = info.value.report
+    assert report is not None and report["parity"]["passed"]
+    assert report["model"]["onnx"]["simplify"] == {"applied": False, "reason": "--no-simplify"}
+    assert api.export(
+        "test_resnet", out=tmp_path, input_size=32, num_classes=3, exporter="torchscript",
+        latency=False, check=False,
+    )["gates"]["passed"]  # fmt: skip
+
+
+def test_the_other_exporter_is_tried_when_the_first_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = ox._export_once
+
+    def dynamo_breaks(module, example, path, exporter, opset):  # type: ignore[no-untyped-def]
+        if exporter == "dynamo":
+            raise RuntimeError("unsupported operator aten::imaginary")
+        real(module, example, path, exporter, opset)
+
+    monkeypatch.setattr(ox, "_export_once", dynamo_breaks)
+    report = api.export(
+        "test_resnet", out=tmp_path, input_size=32, num_classes=3, latency=False
+    )  # fmt: skip
+    exporter = report["model"]["onnx"]["exporter"]
+    assert exporter["requested"] == "dynamo" and exporter["used"] == "torchscript"
+    assert [a["ok"] for a in exporter["attempts"]] == [False, True]
+    assert "aten::imaginary" in exporter["attempts"][0]["error"]
+    assert report["parity"]["passed"]
+
+
+def test_simplification_is_dropped_when_it_breaks_parity(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxsim")
+    import distill_cli.export.pipeline as pipeline
+
+    def bad_simplify(path: Path, out: Path) -> dict[str, Any]:
+        _corrupt(path, out)
+        return {"applied": True, "nodes_before": 1, "nodes_after": 1}
+
+    monkeypatch.setattr(pipeline, "simplify", bad_simplify)
+    report = api.export(
+        "test_resnet", out=tmp_path, input_size=32, num_classes=3, exporter="torchscript",
+        latency=False,
+    )  # fmt: skip
+    simplified = report["model"]["onnx"]["simplify"]
+    assert simplified["applied"] is False and "breaks parity" in simplified["reason"]
+    assert report["parity"]["passed"]  # the unsimplified file was kept
+    assert not list(tmp_path.glob("*.simplified.onnx"))
+
+
+def test_both_exporters_failing_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def always(*_: Any) -> None:
+        raise RuntimeError("no")
+
+    monkeypatch.setattr(ox, "_export_once", always)
+    with pytest.raises(DistillError, match="failed with both exporters"):
+        api.export("test_resnet", out=tmp_path, input_size=32, latency=False)
+
+
+def test_timing_follows_the_protocol() -> None:
+    calls = []
+    times, elapsed = time_fn(
+        lambda: calls.append(1), warmup=3, runs=7, min_time_s=0.05, max_time_s=5
+    )
+    assert len(times) >= 7 and elapsed >= 0.05 and len(calls) == len(times) + 3
+    slow, elapsed = time_fn(
+        lambda: time.sleep(0.02), warmup=0, runs=1000, min_time_s=0, max_time_s=0.1
+    )
+    assert 2 <= len(slow) < 1000 and elapsed >= 0.1  # max_time ends a slow model
+    assert TimingPlan(threads=0).threads >= 1
+
+
+def _report(top1: float | None, drop8: float | None) -> dict[str, Any]:
+    return {
+        "parity": {"misses": [], "top1_onnx": top1, "top1_drop": 0.0 if top1 else None},
+        "variants": {
+            "int8": {"parity": {"top1": top1 and top1 - (drop8 or 0), "top1_drop": drop8}}
+        },
+        "latency": {
+            "entries": [
+                {"name": "student/onnxruntime/fp32", "p50_ms": 2.0, "p90_ms": 9.0, "threads": 2}
+            ]
+        },
+    }
+
+
+def test_gate_rules() -> None:
+    assert evaluate(_report(90.0, 0.5), Gates(min_top1=85, max_top1_drop=1)) == []
+    misses = evaluate(_report(90.0, 1.5), Gates(min_top1=89, max_top1_drop=1))
+    assert misses == [
+        "min-top1: int8 ONNX top-1 88.50% < 89.00%",
+        "max-top1-drop: int8 ONNX loses 1.50 points against ONNX fp32 > 1.00",
+    ]
+    assert evaluate(_report(90.0, 0.0), Gates(max_latency_ms=5)) == []  # p50 = 2 ms
+    (miss,) = evaluate(_report(90.0, 0.0), Gates(max_latency_ms=5, latency_stat="p90"))
+    assert "p90 9.000 ms > 5 ms" in miss
