@@ -19,6 +19,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+from rich.console import Console
 
 from distill_cli import api
 from distill_cli.errors import DistillError
@@ -26,6 +27,7 @@ from distill_cli.export import GateFailed, Gates
 from distill_cli.export import onnx_export as ox
 from distill_cli.export.gates import evaluate
 from distill_cli.export.latency import TimingPlan, time_fn
+from distill_cli.export.render import bench_view
 from tests.conftest import fm_body, write_recipe
 
 FAST = ["--warmup", "2", "--runs", "5", "--min-time", "0", "--batch", "4", "--threads", "2"]
@@ -113,7 +115,7 @@ def test_export_of_a_trained_student_passes_the_parity_gate(
 
 
 def test_report_has_the_documented_keys(exported: dict[str, Any]) -> None:
-    for key in ("model", "parity", "variants", "latency", "gates", "source", "teacher", "files"):
+    for key in ("model", "parity", "variants", "latency", "gates", "source", "teachers", "files"):
         assert key in exported
     model = exported["model"]
     assert model["name"] == "test_efficientnet" and model["input_size"] == [24, 24]
@@ -144,7 +146,8 @@ def test_report_has_the_documented_keys(exported: dict[str, Any]) -> None:
             assert entry["session_create_ms"] > 0 and entry["provider"] == "CPUExecutionProvider"
     assert "onnx_fp32_vs_pytorch" in latency["speedup"]
     assert "student_onnx_fp32_vs_teacher_pytorch" in latency["speedup"]
-    assert exported["teacher"]["name"] == "test_resnet"
+    (teacher,) = exported["teachers"]
+    assert teacher["name"] == "test_resnet" and teacher["params"] > exported["model"]["params"]
 
 
 def test_onnx_file_carries_its_metadata_and_a_dynamic_batch(
@@ -220,12 +223,14 @@ def test_a_broken_export_fails_the_parity_gate(
     _corrupt(Path(exported["files"]["onnx"]), broken)
     result = distill(
         "export", str(student_run), "--onnx", str(broken), "--out", str(tmp_path / "out"),
-        "--no-latency", "-q",
+        "--no-latency",
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
-    lines = error_lines(result)
+    lines = [line for line in error_lines(result) if line.startswith("error: ")]
     assert lines[0].startswith("error: parity: max |logit diff|"), lines
     assert all(line.startswith("error: parity: ") for line in lines)  # maybe agreement too
+    for word in ("ONNX vs PyTorch", "max |diff|", "FAIL", "gates missed", "report.json"):
+        assert word in result.stdout, word  # the table still shows what was measured
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["parity"]["passed"] is False and report["parity"]["max_abs_diff"] > 1e-4
     assert report["parity"]["checkpoint_sha256_matches"] is True  # same weights, broken file
@@ -268,24 +273,35 @@ def test_gates_that_cannot_be_measured_are_misses(tmp_path: Path) -> None:
     assert report["model"]["onnx"]["exporter"]["used"] == "torchscript"
 
 
-@pytest.mark.parametrize(
-    ("args", "needle"),
-    [
-        (["--max-latency-ms", "5", "--latency-variant", "int8"], "add --quantize int8"),
-        (["--max-latency-ms", "5", "--no-latency"], "needs the latency measurement"),
-        (["--exporter", "onnxmagic"], "unknown exporter"),
-        (["--quantize", "int4"], "unknown quantization"),
-    ],
-    ids=["variant-not-made", "latency-off", "exporter", "quantize"],
-)
-def test_usage_errors_are_one_line_with_exit_code_2(
-    args: list[str], needle: str, tmp_path: Path
-) -> None:
-    result = distill("export", "test_resnet", *args, cwd=tmp_path)
+def test_usage_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    result = distill(
+        "export", "test_resnet", "--max-latency-ms", "5", "--latency-variant", "int8", cwd=tmp_path
+    )  # fmt: skip
     assert result.returncode == 2, result.stderr
     lines = error_lines(result)
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], lines
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "add --quantize int8" in lines[0]
     assert not list(tmp_path.iterdir())  # refused before any work
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"max_latency_ms": 5, "latency": False}, "needs the latency measurement"),
+        ({"max_latency_ms": 5, "latency_stat": "p95"}, "unknown latency statistic"),
+        ({"exporter": "onnxmagic"}, "unknown exporter"),
+        ({"quantize": "int4"}, "unknown quantization"),
+        ({"precision": "bf16"}, "unknown precision"),
+        ({"tolerance": 0}, "must be positive"),
+    ],
+    ids=["latency-off", "stat", "exporter", "quantize", "precision", "tolerance"],
+)
+def test_bad_options_are_refused_before_any_work(
+    options: dict[str, Any], needle: str, tmp_path: Path
+) -> None:
+    with pytest.raises(DistillError, match=needle) as info:
+        api.export("test_resnet", out=tmp_path / "out", **options)
+    assert info.value.code == 2 and not (tmp_path / "out").exists()
 
 
 def test_bench_latency_of_an_onnx_file_and_a_checkpoint(
@@ -295,29 +311,22 @@ def test_bench_latency_of_an_onnx_file_and_a_checkpoint(
     assert onnx_result.returncode == 0, onnx_result.stderr
     bench = json.loads(onnx_result.stdout)
     (entry,) = bench["latency"]["entries"]
-    assert entry["name"] == "onnxruntime"
-    assert entry["runtime"] == "onnxruntime" and entry["p50_ms"] > 0
+    assert entry["name"] == "onnxruntime" and entry["session_create_ms"] > 0
+    assert 0 < entry["p50_ms"] <= entry["p90_ms"] <= entry["p99_ms"]
     assert bench["model"]["name"] == "test_efficientnet"
     assert bench["model"]["input_size"] == [24, 24]  # from the file's metadata
     assert bench["model"]["params"] == exported["model"]["params"]
     assert bench["model"]["gflops"] == pytest.approx(exported["model"]["gflops"])
 
     ckpt = student_run / "checkpoints" / "best.safetensors"
-    table = distill("bench", "latency", str(ckpt), "--exporter", "torchscript", *FAST)
-    assert table.returncode == 0, table.stderr
+    result = api.bench_latency(ckpt, exporter="torchscript", **FAST_API)
+    assert [e["name"] for e in result["latency"]["entries"]] == ["pytorch", "onnxruntime"]
+    assert result["latency"]["speedup"]["onnx_vs_pytorch"] > 0
+    console = Console(record=True, width=140)
+    console.print(bench_view(result))
+    text = console.export_text()
     for word in ("pytorch", "onnxruntime", "p50", "p99", "img/s", "onnx vs pytorch"):
-        assert word in table.stdout
-
-
-def test_export_table_in_the_terminal(exported: dict[str, Any], student_run: Path) -> None:
-    result = distill(
-        "export", str(student_run), "--onnx", exported["files"]["onnx"], "--no-teacher",
-        "--out", str(student_run / "export-table"), *FAST,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    for word in ("ONNX vs PyTorch", "max |diff|", "student/onnxruntime/fp32", "p50", "pass"):
-        assert word in result.stdout, word
-    assert "gates passed" in result.stdout
+        assert word in text
 
 
 # --- the Python API and the pieces, in-process -------------------------------------------------

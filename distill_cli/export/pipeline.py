@@ -164,8 +164,8 @@ def run_export(opts: ExportOptions, log: Log = _silent) -> dict[str, Any]:
         name: _variant(name, src, opts, onnx_path, out, fp32_out, inputs, log)
         for name in opts.variants
     }
-    teacher = src.build_teacher() if opts.teacher else None
-    latency = _latency(src, teacher, onnx_path, variants, opts, log) if opts.latency else None
+    teachers = src.build_teachers() if opts.teacher else []
+    latency = _latency(src, teachers, onnx_path, variants, opts, log) if opts.latency else None
 
     report = build_report(
         source=src.describe(),
@@ -176,7 +176,7 @@ def run_export(opts: ExportOptions, log: Log = _silent) -> dict[str, Any]:
             lat.count_flops(student.module, shape),
             onnx_block,
         ),
-        teacher=_teacher_block(teacher),
+        teachers=[_teacher_block(t) for t in teachers],
         parity=parity,
         variants=variants,
         latency=latency,
@@ -327,34 +327,22 @@ def _calibration_inputs(src: Source, opts: ExportOptions) -> InputSet:
 
 def _latency(
     src: Source,
-    teacher: Net | None,
+    teachers: list[Net],
     onnx_path: Path,
     variants: dict[str, dict[str, Any]],
     opts: ExportOptions,
     log: Log,
 ) -> dict[str, Any]:
+    """Student (PyTorch, ONNX fp32, each variant) and teachers (PyTorch, ONNX fp32), in turn."""
     plan = opts.timing
     providers = lat.providers()
     entries: list[dict[str, Any]] = []
-    models: list[tuple[str, Net, dict[str, Path]]] = [
-        (
-            "student",
-            src.student,
-            {"fp32": onnx_path, **{k: Path(v["path"]) for k, v in variants.items()}},
-        )
-    ]
+    student_files = {"fp32": onnx_path, **{k: Path(v["path"]) for k, v in variants.items()}}
+    models: list[tuple[str, Net, dict[str, Path]]] = [("student", src.student, student_files)]
     with tempfile.TemporaryDirectory(prefix="distill-teacher-") as tmp:
-        if teacher is not None:
-            teacher_files: dict[str, Path] = {}
-            try:
-                log(f"exporting the teacher {teacher.info.name} to time it in ONNX Runtime")
-                shape = (teacher.info.in_chans, *teacher.info.input_size)
-                path = Path(tmp) / "teacher.onnx"
-                export_onnx(teacher.module, shape, path, exporter=opts.exporter, opset=opts.opset)
-                teacher_files["fp32"] = path
-            except DistillError as exc:
-                src.notes.append(f"teacher timed in PyTorch only: {exc}")
-            models.append(("teacher", teacher, teacher_files))
+        for index, teacher in enumerate(teachers):
+            role = "teacher" if len(teachers) == 1 else f"teacher{index}"
+            models.append((role, teacher, _teacher_onnx(teacher, Path(tmp) / role, src, opts, log)))
         for role, net, files in models:
             shape = (net.info.in_chans, *net.info.input_size)
             devices = ["cpu", *(["cuda"] if "CUDAExecutionProvider" in providers else [])]
@@ -379,12 +367,25 @@ def _latency(
     }
 
 
+def _teacher_onnx(
+    teacher: Net, folder: Path, src: Source, opts: ExportOptions, log: Log
+) -> dict[str, Path]:
+    """A throw-away ONNX export of a teacher, only to time it; {} (with a note) if it fails."""
+    log(f"exporting the teacher {teacher.info.name} to time it in ONNX Runtime")
+    shape = (teacher.info.in_chans, *teacher.info.input_size)
+    path = folder / "model.onnx"
+    try:
+        export_onnx(teacher.module, shape, path, exporter=opts.exporter, opset=opts.opset)
+    except DistillError as exc:
+        src.notes.append(f"teacher {teacher.info.name} timed in PyTorch only: {exc}")
+        return {}
+    return {"fp32": path}
+
+
 _RULE = "warm-up calls, then timed calls until >= runs and >= min_time_s (stop at max_time_s)"
 
 
-def _teacher_block(teacher: Net | None) -> dict[str, Any] | None:
-    if teacher is None:
-        return None
+def _teacher_block(teacher: Net) -> dict[str, Any]:
     shape = (teacher.info.in_chans, *teacher.info.input_size)
     flops = lat.count_flops(teacher.module, shape)
     return {

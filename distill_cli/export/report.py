@@ -4,7 +4,7 @@ Top-level blocks: ``model`` (what was exported: timm name, input config, classes
 GFLOPs, the ONNX file, its exporter and metadata), ``parity`` (the fp32 gate), ``variants``
 (fp16 / int8 files, each with its own parity block against fp32), ``latency`` (environment,
 protocol and one entry per runtime, each with ``p50_ms``, ``p90_ms``, ``p99_ms``, ``mean_ms``),
-``gates`` (what was asked and every miss), plus ``source``, ``teacher`` and ``files``.
+``gates`` (what was asked and every miss), plus ``source``, ``teachers`` and ``files``.
 
 The same keys go into the ONNX file's metadata_props (``distill.*``) where they describe the
 model, so a file found on a server says what it is, how to feed it and which weights it holds.

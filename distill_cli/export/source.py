@@ -41,7 +41,7 @@ class Source:
     default_out: Path
     recipe: Recipe | None = None
     data: DataBundle | None = None
-    teacher_spec: ModelSpec | None = None
+    teacher_specs: list[ModelSpec] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -59,11 +59,16 @@ class Source:
             "notes": list(self.notes),
         }
 
-    def build_teacher(self) -> Net | None:
-        """The run's teacher, exportable and in eval mode; None (with a note) when unavailable."""
-        spec = self.teacher_spec
-        if spec is None:
-            return None
+    def build_teachers(self) -> list[Net]:
+        """The run's teacher(s), exportable and in eval mode; a note for each one unavailable."""
+        nets = []
+        for spec in self.teacher_specs:
+            net = self._build_teacher(spec)
+            if net is not None:
+                nets.append(net)
+        return nets
+
+    def _build_teacher(self, spec: ModelSpec) -> Net | None:
         if spec.pretrained:
             self.notes.append(
                 f"teacher {spec.model} not timed: it uses hub weights (pretrained: true)"
@@ -200,7 +205,7 @@ def _from_checkpoint(
     )
     student.module.eval()
     data = _load_data(data_rec, notes) if data_rec is not None else None
-    teacher = rec.teacher if rec is not None else None
+    teachers = rec.teachers if rec is not None else []
     names = meta.get("class_names") or _class_names(data, student)
     return Source(
         kind="checkpoint",
@@ -212,7 +217,7 @@ def _from_checkpoint(
         default_out=(run / "export") if run is not None else ckpt.parent / f"{ckpt.stem}-export",
         recipe=data_rec,
         data=data,
-        teacher_spec=teacher,
+        teacher_specs=teachers,
         notes=notes,
     )
 

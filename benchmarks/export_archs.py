@@ -1,0 +1,201 @@
+"""Which timm architectures export to ONNX, with which exporter, and with what parity.
+
+For each architecture (random weights, nothing downloaded; `img_size` set where the model takes
+it): build it with timm's exportable settings, export it with each exporter on its own (no
+fallback, so both are judged), run distill's checks (onnx.checker full check + ONNX Runtime
+load), and compare ONNX Runtime with PyTorch on 8 random inputs at batch 8 and batch 1. This is
+where the README's list of architectures that cannot export comes from.
+
+    python benchmarks/export_archs.py                      # the default list, 64 px
+    python benchmarks/export_archs.py --arch volo_d1_224 --arch hiera_tiny_224 --size 224
+
+One JSON line per architecture on stdout, then a markdown summary of the exceptions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+
+from distill_cli.export import onnx_export as ox
+from distill_cli.export.capture import captured_output
+
+DEFAULT = [
+    "resnet18",
+    "resnet50d",
+    "resnext26ts",
+    "regnetx_002",
+    "regnety_002",
+    "regnetz_b16",
+    "repvgg_a0",
+    "mobileone_s0",
+    "efficientnet_b0",
+    "tf_efficientnetv2_b0",
+    "mobilenetv2_050",
+    "mobilenetv3_small_050",
+    "mobilenetv4_conv_small",
+    "lcnet_050",
+    "ghostnet_050",
+    "ghostnetv3_050",
+    "repghostnet_050",
+    "mixnet_s",
+    "fbnetv3_b",
+    "tinynet_e",
+    "rexnet_100",
+    "hgnetv2_b0",
+    "densenet121",
+    "dla34",
+    "dpn68",
+    "vovnet39a",
+    "cspresnet50",
+    "cs3darknet_focus_s",
+    "selecsls42b",
+    "xception41",
+    "res2net50_14w_8s",
+    "resnest14d",
+    "skresnet18",
+    "hrnet_w18_small",
+    "inception_next_atto",
+    "convnext_atto",
+    "edgenext_xx_small",
+    "fastvit_t8",
+    "efficientvit_b0",
+    "efficientvit_m0",
+    "efficientformerv2_s0",
+    "repvit_m0_9",
+    "starnet_s1",
+    "deit_tiny_patch16_224",
+    "vit_tiny_patch16_224",
+    "eva02_tiny_patch14_224",
+    "pit_ti_224",
+    "xcit_nano_12_p16_224",
+    "cait_xxs24_224",
+    "convit_tiny",
+    "tnt_s_patch16_224",
+    "levit_128s",
+    "tiny_vit_5m_224",
+    "mobilevit_xxs",
+    "mobilevitv2_050",
+    "swin_tiny_patch4_window7_224",
+    "maxvit_nano_rw_256",
+    "coat_lite_tiny",
+    "twins_svt_small",
+    "pvt_v2_b0",
+    "nest_tiny",
+    "mvitv2_tiny",
+    "davit_tiny",
+    "focalnet_tiny_srf",
+    "gcvit_xxtiny",
+    "hiera_tiny_224",
+    "volo_d1_224",
+    "sequencer2d_s",
+    "mixer_s16_224",
+    "resmlp_12_224",
+    "poolformer_s12",
+    "mambaout_femto",
+    "nfnet_l0",
+    "halonet26t",
+    "lambda_resnet26t",
+    "botnet26t_256",
+]
+
+
+def _build(name: str, size: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    base = {"num_classes": 10, "exportable": True}
+    try:
+        return timm.create_model(name, img_size=size, **base), {"img_size": size}
+    except TypeError:
+        return timm.create_model(name, **base), {}
+
+
+def _try(model: torch.nn.Module, size: int, exporter: str, folder: Path) -> dict[str, Any]:
+    path = folder / f"{exporter}.onnx"
+    t0 = time.perf_counter()
+    try:
+        with captured_output() as out:
+            ox._export_once(model, torch.randn(2, 3, size, size), path, exporter, ox.DEFAULT_OPSET)
+            ox.check_onnx(path)
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        first = lines[0][:240] if lines else out.tail(2)[:240]
+        return {"ok": False, "error": f"{type(exc).__name__}: {first}"}
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(8, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        ref = model(x).numpy()
+    got = session.run(None, {"input": x.numpy()})[0]
+    one = session.run(None, {"input": x[:1].numpy()})[0]
+    diff = max(float(np.abs(got - ref).max()), float(np.abs(one - ref[:1]).max()))
+    scale = float(np.abs(ref).max()) or 1.0
+    return {
+        "ok": True,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "max_abs_diff": diff,
+        "max_rel_diff": diff / scale,
+        "agreement": float((got.argmax(-1) == ref.argmax(-1)).mean() * 100),
+    }
+
+
+def sweep(name: str, size: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    row: dict[str, Any] = {"arch": name, "size": size}
+    try:
+        model, kwargs = _build(name, size)
+        model.eval()
+        with torch.inference_mode():
+            model(torch.randn(1, 3, size, size))
+    except Exception as exc:
+        row["create_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:240]}"
+        return row
+    row["kwargs"] = kwargs
+    row["params_m"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        for exporter in ox.EXPORTERS:
+            row[exporter] = _try(model, size, exporter, Path(tmp))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", action="append", help="timm name (repeatable)")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--tolerance", type=float, default=1e-4)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    rows = []
+    for name in args.arch or DEFAULT:
+        row = sweep(name, args.size)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print("\n| architecture | dynamo | torchscript |\n|---|---|---|")
+    for row in rows:
+        if "create_error" in row:
+            print(f"| {row['arch']} | not built at {args.size} px: {row['create_error']} | |")
+            continue
+        cells = []
+        for exporter in ox.EXPORTERS:
+            r = row[exporter]
+            if not r["ok"]:
+                cells.append(f"fails: {r['error']}")
+            elif r["max_abs_diff"] > args.tolerance:
+                cells.append(
+                    f"exports; max diff {r['max_abs_diff']:.1e} (relative {r['max_rel_diff']:.1e})"
+                )
+            else:
+                cells.append("ok")
+        if cells != ["ok", "ok"]:
+            print(f"| {row['arch']} | {cells[0]} | {cells[1]} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Export latency on this CPU: PyTorch eager vs ONNX Runtime fp32 vs int8, and their top-1.
+
+For each architecture: train a Fashion-MNIST student (`distill train` on
+benchmarks/export_fmnist.yaml, one epoch at 32 px), then `distill export` it with
+``--quantize int8`` on the full 10,000-image test set: parity, the three top-1 figures and the
+three latencies come from one export, i.e. one process, one after the other (targets.md: only
+figures from the same run are compared). A second, architecture-only table times the same
+models at 224 px (random weights, int8 calibrated on random inputs: latency only), the setting
+of the reference table in shared/docs/targets.md.
+
+    python benchmarks/export_latency.py                    # resnet18 + mobilenetv3_small_100
+    python benchmarks/export_latency.py --arch resnet18 --threads 2 --json out.json
+
+Prints markdown tables for docs/benchmarks.md. Existing runs are reused unless --retrain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "benchmarks" / "export_fmnist.yaml"
+DEFAULT_ARCHS = ["resnet18", "mobilenetv3_small_100"]
+
+
+def distill(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "distill_cli", *args]
+    print("$ distill " + " ".join(args), file=sys.stderr, flush=True)
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        sys.exit(f"failed ({result.returncode}): {' '.join(args)}\n{result.stderr[-2000:]}")
+    return result
+
+
+def train(arch: str, runs: Path, retrain: bool) -> tuple[Path, float | None]:
+    name = f"export-fmnist-{arch}"
+    run = runs / name
+    if (run / "checkpoints" / "best.safetensors").is_file() and not retrain:
+        return run, None
+    t0 = time.perf_counter()
+    distill(
+        "train", str(RECIPE), "--set", f"name={name}", "--set", f"model.model={arch}",
+        "--set", f"output.dir={runs}", "--overwrite", "-q",
+    )  # fmt: skip
+    return run, time.perf_counter() - t0
+
+
+def export(source: str, out: Path, threads: int, extra: list[str]) -> dict[str, Any]:
+    result = distill(
+        "export", source, "--out", str(out), "--quantize", "int8", "--threads", str(threads),
+        "--json", *extra,
+    )  # fmt: skip
+    return json.loads(result.stdout)
+
+
+def _entry(report: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(e for e in report["latency"]["entries"] if e["name"] == name)
+
+
+def trained_row(arch: str, report: dict[str, Any], train_s: float | None) -> dict[str, Any]:
+    parity, int8 = report["parity"], report["variants"]["int8"]["parity"]
+    eager = _entry(report, "student/pytorch")
+    fp32 = _entry(report, "student/onnxruntime/fp32")
+    q8 = _entry(report, "student/onnxruntime/int8")
+    return {
+        "arch": arch,
+        "params": report["model"]["params"],
+        "input": report["model"]["input_size"][0],
+        "train_s": train_s,
+        "top1_pytorch": parity["top1_pytorch"],
+        "top1_onnx": parity["top1_onnx"],
+        "top1_int8": int8["top1"],
+        "int8_agreement": int8["top1_agreement_fp32"],
+        "max_abs_diff": parity["max_abs_diff"],
+        "eager_p50": eager["p50_ms"],
+        "fp32_p50": fp32["p50_ms"],
+        "int8_p50": q8["p50_ms"],
+        "eager_ips": eager["throughput_ips"],
+        "fp32_ips": fp32["throughput_ips"],
+        "int8_ips": q8["throughput_ips"],
+        "runs": (eager["runs"], fp32["runs"], q8["runs"]),
+    }
+
+
+def markdown(rows: list[dict[str, Any]], with_accuracy: bool) -> str:
+    head = "| model | input | PyTorch eager p50 | ONNX fp32 p50 | ONNX int8 p50 | fp32 vs eager"
+    head += " | int8 vs fp32 | max abs diff |"
+    if with_accuracy:
+        head += " top-1 PyTorch | top-1 ONNX fp32 | top-1 int8 |"
+    cols = head.count("|") - 1
+    lines = [head, "|" + "---|" * cols]
+    for r in rows:
+        line = (
+            f"| {r['arch']} | {r['input']} px | {r['eager_p50']:.2f} ms | {r['fp32_p50']:.2f} ms "
+            f"| {r['int8_p50']:.2f} ms | {r['eager_p50'] / r['fp32_p50']:.2f}x "
+            f"| {r['fp32_p50'] / r['int8_p50']:.2f}x | {r['max_abs_diff']:.1e} |"
+        )
+        if with_accuracy:
+            line += (
+                f" {r['top1_pytorch']:.2f}% | {r['top1_onnx']:.2f}% | {r['top1_int8']:.2f}% "
+                f"({r['top1_int8'] - r['top1_onnx']:+.2f}) |"
+            )
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", action="append", help="timm name (repeatable)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "runs" / "export-bench")
+    parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--skip-224", action="store_true", help="no architecture-only table")
+    parser.add_argument("--json", type=Path, help="also write every report here")
+    parser.add_argument("extra", nargs="*", help="more `distill export` flags, after --")
+    args = parser.parse_args()
+    archs = args.arch or DEFAULT_ARCHS
+    load = os.getloadavg()[0]
+    trained, at224, reports = [], [], {}
+    for arch in archs:
+        run, train_s = train(arch, args.runs_dir, args.retrain)
+        report = export(str(run), args.out_dir / arch, args.threads, ["--images", "0", *args.extra])
+        reports[arch] = report
+        trained.append(trained_row(arch, report, train_s))
+        if not args.skip_224:
+            big = export(
+                arch, args.out_dir / f"{arch}-224", args.threads,
+                ["--input-size", "224", "--num-classes", "10", "--calib-images", "32",
+                 "--no-simplify", *args.extra],
+            )  # fmt: skip
+            reports[f"{arch}@224"] = big
+            at224.append(trained_row(arch, big, None))
+    env = next(iter(reports.values()))["latency"]["environment"]
+    print(f"\nCPU: {env['cpu']} ({env['cpu_count']} cores), {args.threads} threads; versions "
+          f"{json.dumps(env['versions'])}; load average before: {load:.2f}\n")  # fmt: skip
+    print("Fashion-MNIST students (10,000 test images):\n")
+    print(markdown(trained, with_accuracy=True))
+    for r in trained:
+        train_s = f"{r['train_s']:.0f} s" if r["train_s"] else "reused run"
+        print(
+            f"- {r['arch']}: {r['params']:,} params, training {train_s}; throughput at batch "
+            f"32: eager {r['eager_ips']:,.0f}, ONNX fp32 {r['fp32_ips']:,.0f}, int8 "
+            f"{r['int8_ips']:,.0f} img/s; int8 top-1 agreement with fp32 {r['int8_agreement']:.2f}%"
+            f"; timed runs {r['runs']}"
+        )
+    if at224:
+        print("\nSame architectures at 224 px (random weights; latency only):\n")
+        print(markdown(at224, with_accuracy=False))
+    if args.json:
+        args.json.write_text(json.dumps(reports, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
