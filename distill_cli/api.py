@@ -42,8 +42,18 @@ def run(
     rec = _recipe(recipe, overrides)
     setup = build(rec)
     rundir = RunDir(rec.run_dir)
+    world = setup.world
+    if not world.is_main:  # the main process owns the folder; the others follow its decision
+        world.barrier()
+        trainer = Trainer(setup, rundir, None)
+        if resume and rundir.last.is_file():
+            trainer.resume()
+        return trainer.fit()
     with rundir.lock():
-        resuming = rundir.prepare(rec.to_yaml(), resume=resume, overwrite=overwrite)
+        try:
+            resuming = rundir.prepare(rec.to_yaml(), resume=resume, overwrite=overwrite)
+        finally:
+            world.barrier()
         trainer = Trainer(setup, rundir, reporter)
         if resuming:
             trainer.resume()

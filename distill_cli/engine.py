@@ -136,14 +136,16 @@ class Trainer:
         }
         self.teacher_metrics: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
-        self._signal: int | None = None
+        self._signal: int | None = None  # set by the signal handler
+        self._stopping: int | None = None  # the signal every process has agreed to stop on
 
     def resume(self) -> None:
         state, extra = load_training(self.run.last, self.s.student.module, self.optimizer)
         self.s.method.load_extra_state(extra)
         self.state.update(state)
         self.last_eval = state.get("last_eval", {})
-        self.run.truncate_metrics(self.state["step"])
+        if self.s.world.is_main:
+            self.run.truncate_metrics(self.state["step"])
 
     def fit(self) -> dict[str, Any]:
         previous = self._catch_signals()
@@ -171,7 +173,7 @@ class Trainer:
         step = self.state["step"]
         started, wall_before = time.perf_counter(), self.state["wall_time"]
         self.module.train()
-        if s.teacher is not None and s.method.compares_teacher:
+        if s.teacher is not None and s.method.compares_teacher and s.world.is_main:
             self.teacher_metrics = self.evaluator.teacher_metrics(s.teacher)
         self.reporter.start(total, step, s.epochs)
         while step < total:
@@ -186,21 +188,24 @@ class Trainer:
                 self.reporter.advance(step, epoch)
                 epoch_done = step % spe == 0 or step >= total
                 save_due = sched.checkpoint_every and step % sched.checkpoint_every == 0
-                if step % sched.log_every == 0 or epoch_done or save_due or self._signal:
+                # one process stops as soon as it is signalled; several agree at log time
+                stop_now = self._signal is not None and not s.world.distributed
+                if step % sched.log_every == 0 or epoch_done or save_due or stop_now:
                     self._flush(step, epoch, window)
                     window = _Window(s.device)
                 self.state["step"] = step
                 self.state["wall_time"] = wall_before + time.perf_counter() - started
                 if epoch_done:
                     break
-                if save_due or self._signal:
+                if save_due or self._stopping:
                     self._save_last(step)
-                if self._signal:
-                    raise Interrupted(self._signal, step, str(self.run.last))
+                if self._stopping:
+                    raise Interrupted(self._stopping, step, str(self.run.last))
             self._end_of_epoch(step)
-            if self._signal:
-                raise Interrupted(self._signal, step, str(self.run.last))
+            if self._stopping:
+                raise Interrupted(self._stopping, step, str(self.run.last))
         self.reporter.finish()
+        s.world.barrier()
         return self._summary()
 
     def _train_step(self, batch: Any, epoch: int, step: int, window: _Window) -> None:
@@ -224,6 +229,14 @@ class Trainer:
         window.add(out.loss, out.logs, step + 1)
 
     def _flush(self, step: int, epoch: int, window: _Window) -> None:
+        world = self.s.world
+        if world.distributed:  # every process sees the same loss, NaN step and stop decision
+            world.sum(window.loss).div_(world.size)
+            world.max(window.first_bad)
+            flag = torch.tensor(self._signal or 0, device=window.loss.device)
+            self._stopping = int(world.max(flag).item()) or None
+        else:
+            self._stopping = self._signal
         first_bad = int(window.first_bad.item())
         if first_bad >= 0:
             raise RunFailed(
@@ -253,15 +266,16 @@ class Trainer:
         self._log(record)
 
     def _log(self, record: dict[str, Any]) -> None:
-        self.run.log(record)
-        self.reporter.log(record)
+        if self.s.world.is_main:
+            self.run.log(record)
+            self.reporter.log(record)
 
     def _end_of_epoch(self, step: int) -> None:
         s, sched = self.s, self.s.recipe.schedule
         epoch = step / s.steps_per_epoch
         whole = step % s.steps_per_epoch == 0
         due = whole and sched.eval_every and int(epoch) % sched.eval_every == 0
-        if due or step >= s.total_steps:
+        if (due or step >= s.total_steps) and s.world.is_main:
             metrics = self.evaluator.student_metrics(
                 s.student, s.teacher if s.method.compares_teacher else None
             )
@@ -274,13 +288,15 @@ class Trainer:
             if score is not None and (best is None or score > best):
                 self.state.update(best=score, best_epoch=_epoch(epoch))
                 save_weights(self.run.best, s.student.module, _meta(s, epoch, step, metrics))
-        if whole and int(epoch) in sched.save_epochs:
+        if whole and int(epoch) in sched.save_epochs and s.world.is_main:
             path = self.run.checkpoint(f"epoch_{int(epoch)}")
             save_weights(path, s.student.module, _meta(s, epoch, step, self.last_eval))
         self._save_last(step)
 
     def _save_last(self, step: int) -> None:
         s = self.s
+        if not s.world.is_main:
+            return
         self.state["last_eval"] = self.last_eval
         meta = _meta(s, step / s.steps_per_epoch, step, self.last_eval)
         extra = s.method.extra_state()
@@ -314,8 +330,10 @@ class Trainer:
             "images_per_s": st["images"] / st["train_time"] if st["train_time"] else None,
             "wall_time_s": st["wall_time"],
             "device": str(s.device),
+            "processes": s.world.size,
             "precision": s.precision,
             "data": {"bad_images": s.train_stream.bad_images, "skipped_steps": st["skipped_steps"]},
         }
-        self.run.write_summary(summary)
+        if s.world.is_main:
+            self.run.write_summary(summary)
         return summary

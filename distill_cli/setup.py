@@ -15,6 +15,7 @@ import torch
 from distill_cli.data import DataBundle, build_data
 from distill_cli.data.augment import BatchAugment
 from distill_cli.data.loader import BatchStream
+from distill_cli.distributed import World, init, world_from_env
 from distill_cli.errors import DistillError
 from distill_cli.methods import Method, MethodContext, create_method, method_class
 from distill_cli.models import Net, create_net, create_teacher, infer_num_classes
@@ -35,6 +36,7 @@ class Setup:
     method: Method
     train_stream: BatchStream
     val_stream: BatchStream
+    world: World = field(default_factory=World)
     total_steps: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,11 +80,12 @@ class Setup:
             "channels_last": self.channels_last,
             "compile": self.recipe.runtime.compile,
             "device": str(self.device),
+            "processes": self.world.size,
             "run_dir": str(self.recipe.run_dir),
         }
 
 
-def resolve_device(choice: str) -> torch.device:
+def resolve_device(choice: str, world: World | None = None) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         raise DistillError(
             "the recipe asks for CUDA but none is available",
@@ -90,7 +93,9 @@ def resolve_device(choice: str) -> torch.device:
             "set runtime.device=auto or cpu",
         )
     if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and world is not None and world.distributed:
+        return torch.device("cuda", world.local_rank)
     return torch.device(choice)
 
 
@@ -99,11 +104,19 @@ def build(recipe: Recipe) -> Setup:
     rt = recipe.runtime
     if rt.threads:
         torch.set_num_threads(rt.threads)
-    device = resolve_device(rt.device)
+    world = world_from_env()
+    device = resolve_device(rt.device, world)
+    init(world, device)
     cuda = device.type == "cuda"
     precision = rt.precision if rt.precision != "auto" else ("bf16" if cuda else "fp32")
     channels_last = rt.channels_last if rt.channels_last is not None else cuda
     cls = method_class(recipe.method.name)
+    if world.distributed and not cls.supports_ddp:
+        raise DistillError(
+            f"method {cls.name!r} does not run multi-process yet",
+            "torchrun",
+            "run it in one process",
+        )
 
     data = build_data(recipe.data, rt.seed)
     if cls.needs_labels and not data.labeled_train:
@@ -143,10 +156,15 @@ def build(recipe: Recipe) -> Setup:
             net.module.to(device)
             if channels_last:
                 net.module.to(memory_format=torch.channels_last)
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        student.runner = DistributedDataParallel(student.module, device_ids=ids)
     if rt.compile:
         for net in (student, teacher):
             if net is not None:
-                net.runner = torch.compile(net.module)
+                net.runner = torch.compile(net.runner or net.module)
 
     sizes = [net.info.input_size for net in (student, teacher) if net is not None]
     view_size = (max(s[0] for s in sizes), max(s[1] for s in sizes))
@@ -159,7 +177,9 @@ def build(recipe: Recipe) -> Setup:
         "workers": dspec.workers,
         "skip_bad": dspec.on_bad_image == "skip",
     }
-    train_stream = BatchStream(data.train, sched.batch_size, **common)
+    train_stream = BatchStream(
+        data.train, sched.batch_size, rank=world.rank, world=world.size, **common
+    )
     eval_batch = sched.eval_batch_size or sched.batch_size
     val_stream = BatchStream(data.val, eval_batch, shuffle=False, drop_last=False, **common)
 
@@ -186,4 +206,5 @@ def build(recipe: Recipe) -> Setup:
         method,
         train_stream,
         val_stream,
+        world,
     )

@@ -66,6 +66,9 @@ class Method(ABC):
     needs_labels: ClassVar[bool] = False
     #: Whether evaluation should compare the student with the teacher (agreement, KL).
     compares_teacher: ClassVar[bool] = True
+    #: False for methods that run the student other than through `Net.__call__` (DDP syncs
+    #: gradients only through the wrapped forward).
+    supports_ddp: ClassVar[bool] = True
 
     def __init__(self, params: MethodParams, ctx: MethodContext) -> None:
         self.params = params

@@ -72,6 +72,7 @@ class StageByStage(Method):
     Params = StageByStageParams
     needs_teacher = True
     needs_labels = True
+    supports_ddp = False  # trains through forward_intermediates, which DDP does not see
     params: StageByStageParams
 
     def __init__(self, params: StageByStageParams, ctx: MethodContext) -> None:
