@@ -20,8 +20,9 @@ from typing import Any, Protocol
 import torch
 
 from distill_cli.checkpoint import load_training, save_weights
-from distill_cli.errors import RunFailed
+from distill_cli.errors import DistillError, RunFailed
 from distill_cli.evaluate import Evaluator
+from distill_cli.memory import largest_fitting, peak_gib
 from distill_cli.optim import build_optimizer, lr_factor, set_lr
 from distill_cli.rundir import RunDir
 from distill_cli.setup import Setup, build
@@ -183,7 +184,10 @@ class Trainer:
                 self._log({"kind": "phase", "step": step, "epoch": epoch, **phase})
             window = _Window(s.device)
             for batch in s.train_stream.epoch(epoch, step % spe):
-                self._train_step(batch, epoch, step, window)
+                try:
+                    self._train_step(batch, epoch, step, window)
+                except torch.OutOfMemoryError:
+                    self._out_of_memory(batch, epoch)
                 step += 1
                 self.reporter.advance(step, epoch)
                 epoch_done = step % spe == 0 or step >= total
@@ -227,6 +231,38 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip)
         self.optimizer.step()
         window.add(out.loss, out.logs, step + 1)
+
+    def _out_of_memory(self, batch: Any, epoch: int) -> None:
+        """Turn an OOM into the largest batch size that fits, found on this very batch."""
+        self.optimizer.zero_grad(set_to_none=True)
+        per_process = batch.images.shape[0]
+        world = self.s.world.size
+
+        def trial(n: int) -> None:
+            sub = type(batch)(
+                batch.images[:n],
+                None if batch.labels is None else batch.labels[:n],
+                batch.index[:n],
+            )
+            s = self.s
+            with torch.autocast(
+                s.device.type, s.autocast or torch.float32, enabled=s.autocast is not None
+            ):
+                out = s.method.step(sub, epoch)
+            out.loss.backward()
+            self.optimizer.zero_grad(set_to_none=True)
+
+        largest = largest_fitting(trial, per_process) * world
+        memory = ""
+        if self.s.device.type == "cuda":
+            total = torch.cuda.get_device_properties(self.s.device).total_memory / 2**30
+            memory = f" ({total:.0f} GiB)"
+        raise DistillError(
+            f"batch size {per_process * world} does not fit in GPU memory{memory}; "
+            f"the largest that fits is {largest}",
+            "schedule.batch_size",
+            f"set schedule.batch_size={largest}" if largest else "use a smaller model or input",
+        )
 
     def _flush(self, step: int, epoch: int, window: _Window) -> None:
         world = self.s.world
@@ -331,6 +367,7 @@ class Trainer:
             "wall_time_s": st["wall_time"],
             "device": str(s.device),
             "processes": s.world.size,
+            "peak_gpu_memory_gib": peak_gib(s.device),
             "precision": s.precision,
             "data": {"bad_images": s.train_stream.bad_images, "skipped_steps": st["skipped_steps"]},
         }

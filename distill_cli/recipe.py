@@ -82,6 +82,11 @@ class DataSpec(Strict):
         None, description="image_folder: side images are decoded to before batched augmentation"
     )
     workers: int = Field(4, ge=0, description="decode workers for image folders")
+    decode: Literal["auto", "workers", "device"] = Field(
+        "auto",
+        description="image folders: decode in workers (CPU) or batched on the device "
+        "(nvJPEG); auto = device on CUDA",
+    )
     on_bad_image: Literal["skip", "error"] = Field(
         "skip", description="an undecodable file: skip it (counted in the summary) or stop"
     )

@@ -176,6 +176,7 @@ def build(recipe: Recipe) -> Setup:
         "load_size": load_size,
         "workers": dspec.workers,
         "skip_bad": dspec.on_bad_image == "skip",
+        "decode_on_device": dspec.decode == "device" or (dspec.decode == "auto" and cuda),
     }
     train_stream = BatchStream(
         data.train, sched.batch_size, rank=world.rank, world=world.size, **common

@@ -173,3 +173,26 @@ def test_real_fashion_mnist_subset_distills(tmp_path: Path) -> None:
     s = api.run(write_recipe(tmp_path, "fm", fm))
     assert s["teacher"]["top1"] == pytest.approx(t["best"]["score"], abs=1e-6)  # best.safetensors
     assert s["agreement"]["top1"] > 50 and s["student"]["top1"] > 45
+
+
+def test_device_decode_matches_worker_decode(tmp_path: Path) -> None:
+    """The batched decode path (nvJPEG on CUDA) gives the workers' pixels, bad files handled."""
+    _image_folder(tmp_path)
+    (tmp_path / "train" / "cat" / "zz_broken.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
+    data = build_data(DataSpec(source="image_folder", root=tmp_path))
+    common = {"load_size": 16, "workers": 0, "shuffle": False, "drop_last": False}
+    workers = BatchStream(data.train, 5, torch.device("cpu"), **common)
+    device = BatchStream(data.train, 5, torch.device("cpu"), decode_on_device=True, **common)
+    for a, b in zip(workers.epoch(0), device.epoch(0), strict=True):
+        assert a.images.shape == b.images.shape and a.images.dtype == b.images.dtype
+        good = a.index == b.index
+        assert good.sum() >= len(good) - 1  # a bad file may get a different stand-in
+        diff = (a.images[good].int() - b.images[good].int()).abs()
+        assert diff.float().mean() < 1.0  # same decoder and resize; JPEG may differ by rounding
+        assert torch.equal(a.labels[good], b.labels[good])
+    assert workers.bad_images == device.bad_images == 1
+    strict = BatchStream(
+        data.train, 5, torch.device("cpu"), decode_on_device=True, skip_bad=False, **common
+    )
+    with pytest.raises(DistillError, match="cannot decode image"):
+        list(strict.epoch(0))

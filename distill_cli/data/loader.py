@@ -44,6 +44,7 @@ class FolderImages(Dataset):
         self.labels = labels
         self.size = size
         self.skip_bad = skip_bad
+        self.decode_on_device = decode_on_device
 
     def __len__(self) -> int:
         return len(self.files)
@@ -78,6 +79,66 @@ class FolderImages(Dataset):
         return torch.zeros(3, self.size, self.size, dtype=torch.uint8), -1, -1, bad
 
 
+class FileBytes(Dataset):
+    """Reads one file's bytes: workers only do I/O; decoding happens batched on the device."""
+
+    def __init__(self, files: list[Path], labels: torch.Tensor | None) -> None:
+        self.files = files
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        from torchvision.io import read_file
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            raw = read_file(str(self.files[index]))
+        label = int(self.labels[index]) if self.labels is not None else -1
+        return raw, label, index
+
+
+def _as_list(items: list[tuple[torch.Tensor, int, int]]) -> tuple[list, torch.Tensor, torch.Tensor]:
+    raws, labels, index = zip(*items, strict=True)
+    return list(raws), torch.tensor(labels), torch.tensor(index)
+
+
+def _square(img: torch.Tensor, size: int) -> torch.Tensor:
+    from torchvision.transforms.v2 import functional as TF
+
+    if img.dtype != torch.uint8:
+        img = TF.to_dtype(img, torch.uint8, scale=True)
+    return TF.center_crop(TF.resize(img, size, antialias=True), [size, size])
+
+
+def decode_on_device(raws: list[torch.Tensor], device: torch.device, size: int) -> list:
+    """Decode a batch of encoded images on `device` (nvJPEG on CUDA) to square uint8 images.
+
+    JPEGs are decoded in one batched call; other formats, and a batch where the batched call
+    fails, fall back to one file at a time. An image that cannot be decoded comes back as None.
+    """
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    out: list[torch.Tensor | None] = [None] * len(raws)
+    jpeg = [i for i, r in enumerate(raws) if len(r) > 2 and r[0] == 0xFF and r[1] == 0xD8]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            decoded = decode_jpeg([raws[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)
+            for i, img in zip(jpeg, decoded, strict=True):
+                out[i] = img
+        except RuntimeError:
+            pass  # a corrupt file in the batch: decode the files one by one below
+        for i, raw in enumerate(raws):
+            if out[i] is None:
+                try:
+                    out[i] = decode_image(raw, mode=ImageReadMode.RGB).to(device)
+                except RuntimeError:
+                    out[i] = None
+    return [None if img is None else _square(img, size) for img in out]
+
+
 class BatchStream:
     """Epochs of (uint8 images, labels) batches on `device`."""
 
@@ -95,6 +156,7 @@ class BatchStream:
         rank: int = 0,
         world: int = 1,
         skip_bad: bool = True,
+        decode_on_device: bool = False,
     ) -> None:
         if batch_size % world:
             raise DistillError(f"batch size {batch_size} is not divisible by {world} processes")
@@ -115,6 +177,7 @@ class BatchStream:
         self.rank = rank
         self.world = world
         self.skip_bad = skip_bad
+        self.decode_on_device = decode_on_device
         #: undecodable files met so far (each replaced by the next good file)
         self.bad_images = 0
         self._images = None
@@ -156,17 +219,48 @@ class BatchStream:
             return
         yield from self._decoded(batches)
 
-    def _decoded(self, batches: list[torch.Tensor]) -> Iterator[Batch]:
-        files = self.data.files or []
-        dataset = FolderImages(files, self.data.labels, self.load_size, self.skip_bad)
-        cuda = self.device.type == "cuda"
-        loader = DataLoader(
+    def _loader(self, dataset: Dataset, batches: list[torch.Tensor], **kw: object) -> DataLoader:
+        return DataLoader(
             dataset,
             batch_sampler=[b.tolist() for b in batches],
             num_workers=self.workers,
-            pin_memory=cuda,
+            pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if self.workers else None,
+            **kw,  # type: ignore[arg-type]
         )
+
+    def _device_decoded(self, batches: list[torch.Tensor]) -> Iterator[Batch]:
+        """Workers read bytes; the device decodes and resizes the batch."""
+        files = self.data.files or []
+        loader = self._loader(FileBytes(files, self.data.labels), batches, collate_fn=_as_list)
+        for raws, labels, index in loader:
+            images = decode_on_device(raws, self.device, self.load_size)
+            bad = [i for i, img in enumerate(images) if img is None]
+            if bad:
+                good = [i for i, img in enumerate(images) if img is not None]
+                if not self.skip_bad or not good:
+                    raise DistillError(
+                        "cannot decode image",
+                        str(files[int(index[bad[0]])]),
+                        "fix or delete the file, or set data.on_bad_image=skip",
+                    )
+                self.bad_images += len(bad)
+                for j, i in enumerate(bad):  # stand-ins from the same batch keep its size
+                    src = good[j % len(good)]
+                    images[i], labels[i], index[i] = images[src], labels[src], index[src]
+            index = index.to(self.device, non_blocking=True)
+            labels_out = None
+            if self.data.labels is not None:
+                labels_out = labels.to(self.device, non_blocking=True)
+            yield Batch(torch.stack(images), labels_out, index)
+
+    def _decoded(self, batches: list[torch.Tensor]) -> Iterator[Batch]:
+        if self.decode_on_device:
+            yield from self._device_decoded(batches)
+            return
+        files = self.data.files or []
+        dataset = FolderImages(files, self.data.labels, self.load_size, self.skip_bad)
+        loader = self._loader(dataset, batches)
         for images, labels, index, bad in loader:
             flagged = bad[bad >= 0]
             if len(flagged):

@@ -1,0 +1,182 @@
+"""Training throughput: distill's full step, the bare step it is measured against, the data path.
+
+`distill bench train RECIPE` answers "does distill run at the speed of the hardware?": it runs
+the recipe's own engine (data path, augmentation, method, optimizer, logging) for a few dozen
+steps and, in the same process and run, the bare distillation step of
+``shared/bench/bare_kd_step.py`` (teacher forward under no_grad + student forward/backward + fused
+AdamW on random tensors already on the device) with the same teacher, student, batch, resolution
+and precision, and reports both and their ratio; plus the data path alone (images/s read,
+decoded and augmented, no model).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from distill_cli.data.augment import mixup, model_view
+from distill_cli.recipe import Recipe
+from distill_cli.setup import Setup, build
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def distill_step(recipe: Recipe, warmup: int, steps: int, window: int) -> dict[str, Any]:
+    """Images/s of the recipe's own training loop: median over timing windows after warm-up."""
+    from distill_cli import api
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rec = recipe.model_copy(deep=True)
+        rec.schedule = rec.schedule.model_copy(
+            update={
+                "epochs": None,
+                "steps": warmup + steps,
+                "log_every": window,
+                "eval_every": 0,
+                "checkpoint_every": None,
+                "save_epochs": [],
+            }
+        )
+        rec.output = rec.output.model_copy(update={"dir": Path(tmp), "name": "bench"})
+        summary = api.run(rec)
+        lines = (Path(tmp) / "bench" / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(x) for x in lines]
+    windows = [r["images_per_s"] for r in records if r["kind"] == "train" and r["step"] > warmup]
+    return {
+        "images_per_s": statistics.median(windows),
+        "windows": len(windows),
+        "peak_gpu_memory_gib": summary.get("peak_gpu_memory_gib"),
+    }
+
+
+def bare_step(setup: Setup, steps: int, script: Path | None = None) -> dict[str, Any]:
+    """The reference step for the setup's teacher, student, batch, resolution and precision.
+
+    On CUDA with the reference script at hand, the script itself runs (in a subprocess, on the
+    same GPU, right after distill's step); otherwise the same step is run here.
+    """
+    rec = setup.recipe
+    assert setup.teacher is not None, "the bare step is a distillation step: it needs a teacher"
+    batch = rec.schedule.batch_size // setup.world.size
+    res = setup.student.info.input_size[0]
+    mode = (
+        "fp32" if setup.autocast is None else ("bf16_compile" if rec.runtime.compile else "bf16_cl")
+    )
+    if script is not None and script.is_file() and setup.device.type == "cuda":
+        cmd = [
+            sys.executable,
+            str(script),
+            "--teacher",
+            setup.teacher.info.name,
+            "--student",
+            setup.student.info.name,
+            "--batch",
+            str(batch),
+            "--res",
+            str(res),
+            "--classes",
+            str(setup.teacher.info.num_classes),
+            "--mode",
+            mode,
+            "--steps",
+            str(steps),
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        return {**json.loads(out.strip().splitlines()[-1]), "source": str(script)}
+    teacher, student = setup.teacher.module.eval(), setup.student.module.train()
+    x = torch.randn(batch, setup.student.info.in_chans, res, res, device=setup.device)
+    if setup.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(student.parameters(), lr=1e-3, fused=setup.device.type == "cuda")
+    t_run = torch.compile(teacher) if rec.runtime.compile else teacher
+    s_run = torch.compile(student) if rec.runtime.compile else student
+
+    def step() -> None:
+        with torch.autocast(
+            setup.device.type, setup.autocast or torch.float32, enabled=setup.autocast is not None
+        ):
+            with torch.no_grad():
+                t_logits = t_run(x)
+            s_logits = s_run(x)
+        loss = F.kl_div(
+            F.log_softmax(s_logits.float(), -1),
+            F.log_softmax(t_logits.float(), -1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(5):
+        step()
+    _sync(setup.device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(setup.device)
+    ips = batch * steps / (time.perf_counter() - started)
+    return {"images_per_s": ips, "mode": mode, "source": "built-in (same step as the script)"}
+
+
+def data_path(setup: Setup, batches: int) -> dict[str, Any]:
+    """Images/s read, decoded and augmented (crop, flip, mixup, both models' views): no model."""
+    stream, method = setup.train_stream, setup.method
+    nets = [net for net in (setup.student, setup.teacher) if net is not None]
+    count, started = 0, None
+    for i, batch in enumerate(stream.epoch(0)):
+        if i == 2:  # workers started and warm
+            _sync(setup.device)
+            started, count = time.perf_counter(), 0
+        pixels = mixup(method.ctx.augment(batch.images), torch.rand((), device=batch.images.device))
+        for net in nets:
+            model_view(pixels, net.info, setup.channels_last)
+        count += batch.images.shape[0]
+        if i >= batches + 2:
+            break
+    _sync(setup.device)
+    if started is None:
+        return {"images_per_s": None, "note": "too few batches for a measurement"}
+    return {"images_per_s": count / (time.perf_counter() - started)}
+
+
+def bench_train(
+    recipe: Recipe,
+    *,
+    steps: int = 40,
+    warmup: int = 10,
+    window: int = 10,
+    bare_script: Path | None = None,
+    data_batches: int = 20,
+) -> dict[str, Any]:
+    """distill's step vs the bare step (and their ratio), and the data path, in one run."""
+    result: dict[str, Any] = {"recipe": recipe.name}
+    result["distill"] = distill_step(recipe, warmup, steps, window)
+    setup = build(recipe)
+    info = setup.plan()
+    result.update(
+        device=info["device"],
+        precision=info["precision"],
+        compile=info["compile"],
+        batch_size=info["batch_size"],
+        models={k: v["name"] for k, v in info["models"].items()},
+    )
+    if setup.device.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(setup.device)
+    if setup.teacher is not None:
+        result["bare"] = bare_step(setup, steps, bare_script)
+        result["ratio"] = result["distill"]["images_per_s"] / result["bare"]["images_per_s"]
+    result["data_path"] = data_path(setup, data_batches)
+    return result
