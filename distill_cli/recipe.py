@@ -163,6 +163,9 @@ class RuntimeSpec(Strict):
     )
     channels_last: bool | None = Field(None, description="default: on for CUDA")
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
+        "default", description="torch.compile mode; reduce-overhead = CUDA graphs (small images)"
+    )
     seed: int = 0
     threads: PositiveInt | None = Field(None, description="CPU threads for torch")
     on_nonfinite: Literal["stop", "skip"] = Field(

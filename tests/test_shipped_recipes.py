@@ -74,3 +74,8 @@ def test_shipped_recipe_runs_on_tiny_models(path: Path, tmp_path: Path) -> None:
     assert summary["steps"] == raw["schedule"]["epochs"] * (64 // 16)
     assert summary["student"]["top1"] is not None
     assert (tmp_path / "runs" / raw["name"] / "checkpoints" / "best.safetensors").is_file()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "benchmarks").glob("*.yaml")), ids=lambda p: p.name)
+def test_benchmark_recipes_validate(path: Path) -> None:
+    assert load_recipe(path).method.name
