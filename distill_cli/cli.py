@@ -152,7 +152,7 @@ def _model_args(values: list[str] | None) -> dict[str, object]:
 def export_cmd(
     source: SourceArg,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="output folder [default: <run>/export]")
+        Path | None, typer.Option("--out", "-o", help="output folder (default: <run>/export/)")
     ] = None,
     checkpoint: CheckpointOpt = None,
     recipe: Annotated[

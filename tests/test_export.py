@@ -30,6 +30,7 @@ from distill_cli.export.latency import TimingPlan, time_fn
 from distill_cli.export.render import bench_view
 from tests.conftest import fm_body, write_recipe
 
+ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--warmup", "2", "--runs", "5", "--min-time", "0", "--batch", "4", "--threads", "2"]
 FAST_API: dict[str, Any] = {"warmup": 2, "runs": 5, "min_time_s": 0, "batch": 4, "threads": 2}
 
@@ -439,3 +440,52 @@ def test_gate_rules() -> None:
     assert evaluate(_report(90.0, 0.0), Gates(max_latency_ms=5)) == []  # p50 = 2 ms
     (miss,) = evaluate(_report(90.0, 0.0), Gates(max_latency_ms=5, latency_stat="p90"))
     assert "p90 9.000 ms > 5 ms" in miss
+
+
+def test_the_ci_example_uses_only_real_commands_and_flags() -> None:
+    """examples/ci/distill.yml stays in step with the CLI: every flag it passes exists."""
+    import os
+    import shlex
+
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / "examples" / "ci" / "distill.yml").read_text())
+    steps = workflow["jobs"]["distill-export"]["steps"]
+    commands = [
+        shlex.split(step["run"].replace("\\\n", " "))
+        for step in steps
+        if ".venv/bin/distill " in step.get("run", "")
+    ]
+    assert [c[1] for c in commands] == ["train", "run", "export"]
+    env = {**os.environ, "COLUMNS": "200"}
+    for command in commands:
+        sub = command[1]
+        help_text = subprocess.run(
+            [sys.executable, "-m", "distill_cli", sub, "--help"],
+            capture_output=True, text=True, env=env, timeout=120,
+        ).stdout  # fmt: skip
+        flags = [arg.split("=")[0] for arg in command[2:] if arg.startswith("--")]
+        assert flags, command
+        for flag in flags:
+            assert flag in help_text, (sub, flag)
+        for path in (arg for arg in command[2:] if arg.startswith("recipes/")):
+            assert (ROOT / path).is_file(), path
+
+
+def test_speedups_sum_an_ensembles_teachers() -> None:
+    from distill_cli.export.latency import speedups
+
+    entries = [
+        {"name": "student/pytorch", "p50_ms": 4.0},
+        {"name": "student/onnxruntime/fp32", "p50_ms": 2.0},
+        {"name": "student/onnxruntime/int8", "p50_ms": 1.0},
+        {"name": "teacher0/pytorch", "p50_ms": 10.0},
+        {"name": "teacher1/pytorch", "p50_ms": 30.0},
+    ]
+    assert speedups(entries) == {
+        "onnx_fp32_vs_pytorch": 2.0,
+        "int8_vs_onnx_fp32": 2.0,
+        "student_pytorch_vs_teacher_pytorch": 10.0,
+        "student_onnx_fp32_vs_teacher_pytorch": 20.0,
+        "student_int8_vs_teacher_pytorch": 40.0,
+    }

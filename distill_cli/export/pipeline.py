@@ -42,7 +42,13 @@ from distill_cli.export.parity import (
     torch_runner,
     variant_parity,
 )
-from distill_cli.export.report import build_report, metadata_props, model_block, write_report
+from distill_cli.export.report import (
+    REPORT_NAME,
+    build_report,
+    metadata_props,
+    model_block,
+    write_report,
+)
 from distill_cli.export.source import Source, resolve_source, sha256_file
 from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS, make_fp16, make_int8
 from distill_cli.models import Net
@@ -92,7 +98,10 @@ class ExportOptions:
         unknown = set(options) - gate_keys - timing_keys - own
         if unknown:
             raise TypeError(f"unknown export options: {sorted(unknown)}")
-        pick = lambda keys: {k: v for k, v in options.items() if k in keys and v is not None}  # noqa: E731
+
+        def pick(keys: set[str]) -> dict[str, Any]:
+            return {k: v for k, v in options.items() if k in keys and v is not None}
+
         fields = pick(own)
         for key in ("out", "checkpoint", "recipe", "onnx"):
             if key in fields:
@@ -131,9 +140,21 @@ def _silent(_: str) -> None:
 
 
 def run_export(opts: ExportOptions, log: Log = _silent) -> dict[str, Any]:
-    """Run the whole export; returns the report (also written to OUT/report.json)."""
+    """Run the whole export; returns the report (also written to OUT/report.json).
+
+    PyTorch runs with `--threads` threads for the whole export (so parity and latency see the
+    setting that is reported); the caller's thread count is restored afterwards.
+    """
     opts.validate()
+    previous = torch.get_num_threads()
     torch.set_num_threads(opts.timing.threads)
+    try:
+        return _run(opts, log)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(opts: ExportOptions, log: Log) -> dict[str, Any]:
     log(f"loading {opts.source}")
     src = resolve_source(
         opts.source,
@@ -184,7 +205,8 @@ def run_export(opts: ExportOptions, log: Log = _silent) -> dict[str, Any]:
     )
     misses = evaluate(report, opts.gates)
     report["gates"] = {"requested": opts.gates.to_dict(), "passed": not misses, "misses": misses}
-    report["files"]["report"] = str(write_report(out, report))
+    report["files"]["report"] = str(out / REPORT_NAME)
+    write_report(out, report)
     return report
 
 
