@@ -68,10 +68,42 @@ def _execute(
         plan = api.plan(recipe, overrides)
         console.print_json(json.dumps(plan)) if as_json else console.print(plan_table(plan))
         return
-    reporter = RichReporter(quiet=quiet or as_json)
+    reporter = RichReporter(quiet=quiet or as_json or os.environ.get("RANK", "0") != "0")
     fn = api.train if command == "train" else api.run
-    summary = fn(recipe, overrides, resume=resume, overwrite=overwrite, reporter=reporter)
+    try:
+        summary = fn(recipe, overrides, resume=resume, overwrite=overwrite, reporter=reporter)
+    finally:
+        reporter.finish()  # an error must not leave a live progress bar behind
+    if os.environ.get("RANK", "0") != "0":
+        return  # under torchrun only the main process reports
     console.print_json(json.dumps(summary)) if as_json else console.print(summary_table(summary))
+
+
+def _relaunch_with_torchrun(nproc: int) -> None:
+    """`distill run --nproc N`: the same command under torchrun on this machine."""
+    import sys
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        if not arg.startswith("--nproc="):
+            args.append(arg)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "distill_cli",
+        *args,
+    ]
+    os.execv(sys.executable, cmd)
 
 
 @app.command()
@@ -83,8 +115,13 @@ def run(
     dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    nproc: Annotated[
+        int, typer.Option("--nproc", help="processes (GPUs) on this machine, via torchrun")
+    ] = 1,
 ) -> None:
     """Distill a teacher into a student as the recipe says (function matching by default)."""
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        _relaunch_with_torchrun(nproc)
     _execute("run", recipe, set_, resume, overwrite, dry_run, as_json, quiet)
 
 
@@ -336,3 +373,55 @@ def bench_latency_cmd(
         console.print_json(json.dumps(result))
     else:
         _wide_console().print(bench_view(result))
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    steps: Annotated[int, typer.Option("--steps", help="timed steps")] = 40,
+    warmup: Annotated[int, typer.Option("--warmup", help="untimed steps (compile)")] = 10,
+    bare: Annotated[
+        Path | None, typer.Option("--bare", help="path to shared/bench/bare_kd_step.py")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Training throughput: distill's full step vs the bare step (same run), and the data path."""
+    from distill_cli.console import bench_train_table, console
+    from distill_cli.recipe import load_recipe
+    from distill_cli.throughput import bench_train
+
+    result = bench_train(load_recipe(recipe, set_), steps=steps, warmup=warmup, bare_script=bare)
+    console.print_json(json.dumps(result)) if as_json else console.print(bench_train_table(result))
+
+
+recipes_app = typer.Typer(help="The shipped recipes.", invoke_without_command=True)
+app.add_typer(recipes_app, name="recipes")
+
+
+@recipes_app.callback()
+def recipes_list(ctx: typer.Context) -> None:
+    """List the shipped recipes, one line each."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from distill_cli.catalog import entries
+    from distill_cli.console import console
+
+    table = Table(show_header=True, box=None)
+    table.add_column("recipe", style="bold")
+    table.add_column("what it is")
+    for entry in entries():
+        table.add_row(entry.name, entry.summary)
+    console.print(table)
+
+
+@recipes_app.command("show")
+def recipes_show(name: Annotated[str, typer.Argument(help="e.g. methods/kd")]) -> None:
+    """Print one recipe (with its comments) and where it is."""
+    from distill_cli.catalog import find
+
+    entry = find(name)
+    typer.echo(f"# {entry.path}")
+    typer.echo(entry.path.read_text().rstrip())

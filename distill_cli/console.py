@@ -135,3 +135,23 @@ def summary_table(summary: dict[str, Any]) -> Table:
         f"{_fmt(ips and round(ips))} img/s on {summary['device']} | {summary['run_dir']}"
     )
     return table
+
+
+def bench_train_table(result: dict[str, Any]) -> Table:
+    """`distill bench train`: both steps, their ratio, and the data path."""
+    models = result.get("models", {})
+    title = f"{models.get('teacher', '-')} -> {models.get('student', '-')}"
+    table = Table(title=f"training throughput: {title}")
+    table.add_column("")
+    table.add_column("images/s", justify="right")
+    table.add_row("distill full step", f"{result['distill']['images_per_s']:,.0f}")
+    if "bare" in result:
+        table.add_row("bare step", f"{result['bare']['images_per_s']:,.0f}")
+        table.add_row("ratio (target >= 0.95)", f"{result['ratio']:.3f}")
+    data = result["data_path"].get("images_per_s")
+    table.add_row("data path alone", "-" if data is None else f"{data:,.0f}")
+    table.caption = (
+        f"{result['device']}, {result['precision']}, batch {result['batch_size']}, "
+        f"compile={result['compile']}"
+    )
+    return table

@@ -95,3 +95,38 @@ def test_missing_recipe_and_debug_traceback(tmp_path: Path) -> None:
     _assert_one_line_error(distill("run", str(tmp_path / "none.yaml")), 2, "recipe file not found")
     debug = distill("--debug", "run", str(tmp_path / "none.yaml"))
     assert debug.returncode == 2 and "Traceback" in debug.stderr
+
+
+def test_recipes_list_and_show() -> None:
+    listing = distill("recipes")
+    assert listing.returncode == 0
+    for name in (
+        "quickstart/distill",
+        "methods/kd",
+        "methods/eskd",
+        "methods/stage_by_stage",
+        "ablations/fixed_teacher",
+        "ensemble",
+    ):
+        assert name in listing.stdout
+    shown = distill("recipes", "show", "methods/eskd")
+    assert shown.returncode == 0 and "kd_stop_epoch" in shown.stdout and "Cho" in shown.stdout
+    _assert_one_line_error(distill("recipes", "show", "method/eskd"), 2, "methods/eskd")
+
+
+def test_bench_train_command(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))
+    result = distill("bench", "train", str(recipe), "--steps", "4", "--warmup", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["distill"]["images_per_s"] > 0 and report["bare"]["images_per_s"] > 0
+    assert report["ratio"] > 0 and report["data_path"]["images_per_s"] > 0
+
+
+def test_nproc_relaunches_under_torchrun(tmp_path: Path) -> None:
+    from tests.test_distributed import _body
+
+    recipe = write_recipe(tmp_path, "ddp", _body(tmp_path / "runs", epochs=1))
+    result = distill("run", str(recipe), "--nproc", "2", "-q", "--json")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(result.stdout)["processes"] == 2

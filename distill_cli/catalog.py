@@ -1,0 +1,62 @@
+"""The shipped recipes: where they are, what each is for, and one in full.
+
+Recipes are data files in the repository's `recipes/` folder (and a `recipes/` folder in the
+current directory, for a team's own). A recipe's name is its path there without `.yaml`, e.g.
+`methods/kd`; its one-line description is its `description` key or else its first comment line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from distill_cli.errors import DistillError, did_you_mean
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    path: Path
+    summary: str
+
+
+def roots() -> list[Path]:
+    found = []
+    for root in (Path.cwd() / "recipes", Path(__file__).resolve().parents[1] / "recipes"):
+        if root.is_dir() and root.resolve() not in [r.resolve() for r in found]:
+            found.append(root)
+    return found
+
+
+def _summary(path: Path) -> str:
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None
+    if isinstance(data, dict) and data.get("description"):
+        return str(data["description"])
+    for line in text.splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def entries() -> list[Entry]:
+    out: dict[str, Entry] = {}
+    for root in roots():
+        for path in sorted(root.rglob("*.yaml")):
+            name = path.relative_to(root).with_suffix("").as_posix()
+            out.setdefault(name, Entry(name, path, _summary(path)))
+    return sorted(out.values(), key=lambda e: e.name)
+
+
+def find(name: str) -> Entry:
+    known = {e.name: e for e in entries()}
+    key = name.removesuffix(".yaml")
+    if key in known:
+        return known[key]
+    hint = did_you_mean(key, known) or "see `distill recipes`"
+    raise DistillError(f"no shipped recipe {name!r}", "recipes", hint)
