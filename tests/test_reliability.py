@@ -300,3 +300,11 @@ def test_bad_input_is_one_line_with_exit_code_2(
             pytest.skip("this machine has CUDA")
         body["runtime"] = {"device": "cuda"}
     _assert_one_line_error(distill("run", str(write_recipe(tmp_path, "r", body))), 2, *needles)
+
+
+def test_an_onnx_file_that_fails_to_load_is_one_line(tmp_path: Path) -> None:
+    broken = tmp_path / "model.onnx"
+    broken.write_bytes(b"\x08\x07 this is not a protobuf of a model")
+    _assert_one_line_error(
+        distill("bench", "latency", str(broken)), 2, "fails to load", "model.onnx"
+    )

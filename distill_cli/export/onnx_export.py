@@ -88,8 +88,15 @@ def check_onnx(path: Path) -> None:
     """onnx.checker with full_check (strict shape inference), then an ONNX Runtime load."""
     import onnxruntime as ort
 
-    onnx.checker.check_model(str(path), full_check=True)
-    ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # protobuf, checker and ORT errors alike
+        raise DistillError(
+            f"the ONNX file fails to load: {_first_line(exc, '')}",
+            str(path),
+            "is the file complete? re-export it with `distill export`",
+        ) from exc
 
 
 def _first_line(exc: BaseException, captured: str) -> str:
