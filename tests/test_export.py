@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,20 +28,11 @@ from distill_cli.export.gates import evaluate
 from distill_cli.export.latency import TimingPlan, time_fn
 from distill_cli.export.render import bench_view
 from tests.conftest import fm_body, write_recipe
+from tests.test_cli import distill
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--warmup", "2", "--runs", "5", "--min-time", "0", "--batch", "4", "--threads", "2"]
 FAST_API: dict[str, Any] = {"warmup": 2, "runs": 5, "min_time_s": 0, "batch": 4, "threads": 2}
-
-
-def distill(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "distill_cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-    )
 
 
 def error_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
