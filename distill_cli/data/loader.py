@@ -51,7 +51,6 @@ class FolderImages(Dataset):
 
     def _decode(self, path: Path) -> torch.Tensor | None:
         from torchvision.io import ImageReadMode, decode_image, read_file
-        from torchvision.transforms.v2 import functional as TF
 
         try:
             with warnings.catch_warnings():
@@ -59,10 +58,7 @@ class FolderImages(Dataset):
                 img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
         except (RuntimeError, OSError, ValueError):
             return None
-        if img.dtype != torch.uint8:  # 16-bit PNGs
-            img = TF.to_dtype(img, torch.uint8, scale=True)
-        img = TF.resize(img, self.size, antialias=True)
-        return TF.center_crop(img, [self.size, self.size])
+        return _square(img, self.size)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int]:
         """(image, label, index of the file used, index of a bad file met or -1)."""
@@ -105,6 +101,7 @@ def _as_list(items: list[tuple[torch.Tensor, int, int]]) -> tuple[list, torch.Te
 
 
 def _square(img: torch.Tensor, size: int) -> torch.Tensor:
+    """Shorter side to `size`, centre crop; 16-bit images scaled to uint8 first."""
     from torchvision.transforms.v2 import functional as TF
 
     if img.dtype != torch.uint8:
