@@ -1,45 +1,89 @@
-"""The Python API: what the CLI commands do, as functions that return data.
+"""The Python API: what the CLI commands do, as functions that return typed results.
 
-from distill_cli import api
-summary = api.run("recipes/quickstart/distill.yaml", overrides=["schedule.epochs=1"])
+    from distill_cli import api
+
+    result = api.run("recipes/quickstart/distill.yaml", schedule__epochs=1, optim__lr=3e-3)
+    print(result.student.top1, result.agreement_top1, result.run_dir)
+    exported = api.export(result.run_dir, quantize="int8", min_top1=85.0)
+    print(exported.latency_of("student/onnxruntime/int8").p50_ms)
+    api.report(result.run_dir)                       # report.html + report.md + PNGs
+
+Recipe fields are overridden with keywords, `__` standing for the dot of `--set`
+(`optim__lr=3e-3` is `--set optim.lr=3e-3`), or with `overrides=["optim.lr=3e-3"]`. The CLI is a
+thin layer over these functions: everything it prints comes from the results they return.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill_cli.engine import Reporter, Trainer, build
 from distill_cli.errors import DistillError
 from distill_cli.methods import method_class
-from distill_cli.recipe import Recipe, load_recipe
+from distill_cli.recipe import Overrides, Recipe, load_recipe, override_recipe
+from distill_cli.results import ExportResult, RunResult
 from distill_cli.rundir import RunDir
+from distill_cli.tracking import TrackingReporter, open_trackers
+
+if TYPE_CHECKING:
+    from distill_cli.model_search import ModelSearch
+    from distill_cli.reports.compare import Comparison
+    from distill_cli.reports.document import ReportResult
+
+__all__ = [
+    "ExportResult",
+    "RunResult",
+    "bench_latency",
+    "compare",
+    "export",
+    "models",
+    "plan",
+    "report",
+    "run",
+    "train",
+]
 
 
-def _recipe(recipe: Recipe | str | Path, overrides: list[str] | None) -> Recipe:
+def _recipe(
+    recipe: Recipe | str | Path, overrides: Overrides | None, keywords: dict[str, Any]
+) -> Recipe:
+    """Load or copy the recipe with `overrides` and then the `a__b=value` keywords applied."""
+    dotted = {key.replace("__", "."): value for key, value in keywords.items()}
     if isinstance(recipe, Recipe):
-        if overrides:
-            raise ValueError("overrides apply to recipe files; edit the Recipe object instead")
-        return recipe
-    return load_recipe(recipe, overrides)
+        return override_recipe(override_recipe(recipe, overrides or []), dotted)
+    rec = load_recipe(recipe, overrides)
+    return override_recipe(rec, dotted)
 
 
-def plan(recipe: Recipe | str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+def plan(
+    recipe: Recipe | str | Path, overrides: Overrides | None = None, **fields: Any
+) -> dict[str, Any]:
     """What `run` would do (models, data sizes, steps, precision, device), without training."""
-    return build(_recipe(recipe, overrides)).plan()
+    return build(_recipe(recipe, overrides, fields)).plan()
 
 
 def run(
     recipe: Recipe | str | Path,
-    overrides: list[str] | None = None,
+    overrides: Overrides | None = None,
     *,
     resume: bool = False,
     overwrite: bool = False,
     reporter: Reporter | None = None,
-) -> dict[str, Any]:
-    """Train the recipe's student to the end; returns the summary written to summary.json."""
-    rec = _recipe(recipe, overrides)
+    **fields: Any,
+) -> RunResult:
+    """Train the recipe's student to the end (`distill run`); the result is summary.json's data.
+
+    `fields` override recipe fields (`schedule__epochs=10`); `resume` continues the run from its
+    last checkpoint, `overwrite` replaces an existing run folder; `reporter` receives progress.
+    """
+    return RunResult.from_summary(
+        _run(_recipe(recipe, overrides, fields), resume, overwrite, reporter)
+    )
+
+
+def _run(rec: Recipe, resume: bool, overwrite: bool, reporter: Reporter | None) -> dict[str, Any]:
     setup = build(rec)
     rundir = RunDir(rec.run_dir)
     world = setup.world
@@ -57,21 +101,30 @@ def run(
         trainer = Trainer(setup, rundir, reporter)
         if resuming:
             trainer.resume()
-        return trainer.fit()
+        start = trainer.state["step"]
+        with open_trackers(rec, rundir.path, start_step=start, resumed=resuming) as trackers:
+            trainer.reporter = TrackingReporter(trainer.reporter, trackers)
+            return trainer.fit()
 
 
 def train(
-    recipe: Recipe | str | Path, overrides: list[str] | None = None, **kwargs: Any
-) -> dict[str, Any]:
+    recipe: Recipe | str | Path,
+    overrides: Overrides | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    reporter: Reporter | None = None,
+    **fields: Any,
+) -> RunResult:
     """`run` for methods that learn from labels alone (teachers, from-scratch baselines)."""
-    rec = _recipe(recipe, overrides)
+    rec = _recipe(recipe, overrides, fields)
     if method_class(rec.method.name).needs_teacher:
         raise DistillError(
             f"`distill train` is for supervised recipes; {rec.method.name!r} needs a teacher",
             "method.name",
             "use `distill run` for distillation recipes",
         )
-    return run(rec, **kwargs)
+    return RunResult.from_summary(_run(rec, resume, overwrite, reporter))
 
 
 def export(
@@ -80,23 +133,24 @@ def export(
     check: bool = True,
     log: Callable[[str], None] | None = None,
     **options: Any,
-) -> dict[str, Any]:
+) -> ExportResult:
     """Export a run, checkpoint or timm model to ONNX, check parity, time it; returns the report.
 
     `options` are `distill export`'s flags as keywords (`out`, `exporter`, `opset`, `precision`,
     `quantize`, `calib_images`, `images`, `tolerance`, `threads`, `runs`, `min_time_s`, `latency`,
     `min_top1`, `max_top1_drop`, `max_latency_ms`, ...; see `ExportOptions`). With `check` (the
     default) a missed gate raises `GateFailed`, whose `.misses` has one line per miss and whose
-    `.report` is the report (also written to OUT/report.json either way).
+    `.report` is the report (also written to OUT/report.json either way); without `check` the
+    result's `gates_passed` and `misses` say the same.
 
-        report = api.export("runs/my-distill", quantize="int8", min_top1=85.0)
+        result = api.export("runs/my-distill", quantize="int8", min_top1=85.0)
     """
     from distill_cli.export import ExportOptions, GateFailed, run_export
 
     report = run_export(ExportOptions.from_flat(source, **options), log or (lambda _: None))
     if check and not report["gates"]["passed"]:
         raise GateFailed(report["gates"]["misses"], report)
-    return report
+    return ExportResult.from_report(report)
 
 
 def bench_latency(target: str | Path, **options: Any) -> dict[str, Any]:
@@ -114,3 +168,30 @@ def bench_latency(target: str | Path, **options: Any) -> dict[str, Any]:
     if "checkpoint" in rest:
         rest["checkpoint"] = Path(rest["checkpoint"])
     return _bench(str(target), plan, **rest)
+
+
+def report(run_dir: str | Path) -> ReportResult:
+    """`distill report`: report.html, report.md and report_*.png written into the run folder."""
+    from distill_cli.reports.document import write_report
+
+    return write_report(run_dir)
+
+
+def compare(run_dirs: Sequence[str | Path], *, plot: str | Path | None = None) -> Comparison:
+    """`distill compare`: the runs' differing recipe keys and results; `plot` writes their
+    accuracy curves on one figure (PNG)."""
+    from distill_cli.reports import plots
+    from distill_cli.reports.compare import compare_runs
+
+    comparison = compare_runs(list(run_dirs))
+    if plot is not None:
+        plots.save(plots.compare_figure(comparison.runs), Path(plot))
+    return comparison
+
+
+def models(pattern: str = "*", **options: Any) -> ModelSearch:
+    """`distill models`: timm models matching `pattern` with parameters and input size; with
+    `teacher=NAME` each is marked as a sensible student or not (see `find_models`)."""
+    from distill_cli.model_search import find_models
+
+    return find_models(pattern, **options)

@@ -6,6 +6,8 @@ training has no idea what a terminal is.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
@@ -155,3 +157,41 @@ def bench_train_table(result: dict[str, Any]) -> Table:
         f"compile={result['compile']}"
     )
     return table
+
+
+def comparison_table(comparison: Any) -> Table:
+    """`distill compare`: a row per run; recipe columns (only differing keys) then results.
+
+    Cells fold rather than end in an ellipsis: a cut-off key or run name would hide exactly
+    what the comparison is about."""
+    table = Table(title=f"{len(comparison.runs)} runs", show_header=True)
+    differing = set(comparison.differing)
+    for column in comparison.header:
+        recipe_key = column in differing
+        table.add_column(
+            column,
+            style="cyan" if recipe_key else None,
+            justify="left" if (recipe_key or column == "run") else "right",
+            overflow="fold",
+        )
+    for row in comparison.rows():
+        table.add_row(*row)
+    if not comparison.differing:
+        table.caption = "the runs' recipes are identical (apart from their names)"
+    return table
+
+
+@contextmanager
+def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """A transient bar for work measured as (done, total); the callback is what the API takes."""
+    if quiet or not err_console.is_terminal:
+        yield lambda done, total: None
+        return
+    columns = (TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        yield update

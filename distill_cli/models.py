@@ -8,6 +8,7 @@ table of normalisation constants of its own.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -270,3 +271,48 @@ def create_teacher(specs: list[ModelSpec], data_classes: int | None) -> Net:
         crop_pct=nets[0].info.crop_pct,
     )
     return Net(Ensemble(nets), info)
+
+
+def count_flops(module: nn.Module, shape: tuple[int, int, int]) -> float | None:
+    """Forward FLOPs at batch 1 (a multiply-add counts 2), via torch's FlopCounterMode.
+
+    The input lives where the weights do, so a model built on the meta device (no memory, no
+    time) is counted as exactly as a real one. No inference_mode/no_grad: under them the
+    counter's module tracking fails on some models (timm's test_vit3), and a batch-1 graph
+    costs little.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    module.eval()
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    try:
+        with warnings.catch_warnings(), FlopCounterMode(display=False) as counter:
+            warnings.simplefilter("ignore")
+            module(torch.zeros(1, *shape, device=device))
+    except Exception:  # an op the counter cannot trace: report no figure rather than fail
+        return None
+    return float(counter.get_total_flops())
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    params: int
+    gflops: float | None
+    input_size: tuple[int, int]
+
+
+def model_cost(spec: ModelSpec, num_classes: int) -> ModelCost:
+    """Parameters and GFLOPs of a recipe's model at its input size, without its weights.
+
+    Built on the meta device, so a report can describe a 300M-parameter teacher in a second
+    without memory or a checkpoint at hand.
+    """
+    check_model_name(spec.model)
+    with torch.device("meta"):
+        model = timm.create_model(
+            spec.model, num_classes=num_classes, in_chans=spec.in_chans, **spec.kwargs
+        )
+    info = resolve_info(model, spec, num_classes)
+    params = sum(p.numel() for p in model.parameters())
+    flops = count_flops(model, (info.in_chans, *info.input_size))
+    return ModelCost(params, None if flops is None else flops / 1e9, info.input_size)

@@ -8,6 +8,7 @@ re-running that file reproduces the run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -171,6 +172,10 @@ class RuntimeSpec(Strict):
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="a NaN/Inf loss stops the run, or its step is skipped (counted)"
     )
+    log_to: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list,
+        description="trackers besides metrics.jsonl: tensorboard (built in), mlflow (extra)",
+    )
 
 
 class OutputSpec(Strict):
@@ -219,23 +224,57 @@ class Recipe(Strict):
         return yaml.safe_dump(data, sort_keys=False)
 
 
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+#: `--set` strings (`optim.lr=3e-3`, values parsed as YAML), or a mapping of dotted keys to
+#: Python values (the API's `optim__lr=3e-3` keywords become `{"optim.lr": 3e-3}`).
+Overrides = list[str] | Mapping[str, Any]
+
+
+def _set(raw: dict[str, Any], key: str, value: Any) -> None:
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested recipe data as dotted keys (`optim.lr`), the form `--set` and compare use."""
+    if isinstance(tree, dict) and tree:
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: tree}
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
     """Apply ``a.b=c`` overrides; values are parsed as YAML so numbers and lists keep their type."""
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            _set(raw, key, value.as_posix() if isinstance(value, Path) else value)
+        return raw
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise DistillError(f"override {item!r} is not KEY=VALUE", "--set", "e.g. optim.lr=3e-3")
-        node = raw
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
         try:
-            node[parts[-1]] = yaml.safe_load(value)
+            _set(raw, key, yaml.safe_load(value))
         except yaml.YAMLError as exc:
             raise DistillError(f"override {item!r} has an unparsable value", "--set") from exc
     return raw
+
+
+def override_recipe(recipe: Recipe, overrides: Overrides) -> Recipe:
+    """A validated copy of `recipe` with overrides applied (the object itself is left alone)."""
+    if not overrides:
+        return recipe
+    raw = apply_overrides(recipe.model_dump(mode="json"), overrides)
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise format_validation_error(exc, f"recipe {recipe.name!r}") from exc
 
 
 def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -281,7 +320,7 @@ def format_validation_error(exc: ValidationError, source: str) -> DistillError:
     return DistillError(what, source, "fix the recipe or the --set value and run again")
 
 
-def load_recipe(path: Path | str, overrides: list[str] | None = None) -> Recipe:
+def load_recipe(path: Path | str, overrides: Overrides | None = None) -> Recipe:
     """Read, override and validate a recipe file; every problem becomes a DistillError."""
     path = Path(path)
     if not path.is_file():

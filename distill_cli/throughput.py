@@ -50,14 +50,14 @@ def distill_step(recipe: Recipe, warmup: int, steps: int, window: int) -> dict[s
             }
         )
         rec.output = rec.output.model_copy(update={"dir": Path(tmp), "name": "bench"})
-        summary = api.run(rec)
+        result = api.run(rec)
         lines = (Path(tmp) / "bench" / "metrics.jsonl").read_text().splitlines()
     records = [json.loads(x) for x in lines]
     windows = [r["images_per_s"] for r in records if r["kind"] == "train" and r["step"] > warmup]
     return {
         "images_per_s": statistics.median(windows),
         "windows": len(windows),
-        "peak_gpu_memory_gib": summary.get("peak_gpu_memory_gib"),
+        "peak_gpu_memory_gib": result.peak_gpu_memory_gib,
     }
 
 

@@ -3,6 +3,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check distill_cli tests benchmarks
-.venv/bin/ruff format --check distill_cli tests benchmarks
+.venv/bin/ruff check distill_cli tests benchmarks examples
+.venv/bin/ruff format --check distill_cli tests benchmarks examples
 .venv/bin/python -m pytest -q "$@"

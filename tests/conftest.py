@@ -66,7 +66,7 @@ def trained_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     body["data"]["synthetic"]["train_size"] = 1024  # a confident teacher, not just a right one
     recipe = write_recipe(folder, "teacher", body)
     summary = api.run(recipe)
-    assert summary["student"]["top1"] is not None
+    assert summary.student.top1 is not None
     return folder / "runs" / "teacher" / "checkpoints" / "best.safetensors"
 
 

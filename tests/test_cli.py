@@ -130,3 +130,18 @@ def test_nproc_relaunches_under_torchrun(tmp_path: Path) -> None:
     result = distill("run", str(recipe), "--nproc", "2", "-q", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["processes"] == 2
+
+
+def test_models_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))  # the subprocesses inherit it
+    result = distill("models", "test_*", "--teacher", "test_vit", "--limit", "0", "--json")
+    assert result.returncode == 0, result.stderr
+    listing = json.loads(result.stdout)
+    assert listing["teacher"]["name"] == "test_vit" and listing["shown"] >= 10
+    for entry in listing["entries"]:
+        student = entry["params"] <= 0.5 * listing["teacher"]["params"]
+        assert entry["student"] is student and entry["name"].startswith("test_")
+    assert list(tmp_path.glob("models-*.json"))  # sized once, cached for the next listing
+    table = distill("models", "test_resnet", "--flops")
+    assert table.returncode == 0 and "test_resnet" in table.stdout and "GFLOPs" in table.stdout
+    _assert_one_line_error(distill("models", "no_such_net_xyz"), 2, "no timm model matches")

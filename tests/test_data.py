@@ -130,7 +130,7 @@ def test_function_matching_on_an_unlabeled_folder(tmp_path: Path) -> None:
     body["teacher"]["num_classes"] = 2
     body["schedule"]["batch_size"] = 8
     summary = api.run(write_recipe(tmp_path, "fm", body))
-    assert summary["student"]["top1"] is not None  # validation still has labels
+    assert summary.student.top1 is not None  # validation still has labels
     sup = dict(body, method={"name": "supervised"})
     sup.pop("teacher")
     with pytest.raises(DistillError, match="needs labels"):
@@ -160,7 +160,7 @@ def test_real_fashion_mnist_subset_distills(tmp_path: Path) -> None:
         "output": {"dir": str(tmp_path / "runs")},
     }
     t = api.run(write_recipe(tmp_path, "teacher", teacher))
-    assert t["student"]["top1"] > 60
+    assert t.student.top1 > 60
     fm = dict(
         teacher,
         teacher=dict(
@@ -171,8 +171,8 @@ def test_real_fashion_mnist_subset_distills(tmp_path: Path) -> None:
     )
     fm.pop("model")
     s = api.run(write_recipe(tmp_path, "fm", fm))
-    assert s["teacher"]["top1"] == pytest.approx(t["best"]["score"], abs=1e-6)  # best.safetensors
-    assert s["agreement"]["top1"] > 50 and s["student"]["top1"] > 45
+    assert s.teacher.top1 == pytest.approx(t.best_score, abs=1e-6)  # best.safetensors
+    assert s.agreement_top1 > 50 and s.student.top1 > 45
 
 
 def test_device_decode_matches_worker_decode(tmp_path: Path) -> None:

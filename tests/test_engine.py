@@ -57,7 +57,7 @@ def test_function_matching_run_writes_the_whole_run_directory(
         assert meta["model"] == "test_efficientnet" and meta["input_size"] == [24, 24]
         assert meta["class_names"] == [f"class_{i}" for i in range(4)]
     saved = json.loads((run / "summary.json").read_text())
-    assert saved == json.loads(json.dumps(summary))
+    assert saved == json.loads(json.dumps(summary.to_dict()))
     assert saved["student"]["top1"] is not None and saved["teacher"]["top1"] is not None
     assert saved["agreement"]["top1"] is not None
     assert saved["images_per_s"] > 0 and saved["wall_time_s"] > 0
@@ -79,7 +79,7 @@ def test_distillation_moves_the_student_towards_the_teacher(
     records = [json.loads(x) for x in (tmp_path / "runs/fm/metrics.jsonl").read_text().splitlines()]
     kl = [r["kl"] for r in records if r["kind"] == "eval"]
     assert kl[-1] < 0.6 * kl[0]
-    assert summary["agreement"]["top1"] >= 70 and summary["student"]["top1"] >= 70
+    assert summary.agreement_top1 >= 70 and summary.student.top1 >= 70
 
 
 def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
@@ -116,8 +116,8 @@ def test_teacher_with_other_classes_reports_agreement_and_kl_only(tmp_path: Path
     body: dict[str, Any] = fm_body(tmp_path / "runs", None, epochs=1)
     body["teacher"]["num_classes"] = 7  # e.g. an ImageNet teacher on other images
     summary = api.run(write_recipe(tmp_path, "fm", body))
-    assert summary["student"]["top1"] is None and summary["teacher"]["top1"] is None
-    assert summary["agreement"]["top1"] is not None and summary["kl"] is not None
+    assert summary.student.top1 is None and summary.teacher.top1 is None
+    assert summary.agreement_top1 is not None and summary.kl is not None
 
 
 def test_student_classes_must_match_the_teacher(tmp_path: Path) -> None:
@@ -132,7 +132,7 @@ def test_steps_schedule_and_extra_checkpoints(tmp_path: Path) -> None:
     body["schedule"] = {"steps": 10, "batch_size": 32, "save_epochs": [1, 2], "eval_every": 1}
     summary = api.train(write_recipe(tmp_path, "t", body))
     ckpts = tmp_path / "runs" / "t" / "checkpoints"
-    assert summary["steps"] == 10
+    assert summary.steps == 10
     assert (ckpts / "epoch_1.safetensors").is_file() and (ckpts / "epoch_2.safetensors").is_file()
     assert json.loads((ckpts / "epoch_2.json").read_text())["epoch"] == 2
 

@@ -47,7 +47,7 @@ def student_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     body = fm_body(folder / "runs", None, epochs=1)  # a random teacher is enough to time one
     body["data"]["synthetic"]["val_size"] = 96  # 64 + a remainder batch of 32
     summary = api.run(write_recipe(folder, "fm", body))
-    return Path(summary["run_dir"])
+    return Path(summary.run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -334,10 +334,15 @@ def test_api_export_raises_gate_failed_with_the_report(tmp_path: Path) -> None:
     report = info.value.report
     assert report is not None and report["parity"]["passed"]
     assert report["model"]["onnx"]["simplify"] == {"applied": False, "reason": "--no-simplify"}
-    assert api.export(
+    result = api.export(
         "test_resnet", out=tmp_path, input_size=32, num_classes=3, exporter="torchscript",
-        latency=False, check=False,
-    )["gates"]["passed"]  # fmt: skip
+        max_latency_ms=1e-9, check=False, **FAST_API,
+    )  # fmt: skip
+    assert not result.gates_passed and len(result.misses) == 1
+    assert result.misses[0].startswith("max-latency-ms") and result.parity_passed
+    assert result.onnx is not None and result.onnx.is_file() and result.report_path is not None
+    entry = result.latency_of("student/onnxruntime/fp32")
+    assert entry.runtime == "onnxruntime" and 0 < entry.p50_ms <= entry.p99_ms
 
 
 def test_the_other_exporter_is_tried_when_the_first_fails(
@@ -353,7 +358,7 @@ def test_the_other_exporter_is_tried_when_the_first_fails(
     monkeypatch.setattr(ox, "_export_once", dynamo_breaks)
     report = api.export(
         "test_resnet", out=tmp_path, input_size=32, num_classes=3, latency=False
-    )  # fmt: skip
+    ).report  # fmt: skip
     exporter = report["model"]["onnx"]["exporter"]
     assert exporter["requested"] == "dynamo" and exporter["used"] == "torchscript"
     assert [a["ok"] for a in exporter["attempts"]] == [False, True]
@@ -375,7 +380,7 @@ def test_simplification_is_dropped_when_it_breaks_parity(
     report = api.export(
         "test_resnet", out=tmp_path, input_size=32, num_classes=3, exporter="torchscript",
         latency=False,
-    )  # fmt: skip
+    ).report  # fmt: skip
     simplified = report["model"]["onnx"]["simplify"]
     assert simplified["applied"] is False and "breaks parity" in simplified["reason"]
     assert report["parity"]["passed"]  # the unsimplified file was kept

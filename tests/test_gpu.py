@@ -24,8 +24,8 @@ def test_function_matching_runs_on_the_gpu_in_bf16(tmp_path: Path) -> None:
     pixels = setup.method.ctx.augment(images)
     assert pixels.is_cuda
     summary = api.run(write_recipe(tmp_path, "fm", body))
-    assert summary["device"].startswith("cuda") and summary["precision"] == "bf16-autocast"
-    assert summary["agreement"]["top1"] is not None
+    assert summary.device.startswith("cuda") and summary.precision == "bf16-autocast"
+    assert summary.agreement_top1 is not None
 
 
 def test_gpu_and_cpu_augmentation_agree() -> None:

@@ -145,8 +145,8 @@ def test_ensemble_recipe_runs(tmp_path: Path, trained_teacher: Path) -> None:
         {"model": "test_efficientnet", "num_classes": 4, "input_size": 28},
     ]
     summary = api.run(write_recipe(tmp_path, "ens", body))
-    assert summary["teacher"]["model"] == "test_resnet+test_efficientnet"
-    assert summary["agreement"]["top1"] is not None
+    assert summary.teacher.model == "test_resnet+test_efficientnet"
+    assert summary.agreement_top1 is not None
 
 
 def _stage_setup(tmp_path: Path, trained_teacher: Path, **method):
@@ -209,7 +209,7 @@ def test_stage_by_stage_run_exports_no_connectors_and_resumes(
     assert any(k.startswith("__method__/connectors.") for k in last)
     phases = [r["phase"] for r in _records(run) if r["kind"] == "phase"]
     assert phases == ["stage 0", "stage 1", "head"]
-    assert summary["student"]["top1"] is not None
+    assert summary.student.top1 is not None
 
 
 def test_stage_count_mismatch_needs_a_map(tmp_path: Path, trained_teacher: Path) -> None:

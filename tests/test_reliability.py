@@ -252,7 +252,7 @@ def test_undecodable_images_are_skipped_and_counted_or_fatal(tmp_path: Path) -> 
             _write_images(tmp_path / "data" / split / cls, 4, size=6)  # smaller than the crop
     (tmp_path / "data" / "train" / "a" / "broken.jpg").write_bytes(b"not an image at all")
     summary = api.run(_folder_recipe(tmp_path))
-    assert summary["data"]["bad_images"] >= 1
+    assert summary.bad_images >= 1
     result = distill("run", str(_folder_recipe(tmp_path, on_bad_image="error")), "--overwrite")
     _assert_one_line_error(result, 2, "cannot decode image", "broken.jpg")
 

@@ -71,8 +71,8 @@ def test_shipped_recipe_runs_on_tiny_models(path: Path, tmp_path: Path) -> None:
     recipe = tmp_path / path.name
     recipe.write_text(yaml.safe_dump(raw))
     summary = api.run(recipe)
-    assert summary["steps"] == raw["schedule"]["epochs"] * (64 // 16)
-    assert summary["student"]["top1"] is not None
+    assert summary.steps == raw["schedule"]["epochs"] * (64 // 16)
+    assert summary.student.top1 is not None
     assert (tmp_path / "runs" / raw["name"] / "checkpoints" / "best.safetensors").is_file()
 
 

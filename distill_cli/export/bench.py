@@ -19,6 +19,7 @@ from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
 from distill_cli.export.onnx_export import DEFAULT_OPSET, Exporter, check_onnx, export_onnx
 from distill_cli.export.source import resolve_source
+from distill_cli.models import count_flops
 
 
 def _onnx_shape(path: Path, input_size: int | None) -> tuple[tuple[int, int, int], dict[str, str]]:
@@ -69,7 +70,7 @@ def _arch_figures(meta: dict[str, str], shape: tuple[int, int, int]) -> tuple[in
         )
     except Exception:  # built with kwargs the metadata does not hold
         return None
-    flops = lat.count_flops(model, shape)
+    flops = count_flops(model, shape)
     if flops is None:
         return None
     return sum(p.numel() for p in model.parameters()), flops / 1e9
@@ -115,7 +116,7 @@ def bench_latency(
         )
         net = src.student
         shape = (net.info.in_chans, *net.info.input_size)
-        flops = lat.count_flops(net.module, shape)
+        flops = count_flops(net.module, shape)
         entries.append(lat.torch_entry("pytorch", net.module, shape, plan, "cpu"))
         if "CUDAExecutionProvider" in providers:
             entries.append(lat.torch_entry("pytorch-cuda", net.module, shape, plan, "cuda"))

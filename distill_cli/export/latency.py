@@ -180,19 +180,6 @@ def providers() -> list[str]:
     return found
 
 
-def count_flops(module: nn.Module, shape: tuple[int, int, int]) -> float | None:
-    """Forward FLOPs at batch 1 (a multiply-add counts 2), via torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    module.eval()
-    try:
-        with FlopCounterMode(display=False) as counter, torch.inference_mode():
-            module(torch.zeros(1, *shape))
-    except Exception:  # an op the counter cannot trace: report no figure rather than fail
-        return None
-    return float(counter.get_total_flops())
-
-
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

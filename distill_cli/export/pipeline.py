@@ -51,7 +51,7 @@ from distill_cli.export.report import (
 )
 from distill_cli.export.source import Source, resolve_source, sha256_file
 from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS, make_fp16, make_int8
-from distill_cli.models import Net
+from distill_cli.models import Net, count_flops
 
 #: How many seeded random inputs stand in for validation images when there are none.
 RANDOM_INPUTS = 64
@@ -194,7 +194,7 @@ def _run(opts: ExportOptions, log: Log) -> dict[str, Any]:
             info,
             src.class_names,
             student.params,
-            lat.count_flops(student.module, shape),
+            count_flops(student.module, shape),
             onnx_block,
         ),
         teachers=[_teacher_block(t) for t in teachers],
@@ -409,7 +409,7 @@ _RULE = "warm-up calls, then timed calls until >= runs and >= min_time_s (stop a
 
 def _teacher_block(teacher: Net) -> dict[str, Any]:
     shape = (teacher.info.in_chans, *teacher.info.input_size)
-    flops = lat.count_flops(teacher.module, shape)
+    flops = count_flops(teacher.module, shape)
     return {
         "name": teacher.info.name,
         "input_size": list(teacher.info.input_size),

@@ -1,0 +1,249 @@
+"""`distill export` and `distill bench`: the shipping half of the command line (see cli.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from distill_cli.cli_options import JsonOpt, QuietOpt, RecipeArg, SetOpt, wide_console
+
+SourceArg = Annotated[
+    str,
+    typer.Argument(
+        help="a run directory (runs/<name>), a checkpoint with its .json sidecar, or a timm name",
+        show_default=False,
+    ),
+]
+ThreadsOpt = Annotated[
+    int, typer.Option("--threads", help="CPU threads for PyTorch and ONNX Runtime (0: all cores)")
+]
+BatchOpt = Annotated[int, typer.Option("--batch", help="batch size of the throughput figure")]
+WarmupOpt = Annotated[int, typer.Option("--warmup", help="untimed calls before timing")]
+RunsOpt = Annotated[int, typer.Option("--runs", help="timed batch-1 calls, at least")]
+MinTimeOpt = Annotated[float, typer.Option("--min-time", help="seconds of timed calls, at least")]
+MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="stop timing after this many s")]
+CheckpointOpt = Annotated[
+    Path | None, typer.Option("--checkpoint", help="weights for a timm-name SOURCE")
+]
+InputSizeOpt = Annotated[
+    int | None, typer.Option("--input-size", help="input side for a timm-name SOURCE")
+]
+NumClassesOpt = Annotated[
+    int | None, typer.Option("--num-classes", help="classes for a timm-name SOURCE")
+]
+ExporterOpt = Annotated[
+    str, typer.Option("--exporter", help="dynamo or torchscript (the other is the fallback)")
+]
+OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset")]
+
+
+def _model_args(values: list[str] | None) -> dict[str, object]:
+    import yaml
+
+    from distill_cli.errors import DistillError
+
+    out: dict[str, object] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise DistillError(f"{item!r} is not KEY=VALUE", "--model-arg", "e.g. img_size=64")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def export_cmd(
+    source: SourceArg,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="output folder (default: <run>/export/)")
+    ] = None,
+    checkpoint: CheckpointOpt = None,
+    recipe: Annotated[
+        Path | None,
+        typer.Option("--recipe", help="take parity and calibration images from this recipe"),
+    ] = None,
+    num_classes: NumClassesOpt = None,
+    input_size: InputSizeOpt = None,
+    model_arg: Annotated[
+        list[str] | None,
+        typer.Option("--model-arg", help="timm create_model KEY=VALUE (repeatable)"),
+    ] = None,
+    onnx: Annotated[
+        Path | None,
+        typer.Option("--onnx", help="check (and quantize, time) this ONNX file; no export"),
+    ] = None,
+    exporter: ExporterOpt = "dynamo",
+    opset: OpsetOpt = 18,
+    simplify: Annotated[
+        bool, typer.Option("--simplify/--no-simplify", help="onnxsim, kept if parity holds")
+    ] = True,
+    precision: Annotated[
+        str | None, typer.Option("--precision", help="also write an fp16 file (fp32 I/O)")
+    ] = None,
+    quantize: Annotated[
+        str | None, typer.Option("--quantize", help="also write an int8 file (static, QDQ)")
+    ] = None,
+    calib_images: Annotated[
+        int, typer.Option("--calib-images", help="int8 calibration images (training split)")
+    ] = 256,
+    calib_method: Annotated[
+        str, typer.Option("--calib-method", help="minmax, entropy or percentile")
+    ] = "minmax",
+    images: Annotated[
+        int, typer.Option("--images", help="validation images for parity/accuracy (0: all)")
+    ] = 2000,
+    tolerance: Annotated[
+        float, typer.Option("--tolerance", help="fp32 parity: max |logit diff| allowed")
+    ] = 1e-4,
+    threads: ThreadsOpt = 0,
+    batch: BatchOpt = 32,
+    warmup: WarmupOpt = 10,
+    runs: RunsOpt = 100,
+    min_time: MinTimeOpt = 5.0,
+    max_time: MaxTimeOpt = 60.0,
+    latency: Annotated[bool, typer.Option("--latency/--no-latency", help="measure latency")] = True,
+    teacher: Annotated[
+        bool, typer.Option("--teacher/--no-teacher", help="time the run's teacher too")
+    ] = True,
+    min_top1: Annotated[
+        float | None, typer.Option("--min-top1", help="gate: every ONNX file's top-1 >= this %")
+    ] = None,
+    max_top1_drop: Annotated[
+        float | None,
+        typer.Option("--max-top1-drop", help="gate: points lost vs PyTorch (variants: vs fp32)"),
+    ] = None,
+    max_latency_ms: Annotated[
+        float | None, typer.Option("--max-latency-ms", help="gate: student ONNX batch-1 latency")
+    ] = None,
+    latency_stat: Annotated[
+        str, typer.Option("--latency-stat", help="p50 or p90, for --max-latency-ms")
+    ] = "p50",
+    latency_variant: Annotated[
+        str, typer.Option("--latency-variant", help="fp32, fp16 or int8, for --max-latency-ms")
+    ] = "fp32",
+    as_json: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Export a student to ONNX, check it against PyTorch, time it, and gate it for CI."""
+    import sys
+
+    from distill_cli import api
+    from distill_cli.console import console, err_console
+    from distill_cli.export.render import export_view
+
+    def log(message: str) -> None:
+        if not (quiet or as_json):
+            err_console.print(f"[dim]{message}[/]")
+
+    options = {
+        "out": out,
+        "checkpoint": checkpoint,
+        "recipe": recipe,
+        "num_classes": num_classes,
+        "input_size": input_size,
+        "model_kwargs": _model_args(model_arg),
+        "onnx": onnx,
+        "exporter": exporter,
+        "opset": opset,
+        "simplify": simplify,
+        "precision": precision,
+        "quantize": quantize,
+        "calib_images": calib_images,
+        "calib_method": calib_method,
+        "images": images,
+        "tolerance": tolerance,
+        "threads": threads,
+        "batch": batch,
+        "warmup": warmup,
+        "runs": runs,
+        "min_time_s": min_time,
+        "max_time_s": max_time,
+        "latency": latency,
+        "teacher": teacher,
+        "min_top1": min_top1,
+        "max_top1_drop": max_top1_drop,
+        "max_latency_ms": max_latency_ms,
+        "latency_stat": latency_stat,
+        "latency_variant": latency_variant,
+    }
+    result = api.export(source, log=log, check=False, **options)
+    report, misses = result.to_dict(), result.misses
+    if as_json:
+        console.print_json(json.dumps(report))
+    else:
+        wide_console().print(export_view(report))
+    for miss in misses:
+        print(f"error: {miss}", file=sys.stderr)
+    if misses:
+        raise typer.Exit(code=1)
+
+
+bench_app = typer.Typer(help="Measurements on their own.", no_args_is_help=True)
+
+
+@bench_app.command("latency")
+def bench_latency_cmd(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="MODEL.onnx, a checkpoint, a run directory or a timm name", show_default=False
+        ),
+    ],
+    checkpoint: CheckpointOpt = None,
+    input_size: InputSizeOpt = None,
+    num_classes: NumClassesOpt = None,
+    exporter: ExporterOpt = "dynamo",
+    opset: OpsetOpt = 18,
+    threads: ThreadsOpt = 0,
+    batch: BatchOpt = 32,
+    warmup: WarmupOpt = 10,
+    runs: RunsOpt = 100,
+    min_time: MinTimeOpt = 5.0,
+    max_time: MaxTimeOpt = 60.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Batch-1 latency (p50/p90/p99/mean) and batch-N throughput, ONNX Runtime and PyTorch."""
+    from distill_cli import api
+    from distill_cli.console import console
+    from distill_cli.export.render import bench_view
+
+    result = api.bench_latency(
+        target,
+        checkpoint=checkpoint,
+        input_size=input_size,
+        num_classes=num_classes,
+        exporter=exporter,
+        opset=opset,
+        threads=threads,
+        batch=batch,
+        warmup=warmup,
+        runs=runs,
+        min_time_s=min_time,
+        max_time_s=max_time,
+    )
+    if as_json:
+        console.print_json(json.dumps(result))
+    else:
+        wide_console().print(bench_view(result))
+
+
+@bench_app.command("train")
+def bench_train_cmd(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    steps: Annotated[int, typer.Option("--steps", help="timed steps")] = 40,
+    warmup: Annotated[int, typer.Option("--warmup", help="untimed steps (compile)")] = 10,
+    bare: Annotated[
+        Path | None, typer.Option("--bare", help="path to shared/bench/bare_kd_step.py")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Training throughput: distill's full step vs the bare step (same run), and the data path."""
+    from distill_cli.console import bench_train_table, console
+    from distill_cli.recipe import load_recipe
+    from distill_cli.throughput import bench_train
+
+    result = bench_train(load_recipe(recipe, set_), steps=steps, warmup=warmup, bare_script=bare)
+    console.print_json(json.dumps(result)) if as_json else console.print(bench_train_table(result))

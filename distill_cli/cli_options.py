@@ -1,0 +1,30 @@
+"""Argument and option types shared by the `distill` commands, and the console they print to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML file", show_default=False)]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="override a recipe field: --set optim.lr=3e-3 (repeatable)"),
+]
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="continue the run from its last checkpoint")
+]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace an existing run folder")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="print the plan and exit")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+
+
+def wide_console(width: int = 140) -> Console:
+    """The console, or a `width`-column one where stdout is not a terminal (CI logs): rich would
+    otherwise squeeze the result tables into 80 columns and cut the figures."""
+    from distill_cli.console import console
+
+    return console if console.is_terminal else Console(width=width)

@@ -1,0 +1,298 @@
+"""`distill report RUN`: one page that says how a run went, as report.html and report.md.
+
+The page is assembled once as a list of blocks (headings, tables, figures, code) and rendered
+twice: to Markdown (PNG files beside it: it reads well in a repository or a CI artifact) and to
+self-contained HTML (the same PNGs embedded as data URIs: one file to mail or attach).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distill_cli.errors import DistillError
+from distill_cli.models import model_cost, read_sidecar
+from distill_cli.reports import plots
+from distill_cli.reports.history import RunHistory, load_run
+
+Block = tuple[Any, ...]  # ("h2", text) | ("p", text) | ("table", head, rows) | ("img", path, alt)
+# | ("pre", text, lang)
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """The files a report wrote, and the final numbers it shows."""
+
+    html: Path
+    markdown: Path
+    images: list[Path]
+    student_top1: float | None
+    agreement_top1: float | None
+    teacher_top1: float | None
+    notes: list[str] = field(default_factory=list)
+
+
+def _fmt(value: Any, spec: str = "{:.2f}", unit: str = "") -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, (int, float)):
+        return spec.format(value) + unit
+    return str(value)
+
+
+def _millions(params: int | None) -> str:
+    return "–" if params is None else f"{params / 1e6:.2f} M"
+
+
+def _costs(history: RunHistory) -> dict[str, dict[str, Any]]:
+    """Params / GFLOPs / input per role: from the export report when there is one (measured on
+    the exported model), else from the recipe's models built on the meta device."""
+    export = history.export or {}
+    costs: dict[str, dict[str, Any]] = {}
+    if export.get("model"):
+        model = export["model"]
+        costs["student"] = {"gflops": model.get("gflops"), "input": model.get("input_size")}
+    if export.get("teachers"):
+        members = export["teachers"]
+        gflops = [t.get("gflops") for t in members]
+        costs["teacher"] = {
+            "gflops": None if None in gflops else sum(gflops),
+            "input": members[0].get("input_size"),
+        }
+    if len(costs) == 2 or history.recipe.get("student") is None:
+        return costs
+    from distill_cli.recipe import Recipe
+
+    try:
+        recipe = Recipe.model_validate(history.recipe)
+        best = history.path / "checkpoints" / "best.safetensors"
+        classes = read_sidecar(best).get("num_classes") if best.is_file() else None
+        classes = int(classes or recipe.student.num_classes or 0) or None
+        if "student" not in costs and classes:
+            cost = model_cost(recipe.student, classes)
+            costs["student"] = {"gflops": cost.gflops, "input": list(cost.input_size)}
+        if "teacher" not in costs and recipe.teachers and classes:
+            from distill_cli.models import infer_num_classes
+
+            parts = [model_cost(s, infer_num_classes(s, classes)) for s in recipe.teachers]
+            gflops = [p.gflops for p in parts]
+            costs["teacher"] = {
+                "gflops": None if None in gflops else sum(g for g in gflops if g is not None),
+                "input": list(parts[0].input_size),
+            }
+    except (DistillError, ValueError) as exc:
+        history.notes.append(f"GFLOPs not computed: {str(exc).splitlines()[0]}")
+    return costs
+
+
+def _final_table(history: RunHistory) -> Block:
+    summary = history.summary or {}
+    final = history.final_eval()
+    costs = _costs(history)
+    student = summary.get("student") or {}
+    teacher = summary.get("teacher") or {}
+    recipe_student = (history.recipe.get("student") or {}).get("model")
+    rows = []
+    if teacher or history.teacher_top1 is not None:
+        t_cost = costs.get("teacher", {})
+        rows.append(
+            [
+                "teacher",
+                teacher.get("model", "–"),
+                _millions(teacher.get("params")),
+                _fmt(t_cost.get("gflops"), "{:.3f}"),
+                _size(t_cost.get("input")),
+                _fmt(history.teacher_top1, unit="%"),
+                "–",
+            ]
+        )
+    s_cost = costs.get("student", {})
+    rows.append(
+        [
+            "student",
+            student.get("model", recipe_student or "–"),
+            _millions(student.get("params")),
+            _fmt(s_cost.get("gflops"), "{:.3f}"),
+            _size(s_cost.get("input")),
+            _fmt(final.get("top1"), unit="%"),
+            _fmt(final.get("agreement_top1"), unit="%"),
+        ]
+    )
+    head = ["", "model", "params", "GFLOPs", "input", "top-1", "agreement"]
+    return ("table", head, rows)
+
+
+def _size(size: Any) -> str:
+    return "–" if not size else "x".join(str(v) for v in size)
+
+
+def _status(history: RunHistory) -> str:
+    summary = history.summary
+    recipe = history.recipe
+    method = (recipe.get("method") or {}).get("name", "?")
+    if summary is None:
+        steps = [r.get("step", 0) for r in history.records]
+        return f"method {method}; not finished (last logged step {max(steps, default=0)})"
+    minutes = (summary.get("wall_time_s") or 0) / 60
+    best = summary.get("best") or {}
+    return (
+        f"method {method}; {summary.get('epochs')} epochs, {summary.get('steps')} steps in "
+        f"{minutes:.1f} min on {summary.get('device')} ({summary.get('precision')}); "
+        f"best {_fmt(best.get('score'), unit='%')} at epoch {_fmt(best.get('epoch'), '{}')}"
+    )
+
+
+def _export_blocks(export: dict[str, Any], images: dict[str, Path]) -> list[Block]:
+    blocks: list[Block] = [("h2", "Export")]
+    parity = export.get("parity") or {}
+    inputs = parity.get("inputs") or {}
+    blocks.append(
+        (
+            "p",
+            f"parity on {inputs.get('images', '?')} {inputs.get('kind', '')} images "
+            f"({inputs.get('source', 'unknown source')}); fp32 tolerance "
+            f"{_fmt(parity.get('tolerance'), '{:g}')}; variants are compared with ONNX fp32",
+        )
+    )
+    rows = [
+        [
+            "fp32",
+            _fmt(parity.get("top1_onnx"), unit="%"),
+            _fmt(parity.get("top1_agreement"), unit="%"),
+            _fmt(parity.get("max_abs_diff"), "{:.2e}"),
+            "pass" if parity.get("passed") else "FAIL",
+        ]
+    ]
+    for name, variant in (export.get("variants") or {}).items():
+        vp = variant.get("parity") or {}
+        rows.append(
+            [
+                name,
+                _fmt(vp.get("top1"), unit="%"),
+                _fmt(vp.get("top1_agreement_fp32"), unit="% vs fp32"),
+                _fmt(vp.get("max_abs_diff"), "{:.2e}"),
+                "–",
+            ]
+        )
+    head = ["ONNX file", "top-1", "agreement", "max |diff|", "parity gate"]
+    blocks.append(("table", head, rows))
+    entries = (export.get("latency") or {}).get("entries") or []
+    if entries:
+        lat_rows = [
+            [
+                e["name"],
+                _fmt(e.get("p50_ms"), "{:.3f}"),
+                _fmt(e.get("p90_ms"), "{:.3f}"),
+                _fmt(e.get("p99_ms"), "{:.3f}"),
+                _fmt(e.get("throughput_ips"), "{:.0f}"),
+            ]
+            for e in entries
+        ]
+        head = ["runtime", "p50 ms", "p90 ms", "p99 ms", "batch img/s"]
+        blocks.append(("table", head, lat_rows))
+    if "latency" in images:
+        blocks.append(("img", images["latency"], "latency of teacher, student and its variants"))
+    return blocks
+
+
+def build_blocks(history: RunHistory, images: dict[str, Path]) -> list[Block]:
+    blocks: list[Block] = [("h1", f"distill report: {history.name}"), ("p", _status(history))]
+    blocks += [("h2", "Teacher and student"), _final_table(history)]
+    if "accuracy" in images:
+        blocks.append(("img", images["accuracy"], "student top-1 and agreement per epoch"))
+    blocks.append(("h2", "Training"))
+    speed = history.images_per_s
+    if speed is not None:
+        blocks.append(("p", f"throughput {speed:,.0f} images/s (mean over the run)"))
+    if "training" in images:
+        blocks.append(("img", images["training"], "loss, learning rate and throughput"))
+    if history.export:
+        blocks += _export_blocks(history.export, images)
+    recipe_text = yaml.safe_dump(history.recipe, sort_keys=False)
+    blocks += [("h2", "Recipe (resolved)"), ("pre", recipe_text, "yaml")]
+    if history.notes:
+        blocks += [("h2", "Notes"), *[("p", note) for note in history.notes]]
+    return blocks
+
+
+def to_markdown(blocks: list[Block], folder: Path) -> str:
+    out = []
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2"):
+            out.append(("#" if kind == "h1" else "##") + " " + block[1])
+        elif kind == "p":
+            out.append(block[1])
+        elif kind == "table":
+            head, rows = block[1], block[2]
+            cells = [[str(c).replace("|", "\\|") for c in row] for row in [head, *rows]]
+            lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(head)]
+            lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
+            out.append("\n".join(lines))
+        elif kind == "img":
+            out.append(f"![{block[2]}]({block[1].relative_to(folder).as_posix()})")
+        elif kind == "pre":
+            out.append(f"```{block[2]}\n{block[1].rstrip()}\n```")
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = """body{font:15px/1.45 system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em;
+color:#222}table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;
+padding:.25em .7em;text-align:right}td:first-child,th:first-child{text-align:left}
+th{background:#f3f3f3}img{max-width:100%}pre{background:#f6f8fa;padding:1em;overflow:auto}"""
+
+
+def to_html(blocks: list[Block], title: str) -> str:
+    esc = html.escape
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>"]
+    out.append(f"<style>{_CSS}</style></head><body>")
+    for block in blocks:
+        kind = block[0]
+        if kind in ("h1", "h2", "p"):
+            out.append(f"<{kind}>{esc(block[1])}</{kind}>")
+        elif kind == "table":
+            head = "".join(f"<th>{esc(h)}</th>" for h in block[1])
+            body = "".join(
+                "<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>"
+                for row in block[2]
+            )
+            out.append(f"<table><tr>{head}</tr>{body}</table>")
+        elif kind == "img":
+            data = base64.b64encode(block[1].read_bytes()).decode()
+            out.append(f"<p><img alt='{esc(block[2])}' src='data:image/png;base64,{data}'></p>")
+        elif kind == "pre":
+            out.append(f"<pre>{esc(block[1])}</pre>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def write_report(run: str | Path) -> ReportResult:
+    """Write report.html, report.md and report_*.png into the run folder."""
+    history = load_run(run)
+    folder = history.path
+    images = {
+        "accuracy": plots.save(plots.accuracy_figure(history), folder / "report_accuracy.png"),
+        "training": plots.save(plots.training_figure(history), folder / "report_training.png"),
+    }
+    latency = plots.latency_figure(history.export) if history.export else None
+    if latency is not None:
+        images["latency"] = plots.save(latency, folder / "report_latency.png")
+    blocks = build_blocks(history, images)
+    md_path, html_path = folder / "report.md", folder / "report.html"
+    md_path.write_text(to_markdown(blocks, folder))
+    html_path.write_text(to_html(blocks, f"distill report: {history.name}"))
+    final = history.final_eval()
+    return ReportResult(
+        html=html_path,
+        markdown=md_path,
+        images=list(images.values()),
+        student_top1=final.get("top1"),
+        agreement_top1=final.get("agreement_top1"),
+        teacher_top1=history.teacher_top1,
+        notes=list(history.notes),
+    )

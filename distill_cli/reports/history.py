@@ -1,0 +1,143 @@
+"""A run folder read back as data: the one input of `distill report` and `distill compare`.
+
+Reports are built from the files a run leaves behind (`recipe.yaml`, `metrics.jsonl`,
+`summary.json`, `export/report.json`), never from a live process, so a report can be made for
+any run at any time, including one that was stopped half way (it has no summary yet) or one
+trained on another machine and copied over.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distill_cli.errors import DistillError
+from distill_cli.rundir import RunDir
+
+#: Where `distill export RUN` writes its report by default.
+EXPORT_REPORT = Path("export") / "report.json"
+
+
+@dataclass(frozen=True)
+class Series:
+    """One plotted curve: x and y of equal length, and what they mean."""
+
+    label: str
+    x: list[float]
+    y: list[float]
+
+    @property
+    def last(self) -> float | None:
+        return self.y[-1] if self.y else None
+
+
+@dataclass
+class RunHistory:
+    path: Path
+    recipe: dict[str, Any]
+    records: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    export: dict[str, Any] | None
+    notes: list[str] = field(default_factory=list)
+    label: str | None = None  # how tables and legends name the run (default: the folder name)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.path.name
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    def kind(self, kind: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r.get("kind") == kind]
+
+    def series(self, kind: str, key: str, x: str = "step") -> Series:
+        """`key` of the `kind` records that have it, against `x` (`step` or `epoch`)."""
+        rows = [r for r in self.kind(kind) if isinstance(r.get(key), (int, float))]
+        return Series(key, [float(r[x]) for r in rows], [float(r[key]) for r in rows])
+
+    def final_eval(self) -> dict[str, Any]:
+        evals = self.kind("eval")
+        return evals[-1] if evals else {}
+
+    def best(self, key: str = "top1") -> float | None:
+        values = self.series("eval", key).y
+        return max(values) if values else None
+
+    @property
+    def teacher_top1(self) -> float | None:
+        """The teacher's accuracy, measured once by the run on the same validation data."""
+        value = self.final_eval().get("teacher_top1")
+        if value is None and self.summary and self.summary.get("teacher"):
+            value = self.summary["teacher"].get("top1")
+        return value
+
+    @property
+    def images_per_s(self) -> float | None:
+        if self.summary and self.summary.get("images_per_s"):
+            return float(self.summary["images_per_s"])
+        values = self.series("train", "images_per_s").y
+        return sum(values) / len(values) if values else None
+
+    @property
+    def wall_time_s(self) -> float | None:
+        return None if self.summary is None else self.summary.get("wall_time_s")
+
+    @property
+    def epochs(self) -> float | None:
+        """Epochs completed (the last evaluation's), which for a stopped run is fewer than asked."""
+        if self.summary is not None:
+            return self.summary.get("epochs")
+        evals = self.kind("eval")
+        return evals[-1]["epoch"] if evals else None
+
+
+def _read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        notes.append(f"{path.name} is not valid JSON ({exc.msg}); left out")
+        return None
+
+
+def _read_metrics(path: Path, notes: list[str]) -> list[dict[str, Any]]:
+    """metrics.jsonl; a torn last line (the run was killed while writing it) is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            notes.append(f"metrics.jsonl line {number} is not JSON; skipped")
+    return records
+
+
+def load_run(path: str | Path) -> RunHistory:
+    """Read a run folder; a folder that is not a run is a one-line error naming it."""
+    folder = RunDir(Path(path))
+    if not folder.path.is_dir():
+        raise DistillError("no such run folder", str(path), "pass runs/<name>")
+    if not folder.recipe.is_file():
+        raise DistillError(
+            "not a run folder (it has no recipe.yaml)", str(path), "pass runs/<name>"
+        )
+    notes: list[str] = []
+    recipe = yaml.safe_load(folder.recipe.read_text()) or {}
+    return RunHistory(
+        path=folder.path,
+        recipe=recipe,
+        records=_read_metrics(folder.metrics, notes),
+        summary=_read_json(folder.summary, notes),
+        export=_read_json(folder.path / EXPORT_REPORT, notes),
+        notes=notes,
+    )

@@ -1,0 +1,185 @@
+"""The report's figures, drawn from a run's history with matplotlib.
+
+Figures are built as `matplotlib.figure.Figure` objects, never through pyplot: no global state,
+no display backend, so reports render the same on a laptop, a headless CI runner or a GPU box.
+Each function returns its Figure (tests read the plotted data back from it) and `save` writes
+it as a PNG. The data a figure shows is exactly the history's records; nothing is smoothed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from distill_cli.reports.history import RunHistory
+
+STUDENT, AGREEMENT, TEACHER = "#1f77b4", "#2ca02c", "#d62728"
+_VARIANT_COLOURS = {"fp32": "#1f77b4", "fp16": "#9467bd", "int8": "#ff7f0e"}
+
+
+def save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def _percent_axis(ax: Any, values: list[float]) -> None:
+    """Zoom on the data (accuracy curves hug the top) but never past 0-100."""
+    if values:
+        low, high = min(values), max(values)
+        pad = max(1.0, (high - low) * 0.08)
+        ax.set_ylim(max(0.0, low - pad), min(100.5, high + pad))
+    ax.set_ylabel("%")
+    ax.grid(alpha=0.3)
+
+
+def accuracy_figure(history: RunHistory) -> Figure:
+    """Student top-1 and teacher agreement per epoch, the teacher as a line (paper, Figure 4)."""
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.add_subplot()
+    top1 = history.series("eval", "top1", x="epoch")
+    agreement = history.series("eval", "agreement_top1", x="epoch")
+    values: list[float] = []
+    if top1.y:
+        ax.plot(top1.x, top1.y, "o-", color=STUDENT, label="student top-1", gid="student_top1")
+        values += top1.y
+    if agreement.y:
+        ax.plot(
+            agreement.x,
+            agreement.y,
+            "s--",
+            color=AGREEMENT,
+            label="agreement with teacher",
+            gid="agreement_top1",
+        )
+        values += agreement.y
+    teacher = history.teacher_top1
+    if teacher is not None:
+        ax.axhline(teacher, color=TEACHER, lw=1.5, label=f"teacher top-1 ({teacher:.2f}%)")
+        values.append(teacher)
+    for phase in history.kind("phase"):
+        if phase.get("epoch"):
+            ax.axvline(phase["epoch"], color="grey", ls=":", lw=1)
+            ax.annotate(
+                str(phase.get("phase", "")),
+                (phase["epoch"], 1),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, -12),
+                textcoords="offset points",
+                color="grey",
+                fontsize=8,
+            )
+    _percent_axis(ax, values)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"{history.name}: student vs teacher")
+    if values:
+        ax.legend(loc="lower right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ax.transAxes)
+    return fig
+
+
+def training_figure(history: RunHistory) -> Figure:
+    """Loss, learning rate and throughput over steps: is it learning, on schedule, at speed."""
+    fig = Figure(figsize=(11, 3.4))
+    panels = (
+        ("loss", "training loss", "#333333"),
+        ("lr", "learning rate", "#8c564b"),
+        ("images_per_s", "images / s", "#17becf"),
+    )
+    for index, (key, title, colour) in enumerate(panels, 1):
+        ax = fig.add_subplot(1, 3, index)
+        series = history.series("train", key)
+        ax.plot(series.x, series.y, color=colour, lw=1.4, gid=key)
+        if key == "loss" and series.y and min(series.y) > 0 and max(series.y) / min(series.y) > 20:
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def _latency_rows(export: dict[str, Any]) -> list[tuple[str, float, float, str]]:
+    """(label, p50, p90, variant) per timed runtime, teacher first, then the student's files."""
+    entries = (export.get("latency") or {}).get("entries") or []
+    rows = [
+        (e["name"].replace("/onnxruntime", " ORT").replace("/pytorch", " PyTorch"), e, e["variant"])
+        for e in entries
+        if isinstance(e.get("p50_ms"), (int, float))
+    ]
+    rows.sort(key=lambda r: (not r[1]["model"].startswith("teacher"), r[1]["runtime"], r[2]))
+    return [(label, e["p50_ms"], e["p90_ms"], variant) for label, e, variant in rows]
+
+
+def latency_figure(export: dict[str, Any]) -> Figure | None:
+    """Batch-1 latency (p50 bar, p90 whisker) of teacher / student / fp16 / int8, with parity."""
+    rows = _latency_rows(export)
+    if not rows:
+        return None
+    fig = Figure(figsize=(7.5, 0.55 * len(rows) + 1.4))
+    ax = fig.add_subplot()
+    labels = [r[0] for r in rows]
+    p50 = [r[1] for r in rows]
+    whisker = [max(0.0, r[2] - r[1]) for r in rows]
+    colours = [_VARIANT_COLOURS.get(r[3], "#7f7f7f") for r in rows]
+    ax.barh(labels, p50, xerr=[[0] * len(rows), whisker], color=colours, capsize=3, gid="p50")
+    parity = _parity_labels(export)
+    for index, (label, value, p90, variant) in enumerate(rows):
+        note = f"{value:.3g} ms"
+        if label.startswith("student") and "ORT" in label and variant in parity:
+            note += f"  ({parity[variant]})"
+        end = max(value, p90)  # right of the whisker, so the figure never sits on it
+        ax.annotate(note, (end, index), xytext=(5, -3), textcoords="offset points", fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("batch-1 latency, ms (bar: p50, whisker: p90)")
+    threads = ((export.get("latency") or {}).get("protocol") or {}).get("threads")
+    ax.set_title(f"latency, {threads} thread(s)" if threads else "latency", fontsize=10)
+    ax.set_xlim(0, max(max(r[1], r[2]) for r in rows) * 1.6)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def _parity_labels(export: dict[str, Any]) -> dict[str, str]:
+    """Per ONNX variant, how closely it computes what PyTorch (fp32) or fp32 ONNX computes."""
+    out = {}
+    parity = export.get("parity") or {}
+    if parity.get("top1_agreement") is not None:
+        out["fp32"] = f"agrees {parity['top1_agreement']:.2f}%"
+    for name, variant in (export.get("variants") or {}).items():
+        agreement = (variant.get("parity") or {}).get("top1_agreement_fp32")
+        if agreement is not None:
+            out[name] = f"agrees {agreement:.2f}% with fp32"
+    return out
+
+
+def compare_figure(histories: list[RunHistory], key: str = "top1") -> Figure:
+    """Several runs' accuracy curves on one axis (agreement where a run has no labels)."""
+    fig = Figure(figsize=(7.5, 4.4))
+    ax = fig.add_subplot()
+    values: list[float] = []
+    teachers: dict[float, str] = {}
+    for history in histories:
+        series = history.series("eval", key, x="epoch")
+        label = history.name
+        if not series.y and key == "top1":
+            series = history.series("eval", "agreement_top1", x="epoch")
+            label += " (agreement)"
+        ax.plot(series.x, series.y, "o-", ms=3, label=label, gid=history.name)
+        values += series.y
+        if history.teacher_top1 is not None:
+            teachers.setdefault(round(history.teacher_top1, 2), history.name)
+    for value in teachers:
+        ax.axhline(value, color=TEACHER, lw=1, ls="--")
+        values.append(value)
+    if teachers:
+        ax.plot([], [], color=TEACHER, lw=1, ls="--", label="teacher top-1")
+    _percent_axis(ax, values)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("student top-1 by run" if key == "top1" else f"{key} by run")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig

@@ -1,0 +1,172 @@
+"""`distill report` and `distill compare`: pages and plots whose numbers are the run's numbers."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from distill_cli import api
+from distill_cli.errors import DistillError
+from distill_cli.reports import plots
+from distill_cli.reports.compare import compare_runs, differing_keys
+from distill_cli.reports.history import load_run
+from distill_cli.results import RunResult
+from tests.conftest import fm_body, write_recipe
+from tests.test_cli import distill
+
+PNG = b"\x89PNG\r\n\x1a\n"
+FAST_EXPORT = {"warmup": 2, "runs": 5, "min_time_s": 0, "batch": 4, "threads": 2}
+
+
+def _line(fig, gid: str):  # type: ignore[no-untyped-def]
+    (line,) = [ln for ax in fig.axes for ln in ax.lines if ln.get_gid() == gid]
+    return [float(v) for v in line.get_xdata()], [float(v) for v in line.get_ydata()]
+
+
+def _records(run: Path, kind: str) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunResult, RunResult]:
+    """Two tiny function-matching runs that differ only in `method.views` (and their names)."""
+    folder = tmp_path_factory.mktemp("reports")
+    body = fm_body(folder / "runs", None, epochs=3)
+    consistent = api.run(write_recipe(folder, "consistent", body))
+    body["method"]["views"] = "independent"
+    independent = api.run(write_recipe(folder, "independent", body))
+    return consistent, independent
+
+
+def test_report_pages_and_figures_show_the_runs_numbers(
+    two_runs: tuple[RunResult, RunResult],
+) -> None:
+    result, _ = two_runs
+    report = api.report(result.run_dir)
+    run = result.run_dir
+    assert report.html == run / "report.html" and report.markdown == run / "report.md"
+    names = sorted(p.name for p in report.images)
+    assert names == ["report_accuracy.png", "report_training.png"]  # no export: no latency
+    for image in report.images:
+        assert image.read_bytes().startswith(PNG)
+
+    # the plotted curves are metrics.jsonl, and their last point is the summary's figure
+    history = load_run(run)
+    evals = _records(run, "eval")
+    accuracy = plots.accuracy_figure(history)
+    x, top1 = _line(accuracy, "student_top1")
+    assert x == [1.0, 2.0, 3.0] and top1 == [r["top1"] for r in evals]
+    assert top1[-1] == pytest.approx(result.student.top1)
+    _, agreement = _line(accuracy, "agreement_top1")
+    assert agreement[-1] == pytest.approx(result.agreement_top1)
+    assert result.teacher is not None
+    teacher_lines = [ln for ln in accuracy.axes[0].lines if "teacher" in str(ln.get_label())]
+    assert teacher_lines[0].get_ydata()[0] == pytest.approx(result.teacher.top1)
+    steps, losses = _line(plots.training_figure(history), "loss")
+    train = _records(run, "train")
+    assert steps == [r["step"] for r in train] and losses == [r["loss"] for r in train]
+    assert report.student_top1 == pytest.approx(result.student.top1)
+
+    # the HTML stands alone: every figure embedded, decodable, nothing fetched from elsewhere
+    page = report.html.read_text()
+    embedded = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    assert len(embedded) == 2 and all(base64.b64decode(e).startswith(PNG) for e in embedded)
+    assert "http" not in re.sub(r"<pre>.*?</pre>", "", page, flags=re.S)
+    assert f"{result.student.top1:.2f}%" in page and f"{result.teacher.top1:.2f}%" in page
+    markdown = report.markdown.read_text()
+    assert "![student top-1 and agreement per epoch](report_accuracy.png)" in markdown
+    assert f"| student | test_efficientnet | {result.student.params / 1e6:.2f} M |" in markdown
+    assert "views: consistent" in markdown  # the resolved recipe
+
+
+def test_report_shows_the_export_latency_and_parity(
+    two_runs: tuple[RunResult, RunResult], tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(two_runs[0].run_dir, run)
+    exported = api.export(run, exporter="torchscript", simplify=False, **FAST_EXPORT)
+    report = api.report(run)
+    assert [p.name for p in report.images][-1] == "report_latency.png"
+    figure = plots.latency_figure(load_run(run).export or {})
+    assert figure is not None
+    bars = sorted(round(p.get_width(), 9) for p in figure.axes[0].patches)
+    assert bars == sorted(round(e.p50_ms, 9) for e in exported.latency)
+    assert {e.model for e in exported.latency} == {"student", "teacher"}
+    markdown = report.markdown.read_text()
+    assert "## Export" in markdown and "student/onnxruntime/fp32" in markdown
+    assert f"{exported.latency_of('student/onnxruntime/fp32').p50_ms:.3f}" in markdown
+
+
+def test_a_stopped_run_still_gets_a_report(
+    two_runs: tuple[RunResult, RunResult], tmp_path: Path
+) -> None:
+    run = tmp_path / "stopped"
+    shutil.copytree(two_runs[0].run_dir, run)
+    (run / "summary.json").unlink()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join(lines[:-2]) + '\n{"kind": "tr')  # torn line
+    result = distill("report", str(run), "--json")  # the CLI, as a CI step would call it
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["html"] == str(run / "report.html") and len(report["images"]) == 2
+    markdown = (run / "report.md").read_text()
+    assert "not finished" in markdown and "line" in " ".join(report["notes"])
+    assert report["student_top1"] == load_run(run).kind("eval")[-1]["top1"]
+
+
+def test_report_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    with pytest.raises(DistillError, match="not a run folder"):
+        api.report(tmp_path)
+    result = distill("report", str(tmp_path / "missing"))
+    assert result.returncode == 2 and result.stderr.startswith("error: no such run folder")
+    assert "Traceback" not in result.stderr
+
+
+def test_compare_shows_exactly_the_differing_keys(
+    two_runs: tuple[RunResult, RunResult], tmp_path: Path
+) -> None:
+    consistent, independent = two_runs
+    comparison = api.compare([consistent.run_dir, independent.run_dir], plot=tmp_path / "c.png")
+    assert comparison.differing == ["method.views"]
+    assert comparison.header[:2] == ["run", "method.views"]
+    rows = comparison.rows()
+    assert [r[:2] for r in rows] == [["consistent", "consistent"], ["independent", "independent"]]
+    assert comparison.results[0]["final top-1"] == pytest.approx(consistent.student.top1)
+    assert comparison.results[1]["agreement"] == pytest.approx(independent.agreement_top1)
+    assert comparison.results[0]["best top-1"] >= comparison.results[0]["final top-1"]
+
+    figure = plots.compare_figure(comparison.runs)
+    for run in (consistent, independent):
+        _, curve = _line(figure, run.name)
+        assert curve[-1] == pytest.approx(run.student.top1)
+    assert (tmp_path / "c.png").read_bytes().startswith(PNG)
+
+    md = distill("compare", str(consistent.run_dir), str(independent.run_dir), "--md", "--no-plot")
+    assert md.returncode == 0, md.stderr
+    header = md.stdout.splitlines()[0]
+    assert header.startswith("| run | method.views | final top-1 | best top-1 | agreement |")
+    runs = (str(consistent.run_dir), str(independent.run_dir))
+    csv = distill("compare", *runs, "--csv", "--no-plot")
+    row = csv.stdout.splitlines()[1].split(",")
+    assert row[:2] == ["consistent", "consistent"]
+    assert float(row[2]) == pytest.approx(consistent.student.top1)
+    table = distill("compare", str(consistent.run_dir), str(independent.run_dir), "--no-plot")
+    assert "method.views" in table.stdout and "independent" in table.stdout
+
+
+def test_differing_keys_count_a_missing_key_as_a_difference() -> None:
+    a = {"name": "a", "optim": {"lr": 1, "name": "adamw"}, "method": {"mixup": True}}
+    b = {"name": "b", "optim": {"lr": 2, "name": "adamw"}}
+    assert differing_keys([a, b]) == ["optim.lr", "method.mixup"]
+    assert differing_keys([a, a]) == []
+
+
+def test_compare_needs_two_runs(two_runs: tuple[RunResult, RunResult]) -> None:
+    with pytest.raises(DistillError, match="at least two runs"):
+        compare_runs([two_runs[0].run_dir])
