@@ -46,7 +46,7 @@ def main() -> None:
         if "stage_by_stage" not in recipe:  # its length is fixed by its phases
             overrides.append(f"schedule.epochs={args.epochs}")
         started = time.perf_counter()
-        summary = api.run(ROOT / recipe, overrides, overwrite=True)
+        summary = api.run(ROOT / recipe, overrides, overwrite=True).to_dict()
         results.append(
             {
                 "method": label,
