@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distill_cli.engine import Reporter, Trainer, build
+from distill_cli import distributed
+from distill_cli.engine import Reporter, Setup, Trainer, build
 from distill_cli.errors import DistillError
 from distill_cli.methods import method_class
 from distill_cli.recipe import Overrides, Recipe, load_recipe, override_recipe
@@ -85,6 +86,17 @@ def run(
 
 def _run(rec: Recipe, resume: bool, overwrite: bool, reporter: Reporter | None) -> dict[str, Any]:
     setup = build(rec)
+    try:
+        return _train(setup, rec, resume, overwrite, reporter)
+    finally:
+        # Leave the process group explicitly: a process that exits with gloo's threads still
+        # running can die in std::terminate (SIGABRT) after a run that succeeded.
+        distributed.shutdown()
+
+
+def _train(
+    setup: Setup, rec: Recipe, resume: bool, overwrite: bool, reporter: Reporter | None
+) -> dict[str, Any]:
     rundir = RunDir(rec.run_dir)
     world = setup.world
     if not world.is_main:  # the main process owns the folder; the others follow its decision

@@ -138,6 +138,21 @@ class MLflowTracker:
             self.mlflow.end_run(status="FAILED" if failed else "FINISHED")
 
 
+def _start_mlflow(mlflow: Any, recipe: Recipe, run_dir: Path, resumed: bool) -> MLflowTracker:
+    """A tracking server that is down or misconfigured at start is the user's to fix: one line,
+    before any training, instead of MLflow's traceback."""
+    try:
+        return MLflowTracker(mlflow, recipe, run_dir, resumed)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        uri = os.environ.get("MLFLOW_TRACKING_URI", "MLflow's default ./mlruns")
+        raise DistillError(
+            f"cannot start MLflow tracking: {first}",
+            f"runtime.log_to, MLFLOW_TRACKING_URI={uri}",
+            "check the tracking server and MLFLOW_TRACKING_URI, or remove mlflow from log_to",
+        ) from exc
+
+
 def _warn(tracker: Tracker, what: str, exc: BaseException) -> None:
     name = getattr(tracker, "name", type(tracker).__name__)
     print(f"warning: {name} {what}: {exc}", file=sys.stderr)
@@ -181,7 +196,7 @@ def open_trackers(
                     )
                 )
             else:
-                trackers.append(MLflowTracker(mlflow, recipe, run_dir, resumed))
+                trackers.append(_start_mlflow(mlflow, recipe, run_dir, resumed))
         yield trackers
     except BaseException:
         _close_all(trackers, None, failed=True)

@@ -222,6 +222,25 @@ def test_missing_mlflow_is_a_recipe_error_before_anything_is_created(
     assert not (run / "tensorboard").exists()
 
 
+def test_an_unreachable_mlflow_server_is_one_line_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeMlflow()
+
+    def refuse(**_: Any) -> Any:
+        raise ConnectionError("Connection refused\n  (long server traceback)")
+
+    fake.start_run = refuse  # type: ignore[method-assign]
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking:5000")
+    recipe, run = _recipe(tmp_path, ["mlflow"]), tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(DistillError) as info, open_trackers(recipe, run):
+        pytest.fail("no training may start without its tracker")
+    assert str(info.value).startswith("cannot start MLflow tracking: Connection refused (")
+    assert "http://tracking:5000" in info.value.where and "\n" not in str(info.value)
+
+
 class _Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, Any]] = []
