@@ -26,7 +26,7 @@ from distill_cli.methods import method_class
 from distill_cli.recipe import Overrides, Recipe, load_recipe, override_recipe
 from distill_cli.results import ExportResult, RunResult
 from distill_cli.rundir import RunDir
-from distill_cli.tracking import TrackingReporter, open_trackers
+from distill_cli.tracking import TrackingReporter, open_trackers, preflight
 
 if TYPE_CHECKING:
     from distill_cli.model_search import ModelSearch
@@ -54,8 +54,7 @@ def _recipe(
     dotted = {key.replace("__", "."): value for key, value in keywords.items()}
     if isinstance(recipe, Recipe):
         return override_recipe(override_recipe(recipe, overrides or []), dotted)
-    rec = load_recipe(recipe, overrides)
-    return override_recipe(rec, dotted)
+    return load_recipe(recipe, overrides, dotted)
 
 
 def plan(
@@ -85,13 +84,17 @@ def run(
 
 
 def _run(rec: Recipe, resume: bool, overwrite: bool, reporter: Reporter | None) -> dict[str, Any]:
+    preflight(rec)
+    joined_before = distributed.joined()
     setup = build(rec)
     try:
         return _train(setup, rec, resume, overwrite, reporter)
     finally:
-        # Leave the process group explicitly: a process that exits with gloo's threads still
-        # running can die in std::terminate (SIGABRT) after a run that succeeded.
-        distributed.shutdown()
+        # Leave the process group we joined: a process that exits with gloo's threads still
+        # running can die in std::terminate (SIGABRT) after a run that succeeded. A group the
+        # caller made (a script under torchrun) is the caller's to end.
+        if not joined_before:
+            distributed.shutdown()
 
 
 def _train(
@@ -197,7 +200,10 @@ def compare(run_dirs: Sequence[str | Path], *, plot: str | Path | None = None) -
 
     comparison = compare_runs(list(run_dirs))
     if plot is not None:
-        plots.save(plots.compare_figure(comparison.runs), Path(plot))
+        try:
+            plots.save(plots.compare_figure(comparison.runs), Path(plot))
+        except OSError as exc:
+            raise DistillError(f"cannot write the plot: {exc.strerror}", str(plot)) from exc
     return comparison
 
 

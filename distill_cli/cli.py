@@ -154,6 +154,8 @@ def report(
     """Write report.html + report.md (curves, teacher vs student, export latency) into a run."""
     from dataclasses import asdict
 
+    from rich.markup import escape
+
     from distill_cli import api
     from distill_cli.console import console
 
@@ -161,12 +163,12 @@ def report(
     if as_json:
         console.print_json(json.dumps(asdict(result), default=str))
         return
-    console.print(f"[bold]report[/] {result.html}")
-    console.print(f"[bold]markdown[/] {result.markdown}")
+    console.print(f"[bold]report[/] {escape(str(result.html))}")
+    console.print(f"[bold]markdown[/] {escape(str(result.markdown))}")
     for image in result.images:
-        console.print(f"[dim]figure {image}[/]")
+        console.print(f"[dim]figure {escape(str(image))}[/]")
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}")
+        console.print(f"[yellow]note:[/] {escape(note)}")
 
 
 @app.command()
@@ -175,15 +177,21 @@ def compare(
     csv: Annotated[bool, typer.Option("--csv", help="print CSV (raw numbers) instead")] = False,
     md: Annotated[bool, typer.Option("--md", help="print a Markdown table instead")] = False,
     plot: Annotated[
-        Path | None, typer.Option("--plot", help="accuracy curves of all runs (PNG)")
-    ] = Path("compare.png"),
+        Path | None,
+        typer.Option("--plot", help="accuracy curves of all runs, PNG (table output: compare.png)"),
+    ] = None,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="do not write the plot")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Runs side by side: the recipe keys that differ, accuracy, agreement, time, speed."""
+    from rich.markup import escape
+
     from distill_cli import api
     from distill_cli.console import comparison_table, console
 
+    machine = as_json or csv or md  # pipes get only what they asked for: no stray files
+    if plot is None and not (machine or no_plot):
+        plot = Path("compare.png")
     result = api.compare(run_dirs, plot=None if no_plot else plot)
     if as_json:
         console.print_json(json.dumps(result.to_dict()))
@@ -191,8 +199,8 @@ def compare(
         typer.echo(result.to_csv() if csv else result.to_markdown(), nl=False)
     else:
         wide_console(220).print(comparison_table(result))
-        if not no_plot:
-            console.print(f"[dim]plot {plot}[/]")
+        if plot is not None and not no_plot:
+            console.print(f"[dim]plot {escape(str(plot))}[/]")
 
 
 @app.command()

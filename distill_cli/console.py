@@ -20,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 console = Console()
 err_console = Console(stderr=True)
@@ -175,7 +176,7 @@ def comparison_table(comparison: Any) -> Table:
             overflow="fold",
         )
     for row in comparison.rows():
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # run names are text, not rich markup
     if not comparison.differing:
         table.caption = "the runs' recipes are identical (apart from their names)"
     return table

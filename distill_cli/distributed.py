@@ -65,6 +65,10 @@ def init(world: World, device: torch.device) -> None:
     dist.init_process_group(backend=backend)
 
 
+def joined() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

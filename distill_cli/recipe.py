@@ -270,7 +270,9 @@ def override_recipe(recipe: Recipe, overrides: Overrides) -> Recipe:
     """A validated copy of `recipe` with overrides applied (the object itself is left alone)."""
     if not overrides:
         return recipe
-    raw = apply_overrides(recipe.model_dump(mode="json"), overrides)
+    # what the recipe's author set, not the defaults: then switching `method.name` does not drag
+    # the old method's default parameters along (the same as `--set` on the recipe's file)
+    raw = apply_overrides(recipe.model_dump(mode="json", exclude_unset=True), overrides)
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
@@ -320,8 +322,14 @@ def format_validation_error(exc: ValidationError, source: str) -> DistillError:
     return DistillError(what, source, "fix the recipe or the --set value and run again")
 
 
-def load_recipe(path: Path | str, overrides: Overrides | None = None) -> Recipe:
-    """Read, override and validate a recipe file; every problem becomes a DistillError."""
+def load_recipe(
+    path: Path | str, overrides: Overrides | None = None, fields: Overrides | None = None
+) -> Recipe:
+    """Read, override and validate a recipe file; every problem becomes a DistillError.
+
+    `overrides` and then `fields` (the API's keywords) are applied to the file's data before
+    validation, exactly as `--set` is: `method.name=kd` switches the method.
+    """
     path = Path(path)
     if not path.is_file():
         raise DistillError("recipe file not found", str(path), "check the path")
@@ -336,7 +344,7 @@ def load_recipe(path: Path | str, overrides: Overrides | None = None) -> Recipe:
         raw = {}
     if not isinstance(raw, dict):
         raise DistillError("a recipe must be a YAML mapping", str(path))
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(apply_overrides(raw, overrides or []), fields or [])
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:

@@ -20,6 +20,23 @@ from distill_cli.checkpoint import atomic_write
 from distill_cli.errors import DistillError
 
 
+def _same_recipe(saved: Path, recipe_yaml: str) -> bool:
+    """The saved recipe, re-read with today's defaults, is the one given: a run started before
+    a recipe key existed (saved without it) can still be resumed after an upgrade."""
+    import yaml
+    from pydantic import ValidationError
+
+    from distill_cli.recipe import Recipe
+
+    text = saved.read_text()
+    if text == recipe_yaml:
+        return True
+    try:
+        return Recipe.model_validate(yaml.safe_load(text)).to_yaml() == recipe_yaml
+    except (ValidationError, yaml.YAMLError, TypeError):
+        return False
+
+
 class RunDir:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -68,7 +85,7 @@ class RunDir:
         replaced without `--overwrite`.
         """
         has_run = self.recipe.is_file() or self.metrics.is_file()
-        if resume and self.recipe.is_file() and self.recipe.read_text() != recipe_yaml:
+        if resume and self.recipe.is_file() and not _same_recipe(self.recipe, recipe_yaml):
             raise DistillError(
                 "the recipe differs from the one this run was started with",
                 str(self.recipe),

@@ -144,13 +144,17 @@ def _start_mlflow(mlflow: Any, recipe: Recipe, run_dir: Path, resumed: bool) -> 
     try:
         return MLflowTracker(mlflow, recipe, run_dir, resumed)
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        uri = os.environ.get("MLFLOW_TRACKING_URI", "MLflow's default ./mlruns")
-        raise DistillError(
-            f"cannot start MLflow tracking: {first}",
-            f"runtime.log_to, MLFLOW_TRACKING_URI={uri}",
-            "check the tracking server and MLFLOW_TRACKING_URI, or remove mlflow from log_to",
-        ) from exc
+        raise _start_error(exc) from exc
+
+
+def _start_error(exc: Exception) -> DistillError:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "MLflow's default ./mlruns")
+    return DistillError(
+        f"cannot start MLflow tracking: {first}",
+        f"runtime.log_to, MLFLOW_TRACKING_URI={uri}",
+        "check the tracking server and MLFLOW_TRACKING_URI, or remove mlflow from log_to",
+    )
 
 
 def _warn(tracker: Tracker, what: str, exc: BaseException) -> None:
@@ -174,6 +178,18 @@ def _read_summary(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def preflight(recipe: Recipe) -> None:
+    """Fail on a tracker that cannot work before the run folder is touched, so a missing
+    package or a down server never leaves a half-made run (or deletes one under --overwrite)."""
+    if "mlflow" not in recipe.runtime.log_to or int(os.environ.get("RANK", "0")) != 0:
+        return
+    mlflow = _import_mlflow()
+    try:
+        mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or "distill")
+    except Exception as exc:
+        raise _start_error(exc) from exc
+
+
 @contextmanager
 def open_trackers(
     recipe: Recipe, run_dir: Path, *, start_step: int = 0, resumed: bool = False
@@ -191,7 +207,8 @@ def open_trackers(
                 trackers.append(
                     TensorBoardTracker(
                         run_dir / "tensorboard",
-                        purge_step=start_step if resumed else None,
+                        # the resumed run keeps steps <= start_step (as metrics.jsonl does)
+                        purge_step=start_step + 1 if resumed else None,
                         recipe_yaml=None if resumed else recipe.to_yaml(),
                     )
                 )

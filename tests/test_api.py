@@ -48,3 +48,38 @@ def test_the_python_api_example_runs_end_to_end(tmp_path: Path) -> None:
     assert (tmp_path / "fm" / "export" / "model.onnx").is_file()
     report = (tmp_path / "fm" / "report.md").read_text()
     assert "report_latency.png" in report and "## Export" in report
+
+
+def test_keywords_switch_the_method_like_set_does(tmp_path: Path) -> None:
+    from tests.conftest import fm_body
+
+    path = write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))
+    from_file = api.plan(path, method__name="kd", method__alpha=0.3)
+    from_object = api.plan(load_recipe(path), method__name="kd", method__alpha=0.3)
+    assert from_file["method"] == from_object["method"] == "kd"
+
+
+def test_a_run_from_before_a_new_recipe_key_can_still_be_resumed(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs", epochs=1))
+    first = api.train(recipe)
+    saved = first.run_dir / "recipe.yaml"
+    old = yaml.safe_load(saved.read_text())
+    del old["runtime"]["log_to"]  # as written by the version before `log_to` existed
+    saved.write_text(yaml.safe_dump(old, sort_keys=False))
+    again = api.train(recipe, resume=True)  # same recipe: only the defaults grew
+    assert again.steps == first.steps
+    with pytest.raises(DistillError, match="recipe differs"):
+        api.train(recipe, resume=True, optim__lr=0.5)
+
+
+def test_a_tracker_that_cannot_start_leaves_no_run_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # not installed
+    body = teacher_body(tmp_path / "runs", epochs=1)
+    body["runtime"] = {"log_to": ["tensorboard", "mlflow"]}
+    with pytest.raises(DistillError, match="mlflow package is not installed"):
+        api.train(write_recipe(tmp_path, "sup", body))
+    assert not (tmp_path / "runs" / "sup").exists()

@@ -170,3 +170,50 @@ def test_differing_keys_count_a_missing_key_as_a_difference() -> None:
 def test_compare_needs_two_runs(two_runs: tuple[RunResult, RunResult]) -> None:
     with pytest.raises(DistillError, match="at least two runs"):
         compare_runs([two_runs[0].run_dir])
+
+
+def test_phase_lines_mark_changes_only_and_broken_numbers_do_not_crash(tmp_path: Path) -> None:
+    from distill_cli.reports.history import RunHistory
+
+    records = [
+        {"kind": "phase", "step": 0, "epoch": 0, "teacher_cache": "built"},
+        {"kind": "phase", "step": 0, "epoch": 0, "phase": "kd"},
+        {"kind": "eval", "step": 4, "epoch": 1, "top1": 50.0},
+        {"kind": "phase", "step": 4, "epoch": 1, "phase": "kd"},
+        {"kind": "phase", "step": 8, "epoch": 2, "phase": "ce"},
+        {"kind": "eval", "step": 8, "epoch": 2, "top1": 60.0},
+    ]
+    history = RunHistory(tmp_path, {"name": "x"}, records, None, None)
+    lines = plots.accuracy_figure(history).axes[0].lines
+    assert [ln.get_xdata()[0] for ln in lines if ln.get_linestyle() == ":"] == [2]
+    assert history.epochs == 2
+    export = {
+        "latency": {
+            "entries": [
+                {"name": "student/onnxruntime/fp32", "model": "student", "variant": "fp32",
+                 "runtime": "onnxruntime", "p50_ms": 1.0, "p90_ms": "inf"},
+                {"name": "student/pytorch", "model": "student", "variant": "fp32",
+                 "runtime": "pytorch", "p50_ms": "nan", "p90_ms": "nan"},
+            ]
+        },
+        "parity": {"top1_agreement": "nan"},
+    }  # fmt: skip
+    figure = plots.latency_figure(export)
+    assert figure is not None and [p.get_width() for p in figure.axes[0].patches] == [1.0]
+
+
+def test_compare_prints_run_names_as_text_and_pipes_write_no_plot(
+    two_runs: tuple[RunResult, RunResult], tmp_path: Path
+) -> None:
+    odd = tmp_path / "abl[lr=1e-3]"
+    shutil.copytree(two_runs[1].run_dir, odd)
+    runs = (str(two_runs[0].run_dir), str(odd))
+    table = distill("compare", *runs, cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "abl[lr=1e-3]" in table.stdout and (tmp_path / "compare.png").is_file()
+    (tmp_path / "compare.png").unlink()
+    md = distill("compare", *runs, "--md", cwd=tmp_path)
+    assert md.returncode == 0 and "abl[lr=1e-3]" in md.stdout
+    assert not (tmp_path / "compare.png").exists()
+    bad = distill("compare", *runs, "--plot", str(tmp_path / "no" / "such" / "dir.png"))
+    assert bad.returncode == 2 and bad.stderr.startswith("error: cannot write the plot")

@@ -139,6 +139,9 @@ def test_open_trackers_tensorboard_closes_on_error_and_skips_recipe_on_resume(
     tags = [[v.tag for e in events for v in e.summary.value] for events in files]
     assert tags == [["recipe/text_summary", *scalar_tags()], scalar_tags()]
     assert read_scalars(run / "tensorboard")["train/loss"] == [(2, 0.75), (4, 0.75)]
+    opening = next(e for e in files[1] if not e.HasField("file_version"))
+    assert opening.session_log.status == SessionLog.START
+    assert opening.step == 3  # TensorBoard drops steps >= 3: step 2, kept by the resume, stays
 
 
 def scalar_tags() -> list[str]:

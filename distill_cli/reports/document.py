@@ -56,7 +56,11 @@ def _costs(history: RunHistory) -> dict[str, dict[str, Any]]:
     costs: dict[str, dict[str, Any]] = {}
     if export.get("model"):
         model = export["model"]
-        costs["student"] = {"gflops": model.get("gflops"), "input": model.get("input_size")}
+        costs["student"] = {
+            "gflops": model.get("gflops"),
+            "input": model.get("input_size"),
+            "params": model.get("params"),
+        }
     if export.get("teachers"):
         members = export["teachers"]
         gflops = [t.get("gflops") for t in members]
@@ -75,7 +79,11 @@ def _costs(history: RunHistory) -> dict[str, dict[str, Any]]:
         classes = int(classes or recipe.student.num_classes or 0) or None
         if "student" not in costs and classes:
             cost = model_cost(recipe.student, classes)
-            costs["student"] = {"gflops": cost.gflops, "input": list(cost.input_size)}
+            costs["student"] = {
+                "gflops": cost.gflops,
+                "input": list(cost.input_size),
+                "params": cost.params,
+            }
         if "teacher" not in costs and recipe.teachers and classes:
             from distill_cli.models import infer_num_classes
 
@@ -84,6 +92,7 @@ def _costs(history: RunHistory) -> dict[str, dict[str, Any]]:
             costs["teacher"] = {
                 "gflops": None if None in gflops else sum(g for g in gflops if g is not None),
                 "input": list(parts[0].input_size),
+                "params": sum(p.params for p in parts),
             }
     except (DistillError, ValueError) as exc:
         history.notes.append(f"GFLOPs not computed: {str(exc).splitlines()[0]}")
@@ -96,15 +105,14 @@ def _final_table(history: RunHistory) -> Block:
     costs = _costs(history)
     student = summary.get("student") or {}
     teacher = summary.get("teacher") or {}
-    recipe_student = (history.recipe.get("student") or {}).get("model")
     rows = []
-    if teacher or history.teacher_top1 is not None:
+    if teacher or history.recipe.get("teacher"):
         t_cost = costs.get("teacher", {})
         rows.append(
             [
                 "teacher",
-                teacher.get("model", "–"),
-                _millions(teacher.get("params")),
+                teacher.get("model") or _recipe_model(history.recipe.get("teacher")),
+                _millions(teacher.get("params") or t_cost.get("params")),
                 _fmt(t_cost.get("gflops"), "{:.3f}"),
                 _size(t_cost.get("input")),
                 _fmt(history.teacher_top1, unit="%"),
@@ -115,8 +123,8 @@ def _final_table(history: RunHistory) -> Block:
     rows.append(
         [
             "student",
-            student.get("model", recipe_student or "–"),
-            _millions(student.get("params")),
+            student.get("model") or _recipe_model(history.recipe.get("student")),
+            _millions(student.get("params") or s_cost.get("params")),
             _fmt(s_cost.get("gflops"), "{:.3f}"),
             _size(s_cost.get("input")),
             _fmt(final.get("top1"), unit="%"),
@@ -125,6 +133,13 @@ def _final_table(history: RunHistory) -> Block:
     )
     head = ["", "model", "params", "GFLOPs", "input", "top-1", "agreement"]
     return ("table", head, rows)
+
+
+def _recipe_model(spec: Any) -> str:
+    """The model name(s) a recipe section names: one spec, or an ensemble's list of them."""
+    specs = spec if isinstance(spec, list) else [spec]
+    names = [s.get("model") for s in specs if isinstance(s, dict) and s.get("model")]
+    return "+".join(names) or "–"
 
 
 def _size(size: Any) -> str:

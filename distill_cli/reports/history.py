@@ -47,7 +47,7 @@ class RunHistory:
 
     @property
     def name(self) -> str:
-        return self.label or self.path.name
+        return self.label or self.path.resolve().name
 
     @property
     def finished(self) -> bool:
@@ -90,11 +90,14 @@ class RunHistory:
 
     @property
     def epochs(self) -> float | None:
-        """Epochs completed (the last evaluation's), which for a stopped run is fewer than asked."""
+        """Epochs run; for a stopped run, the whole epochs its records show were completed.
+
+        An eval record's epoch counts completed epochs, a train record's is the index of the
+        epoch in progress, which is the same count; so the largest of either is the answer."""
         if self.summary is not None:
             return self.summary.get("epochs")
-        evals = self.kind("eval")
-        return evals[-1]["epoch"] if evals else None
+        epochs = [r["epoch"] for r in self.records if isinstance(r.get("epoch"), (int, float))]
+        return max(epochs) if epochs else None
 
 
 def _read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:
@@ -132,7 +135,12 @@ def load_run(path: str | Path) -> RunHistory:
             "not a run folder (it has no recipe.yaml)", str(path), "pass runs/<name>"
         )
     notes: list[str] = []
-    recipe = yaml.safe_load(folder.recipe.read_text()) or {}
+    try:
+        recipe = yaml.safe_load(folder.recipe.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise DistillError("recipe.yaml is not valid YAML", str(folder.recipe)) from exc
+    if not isinstance(recipe, dict):
+        raise DistillError("recipe.yaml is not a recipe (not a mapping)", str(folder.recipe))
     return RunHistory(
         path=folder.path,
         recipe=recipe,

@@ -8,6 +8,7 @@ it as a PNG. The data a figure shows is exactly the history's records; nothing i
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,13 @@ from distill_cli.reports.history import RunHistory
 
 STUDENT, AGREEMENT, TEACHER = "#1f77b4", "#2ca02c", "#d62728"
 _VARIANT_COLOURS = {"fp32": "#1f77b4", "fp16": "#9467bd", "int8": "#ff7f0e"}
+
+
+def _num(value: Any) -> float | None:
+    """A plottable number, or None: export reports write NaN and infinities as strings."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -59,7 +67,7 @@ def accuracy_figure(history: RunHistory) -> Figure:
     if teacher is not None:
         ax.axhline(teacher, color=TEACHER, lw=1.5, label=f"teacher top-1 ({teacher:.2f}%)")
         values.append(teacher)
-    for phase in history.kind("phase"):
+    for phase in _phase_changes(history):
         if phase.get("epoch"):
             ax.axvline(phase["epoch"], color="grey", ls=":", lw=1)
             ax.annotate(
@@ -80,6 +88,17 @@ def accuracy_figure(history: RunHistory) -> Figure:
     else:
         ax.text(0.5, 0.5, "no evaluation yet", ha="center", va="center", transform=ax.transAxes)
     return fig
+
+
+def _phase_changes(history: RunHistory) -> list[dict[str, Any]]:
+    """Records where a method switched phase (ESKD to labels, the next stage), once each: a
+    method may repeat its phase every epoch or after a resume."""
+    changes, current = [], None
+    for record in history.kind("phase"):
+        if "phase" in record and record["phase"] != current:
+            current = record["phase"]
+            changes.append(record)
+    return changes
 
 
 def training_figure(history: RunHistory) -> Figure:
@@ -109,10 +128,13 @@ def _latency_rows(export: dict[str, Any]) -> list[tuple[str, float, float, str]]
     rows = [
         (e["name"].replace("/onnxruntime", " ORT").replace("/pytorch", " PyTorch"), e, e["variant"])
         for e in entries
-        if isinstance(e.get("p50_ms"), (int, float))
+        if _num(e.get("p50_ms")) is not None
     ]
     rows.sort(key=lambda r: (not r[1]["model"].startswith("teacher"), r[1]["runtime"], r[2]))
-    return [(label, e["p50_ms"], e["p90_ms"], variant) for label, e, variant in rows]
+    return [
+        (label, float(e["p50_ms"]), _num(e.get("p90_ms")) or float(e["p50_ms"]), variant)
+        for label, e, variant in rows
+    ]
 
 
 def latency_figure(export: dict[str, Any]) -> Figure | None:
@@ -147,10 +169,11 @@ def _parity_labels(export: dict[str, Any]) -> dict[str, str]:
     """Per ONNX variant, how closely it computes what PyTorch (fp32) or fp32 ONNX computes."""
     out = {}
     parity = export.get("parity") or {}
-    if parity.get("top1_agreement") is not None:
-        out["fp32"] = f"agrees {parity['top1_agreement']:.2f}%"
+    agreement = _num(parity.get("top1_agreement"))
+    if agreement is not None:
+        out["fp32"] = f"agrees {agreement:.2f}%"
     for name, variant in (export.get("variants") or {}).items():
-        agreement = (variant.get("parity") or {}).get("top1_agreement_fp32")
+        agreement = _num((variant.get("parity") or {}).get("top1_agreement_fp32"))
         if agreement is not None:
             out[name] = f"agrees {agreement:.2f}% with fp32"
     return out
