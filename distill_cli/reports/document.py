@@ -100,37 +100,26 @@ def _costs(history: RunHistory) -> dict[str, dict[str, Any]]:
 
 
 def _final_table(history: RunHistory) -> Block:
-    summary = history.summary or {}
-    final = history.final_eval()
-    costs = _costs(history)
-    student = summary.get("student") or {}
-    teacher = summary.get("teacher") or {}
-    rows = []
-    if teacher or history.recipe.get("teacher"):
-        t_cost = costs.get("teacher", {})
-        rows.append(
-            [
-                "teacher",
-                teacher.get("model") or _recipe_model(history.recipe.get("teacher")),
-                _millions(teacher.get("params") or t_cost.get("params")),
-                _fmt(t_cost.get("gflops"), "{:.3f}"),
-                _size(t_cost.get("input")),
-                _fmt(history.teacher_top1, unit="%"),
-                "–",
-            ]
-        )
-    s_cost = costs.get("student", {})
-    rows.append(
-        [
-            "student",
-            student.get("model") or _recipe_model(history.recipe.get("student")),
-            _millions(student.get("params") or s_cost.get("params")),
-            _fmt(s_cost.get("gflops"), "{:.3f}"),
-            _size(s_cost.get("input")),
-            _fmt(final.get("top1"), unit="%"),
-            _fmt(final.get("agreement_top1"), unit="%"),
+    """One row per role; the summary's figures first, the recipe's and costs' where it has none
+    (a run that has not finished)."""
+    summary, final, costs = history.summary or {}, history.final_eval(), _costs(history)
+
+    def row(role: str, top1: Any, agreement: Any) -> list[str]:
+        done, cost = summary.get(role) or {}, costs.get(role, {})
+        return [
+            role,
+            done.get("model") or _recipe_model(history.recipe.get(role)),
+            _millions(done.get("params") or cost.get("params")),
+            _fmt(cost.get("gflops"), "{:.3f}"),
+            _size(cost.get("input")),
+            _fmt(top1, unit="%"),
+            _fmt(agreement, unit="%"),
         ]
-    )
+
+    rows = []
+    if summary.get("teacher") or history.recipe.get("teacher"):
+        rows.append(row("teacher", history.teacher_top1, None))
+    rows.append(row("student", final.get("top1"), final.get("agreement_top1")))
     head = ["", "model", "params", "GFLOPs", "input", "top-1", "agreement"]
     return ("table", head, rows)
 
