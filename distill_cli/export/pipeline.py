@@ -218,19 +218,24 @@ def _ort(path: Path) -> Any:
     return ort_runner(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]))
 
 
-def _parity_inputs(src: Source, opts: ExportOptions) -> InputSet:
-    info = src.student.info
-    if src.data is None:
-        return InputSet(info, None, RANDOM_INPUTS)
+def _data_inputs(src: Source, split: Any, count: int, seed: int, **kwargs: Any) -> InputSet:
+    """Images of one split of the source's data, loaded as its recipe loads them."""
     dspec = src.recipe.data if src.recipe is not None else None
     return InputSet(
-        info,
-        src.data.val,
-        opts.images,
-        seed=1,
+        src.student.info,
+        split,
+        count,
+        seed=seed,
         load_size=dspec.load_size if dspec else None,
         workers=dspec.workers if dspec else 0,
+        **kwargs,
     )
+
+
+def _parity_inputs(src: Source, opts: ExportOptions) -> InputSet:
+    if src.data is None:
+        return InputSet(src.student.info, None, RANDOM_INPUTS)
+    return _data_inputs(src, src.data.val, opts.images, seed=1)
 
 
 def _produce_onnx(
@@ -331,19 +336,10 @@ def _variant(
 
 
 def _calibration_inputs(src: Source, opts: ExportOptions) -> InputSet:
-    info = src.student.info
     if src.data is None:
-        return InputSet(info, None, min(opts.calib_images, RANDOM_INPUTS), seed=7)
-    dspec = src.recipe.data if src.recipe is not None else None
-    return InputSet(
-        info,
-        src.data.train,
-        opts.calib_images,
-        seed=2,
-        load_size=dspec.load_size if dspec else None,
-        workers=dspec.workers if dspec else 0,
-        batch=32,
-        purpose="training",
+        return InputSet(src.student.info, None, min(opts.calib_images, RANDOM_INPUTS), seed=7)
+    return _data_inputs(
+        src, src.data.train, opts.calib_images, seed=2, batch=32, purpose="training"
     )
 
 
