@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from distill_cli.errors import DistillError
-from distill_cli.models import model_cost, read_sidecar
+from distill_cli.models import infer_num_classes, model_cost, read_sidecar
 from distill_cli.reports import plots
 from distill_cli.reports.history import RunHistory, load_run
 
@@ -85,8 +85,6 @@ def _costs(history: RunHistory) -> dict[str, dict[str, Any]]:
                 "params": cost.params,
             }
         if "teacher" not in costs and recipe.teachers and classes:
-            from distill_cli.models import infer_num_classes
-
             parts = [model_cost(s, infer_num_classes(s, classes)) for s in recipe.teachers]
             gflops = [p.gflops for p in parts]
             costs["teacher"] = {
