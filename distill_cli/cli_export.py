@@ -235,6 +235,10 @@ def bench_train_cmd(
     set_: SetOpt = None,
     steps: Annotated[int, typer.Option("--steps", help="timed steps")] = 40,
     warmup: Annotated[int, typer.Option("--warmup", help="untimed steps (compile)")] = 10,
+    rounds: Annotated[
+        int,
+        typer.Option("--rounds", min=1, help="alternate distill/bare this many times (medians)"),
+    ] = 1,
     bare: Annotated[
         Path | None, typer.Option("--bare", help="path to shared/bench/bare_kd_step.py")
     ] = None,
@@ -245,5 +249,7 @@ def bench_train_cmd(
     from distill_cli.recipe import load_recipe
     from distill_cli.throughput import bench_train
 
-    result = bench_train(load_recipe(recipe, set_), steps=steps, warmup=warmup, bare_script=bare)
+    result = bench_train(
+        load_recipe(recipe, set_), steps=steps, warmup=warmup, bare_script=bare, rounds=rounds
+    )
     console.print_json(json.dumps(result)) if as_json else console.print(bench_train_table(result))

@@ -310,7 +310,7 @@ class Trainer:
         s, sched = self.s, self.s.recipe.schedule
         epoch = step / s.steps_per_epoch
         whole = step % s.steps_per_epoch == 0
-        due = whole and sched.eval_every and int(epoch) % sched.eval_every == 0
+        due = whole and sched.eval_due(int(epoch), s.epochs)
         if (due or step >= s.total_steps) and s.world.is_main:
             metrics = self.evaluator.student_metrics(
                 s.student, s.teacher if s.method.compares_teacher else None

@@ -37,7 +37,7 @@ def build_optimizer(
 
 def lr_factor(step: int, total: int, schedule: ScheduleSpec) -> float:
     """Linear warmup to 1, then cosine decay to `min_lr_ratio` at the last step."""
-    warmup = schedule.warmup_steps
+    warmup = schedule.warmup(total)
     if warmup and step < warmup:
         return (step + 1) / warmup
     span = max(1, total - warmup)

@@ -78,9 +78,17 @@ class DataSpec(Strict):
         None, description="unlabeled image folder to distill on instead of the labeled train split"
     )
     train_limit: PositiveInt | None = Field(None, description="use a fixed random subset")
+    subset: PositiveInt | None = Field(
+        None,
+        description="train on a fixed, class-balanced subset of this many training images "
+        "(seeded by runtime.seed; small-data distillation, quick runs)",
+    )
     val_limit: PositiveInt | None = None
     load_size: PositiveInt | None = Field(
-        None, description="image_folder: side images are decoded to before batched augmentation"
+        None,
+        description="image_folder: training images keep their aspect ratio with the longer side "
+        "decoded to this (crops see the whole photo); validation images get a centre square "
+        "of this side",
     )
     workers: int = Field(4, ge=0, description="decode workers for image folders")
     decode: Literal["auto", "workers", "device"] = Field(
@@ -139,8 +147,16 @@ class ScheduleSpec(Strict):
     steps: PositiveInt | None = Field(None, description="train for exactly this many steps")
     batch_size: PositiveInt = Field(512, description="global batch size")
     warmup_steps: Annotated[int, Field(ge=0)] = 0
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] | None = Field(
+        None, description="linear warmup over this fraction of the run (instead of warmup_steps)"
+    )
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
     eval_every: Annotated[int, Field(ge=0)] = Field(1, description="epochs; 0 = only at the end")
+    evals: PositiveInt | None = Field(
+        None,
+        description="evaluate this many times, evenly spread over the run's epochs (replaces "
+        "eval_every): long schedules on small data stay cheap to validate",
+    )
     eval_batch_size: PositiveInt | None = None
     log_every: PositiveInt = Field(50, description="steps between metrics.jsonl lines")
     checkpoint_every: PositiveInt | None = Field(
@@ -154,7 +170,26 @@ class ScheduleSpec(Strict):
     def _length(self) -> ScheduleSpec:
         if (self.epochs is None) == (self.steps is None):
             raise ValueError("set exactly one of epochs or steps")
+        if self.warmup_fraction is not None and self.warmup_steps:
+            raise ValueError("set either warmup_steps or warmup_fraction, not both")
         return self
+
+    def warmup(self, total_steps: int) -> int:
+        """Warmup length in steps: fixed, or a fraction of the run's length."""
+        if self.warmup_fraction is not None:
+            return round(self.warmup_fraction * total_steps)
+        return self.warmup_steps
+
+    def eval_due(self, epoch: int, epochs: int) -> bool:
+        """Whether the end of (1-based) `epoch` of an `epochs`-long run is an evaluation point.
+
+        `evals: N` puts the N evaluations at the epochs ceil(k * epochs / N), k = 1..N, so the
+        last epoch is always evaluated and the count does not grow with the schedule.
+        """
+        if self.evals is not None:
+            n = min(self.evals, epochs)
+            return any(-(-k * epochs // n) == epoch for k in range(1, n + 1))
+        return bool(self.eval_every) and epoch % self.eval_every == 0
 
 
 class RuntimeSpec(Strict):

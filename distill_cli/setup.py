@@ -169,20 +169,30 @@ def build(recipe: Recipe) -> Setup:
     sizes = [net.info.input_size for net in (student, teacher) if net is not None]
     view_size = (max(s[0] for s in sizes), max(s[1] for s in sizes))
     sched, dspec = recipe.schedule, recipe.data
-    load_size = dspec.load_size or round(max(view_size) * 1.15)
+    # photos: training crops are drawn from the whole image (longer side at load_size), the
+    # evaluation view is a centre square (shorter side at load_size)
+    train_load = dspec.load_size or round(max(view_size) * 1.5)
+    val_load = dspec.load_size or round(max(view_size) * 1.15)
     common = {
         "device": device,
         "seed": rt.seed,
-        "load_size": load_size,
         "workers": dspec.workers,
         "skip_bad": dspec.on_bad_image == "skip",
         "decode_on_device": dspec.decode == "device" or (dspec.decode == "auto" and cuda),
     }
     train_stream = BatchStream(
-        data.train, sched.batch_size, rank=world.rank, world=world.size, **common
+        data.train,
+        sched.batch_size,
+        rank=world.rank,
+        world=world.size,
+        load_size=train_load,
+        fit="whole",
+        **common,
     )
     eval_batch = sched.eval_batch_size or sched.batch_size
-    val_stream = BatchStream(data.val, eval_batch, shuffle=False, drop_last=False, **common)
+    val_stream = BatchStream(
+        data.val, eval_batch, shuffle=False, drop_last=False, load_size=val_load, **common
+    )
 
     epochs = sched.epochs or math.ceil((sched.steps or 0) / train_stream.steps_per_epoch)
     ctx = MethodContext(

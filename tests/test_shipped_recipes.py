@@ -43,6 +43,7 @@ def _tiny(raw: dict[str, Any], out: Path) -> dict[str, Any]:
         "steps": None,
         "batch_size": 16,
         "warmup_steps": 2,
+        "warmup_fraction": None,
         "eval_every": 1,
         "save_epochs": [],
     }

@@ -52,9 +52,8 @@ def build_data(spec: DataSpec, seed: int = 0) -> DataBundle:
         train = labeled or val
     if spec.distill_dir is not None:
         train = scan_unlabeled(spec.distill_dir, val.classes)
-    return DataBundle(
-        train=train.limited(spec.train_limit, seed), val=val.limited(spec.val_limit, seed + 1)
-    )
+    train = train.limited(spec.train_limit, seed).balanced(spec.subset, seed)
+    return DataBundle(train=train, val=val.limited(spec.val_limit, seed + 1))
 
 
 __all__ = ["DataBundle", "ImageSet", "build_data"]

@@ -45,40 +45,49 @@ def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
 
 def sample_boxes(
     n: int,
-    height: int,
-    width: int,
+    height: int | torch.Tensor,
+    width: int | torch.Tensor,
     scale: tuple[float, float],
     ratio: tuple[float, float],
     device: torch.device,
 ) -> torch.Tensor:
-    """Random resized crop boxes as (x0, y0, w, h) in pixels, shape (n, 4)."""
-    area = float(height * width)
+    """Random resized crop boxes as (x0, y0, w, h) in pixels, shape (n, 4).
+
+    `height` and `width` are the image size, or per-image sizes (n,) when the images of a batch
+    differ (photos loaded whole, aspect kept): each box lies inside its own image, its area a
+    fraction of that image's area, as torchvision's `RandomResizedCrop` samples one image.
+    """
+    hgt = torch.as_tensor(height, dtype=torch.float32, device=device).expand(n)
+    wid = torch.as_tensor(width, dtype=torch.float32, device=device).expand(n)
+    area = (hgt * wid)[:, None]
     target = torch.empty(n, _TRIES, device=device).uniform_(*scale) * area
     log_r = torch.empty(n, _TRIES, device=device).uniform_(math.log(ratio[0]), math.log(ratio[1]))
     aspect = torch.exp(log_r)
     w = torch.sqrt(target * aspect).round()
     h = torch.sqrt(target / aspect).round()
-    ok = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+    ok = (w > 0) & (h > 0) & (w <= wid[:, None]) & (h <= hgt[:, None])
     # The first valid try per image; images with none get the centre-crop fallback below.
     first = torch.argmax(ok.int(), dim=1, keepdim=True)
     any_ok = ok.any(dim=1)
     w = torch.gather(w, 1, first).squeeze(1)
     h = torch.gather(h, 1, first).squeeze(1)
-    fallback_w, fallback_h = _fallback_size(height, width, ratio)
-    w = torch.where(any_ok, w, torch.full_like(w, fallback_w))
-    h = torch.where(any_ok, h, torch.full_like(h, fallback_h))
-    x0 = torch.floor(torch.rand(n, device=device) * (width - w + 1))
-    y0 = torch.floor(torch.rand(n, device=device) * (height - h + 1))
+    fallback_w, fallback_h = _fallback_size(hgt, wid, ratio)
+    w = torch.where(any_ok, w, fallback_w)
+    h = torch.where(any_ok, h, fallback_h)
+    x0 = torch.floor(torch.rand(n, device=device) * (wid - w + 1))
+    y0 = torch.floor(torch.rand(n, device=device) * (hgt - h + 1))
     return torch.stack([x0, y0, w, h], dim=1)
 
 
-def _fallback_size(height: int, width: int, ratio: tuple[float, float]) -> tuple[float, float]:
+def _fallback_size(
+    height: torch.Tensor, width: torch.Tensor, ratio: tuple[float, float]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchvision's fallback: the whole image, clipped to the aspect range (per image)."""
     in_ratio = width / height
-    if in_ratio < ratio[0]:
-        return float(width), float(round(width / ratio[0]))
-    if in_ratio > ratio[1]:
-        return float(round(height * ratio[1])), float(height)
-    return float(width), float(height)
+    narrow, wide = in_ratio < ratio[0], in_ratio > ratio[1]
+    w = torch.where(wide, torch.round(height * ratio[1]), width)
+    h = torch.where(narrow, torch.round(width / ratio[0]), height)
+    return w, h
 
 
 def crop_resize(
@@ -144,10 +153,16 @@ class BatchAugment:
         self.flip = spec.flip
         self.size = size
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, C, H, W) -> float [0, 1] (B, C, *size), one random view per image."""
+    def __call__(self, images: torch.Tensor, extent: torch.Tensor | None = None) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> float [0, 1] (B, C, *size), one random view per image.
+
+        `extent` (B, 2): each image's valid (height, width) in the top-left corner of its
+        canvas (photos loaded whole); crops are drawn inside it. None: the whole tensor.
+        """
         x = to_float(images)
         b, _, height, width = x.shape
+        if extent is not None:
+            height, width = extent[:, 0], extent[:, 1]
         boxes = sample_boxes(b, height, width, self.scale, self.ratio, x.device)  # type: ignore[arg-type]
         if self.flip:
             flips = torch.rand(b, device=x.device) < 0.5

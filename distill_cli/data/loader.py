@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -18,19 +19,30 @@ from torch.utils.data import DataLoader, Dataset
 from distill_cli.data.sources import ImageSet
 from distill_cli.errors import DistillError
 
+#: How a decoded photo becomes a fixed-size tensor: `square` = shorter side to the load size and
+#: a centre square (the evaluation view); `whole` = the whole photo, aspect kept, longer side to
+#: the load size, in the top-left corner of a zero canvas (the training view: random crops are
+#: then drawn from the entire image, as the paper's inception crop is).
+Fit = Literal["square", "whole"]
+
 
 @dataclass
 class Batch:
     """uint8 images (B, C, H, W) on the device, their labels (None when unlabeled), and their
-    positions in the dataset (for methods that look up per-image data, e.g. cached targets)."""
+    positions in the dataset (for methods that look up per-image data, e.g. cached targets).
+
+    `extent` is (B, 2) with each image's valid (height, width) in the top-left corner of its
+    canvas, for photos loaded whole; None when every image fills its tensor.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     index: torch.Tensor
+    extent: torch.Tensor | None = None
 
 
 class FolderImages(Dataset):
-    """Decodes one image file to a square uint8 (3, S, S) tensor (shorter side to S, centre).
+    """Decodes one image file to a uint8 (3, S, S) tensor as `fit` says, plus its valid extent.
 
     A file that cannot be decoded never raises inside a worker (that would surface as a wall of
     worker traceback): the item comes back flagged, and the main process either counts it and
@@ -38,18 +50,23 @@ class FolderImages(Dataset):
     """
 
     def __init__(
-        self, files: list[Path], labels: torch.Tensor | None, size: int, skip_bad: bool
+        self,
+        files: list[Path],
+        labels: torch.Tensor | None,
+        size: int,
+        skip_bad: bool,
+        fit: Fit = "square",
     ) -> None:
         self.files = files
         self.labels = labels
         self.size = size
         self.skip_bad = skip_bad
-        self.decode_on_device = decode_on_device
+        self.fit = fit
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def _decode(self, path: Path) -> torch.Tensor | None:
+    def _decode(self, path: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
         from torchvision.io import ImageReadMode, decode_image, read_file
 
         try:
@@ -58,21 +75,22 @@ class FolderImages(Dataset):
                 img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
         except (RuntimeError, OSError, ValueError):
             return None
-        return _square(img, self.size)
+        return fit_image(img, self.size, self.fit)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int]:
-        """(image, label, index of the file used, index of a bad file met or -1)."""
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int, torch.Tensor]:
+        """(image, label, index of the file used, index of a bad file met or -1, extent)."""
         bad = -1
         for offset in range(len(self.files) if self.skip_bad else 1):
             used = (index + offset) % len(self.files)
-            img = self._decode(self.files[used])
-            if img is not None:
+            decoded = self._decode(self.files[used])
+            if decoded is not None:
                 label = int(self.labels[used]) if self.labels is not None else -1
-                return img, label, used, bad
+                return decoded[0], label, used, bad, decoded[1]
             bad = used if bad < 0 else bad
             if not self.skip_bad:
                 break
-        return torch.zeros(3, self.size, self.size, dtype=torch.uint8), -1, -1, bad
+        blank = torch.zeros(3, self.size, self.size, dtype=torch.uint8)
+        return blank, -1, -1, bad, torch.tensor([self.size, self.size])
 
 
 class FileBytes(Dataset):
@@ -100,17 +118,34 @@ def _as_list(items: list[tuple[torch.Tensor, int, int]]) -> tuple[list, torch.Te
     return list(raws), torch.tensor(labels), torch.tensor(index)
 
 
-def _square(img: torch.Tensor, size: int) -> torch.Tensor:
-    """Shorter side to `size`, centre crop; 16-bit images scaled to uint8 first."""
+def fit_image(
+    img: torch.Tensor, size: int, fit: Fit = "square"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A decoded image as a uint8 (C, size, size) tensor and its valid (height, width).
+
+    `square`: shorter side to `size`, centre crop (all of it valid). `whole`: longer side to
+    `size`, aspect kept, in the top-left corner of a zero canvas. 16-bit images are scaled to
+    uint8 first.
+    """
     from torchvision.transforms.v2 import functional as TF
 
     if img.dtype != torch.uint8:
         img = TF.to_dtype(img, torch.uint8, scale=True)
-    return TF.center_crop(TF.resize(img, size, antialias=True), [size, size])
+    if fit == "square":
+        out = TF.center_crop(TF.resize(img, size, antialias=True), [size, size])
+        return out, torch.tensor([size, size])
+    height, width = img.shape[-2:]
+    scale = size / max(height, width)
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    canvas = img.new_zeros(img.shape[0], size, size)
+    canvas[:, :h, :w] = TF.resize(img, [h, w], antialias=True)
+    return canvas, torch.tensor([h, w])
 
 
-def decode_on_device(raws: list[torch.Tensor], device: torch.device, size: int) -> list:
-    """Decode a batch of encoded images on `device` (nvJPEG on CUDA) to square uint8 images.
+def decode_on_device(
+    raws: list[torch.Tensor], device: torch.device, size: int, fit: Fit = "square"
+) -> list:
+    """Decode a batch of encoded images on `device` (nvJPEG on CUDA), fitted as `fit` says.
 
     JPEGs are decoded in one batched call; other formats, and a batch where the batched call
     fails, fall back to one file at a time. An image that cannot be decoded comes back as None.
@@ -133,7 +168,7 @@ def decode_on_device(raws: list[torch.Tensor], device: torch.device, size: int) 
                     out[i] = decode_image(raw, mode=ImageReadMode.RGB).to(device)
                 except RuntimeError:
                     out[i] = None
-    return [None if img is None else _square(img, size) for img in out]
+    return [None if img is None else fit_image(img, size, fit) for img in out]
 
 
 class BatchStream:
@@ -154,6 +189,7 @@ class BatchStream:
         world: int = 1,
         skip_bad: bool = True,
         decode_on_device: bool = False,
+        fit: Fit = "square",
     ) -> None:
         if batch_size % world:
             raise DistillError(f"batch size {batch_size} is not divisible by {world} processes")
@@ -175,6 +211,7 @@ class BatchStream:
         self.world = world
         self.skip_bad = skip_bad
         self.decode_on_device = decode_on_device
+        self.fit = fit
         #: undecodable files met so far (each replaced by the next good file)
         self.bad_images = 0
         self._images = None
@@ -231,7 +268,7 @@ class BatchStream:
         files = self.data.files or []
         loader = self._loader(FileBytes(files, self.data.labels), batches, collate_fn=_as_list)
         for raws, labels, index in loader:
-            images = decode_on_device(raws, self.device, self.load_size)
+            images = decode_on_device(raws, self.device, self.load_size, self.fit)
             bad = [i for i, img in enumerate(images) if img is None]
             if bad:
                 good = [i for i, img in enumerate(images) if img is not None]
@@ -249,16 +286,17 @@ class BatchStream:
             labels_out = None
             if self.data.labels is not None:
                 labels_out = labels.to(self.device, non_blocking=True)
-            yield Batch(torch.stack(images), labels_out, index)
+            extent = self._extent(torch.stack([e for _, e in images]))
+            yield Batch(torch.stack([img for img, _ in images]), labels_out, index, extent)
 
     def _decoded(self, batches: list[torch.Tensor]) -> Iterator[Batch]:
         if self.decode_on_device:
             yield from self._device_decoded(batches)
             return
         files = self.data.files or []
-        dataset = FolderImages(files, self.data.labels, self.load_size, self.skip_bad)
+        dataset = FolderImages(files, self.data.labels, self.load_size, self.skip_bad, self.fit)
         loader = self._loader(dataset, batches)
-        for images, labels, index, bad in loader:
+        for images, labels, index, bad, extent in loader:
             flagged = bad[bad >= 0]
             if len(flagged):
                 if not self.skip_bad:
@@ -272,7 +310,11 @@ class BatchStream:
                 self.bad_images += len(flagged)
             images = images.to(self.device, non_blocking=True)
             index = index.to(self.device, non_blocking=True)
-            if self.data.labels is None:
-                yield Batch(images, None, index)
-            else:
-                yield Batch(images, labels.to(self.device, non_blocking=True), index)
+            labels_out = None
+            if self.data.labels is not None:
+                labels_out = labels.to(self.device, non_blocking=True)
+            yield Batch(images, labels_out, index, self._extent(extent))
+
+    def _extent(self, extent: torch.Tensor) -> torch.Tensor | None:
+        """Per-image valid sizes on the device; None for square fits (every pixel is valid)."""
+        return None if self.fit == "square" else extent.to(self.device, non_blocking=True)

@@ -71,6 +71,34 @@ class ImageSet:
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         return self.subset(order[:limit].sort().values)
 
+    def balanced(self, count: int | None, seed: int) -> ImageSet:
+        """A fixed subset of `count` items with the classes as equal as the data allows.
+
+        Each class gives `count // K` items (the first `count % K` classes, in a seeded order,
+        one more), drawn at random with `seed`; a class with too few items gives all it has and
+        the rest is filled from the other classes. Unlabeled data falls back to a random subset.
+        """
+        if count is None or count >= len(self):
+            return self
+        if self.labels is None:
+            return self.limited(count, seed)
+        gen = torch.Generator().manual_seed(seed)
+        pools = [
+            torch.nonzero(self.labels == c).flatten()[
+                torch.randperm(int((self.labels == c).sum()), generator=gen)
+            ]
+            for c in range(self.num_classes)
+        ]
+        quota = [count // self.num_classes] * self.num_classes
+        for c in torch.randperm(self.num_classes, generator=gen)[: count % self.num_classes]:
+            quota[int(c)] += 1
+        taken = [pool[:q] for pool, q in zip(pools, quota, strict=True)]
+        short = count - sum(len(t) for t in taken)
+        if short:  # classes with too few images: fill from what the others have left
+            rest = torch.cat([pool[q:] for pool, q in zip(pools, quota, strict=True)])
+            taken.append(rest[torch.randperm(len(rest), generator=gen)[:short]])
+        return self.subset(torch.cat(taken).sort().values)
+
 
 # --- Fashion-MNIST -------------------------------------------------------------------------------
 

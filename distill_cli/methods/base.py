@@ -110,7 +110,7 @@ class Method(ABC):
             return self.teacher(model_view(pixels, self.teacher.info, self.ctx.channels_last))
 
     def views(
-        self, images: torch.Tensor, views: Views, use_mixup: bool
+        self, batch: Batch, views: Views, use_mixup: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Student pixels, teacher pixels and the mixup coefficient of one batch.
 
@@ -119,9 +119,9 @@ class Method(ABC):
         With mixup, both are mixed with the same coefficient and the same partner (the batch
         rolled by one), so the models always look at the same two images.
         """
-        lam = torch.rand((), device=images.device)
-        s_px = self.ctx.augment(images)
-        t_px = s_px if views == "consistent" else self.ctx.augment(images)
+        lam = torch.rand((), device=batch.images.device)
+        s_px = self.ctx.augment(batch.images, batch.extent)
+        t_px = s_px if views == "consistent" else self.ctx.augment(batch.images, batch.extent)
         if use_mixup:
             s_px = mixup(s_px, lam)
             t_px = s_px if views == "consistent" else mixup(t_px, lam)

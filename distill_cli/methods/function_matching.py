@@ -70,7 +70,7 @@ class FunctionMatching(Method):
 
     def step(self, batch: Batch, epoch: int) -> StepOutput:
         p = self.params
-        s_px, t_px, lam = self.views(batch.images, p.views, p.mixup)
+        s_px, t_px, lam = self.views(batch, p.views, p.mixup)
         # fixed: looked up by dataset position, so no teacher forward at all
         fixed = self.fixed
         target = fixed[batch.index] if fixed is not None else self.teacher_logits(t_px)

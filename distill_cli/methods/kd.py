@@ -47,7 +47,7 @@ class KD(Method):
         assert batch.labels is not None
         p = self.params
         weight = self.kd_weight(epoch)
-        s_px, t_px, lam = self.views(batch.images, p.views, p.mixup)
+        s_px, t_px, lam = self.views(batch, p.views, p.mixup)
         logits = self.student_logits(s_px)
         target = soft_targets(batch.labels, self.student.info.num_classes, lam if p.mixup else None)
         ce = F.cross_entropy(logits.float(), target)

@@ -154,7 +154,7 @@ class StageByStage(Method):
 
     def step(self, batch: Batch, epoch: int) -> StepOutput:
         stage = self.phase(epoch)
-        pixels = self.ctx.augment(batch.images)
+        pixels = self.ctx.augment(batch.images, batch.extent)
         if stage is None:
             assert batch.labels is not None
             logits = self.student_logits(pixels)

@@ -33,7 +33,7 @@ class Supervised(Method):
 
     def step(self, batch: Batch, epoch: int) -> StepOutput:
         assert batch.labels is not None
-        pixels = self.ctx.augment(batch.images)
+        pixels = self.ctx.augment(batch.images, batch.extent)
         lam = None
         if self.params.mixup_alpha > 0:
             alpha = torch.tensor(self.params.mixup_alpha, device=pixels.device)
