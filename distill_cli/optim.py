@@ -31,8 +31,22 @@ def build_optimizer(
     if not params:
         raise ValueError("nothing to train: every parameter is frozen")
     return timm.optim.create_optimizer_v2(
-        module, opt=spec.name, lr=spec.lr, weight_decay=spec.weight_decay, **kwargs
+        module, opt=spec.name, lr=spec.lr, weight_decay=decay_coefficient(spec), **kwargs
     )
+
+
+def decay_coefficient(spec: OptimSpec) -> float:
+    """The `weight_decay` to hand PyTorch's AdamW so that each step decays as the recipe says.
+
+    AdamW shrinks a weight by `lr_t * weight_decay` per step, lr_t being the scheduled learning
+    rate. big_vision (the function-matching paper's code) adds `wd * param` *after* scaling by
+    the base lr, so its decay per step is `schedule_t * wd`: the paper's `lr 1e-2, wd 1e-4`
+    is AdamW's `weight_decay 1e-2`. `weight_decay_scale: schedule` divides by the base lr, so
+    published values can be used as they are.
+    """
+    if spec.weight_decay_scale == "schedule":
+        return spec.weight_decay / spec.lr
+    return spec.weight_decay
 
 
 def lr_factor(step: int, total: int, schedule: ScheduleSpec) -> float:

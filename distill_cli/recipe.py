@@ -140,6 +140,19 @@ class OptimSpec(Strict):
     clip_grad_norm: Annotated[float, Field(gt=0)] | None = Field(
         1.0, description="global-norm clipping; null disables"
     )
+    weight_decay_scale: Literal["lr", "schedule"] = Field(
+        "lr",
+        description="adamw: what weight_decay is multiplied by at each step. lr: the learning "
+        "rate (PyTorch's AdamW). schedule: only the warmup/cosine factor, not the base lr, as "
+        "in big_vision and so in the function-matching paper, whose wd values then apply as "
+        "published",
+    )
+
+    @model_validator(mode="after")
+    def _scale_needs_adamw(self) -> OptimSpec:
+        if self.weight_decay_scale == "schedule" and self.name != "adamw":
+            raise ValueError("weight_decay_scale: schedule is for adamw (decoupled decay)")
+        return self
 
 
 class ScheduleSpec(Strict):

@@ -215,3 +215,21 @@ def test_patience_benchmark_quick_mode_runs_the_whole_pipeline(tmp_path: Path) -
     assert (tmp_path / "out dir" / "patience.png").stat().st_size > 10_000
     table = (tmp_path / "table.md").read_text()
     assert table.count("\n| ") == 9  # header + 8 rows
+
+
+def test_schedule_scaled_weight_decay_matches_big_vision_per_step_decay() -> None:
+    """One AdamW step on a zero gradient: the weight shrinks by schedule_t * wd (big_vision)."""
+    from distill_cli.optim import build_optimizer, set_lr
+    from distill_cli.recipe import OptimSpec
+
+    for scale, expected in (("schedule", 0.5 * 1e-3), ("lr", 0.5 * 1e-2 * 1e-3)):
+        layer = torch.nn.Linear(4, 4, bias=False)
+        torch.nn.init.ones_(layer.weight)
+        spec = OptimSpec(lr=1e-2, weight_decay=1e-3, weight_decay_scale=scale)
+        opt = build_optimizer(layer, spec, torch.device("cpu"))
+        set_lr(opt, spec.lr, 0.5)  # halfway down the schedule
+        layer.weight.grad = torch.zeros_like(layer.weight)
+        opt.step()
+        torch.testing.assert_close(layer.weight, torch.full((4, 4), 1 - expected))
+    with pytest.raises(ValueError, match="adamw"):
+        OptimSpec(name="sgd", weight_decay_scale="schedule")
