@@ -12,6 +12,7 @@ steps the uninterrupted run would have taken.
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 import time
@@ -26,6 +27,9 @@ from distill_cli.memory import largest_fitting, peak_gib
 from distill_cli.optim import build_optimizer, lr_factor, set_lr
 from distill_cli.rundir import RunDir
 from distill_cli.setup import Setup, build
+
+#: Seconds between two saves of `last` at epoch ends without an evaluation.
+LAST_EVERY_S = 60.0
 
 __all__ = ["NullReporter", "Reporter", "Setup", "Trainer", "build"]
 
@@ -139,6 +143,7 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         self._signal: int | None = None  # set by the signal handler
         self._stopping: int | None = None  # the signal every process has agreed to stop on
+        self._last_saved = -math.inf  # when `last` was written (perf_counter), never yet
 
     def resume(self) -> None:
         state, extra = load_training(self.run.last, self.s.student.module, self.optimizer)
@@ -327,10 +332,16 @@ class Trainer:
         if whole and int(epoch) in sched.save_epochs and s.world.is_main:
             path = self.run.checkpoint(f"epoch_{int(epoch)}")
             save_weights(path, s.student.module, _meta(s, epoch, step, self.last_eval))
-        self._save_last(step)
+        # `last` at every evaluation and the end, else at most once a minute: an epoch of a
+        # small subset takes a second, and saving weights + optimizer (fsync) every epoch
+        # would cost a long schedule a fifth of its time; resume is exact from any step
+        stale = time.perf_counter() - self._last_saved >= LAST_EVERY_S
+        if due or step >= s.total_steps or stale:
+            self._save_last(step)
 
     def _save_last(self, step: int) -> None:
         s = self.s
+        self._last_saved = time.perf_counter()
         if not s.world.is_main:
             return
         self.state["last_eval"] = self.last_eval
