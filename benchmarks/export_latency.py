@@ -130,6 +130,10 @@ def main() -> None:
         "--train-set", action="append", help="extra --set for training, e.g. data.train_limit=8192"
     )
     parser.add_argument("--skip-224", action="store_true", help="no architecture-only table")
+    parser.add_argument(
+        "--skip-trained", action="store_true", help="only the architecture-only table (no training)"
+    )
+    parser.add_argument("--size", type=int, default=224, help="input side of that table")
     parser.add_argument("--json", type=Path, help="also write every report here")
     parser.add_argument("extra", nargs="*", help="more `distill export` flags, after --")
     args = parser.parse_args()
@@ -137,23 +141,26 @@ def main() -> None:
     load = os.getloadavg()[0]
     trained, at224, reports = [], [], {}
     for arch in archs:
-        run, train_s = train(arch, args.runs_dir, args.retrain, args.train_set)
-        report = export(str(run), args.out_dir / arch, args.threads, ["--images", "0", *args.extra])
-        reports[arch] = report
-        trained.append(trained_row(arch, report, train_s))
+        if not args.skip_trained:
+            run, train_s = train(arch, args.runs_dir, args.retrain, args.train_set)
+            extra = ["--images", "0", *args.extra]
+            report = export(str(run), args.out_dir / arch, args.threads, extra)
+            reports[arch] = report
+            trained.append(trained_row(arch, report, train_s))
         if not args.skip_224:
             big = export(
-                arch, args.out_dir / f"{arch}-224", args.threads,
-                ["--input-size", "224", "--num-classes", "10", "--calib-images", "32",
+                arch, args.out_dir / f"{arch}-{args.size}", args.threads,
+                ["--input-size", str(args.size), "--num-classes", "10", "--calib-images", "32",
                  "--no-simplify", *args.extra],
             )  # fmt: skip
-            reports[f"{arch}@224"] = big
+            reports[f"{arch}@{args.size}"] = big
             at224.append(trained_row(arch, big, None))
     env = next(iter(reports.values()))["latency"]["environment"]
     print(f"\nCPU: {env['cpu']} ({env['cpu_count']} cores), {args.threads} threads; versions "
           f"{json.dumps(env['versions'])}; load average before: {load:.2f}\n")  # fmt: skip
-    print("Fashion-MNIST students (10,000 test images):\n")
-    print(markdown(trained, with_accuracy=True))
+    if trained:
+        print("Fashion-MNIST students (10,000 test images):\n")
+        print(markdown(trained, with_accuracy=True))
     for r in trained:
         train_s = f"{r['train_s']:.0f} s" if r["train_s"] else "reused run"
         print(
@@ -163,7 +170,7 @@ def main() -> None:
             f"; timed runs {r['runs']}"
         )
     if at224:
-        print("\nSame architectures at 224 px (random weights; latency only):\n")
+        print(f"\nArchitectures at {args.size} px (random weights; latency only):\n")
         print(markdown(at224, with_accuracy=False))
     print("\nEntries that do not meet the protocol (p90/p50 per entry: eager, fp32, int8):\n")
     for r in trained + at224:
