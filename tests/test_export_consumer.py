@@ -77,7 +77,7 @@ def test_the_consumer_example_reproduces_distills_evaluation(tmp_path: Path) -> 
     session, pre = consumer.load(report["files"]["onnx"])
     assert pre["source_channels"] == 1 and pre["channel_conversion"] == "repeat"
     assert pre["load_size"] is None and pre["interpolation"] == "bilinear" and pre["antialias"]
-    assert pre["class_names"] == val.classes  # the dataset's names, never "null"
+    assert pre["class_names"] == val.classes  # never "null"
     logits = consumer.classify(session, pre, paths)
     labels = val.labels.numpy()
     consumer_top1 = float((logits.argmax(1) == labels).mean() * 100)
@@ -96,7 +96,7 @@ def test_the_consumer_example_reproduces_distills_evaluation(tmp_path: Path) -> 
 
     meta = session.get_modelmeta().custom_metadata_map
     assert json.loads(meta["distill.class_names"]) == val.classes
-    assert meta["distill.class_names_source"] == "dataset"
+    assert meta["distill.class_names_source"] == "checkpoint"  # the run wrote them in its sidecar
     assert json.loads(meta["distill.dynamic_axes"]) == {"0": "batch"}
 
 
