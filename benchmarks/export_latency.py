@@ -39,7 +39,9 @@ def distill(*args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def train(arch: str, runs: Path, retrain: bool) -> tuple[Path, float | None]:
+def train(
+    arch: str, runs: Path, retrain: bool, sets: list[str] | None = None
+) -> tuple[Path, float | None]:
     name = f"export-fmnist-{arch}"
     run = runs / name
     if (run / "checkpoints" / "best.safetensors").is_file() and not retrain:
@@ -48,6 +50,7 @@ def train(arch: str, runs: Path, retrain: bool) -> tuple[Path, float | None]:
     distill(
         "train", str(RECIPE), "--set", f"name={name}", "--set", f"model.model={arch}",
         "--set", f"output.dir={runs}", "--overwrite", "-q",
+        *(arg for value in sets or [] for arg in ("--set", value)),
     )  # fmt: skip
     return run, time.perf_counter() - t0
 
@@ -86,12 +89,16 @@ def trained_row(arch: str, report: dict[str, Any], train_s: float | None) -> dic
         "fp32_ips": fp32["throughput_ips"],
         "int8_ips": q8["throughput_ips"],
         "runs": (eager["runs"], fp32["runs"], q8["runs"]),
+        "spread": (eager["p90_p50"], fp32["p90_p50"], q8["p90_p50"]),
+        "issues": {
+            e["name"]: e["protocol_issues"] for e in (eager, fp32, q8) if not e["meets_protocol"]
+        },
     }
 
 
 def markdown(rows: list[dict[str, Any]], with_accuracy: bool) -> str:
     head = "| model | input | PyTorch eager p50 | ONNX fp32 p50 | ONNX int8 p50 | fp32 vs eager"
-    head += " | int8 vs fp32 | max abs diff |"
+    head += " | int8 vs fp32 | max abs diff | meets protocol |"
     if with_accuracy:
         head += " top-1 PyTorch | top-1 ONNX fp32 | top-1 int8 |"
     cols = head.count("|") - 1
@@ -100,7 +107,8 @@ def markdown(rows: list[dict[str, Any]], with_accuracy: bool) -> str:
         line = (
             f"| {r['arch']} | {r['input']} px | {r['eager_p50']:.2f} ms | {r['fp32_p50']:.2f} ms "
             f"| {r['int8_p50']:.2f} ms | {r['eager_p50'] / r['fp32_p50']:.2f}x "
-            f"| {r['fp32_p50'] / r['int8_p50']:.2f}x | {r['max_abs_diff']:.1e} |"
+            f"| {r['fp32_p50'] / r['int8_p50']:.2f}x | {r['max_abs_diff']:.1e} "
+            f"| {'yes' if not r['issues'] else 'NO (' + str(len(r['issues'])) + ' of 3)'} |"
         )
         if with_accuracy:
             line += (
@@ -118,7 +126,14 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "runs" / "export-bench")
     parser.add_argument("--retrain", action="store_true")
+    parser.add_argument(
+        "--train-set", action="append", help="extra --set for training, e.g. data.train_limit=8192"
+    )
     parser.add_argument("--skip-224", action="store_true", help="no architecture-only table")
+    parser.add_argument(
+        "--skip-trained", action="store_true", help="only the architecture-only table (no training)"
+    )
+    parser.add_argument("--size", type=int, default=224, help="input side of that table")
     parser.add_argument("--json", type=Path, help="also write every report here")
     parser.add_argument("extra", nargs="*", help="more `distill export` flags, after --")
     args = parser.parse_args()
@@ -126,23 +141,26 @@ def main() -> None:
     load = os.getloadavg()[0]
     trained, at224, reports = [], [], {}
     for arch in archs:
-        run, train_s = train(arch, args.runs_dir, args.retrain)
-        report = export(str(run), args.out_dir / arch, args.threads, ["--images", "0", *args.extra])
-        reports[arch] = report
-        trained.append(trained_row(arch, report, train_s))
+        if not args.skip_trained:
+            run, train_s = train(arch, args.runs_dir, args.retrain, args.train_set)
+            extra = ["--images", "0", *args.extra]
+            report = export(str(run), args.out_dir / arch, args.threads, extra)
+            reports[arch] = report
+            trained.append(trained_row(arch, report, train_s))
         if not args.skip_224:
             big = export(
-                arch, args.out_dir / f"{arch}-224", args.threads,
-                ["--input-size", "224", "--num-classes", "10", "--calib-images", "32",
+                arch, args.out_dir / f"{arch}-{args.size}", args.threads,
+                ["--input-size", str(args.size), "--num-classes", "10", "--calib-images", "32",
                  "--no-simplify", *args.extra],
             )  # fmt: skip
-            reports[f"{arch}@224"] = big
+            reports[f"{arch}@{args.size}"] = big
             at224.append(trained_row(arch, big, None))
     env = next(iter(reports.values()))["latency"]["environment"]
     print(f"\nCPU: {env['cpu']} ({env['cpu_count']} cores), {args.threads} threads; versions "
           f"{json.dumps(env['versions'])}; load average before: {load:.2f}\n")  # fmt: skip
-    print("Fashion-MNIST students (10,000 test images):\n")
-    print(markdown(trained, with_accuracy=True))
+    if trained:
+        print("Fashion-MNIST students (10,000 test images):\n")
+        print(markdown(trained, with_accuracy=True))
     for r in trained:
         train_s = f"{r['train_s']:.0f} s" if r["train_s"] else "reused run"
         print(
@@ -152,8 +170,15 @@ def main() -> None:
             f"; timed runs {r['runs']}"
         )
     if at224:
-        print("\nSame architectures at 224 px (random weights; latency only):\n")
+        print(f"\nArchitectures at {args.size} px (random weights; latency only):\n")
         print(markdown(at224, with_accuracy=False))
+    print("\nEntries that do not meet the protocol (p90/p50 per entry: eager, fp32, int8):\n")
+    for r in trained + at224:
+        spread = ", ".join(f"{v:.2f}" for v in r["spread"])
+        print(f"- {r['arch']} {r['input']} px (p90/p50 {spread}):")
+        for name, issues in r["issues"].items():
+            print(f"  - {name}: " + "; ".join(issues))
+    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
     if args.json:
         args.json.write_text(json.dumps(reports, indent=2) + "\n")
 

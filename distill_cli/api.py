@@ -152,8 +152,9 @@ def export(
     """Export a run, checkpoint or timm model to ONNX, check parity, time it; returns the report.
 
     `options` are `distill export`'s flags as keywords (`out`, `exporter`, `opset`, `precision`,
-    `quantize`, `calib_images`, `images`, `tolerance`, `threads`, `runs`, `min_time_s`, `latency`,
-    `min_top1`, `max_top1_drop`, `max_latency_ms`, ...; see `ExportOptions`). With `check` (the
+    `quantize`, `calib_images`, `images`, `atol`, `rtol`, `reparam`, `dynamic_size`, `threads`,
+    `runs`, `min_time_s`, `latency`, `min_top1`, `max_top1_drop`, `min_variant_agreement`,
+    `max_latency_ms`, ...; see `ExportOptions`). With `check` (the
     default) a missed gate raises `GateFailed`, whose `.misses` has one line per miss and whose
     `.report` is the report (also written to OUT/report.json either way); without `check` the
     result's `gates_passed` and `misses` say the same.

@@ -95,8 +95,32 @@ def export_cmd(
         int, typer.Option("--images", help="validation images for parity/accuracy (0: all)")
     ] = 2000,
     tolerance: Annotated[
-        float, typer.Option("--tolerance", help="fp32 parity: max |logit diff| allowed")
-    ] = 1e-4,
+        float | None, typer.Option("--tolerance", help="old name of --atol (its alias)")
+    ] = None,
+    atol: Annotated[
+        float | None,
+        typer.Option("--atol", help="fp32 parity: |onnx-pytorch| <= atol + rtol*|pytorch| [1e-4]"),
+    ] = None,
+    rtol: Annotated[
+        float | None, typer.Option("--rtol", help="fp32 parity: relative part of the bound [1e-3]")
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="seed of random weights (timm name, no checkpoint)")
+    ] = 0,
+    reparam: Annotated[
+        bool | None,
+        typer.Option(
+            "--reparam/--no-reparam",
+            help="fuse reparameterizable blocks before export [on when the model has them]",
+            show_default=False,
+        ),
+    ] = None,
+    dynamic_size: Annotated[
+        bool,
+        typer.Option(
+            "--dynamic-size", help="dynamic height/width too (kept only if the model allows it)"
+        ),
+    ] = False,
     threads: ThreadsOpt = 0,
     batch: BatchOpt = 32,
     warmup: WarmupOpt = 10,
@@ -113,6 +137,13 @@ def export_cmd(
     max_top1_drop: Annotated[
         float | None,
         typer.Option("--max-top1-drop", help="gate: points lost vs PyTorch (variants: vs fp32)"),
+    ] = None,
+    min_variant_agreement: Annotated[
+        float | None,
+        typer.Option(
+            "--min-variant-agreement",
+            help="gate: each fp16/int8 file agrees with ONNX fp32 on >= this % of top-1",
+        ),
     ] = None,
     max_latency_ms: Annotated[
         float | None, typer.Option("--max-latency-ms", help="gate: student ONNX batch-1 latency")
@@ -154,6 +185,12 @@ def export_cmd(
         "calib_method": calib_method,
         "images": images,
         "tolerance": tolerance,
+        "atol": atol,
+        "rtol": rtol,
+        "seed": seed,
+        "reparam": reparam,
+        "dynamic_size": dynamic_size,
+        "min_variant_agreement": min_variant_agreement,
         "threads": threads,
         "batch": batch,
         "warmup": warmup,

@@ -8,6 +8,7 @@ re-running that file reproduces the run.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -268,8 +269,26 @@ class Recipe(Strict):
         return self.output.dir / (self.output.name or self.name)
 
     def to_yaml(self) -> str:
-        data = self.model_dump(mode="json", exclude_none=False)
+        """The recipe as saved into the run folder, with every path made absolute.
+
+        A recipe's relative paths mean "from the directory `distill` ran in"; resolving them
+        when the run is saved keeps the saved recipe meaning the same files from any directory,
+        so the run can be exported, reported and resumed from elsewhere.
+        """
+        data = _absolute_paths(self).model_dump(mode="json", exclude_none=False)
         return yaml.safe_dump(data, sort_keys=False)
+
+
+def _absolute_paths(node: Any) -> Any:
+    """`node` with every Path inside it (models, lists) made absolute against the cwd."""
+    if isinstance(node, Path):
+        return Path(os.path.abspath(node.expanduser()))
+    if isinstance(node, list):
+        return [_absolute_paths(item) for item in node]
+    if isinstance(node, BaseModel):
+        fields = type(node).model_fields
+        return node.model_copy(update={k: _absolute_paths(getattr(node, k)) for k in fields})
+    return node
 
 
 #: `--set` strings (`optim.lr=3e-3`, values parsed as YAML), or a mapping of dotted keys to

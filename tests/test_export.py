@@ -96,11 +96,13 @@ def test_export_of_a_trained_student_passes_the_parity_gate(
         "requested": {
             "min_top1": 0.0,
             "max_top1_drop": 100.0,
+            "min_variant_agreement": None,
             "max_latency_ms": 10000.0,
             "latency_stat": "p50",
             "latency_variant": "fp32",
         },
         "passed": True,
+        "files": {"fp32": True, "fp16": True, "int8": True},
         "misses": [],
     }
 
@@ -133,6 +135,7 @@ def test_report_has_the_documented_keys(exported: dict[str, Any]) -> None:
         assert entry["p50_ms"] <= entry["p90_ms"] <= entry["p99_ms"]
         assert entry["runs"] >= 5 and entry["warmup"] == 2 and entry["threads"] == 2
         assert entry["meets_protocol"] is False  # the shortened protocol says so
+        assert entry["protocol_issues"][0].startswith("short: 2 warm-up")
         if entry["runtime"] == "onnxruntime":
             assert entry["session_create_ms"] > 0 and entry["provider"] == "CPUExecutionProvider"
     assert "onnx_fp32_vs_pytorch" in latency["speedup"]
@@ -218,7 +221,8 @@ def test_a_broken_export_fails_the_parity_gate(
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     lines = [line for line in error_lines(result) if line.startswith("error: ")]
-    assert lines[0].startswith("error: parity: max |logit diff|"), lines
+    assert lines[0].startswith("error: parity: ") and "logits outside" in lines[0], lines
+    assert "max abs diff" in lines[0] and "max rel diff" in lines[0], lines
     assert all(line.startswith("error: parity: ") for line in lines)  # maybe agreement too
     for word in ("ONNX vs PyTorch", "max |diff|", "FAIL", "gates missed", "report.json"):
         assert word in result.stdout, word  # the table still shows what was measured
@@ -284,8 +288,10 @@ def test_usage_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
         ({"quantize": "int4"}, "unknown quantization"),
         ({"precision": "bf16"}, "unknown precision"),
         ({"tolerance": 0}, "must be positive"),
+        ({"atol": -1.0}, "must be positive"),
+        ({"rtol": float("nan")}, "relative tolerance"),
     ],
-    ids=["latency-off", "stat", "exporter", "quantize", "precision", "tolerance"],
+    ids=["latency-off", "stat", "exporter", "quantize", "precision", "tolerance", "atol", "rtol"],
 )
 def test_bad_options_are_refused_before_any_work(
     options: dict[str, Any], needle: str, tmp_path: Path
@@ -350,10 +356,10 @@ def test_the_other_exporter_is_tried_when_the_first_fails(
 ) -> None:
     real = ox._export_once
 
-    def dynamo_breaks(module, example, path, exporter, opset):  # type: ignore[no-untyped-def]
+    def dynamo_breaks(module, example, path, exporter, opset, *rest):  # type: ignore[no-untyped-def]
         if exporter == "dynamo":
             raise RuntimeError("unsupported operator aten::imaginary")
-        real(module, example, path, exporter, opset)
+        real(module, example, path, exporter, opset, *rest)
 
     monkeypatch.setattr(ox, "_export_once", dynamo_breaks)
     report = api.export(

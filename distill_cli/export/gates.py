@@ -6,6 +6,8 @@ export). The others are asked for:
 - ``--min-top1 P``: every ONNX file written (fp32 and each variant) has top-1 >= P.
 - ``--max-top1-drop D``: ONNX fp32 loses <= D points against PyTorch, and each variant <= D
   against ONNX fp32.
+- ``--min-variant-agreement A``: each variant (fp16, int8) agrees with ONNX fp32 on the top-1
+  class of >= A% of the parity images (labels not needed: a lossy int8 file fails it).
 - ``--max-latency-ms M``: the student's ONNX Runtime CPU entry for ``--latency-variant``
   (fp32 by default) has p50 (or ``--latency-stat p90``) <= M.
 
@@ -27,12 +29,24 @@ LATENCY_STATS = ("p50", "p90")
 class Gates:
     min_top1: float | None = None
     max_top1_drop: float | None = None
+    min_variant_agreement: float | None = None
     max_latency_ms: float | None = None
     latency_stat: str = "p50"
     latency_variant: str = "fp32"
 
     def validate(self, variants: list[str], latency: bool) -> None:
         """Usage errors (exit 2) before any work: a gate that could never be evaluated."""
+        if self.min_variant_agreement is not None:
+            if not 0 <= self.min_variant_agreement <= 100:
+                raise DistillError(
+                    "the agreement is a percentage (0 to 100)", "--min-variant-agreement"
+                )
+            if not variants:
+                raise DistillError(
+                    "--min-variant-agreement needs a variant to gate",
+                    "--min-variant-agreement",
+                    "add --quantize int8 or --precision fp16",
+                )
         if self.latency_stat not in LATENCY_STATS:
             raise DistillError(f"unknown latency statistic {self.latency_stat!r}", "--latency-stat")
         if self.max_latency_ms is not None:
@@ -72,28 +86,51 @@ def _files(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 def evaluate(report: dict[str, Any], gates: Gates) -> list[str]:
     """Every miss, one line each, parity first."""
-    misses = list(report["parity"]["misses"])
+    return [line for _, line in judge(report, gates)]
+
+
+def verdicts(report: dict[str, Any], gates: Gates) -> dict[str, bool]:
+    """Which files passed every gate that applies to them: "fp32", then each variant."""
+    missed = {name for name, _ in judge(report, gates)}
+    return {name: name not in missed for name, _ in _files(report)}
+
+
+def judge(report: dict[str, Any], gates: Gates) -> list[tuple[str, str]]:
+    """(file, line) for every miss: the file ("fp32", "int8", ...) is the one that missed."""
+    misses = [("fp32", line) for line in report["parity"]["misses"]]
     files = _files(report)
     if gates.min_top1 is not None:
         for name, acc in files:
             if acc["top1"] is None:
-                misses.append(f"min-top1: no labeled validation data to measure {name} top-1")
+                line = f"min-top1: no labeled validation data to measure {name} top-1"
+                misses.append((name, line))
             elif acc["top1"] < gates.min_top1:
-                misses.append(
-                    f"min-top1: {name} ONNX top-1 {acc['top1']:.2f}% < {gates.min_top1:.2f}%"
-                )
+                line = f"min-top1: {name} ONNX top-1 {acc['top1']:.2f}% < {gates.min_top1:.2f}%"
+                misses.append((name, line))
     if gates.max_top1_drop is not None:
         for name, acc in files:
             against = "PyTorch" if name == "fp32" else "ONNX fp32"
             if acc["drop"] is None:
-                misses.append(f"max-top1-drop: no labeled validation data to measure {name} drop")
+                line = f"max-top1-drop: no labeled validation data to measure {name} drop"
+                misses.append((name, line))
             elif acc["drop"] > gates.max_top1_drop:
-                misses.append(
+                line = (
                     f"max-top1-drop: {name} ONNX loses {acc['drop']:.2f} points against "
                     f"{against} > {gates.max_top1_drop:.2f}"
                 )
+                misses.append((name, line))
+    if gates.min_variant_agreement is not None:
+        for name, variant in report["variants"].items():
+            agree = variant["parity"]["top1_agreement_fp32"]
+            if not (isinstance(agree, (int, float)) and agree >= gates.min_variant_agreement):
+                shown = f"{agree:.2f}%" if isinstance(agree, (int, float)) else str(agree)
+                line = (
+                    f"min-variant-agreement: {name} ONNX agrees with ONNX fp32 on {shown} "
+                    f"of top-1 predictions < {gates.min_variant_agreement:.2f}%"
+                )
+                misses.append((name, line))
     if gates.max_latency_ms is not None:
-        misses.extend(_latency_miss(report, gates))
+        misses.extend((gates.latency_variant, line) for line in _latency_miss(report, gates))
     return misses
 
 

@@ -74,15 +74,113 @@ def time_fn(
             return times, elapsed
 
 
+#: p90 / p50 above this: the calls were disturbed (a quiet CPU repeats a call within ~10-20%).
+MAX_SPREAD = 1.5
+#: CPU (in cores) other processes may use while we time, beyond the cores we leave free.
+CONTENTION_SLACK = 0.5
+
+
+def _cpu_jiffies() -> tuple[float, float] | None:
+    """(busy, total) seconds of all CPUs from /proc/stat (steal counts as busy); None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    values = [float(v) for v in fields[:8]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0.0)
+    hz = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+    return (sum(values) - idle) / hz, sum(values) / hz
+
+
+def _own_cpu() -> float:
+    """CPU seconds used by this process (all its threads: PyTorch's and ONNX Runtime's)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass
+class CpuWatch:
+    """How busy the rest of the machine was while we timed: other processes' CPU, in cores.
+
+    /proc/stat gives all CPUs' busy time over the window; this process's own CPU time (every
+    thread of it) is subtracted, so what is left is contention from elsewhere. Off Linux only
+    the load average is available, and it is recorded instead.
+    """
+
+    start: tuple[float, float] | None = None
+    own: float = 0.0
+    wall: float = 0.0
+
+    @classmethod
+    def begin(cls) -> CpuWatch:
+        return cls(_cpu_jiffies(), _own_cpu(), time.perf_counter())
+
+    def other_cores(self) -> float | None:
+        end = _cpu_jiffies()
+        if self.start is None or end is None:
+            return None
+        elapsed = time.perf_counter() - self.wall
+        if elapsed <= 0:
+            return None
+        others = (end[0] - self.start[0]) - (_own_cpu() - self.own)
+        return max(0.0, others / elapsed)
+
+
+def protocol_issues(
+    stats: dict[str, float], threads: int, other_cores: float | None, load: float | None
+) -> list[str]:
+    """Why a measurement cannot be believed, one line each; [] when it can.
+
+    Noisy: p90 / p50 above MAX_SPREAD. Oversubscribed: more threads than usable cores.
+    Contended: other processes used more CPU than the cores we left free (plus a little slack);
+    off Linux, a 1-minute load average above the cores stands in for that.
+    """
+    cores = usable_cores()
+    issues = []
+    spread = stats["p90_ms"] / stats["p50_ms"] if stats["p50_ms"] > 0 else float("inf")
+    if not spread <= MAX_SPREAD:
+        issues.append(f"noisy: p90/p50 = {spread:.2f} > {MAX_SPREAD}")
+    if threads > cores:
+        issues.append(f"oversubscribed: {threads} threads on {cores} usable cores")
+    if other_cores is not None:
+        if other_cores > max(0, cores - threads) + CONTENTION_SLACK:
+            issues.append(
+                f"contended: other processes used {other_cores:.1f} of {cores} cores "
+                f"while timing with {threads} threads"
+            )
+    elif load is not None and load > cores:
+        issues.append(f"contended: load average {load:.1f} on {cores} cores")
+    return issues
+
+
 def _measure(run1: Callable[[], Any], run_n: Callable[[], Any], plan: TimingPlan) -> dict[str, Any]:
+    watch = CpuWatch.begin()
     times, elapsed = time_fn(run1, plan.warmup, plan.runs, plan.min_time_s, plan.max_time_s)
+    other = watch.other_cores()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     out: dict[str, Any] = _stats(times)
+    short = plan.warmup < MIN_WARMUP or (len(times) < MIN_RUNS and elapsed < MIN_SECONDS)
+    issues = protocol_issues(out, plan.threads, other, load)
+    if short:
+        issues.insert(0, f"short: {plan.warmup} warm-up, {len(times)} runs in {elapsed:.1f} s")
     out.update(
         warmup=plan.warmup,
         runs=len(times),
         seconds=round(elapsed, 3),
-        meets_protocol=plan.warmup >= MIN_WARMUP
-        and (len(times) >= MIN_RUNS or elapsed >= MIN_SECONDS),
+        p90_p50=out["p90_ms"] / out["p50_ms"] if out["p50_ms"] > 0 else None,
+        other_cpu_cores=None if other is None else round(other, 2),
+        load_average=None if load is None else round(load, 2),
+        meets_protocol=not issues,
+        protocol_issues=issues,
     )
     if plan.batch > 1:
         # Throughput: fewer, longer calls; the same stopping rule at a tenth of the counts.
@@ -131,6 +229,7 @@ def ort_entry(
         "runtime": "onnxruntime",
         "provider": provider,
         "threads": plan.threads,
+        "threads_detail": {"intra_op": plan.threads, "inter_op": 1},
         "session_create_ms": create_ms,
         "file_bytes": path.stat().st_size,
         **result,
@@ -155,6 +254,7 @@ def torch_entry(
             module(x)
         sync()
 
+    detail = {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
     try:
         result = _measure(lambda: call(x1), lambda: call(xn), plan)
     finally:
@@ -165,6 +265,7 @@ def torch_entry(
         "runtime": "pytorch",
         "provider": "eager " + ("CUDA" if dev.type == "cuda" else "CPU"),
         "threads": plan.threads,
+        "threads_detail": detail,
         "session_create_ms": None,
         **result,
     }
@@ -227,20 +328,38 @@ def speedups(entries: list[dict[str, Any]]) -> dict[str, float]:
         members = [v for k, v in p50.items() if k.startswith("teacher") and k.endswith("/" + kind)]
         if members and f"teacher/{kind}" not in p50:
             p50[f"teacher/{kind}"] = sum(members)
-    pairs = {
-        "onnx_fp32_vs_pytorch": ("student/pytorch", "student/onnxruntime/fp32"),
-        "int8_vs_onnx_fp32": ("student/onnxruntime/fp32", "student/onnxruntime/int8"),
-        "fp16_vs_onnx_fp32": ("student/onnxruntime/fp32", "student/onnxruntime/fp16"),
-        "student_pytorch_vs_teacher_pytorch": ("teacher/pytorch", "student/pytorch"),
-        "student_onnx_fp32_vs_teacher_pytorch": ("teacher/pytorch", "student/onnxruntime/fp32"),
-        "student_onnx_fp32_vs_teacher_onnx_fp32": (
-            "teacher/onnxruntime/fp32",
-            "student/onnxruntime/fp32",
-        ),
-        "student_int8_vs_teacher_pytorch": ("teacher/pytorch", "student/onnxruntime/int8"),
-    }
+    pairs = _PAIRS
     return {
         key: p50[slow] / p50[fast]
         for key, (slow, fast) in pairs.items()
         if slow in p50 and fast in p50 and p50[fast] > 0
     }
+
+
+def speedups_meet_protocol(entries: list[dict[str, Any]]) -> dict[str, bool]:
+    """For each speed-up `speedups` reports: were both of its entries (every teacher member,
+    for an ensemble) measured by the protocol? A ratio of a disturbed entry is not a result."""
+    ok = {e["name"]: bool(e.get("meets_protocol")) for e in entries}
+    for kind in ("pytorch", "onnxruntime/fp32"):
+        members = [v for k, v in ok.items() if k.startswith("teacher") and k.endswith("/" + kind)]
+        if members and f"teacher/{kind}" not in ok:
+            ok[f"teacher/{kind}"] = all(members)
+    return {
+        key: ok[slow] and ok[fast]
+        for key, (slow, fast) in _PAIRS.items()
+        if slow in ok and fast in ok
+    }
+
+
+_PAIRS = {
+    "onnx_fp32_vs_pytorch": ("student/pytorch", "student/onnxruntime/fp32"),
+    "int8_vs_onnx_fp32": ("student/onnxruntime/fp32", "student/onnxruntime/int8"),
+    "fp16_vs_onnx_fp32": ("student/onnxruntime/fp32", "student/onnxruntime/fp16"),
+    "student_pytorch_vs_teacher_pytorch": ("teacher/pytorch", "student/pytorch"),
+    "student_onnx_fp32_vs_teacher_pytorch": ("teacher/pytorch", "student/onnxruntime/fp32"),
+    "student_onnx_fp32_vs_teacher_onnx_fp32": (
+        "teacher/onnxruntime/fp32",
+        "student/onnxruntime/fp32",
+    ),
+    "student_int8_vs_teacher_pytorch": ("teacher/pytorch", "student/onnxruntime/int8"),
+}

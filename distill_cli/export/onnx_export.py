@@ -51,8 +51,18 @@ class ExportResult:
         }
 
 
+def dynamic_axes(dynamic_size: bool) -> dict[int, str]:
+    """The input's dynamic axes: batch always; height and width when asked for."""
+    return {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
+
+
 def _export_once(
-    module: nn.Module, example: torch.Tensor, path: Path, exporter: Exporter, opset: int
+    module: nn.Module,
+    example: torch.Tensor,
+    path: Path,
+    exporter: Exporter,
+    opset: int,
+    dynamic_size: bool = False,
 ) -> None:
     big = sum(p.numel() * p.element_size() for p in module.parameters()) > _MAX_SINGLE_FILE
     common: dict[str, Any] = {
@@ -67,7 +77,9 @@ def _export_once(
                 (example,),
                 str(path),
                 dynamo=True,
-                dynamic_shapes=({0: torch.export.Dim("batch")},),
+                dynamic_shapes=(
+                    {k: torch.export.Dim(v) for k, v in dynamic_axes(dynamic_size).items()},
+                ),
                 external_data=big,
                 verbose=False,
                 **common,
@@ -78,7 +90,7 @@ def _export_once(
                 (example,),
                 str(path),
                 dynamo=False,
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                dynamic_axes={INPUT_NAME: dynamic_axes(dynamic_size), OUTPUT_NAME: {0: "batch"}},
                 do_constant_folding=True,
                 **common,
             )
@@ -112,8 +124,12 @@ def export_onnx(
     *,
     exporter: Exporter = "dynamo",
     opset: int = DEFAULT_OPSET,
+    dynamic_size: bool = False,
 ) -> ExportResult:
-    """Export `module` (eval mode) to `path`; the other exporter is tried when the first fails."""
+    """Export `module` (eval mode) to `path`; the other exporter is tried when the first fails.
+
+    `dynamic_size` also makes height and width dynamic (the caller checks another size runs).
+    """
     if exporter not in EXPORTERS:
         raise DistillError(f"unknown exporter {exporter!r}", "--exporter", "dynamo or torchscript")
     module.eval()
@@ -127,7 +143,7 @@ def export_onnx(
         _remove(path)
         try:
             with captured_output() as out:
-                _export_once(module, example, path, name, opset)
+                _export_once(module, example, path, name, opset, dynamic_size)
                 check_onnx(path)
         except Exception as exc:
             attempts.append(

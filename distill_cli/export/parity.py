@@ -28,7 +28,10 @@ from distill_cli.models import ModelInfo
 BATCH = 64
 #: Inputs held in memory up to this size (bytes); larger sets are re-read for every model.
 _CACHE_LIMIT = 512 * 1024 * 1024
-DEFAULT_TOLERANCE = 1e-4
+#: Parity defaults, from the measurement in docs/benchmarks.md ("Parity tolerances"): fp32
+#: ONNX Runtime vs PyTorch across the architecture sweep stays well inside both.
+DEFAULT_ATOL = 1e-4
+DEFAULT_RTOL = 1e-3
 
 
 @dataclass
@@ -173,11 +176,37 @@ def _top1(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
     return float((logits.argmax(-1) == labels).mean() * 100)
 
 
-def compare(reference: Outputs, candidate: Outputs) -> dict[str, Any]:
-    """Logit and top-1 differences of `candidate` from `reference` (accuracies in percent)."""
-    diff = np.abs(candidate.logits.astype(np.float64) - reference.logits.astype(np.float64))
-    scale = float(np.abs(reference.logits).max()) or 1.0
-    batch1 = float(np.abs(candidate.batch1 - reference.batch1).max())
+def _rel(diff: np.ndarray, ref: np.ndarray, scale: float) -> float:
+    """max |a - b| / |b| over the logits that are not ~0 (>= 1e-3 of the largest |logit|).
+
+    Near-zero logits are left out: their relative error says nothing (x / 1e-9 is huge for any
+    x); they are covered by atol.
+    """
+    mask = np.abs(ref) >= 1e-3 * scale
+    return float((diff[mask] / np.abs(ref[mask])).max()) if mask.any() else 0.0
+
+
+def compare(
+    reference: Outputs,
+    candidate: Outputs,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+) -> dict[str, Any]:
+    """Logit and top-1 differences of `candidate` from `reference` (accuracies in percent).
+
+    `outside` counts the logits (batch N and the batch-1 run together) that break
+    ``|a - b| <= atol + rtol * |b|``; `worst_ratio` is the largest ``|a - b| / (atol + rtol|b|)``
+    (<= 1 passes), which says how close to the bound the file is.
+    """
+    ref = reference.logits.astype(np.float64)
+    diff = np.abs(candidate.logits.astype(np.float64) - ref)
+    ref1 = reference.batch1.astype(np.float64)
+    diff1 = np.abs(candidate.batch1.astype(np.float64) - ref1)
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    bound, bound1 = atol + rtol * np.abs(ref), atol + rtol * np.abs(ref1)
+    # NaN compares False with everything: a NaN logit counts as outside.
+    outside = int((~(diff <= bound)).sum() + (~(diff1 <= bound1)).sum())
+    ratio = max(float(np.nanmax(diff / bound)), float(np.nanmax(diff1 / bound1)))
     ref_top1, cand_top1 = _top1(reference.logits, reference.labels), None
     if reference.labels is not None:
         cand_top1 = _top1(candidate.logits, reference.labels)
@@ -185,9 +214,12 @@ def compare(reference: Outputs, candidate: Outputs) -> dict[str, Any]:
     return {
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
-        "max_rel_diff": float(diff.max()) / scale,
-        "batch1_max_abs_diff": batch1,
-        "logit_scale": scale,
+        "max_rel_diff": _rel(diff, ref, scale),
+        "batch1_max_abs_diff": float(diff1.max()),
+        "logit_scale": scale or 1.0,
+        "logits_compared": int(diff.size + diff1.size),
+        "logits_outside": outside,
+        "worst_ratio": ratio if np.isfinite(ratio) else float("inf"),
         "top1_agreement": agree,
         "top1_reference": ref_top1,
         "top1": cand_top1,
@@ -196,36 +228,56 @@ def compare(reference: Outputs, candidate: Outputs) -> dict[str, Any]:
 
 
 def fp32_parity(
-    reference: Outputs, onnx_out: Outputs, inputs: InputSet, tolerance: float
+    reference: Outputs, onnx_out: Outputs, inputs: InputSet, atol: float, rtol: float
 ) -> dict[str, Any]:
-    """The fp32 gate: max |logit diff| (batch N and batch 1) <= tolerance, 100% agreement."""
-    cmp = compare(reference, onnx_out)
-    worst = max(cmp["max_abs_diff"], cmp["batch1_max_abs_diff"])
-    misses = []
+    """The fp32 gate: every logit within ``atol + rtol * |b|`` (batch N and 1), 100% agreement."""
+    cmp = compare(reference, onnx_out, atol, rtol)
     where = f"{inputs.count} {inputs.kind} inputs"
-    if not worst <= tolerance:  # NaN fails too
+    figures = (
+        f"max abs diff {cmp['max_abs_diff']:.3g}, max rel diff {cmp['max_rel_diff']:.3g}, "
+        f"top-1 agreement {cmp['top1_agreement']:.2f}%"
+    )
+    misses = []
+    if cmp["logits_outside"]:
         misses.append(
-            f"parity: max |logit diff| {worst:.3g} > tolerance {tolerance:.3g} on {where}"
+            f"parity: {cmp['logits_outside']} of {cmp['logits_compared']} logits outside "
+            f"|a-b| <= {atol:.3g} + {rtol:.3g}*|b| ({figures}) on {where}"
         )
     if cmp["top1_agreement"] < 100.0:
-        misses.append(
-            f"parity: top-1 agreement with PyTorch {cmp['top1_agreement']:.2f}% < 100% on {where}"
+        misses.append(f"parity: top-1 agreement with PyTorch < 100% ({figures}) on {where}")
+    warning = None
+    if cmp["logit_scale"] < 10 * atol:
+        warning = (
+            f"the largest |logit| is {cmp['logit_scale']:.2g}, under 10x atol {atol:.3g}: the "
+            "logit bound barely constrains this model (random weights?); top-1 agreement is "
+            "the check that counts, and a smaller --atol checks more"
         )
     return {
         "inputs": inputs.describe(),
-        "tolerance": tolerance,
-        "max_abs_diff": cmp["max_abs_diff"],
-        "mean_abs_diff": cmp["mean_abs_diff"],
-        "max_rel_diff": cmp["max_rel_diff"],
-        "batch1_max_abs_diff": cmp["batch1_max_abs_diff"],
-        "logit_scale": cmp["logit_scale"],
-        "top1_agreement": cmp["top1_agreement"],
+        "warning": warning,
+        "atol": atol,
+        "rtol": rtol,
+        "rule": "|onnx - pytorch| <= atol + rtol * |pytorch| per logit, 100% top-1 agreement",
+        **{k: cmp[k] for k in _KEPT},
         "top1_pytorch": cmp["top1_reference"],
         "top1_onnx": cmp["top1"],
         "top1_drop": cmp["top1_drop"],
         "passed": not misses,
         "misses": misses,
     }
+
+
+_KEPT = (
+    "max_abs_diff",
+    "mean_abs_diff",
+    "max_rel_diff",
+    "batch1_max_abs_diff",
+    "logit_scale",
+    "logits_compared",
+    "logits_outside",
+    "worst_ratio",
+    "top1_agreement",
+)
 
 
 def variant_parity(fp32: Outputs, variant: Outputs) -> dict[str, Any]:

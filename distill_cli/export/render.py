@@ -45,10 +45,12 @@ def parity_table(report: dict[str, Any]) -> Table:
         _num(parity["top1_onnx"], suffix="%"),
         _num(parity["top1_drop"]),
         _size(model["onnx"].get("bytes")),
-        ok + f" (<= {parity['tolerance']:g})",
+        ok + f" (<= {parity['atol']:g} + {parity['rtol']:g}|b|)",
     )
     for name, variant in report["variants"].items():
         vp = variant["parity"]
+        gated = variant.get("gates_passed")
+        verdict = "" if gated is None else ("[green]pass[/]" if gated else "[red]FAIL[/]")
         table.add_row(
             name,
             "ONNX fp32",
@@ -58,7 +60,7 @@ def parity_table(report: dict[str, Any]) -> Table:
             _num(vp["top1"], suffix="%"),
             _num(vp["top1_drop"]),
             _size(variant["bytes"]),
-            "",
+            verdict,
         )
     torch_top1 = parity["top1_pytorch"]
     exporter = model["onnx"].get("exporter", {})
@@ -73,8 +75,22 @@ def parity_table(report: dict[str, Any]) -> Table:
 def latency_table(latency: dict[str, Any], title: str = "latency") -> Table:
     env, proto = latency["environment"], latency["protocol"]
     table = Table(title=f"{title}: batch 1, {proto['threads']} threads, {env['cpu']}")
-    for col in ("entry", "provider", "session", "p50", "p90", "p99", "mean", "img/s", "runs"):
-        table.add_column(col, justify="left" if col in ("entry", "provider") else "right")
+    cols = (
+        "entry",
+        "provider",
+        "session",
+        "p50",
+        "p90",
+        "p99",
+        "mean",
+        "img/s",
+        "runs",
+        "protocol",
+    )
+    for col in cols:
+        table.add_column(
+            col, justify="left" if col in ("entry", "provider", "protocol") else "right"
+        )
     for e in latency["entries"]:
         table.add_row(
             e["name"],
@@ -86,13 +102,28 @@ def latency_table(latency: dict[str, Any], title: str = "latency") -> Table:
             _num(e["mean_ms"], "{:.3f}"),
             _num(e.get("throughput_ips"), "{:,.0f}"),
             str(e["runs"]),
+            _protocol(e),
         )
     speed = latency.get("speedup") or {}
-    parts = [f"{k.replace('_', ' ')} {v:.2f}x" for k, v in speed.items()]
+    good = latency.get("speedup_meets_protocol") or {}
+    parts = [
+        f"{k.replace('_', ' ')} {v:.2f}x" + ("" if good.get(k, True) else " (not protocol)")
+        for k, v in speed.items()
+    ]
     table.caption = "ms; throughput at batch " + str(proto["batch"])
     if parts:
         table.caption += " | speed-up (p50): " + ", ".join(parts)
     return table
+
+
+def _protocol(entry: dict[str, Any]) -> str:
+    """ok, or the first reason the entry does not meet the protocol (all are in the report)."""
+    if entry.get("meets_protocol"):
+        return "[green]ok[/]"
+    issues = entry.get("protocol_issues") or ["not met"]
+    return f"[yellow]{issues[0].split(':')[0]}[/]" + (
+        f" +{len(issues) - 1}" if len(issues) > 1 else ""
+    )
 
 
 def export_view(report: dict[str, Any]) -> Group:

@@ -1,8 +1,10 @@
 """report.json: what an export produced and measured, for people and pipelines.
 
 Top-level blocks: ``model`` (what was exported: timm name, input config, classes, parameters,
-GFLOPs, the ONNX file, its exporter and metadata), ``parity`` (the fp32 gate), ``variants``
-(fp16 / int8 files, each with its own parity block against fp32), ``latency`` (environment,
+GFLOPs, the ONNX file, its exporter, reparameterization, dynamic axes and metadata),
+``preprocess`` (every step from an image file to the input tensor), ``parity`` (the fp32
+gate), ``variants`` (fp16 / int8 files, each with its own parity block against fp32 and whether
+it passed its gates), ``latency`` (environment,
 protocol and one entry per runtime, each with ``p50_ms``, ``p90_ms``, ``p99_ms``, ``mean_ms``),
 ``gates`` (what was asked and every miss), plus ``source``, ``teachers`` and ``files``.
 
@@ -20,6 +22,7 @@ from typing import Any
 
 from distill_cli import __version__
 from distill_cli.checkpoint import atomic_write
+from distill_cli.export.preprocess import Preprocess
 from distill_cli.models import ModelInfo
 
 SCHEMA = "distill.export/1"
@@ -29,27 +32,37 @@ REPORT_NAME = "report.json"
 def metadata_props(
     info: ModelInfo,
     class_names: list[str] | None,
+    class_names_source: str,
     checkpoint_sha256: str | None,
     checkpoint: Path | None,
     exporter: str,
+    preprocess: Preprocess,
+    dynamic_axes: dict[int, str],
+    reparameterized: bool,
 ) -> dict[str, str]:
-    """The ONNX metadata_props: enough to feed the model and trace it back to its weights."""
-    return {
+    """The ONNX metadata_props: enough to feed the model with onnxruntime + numpy + PIL alone
+    (every preprocessing step, see preprocess.py), to name its outputs, and to trace it back to
+    its weights. `distill.class_names` is written only when the names are known (never "null")."""
+    props = {
         "distill.model": info.name,
         "distill.num_classes": str(info.num_classes),
         "distill.in_chans": str(info.in_chans),
         "distill.input_size": json.dumps(list(info.input_size)),
         "distill.mean": json.dumps(list(info.mean)),
         "distill.std": json.dumps(list(info.std)),
-        "distill.crop_pct": str(info.crop_pct),
-        "distill.interpolation": info.interpolation,
-        "distill.class_names": json.dumps(class_names),
+        **preprocess.metadata(),
+        "distill.dynamic_axes": json.dumps({str(k): v for k, v in dynamic_axes.items()}),
+        "distill.output": "float32 logits (batch, num_classes); softmax for probabilities",
+        "distill.class_names_source": class_names_source,
+        "distill.reparameterized": str(reparameterized).lower(),
         "distill.checkpoint": checkpoint.name if checkpoint is not None else "",
         "distill.checkpoint_sha256": checkpoint_sha256 or "",
         "distill.exporter": exporter,
         "distill.version": __version__,
-        "distill.input": "float32 NCHW, (pixels / 255 - mean) / std, dynamic batch axis 0",
     }
+    if class_names is not None:
+        props["distill.class_names"] = json.dumps(class_names)
+    return props
 
 
 def model_block(
@@ -59,8 +72,11 @@ def model_block(
     flops: float | None,
     onnx_block: dict[str, Any],
 ) -> dict[str, Any]:
+    # The resize is described by the `preprocess` block (what distill evaluates with), not by
+    # timm's pretrained config, which `info.interpolation` holds and distill does not apply.
+    described = {k: v for k, v in info.to_dict().items() if k != "interpolation"}
     return {
-        **info.to_dict(),
+        **described,
         "input_size": list(info.input_size),
         "class_names": class_names,
         "params": params,

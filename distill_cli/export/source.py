@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
 from distill_cli.models import Net, check_model_name, create_net, infer_num_classes, read_sidecar
@@ -43,6 +45,9 @@ class Source:
     data: DataBundle | None = None
     teacher_specs: list[ModelSpec] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: where `class_names` came from: "checkpoint", "dataset", "timm" (the model's own
+    #: pretrained label set) or "unknown"
+    class_names_source: str = "unknown"
 
     @property
     def weights(self) -> str:
@@ -138,11 +143,13 @@ def resolve_source(
     num_classes: int | None = None,
     input_size: int | None = None,
     model_kwargs: dict[str, Any] | None = None,
+    seed: int = 0,
 ) -> Source:
     """Build the student from SOURCE; see the module docstring for what each kind provides.
 
     `recipe` (any source) names the recipe whose data is used for parity and calibration;
-    `num_classes`, `input_size` and `model_kwargs` apply to a timm name (checkpoints carry them).
+    `num_classes`, `input_size` and `model_kwargs` apply to a timm name (checkpoints carry them);
+    `seed` seeds a timm name's random weights (without --checkpoint), so verdicts repeat.
     """
     path = Path(source)
     if path.suffix == ".onnx":
@@ -159,7 +166,7 @@ def resolve_source(
         return _from_checkpoint(path, recipe, model_kwargs)
     if "/" in source or "\\" in source:
         raise DistillError("SOURCE not found", source, "a run directory, checkpoint or timm name")
-    return _from_timm(source, checkpoint, recipe, num_classes, input_size, model_kwargs)
+    return _from_timm(source, checkpoint, recipe, num_classes, input_size, model_kwargs, seed)
 
 
 def _from_run(run: Path, checkpoint: Path | None, recipe_path: Path | None) -> Source:
@@ -206,7 +213,7 @@ def _from_checkpoint(
     student.module.eval()
     data = _load_data(data_rec, notes) if data_rec is not None else None
     teachers = rec.teachers if rec is not None else []
-    names = meta.get("class_names") or _class_names(data, student)
+    names, names_from = _class_names(meta, data, student)
     return Source(
         kind="checkpoint",
         path=str(ckpt),
@@ -214,6 +221,7 @@ def _from_checkpoint(
         checkpoint=ckpt,
         checkpoint_sha256=sha256_file(ckpt),
         class_names=names,
+        class_names_source=names_from,
         default_out=(run / "export") if run is not None else ckpt.parent / f"{ckpt.stem}-export",
         recipe=data_rec,
         data=data,
@@ -229,6 +237,7 @@ def _from_timm(
     num_classes: int | None,
     input_size: int | None,
     model_kwargs: dict[str, Any] | None,
+    seed: int = 0,
 ) -> Source:
     check_model_name(name)
     notes: list[str] = []
@@ -246,17 +255,24 @@ def _from_timm(
         import timm
 
         classes = int(timm.get_pretrained_cfg_value(name, "num_classes") or 1000)
+    if checkpoint is None:
+        torch.manual_seed(seed)  # the same random weights, so the same verdict, on every run
     student = create_net(spec, int(classes), exportable=True)
     student.module.eval()
     if checkpoint is None:
-        notes.append("random weights (no --checkpoint): the export checks the graph, not a model")
+        notes.append(
+            f"random weights (no --checkpoint, seed {seed}): the export checks the graph, "
+            "not a model"
+        )
+    names, names_from = _class_names(meta, data, student)
     return Source(
         kind="timm",
         path=name,
         student=student,
         checkpoint=checkpoint,
         checkpoint_sha256=sha256_file(checkpoint) if checkpoint is not None else None,
-        class_names=meta.get("class_names") or _class_names(data, student),
+        class_names=names,
+        class_names_source=names_from,
         default_out=Path("export") / name,
         recipe=rec,
         data=data,
@@ -264,7 +280,38 @@ def _from_timm(
     )
 
 
-def _class_names(data: DataBundle | None, student: Net) -> list[str] | None:
-    if data is not None and len(data.classes) == student.info.num_classes:
-        return list(data.classes)
-    return None
+def _class_names(
+    meta: dict[str, Any], data: DataBundle | None, student: Net
+) -> tuple[list[str] | None, str]:
+    """The class names and where they came from: the checkpoint's sidecar, the data's folder
+    or dataset names, else the model's own pretrained label set (timm's ImageNet names)."""
+    n = student.info.num_classes
+    names = meta.get("class_names")
+    if isinstance(names, list) and len(names) == n:
+        return [str(v) for v in names], "checkpoint"
+    if data is not None and len(data.classes) == n:
+        return list(data.classes), "dataset"
+    own = _timm_class_names(student)
+    if own is not None:
+        return own, "timm"
+    return None, "unknown"
+
+
+def _timm_class_names(student: Net) -> list[str] | None:
+    """timm's label names for the model's pretrained label set, when the head matches it."""
+    try:
+        from timm.data import ImageNetInfo, infer_imagenet_subset
+
+        cfg = getattr(student.module, "pretrained_cfg", None) or {}
+        labels = cfg.get("label_names")
+        if labels and len(labels) == student.info.num_classes:
+            return [str(v) for v in labels]
+        subset = infer_imagenet_subset(student.module)
+        if not subset:
+            return None
+        info = ImageNetInfo(subset)
+        if info.num_classes() != student.info.num_classes:
+            return None
+        return [info.index_to_description(i) for i in range(info.num_classes())]
+    except Exception:  # a label set timm cannot read offline: names stay unknown
+        return None

@@ -1,0 +1,99 @@
+"""How far ONNX Runtime's fp32 logits are from PyTorch's: the measurement behind the defaults of
+`distill export --atol/--rtol` (docs/benchmarks.md, "Parity tolerances").
+
+For every architecture of the export sweep (tests/export_sweep_archs.py; random weights seeded
+with 0, 64 px, nothing downloaded) it exports exactly as `distill export` does (reparameterized
+when the model has such blocks), runs 64 seeded random inputs at batch 64 and batch 1 through
+both runtimes and prints one JSON line: the largest |logit|, max |diff|, max relative diff
+(logits >= 1e-3 of the largest), and the smallest atol that passes at each rtol of a grid
+(``max(|a-b| - rtol*|b|)``). A markdown table of the worst cases follows.
+
+    python benchmarks/export_parity.py                 # the whole sweep
+    python benchmarks/export_parity.py --arch dla34    # one
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from distill_cli.export.onnx_export import export_onnx  # noqa: E402
+from distill_cli.export.parity import InputSet, collect, ort_runner, torch_runner  # noqa: E402
+from distill_cli.export.reparam import reparameterize  # noqa: E402
+from distill_cli.export.source import resolve_source  # noqa: E402
+from tests.export_sweep_archs import SIZE, SWEEP  # noqa: E402
+
+RTOLS = (0.0, 1e-5, 1e-4, 1e-3)
+
+
+def measure(name: str, kwargs: dict, exporter: str) -> dict:
+    import onnxruntime as ort
+
+    src = resolve_source(name, input_size=SIZE, num_classes=10, model_kwargs=kwargs, seed=0)
+    net = src.student
+    rep = reparameterize(net.module, None)
+    inputs = InputSet(net.info, None, 64, seed=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.onnx"
+        t0 = time.perf_counter()
+        export_onnx(rep.module, (net.info.in_chans, SIZE, SIZE), path, exporter=exporter)
+        seconds = time.perf_counter() - t0
+        ref = collect(torch_runner(net.module), inputs)
+        got = collect(ort_runner(ort.InferenceSession(str(path))), inputs)
+    b = np.concatenate([ref.logits, ref.batch1]).astype(np.float64)
+    a = np.concatenate([got.logits, got.batch1]).astype(np.float64)
+    diff = np.abs(a - b)
+    scale = float(np.abs(b).max())
+    mask = np.abs(b) >= 1e-3 * scale
+    return {
+        "arch": name,
+        "exporter": exporter,
+        "reparameterized": rep.applied,
+        "logit_scale": scale,
+        "max_abs_diff": float(diff.max()),
+        "max_rel_diff": float((diff[mask] / np.abs(b[mask])).max()),
+        "needed_atol": {str(r): float(max(0.0, (diff - r * np.abs(b)).max())) for r in RTOLS},
+        "top1_agreement": float((a.argmax(-1) == b.argmax(-1)).mean() * 100),
+        "export_s": round(seconds, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", action="append", help="only these (repeatable)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    rows = []
+    for name, kwargs, exporter, _ in SWEEP:
+        if args.arch and name not in args.arch:
+            continue
+        try:
+            row = measure(name, kwargs, exporter)
+        except Exception as exc:  # report and go on: one broken family must not hide the rest
+            row = {"arch": name, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    ok = [r for r in rows if "error" not in r]
+    print("\n| arch | largest logit | max abs diff | max rel diff | atol needed at rtol 1e-4 |")
+    print("|---|---:|---:|---:|---:|")
+    for r in sorted(ok, key=lambda r: -r["needed_atol"]["0.0001"])[:10]:
+        print(
+            f"| {r['arch']} | {r['logit_scale']:.3g} | {r['max_abs_diff']:.2e} | "
+            f"{r['max_rel_diff']:.2e} | {r['needed_atol']['0.0001']:.2e} |"
+        )
+    worst = {str(r): max(x["needed_atol"][str(r)] for x in ok) for r in RTOLS}
+    print(f"\n{len(ok)} architectures; worst atol needed per rtol: {json.dumps(worst)}")
+
+
+if __name__ == "__main__":
+    main()

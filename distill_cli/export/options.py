@@ -1,0 +1,110 @@
+"""What `distill export` takes: one dataclass the CLI and the Python API both fill in, with the
+checks that refuse a bad combination before any work is done (exit code 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill_cli.errors import DistillError
+from distill_cli.export import latency as lat
+from distill_cli.export.gates import Gates
+from distill_cli.export.onnx_export import DEFAULT_OPSET, EXPORTERS, Exporter
+from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL
+from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS
+
+
+@dataclass
+class ExportOptions:
+    """Everything `distill export` takes; the CLI and the Python API both fill one in."""
+
+    source: str
+    out: Path | None = None
+    checkpoint: Path | None = None
+    recipe: Path | None = None
+    num_classes: int | None = None
+    input_size: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    onnx: Path | None = None
+    exporter: Exporter = "dynamo"
+    opset: int = DEFAULT_OPSET
+    simplify: bool = True
+    precision: str | None = None
+    quantize: str | None = None
+    calib_images: int = 256
+    calib_method: str = "minmax"
+    images: int = 2000
+    atol: float | None = None
+    rtol: float = DEFAULT_RTOL
+    #: the old name of `atol` (before rtol existed); kept as its alias
+    tolerance: float | None = None
+    seed: int = 0
+    reparam: bool | None = None
+    dynamic_size: bool = False
+    latency: bool = True
+    teacher: bool = True
+    timing: lat.TimingPlan = field(default_factory=lat.TimingPlan)
+    gates: Gates = field(default_factory=Gates)
+
+    @classmethod
+    def from_flat(cls, source: str | Path, **options: Any) -> ExportOptions:
+        """Options as one flat set of keywords (the CLI's flags, the API's arguments).
+
+        Gate keys (`min_top1`, `max_top1_drop`, `max_latency_ms`, `latency_stat`,
+        `latency_variant`) and timing keys (`threads`, `warmup`, `runs`, `min_time_s`,
+        `max_time_s`, `batch`) are routed to their own blocks; an unknown key is an error.
+        """
+        gate_keys = set(Gates.__dataclass_fields__)
+        timing_keys = set(lat.TimingPlan.__dataclass_fields__)
+        own = set(cls.__dataclass_fields__) - {"source", "gates", "timing"}
+        unknown = set(options) - gate_keys - timing_keys - own
+        if unknown:
+            raise TypeError(f"unknown export options: {sorted(unknown)}")
+
+        def pick(keys: set[str]) -> dict[str, Any]:
+            return {k: v for k, v in options.items() if k in keys and v is not None}
+
+        fields = pick(own)
+        for key in ("out", "checkpoint", "recipe", "onnx"):
+            if key in fields:
+                fields[key] = Path(fields[key])
+        return cls(
+            source=str(source),
+            gates=Gates(**pick(gate_keys)),
+            timing=lat.TimingPlan(**pick(timing_keys)),
+            **fields,
+        )
+
+    @property
+    def parity_atol(self) -> float:
+        if self.atol is not None:
+            return self.atol
+        return self.tolerance if self.tolerance is not None else DEFAULT_ATOL
+
+    @property
+    def variants(self) -> list[str]:
+        return [v for v in (self.precision, self.quantize) if v]
+
+    def validate(self) -> None:
+        if self.exporter not in EXPORTERS:
+            raise DistillError(
+                f"unknown exporter {self.exporter!r}", "--exporter", "dynamo or torchscript"
+            )
+        if self.precision not in (None, *PRECISIONS):
+            raise DistillError(f"unknown precision {self.precision!r}", "--precision", "fp16")
+        if self.quantize not in (None, *QUANTIZATIONS):
+            raise DistillError(f"unknown quantization {self.quantize!r}", "--quantize", "int8")
+        if self.atol is not None and self.tolerance is not None and self.atol != self.tolerance:
+            raise DistillError(
+                "--tolerance is the old name of --atol; give one of them", "--tolerance"
+            )
+        if not self.parity_atol > 0:
+            raise DistillError("the tolerance must be positive", "--atol / --tolerance")
+        if not self.rtol >= 0:
+            raise DistillError("the relative tolerance must be >= 0", "--rtol")
+        if self.images < 0 or self.calib_images < 1:
+            raise DistillError("image counts must be positive", "--images / --calib-images")
+        if self.onnx is not None and not self.onnx.is_file():
+            raise DistillError("ONNX file not found", str(self.onnx))
+        self.gates.validate(self.variants, self.latency)
