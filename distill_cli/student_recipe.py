@@ -110,6 +110,12 @@ def write_recipe(
         data=data_section(data, raw),
     )
     raw.pop("model", None)
+    if raw["data"]["source"] == "synthetic":  # a smoke-run dataset: the paper's batch won't fit
+        from distill_cli.recipe import SyntheticSpec
+
+        schedule = raw.setdefault("schedule", {})
+        images = SyntheticSpec().train_size
+        schedule["batch_size"] = min(int(schedule.get("batch_size", images)), images)
     stat = chosen.p50_ms if q.latency_stat == "p50" else chosen.p90_ms
     header = [
         f"# Written by `distill students {q.teacher} --max-latency-ms {q.max_latency_ms:g}`:",
