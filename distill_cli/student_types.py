@@ -7,9 +7,12 @@ seconds).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
+
+from distill_cli.errors import DistillError
 
 Status = Literal["fits", "over", "skipped", "unmeasured", "failed"]
 #: Order of the statuses in the ranked table: the answer first, the reasons for the rest after.
@@ -57,6 +60,43 @@ class StudentQuery:
     max_sweep_s: float | None = None
     accuracy_csv: Path | None = None
     cache_dir: Path | None = None
+
+    def validate(self) -> None:
+        """Usage errors (exit 2) before anything is built or timed."""
+        q = self
+
+        def bad(what: str, where: str, hint: str | None = None) -> DistillError:
+            return DistillError(what, where, hint)
+
+        if not (q.max_latency_ms > 0 and math.isfinite(q.max_latency_ms)):
+            raise bad("the latency budget must be a positive number of ms", "--max-latency-ms")
+        if q.device not in DEVICES:
+            raise bad(f"unknown device {q.device!r}", "--device", "cpu or cuda")
+        if q.precision not in STUDENT_PRECISIONS:
+            raise bad(f"unknown precision {q.precision!r}", "--precision", "fp32, fp16 or int8")
+        if q.latency_stat not in BUDGET_STATS:
+            raise bad(
+                f"unknown latency statistic {q.latency_stat!r}", "--latency-stat", "p50 or p90"
+            )
+        if q.exporter not in ("dynamo", "torchscript"):
+            raise bad(f"unknown exporter {q.exporter!r}", "--exporter", "dynamo or torchscript")
+        checks = [
+            (q.input_size >= 8, "--input-size", "the input size must be at least 8 pixels"),
+            (q.threads >= 0, "--threads", "threads must be >= 0 (0: all cores)"),
+            (q.batch >= 1, "--batch", "the batch must be >= 1"),
+            (q.max_ratio > 0, "--max-ratio", "the ratio must be positive"),
+            (q.limit >= 0, "--limit", "the limit must be >= 0 (0: no limit)"),
+            (q.top is None or q.top >= 1, "--top", "--top must be >= 1"),
+            (q.num_classes is None or q.num_classes >= 1, "--num-classes", "must be >= 1"),
+            (q.warmup >= 0 and q.runs >= 1, "--runs", "runs must be >= 1, warm-up >= 0"),
+            (q.min_time_s >= 0 and q.max_time_s > 0, "--min-time", "times must be positive"),
+            (q.max_sweep_s is None or q.max_sweep_s > 0, "--max-time", "must be positive seconds"),
+        ]
+        for ok, where, what in checks:
+            if not ok:
+                raise bad(what, where)
+        if not q.teacher.strip():
+            raise bad("the teacher name is empty", "TEACHER")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -110,8 +110,14 @@ def test_budget_filter_and_capacity_ranking(fake: FakeBench) -> None:
 
 
 def test_p90_budget_is_the_export_gate_statistic(fake: FakeBench) -> None:
+    from distill_cli import api
+
     # p90 = 1.1 x p50 in the fake: 3.0 ms p50 fits 3.2 at p50 but not at p90 (3.3)
-    assert "test_vit" in [e.name for e in search(3.2).fits]
+    typed = api.students(TEACHER, 3.2, candidates=SMALL, max_ratio=1.0, input_size=32)
+    assert "test_vit" in [e.name for e in typed.fits]
+    assert typed.export_command("runs/x").startswith("distill export runs/x --threads ")
+    with pytest.raises(TypeError, match="unknown students options"):
+        api.students(TEACHER, 3.2, treads=2)
     strict = search(3.2, latency_stat="p90")
     assert "test_vit" not in [e.name for e in strict.fits]
     assert "--latency-stat p90" in strict.export_command()
