@@ -97,11 +97,9 @@ def students_cmd(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """The best timm students of TEACHER within a latency budget, timed on this machine.
-
-    Calls `students.search_students` (what `api.students` calls) directly: `distill_cli.api`
-    imports the training engine and torch, seconds that a cached answer does not need.
-    """
+    """The best timm students of TEACHER within a latency budget, timed on this machine."""
+    # students.search_students is what api.students calls; called directly because
+    # distill_cli.api imports the training engine and torch, seconds a cached answer skips.
     from distill_cli.console import console, students_table, sweep_progress
     from distill_cli.errors import RunFailed
     from distill_cli.student_recipe import NoFit
