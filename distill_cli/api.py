@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from distill_cli.model_search import ModelSearch
     from distill_cli.reports.compare import Comparison
     from distill_cli.reports.document import ReportResult
+    from distill_cli.student_types import StudentSearch
 
 __all__ = [
     "ExportResult",
@@ -43,6 +44,7 @@ __all__ = [
     "plan",
     "report",
     "run",
+    "students",
     "train",
 ]
 
@@ -214,3 +216,41 @@ def models(pattern: str = "*", **options: Any) -> ModelSearch:
     from distill_cli.model_search import find_models
 
     return find_models(pattern, **options)
+
+
+def students(
+    teacher: str,
+    max_latency_ms: float,
+    *,
+    progress: Callable[[int, int, str], None] | None = None,
+    write_recipe: str | Path | None = None,
+    data: str | Path | None = None,
+    teacher_checkpoint: str | Path | None = None,
+    student: str | None = None,
+    recipe_name: str | None = None,
+    **options: Any,
+) -> StudentSearch:
+    """`distill students`: the teacher's timm students ranked within a latency budget.
+
+    `options` are the `StudentQuery` fields (`device`, `input_size`, `threads`, `batch`,
+    `precision`, `latency_stat`, `pattern`, `families`, `candidates`, `max_ratio`, `limit`,
+    `max_sweep_s`, `cache_dir`, ...). With `write_recipe`, a function-matching recipe for the
+    best fit (or `student`) on `data` is written and validated; when nothing fits, `NoFit`
+    (a `RunFailed`) is raised and its `.search` holds the timings.
+
+        search = api.students("resnet50", 5.0, input_size=224, threads=2)
+        print(search.best.name, search.best.p50_ms)
+    """
+    from distill_cli.students import search_students
+
+    return search_students(
+        teacher,
+        max_latency_ms,
+        progress=progress,
+        write_recipe=write_recipe,
+        data=data,
+        teacher_checkpoint=teacher_checkpoint,
+        student=student,
+        recipe_name=recipe_name,
+        **options,
+    )

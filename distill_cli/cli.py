@@ -21,6 +21,7 @@ from distill_cli.cli_options import (
     SetOpt,
     wide_console,
 )
+from distill_cli.cli_students import students_cmd
 
 app = typer.Typer(
     name="distill",
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 app.command("export")(export_cmd)
 app.add_typer(bench_app, name="bench")
+app.command("students")(students_cmd)
 
 
 def _version(value: bool) -> None:

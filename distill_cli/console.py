@@ -198,3 +198,115 @@ def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[in
             progress.update(task, completed=done, total=total)
 
         yield update
+
+
+@contextmanager
+def sweep_progress(quiet: bool = False) -> Iterator[Callable[[int, int, str], None]]:
+    """`distill students`: a transient bar that names the candidate being exported and timed."""
+    if quiet or not err_console.is_terminal:
+        yield lambda done, total, name: None
+        return
+    columns = (
+        TextColumn("[bold]students"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[name]}"),
+    )
+    with Progress(*columns, console=err_console, transient=True) as progress:
+        task = progress.add_task("students", total=None, name="")
+
+        def update(done: int, total: int, name: str) -> None:
+            progress.update(task, completed=done, total=total, name=name)
+
+        yield update
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _count(n: int | None) -> str:
+    # model_search.format_params' units; that module imports timm, which a cached answer skips
+    if n is None:
+        return "?"
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return str(n)
+
+
+def _gflops(value: float | None) -> str:
+    if value is None:
+        return "?"
+    return f"{value:.2f}" if value >= 0.1 else f"{value:.3g}"
+
+
+def students_table(search: Any) -> Table:
+    """`distill students`: fits ranked (up to --top), then over budget and failures with reasons.
+
+    Skipped and unmeasured candidates are counted in the caption; `--json` lists every one."""
+    q = search.query
+    title = Text(f"students of {q.teacher}")
+    if search.teacher_params:
+        title.append(f" ({_count(search.teacher_params)} params)")
+    title.append(
+        f" within {q.max_latency_ms:g} ms {q.latency_stat} at batch {q.batch}, "
+        f"{q.input_size} px, {q.precision}, {q.device}, {search.environment.get('threads')} threads"
+    )
+    table = Table(title=title)
+    for name, justify in (
+        ("#", "right"),
+        ("model", "left"),
+        ("params", "right"),
+        ("GFLOPs", "right"),
+        ("p50 ms", "right"),
+        ("p90 ms", "right"),
+        ("headroom", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    accuracy = any(e.top1 is not None for e in search.entries)
+    if accuracy:
+        table.add_column("top-1", justify="right")
+    table.add_column("note", overflow="fold", max_width=60)
+    fits = [e for e in search.entries if e.status == "fits"]
+    shown = fits[: q.top] if q.top else fits
+    rest = [e for e in search.entries if e.status in ("over", "failed")]
+    for e in shown + rest:
+        style = {"fits": "green", "over": "yellow", "failed": "red"}[e.status]
+        headroom = "-"
+        if e.headroom_ms is not None:
+            pct = 100.0 * e.headroom_ms / q.max_latency_ms
+            headroom = f"{e.headroom_ms:+.2f} ms ({pct:+.0f}%)"
+        note = [e.reason or ("failed" if e.status == "failed" else "")]
+        if e.cached:
+            note.append("cached")
+        row = [
+            str(e.rank) if e.rank else "",
+            Text(e.name, style=f"bold {style}"),
+            _count(e.params),
+            _gflops(e.gflops),
+            _ms(e.p50_ms),
+            _ms(e.p90_ms),
+            Text(headroom, style=style),
+        ]
+        if accuracy:
+            row.append(f"{e.top1:.1f}" if e.top1 is not None else "-")
+        row.append(Text("; ".join(n for n in note if n)))
+        table.add_row(*row)
+    counts = {s: sum(e.status == s for e in search.entries) for s in ("skipped", "unmeasured")}
+    lines = [
+        f"{len(fits)} fit{'' if len(fits) == 1 else 's'}"
+        + (f" (top {len(shown)} shown)" if len(shown) < len(fits) else "")
+        + f"; {search.measured} timed now, {search.from_cache} from the cache, "
+        f"in {search.seconds:.1f} s on {search.environment.get('cpu')}",
+        f"not timed: {len(search.duplicates)} near-duplicates, {counts['skipped']} predicted "
+        f"over budget, {counts['unmeasured']} not measured (--json lists them)",
+        f"ranking: {search.ranking}",
+        f"same gate after training: {search.export_command()}",
+    ]
+    lines += [f"note: {n}" for n in search.notes]
+    if search.recipe_path is not None:
+        lines.append(f"recipe: {search.recipe_path}")
+    table.caption = Text("\n".join(lines))
+    return table

@@ -1,0 +1,142 @@
+"""The on-disk cache of `distill students`: timings per key, candidate lists per query.
+
+A timing is keyed by everything that changes it (architecture, input size, classes, device,
+threads, precision, batch, exporter, opset, timing protocol, package versions, CPU model): a
+new onnxruntime, another thread count or another machine measures again, nothing is ever
+invalidated by hand. Files are JSON, one per key, written atomically; an unreadable file is a
+miss. Nothing here imports torch, timm or onnxruntime, so a fully cached query stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distill_cli.student_types import StudentQuery, Timing
+
+_PACKAGES = (
+    "distill-cli",
+    "torch",
+    "timm",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxscript",
+    "numpy",
+)
+
+
+# --- cache -----------------------------------------------------------------------------------
+
+
+def cache_root(query: StudentQuery) -> Path:
+    """`--cache-dir`, else $DISTILL_CACHE_DIR, else ~/.cache/distill (as `distill models`)."""
+    if query.cache_dir is not None:
+        return Path(query.cache_dir)
+    folder = os.environ.get("DISTILL_CACHE_DIR")
+    if folder:
+        return Path(folder)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distill"
+
+
+def cpu_model() -> str:
+    """The CPU's name as /proc/cpuinfo gives it (read without importing torch)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions that change a timing, from package metadata (no imports: this must be fast)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def read(path: Path, key: dict[str, Any]) -> Any:
+    # A cache is an optimisation: unreadable or foreign content is a miss, never an error.
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("key") != json.loads(json.dumps(key, default=str)):
+        return None
+    return data.get("value")
+
+
+def write(path: Path, key: dict[str, Any], value: Any) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"key": key, "value": value}, f, default=str)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache folder only costs speed
+
+
+@dataclass
+class Cache:
+    root: Path
+    machine: dict[str, Any]
+
+    def timing_key(self, name: str, q: StudentQuery) -> dict[str, Any]:
+        return {
+            "arch": name,
+            "input_size": q.input_size,
+            "num_classes": q.num_classes,
+            "device": q.device,
+            "precision": q.precision,
+            "batch": q.batch,
+            "exporter": q.exporter,
+            "opset": q.opset,
+            "protocol": [q.warmup, q.runs, q.min_time_s, q.max_time_s],
+            **self.machine,
+        }
+
+    def path(self, kind: str, key: dict[str, Any]) -> Path:
+        return self.root / "students" / kind / f"{_digest(key)}.json"
+
+    def timing(self, name: str, q: StudentQuery) -> Timing | None:
+        key = self.timing_key(name, q)
+        value = read(self.path("timings", key), key)
+        return Timing.from_dict(value) if isinstance(value, dict) else None
+
+    def save_timing(self, timing: Timing, q: StudentQuery) -> None:
+        key = self.timing_key(timing.name, q)
+        write(self.path("timings", key), key, timing.to_dict())
+
+    def pool_key(self, q: StudentQuery) -> dict[str, Any]:
+        return {
+            "teacher": q.teacher,
+            "pattern": q.pattern,
+            "families": list(q.families),
+            "candidates": list(q.candidates),
+            "max_ratio": q.max_ratio,
+            "pretrained_only": q.pretrained_only,
+            "dedup": q.dedup,
+            "input_size": q.input_size,
+            "versions": self.machine["versions"],
+        }

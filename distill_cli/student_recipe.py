@@ -1,0 +1,137 @@
+"""`distill students --write-recipe`: a function-matching recipe for the chosen student.
+
+The recipe starts from the shipped ``recipes/function_matching.yaml`` (the paper's settings live
+there and only there), with the teacher, the data and the student at its deployment input size
+filled in, and a header that says which budget chose the student and which `distill export`
+line checks the same budget after training. It is validated before this returns.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from distill_cli.errors import DistillError, RunFailed
+from distill_cli.student_types import StudentEntry, StudentSearch
+
+_SOURCES = {
+    "synthetic": "synthetic",
+    "fashion_mnist": "fashion_mnist",
+    "fashion-mnist": "fashion_mnist",
+}
+
+
+class NoFit(RunFailed):
+    """A recipe was asked for but no candidate fits; `.search` still holds every timing."""
+
+    def __init__(self, error: DistillError, search: StudentSearch) -> None:
+        super().__init__(error.what, error.where, error.hint)
+        self.search = search
+
+
+def _template() -> dict[str, Any]:
+    from distill_cli.catalog import find
+
+    try:
+        data = yaml.safe_load(find("function_matching").path.read_text())
+    except (DistillError, OSError, yaml.YAMLError):
+        data = None  # installed without the recipes folder: the method's own defaults
+    if not isinstance(data, dict):
+        data = {"method": {"name": "function_matching"}, "schedule": {"epochs": 1000}}
+    return data
+
+
+def data_section(data: str, template: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`--data`: synthetic, fashion_mnist, or an image folder root (train/ and val/ inside)."""
+    if data in _SOURCES:
+        return {"source": _SOURCES[data]}
+    root = Path(data)
+    if not root.is_dir():
+        raise DistillError(
+            "--data is not a folder", data, "synthetic, fashion_mnist or a folder with train/, val/"
+        )
+    section = dict((template or {}).get("data") or {})
+    section.update({"source": "image_folder", "root": root.as_posix()})
+    return section
+
+
+def _choose(search: StudentSearch, student: str | None) -> StudentEntry:
+    if student is not None:
+        for entry in search.entries:
+            if entry.name == student:
+                if entry.status != "fits":
+                    raise RunFailed(
+                        f"{student} is not within the budget ({entry.status})", "--student"
+                    )
+                return entry
+        raise DistillError(f"{student} is not among the candidates", "--student")
+    if search.best is None:
+        raise RunFailed(
+            f"no candidate fits {search.query.max_latency_ms:g} ms: no recipe written",
+            "--write-recipe",
+            "raise --max-latency-ms, lower --input-size or try --precision int8",
+        )
+    return search.best
+
+
+def write_recipe(
+    search: StudentSearch,
+    path: Path,
+    *,
+    data: str,
+    teacher_checkpoint: Path | None = None,
+    student: str | None = None,
+    name: str | None = None,
+) -> Path:
+    """Write the recipe for `student` (default: the top-ranked fit) to `path`; returns `path`."""
+    from distill_cli.recipe import load_recipe
+
+    chosen = _choose(search, student)
+    q = search.query
+    raw = _template()
+    teacher: dict[str, Any] = {"model": q.teacher}
+    if teacher_checkpoint is not None:
+        teacher["checkpoint"] = Path(teacher_checkpoint).as_posix()
+    else:
+        teacher["pretrained"] = True
+    spec: dict[str, Any] = {"model": chosen.name, "input_size": q.input_size}
+    if chosen.model_kwargs:
+        spec["kwargs"] = dict(chosen.model_kwargs)
+    run_name = name or re.sub(r"[^A-Za-z0-9._-]", "-", f"{chosen.name}-from-{q.teacher}")
+    raw.update(
+        name=run_name,
+        description=f"function matching {q.teacher} -> {chosen.name} ({q.input_size} px), "
+        f"chosen by `distill students` for {q.max_latency_ms:g} ms",
+        teacher=teacher,
+        student=spec,
+        data=data_section(data, raw),
+    )
+    raw.pop("model", None)
+    if raw["data"]["source"] == "synthetic":  # a smoke-run dataset: the paper's batch won't fit
+        from distill_cli.recipe import SyntheticSpec
+
+        schedule = raw.setdefault("schedule", {})
+        images = SyntheticSpec().train_size
+        schedule["batch_size"] = min(int(schedule.get("batch_size", images)), images)
+    stat = chosen.p50_ms if q.latency_stat == "p50" else chosen.p90_ms
+    header = [
+        f"# Written by `distill students {q.teacher} --max-latency-ms {q.max_latency_ms:g}`:",
+        f"# {chosen.name} ran at {q.latency_stat} {stat:.3f} ms (batch {q.batch}, {q.precision},"
+        f" {search.environment.get('threads')} threads, {q.device}) on "
+        f"{search.environment.get('cpu')}.",
+        "# Train:  distill run " + path.as_posix(),
+        "# Export with the same budget as a gate:  " + search.export_command(f"runs/{run_name}"),
+    ]
+    if teacher_checkpoint is None:
+        header.append("# The teacher uses timm's hub weights; set teacher.checkpoint for your own.")
+    text = "\n".join(header) + "\n" + yaml.safe_dump(raw, sort_keys=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except OSError as exc:
+        raise DistillError(f"cannot write the recipe: {exc.strerror}", str(path)) from exc
+    load_recipe(path)  # what `distill run` will read must validate
+    return path

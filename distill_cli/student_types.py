@@ -1,0 +1,268 @@
+"""What `distill students` asks and answers: the query, one timing, one candidate, the search.
+
+Kept free of torch, timm and onnxruntime imports on purpose: a query whose every timing is in the
+cache is answered from these types alone, in a fraction of a second (importing timm takes
+seconds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from distill_cli.errors import DistillError
+
+Status = Literal["fits", "over", "skipped", "unmeasured", "failed"]
+#: Order of the statuses in the ranked table: the answer first, the reasons for the rest after.
+STATUS_ORDER: dict[str, int] = {"fits": 0, "over": 1, "skipped": 2, "unmeasured": 3, "failed": 4}
+DEVICES = ("cpu", "cuda")
+STUDENT_PRECISIONS = ("fp32", "fp16", "int8")
+#: The statistics `distill export --latency-stat` gates on; the budget means the same here.
+BUDGET_STATS = ("p50", "p90")
+#: Warm-up calls above this many times the budget end a timing early (see student_bench).
+PROBE_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class StudentQuery:
+    """Everything that decides which candidates are timed and how (the CLI's flags).
+
+    `warmup`, `runs`, `min_time_s` and `max_time_s` are `distill export`'s timing protocol
+    (same defaults), so a figure here and the export's latency gate measure the same thing.
+    """
+
+    teacher: str
+    max_latency_ms: float
+    device: str = "cpu"
+    input_size: int = 224
+    threads: int = 0
+    batch: int = 1
+    precision: str = "fp32"
+    latency_stat: str = "p50"
+    pattern: str = "*"
+    families: tuple[str, ...] = ()
+    candidates: tuple[str, ...] = ()
+    max_ratio: float = 0.5
+    pretrained_only: bool = True
+    dedup: bool = True
+    measure_all: bool = False
+    limit: int = 40
+    top: int | None = None
+    num_classes: int | None = None
+    exporter: str = "dynamo"
+    opset: int = 18
+    warmup: int = 10
+    runs: int = 100
+    min_time_s: float = 5.0
+    max_time_s: float = 60.0
+    max_sweep_s: float | None = None
+    accuracy_csv: Path | None = None
+    cache_dir: Path | None = None
+
+    def validate(self) -> None:
+        """Usage errors (exit 2) before anything is built or timed."""
+        q = self
+
+        def bad(what: str, where: str, hint: str | None = None) -> DistillError:
+            return DistillError(what, where, hint)
+
+        if not (q.max_latency_ms > 0 and math.isfinite(q.max_latency_ms)):
+            raise bad("the latency budget must be a positive number of ms", "--max-latency-ms")
+        if q.device not in DEVICES:
+            raise bad(f"unknown device {q.device!r}", "--device", "cpu or cuda")
+        if q.precision not in STUDENT_PRECISIONS:
+            raise bad(f"unknown precision {q.precision!r}", "--precision", "fp32, fp16 or int8")
+        if q.latency_stat not in BUDGET_STATS:
+            raise bad(
+                f"unknown latency statistic {q.latency_stat!r}", "--latency-stat", "p50 or p90"
+            )
+        if q.exporter not in ("dynamo", "torchscript"):
+            raise bad(f"unknown exporter {q.exporter!r}", "--exporter", "dynamo or torchscript")
+        checks = [
+            (q.input_size >= 8, "--input-size", "the input size must be at least 8 pixels"),
+            (q.threads >= 0, "--threads", "threads must be >= 0 (0: all cores)"),
+            (q.batch >= 1, "--batch", "the batch must be >= 1"),
+            (q.max_ratio > 0, "--max-ratio", "the ratio must be positive"),
+            (q.limit >= 0, "--limit", "the limit must be >= 0 (0: no limit)"),
+            (q.top is None or q.top >= 1, "--top", "--top must be >= 1"),
+            (q.num_classes is None or q.num_classes >= 1, "--num-classes", "must be >= 1"),
+            (q.warmup >= 0 and q.runs >= 1, "--runs", "runs must be >= 1, warm-up >= 0"),
+            (q.min_time_s >= 0 and q.max_time_s > 0, "--min-time", "times must be positive"),
+            (q.max_sweep_s is None or q.max_sweep_s > 0, "--max-time", "must be positive seconds"),
+        ]
+        for ok, where, what in checks:
+            if not ok:
+                raise bad(what, where)
+        if not q.teacher.strip():
+            raise bad("the teacher name is empty", "TEACHER")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for key in ("accuracy_csv", "cache_dir"):
+            out[key] = str(out[key]) if out[key] is not None else None
+        out["families"], out["candidates"] = list(self.families), list(self.candidates)
+        return out
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One candidate timed (or its export failure): what the on-disk cache holds per key.
+
+    `complete` is False when the warm-up alone showed the model far over the budget and the
+    timed runs were skipped: `p50_ms` is then the median of the last warm-up calls, an estimate
+    (`meets_protocol` False), reused only for budgets it is still far over.
+    """
+
+    name: str
+    ok: bool
+    error: str | None = None
+    params: int | None = None
+    gflops: float | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    min_ms: float | None = None
+    warmup: int = 0
+    runs: int = 0
+    seconds: float = 0.0
+    meets_protocol: bool = False
+    complete: bool = True
+    provider: str = ""
+    threads: int = 0
+    batch: int = 1
+    precision: str = "fp32"
+    exporter: str | None = None
+    export_seconds: float | None = None
+    session_create_ms: float | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    measured_at: str = ""
+
+    def stat(self, name: str) -> float | None:
+        return self.p50_ms if name == "p50" else self.p90_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Timing:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A timm architecture that could be the student, sized up before any timing."""
+
+    name: str
+    family: str
+    params: int
+    gflops_est: float | None  # at the deployment input size, scaled from timm's default input
+    pretrained: bool = False
+
+
+@dataclass(frozen=True)
+class StudentEntry:
+    """One row of the answer: a candidate, what happened to it, and its place in the ranking."""
+
+    name: str
+    family: str
+    status: Status
+    params: int | None
+    gflops: float | None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    headroom_ms: float | None = None  # budget minus the budget statistic; negative = over
+    meets_protocol: bool | None = None
+    cached: bool = False
+    reason: str | None = None
+    top1: float | None = None  # from the accuracy table, when one is used
+    rank: int | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    exporter: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A candidate not timed because an almost identical one (`kept`) is."""
+
+    name: str
+    kept: str
+
+
+@dataclass(frozen=True)
+class StudentSearch:
+    """The ranked answer of `distill students` / `api.students`."""
+
+    query: StudentQuery
+    teacher_params: int | None
+    entries: list[StudentEntry]
+    duplicates: list[Duplicate]
+    ranking: str
+    environment: dict[str, Any]
+    seconds: float
+    measured: int
+    from_cache: int
+    stopped: str | None = None
+    notes: list[str] = field(default_factory=list)
+    recipe_path: Path | None = None
+
+    @property
+    def fits(self) -> list[StudentEntry]:
+        return [e for e in self.entries if e.status == "fits"]
+
+    @property
+    def best(self) -> StudentEntry | None:
+        """The top-ranked candidate within the budget, or None when nothing fits."""
+        fits = self.fits
+        return fits[0] if fits else None
+
+    @property
+    def failed(self) -> list[StudentEntry]:
+        return [e for e in self.entries if e.status == "failed"]
+
+    def export_command(self, run_dir: str = "runs/<name>") -> str:
+        """The `distill export` line whose latency gate checks the same budget, stat, variant."""
+        q = self.query
+        parts = [f"distill export {run_dir}"]
+        if q.precision == "int8":
+            parts.append("--quantize int8")
+        elif q.precision == "fp16":
+            parts.append("--precision fp16")
+        parts.append(f"--threads {self.environment.get('threads', q.threads)}")
+        parts.append(f"--max-latency-ms {q.max_latency_ms:g}")
+        if q.latency_stat != "p50":
+            parts.append(f"--latency-stat {q.latency_stat}")
+        if q.precision != "fp32":
+            parts.append(f"--latency-variant {q.precision}")
+        return " ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query.to_dict(),
+            "teacher_params": self.teacher_params,
+            "ranking": self.ranking,
+            "budget": {
+                "max_latency_ms": self.query.max_latency_ms,
+                "stat": self.query.latency_stat,
+                "batch": self.query.batch,
+                "precision": self.query.precision,
+                "device": self.query.device,
+            },
+            "best": self.best.name if self.best else None,
+            "entries": [e.to_dict() for e in self.entries],
+            "duplicates": [asdict(d) for d in self.duplicates],
+            "environment": self.environment,
+            "seconds": round(self.seconds, 3),
+            "measured": self.measured,
+            "from_cache": self.from_cache,
+            "stopped": self.stopped,
+            "notes": list(self.notes),
+            "export_command": self.export_command(),
+            "recipe": str(self.recipe_path) if self.recipe_path else None,
+        }
