@@ -218,21 +218,11 @@ def models(pattern: str = "*", **options: Any) -> ModelSearch:
     return find_models(pattern, **options)
 
 
-def students(
-    teacher: str,
-    max_latency_ms: float,
-    *,
-    progress: Callable[[int, int, str], None] | None = None,
-    write_recipe: str | Path | None = None,
-    data: str | Path | None = None,
-    teacher_checkpoint: str | Path | None = None,
-    student: str | None = None,
-    recipe_name: str | None = None,
-    **options: Any,
-) -> StudentSearch:
+def students(teacher: str, max_latency_ms: float, **options: Any) -> StudentSearch:
     """`distill students`: the teacher's timm students ranked within a latency budget.
 
-    `options` are the `StudentQuery` fields (`device`, `input_size`, `threads`, `batch`,
+    `options`: `progress`, `write_recipe`, `data`, `teacher_checkpoint`, `student`,
+    `recipe_name`, and the `StudentQuery` fields (`device`, `input_size`, `threads`, `batch`,
     `precision`, `latency_stat`, `pattern`, `families`, `candidates`, `max_ratio`, `limit`,
     `max_sweep_s`, `cache_dir`, ...). With `write_recipe`, a function-matching recipe for the
     best fit (or `student`) on `data` is written and validated; when nothing fits, `NoFit`
@@ -243,14 +233,4 @@ def students(
     """
     from distill_cli.students import search_students
 
-    return search_students(
-        teacher,
-        max_latency_ms,
-        progress=progress,
-        write_recipe=write_recipe,
-        data=data,
-        teacher_checkpoint=teacher_checkpoint,
-        student=student,
-        recipe_name=recipe_name,
-        **options,
-    )
+    return search_students(teacher, max_latency_ms, **options)

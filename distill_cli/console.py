@@ -226,8 +226,8 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _count(n: int | None) -> str:
-    # model_search.format_params' units; that module imports timm, which a cached answer skips
+def format_params(n: int | None) -> str:
+    """Human units so a column of 8-digit counts can be compared at a glance."""
     if n is None:
         return "?"
     for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
@@ -249,7 +249,7 @@ def students_table(search: Any) -> Table:
     q = search.query
     title = Text(f"students of {q.teacher}")
     if search.teacher_params:
-        title.append(f" ({_count(search.teacher_params)} params)")
+        title.append(f" ({format_params(search.teacher_params)} params)")
     title.append(
         f" within {q.max_latency_ms:g} ms {q.latency_stat} at batch {q.batch}, "
         f"{q.input_size} px, {q.precision}, {q.device}, {search.environment.get('threads')} threads"
@@ -284,7 +284,7 @@ def students_table(search: Any) -> Table:
         row = [
             str(e.rank) if e.rank else "",
             Text(e.name, style=f"bold {style}"),
-            _count(e.params),
+            format_params(e.params),
             _gflops(e.gflops),
             _ms(e.p50_ms),
             _ms(e.p90_ms),

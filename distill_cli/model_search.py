@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 from timm.models import get_pretrained_cfg, is_model_pretrained, split_model_name_tag
 
+from distill_cli.console import format_params
 from distill_cli.errors import DistillError, did_you_mean
 from distill_cli.models import count_flops
 
@@ -229,16 +230,6 @@ def _student_order(e: ModelEntry) -> tuple[int, int, str]:
     if e.params is None or e.student is None:
         return (2, 0, e.name)
     return (0, -e.params, e.name) if e.student else (1, e.params, e.name)
-
-
-def format_params(n: int | None) -> str:
-    """Human units so a column of 8-digit counts can be compared at a glance."""
-    if n is None:
-        return "?"
-    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return str(n)
 
 
 def _size(size: tuple[int, int] | None) -> str:

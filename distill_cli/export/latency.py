@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from distill_cli.student_cache import cpu_model
+
 #: The protocol's minimums; `meets_protocol` in each entry says whether a run honoured them.
 MIN_WARMUP, MIN_RUNS, MIN_SECONDS = 10, 100, 5.0
 
@@ -279,16 +281,6 @@ def providers() -> list[str]:
     if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
         found.append("CUDAExecutionProvider")
     return found
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def versions() -> dict[str, str | None]:
