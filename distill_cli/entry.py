@@ -26,12 +26,14 @@ def entry(argv: list[str] | None = None) -> None:
         _fail("error: interrupted", 130, debug)
     except SystemExit:
         raise
+    except OSError as exc:  # the file system said no (permissions, a full disk, a FIFO...)
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(f"error: {exc.strerror or exc}{where}", EXIT_FAILURE, debug)
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode
         import click
 
         if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+            _fail(f"error: {usage_line(exc)}", exc.exit_code, debug)
         if isinstance(exc, click.exceptions.Abort):
             _fail("error: aborted", EXIT_FAILURE, debug)
         raise
@@ -45,3 +47,15 @@ def _fail(message: str, code: int, debug: bool) -> None:
         traceback.print_exc()
     print(message, file=sys.stderr)
     sys.exit(code)
+
+
+def usage_line(exc: Exception) -> str:
+    """Click's usage error (a mistyped option or command, a bad value) as one line that says
+    where to look, instead of its usage block."""
+    import click
+
+    text = " ".join(exc.format_message().split()) if isinstance(exc, click.ClickException) else ""
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        text += f" - see `{ctx.command_path} --help`"
+    return text
