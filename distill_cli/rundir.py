@@ -159,6 +159,7 @@ class RunDir:
                 "--resume/--overwrite",
                 "--resume continues the run, --overwrite starts it over: pass one",
             )
+        self.path.mkdir(parents=True, exist_ok=True)
         foreign = [c for c in self.path.iterdir() if c != self.lockfile] if not self.is_run else []
         if foreign:
             raise DistillError(
