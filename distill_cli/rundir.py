@@ -72,6 +72,11 @@ class RunDir:
         self.lockfile = path / ".lock"
         self.marker = path / MARKER
         self.export = path / "export"
+        self.export_report = self.export / "report.json"
+        self.tensorboard = path / "tensorboard"
+        self.mlflow_run_id = path / "mlflow_run_id"
+        self.report_html = path / "report.html"
+        self.report_md = path / "report.md"
 
     @classmethod
     def of(cls, output_dir: Path, name: str) -> RunDir:
