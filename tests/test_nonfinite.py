@@ -36,8 +36,8 @@ def _bn(setup) -> tuple[str, torch.nn.Module]:
     )
 
 
-def _poison_at(setup, steps: set[int], *, nan_loss: bool) -> None:
-    """At the given calls, a BatchNorm running statistic becomes Inf (and the loss NaN)."""
+def _poison_at(setup, steps: set[int]) -> None:
+    """At the given calls, a BatchNorm running statistic becomes Inf and the loss NaN."""
     original, calls = setup.method.step, {"n": 0}
     _, bn = _bn(setup)
 
@@ -46,8 +46,7 @@ def _poison_at(setup, steps: set[int], *, nan_loss: bool) -> None:
         out = original(batch, epoch)
         if calls["n"] in steps:
             bn.running_var.fill_(float("inf"))
-            if nan_loss:
-                return StepOutput(out.loss * float("nan"), out.logs)
+            return StepOutput(out.loss * float("nan"), out.logs)
         return out
 
     setup.method.step = step
@@ -55,10 +54,20 @@ def _poison_at(setup, steps: set[int], *, nan_loss: bool) -> None:
 
 def test_an_inf_buffer_is_never_saved_and_is_named(tmp_path: Path) -> None:
     setup, run = _setup(tmp_path)
-    _poison_at(setup, {6}, nan_loss=False)  # the loss stays finite: only the buffer went bad
-    name, _ = _bn(setup)
+    trainer = Trainer(setup, run)
+    name, bn = _bn(setup)
+    original, calls = trainer.optimizer.step, {"n": 0}
+
+    def step(*args, **kwargs):  # after the update of step 6 a running statistic overflows,
+        calls["n"] += 1  # while every loss stays finite
+        out = original(*args, **kwargs)
+        if calls["n"] == 6:
+            bn.running_var.fill_(float("inf"))
+        return out
+
+    trainer.optimizer.step = step
     with pytest.raises(RunFailed, match=rf"{name}\.running_var.*NaN/Inf at step 8") as err:
-        Trainer(setup, run).fit()
+        trainer.fit()
     assert err.value.code == 1
     assert json.loads((run.checkpoints / "last.json").read_text())["step"] == 4
     saved = load_file(str(run.last))
@@ -67,7 +76,7 @@ def test_an_inf_buffer_is_never_saved_and_is_named(tmp_path: Path) -> None:
 
 def test_skip_mode_undoes_the_skipped_steps_buffer_updates(tmp_path: Path) -> None:
     setup, run = _setup(tmp_path, on_nonfinite="skip")
-    _poison_at(setup, {3, 6}, nan_loss=True)
+    _poison_at(setup, {3, 6})
     summary = Trainer(setup, run).fit()
     assert summary["data"]["skipped_steps"] == 2
     _, bn = _bn(setup)
@@ -76,7 +85,7 @@ def test_skip_mode_undoes_the_skipped_steps_buffer_updates(tmp_path: Path) -> No
 
 def test_skip_mode_with_a_window_of_only_skipped_steps(tmp_path: Path) -> None:
     setup, run = _setup(tmp_path, on_nonfinite="skip")
-    _poison_at(setup, {3, 4}, nan_loss=True)  # log_every=2: the window of steps 3-4 is empty
+    _poison_at(setup, {3, 4})  # log_every=2: the window of steps 3-4 is empty
     reporter = RichReporter(quiet=True)
     try:
         summary = Trainer(setup, run, reporter).fit()
