@@ -129,7 +129,7 @@ def read_sidecar(checkpoint: Path) -> dict[str, Any]:
         return {}
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DistillError("checkpoint sidecar is not valid JSON", str(path)) from exc
 
 
