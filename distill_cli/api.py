@@ -86,11 +86,28 @@ def run(
 
 
 def _run(rec: Recipe, resume: bool, overwrite: bool, reporter: Reporter | None) -> dict[str, Any]:
+    if resume and overwrite:
+        raise DistillError(
+            "--resume and --overwrite contradict each other",
+            "--resume/--overwrite",
+            "--resume continues the run, --overwrite starts it over: pass one",
+        )
     preflight(rec)
     joined_before = distributed.joined()
-    setup = build(rec)
+    rundir = RunDir(rec.run_dir)
     try:
-        return _train(setup, rec, resume, overwrite, reporter)
+        if not distributed.world_from_env().is_main:
+            # the main process owns the folder; the others follow its decision
+            setup = build(rec)
+            setup.world.barrier()
+            trainer = Trainer(setup, rundir, None)
+            if resume and rundir.last.is_file():
+                trainer.resume()
+            return trainer.fit()
+        # the folder is locked before models and data are built: a second run on the same
+        # folder is refused at once, not after minutes of loading
+        with rundir.lock():
+            return _train(build(rec), rec, rundir, resume, overwrite, reporter)
     finally:
         # Leave the process group we joined: a process that exits with gloo's threads still
         # running can die in std::terminate (SIGABRT) after a run that succeeded. A group the
@@ -100,28 +117,25 @@ def _run(rec: Recipe, resume: bool, overwrite: bool, reporter: Reporter | None) 
 
 
 def _train(
-    setup: Setup, rec: Recipe, resume: bool, overwrite: bool, reporter: Reporter | None
+    setup: Setup,
+    rec: Recipe,
+    rundir: RunDir,
+    resume: bool,
+    overwrite: bool,
+    reporter: Reporter | None,
 ) -> dict[str, Any]:
-    rundir = RunDir(rec.run_dir)
-    world = setup.world
-    if not world.is_main:  # the main process owns the folder; the others follow its decision
-        world.barrier()
-        trainer = Trainer(setup, rundir, None)
-        if resume and rundir.last.is_file():
-            trainer.resume()
+    """The main process's part of a run, inside the folder's lock."""
+    try:
+        resuming = rundir.prepare(rec.to_yaml(), resume=resume, overwrite=overwrite)
+    finally:
+        setup.world.barrier()
+    trainer = Trainer(setup, rundir, reporter)
+    if resuming:
+        trainer.resume()
+    start = trainer.state["step"]
+    with open_trackers(rec, rundir.path, start_step=start, resumed=resuming) as trackers:
+        trainer.reporter = TrackingReporter(trainer.reporter, trackers)
         return trainer.fit()
-    with rundir.lock():
-        try:
-            resuming = rundir.prepare(rec.to_yaml(), resume=resume, overwrite=overwrite)
-        finally:
-            world.barrier()
-        trainer = Trainer(setup, rundir, reporter)
-        if resuming:
-            trainer.resume()
-        start = trainer.state["step"]
-        with open_trackers(rec, rundir.path, start_step=start, resumed=resuming) as trackers:
-            trainer.reporter = TrackingReporter(trainer.reporter, trackers)
-            return trainer.fit()
 
 
 def train(

@@ -22,18 +22,37 @@ from safetensors import safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
-from distill_cli.errors import DistillError
+from distill_cli.errors import DistillError, RunFailed
 from distill_cli.models import METHOD_PREFIX, OPTIM_PREFIX, PRIVATE_PREFIX, sidecar_path
 
 _STATE_KEY = "distill.train_state"
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (no race with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`."""
+    """Write to a temp file in the same folder, fsync, then rename over `path`.
+
+    The temp file is named `.<name>.<random>.tmp` (RunDir removes leftovers of a kill at the
+    next start) and gets the mode an ordinary `open` would give (0666 less the umask), not
+    mkstemp's private 0600: a shared results folder stays readable by the group.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
             fh.flush()
@@ -49,6 +68,18 @@ def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
 
 
+class NonFiniteState(RunFailed):
+    """A tensor about to be saved holds NaN/Inf: the file is not written, the old one stays."""
+
+
+def first_nonfinite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """The first floating tensor holding NaN or Inf, by name (None when all are finite)."""
+    for key, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return key
+    return None
+
+
 def save_weights(
     path: Path,
     model: nn.Module,
@@ -58,7 +89,13 @@ def save_weights(
     extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Save model weights (and optionally the optimizer, the method's extra state and the
-    training position), then the sidecar."""
+    training position), then the sidecar.
+
+    Every floating tensor (parameters, buffers such as BatchNorm's running statistics,
+    optimizer moments) must be finite: a checkpoint is what a resume, an export or a later run
+    trusts, so a NaN/Inf one raises :class:`NonFiniteState` naming the tensor, and the file on
+    disk keeps its previous, good content.
+    """
     tensors = _cpu(model.state_dict())
     tensors.update(_cpu({f"{METHOD_PREFIX}{k}": v for k, v in (extra or {}).items()}))
     header: dict[str, str] = {"format": "pt", "distill.meta": json.dumps(meta)}
@@ -66,6 +103,16 @@ def save_weights(
         opt_tensors, opt_json = _flatten_optimizer(optimizer)
         tensors.update(opt_tensors)
         header[_STATE_KEY] = json.dumps({**(train_state or {}), "optimizer": opt_json})
+    bad = first_nonfinite(tensors)
+    if bad is not None:
+        step = meta.get("step")
+        raise NonFiniteState(
+            f"tensor {bad!r} holds NaN/Inf"
+            + (f" at step {step}" if step is not None else "")
+            + f"; {path.name} was not overwritten and keeps the last good state",
+            str(path),
+            "lower optim.lr or set optim.clip_grad_norm; --resume restarts from the kept state",
+        )
     atomic_write(path, st_save(tensors, metadata=header))
     atomic_write(sidecar_path(path), json.dumps(meta, indent=2) + "\n")
 

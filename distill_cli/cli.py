@@ -19,6 +19,7 @@ from distill_cli.cli_options import (
     RecipeArg,
     ResumeOpt,
     SetOpt,
+    finite,
     wide_console,
 )
 from distill_cli.cli_students import students_cmd
@@ -118,7 +119,8 @@ def run(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     nproc: Annotated[
-        int, typer.Option("--nproc", help="processes (GPUs) on this machine, via torchrun")
+        int,
+        typer.Option("--nproc", min=1, help="processes (GPUs) on this machine, via torchrun"),
     ] = 1,
 ) -> None:
     """Distill a teacher into a student as the recipe says (function matching by default)."""
@@ -216,12 +218,20 @@ def models(
     pretrained: Annotated[
         bool, typer.Option("--pretrained", help="only models with pretrained weights in timm")
     ] = False,
-    limit: Annotated[int, typer.Option("--limit", help="list at most N models (0: all)")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="list at most N models (0: all)")
+    ] = 50,
     flops: Annotated[
         bool, typer.Option("--flops", help="also GFLOPs at the default input")
     ] = False,
     max_ratio: Annotated[
-        float, typer.Option("--max-ratio", help="a student has at most this x teacher's params")
+        float,
+        typer.Option(
+            "--max-ratio",
+            min=0.0,
+            callback=finite,
+            help="a student has at most this x teacher's params",
+        ),
     ] = 0.5,
     as_json: JsonOpt = False,
 ) -> None:

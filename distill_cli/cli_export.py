@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from distill_cli.cli_options import JsonOpt, QuietOpt, RecipeArg, SetOpt, wide_console
+from distill_cli.cli_options import JsonOpt, QuietOpt, RecipeArg, SetOpt, finite, wide_console
 
 SourceArg = Annotated[
     str,
@@ -18,26 +18,58 @@ SourceArg = Annotated[
     ),
 ]
 ThreadsOpt = Annotated[
-    int, typer.Option("--threads", help="CPU threads for PyTorch and ONNX Runtime (0: all cores)")
+    int,
+    typer.Option(
+        "--threads", min=0, help="CPU threads for PyTorch and ONNX Runtime (0: all cores)"
+    ),
 ]
-BatchOpt = Annotated[int, typer.Option("--batch", help="batch size of the throughput figure")]
-WarmupOpt = Annotated[int, typer.Option("--warmup", help="untimed calls before timing")]
-RunsOpt = Annotated[int, typer.Option("--runs", help="timed batch-1 calls, at least")]
-MinTimeOpt = Annotated[float, typer.Option("--min-time", help="seconds of timed calls, at least")]
-MaxTimeOpt = Annotated[float, typer.Option("--max-time", help="stop timing after this many s")]
+BatchOpt = Annotated[
+    int, typer.Option("--batch", min=1, help="batch size of the throughput figure")
+]
+WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="untimed calls before timing")]
+RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="timed batch-1 calls, at least")]
+MinTimeOpt = Annotated[
+    float,
+    typer.Option("--min-time", min=0.0, callback=finite, help="seconds of timed calls, at least"),
+]
+MaxTimeOpt = Annotated[
+    float,
+    typer.Option("--max-time", min=0.0, callback=finite, help="stop timing after this many s"),
+]
 CheckpointOpt = Annotated[
     Path | None, typer.Option("--checkpoint", help="weights for a timm-name SOURCE")
 ]
 InputSizeOpt = Annotated[
-    int | None, typer.Option("--input-size", help="input side for a timm-name SOURCE")
+    int | None, typer.Option("--input-size", min=1, help="input side for a timm-name SOURCE")
 ]
 NumClassesOpt = Annotated[
-    int | None, typer.Option("--num-classes", help="classes for a timm-name SOURCE")
+    int | None, typer.Option("--num-classes", min=1, help="classes for a timm-name SOURCE")
 ]
 ExporterOpt = Annotated[
     str, typer.Option("--exporter", help="dynamo or torchscript (the other is the fallback)")
 ]
 OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset")]
+
+
+def check_opset(opset: int, exporter: str) -> None:
+    """An opset the exporters write as asked, or a one-line error: the dynamo exporter writes
+    18 and later only (it would silently write 18 for 13), and no exporter writes an opset
+    newer than the installed onnx package knows."""
+    import onnx
+
+    from distill_cli.errors import DistillError
+
+    newest = onnx.defs.onnx_opset_version()
+    if not 7 <= opset <= newest:
+        raise DistillError(
+            f"ONNX opset {opset} is outside what can be written (7 to {newest})", "--opset"
+        )
+    if exporter == "dynamo" and opset < 18:
+        raise DistillError(
+            f"the dynamo exporter writes opset 18 or later, not {opset}",
+            "--opset",
+            f"pass --exporter torchscript for opset {opset}, or --opset 18",
+        )
 
 
 def _model_args(values: list[str] | None) -> dict[str, object]:
@@ -86,23 +118,39 @@ def export_cmd(
         str | None, typer.Option("--quantize", help="also write an int8 file (static, QDQ)")
     ] = None,
     calib_images: Annotated[
-        int, typer.Option("--calib-images", help="int8 calibration images (training split)")
+        int,
+        typer.Option("--calib-images", min=1, help="int8 calibration images (training split)"),
     ] = 256,
     calib_method: Annotated[
         str, typer.Option("--calib-method", help="minmax, entropy or percentile")
     ] = "minmax",
     images: Annotated[
-        int, typer.Option("--images", help="validation images for parity/accuracy (0: all)")
+        int,
+        typer.Option("--images", min=0, help="validation images for parity/accuracy (0: all)"),
     ] = 2000,
     tolerance: Annotated[
-        float | None, typer.Option("--tolerance", help="old name of --atol (its alias)")
+        float | None,
+        typer.Option(
+            "--tolerance", min=0.0, callback=finite, help="old name of --atol (its alias)"
+        ),
     ] = None,
     atol: Annotated[
         float | None,
-        typer.Option("--atol", help="fp32 parity: |onnx-pytorch| <= atol + rtol*|pytorch| [1e-4]"),
+        typer.Option(
+            "--atol",
+            min=0.0,
+            callback=finite,
+            help="fp32 parity: |onnx-pytorch| <= atol + rtol*|pytorch| [1e-4]",
+        ),
     ] = None,
     rtol: Annotated[
-        float | None, typer.Option("--rtol", help="fp32 parity: relative part of the bound [1e-3]")
+        float | None,
+        typer.Option(
+            "--rtol",
+            min=0.0,
+            callback=finite,
+            help="fp32 parity: relative part of the bound [1e-3]",
+        ),
     ] = None,
     seed: Annotated[
         int, typer.Option("--seed", help="seed of random weights (timm name, no checkpoint)")
@@ -132,21 +180,42 @@ def export_cmd(
         bool, typer.Option("--teacher/--no-teacher", help="time the run's teacher too")
     ] = True,
     min_top1: Annotated[
-        float | None, typer.Option("--min-top1", help="gate: every ONNX file's top-1 >= this %")
+        float | None,
+        typer.Option(
+            "--min-top1",
+            min=0.0,
+            max=100.0,
+            callback=finite,
+            help="gate: every ONNX file's top-1 >= this %",
+        ),
     ] = None,
     max_top1_drop: Annotated[
         float | None,
-        typer.Option("--max-top1-drop", help="gate: points lost vs PyTorch (variants: vs fp32)"),
+        typer.Option(
+            "--max-top1-drop",
+            min=0.0,
+            callback=finite,
+            help="gate: points lost vs PyTorch (variants: vs fp32)",
+        ),
     ] = None,
     min_variant_agreement: Annotated[
         float | None,
         typer.Option(
             "--min-variant-agreement",
+            min=0.0,
+            max=100.0,
+            callback=finite,
             help="gate: each fp16/int8 file agrees with ONNX fp32 on >= this % of top-1",
         ),
     ] = None,
     max_latency_ms: Annotated[
-        float | None, typer.Option("--max-latency-ms", help="gate: student ONNX batch-1 latency")
+        float | None,
+        typer.Option(
+            "--max-latency-ms",
+            min=0.0,
+            callback=finite,
+            help="gate: student ONNX batch-1 latency",
+        ),
     ] = None,
     latency_stat: Annotated[
         str, typer.Option("--latency-stat", help="p50 or p90, for --max-latency-ms")
@@ -163,6 +232,8 @@ def export_cmd(
     from distill_cli import api
     from distill_cli.console import console, err_console
     from distill_cli.export.render import export_view
+
+    check_opset(opset, exporter)
 
     def log(message: str) -> None:
         if not (quiet or as_json):
@@ -246,6 +317,7 @@ def bench_latency_cmd(
     from distill_cli.console import console
     from distill_cli.export.render import bench_view
 
+    check_opset(opset, exporter)
     result = api.bench_latency(
         target,
         checkpoint=checkpoint,
@@ -270,8 +342,8 @@ def bench_latency_cmd(
 def bench_train_cmd(
     recipe: RecipeArg,
     set_: SetOpt = None,
-    steps: Annotated[int, typer.Option("--steps", help="timed steps")] = 40,
-    warmup: Annotated[int, typer.Option("--warmup", help="untimed steps (compile)")] = 10,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="timed steps")] = 40,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="untimed steps (compile)")] = 10,
     rounds: Annotated[
         int,
         typer.Option("--rounds", min=1, help="alternate distill/bare this many times (medians)"),

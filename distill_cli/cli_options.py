@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -28,3 +29,10 @@ def wide_console(width: int = 140) -> Console:
     from distill_cli.console import console
 
     return console if console.is_terminal else Console(width=width)
+
+
+def finite(value: float | None) -> float | None:
+    """Option callback: NaN and infinity pass click's range checks but are never a setting."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value

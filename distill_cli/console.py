@@ -65,8 +65,11 @@ class RichReporter:
         kind = record.get("kind")
         if kind == "train":
             ips = record.get("images_per_s")
+            loss = record.get("loss")  # None: every step of the window was skipped
             self.progress.update(
-                self.task, loss=f"{record['loss']:.4f}", ips=f"{ips:,.0f}" if ips else "-"
+                self.task,
+                loss="-" if loss is None else f"{loss:.4f}",
+                ips=f"{ips:,.0f}" if ips else "-",
             )
         elif kind == "eval" and not self.quiet:
             shown = {k: v for k, v in record.items() if k not in ("kind", "step")}

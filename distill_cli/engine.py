@@ -118,6 +118,10 @@ class _Window:
         self.steps += 1
 
 
+def _float_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: b for k, b in module.named_buffers() if b.is_floating_point()}
+
+
 class Trainer:
     """Runs one recipe to completion in its run directory."""
 
@@ -224,11 +228,19 @@ class Trainer:
         lr = set_lr(self.optimizer, rec.optim.lr, lr_factor(step, s.total_steps, rec.schedule))
         self.state["lr"] = lr
         enabled = s.autocast is not None
+        skip = rec.runtime.on_nonfinite == "skip"
+        # a skipped step must leave no trace: its forward pass already moved BatchNorm's
+        # running statistics (possibly to NaN/Inf), so they are put back as they were
+        buffers = _float_buffers(self.module) if skip else {}
+        saved = {k: v.clone() for k, v in buffers.items()}
         with torch.autocast(s.device.type, s.autocast or torch.float32, enabled=enabled):
             out = s.method.step(batch, epoch)
         self.optimizer.zero_grad(set_to_none=True)
-        if rec.runtime.on_nonfinite == "skip" and not bool(torch.isfinite(out.loss)):
+        if skip and not bool(torch.isfinite(out.loss)):
             self.state["skipped_steps"] += 1  # this mode syncs every step: it must look
+            with torch.no_grad():
+                for key, value in buffers.items():
+                    value.copy_(saved[key])
             return
         out.loss.backward()
         clip = rec.optim.clip_grad_norm

@@ -19,20 +19,20 @@ def entry(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("DISTILL_DEBUG") == "1"
     try:
-        code = app(args=args, standalone_mode=False)
+        code = app(args=args, prog_name="distill", standalone_mode=False)
     except DistillError as exc:
         _fail(f"error: {exc}", exc.code, debug)
     except KeyboardInterrupt:
         _fail("error: interrupted", 130, debug)
     except SystemExit:
         raise
+    except OSError as exc:  # the file system said no (permissions, a full disk, a FIFO...)
+        where = f" ({exc.filename})" if exc.filename else ""
+        _fail(f"error: {exc.strerror or exc}{where}", EXIT_FAILURE, debug)
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if _is_click_error(exc):
+            _fail(f"error: {usage_line(exc)}", int(getattr(exc, "exit_code", 2)), debug)
+        if type(exc).__name__ == "Abort":
             _fail("error: aborted", EXIT_FAILURE, debug)
         raise
     sys.exit(code if isinstance(code, int) else 0)
@@ -45,3 +45,30 @@ def _fail(message: str, code: int, debug: bool) -> None:
         traceback.print_exc()
     print(message, file=sys.stderr)
     sys.exit(code)
+
+
+def _click_modules() -> list[type[Exception]]:
+    """ClickException from click and from the copy Typer vendors (`typer._click`, Typer >= 0.29
+    raises its own): a usage error from either is the user's, not a bug."""
+    types: list[type[Exception]] = []
+    for name in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            module = __import__(name, fromlist=["ClickException"])
+        except ImportError:
+            continue
+        types.append(module.ClickException)
+    return types
+
+
+def _is_click_error(exc: Exception) -> bool:
+    return isinstance(exc, tuple(_click_modules()))
+
+
+def usage_line(exc: Exception) -> str:
+    """Click's usage error (a mistyped option or command, a bad value) as one line that says
+    where to look, instead of its usage block."""
+    text = " ".join(exc.format_message().split())  # type: ignore[attr-defined]
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and getattr(ctx, "command_path", None):
+        text += f" - see `{ctx.command_path} --help`"
+    return text

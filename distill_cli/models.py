@@ -7,7 +7,9 @@ table of normalisation constants of its own.
 
 from __future__ import annotations
 
+import functools
 import json
+import pickle
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -127,19 +129,30 @@ def read_sidecar(checkpoint: Path) -> dict[str, Any]:
         return {}
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DistillError("checkpoint sidecar is not valid JSON", str(path)) from exc
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Model weights from .safetensors or a weights-only .pt/.pth, wrappers and prefixes removed."""
+    if path.exists() and not path.is_file():
+        raise DistillError("checkpoint is not a regular file", str(path), "pass a weights file")
     if not path.is_file():
         raise DistillError("checkpoint file not found", str(path), "check the path")
     try:
         if path.suffix == ".safetensors":
             state: Any = load_file(str(path))
         else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's own advice (weights_only=False) is wrong here
+                warnings.simplefilter("ignore")
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DistillError(
+            "the checkpoint is a pickle holding more than tensors (objects or code); distill "
+            "loads weights only and did not run it",
+            str(path),
+            "save model.state_dict() with torch.save, or convert the weights to .safetensors",
+        ) from exc
     except Exception as exc:
         raise DistillError(
             f"cannot read checkpoint: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
@@ -197,10 +210,48 @@ def infer_num_classes(spec: ModelSpec, data_classes: int | None) -> int:
     return data_classes
 
 
+@functools.lru_cache(maxsize=256)
+def accepts_img_size(name: str) -> bool:
+    """Whether timm builds `name` for a given input size (`img_size`): models with fixed-size
+    position embeddings or windows (ViT, DeiT, Swin, LeViT...) must be told the size at
+    creation, while convnets take any size and refuse the keyword. Probed on the meta device:
+    no memory, no weights."""
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            timm.create_model(name, num_classes=1, img_size=224)
+    except TypeError as exc:
+        return "img_size" not in str(exc)
+    except Exception:  # the probe size itself may not suit the model; it takes the keyword
+        return True
+    return True
+
+
+def _input_size(spec: ModelSpec) -> tuple[int, int] | None:
+    """The size the model is trained at: the recipe's, else its checkpoint sidecar's."""
+    size: Any = spec.input_size
+    if size is None and spec.checkpoint is not None:
+        size = read_sidecar(spec.checkpoint).get("input_size")
+    if size is None:
+        return None
+    if isinstance(size, int):
+        return (size, size)
+    return (int(size[-2]), int(size[-1]))
+
+
 def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
-    """Build a timm model from a recipe spec, load its weights, and resolve its input config."""
+    """Build a timm model from a recipe spec, load its weights, and resolve its input config.
+
+    The input size (recipe, or the checkpoint's sidecar) reaches timm as `img_size` for the
+    models that take it, so a ViT trained at 32x32 has a 32x32 position embedding.
+    """
     check_model_name(spec.model)
     kwargs = {**spec.kwargs, **overrides}
+    size = _input_size(spec)
+    if size is not None and spec.input_size is None:
+        spec = spec.model_copy(update={"input_size": size})
+    if size is not None and "img_size" not in kwargs and accepts_img_size(spec.model):
+        kwargs["img_size"] = size
     try:
         model = timm.create_model(
             spec.model,
@@ -216,12 +267,48 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
                 "pretrained",
                 "use checkpoint: PATH on a machine without hub access",
             ) from exc
-        raise
+        raise _cannot_build(spec, kwargs, exc) from exc
     except TypeError as exc:
         raise DistillError(f"bad model kwargs: {exc}", f"{spec.model}.kwargs") from exc
+    except (AssertionError, ValueError, IndexError, ZeroDivisionError) as exc:
+        raise _cannot_build(spec, kwargs, exc) from exc
     if spec.checkpoint is not None:
         load_weights(model, spec.checkpoint)
     return Net(model, resolve_info(model, spec, num_classes))
+
+
+def _cannot_build(spec: ModelSpec, kwargs: dict[str, Any], exc: BaseException) -> DistillError:
+    lines = str(exc).strip().splitlines()
+    detail = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+    shown = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    return DistillError(
+        f"timm cannot build {spec.model!r}" + (f" with {shown}" if shown else "") + f" ({detail})",
+        f"{spec.model}.input_size",
+        "pick an input size the model supports (e.g. a multiple of its patch/window size)",
+    )
+
+
+def probe(net: Net, role: str, device: torch.device) -> None:
+    """One dummy batch through `net` at its input size: shape problems (a position embedding
+    of another size, a too-small input for the downsampling) show in `--dry-run` and before
+    any training, as one line instead of a traceback at step 1."""
+    h, w = net.info.input_size
+    modes = [(m, m.training) for m in net.module.modules()]
+    net.module.eval()
+    try:
+        with torch.no_grad():
+            net.module(torch.zeros(2, net.info.in_chans, h, w, device=device))
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        raise DistillError(
+            f"the {role} {net.info.name} fails on a {net.info.in_chans}x{h}x{w} input: "
+            f"{type(exc).__name__}: {lines[0][:200] if lines else ''}",
+            f"{role}.input_size",
+            "set input_size (and in_chans) to what the model accepts",
+        ) from exc
+    finally:
+        for module, mode in modes:
+            module.training = mode
 
 
 class Ensemble(nn.Module):
@@ -308,9 +395,13 @@ def model_cost(spec: ModelSpec, num_classes: int) -> ModelCost:
     without memory or a checkpoint at hand.
     """
     check_model_name(spec.model)
+    kwargs = dict(spec.kwargs)
+    size = _input_size(spec)
+    if size is not None and "img_size" not in kwargs and accepts_img_size(spec.model):
+        kwargs["img_size"] = size
     with torch.device("meta"):
         model = timm.create_model(
-            spec.model, num_classes=num_classes, in_chans=spec.in_chans, **spec.kwargs
+            spec.model, num_classes=num_classes, in_chans=spec.in_chans, **kwargs
         )
     info = resolve_info(model, spec, num_classes)
     params = sum(p.numel() for p in model.parameters())

@@ -28,7 +28,11 @@ Fraction = Annotated[float, Field(gt=0, le=1)]
 class Strict(BaseModel):
     """Base of every recipe section: unknown keys are errors; assignments are validated too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    # NaN/Inf are never a setting: `lr: 1e400` (YAML reads inf) would pass `gt=0` and crash in
+    # the optimizer, so every float of every section must be finite
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False
+    )
 
 
 class ModelSpec(Strict):
@@ -101,6 +105,11 @@ class DataSpec(Strict):
         "skip", description="an undecodable file: skip it (counted in the summary) or stop"
     )
     synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec)
+    class_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="data class name -> teacher class name, where the two name classes "
+        "differently (e.g. a folder `T-shirt_top` for Fashion-MNIST's `T-shirt/top`)",
+    )
 
     @model_validator(mode="after")
     def _root_needed(self) -> DataSpec:
@@ -221,6 +230,11 @@ class RuntimeSpec(Strict):
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="a NaN/Inf loss stops the run, or its step is skipped (counted)"
     )
+    sync_bn: bool | None = Field(
+        None,
+        description="BatchNorm statistics over the global batch under several processes; "
+        "default: on when the student has BatchNorm and there are several processes",
+    )
     log_to: list[Literal["tensorboard", "mlflow"]] = Field(
         default_factory=list,
         description="trackers besides metrics.jsonl: tensorboard (built in), mlflow (extra)",
@@ -230,6 +244,22 @@ class RuntimeSpec(Strict):
 class OutputSpec(Strict):
     dir: Path = Path("runs")
     name: str | None = Field(None, description="run folder name; default: the recipe name")
+
+    @model_validator(mode="after")
+    def _plain_name(self) -> OutputSpec:
+        if self.name is not None:
+            _plain(self.name)
+        return self
+
+
+def _plain(name: str) -> None:
+    """A run name is one folder: `..`, `/x` or `a/b` could make `--overwrite` delete elsewhere."""
+    from distill_cli.rundir import check_run_name
+
+    try:
+        check_run_name(name)
+    except DistillError as exc:
+        raise ValueError(f"{exc.what}; {exc.hint}") from None
 
 
 class Recipe(Strict):
@@ -250,6 +280,11 @@ class Recipe(Strict):
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @model_validator(mode="after")
+    def _name_is_plain(self) -> Recipe:
+        _plain(self.name)
+        return self
+
+    @model_validator(mode="after")
     def _teacher_when_needed(self) -> Recipe:
         from distill_cli.methods import method_class
 
@@ -266,7 +301,9 @@ class Recipe(Strict):
 
     @property
     def run_dir(self) -> Path:
-        return self.output.dir / (self.output.name or self.name)
+        from distill_cli.rundir import RunDir
+
+        return RunDir.of(self.output.dir, self.output.name or self.name).path
 
     def to_yaml(self) -> str:
         """The recipe as saved into the run folder, with every path made absolute.
@@ -398,10 +435,18 @@ def load_recipe(
     validation, exactly as `--set` is: `method.name=kd` switches the method.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise DistillError("the recipe is not a regular file", str(path), "pass a YAML file")
     if not path.is_file():
         raise DistillError("recipe file not found", str(path), "check the path")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DistillError(
+            f"the recipe is not UTF-8 text (byte {exc.start})", str(path), "pass a YAML file"
+        ) from exc
+    except OSError as exc:
+        raise DistillError(f"cannot read the recipe: {exc.strerror or exc}", str(path)) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)

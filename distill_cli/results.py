@@ -83,7 +83,9 @@ class RunResult:
     @classmethod
     def load(cls, run_dir: str | Path) -> RunResult:
         """The result of a finished run, read back from its folder."""
-        path = Path(run_dir) / "summary.json"
+        from distill_cli.rundir import RunDir
+
+        path = RunDir(Path(run_dir)).summary
         if not path.is_file():
             raise DistillError("no summary.json: the run has not finished", str(run_dir))
         return cls.from_summary(json.loads(path.read_text()))

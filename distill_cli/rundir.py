@@ -2,7 +2,10 @@
 
 ``runs/<name>/`` holds ``recipe.yaml`` (the resolved recipe: re-running it reproduces the run),
 ``metrics.jsonl`` (one JSON object per log step and per evaluation), ``checkpoints/`` and
-``summary.json``. A folder that already holds a different run is never overwritten by accident.
+``summary.json``. This class is the one owner of that layout: nothing else joins run paths.
+
+distill deletes only what it made: every folder it creates carries a ``.distill-run`` marker,
+and a folder without one (a user's folder reached through a mistyped name) is never emptied.
 """
 
 from __future__ import annotations
@@ -19,6 +22,24 @@ from typing import Any
 from distill_cli.checkpoint import atomic_write
 from distill_cli.errors import DistillError
 
+#: The file that marks a folder as a distill run (so distill may replace what is in it).
+MARKER = ".distill-run"
+
+
+def check_run_name(name: str, where: str = "output.name") -> str:
+    """A run name is one plain path component: no separators, not `.`/`..`, not absolute.
+
+    The name becomes a folder that `--overwrite` empties; anything that could point elsewhere
+    (a parent, the working directory, an absolute path) would let it delete the wrong files.
+    """
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise DistillError(
+            f"run name {name!r} is not a plain folder name",
+            where,
+            "use letters, digits, '.', '_' or '-' (no path separators, not '.' or '..')",
+        )
+    return name
+
 
 def _same_recipe(saved: Path, recipe_yaml: str) -> bool:
     """The saved recipe, re-read with today's defaults, is the one given: a run started before
@@ -28,7 +49,7 @@ def _same_recipe(saved: Path, recipe_yaml: str) -> bool:
 
     from distill_cli.recipe import Recipe
 
-    text = saved.read_text()
+    text = saved.read_text(errors="replace")
     if text == recipe_yaml:
         return True
     try:
@@ -38,6 +59,8 @@ def _same_recipe(saved: Path, recipe_yaml: str) -> bool:
 
 
 class RunDir:
+    """One run's folder and the names of everything in it."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self.recipe = path / "recipe.yaml"
@@ -47,9 +70,28 @@ class RunDir:
         self.last = self.checkpoints / "last.safetensors"
         self.best = self.checkpoints / "best.safetensors"
         self.lockfile = path / ".lock"
+        self.marker = path / MARKER
+        self.export = path / "export"
+        self.export_report = self.export / "report.json"
+        self.tensorboard = path / "tensorboard"
+        self.mlflow_run_id = path / "mlflow_run_id"
+        self.report_html = path / "report.html"
+        self.report_md = path / "report.md"
+
+    @classmethod
+    def of(cls, output_dir: Path, name: str) -> RunDir:
+        """The folder of run `name` under `output_dir` (the name checked first)."""
+        return cls(Path(output_dir) / check_run_name(name))
 
     def checkpoint(self, name: str) -> Path:
         return self.checkpoints / f"{name}.safetensors"
+
+    @property
+    def is_run(self) -> bool:
+        """Made by distill: marked, or (runs from before the marker) a recipe with its metrics."""
+        if self.marker.is_file():
+            return True
+        return self.recipe.is_file() and (self.metrics.is_file() or self.checkpoints.is_dir())
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -57,10 +99,27 @@ class RunDir:
 
         An advisory ``flock`` on ``.lock``: the kernel drops it when the process dies, even by
         SIGKILL, so a crashed run never leaves a stale lock behind, and two live processes can
-        never write the same run.
+        never write the same run. A folder made here and never turned into a run (the build
+        failed) is removed again, so a bad recipe leaves nothing behind.
         """
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o644)
+        created = not self.path.exists()
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DistillError(
+                f"cannot create the run folder: {exc.strerror or exc}",
+                str(self.path),
+                "check output.dir",
+            ) from exc
+        if not self.path.is_dir():
+            raise DistillError("the run folder path is not a folder", str(self.path))
+        had_lock = self.lockfile.exists()
+        try:
+            fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise DistillError(
+                f"cannot lock the run folder: {exc.strerror or exc}", str(self.path)
+            ) from exc
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -76,14 +135,45 @@ class RunDir:
             yield
         finally:
             os.close(fd)
+            if not self.is_run and not had_lock:
+                self.lockfile.unlink(missing_ok=True)
+                if created and not any(self.path.iterdir()):
+                    self.path.rmdir()
+
+    def clean_temporaries(self) -> None:
+        """Remove the temp files a kill during an atomic write left behind (GBs for real
+        models); only ours: `.<name>.<random>.tmp` in the run folder and `checkpoints/`."""
+        for folder in (self.path, self.checkpoints):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp"):
+                    if tmp.is_file():
+                        tmp.unlink(missing_ok=True)
 
     def prepare(self, recipe_yaml: str, *, resume: bool, overwrite: bool) -> bool:
         """Create or reopen the folder; returns True when there is a checkpoint to resume.
 
         `--resume` of a run that died before its first checkpoint starts it over (nothing was
-        lost); a run is never resumed under a different recipe, and an existing run is never
-        replaced without `--overwrite`.
+        lost); a run whose `last` is gone but which left other results (best, summary) is
+        refused, never wiped; a run is never resumed under a different recipe, an existing run
+        is never replaced without `--overwrite`, and a folder distill did not make is never
+        emptied.
         """
+        if resume and overwrite:
+            raise DistillError(
+                "--resume and --overwrite contradict each other",
+                "--resume/--overwrite",
+                "--resume continues the run, --overwrite starts it over: pass one",
+            )
+        self.path.mkdir(parents=True, exist_ok=True)
+        foreign = [c for c in self.path.iterdir() if c != self.lockfile] if not self.is_run else []
+        if foreign:
+            raise DistillError(
+                "the output folder exists and is not a distill run; distill will not write "
+                "into it or delete it",
+                str(self.path),
+                "set output.name (or output.dir) to a new or empty folder",
+            )
+        self.clean_temporaries()
         has_run = self.recipe.is_file() or self.metrics.is_file()
         if resume and self.recipe.is_file() and not _same_recipe(self.recipe, recipe_yaml):
             raise DistillError(
@@ -93,16 +183,28 @@ class RunDir:
             )
         if resume and self.last.is_file():
             return True
+        kept = [p.name for p in (self.best, self.summary) if p.is_file()]
+        if resume and kept:
+            raise DistillError(
+                f"cannot resume: {self.last.name} is missing but the run has results "
+                f"({', '.join(kept)}) that starting over would delete",
+                str(self.last),
+                "restore last.safetensors, pass --overwrite to start over, or set output.name",
+            )
         if has_run and not (resume or overwrite):
             raise DistillError(
                 "the output folder already holds a run",
                 str(self.path),
                 "pass --resume to continue it, --overwrite to replace it, or set output.name",
             )
-        if self.path.is_dir():
-            for child in self.path.iterdir():  # everything but the lock we hold
-                if child != self.lockfile:
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
+        for child in self.path.iterdir():  # a distill run (checked above): all but our lock
+            if child == self.lockfile:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        atomic_write(self.marker, "a distill run folder: distill may replace what is in it\n")
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         atomic_write(self.recipe, recipe_yaml)
         return False

@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
+from distill_cli.classes import align_classes, model_class_names
 from distill_cli.data import DataBundle, build_data
 from distill_cli.data.augment import BatchAugment
 from distill_cli.data.loader import BatchStream
-from distill_cli.distributed import World, init, world_from_env
+from distill_cli.distributed import World, has_batchnorm, init, sync_batchnorm, world_from_env
 from distill_cli.errors import DistillError
 from distill_cli.methods import Method, MethodContext, create_method, method_class
-from distill_cli.models import Net, create_net, create_teacher, infer_num_classes
+from distill_cli.models import Net, create_net, create_teacher, infer_num_classes, probe
 from distill_cli.recipe import Recipe
 
 
@@ -37,6 +38,7 @@ class Setup:
     train_stream: BatchStream
     val_stream: BatchStream
     world: World = field(default_factory=World)
+    sync_bn: bool = False
     total_steps: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +83,7 @@ class Setup:
             "compile": self.recipe.runtime.compile,
             "device": str(self.device),
             "processes": self.world.size,
+            "sync_bn": self.sync_bn,
             "run_dir": str(self.recipe.run_dir),
         }
 
@@ -118,7 +121,7 @@ def build(recipe: Recipe) -> Setup:
             "run it in one process",
         )
 
-    data = build_data(recipe.data, rt.seed)
+    data = _matched_data(recipe, rt.seed, cls.needs_teacher)
     if cls.needs_labels and not data.labeled_train:
         raise DistillError(
             f"method {cls.name!r} needs labels but data.distill_dir has none", "data.distill_dir"
@@ -151,11 +154,17 @@ def build(recipe: Recipe) -> Setup:
             )
     student = create_net(recipe.student, s_classes)
 
-    for net in (student, teacher):
+    for role, net in (("student", student), ("teacher", teacher)):
         if net is not None:
             net.module.to(device)
+            probe(net, role, device)
             if channels_last:
                 net.module.to(memory_format=torch.channels_last)
+    sync_bn = world.distributed and (
+        rt.sync_bn if rt.sync_bn is not None else has_batchnorm(student.module)
+    )
+    if sync_bn:
+        sync_batchnorm(student.module)
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -195,6 +204,7 @@ def build(recipe: Recipe) -> Setup:
     )
 
     epochs = sched.epochs or math.ceil((sched.steps or 0) / train_stream.steps_per_epoch)
+    _check_stop_epoch(recipe, epochs)
     ctx = MethodContext(
         student,
         teacher,
@@ -218,4 +228,37 @@ def build(recipe: Recipe) -> Setup:
         train_stream,
         val_stream,
         world,
+        sync_bn,
     )
+
+
+def _matched_data(recipe: Recipe, seed: int, needs_teacher: bool) -> DataBundle:
+    """The data with its labels in the order the teacher's (or the model's) outputs follow."""
+    data = build_data(recipe.data, seed)
+    if needs_teacher:
+        data = align_classes(
+            data, model_class_names(recipe.teachers, "teacher"), recipe.data.class_map, "teacher"
+        )
+        # a student started from a checkpoint must already follow that order
+        s_names = model_class_names([recipe.student], "student")
+        if s_names is not None and len(s_names) == len(data.classes) and s_names != data.classes:
+            raise DistillError(
+                "the student's checkpoint orders its classes differently from the teacher",
+                "student.checkpoint",
+                "start the student from weights trained on the teacher's class order",
+            )
+        return data
+    names = model_class_names([recipe.student], "model")
+    return align_classes(data, names, recipe.data.class_map, "model")
+
+
+def _check_stop_epoch(recipe: Recipe, epochs: int) -> None:
+    """A method phase that starts at an epoch the run never reaches is a silent no-op."""
+    stop = getattr(recipe.method, "kd_stop_epoch", None)
+    if stop is not None and stop >= epochs:
+        raise DistillError(
+            f"method.kd_stop_epoch={stop} but the run has {epochs} epochs (0-based: the last is "
+            f"{epochs - 1}), so the KD term would never stop",
+            "method.kd_stop_epoch",
+            f"set it below {epochs}, or use method.name=kd",
+        )

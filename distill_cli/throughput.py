@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from distill_cli.data.augment import mixup, model_view
 from distill_cli.recipe import Recipe
+from distill_cli.rundir import RunDir
 from distill_cli.setup import Setup, build
 
 
@@ -52,7 +53,7 @@ def distill_step(recipe: Recipe, warmup: int, steps: int, window: int) -> dict[s
         )
         rec.output = rec.output.model_copy(update={"dir": Path(tmp), "name": "bench"})
         result = api.run(rec)
-        lines = (Path(tmp) / "bench" / "metrics.jsonl").read_text().splitlines()
+        lines = RunDir(rec.run_dir).metrics.read_text().splitlines()
     records = [json.loads(x) for x in lines]
     windows = [r["images_per_s"] for r in records if r["kind"] == "train" and r["step"] > warmup]
     return {

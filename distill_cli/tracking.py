@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from distill_cli.errors import DistillError
 from distill_cli.recipe import flatten
+from distill_cli.rundir import RunDir
 
 if TYPE_CHECKING:
     from distill_cli.engine import Reporter
@@ -101,7 +102,7 @@ class MLflowTracker:
     def __init__(self, mlflow: Any, recipe: Recipe, run_dir: Path, resumed: bool) -> None:
         self.mlflow = mlflow
         self.run_dir = run_dir
-        id_file = run_dir / "mlflow_run_id"
+        id_file = RunDir(run_dir).mlflow_run_id
         run_id = id_file.read_text().strip() if resumed and id_file.is_file() else None
         mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or "distill")
         if run_id:
@@ -131,9 +132,10 @@ class MLflowTracker:
 
     def close(self, summary: dict[str, Any] | None, failed: bool) -> None:
         try:
-            for name in ("summary.json", "recipe.yaml"):
-                if (self.run_dir / name).is_file():
-                    self.mlflow.log_artifact(str(self.run_dir / name))
+            folder = RunDir(self.run_dir)
+            for path in (folder.summary, folder.recipe):
+                if path.is_file():
+                    self.mlflow.log_artifact(str(path))
         finally:
             self.mlflow.end_run(status="FAILED" if failed else "FINISHED")
 
@@ -206,7 +208,7 @@ def open_trackers(
             if name == "tensorboard":
                 trackers.append(
                     TensorBoardTracker(
-                        run_dir / "tensorboard",
+                        RunDir(run_dir).tensorboard,
                         # the resumed run keeps steps <= start_step (as metrics.jsonl does)
                         purge_step=start_step + 1 if resumed else None,
                         recipe_yaml=None if resumed else recipe.to_yaml(),
@@ -218,7 +220,7 @@ def open_trackers(
     except BaseException:
         _close_all(trackers, None, failed=True)
         raise
-    _close_all(trackers, _read_summary(run_dir / "summary.json"), failed=False)
+    _close_all(trackers, _read_summary(RunDir(run_dir).summary), failed=False)
 
 
 class TrackingReporter:

@@ -25,6 +25,7 @@ from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
 from distill_cli.models import Net, check_model_name, create_net, infer_num_classes, read_sidecar
 from distill_cli.recipe import ModelSpec, Recipe, load_recipe
+from distill_cli.rundir import RunDir
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 SourceKind = Literal["run", "checkpoint", "timm"]
@@ -122,7 +123,7 @@ def _spec_from_sidecar(
 def _run_dir_of(checkpoint: Path) -> Path | None:
     """The run directory a checkpoint lives in (runs/<name>/checkpoints/x.safetensors)."""
     run = checkpoint.parent.parent
-    if checkpoint.parent.name == "checkpoints" and (run / "recipe.yaml").is_file():
+    if checkpoint.parent == RunDir(run).checkpoints and RunDir(run).recipe.is_file():
         return run
     return None
 
@@ -172,7 +173,7 @@ def resolve_source(
 def _from_run(run: Path, checkpoint: Path | None, recipe_path: Path | None) -> Source:
     if checkpoint is not None:
         raise DistillError("--checkpoint goes with a timm model name", "--checkpoint")
-    rec_file, best = run / "recipe.yaml", run / "checkpoints" / "best.safetensors"
+    rec_file, best = RunDir(run).recipe, RunDir(run).best
     if not rec_file.is_file():
         raise DistillError(
             "not a run directory (no recipe.yaml)", str(run), "pass runs/<name> from `distill run`"
@@ -203,7 +204,7 @@ def _from_checkpoint(
         )
     notes: list[str] = []
     run = run or _run_dir_of(ckpt)
-    rec = load_recipe(run / "recipe.yaml") if run is not None else None
+    rec = load_recipe(RunDir(run).recipe) if run is not None else None
     kwargs = dict(rec.student.kwargs) if rec is not None else {}
     kwargs.update(model_kwargs or {})
     data_rec = load_recipe(recipe_path) if recipe_path is not None else rec
@@ -212,6 +213,10 @@ def _from_checkpoint(
     )
     student.module.eval()
     data = _load_data(data_rec, notes) if data_rec is not None else None
+    if data is not None and data_rec is not None and meta.get("class_names"):
+        from distill_cli.classes import align_classes  # labels in the order the outputs follow
+
+        data = align_classes(data, meta["class_names"], data_rec.data.class_map, "checkpoint")
     teachers = rec.teachers if rec is not None else []
     names, names_from = _class_names(meta, data, student)
     return Source(
@@ -222,7 +227,7 @@ def _from_checkpoint(
         checkpoint_sha256=sha256_file(ckpt),
         class_names=names,
         class_names_source=names_from,
-        default_out=(run / "export") if run is not None else ckpt.parent / f"{ckpt.stem}-export",
+        default_out=RunDir(run).export if run is not None else ckpt.parent / f"{ckpt.stem}-export",
         recipe=data_rec,
         data=data,
         teacher_specs=teachers,

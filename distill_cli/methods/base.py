@@ -29,7 +29,7 @@ Views = Literal["consistent", "independent"]
 class MethodParams(BaseModel):
     """Base of every method's recipe section; `name` selects the method."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
     name: str
 
 

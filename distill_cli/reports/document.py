@@ -19,6 +19,7 @@ from distill_cli.errors import DistillError
 from distill_cli.models import infer_num_classes, model_cost, read_sidecar
 from distill_cli.reports import plots
 from distill_cli.reports.history import RunHistory, load_run
+from distill_cli.rundir import RunDir
 
 Block = tuple[Any, ...]  # ("h2", text) | ("p", text) | ("table", head, rows) | ("img", path, alt)
 # | ("pre", text, lang)
@@ -74,7 +75,7 @@ def _costs(history: RunHistory) -> dict[str, dict[str, Any]]:
 
     try:
         recipe = Recipe.model_validate(history.recipe)
-        best = history.path / "checkpoints" / "best.safetensors"
+        best = RunDir(history.path).best
         classes = read_sidecar(best).get("num_classes") if best.is_file() else None
         classes = int(classes or recipe.student.num_classes or 0) or None
         if "student" not in costs and classes:

@@ -146,6 +146,6 @@ def load_run(path: str | Path) -> RunHistory:
         recipe=recipe,
         records=_read_metrics(folder.metrics, notes),
         summary=_read_json(folder.summary, notes),
-        export=_read_json(folder.path / EXPORT_REPORT, notes),
+        export=_read_json(folder.export_report, notes),
         notes=notes,
     )

@@ -1,0 +1,102 @@
+"""Class names on both sides of a run, matched before anything trains or evaluates.
+
+A teacher's checkpoint names its classes (in the order of its outputs); a data source names
+its classes too (Fashion-MNIST's IDX files in the dataset's order, an image folder's sorted
+alphabetically). Label i of the data must mean output i of the teacher, or a good teacher
+scores like a bad one and the student learns a permutation without a word. So:
+
+- same names, same order: nothing to do;
+- same names, another order: the data's labels are renumbered to the model's order, and the
+  run's class names become that order (so evaluation, the student's checkpoint and its ONNX
+  metadata all name output i correctly);
+- different names: a one-line error, unless `data.class_map` maps data names to model names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import torch
+
+from distill_cli.data import DataBundle
+from distill_cli.data.sources import ImageSet
+from distill_cli.errors import DistillError
+from distill_cli.models import read_sidecar
+
+if TYPE_CHECKING:
+    from distill_cli.recipe import ModelSpec
+
+
+def model_class_names(specs: list[ModelSpec], role: str) -> list[str] | None:
+    """The class names the models' checkpoints record (one order for an ensemble), or None."""
+    named = []
+    for spec in specs:
+        if spec.checkpoint is None:
+            continue
+        names = read_sidecar(spec.checkpoint).get("class_names")
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            named.append((spec, list(names)))
+    if not named:
+        return None
+    first = named[0][1]
+    for spec, names in named[1:]:
+        if names != first:
+            raise DistillError(
+                f"the {role}s' checkpoints name their classes differently; averaging their "
+                "outputs would mix classes",
+                str(spec.checkpoint),
+                "use teachers trained on the same classes in the same order",
+            )
+    return first
+
+
+def _renamed(data_classes: list[str], class_map: dict[str, str]) -> list[str]:
+    unknown = sorted(set(class_map) - set(data_classes))
+    if unknown:
+        raise DistillError(
+            f"data.class_map names classes the data does not have: {unknown[:5]}",
+            "data.class_map",
+            f"the data's classes are {data_classes[:10]}",
+        )
+    names = [class_map.get(c, c) for c in data_classes]
+    if len(set(names)) != len(names):
+        raise DistillError("data.class_map maps two data classes to one name", "data.class_map")
+    return names
+
+
+def _renumbered(split: ImageSet, order: torch.Tensor, names: list[str]) -> ImageSet:
+    labels = order[split.labels] if split.labels is not None else None
+    return replace(split, classes=list(names), labels=labels)
+
+
+def align_classes(
+    data: DataBundle, model_names: list[str] | None, class_map: dict[str, str], role: str
+) -> DataBundle:
+    """The data with its labels numbered in `model_names`' order (see the module docstring).
+
+    With no model names (a foreign checkpoint, random or pretrained weights) only `class_map`
+    renames the data's classes; a model with another class count is another label space
+    (agreement-only distillation) and is left alone.
+    """
+    names = _renamed(data.classes, class_map)
+    if model_names is None or len(model_names) != len(names):
+        if names == data.classes:
+            return data
+        model_names = names
+    if set(names) != set(model_names):
+        only_model = sorted(set(model_names) - set(names))
+        only_data = sorted(set(names) - set(model_names))
+        raise DistillError(
+            f"the {role}'s classes and the data's differ: {role} only {only_model[:5]}, "
+            f"data only {only_data[:5]}",
+            "data.class_map",
+            "map data class names to the model's with data.class_map, or use a model trained "
+            "on these classes",
+        )
+    order = torch.tensor([model_names.index(n) for n in names], dtype=torch.long)
+    return replace(
+        data,
+        train=_renumbered(data.train, order, model_names),
+        val=_renumbered(data.val, order, model_names),
+    )

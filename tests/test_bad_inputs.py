@@ -1,0 +1,281 @@
+"""A battery of bad inputs across every command (issue 12, item 10).
+
+Each row is something a user really does: a typo, a path with spaces or accents, a FIFO or a
+device where a file belongs, a truncated or foreign file, a wrong architecture, an empty folder,
+a nonsensical number. Every one must end with its exit code, exactly one `error:` line, no
+traceback, and no file changed anywhere around it (the whole workspace is hashed before and
+after: a refused run must not even leave an empty folder behind).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill_cli import api
+from distill_cli.entry import entry
+from tests.conftest import fm_body, teacher_body, write_recipe
+
+
+class Payload:
+    """An object in a pickle: `torch.load(weights_only=True)` must refuse it, not run it."""
+
+
+W = "{w}"  # the workspace, filled in per case
+FM, SUP, DONE = f"{W}/fm.yaml", f"{W}/sup.yaml", f"{W}/runs/done"
+
+#: (id, argv, exit code, a phrase the error line must contain)
+CASES: list[tuple[str, list[str], int, str]] = [
+    # usage: commands and options as typed
+    ("unknown-command", ["runn", FM], 2, "No such command"),
+    ("unknown-option", ["run", FM, "--bogus"], 2, "No such option"),
+    ("missing-argument", ["run"], 2, "Missing argument"),
+    ("nproc-zero", ["run", FM, "--nproc", "0"], 2, "--nproc"),
+    ("nproc-not-a-number", ["run", FM, "--nproc", "two"], 2, "--nproc"),
+    ("unknown-subcommand", ["recipes", "shw"], 2, "No such command"),
+    ("unknown-shipped-recipe", ["recipes", "show", "no/such"], 2, "no shipped recipe"),
+    ("models-negative-limit", ["models", "--limit", "-1"], 2, "--limit"),
+    ("models-negative-ratio", ["models", "--max-ratio", "-0.5"], 2, "--max-ratio"),
+    ("models-nan-ratio", ["models", "--max-ratio", "nan"], 2, "--max-ratio"),
+    ("models-unknown-teacher", ["models", "--teacher", "resnet_18"], 2, "resnet18"),
+    # the recipe file
+    ("recipe-missing-with-space", ["run", f"{W}/no such recipe.yaml"], 2, "not found"),
+    ("recipe-missing-unicode", ["train", f"{W}/récipé ü.yaml"], 2, "not found"),
+    ("recipe-is-dev-null", ["run", "/dev/null"], 2, "not a regular file"),
+    ("recipe-is-a-fifo", ["run", f"{W}/fifo"], 2, "not a regular file"),
+    ("recipe-is-a-folder", ["run", f"{W}/empty dir"], 2, "not a regular file"),
+    ("recipe-binary", ["run", f"{W}/binary.yaml"], 2, "not UTF-8"),
+    ("recipe-truncated", ["run", f"{W}/truncated.yaml"], 2, "YAML"),
+    ("recipe-a-list", ["run", f"{W}/list.yaml"], 2, "mapping"),
+    ("recipe-empty", ["train", f"{W}/empty.yaml"], 2, "required key is missing"),
+    ("recipe-unknown-key", ["run", f"{W}/typo.yaml"], 2, "did you mean 'batch_size'"),
+    ("train-with-a-teacher-method", ["train", FM], 2, "needs a teacher"),
+    # --set
+    ("set-without-equals", ["run", FM, "--set", "optim.lr"], 2, "KEY=VALUE"),
+    ("set-wrong-type", ["run", FM, "--set", "optim.lr=fast"], 2, "optim.lr"),
+    ("set-lr-overflows", ["run", FM, "--set", "optim.lr=1e400"], 2, "optim.lr"),
+    ("set-lr-negative", ["run", FM, "--set", "optim.lr=-1"], 2, "optim.lr"),
+    ("set-unparsable-yaml", ["run", FM, "--set", "optim.lr=[1"], 2, "unparsable"),
+    ("set-unknown-source", ["run", FM, "--set", "data.source=imagenet"], 2, "data.source"),
+    ("set-unknown-model", ["run", FM, "--set", "student.model=resnet_18"], 2, "resnet18"),
+    ("set-zero-input", ["run", FM, "--set", "student.input_size=0"], 2, "input_size"),
+    ("set-zero-epochs", ["run", FM, "--set", "schedule.epochs=0"], 2, "schedule.epochs"),
+    ("set-sync-bn-not-bool", ["run", FM, "--set", "runtime.sync_bn=maybe"], 2, "sync_bn"),
+    ("run-name-dotdot", ["run", FM, "--set", "output.name=.."], 2, "plain folder name"),
+    ("run-name-dot", ["train", SUP, "--overwrite", "--set", "output.name=."], 2, "plain"),
+    ("run-name-absolute", ["run", FM, "--set", f"output.name={W}/x"], 2, "plain folder name"),
+    ("run-name-separator", ["run", FM, "--set", "output.name=a/b"], 2, "plain folder name"),
+    ("recipe-name-dotdot", ["train", SUP, "--set", "name=.."], 2, "plain folder name"),
+    ("resume-and-overwrite", ["run", FM, "--resume", "--overwrite"], 2, "contradict"),
+    (
+        "eskd-stops-after-the-end",
+        ["run", FM, "--set", "method.name=eskd", "--set", "method.kd_stop_epoch=5"],
+        2,
+        "kd_stop_epoch",
+    ),
+    ("class-map-unknown-class", ["run", FM, "--set", "data.class_map.cat=dog"], 2, "class_map"),
+    ("output-dir-is-a-file", ["run", FM, "--set", f"output.dir={W}/a file"], 2, "run folder"),
+    (
+        "foreign-folder-overwrite",
+        ["train", SUP, "--overwrite", "--set", "output.name=photos"],
+        2,
+        "not a distill run",
+    ),
+    (
+        "resume-without-last",
+        ["train", SUP, "--resume", "--set", "output.name=nolast"],
+        2,
+        "last.safetensors is missing",
+    ),
+    ("existing-run-no-flag", ["train", SUP, "--set", "output.name=done"], 2, "already holds a run"),
+    (
+        "empty-image-folder",
+        ["run", FM, "--set", "data.source=image_folder", "--set", f"data.root={W}/empty dir"],
+        2,
+        "data folder not found",
+    ),
+    (
+        "image-root-unicode-missing",
+        ["run", FM, "--set", "data.source=image_folder", "--set", f"data.root={W}/dossier é/nope"],
+        2,
+        "not found",
+    ),
+    (
+        "teacher-truncated",
+        ["run", FM, "--set", f"teacher.checkpoint={W}/trunc.safetensors"],
+        2,
+        "cannot read checkpoint",
+    ),
+    (
+        "teacher-wrong-architecture",
+        [
+            "run",
+            FM,
+            "--set",
+            "teacher.model=test_efficientnet",
+            "--set",
+            f"teacher.checkpoint={DONE}/checkpoints/best.safetensors",
+        ],
+        2,
+        "does not fit the model",
+    ),
+    (
+        "teacher-pickle-with-objects",
+        ["run", FM, "--set", f"teacher.checkpoint={W}/evil.pt"],
+        2,
+        "save model.state_dict()",
+    ),
+    (
+        "teacher-is-dev-null",
+        ["run", FM, "--set", "teacher.checkpoint=/dev/null"],
+        2,
+        "not a regular file",
+    ),
+    (
+        "teacher-is-a-fifo",
+        ["run", FM, "--set", f"teacher.checkpoint={W}/fifo"],
+        2,
+        "not a regular file",
+    ),
+    (
+        "dry-run-too-small-for-the-model",
+        [
+            "run",
+            FM,
+            "--dry-run",
+            "--set",
+            "student.model=test_vit",
+            "--set",
+            "student.input_size=8",
+        ],
+        2,
+        "test_vit",
+    ),
+    # export
+    ("export-missing-run-with-space", ["export", f"{W}/no such run/"], 2, "not found"),
+    ("export-empty-folder", ["export", f"{W}/dossier é"], 2, "not a run directory"),
+    ("export-input-size-zero", ["export", "test_resnet", "--input-size", "0"], 2, "--input-size"),
+    ("export-opset-dynamo-13", ["export", "test_resnet", "--opset", "13"], 2, "opset"),
+    ("export-opset-99", ["export", "test_resnet", "--opset", "99"], 2, "opset"),
+    ("export-tolerance-nan", ["export", "test_resnet", "--tolerance", "nan"], 2, "--tolerance"),
+    ("export-images-negative", ["export", "test_resnet", "--images", "-1"], 2, "--images"),
+    ("export-min-top1-over-100", ["export", "test_resnet", "--min-top1", "150"], 2, "--min-top1"),
+    ("export-unknown-model", ["export", "resnet_18"], 2, "resnet18"),
+    ("export-truncated-checkpoint", ["export", f"{W}/trunc.safetensors"], 2, "checkpoint"),
+    (
+        "export-run-with-checkpoint",
+        ["export", DONE, "--checkpoint", f"{W}/evil.pt"],
+        2,
+        "--checkpoint",
+    ),
+    # bench
+    ("bench-missing-onnx", ["bench", "latency", f"{W}/missing model.onnx"], 2, "not found"),
+    ("bench-garbage-onnx", ["bench", "latency", f"{W}/garbage.onnx"], 2, "ONNX"),
+    ("bench-zero-runs", ["bench", "latency", "test_resnet", "--runs", "0"], 2, "--runs"),
+    ("bench-zero-batch", ["bench", "latency", "test_resnet", "--batch", "0"], 2, "--batch"),
+    (
+        "bench-negative-threads",
+        ["bench", "latency", "test_resnet", "--threads", "-2"],
+        2,
+        "--threads",
+    ),
+    ("bench-inf-time", ["bench", "latency", "test_resnet", "--max-time", "inf"], 2, "finite"),
+    ("bench-opset-dynamo-9", ["bench", "latency", "test_resnet", "--opset", "9"], 2, "opset"),
+    ("bench-train-zero-steps", ["bench", "train", FM, "--steps", "0"], 2, "--steps"),
+    ("bench-train-binary-recipe", ["bench", "train", f"{W}/binary.yaml"], 2, "not UTF-8"),
+    # report and compare
+    ("report-empty-folder", ["report", f"{W}/empty dir"], 2, "not a run folder"),
+    ("report-missing-unicode", ["report", f"{W}/dossier é/none"], 2, "no such run folder"),
+    ("report-dev-null", ["report", "/dev/null"], 2, "run folder"),
+    ("compare-one-run", ["compare", DONE], 2, "two runs"),
+    ("compare-missing-runs", ["compare", f"{W}/a b", f"{W}/ç d"], 2, "run"),
+    ("compare-no-runs", ["compare"], 2, "Missing argument"),
+]
+
+
+def _digest(root: Path) -> dict[str, str]:
+    """Every entry under `root`: content hash for files, kind for the rest (FIFOs never read)."""
+    out: dict[str, str] = {}
+    for path in sorted(root.rglob("*")):
+        mode = path.lstat().st_mode
+        key = str(path.relative_to(root))
+        if stat.S_ISREG(mode):
+            out[key] = hashlib.sha256(path.read_bytes()).hexdigest() + oct(stat.S_IMODE(mode))
+        else:
+            out[key] = "dir" if stat.S_ISDIR(mode) else "fifo" if stat.S_ISFIFO(mode) else "other"
+    return out
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    w = tmp_path_factory.mktemp("bad inputs ü")  # a space and an accent in every path
+    runs = w / "runs"
+    fm = fm_body(runs, None, epochs=1)
+    write_recipe(w, "fm", fm)
+    sup = teacher_body(runs, epochs=1)
+    sup["data"]["synthetic"]["train_size"] = 64
+    sup_path = write_recipe(w, "sup", sup)
+    api.run(sup_path, output__name="done")
+    api.run(sup_path, output__name="nolast")
+    (runs / "nolast" / "checkpoints" / "last.safetensors").unlink()
+    (runs / "photos").mkdir()
+    (runs / "photos" / "holiday.jpg").write_bytes(b"\xff\xd8 my photo")
+    (w / "empty dir").mkdir()
+    (w / "dossier é").mkdir()
+    os.mkfifo(w / "fifo")
+    (w / "a file").write_text("not a folder")
+    (w / "binary.yaml").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x01")
+    (w / "truncated.yaml").write_text("name: t\nmodel: {model: test_resnet, input_size: [32")
+    (w / "list.yaml").write_text("- name: t\n- model: test_resnet\n")
+    (w / "empty.yaml").write_text("")
+    typo = dict(sup, schedule={"epochs": 1, "batch_sise": 32})
+    write_recipe(w, "typo", typo)
+    best = runs / "done" / "checkpoints" / "best.safetensors"
+    data = best.read_bytes()
+    (w / "trunc.safetensors").write_bytes(data[: len(data) // 2])
+    shutil.copy(best.with_suffix(".json"), w / "trunc.json")
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "obj": Payload()}, w / "evil.pt")
+    (w / "garbage.onnx").write_bytes(b"this is not a protobuf")
+    return w
+
+
+def test_bad_inputs_table_is_big_and_distinct() -> None:
+    assert len(CASES) >= 50
+    assert len({c[0] for c in CASES}) == len(CASES)
+    assert len({tuple(c[1]) for c in CASES}) == len(CASES)
+    commands = {c[1][0] for c in CASES if c[1]}
+    assert {"run", "train", "export", "bench", "report", "compare", "models", "recipes"} <= commands
+    assert any("--set" in c[1] for c in CASES)
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_bad_input(
+    workspace: Path,
+    argv: list[str],
+    code: int,
+    needle: str,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(workspace)  # relative defaults (compare.png) land inside the hashed tree
+    monkeypatch.delenv("DISTILL_DEBUG", raising=False)
+    args = [a.replace(W, str(workspace)) for a in argv]
+    before = _digest(workspace)
+    with pytest.raises(SystemExit) as exit_info:
+        entry(args)
+    out, err = capfd.readouterr()
+    assert exit_info.value.code == code, err
+    errors = [line for line in (out + err).splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, out + err
+    assert err.rstrip().splitlines()[-1].startswith("error:"), err
+    assert "Traceback" not in out + err and "weights_only" not in out + err, out + err
+    assert needle in errors[0], errors[0]
+    assert _digest(workspace) == before, "a refused command changed files"

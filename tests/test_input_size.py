@@ -1,0 +1,62 @@
+"""The recipe's input size reaches the model (issue 12, item 2).
+
+Models with fixed-size position embeddings or windows (ViT, DeiT, Swin, LeViT) are built for
+one size: `input_size` must reach timm as `img_size` in `run`, `train` and `export`, and a size
+the model cannot take shows at build time (`--dry-run` included) as one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from distill_cli import api
+from distill_cli.errors import DistillError
+from distill_cli.models import ModelInfo, Net, accepts_img_size, probe
+from tests.conftest import fm_body, write_recipe
+
+
+def _vit_student(tmp_path: Path, size: int) -> Path:
+    body = fm_body(tmp_path / "runs", None, epochs=1)
+    body["student"] = {"model": "test_vit", "input_size": size}
+    body["data"]["synthetic"]["train_size"] = 32
+    body["schedule"] = {"steps": 1, "batch_size": 16}
+    return write_recipe(tmp_path, "vit", body)
+
+
+def test_accepts_img_size_tells_vits_from_convnets() -> None:
+    assert accepts_img_size("test_vit") and accepts_img_size("deit_tiny_patch16_224")
+    assert not accepts_img_size("test_resnet") and not accepts_img_size("resnet18")
+
+
+def test_run_trains_a_vit_at_the_recipe_size(tmp_path: Path) -> None:
+    recipe = _vit_student(tmp_path, 48)  # test_vit's own size is 160
+    plan = api.plan(recipe)
+    assert plan["models"]["student"]["input_size"] == [48, 48] or plan["models"]["student"][
+        "input_size"
+    ] == (48, 48)
+    result = api.run(recipe)  # crashed at step 1 before: a 160x160 position embedding
+    assert result.steps == 1
+
+
+def test_export_builds_a_timm_name_at_input_size() -> None:
+    from distill_cli.export.source import resolve_source
+
+    src = resolve_source("test_vit", input_size=48)
+    assert tuple(src.student.module.patch_embed.img_size) == (48, 48)
+    out = src.student.module(torch.zeros(1, 3, 48, 48))
+    assert out.shape[0] == 1
+
+
+def test_a_size_the_model_cannot_take_is_one_error_at_dry_run(tmp_path: Path) -> None:
+    with pytest.raises(DistillError, match="test_vit"):
+        api.plan(_vit_student(tmp_path, 8))  # smaller than one 16-pixel patch
+
+
+def test_probe_names_the_role_and_the_size() -> None:
+    info = ModelInfo("linear", 4, 3, (32, 32), (0.5,) * 3, (0.5,) * 3, 1.0)
+    with pytest.raises(DistillError, match=r"the teacher linear fails on a 3x32x32 input"):
+        probe(Net(nn.Linear(5, 4), info), "teacher", torch.device("cpu"))

@@ -1,0 +1,154 @@
+"""Run folders, resume and checkpoint hygiene (issue 12, items 5, 6 and 8).
+
+distill deletes only what it made: run names are plain folder names, every run folder carries a
+marker, a folder without one is never emptied, a run whose `last` is gone is not wiped by
+`--resume`, stale temp files go, files follow the umask, and the folder is locked before any
+model or data is built.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from distill_cli import api
+from distill_cli.errors import DistillError
+from distill_cli.rundir import MARKER, RunDir, check_run_name
+from tests.conftest import teacher_body, write_recipe
+
+
+def _recipe(tmp_path: Path, name: str = "t", epochs: int = 1, **output: str) -> Path:
+    body = teacher_body(tmp_path / "runs", epochs=epochs)
+    body["data"]["synthetic"]["train_size"] = 64
+    body["output"].update(output)
+    return write_recipe(tmp_path, name, body)
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("name", [".", "..", "a/b", "/tmp/x", "../runs", "a\\b", ""])
+def test_run_names_are_plain_folder_names(tmp_path: Path, name: str) -> None:
+    recipe = _recipe(tmp_path)
+    (tmp_path / "keep.txt").write_text("user data")
+    before = _tree(tmp_path)
+    with pytest.raises(DistillError, match=r"not a plain folder name|output\.name"):
+        api.run(recipe, output__name=name, overwrite=True)
+    assert _tree(tmp_path) == before
+    with pytest.raises(DistillError):
+        check_run_name(name)
+
+
+def test_recipe_names_dot_and_dotdot_are_refused(tmp_path: Path) -> None:
+    for name in (".", ".."):
+        body = teacher_body(tmp_path / "runs")
+        path = tmp_path / "r.yaml"
+        import yaml
+
+        path.write_text(yaml.safe_dump({"name": name, **body}))
+        with pytest.raises(DistillError, match="name"):
+            api.plan(path)
+
+
+def test_a_folder_distill_did_not_make_is_never_emptied(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path)
+    mine = tmp_path / "runs" / "photos"
+    mine.mkdir(parents=True)
+    (mine / "holiday.jpg").write_bytes(b"not really a jpeg")
+    before = _tree(tmp_path)
+    for flags in ({}, {"overwrite": True}, {"resume": True}):
+        with pytest.raises(DistillError, match="not a distill run"):
+            api.run(recipe, output__name="photos", **flags)
+    assert _tree(tmp_path) == before
+
+
+def test_runs_are_marked_and_overwrite_replaces_only_a_marked_run(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path)
+    result = api.run(recipe)
+    run = RunDir(result.run_dir)
+    assert run.marker.is_file() and run.best.is_file()
+    (run.path / "notes.txt").write_text("mine")  # inside a run folder: the run's to replace
+    api.run(recipe, overwrite=True)
+    assert run.marker.is_file() and not (run.path / "notes.txt").exists()
+
+
+def test_a_run_from_before_the_marker_is_still_a_run(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, epochs=2)
+    run = RunDir(api.run(recipe, schedule__epochs=2).run_dir)
+    run.marker.unlink()  # what a run made by an older distill looks like
+    api.run(recipe, schedule__epochs=2, overwrite=True)
+    assert run.marker.is_file()
+
+
+def test_a_failed_build_leaves_no_folder_behind(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path)
+    with pytest.raises(DistillError, match="unknown timm model"):
+        api.run(recipe, model__model="resnet_18")
+    assert not (tmp_path / "runs" / "t").exists()
+
+
+def test_resume_without_last_refuses_instead_of_wiping(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path)
+    run = RunDir(api.run(recipe).run_dir)
+    run.last.unlink()  # a natural way to save disk once a run is done
+    run.last.with_suffix(".json").unlink()
+    before = _tree(run.path)
+    with pytest.raises(DistillError, match=r"last\.safetensors is missing"):
+        api.run(recipe, resume=True)
+    assert _tree(run.path) == before
+    assert run.best.is_file() and run.summary.is_file()
+
+
+def test_resume_and_overwrite_together_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(DistillError, match="contradict"):
+        api.run(_recipe(tmp_path), resume=True, overwrite=True)
+
+
+def test_stale_temp_files_are_removed_at_the_next_start(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, epochs=2)
+    run = RunDir(api.run(recipe, schedule__epochs=1).run_dir)
+    # what a kill in the middle of atomic_write leaves (GBs for a real model)
+    stale = [run.checkpoints / ".last.safetensors.k1ll3d.tmp", run.path / ".summary.json.x.tmp"]
+    for path in stale:
+        path.write_bytes(b"\0" * 1024)
+    keep = run.path / "user.tmp"  # not ours: left alone
+    keep.write_text("x")
+    api.run(recipe, schedule__epochs=1, overwrite=True)
+    assert not any(p.exists() for p in stale) and not keep.exists()  # overwrite empties the run
+    run2 = RunDir(api.run(_recipe(tmp_path, "t2", epochs=2)).run_dir)
+    (run2.checkpoints / ".best.safetensors.zz.tmp").write_bytes(b"x")
+    run2.last.unlink()
+    run2.best.unlink()
+    run2.summary.unlink()
+    api.run(_recipe(tmp_path, "t2", epochs=2), resume=True)  # died before `last`: starts over
+    assert not (run2.checkpoints / ".best.safetensors.zz.tmp").exists()
+
+
+def test_files_follow_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        run = RunDir(api.run(_recipe(tmp_path)).run_dir)
+    finally:
+        os.umask(old)
+    for path in (run.best, run.last, run.summary, run.recipe, run.best.with_suffix(".json")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_the_folder_is_locked_before_models_and_data_are_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = _recipe(tmp_path)
+    run = RunDir(tmp_path / "runs" / "t")
+
+    def build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("built models and data while another run held the folder")
+
+    with run.lock():
+        monkeypatch.setattr("distill_cli.api.build", build)
+        with pytest.raises(DistillError, match="in use by a live run"):
+            api.run(recipe)
+    assert MARKER == ".distill-run"
