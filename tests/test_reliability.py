@@ -225,7 +225,7 @@ def test_pickled_checkpoint_is_refused_without_running_it(tmp_path: Path) -> Non
     torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": Evil()}, tmp_path / "evil.pt")
     body = fm_body(tmp_path / "runs", tmp_path / "evil.pt")
     result = distill("run", str(write_recipe(tmp_path, "fm", body)))
-    _assert_one_line_error(result, 2, "cannot read checkpoint", "evil.pt")
+    _assert_one_line_error(result, 2, "did not run it", "evil.pt", "state_dict()")
     assert not marker.exists()
 
 
