@@ -174,4 +174,21 @@ def load_training(
             if isinstance(current.get(key), tuple):
                 saved[key] = tuple(value)
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+    _match_param_strides(optimizer)
     return state, extra
+
+
+def _match_param_strides(optimizer: torch.optim.Optimizer) -> None:
+    """Give each moment tensor its parameter's memory format (channels_last convs).
+
+    Checkpoints store tensors contiguous; the fused CUDA AdamW refuses moments whose strides
+    differ from their parameter's ("must have same dtype, device, and layout").
+    """
+    for param, entry in optimizer.state.items():
+        for key, value in entry.items():
+            if (
+                isinstance(value, torch.Tensor)
+                and value.shape == param.shape
+                and value.stride() != param.stride()
+            ):
+                entry[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)

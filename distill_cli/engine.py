@@ -16,6 +16,7 @@ import math
 import signal
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Protocol
 
 import torch
@@ -148,6 +149,8 @@ class Trainer:
         self._signal: int | None = None  # set by the signal handler
         self._stopping: int | None = None  # the signal every process has agreed to stop on
         self._last_saved = -math.inf  # when `last` was written (perf_counter), never yet
+        rt = setup.recipe.runtime
+        self._graphs = rt.compile and rt.compile_mode == "reduce-overhead"
 
     def resume(self) -> None:
         state, extra = load_training(self.run.last, self.s.student.module, self.optimizer)
@@ -193,10 +196,9 @@ class Trainer:
                 self._log({"kind": "phase", "step": step, "epoch": epoch, **phase})
             window = _Window(s.device)
             for batch in s.train_stream.epoch(epoch, step % spe):
-                try:
-                    self._train_step(batch, epoch, step, window)
-                except torch.OutOfMemoryError:
-                    self._out_of_memory(batch, epoch)
+                if not self._fits(batch, epoch, step, window):
+                    # outside the `except`: its traceback would pin the failed step's memory
+                    self._out_of_memory(batch, epoch, step)
                 step += 1
                 self.reporter.advance(step, epoch)
                 epoch_done = step % spe == 0 or step >= total
@@ -221,8 +223,21 @@ class Trainer:
         s.world.barrier()
         return self._summary()
 
-    def _train_step(self, batch: Any, epoch: int, step: int, window: _Window) -> None:
+    def _fits(self, batch: Any, epoch: int, step: int, window: _Window) -> bool:
+        """One training step; False when it ran out of memory (nothing of it is kept)."""
+        try:
+            self.train_step(batch, epoch, step, window)
+        except torch.OutOfMemoryError:
+            return False
+        return True
+
+    def train_step(self, batch: Any, epoch: int, step: int, window: _Window | None = None) -> None:
+        """One optimisation step of `batch` (step `step` of the run); sums land in `window`."""
         s, rec = self.s, self.s.recipe
+        if self._graphs:
+            # CUDA graphs (compile_mode reduce-overhead): a new step may reuse the memory of the
+            # last one's outputs, which the engine has consumed by now
+            torch.compiler.cudagraph_mark_step_begin()
         # one seed per step: a resumed run replays exactly the crops, mixup and dropout of step
         torch.manual_seed(rec.runtime.seed * 1_000_003 + step)
         lr = set_lr(self.optimizer, rec.optim.lr, lr_factor(step, s.total_steps, rec.schedule))
@@ -247,29 +262,36 @@ class Trainer:
         if clip is not None:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip)
         self.optimizer.step()
-        window.add(out.loss, out.logs, step + 1)
+        if window is not None:
+            window.add(out.loss, out.logs, step + 1)
 
-    def _out_of_memory(self, batch: Any, epoch: int) -> None:
-        """Turn an OOM into the largest batch size that fits, found on this very batch."""
+    def _out_of_memory(self, batch: Any, epoch: int, step: int) -> None:
+        """Turn an OOM into the largest batch size that fits, found on this very batch.
+
+        Each trial is a whole training step (optimizer state included, which the first step
+        allocates), so the size reported really trains; the run stops after the search, so
+        what the trials did to the weights is never saved.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         per_process = batch.images.shape[0]
         world = self.s.world.size
 
         def trial(n: int) -> None:
-            sub = type(batch)(
-                batch.images[:n],
-                None if batch.labels is None else batch.labels[:n],
-                batch.index[:n],
+            sub = replace(
+                batch,
+                images=batch.images[:n],
+                labels=None if batch.labels is None else batch.labels[:n],
+                index=batch.index[:n],
+                extent=None if batch.extent is None else batch.extent[:n],
             )
-            s = self.s
-            with torch.autocast(
-                s.device.type, s.autocast or torch.float32, enabled=s.autocast is not None
-            ):
-                out = s.method.step(sub, epoch)
-            out.loss.backward()
-            self.optimizer.zero_grad(set_to_none=True)
+            try:
+                self.train_step(sub, epoch, step)
+            finally:
+                self.optimizer.zero_grad(set_to_none=True)
 
-        largest = largest_fitting(trial, per_process) * world
+        # a multiple of 8 for real batches: the exact boundary fits only while memory stays as
+        # unfragmented as in the search, and tensor-core kernels prefer such sizes anyway
+        largest = largest_fitting(trial, per_process, step=8 if per_process >= 64 else 1) * world
         memory = ""
         if self.s.device.type == "cuda":
             total = torch.cuda.get_device_properties(self.s.device).total_memory / 2**30

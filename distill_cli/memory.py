@@ -38,7 +38,7 @@ def largest_fitting(trial: Callable[[int], None], too_big: int, step: int = 1) -
         if mid <= low:
             break
         low, high = (mid, high) if fits(trial, mid) else (low, mid)
-    return low
+    return low // step * step  # the halving may have stopped between multiples
 
 
 def peak_gib(device: torch.device) -> float | None:

@@ -66,7 +66,8 @@ class Net:
         self.params = sum(p.numel() for p in self.module.parameters())
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.runner or self.module)(x)
+        # `is None`, not `or`: a compiled module (OptimizedModule) refuses bool() via len()
+        return (self.module if self.runner is None else self.runner)(x)
 
 
 def check_model_name(name: str) -> None:

@@ -173,7 +173,8 @@ def build(recipe: Recipe) -> Setup:
     if rt.compile:
         for net in (student, teacher):
             if net is not None:
-                net.runner = torch.compile(net.runner or net.module, mode=rt.compile_mode)
+                wrapped = net.module if net.runner is None else net.runner
+                net.runner = torch.compile(wrapped, mode=rt.compile_mode)
 
     sizes = [net.info.input_size for net in (student, teacher) if net is not None]
     view_size = (max(s[0] for s in sizes), max(s[1] for s in sizes))

@@ -155,6 +155,39 @@ def data_path(setup: Setup, batches: int) -> dict[str, Any]:
     return {"images_per_s": count / (time.perf_counter() - started)}
 
 
+def profile_step(setup: Setup, steps: int = 5, warmup: int = 3, top: int = 12) -> str:
+    """Where distill's full training step spends its time: torch.profiler's top operators.
+
+    Runs the engine's own step (`Trainer.train_step`) on the setup's batches, so a missed
+    throughput target comes with its measured reason: device time per op on CUDA, CPU time on
+    the CPU. The setup's student is trained by these steps; use a setup built for benchmarking.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from distill_cli.engine import Trainer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(setup, RunDir(Path(tmp) / "profile"))
+        batches = setup.train_stream.epoch(0)
+        cuda = setup.device.type == "cuda"
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        step = 0
+        for step, batch in zip(range(warmup), batches, strict=False):
+            trainer.train_step(batch, 0, step)
+        _sync(setup.device)
+        with profile(activities=activities) as prof:
+            for step, batch in zip(range(warmup, warmup + steps), batches, strict=False):
+                trainer.train_step(batch, 0, step)
+            _sync(setup.device)
+    averages = prof.key_averages()
+    for sort in ("device_time_total", "cuda_time_total") if cuda else ("cpu_time_total",):
+        try:  # torch renamed the CUDA column to "device" (2.4); older names stay as a fallback
+            return averages.table(sort_by=sort, row_limit=top, max_name_column_width=60)
+        except (AttributeError, KeyError, ValueError):
+            continue
+    return averages.table(row_limit=top)
+
+
 #: What "the speed of the hardware" means per device (docs: shared targets): distill's full
 #: step against the bare step measured in the same run.
 TARGET_RATIO = {"cuda": 0.95, "cpu": 0.9}

@@ -117,3 +117,56 @@ def test_sidecar_is_plain_json(tmp_path: Path) -> None:
     path = tmp_path / "a.safetensors"
     save_weights(path, _model(), {"class_names": ["a", "b", "c"]})
     assert json.loads(path.with_suffix(".json").read_text())["class_names"] == ["a", "b", "c"]
+
+
+def test_resumed_optimizer_moments_keep_the_parameters_memory_format(tmp_path: Path) -> None:
+    """channels_last weights: restored moments get the same strides (fused CUDA AdamW checks)."""
+    import timm
+    import timm.optim
+
+    from distill_cli.checkpoint import load_training, save_weights
+
+    def make() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        model = timm.create_model("test_resnet", num_classes=4)
+        model = model.to(memory_format=torch.channels_last)
+        return model, timm.optim.create_optimizer_v2(model, opt="adamw", lr=1e-3)
+
+    model, opt = make()
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    opt.step()
+    path = tmp_path / "last.safetensors"
+    save_weights(path, model, {"step": 1}, opt, {"step": 1}, {})
+    model2, opt2 = make()
+    load_training(path, model2, opt2)
+    convs = [p for p in model2.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    for param in convs:
+        for key in ("exp_avg", "exp_avg_sq"):
+            assert opt2.state[param][key].stride() == param.stride(), key
+            torch.testing.assert_close(
+                opt2.state[param][key], opt.state[_twin(model, model2, param)][key]
+            )
+
+
+def _twin(a: torch.nn.Module, b: torch.nn.Module, param: torch.nn.Parameter) -> torch.nn.Parameter:
+    name = next(n for n, p in b.named_parameters() if p is param)
+    return dict(a.named_parameters())[name]
+
+
+def test_a_compiled_runner_is_called_not_asked_for_its_truth() -> None:
+    """torch.compile's OptimizedModule raises on bool() (via len()); Net must not ask."""
+    from distill_cli.models import ModelInfo, Net  # noqa: F401
+
+    class Runner(torch.nn.Module):
+        def __len__(self) -> int:
+            raise TypeError("does not support len()")
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1
+
+    from distill_cli.models import create_net
+    from distill_cli.recipe import ModelSpec
+
+    net = create_net(ModelSpec(model="test_resnet", input_size=32), 4)
+    net.runner = Runner()
+    assert torch.equal(net(torch.zeros(1)), torch.ones(1))

@@ -175,12 +175,17 @@ def test_real_fashion_mnist_subset_distills(tmp_path: Path) -> None:
     assert s.agreement_top1 > 50 and s.student.top1 > 45
 
 
-def test_device_decode_matches_worker_decode(tmp_path: Path) -> None:
-    """The batched decode path (nvJPEG on CUDA) gives the workers' pixels, bad files handled."""
+@pytest.mark.parametrize("workers", [0, 2])
+def test_device_decode_matches_worker_decode(tmp_path: Path, workers: int) -> None:
+    """The batched decode path (nvJPEG on CUDA) gives the workers' pixels, bad files handled.
+
+    With reader processes (workers > 0) a batch's file bytes must cross the process boundary
+    as one tensor: one per file once hung the loader ("Bad file descriptor").
+    """
     _image_folder(tmp_path)
     (tmp_path / "train" / "cat" / "zz_broken.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
     data = build_data(DataSpec(source="image_folder", root=tmp_path))
-    common = {"load_size": 16, "workers": 0, "shuffle": False, "drop_last": False}
+    common = {"load_size": 16, "workers": workers, "shuffle": False, "drop_last": False}
     workers = BatchStream(data.train, 5, torch.device("cpu"), **common)
     device = BatchStream(data.train, 5, torch.device("cpu"), decode_on_device=True, **common)
     for a, b in zip(workers.epoch(0), device.epoch(0), strict=True):

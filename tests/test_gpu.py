@@ -1,16 +1,33 @@
-"""The CUDA path: the same code with uint8 batches on the GPU, bf16 autocast and channels_last."""
+"""The CUDA path: uint8 batches on the GPU, bf16 autocast, channels_last, fused AdamW, nvJPEG,
+torch.compile and CUDA graphs, resume on CUDA and the out-of-memory message.
+
+Skipped without a GPU; `benchmarks/gpu_check.py` runs them (part 1) on a lent GPU. Tests record
+what they measured with `record_property`, which the check copies into its results.
+"""
 
 from __future__ import annotations
 
+import gc
+import json
+import re
+import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+from PIL import Image
+from safetensors.torch import load_file
 
 from distill_cli import api
-from distill_cli.engine import build
+from distill_cli.data.loader import BatchStream
+from distill_cli.data.sources import scan_image_folder
+from distill_cli.engine import Trainer, build
+from distill_cli.errors import DistillError
 from distill_cli.recipe import load_recipe
+from distill_cli.rundir import RunDir
 from tests.conftest import fm_body, write_recipe
+from tests.test_engine import StopAt
 
 pytestmark = pytest.mark.gpu
 
@@ -37,3 +54,153 @@ def test_gpu_and_cpu_augmentation_agree() -> None:
     cpu = crop_resize(images, boxes, flips, (16, 16))
     gpu = crop_resize(images.cuda(), boxes.cuda(), flips.cuda(), (16, 16)).cpu()
     torch.testing.assert_close(cpu, gpu, atol=1e-5, rtol=0)
+
+
+def test_bf16_channels_last_fused_adamw_step(tmp_path: Path) -> None:
+    setup = build(load_recipe(write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))))
+    trainer = Trainer(setup, RunDir(tmp_path / "r"))
+    assert all(group.get("fused") for group in trainer.optimizer.param_groups)
+    student = setup.student.module
+    conv = next(m for m in student.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    batch = next(iter(setup.train_stream.epoch(0)))
+    trainer.train_step(batch, 0, 0)
+    torch.cuda.synchronize()
+    after = student.state_dict()
+    moved = [k for k, v in after.items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert moved, "one step changed no weight"
+    for param in student.parameters():  # autocast computes in bf16, the weights stay fp32
+        assert param.dtype == torch.float32 and bool(torch.isfinite(param).all())
+    assert trainer.optimizer.state, "the fused optimizer kept no state"
+
+
+def _photos(root: Path, count: int = 12) -> None:
+    for i in range(count):
+        folder = root / "train" / ("a" if i % 2 else "b")
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = torch.linspace(0, 255, 64 * 48 * 3).reshape(48, 64, 3).roll(i * 97)
+        Image.fromarray(pixels.to(torch.uint8).numpy()).save(folder / f"{i}.jpg", quality=92)
+
+
+def test_nvjpeg_decodes_a_jpeg_folder_like_the_cpu(tmp_path: Path, record_property: Any) -> None:
+    _photos(tmp_path)
+    data = scan_image_folder(tmp_path / "train")
+    common: dict[str, Any] = {"shuffle": False, "drop_last": False, "load_size": 32, "fit": "whole"}
+    gpu = BatchStream(data, 4, torch.device("cuda"), decode_on_device=True, workers=2, **common)
+    cpu = BatchStream(data, 4, torch.device("cpu"), decode_on_device=False, **common)
+    diffs = []
+    for g, c in zip(gpu.epoch(0), cpu.epoch(0), strict=True):
+        assert g.images.is_cuda and g.images.dtype == torch.uint8
+        assert torch.equal(g.extent.cpu(), c.extent)
+        diffs.append((g.images.cpu().float() - c.images.float()).abs())
+    diff = torch.cat(diffs)
+    record_property("nvjpeg_vs_cpu_mean_abs", round(float(diff.mean()), 3))
+    record_property("nvjpeg_vs_cpu_max_abs", float(diff.max()))
+    assert float(diff.mean()) < 2.0  # decoders differ by rounding only
+    assert gpu.bad_images == 0
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / "last.safetensors"))
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+
+
+def test_resume_on_cuda_reaches_the_same_weights(tmp_path: Path, record_property: Any) -> None:
+    """Deterministic kernels: resumed == uninterrupted exactly. Default kernels: measured."""
+    flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            full = write_recipe(tmp_path, "a", fm_body(tmp_path / "a", None, 3))
+            api.run(full)
+            part = write_recipe(tmp_path, "b", fm_body(tmp_path / "b", None, 3))
+            with pytest.raises(KeyboardInterrupt):
+                api.run(part, reporter=StopAt(6))
+            api.run(part, resume=True)
+        ops = sorted(
+            {
+                str(w.message).split(" does not have")[0]
+                for w in caught
+                if "determin" in str(w.message)
+            }
+        )
+        record_property("nondeterministic_ops", json.dumps(ops))
+        diff = _max_diff(_weights(tmp_path / "a" / "a"), _weights(tmp_path / "b" / "b"))
+        record_property("resume_max_abs_diff_deterministic", diff)
+        assert diff == 0.0 or ops, f"resume differs by {diff} with no nondeterministic op named"
+        assert diff < 1e-3
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags
+        torch.use_deterministic_algorithms(False)
+    # default (fast) kernels: how far two identical runs drift, for the docs
+    again = write_recipe(tmp_path, "c", fm_body(tmp_path / "c", None, 3))
+    api.run(again)
+    drift = _max_diff(_weights(tmp_path / "a" / "a"), _weights(tmp_path / "c" / "c"))
+    record_property("rerun_max_abs_diff_default_kernels", drift)
+
+
+def test_out_of_memory_names_the_largest_batch_that_fits(
+    tmp_path: Path, record_property: Any
+) -> None:
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction(min(1.0, 6 * 2**30 / total))  # a 6 GiB GPU
+    body: dict[str, Any] = {
+        "model": {"model": "resnet18", "input_size": 128},
+        "data": {
+            "source": "synthetic",
+            "synthetic": {"num_classes": 10, "train_size": 4096, "val_size": 64, "image_size": 144},
+        },
+        "method": {"name": "supervised"},
+        "schedule": {"steps": 1, "batch_size": 4096, "eval_batch_size": 64},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    try:
+        with pytest.raises(DistillError) as info:
+            api.train(write_recipe(tmp_path, "oom", body))
+        message = str(info.value)
+        del info  # its traceback holds the failed run (data, model, optimizer) in GPU memory
+        gc.collect()
+        torch.cuda.empty_cache()
+        record_property("oom_message", message)
+        assert "does not fit in GPU memory" in message
+        largest = int(re.search(r"largest that fits is (\d+)", message).group(1))  # type: ignore[union-attr]
+        assert 0 < largest < 4096
+        body["schedule"]["batch_size"] = largest  # and it does fit
+        summary = api.train(write_recipe(tmp_path, "fits", body))
+        assert summary.steps == 1
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+
+
+def _first_loss(run: Path) -> float:
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["kind"] == "train":
+            return float(record["loss"])
+    raise AssertionError("no training record")
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+def test_compiled_runs_match_eager(tmp_path: Path, mode: str, record_property: Any) -> None:
+    from torch._dynamo.utils import counters
+
+    losses = {}
+    for name, runtime in {"eager": {}, "compiled": {"compile": True, "compile_mode": mode}}.items():
+        body = fm_body(tmp_path / name, None, epochs=2)
+        body["runtime"] = runtime
+        summary = api.run(write_recipe(tmp_path, name, body))
+        assert summary.agreement_top1 is not None and summary.images_per_s
+        losses[name] = _first_loss(tmp_path / name / name)
+    rel = abs(losses["compiled"] - losses["eager"]) / abs(losses["eager"])
+    record_property(f"{mode}_first_loss_rel_diff", round(rel, 5))
+    record_property(f"{mode}_cudagraph_skips", json.dumps(dict(counters["inductor"])))
+    assert rel < 0.05, losses  # the same step; kernels fused differently round differently

@@ -12,6 +12,7 @@ aspect ratio, ten tries, then a centre crop fallback), vectorised over the batch
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -124,9 +125,18 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def normalize(x: torch.Tensor, info: ModelInfo) -> torch.Tensor:
     """Per-model channel adaptation and mean/std normalization of [0, 1] pixels."""
     x = match_channels(x, info.in_chans)
-    mean = x.new_tensor(info.mean).view(1, -1, 1, 1)
-    std = x.new_tensor(info.std).view(1, -1, 1, 1)
+    mean = _constant(tuple(info.mean), x.device, x.dtype)
+    std = _constant(tuple(info.std), x.device, x.dtype)
     return (x - mean) / std
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(1, C, 1, 1) per-channel constants, made once per device: building them from Python
+    lists on every step costs a host-to-device copy per model per step, which is felt where
+    small images make steps short."""
+    with torch.inference_mode(False):  # a cached tensor must also serve autograd later
+        return torch.tensor(values, dtype=dtype, device=device).view(1, -1, 1, 1)
 
 
 def model_view(x: torch.Tensor, info: ModelInfo, channels_last: bool = False) -> torch.Tensor:

@@ -113,9 +113,18 @@ class FileBytes(Dataset):
         return raw, label, index
 
 
-def _as_list(items: list[tuple[torch.Tensor, int, int]]) -> tuple[list, torch.Tensor, torch.Tensor]:
+def _packed(
+    items: list[tuple[torch.Tensor, int, int]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A worker's batch of file bytes as one flat tensor plus lengths.
+
+    A list of one tensor per file would cross the process boundary as one shared-memory file
+    descriptor per file: hundreds per batch, which runs into descriptor limits and races
+    ("Bad file descriptor", then a hung loader). One tensor per batch is one descriptor.
+    """
     raws, labels, index = zip(*items, strict=True)
-    return list(raws), torch.tensor(labels), torch.tensor(index)
+    lengths = torch.tensor([len(r) for r in raws])
+    return torch.cat(raws), lengths, torch.tensor(labels), torch.tensor(index)
 
 
 def fit_image(
@@ -246,8 +255,11 @@ class BatchStream:
         """The batches of `epoch`, from `start_step` on."""
         batches = self._index_batches(epoch, start_step)
         if self._images is not None:
-            for idx in batches:
-                idx = idx.to(self.device)
+            if not batches:
+                return
+            # the epoch's indices go to the device in one copy, not one per step
+            on_device = torch.cat(batches).to(self.device).split([len(b) for b in batches])
+            for idx in on_device:
                 labels = self._labels[idx] if self._labels is not None else None
                 yield Batch(self._images[idx], labels, idx)
             return
@@ -266,8 +278,9 @@ class BatchStream:
     def _device_decoded(self, batches: list[torch.Tensor]) -> Iterator[Batch]:
         """Workers read bytes; the device decodes and resizes the batch."""
         files = self.data.files or []
-        loader = self._loader(FileBytes(files, self.data.labels), batches, collate_fn=_as_list)
-        for raws, labels, index in loader:
+        loader = self._loader(FileBytes(files, self.data.labels), batches, collate_fn=_packed)
+        for flat, lengths, labels, index in loader:
+            raws = list(flat.split(lengths.tolist()))
             images = decode_on_device(raws, self.device, self.load_size, self.fit)
             bad = [i for i, img in enumerate(images) if img is None]
             if bad:
