@@ -152,8 +152,8 @@ def _tiny(recipe_overrides: list[str], *, teacher: bool = True) -> list[str]:
 
 
 def part2_throughput(rec: Record, *, smoke: bool, bare: Path | None, **_: Any) -> None:
+    from distill_cli.build import build
     from distill_cli.recipe import load_recipe
-    from distill_cli.setup import build
     from distill_cli.throughput import bench_train, profile_step
 
     path = BENCH / "resnet50_resnet18_gpu.yaml"
@@ -360,8 +360,8 @@ def write_jpegs(root: Path, count: int, size: tuple[int, int], classes: int = 10
 
 
 def part4_jpeg(rec: Record, *, smoke: bool, work: Path, **_: Any) -> None:
+    from distill_cli.build import build
     from distill_cli.recipe import load_recipe
-    from distill_cli.setup import build
     from distill_cli.throughput import data_path, distill_step
 
     root = work / "jpeg"

@@ -127,7 +127,7 @@ def _teacher(out: Path, overrides: list[str], threads: int) -> Path:
 
 
 def _run(row: RunRow, out: Path, common: list[str], threads: int) -> RunRow:
-    from distill_cli.results import RunResult
+    from distill_cli.summary import RunSummary
 
     args = ["run", str(FM_RECIPE), "--overwrite", "-q"]
     sets = [*common, f"schedule.epochs={row.epochs}", f"output.dir={out}", f"output.name={row.run}"]
@@ -141,7 +141,7 @@ def _run(row: RunRow, out: Path, common: list[str], threads: int) -> RunRow:
         print(f"  {row.label} @ {row.epochs} epochs: FAILED {exc}", flush=True)
         return row
     row.wall_s = time.perf_counter() - started
-    result = RunResult.load(out / row.run)
+    result = RunSummary.load(out / row.run)
     row.top1, row.agreement, row.kl = result.student.top1, result.agreement_top1, result.kl
     row.best_top1, row.best_epoch = result.best_score, result.best_epoch
     row.images_per_s = result.images_per_s
@@ -298,9 +298,9 @@ def main() -> None:
     fm_any = next((r for r in done if r.label == FM_LABEL and not r.error), None)
     student = {"model": "test_resnet", "params": None}
     if fm_any is not None:
-        from distill_cli.results import RunResult
+        from distill_cli.summary import RunSummary
 
-        res = RunResult.load(a.out / fm_any.run)
+        res = RunSummary.load(a.out / fm_any.run)
         student = {"model": res.student.model, "params": res.student.params}
     result = {
         "command": "python benchmarks/patience.py " + " ".join(sys.argv[1:]),

@@ -19,24 +19,24 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distill_cli import distributed
-from distill_cli.engine import Reporter, Setup, Trainer, build
+from distill_cli import engine
+from distill_cli.build import build
 from distill_cli.errors import DistillError
 from distill_cli.methods import method_class
 from distill_cli.recipe import Overrides, Recipe, load_recipe, override_recipe
-from distill_cli.results import ExportResult, RunResult
-from distill_cli.rundir import RunDir
-from distill_cli.tracking import TrackingReporter, open_trackers, preflight
+from distill_cli.results import ExportResult
+from distill_cli.summary import RunSummary
 
 if TYPE_CHECKING:
     from distill_cli.model_search import ModelSearch
     from distill_cli.reports.compare import Comparison
     from distill_cli.reports.document import ReportResult
     from distill_cli.student_types import StudentSearch
+    from distill_cli.trainer import Reporter
 
 __all__ = [
     "ExportResult",
-    "RunResult",
+    "RunSummary",
     "bench_latency",
     "compare",
     "export",
@@ -74,68 +74,14 @@ def run(
     overwrite: bool = False,
     reporter: Reporter | None = None,
     **fields: Any,
-) -> RunResult:
+) -> RunSummary:
     """Train the recipe's student to the end (`distill run`); the result is summary.json's data.
 
     `fields` override recipe fields (`schedule__epochs=10`); `resume` continues the run from its
     last checkpoint, `overwrite` replaces an existing run folder; `reporter` receives progress.
     """
-    return RunResult.from_summary(
-        _run(_recipe(recipe, overrides, fields), resume, overwrite, reporter)
-    )
-
-
-def _run(rec: Recipe, resume: bool, overwrite: bool, reporter: Reporter | None) -> dict[str, Any]:
-    if resume and overwrite:
-        raise DistillError(
-            "--resume and --overwrite contradict each other",
-            "--resume/--overwrite",
-            "--resume continues the run, --overwrite starts it over: pass one",
-        )
-    preflight(rec)
-    joined_before = distributed.joined()
-    rundir = RunDir(rec.run_dir)
-    try:
-        if not distributed.world_from_env().is_main:
-            # the main process owns the folder; the others follow its decision
-            setup = build(rec)
-            setup.world.barrier()
-            trainer = Trainer(setup, rundir, None)
-            if resume and rundir.last.is_file():
-                trainer.resume()
-            return trainer.fit()
-        # the folder is locked before models and data are built: a second run on the same
-        # folder is refused at once, not after minutes of loading
-        with rundir.lock():
-            return _train(build(rec), rec, rundir, resume, overwrite, reporter)
-    finally:
-        # Leave the process group we joined: a process that exits with gloo's threads still
-        # running can die in std::terminate (SIGABRT) after a run that succeeded. A group the
-        # caller made (a script under torchrun) is the caller's to end.
-        if not joined_before:
-            distributed.shutdown()
-
-
-def _train(
-    setup: Setup,
-    rec: Recipe,
-    rundir: RunDir,
-    resume: bool,
-    overwrite: bool,
-    reporter: Reporter | None,
-) -> dict[str, Any]:
-    """The main process's part of a run, inside the folder's lock."""
-    try:
-        resuming = rundir.prepare(rec.to_yaml(), resume=resume, overwrite=overwrite)
-    finally:
-        setup.world.barrier()
-    trainer = Trainer(setup, rundir, reporter)
-    if resuming:
-        trainer.resume()
-    start = trainer.state["step"]
-    with open_trackers(rec, rundir.path, start_step=start, resumed=resuming) as trackers:
-        trainer.reporter = TrackingReporter(trainer.reporter, trackers)
-        return trainer.fit()
+    rec = _recipe(recipe, overrides, fields)
+    return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
 
 
 def train(
@@ -146,7 +92,7 @@ def train(
     overwrite: bool = False,
     reporter: Reporter | None = None,
     **fields: Any,
-) -> RunResult:
+) -> RunSummary:
     """`run` for methods that learn from labels alone (teachers, from-scratch baselines)."""
     rec = _recipe(recipe, overrides, fields)
     if method_class(rec.method.name).needs_teacher:
@@ -155,7 +101,7 @@ def train(
             "method.name",
             "use `distill run` for distillation recipes",
         )
-    return RunResult.from_summary(_run(rec, resume, overwrite, reporter))
+    return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
 
 
 def export(

@@ -23,6 +23,7 @@ from distill_cli.cli_options import (
     wide_console,
 )
 from distill_cli.cli_students import students_cmd
+from distill_cli.world import world_from_env
 
 app = typer.Typer(
     name="distill",
@@ -70,16 +71,19 @@ def _execute(
         plan = api.plan(recipe, overrides)
         console.print_json(json.dumps(plan)) if as_json else console.print(plan_table(plan))
         return
-    reporter = RichReporter(quiet=quiet or as_json or os.environ.get("RANK", "0") != "0")
+    main = world_from_env().is_main  # under torchrun only the main process reports
+    reporter = RichReporter(quiet=quiet or as_json or not main)
     fn = api.train if command == "train" else api.run
     try:
         result = fn(recipe, overrides, resume=resume, overwrite=overwrite, reporter=reporter)
     finally:
         reporter.finish()  # an error must not leave a live progress bar behind
-    if os.environ.get("RANK", "0") != "0":
-        return  # under torchrun only the main process reports
-    summary = result.to_dict()
-    console.print_json(json.dumps(summary)) if as_json else console.print(summary_table(summary))
+    if not main:
+        return
+    if as_json:
+        console.print_json(json.dumps(result.to_dict()))
+    else:
+        console.print(summary_table(result))
 
 
 def _relaunch_with_torchrun(nproc: int) -> None:
@@ -124,7 +128,7 @@ def run(
     ] = 1,
 ) -> None:
     """Distill a teacher into a student as the recipe says (function matching by default)."""
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+    if nproc > 1 and not world_from_env().launched:
         _relaunch_with_torchrun(nproc)
     _execute("run", recipe, set_, resume, overwrite, dry_run, as_json, quiet)
 

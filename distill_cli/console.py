@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -21,6 +21,9 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from distill_cli.summary import RunSummary
 
 console = Console()
 err_console = Console(stderr=True)
@@ -116,29 +119,27 @@ def plan_table(plan: dict[str, Any]) -> Table:
     return table
 
 
-def summary_table(summary: dict[str, Any]) -> Table:
-    table = Table(title=f"{summary['name']} ({summary['method']})")
+def summary_table(summary: RunSummary) -> Table:
+    table = Table(title=f"{summary.name} ({summary.method})")
     table.add_column("")
     table.add_column("model")
     table.add_column("params", justify="right")
     table.add_column("top-1", justify="right")
     table.add_column("agreement", justify="right")
-    student, teacher = summary["student"], summary.get("teacher")
+    student, teacher = summary.student, summary.teacher
     if teacher:
-        table.add_row(
-            "teacher", teacher["model"], _fmt(teacher["params"]), _fmt(teacher["top1"], "%"), ""
-        )
+        table.add_row("teacher", teacher.model, _fmt(teacher.params), _fmt(teacher.top1, "%"), "")
     table.add_row(
         "student",
-        student["model"],
-        _fmt(student["params"]),
-        _fmt(student["top1"], "%"),
-        _fmt(summary["agreement"]["top1"], "%"),
+        student.model,
+        _fmt(student.params),
+        _fmt(student.top1, "%"),
+        _fmt(summary.agreement_top1, "%"),
     )
-    ips = summary.get("images_per_s")
+    ips = summary.images_per_s
     table.caption = (
-        f"{summary['steps']} steps in {summary['wall_time_s']:.0f}s, "
-        f"{_fmt(ips and round(ips))} img/s on {summary['device']} | {summary['run_dir']}"
+        f"{summary.steps} steps in {summary.wall_time_s:.0f}s, "
+        f"{_fmt(ips and round(ips))} img/s on {summary.device} | {summary.run_dir}"
     )
     return table
 

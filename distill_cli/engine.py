@@ -1,421 +1,74 @@
-"""The training engine: one readable loop shared by every method.
+"""A run, from recipe to summary: the one place that tells the whole story.
 
-It runs the optimisation for what `setup.build` made from a recipe: precision, clipping, the
-warmup + cosine schedule, evaluation, checkpoints, resumption, and the failure paths (a NaN loss,
-SIGINT/SIGTERM). It never asks which method it runs; the method turns a batch into a loss and
-the engine does the rest.
+    summary = engine.run(recipe, resume=False, overwrite=False, reporter=None)
 
-Determinism is by construction: the batch order of an epoch is seeded by (seed, epoch) and the
-random state of step s is seeded by (seed, s), so a run resumed from `last` replays exactly the
-steps the uninterrupted run would have taken.
+The order is the order of events: check the trackers can start, lock the run folder (before
+anything slow is built, so a second run on the same folder is refused at once), build the run
+(`build.build`), prepare the folder (new, resumed or replaced), restore `last` when resuming,
+train (`trainer.Trainer`) with the trackers listening, and return the `RunSummary` the trainer
+wrote to `summary.json`. Under torchrun the main process owns the folder and the others follow
+its decision. The API and the CLI call this; neither knows the steps.
 """
 
 from __future__ import annotations
 
-import math
-import signal
-import threading
-import time
-from dataclasses import replace
-from typing import Any, Protocol
-
-import torch
-
-from distill_cli.checkpoint import load_training, save_weights
-from distill_cli.errors import DistillError, RunFailed
-from distill_cli.evaluate import Evaluator
-from distill_cli.memory import largest_fitting, peak_gib
-from distill_cli.optim import build_optimizer, lr_factor, set_lr
+from distill_cli import distributed
+from distill_cli.build import Setup, build
+from distill_cli.recipe import Recipe
 from distill_cli.rundir import RunDir
-from distill_cli.setup import Setup, build
-
-#: Seconds between two saves of `last` at epoch ends without an evaluation.
-LAST_EVERY_S = 60.0
-
-__all__ = ["NullReporter", "Reporter", "Setup", "Trainer", "build"]
+from distill_cli.summary import RunSummary
+from distill_cli.tracking import TrackingReporter, open_trackers, preflight
+from distill_cli.trainer import Reporter, Trainer
+from distill_cli.world import world_from_env
 
 
-class Reporter(Protocol):
-    """How the engine tells the outside world what it is doing (the CLI renders it with rich)."""
-
-    def start(self, total_steps: int, done_steps: int, epochs: int) -> None: ...
-    def advance(self, step: int, epoch: int) -> None: ...
-    def log(self, record: dict[str, Any]) -> None: ...
-    def finish(self) -> None: ...
-
-
-class NullReporter:
-    def start(self, total_steps: int, done_steps: int, epochs: int) -> None:
-        pass
-
-    def advance(self, step: int, epoch: int) -> None:
-        pass
-
-    def log(self, record: dict[str, Any]) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-
-def _meta(setup: Setup, epoch: float, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
-    info = setup.student.info
-    return {
-        "model": info.name,
-        "num_classes": info.num_classes,
-        "in_chans": info.in_chans,
-        "input_size": list(info.input_size),
-        "mean": list(info.mean),
-        "std": list(info.std),
-        "crop_pct": info.crop_pct,
-        "interpolation": info.interpolation,
-        "class_names": setup.data.classes if info.num_classes == len(setup.data.classes) else None,
-        "epoch": _epoch(epoch),
-        "step": step,
-        "metrics": metrics,
-        "recipe": setup.recipe.name,
-        "method": setup.recipe.method.name,
-    }
+def run(
+    recipe: Recipe,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    reporter: Reporter | None = None,
+) -> RunSummary:
+    """Train the recipe's student to the end in its run folder; returns the run's summary."""
+    RunDir.check_intent(resume=resume, overwrite=overwrite)
+    preflight(recipe)
+    joined_before = distributed.joined()
+    rundir = RunDir(recipe.run_dir)
+    try:
+        if not world_from_env().is_main:
+            return _follow(build(recipe), rundir, resume)
+        with rundir.lock():
+            return _lead(build(recipe), rundir, resume, overwrite, reporter)
+    finally:
+        # Leave the process group we joined: a process that exits with gloo's threads still
+        # running can die in std::terminate (SIGABRT) after a run that succeeded. A group the
+        # caller made (a script under torchrun) is the caller's to end.
+        if not joined_before:
+            distributed.shutdown()
 
 
-def _epoch(epoch: float) -> float | int:
-    """Whole epochs as ints in logs and sidecars; a partial one (steps schedule) as a float."""
-    return int(epoch) if float(epoch).is_integer() else round(epoch, 4)
+def _lead(
+    setup: Setup, rundir: RunDir, resume: bool, overwrite: bool, reporter: Reporter | None
+) -> RunSummary:
+    """The main process: owns the folder (inside its lock), the trackers and the summary."""
+    rec = setup.recipe
+    try:
+        resuming = rundir.prepare(rec.to_yaml(), resume=resume, overwrite=overwrite)
+    finally:
+        setup.world.barrier()
+    trainer = Trainer(setup, rundir, reporter)
+    if resuming:
+        trainer.resume()
+    start = trainer.state["step"]
+    with open_trackers(rec, rundir.path, start_step=start, resumed=resuming) as trackers:
+        trainer.reporter = TrackingReporter(trainer.reporter, trackers)
+        return trainer.fit()
 
 
-def _selection(metrics: dict[str, float]) -> float | None:
-    """Which number makes a checkpoint 'best': accuracy when there are labels, else agreement."""
-    return metrics.get("top1", metrics.get("agreement_top1"))
-
-
-class Interrupted(RunFailed):
-    """SIGINT/SIGTERM: the run saved its position and stopped; `--resume` continues it."""
-
-    def __init__(self, signum: int, step: int, path: str) -> None:
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"interrupted by {name} at step {step}; position saved", path, "continue with --resume"
-        )
-        self.code = 128 + signum
-
-
-class _Window:
-    """Device-side sums between two log lines: read once, at log time, so no step syncs."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.loss = torch.zeros((), device=device)
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
-        self.extra: dict[str, torch.Tensor] = {}
-        self.steps = 0
-        self.start = time.perf_counter()
-
-    def add(self, loss: torch.Tensor, logs: dict[str, torch.Tensor], step: int) -> None:
-        loss = loss.detach()
-        bad = ~torch.isfinite(loss) & (self.first_bad < 0)
-        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
-        self.loss += loss
-        for key, value in logs.items():
-            self.extra[key] = self.extra.get(key, 0) + value.detach().float()
-        self.steps += 1
-
-
-def _float_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: b for k, b in module.named_buffers() if b.is_floating_point()}
-
-
-class Trainer:
-    """Runs one recipe to completion in its run directory."""
-
-    def __init__(self, setup: Setup, run: RunDir, reporter: Reporter | None = None) -> None:
-        self.s = setup
-        self.run = run
-        self.reporter = reporter or NullReporter()
-        self.module = setup.method.trainable()
-        self.optimizer = build_optimizer(self.module, setup.recipe.optim, setup.device)
-        self.evaluator = Evaluator(
-            setup.val_stream, len(setup.data.classes), setup.channels_last, setup.autocast
-        )
-        self.state: dict[str, Any] = {
-            "step": 0,
-            "best": None,
-            "best_epoch": None,
-            "images": 0,
-            "train_time": 0.0,
-            "wall_time": 0.0,
-            "skipped_steps": 0,
-        }
-        self.teacher_metrics: dict[str, float] = {}
-        self.last_eval: dict[str, float] = {}
-        self._signal: int | None = None  # set by the signal handler
-        self._stopping: int | None = None  # the signal every process has agreed to stop on
-        self._last_saved = -math.inf  # when `last` was written (perf_counter), never yet
-        rt = setup.recipe.runtime
-        self._graphs = rt.compile and rt.compile_mode == "reduce-overhead"
-
-    def resume(self) -> None:
-        state, extra = load_training(self.run.last, self.s.student.module, self.optimizer)
-        self.s.method.load_extra_state(extra)
-        self.state.update(state)
-        self.last_eval = state.get("last_eval", {})
-        if self.s.world.is_main:
-            self.run.truncate_metrics(self.state["step"])
-
-    def fit(self) -> dict[str, Any]:
-        previous = self._catch_signals()
-        try:
-            return self._fit()
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-    def _catch_signals(self) -> dict[int, Any]:
-        """SIGINT/SIGTERM only set a flag; the loop saves its position at the next step."""
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-
-        def handler(signum: int, frame: Any) -> None:
-            if self._signal is not None:  # a second signal: stop now
-                raise KeyboardInterrupt
-            self._signal = signum
-
-        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def _fit(self) -> dict[str, Any]:
-        s, sched = self.s, self.s.recipe.schedule
-        total, spe = s.total_steps, s.steps_per_epoch
-        step = self.state["step"]
-        started, wall_before = time.perf_counter(), self.state["wall_time"]
-        self.module.train()
-        if s.teacher is not None and s.method.compares_teacher and s.world.is_main:
-            self.teacher_metrics = self.evaluator.teacher_metrics(s.teacher)
-        self.reporter.start(total, step, s.epochs)
-        while step < total:
-            epoch = step // spe
-            phase = s.method.on_epoch_start(epoch)
-            if phase:
-                self._log({"kind": "phase", "step": step, "epoch": epoch, **phase})
-            window = _Window(s.device)
-            for batch in s.train_stream.epoch(epoch, step % spe):
-                if not self._fits(batch, epoch, step, window):
-                    # outside the `except`: its traceback would pin the failed step's memory
-                    self._out_of_memory(batch, epoch, step)
-                step += 1
-                self.reporter.advance(step, epoch)
-                epoch_done = step % spe == 0 or step >= total
-                save_due = sched.checkpoint_every and step % sched.checkpoint_every == 0
-                # one process stops as soon as it is signalled; several agree at log time
-                stop_now = self._signal is not None and not s.world.distributed
-                if step % sched.log_every == 0 or epoch_done or save_due or stop_now:
-                    self._flush(step, epoch, window)
-                    window = _Window(s.device)
-                self.state["step"] = step
-                self.state["wall_time"] = wall_before + time.perf_counter() - started
-                if epoch_done:
-                    break
-                if save_due or self._stopping:
-                    self._save_last(step)
-                if self._stopping:
-                    raise Interrupted(self._stopping, step, str(self.run.last))
-            self._end_of_epoch(step)
-            if self._stopping:
-                raise Interrupted(self._stopping, step, str(self.run.last))
-        self.reporter.finish()
-        s.world.barrier()
-        return self._summary()
-
-    def _fits(self, batch: Any, epoch: int, step: int, window: _Window) -> bool:
-        """One training step; False when it ran out of memory (nothing of it is kept)."""
-        try:
-            self.train_step(batch, epoch, step, window)
-        except torch.OutOfMemoryError:
-            return False
-        return True
-
-    def train_step(self, batch: Any, epoch: int, step: int, window: _Window | None = None) -> None:
-        """One optimisation step of `batch` (step `step` of the run); sums land in `window`."""
-        s, rec = self.s, self.s.recipe
-        if self._graphs:
-            # CUDA graphs (compile_mode reduce-overhead): a new step may reuse the memory of the
-            # last one's outputs, which the engine has consumed by now
-            torch.compiler.cudagraph_mark_step_begin()
-        # one seed per step: a resumed run replays exactly the crops, mixup and dropout of step
-        torch.manual_seed(rec.runtime.seed * 1_000_003 + step)
-        lr = set_lr(self.optimizer, rec.optim.lr, lr_factor(step, s.total_steps, rec.schedule))
-        self.state["lr"] = lr
-        enabled = s.autocast is not None
-        skip = rec.runtime.on_nonfinite == "skip"
-        # a skipped step must leave no trace: its forward pass already moved BatchNorm's
-        # running statistics (possibly to NaN/Inf), so they are put back as they were
-        buffers = _float_buffers(self.module) if skip else {}
-        saved = {k: v.clone() for k, v in buffers.items()}
-        with torch.autocast(s.device.type, s.autocast or torch.float32, enabled=enabled):
-            out = s.method.step(batch, epoch)
-        self.optimizer.zero_grad(set_to_none=True)
-        if skip and not bool(torch.isfinite(out.loss)):
-            self.state["skipped_steps"] += 1  # this mode syncs every step: it must look
-            with torch.no_grad():
-                for key, value in buffers.items():
-                    value.copy_(saved[key])
-            return
-        out.loss.backward()
-        clip = rec.optim.clip_grad_norm
-        if clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), clip)
-        self.optimizer.step()
-        if window is not None:
-            window.add(out.loss, out.logs, step + 1)
-
-    def _out_of_memory(self, batch: Any, epoch: int, step: int) -> None:
-        """Turn an OOM into the largest batch size that fits, found on this very batch.
-
-        Each trial is a whole training step (optimizer state included, which the first step
-        allocates), so the size reported really trains; the run stops after the search, so
-        what the trials did to the weights is never saved.
-        """
-        self.optimizer.zero_grad(set_to_none=True)
-        per_process = batch.images.shape[0]
-        world = self.s.world.size
-
-        def trial(n: int) -> None:
-            sub = replace(
-                batch,
-                images=batch.images[:n],
-                labels=None if batch.labels is None else batch.labels[:n],
-                index=batch.index[:n],
-                extent=None if batch.extent is None else batch.extent[:n],
-            )
-            try:
-                self.train_step(sub, epoch, step)
-            finally:
-                self.optimizer.zero_grad(set_to_none=True)
-
-        # a multiple of 8 for real batches: the exact boundary fits only while memory stays as
-        # unfragmented as in the search, and tensor-core kernels prefer such sizes anyway
-        largest = largest_fitting(trial, per_process, step=8 if per_process >= 64 else 1) * world
-        memory = ""
-        if self.s.device.type == "cuda":
-            total = torch.cuda.get_device_properties(self.s.device).total_memory / 2**30
-            memory = f" ({total:.0f} GiB)"
-        raise DistillError(
-            f"batch size {per_process * world} does not fit in GPU memory{memory}; "
-            f"the largest that fits is {largest}",
-            "schedule.batch_size",
-            f"set schedule.batch_size={largest}" if largest else "use a smaller model or input",
-        )
-
-    def _flush(self, step: int, epoch: int, window: _Window) -> None:
-        world = self.s.world
-        if world.distributed:  # every process sees the same loss, NaN step and stop decision
-            world.sum(window.loss).div_(world.size)
-            world.max(window.first_bad)
-            flag = torch.tensor(self._signal or 0, device=window.loss.device)
-            self._stopping = int(world.max(flag).item()) or None
-        else:
-            self._stopping = self._signal
-        first_bad = int(window.first_bad.item())
-        if first_bad >= 0:
-            raise RunFailed(
-                f"the loss became NaN/Inf at step {first_bad}",
-                "training",
-                "lower optim.lr, or set runtime.on_nonfinite=skip; the last checkpoint is intact",
-            )
-        elapsed = time.perf_counter() - window.start
-        images = window.steps * self.s.recipe.schedule.batch_size
-        self.state["images"] += images
-        self.state["train_time"] += elapsed
-        n = max(1, window.steps)
-        record = {
-            "kind": "train",
-            "step": step,
-            "epoch": epoch,
-            "loss": window.loss.item() / n if window.steps else None,
-            "lr": self.state.get("lr"),
-            "images_per_s": images / elapsed if elapsed > 0 else None,
-        }
-        record.update({k: v.item() / n for k, v in window.extra.items()})
-        for key in ("skipped_steps",):
-            if self.state[key]:
-                record[key] = self.state[key]
-        if self.s.train_stream.bad_images:
-            record["bad_images"] = self.s.train_stream.bad_images
-        self._log(record)
-
-    def _log(self, record: dict[str, Any]) -> None:
-        if self.s.world.is_main:
-            self.run.log(record)
-            self.reporter.log(record)
-
-    def _end_of_epoch(self, step: int) -> None:
-        s, sched = self.s, self.s.recipe.schedule
-        epoch = step / s.steps_per_epoch
-        whole = step % s.steps_per_epoch == 0
-        due = whole and sched.eval_due(int(epoch), s.epochs)
-        if (due or step >= s.total_steps) and s.world.is_main:
-            metrics = self.evaluator.student_metrics(
-                s.student, s.teacher if s.method.compares_teacher else None
-            )
-            self.last_eval = metrics
-            teacher = {f"teacher_{k}": v for k, v in self.teacher_metrics.items()}
-            record = {"kind": "eval", "step": step, "epoch": _epoch(epoch)}
-            self._log({**record, **metrics, **teacher})
-            score = _selection(metrics)
-            best = self.state["best"]
-            if score is not None and (best is None or score > best):
-                self.state.update(best=score, best_epoch=_epoch(epoch))
-                save_weights(self.run.best, s.student.module, _meta(s, epoch, step, metrics))
-        if whole and int(epoch) in sched.save_epochs and s.world.is_main:
-            path = self.run.checkpoint(f"epoch_{int(epoch)}")
-            save_weights(path, s.student.module, _meta(s, epoch, step, self.last_eval))
-        # `last` at every evaluation and the end, else at most once a minute: an epoch of a
-        # small subset takes a second, and saving weights + optimizer (fsync) every epoch
-        # would cost a long schedule a fifth of its time; resume is exact from any step
-        stale = time.perf_counter() - self._last_saved >= LAST_EVERY_S
-        if due or step >= s.total_steps or stale:
-            self._save_last(step)
-
-    def _save_last(self, step: int) -> None:
-        s = self.s
-        self._last_saved = time.perf_counter()
-        if not s.world.is_main:
-            return
-        self.state["last_eval"] = self.last_eval
-        meta = _meta(s, step / s.steps_per_epoch, step, self.last_eval)
-        extra = s.method.extra_state()
-        save_weights(self.run.last, s.student.module, meta, self.optimizer, self.state, extra)
-
-    def _summary(self) -> dict[str, Any]:
-        s, st, m = self.s, self.state, self.last_eval
-        teacher = None
-        if s.teacher is not None:
-            teacher = {
-                "model": s.teacher.info.name,
-                "params": s.teacher.params,
-                "top1": self.teacher_metrics.get("top1"),
-            }
-        summary = {
-            "name": s.recipe.name,
-            "run_dir": str(self.run.path),
-            "method": s.recipe.method.name,
-            "student": {
-                "model": s.student.info.name,
-                "params": s.student.params,
-                "top1": m.get("top1"),
-                "top5": m.get("top5"),
-            },
-            "teacher": teacher,
-            "agreement": {"top1": m.get("agreement_top1")},
-            "kl": m.get("kl"),
-            "best": {"epoch": st["best_epoch"], "score": st["best"]},
-            "epochs": s.epochs,
-            "steps": st["step"],
-            "images_per_s": st["images"] / st["train_time"] if st["train_time"] else None,
-            "wall_time_s": st["wall_time"],
-            "device": str(s.device),
-            "processes": s.world.size,
-            "peak_gpu_memory_gib": peak_gib(s.device),
-            "precision": s.precision,
-            "data": {"bad_images": s.train_stream.bad_images, "skipped_steps": st["skipped_steps"]},
-        }
-        if s.world.is_main:
-            self.run.write_summary(summary)
-        return summary
+def _follow(setup: Setup, rundir: RunDir, resume: bool) -> RunSummary:
+    """Another process under torchrun: waits for the main one to prepare the folder."""
+    setup.world.barrier()
+    trainer = Trainer(setup, rundir, None)
+    if resume and rundir.last.is_file():
+        trainer.resume()
+    return trainer.fit()

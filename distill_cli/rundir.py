@@ -17,10 +17,13 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill_cli.checkpoint import atomic_write
 from distill_cli.errors import DistillError
+
+if TYPE_CHECKING:
+    from distill_cli.summary import RunSummary
 
 #: The file that marks a folder as a distill run (so distill may replace what is in it).
 MARKER = ".distill-run"
@@ -83,8 +86,22 @@ class RunDir:
         """The folder of run `name` under `output_dir` (the name checked first)."""
         return cls(Path(output_dir) / check_run_name(name))
 
+    @staticmethod
+    def check_intent(*, resume: bool, overwrite: bool) -> None:
+        """`--resume` keeps what the folder holds, `--overwrite` deletes it: never both."""
+        if resume and overwrite:
+            raise DistillError(
+                "--resume and --overwrite contradict each other",
+                "--resume/--overwrite",
+                "--resume continues the run, --overwrite starts it over: pass one",
+            )
+
     def checkpoint(self, name: str) -> Path:
         return self.checkpoints / f"{name}.safetensors"
+
+    def report_image(self, name: str) -> Path:
+        """A figure of `distill report` (`report_accuracy.png`, ...)."""
+        return self.path / f"report_{name}.png"
 
     @property
     def is_run(self) -> bool:
@@ -158,12 +175,7 @@ class RunDir:
         is never replaced without `--overwrite`, and a folder distill did not make is never
         emptied.
         """
-        if resume and overwrite:
-            raise DistillError(
-                "--resume and --overwrite contradict each other",
-                "--resume/--overwrite",
-                "--resume continues the run, --overwrite starts it over: pass one",
-            )
+        self.check_intent(resume=resume, overwrite=overwrite)
         self.path.mkdir(parents=True, exist_ok=True)
         foreign = [c for c in self.path.iterdir() if c != self.lockfile] if not self.is_run else []
         if foreign:
@@ -224,10 +236,13 @@ class RunDir:
         ]
         atomic_write(self.metrics, "".join(line + "\n" for line in keep))
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics.is_file():
-            return []
-        return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
+    def write_summary(self, summary: RunSummary) -> None:
+        atomic_write(self.summary, json.dumps(summary.to_dict(), indent=2) + "\n")
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write(self.summary, json.dumps(summary, indent=2) + "\n")
+    def read_summary(self) -> RunSummary:
+        """The finished run's summary; a one-line error when the run has not finished."""
+        from distill_cli.summary import RunSummary
+
+        if not self.summary.is_file():
+            raise DistillError("no summary.json: the run has not finished", str(self.path))
+        return RunSummary.from_dict(json.loads(self.summary.read_text()))

@@ -23,10 +23,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from distill_cli.build import Setup, build
 from distill_cli.data.augment import mixup, model_view
 from distill_cli.recipe import Recipe
 from distill_cli.rundir import RunDir
-from distill_cli.setup import Setup, build
 
 
 def _sync(device: torch.device) -> None:
@@ -164,7 +164,7 @@ def profile_step(setup: Setup, steps: int = 5, warmup: int = 3, top: int = 12) -
     """
     from torch.profiler import ProfilerActivity, profile
 
-    from distill_cli.engine import Trainer
+    from distill_cli.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(setup, RunDir(Path(tmp) / "profile"))

@@ -9,7 +9,6 @@ continues the same TensorBoard curves and MLflow run instead of starting a secon
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -25,15 +24,15 @@ from distill_cli.recipe import flatten
 from distill_cli.rundir import RunDir
 
 if TYPE_CHECKING:
-    from distill_cli.engine import Reporter
     from distill_cli.recipe import Recipe
+    from distill_cli.trainer import Reporter
 
 _NOT_SCALARS = ("step", "epoch")
 
 
 class Tracker(Protocol):
     def log(self, record: dict[str, Any]) -> None: ...
-    def close(self, summary: dict[str, Any] | None, failed: bool) -> None: ...
+    def close(self, failed: bool) -> None: ...
 
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:
@@ -73,7 +72,7 @@ class TensorBoardTracker:
         for tag, value in scalars(record).items():
             self.writer.add_scalar(tag, value, step)
 
-    def close(self, summary: dict[str, Any] | None, failed: bool) -> None:
+    def close(self, failed: bool) -> None:
         self.writer.flush()
         self.writer.close()
 
@@ -130,7 +129,7 @@ class MLflowTracker:
         if metrics:
             self.mlflow.log_metrics(metrics, step=int(record.get("step") or 0))
 
-    def close(self, summary: dict[str, Any] | None, failed: bool) -> None:
+    def close(self, failed: bool) -> None:
         try:
             folder = RunDir(self.run_dir)
             for path in (folder.summary, folder.recipe):
@@ -164,20 +163,13 @@ def _warn(tracker: Tracker, what: str, exc: BaseException) -> None:
     print(f"warning: {name} {what}: {exc}", file=sys.stderr)
 
 
-def _close_all(trackers: Sequence[Tracker], summary: dict[str, Any] | None, failed: bool) -> None:
+def _close_all(trackers: Sequence[Tracker], failed: bool) -> None:
     """Close every tracker; one failing to close warns instead of hiding the run's outcome."""
     for tracker in trackers:
         try:
-            tracker.close(summary, failed)
+            tracker.close(failed)
         except Exception as exc:
             _warn(tracker, "failed to close", exc)
-
-
-def _read_summary(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):  # no summary is no reason to fail a finished run
-        return None
 
 
 def preflight(recipe: Recipe) -> None:
@@ -218,9 +210,9 @@ def open_trackers(
                 trackers.append(_start_mlflow(mlflow, recipe, run_dir, resumed))
         yield trackers
     except BaseException:
-        _close_all(trackers, None, failed=True)
+        _close_all(trackers, failed=True)
         raise
-    _close_all(trackers, _read_summary(RunDir(run_dir).summary), failed=False)
+    _close_all(trackers, failed=False)
 
 
 class TrackingReporter:

@@ -12,7 +12,7 @@ import yaml
 from distill_cli import api
 from distill_cli.errors import DistillError
 from distill_cli.recipe import load_recipe
-from distill_cli.results import ModelResult, RunResult
+from distill_cli.summary import ModelResult, RunSummary
 from tests.conftest import teacher_body, write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,14 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_keywords_override_recipe_fields_and_the_result_is_typed(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs", epochs=1))
     result = api.train(recipe, ["schedule.batch_size=16"], optim__lr=1e-3, name="renamed")
-    assert isinstance(result, RunResult) and isinstance(result.student, ModelResult)
+    assert isinstance(result, RunSummary) and isinstance(result.student, ModelResult)
     assert result.name == "renamed" and result.run_dir == tmp_path / "runs" / "renamed"
     saved = yaml.safe_load((result.run_dir / "recipe.yaml").read_text())
     assert saved["optim"]["lr"] == 1e-3 and saved["schedule"]["batch_size"] == 16
     assert result.steps == 128 // 16 and result.teacher is None
     summary = json.loads((result.run_dir / "summary.json").read_text())
     assert result.to_dict() == summary and result.student.top1 == summary["student"]["top1"]
-    assert RunResult.load(result.run_dir) == result  # the folder is the source of truth
+    assert RunSummary.load(result.run_dir) == result  # the folder is the source of truth
 
 
 def test_overrides_apply_to_a_recipe_object_without_changing_it(tmp_path: Path) -> None:

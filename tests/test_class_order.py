@@ -90,7 +90,7 @@ def test_teacher_scores_the_same_on_the_folder_as_on_the_idx_files(fm_teacher: d
     recipe = write_recipe(folder, "on_folder", body)
     result = api.run(recipe)
     # same images (JPEG at quality 100, decoded at the same size): the same score
-    assert result.summary["teacher"]["top1"] == pytest.approx(idx_top1, abs=1.0)
+    assert result.teacher.top1 == pytest.approx(idx_top1, abs=1.0)
     # the student's outputs follow the teacher's order, and its checkpoint says so
     meta = json.loads((result.run_dir / "checkpoints" / "best.json").read_text())
     assert meta["class_names"] == FASHION_MNIST_CLASSES

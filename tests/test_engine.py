@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import load_file
 
 from distill_cli import api
-from distill_cli.engine import NullReporter
 from distill_cli.errors import DistillError
+from distill_cli.trainer import NullReporter
 from tests.conftest import fm_body, teacher_body, write_recipe
 
 

@@ -20,12 +20,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from distill_cli import api
+from distill_cli.build import build
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.sources import scan_image_folder
-from distill_cli.engine import Trainer, build
 from distill_cli.errors import DistillError
 from distill_cli.recipe import load_recipe
 from distill_cli.rundir import RunDir
+from distill_cli.trainer import Trainer
 from tests.conftest import fm_body, write_recipe
 from tests.test_engine import StopAt
 

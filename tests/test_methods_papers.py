@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from distill_cli import api
+from distill_cli.build import build
 from distill_cli.data.augment import BatchAugment, model_view
-from distill_cli.engine import build
 from distill_cli.errors import DistillError
 from distill_cli.methods import MethodContext, create_method, kd_loss
 from distill_cli.methods.eskd import ESKDParams

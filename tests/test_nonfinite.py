@@ -9,12 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from distill_cli.build import build
 from distill_cli.console import RichReporter
-from distill_cli.engine import Trainer, build
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.methods import StepOutput
 from distill_cli.recipe import load_recipe
 from distill_cli.rundir import RunDir
+from distill_cli.trainer import Trainer
 from tests.conftest import teacher_body, write_recipe
 
 
@@ -78,7 +79,7 @@ def test_skip_mode_undoes_the_skipped_steps_buffer_updates(tmp_path: Path) -> No
     setup, run = _setup(tmp_path, on_nonfinite="skip")
     _poison_at(setup, {3, 6})
     summary = Trainer(setup, run).fit()
-    assert summary["data"]["skipped_steps"] == 2
+    assert summary.skipped_steps == 2
     _, bn = _bn(setup)
     assert torch.isfinite(bn.running_var).all()
 
@@ -91,8 +92,9 @@ def test_skip_mode_with_a_window_of_only_skipped_steps(tmp_path: Path) -> None:
         summary = Trainer(setup, run, reporter).fit()
     finally:
         reporter.finish()
-    assert summary["data"]["skipped_steps"] == 2
-    empty = [r for r in run.read_metrics() if r["kind"] == "train" and r["step"] == 4]
+    assert summary.skipped_steps == 2
+    records = [json.loads(x) for x in run.metrics.read_text().splitlines()]
+    empty = [r for r in records if r["kind"] == "train" and r["step"] == 4]
     assert empty and empty[0]["loss"] is None
 
 

@@ -17,11 +17,12 @@ import torch
 from safetensors.torch import load_file
 
 from distill_cli import api
-from distill_cli.engine import Trainer, build
+from distill_cli.build import build
 from distill_cli.errors import RunFailed
 from distill_cli.methods import StepOutput
 from distill_cli.recipe import load_recipe
 from distill_cli.rundir import RunDir
+from distill_cli.trainer import Trainer
 from tests.conftest import fm_body, teacher_body, write_recipe
 from tests.test_cli import _assert_one_line_error, distill
 
@@ -195,7 +196,7 @@ def test_nan_loss_skip_mode_counts_skipped_steps(tmp_path: Path) -> None:
     run = RunDir(recipe.run_dir)
     run.prepare(recipe.to_yaml(), resume=False, overwrite=False)
     summary = Trainer(setup, run).fit()
-    assert summary["data"]["skipped_steps"] == 2 and summary["steps"] == 8
+    assert summary.skipped_steps == 2 and summary.steps == 8
     assert all(torch.isfinite(p).all() for p in setup.student.module.parameters())
 
 

@@ -15,7 +15,7 @@ from distill_cli.errors import DistillError
 from distill_cli.reports import plots
 from distill_cli.reports.compare import compare_runs, differing_keys
 from distill_cli.reports.history import load_run
-from distill_cli.results import RunResult
+from distill_cli.summary import RunSummary
 from tests.conftest import fm_body, write_recipe
 from tests.test_cli import distill
 
@@ -34,7 +34,7 @@ def _records(run: Path, kind: str) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunResult, RunResult]:
+def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunSummary, RunSummary]:
     """Two tiny function-matching runs that differ only in `method.views` (and their names)."""
     folder = tmp_path_factory.mktemp("reports")
     body = fm_body(folder / "runs", None, epochs=3)
@@ -45,7 +45,7 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunResult, RunRe
 
 
 def test_report_pages_and_figures_show_the_runs_numbers(
-    two_runs: tuple[RunResult, RunResult],
+    two_runs: tuple[RunSummary, RunSummary],
 ) -> None:
     result, _ = two_runs
     report = api.report(result.run_dir)
@@ -86,7 +86,7 @@ def test_report_pages_and_figures_show_the_runs_numbers(
 
 
 def test_report_shows_the_export_latency_and_parity(
-    two_runs: tuple[RunResult, RunResult], tmp_path: Path
+    two_runs: tuple[RunSummary, RunSummary], tmp_path: Path
 ) -> None:
     run = tmp_path / "run"
     shutil.copytree(two_runs[0].run_dir, run)
@@ -104,7 +104,7 @@ def test_report_shows_the_export_latency_and_parity(
 
 
 def test_a_stopped_run_still_gets_a_report(
-    two_runs: tuple[RunResult, RunResult], tmp_path: Path
+    two_runs: tuple[RunSummary, RunSummary], tmp_path: Path
 ) -> None:
     run = tmp_path / "stopped"
     shutil.copytree(two_runs[0].run_dir, run)
@@ -129,7 +129,7 @@ def test_report_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
 
 
 def test_compare_shows_exactly_the_differing_keys(
-    two_runs: tuple[RunResult, RunResult], tmp_path: Path
+    two_runs: tuple[RunSummary, RunSummary], tmp_path: Path
 ) -> None:
     consistent, independent = two_runs
     comparison = api.compare([consistent.run_dir, independent.run_dir], plot=tmp_path / "c.png")
@@ -167,7 +167,7 @@ def test_differing_keys_count_a_missing_key_as_a_difference() -> None:
     assert differing_keys([a, a]) == []
 
 
-def test_compare_needs_two_runs(two_runs: tuple[RunResult, RunResult]) -> None:
+def test_compare_needs_two_runs(two_runs: tuple[RunSummary, RunSummary]) -> None:
     with pytest.raises(DistillError, match="at least two runs"):
         compare_runs([two_runs[0].run_dir])
 
@@ -203,7 +203,7 @@ def test_phase_lines_mark_changes_only_and_broken_numbers_do_not_crash(tmp_path:
 
 
 def test_compare_prints_run_names_as_text_and_pipes_write_no_plot(
-    two_runs: tuple[RunResult, RunResult], tmp_path: Path
+    two_runs: tuple[RunSummary, RunSummary], tmp_path: Path
 ) -> None:
     odd = tmp_path / "abl[lr=1e-3]"
     shutil.copytree(two_runs[1].run_dir, odd)

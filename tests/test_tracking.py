@@ -73,7 +73,7 @@ def test_tensorboard_tracker_writes_numeric_values_as_kind_slash_key(tmp_path: P
     tracker.log({**TRAIN, "step": 4, "loss": 0.5})
     tracker.log(EVAL)
     tracker.log({"kind": "phase", "step": 4, "epoch": 1, "phase": "ce", "kd_weight": 0.0})
-    tracker.close(None, failed=False)
+    tracker.close(failed=False)
 
     got = read_scalars(tmp_path)
     assert set(got) == {
@@ -102,10 +102,10 @@ def test_resumed_writer_purges_from_the_resume_step(tmp_path: Path) -> None:
     first = TensorBoardTracker(tmp_path, purge_step=None)
     for step in (2, 4, 6):
         first.log({**TRAIN, "step": step})
-    first.close(None, failed=True)
+    first.close(failed=True)
     second = TensorBoardTracker(tmp_path, purge_step=4)
     second.log({**TRAIN, "step": 6, "loss": 0.25})
-    second.close(None, failed=False)
+    second.close(failed=False)
 
     files = read_events(tmp_path)
     assert len(files) == 2  # the second writer did not overwrite the first's file
@@ -272,14 +272,14 @@ class _Broken:
         self.logs += 1
         raise ConnectionError("server down")
 
-    def close(self, summary: dict[str, Any] | None, failed: bool) -> None:
+    def close(self, failed: bool) -> None:
         self.closed = True
         raise ConnectionError("server down")
 
 
 class _Good(_Recorder):
-    def close(self, summary: dict[str, Any] | None, failed: bool) -> None:
-        self.calls.append(("close", (summary, failed)))
+    def close(self, failed: bool) -> None:
+        self.calls.append(("close", failed))
 
 
 def test_a_broken_tracker_warns_once_and_is_dropped(capsys: pytest.CaptureFixture[str]) -> None:
@@ -323,7 +323,7 @@ def test_one_tracker_failing_to_close_does_not_stop_the_others(
     recipe = _recipe(tmp_path, ["tensorboard", "mlflow"])
     with open_trackers(recipe, tmp_path) as trackers:
         assert trackers == [broken, good]
-    assert broken.closed and good.calls == [("close", (None, False))]
+    assert broken.closed and good.calls == [("close", False)]
     assert "warning: broken failed to close: server down" in capsys.readouterr().err
 
 

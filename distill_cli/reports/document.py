@@ -101,14 +101,15 @@ def _costs(history: RunHistory) -> dict[str, dict[str, Any]]:
 def _final_table(history: RunHistory) -> Block:
     """One row per role; the summary's figures first, the recipe's and costs' where it has none
     (a run that has not finished)."""
-    summary, final, costs = history.summary or {}, history.final_eval(), _costs(history)
+    summary, final, costs = history.summary, history.final_eval(), _costs(history)
+    done_models = {"student": summary.student, "teacher": summary.teacher} if summary else {}
 
     def row(role: str, top1: Any, agreement: Any) -> list[str]:
-        done, cost = summary.get(role) or {}, costs.get(role, {})
+        done, cost = done_models.get(role), costs.get(role, {})
         return [
             role,
-            done.get("model") or _recipe_model(history.recipe.get(role)),
-            _millions(done.get("params") or cost.get("params")),
+            (done and done.model) or _recipe_model(history.recipe.get(role)),
+            _millions((done and done.params) or cost.get("params")),
             _fmt(cost.get("gflops"), "{:.3f}"),
             _size(cost.get("input")),
             _fmt(top1, unit="%"),
@@ -116,7 +117,7 @@ def _final_table(history: RunHistory) -> Block:
         ]
 
     rows = []
-    if summary.get("teacher") or history.recipe.get("teacher"):
+    if done_models.get("teacher") or history.recipe.get("teacher"):
         rows.append(row("teacher", history.teacher_top1, None))
     rows.append(row("student", final.get("top1"), final.get("agreement_top1")))
     head = ["", "model", "params", "GFLOPs", "input", "top-1", "agreement"]
@@ -141,12 +142,11 @@ def _status(history: RunHistory) -> str:
     if summary is None:
         steps = [r.get("step", 0) for r in history.records]
         return f"method {method}; not finished (last logged step {max(steps, default=0)})"
-    minutes = (summary.get("wall_time_s") or 0) / 60
-    best = summary.get("best") or {}
+    minutes = (summary.wall_time_s or 0) / 60
     return (
-        f"method {method}; {summary.get('epochs')} epochs, {summary.get('steps')} steps in "
-        f"{minutes:.1f} min on {summary.get('device')} ({summary.get('precision')}); "
-        f"best {_fmt(best.get('score'), unit='%')} at epoch {_fmt(best.get('epoch'), '{}')}"
+        f"method {method}; {summary.epochs} epochs, {summary.steps} steps in "
+        f"{minutes:.1f} min on {summary.device} ({summary.precision}); "
+        f"best {_fmt(summary.best_score, unit='%')} at epoch {_fmt(summary.best_epoch, '{}')}"
     )
 
 
@@ -277,17 +277,17 @@ def to_html(blocks: list[Block], title: str) -> str:
 def write_report(run: str | Path) -> ReportResult:
     """Write report.html, report.md and report_*.png into the run folder."""
     history = load_run(run)
-    folder = history.path
+    folder = RunDir(history.path)
     images = {
-        "accuracy": plots.save(plots.accuracy_figure(history), folder / "report_accuracy.png"),
-        "training": plots.save(plots.training_figure(history), folder / "report_training.png"),
+        "accuracy": plots.save(plots.accuracy_figure(history), folder.report_image("accuracy")),
+        "training": plots.save(plots.training_figure(history), folder.report_image("training")),
     }
     latency = plots.latency_figure(history.export) if history.export else None
     if latency is not None:
-        images["latency"] = plots.save(latency, folder / "report_latency.png")
+        images["latency"] = plots.save(latency, folder.report_image("latency"))
     blocks = build_blocks(history, images)
-    md_path, html_path = folder / "report.md", folder / "report.html"
-    md_path.write_text(to_markdown(blocks, folder))
+    md_path, html_path = folder.report_md, folder.report_html
+    md_path.write_text(to_markdown(blocks, folder.path))
     html_path.write_text(to_html(blocks, f"distill report: {history.name}"))
     final = history.final_eval()
     return ReportResult(

@@ -17,6 +17,7 @@ import yaml
 
 from distill_cli.errors import DistillError
 from distill_cli.rundir import RunDir
+from distill_cli.summary import RunSummary
 
 #: Where `distill export RUN` writes its report by default.
 EXPORT_REPORT = Path("export") / "report.json"
@@ -40,7 +41,7 @@ class RunHistory:
     path: Path
     recipe: dict[str, Any]
     records: list[dict[str, Any]]
-    summary: dict[str, Any] | None
+    summary: RunSummary | None
     export: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)
     label: str | None = None  # how tables and legends name the run (default: the folder name)
@@ -73,20 +74,20 @@ class RunHistory:
     def teacher_top1(self) -> float | None:
         """The teacher's accuracy, measured once by the run on the same validation data."""
         value = self.final_eval().get("teacher_top1")
-        if value is None and self.summary and self.summary.get("teacher"):
-            value = self.summary["teacher"].get("top1")
+        if value is None and self.summary and self.summary.teacher:
+            value = self.summary.teacher.top1
         return value
 
     @property
     def images_per_s(self) -> float | None:
-        if self.summary and self.summary.get("images_per_s"):
-            return float(self.summary["images_per_s"])
+        if self.summary and self.summary.images_per_s:
+            return float(self.summary.images_per_s)
         values = self.series("train", "images_per_s").y
         return sum(values) / len(values) if values else None
 
     @property
     def wall_time_s(self) -> float | None:
-        return None if self.summary is None else self.summary.get("wall_time_s")
+        return None if self.summary is None else self.summary.wall_time_s
 
     @property
     def epochs(self) -> float | None:
@@ -95,7 +96,7 @@ class RunHistory:
         An eval record's epoch counts completed epochs, a train record's is the index of the
         epoch in progress, which is the same count; so the largest of either is the answer."""
         if self.summary is not None:
-            return self.summary.get("epochs")
+            return self.summary.epochs
         epochs = [r["epoch"] for r in self.records if isinstance(r.get("epoch"), (int, float))]
         return max(epochs) if epochs else None
 
@@ -125,6 +126,18 @@ def _read_metrics(path: Path, notes: list[str]) -> list[dict[str, Any]]:
     return records
 
 
+def _read_summary(folder: RunDir, notes: list[str]) -> RunSummary | None:
+    """The typed summary, or None (with a note) when it is missing or unreadable."""
+    data = _read_json(folder.summary, notes)
+    if data is None:
+        return None
+    try:
+        return RunSummary.from_dict(data)
+    except (KeyError, TypeError) as exc:
+        notes.append(f"{folder.summary.name} is incomplete ({exc}); it was ignored")
+        return None
+
+
 def load_run(path: str | Path) -> RunHistory:
     """Read a run folder; a folder that is not a run is a one-line error naming it."""
     folder = RunDir(Path(path))
@@ -145,7 +158,7 @@ def load_run(path: str | Path) -> RunHistory:
         path=folder.path,
         recipe=recipe,
         records=_read_metrics(folder.metrics, notes),
-        summary=_read_json(folder.summary, notes),
+        summary=_read_summary(folder, notes),
         export=_read_json(folder.export_report, notes),
         notes=notes,
     )

@@ -1,0 +1,108 @@
+"""`summary.json`, typed: what a finished run reports, in one place.
+
+The engine builds a `RunSummary` at the end of a run, `RunDir` writes it, and everything that
+reads a run's result (the API, the console, reports, tracking) reads this type rather than a
+dict with string keys. `to_dict()` is the file's exact content, key order included, so the
+file format is defined here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One model of a run: the student, or the (possibly ensembled) teacher."""
+
+    model: str
+    params: int
+    top1: float | None = None
+    top5: float | None = None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What `api.run` / `api.train` produced; mirrors `runs/<name>/summary.json`."""
+
+    name: str
+    run_dir: Path
+    method: str
+    student: ModelResult
+    teacher: ModelResult | None
+    agreement_top1: float | None
+    kl: float | None
+    best_epoch: float | None
+    best_score: float | None
+    epochs: float
+    steps: int
+    images_per_s: float | None
+    wall_time_s: float
+    device: str
+    precision: str
+    processes: int = 1
+    peak_gpu_memory_gib: float | None = None
+    bad_images: int = 0
+    skipped_steps: int = 0
+
+    @classmethod
+    def from_dict(cls, summary: dict[str, Any]) -> RunSummary:
+        """From `summary.json`'s content (also files written by older versions)."""
+        teacher = summary.get("teacher")
+        data = summary.get("data") or {}
+        best = summary.get("best") or {}
+        return cls(
+            name=summary["name"],
+            run_dir=Path(summary["run_dir"]),
+            method=summary["method"],
+            student=ModelResult(**summary["student"]),
+            teacher=ModelResult(**teacher) if teacher else None,
+            agreement_top1=(summary.get("agreement") or {}).get("top1"),
+            kl=summary.get("kl"),
+            best_epoch=best.get("epoch"),
+            best_score=best.get("score"),
+            epochs=summary["epochs"],
+            steps=summary["steps"],
+            images_per_s=summary.get("images_per_s"),
+            wall_time_s=summary["wall_time_s"],
+            device=summary["device"],
+            precision=summary["precision"],
+            processes=summary.get("processes", 1),
+            peak_gpu_memory_gib=summary.get("peak_gpu_memory_gib"),
+            bad_images=data.get("bad_images", 0),
+            skipped_steps=data.get("skipped_steps", 0),
+        )
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> RunSummary:
+        """The result of a finished run, read back from its folder."""
+        from distill_cli.rundir import RunDir
+
+        return RunDir(Path(run_dir)).read_summary()
+
+    def to_dict(self) -> dict[str, Any]:
+        """`summary.json`'s content."""
+        s, t = self.student, self.teacher
+        return {
+            "name": self.name,
+            "run_dir": str(self.run_dir),
+            "method": self.method,
+            "student": {"model": s.model, "params": s.params, "top1": s.top1, "top5": s.top5},
+            "teacher": None
+            if t is None
+            else {"model": t.model, "params": t.params, "top1": t.top1},
+            "agreement": {"top1": self.agreement_top1},
+            "kl": self.kl,
+            "best": {"epoch": self.best_epoch, "score": self.best_score},
+            "epochs": self.epochs,
+            "steps": self.steps,
+            "images_per_s": self.images_per_s,
+            "wall_time_s": self.wall_time_s,
+            "device": self.device,
+            "processes": self.processes,
+            "peak_gpu_memory_gib": self.peak_gpu_memory_gib,
+            "precision": self.precision,
+            "data": {"bad_images": self.bad_images, "skipped_steps": self.skipped_steps},
+        }
