@@ -123,6 +123,21 @@ class DataSpec(Strict):
             return FASHION_MNIST_ROOT
         return self.root
 
+    def data_args(self) -> dict[str, Any]:
+        """The arguments of `distill_cli.data.build_data` (all but the seed), which takes plain
+        values so that the data package knows no recipe."""
+        return {
+            "source": self.source,
+            "root": self.resolved_root,
+            "train_dir": self.train_dir,
+            "val_dir": self.val_dir,
+            "distill_dir": self.distill_dir,
+            "train_limit": self.train_limit,
+            "subset": self.subset,
+            "val_limit": self.val_limit,
+            "synthetic": self.synthetic.model_dump(),
+        }
+
 
 class AugmentSpec(Strict):
     """The training view: one inception-style random resized crop and flip per image."""
@@ -163,6 +178,11 @@ class OptimSpec(Strict):
         if self.weight_decay_scale == "schedule" and self.name != "adamw":
             raise ValueError("weight_decay_scale: schedule is for adamw (decoupled decay)")
         return self
+
+    def optimizer_args(self) -> dict[str, Any]:
+        """The arguments of `distill_cli.optim.build_optimizer` (all but the module and device):
+        everything here but `clip_grad_norm`, which the engine applies to the gradients."""
+        return self.model_dump(exclude={"clip_grad_norm"})
 
 
 class ScheduleSpec(Strict):

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from distill_cli.data.augment import mixup, model_view
+from distill_cli.data.augment import mixup
+from distill_cli.model_view import model_view
 from distill_cli.recipe import Recipe
 from distill_cli.rundir import RunDir
 from distill_cli.setup import Setup, build

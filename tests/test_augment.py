@@ -4,17 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from distill_cli.data.augment import (
-    BatchAugment,
-    crop_resize,
-    eval_pixels,
-    match_channels,
-    mixup,
-    model_view,
-    sample_boxes,
-)
-from distill_cli.models import ModelInfo
-from distill_cli.recipe import AugmentSpec
+from distill_cli.data.augment import BatchAugment, crop_resize, mixup, sample_boxes
+from distill_cli.model_view import ModelInfo, eval_pixels, match_channels, model_view
 
 
 def _info(size: int = 8, chans: int = 3, mean: float = 0.5, std: float = 0.25) -> ModelInfo:
@@ -58,7 +49,7 @@ def test_crop_takes_the_right_region() -> None:
 
 
 def test_augment_outputs_float_pixels_at_the_view_size() -> None:
-    aug = BatchAugment(AugmentSpec(), (12, 16))
+    aug = BatchAugment((12, 16))
     images = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
     out = aug(images)
     assert out.shape == (5, 1, 12, 16) and out.dtype == torch.float32

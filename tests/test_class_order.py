@@ -46,7 +46,8 @@ def fm_teacher(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     }
     recipe = write_recipe(folder, "fm_teacher", body)
     result = api.run(recipe)
-    val = build_data(load_recipe(recipe).data).val  # the very images the teacher was scored on
+    # the very images the teacher was scored on
+    val = build_data(**load_recipe(recipe).data.data_args()).val
     assert val.images is not None and val.labels is not None
     images = folder / "jpeg"
     for split in ("train", "val"):

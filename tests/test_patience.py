@@ -86,9 +86,9 @@ def test_a_run_evaluates_as_often_as_evals_says_and_keeps_the_best(tmp_path: Pat
 def test_warmup_fraction_scales_with_the_run() -> None:
     spec = ScheduleSpec(steps=1000, warmup_fraction=0.1)
     assert spec.warmup(1000) == 100 and spec.warmup(50) == 5
-    assert lr_factor(49, 1000, spec) == pytest.approx(0.5)
-    assert lr_factor(99, 1000, spec) == pytest.approx(1.0)
-    assert lr_factor(999, 1000, spec) < 1e-3
+    assert lr_factor(49, 1000, spec.warmup(1000), spec.min_lr_ratio) == pytest.approx(0.5)
+    assert lr_factor(99, 1000, spec.warmup(1000), spec.min_lr_ratio) == pytest.approx(1.0)
+    assert lr_factor(999, 1000, spec.warmup(1000), spec.min_lr_ratio) < 1e-3
     with pytest.raises(ValueError, match="warmup_steps or warmup_fraction"):
         ScheduleSpec(steps=10, warmup_steps=5, warmup_fraction=0.1)
 
@@ -153,7 +153,7 @@ def test_training_crops_see_the_whole_width_of_wide_photos(tmp_path: Path) -> No
     assert x0.min() == 0 and (x0 + w).max() == 48  # crops reach both sides
     assert ((boxes[:, 1] + h) <= 16).all()
 
-    views = BatchAugment(spec, (16, 16))(
+    views = BatchAugment((16, 16), **spec.model_dump())(
         batch.images.repeat(50, 1, 1, 1), batch.extent.repeat(50, 1)
     )
     red = (views[:, 0] > 0.9) & (views[:, 1] < 0.1)
@@ -226,7 +226,7 @@ def test_schedule_scaled_weight_decay_matches_big_vision_per_step_decay() -> Non
         layer = torch.nn.Linear(4, 4, bias=False)
         torch.nn.init.ones_(layer.weight)
         spec = OptimSpec(lr=1e-2, weight_decay=1e-3, weight_decay_scale=scale)
-        opt = build_optimizer(layer, spec, torch.device("cpu"))
+        opt = build_optimizer(layer, device=torch.device("cpu"), **spec.optimizer_args())
         set_lr(opt, spec.lr, 0.5)  # halfway down the schedule
         layer.weight.grad = torch.zeros_like(layer.weight)
         opt.step()

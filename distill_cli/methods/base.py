@@ -18,8 +18,9 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from distill_cli.data.augment import BatchAugment, mixup, model_view
+from distill_cli.data.augment import BatchAugment, mixup
 from distill_cli.data.loader import Batch, BatchStream
+from distill_cli.model_view import model_view
 from distill_cli.models import Net
 
 _REGISTRY: dict[str, type[Method]] = {}

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from distill_cli.data.augment import model_view
 from distill_cli.data.loader import Batch
 from distill_cli.errors import DistillError
 from distill_cli.methods.base import Method, MethodContext, MethodParams, StepOutput, register
+from distill_cli.model_view import model_view
 from distill_cli.models import Net
 
 
