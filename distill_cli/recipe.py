@@ -11,13 +11,23 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    ValidationError,
+    model_validator,
+)
 
 from distill_cli.errors import DistillError, did_you_mean
-from distill_cli.methods import MethodParamsUnion
+
+if TYPE_CHECKING:
+    from pydantic_core import CoreSchema
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 
@@ -272,6 +282,34 @@ class OutputSpec(Strict):
         return self
 
 
+class MethodParams(BaseModel):
+    """Base of every method's recipe section; `name` selects the method.
+
+    Each method declares its own subclass (`Params`) in its file under `distill_cli.methods`,
+    next to the code that uses it; only this base lives here, so the recipe can name the
+    section's type without importing the methods (and torch with them).
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    name: str
+
+
+class _RegisteredMethods:
+    """Pydantic marker: validate `method` against the union of the registered methods' `Params`,
+    discriminated by `name`.
+
+    The union is looked up when `Recipe`'s schema is built, which `defer_build` puts off to the
+    first validation: importing the recipe (for `--help`, for a schema, for reading a saved
+    run's settings) does not import the methods, and so not torch.
+    """
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        from distill_cli.methods import MethodParamsUnion
+
+        return handler(MethodParamsUnion)
+
+
 def _plain(name: str) -> None:
     """A run name is one folder: `..`, `/x` or `a/b` could make `--overwrite` delete elsewhere."""
     from distill_cli.rundir import check_run_name
@@ -285,6 +323,9 @@ def _plain(name: str) -> None:
 class Recipe(Strict):
     """A whole run. `student` is the model being trained (`model` is accepted as its alias)."""
 
+    # the `method` union is only known once the methods are imported: see _RegisteredMethods
+    model_config = ConfigDict(defer_build=True)
+
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
     teacher: ModelSpec | list[ModelSpec] | None = Field(
@@ -293,7 +334,7 @@ class Recipe(Strict):
     student: ModelSpec = Field(validation_alias=AliasChoices("student", "model"))
     data: DataSpec
     augment: AugmentSpec = Field(default_factory=AugmentSpec)
-    method: MethodParamsUnion
+    method: Annotated[MethodParams, _RegisteredMethods]
     optim: OptimSpec = Field(default_factory=OptimSpec)
     schedule: ScheduleSpec
     runtime: RuntimeSpec = Field(default_factory=RuntimeSpec)

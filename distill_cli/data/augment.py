@@ -7,7 +7,10 @@ path and no host synchronisation (random numbers are drawn on the batch's device
 The crop + flip + resize of every image in a batch is one ``grid_sample`` call: each image gets
 its own affine transform that maps the output grid onto its random crop box, mirrored when it is
 flipped. Box sampling follows torchvision's ``RandomResizedCrop`` (area scale and log-uniform
-aspect ratio, ten tries, then a centre crop fallback), vectorised over the batch.
+aspect ratio, ten tries, then the fallback's size: the whole image clipped to the aspect range),
+vectorised over the batch. One difference: torchvision centres a fallback box, this places it at
+random like any other box (tests/test_augment.py pins it; kept so that training results stay as
+they were).
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ def sample_boxes(
     w = torch.sqrt(target * aspect).round()
     h = torch.sqrt(target / aspect).round()
     ok = (w > 0) & (h > 0) & (w <= wid[:, None]) & (h <= hgt[:, None])
-    # The first valid try per image; images with none get the centre-crop fallback below.
+    # The first valid try per image; images with none get the fallback size below (placed at
+    # random like the others, where torchvision would centre it).
     first = torch.argmax(ok.int(), dim=1, keepdim=True)
     any_ok = ok.any(dim=1)
     w = torch.gather(w, 1, first).squeeze(1)

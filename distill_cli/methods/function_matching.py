@@ -23,12 +23,12 @@ from distill_cli.errors import DistillError
 from distill_cli.methods.base import (
     Method,
     MethodContext,
-    MethodParams,
     StepOutput,
     Views,
     kd_loss,
     register,
 )
+from distill_cli.recipe import MethodParams
 
 
 class FunctionMatchingParams(MethodParams):
