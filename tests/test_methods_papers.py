@@ -20,7 +20,8 @@ from distill_cli.methods.eskd import ESKDParams
 from distill_cli.methods.function_matching import FunctionMatchingParams
 from distill_cli.model_view import model_view
 from distill_cli.models import Ensemble, create_teacher
-from distill_cli.recipe import AugmentSpec, ModelSpec, load_recipe
+from distill_cli.recipe import load_recipe
+from distill_cli.recipe_sections import AugmentSpec, ModelSpec
 from tests.conftest import fm_body, write_recipe
 from tests.test_methods import _batch, _net, _unnormalize
 

@@ -17,7 +17,8 @@ from distill_cli.data.loader import BatchStream
 from distill_cli.data.sources import make_synthetic, scan_image_folder
 from distill_cli.errors import DistillError
 from distill_cli.optim import lr_factor
-from distill_cli.recipe import AugmentSpec, ScheduleSpec, load_recipe
+from distill_cli.recipe import load_recipe
+from distill_cli.recipe_sections import AugmentSpec, ScheduleSpec
 from tests.conftest import fm_body, write_recipe
 
 
@@ -220,7 +221,7 @@ def test_patience_benchmark_quick_mode_runs_the_whole_pipeline(tmp_path: Path) -
 def test_schedule_scaled_weight_decay_matches_big_vision_per_step_decay() -> None:
     """One AdamW step on a zero gradient: the weight shrinks by schedule_t * wd (big_vision)."""
     from distill_cli.optim import build_optimizer, set_lr
-    from distill_cli.recipe import OptimSpec
+    from distill_cli.recipe_sections import OptimSpec
 
     for scale, expected in (("schedule", 0.5 * 1e-3), ("lr", 0.5 * 1e-2 * 1e-3)):
         layer = torch.nn.Linear(4, 4, bias=False)

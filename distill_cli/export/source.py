@@ -25,7 +25,8 @@ from distill_cli.checkpoint import read_sidecar
 from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
 from distill_cli.models import Net, check_model_name, create_net, infer_num_classes
-from distill_cli.recipe import ModelSpec, Recipe, load_recipe
+from distill_cli.recipe import Recipe, load_recipe
+from distill_cli.recipe_sections import ModelSpec
 from distill_cli.rundir import RunDir
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
