@@ -64,13 +64,10 @@ def build_data(
     elif source == "synthetic":
         if synthetic is None:
             raise DistillError("synthetic data needs its sizes", "data.synthetic")
-        classes, side, chans = (
-            synthetic["num_classes"],
-            synthetic["image_size"],
-            synthetic["channels"],
-        )
-        train = make_synthetic(classes, synthetic["train_size"], side, chans, seed, "train")
-        val = make_synthetic(classes, synthetic["val_size"], side, chans, seed, "val")
+        shape = (synthetic["num_classes"], synthetic["image_size"], synthetic["channels"])
+        n, side, chans = shape
+        train = make_synthetic(n, synthetic["train_size"], side, chans, seed, "train")
+        val = make_synthetic(n, synthetic["val_size"], side, chans, seed, "val")
     else:
         if root is None:
             raise DistillError("image_folder needs data.root for the validation split", "data")
