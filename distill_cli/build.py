@@ -210,7 +210,7 @@ def build(recipe: Recipe) -> Setup:
     ctx = MethodContext(
         student,
         teacher,
-        BatchAugment(recipe.augment, view_size),
+        BatchAugment(view_size, **recipe.augment.model_dump()),
         channels_last,
         train_stream=train_stream,
         cache_dir=recipe.output.dir / ".cache",
@@ -236,7 +236,7 @@ def build(recipe: Recipe) -> Setup:
 
 def _matched_data(recipe: Recipe, seed: int, needs_teacher: bool) -> DataBundle:
     """The data with its labels in the order the teacher's (or the model's) outputs follow."""
-    data = build_data(recipe.data, seed)
+    data = build_data(**recipe.data.data_args(), seed=seed)
     if needs_teacher:
         data = align_classes(
             data, model_class_names(recipe.teachers, "teacher"), recipe.data.class_map, "teacher"

@@ -1,4 +1,7 @@
-"""Checkpoints: safetensors weights + a JSON sidecar, written atomically.
+"""The checkpoint file format, written and read: safetensors weights + a JSON sidecar.
+
+Everything that knows how a checkpoint is laid out lives here, so the writer and the reader
+cannot drift apart.
 
 ``best.safetensors`` holds the student's weights only: it is what export and other runs load.
 ``last.safetensors`` additionally holds the optimizer's tensors (under ``__optimizer__/``) and
@@ -7,24 +10,37 @@ resumable state consistent: a kill mid-write leaves the previous file intact.
 
 The JSON sidecar (``<name>.json``) says what the weights are: timm name, classes, input config,
 epoch and metrics, so an export or a later run needs nothing but the checkpoint.
+
+Reading also accepts foreign checkpoints saved the usual ways (a weights-only ``.pt``/``.pth``,
+possibly nested under ``state_dict``/``model`` and prefixed by DDP, a wrapper or
+``torch.compile``) and refuses pickles that hold more than tensors without running them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 from torch import nn
 
 from distill_cli.errors import DistillError, RunFailed
-from distill_cli.models import METHOD_PREFIX, OPTIM_PREFIX, PRIVATE_PREFIX, sidecar_path
 
+#: Keys in a training checkpoint that hold optimizer or method state rather than model weights.
+OPTIM_PREFIX = "__optimizer__/"
+METHOD_PREFIX = "__method__/"
+PRIVATE_PREFIX = "__"
+#: What DDP (`module.`), common wrappers (`model.`) and torch.compile (`_orig_mod.`) put in front
+#: of the plain keys of a foreign checkpoint.
+_WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.")
 _STATE_KEY = "distill.train_state"
 
 
@@ -154,8 +170,6 @@ def load_training(
     Returns the training position and the method's extra state.
     """
     state = read_train_state(path)
-    from safetensors.torch import load_file
-
     tensors = load_file(str(path))
     weights = {k: v for k, v in tensors.items() if not k.startswith(PRIVATE_PREFIX)}
     model.load_state_dict(weights)
@@ -192,3 +206,84 @@ def _match_param_strides(optimizer: torch.optim.Optimizer) -> None:
                 and value.stride() != param.stride()
             ):
                 entry[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
+# --- reading weights: distill's own checkpoints and foreign ones ---------------------------
+
+
+def sidecar_path(checkpoint: Path) -> Path:
+    """`best.safetensors` -> `best.json`: the metadata sits beside the weights it describes."""
+    return checkpoint.with_suffix(".json")
+
+
+def read_sidecar(checkpoint: Path) -> dict[str, Any]:
+    """The JSON metadata written beside distill's checkpoints; {} for foreign checkpoints."""
+    path = sidecar_path(checkpoint)
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DistillError("checkpoint sidecar is not valid JSON", str(path)) from exc
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Model weights from .safetensors or a weights-only .pt/.pth, wrappers and prefixes removed."""
+    if path.exists() and not path.is_file():
+        raise DistillError("checkpoint is not a regular file", str(path), "pass a weights file")
+    if not path.is_file():
+        raise DistillError("checkpoint file not found", str(path), "check the path")
+    try:
+        if path.suffix == ".safetensors":
+            state: Any = load_file(str(path))
+        else:
+            with warnings.catch_warnings():  # torch's own advice (weights_only=False) is wrong here
+                warnings.simplefilter("ignore")
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DistillError(
+            "the checkpoint is a pickle holding more than tensors (objects or code); distill "
+            "loads weights only and did not run it",
+            str(path),
+            "save model.state_dict() with torch.save, or convert the weights to .safetensors",
+        ) from exc
+    except Exception as exc:
+        raise DistillError(
+            f"cannot read checkpoint: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+            str(path),
+            "is the file complete, and weights only (no pickled code)?",
+        ) from exc
+    for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise DistillError("checkpoint holds no state dict", str(path))
+    cleaned: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor) or key.startswith(PRIVATE_PREFIX):
+            continue
+        for prefix in _WRAPPER_PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix) :]
+        cleaned[key] = value
+    return cleaned
+
+
+def load_weights(model: nn.Module, path: Path) -> dict[str, list[str]]:
+    """Load `path` into `model`; refuse on missing keys or shape mismatches (wrong architecture)."""
+    state = read_state_dict(path)
+    own = model.state_dict()
+    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or mismatched:
+        raise DistillError(
+            f"checkpoint does not fit the model: {len(missing)} missing, {len(unexpected)} "
+            f"unexpected, {len(mismatched)} wrong-shape keys"
+            + (f" (first: {(missing + mismatched)[0]})" if missing or mismatched else ""),
+            str(path),
+            "check the model name, num_classes and in_chans",
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return {"missing": missing, "unexpected": unexpected}

@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from distill_cli.checkpoint import read_sidecar
 from distill_cli.data import DataBundle
 from distill_cli.data.sources import ImageSet
 from distill_cli.errors import DistillError
-from distill_cli.models import read_sidecar
 
 if TYPE_CHECKING:
-    from distill_cli.recipe import ModelSpec
+    from distill_cli.recipe_sections import ModelSpec
 
 
 def model_class_names(specs: list[ModelSpec], role: str) -> list[str] | None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distill_cli.data.augment import eval_pixels, normalize
 from distill_cli.data.loader import BatchStream
+from distill_cli.model_view import eval_pixels, normalize
 from distill_cli.models import Net
 
 

@@ -8,45 +8,20 @@ table of normalisation constants of its own.
 from __future__ import annotations
 
 import functools
-import json
-import pickle
 import warnings
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import timm
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
+from distill_cli.checkpoint import load_weights, read_sidecar
 from distill_cli.errors import DistillError
+from distill_cli.model_view import ModelInfo, model_view
 
 if TYPE_CHECKING:
-    from distill_cli.recipe import ModelSpec
-
-#: Keys in a training checkpoint that hold optimizer or method state rather than model weights.
-OPTIM_PREFIX = "__optimizer__/"
-METHOD_PREFIX = "__method__/"
-PRIVATE_PREFIX = "__"
-_WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.")
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What anyone needs to feed a model: its identity and its input config."""
-
-    name: str
-    num_classes: int
-    in_chans: int
-    input_size: tuple[int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    crop_pct: float
-    interpolation: str = "bilinear"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    from distill_cli.recipe_sections import ModelSpec
 
 
 @dataclass
@@ -117,83 +92,6 @@ def resolve_info(model: nn.Module, spec: ModelSpec, num_classes: int) -> ModelIn
         crop_pct=float(spec.crop_pct if spec.crop_pct is not None else cfg.get("crop_pct", 1.0)),
         interpolation=str(cfg.get("interpolation", "bilinear")),
     )
-
-
-def sidecar_path(checkpoint: Path) -> Path:
-    return checkpoint.with_suffix(".json")
-
-
-def read_sidecar(checkpoint: Path) -> dict[str, Any]:
-    """The JSON metadata written beside distill's checkpoints; {} for foreign checkpoints."""
-    path = sidecar_path(checkpoint)
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DistillError("checkpoint sidecar is not valid JSON", str(path)) from exc
-
-
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Model weights from .safetensors or a weights-only .pt/.pth, wrappers and prefixes removed."""
-    if path.exists() and not path.is_file():
-        raise DistillError("checkpoint is not a regular file", str(path), "pass a weights file")
-    if not path.is_file():
-        raise DistillError("checkpoint file not found", str(path), "check the path")
-    try:
-        if path.suffix == ".safetensors":
-            state: Any = load_file(str(path))
-        else:
-            with warnings.catch_warnings():  # torch's own advice (weights_only=False) is wrong here
-                warnings.simplefilter("ignore")
-                state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise DistillError(
-            "the checkpoint is a pickle holding more than tensors (objects or code); distill "
-            "loads weights only and did not run it",
-            str(path),
-            "save model.state_dict() with torch.save, or convert the weights to .safetensors",
-        ) from exc
-    except Exception as exc:
-        raise DistillError(
-            f"cannot read checkpoint: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
-            str(path),
-            "is the file complete, and weights only (no pickled code)?",
-        ) from exc
-    for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict):
-        raise DistillError("checkpoint holds no state dict", str(path))
-    cleaned: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if not isinstance(value, torch.Tensor) or key.startswith(PRIVATE_PREFIX):
-            continue
-        for prefix in _WRAPPER_PREFIXES:
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
-        cleaned[key] = value
-    return cleaned
-
-
-def load_weights(model: nn.Module, path: Path) -> dict[str, list[str]]:
-    """Load `path` into `model`; refuse on missing keys or shape mismatches (wrong architecture)."""
-    state = read_state_dict(path)
-    own = model.state_dict()
-    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or mismatched:
-        raise DistillError(
-            f"checkpoint does not fit the model: {len(missing)} missing, {len(unexpected)} "
-            f"unexpected, {len(mismatched)} wrong-shape keys"
-            + (f" (first: {(missing + mismatched)[0]})" if missing or mismatched else ""),
-            str(path),
-            "check the model name, num_classes and in_chans",
-        )
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-    return {"missing": missing, "unexpected": unexpected}
 
 
 def infer_num_classes(spec: ModelSpec, data_classes: int | None) -> int:
@@ -325,8 +223,6 @@ class Ensemble(nn.Module):
         self.infos = [net.info for net in nets]
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        from distill_cli.data.augment import model_view
-
         channels_last = pixels.is_contiguous(memory_format=torch.channels_last)
         logits = [
             member(model_view(pixels, info, channels_last)).float()

@@ -111,7 +111,7 @@ def write_recipe(
     )
     raw.pop("model", None)
     if raw["data"]["source"] == "synthetic":  # a smoke-run dataset: the paper's batch won't fit
-        from distill_cli.recipe import SyntheticSpec
+        from distill_cli.recipe_sections import SyntheticSpec
 
         schedule = raw.setdefault("schedule", {})
         images = SyntheticSpec().train_size

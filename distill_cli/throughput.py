@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from distill_cli.build import Setup, build
-from distill_cli.data.augment import mixup, model_view
+from distill_cli.data.augment import mixup
+from distill_cli.model_view import model_view
 from distill_cli.recipe import Recipe
 from distill_cli.rundir import RunDir
 

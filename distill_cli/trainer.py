@@ -130,7 +130,9 @@ class Trainer:
         self.run = run
         self.reporter = reporter or NullReporter()
         self.module = setup.method.trainable()
-        self.optimizer = build_optimizer(self.module, setup.recipe.optim, setup.device)
+        self.optimizer = build_optimizer(
+            self.module, device=setup.device, **setup.recipe.optim.optimizer_args()
+        )
         self.evaluator = Evaluator(
             setup.val_stream, len(setup.data.classes), setup.channels_last, setup.autocast
         )
@@ -239,7 +241,9 @@ class Trainer:
             torch.compiler.cudagraph_mark_step_begin()
         # one seed per step: a resumed run replays exactly the crops, mixup and dropout of step
         torch.manual_seed(rec.runtime.seed * 1_000_003 + step)
-        lr = set_lr(self.optimizer, rec.optim.lr, lr_factor(step, s.total_steps, rec.schedule))
+        warmup = rec.schedule.warmup(s.total_steps)
+        factor = lr_factor(step, s.total_steps, warmup, rec.schedule.min_lr_ratio)
+        lr = set_lr(self.optimizer, rec.optim.lr, factor)
         self.state["lr"] = lr
         enabled = s.autocast is not None
         skip = rec.runtime.on_nonfinite == "skip"

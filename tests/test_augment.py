@@ -1,24 +1,11 @@
-"""The batched augmentation: crop boxes, flips, resize, mixup, normalization."""
+"""The batched training augmentation: crop boxes (against torchvision), flips, mixup."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from distill_cli.data.augment import (
-    BatchAugment,
-    crop_resize,
-    eval_pixels,
-    match_channels,
-    mixup,
-    model_view,
-    sample_boxes,
-)
-from distill_cli.models import ModelInfo
-from distill_cli.recipe import AugmentSpec
-
-
-def _info(size: int = 8, chans: int = 3, mean: float = 0.5, std: float = 0.25) -> ModelInfo:
-    return ModelInfo("m", 10, chans, (size, size), (mean,) * chans, (std,) * chans, 1.0)
+from distill_cli.data.augment import BatchAugment, crop_resize, mixup, sample_boxes
 
 
 def test_boxes_stay_inside_the_image_and_respect_scale_and_ratio() -> None:
@@ -33,6 +20,76 @@ def test_boxes_stay_inside_the_image_and_respect_scale_and_ratio() -> None:
     ratio = w / h
     assert ratio.min() > 0.45 and ratio.max() < 2.2
     assert w.unique().numel() > 10  # really random per image
+
+
+def _torchvision_boxes(
+    n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> torch.Tensor:
+    """`n` boxes (x0, y0, w, h) from torchvision's own per-image sampler, the reference."""
+    from torchvision.transforms import RandomResizedCrop
+
+    image = torch.zeros(1, height, width)
+    rows = [RandomResizedCrop.get_params(image, list(scale), list(ratio)) for _ in range(n)]
+    return torch.tensor([[j, i, w, h] for i, j, h, w in rows], dtype=torch.float32)
+
+
+def _box_stats(boxes: torch.Tensor, height: int, width: int) -> dict[str, torch.Tensor]:
+    """What a crop distribution is made of: area fraction, log aspect ratio, and where the box
+    sits in the room it has (0 = left/top edge, 1 = right/bottom edge)."""
+    x0, y0, w, h = boxes.unbind(1)
+    return {
+        "area": w * h / (height * width),
+        "log_ratio": torch.log(w / h),
+        "x": x0 / (width - w).clamp(min=1),
+        "y": y0 / (height - h).clamp(min=1),
+    }
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "scale", "ratio"),
+    [
+        (40, 60, (0.08, 1.0), (3 / 4, 4 / 3)),  # the inception crop on a landscape image
+        (64, 48, (0.25, 0.8), (0.5, 2.0)),  # a portrait image, wider aspect range
+        pytest.param(  # a very wide image: every try fails, all boxes are the fallback
+            20,
+            80,
+            (0.5, 1.0),
+            (3 / 4, 4 / 3),
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="every try fails here: torchvision centres the fallback box, "
+                "sample_boxes places it at random (x, y uniform); changing it would change "
+                "training results, so it is a decision of its own",
+            ),
+        ),
+    ],
+)
+def test_batched_boxes_follow_torchvision_random_resized_crop(
+    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float]
+) -> None:
+    """The vectorised sampler draws from the same distribution as torchvision's per-image
+    `RandomResizedCrop.get_params`: same areas, aspect ratios and positions, fallback included.
+
+    Tolerances are several standard errors of a 4000-draw quantile (about 0.01 here), yet well
+    below what a real difference makes (a scale or ratio off by 10%, the fallback missing, or
+    boxes biased to one side)."""
+    n = 4000
+    torch.manual_seed(0)
+    ours = _box_stats(
+        sample_boxes(n, height, width, scale, ratio, torch.device("cpu")), height, width
+    )
+    torch.manual_seed(1)
+    ref = _box_stats(_torchvision_boxes(n, height, width, scale, ratio), height, width)
+    q = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])
+    for key, tol in (("area", 0.04), ("log_ratio", 0.05), ("x", 0.05), ("y", 0.05)):
+        a, b = ours[key], ref[key]
+        assert abs(float(a.mean() - b.mean())) < tol, key
+        diff = (torch.quantile(a, q) - torch.quantile(b, q)).abs().max()
+        assert float(diff) < tol, (key, torch.quantile(a, q), torch.quantile(b, q))
+    # the share of whole-width (fallback or near-full) boxes agrees too
+    full_ours = float((ours["area"] > 0.95).float().mean())
+    full_ref = float((ref["area"] > 0.95).float().mean())
+    assert abs(full_ours - full_ref) < 0.03
 
 
 def test_full_box_without_flip_is_the_identity() -> None:
@@ -58,7 +115,7 @@ def test_crop_takes_the_right_region() -> None:
 
 
 def test_augment_outputs_float_pixels_at_the_view_size() -> None:
-    aug = BatchAugment(AugmentSpec(), (12, 16))
+    aug = BatchAugment((12, 16))
     images = torch.randint(0, 256, (5, 1, 28, 28), dtype=torch.uint8)
     out = aug(images)
     assert out.shape == (5, 1, 12, 16) and out.dtype == torch.float32
@@ -70,29 +127,3 @@ def test_mixup_rolls_the_batch_by_one() -> None:
     out = mixup(x, torch.tensor(0.25))
     expected = 0.25 * x + 0.75 * torch.tensor([3.0, 0.0, 1.0, 2.0]).view(4, 1, 1, 1)
     torch.testing.assert_close(out, expected)
-
-
-def test_model_view_normalizes_with_the_models_own_stats_and_size() -> None:
-    pixels = torch.rand(2, 1, 8, 8)
-    out = model_view(pixels, _info(size=8, chans=3, mean=0.5, std=0.25))
-    assert out.shape == (2, 3, 8, 8)  # grayscale repeated to 3 channels
-    torch.testing.assert_close(out[:, 0], (pixels[:, 0] - 0.5) / 0.25)
-    assert model_view(pixels, _info(size=4)).shape == (2, 3, 4, 4)
-
-
-def test_channel_matching() -> None:
-    rgb = torch.rand(1, 3, 2, 2)
-    gray = match_channels(rgb, 1)
-    torch.testing.assert_close(
-        gray[:, 0], 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
-    )
-    assert match_channels(torch.rand(1, 1, 2, 2), 3).shape == (1, 3, 2, 2)
-
-
-def test_eval_view_centre_crops_and_resizes() -> None:
-    images = torch.zeros(1, 1, 10, 10, dtype=torch.uint8)
-    images[..., 3:7, 3:7] = 255
-    info = ModelInfo("m", 2, 1, (4, 4), (0.0,), (1.0,), 0.4)
-    out = eval_pixels(images, info)
-    assert out.shape == (1, 1, 4, 4)
-    torch.testing.assert_close(out, torch.ones_like(out))

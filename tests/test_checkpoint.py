@@ -9,9 +9,16 @@ import pytest
 import timm
 import torch
 
-from distill_cli.checkpoint import atomic_write, load_training, read_train_state, save_weights
+from distill_cli.checkpoint import (
+    atomic_write,
+    load_training,
+    load_weights,
+    read_sidecar,
+    read_state_dict,
+    read_train_state,
+    save_weights,
+)
 from distill_cli.errors import DistillError
-from distill_cli.models import load_weights, read_sidecar, read_state_dict
 
 
 def _model() -> torch.nn.Module:
@@ -155,7 +162,7 @@ def _twin(a: torch.nn.Module, b: torch.nn.Module, param: torch.nn.Parameter) -> 
 
 def test_a_compiled_runner_is_called_not_asked_for_its_truth() -> None:
     """torch.compile's OptimizedModule raises on bool() (via len()); Net must not ask."""
-    from distill_cli.models import ModelInfo, Net  # noqa: F401
+    from distill_cli.models import Net  # noqa: F401
 
     class Runner(torch.nn.Module):
         def __len__(self) -> int:
@@ -165,7 +172,7 @@ def test_a_compiled_runner_is_called_not_asked_for_its_truth() -> None:
             return x + 1
 
     from distill_cli.models import create_net
-    from distill_cli.recipe import ModelSpec
+    from distill_cli.recipe_sections import ModelSpec
 
     net = create_net(ModelSpec(model="test_resnet", input_size=32), 4)
     net.runner = Runner()

@@ -18,7 +18,8 @@ from distill_cli import api
 from distill_cli.data import build_data
 from distill_cli.data.sources import FASHION_MNIST_CLASSES
 from distill_cli.errors import DistillError
-from distill_cli.recipe import FASHION_MNIST_ROOT, load_recipe
+from distill_cli.recipe import load_recipe
+from distill_cli.recipe_sections import FASHION_MNIST_ROOT
 from tests.conftest import write_recipe
 
 pytestmark = pytest.mark.skipif(
@@ -46,7 +47,8 @@ def fm_teacher(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     }
     recipe = write_recipe(folder, "fm_teacher", body)
     result = api.run(recipe)
-    val = build_data(load_recipe(recipe).data).val  # the very images the teacher was scored on
+    # the very images the teacher was scored on
+    val = build_data(**load_recipe(recipe).data.data_args()).val
     assert val.images is not None and val.labels is not None
     images = folder / "jpeg"
     for split in ("train", "val"):

@@ -15,7 +15,7 @@ from distill_cli.data import build_data
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.sources import load_fashion_mnist, read_idx
 from distill_cli.errors import DistillError
-from distill_cli.recipe import DataSpec
+from distill_cli.recipe_sections import DataSpec
 from tests.conftest import fm_body, write_recipe
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -60,9 +60,9 @@ def test_truncated_idx_and_missing_files_are_clear_errors(tmp_path: Path) -> Non
 def test_subset_limit_is_fixed_for_a_seed(tmp_path: Path) -> None:
     _fake_fashion_mnist(tmp_path)
     spec = DataSpec(source="fashion_mnist", root=tmp_path, train_limit=10)
-    a, b = build_data(spec, seed=1), build_data(spec, seed=1)
+    a, b = build_data(**spec.data_args(), seed=1), build_data(**spec.data_args(), seed=1)
     assert len(a.train) == 10 and torch.equal(a.train.images, b.train.images)
-    assert not torch.equal(a.train.images, build_data(spec, seed=2).train.images)
+    assert not torch.equal(a.train.images, build_data(**spec.data_args(), seed=2).train.images)
 
 
 def test_stream_order_is_deterministic_and_resumable() -> None:
@@ -109,7 +109,7 @@ def _image_folder(root: Path) -> None:
 
 def test_image_folder_decodes_mixed_formats_to_square_uint8(tmp_path: Path) -> None:
     _image_folder(tmp_path)
-    data = build_data(DataSpec(source="image_folder", root=tmp_path))
+    data = build_data("image_folder", tmp_path)
     assert data.classes == ["cat", "dog"] and len(data.train) == 24 and len(data.val) == 12
     stream = BatchStream(data.train, 8, torch.device("cpu"), load_size=20, workers=0)
     batch = next(iter(stream.epoch(0)))
@@ -141,9 +141,9 @@ def test_empty_and_missing_folders(tmp_path: Path) -> None:
     (tmp_path / "train" / "a").mkdir(parents=True)
     (tmp_path / "val" / "a").mkdir(parents=True)
     with pytest.raises(DistillError, match="no images"):
-        build_data(DataSpec(source="image_folder", root=tmp_path))
+        build_data("image_folder", tmp_path)
     with pytest.raises(DistillError, match="not found"):
-        build_data(DataSpec(source="image_folder", root=tmp_path / "nope"))
+        build_data("image_folder", tmp_path / "nope")
 
 
 @pytest.mark.slow
@@ -184,7 +184,7 @@ def test_device_decode_matches_worker_decode(tmp_path: Path, workers: int) -> No
     """
     _image_folder(tmp_path)
     (tmp_path / "train" / "cat" / "zz_broken.jpg").write_bytes(b"\xff\xd8 truncated jpeg")
-    data = build_data(DataSpec(source="image_folder", root=tmp_path))
+    data = build_data("image_folder", tmp_path)
     common = {"load_size": 16, "workers": workers, "shuffle": False, "drop_last": False}
     workers = BatchStream(data.train, 5, torch.device("cpu"), **common)
     device = BatchStream(data.train, 5, torch.device("cpu"), decode_on_device=True, **common)

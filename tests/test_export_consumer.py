@@ -22,8 +22,9 @@ from PIL import Image
 from distill_cli import api
 from distill_cli.data import build_data
 from distill_cli.export.parity import InputSet
-from distill_cli.models import ModelInfo
-from distill_cli.recipe import FASHION_MNIST_ROOT, load_recipe
+from distill_cli.model_view import ModelInfo
+from distill_cli.recipe import load_recipe
+from distill_cli.recipe_sections import FASHION_MNIST_ROOT
 from tests.conftest import write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +65,7 @@ def test_the_consumer_example_reproduces_distills_evaluation(tmp_path: Path) -> 
     distill_top1 = parity["top1_onnx"]
 
     recipe = load_recipe(recipe_path)
-    val = build_data(recipe.data, recipe.runtime.seed).val
+    val = build_data(**recipe.data.data_args(), seed=recipe.runtime.seed).val
     assert val.images is not None and val.labels is not None and len(val) == VAL
     folder = tmp_path / "png"
     folder.mkdir()

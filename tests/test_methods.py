@@ -6,13 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill_cli.data.augment import BatchAugment, resize
+from distill_cli.data.augment import BatchAugment
 from distill_cli.data.loader import Batch
 from distill_cli.methods import MethodContext, create_method, kd_loss
 from distill_cli.methods.function_matching import FunctionMatchingParams
 from distill_cli.methods.supervised import SupervisedParams
-from distill_cli.models import ModelInfo, Net
-from distill_cli.recipe import AugmentSpec
+from distill_cli.model_view import ModelInfo, resize
+from distill_cli.models import Net
+from distill_cli.recipe_sections import AugmentSpec
 
 
 class Recorder(nn.Module):
@@ -45,7 +46,8 @@ def _unnormalize(x: torch.Tensor, info: ModelInfo) -> torch.Tensor:
 
 def _fm(student: Net, teacher: Net, spec: AugmentSpec | None = None, **params):
     size = max(student.info.input_size, teacher.info.input_size)
-    ctx = MethodContext(student, teacher, BatchAugment(spec or AugmentSpec(), size))
+    augment = BatchAugment(size, **(spec or AugmentSpec()).model_dump())
+    ctx = MethodContext(student, teacher, augment)
     return create_method(FunctionMatchingParams(**params), ctx)
 
 
@@ -142,7 +144,7 @@ def test_supervised_loss_is_cross_entropy_with_smoothing() -> None:
     torch.manual_seed(5)
     student = _net(8, (0.0,), (1.0,))
     spec = AugmentSpec(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip=False)
-    ctx = MethodContext(student, None, BatchAugment(spec, (8, 8)))
+    ctx = MethodContext(student, None, BatchAugment((8, 8), **spec.model_dump()))
     method = create_method(SupervisedParams(label_smoothing=0.1), ctx)
     labels = torch.tensor([0, 3, 1, 4])
     out = method.step(_batch(torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8), labels), 0)

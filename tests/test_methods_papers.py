@@ -13,13 +13,15 @@ from safetensors.torch import load_file
 
 from distill_cli import api
 from distill_cli.build import build
-from distill_cli.data.augment import BatchAugment, model_view
+from distill_cli.data.augment import BatchAugment
 from distill_cli.errors import DistillError
 from distill_cli.methods import MethodContext, create_method, kd_loss
 from distill_cli.methods.eskd import ESKDParams
 from distill_cli.methods.function_matching import FunctionMatchingParams
+from distill_cli.model_view import model_view
 from distill_cli.models import Ensemble, create_teacher
-from distill_cli.recipe import AugmentSpec, ModelSpec, load_recipe
+from distill_cli.recipe import load_recipe
+from distill_cli.recipe_sections import AugmentSpec, ModelSpec
 from tests.conftest import fm_body, write_recipe
 from tests.test_methods import _batch, _net, _unnormalize
 
@@ -33,7 +35,7 @@ def _records(run: Path) -> list[dict]:
 def test_kd_loss_weighs_labels_and_teacher() -> None:
     torch.manual_seed(0)
     student, teacher = _net(8, (0.0,), (1.0,)), _net(8, (0.0,), (1.0,))
-    ctx = MethodContext(student, teacher, BatchAugment(FULL_VIEW, (8, 8)))
+    ctx = MethodContext(student, teacher, BatchAugment((8, 8), **FULL_VIEW.model_dump()))
     params = ESKDParams(alpha=0.3, temperature=4.0, kd_stop_epoch=2)
     method = create_method(params, ctx)
     labels = torch.tensor([1, 0, 4, 2])
@@ -70,7 +72,7 @@ def test_views_independent_differ_consistent_match() -> None:
     torch.manual_seed(1)
     student = _net(16, (0.5,) * 3, (0.5,) * 3)
     teacher = _net(16, (0.4,) * 3, (0.3,) * 3)
-    ctx = MethodContext(student, teacher, BatchAugment(AugmentSpec(), (16, 16)))
+    ctx = MethodContext(student, teacher, BatchAugment((16, 16)))
     images = torch.randint(0, 256, (6, 3, 24, 24), dtype=torch.uint8)
     for views, same in (("independent", False), ("consistent", True)):
         method = create_method(FunctionMatchingParams(views=views, mixup=True), ctx)
@@ -98,7 +100,7 @@ def test_fixed_teacher_cache_is_built_once_and_reused(
     out = method.step(batch, 1)
     assert len(calls) == built, "no teacher forward once targets are cached"
     # targets are the teacher's centre-crop predictions of exactly these images
-    from distill_cli.data.augment import eval_pixels, normalize
+    from distill_cli.model_view import eval_pixels, normalize
 
     with torch.no_grad():
         x = normalize(eval_pixels(batch.images, setup.teacher.info), setup.teacher.info)

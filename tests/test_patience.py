@@ -17,7 +17,8 @@ from distill_cli.data.loader import BatchStream
 from distill_cli.data.sources import make_synthetic, scan_image_folder
 from distill_cli.errors import DistillError
 from distill_cli.optim import lr_factor
-from distill_cli.recipe import AugmentSpec, ScheduleSpec, load_recipe
+from distill_cli.recipe import load_recipe
+from distill_cli.recipe_sections import AugmentSpec, ScheduleSpec
 from tests.conftest import fm_body, write_recipe
 
 
@@ -86,9 +87,9 @@ def test_a_run_evaluates_as_often_as_evals_says_and_keeps_the_best(tmp_path: Pat
 def test_warmup_fraction_scales_with_the_run() -> None:
     spec = ScheduleSpec(steps=1000, warmup_fraction=0.1)
     assert spec.warmup(1000) == 100 and spec.warmup(50) == 5
-    assert lr_factor(49, 1000, spec) == pytest.approx(0.5)
-    assert lr_factor(99, 1000, spec) == pytest.approx(1.0)
-    assert lr_factor(999, 1000, spec) < 1e-3
+    assert lr_factor(49, 1000, spec.warmup(1000), spec.min_lr_ratio) == pytest.approx(0.5)
+    assert lr_factor(99, 1000, spec.warmup(1000), spec.min_lr_ratio) == pytest.approx(1.0)
+    assert lr_factor(999, 1000, spec.warmup(1000), spec.min_lr_ratio) < 1e-3
     with pytest.raises(ValueError, match="warmup_steps or warmup_fraction"):
         ScheduleSpec(steps=10, warmup_steps=5, warmup_fraction=0.1)
 
@@ -153,7 +154,7 @@ def test_training_crops_see_the_whole_width_of_wide_photos(tmp_path: Path) -> No
     assert x0.min() == 0 and (x0 + w).max() == 48  # crops reach both sides
     assert ((boxes[:, 1] + h) <= 16).all()
 
-    views = BatchAugment(spec, (16, 16))(
+    views = BatchAugment((16, 16), **spec.model_dump())(
         batch.images.repeat(50, 1, 1, 1), batch.extent.repeat(50, 1)
     )
     red = (views[:, 0] > 0.9) & (views[:, 1] < 0.1)
@@ -220,13 +221,13 @@ def test_patience_benchmark_quick_mode_runs_the_whole_pipeline(tmp_path: Path) -
 def test_schedule_scaled_weight_decay_matches_big_vision_per_step_decay() -> None:
     """One AdamW step on a zero gradient: the weight shrinks by schedule_t * wd (big_vision)."""
     from distill_cli.optim import build_optimizer, set_lr
-    from distill_cli.recipe import OptimSpec
+    from distill_cli.recipe_sections import OptimSpec
 
     for scale, expected in (("schedule", 0.5 * 1e-3), ("lr", 0.5 * 1e-2 * 1e-3)):
         layer = torch.nn.Linear(4, 4, bias=False)
         torch.nn.init.ones_(layer.weight)
         spec = OptimSpec(lr=1e-2, weight_decay=1e-3, weight_decay_scale=scale)
-        opt = build_optimizer(layer, spec, torch.device("cpu"))
+        opt = build_optimizer(layer, device=torch.device("cpu"), **spec.optimizer_args())
         set_lr(opt, spec.lr, 0.5)  # halfway down the schedule
         layer.weight.grad = torch.zeros_like(layer.weight)
         opt.step()

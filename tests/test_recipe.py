@@ -113,3 +113,14 @@ def test_model_is_an_alias_of_student(tmp_path: Path) -> None:
     body = fm_body(tmp_path, None)
     body["model"] = body.pop("student")
     assert load_recipe(write_recipe(tmp_path, "r", body)).student.model == "test_efficientnet"
+
+
+def test_importing_the_recipe_does_not_import_torch() -> None:
+    """Reading recipes (the CLI's help, schemas, reports of saved runs) stays light: the method
+    union is resolved at the first validation, not at import."""
+    import subprocess
+    import sys
+
+    code = "import sys, distill_cli.recipe; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Literal
 
 from distill_cli.data.sources import (
     ImageSet,
@@ -14,8 +16,7 @@ from distill_cli.data.sources import (
 )
 from distill_cli.errors import DistillError
 
-if TYPE_CHECKING:
-    from distill_cli.recipe import DataSpec
+Source = Literal["fashion_mnist", "image_folder", "synthetic"]
 
 
 @dataclass
@@ -34,26 +35,49 @@ class DataBundle:
         return self.train.labels is not None
 
 
-def build_data(spec: DataSpec, seed: int = 0) -> DataBundle:
-    """Read (or generate) both splits the recipe names, with their subset limits applied."""
-    root = spec.resolved_root
-    if spec.source == "fashion_mnist":
-        assert root is not None
+def build_data(
+    source: Source,
+    root: Path | None = None,
+    *,
+    train_dir: str = "train",
+    val_dir: str = "val",
+    distill_dir: Path | None = None,
+    train_limit: int | None = None,
+    subset: int | None = None,
+    val_limit: int | None = None,
+    synthetic: Mapping[str, int] | None = None,
+    seed: int = 0,
+) -> DataBundle:
+    """Read (or generate) both splits, with their subset limits applied.
+
+    Plain arguments, in the manner of timm's `create_dataset`, so data needs no recipe schema:
+    `source` is fashion_mnist (IDX files under `root`), image_folder (`root/train_dir` and
+    `root/val_dir`, class folders) or synthetic (`synthetic` holds num_classes, train_size,
+    val_size, image_size and channels). `distill_dir` replaces the labelled training split by
+    unlabelled images; `train_limit` and `subset` (class-balanced) shrink the training split
+    and `val_limit` the validation split, all seeded by `seed`.
+    """
+    if source == "fashion_mnist":
+        if root is None:
+            raise DistillError("fashion_mnist needs the dataset root", "data.root")
         train, val = load_fashion_mnist(root, "train"), load_fashion_mnist(root, "val")
-    elif spec.source == "synthetic":
-        s = spec.synthetic
-        train = make_synthetic(s.num_classes, s.train_size, s.image_size, s.channels, seed, "train")
-        val = make_synthetic(s.num_classes, s.val_size, s.image_size, s.channels, seed, "val")
+    elif source == "synthetic":
+        if synthetic is None:
+            raise DistillError("synthetic data needs its sizes", "data.synthetic")
+        shape = (synthetic["num_classes"], synthetic["image_size"], synthetic["channels"])
+        n, side, chans = shape
+        train = make_synthetic(n, synthetic["train_size"], side, chans, seed, "train")
+        val = make_synthetic(n, synthetic["val_size"], side, chans, seed, "val")
     else:
         if root is None:
             raise DistillError("image_folder needs data.root for the validation split", "data")
-        labeled = None if spec.distill_dir else scan_image_folder(root / spec.train_dir)
-        val = scan_image_folder(root / spec.val_dir, labeled.classes if labeled else None)
+        labeled = None if distill_dir else scan_image_folder(root / train_dir)
+        val = scan_image_folder(root / val_dir, labeled.classes if labeled else None)
         train = labeled or val
-    if spec.distill_dir is not None:
-        train = scan_unlabeled(spec.distill_dir, val.classes)
-    train = train.limited(spec.train_limit, seed).balanced(spec.subset, seed)
-    return DataBundle(train=train, val=val.limited(spec.val_limit, seed + 1))
+    if distill_dir is not None:
+        train = scan_unlabeled(distill_dir, val.classes)
+    train = train.limited(train_limit, seed).balanced(subset, seed)
+    return DataBundle(train=train, val=val.limited(val_limit, seed + 1))
 
 
 __all__ = ["DataBundle", "ImageSet", "build_data"]

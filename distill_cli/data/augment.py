@@ -1,4 +1,4 @@
-"""Batched, device-agnostic augmentation: crop, flip, mixup, resize, normalize.
+"""Batched, device-agnostic training augmentation: random resized crop, flip, mixup.
 
 Everything here takes a whole uint8 batch and is written with tensor ops only, so the same code
 runs on the GPU in training and on the CPU in tests: there is no per-image PIL work in the hot
@@ -7,41 +7,22 @@ path and no host synchronisation (random numbers are drawn on the batch's device
 The crop + flip + resize of every image in a batch is one ``grid_sample`` call: each image gets
 its own affine transform that maps the output grid onto its random crop box, mirrored when it is
 flipped. Box sampling follows torchvision's ``RandomResizedCrop`` (area scale and log-uniform
-aspect ratio, ten tries, then a centre crop fallback), vectorised over the batch.
+aspect ratio, ten tries, then the fallback's size: the whole image clipped to the aspect range),
+vectorised over the batch. One difference: torchvision centres a fallback box, this places it at
+random like any other box (tests/test_augment.py pins it; kept so that training results stay as
+they were).
 """
 
 from __future__ import annotations
 
-import functools
 import math
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-if TYPE_CHECKING:
-    from distill_cli.models import ModelInfo
-    from distill_cli.recipe import AugmentSpec
+from distill_cli.model_view import to_float
 
 _TRIES = 10
-
-
-def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [0, 255] -> float32 [0, 1]."""
-    return images.float().div_(255.0)
-
-
-def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """Grayscale feeds 3-channel models by repeat; RGB feeds 1-channel models as luminance."""
-    have = x.shape[1]
-    if have == channels:
-        return x
-    if have == 1:
-        return x.expand(-1, channels, -1, -1)
-    if have == 3 and channels == 1:
-        weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-        return (x * weights).sum(1, keepdim=True)
-    raise ValueError(f"cannot feed {have}-channel images to a {channels}-channel model")
 
 
 def sample_boxes(
@@ -67,7 +48,8 @@ def sample_boxes(
     w = torch.sqrt(target * aspect).round()
     h = torch.sqrt(target / aspect).round()
     ok = (w > 0) & (h > 0) & (w <= wid[:, None]) & (h <= hgt[:, None])
-    # The first valid try per image; images with none get the centre-crop fallback below.
+    # The first valid try per image; images with none get the fallback size below (placed at
+    # random like the others, where torchvision would centre it).
     first = torch.argmax(ok.int(), dim=1, keepdim=True)
     any_ok = ok.any(dim=1)
     w = torch.gather(w, 1, first).squeeze(1)
@@ -116,51 +98,23 @@ def mixup(x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     return lam * x + (1 - lam) * x.roll(1, dims=0)
 
 
-def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
-
-
-def normalize(x: torch.Tensor, info: ModelInfo) -> torch.Tensor:
-    """Per-model channel adaptation and mean/std normalization of [0, 1] pixels."""
-    x = match_channels(x, info.in_chans)
-    mean = _constant(tuple(info.mean), x.device, x.dtype)
-    std = _constant(tuple(info.std), x.device, x.dtype)
-    return (x - mean) / std
-
-
-@functools.lru_cache(maxsize=64)
-def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """(1, C, 1, 1) per-channel constants, made once per device: building them from Python
-    lists on every step costs a host-to-device copy per model per step, which is felt where
-    small images make steps short."""
-    with torch.inference_mode(False):  # a cached tensor must also serve autograd later
-        return torch.tensor(values, dtype=dtype, device=device).view(1, -1, 1, 1)
-
-
-def model_view(x: torch.Tensor, info: ModelInfo, channels_last: bool = False) -> torch.Tensor:
-    """The same [0, 1] pixels, resized to this model's input size and normalized its own way."""
-    out = normalize(resize(x, info.input_size), info)
-    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
-
-
-def eval_pixels(images: torch.Tensor, info: ModelInfo) -> torch.Tensor:
-    """Validation view: centre crop of `crop_pct` of the shorter side, resized to the input size."""
-    x = to_float(images)
-    height, width = x.shape[-2:]
-    side = max(1, round(min(height, width) * info.crop_pct))
-    top, left = (height - side) // 2, (width - side) // 2
-    return resize(x[..., top : top + side, left : left + side], info.input_size)
-
-
 class BatchAugment:
-    """Random resized crop + horizontal flip for a whole batch, at one output size."""
+    """Random resized crop + horizontal flip for a whole batch, at one output size.
 
-    def __init__(self, spec: AugmentSpec, size: tuple[int, int]) -> None:
-        self.scale = tuple(spec.crop_scale)
-        self.ratio = tuple(spec.crop_ratio)
-        self.flip = spec.flip
+    Plain arguments (torchvision's `RandomResizedCrop` defaults), so the recipe's `augment`
+    section is spelled out by the caller and this module needs no recipe schema.
+    """
+
+    def __init__(
+        self,
+        size: tuple[int, int],
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        flip: bool = True,
+    ) -> None:
+        self.scale = tuple(crop_scale)
+        self.ratio = tuple(crop_ratio)
+        self.flip = flip
         self.size = size
 
     def __call__(self, images: torch.Tensor, extent: torch.Tensor | None = None) -> torch.Tensor:

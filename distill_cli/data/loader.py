@@ -7,6 +7,7 @@ distributed run takes its own slice of every global batch, which is what makes D
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -173,10 +174,8 @@ def decode_on_device(
             pass  # a corrupt file in the batch: decode the files one by one below
         for i, raw in enumerate(raws):
             if out[i] is None:
-                try:
+                with contextlib.suppress(RuntimeError):  # undecodable: its slot stays None
                     out[i] = decode_image(raw, mode=ImageReadMode.RGB).to(device)
-                except RuntimeError:
-                    out[i] = None
     return [None if img is None else fit_image(img, size, fit) for img in out]
 
 

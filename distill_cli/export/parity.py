@@ -20,10 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill_cli.data.augment import eval_pixels, normalize
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.sources import ImageSet
-from distill_cli.models import ModelInfo
+from distill_cli.model_view import ModelInfo, eval_pixels, normalize
 
 BATCH = 64
 #: Inputs held in memory up to this size (bytes); larger sets are re-read for every model.

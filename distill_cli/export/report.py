@@ -23,7 +23,7 @@ from typing import Any
 from distill_cli import __version__
 from distill_cli.checkpoint import atomic_write
 from distill_cli.export.preprocess import Preprocess
-from distill_cli.models import ModelInfo
+from distill_cli.model_view import ModelInfo
 
 SCHEMA = "distill.export/1"
 REPORT_NAME = "report.json"

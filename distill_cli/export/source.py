@@ -21,10 +21,12 @@ from typing import Any, Literal
 
 import torch
 
+from distill_cli.checkpoint import read_sidecar
 from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
-from distill_cli.models import Net, check_model_name, create_net, infer_num_classes, read_sidecar
-from distill_cli.recipe import ModelSpec, Recipe, load_recipe
+from distill_cli.models import Net, check_model_name, create_net, infer_num_classes
+from distill_cli.recipe import Recipe, load_recipe
+from distill_cli.recipe_sections import ModelSpec
 from distill_cli.rundir import RunDir
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
@@ -130,7 +132,7 @@ def _run_dir_of(checkpoint: Path) -> Path | None:
 
 def _load_data(recipe: Recipe, notes: list[str]) -> DataBundle | None:
     try:
-        return build_data(recipe.data, recipe.runtime.seed)
+        return build_data(**recipe.data.data_args(), seed=recipe.runtime.seed)
     except DistillError as exc:
         notes.append(f"no validation data ({exc}); parity uses random inputs")
         return None

@@ -1,8 +1,10 @@
 """Training methods, one file each, found by name through a registry.
 
-Every module in this package is imported here so its ``@register`` runs; the recipe's `method`
-section is then validated against the union of the registered `Params` models, discriminated by
-`name`. Adding a method is adding a file: neither the engine nor the recipe names methods.
+Every method module in this package is imported here so its ``@register`` runs; the recipe's
+`method` section is then validated against the union of the registered `Params` models,
+discriminated by `name` (the recipe looks the union up only when it first validates, so
+importing the recipe does not import torch). Adding a method is adding a file: neither the engine
+nor the recipe names methods.
 """
 
 from __future__ import annotations
@@ -17,15 +19,18 @@ from distill_cli.errors import DistillError, did_you_mean
 from distill_cli.methods.base import (
     Method,
     MethodContext,
-    MethodParams,
     StepOutput,
     kd_loss,
     register,
     registry,
 )
+from distill_cli.recipe_sections import MethodParams
+
+#: Modules of this package that define no method (the interface, a method's helper).
+_NOT_METHODS = {"base", "teacher_cache"}
 
 for _info in pkgutil.iter_modules(__path__):
-    if _info.name != "base":
+    if _info.name not in _NOT_METHODS:
         importlib.import_module(f"{__name__}.{_info.name}")
 
 _params = tuple(cls.Params for cls in registry().values())
@@ -50,7 +55,6 @@ def create_method(params: MethodParams, ctx: MethodContext) -> Method:
 __all__ = [
     "Method",
     "MethodContext",
-    "MethodParams",
     "MethodParamsUnion",
     "StepOutput",
     "create_method",

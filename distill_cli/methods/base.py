@@ -15,22 +15,16 @@ from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from distill_cli.data.augment import BatchAugment, mixup, model_view
+from distill_cli.data.augment import BatchAugment, mixup
 from distill_cli.data.loader import Batch, BatchStream
+from distill_cli.model_view import model_view
 from distill_cli.models import Net
+from distill_cli.recipe_sections import MethodParams
 
 _REGISTRY: dict[str, type[Method]] = {}
 Views = Literal["consistent", "independent"]
-
-
-class MethodParams(BaseModel):
-    """Base of every method's recipe section; `name` selects the method."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-    name: str
 
 
 @dataclass

@@ -23,12 +23,12 @@ from distill_cli.errors import DistillError
 from distill_cli.methods.base import (
     Method,
     MethodContext,
-    MethodParams,
     StepOutput,
     Views,
     kd_loss,
     register,
 )
+from distill_cli.recipe_sections import MethodParams
 
 
 class FunctionMatchingParams(MethodParams):
@@ -61,7 +61,7 @@ class FunctionMatching(Method):
     def on_epoch_start(self, epoch: int) -> dict[str, float | str]:
         if self.params.teacher_targets != "fixed" or self.fixed is not None:
             return {}
-        from distill_cli.teacher_cache import load_or_build
+        from distill_cli.methods.teacher_cache import load_or_build
 
         if self.ctx.train_stream is None or self.ctx.cache_dir is None or self.teacher is None:
             raise DistillError("fixed teacher targets need the training stream", "method")

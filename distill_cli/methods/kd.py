@@ -14,13 +14,13 @@ from pydantic import Field
 from distill_cli.data.loader import Batch
 from distill_cli.methods.base import (
     Method,
-    MethodParams,
     StepOutput,
     Views,
     kd_loss,
     register,
     soft_targets,
 )
+from distill_cli.recipe_sections import MethodParams
 
 
 class KDParams(MethodParams):

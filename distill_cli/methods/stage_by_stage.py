@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from distill_cli.data.augment import model_view
 from distill_cli.data.loader import Batch
 from distill_cli.errors import DistillError
-from distill_cli.methods.base import Method, MethodContext, MethodParams, StepOutput, register
+from distill_cli.methods.base import Method, MethodContext, StepOutput, register
+from distill_cli.model_view import model_view
 from distill_cli.models import Net
+from distill_cli.recipe_sections import MethodParams
 
 
 class StageByStageParams(MethodParams):

@@ -15,8 +15,9 @@ from typing import Any
 
 import yaml
 
+from distill_cli.checkpoint import read_sidecar
 from distill_cli.errors import DistillError
-from distill_cli.models import infer_num_classes, model_cost, read_sidecar
+from distill_cli.models import infer_num_classes, model_cost
 from distill_cli.reports import plots
 from distill_cli.reports.history import RunHistory, load_run
 from distill_cli.rundir import RunDir

@@ -19,21 +19,13 @@ from distill_cli.errors import DistillError
 from distill_cli.rundir import RunDir
 from distill_cli.summary import RunSummary
 
-#: Where `distill export RUN` writes its report by default.
-EXPORT_REPORT = Path("export") / "report.json"
-
 
 @dataclass(frozen=True)
 class Series:
-    """One plotted curve: x and y of equal length, and what they mean."""
+    """One plotted curve: x and y of equal length."""
 
-    label: str
     x: list[float]
     y: list[float]
-
-    @property
-    def last(self) -> float | None:
-        return self.y[-1] if self.y else None
 
 
 @dataclass
@@ -50,17 +42,13 @@ class RunHistory:
     def name(self) -> str:
         return self.label or self.path.resolve().name
 
-    @property
-    def finished(self) -> bool:
-        return self.summary is not None
-
     def kind(self, kind: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r.get("kind") == kind]
 
     def series(self, kind: str, key: str, x: str = "step") -> Series:
         """`key` of the `kind` records that have it, against `x` (`step` or `epoch`)."""
         rows = [r for r in self.kind(kind) if isinstance(r.get(key), (int, float))]
-        return Series(key, [float(r[x]) for r in rows], [float(r[key]) for r in rows])
+        return Series([float(r[x]) for r in rows], [float(r[key]) for r in rows])
 
     def final_eval(self) -> dict[str, Any]:
         evals = self.kind("eval")

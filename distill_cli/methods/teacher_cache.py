@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
 from distill_cli.checkpoint import atomic_write
-from distill_cli.data.augment import eval_pixels, normalize
 from distill_cli.data.loader import BatchStream
+from distill_cli.model_view import eval_pixels, normalize
 from distill_cli.models import Net
 
 

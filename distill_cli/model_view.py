@@ -1,0 +1,92 @@
+"""What a model is fed: its input config (`ModelInfo`) and its own view of shared pixels.
+
+Every model in a run (student, teacher, each ensemble member) looks at the same [0, 1] pixels,
+resized to its own input size and normalized with its own mean/std. The config and the code
+that applies it live together here, below both `models` (which builds the configs) and the
+batch augmentation in `data.augment` (which makes the shared pixels), so neither imports the
+other.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What anyone needs to feed a model: its identity and its input config."""
+
+    name: str
+    num_classes: int
+    in_chans: int
+    input_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float
+    interpolation: str = "bilinear"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [0, 255] -> float32 [0, 1]."""
+    return images.float().div_(255.0)
+
+
+def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grayscale feeds 3-channel models by repeat; RGB feeds 1-channel models as luminance."""
+    have = x.shape[1]
+    if have == channels:
+        return x
+    if have == 1:
+        return x.expand(-1, channels, -1, -1)
+    if have == 3 and channels == 1:
+        weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return (x * weights).sum(1, keepdim=True)
+    raise ValueError(f"cannot feed {have}-channel images to a {channels}-channel model")
+
+
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Antialiased bilinear resize (a no-op at the same size): what export's preprocessing
+    reproduces, so it is the one resize every model view uses."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+
+
+def normalize(x: torch.Tensor, info: ModelInfo) -> torch.Tensor:
+    """Per-model channel adaptation and mean/std normalization of [0, 1] pixels."""
+    x = match_channels(x, info.in_chans)
+    mean = _constant(tuple(info.mean), x.device, x.dtype)
+    std = _constant(tuple(info.std), x.device, x.dtype)
+    return (x - mean) / std
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(1, C, 1, 1) per-channel constants, made once per device: building them from Python
+    lists on every step costs a host-to-device copy per model per step, which is felt where
+    small images make steps short."""
+    with torch.inference_mode(False):  # a cached tensor must also serve autograd later
+        return torch.tensor(values, dtype=dtype, device=device).view(1, -1, 1, 1)
+
+
+def model_view(x: torch.Tensor, info: ModelInfo, channels_last: bool = False) -> torch.Tensor:
+    """The same [0, 1] pixels, resized to this model's input size and normalized its own way."""
+    out = normalize(resize(x, info.input_size), info)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
+
+
+def eval_pixels(images: torch.Tensor, info: ModelInfo) -> torch.Tensor:
+    """Validation view: centre crop of `crop_pct` of the shorter side, resized to the input size."""
+    x = to_float(images)
+    height, width = x.shape[-2:]
+    side = max(1, round(min(height, width) * info.crop_pct))
+    top, left = (height - side) // 2, (width - side) // 2
+    return resize(x[..., top : top + side, left : left + side], info.input_size)
