@@ -29,10 +29,10 @@ from distill_cli.summary import RunSummary
 
 if TYPE_CHECKING:
     from distill_cli.model_search import ModelSearch
+    from distill_cli.reporter import Reporter
     from distill_cli.reports.compare import Comparison
     from distill_cli.reports.document import ReportResult
     from distill_cli.student_types import StudentSearch
-    from distill_cli.trainer import Reporter
 
 __all__ = [
     "ExportResult",

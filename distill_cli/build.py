@@ -21,6 +21,7 @@ from distill_cli.errors import DistillError
 from distill_cli.methods import Method, MethodContext, create_method, method_class
 from distill_cli.models import Net, create_net, create_teacher, infer_num_classes, probe
 from distill_cli.recipe import Recipe
+from distill_cli.recipe_sections import RuntimeSpec
 from distill_cli.world import World, world_from_env
 
 
@@ -104,7 +105,11 @@ def resolve_device(choice: str, world: World | None = None) -> torch.device:
 
 
 def build(recipe: Recipe) -> Setup:
-    """Build device, data, nets, method and streams from a recipe (no training)."""
+    """Build device, data, nets, method and streams from a recipe (no training).
+
+    The order is part of the contract: data first, then the seed, then teacher and student
+    (their random initialisation depends on it), so a recipe always builds the same run.
+    """
     rt = recipe.runtime
     if rt.threads:
         torch.set_num_threads(rt.threads)
@@ -127,84 +132,14 @@ def build(recipe: Recipe) -> Setup:
         raise DistillError(
             f"method {cls.name!r} needs labels but data.distill_dir has none", "data.distill_dir"
         )
-
     torch.manual_seed(rt.seed)
-    teacher = None
-    if cls.needs_teacher:
-        teacher = create_teacher(recipe.teachers, len(data.classes))
-        t_classes = teacher.info.num_classes
-        if cls.needs_labels and t_classes != len(data.classes):
-            raise DistillError(
-                f"the teacher predicts {t_classes} classes but the data has {len(data.classes)}",
-                "teacher.num_classes",
-                f"{cls.name!r} mixes labels with the teacher's outputs: use the same classes",
-            )
-        s_classes = recipe.student.num_classes or t_classes
-        if s_classes != t_classes:
-            raise DistillError(
-                f"student has {s_classes} classes but the teacher predicts {t_classes}",
-                "student.num_classes",
-                "distillation matches the teacher's outputs: use the teacher's class count",
-            )
-    else:
-        s_classes = infer_num_classes(recipe.student, len(data.classes))
-        if cls.needs_labels and s_classes != len(data.classes):
-            raise DistillError(
-                f"model has {s_classes} classes but the data has {len(data.classes)}",
-                "student.num_classes",
-            )
-    student = create_net(recipe.student, s_classes)
-
-    for role, net in (("student", student), ("teacher", teacher)):
-        if net is not None:
-            net.module.to(device)
-            probe(net, role, device)
-            if channels_last:
-                net.module.to(memory_format=torch.channels_last)
-    sync_bn = world.distributed and (
-        rt.sync_bn if rt.sync_bn is not None else has_batchnorm(student.module)
-    )
-    if sync_bn:
-        sync_batchnorm(student.module)
-    if world.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        ids = [device.index] if device.type == "cuda" else None
-        student.runner = DistributedDataParallel(student.module, device_ids=ids)
-    if rt.compile:
-        for net in (student, teacher):
-            if net is not None:
-                wrapped = net.module if net.runner is None else net.runner
-                net.runner = torch.compile(wrapped, mode=rt.compile_mode)
+    student, teacher = _nets(recipe, cls, len(data.classes))
+    sync_bn = _place(student, teacher, rt, device, world, channels_last)
 
     sizes = [net.info.input_size for net in (student, teacher) if net is not None]
     view_size = (max(s[0] for s in sizes), max(s[1] for s in sizes))
-    sched, dspec = recipe.schedule, recipe.data
-    # photos: training crops are drawn from the whole image (longer side at load_size), the
-    # evaluation view is a centre square (shorter side at load_size)
-    train_load = dspec.load_size or round(max(view_size) * 1.5)
-    val_load = dspec.load_size or round(max(view_size) * 1.15)
-    common = {
-        "device": device,
-        "seed": rt.seed,
-        "workers": dspec.workers,
-        "skip_bad": dspec.on_bad_image == "skip",
-        "decode_on_device": dspec.decode == "device" or (dspec.decode == "auto" and cuda),
-    }
-    train_stream = BatchStream(
-        data.train,
-        sched.batch_size,
-        rank=world.rank,
-        world=world.size,
-        load_size=train_load,
-        fit="whole",
-        **common,
-    )
-    eval_batch = sched.eval_batch_size or sched.batch_size
-    val_stream = BatchStream(
-        data.val, eval_batch, shuffle=False, drop_last=False, load_size=val_load, **common
-    )
-
+    train_stream, val_stream = _streams(recipe, data, device, world, max(view_size))
+    sched = recipe.schedule
     epochs = sched.epochs or math.ceil((sched.steps or 0) / train_stream.steps_per_epoch)
     _check_stop_epoch(recipe, epochs)
     ctx = MethodContext(
@@ -232,6 +167,104 @@ def build(recipe: Recipe) -> Setup:
         world,
         sync_bn,
     )
+
+
+def _nets(recipe: Recipe, cls: type[Method], data_classes: int) -> tuple[Net, Net | None]:
+    """Teacher (when the method has one) and student, their class counts checked."""
+    teacher = None
+    if cls.needs_teacher:
+        teacher = create_teacher(recipe.teachers, data_classes)
+        t_classes = teacher.info.num_classes
+        if cls.needs_labels and t_classes != data_classes:
+            raise DistillError(
+                f"the teacher predicts {t_classes} classes but the data has {data_classes}",
+                "teacher.num_classes",
+                f"{cls.name!r} mixes labels with the teacher's outputs: use the same classes",
+            )
+        s_classes = recipe.student.num_classes or t_classes
+        if s_classes != t_classes:
+            raise DistillError(
+                f"student has {s_classes} classes but the teacher predicts {t_classes}",
+                "student.num_classes",
+                "distillation matches the teacher's outputs: use the teacher's class count",
+            )
+    else:
+        s_classes = infer_num_classes(recipe.student, data_classes)
+        if cls.needs_labels and s_classes != data_classes:
+            raise DistillError(
+                f"model has {s_classes} classes but the data has {data_classes}",
+                "student.num_classes",
+            )
+    return create_net(recipe.student, s_classes), teacher
+
+
+def _place(
+    student: Net,
+    teacher: Net | None,
+    rt: RuntimeSpec,
+    device: torch.device,
+    world: World,
+    channels_last: bool,
+) -> bool:
+    """Nets on the device (probed, channels_last), then synced BN, DDP and compile as asked.
+
+    Returns whether BatchNorm statistics are synced across processes.
+    """
+    for role, net in (("student", student), ("teacher", teacher)):
+        if net is not None:
+            net.module.to(device)
+            probe(net, role, device)
+            if channels_last:
+                net.module.to(memory_format=torch.channels_last)
+    sync_bn = world.distributed and (
+        rt.sync_bn if rt.sync_bn is not None else has_batchnorm(student.module)
+    )
+    if sync_bn:
+        sync_batchnorm(student.module)
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        student.runner = DistributedDataParallel(student.module, device_ids=ids)
+    if rt.compile:
+        for net in (student, teacher):
+            if net is not None:
+                wrapped = net.module if net.runner is None else net.runner
+                net.runner = torch.compile(wrapped, mode=rt.compile_mode)
+    return sync_bn
+
+
+def _streams(
+    recipe: Recipe, data: DataBundle, device: torch.device, world: World, view_side: int
+) -> tuple[BatchStream, BatchStream]:
+    """The training stream (this process's share) and the validation stream."""
+    sched, dspec, rt = recipe.schedule, recipe.data, recipe.runtime
+    # photos: training crops are drawn from the whole image (longer side at load_size), the
+    # evaluation view is a centre square (shorter side at load_size)
+    train_load = dspec.load_size or round(view_side * 1.5)
+    val_load = dspec.load_size or round(view_side * 1.15)
+    common = {
+        "device": device,
+        "seed": rt.seed,
+        "workers": dspec.workers,
+        "skip_bad": dspec.on_bad_image == "skip",
+        "decode_on_device": dspec.decode == "device"
+        or (dspec.decode == "auto" and device.type == "cuda"),
+    }
+    train_stream = BatchStream(
+        data.train,
+        sched.batch_size,
+        rank=world.rank,
+        world=world.size,
+        load_size=train_load,
+        fit="whole",
+        **common,
+    )
+    eval_batch = sched.eval_batch_size or sched.batch_size
+    val_stream = BatchStream(
+        data.val, eval_batch, shuffle=False, drop_last=False, load_size=val_load, **common
+    )
+    return train_stream, val_stream
 
 
 def _matched_data(recipe: Recipe, seed: int, needs_teacher: bool) -> DataBundle:

@@ -15,10 +15,11 @@ from __future__ import annotations
 from distill_cli import distributed
 from distill_cli.build import Setup, build
 from distill_cli.recipe import Recipe
+from distill_cli.reporter import Reporter
 from distill_cli.rundir import RunDir
 from distill_cli.summary import RunSummary
 from distill_cli.tracking import TrackingReporter, open_trackers, preflight
-from distill_cli.trainer import Reporter, Trainer
+from distill_cli.trainer import Trainer
 from distill_cli.world import world_from_env
 
 

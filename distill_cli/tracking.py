@@ -25,7 +25,7 @@ from distill_cli.rundir import RunDir
 
 if TYPE_CHECKING:
     from distill_cli.recipe import Recipe
-    from distill_cli.trainer import Reporter
+    from distill_cli.reporter import Reporter
 
 _NOT_SCALARS = ("step", "epoch")
 

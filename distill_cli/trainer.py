@@ -17,7 +17,7 @@ import signal
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
@@ -27,34 +27,12 @@ from distill_cli.errors import DistillError, RunFailed
 from distill_cli.evaluate import Evaluator
 from distill_cli.memory import largest_fitting, peak_gib
 from distill_cli.optim import build_optimizer, lr_factor, set_lr
+from distill_cli.reporter import NullReporter, Reporter
 from distill_cli.rundir import RunDir
 from distill_cli.summary import ModelResult, RunSummary
 
 #: Seconds between two saves of `last` at epoch ends without an evaluation.
 LAST_EVERY_S = 60.0
-
-
-class Reporter(Protocol):
-    """How the engine tells the outside world what it is doing (the CLI renders it with rich)."""
-
-    def start(self, total_steps: int, done_steps: int, epochs: int) -> None: ...
-    def advance(self, step: int, epoch: int) -> None: ...
-    def log(self, record: dict[str, Any]) -> None: ...
-    def finish(self) -> None: ...
-
-
-class NullReporter:
-    def start(self, total_steps: int, done_steps: int, epochs: int) -> None:
-        pass
-
-    def advance(self, step: int, epoch: int) -> None:
-        pass
-
-    def log(self, record: dict[str, Any]) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
 
 def _meta(setup: Setup, epoch: float, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
