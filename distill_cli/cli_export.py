@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from distill_cli.cli_options import JsonOpt, QuietOpt, RecipeArg, SetOpt, finite, wide_console
+
+if TYPE_CHECKING:
+    from distill_cli.export import TimingPlan
 
 SourceArg = Annotated[
     str,
@@ -64,6 +67,22 @@ def _model_args(values: list[str] | None) -> dict[str, object]:
             raise DistillError(f"{item!r} is not KEY=VALUE", "--model-arg", "e.g. img_size=64")
         out[key] = yaml.safe_load(value)
     return out
+
+
+def _timing(
+    threads: int, batch: int, warmup: int, runs: int, min_time: float, max_time: float
+) -> TimingPlan:
+    """The timing flags `distill export` and `distill bench latency` share, as one protocol."""
+    from distill_cli.export import TimingPlan
+
+    return TimingPlan(
+        threads=threads,
+        batch=batch,
+        warmup=warmup,
+        runs=runs,
+        min_time_s=min_time,
+        max_time_s=max_time,
+    )
 
 
 def export_cmd(
@@ -212,7 +231,7 @@ def export_cmd(
     from distill_cli import api
     from distill_cli.console import console, err_console
     from distill_cli.console_export import export_view
-    from distill_cli.export import ExportOptions, ExportReport, Gates, TimingPlan
+    from distill_cli.export import ExportOptions, ExportReport, Gates
     from distill_cli.export.parity import DEFAULT_RTOL
 
     options = ExportOptions(
@@ -240,14 +259,7 @@ def export_cmd(
         dynamic_size=dynamic_size,
         latency=latency,
         teacher=teacher,
-        timing=TimingPlan(
-            threads=threads,
-            batch=batch,
-            warmup=warmup,
-            runs=runs,
-            min_time_s=min_time,
-            max_time_s=max_time,
-        ),
+        timing=_timing(threads, batch, warmup, runs, min_time, max_time),
         gates=Gates(
             min_top1=min_top1,
             max_top1_drop=max_top1_drop,
@@ -301,18 +313,10 @@ def bench_latency_cmd(
     from distill_cli import api
     from distill_cli.console import console
     from distill_cli.console_export import bench_view
-    from distill_cli.export import TimingPlan
 
     result = api.bench_latency(
         target,
-        TimingPlan(
-            threads=threads,
-            batch=batch,
-            warmup=warmup,
-            runs=runs,
-            min_time_s=min_time,
-            max_time_s=max_time,
-        ),
+        _timing(threads, batch, warmup, runs, min_time, max_time),
         checkpoint=checkpoint,
         input_size=input_size,
         num_classes=num_classes,
