@@ -19,8 +19,8 @@ import argparse
 import json
 from pathlib import Path
 
+from distill_cli.bench.train import bench_train
 from distill_cli.recipe import Recipe
-from distill_cli.throughput import bench_train
 
 DEFAULT_BARE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "bare_kd_step.py"
 

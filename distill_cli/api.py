@@ -28,6 +28,8 @@ from distill_cli.results import ExportResult
 from distill_cli.summary import RunSummary
 
 if TYPE_CHECKING:
+    from distill_cli.export import ExportOptions, TimingPlan
+    from distill_cli.export.onnx_export import Exporter
     from distill_cli.model_search import ModelSearch
     from distill_cli.reporter import Reporter
     from distill_cli.reports.compare import Comparison
@@ -38,6 +40,7 @@ __all__ = [
     "ExportResult",
     "RunSummary",
     "bench_latency",
+    "bench_train",
     "compare",
     "export",
     "models",
@@ -105,7 +108,7 @@ def train(
 
 
 def export(
-    source: str | Path,
+    source: str | Path | ExportOptions,
     *,
     check: bool = True,
     log: Callable[[str], None] | None = None,
@@ -113,39 +116,88 @@ def export(
 ) -> ExportResult:
     """Export a run, checkpoint or timm model to ONNX, check parity, time it; returns the report.
 
-    `options` are `distill export`'s flags as keywords (`out`, `exporter`, `opset`, `precision`,
+    `source` is an `ExportOptions` (what `distill export` builds from its flags), or a run,
+    checkpoint or timm name with the flags as keywords (`out`, `exporter`, `opset`, `precision`,
     `quantize`, `calib_images`, `images`, `atol`, `rtol`, `reparam`, `dynamic_size`, `threads`,
     `runs`, `min_time_s`, `latency`, `min_top1`, `max_top1_drop`, `min_variant_agreement`,
-    `max_latency_ms`, ...; see `ExportOptions`). With `check` (the
-    default) a missed gate raises `GateFailed`, whose `.misses` has one line per miss and whose
-    `.report` is the report (also written to OUT/report.json either way); without `check` the
-    result's `gates_passed` and `misses` say the same.
+    `max_latency_ms`, ...; see `ExportOptions.from_flat`). Values are checked as the CLI checks
+    its flags (a `DistillError` names the flag). With `check` (the default) a missed gate raises
+    `GateFailed`, whose `.misses` has one line per miss and whose `.report` is the report (also
+    written to OUT/report.json either way); without `check` the result's `gates_passed` and
+    `misses` say the same.
 
         result = api.export("runs/my-distill", quantize="int8", min_top1=85.0)
     """
     from distill_cli.export import ExportOptions, GateFailed, run_export
 
-    report = run_export(ExportOptions.from_flat(source, **options), log or (lambda _: None))
-    if check and not report["gates"]["passed"]:
-        raise GateFailed(report["gates"]["misses"], report)
-    return ExportResult.from_report(report)
+    if isinstance(source, ExportOptions):
+        if options:
+            raise TypeError("pass the options in the ExportOptions or as keywords, not both")
+        opts = source
+    else:
+        opts = ExportOptions.from_flat(source, **options)
+    report = run_export(opts, log or (lambda _: None))
+    if check and not report.gates.passed:
+        raise GateFailed(report.gates.misses, report.to_dict())
+    return ExportResult.from_report(report.to_dict())
 
 
-def bench_latency(target: str | Path, **options: Any) -> dict[str, Any]:
+def bench_latency(
+    target: str | Path,
+    timing: TimingPlan | None = None,
+    *,
+    checkpoint: str | Path | None = None,
+    input_size: int | None = None,
+    num_classes: int | None = None,
+    exporter: Exporter = "dynamo",
+    opset: int | None = None,
+    **timing_keys: Any,
+) -> dict[str, Any]:
     """`distill bench latency` as a function: latency of an ONNX file, checkpoint or timm model.
 
-    Timing keys (`threads`, `warmup`, `runs`, `min_time_s`, `max_time_s`, `batch`) set the
-    protocol; `checkpoint`, `input_size`, `num_classes`, `exporter` and `opset` are passed on.
+    The protocol is `timing`, or its fields as keywords (`threads`, `warmup`, `runs`,
+    `min_time_s`, `max_time_s`, `batch`); `checkpoint`, `input_size`, `num_classes`, `exporter`
+    and `opset` (None: the exporter's default, 18) say how to build and export a model that is
+    not an ONNX file; they are checked as the CLI checks its flags.
     """
-    from distill_cli.export.bench import bench_latency as _bench
-    from distill_cli.export.latency import TimingPlan
+    from distill_cli.bench.latency import bench_latency as _bench
+    from distill_cli.export import TimingPlan
 
-    timing_keys = set(TimingPlan.__dataclass_fields__)
-    plan = TimingPlan(**{k: v for k, v in options.items() if k in timing_keys and v is not None})
-    rest = {k: v for k, v in options.items() if k not in timing_keys and v is not None}
-    if "checkpoint" in rest:
-        rest["checkpoint"] = Path(rest["checkpoint"])
-    return _bench(str(target), plan, **rest)
+    if timing is not None and timing_keys:
+        raise TypeError("pass the protocol as a TimingPlan or as keywords, not both")
+    plan = timing or TimingPlan(**{k: v for k, v in timing_keys.items() if v is not None})
+    return _bench(
+        str(target),
+        plan,
+        checkpoint=None if checkpoint is None else Path(checkpoint),
+        input_size=input_size,
+        num_classes=num_classes,
+        exporter=exporter,
+        opset=opset,
+    )
+
+
+def bench_train(
+    recipe: Recipe | str | Path,
+    overrides: Overrides | None = None,
+    *,
+    steps: int = 40,
+    warmup: int = 10,
+    rounds: int = 1,
+    bare: str | Path | None = None,
+) -> dict[str, Any]:
+    """`distill bench train`: distill's full training step against the bare step (same run),
+    and the data path alone; `rounds` > 1 alternates them and compares the medians."""
+    from distill_cli.bench.train import bench_train as _bench
+
+    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)
+    return _bench(
+        rec,
+        steps=steps,
+        warmup=warmup,
+        bare_script=None if bare is None else Path(bare),
+        rounds=rounds,
+    )
 
 
 def report(run_dir: str | Path) -> ReportResult:

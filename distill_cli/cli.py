@@ -241,8 +241,7 @@ def models(
 ) -> None:
     """timm models matching PATTERN: parameters, default input size, student candidates."""
     from distill_cli import api
-    from distill_cli.console import console, progress_bar
-    from distill_cli.model_search import models_table
+    from distill_cli.console import console, models_table, progress_bar
 
     with progress_bar("building models on the meta device", quiet=as_json) as progress:
         search = api.models(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from distill_cli.cli_options import JsonOpt, QuietOpt, RecipeArg, SetOpt, finite, wide_console
+
+if TYPE_CHECKING:
+    from distill_cli.export import TimingPlan
 
 SourceArg = Annotated[
     str,
@@ -51,28 +54,8 @@ ExporterOpt = Annotated[
 OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset")]
 
 
-def check_opset(opset: int, exporter: str) -> None:
-    """An opset the exporters write as asked, or a one-line error: the dynamo exporter writes
-    18 and later only (it would silently write 18 for 13), and no exporter writes an opset
-    newer than the installed onnx package knows."""
-    import onnx
-
-    from distill_cli.errors import DistillError
-
-    newest = onnx.defs.onnx_opset_version()
-    if not 7 <= opset <= newest:
-        raise DistillError(
-            f"ONNX opset {opset} is outside what can be written (7 to {newest})", "--opset"
-        )
-    if exporter == "dynamo" and opset < 18:
-        raise DistillError(
-            f"the dynamo exporter writes opset 18 or later, not {opset}",
-            "--opset",
-            f"pass --exporter torchscript for opset {opset}, or --opset 18",
-        )
-
-
 def _model_args(values: list[str] | None) -> dict[str, object]:
+    """`--model-arg KEY=VALUE` pairs as timm keywords, each value read as YAML (64, true, 0.1)."""
     import yaml
 
     from distill_cli.errors import DistillError
@@ -84,6 +67,22 @@ def _model_args(values: list[str] | None) -> dict[str, object]:
             raise DistillError(f"{item!r} is not KEY=VALUE", "--model-arg", "e.g. img_size=64")
         out[key] = yaml.safe_load(value)
     return out
+
+
+def _timing(
+    threads: int, batch: int, warmup: int, runs: int, min_time: float, max_time: float
+) -> TimingPlan:
+    """The timing flags `distill export` and `distill bench latency` share, as one protocol."""
+    from distill_cli.export import TimingPlan
+
+    return TimingPlan(
+        threads=threads,
+        batch=batch,
+        warmup=warmup,
+        runs=runs,
+        min_time_s=min_time,
+        max_time_s=max_time,
+    )
 
 
 def export_cmd(
@@ -231,60 +230,58 @@ def export_cmd(
 
     from distill_cli import api
     from distill_cli.console import console, err_console
-    from distill_cli.export.render import export_view
+    from distill_cli.console_export import export_view
+    from distill_cli.export import ExportOptions, ExportReport, Gates
+    from distill_cli.export.parity import DEFAULT_RTOL
 
-    check_opset(opset, exporter)
+    options = ExportOptions(
+        source=source,
+        out=out,
+        checkpoint=checkpoint,
+        recipe=recipe,
+        num_classes=num_classes,
+        input_size=input_size,
+        model_kwargs=_model_args(model_arg),
+        onnx=onnx,
+        exporter=exporter,  # type: ignore[arg-type]  # checked by ExportOptions
+        opset=opset,
+        simplify=simplify,
+        precision=precision,
+        quantize=quantize,
+        calib_images=calib_images,
+        calib_method=calib_method,
+        images=images,
+        tolerance=tolerance,
+        atol=atol,
+        rtol=DEFAULT_RTOL if rtol is None else rtol,  # None: the flag's help shows [1e-3]
+        seed=seed,
+        reparam=reparam,
+        dynamic_size=dynamic_size,
+        latency=latency,
+        teacher=teacher,
+        timing=_timing(threads, batch, warmup, runs, min_time, max_time),
+        gates=Gates(
+            min_top1=min_top1,
+            max_top1_drop=max_top1_drop,
+            min_variant_agreement=min_variant_agreement,
+            max_latency_ms=max_latency_ms,
+            latency_stat=latency_stat,
+            latency_variant=latency_variant,
+        ),
+    )
 
     def log(message: str) -> None:
         if not (quiet or as_json):
             err_console.print(f"[dim]{message}[/]")
 
-    options = {
-        "out": out,
-        "checkpoint": checkpoint,
-        "recipe": recipe,
-        "num_classes": num_classes,
-        "input_size": input_size,
-        "model_kwargs": _model_args(model_arg),
-        "onnx": onnx,
-        "exporter": exporter,
-        "opset": opset,
-        "simplify": simplify,
-        "precision": precision,
-        "quantize": quantize,
-        "calib_images": calib_images,
-        "calib_method": calib_method,
-        "images": images,
-        "tolerance": tolerance,
-        "atol": atol,
-        "rtol": rtol,
-        "seed": seed,
-        "reparam": reparam,
-        "dynamic_size": dynamic_size,
-        "min_variant_agreement": min_variant_agreement,
-        "threads": threads,
-        "batch": batch,
-        "warmup": warmup,
-        "runs": runs,
-        "min_time_s": min_time,
-        "max_time_s": max_time,
-        "latency": latency,
-        "teacher": teacher,
-        "min_top1": min_top1,
-        "max_top1_drop": max_top1_drop,
-        "max_latency_ms": max_latency_ms,
-        "latency_stat": latency_stat,
-        "latency_variant": latency_variant,
-    }
-    result = api.export(source, log=log, check=False, **options)
-    report, misses = result.to_dict(), result.misses
+    result = api.export(options, log=log, check=False)
     if as_json:
-        console.print_json(json.dumps(report))
+        console.print_json(json.dumps(result.to_dict()))
     else:
-        wide_console().print(export_view(report))
-    for miss in misses:
+        wide_console().print(export_view(ExportReport(result.report)))
+    for miss in result.misses:
         print(f"error: {miss}", file=sys.stderr)
-    if misses:
+    if result.misses:
         raise typer.Exit(code=1)
 
 
@@ -315,22 +312,16 @@ def bench_latency_cmd(
     """Batch-1 latency (p50/p90/p99/mean) and batch-N throughput, ONNX Runtime and PyTorch."""
     from distill_cli import api
     from distill_cli.console import console
-    from distill_cli.export.render import bench_view
+    from distill_cli.console_export import bench_view
 
-    check_opset(opset, exporter)
     result = api.bench_latency(
         target,
+        _timing(threads, batch, warmup, runs, min_time, max_time),
         checkpoint=checkpoint,
         input_size=input_size,
         num_classes=num_classes,
-        exporter=exporter,
+        exporter=exporter,  # type: ignore[arg-type]  # checked by bench_latency
         opset=opset,
-        threads=threads,
-        batch=batch,
-        warmup=warmup,
-        runs=runs,
-        min_time_s=min_time,
-        max_time_s=max_time,
     )
     if as_json:
         console.print_json(json.dumps(result))
@@ -354,11 +345,8 @@ def bench_train_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Training throughput: distill's full step vs the bare step (same run), and the data path."""
+    from distill_cli import api
     from distill_cli.console import bench_train_table, console
-    from distill_cli.recipe import load_recipe
-    from distill_cli.throughput import bench_train
 
-    result = bench_train(
-        load_recipe(recipe, set_), steps=steps, warmup=warmup, bare_script=bare, rounds=rounds
-    )
+    result = api.bench_train(recipe, set_, steps=steps, warmup=warmup, bare=bare, rounds=rounds)
     console.print_json(json.dumps(result)) if as_json else console.print(bench_train_table(result))

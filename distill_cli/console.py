@@ -1,7 +1,9 @@
-"""Terminal rendering with rich: the progress bar, the plan, the final table.
+"""Terminal rendering with rich: the progress bar, the plan, the final table, and every other
+table a command prints (models, students, bench train, compare; the export and bench latency
+tables are in console_export.py).
 
-Kept apart from the commands so cli.py stays a list of commands, and apart from the engine so
-training has no idea what a terminal is.
+Kept apart from the commands so cli.py stays a list of commands, and apart from the domain
+modules (engine, model search, export) so they return data and have no idea what a terminal is.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
+    from distill_cli.model_search import ModelSearch
     from distill_cli.summary import RunSummary
 
 console = Console()
@@ -313,4 +316,45 @@ def students_table(search: Any) -> Table:
     if search.recipe_path is not None:
         lines.append(f"recipe: {search.recipe_path}")
     table.caption = Text("\n".join(lines))
+    return table
+
+
+def _input_side(size: tuple[int, int] | None) -> str:
+    """A model's input as HxW, "?" when timm does not say."""
+    return f"{size[0]}x{size[1]}" if size else "?"
+
+
+def models_table(search: ModelSearch) -> Table:
+    """One row a model; the teacher comparison columns appear only when there is a teacher."""
+    title = Text(f"timm models matching {search.pattern!r}")
+    t = search.teacher
+    if t is not None:
+        side = _input_side(t.input_size)
+        title.append(f"\nteacher {t.name}: {format_params(t.params)} params, {side}")
+        title.append(f"; students have <= {search.max_ratio:g}x its params")
+    caption = None
+    if search.truncated:
+        caption = Text(
+            f"showing {len(search.entries)} of {search.total_matches} matches; --limit 0 for all"
+        )
+    table = Table(title=title, caption=caption)
+    table.add_column("model", style="bold")
+    table.add_column("params", justify="right")
+    table.add_column("input", justify="right")
+    if search.flops:
+        table.add_column("GFLOPs", justify="right")
+    table.add_column("pretrained", justify="center")
+    if t is not None:
+        table.add_column("x smaller", justify="right")
+        table.add_column("student?", justify="center")
+    marks = {None: Text("?", style="dim"), True: Text("✓", "green"), False: Text("✗", "red")}
+    for e in search.entries:
+        row: list[str | Text] = [Text(e.name), format_params(e.params), _input_side(e.input_size)]
+        if search.flops:
+            row.append(f"{e.gflops:.2f}" if e.gflops is not None else "?")
+        row.append("✓" if e.pretrained else "")
+        if t is not None:
+            row.append(f"{e.ratio:.1f}" if e.ratio is not None else "?")
+            row.append(marks[e.student])
+        table.add_row(*row)
     return table

@@ -20,11 +20,8 @@ from typing import Any
 
 import timm
 import torch
-from rich.table import Table
-from rich.text import Text
 from timm.models import get_pretrained_cfg, is_model_pretrained, split_model_name_tag
 
-from distill_cli.console import format_params
 from distill_cli.errors import DistillError, did_you_mean
 from distill_cli.models import count_flops
 
@@ -230,42 +227,3 @@ def _student_order(e: ModelEntry) -> tuple[int, int, str]:
     if e.params is None or e.student is None:
         return (2, 0, e.name)
     return (0, -e.params, e.name) if e.student else (1, e.params, e.name)
-
-
-def _size(size: tuple[int, int] | None) -> str:
-    return f"{size[0]}x{size[1]}" if size else "?"
-
-
-def models_table(search: ModelSearch) -> Table:
-    """One row a model; the teacher comparison columns appear only when there is a teacher."""
-    title = Text(f"timm models matching {search.pattern!r}")
-    t = search.teacher
-    if t is not None:
-        title.append(f"\nteacher {t.name}: {format_params(t.params)} params, {_size(t.input_size)}")
-        title.append(f"; students have <= {search.max_ratio:g}x its params")
-    caption = None
-    if search.truncated:
-        caption = Text(
-            f"showing {len(search.entries)} of {search.total_matches} matches; --limit 0 for all"
-        )
-    table = Table(title=title, caption=caption)
-    table.add_column("model", style="bold")
-    table.add_column("params", justify="right")
-    table.add_column("input", justify="right")
-    if search.flops:
-        table.add_column("GFLOPs", justify="right")
-    table.add_column("pretrained", justify="center")
-    if t is not None:
-        table.add_column("x smaller", justify="right")
-        table.add_column("student?", justify="center")
-    marks = {None: Text("?", style="dim"), True: Text("✓", "green"), False: Text("✗", "red")}
-    for e in search.entries:
-        row: list[str | Text] = [Text(e.name), format_params(e.params), _size(e.input_size)]
-        if search.flops:
-            row.append(f"{e.gflops:.2f}" if e.gflops is not None else "?")
-        row.append("✓" if e.pretrained else "")
-        if t is not None:
-            row.append(f"{e.ratio:.1f}" if e.ratio is not None else "?")
-            row.append(marks[e.student])
-        table.add_row(*row)
-    return table

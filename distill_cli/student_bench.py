@@ -172,7 +172,7 @@ def _time(
     # the fastest warm-up call decides: one slow call on a busy machine must not rule a model out
     if probe_over_ms is not None and tail and min(tail) * 1000 > probe_over_ms:
         return {
-            **lat._stats(tail),
+            **lat.stats(tail),
             "warmup": query.warmup,
             "runs": 0,
             "seconds": round(sum(warm), 3),
@@ -182,7 +182,7 @@ def _time(
         }
     times, elapsed = lat.time_fn(call, 0, query.runs, query.min_time_s, query.max_time_s)
     return {
-        **lat._stats(times),
+        **lat.stats(times),
         "warmup": query.warmup,
         "runs": len(times),
         "seconds": round(elapsed, 3),

@@ -83,3 +83,50 @@ def test_a_tracker_that_cannot_start_leaves_no_run_folder(
     with pytest.raises(DistillError, match="mlflow package is not installed"):
         api.train(write_recipe(tmp_path, "sup", body))
     assert not (tmp_path / "runs" / "sup").exists()
+
+
+@pytest.mark.parametrize(
+    ("keywords", "flag"),
+    [
+        ({"runs": 0}, "--runs"),
+        ({"batch": 0}, "--batch"),
+        ({"threads": -2}, "--threads"),
+        ({"max_time_s": float("inf")}, "--max-time"),
+        ({"images": -1}, "--images"),
+        ({"input_size": 0}, "--input-size"),
+        ({"tolerance": float("nan")}, "--tolerance"),
+        ({"min_top1": 150.0}, "--min-top1"),
+        ({"max_top1_drop": -1.0}, "--max-top1-drop"),
+        ({"opset": 13}, "--opset"),
+    ],
+)
+def test_api_export_checks_numbers_as_the_cli_flags_do(keywords: dict, flag: str) -> None:
+    """A Python caller bypasses click's range checks: the options object makes the same ones,
+    as a one-line DistillError naming the flag, before any model is built."""
+    with pytest.raises(DistillError) as info:
+        api.export("test_resnet", **keywords)
+    assert flag in str(info.value) and "\n" not in str(info.value)
+
+
+def test_api_bench_latency_checks_the_protocol_and_opset() -> None:
+    with pytest.raises(DistillError, match="--runs"):
+        api.bench_latency("test_resnet", runs=0)
+    with pytest.raises(DistillError, match="opset"):
+        api.bench_latency("test_resnet", opset=9)
+
+
+def test_api_export_takes_the_options_object_the_cli_builds(tmp_path: Path) -> None:
+    from distill_cli.export import ExportOptions, TimingPlan
+
+    options = ExportOptions(
+        source="test_resnet",
+        out=tmp_path,
+        images=8,
+        simplify=False,
+        latency=False,
+        timing=TimingPlan(threads=1),
+    )
+    result = api.export(options)
+    assert result.parity_passed and result.report_path == tmp_path / "report.json"
+    with pytest.raises(TypeError):
+        api.export(options, runs=5)

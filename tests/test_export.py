@@ -21,12 +21,12 @@ from onnx import numpy_helper
 from rich.console import Console
 
 from distill_cli import api
+from distill_cli.console_export import bench_view
 from distill_cli.errors import DistillError
-from distill_cli.export import GateFailed, Gates
+from distill_cli.export import ExportReport, GateFailed, Gates
 from distill_cli.export import onnx_export as ox
 from distill_cli.export.gates import evaluate
 from distill_cli.export.latency import TimingPlan, time_fn
-from distill_cli.export.render import bench_view
 from tests.conftest import fm_body, write_recipe
 from tests.test_cli import distill
 
@@ -73,6 +73,34 @@ def exported(student_run: Path) -> dict[str, Any]:
     )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+def key_shape(value: Any, path: str = "") -> dict[str, Any]:
+    """The key structure of a JSON value: every dict's keys in order, by path ("." joins keys,
+    "[]" stands for every element of a list of dicts, whose distinct key lists are kept)."""
+    out: dict[str, Any] = {}
+    if isinstance(value, dict):
+        out[path] = list(value)
+        for key, item in value.items():
+            out.update(key_shape(item, f"{path}.{key}"))
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        shapes: list[Any] = []
+        for item in value:
+            for sub, keys in key_shape(item, f"{path}[]").items():
+                if [sub, keys] not in shapes:
+                    shapes.append([sub, keys])
+        out[f"{path}[]"] = shapes
+    return out
+
+
+def test_report_json_keeps_its_keys(exported: dict[str, Any], student_run: Path) -> None:
+    """report.json is a contract with pipelines: its keys (and their order) are those of
+    tests/data/export_report_keys.json, recorded from an export of this same run before the
+    report became a typed `ExportReport`. A new key is a deliberate change to that file."""
+    golden = json.loads((ROOT / "tests" / "data" / "export_report_keys.json").read_text())
+    written = json.loads((student_run / "export" / "report.json").read_text())
+    assert written == exported
+    assert key_shape(exported) == golden
 
 
 def test_export_of_a_trained_student_passes_the_parity_gate(
@@ -417,18 +445,20 @@ def test_timing_follows_the_protocol() -> None:
     assert TimingPlan(threads=0).threads >= 1
 
 
-def _report(top1: float | None, drop8: float | None) -> dict[str, Any]:
-    return {
-        "parity": {"misses": [], "top1_onnx": top1, "top1_drop": 0.0 if top1 else None},
-        "variants": {
-            "int8": {"parity": {"top1": top1 and top1 - (drop8 or 0), "top1_drop": drop8}}
-        },
-        "latency": {
-            "entries": [
-                {"name": "student/onnxruntime/fp32", "p50_ms": 2.0, "p90_ms": 9.0, "threads": 2}
-            ]
-        },
-    }
+def _report(top1: float | None, drop8: float | None) -> ExportReport:
+    return ExportReport(
+        {
+            "parity": {"misses": [], "top1_onnx": top1, "top1_drop": 0.0 if top1 else None},
+            "variants": {
+                "int8": {"parity": {"top1": top1 and top1 - (drop8 or 0), "top1_drop": drop8}}
+            },
+            "latency": {
+                "entries": [
+                    {"name": "student/onnxruntime/fp32", "p50_ms": 2.0, "p90_ms": 9.0, "threads": 2}
+                ]
+            },
+        }
+    )
 
 
 def test_gate_rules() -> None:
@@ -471,7 +501,7 @@ def test_the_ci_example_uses_only_real_commands_and_flags() -> None:
 
 
 def test_speedups_sum_an_ensembles_teachers() -> None:
-    from distill_cli.export.latency import speedups
+    from distill_cli.export.timing import speedups
 
     entries = [
         {"name": "student/pytorch", "p50_ms": 4.0},

@@ -3,8 +3,9 @@
 One module per job: ``options`` (what it takes), ``source`` (what to export), ``reparam`` (the
 inference form), ``onnx_export`` (the file), ``preprocess`` (how to feed it), ``parity`` (does
 it compute the same thing), ``variants`` (fp16, int8), ``latency`` and ``timing`` (how fast, and
-whether the figure can be believed), ``gates`` (CI conditions), ``report`` (report.json),
-``render`` (the terminal), ``pipeline`` (the order).
+whether the figure can be believed), ``gates`` (CI conditions), ``report`` (report.json and its
+typed `ExportReport`), ``ranges`` (numeric bounds), ``pipeline`` (the order). The terminal tables
+are in `distill_cli.console_export`; `distill bench latency` is `distill_cli.bench.latency`.
 """
 
 from __future__ import annotations
@@ -13,5 +14,6 @@ from distill_cli.export.gates import GateFailed, Gates
 from distill_cli.export.latency import TimingPlan
 from distill_cli.export.options import ExportOptions
 from distill_cli.export.pipeline import run_export
+from distill_cli.export.report import ExportReport
 
-__all__ = ["ExportOptions", "GateFailed", "Gates", "TimingPlan", "run_export"]
+__all__ = ["ExportOptions", "ExportReport", "GateFailed", "Gates", "TimingPlan", "run_export"]

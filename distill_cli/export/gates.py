@@ -21,12 +21,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from distill_cli.errors import DistillError, RunFailed
+from distill_cli.export.ranges import check_range
+from distill_cli.export.report import ExportReport, Figure
 
 LATENCY_STATS = ("p50", "p90")
 
 
 @dataclass
 class Gates:
+    """The CI conditions asked for (`--min-top1`, `--max-top1-drop`, ...); None: not asked."""
+
     min_top1: float | None = None
     max_top1_drop: float | None = None
     min_variant_agreement: float | None = None
@@ -35,7 +39,12 @@ class Gates:
     latency_variant: str = "fp32"
 
     def validate(self, variants: list[str], latency: bool) -> None:
-        """Usage errors (exit 2) before any work: a gate that could never be evaluated."""
+        """Usage errors (exit 2) before any work: a threshold out of range (the CLI's flags
+        check the same bounds; a Python caller does not go through them), or a gate that could
+        never be evaluated."""
+        check_range(self.min_top1, "--min-top1", 0.0, 100.0)
+        check_range(self.max_top1_drop, "--max-top1-drop", 0.0)
+        check_range(self.max_latency_ms, "--max-latency-ms", 0.0)
         if self.min_variant_agreement is not None:
             if not 0 <= self.min_variant_agreement <= 100:
                 raise DistillError(
@@ -74,54 +83,53 @@ class GateFailed(RunFailed):
         self.report = report
 
 
-def _files(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(name, accuracy block) of every ONNX file written: fp32 first, then the variants."""
-    parity = report["parity"]
-    out = [("fp32", {"top1": parity["top1_onnx"], "drop": parity["top1_drop"]})]
-    for name, variant in report["variants"].items():
-        vp = variant["parity"]
-        out.append((name, {"top1": vp["top1"], "drop": vp["top1_drop"]}))
+def _files(report: ExportReport) -> list[tuple[str, Figure, Figure]]:
+    """(name, top-1, drop) of every ONNX file written: fp32 first, then the variants."""
+    parity = report.parity
+    out = [("fp32", parity.top1_onnx, parity.top1_drop)]
+    for name, variant in report.variants.items():
+        out.append((name, variant.parity.top1, variant.parity.top1_drop))
     return out
 
 
-def evaluate(report: dict[str, Any], gates: Gates) -> list[str]:
+def evaluate(report: ExportReport, gates: Gates) -> list[str]:
     """Every miss, one line each, parity first."""
     return [line for _, line in judge(report, gates)]
 
 
-def verdicts(report: dict[str, Any], gates: Gates) -> dict[str, bool]:
+def verdicts(report: ExportReport, gates: Gates) -> dict[str, bool]:
     """Which files passed every gate that applies to them: "fp32", then each variant."""
     missed = {name for name, _ in judge(report, gates)}
-    return {name: name not in missed for name, _ in _files(report)}
+    return {name: name not in missed for name, _, _ in _files(report)}
 
 
-def judge(report: dict[str, Any], gates: Gates) -> list[tuple[str, str]]:
+def judge(report: ExportReport, gates: Gates) -> list[tuple[str, str]]:
     """(file, line) for every miss: the file ("fp32", "int8", ...) is the one that missed."""
-    misses = [("fp32", line) for line in report["parity"]["misses"]]
+    misses = [("fp32", line) for line in report.parity.misses]
     files = _files(report)
     if gates.min_top1 is not None:
-        for name, acc in files:
-            if acc["top1"] is None:
+        for name, top1, _ in files:
+            if top1 is None:
                 line = f"min-top1: no labeled validation data to measure {name} top-1"
                 misses.append((name, line))
-            elif acc["top1"] < gates.min_top1:
-                line = f"min-top1: {name} ONNX top-1 {acc['top1']:.2f}% < {gates.min_top1:.2f}%"
+            elif top1 < gates.min_top1:  # type: ignore[operator]
+                line = f"min-top1: {name} ONNX top-1 {top1:.2f}% < {gates.min_top1:.2f}%"
                 misses.append((name, line))
     if gates.max_top1_drop is not None:
-        for name, acc in files:
+        for name, _, drop in files:
             against = "PyTorch" if name == "fp32" else "ONNX fp32"
-            if acc["drop"] is None:
+            if drop is None:
                 line = f"max-top1-drop: no labeled validation data to measure {name} drop"
                 misses.append((name, line))
-            elif acc["drop"] > gates.max_top1_drop:
+            elif drop > gates.max_top1_drop:  # type: ignore[operator]
                 line = (
-                    f"max-top1-drop: {name} ONNX loses {acc['drop']:.2f} points against "
+                    f"max-top1-drop: {name} ONNX loses {drop:.2f} points against "
                     f"{against} > {gates.max_top1_drop:.2f}"
                 )
                 misses.append((name, line))
     if gates.min_variant_agreement is not None:
-        for name, variant in report["variants"].items():
-            agree = variant["parity"]["top1_agreement_fp32"]
+        for name, variant in report.variants.items():
+            agree = variant.parity.top1_agreement_fp32
             if not (isinstance(agree, (int, float)) and agree >= gates.min_variant_agreement):
                 shown = f"{agree:.2f}%" if isinstance(agree, (int, float)) else str(agree)
                 line = (
@@ -134,17 +142,18 @@ def judge(report: dict[str, Any], gates: Gates) -> list[tuple[str, str]]:
     return misses
 
 
-def _latency_miss(report: dict[str, Any], gates: Gates) -> list[str]:
+def _latency_miss(report: ExportReport, gates: Gates) -> list[str]:
     name = f"student/onnxruntime/{gates.latency_variant}"
-    entries = {e["name"]: e for e in (report.get("latency") or {}).get("entries", [])}
+    latency = report.latency
+    entries = {e.name: e for e in (latency.entries if latency else [])}
     entry = entries.get(name)
-    stat = f"{gates.latency_stat}_ms"
     if entry is None:
         return [f"max-latency-ms: {name} was not measured"]
     assert gates.max_latency_ms is not None
-    if entry[stat] > gates.max_latency_ms:
+    figure = entry.stat_ms(gates.latency_stat)
+    if figure > gates.max_latency_ms:
         return [
-            f"max-latency-ms: {name} batch-1 {gates.latency_stat} {entry[stat]:.3f} ms > "
-            f"{gates.max_latency_ms:g} ms ({entry['threads']} threads)"
+            f"max-latency-ms: {name} batch-1 {gates.latency_stat} {figure:.3f} ms > "
+            f"{gates.max_latency_ms:g} ms ({entry.threads} threads)"
         ]
     return []

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from distill_cli.export.ranges import check_range
 from distill_cli.student_cache import cpu_model
 
 #: The protocol's minimums; `meets_protocol` in each entry says whether a run honoured them.
@@ -33,6 +34,9 @@ MIN_WARMUP, MIN_RUNS, MIN_SECONDS = 10, 100, 5.0
 
 @dataclass
 class TimingPlan:
+    """The timing protocol's settings (`--warmup`, `--runs`, `--min-time`, `--max-time`,
+    `--batch`, `--threads`), range-checked here so the API refuses what the CLI's flags refuse."""
+
     warmup: int = MIN_WARMUP
     runs: int = MIN_RUNS
     min_time_s: float = MIN_SECONDS
@@ -41,6 +45,12 @@ class TimingPlan:
     threads: int = 0  # 0: os.cpu_count()
 
     def __post_init__(self) -> None:
+        check_range(self.warmup, "--warmup", 0)
+        check_range(self.runs, "--runs", 1)
+        check_range(self.min_time_s, "--min-time", 0.0)
+        check_range(self.max_time_s, "--max-time", 0.0)
+        check_range(self.batch, "--batch", 1)
+        check_range(self.threads, "--threads", 0)
         if self.threads <= 0:
             self.threads = os.cpu_count() or 1
 
@@ -48,7 +58,9 @@ class TimingPlan:
         return asdict(self)
 
 
-def _stats(times: list[float]) -> dict[str, float]:
+def stats(times: list[float]) -> dict[str, float]:
+    """p50/p90/p99/mean/min in milliseconds of per-call seconds: every runtime's figures (and
+    `distill students`' probe) are summarized the same way, so they compare."""
     ms = np.asarray(times) * 1000.0
     return {
         "p50_ms": float(np.percentile(ms, 50)),
@@ -169,7 +181,7 @@ def _measure(run1: Callable[[], Any], run_n: Callable[[], Any], plan: TimingPlan
     times, elapsed = time_fn(run1, plan.warmup, plan.runs, plan.min_time_s, plan.max_time_s)
     other = watch.other_cores()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    out: dict[str, Any] = _stats(times)
+    out: dict[str, Any] = stats(times)
     short = plan.warmup < MIN_WARMUP or (len(times) < MIN_RUNS and elapsed < MIN_SECONDS)
     issues = protocol_issues(out, plan.threads, other, load)
     if short:
@@ -310,48 +322,43 @@ def environment(threads: int) -> dict[str, Any]:
     }
 
 
-def speedups(entries: list[dict[str, Any]]) -> dict[str, float]:
-    """p50 ratios that answer the questions an export is for (only those measured).
+def sweep(
+    module: nn.Module | None,
+    files: dict[str, Path],
+    shape: tuple[int, int, int],
+    plan: TimingPlan,
+    *,
+    role: str | None = None,
+    label: str = "",
+    log: Callable[[str], None] = lambda _: None,
+) -> list[dict[str, Any]]:
+    """One model timed on every runtime at hand: PyTorch eager (CPU, then CUDA when there) if
+    `module` is given, then each ONNX file (`files`: variant -> path) on every provider.
 
-    An ensemble's teachers run one after the other, so "teacher" is the sum of its members.
+    `distill export` and `distill bench latency` both time through here, so their entries are
+    measured alike. With a `role` ("student", "teacher") entries are named
+    ``role/pytorch[-cuda]`` and ``role/onnxruntime[-cuda]/variant`` and carry ``model`` and
+    ``variant`` keys (report.json); without one they are ``pytorch[-cuda]`` and
+    ``onnxruntime[-cuda]`` (one file, bench latency's result).
     """
-    p50 = {e["name"]: e["p50_ms"] for e in entries}
-    for kind in ("pytorch", "onnxruntime/fp32"):
-        members = [v for k, v in p50.items() if k.startswith("teacher") and k.endswith("/" + kind)]
-        if members and f"teacher/{kind}" not in p50:
-            p50[f"teacher/{kind}"] = sum(members)
-    pairs = _PAIRS
-    return {
-        key: p50[slow] / p50[fast]
-        for key, (slow, fast) in pairs.items()
-        if slow in p50 and fast in p50 and p50[fast] > 0
-    }
+    found = providers()
+    entries: list[dict[str, Any]] = []
 
+    def tagged(variant: str, entry: dict[str, Any]) -> dict[str, Any]:
+        return entry if role is None else {"model": role, "variant": variant, **entry}
 
-def speedups_meet_protocol(entries: list[dict[str, Any]]) -> dict[str, bool]:
-    """For each speed-up `speedups` reports: were both of its entries (every teacher member,
-    for an ensemble) measured by the protocol? A ratio of a disturbed entry is not a result."""
-    ok = {e["name"]: bool(e.get("meets_protocol")) for e in entries}
-    for kind in ("pytorch", "onnxruntime/fp32"):
-        members = [v for k, v in ok.items() if k.startswith("teacher") and k.endswith("/" + kind)]
-        if members and f"teacher/{kind}" not in ok:
-            ok[f"teacher/{kind}"] = all(members)
-    return {
-        key: ok[slow] and ok[fast]
-        for key, (slow, fast) in _PAIRS.items()
-        if slow in ok and fast in ok
-    }
-
-
-_PAIRS = {
-    "onnx_fp32_vs_pytorch": ("student/pytorch", "student/onnxruntime/fp32"),
-    "int8_vs_onnx_fp32": ("student/onnxruntime/fp32", "student/onnxruntime/int8"),
-    "fp16_vs_onnx_fp32": ("student/onnxruntime/fp32", "student/onnxruntime/fp16"),
-    "student_pytorch_vs_teacher_pytorch": ("teacher/pytorch", "student/pytorch"),
-    "student_onnx_fp32_vs_teacher_pytorch": ("teacher/pytorch", "student/onnxruntime/fp32"),
-    "student_onnx_fp32_vs_teacher_onnx_fp32": (
-        "teacher/onnxruntime/fp32",
-        "student/onnxruntime/fp32",
-    ),
-    "student_int8_vs_teacher_pytorch": ("teacher/pytorch", "student/onnxruntime/int8"),
-}
+    if module is not None:
+        for device in ["cpu", *(["cuda"] if "CUDAExecutionProvider" in found else [])]:
+            suffix = "" if device == "cpu" else "-cuda"
+            log(f"timing {label}: PyTorch eager ({device})")
+            title = f"pytorch{suffix}" if role is None else f"{role}/pytorch{suffix}"
+            entries.append(tagged("fp32", torch_entry(title, module, shape, plan, device)))
+    for variant, path in files.items():
+        for provider in found:
+            suffix = "" if provider == "CPUExecutionProvider" else "-cuda"
+            log(f"timing {label}: ONNX Runtime {variant} ({provider})")
+            title = (
+                f"onnxruntime{suffix}" if role is None else f"{role}/onnxruntime{suffix}/{variant}"
+            )
+            entries.append(tagged(variant, ort_entry(title, path, shape, plan, provider)))
+    return entries

@@ -33,7 +33,11 @@ _MAX_SINGLE_FILE = 1_800_000_000  # protobuf's 2 GiB limit, with room for the gr
 
 
 @dataclass
-class ExportResult:
+class OnnxWrite:
+    """One ONNX file written by `export_onnx`: which exporter wrote it (the fallback when the
+    requested one failed), at what opset, how long it took; the report's `model.onnx.exporter`.
+    Not to be confused with `results.ExportResult`, what `api.export` returns."""
+
     path: Path
     requested: Exporter
     used: Exporter
@@ -125,7 +129,7 @@ def export_onnx(
     exporter: Exporter = "dynamo",
     opset: int = DEFAULT_OPSET,
     dynamic_size: bool = False,
-) -> ExportResult:
+) -> OnnxWrite:
     """Export `module` (eval mode) to `path`; the other exporter is tried when the first fails.
 
     `dynamic_size` also makes height and width dynamic (the caller checks another size runs).
@@ -158,7 +162,7 @@ def export_onnx(
         attempts.append(
             {"exporter": name, "ok": True, "seconds": round(time.perf_counter() - t0, 3)}
         )
-        return ExportResult(
+        return OnnxWrite(
             path, exporter, name, model_opset(path), time.perf_counter() - started, attempts
         )
     _remove(path)

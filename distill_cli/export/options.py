@@ -1,5 +1,10 @@
 """What `distill export` takes: one dataclass the CLI and the Python API both fill in, with the
-checks that refuse a bad combination before any work is done (exit code 2)."""
+checks that refuse a bad value or combination before any work is done (exit code 2).
+
+The CLI builds an `ExportOptions` straight from its flags; `api.export` takes one too, or flat
+keywords that `ExportOptions.from_flat` (the only conversion) turns into one. The checks run
+when the object is made, so a Python caller is refused the same values the CLI's flags are.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,27 @@ from distill_cli.export import latency as lat
 from distill_cli.export.gates import Gates
 from distill_cli.export.onnx_export import DEFAULT_OPSET, EXPORTERS, Exporter
 from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL
+from distill_cli.export.ranges import check_range
 from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS
+
+
+def check_opset(opset: int, exporter: str) -> None:
+    """An opset the exporters write as asked, or a one-line error: the dynamo exporter writes
+    18 and later only (it would silently write 18 for 13), and no exporter writes an opset
+    newer than the installed onnx package knows."""
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not 7 <= opset <= newest:
+        raise DistillError(
+            f"ONNX opset {opset} is outside what can be written (7 to {newest})", "--opset"
+        )
+    if exporter == "dynamo" and opset < 18:
+        raise DistillError(
+            f"the dynamo exporter writes opset 18 or later, not {opset}",
+            "--opset",
+            f"pass --exporter torchscript for opset {opset}, or --opset 18",
+        )
 
 
 @dataclass
@@ -47,9 +72,12 @@ class ExportOptions:
     timing: lat.TimingPlan = field(default_factory=lat.TimingPlan)
     gates: Gates = field(default_factory=Gates)
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     @classmethod
     def from_flat(cls, source: str | Path, **options: Any) -> ExportOptions:
-        """Options as one flat set of keywords (the CLI's flags, the API's arguments).
+        """Options as one flat set of keywords (`api.export`'s keyword convenience).
 
         Gate keys (`min_top1`, `max_top1_drop`, `max_latency_ms`, `latency_stat`,
         `latency_variant`) and timing keys (`threads`, `warmup`, `runs`, `min_time_s`,
@@ -87,10 +115,13 @@ class ExportOptions:
         return [v for v in (self.precision, self.quantize) if v]
 
     def validate(self) -> None:
+        """Refuse what could never work, before any work; run again by `run_export` since the
+        fields can be changed after the object is made."""
         if self.exporter not in EXPORTERS:
             raise DistillError(
                 f"unknown exporter {self.exporter!r}", "--exporter", "dynamo or torchscript"
             )
+        check_opset(self.opset, self.exporter)
         if self.precision not in (None, *PRECISIONS):
             raise DistillError(f"unknown precision {self.precision!r}", "--precision", "fp16")
         if self.quantize not in (None, *QUANTIZATIONS):
@@ -105,6 +136,12 @@ class ExportOptions:
             raise DistillError("the relative tolerance must be >= 0", "--rtol")
         if self.images < 0 or self.calib_images < 1:
             raise DistillError("image counts must be positive", "--images / --calib-images")
+        # what the messages above leave: infinite tolerances, sizes and counts below 1
+        check_range(self.tolerance, "--tolerance", 0.0)
+        check_range(self.atol, "--atol", 0.0)
+        check_range(self.rtol, "--rtol", 0.0)
+        check_range(self.num_classes, "--num-classes", 1)
+        check_range(self.input_size, "--input-size", 1)
         if self.onnx is not None and not self.onnx.is_file():
             raise DistillError("ONNX file not found", str(self.onnx))
         self.gates.validate(self.variants, self.latency)

@@ -38,13 +38,7 @@ from distill_cli.export.parity import (
 )
 from distill_cli.export.preprocess import Preprocess, describe
 from distill_cli.export.reparam import Reparam, reparameterize
-from distill_cli.export.report import (
-    REPORT_NAME,
-    build_report,
-    metadata_props,
-    model_block,
-    write_report,
-)
+from distill_cli.export.report import ExportReport, metadata_props, model_block
 from distill_cli.export.source import Source, resolve_source, sha256_file
 from distill_cli.export.variants import make_fp16, make_int8
 from distill_cli.models import Net, count_flops
@@ -58,7 +52,7 @@ def _silent(_: str) -> None:
     pass
 
 
-def run_export(opts: ExportOptions, log: Log = _silent) -> dict[str, Any]:
+def run_export(opts: ExportOptions, log: Log = _silent) -> ExportReport:
     """Run the whole export; returns the report (also written to OUT/report.json).
 
     PyTorch runs with `--threads` threads for the whole export (so parity and latency see the
@@ -73,7 +67,7 @@ def run_export(opts: ExportOptions, log: Log = _silent) -> dict[str, Any]:
         torch.set_num_threads(previous)
 
 
-def _run(opts: ExportOptions, log: Log) -> dict[str, Any]:
+def _run(opts: ExportOptions, log: Log) -> ExportReport:
     log(f"loading {opts.source}")
     src = resolve_source(
         opts.source,
@@ -124,7 +118,7 @@ def _run(opts: ExportOptions, log: Log) -> dict[str, Any]:
             src.notes, log,
         )  # fmt: skip
 
-    report = build_report(
+    report = ExportReport.build(
         source=src.describe(),
         model=model_block(
             info, src.class_names, student.params, count_flops(student.module, shape), onnx_block
@@ -136,19 +130,11 @@ def _run(opts: ExportOptions, log: Log) -> dict[str, Any]:
         latency=latency,
         files={"onnx": str(onnx_path), **{k: v["path"] for k, v in variants.items()}},
     )
-    report["model"]["class_names_source"] = src.class_names_source
-    misses = evaluate(report, opts.gates)
-    passed = verdicts(report, opts.gates)
-    for name, variant in report["variants"].items():
-        variant["gates_passed"] = passed[name]
-    report["gates"] = {
-        "requested": opts.gates.to_dict(),
-        "passed": not misses,
-        "files": passed,
-        "misses": misses,
-    }
-    report["files"]["report"] = str(out / REPORT_NAME)
-    write_report(out, report)
+    report.data["model"]["class_names_source"] = src.class_names_source
+    report.record_gates(
+        opts.gates.to_dict(), evaluate(report, opts.gates), verdicts(report, opts.gates)
+    )
+    report.write(out)
     return report
 
 

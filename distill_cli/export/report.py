@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from distill_cli import __version__
 from distill_cli.checkpoint import atomic_write
@@ -98,17 +99,233 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def build_report(**blocks: Any) -> dict[str, Any]:
-    report = {
-        "schema": SCHEMA,
-        "distill_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **blocks,
-    }
-    return _clean(report)
+T = TypeVar("T")
 
 
-def write_report(out_dir: Path, report: dict[str, Any]) -> Path:
-    path = out_dir / REPORT_NAME
-    atomic_write(path, json.dumps(report, indent=2) + "\n")
-    return path
+class Key(Generic[T]):
+    """One report.json key read as a typed attribute: `top1_onnx = Key[float | None]()` reads
+    `data["top1_onnx"]`. Keys that older reports or `bench latency` lack are `optional` (read
+    with a default), so a reader never guesses at a string key of its own."""
+
+    def __init__(self, *, optional: bool = False, default: Any = None) -> None:
+        self.optional, self.default, self.key = optional, default, ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> Key[T]: ...
+    @overload
+    def __get__(self, obj: Block, owner: type) -> T: ...
+    def __get__(self, obj: Block | None, owner: type) -> Key[T] | T:
+        if obj is None:
+            return self
+        if self.optional:
+            value = obj.data.get(self.key)
+            return self.default if value is None else value
+        return obj.data[self.key]
+
+
+@dataclass(frozen=True)
+class Block:
+    """A typed view of one block of report.json. The JSON dict stays the storage, so the file
+    keeps exactly the keys, order and values it always had; the view names what code reads."""
+
+    data: dict[str, Any] = field(repr=False)
+
+
+#: A figure a broken export turns into a string ("nan", "inf"), or None when not measured.
+Figure = float | str | None
+
+
+class ParityInputs(Block):
+    kind = Key[str]()
+    images = Key[int]()
+
+
+class ParityReport(Block):
+    """The fp32 gate: ONNX fp32 against PyTorch (parity.py)."""
+
+    passed = Key[bool]()
+    misses = Key[list[str]]()
+    atol = Key[float]()
+    rtol = Key[float]()
+    max_abs_diff = Key[Figure]()
+    mean_abs_diff = Key[Figure]()
+    top1_agreement = Key[Figure]()
+    top1_pytorch = Key[Figure]()
+    top1_onnx = Key[Figure]()
+    top1_drop = Key[Figure]()
+
+    @property
+    def inputs(self) -> ParityInputs:
+        return ParityInputs(self.data["inputs"])
+
+
+class VariantParity(Block):
+    """An fp16/int8 file against ONNX fp32 (parity.variant_parity)."""
+
+    top1 = Key[Figure]()
+    top1_drop = Key[Figure]()
+    top1_agreement_fp32 = Key[Figure]()
+    max_abs_diff = Key[Figure]()
+    mean_abs_diff = Key[Figure]()
+
+
+class VariantReport(Block):
+    """One fp16/int8 file: where, how big, its parity and whether it passed its gates."""
+
+    path = Key[str]()
+    bytes = Key[int]()
+    gates_passed = Key[bool | None](optional=True)
+
+    @property
+    def parity(self) -> VariantParity:
+        return VariantParity(self.data["parity"])
+
+
+class LatencyEntry(Block):
+    """One timed runtime (latency.py's protocol): batch-1 statistics and batch-N throughput."""
+
+    name = Key[str]()
+    provider = Key[str]()
+    threads = Key[int]()
+    runs = Key[int]()
+    p50_ms = Key[float]()
+    p90_ms = Key[float]()
+    p99_ms = Key[float]()
+    mean_ms = Key[float]()
+    session_create_ms = Key[float | None](optional=True)
+    throughput_ips = Key[float | None](optional=True)
+    meets_protocol = Key[bool](optional=True, default=False)
+    protocol_issues = Key[list[str]](optional=True, default=[])
+
+    def stat_ms(self, stat: str) -> float:
+        """`p50` or `p90` (a latency gate's statistic), in ms."""
+        return float(self.data[f"{stat}_ms"])
+
+
+class LatencyReport(Block):
+    """The latency block of report.json, also the `latency` of `distill bench latency`."""
+
+    speedup = Key[dict[str, float]](optional=True, default={})
+    speedup_meets_protocol = Key[dict[str, bool]](optional=True, default={})
+
+    @property
+    def entries(self) -> list[LatencyEntry]:
+        return [LatencyEntry(e) for e in self.data.get("entries") or []]
+
+    @property
+    def threads(self) -> int:
+        return int(self.data["protocol"]["threads"])
+
+    @property
+    def batch(self) -> int:
+        return int(self.data["protocol"]["batch"])
+
+    @property
+    def cpu(self) -> str:
+        return str(self.data["environment"]["cpu"])
+
+
+class OnnxFileReport(Block):
+    """The fp32 ONNX file (model.onnx block)."""
+
+    bytes = Key[int | None](optional=True)
+    opset = Key[int | None](optional=True)
+
+    @property
+    def exporter_used(self) -> str | None:
+        return (self.data.get("exporter") or {}).get("used")
+
+
+class ModelReport(Block):
+    """What was exported: the timm model, its size and the ONNX file."""
+
+    name = Key[str]()
+    params = Key[int]()
+    gflops = Key[Figure]()
+
+    @property
+    def onnx(self) -> OnnxFileReport:
+        return OnnxFileReport(self.data["onnx"])
+
+
+class GatesReport(Block):
+    """What the gates asked for and how the files fared (gates.py)."""
+
+    passed = Key[bool]()
+    misses = Key[list[str]]()
+    files = Key[dict[str, bool]]()
+
+
+class ExportReport(Block):
+    """report.json as one typed object: built by the export pipeline, judged by the gates,
+    rendered by the console and returned by the API. `to_dict()` is the file's content."""
+
+    schema = Key[str]()
+    created = Key[str]()
+    files = Key[dict[str, str]]()
+
+    @classmethod
+    def build(cls, **blocks: Any) -> ExportReport:
+        """A new report (schema, version, time first), JSON-safe (NaN and inf as strings)."""
+        report = {
+            "schema": SCHEMA,
+            "distill_version": __version__,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            **blocks,
+        }
+        return cls(_clean(report))
+
+    @classmethod
+    def read(cls, path: Path) -> ExportReport:
+        return cls(json.loads(path.read_text()))
+
+    @property
+    def model(self) -> ModelReport:
+        return ModelReport(self.data["model"])
+
+    @property
+    def parity(self) -> ParityReport:
+        return ParityReport(self.data["parity"])
+
+    @property
+    def variants(self) -> dict[str, VariantReport]:
+        return {k: VariantReport(v) for k, v in (self.data.get("variants") or {}).items()}
+
+    @property
+    def latency(self) -> LatencyReport | None:
+        block = self.data.get("latency")
+        return LatencyReport(block) if block else None
+
+    @property
+    def notes(self) -> list[str]:
+        return list((self.data.get("source") or {}).get("notes") or [])
+
+    @property
+    def gates(self) -> GatesReport:
+        return GatesReport(self.data["gates"])
+
+    def record_gates(
+        self, requested: dict[str, Any], misses: list[str], files: dict[str, bool]
+    ) -> None:
+        """The gates' verdict: each variant's `gates_passed`, then the `gates` block."""
+        for name, variant in self.data["variants"].items():
+            variant["gates_passed"] = files[name]
+        self.data["gates"] = {
+            "requested": requested,
+            "passed": not misses,
+            "files": files,
+            "misses": misses,
+        }
+
+    def write(self, out_dir: Path) -> Path:
+        """OUT/report.json, with its own path recorded under `files.report` first."""
+        path = out_dir / REPORT_NAME
+        self.data["files"]["report"] = str(path)
+        atomic_write(path, json.dumps(self.data, indent=2) + "\n")
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data

@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import nn
 
@@ -17,6 +17,8 @@ from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
 from distill_cli.export.onnx_export import Exporter, export_onnx
 from distill_cli.models import Net
+
+T = TypeVar("T")
 
 RULE = (
     "warm-up calls, then timed calls until >= runs and >= min_time_s (stop at max_time_s); "
@@ -37,7 +39,6 @@ def measure(
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """The report's latency block. `student_module` is what was exported (reparameterized)."""
-    providers = lat.providers()
     entries: list[dict[str, Any]] = []
     models: list[tuple[str, Net, nn.Module, dict[str, Path]]] = [
         ("student", student, student_module, student_files)
@@ -49,19 +50,8 @@ def measure(
             models.append((role, teacher, teacher.module, files))
         for role, net, module, files in models:
             shape = (net.info.in_chans, *net.info.input_size)
-            devices = ["cpu", *(["cuda"] if "CUDAExecutionProvider" in providers else [])]
-            for device in devices:
-                suffix = "" if device == "cpu" else "-cuda"
-                log(f"timing {role} {net.info.name}: PyTorch eager ({device})")
-                entry = lat.torch_entry(f"{role}/pytorch{suffix}", module, shape, plan, device)
-                entries.append({"model": role, "variant": "fp32", **entry})
-            for variant, path in files.items():
-                for provider in providers:
-                    suffix = "" if provider == "CPUExecutionProvider" else "-cuda"
-                    name = f"{role}/onnxruntime{suffix}/{variant}"
-                    log(f"timing {role} {net.info.name}: ONNX Runtime {variant} ({provider})")
-                    entry = lat.ort_entry(name, path, shape, plan, provider)
-                    entries.append({"model": role, "variant": variant, **entry})
+            label = f"{role} {net.info.name}"
+            entries += lat.sweep(module, files, shape, plan, role=role, label=label, log=log)
     failing = [e["name"] for e in entries if not e["meets_protocol"]]
     return {
         "protocol": {**plan.to_dict(), "batch_latency": 1, "rule": RULE},
@@ -69,9 +59,58 @@ def measure(
         "entries": entries,
         "meets_protocol": not failing,
         "not_meeting_protocol": failing,
-        "speedup": lat.speedups(entries),
-        "speedup_meets_protocol": lat.speedups_meet_protocol(entries),
+        "speedup": speedups(entries),
+        "speedup_meets_protocol": speedups_meet_protocol(entries),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+#: The questions an export's latency answers: speed-up name -> (slower entry, faster entry).
+_PAIRS = {
+    "onnx_fp32_vs_pytorch": ("student/pytorch", "student/onnxruntime/fp32"),
+    "int8_vs_onnx_fp32": ("student/onnxruntime/fp32", "student/onnxruntime/int8"),
+    "fp16_vs_onnx_fp32": ("student/onnxruntime/fp32", "student/onnxruntime/fp16"),
+    "student_pytorch_vs_teacher_pytorch": ("teacher/pytorch", "student/pytorch"),
+    "student_onnx_fp32_vs_teacher_pytorch": ("teacher/pytorch", "student/onnxruntime/fp32"),
+    "student_onnx_fp32_vs_teacher_onnx_fp32": (
+        "teacher/onnxruntime/fp32",
+        "student/onnxruntime/fp32",
+    ),
+    "student_int8_vs_teacher_pytorch": ("teacher/pytorch", "student/onnxruntime/int8"),
+}
+
+
+def _by_name(values: dict[str, T], combine: Callable[[list[T]], T]) -> dict[str, T]:
+    """`values` by entry name, plus "teacher/..." for an ensemble: its members (teacher0,
+    teacher1, ...) run one after the other, so the ensemble is their `combine` (sum, all)."""
+    out = dict(values)
+    for kind in ("pytorch", "onnxruntime/fp32"):
+        members = [
+            v for k, v in values.items() if k.startswith("teacher") and k.endswith("/" + kind)
+        ]
+        if members and f"teacher/{kind}" not in out:
+            out[f"teacher/{kind}"] = combine(members)
+    return out
+
+
+def speedups(entries: list[dict[str, Any]]) -> dict[str, float]:
+    """p50 ratios that answer the questions an export is for (only those measured)."""
+    p50 = _by_name({e["name"]: e["p50_ms"] for e in entries}, sum)
+    return {
+        key: p50[slow] / p50[fast]
+        for key, (slow, fast) in _PAIRS.items()
+        if slow in p50 and fast in p50 and p50[fast] > 0
+    }
+
+
+def speedups_meet_protocol(entries: list[dict[str, Any]]) -> dict[str, bool]:
+    """For each speed-up `speedups` reports: were both of its entries (every teacher member,
+    for an ensemble) measured by the protocol? A ratio of a disturbed entry is not a result."""
+    ok = _by_name({e["name"]: bool(e.get("meets_protocol")) for e in entries}, all)
+    return {
+        key: ok[slow] and ok[fast]
+        for key, (slow, fast) in _PAIRS.items()
+        if slow in ok and fast in ok
     }
 
 

@@ -13,6 +13,7 @@ distribution the model sees in deployment, never the images its accuracy is then
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,40 +30,22 @@ from distill_cli.export.onnx_export import INPUT_NAME, check_onnx, save_model
 
 PRECISIONS = ("fp16",)
 QUANTIZATIONS = ("int8",)
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-
-
-def topological_sort(graph: onnx.GraphProto) -> None:
-    """Reorder nodes so each comes after its inputs' producers (stable otherwise).
-
-    The fp16 converter appends the input Casts at the end of the node list; ONNX Runtime does
-    not mind, but ``onnx.checker`` requires a sorted graph, and a file that fails the checker is
-    not shipped.
-    """
-    known = {""} | {i.name for i in graph.input} | {t.name for t in graph.initializer}
-    pending, ordered = list(graph.node), []
-    while pending:
-        ready = [n for n in pending if all(name in known for name in n.input)]
-        if not ready:  # a cycle or an outer-scope name: keep the rest as they were
-            ordered.extend(pending)
-            break
-        for node in ready:
-            ordered.append(node)
-            known.update(node.output)
-        pending = [n for n in pending if all(n is not r for r in ready)]
-    nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in ordered]
-    del graph.node[:]
-    graph.node.extend(nodes)
 
 
 def make_fp16(src: Path, dst: Path) -> dict[str, Any]:
     """fp16 weights and compute, fp32 inputs and outputs."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
 
     t0 = time.perf_counter()
     with captured_output():
         model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
-    topological_sort(model.graph)
+    # The converter appends the input Casts at the end of the node list; ONNX Runtime does not
+    # mind, but onnx.checker requires a sorted graph, and a file that fails the checker is not
+    # shipped. ONNX Runtime's own sort (the one its transformer optimizer uses) leaves the graph
+    # as it was when it cannot sort it; the checker then says why.
+    with contextlib.suppress(RuntimeError):
+        OnnxModel.graph_topological_sort(model.graph)
     save_model(model, dst)
     check_onnx(dst)
     return {

@@ -1,4 +1,5 @@
-"""Training throughput: distill's full step, the bare step it is measured against, the data path.
+"""Training throughput (`distill bench train`): distill's full step, the bare step it is measured
+against, the data path.
 
 `distill bench train RECIPE` answers "does distill run at the speed of the hardware?": it runs
 the recipe's own engine (data path, augmentation, method, optimizer, logging) for a few dozen

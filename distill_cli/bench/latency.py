@@ -1,5 +1,7 @@
 """`distill bench latency`: the latency measurement of `distill export`, on its own.
 
+The timing itself is `export.latency.sweep`, the same code the export's latency stage runs.
+
 TARGET is an ONNX file (timed in ONNX Runtime; its input shape comes from the distill metadata,
 else from the graph, else ``--input-size``) or anything `distill export` accepts (a run
 directory, a checkpoint, a timm name): that is timed in PyTorch eager and, through a temporary
@@ -18,6 +20,7 @@ import onnx
 from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
 from distill_cli.export.onnx_export import DEFAULT_OPSET, Exporter, check_onnx, export_onnx
+from distill_cli.export.options import check_opset
 from distill_cli.export.source import resolve_source
 from distill_cli.models import count_flops
 
@@ -84,23 +87,26 @@ def bench_latency(
     input_size: int | None = None,
     num_classes: int | None = None,
     exporter: Exporter = "dynamo",
-    opset: int = DEFAULT_OPSET,
+    opset: int | None = None,
 ) -> dict[str, Any]:
-    """Time TARGET; returns {"target", "model", "latency"} with the export report's fields."""
+    """Time TARGET; returns {"target", "model", "latency"} with the export report's fields.
+
+    `opset` None is the exporters' default; a bad one is refused before any work, as by
+    `distill export`.
+    """
     import torch
 
+    opset = DEFAULT_OPSET if opset is None else opset
+    check_opset(opset, exporter)
+
     torch.set_num_threads(plan.threads)
-    providers = lat.providers()
-    entries: list[dict[str, Any]] = []
     path = Path(target)
     if path.suffix == ".onnx":
         if not path.is_file():
             raise DistillError("ONNX file not found", target)
         check_onnx(path)
         shape, meta = _onnx_shape(path, input_size)
-        for provider in providers:
-            suffix = "" if provider == "CPUExecutionProvider" else "-cuda"
-            entries.append(lat.ort_entry(f"onnxruntime{suffix}", path, shape, plan, provider))
+        entries = lat.sweep(None, {"fp32": path}, shape, plan)
         arch = _arch_figures(meta, shape)
         model = {
             "name": meta.get("distill.model") or path.stem,
@@ -117,17 +123,10 @@ def bench_latency(
         net = src.student
         shape = (net.info.in_chans, *net.info.input_size)
         flops = count_flops(net.module, shape)
-        entries.append(lat.torch_entry("pytorch", net.module, shape, plan, "cpu"))
-        if "CUDAExecutionProvider" in providers:
-            entries.append(lat.torch_entry("pytorch-cuda", net.module, shape, plan, "cuda"))
         with tempfile.TemporaryDirectory(prefix="distill-bench-") as tmp:
             onnx_path = Path(tmp) / "model.onnx"
             export_onnx(net.module, shape, onnx_path, exporter=exporter, opset=opset)
-            for provider in providers:
-                suffix = "" if provider == "CPUExecutionProvider" else "-cuda"
-                entries.append(
-                    lat.ort_entry(f"onnxruntime{suffix}", onnx_path, shape, plan, provider)
-                )
+            entries = lat.sweep(net.module, {"fp32": onnx_path}, shape, plan)
             size = onnx_path.stat().st_size
         model = {
             "name": net.info.name,
@@ -136,7 +135,7 @@ def bench_latency(
             "gflops": None if flops is None else flops / 1e9,
             "bytes": size,
         }
-    speed = {}
+    speed: dict[str, float] = {}
     p50 = {e["name"]: e["p50_ms"] for e in entries}
     if "pytorch" in p50 and "onnxruntime" in p50:
         speed["onnx_vs_pytorch"] = p50["pytorch"] / p50["onnxruntime"]

@@ -1,0 +1,31 @@
+"""Range checks for numeric settings, shared by the CLI's flags and the Python API.
+
+Typer/click refuse out-of-range flags before a command runs; a Python caller of `api.export` or
+`api.bench_latency` bypasses click, so the option objects (`ExportOptions`, `TimingPlan`,
+`Gates`) check the same bounds themselves and fail with a one-line `DistillError` naming the
+flag, the way every other usage error reaches the user.
+"""
+
+from __future__ import annotations
+
+import math
+
+from distill_cli.errors import DistillError
+
+
+def check_range(
+    value: float | None, flag: str, low: float | None = None, high: float | None = None
+) -> None:
+    """Raise a one-line DistillError unless `value` is None or a finite number in [low, high]."""
+    if value is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DistillError(f"{value} is not a finite number", flag)
+    if (low is not None and value < low) or (high is not None and value > high):
+        if high is None:
+            bounds = f"x>={low}"
+        elif low is None:
+            bounds = f"x<={high}"
+        else:
+            bounds = f"{low}<=x<={high}"
+        raise DistillError(f"{value} is not in the range {bounds}", flag)
