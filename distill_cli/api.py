@@ -139,7 +139,7 @@ def export(
     report = run_export(opts, log or (lambda _: None))
     if check and not report.gates.passed:
         raise GateFailed(report.gates.misses, report.to_dict())
-    return ExportResult.from_report(report.to_dict())
+    return ExportResult.from_report(report)
 
 
 def bench_latency(

@@ -1,15 +1,18 @@
-"""Typed results of an export: a frozen dataclass over `export/report.json`.
+"""What `api.export` returns: a compact, frozen view of the export's `ExportReport`.
 
-Code that drives distill gets attribute access, type checking and editor completion, while
-`.to_dict()` gives back exactly the file's content. A run's typed result is
-`distill_cli.summary.RunSummary`.
+`export.report.ExportReport` is report.json's one typed contract; this is the handful of
+figures code that drives distill usually wants (files, parity, latency, gates), with
+`.to_dict()` giving back the whole file. A run's typed result is `summary.RunSummary`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distill_cli.export.report import ExportReport
 
 
 @dataclass(frozen=True)
@@ -42,34 +45,34 @@ class ExportResult:
     report: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_report(cls, report: dict[str, Any]) -> ExportResult:
-        files = report.get("files") or {}
-        parity = report.get("parity") or {}
-        entries = (report.get("latency") or {}).get("entries") or []
+    def from_report(cls, report: ExportReport) -> ExportResult:
+        """The API's view of the typed report (which alone knows report.json's keys)."""
+        files, parity = report.files, report.parity
+        latency = report.latency
         onnx = files.get("onnx")
         return cls(
             onnx=Path(onnx) if onnx else None,
-            variants={k: Path(v["path"]) for k, v in (report.get("variants") or {}).items()},
-            parity_passed=bool(parity.get("passed")),
-            top1_onnx=parity.get("top1_onnx"),
-            top1_drop=parity.get("top1_drop"),
+            variants={k: Path(v.path) for k, v in report.variants.items()},
+            parity_passed=bool(parity.passed),
+            top1_onnx=parity.top1_onnx,  # type: ignore[arg-type]
+            top1_drop=parity.top1_drop,  # type: ignore[arg-type]
             latency=[
                 LatencyResult(
-                    name=e["name"],
-                    model=e["model"],
-                    variant=e["variant"],
-                    runtime=e["runtime"],
-                    p50_ms=e["p50_ms"],
-                    p90_ms=e["p90_ms"],
-                    p99_ms=e["p99_ms"],
-                    throughput_ips=e.get("throughput_ips"),
+                    name=e.name,
+                    model=e.model,
+                    variant=e.variant,
+                    runtime=e.runtime,
+                    p50_ms=e.p50_ms,
+                    p90_ms=e.p90_ms,
+                    p99_ms=e.p99_ms,
+                    throughput_ips=e.throughput_ips,
                 )
-                for e in entries
+                for e in (latency.entries if latency else [])
             ],
-            gates_passed=bool(report["gates"]["passed"]),
-            misses=list(report["gates"]["misses"]),
+            gates_passed=bool(report.gates.passed),
+            misses=list(report.gates.misses),
             report_path=Path(files["report"]) if files.get("report") else None,
-            report=report,
+            report=report.to_dict(),
         )
 
     def latency_of(self, name: str) -> LatencyResult:

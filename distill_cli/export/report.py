@@ -188,6 +188,9 @@ class LatencyEntry(Block):
     """One timed runtime (latency.py's protocol): batch-1 statistics and batch-N throughput."""
 
     name = Key[str]()
+    model = Key[str]()
+    variant = Key[str]()
+    runtime = Key[str]()
     provider = Key[str]()
     threads = Key[int]()
     runs = Key[int]()
