@@ -240,22 +240,22 @@ def test_last_is_saved_at_evaluations_not_every_short_epoch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Tiny epochs: `last` follows the evaluations (and a minute's timer), not every epoch."""
-    from distill_cli import engine
+    from distill_cli import trainer
 
     saved: list[int] = []
-    real = engine.save_weights
+    real = trainer.save_weights
 
     def spy(path: Path, module: torch.nn.Module, meta: dict, *args: object) -> None:
         if Path(path).name.startswith("last"):
             saved.append(meta["step"])
         real(path, module, meta, *args)
 
-    monkeypatch.setattr(engine, "save_weights", spy)
+    monkeypatch.setattr(trainer, "save_weights", spy)
     body = fm_body(tmp_path / "runs", None, epochs=6)  # 4 steps per epoch
     body["schedule"]["evals"] = 2
     api.run(write_recipe(tmp_path, "few", body))
     assert saved == [4, 12, 24]  # the first epoch (never saved yet), then the two evaluations
     saved.clear()
-    monkeypatch.setattr(engine, "LAST_EVERY_S", 0.0)  # the timer: every epoch end is due
+    monkeypatch.setattr(trainer, "LAST_EVERY_S", 0.0)  # the timer: every epoch end is due
     api.run(write_recipe(tmp_path, "few", body), overwrite=True)
     assert saved == [4, 8, 12, 16, 20, 24]
