@@ -179,7 +179,7 @@ def part2_throughput(rec: Record, *, smoke: bool, bare: Path | None, **_: Any) -
 
 def _bench_command(path: Path, sets: list[str], bare: Path | None) -> str:
     args = ["distill", "bench", "train", str(path.relative_to(ROOT))]
-    args += [x for s in sets for x in ("--set", s)]
+    args += _sets(sets)
     return " ".join(args + (["--bare", str(bare)] if bare else []))
 
 
@@ -265,7 +265,7 @@ def part5_quality(
     if smoke:
         t_sets += ["model.model=test_resnet"]
     teacher_cmd = _cli("train", str(BENCH / "gpu_quality_teacher.yaml"), "--overwrite")
-    teacher_cmd += [x for s in t_sets for x in ("--set", s)]
+    teacher_cmd += _sets(t_sets)
     rec.set("teacher_command", " ".join(teacher_cmd[2:]))
     ckpt = runs / "gpu-quality-teacher" / "checkpoints" / "best.safetensors"
     with rec.guard("teacher"):
