@@ -145,7 +145,7 @@ def build(recipe: Recipe) -> Setup:
     ctx = MethodContext(
         student,
         teacher,
-        BatchAugment(view_size, **recipe.augment.model_dump()),
+        BatchAugment(view_size, **recipe.augment.model_dump(), compile=rt.compile),
         channels_last,
         train_stream=train_stream,
         cache_dir=recipe.output.dir / ".cache",

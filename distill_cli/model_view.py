@@ -39,15 +39,25 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0)
 
 
-def match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
-    """Grayscale feeds 3-channel models by repeat; RGB feeds 1-channel models as luminance."""
+#: ITU-R BT.601 luma weights: how RGB pixels feed a 1-channel model.
+LUMA = (0.299, 0.587, 0.114)
+
+
+def match_channels(
+    x: torch.Tensor, channels: int, luma: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Grayscale feeds 3-channel models by repeat; RGB feeds 1-channel models as luminance.
+
+    `luma`: the (1, 3, 1, 1) weights already on the device (a compiled caller passes them in);
+    by default the per-device cached copy.
+    """
     have = x.shape[1]
     if have == channels:
         return x
     if have == 1:
         return x.expand(-1, channels, -1, -1)
     if have == 3 and channels == 1:
-        weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        weights = luma if luma is not None else _constant(LUMA, x.device, x.dtype)
         return (x * weights).sum(1, keepdim=True)
     raise ValueError(f"cannot feed {have}-channel images to a {channels}-channel model")
 
@@ -62,10 +72,36 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def normalize(x: torch.Tensor, info: ModelInfo) -> torch.Tensor:
     """Per-model channel adaptation and mean/std normalization of [0, 1] pixels."""
-    x = match_channels(x, info.in_chans)
-    mean = _constant(tuple(info.mean), x.device, x.dtype)
-    std = _constant(tuple(info.std), x.device, x.dtype)
-    return (x - mean) / std
+    return normalizer(info, x.device, x.dtype)(x)
+
+
+@dataclass(frozen=True, eq=False)
+class Normalizer:
+    """One model's channel adaptation and mean/std as tensors already on the device.
+
+    Plain tensors, looked up once: a compiled caller (the batched views) takes them as inputs
+    instead of building constants inside its graph, and an eager caller does no host-to-device
+    copy per step.
+    """
+
+    in_chans: int
+    mean: torch.Tensor
+    std: torch.Tensor
+    luma: torch.Tensor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return (match_channels(x, self.in_chans, self.luma) - self.mean) / self.std
+
+
+def normalizer(
+    info: ModelInfo, device: torch.device, dtype: torch.dtype = torch.float32
+) -> Normalizer:
+    return Normalizer(
+        info.in_chans,
+        _constant(tuple(info.mean), device, dtype),
+        _constant(tuple(info.std), device, dtype),
+        _constant(LUMA, device, dtype),
+    )
 
 
 @functools.lru_cache(maxsize=64)

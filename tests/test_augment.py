@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from distill_cli.data.augment import BatchAugment, crop_resize, mixup, sample_boxes
+from distill_cli.model_view import ModelInfo, model_view
 
 
 def test_boxes_stay_inside_the_image_and_respect_scale_and_ratio() -> None:
@@ -127,3 +128,70 @@ def test_mixup_rolls_the_batch_by_one() -> None:
     out = mixup(x, torch.tensor(0.25))
     expected = 0.25 * x + 0.75 * torch.tensor([3.0, 0.0, 1.0, 2.0]).view(4, 1, 1, 1)
     torch.testing.assert_close(out, expected)
+
+
+def _info(size: int = 12, chans: int = 3, mean: float = 0.5) -> ModelInfo:
+    return ModelInfo("m", 10, chans, (size, size), (mean,) * chans, (0.25,) * chans, 1.0)
+
+
+def _reference_views(
+    aug: BatchAugment, images: torch.Tensor, infos: list[ModelInfo], lam: torch.Tensor
+) -> list[torch.Tensor]:
+    """The step as it was written before the views were batched: crop, mixup, one model_view
+    per model. The batched views must give these very numbers (training results stay put)."""
+    pixels = mixup(aug(images), lam)
+    return [model_view(pixels, info, channels_last=True) for info in infos]
+
+
+def test_model_inputs_are_the_crop_mixup_and_view_of_each_model() -> None:
+    images = torch.randint(0, 256, (6, 3, 20, 20), dtype=torch.uint8)
+    aug = BatchAugment((16, 16), crop_scale=(0.3, 1.0))
+    infos = [_info(12), _info(16, mean=0.4), _info(12, chans=1)]
+    lam = torch.tensor(0.3)
+    torch.manual_seed(5)
+    ours = aug.model_inputs(images, None, infos, lam, channels_last=True)
+    torch.manual_seed(5)
+    reference = _reference_views(aug, images, infos, lam)
+    for got, want in zip(ours, reference, strict=True):
+        assert torch.equal(got, want)
+        assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_models_fed_alike_share_one_input_and_independent_views_differ() -> None:
+    images = torch.randint(0, 256, (4, 3, 20, 20), dtype=torch.uint8)
+    aug = BatchAugment((12, 12))
+    same = aug.model_inputs(images, None, [_info(), _info()])
+    assert same[0] is same[1]  # one normalization, not two
+    other = aug.model_inputs(images, None, [_info(), _info(mean=0.2)])
+    assert other[0] is not other[1]
+    torch.testing.assert_close(other[0] * 0.25 + 0.5, other[1] * 0.25 + 0.2)  # one crop
+    apart = aug.model_inputs(images, None, [_info(), _info()], independent=True)
+    assert not torch.equal(apart[0], apart[1])  # each model its own crop
+
+
+def test_a_photo_loaded_whole_is_cropped_inside_its_extent() -> None:
+    images = torch.zeros(3, 3, 32, 32, dtype=torch.uint8)
+    images[:, :, :20, :10] = 255  # the photo; the rest of the canvas is padding
+    extent = torch.tensor([[20, 10]] * 3)
+    aug = BatchAugment((8, 8), crop_scale=(0.2, 1.0))
+    info = ModelInfo("m", 10, 3, (8, 8), (0.0,) * 3, (1.0,) * 3, 1.0)
+    for _ in range(20):
+        (view,) = aug.model_inputs(images, extent, [info])
+        assert float(view.min()) > 0.99  # no padding in any crop
+
+
+@pytest.mark.slow
+def test_compiled_views_match_eager() -> None:
+    """With runtime.compile the views are one compiled graph: the same numbers, up to the
+    rounding of fused kernels."""
+    images = torch.randint(0, 256, (8, 3, 24, 24), dtype=torch.uint8)
+    infos = [_info(16), _info(12, mean=0.4)]
+    lam = torch.tensor(0.7)
+    outs = []
+    for compiled in (False, True):
+        torch.manual_seed(3)
+        aug = BatchAugment((16, 16), compile=compiled)
+        outs.append(aug.model_inputs(images, None, infos, lam, channels_last=True))
+    for eager, fused in zip(*outs, strict=True):
+        torch.testing.assert_close(fused, eager, atol=1e-4, rtol=1e-4)
+        assert fused.is_contiguous(memory_format=torch.channels_last)

@@ -205,3 +205,93 @@ def test_compiled_runs_match_eager(tmp_path: Path, mode: str, record_property: A
     record_property(f"{mode}_first_loss_rel_diff", round(rel, 5))
     record_property(f"{mode}_cudagraph_skips", json.dumps(dict(counters["inductor"])))
     assert rel < 0.05, losses  # the same step; kernels fused differently round differently
+
+
+def _jpeg_bytes(count: int, size: tuple[int, int] = (500, 375)) -> list[torch.Tensor]:
+    import io
+
+    raws = []
+    for i in range(count):
+        pixels = torch.linspace(0, 255, size[0] * size[1] * 3).reshape(size[1], size[0], 3)
+        buf = io.BytesIO()
+        Image.fromarray(pixels.roll(i * 131).to(torch.uint8).numpy()).save(buf, "JPEG")
+        raws.append(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8))
+    return raws
+
+
+def _reads_corrupted(decode: Any, numel: int, rounds: int = 30) -> int:
+    """Queued reads of freed tensors that came back wrong because `decode` wrote over them.
+
+    Each round queues a long kernel, then one sum per tensor, frees the tensors while the sums
+    are still queued, and decodes: a decoder that is handed those blocks and writes before the
+    queue has run changes the sums (pytorch/vision#9606's reproduction).
+    """
+    bad = 0
+    for _ in range(rounds):
+        victims = [torch.full((numel,), float(i + 1), device="cuda") for i in range(6)]
+        torch.cuda.synchronize()
+        torch.cuda._sleep(50_000_000)  # tens of ms of GPU work queued ahead of the sums
+        sums = [v.sum() for v in victims]
+        del victims
+        decode()
+        torch.cuda.synchronize()
+        bad += sum(float(s) != numel * (i + 1) for i, s in enumerate(sums))
+    return bad
+
+
+def test_device_decode_never_writes_over_memory_queued_work_still_reads(
+    record_property: Any,
+) -> None:
+    """The cause of the first GPU check's NaN loss on a JPEG folder: nvJPEG wrote decoded
+    pixels into blocks the training step had freed but not yet finished reading."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    from distill_cli.data.loader import decode_on_device
+
+    raws = _jpeg_bytes(8)
+    numel = 3 * 375 * 500 // 4  # float32 tensors the size of one decoded photo
+    cuda = torch.device("cuda")
+    unprotected = _reads_corrupted(
+        lambda: decode_jpeg(raws, mode=ImageReadMode.RGB, device=cuda), numel
+    )
+    record_property("torchvision_decode_corrupted_reads", unprotected)  # the bug, where present
+    ours = _reads_corrupted(lambda: decode_on_device(raws, cuda, 224, "whole"), numel)
+    assert ours == 0
+    # and the pixels are the ones the CPU decoder gives, up to decoder rounding
+    gpu = decode_on_device(raws[:2], cuda, 224, "whole")
+    cpu = decode_on_device(raws[:2], torch.device("cpu"), 224, "whole")
+    for (g, g_ext), (c, c_ext) in zip(gpu, cpu, strict=True):
+        assert torch.equal(g_ext, c_ext)
+        assert float((g.cpu().float() - c.float()).abs().mean()) < 2.0
+
+
+@pytest.mark.parametrize("method", ["function_matching", "kd", "supervised"])
+def test_a_training_step_never_makes_the_host_wait_for_the_gpu(tmp_path: Path, method: str) -> None:
+    """A host sync inside the step (a `.item()`, a tensor built from Python numbers on the
+    device) drains the GPU's queue every step; at 224 px that was a tenth of the step time."""
+    body = fm_body(tmp_path / "runs", None)
+    if method != "function_matching":
+        body["method"] = {
+            "name": method,
+            **({"mixup_alpha": 0.2} if method == "supervised" else {}),
+        }
+        body["method"].update({"views": "independent", "mixup": True} if method == "kd" else {})
+    if method == "supervised":
+        body.pop("teacher")
+    body["optim"]["clip_grad_norm"] = 1.0
+    setup = build(load_recipe(write_recipe(tmp_path, "fm", body)))
+    trainer = Trainer(setup, RunDir(tmp_path / "r"))
+    batches = iter(setup.train_stream.epoch(0))
+    for step in range(2):  # first steps: optimizer state, cached constants
+        trainer.train_step(next(batches), 0, step)
+    torch.cuda.synchronize()
+    from distill_cli.trainer import _Window
+
+    window = _Window(setup.device)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step in range(2, 4):
+            trainer.train_step(next(batches), 0, step, window)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert window.steps == 2 and bool(torch.isfinite(window.loss))

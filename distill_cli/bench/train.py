@@ -25,8 +25,6 @@ import torch
 import torch.nn.functional as F
 
 from distill_cli.build import Setup, build
-from distill_cli.data.augment import mixup
-from distill_cli.model_view import model_view
 from distill_cli.recipe import Recipe
 from distill_cli.rundir import RunDir
 
@@ -137,17 +135,17 @@ def bare_step(setup: Setup, steps: int, script: Path | None = None) -> dict[str,
 
 def data_path(setup: Setup, batches: int) -> dict[str, Any]:
     """Images/s read, decoded and augmented (crop, flip, mixup, both models' views): no model."""
-    stream, method = setup.train_stream, setup.method
-    nets = [net for net in (setup.student, setup.teacher) if net is not None]
+    stream, augment = setup.train_stream, setup.method.ctx.augment
+    infos = [net.info for net in (setup.student, setup.teacher) if net is not None]
     count, started = 0, None
     for i, batch in enumerate(stream.epoch(0)):
-        if i == 2:  # workers started and warm
+        if i == 2:  # workers started and warm (and the views compiled, where they are)
             _sync(setup.device)
             started, count = time.perf_counter(), 0
-        views = method.ctx.augment(batch.images, batch.extent)
-        pixels = mixup(views, torch.rand((), device=batch.images.device))
-        for net in nets:
-            model_view(pixels, net.info, setup.channels_last)
+        lam = torch.rand((), device=batch.images.device)
+        augment.model_inputs(
+            batch.images, batch.extent, infos, lam, channels_last=setup.channels_last
+        )
         count += batch.images.shape[0]
         if i >= batches + 2:
             break

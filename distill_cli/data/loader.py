@@ -159,7 +159,38 @@ def decode_on_device(
 
     JPEGs are decoded in one batched call; other formats, and a batch where the batched call
     fails, fall back to one file at a time. An image that cannot be decoded comes back as None.
+
+    On CUDA the decode runs on a stream of its own. torchvision's nvJPEG decoder writes its
+    output before the work already queued on the caller's stream has run (pytorch/vision#9606),
+    and PyTorch's allocator hands out a freed block as soon as it is freed on that stream: the
+    decoder then overwrites tensors the training step is still about to read (the NaN loss of
+    the first GPU check). On a private stream, with its own queue drained first, the decoder
+    can only be handed blocks no queued kernel reads; the training stream waits for the
+    result, and the result's memory is kept until that stream is done with it.
     """
+    if device.type != "cuda":
+        return _decode(raws, device, size, fit)
+    side, main = _decode_stream(device), torch.cuda.current_stream(device)
+    with torch.cuda.stream(side):
+        side.synchronize()
+        out = _decode(raws, device, size, fit)
+    main.wait_stream(side)
+    for item in out:
+        if item is not None:
+            item[0].record_stream(main)
+    return out
+
+
+_DECODE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _decode_stream(device: torch.device) -> torch.cuda.Stream:
+    if device not in _DECODE_STREAMS:
+        _DECODE_STREAMS[device] = torch.cuda.Stream(device)
+    return _DECODE_STREAMS[device]
+
+
+def _decode(raws: list[torch.Tensor], device: torch.device, size: int, fit: Fit) -> list:
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
     out: list[torch.Tensor | None] = [None] * len(raws)

@@ -96,30 +96,37 @@ class Method(ABC):
     # --- shared pieces -----------------------------------------------------------------------
 
     def student_logits(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The student on shared [0, 1] pixels (resized and normalized its own way here)."""
         return self.student(model_view(pixels, self.student.info, self.ctx.channels_last))
 
-    def teacher_logits(self, pixels: torch.Tensor) -> torch.Tensor:
+    def teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The frozen teacher on its model-ready inputs (from `views`), without gradients."""
         assert self.teacher is not None
         with torch.no_grad():
-            return self.teacher(model_view(pixels, self.teacher.info, self.ctx.channels_last))
+            return self.teacher(inputs)
 
     def views(
         self, batch: Batch, views: Views, use_mixup: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Student pixels, teacher pixels and the mixup coefficient of one batch.
+        """The student's input, the teacher's input and the mixup coefficient of one batch.
 
         consistent: one random crop + flip per image, shared by both models.
         independent: each model gets its own crop + flip of the same image.
         With mixup, both are mixed with the same coefficient and the same partner (the batch
-        rolled by one), so the models always look at the same two images.
+        rolled by one), so the models always look at the same two images. Each input is then
+        resized and normalized for its model; a student and teacher fed alike share one tensor.
         """
+        assert self.teacher is not None
         lam = torch.rand((), device=batch.images.device)
-        s_px = self.ctx.augment(batch.images, batch.extent)
-        t_px = s_px if views == "consistent" else self.ctx.augment(batch.images, batch.extent)
-        if use_mixup:
-            s_px = mixup(s_px, lam)
-            t_px = s_px if views == "consistent" else mixup(t_px, lam)
-        return s_px, t_px, lam
+        s_in, t_in = self.ctx.augment.model_inputs(
+            batch.images,
+            batch.extent,
+            [self.student.info, self.teacher.info],
+            lam if use_mixup else None,
+            independent=views == "independent",
+            channels_last=self.ctx.channels_last,
+        )
+        return s_in, t_in, lam
 
 
 def soft_targets(labels: torch.Tensor, num_classes: int, lam: torch.Tensor | None) -> torch.Tensor:

@@ -70,9 +70,9 @@ class FunctionMatching(Method):
 
     def step(self, batch: Batch, epoch: int) -> StepOutput:
         p = self.params
-        s_px, t_px, lam = self.views(batch, p.views, p.mixup)
+        s_in, t_in, lam = self.views(batch, p.views, p.mixup)
         # fixed: looked up by dataset position, so no teacher forward at all
         fixed = self.fixed
-        target = fixed[batch.index] if fixed is not None else self.teacher_logits(t_px)
-        logits = self.student_logits(s_px)
+        target = fixed[batch.index] if fixed is not None else self.teacher_logits(t_in)
+        logits = self.student(s_in)
         return StepOutput(kd_loss(logits, target, p.temperature), {"mix": lam} if p.mixup else {})

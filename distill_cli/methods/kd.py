@@ -47,12 +47,12 @@ class KD(Method):
         assert batch.labels is not None
         p = self.params
         weight = self.kd_weight(epoch)
-        s_px, t_px, lam = self.views(batch, p.views, p.mixup)
-        logits = self.student_logits(s_px)
+        s_in, t_in, lam = self.views(batch, p.views, p.mixup)
+        logits = self.student(s_in)
         target = soft_targets(batch.labels, self.student.info.num_classes, lam if p.mixup else None)
         ce = F.cross_entropy(logits.float(), target)
         if weight == 0:  # no teacher forward at all once distillation has stopped
             return StepOutput(ce, {"ce": ce.detach()})
-        kd = kd_loss(logits, self.teacher_logits(t_px), p.temperature)
+        kd = kd_loss(logits, self.teacher_logits(t_in), p.temperature)
         loss = (1 - weight) * ce + weight * kd
         return StepOutput(loss, {"ce": ce.detach(), "kd": kd.detach()})

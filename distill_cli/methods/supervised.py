@@ -37,8 +37,11 @@ class Supervised(Method):
         pixels = self.ctx.augment(batch.images, batch.extent)
         lam = None
         if self.params.mixup_alpha > 0:
-            alpha = torch.tensor(self.params.mixup_alpha, device=pixels.device)
-            lam = torch.distributions.Beta(alpha, alpha).sample()
+            # no host sync per step: alpha is filled on the device (torch.tensor(x, device=cuda)
+            # is a blocking copy) and the distribution skips its argument check (a bool() of a
+            # device tensor)
+            alpha = torch.full((), self.params.mixup_alpha, device=pixels.device)
+            lam = torch.distributions.Beta(alpha, alpha, validate_args=False).sample()
             pixels = mixup(pixels, lam)
         target = soft_targets(batch.labels, self.student.info.num_classes, lam)
         logits = self.student_logits(pixels)
