@@ -31,7 +31,11 @@ def roots() -> list[Path]:
 
 
 def _summary(path: Path) -> str:
-    text = path.read_text()
+    """The recipe's description; a team folder's unreadable file is listed, not fatal."""
+    try:
+        text = read_text(path)
+    except DistillError as exc:
+        return f"({exc.what})"
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -44,10 +48,20 @@ def _summary(path: Path) -> str:
     return ""
 
 
+def read_text(path: Path) -> str:
+    """A recipe file's text, or a one-line error saying why it cannot be read."""
+    try:
+        return path.read_text()
+    except UnicodeDecodeError as exc:
+        raise DistillError("not UTF-8 text", str(path)) from exc
+    except OSError as exc:
+        raise DistillError(f"cannot read the file ({exc.strerror})", str(path)) from exc
+
+
 def entries() -> list[Entry]:
     out: dict[str, Entry] = {}
     for root in roots():
-        for path in sorted(root.rglob("*.yaml")):
+        for path in sorted(p for p in root.rglob("*.yaml") if p.is_file()):
             name = path.relative_to(root).with_suffix("").as_posix()
             out.setdefault(name, Entry(name, path, _summary(path)))
     return sorted(out.values(), key=lambda e: e.name)

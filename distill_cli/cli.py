@@ -284,8 +284,9 @@ def recipes_list(ctx: typer.Context) -> None:
 @recipes_app.command("show")
 def recipes_show(name: Annotated[str, typer.Argument(help="e.g. methods/kd")]) -> None:
     """Print one recipe (with its comments) and where it is."""
-    from distill_cli.catalog import find
+    from distill_cli.catalog import find, read_text
 
     entry = find(name)
+    text = read_text(entry.path)
     typer.echo(f"# {entry.path}")
-    typer.echo(entry.path.read_text().rstrip())
+    typer.echo(text.rstrip())

@@ -226,14 +226,21 @@ class RunDir:
             fh.write(json.dumps(record) + "\n")
 
     def truncate_metrics(self, step: int) -> None:
-        """Drop records after `step`: a resumed run re-logs them, so history stays single."""
+        """Drop records after `step`: a resumed run re-logs them, so history stays single.
+
+        A line that does not parse (torn by a kill during its write, or garbled) is dropped
+        too: it cannot be placed, and the resumed run logs its steps again.
+        """
         if not self.metrics.is_file():
             return
-        keep = [
-            line
-            for line in self.metrics.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-        ]
+        keep = []
+        for line in self.metrics.read_bytes().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:  # not JSON, or not UTF-8
+                continue
+            if isinstance(record, dict) and record.get("step", 0) <= step:
+                keep.append(line.decode())
         atomic_write(self.metrics, "".join(line + "\n" for line in keep))
 
     def write_summary(self, summary: RunSummary) -> None:
@@ -245,4 +252,10 @@ class RunDir:
 
         if not self.summary.is_file():
             raise DistillError("no summary.json: the run has not finished", str(self.path))
-        return RunSummary.from_dict(json.loads(self.summary.read_text()))
+        try:
+            return RunSummary.from_dict(json.loads(self.summary.read_bytes()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DistillError(
+                "summary.json is unreadable (not the JSON a finished run writes)",
+                str(self.summary),
+            ) from exc

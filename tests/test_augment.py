@@ -182,16 +182,24 @@ def test_a_photo_loaded_whole_is_cropped_inside_its_extent() -> None:
 
 @pytest.mark.slow
 def test_compiled_views_match_eager() -> None:
-    """With runtime.compile the views are one compiled graph: the same numbers, up to the
-    rounding of fused kernels."""
+    """With runtime.compile the pixel work of the views is one compiled graph: the same crops
+    (drawn eagerly) and the same pixels, up to the rounding of fused kernels."""
     images = torch.randint(0, 256, (8, 3, 24, 24), dtype=torch.uint8)
-    infos = [_info(16), _info(12, mean=0.4)]
+    infos = [_info(16), _info(12, mean=0.4), _info(16)]
     lam = torch.tensor(0.7)
     outs = []
     for compiled in (False, True):
-        torch.manual_seed(3)
-        aug = BatchAugment((16, 16), compile=compiled)
-        outs.append(aug.model_inputs(images, None, infos, lam, channels_last=True))
-    for eager, fused in zip(*outs, strict=True):
-        torch.testing.assert_close(fused, eager, atol=1e-4, rtol=1e-4)
-        assert fused.is_contiguous(memory_format=torch.channels_last)
+        aug = BatchAugment((16, 16), crop_scale=(0.2, 1.0), compile=compiled)
+        for independent in (False, True):
+            torch.manual_seed(3)
+            views = aug.model_inputs(
+                images, None, infos, lam, independent=independent, channels_last=True
+            )
+            outs.append(views)
+            outs[-1].append(torch.rand(()))  # the random stream goes on from the same place
+    eager, fused = outs[:2], outs[2:]
+    for e_views, f_views in zip(eager, fused, strict=True):
+        for e, f in zip(e_views, f_views, strict=True):
+            torch.testing.assert_close(f, e, atol=1e-4, rtol=1e-4)
+    assert fused[0][0] is fused[0][2]  # models fed alike share one tensor, compiled too
+    assert fused[0][0].is_contiguous(memory_format=torch.channels_last)

@@ -193,6 +193,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("report-empty-folder", ["report", f"{W}/empty dir"], 2, "not a run folder"),
     ("report-missing-unicode", ["report", f"{W}/dossier é/none"], 2, "no such run folder"),
     ("report-dev-null", ["report", "/dev/null"], 2, "run folder"),
+    ("report-recipe-not-utf8", ["report", f"{W}/runs/garbled"], 2, "not UTF-8"),
+    ("recipes-show-not-utf8", ["recipes", "show", "team/latin1"], 2, "not UTF-8"),
     ("compare-one-run", ["compare", DONE], 2, "two runs"),
     ("compare-missing-runs", ["compare", f"{W}/a b", f"{W}/ç d"], 2, "run"),
     ("compare-no-runs", ["compare"], 2, "Missing argument"),
@@ -224,6 +226,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     api.run(sup_path, output__name="done")
     api.run(sup_path, output__name="nolast")
     (runs / "nolast" / "checkpoints" / "last.safetensors").unlink()
+    shutil.copytree(runs / "done", runs / "garbled")  # saved by an editor in Latin-1
+    (runs / "garbled" / "recipe.yaml").write_bytes(b"name: caf\xe9\n")
+    (w / "recipes" / "team").mkdir(parents=True)  # a team's own recipes beside the shipped
+    (w / "recipes" / "team" / "latin1.yaml").write_bytes(b"description: caf\xe9\n")
     (runs / "photos").mkdir()
     (runs / "photos" / "holiday.jpg").write_bytes(b"\xff\xd8 my photo")
     (w / "empty dir").mkdir()

@@ -201,3 +201,23 @@ def test_device_decode_matches_worker_decode(tmp_path: Path, workers: int) -> No
     )
     with pytest.raises(DistillError, match="cannot decode image"):
         list(strict.epoch(0))
+
+
+@pytest.mark.parametrize("fit", ["square", "whole"])
+def test_a_batch_decoded_on_the_device_is_fitted_per_size_like_one_image_at_a_time(
+    fit: str,
+) -> None:
+    from distill_cli.data.loader import _fit_by_size, fit_image
+
+    torch.manual_seed(0)
+    shapes = [(3, 37, 50), (3, 50, 37), (3, 37, 50), (3, 20, 20), (3, 37, 50)]
+    images = [torch.randint(0, 256, s, dtype=torch.uint8) for s in shapes]
+    images.insert(2, None)  # an undecodable file keeps its slot
+    fitted = _fit_by_size(images, 24, fit)
+    assert fitted[2] is None
+    for img, got in zip(images, fitted, strict=True):
+        if img is None:
+            continue
+        want = fit_image(img, 24, fit)
+        assert got is not None and got[0].shape == (3, 24, 24)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

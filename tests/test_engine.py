@@ -96,6 +96,8 @@ def test_resume_reaches_the_same_weights_as_an_uninterrupted_run(
     assert json.loads((run_b / "checkpoints" / "last.json").read_text())["step"] == 4
     with pytest.raises(DistillError, match="already holds a run"):
         api.run(part)
+    with (run_b / "metrics.jsonl").open("ab") as fh:  # killed while writing its last line
+        fh.write(b'{"kind": "train", "step": 6, "lo')
     api.run(part, resume=True)
     a, b = _weights(tmp_path / "a" / "runs" / "fm"), _weights(run_b)
     assert a.keys() == b.keys()

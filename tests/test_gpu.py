@@ -295,3 +295,27 @@ def test_a_training_step_never_makes_the_host_wait_for_the_gpu(tmp_path: Path, m
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert window.steps == 2 and bool(torch.isfinite(window.loss))
+
+
+def test_compiled_views_draw_the_same_crops_as_eager_on_cuda() -> None:
+    """runtime.compile compiles the views with the run; on CUDA too they must crop where the
+    eager views crop, or a compiled run and its eager rerun would train on other pictures.
+    (Compiling the box sampling too, even with inductor's fallback_random, failed this on an
+    H200: the draws stay eager.)"""
+    from distill_cli.data.augment import BatchAugment
+    from distill_cli.model_view import ModelInfo
+
+    images = torch.randint(0, 256, (64, 3, 72, 72), dtype=torch.uint8, device="cuda")
+    extent = torch.tensor([[72, 50]] * 64, device="cuda")
+    imagenet = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    infos = [ModelInfo("a", 10, 3, (64, 64), *imagenet, 1.0)] * 2
+    infos.append(ModelInfo("b", 10, 3, (48, 48), (0.5,) * 3, (0.5,) * 3, 1.0))
+    lam = torch.full((), 0.3, device="cuda")
+    outs = []
+    for compiled in (False, True):
+        aug = BatchAugment((64, 64), crop_scale=(0.2, 1.0), compile=compiled)
+        torch.manual_seed(11)
+        outs.append(aug.model_inputs(images, extent, infos, lam, channels_last=True))
+        outs[-1].append(torch.rand((), device="cuda"))
+    for eager, fused in zip(*outs, strict=True):
+        torch.testing.assert_close(fused, eager, atol=1e-3, rtol=1e-3)

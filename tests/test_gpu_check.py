@@ -34,8 +34,10 @@ def test_gpu_check_smoke_runs_every_part_and_records_results(tmp_path: Path) -> 
     assert parts["3"]["best"]["ratio_to_plain"] > 0
     assert parts["5"]["teacher"]["student"]["top1"] is not None
     assert set(parts["5"]["students"]) == {"function matching", "scratch (labels)"}
-    assert parts["4"]["data_path"]["images_per_s"] > 0
-    assert parts["4"]["full_step"]["images_per_s"] > 0
+    for decode in ("device", "workers"):
+        assert parts["4"]["data_path"][decode]["images_per_s"] > 0
+        assert parts["4"]["full_step"][decode]["images_per_s"] > 0
+    assert "Name" in parts["4"]["data_path_device_profile"]
     assert len(list(out.iterdir())) <= 8  # what a device run can bring back
 
 

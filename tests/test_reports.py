@@ -120,6 +120,31 @@ def test_a_stopped_run_still_gets_a_report(
     assert report["student_top1"] == load_run(run).kind("eval")[-1]["top1"]
 
 
+def test_garbled_bytes_in_a_run_folder_are_notes_not_crashes(
+    two_runs: tuple[RunSummary, RunSummary], tmp_path: Path
+) -> None:
+    """A disk that filled up or a copy gone wrong leaves bytes that are not UTF-8: the report
+    still renders what it can read and says what it left out."""
+    from distill_cli.export.report import ExportReport
+
+    run = tmp_path / "garbled"
+    shutil.copytree(two_runs[0].run_dir, run)
+    lines = (run / "metrics.jsonl").read_bytes().splitlines()
+    (run / "metrics.jsonl").write_bytes(
+        b"\n".join([*lines[:-1], b"\xff\xfe\x00garbage", lines[-1]])
+    )
+    (run / "summary.json").write_bytes(b'{"name": "caf\xe9"}')  # Latin-1, not UTF-8
+    result = distill("report", str(run), "--json")
+    assert result.returncode == 0, result.stderr
+    notes = " ".join(json.loads(result.stdout)["notes"])
+    assert "not JSON" in notes and "summary.json is not UTF-8" in notes
+    with pytest.raises(DistillError, match=r"summary\.json is unreadable"):
+        RunSummary.load(run)
+    (run / "report.json").write_bytes(b"\x89PNG")
+    with pytest.raises(DistillError, match="export report is unreadable"):
+        ExportReport.read(run / "report.json")
+
+
 def test_report_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     with pytest.raises(DistillError, match="not a run folder"):
         api.report(tmp_path)

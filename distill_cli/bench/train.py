@@ -133,15 +133,27 @@ def bare_step(setup: Setup, steps: int, script: Path | None = None) -> dict[str,
     return {"images_per_s": ips, "mode": mode, "source": "built-in (same step as the script)"}
 
 
-def data_path(setup: Setup, batches: int) -> dict[str, Any]:
-    """Images/s read, decoded and augmented (crop, flip, mixup, both models' views): no model."""
+def data_path(setup: Setup, batches: int, profile: bool = False) -> dict[str, Any]:
+    """Images/s read, decoded and augmented (crop, flip, mixup, both models' views): no model.
+
+    With `profile`, also torch.profiler's top operators of the timed batches, by host time
+    (the data path of a JPEG folder is bound by the host thread that decodes and launches).
+    """
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as profiler
+
     stream, augment = setup.train_stream, setup.method.ctx.augment
     infos = [net.info for net in (setup.student, setup.teacher) if net is not None]
+    cuda = setup.device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    prof = profiler(activities=activities) if profile else None
     count, started = 0, None
     for i, batch in enumerate(stream.epoch(0)):
         if i == 2:  # workers started and warm (and the views compiled, where they are)
             _sync(setup.device)
             started, count = time.perf_counter(), 0
+            if prof is not None:
+                prof.start()
         lam = torch.rand((), device=batch.images.device)
         augment.model_inputs(
             batch.images, batch.extent, infos, lam, channels_last=setup.channels_last
@@ -152,7 +164,11 @@ def data_path(setup: Setup, batches: int) -> dict[str, Any]:
     _sync(setup.device)
     if started is None:
         return {"images_per_s": None, "note": "too few batches for a measurement"}
-    return {"images_per_s": count / (time.perf_counter() - started)}
+    result: dict[str, Any] = {"images_per_s": count / (time.perf_counter() - started)}
+    if prof is not None:
+        prof.stop()
+        result["profile"] = _table(prof, ("cpu_time_total",), 15)
+    return result
 
 
 def profile_step(setup: Setup, steps: int = 5, warmup: int = 3, top: int = 12) -> str:
@@ -179,8 +195,13 @@ def profile_step(setup: Setup, steps: int = 5, warmup: int = 3, top: int = 12) -
             for step, batch in zip(range(warmup, warmup + steps), batches, strict=False):
                 trainer.train_step(batch, 0, step)
             _sync(setup.device)
+    sorts = ("device_time_total", "cuda_time_total") if cuda else ("cpu_time_total",)
+    return _table(prof, sorts, top)
+
+
+def _table(prof: Any, sorts: tuple[str, ...], top: int) -> str:
     averages = prof.key_averages()
-    for sort in ("device_time_total", "cuda_time_total") if cuda else ("cpu_time_total",):
+    for sort in sorts:
         try:  # torch renamed the CUDA column to "device" (2.4); older names stay as a fallback
             return averages.table(sort_by=sort, row_limit=top, max_name_column_width=60)
         except (AttributeError, KeyError, ValueError):

@@ -135,9 +135,9 @@ def render_views(
 ) -> list[torch.Tensor]:
     """uint8 batch -> crop + flip + resize (+ mixup) -> each model's normalized input.
 
-    Pure tensor code with no random draws (the boxes, flips and mixup coefficient are drawn
-    outside), so `torch.compile` can fuse the whole chain into a few kernels, while the eager
-    version stays the reference the tests compare it with.
+    Pure tensor code (the boxes, flips and mixup coefficient are drawn by the caller), so
+    `torch.compile` can fuse the whole chain into a few kernels; the eager version stays the
+    reference the tests compare it with.
     """
     x = crop_resize(to_float(images), boxes, flips, size, extent)
     if lam is not None:
@@ -154,9 +154,9 @@ class BatchAugment:
 
     Plain arguments (torchvision's `RandomResizedCrop` defaults), so the recipe's `augment`
     section is spelled out by the caller and this module needs no recipe schema. With `compile`
-    (the run compiles its models) the pixel work of `model_inputs` is compiled as well: eager, it
-    is a dozen full-batch kernels per step (crop, mixup, one normalization and layout copy per
-    model), which at 224 px cost a GPU step about a tenth of its time.
+    (the run compiles its models) the pixel work of `model_inputs` is compiled too: eager, it
+    is a dozen full-batch kernels per step (crop, mixup, a normalization and a layout copy per
+    model), which cost the 224 px GPU step of the first GPU check a tenth of its time.
     """
 
     def __init__(
@@ -174,6 +174,9 @@ class BatchAugment:
         self.compiled = compile
         self._render: Callable[..., list[torch.Tensor]] = render_views
         if compile:
+            # the draws stay eager: compiled (even with inductor's fallback_random) they did not
+            # reproduce the eager crops on CUDA in the GPU check, so a compiled run would train
+            # on other pictures than its eager twin
             self._render = torch.compile(render_views, dynamic=False)
 
     def draw(
@@ -216,22 +219,29 @@ class BatchAugment:
         the very same tensor: the second normalization and layout copy would be the same work
         twice. `lam` mixes every view with the batch rolled by one.
         """
-        out: list[torch.Tensor] = []
         if independent:
+            out: list[torch.Tensor] = []
             for info in infos:
-                boxes, flips = self.draw(images, extent)
-                spec = [_spec(info, images)]
-                out += self._render(
-                    images, extent, boxes, flips, lam, self.size, spec, channels_last
-                )
+                out += self._views(images, extent, lam, [_spec(info, images)], channels_last)
             return out
         keys = [_feed(info) for info in infos]
         unique = list(dict.fromkeys(keys))
-        boxes, flips = self.draw(images, extent)
         first = {key: infos[keys.index(key)] for key in unique}
         specs = [_spec(first[key], images) for key in unique]
-        rendered = self._render(images, extent, boxes, flips, lam, self.size, specs, channels_last)
+        rendered = self._views(images, extent, lam, specs, channels_last)
         return [rendered[unique.index(key)] for key in keys]
+
+    def _views(
+        self,
+        images: torch.Tensor,
+        extent: torch.Tensor | None,
+        lam: torch.Tensor | None,
+        specs: Sequence[ViewSpec],
+        channels_last: bool,
+    ) -> list[torch.Tensor]:
+        """One crop per image (drawn eagerly), rendered for each spec."""
+        boxes, flips = self.draw(images, extent)
+        return self._render(images, extent, boxes, flips, lam, self.size, specs, channels_last)
 
 
 def _feed(info: ModelInfo) -> tuple:

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar, overload
 
 from distill_cli import __version__
 from distill_cli.checkpoint import atomic_write
+from distill_cli.errors import DistillError
 from distill_cli.export.preprocess import Preprocess
 from distill_cli.model_view import ModelInfo
 
@@ -283,7 +284,13 @@ class ExportReport(Block):
 
     @classmethod
     def read(cls, path: Path) -> ExportReport:
-        return cls(json.loads(path.read_text()))
+        try:
+            data = json.loads(Path(path).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise DistillError("export report is unreadable", str(path)) from exc
+        if not isinstance(data, dict):
+            raise DistillError("export report is not a JSON object", str(path))
+        return cls(data)
 
     @property
     def model(self) -> ModelReport:

@@ -93,23 +93,26 @@ def _read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes())
     except json.JSONDecodeError as exc:
         notes.append(f"{path.name} is not valid JSON ({exc.msg}); left out")
-        return None
+    except UnicodeDecodeError:
+        notes.append(f"{path.name} is not UTF-8 text; left out")
+    return None
 
 
 def _read_metrics(path: Path, notes: list[str]) -> list[dict[str, Any]]:
-    """metrics.jsonl; a torn last line (the run was killed while writing it) is skipped."""
+    """metrics.jsonl; a torn or garbled line (the run was killed while writing it, the disk
+    filled up) is skipped with a note."""
     if not path.is_file():
         return []
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    for number, line in enumerate(path.read_bytes().splitlines(), 1):
         if not line.strip():
             continue
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or not UTF-8
             notes.append(f"metrics.jsonl line {number} is not JSON; skipped")
     return records
 
@@ -140,6 +143,8 @@ def load_run(path: str | Path) -> RunHistory:
         recipe = yaml.safe_load(folder.recipe.read_text()) or {}
     except yaml.YAMLError as exc:
         raise DistillError("recipe.yaml is not valid YAML", str(folder.recipe)) from exc
+    except UnicodeDecodeError as exc:
+        raise DistillError("recipe.yaml is not UTF-8 text", str(folder.recipe)) from exc
     if not isinstance(recipe, dict):
         raise DistillError("recipe.yaml is not a recipe (not a mapping)", str(folder.recipe))
     return RunHistory(
