@@ -115,7 +115,14 @@ def _constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtyp
 
 def model_view(x: torch.Tensor, info: ModelInfo, channels_last: bool = False) -> torch.Tensor:
     """The same [0, 1] pixels, resized to this model's input size and normalized its own way."""
-    out = normalize(resize(x, info.input_size), info)
+    return feed(x, tuple(info.input_size), normalizer(info, x.device, x.dtype), channels_last)
+
+
+def feed(
+    x: torch.Tensor, input_size: tuple[int, int], norm: Normalizer, channels_last: bool
+) -> torch.Tensor:
+    """`model_view` with the normalizer already resolved (what a compiled caller passes in)."""
+    out = norm(resize(x, input_size))
     return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 

@@ -225,22 +225,33 @@ class RunDir:
         with self.metrics.open("a") as fh:
             fh.write(json.dumps(record) + "\n")
 
-    def truncate_metrics(self, step: int) -> None:
-        """Drop records after `step`: a resumed run re-logs them, so history stays single.
-
-        A line that does not parse (torn by a kill during its write, or garbled) is dropped
-        too: it cannot be placed, and the resumed run logs its steps again.
-        """
+    def metric_lines(self) -> list[tuple[bytes, dict[str, Any] | None]]:
+        """metrics.jsonl's lines, each with its record, or None where the line does not parse
+        (blank, torn by a kill during its write, or garbled bytes)."""
         if not self.metrics.is_file():
-            return
-        keep = []
+            return []
+        out: list[tuple[bytes, dict[str, Any] | None]] = []
         for line in self.metrics.read_bytes().splitlines():
             try:
                 record = json.loads(line)
             except ValueError:  # not JSON, or not UTF-8
-                continue
-            if isinstance(record, dict) and record.get("step", 0) <= step:
-                keep.append(line.decode())
+                record = None
+            out.append((line, record if isinstance(record, dict) else None))
+        return out
+
+    def truncate_metrics(self, step: int) -> None:
+        """Drop records after `step`: a resumed run re-logs them, so history stays single.
+
+        A line that does not parse is dropped too: it cannot be placed, and the resumed run
+        logs its steps again.
+        """
+        if not self.metrics.is_file():
+            return
+        keep = [
+            line.decode()
+            for line, record in self.metric_lines()
+            if record is not None and record.get("step", 0) <= step
+        ]
         atomic_write(self.metrics, "".join(line + "\n" for line in keep))
 
     def write_summary(self, summary: RunSummary) -> None:

@@ -53,8 +53,7 @@ def distill_step(recipe: Recipe, warmup: int, steps: int, window: int) -> dict[s
         )
         rec.output = rec.output.model_copy(update={"dir": Path(tmp), "name": "bench"})
         result = api.run(rec)
-        lines = RunDir(rec.run_dir).metrics.read_text().splitlines()
-    records = [json.loads(x) for x in lines]
+        records = [r for _, r in RunDir(rec.run_dir).metric_lines() if r is not None]
     windows = [r["images_per_s"] for r in records if r["kind"] == "train" and r["step"] > warmup]
     return {
         "images_per_s": statistics.median(windows),

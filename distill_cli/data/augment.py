@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from distill_cli.model_view import ModelInfo, Normalizer, normalizer, resize, to_float
+from distill_cli.model_view import ModelInfo, Normalizer, feed, normalizer, to_float
 
 _TRIES = 10
 
@@ -142,11 +142,7 @@ def render_views(
     x = crop_resize(to_float(images), boxes, flips, size, extent)
     if lam is not None:
         x = mixup(x, lam)
-    out = []
-    for input_size, norm in specs:
-        view = norm(resize(x, input_size))
-        out.append(view.contiguous(memory_format=torch.channels_last) if channels_last else view)
-    return out
+    return [feed(x, input_size, norm, channels_last) for input_size, norm in specs]
 
 
 class BatchAugment:
@@ -171,7 +167,6 @@ class BatchAugment:
         self.ratio = tuple(crop_ratio)
         self.flip = flip
         self.size = size
-        self.compiled = compile
         self._render: Callable[..., list[torch.Tensor]] = render_views
         if compile:
             # the draws stay eager: compiled (even with inductor's fallback_random) they did not
@@ -224,12 +219,13 @@ class BatchAugment:
             for info in infos:
                 out += self._views(images, extent, lam, [_spec(info, images)], channels_last)
             return out
-        keys = [_feed(info) for info in infos]
-        unique = list(dict.fromkeys(keys))
-        first = {key: infos[keys.index(key)] for key in unique}
-        specs = [_spec(first[key], images) for key in unique]
-        rendered = self._views(images, extent, lam, specs, channels_last)
-        return [rendered[unique.index(key)] for key in keys]
+        first: dict[tuple, ModelInfo] = {}  # one rendered input per distinct way of feeding
+        for info in infos:
+            first.setdefault(_fed_alike(info), info)
+        specs = [_spec(info, images) for info in first.values()]
+        views = self._views(images, extent, lam, specs, channels_last)
+        rendered = dict(zip(first, views, strict=True))
+        return [rendered[_fed_alike(info)] for info in infos]
 
     def _views(
         self,
@@ -244,7 +240,7 @@ class BatchAugment:
         return self._render(images, extent, boxes, flips, lam, self.size, specs, channels_last)
 
 
-def _feed(info: ModelInfo) -> tuple:
+def _fed_alike(info: ModelInfo) -> tuple:
     """What decides a model's input tensor: models equal here are fed the same tensor."""
     return (tuple(info.input_size), info.in_chans, tuple(info.mean), tuple(info.std))
 

@@ -101,18 +101,14 @@ def _read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:
     return None
 
 
-def _read_metrics(path: Path, notes: list[str]) -> list[dict[str, Any]]:
+def _read_metrics(folder: RunDir, notes: list[str]) -> list[dict[str, Any]]:
     """metrics.jsonl; a torn or garbled line (the run was killed while writing it, the disk
     filled up) is skipped with a note."""
-    if not path.is_file():
-        return []
     records = []
-    for number, line in enumerate(path.read_bytes().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError:  # not JSON, or not UTF-8
+    for number, (line, record) in enumerate(folder.metric_lines(), 1):
+        if record is not None:
+            records.append(record)
+        elif line.strip():
             notes.append(f"metrics.jsonl line {number} is not JSON; skipped")
     return records
 
@@ -150,7 +146,7 @@ def load_run(path: str | Path) -> RunHistory:
     return RunHistory(
         path=folder.path,
         recipe=recipe,
-        records=_read_metrics(folder.metrics, notes),
+        records=_read_metrics(folder, notes),
         summary=_read_summary(folder, notes),
         export=_read_json(folder.export_report, notes),
         notes=notes,
