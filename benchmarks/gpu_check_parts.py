@@ -153,8 +153,8 @@ def _tiny(recipe_overrides: list[str], *, teacher: bool = True) -> list[str]:
 
 def part2_throughput(rec: Record, *, smoke: bool, bare: Path | None, **_: Any) -> None:
     from distill_cli.bench.train import bench_train, profile_step
-    from distill_cli.build import build
-    from distill_cli.recipe import load_recipe
+    from distill_cli.recipe.document import load_recipe
+    from distill_cli.train.build import build
 
     path = BENCH / "resnet50_resnet18_gpu.yaml"
     sets: list[str] = []
@@ -195,7 +195,7 @@ def _fmnist_sets(fmnist: Path | None, smoke: bool) -> list[str]:
 
 def part3_small_images(rec: Record, *, smoke: bool, fmnist: Path | None, **_: Any) -> None:
     from distill_cli.bench.train import bench_train, distill_step
-    from distill_cli.recipe import load_recipe
+    from distill_cli.recipe.document import load_recipe
 
     path = BENCH / "small_images_gpu.yaml"
     base = _fmnist_sets(fmnist, smoke)
@@ -361,8 +361,8 @@ def write_jpegs(root: Path, count: int, size: tuple[int, int], classes: int = 10
 
 def part4_jpeg(rec: Record, *, smoke: bool, work: Path, **_: Any) -> None:
     from distill_cli.bench.train import data_path, distill_step
-    from distill_cli.build import build
-    from distill_cli.recipe import load_recipe
+    from distill_cli.recipe.document import load_recipe
+    from distill_cli.train.build import build
 
     root = work / "jpeg"
     count, size = (64, (120, 90)) if smoke else (10_000, (500, 375))

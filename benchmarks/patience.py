@@ -107,7 +107,7 @@ def _what_trains(recipe: Any) -> dict:
 
 def _teacher(out: Path, overrides: list[str], threads: int) -> Path:
     """The teacher's run folder: trained once, reused while its resolved recipe is the same."""
-    from distill_cli.recipe import load_recipe
+    from distill_cli.recipe.document import load_recipe
 
     name = "patience-teacher"
     wanted = load_recipe(TEACHER_RECIPE, [*overrides, f"output.dir={out}", f"output.name={name}"])

@@ -20,7 +20,7 @@ import json
 from pathlib import Path
 
 from distill_cli.bench.train import bench_train
-from distill_cli.recipe import Recipe
+from distill_cli.recipe.document import Recipe
 
 DEFAULT_BARE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "bare_kd_step.py"
 

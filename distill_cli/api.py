@@ -19,22 +19,22 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distill_cli import engine
-from distill_cli.build import build
 from distill_cli.errors import DistillError
 from distill_cli.methods import method_class
-from distill_cli.recipe import Overrides, Recipe, load_recipe, override_recipe
+from distill_cli.recipe.document import Overrides, Recipe, load_recipe, override_recipe
 from distill_cli.results import ExportResult
 from distill_cli.summary import RunSummary
+from distill_cli.train import engine
+from distill_cli.train.build import build
 
 if TYPE_CHECKING:
     from distill_cli.export import ExportOptions, TimingPlan
     from distill_cli.export.onnx_export import Exporter
-    from distill_cli.model_search import ModelSearch
-    from distill_cli.reporter import Reporter
     from distill_cli.reports.compare import Comparison
     from distill_cli.reports.document import ReportResult
-    from distill_cli.student_types import StudentSearch
+    from distill_cli.students.model_search import ModelSearch
+    from distill_cli.students.types import StudentSearch
+    from distill_cli.train.reporter import Reporter
 
 __all__ = [
     "ExportResult",
@@ -225,7 +225,7 @@ def compare(run_dirs: Sequence[str | Path], *, plot: str | Path | None = None) -
 def models(pattern: str = "*", **options: Any) -> ModelSearch:
     """`distill models`: timm models matching `pattern` with parameters and input size; with
     `teacher=NAME` each is marked as a sensible student or not (see `find_models`)."""
-    from distill_cli.model_search import find_models
+    from distill_cli.students.model_search import find_models
 
     return find_models(pattern, **options)
 
@@ -243,6 +243,6 @@ def students(teacher: str, max_latency_ms: float, **options: Any) -> StudentSear
         search = api.students("resnet50", 5.0, input_size=224, threads=2)
         print(search.best.name, search.best.p50_ms)
     """
-    from distill_cli.students import search_students
+    from distill_cli.students.search import search_students
 
     return search_students(teacher, max_latency_ms, **options)

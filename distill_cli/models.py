@@ -21,7 +21,7 @@ from distill_cli.errors import DistillError
 from distill_cli.model_view import ModelInfo, model_view
 
 if TYPE_CHECKING:
-    from distill_cli.recipe_sections import ModelSpec
+    from distill_cli.recipe.sections import ModelSpec
 
 
 @dataclass

@@ -50,7 +50,7 @@ def _same_recipe(saved: Path, recipe_yaml: str) -> bool:
     import yaml
     from pydantic import ValidationError
 
-    from distill_cli.recipe import Recipe
+    from distill_cli.recipe.document import Recipe
 
     text = saved.read_text(errors="replace")
     if text == recipe_yaml:

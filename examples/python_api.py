@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from distill_cli import api
-from distill_cli.recipe import Recipe
+from distill_cli.recipe.document import Recipe
 
 DATA = {"source": "synthetic", "synthetic": {"num_classes": 4, "train_size": 512}}
 

@@ -11,7 +11,7 @@ import yaml
 
 from distill_cli import api
 from distill_cli.errors import DistillError
-from distill_cli.recipe import load_recipe
+from distill_cli.recipe.document import load_recipe
 from distill_cli.summary import ModelResult, RunSummary
 from tests.conftest import teacher_body, write_recipe
 

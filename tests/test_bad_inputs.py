@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from distill_cli import api
-from distill_cli.entry import entry
+from distill_cli.cli.entry import entry
 from tests.conftest import fm_body, teacher_body, write_recipe
 
 

@@ -172,7 +172,7 @@ def test_a_compiled_runner_is_called_not_asked_for_its_truth() -> None:
             return x + 1
 
     from distill_cli.models import create_net
-    from distill_cli.recipe_sections import ModelSpec
+    from distill_cli.recipe.sections import ModelSpec
 
     net = create_net(ModelSpec(model="test_resnet", input_size=32), 4)
     net.runner = Runner()

@@ -18,8 +18,8 @@ from distill_cli import api
 from distill_cli.data import build_data
 from distill_cli.data.sources import FASHION_MNIST_CLASSES
 from distill_cli.errors import DistillError
-from distill_cli.recipe import load_recipe
-from distill_cli.recipe_sections import FASHION_MNIST_ROOT
+from distill_cli.recipe.document import load_recipe
+from distill_cli.recipe.sections import FASHION_MNIST_ROOT
 from tests.conftest import write_recipe
 
 pytestmark = pytest.mark.skipif(

@@ -15,7 +15,7 @@ from distill_cli.data import build_data
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.sources import load_fashion_mnist, read_idx
 from distill_cli.errors import DistillError
-from distill_cli.recipe_sections import DataSpec
+from distill_cli.recipe.sections import DataSpec
 from tests.conftest import fm_body, write_recipe
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from distill_cli import api
 from distill_cli.errors import DistillError
-from distill_cli.reporter import NullReporter
+from distill_cli.train.reporter import NullReporter
 from tests.conftest import fm_body, teacher_body, write_recipe
 
 

@@ -21,7 +21,7 @@ from onnx import numpy_helper
 from rich.console import Console
 
 from distill_cli import api
-from distill_cli.console_export import bench_view
+from distill_cli.cli.console_export import bench_view
 from distill_cli.errors import DistillError
 from distill_cli.export import ExportReport, GateFailed, Gates
 from distill_cli.export import onnx_export as ox
@@ -480,7 +480,7 @@ def test_the_ci_example_uses_only_real_commands_and_flags() -> None:
     import yaml
     from typer.main import get_command
 
-    from distill_cli.cli import app
+    from distill_cli.cli.app import app
 
     workflow = yaml.safe_load((ROOT / "examples" / "ci" / "distill.yml").read_text())
     steps = workflow["jobs"]["distill-export"]["steps"]

@@ -23,8 +23,8 @@ from distill_cli import api
 from distill_cli.data import build_data
 from distill_cli.export.parity import InputSet
 from distill_cli.model_view import ModelInfo
-from distill_cli.recipe import load_recipe
-from distill_cli.recipe_sections import FASHION_MNIST_ROOT
+from distill_cli.recipe.document import load_recipe
+from distill_cli.recipe.sections import FASHION_MNIST_ROOT
 from tests.conftest import write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

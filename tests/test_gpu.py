@@ -20,13 +20,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from distill_cli import api
-from distill_cli.build import build
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.sources import scan_image_folder
 from distill_cli.errors import DistillError
-from distill_cli.recipe import load_recipe
+from distill_cli.recipe.document import load_recipe
 from distill_cli.rundir import RunDir
-from distill_cli.trainer import Trainer
+from distill_cli.train.build import build
+from distill_cli.train.trainer import Trainer
 from tests.conftest import fm_body, write_recipe
 from tests.test_engine import StopAt
 
@@ -285,7 +285,7 @@ def test_a_training_step_never_makes_the_host_wait_for_the_gpu(tmp_path: Path, m
     for step in range(2):  # first steps: optimizer state, cached constants
         trainer.train_step(next(batches), 0, step)
     torch.cuda.synchronize()
-    from distill_cli.trainer import _Window
+    from distill_cli.train.trainer import _Window
 
     window = _Window(setup.device)
     torch.cuda.set_sync_debug_mode("error")

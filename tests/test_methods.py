@@ -13,7 +13,7 @@ from distill_cli.methods.function_matching import FunctionMatchingParams
 from distill_cli.methods.supervised import SupervisedParams
 from distill_cli.model_view import ModelInfo, resize
 from distill_cli.models import Net
-from distill_cli.recipe_sections import AugmentSpec
+from distill_cli.recipe.sections import AugmentSpec
 
 
 class Recorder(nn.Module):

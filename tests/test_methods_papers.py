@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from distill_cli import api
-from distill_cli.build import build
 from distill_cli.data.augment import BatchAugment
 from distill_cli.errors import DistillError
 from distill_cli.methods import MethodContext, create_method, kd_loss
@@ -20,8 +19,9 @@ from distill_cli.methods.eskd import ESKDParams
 from distill_cli.methods.function_matching import FunctionMatchingParams
 from distill_cli.model_view import model_view
 from distill_cli.models import Ensemble, create_teacher
-from distill_cli.recipe import load_recipe
-from distill_cli.recipe_sections import AugmentSpec, ModelSpec
+from distill_cli.recipe.document import load_recipe
+from distill_cli.recipe.sections import AugmentSpec, ModelSpec
+from distill_cli.train.build import build
 from tests.conftest import fm_body, write_recipe
 from tests.test_methods import _batch, _net, _unnormalize
 

@@ -9,10 +9,10 @@ import pytest
 import timm
 from rich.console import Console
 
-from distill_cli import model_search
-from distill_cli.console import models_table
+from distill_cli.cli.console import models_table
 from distill_cli.errors import DistillError
-from distill_cli.model_search import find_models
+from distill_cli.students import model_search
+from distill_cli.students.model_search import find_models
 
 
 @pytest.fixture(autouse=True)

@@ -9,13 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from distill_cli.build import build
-from distill_cli.console import RichReporter
+from distill_cli.cli.console import RichReporter
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.methods import StepOutput
-from distill_cli.recipe import load_recipe
+from distill_cli.recipe.document import load_recipe
 from distill_cli.rundir import RunDir
-from distill_cli.trainer import Trainer
+from distill_cli.train.build import build
+from distill_cli.train.trainer import Trainer
 from tests.conftest import teacher_body, write_recipe
 
 

@@ -16,9 +16,9 @@ from distill_cli.data.augment import BatchAugment, sample_boxes
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.sources import make_synthetic, scan_image_folder
 from distill_cli.errors import DistillError
-from distill_cli.optim import lr_factor
-from distill_cli.recipe import load_recipe
-from distill_cli.recipe_sections import AugmentSpec, ScheduleSpec
+from distill_cli.recipe.document import load_recipe
+from distill_cli.recipe.sections import AugmentSpec, ScheduleSpec
+from distill_cli.train.optim import lr_factor
 from tests.conftest import fm_body, write_recipe
 
 
@@ -220,8 +220,8 @@ def test_patience_benchmark_quick_mode_runs_the_whole_pipeline(tmp_path: Path) -
 
 def test_schedule_scaled_weight_decay_matches_big_vision_per_step_decay() -> None:
     """One AdamW step on a zero gradient: the weight shrinks by schedule_t * wd (big_vision)."""
-    from distill_cli.optim import build_optimizer, set_lr
-    from distill_cli.recipe_sections import OptimSpec
+    from distill_cli.recipe.sections import OptimSpec
+    from distill_cli.train.optim import build_optimizer, set_lr
 
     for scale, expected in (("schedule", 0.5 * 1e-3), ("lr", 0.5 * 1e-2 * 1e-3)):
         layer = torch.nn.Linear(4, 4, bias=False)
@@ -240,7 +240,7 @@ def test_last_is_saved_at_evaluations_not_every_short_epoch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Tiny epochs: `last` follows the evaluations (and a minute's timer), not every epoch."""
-    from distill_cli import trainer
+    from distill_cli.train import trainer
 
     saved: list[int] = []
     real = trainer.save_weights

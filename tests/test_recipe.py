@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from distill_cli.errors import DistillError
-from distill_cli.recipe import Recipe, apply_overrides, load_recipe
+from distill_cli.recipe.document import Recipe, apply_overrides, load_recipe
 from tests.conftest import fm_body, write_recipe
 
 
@@ -121,6 +121,6 @@ def test_importing_the_recipe_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, distill_cli.recipe; print('torch' in sys.modules)"
+    code = "import sys, distill_cli.recipe.document; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -17,12 +17,12 @@ import torch
 from safetensors.torch import load_file
 
 from distill_cli import api
-from distill_cli.build import build
 from distill_cli.errors import RunFailed
 from distill_cli.methods import StepOutput
-from distill_cli.recipe import load_recipe
+from distill_cli.recipe.document import load_recipe
 from distill_cli.rundir import RunDir
-from distill_cli.trainer import Trainer
+from distill_cli.train.build import build
+from distill_cli.train.trainer import Trainer
 from tests.conftest import fm_body, teacher_body, write_recipe
 from tests.test_cli import _assert_one_line_error, distill
 

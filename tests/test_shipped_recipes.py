@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from distill_cli import api
-from distill_cli.recipe import load_recipe
+from distill_cli.recipe.document import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.yaml"))

@@ -14,13 +14,13 @@ from typing import Any
 
 import pytest
 
-from distill_cli import students
-from distill_cli.entry import entry
+from distill_cli.cli.entry import entry
 from distill_cli.errors import DistillError, RunFailed
-from distill_cli.student_rank import family_of, load_accuracy
-from distill_cli.student_recipe import NoFit
-from distill_cli.student_types import Candidate, StudentQuery, Timing
-from distill_cli.students import deduplicate, search_students
+from distill_cli.students import search as students
+from distill_cli.students.rank import family_of, load_accuracy
+from distill_cli.students.recipe import NoFit
+from distill_cli.students.search import deduplicate, search_students
+from distill_cli.students.types import Candidate, StudentQuery, Timing
 
 TEACHER = "test_maxvit"  # 1.1 M params: with max_ratio 1 every other test_* model is a student
 SMALL = ("test_resnet", "test_efficientnet", "test_vit", "test_byobnet", "test_convnext")
@@ -272,7 +272,7 @@ def _teacher_checkpoint(folder: Path, classes: int) -> Path:
 
 def test_written_recipe_validates_and_dry_runs(fake: FakeBench, tmp_path: Path) -> None:
     from distill_cli import api
-    from distill_cli.recipe import load_recipe
+    from distill_cli.recipe.document import load_recipe
 
     ckpt = _teacher_checkpoint(tmp_path, classes=10)
     out = tmp_path / "student.yaml"
@@ -313,8 +313,8 @@ def test_written_recipe_validates_and_dry_runs(fake: FakeBench, tmp_path: Path) 
 
 def test_real_timing_exports_and_times_tiny_models(monkeypatch: pytest.MonkeyPatch) -> None:
     """The real path: resolve_source, export_onnx (with fallback), int8 variant, ORT timing."""
-    from distill_cli import student_bench
     from distill_cli.export import onnx_export
+    from distill_cli.students import measure as student_bench
 
     real_export = onnx_export.export_onnx
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distill_cli import api
-from distill_cli.distributed import has_batchnorm
+from distill_cli.train.distributed import has_batchnorm
 from tests.conftest import write_recipe
 from tests.test_distributed import ROOT, _body, _torchrun, _weights
 

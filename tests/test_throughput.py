@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from distill_cli.bench.train import bench_train
-from distill_cli.build import build
 from distill_cli.errors import DistillError
-from distill_cli.memory import largest_fitting
-from distill_cli.recipe import load_recipe
+from distill_cli.recipe.document import load_recipe
 from distill_cli.rundir import RunDir
-from distill_cli.trainer import Trainer
+from distill_cli.train.build import build
+from distill_cli.train.memory import largest_fitting
+from distill_cli.train.trainer import Trainer
 from tests.conftest import fm_body, write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -15,8 +15,8 @@ from tensorboardX.proto.event_pb2 import Event, SessionLog
 from tensorboardX.record_writer import masked_crc32c
 
 from distill_cli.errors import DistillError
-from distill_cli.recipe import Recipe, load_recipe
-from distill_cli.tracking import (
+from distill_cli.recipe.document import Recipe, load_recipe
+from distill_cli.train.tracking import (
     MLflowTracker,
     TensorBoardTracker,
     TrackingReporter,
@@ -314,7 +314,7 @@ def test_wrapped_reporter_errors_propagate() -> None:
 def test_one_tracker_failing_to_close_does_not_stop_the_others(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import distill_cli.tracking as tracking
+    import distill_cli.train.tracking as tracking
 
     broken, good = _Broken(), _Good()
     monkeypatch.setitem(sys.modules, "mlflow", FakeMlflow())

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from distill_cli.build import Setup, build
-from distill_cli.recipe import Recipe
+from distill_cli.recipe.document import Recipe
 from distill_cli.rundir import RunDir
+from distill_cli.train.build import Setup, build
 
 
 def _sync(device: torch.device) -> None:
@@ -179,7 +179,7 @@ def profile_step(setup: Setup, steps: int = 5, warmup: int = 3, top: int = 12) -
     """
     from torch.profiler import ProfilerActivity, profile
 
-    from distill_cli.trainer import Trainer
+    from distill_cli.train.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(setup, RunDir(Path(tmp) / "profile"))

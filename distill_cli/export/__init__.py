@@ -5,7 +5,7 @@ inference form), ``onnx_export`` (the file), ``preprocess`` (how to feed it), ``
 it compute the same thing), ``variants`` (fp16, int8), ``latency`` and ``timing`` (how fast, and
 whether the figure can be believed), ``gates`` (CI conditions), ``report`` (report.json and its
 typed `ExportReport`), ``ranges`` (numeric bounds), ``pipeline`` (the order). The terminal tables
-are in `distill_cli.console_export`; `distill bench latency` is `distill_cli.bench.latency`.
+are in `distill_cli.cli.console_export`; `distill bench latency` is `distill_cli.bench.latency`.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from distill_cli.export.ranges import check_range
-from distill_cli.student_cache import cpu_model
+from distill_cli.students.cache import cpu_model
 
 #: The protocol's minimums; `meets_protocol` in each entry says whether a run honoured them.
 MIN_WARMUP, MIN_RUNS, MIN_SECONDS = 10, 100, 5.0

@@ -25,8 +25,8 @@ from distill_cli.checkpoint import read_sidecar
 from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
 from distill_cli.models import Net, check_model_name, create_net, infer_num_classes
-from distill_cli.recipe import Recipe, load_recipe
-from distill_cli.recipe_sections import ModelSpec
+from distill_cli.recipe.document import Recipe, load_recipe
+from distill_cli.recipe.sections import ModelSpec
 from distill_cli.rundir import RunDir
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
@@ -216,7 +216,7 @@ def _from_checkpoint(
     student.module.eval()
     data = _load_data(data_rec, notes) if data_rec is not None else None
     if data is not None and data_rec is not None and meta.get("class_names"):
-        from distill_cli.classes import align_classes  # labels in the order the outputs follow
+        from distill_cli.data.classes import align_classes  # labels in the order the outputs follow
 
         data = align_classes(data, meta["class_names"], data_rec.data.class_map, "checkpoint")
     teachers = rec.teachers if rec is not None else []

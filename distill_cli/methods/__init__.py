@@ -24,7 +24,7 @@ from distill_cli.methods.base import (
     register,
     registry,
 )
-from distill_cli.recipe_sections import MethodParams
+from distill_cli.recipe.sections import MethodParams
 
 #: Modules of this package that define no method (the interface, a method's helper).
 _NOT_METHODS = {"base", "teacher_cache"}

@@ -28,7 +28,7 @@ from distill_cli.methods.base import (
     kd_loss,
     register,
 )
-from distill_cli.recipe_sections import MethodParams
+from distill_cli.recipe.sections import MethodParams
 
 
 class FunctionMatchingParams(MethodParams):

@@ -20,7 +20,7 @@ from distill_cli.methods.base import (
     register,
     soft_targets,
 )
-from distill_cli.recipe_sections import MethodParams
+from distill_cli.recipe.sections import MethodParams
 
 
 class KDParams(MethodParams):

@@ -26,7 +26,7 @@ from distill_cli.errors import DistillError
 from distill_cli.methods.base import Method, MethodContext, StepOutput, register
 from distill_cli.model_view import model_view
 from distill_cli.models import Net
-from distill_cli.recipe_sections import MethodParams
+from distill_cli.recipe.sections import MethodParams
 
 
 class StageByStageParams(MethodParams):

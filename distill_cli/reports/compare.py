@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError
-from distill_cli.recipe import flatten
+from distill_cli.recipe.document import flatten
 from distill_cli.reports.history import RunHistory, load_run
 
 #: Keys that name a run rather than describe how it was trained; always different, never shown.
@@ -139,7 +139,7 @@ def _resolved(recipe: dict[str, Any]) -> dict[str, Any]:
     differ on it; a recipe this version cannot read is compared as written."""
     from pydantic import ValidationError
 
-    from distill_cli.recipe import Recipe
+    from distill_cli.recipe.document import Recipe
 
     try:
         return Recipe.model_validate(recipe).model_dump(mode="json")

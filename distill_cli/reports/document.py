@@ -72,7 +72,7 @@ def _costs(history: RunHistory) -> dict[str, dict[str, Any]]:
         }
     if len(costs) == 2 or history.recipe.get("student") is None:
         return costs
-    from distill_cli.recipe import Recipe
+    from distill_cli.recipe.document import Recipe
 
     try:
         recipe = Recipe.model_validate(history.recipe)

@@ -35,9 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError, RunFailed, did_you_mean
-from distill_cli.student_cache import Cache, cache_root, cpu_model, package_versions, read, write
-from distill_cli.student_rank import Accuracy, entry_for, family_of, load_accuracy, rank
-from distill_cli.student_types import (
+from distill_cli.students.cache import Cache, cache_root, cpu_model, package_versions, read, write
+from distill_cli.students.rank import Accuracy, entry_for, family_of, load_accuracy, rank
+from distill_cli.students.types import (
     PROBE_FACTOR,
     Candidate,
     Duplicate,
@@ -108,7 +108,7 @@ def _search(q: StudentQuery, progress: Callable[[int, int], None] | None) -> _Po
     """
     import timm
 
-    from distill_cli.model_search import find_models
+    from distill_cli.students.model_search import find_models
 
     common: dict[str, Any] = {"teacher": q.teacher, "limit": None, "max_ratio": q.max_ratio}
     notes: list[str] = []
@@ -327,7 +327,7 @@ def _over_probe(timing: Timing, q: StudentQuery) -> bool:
 
 def _bench(q: StudentQuery) -> Any:
     """The timing module, imported only when something must be timed (torch takes seconds)."""
-    from distill_cli import student_bench
+    from distill_cli.students import measure as student_bench
 
     if q.device == "cuda" and not student_bench.cuda_ready():
         raise DistillError(
@@ -353,8 +353,8 @@ def search_students(
     """`api.students` (see there). Lives here so the CLI can call it without importing the
     training engine: a fully cached query then never imports torch and answers in well under
     a second."""
-    from distill_cli.student_recipe import NoFit, data_section
-    from distill_cli.student_recipe import write_recipe as write_file
+    from distill_cli.students.recipe import NoFit, data_section
+    from distill_cli.students.recipe import write_recipe as write_file
 
     fields = set(StudentQuery.__dataclass_fields__) - {"teacher", "max_latency_ms"}
     unknown = set(options) - fields

@@ -14,7 +14,7 @@ from distill_cli.errors import EXIT_FAILURE, DistillError
 
 
 def entry(argv: list[str] | None = None) -> None:
-    from distill_cli.cli import app
+    from distill_cli.cli.app import app
 
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("DISTILL_DEBUG") == "1"

@@ -12,17 +12,17 @@ from typing import Any
 
 import torch
 
-from distill_cli.classes import align_classes, model_class_names
 from distill_cli.data import DataBundle, build_data
 from distill_cli.data.augment import BatchAugment
+from distill_cli.data.classes import align_classes, model_class_names
 from distill_cli.data.loader import BatchStream
-from distill_cli.distributed import has_batchnorm, init, sync_batchnorm
 from distill_cli.errors import DistillError
 from distill_cli.methods import Method, MethodContext, create_method, method_class
 from distill_cli.models import Net, create_net, create_teacher, infer_num_classes, probe
-from distill_cli.recipe import Recipe
-from distill_cli.recipe_sections import RuntimeSpec
-from distill_cli.world import World, world_from_env
+from distill_cli.recipe.document import Recipe
+from distill_cli.recipe.sections import RuntimeSpec
+from distill_cli.train.distributed import has_batchnorm, init, sync_batchnorm
+from distill_cli.train.world import World, world_from_env
 
 
 @dataclass

@@ -29,7 +29,7 @@ from distill_cli.export.parity import InputSet
 from distill_cli.export.source import resolve_source
 from distill_cli.export.variants import make_fp16, make_int8
 from distill_cli.models import Net, count_flops
-from distill_cli.student_types import StudentQuery, Timing
+from distill_cli.students.types import StudentQuery, Timing
 
 #: Random images int8 calibration sees: ranges only need to be plausible for a latency figure.
 CALIBRATION_IMAGES = 16

@@ -26,7 +26,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")
 def wide_console(width: int = 140) -> Console:
     """The console, or a `width`-column one where stdout is not a terminal (CI logs): rich would
     otherwise squeeze the result tables into 80 columns and cut the figures."""
-    from distill_cli.console import console
+    from distill_cli.cli.console import console
 
     return console if console.is_terminal else Console(width=width)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill_cli.student_types import StudentQuery, Timing
+from distill_cli.students.types import StudentQuery, Timing
 
 _PACKAGES = (
     "distill-cli",

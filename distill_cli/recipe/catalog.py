@@ -24,7 +24,7 @@ class Entry:
 
 def roots() -> list[Path]:
     found = []
-    for root in (Path.cwd() / "recipes", Path(__file__).resolve().parents[1] / "recipes"):
+    for root in (Path.cwd() / "recipes", Path(__file__).resolve().parents[2] / "recipes"):
         if root.is_dir() and root.resolve() not in [r.resolve() for r in found]:
             found.append(root)
     return found

@@ -3,7 +3,7 @@ optimizer, schedule, runtime, output) and the base of every method's section.
 
 They are plain data with validation and nothing else, so they import neither torch nor the code
 they configure; the factories they feed (`distill_cli.data.build_data`,
-`distill_cli.optim.build_optimizer`, `BatchAugment`) take plain arguments in turn.
+`distill_cli.train.optim.build_optimizer`, `BatchAugment`) take plain arguments in turn.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ class OptimSpec(Strict):
         return self
 
     def optimizer_args(self) -> dict[str, Any]:
-        """The arguments of `distill_cli.optim.build_optimizer` (all but the module and device):
+        """The arguments of `train.optim.build_optimizer` (all but the module and device):
         everything here but `clip_grad_norm`, which the engine applies to the gradients."""
         return self.model_dump(exclude={"clip_grad_norm"})
 

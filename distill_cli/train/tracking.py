@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from distill_cli.errors import DistillError
-from distill_cli.recipe import flatten
+from distill_cli.recipe.document import flatten
 from distill_cli.rundir import RunDir
 
 if TYPE_CHECKING:
-    from distill_cli.recipe import Recipe
-    from distill_cli.reporter import Reporter
+    from distill_cli.recipe.document import Recipe
+    from distill_cli.train.reporter import Reporter
 
 _NOT_SCALARS = ("step", "epoch")
 

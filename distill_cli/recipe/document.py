@@ -6,7 +6,7 @@ command line with ``--set a.b=c``, and is saved resolved into every run director
 re-running that file reproduces the run.
 
 The sections (models, data, augment, optim, schedule, runtime, output) are in
-`distill_cli.recipe_sections`; this module holds the whole `Recipe`, its overrides, its loading
+`distill_cli.recipe.sections`; this module holds the whole `Recipe`, its overrides, its loading
 and its error messages.
 """
 
@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from distill_cli.errors import DistillError, did_you_mean
-from distill_cli.recipe_sections import (
+from distill_cli.recipe.sections import (
     AugmentSpec,
     DataSpec,
     MethodParams,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from distill_cli.cli_options import JsonOpt, QuietOpt, RecipeArg, SetOpt, finite, wide_console
+from distill_cli.cli.options import JsonOpt, QuietOpt, RecipeArg, SetOpt, finite, wide_console
 
 if TYPE_CHECKING:
     from distill_cli.export import TimingPlan
@@ -229,8 +229,8 @@ def export_cmd(
     import sys
 
     from distill_cli import api
-    from distill_cli.console import console, err_console
-    from distill_cli.console_export import export_view
+    from distill_cli.cli.console import console, err_console
+    from distill_cli.cli.console_export import export_view
     from distill_cli.export import ExportOptions, ExportReport, Gates
     from distill_cli.export.parity import DEFAULT_RTOL
 
@@ -311,8 +311,8 @@ def bench_latency_cmd(
 ) -> None:
     """Batch-1 latency (p50/p90/p99/mean) and batch-N throughput, ONNX Runtime and PyTorch."""
     from distill_cli import api
-    from distill_cli.console import console
-    from distill_cli.console_export import bench_view
+    from distill_cli.cli.console import console
+    from distill_cli.cli.console_export import bench_view
 
     result = api.bench_latency(
         target,
@@ -346,7 +346,7 @@ def bench_train_cmd(
 ) -> None:
     """Training throughput: distill's full step vs the bare step (same run), and the data path."""
     from distill_cli import api
-    from distill_cli.console import bench_train_table, console
+    from distill_cli.cli.console import bench_train_table, console
 
     result = api.bench_train(recipe, set_, steps=steps, warmup=warmup, bare=bare, rounds=rounds)
     console.print_json(json.dumps(result)) if as_json else console.print(bench_train_table(result))

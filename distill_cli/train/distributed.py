@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from distill_cli.world import World
+from distill_cli.train.world import World
 
 
 def init(world: World, device: torch.device) -> None:

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from distill_cli import __version__
-from distill_cli.cli_export import bench_app, export_cmd
-from distill_cli.cli_options import (
+from distill_cli.cli.export import bench_app, export_cmd
+from distill_cli.cli.options import (
     DryRunOpt,
     JsonOpt,
     OverwriteOpt,
@@ -22,8 +22,8 @@ from distill_cli.cli_options import (
     finite,
     wide_console,
 )
-from distill_cli.cli_students import students_cmd
-from distill_cli.world import world_from_env
+from distill_cli.cli.students import students_cmd
+from distill_cli.train.world import world_from_env
 
 app = typer.Typer(
     name="distill",
@@ -65,7 +65,7 @@ def _execute(
     quiet: bool,
 ) -> None:
     from distill_cli import api
-    from distill_cli.console import RichReporter, console, plan_table, summary_table
+    from distill_cli.cli.console import RichReporter, console, plan_table, summary_table
 
     if dry_run:
         plan = api.plan(recipe, overrides)
@@ -165,7 +165,7 @@ def report(
     from rich.markup import escape
 
     from distill_cli import api
-    from distill_cli.console import console
+    from distill_cli.cli.console import console
 
     result = api.report(run_dir)
     if as_json:
@@ -195,7 +195,7 @@ def compare(
     from rich.markup import escape
 
     from distill_cli import api
-    from distill_cli.console import comparison_table, console
+    from distill_cli.cli.console import comparison_table, console
 
     machine = as_json or csv or md  # pipes get only what they asked for: no stray files
     if plot is None and not (machine or no_plot):
@@ -241,7 +241,7 @@ def models(
 ) -> None:
     """timm models matching PATTERN: parameters, default input size, student candidates."""
     from distill_cli import api
-    from distill_cli.console import console, models_table, progress_bar
+    from distill_cli.cli.console import console, models_table, progress_bar
 
     with progress_bar("building models on the meta device", quiet=as_json) as progress:
         search = api.models(
@@ -270,8 +270,8 @@ def recipes_list(ctx: typer.Context) -> None:
         return
     from rich.table import Table
 
-    from distill_cli.catalog import entries
-    from distill_cli.console import console
+    from distill_cli.cli.console import console
+    from distill_cli.recipe.catalog import entries
 
     table = Table(show_header=True, box=None)
     table.add_column("recipe", style="bold")
@@ -284,7 +284,7 @@ def recipes_list(ctx: typer.Context) -> None:
 @recipes_app.command("show")
 def recipes_show(name: Annotated[str, typer.Argument(help="e.g. methods/kd")]) -> None:
     """Print one recipe (with its comments) and where it is."""
-    from distill_cli.catalog import find, read_text
+    from distill_cli.recipe.catalog import find, read_text
 
     entry = find(name)
     text = read_text(entry.path)

@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from distill_cli.model_search import ModelSearch
+    from distill_cli.students.model_search import ModelSearch
     from distill_cli.summary import RunSummary
 
 console = Console()

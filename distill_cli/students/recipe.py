@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from distill_cli.errors import DistillError, RunFailed
-from distill_cli.student_types import StudentEntry, StudentSearch
+from distill_cli.students.types import StudentEntry, StudentSearch
 
 _SOURCES = {
     "synthetic": "synthetic",
@@ -33,7 +33,7 @@ class NoFit(RunFailed):
 
 
 def _template() -> dict[str, Any]:
-    from distill_cli.catalog import find
+    from distill_cli.recipe.catalog import find
 
     try:
         data = yaml.safe_load(find("function_matching").path.read_text())
@@ -87,7 +87,7 @@ def write_recipe(
     name: str | None = None,
 ) -> Path:
     """Write the recipe for `student` (default: the top-ranked fit) to `path`; returns `path`."""
-    from distill_cli.recipe import load_recipe
+    from distill_cli.recipe.document import load_recipe
 
     chosen = _choose(search, student)
     q = search.query
@@ -111,7 +111,7 @@ def write_recipe(
     )
     raw.pop("model", None)
     if raw["data"]["source"] == "synthetic":  # a smoke-run dataset: the paper's batch won't fit
-        from distill_cli.recipe_sections import SyntheticSpec
+        from distill_cli.recipe.sections import SyntheticSpec
 
         schedule = raw.setdefault("schedule", {})
         images = SyntheticSpec().train_size

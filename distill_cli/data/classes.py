@@ -25,7 +25,7 @@ from distill_cli.data.sources import ImageSet
 from distill_cli.errors import DistillError
 
 if TYPE_CHECKING:
-    from distill_cli.recipe_sections import ModelSpec
+    from distill_cli.recipe.sections import ModelSpec
 
 
 def model_class_names(specs: list[ModelSpec], role: str) -> list[str] | None:

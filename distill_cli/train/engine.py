@@ -12,15 +12,15 @@ its decision. The API and the CLI call this; neither knows the steps.
 
 from __future__ import annotations
 
-from distill_cli import distributed
-from distill_cli.build import Setup, build
-from distill_cli.recipe import Recipe
-from distill_cli.reporter import Reporter
+from distill_cli.recipe.document import Recipe
 from distill_cli.rundir import RunDir
 from distill_cli.summary import RunSummary
-from distill_cli.tracking import TrackingReporter, open_trackers, preflight
-from distill_cli.trainer import Trainer
-from distill_cli.world import world_from_env
+from distill_cli.train import distributed
+from distill_cli.train.build import Setup, build
+from distill_cli.train.reporter import Reporter
+from distill_cli.train.tracking import TrackingReporter, open_trackers, preflight
+from distill_cli.train.trainer import Trainer
+from distill_cli.train.world import world_from_env
 
 
 def run(

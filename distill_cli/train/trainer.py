@@ -21,15 +21,15 @@ from typing import Any
 
 import torch
 
-from distill_cli.build import Setup
 from distill_cli.checkpoint import load_training, save_weights
 from distill_cli.errors import DistillError, RunFailed
-from distill_cli.evaluate import Evaluator
-from distill_cli.memory import largest_fitting, peak_gib
-from distill_cli.optim import build_optimizer, lr_factor, set_lr
-from distill_cli.reporter import NullReporter, Reporter
 from distill_cli.rundir import RunDir
 from distill_cli.summary import ModelResult, RunSummary
+from distill_cli.train.build import Setup
+from distill_cli.train.evaluate import Evaluator
+from distill_cli.train.memory import largest_fitting, peak_gib
+from distill_cli.train.optim import build_optimizer, lr_factor, set_lr
+from distill_cli.train.reporter import NullReporter, Reporter
 
 #: Seconds between two saves of `last` at epoch ends without an evaluation.
 LAST_EVERY_S = 60.0

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill_cli.errors import DistillError
-from distill_cli.student_types import (
+from distill_cli.students.types import (
     PROBE_FACTOR,
     STATUS_ORDER,
     Candidate,

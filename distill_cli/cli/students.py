@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from distill_cli.cli_options import JsonOpt, QuietOpt, wide_console
+from distill_cli.cli.options import JsonOpt, QuietOpt, wide_console
 
 
 def _split(values: list[str] | None) -> tuple[str, ...]:
@@ -100,10 +100,10 @@ def students_cmd(
     """The best timm students of TEACHER within a latency budget, timed on this machine."""
     # students.search_students is what api.students calls; called directly because
     # distill_cli.api imports the training engine and torch, seconds a cached answer skips.
-    from distill_cli.console import console, students_table, sweep_progress
+    from distill_cli.cli.console import console, students_table, sweep_progress
     from distill_cli.errors import RunFailed
-    from distill_cli.student_recipe import NoFit
-    from distill_cli.students import search_students
+    from distill_cli.students.recipe import NoFit
+    from distill_cli.students.search import search_students
 
     options = {
         "device": device,

@@ -1,0 +1,31 @@
+"""A run, from a recipe made ready to its summary.
+
+``engine`` tells a run (lock, prepare, resume, trackers, train); ``build`` makes a recipe ready
+(device, data, nets, placement, streams, method); ``trainer`` is the loop (precision, clipping,
+evaluation, checkpoints, resume); ``evaluate``, ``optim``, ``memory``, ``reporter`` and
+``tracking`` are its parts; ``world`` and ``distributed`` say which process this is and join
+the processes. Names are imported lazily: `world` stays torch-free.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_FACE = {
+    "run": "engine",
+    "build": "build",
+    "Setup": "build",
+    "Trainer": "trainer",
+    "World": "world",
+    "world_from_env": "world",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FACE:
+        return getattr(importlib.import_module(f"{__name__}.{_FACE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = sorted(_FACE)
