@@ -4,13 +4,17 @@
 
     result = api.run("recipes/quickstart/distill.yaml", schedule__epochs=1, optim__lr=3e-3)
     print(result.student.top1, result.agreement_top1, result.run_dir)
-    exported = api.export(result.run_dir, quantize="int8", min_top1=85.0)
+    exported = api.export(result.run_dir, quantize="int8", min_top1=85.0)  # an ExportReport
     print(exported.latency_of("student/onnxruntime/int8").p50_ms)
     api.report(result.run_dir)                       # report.html + report.md + PNGs
 
 Recipe fields are overridden with keywords, `__` standing for the dot of `--set`
 (`optim__lr=3e-3` is `--set optim.lr=3e-3`), or with `overrides=["optim.lr=3e-3"]`. The CLI is a
 thin layer over these functions: everything it prints comes from the results they return.
+
+Importing this module is cheap (no torch, timm or ONNX Runtime): each function imports the wing
+it drives when it is called, so the CLI can go through the API for every command, including
+those (`distill students` with a cached answer, `distill recipes`) that never need torch.
 """
 
 from __future__ import annotations
@@ -20,15 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill_cli.errors import DistillError
-from distill_cli.methods import method_class
 from distill_cli.recipe.document import Overrides, Recipe, load_recipe, override_recipe
-from distill_cli.results import ExportResult
 from distill_cli.summary import RunSummary
-from distill_cli.train import engine
-from distill_cli.train.build import build
 
 if TYPE_CHECKING:
-    from distill_cli.export import ExportOptions, TimingPlan
+    from distill_cli.bench.latency import LatencyBench
+    from distill_cli.export import ExportOptions, ExportReport, TimingPlan
     from distill_cli.export.onnx_export import Exporter
     from distill_cli.reports.compare import Comparison
     from distill_cli.reports.document import ReportResult
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from distill_cli.train.reporter import Reporter
 
 __all__ = [
-    "ExportResult",
     "RunSummary",
     "bench_latency",
     "bench_train",
@@ -66,6 +66,8 @@ def plan(
     recipe: Recipe | str | Path, overrides: Overrides | None = None, **fields: Any
 ) -> dict[str, Any]:
     """What `run` would do (models, data sizes, steps, precision, device), without training."""
+    from distill_cli.train.build import build
+
     return build(_recipe(recipe, overrides, fields)).plan()
 
 
@@ -83,6 +85,8 @@ def run(
     `fields` override recipe fields (`schedule__epochs=10`); `resume` continues the run from its
     last checkpoint, `overwrite` replaces an existing run folder; `reporter` receives progress.
     """
+    from distill_cli.train import engine
+
     rec = _recipe(recipe, overrides, fields)
     return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
 
@@ -97,6 +101,9 @@ def train(
     **fields: Any,
 ) -> RunSummary:
     """`run` for methods that learn from labels alone (teachers, from-scratch baselines)."""
+    from distill_cli.methods import method_class
+    from distill_cli.train import engine
+
     rec = _recipe(recipe, overrides, fields)
     if method_class(rec.method.name).needs_teacher:
         raise DistillError(
@@ -113,8 +120,10 @@ def export(
     check: bool = True,
     log: Callable[[str], None] | None = None,
     **options: Any,
-) -> ExportResult:
-    """Export a run, checkpoint or timm model to ONNX, check parity, time it; returns the report.
+) -> ExportReport:
+    """Export a run, checkpoint or timm model to ONNX, check parity, time it; returns the report
+    (`ExportReport`, report.json typed: `.onnx`, `.variants`, `.parity_passed`,
+    `.latency_of(name)`, `.gates_passed`, `.misses`, `.to_dict()` the file's content).
 
     `source` is an `ExportOptions` (what `distill export` builds from its flags), or a run,
     checkpoint or timm name with the flags as keywords (`out`, `exporter`, `opset`, `precision`,
@@ -137,9 +146,9 @@ def export(
     else:
         opts = ExportOptions.from_flat(source, **options)
     report = run_export(opts, log or (lambda _: None))
-    if check and not report.gates.passed:
-        raise GateFailed(report.gates.misses, report.to_dict())
-    return ExportResult.from_report(report)
+    if check and not report.gates_passed:
+        raise GateFailed(report.misses, report)
+    return report
 
 
 def bench_latency(
@@ -152,8 +161,10 @@ def bench_latency(
     exporter: Exporter = "dynamo",
     opset: int | None = None,
     **timing_keys: Any,
-) -> dict[str, Any]:
-    """`distill bench latency` as a function: latency of an ONNX file, checkpoint or timm model.
+) -> LatencyBench:
+    """`distill bench latency` as a function: latency of an ONNX file, checkpoint or timm model;
+    returns a `LatencyBench` (`.model`, `.latency`: the export report's `LatencyReport`,
+    `.latency_of(name)`, `.to_dict()` what `--json` prints).
 
     The protocol is `timing`, or its fields as keywords (`threads`, `warmup`, `runs`,
     `min_time_s`, `max_time_s`, `batch`); `checkpoint`, `input_size`, `num_classes`, `exporter`

@@ -21,27 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 from distill_cli.checkpoint import atomic_write
 from distill_cli.errors import DistillError
+from distill_cli.recipe.sections import check_run_name
 
 if TYPE_CHECKING:
     from distill_cli.summary import RunSummary
 
 #: The file that marks a folder as a distill run (so distill may replace what is in it).
 MARKER = ".distill-run"
-
-
-def check_run_name(name: str, where: str = "output.name") -> str:
-    """A run name is one plain path component: no separators, not `.`/`..`, not absolute.
-
-    The name becomes a folder that `--overwrite` empties; anything that could point elsewhere
-    (a parent, the working directory, an absolute path) would let it delete the wrong files.
-    """
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise DistillError(
-            f"run name {name!r} is not a plain folder name",
-            where,
-            "use letters, digits, '.', '_' or '-' (no path separators, not '.' or '..')",
-        )
-    return name
 
 
 def _same_recipe(saved: Path, recipe_yaml: str) -> bool:

@@ -345,8 +345,12 @@ def test_bench_latency_of_an_onnx_file_and_a_checkpoint(
 
     ckpt = student_run / "checkpoints" / "best.safetensors"
     result = api.bench_latency(ckpt, exporter="torchscript", **FAST_API)
-    assert [e["name"] for e in result["latency"]["entries"]] == ["pytorch", "onnxruntime"]
-    assert result["latency"]["speedup"]["onnx_vs_pytorch"] > 0
+    assert [e.name for e in result.latency.entries] == ["pytorch", "onnxruntime"]
+    assert result.latency.speedup["onnx_vs_pytorch"] > 0
+    assert result.latency_of("onnxruntime").p50_ms > 0 and result.model.params
+    # the same latency block as an export's report.json: same keys, spelled by one producer
+    assert set(result.to_dict()["latency"]) == set(exported["latency"])
+    assert "onnx_vs_pytorch" in result.latency.speedup_meets_protocol
     console = Console(record=True, width=140)
     console.print(bench_view(result))
     text = console.export_text()
@@ -365,9 +369,13 @@ def test_api_export_raises_gate_failed_with_the_report(tmp_path: Path) -> None:
         )  # fmt: skip
     assert len(info.value.misses) == 1 and info.value.misses[0].startswith("max-latency-ms")
     assert info.value.code == 1
-    report = info.value.report
-    assert report is not None and report["parity"]["passed"]
-    assert report["model"]["onnx"]["simplify"] == {"applied": False, "reason": "--no-simplify"}
+    report = info.value.report  # the typed report.json, as api.export returns it
+    assert report is not None and report.parity_passed and not report.gates_passed
+    assert report.misses == info.value.misses and report.to_dict() == json.loads(
+        (tmp_path / "report.json").read_text()
+    )
+    onnx_block = report.to_dict()["model"]["onnx"]
+    assert onnx_block["simplify"] == {"applied": False, "reason": "--no-simplify"}
     result = api.export(
         "test_resnet", out=tmp_path, input_size=32, num_classes=3, exporter="torchscript",
         max_latency_ms=1e-9, check=False, **FAST_API,
@@ -377,6 +385,8 @@ def test_api_export_raises_gate_failed_with_the_report(tmp_path: Path) -> None:
     assert result.onnx is not None and result.onnx.is_file() and result.report_path is not None
     entry = result.latency_of("student/onnxruntime/fp32")
     assert entry.runtime == "onnxruntime" and 0 < entry.p50_ms <= entry.p99_ms
+    with pytest.raises(KeyError, match="student/pytorch"):  # the message names what was timed
+        result.latency_of("student/onnxruntime/int8")
 
 
 def test_the_other_exporter_is_tried_when_the_first_fails(
@@ -392,7 +402,7 @@ def test_the_other_exporter_is_tried_when_the_first_fails(
     monkeypatch.setattr(ox, "_export_once", dynamo_breaks)
     report = api.export(
         "test_resnet", out=tmp_path, input_size=32, num_classes=3, latency=False
-    ).report  # fmt: skip
+    ).to_dict()  # fmt: skip
     exporter = report["model"]["onnx"]["exporter"]
     assert exporter["requested"] == "dynamo" and exporter["used"] == "torchscript"
     assert [a["ok"] for a in exporter["attempts"]] == [False, True]
@@ -414,7 +424,7 @@ def test_simplification_is_dropped_when_it_breaks_parity(
     report = api.export(
         "test_resnet", out=tmp_path, input_size=32, num_classes=3, exporter="torchscript",
         latency=False,
-    ).report  # fmt: skip
+    ).to_dict()  # fmt: skip
     simplified = report["model"]["onnx"]["simplify"]
     assert simplified["applied"] is False and "breaks parity" in simplified["reason"]
     assert report["parity"]["passed"]  # the unsimplified file was kept

@@ -59,7 +59,7 @@ def test_architecture_exports_with_parity(
         latency=False,
         simplify=False,
         check=False,
-    ).report
+    ).to_dict()
     parity = report["parity"]
     assert parity["passed"], parity["misses"]
     assert parity["max_abs_diff"] <= 1e-4 and parity["batch1_max_abs_diff"] <= 1e-4

@@ -59,7 +59,7 @@ def test_the_consumer_example_reproduces_distills_evaluation(tmp_path: Path) -> 
     run = Path(api.run(recipe_path).run_dir)
     report = api.export(
         run, out=tmp_path / "export", images=0, latency=False, exporter="torchscript"
-    ).report
+    ).to_dict()
     parity = report["parity"]
     assert parity["passed"] and parity["inputs"]["images"] == VAL and parity["inputs"]["labeled"]
     distill_top1 = parity["top1_onnx"]

@@ -27,7 +27,7 @@ def _export(arch: str, kwargs: dict[str, Any], exporter: str, out: Path, **extra
     return api.export(
         arch, out=out, input_size=SIZE, num_classes=10, model_kwargs=kwargs, exporter=exporter,
         latency=False, simplify=False, check=False, **extra,
-    ).report  # fmt: skip
+    ).to_dict()  # fmt: skip
 
 
 def test_the_sweep_covers_thirty_architectures() -> None:

@@ -102,7 +102,7 @@ def test_a_lossy_int8_file_fails_the_variant_gate(tmp_path: Path) -> None:
         "test_resnet", out=tmp_path / "b", input_size=32, num_classes=10, quantize="int8",
         min_variant_agreement=10, **QUICK,
     )  # fmt: skip
-    assert ok.gates_passed and ok.report["gates"]["files"] == {"fp32": True, "int8": True}
+    assert ok.gates_passed and ok.to_dict()["gates"]["files"] == {"fp32": True, "int8": True}
 
 
 def test_variant_gate_without_a_variant_is_a_usage_error(tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_dynamic_height_and_width_where_the_model_allows_it(tmp_path: Path) -> N
     report = api.export(
         "test_resnet", out=tmp_path / "cnn", input_size=32, num_classes=3, dynamic_size=True,
         **QUICK,
-    ).report  # fmt: skip
+    ).to_dict()  # fmt: skip
     block = report["model"]["onnx"]
     assert block["dynamic_size"]["applied"] is True and block["dynamic_axes"] == {
         "0": "batch", "2": "height", "3": "width"
@@ -129,7 +129,7 @@ def test_dynamic_height_and_width_where_the_model_allows_it(tmp_path: Path) -> N
     report = api.export(
         "test_vit", out=tmp_path / "vit", input_size=32, num_classes=3, dynamic_size=True,
         model_kwargs={"img_size": 32}, **QUICK,
-    ).report  # fmt: skip
+    ).to_dict()  # fmt: skip
     block = report["model"]["onnx"]
     assert block["dynamic_size"]["applied"] is False and block["dynamic_axes"] == {"0": "batch"}
     assert any(n.startswith("fixed input size") for n in report["source"]["notes"])
@@ -139,14 +139,14 @@ def test_dynamic_height_and_width_where_the_model_allows_it(tmp_path: Path) -> N
 
 
 def test_a_bare_timm_name_carries_the_models_own_class_names(tmp_path: Path) -> None:
-    report = api.export("test_resnet", out=tmp_path / "in1k", input_size=32, **QUICK).report
+    report = api.export("test_resnet", out=tmp_path / "in1k", input_size=32, **QUICK).to_dict()
     meta = report["model"]["onnx"]["metadata"]
     names = json.loads(meta["distill.class_names"])
     assert len(names) == 1000 and names[0].startswith("tench")
     assert meta["distill.class_names_source"] == "timm"
     report = api.export(
         "test_resnet", out=tmp_path / "ten", input_size=32, num_classes=10, **QUICK
-    ).report  # fmt: skip
+    ).to_dict()  # fmt: skip
     meta = report["model"]["onnx"]["metadata"]
     assert "distill.class_names" not in meta and meta["distill.class_names_source"] == "unknown"
     assert "null" not in meta.values()
@@ -208,6 +208,6 @@ def test_a_run_exports_from_another_directory_with_its_teacher(
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    report = api.export(run, out=elsewhere / "export", **QUICK).report
+    report = api.export(run, out=elsewhere / "export", **QUICK).to_dict()
     assert [t["name"] for t in report["teachers"]] == ["test_resnet"]
     assert not any("teacher" in n for n in report["source"]["notes"])

@@ -16,7 +16,8 @@ import pytest
 
 from distill_cli import api
 from distill_cli.errors import DistillError
-from distill_cli.rundir import MARKER, RunDir, check_run_name
+from distill_cli.recipe.sections import check_run_name
+from distill_cli.rundir import MARKER, RunDir
 from tests.conftest import teacher_body, write_recipe
 
 
@@ -148,7 +149,7 @@ def test_the_folder_is_locked_before_models_and_data_are_built(
         raise AssertionError("built models and data while another run held the folder")
 
     with run.lock():
-        monkeypatch.setattr("distill_cli.api.build", build)
+        monkeypatch.setattr("distill_cli.train.engine.build", build)
         with pytest.raises(DistillError, match="in use by a live run"):
             api.run(recipe)
     assert MARKER == ".distill-run"

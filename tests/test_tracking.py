@@ -21,6 +21,7 @@ from distill_cli.train.tracking import (
     TensorBoardTracker,
     TrackingReporter,
     open_trackers,
+    preflight,
 )
 from tests.conftest import fm_body, write_recipe
 
@@ -114,15 +115,20 @@ def test_resumed_writer_purges_from_the_resume_step(tmp_path: Path) -> None:
     assert read_scalars(tmp_path)["train/loss"][-1] == (6, 0.25)
 
 
-def test_no_trackers_when_none_asked_or_not_main_rank(
+def test_no_trackers_when_none_asked_and_the_main_process_comes_from_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     with open_trackers(_recipe(tmp_path, []), tmp_path / "run") as trackers:
         assert trackers == []
-    monkeypatch.setenv("RANK", "1")
-    with open_trackers(_recipe(tmp_path, ["tensorboard"]), tmp_path / "run") as trackers:
-        assert trackers == []
     assert not (tmp_path / "run").exists()
+    # "am I the main process" is the run's (World's) answer, passed in; RANK is not re-read here
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # not installed
+    recipe = _recipe(tmp_path, ["mlflow"])
+    monkeypatch.setenv("RANK", "1")
+    with pytest.raises(DistillError, match="mlflow"):
+        preflight(recipe, main=True)
+    monkeypatch.setenv("RANK", "0")
+    preflight(recipe, main=False)  # another process opens no tracker, so checks none
 
 
 def test_open_trackers_tensorboard_closes_on_error_and_skips_recipe_on_resume(

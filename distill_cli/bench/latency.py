@@ -21,8 +21,65 @@ from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
 from distill_cli.export.onnx_export import DEFAULT_OPSET, Exporter, check_onnx, export_onnx
 from distill_cli.export.options import check_opset
+from distill_cli.export.report import Block, Key, LatencyEntry, LatencyReport
 from distill_cli.export.source import resolve_source
+from distill_cli.export.timing import latency_block
 from distill_cli.models import count_flops
+
+
+class BenchModel(Block):
+    """What was timed: its name, input size, parameters, GFLOPs and ONNX file size."""
+
+    name = Key[str]()
+    input_size = Key[list[int]]()
+    params = Key[int | None](optional=True)
+    gflops = Key[float | None](optional=True)
+    bytes = Key[int | None](optional=True)
+    #: an ONNX file's own initializer count (exporters fold BatchNorm, so it undercounts)
+    onnx_initializer_values = Key[int | None](optional=True)
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        input_size: list[int],
+        params: int | None,
+        gflops: float | None,
+        size: int,
+        **extra: Any,
+    ) -> BenchModel:
+        return cls(
+            {
+                "name": name,
+                "input_size": input_size,
+                "params": params,
+                "gflops": gflops,
+                "bytes": size,
+                **extra,
+            }
+        )
+
+
+class LatencyBench(Block):
+    """What `distill bench latency` measured (`--json` prints `to_dict()`): the target, the
+    model and the latency block, the same block (and entries) as an export's report.json."""
+
+    target = Key[str]()
+
+    @property
+    def model(self) -> BenchModel:
+        return BenchModel(self.data["model"])
+
+    @property
+    def latency(self) -> LatencyReport:
+        return LatencyReport(self.data["latency"])
+
+    def latency_of(self, name: str) -> LatencyEntry:
+        """One timed entry: `pytorch`, `onnxruntime` (or their `-cuda` twins)."""
+        return self.latency.entry(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.data
 
 
 def _onnx_shape(path: Path, input_size: int | None) -> tuple[tuple[int, int, int], dict[str, str]]:
@@ -88,8 +145,8 @@ def bench_latency(
     num_classes: int | None = None,
     exporter: Exporter = "dynamo",
     opset: int | None = None,
-) -> dict[str, Any]:
-    """Time TARGET; returns {"target", "model", "latency"} with the export report's fields.
+) -> LatencyBench:
+    """Time TARGET: the model and the latency block of an export's report.json.
 
     `opset` None is the exporters' default; a bad one is refused before any work, as by
     `distill export`.
@@ -108,14 +165,14 @@ def bench_latency(
         shape, meta = _onnx_shape(path, input_size)
         entries = lat.sweep(None, {"fp32": path}, shape, plan)
         arch = _arch_figures(meta, shape)
-        model = {
-            "name": meta.get("distill.model") or path.stem,
-            "input_size": list(shape[1:]),
-            "params": arch[0] if arch else None,
-            "gflops": arch[1] if arch else None,
-            "onnx_initializer_values": _onnx_params(path),
-            "bytes": path.stat().st_size,
-        }
+        model = BenchModel.build(
+            meta.get("distill.model") or path.stem,
+            list(shape[1:]),
+            arch[0] if arch else None,
+            arch[1] if arch else None,
+            path.stat().st_size,
+            onnx_initializer_values=_onnx_params(path),
+        )
     else:
         src = resolve_source(
             target, checkpoint=checkpoint, input_size=input_size, num_classes=num_classes
@@ -128,24 +185,19 @@ def bench_latency(
             export_onnx(net.module, shape, onnx_path, exporter=exporter, opset=opset)
             entries = lat.sweep(net.module, {"fp32": onnx_path}, shape, plan)
             size = onnx_path.stat().st_size
-        model = {
-            "name": net.info.name,
-            "input_size": list(net.info.input_size),
-            "params": net.params,
-            "gflops": None if flops is None else flops / 1e9,
-            "bytes": size,
-        }
+        model = BenchModel.build(
+            net.info.name,
+            list(net.info.input_size),
+            net.params,
+            None if flops is None else flops / 1e9,
+            size,
+        )
     speed: dict[str, float] = {}
-    p50 = {e["name"]: e["p50_ms"] for e in entries}
-    if "pytorch" in p50 and "onnxruntime" in p50:
-        speed["onnx_vs_pytorch"] = p50["pytorch"] / p50["onnxruntime"]
-    return {
-        "target": target,
-        "model": model,
-        "latency": {
-            "protocol": {**plan.to_dict(), "batch_latency": 1},
-            "environment": lat.environment(plan.threads),
-            "entries": entries,
-            "speedup": speed,
-        },
-    }
+    speed_ok: dict[str, bool] = {}
+    by_name = {e["name"]: e for e in entries}
+    if "pytorch" in by_name and "onnxruntime" in by_name:
+        slow, fast = by_name["pytorch"], by_name["onnxruntime"]
+        speed["onnx_vs_pytorch"] = slow["p50_ms"] / fast["p50_ms"]
+        speed_ok["onnx_vs_pytorch"] = bool(slow["meets_protocol"] and fast["meets_protocol"])
+    block = latency_block(entries, plan, speed, speed_ok)
+    return LatencyBench({"target": target, "model": model.data, "latency": block})

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from distill_cli.recipe.document import Recipe
 from distill_cli.rundir import RunDir
+from distill_cli.train import engine
 from distill_cli.train.build import Setup, build
 
 
@@ -36,8 +37,6 @@ def _sync(device: torch.device) -> None:
 
 def distill_step(recipe: Recipe, warmup: int, steps: int, window: int) -> dict[str, Any]:
     """Images/s of the recipe's own training loop: median over timing windows after warm-up."""
-    from distill_cli import api
-
     with tempfile.TemporaryDirectory() as tmp:
         rec = recipe.model_copy(deep=True)
         rec.schedule = rec.schedule.model_copy(
@@ -52,7 +51,7 @@ def distill_step(recipe: Recipe, warmup: int, steps: int, window: int) -> dict[s
             }
         )
         rec.output = rec.output.model_copy(update={"dir": Path(tmp), "name": "bench"})
-        result = api.run(rec)
+        result = engine.run(rec)
         records = [r for _, r in RunDir(rec.run_dir).metric_lines() if r is not None]
     windows = [r["images_per_s"] for r in records if r["kind"] == "train" and r["step"] > warmup]
     return {

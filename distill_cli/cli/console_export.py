@@ -7,12 +7,15 @@ result), so the table and report.json never disagree.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.table import Table
 
 from distill_cli.export.report import ExportReport, LatencyEntry, LatencyReport
+
+if TYPE_CHECKING:
+    from distill_cli.bench.latency import LatencyBench
 
 
 def _num(value: Any, fmt: str = "{:.2f}", suffix: str = "") -> str:
@@ -139,14 +142,12 @@ def export_view(report: ExportReport) -> Group:
     return Group(*parts)
 
 
-def bench_view(result: dict[str, Any]) -> Group:
+def bench_view(result: LatencyBench) -> Group:
     """`distill bench latency`'s terminal output: the latency table and the model's size."""
-    model = result["model"]
-    lines: list[Any] = [
-        latency_table(LatencyReport(result["latency"]), f"{model.get('name') or 'model'}")
-    ]
+    model = result.model
+    lines: list[Any] = [latency_table(result.latency, f"{model.name or 'model'}")]
     lines.append(
-        f"params {_num(model.get('params'), '{:,}')}, GFLOPs {_num(model.get('gflops'), '{:.3f}')}"
-        f", file {_size(model.get('bytes'))}"
+        f"params {_num(model.params, '{:,}')}, GFLOPs {_num(model.gflops, '{:.3f}')}"
+        f", file {_size(model.bytes)}"
     )
     return Group(*lines)

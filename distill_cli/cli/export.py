@@ -231,7 +231,7 @@ def export_cmd(
     from distill_cli import api
     from distill_cli.cli.console import console, err_console
     from distill_cli.cli.console_export import export_view
-    from distill_cli.export import ExportOptions, ExportReport, Gates
+    from distill_cli.export import ExportOptions, Gates
     from distill_cli.export.parity import DEFAULT_RTOL
 
     options = ExportOptions(
@@ -278,7 +278,7 @@ def export_cmd(
     if as_json:
         console.print_json(json.dumps(result.to_dict()))
     else:
-        wide_console().print(export_view(ExportReport(result.report)))
+        wide_console().print(export_view(result))
     for miss in result.misses:
         print(f"error: {miss}", file=sys.stderr)
     if result.misses:
@@ -324,7 +324,7 @@ def bench_latency_cmd(
         opset=opset,
     )
     if as_json:
-        console.print_json(json.dumps(result))
+        console.print_json(json.dumps(result.to_dict()))
     else:
         wide_console().print(bench_view(result))
 

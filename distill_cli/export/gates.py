@@ -77,7 +77,7 @@ class Gates:
 class GateFailed(RunFailed):
     """One or more gates missed; `misses` has one line each, `report` the whole report."""
 
-    def __init__(self, misses: list[str], report: dict[str, Any] | None = None) -> None:
+    def __init__(self, misses: list[str], report: ExportReport | None = None) -> None:
         super().__init__("; ".join(misses), None, None)
         self.misses = misses
         self.report = report

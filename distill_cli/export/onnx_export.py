@@ -36,7 +36,7 @@ _MAX_SINGLE_FILE = 1_800_000_000  # protobuf's 2 GiB limit, with room for the gr
 class OnnxWrite:
     """One ONNX file written by `export_onnx`: which exporter wrote it (the fallback when the
     requested one failed), at what opset, how long it took; the report's `model.onnx.exporter`.
-    Not to be confused with `results.ExportResult`, what `api.export` returns."""
+    Not to be confused with `report.ExportReport`, what `api.export` returns."""
 
     path: Path
     requested: Exporter

@@ -181,6 +181,10 @@ class VariantReport(Block):
     gates_passed = Key[bool | None](optional=True)
 
     @property
+    def file(self) -> Path:
+        return Path(self.path)
+
+    @property
     def parity(self) -> VariantParity:
         return VariantParity(self.data["parity"])
 
@@ -231,6 +235,15 @@ class LatencyReport(Block):
     def cpu(self) -> str:
         return str(self.data["environment"]["cpu"])
 
+    def entry(self, name: str) -> LatencyEntry:
+        """One timed entry by name, e.g. `student/onnxruntime/fp32`; KeyError names the rest."""
+        entries = self.entries
+        for entry in entries:
+            if entry.name == name:
+                return entry
+        known = ", ".join(e.name for e in entries) or "none"
+        raise KeyError(f"no latency entry {name!r}; measured: {known}")
+
 
 class OnnxFileReport(Block):
     """The fp32 ONNX file (model.onnx block)."""
@@ -265,7 +278,9 @@ class GatesReport(Block):
 
 class ExportReport(Block):
     """report.json as one typed object: built by the export pipeline, judged by the gates,
-    rendered by the console and returned by the API. `to_dict()` is the file's content."""
+    rendered by the console and returned by `api.export`. `to_dict()` is the file's content;
+    the few figures a caller usually wants (`onnx`, `parity_passed`, `latency_of`,
+    `gates_passed`, `misses`, `report_path`) are read from it, never copied."""
 
     schema = Key[str]()
     created = Key[str]()
@@ -316,6 +331,39 @@ class ExportReport(Block):
     @property
     def gates(self) -> GatesReport:
         return GatesReport(self.data["gates"])
+
+    # --- what callers of `api.export` read most ---------------------------------------------
+
+    @property
+    def onnx(self) -> Path | None:
+        """The fp32 ONNX file (None when the export did not get that far)."""
+        path = self.files.get("onnx")
+        return Path(path) if path else None
+
+    @property
+    def report_path(self) -> Path | None:
+        """Where this report was written (OUT/report.json), once written."""
+        path = self.files.get("report")
+        return Path(path) if path else None
+
+    @property
+    def parity_passed(self) -> bool:
+        return bool(self.parity.passed)
+
+    @property
+    def gates_passed(self) -> bool:
+        return bool(self.gates.passed)
+
+    @property
+    def misses(self) -> list[str]:
+        """One line per missed gate (also the `error:` lines of `distill export`)."""
+        return list(self.gates.misses)
+
+    def latency_of(self, name: str) -> LatencyEntry:
+        """One timed entry by name, e.g. `student/onnxruntime/int8`."""
+        if self.latency is None:
+            raise KeyError(f"no latency entry {name!r}: the export was not timed (--no-latency)")
+        return self.latency.entry(name)
 
     def record_gates(
         self, requested: dict[str, Any], misses: list[str], files: dict[str, bool]

@@ -12,8 +12,10 @@ from typing import Literal
 
 from pydantic import Field
 
-from distill_cli.methods.base import register
+from distill_cli.errors import DistillError
+from distill_cli.methods.base import MethodContext, register
 from distill_cli.methods.kd import KD, KDParams
+from distill_cli.recipe.sections import MethodParams
 
 
 class ESKDParams(KDParams):
@@ -26,6 +28,18 @@ class ESKD(KD):
     name = "eskd"
     Params = ESKDParams
     params: ESKDParams
+
+    def __init__(self, params: MethodParams, ctx: MethodContext) -> None:
+        super().__init__(params, ctx)
+        # a KD phase that ends at an epoch the run never reaches is a silent no-op
+        stop, epochs = self.params.kd_stop_epoch, ctx.epochs
+        if epochs is not None and stop >= epochs:
+            raise DistillError(
+                f"method.kd_stop_epoch={stop} but the run has {epochs} epochs (0-based: the "
+                f"last is {epochs - 1}), so the KD term would never stop",
+                "method.kd_stop_epoch",
+                f"set it below {epochs}, or use method.name=kd",
+            )
 
     def kd_weight(self, epoch: int) -> float:
         return 0.0 if epoch >= self.params.kd_stop_epoch else 1.0 - self.params.alpha

@@ -280,10 +280,25 @@ class MethodParams(BaseModel):
     name: str
 
 
-def plain_name(name: str) -> None:
-    """A run name is one folder: `..`, `/x` or `a/b` could make `--overwrite` delete elsewhere."""
-    from distill_cli.rundir import check_run_name
+def check_run_name(name: str, where: str = "output.name") -> str:
+    """A run name is one plain path component: no separators, not `.`/`..`, not absolute.
 
+    The name becomes a folder that `--overwrite` empties; anything that could point elsewhere
+    (a parent, the working directory, an absolute path) would let it delete the wrong files.
+    The recipe owns this rule (it is what a valid `name`/`output.name` is); the run folder
+    (rundir.py) applies it to the folders it is asked to make.
+    """
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise DistillError(
+            f"run name {name!r} is not a plain folder name",
+            where,
+            "use letters, digits, '.', '_' or '-' (no path separators, not '.' or '..')",
+        )
+    return name
+
+
+def plain_name(name: str) -> None:
+    """`check_run_name` as a pydantic validator error (the recipe loader adds where)."""
     try:
         check_run_name(name)
     except DistillError as exc:

@@ -20,9 +20,24 @@ from distill_cli.errors import DistillError
 from distill_cli.methods import Method, MethodContext, create_method, method_class
 from distill_cli.models import Net, create_net, create_teacher, infer_num_classes, probe
 from distill_cli.recipe.document import Recipe
-from distill_cli.recipe.sections import RuntimeSpec
+from distill_cli.recipe.sections import RuntimeSpec, ScheduleSpec
 from distill_cli.train.distributed import has_batchnorm, init, sync_batchnorm
 from distill_cli.train.world import World, world_from_env
+
+
+@dataclass(frozen=True)
+class RunLength:
+    """How long the run is, computed once (from the schedule and the training stream) and read
+    by the plan, the method (phases counted in epochs) and the trainer alike."""
+
+    total_steps: int
+    epochs: int
+
+    @classmethod
+    def of(cls, schedule: ScheduleSpec, steps_per_epoch: int) -> RunLength:
+        """`schedule.steps`, or `schedule.epochs` whole epochs; epochs round a step count up."""
+        total = schedule.steps or (schedule.epochs or 0) * steps_per_epoch
+        return cls(total, math.ceil(total / steps_per_epoch))
 
 
 @dataclass
@@ -39,22 +54,21 @@ class Setup:
     method: Method
     train_stream: BatchStream
     val_stream: BatchStream
+    length: RunLength
     world: World = field(default_factory=World)
     sync_bn: bool = False
-    total_steps: int = field(init=False)
-
-    def __post_init__(self) -> None:
-        sched = self.recipe.schedule
-        spe = self.train_stream.steps_per_epoch
-        self.total_steps = sched.steps or (sched.epochs or 0) * spe
 
     @property
     def steps_per_epoch(self) -> int:
         return self.train_stream.steps_per_epoch
 
     @property
+    def total_steps(self) -> int:
+        return self.length.total_steps
+
+    @property
     def epochs(self) -> int:
-        return math.ceil(self.total_steps / self.steps_per_epoch)
+        return self.length.epochs
 
     @property
     def precision(self) -> str:
@@ -139,9 +153,7 @@ def build(recipe: Recipe) -> Setup:
     sizes = [net.info.input_size for net in (student, teacher) if net is not None]
     view_size = (max(s[0] for s in sizes), max(s[1] for s in sizes))
     train_stream, val_stream = _streams(recipe, data, device, world, max(view_size))
-    sched = recipe.schedule
-    epochs = sched.epochs or math.ceil((sched.steps or 0) / train_stream.steps_per_epoch)
-    _check_stop_epoch(recipe, epochs)
+    length = RunLength.of(recipe.schedule, train_stream.steps_per_epoch)
     ctx = MethodContext(
         student,
         teacher,
@@ -149,7 +161,7 @@ def build(recipe: Recipe) -> Setup:
         channels_last,
         train_stream=train_stream,
         cache_dir=recipe.output.dir / ".cache",
-        epochs=epochs,
+        epochs=length.epochs,
     )
     method = create_method(recipe.method, ctx)
     autocast = torch.bfloat16 if precision == "bf16" else None
@@ -164,6 +176,7 @@ def build(recipe: Recipe) -> Setup:
         method,
         train_stream,
         val_stream,
+        length,
         world,
         sync_bn,
     )
@@ -285,15 +298,3 @@ def _matched_data(recipe: Recipe, seed: int, needs_teacher: bool) -> DataBundle:
         return data
     names = model_class_names([recipe.student], "model")
     return align_classes(data, names, recipe.data.class_map, "model")
-
-
-def _check_stop_epoch(recipe: Recipe, epochs: int) -> None:
-    """A method phase that starts at an epoch the run never reaches is a silent no-op."""
-    stop = getattr(recipe.method, "kd_stop_epoch", None)
-    if stop is not None and stop >= epochs:
-        raise DistillError(
-            f"method.kd_stop_epoch={stop} but the run has {epochs} epochs (0-based: the last is "
-            f"{epochs - 1}), so the KD term would never stop",
-            "method.kd_stop_epoch",
-            f"set it below {epochs}, or use method.name=kd",
-        )

@@ -32,11 +32,12 @@ def run(
 ) -> RunSummary:
     """Train the recipe's student to the end in its run folder; returns the run's summary."""
     RunDir.check_intent(resume=resume, overwrite=overwrite)
-    preflight(recipe)
+    world = world_from_env()
+    preflight(recipe, main=world.is_main)
     joined_before = distributed.joined()
     rundir = RunDir(recipe.run_dir)
     try:
-        if not world_from_env().is_main:
+        if not world.is_main:
             return _follow(build(recipe), rundir, resume)
         with rundir.lock():
             return _lead(build(recipe), rundir, resume, overwrite, reporter)

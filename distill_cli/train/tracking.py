@@ -172,10 +172,13 @@ def _close_all(trackers: Sequence[Tracker], failed: bool) -> None:
             _warn(tracker, "failed to close", exc)
 
 
-def preflight(recipe: Recipe) -> None:
+def preflight(recipe: Recipe, *, main: bool) -> None:
     """Fail on a tracker that cannot work before the run folder is touched, so a missing
-    package or a down server never leaves a half-made run (or deletes one under --overwrite)."""
-    if "mlflow" not in recipe.runtime.log_to or int(os.environ.get("RANK", "0")) != 0:
+    package or a down server never leaves a half-made run (or deletes one under --overwrite).
+
+    `main` is the run's answer to "am I the main process" (`World.is_main`): only the main
+    process opens trackers, so only it checks them."""
+    if "mlflow" not in recipe.runtime.log_to or not main:
         return
     mlflow = _import_mlflow()
     try:
@@ -188,9 +191,11 @@ def preflight(recipe: Recipe) -> None:
 def open_trackers(
     recipe: Recipe, run_dir: Path, *, start_step: int = 0, resumed: bool = False
 ) -> Iterator[list[Tracker]]:
-    """The trackers in ``runtime.log_to``, closed as FINISHED or, on an exception, FAILED."""
+    """The trackers in ``runtime.log_to``, closed as FINISHED or, on an exception, FAILED.
+
+    Opened by the main process only (the engine's `_lead`); the others log nothing."""
     wanted = list(dict.fromkeys(recipe.runtime.log_to))
-    if not wanted or int(os.environ.get("RANK", "0")) != 0:
+    if not wanted:
         yield []
         return
     mlflow = _import_mlflow() if "mlflow" in wanted else None  # fail before creating anything
