@@ -10,6 +10,10 @@ both runtimes and prints one JSON line: the largest |logit|, max |diff|, max rel
 
     python benchmarks/export_parity.py                 # the whole sweep
     python benchmarks/export_parity.py --arch dla34    # one
+    python benchmarks/export_parity.py --json benchmarks/results/export_parity.json
+
+`--json` writes every row with the command and the versions, the raw data of the table in
+docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -71,6 +75,7 @@ def measure(name: str, kwargs: dict, exporter: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", action="append", help="only these (repeatable)")
+    parser.add_argument("--json", type=Path, help="write the rows, command and versions here")
     args = parser.parse_args()
     torch.set_num_threads(2)
     rows = []
@@ -93,6 +98,19 @@ def main() -> None:
         )
     worst = {str(r): max(x["needed_atol"][str(r)] for x in ok) for r in RTOLS}
     print(f"\n{len(ok)} architectures; worst atol needed per rtol: {json.dumps(worst)}")
+    if args.json:
+        from distill_cli.export.latency import versions
+
+        record = {
+            "command": "python benchmarks/export_parity.py " + " ".join(sys.argv[1:]),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "size": SIZE,
+            "versions": versions(),
+            "worst_atol_needed": worst,
+            "rows": rows,
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":
