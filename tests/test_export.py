@@ -361,6 +361,29 @@ def test_bench_latency_of_an_onnx_file_and_a_checkpoint(
 # --- the Python API and the pieces, in-process -------------------------------------------------
 
 
+def test_the_typed_report_is_what_callers_read_without_a_copy(tmp_path: Path) -> None:
+    """`api.export` returns report.json's own typed view: its conveniences read the file's
+    data (no second result type copying fields), so they cannot drift from it."""
+    data = {
+        "files": {"onnx": str(tmp_path / "model.onnx")},
+        "parity": {"passed": True, "misses": []},
+        "variants": {"int8": {"path": str(tmp_path / "model.int8.onnx"), "bytes": 10}},
+        "latency": None,
+        "gates": {"passed": False, "misses": ["max-latency-ms: 3 > 2"], "files": {}},
+    }
+    report = ExportReport(data)
+    assert report.onnx == tmp_path / "model.onnx" and report.report_path is None
+    assert report.variants["int8"].file == tmp_path / "model.int8.onnx"
+    assert report.parity_passed and not report.gates_passed
+    assert report.misses == ["max-latency-ms: 3 > 2"]
+    with pytest.raises(KeyError, match="--no-latency"):
+        report.latency_of("student/onnxruntime/fp32")
+    data["gates"]["passed"] = True  # the view reads the data, it holds no copy
+    assert report.gates_passed and report.to_dict() is data
+    path = report.write(tmp_path)
+    assert report.report_path == path and json.loads(path.read_text())["files"]["report"]
+
+
 def test_api_export_raises_gate_failed_with_the_report(tmp_path: Path) -> None:
     with pytest.raises(GateFailed) as info:
         api.export(
