@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from distill_cli.bench.latency import LatencyBench
     from distill_cli.export import ExportOptions, ExportReport, TimingPlan
     from distill_cli.export.onnx_export import Exporter
+    from distill_cli.recipe.catalog import Entry
     from distill_cli.reports.compare import Comparison
     from distill_cli.reports.document import ReportResult
     from distill_cli.students.model_search import ModelSearch
@@ -45,8 +46,10 @@ __all__ = [
     "export",
     "models",
     "plan",
+    "recipes",
     "report",
     "run",
+    "shipped_recipe",
     "students",
     "train",
 ]
@@ -60,6 +63,21 @@ def _recipe(
     if isinstance(recipe, Recipe):
         return override_recipe(override_recipe(recipe, overrides or []), dotted)
     return load_recipe(recipe, overrides, dotted)
+
+
+def recipes() -> list[Entry]:
+    """`distill recipes`: the shipped recipes (and a `recipes/` folder in the working directory),
+    each with its name (`methods/kd`), path and one-line summary."""
+    from distill_cli.recipe.catalog import entries
+
+    return entries()
+
+
+def shipped_recipe(name: str) -> Entry:
+    """`distill recipes show NAME`: one shipped recipe; `.text()` is the file, comments kept."""
+    from distill_cli.recipe.catalog import find
+
+    return find(name)
 
 
 def plan(

@@ -130,3 +130,13 @@ def test_api_export_takes_the_options_object_the_cli_builds(tmp_path: Path) -> N
     assert result.parity_passed and result.report_path == tmp_path / "report.json"
     with pytest.raises(TypeError):
         api.export(options, runs=5)
+
+
+def test_the_shipped_recipes_through_the_api() -> None:
+    names = [entry.name for entry in api.recipes()]
+    assert "quickstart/distill" in names and names == sorted(names)
+    entry = api.shipped_recipe("methods/kd.yaml")
+    assert entry.name == "methods/kd" and "KD" in entry.summary
+    assert entry.text() == entry.path.read_text()
+    with pytest.raises(DistillError, match="did you mean 'methods/kd'"):
+        api.shipped_recipe("methods/kdd")

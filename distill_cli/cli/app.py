@@ -270,13 +270,13 @@ def recipes_list(ctx: typer.Context) -> None:
         return
     from rich.table import Table
 
+    from distill_cli import api
     from distill_cli.cli.console import console
-    from distill_cli.recipe.catalog import entries
 
     table = Table(show_header=True, box=None)
     table.add_column("recipe", style="bold")
     table.add_column("what it is")
-    for entry in entries():
+    for entry in api.recipes():
         table.add_row(entry.name, entry.summary)
     console.print(table)
 
@@ -284,9 +284,9 @@ def recipes_list(ctx: typer.Context) -> None:
 @recipes_app.command("show")
 def recipes_show(name: Annotated[str, typer.Argument(help="e.g. methods/kd")]) -> None:
     """Print one recipe (with its comments) and where it is."""
-    from distill_cli.recipe.catalog import find, read_text
+    from distill_cli import api
 
-    entry = find(name)
-    text = read_text(entry.path)
+    entry = api.shipped_recipe(name)
+    text = entry.text()
     typer.echo(f"# {entry.path}")
     typer.echo(text.rstrip())

@@ -21,6 +21,10 @@ class Entry:
     path: Path
     summary: str
 
+    def text(self) -> str:
+        """The recipe file in full, comments included (`distill recipes show`)."""
+        return read_text(self.path)
+
 
 def roots() -> list[Path]:
     found = []
