@@ -106,10 +106,19 @@ def plan_table(plan: dict[str, Any]) -> Table:
     table.add_column("classes", justify="right")
     table.add_column("input")
     table.add_column("mean / std")
+    table.add_column("where from", overflow="fold")
     for role, m in plan["models"].items():
         size = "x".join(str(v) for v in m["input_size"])
         norm = f"{tuple(round(v, 3) for v in m['mean'])} / {tuple(round(v, 3) for v in m['std'])}"
-        table.add_row(role, m["name"], f"{m['params']:,}", str(m["num_classes"]), size, norm)
+        table.add_row(
+            role,
+            m["name"],
+            f"{m['params']:,}",
+            str(m["num_classes"]),
+            size,
+            norm,
+            _sources(m.get("sources") or {}),
+        )
     data = plan["data"]
     table.caption = (
         f"train {data['train']['images']:,} images ({data['train']['name']}"
@@ -120,6 +129,21 @@ def plan_table(plan: dict[str, Any]) -> Table:
         f"| -> {plan['run_dir']}"
     )
     return table
+
+
+#: The plan's facts about a model, by the names its "where from" column uses.
+_FACTS = (
+    ("num_classes", "classes"),
+    ("class_names", "names"),
+    ("input_size", "input"),
+    ("mean_std", "mean/std"),
+    ("crop_pct", "crop"),
+    ("interpolation", "resize"),
+)
+
+
+def _sources(sources: dict[str, str]) -> str:
+    return "; ".join(f"{label}: {sources[key]}" for key, label in _FACTS if key in sources)
 
 
 def summary_table(summary: RunSummary) -> Table:

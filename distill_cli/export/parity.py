@@ -22,7 +22,7 @@ from torch import nn
 
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.sources import ImageSet
-from distill_cli.model_view import ModelInfo, eval_pixels, normalize
+from distill_cli.model_view import ModelInfo, eval_pixels, load_sizes, normalize
 
 BATCH = 64
 #: Inputs held in memory up to this size (bytes); larger sets are re-read for every model.
@@ -99,7 +99,7 @@ class InputSet:
                 n = min(self.batch, self.count - start)
                 yield torch.randn(n, c, h, w, generator=gen).numpy(), None
             return
-        load = self.load_size or round(max(h, w) * 1.15)
+        load = self.load_size or load_sizes(max(h, w), None)[1]
         stream = BatchStream(
             self.images,
             self.batch,

@@ -30,6 +30,7 @@ from distill_cli.train.evaluate import Evaluator
 from distill_cli.train.memory import largest_fitting, peak_gib
 from distill_cli.train.optim import build_optimizer, lr_factor, set_lr
 from distill_cli.train.reporter import NullReporter, Reporter
+from distill_cli.train.teacher_check import check_teacher
 
 #: Seconds between two saves of `last` at epoch ends without an evaluation.
 LAST_EVERY_S = 60.0
@@ -46,6 +47,8 @@ def _meta(setup: Setup, epoch: float, step: int, metrics: dict[str, Any]) -> dic
         "std": list(info.std),
         "crop_pct": info.crop_pct,
         "interpolation": info.interpolation,
+        # image files: the square they were decoded to before the crop (export reproduces it)
+        "load_size": setup.val_stream.load_size if setup.data.val.images is None else None,
         "class_names": setup.data.classes if info.num_classes == len(setup.data.classes) else None,
         "epoch": _epoch(epoch),
         "step": step,
@@ -167,6 +170,8 @@ class Trainer:
         self.module.train()
         if s.teacher is not None and s.method.compares_teacher and s.world.is_main:
             self.teacher_metrics = self.evaluator.teacher_metrics(s.teacher)
+            labels = self.evaluator.labels
+            check_teacher(s, self.teacher_metrics, 0 if labels is None else len(labels))
         self.reporter.start(total, step, s.epochs)
         while step < total:
             epoch = step // spe
