@@ -21,7 +21,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from distill_cli import api
-from distill_cli.checkpoint import load_weights, save_weights
+from distill_cli.checkpoint import load_weights
 from distill_cli.errors import DistillError
 from distill_cli.models import create_net
 from distill_cli.recipe.sections import ModelSpec
@@ -86,9 +86,7 @@ def test_missing_and_wrong_shape_keys_are_counted_and_named(tmp_path: Path) -> N
         load_weights(_resnet("resnet18"), path)
     assert "1 missing (fc.bias), 1 wrong-shape (fc.weight) keys" in str(info.value)
     # BatchNorm step counters, which some trainers do not save, are not an architecture
-    state = {
-        k: v for k, v in _resnet("resnet18").state_dict().items() if "num_batches" not in k
-    }
+    state = {k: v for k, v in _resnet("resnet18").state_dict().items() if "num_batches" not in k}
     save_file(state, str(path))
     load_weights(_resnet("resnet18"), path)
 
