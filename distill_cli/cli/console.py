@@ -107,7 +107,9 @@ def plan_table(plan: dict[str, Any]) -> Table:
     table.add_column("input")
     table.add_column("mean / std")
     table.add_column("where from", overflow="fold")
+    trained = "student" if "teacher" in plan["models"] else "model"
     for role, m in plan["models"].items():
+        role = trained if role == "student" else role
         size = "x".join(str(v) for v in m["input_size"])
         norm = f"{tuple(round(v, 3) for v in m['mean'])} / {tuple(round(v, 3) for v in m['std'])}"
         table.add_row(
@@ -147,20 +149,30 @@ def _sources(sources: dict[str, str]) -> str:
 
 
 def summary_table(summary: RunSummary) -> Table:
+    """The run's result; the trained model is the "student" of a distillation and the "model"
+    of a supervised run, and top-5 shows only where it means something (more than 5 classes,
+    where the run measured it)."""
     table = Table(title=f"{summary.name} ({summary.method})")
     table.add_column("")
     table.add_column("model")
     table.add_column("params", justify="right")
     table.add_column("top-1", justify="right")
-    table.add_column("agreement", justify="right")
     student, teacher = summary.student, summary.teacher
+    top5 = student.top5 is not None
+    if top5:
+        table.add_column("top-5", justify="right")
+    table.add_column("agreement", justify="right")
     if teacher:
-        table.add_row("teacher", teacher.model, _fmt(teacher.params), _fmt(teacher.top1, "%"), "")
+        extra = [""] if top5 else []
+        table.add_row(
+            "teacher", teacher.model, _fmt(teacher.params), _fmt(teacher.top1, "%"), *extra, ""
+        )
     table.add_row(
-        "student",
+        "student" if teacher else "model",
         student.model,
         _fmt(student.params),
         _fmt(student.top1, "%"),
+        *([_fmt(student.top5, "%")] if top5 else []),
         _fmt(summary.agreement_top1, "%"),
     )
     ips = summary.images_per_s

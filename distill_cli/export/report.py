@@ -168,6 +168,8 @@ class VariantParity(Block):
 
     top1 = Key[Figure]()
     top1_drop = Key[Figure]()
+    #: per class (in the model's output order), fp32's top-1 minus this file's; None unlabeled
+    per_class_top1_drop = Key[list[float | None] | None](optional=True)
     top1_agreement_fp32 = Key[Figure]()
     max_abs_diff = Key[Figure]()
     mean_abs_diff = Key[Figure]()

@@ -400,4 +400,9 @@ class Trainer:
         )
         if s.world.is_main:
             self.run.write_summary(summary)
+            role = "student" if s.teacher is not None else "model"
+            teacher_net = s.teacher if s.method.compares_teacher else None
+            per_class = self.evaluator.class_eval(s.data.classes, st["step"], role, teacher_net)
+            if per_class is not None:
+                self.run.write_class_eval(per_class)
         return summary
