@@ -130,7 +130,7 @@ def test_the_plan_says_where_each_fact_came_from(tmp_path: Path, trained_teacher
 
 
 def test_a_teacher_near_chance_stops_the_run_before_training(
-    tmp_path: Path, trained_teacher: Path
+    tmp_path: Path, trained_teacher: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the head's rows in another order than the data's labels: the recipe's names say so
     rolled = [f"class_{i}" for i in (1, 2, 3, 0)]
@@ -140,9 +140,13 @@ def test_a_teacher_near_chance_stops_the_run_before_training(
     message = str(info.value)
     assert "below 1.5x chance (37.50% for 4 classes)" in message
     assert "class order" in message and "teacher.check_accuracy: false" in message
-    run = tmp_path / "runs" / "rolled"
-    assert not (run / "checkpoints" / "best.safetensors").exists()  # nothing trained
-    result = api.run(recipe, overwrite=True, teacher__check_accuracy=False)
+    assert "on 64 validation images" in message  # the whole (small) validation set
+    assert not (tmp_path / "runs" / "rolled").exists()  # refused before the folder is written
+    # a large validation set is scored on a fixed subset
+    monkeypatch.setattr("distill_cli.train.teacher_check.CHECK_IMAGES", 16)
+    with pytest.raises(DistillError, match="on 16 validation images"):
+        api.run(recipe)
+    result = api.run(recipe, teacher__check_accuracy=False)
     assert result.teacher is not None and result.teacher.top1 is not None
     assert result.teacher.top1 < 37.5
     # the right order passes the check

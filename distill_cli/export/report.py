@@ -74,8 +74,7 @@ def model_block(
     flops: float | None,
     onnx_block: dict[str, Any],
 ) -> dict[str, Any]:
-    # The resize is described by the `preprocess` block (what distill evaluates with), not by
-    # timm's pretrained config, which `info.interpolation` holds and distill does not apply.
+    # The resize is described once, by the `preprocess` block (what distill evaluates with).
     described = {k: v for k, v in info.to_dict().items() if k != "interpolation"}
     return {
         **described,

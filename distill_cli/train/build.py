@@ -228,9 +228,12 @@ def _nets(recipe: Recipe, cls: type[Method], data_classes: int) -> tuple[Net, Ne
     else:
         s_classes = infer_num_classes(recipe.student, data_classes)
         if cls.needs_labels and s_classes != data_classes:
+            # a supervised recipe calls its model `model` (or `student`): name what it wrote
             raise DistillError(
                 f"model has {s_classes} classes but the data has {data_classes}",
-                "student.num_classes",
+                "model.num_classes",
+                f"set model.num_classes: {data_classes} (a pretrained model gets a new head; "
+                "a checkpoint's head of another size loads with model.strict: false)",
             )
     return create_net(recipe.student, s_classes), teacher
 

@@ -134,6 +134,11 @@ class Trainer:
         rt = setup.recipe.runtime
         self._graphs = rt.compile and rt.compile_mode == "reduce-overhead"
 
+    def check_teacher(self) -> None:
+        """Before the run folder is written: a teacher near chance stops the run."""
+        if self.s.method.compares_teacher and self.s.world.is_main:
+            check_teacher(self.s, self.evaluator)
+
     def resume(self) -> None:
         state, extra = load_training(self.run.last, self.s.student.module, self.optimizer)
         self.s.method.load_extra_state(extra)
@@ -170,8 +175,6 @@ class Trainer:
         self.module.train()
         if s.teacher is not None and s.method.compares_teacher and s.world.is_main:
             self.teacher_metrics = self.evaluator.teacher_metrics(s.teacher)
-            labels = self.evaluator.labels
-            check_teacher(s, self.teacher_metrics, 0 if labels is None else len(labels))
         self.reporter.start(total, step, s.epochs)
         while step < total:
             epoch = step // spe
