@@ -28,7 +28,7 @@ from distill_cli.models import (
     resolve_num_classes,
 )
 from distill_cli.recipe.document import Recipe
-from distill_cli.recipe.sections import ModelSpec, RuntimeSpec
+from distill_cli.recipe.sections import RuntimeSpec
 from distill_cli.train.distributed import has_batchnorm, init, sync_batchnorm
 from distill_cli.train.world import World, world_from_env
 
@@ -105,7 +105,7 @@ class Setup:
             specs = rec.teachers
             counts = {resolve_num_classes(spec, classes)[1] for spec in specs}
             names = {spec_class_names(spec)[1] for spec in specs}
-            feeds = [self._member_sources(spec) for spec in specs]
+            feeds = self._teacher_feeds()
         else:
             specs, feeds = [rec.student], [self.student.sources]
             if self.teacher is None:
@@ -119,12 +119,12 @@ class Setup:
             out[key] = {feed.get(key, "-") for feed in feeds}
         return {key: ", ".join(sorted(values)) for key, values in out.items()}
 
-    def _member_sources(self, spec: ModelSpec) -> dict[str, str]:
-        if self.teacher is not None and len(self.recipe.teachers) == 1:
-            return self.teacher.sources
-        members = getattr(self.teacher.module, "sources", None) if self.teacher else None
-        index = self.recipe.teachers.index(spec)
-        return members[index] if members else {}
+    def _teacher_feeds(self) -> list[dict[str, str]]:
+        """The sources of each teacher (each ensemble member's own)."""
+        if self.teacher is None:
+            return []
+        members = getattr(self.teacher.module, "sources", None)
+        return list(members) if isinstance(members, list) else [self.teacher.sources]
 
 
 def resolve_device(choice: str, world: World | None = None) -> torch.device:
