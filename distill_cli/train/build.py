@@ -107,7 +107,7 @@ class Setup:
             names = {spec_class_names(spec)[1] for spec in specs}
             feeds = self._teacher_feeds()
         else:
-            specs, feeds = [rec.student], [self.student.sources]
+            feeds = [self.student.sources]
             if self.teacher is None:
                 counts = {resolve_num_classes(rec.student, classes)[1]}
                 names = {spec_class_names(rec.student)[1]}
