@@ -136,8 +136,8 @@ def resolve_feed(
         "input_size": size_from,
         "mean_std": norm_from,
         "crop_pct": crop_from,
-        "interpolation": "distill's resize"
-        + (f" (timm's default {timm_interp} is not used)" if timm_interp != INTERPOLATION else ""),
+        "interpolation": f"distill ({INTERPOLATION})"
+        + (f", not timm's {timm_interp}" if timm_interp != INTERPOLATION else ""),
     }
     return info, sources
 

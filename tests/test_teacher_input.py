@@ -119,7 +119,7 @@ def test_the_plan_says_where_each_fact_came_from(tmp_path: Path, trained_teacher
     assert teacher["sources"]["class_names"] == "side file"
     assert teacher["sources"]["input_size"] == "side file"
     assert teacher["sources"]["mean_std"] == "side file"
-    assert teacher["sources"]["interpolation"].startswith("distill's resize")
+    assert teacher["sources"]["interpolation"].startswith("distill (bilinear)")
     assert teacher["interpolation"] == "bilinear"
     assert student["sources"]["input_size"] == "recipe"
     assert student["sources"]["mean_std"] == "timm default"

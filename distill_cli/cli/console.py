@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -98,7 +98,20 @@ def _fmt(value: Any, suffix: str = "") -> str:
     return f"{value:,}{suffix}" if isinstance(value, int) else str(value)
 
 
-def plan_table(plan: dict[str, Any]) -> Table:
+#: The plan's facts about how a model is fed, by the column names of their sources table.
+_FACTS = (
+    ("num_classes", "classes"),
+    ("class_names", "class names"),
+    ("input_size", "input"),
+    ("mean_std", "mean/std"),
+    ("crop_pct", "crop"),
+    ("interpolation", "resize"),
+)
+
+
+def plan_table(plan: dict[str, Any]) -> Group:
+    """The plan: the models, data and schedule, then where each fact about how each model is
+    fed came from (recipe, side file, timm default, data), so nothing is a silent guess."""
     table = Table(title=f"plan: {plan['method']}", show_header=True)
     table.add_column("role")
     table.add_column("model")
@@ -106,21 +119,18 @@ def plan_table(plan: dict[str, Any]) -> Table:
     table.add_column("classes", justify="right")
     table.add_column("input")
     table.add_column("mean / std")
-    table.add_column("where from", overflow="fold")
     trained = "student" if "teacher" in plan["models"] else "model"
+    sources = Table(title="where each fact came from", show_header=True)
+    sources.add_column("role")
+    for _, label in _FACTS:
+        sources.add_column(label, overflow="fold")
     for role, m in plan["models"].items():
         role = trained if role == "student" else role
         size = "x".join(str(v) for v in m["input_size"])
         norm = f"{tuple(round(v, 3) for v in m['mean'])} / {tuple(round(v, 3) for v in m['std'])}"
-        table.add_row(
-            role,
-            m["name"],
-            f"{m['params']:,}",
-            str(m["num_classes"]),
-            size,
-            norm,
-            _sources(m.get("sources") or {}),
-        )
+        table.add_row(role, m["name"], f"{m['params']:,}", str(m["num_classes"]), size, norm)
+        facts = m.get("sources") or {}
+        sources.add_row(role, *(facts.get(key, "-") for key, _ in _FACTS))
     data = plan["data"]
     table.caption = (
         f"train {data['train']['images']:,} images ({data['train']['name']}"
@@ -130,22 +140,7 @@ def plan_table(plan: dict[str, Any]) -> Table:
         f"{plan['precision']}, channels_last={plan['channels_last']}, compile={plan['compile']} "
         f"| -> {plan['run_dir']}"
     )
-    return table
-
-
-#: The plan's facts about a model, by the names its "where from" column uses.
-_FACTS = (
-    ("num_classes", "classes"),
-    ("class_names", "names"),
-    ("input_size", "input"),
-    ("mean_std", "mean/std"),
-    ("crop_pct", "crop"),
-    ("interpolation", "resize"),
-)
-
-
-def _sources(sources: dict[str, str]) -> str:
-    return "; ".join(f"{label}: {sources[key]}" for key, label in _FACTS if key in sources)
+    return Group(table, sources)
 
 
 def summary_table(summary: RunSummary) -> Table:
