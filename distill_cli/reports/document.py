@@ -343,12 +343,12 @@ def write_report(run: str | Path) -> ReportResult:
         "accuracy": plots.save(plots.accuracy_figure(history), folder.report_image("accuracy")),
         "training": plots.save(plots.training_figure(history), folder.report_image("training")),
     }
-    latency = plots.latency_figure(history.export) if history.export else None
-    if latency is not None:
-        images["latency"] = plots.save(latency, folder.report_image("latency"))
     matrices = plots.confusion_figure(history.class_eval) if history.class_eval else None
     if matrices is not None:
         images["confusion"] = plots.save(matrices, folder.report_image("confusion"))
+    latency = plots.latency_figure(history.export) if history.export else None
+    if latency is not None:
+        images["latency"] = plots.save(latency, folder.report_image("latency"))
     blocks = build_blocks(history, images)
     md_path, html_path = folder.report_md, folder.report_html
     md_path.write_text(to_markdown(blocks, folder.path))
