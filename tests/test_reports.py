@@ -77,7 +77,7 @@ def test_report_pages_and_figures_show_the_runs_numbers(
     # the HTML stands alone: every figure embedded, decodable, nothing fetched from elsewhere
     page = report.html.read_text()
     embedded = re.findall(r"src='data:image/png;base64,([^']+)'", page)
-    assert len(embedded) == 2 and all(base64.b64decode(e).startswith(PNG) for e in embedded)
+    assert len(embedded) == 3 and all(base64.b64decode(e).startswith(PNG) for e in embedded)
     assert "http" not in re.sub(r"<pre>.*?</pre>", "", page, flags=re.S)
     assert f"{result.student.top1:.2f}%" in page and f"{result.teacher.top1:.2f}%" in page
     markdown = report.markdown.read_text()
