@@ -117,7 +117,7 @@ class Setup:
         out = {"num_classes": counts, "class_names": names}
         for key in ("input_size", "mean_std", "crop_pct", "interpolation"):
             out[key] = {feed.get(key, "-") for feed in feeds}
-        return {key: ", ".join(sorted(values)) for key, values in out.items()}
+        return {key: "; ".join(sorted(values)) for key, values in out.items()}  # ensembles
 
     def _teacher_feeds(self) -> list[dict[str, str]]:
         """The sources of each teacher (each ensemble member's own)."""
