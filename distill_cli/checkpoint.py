@@ -270,20 +270,50 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return cleaned
 
 
-def load_weights(model: nn.Module, path: Path) -> dict[str, list[str]]:
-    """Load `path` into `model`; refuse on missing keys or shape mismatches (wrong architecture)."""
+#: Buffers a checkpoint may lack without saying anything about its architecture: BatchNorm's
+#: step counter, which some trainers and converters do not save (it only matters for
+#: momentum=None BatchNorm, which timm models do not use).
+_BENIGN_MISSING = ("num_batches_tracked",)
+#: How many key names an error shows per kind.
+_SHOWN = 3
+
+
+def _first(names: list[str]) -> str:
+    shown = ", ".join(names[:_SHOWN])
+    return shown + (f" (+{len(names) - _SHOWN} more)" if len(names) > _SHOWN else "")
+
+
+def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str, list[str]]:
+    """Load `path` into `model`: every key must match in name and shape (`strict`).
+
+    A checkpoint of a neighbouring architecture (resnet34 weights into a resnet18) shares most
+    names and shapes; loading what matches and ignoring the rest gives a model that runs and
+    scores like a bad one, without a word. So any missing, unexpected or wrong-shape key is a
+    one-line error with the counts and the first names. `strict=False` (the recipe's
+    `strict: false`) loads the keys that match and leaves the rest as initialised; a checkpoint
+    that matches no key at all is refused either way.
+    """
     state = read_state_dict(path)
     own = model.state_dict()
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    missing = [k for k in own if k not in state]
+    missing = [k for k in own if k not in state and not k.endswith(_BENIGN_MISSING)]
     unexpected = [k for k in state if k not in own]
-    if missing or mismatched:
+    fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if (strict and (missing or unexpected or mismatched)) or not fitting:
+        parts = [
+            f"{len(names)} {kind} ({_first(names)})"
+            for kind, names in (
+                ("missing", missing),
+                ("unexpected", unexpected),
+                ("wrong-shape", mismatched),
+            )
+            if names
+        ]
         raise DistillError(
-            f"checkpoint does not fit the model: {len(missing)} missing, {len(unexpected)} "
-            f"unexpected, {len(mismatched)} wrong-shape keys"
-            + (f" (first: {(missing + mismatched)[0]})" if missing or mismatched else ""),
+            "checkpoint does not fit the model: " + ", ".join(parts) + " keys",
             str(path),
-            "check the model name, num_classes and in_chans",
+            "check the model name, num_classes and in_chans"
+            + ("; strict: false loads only the matching keys" if fitting else ""),
         )
-    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
-    return {"missing": missing, "unexpected": unexpected}
+    model.load_state_dict(fitting, strict=False)
+    return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}

@@ -16,6 +16,23 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+#: The one resize distill applies to every model view (`resize`): the run's evaluation, the
+#: checkpoint side file and the export's preprocessing metadata all name it.
+INTERPOLATION = "bilinear"
+#: Image files are decoded to a square of this many times the largest model input side for
+#: evaluation (the centre crop then takes `crop_pct` of it), and to this many times for
+#: training crops, unless the recipe sets `data.load_size`.
+EVAL_LOAD_RATIO, TRAIN_LOAD_RATIO = 1.15, 1.5
+
+
+def load_sizes(view_side: int, load_size: int | None) -> tuple[int, int]:
+    """(train, eval) decode sizes of image files for models whose largest input side is
+    `view_side`: the recipe's `data.load_size`, else the ratios above. The run's streams and
+    the export's inputs both ask here, so the export decodes exactly as the run evaluated."""
+    if load_size:
+        return load_size, load_size
+    return round(view_side * TRAIN_LOAD_RATIO), round(view_side * EVAL_LOAD_RATIO)
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -28,7 +45,7 @@ class ModelInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_pct: float
-    interpolation: str = "bilinear"
+    interpolation: str = INTERPOLATION
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,7 +84,7 @@ def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     reproduces, so it is the one resize every model view uses."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return F.interpolate(x, size=size, mode=INTERPOLATION, antialias=True, align_corners=False)
 
 
 def normalize(x: torch.Tensor, info: ModelInfo) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch import nn
 
 from distill_cli.checkpoint import load_weights, read_sidecar
 from distill_cli.errors import DistillError
-from distill_cli.model_view import ModelInfo, model_view
+from distill_cli.model_view import INTERPOLATION, ModelInfo, model_view
 
 if TYPE_CHECKING:
     from distill_cli.recipe.sections import ModelSpec
@@ -35,6 +35,8 @@ class Net:
     module: nn.Module
     info: ModelInfo
     runner: nn.Module | None = None
+    #: where each fact of `info` came from (recipe, side file, timm default): the plan shows it
+    sources: dict[str, str] = field(default_factory=dict)
     params: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,46 +69,112 @@ def _channels(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
     return (avg,) * in_chans
 
 
+#: Where a fact about how a model is fed came from, as `--dry-run` prints it.
+FROM_RECIPE, FROM_SIDE_FILE, FROM_TIMM, FROM_DATA = "recipe", "side file", "timm default", "data"
+
+
+def _pick(recipe: Any, side: Any, default: Any) -> tuple[Any, str]:
+    """The first value set, by priority: recipe, checkpoint side file, timm's default."""
+    if recipe is not None:
+        return recipe, FROM_RECIPE
+    if side is not None:
+        return side, FROM_SIDE_FILE
+    return default, FROM_TIMM
+
+
+def _square(size: Any) -> tuple[int, int]:
+    if isinstance(size, int):
+        return (size, size)
+    return (int(size[-2]), int(size[-1]))
+
+
 def resolve_info(model: nn.Module, spec: ModelSpec, num_classes: int) -> ModelInfo:
-    """The model's timm data config with the recipe's explicit settings on top."""
+    """The model's input config: see `resolve_feed`."""
+    return resolve_feed(model, spec, num_classes)[0]
+
+
+def resolve_feed(
+    model: nn.Module, spec: ModelSpec, num_classes: int
+) -> tuple[ModelInfo, dict[str, str]]:
+    """How `model` is fed, and where each fact came from.
+
+    Each of input size, mean/std and crop fraction is the recipe's, else the checkpoint side
+    file's (what the model was trained with), else timm's data config for the model. The
+    interpolation is always distill's own resize (`model_view.INTERPOLATION`): it is what the
+    run evaluates with, so it is what the side file and the ONNX metadata say, whatever timm's
+    pretrained config prefers.
+    """
     cfg = timm.data.resolve_model_data_config(model)
-    if spec.input_size is None:
-        size = tuple(cfg["input_size"][1:])
-    elif isinstance(spec.input_size, int):
-        size = (spec.input_size, spec.input_size)
-    else:
-        size = tuple(spec.input_size)
-    mean = spec.mean if spec.mean is not None else cfg["mean"]
-    std = spec.std if spec.std is not None else cfg["std"]
-    if len(mean) not in (1, spec.in_chans) and spec.mean is not None:
+    meta = read_sidecar(spec.checkpoint) if spec.checkpoint is not None else {}
+    size, size_from = _pick(spec.input_size, meta.get("input_size"), cfg["input_size"][1:])
+    side_norm = (meta.get("mean"), meta.get("std"))
+    if None in side_norm:
+        side_norm = (None, None)
+    norm, norm_from = _pick(
+        None if spec.mean is None else (spec.mean, spec.std),
+        None if side_norm[0] is None else side_norm,
+        (cfg["mean"], cfg["std"]),
+    )
+    mean, std = norm
+    if len(mean) not in (1, spec.in_chans) and norm_from == FROM_RECIPE:
         raise DistillError(
             f"mean has {len(mean)} values for a {spec.in_chans}-channel model", "mean"
         )
-    return ModelInfo(
+    crop_pct, crop_from = _pick(spec.crop_pct, meta.get("crop_pct"), cfg.get("crop_pct", 1.0))
+    info = ModelInfo(
         name=spec.model,
         num_classes=num_classes,
         in_chans=spec.in_chans,
-        input_size=(int(size[0]), int(size[1])),
+        input_size=_square(size),
         mean=_channels(tuple(float(v) for v in mean), spec.in_chans),
         std=_channels(tuple(float(v) for v in std), spec.in_chans),
-        crop_pct=float(spec.crop_pct if spec.crop_pct is not None else cfg.get("crop_pct", 1.0)),
-        interpolation=str(cfg.get("interpolation", "bilinear")),
+        crop_pct=float(crop_pct),
+        interpolation=INTERPOLATION,
     )
+    timm_interp = cfg.get("interpolation", INTERPOLATION)
+    sources = {
+        "input_size": size_from,
+        "mean_std": norm_from,
+        "crop_pct": crop_from,
+        "interpolation": f"distill ({INTERPOLATION})"
+        + (f", not timm's {timm_interp}" if timm_interp != INTERPOLATION else ""),
+    }
+    return info, sources
+
+
+def resolve_num_classes(spec: ModelSpec, data_classes: int | None) -> tuple[int, str]:
+    """num_classes and where it came from, by priority: recipe (num_classes, else the length
+    of class_names), checkpoint side file, pretrained default, data."""
+    if spec.num_classes is not None:
+        return spec.num_classes, FROM_RECIPE
+    if isinstance(spec.class_names, list):
+        return len(spec.class_names), FROM_RECIPE
+    if spec.checkpoint is not None:
+        meta = read_sidecar(spec.checkpoint)
+        if "num_classes" in meta:
+            return int(meta["num_classes"]), FROM_SIDE_FILE
+    if spec.pretrained:
+        return int(timm.get_pretrained_cfg_value(spec.model, "num_classes") or 1000), FROM_TIMM
+    if spec.class_names is not None:
+        return len(spec.names() or []), FROM_RECIPE
+    if data_classes is None:
+        raise DistillError("num_classes is unknown", spec.model, "set num_classes in the recipe")
+    return data_classes, FROM_DATA
 
 
 def infer_num_classes(spec: ModelSpec, data_classes: int | None) -> int:
     """num_classes by priority: recipe, checkpoint sidecar, pretrained default, data."""
-    if spec.num_classes is not None:
-        return spec.num_classes
-    if spec.checkpoint is not None:
-        meta = read_sidecar(spec.checkpoint)
-        if "num_classes" in meta:
-            return int(meta["num_classes"])
-    if spec.pretrained:
-        return int(timm.get_pretrained_cfg_value(spec.model, "num_classes") or 1000)
-    if data_classes is None:
-        raise DistillError("num_classes is unknown", spec.model, "set num_classes in the recipe")
-    return data_classes
+    return resolve_num_classes(spec, data_classes)[0]
+
+
+def spec_input_size(spec: ModelSpec) -> tuple[int, int]:
+    """A model's input size without building it: recipe, side file, else timm's default (what
+    `resolve_feed` gives the built model)."""
+    size = _input_size(spec)
+    if size is not None:
+        return size
+    cfg = timm.get_pretrained_cfg_value(spec.model.split(".")[0], "input_size") or (3, 224, 224)
+    return _square(cfg)
 
 
 @functools.lru_cache(maxsize=256)
@@ -147,8 +215,6 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
     check_model_name(spec.model)
     kwargs = {**spec.kwargs, **overrides}
     size = _input_size(spec)
-    if size is not None and spec.input_size is None:
-        spec = spec.model_copy(update={"input_size": size})
     if size is not None and "img_size" not in kwargs and accepts_img_size(spec.model):
         kwargs["img_size"] = size
     try:
@@ -172,8 +238,9 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
     except (AssertionError, ValueError, IndexError, ZeroDivisionError) as exc:
         raise _cannot_build(spec, kwargs, exc) from exc
     if spec.checkpoint is not None:
-        load_weights(model, spec.checkpoint)
-    return Net(model, resolve_info(model, spec, num_classes))
+        load_weights(model, spec.checkpoint, strict=spec.strict)
+    info, sources = resolve_feed(model, spec, num_classes)
+    return Net(model, info, sources=sources)
 
 
 def _cannot_build(spec: ModelSpec, kwargs: dict[str, Any], exc: BaseException) -> DistillError:
@@ -221,6 +288,7 @@ class Ensemble(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(net.module for net in nets)
         self.infos = [net.info for net in nets]
+        self.sources = [net.sources for net in nets]
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         channels_last = pixels.is_contiguous(memory_format=torch.channels_last)

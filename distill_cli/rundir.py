@@ -24,6 +24,7 @@ from distill_cli.errors import DistillError
 from distill_cli.recipe.sections import check_run_name
 
 if TYPE_CHECKING:
+    from distill_cli.class_eval import ClassEval
     from distill_cli.summary import RunSummary
 
 #: The file that marks a folder as a distill run (so distill may replace what is in it).
@@ -55,6 +56,7 @@ class RunDir:
         self.recipe = path / "recipe.yaml"
         self.metrics = path / "metrics.jsonl"
         self.summary = path / "summary.json"
+        self.class_eval = path / "eval.json"
         self.checkpoints = path / "checkpoints"
         self.last = self.checkpoints / "last.safetensors"
         self.best = self.checkpoints / "best.safetensors"
@@ -242,6 +244,23 @@ class RunDir:
 
     def write_summary(self, summary: RunSummary) -> None:
         atomic_write(self.summary, json.dumps(summary.to_dict(), indent=2) + "\n")
+
+    def write_class_eval(self, result: ClassEval) -> None:
+        atomic_write(self.class_eval, json.dumps(result.to_dict(), indent=2) + "\n")
+
+    def read_class_eval(self) -> ClassEval | None:
+        """The final evaluation per class; None when the run has none (no labels, older runs)."""
+        from distill_cli.class_eval import ClassEval
+
+        if not self.class_eval.is_file():
+            return None
+        try:
+            return ClassEval.from_dict(json.loads(self.class_eval.read_bytes()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DistillError(
+                "eval.json is unreadable (not the JSON a finished run writes)",
+                str(self.class_eval),
+            ) from exc
 
     def read_summary(self) -> RunSummary:
         """The finished run's summary; a one-line error when the run has not finished."""

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from distill_cli import api
 from distill_cli.cli.entry import entry
@@ -124,6 +125,18 @@ CASES: list[tuple[str, list[str], int, str]] = [
         ],
         2,
         "does not fit the model",
+    ),
+    (
+        "teacher-unexpected-keys",  # a bigger neighbour's weights: refused, not half-loaded
+        ["run", FM, "--set", f"teacher.checkpoint={W}/extra.safetensors"],
+        2,
+        "1 unexpected (extra.weight)",
+    ),
+    (
+        "teacher-class-names-file-empty",
+        ["run", FM, "--set", f"teacher.class_names={W}/empty.yaml"],
+        2,
+        "class names file",
     ),
     (
         "teacher-pickle-with-objects",
@@ -247,6 +260,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (w / "trunc.safetensors").write_bytes(data[: len(data) // 2])
     shutil.copy(best.with_suffix(".json"), w / "trunc.json")
     torch.save({"state_dict": {"w": torch.zeros(1)}, "obj": Payload()}, w / "evil.pt")
+    extra = {**load_file(str(best)), "extra.weight": torch.zeros(2)}
+    save_file(extra, str(w / "extra.safetensors"))
     (w / "garbage.onnx").write_bytes(b"this is not a protobuf")
     return w
 

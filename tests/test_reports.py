@@ -52,7 +52,8 @@ def test_report_pages_and_figures_show_the_runs_numbers(
     run = result.run_dir
     assert report.html == run / "report.html" and report.markdown == run / "report.md"
     names = sorted(p.name for p in report.images)
-    assert names == ["report_accuracy.png", "report_training.png"]  # no export: no latency
+    # no export: no latency; the final evaluation per class (eval.json): confusion matrices
+    assert names == ["report_accuracy.png", "report_confusion.png", "report_training.png"]
     for image in report.images:
         assert image.read_bytes().startswith(PNG)
 
@@ -76,7 +77,7 @@ def test_report_pages_and_figures_show_the_runs_numbers(
     # the HTML stands alone: every figure embedded, decodable, nothing fetched from elsewhere
     page = report.html.read_text()
     embedded = re.findall(r"src='data:image/png;base64,([^']+)'", page)
-    assert len(embedded) == 2 and all(base64.b64decode(e).startswith(PNG) for e in embedded)
+    assert len(embedded) == 3 and all(base64.b64decode(e).startswith(PNG) for e in embedded)
     assert "http" not in re.sub(r"<pre>.*?</pre>", "", page, flags=re.S)
     assert f"{result.student.top1:.2f}%" in page and f"{result.teacher.top1:.2f}%" in page
     markdown = report.markdown.read_text()
@@ -109,6 +110,7 @@ def test_a_stopped_run_still_gets_a_report(
     run = tmp_path / "stopped"
     shutil.copytree(two_runs[0].run_dir, run)
     (run / "summary.json").unlink()
+    (run / "eval.json").unlink()  # written with the summary, at the end
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("\n".join(lines[:-2]) + '\n{"kind": "tr')  # torn line
     result = distill("report", str(run), "--json")  # the CLI, as a CI step would call it

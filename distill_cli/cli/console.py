@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -98,7 +98,20 @@ def _fmt(value: Any, suffix: str = "") -> str:
     return f"{value:,}{suffix}" if isinstance(value, int) else str(value)
 
 
-def plan_table(plan: dict[str, Any]) -> Table:
+#: The plan's facts about how a model is fed, by the column names of their sources table.
+_FACTS = (
+    ("num_classes", "classes"),
+    ("class_names", "class names"),
+    ("input_size", "input"),
+    ("mean_std", "mean/std"),
+    ("crop_pct", "crop"),
+    ("interpolation", "resize"),
+)
+
+
+def plan_table(plan: dict[str, Any]) -> Group:
+    """The plan: the models, data and schedule, then where each fact about how each model is
+    fed came from (recipe, side file, timm default, data), so nothing is a silent guess."""
     table = Table(title=f"plan: {plan['method']}", show_header=True)
     table.add_column("role")
     table.add_column("model")
@@ -106,10 +119,18 @@ def plan_table(plan: dict[str, Any]) -> Table:
     table.add_column("classes", justify="right")
     table.add_column("input")
     table.add_column("mean / std")
+    trained = "student" if "teacher" in plan["models"] else "model"
+    sources = Table(title="where each fact came from", show_header=True)
+    sources.add_column("role")
+    for _, label in _FACTS:
+        sources.add_column(label, overflow="fold")
     for role, m in plan["models"].items():
+        role = trained if role == "student" else role
         size = "x".join(str(v) for v in m["input_size"])
         norm = f"{tuple(round(v, 3) for v in m['mean'])} / {tuple(round(v, 3) for v in m['std'])}"
         table.add_row(role, m["name"], f"{m['params']:,}", str(m["num_classes"]), size, norm)
+        facts = m.get("sources") or {}
+        sources.add_row(role, *(facts.get(key, "-") for key, _ in _FACTS))
     data = plan["data"]
     table.caption = (
         f"train {data['train']['images']:,} images ({data['train']['name']}"
@@ -119,24 +140,34 @@ def plan_table(plan: dict[str, Any]) -> Table:
         f"{plan['precision']}, channels_last={plan['channels_last']}, compile={plan['compile']} "
         f"| -> {plan['run_dir']}"
     )
-    return table
+    return Group(table, sources)
 
 
 def summary_table(summary: RunSummary) -> Table:
+    """The run's result; the trained model is the "student" of a distillation and the "model"
+    of a supervised run, and top-5 shows only where it means something (more than 5 classes,
+    where the run measured it)."""
     table = Table(title=f"{summary.name} ({summary.method})")
     table.add_column("")
     table.add_column("model")
     table.add_column("params", justify="right")
     table.add_column("top-1", justify="right")
-    table.add_column("agreement", justify="right")
     student, teacher = summary.student, summary.teacher
+    top5 = student.top5 is not None
+    if top5:
+        table.add_column("top-5", justify="right")
+    table.add_column("agreement", justify="right")
     if teacher:
-        table.add_row("teacher", teacher.model, _fmt(teacher.params), _fmt(teacher.top1, "%"), "")
+        extra = [""] if top5 else []
+        table.add_row(
+            "teacher", teacher.model, _fmt(teacher.params), _fmt(teacher.top1, "%"), *extra, ""
+        )
     table.add_row(
-        "student",
+        "student" if teacher else "model",
         student.model,
         _fmt(student.params),
         _fmt(student.top1, "%"),
+        *([_fmt(student.top5, "%")] if top5 else []),
         _fmt(summary.agreement_top1, "%"),
     )
     ips = summary.images_per_s

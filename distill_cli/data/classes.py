@@ -1,6 +1,7 @@
 """Class names on both sides of a run, matched before anything trains or evaluates.
 
-A teacher's checkpoint names its classes (in the order of its outputs); a data source names
+A teacher's checkpoint names its classes (in the order of its outputs; the recipe's
+`class_names` when its side file cannot say); a data source names
 its classes too (Fashion-MNIST's IDX files in the dataset's order, an image folder's sorted
 alphabetically). Label i of the data must mean output i of the teacher, or a good teacher
 scores like a bad one and the student learns a permutation without a word. So:
@@ -28,24 +29,35 @@ if TYPE_CHECKING:
     from distill_cli.recipe.sections import ModelSpec
 
 
+def spec_class_names(spec: ModelSpec) -> tuple[list[str] | None, str]:
+    """A model's class names and where they came from: the recipe's `class_names`, else its
+    checkpoint's side file; (None, "data") when neither says (the data's order is assumed)."""
+    names = spec.names()
+    if names is not None:
+        return names, "recipe"
+    if spec.checkpoint is not None:
+        side = read_sidecar(spec.checkpoint).get("class_names")
+        if isinstance(side, list) and side and all(isinstance(n, str) for n in side):
+            return list(side), "side file"
+    return None, "data"
+
+
 def model_class_names(specs: list[ModelSpec], role: str) -> list[str] | None:
-    """The class names the models' checkpoints record (one order for an ensemble), or None."""
+    """The class names the models name (one order for an ensemble), or None."""
     named = []
     for spec in specs:
-        if spec.checkpoint is None:
-            continue
-        names = read_sidecar(spec.checkpoint).get("class_names")
-        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
-            named.append((spec, list(names)))
+        names, _ = spec_class_names(spec)
+        if names is not None:
+            named.append((spec, names))
     if not named:
         return None
     first = named[0][1]
     for spec, names in named[1:]:
         if names != first:
             raise DistillError(
-                f"the {role}s' checkpoints name their classes differently; averaging their "
-                "outputs would mix classes",
-                str(spec.checkpoint),
+                f"the {role}s name their classes differently; averaging their outputs would "
+                "mix classes",
+                str(spec.checkpoint or spec.model),
                 "use teachers trained on the same classes in the same order",
             )
     return first

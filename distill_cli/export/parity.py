@@ -22,7 +22,7 @@ from torch import nn
 
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.sources import ImageSet
-from distill_cli.model_view import ModelInfo, eval_pixels, normalize
+from distill_cli.model_view import ModelInfo, eval_pixels, load_sizes, normalize
 
 BATCH = 64
 #: Inputs held in memory up to this size (bytes); larger sets are re-read for every model.
@@ -99,7 +99,7 @@ class InputSet:
                 n = min(self.batch, self.count - start)
                 yield torch.randn(n, c, h, w, generator=gen).numpy(), None
             return
-        load = self.load_size or round(max(h, w) * 1.15)
+        load = self.load_size or load_sizes(max(h, w), None)[1]
         stream = BatchStream(
             self.images,
             self.batch,
@@ -173,6 +173,26 @@ def _top1(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
     if labels is None:
         return None
     return float((logits.argmax(-1) == labels).mean() * 100)
+
+
+def per_class_top1(logits: np.ndarray, labels: np.ndarray, classes: int) -> list[float | None]:
+    """Top-1 of each class in percent; None for a class without images."""
+    hits = logits.argmax(-1) == labels
+    out: list[float | None] = []
+    for c in range(classes):
+        mine = labels == c
+        out.append(float(hits[mine].mean() * 100) if mine.any() else None)
+    return out
+
+
+def _per_class_drop(reference: Outputs, candidate: Outputs) -> list[float | None] | None:
+    """Per class, the reference's top-1 minus the candidate's (what quantization cost it)."""
+    if reference.labels is None:
+        return None
+    classes = reference.logits.shape[-1]
+    ref = per_class_top1(reference.logits, reference.labels, classes)
+    cand = per_class_top1(candidate.logits, reference.labels, classes)
+    return [None if a is None or b is None else a - b for a, b in zip(ref, cand, strict=True)]
 
 
 def _rel(diff: np.ndarray, ref: np.ndarray, scale: float) -> float:
@@ -287,6 +307,7 @@ def variant_parity(fp32: Outputs, variant: Outputs) -> dict[str, Any]:
         "top1": cmp["top1"],
         "top1_fp32": cmp["top1_reference"],
         "top1_drop": cmp["top1_drop"],
+        "per_class_top1_drop": _per_class_drop(fp32, variant),
         "max_abs_diff": cmp["max_abs_diff"],
         "mean_abs_diff": cmp["mean_abs_diff"],
         "max_rel_diff": cmp["max_rel_diff"],

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from distill_cli.checkpoint import read_sidecar
+from distill_cli.errors import DistillError
 from distill_cli.export import timing
 from distill_cli.export.gates import evaluate, verdicts
 from distill_cli.export.onnx_export import (
@@ -41,7 +43,8 @@ from distill_cli.export.reparam import Reparam, reparameterize
 from distill_cli.export.report import ExportReport, metadata_props, model_block
 from distill_cli.export.source import Source, resolve_source, sha256_file
 from distill_cli.export.variants import make_fp16, make_int8
-from distill_cli.models import Net, count_flops
+from distill_cli.model_view import load_sizes
+from distill_cli.models import Net, count_flops, spec_input_size
 
 #: How many seeded random inputs stand in for validation images when there are none.
 RANDOM_INPUTS = 64
@@ -148,25 +151,25 @@ def _ort(path: Path) -> Any:
 
 def _load_size(src: Source) -> int | None:
     """The square side image files are decoded to before the crop, exactly as `distill run`
-    evaluated: data.load_size, else 1.15x the largest input side of the run's models."""
+    evaluated: what the checkpoint's side file recorded, else (older checkpoints) the same rule
+    the run applies (`model_view.load_sizes`) to the run's models as they are built (recipe,
+    side file, timm default)."""
     if src.data is None or src.data.val.images is not None:
         return None  # in-memory pixels go straight to the crop
+    recorded = read_sidecar(src.checkpoint).get("load_size") if src.checkpoint else None
+    if isinstance(recorded, int) and recorded > 0:
+        return recorded
     dspec = src.recipe.data if src.recipe is not None else None
-    if dspec is not None and dspec.load_size:
-        return dspec.load_size
     sides = [*src.student.info.input_size, *(s for t in src.teacher_specs for s in _side(t))]
-    return round(max(sides) * 1.15)
+    return load_sizes(max(sides), dspec.load_size if dspec is not None else None)[1]
 
 
 def _side(spec: Any) -> tuple[int, ...]:
-    """A teacher's input side without building it: the recipe's, else timm's default."""
-    if spec.input_size is not None:
-        size = spec.input_size
-        return (size, size) if isinstance(size, int) else tuple(size)
-    import timm
-
-    cfg = timm.get_pretrained_cfg_value(spec.model.split(".")[0], "input_size") or (3, 224, 224)
-    return tuple(int(v) for v in cfg[1:])
+    """A teacher's input side without building it, as the run resolved it."""
+    try:
+        return spec_input_size(spec)
+    except DistillError:  # an unreadable side file: timm's default, as a run without it
+        return spec_input_size(spec.model_copy(update={"checkpoint": None}))
 
 
 def _data_inputs(

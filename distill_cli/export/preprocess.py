@@ -15,11 +15,11 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from distill_cli.model_view import ModelInfo
+from distill_cli.model_view import INTERPOLATION, ModelInfo
 
-#: distill_cli.model_view.resize: F.interpolate(mode="bilinear", antialias=True,
+#: distill_cli.model_view.resize: F.interpolate(mode=INTERPOLATION, antialias=True,
 #: align_corners=False) on float [0, 1] pixels (the same filter as PIL's BILINEAR resize).
-INTERPOLATION, ANTIALIAS = "bilinear", True
+ANTIALIAS = True
 
 
 @dataclass
@@ -119,4 +119,5 @@ def describe(info: ModelInfo, source_channels: int | None, load_size: int | None
         in_chans=info.in_chans,
         source_channels=source_channels or info.in_chans,
         load_size=load_size,
+        interpolation=info.interpolation,
     )

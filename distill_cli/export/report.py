@@ -74,8 +74,7 @@ def model_block(
     flops: float | None,
     onnx_block: dict[str, Any],
 ) -> dict[str, Any]:
-    # The resize is described by the `preprocess` block (what distill evaluates with), not by
-    # timm's pretrained config, which `info.interpolation` holds and distill does not apply.
+    # The resize is described once, by the `preprocess` block (what distill evaluates with).
     described = {k: v for k, v in info.to_dict().items() if k != "interpolation"}
     return {
         **described,
@@ -168,6 +167,8 @@ class VariantParity(Block):
 
     top1 = Key[Figure]()
     top1_drop = Key[Figure]()
+    #: per class (in the model's output order), fp32's top-1 minus this file's; None unlabeled
+    per_class_top1_drop = Key[list[float | None] | None](optional=True)
     top1_agreement_fp32 = Key[Figure]()
     max_abs_diff = Key[Figure]()
     mean_abs_diff = Key[Figure]()

@@ -46,6 +46,58 @@ class ModelSpec(Strict):
     std: tuple[Annotated[float, Field(gt=0)], ...] | None = None
     crop_pct: Fraction | None = Field(None, description="eval centre-crop fraction")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="extra create_model kwargs")
+    strict: bool = Field(
+        True,
+        description="checkpoint keys must match the model exactly (names and shapes); false "
+        "loads the matching keys and leaves the rest as initialised",
+    )
+    class_names: list[str] | Path | None = Field(
+        None,
+        description="the names of the model's outputs, in order (a list, or a text file with "
+        "one name per line); default: the checkpoint's side file",
+    )
+    check_accuracy: bool = Field(
+        True,
+        description="teacher: score it on validation images before training and stop when "
+        "its top-1 is near chance (wrong class order, input size or normalization)",
+    )
+
+    @model_validator(mode="after")
+    def _names_fit(self) -> ModelSpec:
+        if isinstance(self.class_names, list):
+            if not self.class_names or len(set(self.class_names)) != len(self.class_names):
+                raise ValueError("class_names must be distinct names, one per output")
+            if self.num_classes is not None and len(self.class_names) != self.num_classes:
+                raise ValueError(
+                    f"class_names has {len(self.class_names)} names for num_classes "
+                    f"{self.num_classes}"
+                )
+        return self
+
+    def names(self) -> list[str] | None:
+        """`class_names` as a list: the recipe's list, or the lines of the file it names."""
+        if not isinstance(self.class_names, Path):
+            return self.class_names
+        try:
+            lines = self.class_names.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DistillError(
+                f"cannot read the class names file: {type(exc).__name__}",
+                str(self.class_names),
+                "class_names: a list, or a UTF-8 text file with one name per line",
+            ) from exc
+        names = [line.strip() for line in lines if line.strip()]
+        if not names or len(set(names)) != len(names):
+            raise DistillError(
+                "the class names file must hold distinct names, one per line",
+                str(self.class_names),
+            )
+        if self.num_classes is not None and len(names) != self.num_classes:
+            raise DistillError(
+                f"the class names file has {len(names)} names for num_classes {self.num_classes}",
+                str(self.class_names),
+            )
+        return names
 
     @model_validator(mode="after")
     def _one_weight_source(self) -> ModelSpec:

@@ -117,12 +117,69 @@ def _final_table(history: RunHistory) -> Block:
             _fmt(agreement, unit="%"),
         ]
 
+    # top-5 only where the run measured it: more than 5 classes (else it is 100% by definition)
+    top5 = final.get("top5")
     rows = []
     if done_models.get("teacher") or history.recipe.get("teacher"):
         rows.append(row("teacher", history.teacher_top1, None))
-    rows.append(row("student", final.get("top1"), final.get("agreement_top1")))
+        if top5 is not None:
+            rows[-1].insert(6, "–")
+    trained = row("student", final.get("top1"), final.get("agreement_top1"))
+    trained[0] = history.trained_role
+    if top5 is not None:
+        trained.insert(6, _fmt(top5, unit="%"))
+    rows.append(trained)
     head = ["", "model", "params", "GFLOPs", "input", "top-1", "agreement"]
+    if top5 is not None:
+        head.insert(6, "top-5")
     return ("table", head, rows)
+
+
+#: The per-class table lists every class up to this many, else the worst ones of the model.
+MAX_CLASS_ROWS = 30
+WORST_SHOWN = 20
+
+
+def _int8_drops(history: RunHistory, classes: int) -> list[float | None] | None:
+    """The int8 file's per-class top-1 drop against fp32 ONNX, when an export made one."""
+    variant = ((history.export or {}).get("variants") or {}).get("int8") or {}
+    drops = (variant.get("parity") or {}).get("per_class_top1_drop")
+    if isinstance(drops, list) and len(drops) == classes:
+        return drops
+    return None
+
+
+def _class_blocks(history: RunHistory, images: dict[str, Path]) -> list[Block]:
+    """Per-class top-1 of the teacher and the trained model (and the int8 file's drop), and
+    their confusion matrices, from the final evaluation (eval.json)."""
+    result = history.class_eval
+    if result is None or result.model is None:
+        return []
+    role, model = result.role, result.model
+    teacher = result.teacher.per_class() if result.teacher is not None else None
+    mine = model.per_class()
+    drops = _int8_drops(history, len(model.classes))
+    order = list(range(len(model.classes)))
+    note = f"final evaluation, {model.images} validation images"
+    if len(order) > MAX_CLASS_ROWS:
+        order = sorted(order, key=lambda i: (mine[i] is None, mine[i] or 0.0))[:WORST_SHOWN]
+        note += f"; the {WORST_SHOWN} classes the {role} gets most wrong"
+    head = ["class", *(["teacher top-1"] if teacher else []), f"{role} top-1"]
+    if drops is not None:
+        head.append("int8 drop (points)")
+    rows = []
+    for i in order:
+        cells = [model.classes[i]]
+        if teacher is not None:
+            cells.append(_fmt(teacher[i], unit="%"))
+        cells.append(_fmt(mine[i], unit="%"))
+        if drops is not None:
+            cells.append(_fmt(drops[i], "{:+.2f}"))
+        rows.append(cells)
+    blocks: list[Block] = [("h2", "Per class"), ("p", note), ("table", head, rows)]
+    if "confusion" in images:
+        blocks.append(("img", images["confusion"], "confusion matrices, rows normalized"))
+    return blocks
 
 
 def _recipe_model(spec: Any) -> str:
@@ -206,9 +263,12 @@ def _export_blocks(export: dict[str, Any], images: dict[str, Path]) -> list[Bloc
 
 def build_blocks(history: RunHistory, images: dict[str, Path]) -> list[Block]:
     blocks: list[Block] = [("h1", f"distill report: {history.name}"), ("p", _status(history))]
-    blocks += [("h2", "Teacher and student"), _final_table(history)]
+    role = history.trained_role
+    title = "Teacher and student" if role == "student" else "Model"
+    blocks += [("h2", title), _final_table(history)]
     if "accuracy" in images:
-        blocks.append(("img", images["accuracy"], "student top-1 and agreement per epoch"))
+        blocks.append(("img", images["accuracy"], f"{role} top-1 and agreement per epoch"))
+    blocks += _class_blocks(history, images)
     blocks.append(("h2", "Training"))
     speed = history.images_per_s
     if speed is not None:
@@ -283,6 +343,9 @@ def write_report(run: str | Path) -> ReportResult:
         "accuracy": plots.save(plots.accuracy_figure(history), folder.report_image("accuracy")),
         "training": plots.save(plots.training_figure(history), folder.report_image("training")),
     }
+    matrices = plots.confusion_figure(history.class_eval) if history.class_eval else None
+    if matrices is not None:
+        images["confusion"] = plots.save(matrices, folder.report_image("confusion"))
     latency = plots.latency_figure(history.export) if history.export else None
     if latency is not None:
         images["latency"] = plots.save(latency, folder.report_image("latency"))

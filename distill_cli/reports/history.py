@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from distill_cli.class_eval import ClassEval
 from distill_cli.errors import DistillError
 from distill_cli.rundir import RunDir
 from distill_cli.summary import RunSummary
@@ -37,6 +38,14 @@ class RunHistory:
     export: dict[str, Any] | None
     notes: list[str] = field(default_factory=list)
     label: str | None = None  # how tables and legends name the run (default: the folder name)
+    #: the final evaluation per class (eval.json); None for runs without labels or older runs
+    class_eval: ClassEval | None = None
+
+    @property
+    def trained_role(self) -> str:
+        """What the trained model is: the "student" of a distillation, the "model" of a
+        supervised run (a teacher trained with `distill train`, or a baseline)."""
+        return "student" if self.recipe.get("teacher") else "model"
 
     @property
     def name(self) -> str:
@@ -125,6 +134,14 @@ def _read_summary(folder: RunDir, notes: list[str]) -> RunSummary | None:
         return None
 
 
+def _read_class_eval(folder: RunDir, notes: list[str]) -> ClassEval | None:
+    try:
+        return folder.read_class_eval()
+    except DistillError as exc:
+        notes.append(f"{folder.class_eval.name} left out: {exc.what}")
+        return None
+
+
 def load_run(path: str | Path) -> RunHistory:
     """Read a run folder; a folder that is not a run is a one-line error naming it."""
     folder = RunDir(Path(path))
@@ -150,4 +167,5 @@ def load_run(path: str | Path) -> RunHistory:
         summary=_read_summary(folder, notes),
         export=_read_json(folder.export_report, notes),
         notes=notes,
+        class_eval=_read_class_eval(folder, notes),
     )

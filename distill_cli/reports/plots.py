@@ -15,6 +15,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from distill_cli.class_eval import ClassEval
 from distill_cli.reports.history import RunHistory
 
 STUDENT, AGREEMENT, TEACHER = "#1f77b4", "#2ca02c", "#d62728"
@@ -50,8 +51,9 @@ def accuracy_figure(history: RunHistory) -> Figure:
     top1 = history.series("eval", "top1", x="epoch")
     agreement = history.series("eval", "agreement_top1", x="epoch")
     values: list[float] = []
+    role = history.trained_role
     if top1.y:
-        ax.plot(top1.x, top1.y, "o-", color=STUDENT, label="student top-1", gid="student_top1")
+        ax.plot(top1.x, top1.y, "o-", color=STUDENT, label=f"{role} top-1", gid="student_top1")
         values += top1.y
     if agreement.y:
         ax.plot(
@@ -82,7 +84,7 @@ def accuracy_figure(history: RunHistory) -> Figure:
     _percent_axis(ax, values)
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_title(f"{history.name}: student vs teacher")
+    ax.set_title(f"{history.name}: student vs teacher" if teacher is not None else history.name)
     if values:
         ax.legend(loc="lower right", fontsize=8)
     else:
@@ -157,11 +159,58 @@ def latency_figure(export: dict[str, Any]) -> Figure | None:
         end = max(value, p90)  # right of the whisker, so the figure never sits on it
         ax.annotate(note, (end, index), xytext=(5, -3), textcoords="offset points", fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("batch-1 latency, ms (bar: p50, whisker: p90)")
     threads = ((export.get("latency") or {}).get("protocol") or {}).get("threads")
     ax.set_title(f"latency, {threads} thread(s)" if threads else "latency", fontsize=10)
-    ax.set_xlim(0, max(max(r[1], r[2]) for r in rows) * 1.6)
+    longest = max(max(r[1], r[2]) for r in rows)
+    shortest = min(r[1] for r in rows)
+    if shortest > 0 and longest / shortest > LOG_LATENCY_SPREAD:
+        # a teacher 20x slower than its student would squash the student's bars to slivers
+        ax.set_xscale("log")
+        ax.set_xlim(shortest / 2, longest * 6)
+        ax.set_xlabel("batch-1 latency, ms, log scale (bar: p50, whisker: p90)")
+    else:
+        ax.set_xlim(0, longest * 1.6)
+        ax.set_xlabel("batch-1 latency, ms (bar: p50, whisker: p90)")
     ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+#: Above this ratio of the slowest to the fastest p50 the latency axis is logarithmic.
+LOG_LATENCY_SPREAD = 8.0
+#: Confusion matrices are drawn for at most this many classes (beyond, cells are unreadable;
+#: the per-class table still lists the worst classes).
+MAX_MATRIX_CLASSES = 30
+
+
+def confusion_figure(class_eval: ClassEval) -> Figure | None:
+    """Row-normalized confusion matrices (true class down, predicted across) of the teacher
+    and the trained model, side by side, each cell the share of the row's images in percent."""
+    panels = [
+        (name, cm)
+        for name, cm in (("teacher", class_eval.teacher), (class_eval.role, class_eval.model))
+        if cm is not None
+    ]
+    if not panels or len(panels[0][1].classes) > MAX_MATRIX_CLASSES:
+        return None
+    n = len(panels[0][1].classes)
+    side = max(3.2, 0.42 * n + 1.6)
+    fig = Figure(figsize=(side * len(panels), side))
+    for index, (name, cm) in enumerate(panels, 1):
+        ax = fig.add_subplot(1, len(panels), index)
+        shares = [[100.0 * v / max(1, sum(row)) for v in row] for row in cm.counts]
+        ax.imshow(shares, cmap="Blues", vmin=0, vmax=100, gid=f"confusion_{name}")
+        if n <= 12:
+            for i, row in enumerate(shares):
+                for j, value in enumerate(row):
+                    colour = "white" if value > 60 else "black"
+                    ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                            color=colour)  # fmt: skip
+        ax.set_xticks(range(n), cm.classes, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), cm.classes, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true class")
+        ax.set_title(f"{name}: top-1 {cm.top1:.2f}%", fontsize=10)
+    fig.tight_layout()
     return fig
 
 

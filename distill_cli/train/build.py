@@ -14,11 +14,19 @@ import torch
 
 from distill_cli.data import DataBundle, build_data
 from distill_cli.data.augment import BatchAugment
-from distill_cli.data.classes import align_classes, model_class_names
+from distill_cli.data.classes import align_classes, model_class_names, spec_class_names
 from distill_cli.data.loader import BatchStream
 from distill_cli.errors import DistillError
 from distill_cli.methods import Method, MethodContext, create_method, method_class
-from distill_cli.models import Net, create_net, create_teacher, infer_num_classes, probe
+from distill_cli.model_view import load_sizes
+from distill_cli.models import (
+    Net,
+    create_net,
+    create_teacher,
+    infer_num_classes,
+    probe,
+    resolve_num_classes,
+)
 from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.sections import RuntimeSpec, ScheduleSpec
 from distill_cli.train.distributed import has_batchnorm, init, sync_batchnorm
@@ -80,7 +88,7 @@ class Setup:
         return {
             "method": self.recipe.method.name,
             "models": {
-                role: {**net.info.to_dict(), "params": net.params}
+                role: {**net.info.to_dict(), "params": net.params, "sources": self.sources(role)}
                 for role, net in nets.items()
                 if net is not None
             },
@@ -102,6 +110,35 @@ class Setup:
             "sync_bn": self.sync_bn,
             "run_dir": str(self.recipe.run_dir),
         }
+
+    def sources(self, role: str) -> dict[str, str]:
+        """Where each fact about how a model is fed came from (recipe, side file, timm
+        default, data, teacher): nothing about a teacher is assumed without the plan saying so."""
+        rec, classes = self.recipe, len(self.data.classes)
+        if role == "teacher":
+            specs = rec.teachers
+            counts = {resolve_num_classes(spec, classes)[1] for spec in specs}
+            names = {spec_class_names(spec)[1] for spec in specs}
+            feeds = self._teacher_feeds()
+        else:
+            feeds = [self.student.sources]
+            if self.teacher is None:
+                counts = {resolve_num_classes(rec.student, classes)[1]}
+                names = {spec_class_names(rec.student)[1]}
+            else:
+                counts = {"recipe" if rec.student.num_classes else "teacher"}
+                names = {"teacher"}
+        out = {"num_classes": counts, "class_names": names}
+        for key in ("input_size", "mean_std", "crop_pct", "interpolation"):
+            out[key] = {feed.get(key, "-") for feed in feeds}
+        return {key: "; ".join(sorted(values)) for key, values in out.items()}  # ensembles
+
+    def _teacher_feeds(self) -> list[dict[str, str]]:
+        """The sources of each teacher (each ensemble member's own)."""
+        if self.teacher is None:
+            return []
+        members = getattr(self.teacher.module, "sources", None)
+        return list(members) if isinstance(members, list) else [self.teacher.sources]
 
 
 def resolve_device(choice: str, world: World | None = None) -> torch.device:
@@ -204,9 +241,12 @@ def _nets(recipe: Recipe, cls: type[Method], data_classes: int) -> tuple[Net, Ne
     else:
         s_classes = infer_num_classes(recipe.student, data_classes)
         if cls.needs_labels and s_classes != data_classes:
+            # a supervised recipe calls its model `model` (or `student`): name what it wrote
             raise DistillError(
                 f"model has {s_classes} classes but the data has {data_classes}",
-                "student.num_classes",
+                "model.num_classes",
+                f"set model.num_classes: {data_classes} (a pretrained model gets a new head; "
+                "a checkpoint's head of another size loads with model.strict: false)",
             )
     return create_net(recipe.student, s_classes), teacher
 
@@ -254,8 +294,7 @@ def _streams(
     sched, dspec, rt = recipe.schedule, recipe.data, recipe.runtime
     # photos: training crops are drawn from the whole image (longer side at load_size), the
     # evaluation view is a centre square (shorter side at load_size)
-    train_load = dspec.load_size or round(view_side * 1.5)
-    val_load = dspec.load_size or round(view_side * 1.15)
+    train_load, val_load = load_sizes(view_side, dspec.load_size)
     common = {
         "device": device,
         "seed": rt.seed,

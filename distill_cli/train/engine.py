@@ -4,9 +4,10 @@
 
 The order is the order of events: check the trackers can start, lock the run folder (before
 anything slow is built, so a second run on the same folder is refused at once), build the run
-(`build.build`), prepare the folder (new, resumed or replaced), restore `last` when resuming,
-train (`trainer.Trainer`) with the trackers listening, and return the `RunSummary` the trainer
-wrote to `summary.json`. Under torchrun the main process owns the folder and the others follow
+(`build.build`), score the teacher (one near chance stops here, leaving nothing behind),
+prepare the folder (new, resumed or replaced), restore `last` when resuming, train
+(`trainer.Trainer`) with the trackers listening, and return the `RunSummary` the trainer wrote
+to `summary.json`. Under torchrun the main process owns the folder and the others follow
 its decision. The API and the CLI call this; neither knows the steps.
 """
 
@@ -54,11 +55,12 @@ def _lead(
 ) -> RunSummary:
     """The main process: owns the folder (inside its lock), the trackers and the summary."""
     rec = setup.recipe
+    trainer = Trainer(setup, rundir, reporter)
     try:
+        trainer.check_teacher()  # a teacher near chance is refused before the folder is written
         resuming = rundir.prepare(rec.to_yaml(), resume=resume, overwrite=overwrite)
     finally:
         setup.world.barrier()
-    trainer = Trainer(setup, rundir, reporter)
     if resuming:
         trainer.resume()
     start = trainer.state["step"]

@@ -1,4 +1,7 @@
-"""Validation metrics: student top-1/top-5, teacher top-1, student-teacher agreement and KL.
+"""Validation metrics: student top-1/top-5, teacher top-1, student-teacher agreement and KL,
+and the per-class confusion matrices of the final evaluation.
+
+Top-5 is reported only for more than 5 classes (with 5 or fewer it is 100% by construction).
 
 The teacher is frozen, so its validation logits are computed once and cached; every later
 evaluation only runs the student. When the teacher's label space differs from the data's (an
@@ -11,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from distill_cli.class_eval import ClassEval, Confusion
 from distill_cli.data.loader import BatchStream
 from distill_cli.model_view import eval_pixels, normalize
 from distill_cli.models import Net
@@ -32,6 +36,7 @@ class Evaluator:
         self.autocast_dtype = autocast_dtype
         self.labels: torch.Tensor | None = None
         self._teacher_logits: torch.Tensor | None = None
+        self._student_logits: torch.Tensor | None = None  # of the latest student evaluation
 
     @torch.no_grad()
     def logits(self, net: Net) -> torch.Tensor:
@@ -67,16 +72,44 @@ class Evaluator:
         return {"top1": topk(logits, self.labels, 1)}
 
     def student_metrics(self, student: Net, teacher: Net | None) -> dict[str, float]:
-        logits = self.logits(student)
+        logits = self._student_logits = self.logits(student)
         out: dict[str, float] = {}
         if student.info.num_classes == self.num_data_classes and self.labels is not None:
             out["top1"] = topk(logits, self.labels, 1)
-            out["top5"] = topk(logits, self.labels, min(5, self.num_data_classes))
+            if self.num_data_classes > TOP5_ABOVE:
+                out["top5"] = topk(logits, self.labels, 5)
         if teacher is not None and teacher.info.num_classes == student.info.num_classes:
             t = self.teacher_logits(teacher)
             out["agreement_top1"] = agreement(logits, t)
             out["kl"] = kl(logits, t)
         return out
+
+    def class_eval(
+        self, classes: list[str], step: int, role: str, teacher: Net | None
+    ) -> ClassEval | None:
+        """Confusion matrices of the latest student evaluation and of the teacher, for the
+        models that predict the data's classes; None without labels or an evaluation."""
+        labels, n = self.labels, self.num_data_classes
+        if labels is None or self._student_logits is None or len(classes) != n:
+            return None
+
+        def matrix(logits: torch.Tensor) -> Confusion | None:
+            if logits.shape[-1] != n:
+                return None
+            return Confusion(list(classes), confusion(logits, labels, n))
+
+        teacher_cm = None if teacher is None else matrix(self.teacher_logits(teacher))
+        return ClassEval(step, role, matrix(self._student_logits), teacher_cm)
+
+
+#: Top-5 is only reported for more classes than this.
+TOP5_ABOVE = 5
+
+
+def confusion(logits: torch.Tensor, labels: torch.Tensor, n: int) -> list[list[int]]:
+    """`n` x `n` counts: row = true class, column = predicted class."""
+    pairs = labels.to(logits.device).long() * n + logits.argmax(-1)
+    return torch.bincount(pairs, minlength=n * n).view(n, n).tolist()
 
 
 def topk(logits: torch.Tensor, labels: torch.Tensor, k: int) -> float:

@@ -30,6 +30,7 @@ from distill_cli.train.evaluate import Evaluator
 from distill_cli.train.memory import largest_fitting, peak_gib
 from distill_cli.train.optim import build_optimizer, lr_factor, set_lr
 from distill_cli.train.reporter import NullReporter, Reporter
+from distill_cli.train.teacher_check import check_teacher
 
 #: Seconds between two saves of `last` at epoch ends without an evaluation.
 LAST_EVERY_S = 60.0
@@ -46,6 +47,8 @@ def _meta(setup: Setup, epoch: float, step: int, metrics: dict[str, Any]) -> dic
         "std": list(info.std),
         "crop_pct": info.crop_pct,
         "interpolation": info.interpolation,
+        # image files: the square they were decoded to before the crop (export reproduces it)
+        "load_size": setup.val_stream.load_size if setup.data.val.images is None else None,
         "class_names": setup.data.classes if info.num_classes == len(setup.data.classes) else None,
         "epoch": _epoch(epoch),
         "step": step,
@@ -130,6 +133,11 @@ class Trainer:
         self._last_saved = -math.inf  # when `last` was written (perf_counter), never yet
         rt = setup.recipe.runtime
         self._graphs = rt.compile and rt.compile_mode == "reduce-overhead"
+
+    def check_teacher(self) -> None:
+        """Before the run folder is written: a teacher near chance stops the run."""
+        if self.s.method.compares_teacher and self.s.world.is_main:
+            check_teacher(self.s, self.evaluator)
 
     def resume(self) -> None:
         state, extra = load_training(self.run.last, self.s.student.module, self.optimizer)
@@ -395,4 +403,9 @@ class Trainer:
         )
         if s.world.is_main:
             self.run.write_summary(summary)
+            role = "student" if s.teacher is not None else "model"
+            teacher_net = s.teacher if s.method.compares_teacher else None
+            per_class = self.evaluator.class_eval(s.data.classes, st["step"], role, teacher_net)
+            if per_class is not None:
+                self.run.write_class_eval(per_class)
         return summary
