@@ -16,6 +16,7 @@ from distill_cli.data import DataBundle, build_data
 from distill_cli.data.augment import BatchAugment
 from distill_cli.data.classes import align_classes, model_class_names
 from distill_cli.data.loader import BatchStream
+from distill_cli.data.stream import ShardSet, ShardStream
 from distill_cli.errors import DistillError
 from distill_cli.methods import Method, MethodContext, create_method, method_class
 from distill_cli.models import Net, create_net, create_teacher, infer_num_classes, probe
@@ -37,10 +38,12 @@ class Setup:
     student: Net
     teacher: Net | None
     method: Method
-    train_stream: BatchStream
-    val_stream: BatchStream
+    train_stream: BatchStream | ShardStream
+    val_stream: BatchStream | ShardStream
     world: World = field(default_factory=World)
     sync_bn: bool = False
+    #: False for a plan made without the data (its sizes taken from the recipe)
+    data_read: bool = True
     total_steps: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -75,6 +78,7 @@ class Setup:
                 "val": {"name": self.data.val.name, "images": len(self.data.val)},
                 "classes": len(self.data.classes),
                 "labeled_train": self.data.labeled_train,
+                "read": self.data_read,
             },
             "batch_size": self.recipe.schedule.batch_size,
             "steps_per_epoch": self.steps_per_epoch,
@@ -104,16 +108,24 @@ def resolve_device(choice: str, world: World | None = None) -> torch.device:
     return torch.device(choice)
 
 
-def build(recipe: Recipe) -> Setup:
+def build(recipe: Recipe, plan_only: bool = False) -> Setup:
     """Build device, data, nets, method and streams from a recipe (no training).
 
     The order is part of the contract: data first, then the seed, then teacher and student
     (their random initialisation depends on it), so a recipe always builds the same run.
+    `plan_only` (`--dry-run`): streamed data that is not at hand is replaced by stand-ins of
+    the sizes the recipe states (`data.train_images`), so a cluster run can be planned anywhere.
     """
     rt = recipe.runtime
     if rt.threads:
         torch.set_num_threads(rt.threads)
     world = world_from_env()
+    if recipe.schedule.batch_size % world.size:
+        raise DistillError(
+            f"batch size {recipe.schedule.batch_size} cannot be split over {world.size} processes",
+            "schedule.batch_size",
+            f"use a multiple of {world.size} (it is the global batch)",
+        )
     device = resolve_device(rt.device, world)
     init(world, device)
     cuda = device.type == "cuda"
@@ -127,7 +139,7 @@ def build(recipe: Recipe) -> Setup:
             "run it in one process",
         )
 
-    data = _matched_data(recipe, rt.seed, cls.needs_teacher)
+    data, data_read = _planned_data(recipe, cls.needs_teacher, plan_only)
     if cls.needs_labels and not data.labeled_train:
         raise DistillError(
             f"method {cls.name!r} needs labels but data.distill_dir has none", "data.distill_dir"
@@ -166,6 +178,7 @@ def build(recipe: Recipe) -> Setup:
         val_stream,
         world,
         sync_bn,
+        data_read,
     )
 
 
@@ -220,7 +233,7 @@ def _place(
         rt.sync_bn if rt.sync_bn is not None else has_batchnorm(student.module)
     )
     if sync_bn:
-        sync_batchnorm(student.module)
+        student.module = sync_batchnorm(student.module, device)
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -236,7 +249,7 @@ def _place(
 
 def _streams(
     recipe: Recipe, data: DataBundle, device: torch.device, world: World, view_side: int
-) -> tuple[BatchStream, BatchStream]:
+) -> tuple[BatchStream | ShardStream, BatchStream | ShardStream]:
     """The training stream (this process's share) and the validation stream."""
     sched, dspec, rt = recipe.schedule, recipe.data, recipe.runtime
     # photos: training crops are drawn from the whole image (longer side at load_size), the
@@ -251,6 +264,26 @@ def _streams(
         "decode_on_device": dspec.decode == "device"
         or (dspec.decode == "auto" and device.type == "cuda"),
     }
+    if isinstance(data.train, ShardSet):
+        streamed = {"buffer": dspec.shuffle_buffer, **common}
+        train = ShardStream(
+            data.train,
+            sched.batch_size,
+            rank=world.rank,
+            world=world.size,
+            load_size=train_load,
+            fit="whole",
+            **streamed,
+        )
+        val = ShardStream(
+            data.val,  # type: ignore[arg-type]
+            sched.eval_batch_size or sched.batch_size,
+            shuffle=False,
+            drop_last=False,
+            load_size=val_load,
+            **streamed,
+        )
+        return train, val
     train_stream = BatchStream(
         data.train,
         sched.batch_size,
@@ -265,6 +298,31 @@ def _streams(
         data.val, eval_batch, shuffle=False, drop_last=False, load_size=val_load, **common
     )
     return train_stream, val_stream
+
+
+def _planned_data(recipe: Recipe, needs_teacher: bool, plan_only: bool) -> tuple[DataBundle, bool]:
+    """The run's data and whether it was read: a plan of a streamed source whose files are
+    not here counts the recipe's `data.train_images`/`val_images` instead."""
+    dspec = recipe.data
+    try:
+        return _matched_data(recipe, recipe.runtime.seed, needs_teacher), True
+    except DistillError:
+        root = dspec.resolved_root
+        if not plan_only or dspec.source not in ("shards", "hf_dataset") or root is None:
+            raise
+        if root.exists() or dspec.train_images is None or dspec.val_images is None:
+            raise
+    from distill_cli.data.streamed import unread_splits
+
+    specs = [*recipe.teachers, recipe.student] if needs_teacher else [recipe.student]
+    classes = next((s.num_classes for s in specs if s.num_classes), None)
+    if classes is None:
+        raise DistillError(
+            "a plan without the data needs the class count", "student.num_classes", "set it"
+        )
+    sizes = (dspec.train_images, dspec.val_images)
+    train, val = unread_splits(dspec.train_dir, dspec.val_dir, root, sizes, classes)
+    return DataBundle(train=train, val=val), False
 
 
 def _matched_data(recipe: Recipe, seed: int, needs_teacher: bool) -> DataBundle:
