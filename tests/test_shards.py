@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +23,7 @@ from torchvision.io import encode_jpeg
 from distill_cli import api
 from distill_cli.data.parquet import scan_hf_split
 from distill_cli.data.shards import scan_tar_split
-from distill_cli.data.stream import ShardStream
+from distill_cli.data.stream import ShardSet, ShardStream
 from distill_cli.errors import DistillError
 from tests.conftest import write_recipe
 
@@ -60,7 +61,7 @@ def shards(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _stream(data, batch: int, **kw) -> ShardStream:  # noqa: ANN001
+def _stream(data: ShardSet, batch: int, **kw: Any) -> ShardStream:
     return ShardStream(data, batch, torch.device("cpu"), load_size=16, seed=3, **kw)
 
 
@@ -188,9 +189,9 @@ def test_hf_parquet_and_arrow_sets_stream_every_row(folder: Path, tmp_path: Path
     table = pq.read_table(root / "train-00000-of-00001.parquet")
     disk = tmp_path / "disk"
     disk.mkdir()
-    with pa.OSFile(str(disk / "data-00000-of-00001.arrow"), "wb") as sink:
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
+    arrow = str(disk / "data-00000-of-00001.arrow")
+    with pa.OSFile(arrow, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
     info = {"features": {"label": {"_type": "ClassLabel", "names": CLASSES}}}
     (disk / "dataset_info.json").write_text(json.dumps(info))
     on_disk = scan_hf_split(disk, "data.train_dir", "image", "label")

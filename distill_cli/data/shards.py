@@ -4,8 +4,9 @@ The format is WebDataset's, read with the `webdataset` package; nothing here inv
 is given as a brace pattern (`/data/in1k/train-{000000..001023}.tar`), a glob, or a folder of
 `.tar` files. The sample count of each shard (needed for the steps of an epoch) and the class
 names come from an index next to the shards when there is one (`<prefix>.shards.json`, which
-`scripts/folder_to_shards.py` writes; counting is then free), otherwise from one pass over the tar headers and `.cls` members,
-which also finds a sample without a label before any training starts.
+`scripts/folder_to_shards.py` writes; counting is then free), otherwise from one pass over
+the tar headers and `.cls` members, which also finds a sample without a label before any
+training starts.
 """
 
 from __future__ import annotations
