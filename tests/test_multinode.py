@@ -91,18 +91,6 @@ def test_two_nodes_match_one_process_and_resume_across_world_sizes(tmp_path: Pat
     recipe, one = _recipe(tmp_path, "one")
     _wait(_launch(1, "run", str(recipe), "-q"))
     reference = _weights(one)
-
-    recipe, two = _recipe(tmp_path, "two")
-    _wait(_launch(2, "run", str(recipe), "-q"))
-    assert json.loads((two / "summary.json").read_text())["processes"] == 2
-    for key, value in _weights(two).items():
-        torch.testing.assert_close(value, reference[key], **TOL, msg=key)
-    # global rank 0 alone writes: one line per logged step, the same files as one process
-    steps = [r["step"] for r in _records(two)]
-    assert steps == [r["step"] for r in _records(one)]
-    files = sorted(p.relative_to(two).as_posix() for p in two.rglob("*"))
-    assert files == sorted(p.relative_to(one).as_posix() for p in one.rglob("*"))
-
     for first, then in ((2, 1), (1, 2)):
         recipe, run = _recipe(tmp_path, f"{first}to{then}")
         _stop_after(_launch(first, "run", str(recipe), "-q"), run, 6)
@@ -111,5 +99,10 @@ def test_two_nodes_match_one_process_and_resume_across_world_sizes(tmp_path: Pat
         _wait(_launch(then, "run", str(recipe), "-q", "--resume"))
         summary = json.loads((run / "summary.json").read_text())
         assert summary["processes"] == then
+        # the same weights as one uninterrupted process: every step saw the same images
         for key, value in _weights(run).items():
             torch.testing.assert_close(value, reference[key], **TOL, msg=f"{first}->{then} {key}")
+        # global rank 0 alone wrote: one line per logged step, the same files as one process
+        assert [r["step"] for r in _records(run)] == [r["step"] for r in _records(one)]
+        files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*"))
+        assert files == sorted(p.relative_to(one).as_posix() for p in one.rglob("*"))

@@ -123,7 +123,9 @@ def test_synced_batchnorm_by_hand_equals_one_batchnorm_over_the_whole_batch(
     import torch.multiprocessing as mp
 
     out = str(tmp_path / "bn")
-    mp.spawn(_synced_worker, args=(f"file://{tmp_path / 'rdzv'}", out), nprocs=2)
+    rdzv = f"file://{tmp_path / 'rdzv'}"
+    # forked, not spawned: the workers need nothing but torch, already imported here
+    mp.start_processes(_synced_worker, args=(rdzv, out), nprocs=2, start_method="fork")
     x, g = _whole_batch()
     parts = [torch.load(f"{out}.{r}") for r in (0, 1)]
     for i, layer in enumerate(_bn_layers()):

@@ -22,6 +22,7 @@ from distill_cli.methods import Method, MethodContext, create_method, method_cla
 from distill_cli.models import Net, create_net, create_teacher, infer_num_classes, probe
 from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.sections import RuntimeSpec
+from distill_cli.train.cost import cached_throughput, pair_key, project
 from distill_cli.train.distributed import has_batchnorm, init, sync_batchnorm
 from distill_cli.train.world import World, world_from_env
 
@@ -63,10 +64,18 @@ class Setup:
     def precision(self) -> str:
         return "bf16-autocast" if self.autocast is torch.bfloat16 else "fp32"
 
-    def plan(self) -> dict[str, Any]:
-        """What a run would do, for ``--dry-run``: models, data, steps, precision, device."""
+    @property
+    def device_name(self) -> str:
+        """The accelerator by name (a measured throughput belongs to it), or `cpu`."""
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return self.device.type
+
+    def plan(self, throughput: float | None = None) -> dict[str, Any]:
+        """What a run would do, for ``--dry-run``: models, data, steps, precision, device, and
+        its cost (`train.cost`) at `throughput` images/s per GPU, else at the cached one."""
         nets = {"student": self.student, "teacher": self.teacher}
-        return {
+        plan = {
             "method": self.recipe.method.name,
             "models": {
                 role: {**net.info.to_dict(), "params": net.params}
@@ -92,6 +101,13 @@ class Setup:
             "sync_bn": self.sync_bn,
             "run_dir": str(self.recipe.run_dir),
         }
+        source = "--throughput" if throughput is not None else None
+        if throughput is None:
+            key = pair_key(plan["models"], self.precision, self.device_name)
+            throughput, source = cached_throughput(key) or (None, None)
+        images = self.total_steps * self.recipe.schedule.batch_size
+        cost = project(images, self.total_steps, self.epochs, throughput, source)
+        return {**plan, "cost": cost.to_dict()}
 
 
 def resolve_device(choice: str, world: World | None = None) -> torch.device:
