@@ -159,6 +159,9 @@ def test_a_run_on_shards_decodes_like_the_image_folder(shards: Path, folder: Pat
     expected = torch.cat([b.images for b in files.epoch(0)])
     key = lambda t: sorted(map(tuple, t.flatten(1).tolist()))  # noqa: E731
     assert key(pixels) == key(expected)
+    # the batched decode (nvJPEG on CUDA; here its CPU fallback) gives the same pixels
+    batched = _stream(val, 4, shuffle=False, drop_last=False, decode_on_device=True)
+    assert torch.equal(torch.cat([b.images for b in batched.epoch(0)]), pixels)
 
 
 def _hf_parquet(folder: Path, out: Path, group: int) -> Path:
