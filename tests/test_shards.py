@@ -258,3 +258,18 @@ def test_bad_streamed_inputs_are_one_line_errors(
         "batch size 6 cannot be split over 4 processes (schedule.batch_size) - use a multiple "
         "of 4 (it is the global batch)"
     )
+
+
+def test_unlabeled_training_splits_take_the_validation_classes(
+    folder: Path, tmp_path: Path
+) -> None:
+    from distill_cli.data import build_data
+
+    _hf_parquet(folder, tmp_path / "val", group=6)
+    table = pq.read_table(tmp_path / "val" / "train-00000-of-00001.parquet").drop_columns("label")
+    (tmp_path / "train").mkdir()
+    pq.write_table(table, tmp_path / "train" / "images.parquet", row_group_size=6)
+    data = build_data("hf_dataset", tmp_path)
+    assert not data.labeled_train and data.train.classes == data.val.classes == CLASSES
+    batch = next(iter(_stream(data.train, 6).epoch(0)))
+    assert batch.labels is None and batch.images.shape == (6, 3, 16, 16)

@@ -47,7 +47,7 @@ def build_data(
     subset: int | None = None,
     val_limit: int | None = None,
     synthetic: Mapping[str, int] | None = None,
-    columns: tuple[str, str | None] = ("image", "label"),
+    columns: tuple[str, str] = ("image", "label"),
     seed: int = 0,
 ) -> DataBundle:
     """Read (or generate) both splits, with their subset limits applied.

@@ -78,14 +78,23 @@ def _class_names(schema: Any, files: list[Path], label: str) -> list[str] | None
 
 
 def scan_hf_split(
-    root: Path, where: str, image: str, label: str | None, classes: list[str] | None = None
+    root: Path,
+    where: str,
+    image: str,
+    label: str,
+    classes: list[str] | None = None,
+    required: bool = True,
 ) -> ShardSet:
-    """A split of a Hugging Face data set, its columns checked and its labels counted."""
+    """A split of a Hugging Face data set, its columns checked and its labels counted.
+
+    Without `required`, a split that lacks the label column is unlabeled (distillation images).
+    """
     import pyarrow.compute as pc
 
     files = _files(root, where)
     schema, _ = _table_schema(files[0])
-    wanted = [c for c in (image, label) if c]
+    wanted = [image, label] if required or label in schema.names else [image]
+    label = label if label in wanted else None
     missing = [c for c in wanted if c not in schema.names]
     if missing:
         raise DistillError(

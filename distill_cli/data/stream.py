@@ -314,7 +314,7 @@ class _LanePlan(IterableDataset):
             return pieces()
         import webdataset as wds
 
-        rng = random.Random(hash((*self.seed, lane)))
+        rng = random.Random("-".join(map(str, (*self.seed, lane))))
         return iter(wds.shuffle(self.buffer, min(self.buffer, 100), rng=rng)(pieces()))
 
     def _collate(self, chunk: list[Sample]) -> dict:

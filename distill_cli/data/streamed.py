@@ -8,6 +8,7 @@ as an image folder's does.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from distill_cli.data.stream import Sample, ShardSet, Unit
@@ -19,7 +20,7 @@ def streamed_splits(
     root: Path | None,
     train_dir: str,
     val_dir: str,
-    columns: tuple[str, str | None],
+    columns: tuple[str, str],
     limits: Mapping[str, int | None],
 ) -> tuple[ShardSet, ShardSet]:
     """(train, val) of a streamed source, counted and checked, nothing decoded."""
@@ -36,15 +37,19 @@ def streamed_splits(
         from distill_cli.data.shards import scan_tar_split
 
         train = scan_tar_split(str(root / train_dir), "data.train_dir")
-        val = scan_tar_split(str(root / val_dir), "data.val_dir", train.classes)
+        named = train.classes if train.labeled else None
+        val = scan_tar_split(str(root / val_dir), "data.val_dir", named)
     else:
         from distill_cli.data.parquet import scan_hf_split
 
         image, label = columns
-        train = scan_hf_split(root / train_dir, "data.train_dir", image, label)
-        val = scan_hf_split(root / val_dir, "data.val_dir", image, label, train.classes)
+        train = scan_hf_split(root / train_dir, "data.train_dir", image, label, required=False)
+        named = train.classes if train.labeled else None
+        val = scan_hf_split(root / val_dir, "data.val_dir", image, label, named)
     if not val.labeled:
         raise DistillError("the validation split has no labels", val.name, "label it")
+    if not train.labeled:  # unlabeled distillation images: the classes are the validation's
+        train = replace(train, classes=val.classes)
     return train, val
 
 

@@ -81,8 +81,10 @@ class DataSpec(Strict):
     )
     val_dir: str = Field("val", description="the validation split, as train_dir")
     image_column: str = Field("image", description="hf_dataset: the column holding the images")
-    label_column: str | None = Field(
-        "label", description="hf_dataset: the integer label column; null = unlabeled"
+    label_column: str = Field(
+        "label",
+        description="hf_dataset: the integer label column (a training split without it is "
+        "unlabeled distillation data; the validation split needs it)",
     )
     shuffle_buffer: PositiveInt = Field(
         1000, description="shards, hf_dataset: samples in each worker's seeded shuffle buffer"
