@@ -69,6 +69,8 @@ def _execute(
     from distill_cli import api
     from distill_cli.cli.console import RichReporter, console, plan_table, summary_table
 
+    if throughput is not None and not dry_run:
+        raise typer.BadParameter("--throughput is for the cost projection of --dry-run")
     if dry_run:
         plan = api.plan(recipe, overrides, throughput=throughput)
         console.print_json(json.dumps(plan)) if as_json else console.print(plan_table(plan))
