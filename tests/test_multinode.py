@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.conftest import write_recipe
@@ -106,3 +107,33 @@ def test_two_nodes_match_one_process_and_resume_across_world_sizes(tmp_path: Pat
         assert [r["step"] for r in _records(run)] == [r["step"] for r in _records(one)]
         files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*"))
         assert files == sorted(p.relative_to(one).as_posix() for p in one.rglob("*"))
+
+
+def test_the_world_srun_describes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from distill_cli.errors import DistillError
+    from distill_cli.train.distributed import init
+    from distill_cli.train.world import World, world_from_env
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    # the batch script itself: the job's task count is not this process's world
+    monkeypatch.setenv("SLURM_NTASKS", "16")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert world_from_env() == World()
+    # a task started by srun (16 tasks, the 11th, 4th on its node)
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "16")
+    monkeypatch.setenv("SLURM_PROCID", "10")
+    monkeypatch.setenv("SLURM_LOCALID", "2")
+    world = world_from_env()
+    assert (world.rank, world.size, world.local_rank, world.launched) == (10, 16, 2, True)
+    assert world.init_method is None and not world.is_main
+    with pytest.raises(DistillError, match="MASTER_ADDR"):
+        init(world, torch.device("cpu"))  # one line saying what to export, not a hang
+    monkeypatch.setenv("MASTER_ADDR", "node0")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    assert world_from_env().init_method == "tcp://node0:29500"
+    # torchrun under srun: torchrun's variables win
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    world = world_from_env()
+    assert (world.rank, world.size, world.init_method) == (1, 2, "env://")
