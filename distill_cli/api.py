@@ -81,12 +81,19 @@ def shipped_recipe(name: str) -> Entry:
 
 
 def plan(
-    recipe: Recipe | str | Path, overrides: Overrides | None = None, **fields: Any
+    recipe: Recipe | str | Path,
+    overrides: Overrides | None = None,
+    *,
+    throughput: float | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
-    """What `run` would do (models, data sizes, steps, precision, device), without training."""
+    """What `run` would do (models, data sizes, steps, precision, device) and what it will cost
+    (images, GPU-hours on 1/8/64 GPUs at `throughput` images/s per GPU, or at the figure
+    `distill bench train` cached), without training. Streamed data that is not at hand is
+    counted from the recipe (`data.train_images`); the plan then says `data.read: false`."""
     from distill_cli.train.build import build
 
-    return build(_recipe(recipe, overrides, fields)).plan()
+    return build(_recipe(recipe, overrides, fields), plan_only=True).plan(throughput)
 
 
 def run(

@@ -28,6 +28,7 @@ from distill_cli.recipe.document import Recipe
 from distill_cli.rundir import RunDir
 from distill_cli.train import engine
 from distill_cli.train.build import Setup, build
+from distill_cli.train.cost import pair_key, remember_throughput
 
 
 def _sync(device: torch.device) -> None:
@@ -259,4 +260,7 @@ def bench_train(
         }
         result["ratio"] = result["distill"]["images_per_s"] / result["bare"]["images_per_s"]
     result["data_path"] = data_path(setup, data_batches)
+    # kept for `distill run --dry-run`'s cost projection on this device (train/cost.py)
+    key = pair_key(info["models"], setup.precision, setup.device_name)
+    remember_throughput(key, result["distill"]["images_per_s"], info["batch_size"])
     return result

@@ -19,6 +19,7 @@ from distill_cli.cli.options import (
     RecipeArg,
     ResumeOpt,
     SetOpt,
+    ThroughputOpt,
     finite,
     wide_console,
 )
@@ -63,12 +64,15 @@ def _execute(
     dry_run: bool,
     as_json: bool,
     quiet: bool,
+    throughput: float | None = None,
 ) -> None:
     from distill_cli import api
     from distill_cli.cli.console import RichReporter, console, plan_table, summary_table
 
+    if throughput is not None and not dry_run:
+        raise typer.BadParameter("--throughput is for the cost projection of --dry-run")
     if dry_run:
-        plan = api.plan(recipe, overrides)
+        plan = api.plan(recipe, overrides, throughput=throughput)
         console.print_json(json.dumps(plan)) if as_json else console.print(plan_table(plan))
         return
     main = world_from_env().is_main  # under torchrun only the main process reports
@@ -120,6 +124,7 @@ def run(
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,
+    throughput: ThroughputOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
     nproc: Annotated[
@@ -130,7 +135,7 @@ def run(
     """Distill a teacher into a student as the recipe says (function matching by default)."""
     if nproc > 1 and not world_from_env().launched:
         _relaunch_with_torchrun(nproc)
-    _execute("run", recipe, set_, resume, overwrite, dry_run, as_json, quiet)
+    _execute("run", recipe, set_, resume, overwrite, dry_run, as_json, quiet, throughput)
 
 
 @app.command()
@@ -140,11 +145,12 @@ def train(
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     dry_run: DryRunOpt = False,
+    throughput: ThroughputOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Train a model on labels (a teacher, or the from-scratch baseline)."""
-    _execute("train", recipe, set_, resume, overwrite, dry_run, as_json, quiet)
+    _execute("train", recipe, set_, resume, overwrite, dry_run, as_json, quiet, throughput)
 
 
 # --- looking at results ----------------------------------------------------------------------

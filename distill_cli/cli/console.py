@@ -139,8 +139,36 @@ def plan_table(plan: dict[str, Any]) -> Group:
         f"steps/epoch, {plan['total_steps']} steps ({plan['epochs']} epochs) | {plan['device']}, "
         f"{plan['precision']}, channels_last={plan['channels_last']}, compile={plan['compile']} "
         f"| -> {plan['run_dir']}"
+        + ("" if data.get("read", True) else "\n" + _UNREAD)
+        + "\n"
+        + cost_text(plan["cost"])
     )
     return Group(table, sources)
+
+
+_UNREAD = "data not read (not at hand): sizes from data.train_images / data.val_images"
+
+
+def cost_text(cost: dict[str, Any]) -> str:
+    """The cost lines of a plan: the work, and the projection when there is a throughput."""
+    steps, epochs = cost["steps"], cost["epochs"]
+    text = f"cost: {cost['images']:,} training images ({steps:,} steps, {epochs} epochs)"
+    if cost["throughput"] is None:
+        hint = "give --throughput N (images/s of one GPU) or run `distill bench train`"
+        return f"{text}; for the time {hint}"
+    rows = ", ".join(
+        f"{p['gpus']} GPU{'s' if p['gpus'] > 1 else ''}: {_hours(p['wall_hours'])} wall"
+        for p in cost["projections"]
+    )
+    gpu_hours = cost["projections"][0]["gpu_hours"]
+    return (
+        f"{text} at {cost['throughput']:,.0f} images/s per GPU ({cost['throughput_source']}): "
+        f"{gpu_hours:,.0f} GPU-hours; {rows} (linear scaling, communication not counted)"
+    )
+
+
+def _hours(hours: float) -> str:
+    return f"{hours / 24:,.1f} days" if hours >= 48 else f"{hours:,.1f} h"
 
 
 def summary_table(summary: RunSummary) -> Table:

@@ -19,6 +19,16 @@ ResumeOpt = Annotated[
 ]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace an existing run folder")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="print the plan and exit")]
+ThroughputOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--throughput",
+        min=0.001,
+        callback=lambda v: finite(v),
+        help="with --dry-run: measured training images/s of one GPU, for the cost projection "
+        "(default: the figure `distill bench train` cached on this machine)",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
 

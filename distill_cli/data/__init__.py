@@ -14,17 +14,18 @@ from distill_cli.data.sources import (
     scan_image_folder,
     scan_unlabeled,
 )
+from distill_cli.data.stream import ShardSet
 from distill_cli.errors import DistillError
 
-Source = Literal["fashion_mnist", "image_folder", "synthetic"]
+Source = Literal["fashion_mnist", "image_folder", "synthetic", "shards", "hf_dataset"]
 
 
 @dataclass
 class DataBundle:
     """The training stream's images and the labelled validation split."""
 
-    train: ImageSet
-    val: ImageSet
+    train: ImageSet | ShardSet
+    val: ImageSet | ShardSet
 
     @property
     def classes(self) -> list[str]:
@@ -32,7 +33,7 @@ class DataBundle:
 
     @property
     def labeled_train(self) -> bool:
-        return self.train.labels is not None
+        return self.train.labeled
 
 
 def build_data(
@@ -46,6 +47,7 @@ def build_data(
     subset: int | None = None,
     val_limit: int | None = None,
     synthetic: Mapping[str, int] | None = None,
+    columns: tuple[str, str] = ("image", "label"),
     seed: int = 0,
 ) -> DataBundle:
     """Read (or generate) both splits, with their subset limits applied.
@@ -55,8 +57,15 @@ def build_data(
     `root/val_dir`, class folders) or synthetic (`synthetic` holds num_classes, train_size,
     val_size, image_size and channels). `distill_dir` replaces the labelled training split by
     unlabelled images; `train_limit` and `subset` (class-balanced) shrink the training split
-    and `val_limit` the validation split, all seeded by `seed`.
+    and `val_limit` the validation split, all seeded by `seed`. shards (tar files) and
+    hf_dataset (parquet/arrow, `columns` = image and label column) are streamed (`streamed.py`).
     """
+    if source in ("shards", "hf_dataset"):
+        from distill_cli.data.streamed import streamed_splits
+
+        limits = {"train_limit": train_limit, "subset": subset, "val_limit": val_limit}
+        train_s, val_s = streamed_splits(source, root, train_dir, val_dir, columns, limits)
+        return DataBundle(train=train_s, val=val_s)
     if source == "fashion_mnist":
         if root is None:
             raise DistillError("fashion_mnist needs the dataset root", "data.root")
@@ -80,4 +89,4 @@ def build_data(
     return DataBundle(train=train, val=val.limited(val_limit, seed + 1))
 
 
-__all__ = ["DataBundle", "ImageSet", "build_data"]
+__all__ = ["DataBundle", "ImageSet", "ShardSet", "build_data"]

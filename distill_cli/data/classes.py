@@ -22,7 +22,6 @@ import torch
 
 from distill_cli.checkpoint import read_sidecar
 from distill_cli.data import DataBundle
-from distill_cli.data.sources import ImageSet
 from distill_cli.errors import DistillError
 
 if TYPE_CHECKING:
@@ -77,11 +76,6 @@ def _renamed(data_classes: list[str], class_map: dict[str, str]) -> list[str]:
     return names
 
 
-def _renumbered(split: ImageSet, order: torch.Tensor, names: list[str]) -> ImageSet:
-    labels = order[split.labels] if split.labels is not None else None
-    return replace(split, classes=list(names), labels=labels)
-
-
 def align_classes(
     data: DataBundle, model_names: list[str] | None, class_map: dict[str, str], role: str
 ) -> DataBundle:
@@ -109,6 +103,6 @@ def align_classes(
     order = torch.tensor([model_names.index(n) for n in names], dtype=torch.long)
     return replace(
         data,
-        train=_renumbered(data.train, order, model_names),
-        val=_renumbered(data.val, order, model_names),
+        train=data.train.renumbered(order, model_names),
+        val=data.val.renumbered(order, model_names),
     )

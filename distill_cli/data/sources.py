@@ -53,6 +53,15 @@ class ImageSet:
         return len(self.classes)
 
     @property
+    def labeled(self) -> bool:
+        return self.labels is not None
+
+    def renumbered(self, order: torch.Tensor, names: list[str]) -> ImageSet:
+        """Labels renumbered to a model's class order (`classes.align_classes`)."""
+        labels = order[self.labels] if self.labels is not None else None
+        return replace(self, classes=list(names), labels=labels)
+
+    @property
     def channels(self) -> int:
         return int(self.images.shape[1]) if self.images is not None else 3
 

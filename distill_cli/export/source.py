@@ -131,6 +131,9 @@ def _run_dir_of(checkpoint: Path) -> Path | None:
 
 
 def _load_data(recipe: Recipe, notes: list[str]) -> DataBundle | None:
+    if recipe.data.source in ("shards", "hf_dataset"):
+        notes.append(f"streamed data ({recipe.data.source}): parity uses random inputs")
+        return None
     try:
         return build_data(**recipe.data.data_args(), seed=recipe.runtime.seed)
     except DistillError as exc:

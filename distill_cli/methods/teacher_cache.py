@@ -19,6 +19,7 @@ from safetensors.torch import save as st_save
 
 from distill_cli.checkpoint import atomic_write
 from distill_cli.data.loader import BatchStream
+from distill_cli.errors import DistillError
 from distill_cli.model_view import eval_pixels, normalize
 from distill_cli.models import Net
 
@@ -67,6 +68,12 @@ def compute_targets(teacher: Net, stream: BatchStream) -> torch.Tensor:
 
 def load_or_build(teacher: Net, stream: BatchStream, cache_dir: Path) -> tuple[torch.Tensor, str]:
     """The cached targets (on the stream's device) and whether they were 'loaded' or 'built'."""
+    if not isinstance(stream, BatchStream):
+        raise DistillError(
+            "precomputed teacher targets need the images in a fixed order: not for streamed data",
+            "method.teacher_targets",
+            "use an image folder, or teacher_targets: online",
+        )
     path = cache_dir / "teacher_targets" / f"{cache_key(teacher, stream)}.safetensors"
     if path.is_file():
         return load_file(str(path))["logits"].to(stream.device), "loaded"

@@ -123,10 +123,30 @@ class SyntheticSpec(Strict):
 class DataSpec(Strict):
     """Where training and validation images come from."""
 
-    source: Literal["fashion_mnist", "image_folder", "synthetic"]
+    source: Literal["fashion_mnist", "image_folder", "synthetic", "shards", "hf_dataset"]
     root: Path | None = Field(None, description="dataset root; fashion_mnist has a default")
-    train_dir: str = "train"
-    val_dir: str = "val"
+    train_dir: str = Field(
+        "train",
+        description="under root: the training class folders; shards: a folder of .tar files "
+        "or a brace pattern (train-{000000..000099}.tar); hf_dataset: a parquet file, a folder "
+        "of them, or a save_to_disk folder",
+    )
+    val_dir: str = Field("val", description="the validation split, as train_dir")
+    image_column: str = Field("image", description="hf_dataset: the column holding the images")
+    label_column: str = Field(
+        "label",
+        description="hf_dataset: the integer label column (a training split without it is "
+        "unlabeled distillation data; the validation split needs it)",
+    )
+    shuffle_buffer: PositiveInt = Field(
+        1000, description="shards, hf_dataset: samples in each worker's seeded shuffle buffer"
+    )
+    train_images: PositiveInt | None = Field(
+        None,
+        description="shards, hf_dataset: the training split's size, used by --dry-run when the "
+        "data is not at hand (a laptop planning a cluster run)",
+    )
+    val_images: PositiveInt | None = Field(None, description="as train_images, for val_dir")
     distill_dir: Path | None = Field(
         None, description="unlabeled image folder to distill on instead of the labeled train split"
     )
@@ -163,6 +183,8 @@ class DataSpec(Strict):
     def _root_needed(self) -> DataSpec:
         if self.source == "image_folder" and self.root is None and self.distill_dir is None:
             raise ValueError("image_folder needs root (with train/ and val/ class folders)")
+        if self.source in ("shards", "hf_dataset") and self.root is None:
+            raise ValueError(f"{self.source} needs root (train_dir and val_dir are under it)")
         return self
 
     @property
@@ -184,6 +206,7 @@ class DataSpec(Strict):
             "subset": self.subset,
             "val_limit": self.val_limit,
             "synthetic": self.synthetic.model_dump(),
+            "columns": (self.image_column, self.label_column),
         }
 
 

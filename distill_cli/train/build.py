@@ -16,6 +16,7 @@ from distill_cli.data import DataBundle, build_data
 from distill_cli.data.augment import BatchAugment
 from distill_cli.data.classes import align_classes, model_class_names, spec_class_names
 from distill_cli.data.loader import BatchStream
+from distill_cli.data.stream import ShardSet, ShardStream
 from distill_cli.errors import DistillError
 from distill_cli.methods import Method, MethodContext, create_method, method_class
 from distill_cli.model_view import load_sizes
@@ -29,6 +30,7 @@ from distill_cli.models import (
 )
 from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.sections import RuntimeSpec, ScheduleSpec
+from distill_cli.train.cost import cached_throughput, pair_key, project
 from distill_cli.train.distributed import has_batchnorm, init, sync_batchnorm
 from distill_cli.train.world import World, world_from_env
 
@@ -60,11 +62,13 @@ class Setup:
     student: Net
     teacher: Net | None
     method: Method
-    train_stream: BatchStream
-    val_stream: BatchStream
+    train_stream: BatchStream | ShardStream
+    val_stream: BatchStream | ShardStream
     length: RunLength
     world: World = field(default_factory=World)
     sync_bn: bool = False
+    #: False for a plan made without the data (its sizes taken from the recipe)
+    data_read: bool = True
 
     @property
     def steps_per_epoch(self) -> int:
@@ -82,10 +86,18 @@ class Setup:
     def precision(self) -> str:
         return "bf16-autocast" if self.autocast is torch.bfloat16 else "fp32"
 
-    def plan(self) -> dict[str, Any]:
-        """What a run would do, for ``--dry-run``: models, data, steps, precision, device."""
+    @property
+    def device_name(self) -> str:
+        """The accelerator by name (a measured throughput belongs to it), or `cpu`."""
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return self.device.type
+
+    def plan(self, throughput: float | None = None) -> dict[str, Any]:
+        """What a run would do, for ``--dry-run``: models, data, steps, precision, device, and
+        its cost (`train.cost`) at `throughput` images/s per GPU, else at the cached one."""
         nets = {"student": self.student, "teacher": self.teacher}
-        return {
+        plan = {
             "method": self.recipe.method.name,
             "models": {
                 role: {**net.info.to_dict(), "params": net.params, "sources": self.sources(role)}
@@ -97,6 +109,7 @@ class Setup:
                 "val": {"name": self.data.val.name, "images": len(self.data.val)},
                 "classes": len(self.data.classes),
                 "labeled_train": self.data.labeled_train,
+                "read": self.data_read,
             },
             "batch_size": self.recipe.schedule.batch_size,
             "steps_per_epoch": self.steps_per_epoch,
@@ -110,6 +123,13 @@ class Setup:
             "sync_bn": self.sync_bn,
             "run_dir": str(self.recipe.run_dir),
         }
+        source = "--throughput" if throughput is not None else None
+        if throughput is None:
+            key = pair_key(plan["models"], self.precision, self.device_name)
+            throughput, source = cached_throughput(key) or (None, None)
+        images = self.total_steps * self.recipe.schedule.batch_size
+        cost = project(images, self.total_steps, self.epochs, throughput, source)
+        return {**plan, "cost": cost.to_dict()}
 
     def sources(self, role: str) -> dict[str, str]:
         """Where each fact about how a model is fed came from (recipe, side file, timm
@@ -155,16 +175,24 @@ def resolve_device(choice: str, world: World | None = None) -> torch.device:
     return torch.device(choice)
 
 
-def build(recipe: Recipe) -> Setup:
+def build(recipe: Recipe, plan_only: bool = False) -> Setup:
     """Build device, data, nets, method and streams from a recipe (no training).
 
     The order is part of the contract: data first, then the seed, then teacher and student
     (their random initialisation depends on it), so a recipe always builds the same run.
+    `plan_only` (`--dry-run`): streamed data that is not at hand is replaced by stand-ins of
+    the sizes the recipe states (`data.train_images`), so a cluster run can be planned anywhere.
     """
     rt = recipe.runtime
     if rt.threads:
         torch.set_num_threads(rt.threads)
     world = world_from_env()
+    if recipe.schedule.batch_size % world.size:
+        raise DistillError(
+            f"batch size {recipe.schedule.batch_size} cannot be split over {world.size} processes",
+            "schedule.batch_size",
+            f"use a multiple of {world.size} (it is the global batch)",
+        )
     device = resolve_device(rt.device, world)
     init(world, device)
     cuda = device.type == "cuda"
@@ -178,7 +206,7 @@ def build(recipe: Recipe) -> Setup:
             "run it in one process",
         )
 
-    data = _matched_data(recipe, rt.seed, cls.needs_teacher)
+    data, data_read = _planned_data(recipe, cls.needs_teacher, plan_only)
     if cls.needs_labels and not data.labeled_train:
         raise DistillError(
             f"method {cls.name!r} needs labels but data.distill_dir has none", "data.distill_dir"
@@ -216,6 +244,7 @@ def build(recipe: Recipe) -> Setup:
         length,
         world,
         sync_bn,
+        data_read,
     )
 
 
@@ -273,7 +302,7 @@ def _place(
         rt.sync_bn if rt.sync_bn is not None else has_batchnorm(student.module)
     )
     if sync_bn:
-        sync_batchnorm(student.module)
+        student.module = sync_batchnorm(student.module, device)
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -289,7 +318,7 @@ def _place(
 
 def _streams(
     recipe: Recipe, data: DataBundle, device: torch.device, world: World, view_side: int
-) -> tuple[BatchStream, BatchStream]:
+) -> tuple[BatchStream | ShardStream, BatchStream | ShardStream]:
     """The training stream (this process's share) and the validation stream."""
     sched, dspec, rt = recipe.schedule, recipe.data, recipe.runtime
     # photos: training crops are drawn from the whole image (longer side at load_size), the
@@ -303,6 +332,26 @@ def _streams(
         "decode_on_device": dspec.decode == "device"
         or (dspec.decode == "auto" and device.type == "cuda"),
     }
+    if isinstance(data.train, ShardSet):
+        streamed = {"buffer": dspec.shuffle_buffer, **common}
+        train = ShardStream(
+            data.train,
+            sched.batch_size,
+            rank=world.rank,
+            world=world.size,
+            load_size=train_load,
+            fit="whole",
+            **streamed,
+        )
+        val = ShardStream(
+            data.val,  # type: ignore[arg-type]
+            sched.eval_batch_size or sched.batch_size,
+            shuffle=False,
+            drop_last=False,
+            load_size=val_load,
+            **streamed,
+        )
+        return train, val
     train_stream = BatchStream(
         data.train,
         sched.batch_size,
@@ -317,6 +366,31 @@ def _streams(
         data.val, eval_batch, shuffle=False, drop_last=False, load_size=val_load, **common
     )
     return train_stream, val_stream
+
+
+def _planned_data(recipe: Recipe, needs_teacher: bool, plan_only: bool) -> tuple[DataBundle, bool]:
+    """The run's data and whether it was read: a plan of a streamed source whose files are
+    not here counts the recipe's `data.train_images`/`val_images` instead."""
+    dspec = recipe.data
+    try:
+        return _matched_data(recipe, recipe.runtime.seed, needs_teacher), True
+    except DistillError:
+        root = dspec.resolved_root
+        if not plan_only or dspec.source not in ("shards", "hf_dataset") or root is None:
+            raise
+        if root.exists() or dspec.train_images is None or dspec.val_images is None:
+            raise
+    from distill_cli.data.streamed import unread_splits
+
+    specs = [*recipe.teachers, recipe.student] if needs_teacher else [recipe.student]
+    classes = next((s.num_classes for s in specs if s.num_classes), None)
+    if classes is None:
+        raise DistillError(
+            "a plan without the data needs the class count", "student.num_classes", "set it"
+        )
+    sizes = (dspec.train_images, dspec.val_images)
+    train, val = unread_splits(dspec.train_dir, dspec.val_dir, root, sizes, classes)
+    return DataBundle(train=train, val=val), False
 
 
 def _matched_data(recipe: Recipe, seed: int, needs_teacher: bool) -> DataBundle:

@@ -1,7 +1,9 @@
 """Multi-process training through torch.distributed, launched by torchrun.
 
 `world.World` says which process this is; this module joins the process group (NCCL on GPUs,
-gloo on CPUs), leaves it, and synchronises BatchNorm statistics across processes.
+gloo on CPUs), leaves it, and synchronises BatchNorm statistics across processes: torch's
+SyncBatchNorm (through timm's converter) on CUDA, a hand-written equivalent where torch's
+refuses to run (CPU tensors, gloo).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from distill_cli.errors import DistillError
 from distill_cli.train.world import World
 
 
@@ -16,10 +19,19 @@ def init(world: World, device: torch.device) -> None:
     """Join the process group (once per process)."""
     if not world.distributed or dist.is_initialized():
         return
+    if world.init_method is None:
+        raise DistillError(
+            "srun started several processes but not where they meet",
+            "MASTER_ADDR/MASTER_PORT",
+            "export MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1) and "
+            "MASTER_PORT=29500 in the job script",
+        )
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend)
+    dist.init_process_group(
+        backend=backend, init_method=world.init_method, rank=world.rank, world_size=world.size
+    )
 
 
 def joined() -> bool:
@@ -35,17 +47,33 @@ def has_batchnorm(module: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
-def sync_batchnorm(module: torch.nn.Module) -> int:
-    """Make every BatchNorm layer of `module` normalize over the global batch; returns how many.
+def sync_batchnorm(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """`module` with every BatchNorm layer normalizing over the global batch.
 
     Under several processes each one sees 1/N of every batch, so plain BatchNorm would
     normalize with per-process statistics and train a different model than one process does.
-    Here each training-mode BatchNorm sums its per-channel count, sum and sum of squares over
-    all processes (an autograd-aware all-reduce: gradients flow through the shared statistics
-    exactly as in one process) and updates its running statistics from the global ones.
-    Unlike torch's SyncBatchNorm it runs on gloo (CPU) as on NCCL, keeps timm's fused
-    BatchNormAct layers (activation and drop-path after the norm) and changes no state-dict
-    key, so checkpoints are interchangeable with single-process runs.
+    On CUDA this is torch's SyncBatchNorm, swapped in by timm's converter (which turns timm's
+    fused BatchNormAct2d into SyncBatchNormAct, keeping the activation and drop-path after the
+    norm); the state-dict keys stay the same, so checkpoints are interchangeable with
+    single-process runs. torch's layer refuses CPU tensors, so on CPU (gloo) the layers are
+    patched with `sync_batchnorm_by_hand`, which computes the same statistics and gradients.
+    """
+    if device.type == "cuda":
+        from timm.layers import convert_sync_batchnorm
+
+        return convert_sync_batchnorm(module)
+    sync_batchnorm_by_hand(module)
+    return module
+
+
+def sync_batchnorm_by_hand(module: torch.nn.Module) -> int:
+    """Patch every BatchNorm layer of `module` in place to use global statistics; how many.
+
+    Each training-mode BatchNorm sums its per-channel count, sum and sum of squares over all
+    processes (an autograd-aware all-reduce: gradients flow through the shared statistics
+    exactly as in one process, as in torch's SyncBatchNorm) and updates its running statistics
+    from the global ones (unbiased variance, as torch does). Only for backends where torch's
+    SyncBatchNorm does not run (CPU tensors under gloo).
     """
     layers = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for layer in layers:

@@ -1,9 +1,13 @@
-"""Which process this is: the world torchrun describes, read from the environment in one place.
+"""Which process this is: the world a launcher describes, read from the environment in one place.
 
-`torchrun --nproc_per_node N -m distill_cli run RECIPE` sets RANK / WORLD_SIZE / LOCAL_RANK. A
-single process (no torchrun) is a world of one, and every collective here is then a no-op, so the
-engine has one code path. Importing this module does not import torch (the CLI asks "am I the
-main process?" before anything heavy is loaded); the collectives import it when they run.
+`torchrun` (one machine or `--nnodes` with a rendezvous endpoint) sets RANK / WORLD_SIZE /
+LOCAL_RANK; SLURM's `srun`, when it starts one task per GPU itself, sets SLURM_PROCID /
+SLURM_STEP_NUM_TASKS / SLURM_LOCALID instead, and the job script exports MASTER_ADDR and
+MASTER_PORT (the first node). torchrun's variables win where both are set (torchrun under
+srun). A single process (no launcher) is a world of one, and every collective here is then a
+no-op, so the engine has one code path. Importing this module does not import torch (the CLI
+asks "am I the main process?" before anything heavy is loaded); the collectives import it when
+they run.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ class World:
     local_rank: int = 0
     #: started by torchrun (or another launcher that sets WORLD_SIZE), even as a world of one
     launched: bool = False
+    #: how the processes find each other: torchrun's environment, or tcp://MASTER_ADDR:PORT
+    #: under srun; None when srun started the processes but the job script did not say where
+    init_method: str | None = "env://"
 
     @property
     def is_main(self) -> bool:
@@ -55,11 +62,27 @@ class World:
 
 
 def world_from_env() -> World:
-    """The world torchrun describes in the environment; a world of one without it."""
+    """The world torchrun (or srun) describes in the environment; a world of one without it.
+
+    SLURM counts only inside a job step (`srun`): SLURM_STEP_NUM_TASKS is srun's, whereas the
+    batch script itself also carries SLURM_NTASKS, the job's total, and a plain `distill run` in
+    the script must stay a world of one.
+    """
     env = os.environ
-    return World(
-        rank=int(env.get("RANK", "0")),
-        size=int(env.get("WORLD_SIZE", "1")),
-        local_rank=int(env.get("LOCAL_RANK", "0")),
-        launched="WORLD_SIZE" in env,
-    )
+    if "WORLD_SIZE" in env:
+        return World(
+            rank=int(env.get("RANK", "0")),
+            size=int(env["WORLD_SIZE"]),
+            local_rank=int(env.get("LOCAL_RANK", "0")),
+            launched=True,
+        )
+    if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env:
+        addr, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
+        return World(
+            rank=int(env["SLURM_PROCID"]),
+            size=int(env["SLURM_STEP_NUM_TASKS"]),
+            local_rank=int(env.get("SLURM_LOCALID", "0")),
+            launched=True,
+            init_method=f"tcp://{addr}:{port}" if addr and port else None,
+        )
+    return World()

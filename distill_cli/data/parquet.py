@@ -1,0 +1,164 @@
+"""Hugging Face data sets: parquet files (the Hub's format) or a `save_to_disk` folder (arrow).
+
+Read with pyarrow, the library `datasets` itself stores and reads them with, one column at a
+time: an image column (HF's `Image` feature, a struct of `bytes` and `path`, or plain binary
+bytes) and an integer label column, their names set by `data.image_column` and
+`data.label_column`. Class names come from the `ClassLabel` feature the data set records
+(parquet schema metadata, or `dataset_info.json`), else `class_0..`. Each parquet row group or
+arrow file is one shard of the stream (`stream.py`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from distill_cli.data.stream import Sample, SampleFault, ShardSet, Unit
+from distill_cli.errors import DistillError
+
+
+def _files(path: Path, where: str) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = sorted(path.rglob("*.parquet")) or sorted(path.glob("*.arrow"))
+        if found:
+            return found
+    elif path.parent.is_dir():
+        found = sorted(path.parent.glob(path.name))
+        if found:
+            return found
+    raise DistillError(
+        "no parquet or arrow files found",
+        f"{where}: {path}",
+        "give a parquet file, a folder of them, or a folder written by save_to_disk",
+    )
+
+
+def _table_schema(path: Path) -> tuple[Any, list[int]]:
+    """The schema of one file and its units' row counts (row groups, or the whole arrow file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix == ".arrow":
+            with pa.memory_map(str(path)) as source:
+                table = _open_arrow(source).read_all()
+            return table.schema, [table.num_rows]
+        meta = pq.ParquetFile(path).metadata
+        groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        return meta.schema.to_arrow_schema(), groups
+    except (OSError, pa.ArrowException) as exc:
+        raise DistillError(f"cannot read data set file: {exc}", str(path)) from exc
+
+
+def _open_arrow(source: Any) -> Any:
+    import pyarrow as pa
+
+    try:
+        return pa.ipc.open_stream(source)  # what save_to_disk writes
+    except pa.ArrowInvalid:
+        source.seek(0)
+        return pa.ipc.open_file(source)
+
+
+def _class_names(schema: Any, files: list[Path], label: str) -> list[str] | None:
+    """The label column's ClassLabel names, as `datasets` records them."""
+    features = None
+    meta = schema.metadata or {}
+    if b"huggingface" in meta:
+        features = json.loads(meta[b"huggingface"]).get("info", {}).get("features")
+    info = files[0].parent / "dataset_info.json"
+    if features is None and info.is_file():
+        features = json.loads(info.read_text()).get("features")
+    names = (features or {}).get(label, {}).get("names")
+    return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def scan_hf_split(
+    root: Path,
+    where: str,
+    image: str,
+    label: str,
+    classes: list[str] | None = None,
+    required: bool = True,
+) -> ShardSet:
+    """A split of a Hugging Face data set, its columns checked and its labels counted.
+
+    Without `required`, a split that lacks the label column is unlabeled (distillation images).
+    """
+    import pyarrow.compute as pc
+
+    files = _files(root, where)
+    schema, _ = _table_schema(files[0])
+    wanted = [image, label] if required or label in schema.names else [image]
+    label = label if label in wanted else None
+    missing = [c for c in wanted if c not in schema.names]
+    if missing:
+        raise DistillError(
+            f"the data set has no column {missing[0]!r} (it has {schema.names})",
+            str(files[0]),
+            "set data.image_column / data.label_column to its columns",
+        )
+    units, start, top = [], 0, -1
+    for path in files:
+        _, rows = _table_schema(path)
+        if label is not None:
+            labels = _column(path, label)
+            nulls = labels.null_count
+            if nulls:
+                raise DistillError(f"{nulls} rows have no {label!r}", str(path))
+            if len(labels):
+                top = max(top, int(pc.max(labels).as_py()))
+        for part, count in enumerate(rows):
+            if count:
+                units.append(Unit(path, count, start, part))
+            start += count
+    names = (
+        classes
+        or _class_names(schema, files, label or "")
+        or [f"class_{i}" for i in range(top + 1)]
+    )
+    options = {"image": image, "label": label or ""}
+    return ShardSet(str(root), names, units, read_rows, labeled=label is not None, options=options)
+
+
+def _column(path: Path, name: str) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if path.suffix == ".arrow":
+        with pa.memory_map(str(path)) as source:
+            return _open_arrow(source).read_all().column(name)
+    return pq.read_table(path, columns=[name]).column(name)
+
+
+def read_rows(data: ShardSet, unit: Unit) -> Iterator[Sample]:
+    """The samples of one row group (parquet) or arrow file, in order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image, label = data.options["image"], data.options["label"]
+    columns = [c for c in (image, label) if c]
+    try:
+        if unit.path.suffix == ".arrow":
+            with pa.memory_map(str(unit.path)) as source:
+                table = _open_arrow(source).read_all().select(columns)
+        else:
+            table = pq.ParquetFile(unit.path).read_row_group(unit.part, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise SampleFault(f"cannot read data set file: {exc}", str(unit.path)) from exc
+    images = table.column(image).to_pylist()
+    labels = table.column(label).to_pylist() if label else [-1] * len(images)
+    for row, (value, cls) in enumerate(zip(images, labels, strict=True)):
+        key = f"{unit.path}:row group {unit.part}, row {row}"
+        raw = value.get("bytes") if isinstance(value, dict) else value
+        if not raw:
+            raise SampleFault(
+                f"no image bytes in column {image!r}",
+                key,
+                "store the images' bytes in the data set",
+            )
+        yield Sample(unit.start + row, bytes(raw), -1 if cls is None else int(cls), key)

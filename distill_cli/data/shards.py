@@ -1,0 +1,178 @@
+"""Tar shards in the WebDataset layout: `{key}.jpg` (or .jpeg/.png/.webp) + `{key}.cls` per sample.
+
+The format is WebDataset's, read with the `webdataset` package; nothing here invents one. A split
+is given as a brace pattern (`/data/in1k/train-{000000..001023}.tar`), a glob, or a folder of
+`.tar` files. The sample count of each shard (needed for the steps of an epoch) and the class
+names come from an index next to the shards when there is one (`<prefix>.shards.json`, which
+`scripts/folder_to_shards.py` writes; counting is then free), otherwise from one pass over
+the tar headers and `.cls` members, which also finds a sample without a label before any
+training starts.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from distill_cli.data.stream import Sample, SampleFault, ShardSet, Unit
+from distill_cli.errors import DistillError
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+INDEX = ".shards.json"
+
+
+def resolve_shards(pattern: str, where: str) -> list[Path]:
+    """The shard files a brace pattern, glob or folder names, in order; an error when none."""
+    from braceexpand import braceexpand
+
+    path = Path(pattern)
+    if path.is_dir():
+        files = sorted(path.glob("*.tar"))
+    else:
+        files = sorted(
+            {Path(f) for part in braceexpand(pattern) for f in glob.glob(part)},
+            key=lambda p: str(p),
+        )
+    if not files:
+        raise DistillError(
+            "no tar shards match",
+            f"{where}: {pattern}",
+            "give a folder of .tar files or a pattern such as train-{000000..000099}.tar",
+        )
+    return files
+
+
+def _key_ext(name: str) -> tuple[str, str]:
+    """WebDataset's split of a member name: the key is up to the first dot of the base name."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
+def scan_shard(path: Path) -> tuple[int, list[int], bool]:
+    """(samples, labels, whether every sample has a label) of one shard, from its headers.
+
+    Raises the one-line error for a sample with a label but no image, or an unreadable file.
+    """
+    images: dict[str, bool] = {}
+    labels: dict[str, int] = {}
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, ext = _key_ext(member.name)
+                if ext in IMAGE_EXTS:
+                    images[key] = True
+                elif ext == "cls":
+                    fh = tar.extractfile(member)
+                    text = fh.read().decode().strip() if fh else ""
+                    if not text.lstrip("-").isdigit():
+                        raise DistillError(f"label {text!r} is not a class number", f"{path}:{key}")
+                    labels[key] = int(text)
+    except (tarfile.TarError, OSError, UnicodeDecodeError) as exc:
+        raise DistillError(f"cannot read tar shard: {exc}", str(path)) from exc
+    if not images:
+        raise DistillError("shard holds no images", str(path), "expected {key}.jpg members")
+    return len(images), [labels[k] for k in images if k in labels], len(labels) == len(images)
+
+
+def _read_index(files: list[Path]) -> tuple[dict[str, int], list[str] | None] | None:
+    """Counts and class names from the index that lists every one of `files`, if any."""
+    for index in sorted(files[0].parent.glob(f"*{INDEX}")):
+        try:
+            raw = json.loads(index.read_text())
+            counts = {str(k): int(v) for k, v in raw["shards"].items()}
+            classes = raw.get("classes")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DistillError(f"unreadable shard index: {exc}", str(index), "delete it") from exc
+        if all(f.name in counts for f in files):
+            return counts, [str(c) for c in classes] if isinstance(classes, list) else None
+    return None  # no index for these shards: count them by reading their headers
+
+
+def scan_tar_split(pattern: str, where: str, classes: list[str] | None = None) -> ShardSet:
+    """A split of tar shards, counted (from `shards.json` or the headers) and checked."""
+    files = resolve_shards(pattern, where)
+    indexed = _read_index(files)
+    labeled = True
+    if indexed is not None:
+        counts = [indexed[0][f.name] for f in files]
+        names = indexed[1]
+    else:
+        counts, top = [], -1
+        for path in files:
+            count, labels, complete = scan_shard(path)
+            if labels and not complete:
+                raise DistillError(
+                    f"{count - len(labels)} of {count} samples have no .cls label",
+                    str(path),
+                    "give every sample its {key}.cls, or none (unlabeled distillation data)",
+                )
+            labeled = labeled and complete
+            counts.append(count)
+            top = max([top, *labels])
+        names = [f"class_{i}" for i in range(top + 1)]
+    if classes is not None:
+        names = classes
+    units, start = [], 0
+    for path, count in zip(files, counts, strict=True):
+        if count:
+            units.append(Unit(path, count, start))
+        start += count
+    return ShardSet(pattern, names or [], units, read_tar, labeled=labeled)
+
+
+def read_tar(data: ShardSet, unit: Unit) -> Iterator[Sample]:
+    """The samples of one tar shard, in order, through webdataset's tar reader."""
+    from webdataset.tariterators import tarfile_samples
+
+    position = 0
+    try:
+        for sample in tarfile_samples(iter([{"url": str(unit.path)}])):
+            key = f"{unit.path}:{sample['__key__']}"
+            raw = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
+            if raw is None:
+                continue  # a label or other file without an image: not a sample
+            label = int(sample["cls"].decode().strip()) if "cls" in sample else -1
+            yield Sample(unit.start + position, raw, label, key)
+            position += 1
+    except (OSError, ValueError, tarfile.TarError) as exc:
+        raise SampleFault(f"cannot read tar shard: {exc}", str(unit.path)) from exc
+
+
+def write_shards(
+    folder: Path, out: Path, *, prefix: str = "shard", per_shard: int = 1000
+) -> tuple[list[Path], int]:
+    """An image folder (`<class>/<image>`) as tar shards in the WebDataset layout, plus the
+    `<prefix>.shards.json` index (counts and class names); returns the shards and the sample count.
+
+    Images are stored as their files' bytes (no re-encoding); samples go in a seeded random
+    order so that each shard mixes the classes, which the reader's shuffle buffer relies on.
+    """
+    import random
+
+    import webdataset as wds
+
+    from distill_cli.data.sources import scan_image_folder
+
+    split = scan_image_folder(folder)
+    files, labels = split.files or [], split.labels.tolist() if split.labels is not None else []
+    order = list(range(len(files)))
+    random.Random(0).shuffle(order)
+    out.mkdir(parents=True, exist_ok=True)
+    pattern = str(out / f"{prefix}-%06d.tar")
+    counts: dict[str, int] = {}
+    with wds.ShardWriter(pattern, maxcount=per_shard, maxsize=1e15, verbose=0) as sink:
+        for n, i in enumerate(order):
+            ext = files[i].suffix.lower().lstrip(".")
+            ext = "jpg" if ext == "jpeg" else ext
+            sink.write({"__key__": f"{n:09d}", ext: files[i].read_bytes(), "cls": labels[i]})
+            name = Path(pattern % (n // per_shard)).name
+            counts[name] = counts.get(name, 0) + 1
+    index = {"classes": split.classes, "shards": counts}
+    (out / f"{prefix}{INDEX}").write_text(json.dumps(index, indent=1) + "\n")
+    return [out / name for name in counts], len(order)

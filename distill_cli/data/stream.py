@@ -1,0 +1,359 @@
+"""Batches streamed from shards (tar files, parquet row groups, arrow files), deterministically.
+
+A data set too large for a file list (ImageNet on a cluster) comes as a few hundred shards, read
+front to back. `ShardStream` has `BatchStream`'s interface (`steps_per_epoch`, `epoch(e, s)`),
+so the engine does not know which one it drives. How an epoch is read:
+
+- the shards are permuted by (seed, epoch) and read as one sequence of samples; the samples the
+  epoch's steps use are cut into one contiguous range per process and, within it, per data
+  loader worker ("lane"; worker w makes the steps t with t % workers == w). Every sample is
+  read by one worker of one process, at most once an epoch; a shard at the boundary of two
+  ranges is opened by both, each reading its own part (the rest of the shard is skipped);
+- each lane streams its range through a shuffle buffer seeded by (seed, epoch, rank, lane)
+  (webdataset's `shuffle`), so batches mix shards as far as the buffer reaches;
+- the bytes go through the image folder's decoding: in the workers on the CPU, or batched on the
+  device (nvJPEG), as `data.decode` says.
+
+Resume: the order of every step is a function of (seed, epoch, processes, workers), so with the
+same processes and `data.workers` a resumed run continues at the exact sample (each lane re-reads,
+without decoding, the part of its range the interrupted run had used). With another count the
+remaining steps of the interrupted epoch are drawn from the epoch's ranges cut the new way (some
+of its images are then seen twice, others not at all); later epochs are whole.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from itertools import islice
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from distill_cli.data.loader import Batch, Fit, decode_on_device, fit_image
+from distill_cli.errors import DistillError
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One shard: a tar file, a parquet row group or an arrow file; `start` numbers its samples."""
+
+    path: Path
+    count: int
+    start: int = 0
+    part: int = 0
+
+
+@dataclass(frozen=True)
+class Sample:
+    index: int  # stable across epochs: the unit's start + the position in the unit
+    raw: bytes
+    label: int  # -1 when the set has no labels
+    key: str  # where it came from, for error messages
+
+
+#: reads the samples of one unit, in order (a picklable function: workers call it)
+Reader = Callable[["ShardSet", Unit], Iterator[Sample]]
+
+
+@dataclass
+class ShardSet:
+    """One split as shards: what `ImageSet` is for files in memory or folders."""
+
+    name: str
+    classes: list[str]
+    units: list[Unit]
+    reader: Reader
+    labeled: bool = True
+    #: data label -> the teacher's numbering (set by `align_classes`); None = as stored
+    label_order: list[int] | None = None
+    #: reader settings (parquet column names)
+    options: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return sum(u.count for u in self.units)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return 3
+
+    def renumbered(self, order: torch.Tensor, names: list[str]) -> ShardSet:
+        return replace(self, classes=list(names), label_order=order.tolist())
+
+    def samples(self, unit: Unit) -> Iterator[Sample]:
+        for sample in self.reader(self, unit):
+            if self.labeled and sample.label < 0:
+                raise SampleFault("sample has no label", sample.key, "every sample needs one")
+            if self.label_order is not None and sample.label >= 0:
+                sample = replace(sample, label=self.label_order[sample.label])
+            yield sample
+
+
+class SampleFault(Exception):
+    """A bad sample met inside a worker: carried to the main process as data, then raised there
+    as the one-line DistillError (an exception crossing the worker boundary is re-built from
+    its message and would lose `where` and `hint`)."""
+
+    def __init__(self, what: str, where: str, hint: str = "") -> None:
+        super().__init__(what)
+        self.args3 = (what, where, hint)
+
+
+class ShardStream:
+    """Epochs of (uint8 images, labels) batches on `device`, streamed from a `ShardSet`."""
+
+    def __init__(
+        self,
+        data: ShardSet,
+        batch_size: int,
+        device: torch.device,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        load_size: int = 224,
+        workers: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        skip_bad: bool = True,
+        decode_on_device: bool = False,
+        fit: Fit = "square",
+        buffer: int = 1000,
+    ) -> None:
+        if batch_size % world:
+            raise DistillError(
+                f"batch size {batch_size} cannot be split over {world} processes",
+                "schedule.batch_size",
+                f"use a multiple of {world}",
+            )
+        if drop_last and batch_size > len(data):
+            raise DistillError(
+                f"batch size {batch_size} is larger than the dataset ({len(data)} images)",
+                data.name,
+                "lower schedule.batch_size",
+            )
+        self.data, self.batch_size, self.device = data, batch_size, device
+        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.load_size, self.workers, self.fit = load_size, workers, fit
+        self.rank, self.world, self.buffer = rank, world, buffer
+        self.skip_bad, self.decode_on_device = skip_bad, decode_on_device
+        self.bad_images = 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def step_sizes(self) -> list[int]:
+        """This process's batch size at each step of an epoch (the last may be short)."""
+        n, size = len(self.data), self.batch_size
+        sizes = [min(size, n - t * size) for t in range(self.steps_per_epoch)]
+        return [s // self.world for s in sizes]
+
+    def lanes(self, epoch: int) -> list[list[Piece]]:
+        """This process's pieces of shards for `epoch`, one list per lane (worker)."""
+        units = list(self.data.units)
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            units = [units[i] for i in torch.randperm(len(units), generator=gen).tolist()]
+        sizes = self.step_sizes()
+        count = self.lane_count
+        demand = [sum(sizes[lane::count]) for lane in range(count)]
+        offset = self.rank * sum(sizes)
+        lanes = []
+        for need in demand:
+            lanes.append(_cut(units, offset, need))
+            offset += need
+        return lanes
+
+    @property
+    def lane_count(self) -> int:
+        return max(1, min(self.workers, self.steps_per_epoch))
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """The batches of `epoch` from `start_step` on (this process's slice of each)."""
+        lanes = self.lanes(epoch)
+        plan = _LanePlan(
+            data=self.data,
+            lanes=lanes,
+            sizes=self.step_sizes(),
+            start=start_step,
+            seed=(self.seed, epoch, self.rank) if self.shuffle else None,
+            buffer=self.buffer,
+            decode=None if self.decode_on_device else (self.load_size, self.fit),
+        )
+        if self.workers:
+            batches = DataLoader(
+                plan,
+                batch_size=None,
+                num_workers=len(lanes),
+                pin_memory=self.device.type == "cuda",
+                prefetch_factor=4,
+            )
+        else:
+            batches = plan
+        for item in batches:
+            yield self._batch(item)
+
+    def _batch(self, item: dict) -> Batch:
+        if "fault" in item:
+            raise DistillError(*item["fault"])
+        raws, labels, index = item["raw"], item["labels"], item["index"]
+        if "images" in item:
+            images, extent, bad = item["images"], item["extent"], item["bad"]
+        else:
+            decoded = decode_on_device(
+                list(raws.split(item["lengths"].tolist())), self.device, self.load_size, self.fit
+            )
+            bad = torch.tensor([img is None for img in decoded])
+            fill = next((d for d in decoded if d is not None), None)
+            if fill is None:
+                raise DistillError("no image of a batch can be decoded", item["keys"][0])
+            decoded = [d if d is not None else fill for d in decoded]
+            images = torch.stack([img for img, _ in decoded])
+            extent = torch.stack([e for _, e in decoded])
+        if bool(bad.any()):
+            first = item["keys"][int(bad.nonzero()[0])]
+            if not self.skip_bad:
+                raise DistillError(
+                    "cannot decode image", first, "fix the shard, or set data.on_bad_image=skip"
+                )
+            self.bad_images += int(bad.sum())
+            good = (~bad).nonzero().flatten()
+            if not len(good):
+                raise DistillError("no image of a batch can be decoded", first)
+            # stand-ins from the same batch keep its size, as for image folders
+            swap = torch.arange(len(bad))
+            swap[bad] = good[torch.arange(int(bad.sum())) % len(good)]
+            images, labels, index, extent = images[swap], labels[swap], index[swap], extent[swap]
+        return Batch(
+            images.to(self.device, non_blocking=True),
+            labels.to(self.device, non_blocking=True) if self.data.labeled else None,
+            index.to(self.device, non_blocking=True),
+            None if self.fit == "square" else extent.to(self.device, non_blocking=True),
+        )
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Samples [skip, skip + take) of one unit."""
+
+    unit: Unit
+    skip: int
+    take: int
+
+
+def _cut(units: list[Unit], offset: int, count: int) -> list[Piece]:
+    """Samples [offset, offset + count) of the units read one after another, as pieces."""
+    pieces, start = [], 0
+    for unit in units:
+        lo, hi = max(offset, start), min(offset + count, start + unit.count)
+        if lo < hi:
+            pieces.append(Piece(unit, lo - start, hi - lo))
+        start += unit.count
+    return pieces
+
+
+@dataclass
+class _LanePlan(IterableDataset):
+    """The batches of one epoch, made lane by lane (in workers, or interleaved in-process)."""
+
+    data: ShardSet
+    lanes: list[list[Piece]]
+    sizes: list[int]  # this process's batch size at each step of the epoch
+    start: int
+    seed: tuple[int, int, int] | None
+    buffer: int
+    decode: tuple[int, Fit] | None
+
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        count = len(self.lanes)
+        if info is not None:
+            # worker w makes step start + w first: the loader takes workers in turn
+            yield from self._lane((self.start + info.id) % count)
+            return
+        streams = {lane: self._lane(lane) for lane in range(count)}
+        order = [(self.start + i) % count for i in range(count)]
+        while order:  # the loader's turn-taking, in this process
+            for lane in list(order):
+                item = next(streams[lane], None)
+                if item is None:
+                    order.remove(lane)
+                    continue
+                yield item
+
+    def _lane(self, lane: int) -> Iterator[dict]:
+        """The batches of the steps t >= start with t % lanes == lane."""
+        mine = list(range(lane, len(self.sizes), len(self.lanes)))
+        done = [t for t in mine if t < self.start]
+        samples = self._samples(lane)
+        try:
+            for _ in islice(samples, sum(self.sizes[t] for t in done)):
+                pass  # read, not decoded: where the interrupted run stopped
+            for t in mine[len(done) :]:
+                yield self._collate(list(islice(samples, self.sizes[t])))
+        except SampleFault as fault:
+            yield {"fault": fault.args3}
+
+    def _samples(self, lane: int) -> Iterator[Sample]:
+        def pieces() -> Iterator[Sample]:
+            for piece in self.lanes[lane]:
+                yield from islice(
+                    self.data.samples(piece.unit), piece.skip, piece.skip + piece.take
+                )
+
+        if self.seed is None:
+            return pieces()
+        import webdataset as wds
+
+        rng = random.Random("-".join(map(str, (*self.seed, lane))))
+        return iter(wds.shuffle(self.buffer, min(self.buffer, 100), rng=rng)(pieces()))
+
+    def _collate(self, chunk: list[Sample]) -> dict:
+        out = {
+            "labels": torch.tensor([s.label for s in chunk]),
+            "index": torch.tensor([s.index for s in chunk]),
+            "keys": [s.key for s in chunk],
+        }
+        raws = [torch.frombuffer(bytearray(s.raw), dtype=torch.uint8) for s in chunk]
+        if self.decode is None:  # decoded on the device by the main process
+            out["raw"] = torch.cat(raws)
+            out["lengths"] = torch.tensor([len(r) for r in raws])
+            return out
+        size, fit = self.decode
+        images, extents, bad = [], [], []
+        for raw in raws:
+            fitted = _decode_cpu(raw, size, fit)
+            bad.append(fitted is None)
+            if fitted is None:
+                fitted = (torch.zeros(3, size, size, dtype=torch.uint8), torch.tensor([size] * 2))
+            images.append(fitted[0])
+            extents.append(fitted[1])
+        out.update(
+            raw=torch.empty(0),
+            images=torch.stack(images),
+            extent=torch.stack(extents),
+            bad=torch.tensor(bad),
+        )
+        return out
+
+
+def _decode_cpu(raw: torch.Tensor, size: int, fit: Fit) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The image folder's worker decode (`FolderImages`), on bytes from a shard."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            img = decode_image(raw, mode=ImageReadMode.RGB)
+    except (RuntimeError, OSError, ValueError):
+        return None
+    return fit_image(img, size, fit)

@@ -1,0 +1,63 @@
+"""What a run will cost, before it runs (issue 25, item 5): `distill run --dry-run`'s projection,
+and the paper's ImageNet recipe planned on a machine without its shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distill_cli import api
+from distill_cli.train.cost import cached_throughput, pair_key, remember_throughput
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGENET = ROOT / "recipes" / "imagenet" / "function_matching.yaml"
+# the recipe's pair swapped for tiny models: the plan's counts do not depend on them
+TINY = [
+    "teacher.model=test_resnet",
+    "teacher.pretrained=false",
+    "teacher.input_size=32",
+    "student.model=test_resnet",
+    "student.input_size=32",
+    "runtime.precision=fp32",
+    "data.root=/nonexistent/imagenet-wds",
+]
+
+
+def test_imagenet_recipe_is_planned_without_its_data() -> None:
+    plan = api.plan(IMAGENET, TINY, throughput=1000.0)
+    assert plan["data"]["read"] is False
+    assert plan["data"]["train"]["images"] == 1_281_167 and plan["data"]["classes"] == 1000
+    assert plan["steps_per_epoch"] == 1_281_167 // 4096 == 312
+    cost = plan["cost"]
+    assert cost["steps"] == 312 * 9600 and cost["images"] == 312 * 9600 * 4096
+    assert cost["throughput_source"] == "--throughput"
+    hours = cost["images"] / 1000 / 3600
+    assert [p["gpus"] for p in cost["projections"]] == [1, 8, 64]
+    for row in cost["projections"]:
+        assert row["gpu_hours"] == pytest.approx(hours)
+        assert row["wall_hours"] == pytest.approx(hours / row["gpus"])
+
+
+def test_the_plan_uses_the_throughput_bench_train_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
+    plan = api.plan(IMAGENET, TINY)
+    assert plan["cost"]["throughput"] is None and plan["cost"]["projections"] == []
+    key = pair_key(plan["models"], plan["precision"], "cpu")
+    assert cached_throughput(key) is None
+    remember_throughput(key, 250.0, batch=64)  # what `distill bench train` leaves
+    cost = api.plan(IMAGENET, TINY)["cost"]
+    assert cost["throughput"] == 250.0 and "distill bench train" in cost["throughput_source"]
+    assert cost["projections"][2]["wall_hours"] == pytest.approx(cost["images"] / 250 / 64 / 3600)
+    # another pair (another input size) is another measurement
+    other = api.plan(IMAGENET, [*TINY, "student.input_size=48"])["cost"]
+    assert other["throughput"] is None
+
+
+def test_a_plan_needs_the_data_or_its_stated_size() -> None:
+    from distill_cli.errors import DistillError
+
+    with pytest.raises(DistillError, match="no tar shards match"):
+        api.plan(IMAGENET, [*TINY, "data.train_images=null"])

@@ -1,0 +1,275 @@
+"""Streamed data sets (issue 25, item 3): WebDataset tar shards and Hugging Face parquet/arrow.
+
+Small generated data: an image folder of 3 classes x 8 JPEGs, written as shards by the
+converter script and as parquet row groups in the layout `datasets` writes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from torchvision.io import encode_jpeg
+
+from distill_cli import api
+from distill_cli.data.parquet import scan_hf_split
+from distill_cli.data.shards import scan_tar_split
+from distill_cli.data.stream import ShardSet, ShardStream
+from distill_cli.errors import DistillError
+from tests.conftest import write_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["cat", "dog", "fox"]
+
+
+def _jpeg(label: int, n: int) -> bytes:
+    img = torch.zeros(3, 20, 16, dtype=torch.uint8)
+    img[label] = 200
+    img[:, n % 20, :] = 255  # every image its own
+    return bytes(encode_jpeg(img, quality=95).numpy())
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("folder")
+    for split in ("train", "val"):
+        for label, name in enumerate(CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for n in range(8 if split == "train" else 4):
+                (root / split / name / f"{n}.jpg").write_bytes(_jpeg(label, n))
+    return root
+
+
+@pytest.fixture(scope="module")
+def shards(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder converted by the script: train 4 shards of 6 images, val 2 of 6."""
+    import runpy
+
+    script = runpy.run_path(str(ROOT / "scripts" / "folder_to_shards.py"))  # not as __main__
+    out = tmp_path_factory.mktemp("wds")
+    for split in ("train", "val"):
+        args = [str(folder / split), str(out), "--prefix", split, "--per-shard", "6"]
+        assert script["main"](args) == 0
+    return out
+
+
+def _stream(data: ShardSet, batch: int, **kw: Any) -> ShardStream:
+    return ShardStream(data, batch, torch.device("cpu"), load_size=16, seed=3, **kw)
+
+
+def _indices(stream: ShardStream, epoch: int, start: int = 0) -> list[list[int]]:
+    return [b.index.tolist() for b in stream.epoch(epoch, start)]
+
+
+def test_converter_writes_webdataset_shards_and_an_index(shards: Path) -> None:
+    names = sorted(p.name for p in shards.glob("*.tar"))
+    assert names == [f"train-{i:06d}.tar" for i in range(4)] + ["val-000000.tar", "val-000001.tar"]
+    index = json.loads((shards / "train.shards.json").read_text())
+    assert index["classes"] == CLASSES and sum(index["shards"].values()) == 24
+    with tarfile.open(shards / "train-000000.tar") as tar:
+        members = tar.getnames()
+    assert len(members) == 12 and {m.split(".")[-1] for m in members} == {"jpg", "cls"}
+    # the index and a count from the headers agree
+    split = scan_tar_split(str(shards / "train-{000000..000003}.tar"), "data.train_dir")
+    (shards / "train.shards.json").rename(shards / "moved")
+    try:
+        counted = scan_tar_split(str(shards / "train-*.tar"), "data.train_dir")
+    finally:
+        (shards / "moved").rename(shards / "train.shards.json")
+    assert [u.count for u in split.units] == [u.count for u in counted.units] == [6] * 4
+    assert split.classes == CLASSES and counted.classes == ["class_0", "class_1", "class_2"]
+
+
+def test_epochs_are_split_across_processes_and_workers_without_overlap(shards: Path) -> None:
+    data = scan_tar_split(str(shards / "train-{000000..000003}.tar"), "data.train_dir")
+    one = _stream(data, 8, workers=2)
+    ranks = [_stream(data, 8, workers=2, rank=r, world=2) for r in (0, 1)]
+    read = [
+        {
+            (p.unit.path, i)
+            for lane in s.lanes(0)
+            for p in lane
+            for i in range(p.skip, p.skip + p.take)
+        }
+        for s in ranks
+    ]
+    assert len(read[0]) == len(read[1]) == 12 and not read[0] & read[1], "a sample read twice"
+    assert all(len(s.lanes(0)) == 2 for s in ranks), "each process's range dealt to 2 workers"
+    for epoch in (0, 1):
+        per_rank = [_indices(s, epoch) for s in ranks]
+        assert all(len(b) == 4 for batches in per_rank for b in batches)
+        seen = [i for batches in per_rank for b in batches for i in b]
+        assert sorted(seen) == list(range(24)), "each image once per epoch"
+        # the global batch of a step is split in two disjoint halves
+        for a, b in zip(*per_rank, strict=True):
+            assert not set(a) & set(b)
+    assert _indices(one, 0) == _indices(_stream(data, 8, workers=2), 0), "seeded"
+    assert _indices(one, 0) != _indices(one, 1), "another order every epoch"
+    assert sorted(i for b in _indices(one, 1) for i in b) == list(range(24))
+
+
+def test_resume_continues_at_the_exact_sample(shards: Path) -> None:
+    data = scan_tar_split(str(shards / "train-*.tar"), "data.train_dir")
+    for kw in ({"workers": 2}, {"workers": 0}, {"workers": 2, "rank": 1, "world": 2}):
+        stream = _stream(data, 6, **kw)
+        whole = _indices(stream, 2)
+        assert _indices(stream, 2, start=3) == whole[3:], kw
+    # a process whose shards run out before the epoch's end reads them again
+    uneven = scan_tar_split(str(shards / "train-{000000..000002}.tar"), "data.train_dir")
+    halves = [_indices(_stream(uneven, 6, rank=r, world=2), 0) for r in (0, 1)]
+    assert [len(h) for h in halves] == [3, 3]
+
+
+def _run_body(out: Path, data: dict) -> dict:
+    return {
+        "model": {"model": "test_resnet", "input_size": 16},
+        "data": {"workers": 0, "load_size": 16, "shuffle_buffer": 8, **data},
+        "method": {"name": "supervised"},
+        "schedule": {"epochs": 1, "batch_size": 6, "log_every": 2},
+        "runtime": {"threads": 1},
+        "output": {"dir": str(out)},
+    }
+
+
+def test_a_run_on_shards_decodes_like_the_image_folder(shards: Path, folder: Path) -> None:
+    out = shards.parent / "runs"
+    data = {"source": "shards", "root": str(shards)}
+    data |= {"train_dir": "train-{000000..000003}.tar", "val_dir": "val-*.tar"}
+    recipe = write_recipe(shards.parent, "wds", _run_body(out, data))
+    summary = api.run(recipe, overwrite=True)
+    assert summary.steps == 4 and summary.student.top1 is not None
+    # the validation images decoded from the shards are the folder's, fitted the same way
+    from distill_cli.data.loader import BatchStream
+    from distill_cli.data.sources import scan_image_folder
+
+    val = scan_tar_split(str(shards / "val-*.tar"), "data.val_dir")
+    streamed = list(_stream(val, 4, shuffle=False, drop_last=False).epoch(0))
+    pixels = torch.cat([b.images for b in streamed])
+    assert pixels.shape == (12, 3, 16, 16)
+    files = BatchStream(scan_image_folder(folder / "val"), 4, torch.device("cpu"), load_size=16)
+    expected = torch.cat([b.images for b in files.epoch(0)])
+    key = lambda t: sorted(map(tuple, t.flatten(1).tolist()))  # noqa: E731
+    assert key(pixels) == key(expected)
+    # the batched decode (nvJPEG on CUDA; here its CPU fallback) gives the same pixels
+    batched = _stream(val, 4, shuffle=False, drop_last=False, decode_on_device=True)
+    assert torch.equal(torch.cat([b.images for b in batched.epoch(0)]), pixels)
+
+
+def _hf_parquet(folder: Path, out: Path, group: int) -> Path:
+    """The folder as `datasets` would push it: an Image struct column, a ClassLabel column."""
+    rows = {"image": [], "label": []}
+    for label, name in enumerate(CLASSES):
+        for path in sorted((folder / "train" / name).glob("*.jpg")):
+            rows["image"].append({"bytes": path.read_bytes(), "path": path.name})
+            rows["label"].append(label)
+    features = {"image": {"_type": "Image"}, "label": {"_type": "ClassLabel", "names": CLASSES}}
+    meta = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    table = pa.table(rows).replace_schema_metadata(meta)
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out / "train-00000-of-00001.parquet", row_group_size=group)
+    return out
+
+
+def test_hf_parquet_and_arrow_sets_stream_every_row(folder: Path, tmp_path: Path) -> None:
+    root = _hf_parquet(folder, tmp_path / "hf", group=5)
+    data = scan_hf_split(root, "data.train_dir", "image", "label")
+    assert data.classes == CLASSES and len(data) == 24
+    assert [u.count for u in data.units] == [5, 5, 5, 5, 4]  # row groups are the shards
+    batches = list(_stream(data, 6, workers=2).epoch(0))
+    assert sorted(i for b in batches for i in b.index.tolist()) == list(range(24))
+    for b in batches:  # the class colour survives decoding: labels belong to their images
+        colour = b.images.float().mean(dim=(2, 3)).argmax(dim=1)
+        assert torch.equal(colour, b.labels)
+    # a save_to_disk folder: arrow stream files and dataset_info.json
+    table = pq.read_table(root / "train-00000-of-00001.parquet")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    arrow = str(disk / "data-00000-of-00001.arrow")
+    with pa.OSFile(arrow, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    info = {"features": {"label": {"_type": "ClassLabel", "names": CLASSES}}}
+    (disk / "dataset_info.json").write_text(json.dumps(info))
+    on_disk = scan_hf_split(disk, "data.train_dir", "image", "label")
+    assert on_disk.classes == CLASSES and [u.count for u in on_disk.units] == [24]
+    assert len([i for b in _stream(on_disk, 6).epoch(0) for i in b.index.tolist()]) == 24
+
+
+def test_a_run_on_a_hf_dataset(folder: Path, tmp_path: Path) -> None:
+    root = _hf_parquet(folder, tmp_path / "hf" / "train", group=6)
+    _hf_parquet(folder, tmp_path / "hf" / "val", group=6)
+    data = {"source": "hf_dataset", "root": str(tmp_path / "hf")}
+    recipe = write_recipe(tmp_path, "hf", _run_body(tmp_path / "runs", data))
+    summary = api.run(recipe)
+    assert summary.steps == 4 and root.is_dir()
+
+
+# --- bad inputs: one line each ---------------------------------------------------------------
+
+
+def _error(recipe: Path, *sets: str) -> str:
+    """What `distill run --dry-run` says for `recipe`: one line, as the CLI prints it."""
+    with pytest.raises(DistillError) as caught:
+        api.plan(recipe, list(sets))
+    assert "\n" not in str(caught.value) and caught.value.code == 2
+    return str(caught.value)
+
+
+def test_bad_streamed_inputs_are_one_line_errors(
+    shards: Path, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a shard with a sample that has no label: through the CLI, exit 2 and one line
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    with tarfile.open(bad / "s-0.tar", "w") as tar:
+        for name, raw in (("a.jpg", _jpeg(0, 0)), ("a.cls", b"0"), ("b.jpg", _jpeg(1, 1))):
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    data = {"source": "shards", "root": str(bad), "train_dir": "s-{0..0}.tar", "val_dir": "."}
+    recipe = write_recipe(tmp_path, "bad", _run_body(tmp_path / "runs", data))
+    args = [sys.executable, "-m", "distill_cli", "run", str(recipe), "--dry-run"]
+    result = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: 1 of 2 samples have no .cls label ({bad / 's-0.tar'}) - give every sample its "
+        "{key}.cls, or none (unlabeled distillation data)"
+    ]
+    # a pattern that matches nothing
+    line = _error(recipe, "data.train_dir=s-{1..3}.tar")
+    assert line.startswith("no tar shards match (data.train_dir: ")
+    # a parquet file without the named column
+    hf = _hf_parquet(folder, tmp_path / "hf", group=6)
+    data = {"source": "hf_dataset", "root": str(hf.parent), "train_dir": "hf", "val_dir": "hf"}
+    recipe = write_recipe(tmp_path, "cols", _run_body(tmp_path / "runs", data))
+    line = _error(recipe, "data.image_column=img")
+    assert "no column 'img'" in line and "data.image_column" in line
+    # a world size that does not divide the global batch (checked before joining the group)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert _error(recipe) == (
+        "batch size 6 cannot be split over 4 processes (schedule.batch_size) - use a multiple "
+        "of 4 (it is the global batch)"
+    )
+
+
+def test_unlabeled_training_splits_take_the_validation_classes(
+    folder: Path, tmp_path: Path
+) -> None:
+    from distill_cli.data import build_data
+
+    _hf_parquet(folder, tmp_path / "val", group=6)
+    table = pq.read_table(tmp_path / "val" / "train-00000-of-00001.parquet").drop_columns("label")
+    (tmp_path / "train").mkdir()
+    pq.write_table(table, tmp_path / "train" / "images.parquet", row_group_size=6)
+    data = build_data("hf_dataset", tmp_path)
+    assert not data.labeled_train and data.train.classes == data.val.classes == CLASSES
+    batch = next(iter(_stream(data.train, 6).epoch(0)))
+    assert batch.labels is None and batch.images.shape == (6, 3, 16, 16)
