@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distill_cli.checkpoint import atomic_write
 from distill_cli.errors import DistillError
+from distill_cli.host import atomic_write
 
 if TYPE_CHECKING:
     from distill_cli.summary import RunSummary

@@ -9,14 +9,17 @@ miss. Nothing here imports torch, timm or onnxruntime, so a fully cached query s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
-import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from distill_cli.errors import DistillError
+from distill_cli.host import atomic_write
 from distill_cli.students.types import StudentQuery, Timing
 
 _PACKAGES = (
@@ -87,14 +90,38 @@ def read(path: Path, key: dict[str, Any]) -> Any:
 
 
 def write(path: Path, key: dict[str, Any], value: Any) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"key": key, "value": value}, f, default=str)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache folder only costs speed
+    """Atomically, never through a symlink (host.atomic_write); a cache folder that cannot be
+    written (read-only, full, a link planted in it) only costs speed."""
+    with contextlib.suppress(DistillError):
+        atomic_write(path, json.dumps({"key": key, "value": value}, default=str))
+
+
+def _fits(kind: str, item: Any) -> bool:
+    """Whether a cached value has the type its Timing field declares (finite, >= 0 numbers)."""
+    if item is None:
+        return "None" in kind
+    if isinstance(item, bool):
+        return kind.startswith("bool")
+    if kind.startswith("bool"):
+        return False
+    if "float" in kind:
+        return isinstance(item, (int, float)) and math.isfinite(item) and item >= 0
+    if kind.startswith("int"):
+        return isinstance(item, int) and item >= 0
+    if kind.startswith("str"):
+        return isinstance(item, str)
+    return not kind.startswith("dict") or isinstance(item, dict)
+
+
+def _timing(value: Any) -> Timing | None:
+    """A cached timing, or None (a miss: measured again) when a hand-edited or damaged file
+    holds wrong types or numbers that are not finite (a NaN latency is never "measured")."""
+    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+        return None
+    kinds = {f.name: str(f.type) for f in fields(Timing)}
+    if not all(_fits(kinds[k], v) for k, v in value.items() if k in kinds):
+        return None
+    return Timing.from_dict(value)
 
 
 @dataclass
@@ -121,8 +148,7 @@ class Cache:
 
     def timing(self, name: str, q: StudentQuery) -> Timing | None:
         key = self.timing_key(name, q)
-        value = read(self.path("timings", key), key)
-        return Timing.from_dict(value) if isinstance(value, dict) else None
+        return _timing(read(self.path("timings", key), key))
 
     def save_timing(self, timing: Timing, q: StudentQuery) -> None:
         key = self.timing_key(timing.name, q)
