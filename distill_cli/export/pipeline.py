@@ -180,7 +180,7 @@ def _data_inputs(
         count,
         seed=seed,
         load_size=load_size,
-        workers=dspec.workers if dspec else 0,
+        workers=dspec.resolved_workers if dspec else 0,
         **kwargs,
     )
 

@@ -142,6 +142,10 @@ def build(recipe: Recipe) -> Setup:
     sched = recipe.schedule
     epochs = sched.epochs or math.ceil((sched.steps or 0) / train_stream.steps_per_epoch)
     _check_stop_epoch(recipe, epochs)
+    try:  # a steps-long run knows its epochs only now
+        sched.check_epochs(epochs)
+    except ValueError as exc:
+        raise DistillError(str(exc), "schedule", "fix the recipe or the --set value") from None
     ctx = MethodContext(
         student,
         teacher,
@@ -246,7 +250,7 @@ def _streams(
     common = {
         "device": device,
         "seed": rt.seed,
-        "workers": dspec.workers,
+        "workers": dspec.resolved_workers,
         "skip_bad": dspec.on_bad_image == "skip",
         "decode_on_device": dspec.decode == "device"
         or (dspec.decode == "auto" and device.type == "cuda"),
