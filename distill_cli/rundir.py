@@ -83,6 +83,25 @@ def _same_recipe(saved: Path, recipe_yaml: str) -> bool:
         return False
 
 
+#: Keys of metrics.jsonl records that hold text; every other scalar is a number (or null).
+_TEXT_KEYS = {"kind", "phase", "name", "method"}
+
+
+def _record_problem(record: dict[str, Any]) -> str | None:
+    """Why a metrics.jsonl record is not one distill writes (wrong types), or None."""
+    if not isinstance(record.get("kind"), str):
+        return "no kind"
+    step = record.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        return "step is not an integer"
+    for key, value in record.items():
+        if key in _TEXT_KEYS or isinstance(value, (list, dict)) or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{key} is not a number"
+    return None
+
+
 def _valid_recipe(path: Path) -> bool:
     """The file is a recipe that validates (what distill saves into every run)."""
     import yaml
@@ -325,17 +344,19 @@ class RunDir:
             fh.write(json.dumps(record) + "\n")
 
     def metric_lines(self) -> list[tuple[bytes, dict[str, Any] | None]]:
-        """metrics.jsonl's lines, each with its record, or None where the line does not parse
-        (blank, torn by a kill during its write, or garbled bytes)."""
+        """metrics.jsonl's lines, each with its record, or None where the line is not one
+        distill writes (blank, torn by a kill during its write, garbled bytes, a hand edit
+        with wrong types): resume, reports and the bench read only valid records."""
         if not self.metrics.is_file():
             return []
         out: list[tuple[bytes, dict[str, Any] | None]] = []
         for line in self.metrics.read_bytes().splitlines():
             try:
                 record = json.loads(line)
-            except ValueError:  # not JSON, or not UTF-8
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, absurdly deep
                 record = None
-            out.append((line, record if isinstance(record, dict) else None))
+            ok = isinstance(record, dict) and _record_problem(record) is None
+            out.append((line, record if ok else None))
         return out
 
     def truncate_metrics(self, step: int) -> None:

@@ -12,15 +12,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError
 from distill_cli.host import atomic_write
 from distill_cli.students.types import StudentQuery, Timing
+from distill_cli.typecheck import field_problem
 
 _PACKAGES = (
     "distill-cli",
@@ -96,32 +96,16 @@ def write(path: Path, key: dict[str, Any], value: Any) -> None:
         atomic_write(path, json.dumps({"key": key, "value": value}, default=str))
 
 
-def _fits(kind: str, item: Any) -> bool:
-    """Whether a cached value has the type its Timing field declares (finite, >= 0 numbers)."""
-    if item is None:
-        return "None" in kind
-    if isinstance(item, bool):
-        return kind.startswith("bool")
-    if kind.startswith("bool"):
-        return False
-    if "float" in kind:
-        return isinstance(item, (int, float)) and math.isfinite(item) and item >= 0
-    if kind.startswith("int"):
-        return isinstance(item, int) and item >= 0
-    if kind.startswith("str"):
-        return isinstance(item, str)
-    return not kind.startswith("dict") or isinstance(item, dict)
-
-
 def _timing(value: Any) -> Timing | None:
     """A cached timing, or None (a miss: measured again) when a hand-edited or damaged file
     holds wrong types or numbers that are not finite (a NaN latency is never "measured")."""
-    if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+    if not isinstance(value, dict):
         return None
-    kinds = {f.name: str(f.type) for f in fields(Timing)}
-    if not all(_fits(kinds[k], v) for k, v in value.items() if k in kinds):
+    try:
+        timing = Timing.from_dict(value)
+    except TypeError:  # a required field is missing
         return None
-    return Timing.from_dict(value)
+    return timing if field_problem(timing, finite=True) is None else None
 
 
 @dataclass
