@@ -205,3 +205,36 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def claim_folder(path: Path, marker: str, *, force: bool, override: str) -> None:
+    """Make `path` a folder distill may write its named files into, or refuse it.
+
+    A new or empty folder is created and marked with the file `marker`; a marked folder is
+    distill's already. A folder holding anything else is a user's: refused with a one-line
+    error naming `override` (passing it, `force`, marks the folder and goes on, still writing
+    only distill's named files). A symlink or a non-folder is always refused.
+    """
+    if path.is_symlink():
+        raise DistillError(
+            "the output folder is a symlink; distill never writes through one",
+            str(path),
+            "pass the folder the link points to",
+        )
+    if path.exists() and not path.is_dir():
+        raise DistillError("the output path exists and is not a folder", str(path))
+    mark = path / marker
+    if not mark.is_file() or mark.is_symlink():
+        if path.is_dir() and any(path.iterdir()) and not force:
+            raise DistillError(
+                "the output folder holds files distill did not write; distill will not write "
+                "into it",
+                str(path),
+                f"choose a new or empty folder, or pass {override} to write distill's files "
+                "into it",
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise fs_failed(exc, path, "create the output folder") from exc
+        atomic_write(mark, "written by distill: distill may replace its own files here\n")
