@@ -163,6 +163,9 @@ def bench_latency(
     """
     from distill_cli.bench.latency import bench_latency as _bench
     from distill_cli.export import TimingPlan
+    from distill_cli.host import check_input_px
+
+    check_input_px(input_size, "--input-size")
 
     if timing is not None and timing_keys:
         raise TypeError("pass the protocol as a TimingPlan or as keywords, not both")

@@ -210,6 +210,13 @@ class RunDir:
                 "set output.dir to the folder the link points to",
             )
         if not self.path.exists():
+            above = next(p for p in self.path.parents if p.exists() or p == p.parent)
+            if above.exists() and not above.is_dir():
+                raise DistillError(
+                    f"the run folder cannot be made: {above} is not a folder",
+                    str(self.path),
+                    "set output.dir to a folder",
+                )
             return
         if not self.path.is_dir():
             raise DistillError("the run folder path is not a folder", str(self.path))

@@ -198,6 +198,107 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("compare-one-run", ["compare", DONE], 2, "two runs"),
     ("compare-missing-runs", ["compare", f"{W}/a b", f"{W}/ç d"], 2, "run"),
     ("compare-no-runs", ["compare"], 2, "Missing argument"),
+    # issue 22, class 1: knobs that cost resources are bounded by the machine, with the reason
+    ("threads-beyond-the-cores", ["run", FM, "--set", "runtime.threads=100000"], 2, "cores"),
+    ("workers-beyond-the-cores", ["train", SUP, "--set", "data.workers=100000"], 2, "cores"),
+    ("input-side-too-large", ["run", FM, "--set", "student.input_size=100000"], 2, "4096"),
+    ("input-pair-too-large", ["run", FM, "--set", "teacher.input_size=[32, 50000]"], 2, "4096"),
+    ("load-size-too-large", ["train", SUP, "--set", "data.load_size=99999"], 2, "4096"),
+    ("synthetic-side-large", ["train", SUP, "--set", "data.synthetic.image_size=8192"], 2, "4096"),
+    (
+        "synthetic-bytes-too-large",
+        ["train", SUP, "--set", "data.synthetic.train_size=100000000"],
+        2,
+        "GiB",
+    ),
+    ("lr-beyond-float32", ["train", SUP, "--set", "optim.lr=1e39"], 2, "float32"),
+    ("weight-decay-beyond-float32", ["run", FM, "--set", "optim.weight_decay=5e38"], 2, "float32"),
+    ("betas-beyond-float32", ["run", FM, "--set", "optim.betas=[0.9, 1e39]"], 2, "float32"),
+    ("temperature-beyond-float32", ["run", FM, "--set", "method.temperature=1e39"], 2, "float32"),
+    ("mixup-alpha-beyond-float32", ["train", SUP, "--set", "method.mixup_alpha=4e38"], 2, "float"),
+    ("mean-beyond-float32", ["train", SUP, "--set", "model.mean=[1e39]"], 2, "float32"),
+    ("export-input-size-huge", ["export", "test_resnet", "--input-size", "100000"], 2, "4096"),
+    ("export-threads-huge", ["export", "test_resnet", "--threads", "100000"], 2, "--threads"),
+    (
+        "bench-input-size-huge",
+        ["bench", "latency", "test_resnet", "--input-size", "65536"],
+        2,
+        "--input-size",
+    ),
+    ("bench-threads-huge", ["bench", "latency", "test_resnet", "--threads", "9999"], 2, "cores"),
+    (
+        "students-input-size-huge",
+        ["students", "test_resnet", "--max-latency-ms", "5", "--input-size", "100000"],
+        2,
+        "4096",
+    ),
+    (
+        "students-threads-huge",
+        ["students", "test_resnet", "--max-latency-ms", "5", "--threads", "100000"],
+        2,
+        "--threads",
+    ),
+    # class 2: distill writes only into its own folders and files, never through a link
+    ("export-out-user-folder", ["export", DONE, "--out", f"{W}/mine"], 2, "--force"),
+    ("export-out-symlink", ["export", DONE, "--out", f"{W}/link to mine"], 2, "symlink"),
+    ("export-out-is-a-file", ["export", DONE, "--out", f"{W}/a file"], 2, "not a folder"),
+    (
+        "students-recipe-exists",
+        [
+            *["students", "test_resnet", "--max-latency-ms", "5", "--candidates", "test_resnet"],
+            *["--write-recipe", FM, "--data", "synthetic"],
+        ],
+        2,
+        "--force",
+    ),
+    ("compare-plot-not-png", ["compare", DONE, f"{W}/runs/nolast", "--plot", "x.yaml"], 2, "png"),
+    (
+        "compare-plot-user-png",
+        ["compare", DONE, f"{W}/runs/nolast", "--plot", f"{W}/mine/photo.png"],
+        2,
+        "--no-plot",
+    ),
+    ("report-through-symlink", ["report", f"{W}/runs/linked"], 2, "symlink"),
+    ("report-lookalike", ["report", f"{W}/runs/lookalike"], 2, "not a distill run"),
+    (
+        "overwrite-lookalike",
+        ["train", SUP, "--overwrite", "--set", "output.name=lookalike"],
+        2,
+        "not a distill run",
+    ),
+    ("resume-lookalike", ["train", SUP, "--resume", "--set", "output.name=lookalike"], 2, "not a"),
+    ("run-folder-is-a-symlink", ["train", SUP, "--set", "output.name=alias"], 2, "symlink"),
+    # class 3: damaged or hand-made input is one line, never a traceback
+    ("recipe-nested-3000-deep", ["run", f"{W}/deep.yaml"], 2, "64 levels"),
+    ("set-nested-3000-deep", ["run", FM, "--set", "x=" + "[" * 3000 + "]" * 3000], 2, "64 levels"),
+    ("set-key-200-deep", ["run", FM, "--set", "a." * 200 + "b=1"], 2, "64 levels"),
+    ("model-arg-not-a-number", ["export", "test_resnet", "--model-arg", "drop_rate=abc"], 2, "arg"),
+    ("model-arg-unknown", ["export", "test_resnet", "--model-arg", "bogus_key=1"], 2, "arg"),
+    ("sidecar-a-list", ["export", f"{W}/listside.safetensors"], 2, "sidecar"),
+    (
+        "teacher-sidecar-a-list",
+        ["run", FM, "--set", f"teacher.checkpoint={W}/listside.safetensors"],
+        2,
+        "sidecar",
+    ),
+    # class 4: what was silently accepted or clamped, and errors that blamed the wrong cause
+    ("subset-larger-than-data", ["train", SUP, "--set", "data.subset=100000"], 2, "data.subset"),
+    ("evals-more-than-epochs", ["train", SUP, "--set", "schedule.evals=5"], 2, "evals"),
+    ("save-epoch-past-the-end", ["train", SUP, "--set", "schedule.save_epochs=[3]"], 2, "save_"),
+    (
+        "save-epoch-past-the-steps",
+        ["train", SUP, "--set", "schedule={steps: 2, batch_size: 32, save_epochs: [9]}"],
+        2,
+        "save_epochs",
+    ),
+    ("bench-bare-missing", ["bench", "train", FM, "--bare", f"{W}/no bare.py"], 2, "not found"),
+    (
+        "latency-variant-unknown",
+        ["export", "test_resnet", "--latency-variant", "int4"],
+        2,
+        "--latency-variant",
+    ),
+    ("diverges-before-step-one", ["train", f"{W}/boom.yaml"], 1, "NaN/Inf"),
 ]
 
 
@@ -248,11 +349,31 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(best.with_suffix(".json"), w / "trunc.json")
     torch.save({"state_dict": {"w": torch.zeros(1)}, "obj": Payload()}, w / "evil.pt")
     (w / "garbage.onnx").write_bytes(b"this is not a protobuf")
+    # issue 22: a user's folders and files beside the runs, links, and look-alike layouts
+    depth = 3000
+    (w / "deep.yaml").write_text("name: deep\nx: " + "[" * depth + "]" * depth + "\n")
+    (w / "mine").mkdir()
+    (w / "mine" / "model.onnx").write_bytes(b"my own model")
+    (w / "mine" / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n my photo")
+    (w / "link to mine").symlink_to(w / "mine")
+    (runs / "alias").symlink_to(w / "mine")
+    look = runs / "lookalike"  # what many ML projects hold: a recipe and checkpoints
+    (look / "checkpoints").mkdir(parents=True)
+    (look / "recipe.yaml").write_text((runs / "done" / "recipe.yaml").read_text())
+    (look / "checkpoints" / "epoch3.pt").write_bytes(b"my weights")
+    (look / "notes.md").write_text("my notes")
+    shutil.copytree(runs / "done", runs / "linked")
+    (w / "victim.html").write_text("<p>mine</p>")
+    (runs / "linked" / "report.html").symlink_to(w / "victim.html")
+    shutil.copy(best, w / "listside.safetensors")
+    (w / "listside.json").write_text("[1, 2, 3]\n")
+    boom = dict(sup, optim={"lr": 1e30, "clip_grad_norm": None}, output={"dir": str(w / "new")})
+    write_recipe(w, "boom", boom)
     return w
 
 
 def test_bad_inputs_table_is_big_and_distinct() -> None:
-    assert len(CASES) >= 50
+    assert len(CASES) >= 120  # 80 before issue 22, which added 40 or more
     assert len({c[0] for c in CASES}) == len(CASES)
     assert len({tuple(c[1]) for c in CASES}) == len(CASES)
     commands = {c[1][0] for c in CASES if c[1]}

@@ -18,7 +18,7 @@ import yaml
 
 from distill_cli.checkpoint import read_sidecar
 from distill_cli.errors import DistillError
-from distill_cli.host import atomic_write
+from distill_cli.host import atomic_write, refuse_link
 from distill_cli.models import infer_num_classes, model_cost
 from distill_cli.reports import plots
 from distill_cli.reports.history import RunHistory, load_run
@@ -301,6 +301,9 @@ def write_report(run: str | Path) -> ReportResult:
             str(folder.path),
             "pass runs/<name>",
         )
+    names = ("accuracy", "training", "latency")
+    for target in (folder.report_md, folder.report_html, *map(folder.report_image, names)):
+        refuse_link(target)  # all checked before anything is written: no half-made report
     images = {
         "accuracy": plots.save(plots.accuracy_figure(history), folder.report_image("accuracy")),
         "training": plots.save(plots.training_figure(history), folder.report_image("training")),
