@@ -406,3 +406,120 @@ def test_bad_input(
     assert "Traceback" not in out + err and "weights_only" not in out + err, out + err
     assert needle in errors[0], errors[0]
     assert _digest(workspace) == before, "a refused command changed files"
+
+
+# --- issue 22: damaged files a command can go on without are notes; exit codes by cause ----
+
+#: (file in the run folder, damaged content): hand edits and broken writes of each typed file
+DAMAGE: dict[str, tuple[str, bytes]] = {
+    "summary-a-list": ("summary.json", b"[1, 2, 3]\n"),
+    "summary-wrong-types": (
+        "summary.json",
+        b'{"name": "x", "run_dir": "x", "method": "supervised", "student": {"model": "m", '
+        b'"params": "many", "top1": "abc"}, "teacher": null, "epochs": "one", "steps": 1, '
+        b'"wall_time_s": 1.0, "device": "cpu", "precision": "fp32"}\n',
+    ),
+    "metrics-wrong-types": (
+        "metrics.jsonl",
+        b'{"kind": "eval", "step": "x", "epoch": "one", "top1": "abc"}\n[1, 2]\n'
+        b'{"kind": "train", "step": 3, "epoch": 1, "loss": "high"}\n',
+    ),
+    "export-report-wrong-types": (
+        "export/report.json",
+        b'{"teachers": "none", "latency": {"entries": [{"name": 5, "p50_ms": [1]}]}}\n',
+    ),
+    "export-report-a-list": ("export/report.json", b"[]\n"),
+    "export-report-deep": ("export/report.json", b"[" * 100_000 + b"]" * 100_000),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE), ids=list(DAMAGE))
+def test_damaged_run_files_are_notes_in_report_and_compare(
+    workspace: Path,
+    tmp_path: Path,
+    damage: str,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISTILL_DEBUG", raising=False)
+    run = tmp_path / "damaged"
+    shutil.copytree(workspace / "runs" / "done", run)
+    name, content = DAMAGE[damage]
+    (run / name).parent.mkdir(exist_ok=True)
+    (run / name).write_bytes(content)
+    for argv in (["report", str(run)], ["compare", str(run), str(workspace / "runs" / "done")]):
+        with pytest.raises(SystemExit) as exit_info:
+            entry(argv)
+        out, err = capfd.readouterr()
+        assert exit_info.value.code == 0, out + err
+        assert "Traceback" not in out + err and "error:" not in out + err, out + err
+    with pytest.raises(SystemExit):
+        entry(["report", str(run)])
+    out, _ = capfd.readouterr()
+    assert "note:" in out and Path(name).name in out, out
+
+
+def test_a_summary_that_is_a_list_is_one_line_naming_the_file(
+    workspace: Path, tmp_path: Path
+) -> None:
+    from distill_cli.errors import DistillError
+    from distill_cli.summary import RunSummary
+
+    run = tmp_path / "r"
+    shutil.copytree(workspace / "runs" / "done", run)
+    (run / "summary.json").write_text('{"name": 1}\n')
+    with pytest.raises(DistillError, match=r"summary\.json") as info:
+        RunSummary.load(run)
+    assert "\n" not in str(info.value)
+
+
+def test_cached_timings_that_are_damaged_or_not_finite_are_measured_again(tmp_path: Path) -> None:
+    import json
+
+    from distill_cli.students.cache import Cache
+    from distill_cli.students.types import StudentQuery, Timing
+
+    query = StudentQuery(teacher="test_resnet", max_latency_ms=5.0)
+    cache = Cache(tmp_path, {"versions": {}})
+    cache.save_timing(Timing(name="test_resnet", ok=True, p50_ms=1.5, p90_ms=2.0), query)
+    assert cache.timing("test_resnet", query) is not None
+    (path,) = (tmp_path / "students" / "timings").glob("*.json")
+    good = json.loads(path.read_text())
+    for field, value in (("p50_ms", float("nan")), ("p90_ms", "fast"), ("ok", "yes"), ("runs", [])):
+        bad = json.loads(json.dumps(good))
+        bad["value"][field] = value
+        path.write_text(json.dumps(bad))
+        assert cache.timing("test_resnet", query) is None, field
+    path.write_text("[]")
+    assert cache.timing("test_resnet", query) is None
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["oserror", "wrapped-by-the-exporter"])
+def test_a_full_disk_during_export_is_exit_1_naming_the_path(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    wrapped: bool,
+) -> None:
+    import errno
+
+    from distill_cli.export import onnx_export as ox
+
+    def full(*_: object) -> None:
+        disk = OSError(errno.ENOSPC, "No space left on device")
+        if not wrapped:
+            raise disk
+        raise RuntimeError("export failed") from disk
+
+    monkeypatch.setattr(ox, "_export_once", full)
+    monkeypatch.delenv("DISTILL_DEBUG", raising=False)
+    out_dir = tmp_path / "out"
+    argv = ["export", "test_resnet", "--input-size", "32", "--no-latency", "--out", str(out_dir)]
+    with pytest.raises(SystemExit) as exit_info:
+        entry(argv)
+    _, err = capfd.readouterr()
+    assert exit_info.value.code == 1, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error:") and "model.onnx" in line and "disk space" in line, line
+    assert "architecture" not in line and "README" not in line, line
