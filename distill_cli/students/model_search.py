@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable
@@ -91,7 +92,19 @@ def _load_cache(path: Path) -> dict[str, dict[str, Any]]:
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, dict):
         return {}
-    return {k: v for k, v in models.items() if isinstance(v, dict)}
+    return {k: v for k, v in models.items() if isinstance(v, dict) and _valid_stats(v)}
+
+
+def _valid_stats(stats: dict[str, Any]) -> bool:
+    """A cached entry distill could have written: params an int, gflops a finite number (or
+    None); anything else (a hand edit, NaN) is measured again."""
+    params, gflops = stats.get("params"), stats.get("gflops")
+    if params is not None and (isinstance(params, bool) or not isinstance(params, int)):
+        return False
+    if gflops is None:
+        return True
+    ok = not isinstance(gflops, bool) and isinstance(gflops, (int, float))
+    return ok and math.isfinite(gflops) and gflops >= 0
 
 
 def _save_cache(path: Path, models: dict[str, dict[str, Any]]) -> None:
