@@ -221,6 +221,12 @@ def compare(run_dirs: Sequence[str | Path], *, plot: str | Path | None = None) -
     if target is not None:  # checked before any work: the plot is a PNG distill may write
         if target.suffix.lower() != ".png":
             raise DistillError("the plot is written as PNG", str(target), "name a .png file")
+        if not target.parent.is_dir():  # distill makes no folders outside its runs
+            raise DistillError(
+                "cannot write the plot: its folder does not exist",
+                str(target),
+                "create the folder or pass another --plot",
+            )
         if os.path.lexists(target) and not plots.made_by_distill(target):
             raise DistillError(
                 "the plot file exists and is not a figure distill wrote; distill will not "
