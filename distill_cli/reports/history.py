@@ -171,7 +171,9 @@ def _read_metrics(folder: RunDir, notes: list[str]) -> list[dict[str, Any]]:
         if record is not None:
             records.append(record)
         elif line.strip():
-            notes.append(f"metrics.jsonl line {number} is not JSON (or not a distill record); skipped")
+            notes.append(
+                f"metrics.jsonl line {number} is not JSON (or not a distill record); skipped"
+            )
     return records
 
 
