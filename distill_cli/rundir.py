@@ -232,7 +232,7 @@ class RunDir:
     def lock(self) -> Iterator[None]:
         """Hold the run folder for the life of a run.
 
-        An advisory ``flock`` on ``.lock``: the kernel drops it when the process dies, even by
+        An advisory ``flock`` on ``.distill-lock``: the kernel drops it when the process dies, even by
         SIGKILL, so a crashed run never leaves a stale lock behind, and two live processes can
         never write the same run. The folder is claimed (:meth:`claim`) before the lock file is
         opened, so a foreign folder is never touched. A folder made here whose run failed
