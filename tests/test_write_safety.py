@@ -99,7 +99,10 @@ COMMANDS: list[tuple[list[str], int, tuple[str, ...]]] = [
     (["train", "{w}/sup.yaml", "--set", "output.name=alias"], 2, ()),
     (["train", "{w}/sup.yaml", "--set", "output.dir={w}/notes.md"], 2, ()),
     (
-        ["export", "{w}/runs/student", "--no-latency", "--images", "8", "--no-teacher"],
+        [
+            *["export", "{w}/runs/student", "--no-latency", "--images", "8", "--no-teacher"],
+            *["--exporter", "torchscript"],
+        ],
         0,
         ("runs/student/export",),
     ),
@@ -121,6 +124,7 @@ COMMANDS: list[tuple[list[str], int, tuple[str, ...]]] = [
             *["--candidates", "test_resnet", "--max-ratio", "1", "--runs", "2", "--warmup", "0"],
             *["--cache-dir", "{w}/cache", "--write-recipe", "{w}/student.yaml"],
             *["--min-time", "0", "--data", "synthetic", "--threads", "1"],
+            *["--exporter", "torchscript"],
         ],
         0,
         ("student.yaml", "cache"),
