@@ -33,6 +33,8 @@ MAX_INPUT_PX = 4096
 MAX_NESTING = 64
 #: Threads and workers per core a setting may ask for (oversubscription past this only thrashes).
 PER_CORE = 4
+#: ... but never fewer than this, so a shipped recipe (`workers: 8`) still runs on a 1-core box.
+MIN_THREAD_LIMIT = 8
 
 
 def cpu_count() -> int:
@@ -45,7 +47,7 @@ def cpu_count() -> int:
 
 def max_threads() -> int:
     """The most CPU threads (torch, onnxruntime) or data workers a setting may ask for."""
-    return PER_CORE * cpu_count()
+    return max(MIN_THREAD_LIMIT, PER_CORE * cpu_count())
 
 
 def default_workers() -> int:
@@ -58,8 +60,8 @@ def check_threads(value: int | None, where: str) -> int | None:
     """`value` when it is within :func:`max_threads`; a one-line error naming the limit."""
     if value is not None and value > max_threads():
         raise DistillError(
-            f"{value} is more than this machine can use ({PER_CORE} x {cpu_count()} cores = "
-            f"{max_threads()}): more threads or workers than that only thrash",
+            f"{value} is more than this machine can use (at most {max_threads()}: {PER_CORE} per "
+            f"core, {cpu_count()} cores): more threads or workers than that only thrash",
             where,
             f"use at most {max_threads()}",
         )

@@ -38,8 +38,9 @@ def _machine_threads(value: int | None) -> int | None:
     """Threads or workers within host.max_threads() (a few per core of this machine)."""
     if value is not None and value > host.max_threads():
         raise ValueError(
-            f"{value} is more than this machine can use ({host.PER_CORE} x {host.cpu_count()} "
-            f"cores = {host.max_threads()}); more only thrashes or exhausts the OS"
+            f"{value} is more than this machine can use (at most {host.max_threads()}: "
+            f"{host.PER_CORE} per core, {host.cpu_count()} cores); more only thrashes or "
+            "exhausts the OS"
         )
     return value
 
