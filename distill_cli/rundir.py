@@ -234,8 +234,8 @@ class RunDir:
 
         An advisory ``flock`` on ``.distill-lock``: the kernel drops it when the process dies,
         even by SIGKILL, so a crashed run never leaves a stale lock behind, and two live
-        processes can never write the same run. The folder is claimed (:meth:`claim`) before the lock file is
-        opened, so a foreign folder is never touched. A folder made here whose run failed
+        processes can never write the same run. The folder is claimed (:meth:`claim`) before
+        the lock file is opened, so a foreign folder is never touched. A folder made here whose run failed
         before its first step (the build failed, the optimizer refused a setting) is removed
         again with the parents made for it, so a refused run leaves nothing behind.
         """
