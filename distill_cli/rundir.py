@@ -235,9 +235,9 @@ class RunDir:
         An advisory ``flock`` on ``.distill-lock``: the kernel drops it when the process dies,
         even by SIGKILL, so a crashed run never leaves a stale lock behind, and two live
         processes can never write the same run. The folder is claimed (:meth:`claim`) before
-        the lock file is opened, so a foreign folder is never touched. A folder made here whose run failed
-        before its first step (the build failed, the optimizer refused a setting) is removed
-        again with the parents made for it, so a refused run leaves nothing behind.
+        the lock file is opened, so a foreign folder is never touched. A folder made here
+        whose run failed before its first step (the build failed, the optimizer refused a
+        setting) is removed again with the parents made for it: a refused run leaves nothing.
         """
         self.claim()
         made = [p for p in (self.path, *self.path.parents) if not p.exists()]
