@@ -278,7 +278,9 @@ def main() -> None:
             "data.val_limit=2000",
             "schedule.eval_every=1",
         ]
-        common = ["data.subset=100", "schedule.batch_size=50", "data.val_limit=2000", *a.overrides]
+        # 1-epoch rows: one evaluation (a recipe may not ask for more evaluations than epochs)
+        common = ["data.subset=100", "schedule.batch_size=50", "data.val_limit=2000"]
+        common += ["schedule.evals=1", *a.overrides]
     threads = max(1, (os.cpu_count() or 2) // max(1, a.jobs))
     started = time.perf_counter()
     a.out.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ those (`distill students` with a cached answer, `distill recipes`) that never ne
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,6 +199,9 @@ def bench_latency(
     """
     from distill_cli.bench.latency import bench_latency as _bench
     from distill_cli.export import TimingPlan
+    from distill_cli.host import check_input_px
+
+    check_input_px(input_size, "--input-size")
 
     if timing is not None and timing_keys:
         raise TypeError("pass the protocol as a TimingPlan or as keywords, not both")
@@ -249,12 +253,26 @@ def compare(run_dirs: Sequence[str | Path], *, plot: str | Path | None = None) -
     from distill_cli.reports import plots
     from distill_cli.reports.compare import compare_runs
 
+    target = None if plot is None else Path(plot)
+    if target is not None:  # checked before any work: the plot is a PNG distill may write
+        if target.suffix.lower() != ".png":
+            raise DistillError("the plot is written as PNG", str(target), "name a .png file")
+        if not target.parent.is_dir():  # distill makes no folders outside its runs
+            raise DistillError(
+                "cannot write the plot: its folder does not exist",
+                str(target),
+                "create the folder or pass another --plot",
+            )
+        if os.path.lexists(target) and not plots.made_by_distill(target):
+            raise DistillError(
+                "the plot file exists and is not a figure distill wrote; distill will not "
+                "replace it",
+                str(target),
+                "pass --plot with a new .png name, or --no-plot",
+            )
     comparison = compare_runs(list(run_dirs))
-    if plot is not None:
-        try:
-            plots.save(plots.compare_figure(comparison.runs), Path(plot))
-        except OSError as exc:
-            raise DistillError(f"cannot write the plot: {exc.strerror}", str(plot)) from exc
+    if target is not None:
+        plots.save(plots.compare_figure(comparison.runs), target)
     return comparison
 
 

@@ -19,9 +19,7 @@ possibly nested under ``state_dict``/``model`` and prefixed by DDP, a wrapper or
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from distill_cli.errors import DistillError, RunFailed
+from distill_cli.host import atomic_write
 
 #: Keys in a training checkpoint that hold optimizer or method state rather than model weights.
 OPTIM_PREFIX = "__optimizer__/"
@@ -42,41 +41,6 @@ PRIVATE_PREFIX = "__"
 #: of the plain keys of a foreign checkpoint.
 _WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.")
 _STATE_KEY = "distill.train_state"
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (no race with threads)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    """Write to a temp file in the same folder, fsync, then rename over `path`.
-
-    The temp file is named `.<name>.<random>.tmp` (RunDir removes leftovers of a kill at the
-    next start) and gets the mode an ordinary `open` would give (0666 less the umask), not
-    mkstemp's private 0600: a shared results folder stays readable by the group.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -222,9 +186,14 @@ def read_sidecar(checkpoint: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DistillError("checkpoint sidecar is not valid JSON", str(path)) from exc
+    if not isinstance(data, dict):  # hand-edited: a list or a number is not a sidecar
+        raise DistillError(
+            "checkpoint sidecar is not a JSON object", str(path), "restore or delete the file"
+        )
+    return data
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -240,16 +209,19 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             with warnings.catch_warnings():  # torch's own advice (weights_only=False) is wrong here
                 warnings.simplefilter("ignore")
                 state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
         raise DistillError(
             "the checkpoint is a pickle holding more than tensors (objects or code); distill "
             "loads weights only and did not run it",
             str(path),
             "save model.state_dict() with torch.save, or convert the weights to .safetensors",
-        ) from exc
+        ) from None  # torch's message advises loading unsafely: never show it
     except Exception as exc:
+        first = (str(exc).splitlines() or [""])[0][:200]
+        if "weights_only" in first or "Weights only" in first:
+            first = "not a weights-only file"
         raise DistillError(
-            f"cannot read checkpoint: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}",
+            f"cannot read checkpoint: {type(exc).__name__}: {first}",
             str(path),
             "is the file complete, and weights only (no pickled code)?",
         ) from exc

@@ -5,11 +5,15 @@
 ``summary.json``. This class is the one owner of that layout: nothing else joins run paths.
 
 distill deletes only what it made: every folder it creates carries a ``.distill-run`` marker,
-and a folder without one (a user's folder reached through a mistyped name) is never emptied.
+and a folder without one (a user's folder reached through a mistyped name) is never written
+into, locked or emptied. A run from before the marker is recognised only by distill's own
+files (a recipe that validates and a checkpoint whose header carries distill's metadata), and
+even in a run folder `--overwrite` deletes only the names listed here, never a user's file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -19,8 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distill_cli.checkpoint import atomic_write
 from distill_cli.errors import DistillError
+from distill_cli.host import atomic_write, fs_failed
 from distill_cli.recipe.sections import check_run_name
 
 if TYPE_CHECKING:
@@ -29,6 +33,25 @@ if TYPE_CHECKING:
 
 #: The file that marks a folder as a distill run (so distill may replace what is in it).
 MARKER = ".distill-run"
+#: The run's lock file: distill's own name, taken only in a folder known to be a run.
+LOCK = ".distill-lock"
+#: What distill writes at the top of a run folder (besides `report_*.png` and `.*.tmp`):
+#: `--overwrite` deletes these and nothing else. `.lock` is the lock of older versions.
+_OWNED = (
+    MARKER,
+    LOCK,
+    ".lock",
+    "recipe.yaml",
+    "metrics.jsonl",
+    "summary.json",
+    "eval.json",
+    "checkpoints",
+    "export",
+    "tensorboard",
+    "mlflow_run_id",
+    "report.html",
+    "report.md",
+)
 
 
 def _same_recipe(saved: Path, recipe_yaml: str) -> bool:
@@ -48,6 +71,56 @@ def _same_recipe(saved: Path, recipe_yaml: str) -> bool:
         return False
 
 
+#: Keys of metrics.jsonl records that hold text; every other scalar is a number (or null).
+_TEXT_KEYS = {"kind", "phase", "name", "method"}
+
+
+def _record_problem(record: dict[str, Any]) -> str | None:
+    """Why a metrics.jsonl record is not one distill writes (wrong types), or None."""
+    if not isinstance(record.get("kind"), str):
+        return "no kind"
+    step = record.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        return "step is not an integer"
+    for key, value in record.items():
+        if key in _TEXT_KEYS or isinstance(value, (list, dict)) or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{key} is not a number"
+    return None
+
+
+def _valid_recipe(path: Path) -> bool:
+    """The file is a recipe that validates (what distill saves into every run)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from distill_cli.recipe.document import Recipe
+
+    try:
+        Recipe.model_validate(yaml.safe_load(path.read_bytes().decode("utf-8")))
+    except (ValidationError, yaml.YAMLError, ValueError, TypeError, OSError, RecursionError):
+        return False
+    except DistillError:
+        return False
+    return True
+
+
+def _distill_checkpoint(path: Path) -> bool:
+    """A safetensors file whose header carries distill's metadata (read without torch: the
+    8-byte header length, then the JSON header)."""
+    try:
+        with path.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if not 2 <= size <= 100_000_000:
+                return False
+            header = json.loads(fh.read(size))
+    except (OSError, ValueError):
+        return False
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return isinstance(meta, dict) and "distill.meta" in meta
+
+
 class RunDir:
     """One run's folder and the names of everything in it."""
 
@@ -60,7 +133,7 @@ class RunDir:
         self.checkpoints = path / "checkpoints"
         self.last = self.checkpoints / "last.safetensors"
         self.best = self.checkpoints / "best.safetensors"
-        self.lockfile = path / ".lock"
+        self.lockfile = path / LOCK
         self.marker = path / MARKER
         self.export = path / "export"
         self.export_report = self.export / "report.json"
@@ -93,38 +166,80 @@ class RunDir:
 
     @property
     def is_run(self) -> bool:
-        """Made by distill: marked, or (runs from before the marker) a recipe with its metrics."""
-        if self.marker.is_file():
+        """Made by distill: marked, or (a run from before the marker) distill's own files: a
+        recipe that validates and a checkpoint carrying distill's metadata. A `recipe.yaml`
+        beside a `checkpoints/` folder alone is what many ML projects have: not enough."""
+        if self.marker.is_file() and not self.marker.is_symlink():
             return True
-        return self.recipe.is_file() and (self.metrics.is_file() or self.checkpoints.is_dir())
+        if not (self.recipe.is_file() and self.checkpoints.is_dir()):
+            return False
+        return _valid_recipe(self.recipe) and any(
+            _distill_checkpoint(p) for p in (self.last, self.best)
+        )
+
+    def owned(self) -> list[Path]:
+        """The entries of the folder distill wrote (by name): all `--overwrite` may delete."""
+        if not self.path.is_dir():
+            return []
+        return [
+            child
+            for child in self.path.iterdir()
+            if child.name in _OWNED
+            or (child.name.startswith("report_") and child.suffix == ".png")
+            or (child.name.startswith(".") and child.name.endswith(".tmp"))
+        ]
+
+    def claim(self) -> None:
+        """Refuse a folder that is not ours before anything is written or locked in it: a
+        symlink, a file, or a folder with content that is not a distill run."""
+        if self.path.is_symlink():
+            raise DistillError(
+                "the run folder is a symlink; distill never writes through one",
+                str(self.path),
+                "set output.dir to the folder the link points to",
+            )
+        if not self.path.exists():
+            above = next(p for p in self.path.parents if p.exists() or p == p.parent)
+            if above.exists() and not above.is_dir():
+                raise DistillError(
+                    f"the run folder cannot be made: {above} is not a folder",
+                    str(self.path),
+                    "set output.dir to a folder",
+                )
+            return
+        if not self.path.is_dir():
+            raise DistillError("the run folder path is not a folder", str(self.path))
+        if not self.is_run and any(c != self.lockfile for c in self.path.iterdir()):
+            raise DistillError(
+                "the output folder exists and is not a distill run; distill will not write "
+                "into it or delete it",
+                str(self.path),
+                "set output.name (or output.dir) to a new or empty folder",
+            )
 
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the run folder for the life of a run.
 
-        An advisory ``flock`` on ``.lock``: the kernel drops it when the process dies, even by
-        SIGKILL, so a crashed run never leaves a stale lock behind, and two live processes can
-        never write the same run. A folder made here and never turned into a run (the build
-        failed) is removed again, so a bad recipe leaves nothing behind.
+        An advisory ``flock`` on ``.distill-lock``: the kernel drops it when the process dies,
+        even by SIGKILL, so a crashed run never leaves a stale lock behind, and two live
+        processes can never write the same run. The folder is claimed (:meth:`claim`) before
+        the lock file is opened, so a foreign folder is never touched. A folder made here
+        whose run failed before its first step (the build failed, the optimizer refused a
+        setting) is removed again with the parents made for it: a refused run leaves nothing.
         """
-        created = not self.path.exists()
+        self.claim()
+        made = [p for p in (self.path, *self.path.parents) if not p.exists()]
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise DistillError(
-                f"cannot create the run folder: {exc.strerror or exc}",
-                str(self.path),
-                "check output.dir",
-            ) from exc
-        if not self.path.is_dir():
-            raise DistillError("the run folder path is not a folder", str(self.path))
+            raise fs_failed(exc, self.path, "create the run folder") from exc
         had_lock = self.lockfile.exists()
         try:
-            fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
-            raise DistillError(
-                f"cannot lock the run folder: {exc.strerror or exc}", str(self.path)
-            ) from exc
+            raise fs_failed(exc, self.lockfile, "lock the run folder") from exc
+        failed = True
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -138,12 +253,29 @@ class RunDir:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
             yield
+            failed = False
         finally:
             os.close(fd)
-            if not self.is_run and not had_lock:
+            if made and failed and not self.started:
+                self._remove(self.owned())
+                for folder in made:  # innermost first; a folder someone else filled stays
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+            elif not self.is_run and not had_lock:
                 self.lockfile.unlink(missing_ok=True)
-                if created and not any(self.path.iterdir()):
-                    self.path.rmdir()
+
+    @property
+    def started(self) -> bool:
+        """Whether training took a step here: a metrics line or a checkpoint exists."""
+        return self.last.is_file() or any(r is not None for _, r in self.metric_lines())
+
+    @staticmethod
+    def _remove(paths: list[Path]) -> None:
+        for child in paths:
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink(missing_ok=True)
 
     def clean_temporaries(self) -> None:
         """Remove the temp files a kill during an atomic write left behind (GBs for real
@@ -164,15 +296,8 @@ class RunDir:
         emptied.
         """
         self.check_intent(resume=resume, overwrite=overwrite)
+        self.claim()
         self.path.mkdir(parents=True, exist_ok=True)
-        foreign = [c for c in self.path.iterdir() if c != self.lockfile] if not self.is_run else []
-        if foreign:
-            raise DistillError(
-                "the output folder exists and is not a distill run; distill will not write "
-                "into it or delete it",
-                str(self.path),
-                "set output.name (or output.dir) to a new or empty folder",
-            )
         self.clean_temporaries()
         has_run = self.recipe.is_file() or self.metrics.is_file()
         if resume and self.recipe.is_file() and not _same_recipe(self.recipe, recipe_yaml):
@@ -197,34 +322,37 @@ class RunDir:
                 str(self.path),
                 "pass --resume to continue it, --overwrite to replace it, or set output.name",
             )
-        for child in self.path.iterdir():  # a distill run (checked above): all but our lock
-            if child == self.lockfile:
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+        # a distill run (claimed above): distill's own files, all but the lock we hold
+        self._remove([c for c in self.owned() if c != self.lockfile])
         atomic_write(self.marker, "a distill run folder: distill may replace what is in it\n")
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         atomic_write(self.recipe, recipe_yaml)
         return False
 
     def log(self, record: dict[str, Any]) -> None:
-        with self.metrics.open("a") as fh:
+        """Append one line (never through a symlink planted where metrics.jsonl belongs)."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+        try:
+            fd = os.open(self.metrics, flags, 0o666)
+        except OSError as exc:
+            raise fs_failed(exc, self.metrics, "append to the metrics") from exc
+        with os.fdopen(fd, "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
     def metric_lines(self) -> list[tuple[bytes, dict[str, Any] | None]]:
-        """metrics.jsonl's lines, each with its record, or None where the line does not parse
-        (blank, torn by a kill during its write, or garbled bytes)."""
+        """metrics.jsonl's lines, each with its record, or None where the line is not one
+        distill writes (blank, torn by a kill during its write, garbled bytes, a hand edit
+        with wrong types): resume, reports and the bench read only valid records."""
         if not self.metrics.is_file():
             return []
         out: list[tuple[bytes, dict[str, Any] | None]] = []
         for line in self.metrics.read_bytes().splitlines():
             try:
                 record = json.loads(line)
-            except ValueError:  # not JSON, or not UTF-8
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, absurdly deep
                 record = None
-            out.append((line, record if isinstance(record, dict) else None))
+            ok = isinstance(record, dict) and _record_problem(record) is None
+            out.append((line, record if ok else None))
         return out
 
     def truncate_metrics(self, step: int) -> None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill_cli.typecheck import field_problem
+
 
 @dataclass(frozen=True)
 class ModelResult:
@@ -50,10 +52,12 @@ class RunSummary:
     @classmethod
     def from_dict(cls, summary: dict[str, Any]) -> RunSummary:
         """From `summary.json`'s content (also files written by older versions)."""
+        if not isinstance(summary, dict):
+            raise TypeError("summary.json is not a JSON object")
         teacher = summary.get("teacher")
         data = summary.get("data") or {}
         best = summary.get("best") or {}
-        return cls(
+        result = cls(
             name=summary["name"],
             run_dir=Path(summary["run_dir"]),
             method=summary["method"],
@@ -74,6 +78,10 @@ class RunSummary:
             bad_images=data.get("bad_images", 0),
             skipped_steps=data.get("skipped_steps", 0),
         )
+        problem = field_problem(result)  # a hand-edited file: wrong types are refused here
+        if problem is not None:
+            raise TypeError(f"summary.json has a wrong value ({problem})")
+        return result
 
     @classmethod
     def load(cls, run_dir: str | Path) -> RunSummary:

@@ -211,6 +211,107 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("compare-one-run", ["compare", DONE], 2, "two runs"),
     ("compare-missing-runs", ["compare", f"{W}/a b", f"{W}/ç d"], 2, "run"),
     ("compare-no-runs", ["compare"], 2, "Missing argument"),
+    # issue 22, class 1: knobs that cost resources are bounded by the machine, with the reason
+    ("threads-beyond-the-cores", ["run", FM, "--set", "runtime.threads=100000"], 2, "cores"),
+    ("workers-beyond-the-cores", ["train", SUP, "--set", "data.workers=100000"], 2, "cores"),
+    ("input-side-too-large", ["run", FM, "--set", "student.input_size=100000"], 2, "4096"),
+    ("input-pair-too-large", ["run", FM, "--set", "teacher.input_size=[32, 50000]"], 2, "4096"),
+    ("load-size-too-large", ["train", SUP, "--set", "data.load_size=99999"], 2, "4096"),
+    ("synthetic-side-large", ["train", SUP, "--set", "data.synthetic.image_size=8192"], 2, "4096"),
+    (
+        "synthetic-bytes-too-large",
+        ["train", SUP, "--set", "data.synthetic.train_size=100000000"],
+        2,
+        "GiB",
+    ),
+    ("lr-beyond-float32", ["train", SUP, "--set", "optim.lr=1e39"], 2, "float32"),
+    ("weight-decay-beyond-float32", ["run", FM, "--set", "optim.weight_decay=5e38"], 2, "float32"),
+    ("betas-beyond-float32", ["run", FM, "--set", "optim.betas=[0.9, 1e39]"], 2, "float32"),
+    ("temperature-beyond-float32", ["run", FM, "--set", "method.temperature=1e39"], 2, "float32"),
+    ("mixup-alpha-beyond-float32", ["train", SUP, "--set", "method.mixup_alpha=4e38"], 2, "float"),
+    ("mean-beyond-float32", ["train", SUP, "--set", "model.mean=[1e39]"], 2, "float32"),
+    ("export-input-size-huge", ["export", "test_resnet", "--input-size", "100000"], 2, "4096"),
+    ("export-threads-huge", ["export", "test_resnet", "--threads", "100000"], 2, "--threads"),
+    (
+        "bench-input-size-huge",
+        ["bench", "latency", "test_resnet", "--input-size", "65536"],
+        2,
+        "--input-size",
+    ),
+    ("bench-threads-huge", ["bench", "latency", "test_resnet", "--threads", "9999"], 2, "cores"),
+    (
+        "students-input-size-huge",
+        ["students", "test_resnet", "--max-latency-ms", "5", "--input-size", "100000"],
+        2,
+        "4096",
+    ),
+    (
+        "students-threads-huge",
+        ["students", "test_resnet", "--max-latency-ms", "5", "--threads", "100000"],
+        2,
+        "--threads",
+    ),
+    # class 2: distill writes only into its own folders and files, never through a link
+    ("export-out-user-folder", ["export", DONE, "--out", f"{W}/mine"], 2, "--force"),
+    ("export-out-symlink", ["export", DONE, "--out", f"{W}/link to mine"], 2, "symlink"),
+    ("export-out-is-a-file", ["export", DONE, "--out", f"{W}/a file"], 2, "not a folder"),
+    (
+        "students-recipe-exists",
+        [
+            *["students", "test_resnet", "--max-latency-ms", "5", "--candidates", "test_resnet"],
+            *["--write-recipe", FM, "--data", "synthetic"],
+        ],
+        2,
+        "--force",
+    ),
+    ("compare-plot-not-png", ["compare", DONE, f"{W}/runs/nolast", "--plot", "x.yaml"], 2, "png"),
+    (
+        "compare-plot-user-png",
+        ["compare", DONE, f"{W}/runs/nolast", "--plot", f"{W}/mine/photo.png"],
+        2,
+        "--no-plot",
+    ),
+    ("report-through-symlink", ["report", f"{W}/runs/linked"], 2, "symlink"),
+    ("report-lookalike", ["report", f"{W}/runs/lookalike"], 2, "not a distill run"),
+    (
+        "overwrite-lookalike",
+        ["train", SUP, "--overwrite", "--set", "output.name=lookalike"],
+        2,
+        "not a distill run",
+    ),
+    ("resume-lookalike", ["train", SUP, "--resume", "--set", "output.name=lookalike"], 2, "not a"),
+    ("run-folder-is-a-symlink", ["train", SUP, "--set", "output.name=alias"], 2, "symlink"),
+    # class 3: damaged or hand-made input is one line, never a traceback
+    ("recipe-nested-3000-deep", ["run", f"{W}/deep.yaml"], 2, "64 levels"),
+    ("set-nested-3000-deep", ["run", FM, "--set", "x=" + "[" * 3000 + "]" * 3000], 2, "64 levels"),
+    ("set-key-200-deep", ["run", FM, "--set", "a." * 200 + "b=1"], 2, "64 levels"),
+    ("model-arg-not-a-number", ["export", "test_resnet", "--model-arg", "drop_rate=abc"], 2, "arg"),
+    ("model-arg-unknown", ["export", "test_resnet", "--model-arg", "bogus_key=1"], 2, "arg"),
+    ("sidecar-a-list", ["export", f"{W}/listside.safetensors"], 2, "sidecar"),
+    (
+        "teacher-sidecar-a-list",
+        ["run", FM, "--set", f"teacher.checkpoint={W}/listside.safetensors"],
+        2,
+        "sidecar",
+    ),
+    # class 4: what was silently accepted or clamped, and errors that blamed the wrong cause
+    ("subset-larger-than-data", ["train", SUP, "--set", "data.subset=100000"], 2, "data.subset"),
+    ("evals-more-than-epochs", ["train", SUP, "--set", "schedule.evals=5"], 2, "evals"),
+    ("save-epoch-past-the-end", ["train", SUP, "--set", "schedule.save_epochs=[3]"], 2, "save_"),
+    (
+        "save-epoch-past-the-steps",
+        ["train", SUP, "--set", "schedule={steps: 2, batch_size: 32, save_epochs: [9]}"],
+        2,
+        "save_epochs",
+    ),
+    ("bench-bare-missing", ["bench", "train", FM, "--bare", f"{W}/no bare.py"], 2, "not found"),
+    (
+        "latency-variant-unknown",
+        ["export", "test_resnet", "--latency-variant", "int4"],
+        2,
+        "--latency-variant",
+    ),
+    ("diverges-before-step-one", ["train", f"{W}/boom.yaml"], 1, "NaN/Inf"),
 ]
 
 
@@ -263,11 +364,31 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     extra = {**load_file(str(best)), "extra.weight": torch.zeros(2)}
     save_file(extra, str(w / "extra.safetensors"))
     (w / "garbage.onnx").write_bytes(b"this is not a protobuf")
+    # issue 22: a user's folders and files beside the runs, links, and look-alike layouts
+    depth = 3000
+    (w / "deep.yaml").write_text("name: deep\nx: " + "[" * depth + "]" * depth + "\n")
+    (w / "mine").mkdir()
+    (w / "mine" / "model.onnx").write_bytes(b"my own model")
+    (w / "mine" / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n my photo")
+    (w / "link to mine").symlink_to(w / "mine")
+    (runs / "alias").symlink_to(w / "mine")
+    look = runs / "lookalike"  # what many ML projects hold: a recipe and checkpoints
+    (look / "checkpoints").mkdir(parents=True)
+    (look / "recipe.yaml").write_text((runs / "done" / "recipe.yaml").read_text())
+    (look / "checkpoints" / "epoch3.pt").write_bytes(b"my weights")
+    (look / "notes.md").write_text("my notes")
+    shutil.copytree(runs / "done", runs / "linked")
+    (w / "victim.html").write_text("<p>mine</p>")
+    (runs / "linked" / "report.html").symlink_to(w / "victim.html")
+    shutil.copy(best, w / "listside.safetensors")
+    (w / "listside.json").write_text("[1, 2, 3]\n")
+    boom = dict(sup, optim={"lr": 1e30, "clip_grad_norm": None}, output={"dir": str(w / "new")})
+    write_recipe(w, "boom", boom)
     return w
 
 
 def test_bad_inputs_table_is_big_and_distinct() -> None:
-    assert len(CASES) >= 50
+    assert len(CASES) >= 120  # 80 before issue 22, which added 40 or more
     assert len({c[0] for c in CASES}) == len(CASES)
     assert len({tuple(c[1]) for c in CASES}) == len(CASES)
     commands = {c[1][0] for c in CASES if c[1]}
@@ -300,3 +421,120 @@ def test_bad_input(
     assert "Traceback" not in out + err and "weights_only" not in out + err, out + err
     assert needle in errors[0], errors[0]
     assert _digest(workspace) == before, "a refused command changed files"
+
+
+# --- issue 22: damaged files a command can go on without are notes; exit codes by cause ----
+
+#: (file in the run folder, damaged content): hand edits and broken writes of each typed file
+DAMAGE: dict[str, tuple[str, bytes]] = {
+    "summary-a-list": ("summary.json", b"[1, 2, 3]\n"),
+    "summary-wrong-types": (
+        "summary.json",
+        b'{"name": "x", "run_dir": "x", "method": "supervised", "student": {"model": "m", '
+        b'"params": "many", "top1": "abc"}, "teacher": null, "epochs": "one", "steps": 1, '
+        b'"wall_time_s": 1.0, "device": "cpu", "precision": "fp32"}\n',
+    ),
+    "metrics-wrong-types": (
+        "metrics.jsonl",
+        b'{"kind": "eval", "step": "x", "epoch": "one", "top1": "abc"}\n[1, 2]\n'
+        b'{"kind": "train", "step": 3, "epoch": 1, "loss": "high"}\n',
+    ),
+    "export-report-wrong-types": (
+        "export/report.json",
+        b'{"teachers": "none", "latency": {"entries": [{"name": 5, "p50_ms": [1]}]}}\n',
+    ),
+    "export-report-a-list": ("export/report.json", b"[]\n"),
+    "export-report-deep": ("export/report.json", b"[" * 100_000 + b"]" * 100_000),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE), ids=list(DAMAGE))
+def test_damaged_run_files_are_notes_in_report_and_compare(
+    workspace: Path,
+    tmp_path: Path,
+    damage: str,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISTILL_DEBUG", raising=False)
+    run = tmp_path / "damaged"
+    shutil.copytree(workspace / "runs" / "done", run)
+    name, content = DAMAGE[damage]
+    (run / name).parent.mkdir(exist_ok=True)
+    (run / name).write_bytes(content)
+    for argv in (["report", str(run)], ["compare", str(run), str(workspace / "runs" / "done")]):
+        with pytest.raises(SystemExit) as exit_info:
+            entry(argv)
+        out, err = capfd.readouterr()
+        assert exit_info.value.code == 0, out + err
+        assert "Traceback" not in out + err and "error:" not in out + err, out + err
+    with pytest.raises(SystemExit):
+        entry(["report", str(run)])
+    out, _ = capfd.readouterr()
+    assert "note:" in out and Path(name).name in out, out
+
+
+def test_a_summary_that_is_a_list_is_one_line_naming_the_file(
+    workspace: Path, tmp_path: Path
+) -> None:
+    from distill_cli.errors import DistillError
+    from distill_cli.summary import RunSummary
+
+    run = tmp_path / "r"
+    shutil.copytree(workspace / "runs" / "done", run)
+    (run / "summary.json").write_text('{"name": 1}\n')
+    with pytest.raises(DistillError, match=r"summary\.json") as info:
+        RunSummary.load(run)
+    assert "\n" not in str(info.value)
+
+
+def test_cached_timings_that_are_damaged_or_not_finite_are_measured_again(tmp_path: Path) -> None:
+    import json
+
+    from distill_cli.students.cache import Cache
+    from distill_cli.students.types import StudentQuery, Timing
+
+    query = StudentQuery(teacher="test_resnet", max_latency_ms=5.0)
+    cache = Cache(tmp_path, {"versions": {}})
+    cache.save_timing(Timing(name="test_resnet", ok=True, p50_ms=1.5, p90_ms=2.0), query)
+    assert cache.timing("test_resnet", query) is not None
+    (path,) = (tmp_path / "students" / "timings").glob("*.json")
+    good = json.loads(path.read_text())
+    for field, value in (("p50_ms", float("nan")), ("p90_ms", "fast"), ("ok", "yes"), ("runs", [])):
+        bad = json.loads(json.dumps(good))
+        bad["value"][field] = value
+        path.write_text(json.dumps(bad))
+        assert cache.timing("test_resnet", query) is None, field
+    path.write_text("[]")
+    assert cache.timing("test_resnet", query) is None
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["oserror", "wrapped-by-the-exporter"])
+def test_a_full_disk_during_export_is_exit_1_naming_the_path(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    wrapped: bool,
+) -> None:
+    import errno
+
+    from distill_cli.export import onnx_export as ox
+
+    def full(*_: object) -> None:
+        disk = OSError(errno.ENOSPC, "No space left on device")
+        if not wrapped:
+            raise disk
+        raise RuntimeError("export failed") from disk
+
+    monkeypatch.setattr(ox, "_export_once", full)
+    monkeypatch.delenv("DISTILL_DEBUG", raising=False)
+    out_dir = tmp_path / "out"
+    argv = ["export", "test_resnet", "--input-size", "32", "--no-latency", "--out", str(out_dir)]
+    with pytest.raises(SystemExit) as exit_info:
+        entry(argv)
+    _, err = capfd.readouterr()
+    assert exit_info.value.code == 1, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error:") and "model.onnx" in line and "disk space" in line, line
+    assert "architecture" not in line and "README" not in line, line

@@ -18,7 +18,7 @@ from distill_cli.checkpoint import (
     read_train_state,
     save_weights,
 )
-from distill_cli.errors import DistillError
+from distill_cli.errors import DistillError, RunFailed
 
 
 def _model() -> torch.nn.Module:
@@ -69,7 +69,7 @@ def test_atomic_write_leaves_no_partial_file(tmp_path: Path, monkeypatch) -> Non
         raise OSError("disk full")
 
     monkeypatch.setattr("os.fsync", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(RunFailed, match=r"f\.bin"):  # exit 1, naming the file (issue 22)
         atomic_write(path, b"new contents")
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f.bin"]

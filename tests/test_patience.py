@@ -55,13 +55,18 @@ def test_subset_reaches_the_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("epochs", "evals", "expected"),
-    [(1000, 10, [100 * k for k in range(1, 11)]), (7, 3, [3, 5, 7]), (2, 5, [1, 2]), (10, 1, [10])],
+    [(1000, 10, [100 * k for k in range(1, 11)]), (7, 3, [3, 5, 7]), (2, 2, [1, 2]), (10, 1, [10])],
 )
 def test_evals_are_spread_over_the_run_and_include_the_last_epoch(
     epochs: int, evals: int, expected: list[int]
 ) -> None:
     spec = ScheduleSpec(epochs=epochs, evals=evals)
     assert [e for e in range(1, epochs + 1) if spec.eval_due(e, epochs)] == expected
+
+
+def test_more_evaluations_than_epochs_is_an_error_not_a_clamp() -> None:
+    with pytest.raises(ValueError, match="evals"):  # issue 22: never silently fewer
+        ScheduleSpec(epochs=2, evals=5)
 
 
 def test_eval_every_still_counts_epochs() -> None:

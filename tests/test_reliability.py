@@ -56,7 +56,7 @@ def _popen(*args: str) -> subprocess.Popen[str]:
 def _wait_for_lock(run: Path, proc: subprocess.Popen[str]) -> None:
     """Until `proc` holds the run folder's lock (its setup is done and training begins)."""
     deadline = time.monotonic() + 120
-    lock = run / ".lock"
+    lock = run / ".distill-lock"
     while time.monotonic() < deadline and proc.poll() is None:
         if lock.is_file() and lock.read_text().strip() == str(proc.pid):
             return

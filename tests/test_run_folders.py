@@ -72,9 +72,11 @@ def test_runs_are_marked_and_overwrite_replaces_only_a_marked_run(tmp_path: Path
     result = api.run(recipe)
     run = RunDir(result.run_dir)
     assert run.marker.is_file() and run.best.is_file()
-    (run.path / "notes.txt").write_text("mine")  # inside a run folder: the run's to replace
+    (run.path / "notes.txt").write_text("mine")  # a user's file inside a run folder
+    (run.path / "report_loss.png").write_bytes(b"old figure")  # distill's: replaced
     api.run(recipe, overwrite=True)
-    assert run.marker.is_file() and not (run.path / "notes.txt").exists()
+    assert run.marker.is_file() and (run.path / "notes.txt").read_text() == "mine"
+    assert not (run.path / "report_loss.png").exists()
 
 
 def test_a_run_from_before_the_marker_is_still_a_run(tmp_path: Path) -> None:
@@ -116,10 +118,10 @@ def test_stale_temp_files_are_removed_at_the_next_start(tmp_path: Path) -> None:
     stale = [run.checkpoints / ".last.safetensors.k1ll3d.tmp", run.path / ".summary.json.x.tmp"]
     for path in stale:
         path.write_bytes(b"\0" * 1024)
-    keep = run.path / "user.tmp"  # not ours: left alone
+    keep = run.path / "user.tmp"  # not ours: left alone, even by --overwrite
     keep.write_text("x")
     api.run(recipe, schedule__epochs=1, overwrite=True)
-    assert not any(p.exists() for p in stale) and not keep.exists()  # overwrite empties the run
+    assert not any(p.exists() for p in stale) and keep.read_text() == "x"
     run2 = RunDir(api.run(_recipe(tmp_path, "t2", epochs=2)).run_dir)
     (run2.checkpoints / ".best.safetensors.zz.tmp").write_bytes(b"x")
     run2.last.unlink()

@@ -45,6 +45,7 @@ def _tiny(raw: dict[str, Any], out: Path) -> dict[str, Any]:
         "warmup_steps": 2,
         "warmup_fraction": None,
         "eval_every": 1,
+        "evals": None if schedule.get("evals") is None else min(schedule["evals"], epochs),
         "save_epochs": [],
     }
     raw["output"] = {"dir": str(out)}

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from distill_cli.errors import DistillError
 from distill_cli.recipe.document import Recipe
 from distill_cli.rundir import RunDir
 from distill_cli.train import engine
@@ -229,6 +230,10 @@ def bench_train(
     the medians are compared: on a machine whose load changes while the benchmark runs, a
     drift then hits both sides alike instead of whichever ran second.
     """
+    if bare_script is not None and not bare_script.is_file():  # never a silent fallback
+        raise DistillError(
+            "the bare-step script was not found", str(bare_script), "pass bare_kd_step.py"
+        )
     result: dict[str, Any] = {"recipe": recipe.name, "rounds": rounds}
     setup = build(recipe)
     info = setup.plan()

@@ -27,8 +27,10 @@ def entry(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except OSError as exc:  # the file system said no (permissions, a full disk, a FIFO...)
-        where = f" ({exc.filename})" if exc.filename else ""
-        _fail(f"error: {exc.strerror or exc}{where}", EXIT_FAILURE, debug)
+        from distill_cli.host import fs_failed
+
+        failed = fs_failed(exc, exc.filename or "a file", "work with a file")
+        _fail(f"error: {failed}", EXIT_FAILURE, debug)
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode
         if _is_click_error(exc):
             _fail(f"error: {usage_line(exc)}", int(getattr(exc, "exit_code", 2)), debug)

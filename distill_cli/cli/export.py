@@ -90,6 +90,10 @@ def export_cmd(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="output folder (default: <run>/export/)")
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="write into an --out folder that holds files of your own"),
+    ] = False,
     checkpoint: CheckpointOpt = None,
     recipe: Annotated[
         Path | None,
@@ -237,6 +241,7 @@ def export_cmd(
     options = ExportOptions(
         source=source,
         out=out,
+        force=force,
         checkpoint=checkpoint,
         recipe=recipe,
         num_classes=num_classes,

@@ -94,6 +94,9 @@ def students_cmd(
         str | None, typer.Option("--student", help="recipe for this fit instead of the best")
     ] = None,
     name: Annotated[str | None, typer.Option("--name", help="recipe run name")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="replace an existing --write-recipe file")
+    ] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -149,6 +152,7 @@ def students_cmd(
                 teacher_checkpoint=teacher_checkpoint,
                 student=student,
                 recipe_name=name,
+                force=force,
                 **options,
             )
         except NoFit as exc:

@@ -87,7 +87,13 @@ class ImageSet:
         one more), drawn at random with `seed`; a class with too few items gives all it has and
         the rest is filled from the other classes. Unlabeled data falls back to a random subset.
         """
-        if count is None or count >= len(self):
+        if count is not None and count > len(self):
+            raise DistillError(
+                f"data.subset ({count}) is larger than the training data ({len(self)} images)",
+                "data.subset",
+                f"use at most {len(self)}, or drop subset to train on all of it",
+            )
+        if count is None or count == len(self):
             return self
         if self.labels is None:
             return self.limited(count, seed)

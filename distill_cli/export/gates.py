@@ -58,6 +58,14 @@ class Gates:
                 )
         if self.latency_stat not in LATENCY_STATS:
             raise DistillError(f"unknown latency statistic {self.latency_stat!r}", "--latency-stat")
+        from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS
+
+        if self.latency_variant not in ("fp32", *PRECISIONS, *QUANTIZATIONS):
+            raise DistillError(
+                f"unknown latency variant {self.latency_variant!r}",
+                "--latency-variant",
+                "fp32, " + ", ".join((*PRECISIONS, *QUANTIZATIONS)),
+            )
         if self.max_latency_ms is not None:
             if self.latency_variant not in ("fp32", *variants):
                 raise DistillError(

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from distill_cli.export.ranges import check_range
+from distill_cli.host import check_threads, cpu_count
 from distill_cli.students.cache import cpu_model
 
 #: The protocol's minimums; `meets_protocol` in each entry says whether a run honoured them.
@@ -51,8 +52,9 @@ class TimingPlan:
         check_range(self.max_time_s, "--max-time", 0.0)
         check_range(self.batch, "--batch", 1)
         check_range(self.threads, "--threads", 0)
+        check_threads(self.threads, "--threads")
         if self.threads <= 0:
-            self.threads = os.cpu_count() or 1
+            self.threads = cpu_count()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -12,6 +12,7 @@ constant, which would break the dynamic batch axis the parity gate then checks a
 
 from __future__ import annotations
 
+import errno
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +22,17 @@ import onnx
 import torch
 from torch import nn
 
-from distill_cli.errors import DistillError
+from distill_cli.errors import DistillError, RunFailed
 from distill_cli.export.capture import captured_output
+from distill_cli.host import atomic_write, fs_failed, refuse_link
 
 Exporter = Literal["dynamo", "torchscript"]
 EXPORTERS: tuple[Exporter, ...] = ("dynamo", "torchscript")
 #: Supported by every ONNX Runtime since 1.14, by both exporters, and by the int8 quantizer.
 DEFAULT_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+#: File-system failures an exporter may hit while writing: not the architecture's fault.
+_FS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
 _MAX_SINGLE_FILE = 1_800_000_000  # protobuf's 2 GiB limit, with room for the graph
 
 
@@ -137,7 +141,12 @@ def export_onnx(
     if exporter not in EXPORTERS:
         raise DistillError(f"unknown exporter {exporter!r}", "--exporter", "dynamo or torchscript")
     module.eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    refuse_link(path)  # a link planted where model.onnx belongs is never followed
+    refuse_link(Path(str(path) + ".data"))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise fs_failed(exc, path.parent, "create the output folder") from exc
     example = torch.randn(2, *input_shape)
     order = [exporter, *(e for e in EXPORTERS if e != exporter)]
     attempts: list[dict[str, Any]] = []
@@ -150,6 +159,10 @@ def export_onnx(
                 _export_once(module, example, path, name, opset, dynamic_size)
                 check_onnx(path)
         except Exception as exc:
+            disk = _fs_cause(exc)
+            if disk is not None:  # the disk, not the architecture: say so, exit 1
+                _remove(path)
+                raise fs_failed(disk, path, "write the ONNX file") from exc
             attempts.append(
                 {
                     "exporter": name,
@@ -166,12 +179,25 @@ def export_onnx(
             path, exporter, name, model_opset(path), time.perf_counter() - started, attempts
         )
     _remove(path)
-    raise DistillError(
+    raise RunFailed(  # valid input, work that failed: exit 1
         "ONNX export failed with both exporters: "
         + "; ".join(f"{a['exporter']}: {a['error']}" for a in attempts),
         str(path),
         "see the README's list of architectures that do not export",
     )
+
+
+def _fs_cause(exc: BaseException) -> OSError | None:
+    """The file-system error (a full disk, no permission) behind an exporter's failure, if
+    any: exporters wrap it in their own exception types."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, OSError) and seen.errno in _FS_ERRNOS:
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _remove(path: Path) -> None:
@@ -186,10 +212,12 @@ def model_opset(path: Path) -> int:
 
 def save_model(model: onnx.ModelProto, path: Path) -> None:
     """One self-contained file when it fits protobuf's limit, external data beside it otherwise."""
-    _remove(path)
-    if model.ByteSize() < _MAX_SINGLE_FILE:
-        onnx.save(model, str(path))
+    refuse_link(path)
+    if model.ByteSize() < _MAX_SINGLE_FILE:  # one file: temp file and rename (host's rule)
+        atomic_write(path, model.SerializeToString())
+        Path(str(path) + ".data").unlink(missing_ok=True)  # a larger model's, now stale
     else:
+        _remove(path)
         onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
 
 

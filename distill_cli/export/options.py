@@ -19,6 +19,7 @@ from distill_cli.export.onnx_export import DEFAULT_OPSET, EXPORTERS, Exporter
 from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL
 from distill_cli.export.ranges import check_range
 from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS
+from distill_cli.host import check_input_px
 
 
 def check_opset(opset: int, exporter: str) -> None:
@@ -71,6 +72,8 @@ class ExportOptions:
     teacher: bool = True
     timing: lat.TimingPlan = field(default_factory=lat.TimingPlan)
     gates: Gates = field(default_factory=Gates)
+    #: write into an existing folder that holds files distill did not write (`--force`)
+    force: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -142,6 +145,7 @@ class ExportOptions:
         check_range(self.rtol, "--rtol", 0.0)
         check_range(self.num_classes, "--num-classes", 1)
         check_range(self.input_size, "--input-size", 1)
+        check_input_px(self.input_size, "--input-size")
         if self.onnx is not None and not self.onnx.is_file():
             raise DistillError("ONNX file not found", str(self.onnx))
         self.gates.validate(self.variants, self.latency)

@@ -43,8 +43,10 @@ from distill_cli.export.reparam import Reparam, reparameterize
 from distill_cli.export.report import ExportReport, metadata_props, model_block
 from distill_cli.export.source import Source, resolve_source, sha256_file
 from distill_cli.export.variants import make_fp16, make_int8
+from distill_cli.host import claim_folder
 from distill_cli.model_view import load_sizes
 from distill_cli.models import Net, count_flops, spec_input_size
+from distill_cli.rundir import RunDir
 
 #: How many seeded random inputs stand in for validation images when there are none.
 RANDOM_INPUTS = 64
@@ -53,6 +55,10 @@ Log = Callable[[str], None]
 
 def _silent(_: str) -> None:
     pass
+
+
+#: The file that marks a folder as an export's output (distill replaces its own files there).
+EXPORT_MARKER = ".distill-export"
 
 
 def run_export(opts: ExportOptions, log: Log = _silent) -> ExportReport:
@@ -82,7 +88,10 @@ def _run(opts: ExportOptions, log: Log) -> ExportReport:
         seed=opts.seed,
     )
     out = opts.out or src.default_out
-    out.mkdir(parents=True, exist_ok=True)
+    # the run's own export/ folder (from before the marker) is distill's; any other folder
+    # with content must carry the marker, or --force
+    legacy = out == src.default_out and out.name == "export" and RunDir(out.parent).is_run
+    claim_folder(out, EXPORT_MARKER, force=opts.force or legacy, override="--force")
     student, info = src.student, src.student.info
     shape = (info.in_chans, *info.input_size)
     load_size = _load_size(src)
@@ -183,7 +192,7 @@ def _data_inputs(
         count,
         seed=seed,
         load_size=load_size,
-        workers=dspec.workers if dspec else 0,
+        workers=dspec.resolved_workers if dspec else 0,
         **kwargs,
     )
 

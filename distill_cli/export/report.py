@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
 from distill_cli import __version__
-from distill_cli.checkpoint import atomic_write
 from distill_cli.errors import DistillError
 from distill_cli.export.preprocess import Preprocess
+from distill_cli.host import atomic_write
 from distill_cli.model_view import ModelInfo
 
 SCHEMA = "distill.export/1"

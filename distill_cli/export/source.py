@@ -24,7 +24,7 @@ import torch
 from distill_cli.checkpoint import read_sidecar
 from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
-from distill_cli.models import Net, check_model_name, create_net, infer_num_classes
+from distill_cli.models import Net, check_model_name, create_net, infer_num_classes, probe
 from distill_cli.recipe.document import Recipe, load_recipe
 from distill_cli.recipe.sections import ModelSpec
 from distill_cli.rundir import RunDir
@@ -269,6 +269,15 @@ def _from_timm(
         torch.manual_seed(seed)  # the same random weights, so the same verdict, on every run
     student = create_net(spec, int(classes), exportable=True)
     student.module.eval()
+    if model_kwargs:  # a value timm accepts at creation may only fail in forward (drop_rate=abc)
+        try:
+            probe(student, "student", torch.device("cpu"))
+        except DistillError as exc:
+            raise DistillError(
+                f"the model does not run with --model-arg {model_kwargs}: {exc.what}",
+                "--model-arg",
+                "give each KEY=VALUE the type timm's model takes (numbers unquoted)",
+            ) from None
     if checkpoint is None:
         notes.append(
             f"random weights (no --checkpoint, seed {seed}): the export checks the graph, "

@@ -27,6 +27,7 @@ from onnxruntime.quantization import CalibrationDataReader
 from distill_cli.errors import DistillError
 from distill_cli.export.capture import captured_output
 from distill_cli.export.onnx_export import INPUT_NAME, check_onnx, save_model
+from distill_cli.host import atomic_write
 
 PRECISIONS = ("fp16",)
 QUANTIZATIONS = ("int8",)
@@ -114,7 +115,7 @@ def make_int8(
             with captured_output() as out:
                 quantize_static(
                     str(prepared),
-                    str(dst),
+                    str(Path(tmp) / "quantized.onnx"),  # then renamed into place (host's rule)
                     reader,
                     quant_format=QuantFormat.QDQ,
                     per_channel=True,
@@ -124,13 +125,13 @@ def make_int8(
                     extra_options={"CalibTensorRangeSymmetric": False},
                 )
         except Exception as exc:
-            dst.unlink(missing_ok=True)
             raise DistillError(
                 f"int8 quantization failed: {type(exc).__name__}: {str(exc)[:300]}"
                 + (f" [{out.tail()}]" if out.tail() else ""),
                 str(src),
                 "try --calib-method minmax, or export without --quantize",
             ) from exc
+        atomic_write(dst, (Path(tmp) / "quantized.onnx").read_bytes())
     check_onnx(dst)
     return {
         "path": str(dst),

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as st_save
 
-from distill_cli.checkpoint import atomic_write
 from distill_cli.data.loader import BatchStream
 from distill_cli.errors import DistillError
+from distill_cli.host import atomic_write
 from distill_cli.model_view import eval_pixels, normalize
 from distill_cli.models import Net
 

@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from distill_cli.errors import DistillError, did_you_mean
+from distill_cli.host import MAX_NESTING, check_nesting, nesting_depth
 from distill_cli.recipe.sections import (
     AugmentSpec,
     DataSpec,
@@ -156,20 +157,37 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: tree}
 
 
+def _shallow(key: str, value: Any, where: str) -> Any:
+    """`value` when it and its key (whose dots nest too: `a.a.a...`) stay within MAX_NESTING
+    levels; deeper data would exhaust the stack while it is validated."""
+    if key.count(".") + 1 + nesting_depth(value) > MAX_NESTING:
+        raise DistillError(
+            f"the value nests more than {MAX_NESTING} levels deep", where, "flatten it"
+        )
+    return value
+
+
 def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
     """Apply ``a.b=c`` overrides; values are parsed as YAML so numbers and lists keep their type."""
     if isinstance(overrides, Mapping):
         for key, value in overrides.items():
-            _set(raw, key, value.as_posix() if isinstance(value, Path) else value)
+            value = value.as_posix() if isinstance(value, Path) else value
+            _set(raw, key, _shallow(key, value, key))
         return raw
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise DistillError(f"override {item!r} is not KEY=VALUE", "--set", "e.g. optim.lr=3e-3")
+        where = f"--set {key[:60]}"
         try:
-            _set(raw, key, yaml.safe_load(value))
+            parsed = yaml.safe_load(value)
         except yaml.YAMLError as exc:
-            raise DistillError(f"override {item!r} has an unparsable value", "--set") from exc
+            raise DistillError(f"override {item[:80]!r} has an unparsable value", "--set") from exc
+        except RecursionError:
+            raise DistillError(
+                f"the value nests more than {MAX_NESTING} levels deep", where, "flatten it"
+            ) from None
+        _set(raw, key, _shallow(key, parsed, where))
     return raw
 
 
@@ -255,6 +273,11 @@ def load_recipe(
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or "not valid YAML"
         raise DistillError(f"YAML syntax error: {problem}", where, "fix the YAML") from exc
+    except RecursionError:  # the YAML parser recurses per level: thousands exhaust the stack
+        raise DistillError(
+            f"the recipe nests more than {MAX_NESTING} levels deep", str(path), "flatten it"
+        ) from None
+    check_nesting(raw, str(path))
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

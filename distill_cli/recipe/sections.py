@@ -11,14 +11,53 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from distill_cli import host
 from distill_cli.errors import DistillError
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
+#: Synthetic images are generated into memory: more bytes than this is a typo, not a test.
+MAX_SYNTHETIC_BYTES = 8 << 30
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+def _pixels(value: int) -> int:
+    """An input side within host.MAX_INPUT_PX, with the reason in the message."""
+    if value > host.MAX_INPUT_PX:
+        raise ValueError(
+            f"{value} px is above the limit of {host.MAX_INPUT_PX} px (its activations would "
+            f"not fit in memory); use at most {host.MAX_INPUT_PX}"
+        )
+    return value
+
+
+def _machine_threads(value: int | None) -> int | None:
+    """Threads or workers within host.max_threads() (a few per core of this machine)."""
+    if value is not None and value > host.max_threads():
+        raise ValueError(
+            f"{value} is more than this machine can use (at most {host.max_threads()}: "
+            f"{host.PER_CORE} per core, {host.cpu_count()} cores); more only thrashes or "
+            "exhausts the OS"
+        )
+    return value
+
+
+Pixels = Annotated[int, Field(gt=0), AfterValidator(_pixels)]
+
+
+def _float32(value: Any) -> Any:
+    """Every float of a recipe reaches a float32 tensor: |x| beyond float32's range would
+    become inf there (`lr: 1e39` passed `gt=0` and crashed inside AdamW)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, float):
+            problem = host.float32_problem(item)
+            if problem:
+                raise ValueError(f"{item!r} {problem}")
+    return value
 
 
 class Strict(BaseModel):
@@ -29,6 +68,11 @@ class Strict(BaseModel):
     model_config = ConfigDict(
         extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False
     )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _in_float32(cls, value: Any) -> Any:
+        return _float32(value)
 
 
 class ModelSpec(Strict):
@@ -99,6 +143,14 @@ class ModelSpec(Strict):
             )
         return names
 
+    @field_validator("input_size", mode="after")
+    @classmethod
+    def _input_bounded(cls, value: Any) -> Any:
+        for side in value if isinstance(value, tuple) else [value]:
+            if side is not None:
+                _pixels(side)
+        return value
+
     @model_validator(mode="after")
     def _one_weight_source(self) -> ModelSpec:
         if self.pretrained and self.checkpoint is not None:
@@ -116,8 +168,18 @@ class SyntheticSpec(Strict):
     num_classes: PositiveInt = 4
     train_size: PositiveInt = 256
     val_size: PositiveInt = 64
-    image_size: PositiveInt = 32
+    image_size: Pixels = 32
     channels: Literal[1, 3] = 3
+
+    @model_validator(mode="after")
+    def _fits_in_memory(self) -> SyntheticSpec:
+        size = (self.train_size + self.val_size) * self.channels * self.image_size**2
+        if size > MAX_SYNTHETIC_BYTES:
+            raise ValueError(
+                f"the synthetic images take {size / 2**30:.1f} GiB of memory, above the limit "
+                f"of {MAX_SYNTHETIC_BYTES >> 30} GiB; lower train_size, val_size or image_size"
+            )
+        return self
 
 
 class DataSpec(Strict):
@@ -157,13 +219,17 @@ class DataSpec(Strict):
         "(seeded by runtime.seed; small-data distillation, quick runs)",
     )
     val_limit: PositiveInt | None = None
-    load_size: PositiveInt | None = Field(
+    load_size: Pixels | None = Field(
         None,
         description="image_folder: training images keep their aspect ratio with the longer side "
         "decoded to this (crops see the whole photo); validation images get a centre square "
         "of this side",
     )
-    workers: int = Field(4, ge=0, description="decode workers for image folders")
+    workers: Annotated[int, Field(ge=0), AfterValidator(_machine_threads)] | None = Field(
+        None,
+        description="decode workers for image folders; at most 4 per core; default: 4, never "
+        "more than the cores",
+    )
     decode: Literal["auto", "workers", "device"] = Field(
         "auto",
         description="image folders: decode in workers (CPU) or batched on the device "
@@ -186,6 +252,11 @@ class DataSpec(Strict):
         if self.source in ("shards", "hf_dataset") and self.root is None:
             raise ValueError(f"{self.source} needs root (train_dir and val_dir are under it)")
         return self
+
+    @property
+    def resolved_workers(self) -> int:
+        """The decode workers: as set, else 4 but never more than this machine's cores."""
+        return host.default_workers() if self.workers is None else self.workers
 
     @property
     def resolved_root(self) -> Path | None:
@@ -286,7 +357,24 @@ class ScheduleSpec(Strict):
             raise ValueError("set exactly one of epochs or steps")
         if self.warmup_fraction is not None and self.warmup_steps:
             raise ValueError("set either warmup_steps or warmup_fraction, not both")
+        if self.epochs is not None:
+            self.check_epochs(self.epochs)
         return self
+
+    def check_epochs(self, epochs: int) -> None:
+        """Settings that name epochs must fall inside the run (a checkpoint at epoch 50 of a
+        20-epoch run, or 10 evaluations of 3 epochs, would silently not happen)."""
+        late = [e for e in self.save_epochs if e > epochs]
+        if late:
+            raise ValueError(
+                f"save_epochs {late} are past the run's last epoch ({epochs}); drop them or "
+                "train longer"
+            )
+        if self.evals is not None and self.evals > epochs:
+            raise ValueError(
+                f"evals ({self.evals}) is more than the run's epochs ({epochs}): at most one "
+                "evaluation per epoch; lower evals"
+            )
 
     def warmup(self, total_steps: int) -> int:
         """Warmup length in steps: fixed, or a fraction of the run's length."""
@@ -301,7 +389,7 @@ class ScheduleSpec(Strict):
         last epoch is always evaluated and the count does not grow with the schedule.
         """
         if self.evals is not None:
-            n = min(self.evals, epochs)
+            n = min(self.evals, epochs)  # equal under validation; a steps run is checked at build
             return any(-(-k * epochs // n) == epoch for k in range(1, n + 1))
         return bool(self.eval_every) and epoch % self.eval_every == 0
 
@@ -317,7 +405,9 @@ class RuntimeSpec(Strict):
         "default", description="torch.compile mode; reduce-overhead = CUDA graphs (small images)"
     )
     seed: int = 0
-    threads: PositiveInt | None = Field(None, description="CPU threads for torch")
+    threads: Annotated[int, Field(gt=0), AfterValidator(_machine_threads)] | None = Field(
+        None, description="CPU threads for torch; at most 4 per core of this machine"
+    )
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="a NaN/Inf loss stops the run, or its step is skipped (counted)"
     )
@@ -353,6 +443,11 @@ class MethodParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
     name: str
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _in_float32(cls, value: Any) -> Any:
+        return _float32(value)
 
 
 def check_run_name(name: str, where: str = "output.name") -> str:

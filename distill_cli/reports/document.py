@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import yaml
 
 from distill_cli.checkpoint import read_sidecar
 from distill_cli.errors import DistillError
+from distill_cli.host import atomic_write, refuse_link
 from distill_cli.models import infer_num_classes, model_cost
 from distill_cli.reports import plots
 from distill_cli.reports.history import RunHistory, load_run
@@ -284,24 +286,37 @@ def build_blocks(history: RunHistory, images: dict[str, Path]) -> list[Block]:
     return blocks
 
 
+def _md_text(text: str) -> str:
+    """Text from a run's files (a recipe's description, a note) as Markdown that renders as
+    the same text: no raw HTML a viewer would run or render."""
+    return html.escape(str(text), quote=False)
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any backtick run in `text`, so the text cannot close it."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
 def to_markdown(blocks: list[Block], folder: Path) -> str:
     out = []
     for block in blocks:
         kind = block[0]
         if kind in ("h1", "h2"):
-            out.append(("#" if kind == "h1" else "##") + " " + block[1])
+            out.append(("#" if kind == "h1" else "##") + " " + _md_text(block[1]))
         elif kind == "p":
-            out.append(block[1])
+            out.append(_md_text(block[1]))
         elif kind == "table":
             head, rows = block[1], block[2]
-            cells = [[str(c).replace("|", "\\|") for c in row] for row in [head, *rows]]
+            cells = [[_md_text(c).replace("|", "\\|") for c in row] for row in [head, *rows]]
             lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(head)]
             lines += ["| " + " | ".join(row) + " |" for row in cells[1:]]
             out.append("\n".join(lines))
         elif kind == "img":
             out.append(f"![{block[2]}]({block[1].relative_to(folder).as_posix()})")
         elif kind == "pre":
-            out.append(f"```{block[2]}\n{block[1].rstrip()}\n```")
+            fence = _fence(block[1])
+            out.append(f"{fence}{block[2]}\n{block[1].rstrip()}\n{fence}")
     return "\n\n".join(out) + "\n"
 
 
@@ -339,6 +354,16 @@ def write_report(run: str | Path) -> ReportResult:
     """Write report.html, report.md and report_*.png into the run folder."""
     history = load_run(run)
     folder = RunDir(history.path)
+    if not folder.is_run:  # a recipe.yaml alone is many projects' folder: not ours to write
+        raise DistillError(
+            "not a distill run folder (no .distill-run marker or distill checkpoint); distill "
+            "writes reports only into its own runs",
+            str(folder.path),
+            "pass runs/<name>",
+        )
+    names = ("accuracy", "training", "latency")
+    for target in (folder.report_md, folder.report_html, *map(folder.report_image, names)):
+        refuse_link(target)  # all checked before anything is written: no half-made report
     images = {
         "accuracy": plots.save(plots.accuracy_figure(history), folder.report_image("accuracy")),
         "training": plots.save(plots.training_figure(history), folder.report_image("training")),
@@ -351,8 +376,8 @@ def write_report(run: str | Path) -> ReportResult:
         images["latency"] = plots.save(latency, folder.report_image("latency"))
     blocks = build_blocks(history, images)
     md_path, html_path = folder.report_md, folder.report_html
-    md_path.write_text(to_markdown(blocks, folder.path))
-    html_path.write_text(to_html(blocks, f"distill report: {history.name}"))
+    atomic_write(md_path, to_markdown(blocks, folder.path))
+    atomic_write(html_path, to_html(blocks, f"distill report: {history.name}"))
     final = history.final_eval()
     return ReportResult(
         html=html_path,

@@ -99,26 +99,90 @@ class RunHistory:
 
 
 def _read_json(path: Path, notes: list[str]) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None with a note (not JSON, not UTF-8, not an object)."""
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_bytes())
+        data = json.loads(path.read_bytes())
     except json.JSONDecodeError as exc:
         notes.append(f"{path.name} is not valid JSON ({exc.msg}); left out")
+        return None
     except UnicodeDecodeError:
         notes.append(f"{path.name} is not UTF-8 text; left out")
+        return None
+    except RecursionError:
+        notes.append(f"{path.name} nests too deep to be distill's; left out")
+        return None
+    if not isinstance(data, dict):
+        notes.append(f"{path.name} is not a JSON object ({type(data).__name__}); left out")
+        return None
+    return data
+
+
+#: What the report reads from export/report.json: each block's type (a list or mapping of
+#: dicts where the report iterates). A hand-edited file that breaks it is left out, noted.
+_EXPORT_SHAPE: dict[str, type] = {
+    "model": dict,
+    "teachers": list,
+    "parity": dict,
+    "variants": dict,
+    "latency": dict,
+    "gates": dict,
+}
+
+
+def _export_problem(report: dict[str, Any]) -> str | None:
+    """Why export/report.json does not have the shape the report reads, or None."""
+    for key, kind in _EXPORT_SHAPE.items():
+        value = report.get(key)
+        if value is not None and not isinstance(value, kind):
+            return f"{key} is not a {kind.__name__}"
+    items = [*(report.get("teachers") or []), *(report.get("variants") or {}).values()]
+    if not all(isinstance(item, dict) for item in items):
+        return "teachers/variants hold something other than objects"
+    for variant in (report.get("variants") or {}).values():
+        if not isinstance(variant.get("parity") or {}, dict):
+            return "a variant's parity is not an object"
+    if not isinstance((report.get("parity") or {}).get("inputs") or {}, dict):
+        return "parity.inputs is not an object"
+    latency = report.get("latency") or {}
+    entries = latency.get("entries") or []
+    if not isinstance(entries, list) or not isinstance(latency.get("protocol") or {}, dict):
+        return "latency.entries is not a list"
+    for entry in entries:
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(k), str) for k in ("name", "model", "runtime", "variant")
+        ):
+            return "a latency entry lacks its names"
+        if any(isinstance(entry.get(k), (bool, list, dict)) for k in ("p50_ms", "p90_ms")):
+            return "a latency entry has non-numeric times"
+    for block in (report.get("model") or {}, *(report.get("teachers") or [])):
+        if any(isinstance(block.get(k), (str, bool, list, dict)) for k in ("params", "gflops")):
+            return "params/gflops are not numbers"
     return None
 
 
+def _read_export(folder: RunDir, notes: list[str]) -> dict[str, Any] | None:
+    """export/report.json when it has the shape distill writes; else None with a note."""
+    report = _read_json(folder.export_report, notes)
+    problem = None if report is None else _export_problem(report)
+    if problem is not None:
+        notes.append(f"export/report.json is damaged ({problem}); the export is left out")
+        return None
+    return report
+
+
 def _read_metrics(folder: RunDir, notes: list[str]) -> list[dict[str, Any]]:
-    """metrics.jsonl; a torn or garbled line (the run was killed while writing it, the disk
-    filled up) is skipped with a note."""
+    """metrics.jsonl; a torn, garbled or hand-broken line (the run was killed while writing
+    it, the disk filled up, wrong types) is skipped with a note."""
     records = []
     for number, (line, record) in enumerate(folder.metric_lines(), 1):
         if record is not None:
             records.append(record)
         elif line.strip():
-            notes.append(f"metrics.jsonl line {number} is not JSON; skipped")
+            notes.append(
+                f"metrics.jsonl line {number} is not JSON (or not a distill record); skipped"
+            )
     return records
 
 
@@ -129,7 +193,7 @@ def _read_summary(folder: RunDir, notes: list[str]) -> RunSummary | None:
         return None
     try:
         return RunSummary.from_dict(data)
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         notes.append(f"{folder.summary.name} is incomplete ({exc}); it was ignored")
         return None
 
@@ -165,7 +229,7 @@ def load_run(path: str | Path) -> RunHistory:
         recipe=recipe,
         records=_read_metrics(folder, notes),
         summary=_read_summary(folder, notes),
-        export=_read_json(folder.export_report, notes),
+        export=_read_export(folder, notes),
         notes=notes,
         class_eval=_read_class_eval(folder, notes),
     )

@@ -8,6 +8,7 @@ it as a PNG. The data a figure shows is exactly the history's records; nothing i
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from distill_cli.class_eval import ClassEval
+from distill_cli.host import atomic_write
 from distill_cli.reports.history import RunHistory
 
 STUDENT, AGREEMENT, TEACHER = "#1f77b4", "#2ca02c", "#d62728"
@@ -29,9 +31,29 @@ def _num(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+#: The PNG text tag distill's figures carry: `compare --plot` replaces only a file that has it.
+SOFTWARE_TAG = b"Software\x00distill"
+
+
 def save(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    """The figure as a PNG, written atomically and never through a symlink (host's rule)."""
+    buffer = io.BytesIO()
+    tag = {"Software": "distill"}
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata=tag)
+    atomic_write(path, buffer.getvalue())
     return path
+
+
+def made_by_distill(path: Path) -> bool:
+    """A regular PNG file carrying distill's tag (a figure an earlier command wrote)."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG") and SOFTWARE_TAG in head
 
 
 def _percent_axis(ax: Any, values: list[float]) -> None:

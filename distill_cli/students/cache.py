@@ -9,15 +9,18 @@ miss. Nothing here imports torch, timm or onnxruntime, so a fully cached query s
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from distill_cli.errors import DistillError
+from distill_cli.host import atomic_write
 from distill_cli.students.types import StudentQuery, Timing
+from distill_cli.typecheck import field_problem
 
 _PACKAGES = (
     "distill-cli",
@@ -87,14 +90,22 @@ def read(path: Path, key: dict[str, Any]) -> Any:
 
 
 def write(path: Path, key: dict[str, Any], value: Any) -> None:
+    """Atomically, never through a symlink (host.atomic_write); a cache folder that cannot be
+    written (read-only, full, a link planted in it) only costs speed."""
+    with contextlib.suppress(DistillError):
+        atomic_write(path, json.dumps({"key": key, "value": value}, default=str))
+
+
+def _timing(value: Any) -> Timing | None:
+    """A cached timing, or None (a miss: measured again) when a hand-edited or damaged file
+    holds wrong types or numbers that are not finite (a NaN latency is never "measured")."""
+    if not isinstance(value, dict):
+        return None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"key": key, "value": value}, f, default=str)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache folder only costs speed
+        timing = Timing.from_dict(value)
+    except TypeError:  # a required field is missing
+        return None
+    return timing if field_problem(timing, finite=True) is None else None
 
 
 @dataclass
@@ -121,8 +132,7 @@ class Cache:
 
     def timing(self, name: str, q: StudentQuery) -> Timing | None:
         key = self.timing_key(name, q)
-        value = read(self.path("timings", key), key)
-        return Timing.from_dict(value) if isinstance(value, dict) else None
+        return _timing(read(self.path("timings", key), key))
 
     def save_timing(self, timing: Timing, q: StudentQuery) -> None:
         key = self.timing_key(timing.name, q)

@@ -9,9 +9,10 @@ the listing is capped by default; `limit=None` lists every match.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -23,6 +24,7 @@ import torch
 from timm.models import get_pretrained_cfg, is_model_pretrained, split_model_name_tag
 
 from distill_cli.errors import DistillError, did_you_mean
+from distill_cli.host import atomic_write
 from distill_cli.models import count_flops
 
 _WILDCARDS = "*?["
@@ -90,20 +92,27 @@ def _load_cache(path: Path) -> dict[str, dict[str, Any]]:
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, dict):
         return {}
-    return {k: v for k, v in models.items() if isinstance(v, dict)}
+    return {k: v for k, v in models.items() if isinstance(v, dict) and _valid_stats(v)}
+
+
+def _valid_stats(stats: dict[str, Any]) -> bool:
+    """A cached entry distill could have written: params an int, gflops a finite number (or
+    None); anything else (a hand edit, NaN) is measured again."""
+    params, gflops = stats.get("params"), stats.get("gflops")
+    if params is not None and (isinstance(params, bool) or not isinstance(params, int)):
+        return False
+    if gflops is None:
+        return True
+    ok = not isinstance(gflops, bool) and isinstance(gflops, (int, float))
+    return ok and math.isfinite(gflops) and gflops >= 0
 
 
 def _save_cache(path: Path, models: dict[str, dict[str, Any]]) -> None:
-    # Written to a temporary file and renamed, so a killed listing never leaves half a file.
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        merged = {**_load_cache(path), **models}
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"timm": timm.__version__, "models": merged}, f, sort_keys=True)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache folder only costs speed
+    # Written to a temporary file and renamed (never through a symlink), so a killed listing
+    # never leaves half a file; a cache that cannot be written only costs speed.
+    merged = {**_load_cache(path), **models}
+    with contextlib.suppress(DistillError):
+        atomic_write(path, json.dumps({"timm": timm.__version__, "models": merged}, sort_keys=True))
 
 
 def _input_size(name: str) -> tuple[int, int] | None:

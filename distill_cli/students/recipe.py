@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from distill_cli.errors import DistillError, RunFailed
+from distill_cli.host import atomic_write, refuse_existing
 from distill_cli.students.types import StudentEntry, StudentSearch
 
 _SOURCES = {
@@ -85,9 +86,15 @@ def write_recipe(
     teacher_checkpoint: Path | None = None,
     student: str | None = None,
     name: str | None = None,
+    force: bool = False,
 ) -> Path:
-    """Write the recipe for `student` (default: the top-ranked fit) to `path`; returns `path`."""
-    from distill_cli.recipe.document import load_recipe
+    """Write the recipe for `student` (default: the top-ranked fit) to `path`; returns `path`.
+
+    The recipe is validated before it is written, and an existing file is replaced only with
+    `force`."""
+    from pydantic import ValidationError
+
+    from distill_cli.recipe.document import Recipe, format_validation_error
 
     chosen = _choose(search, student)
     q = search.query
@@ -128,10 +135,11 @@ def write_recipe(
     if teacher_checkpoint is None:
         header.append("# The teacher uses timm's hub weights; set teacher.checkpoint for your own.")
     text = "\n".join(header) + "\n" + yaml.safe_dump(raw, sort_keys=False)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    except OSError as exc:
-        raise DistillError(f"cannot write the recipe: {exc.strerror}", str(path)) from exc
-    load_recipe(path)  # what `distill run` will read must validate
+    try:  # what `distill run` will read must validate, before anything is on disk
+        Recipe.model_validate(yaml.safe_load(text))
+    except ValidationError as exc:
+        raise format_validation_error(exc, f"the recipe for {path}") from exc
+    if not force:
+        refuse_existing(path, "--force")
+    atomic_write(path, text)  # never through a symlink, never half a file
     return path

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError, RunFailed, did_you_mean
+from distill_cli.host import refuse_existing
 from distill_cli.students.cache import Cache, cache_root, cpu_model, package_versions, read, write
 from distill_cli.students.rank import Accuracy, entry_for, family_of, load_accuracy, rank
 from distill_cli.students.types import (
@@ -348,6 +349,7 @@ def search_students(
     teacher_checkpoint: str | Path | None = None,
     student: str | None = None,
     recipe_name: str | None = None,
+    force: bool = False,
     **options: Any,
 ) -> StudentSearch:
     """`api.students` (see there). Lives here so the CLI can call it without importing the
@@ -373,6 +375,8 @@ def search_students(
             hint = "synthetic, fashion_mnist or an image folder"
             raise DistillError("--write-recipe needs --data", "--data", hint)
         data_section(str(data))
+        if not force:  # refused before minutes of timing, not after
+            refuse_existing(Path(write_recipe), "--force")
     query = StudentQuery(teacher=teacher, max_latency_ms=float(max_latency_ms), **options)
     search = find_students(query, progress=progress)
     if write_recipe is None:
@@ -385,6 +389,7 @@ def search_students(
             teacher_checkpoint=Path(teacher_checkpoint) if teacher_checkpoint else None,
             student=student,
             name=recipe_name,
+            force=force,
         )
     except RunFailed as exc:  # nothing (or not that student) fits: the timings still count
         raise NoFit(exc, search) from exc

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill_cli.errors import DistillError
+from distill_cli.host import check_input_px, check_threads
 
 Status = Literal["fits", "over", "skipped", "unmeasured", "failed"]
 #: Order of the statuses in the ranked table: the answer first, the reasons for the rest after.
@@ -97,6 +98,8 @@ class StudentQuery:
                 raise bad(what, where)
         if not q.teacher.strip():
             raise bad("the teacher name is empty", "TEACHER")
+        check_input_px(q.input_size, "--input-size")  # the machine's bounds (host.py)
+        check_threads(q.threads, "--threads")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

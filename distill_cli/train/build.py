@@ -219,6 +219,10 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
     view_size = (max(s[0] for s in sizes), max(s[1] for s in sizes))
     train_stream, val_stream = _streams(recipe, data, device, world, max(view_size))
     length = RunLength.of(recipe.schedule, train_stream.steps_per_epoch)
+    try:  # a steps-long run knows its epochs only now
+        recipe.schedule.check_epochs(length.epochs)
+    except ValueError as exc:
+        raise DistillError(str(exc), "schedule", "fix the recipe or the --set value") from None
     ctx = MethodContext(
         student,
         teacher,
@@ -327,7 +331,7 @@ def _streams(
     common = {
         "device": device,
         "seed": rt.seed,
-        "workers": dspec.workers,
+        "workers": dspec.resolved_workers,
         "skip_bad": dspec.on_bad_image == "skip",
         "decode_on_device": dspec.decode == "device"
         or (dspec.decode == "auto" and device.type == "cuda"),

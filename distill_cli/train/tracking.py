@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from distill_cli.errors import DistillError
+from distill_cli.host import atomic_write
 from distill_cli.recipe.document import flatten
 from distill_cli.rundir import RunDir
 
@@ -109,7 +110,7 @@ class MLflowTracker:
             return
         run = mlflow.start_run(run_name=run_dir.name)
         try:
-            id_file.write_text(run.info.run_id + "\n")
+            atomic_write(id_file, run.info.run_id + "\n")
             self._log_params(flatten(recipe.model_dump(mode="json")))
         except BaseException:  # not yet in open_trackers' list, so nobody else would end it
             mlflow.end_run(status="FAILED")

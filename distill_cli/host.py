@@ -1,0 +1,242 @@
+"""The machine distill runs on, and the one rule for writing to it (no torch here).
+
+Two facts live here so that every command applies them the same way:
+
+- **Bounds**: what a recipe or a flag may ask of this machine. Threads and data workers are
+  limited relative to its cores (a typo of `threads: 100000` must not spawn 100,000 OS threads
+  or segfault), input sides to a few thousand pixels (a 100,000 px image is terabytes of
+  activations), floats that reach float32 to what float32 can hold, and nesting of YAML and
+  `--set` values to a sane depth (deeper data would exhaust Python's stack).
+- **Writing**: distill writes only files it names, into folders it made or marked, never
+  through a symlink, and always to a temporary file that is renamed over the target, so a kill
+  or a full disk never leaves half a file and a link never redirects a write onto a user's file.
+  A file-system failure is a :class:`RunFailed` (exit 1) naming the path and what to do.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from distill_cli.errors import DistillError, RunFailed
+
+#: The largest finite float32: a larger setting becomes inf the moment it reaches a tensor.
+FLOAT32_MAX = 3.4028234663852886e38
+#: The largest input side (pixels) distill accepts anywhere: 4096 px already needs ~200 MB per
+#: image of activations in a small CNN; larger sides are typos, not workloads.
+MAX_INPUT_PX = 4096
+#: How deep YAML or `--set` values may nest; a recipe needs 4, deeper data exhausts the stack.
+MAX_NESTING = 64
+#: Threads and workers per core a setting may ask for (oversubscription past this only thrashes).
+PER_CORE = 4
+#: ... but never fewer than this, so a shipped recipe (`workers: 8`) still runs on a 1-core box.
+MIN_THREAD_LIMIT = 8
+
+
+def cpu_count() -> int:
+    """The cores this process may run on (its affinity mask, so a container's limit counts)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def max_threads() -> int:
+    """The most CPU threads (torch, onnxruntime) or data workers a setting may ask for."""
+    return max(MIN_THREAD_LIMIT, PER_CORE * cpu_count())
+
+
+def default_workers() -> int:
+    """Data workers when the recipe sets none: 4, never more than the cores (so PyTorch's
+    DataLoader never warns that it was given more workers than the machine has)."""
+    return min(4, cpu_count())
+
+
+def check_threads(value: int | None, where: str) -> int | None:
+    """`value` when it is within :func:`max_threads`; a one-line error naming the limit."""
+    if value is not None and value > max_threads():
+        raise DistillError(
+            f"{value} is more than this machine can use (at most {max_threads()}: {PER_CORE} per "
+            f"core, {cpu_count()} cores): more threads or workers than that only thrash",
+            where,
+            f"use at most {max_threads()}",
+        )
+    return value
+
+
+def check_input_px(value: int | None, where: str) -> int | None:
+    """An input side within :data:`MAX_INPUT_PX`; a one-line error naming the limit."""
+    if value is not None and value > MAX_INPUT_PX:
+        raise DistillError(
+            f"input size {value} px is above the limit of {MAX_INPUT_PX} px (its activations "
+            "would not fit in memory)",
+            where,
+            f"use at most {MAX_INPUT_PX}",
+        )
+    return value
+
+
+def float32_problem(value: float) -> str | None:
+    """Why `value` cannot be a float32 setting (NaN, infinite, beyond float32), or None."""
+    if not math.isfinite(value):
+        return "must be a finite number"
+    if abs(value) > FLOAT32_MAX:
+        return f"is beyond float32's range (|x| <= {FLOAT32_MAX:.3g}): it would become inf"
+    return None
+
+
+def nesting_depth(value: Any, limit: int = MAX_NESTING) -> int:
+    """How deep dicts and lists nest in `value`, counted without recursion and stopping at
+    `limit` + 1 (so a hostile document costs nothing to measure)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for child in node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((child, depth + 1) for child in node)
+    return deepest
+
+
+def check_nesting(value: Any, where: str) -> Any:
+    """`value` when it nests at most :data:`MAX_NESTING` deep; else a one-line error."""
+    if nesting_depth(value) > MAX_NESTING:
+        raise DistillError(
+            f"the data nests more than {MAX_NESTING} levels deep", where, "flatten it"
+        )
+    return value
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (no race with threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def fs_failed(exc: OSError, path: Path | str, doing: str) -> RunFailed:
+    """A file-system failure while working, as a one-line error naming the path and the fix."""
+    hints = {
+        "ENOSPC": "free disk space and run again",
+        "EDQUOT": "free disk space (quota) and run again",
+        "EACCES": "check the folder's permissions",
+        "EPERM": "check the folder's permissions",
+        "EROFS": "the file system is read-only: choose a writable folder",
+    }
+    import errno
+
+    name = errno.errorcode.get(exc.errno or 0, "")
+    return RunFailed(
+        f"cannot {doing}: {exc.strerror or exc}",
+        str(path),
+        hints.get(name, "check the path, free space and permissions"),
+    )
+
+
+def refuse_link(path: Path) -> None:
+    """A one-line error when `path` is a symlink or not a regular file: distill never writes
+    through a link (it could point at anything) nor over a folder, FIFO or device."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise fs_failed(exc, path, "inspect the file") from exc
+    hint = "remove it or choose another path"
+    if stat.S_ISLNK(mode):
+        raise DistillError(
+            "the target is a symlink; distill never writes through one", str(path), hint
+        )
+    if not stat.S_ISREG(mode):
+        raise DistillError("the target exists and is not a regular file", str(path), hint)
+
+
+def refuse_existing(path: Path, override: str) -> None:
+    """A one-line error when `path` exists (a link, a file, anything): `override` replaces it."""
+    if os.path.lexists(path):
+        raise DistillError(
+            "the file exists; distill does not replace files it was not asked to",
+            str(path),
+            f"choose another path or pass {override} to replace it",
+        )
+
+
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write to a temp file in the same folder, fsync, then rename over `path`.
+
+    `path` must not be a symlink or anything but a regular file (refused before anything is
+    written). The temp file is named `.<name>.<random>.tmp` (RunDir removes leftovers of a kill
+    at the next start) and gets the mode an ordinary `open` would give (0666 less the umask),
+    not mkstemp's private 0600: a shared results folder stays readable by the group. A full
+    disk or a permission problem is a :class:`RunFailed` naming the path.
+    """
+    refuse_link(path)
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise fs_failed(exc, path, "write the file") from exc
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise fs_failed(exc, path, "write the file") from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def claim_folder(path: Path, marker: str, *, force: bool, override: str) -> None:
+    """Make `path` a folder distill may write its named files into, or refuse it.
+
+    A new or empty folder is created and marked with the file `marker`; a marked folder is
+    distill's already. A folder holding anything else is a user's: refused with a one-line
+    error naming `override` (passing it, `force`, marks the folder and goes on, still writing
+    only distill's named files). A symlink or a non-folder is always refused.
+    """
+    if path.is_symlink():
+        raise DistillError(
+            "the output folder is a symlink; distill never writes through one",
+            str(path),
+            "pass the folder the link points to",
+        )
+    if path.exists() and not path.is_dir():
+        raise DistillError("the output path exists and is not a folder", str(path))
+    mark = path / marker
+    if not mark.is_file() or mark.is_symlink():
+        if path.is_dir() and any(path.iterdir()) and not force:
+            raise DistillError(
+                "the output folder holds files distill did not write; distill will not write "
+                "into it",
+                str(path),
+                f"choose a new or empty folder, or pass {override} to write distill's files "
+                "into it",
+            )
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise fs_failed(exc, path, "create the output folder") from exc
+        atomic_write(mark, "written by distill: distill may replace its own files here\n")

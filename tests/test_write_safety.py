@@ -1,0 +1,210 @@
+"""Every command that writes, run in a folder full of a user's things (issue 22, item 5).
+
+The workspace holds what a real project holds next to distill's runs: the user's own files,
+folders that look like runs (a `recipe.yaml` beside a `checkpoints/` folder), a folder with
+the user's own `model.onnx`, a PNG of theirs, and symlinks planted where distill writes
+(`report.html`, a run folder, an `--out` folder, a recipe path). Each writing command (`run`,
+`train`, `export`, `report`, `compare --plot`, `students --write-recipe`, `bench`) runs
+against it, both as a user would (into its own outputs) and aimed at the user's things. The
+property checked after every single command: the whole tree (file contents, modes, link
+targets, folders) is unchanged outside the outputs that command is allowed to write, and a
+command aimed at a user's thing refuses with one `error:` line and changes nothing at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from distill_cli.cli.entry import entry
+from tests.conftest import fm_body, teacher_body, write_recipe
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every entry under `root` (links not followed): content + mode, link target, or kind."""
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            mode = path.lstat().st_mode
+            key = str(path.relative_to(root))
+            if stat.S_ISLNK(mode):
+                out[key] = "link->" + os.readlink(path)
+            elif stat.S_ISREG(mode):
+                out[key] = hashlib.sha256(path.read_bytes()).hexdigest() + oct(mode)
+            else:
+                out[key] = "dir"
+    return out
+
+
+def _changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
+
+def _allowed(path: str, outputs: tuple[str, ...]) -> bool:
+    return any(path == o or path.startswith(o.rstrip("/") + "/") for o in outputs)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A user's project: their files, look-alikes and links, and one finished distill run."""
+    w = tmp_path_factory.mktemp("project")
+    runs = w / "runs"
+    sup = teacher_body(runs, epochs=1)
+    sup["data"]["synthetic"].update(train_size=64, val_size=32)
+    write_recipe(w, "sup", sup)
+    fm = fm_body(runs, runs / "teacher" / "checkpoints" / "best.safetensors", epochs=1)
+    fm["data"]["synthetic"].update(train_size=64, val_size=32)
+    write_recipe(w, "fm", fm)
+    (w / "notes.md").write_text("my notes\n")
+    (w / "victim.txt").write_text("must never change\n")
+    (w / "mine").mkdir()
+    (w / "mine" / "model.onnx").write_bytes(b"my own model")
+    (w / "mine" / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n my photo")
+    (w / "link-out").symlink_to(w / "mine")
+    (w / "link.yaml").symlink_to(w / "victim.txt")
+    look = runs / "project"  # a recipe and checkpoints: many ML projects look like this
+    (look / "checkpoints").mkdir(parents=True)
+    (look / "recipe.yaml").write_text("name: project\nlr: 0.1\n")
+    (look / "checkpoints" / "epoch1.pt").write_bytes(b"my weights")
+    (look / "data.csv").write_text("a,b\n1,2\n")
+    (runs / "alias").symlink_to(w / "mine")
+    return w
+
+
+def _distill(project: Path, argv: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    args = [a.replace("{w}", str(project)) for a in argv]
+    with pytest.raises(SystemExit) as info:
+        entry(args)
+    out, err = capfd.readouterr()
+    return int(info.value.code or 0), out + err
+
+
+#: (argv, exit code, the paths it may write, relative to the project). In order: later
+#: commands use the runs earlier ones made. Code 2 rows aim at a user's thing and must refuse.
+COMMANDS: list[tuple[list[str], int, tuple[str, ...]]] = [
+    (["train", "{w}/sup.yaml", "-q", "--set", "output.name=teacher"], 0, ("runs/teacher",)),
+    (
+        ["run", "{w}/fm.yaml", "-q", "--set", "output.name=student"],
+        0,
+        ("runs/student", "runs/.cache"),
+    ),
+    (["train", "{w}/sup.yaml", "--overwrite", "--set", "output.name=project"], 2, ()),
+    (["train", "{w}/sup.yaml", "--resume", "--set", "output.name=project"], 2, ()),
+    (["train", "{w}/sup.yaml", "--set", "output.name=alias"], 2, ()),
+    (["train", "{w}/sup.yaml", "--set", "output.dir={w}/notes.md"], 2, ()),
+    (
+        [
+            *["export", "{w}/runs/student", "--no-latency", "--images", "8", "--no-teacher"],
+            *["--exporter", "torchscript"],
+        ],
+        0,
+        ("runs/student/export",),
+    ),
+    (["export", "{w}/runs/student", "--out", "{w}/mine", "--no-latency"], 2, ()),
+    (["export", "{w}/runs/student", "--out", "{w}/link-out", "--no-latency"], 2, ()),
+    (["report", "{w}/runs/student"], 0, ("runs/student/report",)),
+    (["report", "{w}/runs/project"], 2, ()),
+    (
+        ["compare", "{w}/runs/teacher", "{w}/runs/student", "--plot", "{w}/cmp.png"],
+        0,
+        ("cmp.png",),
+    ),
+    (["compare", "{w}/runs/teacher", "{w}/runs/student", "--plot", "{w}/cmp.png"], 0, ("cmp.png",)),
+    (["compare", "{w}/runs/teacher", "{w}/runs/student", "--plot", "{w}/mine/photo.png"], 2, ()),
+    (["compare", "{w}/runs/teacher", "{w}/runs/student", "--plot", "{w}/notes.md"], 2, ()),
+    (
+        [
+            *["students", "test_resnet", "--max-latency-ms", "10000", "--input-size", "32"],
+            *["--candidates", "test_resnet", "--max-ratio", "1", "--runs", "2", "--warmup", "0"],
+            *["--cache-dir", "{w}/cache", "--write-recipe", "{w}/student.yaml"],
+            *["--min-time", "0", "--data", "synthetic", "--threads", "1"],
+            *["--exporter", "torchscript"],
+        ],
+        0,
+        ("student.yaml", "cache"),
+    ),
+    (
+        [
+            *["students", "test_resnet", "--max-latency-ms", "10000", "--input-size", "32"],
+            *["--candidates", "test_resnet", "--cache-dir", "{w}/cache"],
+            *["--write-recipe", "{w}/link.yaml", "--data", "synthetic"],
+        ],
+        2,
+        (),
+    ),
+    (
+        ["bench", "latency", "test_resnet", "--input-size", "32", "--runs", "2", "--warmup", "0"],
+        0,
+        (),
+    ),
+    (["bench", "train", "{w}/sup.yaml", "--steps", "1", "--warmup", "0"], 0, ("runs/.cache",)),
+]
+
+
+def test_writing_commands_touch_only_their_own_outputs(
+    project: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project)  # relative defaults land inside the hashed tree
+    monkeypatch.delenv("DISTILL_DEBUG", raising=False)
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(project / "cache"))
+    user = _tree(project)
+    for argv, code, outputs in COMMANDS:
+        before = _tree(project)
+        got, text = _distill(project, argv, capfd)
+        assert got == code, f"{argv}: {text}"
+        assert "Traceback" not in text, text
+        changed = _changed(before, _tree(project))
+        if code:
+            errors = [line for line in text.splitlines() if line.startswith("error:")]
+            assert len(errors) == 1, text
+            assert not changed, f"{argv} refused but changed {sorted(changed)}"
+        stray = {p for p in changed if not _allowed(p, outputs) and not _report_file(p, outputs)}
+        assert not stray, f"{argv} changed {sorted(stray)} outside its outputs {outputs}"
+    after = _tree(project)
+    for key, value in user.items():  # every one of the user's things, byte for byte
+        if not key.startswith(("runs/teacher", "runs/student")):
+            assert after.get(key) == value, key
+    assert (project / "victim.txt").read_text() == "must never change\n"
+    assert (project / "mine" / "model.onnx").read_bytes() == b"my own model"
+    assert (project / "runs" / "project" / "data.csv").is_file()
+
+
+def _report_file(path: str, outputs: tuple[str, ...]) -> bool:
+    """`distill report` writes report.html, report.md and report_*.png into the run folder."""
+    for out in outputs:
+        if out.endswith("/report"):
+            folder = out.rsplit("/", 1)[0]
+            name = path[len(folder) + 1 :] if path.startswith(folder + "/") else ""
+            if name in ("report.html", "report.md") or (
+                name.startswith("report_") and name.endswith(".png") and "/" not in name
+            ):
+                return True
+    return False
+
+
+def test_a_link_planted_in_a_run_is_never_written_through(
+    project: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A finished run whose report.html, metrics.jsonl or figure is a link to a user's file:
+    `report` refuses and the linked file keeps its content."""
+    source = project / "runs" / "teacher"
+    if not source.is_dir():
+        pytest.skip("needs the run of the test above")
+    victim = tmp_path / "victim.html"
+    for name in ("report.html", "report.md", "report_accuracy.png"):
+        run = tmp_path / f"run-{name}"
+        shutil.copytree(source, run, symlinks=True)
+        for old in run.glob("report*"):
+            old.unlink()
+        victim.write_text("mine")
+        (run / name).symlink_to(victim)
+        code, text = _distill(project, ["report", str(run)], capfd)
+        assert code == 2 and "symlink" in text, text
+        assert victim.read_text() == "mine"
+        assert not (run / "report.md").exists() or name == "report.md"
