@@ -21,10 +21,17 @@ Source = Literal["fashion_mnist", "image_folder", "synthetic"]
 
 @dataclass
 class DataBundle:
-    """The training stream's images and the labelled validation split."""
+    """The training stream's images, the split evaluated during training, and the test split.
+
+    Without `data.holdout`, `val` is the data's validation split and there is no `test`. With
+    it, `val` is the held-out part of the training images (evaluation during training, `best`
+    and every choice made on results) and `test` is the data's validation split, which the
+    engine evaluates only once the run has ended.
+    """
 
     train: ImageSet
     val: ImageSet
+    test: ImageSet | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -46,6 +53,7 @@ def build_data(
     subset: int | None = None,
     val_limit: int | None = None,
     synthetic: Mapping[str, int] | None = None,
+    holdout: int | None = None,
     seed: int = 0,
 ) -> DataBundle:
     """Read (or generate) both splits, with their subset limits applied.
@@ -55,7 +63,10 @@ def build_data(
     `root/val_dir`, class folders) or synthetic (`synthetic` holds num_classes, train_size,
     val_size, image_size and channels). `distill_dir` replaces the labelled training split by
     unlabelled images; `train_limit` and `subset` (class-balanced) shrink the training split
-    and `val_limit` the validation split, all seeded by `seed`.
+    and `val_limit` the validation split, all seeded by `seed`. `holdout` takes that many
+    images out of the training split (class-balanced, before the limits, so a subset run and a
+    full run hold out the same images) as the split evaluated during training; the validation
+    split becomes the test split (`hold_out`).
     """
     if source == "fashion_mnist":
         if root is None:
@@ -76,8 +87,30 @@ def build_data(
         train = labeled or val
     if distill_dir is not None:
         train = scan_unlabeled(distill_dir, val.classes)
-    train = train.limited(train_limit, seed).balanced(subset, seed)
-    return DataBundle(train=train, val=val.limited(val_limit, seed + 1))
+    bundle = DataBundle(train=train, val=val.limited(val_limit, seed + 1))
+    if holdout is not None:
+        bundle = hold_out(bundle, holdout, seed, source)
+    bundle.train = bundle.train.limited(train_limit, seed).balanced(subset, seed)
+    return bundle
 
 
-__all__ = ["DataBundle", "ImageSet", "build_data"]
+def hold_out(bundle: DataBundle, count: int, seed: int, source: str) -> DataBundle:
+    """`count` training images become the split evaluated during training; val becomes test.
+
+    One step for every source whose training split is an `ImageSet` (images in memory or a
+    file list): a streamed source cannot be split without reading it all, so it is refused
+    with a hint instead of silently evaluating on the test set.
+    """
+    if not isinstance(bundle.train, ImageSet):
+        raise DistillError(
+            f"data.holdout needs a training split that can be indexed; source {source!r} "
+            "streams its images",
+            "data.holdout",
+            "hold out a validation set when preparing the data, and point the val split at it",
+        )
+    # a seed of its own, so the held-out images do not follow the subset's draw
+    rest, held = bundle.train.split_off(count, seed + 7)
+    return DataBundle(train=rest, val=held, test=bundle.val)
+
+
+__all__ = ["DataBundle", "ImageSet", "build_data", "hold_out"]

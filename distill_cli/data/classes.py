@@ -99,4 +99,5 @@ def align_classes(
         data,
         train=_renumbered(data.train, order, model_names),
         val=_renumbered(data.val, order, model_names),
+        test=None if data.test is None else _renumbered(data.test, order, model_names),
     )

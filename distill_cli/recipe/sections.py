@@ -85,6 +85,12 @@ class DataSpec(Strict):
         "(seeded by runtime.seed; small-data distillation, quick runs)",
     )
     val_limit: PositiveInt | None = None
+    holdout: PositiveInt | None = Field(
+        None,
+        description="take this many training images out (class-balanced, seeded by "
+        "runtime.seed) as the split evaluated during training and for `best`; the val split "
+        "becomes the test set, evaluated once at the end (summary.json `test`)",
+    )
     load_size: PositiveInt | None = Field(
         None,
         description="image_folder: training images keep their aspect ratio with the longer side "
@@ -131,6 +137,7 @@ class DataSpec(Strict):
             "train_limit": self.train_limit,
             "subset": self.subset,
             "val_limit": self.val_limit,
+            "holdout": self.holdout,
             "synthetic": self.synthetic.model_dump(),
         }
 

@@ -41,6 +41,7 @@ class Setup:
     val_stream: BatchStream
     world: World = field(default_factory=World)
     sync_bn: bool = False
+    test_stream: BatchStream | None = None  # data.holdout: the test split, evaluated at the end
     total_steps: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -73,6 +74,9 @@ class Setup:
             "data": {
                 "train": {"name": self.data.train.name, "images": len(self.data.train)},
                 "val": {"name": self.data.val.name, "images": len(self.data.val)},
+                "test": None
+                if self.data.test is None
+                else {"name": self.data.test.name, "images": len(self.data.test)},
                 "classes": len(self.data.classes),
                 "labeled_train": self.data.labeled_train,
             },
@@ -138,7 +142,7 @@ def build(recipe: Recipe) -> Setup:
 
     sizes = [net.info.input_size for net in (student, teacher) if net is not None]
     view_size = (max(s[0] for s in sizes), max(s[1] for s in sizes))
-    train_stream, val_stream = _streams(recipe, data, device, world, max(view_size))
+    train_stream, val_stream, test_stream = _streams(recipe, data, device, world, max(view_size))
     sched = recipe.schedule
     epochs = sched.epochs or math.ceil((sched.steps or 0) / train_stream.steps_per_epoch)
     _check_stop_epoch(recipe, epochs)
@@ -166,6 +170,7 @@ def build(recipe: Recipe) -> Setup:
         val_stream,
         world,
         sync_bn,
+        test_stream,
     )
 
 
@@ -236,8 +241,9 @@ def _place(
 
 def _streams(
     recipe: Recipe, data: DataBundle, device: torch.device, world: World, view_side: int
-) -> tuple[BatchStream, BatchStream]:
-    """The training stream (this process's share) and the validation stream."""
+) -> tuple[BatchStream, BatchStream, BatchStream | None]:
+    """The training stream (this process's share), the validation stream (the holdout when
+    there is one) and the test stream (only with a holdout)."""
     sched, dspec, rt = recipe.schedule, recipe.data, recipe.runtime
     # photos: training crops are drawn from the whole image (longer side at load_size), the
     # evaluation view is a centre square (shorter side at load_size)
@@ -261,10 +267,14 @@ def _streams(
         **common,
     )
     eval_batch = sched.eval_batch_size or sched.batch_size
-    val_stream = BatchStream(
-        data.val, eval_batch, shuffle=False, drop_last=False, load_size=val_load, **common
-    )
-    return train_stream, val_stream
+    evaluated = [
+        BatchStream(split, eval_batch, shuffle=False, drop_last=False, load_size=val_load, **common)
+        if split is not None
+        else None
+        for split in (data.val, data.test)
+    ]
+    assert evaluated[0] is not None
+    return train_stream, evaluated[0], evaluated[1]
 
 
 def _matched_data(recipe: Recipe, seed: int, needs_teacher: bool) -> DataBundle:
