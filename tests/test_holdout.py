@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from rich.console import Console
 
 from distill_cli import api
+from distill_cli.cli.console import summary_table
 from distill_cli.data import DataBundle, build_data, hold_out
 from distill_cli.data.sources import make_synthetic
 from distill_cli.errors import DistillError
@@ -129,6 +131,19 @@ def test_a_run_chooses_best_on_the_holdout_and_reads_the_test_set_once_at_the_en
     assert result.best_score == pytest.approx(held) == pytest.approx(max(evals))
     assert result.test.best_top1 == pytest.approx(test)
     assert result.student.top1 == pytest.approx(evals[-1])
+
+    # and every place that shows a result shows the test set apart from the holdout
+    console = Console(width=200, record=True)
+    console.print(summary_table(result))
+    text = console.export_text()
+    assert "holdout top-1" in text and "test top-1 (64)" in text
+    assert f"{result.test.top1:.2f}%" in text
+    report = api.report(result.run_dir)
+    markdown = (result.run_dir / "report.md").read_text()
+    assert report and "test top-1 (64 images)" in markdown
+    comparison = api.compare([result.run_dir, result.run_dir])
+    assert comparison.results[0]["test top-1"] == pytest.approx(result.test.top1)
+    assert comparison.results[0]["test top-1 of best"] == pytest.approx(result.test.best_top1)
 
 
 def test_holdout_must_be_positive(tmp_path: Path) -> None:

@@ -129,16 +129,19 @@ def summary_table(summary: RunSummary) -> Table:
     table.add_column("params", justify="right")
     table.add_column("top-1", justify="right")
     table.add_column("agreement", justify="right")
+    test = summary.test  # data.holdout: top-1 above is the holdout's, the test set comes apart
+    if test is not None:
+        table.columns[3].header = "holdout top-1"
+        table.add_column(f"test top-1 ({test.images:,})", justify="right")
     student, teacher = summary.student, summary.teacher
     if teacher:
-        table.add_row("teacher", teacher.model, _fmt(teacher.params), _fmt(teacher.top1, "%"), "")
-    table.add_row(
-        "student",
-        student.model,
-        _fmt(student.params),
-        _fmt(student.top1, "%"),
-        _fmt(summary.agreement_top1, "%"),
-    )
+        cells = [teacher.model, _fmt(teacher.params), _fmt(teacher.top1, "%"), ""]
+        table.add_row("teacher", *cells, *([_fmt(test.teacher_top1, "%")] if test else []))
+    cells = [student.model, _fmt(student.params), _fmt(student.top1, "%")]
+    cells.append(_fmt(summary.agreement_top1, "%"))
+    if test is not None:
+        cells.append(f"{_fmt(test.top1, '%')} (best {_fmt(test.best_top1, '%')})")
+    table.add_row("student", *cells)
     ips = summary.images_per_s
     table.caption = (
         f"{summary.steps} steps in {summary.wall_time_s:.0f}s, "
