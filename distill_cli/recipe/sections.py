@@ -151,6 +151,14 @@ class AugmentSpec(Strict):
         4 / 3,
     )
     flip: bool = True
+    random_erasing: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability of erasing a random box (2-33% of the view, filled with "
+        "noise) in each training view, batched on the device and seeded like the crops; "
+        "0 disables",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> AugmentSpec:
