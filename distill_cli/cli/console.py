@@ -111,9 +111,13 @@ def plan_table(plan: dict[str, Any]) -> Table:
         norm = f"{tuple(round(v, 3) for v in m['mean'])} / {tuple(round(v, 3) for v in m['std'])}"
         table.add_row(role, m["name"], f"{m['params']:,}", str(m["num_classes"]), size, norm)
     data = plan["data"]
+    test = data.get("test")
+    val = f"val {data['val']['images']:,}"
+    if test:  # data.holdout: val is held out of train, the val split is tested at the end
+        val = f"holdout {data['val']['images']:,}, test {test['images']:,} (read at the end)"
     table.caption = (
         f"train {data['train']['images']:,} images ({data['train']['name']}"
-        f"{'' if data['labeled_train'] else ', unlabeled'}), val {data['val']['images']:,}, "
+        f"{'' if data['labeled_train'] else ', unlabeled'}), {val}, "
         f"{data['classes']} classes | batch {plan['batch_size']}, {plan['steps_per_epoch']} "
         f"steps/epoch, {plan['total_steps']} steps ({plan['epochs']} epochs) | {plan['device']}, "
         f"{plan['precision']}, channels_last={plan['channels_last']}, compile={plan['compile']} "
