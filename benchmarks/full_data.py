@@ -133,7 +133,15 @@ SCALES: dict[str, Scale] = {
     ),
 }
 #: --part: which students tune + run the ladder, and whether the extra seeds run.
-PARTS = {"1": ((0,), False), "2": ((1,), False), "3": ((), True), "all": (None, True)}
+#: --part: (what, which student); a GPU part is sized to about 9 minutes (docs/benchmarks.md).
+#: A part whose picks are missing tunes first; finished rows of earlier parts are never rerun.
+PARTS: dict[str, tuple[str, int | None]] = {
+    "1": ("tune", None),  # the teacher, then the grid at the shortest length, every student
+    "2": ("ladder", 0),  # the first student: FM at every length, the others at the longest
+    "3": ("ladder", 1),  # the second student, the same
+    "4": ("seeds", None),  # every further seed at the longest length, every student
+    "all": ("all", None),
+}
 
 
 @dataclass
@@ -214,7 +222,12 @@ class Bench:
         items += [f"optim.lr={row.lr}", f"optim.weight_decay={row.wd}"]
         items += [f"output.dir={self.out}", f"output.name={row.run}"]
         items += [f"runtime.threads={self.threads}"]
-        cmd = [sys.executable, "-m", "distill_cli", verb, str(STUDENT_RECIPE), "--overwrite", "-q"]
+        run = self.out / row.run
+        # a run stopped at a part's budget continues from its last checkpoint
+        again = (run / "checkpoints" / "last.safetensors").is_file()
+        again = again and not (run / "summary.json").is_file()
+        mode = "--resume" if again else "--overwrite"
+        cmd = [sys.executable, "-m", "distill_cli", verb, str(STUDENT_RECIPE), mode, "-q"]
         cmd += [x for item in items for x in ("--set", item)]
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
         started = time.perf_counter()
@@ -227,7 +240,6 @@ class Bench:
                 proc.wait()
                 code, row.error = -1, "stopped at the part's time budget (--resume continues it)"
         row.wall_s = time.perf_counter() - started
-        run = self.out / row.run
         if (run / "metrics.jsonl").is_file():
             row.curve = eval_curve(run)
         if code and row.error is None:
@@ -246,6 +258,49 @@ class Bench:
         )
         self.save(row)
         return row
+
+
+def tune(bench: Bench, student: str, sets: list[str]) -> dict:
+    """Every method with every grid setting at the shortest length; keeps the holdout's pick."""
+    scale, picked = bench.scale, bench.data.setdefault("picked", {})
+    shortest = min(scale.lengths)
+    rows = [make_row(student, m, shortest, cfg, 0, "tune") for m in METHODS for cfg in scale.grid]
+    done = bench.run_all(rows, sets)
+    picked[student] = {m: pick([r for r in done if r.method == m]) for m in METHODS}
+    bench.save()
+    return picked[student]
+
+
+def ladder(bench: Bench, student: str, sets: list[str]) -> None:
+    """Function matching at every length, the other methods at the longest, seed 0."""
+    chosen = bench.data.get("picked", {}).get(student) or tune(bench, student, sets)
+    lengths, longest = bench.scale.lengths, max(bench.scale.lengths)
+    rows = [
+        make_row(student, m, n, tuple(cfg), 0, "ladder")
+        for m, cfg in chosen.items()
+        if cfg is not None
+        for n in (lengths if m == FM else [longest])
+        if n != min(lengths)  # the shortest is the tuning run with the picked setting
+    ]
+    bench.run_all(rows, sets)
+
+
+def seeds(bench: Bench, sets: list[str]) -> None:
+    """Every method again at the longest length with each further seed, the picked settings.
+
+    `runtime.seed` also seeds the holdout's draw, so these runs hold out other images: their
+    test numbers are as clean as seed 0's, and no choice is made on their holdout."""
+    longest, rows = max(bench.scale.lengths), []
+    for student in bench.scale.students:
+        chosen = bench.data.get("picked", {}).get(student) or tune(bench, student, sets)
+        for m, cfg in chosen.items():
+            if cfg is not None:
+                rows += [
+                    make_row(student, m, longest, tuple(cfg), s, "seed")
+                    for s in bench.scale.seeds
+                    if s
+                ]
+    bench.run_all(rows, sets)
 
 
 def pick(rows: list[Row]) -> tuple[float, float] | None:
@@ -315,43 +370,16 @@ def main() -> None:
         *scale.student_sets,
         f"teacher.checkpoint={teacher / 'checkpoints' / 'best.safetensors'}",
     ]
-    picked = bench.data.setdefault("picked", {})
-    which, seeds = PARTS[a.part]
-    students = (
-        scale.students
-        if which is None
-        else [scale.students[i] for i in which if i < len(scale.students)]
-    )
-    shortest, longest = min(scale.lengths), max(scale.lengths)
-    for student in students:
-        tune = [
-            make_row(student, m, shortest, cfg, 0, "tune") for m in METHODS for cfg in scale.grid
-        ]
-        done = bench.run_all(tune, sets)
-        picked[student] = {m: pick([r for r in done if r.method == m]) for m in METHODS}
-        bench.save()
-        chosen = {m: cfg for m, cfg in picked[student].items() if cfg is not None}
-        ladder = [
-            make_row(student, m, n, cfg, 0, "ladder")
-            for m, cfg in chosen.items()
-            for n in (scale.lengths if m == FM else [longest])
-            if n != shortest
-        ]
-        bench.run_all(ladder, sets)
-    if seeds:
-        extra = []
-        for student in scale.students:
-            for m in METHODS:
-                cfg = (picked.get(student) or {}).get(m)
-                if cfg is None:
-                    print(
-                        f"  {student} {m}: no setting picked yet (run its part first)", flush=True
-                    )
-                    continue
-                extra += [
-                    make_row(student, m, longest, tuple(cfg), s, "seed") for s in scale.seeds if s
-                ]
-        bench.run_all(extra, sets)
+    step, index = PARTS[a.part]
+    students = scale.students if index is None else scale.students[index : index + 1]
+    if step in ("tune", "all"):
+        for student in students:
+            tune(bench, student, sets)
+    if step in ("ladder", "all"):
+        for student in students:
+            ladder(bench, student, sets)
+    if step in ("seeds", "all"):
+        seeds(bench, sets)
     bench.data["wall_s"] = time.monotonic() - started
     bench.save()
     figure(bench.data, fig)
