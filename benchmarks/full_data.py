@@ -358,13 +358,17 @@ def main() -> None:
 
     t = RunSummary.load(teacher)
     assert t.test is not None
-    bench.data["teacher"] = {
+    teacher_info = {
         "model": t.student.model,
         "params": t.student.params,
         "test_top1": t.test.best_top1,
         "holdout_top1": t.best_score,
         "run": str(teacher),
     }
+    if bench.data.get("teacher") not in (None, teacher_info):  # rows of another teacher
+        print("teacher changed: the earlier rows and picks are dropped", flush=True)
+        bench.data.update(rows=[], picked={})
+    bench.data["teacher"] = teacher_info
     bench.save()
     sets = [
         *scale.student_sets,
