@@ -369,7 +369,7 @@ def main() -> None:
     if bench.data.get("teacher") not in (None, teacher_info):  # rows of another teacher
         print("teacher changed: the earlier rows and picks are dropped", flush=True)
         bench.data.update(rows=[], picked={})
-    bench.data["teacher"] = teacher_info
+    bench.data["teacher"], bench.data["test_images"] = teacher_info, t.test.images
     bench.save()
     sets = [
         *scale.student_sets,

@@ -53,12 +53,14 @@ def markdown(data: dict) -> str:
         )
     lengths = sorted(data.get("lengths") or {r["epochs"] for r in data["rows"]})
     longest = max(lengths, default=0)
+    test_images = f"{data['test_images']:,}" if data.get("test_images") else "?"
     students = list(dict.fromkeys(r["student"] for r in data["rows"]))
     for student in students:
         labels = _mean(_chosen(data, student, "labels", longest))
         lines += [
             "",
-            f"**{student}** (test top-1, 10,000 images unless the scale says otherwise):",
+            f"**{student}** (top-1 on the {test_images} test images, read "
+            "once at the end of each run; settings picked on the holdout):",
             "",
             "| method | epochs | lr / wd (on the holdout) | test top-1 by seed | mean (spread) "
             "| vs labels | vs teacher | agreement |",

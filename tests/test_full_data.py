@@ -44,6 +44,7 @@ def test_the_table_and_figure_show_means_spreads_and_gaps(tmp_path: Path) -> Non
     broken.error = "stopped at the part's time budget"
     data = {
         "scale": "test",
+        "test_images": 10_000,
         "lengths": [2, 5],
         "teacher": {"model": "t", "params": 2_000_000, "test_top1": 94.0, "holdout_top1": 94.5},
         "picked": {"s": {full_data.FM: [1e-2, 1e-4], "labels": [3e-3, 1e-4]}},
@@ -56,6 +57,7 @@ def test_the_table_and_figure_show_means_spreads_and_gaps(tmp_path: Path) -> Non
     )
     assert "| labels | 5 | 0.003 / 0.0001 | 90.00, 91.00 | 90.50% (1.00) | +0.00 |" in table
     assert "| function matching | 2 |" in table and "Not finished: " in table
+    assert "top-1 on the 10,000 test images" in table
     figure(data, tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 10_000
 
