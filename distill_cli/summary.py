@@ -8,7 +8,7 @@ file format is defined here and nowhere else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,23 @@ class ModelResult:
     params: int
     top1: float | None = None
     top5: float | None = None
+
+
+@dataclass(frozen=True)
+class TestResult:
+    """The test split of a run with `data.holdout`, evaluated once training has ended.
+
+    `top1`/`top5` are the final weights (what the function-matching paper reports), `best_top1`
+    the weights of the `best` checkpoint, which was chosen on the holdout; the teacher's and
+    the agreement are on the same images. Nothing in the run looked at these numbers before.
+    """
+
+    images: int
+    top1: float | None = None
+    top5: float | None = None
+    best_top1: float | None = None
+    teacher_top1: float | None = None
+    agreement_top1: float | None = None
 
 
 @dataclass(frozen=True)
@@ -48,6 +65,7 @@ class RunSummary:
     peak_gpu_memory_gib: float | None = None
     bad_images: int = 0
     skipped_steps: int = 0
+    test: TestResult | None = None  # data.holdout: the test split; else the student is on val
 
     @classmethod
     def from_dict(cls, summary: dict[str, Any]) -> RunSummary:
@@ -77,6 +95,7 @@ class RunSummary:
             peak_gpu_memory_gib=summary.get("peak_gpu_memory_gib"),
             bad_images=data.get("bad_images", 0),
             skipped_steps=data.get("skipped_steps", 0),
+            test=TestResult(**summary["test"]) if summary.get("test") else None,
         )
         problem = field_problem(result)  # a hand-edited file: wrong types are refused here
         if problem is not None:
@@ -113,4 +132,5 @@ class RunSummary:
             "peak_gpu_memory_gib": self.peak_gpu_memory_gib,
             "precision": self.precision,
             "data": {"bad_images": self.bad_images, "skipped_steps": self.skipped_steps},
+            "test": None if self.test is None else asdict(self.test),
         }

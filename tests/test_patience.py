@@ -215,9 +215,12 @@ def test_patience_benchmark_quick_mode_runs_the_whole_pipeline(tmp_path: Path) -
     fm = [r for r in rows if r["label"] == "function matching"]
     assert [r["epochs"] for r in fm] == [1, 3]
     assert {r["epochs"] for r in rows if r["label"] != "function matching"} == {3}
-    for r in rows:  # every run really trained and was evaluated on the test images
+    for r in rows:  # every run trained, was evaluated on the holdout, then tested once
         assert 0 <= r["top1"] <= 100 and r["curve"] and r["curve"][-1][0] == r["epochs"]
+        assert r["curve"][-1][1] == pytest.approx(r["holdout_top1"])
+        assert 0 <= r["best_top1"] <= 100
     assert result["teacher"]["top1"] > 0 and result["student"]["params"] > 0
+    assert result["holdout"] == 500
     assert (tmp_path / "out dir" / "patience.png").stat().st_size > 10_000
     table = (tmp_path / "table.md").read_text()
     assert table.count("\n| ") == 9  # header + 8 rows

@@ -132,9 +132,13 @@ def plan_table(plan: dict[str, Any]) -> Group:
         facts = m.get("sources") or {}
         sources.add_row(role, *(facts.get(key, "-") for key, _ in _FACTS))
     data = plan["data"]
+    test = data.get("test")
+    val = f"val {data['val']['images']:,}"
+    if test:  # data.holdout: val is held out of train, the val split is tested at the end
+        val = f"holdout {data['val']['images']:,}, test {test['images']:,} (read at the end)"
     table.caption = (
         f"train {data['train']['images']:,} images ({data['train']['name']}"
-        f"{'' if data['labeled_train'] else ', unlabeled'}), val {data['val']['images']:,}, "
+        f"{'' if data['labeled_train'] else ', unlabeled'}), {val}, "
         f"{data['classes']} classes | batch {plan['batch_size']}, {plan['steps_per_epoch']} "
         f"steps/epoch, {plan['total_steps']} steps ({plan['epochs']} epochs) | {plan['device']}, "
         f"{plan['precision']}, channels_last={plan['channels_last']}, compile={plan['compile']} "
@@ -181,23 +185,25 @@ def summary_table(summary: RunSummary) -> Table:
     table.add_column("params", justify="right")
     table.add_column("top-1", justify="right")
     student, teacher = summary.student, summary.teacher
+    test = summary.test  # data.holdout: top-1 is the holdout's, the test set comes apart
+    if test is not None:
+        table.columns[3].header = "holdout top-1"
     top5 = student.top5 is not None
     if top5:
         table.add_column("top-5", justify="right")
     table.add_column("agreement", justify="right")
+    if test is not None:
+        table.add_column(f"test top-1 ({test.images:,})", justify="right")
     if teacher:
-        extra = [""] if top5 else []
-        table.add_row(
-            "teacher", teacher.model, _fmt(teacher.params), _fmt(teacher.top1, "%"), *extra, ""
-        )
-    table.add_row(
-        "student" if teacher else "model",
-        student.model,
-        _fmt(student.params),
-        _fmt(student.top1, "%"),
-        *([_fmt(student.top5, "%")] if top5 else []),
-        _fmt(summary.agreement_top1, "%"),
-    )
+        cells = [teacher.model, _fmt(teacher.params), _fmt(teacher.top1, "%")]
+        cells += [""] * (2 if top5 else 1)
+        table.add_row("teacher", *cells, *([_fmt(test.teacher_top1, "%")] if test else []))
+    cells = [student.model, _fmt(student.params), _fmt(student.top1, "%")]
+    cells += [_fmt(student.top5, "%")] if top5 else []
+    cells.append(_fmt(summary.agreement_top1, "%"))
+    if test is not None:
+        cells.append(f"{_fmt(test.top1, '%')} (best {_fmt(test.best_top1, '%')})")
+    table.add_row("student" if teacher else "model", *cells)
     ips = summary.images_per_s
     table.caption = (
         f"{summary.steps} steps in {summary.wall_time_s:.0f}s, "

@@ -22,10 +22,17 @@ Source = Literal["fashion_mnist", "image_folder", "synthetic", "shards", "hf_dat
 
 @dataclass
 class DataBundle:
-    """The training stream's images and the labelled validation split."""
+    """The training stream's images, the split evaluated during training, and the test split.
+
+    Without `data.holdout`, `val` is the data's validation split and there is no `test`. With
+    it, `val` is the held-out part of the training images (evaluation during training, `best`
+    and every choice made on results) and `test` is the data's validation split, which the
+    engine evaluates only once the run has ended.
+    """
 
     train: ImageSet | ShardSet
     val: ImageSet | ShardSet
+    test: ImageSet | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -48,6 +55,7 @@ def build_data(
     val_limit: int | None = None,
     synthetic: Mapping[str, int] | None = None,
     columns: tuple[str, str] = ("image", "label"),
+    holdout: int | None = None,
     seed: int = 0,
 ) -> DataBundle:
     """Read (or generate) both splits, with their subset limits applied.
@@ -57,15 +65,19 @@ def build_data(
     `root/val_dir`, class folders) or synthetic (`synthetic` holds num_classes, train_size,
     val_size, image_size and channels). `distill_dir` replaces the labelled training split by
     unlabelled images; `train_limit` and `subset` (class-balanced) shrink the training split
-    and `val_limit` the validation split, all seeded by `seed`. shards (tar files) and
-    hf_dataset (parquet/arrow, `columns` = image and label column) are streamed (`streamed.py`).
+    and `val_limit` the validation split, all seeded by `seed`. `holdout` takes that many
+    images out of the training split (class-balanced, before the limits, so a subset run and a
+    full run hold out the same images) as the split evaluated during training; the validation
+    split becomes the test split (`hold_out`). shards (tar files) and hf_dataset
+    (parquet/arrow, `columns` = image and label column) are streamed (`streamed.py`).
     """
     if source in ("shards", "hf_dataset"):
         from distill_cli.data.streamed import streamed_splits
 
         limits = {"train_limit": train_limit, "subset": subset, "val_limit": val_limit}
         train_s, val_s = streamed_splits(source, root, train_dir, val_dir, columns, limits)
-        return DataBundle(train=train_s, val=val_s)
+        streamed = DataBundle(train=train_s, val=val_s)
+        return streamed if holdout is None else hold_out(streamed, holdout, seed, source)
     if source == "fashion_mnist":
         if root is None:
             raise DistillError("fashion_mnist needs the dataset root", "data.root")
@@ -85,8 +97,30 @@ def build_data(
         train = labeled or val
     if distill_dir is not None:
         train = scan_unlabeled(distill_dir, val.classes)
-    train = train.limited(train_limit, seed).balanced(subset, seed)
-    return DataBundle(train=train, val=val.limited(val_limit, seed + 1))
+    bundle = DataBundle(train=train, val=val.limited(val_limit, seed + 1))
+    if holdout is not None:
+        bundle = hold_out(bundle, holdout, seed, source)
+    bundle.train = bundle.train.limited(train_limit, seed).balanced(subset, seed)
+    return bundle
 
 
-__all__ = ["DataBundle", "ImageSet", "ShardSet", "build_data"]
+def hold_out(bundle: DataBundle, count: int, seed: int, source: str) -> DataBundle:
+    """`count` training images become the split evaluated during training; val becomes test.
+
+    One step for every source whose training split is an `ImageSet` (images in memory or a
+    file list): a streamed source cannot be split without reading it all, so it is refused
+    with a hint instead of silently evaluating on the test set.
+    """
+    if not isinstance(bundle.train, ImageSet):
+        raise DistillError(
+            f"data.holdout needs a training split that can be indexed; source {source!r} "
+            "streams its images",
+            "data.holdout",
+            "hold out a validation set when preparing the data, and point the val split at it",
+        )
+    # a seed of its own, so the held-out images do not follow the subset's draw
+    rest, held = bundle.train.split_off(count, seed + 7)
+    return DataBundle(train=rest, val=held, test=bundle.val)
+
+
+__all__ = ["DataBundle", "ImageSet", "ShardSet", "build_data", "hold_out"]

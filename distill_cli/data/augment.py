@@ -1,4 +1,4 @@
-"""Batched, device-agnostic training augmentation: random resized crop, flip, mixup.
+"""Batched, device-agnostic training augmentation: random resized crop, flip, erasing, mixup.
 
 Everything here takes a whole uint8 batch and is written with tensor ops only, so the same code
 runs on the GPU in training and on the CPU in tests: there is no per-image PIL work in the hot
@@ -11,6 +11,10 @@ aspect ratio, ten tries, then the fallback's size: the whole image clipped to th
 vectorised over the batch. One difference: torchvision centres a fallback box, this places it at
 random like any other box (tests/test_augment.py pins it; kept so that training results stay as
 they were).
+
+Random erasing (Zhong et al. 2020, timm's `RandomErasing` defaults: area 2%-33%, aspect 0.3-3.3,
+per-pixel random fill) is batched the same way: timm's and torchvision's loop over the images
+with Python's `random`, which would neither follow the run's seed nor fit in a CUDA graph.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ import torch.nn.functional as F
 from distill_cli.model_view import ModelInfo, Normalizer, feed, normalizer, to_float
 
 _TRIES = 10
+#: Random erasing's box: area fraction and aspect range (timm's `RandomErasing` defaults).
+ERASE_SCALE = (0.02, 1 / 3)
+ERASE_RATIO = (0.3, 1 / 0.3)
+#: One erasing draw for a batch: boxes (B, 4) in output pixels, which images (B,), the fill.
+Erasing = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def sample_boxes(
@@ -114,6 +123,33 @@ def crop_resize(
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def draw_erasing(
+    n: int, channels: int, size: tuple[int, int], probability: float, device: torch.device
+) -> Erasing:
+    """One erasing box per image (applied with `probability`) and its random fill, on `device`.
+
+    Boxes are sampled like crop boxes (ten tries); in the rare case none fits, the fallback is
+    the whole view, as for crops. The fill is uniform noise in [0, 1] pixel space, timm's
+    per-pixel mode before normalization.
+    """
+    boxes = sample_boxes(n, size[0], size[1], ERASE_SCALE, ERASE_RATIO, device)
+    chosen = torch.rand(n, device=device) < probability
+    fill = torch.rand(n, channels, *size, device=device)
+    return boxes, chosen, fill
+
+
+def erase(x: torch.Tensor, erasing: Erasing) -> torch.Tensor:
+    """Replace each chosen image's box by its fill; float (B, C, H, W) in and out."""
+    boxes, chosen, fill = erasing
+    x0, y0, w, h = boxes.unbind(1)
+    ys = torch.arange(x.shape[2], device=x.device, dtype=boxes.dtype)
+    xs = torch.arange(x.shape[3], device=x.device, dtype=boxes.dtype)
+    rows = (ys[None] >= y0[:, None]) & (ys[None] < (y0 + h)[:, None])
+    cols = (xs[None] >= x0[:, None]) & (xs[None] < (x0 + w)[:, None])
+    inside = rows[:, :, None] & cols[:, None, :] & chosen[:, None, None]
+    return torch.where(inside[:, None], fill.to(x.dtype), x)
+
+
 def mixup(x: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
     """Mix every image with its neighbour (the batch rolled by one) using one coefficient."""
     return lam * x + (1 - lam) * x.roll(1, dims=0)
@@ -132,14 +168,17 @@ def render_views(
     size: tuple[int, int],
     specs: Sequence[ViewSpec],
     channels_last: bool,
+    erasing: Erasing | None = None,
 ) -> list[torch.Tensor]:
-    """uint8 batch -> crop + flip + resize (+ mixup) -> each model's normalized input.
+    """uint8 batch -> crop + flip + resize (+ erasing, + mixup) -> each model's normalized input.
 
-    Pure tensor code (the boxes, flips and mixup coefficient are drawn by the caller), so
+    Pure tensor code (the boxes, flips, erasing and mixup coefficient are drawn by the caller), so
     `torch.compile` can fuse the whole chain into a few kernels; the eager version stays the
     reference the tests compare it with.
     """
     x = crop_resize(to_float(images), boxes, flips, size, extent)
+    if erasing is not None:  # per image, before mixing images: as timm's transform order
+        x = erase(x, erasing)
     if lam is not None:
         x = mixup(x, lam)
     return [feed(x, input_size, norm, channels_last) for input_size, norm in specs]
@@ -161,11 +200,13 @@ class BatchAugment:
         crop_scale: tuple[float, float] = (0.08, 1.0),
         crop_ratio: tuple[float, float] = (3 / 4, 4 / 3),
         flip: bool = True,
+        random_erasing: float = 0.0,
         compile: bool = False,
     ) -> None:
         self.scale = tuple(crop_scale)
         self.ratio = tuple(crop_ratio)
         self.flip = flip
+        self.erasing = random_erasing
         self.size = size
         self._render: Callable[..., list[torch.Tensor]] = render_views
         if compile:
@@ -195,7 +236,16 @@ class BatchAugment:
     def __call__(self, images: torch.Tensor, extent: torch.Tensor | None = None) -> torch.Tensor:
         """uint8 (B, C, H, W) -> float [0, 1] (B, C, *size), one random view per image."""
         boxes, flips = self.draw(images, extent)
-        return crop_resize(to_float(images), boxes, flips, self.size, extent)
+        x = crop_resize(to_float(images), boxes, flips, self.size, extent)
+        erasing = self.draw_erasing(images)
+        return x if erasing is None else erase(x, erasing)
+
+    def draw_erasing(self, images: torch.Tensor) -> Erasing | None:
+        """This batch's erasing draw, or None when `random_erasing` is off."""
+        if self.erasing <= 0:
+            return None
+        b, channels = images.shape[:2]
+        return draw_erasing(b, channels, self.size, self.erasing, images.device)
 
     def model_inputs(
         self,
@@ -237,7 +287,10 @@ class BatchAugment:
     ) -> list[torch.Tensor]:
         """One crop per image (drawn eagerly), rendered for each spec."""
         boxes, flips = self.draw(images, extent)
-        return self._render(images, extent, boxes, flips, lam, self.size, specs, channels_last)
+        erasing = self.draw_erasing(images)
+        return self._render(
+            images, extent, boxes, flips, lam, self.size, specs, channels_last, erasing
+        )
 
 
 def _fed_alike(info: ModelInfo) -> tuple:

@@ -105,4 +105,5 @@ def align_classes(
         data,
         train=data.train.renumbered(order, model_names),
         val=data.val.renumbered(order, model_names),
+        test=None if data.test is None else data.test.renumbered(order, model_names),
     )

@@ -97,6 +97,37 @@ class ImageSet:
             return self
         if self.labels is None:
             return self.limited(count, seed)
+        return self.subset(self._balanced_indices(count, seed))
+
+    def split_off(self, count: int, seed: int) -> tuple[ImageSet, ImageSet]:
+        """(the rest, `count` held-out items): a class-balanced split with no item in both.
+
+        The held-out part is drawn as `balanced` draws a subset, so the same seed always holds
+        out the same images; `data.holdout` uses it to keep a validation split apart from the
+        training images, leaving the data's own validation split as the untouched test set.
+        """
+        if self.labels is None:
+            raise DistillError(
+                "a held-out split needs labels, and these training images have none",
+                f"data.holdout ({self.name})",
+                "drop data.holdout, or train on a labelled split",
+            )
+        if count >= len(self):
+            raise DistillError(
+                f"cannot hold out {count} of {len(self)} training images",
+                "data.holdout",
+                f"set data.holdout below {len(self)}",
+            )
+        held = self._balanced_indices(count, seed)
+        keep = torch.ones(len(self), dtype=torch.bool)
+        keep[held] = False
+        rest = self.subset(torch.nonzero(keep).flatten())
+        out = self.subset(held)
+        return rest, replace(out, name=f"{self.name} (holdout)")
+
+    def _balanced_indices(self, count: int, seed: int) -> torch.Tensor:
+        """Sorted indices of `count` items, the classes as equal as the data allows."""
+        assert self.labels is not None
         gen = torch.Generator().manual_seed(seed)
         pools = [
             torch.nonzero(self.labels == c).flatten()[
@@ -112,7 +143,7 @@ class ImageSet:
         if short:  # classes with too few images: fill from what the others have left
             rest = torch.cat([pool[q:] for pool, q in zip(pools, quota, strict=True)])
             taken.append(rest[torch.randperm(len(rest), generator=gen)[:short]])
-        return self.subset(torch.cat(taken).sort().values)
+        return torch.cat(taken).sort().values
 
 
 # --- Fashion-MNIST -------------------------------------------------------------------------------

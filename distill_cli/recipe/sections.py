@@ -219,6 +219,12 @@ class DataSpec(Strict):
         "(seeded by runtime.seed; small-data distillation, quick runs)",
     )
     val_limit: PositiveInt | None = None
+    holdout: PositiveInt | None = Field(
+        None,
+        description="take this many training images out (class-balanced, seeded by "
+        "runtime.seed) as the split evaluated during training and for `best`; the val split "
+        "becomes the test set, evaluated once at the end (summary.json `test`)",
+    )
     load_size: Pixels | None = Field(
         None,
         description="image_folder: training images keep their aspect ratio with the longer side "
@@ -276,6 +282,7 @@ class DataSpec(Strict):
             "train_limit": self.train_limit,
             "subset": self.subset,
             "val_limit": self.val_limit,
+            "holdout": self.holdout,
             "synthetic": self.synthetic.model_dump(),
             "columns": (self.image_column, self.label_column),
         }
@@ -290,6 +297,14 @@ class AugmentSpec(Strict):
         4 / 3,
     )
     flip: bool = True
+    random_erasing: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="probability of erasing a random box (2-33% of the view, filled with "
+        "noise) in each training view, batched on the device and seeded like the crops; "
+        "0 disables",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> AugmentSpec:

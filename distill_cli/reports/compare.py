@@ -25,6 +25,8 @@ RESULT_COLUMNS = (
     "best top-1",
     "agreement",
     "teacher top-1",
+    "test top-1",
+    "test top-1 of best",
     "epochs",
     "wall time",
     "images/s",
@@ -107,11 +109,15 @@ def _result_cell(column: str, value: Any) -> str:
 
 def _results(run: RunHistory) -> dict[str, Any]:
     final = run.final_eval()
+    test = run.summary.test if run.summary else None
     return {
         "final top-1": final.get("top1"),
         "best top-1": run.best("top1"),
         "agreement": final.get("agreement_top1"),
         "teacher top-1": run.teacher_top1,
+        # data.holdout: the columns above are the holdout's; these the test set's, read once
+        "test top-1": test.top1 if test else None,
+        "test top-1 of best": test.best_top1 if test else None,
         "epochs": run.epochs,
         "wall time": run.wall_time_s,
         "images/s": run.images_per_s,

@@ -134,6 +134,14 @@ def _final_table(history: RunHistory) -> Block:
     head = ["", "model", "params", "GFLOPs", "input", "top-1", "agreement"]
     if top5 is not None:
         head.insert(6, "top-5")
+    test = summary.test if summary else None
+    if test is not None:  # data.holdout: top-1 is the holdout's; the test set read once, at the end
+        head[5] = "holdout top-1"
+        head.append(f"test top-1 ({test.images:,} images)")
+        if len(rows) == 2:
+            rows[0].append(_fmt(test.teacher_top1, unit="%"))
+        best = _fmt(test.best_top1, unit="%")
+        rows[-1].append(f"{_fmt(test.top1, unit='%')} (best checkpoint {best})")
     return ("table", head, rows)
 
 

@@ -69,6 +69,7 @@ class Setup:
     sync_bn: bool = False
     #: False for a plan made without the data (its sizes taken from the recipe)
     data_read: bool = True
+    test_stream: BatchStream | None = None  # data.holdout: the test split, evaluated at the end
 
     @property
     def steps_per_epoch(self) -> int:
@@ -107,6 +108,9 @@ class Setup:
             "data": {
                 "train": {"name": self.data.train.name, "images": len(self.data.train)},
                 "val": {"name": self.data.val.name, "images": len(self.data.val)},
+                "test": None
+                if self.data.test is None
+                else {"name": self.data.test.name, "images": len(self.data.test)},
                 "classes": len(self.data.classes),
                 "labeled_train": self.data.labeled_train,
                 "read": self.data_read,
@@ -217,7 +221,7 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
 
     sizes = [net.info.input_size for net in (student, teacher) if net is not None]
     view_size = (max(s[0] for s in sizes), max(s[1] for s in sizes))
-    train_stream, val_stream = _streams(recipe, data, device, world, max(view_size))
+    train_stream, val_stream, test_stream = _streams(recipe, data, device, world, max(view_size))
     length = RunLength.of(recipe.schedule, train_stream.steps_per_epoch)
     try:  # a steps-long run knows its epochs only now
         recipe.schedule.check_epochs(length.epochs)
@@ -249,6 +253,7 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
         world,
         sync_bn,
         data_read,
+        test_stream,
     )
 
 
@@ -322,8 +327,9 @@ def _place(
 
 def _streams(
     recipe: Recipe, data: DataBundle, device: torch.device, world: World, view_side: int
-) -> tuple[BatchStream | ShardStream, BatchStream | ShardStream]:
-    """The training stream (this process's share) and the validation stream."""
+) -> tuple[BatchStream | ShardStream, BatchStream | ShardStream, BatchStream | None]:
+    """The training stream (this process's share), the validation stream (the holdout when
+    there is one) and the test stream (only with a holdout)."""
     sched, dspec, rt = recipe.schedule, recipe.data, recipe.runtime
     # photos: training crops are drawn from the whole image (longer side at load_size), the
     # evaluation view is a centre square (shorter side at load_size)
@@ -355,7 +361,7 @@ def _streams(
             load_size=val_load,
             **streamed,
         )
-        return train, val
+        return train, val, None
     train_stream = BatchStream(
         data.train,
         sched.batch_size,
@@ -366,10 +372,14 @@ def _streams(
         **common,
     )
     eval_batch = sched.eval_batch_size or sched.batch_size
-    val_stream = BatchStream(
-        data.val, eval_batch, shuffle=False, drop_last=False, load_size=val_load, **common
-    )
-    return train_stream, val_stream
+    evaluated = [
+        BatchStream(split, eval_batch, shuffle=False, drop_last=False, load_size=val_load, **common)
+        if split is not None
+        else None
+        for split in (data.val, data.test)
+    ]
+    assert evaluated[0] is not None
+    return train_stream, evaluated[0], evaluated[1]
 
 
 def _planned_data(recipe: Recipe, needs_teacher: bool, plan_only: bool) -> tuple[DataBundle, bool]:

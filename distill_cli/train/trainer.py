@@ -16,7 +16,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import torch
@@ -27,6 +27,7 @@ from distill_cli.rundir import RunDir
 from distill_cli.summary import ModelResult, RunSummary
 from distill_cli.train.build import Setup
 from distill_cli.train.evaluate import Evaluator
+from distill_cli.train.final_test import evaluate_test
 from distill_cli.train.memory import largest_fitting, peak_gib
 from distill_cli.train.optim import build_optimizer, lr_factor, set_lr
 from distill_cli.train.reporter import NullReporter, Reporter
@@ -378,6 +379,9 @@ class Trainer:
         if s.teacher is not None:
             top1 = self.teacher_metrics.get("top1")
             teacher = ModelResult(s.teacher.info.name, s.teacher.params, top1)
+        test = evaluate_test(s, self.run.best) if s.world.is_main else None  # after training
+        if test is not None:
+            self._log({"kind": "test", "step": st["step"], **asdict(test)})
         summary = RunSummary(
             name=s.recipe.name,
             run_dir=self.run.path,
@@ -400,6 +404,7 @@ class Trainer:
             peak_gpu_memory_gib=peak_gib(s.device),
             bad_images=s.train_stream.bad_images,
             skipped_steps=st["skipped_steps"],
+            test=test,
         )
         if s.world.is_main:
             self.run.write_summary(summary)

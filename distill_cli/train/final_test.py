@@ -1,0 +1,48 @@
+"""The test split of a run with a holdout (`data.holdout`), evaluated once training has ended.
+
+With a holdout, everything that chooses (evaluation during training, the `best` checkpoint, a
+benchmark's hyperparameters) looks at held-out training images, and the data's validation split
+is kept as a test set that no choice has seen. It is read here, once the last step is done: the
+final weights (the number the function-matching paper reports), the `best` checkpoint's weights
+(chosen on the holdout), and the teacher on the same images.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from distill_cli.checkpoint import load_weights
+from distill_cli.summary import TestResult
+from distill_cli.train.build import Setup
+from distill_cli.train.evaluate import Evaluator
+
+
+def evaluate_test(setup: Setup, best: Path) -> TestResult | None:
+    """Final and best student (and the teacher) on the test split; None without a holdout."""
+    stream = setup.test_stream
+    if stream is None:
+        return None
+    evaluator = Evaluator(stream, len(setup.data.classes), setup.channels_last, setup.autocast)
+    teacher = setup.teacher if setup.method.compares_teacher else None
+    final = evaluator.student_metrics(setup.student, teacher)
+    teacher_top1 = evaluator.teacher_metrics(teacher).get("top1") if teacher else None
+    best_top1 = None
+    if best.is_file():
+        module = setup.student.module
+        kept = {k: v.detach().clone() for k, v in module.state_dict().items()}
+        load_weights(module, best)
+        best_top1 = evaluator.student_metrics(setup.student, None).get("top1")
+        with torch.no_grad():  # back to the final weights, in place (compiled graphs hold them)
+            for key, value in module.state_dict().items():
+                value.copy_(kept[key])
+    assert setup.data.test is not None
+    return TestResult(
+        images=len(setup.data.test),
+        top1=final.get("top1"),
+        top5=final.get("top5"),
+        best_top1=best_top1,
+        teacher_top1=teacher_top1,
+        agreement_top1=final.get("agreement_top1"),
+    )

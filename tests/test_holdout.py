@@ -1,0 +1,153 @@
+"""`data.holdout`: a class-balanced split of the training images evaluated during training and
+for `best`, with the data's validation split kept as a test set read only at the end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from rich.console import Console
+
+from distill_cli import api
+from distill_cli.cli.console import summary_table
+from distill_cli.data import DataBundle, build_data, hold_out
+from distill_cli.data.sources import make_synthetic
+from distill_cli.errors import DistillError
+from distill_cli.recipe.document import load_recipe
+from distill_cli.summary import RunSummary
+from distill_cli.train.build import build
+from distill_cli.train.evaluate import Evaluator
+from tests.conftest import fm_body, write_recipe
+
+SYNTH = {"num_classes": 4, "train_size": 200, "val_size": 48, "image_size": 8, "channels": 1}
+
+
+def _rows(images: torch.Tensor) -> set[bytes]:
+    return {bytes(row.numpy()) for row in images.flatten(1)}
+
+
+def test_holdout_is_class_balanced_disjoint_and_fixed_by_the_seed() -> None:
+    full = make_synthetic(5, 500, 8, 1, seed=0, split="train")
+    rest, held = full.split_off(103, seed=3)
+    counts = torch.bincount(held.labels, minlength=5)
+    assert len(held) == 103 and counts.max() - counts.min() <= 1
+    assert len(rest) == 397
+    assert not _rows(rest.images) & _rows(held.images)  # no image in both
+    assert _rows(rest.images) | _rows(held.images) == _rows(full.images)  # nothing lost
+    again_rest, again = full.split_off(103, seed=3)
+    assert torch.equal(again.images, held.images) and torch.equal(again_rest.labels, rest.labels)
+    assert not torch.equal(full.split_off(103, seed=4)[1].images, held.images)
+
+
+def test_build_data_holds_out_training_images_and_keeps_val_as_the_test_set() -> None:
+    plain = build_data("synthetic", synthetic=SYNTH, seed=1)
+    data = build_data("synthetic", synthetic=SYNTH, holdout=40, seed=1)
+    assert plain.test is None
+    assert data.test is not None and torch.equal(data.test.images, plain.val.images)
+    assert len(data.val) == 40 and len(data.train) == 160
+    assert torch.bincount(data.val.labels, minlength=4).tolist() == [10, 10, 10, 10]
+    assert not _rows(data.train.images) & _rows(data.val.images)
+    assert _rows(data.train.images) | _rows(data.val.images) == _rows(plain.train.images)
+
+
+def test_subset_is_drawn_after_the_holdout_so_runs_share_it() -> None:
+    full = build_data("synthetic", synthetic=SYNTH, holdout=40, seed=1)
+    small = build_data("synthetic", synthetic=SYNTH, holdout=40, subset=20, seed=1)
+    assert torch.equal(full.val.images, small.val.images)
+    assert len(small.train) == 20 and not _rows(small.train.images) & _rows(small.val.images)
+
+
+def test_holdout_on_fashion_mnist() -> None:
+    root = Path("/usr/share/datasets/fashion-mnist")
+    if not root.is_dir():
+        pytest.skip("Fashion-MNIST is not installed")
+    data = build_data("fashion_mnist", root, holdout=5000, seed=0)
+    assert (len(data.train), len(data.val), len(data.test)) == (55_000, 5000, 10_000)
+    assert torch.bincount(data.val.labels, minlength=10).tolist() == [500] * 10
+    assert data.test.name == "fashion_mnist/val"
+
+
+def test_holdout_on_an_image_folder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for split, per_class in (("train", 6), ("val", 2)):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / cls / f"{i}.png")
+    data = build_data("image_folder", tmp_path, holdout=4, seed=0)
+    assert len(data.train) == 8 and len(data.val) == 4 and len(data.test) == 4
+    assert not set(data.train.files) & set(data.val.files)
+    assert all(p.parent.parent.name == "train" for p in data.val.files)
+    assert all(p.parent.parent.name == "val" for p in data.test.files)
+    assert sorted(data.val.labels.tolist()) == [0, 0, 1, 1]
+
+
+def test_holdout_refuses_what_it_cannot_do(tmp_path: Path) -> None:
+    with pytest.raises(DistillError, match="cannot hold out 200 of 200"):
+        build_data("synthetic", synthetic=SYNTH, holdout=200)
+    (tmp_path / "imgs").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "imgs" / "x.png")
+    with pytest.raises(DistillError, match="needs labels"):
+        build_data("synthetic", synthetic=SYNTH, distill_dir=tmp_path / "imgs", holdout=1)
+    streamed = DataBundle(train=iter([]), val=make_synthetic(2, 4, 8, 1, 0, "val"))  # type: ignore[arg-type]
+    with pytest.raises(DistillError, match="streams its images") as err:
+        hold_out(streamed, 2, 0, "shards")
+    assert err.value.where == "data.holdout"
+
+
+def test_a_run_chooses_best_on_the_holdout_and_reads_the_test_set_once_at_the_end(
+    tmp_path: Path,
+) -> None:
+    body = fm_body(tmp_path / "runs", None, epochs=3)
+    body["data"]["synthetic"].update(train_size=160, val_size=64)
+    body["data"]["holdout"] = 30
+    body["schedule"]["batch_size"] = 26
+    recipe = write_recipe(tmp_path, "held", body)
+    assert api.plan(recipe)["data"]["test"]["images"] == 64
+    result = api.run(recipe)
+
+    records = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    tests = [r for r in records if r["kind"] == "test"]
+    assert len(tests) == 1 and records[-1]["kind"] == "test"  # once, after the last evaluation
+    assert result.test is not None and result.test.images == 64
+    assert RunSummary.load(result.run_dir) == result  # summary.json round-trips the test block
+
+    # the evaluations during training, and `best`, are the holdout's: re-evaluating the best
+    # checkpoint on the holdout gives the best score, on the test split its test number
+    setup = build(load_recipe(recipe))
+    assert len(setup.data.val) == 30 and setup.test_stream is not None
+    api_best = result.run_dir / "checkpoints" / "best.safetensors"
+    from distill_cli.checkpoint import load_weights
+
+    load_weights(setup.student.module, api_best)
+    held = Evaluator(setup.val_stream, 4).student_metrics(setup.student, None)["top1"]
+    test = Evaluator(setup.test_stream, 4).student_metrics(setup.student, None)["top1"]
+    evals = [r["top1"] for r in records if r["kind"] == "eval"]
+    assert result.best_score == pytest.approx(held) == pytest.approx(max(evals))
+    assert result.test.best_top1 == pytest.approx(test)
+    assert result.student.top1 == pytest.approx(evals[-1])
+
+    # and every place that shows a result shows the test set apart from the holdout
+    console = Console(width=200, record=True)
+    console.print(summary_table(result))
+    text = console.export_text()
+    assert "holdout top-1" in text and "test top-1 (64)" in text
+    assert f"{result.test.top1:.2f}%" in text
+    report = api.report(result.run_dir)
+    markdown = (result.run_dir / "report.md").read_text()
+    assert report and "test top-1 (64 images)" in markdown
+    comparison = api.compare([result.run_dir, result.run_dir])
+    assert comparison.results[0]["test top-1"] == pytest.approx(result.test.top1)
+    assert comparison.results[0]["test top-1 of best"] == pytest.approx(result.test.best_top1)
+
+
+def test_holdout_must_be_positive(tmp_path: Path) -> None:
+    body = fm_body(tmp_path / "runs", None)
+    body["data"]["holdout"] = 0
+    with pytest.raises(DistillError, match="holdout"):
+        load_recipe(write_recipe(tmp_path, "bad", body))
