@@ -207,7 +207,7 @@ def test_export_feeds_the_student_as_the_run_evaluated_it(tmp_path: Path) -> Non
     best = json.loads((runs / "s32" / "checkpoints" / "best.json").read_text())
     assert best["load_size"] == 74  # the teacher's 64 px decided the decode size, not 224
     exported = api.export(result.run_dir, images=0, latency=False, exporter="torchscript")
-    report = exported.report
+    report = exported.to_dict()
     assert report["parity"]["inputs"]["images"] == 24 and report["parity"]["inputs"]["labeled"]
     assert report["parity"]["top1_pytorch"] == pytest.approx(result.best_score, abs=1e-4)
     prep = report["preprocess"]

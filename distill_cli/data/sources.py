@@ -56,6 +56,11 @@ class ImageSet:
     def labeled(self) -> bool:
         return self.labels is not None
 
+    @property
+    def from_files(self) -> bool:
+        """Images decoded from files at a load size (not pixels held in memory)."""
+        return self.images is None
+
     def renumbered(self, order: torch.Tensor, names: list[str]) -> ImageSet:
         """Labels renumbered to a model's class order (`classes.align_classes`)."""
         labels = order[self.labels] if self.labels is not None else None

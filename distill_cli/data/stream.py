@@ -84,6 +84,11 @@ class ShardSet:
     def channels(self) -> int:
         return 3
 
+    @property
+    def from_files(self) -> bool:
+        """Shards hold encoded images, decoded at a load size (as `ImageSet` files are)."""
+        return True
+
     def renumbered(self, order: torch.Tensor, names: list[str]) -> ShardSet:
         return replace(self, classes=list(names), label_order=order.tolist())
 

@@ -163,7 +163,7 @@ def _load_size(src: Source) -> int | None:
     evaluated: what the checkpoint's side file recorded, else (older checkpoints) the same rule
     the run applies (`model_view.load_sizes`) to the run's models as they are built (recipe,
     side file, timm default)."""
-    if src.data is None or src.data.val.images is not None:
+    if src.data is None or not src.data.val.from_files:
         return None  # in-memory pixels go straight to the crop
     recorded = read_sidecar(src.checkpoint).get("load_size") if src.checkpoint else None
     if isinstance(recorded, int) and recorded > 0:

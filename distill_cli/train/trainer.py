@@ -49,7 +49,7 @@ def _meta(setup: Setup, epoch: float, step: int, metrics: dict[str, Any]) -> dic
         "crop_pct": info.crop_pct,
         "interpolation": info.interpolation,
         # image files: the square they were decoded to before the crop (export reproduces it)
-        "load_size": setup.val_stream.load_size if setup.data.val.images is None else None,
+        "load_size": setup.val_stream.load_size if setup.data.val.from_files else None,
         "class_names": setup.data.classes if info.num_classes == len(setup.data.classes) else None,
         "epoch": _epoch(epoch),
         "step": step,
