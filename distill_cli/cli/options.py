@@ -67,7 +67,8 @@ InputSizeOpt = Annotated[
     int | None, typer.Option("--input-size", min=1, help="input side for a timm-name SOURCE")
 ]
 NumClassesOpt = Annotated[
-    int | None, typer.Option("--num-classes", min=1, help="classes for a timm-name SOURCE")
+    int | None,
+    typer.Option("--num-classes", min=1, help="classifier classes (default: the run's or timm's)"),
 ]
 ExporterOpt = Annotated[
     str, typer.Option("--exporter", help="dynamo or torchscript (the other is the fallback)")
