@@ -128,6 +128,7 @@ def test_export_of_a_trained_student_passes_the_parity_gate(
             "max_latency_ms": 10000.0,
             "latency_stat": "p50",
             "latency_variant": "fp32",
+            "require_protocol": False,
         },
         "passed": True,
         "files": {"fp32": True, "fp16": True, "int8": True},

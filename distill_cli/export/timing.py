@@ -60,7 +60,6 @@ def measure(
     retries = _retime(entries, retime, student, student_files, plan, log) if retime else []
     failing = [e["name"] for e in entries if not e["meets_protocol"]]
     return {
-        "retries": retries,
         "protocol": {**plan.to_dict(), "batch_latency": 1, "rule": RULE},
         "environment": lat.environment(plan.threads),
         "entries": entries,
@@ -69,6 +68,7 @@ def measure(
         "speedup": speedups(entries),
         "speedup_meets_protocol": speedups_meet_protocol(entries),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "retries": retries,
     }
 
 
