@@ -42,7 +42,7 @@ OPTIONS: list[tuple[str, list[str]]] = [
     (
         "percentile, first+last layers fp32",
         ["--calib-method", "percentile", "--keep-fp32", "first,last"],
-    ),  # noqa: E501
+    ),
 ]
 
 
