@@ -2,8 +2,9 @@
 
 Two trained models, CPU-sized: the quickstart student (a `resnet10t` teacher trained `--epochs`
 (2) on a Fashion-MNIST subset, distilled as long into `test_resnet` with function matching) and
-a `mobilenetv3_small_050` trained on labels as long on the same subset at 32 px (MobileNets are where int8
-loses most: depthwise convolutions and hard-swish give wide, skewed activation ranges). Each is
+a `mobilenetv3_small_050` trained on labels as long on the same subset at 32 px (MobileNets are
+where int8 loses most: depthwise convolutions and hard-swish give wide, skewed activation
+ranges). Each is
 exported once to ONNX fp32; the same file is then quantized with every option set of `OPTIONS`
 (`distill export RUN --onnx model.onnx --quantize int8 ...`), the int8 file's top-1 measured on
 the same validation images as fp32. Latency is not measured here (see export_latency.py).
@@ -165,10 +166,10 @@ def main() -> None:
     for label, run in runs.items():
         folder = args.runs / "exports" / run.name
         results["models"][label] = measure(run, folder, 0, args.calib_images)
-    results["seconds"] = round(time.perf_counter() - t0, 1)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        results["seconds"] = round(time.perf_counter() - t0, 1)
+        if args.json:  # after each model: a cut session keeps what was measured
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))
 
 
