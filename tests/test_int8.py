@@ -226,3 +226,20 @@ def test_export_cli_has_the_int8_and_protocol_flags() -> None:
         "--keep-fp32",
         "--require-protocol",
     } <= known
+
+
+def test_entropy_calibration_is_not_minmax_in_disguise(tmp_path: Path) -> None:
+    """quantize_static's own entropy settings (128 bins, 128 levels) leave one threshold, the
+    min/max; distill's entropy searches a 2048-bin histogram, so its ranges differ."""
+    from onnx import numpy_helper
+
+    def scales(report: dict[str, Any]) -> dict[str, Any]:
+        model = onnx.load(report["variants"]["int8"]["path"])
+        return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+    minmax = scales(_export(tmp_path / "minmax", calib_method="minmax"))
+    entropy = scales(_export(tmp_path / "entropy", calib_method="entropy"))
+    activation = [k for k in minmax if k.endswith("_scale") and minmax[k].ndim == 0]
+    assert activation and any(
+        k in entropy and float(entropy[k]) != float(minmax[k]) for k in activation
+    )
