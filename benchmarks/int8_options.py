@@ -36,7 +36,7 @@ OPTIONS: list[tuple[str, list[str]]] = [
     ("minmax (default: per-channel, act asym, weight sym)", []),
     ("minmax, per-tensor weights", ["--per-tensor"]),
     ("minmax, symmetric activations", ["--act-symmetric"]),
-    ("minmax, asymmetric weights", ["--weight-asymmetric"]),
+    ("minmax, per-tensor asymmetric weights", ["--per-tensor", "--weight-asymmetric"]),
     ("minmax, first+last layers fp32", ["--keep-fp32", "first,last"]),
     ("entropy", ["--calib-method", "entropy"]),
     ("percentile", ["--calib-method", "percentile"]),

@@ -95,6 +95,9 @@ def test_bad_int8_options_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="calib_methd"):
         ExportOptions.from_flat("test_resnet", calib_methd="minmax")
     assert Int8Spec(keep_fp32=("first,last", "first")).keep_fp32 == ("first", "last")
+    with pytest.raises(DistillError, match="--per-tensor"):  # ORT would silently ignore it
+        Int8Spec(weight_symmetric=False)
+    assert not Int8Spec(per_channel=False, weight_symmetric=False).weight_symmetric
     with pytest.raises(DistillError, match="no node named 'conv99'") as info:
         _export(tmp_path, keep_fp32=("conv99",))
     assert "--keep-fp32" in str(info.value)

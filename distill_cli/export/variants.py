@@ -69,6 +69,13 @@ class Int8Spec:
                 "--calib-method",
                 ", ".join(CALIBRATION_METHODS),
             )
+        if self.per_channel and not self.weight_symmetric:
+            raise DistillError(
+                "ONNX Runtime keeps per-channel int8 weights symmetric: --weight-asymmetric "
+                "would change nothing",
+                "--weight-asymmetric",
+                "add --per-tensor",
+            )
         if isinstance(self.keep_fp32, str):
             object.__setattr__(self, "keep_fp32", (self.keep_fp32,))
         names = tuple(n.strip() for item in self.keep_fp32 for n in item.split(",") if n.strip())
