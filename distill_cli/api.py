@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from distill_cli.reports.compare import Comparison
     from distill_cli.reports.document import ReportResult
     from distill_cli.students.model_search import ModelSearch
-    from distill_cli.students.types import StudentSearch
+    from distill_cli.students.types import StudentQuery, StudentSearch
     from distill_cli.train.reporter import Reporter
 
 __all__ = [
@@ -284,19 +284,52 @@ def models(pattern: str = "*", **options: Any) -> ModelSearch:
     return find_models(pattern, **options)
 
 
-def students(teacher: str, max_latency_ms: float, **options: Any) -> StudentSearch:
+def students(
+    query: StudentQuery | str,
+    max_latency_ms: float | None = None,
+    *,
+    progress: Callable[[str, int, int, str], None] | None = None,
+    write_recipe: str | Path | None = None,
+    data: str | Path | None = None,
+    teacher_checkpoint: str | Path | None = None,
+    student: str | None = None,
+    recipe_name: str | None = None,
+    force: bool = False,
+    **options: Any,
+) -> StudentSearch:
     """`distill students`: the teacher's timm students ranked within a latency budget.
 
-    `options`: `progress`, `write_recipe`, `data`, `teacher_checkpoint`, `student`,
-    `recipe_name`, and the `StudentQuery` fields (`device`, `input_size`, `threads`, `batch`,
-    `precision`, `latency_stat`, `pattern`, `families`, `candidates`, `max_ratio`, `limit`,
-    `max_sweep_s`, `cache_dir`, ...). With `write_recipe`, a function-matching recipe for the
-    best fit (or `student`) on `data` is written and validated; when nothing fits, `NoFit`
-    (a `RunFailed`) is raised and its `.search` holds the timings.
+    `query` is a `StudentQuery` (what `distill students` builds from its flags), or the
+    teacher's name with `max_latency_ms` and the query's fields as keywords (`device`,
+    `input_size`, `batch`, `precision`, `latency_stat`, `pattern`, `families`, `candidates`,
+    `max_ratio`, `limit`, `measure_all`, `time_budget_s`, `cache_dir`, ... and the timing plan's
+    `threads`, `warmup`, `runs`, `min_time_s`, `max_time_s`; see `StudentQuery.from_flat`).
+    `progress(phase, done, total, name)` follows the sweep. With `write_recipe`, a
+    function-matching recipe for the best fit (or `student`) on `data` is written and
+    validated; when nothing fits, `NoFit` is raised and its `.search` holds the timings.
+    Without a fit and without a recipe the result's `best` is None (`students.search.outcome`
+    says why: nothing measured, or nothing fast enough).
 
         search = api.students("resnet50", 5.0, input_size=224, threads=2)
-        print(search.best.name, search.best.p50_ms)
+        print(search.best.name, search.best.p50_ms, search.untimed)
     """
     from distill_cli.students.search import search_students
+    from distill_cli.students.types import StudentQuery
 
-    return search_students(teacher, max_latency_ms, **options)
+    if isinstance(query, StudentQuery):
+        if options or max_latency_ms is not None:
+            raise TypeError("pass the query as a StudentQuery or as keywords, not both")
+    else:
+        if max_latency_ms is None:
+            raise TypeError("students(teacher, max_latency_ms, ...) needs a latency budget")
+        query = StudentQuery.from_flat(query, max_latency_ms, **options)
+    return search_students(
+        query,
+        progress=progress,
+        write_recipe=write_recipe,
+        data=data,
+        teacher_checkpoint=teacher_checkpoint,
+        student=student,
+        recipe_name=recipe_name,
+        force=force,
+    )

@@ -15,6 +15,9 @@ from collections.abc import Iterable
 EXIT_USAGE = 2
 #: Exit code for a run or gate that failed on valid input.
 EXIT_FAILURE = 1
+#: Exit code of `distill students` when nothing could be timed within its limits (no answer
+#: yet, as opposed to EXIT_FAILURE: timed, and nothing fits).
+EXIT_NOT_MEASURED = 3
 
 
 class DistillError(Exception):

@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 from distill_cli import api
 from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
+from distill_cli.export import protocol
 from distill_cli.export.parity import Outputs, compare, fp32_parity
 from distill_cli.export.pipeline import ExportOptions
 from distill_cli.export.source import resolve_source
@@ -159,7 +160,7 @@ def test_noisy_or_contended_latency_does_not_meet_the_protocol(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     quiet = {"p50_ms": 1.0, "p90_ms": 1.1}
-    monkeypatch.setattr(lat, "usable_cores", lambda: 4)
+    monkeypatch.setattr(protocol, "usable_cores", lambda: 4)
     assert lat.protocol_issues(quiet, 2, 0.3, 0.5) == []
     (noisy,) = lat.protocol_issues({"p50_ms": 1.0, "p90_ms": 2.5}, 2, 0.0, None)
     assert noisy.startswith("noisy: p90/p50 = 2.50")

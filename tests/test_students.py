@@ -14,12 +14,15 @@ from typing import Any
 
 import pytest
 
+from distill_cli import api
 from distill_cli.cli.entry import entry
-from distill_cli.errors import DistillError, RunFailed
+from distill_cli.errors import EXIT_NOT_MEASURED, DistillError, RunFailed
+from distill_cli.export.protocol import TimingPlan
+from distill_cli.students import candidates as pool
 from distill_cli.students import search as students
+from distill_cli.students.candidates import deduplicate
 from distill_cli.students.rank import family_of, load_accuracy
-from distill_cli.students.recipe import NoFit
-from distill_cli.students.search import deduplicate, search_students
+from distill_cli.students.recipe import NoFit, fit_schedule
 from distill_cli.students.types import Candidate, StudentQuery, Timing
 
 TEACHER = "test_maxvit"  # 1.1 M params: with max_ratio 1 every other test_* model is a student
@@ -88,7 +91,7 @@ def search(budget: float, **options: Any) -> Any:
     options.setdefault("input_size", 32)
     options.setdefault("threads", 1)
     options.setdefault("measure_all", True)  # skip rules have their own test
-    return search_students(TEACHER, budget, **options)
+    return api.students(TEACHER, budget, **options)
 
 
 def test_budget_filter_and_capacity_ranking(fake: FakeBench) -> None:
@@ -163,11 +166,13 @@ def test_max_time_stops_cleanly_with_what_was_measured(
 ) -> None:
     clock = iter(range(0, 1000, 10))  # every look at the clock is 10 s later
     monkeypatch.setattr(students, "_clock", lambda: float(next(clock)))
-    result = search(3.5, max_sweep_s=25)
-    assert result.stopped is not None and "--max-time" in result.stopped
+    result = search(3.5, time_budget_s=25)
+    assert result.stopped is not None and "--time-budget" in result.stopped
     unmeasured = [e for e in result.entries if e.status == "unmeasured"]
     assert unmeasured and len(fake.calls) == len(SMALL) - len(unmeasured)
     assert all("stopped" in (e.reason or "") for e in unmeasured)
+    assert result.untimed == len(unmeasured) and not result.complete
+    assert any(f"{len(unmeasured)} of {len(SMALL)} candidates untimed" in n for n in result.notes)
 
 
 def test_skip_rules_and_limit(fake: FakeBench) -> None:
@@ -181,7 +186,7 @@ def test_skip_rules_and_limit(fake: FakeBench) -> None:
     assert "4x+ the GFLOPs" in (students._skip_reason(cands[2], over) or "")
     assert students._skip_reason(Candidate("b_tiny", "b", 10, 0.5), over) is None
 
-    limited = search(3.5, limit=2)
+    limited = search(3.5, limit=2, measure_all=False)
     assert len(fake.calls) == 2
     assert sum(e.status == "unmeasured" for e in limited.entries) == len(SMALL) - 2
     assert limited.stopped == "--limit 2"
@@ -257,7 +262,10 @@ def test_cli_json_and_no_fit_exit_code(fake: FakeBench, capsys: pytest.CaptureFi
     assert info.value.code == 1  # nothing fits: a pipeline must stop here
     captured = capsys.readouterr()
     assert "test_resnet" in captured.out  # the table is still printed
-    assert captured.err.strip().startswith("error: no candidate fits 0.5 ms")
+    err = captured.err.strip().splitlines()
+    assert err[-1].startswith("error: no candidate fits 0.5 ms")
+    # a CI log is not silent: one plain line per candidate timed, with its phase
+    assert sum(line.startswith("students timing: ") for line in err) >= len(SMALL)
 
 
 def _teacher_checkpoint(folder: Path, classes: int) -> Path:
@@ -285,7 +293,10 @@ def test_written_recipe_validates_and_dry_runs(fake: FakeBench, tmp_path: Path) 
     assert recipe.student.model == "test_vit" and recipe.student.input_size == 32
     assert recipe.teachers[0].model == TEACHER and recipe.teachers[0].checkpoint == ckpt
     assert recipe.data.source == "fashion_mnist"
-    plan = api.plan(out, ["output.dir=" + str(tmp_path / "runs")])
+    # the written student starts from timm's weights; the test builds it without the hub
+    offline = ["output.dir=" + str(tmp_path / "runs"), "student.pretrained=false"]
+    assert recipe.student.pretrained is True
+    plan = api.plan(out, offline)
     assert plan["data"]["classes"] == 10
     assert plan["models"]["student"]["name"] == "test_vit"
     assert plan["models"]["student"]["input_size"] == (32, 32)
@@ -300,7 +311,7 @@ def test_written_recipe_validates_and_dry_runs(fake: FakeBench, tmp_path: Path) 
         student="test_resnet",
         teacher_checkpoint=_teacher_checkpoint(smoke_dir, classes=4),
     )
-    plan = api.plan(smoke.recipe_path, ["output.dir=" + str(tmp_path / "runs")])
+    plan = api.plan(smoke.recipe_path, offline)
     assert plan["models"]["student"]["name"] == "test_resnet"  # the chosen fit, not the best
 
     with pytest.raises(NoFit) as info:  # nothing fits: no file, but the timings come back
@@ -342,3 +353,98 @@ def test_real_timing_exports_and_times_tiny_models(monkeypatch: pytest.MonkeyPat
     assert by_name["test_efficientnet"].status == "failed"
     assert "simulated" in (by_name["test_efficientnet"].reason or "")
     assert result.environment["threads"] == 1 and result.environment["cpu"]
+
+
+def test_nothing_measured_is_not_nothing_fits(
+    fake: FakeBench, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sweep whose time budget ran out before any timing says so, with its own exit code."""
+    clock = iter(range(0, 100_000, 100))  # every look at the clock is 100 s later
+    monkeypatch.setattr(students, "_clock", lambda: float(next(clock)))
+    args = ["students", TEACHER, "--candidates", ",".join(SMALL), "--max-ratio", "1"]
+    with pytest.raises(SystemExit) as info:
+        entry([*args, "--max-latency-ms", "3.5", "--input-size", "32", "--time-budget", "50"])
+    assert info.value.code == EXIT_NOT_MEASURED == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: nothing was measured: 5 candidates untimed")
+    assert "--time-budget 50 s" in err[-1] and "fits" not in err[-1]
+    assert fake.calls == []
+
+
+def test_time_budget_starts_after_the_candidate_list(
+    fake: FakeBench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sizing the candidate list (slow once) is not charged to --time-budget."""
+    now = [0.0]
+    monkeypatch.setattr(students, "_clock", lambda: now[0])
+    real = pool._size_up
+
+    def slow_sizing(q: StudentQuery, progress: Any) -> Any:
+        now[0] += 1000.0  # the first call sizes timm's registry for "minutes"
+        return real(q, progress)
+
+    monkeypatch.setattr(pool, "_size_up", slow_sizing)
+    result = search(3.5, time_budget_s=60)
+    assert result.measured == len(SMALL) and result.complete and result.untimed == 0
+    assert result.prepare_seconds == 1000.0
+
+
+def test_untimed_count_and_the_mode_that_times_all(fake: FakeBench) -> None:
+    partial = search(3.5, limit=2, measure_all=False)
+    assert partial.untimed > 0 and not partial.complete
+    assert partial.to_dict()["untimed"] == partial.untimed
+    fake.calls.clear()
+    full = search(3.5, limit=2, measure_all=True)  # --measure-all: no skips and no --limit
+    assert full.complete and full.untimed == 0 and len(fake.calls) == len(SMALL) - 2
+    assert full.measured + full.from_cache == len(SMALL)
+    again = search(3.5, limit=2, measure_all=True)  # same inputs, same answer
+    assert [e.name for e in again.fits] == [e.name for e in full.fits]
+
+
+def test_timm_test_models_are_left_out_by_default(fake: FakeBench) -> None:
+    """`*st_resnet*` matches only timm's `test_resnet`: left out unless asked for."""
+    with pytest.raises(DistillError, match="--include-test-models"):
+        search(3.5, candidates=(), pattern="*st_resnet*")
+    kept = search(3.5, candidates=(), pattern="*st_resnet*", include_test_models=True)
+    assert [e.name for e in kept.entries] == ["test_resnet"]
+
+
+def test_query_takes_the_export_timing_plan_and_its_bounds(fake: FakeBench) -> None:
+    q = StudentQuery.from_flat(TEACHER, 3.0, warmup=3, runs=7, max_time_s=2.0, time_budget_s=9)
+    assert q.timing == TimingPlan(warmup=3, runs=7, max_time_s=2.0, threads=q.threads)
+    assert q.time_budget_s == 9  # the sweep's limit, not a model's --max-time
+    with pytest.raises(DistillError, match="--runs"):
+        api.students(TEACHER, 3.0, runs=0)  # the export's own range check
+    with pytest.raises(DistillError, match="--time-budget"):
+        StudentQuery(TEACHER, 3.0, time_budget_s=0)
+    with pytest.raises(TypeError, match="max_sweep_s"):
+        api.students(TEACHER, 3.0, max_sweep_s=5)
+
+
+def test_written_recipe_fits_the_data_and_starts_pretrained(
+    fake: FakeBench, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from distill_cli.recipe.document import load_recipe
+
+    for split, count in (("train", 40), ("val", 8)):
+        for c in ("a", "b"):
+            folder = tmp_path / "data" / split / c
+            folder.mkdir(parents=True)
+            for i in range(count // 2):
+                Image.new("RGB", (8, 8), (i, 0, 0)).save(folder / f"{i}.png")
+    out = tmp_path / "student.yaml"
+    ckpt = _teacher_checkpoint(tmp_path, classes=2)
+    search(3.5, write_recipe=out, data=str(tmp_path / "data"), teacher_checkpoint=ckpt)
+    recipe = load_recipe(out)
+    assert recipe.schedule.batch_size == 8  # 40 images: a quarter is 10, the power of two 8
+    assert recipe.schedule.warmup_steps <= recipe.schedule.epochs * (40 // 8) // 10
+    assert recipe.student.pretrained is True  # test_vit has timm weights
+    assert "Schedule for 40 training images: batch 8" in out.read_text()
+    schedule = {"batch_size": 512, "epochs": 1000, "warmup_steps": 1500}
+    assert fit_schedule(schedule, 240) == "batch 32, 1000 epochs = 7000 steps"
+    assert schedule == {"batch_size": 32, "epochs": 1000, "warmup_steps": 700}
+    big = {"batch_size": 512, "epochs": 10, "warmup_steps": 100}
+    fit_schedule(big, 60_000)
+    assert big == {"batch_size": 512, "epochs": 10, "warmup_steps": 100}

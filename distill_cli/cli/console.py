@@ -272,26 +272,64 @@ def progress_bar(description: str, quiet: bool = False) -> Iterator[Callable[[in
         yield update
 
 
+#: Seconds between progress lines in a non-terminal log (CI) while candidates are sized up.
+LOG_EVERY_S = 10.0
+
+
 @contextmanager
-def sweep_progress(quiet: bool = False) -> Iterator[Callable[[int, int, str], None]]:
-    """`distill students`: a transient bar that names the candidate being exported and timed."""
-    if quiet or not err_console.is_terminal:
-        yield lambda done, total, name: None
+def sweep_progress(quiet: bool = False) -> Iterator[Callable[[str, int, int, str], None]]:
+    """`distill students`: progress(phase, done, total, name).
+
+    On a terminal, a transient bar with the phase and the candidate being exported and timed. In
+    a log (CI, a pipe), plain lines on stderr: one when a phase starts, one every LOG_EVERY_S
+    seconds while candidates are sized up, and one per candidate timed, so a log never sits
+    silent for minutes.
+    """
+    if quiet:
+        yield lambda phase, done, total, name: None
+        return
+    if not err_console.is_terminal:
+        yield _log_progress()
         return
     columns = (
-        TextColumn("[bold]students"),
+        TextColumn("[bold]students {task.fields[phase]}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[name]}"),
     )
     with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task("students", total=None, name="")
+        task = progress.add_task("students", total=None, name="", phase="")
 
-        def update(done: int, total: int, name: str) -> None:
-            progress.update(task, completed=done, total=total, name=name)
+        def update(phase: str, done: int, total: int, name: str) -> None:
+            progress.update(task, completed=done, total=total, name=name, phase=phase)
 
         yield update
+
+
+def _log_progress() -> Callable[[str, int, int, str], None]:
+    import sys
+    import time
+
+    state = {"phase": "", "last": 0.0, "start": time.monotonic()}
+
+    def update(phase: str, done: int, total: int, name: str) -> None:
+        now = time.monotonic()
+        new = phase != state["phase"]
+        due = phase == "timing" or now - float(state["last"]) >= LOG_EVERY_S or done == total
+        if not (new or due):
+            return
+        if new:
+            state["phase"], state["start"] = phase, now
+        state["last"] = now
+        elapsed = now - float(state["start"])
+        print(
+            f"students {phase}: {done}/{total} {name} ({elapsed:.0f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return update
 
 
 def _ms(value: float | None) -> str:
@@ -371,9 +409,14 @@ def students_table(search: Any) -> Table:
         f"{len(fits)} fit{'' if len(fits) == 1 else 's'}"
         + (f" (top {len(shown)} shown)" if len(shown) < len(fits) else "")
         + f"; {search.measured} timed now, {search.from_cache} from the cache, "
-        f"in {search.seconds:.1f} s on {search.environment.get('cpu')}",
+        f"in {search.seconds:.1f} s ({search.prepare_seconds:.1f} s preparing the candidates) "
+        f"on {search.environment.get('cpu')}",
         f"not timed: {len(search.duplicates)} near-duplicates, {counts['skipped']} predicted "
         f"over budget, {counts['unmeasured']} not measured (--json lists them)",
+        "answer: final (every candidate timed or ruled out)"
+        if search.complete
+        else f"answer: provisional, {search.untimed} candidates untimed ({search.stopped}); "
+        "--measure-all times every one",
         f"ranking: {search.ranking}",
         f"same gate after training: {search.export_command()}",
     ]

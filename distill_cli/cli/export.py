@@ -4,14 +4,29 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from distill_cli.cli.options import JsonOpt, QuietOpt, RecipeArg, SetOpt, finite, wide_console
-
-if TYPE_CHECKING:
-    from distill_cli.export import TimingPlan
+from distill_cli.cli.options import (
+    ExporterOpt,
+    InputSizeOpt,
+    JsonOpt,
+    LatencyStatOpt,
+    MaxTimeOpt,
+    MinTimeOpt,
+    NumClassesOpt,
+    OpsetOpt,
+    QuietOpt,
+    RecipeArg,
+    RunsOpt,
+    SetOpt,
+    ThreadsOpt,
+    WarmupOpt,
+    finite,
+    timing_plan,
+    wide_console,
+)
 
 SourceArg = Annotated[
     str,
@@ -20,38 +35,12 @@ SourceArg = Annotated[
         show_default=False,
     ),
 ]
-ThreadsOpt = Annotated[
-    int,
-    typer.Option(
-        "--threads", min=0, help="CPU threads for PyTorch and ONNX Runtime (0: all cores)"
-    ),
-]
 BatchOpt = Annotated[
     int, typer.Option("--batch", min=1, help="batch size of the throughput figure")
-]
-WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="untimed calls before timing")]
-RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="timed batch-1 calls, at least")]
-MinTimeOpt = Annotated[
-    float,
-    typer.Option("--min-time", min=0.0, callback=finite, help="seconds of timed calls, at least"),
-]
-MaxTimeOpt = Annotated[
-    float,
-    typer.Option("--max-time", min=0.0, callback=finite, help="stop timing after this many s"),
 ]
 CheckpointOpt = Annotated[
     Path | None, typer.Option("--checkpoint", help="weights for a timm-name SOURCE")
 ]
-InputSizeOpt = Annotated[
-    int | None, typer.Option("--input-size", min=1, help="input side for a timm-name SOURCE")
-]
-NumClassesOpt = Annotated[
-    int | None, typer.Option("--num-classes", min=1, help="classes for a timm-name SOURCE")
-]
-ExporterOpt = Annotated[
-    str, typer.Option("--exporter", help="dynamo or torchscript (the other is the fallback)")
-]
-OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset")]
 
 
 def _model_args(values: list[str] | None) -> dict[str, object]:
@@ -67,22 +56,6 @@ def _model_args(values: list[str] | None) -> dict[str, object]:
             raise DistillError(f"{item!r} is not KEY=VALUE", "--model-arg", "e.g. img_size=64")
         out[key] = yaml.safe_load(value)
     return out
-
-
-def _timing(
-    threads: int, batch: int, warmup: int, runs: int, min_time: float, max_time: float
-) -> TimingPlan:
-    """The timing flags `distill export` and `distill bench latency` share, as one protocol."""
-    from distill_cli.export import TimingPlan
-
-    return TimingPlan(
-        threads=threads,
-        batch=batch,
-        warmup=warmup,
-        runs=runs,
-        min_time_s=min_time,
-        max_time_s=max_time,
-    )
 
 
 def export_cmd(
@@ -125,8 +98,31 @@ def export_cmd(
         typer.Option("--calib-images", min=1, help="int8 calibration images (training split)"),
     ] = 256,
     calib_method: Annotated[
-        str, typer.Option("--calib-method", help="minmax, entropy or percentile")
+        str, typer.Option("--calib-method", help="int8 calibration: minmax, entropy or percentile")
     ] = "minmax",
+    per_channel: Annotated[
+        bool,
+        typer.Option("--per-channel/--per-tensor", help="int8 weight scales per output channel"),
+    ] = True,
+    act_symmetric: Annotated[
+        bool,
+        typer.Option(
+            "--act-symmetric/--act-asymmetric", help="int8 activation ranges symmetric around 0"
+        ),
+    ] = False,
+    weight_symmetric: Annotated[
+        bool,
+        typer.Option(
+            "--weight-symmetric/--weight-asymmetric", help="int8 weight ranges symmetric around 0"
+        ),
+    ] = True,
+    keep_fp32: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--keep-fp32",
+            help="int8: keep these nodes in float: first, last (Conv/Gemm/MatMul) or node names",
+        ),
+    ] = None,
     images: Annotated[
         int,
         typer.Option("--images", min=0, help="validation images for parity/accuracy (0: all)"),
@@ -220,12 +216,17 @@ def export_cmd(
             help="gate: student ONNX batch-1 latency",
         ),
     ] = None,
-    latency_stat: Annotated[
-        str, typer.Option("--latency-stat", help="p50 or p90, for --max-latency-ms")
-    ] = "p50",
+    latency_stat: LatencyStatOpt = "p50",
     latency_variant: Annotated[
         str, typer.Option("--latency-variant", help="fp32, fp16 or int8, for --max-latency-ms")
     ] = "fp32",
+    require_protocol: Annotated[
+        bool,
+        typer.Option(
+            "--require-protocol",
+            help="latency gate: a figure flagged noisy/contended/short is retimed, then a miss",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
@@ -237,6 +238,7 @@ def export_cmd(
     from distill_cli.cli.console_export import export_view
     from distill_cli.export import ExportOptions, Gates
     from distill_cli.export.parity import DEFAULT_RTOL
+    from distill_cli.export.variants import Int8Spec
 
     options = ExportOptions(
         source=source,
@@ -254,7 +256,13 @@ def export_cmd(
         precision=precision,
         quantize=quantize,
         calib_images=calib_images,
-        calib_method=calib_method,
+        int8=Int8Spec(
+            calib_method=calib_method,
+            per_channel=per_channel,
+            act_symmetric=act_symmetric,
+            weight_symmetric=weight_symmetric,
+            keep_fp32=tuple(keep_fp32 or ()),
+        ),
         images=images,
         tolerance=tolerance,
         atol=atol,
@@ -264,7 +272,7 @@ def export_cmd(
         dynamic_size=dynamic_size,
         latency=latency,
         teacher=teacher,
-        timing=_timing(threads, batch, warmup, runs, min_time, max_time),
+        timing=timing_plan(threads, warmup, runs, min_time, max_time, batch),
         gates=Gates(
             min_top1=min_top1,
             max_top1_drop=max_top1_drop,
@@ -272,6 +280,7 @@ def export_cmd(
             max_latency_ms=max_latency_ms,
             latency_stat=latency_stat,
             latency_variant=latency_variant,
+            require_protocol=require_protocol,
         ),
     )
 
@@ -321,7 +330,7 @@ def bench_latency_cmd(
 
     result = api.bench_latency(
         target,
-        _timing(threads, batch, warmup, runs, min_time, max_time),
+        timing_plan(threads, warmup, runs, min_time, max_time, batch),
         checkpoint=checkpoint,
         input_size=input_size,
         num_classes=num_classes,

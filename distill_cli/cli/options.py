@@ -1,10 +1,17 @@
-"""Argument and option types shared by the `distill` commands, and the console they print to."""
+"""Argument and option types shared by the `distill` commands, and the console they print to.
+
+The timing flags (`--threads`, `--warmup`, `--runs`, `--min-time`, `--max-time`) mean the same
+in `distill export`, `distill bench latency` and `distill students`, with the same bounds, and
+become one `TimingPlan` through `timing_plan`; the latency budget flags (`--max-latency-ms`,
+`--latency-stat`) and the model flags (`--input-size`, `--num-classes`, `--exporter`,
+`--opset`) are declared here once too.
+"""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -32,13 +39,8 @@ ThroughputOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
 
-
-def wide_console(width: int = 140) -> Console:
-    """The console, or a `width`-column one where stdout is not a terminal (CI logs): rich would
-    otherwise squeeze the result tables into 80 columns and cut the figures."""
-    from distill_cli.cli.console import console
-
-    return console if console.is_terminal else Console(width=width)
+if TYPE_CHECKING:
+    from distill_cli.export.protocol import TimingPlan
 
 
 def finite(value: float | None) -> float | None:
@@ -46,3 +48,66 @@ def finite(value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise typer.BadParameter(f"{value} is not a finite number")
     return value
+
+
+ThreadsOpt = Annotated[
+    int,
+    typer.Option(
+        "--threads", min=0, help="CPU threads for PyTorch and ONNX Runtime (0: all cores)"
+    ),
+]
+WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="untimed calls before timing")]
+RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="timed calls, at least")]
+MinTimeOpt = Annotated[
+    float,
+    typer.Option(
+        "--min-time", min=0.0, callback=finite, help="seconds of timed calls per model, at least"
+    ),
+]
+MaxTimeOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-time",
+        min=0.0,
+        callback=finite,
+        help="stop timing one model after this many s",
+    ),
+]
+InputSizeOpt = Annotated[
+    int | None, typer.Option("--input-size", min=1, help="input side for a timm-name SOURCE")
+]
+NumClassesOpt = Annotated[
+    int | None,
+    typer.Option("--num-classes", min=1, help="classifier classes (default: the run's or timm's)"),
+]
+ExporterOpt = Annotated[
+    str, typer.Option("--exporter", help="dynamo or torchscript (the other is the fallback)")
+]
+OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset")]
+LatencyStatOpt = Annotated[
+    str, typer.Option("--latency-stat", help="p50 or p90, for --max-latency-ms")
+]
+
+
+def timing_plan(
+    threads: int, warmup: int, runs: int, min_time: float, max_time: float, batch: int = 32
+) -> TimingPlan:
+    """The timing flags every timing command shares, as one protocol (`TimingPlan`)."""
+    from distill_cli.export.protocol import TimingPlan
+
+    return TimingPlan(
+        threads=threads,
+        batch=batch,
+        warmup=warmup,
+        runs=runs,
+        min_time_s=min_time,
+        max_time_s=max_time,
+    )
+
+
+def wide_console(width: int = 140) -> Console:
+    """The console, or a `width`-column one where stdout is not a terminal (CI logs): rich would
+    otherwise squeeze the result tables into 80 columns and cut the figures."""
+    from distill_cli.cli.console import console
+
+    return console if console.is_terminal else Console(width=width)

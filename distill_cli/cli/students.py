@@ -1,4 +1,9 @@
-"""`distill students`: the student that fits a latency budget (see students.py for the logic)."""
+"""`distill students`: the student that fits a latency budget (see students/search.py).
+
+Built the way `distill export` is: the flags become one `StudentQuery` directly, its timing a
+`TimingPlan` from the shared timing flags (cli/options.py, same names and bounds as export),
+and the command goes through `api.students` like every other command.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,22 @@ from typing import Annotated
 
 import typer
 
-from distill_cli.cli.options import JsonOpt, QuietOpt, wide_console
+from distill_cli.cli.options import (
+    ExporterOpt,
+    JsonOpt,
+    LatencyStatOpt,
+    MaxTimeOpt,
+    MinTimeOpt,
+    NumClassesOpt,
+    OpsetOpt,
+    QuietOpt,
+    RunsOpt,
+    ThreadsOpt,
+    WarmupOpt,
+    finite,
+    timing_plan,
+    wide_console,
+)
 
 
 def _split(values: list[str] | None) -> tuple[str, ...]:
@@ -25,15 +45,15 @@ def students_cmd(
         ),
     ],
     device: Annotated[str, typer.Option("--device", help="cpu or cuda (ONNX Runtime)")] = "cpu",
-    input_size: Annotated[int, typer.Option("--input-size", help="deployment input side")] = 224,
-    threads: Annotated[int, typer.Option("--threads", help="CPU threads (0: all cores)")] = 0,
-    batch: Annotated[int, typer.Option("--batch", help="images per call")] = 1,
+    input_size: Annotated[
+        int, typer.Option("--input-size", min=8, help="deployment input side")
+    ] = 224,
+    threads: ThreadsOpt = 0,
+    batch: Annotated[int, typer.Option("--batch", min=1, help="images per call")] = 1,
     precision: Annotated[
         str, typer.Option("--precision", help="fp32, fp16 or int8 (random calibration)")
     ] = "fp32",
-    latency_stat: Annotated[
-        str, typer.Option("--latency-stat", help="p50 or p90, as `distill export`")
-    ] = "p50",
+    latency_stat: LatencyStatOpt = "p50",
     pattern: Annotated[str, typer.Option("--pattern", help="timm name pattern")] = "*",
     family: Annotated[
         list[str] | None, typer.Option("--family", help="only these families (repeatable)")
@@ -43,34 +63,43 @@ def students_cmd(
         typer.Option("--candidates", help="exactly these models, comma-separated (repeatable)"),
     ] = None,
     max_ratio: Annotated[
-        float, typer.Option("--max-ratio", help="a student has at most this x teacher's params")
+        float,
+        typer.Option("--max-ratio", help="a student has at most this x teacher's params"),
     ] = 0.5,
     all_weights: Annotated[
         bool, typer.Option("--all-weights", help="also architectures without pretrained weights")
+    ] = False,
+    include_test_models: Annotated[
+        bool,
+        typer.Option("--include-test-models", help="also timm's unit-test networks (test_*)"),
     ] = False,
     dedup: Annotated[
         bool, typer.Option("--dedup/--no-dedup", help="time near-identical variants once")
     ] = True,
     measure_all: Annotated[
-        bool, typer.Option("--measure-all", help="no skipping of predicted-over candidates")
+        bool,
+        typer.Option("--measure-all", help="time every candidate: no skips, no --limit"),
     ] = False,
-    limit: Annotated[int, typer.Option("--limit", help="time at most N candidates (0: all)")] = 40,
-    top: Annotated[int | None, typer.Option("--top", help="show the best K that fit")] = None,
-    num_classes: Annotated[
-        int | None, typer.Option("--num-classes", help="classifier size (default: timm's)")
+    limit: Annotated[
+        int, typer.Option("--limit", min=0, help="time at most N candidates (0: all)")
+    ] = 40,
+    top: Annotated[
+        int | None, typer.Option("--top", min=1, help="show the best K that fit")
     ] = None,
-    exporter: Annotated[
-        str, typer.Option("--exporter", help="dynamo or torchscript (the other is the fallback)")
-    ] = "dynamo",
-    opset: Annotated[int, typer.Option("--opset", help="ONNX opset")] = 18,
-    warmup: Annotated[int, typer.Option("--warmup", help="untimed calls before timing")] = 10,
-    runs: Annotated[int, typer.Option("--runs", help="timed calls, at least")] = 100,
-    min_time: Annotated[
-        float, typer.Option("--min-time", help="seconds of timed calls per model, at least")
-    ] = 5.0,
-    max_time: Annotated[
+    num_classes: NumClassesOpt = None,
+    exporter: ExporterOpt = "dynamo",
+    opset: OpsetOpt = 18,
+    warmup: WarmupOpt = 10,
+    runs: RunsOpt = 100,
+    min_time: MinTimeOpt = 5.0,
+    max_time: MaxTimeOpt = 60.0,
+    time_budget: Annotated[
         float | None,
-        typer.Option("--max-time", help="stop the sweep after S seconds, keep what was timed"),
+        typer.Option(
+            "--time-budget",
+            callback=finite,
+            help="stop timing after S seconds in all (the candidate list is not counted)",
+        ),
     ] = None,
     accuracy: Annotated[
         Path | None,
@@ -100,52 +129,47 @@ def students_cmd(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """The best timm students of TEACHER within a latency budget, timed on this machine."""
-    # students.search_students is what api.students calls; called directly because
-    # distill_cli.api imports the training engine and torch, seconds a cached answer skips.
+    """The best timm students of TEACHER within a latency budget, timed on this machine.
+
+    Exit codes: 0 a student fits; 1 candidates were timed and none fits; 3 nothing could be
+    timed within --limit / --time-budget (no answer yet); 2 bad usage.
+    """
+    from distill_cli import api
     from distill_cli.cli.console import console, students_table, sweep_progress
-    from distill_cli.errors import RunFailed
     from distill_cli.students.recipe import NoFit
-    from distill_cli.students.search import search_students
+    from distill_cli.students.search import outcome
+    from distill_cli.students.types import StudentQuery
 
-    options = {
-        "device": device,
-        "input_size": input_size,
-        "threads": threads,
-        "batch": batch,
-        "precision": precision,
-        "latency_stat": latency_stat,
-        "pattern": pattern,
-        "families": _split(family),
-        "candidates": _split(candidates),
-        "max_ratio": max_ratio,
-        "pretrained_only": not all_weights,
-        "dedup": dedup,
-        "measure_all": measure_all,
-        "limit": limit,
-        "top": top,
-        "num_classes": num_classes,
-        "exporter": exporter,
-        "opset": opset,
-        "warmup": warmup,
-        "runs": runs,
-        "min_time_s": min_time,
-        "max_sweep_s": max_time,
-        "accuracy_csv": accuracy,
-        "cache_dir": cache_dir,
-    }
-
-    def show(search: object) -> None:
-        if as_json:
-            console.print_json(json.dumps(search.to_dict()))  # type: ignore[attr-defined]
-        else:
-            wide_console(180).print(students_table(search))
-
+    query = StudentQuery(
+        teacher=teacher,
+        max_latency_ms=max_latency_ms,
+        device=device,
+        input_size=input_size,
+        batch=batch,
+        precision=precision,
+        latency_stat=latency_stat,
+        pattern=pattern,
+        families=_split(family),
+        candidates=_split(candidates),
+        max_ratio=max_ratio,
+        pretrained_only=not all_weights,
+        include_test_models=include_test_models,
+        dedup=dedup,
+        measure_all=measure_all,
+        limit=limit,
+        top=top,
+        num_classes=num_classes,
+        exporter=exporter,
+        opset=opset,
+        timing=timing_plan(threads, warmup, runs, min_time, max_time),
+        time_budget_s=time_budget,
+        accuracy_csv=accuracy,
+        cache_dir=cache_dir,
+    )
     with sweep_progress(quiet=quiet or as_json) as progress:
         try:
-            search = search_students(
-                teacher,
-                max_latency_ms,
+            search = api.students(
+                query,
                 progress=progress,
                 write_recipe=write_recipe,
                 data=data,
@@ -153,19 +177,15 @@ def students_cmd(
                 student=student,
                 recipe_name=name,
                 force=force,
-                **options,
             )
         except NoFit as exc:
-            failure: NoFit | None = exc
+            failure: Exception | None = exc
             search = exc.search
         else:
-            failure = None
-    show(search)
+            failure = outcome(search)
+    if as_json:
+        console.print_json(json.dumps(search.to_dict()))
+    else:
+        wide_console(180).print(students_table(search))
     if failure is not None:
         raise failure
-    if search.best is None:
-        raise RunFailed(
-            f"no candidate fits {max_latency_ms:g} ms ({latency_stat}, batch {batch}, {precision})",
-            teacher,
-            "raise --max-latency-ms, lower --input-size, or try --precision int8",
-        )

@@ -2,18 +2,41 @@
 
 One module per job: ``options`` (what it takes), ``source`` (what to export), ``reparam`` (the
 inference form), ``onnx_export`` (the file), ``preprocess`` (how to feed it), ``parity`` (does
-it compute the same thing), ``variants`` (fp16, int8), ``latency`` and ``timing`` (how fast, and
-whether the figure can be believed), ``gates`` (CI conditions), ``report`` (report.json and its
-typed `ExportReport`), ``ranges`` (numeric bounds), ``pipeline`` (the order). The terminal tables
-are in `distill_cli.cli.console_export`; `distill bench latency` is `distill_cli.bench.latency`.
+it compute the same thing), ``variants`` (fp16, int8), ``protocol`` (the timing plan and whether
+a figure can be believed, shared with `distill students`), ``latency`` (timing one runtime) and
+``timing`` (the export's latency stage), ``gates`` (CI conditions), ``report`` (report.json and
+its typed `ExportReport`), ``ranges`` (numeric bounds), ``pipeline`` (the order). The terminal
+tables are in `distill_cli.cli.console_export`; `distill bench latency` is
+`distill_cli.bench.latency`. Names are imported lazily: ``protocol`` is torch-free, and
+`distill students` reads it without importing torch.
 """
 
 from __future__ import annotations
 
-from distill_cli.export.gates import GateFailed, Gates
-from distill_cli.export.latency import TimingPlan
-from distill_cli.export.options import ExportOptions
-from distill_cli.export.pipeline import run_export
-from distill_cli.export.report import ExportReport
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from distill_cli.export.gates import GateFailed, Gates
+    from distill_cli.export.options import ExportOptions
+    from distill_cli.export.pipeline import run_export
+    from distill_cli.export.protocol import TimingPlan
+    from distill_cli.export.report import ExportReport
+
+_FACE = {
+    "ExportOptions": "options",
+    "ExportReport": "report",
+    "GateFailed": "gates",
+    "Gates": "gates",
+    "TimingPlan": "protocol",
+    "run_export": "pipeline",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FACE:
+        return getattr(importlib.import_module(f"{__name__}.{_FACE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["ExportOptions", "ExportReport", "GateFailed", "Gates", "TimingPlan", "run_export"]

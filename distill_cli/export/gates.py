@@ -9,7 +9,10 @@ export). The others are asked for:
 - ``--min-variant-agreement A``: each variant (fp16, int8) agrees with ONNX fp32 on the top-1
   class of >= A% of the parity images (labels not needed: a lossy int8 file fails it).
 - ``--max-latency-ms M``: the student's ONNX Runtime CPU entry for ``--latency-variant``
-  (fp32 by default) has p50 (or ``--latency-stat p90``) <= M.
+  (fp32 by default) has p50 (or ``--latency-stat p90``) <= M. With ``--require-protocol`` the
+  figure must also meet the timing protocol (export/protocol.py): a measurement flagged noisy,
+  contended, oversubscribed or short is a miss, not a pass (the export retimes it first, up to
+  ``RETRIES`` times, see timing.py).
 
 A gate that cannot be measured (accuracy without labels, latency not measured) is a miss: a CI
 pipeline must not pass because a number was missing.
@@ -37,6 +40,7 @@ class Gates:
     max_latency_ms: float | None = None
     latency_stat: str = "p50"
     latency_variant: str = "fp32"
+    require_protocol: bool = False
 
     def validate(self, variants: list[str], latency: bool) -> None:
         """Usage errors (exit 2) before any work: a threshold out of range (the CLI's flags
@@ -77,6 +81,12 @@ class Gates:
                 )
             if not latency:
                 raise DistillError("--max-latency-ms needs the latency measurement", "--no-latency")
+        elif self.require_protocol:
+            raise DistillError(
+                "--require-protocol applies to the latency gate",
+                "--require-protocol",
+                "add --max-latency-ms",
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,6 +169,13 @@ def _latency_miss(report: ExportReport, gates: Gates) -> list[str]:
         return [f"max-latency-ms: {name} was not measured"]
     assert gates.max_latency_ms is not None
     figure = entry.stat_ms(gates.latency_stat)
+    if gates.require_protocol and not entry.meets_protocol:
+        why = "; ".join(entry.protocol_issues) or "not measured by the protocol"
+        return [
+            f"max-latency-ms: {name} batch-1 {gates.latency_stat} {figure:.3f} ms does not meet "
+            f"the timing protocol ({why}); --require-protocol refuses it - rerun on a quiet "
+            "machine or with fewer --threads"
+        ]
     if figure > gates.max_latency_ms:
         return [
             f"max-latency-ms: {name} batch-1 {gates.latency_stat} {figure:.3f} ms > "

@@ -17,7 +17,6 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,39 +24,32 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill_cli.export.ranges import check_range
-from distill_cli.host import check_threads, cpu_count
+from distill_cli.export.protocol import (
+    CONTENTION_SLACK,
+    MAX_SPREAD,
+    MIN_RUNS,
+    MIN_SECONDS,
+    MIN_WARMUP,
+    CpuWatch,
+    TimingPlan,
+    assess,
+    protocol_issues,
+    usable_cores,
+)
 from distill_cli.students.cache import cpu_model
 
-#: The protocol's minimums; `meets_protocol` in each entry says whether a run honoured them.
-MIN_WARMUP, MIN_RUNS, MIN_SECONDS = 10, 100, 5.0
-
-
-@dataclass
-class TimingPlan:
-    """The timing protocol's settings (`--warmup`, `--runs`, `--min-time`, `--max-time`,
-    `--batch`, `--threads`), range-checked here so the API refuses what the CLI's flags refuse."""
-
-    warmup: int = MIN_WARMUP
-    runs: int = MIN_RUNS
-    min_time_s: float = MIN_SECONDS
-    max_time_s: float = 60.0
-    batch: int = 32  # throughput batch
-    threads: int = 0  # 0: os.cpu_count()
-
-    def __post_init__(self) -> None:
-        check_range(self.warmup, "--warmup", 0)
-        check_range(self.runs, "--runs", 1)
-        check_range(self.min_time_s, "--min-time", 0.0)
-        check_range(self.max_time_s, "--max-time", 0.0)
-        check_range(self.batch, "--batch", 1)
-        check_range(self.threads, "--threads", 0)
-        check_threads(self.threads, "--threads")
-        if self.threads <= 0:
-            self.threads = cpu_count()
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+__all__ = [
+    "CONTENTION_SLACK",
+    "MAX_SPREAD",
+    "MIN_RUNS",
+    "MIN_SECONDS",
+    "MIN_WARMUP",
+    "CpuWatch",
+    "TimingPlan",
+    "assess",
+    "protocol_issues",
+    "usable_cores",
+]
 
 
 def stats(times: list[float]) -> dict[str, float]:
@@ -90,104 +82,13 @@ def time_fn(
             return times, elapsed
 
 
-#: p90 / p50 above this: the calls were disturbed (a quiet CPU repeats a call within ~10-20%).
-MAX_SPREAD = 1.5
-#: CPU (in cores) other processes may use while we time, beyond the cores we leave free.
-CONTENTION_SLACK = 0.5
-
-
-def _cpu_jiffies() -> tuple[float, float] | None:
-    """(busy, total) seconds of all CPUs from /proc/stat (steal counts as busy); None off Linux."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except (OSError, IndexError):
-        return None
-    values = [float(v) for v in fields[:8]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0.0)
-    hz = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
-    return (sum(values) - idle) / hz, sum(values) / hz
-
-
-def _own_cpu() -> float:
-    """CPU seconds used by this process (all its threads: PyTorch's and ONNX Runtime's)."""
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-@dataclass
-class CpuWatch:
-    """How busy the rest of the machine was while we timed: other processes' CPU, in cores.
-
-    /proc/stat gives all CPUs' busy time over the window; this process's own CPU time (every
-    thread of it) is subtracted, so what is left is contention from elsewhere. Off Linux only
-    the load average is available, and it is recorded instead.
-    """
-
-    start: tuple[float, float] | None = None
-    own: float = 0.0
-    wall: float = 0.0
-
-    @classmethod
-    def begin(cls) -> CpuWatch:
-        return cls(_cpu_jiffies(), _own_cpu(), time.perf_counter())
-
-    def other_cores(self) -> float | None:
-        end = _cpu_jiffies()
-        if self.start is None or end is None:
-            return None
-        elapsed = time.perf_counter() - self.wall
-        if elapsed <= 0:
-            return None
-        others = (end[0] - self.start[0]) - (_own_cpu() - self.own)
-        return max(0.0, others / elapsed)
-
-
-def protocol_issues(
-    stats: dict[str, float], threads: int, other_cores: float | None, load: float | None
-) -> list[str]:
-    """Why a measurement cannot be believed, one line each; [] when it can.
-
-    Noisy: p90 / p50 above MAX_SPREAD. Oversubscribed: more threads than usable cores.
-    Contended: other processes used more CPU than the cores we left free (plus a little slack);
-    off Linux, a 1-minute load average above the cores stands in for that.
-    """
-    cores = usable_cores()
-    issues = []
-    spread = stats["p90_ms"] / stats["p50_ms"] if stats["p50_ms"] > 0 else float("inf")
-    if not spread <= MAX_SPREAD:
-        issues.append(f"noisy: p90/p50 = {spread:.2f} > {MAX_SPREAD}")
-    if threads > cores:
-        issues.append(f"oversubscribed: {threads} threads on {cores} usable cores")
-    if other_cores is not None:
-        if other_cores > max(0, cores - threads) + CONTENTION_SLACK:
-            issues.append(
-                f"contended: other processes used {other_cores:.1f} of {cores} cores "
-                f"while timing with {threads} threads"
-            )
-    elif load is not None and load > cores:
-        issues.append(f"contended: load average {load:.1f} on {cores} cores")
-    return issues
-
-
 def _measure(run1: Callable[[], Any], run_n: Callable[[], Any], plan: TimingPlan) -> dict[str, Any]:
     watch = CpuWatch.begin()
     times, elapsed = time_fn(run1, plan.warmup, plan.runs, plan.min_time_s, plan.max_time_s)
     other = watch.other_cores()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     out: dict[str, Any] = stats(times)
-    short = plan.warmup < MIN_WARMUP or (len(times) < MIN_RUNS and elapsed < MIN_SECONDS)
-    issues = protocol_issues(out, plan.threads, other, load)
-    if short:
-        issues.insert(0, f"short: {plan.warmup} warm-up, {len(times)} runs in {elapsed:.1f} s")
+    issues = assess(out, plan.threads, plan.warmup, len(times), elapsed, other, load)
     out.update(
         warmup=plan.warmup,
         runs=len(times),

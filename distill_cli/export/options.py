@@ -18,7 +18,7 @@ from distill_cli.export.gates import Gates
 from distill_cli.export.onnx_export import DEFAULT_OPSET, EXPORTERS, Exporter
 from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL
 from distill_cli.export.ranges import check_range
-from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS
+from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS, Int8Spec
 from distill_cli.host import check_input_px
 
 
@@ -59,7 +59,7 @@ class ExportOptions:
     precision: str | None = None
     quantize: str | None = None
     calib_images: int = 256
-    calib_method: str = "minmax"
+    int8: Int8Spec = field(default_factory=Int8Spec)
     images: int = 2000
     atol: float | None = None
     rtol: float = DEFAULT_RTOL
@@ -83,13 +83,16 @@ class ExportOptions:
         """Options as one flat set of keywords (`api.export`'s keyword convenience).
 
         Gate keys (`min_top1`, `max_top1_drop`, `max_latency_ms`, `latency_stat`,
-        `latency_variant`) and timing keys (`threads`, `warmup`, `runs`, `min_time_s`,
-        `max_time_s`, `batch`) are routed to their own blocks; an unknown key is an error.
+        `latency_variant`, `require_protocol`), timing keys (`threads`, `warmup`, `runs`,
+        `min_time_s`, `max_time_s`, `batch`) and int8 keys (`calib_method`, `per_channel`,
+        `act_symmetric`, `weight_symmetric`, `keep_fp32`) are routed to their own blocks; an
+        unknown key is an error.
         """
         gate_keys = set(Gates.__dataclass_fields__)
         timing_keys = set(lat.TimingPlan.__dataclass_fields__)
-        own = set(cls.__dataclass_fields__) - {"source", "gates", "timing"}
-        unknown = set(options) - gate_keys - timing_keys - own
+        int8_keys = set(Int8Spec.__dataclass_fields__)
+        own = set(cls.__dataclass_fields__) - {"source", "gates", "timing", "int8"}
+        unknown = set(options) - gate_keys - timing_keys - int8_keys - own
         if unknown:
             raise TypeError(f"unknown export options: {sorted(unknown)}")
 
@@ -104,6 +107,7 @@ class ExportOptions:
             source=str(source),
             gates=Gates(**pick(gate_keys)),
             timing=lat.TimingPlan(**pick(timing_keys)),
+            int8=Int8Spec(**pick(int8_keys)),
             **fields,
         )
 

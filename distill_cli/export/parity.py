@@ -38,7 +38,9 @@ class InputSet:
     """Preprocessed float32 inputs for one model, in a fixed order, re-iterable.
 
     `images` None means random inputs (`count` of them, seeded); otherwise a fixed subset of
-    `count` images of `images` (all of them when `count` is 0 or larger than the set).
+    `count` images of `images` (all of them when `count` is 0 or larger than the set), with the
+    classes as equal as the data allows when `balanced` (int8 calibration: a random subset of
+    a skewed set would calibrate the ranges on the common classes only).
     """
 
     info: ModelInfo
@@ -49,11 +51,13 @@ class InputSet:
     workers: int = 0
     batch: int = BATCH
     purpose: str = "validation"
+    balanced: bool = False
 
     def __post_init__(self) -> None:
         if self.images is not None:
             limit = self.count if self.count > 0 else None
-            self.images = self.images.limited(limit, self.seed)
+            pick = self.images.balanced if self.balanced else self.images.limited
+            self.images = pick(limit, self.seed)
             self.count = len(self.images)
         # Labels only mean something when the model predicts the data's classes.
         self.use_labels = (

@@ -17,6 +17,7 @@ from distill_cli.checkpoint import read_sidecar
 from distill_cli.errors import DistillError
 from distill_cli.export import timing
 from distill_cli.export.gates import evaluate, verdicts
+from distill_cli.export.latency import providers
 from distill_cli.export.onnx_export import (
     check_onnx,
     count_nodes,
@@ -42,7 +43,7 @@ from distill_cli.export.preprocess import Preprocess, describe
 from distill_cli.export.reparam import Reparam, reparameterize
 from distill_cli.export.report import ExportReport, metadata_props, model_block
 from distill_cli.export.source import Source, resolve_source, sha256_file
-from distill_cli.export.variants import make_fp16, make_int8
+from distill_cli.export.variants import FP16_CPU_HINT, make_fp16, make_int8
 from distill_cli.host import claim_folder
 from distill_cli.model_view import load_sizes
 from distill_cli.models import Net, count_flops, spec_input_size
@@ -128,6 +129,7 @@ def _run(opts: ExportOptions, log: Log) -> ExportReport:
         latency = timing.measure(
             student, rep.module, files, teachers, opts.timing, opts.exporter, opts.opset,
             src.notes, log,
+            retime=opts.gates.latency_variant if opts.gates.require_protocol else None,
         )  # fmt: skip
 
     report = ExportReport.build(
@@ -341,6 +343,9 @@ def _variant(
     if name == "fp16":
         log(f"fp16: converting to {path}")
         block = make_fp16(fp32_path, path)
+        if "CUDAExecutionProvider" not in providers():
+            src.notes.append(FP16_CPU_HINT)
+            log(FP16_CPU_HINT)
     else:
         calib = _calibration_inputs(src, opts, load_size)
         if calib.images is None:
@@ -355,7 +360,7 @@ def _variant(
             fp32_path,
             path,
             (x for x, _ in calib.batches()),
-            method=opts.calib_method,
+            spec=opts.int8,
             calibration_source=f"{calib.describe()['source']} ({calib.kind})",
         )
         block["calibration"]["random_inputs"] = calib.images is None
@@ -370,7 +375,7 @@ def _calibration_inputs(src: Source, opts: ExportOptions, load_size: int | None)
         return InputSet(src.student.info, None, count, seed=opts.seed + 7)
     return _data_inputs(
         src, src.data.train, opts.calib_images, seed=2, load_size=load_size, batch=32,
-        purpose="training",
+        purpose="training", balanced=True,
     )  # fmt: skip
 
 

@@ -37,8 +37,13 @@ def measure(
     opset: int,
     notes: list[str],
     log: Callable[[str], None],
+    retime: str | None = None,
 ) -> dict[str, Any]:
-    """The report's latency block. `student_module` is what was exported (reparameterized)."""
+    """The report's latency block. `student_module` is what was exported (reparameterized).
+
+    `retime` names the student's gated variant (`--require-protocol`): when its CPU entry does
+    not meet the protocol it is timed again, up to RETRIES times, and the first attempt that
+    meets it (else the last) is kept; every attempt's issues are recorded under `retries`."""
     entries: list[dict[str, Any]] = []
     models: list[tuple[str, Net, nn.Module, dict[str, Path]]] = [
         ("student", student, student_module, student_files)
@@ -52,7 +57,9 @@ def measure(
             shape = (net.info.in_chans, *net.info.input_size)
             label = f"{role} {net.info.name}"
             entries += lat.sweep(module, files, shape, plan, role=role, label=label, log=log)
-    return latency_block(entries, plan, speedups(entries), speedups_meet_protocol(entries))
+    retries = _retime(entries, retime, student, student_files, plan, log) if retime else []
+    speedup, believable = speedups(entries), speedups_meet_protocol(entries)
+    return latency_block(entries, plan, speedup, believable, retries)
 
 
 def latency_block(
@@ -60,9 +67,11 @@ def latency_block(
     plan: lat.TimingPlan,
     speedup: dict[str, float],
     speedup_meets_protocol: dict[str, bool],
+    retries: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The latency block, as report.json and `distill bench latency` both hold it (read back by
-    `report.LatencyReport`): its keys are spelled here only."""
+    `report.LatencyReport`): its keys are spelled here only. `retries`: the gated entry's
+    extra timings under `--require-protocol` (export only)."""
     failing = [e["name"] for e in entries if not e["meets_protocol"]]
     return {
         "protocol": {**plan.to_dict(), "batch_latency": 1, "rule": RULE},
@@ -73,7 +82,38 @@ def latency_block(
         "speedup": speedup,
         "speedup_meets_protocol": speedup_meets_protocol,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "retries": retries or [],
     }
+
+
+#: Extra timings of the gated entry when `--require-protocol` finds it disturbed.
+RETRIES = 2
+
+
+def _retime(
+    entries: list[dict[str, Any]],
+    variant: str,
+    student: Net,
+    files: dict[str, Path],
+    plan: lat.TimingPlan,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Time the gated entry again while it misses the protocol; returns each attempt's issues."""
+    name = f"student/onnxruntime/{variant}"
+    index = next((i for i, e in enumerate(entries) if e["name"] == name), None)
+    if index is None or variant not in files:
+        return []
+    shape = (student.info.in_chans, *student.info.input_size)
+    attempts: list[dict[str, Any]] = []
+    for attempt in range(1, RETRIES + 1):
+        if entries[index]["meets_protocol"]:
+            break
+        issues = entries[index]["protocol_issues"]
+        attempts.append({"attempt": attempt, "entry": name, "issues": issues})
+        log(f"timing {name} again ({attempt}/{RETRIES}): {'; '.join(issues)}")
+        entry = lat.ort_entry(name, files[variant], shape, plan, "CPUExecutionProvider")
+        entries[index] = {"model": "student", "variant": variant, **entry}
+    return attempts
 
 
 #: The questions an export's latency answers: speed-up name -> (slower entry, faster entry).

@@ -1,14 +1,21 @@
 """Smaller, faster copies of the fp32 ONNX file: fp16 weights and int8 static quantization.
 
 fp16 uses ONNX Runtime's own converter with ``keep_io_types=True``: the file takes and returns
-float32, so a caller swaps files without touching its preprocessing.
+float32, so a caller swaps files without touching its preprocessing. It is for GPU providers:
+ONNX Runtime's CPU provider computes most fp16 operators through casts and runs slower than fp32.
 
 int8 is ONNX Runtime's static quantization as its documentation prescribes for CPUs: the
 pre-processing step first (symbolic shape inference + graph optimisation, so the quantizer sees
-fused Conv+BN and known shapes), then QDQ format, per-channel weight scales, uint8 activations
-and int8 weights (the U8S8 kernels x86 runs fastest), calibrated with MinMax on images the
-caller provides: the recipe's training images through the validation preprocessing, i.e. the
-distribution the model sees in deployment, never the images its accuracy is then measured on.
+fused Conv+BN and known shapes), then QDQ format, uint8 activations and int8 weights (the U8S8
+kernels x86 runs fastest), calibrated on images the caller provides: the recipe's training
+images through the validation preprocessing (a class-balanced subset), i.e. the distribution
+the model sees in deployment, never the images its accuracy is then measured on.
+
+What decides a MobileNet-like model's int8 accuracy is ONNX Runtime's own set of knobs, exposed
+as they are in `Int8Spec`: the calibration method (MinMax, Entropy, Percentile), per-channel or
+per-tensor weight scales, symmetric or asymmetric activation and weight ranges
+(``extra_options`` ActivationSymmetric / WeightSymmetric) and nodes kept in float
+(``nodes_to_exclude``: by name, or the first and last Conv/Gemm/MatMul, the layers that lose most).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import contextlib
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +39,86 @@ from distill_cli.host import atomic_write
 
 PRECISIONS = ("fp16",)
 QUANTIZATIONS = ("int8",)
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+#: `Int8Spec.keep_fp32` words that name a position instead of a node.
+FIRST, LAST = "first", "last"
+#: The operators whose weights int8 quantizes; "first"/"last" are the first/last of these.
+_WEIGHTED = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+FP16_CPU_HINT = (
+    "fp16 is for GPU providers (CUDA, TensorRT, DirectML): ONNX Runtime's CPU provider runs most "
+    "fp16 operators through casts, slower than fp32; for a faster CPU file use --quantize int8"
+)
+
+
+@dataclass(frozen=True)
+class Int8Spec:
+    """How int8 is calibrated and quantized (`--calib-method`, `--per-channel/--per-tensor`,
+    `--act-symmetric`, `--weight-asymmetric`, `--keep-fp32`): ONNX Runtime's options by their
+    own meaning, checked here so the API refuses what the CLI refuses."""
+
+    calib_method: str = "minmax"
+    per_channel: bool = True
+    act_symmetric: bool = False
+    weight_symmetric: bool = True
+    #: node names kept in float, or "first" / "last" (the first/last Conv, Gemm or MatMul)
+    keep_fp32: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.calib_method not in CALIBRATION_METHODS:
+            raise DistillError(
+                f"unknown calibration method {self.calib_method!r}",
+                "--calib-method",
+                ", ".join(CALIBRATION_METHODS),
+            )
+        if self.per_channel and not self.weight_symmetric:
+            raise DistillError(
+                "ONNX Runtime keeps per-channel int8 weights symmetric: --weight-asymmetric "
+                "would change nothing",
+                "--weight-asymmetric",
+                "add --per-tensor",
+            )
+        if isinstance(self.keep_fp32, str):
+            object.__setattr__(self, "keep_fp32", (self.keep_fp32,))
+        names = tuple(n.strip() for item in self.keep_fp32 for n in item.split(",") if n.strip())
+        object.__setattr__(self, "keep_fp32", tuple(dict.fromkeys(names)))
+
+    def describe(self) -> str:
+        """One line for logs and tables: 'minmax, per-channel, act asym, weight sym'."""
+        parts = [
+            self.calib_method,
+            "per-channel" if self.per_channel else "per-tensor",
+            f"act {'sym' if self.act_symmetric else 'asym'}",
+            f"weight {'sym' if self.weight_symmetric else 'asym'}",
+        ]
+        if self.keep_fp32:
+            parts.append("fp32: " + ",".join(self.keep_fp32))
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["keep_fp32"] = list(self.keep_fp32)
+        return out
+
+
+def excluded_nodes(model: onnx.ModelProto, keep: tuple[str, ...]) -> list[str]:
+    """The node names `keep` stands for in `model` (the graph the quantizer sees), or a
+    one-line error naming an unknown node and a few that exist."""
+    weighted = [n.name for n in model.graph.node if n.op_type in _WEIGHTED]
+    names = {n.name for n in model.graph.node}
+    out: list[str] = []
+    for item in keep:
+        if item in (FIRST, LAST):
+            if weighted:
+                out.append(weighted[0] if item == FIRST else weighted[-1])
+        elif item in names:
+            out.append(item)
+        else:
+            raise DistillError(
+                f"no node named {item!r} in the graph that is quantized",
+                "--keep-fp32",
+                f"first, last, or a node name such as {', '.join(weighted[:3]) or '(none)'}",
+            )
+    return list(dict.fromkeys(out))
 
 
 def make_fp16(src: Path, dst: Path) -> dict[str, Any]:
@@ -76,15 +164,47 @@ class _Reader(CalibrationDataReader):
         pass
 
 
+#: Entropy (KL) calibration as TensorRT does it: a 2048-bin histogram searched for the
+#: threshold whose 128-level quantization loses least. `quantize_static` runs ONNX Runtime's
+#: entropy calibrator with 128 bins and 128 levels, which leaves one candidate threshold (the
+#: min/max: its files are byte-identical to MinMax's), and takes no bin counts; so the ranges
+#: are computed here with ONNX Runtime's own calibrator and handed over as its calibration cache.
+ENTROPY_BINS, ENTROPY_LEVELS = 2048, 128
+
+
+def _entropy_ranges(model: Path, reader: CalibrationDataReader, folder: Path) -> Path:
+    """ONNX Runtime's EntropyCalibrater at ENTROPY_BINS, its ranges saved as a calibration cache."""
+    from onnxruntime.quantization.calibrate import (
+        CalibrationMethod,
+        create_calibrator,
+        save_tensors_data,
+    )
+
+    calibrator = create_calibrator(
+        model,
+        None,
+        augmented_model_path=str(folder / "entropy_augmented.onnx"),
+        calibrate_method=CalibrationMethod.Entropy,
+        extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_LEVELS},
+    )
+    calibrator.collect_data(reader)
+    ranges = calibrator.compute_data()
+    del calibrator
+    path = folder / "entropy_ranges.json"
+    save_tensors_data(ranges, path)
+    return path
+
+
 def make_int8(
     src: Path,
     dst: Path,
     calibration: Iterator[np.ndarray],
     *,
-    method: str = "minmax",
+    spec: Int8Spec | None = None,
     calibration_source: str = "",
 ) -> dict[str, Any]:
-    """Static QDQ int8, per-channel, after ONNX Runtime's quantization pre-processing."""
+    """Static QDQ int8 as `spec` says (default: MinMax, per-channel, asymmetric uint8
+    activations, symmetric int8 weights), after ONNX Runtime's quantization pre-processing."""
     from onnxruntime.quantization import (
         CalibrationMethod,
         QuantFormat,
@@ -93,13 +213,12 @@ def make_int8(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    spec = spec or Int8Spec()
     methods = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
-    if method not in methods:
-        raise DistillError(f"unknown calibration method {method!r}", "--calib-method")
     t0 = time.perf_counter()
     reader = _Reader(calibration, INPUT_NAME)
     with tempfile.TemporaryDirectory(prefix="distill-int8-") as tmp:
@@ -111,25 +230,36 @@ def make_int8(
         except Exception as exc:  # the quantizer still works on the unprepared graph
             preprocess = {"applied": False, "reason": f"{type(exc).__name__}: {str(exc)[:200]}"}
             prepared = src
+        excluded = excluded_nodes(
+            onnx.load(str(prepared), load_external_data=False), spec.keep_fp32
+        )
         try:
             with captured_output() as out:
+                cache = None
+                if spec.calib_method == "entropy":
+                    cache = _entropy_ranges(prepared, reader, Path(tmp))
                 quantize_static(
                     str(prepared),
                     str(Path(tmp) / "quantized.onnx"),  # then renamed into place (host's rule)
-                    reader,
+                    None if cache else reader,
                     quant_format=QuantFormat.QDQ,
-                    per_channel=True,
+                    per_channel=spec.per_channel,
                     activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8,
-                    calibrate_method=methods[method],
-                    extra_options={"CalibTensorRangeSymmetric": False},
+                    calibrate_method=methods[spec.calib_method],
+                    nodes_to_exclude=excluded,
+                    extra_options={
+                        "ActivationSymmetric": spec.act_symmetric,
+                        "WeightSymmetric": spec.weight_symmetric,
+                    },
+                    calibration_cache_path=cache,
                 )
         except Exception as exc:
             raise DistillError(
                 f"int8 quantization failed: {type(exc).__name__}: {str(exc)[:300]}"
                 + (f" [{out.tail()}]" if out.tail() else ""),
                 str(src),
-                "try --calib-method minmax, or export without --quantize",
+                "try another --calib-method, or export without --quantize",
             ) from exc
         atomic_write(dst, (Path(tmp) / "quantized.onnx").read_bytes())
     check_onnx(dst)
@@ -137,7 +267,13 @@ def make_int8(
         "path": str(dst),
         "bytes": dst.stat().st_size,
         "seconds": round(time.perf_counter() - t0, 3),
-        "method": "onnxruntime.quantization.quantize_static: QDQ, per-channel, U8S8",
+        "method": f"onnxruntime.quantization.quantize_static: QDQ, U8S8, {spec.describe()}",
+        "options": spec.to_dict(),
+        "nodes_kept_fp32": excluded,
         "preprocess": preprocess,
-        "calibration": {"images": reader.images, "method": method, "source": calibration_source},
+        "calibration": {
+            "images": reader.images,
+            "method": spec.calib_method,
+            "source": calibration_source,
+        },
     }

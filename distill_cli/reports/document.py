@@ -218,6 +218,26 @@ def _status(history: RunHistory) -> str:
     )
 
 
+def requested_gates(gates: dict[str, Any]) -> list[str]:
+    """The gates an export was asked for (report.json's `gates.requested`), as its flags."""
+    asked = gates.get("requested") or {}
+    out = ["fp32 parity (always)"]
+    for key, flag in (
+        ("min_top1", "--min-top1 {:g}%"),
+        ("max_top1_drop", "--max-top1-drop {:g}"),
+        ("min_variant_agreement", "--min-variant-agreement {:g}%"),
+    ):
+        if asked.get(key) is not None:
+            out.append(flag.format(asked[key]))
+    if asked.get("max_latency_ms") is not None:
+        out.append(
+            f"--max-latency-ms {asked['max_latency_ms']:g} ({asked.get('latency_stat', 'p50')}, "
+            f"{asked.get('latency_variant', 'fp32')}"
+            + (", --require-protocol)" if asked.get("require_protocol") else ")")
+        )
+    return out
+
+
 def _export_blocks(export: dict[str, Any], images: dict[str, Path]) -> list[Block]:
     blocks: list[Block] = [("h2", "Export")]
     parity = export.get("parity") or {}
@@ -230,6 +250,12 @@ def _export_blocks(export: dict[str, Any], images: dict[str, Path]) -> list[Bloc
             f"{_fmt(parity.get('tolerance'), '{:g}')}; variants are compared with ONNX fp32",
         )
     )
+    gates = export.get("gates") or {}
+    verdict = gates.get("files") or {}
+
+    def judged(name: str) -> str:  # each file's verdict on every gate that applies to it
+        return "-" if name not in verdict else ("pass" if verdict[name] else "FAIL")
+
     rows = [
         [
             "fp32",
@@ -237,6 +263,7 @@ def _export_blocks(export: dict[str, Any], images: dict[str, Path]) -> list[Bloc
             _fmt(parity.get("top1_agreement"), unit="%"),
             _fmt(parity.get("max_abs_diff"), "{:.2e}"),
             "pass" if parity.get("passed") else "FAIL",
+            judged("fp32"),
         ]
     ]
     for name, variant in (export.get("variants") or {}).items():
@@ -247,11 +274,17 @@ def _export_blocks(export: dict[str, Any], images: dict[str, Path]) -> list[Bloc
                 _fmt(vp.get("top1"), unit="%"),
                 _fmt(vp.get("top1_agreement_fp32"), unit="% vs fp32"),
                 _fmt(vp.get("max_abs_diff"), "{:.2e}"),
-                "–",
+                "n/a (compared with fp32)",
+                judged(name),
             ]
         )
-    head = ["ONNX file", "top-1", "agreement", "max |diff|", "parity gate"]
+    head = ["ONNX file", "top-1", "agreement", "max |diff|", "fp32 parity", "gates"]
     blocks.append(("table", head, rows))
+    if gates:
+        blocks.append(("p", "gates asked for: " + ", ".join(requested_gates(gates))))
+        misses = gates.get("misses") or []
+        outcome = "passed" if not misses else "FAILED: " + "; ".join(misses)
+        blocks.append(("p", f"gates: {outcome}"))
     entries = (export.get("latency") or {}).get("entries") or []
     if entries:
         lat_rows = [

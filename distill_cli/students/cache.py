@@ -123,7 +123,7 @@ class Cache:
             "batch": q.batch,
             "exporter": q.exporter,
             "opset": q.opset,
-            "protocol": [q.warmup, q.runs, q.min_time_s, q.max_time_s],
+            "protocol": [q.timing.warmup, q.timing.runs, q.timing.min_time_s, q.timing.max_time_s],
             **self.machine,
         }
 
@@ -146,6 +146,7 @@ class Cache:
             "candidates": list(q.candidates),
             "max_ratio": q.max_ratio,
             "pretrained_only": q.pretrained_only,
+            "include_test_models": q.include_test_models,
             "dedup": q.dedup,
             "input_size": q.input_size,
             "versions": self.machine["versions"],

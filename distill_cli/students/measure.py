@@ -5,7 +5,8 @@ timm's exportable layers, random weights), exported by the same ``export_onnx`` 
 exporter fallback, turned into fp16 or int8 by the same ``variants`` code (int8 calibrated on
 seeded random inputs: enough for latency, which does not depend on the weights' values), and
 timed with the export's protocol pieces (``ort_session``, ``time_fn``): the same session
-options, thread count, warm-up and stopping rule, and p50/p90 over the timed calls.
+options, thread count, warm-up and stopping rule, p50/p90 over the timed calls, and the same
+believability check (``protocol.assess``: short, noisy, oversubscribed, contended).
 
 One shortcut, recorded in the result: when even the fastest of the last warm-up calls takes
 more than `probe_over_ms`, the timed runs are skipped (``complete=False``). A model at ten times
@@ -26,6 +27,7 @@ from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
 from distill_cli.export.onnx_export import export_onnx
 from distill_cli.export.parity import InputSet
+from distill_cli.export.protocol import load_average
 from distill_cli.export.source import resolve_source
 from distill_cli.export.variants import make_fp16, make_int8
 from distill_cli.models import Net, count_flops
@@ -163,8 +165,9 @@ def _time(
     def call() -> None:
         session.run(None, feed)
 
+    plan = query.timing
     warm: list[float] = []
-    for _ in range(query.warmup):
+    for _ in range(plan.warmup):
         t0 = time.perf_counter()
         call()
         warm.append(time.perf_counter() - t0)
@@ -173,21 +176,27 @@ def _time(
     if probe_over_ms is not None and tail and min(tail) * 1000 > probe_over_ms:
         return {
             **lat.stats(tail),
-            "warmup": query.warmup,
+            "warmup": plan.warmup,
             "runs": 0,
             "seconds": round(sum(warm), 3),
             "meets_protocol": False,
+            "protocol_issues": ["stopped after the warm-up: far over the budget"],
             "complete": False,
             "session_create_ms": create_ms,
         }
-    times, elapsed = lat.time_fn(call, 0, query.runs, query.min_time_s, query.max_time_s)
+    watch = lat.CpuWatch.begin()
+    times, elapsed = lat.time_fn(call, 0, plan.runs, plan.min_time_s, plan.max_time_s)
+    figures = lat.stats(times)
+    issues = lat.assess(
+        figures, threads, plan.warmup, len(times), elapsed, watch.other_cores(), load_average()
+    )
     return {
-        **lat.stats(times),
-        "warmup": query.warmup,
+        **figures,
+        "warmup": plan.warmup,
         "runs": len(times),
         "seconds": round(elapsed, 3),
-        "meets_protocol": query.warmup >= lat.MIN_WARMUP
-        and (len(times) >= lat.MIN_RUNS or elapsed >= lat.MIN_SECONDS),
+        "meets_protocol": not issues,
+        "protocol_issues": issues,
         "complete": True,
         "session_create_ms": create_ms,
     }

@@ -28,6 +28,8 @@ from distill_cli.host import atomic_write
 from distill_cli.models import count_flops
 
 _WILDCARDS = "*?["
+#: Sized-up models are written to the cache at least this often (a long first sizing).
+SAVE_EVERY = 50
 
 
 @dataclass(frozen=True)
@@ -152,8 +154,12 @@ def _entries(
     path = cache_path()
     cache = _load_cache(path)
     fresh: dict[str, dict[str, Any]] = {}
+    saved = 0
     out: dict[str, ModelEntry] = {}
     for i, name in enumerate(names, 1):
+        if len(fresh) - saved >= SAVE_EVERY:  # an interrupted sizing keeps what it measured
+            _save_cache(path, fresh)
+            saved = len(fresh)
         stats = cache.get(name, {})
         if "params" not in stats or (flops and "gflops" not in stats):
             if stats.get("params", 0) is None:  # failed before: flops cannot work either
@@ -173,6 +179,19 @@ def _entries(
     if fresh:
         _save_cache(path, fresh)
     return out
+
+
+def size_models(
+    names: list[str], flops: bool = False, progress: Callable[[int, int], None] | None = None
+) -> dict[str, ModelEntry]:
+    """`names` sized up (parameters, and GFLOPs at timm's default input with `flops`), from the
+    cache where it has them; `progress(done, total)` after each."""
+    return _entries(list(names), flops, progress)
+
+
+def judge(entry: ModelEntry, teacher: ModelEntry | None, max_ratio: float) -> ModelEntry:
+    """`entry` with its size ratio to `teacher` and whether it counts as a student."""
+    return _judge(entry, teacher, max_ratio)
 
 
 def _match(pattern: str, pretrained_only: bool) -> list[str]:

@@ -28,8 +28,6 @@ from distill_cli.students.types import (
 )
 
 _PREFIXES = ("tf_", "tv_", "gluon_", "legacy_", "ig_", "ssl_", "swsl_", "test_")
-#: p90 above this many times p50 marks an entry as noisy (a busy machine, a throttled CPU).
-NOISY_RATIO = 1.5
 
 
 def family_of(name: str) -> str:
@@ -121,7 +119,13 @@ def entry_for(
     if timing is None:
         assert status is not None
         return StudentEntry(
-            cand.name, cand.family, status, cand.params, cand.gflops_est, reason=reason
+            cand.name,
+            cand.family,
+            status,
+            cand.params,
+            cand.gflops_est,
+            reason=reason,
+            pretrained=cand.pretrained,
         )
     if not timing.ok:
         return StudentEntry(
@@ -132,15 +136,14 @@ def entry_for(
             cand.gflops_est,
             cached=cached,
             reason=timing.error,
+            pretrained=cand.pretrained,
         )
     value = timing.stat(query.latency_stat)
     assert value is not None
     headroom = query.max_latency_ms - value
-    notes = []
-    if not timing.complete:
-        notes.append(f"warm-up only: over {PROBE_FACTOR:g}x the budget")
-    if timing.p50_ms and timing.p90_ms and timing.p90_ms > NOISY_RATIO * timing.p50_ms:
-        notes.append(f"noisy: p90 > {NOISY_RATIO:g}x p50")
+    # the export's believability check (protocol.assess) judged the timing; its words are kept
+    notes = [] if timing.complete else [f"warm-up only: over {PROBE_FACTOR:g}x the budget"]
+    issues = [] if not timing.complete else list(timing.protocol_issues)
     return StudentEntry(
         name=cand.name,
         family=cand.family,
@@ -152,8 +155,10 @@ def entry_for(
         headroom_ms=headroom,
         meets_protocol=timing.meets_protocol,
         cached=cached,
-        reason="; ".join(notes) or None,
+        reason="; ".join(notes + issues) or None,
         model_kwargs=dict(timing.model_kwargs),
+        pretrained=cand.pretrained,
+        protocol_issues=issues,
         exporter=timing.exporter,
     )
 

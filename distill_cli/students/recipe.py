@@ -4,6 +4,11 @@ The recipe starts from the shipped ``recipes/function_matching.yaml`` (the paper
 there and only there), with the teacher, the data and the student at its deployment input size
 filled in, and a header that says which budget chose the student and which `distill export`
 line checks the same budget after training. It is validated before this returns.
+
+The recipe fits the data it is written for: the batch is the template's (the paper's 512) only
+when the training split has room for it (at most a quarter of the images per batch, a power of
+two, at least 8), the warm-up is at most a tenth of the steps, and the student starts from
+timm's pretrained weights when its architecture has them (the paper's students do).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from distill_cli.errors import DistillError, RunFailed
 from distill_cli.host import atomic_write, refuse_existing
 from distill_cli.students.types import StudentEntry, StudentSearch
 
+#: Fashion-MNIST's training split (the IDX files distill reads).
+FASHION_MNIST_TRAIN = 60_000
 _SOURCES = {
     "synthetic": "synthetic",
     "fashion_mnist": "fashion_mnist",
@@ -30,6 +37,7 @@ class NoFit(RunFailed):
 
     def __init__(self, error: DistillError, search: StudentSearch) -> None:
         super().__init__(error.what, error.where, error.hint)
+        self.code = error.code  # nothing measured keeps its own exit code
         self.search = search
 
 
@@ -57,6 +65,39 @@ def data_section(data: str, template: dict[str, Any] | None = None) -> dict[str,
     section = dict((template or {}).get("data") or {})
     section.update({"source": "image_folder", "root": root.as_posix()})
     return section
+
+
+def train_images(section: dict[str, Any]) -> int | None:
+    """How many training images `section` (a recipe's data block) holds, without loading them."""
+    from distill_cli.recipe.sections import SyntheticSpec
+
+    source = section.get("source")
+    if source == "synthetic":
+        return SyntheticSpec().train_size
+    if source == "fashion_mnist":
+        return FASHION_MNIST_TRAIN
+    from distill_cli.data.sources import IMAGE_SUFFIXES
+
+    folder = Path(section["root"]) / section.get("train_dir", "train")
+    if not folder.is_dir():
+        return None
+    return sum(1 for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def fit_schedule(schedule: dict[str, Any], images: int | None) -> str:
+    """Shrink the template's batch and warm-up to `images` (in place); returns what it chose."""
+    batch = int(schedule.get("batch_size", 512))
+    if images:
+        room = 1 << max(3, (max(images // 4, 1)).bit_length() - 1)  # a power of two, >= 8
+        batch = max(1, min(batch, room, images))
+        schedule["batch_size"] = batch
+    epochs = schedule.get("epochs")
+    if not (images and epochs):
+        return f"batch {batch}"
+    steps = max(1, images // batch) * int(epochs)
+    if schedule.get("warmup_steps"):
+        schedule["warmup_steps"] = min(int(schedule["warmup_steps"]), max(1, steps // 10))
+    return f"batch {batch}, {epochs} epochs = {steps} steps"
 
 
 def _choose(search: StudentSearch, student: str | None) -> StudentEntry:
@@ -117,12 +158,10 @@ def write_recipe(
         data=data_section(data, raw),
     )
     raw.pop("model", None)
-    if raw["data"]["source"] == "synthetic":  # a smoke-run dataset: the paper's batch won't fit
-        from distill_cli.recipe.sections import SyntheticSpec
-
-        schedule = raw.setdefault("schedule", {})
-        images = SyntheticSpec().train_size
-        schedule["batch_size"] = min(int(schedule.get("batch_size", images)), images)
+    if chosen.pretrained:
+        spec["pretrained"] = True
+    images = train_images(raw["data"])
+    fit = fit_schedule(raw.setdefault("schedule", {}), images)
     stat = chosen.p50_ms if q.latency_stat == "p50" else chosen.p90_ms
     header = [
         f"# Written by `distill students {q.teacher} --max-latency-ms {q.max_latency_ms:g}`:",
@@ -131,6 +170,8 @@ def write_recipe(
         f"{search.environment.get('cpu')}.",
         "# Train:  distill run " + path.as_posix(),
         "# Export with the same budget as a gate:  " + search.export_command(f"runs/{run_name}"),
+        f"# Schedule for {images if images is not None else 'an unknown number of'} training "
+        f"images: {fit}.",
     ]
     if teacher_checkpoint is None:
         header.append("# The teacher uses timm's hub weights; set teacher.checkpoint for your own.")

@@ -1,6 +1,7 @@
 """What `distill students` asks and answers: the query, one timing, one candidate, the search.
 
-Kept free of torch, timm and onnxruntime imports on purpose: a query whose every timing is in the
+Kept free of torch, timm and onnxruntime imports on purpose (the timing plan comes from the
+torch-free export/protocol.py): a query whose every timing is in the
 cache is answered from these types alone, in a fraction of a second (importing timm takes
 seconds).
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill_cli.errors import DistillError
+from distill_cli.export.protocol import TimingPlan
 from distill_cli.host import check_input_px, check_threads
 
 Status = Literal["fits", "over", "skipped", "unmeasured", "failed"]
@@ -30,15 +32,18 @@ PROBE_FACTOR = 2.0
 class StudentQuery:
     """Everything that decides which candidates are timed and how (the CLI's flags).
 
-    `warmup`, `runs`, `min_time_s` and `max_time_s` are `distill export`'s timing protocol
-    (same defaults), so a figure here and the export's latency gate measure the same thing.
+    `timing` is `distill export`'s timing plan (`TimingPlan`: threads, warm-up, runs, minimum
+    and maximum seconds per model, same defaults and bounds), so a figure here and the export's
+    latency gate measure the same thing; its `batch` (the export's throughput batch) is not
+    used: `batch` here is the images per call the budget is for. `time_budget_s` bounds the
+    timing sweep as a whole (`--time-budget`); preparing the candidate list is not counted in it.
+    `measure_all` times every candidate: no predicted-over skips and no `limit`.
     """
 
     teacher: str
     max_latency_ms: float
     device: str = "cpu"
     input_size: int = 224
-    threads: int = 0
     batch: int = 1
     precision: str = "fp32"
     latency_stat: str = "p50"
@@ -47,6 +52,7 @@ class StudentQuery:
     candidates: tuple[str, ...] = ()
     max_ratio: float = 0.5
     pretrained_only: bool = True
+    include_test_models: bool = False
     dedup: bool = True
     measure_all: bool = False
     limit: int = 40
@@ -54,13 +60,46 @@ class StudentQuery:
     num_classes: int | None = None
     exporter: str = "dynamo"
     opset: int = 18
-    warmup: int = 10
-    runs: int = 100
-    min_time_s: float = 5.0
-    max_time_s: float = 60.0
-    max_sweep_s: float | None = None
+    timing: TimingPlan = field(default_factory=TimingPlan)
+    time_budget_s: float | None = None
     accuracy_csv: Path | None = None
     cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("families", "candidates"):  # a Python caller may pass a str or a list
+            value = getattr(self, key)
+            value = (value,) if isinstance(value, str) else tuple(value or ())
+            object.__setattr__(self, key, value)
+        for key in ("accuracy_csv", "cache_dir"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, key, Path(value))
+        self.validate()
+
+    @classmethod
+    def from_flat(cls, teacher: str, max_latency_ms: float, **options: Any) -> StudentQuery:
+        """A query from one flat set of keywords (`api.students`' keyword convenience): timing
+        keys (`threads`, `warmup`, `runs`, `min_time_s`, `max_time_s`) go to the `TimingPlan`;
+        an unknown key is an error."""
+        timing_keys = set(TimingPlan.__dataclass_fields__) - {"batch"}
+        own = set(cls.__dataclass_fields__) - {"teacher", "max_latency_ms", "timing"}
+        unknown = set(options) - own - timing_keys
+        if unknown:
+            raise TypeError(f"unknown students options: {sorted(unknown)}")
+        plan = {k: options.pop(k) for k in list(options) if k in timing_keys}
+        if plan:
+            options["timing"] = TimingPlan(**plan)
+        return cls(teacher=teacher, max_latency_ms=float(max_latency_ms), **options)
+
+    @property
+    def threads(self) -> int:
+        """The thread count timed with (the plan's; 0 became all usable cores)."""
+        return self.timing.threads
+
+    @property
+    def sweep_limit(self) -> int:
+        """How many candidates may be timed (0: all): `limit`, unless `measure_all`."""
+        return 0 if self.measure_all else self.limit
 
     def validate(self) -> None:
         """Usage errors (exit 2) before anything is built or timed."""
@@ -81,17 +120,20 @@ class StudentQuery:
             )
         if q.exporter not in ("dynamo", "torchscript"):
             raise bad(f"unknown exporter {q.exporter!r}", "--exporter", "dynamo or torchscript")
+        budget = q.time_budget_s
         checks = [
             (q.input_size >= 8, "--input-size", "the input size must be at least 8 pixels"),
-            (q.threads >= 0, "--threads", "threads must be >= 0 (0: all cores)"),
             (q.batch >= 1, "--batch", "the batch must be >= 1"),
             (q.max_ratio > 0, "--max-ratio", "the ratio must be positive"),
             (q.limit >= 0, "--limit", "the limit must be >= 0 (0: no limit)"),
             (q.top is None or q.top >= 1, "--top", "--top must be >= 1"),
             (q.num_classes is None or q.num_classes >= 1, "--num-classes", "must be >= 1"),
-            (q.warmup >= 0 and q.runs >= 1, "--runs", "runs must be >= 1, warm-up >= 0"),
-            (q.min_time_s >= 0 and q.max_time_s > 0, "--min-time", "times must be positive"),
-            (q.max_sweep_s is None or q.max_sweep_s > 0, "--max-time", "must be positive seconds"),
+            (q.timing.max_time_s > 0, "--max-time", "must be positive seconds"),
+            (
+                budget is None or (budget > 0 and math.isfinite(budget)),
+                "--time-budget",
+                "must be positive seconds",
+            ),
         ]
         for ok, where, what in checks:
             if not ok:
@@ -132,6 +174,7 @@ class Timing:
     runs: int = 0
     seconds: float = 0.0
     meets_protocol: bool = False
+    protocol_issues: list[str] = field(default_factory=list)
     complete: bool = True
     provider: str = ""
     threads: int = 0
@@ -185,6 +228,8 @@ class StudentEntry:
     rank: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     exporter: str | None = None
+    pretrained: bool = False  # timm has pretrained weights for the architecture
+    protocol_issues: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -214,6 +259,18 @@ class StudentSearch:
     stopped: str | None = None
     notes: list[str] = field(default_factory=list)
     recipe_path: Path | None = None
+    prepare_seconds: float = 0.0
+
+    @property
+    def untimed(self) -> int:
+        """Candidates the sweep left unmeasured (a limit, the time budget, an interrupt)."""
+        return sum(e.status == "unmeasured" for e in self.entries)
+
+    @property
+    def complete(self) -> bool:
+        """True when every candidate was timed or ruled out: the answer cannot change on a
+        rerun with the same inputs (only a noisier machine could move a figure)."""
+        return self.untimed == 0
 
     @property
     def fits(self) -> list[StudentEntry]:
@@ -265,6 +322,9 @@ class StudentSearch:
             "measured": self.measured,
             "from_cache": self.from_cache,
             "stopped": self.stopped,
+            "untimed": self.untimed,
+            "complete": self.complete,
+            "prepare_seconds": round(self.prepare_seconds, 3),
             "notes": list(self.notes),
             "export_command": self.export_command(),
             "recipe": str(self.recipe_path) if self.recipe_path else None,

@@ -1,0 +1,177 @@
+"""int8 accuracy per quantization option: the top-1 each ONNX Runtime knob costs or saves.
+
+Two trained models, CPU-sized: the quickstart student (a `resnet10t` teacher trained `--epochs`
+(2) on a Fashion-MNIST subset, distilled as long into `test_resnet` with function matching) and
+a `mobilenetv3_small_050` trained on labels as long on the same subset at 32 px (MobileNets are
+where int8 loses most: depthwise convolutions and hard-swish give wide, skewed activation
+ranges). Each is
+exported once to ONNX fp32; the same file is then quantized with every option set of `OPTIONS`
+(`distill export RUN --onnx model.onnx --quantize int8 ...`), the int8 file's top-1 measured on
+the same validation images as fp32. Latency is not measured here (see export_latency.py).
+
+    python benchmarks/int8_options.py --json benchmarks/results/int8_options_<date>.json
+
+Prints the markdown table for docs/benchmarks.md. Existing runs are reused unless --retrain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from distill_cli.students.cache import cpu_model
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "recipes" / "quickstart"
+MOBILENET = ROOT / "benchmarks" / "export_fmnist.yaml"
+
+#: (label, `distill export` flags): the default first, then one change at a time.
+OPTIONS: list[tuple[str, list[str]]] = [
+    ("minmax (default: per-channel, act asym, weight sym)", []),
+    ("minmax, per-tensor weights", ["--per-tensor"]),
+    ("minmax, symmetric activations", ["--act-symmetric"]),
+    ("minmax, per-tensor asymmetric weights", ["--per-tensor", "--weight-asymmetric"]),
+    ("minmax, first+last layers fp32", ["--keep-fp32", "first,last"]),
+    ("entropy", ["--calib-method", "entropy"]),
+    ("percentile", ["--calib-method", "percentile"]),
+    (
+        "percentile, first+last layers fp32",
+        ["--calib-method", "percentile", "--keep-fp32", "first,last"],
+    ),
+]
+
+
+def distill(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "distill_cli", *args]
+    print("$ distill " + " ".join(args), file=sys.stderr, flush=True)
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if result.returncode != 0:
+        sys.exit(f"failed ({result.returncode}): {' '.join(args)}\n{result.stderr[-2000:]}")
+    return result
+
+
+def _subset(train: int, val: int) -> list[str]:
+    """The data subset, and a warm-up short enough for the few steps a subset gives."""
+    return [
+        "--set", f"data.train_limit={train}", "--set", f"data.val_limit={val}",
+        "--set", "schedule.warmup_steps=5",
+    ]  # fmt: skip
+
+
+def train_runs(runs: Path, train: int, val: int, epochs: int, retrain: bool) -> dict[str, Path]:
+    """The two trained models' run folders (trained here unless already there)."""
+    sub = _subset(train, val)
+    out = ["--set", f"output.dir={runs}", "--overwrite", "-q"]
+    teacher = runs / "int8-qs-teacher"
+    student = runs / "int8-qs-student"
+    mobile = runs / "int8-mobilenetv3_small_050"
+    if retrain or not (teacher / "checkpoints" / "best.safetensors").is_file():
+        distill(
+            "train", str(QUICKSTART / "teacher.yaml"), "--set", "name=int8-qs-teacher",
+            "--set", f"schedule.epochs={epochs}", *sub, *out,
+        )  # fmt: skip
+    if retrain or not (student / "checkpoints" / "best.safetensors").is_file():
+        distill(
+            "run", str(QUICKSTART / "distill.yaml"), "--set", "name=int8-qs-student",
+            "--set", f"teacher.checkpoint={teacher / 'checkpoints' / 'best.safetensors'}",
+            "--set", f"schedule.epochs={epochs}", *sub, *out,
+        )  # fmt: skip
+    if retrain or not (mobile / "checkpoints" / "best.safetensors").is_file():
+        distill(
+            "train", str(MOBILENET), "--set", "name=int8-mobilenetv3_small_050",
+            "--set", "model.model=mobilenetv3_small_050", "--set", f"schedule.epochs={epochs}",
+            *sub, *out,
+        )  # fmt: skip
+    return {"test_resnet (quickstart student)": student, "mobilenetv3_small_050": mobile}
+
+
+def measure(run: Path, out: Path, images: int, calib: int) -> dict[str, Any]:
+    """fp32 once, then int8 per option set from that same file; top-1 and drop per option."""
+    base = out / "fp32"
+    common = ["--images", str(images), "--calib-images", str(calib), "--no-latency"]
+    distill("export", str(run), "--out", str(base), "--no-teacher", *common, "-q")
+    fp32 = json.loads((base / "report.json").read_text())["parity"]
+    rows = []
+    for index, (label, flags) in enumerate(OPTIONS):
+        folder = out / f"int8-{index}"
+        t0 = time.perf_counter()
+        distill(
+            "export", str(run), "--onnx", str(base / "model.onnx"), "--out", str(folder),
+            "--quantize", "int8", "--no-teacher", *common, *flags, "-q",
+        )  # fmt: skip
+        report = json.loads((folder / "report.json").read_text())
+        int8 = report["variants"]["int8"]
+        rows.append(
+            {
+                "option": label,
+                "flags": " ".join(flags),
+                "top1_int8": int8["parity"]["top1"],
+                "top1_drop": int8["parity"]["top1_drop"],
+                "agreement_fp32": int8["parity"]["top1_agreement_fp32"],
+                "nodes_kept_fp32": int8.get("nodes_kept_fp32", []),
+                "calibration": int8["calibration"],
+                "bytes": int8["bytes"],
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+        )
+        print(f"  {label}: drop {rows[-1]['top1_drop']}", file=sys.stderr, flush=True)
+    return {
+        "run": str(run),
+        "top1_pytorch": fp32["top1_pytorch"],
+        "top1_onnx_fp32": fp32["top1_onnx"],
+        "images": fp32["inputs"]["images"],
+        "options": rows,
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    models = list(results["models"])
+    head = "| int8 option | " + " | ".join(f"{m}: top-1 (drop)" for m in models) + " |"
+    lines = [head, "|---" * (len(models) + 1) + "|"]
+    fp32 = " | ".join(f"{results['models'][m]['top1_onnx_fp32']:.2f}%" for m in models)
+    lines.append(f"| ONNX fp32 (reference) | {fp32} |")
+    for i, (label, _) in enumerate(OPTIONS):
+        cells = []
+        for m in models:
+            row = results["models"][m]["options"][i]
+            cells.append(f"{row['top1_int8']:.2f}% ({row['top1_drop']:+.2f})")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-int8")
+    ap.add_argument("--train", type=int, default=6000, help="training images (subset)")
+    ap.add_argument("--val", type=int, default=2000, help="validation images (subset)")
+    ap.add_argument("--epochs", type=int, default=2, help="epochs of each training run")
+    ap.add_argument("--calib-images", type=int, default=256)
+    ap.add_argument("--retrain", action="store_true")
+    ap.add_argument("--json", type=Path, help="write the raw results here")
+    args = ap.parse_args()
+    t0 = time.perf_counter()
+    runs = train_runs(args.runs, args.train, args.val, args.epochs, args.retrain)
+    results: dict[str, Any] = {
+        "command": "python " + " ".join(sys.argv),
+        "machine": {"cpu": cpu_model(), "python": platform.python_version()},
+        "settings": vars(args) | {"runs": str(args.runs), "json": str(args.json)},
+        "models": {},
+    }
+    for label, run in runs.items():
+        folder = args.runs / "exports" / run.name
+        results["models"][label] = measure(run, folder, 0, args.calib_images)
+        results["seconds"] = round(time.perf_counter() - t0, 1)
+        if args.json:  # after each model: a cut session keeps what was measured
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()

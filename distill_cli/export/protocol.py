@@ -1,0 +1,163 @@
+"""The latency protocol: what a timing must do, and whether a figure can be believed.
+
+One owner for both commands that time models: `distill export` (and `bench latency`) and
+`distill students` take their settings from one `TimingPlan` and judge every measurement with
+one `assess`, so a figure `distill students` ranks by and the figure `distill export
+--max-latency-ms` gates on are produced and judged alike. Kept free of torch, numpy and ONNX
+Runtime: `distill students` answers a cached query from this module alone.
+
+The protocol (docs/targets.md): a fixed thread count, >= 10 warm-up runs, then timed runs until
+there are >= `runs` of them and >= `min_time_s` have passed (capped at `max_time_s`). A figure
+meets the protocol only when it ran that long, its calls repeat (p90/p50 <= MAX_SPREAD), it
+used no more threads than usable cores, and nothing else used the cores it left free.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from distill_cli.export.ranges import check_range
+from distill_cli.host import check_threads, cpu_count
+
+#: The protocol's minimums; `meets_protocol` in each entry says whether a run honoured them.
+MIN_WARMUP, MIN_RUNS, MIN_SECONDS = 10, 100, 5.0
+
+
+@dataclass
+class TimingPlan:
+    """The timing protocol's settings (`--warmup`, `--runs`, `--min-time`, `--max-time`,
+    `--batch`, `--threads`), range-checked here so the API refuses what the CLI's flags refuse."""
+
+    warmup: int = MIN_WARMUP
+    runs: int = MIN_RUNS
+    min_time_s: float = MIN_SECONDS
+    max_time_s: float = 60.0
+    batch: int = 32  # throughput batch
+    threads: int = 0  # 0: os.cpu_count()
+
+    def __post_init__(self) -> None:
+        check_range(self.warmup, "--warmup", 0)
+        check_range(self.runs, "--runs", 1)
+        check_range(self.min_time_s, "--min-time", 0.0)
+        check_range(self.max_time_s, "--max-time", 0.0)
+        check_range(self.batch, "--batch", 1)
+        check_range(self.threads, "--threads", 0)
+        check_threads(self.threads, "--threads")
+        if self.threads <= 0:
+            self.threads = cpu_count()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: p90 / p50 above this: the calls were disturbed (a quiet CPU repeats a call within ~10-20%).
+MAX_SPREAD = 1.5
+#: CPU (in cores) other processes may use while we time, beyond the cores we leave free.
+CONTENTION_SLACK = 0.5
+
+
+def _cpu_jiffies() -> tuple[float, float] | None:
+    """(busy, total) seconds of all CPUs from /proc/stat (steal counts as busy); None off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except (OSError, IndexError):
+        return None
+    values = [float(v) for v in fields[:8]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0.0)
+    hz = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+    return (sum(values) - idle) / hz, sum(values) / hz
+
+
+def _own_cpu() -> float:
+    """CPU seconds used by this process (all its threads: PyTorch's and ONNX Runtime's)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def usable_cores() -> int:
+    """The cores timing may use (`host.cpu_count`: the affinity mask); a name of its own so
+    tests can stand in a machine of another size."""
+    return cpu_count()
+
+
+@dataclass
+class CpuWatch:
+    """How busy the rest of the machine was while we timed: other processes' CPU, in cores.
+
+    /proc/stat gives all CPUs' busy time over the window; this process's own CPU time (every
+    thread of it) is subtracted, so what is left is contention from elsewhere. Off Linux only
+    the load average is available, and it is recorded instead.
+    """
+
+    start: tuple[float, float] | None = None
+    own: float = 0.0
+    wall: float = 0.0
+
+    @classmethod
+    def begin(cls) -> CpuWatch:
+        return cls(_cpu_jiffies(), _own_cpu(), time.perf_counter())
+
+    def other_cores(self) -> float | None:
+        end = _cpu_jiffies()
+        if self.start is None or end is None:
+            return None
+        elapsed = time.perf_counter() - self.wall
+        if elapsed <= 0:
+            return None
+        others = (end[0] - self.start[0]) - (_own_cpu() - self.own)
+        return max(0.0, others / elapsed)
+
+
+def protocol_issues(
+    stats: dict[str, float], threads: int, other_cores: float | None, load: float | None
+) -> list[str]:
+    """Why a measurement cannot be believed, one line each; [] when it can.
+
+    Noisy: p90 / p50 above MAX_SPREAD. Oversubscribed: more threads than usable cores.
+    Contended: other processes used more CPU than the cores we left free (plus a little slack);
+    off Linux, a 1-minute load average above the cores stands in for that.
+    """
+    cores = usable_cores()
+    issues = []
+    spread = stats["p90_ms"] / stats["p50_ms"] if stats["p50_ms"] > 0 else float("inf")
+    if not spread <= MAX_SPREAD:
+        issues.append(f"noisy: p90/p50 = {spread:.2f} > {MAX_SPREAD}")
+    if threads > cores:
+        issues.append(f"oversubscribed: {threads} threads on {cores} usable cores")
+    if other_cores is not None:
+        if other_cores > max(0, cores - threads) + CONTENTION_SLACK:
+            issues.append(
+                f"contended: other processes used {other_cores:.1f} of {cores} cores "
+                f"while timing with {threads} threads"
+            )
+    elif load is not None and load > cores:
+        issues.append(f"contended: load average {load:.1f} on {cores} cores")
+    return issues
+
+
+def assess(
+    figures: dict[str, float],
+    threads: int,
+    warmup: int,
+    runs: int,
+    elapsed: float,
+    other_cores: float | None,
+    load: float | None,
+) -> list[str]:
+    """Every reason a timing cannot be believed ([] when it can): too short a protocol
+    (`warmup`, `runs` timed calls in `elapsed` s), then `protocol_issues`."""
+    issues = protocol_issues(figures, threads, other_cores, load)
+    if warmup < MIN_WARMUP or (runs < MIN_RUNS and elapsed < MIN_SECONDS):
+        issues.insert(0, f"short: {warmup} warm-up, {runs} runs in {elapsed:.1f} s")
+    return issues
+
+
+def load_average() -> float | None:
+    """The 1-minute load average, where the platform has one."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
