@@ -295,6 +295,24 @@ class BatchStream:
             self._images = data.images.to(device)
         self._labels = data.labels.to(device) if data.labels is not None else None
 
+    def ordered(self, data: ImageSet | None = None) -> BatchStream:
+        """A stream over `data` (default: this one's) in dataset order, every image once, read
+        and decoded as this one reads (one process's view: no rank slice): what evaluations
+        and one-off passes (the teacher check, cached teacher targets) iterate."""
+        return BatchStream(
+            self.data if data is None else data,
+            self.batch_size,
+            self.device,
+            seed=self.seed,
+            shuffle=False,
+            drop_last=False,
+            load_size=self.load_size,
+            workers=self.workers,
+            skip_bad=self.skip_bad,
+            decode_on_device=self.decode_on_device,
+            fit="square",
+        )
+
     @property
     def steps_per_epoch(self) -> int:
         n = len(self.data)

@@ -13,8 +13,9 @@ tables are in `distill_cli.cli.console_export`; `distill bench latency` is
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from distill_cli import lazy_face
 
 if TYPE_CHECKING:
     from distill_cli.export.gates import GateFailed, Gates
@@ -32,11 +33,7 @@ _FACE = {
     "run_export": "pipeline",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _FACE:
-        return getattr(importlib.import_module(f"{__name__}.{_FACE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_face(__name__, _FACE)
 
 
 __all__ = ["ExportOptions", "ExportReport", "GateFailed", "Gates", "TimingPlan", "run_export"]

@@ -50,15 +50,7 @@ def cache_key(teacher: Net, stream: BatchStream) -> str:
 def compute_targets(teacher: Net, stream: BatchStream) -> torch.Tensor:
     """Teacher logits for every training image, on its centre-crop eval view, in dataset order."""
     out = torch.empty(len(stream.data), teacher.info.num_classes, device=stream.device)
-    ordered = BatchStream(
-        stream.data,
-        stream.batch_size,
-        stream.device,
-        shuffle=False,
-        drop_last=False,
-        load_size=stream.load_size,
-        workers=stream.workers,
-    )
+    ordered = stream.ordered()
     teacher.module.eval()
     for batch in ordered.epoch(0):
         x = normalize(eval_pixels(batch.images, teacher.info), teacher.info)

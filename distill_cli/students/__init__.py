@@ -9,8 +9,7 @@ imported lazily (the search pulls in torch, timm and ONNX Runtime).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from distill_cli import lazy_face
 
 _FACE = {
     "search_students": "search",
@@ -21,11 +20,7 @@ _FACE = {
     "ModelSearch": "model_search",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _FACE:
-        return getattr(importlib.import_module(f"{__name__}.{_FACE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_face(__name__, _FACE)
 
 
 __all__ = sorted(_FACE)

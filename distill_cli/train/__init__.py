@@ -9,8 +9,7 @@ the processes. Names are imported lazily: `world` stays torch-free.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from distill_cli import lazy_face
 
 _FACE = {
     "run": "engine",
@@ -21,11 +20,7 @@ _FACE = {
     "world_from_env": "world",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _FACE:
-        return getattr(importlib.import_module(f"{__name__}.{_FACE[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_face(__name__, _FACE)
 
 
 __all__ = sorted(_FACE)

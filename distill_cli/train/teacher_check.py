@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from distill_cli.data.loader import BatchStream
 from distill_cli.errors import DistillError
 from distill_cli.train.evaluate import Evaluator
 
@@ -47,17 +46,7 @@ def _bounded(setup: Setup, evaluator: Evaluator) -> Evaluator:
     val, stream = setup.data.val, setup.val_stream
     if len(val) <= CHECK_IMAGES:
         return evaluator
-    subset = BatchStream(
-        val.limited(CHECK_IMAGES, setup.recipe.runtime.seed),
-        stream.batch_size,
-        stream.device,
-        shuffle=False,
-        drop_last=False,
-        load_size=stream.load_size,
-        workers=stream.workers,
-        skip_bad=stream.skip_bad,
-        decode_on_device=stream.decode_on_device,
-    )
+    subset = stream.ordered(val.limited(CHECK_IMAGES, setup.recipe.runtime.seed))
     return Evaluator(
         subset, evaluator.num_data_classes, evaluator.channels_last, evaluator.autocast_dtype
     )
