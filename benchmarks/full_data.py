@@ -127,7 +127,7 @@ SCALES: dict[str, Scale] = {
             "teacher.model=test_resnet",
             "teacher.input_size=32",
             "schedule.batch_size=50",
-            "schedule.evals=2",
+            "schedule.evals=1",  # the 1-epoch rungs: one evaluation per epoch at most
             "runtime.device=cpu",
         ),
         jobs=2,

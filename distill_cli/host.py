@@ -37,6 +37,16 @@ PER_CORE = 4
 MIN_THREAD_LIMIT = 8
 
 
+def cache_dir() -> Path:
+    """distill's cache folder: $DISTILL_CACHE_DIR, else $XDG_CACHE_HOME/distill, else
+    ~/.cache/distill (the model sizes of `distill models`, the timings of `distill students`,
+    the throughputs `distill bench train` measured). One rule, so every cache moves together."""
+    folder = os.environ.get("DISTILL_CACHE_DIR")
+    if folder:
+        return Path(folder)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distill"
+
+
 def cpu_count() -> int:
     """The cores this process may run on (its affinity mask, so a container's limit counts)."""
     try:

@@ -31,7 +31,9 @@ def test_balanced_subset_has_equal_classes_and_is_fixed_by_the_seed() -> None:
     assert torch.equal(sub.images, again.images) and torch.equal(sub.labels, again.labels)
     other = data.balanced(103, seed=4)
     assert not torch.equal(sub.images, other.images)
-    assert data.balanced(None, 0) is data and data.balanced(10_000, 0) is data
+    assert data.balanced(None, 0) is data and data.balanced(500, 0) is data
+    with pytest.raises(DistillError, match="larger than the training data"):
+        data.balanced(10_000, 0)  # a subset larger than the data is an error, never clamped
 
 
 def test_balanced_subset_fills_from_other_classes_when_one_is_short() -> None:

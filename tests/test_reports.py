@@ -97,8 +97,8 @@ def test_report_shows_the_export_latency_and_parity(
     figure = plots.latency_figure(load_run(run).export or {})
     assert figure is not None
     bars = sorted(round(p.get_width(), 9) for p in figure.axes[0].patches)
-    assert bars == sorted(round(e.p50_ms, 9) for e in exported.latency)
-    assert {e.model for e in exported.latency} == {"student", "teacher"}
+    assert bars == sorted(round(e.p50_ms, 9) for e in exported.latency.entries)
+    assert {e.model for e in exported.latency.entries} == {"student", "teacher"}
     markdown = report.markdown.read_text()
     assert "## Export" in markdown and "student/onnxruntime/fp32" in markdown
     assert f"{exported.latency_of('student/onnxruntime/fp32').p50_ms:.3f}" in markdown

@@ -143,7 +143,12 @@ COMMANDS: list[tuple[list[str], int, tuple[str, ...]]] = [
         0,
         (),
     ),
-    (["bench", "train", "{w}/sup.yaml", "--steps", "1", "--warmup", "0"], 0, ("runs/.cache",)),
+    # the measured throughput is kept in distill's cache for later --dry-run cost plans
+    (
+        ["bench", "train", "{w}/sup.yaml", "--steps", "1", "--warmup", "0"],
+        0,
+        ("runs/.cache", "cache"),
+    ),
 ]
 
 

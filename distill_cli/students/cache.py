@@ -12,13 +12,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError
-from distill_cli.host import atomic_write
+from distill_cli.host import atomic_write, cache_dir
 from distill_cli.students.types import StudentQuery, Timing
 from distill_cli.typecheck import field_problem
 
@@ -39,12 +38,7 @@ _PACKAGES = (
 
 def cache_root(query: StudentQuery) -> Path:
     """`--cache-dir`, else $DISTILL_CACHE_DIR, else ~/.cache/distill (as `distill models`)."""
-    if query.cache_dir is not None:
-        return Path(query.cache_dir)
-    folder = os.environ.get("DISTILL_CACHE_DIR")
-    if folder:
-        return Path(folder)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distill"
+    return Path(query.cache_dir) if query.cache_dir is not None else cache_dir()
 
 
 def cpu_model() -> str:

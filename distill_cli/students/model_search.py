@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -24,7 +23,7 @@ import torch
 from timm.models import get_pretrained_cfg, is_model_pretrained, split_model_name_tag
 
 from distill_cli.errors import DistillError, did_you_mean
-from distill_cli.host import atomic_write
+from distill_cli.host import atomic_write, cache_dir
 from distill_cli.models import count_flops
 
 _WILDCARDS = "*?["
@@ -78,11 +77,7 @@ class ModelSearch:
 
 def cache_path() -> Path:
     """Keyed by timm version because a new timm may change architectures under the same name."""
-    folder = os.environ.get("DISTILL_CACHE_DIR")
-    if not folder:
-        base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        folder = str(Path(base) / "distill")
-    return Path(folder) / f"models-{timm.__version__}.json"
+    return cache_dir() / f"models-{timm.__version__}.json"
 
 
 def _load_cache(path: Path) -> dict[str, dict[str, Any]]:

@@ -12,15 +12,16 @@ Torch-free, so `distill run --dry-run` stays cheap to import.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError
+from distill_cli.host import atomic_write, cache_dir
 
 GPU_COUNTS = (1, 8, 64)
 
@@ -66,23 +67,16 @@ def pair_key(models: dict[str, Any], precision: str, device: str) -> str:
 
 
 def _cache_file(key: str) -> Path:
-    root = os.environ.get("DISTILL_CACHE_DIR")
-    base = Path(root) if root else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    folder = base if root else base / "distill"
-    return folder / "throughput" / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".json")
+    return cache_dir() / "throughput" / (hashlib.sha256(key.encode()).hexdigest()[:20] + ".json")
 
 
 def remember_throughput(key: str, images_per_s: float, batch: int) -> None:
     """Keep a `distill bench train` measurement for later plans (best effort: a cache)."""
     path = _cache_file(key)
     record = {"key": key, "images_per_s": images_per_s, "batch": batch, "time": time.time()}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record) + "\n")
-        tmp.replace(path)
-    except OSError:
-        pass  # an unwritable cache costs a re-measurement, never a failed benchmark
+    # an unwritable cache costs a re-measurement, never a failed benchmark
+    with contextlib.suppress(DistillError):
+        atomic_write(path, json.dumps(record) + "\n")
 
 
 def cached_throughput(key: str) -> tuple[float, str] | None:
