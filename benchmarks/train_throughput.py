@@ -38,7 +38,13 @@ def main() -> None:
     p.add_argument("--window", type=int, default=10, help="steps per timing window")
     p.add_argument("--images-batches", type=int, default=8, help="dataset size in batches")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
-    p.add_argument("--bare", type=Path, default=DEFAULT_BARE, help="path to bare_kd_step.py")
+    p.add_argument(
+        "--bare",
+        type=Path,
+        # the shared reference beside the checkout when it is there, else distill's own copy
+        default=DEFAULT_BARE if DEFAULT_BARE.is_file() else None,
+        help="path to bare_kd_step.py (default: ../shared/bench/, else the built-in bare step)",
+    )
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
 
