@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from export_latency import distill  # the same `distill` subprocess helper (this folder)
 
 from distill_cli.students.cache import cpu_model
 
@@ -45,15 +46,6 @@ OPTIONS: list[tuple[str, list[str]]] = [
         ["--calib-method", "percentile", "--keep-fp32", "first,last"],
     ),
 ]
-
-
-def distill(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "distill_cli", *args]
-    print("$ distill " + " ".join(args), file=sys.stderr, flush=True)
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if result.returncode != 0:
-        sys.exit(f"failed ({result.returncode}): {' '.join(args)}\n{result.stderr[-2000:]}")
-    return result
 
 
 def _subset(train: int, val: int) -> list[str]:
