@@ -178,9 +178,18 @@ def main() -> None:
         print(f"- {r['arch']} {r['input']} px (p90/p50 {spread}):")
         for name, issues in r["issues"].items():
             print(f"  - {name}: " + "; ".join(issues))
-    print(f"\nload average after: {os.getloadavg()[0]:.2f}")
-    if args.json:
-        args.json.write_text(json.dumps(reports, indent=2) + "\n")
+    after = os.getloadavg()[0]
+    print(f"\nload average after: {after:.2f}")
+    if args.json:  # the table rows beside the whole reports they were read from
+        raw = {
+            "command": " ".join(["python", *sys.argv]),
+            "threads": args.threads,
+            "load_average": {"before": load, "after": after},
+            "trained": trained,
+            f"architectures_{args.size}px": at224,
+            "reports": reports,
+        }
+        args.json.write_text(json.dumps(raw, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import sys
 import time
 from pathlib import Path
 
@@ -41,6 +44,7 @@ def main() -> None:
     if not teacher_ckpt.is_file():
         api.train(TEACHER, args.overrides, overwrite=True)
     results = []
+    load_before, started_all = os.getloadavg()[0], time.perf_counter()
     for label, recipe in ROWS:
         overrides = list(args.overrides)
         if "stage_by_stage" not in recipe:  # its length is fixed by its phases
@@ -53,11 +57,21 @@ def main() -> None:
                 "recipe": recipe,
                 "wall_s": time.perf_counter() - started,
                 **{k: summary[k] for k in ("student", "teacher", "agreement", "kl")},
+                "images_per_s": summary["images_per_s"],
             }
         )
         print(f"{label}: top-1 {summary['student']['top1']:.2f}", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    if args.json:  # the rows with what made them: command, machine, load
+        raw = {
+            "command": " ".join(["python", *sys.argv]),
+            "epochs": args.epochs,
+            "overrides": args.overrides,
+            "wall_s": time.perf_counter() - started_all,
+            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+            "load_average": {"before": load_before, "after": os.getloadavg()[0]},
+            "rows": results,
+        }
+        args.json.write_text(json.dumps(raw, indent=2) + "\n")
     print("\n| method | recipe | student top-1 | agreement | KL | time |")
     print("|---|---|---|---|---|---|")
     for r in results:
