@@ -14,7 +14,7 @@ from rich.console import Console
 
 from distill_cli import api
 from distill_cli.cli.console import summary_table
-from distill_cli.data import DataBundle, build_data, hold_out
+from distill_cli.data import build_data
 from distill_cli.data.sources import make_synthetic
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import load_recipe
@@ -94,10 +94,7 @@ def test_holdout_refuses_what_it_cannot_do(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "imgs" / "x.png")
     with pytest.raises(DistillError, match="needs labels"):
         build_data("synthetic", synthetic=SYNTH, distill_dir=tmp_path / "imgs", holdout=1)
-    streamed = DataBundle(train=iter([]), val=make_synthetic(2, 4, 8, 1, 0, "val"))  # type: ignore[arg-type]
-    with pytest.raises(DistillError, match="streams its images") as err:
-        hold_out(streamed, 2, 0, "shards")
-    assert err.value.where == "data.holdout"
+    # streamed sources hold out too (tests/test_streamed_holdout.py)
 
 
 def test_a_run_chooses_best_on_the_holdout_and_reads_the_test_set_once_at_the_end(

@@ -32,7 +32,7 @@ class DataBundle:
 
     train: ImageSet | ShardSet
     val: ImageSet | ShardSet
-    test: ImageSet | None = None
+    test: ImageSet | ShardSet | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -68,8 +68,8 @@ def build_data(
     and `val_limit` the validation split, all seeded by `seed`. `holdout` takes that many
     images out of the training split (class-balanced, before the limits, so a subset run and a
     full run hold out the same images) as the split evaluated during training; the validation
-    split becomes the test split (`hold_out`). shards (tar files) and hf_dataset
-    (parquet/arrow, `columns` = image and label column) are streamed (`streamed.py`).
+    split becomes the test split (`hold_out`, for every source). shards (tar files) and
+    hf_dataset (parquet/arrow, `columns` = image and label column) are streamed (`streamed.py`).
     """
     if source in ("shards", "hf_dataset"):
         from distill_cli.data.streamed import streamed_splits
@@ -77,7 +77,7 @@ def build_data(
         limits = {"train_limit": train_limit, "subset": subset, "val_limit": val_limit}
         train_s, val_s = streamed_splits(source, root, train_dir, val_dir, columns, limits)
         streamed = DataBundle(train=train_s, val=val_s)
-        return streamed if holdout is None else hold_out(streamed, holdout, seed, source)
+        return streamed if holdout is None else hold_out(streamed, holdout, seed)
     if source == "fashion_mnist":
         if root is None:
             raise DistillError("fashion_mnist needs the dataset root", "data.root")
@@ -99,27 +99,25 @@ def build_data(
         train = scan_unlabeled(distill_dir, val.classes)
     bundle = DataBundle(train=train, val=val.limited(val_limit, seed + 1))
     if holdout is not None:
-        bundle = hold_out(bundle, holdout, seed, source)
+        bundle = hold_out(bundle, holdout, seed)
     bundle.train = bundle.train.limited(train_limit, seed).balanced(subset, seed)
     return bundle
 
 
-def hold_out(bundle: DataBundle, count: int, seed: int, source: str) -> DataBundle:
+def hold_out(bundle: DataBundle, count: int, seed: int) -> DataBundle:
     """`count` training images become the split evaluated during training; val becomes test.
 
-    One step for every source whose training split is an `ImageSet` (images in memory or a
-    file list): a streamed source cannot be split without reading it all, so it is refused
-    with a hint instead of silently evaluating on the test set.
+    Every source: an `ImageSet` (images in memory or a file list) is split in memory, a
+    streamed `ShardSet` by the indices of its samples (`streamed.split_shards`, which reads
+    only the labels to choose); both draw the same class-balanced way.
     """
-    if not isinstance(bundle.train, ImageSet):
-        raise DistillError(
-            f"data.holdout needs a training split that can be indexed; source {source!r} "
-            "streams its images",
-            "data.holdout",
-            "hold out a validation set when preparing the data, and point the val split at it",
-        )
     # a seed of its own, so the held-out images do not follow the subset's draw
-    rest, held = bundle.train.split_off(count, seed + 7)
+    if isinstance(bundle.train, ShardSet):
+        from distill_cli.data.streamed import split_shards
+
+        rest, held = split_shards(bundle.train, count, seed + 7)
+    else:
+        rest, held = bundle.train.split_off(count, seed + 7)
     return DataBundle(train=rest, val=held, test=bundle.val)
 
 

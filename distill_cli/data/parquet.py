@@ -122,7 +122,15 @@ def scan_hf_split(
         or [f"class_{i}" for i in range(top + 1)]
     )
     options = {"image": image, "label": label or ""}
-    return ShardSet(str(root), names, units, read_rows, labeled=label is not None, options=options)
+    return ShardSet(
+        str(root),
+        names,
+        units,
+        read_rows,
+        labeled=label is not None,
+        options=options,
+        label_reader=row_labels,
+    )
 
 
 def _column(path: Path, name: str) -> Any:
@@ -133,6 +141,24 @@ def _column(path: Path, name: str) -> Any:
         with pa.memory_map(str(path)) as source:
             return _open_arrow(source).read_all().column(name)
     return pq.read_table(path, columns=[name]).column(name)
+
+
+def row_labels(data: ShardSet, unit: Unit) -> list[int]:
+    """The label column of one row group (parquet) or arrow file, in order; the image column
+    is not read (parquet stores columns apart; an arrow file is memory-mapped)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    label = data.options["label"]
+    try:
+        if unit.path.suffix == ".arrow":
+            column = _column(unit.path, label)
+        else:
+            group = pq.ParquetFile(unit.path).read_row_group(unit.part, columns=[label])
+            column = group.column(label)
+    except (OSError, pa.ArrowException) as exc:
+        raise DistillError(f"cannot read data set file: {exc}", str(unit.path)) from exc
+    return [-1 if value is None else int(value) for value in column.to_pylist()]
 
 
 def read_rows(data: ShardSet, unit: Unit) -> Iterator[Sample]:

@@ -123,7 +123,20 @@ def scan_tar_split(pattern: str, where: str, classes: list[str] | None = None) -
         if count:
             units.append(Unit(path, count, start))
         start += count
-    return ShardSet(pattern, names or [], units, read_tar, labeled=labeled)
+    return ShardSet(pattern, names or [], units, read_tar, labeled=labeled, label_reader=tar_labels)
+
+
+def tar_labels(data: ShardSet, unit: Unit) -> list[int]:
+    """The `.cls` labels of one shard's samples, in order, from its headers alone: the tar
+    reader seeks past every image's bytes (the index, `shards.json`, holds no labels)."""
+    count, labels, complete = scan_shard(unit.path)
+    if not complete:
+        raise DistillError(
+            f"{count - len(labels)} of {count} samples have no .cls label",
+            str(unit.path),
+            "give every sample its {key}.cls, or none (unlabeled distillation data)",
+        )
+    return labels
 
 
 def read_tar(data: ShardSet, unit: Unit) -> Iterator[Sample]:

@@ -88,9 +88,8 @@ class ImageSet:
     def balanced(self, count: int | None, seed: int) -> ImageSet:
         """A fixed subset of `count` items with the classes as equal as the data allows.
 
-        Each class gives `count // K` items (the first `count % K` classes, in a seeded order,
-        one more), drawn at random with `seed`; a class with too few items gives all it has and
-        the rest is filled from the other classes. Unlabeled data falls back to a random subset.
+        Drawn by `balanced_indices` (seeded by `seed`); unlabeled data falls back to a random
+        subset.
         """
         if count is not None and count > len(self):
             raise DistillError(
@@ -102,7 +101,7 @@ class ImageSet:
             return self
         if self.labels is None:
             return self.limited(count, seed)
-        return self.subset(self._balanced_indices(count, seed))
+        return self.subset(balanced_indices(self.labels, self.num_classes, count, seed))
 
     def split_off(self, count: int, seed: int) -> tuple[ImageSet, ImageSet]:
         """(the rest, `count` held-out items): a class-balanced split with no item in both.
@@ -111,44 +110,62 @@ class ImageSet:
         out the same images; `data.holdout` uses it to keep a validation split apart from the
         training images, leaving the data's own validation split as the untouched test set.
         """
-        if self.labels is None:
-            raise DistillError(
-                "a held-out split needs labels, and these training images have none",
-                f"data.holdout ({self.name})",
-                "drop data.holdout, or train on a labelled split",
-            )
-        if count >= len(self):
-            raise DistillError(
-                f"cannot hold out {count} of {len(self)} training images",
-                "data.holdout",
-                f"set data.holdout below {len(self)}",
-            )
-        held = self._balanced_indices(count, seed)
+        held = holdout_indices(self.labels, self.num_classes, count, seed, self.name)
         keep = torch.ones(len(self), dtype=torch.bool)
         keep[held] = False
         rest = self.subset(torch.nonzero(keep).flatten())
         out = self.subset(held)
         return rest, replace(out, name=f"{self.name} (holdout)")
 
-    def _balanced_indices(self, count: int, seed: int) -> torch.Tensor:
-        """Sorted indices of `count` items, the classes as equal as the data allows."""
-        assert self.labels is not None
-        gen = torch.Generator().manual_seed(seed)
-        pools = [
-            torch.nonzero(self.labels == c).flatten()[
-                torch.randperm(int((self.labels == c).sum()), generator=gen)
-            ]
-            for c in range(self.num_classes)
+
+def holdout_indices(
+    labels: torch.Tensor | None, num_classes: int, count: int, seed: int, name: str
+) -> torch.Tensor:
+    """Sorted indices of the `count` items `data.holdout` takes out of a training split.
+
+    One rule for every source (`ImageSet.split_off`, and the streamed splits, which pass the
+    labels they read in index order): a class-balanced draw as `balanced_indices` makes it,
+    so the same seed always holds out the same items; unlabeled data cannot be balanced.
+    """
+    if labels is None:
+        raise DistillError(
+            "a held-out split needs labels, and these training images have none",
+            f"data.holdout ({name})",
+            "drop data.holdout, or train on a labelled split",
+        )
+    if count >= len(labels):
+        raise DistillError(
+            f"cannot hold out {count} of {len(labels)} training images",
+            "data.holdout",
+            f"set data.holdout below {len(labels)}",
+        )
+    return balanced_indices(labels, num_classes, count, seed)
+
+
+def balanced_indices(labels: torch.Tensor, num_classes: int, count: int, seed: int) -> torch.Tensor:
+    """Sorted indices of `count` items, the classes as equal as the data allows.
+
+    Each class gives `count // K` items (the first `count % K` classes, in a seeded order, one
+    more), drawn at random with `seed`; a class with too few items gives all it has and the
+    rest is filled from the other classes. A function of the labels alone, so a split held in
+    memory and one streamed from shards pick the same way.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    pools = [
+        torch.nonzero(labels == c).flatten()[
+            torch.randperm(int((labels == c).sum()), generator=gen)
         ]
-        quota = [count // self.num_classes] * self.num_classes
-        for c in torch.randperm(self.num_classes, generator=gen)[: count % self.num_classes]:
-            quota[int(c)] += 1
-        taken = [pool[:q] for pool, q in zip(pools, quota, strict=True)]
-        short = count - sum(len(t) for t in taken)
-        if short:  # classes with too few images: fill from what the others have left
-            rest = torch.cat([pool[q:] for pool, q in zip(pools, quota, strict=True)])
-            taken.append(rest[torch.randperm(len(rest), generator=gen)[:short]])
-        return torch.cat(taken).sort().values
+        for c in range(num_classes)
+    ]
+    quota = [count // num_classes] * num_classes
+    for c in torch.randperm(num_classes, generator=gen)[: count % num_classes]:
+        quota[int(c)] += 1
+    taken = [pool[:q] for pool, q in zip(pools, quota, strict=True)]
+    short = count - sum(len(t) for t in taken)
+    if short:  # classes with too few images: fill from what the others have left
+        rest = torch.cat([pool[q:] for pool, q in zip(pools, quota, strict=True)])
+        taken.append(rest[torch.randperm(len(rest), generator=gen)[:short]])
+    return torch.cat(taken).sort().values
 
 
 # --- Fashion-MNIST -------------------------------------------------------------------------------

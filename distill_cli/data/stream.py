@@ -19,6 +19,9 @@ same processes and `data.workers` a resumed run continues at the exact sample (e
 without decoding, the part of its range the interrupted run had used). With another count the
 remaining steps of the interrupted epoch are drawn from the epoch's ranges cut the new way (some
 of its images are then seen twice, others not at all); later epochs are whole.
+
+A split cut by `data.holdout` reads only its `Pick` of sample indices, and its units count only
+those, so all of the above holds for it as for a whole split.
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ from distill_cli.errors import DistillError
 
 @dataclass(frozen=True)
 class Unit:
-    """One shard: a tar file, a parquet row group or an arrow file; `start` numbers its samples."""
+    """One shard: a tar file, a parquet row group or an arrow file; `start` numbers its samples.
+
+    `count` is the samples the set reads from it: all of them, or those its `Pick` passes.
+    """
 
     path: Path
     count: int
@@ -57,6 +63,24 @@ class Sample:
 
 #: reads the samples of one unit, in order (a picklable function: workers call it)
 Reader = Callable[["ShardSet", Unit], Iterator[Sample]]
+#: reads only the labels of one unit's samples, in order, without their images
+LabelReader = Callable[["ShardSet", Unit], list[int]]
+
+
+@dataclass(frozen=True)
+class Pick:
+    """Samples chosen by their `index` (stable across epochs): only `indices`, or all but them.
+
+    How `data.holdout` splits a stream (`streamed.split_shards`): the training set drops the
+    held-out indices, the holdout keeps only them. A frozenset pickles to the loader's workers
+    and answers per sample in constant time.
+    """
+
+    indices: frozenset[int]
+    keep: bool
+
+    def __call__(self, index: int) -> bool:
+        return (index in self.indices) == self.keep
 
 
 @dataclass
@@ -72,6 +96,10 @@ class ShardSet:
     label_order: list[int] | None = None
     #: reader settings (parquet column names)
     options: dict[str, str] = field(default_factory=dict)
+    #: the labels without the images (what `data.holdout` draws from); None: not available
+    label_reader: LabelReader | None = None
+    #: the samples this set reads (the units' counts are of them); None: every sample
+    pick: Pick | None = None
 
     def __len__(self) -> int:
         return sum(u.count for u in self.units)
@@ -94,6 +122,8 @@ class ShardSet:
 
     def samples(self, unit: Unit) -> Iterator[Sample]:
         for sample in self.reader(self, unit):
+            if self.pick is not None and not self.pick(sample.index):
+                continue
             if self.labeled and sample.label < 0:
                 raise SampleFault("sample has no label", sample.key, "every sample needs one")
             if self.label_order is not None and sample.label >= 0:

@@ -2,16 +2,21 @@
 
 Both give `ShardSet`s read by `ShardStream` (`stream.py`); the tar and Hugging Face readers live
 in `shards.py` and `parquet.py`. The validation split takes the training split's class names,
-as an image folder's does.
+as an image folder's does. `data.holdout` splits a streamed training split by sample index
+(`split_shards`).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
-from distill_cli.data.stream import Sample, ShardSet, Unit
+import torch
+
+from distill_cli.data.sources import holdout_indices
+from distill_cli.data.stream import Pick, Sample, ShardSet, Unit
 from distill_cli.errors import DistillError
 
 
@@ -53,17 +58,84 @@ def streamed_splits(
     return train, val
 
 
+def split_shards(data: ShardSet, count: int, seed: int) -> tuple[ShardSet, ShardSet]:
+    """(the rest, `count` held-out samples) of a streamed training split: `data.holdout` as
+    `ImageSet.split_off` makes it, the same class-balanced draw (`holdout_indices`) for a seed.
+
+    The labels are read first, on their own (the label column; the tar headers and `.cls`
+    members, past the image bytes): a class-balanced draw has to know every sample's class
+    before it can pick, and a stream meets the samples only in a shuffled order while it
+    trains. The pick is then a set of sample indices, which are stable across epochs: the
+    training stream skips them, the holdout reads only them, and both count exactly the
+    samples they read, so steps per epoch and an exact resume hold as for a whole split.
+    """
+    labels = _labels(data) if data.labeled else None
+    held = holdout_indices(labels, data.num_classes, count, seed, data.name).tolist()
+    rest, out = (_picked(data, held, keep) for keep in (False, True))
+    return rest, replace(out, name=f"{data.name} (holdout)")
+
+
+def _labels(data: ShardSet) -> torch.Tensor:
+    """Every sample's label, at its index (-1 where a sample has none: never picked)."""
+    if data.label_reader is None or data.pick is not None:
+        raise DistillError(
+            "the labels of this split cannot be read apart from its images",
+            f"data.holdout ({data.name})",
+            "drop data.holdout, or hold out a validation set when preparing the data",
+        )
+    span = max((u.start + u.count for u in data.units), default=0)
+    labels = torch.full((span,), -1, dtype=torch.long)
+    for unit in data.units:
+        got = data.label_reader(data, unit)
+        if len(got) != unit.count:
+            raise DistillError(
+                f"{len(got)} labels found for the {unit.count} samples counted",
+                str(unit.path),
+                "the shard index (shards.json) is stale: write it again, or delete it",
+            )
+        labels[unit.start : unit.start + unit.count] = torch.tensor(got, dtype=torch.long)
+    return labels
+
+
+def _picked(data: ShardSet, held: list[int], keep: bool) -> ShardSet:
+    """`data` reading only the `held` indices (keep) or all but them; units counted anew."""
+    units = []
+    for unit in data.units:
+        inside = bisect_left(held, unit.start + unit.count) - bisect_left(held, unit.start)
+        count = inside if keep else unit.count - inside
+        if count:
+            units.append(replace(unit, count=count))
+    return replace(data, units=units, pick=Pick(frozenset(held), keep))
+
+
 def unread_splits(
-    train_dir: str, val_dir: str, root: Path, sizes: tuple[int, int], classes: int
-) -> tuple[ShardSet, ShardSet]:
+    train_dir: str,
+    val_dir: str,
+    root: Path,
+    sizes: tuple[int, int],
+    classes: int,
+    holdout: int | None = None,
+) -> tuple[ShardSet, ShardSet, ShardSet | None]:
     """Stand-ins of the right sizes for a plan made without the data (`--dry-run` on a laptop
-    for a cluster run): they count, they are never read."""
+    for a cluster run): they count, they are never read. (train, val, test): with `holdout`,
+    val is that many training samples and the validation split is the test split."""
     names = [f"class_{i}" for i in range(classes)]
     train, val = (
         ShardSet(f"{root / part} (not read)", names, [Unit(root / part, n)], _unread)
         for part, n in zip((train_dir, val_dir), sizes, strict=True)
     )
-    return train, val
+    if holdout is None:
+        return train, val, None
+    if holdout >= len(train):
+        raise DistillError(
+            f"cannot hold out {holdout} of {len(train)} training images",
+            "data.holdout",
+            f"set data.holdout below {len(train)}",
+        )
+    unit = train.units[0]
+    rest = replace(train, units=[replace(unit, count=unit.count - holdout)])
+    held = replace(train, name=f"{train.name} (holdout)", units=[replace(unit, count=holdout)])
+    return rest, held, val
 
 
 def _unread(data: ShardSet, unit: Unit) -> Iterator[Sample]:

@@ -34,6 +34,9 @@ from distill_cli.train.cost import cached_throughput, pair_key, project
 from distill_cli.train.distributed import has_batchnorm, init, sync_batchnorm
 from distill_cli.train.world import World, world_from_env
 
+#: a split's batches: in memory or a file list (`BatchStream`), or streamed (`ShardStream`)
+Stream = BatchStream | ShardStream
+
 
 @dataclass(frozen=True)
 class RunLength:
@@ -62,14 +65,15 @@ class Setup:
     student: Net
     teacher: Net | None
     method: Method
-    train_stream: BatchStream | ShardStream
-    val_stream: BatchStream | ShardStream
+    train_stream: Stream
+    val_stream: Stream
     length: RunLength
     world: World = field(default_factory=World)
     sync_bn: bool = False
     #: False for a plan made without the data (its sizes taken from the recipe)
     data_read: bool = True
-    test_stream: BatchStream | None = None  # data.holdout: the test split, evaluated at the end
+    #: data.holdout: the test split, evaluated at the end
+    test_stream: Stream | None = None
 
     @property
     def steps_per_epoch(self) -> int:
@@ -327,7 +331,7 @@ def _place(
 
 def _streams(
     recipe: Recipe, data: DataBundle, device: torch.device, world: World, view_side: int
-) -> tuple[BatchStream | ShardStream, BatchStream | ShardStream, BatchStream | None]:
+) -> tuple[Stream, Stream, Stream | None]:
     """The training stream (this process's share), the validation stream (the holdout when
     there is one) and the test stream (only with a holdout)."""
     sched, dspec, rt = recipe.schedule, recipe.data, recipe.runtime
@@ -342,44 +346,28 @@ def _streams(
         "decode_on_device": dspec.decode == "device"
         or (dspec.decode == "auto" and device.type == "cuda"),
     }
-    if isinstance(data.train, ShardSet):
-        streamed = {"buffer": dspec.shuffle_buffer, **common}
-        train = ShardStream(
-            data.train,
-            sched.batch_size,
-            rank=world.rank,
-            world=world.size,
-            load_size=train_load,
-            fit="whole",
-            **streamed,
-        )
-        val = ShardStream(
-            data.val,  # type: ignore[arg-type]
-            sched.eval_batch_size or sched.batch_size,
-            shuffle=False,
-            drop_last=False,
-            load_size=val_load,
-            **streamed,
-        )
-        return train, val, None
-    train_stream = BatchStream(
+    # one shape for both kinds of data: a streamed split (ShardStream) takes its shuffle buffer
+    shards = isinstance(data.train, ShardSet)
+    make = ShardStream if shards else BatchStream
+    kw = {"buffer": dspec.shuffle_buffer, **common} if shards else common
+    train_stream = make(
         data.train,
         sched.batch_size,
         rank=world.rank,
         world=world.size,
         load_size=train_load,
         fit="whole",
-        **common,
+        **kw,
     )
     eval_batch = sched.eval_batch_size or sched.batch_size
-    evaluated = [
-        BatchStream(split, eval_batch, shuffle=False, drop_last=False, load_size=val_load, **common)
+    val, test = (
+        make(split, eval_batch, shuffle=False, drop_last=False, load_size=val_load, **kw)
         if split is not None
         else None
         for split in (data.val, data.test)
-    ]
-    assert evaluated[0] is not None
-    return train_stream, evaluated[0], evaluated[1]
+    )
+    assert val is not None
+    return train_stream, val, test
 
 
 def _planned_data(recipe: Recipe, needs_teacher: bool, plan_only: bool) -> tuple[DataBundle, bool]:
@@ -403,8 +391,9 @@ def _planned_data(recipe: Recipe, needs_teacher: bool, plan_only: bool) -> tuple
             "a plan without the data needs the class count", "student.num_classes", "set it"
         )
     sizes = (dspec.train_images, dspec.val_images)
-    train, val = unread_splits(dspec.train_dir, dspec.val_dir, root, sizes, classes)
-    return DataBundle(train=train, val=val), False
+    parts = (dspec.train_dir, dspec.val_dir, root, sizes, classes, dspec.holdout)
+    train, val, test = unread_splits(*parts)
+    return DataBundle(train=train, val=val, test=test), False
 
 
 def _matched_data(recipe: Recipe, seed: int, needs_teacher: bool) -> DataBundle:
