@@ -7,8 +7,9 @@
 distill deletes only what it made: every folder it creates carries a ``.distill-run`` marker,
 and a folder without one (a user's folder reached through a mistyped name) is never written
 into, locked or emptied. A run from before the marker is recognised only by distill's own
-files (a recipe that validates and a checkpoint whose header carries distill's metadata), and
-even in a run folder `--overwrite` deletes only the names listed here, never a user's file.
+files (a recipe that validates and a checkpoint whose header carries distill's metadata: the
+checks are in rundir_checks.py), and even in a run folder `--overwrite` deletes only the names
+listed here, never a user's file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from distill_cli.errors import DistillError
 from distill_cli.host import atomic_write, fs_failed
 from distill_cli.recipe.sections import check_run_name
+from distill_cli.rundir_checks import distill_checkpoint, record_problem, same_recipe, valid_recipe
 
 if TYPE_CHECKING:
     from distill_cli.class_eval import ClassEval
@@ -52,73 +54,6 @@ _OWNED = (
     "report.html",
     "report.md",
 )
-
-
-def _same_recipe(saved: Path, recipe_yaml: str) -> bool:
-    """The saved recipe, re-read with today's defaults, is the one given: a run started before
-    a recipe key existed (saved without it) can still be resumed after an upgrade."""
-    import yaml
-    from pydantic import ValidationError
-
-    from distill_cli.recipe.document import Recipe
-
-    text = saved.read_text(errors="replace")
-    if text == recipe_yaml:
-        return True
-    try:
-        return Recipe.model_validate(yaml.safe_load(text)).to_yaml() == recipe_yaml
-    except (ValidationError, yaml.YAMLError, TypeError):
-        return False
-
-
-#: Keys of metrics.jsonl records that hold text; every other scalar is a number (or null).
-_TEXT_KEYS = {"kind", "phase", "name", "method"}
-
-
-def _record_problem(record: dict[str, Any]) -> str | None:
-    """Why a metrics.jsonl record is not one distill writes (wrong types), or None."""
-    if not isinstance(record.get("kind"), str):
-        return "no kind"
-    step = record.get("step")
-    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
-        return "step is not an integer"
-    for key, value in record.items():
-        if key in _TEXT_KEYS or isinstance(value, (list, dict)) or value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"{key} is not a number"
-    return None
-
-
-def _valid_recipe(path: Path) -> bool:
-    """The file is a recipe that validates (what distill saves into every run)."""
-    import yaml
-    from pydantic import ValidationError
-
-    from distill_cli.recipe.document import Recipe
-
-    try:
-        Recipe.model_validate(yaml.safe_load(path.read_bytes().decode("utf-8")))
-    except (ValidationError, yaml.YAMLError, ValueError, TypeError, OSError, RecursionError):
-        return False
-    except DistillError:
-        return False
-    return True
-
-
-def _distill_checkpoint(path: Path) -> bool:
-    """A safetensors file whose header carries distill's metadata (read without torch: the
-    8-byte header length, then the JSON header)."""
-    try:
-        with path.open("rb") as fh:
-            size = int.from_bytes(fh.read(8), "little")
-            if not 2 <= size <= 100_000_000:
-                return False
-            header = json.loads(fh.read(size))
-    except (OSError, ValueError):
-        return False
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
-    return isinstance(meta, dict) and "distill.meta" in meta
 
 
 class RunDir:
@@ -173,8 +108,8 @@ class RunDir:
             return True
         if not (self.recipe.is_file() and self.checkpoints.is_dir()):
             return False
-        return _valid_recipe(self.recipe) and any(
-            _distill_checkpoint(p) for p in (self.last, self.best)
+        return valid_recipe(self.recipe) and any(
+            distill_checkpoint(p) for p in (self.last, self.best)
         )
 
     def owned(self) -> list[Path]:
@@ -300,7 +235,7 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self.clean_temporaries()
         has_run = self.recipe.is_file() or self.metrics.is_file()
-        if resume and self.recipe.is_file() and not _same_recipe(self.recipe, recipe_yaml):
+        if resume and self.recipe.is_file() and not same_recipe(self.recipe, recipe_yaml):
             raise DistillError(
                 "the recipe differs from the one this run was started with",
                 str(self.recipe),
@@ -351,7 +286,7 @@ class RunDir:
                 record = json.loads(line)
             except (ValueError, RecursionError):  # not JSON, not UTF-8, absurdly deep
                 record = None
-            ok = isinstance(record, dict) and _record_problem(record) is None
+            ok = isinstance(record, dict) and record_problem(record) is None
             out.append((line, record if ok else None))
         return out
 

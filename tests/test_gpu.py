@@ -285,9 +285,9 @@ def test_a_training_step_never_makes_the_host_wait_for_the_gpu(tmp_path: Path, m
     for step in range(2):  # first steps: optimizer state, cached constants
         trainer.train_step(next(batches), 0, step)
     torch.cuda.synchronize()
-    from distill_cli.train.trainer import _Window
+    from distill_cli.train.records import Window
 
-    window = _Window(setup.device)
+    window = Window(setup.device)
     torch.cuda.set_sync_debug_mode("error")
     try:
         for step in range(2, 4):

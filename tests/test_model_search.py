@@ -9,7 +9,7 @@ import pytest
 import timm
 from rich.console import Console
 
-from distill_cli.cli.console import models_table
+from distill_cli.cli.console_students import models_table
 from distill_cli.errors import DistillError
 from distill_cli.students import model_search
 from distill_cli.students.model_search import find_models

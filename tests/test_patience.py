@@ -17,7 +17,8 @@ from distill_cli.data.loader import BatchStream
 from distill_cli.data.sources import make_synthetic, scan_image_folder
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import load_recipe
-from distill_cli.recipe.sections import AugmentSpec, ScheduleSpec
+from distill_cli.recipe.loop_sections import ScheduleSpec
+from distill_cli.recipe.sections import AugmentSpec
 from distill_cli.train.optim import lr_factor
 from tests.conftest import fm_body, write_recipe
 
@@ -230,7 +231,7 @@ def test_patience_benchmark_quick_mode_runs_the_whole_pipeline(tmp_path: Path) -
 
 def test_schedule_scaled_weight_decay_matches_big_vision_per_step_decay() -> None:
     """One AdamW step on a zero gradient: the weight shrinks by schedule_t * wd (big_vision)."""
-    from distill_cli.recipe.sections import OptimSpec
+    from distill_cli.recipe.loop_sections import OptimSpec
     from distill_cli.train.optim import build_optimizer, set_lr
 
     for scale, expected in (("schedule", 0.5 * 1e-3), ("lr", 0.5 * 1e-2 * 1e-3)):

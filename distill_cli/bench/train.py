@@ -28,8 +28,9 @@ from distill_cli.errors import DistillError
 from distill_cli.recipe.document import Recipe
 from distill_cli.rundir import RunDir
 from distill_cli.train import engine
-from distill_cli.train.build import Setup, build
+from distill_cli.train.build import build
 from distill_cli.train.cost import pair_key, remember_throughput
+from distill_cli.train.setup import Setup
 
 
 def _sync(device: torch.device) -> None:

@@ -2,6 +2,6 @@
 
 ``app`` holds the commands and ``entry`` the process entry point (error lines, exit codes,
 ``--debug``); ``export`` and ``students`` are the larger command groups; ``options`` the
-options shared by several commands; ``console`` and ``console_export`` every table and the
-progress bar. Nothing outside this package prints.
+options shared by several commands; ``console``, ``console_export`` and ``console_students``
+every table and the progress bar. Nothing outside this package prints.
 """

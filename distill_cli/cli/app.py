@@ -247,7 +247,8 @@ def models(
 ) -> None:
     """timm models matching PATTERN: parameters, default input size, student candidates."""
     from distill_cli import api
-    from distill_cli.cli.console import console, models_table, progress_bar
+    from distill_cli.cli.console import console, progress_bar
+    from distill_cli.cli.console_students import models_table
 
     with progress_bar("building models on the meta device", quiet=as_json) as progress:
         search = api.models(

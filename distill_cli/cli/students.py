@@ -135,7 +135,8 @@ def students_cmd(
     timed within --limit / --time-budget (no answer yet); 2 bad usage.
     """
     from distill_cli import api
-    from distill_cli.cli.console import console, students_table, sweep_progress
+    from distill_cli.cli.console import console, sweep_progress
+    from distill_cli.cli.console_students import students_table
     from distill_cli.students.recipe import NoFit
     from distill_cli.students.search import outcome
     from distill_cli.students.types import StudentQuery

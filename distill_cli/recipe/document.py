@@ -5,9 +5,9 @@ with their path, so a typo never silently falls back to a default), can be overr
 command line with ``--set a.b=c``, and is saved resolved into every run directory so that
 re-running that file reproduces the run.
 
-The sections (models, data, augment, optim, schedule, runtime, output) are in
-`distill_cli.recipe.sections`; this module holds the whole `Recipe`, its overrides, its loading
-and its error messages.
+The sections are in `distill_cli.recipe.sections` (models, data, augment, output) and
+`distill_cli.recipe.loop_sections` (optim, schedule, runtime); this module holds the whole
+`Recipe`, its overrides, its loading and its error messages.
 """
 
 from __future__ import annotations
@@ -30,15 +30,13 @@ from pydantic import (
 
 from distill_cli.errors import DistillError, did_you_mean
 from distill_cli.host import MAX_NESTING, check_nesting, nesting_depth
+from distill_cli.recipe.loop_sections import OptimSpec, RuntimeSpec, ScheduleSpec
 from distill_cli.recipe.sections import (
     AugmentSpec,
     DataSpec,
     MethodParams,
     ModelSpec,
-    OptimSpec,
     OutputSpec,
-    RuntimeSpec,
-    ScheduleSpec,
     Strict,
     plain_name,
 )

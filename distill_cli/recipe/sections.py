@@ -1,9 +1,10 @@
-"""The sections of a recipe: one pydantic model per part of a run (models, data, augmentation,
-optimizer, schedule, runtime, output) and the base of every method's section.
+"""The sections of a recipe that say what a run is made of (models, data, augmentation, output),
+the base and field types every section shares, the base of every method's section, and the
+run-name rule; the training loop's sections (optim, schedule, runtime) are in loop_sections.py.
 
 They are plain data with validation and nothing else, so they import neither torch nor the code
-they configure; the factories they feed (`distill_cli.data.build_data`,
-`distill_cli.train.optim.build_optimizer`, `BatchAugment`) take plain arguments in turn.
+they configure; the factories they feed (`distill_cli.data.build_data`, `BatchAugment`) take
+plain arguments in turn.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _pixels(value: int) -> int:
     return value
 
 
-def _machine_threads(value: int | None) -> int | None:
+def machine_threads(value: int | None) -> int | None:
     """Threads or workers within host.max_threads() (a few per core of this machine)."""
     if value is not None and value > host.max_threads():
         raise ValueError(
@@ -231,7 +232,7 @@ class DataSpec(Strict):
         "decoded to this (crops see the whole photo); validation images get a centre square "
         "of this side",
     )
-    workers: Annotated[int, Field(ge=0), AfterValidator(_machine_threads)] | None = Field(
+    workers: Annotated[int, Field(ge=0), AfterValidator(machine_threads)] | None = Field(
         None,
         description="decode workers for image folders; at most 4 per core; default: 4, never "
         "more than the cores",
@@ -311,130 +312,6 @@ class AugmentSpec(Strict):
         if self.crop_scale[0] > self.crop_scale[1] or self.crop_ratio[0] > self.crop_ratio[1]:
             raise ValueError("crop_scale and crop_ratio are [min, max]")
         return self
-
-
-class OptimSpec(Strict):
-    name: Literal["adamw", "sgd"] = "adamw"
-    lr: Annotated[float, Field(gt=0)] = 1e-3
-    weight_decay: Annotated[float, Field(ge=0)] = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    clip_grad_norm: Annotated[float, Field(gt=0)] | None = Field(
-        1.0, description="global-norm clipping; null disables"
-    )
-    weight_decay_scale: Literal["lr", "schedule"] = Field(
-        "lr",
-        description="adamw: what weight_decay is multiplied by at each step. lr: the learning "
-        "rate (PyTorch's AdamW). schedule: only the warmup/cosine factor, not the base lr, as "
-        "in big_vision and so in the function-matching paper, whose wd values then apply as "
-        "published",
-    )
-
-    @model_validator(mode="after")
-    def _scale_needs_adamw(self) -> OptimSpec:
-        if self.weight_decay_scale == "schedule" and self.name != "adamw":
-            raise ValueError("weight_decay_scale: schedule is for adamw (decoupled decay)")
-        return self
-
-    def optimizer_args(self) -> dict[str, Any]:
-        """The arguments of `train.optim.build_optimizer` (all but the module and device):
-        everything here but `clip_grad_norm`, which the engine applies to the gradients."""
-        return self.model_dump(exclude={"clip_grad_norm"})
-
-
-class ScheduleSpec(Strict):
-    epochs: PositiveInt | None = None
-    steps: PositiveInt | None = Field(None, description="train for exactly this many steps")
-    batch_size: PositiveInt = Field(512, description="global batch size")
-    warmup_steps: Annotated[int, Field(ge=0)] = 0
-    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] | None = Field(
-        None, description="linear warmup over this fraction of the run (instead of warmup_steps)"
-    )
-    min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
-    eval_every: Annotated[int, Field(ge=0)] = Field(1, description="epochs; 0 = only at the end")
-    evals: PositiveInt | None = Field(
-        None,
-        description="evaluate this many times, evenly spread over the run's epochs (replaces "
-        "eval_every): long schedules on small data stay cheap to validate",
-    )
-    eval_batch_size: PositiveInt | None = None
-    log_every: PositiveInt = Field(50, description="steps between metrics.jsonl lines")
-    checkpoint_every: PositiveInt | None = Field(
-        None, description="also save `last` every N steps (besides every epoch end)"
-    )
-    save_epochs: list[PositiveInt] = Field(
-        default_factory=list, description="extra checkpoints (e.g. early-stopped teachers)"
-    )
-
-    @model_validator(mode="after")
-    def _length(self) -> ScheduleSpec:
-        if (self.epochs is None) == (self.steps is None):
-            raise ValueError("set exactly one of epochs or steps")
-        if self.warmup_fraction is not None and self.warmup_steps:
-            raise ValueError("set either warmup_steps or warmup_fraction, not both")
-        if self.epochs is not None:
-            self.check_epochs(self.epochs)
-        return self
-
-    def check_epochs(self, epochs: int) -> None:
-        """Settings that name epochs must fall inside the run (a checkpoint at epoch 50 of a
-        20-epoch run, or 10 evaluations of 3 epochs, would silently not happen)."""
-        late = [e for e in self.save_epochs if e > epochs]
-        if late:
-            raise ValueError(
-                f"save_epochs {late} are past the run's last epoch ({epochs}); drop them or "
-                "train longer"
-            )
-        if self.evals is not None and self.evals > epochs:
-            raise ValueError(
-                f"evals ({self.evals}) is more than the run's epochs ({epochs}): at most one "
-                "evaluation per epoch; lower evals"
-            )
-
-    def warmup(self, total_steps: int) -> int:
-        """Warmup length in steps: fixed, or a fraction of the run's length."""
-        if self.warmup_fraction is not None:
-            return round(self.warmup_fraction * total_steps)
-        return self.warmup_steps
-
-    def eval_due(self, epoch: int, epochs: int) -> bool:
-        """Whether the end of (1-based) `epoch` of an `epochs`-long run is an evaluation point.
-
-        `evals: N` puts the N evaluations at the epochs ceil(k * epochs / N), k = 1..N, so the
-        last epoch is always evaluated and the count does not grow with the schedule.
-        """
-        if self.evals is not None:
-            n = min(self.evals, epochs)  # equal under validation; a steps run is checked at build
-            return any(-(-k * epochs // n) == epoch for k in range(1, n + 1))
-        return bool(self.eval_every) and epoch % self.eval_every == 0
-
-
-class RuntimeSpec(Strict):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU"
-    )
-    channels_last: bool | None = Field(None, description="default: on for CUDA")
-    compile: bool = False
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
-        "default", description="torch.compile mode; reduce-overhead = CUDA graphs (small images)"
-    )
-    seed: int = 0
-    threads: Annotated[int, Field(gt=0), AfterValidator(_machine_threads)] | None = Field(
-        None, description="CPU threads for torch; at most 4 per core of this machine"
-    )
-    on_nonfinite: Literal["stop", "skip"] = Field(
-        "stop", description="a NaN/Inf loss stops the run, or its step is skipped (counted)"
-    )
-    sync_bn: bool | None = Field(
-        None,
-        description="BatchNorm statistics over the global batch under several processes; "
-        "default: on when the student has BatchNorm and there are several processes",
-    )
-    log_to: list[Literal["tensorboard", "mlflow"]] = Field(
-        default_factory=list,
-        description="trackers besides metrics.jsonl: tensorboard (built in), mlflow (extra)",
-    )
 
 
 class OutputSpec(Strict):

@@ -17,8 +17,9 @@ from distill_cli.recipe.document import Recipe
 from distill_cli.rundir import RunDir
 from distill_cli.summary import RunSummary
 from distill_cli.train import distributed
-from distill_cli.train.build import Setup, build
+from distill_cli.train.build import build
 from distill_cli.train.reporter import Reporter
+from distill_cli.train.setup import Setup
 from distill_cli.train.tracking import TrackingReporter, open_trackers, preflight
 from distill_cli.train.trainer import Trainer
 from distill_cli.train.world import world_from_env

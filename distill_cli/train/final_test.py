@@ -15,8 +15,8 @@ import torch
 
 from distill_cli.checkpoint import load_weights
 from distill_cli.summary import TestResult
-from distill_cli.train.build import Setup
 from distill_cli.train.evaluate import Evaluator
+from distill_cli.train.setup import Setup
 
 
 def evaluate_test(setup: Setup, best: Path) -> TestResult | None:

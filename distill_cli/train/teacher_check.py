@@ -22,7 +22,7 @@ from distill_cli.errors import DistillError
 from distill_cli.train.evaluate import Evaluator
 
 if TYPE_CHECKING:
-    from distill_cli.train.build import Setup
+    from distill_cli.train.setup import Setup
 
 #: A teacher below this multiple of chance top-1 (1 / classes) is refused.
 NEAR_CHANCE = 1.5

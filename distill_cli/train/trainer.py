@@ -25,48 +25,17 @@ from distill_cli.checkpoint import load_training, save_weights
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.rundir import RunDir
 from distill_cli.summary import ModelResult, RunSummary
-from distill_cli.train.build import Setup
 from distill_cli.train.evaluate import Evaluator
 from distill_cli.train.final_test import evaluate_test
 from distill_cli.train.memory import largest_fitting, peak_gib
 from distill_cli.train.optim import build_optimizer, lr_factor, set_lr
+from distill_cli.train.records import Window, checkpoint_meta, logged_epoch, selection_score
 from distill_cli.train.reporter import NullReporter, Reporter
+from distill_cli.train.setup import Setup
 from distill_cli.train.teacher_check import check_teacher
 
 #: Seconds between two saves of `last` at epoch ends without an evaluation.
 LAST_EVERY_S = 60.0
-
-
-def _meta(setup: Setup, epoch: float, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
-    info = setup.student.info
-    return {
-        "model": info.name,
-        "num_classes": info.num_classes,
-        "in_chans": info.in_chans,
-        "input_size": list(info.input_size),
-        "mean": list(info.mean),
-        "std": list(info.std),
-        "crop_pct": info.crop_pct,
-        "interpolation": info.interpolation,
-        # image files: the square they were decoded to before the crop (export reproduces it)
-        "load_size": setup.val_stream.load_size if setup.data.val.from_files else None,
-        "class_names": setup.data.classes if info.num_classes == len(setup.data.classes) else None,
-        "epoch": _epoch(epoch),
-        "step": step,
-        "metrics": metrics,
-        "recipe": setup.recipe.name,
-        "method": setup.recipe.method.name,
-    }
-
-
-def _epoch(epoch: float) -> float | int:
-    """Whole epochs as ints in logs and sidecars; a partial one (steps schedule) as a float."""
-    return int(epoch) if float(epoch).is_integer() else round(epoch, 4)
-
-
-def _selection(metrics: dict[str, float]) -> float | None:
-    """Which number makes a checkpoint 'best': accuracy when there are labels, else agreement."""
-    return metrics.get("top1", metrics.get("agreement_top1"))
 
 
 class Interrupted(RunFailed):
@@ -78,26 +47,6 @@ class Interrupted(RunFailed):
             f"interrupted by {name} at step {step}; position saved", path, "continue with --resume"
         )
         self.code = 128 + signum
-
-
-class _Window:
-    """Device-side sums between two log lines: read once, at log time, so no step syncs."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.loss = torch.zeros((), device=device)
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
-        self.extra: dict[str, torch.Tensor] = {}
-        self.steps = 0
-        self.start = time.perf_counter()
-
-    def add(self, loss: torch.Tensor, logs: dict[str, torch.Tensor], step: int) -> None:
-        loss = loss.detach()
-        bad = ~torch.isfinite(loss) & (self.first_bad < 0)
-        self.first_bad = torch.where(bad, torch.full_like(self.first_bad, step), self.first_bad)
-        self.loss += loss
-        for key, value in logs.items():
-            self.extra[key] = self.extra.get(key, 0) + value.detach().float()
-        self.steps += 1
 
 
 def _float_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -182,7 +131,7 @@ class Trainer:
             phase = s.method.on_epoch_start(epoch)
             if phase:
                 self._log({"kind": "phase", "step": step, "epoch": epoch, **phase})
-            window = _Window(s.device)
+            window = Window(s.device)
             for batch in s.train_stream.epoch(epoch, step % spe):
                 if not self._fits(batch, epoch, step, window):
                     # outside the `except`: its traceback would pin the failed step's memory
@@ -195,7 +144,7 @@ class Trainer:
                 stop_now = self._signal is not None and not s.world.distributed
                 if step % sched.log_every == 0 or epoch_done or save_due or stop_now:
                     self._flush(step, epoch, window)
-                    window = _Window(s.device)
+                    window = Window(s.device)
                 self.state["step"] = step
                 self.state["wall_time"] = wall_before + time.perf_counter() - started
                 if epoch_done:
@@ -211,7 +160,7 @@ class Trainer:
         s.world.barrier()
         return self._summary()
 
-    def _fits(self, batch: Any, epoch: int, step: int, window: _Window) -> bool:
+    def _fits(self, batch: Any, epoch: int, step: int, window: Window) -> bool:
         """One training step; False when it ran out of memory (nothing of it is kept)."""
         try:
             self.train_step(batch, epoch, step, window)
@@ -219,7 +168,7 @@ class Trainer:
             return False
         return True
 
-    def train_step(self, batch: Any, epoch: int, step: int, window: _Window | None = None) -> None:
+    def train_step(self, batch: Any, epoch: int, step: int, window: Window | None = None) -> None:
         """One optimisation step of `batch` (step `step` of the run); sums land in `window`."""
         s, rec = self.s, self.s.recipe
         if self._graphs:
@@ -293,7 +242,7 @@ class Trainer:
             f"set schedule.batch_size={largest}" if largest else "use a smaller model or input",
         )
 
-    def _flush(self, step: int, epoch: int, window: _Window) -> None:
+    def _flush(self, step: int, epoch: int, window: Window) -> None:
         world = self.s.world
         if world.distributed:  # every process sees the same loss, NaN step and stop decision
             world.sum(window.loss).div_(world.size)
@@ -346,16 +295,18 @@ class Trainer:
             )
             self.last_eval = metrics
             teacher = {f"teacher_{k}": v for k, v in self.teacher_metrics.items()}
-            record = {"kind": "eval", "step": step, "epoch": _epoch(epoch)}
+            record = {"kind": "eval", "step": step, "epoch": logged_epoch(epoch)}
             self._log({**record, **metrics, **teacher})
-            score = _selection(metrics)
+            score = selection_score(metrics)
             best = self.state["best"]
             if score is not None and (best is None or score > best):
-                self.state.update(best=score, best_epoch=_epoch(epoch))
-                save_weights(self.run.best, s.student.module, _meta(s, epoch, step, metrics))
+                self.state.update(best=score, best_epoch=logged_epoch(epoch))
+                save_weights(
+                    self.run.best, s.student.module, checkpoint_meta(s, epoch, step, metrics)
+                )
         if whole and int(epoch) in sched.save_epochs and s.world.is_main:
             path = self.run.checkpoint(f"epoch_{int(epoch)}")
-            save_weights(path, s.student.module, _meta(s, epoch, step, self.last_eval))
+            save_weights(path, s.student.module, checkpoint_meta(s, epoch, step, self.last_eval))
         # `last` at every evaluation and the end, else at most once a minute: an epoch of a
         # small subset takes a second, and saving weights + optimizer (fsync) every epoch
         # would cost a long schedule a fifth of its time; resume is exact from any step
@@ -369,7 +320,7 @@ class Trainer:
         if not s.world.is_main:
             return
         self.state["last_eval"] = self.last_eval
-        meta = _meta(s, step / s.steps_per_epoch, step, self.last_eval)
+        meta = checkpoint_meta(s, step / s.steps_per_epoch, step, self.last_eval)
         extra = s.method.extra_state()
         save_weights(self.run.last, s.student.module, meta, self.optimizer, self.state, extra)
 

@@ -1,0 +1,82 @@
+"""Telling distill's own files from anything else in a run folder, without torch: a recipe that
+validates, a checkpoint whose header carries distill's metadata, a metrics.jsonl record of the
+types distill writes, and whether a saved recipe is the one a run is resumed with.
+
+`rundir.RunDir` applies them before it writes into, empties or resumes a folder, and when it
+reads its metrics back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from distill_cli.errors import DistillError
+
+
+def same_recipe(saved: Path, recipe_yaml: str) -> bool:
+    """The saved recipe, re-read with today's defaults, is the one given: a run started before
+    a recipe key existed (saved without it) can still be resumed after an upgrade."""
+    import yaml
+    from pydantic import ValidationError
+
+    from distill_cli.recipe.document import Recipe
+
+    text = saved.read_text(errors="replace")
+    if text == recipe_yaml:
+        return True
+    try:
+        return Recipe.model_validate(yaml.safe_load(text)).to_yaml() == recipe_yaml
+    except (ValidationError, yaml.YAMLError, TypeError):
+        return False
+
+
+#: Keys of metrics.jsonl records that hold text; every other scalar is a number (or null).
+_TEXT_KEYS = {"kind", "phase", "name", "method"}
+
+
+def record_problem(record: dict[str, Any]) -> str | None:
+    """Why a metrics.jsonl record is not one distill writes (wrong types), or None."""
+    if not isinstance(record.get("kind"), str):
+        return "no kind"
+    step = record.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        return "step is not an integer"
+    for key, value in record.items():
+        if key in _TEXT_KEYS or isinstance(value, (list, dict)) or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{key} is not a number"
+    return None
+
+
+def valid_recipe(path: Path) -> bool:
+    """The file is a recipe that validates (what distill saves into every run)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from distill_cli.recipe.document import Recipe
+
+    try:
+        Recipe.model_validate(yaml.safe_load(path.read_bytes().decode("utf-8")))
+    except (ValidationError, yaml.YAMLError, ValueError, TypeError, OSError, RecursionError):
+        return False
+    except DistillError:
+        return False
+    return True
+
+
+def distill_checkpoint(path: Path) -> bool:
+    """A safetensors file whose header carries distill's metadata (read without torch: the
+    8-byte header length, then the JSON header)."""
+    try:
+        with path.open("rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if not 2 <= size <= 100_000_000:
+                return False
+            header = json.loads(fh.read(size))
+    except (OSError, ValueError):
+        return False
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return isinstance(meta, dict) and "distill.meta" in meta

@@ -1,0 +1,159 @@
+"""A built run: `Setup`, everything a recipe describes made ready (device, precision, data,
+nets, streams, method), with its `--dry-run` plan and where each fact in it came from, and
+`RunLength`, the run's length computed once.
+
+`build.build` makes a `Setup`; the engine, the trainer and the bench read it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from distill_cli.data import DataBundle
+from distill_cli.data.classes import spec_class_names
+from distill_cli.data.loader import BatchStream
+from distill_cli.data.stream import ShardStream
+from distill_cli.methods import Method
+from distill_cli.models import Net, resolve_num_classes
+from distill_cli.recipe.document import Recipe
+from distill_cli.recipe.loop_sections import ScheduleSpec
+from distill_cli.train.cost import cached_throughput, pair_key, project
+from distill_cli.train.world import World
+
+#: a split's batches: in memory or a file list (`BatchStream`), or streamed (`ShardStream`)
+Stream = BatchStream | ShardStream
+
+
+@dataclass(frozen=True)
+class RunLength:
+    """How long the run is, computed once (from the schedule and the training stream) and read
+    by the plan, the method (phases counted in epochs) and the trainer alike."""
+
+    total_steps: int
+    epochs: int
+
+    @classmethod
+    def of(cls, schedule: ScheduleSpec, steps_per_epoch: int) -> RunLength:
+        """`schedule.steps`, or `schedule.epochs` whole epochs; epochs round a step count up."""
+        total = schedule.steps or (schedule.epochs or 0) * steps_per_epoch
+        return cls(total, math.ceil(total / steps_per_epoch))
+
+
+@dataclass
+class Setup:
+    """Everything a run is made of, built from a recipe, before any training."""
+
+    recipe: Recipe
+    device: torch.device
+    autocast: torch.dtype | None
+    channels_last: bool
+    data: DataBundle
+    student: Net
+    teacher: Net | None
+    method: Method
+    train_stream: Stream
+    val_stream: Stream
+    length: RunLength
+    world: World = field(default_factory=World)
+    sync_bn: bool = False
+    #: False for a plan made without the data (its sizes taken from the recipe)
+    data_read: bool = True
+    #: data.holdout: the test split, evaluated at the end
+    test_stream: Stream | None = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.train_stream.steps_per_epoch
+
+    @property
+    def total_steps(self) -> int:
+        return self.length.total_steps
+
+    @property
+    def epochs(self) -> int:
+        return self.length.epochs
+
+    @property
+    def precision(self) -> str:
+        return "bf16-autocast" if self.autocast is torch.bfloat16 else "fp32"
+
+    @property
+    def device_name(self) -> str:
+        """The accelerator by name (a measured throughput belongs to it), or `cpu`."""
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return self.device.type
+
+    def plan(self, throughput: float | None = None) -> dict[str, Any]:
+        """What a run would do, for ``--dry-run``: models, data, steps, precision, device, and
+        its cost (`train.cost`) at `throughput` images/s per GPU, else at the cached one."""
+        nets = {"student": self.student, "teacher": self.teacher}
+        plan = {
+            "method": self.recipe.method.name,
+            "models": {
+                role: {**net.info.to_dict(), "params": net.params, "sources": self.sources(role)}
+                for role, net in nets.items()
+                if net is not None
+            },
+            "data": {
+                "train": {"name": self.data.train.name, "images": len(self.data.train)},
+                "val": {"name": self.data.val.name, "images": len(self.data.val)},
+                "test": None
+                if self.data.test is None
+                else {"name": self.data.test.name, "images": len(self.data.test)},
+                "classes": len(self.data.classes),
+                "labeled_train": self.data.labeled_train,
+                "read": self.data_read,
+            },
+            "batch_size": self.recipe.schedule.batch_size,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": self.total_steps,
+            "epochs": self.epochs,
+            "precision": self.precision,
+            "channels_last": self.channels_last,
+            "compile": self.recipe.runtime.compile,
+            "device": str(self.device),
+            "processes": self.world.size,
+            "sync_bn": self.sync_bn,
+            "run_dir": str(self.recipe.run_dir),
+        }
+        source = "--throughput" if throughput is not None else None
+        if throughput is None:
+            key = pair_key(plan["models"], self.precision, self.device_name)
+            throughput, source = cached_throughput(key) or (None, None)
+        images = self.total_steps * self.recipe.schedule.batch_size
+        cost = project(images, self.total_steps, self.epochs, throughput, source)
+        return {**plan, "cost": cost.to_dict()}
+
+    def sources(self, role: str) -> dict[str, str]:
+        """Where each fact about how a model is fed came from (recipe, side file, timm
+        default, data, teacher): nothing about a teacher is assumed without the plan saying so."""
+        rec, classes = self.recipe, len(self.data.classes)
+        if role == "teacher":
+            specs = rec.teachers
+            counts = {resolve_num_classes(spec, classes)[1] for spec in specs}
+            names = {spec_class_names(spec)[1] for spec in specs}
+            feeds = self._teacher_feeds()
+        else:
+            feeds = [self.student.sources]
+            if self.teacher is None:
+                counts = {resolve_num_classes(rec.student, classes)[1]}
+                names = {spec_class_names(rec.student)[1]}
+            else:
+                counts = {"recipe" if rec.student.num_classes else "teacher"}
+                names = {"teacher"}
+        out = {"num_classes": counts, "class_names": names}
+        for key in ("input_size", "mean_std", "crop_pct", "interpolation"):
+            out[key] = {feed.get(key, "-") for feed in feeds}
+        return {key: "; ".join(sorted(values)) for key, values in out.items()}  # ensembles
+
+    def _teacher_feeds(self) -> list[dict[str, str]]:
+        """The sources of each teacher (each ensemble member's own)."""
+        if self.teacher is None:
+            return []
+        members = getattr(self.teacher.module, "sources", None)
+        return list(members) if isinstance(members, list) else [self.teacher.sources]
