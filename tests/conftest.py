@@ -78,3 +78,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def class_jpeg(label: int, n: int) -> bytes:
+    """A small JPEG whose colour channel `label` is lit and row `n` white: every image its own,
+    its class visible (the streamed-data tests write shards and parquet files of them)."""
+    from torchvision.io import encode_jpeg
+
+    img = torch.zeros(3, 20, 16, dtype=torch.uint8)
+    img[label] = 200
+    img[:, n % 20, :] = 255
+    return bytes(encode_jpeg(img, quality=95).numpy())

@@ -18,24 +18,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from torchvision.io import encode_jpeg
 
 from distill_cli import api
 from distill_cli.data.parquet import scan_hf_split
 from distill_cli.data.shards import scan_tar_split
 from distill_cli.data.stream import ShardSet, ShardStream
 from distill_cli.errors import DistillError
-from tests.conftest import write_recipe
+from tests.conftest import class_jpeg, write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["cat", "dog", "fox"]
-
-
-def _jpeg(label: int, n: int) -> bytes:
-    img = torch.zeros(3, 20, 16, dtype=torch.uint8)
-    img[label] = 200
-    img[:, n % 20, :] = 255  # every image its own
-    return bytes(encode_jpeg(img, quality=95).numpy())
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +37,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for label, name in enumerate(CLASSES):
             (root / split / name).mkdir(parents=True)
             for n in range(8 if split == "train" else 4):
-                (root / split / name / f"{n}.jpg").write_bytes(_jpeg(label, n))
+                (root / split / name / f"{n}.jpg").write_bytes(class_jpeg(label, n))
     return root
 
 
@@ -230,7 +222,8 @@ def test_bad_streamed_inputs_are_one_line_errors(
     bad = tmp_path / "bad"
     bad.mkdir()
     with tarfile.open(bad / "s-0.tar", "w") as tar:
-        for name, raw in (("a.jpg", _jpeg(0, 0)), ("a.cls", b"0"), ("b.jpg", _jpeg(1, 1))):
+        members = (("a.jpg", class_jpeg(0, 0)), ("a.cls", b"0"), ("b.jpg", class_jpeg(1, 1)))
+        for name, raw in members:
             info = tarfile.TarInfo(name)
             info.size = len(raw)
             tar.addfile(info, io.BytesIO(raw))

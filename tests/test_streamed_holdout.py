@@ -12,7 +12,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from torchvision.io import encode_jpeg
 
 from distill_cli import api
 from distill_cli.data import DataBundle, build_data
@@ -21,17 +20,10 @@ from distill_cli.data.sources import balanced_indices
 from distill_cli.data.stream import ShardSet, ShardStream
 from distill_cli.data.streamed import unread_splits
 from distill_cli.errors import DistillError
-from tests.conftest import write_recipe
+from tests.conftest import class_jpeg, write_recipe
 
 CLASSES = ["cat", "dog", "fox"]
 SIZES = {"train": (10, 8, 6), "val": (4, 4, 4)}  # uneven training classes: 24 images
-
-
-def _jpeg(label: int, n: int) -> bytes:
-    img = torch.zeros(3, 20, 16, dtype=torch.uint8)
-    img[label] = 200
-    img[:, n % 20, :] = 255  # every image its own
-    return bytes(encode_jpeg(img, quality=95).numpy())
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +33,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for label, (name, count) in enumerate(zip(CLASSES, sizes, strict=True)):
             (root / split / name).mkdir(parents=True)
             for n in range(count):
-                (root / split / name / f"{n}.jpg").write_bytes(_jpeg(label, n))
+                (root / split / name / f"{n}.jpg").write_bytes(class_jpeg(label, n))
     return root
 
 
