@@ -207,7 +207,7 @@ def test_device_decode_matches_worker_decode(tmp_path: Path, workers: int) -> No
 def test_a_batch_decoded_on_the_device_is_fitted_per_size_like_one_image_at_a_time(
     fit: str,
 ) -> None:
-    from distill_cli.data.loader import _fit_by_size, fit_image
+    from distill_cli.data.decode import _fit_by_size, fit_image
 
     torch.manual_seed(0)
     shapes = [(3, 37, 50), (3, 50, 37), (3, 37, 50), (3, 20, 20), (3, 37, 50)]

@@ -246,7 +246,7 @@ def test_device_decode_never_writes_over_memory_queued_work_still_reads(
     pixels into blocks the training step had freed but not yet finished reading."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    from distill_cli.data.loader import decode_on_device
+    from distill_cli.data.decode import decode_on_device
 
     raws = _jpeg_bytes(8)
     numel = 3 * 375 * 500 // 4  # float32 tensors the size of one decoded photo

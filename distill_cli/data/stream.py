@@ -36,7 +36,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from distill_cli.data.loader import Batch, Fit, decode_on_device, fit_image
+from distill_cli.data.decode import Fit, decode_on_device, fit_image
+from distill_cli.data.loader import Batch
 from distill_cli.errors import DistillError
 
 
