@@ -133,13 +133,19 @@ def holdout_indices(
             f"data.holdout ({name})",
             "drop data.holdout, or train on a labelled split",
         )
-    if count >= len(labels):
-        raise DistillError(
-            f"cannot hold out {count} of {len(labels)} training images",
-            "data.holdout",
-            f"set data.holdout below {len(labels)}",
-        )
+    check_holdout(count, len(labels))
     return balanced_indices(labels, num_classes, count, seed)
+
+
+def check_holdout(count: int, total: int) -> None:
+    """`data.holdout` must leave training images: the one check for every source, including a
+    plan made without the data (`streamed.unread_splits`)."""
+    if count >= total:
+        raise DistillError(
+            f"cannot hold out {count} of {total} training images",
+            "data.holdout",
+            f"set data.holdout below {total}",
+        )
 
 
 def balanced_indices(labels: torch.Tensor, num_classes: int, count: int, seed: int) -> torch.Tensor:

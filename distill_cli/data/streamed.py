@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from distill_cli.data.sources import holdout_indices
+from distill_cli.data.sources import check_holdout, holdout_indices
 from distill_cli.data.stream import Pick, Sample, ShardSet, Unit
 from distill_cli.errors import DistillError
 
@@ -126,12 +126,7 @@ def unread_splits(
     )
     if holdout is None:
         return train, val, None
-    if holdout >= len(train):
-        raise DistillError(
-            f"cannot hold out {holdout} of {len(train)} training images",
-            "data.holdout",
-            f"set data.holdout below {len(train)}",
-        )
+    check_holdout(holdout, len(train))
     unit = train.units[0]
     rest = replace(train, units=[replace(unit, count=unit.count - holdout)])
     held = replace(train, name=f"{train.name} (holdout)", units=[replace(unit, count=holdout)])
