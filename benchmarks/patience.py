@@ -10,13 +10,19 @@ Fashion-MNIST, where a 2-core CPU can afford thousands of epochs:
    unchanged);
 2. a student 13x smaller (test_resnet) distilled by `distill run` on a fixed, class-balanced
    subset of 1,000 of those images (`data.subset`); evaluations during training and `best` use
-   the holdout (`data.holdout: 5000`), the 10,000 test images are read once at the end:
-   function matching at a ladder of schedule lengths, and at the longest length also the same
-   student from scratch on the subset's labels, classic KD, early-stopped KD and the paper's
-   three ablations (fixed teacher, independent views, consistent views without mixup);
-3. one JSON of results, a markdown table and a figure in the style of the paper's Figure 3.
+   the holdout (`data.holdout: 5000`), the 10,000 test images are read once at the end;
+3. the same tuning budget for each method compared: function matching, the student from
+   scratch on the subset's labels and classic KD each run every setting of one lr/wd grid at
+   `--tune-at` epochs (100), and keep the one with the best holdout top-1; the rows that change
+   one thing of a method (early-stopped KD; the paper's ablations of function matching) run
+   with that method's pick;
+4. function matching at a ladder of schedule lengths (10 to 1,000 epochs), and at `--compare-at`
+   epochs (600) the student from scratch, classic KD, early-stopped KD and the three ablations
+   (fixed teacher, independent views, consistent views without mixup);
+5. one JSON of results (every run, the tuning runs and the picks), markdown tables and a figure
+   in the style of the paper's Figure 3 (`patience_report.py` redraws them from the JSON).
 
-    python benchmarks/patience.py                    # the whole benchmark (about 45 minutes)
+    python benchmarks/patience.py                    # the whole benchmark (about 2 hours)
     python benchmarks/patience.py --quick --out DIR  # the same code on a tiny budget (tests)
 
 Runs are independent, so they go `--jobs` at a time (default 2, one CPU thread each): on small
@@ -33,29 +39,30 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from patience_report import FM_LABEL, figure, markdown, tuning_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "patience"
 TEACHER_RECIPE = RECIPES / "teacher.yaml"
 FM_RECIPE = RECIPES / "function_matching.yaml"
 
-#: The comparison rows at the longest schedule: label -> overrides of the FM recipe.
-#: Settings not named here (student, crops, optimizer, batch, subset) are the FM recipe's.
+SCRATCH = "student from scratch (subset labels)"
+KD = "classic KD (T=4, alpha=0.5)"
+ESKD = "early-stopped KD (KD for the first 75%)"
+#: The comparison rows at `--compare-at` epochs: label -> overrides of the FM recipe.
+#: Settings not named here (student, crops, batch, subset) are the FM recipe's; lr and wd are
+#: each tuned method's pick (TUNED), or the pick of the method an ablation changes (SHARES).
 COMPARISONS: dict[str, list[str]] = {
-    "student from scratch (subset labels)": [
-        "teacher=null",
-        "method={name: supervised, label_smoothing: 0.1}",
-        "optim.lr=3e-3",  # the teacher's optimizer settings, which train on labels well
-        "optim.weight_decay=5e-2",
-        "optim.weight_decay_scale=lr",
-    ],
-    "classic KD (T=4, alpha=0.5)": [
+    SCRATCH: ["teacher=null", "method={name: supervised, label_smoothing: 0.1}"],
+    KD: [
         "method={name: kd, temperature: 4.0, alpha: 0.5, mixup: false}",
     ],
-    "early-stopped KD (KD for the first 75%)": [
+    ESKD: [
         "method={name: eskd, temperature: 4.0, alpha: 0.5, kd_stop_epoch: STOP}",
     ],
     "FM ablation: fixed teacher": [
@@ -65,7 +72,17 @@ COMPARISONS: dict[str, list[str]] = {
     "FM ablation: independent views": ["method.views=independent"],
     "FM ablation: consistent views, no mixup": ["method.mixup=false"],
 }
-FM_LABEL = "function matching"
+#: The methods given the same tuning budget (every GRID setting at `--tune-at` epochs).
+TUNED = (FM_LABEL, SCRATCH, KD)
+#: Rows that change one thing of a tuned method run with that method's pick, as in the paper.
+SHARES = {
+    ESKD: KD,
+    "FM ablation: fixed teacher": FM_LABEL,
+    "FM ablation: independent views": FM_LABEL,
+    "FM ablation: consistent views, no mixup": FM_LABEL,
+}
+#: (lr, wd) with weight decay counted as the paper does (x schedule): its Pets/Flowers grid.
+GRID = ((1e-2, 1e-3), (1e-2, 1e-4), (3e-3, 1e-3), (3e-3, 1e-4))
 
 
 @dataclass
@@ -76,6 +93,9 @@ class RunRow:
     epochs: int
     run: str
     overrides: list[str]
+    lr: float | None = None  # None: the recipe's
+    wd: float | None = None
+    role: str = "ladder"  # or "tune" (the grid at --tune-at epochs)
     top1: float | None = None  # the test set, final weights
     best_top1: float | None = None  # the test set, the best-on-holdout checkpoint
     best_epoch: float | None = None  # chosen on the holdout
@@ -170,102 +190,78 @@ def eval_curve(run: Path) -> list[tuple[float, float]]:
     return curve
 
 
-def _rows(lengths: list[int]) -> list[RunRow]:
-    longest = max(lengths)
-    rows = [RunRow(FM_LABEL, n, f"patience-fm-{n}", []) for n in lengths]
+def _slug(label: str) -> str:
+    return label.split(":")[-1].split("(")[0].strip().replace(" ", "-").replace(",", "")
+
+
+def _with(row: RunRow, cfg: tuple[float, float] | None) -> RunRow:
+    """The row with a setting of the grid (lr, wd), or the recipe's when `cfg` is None."""
+    if cfg is not None:
+        row.lr, row.wd = cfg
+        row.overrides = [*row.overrides, f"optim.lr={cfg[0]}", f"optim.weight_decay={cfg[1]}"]
+        row.run += f"-lr{cfg[0]:g}-wd{cfg[1]:g}"
+    return row
+
+
+def tune_rows(tune_at: int, grid: tuple[tuple[float, float], ...]) -> list[RunRow]:
+    """Every tuned method with every grid setting at `tune_at` epochs."""
+    rows = []
+    for label in TUNED:
+        sets = COMPARISONS.get(label, [])
+        for cfg in grid:
+            row = RunRow(label, tune_at, f"patience-tune-{_slug(label)}-{tune_at}", list(sets))
+            row.role = "tune"
+            rows.append(_with(row, cfg))
+    return rows
+
+
+def pick(rows: list[RunRow]) -> dict[str, tuple[float, float]]:
+    """Per tuned method, the setting with the best final holdout top-1 (never the test set)."""
+    picks: dict[str, tuple[float, float]] = {}
+    for label in TUNED:
+        done = [r for r in rows if r.label == label and r.error is None]
+        if done:
+            best = max(done, key=lambda r: r.holdout_top1 or 0.0)
+            picks[label] = (best.lr, best.wd)  # type: ignore[assignment]
+    return picks
+
+
+def ladder_rows(
+    lengths: list[int], compare_at: int, picks: dict[str, tuple[float, float]]
+) -> list[RunRow]:
+    """FM at every length, the comparisons at `compare_at`, each with its (or its parent's) pick."""
+    rows = [
+        _with(RunRow(FM_LABEL, n, f"patience-fm-{n}", []), picks.get(FM_LABEL)) for n in lengths
+    ]
     for label, overrides in COMPARISONS.items():
-        sets = [o.replace("STOP", str(max(1, longest * 3 // 4))) for o in overrides]
-        slug = label.split(":")[-1].split("(")[0].strip().replace(" ", "-").replace(",", "")
-        rows.append(RunRow(label, longest, f"patience-{slug}-{longest}", sets))
+        sets = [o.replace("STOP", str(max(1, compare_at * 3 // 4))) for o in overrides]
+        row = RunRow(label, compare_at, f"patience-{_slug(label)}-{compare_at}", sets)
+        rows.append(_with(row, picks.get(SHARES.get(label, label))))
     # longest first: the slowest runs start early, so the pool ends together
     return sorted(rows, key=lambda r: -r.epochs)
 
 
-def markdown(result: dict) -> str:
-    """The table for docs/benchmarks.md."""
-    teacher = result["teacher"]
-    lines = [
-        f"Teacher {teacher['model']} ({teacher['params'] / 1e6:.2f} M params), "
-        f"trained on all {teacher['train_images']:,} images: **{teacher['top1']:.2f}%** top-1. "
-        f"Student {result['student']['model']} ({result['student']['params'] / 1e6:.2f} M params, "
-        f"{teacher['params'] / result['student']['params']:.0f}x smaller) on "
-        f"{result['subset']:,} images; top-1 on the {result['test_images']:,} test images, read "
-        f"once at the end; `best` chosen on the {result['holdout']:,}-image holdout.",
-        "",
-        "| method | epochs of the subset | test top-1 (final) | test top-1 of best (holdout "
-        "epoch) | agreement | KL | time |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in result["rows"]:
-        if r["error"]:
-            lines.append(f"| {r['label']} | {r['epochs']} | failed: {r['error']} | | | | |")
-            continue
-        best = f"{r['best_top1']:.2f}% ({r['best_epoch']})" if r["best_top1"] is not None else "-"
-        agree = "-" if r["agreement"] is None else f"{r['agreement']:.2f}%"
-        kl = "-" if r["kl"] is None else f"{r['kl']:.3f}"
-        lines.append(
-            f"| {r['label']} | {r['epochs']} | {r['top1']:.2f}% | {best} | {agree} | {kl} | "
-            f"{r['wall_s'] / 60:.1f} min |"
-        )
-    return "\n".join(lines)
-
-
-def figure(result: dict, path: Path) -> None:
-    """Top-1 against schedule length (log x), one line per method; the teacher as a line."""
-    from matplotlib.figure import Figure
-    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
-
-    fig = Figure(figsize=(9.5, 4.8), dpi=120)
-    ax = fig.add_subplot()
-    rows = [r for r in result["rows"] if not r["error"]]
-    fm = sorted((r for r in rows if r["label"] == FM_LABEL), key=lambda r: r["epochs"])
-    ax.plot(
-        [r["epochs"] for r in fm],
-        [r["top1"] for r in fm],
-        "o-",
-        lw=2.2,
-        color="C3",
-        label=FM_LABEL,
-        zorder=5,
-    )
-    others = [r for r in rows if r["label"] != FM_LABEL]
-    colours = ["C0", "C1", "C2", "C4", "C5", "C6", "C7", "C8"]
-    for i, r in enumerate(others):
-        # side by side at the longest length, so markers with close accuracies stay visible
-        x = r["epochs"] * 1.045 ** (i - (len(others) - 1) / 2)
-        ax.plot(
-            [x],
-            [r["top1"]],
-            "sD^v<>Xp"[i % 8],
-            ms=8,
-            color=colours[i % 8],
-            ls="none",
-            label=r["label"],
-        )
-    ax.axhline(
-        result["teacher"]["top1"],
-        color="k",
-        ls="--",
-        lw=1.2,
-        label=f"teacher ({result['teacher']['top1']:.2f}%)",
-    )
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator(sorted(result["lengths"])))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.set_xlabel(f"schedule length (epochs of the {result['subset']:,}-image subset)")
-    ax.set_ylabel("student top-1 on the test set (%)")
-    ax.set_title("Patience on Fashion-MNIST: function matching vs the shortcuts", fontsize=11)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    fig.tight_layout()
-    fig.savefig(path)
+def run_pool(rows: list[RunRow], out: Path, common: list[str], jobs: int, threads: int) -> list:
+    """Runs `jobs` at a time, longest first; a row's own overrides come after `common`."""
+    rows = sorted(rows, key=lambda r: -r.epochs)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(lambda row: _run(row, out, common, threads), rows))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "patience")
-    p.add_argument("--lengths", type=int, nargs="+", default=[10, 30, 100, 300, 600])
+    p.add_argument("--lengths", type=int, nargs="+", default=[10, 30, 100, 300, 600, 1000])
+    p.add_argument(
+        "--compare-at", type=int, default=600, help="epochs of the comparison rows (default 600)"
+    )
+    p.add_argument(
+        "--tune-at",
+        type=int,
+        default=100,
+        help="epochs of the tuning runs (every GRID setting per tuned method); 0: the recipe's "
+        "lr and wd for every row, no tuning",
+    )
     p.add_argument("--subset", type=int, default=1000)
     p.add_argument("--holdout", type=int, default=5000, help="training images held out for choices")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
@@ -289,7 +285,8 @@ def main() -> None:
 
     teacher_sets: list[str] = []
     if a.quick:
-        a.lengths, a.subset, a.holdout = [1, 3], 100, 500
+        a.lengths, a.subset, a.holdout, a.compare_at = [1, 3], 100, 500, 3
+        a.tune_at = min(a.tune_at, 1)
     held = f"data.holdout={a.holdout}"
     teacher_sets = [held]
     common = [f"data.subset={a.subset}", held, *a.overrides]
@@ -301,7 +298,7 @@ def main() -> None:
             "schedule.eval_every=1",
         ]
         # 1-epoch rows: one evaluation (a recipe may not ask for more evaluations than epochs)
-        common = ["data.subset=100", "schedule.batch_size=50", "data.val_limit=2000"]
+        common = ["data.subset=100", held, "schedule.batch_size=50", "data.val_limit=2000"]
         common += ["schedule.evals=1", *a.overrides]
     threads = max(1, (os.cpu_count() or 2) // max(1, a.jobs))
     started = time.perf_counter()
@@ -314,11 +311,26 @@ def main() -> None:
     teacher_sum = RunSummary.load(teacher)
     assert teacher_sum.test is not None
 
-    rows = _rows(a.lengths)
-    print(f"{len(rows)} runs, {a.jobs} at a time, {threads} thread(s) each", flush=True)
-    # a row's own overrides come last: `teacher=null` (scratch) drops the common checkpoint
-    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
-        done = list(pool.map(lambda row: _run(row, a.out, common, threads), rows))
+    grid = GRID[::2] if a.quick else GRID
+    tuned: list[RunRow] = []
+    picks: dict[str, tuple[float, float]] = {}
+    if a.tune_at:
+        tuned = tune_rows(a.tune_at, grid)
+        print(f"tuning: {len(tuned)} runs at {a.tune_at} epochs", flush=True)
+        tuned = run_pool(tuned, a.out, common, a.jobs, threads)
+        picks = pick(tuned)
+        missing = [label for label in TUNED if label not in picks]
+        if missing:
+            sys.exit(f"tuning failed for every setting of: {', '.join(missing)}")
+        print("picked on the holdout: " + "; ".join(f"{k} {v}" for k, v in picks.items()))
+    rows = ladder_rows(a.lengths, a.compare_at, picks)
+    # a ladder row the tuning already ran (same method, length and setting) is not run again
+    ran = {(r.label, r.epochs, r.lr, r.wd): r for r in tuned if r.error is None}
+    again = {id(r): ran.get((r.label, r.epochs, r.lr, r.wd)) for r in rows}
+    todo = [r for r in rows if again[id(r)] is None]
+    print(f"{len(todo)} runs, {a.jobs} at a time, {threads} thread(s) each", flush=True)
+    done = run_pool(todo, a.out, common, a.jobs, threads)
+    done += [replace(r, role="ladder") for r in again.values() if r is not None]
     order = {label: i for i, label in enumerate([FM_LABEL, *COMPARISONS])}
     done.sort(key=lambda r: (order[r.label], r.epochs))
 
@@ -333,6 +345,11 @@ def main() -> None:
         "subset": a.subset,
         "holdout": a.holdout,
         "lengths": a.lengths,
+        "compare_at": a.compare_at,
+        "tune_at": a.tune_at,
+        "grid": [list(cfg) for cfg in grid] if a.tune_at else [],
+        "picks": {k: list(v) for k, v in picks.items()},
+        "shares": SHARES if a.tune_at else {},
         "test_images": 2000 if a.quick else 10000,
         "jobs": a.jobs,
         "threads_per_job": threads,
@@ -357,16 +374,18 @@ def main() -> None:
             "distill": str(FM_RECIPE.relative_to(ROOT)),
         },
         "rows": [asdict(r) for r in done],
+        "tune": [asdict(r) for r in tuned],
     }
     path = a.json or a.out / "patience.json"
     path.write_text(json.dumps(result, indent=2))
     table = markdown(result)
+    tuning = tuning_markdown(result)
     if a.md:
-        a.md.write_text(table + "\n")
+        a.md.write_text(table + "\n" + (f"\n{tuning}\n" if tuning else ""))
     figure(result, a.figure or a.out / "patience.png")
-    print("\n" + table)
+    print("\n" + table + (f"\n\n{tuning}" if tuning else ""))
     print(f"\nwall time {result['wall_s'] / 60:.1f} min; results in {path}")
-    if any(r.error for r in done):
+    if any(r.error for r in [*done, *tuned]):
         sys.exit(1)
 
 

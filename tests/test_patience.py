@@ -222,11 +222,25 @@ def test_patience_benchmark_quick_mode_runs_the_whole_pipeline(tmp_path: Path) -
         assert 0 <= r["top1"] <= 100 and r["curve"] and r["curve"][-1][0] == r["epochs"]
         assert r["curve"][-1][1] == pytest.approx(r["holdout_top1"])
         assert 0 <= r["best_top1"] <= 100
+    # the same tuning budget for each compared method, picked on the holdout only
+    tune = result["tune"]
+    grid = [tuple(cfg) for cfg in result["grid"]]
+    assert len(grid) == 2 and result["tune_at"] == 1
+    for label in ("function matching", "student from scratch (subset labels)"):
+        tried = [r for r in tune if r["label"] == label]
+        assert sorted((r["lr"], r["wd"]) for r in tried) == sorted(grid)
+        best = max(tried, key=lambda r: r["holdout_top1"])
+        assert tuple(result["picks"][label]) == (best["lr"], best["wd"])
+    for r in rows:  # every row runs with its method's pick (an ablation: its parent's)
+        parent = result["shares"].get(r["label"], r["label"])
+        assert [r["lr"], r["wd"]] == result["picks"][parent]
+    fm1 = next(r for r in fm if r["epochs"] == 1)  # the tuning run, reused, not run again
+    assert fm1["run"] in {r["run"] for r in tune}
     assert result["teacher"]["top1"] > 0 and result["student"]["params"] > 0
     assert result["holdout"] == 500
     assert (tmp_path / "out dir" / "patience.png").stat().st_size > 10_000
     table = (tmp_path / "table.md").read_text()
-    assert table.count("\n| ") == 9  # header + 8 rows
+    assert table.count("\n| ") == 9 + 7  # header + 8 rows, then header + 6 tuning runs
 
 
 def test_schedule_scaled_weight_decay_matches_big_vision_per_step_decay() -> None:

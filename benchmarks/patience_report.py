@@ -1,0 +1,141 @@
+"""The patience benchmark's tables and figure, from its results JSON (`benchmarks/patience.py`).
+
+Kept apart from the runner so they can be redrawn from a committed JSON without training:
+
+    python benchmarks/patience_report.py benchmarks/results/patience.json docs/img/patience.png
+
+Every top-1 in the tables is read on the test set once, at the end of its run; the settings
+(the tuning table) and `best` were chosen on the holdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+FM_LABEL = "function matching"
+
+
+def markdown(result: dict) -> str:
+    """The table for docs/benchmarks.md."""
+    teacher = result["teacher"]
+    lines = [
+        f"Teacher {teacher['model']} ({teacher['params'] / 1e6:.2f} M params), "
+        f"trained on {teacher['train_images']:,} images: **{teacher['top1']:.2f}%** top-1. "
+        f"Student {result['student']['model']} ({result['student']['params'] / 1e6:.2f} M params, "
+        f"{teacher['params'] / result['student']['params']:.0f}x smaller) on "
+        f"{result['subset']:,} images; top-1 on the {result['test_images']:,} test images, read "
+        f"once at the end; `best` chosen on the {result['holdout']:,}-image holdout.",
+        "",
+        "| method | epochs of the subset | lr, wd | test top-1 (final) | test top-1 of best "
+        "(holdout epoch) | agreement | KL | time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        cfg = "recipe" if r.get("lr") is None else f"{r['lr']:g}, {r['wd']:g}"
+        if r["error"]:
+            lines.append(f"| {r['label']} | {r['epochs']} | {cfg} | failed: {r['error']} | | | | |")
+            continue
+        best = f"{r['best_top1']:.2f}% ({r['best_epoch']})" if r["best_top1"] is not None else "-"
+        agree = "-" if r["agreement"] is None else f"{r['agreement']:.2f}%"
+        kl = "-" if r["kl"] is None else f"{r['kl']:.3f}"
+        lines.append(
+            f"| {r['label']} | {r['epochs']} | {cfg} | {r['top1']:.2f}% | {best} | {agree} | "
+            f"{kl} | {r['wall_s'] / 60:.1f} min |"
+        )
+    return "\n".join(lines)
+
+
+def figure(result: dict, path: Path) -> None:
+    """Top-1 against schedule length (log x), one line per method; the teacher as a line."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    fig = Figure(figsize=(9.5, 4.8), dpi=120)
+    ax = fig.add_subplot()
+    rows = [r for r in result["rows"] if not r["error"]]
+    fm = sorted((r for r in rows if r["label"] == FM_LABEL), key=lambda r: r["epochs"])
+    ax.plot(
+        [r["epochs"] for r in fm],
+        [r["top1"] for r in fm],
+        "o-",
+        lw=2.2,
+        color="C3",
+        label=FM_LABEL,
+        zorder=5,
+    )
+    others = [r for r in rows if r["label"] != FM_LABEL]
+    colours = ["C0", "C1", "C2", "C4", "C5", "C6", "C7", "C8"]
+    for i, r in enumerate(others):
+        # side by side at the longest length, so markers with close accuracies stay visible
+        x = r["epochs"] * 1.045 ** (i - (len(others) - 1) / 2)
+        ax.plot(
+            [x],
+            [r["top1"]],
+            "sD^v<>Xp"[i % 8],
+            ms=8,
+            color=colours[i % 8],
+            ls="none",
+            label=r["label"],
+        )
+    ax.axhline(
+        result["teacher"]["top1"],
+        color="k",
+        ls="--",
+        lw=1.2,
+        label=f"teacher ({result['teacher']['top1']:.2f}%)",
+    )
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(sorted(result["lengths"])))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(f"schedule length (epochs of the {result['subset']:,}-image subset)")
+    ax.set_ylabel("student top-1 on the test set (%)")
+    ax.set_title("Patience on Fashion-MNIST: function matching vs the shortcuts", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def tuning_markdown(result: dict) -> str:
+    """The grid every tuned method was tried with, and the pick (the best holdout top-1)."""
+    tune = [r for r in result.get("tune", []) if not r["error"]]
+    if not tune:
+        return ""
+    picks = result["picks"]
+    lines = [
+        f"Tuning at {result['tune_at']} epochs: every tuned method with every grid setting "
+        "(weight decay counted as the paper does, x schedule); picked on the holdout's final "
+        "top-1. The test column is shown for the record, never used to choose.",
+        "",
+        "| method | lr | weight decay | holdout top-1 (final) | test top-1 (final) | picked |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in tune:
+        chosen = [r["lr"], r["wd"]] == list(picks.get(r["label"], []))
+        lines.append(
+            f"| {r['label']} | {r['lr']:g} | {r['wd']:g} | {r['holdout_top1']:.2f}% | "
+            f"{r['top1']:.2f}% | {'**yes**' if chosen else ''} |"
+        )
+    shared = result.get("shares", {})
+    if shared:
+        lines += ["", "Not tuned, with the settings of the method they change one thing of: "]
+        lines[-1] += "; ".join(f"{a} -> {b}'s" for a, b in shared.items()) + "."
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Redraw the table and the figure from a results JSON."""
+    if len(sys.argv) != 3:
+        sys.exit("usage: patience_report.py RESULTS.json FIGURE.png")
+    result = json.loads(Path(sys.argv[1]).read_text())
+    figure(result, Path(sys.argv[2]))
+    print(markdown(result))
+    print()
+    print(tuning_markdown(result))
+
+
+if __name__ == "__main__":
+    main()
