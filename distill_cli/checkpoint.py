@@ -13,7 +13,8 @@ epoch and metrics, so an export or a later run needs nothing but the checkpoint.
 
 Reading also accepts foreign checkpoints saved the usual ways (a weights-only ``.pt``/``.pth``,
 possibly nested under ``state_dict``/``model`` and prefixed by DDP, a wrapper or
-``torch.compile``) and refuses pickles that hold more than tensors without running them.
+``torch.compile``, with timm's train.py arguments or numpy scalars beside them) and refuses
+pickles that hold more than tensors and plain data without running them.
 """
 
 from __future__ import annotations
@@ -197,17 +198,30 @@ def read_sidecar(checkpoint: Path) -> dict[str, Any]:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Model weights from .safetensors or a weights-only .pt/.pth, wrappers and prefixes removed."""
+    """Model weights from a safetensors or a weights-only torch file, wrappers and prefixes
+    removed.
+
+    The format is told by the file's first bytes, not its suffix (a `pytorch_model.bin`, a
+    `.pth.tar`, safetensors saved as `.bin`), so a file that is neither is refused as such
+    instead of as "a pickle holding code".
+    """
     if path.exists() and not path.is_file():
         raise DistillError("checkpoint is not a regular file", str(path), "pass a weights file")
     if not path.is_file():
         raise DistillError("checkpoint file not found", str(path), "check the path")
+    kind = _file_kind(path)
+    if kind is None:
+        raise DistillError(
+            "not a checkpoint: the file is empty or neither a torch.save file nor safetensors",
+            str(path),
+            "pass the weights file (torch.save(model.state_dict()) or .safetensors)",
+        )
     try:
-        if path.suffix == ".safetensors":
+        if kind == "safetensors":
             state: Any = load_file(str(path))
         else:
-            with warnings.catch_warnings():  # torch's own advice (weights_only=False) is wrong here
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(), torch.serialization.safe_globals(_benign_globals()):
+                warnings.simplefilter("ignore")  # torch's own advice (weights_only=False) is wrong
                 state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise DistillError(
@@ -217,13 +231,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             "save model.state_dict() with torch.save, or convert the weights to .safetensors",
         ) from None  # torch's message advises loading unsafely: never show it
     except Exception as exc:
-        first = (str(exc).splitlines() or [""])[0][:200]
+        first = (str(exc).splitlines() or [""])[0].split(". ")[0][:200]
         if "weights_only" in first or "Weights only" in first:
             first = "not a weights-only file"
         raise DistillError(
             f"cannot read checkpoint: {type(exc).__name__}: {first}",
             str(path),
-            "is the file complete, and weights only (no pickled code)?",
+            "is the file complete (not cut short by a copy or a killed save)?",
         ) from exc
     for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
@@ -235,11 +249,54 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     for key, value in state.items():
         if not isinstance(value, torch.Tensor) or key.startswith(PRIVATE_PREFIX):
             continue
-        for prefix in _WRAPPER_PREFIXES:
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
-        cleaned[key] = value
+        cleaned[_unwrapped(key)] = value
     return cleaned
+
+
+def _unwrapped(key: str) -> str:
+    """`key` without the prefixes wrappers add, in any order and nesting (a compiled DDP model
+    saves `_orig_mod.module.`, a DDP-wrapped compiled one `module._orig_mod.`)."""
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix) :], True
+    return key
+
+
+def _file_kind(path: Path) -> str | None:
+    """ "safetensors", "torch" (torch.save's zip, or the legacy pickle) or None (neither)."""
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "torch"
+    if len(head) == 9 and head[8:9] == b"{":  # an 8-byte header length, then the JSON header
+        return "safetensors"
+    return None
+
+
+def _benign_globals() -> list[Any]:
+    """Plain data types that trainers put beside the weights, allowed when loading weights-only.
+
+    timm's train.py saves its `argparse.Namespace` under `args`, and many scripts a numpy
+    scalar (`best_acc1`) or array: data, not code, so they are built without running anything;
+    every other object stays refused.
+    """
+    import argparse
+
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    dtypes = {type(np.dtype(t)) for t in np.sctypeDict.values() if t not in (np.void, np.object_)}
+    return [
+        argparse.Namespace,
+        core.multiarray.scalar,
+        core.multiarray._reconstruct,
+        np.ndarray,
+        np.dtype,
+        *sorted(dtypes, key=str),
+    ]
 
 
 #: Buffers a checkpoint may lack without saying anything about its architecture: BatchNorm's
@@ -263,7 +320,7 @@ def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str,
     scores like a bad one, without a word. So any missing, unexpected or wrong-shape key is a
     one-line error with the counts and the first names. `strict=False` (the recipe's
     `strict: false`) loads the keys that match and leaves the rest as initialised; a checkpoint
-    that matches no key at all is refused either way.
+    that matches no key at all, or holds a NaN/Inf weight, is refused either way.
     """
     state = read_state_dict(path)
     own = model.state_dict()
@@ -286,6 +343,13 @@ def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str,
             str(path),
             "check the model name, num_classes and in_chans"
             + ("; strict: false loads only the matching keys" if fitting else ""),
+        )
+    bad = first_nonfinite(fitting)
+    if bad is not None:  # a model that outputs NaN teaches nothing and fails late, far away
+        raise DistillError(
+            f"checkpoint tensor {bad!r} holds NaN/Inf",
+            str(path),
+            "load an earlier checkpoint of that training, before it diverged",
         )
     model.load_state_dict(fitting, strict=False)
     return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
