@@ -146,6 +146,53 @@ def test_empty_and_missing_folders(tmp_path: Path) -> None:
         build_data("image_folder", tmp_path / "nope")
 
 
+def test_hidden_entries_are_skipped_and_linked_folders_followed(tmp_path: Path) -> None:
+    """What a synced or browsed folder really holds: Jupyter's checkpoints folder is no class,
+    macOS's `._x.jpg` forks and hidden thumbnails are no images, and a linked folder of photos
+    inside a class is read (once, even when a link loops back)."""
+    from PIL import Image
+
+    _image_folder(tmp_path / "data")
+    train = tmp_path / "data" / "train"
+    (train / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (8, 8)).save(train / ".ipynb_checkpoints" / "x-checkpoint.jpg")
+    (train / "cat" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07 Mac OS X")
+    (train / "cat" / ".thumbs").mkdir()
+    Image.new("RGB", (8, 8)).save(train / "cat" / ".thumbs" / "t.jpg")
+    (train / "cat" / ".DS_Store").write_bytes(b"Bud1")
+    more = tmp_path / "more cats"
+    more.mkdir()
+    Image.new("RGB", (8, 8), (40, 40, 40)).save(more / "extra.jpg")
+    (train / "cat" / "linked").symlink_to(more)
+    (more / "loop").symlink_to(train / "cat")
+    data = build_data("image_folder", tmp_path / "data")
+    assert data.classes == ["cat", "dog"]
+    assert len(data.train) == 25  # 24 + the linked photo, nothing hidden
+    assert not any(part.startswith(".") for f in data.train.files for part in f.parts[-2:])
+
+
+def test_an_empty_class_folder_or_a_single_class_is_refused(tmp_path: Path) -> None:
+    _image_folder(tmp_path / "data")
+    (tmp_path / "data" / "train" / "bird").mkdir()
+    with pytest.raises(DistillError, match=r"hold no images: \['bird'\]"):
+        build_data("image_folder", tmp_path / "data")
+    (tmp_path / "data" / "train" / "bird").rmdir()
+    (tmp_path / "data" / "val" / "bird").mkdir()  # fewer classes in val is fine
+    with pytest.raises(DistillError, match="not in the train split"):
+        build_data("image_folder", tmp_path / "data")
+    (tmp_path / "data" / "val" / "bird").rmdir()
+    for split in ("train", "val"):
+        for f in (tmp_path / "data" / split / "dog").iterdir():
+            f.unlink()
+        (tmp_path / "data" / split / "dog").rmdir()
+    body = fm_body(tmp_path / "runs", None, epochs=1)
+    body.pop("teacher")
+    body["method"] = {"name": "supervised"}
+    body["data"] = {"source": "image_folder", "root": str(tmp_path / "data"), "workers": 0}
+    with pytest.raises(DistillError, match="a classifier needs two or more"):
+        api.plan(write_recipe(tmp_path, "one", body))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not FMNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist_subset_distills(tmp_path: Path) -> None:
