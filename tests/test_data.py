@@ -146,6 +146,39 @@ def test_empty_and_missing_folders(tmp_path: Path) -> None:
         build_data("image_folder", tmp_path / "nope")
 
 
+@pytest.mark.parametrize("path", ["workers", "device"])
+def test_photos_are_decoded_as_a_viewer_shows_them(tmp_path: Path, path: str) -> None:
+    """A phone photo stored sideways with an EXIF rotation is seen upright, and BMP/TIFF files
+    (accepted suffixes) are decoded, not skipped as bad images, on both decode paths."""
+    from PIL import Image
+    from torchvision.io import read_file
+
+    from distill_cli.data.decode import FolderImages, decode_on_device
+
+    top = np.zeros((60, 40, 3), np.uint8)  # stored landscape 40x60 below, shown portrait
+    top[:30] = 255  # upright: the top half white
+    stored = Image.fromarray(top).transpose(Image.Transpose.ROTATE_90)  # 60 wide, 40 high
+    exif = stored.getexif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to view"
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    Image.fromarray(top).save(tmp_path / "scan.bmp")
+    Image.fromarray(top).save(tmp_path / "scan.tiff")
+    files = [tmp_path / n for n in ("phone.jpg", "scan.bmp", "scan.tiff")]
+    if path == "workers":
+        data = FolderImages(files, None, 20, skip_bad=False, fit="whole")
+        items = [data[i] for i in range(3)]
+        assert [item[3] for item in items] == [-1, -1, -1]  # no bad file
+        decoded = [(item[0], item[4]) for item in items]
+    else:
+        decoded = decode_on_device(
+            [read_file(str(f)) for f in files], torch.device("cpu"), 20, "whole"
+        )
+    for img, extent in decoded:
+        assert extent.tolist() == [20, 13]  # portrait: 60 high, 40 wide -> 20 x 13
+        upper, lower = img[:, :10, :13].float().mean(), img[:, 10:20, :13].float().mean()
+        assert upper > 200 and lower < 50, (upper, lower)
+
+
 def test_hidden_entries_are_skipped_and_linked_folders_followed(tmp_path: Path) -> None:
     """What a synced or browsed folder really holds: Jupyter's checkpoints folder is no class,
     macOS's `._x.jpg` forks and hidden thumbnails are no images, and a linked folder of photos
