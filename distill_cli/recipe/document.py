@@ -69,7 +69,7 @@ class Recipe(Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
-    teacher: ModelSpec | list[ModelSpec] | None = Field(
+    teacher: ModelSpec | Annotated[list[ModelSpec], Field(min_length=1)] | None = Field(
         None, description="one teacher, or a list whose logits are averaged (an ensemble)"
     )
     student: ModelSpec = Field(validation_alias=AliasChoices("student", "model"))
