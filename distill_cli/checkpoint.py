@@ -338,8 +338,13 @@ def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str,
             )
             if names
         ]
+        shapes = ""
+        if mismatched:  # the sizes say which setting differs (fc 10x512 vs 4x512: num_classes)
+            key = mismatched[0]
+            file_shape, model_shape = ("x".join(map(str, t.shape)) for t in (state[key], own[key]))
+            shapes = f"; {key} is {file_shape} in the file, {model_shape} in the model"
         raise DistillError(
-            "checkpoint does not fit the model: " + ", ".join(parts) + " keys",
+            "checkpoint does not fit the model: " + ", ".join(parts) + " keys" + shapes,
             str(path),
             "check the model name, num_classes and in_chans"
             + ("; strict: false loads only the matching keys" if fitting else ""),

@@ -160,6 +160,18 @@ def test_wrong_architecture_is_refused_with_key_counts(tmp_path: Path) -> None:
     assert "missing" in str(info.value) and "unexpected" in str(info.value)
 
 
+def test_another_class_count_is_refused_with_the_sizes_that_differ(tmp_path: Path) -> None:
+    path = tmp_path / "ten.pth"
+    torch.save(timm.create_model("test_resnet", num_classes=10).state_dict(), path)
+    with pytest.raises(DistillError) as info:
+        load_weights(_model(), path)
+    message = str(info.value)
+    assert "2 wrong-shape (fc.weight, fc.bias)" in message and str(path) in message
+    assert (
+        "fc.weight is 10x" in message and "in the file, 3x" in message and "num_classes" in message
+    )
+
+
 def test_truncated_checkpoint_is_an_error_not_a_crash(tmp_path: Path) -> None:
     path = tmp_path / "t.safetensors"
     save_weights(path, _model(), {})
