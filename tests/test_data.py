@@ -179,6 +179,23 @@ def test_photos_are_decoded_as_a_viewer_shows_them(tmp_path: Path, path: str) ->
         assert upper > 200 and lower < 50, (upper, lower)
 
 
+def test_a_device_batch_mixing_16_and_8_bit_images_of_one_size_decodes(tmp_path: Path) -> None:
+    """Scanner output beside camera photos: a 16-bit PNG and an 8-bit one of the same size in
+    one batch decode to the same pixels (they were stacked together and crashed)."""
+    from PIL import Image
+    from torchvision.io import read_file
+
+    from distill_cli.data.decode import decode_on_device
+
+    grey = np.full((24, 24), 128, np.uint8)
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "b.png")
+    raws = [read_file(str(tmp_path / n)) for n in ("a.png", "b.png")]
+    out = decode_on_device(raws, torch.device("cpu"), 16, "square")
+    assert all(item is not None for item in out)
+    assert torch.equal(out[0][0], out[1][0]) and out[0][0].dtype == torch.uint8
+
+
 def test_hidden_entries_are_skipped_and_linked_folders_followed(tmp_path: Path) -> None:
     """What a synced or browsed folder really holds: Jupyter's checkpoints folder is no class,
     macOS's `._x.jpg` forks and hidden thumbnails are no images, and a linked folder of photos

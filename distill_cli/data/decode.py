@@ -269,11 +269,12 @@ def _is_jpeg(raw: torch.Tensor) -> bool:
 
 
 def _fit_by_size(images: list[torch.Tensor | None], size: int, fit: Fit) -> list:
-    """`fit_image` of each image, computed once per group of images of the same shape."""
-    groups: dict[tuple[int, ...], list[int]] = {}
+    """`fit_image` of each image, computed once per group of images of the same shape and
+    dtype (a 16-bit PNG cannot be stacked with 8-bit images)."""
+    groups: dict[tuple[tuple[int, ...], torch.dtype], list[int]] = {}
     for i, img in enumerate(images):
         if img is not None:
-            groups.setdefault(tuple(img.shape), []).append(i)
+            groups.setdefault((tuple(img.shape), img.dtype), []).append(i)  # 16-bit PNGs
     fitted: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(images)
     for members in groups.values():
         stack = torch.stack([images[i] for i in members])  # type: ignore[misc]
