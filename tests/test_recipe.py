@@ -140,3 +140,20 @@ def test_home_paths_mean_the_home_folder_in_the_run_not_only_in_the_saved_recipe
     assert recipe.teachers[0].class_names == home / "classes.txt"
     assert (recipe.data.root, recipe.data.distill_dir) == (home / "photos", home / "unlabeled")
     assert recipe.run_dir == home / "runs" / "r"
+
+
+def test_a_key_written_twice_is_refused_not_silently_replaced(tmp_path: Path) -> None:
+    """Plain YAML keeps the last of two equal keys: a pasted second `schedule:` replaced the
+    first one's settings without a word."""
+    path = write_recipe(tmp_path, "r", fm_body(tmp_path, None))
+    text = path.read_text()
+    path.write_text(text + "schedule:\n  epochs: 9\n")
+    with pytest.raises(DistillError, match=r"duplicate key 'schedule'.*r\.yaml:\d+"):
+        load_recipe(path)
+    path.write_text(text.replace("epochs: 2", "epochs: 2\n  epochs: 3"))
+    with pytest.raises(DistillError, match="duplicate key 'epochs'"):
+        load_recipe(path)
+    path.write_text(text)
+    with pytest.raises(DistillError, match="duplicate key 'epochs'"):
+        load_recipe(path, ["schedule={epochs: 1, epochs: 2}"])
+    assert load_recipe(path, ["schedule={epochs: 4, batch_size: 8}"]).schedule.epochs == 4
