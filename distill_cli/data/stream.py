@@ -126,6 +126,12 @@ class ShardSet:
                 continue
             if self.labeled and sample.label < 0:
                 raise SampleFault("sample has no label", sample.key, "every sample needs one")
+            if self.labeled and self.classes and sample.label >= len(self.classes):
+                raise SampleFault(  # it would index past the model's outputs
+                    f"label {sample.label} is beyond the {len(self.classes)} classes",
+                    sample.key,
+                    f"labels are 0..{len(self.classes) - 1}, the train split's classes",
+                )
             if self.label_order is not None and sample.label >= 0:
                 sample = replace(sample, label=self.label_order[sample.label])
             yield sample
