@@ -299,6 +299,17 @@ def _benign_globals() -> list[Any]:
     ]
 
 
+def head_rows(path: Path, heads: list[str]) -> int | None:
+    """The class count a checkpoint's classifier was trained for: the rows of the first of
+    `heads` (timm's `classifier` names: `fc`, `head.fc`, `classifier`) it holds, else None."""
+    state = read_state_dict(path)
+    for head in heads:
+        weight = state.get(f"{head}.weight")
+        if weight is not None and weight.ndim >= 2:
+            return int(weight.shape[0])
+    return None
+
+
 #: Buffers a checkpoint may lack without saying anything about its architecture: BatchNorm's
 #: step counter, which some trainers and converters do not save (it only matters for
 #: momentum=None BatchNorm, which timm models do not use).

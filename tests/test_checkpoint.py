@@ -251,3 +251,22 @@ def test_a_compiled_runner_is_called_not_asked_for_its_truth() -> None:
     net = create_net(ModelSpec(model="test_resnet", input_size=32), 4)
     net.runner = Runner()
     assert torch.equal(net(torch.zeros(1)), torch.ones(1))
+
+
+def test_export_of_a_foreign_checkpoint_takes_its_class_count_from_its_head(
+    tmp_path: Path,
+) -> None:
+    """`distill export resnet18 --checkpoint my.pth` with a 10-class head and no side file was
+    built with timm's 1000 classes and refused; the head's rows say 10 (and the weights load
+    exactly), while an explicit --num-classes still wins and must fit."""
+    from distill_cli.export.source import resolve_source
+
+    torch.manual_seed(3)
+    model = timm.create_model("test_resnet", num_classes=10)
+    path = tmp_path / "mine.pth"
+    torch.save({"state_dict": model.state_dict(), "epoch": 9}, path)
+    source = resolve_source("test_resnet", checkpoint=path)
+    assert source.student.info.num_classes == 10
+    assert _same_weights(model, source.student.module)
+    with pytest.raises(DistillError, match=r"fc\.weight is 10x"):
+        resolve_source("test_resnet", checkpoint=path, num_classes=4)
