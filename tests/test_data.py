@@ -179,6 +179,17 @@ def test_photos_are_decoded_as_a_viewer_shows_them(tmp_path: Path, path: str) ->
         assert upper > 200 and lower < 50, (upper, lower)
 
 
+def test_the_exif_orientation_is_read_in_both_byte_orders() -> None:
+    """Cameras write EXIF big-endian (Motorola) or little-endian (Intel); the device path reads
+    the tag from the bytes to keep rotated photos out of the batched decoder."""
+    from distill_cli.data.decode import _orientation
+
+    big = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"
+    little = b"II\x2a\x00\x08\x00\x00\x00\x01\x00\x12\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00"
+    assert (_orientation(big), _orientation(little)) == (6, 3)
+    assert _orientation(b"MM\x00\x2a\xff\xff\xff\xff") == 0 and _orientation(b"junk") == 0
+
+
 def test_a_device_batch_mixing_16_and_8_bit_images_of_one_size_decodes(tmp_path: Path) -> None:
     """Scanner output beside camera photos: a 16-bit PNG and an 8-bit one of the same size in
     one batch decode to the same pixels (they were stacked together and crashed)."""
