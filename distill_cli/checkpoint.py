@@ -42,6 +42,17 @@ PRIVATE_PREFIX = "__"
 #: of the plain keys of a foreign checkpoint.
 _WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.")
 _STATE_KEY = "distill.train_state"
+#: Where trainers nest the weights in a checkpoint dict, in the order they are looked for:
+#: timm's train.py (`state_dict`, `state_dict_ema`), PyTorch's own tutorial
+#: (`model_state_dict`), and the common `model`/`model_ema`/`net`.
+_NESTED_UNDER = (
+    "state_dict",
+    "model_state_dict",
+    "model",
+    "state_dict_ema",
+    "model_ema",
+    "net",
+)
 
 
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -239,7 +250,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             str(path),
             "is the file complete (not cut short by a copy or a killed save)?",
         ) from exc
-    for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
+    for key in _NESTED_UNDER:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
@@ -323,6 +334,19 @@ def _first(names: list[str]) -> str:
     return shown + (f" (+{len(names) - _SHOWN} more)" if len(names) > _SHOWN else "")
 
 
+def _attribute_prefix_removed(
+    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """`state` without a first name component that every key shares and the model lacks: the
+    attribute a training wrapper held the model in (a Lightning module's `self.net`, a
+    distillation wrapper's `student.`). Only when that makes every key one of the model's."""
+    heads = {k.split(".", 1)[0] for k in state}
+    if len(heads) != 1 or not all("." in k for k in state) or any(k in own for k in state):
+        return state
+    stripped = {k.split(".", 1)[1]: v for k, v in state.items()}
+    return stripped if all(k in own for k in stripped) else state
+
+
 def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str, list[str]]:
     """Load `path` into `model`: every key must match in name and shape (`strict`).
 
@@ -333,8 +357,8 @@ def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str,
     `strict: false`) loads the keys that match and leaves the rest as initialised; a checkpoint
     that matches no key at all, or holds a NaN/Inf weight, is refused either way.
     """
-    state = read_state_dict(path)
     own = model.state_dict()
+    state = _attribute_prefix_removed(read_state_dict(path), own)
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     missing = [k for k in own if k not in state and not k.endswith(_BENIGN_MISSING)]
     unexpected = [k for k in state if k not in own]

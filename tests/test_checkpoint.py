@@ -98,7 +98,15 @@ def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 @pytest.mark.parametrize(
-    "layout", ["timm-train-py", "numpy-metric", "compiled-ddp", "safetensors-as-bin"]
+    "layout",
+    [
+        "timm-train-py",
+        "numpy-metric",
+        "compiled-ddp",
+        "safetensors-as-bin",
+        "pytorch-tutorial",
+        "lightning",
+    ],
 )
 def test_checkpoints_saved_the_usual_ways_load_exactly(tmp_path: Path, layout: str) -> None:
     """What trainers really write: timm's train.py puts its argparse.Namespace beside the
@@ -120,6 +128,12 @@ def test_checkpoints_saved_the_usual_ways_load_exactly(tmp_path: Path, layout: s
                     "state_dict_ema": ema, "metric": 71.2, "version": 2}, path)  # fmt: skip
     elif layout == "numpy-metric":
         torch.save({"model": sd, "best_acc1": np.float64(0.9), "hist": np.zeros(3)}, path)
+    elif layout == "pytorch-tutorial":  # pytorch.org's "saving and loading a general checkpoint"
+        opt = torch.optim.SGD(model.parameters(), lr=0.1).state_dict()
+        torch.save({"epoch": 5, "model_state_dict": sd, "optimizer_state_dict": opt}, path)
+    elif layout == "lightning":  # a LightningModule holding the model as `self.net`
+        net = {f"net.{k}": v for k, v in sd.items()}
+        torch.save({"epoch": 1, "global_step": 9, "state_dict": net, "lr_schedulers": []}, path)
     elif layout == "compiled-ddp":
         torch.save({f"_orig_mod.module.{k}": v for k, v in sd.items()}, path)
     else:
