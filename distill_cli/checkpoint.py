@@ -13,7 +13,8 @@ epoch and metrics, so an export or a later run needs nothing but the checkpoint.
 
 Reading also accepts foreign checkpoints saved the usual ways (a weights-only ``.pt``/``.pth``,
 possibly nested under ``state_dict``/``model`` and prefixed by DDP, a wrapper or
-``torch.compile``) and refuses pickles that hold more than tensors without running them.
+``torch.compile``, with timm's train.py arguments or numpy scalars beside them) and refuses
+pickles that hold more than tensors and plain data without running them.
 """
 
 from __future__ import annotations
@@ -41,6 +42,17 @@ PRIVATE_PREFIX = "__"
 #: of the plain keys of a foreign checkpoint.
 _WRAPPER_PREFIXES = ("module.", "model.", "_orig_mod.")
 _STATE_KEY = "distill.train_state"
+#: Where trainers nest the weights in a checkpoint dict, in the order they are looked for:
+#: timm's train.py (`state_dict`, `state_dict_ema`), PyTorch's own tutorial
+#: (`model_state_dict`), and the common `model`/`model_ema`/`net`.
+_NESTED_UNDER = (
+    "state_dict",
+    "model_state_dict",
+    "model",
+    "state_dict_ema",
+    "model_ema",
+    "net",
+)
 
 
 def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -197,17 +209,30 @@ def read_sidecar(checkpoint: Path) -> dict[str, Any]:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Model weights from .safetensors or a weights-only .pt/.pth, wrappers and prefixes removed."""
+    """Model weights from a safetensors or a weights-only torch file, wrappers and prefixes
+    removed.
+
+    The format is told by the file's first bytes, not its suffix (a `pytorch_model.bin`, a
+    `.pth.tar`, safetensors saved as `.bin`), so a file that is neither is refused as such
+    instead of as "a pickle holding code".
+    """
     if path.exists() and not path.is_file():
         raise DistillError("checkpoint is not a regular file", str(path), "pass a weights file")
     if not path.is_file():
         raise DistillError("checkpoint file not found", str(path), "check the path")
+    kind = _file_kind(path)
+    if kind is None:
+        raise DistillError(
+            "not a checkpoint: the file is empty or neither a torch.save file nor safetensors",
+            str(path),
+            "pass the weights file (torch.save(model.state_dict()) or .safetensors)",
+        )
     try:
-        if path.suffix == ".safetensors":
+        if kind == "safetensors":
             state: Any = load_file(str(path))
         else:
-            with warnings.catch_warnings():  # torch's own advice (weights_only=False) is wrong here
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(), torch.serialization.safe_globals(_benign_globals()):
+                warnings.simplefilter("ignore")  # torch's own advice (weights_only=False) is wrong
                 state = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise DistillError(
@@ -217,15 +242,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             "save model.state_dict() with torch.save, or convert the weights to .safetensors",
         ) from None  # torch's message advises loading unsafely: never show it
     except Exception as exc:
-        first = (str(exc).splitlines() or [""])[0][:200]
+        first = (str(exc).splitlines() or [""])[0].split(". ")[0][:200]
         if "weights_only" in first or "Weights only" in first:
             first = "not a weights-only file"
         raise DistillError(
             f"cannot read checkpoint: {type(exc).__name__}: {first}",
             str(path),
-            "is the file complete, and weights only (no pickled code)?",
+            "is the file complete (not cut short by a copy or a killed save)?",
         ) from exc
-    for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
+    for key in _NESTED_UNDER:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
             break
@@ -235,11 +260,65 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     for key, value in state.items():
         if not isinstance(value, torch.Tensor) or key.startswith(PRIVATE_PREFIX):
             continue
-        for prefix in _WRAPPER_PREFIXES:
-            while key.startswith(prefix):
-                key = key[len(prefix) :]
-        cleaned[key] = value
+        cleaned[_unwrapped(key)] = value
     return cleaned
+
+
+def _unwrapped(key: str) -> str:
+    """`key` without the prefixes wrappers add, in any order and nesting (a compiled DDP model
+    saves `_orig_mod.module.`, a DDP-wrapped compiled one `module._orig_mod.`)."""
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key, stripped = key[len(prefix) :], True
+    return key
+
+
+def _file_kind(path: Path) -> str | None:
+    """ "safetensors", "torch" (torch.save's zip, or the legacy pickle) or None (neither)."""
+    with path.open("rb") as fh:
+        head = fh.read(9)
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "torch"
+    if len(head) == 9 and head[8:9] == b"{":  # an 8-byte header length, then the JSON header
+        return "safetensors"
+    return None
+
+
+def _benign_globals() -> list[Any]:
+    """Plain data types that trainers put beside the weights, allowed when loading weights-only.
+
+    timm's train.py saves its `argparse.Namespace` under `args`, and many scripts a numpy
+    scalar (`best_acc1`) or array: data, not code, so they are built without running anything;
+    every other object stays refused.
+    """
+    import argparse
+
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    dtypes = {type(np.dtype(t)) for t in np.sctypeDict.values() if t not in (np.void, np.object_)}
+    return [
+        argparse.Namespace,
+        core.multiarray.scalar,
+        core.multiarray._reconstruct,
+        np.ndarray,
+        np.dtype,
+        *sorted(dtypes, key=str),
+    ]
+
+
+def head_rows(path: Path, heads: list[str]) -> int | None:
+    """The class count a checkpoint's classifier was trained for: the rows of the first of
+    `heads` (timm's `classifier` names: `fc`, `head.fc`, `classifier`) it holds, else None."""
+    state = read_state_dict(path)
+    for head in heads:
+        weight = state.get(f"{head}.weight")
+        if weight is not None and weight.ndim >= 2:
+            return int(weight.shape[0])
+    return None
 
 
 #: Buffers a checkpoint may lack without saying anything about its architecture: BatchNorm's
@@ -255,6 +334,19 @@ def _first(names: list[str]) -> str:
     return shown + (f" (+{len(names) - _SHOWN} more)" if len(names) > _SHOWN else "")
 
 
+def _attribute_prefix_removed(
+    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """`state` without a first name component that every key shares and the model lacks: the
+    attribute a training wrapper held the model in (a Lightning module's `self.net`, a
+    distillation wrapper's `student.`). Only when that makes every key one of the model's."""
+    heads = {k.split(".", 1)[0] for k in state}
+    if len(heads) != 1 or not all("." in k for k in state) or any(k in own for k in state):
+        return state
+    stripped = {k.split(".", 1)[1]: v for k, v in state.items()}
+    return stripped if all(k in own for k in stripped) else state
+
+
 def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str, list[str]]:
     """Load `path` into `model`: every key must match in name and shape (`strict`).
 
@@ -263,10 +355,10 @@ def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str,
     scores like a bad one, without a word. So any missing, unexpected or wrong-shape key is a
     one-line error with the counts and the first names. `strict=False` (the recipe's
     `strict: false`) loads the keys that match and leaves the rest as initialised; a checkpoint
-    that matches no key at all is refused either way.
+    that matches no key at all, or holds a NaN/Inf weight, is refused either way.
     """
-    state = read_state_dict(path)
     own = model.state_dict()
+    state = _attribute_prefix_removed(read_state_dict(path), own)
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     missing = [k for k in own if k not in state and not k.endswith(_BENIGN_MISSING)]
     unexpected = [k for k in state if k not in own]
@@ -281,11 +373,23 @@ def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str,
             )
             if names
         ]
+        shapes = ""
+        if mismatched:  # the sizes say which setting differs (fc 10x512 vs 4x512: num_classes)
+            key = mismatched[0]
+            file_shape, model_shape = ("x".join(map(str, t.shape)) for t in (state[key], own[key]))
+            shapes = f"; {key} is {file_shape} in the file, {model_shape} in the model"
         raise DistillError(
-            "checkpoint does not fit the model: " + ", ".join(parts) + " keys",
+            "checkpoint does not fit the model: " + ", ".join(parts) + " keys" + shapes,
             str(path),
             "check the model name, num_classes and in_chans"
             + ("; strict: false loads only the matching keys" if fitting else ""),
+        )
+    bad = first_nonfinite(fitting)
+    if bad is not None:  # a model that outputs NaN teaches nothing and fails late, far away
+        raise DistillError(
+            f"checkpoint tensor {bad!r} holds NaN/Inf",
+            str(path),
+            "load an earlier checkpoint of that training, before it diverged",
         )
     model.load_state_dict(fitting, strict=False)
     return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}

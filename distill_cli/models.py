@@ -159,6 +159,13 @@ def resolve_num_classes(spec: ModelSpec, data_classes: int | None) -> tuple[int,
         return len(spec.names() or []), FROM_RECIPE
     if data_classes is None:
         raise DistillError("num_classes is unknown", spec.model, "set num_classes in the recipe")
+    if data_classes < 2:  # one output: softmax is 1 whatever the image, every score 100%
+        raise DistillError(
+            f"the data has {data_classes} class, and {spec.model} would take its class count "
+            "from it: a classifier needs two or more",
+            "data",
+            "add a folder per class (train/<class>/), or set num_classes in the recipe",
+        )
     return data_classes, FROM_DATA
 
 

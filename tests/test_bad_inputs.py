@@ -312,6 +312,38 @@ CASES: list[tuple[str, list[str], int, str]] = [
         "--latency-variant",
     ),
     ("diverges-before-step-one", ["train", f"{W}/boom.yaml"], 1, "NaN/Inf"),
+    # the audit: what users really hand over
+    (
+        "seed-beyond-generators",
+        ["run", FM, "--set", "runtime.seed=99999999999999999999"],
+        2,
+        "seed",
+    ),
+    ("teacher-empty-ensemble", ["run", FM, "--set", "teacher=[]"], 2, "at least 1 item"),
+    (
+        "teacher-is-a-recipe-not-weights",
+        ["run", FM, "--set", f"teacher.checkpoint={W}/sup.yaml"],
+        2,
+        "not a checkpoint",
+    ),
+    (
+        "teacher-weights-hold-nan",
+        ["run", FM, "--set", f"teacher.checkpoint={W}/diverged.safetensors"],
+        2,
+        "'fc.weight' holds NaN/Inf",
+    ),
+    (
+        "image-folder-empty-class",
+        ["train", SUP, "--set", f"data={{source: image_folder, root: {W}/photos empty class}}"],
+        2,
+        "hold no images: ['bird']",
+    ),
+    (
+        "image-folder-one-class",
+        ["train", SUP, "--set", f"data={{source: image_folder, root: {W}/photos one class}}"],
+        2,
+        "two or more",
+    ),
 ]
 
 
@@ -380,6 +412,20 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(runs / "done", runs / "linked")
     (w / "victim.html").write_text("<p>mine</p>")
     (runs / "linked" / "report.html").symlink_to(w / "victim.html")
+    diverged = load_file(str(best))
+    diverged["fc.weight"][0, 0] = float("nan")
+    save_file(diverged, str(w / "diverged.safetensors"))
+    from PIL import Image
+
+    for folder, classes in (("photos empty class", ("cat", "dog")), ("photos one class", ("cat",))):
+        for split in ("train", "val"):
+            for name in classes:
+                (w / folder / split / name).mkdir(parents=True)
+                for i in range(4):
+                    Image.new("RGB", (16, 16), (40 * i, 80, 0)).save(
+                        w / folder / split / name / f"{i}.jpg"
+                    )
+    (w / "photos empty class" / "train" / "bird").mkdir()
     shutil.copy(best, w / "listside.safetensors")
     (w / "listside.json").write_text("[1, 2, 3]\n")
     boom = dict(sup, optim={"lr": 1e30, "clip_grad_norm": None}, output={"dir": str(w / "new")})

@@ -90,12 +90,100 @@ def test_pt_checkpoints_with_wrappers_and_prefixes_load(tmp_path: Path) -> None:
     )
 
 
+def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "timm-train-py",
+        "numpy-metric",
+        "compiled-ddp",
+        "safetensors-as-bin",
+        "pytorch-tutorial",
+        "lightning",
+    ],
+)
+def test_checkpoints_saved_the_usual_ways_load_exactly(tmp_path: Path, layout: str) -> None:
+    """What trainers really write: timm's train.py puts its argparse.Namespace beside the
+    weights, scripts a numpy best accuracy, torch.compile over DDP prefixes both ways round,
+    and a `.bin` may be safetensors. Each loads to the very same weights."""
+    import argparse
+
+    import numpy as np
+    from safetensors.torch import save_file
+
+    torch.manual_seed(2)
+    model = _model()
+    sd = model.state_dict()
+    path = tmp_path / "model.pth.tar"
+    if layout == "timm-train-py":
+        args = argparse.Namespace(model="test_resnet", lr=0.1, img_size=None, mean=(0.5,))
+        ema = {k: torch.zeros_like(v) for k, v in sd.items()}  # the live weights come first
+        torch.save({"epoch": 3, "arch": "test_resnet", "state_dict": sd, "args": args,
+                    "state_dict_ema": ema, "metric": 71.2, "version": 2}, path)  # fmt: skip
+    elif layout == "numpy-metric":
+        torch.save({"model": sd, "best_acc1": np.float64(0.9), "hist": np.zeros(3)}, path)
+    elif layout == "pytorch-tutorial":  # pytorch.org's "saving and loading a general checkpoint"
+        opt = torch.optim.SGD(model.parameters(), lr=0.1).state_dict()
+        torch.save({"epoch": 5, "model_state_dict": sd, "optimizer_state_dict": opt}, path)
+    elif layout == "lightning":  # a LightningModule holding the model as `self.net`
+        net = {f"net.{k}": v for k, v in sd.items()}
+        torch.save({"epoch": 1, "global_step": 9, "state_dict": net, "lr_schedulers": []}, path)
+    elif layout == "compiled-ddp":
+        torch.save({f"_orig_mod.module.{k}": v for k, v in sd.items()}, path)
+    else:
+        path = tmp_path / "pytorch_model.bin"
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    fresh = _model()
+    load_weights(fresh, path)
+    assert _same_weights(model, fresh)
+
+
+@pytest.mark.parametrize("content", [b"", b"name: my recipe\n", b"<html>404</html>"])
+def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "teacher.pth"
+    path.write_bytes(content)
+    with pytest.raises(DistillError, match="not a checkpoint") as info:
+        read_state_dict(path)
+    assert "pickle" not in str(info.value)  # not blamed on pickled code
+
+
+def test_weights_holding_nan_are_refused_not_loaded(tmp_path: Path) -> None:
+    model = _model()
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    sd["fc.weight"][0, 0] = float("inf")
+    path = tmp_path / "diverged.pt"
+    torch.save(sd, path)
+    fresh = _model()
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(DistillError, match=r"'fc\.weight' holds NaN/Inf"):
+        load_weights(fresh, path, strict=False)
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
+
+
 def test_wrong_architecture_is_refused_with_key_counts(tmp_path: Path) -> None:
     path = tmp_path / "other.safetensors"
     save_weights(path, timm.create_model("test_efficientnet", num_classes=3), {})
     with pytest.raises(DistillError) as info:
         load_weights(_model(), path)
     assert "missing" in str(info.value) and "unexpected" in str(info.value)
+
+
+def test_another_class_count_is_refused_with_the_sizes_that_differ(tmp_path: Path) -> None:
+    path = tmp_path / "ten.pth"
+    torch.save(timm.create_model("test_resnet", num_classes=10).state_dict(), path)
+    with pytest.raises(DistillError) as info:
+        load_weights(_model(), path)
+    message = str(info.value)
+    assert "2 wrong-shape (fc.weight, fc.bias)" in message and str(path) in message
+    assert (
+        "fc.weight is 10x" in message and "in the file, 3x" in message and "num_classes" in message
+    )
 
 
 def test_truncated_checkpoint_is_an_error_not_a_crash(tmp_path: Path) -> None:
@@ -177,3 +265,22 @@ def test_a_compiled_runner_is_called_not_asked_for_its_truth() -> None:
     net = create_net(ModelSpec(model="test_resnet", input_size=32), 4)
     net.runner = Runner()
     assert torch.equal(net(torch.zeros(1)), torch.ones(1))
+
+
+def test_export_of_a_foreign_checkpoint_takes_its_class_count_from_its_head(
+    tmp_path: Path,
+) -> None:
+    """`distill export resnet18 --checkpoint my.pth` with a 10-class head and no side file was
+    built with timm's 1000 classes and refused; the head's rows say 10 (and the weights load
+    exactly), while an explicit --num-classes still wins and must fit."""
+    from distill_cli.export.source import resolve_source
+
+    torch.manual_seed(3)
+    model = timm.create_model("test_resnet", num_classes=10)
+    path = tmp_path / "mine.pth"
+    torch.save({"state_dict": model.state_dict(), "epoch": 9}, path)
+    source = resolve_source("test_resnet", checkpoint=path)
+    assert source.student.info.num_classes == 10
+    assert _same_weights(model, source.student.module)
+    with pytest.raises(DistillError, match=r"fc\.weight is 10x"):
+        resolve_source("test_resnet", checkpoint=path, num_classes=4)

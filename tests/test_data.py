@@ -146,6 +146,114 @@ def test_empty_and_missing_folders(tmp_path: Path) -> None:
         build_data("image_folder", tmp_path / "nope")
 
 
+@pytest.mark.parametrize("path", ["workers", "device"])
+def test_photos_are_decoded_as_a_viewer_shows_them(tmp_path: Path, path: str) -> None:
+    """A phone photo stored sideways with an EXIF rotation is seen upright, and BMP/TIFF files
+    (accepted suffixes) are decoded, not skipped as bad images, on both decode paths."""
+    from PIL import Image
+    from torchvision.io import read_file
+
+    from distill_cli.data.decode import FolderImages, decode_on_device
+
+    top = np.zeros((60, 40, 3), np.uint8)  # stored landscape 40x60 below, shown portrait
+    top[:30] = 255  # upright: the top half white
+    stored = Image.fromarray(top).transpose(Image.Transpose.ROTATE_90)  # 60 wide, 40 high
+    exif = stored.getexif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to view"
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    Image.fromarray(top).save(tmp_path / "scan.bmp")
+    Image.fromarray(top).save(tmp_path / "scan.tiff")
+    files = [tmp_path / n for n in ("phone.jpg", "scan.bmp", "scan.tiff")]
+    if path == "workers":
+        data = FolderImages(files, None, 20, skip_bad=False, fit="whole")
+        items = [data[i] for i in range(3)]
+        assert [item[3] for item in items] == [-1, -1, -1]  # no bad file
+        decoded = [(item[0], item[4]) for item in items]
+    else:
+        decoded = decode_on_device(
+            [read_file(str(f)) for f in files], torch.device("cpu"), 20, "whole"
+        )
+    for img, extent in decoded:
+        assert extent.tolist() == [20, 13]  # portrait: 60 high, 40 wide -> 20 x 13
+        upper, lower = img[:, :10, :13].float().mean(), img[:, 10:20, :13].float().mean()
+        assert upper > 200 and lower < 50, (upper, lower)
+
+
+def test_the_exif_orientation_is_read_in_both_byte_orders() -> None:
+    """Cameras write EXIF big-endian (Motorola) or little-endian (Intel); the device path reads
+    the tag from the bytes to keep rotated photos out of the batched decoder."""
+    from distill_cli.data.decode import _orientation
+
+    big = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"
+    little = b"II\x2a\x00\x08\x00\x00\x00\x01\x00\x12\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00"
+    assert (_orientation(big), _orientation(little)) == (6, 3)
+    assert _orientation(b"MM\x00\x2a\xff\xff\xff\xff") == 0 and _orientation(b"junk") == 0
+
+
+def test_a_device_batch_mixing_16_and_8_bit_images_of_one_size_decodes(tmp_path: Path) -> None:
+    """Scanner output beside camera photos: a 16-bit PNG and an 8-bit one of the same size in
+    one batch decode to the same pixels (they were stacked together and crashed)."""
+    from PIL import Image
+    from torchvision.io import read_file
+
+    from distill_cli.data.decode import decode_on_device
+
+    grey = np.full((24, 24), 128, np.uint8)
+    Image.fromarray(grey).save(tmp_path / "a.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "b.png")
+    raws = [read_file(str(tmp_path / n)) for n in ("a.png", "b.png")]
+    out = decode_on_device(raws, torch.device("cpu"), 16, "square")
+    assert all(item is not None for item in out)
+    assert torch.equal(out[0][0], out[1][0]) and out[0][0].dtype == torch.uint8
+
+
+def test_hidden_entries_are_skipped_and_linked_folders_followed(tmp_path: Path) -> None:
+    """What a synced or browsed folder really holds: Jupyter's checkpoints folder is no class,
+    macOS's `._x.jpg` forks and hidden thumbnails are no images, and a linked folder of photos
+    inside a class is read (once, even when a link loops back)."""
+    from PIL import Image
+
+    _image_folder(tmp_path / "data")
+    train = tmp_path / "data" / "train"
+    (train / ".ipynb_checkpoints").mkdir()
+    Image.new("RGB", (8, 8)).save(train / ".ipynb_checkpoints" / "x-checkpoint.jpg")
+    (train / "cat" / "._0.jpg").write_bytes(b"\x00\x05\x16\x07 Mac OS X")
+    (train / "cat" / ".thumbs").mkdir()
+    Image.new("RGB", (8, 8)).save(train / "cat" / ".thumbs" / "t.jpg")
+    (train / "cat" / ".DS_Store").write_bytes(b"Bud1")
+    more = tmp_path / "more cats"
+    more.mkdir()
+    Image.new("RGB", (8, 8), (40, 40, 40)).save(more / "extra.jpg")
+    (train / "cat" / "linked").symlink_to(more)
+    (more / "loop").symlink_to(train / "cat")
+    data = build_data("image_folder", tmp_path / "data")
+    assert data.classes == ["cat", "dog"]
+    assert len(data.train) == 25  # 24 + the linked photo, nothing hidden
+    assert not any(part.startswith(".") for f in data.train.files for part in f.parts[-2:])
+
+
+def test_an_empty_class_folder_or_a_single_class_is_refused(tmp_path: Path) -> None:
+    _image_folder(tmp_path / "data")
+    (tmp_path / "data" / "train" / "bird").mkdir()
+    with pytest.raises(DistillError, match=r"hold no images: \['bird'\]"):
+        build_data("image_folder", tmp_path / "data")
+    (tmp_path / "data" / "train" / "bird").rmdir()
+    (tmp_path / "data" / "val" / "bird").mkdir()  # fewer classes in val is fine
+    with pytest.raises(DistillError, match="not in the train split"):
+        build_data("image_folder", tmp_path / "data")
+    (tmp_path / "data" / "val" / "bird").rmdir()
+    for split in ("train", "val"):
+        for f in (tmp_path / "data" / split / "dog").iterdir():
+            f.unlink()
+        (tmp_path / "data" / split / "dog").rmdir()
+    body = fm_body(tmp_path / "runs", None, epochs=1)
+    body.pop("teacher")
+    body["method"] = {"name": "supervised"}
+    body["data"] = {"source": "image_folder", "root": str(tmp_path / "data"), "workers": 0}
+    with pytest.raises(DistillError, match="a classifier needs two or more"):
+        api.plan(write_recipe(tmp_path, "one", body))
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not FMNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist_subset_distills(tmp_path: Path) -> None:

@@ -118,6 +118,10 @@ def test_calibration_images_are_class_balanced() -> None:
     plain = InputSet(info, images, 12, seed=2)
     assert plain.images is not None and plain.images.labels is not None
     assert torch.bincount(plain.images.labels, minlength=3)[0] > 4  # what balancing avoids
+    # a small photo folder has fewer training images than the calibration asks for: all of
+    # them calibrate (it was refused as "data.subset (256) is larger than the training data")
+    whole = InputSet(info, images, 256, seed=2, balanced=True, purpose="training")
+    assert whole.count == 100 and whole.images is not None and len(whole.images) == 100
 
 
 def _latency_report(meets: bool) -> ExportReport:

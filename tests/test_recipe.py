@@ -124,3 +124,36 @@ def test_importing_the_recipe_does_not_import_torch() -> None:
     code = "import sys, distill_cli.recipe.document; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_home_paths_mean_the_home_folder_in_the_run_not_only_in_the_saved_recipe(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`~/data` in a recipe is the user's home, as in a shell, for every path the run opens."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    body = fm_body(Path("~/runs"), Path("~/teacher.pth"))
+    body["data"] = {"source": "image_folder", "root": "~/photos", "distill_dir": "~/unlabeled"}
+    body["teacher"]["class_names"] = "~/classes.txt"
+    recipe = load_recipe(write_recipe(tmp_path, "r", body))
+    home = tmp_path / "home"
+    assert recipe.teachers[0].checkpoint == home / "teacher.pth"
+    assert recipe.teachers[0].class_names == home / "classes.txt"
+    assert (recipe.data.root, recipe.data.distill_dir) == (home / "photos", home / "unlabeled")
+    assert recipe.run_dir == home / "runs" / "r"
+
+
+def test_a_key_written_twice_is_refused_not_silently_replaced(tmp_path: Path) -> None:
+    """Plain YAML keeps the last of two equal keys: a pasted second `schedule:` replaced the
+    first one's settings without a word."""
+    path = write_recipe(tmp_path, "r", fm_body(tmp_path, None))
+    text = path.read_text()
+    path.write_text(text + "schedule:\n  epochs: 9\n")
+    with pytest.raises(DistillError, match=r"duplicate key 'schedule'.*r\.yaml:\d+"):
+        load_recipe(path)
+    path.write_text(text.replace("epochs: 2", "epochs: 2\n  epochs: 3"))
+    with pytest.raises(DistillError, match="duplicate key 'epochs'"):
+        load_recipe(path)
+    path.write_text(text)
+    with pytest.raises(DistillError, match="duplicate key 'epochs'"):
+        load_recipe(path, ["schedule={epochs: 1, epochs: 2}"])
+    assert load_recipe(path, ["schedule={epochs: 4, batch_size: 8}"]).schedule.epochs == 4

@@ -244,3 +244,20 @@ def test_compare_prints_run_names_as_text_and_pipes_write_no_plot(
     assert not (tmp_path / "compare.png").exists()
     bad = distill("compare", *runs, "--plot", str(tmp_path / "no" / "such" / "dir.png"))
     assert bad.returncode == 2 and bad.stderr.startswith("error: cannot write the plot")
+
+
+def test_class_names_the_font_lacks_draw_without_a_console_warning(tmp_path: Path) -> None:
+    """A photo folder with Chinese class names: the figure is written, and matplotlib's
+    "Glyph missing from font" warning (with its source line) does not reach the console."""
+    import warnings
+
+    from distill_cli.class_eval import ClassEval, Confusion
+    from distill_cli.reports.plots import confusion_figure, save
+
+    cm = Confusion(["狗", "猫"], [[3, 1], [0, 4]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = confusion_figure(ClassEval(1, "model", cm))
+        assert fig is not None
+        save(fig, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")

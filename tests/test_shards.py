@@ -266,3 +266,34 @@ def test_unlabeled_training_splits_take_the_validation_classes(
     assert not data.labeled_train and data.train.classes == data.val.classes == CLASSES
     batch = next(iter(_stream(data.train, 6).epoch(0)))
     assert batch.labels is None and batch.images.shape == (6, 3, 16, 16)
+
+
+def _tar(path: Path, labels: list[bytes]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for n, label in enumerate(labels):
+            for name, raw in ((f"s{n}.jpg", class_jpeg(n % 3, n)), (f"s{n}.cls", label)):
+                info = tarfile.TarInfo(name)
+                info.size = len(raw)
+                tar.addfile(info, io.BytesIO(raw))
+
+
+def test_labels_outside_the_classes_are_one_line_errors(tmp_path: Path) -> None:
+    """A validation shard labelled 0..4 beside a 2-class train split trained, then crashed in
+    the confusion matrix; a `-1` label was reported as missing. Each is named, before any step
+    where the headers tell, or at the first batch that holds it (shards with an index)."""
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    _tar(tmp_path / "train" / "a.tar", [b"0", b"1"] * 3)
+    _tar(tmp_path / "val" / "a.tar", [b"0", b"4"])
+    train = scan_tar_split(str(tmp_path / "train"), "data.train_dir")
+    with pytest.raises(DistillError, match="label 4 is beyond the train split's 2 classes"):
+        scan_tar_split(str(tmp_path / "val"), "data.val_dir", train.classes)
+    _tar(tmp_path / "val" / "a.tar", [b"0", b"-1"])
+    with pytest.raises(DistillError, match=r"label '-1' is not a class number"):
+        scan_tar_split(str(tmp_path / "val"), "data.val_dir", train.classes)
+    _tar(tmp_path / "val" / "a.tar", [b"0", b"4"])
+    index = {"classes": ["a", "b"], "shards": {"a.tar": 2}}  # the index: headers not read
+    (tmp_path / "val" / "val.shards.json").write_text(json.dumps(index))
+    val = scan_tar_split(str(tmp_path / "val"), "data.val_dir", train.classes)
+    with pytest.raises(DistillError, match="label 4 is beyond the 2 classes"):
+        list(_stream(val, 2).epoch(0))

@@ -4,14 +4,15 @@
   torchvision), fitted as `Fit` says;
 - `FileBytes` + `decode_on_device`: workers only read bytes (`packed`: one tensor per batch),
   and the batch is decoded on the training device (nvJPEG on CUDA, on a stream of its own);
-- `fit_image` / `fit_images`: the resize both share, and that `stream.py` uses for shards.
+- `fit_image` / `fit_images`: the resize both share, and that `stream.py` uses for shards;
+- `decode_bytes`: the one CPU decode of a file's bytes (EXIF orientation applied, Pillow
+  for the formats torchvision cannot read), for workers, shards and the device fallback.
 
 Split out of `loader.py`, which keeps the order of batches (`BatchStream`) and their type.
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -52,15 +53,16 @@ class FolderImages(Dataset):
         return len(self.files)
 
     def _decode(self, path: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
-        from torchvision.io import ImageReadMode, decode_image, read_file
+        from torchvision.io import read_file
 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                img = decode_image(read_file(str(path)), mode=ImageReadMode.RGB)
+                raw = read_file(str(path))
         except (RuntimeError, OSError, ValueError):
             return None
-        return fit_image(img, self.size, self.fit)
+        img = decode_bytes(raw)
+        return None if img is None else fit_image(img, self.size, self.fit)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int, torch.Tensor]:
         """(image, label, index of the file used, index of a bad file met or -1, extent)."""
@@ -112,6 +114,71 @@ def packed(
     return torch.cat(raws), lengths, torch.tensor(labels), torch.tensor(index)
 
 
+def decode_bytes(raw: torch.Tensor) -> torch.Tensor | None:
+    """One encoded image (uint8 bytes) as (3, H, W) RGB pixels as a viewer shows them, on the
+    CPU; None when it cannot be decoded. The one decode of a file on the CPU, for every path.
+
+    EXIF orientation is applied (a phone photo stored sideways is seen upright, as the user
+    sees it), and the formats torchvision cannot decode (BMP, TIFF, ...) go through Pillow, so a
+    file with an accepted suffix is never skipped as "bad" for its format alone.
+    """
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return decode_image(raw, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+    except (RuntimeError, OSError, ValueError):
+        return _decode_with_pillow(raw)
+
+
+def _decode_with_pillow(raw: torch.Tensor) -> torch.Tensor | None:
+    import io
+
+    import numpy as np
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw.numpy().tobytes())) as img:
+            rgb = ImageOps.exif_transpose(img).convert("RGB")
+            return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
+    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+        return None
+
+
+def exif_rotated(raw: torch.Tensor) -> bool:
+    """Whether a JPEG's EXIF orientation asks for a rotation or flip (the batched device
+    decoder cannot apply it). Read from the bytes where the tag lives (the APP1 segment's
+    first directory), a few element reads per file: no decoder, no copy of the file."""
+    buf = raw.numpy()
+    pos, end = 2, len(buf)
+    while pos + 10 <= end and buf[pos] == 0xFF and 0xE0 <= buf[pos + 1] <= 0xEF:  # APPn
+        length = int(buf[pos + 2]) << 8 | int(buf[pos + 3])
+        if buf[pos + 1] == 0xE1 and buf[pos + 4 : pos + 10].tobytes() == b"Exif\x00\x00":
+            return _orientation(buf[pos + 10 : pos + 2 + length].tobytes()) not in (0, 1)
+        pos += 2 + length
+    return False
+
+
+def _orientation(tiff: bytes) -> int:
+    """The Orientation tag (0x0112) of EXIF's first directory; 0 when absent or unreadable."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 0
+
+    def num(at: int, size: int) -> int:
+        return int.from_bytes(tiff[at : at + size], order)  # type: ignore[arg-type]
+
+    ifd = num(4, 4)
+    for k in range(num(ifd, 2) if ifd + 2 <= len(tiff) else 0):
+        entry = ifd + 2 + 12 * k
+        if entry + 12 > len(tiff):
+            break
+        if num(entry, 2) == 0x0112:
+            return num(entry + 8, 2)
+    return 0
+
+
 def fit_image(
     img: torch.Tensor, size: int, fit: Fit = "square"
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,8 +221,9 @@ def decode_on_device(
 ) -> list:
     """Decode a batch of encoded images on `device` (nvJPEG on CUDA), fitted as `fit` says.
 
-    JPEGs are decoded in one batched call; other formats, and a batch where the batched call
-    fails, fall back to one file at a time. An image that cannot be decoded comes back as None.
+    JPEGs are decoded in one batched call; other formats, photos with an EXIF rotation, and a
+    batch where the batched call fails, fall back to one file at a time (`decode_bytes`). An
+    image that cannot be decoded comes back as None.
 
     On CUDA the decode runs on a stream of its own. torchvision's nvJPEG decoder writes its
     output before the work already queued on the caller's stream has run (pytorch/vision#9606),
@@ -188,22 +256,23 @@ def _decode_stream(device: torch.device) -> torch.cuda.Stream:
 
 
 def _decode(raws: list[torch.Tensor], device: torch.device, size: int, fit: Fit) -> list:
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    from torchvision.io import ImageReadMode, decode_jpeg
 
     out: list[torch.Tensor | None] = [None] * len(raws)
-    jpeg = [i for i, r in enumerate(raws) if _is_jpeg(r)]
+    jpeg = [i for i, r in enumerate(raws) if _is_jpeg(r) and not exif_rotated(r)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            decoded = decode_jpeg([raws[i] for i in jpeg], mode=ImageReadMode.RGB, device=device)
+        try:  # (torchvision refuses an empty list: a batch of PNGs has no JPEG to batch)
+            batch = [raws[i] for i in jpeg]
+            decoded = decode_jpeg(batch, mode=ImageReadMode.RGB, device=device) if batch else []
             for i, img in zip(jpeg, decoded, strict=True):
                 out[i] = img
         except RuntimeError:
             pass  # a corrupt file in the batch: decode the files one by one below
         for i, raw in enumerate(raws):
-            if out[i] is None:
-                with contextlib.suppress(RuntimeError):  # undecodable: its slot stays None
-                    out[i] = decode_image(raw, mode=ImageReadMode.RGB).to(device)
+            if out[i] is None:  # undecodable: its slot stays None
+                img = decode_bytes(raw)
+                out[i] = None if img is None else img.to(device)
     return _fit_by_size(out, size, fit)
 
 
@@ -216,11 +285,12 @@ def _is_jpeg(raw: torch.Tensor) -> bool:
 
 
 def _fit_by_size(images: list[torch.Tensor | None], size: int, fit: Fit) -> list:
-    """`fit_image` of each image, computed once per group of images of the same shape."""
-    groups: dict[tuple[int, ...], list[int]] = {}
+    """`fit_image` of each image, computed once per group of images of the same shape and
+    dtype (a 16-bit PNG cannot be stacked with 8-bit images)."""
+    groups: dict[tuple[tuple[int, ...], torch.dtype], list[int]] = {}
     for i, img in enumerate(images):
         if img is not None:
-            groups.setdefault(tuple(img.shape), []).append(i)
+            groups.setdefault((tuple(img.shape), img.dtype), []).append(i)  # 16-bit PNGs
     fitted: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(images)
     for members in groups.values():
         stack = torch.stack([images[i] for i in members])  # type: ignore[misc]

@@ -70,8 +70,11 @@ def scan_shard(path: Path) -> tuple[int, list[int], bool]:
                 elif ext == "cls":
                     fh = tar.extractfile(member)
                     text = fh.read().decode().strip() if fh else ""
-                    if not text.lstrip("-").isdigit():
-                        raise DistillError(f"label {text!r} is not a class number", f"{path}:{key}")
+                    if not text.isdigit():
+                        raise DistillError(
+                            f"label {text!r} is not a class number (0, 1, 2, ...)",
+                            f"{path}:{key}",
+                        )
                     labels[key] = int(text)
     except (tarfile.TarError, OSError, UnicodeDecodeError) as exc:
         raise DistillError(f"cannot read tar shard: {exc}", str(path)) from exc
@@ -98,12 +101,12 @@ def scan_tar_split(pattern: str, where: str, classes: list[str] | None = None) -
     """A split of tar shards, counted (from `shards.json` or the headers) and checked."""
     files = resolve_shards(pattern, where)
     indexed = _read_index(files)
-    labeled = True
+    labeled, top = True, -1
     if indexed is not None:
         counts = [indexed[0][f.name] for f in files]
         names = indexed[1]
     else:
-        counts, top = [], -1
+        counts = []
         for path in files:
             count, labels, complete = scan_shard(path)
             if labels and not complete:
@@ -117,6 +120,12 @@ def scan_tar_split(pattern: str, where: str, classes: list[str] | None = None) -
             top = max([top, *labels])
         names = [f"class_{i}" for i in range(top + 1)]
     if classes is not None:
+        if indexed is None and top >= len(classes):  # found before training, not at step 1
+            raise DistillError(
+                f"label {top} is beyond the train split's {len(classes)} classes",
+                pattern,
+                f"labels are 0..{len(classes) - 1} in every split",
+            )
         names = classes
     units, start = [], 0
     for path, count in zip(files, counts, strict=True):

@@ -9,6 +9,7 @@ augmentation happens later, batched, on the training device.
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -258,14 +259,46 @@ def make_synthetic(
 
 
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    """The image files under `folder`, sorted, searched as a user's file browser shows them.
+
+    Hidden files and folders (`.DS_Store`, macOS's `._photo.jpg` resource forks, a
+    `.ipynb_checkpoints` or `.thumbnails` folder) are not the user's images and are skipped;
+    linked folders are followed (each real folder once, so a link loop ends), as torchvision's
+    ImageFolder does, rather than silently dropped.
+    """
+    found: list[Path] = []
+    seen: set[str] = set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [
+            Path(top, n)
+            for n in names
+            if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES
+        ]
+    return sorted(found)
 
 
 def scan_image_folder(root: Path, classes: list[str] | None = None) -> ImageSet:
-    """An ImageFolder split: one sub-folder per class. `classes` pins the order to train's."""
+    """An ImageFolder split: one sub-folder per class. `classes` pins the order to train's.
+
+    The split that defines the classes (train) must hold images in every class folder: an
+    empty one would be a class the model has an output for and never sees. Hidden folders
+    (`.ipynb_checkpoints`) are not classes.
+    """
     if not root.is_dir():
-        raise DistillError("data folder not found", str(root), "check data.root / train_dir")
-    found = sorted(d.name for d in root.iterdir() if d.is_dir())
+        raise DistillError(
+            "data folder not found",
+            str(root),
+            "check data.root, data.train_dir and data.val_dir (image_folder reads "
+            "<root>/<train_dir>/<class>/ and <root>/<val_dir>/<class>/)",
+        )
+    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    defining = classes is None
     if classes is None:
         classes = found
     extra = sorted(set(found) - set(classes))
@@ -273,12 +306,21 @@ def scan_image_folder(root: Path, classes: list[str] | None = None) -> ImageSet:
         raise DistillError(f"class folders not in the train split: {extra[:5]}", str(root))
     files: list[Path] = []
     labels: list[int] = []
+    empty: list[str] = []
     for index, name in enumerate(classes):
-        for path in _image_files(root / name) if (root / name).is_dir() else []:
-            files.append(path)
-            labels.append(index)
+        found_here = _image_files(root / name) if (root / name).is_dir() else []
+        if not found_here:
+            empty.append(name)
+        files += found_here
+        labels += [index] * len(found_here)
     if not files:
         raise DistillError("no images found", str(root), "expected <class>/<image>.jpg|png")
+    if defining and empty:
+        raise DistillError(
+            f"{len(empty)} class folder(s) hold no images: {empty[:5]}",
+            str(root),
+            "add images to them, or remove them (each class folder is one output of the model)",
+        )
     return ImageSet(
         name=str(root), classes=classes, files=files, labels=torch.tensor(labels, dtype=torch.long)
     )

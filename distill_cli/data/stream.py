@@ -27,7 +27,6 @@ those, so all of the above holds for it as for a whole split.
 from __future__ import annotations
 
 import random
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from itertools import islice
@@ -36,7 +35,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from distill_cli.data.decode import Fit, decode_on_device, fit_image
+from distill_cli.data.decode import Fit, decode_bytes, decode_on_device, fit_image
 from distill_cli.data.loader import Batch
 from distill_cli.errors import DistillError
 
@@ -127,6 +126,12 @@ class ShardSet:
                 continue
             if self.labeled and sample.label < 0:
                 raise SampleFault("sample has no label", sample.key, "every sample needs one")
+            if self.labeled and self.classes and sample.label >= len(self.classes):
+                raise SampleFault(  # it would index past the model's outputs
+                    f"label {sample.label} is beyond the {len(self.classes)} classes",
+                    sample.key,
+                    f"labels are 0..{len(self.classes) - 1}, the train split's classes",
+                )
             if self.label_order is not None and sample.label >= 0:
                 sample = replace(sample, label=self.label_order[sample.label])
             yield sample
@@ -384,12 +389,5 @@ class _LanePlan(IterableDataset):
 
 def _decode_cpu(raw: torch.Tensor, size: int, fit: Fit) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The image folder's worker decode (`FolderImages`), on bytes from a shard."""
-    from torchvision.io import ImageReadMode, decode_image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            img = decode_image(raw, mode=ImageReadMode.RGB)
-    except (RuntimeError, OSError, ValueError):
-        return None
-    return fit_image(img, size, fit)
+    img = decode_bytes(raw)
+    return None if img is None else fit_image(img, size, fit)

@@ -55,7 +55,8 @@ class InputSet:
 
     def __post_init__(self) -> None:
         if self.images is not None:
-            limit = self.count if self.count > 0 else None
+            # all of a set smaller than `count` (`balanced` refuses a count above the set size)
+            limit = self.count if 0 < self.count < len(self.images) else None
             pick = self.images.balanced if self.balanced else self.images.limited
             self.images = pick(limit, self.seed)
             self.count = len(self.images)

@@ -240,6 +240,17 @@ def _from_checkpoint(
     )
 
 
+def _checkpoint_classes(name: str, checkpoint: Path) -> int | None:
+    """The class count of a checkpoint without a side file, from its classifier's rows: a
+    10-class `resnet18.pth` was built with timm's 1000 and refused as not fitting."""
+    import timm
+
+    from distill_cli.checkpoint import head_rows
+
+    head = timm.get_pretrained_cfg_value(name, "classifier") or []
+    return head_rows(checkpoint, [head] if isinstance(head, str) else list(head))
+
+
 def _from_timm(
     name: str,
     checkpoint: Path | None,
@@ -261,6 +272,8 @@ def _from_timm(
     if input_size is not None:
         fields["input_size"] = input_size
     spec = ModelSpec.model_validate(fields)
+    if classes is None and checkpoint is not None:  # a foreign checkpoint: its head says
+        classes = _checkpoint_classes(name, checkpoint)
     if classes is None:
         import timm
 

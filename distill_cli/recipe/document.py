@@ -69,7 +69,7 @@ class Recipe(Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
     description: str = ""
-    teacher: ModelSpec | list[ModelSpec] | None = Field(
+    teacher: ModelSpec | Annotated[list[ModelSpec], Field(min_length=1)] | None = Field(
         None, description="one teacher, or a list whose logits are averaged (an ensemble)"
     )
     student: ModelSpec = Field(validation_alias=AliasChoices("student", "model"))
@@ -165,6 +165,33 @@ def _shallow(key: str, value: Any, where: str) -> Any:
     return value
 
 
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key written twice in one mapping.
+
+    Plain YAML keeps the last of two equal keys without a word, so a second `schedule:`
+    section (a paste, a merge) silently replaced the first one's settings. Merge keys (`<<`)
+    still let a mapping override what it merges in.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (keep one)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str) -> Any:
+    """A recipe's YAML text (a file, or a `--set` value) as data: safe, duplicate keys refused."""
+    return yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader: no Python objects
+
+
 def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
     """Apply ``a.b=c`` overrides; values are parsed as YAML so numbers and lists keep their type."""
     if isinstance(overrides, Mapping):
@@ -178,9 +205,14 @@ def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]
             raise DistillError(f"override {item!r} is not KEY=VALUE", "--set", "e.g. optim.lr=3e-3")
         where = f"--set {key[:60]}"
         try:
-            parsed = yaml.safe_load(value)
+            parsed = parse_yaml(value)
         except yaml.YAMLError as exc:
-            raise DistillError(f"override {item[:80]!r} has an unparsable value", "--set") from exc
+            problem = getattr(exc, "problem", None)
+            raise DistillError(
+                f"override {item[:80]!r} has an unparsable value"
+                + (f": {problem}" if problem else ""),
+                "--set",
+            ) from exc
         except RecursionError:
             raise DistillError(
                 f"the value nests more than {MAX_NESTING} levels deep", where, "flatten it"
@@ -259,7 +291,7 @@ def load_recipe(
     if not path.is_file():
         raise DistillError("recipe file not found", str(path), "check the path")
     try:
-        raw = yaml.safe_load(path.read_bytes().decode("utf-8"))
+        raw = parse_yaml(path.read_bytes().decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise DistillError(
             f"the recipe is not UTF-8 text (byte {exc.start})", str(path), "pass a YAML file"

@@ -121,7 +121,9 @@ class RuntimeSpec(Strict):
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = Field(
         "default", description="torch.compile mode; reduce-overhead = CUDA graphs (small images)"
     )
-    seed: int = 0
+    seed: int = Field(
+        0, ge=0, le=2**32 - 1, description="0 to 2**32-1: what every random generator accepts"
+    )
     threads: Annotated[int, Field(gt=0), AfterValidator(machine_threads)] | None = Field(
         None, description="CPU threads for torch; at most 4 per core of this machine"
     )

@@ -22,6 +22,9 @@ FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 MAX_SYNTHETIC_BYTES = 8 << 30
 
 PositiveInt = Annotated[int, Field(gt=0)]
+#: A path as a user writes it: `~/data` means their home, as in a shell (it was only expanded
+#: when the recipe was saved, so the run itself looked for a folder literally named `~`).
+UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
@@ -81,7 +84,7 @@ class ModelSpec(Strict):
 
     model: str = Field(description="timm model name, e.g. resnet50 or mobilenetv3_small_100")
     pretrained: bool = Field(False, description="load timm's pretrained weights (needs the hub)")
-    checkpoint: Path | None = Field(None, description=".safetensors, .pt or .pth weights")
+    checkpoint: UserPath | None = Field(None, description=".safetensors, .pt or .pth weights")
     num_classes: PositiveInt | None = Field(None, description="default: checkpoint/data classes")
     in_chans: PositiveInt = 3
     input_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
@@ -96,7 +99,7 @@ class ModelSpec(Strict):
         description="checkpoint keys must match the model exactly (names and shapes); false "
         "loads the matching keys and leaves the rest as initialised",
     )
-    class_names: list[str] | Path | None = Field(
+    class_names: list[str] | UserPath | None = Field(
         None,
         description="the names of the model's outputs, in order (a list, or a text file with "
         "one name per line); default: the checkpoint's side file",
@@ -187,7 +190,7 @@ class DataSpec(Strict):
     """Where training and validation images come from."""
 
     source: Literal["fashion_mnist", "image_folder", "synthetic", "shards", "hf_dataset"]
-    root: Path | None = Field(None, description="dataset root; fashion_mnist has a default")
+    root: UserPath | None = Field(None, description="dataset root; fashion_mnist has a default")
     train_dir: str = Field(
         "train",
         description="under root: the training class folders; shards: a folder of .tar files "
@@ -210,7 +213,7 @@ class DataSpec(Strict):
         "data is not at hand (a laptop planning a cluster run)",
     )
     val_images: PositiveInt | None = Field(None, description="as train_images, for val_dir")
-    distill_dir: Path | None = Field(
+    distill_dir: UserPath | None = Field(
         None, description="unlabeled image folder to distill on instead of the labeled train split"
     )
     train_limit: PositiveInt | None = Field(None, description="use a fixed random subset")
@@ -315,7 +318,7 @@ class AugmentSpec(Strict):
 
 
 class OutputSpec(Strict):
-    dir: Path = Path("runs")
+    dir: UserPath = Path("runs")
     name: str | None = Field(None, description="run folder name; default: the recipe name")
 
     @model_validator(mode="after")

@@ -8,8 +8,11 @@ it as a PNG. The data a figure shows is exactly the history's records; nothing i
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +38,21 @@ def _num(value: Any) -> float | None:
 SOFTWARE_TAG = b"Software\x00distill"
 
 
+@contextlib.contextmanager
+def _no_glyph_warnings() -> Iterator[None]:
+    """Class names in a script the font lacks (狗) are boxes in a PNG and the names themselves
+    in report.html/.md: not a matplotlib warning, with its source line, on the console."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Glyph .* missing from font", UserWarning)
+        yield
+
+
 def save(fig: Figure, path: Path) -> Path:
     """The figure as a PNG, written atomically and never through a symlink (host's rule)."""
     buffer = io.BytesIO()
     tag = {"Software": "distill"}
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata=tag)
+    with _no_glyph_warnings():
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata=tag)
     atomic_write(path, buffer.getvalue())
     return path
 
@@ -142,7 +155,8 @@ def training_figure(history: RunHistory) -> Figure:
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
+    with _no_glyph_warnings():
+        fig.tight_layout()
     return fig
 
 
@@ -232,7 +246,8 @@ def confusion_figure(class_eval: ClassEval) -> Figure | None:
         ax.set_xlabel("predicted")
         ax.set_ylabel("true class")
         ax.set_title(f"{name}: top-1 {cm.top1:.2f}%", fontsize=10)
-    fig.tight_layout()
+    with _no_glyph_warnings():
+        fig.tight_layout()
     return fig
 
 
