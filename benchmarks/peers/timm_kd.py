@@ -75,7 +75,7 @@ def main() -> None:
     a = p.parse_args()
     train_args = a.train_args[1:] if a.train_args[:1] == ["--"] else a.train_args
     tm = load_train_module()
-    if "--kd-model-name" not in open(HERE / "timm_train.py").read():
+    if "--kd-model-name" not in (HERE / "timm_train.py").read_text():
         raise SystemExit("this timm train.py has no --kd-model-name")
 
     chans = 1 if "fmnist-memory" in train_args else 3
@@ -136,8 +136,10 @@ def main() -> None:
     original_validate = tm.validate
 
     def validate(*args: Any, **kw: Any) -> Any:
-        seconds = time.perf_counter() - clock.get("start", time.perf_counter())
+        t0 = time.perf_counter()
+        seconds = t0 - clock.get("start", t0) - clock.get("evaluating", 0.0)  # training only
         metrics = original_validate(*args, **kw)
+        clock["evaluating"] = clock.get("evaluating", 0.0) + time.perf_counter() - t0
         epoch = len(result.evals) + 1
         result.evals.append({"epoch": epoch, "seconds": seconds, "top1": float(metrics["top1"])})
         result.windows_images_per_s = timer.values
@@ -148,7 +150,8 @@ def main() -> None:
     sys.argv = [str(HERE / "timm_train.py"), *train_args]
     started = time.perf_counter()
     tm.main()
-    result.train_seconds = time.perf_counter() - started
+    end = time.perf_counter()
+    result.train_seconds = end - clock.get("start", started) - clock.get("evaluating", 0.0)
     result.windows_images_per_s = timer.values
     result.write(a.out)
 
