@@ -3,8 +3,8 @@ and the same timing rule, so their figures sit beside distill's without a conver
 
 - data: a JPEG folder (`train/<class>/*.jpg`, `val/...`) read by torchvision's ImageFolder in
   DataLoader workers, or Fashion-MNIST held in memory as uint8 tensors (the small-image case);
-  the Fashion-MNIST files are read by distill's own IDX reader, so every peer sees the same
-  pixels.
+  the Fashion-MNIST files are read by distill's own IDX reader, and the grey images go to
+  3-channel models as RGB normalized with the model's own timm statistics, as distill does.
 - timing: images/s per window of `window` steps, synchronised, after `warmup` steps; the median
   of the windows and their spread, the rule `distill bench train` uses.
 - accuracy: top-1 on the validation split after every epoch, with the seconds since training
@@ -23,9 +23,6 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-#: Fashion-MNIST's pixel statistics (the [0, 1] scale), used by every peer on that data.
-FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
-
 
 def fmnist_tensors(root: Path, split: str, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 images (N, 1, 28, 28) and int64 labels, read by distill's IDX reader."""
@@ -38,7 +35,7 @@ def fmnist_tensors(root: Path, split: str, limit: int | None) -> tuple[torch.Ten
 
 
 class FMNISTPIL(Dataset):
-    """Fashion-MNIST in memory as PIL images, for loaders that take PIL transforms (timm)."""
+    """Fashion-MNIST in memory as RGB PIL images, for loaders that take PIL transforms (timm)."""
 
     def __init__(self, root: Path, split: str, limit: int | None, transform: Any = None) -> None:
         self.images, self.labels = fmnist_tensors(root, split, limit)
@@ -50,7 +47,7 @@ class FMNISTPIL(Dataset):
     def __getitem__(self, i: int) -> tuple[Any, int]:
         from PIL import Image
 
-        img = Image.fromarray(self.images[i, 0].numpy(), mode="L")
+        img = Image.fromarray(self.images[i, 0].numpy(), mode="L").convert("RGB")
         return (self.transform(img) if self.transform else img), int(self.labels[i])
 
 
@@ -87,14 +84,21 @@ def jpeg_loaders(
 
 
 def fmnist_loaders(
-    root: Path, size: int, batch: int, limit: int | None, device: torch.device
+    root: Path,
+    size: int,
+    batch: int,
+    limit: int | None,
+    device: torch.device,
+    mean: Any,
+    std: Any,
 ) -> tuple[Any, Any]:
-    """Fashion-MNIST held on the device; each batch is cropped/flipped/resized there."""
+    """Fashion-MNIST held on the device; each batch is cropped/flipped/resized there, made RGB
+    and normalized with `mean`/`std` (the student's)."""
     train = TensorDataset(*(t.to(device) for t in fmnist_tensors(root, "train", limit)))
     val_limit = None if limit is None else max(256, limit // 4)
     val = TensorDataset(*(t.to(device) for t in fmnist_tensors(root, "test", val_limit)))
-    mean = torch.tensor(FMNIST_MEAN, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(FMNIST_STD, device=device).view(1, -1, 1, 1)
+    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
 
     def prepare(x: torch.Tensor, train_mode: bool) -> torch.Tensor:
         x = x.float().div_(255)
@@ -105,7 +109,7 @@ def fmnist_loaders(
             if torch.rand(()) < 0.5:
                 x = x.flip(3)
         x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear")
-        return (x - mean) / std
+        return (x.expand(-1, 3, -1, -1) - mean_t) / std_t
 
     class Loader:
         def __init__(self, ds: TensorDataset, train_mode: bool) -> None:

@@ -7,8 +7,8 @@ its `main()`:
 
 - hands `LogitDistillationTask` the teacher built here (random weights, or `--teacher-checkpoint`
   loaded by distill's loader), so every peer distils from the same teacher;
-- serves `--dataset fmnist-memory` as Fashion-MNIST held in memory (benchmarks/peers/common.py),
-  through timm's own transforms and loader;
+- serves `--dataset fmnist-memory` as Fashion-MNIST held in memory as RGB (benchmarks/peers/
+  common.py), through timm's own transforms and loader;
 - counts the training loader's batches with the windowed rule of `distill bench train` and wraps
   `validate` to stamp each epoch's top-1 with the seconds since training started.
 
@@ -78,9 +78,8 @@ def main() -> None:
     if "--kd-model-name" not in (HERE / "timm_train.py").read_text():
         raise SystemExit("this timm train.py has no --kd-model-name")
 
-    chans = 1 if "fmnist-memory" in train_args else 3
     classes = int(train_args[train_args.index("--num-classes") + 1])
-    teacher = timm.create_model(a.teacher, num_classes=classes, in_chans=chans)
+    teacher = timm.create_model(a.teacher, num_classes=classes)
     if a.teacher_checkpoint:
         from distill_cli.checkpoint import load_weights
 
@@ -88,12 +87,6 @@ def main() -> None:
     original_task = tm.LogitDistillationTask
 
     def task(*args: Any, teacher_model: Any = None, **kwargs: Any) -> Any:
-        if chans == 1:  # the task re-normalizes the teacher's input from these (RGB by default)
-            from common import FMNIST_MEAN, FMNIST_STD
-
-            for model in (teacher, kwargs["student_model"]):
-                model.pretrained_cfg = {**model.pretrained_cfg, "mean": FMNIST_MEAN}
-                model.pretrained_cfg["std"] = FMNIST_STD
         return original_task(*args, teacher_model=teacher, **kwargs)
 
     tm.LogitDistillationTask = task

@@ -70,18 +70,19 @@ def main() -> None:
 
     device = torch.device(a.device)
     kind, _, root = a.data.partition(":")
-    chans = 1 if kind == "fmnist" else 3
-    teacher = timm.create_model(a.teacher, num_classes=a.classes, in_chans=chans)
+    teacher = timm.create_model(a.teacher, num_classes=a.classes)
     if a.teacher_checkpoint:
         from distill_cli.checkpoint import load_weights
 
         load_weights(teacher, a.teacher_checkpoint)
-    student = timm.create_model(a.student, num_classes=a.classes, in_chans=chans)
+    student = timm.create_model(a.student, num_classes=a.classes)
     teacher, student = teacher.to(device).eval(), student.to(device)
+    cfg = timm.data.resolve_data_config({}, model=student)  # one input for both models
     if kind == "fmnist":
-        train, val = fmnist_loaders(Path(root), a.size, a.batch, a.limit, device)
+        train, val = fmnist_loaders(
+            Path(root), a.size, a.batch, a.limit, device, cfg["mean"], cfg["std"]
+        )
     else:
-        cfg = timm.data.resolve_data_config({}, model=student)
         train, val = jpeg_loaders(Path(root), a.size, a.batch, a.workers, cfg["mean"], cfg["std"])
     box = get_distillation_box(
         teacher, student, {}, kd_config(a.lr, 4.0, 0.5), device, None, False, 1.0
