@@ -22,7 +22,7 @@ from typing import Any
 
 from gpu.common import ROOT, Record, cli
 
-FAST = ["--warmup", "10", "--runs", "100", "--min-time", "2", "--max-time", "10", "--batch", "32"]
+FAST = ["--warmup", "10", "--runs", "100", "--min-time", "1", "--max-time", "5", "--batch", "32"]
 SMOKE = ["--warmup", "2", "--runs", "5", "--min-time", "0", "--batch", "4", "--threads", "2"]
 
 

@@ -63,7 +63,7 @@ def ensure_photos(work: Path, smoke: bool) -> dict[str, Any]:
     root = work / "photos"
     if (root / "train").is_dir():
         return {"reused": str(root)}
-    return write_photos(root, 64 if smoke else 10_000)
+    return write_photos(root, 64 if smoke else 5_000)
 
 
 def drop_page_cache() -> str:
@@ -90,8 +90,8 @@ def run(rec: Record, *, smoke: bool, work: Path, **_: Any) -> None:
     base += ["teacher.num_classes=10"]
     if smoke:
         base = tiny([*base, "schedule.batch_size=16"])
-    batches = 4 if smoke else 30
-    steps, warmup, window = (4, 2, 2) if smoke else (24, 8, 4)
+    batches = 4 if smoke else 16
+    steps, warmup, window = (4, 2, 2) if smoke else (16, 6, 4)
     for decode in ("device", "workers"):
         items = [*base, f"data.decode={decode}"]
         recipe = load_recipe(path, items)

@@ -16,17 +16,17 @@ from typing import Any
 from gpu.common import BENCH, ROOT, Record, cli, last_evals, sets, summary
 from gpu.peers import ensure_teacher, fmnist_data, smoke_cpu
 
-EPOCHS = 20
+EPOCHS = 10
 
 
 def run(rec: Record, *, smoke: bool, work: Path, fmnist: Path | None, **_: Any) -> None:
-    if fmnist is None:
-        raise FileNotFoundError("no Fashion-MNIST folder (pass --fmnist)")
+    if fmnist is None or not fmnist.is_dir():
+        raise FileNotFoundError(f"no Fashion-MNIST folder ({fmnist}): pass --fmnist")
     runs = work / "peers" / "runs"
-    ckpt = ensure_teacher(rec, smoke=smoke, runs=runs, fmnist=fmnist, epochs=1 if smoke else 4)
+    ckpt = ensure_teacher(rec, smoke=smoke, runs=runs, fmnist=fmnist, epochs=1 if smoke else 3)
     if ckpt is None:
         return
-    epochs = 2 if smoke else EPOCHS
+    epochs = 1 if smoke else EPOCHS
     items = [*fmnist_data(fmnist, runs, smoke), *smoke_cpu(smoke), f"teacher.checkpoint={ckpt}"]
     items += [f"schedule.epochs={epochs}", f"schedule.evals={min(epochs, 4)}"]
     if smoke:
