@@ -162,7 +162,7 @@ def small_images(rec: Record, *, smoke: bool, out: Path, fmnist: Path, skip: dic
     train = ["--dataset", "fmnist-memory", "--data-dir", str(fmnist), "--model", s_name]
     train += ["--num-classes", "10", "--kd-model-name", t_name, "-b", str(batch)]
     train += ["--epochs", str(s_epochs), "--img-size", "32", "--opt", "adamw", "--lr", "1e-2"]
-    train += ["--warmup-epochs", "0", "--workers", "2" if smoke else "16", "--log-interval", "50"]
+    train += ["--warmup-epochs", "0", "--workers", "1" if smoke else "16", "--log-interval", "50"]
     train += ["--output", str(out / "timm"), "--checkpoint-hist", "1"]
     train += ["--device", "cpu"] if smoke else ["--amp", "--amp-dtype", "bfloat16"]
     limit = ["--limit", "512"] if smoke else []

@@ -21,7 +21,9 @@ EPOCHS = 10
 
 def run(rec: Record, *, smoke: bool, work: Path, fmnist: Path | None, **_: Any) -> None:
     if fmnist is None or not fmnist.is_dir():
-        raise FileNotFoundError(f"no Fashion-MNIST folder ({fmnist}): pass --fmnist")
+        rec.data["errors"].append(f"no Fashion-MNIST folder ({fmnist}): pass --fmnist")
+        rec.save()
+        return
     runs = work / "peers" / "runs"
     ckpt = ensure_teacher(rec, smoke=smoke, runs=runs, fmnist=fmnist, epochs=1 if smoke else 3)
     if ckpt is None:
