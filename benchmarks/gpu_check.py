@@ -1,27 +1,32 @@
-"""One prepared GPU check: the GPU tests, the throughput targets, the JPEG path, quality.
+"""One prepared GPU check (issue 26): the shipped code's GPU tests, fair throughput against the
+bare step, the peers (timm, torchdistill) in the same run, GPU export latency, real photo folders
+read cold, and bf16 against fp32.
 
 GPU time is short (a lease of ~15 minutes, the machine's start included), so everything the GPU
-has to prove runs from this one command, tested on the CPU first (`--smoke`, in the test suite):
+has to prove runs from two prepared commands of at most 9 minutes (their parts capped at 500 s
+and 230 s), tested on the CPU first (`--smoke`, in the test suite; docs/benchmarks.md lists the
+commands):
 
-    python benchmarks/gpu_check.py OUT [--bare PATH] [--fmnist DIR]   # ~8 min on one H200
-    python benchmarks/gpu_check.py OUT --smoke                        # same code, CPU, tiny models
+    python benchmarks/gpu_check.py OUT --parts 1,2,3      # 500 s of caps on one H100
+    python benchmarks/gpu_check.py OUT --parts 5,4,6      # 230 s, same machine and --work
+    python benchmarks/gpu_check.py OUT --smoke            # every part's plumbing, CPU, tiny models
 
-Parts, run in the order 1, 2, 3, 5, 4 (the JPEG part last: it writes 10,000 files first):
-  1. `pytest -m gpu`: bf16 + channels_last + fused AdamW, nvJPEG, compile and CUDA graphs,
-     stop/resume on CUDA, the out-of-memory message.
-  2. `distill bench train`, resnet50 -> resnet18 at 224 px, batch 256, compiled, uint8 images in
-     GPU memory, against the bare step of `bare_kd_step.py` (target >= 0.95x), with a profile.
-  3. Small images: resnet50 -> mobilenetv3_small_050 at 32 px on Fashion-MNIST held on the GPU:
-     the plain eager step at batch 512 against larger batches and CUDA graphs (target >= 3x).
-  5. Quality at GPU speed: a teacher by `distill train`, then function matching into a much
-     smaller student and the same student from scratch, top-1 on the test set.
-  4. JPEG ImageFolder: 500x375 JPEGs written here, decoded by nvJPEG in the training process
-     and by libjpeg-turbo in the loader's workers: the data path alone (target >= 5,000
-     images/s; the nvJPEG one with a profile of its host time) and the full step.
+Parts (benchmarks/gpu/, one module each), run in the order 1, 2, 3, 5, 4, 6:
+  1. `pytest -m gpu` (tests.py): the shipped code's GPU tests, compile and resume included.
+  2. throughput.py: distill's step vs the bare step alternated (`rounds` 3), timed alike, at
+     224 px and at the small-image setting (eager at equal batch, CUDA graphs at equal settings).
+  3. peers.py: timm's train.py KD and torchdistill's KD beside distill KD and function matching,
+     on a JPEG folder and on Fashion-MNIST in memory (images/s, time to a student top-1).
+  5. export.py: `distill export --device cuda` (onnxruntime's CUDA, TensorRT where present),
+     parity on the GPU, beside PyTorch eager and compiled.
+  4. photos.py: mixed-size JPEGs read cold, nvJPEG vs CPU workers, data path and full step.
+  6. precision.py: the same short function-matching run in bf16 and in fp32.
 
-Each part runs in its own process under its own time limit; `OUT/results.json` is rewritten
-after every part (a timeout still leaves what finished), a part that fails records its error
-and the next one runs. Logs: `OUT/partN.log`. Scratch files go to `--work`, not to OUT.
+Each part runs in its own process under its own time limit; the results file
+(`OUT/gpu_check_<device>_<date>.json`) is rewritten after every part (a timeout still leaves
+what finished), a part that fails records its error and the next one runs. Logs:
+`OUT/partN.log`. Scratch files go to `--work`, not to OUT (what a device run brings back is
+at most 8 files).
 """
 
 from __future__ import annotations
@@ -39,12 +44,14 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
-ORDER = (1, 2, 3, 5, 4)
-#: seconds each part may take, on the GPU and in smoke mode. These are caps: on an H200 the
-#: parts took 91, 85, 65, 163 and 87 s (runs 3, 3b and 4 of docs/benchmarks.md), 8.2 min.
+ORDER = (1, 2, 3, 5, 4, 6)
+#: seconds each part may take, on the GPU and in smoke mode. These are caps, sized so that both
+#: device commands (parts 1-3: 8.3 min; parts 5, 4, 6: 3.8 min) and a machine's start fit one
+#: 15-minute lease; each part scales its work to its cap. Earlier parts on an H200: the tests
+#: 91 s, one throughput round at 224 px 85 s, the JPEG part 87 s.
 LIMITS = {
-    "gpu": {1: 100, 2: 100, 3: 100, 5: 180, 4: 90},
-    "smoke": {1: 300, 2: 300, 3: 300, 5: 300, 4: 300},  # a loaded CI machine is slow
+    "gpu": {1: 180, 2: 140, 3: 180, 5: 60, 4: 70, 6: 100},
+    "smoke": {p: 300 for p in ORDER},  # a loaded CI machine is slow
 }
 DEFAULT_BARE = [
     ROOT / ".gpu" / "bench" / "bare_kd_step.py",
@@ -55,7 +62,7 @@ DEFAULT_FMNIST = [ROOT / ".gpu" / "fmnist", Path("/usr/share/datasets/fashion-mn
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("out", type=Path, help="folder for results.json and the parts' logs")
+    p.add_argument("out", type=Path, help="folder for the results file and the parts' logs")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny models: the same code in ~1 min")
     p.add_argument("--parts", default=",".join(map(str, ORDER)), help="e.g. 2,3 (in this order)")
     p.add_argument("--work", type=Path, default=None, help="scratch folder (default OUT/../work)")
@@ -68,7 +75,7 @@ def main() -> None:
     a.bare = a.bare or next((x for x in DEFAULT_BARE if x.is_file()), None)
     a.fmnist = a.fmnist or next((x for x in DEFAULT_FMNIST if x.is_dir()), None)
     if a.part is not None:
-        from gpu_check_parts import run_part  # the parts import torch; this process never does
+        from gpu import run_part  # the parts import torch; this process never does
 
         deadline = time.monotonic() + (a.limit or 3600) - 10  # 10 s to write what it has
         run_part(
@@ -82,23 +89,26 @@ def run_all(a: argparse.Namespace) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     a.work.mkdir(parents=True, exist_ok=True)
     mode = "smoke" if a.smoke else "gpu"
+    device = device_name() if not a.smoke else "cpu-smoke"
+    name = f"gpu_check_{slug(device)}_{time.strftime('%Y-%m-%d')}.json"
     results: dict[str, Any] = {
         "command": shlex.join([sys.executable, *sys.argv]),
         "mode": mode,
+        "device": device,
         "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "parts": {},
     }
-    write(a.out, results)
+    write(a.out / name, results)
     started = time.perf_counter()
     for part in [int(x) for x in a.parts.split(",") if x.strip()]:
         entry = run_one(a, part, LIMITS[mode][part])
         results["parts"][str(part)] = entry
         results["wall_s"] = round(time.perf_counter() - started, 1)
-        write(a.out, results)
+        write(a.out / name, results)
         status = "ok" if entry.get("ok") else f"FAILED: {entry.get('error', '?')}"
         print(f"part {part}: {entry['wall_s']:.0f} s, {status}", flush=True)
-    print(f"all parts: {results['wall_s']:.0f} s; {a.out / 'results.json'}", flush=True)
+    print(f"all parts: {results['wall_s']:.0f} s; {a.out / name}", flush=True)
 
 
 def run_one(a: argparse.Namespace, part: int, limit: int) -> dict[str, Any]:
@@ -141,10 +151,29 @@ def run_one(a: argparse.Namespace, part: int, limit: int) -> dict[str, Any]:
     return entry
 
 
-def write(out: Path, results: dict[str, Any]) -> None:
-    tmp = out / "results.json.tmp"
+def device_name() -> str:
+    """The GPU's name from nvidia-smi (this process never imports torch), else 'cpu'."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    return out.splitlines()[0] if out else "cpu"
+
+
+def slug(text: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3' (a file name without odd characters)."""
+    return "-".join("".join(c if c.isalnum() else " " for c in text.lower()).split()) or "unknown"
+
+
+def write(path: Path, results: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2, default=str))
-    tmp.replace(out / "results.json")
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -193,9 +193,9 @@ def bench_latency(
     `.latency_of(name)`, `.to_dict()` what `--json` prints).
 
     The protocol is `timing`, or its fields as keywords (`threads`, `warmup`, `runs`,
-    `min_time_s`, `max_time_s`, `batch`); `checkpoint`, `input_size`, `num_classes`, `exporter`
-    and `opset` (None: the exporter's default, 18) say how to build and export a model that is
-    not an ONNX file; they are checked as the CLI checks its flags.
+    `min_time_s`, `max_time_s`, `batch`, `device`); `checkpoint`, `input_size`, `num_classes`,
+    `exporter` and `opset` (None: the exporter's default, 18) say how to build and export a
+    model that is not an ONNX file; they are checked as the CLI checks its flags.
     """
     from distill_cli.bench.latency import bench_latency as _bench
     from distill_cli.export import TimingPlan

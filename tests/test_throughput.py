@@ -67,6 +67,21 @@ def test_bench_train_reports_both_steps_and_the_data_path(tmp_path: Path) -> Non
     assert not (tmp_path / "runs" / "b").exists()  # benchmarks leave no run behind
 
 
+def test_bench_train_rounds_time_both_steps_alike_and_report_their_spread(
+    tmp_path: Path,
+) -> None:
+    recipe = load_recipe(write_recipe(tmp_path, "r", fm_body(tmp_path / "runs", None)))
+    result = bench_train(recipe, steps=4, warmup=2, window=2, data_batches=2, rounds=2)
+    for side in ("distill", "bare"):
+        rounds = result[side]["per_round"]
+        assert len(rounds) == 2 and result[side]["spread"] == [min(rounds), max(rounds)]
+        assert result[side]["images_per_s"] == pytest.approx(sum(rounds) / 2)  # their median
+    # the bare step is timed by distill's rule: warm-up, then the median of 2-step windows
+    assert result["bare"]["windows"] == 2 and len(result["bare"]["per_window"]) == 2
+    assert result["bare"]["timing"] == "2 warm-up steps, median of 2 windows of 2 steps"
+    assert "bare_script" not in result  # the script itself runs on CUDA only
+
+
 def test_train_throughput_benchmark_script_runs_on_cpu() -> None:
     cmd = [
         sys.executable,

@@ -12,6 +12,7 @@ decoded and augmented, no model).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import subprocess
@@ -64,11 +65,20 @@ def distill_step(recipe: Recipe, warmup: int, steps: int, window: int) -> dict[s
     }
 
 
-def bare_step(setup: Setup, steps: int, script: Path | None = None) -> dict[str, Any]:
+def bare_step(
+    setup: Setup,
+    steps: int,
+    script: Path | None = None,
+    *,
+    warmup: int = 5,
+    window: int | None = None,
+) -> dict[str, Any]:
     """The reference step for the setup's teacher, student, batch, resolution and precision.
 
-    On CUDA with the reference script at hand, the script itself runs (in a subprocess, on the
-    same GPU, right after distill's step); otherwise the same step is run here.
+    With `script` (on CUDA) the reference script itself runs in a subprocess, on the same GPU,
+    timed its own way (5 warm-up steps, one span), and its SHA-256 is recorded. Without it the
+    same step runs here, timed like distill's (`distill_step`): `warmup` steps, then the median
+    of `window`-step windows (one span when `window` is None), with each window's figure.
     """
     rec = setup.recipe
     assert setup.teacher is not None, "the bare step is a distillation step: it needs a teacher"
@@ -78,35 +88,20 @@ def bare_step(setup: Setup, steps: int, script: Path | None = None) -> dict[str,
         "fp32" if setup.autocast is None else ("bf16_compile" if rec.runtime.compile else "bf16_cl")
     )
     if script is not None and script.is_file() and setup.device.type == "cuda":
-        cmd = [
-            sys.executable,
-            str(script),
-            "--teacher",
-            setup.teacher.info.name,
-            "--student",
-            setup.student.info.name,
-            "--batch",
-            str(batch),
-            "--res",
-            str(res),
-            "--classes",
-            str(setup.teacher.info.num_classes),
-            "--mode",
-            mode,
-            "--steps",
-            str(steps),
-        ]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        return {**json.loads(out.strip().splitlines()[-1]), "source": str(script)}
+        return _bare_script(setup, script, batch, res, mode, steps)
     teacher, student = setup.teacher.module.eval(), setup.student.module.train()
     x = torch.randn(batch, setup.student.info.in_chans, res, res, device=setup.device)
     if setup.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3, fused=setup.device.type == "cuda")
-    t_run = torch.compile(teacher) if rec.runtime.compile else teacher
-    s_run = torch.compile(student) if rec.runtime.compile else student
+    compile_mode = rec.runtime.compile_mode if rec.runtime.compile else None
+    t_run = torch.compile(teacher, mode=compile_mode) if rec.runtime.compile else teacher
+    s_run = torch.compile(student, mode=compile_mode) if rec.runtime.compile else student
+    graphs = compile_mode == "reduce-overhead" and setup.device.type == "cuda"
 
     def step() -> None:
+        if graphs:  # a new step may reuse the CUDA graphs' output memory
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(
             setup.device.type, setup.autocast or torch.float32, enabled=setup.autocast is not None
         ):
@@ -123,15 +118,42 @@ def bare_step(setup: Setup, steps: int, script: Path | None = None) -> dict[str,
         loss.backward()
         opt.step()
 
-    for _ in range(5):
+    for _ in range(warmup):
         step()
-    _sync(setup.device)
-    started = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(setup.device)
-    ips = batch * steps / (time.perf_counter() - started)
-    return {"images_per_s": ips, "mode": mode, "source": "built-in (same step as the script)"}
+    size = window or steps
+    windows = []
+    for _ in range(max(1, steps // size)):
+        _sync(setup.device)
+        started = time.perf_counter()
+        for _ in range(size):
+            step()
+        _sync(setup.device)
+        windows.append(batch * size / (time.perf_counter() - started))
+    return {
+        "images_per_s": statistics.median(windows),
+        "windows": len(windows),
+        "per_window": windows,
+        "mode": mode + (" (CUDA graphs)" if graphs else ""),
+        "source": "built-in (same step as bare_kd_step.py)",
+        "timing": f"{warmup} warm-up steps, median of {len(windows)} windows of {size} steps",
+    }
+
+
+def _bare_script(
+    setup: Setup, script: Path, batch: int, res: int, mode: str, steps: int
+) -> dict[str, Any]:
+    assert setup.teacher is not None
+    cmd = [sys.executable, str(script), "--teacher", setup.teacher.info.name]
+    cmd += ["--student", setup.student.info.name, "--batch", str(batch), "--res", str(res)]
+    cmd += ["--classes", str(setup.teacher.info.num_classes), "--mode", mode]
+    cmd += ["--steps", str(steps)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return {
+        **json.loads(out.strip().splitlines()[-1]),
+        "source": str(script),
+        "sha256": hashlib.sha256(script.read_bytes()).hexdigest(),
+        "timing": "the script's own: 5 warm-up steps, one span",
+    }
 
 
 def data_path(setup: Setup, batches: int, profile: bool = False) -> dict[str, Any]:
@@ -215,6 +237,17 @@ def _table(prof: Any, sorts: tuple[str, ...], top: int) -> str:
 TARGET_RATIO = {"cuda": 0.95, "cpu": 0.9}
 
 
+def _rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last round's record with the median over rounds, each round's figure and the spread."""
+    values = [r["images_per_s"] for r in runs]
+    return {
+        **runs[-1],
+        "images_per_s": statistics.median(values),
+        "per_round": values,
+        "spread": [min(values), max(values)],
+    }
+
+
 def bench_train(
     recipe: Recipe,
     *,
@@ -229,7 +262,10 @@ def bench_train(
 
     With `rounds` > 1 the two are measured in alternation (distill, bare, distill, bare...) and
     the medians are compared: on a machine whose load changes while the benchmark runs, a
-    drift then hits both sides alike instead of whichever ran second.
+    drift then hits both sides alike instead of whichever ran second. Both are timed alike
+    (warm-up, then the median of windows); each side reports its rounds and their spread.
+    With `bare_script` on CUDA the script itself also runs each round (`bare_script`, with its
+    SHA-256 and `ratio_to_script`).
     """
     if bare_script is not None and not bare_script.is_file():  # never a silent fallback
         raise DistillError(
@@ -248,23 +284,25 @@ def bench_train(
     )
     if setup.device.type == "cuda":
         result["gpu"] = torch.cuda.get_device_name(setup.device)
-    distill_runs, bare_runs = [], []
+    distill_runs: list[dict[str, Any]] = []
+    bare_runs: list[dict[str, Any]] = []
+    script_runs: list[dict[str, Any]] = []
+    script = bare_script if setup.device.type == "cuda" else None
     for _ in range(rounds):
         distill_runs.append(distill_step(recipe, warmup, steps, window))
-        if setup.teacher is not None:
-            bare_runs.append(bare_step(setup, steps, bare_script))
-    result["distill"] = {
-        **distill_runs[-1],
-        "images_per_s": statistics.median(r["images_per_s"] for r in distill_runs),
-        "per_round": [r["images_per_s"] for r in distill_runs],
-    }
+        if setup.teacher is not None:  # the same warm-up and window rule as distill's step
+            bare_runs.append(bare_step(setup, steps, warmup=warmup, window=window))
+            if script is not None:
+                script_runs.append(bare_step(setup, steps, script))
+    result["distill"] = _rounds(distill_runs)
     if bare_runs:
-        result["bare"] = {
-            **bare_runs[-1],
-            "images_per_s": statistics.median(r["images_per_s"] for r in bare_runs),
-            "per_round": [r["images_per_s"] for r in bare_runs],
-        }
+        result["bare"] = _rounds(bare_runs)
         result["ratio"] = result["distill"]["images_per_s"] / result["bare"]["images_per_s"]
+    if script_runs:  # the reference script itself, hashed: a cross-check of the built-in step
+        result["bare_script"] = _rounds(script_runs)
+        result["ratio_to_script"] = (
+            result["distill"]["images_per_s"] / result["bare_script"]["images_per_s"]
+        )
     result["data_path"] = data_path(setup, data_batches)
     # kept for `distill run --dry-run`'s cost projection on this device (train/cost.py)
     key = pair_key(info["models"], setup.precision, setup.device_name)

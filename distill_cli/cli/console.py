@@ -224,6 +224,9 @@ def bench_train_table(result: dict[str, Any]) -> Table:
         target = result.get("target_ratio")
         label = f"ratio (target >= {target})" if target else "ratio"
         table.add_row(label, f"{result['ratio']:.3f}")
+    if "bare_script" in result:
+        table.add_row("bare_kd_step.py itself", f"{result['bare_script']['images_per_s']:,.0f}")
+        table.add_row("ratio to the script", f"{result['ratio_to_script']:.3f}")
     data = result["data_path"].get("images_per_s")
     table.add_row("data path alone", "-" if data is None else f"{data:,.0f}")
     table.caption = (

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from distill_cli.cli.options import (
+    DeviceOpt,
     ExporterOpt,
     InputSizeOpt,
     JsonOpt,
@@ -169,6 +170,7 @@ def export_cmd(
         ),
     ] = False,
     threads: ThreadsOpt = 0,
+    device: DeviceOpt = "auto",
     batch: BatchOpt = 32,
     warmup: WarmupOpt = 10,
     runs: RunsOpt = 100,
@@ -272,7 +274,7 @@ def export_cmd(
         dynamic_size=dynamic_size,
         latency=latency,
         teacher=teacher,
-        timing=timing_plan(threads, warmup, runs, min_time, max_time, batch),
+        timing=timing_plan(threads, warmup, runs, min_time, max_time, batch, device),
         gates=Gates(
             min_top1=min_top1,
             max_top1_drop=max_top1_drop,
@@ -316,6 +318,7 @@ def bench_latency_cmd(
     exporter: ExporterOpt = "dynamo",
     opset: OpsetOpt = 18,
     threads: ThreadsOpt = 0,
+    device: DeviceOpt = "auto",
     batch: BatchOpt = 32,
     warmup: WarmupOpt = 10,
     runs: RunsOpt = 100,
@@ -330,7 +333,7 @@ def bench_latency_cmd(
 
     result = api.bench_latency(
         target,
-        timing_plan(threads, warmup, runs, min_time, max_time, batch),
+        timing_plan(threads, warmup, runs, min_time, max_time, batch, device),
         checkpoint=checkpoint,
         input_size=input_size,
         num_classes=num_classes,

@@ -56,6 +56,14 @@ ThreadsOpt = Annotated[
         "--threads", min=0, help="CPU threads for PyTorch and ONNX Runtime (0: all cores)"
     ),
 ]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="where ONNX Runtime and PyTorch are timed: auto (CPU, plus CUDA when "
+        "onnxruntime-gpu and a GPU are there), cpu, or cuda (required)",
+    ),
+]
 WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="untimed calls before timing")]
 RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="timed calls, at least")]
 MinTimeOpt = Annotated[
@@ -90,7 +98,13 @@ LatencyStatOpt = Annotated[
 
 
 def timing_plan(
-    threads: int, warmup: int, runs: int, min_time: float, max_time: float, batch: int = 32
+    threads: int,
+    warmup: int,
+    runs: int,
+    min_time: float,
+    max_time: float,
+    batch: int = 32,
+    device: str = "auto",
 ) -> TimingPlan:
     """The timing flags every timing command shares, as one protocol (`TimingPlan`)."""
     from distill_cli.export.protocol import TimingPlan
@@ -102,6 +116,7 @@ def timing_plan(
         runs=runs,
         min_time_s=min_time,
         max_time_s=max_time,
+        device=device,
     )
 
 

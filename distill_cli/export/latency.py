@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from distill_cli.errors import DistillError
 from distill_cli.export.protocol import (
     CONTENTION_SLACK,
     MAX_SPREAD,
@@ -124,8 +125,25 @@ def ort_session(path: Path, threads: int, provider: str) -> tuple[Any, float]:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     t0 = time.perf_counter()
-    session = ort.InferenceSession(str(path), sess_options=opts, providers=[provider])
+    session = open_session(path, opts, provider)
     return session, (time.perf_counter() - t0) * 1000.0
+
+
+def open_session(path: Path, opts: Any, provider: str) -> Any:
+    """An ONNX Runtime session on `provider`, or an error: ONNX Runtime falls back to the CPU
+    with a warning when a GPU provider cannot start (missing CUDA/cuDNN/TensorRT libraries), and
+    a CPU figure must never be reported as a GPU one."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=[provider])
+    if provider not in session.get_providers():
+        raise DistillError(
+            f"ONNX Runtime could not start {provider} (it fell back to "
+            f"{session.get_providers()[0]})",
+            str(path),
+            "check the CUDA, cuDNN (and TensorRT) libraries that onnxruntime-gpu needs",
+        )
+    return session
 
 
 def ort_entry(
@@ -154,9 +172,16 @@ def ort_entry(
 
 
 def torch_entry(
-    name: str, module: nn.Module, shape: tuple[int, int, int], plan: TimingPlan, device: str
+    name: str,
+    module: nn.Module,
+    shape: tuple[int, int, int],
+    plan: TimingPlan,
+    device: str,
+    *,
+    compiled: bool = False,
 ) -> dict[str, Any]:
-    """PyTorch eager, fp32, inference mode: the baseline the ONNX figures are compared with."""
+    """PyTorch eager (or `torch.compile`d), fp32, inference mode: the baseline the ONNX figures
+    are compared with; the compiled form on CUDA only (compiling on a CPU takes minutes)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(plan.threads)
     dev = torch.device(device)
@@ -166,9 +191,11 @@ def torch_entry(
     xn = torch.randn(plan.batch, *shape, generator=gen).to(dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
+    run = torch.compile(module) if compiled else module
+
     def call(x: torch.Tensor) -> None:
         with torch.inference_mode():
-            module(x)
+            run(x)
         sync()
 
     detail = {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
@@ -180,7 +207,8 @@ def torch_entry(
     return {
         "name": name,
         "runtime": "pytorch",
-        "provider": "eager " + ("CUDA" if dev.type == "cuda" else "CPU"),
+        "provider": ("torch.compile " if compiled else "eager ")
+        + ("CUDA" if dev.type == "cuda" else "CPU"),
         "threads": plan.threads,
         "threads_detail": detail,
         "session_create_ms": None,
@@ -188,14 +216,43 @@ def torch_entry(
     }
 
 
-def providers() -> list[str]:
-    """CPU always; CUDA too when both ONNX Runtime's CUDA build and a GPU are there."""
+#: ONNX Runtime's GPU providers distill times, in order; TensorRT only where its wheel lists it
+#: and a session can be made (its libraries are a separate install)
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+ORT_GPU_HINT = "pip install onnxruntime-gpu (it replaces onnxruntime; same version)"
+
+
+def check_device(device: str) -> None:
+    """`--device cuda` needs onnxruntime's CUDA build and a visible GPU: else one line naming
+    what to install or check (exit code 2), before any work."""
+    if device != "cuda":
+        return
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise DistillError(
+            "onnxruntime has no CUDA provider (the onnxruntime-gpu package is not installed)",
+            "--device cuda",
+            ORT_GPU_HINT,
+        )
+    if not torch.cuda.is_available():
+        raise DistillError(
+            "no CUDA GPU is visible to PyTorch",
+            "--device cuda",
+            "run on a GPU machine, or --device cpu",
+        )
+
+
+def providers(device: str = "auto") -> list[str]:
+    """CPU always; CUDA (and TensorRT where listed) too when `device` allows it and both ONNX
+    Runtime's GPU build and a GPU are there (`check_device` has refused "cuda" otherwise)."""
     import onnxruntime as ort
 
     found = ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" in ort.get_available_providers() and torch.cuda.is_available():
-        found.append("CUDAExecutionProvider")
-    return found
+    if device == "cpu" or not torch.cuda.is_available():
+        return found
+    listed = ort.get_available_providers()
+    return found + [p for p in GPU_PROVIDERS if p in listed]
 
 
 def versions() -> dict[str, str | None]:
@@ -244,24 +301,46 @@ def sweep(
     ``variant`` keys (report.json); without one they are ``pytorch[-cuda]`` and
     ``onnxruntime[-cuda]`` (one file, bench latency's result).
     """
-    found = providers()
+    check_device(plan.device)
+    found = providers(plan.device)
     entries: list[dict[str, Any]] = []
 
     def tagged(variant: str, entry: dict[str, Any]) -> dict[str, Any]:
         return entry if role is None else {"model": role, "variant": variant, **entry}
 
+    # PyTorch on the GPU whenever one is there (and not --device cpu), with or without
+    # onnxruntime's CUDA build: the figures the ONNX ones are read against
+    gpu = plan.device != "cpu" and torch.cuda.is_available()
     if module is not None:
-        for device in ["cpu", *(["cuda"] if "CUDAExecutionProvider" in found else [])]:
-            suffix = "" if device == "cpu" else "-cuda"
-            log(f"timing {label}: PyTorch eager ({device})")
+        runs = [("cpu", False), *([("cuda", False), ("cuda", True)] if gpu else [])]
+        for device, compiled in runs:
+            suffix = "" if device == "cpu" else ("-cuda-compiled" if compiled else "-cuda")
+            how = "torch.compile" if compiled else "eager"
+            log(f"timing {label}: PyTorch {how} ({device})")
             title = f"pytorch{suffix}" if role is None else f"{role}/pytorch{suffix}"
-            entries.append(tagged("fp32", torch_entry(title, module, shape, plan, device)))
+            entries.append(
+                tagged("fp32", torch_entry(title, module, shape, plan, device, compiled=compiled))
+            )
     for variant, path in files.items():
         for provider in found:
-            suffix = "" if provider == "CPUExecutionProvider" else "-cuda"
+            suffix = PROVIDER_SUFFIX[provider]
             log(f"timing {label}: ONNX Runtime {variant} ({provider})")
             title = (
                 f"onnxruntime{suffix}" if role is None else f"{role}/onnxruntime{suffix}/{variant}"
             )
-            entries.append(tagged(variant, ort_entry(title, path, shape, plan, provider)))
+            try:
+                entry = ort_entry(title, path, shape, plan, provider)
+            except Exception as exc:  # TensorRT listed but its libraries absent, say: no
+                if provider == "CUDAExecutionProvider":  # entry (the parity block says why)
+                    raise
+                log(f"{provider} not available: {str(exc).splitlines()[0][:300]}")
+                continue
+            entries.append(tagged(variant, entry))
     return entries
+
+
+PROVIDER_SUFFIX = {
+    "CPUExecutionProvider": "",
+    "CUDAExecutionProvider": "-cuda",
+    "TensorrtExecutionProvider": "-tensorrt",
+}

@@ -150,6 +150,7 @@ class ExportOptions:
         check_range(self.num_classes, "--num-classes", 1)
         check_range(self.input_size, "--input-size", 1)
         check_input_px(self.input_size, "--input-size")
+        lat.check_device(self.timing.device)
         if self.onnx is not None and not self.onnx.is_file():
             raise DistillError("ONNX file not found", str(self.onnx))
         self.gates.validate(self.variants, self.latency)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -317,3 +318,35 @@ def variant_parity(fp32: Outputs, variant: Outputs) -> dict[str, Any]:
         "mean_abs_diff": cmp["mean_abs_diff"],
         "max_rel_diff": cmp["max_rel_diff"],
     }
+
+
+def ort_file_runner(path: Path, provider: str = "CPUExecutionProvider") -> Runner:
+    """An ONNX file run by ONNX Runtime on one provider (quiet session)."""
+    import onnxruntime as ort
+
+    from distill_cli.export.latency import open_session
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort_runner(open_session(path, opts, provider))
+
+
+def gpu_parity(
+    parity: dict[str, Any], reference: Outputs, path: Path, inputs: InputSet, provider: str
+) -> None:
+    """The fp32 gate again on a GPU provider (the file a GPU deployment runs computes what
+    PyTorch computes there too): `parity["providers"][provider]`; its misses join the gate's.
+    A provider listed but unusable (TensorRT without its libraries) is recorded as such."""
+    try:
+        out = collect(ort_file_runner(path, provider), inputs)
+    except Exception as exc:
+        if provider == "CUDAExecutionProvider":
+            raise
+        note = f"provider not available: {str(exc).splitlines()[0][:300]}"
+        parity.setdefault("providers", {})[provider] = {"available": False, "error": note}
+        return
+    block = fp32_parity(reference, out, inputs, parity["atol"], parity["rtol"])
+    keep = ("passed", "misses", "max_abs_diff", "max_rel_diff", "top1_agreement", "top1_onnx")
+    parity.setdefault("providers", {})[provider] = {k: block[k] for k in keep}
+    parity["misses"] += [f"{provider}: {m}" for m in block["misses"]]
+    parity["passed"] = parity["passed"] and block["passed"]

@@ -35,7 +35,8 @@ from distill_cli.export.parity import (
     collect,
     compare,
     fp32_parity,
-    ort_runner,
+    gpu_parity,
+    ort_file_runner,
     torch_runner,
     variant_parity,
 )
@@ -110,6 +111,9 @@ def _run(opts: ExportOptions, log: Log) -> ExportReport:
     parity = fp32_parity(reference, fp32_out, inputs, opts.parity_atol, opts.rtol)
     if parity["warning"]:
         src.notes.append(f"parity: {parity['warning']}")
+    for provider in providers(opts.timing.device)[1:]:  # the gate on each GPU provider too
+        log(f"parity: PyTorch vs ONNX Runtime ({provider})")
+        gpu_parity(parity, reference, onnx_path, inputs, provider)
     parity["tolerance"] = opts.parity_atol  # distill.export/1 readers knew atol by this name
     parity["reference"] = "PyTorch, before reparameterization" if rep.applied else "PyTorch"
     if opts.onnx is not None:
@@ -153,11 +157,7 @@ def _run(opts: ExportOptions, log: Log) -> ExportReport:
 
 
 def _ort(path: Path) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort_runner(ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"]))
+    return ort_file_runner(path)
 
 
 def _load_size(src: Source) -> int | None:
@@ -343,7 +343,7 @@ def _variant(
     if name == "fp16":
         log(f"fp16: converting to {path}")
         block = make_fp16(fp32_path, path)
-        if "CUDAExecutionProvider" not in providers():
+        if "CUDAExecutionProvider" not in providers(opts.timing.device):
             src.notes.append(FP16_CPU_HINT)
             log(FP16_CPU_HINT)
     else:

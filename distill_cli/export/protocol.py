@@ -23,6 +23,7 @@ from typing import Any
 from distill_cli.export.ranges import check_range
 from distill_cli.host import check_threads, cpu_count
 
+DEVICES = ("auto", "cpu", "cuda")
 #: The protocol's minimums; `meets_protocol` in each entry says whether a run honoured them.
 MIN_WARMUP, MIN_RUNS, MIN_SECONDS = 10, 100, 5.0
 
@@ -38,6 +39,9 @@ class TimingPlan:
     max_time_s: float = 60.0
     batch: int = 32  # throughput batch
     threads: int = 0  # 0: os.cpu_count()
+    #: where ONNX files run: "auto" (CPU, and CUDA when onnxruntime-gpu and a GPU are there),
+    #: "cpu" (CPU only), "cuda" (CUDA required: a one-line error names what is missing)
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         check_range(self.warmup, "--warmup", 0)
@@ -47,6 +51,10 @@ class TimingPlan:
         check_range(self.batch, "--batch", 1)
         check_range(self.threads, "--threads", 0)
         check_threads(self.threads, "--threads")
+        if self.device not in DEVICES:
+            from distill_cli.errors import DistillError
+
+            raise DistillError(f"unknown device {self.device!r}", "--device", "auto, cpu or cuda")
         if self.threads <= 0:
             self.threads = cpu_count()
 

@@ -296,6 +296,8 @@ class Trainer:
             self.last_eval = metrics
             teacher = {f"teacher_{k}": v for k, v in self.teacher_metrics.items()}
             record = {"kind": "eval", "step": step, "epoch": logged_epoch(epoch)}
+            # training seconds so far (evaluations excluded): "time to a given accuracy"
+            record["train_time_s"] = round(self.state["train_time"], 3)
             self._log({**record, **metrics, **teacher})
             score = selection_score(metrics)
             best = self.state["best"]
