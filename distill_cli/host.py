@@ -47,6 +47,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "distill"
 
 
+def installed_versions(names: tuple[str, ...] | list[str]) -> dict[str, str | None]:
+    """Each package's installed version from its metadata (no import, so it is fast), or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def cpu_count() -> int:
     """The cores this process may run on (its affinity mask, so a container's limit counts)."""
     try:

@@ -15,9 +15,10 @@ import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from distill_cli.host import atomic_write, installed_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
@@ -57,19 +58,11 @@ class Record:
             self.save()
 
     def save(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        tmp.replace(self.path)
+        atomic_write(self.path, json.dumps(self.data, indent=2, default=str))
 
 
 def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for pkg in PINNED:
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
+    return installed_versions(PINNED)
 
 
 def environment() -> dict[str, Any]:

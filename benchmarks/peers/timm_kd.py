@@ -1,6 +1,6 @@
 """timm's own `train.py --kd-model-name` as the GPU check's peer, with three hooks and no edit.
 
-timm's train.py (copied unchanged as benchmarks/peers/timm_train.py) builds its KD teacher with
+timm's train.py (copied unchanged as third_party/timm_train.py) builds its KD teacher with
 `pretrained=True` from the Hugging Face hub, which the GPU machine cannot reach, and it logs the
 rate of single steps, not of windows. This launcher imports it as a module and, before calling
 its `main()`:
@@ -31,12 +31,13 @@ import timm
 import torch
 
 HERE = Path(__file__).resolve().parent
+TRAIN_PY = HERE / "third_party" / "timm_train.py"  # third-party code, kept apart from ours
 sys.path.insert(0, str(HERE))
 from common import FMNISTPIL, PeerResult, Windows  # noqa: E402
 
 
 def load_train_module() -> Any:
-    spec = importlib.util.spec_from_file_location("timm_train", HERE / "timm_train.py")
+    spec = importlib.util.spec_from_file_location("timm_train", TRAIN_PY)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -75,7 +76,7 @@ def main() -> None:
     a = p.parse_args()
     train_args = a.train_args[1:] if a.train_args[:1] == ["--"] else a.train_args
     tm = load_train_module()
-    if "--kd-model-name" not in (HERE / "timm_train.py").read_text():
+    if "--kd-model-name" not in TRAIN_PY.read_text():
         raise SystemExit("this timm train.py has no --kd-model-name")
 
     classes = int(train_args[train_args.index("--num-classes") + 1])
@@ -140,7 +141,7 @@ def main() -> None:
         return metrics
 
     tm.validate = validate
-    sys.argv = [str(HERE / "timm_train.py"), *train_args]
+    sys.argv = [str(TRAIN_PY), *train_args]
     started = time.perf_counter()
     tm.main()
     end = time.perf_counter()

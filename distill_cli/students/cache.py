@@ -57,15 +57,10 @@ def cpu_model() -> str:
 def package_versions() -> dict[str, str | None]:
     """Versions that change a timing, from package metadata (no imports: this must be fast)."""
     import platform
-    from importlib.metadata import PackageNotFoundError, version
 
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = None
-    return out
+    from distill_cli.host import installed_versions
+
+    return {"python": platform.python_version(), **installed_versions(_PACKAGES)}
 
 
 def _digest(key: dict[str, Any]) -> str:
