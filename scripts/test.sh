@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# the GPU check's peer, which its CPU smoke test runs (pyproject's `peers` extra); --no-deps: it
+# imports without scipy and cython, which its metadata lists and the tests do not need
+.venv/bin/python -c "import torchdistill" >/dev/null 2>&1 ||
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps "torchdistill==1.1.5"
 .venv/bin/ruff check distill_cli tests benchmarks examples
 .venv/bin/ruff format --check distill_cli tests benchmarks examples
 .venv/bin/python -m pytest -q "$@"
