@@ -326,11 +326,11 @@ def main() -> None:
     rows = ladder_rows(a.lengths, a.compare_at, picks)
     # a ladder row the tuning already ran (same method, length and setting) is not run again
     ran = {(r.label, r.epochs, r.lr, r.wd): r for r in tuned if r.error is None}
-    again = {id(r): ran.get((r.label, r.epochs, r.lr, r.wd)) for r in rows}
-    todo = [r for r in rows if again[id(r)] is None]
+    todo = [r for r in rows if (r.label, r.epochs, r.lr, r.wd) not in ran]
+    reused = [ran[k] for k in ((r.label, r.epochs, r.lr, r.wd) for r in rows) if k in ran]
     print(f"{len(todo)} runs, {a.jobs} at a time, {threads} thread(s) each", flush=True)
     done = run_pool(todo, a.out, common, a.jobs, threads)
-    done += [replace(r, role="ladder") for r in again.values() if r is not None]
+    done += [replace(r, role="ladder") for r in reused]
     order = {label: i for i, label in enumerate([FM_LABEL, *COMPARISONS])}
     done.sort(key=lambda r: (order[r.label], r.epochs))
 
