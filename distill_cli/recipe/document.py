@@ -32,6 +32,7 @@ from distill_cli.errors import DistillError, did_you_mean
 from distill_cli.host import MAX_NESTING, check_nesting, nesting_depth
 from distill_cli.recipe.loop_sections import OptimSpec, RuntimeSpec, ScheduleSpec
 from distill_cli.recipe.sections import (
+    BOOL_REFUSED,
     AugmentSpec,
     DataSpec,
     MethodParams,
@@ -263,7 +264,12 @@ def format_validation_error(exc: ValidationError, source: str) -> DistillError:
         loc = tuple(
             p for p in err["loc"] if not (isinstance(p, str) and (p[:1].isupper() or "[" in p))
         )
-        path = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == BOOL_REFUSED:  # raised for its section: the key is in its context
+            loc = (*loc, (err.get("ctx") or {}).get("key", "?"))
+        # the method section's tag (method.function_matching.temperature) is not a key the
+        # user wrote: the path shown is method.temperature
+        shown = loc[:1] + loc[2:] if loc[:1] == ("method",) and len(loc) > 2 else loc
+        path = ".".join(str(p) for p in shown) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
