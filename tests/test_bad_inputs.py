@@ -346,6 +346,12 @@ CASES: list[tuple[str, list[str], int, str]] = [
         2,
         "two or more",
     ),
+    (
+        "photos-heic-beside-jpegs",
+        ["train", SUP, "--set", f"data={{source: image_folder, root: {W}/photos heic}}"],
+        2,
+        "cannot decode (.heic)",
+    ),
 ]
 
 
@@ -428,6 +434,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         w / folder / split / name / f"{i}.jpg"
                     )
     (w / "photos empty class" / "train" / "bird").mkdir()
+    shutil.copytree(w / "photos one class", w / "photos heic")  # iPhone photos beside JPEGs
+    (w / "photos heic" / "train" / "cat" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
     shutil.copy(best, w / "listside.safetensors")
     (w / "listside.json").write_text("[1, 2, 3]\n")
     boom = dict(sup, optim={"lr": 1e30, "clip_grad_norm": None}, output={"dir": str(w / "new")})
