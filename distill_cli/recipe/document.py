@@ -113,10 +113,11 @@ class Recipe(Strict):
 
         A recipe's relative paths mean "from the directory `distill` ran in"; resolving them
         when the run is saved keeps the saved recipe meaning the same files from any directory,
-        so the run can be exported, reported and resumed from elsewhere.
+        so the run can be exported, reported and resumed from elsewhere. Text is written as
+        typed (`/data/photos été`, not `"/data/photos \xe9t\xe9"`), so a path can be found in it.
         """
         data = _absolute_paths(self).model_dump(mode="json", exclude_none=False)
-        return yaml.safe_dump(data, sort_keys=False)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def _absolute_paths(node: Any) -> Any:
