@@ -88,3 +88,22 @@ def test_a_signal_while_a_run_is_built_is_one_line_and_leaves_no_folder(
         "again to finish"
     ]
     assert not (tmp_path / "runs ü").exists()  # the folder made for it is gone again
+
+
+def test_an_export_stopped_before_it_writes_leaves_the_files_it_did_not_replace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only what this export wrote is removed: a model.onnx it had not replaced yet stays
+    (in a `--force` folder it may be the user's own); the old verdict goes, it is stale."""
+    import distill_cli.export.pipeline as pipeline
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"my own model")
+    (out / "report.json").write_text("{}")
+    monkeypatch.setattr(pipeline, "export_onnx", _sigterm_then(pipeline.export_onnx))
+    argv = ["export", "test_resnet", "--out", str(out), "--force", "--no-latency"]
+    code, err = _exit(argv, capsys)
+    assert code == 143 and err[-1].startswith("error: interrupted by SIGTERM (distill export)")
+    assert (out / "model.onnx").read_bytes() == b"my own model"
+    assert not (out / "report.json").exists()

@@ -72,20 +72,28 @@ def run_export(opts: ExportOptions, log: Log = _silent) -> ExportReport:
     opts.validate()
     previous = torch.get_num_threads()
     torch.set_num_threads(opts.timing.threads)
-    written: list[Path] = []
+    files: dict[Path, tuple[int, int] | None] = {}  # what the export may write, as it was
     try:
-        return _run(opts, log, written)
+        return _run(opts, log, files)
     except BaseException:
         # an export that does not reach its report (an error, Ctrl-C, SIGTERM) removes the
-        # model files it wrote: no model.onnx is left looking like a checked export
-        for path in written:
-            path.unlink(missing_ok=True)
+        # model files it wrote (only those: a file it had not replaced yet stays), so no
+        # model.onnx is left looking like a checked export
+        for path, before in files.items():
+            if _identity(path) != before:
+                path.unlink(missing_ok=True)
         raise
     finally:
         torch.set_num_threads(previous)
 
 
-def _run(opts: ExportOptions, log: Log, written: list[Path]) -> ExportReport:
+def _identity(path: Path) -> tuple[int, int] | None:
+    """A file's (inode, mtime): a file written since (renamed into place) has another."""
+    stat = path.stat() if path.is_file() else None
+    return None if stat is None else (stat.st_ino, stat.st_mtime_ns)
+
+
+def _run(opts: ExportOptions, log: Log, files: dict[Path, tuple[int, int] | None]) -> ExportReport:
     log(f"loading {opts.source}")
     src = resolve_source(
         opts.source,
@@ -114,8 +122,9 @@ def _run(opts: ExportOptions, log: Log, written: list[Path]) -> ExportReport:
     reference = collect(torch_runner(student.module), inputs)  # the unfused model
     # from here the folder's files change: the previous export's verdict goes first
     (out / REPORT_NAME).unlink(missing_ok=True)
-    written += [] if opts.onnx is not None else [out / "model.onnx", out / "model.simplified.onnx"]
-    written += [out / f"model.{name}.onnx" for name in opts.variants]
+    names = [] if opts.onnx is not None else ["model.onnx", "model.simplified.onnx"]
+    names += [f"model.{variant}.onnx" for variant in opts.variants]
+    files.update({out / n: _identity(out / n) for n in names})
     onnx_path, onnx_block = _produce_onnx(src, opts, out, inputs, rep, prep, log)
     log(f"parity: PyTorch vs ONNX Runtime on {inputs.count} {inputs.kind} inputs")
     fp32_out = collect(_ort(onnx_path), inputs)
