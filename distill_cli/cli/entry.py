@@ -25,13 +25,13 @@ from distill_cli.errors import EXIT_FAILURE, DistillError
 
 
 def entry(argv: list[str] | None = None) -> None:
-    from distill_cli.cli.app import app
-
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("DISTILL_DEBUG") == "1"
     received: list[int] = []
     try:
         with _interrupts(received):
+            from distill_cli.cli.app import app  # seconds of imports: Ctrl-C there is one line too
+
             code = app(args=args, prog_name="distill", standalone_mode=False)
     except DistillError as exc:
         _fail(f"error: {exc}", exc.code, debug)
