@@ -1,6 +1,7 @@
 """The run directory: everything a run leaves behind, in one place.
 
 ``runs/<name>/`` holds ``recipe.yaml`` (the resolved recipe: re-running it reproduces the run),
+``data.json`` (the fingerprint of the data it started on, which ``--resume`` checks),
 ``metrics.jsonl`` (one JSON object per log step and per evaluation), ``checkpoints/`` and
 ``summary.json``. This class is the one owner of that layout: nothing else joins run paths.
 
@@ -31,6 +32,7 @@ from distill_cli.rundir_checks import distill_checkpoint, record_problem, same_r
 
 if TYPE_CHECKING:
     from distill_cli.class_eval import ClassEval
+    from distill_cli.data.fingerprint import DataFingerprint
     from distill_cli.summary import RunSummary
 
 #: The file that marks a folder as a distill run (so distill may replace what is in it).
@@ -47,6 +49,7 @@ _OWNED = (
     "metrics.jsonl",
     "summary.json",
     "eval.json",
+    "data.json",
     "checkpoints",
     "export",
     "tensorboard",
@@ -65,6 +68,7 @@ class RunDir:
         self.metrics = path / "metrics.jsonl"
         self.summary = path / "summary.json"
         self.class_eval = path / "eval.json"
+        self.data_print = path / "data.json"
         self.checkpoints = path / "checkpoints"
         self.last = self.checkpoints / "last.safetensors"
         self.best = self.checkpoints / "best.safetensors"
@@ -304,6 +308,25 @@ class RunDir:
             if record is not None and record.get("step", 0) <= step
         ]
         atomic_write(self.metrics, "".join(line + "\n" for line in keep))
+
+    def write_fingerprint(self, fingerprint: DataFingerprint) -> None:
+        """The data the run started on (`data.fingerprint`), checked by `--resume`."""
+        atomic_write(self.data_print, json.dumps(fingerprint.to_dict(), indent=1) + "\n")
+
+    def read_fingerprint(self) -> DataFingerprint | None:
+        """The data the run started on; None for a run from before the fingerprint."""
+        from distill_cli.data.fingerprint import DataFingerprint
+
+        if not self.data_print.is_file():
+            return None
+        try:
+            return DataFingerprint.from_dict(json.loads(self.data_print.read_bytes()))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise DistillError(
+                "data.json is unreadable (not the JSON a run writes)",
+                str(self.data_print),
+                "delete it to resume without checking that the data is unchanged",
+            ) from exc
 
     def write_summary(self, summary: RunSummary) -> None:
         atomic_write(self.summary, json.dumps(summary.to_dict(), indent=2) + "\n")

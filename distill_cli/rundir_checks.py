@@ -23,7 +23,7 @@ def same_recipe(saved: Path, recipe_yaml: str) -> bool:
 
     from distill_cli.recipe.document import Recipe
 
-    text = saved.read_text(errors="replace")
+    text = saved.read_bytes().decode("utf-8", errors="replace")
     if text == recipe_yaml:
         return True
     try:

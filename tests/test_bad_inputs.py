@@ -67,6 +67,8 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("set-unknown-model", ["run", FM, "--set", "student.model=resnet_18"], 2, "resnet18"),
     ("set-zero-input", ["run", FM, "--set", "student.input_size=0"], 2, "input_size"),
     ("set-zero-epochs", ["run", FM, "--set", "schedule.epochs=0"], 2, "schedule.epochs"),
+    ("set-epochs-true", ["run", FM, "--set", "schedule.epochs=true"], 2, "schedule.epochs: true"),
+    ("set-lr-yes", ["run", FM, "--set", "optim.lr=yes"], 2, "optim.lr: true/false"),
     ("set-sync-bn-not-bool", ["run", FM, "--set", "runtime.sync_bn=maybe"], 2, "sync_bn"),
     ("run-name-dotdot", ["run", FM, "--set", "output.name=.."], 2, "plain folder name"),
     ("run-name-dot", ["train", SUP, "--overwrite", "--set", "output.name=."], 2, "plain"),
@@ -344,6 +346,12 @@ CASES: list[tuple[str, list[str], int, str]] = [
         2,
         "two or more",
     ),
+    (
+        "photos-heic-beside-jpegs",
+        ["train", SUP, "--set", f"data={{source: image_folder, root: {W}/photos heic}}"],
+        2,
+        "cannot decode (.heic)",
+    ),
 ]
 
 
@@ -426,6 +434,8 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
                         w / folder / split / name / f"{i}.jpg"
                     )
     (w / "photos empty class" / "train" / "bird").mkdir()
+    shutil.copytree(w / "photos one class", w / "photos heic")  # iPhone photos beside JPEGs
+    (w / "photos heic" / "train" / "cat" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
     shutil.copy(best, w / "listside.safetensors")
     (w / "listside.json").write_text("[1, 2, 3]\n")
     boom = dict(sup, optim={"lr": 1e30, "clip_grad_norm": None}, output={"dir": str(w / "new")})

@@ -41,7 +41,7 @@ def test_unknown_key_inside_a_method_section(tmp_path: Path) -> None:
     body = fm_body(tmp_path, None)
     body["method"]["temprature"] = 3
     msg = _load_error(tmp_path, body)
-    assert "method.function_matching.temprature" in msg
+    assert "method.temprature" in msg
     assert "'temperature'" in msg
 
 
@@ -157,3 +157,73 @@ def test_a_key_written_twice_is_refused_not_silently_replaced(tmp_path: Path) ->
     with pytest.raises(DistillError, match="duplicate key 'epochs'"):
         load_recipe(path, ["schedule={epochs: 1, epochs: 2}"])
     assert load_recipe(path, ["schedule={epochs: 4, batch_size: 8}"]).schedule.epochs == 4
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("schedule", "epochs", True),  # lax pydantic read it as 1 epoch
+        ("optim", "lr", True),  # ... and as 1.0
+        ("data", "holdout", False),
+        ("method", "temperature", True),  # a method's own section (its own base class)
+        ("student", "mean", [0.5, True, 0.5]),  # inside a list
+        ("student", "model", True),  # a text key
+    ],
+)
+def test_true_or_false_where_a_key_takes_none_names_the_key(
+    tmp_path: Path, section: str, key: str, value: object
+) -> None:
+    body = fm_body(tmp_path, None)
+    body[section][key] = value
+    msg = _load_error(tmp_path, body)
+    assert f"{section}.{key}: true/false is not a value this key takes" in msg
+    # the same through --set, as a user types it (YAML reads yes/on as true)
+    word = "[0.5, yes, 0.5]" if isinstance(value, list) else "on"
+    msg = _load_error(tmp_path, fm_body(tmp_path, None), [f"{section}.{key}={word}"])
+    assert f"{section}.{key}: true/false" in msg
+
+
+def test_numbers_as_yaml_and_set_give_them_and_true_false_keys_still_load(tmp_path: Path) -> None:
+    """`lr: 1e-3` is the string "1e-3" in YAML 1.1: it stays a number, as do numeric strings
+    from --set; keys that take true/false (and free-form kwargs) still take them."""
+    path = tmp_path / "r.yaml"
+    text = yaml.safe_dump({"name": "r", **fm_body(tmp_path, None)}, sort_keys=False)
+    path.write_text(text.replace("lr: 0.003", "lr: 1e-3"))
+    assert yaml.safe_load(path.read_text())["optim"]["lr"] == "1e-3"
+    recipe = load_recipe(
+        path,
+        [
+            "schedule.epochs=3",
+            "optim.weight_decay=5e-5",
+            "runtime.sync_bn=true",
+            "student.pretrained=false",
+            "student.kwargs={drop_rate: 0.1, pretrained_strict: true}",
+        ],
+    )
+    assert recipe.optim.lr == 1e-3 and recipe.optim.weight_decay == 5e-5
+    assert recipe.schedule.epochs == 3 and recipe.runtime.sync_bn is True
+    assert recipe.student.kwargs["pretrained_strict"] is True
+    # a number where text is expected, and a scalar where a list is, stay errors
+    assert "student.model: Input should be a valid string" in _load_error(
+        tmp_path, fm_body(tmp_path, None), ["student.model=3"]
+    )
+    assert "student.mean: Input should be a valid tuple" in _load_error(
+        tmp_path, fm_body(tmp_path, None), ["student.mean=0.5"]
+    )
+
+
+def test_the_saved_recipe_writes_paths_as_typed_and_reads_back_the_same(tmp_path: Path) -> None:
+    """A path with accents was saved as "/data/photos \\xE9t\\xE9": valid YAML, but a user
+    searching the run's recipe.yaml for their folder did not find it."""
+    from distill_cli.rundir_checks import same_recipe
+
+    body = fm_body(tmp_path / "runs été ü", None)
+    recipe = load_recipe(write_recipe(tmp_path, "r", body))
+    text = recipe.to_yaml()
+    assert "runs été ü" in text and "\\x" not in text
+    saved = tmp_path / "saved.yaml"
+    saved.write_bytes(text.encode())
+    assert same_recipe(saved, text) and load_recipe(saved).output.dir == tmp_path / "runs été ü"
+    # a run saved by an earlier version (escaped) still counts as the same recipe on --resume
+    saved.write_text(yaml.safe_dump(yaml.safe_load(text), sort_keys=False))
+    assert "\\x" in saved.read_text() and same_recipe(saved, text)

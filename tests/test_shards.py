@@ -297,3 +297,59 @@ def test_labels_outside_the_classes_are_one_line_errors(tmp_path: Path) -> None:
     val = scan_tar_split(str(tmp_path / "val"), "data.val_dir", train.classes)
     with pytest.raises(DistillError, match="label 4 is beyond the 2 classes"):
         list(_stream(val, 2).epoch(0))
+
+
+def _cut_points(shard: Path) -> dict[str, int]:
+    """Where a copy of `shard` can stop: inside a header, at a member boundary, inside an
+    image, and after the last member (only the end-of-archive marker lost)."""
+    with tarfile.open(shard) as tar:
+        members = tar.getmembers()
+    third, last = members[2], members[-1]
+    return {
+        "mid-header": third.offset + 100,
+        "member-boundary": third.offset,
+        "mid-member": third.offset_data + 10,
+        "marker-lost": last.offset_data + 512 * ((last.size + 511) // 512),
+    }
+
+
+@pytest.mark.parametrize("indexed", [True, False], ids=["with-index", "headers-read"])
+def test_a_truncated_shard_is_refused_before_training_naming_it(
+    shards: Path, tmp_path: Path, indexed: bool
+) -> None:
+    """A copy cut short read as a smaller shard (a cut at a member boundary or inside a header
+    is the end of the archive to Python's tar reader) and trained on what it held."""
+    import shutil
+
+    for name in ("train-000000.tar", "train-000001.tar", "train.shards.json"):
+        shutil.copy(shards / name, tmp_path / name)
+    if not indexed:
+        (tmp_path / "train.shards.json").unlink()
+    pattern = str(tmp_path / "train-{000000..000001}.tar")
+    whole = (tmp_path / "train-000001.tar").read_bytes()
+    assert len(scan_tar_split(pattern, "data.train_dir")) == 12  # the whole copies are fine
+    for where, cut in _cut_points(tmp_path / "train-000001.tar").items():
+        (tmp_path / "train-000001.tar").write_bytes(whole[:cut])
+        with pytest.raises(DistillError) as info:
+            scan_tar_split(pattern, "data.train_dir")
+        err = info.value
+        assert err.where == str(tmp_path / "train-000001.tar"), where
+        assert err.code == 2 and "copy the shard again" in (err.hint or ""), where
+        assert "truncated" in str(err) or "unexpected end" in str(err), (where, str(err))
+
+
+def test_a_shard_cut_short_during_a_run_stops_it_naming_the_shard(
+    shards: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    for name in ("train-000000.tar", "train-000001.tar", "train.shards.json"):
+        shutil.copy(shards / name, tmp_path / name)
+    data = scan_tar_split(str(tmp_path / "train-{000000..000001}.tar"), "data.train_dir")
+    shard = tmp_path / "train-000001.tar"
+    cut = _cut_points(shard)["mid-header"]  # the stream itself ends here without an error
+    shard.write_bytes(shard.read_bytes()[:cut])
+    with pytest.raises(DistillError) as info:
+        _indices(_stream(data, 4, workers=0), 0)
+    assert info.value.where == str(shard) and info.value.code == 1  # the run failed
+    assert "truncated" in str(info.value)

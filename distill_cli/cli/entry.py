@@ -3,27 +3,40 @@
 Expected failures (:class:`DistillError`) print ``error: ...`` and exit with their code; with
 ``--debug`` (or ``DISTILL_DEBUG=1``) the traceback is shown too. Anything else is a bug and keeps
 its traceback.
+
+Ctrl-C and SIGTERM (a scheduler's preemption, `kill`) unwind the command as an interrupt, so
+what it cleans up on the way out runs (an export removes the files it had not checked yet, a run
+refused before its first step removes its folder), and end in one line with exit 130 / 143.
+Typer turns an interrupt into a silent exit code 130; the signal is remembered here to say so.
+A training loop takes the signals over while it runs (it saves its position first).
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from distill_cli.errors import EXIT_FAILURE, DistillError
 
 
 def entry(argv: list[str] | None = None) -> None:
-    from distill_cli.cli.app import app
-
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("DISTILL_DEBUG") == "1"
+    received: list[int] = []
     try:
-        code = app(args=args, prog_name="distill", standalone_mode=False)
+        with _interrupts(received):
+            from distill_cli.cli.app import app  # seconds of imports: Ctrl-C there is one line too
+
+            code = app(args=args, prog_name="distill", standalone_mode=False)
     except DistillError as exc:
         _fail(f"error: {exc}", exc.code, debug)
     except KeyboardInterrupt:
-        _fail("error: interrupted", 130, debug)
+        code = 130
     except SystemExit:
         raise
     except OSError as exc:  # the file system said no (permissions, a full disk, a FIFO...)
@@ -37,7 +50,43 @@ def entry(argv: list[str] | None = None) -> None:
         if type(exc).__name__ == "Abort":
             _fail("error: aborted", EXIT_FAILURE, debug)
         raise
+    if code == 130:  # Typer's code for an interrupt
+        _fail(_interrupted(received, args), 128 + (received[-1] if received else 2), False)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+@contextmanager
+def _interrupts(received: list[int]) -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt while the command runs (SIGTERM would end
+    the process without a line or any cleanup); each signal is noted in `received`. A signal
+    the process was started ignoring (a background job of a script) stays ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {
+        sig: signal.signal(sig, interrupt)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupted(received: list[int], args: list[str]) -> str:
+    name = f" by {signal.Signals(received[-1]).name}" if received else ""
+    command = " ".join(["distill", *[a for a in args if not a.startswith("-")][:1]])
+    return (
+        f"error: interrupted{name} ({command}) - nothing half-written was left; run it again "
+        "to finish"
+    )
 
 
 def _fail(message: str, code: int, debug: bool) -> None:

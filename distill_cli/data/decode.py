@@ -138,6 +138,10 @@ def _decode_with_pillow(raw: torch.Tensor) -> torch.Tensor | None:
     import numpy as np
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    from distill_cli.data.formats import register_plugins
+
+    register_plugins()  # HEIC/HEIF when pillow-heif is installed (a spawned worker, too)
+
     try:
         with Image.open(io.BytesIO(raw.numpy().tobytes())) as img:
             rgb = ImageOps.exif_transpose(img).convert("RGB")

@@ -52,6 +52,33 @@ def _key_ext(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
+#: tar's end-of-archive marker: two zero blocks after the last member (every writer puts it)
+END_MARKER = bytes(2 * tarfile.BLOCKSIZE)
+TRUNCATED_HINT = "copy the shard again (its copy was cut short), or remove it from the split"
+
+
+def truncation(path: Path, end: int | None = None) -> str | None:
+    """Why the tar file at `path` is cut short, or None when it ends as a whole tar does.
+
+    Python's tar reader takes a file that ends at a member boundary or inside a header for the
+    end of the archive, so a copy that failed part-way read as a smaller shard and trained on
+    what it held, without a word. A whole tar ends with `END_MARKER` (and is padded to whole
+    blocks): at `end`, where the headers say the members stop (a scan of them), or else in its
+    last bytes (one read per shard, for shards counted by their index and after a stream).
+    """
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            fh.seek(end if end is not None else max(0, size - len(END_MARKER)))
+            tail = fh.read(len(END_MARKER))
+    except OSError as exc:
+        return f"cannot read it: {exc.strerror or exc}"
+    if size % tarfile.BLOCKSIZE or tail != END_MARKER:
+        where = f"its members stop at byte {end}" if end is not None else "its last bytes"
+        return f"the tar shard is truncated ({size} bytes, no end-of-archive marker at {where})"
+    return None
+
+
 def scan_shard(path: Path) -> tuple[int, list[int], bool]:
     """(samples, labels, whether every sample has a label) of one shard, from its headers.
 
@@ -76,8 +103,13 @@ def scan_shard(path: Path) -> tuple[int, list[int], bool]:
                             f"{path}:{key}",
                         )
                     labels[key] = int(text)
+            end = tar.offset
     except (tarfile.TarError, OSError, UnicodeDecodeError) as exc:
-        raise DistillError(f"cannot read tar shard: {exc}", str(path)) from exc
+        hint = TRUNCATED_HINT if "unexpected end" in str(exc) else ""
+        raise DistillError(f"cannot read tar shard: {exc}", str(path), hint) from exc
+    cut = truncation(path, end)
+    if cut:
+        raise DistillError(cut, str(path), TRUNCATED_HINT)
     if not images:
         raise DistillError("shard holds no images", str(path), "expected {key}.jpg members")
     return len(images), [labels[k] for k in images if k in labels], len(labels) == len(images)
@@ -105,6 +137,10 @@ def scan_tar_split(pattern: str, where: str, classes: list[str] | None = None) -
     if indexed is not None:
         counts = [indexed[0][f.name] for f in files]
         names = indexed[1]
+        for path in files:  # the headers are not read: a cut copy is found by its last bytes
+            cut = truncation(path)
+            if cut:
+                raise DistillError(cut, str(path), TRUNCATED_HINT)
     else:
         counts = []
         for path in files:
@@ -163,7 +199,12 @@ def read_tar(data: ShardSet, unit: Unit) -> Iterator[Sample]:
             yield Sample(unit.start + position, raw, label, key)
             position += 1
     except (OSError, ValueError, tarfile.TarError) as exc:
-        raise SampleFault(f"cannot read tar shard: {exc}", str(unit.path)) from exc
+        raise SampleFault(
+            f"cannot read tar shard: {exc}", str(unit.path), TRUNCATED_HINT, failed=True
+        ) from exc
+    cut = truncation(unit.path)  # cut short since the scan: the stream ends without an error
+    if cut:
+        raise SampleFault(cut, str(unit.path), TRUNCATED_HINT, failed=True)
 
 
 def write_shards(

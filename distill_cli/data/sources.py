@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distill_cli.data.formats import decodable_suffixes, refuse_undecodable, undecodable
 from distill_cli.errors import DistillError
 
 FASHION_MNIST_CLASSES = [
@@ -31,7 +32,6 @@ FASHION_MNIST_CLASSES = [
     "Bag",
     "Ankle boot",
 ]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 
 
 @dataclass
@@ -258,16 +258,19 @@ def make_synthetic(
 # --- Image folders -------------------------------------------------------------------------------
 
 
-def _image_files(folder: Path) -> list[Path]:
+def _image_files(folder: Path, unreadable: list[Path]) -> list[Path]:
     """The image files under `folder`, sorted, searched as a user's file browser shows them.
 
     Hidden files and folders (`.DS_Store`, macOS's `._photo.jpg` resource forks, a
     `.ipynb_checkpoints` or `.thumbnails` folder) are not the user's images and are skipped;
     linked folders are followed (each real folder once, so a link loop ends), as torchvision's
-    ImageFolder does, rather than silently dropped.
+    ImageFolder does, rather than silently dropped. Photos in a format we cannot decode (HEIC
+    without its plugin, JPEG XL, camera raw) are added to `unreadable`, for the caller to refuse
+    (`formats.refuse_undecodable`) instead of training on the rest without a word.
     """
     found: list[Path] = []
     seen: set[str] = set()
+    suffixes = decodable_suffixes()
     for top, dirs, names in os.walk(folder, followlinks=True):
         real = os.path.realpath(top)
         if real in seen:
@@ -275,11 +278,9 @@ def _image_files(folder: Path) -> list[Path]:
             continue
         seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
-        found += [
-            Path(top, n)
-            for n in names
-            if not n.startswith(".") and Path(n).suffix.lower() in IMAGE_SUFFIXES
-        ]
+        visible = [Path(top, n) for n in names if not n.startswith(".")]
+        found += [p for p in visible if p.suffix.lower() in suffixes]
+        unreadable += [p for p in visible if undecodable(p)]
     return sorted(found)
 
 
@@ -307,12 +308,14 @@ def scan_image_folder(root: Path, classes: list[str] | None = None) -> ImageSet:
     files: list[Path] = []
     labels: list[int] = []
     empty: list[str] = []
+    unreadable: list[Path] = []
     for index, name in enumerate(classes):
-        found_here = _image_files(root / name) if (root / name).is_dir() else []
+        found_here = _image_files(root / name, unreadable) if (root / name).is_dir() else []
         if not found_here:
             empty.append(name)
         files += found_here
         labels += [index] * len(found_here)
+    refuse_undecodable(sorted(unreadable), str(root))
     if not files:
         raise DistillError("no images found", str(root), "expected <class>/<image>.jpg|png")
     if defining and empty:
@@ -330,7 +333,9 @@ def scan_unlabeled(root: Path, classes: list[str]) -> ImageSet:
     """Any folder of images, searched recursively; function matching needs no labels."""
     if not root.is_dir():
         raise DistillError("distillation image folder not found", str(root))
-    files = _image_files(root)
+    unreadable: list[Path] = []
+    files = _image_files(root, unreadable)
+    refuse_undecodable(sorted(unreadable), str(root))
     if not files:
         raise DistillError("no images found", str(root), "expected .jpg/.png files")
     return ImageSet(name=str(root), classes=classes, files=files)

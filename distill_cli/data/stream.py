@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from distill_cli.data.decode import Fit, decode_bytes, decode_on_device, fit_image
 from distill_cli.data.loader import Batch
-from distill_cli.errors import DistillError
+from distill_cli.errors import EXIT_FAILURE, EXIT_USAGE, DistillError
 
 
 @dataclass(frozen=True)
@@ -142,9 +142,11 @@ class SampleFault(Exception):
     as the one-line DistillError (an exception crossing the worker boundary is re-built from
     its message and would lose `where` and `hint`)."""
 
-    def __init__(self, what: str, where: str, hint: str = "") -> None:
+    def __init__(self, what: str, where: str, hint: str = "", *, failed: bool = False) -> None:
         super().__init__(what)
         self.args3 = (what, where, hint)
+        #: the input was fine when the run started (a shard cut short since): exit 1, not 2
+        self.code = EXIT_FAILURE if failed else EXIT_USAGE
 
 
 class ShardStream:
@@ -245,7 +247,7 @@ class ShardStream:
 
     def _batch(self, item: dict) -> Batch:
         if "fault" in item:
-            raise DistillError(*item["fault"])
+            raise DistillError(*item["fault"], code=item["code"])
         raws, labels, index = item["raw"], item["labels"], item["index"]
         if "images" in item:
             images, extent, bad = item["images"], item["extent"], item["bad"]
@@ -342,7 +344,7 @@ class _LanePlan(IterableDataset):
             for t in mine[len(done) :]:
                 yield self._collate(list(islice(samples, self.sizes[t])))
         except SampleFault as fault:
-            yield {"fault": fault.args3}
+            yield {"fault": fault.args3, "code": fault.code}
 
     def _samples(self, lane: int) -> Iterator[Sample]:
         def pieces() -> Iterator[Sample]:

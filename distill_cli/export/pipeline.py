@@ -42,7 +42,7 @@ from distill_cli.export.parity import (
 )
 from distill_cli.export.preprocess import Preprocess, describe
 from distill_cli.export.reparam import Reparam, reparameterize
-from distill_cli.export.report import ExportReport, metadata_props, model_block
+from distill_cli.export.report import REPORT_NAME, ExportReport, metadata_props, model_block
 from distill_cli.export.source import Source, resolve_source, sha256_file
 from distill_cli.export.variants import FP16_CPU_HINT, make_fp16, make_int8
 from distill_cli.host import claim_folder
@@ -72,13 +72,28 @@ def run_export(opts: ExportOptions, log: Log = _silent) -> ExportReport:
     opts.validate()
     previous = torch.get_num_threads()
     torch.set_num_threads(opts.timing.threads)
+    files: dict[Path, tuple[int, int] | None] = {}  # what the export may write, as it was
     try:
-        return _run(opts, log)
+        return _run(opts, log, files)
+    except BaseException:
+        # an export that does not reach its report (an error, Ctrl-C, SIGTERM) removes the
+        # model files it wrote (only those: a file it had not replaced yet stays), so no
+        # model.onnx is left looking like a checked export
+        for path, before in files.items():
+            if _identity(path) != before:
+                path.unlink(missing_ok=True)
+        raise
     finally:
         torch.set_num_threads(previous)
 
 
-def _run(opts: ExportOptions, log: Log) -> ExportReport:
+def _identity(path: Path) -> tuple[int, int] | None:
+    """A file's (inode, mtime): a file written since (renamed into place) has another."""
+    stat = path.stat() if path.is_file() else None
+    return None if stat is None else (stat.st_ino, stat.st_mtime_ns)
+
+
+def _run(opts: ExportOptions, log: Log, files: dict[Path, tuple[int, int] | None]) -> ExportReport:
     log(f"loading {opts.source}")
     src = resolve_source(
         opts.source,
@@ -105,6 +120,11 @@ def _run(opts: ExportOptions, log: Log) -> ExportReport:
     prep = describe(info, channels, load_size)
 
     reference = collect(torch_runner(student.module), inputs)  # the unfused model
+    # from here the folder's files change: the previous export's verdict goes first
+    (out / REPORT_NAME).unlink(missing_ok=True)
+    names = [] if opts.onnx is not None else ["model.onnx", "model.simplified.onnx"]
+    names += [f"model.{variant}.onnx" for variant in opts.variants]
+    files.update({out / n: _identity(out / n) for n in names})
     onnx_path, onnx_block = _produce_onnx(src, opts, out, inputs, rep, prep, log)
     log(f"parity: PyTorch vs ONNX Runtime on {inputs.count} {inputs.kind} inputs")
     fp32_out = collect(_ort(onnx_path), inputs)

@@ -32,6 +32,7 @@ from distill_cli.errors import DistillError, did_you_mean
 from distill_cli.host import MAX_NESTING, check_nesting, nesting_depth
 from distill_cli.recipe.loop_sections import OptimSpec, RuntimeSpec, ScheduleSpec
 from distill_cli.recipe.sections import (
+    BOOL_REFUSED,
     AugmentSpec,
     DataSpec,
     MethodParams,
@@ -112,10 +113,11 @@ class Recipe(Strict):
 
         A recipe's relative paths mean "from the directory `distill` ran in"; resolving them
         when the run is saved keeps the saved recipe meaning the same files from any directory,
-        so the run can be exported, reported and resumed from elsewhere.
+        so the run can be exported, reported and resumed from elsewhere. Text is written as
+        typed (`/data/photos été`, not `"/data/photos \xe9t\xe9"`), so a path can be found in it.
         """
         data = _absolute_paths(self).model_dump(mode="json", exclude_none=False)
-        return yaml.safe_dump(data, sort_keys=False)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 
 def _absolute_paths(node: Any) -> Any:
@@ -263,7 +265,12 @@ def format_validation_error(exc: ValidationError, source: str) -> DistillError:
         loc = tuple(
             p for p in err["loc"] if not (isinstance(p, str) and (p[:1].isupper() or "[" in p))
         )
-        path = ".".join(str(p) for p in loc) or "(top level)"
+        if err["type"] == BOOL_REFUSED:  # raised for its section: the key is in its context
+            loc = (*loc, (err.get("ctx") or {}).get("key", "?"))
+        # the method section's tag (method.function_matching.temperature) is not a key the
+        # user wrote: the path shown is method.temperature
+        shown = loc[:1] + loc[2:] if loc[:1] == ("method",) and len(loc) > 2 else loc
+        path = ".".join(str(p) for p in shown) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

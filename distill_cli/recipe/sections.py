@@ -10,9 +10,17 @@ plain arguments in turn.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from distill_cli import host
 from distill_cli.errors import DistillError
@@ -64,6 +72,66 @@ def _float32(value: Any) -> Any:
     return value
 
 
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type takes true/false anywhere in it: `bool`, `Any`, or a nested
+    section (which checks its own fields)."""
+    if annotation is bool or annotation is Any:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_admits_bool(arg) for arg in get_args(annotation))
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_bool(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_bool(item) for item in value.values())
+    return False
+
+
+#: The pydantic error type of `refuse_bool`; its context names the key (the loader adds it to
+#: the path, as pydantic does for field errors).
+BOOL_REFUSED = "bool_refused"
+
+
+def _fields_by_key(model: type[BaseModel]) -> dict[str, Any]:
+    """Each key a section accepts (field names and aliases) with its field's type."""
+    keys: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        keys[name] = info.annotation
+        alias = info.validation_alias
+        for key in getattr(alias, "choices", [alias] if isinstance(alias, str) else []):
+            if isinstance(key, str):
+                keys[key] = info.annotation
+    return keys
+
+
+def refuse_bool(model: type[BaseModel], data: Any) -> Any:
+    """A yes/no value given to a key that takes none (`epochs: true`) is refused.
+
+    pydantic's lax mode reads true as 1 (and 1.0) where a number is expected, so a slip such
+    as `epochs: yes` ran one epoch without a word. One check for every key of every section
+    (the bases' validator, before pydantic converts anything), against the key's declared
+    type; the numbers and numeric strings YAML and `--set` give (`lr: 1e-3` is the string
+    "1e-3" in YAML 1.1, converted as before) are untouched.
+    """
+    if not isinstance(data, dict):
+        return data
+    types = _fields_by_key(model)
+    for key, value in data.items():
+        if key in types and not _admits_bool(types[key]) and _has_bool(value):
+            raise PydanticCustomError(
+                BOOL_REFUSED,
+                "true/false is not a value this key takes (it expects a number, text or a "
+                "list of them); write the value itself",
+                {"key": str(key)},
+            )
+    return data
+
+
 class Strict(BaseModel):
     """Base of every recipe section: unknown keys are errors; assignments are validated too."""
 
@@ -77,6 +145,11 @@ class Strict(BaseModel):
     @classmethod
     def _in_float32(cls, value: Any) -> Any:
         return _float32(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool(cls, data: Any) -> Any:
+        return refuse_bool(cls, data)
 
 
 class ModelSpec(Strict):
@@ -343,6 +416,11 @@ class MethodParams(BaseModel):
     @classmethod
     def _in_float32(cls, value: Any) -> Any:
         return _float32(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool(cls, data: Any) -> Any:
+        return refuse_bool(cls, data)
 
 
 def check_run_name(name: str, where: str = "output.name") -> str:

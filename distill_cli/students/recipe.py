@@ -76,12 +76,13 @@ def train_images(section: dict[str, Any]) -> int | None:
         return SyntheticSpec().train_size
     if source == "fashion_mnist":
         return FASHION_MNIST_TRAIN
-    from distill_cli.data.sources import IMAGE_SUFFIXES
+    from distill_cli.data.formats import decodable_suffixes
 
     folder = Path(section["root"]) / section.get("train_dir", "train")
     if not folder.is_dir():
         return None
-    return sum(1 for f in folder.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES)
+    suffixes = decodable_suffixes()
+    return sum(1 for f in folder.rglob("*") if f.suffix.lower() in suffixes)
 
 
 def fit_schedule(schedule: dict[str, Any], images: int | None) -> str:

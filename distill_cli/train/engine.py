@@ -5,7 +5,8 @@
 The order is the order of events: check the trackers can start, lock the run folder (before
 anything slow is built, so a second run on the same folder is refused at once), build the run
 (`build.build`), score the teacher (one near chance stops here, leaving nothing behind),
-prepare the folder (new, resumed or replaced), restore `last` when resuming, train
+prepare the folder (new, resumed or replaced), record the data's fingerprint (or, resuming,
+refuse data that changed since), restore `last` when resuming, train
 (`trainer.Trainer`) with the trackers listening, and return the `RunSummary` the trainer wrote
 to `summary.json`. Under torchrun the main process owns the folder and the others follow
 its decision. The API and the CLI call this; neither knows the steps.
@@ -13,6 +14,7 @@ its decision. The API and the CLI call this; neither knows the steps.
 
 from __future__ import annotations
 
+from distill_cli.errors import DistillError
 from distill_cli.recipe.document import Recipe
 from distill_cli.rundir import RunDir
 from distill_cli.summary import RunSummary
@@ -60,6 +62,7 @@ def _lead(
     try:
         trainer.check_teacher()  # a teacher near chance is refused before the folder is written
         resuming = rundir.prepare(rec.to_yaml(), resume=resume, overwrite=overwrite)
+        _same_data(setup, rundir, resuming)
     finally:
         setup.world.barrier()
     if resuming:
@@ -68,6 +71,26 @@ def _lead(
     with open_trackers(rec, rundir.path, start_step=start, resumed=resuming) as trackers:
         trainer.reporter = TrackingReporter(trainer.reporter, trackers)
         return trainer.fit()
+
+
+def _same_data(setup: Setup, rundir: RunDir, resuming: bool) -> None:
+    """Record the data a run starts on; refuse to resume it on data that has changed since
+    (files added or removed, classes renamed): the checkpoint's position in the epoch and its
+    labels would point at other images. A run from before the record resumes, and gets one."""
+    from distill_cli.data.fingerprint import of_bundle
+
+    now = of_bundle(setup.data, setup.recipe.data.resolved_root)
+    saved = rundir.read_fingerprint() if resuming else None
+    changes = saved.changes(now) if saved is not None else []
+    if changes:
+        raise DistillError(
+            f"the data changed since this run started ({'; '.join(changes)})",
+            str(rundir.data_print),
+            "start a new run on it (set output.name, or --overwrite); to resume, restore the "
+            "data as it was",
+        )
+    if saved is None:
+        rundir.write_fingerprint(now)
 
 
 def _follow(setup: Setup, rundir: RunDir, resume: bool) -> RunSummary:

@@ -1,0 +1,109 @@
+"""Ctrl-C and SIGTERM outside the training loop: one line, exit 130 / 143, nothing left that
+looks whole and is not.
+
+Typer turned Ctrl-C into a silent exit 130 (no line), and SIGTERM killed the process where it
+stood: an export stopped after writing model.onnx left it beside the previous export's
+report.json (whose gates had passed), and a run stopped while it was being built left its
+new folder behind. The training loop's own handling (position saved, `--resume`) is tested in
+test_engine.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distill_cli.cli.entry import entry
+from tests.conftest import teacher_body, write_recipe
+
+
+def _recipe(tmp_path: Path) -> Path:
+    body = teacher_body(tmp_path / "runs ü", epochs=1)
+    body["data"]["synthetic"]["train_size"] = 64
+    return write_recipe(tmp_path, "r", body)
+
+
+def _sigterm_then(real: Any, sig: int = signal.SIGTERM) -> Any:
+    """`real`, called after this process was sent `sig` (a scheduler's preemption, Ctrl-C)."""
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), sig)
+        return real(*args, **kwargs)
+
+    return wrapped
+
+
+def _exit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as info:
+        entry(argv)
+    assert signal.getsignal(signal.SIGTERM) is before  # the caller's handler is back
+    return int(info.value.code or 0), capsys.readouterr().err.strip().splitlines()
+
+
+def test_sigterm_during_an_export_removes_its_unchecked_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import distill_cli.export.pipeline as pipeline
+
+    out = tmp_path / "export ü"
+    out.mkdir()  # a previous export: its model and its verdict
+    (out / ".distill-export").write_text("written by distill\n")
+    (out / "model.onnx").write_bytes(b"the previous export's model")
+    (out / "report.json").write_text('{"gates": {"passed": true}}')
+    # the signal arrives once the new model.onnx is written, while its parity is checked
+    real = pipeline.fp32_parity
+
+    def parity(*args: Any, **kwargs: Any) -> Any:
+        written = (out / "model.onnx").read_bytes()
+        assert written.startswith(b"\x08") and not (out / "report.json").exists()
+        return _sigterm_then(real)(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "fp32_parity", parity)
+    argv = ["export", "test_resnet", "--out", str(out), "--exporter", "torchscript"]
+    code, err = _exit([*argv, "--no-latency", "--no-simplify"], capsys)
+    assert code == 143
+    assert err[-1] == (
+        "error: interrupted by SIGTERM (distill export) - nothing half-written was left; run it "
+        "again to finish"
+    )
+    assert sorted(p.name for p in out.iterdir()) == [".distill-export"]  # no model, no verdict
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "ctrl-c"])
+def test_a_signal_while_a_run_is_built_is_one_line_and_leaves_no_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, sig: int
+) -> None:
+    import distill_cli.train.engine as engine
+
+    monkeypatch.setattr(engine, "build", _sigterm_then(engine.build, sig))
+    code, err = _exit(["train", str(_recipe(tmp_path)), "--quiet"], capsys)
+    name = signal.Signals(sig).name
+    assert code == 128 + sig and err == [  # Ctrl-C was a silent exit 130
+        f"error: interrupted by {name} (distill train) - nothing half-written was left; run it "
+        "again to finish"
+    ]
+    assert not (tmp_path / "runs ü").exists()  # the folder made for it is gone again
+
+
+def test_an_export_stopped_before_it_writes_leaves_the_files_it_did_not_replace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only what this export wrote is removed: a model.onnx it had not replaced yet stays
+    (in a `--force` folder it may be the user's own); the old verdict goes, it is stale."""
+    import distill_cli.export.pipeline as pipeline
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "model.onnx").write_bytes(b"my own model")
+    (out / "report.json").write_text("{}")
+    monkeypatch.setattr(pipeline, "export_onnx", _sigterm_then(pipeline.export_onnx))
+    argv = ["export", "test_resnet", "--out", str(out), "--force", "--no-latency"]
+    code, err = _exit(argv, capsys)
+    assert code == 143 and err[-1].startswith("error: interrupted by SIGTERM (distill export)")
+    assert (out / "model.onnx").read_bytes() == b"my own model"
+    assert not (out / "report.json").exists()
