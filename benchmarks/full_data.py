@@ -20,6 +20,18 @@ the student reaches alone and a long schedule. This benchmark asks the same on F
     python benchmarks/full_data.py --scale gpu --part 3   # the second seed, both students (GPU)
     python benchmarks/full_data.py --scale cpu            # 10,000 images, 32 px (about an hour)
     python benchmarks/full_data.py --quick --out DIR      # the same pipeline in tiny (tests)
+    python benchmarks/full_data.py --scale cpu --students resnet18 --teacher resnet50
+    python benchmarks/full_data.py --scale cpu --set schedule.batch_size=128 --lengths 10 30
+
+Other models and settings: `--students` (timm names), `--teacher`, `--set KEY=VALUE` (every
+student run, before each method's own overrides and the grid's lr/wd), `--teacher-set` (the
+teacher's run), `--lengths`, `--seeds` replace the scale's (full_data_scales.py); every model
+and override is checked before anything trains. Anything other than the scale's own is a
+*variant*: its runs are named `fd-...-<tag>`, its results `full_data_<scale>_<tag>.json` (the
+figure beside it) unless `--json`/`--figure` say otherwise, so the committed results are never
+reused for it or overwritten; another teacher or teacher override trains its own teacher in
+`OUT/full-data-teacher-<tag>` (a teacher is reused only while its whole resolved recipe, less
+where it ran, is the same). The JSON records the models and overrides used (`models`, `tag`).
 """
 
 from __future__ import annotations
@@ -218,6 +230,18 @@ def seeds(bench: Bench, sets: list[str]) -> None:
     bench.run_all(rows, sets)
 
 
+def outputs(name: str, tag: str, a: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """The run folder, the results JSON and the figure. The scale's own results go to
+    benchmarks/results/full_data_<scale>.json and docs/img (--quick: into OUT); a variant's
+    (`tag`) are full_data_<scale>_<tag>.json with its figure beside it, never the committed."""
+    out = a.out or ROOT / "runs" / "full_data"
+    stem = tagged(f"full_data_{name}", tag, "_")
+    results = a.json or (out if a.quick else ROOT / "benchmarks" / "results") / f"{stem}.json"
+    fig_dir = out if a.quick else ROOT / "docs" / "img"
+    fig = a.figure or (results.with_suffix(".png") if tag else fig_dir / f"{stem}.png")
+    return out, results, fig
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scale", choices=["gpu", "cpu"], default="gpu")
@@ -236,13 +260,7 @@ def main() -> None:
     name = "quick" if a.quick else a.scale
     scale, variant, tag = choose(name, a)
     usage_errors(lambda: validate(scale, variant))
-    out = a.out or ROOT / "runs" / "full_data"
-    stem = tagged(f"full_data_{name}", tag, "_")
-    results = a.json or (out if a.quick else ROOT / "benchmarks" / "results") / f"{stem}.json"
-    fig = a.figure or (
-        results.with_suffix(".png") if tag else (out if a.quick else ROOT / "docs" / "img")
-    )
-    fig = fig / f"{stem}.png" if fig.suffix != ".png" else fig
+    out, results, fig = outputs(name, tag, a)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     deadline = started + (a.budget_min * 60 if a.budget_min else 1e9)
