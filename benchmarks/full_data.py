@@ -68,10 +68,10 @@ from tuning import (
     last_line,
     launch,
     measure,
+    one_line_errors,
     setting_suffix,
     tagged,
     teacher_run,
-    usage_errors,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,6 +230,22 @@ def seeds(bench: Bench, sets: list[str]) -> None:
     bench.run_all(rows, sets)
 
 
+def part_students(scale: Scale, part: str) -> tuple[str, ...]:
+    """The students a --part works on (a part of one student needs that student)."""
+    from distill_cli.errors import DistillError
+
+    index = PARTS[part][1]
+    if index is None:
+        return scale.students
+    if index >= len(scale.students):
+        raise DistillError(
+            f"--part {part} runs student number {index + 1}, there are {len(scale.students)}",
+            "--part",
+            "name more --students or pick another part",
+        )
+    return scale.students[index : index + 1]
+
+
 def outputs(name: str, tag: str, a: argparse.Namespace) -> tuple[Path, Path, Path]:
     """The run folder, the results JSON and the figure. The scale's own results go to
     benchmarks/results/full_data_<scale>.json and docs/img (--quick: into OUT); a variant's
@@ -259,7 +275,8 @@ def main() -> None:
     a = p.parse_args()
     name = "quick" if a.quick else a.scale
     scale, variant, tag = choose(name, a)
-    usage_errors(lambda: validate(scale, variant))
+    one_line_errors(lambda: validate(scale, variant))
+    students = one_line_errors(lambda: part_students(scale, a.part))
     out, results, fig = outputs(name, tag, a)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -270,12 +287,9 @@ def main() -> None:
     bench.data["commands"].append("python benchmarks/full_data.py " + " ".join(sys.argv[1:]))
 
     teacher_name = tagged("full-data-teacher", variant.teacher_tag(SCALES[name].variant()))
-    teacher = teacher_run(
-        out,
-        TEACHER_RECIPE,
-        teacher_name,
-        scale.teacher_overrides(variant.teacher_sets),
-        os.cpu_count() or 1,
+    teacher_sets = scale.teacher_overrides(variant.teacher_sets)
+    teacher = one_line_errors(
+        lambda: teacher_run(out, TEACHER_RECIPE, teacher_name, teacher_sets, os.cpu_count() or 1)
     )
     from distill_cli.summary import RunSummary
 
@@ -297,8 +311,7 @@ def main() -> None:
         *scale.student_overrides(variant.sets),
         f"teacher.checkpoint={teacher / 'checkpoints' / 'best.safetensors'}",
     ]
-    step, index = PARTS[a.part]
-    students = scale.students if index is None else scale.students[index : index + 1]
+    step = PARTS[a.part][0]
     if step in ("tune", "all"):
         for student in students:
             tune(bench, student, sets)

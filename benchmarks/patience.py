@@ -60,11 +60,11 @@ from tuning import (
     last_line,
     launch,
     measure,
+    one_line_errors,
     setting_suffix,
     split_done,
     tagged,
     teacher_run,
-    usage_errors,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -289,13 +289,14 @@ def main() -> None:
     a = p.parse_args()
 
     plan = choose(a)
-    usage_errors(lambda: validate(plan))
+    one_line_errors(lambda: validate(plan))
     common = plan.common
     threads = max(1, (os.cpu_count() or 2) // max(1, a.jobs))
     started = time.perf_counter()
     a.out.mkdir(parents=True, exist_ok=True)
-    teacher = teacher_run(
-        a.out, TEACHER_RECIPE, plan.teacher_name, plan.teacher_sets, max(1, os.cpu_count() or 1)
+    n = max(1, os.cpu_count() or 1)
+    teacher = one_line_errors(
+        lambda: teacher_run(a.out, TEACHER_RECIPE, plan.teacher_name, plan.teacher_sets, n)
     )
     teacher_ckpt = teacher / "checkpoints" / "best.safetensors"
     common.append(f"teacher.checkpoint={teacher_ckpt}")

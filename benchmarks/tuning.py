@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 #: (lr, weight decay): one setting of a tuning grid.
 Setting = tuple[float, float]
 #: Resolved-recipe fields that say where or how fast a teacher ran, not what it learned.
@@ -115,12 +116,13 @@ def check_recipe(recipe: Path, overrides: Sequence[str]) -> None:
     load_recipe(recipe, list(overrides))
 
 
-def usage_errors(check: Callable[[], None]) -> None:
-    """Runs `check`; an expected error is one `error:` line and exit code 2, no traceback."""
+def one_line_errors(step: Callable[[], T]) -> T:
+    """Runs `step`; an expected error is one `error:` line and its exit code (2: bad input,
+    1: work that failed), no traceback."""
     from distill_cli.errors import DistillError
 
     try:
-        check()
+        return step()
     except DistillError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.code)
@@ -146,6 +148,7 @@ def teacher_key(recipe: Any) -> dict[str, Any]:
 
 def teacher_run(out: Path, recipe: Path, name: str, overrides: Sequence[str], threads: int) -> Path:
     """The teacher's run folder `out/name`: trained once, reused while `teacher_key` holds."""
+    from distill_cli.errors import RunFailed
     from distill_cli.recipe.document import load_recipe
 
     items = [*overrides, f"output.dir={out}", f"output.name={name}"]
@@ -159,9 +162,9 @@ def teacher_run(out: Path, recipe: Path, name: str, overrides: Sequence[str], th
     print(f"teacher: training {wanted.student.model} (distill train)...", flush=True)
     out.mkdir(parents=True, exist_ok=True)
     args = ["train", str(recipe), "--overwrite", "-q", *_sets(items)]
-    code = launch(args, out / f"{name}.log", threads)
-    if code:
-        raise RuntimeError(f"distill train failed ({code}): {last_line(out / f'{name}.log')}")
+    log = out / f"{name}.log"
+    if code := launch(args, log, threads):
+        raise RunFailed(f"the teacher's distill train failed ({code}): {last_line(log)}", str(log))
     return run
 
 

@@ -246,3 +246,23 @@ def test_split_done_reuses_finished_runs_by_key() -> None:
     rows = [("fm", 1), ("fm", 3), ("kd", 3)]
     todo, reused = tuning.split_done(rows, [("kd", 3), ("fm", 1), ("fm", 9)], key=lambda r: r)
     assert todo == [("fm", 3)] and reused == [("fm", 1), ("kd", 3)]
+
+
+def test_a_failed_teacher_is_one_line_and_a_part_needs_its_student(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distill_cli.errors import RunFailed
+
+    def fail(args: list[str], log: Path, *_: object) -> int:
+        log.write_text("...\nerror: the loss diverged\n")
+        return 1
+
+    monkeypatch.setattr(tuning, "launch", fail)
+    with pytest.raises(RunFailed, match="the loss diverged") as info:
+        tuning.teacher_run(tmp_path, patience.TEACHER_RECIPE, "t", [], 1)
+    assert info.value.code == 1
+    scale, _, _ = full_data_scales.choose("cpu", _fd_args(students=["resnet18"]))
+    assert full_data.part_students(scale, "2") == ("resnet18",)
+    assert full_data.part_students(scale, "all") == ("resnet18",)
+    with pytest.raises(DistillError, match="--students"):
+        full_data.part_students(scale, "3")
