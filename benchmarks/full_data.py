@@ -20,6 +20,18 @@ the student reaches alone and a long schedule. This benchmark asks the same on F
     python benchmarks/full_data.py --scale gpu --part 3   # the second seed, both students (GPU)
     python benchmarks/full_data.py --scale cpu            # 10,000 images, 32 px (about an hour)
     python benchmarks/full_data.py --quick --out DIR      # the same pipeline in tiny (tests)
+    python benchmarks/full_data.py --scale cpu --students resnet18 --teacher resnet50
+    python benchmarks/full_data.py --scale cpu --set schedule.batch_size=128 --lengths 10 30
+
+Other models and settings: `--students` (timm names), `--teacher`, `--set KEY=VALUE` (every
+student run, before each method's own overrides and the grid's lr/wd), `--teacher-set` (the
+teacher's run), `--lengths`, `--seeds` replace the scale's (full_data_scales.py); every model
+and override is checked before anything trains. Anything other than the scale's own is a
+*variant*: its runs are named `fd-...-<tag>`, its results `full_data_<scale>_<tag>.json` (the
+figure beside it) unless `--json`/`--figure` say otherwise, so the committed results are never
+reused for it or overwritten; another teacher or teacher override trains its own teacher in
+`OUT/full-data-teacher-<tag>` (a teacher is reused only while its whole resolved recipe, less
+where it ran, is the same). The JSON records the models and overrides used (`models`, `tag`).
 """
 
 from __future__ import annotations
@@ -27,9 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -39,110 +48,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from full_data_report import figure, markdown
-from patience import eval_curve, teacher_run
+from full_data_scales import (
+    FM,
+    METHODS,
+    PARTS,
+    SCALES,
+    STUDENT_RECIPE,
+    TEACHER_RECIPE,
+    Scale,
+    choose,
+    validate,
+)
+from tuning import (
+    Setting,
+    add_model_options,
+    best_on_holdout,
+    environment,
+    eval_curve,
+    last_line,
+    launch,
+    measure,
+    one_line_errors,
+    setting_suffix,
+    tagged,
+    teacher_run,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-TEACHER_RECIPE = ROOT / "recipes" / "full_data" / "teacher.yaml"
-STUDENT_RECIPE = ROOT / "recipes" / "full_data" / "student.yaml"
-FM = "function matching"
-#: The methods compared, as overrides of the student recipe (function matching).
-METHODS: dict[str, list[str]] = {
-    FM: [],
-    "labels": ["teacher=null", "method={name: supervised, label_smoothing: 0.1}"],
-    "classic KD": ["method={name: kd, temperature: 4.0, alpha: 0.5, mixup: false}"],
-    "FM, fixed teacher": ["method.teacher_targets=fixed", "method.mixup=false"],
-}
-GPU = ["runtime.device=cuda", "runtime.compile=true", "runtime.compile_mode=reduce-overhead"]
-
-
-@dataclass(frozen=True)
-class Scale:
-    """One size of the same question: models, data, lengths, grid, seeds, parallel runs."""
-
-    students: tuple[str, ...]
-    lengths: tuple[int, ...]
-    grid: tuple[tuple[float, float], ...]  # (lr, wd) pairs every method is tried with
-    seeds: tuple[int, ...]
-    teacher_sets: tuple[str, ...]
-    student_sets: tuple[str, ...]
-    jobs: int
-
-
-TINY_DATA = ("data.train_limit=400", "data.holdout=200", "data.val_limit=500")
-CPU_DATA = ("data.train_limit=10000", "data.holdout=5000")
-SCALES: dict[str, Scale] = {
-    # one H100/H200: 55,000 images, CUDA graphs, four runs side by side (small students are
-    # bound by launches, not FLOPs); parts of at most about 9 minutes, see PARTS
-    "gpu": Scale(
-        students=("mobilenetv3_small_050", "regnetx_002"),
-        lengths=(25, 75, 200),
-        grid=((1e-2, 1e-4), (3e-3, 1e-4)),
-        seeds=(0, 1),
-        teacher_sets=tuple(GPU),
-        student_sets=tuple(GPU),
-        jobs=4,
-    ),
-    # two CPU cores, about an hour: teacher and students on the same 10,000 images, 32 px
-    "cpu": Scale(
-        students=("mobilenetv3_small_050",),
-        lengths=(10, 30, 100),
-        grid=((1e-2, 1e-4), (3e-3, 1e-4)),
-        seeds=(0,),
-        teacher_sets=(
-            *CPU_DATA,
-            "model.model=resnet10t",
-            "model.input_size=32",
-            "schedule.epochs=30",
-            "schedule.batch_size=256",
-            "runtime.device=cpu",
-        ),
-        student_sets=(
-            *CPU_DATA,
-            "teacher.model=resnet10t",
-            "teacher.input_size=32",
-            "schedule.batch_size=256",
-            "schedule.eval_batch_size=1000",
-            "runtime.device=cpu",
-        ),
-        jobs=2,
-    ),
-    # the pipeline end to end in about a minute on 2 quiet cores (tests): a tiny model, a few
-    # hundred images, one student (16 runs: the per-student steps are a loop over students)
-    "quick": Scale(
-        students=("test_efficientnet",),
-        lengths=(1, 2),
-        grid=((1e-2, 1e-4), (3e-3, 1e-4)),
-        seeds=(0, 1),
-        teacher_sets=(
-            *TINY_DATA,
-            "model.model=test_resnet",
-            "model.input_size=32",
-            "schedule.epochs=2",
-            "schedule.batch_size=50",
-            "schedule.evals=2",
-            "runtime.device=cpu",
-        ),
-        student_sets=(
-            *TINY_DATA,
-            "teacher.model=test_resnet",
-            "teacher.input_size=32",
-            "schedule.batch_size=50",
-            "schedule.evals=1",  # the 1-epoch rungs: one evaluation per epoch at most
-            "runtime.device=cpu",
-        ),
-        jobs=2,
-    ),
-}
-#: --part: which students tune + run the ladder, and whether the extra seeds run.
-#: --part: (what, which student); a GPU part is sized to about 9 minutes (docs/benchmarks.md).
-#: A part whose picks are missing tunes first; finished rows of earlier parts are never rerun.
-PARTS: dict[str, tuple[str, int | None]] = {
-    "1": ("tune", None),  # the teacher, then the grid at the shortest length, every student
-    "2": ("ladder", 0),  # the first student: FM at every length, the others at the longest
-    "3": ("ladder", 1),  # the second student, the same
-    "4": ("seeds", None),  # every further seed at the longest length, every student
-    "all": ("all", None),
-}
 
 
 @dataclass
@@ -174,18 +106,21 @@ def _slug(text: str) -> str:
 
 
 def make_row(
-    student: str, method: str, epochs: int, cfg: tuple[float, float], seed: int, role: str
+    student: str, method: str, epochs: int, cfg: Setting, seed: int, role: str, tag: str = ""
 ) -> Row:
-    lr, wd = cfg
-    name = f"fd-{_slug(student)}-{_slug(method)}-e{epochs}-lr{lr:g}-wd{wd:g}-s{seed}"
-    return Row(student, method, epochs, lr, wd, seed, name, role)
+    """A run of the benchmark; a variant's runs (`tag`) are named apart from the default's."""
+    name = f"fd-{_slug(student)}-{_slug(method)}-e{epochs}{setting_suffix(cfg)}-s{seed}"
+    return Row(student, method, epochs, cfg[0], cfg[1], seed, tagged(name, tag), role)
 
 
 class Bench:
     """The runs of one scale in one output folder, with the results file kept up to date."""
 
-    def __init__(self, scale: Scale, out: Path, results: Path, deadline: float) -> None:
+    def __init__(
+        self, scale: Scale, out: Path, results: Path, deadline: float, tag: str = ""
+    ) -> None:
         self.scale, self.out, self.results, self.deadline = scale, out, results, deadline
+        self.tag = tag  # the variant's: in every run name
         self.lock = threading.Lock()
         self.data: dict = {"rows": [], "commands": []}
         if results.is_file():  # an earlier part: its finished rows are kept and not rerun
@@ -212,8 +147,6 @@ class Bench:
             return list(pool.map(lambda r: self.done(r) or self._run(r, sets), rows))
 
     def _run(self, row: Row, sets: list[str]) -> Row:
-        from distill_cli.summary import RunSummary
-
         if time.monotonic() >= self.deadline:
             row.error = "not started: the part's time budget was spent"
             return row
@@ -222,37 +155,28 @@ class Bench:
         items += [f"schedule.epochs={row.epochs}", f"runtime.seed={row.seed}"]
         items += [f"optim.lr={row.lr}", f"optim.weight_decay={row.wd}"]
         items += [f"output.dir={self.out}", f"output.name={row.run}"]
-        items += [f"runtime.threads={self.threads}"]
         run = self.out / row.run
         # a run stopped at a part's budget continues from its last checkpoint
         again = (run / "checkpoints" / "last.safetensors").is_file()
         again = again and not (run / "summary.json").is_file()
         mode = "--resume" if again else "--overwrite"
-        cmd = [sys.executable, "-m", "distill_cli", verb, str(STUDENT_RECIPE), mode, "-q"]
-        cmd += [x for item in items for x in ("--set", item)]
-        env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
+        args = [verb, str(STUDENT_RECIPE), mode, "-q", *(x for i in items for x in ("--set", i))]
         started = time.perf_counter()
-        with (self.out / f"{row.run}.log").open("w") as log:
-            proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-            try:
-                code = proc.wait(timeout=max(1.0, self.deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGTERM)  # the run saves its position and stops
-                proc.wait()
-                code, row.error = -1, "stopped at the part's time budget (--resume continues it)"
+        log = self.out / f"{row.run}.log"
+        code = launch(args, log, self.threads, self.deadline)
         row.wall_s = time.perf_counter() - started
-        if (run / "metrics.jsonl").is_file():
-            row.curve = eval_curve(run)
-        if code and row.error is None:
-            tail = (self.out / f"{row.run}.log").read_text().strip().splitlines()[-1:]
-            row.error = f"exit code {code}: {(tail or ['(no output)'])[0]}"
+        if code == -1:
+            row.error = "stopped at the part's time budget (--resume continues it)"
+        elif code:
+            row.error = f"exit code {code}: {last_line(log)}"
         if row.error is None:
-            s = RunSummary.load(run)
-            assert s.test is not None, "the full-data recipes hold out a validation split"
-            row.test_top1, row.test_best_top1 = s.test.top1, s.test.best_top1
-            row.holdout_top1, row.best_epoch = s.student.top1, s.best_epoch
-            row.agreement, row.params = s.test.agreement_top1, s.student.params
-            row.images_per_s = s.images_per_s
+            m = measure(run)
+            row.test_top1, row.test_best_top1 = m.test_top1, m.test_best_top1
+            row.holdout_top1, row.best_epoch = m.holdout_top1, m.best_epoch
+            row.agreement, row.params = m.agreement, m.params
+            row.images_per_s, row.curve = m.images_per_s, m.curve
+        elif (run / "metrics.jsonl").is_file():
+            row.curve = eval_curve(run)
         status = row.error or f"test top-1 {row.test_top1:.2f}, holdout {row.holdout_top1:.2f}"
         print(
             f"  {row.student} {row.method} @ {row.epochs} ep, seed {row.seed}: {status}", flush=True
@@ -263,11 +187,13 @@ class Bench:
 
 def tune(bench: Bench, student: str, sets: list[str]) -> dict:
     """Every method with every grid setting at the shortest length; keeps the holdout's pick."""
-    scale, picked = bench.scale, bench.data.setdefault("picked", {})
+    scale, picked, tag = bench.scale, bench.data.setdefault("picked", {}), bench.tag
     shortest = min(scale.lengths)
-    rows = [make_row(student, m, shortest, cfg, 0, "tune") for m in METHODS for cfg in scale.grid]
+    rows = [
+        make_row(student, m, shortest, cfg, 0, "tune", tag) for m in METHODS for cfg in scale.grid
+    ]
     done = bench.run_all(rows, sets)
-    picked[student] = {m: pick([r for r in done if r.method == m]) for m in METHODS}
+    picked[student] = {m: best_on_holdout([r for r in done if r.method == m]) for m in METHODS}
     bench.save()
     return picked[student]
 
@@ -277,7 +203,7 @@ def ladder(bench: Bench, student: str, sets: list[str]) -> None:
     chosen = bench.data.get("picked", {}).get(student) or tune(bench, student, sets)
     lengths, longest = bench.scale.lengths, max(bench.scale.lengths)
     rows = [
-        make_row(student, m, n, tuple(cfg), 0, "ladder")
+        make_row(student, m, n, tuple(cfg), 0, "ladder", bench.tag)
         for m, cfg in chosen.items()
         if cfg is not None
         for n in (lengths if m == FM else [longest])
@@ -297,30 +223,39 @@ def seeds(bench: Bench, sets: list[str]) -> None:
         for m, cfg in chosen.items():
             if cfg is not None:
                 rows += [
-                    make_row(student, m, longest, tuple(cfg), s, "seed")
+                    make_row(student, m, longest, tuple(cfg), s, "seed", bench.tag)
                     for s in bench.scale.seeds
                     if s
                 ]
     bench.run_all(rows, sets)
 
 
-def pick(rows: list[Row]) -> tuple[float, float] | None:
-    """The grid setting with the best final holdout top-1 (never the test set)."""
-    scored = [r for r in rows if r.holdout_top1 is not None]
-    best = max(scored, key=lambda r: r.holdout_top1 or 0.0, default=None)
-    return None if best is None else (best.lr, best.wd)
+def part_students(scale: Scale, part: str) -> tuple[str, ...]:
+    """The students a --part works on (a part of one student needs that student)."""
+    from distill_cli.errors import DistillError
+
+    index = PARTS[part][1]
+    if index is None:
+        return scale.students
+    if index >= len(scale.students):
+        raise DistillError(
+            f"--part {part} runs student number {index + 1}, there are {len(scale.students)}",
+            "--part",
+            "name more --students or pick another part",
+        )
+    return scale.students[index : index + 1]
 
 
-def _environment() -> dict:
-    import torch
-
-    cuda = torch.cuda.is_available()
-    return {
-        "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
-        "cpu_cores": os.cpu_count(),
-        "python": platform.python_version(),
-    }
+def outputs(name: str, tag: str, a: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """The run folder, the results JSON and the figure. The scale's own results go to
+    benchmarks/results/full_data_<scale>.json and docs/img (--quick: into OUT); a variant's
+    (`tag`) are full_data_<scale>_<tag>.json with its figure beside it, never the committed."""
+    out = a.out or ROOT / "runs" / "full_data"
+    stem = tagged(f"full_data_{name}", tag, "_")
+    results = a.json or (out if a.quick else ROOT / "benchmarks" / "results") / f"{stem}.json"
+    fig_dir = out if a.quick else ROOT / "docs" / "img"
+    fig = a.figure or (results.with_suffix(".png") if tag else fig_dir / f"{stem}.png")
+    return out, results, fig
 
 
 def main() -> None:
@@ -328,6 +263,10 @@ def main() -> None:
     p.add_argument("--scale", choices=["gpu", "cpu"], default="gpu")
     p.add_argument("--quick", action="store_true", help="tiny models and data, about a minute")
     p.add_argument("--part", choices=sorted(PARTS), default="all", help="GPU: see the docstring")
+    p.add_argument("--students", nargs="+", default=None, metavar="NAME", help="timm models")
+    add_model_options(p, "student run")
+    p.add_argument("--lengths", type=int, nargs="+", default=None, help="epochs (the scale's)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="0 always runs")
     p.add_argument("--out", type=Path, default=None, help="run folders (default runs/full_data)")
     p.add_argument("--json", type=Path, default=None, help="results (default benchmarks/results)")
     p.add_argument("--figure", type=Path, default=None, help="default docs/img/full_data_*.png")
@@ -335,25 +274,22 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=None, help="runs side by side")
     a = p.parse_args()
     name = "quick" if a.quick else a.scale
-    scale = SCALES[name]
-    if a.jobs:
-        scale = Scale(**{**asdict(scale), "jobs": a.jobs})
-    out = a.out or ROOT / "runs" / "full_data"
-    results = (
-        a.json or (out if a.quick else ROOT / "benchmarks" / "results") / f"full_data_{name}.json"
-    )
-    fig = a.figure or (out if a.quick else ROOT / "docs" / "img") / f"full_data_{name}.png"
+    scale, variant, tag = choose(name, a)
+    one_line_errors(lambda: validate(scale, variant))
+    students = one_line_errors(lambda: part_students(scale, a.part))
+    out, results, fig = outputs(name, tag, a)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     deadline = started + (a.budget_min * 60 if a.budget_min else 1e9)
-    bench = Bench(scale, out, results, deadline)
-    bench.data.update(
-        scale=name, environment=_environment(), grid=scale.grid, lengths=scale.lengths
-    )
+    bench = Bench(scale, out, results, deadline, tag)
+    bench.data.update(scale=name, environment=environment(), grid=scale.grid, lengths=scale.lengths)
+    bench.data.update(models=variant.record(), tag=tag)
     bench.data["commands"].append("python benchmarks/full_data.py " + " ".join(sys.argv[1:]))
 
-    teacher = teacher_run(
-        out, list(scale.teacher_sets), os.cpu_count() or 1, TEACHER_RECIPE, "full-data-teacher"
+    teacher_name = tagged("full-data-teacher", variant.teacher_tag(SCALES[name].variant()))
+    teacher_sets = scale.teacher_overrides(variant.teacher_sets)
+    teacher = one_line_errors(
+        lambda: teacher_run(out, TEACHER_RECIPE, teacher_name, teacher_sets, os.cpu_count() or 1)
     )
     from distill_cli.summary import RunSummary
 
@@ -372,11 +308,10 @@ def main() -> None:
     bench.data["teacher"], bench.data["test_images"] = teacher_info, t.test.images
     bench.save()
     sets = [
-        *scale.student_sets,
+        *scale.student_overrides(variant.sets),
         f"teacher.checkpoint={teacher / 'checkpoints' / 'best.safetensors'}",
     ]
-    step, index = PARTS[a.part]
-    students = scale.students if index is None else scale.students[index : index + 1]
+    step = PARTS[a.part][0]
     if step in ("tune", "all"):
         for student in students:
             tune(bench, student, sets)

@@ -24,6 +24,13 @@ Fashion-MNIST, where a 2-core CPU can afford thousands of epochs:
 
     python benchmarks/patience.py                    # the whole benchmark (about 2 hours)
     python benchmarks/patience.py --quick --out DIR  # the same code on a tiny budget (tests)
+    python benchmarks/patience.py --student resnet18 --teacher-set schedule.epochs=30 --out DIR
+
+Other models or overrides (`--student`, `--teacher`, `--set`, `--teacher-set`) make a variant
+(`tuning.Variant`): its student runs and its default JSON and figure (`OUT/patience_<tag>.json`)
+carry the variant's tag, another teacher or teacher override trains its own teacher in
+`OUT/patience-teacher-<tag>`, so nothing of the default run is reused or overwritten; the JSON
+records the models and overrides used (`models`).
 
 Runs are independent, so they go `--jobs` at a time (default 2, one CPU thread each): on small
 images one process per core is faster than one process with two threads.
@@ -35,16 +42,30 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from patience_report import FM_LABEL, figure, markdown, tuning_markdown
+from tuning import (
+    Setting,
+    Variant,
+    add_model_options,
+    best_on_holdout,
+    check_models,
+    check_recipe,
+    last_line,
+    launch,
+    measure,
+    one_line_errors,
+    setting_suffix,
+    split_done,
+    tagged,
+    teacher_run,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "patience"
@@ -108,102 +129,44 @@ class RunRow:
     error: str | None = None
 
 
-def distill(args: list[str], log: Path, threads: int) -> None:
-    """One `distill` command in its own process, output to `log`; raises on failure."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "distill_cli", *args, "--set", f"runtime.threads={threads}"]
-    with log.open("w") as fh:
-        done = subprocess.run(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    if done.returncode != 0:
-        tail = log.read_text().strip().splitlines()[-1:] or ["(no output)"]
-        raise RuntimeError(f"distill {args[0]} failed ({done.returncode}): {tail[0]}")
-
-
-def _what_trains(recipe: Any) -> dict:
-    """The recipe fields that decide the teacher's weights (not where or how fast it ran)."""
-    data = recipe.model_dump(mode="json")
-    keep = {k: data[k] for k in ("student", "augment", "method", "optim", "schedule")}
-    keep["data"] = {k: data["data"][k] for k in ("source", "subset", "train_limit", "holdout")}
-    keep["seed"] = data["runtime"]["seed"]
-    return keep
-
-
-def teacher_run(
-    out: Path,
-    overrides: list[str],
-    threads: int,
-    recipe: Path = TEACHER_RECIPE,
-    name: str = "patience-teacher",
-) -> Path:
-    """The teacher's run folder: trained once, reused while its resolved recipe is the same."""
-    from distill_cli.recipe.document import load_recipe
-
-    wanted = load_recipe(recipe, [*overrides, f"output.dir={out}", f"output.name={name}"])
-    run = out / name
-    saved = run / "recipe.yaml"
-    finished = (run / "summary.json").is_file() and saved.is_file()
-    if finished and _what_trains(load_recipe(saved)) == _what_trains(wanted):
-        print(f"teacher: reusing {run}", flush=True)
-        return run
-    print("teacher: training (distill train)...", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    args = ["train", str(recipe), "--overwrite", "-q"]
-    for item in [*overrides, f"output.dir={out}", f"output.name={name}"]:
-        args += ["--set", item]
-    distill(args, out / f"{name}.log", threads)
-    return run
-
-
 def _run(row: RunRow, out: Path, common: list[str], threads: int) -> RunRow:
-    from distill_cli.summary import RunSummary
-
     args = ["run", str(FM_RECIPE), "--overwrite", "-q"]
     sets = [*common, f"schedule.epochs={row.epochs}", f"output.dir={out}", f"output.name={row.run}"]
     for item in [*sets, *row.overrides]:
         args += ["--set", item]
     started = time.perf_counter()
-    try:
-        distill(args, out / f"{row.run}.log", threads)
-    except RuntimeError as exc:
-        row.error = str(exc)
-        print(f"  {row.label} @ {row.epochs} epochs: FAILED {exc}", flush=True)
+    log = out / f"{row.run}.log"
+    code = launch(args, log, threads)
+    if code:
+        row.error = f"distill run failed ({code}): {last_line(log)}"
+        print(f"  {row.label} @ {row.epochs} epochs: FAILED {row.error}", flush=True)
         return row
     row.wall_s = time.perf_counter() - started
-    result = RunSummary.load(out / row.run)
-    assert result.test is not None, "the patience recipes hold out a validation split"
-    row.top1, row.best_top1 = result.test.top1, result.test.best_top1
-    row.agreement, row.kl = result.test.agreement_top1, result.kl
-    row.holdout_top1, row.best_epoch = result.student.top1, result.best_epoch
-    row.images_per_s = result.images_per_s
-    row.curve = eval_curve(out / row.run)
+    m = measure(out / row.run)
+    row.top1, row.best_top1 = m.test_top1, m.test_best_top1
+    row.agreement, row.kl = m.agreement, m.kl
+    row.holdout_top1, row.best_epoch = m.holdout_top1, m.best_epoch
+    row.images_per_s, row.curve = m.images_per_s, m.curve
     print(f"  {row.label} @ {row.epochs} epochs: top-1 {row.top1:.2f}", flush=True)
     return row
-
-
-def eval_curve(run: Path) -> list[tuple[float, float]]:
-    """(epoch, top-1) of every evaluation during a run (the holdout's, with data.holdout)."""
-    curve = []
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record.get("kind") == "eval" and record.get("top1") is not None:
-            curve.append((record["epoch"], record["top1"]))
-    return curve
 
 
 def _slug(label: str) -> str:
     return label.split(":")[-1].split("(")[0].strip().replace(" ", "-").replace(",", "")
 
 
-def _with(row: RunRow, cfg: tuple[float, float] | None) -> RunRow:
-    """The row with a setting of the grid (lr, wd), or the recipe's when `cfg` is None."""
+def _with(row: RunRow, cfg: Setting | None, tag: str) -> RunRow:
+    """The row with a setting of the grid (lr, wd), or the recipe's when `cfg` is None; a
+    variant's runs (`tag`) are named apart from the default's."""
     if cfg is not None:
         row.lr, row.wd = cfg
         row.overrides = [*row.overrides, f"optim.lr={cfg[0]}", f"optim.weight_decay={cfg[1]}"]
-        row.run += f"-lr{cfg[0]:g}-wd{cfg[1]:g}"
+        row.run += setting_suffix(cfg)
+    row.run = tagged(row.run, tag)
     return row
 
 
-def tune_rows(tune_at: int, grid: tuple[tuple[float, float], ...]) -> list[RunRow]:
+def tune_rows(tune_at: int, grid: tuple[Setting, ...], tag: str = "") -> list[RunRow]:
     """Every tuned method with every grid setting at `tune_at` epochs."""
     rows = []
     for label in TUNED:
@@ -211,32 +174,28 @@ def tune_rows(tune_at: int, grid: tuple[tuple[float, float], ...]) -> list[RunRo
         for cfg in grid:
             row = RunRow(label, tune_at, f"patience-tune-{_slug(label)}-{tune_at}", list(sets))
             row.role = "tune"
-            rows.append(_with(row, cfg))
+            rows.append(_with(row, cfg, tag))
     return rows
 
 
-def pick(rows: list[RunRow]) -> dict[str, tuple[float, float]]:
+def pick(rows: list[RunRow]) -> dict[str, Setting]:
     """Per tuned method, the setting with the best final holdout top-1 (never the test set)."""
-    picks: dict[str, tuple[float, float]] = {}
-    for label in TUNED:
-        done = [r for r in rows if r.label == label and r.error is None]
-        if done:
-            best = max(done, key=lambda r: r.holdout_top1 or 0.0)
-            picks[label] = (best.lr, best.wd)  # type: ignore[assignment]
-    return picks
+    picks = {label: best_on_holdout([r for r in rows if r.label == label]) for label in TUNED}
+    return {label: cfg for label, cfg in picks.items() if cfg is not None}
 
 
 def ladder_rows(
-    lengths: list[int], compare_at: int, picks: dict[str, tuple[float, float]]
+    lengths: list[int], compare_at: int, picks: dict[str, Setting], tag: str = ""
 ) -> list[RunRow]:
     """FM at every length, the comparisons at `compare_at`, each with its (or its parent's) pick."""
     rows = [
-        _with(RunRow(FM_LABEL, n, f"patience-fm-{n}", []), picks.get(FM_LABEL)) for n in lengths
+        _with(RunRow(FM_LABEL, n, f"patience-fm-{n}", []), picks.get(FM_LABEL), tag)
+        for n in lengths
     ]
     for label, overrides in COMPARISONS.items():
         sets = [o.replace("STOP", str(max(1, compare_at * 3 // 4))) for o in overrides]
         row = RunRow(label, compare_at, f"patience-{_slug(label)}-{compare_at}", sets)
-        rows.append(_with(row, picks.get(SHARES.get(label, label))))
+        rows.append(_with(row, picks.get(SHARES.get(label, label)), tag))
     # longest first: the slowest runs start early, so the pool ends together
     return sorted(rows, key=lambda r: -r.epochs)
 
@@ -246,6 +205,57 @@ def run_pool(rows: list[RunRow], out: Path, common: list[str], jobs: int, thread
     rows = sorted(rows, key=lambda r: -r.epochs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         return list(pool.map(lambda row: _run(row, out, common, threads), rows))
+
+
+@dataclass
+class Plan:
+    """The overrides of the teacher and of every distillation run, and the variant they make."""
+
+    teacher_sets: list[str]
+    common: list[str]
+    variant: Variant
+    tag: str  # '' for the recipes' models and no overrides: the default run's names
+    teacher_name: str
+
+
+def choose(a: argparse.Namespace) -> Plan:
+    """The command line as overrides: the budget (--quick, --subset, --holdout), the models,
+    then --set / --teacher-set (the user's last, so they win)."""
+    from distill_cli.recipe.document import load_recipe
+
+    if a.quick:
+        a.lengths, a.subset, a.holdout, a.compare_at = [1, 3], 100, 500, 3
+        a.tune_at = min(a.tune_at, 1)
+    held = f"data.holdout={a.holdout}"
+    teacher_sets, common = [held], [f"data.subset={a.subset}", held]
+    if a.quick:
+        teacher_sets += [
+            "schedule.epochs=1",
+            "data.train_limit=4000",
+            "data.val_limit=2000",
+            "schedule.eval_every=1",
+        ]
+        # 1-epoch rows: one evaluation (a recipe may not ask for more evaluations than epochs)
+        common = ["data.subset=100", held, "schedule.batch_size=50", "data.val_limit=2000"]
+        common += ["schedule.evals=1"]
+    default = Variant(
+        load_recipe(TEACHER_RECIPE).student.model, (load_recipe(FM_RECIPE).student.model,)
+    )
+    teacher, student = a.teacher or default.teacher, a.student or default.students[0]
+    variant = Variant(teacher, (student,), tuple(a.overrides), tuple(a.teacher_overrides))
+    teacher_sets += [f"model.model={teacher}", *a.teacher_overrides]
+    common += [f"teacher.model={teacher}", f"student.model={student}", *a.overrides]
+    name = tagged("patience-teacher", variant.teacher_tag(default))
+    return Plan(teacher_sets, common, variant, variant.tag(default), name)
+
+
+def validate(plan: Plan) -> None:
+    """Before any training: the models are timm's, the recipes load with every override."""
+    check_models([plan.variant.teacher], "--teacher")
+    check_models(plan.variant.students, "--student")
+    check_recipe(TEACHER_RECIPE, plan.teacher_sets)
+    for overrides in COMPARISONS.values():
+        check_recipe(FM_RECIPE, [*plan.common, *(o.replace("STOP", "1") for o in overrides)])
 
 
 def main() -> None:
@@ -265,13 +275,8 @@ def main() -> None:
     p.add_argument("--subset", type=int, default=1000)
     p.add_argument("--holdout", type=int, default=5000, help="training images held out for choices")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        help="override for every distillation run (e.g. optim.lr=3e-3)",
-    )
+    p.add_argument("--student", default=None, metavar="NAME", help="timm model of the student")
+    add_model_options(p, "distillation run")
     p.add_argument("--json", type=Path, default=None, help="results JSON (default: OUT/...)")
     p.add_argument("--md", type=Path, default=None, help="also write the markdown table here")
     p.add_argument("--figure", type=Path, default=None, help="also write the figure here")
@@ -283,27 +288,16 @@ def main() -> None:
     )
     a = p.parse_args()
 
-    teacher_sets: list[str] = []
-    if a.quick:
-        a.lengths, a.subset, a.holdout, a.compare_at = [1, 3], 100, 500, 3
-        a.tune_at = min(a.tune_at, 1)
-    held = f"data.holdout={a.holdout}"
-    teacher_sets = [held]
-    common = [f"data.subset={a.subset}", held, *a.overrides]
-    if a.quick:
-        teacher_sets += [
-            "schedule.epochs=1",
-            "data.train_limit=4000",
-            "data.val_limit=2000",
-            "schedule.eval_every=1",
-        ]
-        # 1-epoch rows: one evaluation (a recipe may not ask for more evaluations than epochs)
-        common = ["data.subset=100", held, "schedule.batch_size=50", "data.val_limit=2000"]
-        common += ["schedule.evals=1", *a.overrides]
+    plan = choose(a)
+    one_line_errors(lambda: validate(plan))
+    common = plan.common
     threads = max(1, (os.cpu_count() or 2) // max(1, a.jobs))
     started = time.perf_counter()
     a.out.mkdir(parents=True, exist_ok=True)
-    teacher = teacher_run(a.out, teacher_sets, max(1, os.cpu_count() or 1))
+    n = max(1, os.cpu_count() or 1)
+    teacher = one_line_errors(
+        lambda: teacher_run(a.out, TEACHER_RECIPE, plan.teacher_name, plan.teacher_sets, n)
+    )
     teacher_ckpt = teacher / "checkpoints" / "best.safetensors"
     common.append(f"teacher.checkpoint={teacher_ckpt}")
     from distill_cli.summary import RunSummary
@@ -315,7 +309,7 @@ def main() -> None:
     tuned: list[RunRow] = []
     picks: dict[str, tuple[float, float]] = {}
     if a.tune_at:
-        tuned = tune_rows(a.tune_at, grid)
+        tuned = tune_rows(a.tune_at, grid, plan.tag)
         print(f"tuning: {len(tuned)} runs at {a.tune_at} epochs", flush=True)
         tuned = run_pool(tuned, a.out, common, a.jobs, threads)
         picks = pick(tuned)
@@ -323,11 +317,10 @@ def main() -> None:
         if missing:
             sys.exit(f"tuning failed for every setting of: {', '.join(missing)}")
         print("picked on the holdout: " + "; ".join(f"{k} {v}" for k, v in picks.items()))
-    rows = ladder_rows(a.lengths, a.compare_at, picks)
+    rows = ladder_rows(a.lengths, a.compare_at, picks, plan.tag)
     # a ladder row the tuning already ran (same method, length and setting) is not run again
-    ran = {(r.label, r.epochs, r.lr, r.wd): r for r in tuned if r.error is None}
-    todo = [r for r in rows if (r.label, r.epochs, r.lr, r.wd) not in ran]
-    reused = [ran[k] for k in ((r.label, r.epochs, r.lr, r.wd) for r in rows) if k in ran]
+    ok = [r for r in tuned if r.error is None]
+    todo, reused = split_done(rows, ok, lambda r: (r.label, r.epochs, r.lr, r.wd))
     print(f"{len(todo)} runs, {a.jobs} at a time, {threads} thread(s) each", flush=True)
     done = run_pool(todo, a.out, common, a.jobs, threads)
     done += [replace(r, role="ladder") for r in reused]
@@ -335,7 +328,7 @@ def main() -> None:
     done.sort(key=lambda r: (order[r.label], r.epochs))
 
     fm_any = next((r for r in done if r.label == FM_LABEL and not r.error), None)
-    student = {"model": "test_resnet", "params": None}
+    student = {"model": plan.variant.students[0], "params": None}
     if fm_any is not None:
         res = RunSummary.load(a.out / fm_any.run)
         student = {"model": res.student.model, "params": res.student.params}
@@ -369,6 +362,7 @@ def main() -> None:
             "run": str(teacher),
         },
         "student": student,
+        "models": plan.variant.record(),
         "recipes": {
             "teacher": str(TEACHER_RECIPE.relative_to(ROOT)),
             "distill": str(FM_RECIPE.relative_to(ROOT)),
@@ -376,13 +370,13 @@ def main() -> None:
         "rows": [asdict(r) for r in done],
         "tune": [asdict(r) for r in tuned],
     }
-    path = a.json or a.out / "patience.json"
+    path = a.json or a.out / f"{tagged('patience', plan.tag, '_')}.json"
     path.write_text(json.dumps(result, indent=2))
     table = markdown(result)
     tuning = tuning_markdown(result)
     if a.md:
         a.md.write_text(table + "\n" + (f"\n{tuning}\n" if tuning else ""))
-    figure(result, a.figure or a.out / "patience.png")
+    figure(result, a.figure or path.with_suffix(".png"))
     print("\n" + table + (f"\n\n{tuning}" if tuning else ""))
     print(f"\nwall time {result['wall_s'] / 60:.1f} min; results in {path}")
     if any(r.error for r in [*done, *tuned]):

@@ -16,6 +16,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import full_data  # noqa: E402
 from full_data_report import figure, markdown  # noqa: E402
+from tuning import best_on_holdout  # noqa: E402
 
 
 def _row(method: str, epochs: int, lr: float, seed: int, holdout: float, test: float):
@@ -26,10 +27,13 @@ def _row(method: str, epochs: int, lr: float, seed: int, holdout: float, test: f
 
 def test_the_grid_is_picked_on_the_holdout_never_on_the_test_set() -> None:
     rows = [_row("labels", 5, 1e-2, 0, 90.0, 80.0), _row("labels", 5, 3e-3, 0, 85.0, 95.0)]
-    assert full_data.pick(rows) == (1e-2, 1e-4)
+    assert best_on_holdout(rows) == (1e-2, 1e-4)
     failed = _row("labels", 5, 3e-3, 0, 99.0, 99.0)
     failed.holdout_top1 = None
-    assert full_data.pick([failed]) is None
+    assert best_on_holdout([failed]) is None
+    stopped = _row("labels", 5, 3e-3, 0, 99.0, 99.0)
+    stopped.error = "stopped at the part's time budget"
+    assert best_on_holdout([*rows, stopped]) == (1e-2, 1e-4)
 
 
 def test_the_table_and_figure_show_means_spreads_and_gaps(tmp_path: Path) -> None:
@@ -79,9 +83,19 @@ def test_help_works() -> None:
 def test_quick_mode_runs_the_whole_pipeline(tmp_path: Path) -> None:
     out = tmp_path / "out dir"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "full_data.py"), "--quick", "--out", str(out)]
+    # overrides that cost nothing (logging only) make this a variant: named apart, recorded
+    cmd += ["--set", "schedule.log_every=7", "--teacher-set", "schedule.log_every=7"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=2400, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    data = json.loads((out / "full_data_quick.json").read_text())
+    assert not (out / "full_data_quick.json").exists()
+    (results,) = out.glob("full_data_quick_test-resnet-test-efficientnet-*.json")
+    data = json.loads(results.read_text())
+    tag = data["tag"]
+    assert results.name == f"full_data_quick_{tag}.json"
+    assert data["models"]["sets"] == ["schedule.log_every=7"]
+    assert data["models"]["teacher_sets"] == ["schedule.log_every=7"]
+    assert data["models"]["teacher"] == "test_resnet" == data["teacher"]["model"]
+    assert Path(data["teacher"]["run"]).name.startswith("full-data-teacher-test-resnet-")
     rows = data["rows"]
     assert [r["error"] for r in rows] == [None] * len(rows)
     methods = list(full_data.METHODS)
@@ -97,10 +111,11 @@ def test_quick_mode_runs_the_whole_pipeline(tmp_path: Path) -> None:
         assert set(data["picked"][student]) == set(methods)
     for r in rows:  # each trained, was evaluated on the holdout, then tested once
         assert 0 <= r["test_top1"] <= 100 and r["curve"][-1][0] == r["epochs"]
+        assert r["run"].endswith(f"-{tag}") and (out / r["run"] / "summary.json").is_file()
         assert r["curve"][-1][1] == pytest.approx(r["holdout_top1"])
     assert data["teacher"]["test_top1"] > 0 and data["environment"]["torch"]
-    assert (out / "full_data_quick.png").stat().st_size > 10_000
-    assert "function matching" in (out / "full_data_quick.md").read_text()
+    assert results.with_suffix(".png").stat().st_size > 10_000
+    assert "function matching" in results.with_suffix(".md").read_text()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert again.returncode == 0 and "teacher: reusing" in again.stdout
-    assert len(json.loads((out / "full_data_quick.json").read_text())["rows"]) == len(rows)
+    assert len(json.loads(results.read_text())["rows"]) == len(rows)

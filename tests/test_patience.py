@@ -209,10 +209,19 @@ def test_patience_benchmark_quick_mode_runs_the_whole_pipeline(tmp_path: Path) -
         str(tmp_path / "out dir"),
         "--md",
         str(tmp_path / "table.md"),
+        # overrides that cost nothing (logging only) make this a variant: named apart, recorded
+        "--set",
+        "schedule.log_every=7",
+        "--teacher-set",
+        "schedule.log_every=7",
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=root)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    result = json.loads((tmp_path / "out dir" / "patience.json").read_text())
+    (path,) = (tmp_path / "out dir").glob("patience_resnet10t-test-resnet-*.json")
+    result = json.loads(path.read_text())
+    assert result["models"]["teacher_sets"] == ["schedule.log_every=7"]
+    assert result["models"]["students"] == ["test_resnet"] == [result["student"]["model"]]
+    assert Path(result["teacher"]["run"]).name.startswith("patience-teacher-resnet10t-")
     rows = result["rows"]
     assert [r["error"] for r in rows] == [None] * 8
     fm = [r for r in rows if r["label"] == "function matching"]
@@ -238,7 +247,7 @@ def test_patience_benchmark_quick_mode_runs_the_whole_pipeline(tmp_path: Path) -
     assert fm1["run"] in {r["run"] for r in tune}
     assert result["teacher"]["top1"] > 0 and result["student"]["params"] > 0
     assert result["holdout"] == 500
-    assert (tmp_path / "out dir" / "patience.png").stat().st_size > 10_000
+    assert path.with_suffix(".png").stat().st_size > 10_000
     table = (tmp_path / "table.md").read_text()
     assert table.count("\n| ") == 9 + 7  # header + 8 rows, then header + 6 tuning runs
 

@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 PEERS = BENCH / "peers"
 #: the packages whose versions every part pins in its record (peers included, when installed)
+#: smoke mode's share of Fashion-MNIST: enough for 4 batches of 64 (the peers' warm-up 2 and
+#: one window of 2) and an evaluation; the smoke run is in the test suite, so it is kept small
+SMOKE_FMNIST = ["data.subset=256", "data.val_limit=128"]
+SMOKE_FMNIST_IMAGES = 256
 PINNED = ("torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxruntime-gpu", "torchdistill")
 
 
@@ -107,7 +111,7 @@ def fmnist_sets(fmnist: Path | None, smoke: bool) -> list[str]:
     if fmnist is None:  # the shape of Fashion-MNIST without its files (the yaml's default)
         return ["data.synthetic.train_size=512"] if smoke else []
     items = ["data.source=fashion_mnist", f"data.root={fmnist}"]
-    return items + (["data.subset=512", "data.val_limit=256"] if smoke else [])
+    return items + (SMOKE_FMNIST if smoke else [])
 
 
 def last_evals(run: Path) -> list[dict[str, Any]]:

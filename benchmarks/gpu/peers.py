@@ -26,7 +26,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gpu.common import BENCH, PEERS, ROOT, Record, cli, last_evals, sets, time_to_top1, tiny
+from gpu.common import (
+    BENCH,
+    PEERS,
+    ROOT,
+    SMOKE_FMNIST,
+    SMOKE_FMNIST_IMAGES,
+    Record,
+    cli,
+    last_evals,
+    sets,
+    time_to_top1,
+    tiny,
+)
 from gpu.photos import ensure_photos
 
 #: the student top-1 (%) on Fashion-MNIST's test set that "time to accuracy" is read at
@@ -157,15 +169,16 @@ def small_images(rec: Record, *, smoke: bool, out: Path, fmnist: Path, skip: dic
                     "seconds_to_target": time_to_top1(evals, target, "train_time_s"),
                 },
             )
-    common = ["--teacher", t_name, "--teacher-checkpoint", str(ckpt), "--warmup", "5"]
-    common += ["--window", "5"] if not smoke else ["--window", "2"]
+    common = ["--teacher", t_name, "--teacher-checkpoint", str(ckpt)]
+    warmup, window = ("2", "2") if smoke else ("5", "5")  # smoke: 4 batches of 64
+    common += ["--warmup", warmup, "--window", window]
     train = ["--dataset", "fmnist-memory", "--data-dir", str(fmnist), "--model", s_name]
     train += ["--num-classes", "10", "--kd-model-name", t_name, "-b", str(batch)]
     train += ["--epochs", str(s_epochs), "--img-size", "32", "--opt", "adamw", "--lr", "1e-2"]
     train += ["--warmup-epochs", "0", "--workers", "1" if smoke else "16", "--log-interval", "50"]
     train += ["--output", str(out / "timm"), "--checkpoint-hist", "1"]
     train += ["--device", "cpu"] if smoke else ["--amp", "--amp-dtype", "bfloat16"]
-    limit = ["--limit", "512"] if smoke else []
+    limit = ["--limit", str(SMOKE_FMNIST_IMAGES)] if smoke else []
     result = out / "timm_small.json"
     cmd = [sys.executable, str(PEERS / "timm_kd.py"), *common, "--fmnist", str(fmnist), *limit]
     cmd += ["--out", str(result), "--", *train]
@@ -184,7 +197,7 @@ def small_images(rec: Record, *, smoke: bool, out: Path, fmnist: Path, skip: dic
 
 def fmnist_data(fmnist: Path, runs: Path, smoke: bool) -> list[str]:
     data = ["data.source=fashion_mnist", f"data.root={fmnist}", f"output.dir={runs}"]
-    return data + (["data.subset=512", "data.val_limit=256"] if smoke else [])
+    return data + (SMOKE_FMNIST if smoke else [])
 
 
 def smoke_cpu(smoke: bool) -> list[str]:

@@ -40,6 +40,7 @@ def large_images(rec: Record, *, smoke: bool, bare: Path | None, rounds: int) ->
     items: list[str] = []
     if smoke:
         items = tiny(["data.synthetic.train_size=128", "data.synthetic.image_size=36"])
+        items += ["data.synthetic.val_size=32"]  # the yaml's 256 would be evaluated each round
         items += ["schedule.batch_size=16", "teacher.num_classes=10"]
         items += ["data.synthetic.num_classes=10"]
     recipe = load_recipe(path, items)
@@ -47,7 +48,12 @@ def large_images(rec: Record, *, smoke: bool, bare: Path | None, rounds: int) ->
     rec.put("large", "command", bench_command(path, items, None, rounds))
     with rec.guard("large: bench_train"):
         result = bench_train(
-            recipe, steps=steps, warmup=warmup, window=window, data_batches=6, rounds=rounds
+            recipe,
+            steps=steps,
+            warmup=warmup,
+            window=window,
+            data_batches=2 if smoke else 6,
+            rounds=rounds,
         )
         rec.put("large", "bench_train", result)
     with rec.guard("large: bare_kd_step.py"):
@@ -65,7 +71,8 @@ def large_images(rec: Record, *, smoke: bool, bare: Path | None, rounds: int) ->
                 reference["skipped"] = "the script runs on CUDA only"
         rec.put("large", "bare_script", reference)
     with rec.guard("large: profile"):
-        rec.put("large", "profile_distill_step", profile_step(build(recipe), steps=3))
+        profile = {"steps": 2, "warmup": 1} if smoke else {"steps": 3}
+        rec.put("large", "profile_distill_step", profile_step(build(recipe), **profile))
 
 
 def small_images(rec: Record, *, smoke: bool, fmnist: Path | None, rounds: int) -> None:
@@ -100,7 +107,7 @@ def small_images(rec: Record, *, smoke: bool, fmnist: Path | None, rounds: int) 
                 steps=steps,
                 warmup=warmup,
                 window=window,
-                data_batches=4,
+                data_batches=2 if smoke else 4,
                 rounds=rounds,
             )
             result["command"] = bench_command(path, items, None, rounds)

@@ -1,0 +1,171 @@
+"""The sizes of the full-data question (`full_data.py`) and what its command line may change.
+
+A scale fixes the models, data, lengths, grid, seeds and parallel runs; `--students`,
+`--teacher`, `--set`, `--teacher-set`, `--lengths` and `--seeds` replace parts of it. Anything
+other than the scale's own makes a *variant* (`tuning.Variant`), whose runs and results files
+are named apart, so the committed results are never reused for it or overwritten by it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tuning import Variant, check_models, check_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHER_RECIPE = ROOT / "recipes" / "full_data" / "teacher.yaml"
+STUDENT_RECIPE = ROOT / "recipes" / "full_data" / "student.yaml"
+FM = "function matching"
+#: The methods compared, as overrides of the student recipe (function matching).
+METHODS: dict[str, list[str]] = {
+    FM: [],
+    "labels": ["teacher=null", "method={name: supervised, label_smoothing: 0.1}"],
+    "classic KD": ["method={name: kd, temperature: 4.0, alpha: 0.5, mixup: false}"],
+    "FM, fixed teacher": ["method.teacher_targets=fixed", "method.mixup=false"],
+}
+GPU = ["runtime.device=cuda", "runtime.compile=true", "runtime.compile_mode=reduce-overhead"]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One size of the same question: models, data, lengths, grid, seeds, parallel runs.
+
+    The teacher's model is `teacher` (its sets and the students' name no model): `--teacher`
+    and `--students` replace the models and keep the rest of the scale."""
+
+    teacher: str
+    students: tuple[str, ...]
+    lengths: tuple[int, ...]
+    grid: tuple[tuple[float, float], ...]  # (lr, wd) pairs every method is tried with
+    seeds: tuple[int, ...]
+    teacher_sets: tuple[str, ...]
+    student_sets: tuple[str, ...]
+    jobs: int
+
+    def teacher_overrides(self, extra: tuple[str, ...] = ()) -> list[str]:
+        """The teacher run's overrides: the scale's, its model, then `--teacher-set`."""
+        return [*self.teacher_sets, f"model.model={self.teacher}", *extra]
+
+    def student_overrides(self, extra: tuple[str, ...] = ()) -> list[str]:
+        """Every student run's overrides: the scale's, the teacher's model, then `--set`."""
+        return [*self.student_sets, f"teacher.model={self.teacher}", *extra]
+
+    def variant(self) -> Variant:
+        """The scale's own models and settings: what makes a run the default (untagged) one."""
+        return Variant(self.teacher, self.students, lengths=self.lengths, seeds=self.seeds)
+
+
+TINY_DATA = ("data.train_limit=400", "data.holdout=200", "data.val_limit=500")
+CPU_DATA = ("data.train_limit=10000", "data.holdout=5000")
+SCALES: dict[str, Scale] = {
+    # one H100/H200: 55,000 images, CUDA graphs, four runs side by side (small students are
+    # bound by launches, not FLOPs); parts of at most about 9 minutes, see PARTS
+    "gpu": Scale(
+        teacher="resnet18",
+        students=("mobilenetv3_small_050", "regnetx_002"),
+        lengths=(25, 75, 200),
+        grid=((1e-2, 1e-4), (3e-3, 1e-4)),
+        seeds=(0, 1),
+        teacher_sets=tuple(GPU),
+        student_sets=tuple(GPU),
+        jobs=4,
+    ),
+    # two CPU cores, about an hour: teacher and students on the same 10,000 images, 32 px
+    "cpu": Scale(
+        teacher="resnet10t",
+        students=("mobilenetv3_small_050",),
+        lengths=(10, 30, 100),
+        grid=((1e-2, 1e-4), (3e-3, 1e-4)),
+        seeds=(0,),
+        teacher_sets=(
+            *CPU_DATA,
+            "model.input_size=32",
+            "schedule.epochs=30",
+            "schedule.batch_size=256",
+            "runtime.device=cpu",
+        ),
+        student_sets=(
+            *CPU_DATA,
+            "teacher.input_size=32",
+            "schedule.batch_size=256",
+            "schedule.eval_batch_size=1000",
+            "runtime.device=cpu",
+        ),
+        jobs=2,
+    ),
+    # the pipeline end to end in about a minute on 2 quiet cores (tests): a tiny model, a few
+    # hundred images, one student (16 runs: the per-student steps are a loop over students)
+    "quick": Scale(
+        teacher="test_resnet",
+        students=("test_efficientnet",),
+        lengths=(1, 2),
+        grid=((1e-2, 1e-4), (3e-3, 1e-4)),
+        seeds=(0, 1),
+        teacher_sets=(
+            *TINY_DATA,
+            "model.input_size=32",
+            "schedule.epochs=2",
+            "schedule.batch_size=50",
+            "schedule.evals=2",
+            "runtime.device=cpu",
+        ),
+        student_sets=(
+            *TINY_DATA,
+            "teacher.input_size=32",
+            "schedule.batch_size=50",
+            "schedule.evals=1",  # the 1-epoch rungs: one evaluation per epoch at most
+            "runtime.device=cpu",
+        ),
+        jobs=2,
+    ),
+}
+#: --part: which students tune + run the ladder, and whether the extra seeds run.
+#: --part: (what, which student); a GPU part is sized to about 9 minutes (docs/benchmarks.md).
+#: A part whose picks are missing tunes first; finished rows of earlier parts are never rerun.
+PARTS: dict[str, tuple[str, int | None]] = {
+    "1": ("tune", None),  # the teacher, then the grid at the shortest length, every student
+    "2": ("ladder", 0),  # the first student: FM at every length, the others at the longest
+    "3": ("ladder", 1),  # the second student, the same
+    "4": ("seeds", None),  # every further seed at the longest length, every student
+    "all": ("all", None),
+}
+
+
+def choose(name: str, a: argparse.Namespace) -> tuple[Scale, Variant, str]:
+    """The scale with the command line's models, lengths, seeds and jobs; its variant and tag
+    ('' when everything is the scale's own, so the default files keep their names)."""
+    base = SCALES[name]
+    scale = replace(
+        base,
+        teacher=a.teacher or base.teacher,
+        students=tuple(dict.fromkeys(a.students or base.students)),
+        lengths=tuple(sorted(set(a.lengths))) if a.lengths else base.lengths,
+        seeds=tuple(sorted(set(a.seeds) | {0})) if a.seeds else base.seeds,
+        jobs=a.jobs or base.jobs,
+    )
+    variant = Variant(
+        scale.teacher,
+        scale.students,
+        tuple(a.overrides),
+        tuple(a.teacher_overrides),
+        scale.lengths,
+        scale.seeds,
+    )
+    return scale, variant, variant.tag(base.variant())
+
+
+def validate(scale: Scale, variant: Variant) -> None:
+    """Before any training: every model is timm's, every recipe loads with every override."""
+    from distill_cli.errors import DistillError
+
+    check_models([scale.teacher], "--teacher")
+    check_models(scale.students, "--students")
+    if min(scale.lengths) < 1 or min(scale.seeds) < 0:
+        raise DistillError("lengths must be >= 1 and seeds >= 0", "--lengths/--seeds")
+    check_recipe(TEACHER_RECIPE, scale.teacher_overrides(variant.teacher_sets))
+    for student in scale.students:
+        for method in METHODS.values():
+            sets = [*scale.student_overrides(variant.sets), *method, f"student.model={student}"]
+            check_recipe(STUDENT_RECIPE, sets)
