@@ -212,7 +212,7 @@ class Bench:
             return list(pool.map(lambda r: self.done(r) or self._run(r, sets), rows))
 
     def _run(self, row: Row, sets: list[str]) -> Row:
-        from distill_cli.summary import RunSummary
+        from distill_cli.rundir.summary import RunSummary
 
         if time.monotonic() >= self.deadline:
             row.error = "not started: the part's time budget was spent"
@@ -355,7 +355,7 @@ def main() -> None:
     teacher = teacher_run(
         out, list(scale.teacher_sets), os.cpu_count() or 1, TEACHER_RECIPE, "full-data-teacher"
     )
-    from distill_cli.summary import RunSummary
+    from distill_cli.rundir.summary import RunSummary
 
     t = RunSummary.load(teacher)
     assert t.test is not None

@@ -155,7 +155,7 @@ def teacher_run(
 
 
 def _run(row: RunRow, out: Path, common: list[str], threads: int) -> RunRow:
-    from distill_cli.summary import RunSummary
+    from distill_cli.rundir.summary import RunSummary
 
     args = ["run", str(FM_RECIPE), "--overwrite", "-q"]
     sets = [*common, f"schedule.epochs={row.epochs}", f"output.dir={out}", f"output.name={row.run}"]
@@ -306,7 +306,7 @@ def main() -> None:
     teacher = teacher_run(a.out, teacher_sets, max(1, os.cpu_count() or 1))
     teacher_ckpt = teacher / "checkpoints" / "best.safetensors"
     common.append(f"teacher.checkpoint={teacher_ckpt}")
-    from distill_cli.summary import RunSummary
+    from distill_cli.rundir.summary import RunSummary
 
     teacher_sum = RunSummary.load(teacher)
     assert teacher_sum.test is not None

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from distill_cli.checkpoint import read_sidecar
 from distill_cli.errors import DistillError
 from distill_cli.export import timing
 from distill_cli.export.gates import evaluate, verdicts
@@ -46,9 +45,10 @@ from distill_cli.export.report import ExportReport, metadata_props, model_block
 from distill_cli.export.source import Source, resolve_source, sha256_file
 from distill_cli.export.variants import FP16_CPU_HINT, make_fp16, make_int8
 from distill_cli.host import claim_folder
-from distill_cli.model_view import load_sizes
-from distill_cli.models import Net, count_flops, spec_input_size
-from distill_cli.rundir import RunDir
+from distill_cli.models.checkpoint import read_sidecar
+from distill_cli.models.create import Net, count_flops, spec_input_size
+from distill_cli.models.view import load_sizes
+from distill_cli.rundir.layout import RunDir
 
 #: How many seeded random inputs stand in for validation images when there are none.
 RANDOM_INPUTS = 64

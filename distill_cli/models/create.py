@@ -16,9 +16,9 @@ import timm
 import torch
 from torch import nn
 
-from distill_cli.checkpoint import load_weights, read_sidecar
 from distill_cli.errors import DistillError
-from distill_cli.model_view import INTERPOLATION, ModelInfo, model_view
+from distill_cli.models.checkpoint import load_weights, read_sidecar
+from distill_cli.models.view import INTERPOLATION, ModelInfo, model_view
 
 if TYPE_CHECKING:
     from distill_cli.recipe.sections import ModelSpec
