@@ -291,7 +291,7 @@ def main() -> None:
     teacher = one_line_errors(
         lambda: teacher_run(out, TEACHER_RECIPE, teacher_name, teacher_sets, os.cpu_count() or 1)
     )
-    from distill_cli.summary import RunSummary
+    from distill_cli.rundir.summary import RunSummary
 
     t = RunSummary.load(teacher)
     assert t.test is not None

@@ -300,7 +300,7 @@ def main() -> None:
     )
     teacher_ckpt = teacher / "checkpoints" / "best.safetensors"
     common.append(f"teacher.checkpoint={teacher_ckpt}")
-    from distill_cli.summary import RunSummary
+    from distill_cli.rundir.summary import RunSummary
 
     teacher_sum = RunSummary.load(teacher)
     assert teacher_sum.test is not None

@@ -100,7 +100,7 @@ def tagged(name: str, tag: str, sep: str = "-") -> str:
 def check_models(names: Sequence[str], where: str) -> None:
     """Every name must be a timm model: the project's own lookup (one line, close matches)."""
     from distill_cli.errors import DistillError
-    from distill_cli.models import check_model_name
+    from distill_cli.models.create import check_model_name
 
     for name in names:
         try:
@@ -213,7 +213,7 @@ class Measured:
 
 
 def measure(run: Path) -> Measured:
-    from distill_cli.summary import RunSummary
+    from distill_cli.rundir.summary import RunSummary
 
     s = RunSummary.load(run)
     assert s.test is not None, "the benchmark recipes hold out a validation split"

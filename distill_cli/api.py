@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import Overrides, Recipe, load_recipe, override_recipe
-from distill_cli.summary import RunSummary
+from distill_cli.rundir.summary import RunSummary
 
 if TYPE_CHECKING:
     from distill_cli.bench.latency import LatencyBench

@@ -12,7 +12,7 @@ import yaml
 from distill_cli import api
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import load_recipe
-from distill_cli.summary import ModelResult, RunSummary
+from distill_cli.rundir.summary import ModelResult, RunSummary
 from tests.conftest import teacher_body, write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

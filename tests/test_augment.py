@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from distill_cli.data.augment import BatchAugment, crop_resize, mixup, sample_boxes
-from distill_cli.model_view import ModelInfo, model_view
+from distill_cli.models.view import ModelInfo, model_view
 
 
 def test_boxes_stay_inside_the_image_and_respect_scale_and_ratio() -> None:

@@ -535,7 +535,7 @@ def test_a_summary_that_is_a_list_is_one_line_naming_the_file(
     workspace: Path, tmp_path: Path
 ) -> None:
     from distill_cli.errors import DistillError
-    from distill_cli.summary import RunSummary
+    from distill_cli.rundir.summary import RunSummary
 
     run = tmp_path / "r"
     shutil.copytree(workspace / "runs" / "done", run)

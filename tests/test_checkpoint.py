@@ -9,7 +9,8 @@ import pytest
 import timm
 import torch
 
-from distill_cli.checkpoint import (
+from distill_cli.errors import DistillError, RunFailed
+from distill_cli.models.checkpoint import (
     atomic_write,
     load_training,
     load_weights,
@@ -18,7 +19,6 @@ from distill_cli.checkpoint import (
     read_train_state,
     save_weights,
 )
-from distill_cli.errors import DistillError, RunFailed
 
 
 def _model() -> torch.nn.Module:
@@ -219,7 +219,7 @@ def test_resumed_optimizer_moments_keep_the_parameters_memory_format(tmp_path: P
     import timm
     import timm.optim
 
-    from distill_cli.checkpoint import load_training, save_weights
+    from distill_cli.models.checkpoint import load_training, save_weights
 
     def make() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
         model = timm.create_model("test_resnet", num_classes=4)
@@ -250,7 +250,7 @@ def _twin(a: torch.nn.Module, b: torch.nn.Module, param: torch.nn.Parameter) -> 
 
 def test_a_compiled_runner_is_called_not_asked_for_its_truth() -> None:
     """torch.compile's OptimizedModule raises on bool() (via len()); Net must not ask."""
-    from distill_cli.models import Net  # noqa: F401
+    from distill_cli.models.create import Net  # noqa: F401
 
     class Runner(torch.nn.Module):
         def __len__(self) -> int:
@@ -259,7 +259,7 @@ def test_a_compiled_runner_is_called_not_asked_for_its_truth() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x + 1
 
-    from distill_cli.models import create_net
+    from distill_cli.models.create import create_net
     from distill_cli.recipe.sections import ModelSpec
 
     net = create_net(ModelSpec(model="test_resnet", input_size=32), 4)

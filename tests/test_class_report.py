@@ -17,11 +17,11 @@ import torch
 from rich.console import Console
 
 from distill_cli import api
-from distill_cli.class_eval import ClassEval, Confusion
 from distill_cli.cli.console import summary_table
 from distill_cli.export.parity import Outputs, variant_parity
 from distill_cli.reports import plots
-from distill_cli.rundir import RunDir
+from distill_cli.rundir.class_eval import ClassEval, Confusion
+from distill_cli.rundir.layout import RunDir
 from distill_cli.train.evaluate import confusion
 from tests.conftest import fm_body, teacher_body, write_recipe
 

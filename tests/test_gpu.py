@@ -24,7 +24,7 @@ from distill_cli.data.loader import BatchStream
 from distill_cli.data.sources import scan_image_folder
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import load_recipe
-from distill_cli.rundir import RunDir
+from distill_cli.rundir.layout import RunDir
 from distill_cli.train.build import build
 from distill_cli.train.trainer import Trainer
 from tests.conftest import fm_body, write_recipe
@@ -347,7 +347,7 @@ def test_compiled_views_draw_the_same_crops_as_eager_on_cuda() -> None:
     (Compiling the box sampling too, even with inductor's fallback_random, failed this on an
     H200: the draws stay eager.)"""
     from distill_cli.data.augment import BatchAugment
-    from distill_cli.model_view import ModelInfo
+    from distill_cli.models.view import ModelInfo
 
     images = torch.randint(0, 256, (64, 3, 72, 72), dtype=torch.uint8, device="cuda")
     extent = torch.tensor([[72, 50]] * 64, device="cuda")

@@ -18,7 +18,7 @@ from distill_cli.data import build_data
 from distill_cli.data.sources import make_synthetic
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import load_recipe
-from distill_cli.summary import RunSummary
+from distill_cli.rundir.summary import RunSummary
 from distill_cli.train.build import build
 from distill_cli.train.evaluate import Evaluator
 from tests.conftest import fm_body, write_recipe
@@ -119,7 +119,7 @@ def test_a_run_chooses_best_on_the_holdout_and_reads_the_test_set_once_at_the_en
     setup = build(load_recipe(recipe))
     assert len(setup.data.val) == 30 and setup.test_stream is not None
     api_best = result.run_dir / "checkpoints" / "best.safetensors"
-    from distill_cli.checkpoint import load_weights
+    from distill_cli.models.checkpoint import load_weights
 
     load_weights(setup.student.module, api_best)
     held = Evaluator(setup.val_stream, 4).student_metrics(setup.student, None)["top1"]

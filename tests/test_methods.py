@@ -11,8 +11,8 @@ from distill_cli.data.loader import Batch
 from distill_cli.methods import MethodContext, create_method, kd_loss
 from distill_cli.methods.function_matching import FunctionMatchingParams
 from distill_cli.methods.supervised import SupervisedParams
-from distill_cli.model_view import ModelInfo, resize
-from distill_cli.models import Net
+from distill_cli.models.create import Net
+from distill_cli.models.view import ModelInfo, resize
 from distill_cli.recipe.sections import AugmentSpec
 
 

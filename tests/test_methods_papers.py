@@ -17,8 +17,8 @@ from distill_cli.errors import DistillError
 from distill_cli.methods import MethodContext, create_method, kd_loss
 from distill_cli.methods.eskd import ESKDParams
 from distill_cli.methods.function_matching import FunctionMatchingParams
-from distill_cli.model_view import model_view
-from distill_cli.models import Ensemble, create_teacher
+from distill_cli.models.create import Ensemble, create_teacher
+from distill_cli.models.view import model_view
 from distill_cli.recipe.document import load_recipe
 from distill_cli.recipe.sections import AugmentSpec, ModelSpec
 from distill_cli.train.build import build
@@ -100,7 +100,7 @@ def test_fixed_teacher_cache_is_built_once_and_reused(
     out = method.step(batch, 1)
     assert len(calls) == built, "no teacher forward once targets are cached"
     # targets are the teacher's centre-crop predictions of exactly these images
-    from distill_cli.model_view import eval_pixels, normalize
+    from distill_cli.models.view import eval_pixels, normalize
 
     with torch.no_grad():
         x = normalize(eval_pixels(batch.images, setup.teacher.info), setup.teacher.info)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from distill_cli.model_view import ModelInfo, eval_pixels, match_channels, model_view
+from distill_cli.models.view import ModelInfo, eval_pixels, match_channels, model_view
 
 
 def _info(size: int = 8, chans: int = 3, mean: float = 0.5, std: float = 0.25) -> ModelInfo:

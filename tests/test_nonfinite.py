@@ -13,7 +13,7 @@ from distill_cli.cli.console import RichReporter
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.methods import StepOutput
 from distill_cli.recipe.document import load_recipe
-from distill_cli.rundir import RunDir
+from distill_cli.rundir.layout import RunDir
 from distill_cli.train.build import build
 from distill_cli.train.trainer import Trainer
 from tests.conftest import teacher_body, write_recipe

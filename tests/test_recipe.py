@@ -215,7 +215,7 @@ def test_numbers_as_yaml_and_set_give_them_and_true_false_keys_still_load(tmp_pa
 def test_the_saved_recipe_writes_paths_as_typed_and_reads_back_the_same(tmp_path: Path) -> None:
     """A path with accents was saved as "/data/photos \\xE9t\\xE9": valid YAML, but a user
     searching the run's recipe.yaml for their folder did not find it."""
-    from distill_cli.rundir_checks import same_recipe
+    from distill_cli.rundir.checks import same_recipe
 
     body = fm_body(tmp_path / "runs été ü", None)
     recipe = load_recipe(write_recipe(tmp_path, "r", body))

@@ -20,7 +20,7 @@ from distill_cli import api
 from distill_cli.errors import RunFailed
 from distill_cli.methods import StepOutput
 from distill_cli.recipe.document import load_recipe
-from distill_cli.rundir import RunDir
+from distill_cli.rundir.layout import RunDir
 from distill_cli.train.build import build
 from distill_cli.train.trainer import Trainer
 from tests.conftest import fm_body, teacher_body, write_recipe
@@ -104,7 +104,7 @@ def test_kill_during_a_checkpoint_write_leaves_the_previous_one(tmp_path: Path) 
 import os, sys, time
 import timm, torch
 from pathlib import Path
-from distill_cli.checkpoint import save_weights
+from distill_cli.models.checkpoint import save_weights
 model = timm.create_model("test_resnet", num_classes=3)
 opt = torch.optim.AdamW(model.parameters())
 save_weights(Path({str(path)!r}), model, {{"v": 1}}, opt, {{"step": 1}})
@@ -125,7 +125,7 @@ save_weights(Path({str(path)!r}), model, {{"v": 2}}, opt, {{"step": 2}})
     assert leftovers, "the kill should have hit the write of the temporary file"
     import timm
 
-    from distill_cli.checkpoint import load_training
+    from distill_cli.models.checkpoint import load_training
 
     model = timm.create_model("test_resnet", num_classes=3)
     state, _ = load_training(path, model, torch.optim.AdamW(model.parameters()))

@@ -15,7 +15,7 @@ from distill_cli.errors import DistillError
 from distill_cli.reports import plots
 from distill_cli.reports.compare import compare_runs, differing_keys
 from distill_cli.reports.history import load_run
-from distill_cli.summary import RunSummary
+from distill_cli.rundir.summary import RunSummary
 from tests.conftest import fm_body, write_recipe
 from tests.test_cli import distill
 
@@ -251,8 +251,8 @@ def test_class_names_the_font_lacks_draw_without_a_console_warning(tmp_path: Pat
     "Glyph missing from font" warning (with its source line) does not reach the console."""
     import warnings
 
-    from distill_cli.class_eval import ClassEval, Confusion
     from distill_cli.reports.plots import confusion_figure, save
+    from distill_cli.rundir.class_eval import ClassEval, Confusion
 
     cm = Confusion(["狗", "猫"], [[3, 1], [0, 4]])
     with warnings.catch_warnings():

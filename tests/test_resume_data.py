@@ -18,7 +18,7 @@ from PIL import Image
 from distill_cli import api
 from distill_cli.data.fingerprint import DataFingerprint
 from distill_cli.errors import DistillError
-from distill_cli.rundir import RunDir
+from distill_cli.rundir.layout import RunDir
 from tests.conftest import teacher_body, write_recipe
 
 

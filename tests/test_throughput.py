@@ -13,7 +13,7 @@ import torch
 from distill_cli.bench.train import bench_train
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import load_recipe
-from distill_cli.rundir import RunDir
+from distill_cli.rundir.layout import RunDir
 from distill_cli.train.build import build
 from distill_cli.train.memory import largest_fitting
 from distill_cli.train.trainer import Trainer

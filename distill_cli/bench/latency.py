@@ -24,7 +24,7 @@ from distill_cli.export.options import check_opset
 from distill_cli.export.report import Block, Key, LatencyEntry, LatencyReport
 from distill_cli.export.source import resolve_source
 from distill_cli.export.timing import latency_block
-from distill_cli.models import count_flops
+from distill_cli.models.create import count_flops
 
 
 class BenchModel(Block):

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import Recipe
-from distill_cli.rundir import RunDir
+from distill_cli.rundir.layout import RunDir
 from distill_cli.train import engine
 from distill_cli.train.build import build
 from distill_cli.train.cost import pair_key, remember_throughput

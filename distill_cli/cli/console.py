@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from distill_cli.summary import RunSummary
+    from distill_cli.rundir.summary import RunSummary
 
 console = Console()
 err_console = Console(stderr=True)

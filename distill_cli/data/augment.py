@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from distill_cli.model_view import ModelInfo, Normalizer, feed, normalizer, to_float
+from distill_cli.models.view import ModelInfo, Normalizer, feed, normalizer, to_float
 
 _TRIES = 10
 #: Random erasing's box: area fraction and aspect range (timm's `RandomErasing` defaults).

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from distill_cli.checkpoint import read_sidecar
 from distill_cli.data import DataBundle
 from distill_cli.errors import DistillError
+from distill_cli.models.checkpoint import read_sidecar
 
 if TYPE_CHECKING:
     from distill_cli.recipe.sections import ModelSpec

@@ -23,7 +23,7 @@ from torch import nn
 
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.sources import ImageSet
-from distill_cli.model_view import ModelInfo, eval_pixels, load_sizes, normalize
+from distill_cli.models.view import ModelInfo, eval_pixels, load_sizes, normalize
 
 BATCH = 64
 #: Inputs held in memory up to this size (bytes); larger sets are re-read for every model.

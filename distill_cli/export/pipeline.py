@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 
-from distill_cli.checkpoint import read_sidecar
 from distill_cli.errors import DistillError
 from distill_cli.export import timing
 from distill_cli.export.gates import evaluate, verdicts
@@ -46,9 +45,10 @@ from distill_cli.export.report import REPORT_NAME, ExportReport, metadata_props,
 from distill_cli.export.source import Source, resolve_source, sha256_file
 from distill_cli.export.variants import FP16_CPU_HINT, make_fp16, make_int8
 from distill_cli.host import claim_folder
-from distill_cli.model_view import load_sizes
-from distill_cli.models import Net, count_flops, spec_input_size
-from distill_cli.rundir import RunDir
+from distill_cli.models.checkpoint import read_sidecar
+from distill_cli.models.create import Net, count_flops, spec_input_size
+from distill_cli.models.view import load_sizes
+from distill_cli.rundir.layout import RunDir
 
 #: How many seeded random inputs stand in for validation images when there are none.
 RANDOM_INPUTS = 64
@@ -183,7 +183,7 @@ def _ort(path: Path) -> Any:
 def _load_size(src: Source) -> int | None:
     """The square side image files are decoded to before the crop, exactly as `distill run`
     evaluated: what the checkpoint's side file recorded, else (older checkpoints) the same rule
-    the run applies (`model_view.load_sizes`) to the run's models as they are built (recipe,
+    the run applies (`models.view.load_sizes`) to the run's models as they are built (recipe,
     side file, timm default)."""
     if src.data is None or not src.data.val.from_files:
         return None  # in-memory pixels go straight to the crop

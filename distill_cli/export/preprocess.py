@@ -1,7 +1,7 @@
 """The preprocessing an exported model expects, described so a consumer can reproduce it exactly.
 
 This is the owner of "how distill feeds a model at evaluation": the steps are those of
-``distill_cli.data`` and ``distill_cli.model_view`` (the loader's square load for image files,
+``distill_cli.data`` and ``distill_cli.models.view`` (the loader's square load for image files,
 ``eval_pixels``'s centre crop and resize, ``normalize``'s channel adaptation and mean/std),
 written out with every detail a consumer holding only onnxruntime + numpy + PIL needs: source
 channels, load size, crop rule, interpolation, antialiasing, scale, mean and std.
@@ -15,9 +15,9 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from distill_cli.model_view import INTERPOLATION, ModelInfo
+from distill_cli.models.view import INTERPOLATION, ModelInfo
 
-#: distill_cli.model_view.resize: F.interpolate(mode=INTERPOLATION, antialias=True,
+#: distill_cli.models.view.resize: F.interpolate(mode=INTERPOLATION, antialias=True,
 #: align_corners=False) on float [0, 1] pixels (the same filter as PIL's BILINEAR resize).
 ANTIALIAS = True
 
@@ -43,7 +43,7 @@ class Preprocess:
 
     @property
     def channel_conversion(self) -> str:
-        """distill_cli.model_view.match_channels, by name."""
+        """distill_cli.models.view.match_channels, by name."""
         if self.source_channels == self.in_chans:
             return "none"
         if self.source_channels == 1:

@@ -25,7 +25,7 @@ from distill_cli import __version__
 from distill_cli.errors import DistillError
 from distill_cli.export.preprocess import Preprocess
 from distill_cli.host import atomic_write
-from distill_cli.model_view import ModelInfo
+from distill_cli.models.view import ModelInfo
 
 SCHEMA = "distill.export/1"
 REPORT_NAME = "report.json"

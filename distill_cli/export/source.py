@@ -21,13 +21,13 @@ from typing import Any, Literal
 
 import torch
 
-from distill_cli.checkpoint import read_sidecar
 from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
-from distill_cli.models import Net, check_model_name, create_net, infer_num_classes, probe
+from distill_cli.models.checkpoint import read_sidecar
+from distill_cli.models.create import Net, check_model_name, create_net, infer_num_classes, probe
 from distill_cli.recipe.document import Recipe, load_recipe
 from distill_cli.recipe.sections import ModelSpec
-from distill_cli.rundir import RunDir
+from distill_cli.rundir.layout import RunDir
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 SourceKind = Literal["run", "checkpoint", "timm"]
@@ -245,7 +245,7 @@ def _checkpoint_classes(name: str, checkpoint: Path) -> int | None:
     10-class `resnet18.pth` was built with timm's 1000 and refused as not fitting."""
     import timm
 
-    from distill_cli.checkpoint import head_rows
+    from distill_cli.models.checkpoint import head_rows
 
     head = timm.get_pretrained_cfg_value(name, "classifier") or []
     return head_rows(checkpoint, [head] if isinstance(head, str) else list(head))

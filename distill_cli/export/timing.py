@@ -16,7 +16,7 @@ from torch import nn
 from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
 from distill_cli.export.onnx_export import Exporter, export_onnx
-from distill_cli.models import Net
+from distill_cli.models.create import Net
 
 T = TypeVar("T")
 

@@ -19,8 +19,8 @@ from torch import nn
 
 from distill_cli.data.augment import BatchAugment, mixup
 from distill_cli.data.loader import Batch, BatchStream
-from distill_cli.model_view import model_view
-from distill_cli.models import Net
+from distill_cli.models.create import Net
+from distill_cli.models.view import model_view
 from distill_cli.recipe.sections import MethodParams
 
 _REGISTRY: dict[str, type[Method]] = {}

@@ -24,8 +24,8 @@ from torch import nn
 from distill_cli.data.loader import Batch
 from distill_cli.errors import DistillError
 from distill_cli.methods.base import Method, MethodContext, StepOutput, register
-from distill_cli.model_view import model_view
-from distill_cli.models import Net
+from distill_cli.models.create import Net
+from distill_cli.models.view import model_view
 from distill_cli.recipe.sections import MethodParams
 
 

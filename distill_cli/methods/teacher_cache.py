@@ -20,8 +20,8 @@ from safetensors.torch import save as st_save
 from distill_cli.data.loader import BatchStream
 from distill_cli.errors import DistillError
 from distill_cli.host import atomic_write
-from distill_cli.model_view import eval_pixels, normalize
-from distill_cli.models import Net
+from distill_cli.models.create import Net
+from distill_cli.models.view import eval_pixels, normalize
 
 
 def _fingerprint_tensors(tensors: list[torch.Tensor]) -> str:

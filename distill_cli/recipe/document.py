@@ -104,7 +104,7 @@ class Recipe(Strict):
 
     @property
     def run_dir(self) -> Path:
-        from distill_cli.rundir import RunDir
+        from distill_cli.rundir.layout import RunDir
 
         return RunDir.of(self.output.dir, self.output.name or self.name).path
 

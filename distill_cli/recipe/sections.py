@@ -429,7 +429,7 @@ def check_run_name(name: str, where: str = "output.name") -> str:
     The name becomes a folder that `--overwrite` empties; anything that could point elsewhere
     (a parent, the working directory, an absolute path) would let it delete the wrong files.
     The recipe owns this rule (it is what a valid `name`/`output.name` is); the run folder
-    (rundir.py) applies it to the folders it is asked to make.
+    (rundir/layout.py) applies it to the folders it is asked to make.
     """
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise DistillError(

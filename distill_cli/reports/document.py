@@ -14,14 +14,14 @@ from typing import Any
 
 import yaml
 
-from distill_cli.checkpoint import read_sidecar
 from distill_cli.errors import DistillError
 from distill_cli.host import atomic_write, refuse_link
-from distill_cli.models import infer_num_classes, model_cost
+from distill_cli.models.checkpoint import read_sidecar
+from distill_cli.models.create import infer_num_classes, model_cost
 from distill_cli.reports import plots
 from distill_cli.reports.history import RunHistory, load_run
 from distill_cli.reports.render import Block, to_html, to_markdown
-from distill_cli.rundir import RunDir
+from distill_cli.rundir.layout import RunDir
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from distill_cli.class_eval import ClassEval
 from distill_cli.errors import DistillError
-from distill_cli.rundir import RunDir
-from distill_cli.summary import RunSummary
+from distill_cli.rundir.class_eval import ClassEval
+from distill_cli.rundir.layout import RunDir
+from distill_cli.rundir.summary import RunSummary
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from distill_cli.class_eval import ClassEval
 from distill_cli.host import atomic_write
 from distill_cli.reports.history import RunHistory
+from distill_cli.rundir.class_eval import ClassEval
 
 STUDENT, AGREEMENT, TEACHER = "#1f77b4", "#2ca02c", "#d62728"
 _VARIANT_COLOURS = {"fp32": "#1f77b4", "fp16": "#9467bd", "int8": "#ff7f0e"}

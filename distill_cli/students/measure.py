@@ -30,7 +30,7 @@ from distill_cli.export.parity import InputSet
 from distill_cli.export.protocol import load_average
 from distill_cli.export.source import resolve_source
 from distill_cli.export.variants import make_fp16, make_int8
-from distill_cli.models import Net, count_flops
+from distill_cli.models.create import Net, count_flops
 from distill_cli.students.types import StudentQuery, Timing
 
 #: Random images int8 calibration sees: ranges only need to be plausible for a latency figure.

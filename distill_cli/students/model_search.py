@@ -24,7 +24,7 @@ from timm.models import get_pretrained_cfg, is_model_pretrained, split_model_nam
 
 from distill_cli.errors import DistillError, did_you_mean
 from distill_cli.host import atomic_write, cache_dir
-from distill_cli.models import count_flops
+from distill_cli.models.create import count_flops
 
 _WILDCARDS = "*?["
 #: Sized-up models are written to the cache at least this often (a long first sizing).

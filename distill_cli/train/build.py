@@ -16,8 +16,8 @@ from distill_cli.data.loader import BatchStream
 from distill_cli.data.stream import ShardSet, ShardStream
 from distill_cli.errors import DistillError
 from distill_cli.methods import Method, MethodContext, create_method, method_class
-from distill_cli.model_view import load_sizes
-from distill_cli.models import Net, create_net, create_teacher, infer_num_classes, probe
+from distill_cli.models.create import Net, create_net, create_teacher, infer_num_classes, probe
+from distill_cli.models.view import load_sizes
 from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.loop_sections import RuntimeSpec
 from distill_cli.train.distributed import has_batchnorm, init, sync_batchnorm

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import Recipe
-from distill_cli.rundir import RunDir
-from distill_cli.summary import RunSummary
+from distill_cli.rundir.layout import RunDir
+from distill_cli.rundir.summary import RunSummary
 from distill_cli.train import distributed
 from distill_cli.train.build import build
 from distill_cli.train.reporter import Reporter

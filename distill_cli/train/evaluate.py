@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from distill_cli.class_eval import ClassEval, Confusion
 from distill_cli.data.loader import BatchStream
-from distill_cli.model_view import eval_pixels, normalize
-from distill_cli.models import Net
+from distill_cli.models.create import Net
+from distill_cli.models.view import eval_pixels, normalize
+from distill_cli.rundir.class_eval import ClassEval, Confusion
 
 
 class Evaluator:

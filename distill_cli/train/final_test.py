@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from distill_cli.checkpoint import load_weights
-from distill_cli.summary import TestResult
+from distill_cli.models.checkpoint import load_weights
+from distill_cli.rundir.summary import TestResult
 from distill_cli.train.evaluate import Evaluator
 from distill_cli.train.setup import Setup
 

@@ -18,7 +18,7 @@ from distill_cli.data.classes import spec_class_names
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.stream import ShardStream
 from distill_cli.methods import Method
-from distill_cli.models import Net, resolve_num_classes
+from distill_cli.models.create import Net, resolve_num_classes
 from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.loop_sections import ScheduleSpec
 from distill_cli.train.cost import cached_throughput, pair_key, project

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from distill_cli.errors import DistillError
 from distill_cli.host import atomic_write
 from distill_cli.recipe.document import flatten
-from distill_cli.rundir import RunDir
+from distill_cli.rundir.layout import RunDir
 
 if TYPE_CHECKING:
     from distill_cli.recipe.document import Recipe

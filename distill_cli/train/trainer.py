@@ -21,10 +21,10 @@ from typing import Any
 
 import torch
 
-from distill_cli.checkpoint import load_training, save_weights
 from distill_cli.errors import DistillError, RunFailed
-from distill_cli.rundir import RunDir
-from distill_cli.summary import ModelResult, RunSummary
+from distill_cli.models.checkpoint import load_training, save_weights
+from distill_cli.rundir.layout import RunDir
+from distill_cli.rundir.summary import ModelResult, RunSummary
 from distill_cli.train.evaluate import Evaluator
 from distill_cli.train.final_test import evaluate_test
 from distill_cli.train.memory import largest_fitting, peak_gib

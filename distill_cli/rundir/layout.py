@@ -9,7 +9,7 @@ distill deletes only what it made: every folder it creates carries a ``.distill-
 and a folder without one (a user's folder reached through a mistyped name) is never written
 into, locked or emptied. A run from before the marker is recognised only by distill's own
 files (a recipe that validates and a checkpoint whose header carries distill's metadata: the
-checks are in rundir_checks.py), and even in a run folder `--overwrite` deletes only the names
+checks are in checks.py), and even in a run folder `--overwrite` deletes only the names
 listed here, never a user's file.
 """
 
@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 from distill_cli.errors import DistillError
 from distill_cli.host import atomic_write, fs_failed
 from distill_cli.recipe.sections import check_run_name
-from distill_cli.rundir_checks import distill_checkpoint, record_problem, same_recipe, valid_recipe
+from distill_cli.rundir.checks import distill_checkpoint, record_problem, same_recipe, valid_recipe
 
 if TYPE_CHECKING:
-    from distill_cli.class_eval import ClassEval
     from distill_cli.data.fingerprint import DataFingerprint
-    from distill_cli.summary import RunSummary
+    from distill_cli.rundir.class_eval import ClassEval
+    from distill_cli.rundir.summary import RunSummary
 
 #: The file that marks a folder as a distill run (so distill may replace what is in it).
 MARKER = ".distill-run"
@@ -336,7 +336,7 @@ class RunDir:
 
     def read_class_eval(self) -> ClassEval | None:
         """The final evaluation per class; None when the run has none (no labels, older runs)."""
-        from distill_cli.class_eval import ClassEval
+        from distill_cli.rundir.class_eval import ClassEval
 
         if not self.class_eval.is_file():
             return None
@@ -350,7 +350,7 @@ class RunDir:
 
     def read_summary(self) -> RunSummary:
         """The finished run's summary; a one-line error when the run has not finished."""
-        from distill_cli.summary import RunSummary
+        from distill_cli.rundir.summary import RunSummary
 
         if not self.summary.is_file():
             raise DistillError("no summary.json: the run has not finished", str(self.path))

@@ -105,7 +105,7 @@ class RunSummary:
     @classmethod
     def load(cls, run_dir: str | Path) -> RunSummary:
         """The result of a finished run, read back from its folder."""
-        from distill_cli.rundir import RunDir
+        from distill_cli.rundir.layout import RunDir
 
         return RunDir(Path(run_dir)).read_summary()
 

@@ -16,9 +16,9 @@ import timm
 import torch
 from torch import nn
 
-from distill_cli.checkpoint import load_weights, read_sidecar
 from distill_cli.errors import DistillError
-from distill_cli.model_view import INTERPOLATION, ModelInfo, model_view
+from distill_cli.models.checkpoint import load_weights, read_sidecar
+from distill_cli.models.view import INTERPOLATION, ModelInfo, model_view
 
 if TYPE_CHECKING:
     from distill_cli.recipe.sections import ModelSpec
@@ -100,7 +100,7 @@ def resolve_feed(
 
     Each of input size, mean/std and crop fraction is the recipe's, else the checkpoint side
     file's (what the model was trained with), else timm's data config for the model. The
-    interpolation is always distill's own resize (`model_view.INTERPOLATION`): it is what the
+    interpolation is always distill's own resize (`models.view.INTERPOLATION`): it is what the
     run evaluates with, so it is what the side file and the ONNX metadata say, whatever timm's
     pretrained config prefers.
     """
