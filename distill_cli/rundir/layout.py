@@ -20,10 +20,10 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from distill_cli.errors import DistillError
 from distill_cli.host import atomic_write, fs_failed
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from distill_cli.data.fingerprint import DataFingerprint
     from distill_cli.rundir.class_eval import ClassEval
     from distill_cli.rundir.summary import RunSummary
+
+T = TypeVar("T")
 
 #: The file that marks a folder as a distill run (so distill may replace what is in it).
 MARKER = ".distill-run"
@@ -319,14 +321,12 @@ class RunDir:
 
         if not self.data_print.is_file():
             return None
-        try:
-            return DataFingerprint.from_dict(json.loads(self.data_print.read_bytes()))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise DistillError(
-                "data.json is unreadable (not the JSON a run writes)",
-                str(self.data_print),
-                "delete it to resume without checking that the data is unchanged",
-            ) from exc
+        return _read_typed(
+            self.data_print,
+            DataFingerprint.from_dict,
+            "data.json is unreadable (not the JSON a run writes)",
+            "delete it to resume without checking that the data is unchanged",
+        )
 
     def write_summary(self, summary: RunSummary) -> None:
         atomic_write(self.summary, json.dumps(summary.to_dict(), indent=2) + "\n")
@@ -340,13 +340,11 @@ class RunDir:
 
         if not self.class_eval.is_file():
             return None
-        try:
-            return ClassEval.from_dict(json.loads(self.class_eval.read_bytes()))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise DistillError(
-                "eval.json is unreadable (not the JSON a finished run writes)",
-                str(self.class_eval),
-            ) from exc
+        return _read_typed(
+            self.class_eval,
+            ClassEval.from_dict,
+            "eval.json is unreadable (not the JSON a finished run writes)",
+        )
 
     def read_summary(self) -> RunSummary:
         """The finished run's summary; a one-line error when the run has not finished."""
@@ -354,10 +352,17 @@ class RunDir:
 
         if not self.summary.is_file():
             raise DistillError("no summary.json: the run has not finished", str(self.path))
-        try:
-            return RunSummary.from_dict(json.loads(self.summary.read_bytes()))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise DistillError(
-                "summary.json is unreadable (not the JSON a finished run writes)",
-                str(self.summary),
-            ) from exc
+        return _read_typed(
+            self.summary,
+            RunSummary.from_dict,
+            "summary.json is unreadable (not the JSON a finished run writes)",
+        )
+
+
+def _read_typed(path: Path, parse: Callable[[Any], T], what: str, fix: str | None = None) -> T:
+    """One of the run's typed JSON files read back; anything that is not what distill writes
+    (bad JSON, missing or mistyped fields) is one line naming the file."""
+    try:
+        return parse(json.loads(path.read_bytes()))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DistillError(what, str(path), fix) from exc
