@@ -50,6 +50,19 @@ from distill_cli.models.create import Net, count_flops, spec_input_size
 from distill_cli.models.view import load_sizes
 from distill_cli.rundir.layout import RunDir
 
+#: The model files an export writes into its folder (the fp32 file; its simplified candidate and
+#: the variants are named from it by `_simplified` and `_variant_path`).
+MODEL_FILE = "model.onnx"
+
+
+def _simplified(path: Path) -> Path:
+    return path.with_name(path.stem + ".simplified.onnx")
+
+
+def _variant_path(out: Path, name: str) -> Path:
+    return out / f"model.{name}.onnx"
+
+
 #: How many seeded random inputs stand in for validation images when there are none.
 RANDOM_INPUTS = 64
 Log = Callable[[str], None]
@@ -122,9 +135,9 @@ def _run(opts: ExportOptions, log: Log, files: dict[Path, tuple[int, int] | None
     reference = collect(torch_runner(student.module), inputs)  # the unfused model
     # from here the folder's files change: the previous export's verdict goes first
     (out / REPORT_NAME).unlink(missing_ok=True)
-    names = [] if opts.onnx is not None else ["model.onnx", "model.simplified.onnx"]
-    names += [f"model.{variant}.onnx" for variant in opts.variants]
-    files.update({out / n: _identity(out / n) for n in names})
+    paths = [] if opts.onnx is not None else [out / MODEL_FILE, _simplified(out / MODEL_FILE)]
+    paths += [_variant_path(out, name) for name in opts.variants]
+    files.update({path: _identity(path) for path in paths})
     onnx_path, onnx_block = _produce_onnx(src, opts, out, inputs, rep, prep, log)
     log(f"parity: PyTorch vs ONNX Runtime on {inputs.count} {inputs.kind} inputs")
     fp32_out = collect(_ort(onnx_path), inputs)
@@ -246,7 +259,7 @@ def _produce_onnx(
             "nodes": count_nodes(opts.onnx),
             "metadata": read_metadata(opts.onnx),
         }
-    path = out / "model.onnx"
+    path = out / MODEL_FILE
     info = src.student.info
     log(f"exporting {info.name} to {path} ({opts.exporter} exporter)")
     shape = (info.in_chans, *info.input_size)
@@ -323,7 +336,7 @@ def _simplify(
 ) -> dict[str, Any]:
     """onnxsim, kept only when the simplified file passes the parity gate on a first batch."""
     log("simplifying the graph (onnxsim)")
-    candidate = path.with_name(path.stem + ".simplified.onnx")
+    candidate = _simplified(path)
     result = simplify(path, candidate)
     if not result["applied"]:
         return result
@@ -359,7 +372,7 @@ def _variant(
     load_size: int | None,
     log: Log,
 ) -> dict[str, Any]:
-    path = out / f"model.{name}.onnx"
+    path = _variant_path(out, name)
     if name == "fp16":
         log(f"fp16: converting to {path}")
         block = make_fp16(fp32_path, path)
