@@ -30,9 +30,9 @@ from pydantic import (
 
 from distill_cli.errors import DistillError, did_you_mean
 from distill_cli.host import MAX_NESTING, check_nesting, nesting_depth
+from distill_cli.recipe.fields import BOOL_REFUSED
 from distill_cli.recipe.loop_sections import OptimSpec, RuntimeSpec, ScheduleSpec
 from distill_cli.recipe.sections import (
-    BOOL_REFUSED,
     AugmentSpec,
     DataSpec,
     MethodParams,

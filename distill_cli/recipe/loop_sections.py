@@ -2,7 +2,7 @@
 schedule (`schedule`: length, warmup, evaluations, checkpoints) and the runtime (`runtime`:
 device, precision, compile, seed, threads, trackers).
 
-Plain data with validation, like every section (`sections.Strict`); the optimizer factory they
+Plain data with validation, like every section (`fields.Strict`); the optimizer factory they
 feed (`distill_cli.train.optim.build_optimizer`) takes plain arguments in turn.
 """
 
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from distill_cli.recipe.sections import PositiveInt, Strict, machine_threads
+from distill_cli.recipe.fields import PositiveInt, Strict, machine_threads
 
 
 class OptimSpec(Strict):

@@ -1,0 +1,139 @@
+"""The field types and the base every recipe section shares: what a valid number, size, path
+and thread count is, and the checks run on every key of every section (unknown keys, floats
+within float32, no true/false where a number is expected).
+
+One owner for these rules, so the run's sections (sections.py), the loop's (loop_sections.py)
+and each method's parameters (`MethodParams`) apply the same ones. Plain pydantic; no torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, get_args
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from distill_cli import host
+
+PositiveInt = Annotated[int, Field(gt=0)]
+#: A path as a user writes it: `~/data` means their home, as in a shell (it was only expanded
+#: when the recipe was saved, so the run itself looked for a folder literally named `~`).
+UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+def check_pixels(value: int) -> int:
+    """An input side within host.MAX_INPUT_PX, with the reason in the message."""
+    if value > host.MAX_INPUT_PX:
+        raise ValueError(
+            f"{value} px is above the limit of {host.MAX_INPUT_PX} px (its activations would "
+            f"not fit in memory); use at most {host.MAX_INPUT_PX}"
+        )
+    return value
+
+
+def machine_threads(value: int | None) -> int | None:
+    """Threads or workers within host.max_threads() (a few per core of this machine)."""
+    if value is not None and value > host.max_threads():
+        raise ValueError(
+            f"{value} is more than this machine can use (at most {host.max_threads()}: "
+            f"{host.PER_CORE} per core, {host.cpu_count()} cores); more only thrashes or "
+            "exhausts the OS"
+        )
+    return value
+
+
+Pixels = Annotated[int, Field(gt=0), AfterValidator(check_pixels)]
+
+
+def _float32(value: Any) -> Any:
+    """Every float of a recipe reaches a float32 tensor: |x| beyond float32's range would
+    become inf there (`lr: 1e39` passed `gt=0` and crashed inside AdamW)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if isinstance(item, float):
+            problem = host.float32_problem(item)
+            if problem:
+                raise ValueError(f"{item!r} {problem}")
+    return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    """Whether a field's type takes true/false anywhere in it: `bool`, `Any`, or a nested
+    section (which checks its own fields)."""
+    if annotation is bool or annotation is Any:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_admits_bool(arg) for arg in get_args(annotation))
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_has_bool(item) for item in value)
+    if isinstance(value, dict):
+        return any(_has_bool(item) for item in value.values())
+    return False
+
+
+#: The pydantic error type of `refuse_bool`; its context names the key (the loader adds it to
+#: the path, as pydantic does for field errors).
+BOOL_REFUSED = "bool_refused"
+
+
+def _fields_by_key(model: type[BaseModel]) -> dict[str, Any]:
+    """Each key a section accepts (field names and aliases) with its field's type."""
+    keys: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        keys[name] = info.annotation
+        alias = info.validation_alias
+        for key in getattr(alias, "choices", [alias] if isinstance(alias, str) else []):
+            if isinstance(key, str):
+                keys[key] = info.annotation
+    return keys
+
+
+def refuse_bool(model: type[BaseModel], data: Any) -> Any:
+    """A yes/no value given to a key that takes none (`epochs: true`) is refused.
+
+    pydantic's lax mode reads true as 1 (and 1.0) where a number is expected, so a slip such
+    as `epochs: yes` ran one epoch without a word. One check for every key of every section
+    (the bases' validator, before pydantic converts anything), against the key's declared
+    type; the numbers and numeric strings YAML and `--set` give (`lr: 1e-3` is the string
+    "1e-3" in YAML 1.1, converted as before) are untouched.
+    """
+    if not isinstance(data, dict):
+        return data
+    types = _fields_by_key(model)
+    for key, value in data.items():
+        if key in types and not _admits_bool(types[key]) and _has_bool(value):
+            raise PydanticCustomError(
+                BOOL_REFUSED,
+                "true/false is not a value this key takes (it expects a number, text or a "
+                "list of them); write the value itself",
+                {"key": str(key)},
+            )
+    return data
+
+
+class Strict(BaseModel):
+    """Base of every recipe section: unknown keys are errors; assignments are validated too."""
+
+    # NaN/Inf are never a setting: `lr: 1e400` (YAML reads inf) would pass `gt=0` and crash in
+    # the optimizer, so every float of every section must be finite
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, populate_by_name=True, allow_inf_nan=False
+    )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _in_float32(cls, value: Any) -> Any:
+        return _float32(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool(cls, data: Any) -> Any:
+        return refuse_bool(cls, data)
