@@ -438,13 +438,13 @@ def test_simplification_is_dropped_when_it_breaks_parity(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("onnxsim")
-    import distill_cli.export.pipeline as pipeline
+    import distill_cli.export.produce as produce
 
     def bad_simplify(path: Path, out: Path) -> dict[str, Any]:
         _corrupt(path, out)
         return {"applied": True, "nodes_before": 1, "nodes_after": 1}
 
-    monkeypatch.setattr(pipeline, "simplify", bad_simplify)
+    monkeypatch.setattr(produce, "simplify", bad_simplify)
     report = api.export(
         "test_resnet", out=tmp_path, input_size=32, num_classes=3, exporter="torchscript",
         latency=False,

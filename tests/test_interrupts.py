@@ -95,13 +95,13 @@ def test_an_export_stopped_before_it_writes_leaves_the_files_it_did_not_replace(
 ) -> None:
     """Only what this export wrote is removed: a model.onnx it had not replaced yet stays
     (in a `--force` folder it may be the user's own); the old verdict goes, it is stale."""
-    import distill_cli.export.pipeline as pipeline
+    import distill_cli.export.produce as produce
 
     out = tmp_path / "mine"
     out.mkdir()
     (out / "model.onnx").write_bytes(b"my own model")
     (out / "report.json").write_text("{}")
-    monkeypatch.setattr(pipeline, "export_onnx", _sigterm_then(pipeline.export_onnx))
+    monkeypatch.setattr(produce, "export_onnx", _sigterm_then(produce.export_onnx))
     argv = ["export", "test_resnet", "--out", str(out), "--force", "--no-latency"]
     code, err = _exit(argv, capsys)
     assert code == 143 and err[-1].startswith("error: interrupted by SIGTERM (distill export)")

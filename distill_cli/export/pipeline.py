@@ -7,7 +7,6 @@ gate in CI leaves the numbers behind to look at.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,32 +16,29 @@ from distill_cli.errors import DistillError
 from distill_cli.export import timing
 from distill_cli.export.gates import evaluate, verdicts
 from distill_cli.export.latency import providers
-from distill_cli.export.onnx_export import (
-    check_onnx,
-    count_nodes,
-    dynamic_axes,
-    export_onnx,
-    read_metadata,
-    simplify,
-    write_metadata,
-)
+from distill_cli.export.onnx_export import read_metadata
 from distill_cli.export.options import ExportOptions
 from distill_cli.export.parity import (
-    Batches,
     InputSet,
     Outputs,
     collect,
-    compare,
     fp32_parity,
     gpu_parity,
     ort_file_runner,
     torch_runner,
     variant_parity,
 )
-from distill_cli.export.preprocess import Preprocess, describe
-from distill_cli.export.reparam import Reparam, reparameterize
-from distill_cli.export.report import REPORT_NAME, ExportReport, metadata_props, model_block
-from distill_cli.export.source import Source, resolve_source, sha256_file
+from distill_cli.export.preprocess import describe
+from distill_cli.export.produce import (
+    MODEL_FILE,
+    Log,
+    produce_onnx,
+    simplified_path,
+    variant_path,
+)
+from distill_cli.export.reparam import reparameterize
+from distill_cli.export.report import REPORT_NAME, ExportReport, model_block
+from distill_cli.export.source import Source, resolve_source
 from distill_cli.export.variants import FP16_CPU_HINT, make_fp16, make_int8
 from distill_cli.host import claim_folder
 from distill_cli.models.checkpoint import read_sidecar
@@ -50,22 +46,8 @@ from distill_cli.models.create import Net, count_flops, spec_input_size
 from distill_cli.models.view import load_sizes
 from distill_cli.rundir.layout import RunDir
 
-#: The model files an export writes into its folder (the fp32 file; its simplified candidate and
-#: the variants are named from it by `_simplified` and `_variant_path`).
-MODEL_FILE = "model.onnx"
-
-
-def _simplified(path: Path) -> Path:
-    return path.with_name(path.stem + ".simplified.onnx")
-
-
-def _variant_path(out: Path, name: str) -> Path:
-    return out / f"model.{name}.onnx"
-
-
 #: How many seeded random inputs stand in for validation images when there are none.
 RANDOM_INPUTS = 64
-Log = Callable[[str], None]
 
 
 def _silent(_: str) -> None:
@@ -135,12 +117,12 @@ def _run(opts: ExportOptions, log: Log, files: dict[Path, tuple[int, int] | None
     reference = collect(torch_runner(student.module), inputs)  # the unfused model
     # from here the folder's files change: the previous export's verdict goes first
     (out / REPORT_NAME).unlink(missing_ok=True)
-    paths = [] if opts.onnx is not None else [out / MODEL_FILE, _simplified(out / MODEL_FILE)]
-    paths += [_variant_path(out, name) for name in opts.variants]
+    paths = [] if opts.onnx is not None else [out / MODEL_FILE, simplified_path(out / MODEL_FILE)]
+    paths += [variant_path(out, name) for name in opts.variants]
     files.update({path: _identity(path) for path in paths})
-    onnx_path, onnx_block = _produce_onnx(src, opts, out, inputs, rep, prep, log)
+    onnx_path, onnx_block = produce_onnx(src, opts, out, inputs, rep, prep, log)
     log(f"parity: PyTorch vs ONNX Runtime on {inputs.count} {inputs.kind} inputs")
-    fp32_out = collect(_ort(onnx_path), inputs)
+    fp32_out = collect(ort_file_runner(onnx_path), inputs)
     parity = fp32_parity(reference, fp32_out, inputs, opts.parity_atol, opts.rtol)
     if parity["warning"]:
         src.notes.append(f"parity: {parity['warning']}")
@@ -189,10 +171,6 @@ def _run(opts: ExportOptions, log: Log, files: dict[Path, tuple[int, int] | None
     return report
 
 
-def _ort(path: Path) -> Any:
-    return ort_file_runner(path)
-
-
 def _load_size(src: Source) -> int | None:
     """The square side image files are decoded to before the crop, exactly as `distill run`
     evaluated: what the checkpoint's side file recorded, else (older checkpoints) the same rule
@@ -238,129 +216,6 @@ def _parity_inputs(src: Source, opts: ExportOptions, load_size: int | None) -> I
     return _data_inputs(src, src.data.val, opts.images, seed=1, load_size=load_size)
 
 
-def _produce_onnx(
-    src: Source,
-    opts: ExportOptions,
-    out: Path,
-    inputs: InputSet,
-    rep: Reparam,
-    prep: Preprocess,
-    log: Log,
-) -> tuple[Path, dict[str, Any]]:
-    """Export (or take --onnx), simplify when it keeps parity, label; returns path and block."""
-    if opts.onnx is not None:
-        log(f"checking the existing file {opts.onnx}")
-        check_onnx(opts.onnx)
-        return opts.onnx, {
-            "path": str(opts.onnx),
-            "bytes": opts.onnx.stat().st_size,
-            "sha256": sha256_file(opts.onnx),
-            "exporter": {"used": "existing file (--onnx)"},
-            "nodes": count_nodes(opts.onnx),
-            "metadata": read_metadata(opts.onnx),
-        }
-    path = out / MODEL_FILE
-    info = src.student.info
-    log(f"exporting {info.name} to {path} ({opts.exporter} exporter)")
-    shape = (info.in_chans, *info.input_size)
-    result = export_onnx(
-        rep.module, shape, path, exporter=opts.exporter, opset=opts.opset,
-        dynamic_size=opts.dynamic_size,
-    )  # fmt: skip
-    dynamic = {"requested": opts.dynamic_size, "applied": opts.dynamic_size}
-    if opts.dynamic_size:
-        dynamic.update(_check_other_size(src.student, path, opts))
-        if not dynamic["applied"]:
-            log(f"dynamic height/width dropped: {dynamic['reason']}")
-            src.notes.append(f"fixed input size: {dynamic['reason']}")
-            result = export_onnx(rep.module, shape, path, exporter=opts.exporter, opset=opts.opset)
-    axes = dynamic_axes(bool(dynamic["applied"]))
-    simplified = _simplify(src.student, path, inputs, opts, log) if opts.simplify else None
-    props = metadata_props(
-        info,
-        src.class_names,
-        src.class_names_source,
-        src.checkpoint_sha256,
-        src.checkpoint,
-        result.used,
-        prep,
-        axes,
-        rep.applied,
-    )
-    write_metadata(path, props)
-    return path, {
-        "path": str(path),
-        "bytes": path.stat().st_size,
-        "sha256": sha256_file(path),
-        "exporter": result.to_dict(),
-        "opset": result.opset,
-        "dynamic_batch": True,
-        "dynamic_axes": {str(k): v for k, v in axes.items()},
-        "dynamic_size": dynamic,
-        "reparam": rep.to_dict(),
-        "checker": "onnx.checker full_check passed; loads in ONNX Runtime",
-        "simplify": simplified or {"applied": False, "reason": "--no-simplify"},
-        "nodes": count_nodes(path),
-        "metadata": props,
-    }
-
-
-def _check_other_size(student: Net, path: Path, opts: ExportOptions) -> dict[str, Any]:
-    """Does the dynamic-size file run, and match PyTorch, at another size? Not every model can
-    (fixed position embeddings, windows): then `applied` is False with the reason."""
-    module, (h, w) = student.module, student.info.input_size
-    size = (h + 32, w + 32)
-    x = torch.randn(
-        2, student.info.in_chans, *size, generator=torch.Generator().manual_seed(opts.seed)
-    ).numpy()
-    sample = Batches([(x, None)])
-    try:
-        ref = collect(torch_runner(module), sample)
-    except Exception as exc:
-        return {"applied": False, "reason": f"the model does not run at {size}: {exc!s:.200}"}
-    try:
-        got = collect(_ort(path), sample)
-    except Exception as exc:
-        return {"applied": False, "reason": f"the ONNX file fails at {size}: {exc!s:.200}"}
-    cmp = compare(ref, got, opts.parity_atol, opts.rtol)
-    if cmp["logits_outside"] or cmp["top1_agreement"] < 100.0:
-        return {
-            "applied": False,
-            "reason": f"parity fails at {size}: max abs diff {cmp['max_abs_diff']:.3g}",
-        }
-    return {"applied": True, "checked_at": list(size), "max_abs_diff": cmp["max_abs_diff"]}
-
-
-def _simplify(
-    student: Net, path: Path, inputs: InputSet, opts: ExportOptions, log: Log
-) -> dict[str, Any]:
-    """onnxsim, kept only when the simplified file passes the parity gate on a first batch."""
-    log("simplifying the graph (onnxsim)")
-    candidate = _simplified(path)
-    result = simplify(path, candidate)
-    if not result["applied"]:
-        return result
-    try:
-        sample = _first_batch(inputs)
-        ref = collect(torch_runner(student.module), sample)
-        simple = compare(ref, collect(_ort(candidate), sample), opts.parity_atol, opts.rtol)
-        result["sample_max_abs_diff"] = max(simple["max_abs_diff"], simple["batch1_max_abs_diff"])
-        if not simple["logits_outside"] and simple["top1_agreement"] == 100.0:
-            candidate.replace(path)
-            return result
-        return {
-            **result,
-            "applied": False,
-            "reason": f"breaks parity: max |diff| {result['sample_max_abs_diff']:.3g}",
-        }
-    finally:
-        candidate.unlink(missing_ok=True)
-
-
-def _first_batch(inputs: InputSet) -> Batches:
-    return Batches([next(iter(inputs.batches()))])
-
-
 def _variant(
     name: str,
     src: Source,
@@ -372,7 +227,7 @@ def _variant(
     load_size: int | None,
     log: Log,
 ) -> dict[str, Any]:
-    path = _variant_path(out, name)
+    path = variant_path(out, name)
     if name == "fp16":
         log(f"fp16: converting to {path}")
         block = make_fp16(fp32_path, path)
@@ -398,7 +253,7 @@ def _variant(
         )
         block["calibration"]["random_inputs"] = calib.images is None
     log(f"{name}: parity against ONNX fp32")
-    block["parity"] = variant_parity(fp32_out, collect(_ort(path), inputs))
+    block["parity"] = variant_parity(fp32_out, collect(ort_file_runner(path), inputs))
     return block
 
 
