@@ -100,10 +100,16 @@ class Trainer:
     def fit(self) -> RunSummary:
         previous = self._catch_signals()
         try:
-            return self._fit()
+            self._fit()
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+        if self._signal is not None and not self.s.world.distributed:
+            # it came after the loop's last look (the final evaluation, the last save): the
+            # position is saved, and the run stops as asked instead of finishing silently
+            raise Interrupted(self._signal, self.state["step"], str(self.run.last))
+        # the test split and the summary run under the caller's handlers: Ctrl-C stops them now
+        return self._summary()
 
     def _catch_signals(self) -> dict[int, Any]:
         """SIGINT/SIGTERM only set a flag; the loop saves its position at the next step."""
@@ -117,7 +123,7 @@ class Trainer:
 
         return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def _fit(self) -> RunSummary:
+    def _fit(self) -> None:
         s, sched = self.s, self.s.recipe.schedule
         total, spe = s.total_steps, s.steps_per_epoch
         step = self.state["step"]
@@ -158,7 +164,6 @@ class Trainer:
                 raise Interrupted(self._stopping, step, str(self.run.last))
         self.reporter.finish()
         s.world.barrier()
-        return self._summary()
 
     def _fits(self, batch: Any, epoch: int, step: int, window: Window) -> bool:
         """One training step; False when it ran out of memory (nothing of it is kept)."""
