@@ -69,12 +69,67 @@ def _class_names(schema: Any, files: list[Path], label: str) -> list[str] | None
     features = None
     meta = schema.metadata or {}
     if b"huggingface" in meta:
-        features = json.loads(meta[b"huggingface"]).get("info", {}).get("features")
-    info = files[0].parent / "dataset_info.json"
-    if features is None and info.is_file():
-        features = json.loads(info.read_text()).get("features")
-    names = (features or {}).get(label, {}).get("names")
+        info = _json(meta[b"huggingface"], f"{files[0]}: its 'huggingface' schema metadata")
+        features = _get(_get(info, "info"), "features")
+    info_file = files[0].parent / "dataset_info.json"
+    if features is None and info_file.is_file():
+        try:
+            text = info_file.read_bytes()
+        except OSError as exc:
+            raise DistillError(f"cannot read {info_file.name}: {exc}", str(info_file)) from exc
+        features = _get(_json(text, str(info_file)), "features")
+    names = _get(_get(features, label), "names")
     return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def _json(raw: bytes, where: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DistillError(
+            f"the data set's feature description is not valid JSON ({exc})",
+            where,
+            "write the data set again with `datasets` (push_to_hub / save_to_disk)",
+        ) from exc
+
+
+def _get(value: Any, key: str) -> Any:
+    """`value[key]` where `value` is a JSON object holding it, else None."""
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _check_types(schema: Any, image: str, label: str | None, where: str) -> None:
+    """Image bytes and integer class numbers, as `datasets`' Image and ClassLabel features
+    store them. Anything else was a traceback in a worker (paths as strings), or trained on
+    wrong labels (floats truncated to ints)."""
+    import pyarrow as pa
+
+    kind = schema.field(image).type
+    if pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0:
+        kind = kind.field("bytes").type
+    if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+        paths = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        raise DistillError(
+            f"column {image!r} holds {kind}, not image bytes"
+            + (
+                " (file paths are not read: the images' bytes must be in the data set)"
+                if paths
+                else ""
+            ),
+            where,
+            "store the images as `datasets`' Image feature (cast_column('image', Image()) "
+            "embeds the files), or set data.image_column",
+        )
+    if label is None:
+        return
+    kind = schema.field(label).type
+    if not (pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
+        raise DistillError(
+            f"column {label!r} holds {kind}, not class numbers",
+            where,
+            "store integer labels (`datasets`: class_encode_column('label') turns names into a "
+            "ClassLabel), or set data.label_column",
+        )
 
 
 def scan_hf_split(
@@ -95,16 +150,17 @@ def scan_hf_split(
     schema, _ = _table_schema(files[0])
     wanted = [image, label] if required or label in schema.names else [image]
     label = label if label in wanted else None
-    missing = [c for c in wanted if c not in schema.names]
-    if missing:
-        raise DistillError(
-            f"the data set has no column {missing[0]!r} (it has {schema.names})",
-            str(files[0]),
-            "set data.image_column / data.label_column to its columns",
-        )
     units, start, top = [], 0, -1
     for path in files:
-        _, rows = _table_schema(path)
+        schema_here, rows = _table_schema(path)
+        missing = [c for c in wanted if c not in schema_here.names]
+        if missing:
+            raise DistillError(
+                f"the data set has no column {missing[0]!r} (it has {schema_here.names})",
+                str(path),
+                "set data.image_column / data.label_column to its columns",
+            )
+        _check_types(schema_here, image, label, str(path))
         if label is not None:
             labels = _column(path, label)
             nulls = labels.null_count
