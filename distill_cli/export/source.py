@@ -82,7 +82,7 @@ class Source:
                 f"teacher {spec.model} not timed: it uses hub weights (pretrained: true)"
             )
             return None
-        if spec.checkpoint is not None and not spec.checkpoint.is_file():
+        if spec.checkpoint is not None and not spec.checkpoint.exists():  # a Hub folder is one
             self.notes.append(f"teacher not timed: checkpoint {spec.checkpoint} not found")
             return None
         classes = len(self.data.classes) if self.data is not None else None

@@ -14,7 +14,8 @@ epoch and metrics, so an export or a later run needs nothing but the checkpoint.
 Reading also accepts foreign checkpoints saved the usual ways (a weights-only ``.pt``/``.pth``,
 possibly nested under ``state_dict``/``model`` and prefixed by DDP, a wrapper or
 ``torch.compile``, with timm's train.py arguments or numpy scalars beside them) and refuses
-pickles that hold more than tensors and plain data without running them.
+pickles that hold more than tensors and plain data without running them, and a timm model
+in the Hugging Face Hub layout (`hub.py`: the folder, its weights, its config.json).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torch import nn
 
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.host import atomic_write
+from distill_cli.models import hub
 
 #: Keys in a training checkpoint that hold optimizer or method state rather than model weights.
 OPTIM_PREFIX = "__optimizer__/"
@@ -193,10 +195,11 @@ def sidecar_path(checkpoint: Path) -> Path:
 
 
 def read_sidecar(checkpoint: Path) -> dict[str, Any]:
-    """The JSON metadata written beside distill's checkpoints; {} for foreign checkpoints."""
+    """The JSON metadata written beside distill's checkpoints; for a timm model in the Hugging
+    Face Hub layout, its config.json in the same keys (`models/hub.py`); else {}."""
     path = sidecar_path(checkpoint)
-    if not path.is_file():
-        return {}
+    if checkpoint.is_dir() or not path.is_file():
+        return hub.side_file(checkpoint) or {}
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -216,6 +219,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     `.pth.tar`, safetensors saved as `.bin`), so a file that is neither is refused as such
     instead of as "a pickle holding code".
     """
+    path = hub.weights_file(path)  # a Hub folder: its model.safetensors / pytorch_model.bin
     if path.exists() and not path.is_file():
         raise DistillError("checkpoint is not a regular file", str(path), "pass a weights file")
     if not path.is_file():
