@@ -356,3 +356,18 @@ def test_half_precision_weights_load_into_the_float32_model(
     loaded = fresh.state_dict()
     assert all(loaded[k].dtype == v.dtype for k, v in model.state_dict().items())
     assert all(torch.equal(loaded[k], v.to(loaded[k].dtype)) for k, v in half.items())
+
+
+def test_a_torchscript_file_is_named_as_such(tmp_path: Path) -> None:
+    """It was "not a weights-only file - is the file complete?", which sent users after a
+    broken copy; it is a program, whose weights can be saved apart."""
+    model = _model().eval()
+    path = tmp_path / "teacher.pt"
+    torch.jit.save(torch.jit.trace(model, torch.zeros(1, 3, 32, 32)), str(path))
+    with pytest.raises(DistillError, match=r"TorchScript program \(torch\.jit\.save\)") as caught:
+        load_weights(_model(), path)
+    assert "torch.jit.load(FILE).state_dict()" in str(caught.value)
+    torch.save(torch.jit.load(str(path)).state_dict(), tmp_path / "weights.pt")  # the hint works
+    fresh = _model()
+    load_weights(fresh, tmp_path / "weights.pt")
+    assert _same_weights(model, fresh)

@@ -284,11 +284,28 @@ def _file_kind(path: Path) -> str | None:
     """ "safetensors", "torch" (torch.save's zip, or the legacy pickle) or None (neither)."""
     with path.open("rb") as fh:
         head = fh.read(9)
+    if head[:4] == b"PK\x03\x04" and _is_torchscript(path):
+        raise DistillError(
+            "the checkpoint is a TorchScript program (torch.jit.save); distill loads weights only",
+            str(path),
+            "save its weights: torch.save(torch.jit.load(FILE).state_dict(), 'weights.pt')",
+        )  # torch.load said "not a weights-only file" and asked whether the copy was complete
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         return "torch"
     if len(head) == 9 and head[8:9] == b"{":  # an 8-byte header length, then the JSON header
         return "safetensors"
     return None
+
+
+def _is_torchscript(path: Path) -> bool:
+    """torch.jit.save's zip: the model's code beside its constants, which torch.save's lacks."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("/constants.pkl") for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False  # cut short: torch.load names it
 
 
 def _benign_globals() -> list[Any]:
