@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     field_validator,
@@ -34,6 +35,15 @@ PositiveInt = Annotated[int, Field(gt=0)]
 #: when the recipe was saved, so the run itself looked for a folder literally named `~`).
 UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+def _int_as_name(value: Any) -> Any:
+    """A class folder named `0` is the name "0": YAML reads `[0, 1]` and `{0: cat}` as ints."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+#: A class name as a recipe writes it: text, or a whole number (a folder named `7`).
+ClassName = Annotated[str, BeforeValidator(_int_as_name)]
 
 
 def _pixels(value: int) -> int:
@@ -172,7 +182,7 @@ class ModelSpec(Strict):
         description="checkpoint keys must match the model exactly (names and shapes); false "
         "loads the matching keys and leaves the rest as initialised",
     )
-    class_names: list[str] | UserPath | None = Field(
+    class_names: list[ClassName] | UserPath | None = Field(
         None,
         description="the names of the model's outputs, in order (a list, or a text file with "
         "one name per line); default: the checkpoint's side file",
@@ -322,7 +332,7 @@ class DataSpec(Strict):
         "skip", description="an undecodable file: skip it (counted in the summary) or stop"
     )
     synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec)
-    class_map: dict[str, str] = Field(
+    class_map: dict[ClassName, ClassName] = Field(
         default_factory=dict,
         description="data class name -> teacher class name, where the two name classes "
         "differently (e.g. a folder `T-shirt_top` for Fashion-MNIST's `T-shirt/top`)",
