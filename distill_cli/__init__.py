@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import sys
-from collections.abc import Callable
-from typing import Any
 
 __version__ = "0.1.0"
 
@@ -26,7 +23,7 @@ def _is_the_command() -> bool:
     return "-m" in args[:-1] and args[args.index("-m") + 1] == "distill_cli"
 
 
-def note_early_signal(signum: int, frame: Any) -> None:
+def note_early_signal(signum: int, frame: object) -> None:
     early_signals.append(signum)
 
 
@@ -40,8 +37,12 @@ def _defer_signals_while_importing() -> None:
         # a signal the process was started ignoring (a background job) stays ignored
 
 
-if _is_the_command():
+if _is_the_command():  # first, before this package's other imports (each ms counts)
     _defer_signals_while_importing()
+
+import importlib  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
 
 
 def lazy_face(package: str, face: dict[str, str]) -> Callable[[str], Any]:
