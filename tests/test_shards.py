@@ -383,6 +383,15 @@ def test_broken_or_mistyped_parquet_data_sets_are_one_line_errors(tmp_path: Path
     cut.mkdir()
     (cut / "train-00000-of-00001.parquet").write_bytes(raw[: len(raw) // 2])  # a cut download
     assert _scan_error(cut).startswith("cannot read data set file: ")
+    damaged = bytearray(raw)  # the footer is whole; a row group's label pages are not
+    group = pq.ParquetFile(good / "train-00000-of-00001.parquet").metadata.row_group(1)
+    (column,) = [
+        c for c in map(group.column, range(group.num_columns)) if c.path_in_schema == "label"
+    ]
+    start = column.dictionary_page_offset or column.data_page_offset
+    damaged[start : start + column.total_compressed_size] = b"\x5a" * column.total_compressed_size
+    (cut / "train-00000-of-00001.parquet").write_bytes(bytes(damaged))
+    assert _scan_error(cut).startswith("cannot read data set file: ")  # was a multi-line OSError
     names = ["cat", "dog", "fox"]
     strings = _parquet_with(tmp_path / "s", image=images, label=[names[n] for n in labels])
     assert _scan_error(strings).startswith("column 'label' holds string, not class numbers")

@@ -51,7 +51,7 @@ def _table_schema(path: Path) -> tuple[Any, list[int]]:
         groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         return meta.schema.to_arrow_schema(), groups
     except (OSError, pa.ArrowException) as exc:
-        raise DistillError(f"cannot read data set file: {exc}", str(path)) from exc
+        raise DistillError(_unreadable(exc), str(path)) from exc
 
 
 def _open_arrow(source: Any) -> Any:
@@ -189,14 +189,25 @@ def scan_hf_split(
     )
 
 
+def _unreadable(exc: Exception) -> str:
+    """pyarrow's reason on one line: a damaged page's is several ("Couldn't deserialize
+    thrift: ...\nDeserializing page header failed.")."""
+    return "cannot read data set file: " + " ".join(str(exc).split())[:300]
+
+
 def _column(path: Path, name: str) -> Any:
+    """One column of a whole file; a damaged file is one line naming it (a damaged page in a
+    row group passed the footer check and reached the CLI as a vague multi-line OS error)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if path.suffix == ".arrow":
-        with pa.memory_map(str(path)) as source:
-            return _open_arrow(source).read_all().column(name)
-    return pq.read_table(path, columns=[name]).column(name)
+    try:
+        if path.suffix == ".arrow":
+            with pa.memory_map(str(path)) as source:
+                return _open_arrow(source).read_all().column(name)
+        return pq.read_table(path, columns=[name]).column(name)
+    except (OSError, pa.ArrowException) as exc:
+        raise DistillError(_unreadable(exc), str(path)) from exc
 
 
 def row_labels(data: ShardSet, unit: Unit) -> list[int]:
@@ -213,7 +224,7 @@ def row_labels(data: ShardSet, unit: Unit) -> list[int]:
             group = pq.ParquetFile(unit.path).read_row_group(unit.part, columns=[label])
             column = group.column(label)
     except (OSError, pa.ArrowException) as exc:
-        raise DistillError(f"cannot read data set file: {exc}", str(unit.path)) from exc
+        raise DistillError(_unreadable(exc), str(unit.path)) from exc
     return [-1 if value is None else int(value) for value in column.to_pylist()]
 
 
@@ -231,7 +242,7 @@ def read_rows(data: ShardSet, unit: Unit) -> Iterator[Sample]:
         else:
             table = pq.ParquetFile(unit.path).read_row_group(unit.part, columns=columns)
     except (OSError, pa.ArrowException) as exc:
-        raise SampleFault(f"cannot read data set file: {exc}", str(unit.path)) from exc
+        raise SampleFault(_unreadable(exc), str(unit.path)) from exc
     images = table.column(image).to_pylist()
     labels = table.column(label).to_pylist() if label else [-1] * len(images)
     for row, (value, cls) in enumerate(zip(images, labels, strict=True)):
