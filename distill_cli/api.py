@@ -263,16 +263,22 @@ def bench_train(
 ) -> dict[str, Any]:
     """`distill bench train`: distill's full training step against the bare step (same run),
     and the data path alone; `rounds` > 1 alternates them and compares the medians."""
+    import torch
+
     from distill_cli.bench.train import bench_train as _bench
 
     rec = _recipe(recipe, overrides, {})  # a Recipe object's overrides were dropped
-    return _bench(
-        rec,
-        steps=steps,
-        warmup=warmup,
-        bare_script=None if bare is None else Path(bare),
-        rounds=rounds,
-    )
+    threads = torch.get_num_threads()  # runtime.threads is the benchmark's, as in `run`
+    try:
+        return _bench(
+            rec,
+            steps=steps,
+            warmup=warmup,
+            bare_script=None if bare is None else Path(bare),
+            rounds=rounds,
+        )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def report(run_dir: str | Path) -> ReportResult:

@@ -212,3 +212,15 @@ def test_two_runs_in_one_process_are_the_same_run_and_leave_its_threads(tmp_path
     third = api.run(recipe, overwrite=True, runtime__threads=1)
     records = (third.run_dir / "metrics.jsonl").read_text().splitlines()
     assert losses and losses == [json.loads(r)["loss"] for r in records if '"kind": "train"' in r]
+
+
+def test_bench_train_applies_overrides_to_a_recipe_object(tmp_path: Path) -> None:
+    """A Recipe object's overrides were dropped without a word (the file path's were not),
+    and its runtime.threads stayed set in the caller's process."""
+    import torch
+
+    recipe = load_recipe(write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs")))
+    before = torch.get_num_threads()
+    overrides = ["schedule.batch_size=16", "runtime.threads=1"]
+    result = api.bench_train(recipe, overrides, steps=1, warmup=0)
+    assert result["batch_size"] == 16 and torch.get_num_threads() == before
