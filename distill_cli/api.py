@@ -64,6 +64,20 @@ def _path(value: Any, name: str, what: str = "a path (str or pathlib.Path)") -> 
     raise WrongType(f"{name} must be {what}, not {type(value).__name__}", name)
 
 
+def _run_args(resume: Any, overwrite: Any, reporter: Any) -> None:
+    """`resume="no"` was true, and a reporter without the methods failed at the first step."""
+    for name, value in (("resume", resume), ("overwrite", overwrite)):
+        if not isinstance(value, bool):
+            raise WrongType(f"{name} must be True or False, not {type(value).__name__}", name)
+    methods = ("start", "advance", "log", "finish")
+    if reporter is not None and not all(callable(getattr(reporter, m, None)) for m in methods):
+        raise WrongType(
+            "reporter must have the methods start, advance, log and finish "
+            "(distill_cli.train.reporter.Reporter)",
+            "reporter",
+        )
+
+
 def _recipe(
     recipe: Recipe | str | Path, overrides: Overrides | None, keywords: dict[str, Any]
 ) -> Recipe:
@@ -142,6 +156,7 @@ def run(
     """
     from distill_cli.train import engine
 
+    _run_args(resume, overwrite, reporter)
     rec = _recipe(recipe, overrides, fields)
     return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
 
@@ -159,6 +174,7 @@ def train(
     from distill_cli.methods import method_class
     from distill_cli.train import engine
 
+    _run_args(resume, overwrite, reporter)
     rec = _recipe(recipe, overrides, fields)
     if method_class(rec.method.name).needs_teacher:
         raise DistillError(

@@ -157,6 +157,8 @@ def test_the_shipped_recipes_through_the_api() -> None:
         (lambda r: api.compare("runs/a"), "run_dirs must be a list of run folders, not one path"),
         (lambda r: api.models(5), "pattern must be a str, not int"),
         (lambda r: api.bench_latency(None), "source must be a run folder"),
+        (lambda r: api.run(r, resume="no"), "resume must be True or False, not str"),
+        (lambda r: api.train(r, reporter="rich"), "reporter must have the methods start"),
     ],
     ids=[
         "recipe-int",
@@ -170,6 +172,8 @@ def test_the_shipped_recipes_through_the_api() -> None:
         "compare-one-path",
         "models-int",
         "bench-none",
+        "resume-str",
+        "reporter-str",
     ],
 )
 def test_arguments_of_the_wrong_type_are_one_line_errors(
