@@ -146,6 +146,25 @@ def _command(tmp_path: Path, script: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def test_ctrl_c_while_the_summary_is_written_says_how_to_finish(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the loop (the test split, summary.json, eval.json) Ctrl-C said "run it again",
+    which an existing run refuses without --resume: it names the saved position instead."""
+    from distill_cli.rundir.layout import RunDir
+
+    real = RunDir.write_summary
+    monkeypatch.setattr(RunDir, "write_summary", _sigterm_then(real, signal.SIGINT))
+    recipe = _recipe(tmp_path)
+    code, err = _exit(["train", str(recipe), "--quiet"], capsys)
+    assert code == 130 and len(err) == 1
+    assert err[0].startswith("error: interrupted by SIGINT at step 2; position saved (")
+    assert err[0].endswith("last.safetensors) - continue with --resume")
+    monkeypatch.setattr(RunDir, "write_summary", real)
+    assert _exit(["train", str(recipe), "--resume", "--quiet"], capsys)[0] == 0
+    assert (tmp_path / "runs ü" / "r" / "summary.json").is_file()
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_signal_while_the_command_imports_is_one_line(tmp_path: Path, sig: int) -> None:
     """Before the handler was in place, Ctrl-C in the command's first ~100 ms (its imports)
