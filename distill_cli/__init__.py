@@ -2,11 +2,47 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
-from typing import Any
+import os
+import signal
+import sys
 
 __version__ = "0.1.0"
+
+#: Signals (SIGINT, SIGTERM) that reached the `distill` command while it was still importing,
+#: before `cli.entry` put its handler in place; the command answers them as it answers one
+#: arriving later (its one line, exit 130 / 143) instead of dying with a traceback or by
+#: the signal. Only the command defers them: a program that imports distill keeps its own.
+early_signals: list[int] = []
+
+
+def _is_the_command() -> bool:
+    """This process is the `distill` console script or `python -m distill_cli`."""
+    if sys.argv and os.path.basename(sys.argv[0]) in ("distill", "distill.exe"):
+        return True
+    args = list(getattr(sys, "orig_argv", []))
+    return "-m" in args[:-1] and args[args.index("-m") + 1] == "distill_cli"
+
+
+def note_early_signal(signum: int, frame: object) -> None:
+    early_signals.append(signum)
+
+
+def _defer_signals_while_importing() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL):
+            try:
+                signal.signal(sig, note_early_signal)
+            except ValueError:  # imported from a thread: not the command's start
+                return
+        # a signal the process was started ignoring (a background job) stays ignored
+
+
+if _is_the_command():  # first, before this package's other imports (each ms counts)
+    _defer_signals_while_importing()
+
+import importlib  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
 
 
 def lazy_face(package: str, face: dict[str, str]) -> Callable[[str], Any]:

@@ -20,11 +20,11 @@ those (`distill students` with a cached answer, `distill recipes`) that never ne
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from distill_cli.errors import DistillError
+from distill_cli.errors import DistillError, WrongType
 from distill_cli.recipe.document import Overrides, Recipe, load_recipe, override_recipe
 from distill_cli.rundir.summary import RunSummary
 
@@ -56,14 +56,51 @@ __all__ = [
 ]
 
 
+def _path(value: Any, name: str, what: str = "a path (str or pathlib.Path)") -> Path:
+    """An argument that names a file or folder; anything else is a one-line WrongType (it was
+    a TypeError from deep inside pathlib, or a number taken for a timm model's name)."""
+    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+        return Path(value)
+    raise WrongType(f"{name} must be {what}, not {type(value).__name__}", name)
+
+
+def _run_args(resume: Any, overwrite: Any, reporter: Any) -> None:
+    """`resume="no"` was true, and a reporter without the methods failed at the first step."""
+    for name, value in (("resume", resume), ("overwrite", overwrite)):
+        if not isinstance(value, bool):
+            raise WrongType(f"{name} must be True or False, not {type(value).__name__}", name)
+    methods = ("start", "advance", "log", "finish")
+    if reporter is not None and not all(callable(getattr(reporter, m, None)) for m in methods):
+        raise WrongType(
+            "reporter must have the methods start, advance, log and finish "
+            "(distill_cli.train.reporter.Reporter)",
+            "reporter",
+        )
+
+
 def _recipe(
     recipe: Recipe | str | Path, overrides: Overrides | None, keywords: dict[str, Any]
 ) -> Recipe:
     """Load or copy the recipe with `overrides` and then the `a__b=value` keywords applied."""
     dotted = {key.replace("__", "."): value for key, value in keywords.items()}
+    if isinstance(overrides, str):  # one `--set` string, not its characters one by one
+        overrides = [overrides]
+    elif overrides is not None and not isinstance(overrides, (list, tuple, Mapping)):
+        raise WrongType(
+            f"overrides must be a list of 'KEY=VALUE' strings or a mapping, not "
+            f"{type(overrides).__name__}",
+            "overrides",
+        )
     if isinstance(recipe, Recipe):
-        return override_recipe(override_recipe(recipe, overrides or []), dotted)
-    return load_recipe(recipe, overrides, dotted)
+        return override_recipe(override_recipe(recipe, list(overrides or [])), dotted)
+    if isinstance(recipe, Mapping):
+        raise WrongType(
+            "recipe must be a Recipe or a recipe file's path, not a dict",
+            "recipe",
+            "pass Recipe.model_validate(your_dict)",
+        )
+    path = _path(recipe, "recipe", "a Recipe or a recipe file's path (str or pathlib.Path)")
+    return load_recipe(path, list(overrides) if isinstance(overrides, tuple) else overrides, dotted)
 
 
 def recipes() -> list[Entry]:
@@ -94,6 +131,12 @@ def plan(
     counted from the recipe (`data.train_images`); the plan then says `data.read: false`."""
     from distill_cli.train.build import build
 
+    if throughput is not None and (
+        isinstance(throughput, bool) or not isinstance(throughput, (int, float))
+    ):
+        raise WrongType(
+            f"throughput must be a number, not {type(throughput).__name__}", "throughput"
+        )
     return build(_recipe(recipe, overrides, fields), plan_only=True).plan(throughput)
 
 
@@ -113,6 +156,7 @@ def run(
     """
     from distill_cli.train import engine
 
+    _run_args(resume, overwrite, reporter)
     rec = _recipe(recipe, overrides, fields)
     return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
 
@@ -130,6 +174,7 @@ def train(
     from distill_cli.methods import method_class
     from distill_cli.train import engine
 
+    _run_args(resume, overwrite, reporter)
     rec = _recipe(recipe, overrides, fields)
     if method_class(rec.method.name).needs_teacher:
         raise DistillError(
@@ -170,11 +215,17 @@ def export(
             raise TypeError("pass the options in the ExportOptions or as keywords, not both")
         opts = source
     else:
-        opts = ExportOptions.from_flat(source, **options)
+        opts = ExportOptions.from_flat(_source(source), **options)
     report = run_export(opts, log or (lambda _: None))
     if check and not report.gates_passed:
         raise GateFailed(report.misses, report)
     return report
+
+
+def _source(value: Any) -> str:
+    """A run folder, checkpoint, ONNX file or timm name (a number was taken for a model name)."""
+    what = "a run folder, checkpoint or file path, or a timm model name (str or pathlib.Path)"
+    return str(_path(value, "source", what))
 
 
 def bench_latency(
@@ -207,7 +258,7 @@ def bench_latency(
         raise TypeError("pass the protocol as a TimingPlan or as keywords, not both")
     plan = timing or TimingPlan(**{k: v for k, v in timing_keys.items() if v is not None})
     return _bench(
-        str(target),
+        _source(target),
         plan,
         checkpoint=None if checkpoint is None else Path(checkpoint),
         input_size=input_size,
@@ -228,23 +279,29 @@ def bench_train(
 ) -> dict[str, Any]:
     """`distill bench train`: distill's full training step against the bare step (same run),
     and the data path alone; `rounds` > 1 alternates them and compares the medians."""
+    import torch
+
     from distill_cli.bench.train import bench_train as _bench
 
-    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)
-    return _bench(
-        rec,
-        steps=steps,
-        warmup=warmup,
-        bare_script=None if bare is None else Path(bare),
-        rounds=rounds,
-    )
+    rec = _recipe(recipe, overrides, {})  # a Recipe object's overrides were dropped
+    threads = torch.get_num_threads()  # runtime.threads is the benchmark's, as in `run`
+    try:
+        return _bench(
+            rec,
+            steps=steps,
+            warmup=warmup,
+            bare_script=None if bare is None else Path(bare),
+            rounds=rounds,
+        )
+    finally:
+        torch.set_num_threads(threads)
 
 
 def report(run_dir: str | Path) -> ReportResult:
     """`distill report`: report.html, report.md and report_*.png written into the run folder."""
     from distill_cli.reports.document import write_report
 
-    return write_report(run_dir)
+    return write_report(_path(run_dir, "run_dir"))
 
 
 def compare(run_dirs: Sequence[str | Path], *, plot: str | Path | None = None) -> Comparison:
@@ -253,7 +310,12 @@ def compare(run_dirs: Sequence[str | Path], *, plot: str | Path | None = None) -
     from distill_cli.reports import plots
     from distill_cli.reports.compare import compare_runs
 
-    target = None if plot is None else Path(plot)
+    if isinstance(run_dirs, (str, os.PathLike)):  # its characters were taken for run folders
+        raise WrongType(
+            "run_dirs must be a list of run folders, not one path", "run_dirs", "pass [a, b]"
+        )
+    folders = [_path(d, "run_dirs") for d in run_dirs]
+    target = None if plot is None else _path(plot, "plot")
     if target is not None:  # checked before any work: the plot is a PNG distill may write
         if target.suffix.lower() != ".png":
             raise DistillError("the plot is written as PNG", str(target), "name a .png file")
@@ -270,7 +332,7 @@ def compare(run_dirs: Sequence[str | Path], *, plot: str | Path | None = None) -
                 str(target),
                 "pass --plot with a new .png name, or --no-plot",
             )
-    comparison = compare_runs(list(run_dirs))
+    comparison = compare_runs(folders)
     if target is not None:
         plots.save(plots.compare_figure(comparison.runs), target)
     return comparison
@@ -281,6 +343,8 @@ def models(pattern: str = "*", **options: Any) -> ModelSearch:
     `teacher=NAME` each is marked as a sensible student or not (see `find_models`)."""
     from distill_cli.students.model_search import find_models
 
+    if not isinstance(pattern, str):
+        raise WrongType(f"pattern must be a str, not {type(pattern).__name__}", "pattern")
     return find_models(pattern, **options)
 
 

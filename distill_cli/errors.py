@@ -41,6 +41,12 @@ class DistillError(Exception):
         return text
 
 
+class WrongType(DistillError, TypeError):
+    """A Python API argument of the wrong type (a number for a path, one string where a list
+    belongs): one line naming the argument like any DistillError (exit 2), and a TypeError
+    for code that catches those."""
+
+
 class RunFailed(DistillError):
     """The input was fine but the run could not finish (diverged, gate missed)."""
 

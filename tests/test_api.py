@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import runpy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from distill_cli import api
-from distill_cli.errors import DistillError
+from distill_cli.errors import DistillError, WrongType
 from distill_cli.recipe.document import load_recipe
 from distill_cli.rundir.summary import ModelResult, RunSummary
 from tests.conftest import teacher_body, write_recipe
@@ -140,3 +141,90 @@ def test_the_shipped_recipes_through_the_api() -> None:
     assert entry.text() == entry.path.read_text()
     with pytest.raises(DistillError, match="did you mean 'methods/kd'"):
         api.shipped_recipe("methods/kdd")
+
+
+@pytest.mark.parametrize(
+    ("call", "line"),
+    [
+        (lambda r: api.plan(123), "recipe must be a Recipe or a recipe file's path"),
+        (lambda r: api.plan({"name": "x"}), "recipe must be a Recipe or a recipe file's path"),
+        (lambda r: api.plan(r, throughput="fast"), "throughput must be a number, not str"),
+        (lambda r: api.plan(r, overrides=5), "overrides must be a list of 'KEY=VALUE' strings"),
+        (lambda r: api.export(7), "source must be a run folder, checkpoint or file path"),
+        (lambda r: api.export("test_resnet", opset="17"), "'17' is not a number (str) (--opset)"),
+        (lambda r: api.export("test_resnet", runs="9"), "'9' is not a number (str) (--runs)"),
+        (lambda r: api.report(5), "run_dir must be a path (str or pathlib.Path), not int"),
+        (lambda r: api.compare("runs/a"), "run_dirs must be a list of run folders, not one path"),
+        (lambda r: api.models(5), "pattern must be a str, not int"),
+        (lambda r: api.bench_latency(None), "source must be a run folder"),
+        (lambda r: api.run(r, resume="no"), "resume must be True or False, not str"),
+        (lambda r: api.train(r, reporter="rich"), "reporter must have the methods start"),
+    ],
+    ids=[
+        "recipe-int",
+        "recipe-dict",
+        "throughput-str",
+        "overrides-int",
+        "export-int",
+        "opset-str",
+        "runs-str",
+        "report-int",
+        "compare-one-path",
+        "models-int",
+        "bench-none",
+        "resume-str",
+        "reporter-str",
+    ],
+)
+def test_arguments_of_the_wrong_type_are_one_line_errors(
+    tmp_path: Path, call: Any, line: str
+) -> None:
+    """They were TypeErrors from deep inside (pathlib, a comparison), a number taken for a timm
+    model's name, or a path's characters taken for run folders (`no such run folder (r)`)."""
+    recipe = write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs"))
+    with pytest.raises(WrongType) as caught:
+        call(recipe)
+    error = caught.value
+    assert isinstance(error, TypeError) and error.code == 2 and "\n" not in str(error)
+    assert str(error).startswith(line) or line in str(error)
+
+
+def test_one_override_string_is_one_override_not_its_characters(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs"))
+    assert api.plan(recipe, "schedule.epochs=2")["epochs"] == 2  # was "override 'o' is not..."
+    assert api.plan(load_recipe(recipe), ("schedule.epochs=4",))["epochs"] == 4
+
+
+def test_two_runs_in_one_process_are_the_same_run_and_leave_its_threads(tmp_path: Path) -> None:
+    """`runtime.threads` stayed set in the caller's process after `api.run` (and after a mere
+    `api.plan`): the next run without it, or the caller's own torch work, ran on 1 thread."""
+    import torch
+
+    body = teacher_body(tmp_path / "runs", epochs=1)
+    body["data"]["synthetic"]["train_size"] = 64
+    recipe = write_recipe(tmp_path, "sup", body)
+    before = torch.get_num_threads()
+    api.plan(recipe, runtime__threads=1)
+    assert torch.get_num_threads() == before
+    first = api.run(recipe, runtime__threads=1)
+    assert torch.get_num_threads() == before
+    again = api.run(recipe, overwrite=True, runtime__threads=1)
+    assert torch.get_num_threads() == before
+    assert first.student.top1 == again.student.top1 and first.steps == again.steps == 2
+    records = (first.run_dir / "metrics.jsonl").read_text().splitlines()
+    losses = [json.loads(r)["loss"] for r in records if '"kind": "train"' in r]
+    third = api.run(recipe, overwrite=True, runtime__threads=1)
+    records = (third.run_dir / "metrics.jsonl").read_text().splitlines()
+    assert losses and losses == [json.loads(r)["loss"] for r in records if '"kind": "train"' in r]
+
+
+def test_bench_train_applies_overrides_to_a_recipe_object(tmp_path: Path) -> None:
+    """A Recipe object's overrides were dropped without a word (the file path's were not),
+    and its runtime.threads stayed set in the caller's process."""
+    import torch
+
+    recipe = load_recipe(write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs")))
+    before = torch.get_num_threads()
+    overrides = ["schedule.batch_size=16", "runtime.threads=1"]
+    result = api.bench_train(recipe, overrides, steps=1, warmup=0)
+    assert result["batch_size"] == 16 and torch.get_num_threads() == before

@@ -284,3 +284,90 @@ def test_export_of_a_foreign_checkpoint_takes_its_class_count_from_its_head(
     assert _same_weights(model, source.student.module)
     with pytest.raises(DistillError, match=r"fc\.weight is 10x"):
         resolve_source("test_resnet", checkpoint=path, num_classes=4)
+
+
+def _hub_folder(folder: Path, model: torch.nn.Module, weights: str) -> Path:
+    """A timm model as a Hub snapshot lies on disk: config.json beside the weights."""
+    from safetensors.torch import save_file
+
+    folder.mkdir()
+    pretrained_cfg = {"input_size": [3, 40, 40], "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}
+    config = {
+        "architecture": "test_resnet",
+        "num_classes": 3,
+        "label_names": ["class_0", "class_1", "class_2"],
+        "pretrained_cfg": {**pretrained_cfg, "crop_pct": 0.9},
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if weights == "model.safetensors":
+        save_file(state, str(folder / weights))
+    else:
+        torch.save(state, folder / weights)
+    return folder
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_a_hugging_face_model_folder_loads_with_its_own_input_config(
+    tmp_path: Path, weights: str
+) -> None:
+    """The folder was refused ("not a regular file"); its weights file named directly loaded
+    with timm's default mean/std instead of the config's, silently feeding the teacher wrong."""
+    from distill_cli import api
+    from tests.conftest import write_recipe
+
+    torch.manual_seed(3)
+    model = _model()
+    folder = _hub_folder(tmp_path / "hub", model, weights)
+    for checkpoint in (folder, folder / weights):
+        fresh = _model()
+        load_weights(fresh, checkpoint)
+        assert _same_weights(model, fresh)
+        side = read_sidecar(checkpoint)
+        assert side["mean"] == [0.5, 0.4, 0.3] and side["input_size"] == [40, 40]
+        assert side["class_names"] == ["class_0", "class_1", "class_2"] and side["num_classes"] == 3
+    body = {
+        "teacher": {"model": "test_resnet", "checkpoint": str(folder), "check_accuracy": False},
+        "student": {"model": "test_resnet", "input_size": 24},
+        "data": {"source": "synthetic", "synthetic": {"num_classes": 3, "train_size": 32}},
+        "method": {"name": "function_matching"},
+        "schedule": {"epochs": 1, "batch_size": 16},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    teacher = api.plan(write_recipe(tmp_path, "hub", body))["models"]["teacher"]
+    assert list(teacher["mean"]) == [0.5, 0.4, 0.3] and list(teacher["std"]) == [0.2] * 3
+    assert list(teacher["input_size"]) == [40, 40]
+    assert teacher["sources"]["mean_std"] == teacher["sources"]["input_size"] == "side file"
+    (folder / weights).unlink()
+    with pytest.raises(DistillError, match=r"holds no model\.safetensors or pytorch_model\.bin"):
+        read_state_dict(folder)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+def test_half_precision_weights_load_into_the_float32_model(
+    tmp_path: Path, dtype: torch.dtype
+) -> None:
+    torch.manual_seed(4)
+    model = _model()
+    half = {k: v.to(dtype) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save(half, tmp_path / "half.pth")
+    fresh = _model()
+    load_weights(fresh, tmp_path / "half.pth")
+    loaded = fresh.state_dict()
+    assert all(loaded[k].dtype == v.dtype for k, v in model.state_dict().items())
+    assert all(torch.equal(loaded[k], v.to(loaded[k].dtype)) for k, v in half.items())
+
+
+def test_a_torchscript_file_is_named_as_such(tmp_path: Path) -> None:
+    """It was "not a weights-only file - is the file complete?", which sent users after a
+    broken copy; it is a program, whose weights can be saved apart."""
+    model = _model().eval()
+    path = tmp_path / "teacher.pt"
+    torch.jit.save(torch.jit.trace(model, torch.zeros(1, 3, 32, 32)), str(path))
+    with pytest.raises(DistillError, match=r"TorchScript program \(torch\.jit\.save\)") as caught:
+        load_weights(_model(), path)
+    assert "torch.jit.load(FILE).state_dict()" in str(caught.value)
+    torch.save(torch.jit.load(str(path)).state_dict(), tmp_path / "weights.pt")  # the hint works
+    fresh = _model()
+    load_weights(fresh, tmp_path / "weights.pt")
+    assert _same_weights(model, fresh)

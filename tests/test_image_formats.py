@@ -80,3 +80,42 @@ def test_photos_we_cannot_decode_are_one_error_with_count_example_and_what_to_do
     (tmp_path / "pool" / "a.jxl").unlink()
     (tmp_path / "pool" / "notes.txt").write_text("mine")
     assert [p.name for p in scan_unlabeled(tmp_path / "pool", ["c"]).files or []] == ["b.png"]
+
+
+def _folder_with_odd_files(root: Path) -> Path:
+    """Two classes of plain photos, plus an animated GIF (red first frame) and a link to a
+    file that is gone, in class `a`."""
+    for name, colour in (("a", (0, 0, 200)), ("b", (0, 200, 0))):
+        for n in range(3):
+            _photo(root / name / f"{n}.png", colour)
+    frames = [Image.new("RGB", (20, 12), c) for c in ((250, 0, 0), (0, 0, 250), (0, 250, 0))]
+    frames[0].save(root / "a" / "anim.gif", save_all=True, append_images=frames[1:], loop=0)
+    (root / "a" / "gone.png").symlink_to(root / "deleted.png")
+    return root
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["workers", "device"])
+def test_animated_gifs_and_dangling_links_in_a_photo_folder(
+    tmp_path: Path, on_device: bool
+) -> None:
+    """An animated GIF decoded to all its frames, (N, 3, H, W), and crashed the batch's resize
+    with a traceback; a link to a deleted file was a worker's traceback on the device-decode
+    path. The GIF is its first frame; the link is a bad image like any other (skipped and
+    counted, or named with data.on_bad_image=error)."""
+    from distill_cli.data.loader import BatchStream
+
+    data = scan_image_folder(_folder_with_odd_files(tmp_path / "photos"))
+    assert len(data) == 8  # the link is found by its name, as a user's file browser lists it
+    stream = BatchStream(
+        data, 8, torch.device("cpu"), shuffle=False, load_size=8, decode_on_device=on_device
+    )
+    (batch,) = list(stream.epoch(0))
+    gif = [p.name for p in data.files].index("anim.gif")
+    first = batch.images[list(batch.index).index(gif)].float().mean(dim=(1, 2))
+    assert first.argmax() == 0 and first[0] > 200  # the red first frame, not a stack of three
+    assert stream.bad_images == 1 and batch.images.shape == (8, 3, 8, 8)
+    strict = BatchStream(
+        data, 8, torch.device("cpu"), load_size=8, decode_on_device=on_device, skip_bad=False
+    )
+    with pytest.raises(DistillError, match=r"cannot decode image.*gone\.png"):
+        list(strict.epoch(0))

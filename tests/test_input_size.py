@@ -61,3 +61,24 @@ def test_probe_names_the_role_and_the_size() -> None:
     info = ModelInfo("linear", 4, 3, (32, 32), (0.5,) * 3, (0.5,) * 3, 1.0)
     with pytest.raises(DistillError, match=r"the teacher linear fails on a 3x32x32 input"):
         probe(Net(nn.Linear(5, 4), info), "teacher", torch.device("cpu"))
+
+
+def test_export_input_sizes_that_were_ignored_or_tracebacks_are_one_line(tmp_path: Path) -> None:
+    """`--input-size` with a run or checkpoint was silently ignored (the export came out at
+    the trained size and passed); a timm name at a size it builds but cannot run (a ViT at
+    33 px) was an AssertionError traceback from the parity check."""
+    import timm
+
+    from distill_cli.models.checkpoint import save_weights
+
+    ckpt = tmp_path / "best.safetensors"
+    meta = {"model": "test_resnet", "num_classes": 3, "input_size": [32, 32]}
+    save_weights(ckpt, timm.create_model("test_resnet", num_classes=3), meta)
+    for options in ({"input_size": 7}, {"num_classes": 5}):
+        with pytest.raises(DistillError, match="goes with a timm model name") as caught:
+            api.export(ckpt, out=tmp_path / "out", latency=False, **options)
+        assert caught.value.code == 2 and "\n" not in str(caught.value)
+    with pytest.raises(DistillError, match=r"does not run at --input-size 33") as caught:
+        api.export("test_vit", input_size=33, out=tmp_path / "vit", latency=False)
+    assert caught.value.where == "--input-size" and "divisible by patch size" in str(caught.value)
+    assert not (tmp_path / "out").exists()

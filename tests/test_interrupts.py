@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +109,100 @@ def test_an_export_stopped_before_it_writes_leaves_the_files_it_did_not_replace(
     assert code == 143 and err[-1].startswith("error: interrupted by SIGTERM (distill export)")
     assert (out / "model.onnx").read_bytes() == b"my own model"
     assert not (out / "report.json").exists()
+
+
+def test_ctrl_c_during_the_final_evaluation_stops_the_run_instead_of_being_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop had taken its last look at the flag: Ctrl-C during the last evaluation (or
+    the last save) was noted and never acted on, and the run ended with exit 0."""
+    from distill_cli.train.evaluate import Evaluator
+
+    real = Evaluator.student_metrics
+    monkeypatch.setattr(Evaluator, "student_metrics", _sigterm_then(real, signal.SIGINT))
+    recipe = _recipe(tmp_path)
+    code, err = _exit(["train", str(recipe), "--quiet"], capsys)
+    last = tmp_path / "runs ü" / "r" / "checkpoints" / "last.safetensors"
+    assert code == 130 and err == [
+        f"error: interrupted by SIGINT at step 2; position saved ({last}) - continue with --resume"
+    ]
+    assert not (tmp_path / "runs ü" / "r" / "summary.json").exists()
+    monkeypatch.setattr(Evaluator, "student_metrics", real)
+    assert _exit(["train", str(recipe), "--resume", "--quiet"], capsys)[0] == 0
+    assert '"steps": 2' in (tmp_path / "runs ü" / "r" / "summary.json").read_text()
+
+
+def _command(tmp_path: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """`script` run as the `distill` command's process (argv[0] `distill`), in this checkout."""
+    prelude = "import os, signal, sys\nsys.argv = ['distill', 'recipes']\n"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run(
+        [sys.executable, "-c", prelude + script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
+
+
+def test_ctrl_c_while_the_summary_is_written_says_how_to_finish(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the loop (the test split, summary.json, eval.json) Ctrl-C said "run it again",
+    which an existing run refuses without --resume: it names the saved position instead."""
+    from distill_cli.rundir.layout import RunDir
+
+    real = RunDir.write_summary
+    monkeypatch.setattr(RunDir, "write_summary", _sigterm_then(real, signal.SIGINT))
+    recipe = _recipe(tmp_path)
+    code, err = _exit(["train", str(recipe), "--quiet"], capsys)
+    assert code == 130 and len(err) == 1
+    assert err[0].startswith("error: interrupted by SIGINT at step 2; position saved (")
+    assert err[0].endswith("last.safetensors) - continue with --resume")
+    monkeypatch.setattr(RunDir, "write_summary", real)
+    assert _exit(["train", str(recipe), "--resume", "--quiet"], capsys)[0] == 0
+    assert (tmp_path / "runs ü" / "r" / "summary.json").is_file()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_while_the_command_imports_is_one_line(tmp_path: Path, sig: int) -> None:
+    """Before the handler was in place, Ctrl-C in the command's first ~100 ms (its imports)
+    was a KeyboardInterrupt traceback and a death by SIGINT (exit -2); SIGTERM killed it."""
+    done = _command(
+        tmp_path,
+        f"import distill_cli\nos.kill(os.getpid(), {int(sig)})\n"
+        "from distill_cli.cli.entry import entry\nentry()\n",
+    )
+    name = signal.Signals(sig).name
+    assert (done.returncode, done.stderr.strip()) == (
+        128 + sig,
+        f"error: interrupted by {name} (distill recipes) - nothing half-written was left; "
+        "run it again to finish",
+    )
+
+
+def test_ctrl_c_while_the_command_exits_is_not_a_traceback(tmp_path: Path) -> None:
+    """Once the command's exit code is decided, Ctrl-C during the interpreter's exit (torch's
+    teardown takes a while) raised in an exit hook, or killed the process by the signal."""
+    done = _command(
+        tmp_path,
+        "import atexit, time\nimport distill_cli\n"
+        "atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.2)))\n"
+        "from distill_cli.cli.entry import entry\nentry()\n",
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    assert "function_matching" in done.stdout
+
+
+def test_importing_distill_in_a_program_leaves_its_signal_handlers(tmp_path: Path) -> None:
+    """Only the command defers signals while it imports; a program that imports distill
+    keeps Python's Ctrl-C."""
+    script = (
+        "import os, signal, sys\nimport distill_cli\n"
+        "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+        "assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr

@@ -227,3 +227,17 @@ def test_the_saved_recipe_writes_paths_as_typed_and_reads_back_the_same(tmp_path
     # a run saved by an earlier version (escaped) still counts as the same recipe on --resume
     saved.write_text(yaml.safe_dump(yaml.safe_load(text), sort_keys=False))
     assert "\\x" in saved.read_text() and same_recipe(saved, text)
+
+
+def test_class_names_written_as_numbers_are_the_folder_names(tmp_path: Path) -> None:
+    """Class folders `0`..`9` are named in YAML as `[0, 1, ...]` and `{0: tench}`: these were
+    refused ("Input should be a valid string", plus a path error for the list)."""
+    body = fm_body(tmp_path / "runs", None)
+    body["teacher"]["class_names"] = [0, 1, 2, 3]
+    body["data"]["class_map"] = {10: 3, "cat": "dog"}
+    recipe = load_recipe(write_recipe(tmp_path, "numbers", body))
+    assert recipe.teacher.class_names == ["0", "1", "2", "3"]
+    assert recipe.data.class_map == {"10": "3", "cat": "dog"}
+    body["teacher"]["class_names"] = [True, False]  # not a number written by mistake for a name
+    with pytest.raises(DistillError, match=r"teacher\.class_names"):
+        load_recipe(write_recipe(tmp_path, "bools", body))

@@ -353,3 +353,57 @@ def test_a_shard_cut_short_during_a_run_stops_it_naming_the_shard(
         _indices(_stream(data, 4, workers=0), 0)
     assert info.value.where == str(shard) and info.value.code == 1  # the run failed
     assert "truncated" in str(info.value)
+
+
+def _parquet_with(out: Path, meta: dict[bytes, bytes] | None = None, **columns: Any) -> Path:
+    table = pa.table(columns)
+    if meta is not None:
+        table = table.replace_schema_metadata(meta)
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out / "train-00000-of-00001.parquet", row_group_size=2)
+    return out
+
+
+def _scan_error(root: Path) -> str:
+    with pytest.raises(DistillError) as caught:
+        scan_hf_split(root, "data.train_dir", "image", "label")
+    assert "\n" not in str(caught.value) and caught.value.code == 2
+    return str(caught.value)
+
+
+def test_broken_or_mistyped_parquet_data_sets_are_one_line_errors(tmp_path: Path) -> None:
+    """String labels and a list column were tracebacks, float labels trained truncated to
+    ints (1.5 -> class 1), image paths stored as strings crashed a DataLoader worker, broken
+    feature metadata was a JSONDecodeError; a truncated file is named."""
+    images = [{"bytes": class_jpeg(i % 3, i), "path": f"{i}.jpg"} for i in range(6)]
+    labels = [i % 3 for i in range(6)]
+    good = _parquet_with(tmp_path / "good", image=images, label=labels)
+    raw = (good / "train-00000-of-00001.parquet").read_bytes()
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "train-00000-of-00001.parquet").write_bytes(raw[: len(raw) // 2])  # a cut download
+    assert _scan_error(cut).startswith("cannot read data set file: ")
+    damaged = bytearray(raw)  # the footer is whole; a row group's label pages are not
+    group = pq.ParquetFile(good / "train-00000-of-00001.parquet").metadata.row_group(1)
+    (column,) = [
+        c for c in map(group.column, range(group.num_columns)) if c.path_in_schema == "label"
+    ]
+    start = column.dictionary_page_offset or column.data_page_offset
+    damaged[start : start + column.total_compressed_size] = b"\x5a" * column.total_compressed_size
+    (cut / "train-00000-of-00001.parquet").write_bytes(bytes(damaged))
+    assert _scan_error(cut).startswith("cannot read data set file: ")  # was a multi-line OSError
+    names = ["cat", "dog", "fox"]
+    strings = _parquet_with(tmp_path / "s", image=images, label=[names[n] for n in labels])
+    assert _scan_error(strings).startswith("column 'label' holds string, not class numbers")
+    floats = _parquet_with(tmp_path / "f", image=images, label=[n + 0.5 for n in labels])
+    assert _scan_error(floats).startswith("column 'label' holds double, not class numbers")
+    paths = _parquet_with(
+        tmp_path / "p", image=[f"/photos/{i}.jpg" for i in range(6)], label=labels
+    )
+    assert "holds string, not image bytes (file paths are not read" in _scan_error(paths)
+    meta = {b"huggingface": b"{not json"}
+    broken = _parquet_with(tmp_path / "m", meta, image=images, label=labels)
+    assert _scan_error(broken).startswith("the data set's feature description is not valid JSON")
+    # the second file of a split lacks the label column (the first one was the only one read)
+    pq.write_table(pa.table({"image": images}), good / "train-00001-of-00001.parquet")
+    assert _scan_error(good).startswith("the data set has no column 'label'")

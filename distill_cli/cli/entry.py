@@ -8,6 +8,8 @@ Ctrl-C and SIGTERM (a scheduler's preemption, `kill`) unwind the command as an i
 what it cleans up on the way out runs (an export removes the files it had not checked yet, a run
 refused before its first step removes its folder), and end in one line with exit 130 / 143.
 Typer turns an interrupt into a silent exit code 130; the signal is remembered here to say so.
+A signal that came while the command was still importing (noted by `distill_cli/__init__`,
+only in the command's own process) is answered the same way as soon as the handler is in place.
 A training loop takes the signals over while it runs (it saves its position first).
 """
 
@@ -21,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import distill_cli
 from distill_cli.errors import EXIT_FAILURE, DistillError
 
 
@@ -59,7 +62,8 @@ def entry(argv: list[str] | None = None) -> None:
 def _interrupts(received: list[int]) -> Iterator[None]:
     """SIGINT and SIGTERM raise KeyboardInterrupt while the command runs (SIGTERM would end
     the process without a line or any cleanup); each signal is noted in `received`. A signal
-    the process was started ignoring (a background job of a script) stays ignored."""
+    the process was started ignoring (a background job of a script) stays ignored. Called
+    in-process (tests, a script), the caller's handlers are back afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -73,7 +77,19 @@ def _interrupts(received: list[int]) -> Iterator[None]:
         for sig in (signal.SIGINT, signal.SIGTERM)
         if signal.getsignal(sig) is not signal.SIG_IGN
     }
+    for sig, handler in previous.items():
+        if handler is distill_cli.note_early_signal:
+            # the command's own process: once its exit code is decided, a signal is ignored.
+            # Put back, Python's handler would raise in the middle of the exit, and the
+            # interpreter's finalization resets it to the default action, which kills the
+            # process by the signal (exit -2, no line) while torch's teardown still runs.
+            previous[sig] = signal.SIG_IGN
     try:
+        early = distill_cli.early_signals  # arrived while the command was importing
+        if early:
+            received.extend(early)
+            early.clear()
+            raise KeyboardInterrupt
         yield
     finally:
         for sig, handler in previous.items():

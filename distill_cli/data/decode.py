@@ -93,9 +93,15 @@ class FileBytes(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         from torchvision.io import read_file
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            raw = read_file(str(self.files[index]))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                raw = read_file(str(self.files[index]))
+        except (RuntimeError, OSError, ValueError):
+            # a link to nothing, a file deleted or locked since the scan: no bytes, which the
+            # device decode treats as any bad image (skipped or named, data.on_bad_image), as
+            # the workers' decode does; it was a traceback from the worker
+            raw = torch.empty(0, dtype=torch.uint8)
         label = int(self.labels[index]) if self.labels is not None else -1
         return raw, label, index
 
@@ -120,16 +126,19 @@ def decode_bytes(raw: torch.Tensor) -> torch.Tensor | None:
 
     EXIF orientation is applied (a phone photo stored sideways is seen upright, as the user
     sees it), and the formats torchvision cannot decode (BMP, TIFF, ...) go through Pillow, so a
-    file with an accepted suffix is never skipped as "bad" for its format alone.
+    file with an accepted suffix is never skipped as "bad" for its format alone. An animated
+    GIF or WebP is its first frame, as Pillow and a thumbnail show it (torchvision gave all
+    frames, (N, 3, H, W), which crashed the resize of the batch).
     """
     from torchvision.io import ImageReadMode, decode_image
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            return decode_image(raw, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+            img = decode_image(raw, mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except (RuntimeError, OSError, ValueError):
         return _decode_with_pillow(raw)
+    return img[0] if img.ndim == 4 else img
 
 
 def _decode_with_pillow(raw: torch.Tensor) -> torch.Tensor | None:

@@ -51,7 +51,7 @@ def _table_schema(path: Path) -> tuple[Any, list[int]]:
         groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         return meta.schema.to_arrow_schema(), groups
     except (OSError, pa.ArrowException) as exc:
-        raise DistillError(f"cannot read data set file: {exc}", str(path)) from exc
+        raise DistillError(_unreadable(exc), str(path)) from exc
 
 
 def _open_arrow(source: Any) -> Any:
@@ -69,12 +69,67 @@ def _class_names(schema: Any, files: list[Path], label: str) -> list[str] | None
     features = None
     meta = schema.metadata or {}
     if b"huggingface" in meta:
-        features = json.loads(meta[b"huggingface"]).get("info", {}).get("features")
-    info = files[0].parent / "dataset_info.json"
-    if features is None and info.is_file():
-        features = json.loads(info.read_text()).get("features")
-    names = (features or {}).get(label, {}).get("names")
+        info = _json(meta[b"huggingface"], f"{files[0]}: its 'huggingface' schema metadata")
+        features = _get(_get(info, "info"), "features")
+    info_file = files[0].parent / "dataset_info.json"
+    if features is None and info_file.is_file():
+        try:
+            text = info_file.read_bytes()
+        except OSError as exc:
+            raise DistillError(f"cannot read {info_file.name}: {exc}", str(info_file)) from exc
+        features = _get(_json(text, str(info_file)), "features")
+    names = _get(_get(features, label), "names")
     return [str(n) for n in names] if isinstance(names, list) else None
+
+
+def _json(raw: bytes, where: str) -> Any:
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DistillError(
+            f"the data set's feature description is not valid JSON ({exc})",
+            where,
+            "write the data set again with `datasets` (push_to_hub / save_to_disk)",
+        ) from exc
+
+
+def _get(value: Any, key: str) -> Any:
+    """`value[key]` where `value` is a JSON object holding it, else None."""
+    return value.get(key) if isinstance(value, dict) else None
+
+
+def _check_types(schema: Any, image: str, label: str | None, where: str) -> None:
+    """Image bytes and integer class numbers, as `datasets`' Image and ClassLabel features
+    store them. Anything else was a traceback in a worker (paths as strings), or trained on
+    wrong labels (floats truncated to ints)."""
+    import pyarrow as pa
+
+    kind = schema.field(image).type
+    if pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0:
+        kind = kind.field("bytes").type
+    if not (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)):
+        paths = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        raise DistillError(
+            f"column {image!r} holds {kind}, not image bytes"
+            + (
+                " (file paths are not read: the images' bytes must be in the data set)"
+                if paths
+                else ""
+            ),
+            where,
+            "store the images as `datasets`' Image feature (cast_column('image', Image()) "
+            "embeds the files), or set data.image_column",
+        )
+    if label is None:
+        return
+    kind = schema.field(label).type
+    if not (pa.types.is_integer(kind) or pa.types.is_boolean(kind)):
+        raise DistillError(
+            f"column {label!r} holds {kind}, not class numbers",
+            where,
+            "store integer labels (`datasets`: class_encode_column('label') turns names into a "
+            "ClassLabel), or set data.label_column",
+        )
 
 
 def scan_hf_split(
@@ -95,16 +150,17 @@ def scan_hf_split(
     schema, _ = _table_schema(files[0])
     wanted = [image, label] if required or label in schema.names else [image]
     label = label if label in wanted else None
-    missing = [c for c in wanted if c not in schema.names]
-    if missing:
-        raise DistillError(
-            f"the data set has no column {missing[0]!r} (it has {schema.names})",
-            str(files[0]),
-            "set data.image_column / data.label_column to its columns",
-        )
     units, start, top = [], 0, -1
     for path in files:
-        _, rows = _table_schema(path)
+        schema_here, rows = _table_schema(path)
+        missing = [c for c in wanted if c not in schema_here.names]
+        if missing:
+            raise DistillError(
+                f"the data set has no column {missing[0]!r} (it has {schema_here.names})",
+                str(path),
+                "set data.image_column / data.label_column to its columns",
+            )
+        _check_types(schema_here, image, label, str(path))
         if label is not None:
             labels = _column(path, label)
             nulls = labels.null_count
@@ -133,14 +189,25 @@ def scan_hf_split(
     )
 
 
+def _unreadable(exc: Exception) -> str:
+    """pyarrow's reason on one line: a damaged page's is several ("Couldn't deserialize
+    thrift: ...\nDeserializing page header failed.")."""
+    return "cannot read data set file: " + " ".join(str(exc).split())[:300]
+
+
 def _column(path: Path, name: str) -> Any:
+    """One column of a whole file; a damaged file is one line naming it (a damaged page in a
+    row group passed the footer check and reached the CLI as a vague multi-line OS error)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if path.suffix == ".arrow":
-        with pa.memory_map(str(path)) as source:
-            return _open_arrow(source).read_all().column(name)
-    return pq.read_table(path, columns=[name]).column(name)
+    try:
+        if path.suffix == ".arrow":
+            with pa.memory_map(str(path)) as source:
+                return _open_arrow(source).read_all().column(name)
+        return pq.read_table(path, columns=[name]).column(name)
+    except (OSError, pa.ArrowException) as exc:
+        raise DistillError(_unreadable(exc), str(path)) from exc
 
 
 def row_labels(data: ShardSet, unit: Unit) -> list[int]:
@@ -157,7 +224,7 @@ def row_labels(data: ShardSet, unit: Unit) -> list[int]:
             group = pq.ParquetFile(unit.path).read_row_group(unit.part, columns=[label])
             column = group.column(label)
     except (OSError, pa.ArrowException) as exc:
-        raise DistillError(f"cannot read data set file: {exc}", str(unit.path)) from exc
+        raise DistillError(_unreadable(exc), str(unit.path)) from exc
     return [-1 if value is None else int(value) for value in column.to_pylist()]
 
 
@@ -175,7 +242,7 @@ def read_rows(data: ShardSet, unit: Unit) -> Iterator[Sample]:
         else:
             table = pq.ParquetFile(unit.path).read_row_group(unit.part, columns=columns)
     except (OSError, pa.ArrowException) as exc:
-        raise SampleFault(f"cannot read data set file: {exc}", str(unit.path)) from exc
+        raise SampleFault(_unreadable(exc), str(unit.path)) from exc
     images = table.column(image).to_pylist()
     labels = table.column(label).to_pylist() if label else [-1] * len(images)
     for row, (value, cls) in enumerate(zip(images, labels, strict=True)):

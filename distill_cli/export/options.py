@@ -28,6 +28,7 @@ def check_opset(opset: int, exporter: str) -> None:
     newer than the installed onnx package knows."""
     import onnx
 
+    check_range(opset, "--opset")  # a number (a Python caller's "17" was a TypeError)
     newest = onnx.defs.onnx_opset_version()
     if not 7 <= opset <= newest:
         raise DistillError(

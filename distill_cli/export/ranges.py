@@ -9,8 +9,9 @@ flag, the way every other usage error reaches the user.
 from __future__ import annotations
 
 import math
+import numbers
 
-from distill_cli.errors import DistillError
+from distill_cli.errors import DistillError, WrongType
 
 
 def check_range(
@@ -19,6 +20,9 @@ def check_range(
     """Raise a one-line DistillError unless `value` is None or a finite number in [low, high]."""
     if value is None:
         return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        # a Python caller's "17" or [1] was a TypeError from the comparison below
+        raise WrongType(f"{value!r} is not a number ({type(value).__name__})", flag)
     if isinstance(value, float) and not math.isfinite(value):
         raise DistillError(f"{value} is not a finite number", flag)
     if (low is not None and value < low) or (high is not None and value > high):

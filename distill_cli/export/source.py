@@ -82,7 +82,7 @@ class Source:
                 f"teacher {spec.model} not timed: it uses hub weights (pretrained: true)"
             )
             return None
-        if spec.checkpoint is not None and not spec.checkpoint.is_file():
+        if spec.checkpoint is not None and not spec.checkpoint.exists():  # a Hub folder is one
             self.notes.append(f"teacher not timed: checkpoint {spec.checkpoint} not found")
             return None
         classes = len(self.data.classes) if self.data is not None else None
@@ -164,6 +164,15 @@ def resolve_source(
             source,
             "pass the run directory or checkpoint; check an existing file with --onnx FILE",
         )
+    if path.is_dir() or path.suffix in CHECKPOINT_SUFFIXES or path.exists():
+        given = [f for f, v in (("--input-size", input_size), ("--num-classes", num_classes)) if v]
+        if given:  # it was ignored without a word: the file said `input_size [32, 32]`
+            raise DistillError(
+                f"{given[0]} goes with a timm model name; a run or checkpoint is exported at the "
+                "input size and class count it was trained with (its side file)",
+                given[0],
+                f"drop it, or pass the timm name with --checkpoint FILE and {given[0]} N",
+            )
     if path.is_dir():
         return _from_run(path, checkpoint, recipe)
     if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
@@ -282,10 +291,18 @@ def _from_timm(
         torch.manual_seed(seed)  # the same random weights, so the same verdict, on every run
     student = create_net(spec, int(classes), exportable=True)
     student.module.eval()
-    if model_kwargs:  # a value timm accepts at creation may only fail in forward (drop_rate=abc)
+    if model_kwargs or input_size is not None:
+        # a value timm accepts at creation may only fail in forward (drop_rate=abc), and a
+        # size it builds may not run (a ViT at 33 px: an AssertionError traceback in parity)
         try:
             probe(student, "student", torch.device("cpu"))
         except DistillError as exc:
+            if not model_kwargs:
+                raise DistillError(
+                    f"the model does not run at --input-size {input_size}: {exc.what}",
+                    "--input-size",
+                    "pick a size the model accepts (e.g. a multiple of its patch size)",
+                ) from None
             raise DistillError(
                 f"the model does not run with --model-arg {model_kwargs}: {exc.what}",
                 "--model-arg",

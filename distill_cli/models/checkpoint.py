@@ -14,7 +14,8 @@ epoch and metrics, so an export or a later run needs nothing but the checkpoint.
 Reading also accepts foreign checkpoints saved the usual ways (a weights-only ``.pt``/``.pth``,
 possibly nested under ``state_dict``/``model`` and prefixed by DDP, a wrapper or
 ``torch.compile``, with timm's train.py arguments or numpy scalars beside them) and refuses
-pickles that hold more than tensors and plain data without running them.
+pickles that hold more than tensors and plain data without running them, and a timm model
+in the Hugging Face Hub layout (`hub.py`: the folder, its weights, its config.json).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torch import nn
 
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.host import atomic_write
+from distill_cli.models import hub
 
 #: Keys in a training checkpoint that hold optimizer or method state rather than model weights.
 OPTIM_PREFIX = "__optimizer__/"
@@ -193,10 +195,11 @@ def sidecar_path(checkpoint: Path) -> Path:
 
 
 def read_sidecar(checkpoint: Path) -> dict[str, Any]:
-    """The JSON metadata written beside distill's checkpoints; {} for foreign checkpoints."""
+    """The JSON metadata written beside distill's checkpoints; for a timm model in the Hugging
+    Face Hub layout, its config.json in the same keys (`models/hub.py`); else {}."""
     path = sidecar_path(checkpoint)
-    if not path.is_file():
-        return {}
+    if checkpoint.is_dir() or not path.is_file():
+        return hub.side_file(checkpoint) or {}
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -216,6 +219,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     `.pth.tar`, safetensors saved as `.bin`), so a file that is neither is refused as such
     instead of as "a pickle holding code".
     """
+    path = hub.weights_file(path)  # a Hub folder: its model.safetensors / pytorch_model.bin
     if path.exists() and not path.is_file():
         raise DistillError("checkpoint is not a regular file", str(path), "pass a weights file")
     if not path.is_file():
@@ -280,11 +284,28 @@ def _file_kind(path: Path) -> str | None:
     """ "safetensors", "torch" (torch.save's zip, or the legacy pickle) or None (neither)."""
     with path.open("rb") as fh:
         head = fh.read(9)
+    if head[:4] == b"PK\x03\x04" and _is_torchscript(path):
+        raise DistillError(
+            "the checkpoint is a TorchScript program (torch.jit.save); distill loads weights only",
+            str(path),
+            "save its weights: torch.save(torch.jit.load(FILE).state_dict(), 'weights.pt')",
+        )  # torch.load said "not a weights-only file" and asked whether the copy was complete
     if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
         return "torch"
     if len(head) == 9 and head[8:9] == b"{":  # an 8-byte header length, then the JSON header
         return "safetensors"
     return None
+
+
+def _is_torchscript(path: Path) -> bool:
+    """torch.jit.save's zip: the model's code beside its constants, which torch.save's lacks."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("/constants.pkl") for n in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False  # cut short: torch.load names it
 
 
 def _benign_globals() -> list[Any]:

@@ -11,7 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from distill_cli import host
@@ -21,6 +29,15 @@ PositiveInt = Annotated[int, Field(gt=0)]
 #: when the recipe was saved, so the run itself looked for a folder literally named `~`).
 UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+def _int_as_name(value: Any) -> Any:
+    """A class folder named `0` is the name "0": YAML reads `[0, 1]` and `{0: cat}` as ints."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+#: A class name as a recipe writes it: text, or a whole number (a folder named `7`).
+ClassName = Annotated[str, BeforeValidator(_int_as_name)]
 
 
 def check_pixels(value: int) -> int:

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from distill_cli import host
 from distill_cli.errors import DistillError
 from distill_cli.recipe.fields import (
+    ClassName,
     Fraction,
     Pixels,
     PositiveInt,
@@ -52,7 +53,7 @@ class ModelSpec(Strict):
         description="checkpoint keys must match the model exactly (names and shapes); false "
         "loads the matching keys and leaves the rest as initialised",
     )
-    class_names: list[str] | UserPath | None = Field(
+    class_names: list[ClassName] | UserPath | None = Field(
         None,
         description="the names of the model's outputs, in order (a list, or a text file with "
         "one name per line); default: the checkpoint's side file",
@@ -202,7 +203,7 @@ class DataSpec(Strict):
         "skip", description="an undecodable file: skip it (counted in the summary) or stop"
     )
     synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec)
-    class_map: dict[str, str] = Field(
+    class_map: dict[ClassName, ClassName] = Field(
         default_factory=dict,
         description="data class name -> teacher class name, where the two name classes "
         "differently (e.g. a folder `T-shirt_top` for Fashion-MNIST's `T-shirt/top`)",

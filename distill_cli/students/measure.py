@@ -72,8 +72,10 @@ def _build(name: str, query: StudentQuery) -> tuple[Net, dict[str, Any]]:
     """
     shape = (3, query.input_size, query.input_size)
     kwargs: dict[str, Any] = {}
-    net = resolve_source(name, num_classes=query.num_classes, input_size=query.input_size).student
-    try:
+    try:  # the build runs a batch at the size (resolve_source's probe) and may fail there too
+        net = resolve_source(
+            name, num_classes=query.num_classes, input_size=query.input_size
+        ).student
         _forward(net, shape)
     except Exception as first:
         kwargs = {"img_size": query.input_size}

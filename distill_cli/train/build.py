@@ -48,7 +48,7 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
     the sizes the recipe states (`data.train_images`), so a cluster run can be planned anywhere.
     """
     rt = recipe.runtime
-    if rt.threads:
+    if rt.threads and not plan_only:  # `engine.run` gives the caller's count back afterwards
         torch.set_num_threads(rt.threads)
     world = world_from_env()
     if recipe.schedule.batch_size % world.size:

@@ -14,6 +14,8 @@ its decision. The API and the CLI call this; neither knows the steps.
 
 from __future__ import annotations
 
+import torch
+
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import Recipe
 from distill_cli.rundir.layout import RunDir
@@ -39,6 +41,7 @@ def run(
     world = world_from_env()
     preflight(recipe, main=world.is_main)
     joined_before = distributed.joined()
+    threads = torch.get_num_threads()  # runtime.threads is this run's, not the caller's after
     rundir = RunDir(recipe.run_dir)
     try:
         if not world.is_main:
@@ -51,6 +54,7 @@ def run(
         # caller made (a script under torchrun) is the caller's to end.
         if not joined_before:
             distributed.shutdown()
+        torch.set_num_threads(threads)
 
 
 def _lead(

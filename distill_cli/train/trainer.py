@@ -80,6 +80,7 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         self._signal: int | None = None  # set by the signal handler
         self._stopping: int | None = None  # the signal every process has agreed to stop on
+        self._finishing = False  # the loop is over: a signal stops the run at once
         self._last_saved = -math.inf  # when `last` was written (perf_counter), never yet
         rt = setup.recipe.runtime
         self._graphs = rt.compile and rt.compile_mode == "reduce-overhead"
@@ -99,8 +100,20 @@ class Trainer:
 
     def fit(self) -> RunSummary:
         previous = self._catch_signals()
+        alone = not self.s.world.distributed
         try:
-            return self._fit()
+            self._fit()
+            if self._signal is not None and alone:
+                # it came after the loop's last look (the final evaluation, the last save):
+                # the position is saved, and the run stops as asked instead of finishing
+                raise Interrupted(self._signal, self.state["step"], str(self.run.last))
+            self._finishing = alone  # a signal now stops the test split and the summary
+            try:
+                return self._summary()
+            except KeyboardInterrupt:
+                if self._signal is None:
+                    raise
+                raise Interrupted(self._signal, self.state["step"], str(self.run.last)) from None
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
@@ -111,13 +124,14 @@ class Trainer:
             return {}
 
         def handler(signum: int, frame: Any) -> None:
-            if self._signal is not None:  # a second signal: stop now
+            stop_now = self._signal is not None or self._finishing  # a second one, or the end
+            self._signal = self._signal or signum
+            if stop_now:
                 raise KeyboardInterrupt
-            self._signal = signum
 
         return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def _fit(self) -> RunSummary:
+    def _fit(self) -> None:
         s, sched = self.s, self.s.recipe.schedule
         total, spe = s.total_steps, s.steps_per_epoch
         step = self.state["step"]
@@ -158,7 +172,6 @@ class Trainer:
                 raise Interrupted(self._stopping, step, str(self.run.last))
         self.reporter.finish()
         s.world.barrier()
-        return self._summary()
 
     def _fits(self, batch: Any, epoch: int, step: int, window: Window) -> bool:
         """One training step; False when it ran out of memory (nothing of it is kept)."""

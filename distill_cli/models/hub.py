@@ -1,0 +1,96 @@
+"""A timm model in the Hugging Face Hub layout on local disk: the folder a hub snapshot, a
+`git clone` of a model repo or timm's `save_for_hf` leaves.
+
+It holds the weights as ``model.safetensors`` (or the older ``pytorch_model.bin``) and a
+``config.json`` whose ``pretrained_cfg`` says how the model was fed (input size, mean/std,
+crop) and whose ``num_classes`` / ``label_names`` say what it predicts. A recipe's
+`checkpoint:` may name the folder or the weights file in it: either way the weights are
+loaded and the config is read as the checkpoint's side file, so a teacher normalised with its
+own mean/std is fed with them (timm's defaults for the architecture would be silently wrong).
+`models/checkpoint.py` asks this module; nothing else reads the layout.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from distill_cli.errors import DistillError
+
+#: The weights file names, in the order timm's hub loader prefers them.
+WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+CONFIG = "config.json"
+
+
+def weights_file(path: Path) -> Path:
+    """`path` itself, or for a Hub folder the weights file it holds; a folder without one is
+    a one-line error naming what was looked for."""
+    if not path.is_dir():
+        return path
+    for name in WEIGHTS:
+        if (path / name).is_file():
+            return path / name
+    raise DistillError(
+        f"the checkpoint folder holds no {' or '.join(WEIGHTS)}",
+        str(path),
+        "pass a weights file, or a Hugging Face model folder (config.json + model.safetensors)",
+    )
+
+
+def side_file(checkpoint: Path) -> dict[str, Any] | None:
+    """The Hub config of `checkpoint` (a Hub folder, or its weights file) in the keys of
+    distill's own side file (`num_classes`, `input_size`, `mean`, `std`, `crop_pct`,
+    `class_names`, `model`); None when it is not in the Hub layout."""
+    if checkpoint.is_dir():
+        folder = checkpoint
+    elif checkpoint.name in WEIGHTS:
+        folder = checkpoint.parent
+    else:
+        return None
+    path = folder / CONFIG
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DistillError(
+            f"the model's {CONFIG} cannot be read ({exc})",
+            str(path),
+            "restore the file from the model's repository",
+        ) from exc
+    if not isinstance(config, dict) or not isinstance(config.get("pretrained_cfg"), dict):
+        return None  # not timm's layout (a transformers config): the weights alone
+    return _as_side_file(config, config["pretrained_cfg"])
+
+
+def _as_side_file(config: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    if isinstance(config.get("architecture"), str):
+        meta["model"] = config["architecture"]
+    if _is_int(config.get("num_classes")) and config["num_classes"] > 0:
+        meta["num_classes"] = config["num_classes"]
+    size = cfg.get("input_size")
+    if isinstance(size, list) and len(size) == 3 and all(_is_int(v) for v in size):
+        meta["input_size"] = size[1:]
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if _numbers(mean) and _numbers(std):
+        meta["mean"], meta["std"] = mean, std
+    if isinstance(cfg.get("crop_pct"), (int, float)) and not isinstance(cfg["crop_pct"], bool):
+        meta["crop_pct"] = cfg["crop_pct"]
+    names = config.get("label_names")
+    if isinstance(names, list) and len(names) == meta.get("num_classes", len(names)):
+        meta["class_names"] = [str(n) for n in names]
+    return meta
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _numbers(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    )
