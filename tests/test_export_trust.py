@@ -19,8 +19,8 @@ from distill_cli import api
 from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
 from distill_cli.export import protocol
-from distill_cli.export.parity import Outputs, compare, fp32_parity
 from distill_cli.export.options import ExportOptions
+from distill_cli.export.parity import Outputs, compare, fp32_parity
 from distill_cli.export.source import resolve_source
 from distill_cli.export.timing import speedups_meet_protocol
 from tests.conftest import fm_body, write_recipe
