@@ -44,7 +44,11 @@ class Net:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # `is None`, not `or`: a compiled module (OptimizedModule) refuses bool() via len()
-        return (self.module if self.runner is None else self.runner)(x)
+        out = (self.module if self.runner is None else self.runner)(x)
+        # timm models with an auxiliary head (inception_v3 with aux_logits, distilled DeiT/LeViT
+        # in distilled training) return (logits, aux) in train mode, main logits first; a
+        # distilled student is trained and scored on what it outputs in eval: the main logits
+        return out[0] if isinstance(out, tuple | list) else out
 
 
 def check_model_name(name: str) -> None:
@@ -277,11 +281,29 @@ def probe(net: Net, role: str, device: torch.device) -> None:
             f"the {role} {net.info.name} fails on a {net.info.in_chans}x{h}x{w} input: "
             f"{type(exc).__name__}: {lines[0][:200] if lines else ''}",
             f"{role}.input_size",
-            "set input_size (and in_chans) to what the model accepts",
+            "set input_size (and in_chans) to what the model accepts" + _size_hint(net.info),
         ) from exc
     finally:
         for module, mode in modes:
             module.training = mode
+
+
+def _size_hint(info: ModelInfo) -> str:
+    """timm's own size for the model, when the probe failed at another: the one size a model
+    built for a fixed input (EfficientFormer's 7x7 attention biases) runs at."""
+    name = info.name.split(".")[0]
+    if not timm.is_model(name):  # an ensemble's joined name
+        return ""
+    default = timm.get_pretrained_cfg_value(name, "input_size")
+    if not default or _square(default) == tuple(info.input_size):
+        return ""
+    fixed = timm.get_pretrained_cfg_value(name, "fixed_input_size")
+    side = f"{default[-2]}" if default[-2] == default[-1] else f"[{default[-2]}, {default[-1]}]"
+    if fixed and not accepts_img_size(name):
+        return f" (timm builds {name} for {side} px only: input_size: {side})"
+    return f" (timm's default for {name}: input_size: {side}" + (
+        ", which it may only accept)" if fixed else ")"
+    )
 
 
 class Ensemble(nn.Module):
