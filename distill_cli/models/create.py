@@ -44,11 +44,7 @@ class Net:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # `is None`, not `or`: a compiled module (OptimizedModule) refuses bool() via len()
-        out = (self.module if self.runner is None else self.runner)(x)
-        # timm models with an auxiliary head (inception_v3 with aux_logits, distilled DeiT/LeViT
-        # in distilled training) return (logits, aux) in train mode, main logits first; a
-        # distilled student is trained and scored on what it outputs in eval: the main logits
-        return out[0] if isinstance(out, tuple | list) else out
+        return (self.module if self.runner is None else self.runner)(x)
 
 
 def check_model_name(name: str) -> None:
@@ -268,13 +264,15 @@ def _cannot_build(spec: ModelSpec, kwargs: dict[str, Any], exc: BaseException) -
 def probe(net: Net, role: str, device: torch.device) -> None:
     """One dummy batch through `net` at its input size: shape problems (a position embedding
     of another size, a too-small input for the downsampling) show in `--dry-run` and before
-    any training, as one line instead of a traceback at step 1."""
+    any training, as one line instead of a traceback at step 1. So does an output that is not
+    one row of class logits per image (inception_v3's `aux_logits` pair, `global_pool: ''`'s
+    feature map), which every method, the evaluation and the export assume."""
     h, w = net.info.input_size
     modes = [(m, m.training) for m in net.module.modules()]
     net.module.eval()
     try:
         with torch.no_grad():
-            net.module(torch.zeros(2, net.info.in_chans, h, w, device=device))
+            out = net.module(torch.zeros(2, net.info.in_chans, h, w, device=device))
     except Exception as exc:
         lines = str(exc).strip().splitlines()
         raise DistillError(
@@ -286,6 +284,25 @@ def probe(net: Net, role: str, device: torch.device) -> None:
     finally:
         for module, mode in modes:
             module.training = mode
+    _check_logits(out, net.info, role)
+
+
+def _check_logits(out: Any, info: ModelInfo, role: str) -> None:
+    expected = (2, info.num_classes)
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == expected:
+        return
+    if isinstance(out, tuple | list):
+        got = f"{len(out)} outputs (an auxiliary head's, e.g. aux_logits)"
+        hint = "build it with one classifier output: drop aux_logits (or the like) from kwargs"
+    else:
+        shape = getattr(out, "shape", None)
+        got = type(out).__name__ if shape is None else "shape " + "x".join(map(str, shape))
+        hint = "keep timm's classifier head and pooling: drop num_classes/global_pool from kwargs"
+    raise DistillError(
+        f"the {role} {info.name} returns {got}, not {expected[0]}x{expected[1]} class logits",
+        f"{role}.kwargs",
+        hint,
+    )
 
 
 def _size_hint(info: ModelInfo) -> str:
