@@ -330,10 +330,17 @@ def load_results(path: Path) -> list[ArchResult]:
 
 
 def merge(earlier: list[ArchResult], fresh: list[ArchResult]) -> list[ArchResult]:
-    """The earlier rows in their order, each replaced by its fresh run; new models last."""
+    """The earlier rows in their order, with the stages run again replaced; new models last."""
     by_name = {r.name: r for r in fresh}
-    kept = [by_name.pop(r.name, r) for r in earlier]
-    return kept + [r for r in fresh if r.name in by_name]
+    rows = []
+    for old in earlier:
+        new = by_name.pop(old.name, None)
+        if new is None:
+            rows.append(old)
+            continue
+        parity = new.parity_max_abs if "export" in new.stages else old.parity_max_abs
+        rows.append(ArchResult(new.name, new.family, new.size, old.stages | new.stages, parity))
+    return rows + [r for r in fresh if r.name in by_name]
 
 
 # --- output -------------------------------------------------------------------------------------
