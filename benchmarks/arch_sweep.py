@@ -353,7 +353,7 @@ def write_results(
     stages = tuple(s for s in STAGES if any(s in r.stages for r in results)) or stages
     meta = {
         "stages": list(stages),
-        "seconds": round(took, 1),
+        "last_run_seconds": round(took, 1),  # the latest invocation (an --update: its rows)
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
@@ -372,7 +372,8 @@ def write_results(
         "# Architecture sweep (CPU)",
         "",
         f"`python benchmarks/arch_sweep.py`, {len(results)} architectures, "
-        f"{took / 60:.0f} min; timm {meta.get('timm')}, torch {meta.get('torch')}. "
+        f"timm {meta.get('timm')}, torch {meta.get('torch')}, {meta['cpus']} CPUs, each "
+        "command in its own process. A blank cell: the stage was not run for that model. "
         "`pass`: exit 0; `error`: a one-line `error:` refusal (exit 1/2); `CRASH`: a traceback, "
         "another exit code or a timeout; `skip`: the stage it needs did not pass. `parity`: max "
         "|ONNX - PyTorch| logit difference of the export.",
