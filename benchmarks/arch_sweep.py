@@ -417,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--update",
         action="store_true",
-        help="replace only these models' rows in the existing JSON + md (a rerun after a fix)",
+        help="merge the stages run into these models' rows of the existing JSON + md (after a fix)",
     )
     args = parser.parse_args(argv)
     by_name = {a.name: a for a in ARCHS}
