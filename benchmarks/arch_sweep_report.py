@@ -71,11 +71,12 @@ def write_results(
     stages = tuple(s for s in STAGES if any(s in r.stages for r in results)) or stages
     meta = {
         "stages": list(stages),
-        "last_run_seconds": round(took, 1),  # the latest invocation (an --update: its rows)
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
     }
+    if took > 0:  # the latest invocation (an --update: its rows only); 0: table regenerated
+        meta["last_run_seconds"] = round(took, 1)
     try:
         import timm
         import torch
@@ -94,7 +95,9 @@ def write_results(
         "command in its own process. A blank cell: the stage was not run for that model. "
         "`pass`: exit 0; `error`: a one-line `error:` refusal (exit 1/2); `CRASH`: a traceback, "
         "another exit code or a timeout; `skip`: the stage it needs did not pass. `parity`: max "
-        "|ONNX - PyTorch| logit difference of the export.",
+        "|ONNX - PyTorch| logit difference of the export; an export that passed held the parity "
+        "gate, whose bound is relative (atol + rtol*|logit|: random-init MobileOne and "
+        "Inception-v3 have logits of 1e9 and more).",
         "",
         "| model | family | px | " + " | ".join(stages) + " | parity |",
         "|---|---|---|" + "---|" * len(stages) + "---|",
