@@ -15,7 +15,8 @@ from torch import nn
 
 from distill_cli import api
 from distill_cli.errors import DistillError
-from distill_cli.models.create import Net, accepts_img_size, probe
+from distill_cli.models.create import Net, accepts_img_size
+from distill_cli.models.probe import probe
 from distill_cli.models.view import ModelInfo
 from tests.conftest import fm_body, write_recipe
 

@@ -24,7 +24,8 @@ import torch
 from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
 from distill_cli.models.checkpoint import read_sidecar
-from distill_cli.models.create import Net, check_model_name, create_net, infer_num_classes, probe
+from distill_cli.models.create import Net, check_model_name, create_net, infer_num_classes
+from distill_cli.models.probe import probe
 from distill_cli.recipe.document import Recipe, load_recipe
 from distill_cli.recipe.sections import ModelSpec
 from distill_cli.rundir.layout import RunDir

@@ -348,6 +348,10 @@ def head_rows(path: Path, heads: list[str]) -> int | None:
 _BENIGN_MISSING = ("num_batches_tracked",)
 #: How many key names an error shows per kind.
 _SHOWN = 3
+#: Weights whose shape follows the input size in models built for one size (ViT's position
+#: embedding, Swin's and LeViT's attention biases, Mixer's token MLPs): when only these differ,
+#: the checkpoint is the right architecture made at another `img_size`.
+_SIZE_KEYS = ("pos_embed", "relative_position", "attention_bias", "mlp_tokens", "rel_pos")
 
 
 def _first(names: list[str]) -> str:
@@ -366,6 +370,10 @@ def _attribute_prefix_removed(
         return state
     stripped = {k.split(".", 1)[1]: v for k, v in state.items()}
     return stripped if all(k in own for k in stripped) else state
+
+
+def _sized(key: str) -> bool:
+    return any(part in key for part in _SIZE_KEYS)
 
 
 def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str, list[str]]:
@@ -399,10 +407,14 @@ def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str,
             key = mismatched[0]
             file_shape, model_shape = ("x".join(map(str, t.shape)) for t in (state[key], own[key]))
             shapes = f"; {key} is {file_shape} in the file, {model_shape} in the model"
+        sized = mismatched and not (missing or unexpected) and all(_sized(k) for k in mismatched)
         raise DistillError(
             "checkpoint does not fit the model: " + ", ".join(parts) + " keys" + shapes,
             str(path),
-            "check the model name, num_classes and in_chans"
+            "it was made for another input size: set input_size to the size it was trained at "
+            "(or write it into its .json side file)"
+            if sized
+            else "check the model name, num_classes and in_chans"
             + ("; strict: false loads only the matching keys" if fitting else ""),
         )
     bad = first_nonfinite(fitting)

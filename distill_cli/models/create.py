@@ -82,7 +82,7 @@ def _pick(recipe: Any, side: Any, default: Any) -> tuple[Any, str]:
     return default, FROM_TIMM
 
 
-def _square(size: Any) -> tuple[int, int]:
+def square(size: Any) -> tuple[int, int]:
     if isinstance(size, int):
         return (size, size)
     return (int(size[-2]), int(size[-1]))
@@ -125,7 +125,7 @@ def resolve_feed(
         name=spec.model,
         num_classes=num_classes,
         in_chans=spec.in_chans,
-        input_size=_square(size),
+        input_size=square(size),
         mean=_channels(tuple(float(v) for v in mean), spec.in_chans),
         std=_channels(tuple(float(v) for v in std), spec.in_chans),
         crop_pct=float(crop_pct),
@@ -181,7 +181,7 @@ def spec_input_size(spec: ModelSpec) -> tuple[int, int]:
     if size is not None:
         return size
     cfg = timm.get_pretrained_cfg_value(spec.model.split(".")[0], "input_size") or (3, 224, 224)
-    return _square(cfg)
+    return square(cfg)
 
 
 @functools.lru_cache(maxsize=256)
@@ -259,29 +259,6 @@ def _cannot_build(spec: ModelSpec, kwargs: dict[str, Any], exc: BaseException) -
         f"{spec.model}.input_size",
         "pick an input size the model supports (e.g. a multiple of its patch/window size)",
     )
-
-
-def probe(net: Net, role: str, device: torch.device) -> None:
-    """One dummy batch through `net` at its input size: shape problems (a position embedding
-    of another size, a too-small input for the downsampling) show in `--dry-run` and before
-    any training, as one line instead of a traceback at step 1."""
-    h, w = net.info.input_size
-    modes = [(m, m.training) for m in net.module.modules()]
-    net.module.eval()
-    try:
-        with torch.no_grad():
-            net.module(torch.zeros(2, net.info.in_chans, h, w, device=device))
-    except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        raise DistillError(
-            f"the {role} {net.info.name} fails on a {net.info.in_chans}x{h}x{w} input: "
-            f"{type(exc).__name__}: {lines[0][:200] if lines else ''}",
-            f"{role}.input_size",
-            "set input_size (and in_chans) to what the model accepts",
-        ) from exc
-    finally:
-        for module, mode in modes:
-            module.training = mode
 
 
 class Ensemble(nn.Module):

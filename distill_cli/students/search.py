@@ -232,6 +232,15 @@ def outcome(search: StudentSearch) -> DistillError | None:
         return None
     q = search.query
     timed = [e for e in search.entries if e.status in ("fits", "over")]
+    if not timed and search.failed and not search.untimed:
+        first = search.failed[0]
+        return DistillError(  # more time cannot help: no candidate builds and exports here
+            f"no candidate could be exported at {q.input_size} px ({len(search.failed)} failed; "
+            f"{first.name}: {first.reason})",
+            "--candidates" if q.candidates else q.teacher,
+            "pick candidates that run at this --input-size (the table's reasons), "
+            "or change --input-size",
+        )
     if not timed:
         failed = len(search.failed)
         return DistillError(

@@ -16,7 +16,8 @@ from distill_cli.data.loader import BatchStream
 from distill_cli.data.stream import ShardSet, ShardStream
 from distill_cli.errors import DistillError
 from distill_cli.methods import Method, MethodContext, create_method, method_class
-from distill_cli.models.create import Net, create_net, create_teacher, infer_num_classes, probe
+from distill_cli.models.create import Net, create_net, create_teacher, infer_num_classes
+from distill_cli.models.probe import probe
 from distill_cli.models.view import load_sizes
 from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.loop_sections import RuntimeSpec

@@ -1,0 +1,349 @@
+"""Architecture sweep: every command a user runs, with one small member of each timm family as
+the student and as the teacher.
+
+The hidden test batteries run the same commands with many timm models, input sizes and channel
+counts; this script is that sweep, kept in the repository. For each architecture (random
+weights, nothing downloaded, a small input):
+
+- ``student``: ``distill run`` 1 epoch of function matching from a tiny ``test_resnet`` teacher
+  (a user's ``torch.save(state_dict)`` checkpoint) on a generated image folder (4 classes);
+- ``export``: ``distill export`` of that run (ONNX, the fp32 parity gate, a short latency);
+  ``parity`` is the max |ONNX - PyTorch| logit difference it measured;
+- ``report``: ``distill report`` of the run;
+- ``teacher``: a checkpoint of the architecture saved the usual way
+  (``torch.save(model.state_dict())``, built as a user builds it: ``img_size`` for the models
+  that take it) distilled into ``test_resnet``;
+- ``students``: ``distill students resnet50 --candidates NAME``: built, exported and timed;
+- ``gray``: the student run again with ``in_chans: 1`` (grayscale), then its export.
+
+Every stage is the CLI in its own process. A stage passes with exit code 0; it is ``error`` when
+distill refused it the way it refuses bad input (exit 1 or 2, one ``error:`` line, no traceback)
+and ``CRASH`` otherwise (a traceback, another exit code, a timeout). Results go to
+``benchmarks/results/arch_sweep_cpu.{json,md}``.
+
+    python benchmarks/arch_sweep.py                    # every family, every stage
+    python benchmarks/arch_sweep.py --quick            # student + export only
+    python benchmarks/arch_sweep.py --models swin_tiny_patch4_window7_224,levit_128s
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from arch_sweep_report import STAGES, ArchResult, StageResult, load_results, merge, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+CLASSES = 4
+
+
+@dataclass(frozen=True)
+class Arch:
+    """One family's smallest member and the input side it is swept at."""
+
+    name: str
+    family: str
+    size: int = 64
+
+
+#: One small member per family, at 64 px unless the family needs more (inception_v3's stem needs
+#: 75 px; 32x-downsampling nets get at least 32 px at their last stage).
+ARCHS: list[Arch] = [
+    Arch("resnet18", "resnet"),
+    Arch("resnetv2_18", "resnetv2"),
+    Arch("resnetv2_50x1_bit", "bit"),
+    Arch("efficientnet_b0", "efficientnet"),
+    Arch("mobilenetv2_050", "mobilenetv2"),
+    Arch("mobilenetv3_small_050", "mobilenetv3"),
+    Arch("mobilenetv4_conv_small", "mobilenetv4"),
+    Arch("mobilevit_xxs", "mobilevit"),
+    Arch("mobilevitv2_050", "mobilevitv2"),
+    Arch("convnext_atto", "convnext"),
+    Arch("convnextv2_atto", "convnextv2"),
+    Arch("regnetx_002", "regnet"),
+    Arch("ghostnet_050", "ghostnet"),
+    Arch("repvgg_a0", "repvgg"),
+    Arch("mobileone_s0", "mobileone"),
+    Arch("fastvit_t8", "fastvit"),
+    Arch("vit_tiny_patch16_224", "vit"),
+    Arch("deit_tiny_patch16_224", "deit"),
+    Arch("deit_tiny_distilled_patch16_224", "deit distilled"),
+    Arch("swin_tiny_patch4_window7_224", "swin"),
+    Arch("levit_128s", "levit"),
+    Arch("levit_conv_128s", "levit (conv)"),
+    Arch("efficientformer_l1", "efficientformer"),
+    Arch("efficientformerv2_s0", "efficientformerv2"),
+    Arch("edgenext_xx_small", "edgenext"),
+    Arch("tinynet_e", "tinynet"),
+    Arch("densenet121", "densenet"),
+    Arch("rexnet_100", "rexnet"),
+    Arch("hrnet_w18_small", "hrnet"),
+    Arch("mixer_s32_224", "mixer"),
+    Arch("poolformer_s12", "poolformer"),
+    Arch("caformer_s18", "caformer"),
+    Arch("tiny_vit_5m_224", "tiny_vit"),
+    Arch("inception_v3", "inception", 96),
+    Arch("xception41", "xception"),
+    Arch("dla34", "dla"),
+    Arch("cspresnet50", "cspnet"),
+    Arch("vgg11", "vgg", 32),
+]
+
+QUICK_STAGES = ("student", "export")
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+def make_data(root: Path) -> Path:
+    """A tiny image folder: 4 classes, 8 train and 4 val PNGs each, 48 px, a colour per class."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("val", 4)):
+        for c in range(CLASSES):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                img = rng.integers(0, 80, (48, 48, 3), dtype=np.uint8)
+                img[..., c % 3] += np.uint8(120 + 40 * (c // 3))
+                Image.fromarray(img).save(folder / f"{i}.png")
+    return root
+
+
+def save_checkpoint(name: str, size: int, path: Path, **extra: object) -> None:
+    """A user's checkpoint: the model built as timm builds it, `torch.save(state_dict)`."""
+    import timm
+    import torch
+
+    from distill_cli.models.create import accepts_img_size
+
+    kwargs = dict(extra)
+    if accepts_img_size(name):
+        kwargs["img_size"] = size
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=CLASSES, **kwargs)
+    torch.save(model.state_dict(), path)
+
+
+def recipe(work: Path, name: str, teacher: dict, student: dict) -> Path:
+    body = {
+        "name": name,
+        "teacher": {**teacher, "check_accuracy": False},
+        "student": student,
+        "data": {"source": "image_folder", "root": str(work / "data"), "workers": 1},
+        "method": {"name": "function_matching"},
+        "schedule": {"epochs": 1, "batch_size": 8, "log_every": 1},
+        "runtime": {"device": "cpu", "threads": 2},
+        "output": {"dir": str(work / "runs")},
+    }
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    return path
+
+
+# --- running ------------------------------------------------------------------------------------
+
+SHORT_TIMING = ["--warmup", "1", "--runs", "3", "--min-time", "0", "--max-time", "5"]
+
+
+def cli(args: list[str], timeout: float) -> tuple[StageResult, str]:
+    """One `distill` command in its own process, judged as a user sees it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "distill_cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            cwd=ROOT,
+        )
+    except subprocess.TimeoutExpired:
+        took = time.perf_counter() - start
+        return StageResult("CRASH", round(took, 1), None, f"timeout after {timeout:.0f} s"), ""
+    took = round(time.perf_counter() - start, 1)
+    err = proc.stderr.strip()
+    if proc.returncode == 0:
+        return StageResult("pass", took, 0), proc.stdout
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    if proc.returncode in (1, 2) and errors and "Traceback" not in err:
+        return StageResult("error", took, proc.returncode, errors[0][:400]), proc.stdout
+    tail = err.splitlines()[-1] if err else proc.stdout.strip()[-300:]
+    return StageResult("CRASH", took, proc.returncode, tail[:400]), proc.stdout
+
+
+def parity_of(stdout: str) -> float | None:
+    try:
+        report = json.loads(stdout)
+    except json.JSONDecodeError:
+        return None
+    parity = report.get("parity") or {}
+    value = parity.get("max_abs_diff")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def sweep_one(arch: Arch, work: Path, stages: tuple[str, ...], timeout: float) -> ArchResult:
+    result = ArchResult(arch.name, arch.family, arch.size)
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "_", arch.name)
+    teacher = {
+        "model": "test_resnet",
+        "checkpoint": str(work / "test_resnet.pth"),
+        "input_size": 32,
+    }
+    student = {"model": arch.name, "input_size": arch.size}
+    runs = work / "runs"
+
+    def stage(key: str, args: list[str], needs: str | None = None) -> str:
+        if key not in stages:
+            return ""
+        if needs is not None and result.stages.get(needs, StageResult("skip")).status != "pass":
+            result.stages[key] = StageResult("skip", message=f"needs {needs}")
+            return ""
+        outcome, stdout = cli(args, timeout)
+        result.stages[key] = outcome
+        print(
+            f"  {arch.name:36s} {key:12s} {outcome.status:6s} {outcome.seconds:6.1f}s "
+            f"{outcome.message[:150]}",
+            flush=True,
+        )
+        return stdout
+
+    run_args = ["run", "--overwrite", "-q"]
+    stage("student", [*run_args, str(recipe(work, f"s-{tag}", teacher, student))])
+    out = stage(
+        "export",
+        [
+            "export",
+            str(runs / f"s-{tag}"),
+            "--images",
+            "16",
+            "--threads",
+            "2",
+            "--no-teacher",
+            "--json",
+            "-q",
+            *SHORT_TIMING,
+        ],
+        needs="student",
+    )
+    result.parity_max_abs = parity_of(out) if out else None
+    stage("report", ["report", str(runs / f"s-{tag}")], needs="student")
+    if "teacher" in stages:
+        ckpt = work / f"{tag}.pth"
+        try:
+            save_checkpoint(arch.name, arch.size, ckpt)
+        except Exception as exc:  # the user could not build it either: not distill's
+            result.stages["teacher"] = StageResult("skip", message=f"timm: {exc}"[:300])
+        else:
+            t_spec = {"model": arch.name, "checkpoint": str(ckpt), "input_size": arch.size}
+            tiny = {"model": "test_resnet", "input_size": 32}
+            stage("teacher", [*run_args, str(recipe(work, f"t-{tag}", t_spec, tiny))])
+    stage(
+        "students",
+        [
+            "students",
+            "resnet50",
+            "--candidates",
+            arch.name,
+            "--input-size",
+            str(arch.size),
+            "--max-latency-ms",
+            "10000",
+            "--max-ratio",
+            "100",
+            "--threads",
+            "2",
+            "--no-dedup",
+            "--cache-dir",
+            str(work / "cache"),
+            "--json",
+            "-q",
+            *SHORT_TIMING,
+        ],
+    )
+    gray = {**student, "in_chans": 1}
+    stage("gray", [*run_args, str(recipe(work, f"g-{tag}", teacher, gray))])
+    stage(
+        "gray_export",
+        [
+            "export",
+            str(runs / f"g-{tag}"),
+            "--images",
+            "16",
+            "--threads",
+            "2",
+            "--no-teacher",
+            "--no-latency",
+            "-q",
+        ],
+        needs="gray",
+    )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--models", default="", help="comma-separated timm names (default: all families)"
+    )
+    parser.add_argument(
+        "--size", type=int, default=0, help="input side for every model (default: each model's)"
+    )
+    parser.add_argument("--quick", action="store_true", help="only the student run and its export")
+    parser.add_argument(
+        "--stages",
+        default="",
+        help=f"comma-separated subset of {','.join(STAGES)} (export and report need student, "
+        "gray_export needs gray, in the same call: runs live in a temporary folder)",
+    )
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per command")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON + md")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="merge the stages run into these models' rows of the existing JSON + md (after a fix)",
+    )
+    args = parser.parse_args(argv)
+    by_name = {a.name: a for a in ARCHS}
+    names = [n for n in args.models.split(",") if n] or list(by_name)
+    archs = [by_name.get(n, Arch(n, "other")) for n in names]
+    if args.size:
+        archs = [Arch(a.name, a.family, args.size) for a in archs]
+    stages = tuple(s for s in args.stages.split(",") if s) or (
+        QUICK_STAGES if args.quick else STAGES
+    )
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        parser.error(f"unknown stages {sorted(unknown)}")
+    start = time.perf_counter()
+    earlier = load_results(args.out / "arch_sweep_cpu.json") if args.update else []
+    results: list[ArchResult] = []
+    with tempfile.TemporaryDirectory(prefix="arch_sweep_") as tmp:
+        work = Path(tmp)
+        make_data(work / "data")
+        save_checkpoint("test_resnet", 32, work / "test_resnet.pth")
+        for arch in archs:
+            results.append(sweep_one(arch, work, stages, args.timeout))
+            write_results(merge(earlier, results), stages, args.out, time.perf_counter() - start)
+    bad = sum(s.status == "CRASH" for r in results for s in r.stages.values())
+    print(f"{len(results)} models, {bad} crashes -> {args.out}/arch_sweep_cpu.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""The architecture sweep's results (benchmarks/arch_sweep.py): its typed rows, the JSON + markdown
+table they are written as, and the --update merge of a rerun into an earlier table."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+#: The stages in table order (arch_sweep.py runs them in this order).
+STAGES = ("student", "export", "report", "teacher", "students", "gray", "gray_export")
+
+
+@dataclass
+class StageResult:
+    status: str  # pass | error | CRASH | skip
+    seconds: float = 0.0
+    rc: int | None = None
+    message: str = ""
+
+
+@dataclass
+class ArchResult:
+    name: str
+    family: str
+    size: int
+    stages: dict[str, StageResult] = field(default_factory=dict)
+    parity_max_abs: float | None = None
+
+
+def load_results(path: Path) -> list[ArchResult]:
+    """The rows of an earlier sweep (for --update)."""
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text())["results"]
+    return [
+        ArchResult(
+            r["name"],
+            r["family"],
+            r["size"],
+            {k: StageResult(**v) for k, v in r["stages"].items()},
+            r.get("parity_max_abs"),
+        )
+        for r in rows
+    ]
+
+
+def merge(earlier: list[ArchResult], fresh: list[ArchResult]) -> list[ArchResult]:
+    """The earlier rows in their order, with the stages run again replaced; new models last."""
+    by_name = {r.name: r for r in fresh}
+    rows = []
+    for old in earlier:
+        new = by_name.pop(old.name, None)
+        if new is None:
+            rows.append(old)
+            continue
+        parity = new.parity_max_abs if "export" in new.stages else old.parity_max_abs
+        rows.append(ArchResult(new.name, new.family, new.size, old.stages | new.stages, parity))
+    return rows + [r for r in fresh if r.name in by_name]
+
+
+# --- output -------------------------------------------------------------------------------------
+
+
+def write_results(
+    results: list[ArchResult], stages: tuple[str, ...], out: Path, took: float
+) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stages = tuple(s for s in STAGES if any(s in r.stages for r in results)) or stages
+    meta = {
+        "stages": list(stages),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+    }
+    if took > 0:  # the latest invocation (an --update: its rows only); 0: table regenerated
+        meta["last_run_seconds"] = round(took, 1)
+    try:
+        import timm
+        import torch
+
+        meta |= {"timm": timm.__version__, "torch": torch.__version__}
+    except ImportError:
+        pass
+    (out / "arch_sweep_cpu.json").write_text(
+        json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1) + "\n"
+    )
+    lines = [
+        "# Architecture sweep (CPU)",
+        "",
+        f"`python benchmarks/arch_sweep.py`, {len(results)} architectures, "
+        f"timm {meta.get('timm')}, torch {meta.get('torch')}, {meta['cpus']} CPUs, each "
+        "command in its own process. A blank cell: the stage was not run for that model. "
+        "`pass`: exit 0; `error`: a one-line `error:` refusal (exit 1/2); `CRASH`: a traceback, "
+        "another exit code or a timeout; `skip`: the stage it needs did not pass. `parity`: max "
+        "|ONNX - PyTorch| logit difference of the export; an export that passed held the parity "
+        "gate, whose bound is relative (atol + rtol*|logit|: random-init MobileOne and "
+        "Inception-v3 have logits of 1e9 and more).",
+        "",
+        "| model | family | px | " + " | ".join(stages) + " | parity |",
+        "|---|---|---|" + "---|" * len(stages) + "---|",
+    ]
+    notes: list[str] = []
+    for r in results:
+        cells = []
+        for key in stages:
+            s = r.stages.get(key)
+            cells.append("" if s is None else s.status)
+            if s is not None and s.status in ("error", "CRASH"):
+                notes.append(f"- `{r.name}` {key}: {s.message}")
+        parity = "" if r.parity_max_abs is None else f"{r.parity_max_abs:.1e}"
+        lines.append(
+            f"| {r.name} | {r.family} | {r.size} | " + " | ".join(cells) + f" | {parity} |"
+        )
+    if notes:
+        lines += ["", "## Messages", "", *notes]
+    (out / "arch_sweep_cpu.md").write_text("\n".join(lines) + "\n")

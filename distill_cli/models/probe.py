@@ -1,0 +1,80 @@
+"""The build-time probe: one dummy batch through a freshly built model, before any training.
+
+A model that cannot run at its input size (a position embedding or attention bias of another
+size, a too-small input for the downsampling) or that does not answer with one row of class
+logits per image fails here, in `--dry-run` and before the first step, as one line naming the
+recipe key to change, instead of a traceback at step 1 or at the first evaluation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+import torch
+
+from distill_cli.errors import DistillError
+from distill_cli.models.create import Net, accepts_img_size, square
+from distill_cli.models.view import ModelInfo
+
+
+def probe(net: Net, role: str, device: torch.device) -> None:
+    """One dummy batch through `net` at its input size: shape problems (a position embedding
+    of another size, a too-small input for the downsampling) show in `--dry-run` and before
+    any training, as one line instead of a traceback at step 1. So does an output that is not
+    one row of class logits per image (inception_v3's `aux_logits` pair, `global_pool: ''`'s
+    feature map), which every method, the evaluation and the export assume."""
+    h, w = net.info.input_size
+    modes = [(m, m.training) for m in net.module.modules()]
+    net.module.eval()
+    try:
+        with torch.no_grad():
+            out = net.module(torch.zeros(2, net.info.in_chans, h, w, device=device))
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        raise DistillError(
+            f"the {role} {net.info.name} fails on a {net.info.in_chans}x{h}x{w} input: "
+            f"{type(exc).__name__}: {lines[0][:200] if lines else ''}",
+            f"{role}.input_size",
+            "set input_size (and in_chans) to what the model accepts" + _size_hint(net.info),
+        ) from exc
+    finally:
+        for module, mode in modes:
+            module.training = mode
+    _check_logits(out, net.info, role)
+
+
+def _check_logits(out: Any, info: ModelInfo, role: str) -> None:
+    expected = (2, info.num_classes)
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == expected:
+        return
+    if isinstance(out, tuple | list):
+        got = f"{len(out)} outputs (an auxiliary head's, e.g. aux_logits)"
+        hint = "build it with one classifier output: drop aux_logits (or the like) from kwargs"
+    else:
+        shape = getattr(out, "shape", None)
+        got = type(out).__name__ if shape is None else "shape " + "x".join(map(str, shape))
+        hint = "keep timm's classifier head and pooling: drop num_classes/global_pool from kwargs"
+    raise DistillError(
+        f"the {role} {info.name} returns {got}, not {expected[0]}x{expected[1]} class logits",
+        f"{role}.kwargs",
+        hint,
+    )
+
+
+def _size_hint(info: ModelInfo) -> str:
+    """timm's own size for the model, when the probe failed at another: the one size a model
+    built for a fixed input (EfficientFormer's 7x7 attention biases) runs at."""
+    name = info.name.split(".")[0]
+    if not timm.is_model(name):  # an ensemble's joined name
+        return ""
+    default = timm.get_pretrained_cfg_value(name, "input_size")
+    if not default or square(default) == tuple(info.input_size):
+        return ""
+    fixed = timm.get_pretrained_cfg_value(name, "fixed_input_size")
+    side = f"{default[-2]}" if default[-2] == default[-1] else f"[{default[-2]}, {default[-1]}]"
+    if fixed and not accepts_img_size(name):
+        return f" (timm builds {name} for {side} px only: input_size: {side})"
+    return f" (timm's default for {name}: input_size: {side}" + (
+        ", which it may only accept)" if fixed else ")"
+    )
