@@ -13,12 +13,11 @@ from distill_cli.errors import DistillError, RunFailed
 from distill_cli.models.checkpoint import (
     atomic_write,
     load_training,
-    load_weights,
     read_sidecar,
-    read_state_dict,
     read_train_state,
     save_weights,
 )
+from distill_cli.models.weights import load_weights, read_state_dict
 
 
 def _model() -> torch.nn.Module:

@@ -119,7 +119,7 @@ def test_a_run_chooses_best_on_the_holdout_and_reads_the_test_set_once_at_the_en
     setup = build(load_recipe(recipe))
     assert len(setup.data.val) == 30 and setup.test_stream is not None
     api_best = result.run_dir / "checkpoints" / "best.safetensors"
-    from distill_cli.models.checkpoint import load_weights
+    from distill_cli.models.weights import load_weights
 
     load_weights(setup.student.module, api_best)
     held = Evaluator(setup.val_stream, 4).student_metrics(setup.student, None)["top1"]

@@ -22,8 +22,8 @@ from safetensors.torch import save_file
 
 from distill_cli import api
 from distill_cli.errors import DistillError
-from distill_cli.models.checkpoint import load_weights
 from distill_cli.models.create import create_net
+from distill_cli.models.weights import load_weights
 from distill_cli.recipe.sections import ModelSpec
 from tests.conftest import fm_body, write_recipe
 

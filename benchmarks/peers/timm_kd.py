@@ -82,7 +82,7 @@ def main() -> None:
     classes = int(train_args[train_args.index("--num-classes") + 1])
     teacher = timm.create_model(a.teacher, num_classes=classes)
     if a.teacher_checkpoint:
-        from distill_cli.models.checkpoint import load_weights
+        from distill_cli.models.weights import load_weights
 
         load_weights(teacher, a.teacher_checkpoint)
     original_task = tm.LogitDistillationTask

@@ -72,7 +72,7 @@ def main() -> None:
     kind, _, root = a.data.partition(":")
     teacher = timm.create_model(a.teacher, num_classes=a.classes)
     if a.teacher_checkpoint:
-        from distill_cli.models.checkpoint import load_weights
+        from distill_cli.models.weights import load_weights
 
         load_weights(teacher, a.teacher_checkpoint)
     student = timm.create_model(a.student, num_classes=a.classes)

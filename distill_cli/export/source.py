@@ -255,7 +255,7 @@ def _checkpoint_classes(name: str, checkpoint: Path) -> int | None:
     10-class `resnet18.pth` was built with timm's 1000 and refused as not fitting."""
     import timm
 
-    from distill_cli.models.checkpoint import head_rows
+    from distill_cli.models.weights import head_rows
 
     head = timm.get_pretrained_cfg_value(name, "classifier") or []
     return head_rows(checkpoint, [head] if isinstance(head, str) else list(head))

@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 from distill_cli.errors import DistillError
-from distill_cli.models.checkpoint import load_weights, read_sidecar
+from distill_cli.models.checkpoint import read_sidecar
 from distill_cli.models.view import INTERPOLATION, ModelInfo, model_view
+from distill_cli.models.weights import load_weights
 
 if TYPE_CHECKING:
     from distill_cli.recipe.sections import ModelSpec

@@ -7,7 +7,8 @@ crop) and whose ``num_classes`` / ``label_names`` say what it predicts. A recipe
 `checkpoint:` may name the folder or the weights file in it: either way the weights are
 loaded and the config is read as the checkpoint's side file, so a teacher normalised with its
 own mean/std is fed with them (timm's defaults for the architecture would be silently wrong).
-`models/checkpoint.py` asks this module; nothing else reads the layout.
+`models/weights.py` (the weights) and `models/checkpoint.py` (the side file) ask this module;
+nothing else reads the layout.
 """
 
 from __future__ import annotations

@@ -57,8 +57,10 @@ def measure(name: str, query: StudentQuery, threads: int, probe_over_ms: float |
 
 
 def _reason(exc: BaseException) -> str:
+    """What failed, for the table's reason column: a DistillError's `what` (its where and
+    advice are about another command's flags), else the exception's first line."""
     if isinstance(exc, DistillError):
-        return str(exc)
+        return exc.what
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
 

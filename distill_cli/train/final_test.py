@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from distill_cli.models.checkpoint import load_weights
+from distill_cli.models.weights import load_weights
 from distill_cli.rundir.summary import TestResult
 from distill_cli.train.evaluate import Evaluator
 from distill_cli.train.setup import Setup
