@@ -148,3 +148,33 @@ def test_holdout_must_be_positive(tmp_path: Path) -> None:
     body["data"]["holdout"] = 0
     with pytest.raises(DistillError, match="holdout"):
         load_recipe(write_recipe(tmp_path, "bad", body))
+
+
+def test_holdout_leaves_every_class_a_training_image(tmp_path: Path) -> None:
+    """A class of one photo among larger ones: its share of the holdout would take it whole,
+    and the model would have an output it never trains on; the draw leaves it its image and
+    takes the share from the other classes, and a holdout that cannot leave every class an
+    image is one error naming the largest that can."""
+    for cls, count in (("big", 6), ("mid", 4), ("one", 1)):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((8, 8, 3), i * 20, np.uint8)).save(
+                tmp_path / "train" / cls / f"{i}.png"
+            )
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "val" / cls / "v.png")
+    for seed in range(4):
+        data = build_data("image_folder", tmp_path, holdout=6, seed=seed)
+        assert len(data.val) == 6 and len(data.train) == 5
+        assert torch.bincount(data.train.labels, minlength=3).min() >= 1
+        assert not set(data.train.files) & set(data.val.files)
+    assert torch.bincount(data.val.labels, minlength=3).tolist()[2] == 0
+    with pytest.raises(DistillError, match="at most 8"):
+        build_data("image_folder", tmp_path, holdout=9)
+    # where no class runs out, the draw is the one it always was (benchmarks' holdouts hold)
+    from distill_cli.data.sources import balanced_indices
+
+    labels = torch.arange(60) % 3
+    assert torch.equal(
+        balanced_indices(labels, 3, 12, 5), balanced_indices(labels, 3, 12, 5, keep=1)
+    )

@@ -126,7 +126,9 @@ def holdout_indices(
 
     One rule for every source (`ImageSet.split_off`, and the streamed splits, which pass the
     labels they read in index order): a class-balanced draw as `balanced_indices` makes it,
-    so the same seed always holds out the same items; unlabeled data cannot be balanced.
+    so the same seed always holds out the same items; unlabeled data cannot be balanced. Every
+    class keeps at least one training image: a class the holdout took whole would be an output
+    the model never trains on, silently (a class of one photo among larger ones).
     """
     if labels is None:
         raise DistillError(
@@ -135,7 +137,15 @@ def holdout_indices(
             "drop data.holdout, or train on a labelled split",
         )
     check_holdout(count, len(labels))
-    return balanced_indices(labels, num_classes, count, seed)
+    present = int((torch.bincount(labels, minlength=num_classes) > 0).sum())
+    if count > len(labels) - present:
+        raise DistillError(
+            f"cannot hold out {count} of {len(labels)} training images and leave each of the "
+            f"{present} classes a training image",
+            f"data.holdout ({name})",
+            f"set data.holdout to at most {len(labels) - present}, or add images",
+        )
+    return balanced_indices(labels, num_classes, count, seed, keep=1)
 
 
 def check_holdout(count: int, total: int) -> None:
@@ -149,13 +159,16 @@ def check_holdout(count: int, total: int) -> None:
         )
 
 
-def balanced_indices(labels: torch.Tensor, num_classes: int, count: int, seed: int) -> torch.Tensor:
+def balanced_indices(
+    labels: torch.Tensor, num_classes: int, count: int, seed: int, keep: int = 0
+) -> torch.Tensor:
     """Sorted indices of `count` items, the classes as equal as the data allows.
 
     Each class gives `count // K` items (the first `count % K` classes, in a seeded order, one
-    more), drawn at random with `seed`; a class with too few items gives all it has and the
-    rest is filled from the other classes. A function of the labels alone, so a split held in
-    memory and one streamed from shards pick the same way.
+    more), drawn at random with `seed`; a class with too few items gives all it has (less
+    `keep`, what the holdout leaves each class to train on) and the rest is filled from the
+    other classes. A function of the labels alone, so a split held in memory and one streamed
+    from shards pick the same way; `keep` changes a draw only where a class runs out.
     """
     gen = torch.Generator().manual_seed(seed)
     pools = [
@@ -164,6 +177,7 @@ def balanced_indices(labels: torch.Tensor, num_classes: int, count: int, seed: i
         ]
         for c in range(num_classes)
     ]
+    pools = [pool[: max(0, len(pool) - keep)] for pool in pools]
     quota = [count // num_classes] * num_classes
     for c in torch.randperm(num_classes, generator=gen)[: count % num_classes]:
         quota[int(c)] += 1
