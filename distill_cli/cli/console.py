@@ -135,6 +135,8 @@ def plan_table(plan: dict[str, Any]) -> Group:
     val = f"val {data['val']['images']:,}"
     if test:  # data.holdout: val is held out of train, the val split is tested at the end
         val = f"holdout {data['val']['images']:,}, test {test['images']:,} (read at the end)"
+    elif data["val"]["name"].endswith("(holdout)"):  # a train folder alone: no test split
+        val = f"holdout {data['val']['images']:,}, no test split"
     table.caption = (
         f"train {data['train']['images']:,} images ({data['train']['name']}"
         f"{'' if data['labeled_train'] else ', unlabeled'}), {val}, "
