@@ -304,6 +304,9 @@ def test_device_decode_matches_worker_decode(tmp_path: Path, workers: int) -> No
         diff = (a.images.int() - b.images.int()).abs()
         assert diff.float().mean() < 1.0  # same decoder and resize; JPEG may differ by rounding
     assert workers.bad_images == device.bad_images == 2
+    for stream in (workers, device):  # a bad photo counts once, however many epochs read it
+        list(stream.epoch(1))
+        assert stream.bad_images == 2
     strict = BatchStream(
         data.train, 5, torch.device("cpu"), decode_on_device=True, skip_bad=False, **common
     )

@@ -210,6 +210,11 @@ def summary_table(summary: RunSummary) -> Table:
         f"{summary.steps} steps in {summary.wall_time_s:.0f}s, "
         f"{_fmt(ips and round(ips))} img/s on {summary.device} | {summary.run_dir}"
     )
+    if summary.bad_images:  # data.on_bad_image=skip: say so where the result is read
+        table.caption += (
+            f"\n{summary.bad_images:,} training image(s) could not be decoded and were skipped "
+            "(data.on_bad_image=error names them)"
+        )
     return table
 
 

@@ -74,8 +74,9 @@ class BatchStream:
         self.skip_bad = skip_bad
         self.decode_on_device = decode_on_device
         self.fit = fit
-        #: undecodable files met so far (each replaced by the next good file)
-        self.bad_images = 0
+        #: the undecodable files met so far, by index (each replaced by the next good file):
+        #: a set, so a bad photo is counted once however many epochs read it
+        self.bad_files: set[int] = set()
         self._images = None
         if data.images is not None:
             # Held whole on the device: a batch is then one gather, with no host round trip.
@@ -162,7 +163,7 @@ class BatchStream:
                         str(files[int(index[bad[0]])]),
                         "fix or delete the file, or set data.on_bad_image=skip",
                     )
-                self.bad_images += len(bad)
+                self.bad_files.update(int(index[i]) for i in bad)
                 for i in bad:
                     images[i], labels[i], index[i] = self._next_good(reader, int(index[i]))
             index = index.to(self.device, non_blocking=True)
@@ -171,6 +172,11 @@ class BatchStream:
                 labels_out = labels.to(self.device, non_blocking=True)
             extent = self._extent(torch.stack([e for _, e in images]))
             yield Batch(torch.stack([img for img, _ in images]), labels_out, index, extent)
+
+    @property
+    def bad_images(self) -> int:
+        """How many files of this split could not be decoded (each counted once)."""
+        return len(self.bad_files)
 
     def _next_good(self, reader: FileBytes, start: int) -> tuple[tuple, int, int]:
         """The stand-in for a bad file: the next file in the folder's order that decodes, the
@@ -201,7 +207,7 @@ class BatchStream:
                     )
                 if bool((index < 0).any()):
                     raise DistillError("no file in the folder can be decoded", self.data.name)
-                self.bad_images += len(flagged)
+                self.bad_files.update(flagged.tolist())
             images = images.to(self.device, non_blocking=True)
             index = index.to(self.device, non_blocking=True)
             labels_out = None
