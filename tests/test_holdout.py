@@ -207,6 +207,8 @@ def test_a_train_folder_alone_or_class_folders_at_the_root_validate_on_a_holdout
     alone = build_data("image_folder", tmp_path / "split", holdout=6, seed=2)
     assert [p.name for p in alone.val.files] == [p.name for p in full.val.files]
     assert alone.val.name.endswith("(holdout)") and alone.test is None
+    with pytest.raises(DistillError, match="val_limit"):  # not silently ignored
+        build_data("image_folder", tmp_path / "split", holdout=6, val_limit=3)
     # a val/ with a class train/ lacks is refused with what to do
     (tmp_path / "split" / "val" / "wolf").mkdir(parents=True)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(

@@ -99,6 +99,12 @@ def build_data(
         labeled = None if distill_dir else scan_image_folder(root / train_dir)
         if labeled is not None and holdout is not None and not (root / val_dir).exists():
             # a train folder alone: the holdout is the validation split, and there is no test
+            if val_limit is not None:
+                raise DistillError(
+                    "data.val_limit limits the validation (test) split, and this data has none",
+                    f"data.val_limit ({root / val_dir} is missing)",
+                    "drop val_limit (data.holdout sets the validation images), or add the folder",
+                )
             alone = replace(hold_out(DataBundle(labeled, labeled), holdout, seed), test=None)
             alone.train = alone.train.limited(train_limit, seed).balanced(subset, seed)
             return alone
