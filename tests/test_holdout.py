@@ -148,3 +148,71 @@ def test_holdout_must_be_positive(tmp_path: Path) -> None:
     body["data"]["holdout"] = 0
     with pytest.raises(DistillError, match="holdout"):
         load_recipe(write_recipe(tmp_path, "bad", body))
+
+
+def test_holdout_leaves_every_class_a_training_image(tmp_path: Path) -> None:
+    """A class of one photo among larger ones: its share of the holdout would take it whole,
+    and the model would have an output it never trains on; the draw leaves it its image and
+    takes the share from the other classes, and a holdout that cannot leave every class an
+    image is one error naming the largest that can."""
+    for cls, count in (("big", 6), ("mid", 4), ("one", 1)):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        for i in range(count):
+            Image.fromarray(np.full((8, 8, 3), i * 20, np.uint8)).save(
+                tmp_path / "train" / cls / f"{i}.png"
+            )
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "val" / cls / "v.png")
+    for seed in range(4):
+        data = build_data("image_folder", tmp_path, holdout=6, seed=seed)
+        assert len(data.val) == 6 and len(data.train) == 5
+        assert torch.bincount(data.train.labels, minlength=3).min() >= 1
+        assert not set(data.train.files) & set(data.val.files)
+    assert torch.bincount(data.val.labels, minlength=3).tolist()[2] == 0
+    with pytest.raises(DistillError, match="at most 8"):
+        build_data("image_folder", tmp_path, holdout=9)
+    # where no class runs out, the draw is the one it always was (benchmarks' holdouts hold)
+    from distill_cli.data.sources import balanced_indices
+
+    labels = torch.arange(60) % 3
+    assert torch.equal(
+        balanced_indices(labels, 3, 12, 5), balanced_indices(labels, 3, 12, 5, keep=1)
+    )
+
+
+def test_a_train_folder_alone_or_class_folders_at_the_root_validate_on_a_holdout(
+    tmp_path: Path,
+) -> None:
+    """What users bring: class folders directly under the root, or train/ with no val/. Both
+    are one error naming the recipe that reads them; with it (`train_dir: .`, `holdout`) the
+    holdout is the validation split, drawn from the training images, and there is no test."""
+    flat = tmp_path / "flat"
+    for cls in ("cat", "dog", "fox"):
+        (flat / cls).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((8, 8, 3), i * 9, np.uint8)).save(flat / cls / f"{i}.png")
+    with pytest.raises(DistillError, match=r"no train/ folder.*\(cat, dog, fox\).*train_dir: \."):
+        build_data("image_folder", flat)
+    with pytest.raises(DistillError, match=r"no validation folder val/.*data.holdout"):
+        build_data("image_folder", flat, train_dir=".")
+    data = build_data("image_folder", flat, train_dir=".", holdout=6, subset=6, seed=2)
+    assert data.test is None and len(data.val) == 6 and len(data.train) == 6
+    assert torch.bincount(data.val.labels, minlength=3).tolist() == [2, 2, 2]
+    assert torch.bincount(data.train.labels, minlength=3).tolist() == [2, 2, 2]
+    assert not set(data.train.files) & set(data.val.files)
+    full = build_data("image_folder", flat, train_dir=".", holdout=6, seed=2)
+    assert full.val.files == data.val.files and len(full.train) == 9  # the same holdout
+    (tmp_path / "split").mkdir()
+    (flat).rename(tmp_path / "split" / "train")
+    alone = build_data("image_folder", tmp_path / "split", holdout=6, seed=2)
+    assert [p.name for p in alone.val.files] == [p.name for p in full.val.files]
+    assert alone.val.name.endswith("(holdout)") and alone.test is None
+    with pytest.raises(DistillError, match="val_limit"):  # not silently ignored
+        build_data("image_folder", tmp_path / "split", holdout=6, val_limit=3)
+    # a val/ with a class train/ lacks is refused with what to do
+    (tmp_path / "split" / "val" / "wolf").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(
+        tmp_path / "split" / "val" / "wolf" / "w.png"
+    )
+    with pytest.raises(DistillError, match=r"\['wolf'\].*add these to train"):
+        build_data("image_folder", tmp_path / "split")

@@ -135,6 +135,8 @@ def plan_table(plan: dict[str, Any]) -> Group:
     val = f"val {data['val']['images']:,}"
     if test:  # data.holdout: val is held out of train, the val split is tested at the end
         val = f"holdout {data['val']['images']:,}, test {test['images']:,} (read at the end)"
+    elif data["val"]["name"].endswith("(holdout)"):  # a train folder alone: no test split
+        val = f"holdout {data['val']['images']:,}, no test split"
     table.caption = (
         f"train {data['train']['images']:,} images ({data['train']['name']}"
         f"{'' if data['labeled_train'] else ', unlabeled'}), {val}, "
@@ -208,6 +210,11 @@ def summary_table(summary: RunSummary) -> Table:
         f"{summary.steps} steps in {summary.wall_time_s:.0f}s, "
         f"{_fmt(ips and round(ips))} img/s on {summary.device} | {summary.run_dir}"
     )
+    if summary.bad_images:  # data.on_bad_image=skip: say so where the result is read
+        table.caption += (
+            f"\n{summary.bad_images:,} training image(s) could not be decoded and were skipped "
+            "(data.on_bad_image=error names them)"
+        )
     return table
 
 

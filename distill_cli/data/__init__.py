@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 from distill_cli.data.sources import (
     ImageSet,
+    check_layout,
     load_fashion_mnist,
     make_synthetic,
     scan_image_folder,
@@ -68,7 +69,8 @@ def build_data(
     and `val_limit` the validation split, all seeded by `seed`. `holdout` takes that many
     images out of the training split (class-balanced, before the limits, so a subset run and a
     full run hold out the same images) as the split evaluated during training; the validation
-    split becomes the test split (`hold_out`, for every source). shards (tar files) and
+    split becomes the test split (`hold_out`, for every source); an image folder with no
+    `val_dir` then has no test split. shards (tar files) and
     hf_dataset (parquet/arrow, `columns` = image and label column) are streamed (`streamed.py`).
     """
     if source in ("shards", "hf_dataset"):
@@ -92,7 +94,20 @@ def build_data(
     else:
         if root is None:
             raise DistillError("image_folder needs data.root for the validation split", "data")
+        if not distill_dir:
+            check_layout(root, train_dir, val_dir, holdout)
         labeled = None if distill_dir else scan_image_folder(root / train_dir)
+        if labeled is not None and holdout is not None and not (root / val_dir).exists():
+            # a train folder alone: the holdout is the validation split, and there is no test
+            if val_limit is not None:
+                raise DistillError(
+                    "data.val_limit limits the validation (test) split, and this data has none",
+                    f"data.val_limit ({root / val_dir} is missing)",
+                    "drop val_limit (data.holdout sets the validation images), or add the folder",
+                )
+            alone = replace(hold_out(DataBundle(labeled, labeled), holdout, seed), test=None)
+            alone.train = alone.train.limited(train_limit, seed).balanced(subset, seed)
+            return alone
         val = scan_image_folder(root / val_dir, labeled.classes if labeled else None)
         train = labeled or val
     if distill_dir is not None:

@@ -74,8 +74,9 @@ class BatchStream:
         self.skip_bad = skip_bad
         self.decode_on_device = decode_on_device
         self.fit = fit
-        #: undecodable files met so far (each replaced by the next good file)
-        self.bad_images = 0
+        #: the undecodable files met so far, by index (each replaced by the next good file):
+        #: a set, so a bad photo is counted once however many epochs read it
+        self.bad_files: set[int] = set()
         self._images = None
         if data.images is not None:
             # Held whole on the device: a batch is then one gather, with no host round trip.
@@ -149,29 +150,44 @@ class BatchStream:
     def _device_decoded(self, batches: list[torch.Tensor]) -> Iterator[Batch]:
         """Workers read bytes; the device decodes and resizes the batch."""
         files = self.data.files or []
-        loader = self._loader(FileBytes(files, self.data.labels), batches, collate_fn=packed)
+        reader = FileBytes(files, self.data.labels)
+        loader = self._loader(reader, batches, collate_fn=packed)
         for flat, lengths, labels, index in loader:
             raws = list(flat.split(lengths.tolist()))
             images = decode_on_device(raws, self.device, self.load_size, self.fit)
             bad = [i for i, img in enumerate(images) if img is None]
             if bad:
-                good = [i for i, img in enumerate(images) if img is not None]
-                if not self.skip_bad or not good:
+                if not self.skip_bad:
                     raise DistillError(
                         "cannot decode image",
                         str(files[int(index[bad[0]])]),
                         "fix or delete the file, or set data.on_bad_image=skip",
                     )
-                self.bad_images += len(bad)
-                for j, i in enumerate(bad):  # stand-ins from the same batch keep its size
-                    src = good[j % len(good)]
-                    images[i], labels[i], index[i] = images[src], labels[src], index[src]
+                self.bad_files.update(int(index[i]) for i in bad)
+                for i in bad:
+                    images[i], labels[i], index[i] = self._next_good(reader, int(index[i]))
             index = index.to(self.device, non_blocking=True)
             labels_out = None
             if self.data.labels is not None:
                 labels_out = labels.to(self.device, non_blocking=True)
             extent = self._extent(torch.stack([e for _, e in images]))
             yield Batch(torch.stack([img for img, _ in images]), labels_out, index, extent)
+
+    @property
+    def bad_images(self) -> int:
+        """How many files of this split could not be decoded (each counted once)."""
+        return len(self.bad_files)
+
+    def _next_good(self, reader: FileBytes, start: int) -> tuple[tuple, int, int]:
+        """The stand-in for a bad file: the next file in the folder's order that decodes, the
+        one the workers' decode (`FolderImages`) takes, so both paths train on the same images
+        (a stand-in from the same batch differed between them, data.decode)."""
+        for offset in range(1, len(reader)):
+            raw, label, used = reader[(start + offset) % len(reader)]
+            image = decode_on_device([raw], self.device, self.load_size, self.fit)[0]
+            if image is not None:
+                return image, label, used
+        raise DistillError("no file in the folder can be decoded", self.data.name)
 
     def _decoded(self, batches: list[torch.Tensor]) -> Iterator[Batch]:
         if self.decode_on_device:
@@ -191,7 +207,7 @@ class BatchStream:
                     )
                 if bool((index < 0).any()):
                     raise DistillError("no file in the folder can be decoded", self.data.name)
-                self.bad_images += len(flagged)
+                self.bad_files.update(flagged.tolist())
             images = images.to(self.device, non_blocking=True)
             index = index.to(self.device, non_blocking=True)
             labels_out = None

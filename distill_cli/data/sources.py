@@ -126,7 +126,9 @@ def holdout_indices(
 
     One rule for every source (`ImageSet.split_off`, and the streamed splits, which pass the
     labels they read in index order): a class-balanced draw as `balanced_indices` makes it,
-    so the same seed always holds out the same items; unlabeled data cannot be balanced.
+    so the same seed always holds out the same items; unlabeled data cannot be balanced. Every
+    class keeps at least one training image: a class the holdout took whole would be an output
+    the model never trains on, silently (a class of one photo among larger ones).
     """
     if labels is None:
         raise DistillError(
@@ -135,7 +137,15 @@ def holdout_indices(
             "drop data.holdout, or train on a labelled split",
         )
     check_holdout(count, len(labels))
-    return balanced_indices(labels, num_classes, count, seed)
+    present = int((torch.bincount(labels, minlength=num_classes) > 0).sum())
+    if count > len(labels) - present:
+        raise DistillError(
+            f"cannot hold out {count} of {len(labels)} training images and leave each of the "
+            f"{present} classes a training image",
+            f"data.holdout ({name})",
+            f"set data.holdout to at most {len(labels) - present}, or add images",
+        )
+    return balanced_indices(labels, num_classes, count, seed, keep=1)
 
 
 def check_holdout(count: int, total: int) -> None:
@@ -149,13 +159,16 @@ def check_holdout(count: int, total: int) -> None:
         )
 
 
-def balanced_indices(labels: torch.Tensor, num_classes: int, count: int, seed: int) -> torch.Tensor:
+def balanced_indices(
+    labels: torch.Tensor, num_classes: int, count: int, seed: int, keep: int = 0
+) -> torch.Tensor:
     """Sorted indices of `count` items, the classes as equal as the data allows.
 
     Each class gives `count // K` items (the first `count % K` classes, in a seeded order, one
-    more), drawn at random with `seed`; a class with too few items gives all it has and the
-    rest is filled from the other classes. A function of the labels alone, so a split held in
-    memory and one streamed from shards pick the same way.
+    more), drawn at random with `seed`; a class with too few items gives all it has (less
+    `keep`, what the holdout leaves each class to train on) and the rest is filled from the
+    other classes. A function of the labels alone, so a split held in memory and one streamed
+    from shards pick the same way; `keep` changes a draw only where a class runs out.
     """
     gen = torch.Generator().manual_seed(seed)
     pools = [
@@ -164,6 +177,7 @@ def balanced_indices(labels: torch.Tensor, num_classes: int, count: int, seed: i
         ]
         for c in range(num_classes)
     ]
+    pools = [pool[: max(0, len(pool) - keep)] for pool in pools]
     quota = [count // num_classes] * num_classes
     for c in torch.randperm(num_classes, generator=gen)[: count % num_classes]:
         quota[int(c)] += 1
@@ -284,6 +298,33 @@ def _image_files(folder: Path, unreadable: list[Path]) -> list[Path]:
     return sorted(found)
 
 
+def check_layout(root: Path, train_dir: str, val_dir: str, holdout: int | None) -> None:
+    """A missing split named with the layout the user has, not just the path we looked for.
+
+    Users bring a folder of class folders (no train/), or a train/ folder alone; each has a
+    recipe that reads it (`data.train_dir: .`, `data.holdout`), which the error names.
+    """
+    train, val = root / train_dir, root / val_dir
+    if not train.is_dir() and root.is_dir():
+        folders = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        if folders and val_dir not in {d.name for d in folders}:
+            raise DistillError(
+                f"no {train_dir}/ folder; {root} holds {len(folders)} folder(s) "
+                f"({', '.join(sorted(d.name for d in folders)[:3])}"
+                f"{', ...' if len(folders) > 3 else ''}): class folders?",
+                "data.root",
+                "for class folders directly under data.root set data.train_dir: . and "
+                "data.holdout: N (N images held out for validation), or make train/ and val/",
+            )
+    if train.is_dir() and not val.is_dir() and holdout is None:
+        raise DistillError(
+            f"no validation folder {val_dir}/ next to {train_dir}/",
+            str(val),
+            "add it (<class>/<image> as in train), set data.val_dir, or set data.holdout: N "
+            "to validate on N images held out of the training folder",
+        )
+
+
 def scan_image_folder(root: Path, classes: list[str] | None = None) -> ImageSet:
     """An ImageFolder split: one sub-folder per class. `classes` pins the order to train's.
 
@@ -304,7 +345,12 @@ def scan_image_folder(root: Path, classes: list[str] | None = None) -> ImageSet:
         classes = found
     extra = sorted(set(found) - set(classes))
     if extra:
-        raise DistillError(f"class folders not in the train split: {extra[:5]}", str(root))
+        raise DistillError(
+            f"class folders not in the train split: {extra[:5]}",
+            str(root),
+            "the model's classes are the train split's folders: add these to train, or move "
+            "them out of this split",
+        )
     files: list[Path] = []
     labels: list[int] = []
     empty: list[str] = []
