@@ -65,10 +65,17 @@ def merge(earlier: list[ArchResult], fresh: list[ArchResult]) -> list[ArchResult
 
 
 def write_results(
-    results: list[ArchResult], stages: tuple[str, ...], out: Path, took: float
+    results: list[ArchResult],
+    stages: tuple[str, ...],
+    out: Path,
+    took: float,
+    order: tuple[str, ...] = STAGES,
+    stem: str = "arch_sweep_cpu",
+    intro: str = "",
 ) -> None:
+    """`<stem>.json` + `<stem>.md`; `order` is the table's stage order, `intro` its command."""
     out.mkdir(parents=True, exist_ok=True)
-    stages = tuple(s for s in STAGES if any(s in r.stages for r in results)) or stages
+    stages = tuple(s for s in order if any(s in r.stages for r in results)) or stages
     meta = {
         "stages": list(stages),
         "python": platform.python_version(),
@@ -84,13 +91,13 @@ def write_results(
         meta |= {"timm": timm.__version__, "torch": torch.__version__}
     except ImportError:
         pass
-    (out / "arch_sweep_cpu.json").write_text(
+    (out / f"{stem}.json").write_text(
         json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1) + "\n"
     )
     lines = [
         "# Architecture sweep (CPU)",
         "",
-        f"`python benchmarks/arch_sweep.py`, {len(results)} architectures, "
+        f"{intro or '`python benchmarks/arch_sweep.py`'}, {len(results)} architectures, "
         f"timm {meta.get('timm')}, torch {meta.get('torch')}, {meta['cpus']} CPUs, each "
         "command in its own process. A blank cell: the stage was not run for that model. "
         "`pass`: exit 0; `error`: a one-line `error:` refusal (exit 1/2); `CRASH`: a traceback, "
@@ -116,4 +123,4 @@ def write_results(
         )
     if notes:
         lines += ["", "## Messages", "", *notes]
-    (out / "arch_sweep_cpu.md").write_text("\n".join(lines) + "\n")
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n")

@@ -8,6 +8,8 @@
   names `input_size`, not num_classes.
 - `distill students` whose every candidate fails to export at the size: exit 2 with the first
   reason, not "nothing was measured, give it more time" (exit 3).
+- stage_by_stage with an ensemble teacher (averaged logits have no stages): one line naming the
+  teacher and what to use instead, before the run folder exists (it said "exposes no stages").
 - The families that pass, as a user runs them: distilled DeiT (two heads), LeViT, Swin at a size
   off its window grid, reparameterizable MobileOne, and a grayscale ViT: a run, then an export
   whose parity gate holds.
@@ -28,7 +30,9 @@ from distill_cli.errors import DistillError
 from tests.conftest import write_recipe
 
 
-def _body(out: Path, student: dict[str, Any], teacher: dict[str, Any] | None = None) -> dict:
+def _body(
+    out: Path, student: dict[str, Any], teacher: dict[str, Any] | list[dict[str, Any]] | None = None
+) -> dict:
     return {
         "teacher": teacher or {"model": "test_resnet", "input_size": 32, "num_classes": 4},
         "student": student,
@@ -94,6 +98,23 @@ def test_students_whose_every_candidate_fails_is_bad_input_with_the_reason(
     assert err.startswith("error: no candidate could be exported at 64 px (1 failed;")
     assert "efficientformer_l1: the model does not run at --input-size 64" in err
     assert "RuntimeError" in err and "--time-budget" not in err
+
+
+def test_stage_by_stage_with_an_ensemble_teacher_is_one_line_before_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    member = {"input_size": 32, "num_classes": 4, "check_accuracy": False}
+    teachers = [{"model": "test_resnet", **member}, {"model": "test_convnext", **member}]
+    body = _body(tmp_path / "runs", {"model": "test_resnet", "input_size": 32}, teachers)
+    body["method"] = {"name": "stage_by_stage", "stage_map": [[0, 0]]}
+    body["schedule"]["epochs"] = 2
+    with pytest.raises(SystemExit) as info:
+        entry(["run", str(write_recipe(tmp_path, "sbs", body))])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: stage_by_stage mimics one teacher's")
+    assert "ensemble of 2 (test_resnet+test_convnext) (teacher) - name one teacher" in err[0]
+    assert not (tmp_path / "runs" / "sbs").exists()  # refused before the run folder
 
 
 #: (timm name, input side, extra student keys, export options): the families whose build the

@@ -24,7 +24,7 @@ from torch import nn
 from distill_cli.data.loader import Batch
 from distill_cli.errors import DistillError
 from distill_cli.methods.base import Method, MethodContext, StepOutput, register
-from distill_cli.models.create import Net
+from distill_cli.models.create import Ensemble, Net
 from distill_cli.models.view import model_view
 from distill_cli.recipe.sections import MethodParams
 
@@ -79,6 +79,13 @@ class StageByStage(Method):
     def __init__(self, params: StageByStageParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
         assert self.teacher is not None
+        if isinstance(self.teacher.module, Ensemble):  # averaged logits have no stages to mimic
+            raise DistillError(
+                f"stage_by_stage mimics one teacher's stages; the teacher is an ensemble of "
+                f"{len(self.teacher.module.members)} ({self.teacher.info.name})",
+                "teacher",
+                "name one teacher, or use function_matching or kd with the ensemble",
+            )
         s_feats, t_feats = _features(self.student, "student"), _features(self.teacher, "teacher")
         if params.stage_map is not None:
             pairs = [tuple(p) for p in params.stage_map]
