@@ -137,10 +137,11 @@ def save_checkpoint(name: str, size: int, path: Path, **extra: object) -> None:
     torch.save(model.state_dict(), path)
 
 
-def recipe(work: Path, name: str, teacher: dict, student: dict) -> Path:
-    body = {
+def recipe(work: Path, name: str, teacher_spec: dict, student: dict, **over: object) -> Path:
+    """The sweep's 1-epoch function-matching recipe, with `over` replacing whole sections."""
+    body: dict[str, object] = {
         "name": name,
-        "teacher": {**teacher, "check_accuracy": False},
+        "teacher": {**teacher_spec, "check_accuracy": False},
         "student": student,
         "data": {"source": "image_folder", "root": str(work / "data"), "workers": 1},
         "method": {"name": "function_matching"},
@@ -148,6 +149,7 @@ def recipe(work: Path, name: str, teacher: dict, student: dict) -> Path:
         "runtime": {"device": "cpu", "threads": 2},
         "output": {"dir": str(work / "runs")},
     }
+    body |= over
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(body, sort_keys=False))
     return path

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import yaml
-from arch_sweep import ARCHS, ROOT, Arch, cli, make_data, save_checkpoint
+from arch_sweep import ARCHS, ROOT, Arch, cli, make_data, recipe, save_checkpoint
 from arch_sweep_report import ArchResult, StageResult, load_results, merge, write_results
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -89,26 +89,10 @@ INTRO = "`python benchmarks/arch_sweep_methods.py` (methods, export options, --r
 
 
 def write_recipe(work: Path, name: str, student: dict, **over: object) -> Path:
-    """A recipe like arch_sweep's, with `over` replacing whole sections."""
-    body: dict[str, object] = {
-        "name": name,
-        "teacher": {
-            "model": "test_resnet",
-            "checkpoint": str(work / "test_resnet.pth"),
-            "input_size": 32,
-            "check_accuracy": False,
-        },
-        "student": student,
-        "data": {"source": "image_folder", "root": str(work / "data"), "workers": 1},
-        "method": {"name": "function_matching"},
-        "schedule": {"epochs": 1, "batch_size": 8, "log_every": 1},
-        "runtime": {"device": "cpu", "threads": 2},
-        "output": {"dir": str(work / "runs")},
-    }
-    body |= over
-    path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
-    return path
+    """arch_sweep's recipe with the sweep's `test_resnet` teacher; `over` replaces sections."""
+    teacher = {"model": "test_resnet", "checkpoint": str(work / "test_resnet.pth")}
+    teacher["input_size"] = 32
+    return recipe(work, name, teacher, student, **over)
 
 
 def ensemble_teacher(work: Path) -> list[dict]:
