@@ -11,14 +11,19 @@ Two facts live here so that every command applies them the same way:
   through a symlink, and always to a temporary file that is renamed over the target, so a kill
   or a full disk never leaves half a file and a link never redirects a write onto a user's file.
   A file-system failure is a :class:`RunFailed` (exit 1) naming the path and what to do.
+  Third-party code that writes files of its own choosing beside a bare name (ONNX Runtime's
+  quantizer, onnx's external data) runs in :func:`private_cwd`, so those land in a temp folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import shutil
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +268,70 @@ def claim_folder(path: Path, marker: str, *, force: bool, override: str) -> None
         except OSError as exc:
             raise fs_failed(exc, path, "create the output folder") from exc
         atomic_write(mark, "written by distill: distill may replace its own files here\n")
+
+
+class PrivateCwd:
+    """The private working directory of :func:`private_cwd`, and the way back to the caller's."""
+
+    def __init__(self, path: Path, home: int, back: str | None) -> None:
+        self.path = path
+        self._home = home  # an fd of the caller's cwd (-1 when it could not be opened)
+        self._back = back  # its name, used only without the fd
+
+    def _go_home(self) -> None:
+        if self._home >= 0:
+            os.fchdir(self._home)
+        elif self._back is not None:
+            os.chdir(self._back)
+
+    @contextlib.contextmanager
+    def callers(self) -> Iterator[None]:
+        """The caller's working directory for the block, then the private one again: for code
+        the third-party step calls back into that reads the caller's relative paths (a data
+        pipeline pulled by a calibration reader, its loader workers started there)."""
+        self._go_home()
+        try:
+            yield
+        finally:
+            os.chdir(self.path)
+
+
+@contextlib.contextmanager
+def private_cwd() -> Iterator[PrivateCwd]:
+    """Run the block with the working directory set to a new private temp folder, then go back
+    to the caller's and delete the folder with whatever the block left in it.
+
+    Why: third-party steps write files we never asked for, named relative to the working
+    directory. ONNX Runtime's symbolic shape inference (inside `quant_pre_process`, so every
+    int8 export) saves `sym_shape_infer_temp.onnx` plus a `<uuid1>.data` file of the model's
+    weights into the cwd whenever it cannot infer every shape (a Resize by scales on a dynamic
+    batch followed by a residual add, as in EfficientFormer-V2), and
+    onnx's external-data writer puts any unnamed tensor file beside a bare model name. The
+    working directory is the user's (a repository, a home folder): nothing distill does not
+    name may land there. Paths handed to the block must be absolute (or read under
+    `PrivateCwd.callers`). The working directory is process-wide: another thread of the same
+    process that opens a relative path during the block sees the temp folder (distill calls
+    this from its main thread only).
+    """
+    back: str | None = None
+    try:
+        home = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:  # an unreadable cwd: go back by name
+        home = -1
+        with contextlib.suppress(OSError):
+            back = os.getcwd()
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="distill-cwd-"))
+    except OSError as exc:
+        if home >= 0:
+            os.close(home)
+        raise fs_failed(exc, tempfile.gettempdir(), "create a temporary folder") from exc
+    cwd = PrivateCwd(folder, home, back)
+    try:
+        os.chdir(folder)
+        yield cwd
+    finally:
+        cwd._go_home()
+        if home >= 0:
+            os.close(home)
+        shutil.rmtree(folder, ignore_errors=True)

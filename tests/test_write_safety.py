@@ -17,9 +17,13 @@ import hashlib
 import os
 import shutil
 import stat
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from distill_cli.cli.entry import entry
 from tests.conftest import fm_body, teacher_body, write_recipe
@@ -213,3 +217,91 @@ def test_a_link_planted_in_a_run_is_never_written_through(
         assert code == 2 and "symlink" in text, text
         assert victim.read_text() == "mine"
         assert not (run / "report.md").exists() or name == "report.md"
+
+
+class _UpsampleResidual(torch.nn.Module):
+    """EfficientFormer-V2's pattern in four layers: a Resize by scales on the dynamic batch,
+    added to a residual, then a convolution. ONNX Runtime's symbolic shape inference (the first
+    step of `quant_pre_process`) cannot finish on it, and when it gives up it saves
+    `sym_shape_infer_temp.onnx` and a `<uuid1>.data` of the weights into the working directory:
+    the stray files `distill export --quantize int8` of efficientformerv2_s0 left in the cwd."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 8, 1)
+        self.down = torch.nn.Conv2d(8, 8, 3, stride=2, padding=1)
+        self.up = torch.nn.Upsample(scale_factor=2, mode="bilinear")
+        self.head = torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.head(x + self.up(self.down(x))).mean((2, 3))
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+
+
+def test_export_steps_write_only_their_files_whatever_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Export, simplify, fp16 and int8 from a user's folder, with relative paths as `--out out`
+    gives them: the folder ends with the user's files and the four model files, nothing else
+    (no sym_shape_infer_temp.onnx, no <uuid>.data), and distill's temp folders are gone."""
+    from distill_cli.export.onnx_export import export_onnx, simplify
+    from distill_cli.export.variants import make_fp16, make_int8
+
+    work, temp = tmp_path / "project", tmp_path / "tmp"
+    work.mkdir()
+    temp.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    (work / "notes.md").write_text("mine\n")
+    rng = np.random.default_rng(0)
+    np.save(work / "calib.npy", rng.standard_normal((8, 3, 16, 16)).astype(np.float32))
+
+    def calibration() -> Iterator[np.ndarray]:  # reads the caller's relative paths, as recipes do
+        data = np.load("calib.npy")
+        yield from (data[i : i + 4] for i in range(0, len(data), 4))
+
+    out = Path("out")
+    export_onnx(_UpsampleResidual().eval(), (3, 16, 16), out / "model.onnx")
+    assert simplify(out / "model.onnx", out / "model.simplified.onnx")["applied"]
+    (out / "model.simplified.onnx").replace(out / "model.onnx")  # kept, as parity would
+    make_fp16(out / "model.onnx", out / "model.fp16.onnx")
+    int8 = make_int8(out / "model.onnx", out / "model.int8.onnx", calibration())
+    # the trigger is still there: ONNX Runtime's symbolic shape inference gave up on this graph
+    assert not int8["preprocess"]["applied"], int8["preprocess"]
+    assert "symbolic shape inference" in int8["preprocess"]["reason"]
+    assert int8["calibration"]["images"] == 8  # read from the caller's cwd
+    assert Path.cwd() == work
+    assert _files(work) == [
+        "calib.npy",
+        "notes.md",
+        "out/model.fp16.onnx",
+        "out/model.int8.onnx",
+        "out/model.onnx",
+    ]
+    left = [p.name for p in temp.rglob("*") if p.name.startswith("distill-") or p.is_file()]
+    assert not left, left  # the private folders went with what was dropped in them
+
+
+def test_private_cwd_goes_back_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard itself: inside, an empty private folder; `callers` is the caller's folder for
+    a moment; after (also after an error), the caller's folder again and the private one gone."""
+    from distill_cli.host import private_cwd
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(RuntimeError, match="third party"), private_cwd() as cwd:
+        private = Path.cwd()
+        assert private == cwd.path and private != tmp_path and not any(private.iterdir())
+        Path("sym_shape_infer_temp.onnx").write_bytes(b"stray")
+        with cwd.callers():
+            assert Path.cwd() == tmp_path
+        assert Path.cwd() == private
+        raise RuntimeError("third party failed")
+    assert Path.cwd() == tmp_path
+    assert not private.exists()
+    assert not any(tmp_path.iterdir())

@@ -1,9 +1,12 @@
-"""Keep exporters and quantizers from writing to the terminal.
+"""Keep exporters and quantizers from writing to the terminal and to the user's folder.
 
 torch.onnx (both exporters), onnxsim and onnxruntime.quantization print progress lines, warnings
 and C++ log messages straight to file descriptors 1 and 2. `distill export --json` promises a
 pure JSON stdout and the terminal table should not be buried, so their output is captured at the
 descriptor level (Python-level redirection misses the C++ side) and kept for error messages.
+Some of them also drop files into the working directory (ONNX Runtime's symbolic shape
+inference: `sym_shape_infer_temp.onnx` and a `<uuid>.data`), so every such step runs through
+`third_party_step`, which adds `host.private_cwd` to the capture.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
+
+from distill_cli.host import private_cwd
 
 
 class Captured:
@@ -53,3 +58,12 @@ def captured_output() -> Iterator[Captured]:
             logging.disable(previous_level)
             sink.seek(0)
             result.text = sink.read().decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def third_party_step() -> Iterator[Captured]:
+    """A third-party export, simplify or quantize step: its output captured (`captured_output`)
+    and its working directory a private temp folder (`host.private_cwd`), so a file it names
+    relative to the cwd never lands in the user's. Pass it absolute paths only."""
+    with private_cwd(), captured_output() as out:
+        yield out

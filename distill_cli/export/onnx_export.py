@@ -13,6 +13,7 @@ constant, which would break the dynamic batch axis the parity gate then checks a
 from __future__ import annotations
 
 import errno
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from distill_cli.errors import DistillError, RunFailed
-from distill_cli.export.capture import captured_output
+from distill_cli.export.capture import third_party_step
 from distill_cli.host import atomic_write, fs_failed, refuse_link
 
 Exporter = Literal["dynamo", "torchscript"]
@@ -137,9 +138,12 @@ def export_onnx(
     """Export `module` (eval mode) to `path`; the other exporter is tried when the first fails.
 
     `dynamic_size` also makes height and width dynamic (the caller checks another size runs).
+    The exporter runs in a private working directory (`third_party_step`), so `path` is made
+    absolute first.
     """
     if exporter not in EXPORTERS:
         raise DistillError(f"unknown exporter {exporter!r}", "--exporter", "dynamo or torchscript")
+    path = Path(os.path.abspath(path))
     module.eval()
     refuse_link(path)  # a link planted where model.onnx belongs is never followed
     refuse_link(Path(str(path) + ".data"))
@@ -155,7 +159,7 @@ def export_onnx(
         t0 = time.perf_counter()
         _remove(path)
         try:
-            with captured_output() as out:
+            with third_party_step() as out:
                 _export_once(module, example, path, name, opset, dynamic_size)
                 check_onnx(path)
         except Exception as exc:
@@ -254,9 +258,10 @@ def simplify(path: Path, out: Path) -> dict[str, Any]:
         return {"applied": False, "reason": "onnxsim is not installed"}
     before = count_nodes(path)
     t0 = time.perf_counter()
+    source = os.path.abspath(path)  # read inside onnxsim's private working directory
     try:
-        with captured_output() as captured:
-            model, ok = onnxsim.simplify(onnx.load(str(path)))
+        with third_party_step() as captured:
+            model, ok = onnxsim.simplify(onnx.load(source))
     except Exception as exc:
         return {"applied": False, "reason": f"onnxsim failed: {_first_line(exc, captured.tail())}"}
     if not ok:

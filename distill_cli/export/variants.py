@@ -21,6 +21,7 @@ per-tensor weight scales, symmetric or asymmetric activation and weight ranges
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -33,9 +34,9 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader
 
 from distill_cli.errors import DistillError
-from distill_cli.export.capture import captured_output
+from distill_cli.export.capture import captured_output, third_party_step
 from distill_cli.export.onnx_export import INPUT_NAME, check_onnx, save_model
-from distill_cli.host import atomic_write
+from distill_cli.host import PrivateCwd, atomic_write, private_cwd
 
 PRECISIONS = ("fp16",)
 QUANTIZATIONS = ("int8",)
@@ -127,8 +128,9 @@ def make_fp16(src: Path, dst: Path) -> dict[str, Any]:
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     t0 = time.perf_counter()
-    with captured_output():
-        model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    source = os.path.abspath(src)  # read inside the converter's private working directory
+    with third_party_step():
+        model = convert_float_to_float16(onnx.load(source), keep_io_types=True)
     # The converter appends the input Casts at the end of the node list; ONNX Runtime does not
     # mind, but onnx.checker requires a sorted graph, and a file that fails the checker is not
     # shipped. ONNX Runtime's own sort (the one its transformer optimizer uses) leaves the graph
@@ -146,15 +148,24 @@ def make_fp16(src: Path, dst: Path) -> dict[str, Any]:
 
 
 class _Reader(CalibrationDataReader):
-    """An onnxruntime CalibrationDataReader over float32 input batches."""
+    """An onnxruntime CalibrationDataReader over float32 input batches.
+
+    ONNX Runtime pulls it from inside the quantizer's private working directory; each batch is
+    made in the caller's (`cwd.callers`), where a recipe's relative image paths mean something.
+    """
 
     def __init__(self, batches: Iterator[np.ndarray], input_name: str) -> None:
         self.batches = batches
         self.input_name = input_name
         self.images = 0
+        self.cwd: PrivateCwd | None = None
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        batch = next(self.batches, None)
+        if self.cwd is None:
+            batch = next(self.batches, None)
+        else:
+            with self.cwd.callers():
+                batch = next(self.batches, None)
         if batch is None:
             return None
         self.images += len(batch)
@@ -221,46 +232,51 @@ def make_int8(
     }
     t0 = time.perf_counter()
     reader = _Reader(calibration, INPUT_NAME)
+    source = Path(os.path.abspath(src))  # the steps below run in a private working directory
     with tempfile.TemporaryDirectory(prefix="distill-int8-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
         preprocess: dict[str, Any] = {"applied": True}
         try:
-            with captured_output():
-                quant_pre_process(str(src), str(prepared))
+            # where its symbolic shape inference gives up, it saves sym_shape_infer_temp.onnx
+            # and a <uuid>.data into the cwd: here, the private one (host.private_cwd)
+            with third_party_step():
+                quant_pre_process(str(source), str(prepared))
         except Exception as exc:  # the quantizer still works on the unprepared graph
             preprocess = {"applied": False, "reason": f"{type(exc).__name__}: {str(exc)[:200]}"}
-            prepared = src
+            prepared = source
         excluded = excluded_nodes(
             onnx.load(str(prepared), load_external_data=False), spec.keep_fp32
         )
-        try:
-            with captured_output() as out:
-                cache = None
-                if spec.calib_method == "entropy":
-                    cache = _entropy_ranges(prepared, reader, Path(tmp))
-                quantize_static(
-                    str(prepared),
-                    str(Path(tmp) / "quantized.onnx"),  # then renamed into place (host's rule)
-                    None if cache else reader,
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=spec.per_channel,
-                    activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    calibrate_method=methods[spec.calib_method],
-                    nodes_to_exclude=excluded,
-                    extra_options={
-                        "ActivationSymmetric": spec.act_symmetric,
-                        "WeightSymmetric": spec.weight_symmetric,
-                    },
-                    calibration_cache_path=cache,
-                )
-        except Exception as exc:
-            raise DistillError(
-                f"int8 quantization failed: {type(exc).__name__}: {str(exc)[:300]}"
-                + (f" [{out.tail()}]" if out.tail() else ""),
-                str(src),
-                "try another --calib-method, or export without --quantize",
-            ) from exc
+        with private_cwd() as cwd:  # see quant_pre_process above; data is read in ours
+            reader.cwd = cwd
+            try:
+                with captured_output() as out:
+                    cache = None
+                    if spec.calib_method == "entropy":
+                        cache = _entropy_ranges(prepared, reader, Path(tmp))
+                    quantize_static(
+                        str(prepared),
+                        str(Path(tmp) / "quantized.onnx"),  # then renamed into place
+                        None if cache else reader,
+                        quant_format=QuantFormat.QDQ,
+                        per_channel=spec.per_channel,
+                        activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8,
+                        calibrate_method=methods[spec.calib_method],
+                        nodes_to_exclude=excluded,
+                        extra_options={
+                            "ActivationSymmetric": spec.act_symmetric,
+                            "WeightSymmetric": spec.weight_symmetric,
+                        },
+                        calibration_cache_path=cache,
+                    )
+            except Exception as exc:
+                raise DistillError(
+                    f"int8 quantization failed: {type(exc).__name__}: {str(exc)[:300]}"
+                    + (f" [{out.tail()}]" if out.tail() else ""),
+                    str(src),
+                    "try another --calib-method, or export without --quantize",
+                ) from exc
         atomic_write(dst, (Path(tmp) / "quantized.onnx").read_bytes())
     check_onnx(dst)
     return {
