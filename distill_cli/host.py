@@ -146,7 +146,7 @@ def check_nesting(value: Any, where: str) -> Any:
 # --- writing ---------------------------------------------------------------------------------
 
 
-def _umask() -> int:
+def process_umask() -> int:
     """The process umask, read without changing it where Linux allows (no race with threads)."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
@@ -223,7 +223,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     except OSError as exc:
         raise fs_failed(exc, path, "write the file") from exc
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        os.fchmod(fd, 0o666 & ~process_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
             fh.flush()

@@ -305,3 +305,51 @@ def test_private_cwd_goes_back_and_leaves_nothing(
     assert Path.cwd() == tmp_path
     assert not private.exists()
     assert not any(tmp_path.iterdir())
+
+
+def test_an_exporter_writes_beside_model_onnx_never_over_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.onnx writes straight to the name it is given: a Ctrl-C or a kill while it writes
+    must leave the previous model.onnx whole, not half a new one, and no staging folder."""
+    import distill_cli.export.onnx_export as ox
+
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"the previous export's model")
+    given: list[Path] = []
+
+    def stopped_halfway(module, example, path, *rest):  # type: ignore[no-untyped-def]
+        given.append(Path(path))
+        Path(path).write_bytes(b"\x08half a protob")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ox, "_export_once", stopped_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        ox.export_onnx(_UpsampleResidual().eval(), (3, 16, 16), target)
+    assert given[0] != target and given[0].parent.parent == tmp_path
+    assert target.read_bytes() == b"the previous export's model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+
+
+def test_an_export_removes_what_a_killed_export_left_half_written(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A SIGKILL mid-write leaves `.model.int8.onnx.<random>.tmp` (GBs for real models) or a
+    staging folder; the next export into the folder removes those, and nothing of the user's."""
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / ".distill-export").write_text("written by distill\n")
+    (out / ".model.int8.onnx.k3j9.tmp").write_bytes(b"half")
+    (out / ".model.onnx.x7q2.tmp").mkdir()
+    (out / ".model.onnx.x7q2.tmp" / "model.onnx").write_bytes(b"half")
+    (out / ".notes.md.tmp").write_text("the user's")
+    argv = ["export", "test_resnet", "--input-size", "32", "--num-classes", "3", "--out"]
+    with pytest.raises(SystemExit) as info:
+        entry([*argv, str(out), "--exporter", "torchscript", "--no-latency", "--images", "8"])
+    assert info.value.code in (0, None), capfd.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".distill-export",
+        ".notes.md.tmp",
+        "model.onnx",
+        "report.json",
+    ]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +26,8 @@ import torch
 from torch import nn
 
 from distill_cli.errors import DistillError, RunFailed
-from distill_cli.export.capture import third_party_step
-from distill_cli.host import atomic_write, fs_failed, refuse_link
+from distill_cli.export.capture import Captured, third_party_step
+from distill_cli.host import atomic_write, fs_failed, process_umask, refuse_link
 
 Exporter = Literal["dynamo", "torchscript"]
 EXPORTERS: tuple[Exporter, ...] = ("dynamo", "torchscript")
@@ -157,25 +159,28 @@ def export_onnx(
     started = time.perf_counter()
     for name in order:
         t0 = time.perf_counter()
-        _remove(path)
-        try:
-            with third_party_step() as out:
-                _export_once(module, example, path, name, opset, dynamic_size)
-                check_onnx(path)
-        except Exception as exc:
-            disk = _fs_cause(exc)
-            if disk is not None:  # the disk, not the architecture: say so, exit 1
-                _remove(path)
-                raise fs_failed(disk, path, "write the ONNX file") from exc
-            attempts.append(
-                {
-                    "exporter": name,
-                    "ok": False,
-                    "error": _first_line(exc, out.tail()),
-                    "seconds": round(time.perf_counter() - t0, 3),
-                }
-            )
-            continue
+        with _Staging(path) as stage:
+            out = Captured()
+            try:
+                with third_party_step() as out:
+                    _export_once(module, example, stage.path, name, opset, dynamic_size)
+                    check_onnx(stage.path)
+            except Exception as exc:
+                disk = _fs_cause(exc)
+                if disk is not None:  # the disk, not the architecture: say so, exit 1
+                    raise fs_failed(disk, path, "write the ONNX file") from exc
+                if isinstance(exc, RunFailed):  # no private folder for the step: not the model's
+                    raise
+                attempts.append(
+                    {
+                        "exporter": name,
+                        "ok": False,
+                        "error": _first_line(exc, out.tail()),
+                        "seconds": round(time.perf_counter() - t0, 3),
+                    }
+                )
+                continue
+            stage.commit()
         attempts.append(
             {"exporter": name, "ok": True, "seconds": round(time.perf_counter() - t0, 3)}
         )
@@ -204,6 +209,58 @@ def _fs_cause(exc: BaseException) -> OSError | None:
     return None
 
 
+class _Staging:
+    """A model file (and its `.data`, when the weights are external) written whole beside
+    `path` before it replaces it: exporters and onnx write straight to the name they are
+    given, so they get `.<name>.<random>.tmp/<name>` in the same folder, and `commit` renames
+    the `.data` and then the model over the targets (host's rule: a kill never leaves half a
+    model.onnx). The folder goes in any case; a kill's leftover is removed by the next export
+    (`remove_leftovers`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.target = path
+
+    def __enter__(self) -> _Staging:
+        try:
+            self.folder = Path(
+                tempfile.mkdtemp(
+                    dir=self.target.parent, prefix=f".{self.target.name}.", suffix=".tmp"
+                )
+            )
+        except OSError as exc:
+            raise fs_failed(exc, self.target, "write the ONNX file") from exc
+        self.path = self.folder / self.target.name
+        return self
+
+    def commit(self) -> None:
+        data, target_data = Path(str(self.path) + ".data"), Path(str(self.target) + ".data")
+        refuse_link(self.target)
+        refuse_link(target_data)
+        try:
+            if data.exists():
+                os.replace(data, target_data)
+            else:
+                target_data.unlink(missing_ok=True)  # a larger model's, now stale
+            os.chmod(self.path, 0o666 & ~process_umask())
+            os.replace(self.path, self.target)
+        except OSError as exc:
+            raise fs_failed(exc, self.target, "write the ONNX file") from exc
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def remove_leftovers(folder: Path, names: list[str]) -> None:
+    """The temp files and staging folders (`.<name>.<random>.tmp`) a kill during a write of
+    one of `names` left in `folder`: only those, never anything else of the folder's."""
+    for name in names:
+        for tmp in folder.glob(f".{name}.*.tmp"):
+            if tmp.is_dir() and not tmp.is_symlink():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
+
 def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
     Path(str(path) + ".data").unlink(missing_ok=True)
@@ -221,8 +278,11 @@ def save_model(model: onnx.ModelProto, path: Path) -> None:
         atomic_write(path, model.SerializeToString())
         Path(str(path) + ".data").unlink(missing_ok=True)  # a larger model's, now stale
     else:
-        _remove(path)
-        onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
+        with _Staging(path) as stage:
+            onnx.save(
+                model, str(stage.path), save_as_external_data=True, location=path.name + ".data"
+            )
+            stage.commit()
 
 
 def write_metadata(path: Path, props: dict[str, str]) -> None:

@@ -16,7 +16,7 @@ from distill_cli.errors import DistillError
 from distill_cli.export import timing
 from distill_cli.export.gates import evaluate, verdicts
 from distill_cli.export.latency import providers
-from distill_cli.export.onnx_export import read_metadata
+from distill_cli.export.onnx_export import read_metadata, remove_leftovers
 from distill_cli.export.options import ExportOptions
 from distill_cli.export.parity import (
     InputSet,
@@ -39,7 +39,13 @@ from distill_cli.export.produce import (
 from distill_cli.export.reparam import reparameterize
 from distill_cli.export.report import REPORT_NAME, ExportReport, model_block
 from distill_cli.export.source import Source, resolve_source
-from distill_cli.export.variants import FP16_CPU_HINT, make_fp16, make_int8
+from distill_cli.export.variants import (
+    FP16_CPU_HINT,
+    PRECISIONS,
+    QUANTIZATIONS,
+    make_fp16,
+    make_int8,
+)
 from distill_cli.host import claim_folder
 from distill_cli.models.checkpoint import read_sidecar
 from distill_cli.models.create import Net, count_flops, spec_input_size
@@ -104,6 +110,9 @@ def _run(opts: ExportOptions, log: Log, files: dict[Path, tuple[int, int] | None
     # with content must carry the marker, or --force
     legacy = out == src.default_out and out.name == "export" and RunDir(out.parent).is_run
     claim_folder(out, EXPORT_MARKER, force=opts.force or legacy, override="--force")
+    variants = [variant_path(out, v).name for v in (*PRECISIONS, *QUANTIZATIONS)]
+    names = [MODEL_FILE, simplified_path(out / MODEL_FILE).name, *variants, REPORT_NAME]
+    remove_leftovers(out, names)  # what a killed export left half-written
     student, info = src.student, src.student.info
     shape = (info.in_chans, *info.input_size)
     load_size = _load_size(src)
