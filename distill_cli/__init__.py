@@ -8,6 +8,12 @@ import sys
 
 __version__ = "0.1.0"
 
+#: ONNX Runtime (1.2x) keeps a telemetry store in the user's cache folder, a device id and an
+#: SQLite event database under `Microsoft/DeveloperTools/.onnxruntime/`, from the first session
+#: a process creates, unless this variable is set before it is imported. distill writes only
+#: the files it names (docs/runs.md), so the store stays off unless the user set the variable.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 #: Signals (SIGINT, SIGTERM) that reached the `distill` command while it was still importing,
 #: before `cli.entry` put its handler in place; the command answers them as it answers one
 #: arriving later (its one line, exit 130 / 143) instead of dying with a traceback or by

@@ -353,3 +353,31 @@ def test_an_export_removes_what_a_killed_export_left_half_written(
         "model.onnx",
         "report.json",
     ]
+
+
+def test_onnx_runtime_keeps_no_telemetry_store_in_the_users_cache(tmp_path: Path) -> None:
+    """ONNX Runtime writes `Microsoft/DeveloperTools/.onnxruntime/{deviceid,onnxruntime.db}`
+    into $XDG_CACHE_HOME at its first session; a process that imported distill does not."""
+    import subprocess
+    import sys
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = tmp_path / "identity.onnx"
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [])
+    graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1]))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), model)
+    session = f"ort.InferenceSession({str(model)!r}, providers=['CPUExecutionProvider'])"
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+
+    def store_after(code: str, cache: Path) -> bool:
+        subprocess.run(
+            [sys.executable, "-c", code], env={**env, "XDG_CACHE_HOME": str(cache)}, check=True
+        )
+        return (cache / "Microsoft").exists()
+
+    if not store_after(f"import onnxruntime as ort; {session}", tmp_path / "bare"):
+        pytest.skip("this onnxruntime keeps no telemetry store")
+    assert not store_after(f"import distill_cli; import onnxruntime as ort; {session}", tmp_path)
