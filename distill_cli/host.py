@@ -305,7 +305,7 @@ def private_cwd() -> Iterator[PrivateCwd]:
     directory. ONNX Runtime's symbolic shape inference (inside `quant_pre_process`, so every
     int8 export) saves `sym_shape_infer_temp.onnx` plus a `<uuid1>.data` file of the model's
     weights into the cwd whenever it cannot infer every shape (a Resize by scales on a dynamic
-    batch followed by a residual add, as in EfficientFormer-V2), and
+    batch followed by a residual add, as in EfficientFormer-V2 and HRNet), and
     onnx's external-data writer puts any unnamed tensor file beside a bare model name. The
     working directory is the user's (a repository, a home folder): nothing distill does not
     name may land there. Paths handed to the block must be absolute (or read under
