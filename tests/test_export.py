@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import numpy_helper
 from rich.console import Console
 
@@ -222,6 +223,54 @@ def test_int8_and_fp16_variants_are_produced_and_checked(exported: dict[str, Any
         assert parity["top1_drop"] == pytest.approx(parity["top1_fp32"] - parity["top1"])
     assert fp16["parity"]["max_abs_diff"] < 1e-2  # fp16 rounding, not a different model
     assert fp16["parity"]["max_abs_diff"] > 0  # ... but really fp16
+
+
+class _Upsample(torch.nn.Module):
+    """A resize by a scale factor: its Resize reads a float32 `scales` weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.up = torch.nn.Upsample(scale_factor=2, mode="bilinear")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.conv(x)).mean((2, 3))
+
+
+def test_fp16_of_an_unsimplified_graph_with_a_resize_loads_and_matches(tmp_path: Path) -> None:
+    """`--no-simplify --precision fp16` on a model that upsamples (EfficientFormer-V2): the
+    dynamo graph types its weights in value_info, the converter turned the Resize scales' entry
+    to float16 and kept the weight float32, and the file failed to load."""
+    import onnxruntime as ort
+
+    from distill_cli.export.variants import make_fp16
+
+    ox.export_onnx(_Upsample().eval(), (3, 16, 16), tmp_path / "model.onnx")
+    make_fp16(tmp_path / "model.onnx", tmp_path / "model.fp16.onnx")
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    outs = [
+        ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"]).run(
+            None, {ox.INPUT_NAME: x}
+        )[0]
+        for name in ("model.onnx", "model.fp16.onnx")
+    ]
+    assert np.abs(outs[0] - outs[1]).max() < 1e-2
+
+
+def test_a_converter_making_a_file_that_fails_to_load_is_work_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our converter's broken output is not the user's bad input: exit 1, the converter named,
+    not "is the file complete? re-export it"."""
+    from distill_cli.errors import RunFailed
+    from distill_cli.export import variants
+
+    ox.export_onnx(_Upsample().eval(), (3, 16, 16), tmp_path / "model.onnx")
+    monkeypatch.setattr(variants, "_drop_initializer_value_info", lambda model: None)
+    with pytest.raises(RunFailed) as info:
+        variants.make_fp16(tmp_path / "model.onnx", tmp_path / "model.fp16.onnx")
+    assert info.value.code == 1
+    assert "the fp16 converter" in str(info.value) and "re-export" not in str(info.value)
 
 
 def _corrupt(src: Path, dst: Path) -> None:

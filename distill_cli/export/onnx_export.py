@@ -107,14 +107,24 @@ def _export_once(
             )
 
 
-def check_onnx(path: Path) -> None:
-    """onnx.checker with full_check (strict shape inference), then an ONNX Runtime load."""
+def check_onnx(path: Path, *, made_by: str | None = None, hint: str | None = None) -> None:
+    """onnx.checker with full_check (strict shape inference), then an ONNX Runtime load.
+
+    A file the user gave (`made_by` None) that fails is bad input (exit 2); one a converter
+    distill ran has just made (`made_by` names it) is work that failed (exit 1), with `hint`.
+    """
     import onnxruntime as ort
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # protobuf, checker and ORT errors alike
+        if made_by is not None:
+            raise RunFailed(
+                f"{made_by} made a file that fails to load: {_first_line(exc, '')}",
+                str(path),
+                hint,
+            ) from exc
         raise DistillError(
             f"the ONNX file fails to load: {_first_line(exc, '')}",
             str(path),

@@ -129,8 +129,10 @@ def make_fp16(src: Path, dst: Path) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     source = os.path.abspath(src)  # read inside the converter's private working directory
+    model = onnx.load(source)
+    _drop_initializer_value_info(model)
     with third_party_step():
-        model = convert_float_to_float16(onnx.load(source), keep_io_types=True)
+        model = convert_float_to_float16(model, keep_io_types=True)
     # The converter appends the input Casts at the end of the node list; ONNX Runtime does not
     # mind, but onnx.checker requires a sorted graph, and a file that fails the checker is not
     # shipped. ONNX Runtime's own sort (the one its transformer optimizer uses) leaves the graph
@@ -138,13 +140,34 @@ def make_fp16(src: Path, dst: Path) -> dict[str, Any]:
     with contextlib.suppress(RuntimeError):
         OnnxModel.graph_topological_sort(model.graph)
     save_model(model, dst)
-    check_onnx(dst)
+    check_onnx(
+        dst,
+        made_by="the fp16 converter (onnxruntime.transformers.float16)",
+        hint="ship the fp32 model.onnx: export without --precision fp16",
+    )
     return {
         "path": str(dst),
         "bytes": dst.stat().st_size,
         "seconds": round(time.perf_counter() - t0, 3),
         "method": "onnxruntime.transformers.float16, keep_io_types=True",
     }
+
+
+def _drop_initializer_value_info(model: onnx.ModelProto) -> None:
+    """Remove the `value_info` entries that describe initializers.
+
+    Why: the dynamo exporter records a `value_info` for every value, weights included, and
+    ONNX Runtime's float16 converter rewrites each float `value_info` to float16 while it keeps
+    the initializers an operator needs in float32 (a Resize's scales) as they are. The file
+    then declares one tensor with two types and fails the checker (EfficientFormer-V2 and any
+    `nn.Upsample(scale_factor=...)` exported with `--no-simplify`; onnxsim drops these entries,
+    so the simplified graph was fine). An initializer's type is its own; the entry adds nothing.
+    """
+    weights = {init.name for init in model.graph.initializer}
+    keep = [info for info in model.graph.value_info if info.name not in weights]
+    if len(keep) != len(model.graph.value_info):
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(keep)
 
 
 class _Reader(CalibrationDataReader):
@@ -278,7 +301,11 @@ def make_int8(
                     "try another --calib-method, or export without --quantize",
                 ) from exc
         atomic_write(dst, (Path(tmp) / "quantized.onnx").read_bytes())
-    check_onnx(dst)
+    check_onnx(
+        dst,
+        made_by="the int8 quantizer (onnxruntime.quantization)",
+        hint="try another --calib-method, or export without --quantize",
+    )
     return {
         "path": str(dst),
         "bytes": dst.stat().st_size,
