@@ -170,7 +170,11 @@ class DataSpec(Strict):
     distill_dir: UserPath | None = Field(
         None, description="unlabeled image folder to distill on instead of the labeled train split"
     )
-    train_limit: PositiveInt | None = Field(None, description="use a fixed random subset")
+    train_limit: PositiveInt | None = Field(
+        None,
+        description="use a fixed random subset (seeded by runtime.seed) that keeps every "
+        "class at least one image",
+    )
     subset: PositiveInt | None = Field(
         None,
         description="train on a fixed, class-balanced subset of this many training images "
