@@ -4,17 +4,29 @@ streamed sources, and left out of the evaluated images rather than replaced ther
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from rich.console import Console
 
+from distill_cli import api
+from distill_cli.cli.console import summary_table
 from distill_cli.data import build_data
 from distill_cli.data.draws import limit_indices
+from distill_cli.data.loader import BatchStream
+from distill_cli.data.shards import scan_tar_split, write_shards
 from distill_cli.data.sources import FASHION_MNIST_CLASSES, load_fashion_mnist
+from distill_cli.data.stream import ShardStream
 from distill_cli.errors import DistillError
+from distill_cli.models.create import create_net
+from distill_cli.recipe.sections import ModelSpec
+from distill_cli.rundir.summary import RunSummary
+from distill_cli.train.evaluate import Evaluator
+from tests.conftest import class_jpeg, write_recipe
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -82,3 +94,117 @@ def test_train_limit_draws_as_it_always_did_where_no_class_runs_out() -> None:
     old = held.train.subset(_old_limit(len(held.train), 400, 0))
     assert torch.equal(limited.train.labels, old.labels)
     assert torch.equal(limited.train.images, old.images)
+
+
+# --- undecodable files: counted once per file in every split, left out of evaluations ----------
+
+
+def _folder(root: Path, per_class: int, bad: dict[str, str]) -> None:
+    """Three classes of `per_class` JPEGs under `root`, plus the `bad` files (name -> class):
+    a truncated JPEG, an empty file."""
+    for label, cls in enumerate(("cat", "dog", "fox")):
+        (root / cls).mkdir(parents=True, exist_ok=True)
+        for n in range(per_class):
+            (root / cls / f"{n}.jpg").write_bytes(class_jpeg(label, n))
+    for i, (name, cls) in enumerate(sorted(bad.items())):
+        (root / cls / name).write_bytes(b"\xff\xd8 cut short" if i % 2 == 0 else b"")
+
+
+@pytest.mark.parametrize("on_device", [False, True], ids=["workers", "device"])
+def test_an_evaluation_leaves_bad_files_out_and_counts_each_once(
+    tmp_path: Path, on_device: bool
+) -> None:
+    """Two bad files among 12 good ones: the numbers are on the 12 (a stand-in, the next good
+    file, would count that file twice), each bad file counted once over several evaluations,
+    on both decode paths; with on_bad_image=error the evaluation stops naming the file."""
+    _folder(tmp_path / "train", 2, {})
+    _folder(tmp_path / "val", 4, {"1_broken.jpg": "cat", "2_empty.jpg": "dog"})
+    val = build_data("image_folder", tmp_path).val
+    net = create_net(ModelSpec(model="test_resnet", input_size=16), 3)
+    common = {"shuffle": False, "drop_last": False, "load_size": 16, "workers": 0}
+    stream = BatchStream(val, 5, torch.device("cpu"), decode_on_device=on_device, **common)
+    evaluator = Evaluator(stream, 3)
+    first = evaluator.student_metrics(net, None)
+    assert evaluator.student_metrics(net, None) == first  # a second pass: the same set
+    assert stream.bad_images == 2 and evaluator.images == 12
+    per_class = evaluator.class_eval(val.classes, 0, "model", None)
+    assert per_class is not None and per_class.model is not None
+    assert [sum(row) for row in per_class.model.counts] == [4, 4, 4]
+    # exactly the numbers of the good files alone
+    good = torch.tensor([i for i, f in enumerate(val.files or []) if f.name[0] not in "12"])
+    alone = BatchStream(
+        val.subset(good), 5, torch.device("cpu"), decode_on_device=on_device, **common
+    )
+    assert Evaluator(alone, 3).student_metrics(net, None) == first
+    strict = BatchStream(
+        val, 5, torch.device("cpu"), decode_on_device=on_device, skip_bad=False, **common
+    )
+    with pytest.raises(DistillError, match=r"1_broken\.jpg"):
+        Evaluator(strict, 3).student_metrics(net, None)
+
+
+@pytest.mark.parametrize(
+    ("on_device", "workers"), [(False, 0), (True, 0), (False, 2)], ids=["cpu", "device", "2w"]
+)
+def test_a_streamed_bad_sample_counts_once_however_many_epochs_read_it(
+    tmp_path: Path, on_device: bool, workers: int
+) -> None:
+    """Tar shards with two bad samples: read for three epochs they count 2, not 6 (per file,
+    merged from the loader's workers as an image folder's are); a stand-in from the batch fills
+    their place in training, and an evaluation leaves them out."""
+    _folder(tmp_path / "train", 4, {"a_broken.jpg": "cat", "b_empty.jpg": "fox"})
+    write_shards(tmp_path / "train", tmp_path / "wds", prefix="train", per_shard=5)
+    data = scan_tar_split(str(tmp_path / "wds"), "data.train_dir")
+    assert len(data) == 14
+    kw = {"load_size": 16, "workers": workers, "decode_on_device": on_device}
+    stream = ShardStream(data, 7, torch.device("cpu"), seed=1, **kw)
+    for epoch in range(3):
+        batches = list(stream.epoch(epoch))
+        assert all(b.images.shape == (7, 3, 16, 16) for b in batches)
+        assert sum(int(b.stand_in.sum()) for b in batches if b.stand_in is not None) == 2
+    assert stream.bad_images == 2 and len(stream.bad_files) == 2
+    ordered = ShardStream(data, 4, torch.device("cpu"), shuffle=False, drop_last=False, **kw)
+    net = create_net(ModelSpec(model="test_resnet", input_size=16), 3)
+    evaluator = Evaluator(ordered, 3)
+    evaluator.student_metrics(net, None)
+    evaluator.student_metrics(net, None)
+    assert evaluator.images == 12 and ordered.bad_images == 2
+    assert evaluator.labels is not None
+    assert torch.bincount(evaluator.labels[evaluator.kept], minlength=3).tolist() == [4, 4, 4]
+
+
+def test_a_run_reports_the_bad_files_of_every_split(tmp_path: Path) -> None:
+    """Training, holdout and test split each count their own bad files once (two epochs read
+    the training ones twice), summary.json and the printed summary say so beside the numbers,
+    and each evaluation is on the decodable images, its size the honest one."""
+    bad = {"a_bad.jpg": "cat", "b_bad.jpg": "dog", "c_bad.jpg": "cat", "d_bad.jpg": "dog"}
+    _folder(tmp_path / "train", 6, bad)  # 22 files: 16 train, 6 holdout
+    _folder(tmp_path / "val", 3, {"z_bad.jpg": "fox"})  # the test split: 10 files
+    split = build_data("image_folder", tmp_path, holdout=6, seed=0)
+    held_bad = sum(f.name in bad for f in split.val.files or [])
+    assert 0 < held_bad < 4  # both splits hold bad files (runtime.seed 0's draw)
+    body = {
+        "model": {"model": "test_resnet", "input_size": 16},
+        "data": {"source": "image_folder", "root": str(tmp_path), "holdout": 6, "workers": 0},
+        "method": {"name": "supervised"},
+        "schedule": {"epochs": 2, "batch_size": 8, "log_every": 2},
+        "runtime": {"threads": 1},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    summary = api.run(write_recipe(tmp_path, "bad", body))
+    assert summary.bad_images == 4 - held_bad
+    assert (summary.val_bad_images, summary.val_images) == (held_bad, 6 - held_bad)
+    assert summary.test is not None
+    assert (summary.test.bad_images, summary.test.images) == (1, 9)
+    written = json.loads((tmp_path / "runs" / "bad" / "summary.json").read_text())
+    assert written["data"]["val_bad_images"] == held_bad and written["test"]["bad_images"] == 1
+    assert RunSummary.load(tmp_path / "runs" / "bad") == summary
+    records = [json.loads(x) for x in (tmp_path / "runs" / "bad" / "metrics.jsonl").open()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert evals and all(r["bad_images"] == held_bad for r in evals)
+    console = Console(width=250, record=True)
+    console.print(summary_table(summary))
+    text = " ".join(console.export_text().split())
+    assert f"{4 - held_bad} training (replaced by good ones)" in text
+    assert f"{held_bad} holdout (left out: its numbers are on {6 - held_bad} of 6)" in text
+    assert "1 test (left out: its numbers are on 9 of 10)" in text and "test top-1 (9)" in text

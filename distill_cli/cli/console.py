@@ -210,12 +210,33 @@ def summary_table(summary: RunSummary) -> Table:
         f"{summary.steps} steps in {summary.wall_time_s:.0f}s, "
         f"{_fmt(ips and round(ips))} img/s on {summary.device} | {summary.run_dir}"
     )
-    if summary.bad_images:  # data.on_bad_image=skip: say so where the result is read
-        table.caption += (
-            f"\n{summary.bad_images:,} training image(s) could not be decoded and were skipped "
-            "(data.on_bad_image=error names them)"
-        )
+    bad = _bad_images(summary)
+    if bad:  # data.on_bad_image=skip: say so where the result is read
+        table.caption += f"\n{bad}"
     return table
+
+
+def _bad_images(summary: RunSummary) -> str:
+    """The undecodable files of each split, and the images each evaluation is then on."""
+    parts = []
+    if summary.bad_images:
+        parts.append(f"{summary.bad_images:,} training (replaced by good ones)")
+    evaluated = [("holdout" if summary.test else "validation", summary.val_bad_images)]
+    images = [summary.val_images]
+    if summary.test is not None:
+        evaluated.append(("test", summary.test.bad_images))
+        images.append(summary.test.images)
+    for (split, count), kept in zip(evaluated, images, strict=True):
+        if count:
+            on = "" if kept is None else f": its numbers are on {kept:,} of {kept + count:,}"
+            parts.append(f"{count:,} {split} (left out{on})")
+    if not parts:
+        return ""
+    return (
+        "undecodable files skipped, each counted once: "
+        + "; ".join(parts)
+        + " (data.on_bad_image=error names them)"
+    )
 
 
 def bench_train_table(result: dict[str, Any]) -> Table:

@@ -37,9 +37,9 @@ def evaluate_test(setup: Setup, best: Path) -> TestResult | None:
         with torch.no_grad():  # back to the final weights, in place (compiled graphs hold them)
             for key, value in module.state_dict().items():
                 value.copy_(kept[key])
-    assert setup.data.test is not None
     return TestResult(
-        images=len(setup.data.test),
+        images=evaluator.images,  # the decodable ones: a bad file is left out, and counted
+        bad_images=stream.bad_images,
         top1=final.get("top1"),
         top5=final.get("top5"),
         best_top1=best_top1,

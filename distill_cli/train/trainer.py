@@ -311,6 +311,8 @@ class Trainer:
             record = {"kind": "eval", "step": step, "epoch": logged_epoch(epoch)}
             # training seconds so far (evaluations excluded): "time to a given accuracy"
             record["train_time_s"] = round(self.state["train_time"], 3)
+            if s.val_stream.bad_images:  # left out of the numbers (train.evaluate)
+                record.update(images=self.evaluator.images, bad_images=s.val_stream.bad_images)
             self._log({**record, **metrics, **teacher})
             score = selection_score(metrics)
             best = self.state["best"]
@@ -370,6 +372,8 @@ class Trainer:
             peak_gpu_memory_gib=peak_gib(s.device),
             bad_images=s.train_stream.bad_images,
             skipped_steps=st["skipped_steps"],
+            val_images=self.evaluator.images if self.evaluator.kept is not None else None,
+            val_bad_images=s.val_stream.bad_images,
             test=test,
         )
         if s.world.is_main:
