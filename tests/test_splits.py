@@ -208,3 +208,23 @@ def test_a_run_reports_the_bad_files_of_every_split(tmp_path: Path) -> None:
     assert f"{4 - held_bad} training (replaced by good ones)" in text
     assert f"{held_bad} holdout (left out: its numbers are on {6 - held_bad} of 6)" in text
     assert "1 test (left out: its numbers are on 9 of 10)" in text and "test top-1 (9)" in text
+
+
+def test_on_bad_image_error_refuses_a_bad_file_to_evaluate_before_training(
+    tmp_path: Path,
+) -> None:
+    """A damaged file in the test split was found only when the test split was read, after the
+    whole training; with on_bad_image=error the run now refuses before it writes anything."""
+    _folder(tmp_path / "train", 4, {})
+    _folder(tmp_path / "val", 2, {"z_bad.jpg": "fox"})
+    body = {
+        "model": {"model": "test_resnet", "input_size": 16},
+        "data": {"source": "image_folder", "root": str(tmp_path), "holdout": 3, "workers": 0},
+        "method": {"name": "supervised"},
+        "schedule": {"epochs": 1, "batch_size": 3},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    body["data"]["on_bad_image"] = "error"
+    with pytest.raises(DistillError, match=r"cannot decode image \(.*z_bad\.jpg\)"):
+        api.run(write_recipe(tmp_path, "strict", body))
+    assert not (tmp_path / "runs" / "strict").exists()  # refused before the run began
