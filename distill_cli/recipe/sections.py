@@ -204,7 +204,9 @@ class DataSpec(Strict):
         "(nvJPEG); auto = device on CUDA",
     )
     on_bad_image: Literal["skip", "error"] = Field(
-        "skip", description="an undecodable file: skip it (counted in the summary) or stop"
+        "skip",
+        description="an undecodable file: skip it (training: replaced by a good one; "
+        "evaluations: left out; counted once per file and split in the summary) or stop",
     )
     synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec)
     class_map: dict[ClassName, ClassName] = Field(
