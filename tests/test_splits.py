@@ -5,6 +5,8 @@ streamed sources, and left out of the evaluated images rather than replaced ther
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +31,7 @@ from distill_cli.train.evaluate import Evaluator
 from tests.conftest import class_jpeg, write_recipe
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _old_limit(n: int, limit: int, seed: int) -> torch.Tensor:
@@ -228,3 +231,31 @@ def test_on_bad_image_error_refuses_a_bad_file_to_evaluate_before_training(
     with pytest.raises(DistillError, match=r"cannot decode image \(.*z_bad\.jpg\)"):
         api.run(write_recipe(tmp_path, "strict", body))
     assert not (tmp_path / "runs" / "strict").exists()  # refused before the run began
+
+
+def test_two_processes_report_the_bad_training_files_both_met(tmp_path: Path) -> None:
+    """Each process decodes its half of every batch and so meets only some bad files: the
+    summary counted the main process's alone; it is the union of both."""
+    bad = {"a_bad.jpg": "cat", "b_bad.jpg": "dog", "c_bad.jpg": "fox", "d_bad.jpg": "cat"}
+    _folder(tmp_path / "train", 4, bad)  # 16 files, one epoch of 2 steps of 8
+    _folder(tmp_path / "val", 1, {})
+    data = build_data("image_folder", tmp_path)
+    common = {"load_size": 16, "workers": 0, "world": 2}
+    alone = BatchStream(data.train, 8, torch.device("cpu"), rank=0, **common)
+    list(alone.epoch(0))
+    assert 0 < alone.bad_images < 4  # the main process alone meets some of them
+    body = {
+        "model": {"model": "test_resnet", "input_size": 16},
+        "data": {"source": "image_folder", "root": str(tmp_path), "workers": 0},
+        "method": {"name": "supervised"},
+        "schedule": {"epochs": 1, "batch_size": 8},
+        "runtime": {"threads": 1},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    recipe = write_recipe(tmp_path, "two", body)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command = [*torchrun, "--nproc_per_node=2", "-m", "distill_cli", "run", str(recipe), "-q"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = RunSummary.load(tmp_path / "runs" / "two")
+    assert summary.processes == 2 and summary.bad_images == 4

@@ -370,7 +370,8 @@ class Trainer:
             precision=s.precision,
             processes=s.world.size,
             peak_gpu_memory_gib=peak_gib(s.device),
-            bad_images=s.train_stream.bad_images,
+            # each process reads its share of every batch: the files any of them met
+            bad_images=len(s.world.union(s.train_stream.bad_files)),
             skipped_steps=st["skipped_steps"],
             val_images=self.evaluator.images if self.evaluator.kept is not None else None,
             val_bad_images=s.val_stream.bad_images,
