@@ -28,6 +28,7 @@ from distill_cli.models.create import create_net
 from distill_cli.recipe.sections import ModelSpec
 from distill_cli.rundir.summary import RunSummary
 from distill_cli.train.evaluate import Evaluator
+from distill_cli.train.reporter import NullReporter
 from tests.conftest import class_jpeg, write_recipe
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -259,3 +260,42 @@ def test_two_processes_report_the_bad_training_files_both_met(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr[-3000:]
     summary = RunSummary.load(tmp_path / "runs" / "two")
     assert summary.processes == 2 and summary.bad_images == 4
+
+
+class _StopAt(NullReporter):
+    """A crash (Ctrl-C) once training reaches `step`."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def advance(self, step: int, epoch: int) -> None:
+        if step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_still_counts_the_bad_files_met_before_it_stopped(tmp_path: Path) -> None:
+    """A bad file met only before a stop was lost from the count on --resume: the set of bad
+    files is kept with the run's position."""
+    _folder(tmp_path / "train", 5, {})
+    for n in (5, 6):  # 17 files: 2 steps of 8
+        (tmp_path / "train" / "fox" / f"{n}.jpg").write_bytes(class_jpeg(2, n))
+    _folder(tmp_path / "val", 1, {})
+    data = build_data("image_folder", tmp_path)
+    stream = BatchStream(data.train, 8, torch.device("cpu"), load_size=16)
+    before, after = stream.order(1)[:16].split(8)  # epoch 2: read before the stop, and after
+    files = data.train.files or []
+    for i in (int(before[0]), int(after[0])):  # a bad file in each (the order is by index)
+        files[i].write_bytes(b"")
+    body = {
+        "model": {"model": "test_resnet", "input_size": 16},
+        "data": {"source": "image_folder", "root": str(tmp_path), "workers": 0},
+        "method": {"name": "supervised"},
+        "schedule": {"epochs": 2, "batch_size": 8, "checkpoint_every": 1},
+        "runtime": {"threads": 1},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    recipe = write_recipe(tmp_path, "cut", body)
+    with pytest.raises(KeyboardInterrupt):
+        api.run(recipe, reporter=_StopAt(4))  # `last` holds step 3; the resume reads step 4
+    summary = api.run(recipe, resume=True)
+    assert summary.steps == 4 and summary.bad_images == 2

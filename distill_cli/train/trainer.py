@@ -95,6 +95,8 @@ class Trainer:
         self.s.method.load_extra_state(extra)
         self.state.update(state)
         self.last_eval = state.get("last_eval", {})
+        # the bad training files met before the stop: a file read only then still counts
+        self.s.train_stream.bad_files.update(state.get("bad_files", []))
         if self.s.world.is_main:
             self.run.truncate_metrics(self.state["step"])
 
@@ -337,6 +339,7 @@ class Trainer:
         if not s.world.is_main:
             return
         self.state["last_eval"] = self.last_eval
+        self.state["bad_files"] = sorted(s.train_stream.bad_files)
         meta = checkpoint_meta(s, step / s.steps_per_epoch, step, self.last_eval)
         extra = s.method.extra_state()
         save_weights(self.run.last, s.student.module, meta, self.optimizer, self.state, extra)
