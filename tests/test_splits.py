@@ -209,9 +209,10 @@ def test_a_run_reports_the_bad_files_of_every_split(tmp_path: Path) -> None:
     console = Console(width=250, record=True)
     console.print(summary_table(summary))
     text = " ".join(console.export_text().split())
-    assert f"{4 - held_bad} training (replaced by good ones)" in text
-    assert f"{held_bad} holdout (left out: its numbers are on {6 - held_bad} of 6)" in text
-    assert "1 test (left out: its numbers are on 9 of 10)" in text and "test top-1 (9)" in text
+    said = f"{4 - held_bad} training, {held_bad} holdout, 1 test image(s) could not be decoded"
+    assert said in text
+    assert f"the holdout numbers are on {6 - held_bad} of 6 images" in text
+    assert "the test numbers are on 9 of 10 images" in text and "test top-1 (9)" in text
 
 
 def test_on_bad_image_error_refuses_a_bad_file_to_evaluate_before_training(

@@ -217,26 +217,23 @@ def summary_table(summary: RunSummary) -> Table:
 
 
 def _bad_images(summary: RunSummary) -> str:
-    """The undecodable files of each split, and the images each evaluation is then on."""
-    parts = []
-    if summary.bad_images:
-        parts.append(f"{summary.bad_images:,} training (replaced by good ones)")
-    evaluated = [("holdout" if summary.test else "validation", summary.val_bad_images)]
-    images = [summary.val_images]
-    if summary.test is not None:
-        evaluated.append(("test", summary.test.bad_images))
-        images.append(summary.test.images)
-    for (split, count), kept in zip(evaluated, images, strict=True):
-        if count:
-            on = "" if kept is None else f": its numbers are on {kept:,} of {kept + count:,}"
-            parts.append(f"{count:,} {split} (left out{on})")
-    if not parts:
-        return ""
-    return (
-        "undecodable files skipped, each counted once: "
-        + "; ".join(parts)
-        + " (data.on_bad_image=error names them)"
+    """The undecodable files of each split (training ones were replaced by good ones, evaluated
+    ones left out), and the images each evaluation is then on."""
+    counts = [("training", summary.bad_images, None)]
+    counts.append(
+        ("holdout" if summary.test else "validation", summary.val_bad_images, summary.val_images)
     )
+    if summary.test is not None:
+        counts.append(("test", summary.test.bad_images, summary.test.images))
+    bad = [(split, n, kept) for split, n, kept in counts if n]
+    if not bad:
+        return ""
+    said = ", ".join(f"{n:,} {split}" for split, n, _ in bad)
+    said += " image(s) could not be decoded and were skipped"
+    for split, n, kept in bad:
+        if kept is not None:
+            said += f"; the {split} numbers are on {kept:,} of {kept + n:,} images"
+    return said + " (data.on_bad_image=error names them)"
 
 
 def bench_train_table(result: dict[str, Any]) -> Table:
