@@ -210,12 +210,30 @@ def summary_table(summary: RunSummary) -> Table:
         f"{summary.steps} steps in {summary.wall_time_s:.0f}s, "
         f"{_fmt(ips and round(ips))} img/s on {summary.device} | {summary.run_dir}"
     )
-    if summary.bad_images:  # data.on_bad_image=skip: say so where the result is read
-        table.caption += (
-            f"\n{summary.bad_images:,} training image(s) could not be decoded and were skipped "
-            "(data.on_bad_image=error names them)"
-        )
+    bad = _bad_images(summary)
+    if bad:  # data.on_bad_image=skip: say so where the result is read
+        table.caption += f"\n{bad}"
     return table
+
+
+def _bad_images(summary: RunSummary) -> str:
+    """The undecodable files of each split (training ones were replaced by good ones, evaluated
+    ones left out), and the images each evaluation is then on."""
+    counts = [("training", summary.bad_images, None)]
+    counts.append(
+        ("holdout" if summary.test else "validation", summary.val_bad_images, summary.val_images)
+    )
+    if summary.test is not None:
+        counts.append(("test", summary.test.bad_images, summary.test.images))
+    bad = [(split, n, kept) for split, n, kept in counts if n]
+    if not bad:
+        return ""
+    said = ", ".join(f"{n:,} {split}" for split, n, _ in bad)
+    said += " image(s) could not be decoded and were skipped"
+    for split, n, kept in bad:
+        if kept is not None:
+            said += f"; the {split} numbers are on {kept:,} of {kept + n:,} images"
+    return said + " (data.on_bad_image=error names them)"
 
 
 def bench_train_table(result: dict[str, Any]) -> Table:

@@ -106,7 +106,7 @@ def build_data(
                     "drop val_limit (data.holdout sets the validation images), or add the folder",
                 )
             alone = replace(hold_out(DataBundle(labeled, labeled), holdout, seed), test=None)
-            alone.train = alone.train.limited(train_limit, seed).balanced(subset, seed)
+            alone.train = _shrunk(alone.train, train_limit, subset, seed)
             return alone
         val = scan_image_folder(root / val_dir, labeled.classes if labeled else None)
         train = labeled or val
@@ -115,8 +115,14 @@ def build_data(
     bundle = DataBundle(train=train, val=val.limited(val_limit, seed + 1))
     if holdout is not None:
         bundle = hold_out(bundle, holdout, seed)
-    bundle.train = bundle.train.limited(train_limit, seed).balanced(subset, seed)
+    bundle.train = _shrunk(bundle.train, train_limit, subset, seed)
     return bundle
+
+
+def _shrunk(train: ImageSet, limit: int | None, subset: int | None, seed: int) -> ImageSet:
+    """The training split after `train_limit` (a seeded draw that keeps every class an image)
+    and then `subset` (class-balanced)."""
+    return train.limited(limit, seed, every_class=True).balanced(subset, seed)
 
 
 def hold_out(bundle: DataBundle, count: int, seed: int) -> DataBundle:

@@ -24,13 +24,17 @@ class Batch:
     positions in the dataset (for methods that look up per-image data, e.g. cached targets).
 
     `extent` is (B, 2) with each image's valid (height, width) in the top-left corner of its
-    canvas, for photos loaded whole; None when every image fills its tensor.
+    canvas, for photos loaded whole; None when every image fills its tensor. `stand_in` is a
+    (B,) bool mask, on the CPU, of the positions whose file could not be decoded and hold
+    another image in its place (data.on_bad_image=skip): training uses the stand-ins, an
+    evaluation leaves those positions out (`train.evaluate`); None when there are none.
     """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     index: torch.Tensor
     extent: torch.Tensor | None = None
+    stand_in: torch.Tensor | None = None
 
 
 class BatchStream:
@@ -75,7 +79,8 @@ class BatchStream:
         self.decode_on_device = decode_on_device
         self.fit = fit
         #: the undecodable files met so far, by index (each replaced by the next good file):
-        #: a set, so a bad photo is counted once however many epochs read it
+        #: a set, so a bad photo is counted once however many epochs or evaluations read it;
+        #: the one count of a split's bad files, for every split and both decode paths
         self.bad_files: set[int] = set()
         self._images = None
         if data.images is not None:
@@ -166,12 +171,14 @@ class BatchStream:
                 self.bad_files.update(int(index[i]) for i in bad)
                 for i in bad:
                     images[i], labels[i], index[i] = self._next_good(reader, int(index[i]))
+            stand_in = stand_ins(len(images), bad)
             index = index.to(self.device, non_blocking=True)
             labels_out = None
             if self.data.labels is not None:
                 labels_out = labels.to(self.device, non_blocking=True)
             extent = self._extent(torch.stack([e for _, e in images]))
-            yield Batch(torch.stack([img for img, _ in images]), labels_out, index, extent)
+            pixels = torch.stack([img for img, _ in images])
+            yield Batch(pixels, labels_out, index, extent, stand_in)
 
     @property
     def bad_images(self) -> int:
@@ -208,13 +215,23 @@ class BatchStream:
                 if bool((index < 0).any()):
                     raise DistillError("no file in the folder can be decoded", self.data.name)
                 self.bad_files.update(flagged.tolist())
+            stand_in = (bad >= 0) if len(flagged) else None
             images = images.to(self.device, non_blocking=True)
             index = index.to(self.device, non_blocking=True)
             labels_out = None
             if self.data.labels is not None:
                 labels_out = labels.to(self.device, non_blocking=True)
-            yield Batch(images, labels_out, index, self._extent(extent))
+            yield Batch(images, labels_out, index, self._extent(extent), stand_in)
 
     def _extent(self, extent: torch.Tensor) -> torch.Tensor | None:
         """Per-image valid sizes on the device; None for square fits (every pixel is valid)."""
         return None if self.fit == "square" else extent.to(self.device, non_blocking=True)
+
+
+def stand_ins(size: int, positions: list[int]) -> torch.Tensor | None:
+    """`Batch.stand_in` for a batch of `size` whose `positions` hold stand-ins; None if none."""
+    if not positions:
+        return None
+    mask = torch.zeros(size, dtype=torch.bool)
+    mask[positions] = True
+    return mask

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distill_cli.data.draws import balanced_indices, holdout_indices, limit_indices
 from distill_cli.data.formats import decodable_suffixes, refuse_undecodable, undecodable
 from distill_cli.errors import DistillError
 
@@ -79,10 +80,16 @@ class ImageSet:
             files=[self.files[i] for i in indices.tolist()] if self.files is not None else None,
         )
 
-    def limited(self, limit: int | None, seed: int) -> ImageSet:
-        """A fixed random subset of `limit` items (same items for the same seed)."""
+    def limited(self, limit: int | None, seed: int, every_class: bool = False) -> ImageSet:
+        """A fixed random subset of `limit` items (same items for the same seed).
+
+        With `every_class` (`data.train_limit`), each class of labelled data keeps an item
+        (`draws.limit_indices`: the same draw unless a class would run out).
+        """
         if limit is None or limit >= len(self):
             return self
+        if every_class and self.labels is not None:
+            return self.subset(limit_indices(self.labels, limit, seed))
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         return self.subset(order[:limit].sort().values)
 
@@ -117,76 +124,6 @@ class ImageSet:
         rest = self.subset(torch.nonzero(keep).flatten())
         out = self.subset(held)
         return rest, replace(out, name=f"{self.name} (holdout)")
-
-
-def holdout_indices(
-    labels: torch.Tensor | None, num_classes: int, count: int, seed: int, name: str
-) -> torch.Tensor:
-    """Sorted indices of the `count` items `data.holdout` takes out of a training split.
-
-    One rule for every source (`ImageSet.split_off`, and the streamed splits, which pass the
-    labels they read in index order): a class-balanced draw as `balanced_indices` makes it,
-    so the same seed always holds out the same items; unlabeled data cannot be balanced. Every
-    class keeps at least one training image: a class the holdout took whole would be an output
-    the model never trains on, silently (a class of one photo among larger ones).
-    """
-    if labels is None:
-        raise DistillError(
-            "a held-out split needs labels, and these training images have none",
-            f"data.holdout ({name})",
-            "drop data.holdout, or train on a labelled split",
-        )
-    check_holdout(count, len(labels))
-    present = int((torch.bincount(labels, minlength=num_classes) > 0).sum())
-    if count > len(labels) - present:
-        raise DistillError(
-            f"cannot hold out {count} of {len(labels)} training images and leave each of the "
-            f"{present} classes a training image",
-            f"data.holdout ({name})",
-            f"set data.holdout to at most {len(labels) - present}, or add images",
-        )
-    return balanced_indices(labels, num_classes, count, seed, keep=1)
-
-
-def check_holdout(count: int, total: int) -> None:
-    """`data.holdout` must leave training images: the one check for every source, including a
-    plan made without the data (`streamed.unread_splits`)."""
-    if count >= total:
-        raise DistillError(
-            f"cannot hold out {count} of {total} training images",
-            "data.holdout",
-            f"set data.holdout below {total}",
-        )
-
-
-def balanced_indices(
-    labels: torch.Tensor, num_classes: int, count: int, seed: int, keep: int = 0
-) -> torch.Tensor:
-    """Sorted indices of `count` items, the classes as equal as the data allows.
-
-    Each class gives `count // K` items (the first `count % K` classes, in a seeded order, one
-    more), drawn at random with `seed`; a class with too few items gives all it has (less
-    `keep`, what the holdout leaves each class to train on) and the rest is filled from the
-    other classes. A function of the labels alone, so a split held in memory and one streamed
-    from shards pick the same way; `keep` changes a draw only where a class runs out.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    pools = [
-        torch.nonzero(labels == c).flatten()[
-            torch.randperm(int((labels == c).sum()), generator=gen)
-        ]
-        for c in range(num_classes)
-    ]
-    pools = [pool[: max(0, len(pool) - keep)] for pool in pools]
-    quota = [count // num_classes] * num_classes
-    for c in torch.randperm(num_classes, generator=gen)[: count % num_classes]:
-        quota[int(c)] += 1
-    taken = [pool[:q] for pool, q in zip(pools, quota, strict=True)]
-    short = count - sum(len(t) for t in taken)
-    if short:  # classes with too few images: fill from what the others have left
-        rest = torch.cat([pool[q:] for pool, q in zip(pools, quota, strict=True)])
-        taken.append(rest[torch.randperm(len(rest), generator=gen)[:short]])
-    return torch.cat(taken).sort().values
 
 
 # --- Fashion-MNIST -------------------------------------------------------------------------------

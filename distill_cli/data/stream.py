@@ -14,6 +14,10 @@ so the engine does not know which one it drives. How an epoch is read:
 - the bytes go through the image folder's decoding: in the workers on the CPU, or batched on the
   device (nvJPEG), as `data.decode` says.
 
+A bad sample (on_bad_image=skip) counts once, by index; in training a good sample of its batch
+stands in (a folder's next good file cannot: a stream reads front to back, and pulling the next
+sample would shift the lane's later batches, breaking the exact resume); evaluations drop it.
+
 Resume: the order of every step is a function of (seed, epoch, processes, workers), so with the
 same processes and `data.workers` a resumed run continues at the exact sample (each lane re-reads,
 without decoding, the part of its range the interrupted run had used). With another count the
@@ -187,7 +191,14 @@ class ShardStream:
         self.load_size, self.workers, self.fit = load_size, workers, fit
         self.rank, self.world, self.buffer = rank, world, buffer
         self.skip_bad, self.decode_on_device = skip_bad, decode_on_device
-        self.bad_images = 0
+        #: the undecodable samples met so far, by sample index (stable across epochs), as
+        #: `BatchStream.bad_files`: each counted once however many epochs read it
+        self.bad_files: set[int] = set()
+
+    @property
+    def bad_images(self) -> int:
+        """How many samples of this split could not be decoded (each counted once)."""
+        return len(self.bad_files)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -262,17 +273,18 @@ class ShardStream:
             decoded = [d if d is not None else fill for d in decoded]
             images = torch.stack([img for img, _ in decoded])
             extent = torch.stack([e for _, e in decoded])
-        if bool(bad.any()):
+        stand_in = bad.clone() if bool(bad.any()) else None
+        if stand_in is not None:
             first = item["keys"][int(bad.nonzero()[0])]
             if not self.skip_bad:
                 raise DistillError(
                     "cannot decode image", first, "fix the shard, or set data.on_bad_image=skip"
                 )
-            self.bad_images += int(bad.sum())
+            self.bad_files.update(index[bad].tolist())
             good = (~bad).nonzero().flatten()
             if not len(good):
                 raise DistillError("no image of a batch can be decoded", first)
-            # stand-ins from the same batch keep its size, as for image folders
+            # a stand-in from the same batch (why not the next sample: the module docstring)
             swap = torch.arange(len(bad))
             swap[bad] = good[torch.arange(int(bad.sum())) % len(good)]
             images, labels, index, extent = images[swap], labels[swap], index[swap], extent[swap]
@@ -281,6 +293,7 @@ class ShardStream:
             labels.to(self.device, non_blocking=True) if self.data.labeled else None,
             index.to(self.device, non_blocking=True),
             None if self.fit == "square" else extent.to(self.device, non_blocking=True),
+            stand_in,
         )
 
 
@@ -366,7 +379,7 @@ class _LanePlan(IterableDataset):
             "index": torch.tensor([s.index for s in chunk]),
             "keys": [s.key for s in chunk],
         }
-        raws = [torch.frombuffer(bytearray(s.raw), dtype=torch.uint8) for s in chunk]
+        raws = [_bytes(s.raw) for s in chunk]
         if self.decode is None:  # decoded on the device by the main process
             out["raw"] = torch.cat(raws)
             out["lengths"] = torch.tensor([len(r) for r in raws])
@@ -387,6 +400,15 @@ class _LanePlan(IterableDataset):
             bad=torch.tensor(bad),
         )
         return out
+
+
+def _bytes(raw: bytes) -> torch.Tensor:
+    """A sample's bytes as a tensor; an empty image member is a bad image (frombuffer raised)."""
+    return (
+        torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+        if raw
+        else torch.empty(0, dtype=torch.uint8)
+    )
 
 
 def _decode_cpu(raw: torch.Tensor, size: int, fit: Fit) -> tuple[torch.Tensor, torch.Tensor] | None:

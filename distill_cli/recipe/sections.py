@@ -170,7 +170,11 @@ class DataSpec(Strict):
     distill_dir: UserPath | None = Field(
         None, description="unlabeled image folder to distill on instead of the labeled train split"
     )
-    train_limit: PositiveInt | None = Field(None, description="use a fixed random subset")
+    train_limit: PositiveInt | None = Field(
+        None,
+        description="use a fixed random subset (seeded by runtime.seed) that keeps every "
+        "class at least one image",
+    )
     subset: PositiveInt | None = Field(
         None,
         description="train on a fixed, class-balanced subset of this many training images "
@@ -200,7 +204,9 @@ class DataSpec(Strict):
         "(nvJPEG); auto = device on CUDA",
     )
     on_bad_image: Literal["skip", "error"] = Field(
-        "skip", description="an undecodable file: skip it (counted in the summary) or stop"
+        "skip",
+        description="an undecodable file: skip it (training: replaced by a good one; "
+        "evaluations: left out; counted once per file and split in the summary) or stop",
     )
     synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec)
     class_map: dict[ClassName, ClassName] = Field(

@@ -32,6 +32,8 @@ class TestResult:
     `top1`/`top5` are the final weights (what the function-matching paper reports), `best_top1`
     the weights of the `best` checkpoint, which was chosen on the holdout; the teacher's and
     the agreement are on the same images. Nothing in the run looked at these numbers before.
+    `images` is how many images the numbers are on: the split's files less the `bad_images`
+    that could not be decoded (data.on_bad_image=skip), which are left out, not replaced.
     """
 
     images: int
@@ -40,11 +42,18 @@ class TestResult:
     best_top1: float | None = None
     teacher_top1: float | None = None
     agreement_top1: float | None = None
+    bad_images: int = 0
 
 
 @dataclass(frozen=True)
 class RunSummary:
-    """What `api.run` / `api.train` produced; mirrors `runs/<name>/summary.json`."""
+    """What `api.run` / `api.train` produced; mirrors `runs/<name>/summary.json`.
+
+    Undecodable files (data.on_bad_image=skip), each counted once, per split: `bad_images` of
+    the training split (replaced by good ones while training), `val_bad_images` of the split
+    evaluated during training (the holdout with data.holdout), left out of its numbers, which
+    are on `val_images` images; the test split's are in `test`.
+    """
 
     name: str
     run_dir: Path
@@ -65,6 +74,8 @@ class RunSummary:
     peak_gpu_memory_gib: float | None = None
     bad_images: int = 0
     skipped_steps: int = 0
+    val_images: int | None = None
+    val_bad_images: int = 0
     test: TestResult | None = None  # data.holdout: the test split; else the student is on val
 
     @classmethod
@@ -95,6 +106,8 @@ class RunSummary:
             peak_gpu_memory_gib=summary.get("peak_gpu_memory_gib"),
             bad_images=data.get("bad_images", 0),
             skipped_steps=data.get("skipped_steps", 0),
+            val_images=data.get("val_images"),
+            val_bad_images=data.get("val_bad_images", 0),
             test=TestResult(**summary["test"]) if summary.get("test") else None,
         )
         problem = field_problem(result)  # a hand-edited file: wrong types are refused here
@@ -131,6 +144,11 @@ class RunSummary:
             "processes": self.processes,
             "peak_gpu_memory_gib": self.peak_gpu_memory_gib,
             "precision": self.precision,
-            "data": {"bad_images": self.bad_images, "skipped_steps": self.skipped_steps},
+            "data": {
+                "bad_images": self.bad_images,
+                "skipped_steps": self.skipped_steps,
+                "val_images": self.val_images,
+                "val_bad_images": self.val_bad_images,
+            },
             "test": None if self.test is None else asdict(self.test),
         }

@@ -22,6 +22,7 @@ from distill_cli.rundir.layout import RunDir
 from distill_cli.rundir.summary import RunSummary
 from distill_cli.train import distributed
 from distill_cli.train.build import build
+from distill_cli.train.final_test import read_ahead
 from distill_cli.train.reporter import Reporter
 from distill_cli.train.setup import Setup
 from distill_cli.train.tracking import TrackingReporter, open_trackers, preflight
@@ -64,6 +65,7 @@ def _lead(
     rec = setup.recipe
     trainer = Trainer(setup, rundir, reporter)
     try:
+        read_ahead(setup)  # data.on_bad_image=error: a bad file to evaluate refuses the run now
         trainer.check_teacher()  # a teacher near chance is refused before the folder is written
         resuming = rundir.prepare(rec.to_yaml(), resume=resume, overwrite=overwrite)
         _same_data(setup, rundir, resuming)

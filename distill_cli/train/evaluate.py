@@ -7,6 +7,11 @@ The teacher is frozen, so its validation logits are computed once and cached; ev
 evaluation only runs the student. When the teacher's label space differs from the data's (an
 ImageNet teacher distilled on other images), only agreement and KL are meaningful and only those
 are reported.
+
+A file of the split that cannot be decoded (data.on_bad_image=skip) is left out of every number,
+not replaced: the stream puts another image in its place (`Batch.stand_in`), which would count
+that image twice and report the accuracy of a set the user does not have. `images` is how many
+the numbers are on; the stream counts the files left out (`bad_images`).
 """
 
 from __future__ import annotations
@@ -35,18 +40,34 @@ class Evaluator:
         self.channels_last = channels_last
         self.autocast_dtype = autocast_dtype
         self.labels: torch.Tensor | None = None
+        #: the positions of the split that hold their own image, in every pass so far (a file
+        #: deleted during the run is left out of the numbers from then on, the teacher's too)
+        self.kept: torch.Tensor | None = None
         self._teacher_logits: torch.Tensor | None = None
         self._student_logits: torch.Tensor | None = None  # of the latest student evaluation
 
+    @property
+    def images(self) -> int:
+        """How many images the numbers are on: the split's decodable ones (0 before a pass)."""
+        return 0 if self.kept is None else int(self.kept.sum())
+
+    def _kept(self, *tensors: torch.Tensor) -> list[torch.Tensor]:
+        """Each tensor's rows at the positions that hold their own image."""
+        assert self.kept is not None
+        return [t[self.kept.to(t.device)] for t in tensors]
+
     @torch.no_grad()
     def logits(self, net: Net) -> torch.Tensor:
-        """All validation logits (float32, on the device), in stream order."""
+        """Logits (float32, on the device) at every position of the split, in stream order,
+        stand-ins included (the metrics take the `kept` rows)."""
         # per-module flags: a method may keep parts of a model frozen in eval mode
         modes = [(m, m.training) for m in net.module.modules()]
         net.module.eval()
         device = self.stream.device
-        outs, labels = [], []
+        outs, labels, kept = [], [], []
         for batch in self.stream.epoch(0):
+            own = torch.ones(len(batch.index), dtype=torch.bool)
+            kept.append(own if batch.stand_in is None else ~batch.stand_in)
             x = normalize(eval_pixels(batch.images, net.info), net.info)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -58,6 +79,8 @@ class Evaluator:
             module.training = mode
         if self.labels is None and labels and labels[0] is not None:
             self.labels = torch.cat(labels)
+        mask = torch.cat(kept)
+        self.kept = mask if self.kept is None else self.kept & mask
         return torch.cat(outs)
 
     def teacher_logits(self, teacher: Net) -> torch.Tensor:
@@ -69,17 +92,19 @@ class Evaluator:
         logits = self.teacher_logits(teacher)
         if teacher.info.num_classes != self.num_data_classes or self.labels is None:
             return {}
-        return {"top1": topk(logits, self.labels, 1)}
+        return {"top1": topk(*self._kept(logits, self.labels), 1)}
 
     def student_metrics(self, student: Net, teacher: Net | None) -> dict[str, float]:
-        logits = self._student_logits = self.logits(student)
+        self._student_logits = self.logits(student)
         out: dict[str, float] = {}
         if student.info.num_classes == self.num_data_classes and self.labels is not None:
-            out["top1"] = topk(logits, self.labels, 1)
+            logits, labels = self._kept(self._student_logits, self.labels)
+            out["top1"] = topk(logits, labels, 1)
             if self.num_data_classes > TOP5_ABOVE:
-                out["top5"] = topk(logits, self.labels, 5)
+                out["top5"] = topk(logits, labels, 5)
         if teacher is not None and teacher.info.num_classes == student.info.num_classes:
             t = self.teacher_logits(teacher)
+            logits, t = self._kept(self._student_logits, t)
             out["agreement_top1"] = agreement(logits, t)
             out["kl"] = kl(logits, t)
         return out
@@ -96,7 +121,7 @@ class Evaluator:
         def matrix(logits: torch.Tensor) -> Confusion | None:
             if logits.shape[-1] != n:
                 return None
-            return Confusion(list(classes), confusion(logits, labels, n))
+            return Confusion(list(classes), confusion(*self._kept(logits, labels), n))
 
         teacher_cm = None if teacher is None else matrix(self.teacher_logits(teacher))
         return ClassEval(step, role, matrix(self._student_logits), teacher_cm)

@@ -62,7 +62,7 @@ def check_teacher(setup: Setup, evaluator: Evaluator) -> None:
     top1 = scorer.teacher_metrics(setup.teacher).get("top1")
     if top1 is None:
         return  # the teacher predicts another label space
-    images = 0 if scorer.labels is None else len(scorer.labels)
+    images = scorer.images
     classes = len(setup.data.classes)
     chance = 100.0 / classes
     if top1 >= NEAR_CHANCE * chance:

@@ -95,6 +95,8 @@ class Trainer:
         self.s.method.load_extra_state(extra)
         self.state.update(state)
         self.last_eval = state.get("last_eval", {})
+        # the bad training files met before the stop: a file read only then still counts
+        self.s.train_stream.bad_files.update(state.get("bad_files", []))
         if self.s.world.is_main:
             self.run.truncate_metrics(self.state["step"])
 
@@ -311,6 +313,8 @@ class Trainer:
             record = {"kind": "eval", "step": step, "epoch": logged_epoch(epoch)}
             # training seconds so far (evaluations excluded): "time to a given accuracy"
             record["train_time_s"] = round(self.state["train_time"], 3)
+            if s.val_stream.bad_images:  # left out of the numbers (train.evaluate)
+                record.update(images=self.evaluator.images, bad_images=s.val_stream.bad_images)
             self._log({**record, **metrics, **teacher})
             score = selection_score(metrics)
             best = self.state["best"]
@@ -335,6 +339,7 @@ class Trainer:
         if not s.world.is_main:
             return
         self.state["last_eval"] = self.last_eval
+        self.state["bad_files"] = sorted(s.train_stream.bad_files)
         meta = checkpoint_meta(s, step / s.steps_per_epoch, step, self.last_eval)
         extra = s.method.extra_state()
         save_weights(self.run.last, s.student.module, meta, self.optimizer, self.state, extra)
@@ -368,8 +373,11 @@ class Trainer:
             precision=s.precision,
             processes=s.world.size,
             peak_gpu_memory_gib=peak_gib(s.device),
-            bad_images=s.train_stream.bad_images,
+            # each process reads its share of every batch: the files any of them met
+            bad_images=len(s.world.union(s.train_stream.bad_files)),
             skipped_steps=st["skipped_steps"],
+            val_images=self.evaluator.images if self.evaluator.kept is not None else None,
+            val_bad_images=s.val_stream.bad_images,
             test=test,
         )
         if s.world.is_main:

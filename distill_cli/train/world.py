@@ -54,6 +54,16 @@ class World:
             dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
         return tensor
 
+    def union(self, items: set[int]) -> set[int]:
+        """Every process's `items` together (the sample indices each met, e.g. bad files)."""
+        if not self.distributed:
+            return items
+        import torch.distributed as dist
+
+        gathered: list[set[int] | None] = [None] * self.size
+        dist.all_gather_object(gathered, items)
+        return set().union(*(g or set() for g in gathered))
+
     def barrier(self) -> None:
         if self.distributed:
             import torch.distributed as dist
