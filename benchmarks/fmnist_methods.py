@@ -1,21 +1,36 @@
 """Methods and ablations side by side on Fashion-MNIST: same teacher, same student, same budget.
 
-Runs the quickstart teacher (if its checkpoint is missing), then every comparison recipe with
-the same student (test_resnet), teacher (the quickstart resnet10t) and budget (3 epochs), and
-prints a markdown table for docs/benchmarks.md.
+Trains the quickstart teacher (`recipes/quickstart/teacher.yaml` into runs/quickstart-teacher,
+reused while its resolved recipe, `--teacher-set` included, is unchanged), then runs every
+comparison recipe (recipes/methods, recipes/ablations, the quickstart's function matching) with
+the same student (test_resnet), teacher and budget (3 epochs) into runs/<recipe name> (`--out`
+DIR: DIR/<recipe name>), and prints
+a markdown table for docs/benchmarks.md: the student's top-1, agreement, KL and time per method,
+under a line naming the models and overrides that ran. `--json` also writes the rows there.
 
     python benchmarks/fmnist_methods.py [--epochs 3] [--set runtime.threads=2]
+    python benchmarks/fmnist_methods.py --epochs 1 --student test_convnext --json /tmp/r.json
+
+`--student`/`--teacher` replace the models in every recipe (the supervised baseline names its
+model `model`, the others `student`), `--set` applies to every method's run, `--teacher-set` to
+the teacher's training. Another teacher or teacher override trains its own teacher in
+runs/quickstart-teacher-<tag>, so the quickstart's teacher is never replaced by it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import sys
 import time
 from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchargs import at_least, one_line_errors, output_file, parser
+from tuning import Variant, check_models, check_recipe, teacher_run
 
 from distill_cli import api
 
@@ -33,24 +48,61 @@ ROWS = [
 ]
 
 
+def models_of(recipe: Path, student: str | None, teacher: str | None, ckpt: Path) -> list[str]:
+    """The overrides that put these models (and the teacher's checkpoint) into one recipe: the
+    supervised baseline's model is `model`, a distillation recipe's `student` and `teacher`."""
+    body = yaml.safe_load(recipe.read_text())
+    if "model" in body:
+        return [f"model.model={student}"] if student else []
+    sets = [f"student.model={student}"] if student else []
+    if body.get("teacher"):
+        sets += [f"teacher.model={teacher}"] if teacher else []
+        sets.append(f"teacher.checkpoint={ckpt}")  # wherever this is run from
+    return sets
+
+
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p = parser(__doc__)
+    p.add_argument("--epochs", type=at_least(1), default=3, help="every method's epochs (3)")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="every method's run"
+    )
+    p.add_argument(
+        "--teacher-set", dest="teacher_overrides", action="append", default=[], help="the teacher"
+    )
+    p.add_argument("--student", default=None, metavar="NAME", help="timm model (test_resnet)")
+    p.add_argument("--teacher", default=None, metavar="NAME", help="timm model (resnet10t)")
+    p.add_argument("--out", type=Path, default=None, help="the method runs' folder (runs)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
-
-    teacher_ckpt = ROOT / "runs/quickstart-teacher/checkpoints/best.safetensors"
-    if not teacher_ckpt.is_file():
-        api.train(TEACHER, args.overrides, overwrite=True)
+    if args.json:
+        output_file(args.json, "--json")
+    teacher_sets = [*([f"model.model={args.teacher}"] if args.teacher else [])]
+    teacher_sets += args.teacher_overrides
+    default = Variant("resnet10t", ())
+    mine = Variant(args.teacher or default.teacher, (), teacher_sets=tuple(args.teacher_overrides))
+    name = "quickstart-teacher"
+    name += f"-{tag}" if (tag := mine.teacher_tag(default)) else ""
+    ckpt = ROOT / "runs" / name / "checkpoints" / "best.safetensors"
+    sets = {r: [*models_of(ROOT / r, args.student, args.teacher, ckpt)] for _, r in ROWS}
+    one_line_errors(lambda: check_models([args.student or "test_resnet"], "--student"))
+    one_line_errors(lambda: check_models([args.teacher or "resnet10t"], "--teacher"))
+    one_line_errors(lambda: check_recipe(TEACHER, teacher_sets))
+    for _, recipe in ROWS:  # a bad --set fails now, not after the teacher and three runs
+        one_line_errors(lambda r=recipe: check_recipe(ROOT / r, [*sets[r], *args.overrides]))
+    threads = os.cpu_count() or 1
+    one_line_errors(lambda: teacher_run(ROOT / "runs", TEACHER, name, teacher_sets, threads))
     results = []
     load_before, started_all = os.getloadavg()[0], time.perf_counter()
     for label, recipe in ROWS:
-        overrides = list(args.overrides)
+        overrides = [*sets[recipe], *args.overrides]
+        overrides += [f"output.dir={args.out.resolve()}"] if args.out else []
         if "stage_by_stage" not in recipe:  # its length is fixed by its phases
             overrides.append(f"schedule.epochs={args.epochs}")
         started = time.perf_counter()
-        summary = api.run(ROOT / recipe, overrides, overwrite=True).to_dict()
+        summary = one_line_errors(
+            lambda r=recipe, o=overrides: api.run(ROOT / r, o, overwrite=True).to_dict()
+        )
         results.append(
             {
                 "method": label,
@@ -66,12 +118,21 @@ def main() -> None:
             "command": " ".join(["python", *sys.argv]),
             "epochs": args.epochs,
             "overrides": args.overrides,
+            "teacher_overrides": teacher_sets,
+            "models": {"student": args.student, "teacher": args.teacher},
             "wall_s": time.perf_counter() - started_all,
             "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
             "load_average": {"before": load_before, "after": os.getloadavg()[0]},
             "rows": results,
         }
         args.json.write_text(json.dumps(raw, indent=2) + "\n")
+    teachers = sorted({r["teacher"]["model"] for r in results if r["teacher"]})
+    students = sorted({r["student"]["model"] for r in results})
+    print(
+        f"\nteacher {', '.join(teachers)}; student {', '.join(students)}; {args.epochs} epochs; "
+        f"--set {' '.join(args.overrides) or '(none)'}; "
+        f"--teacher-set {' '.join(teacher_sets) or '(none)'}"
+    )
     print("\n| method | recipe | student top-1 | agreement | KL | time |")
     print("|---|---|---|---|---|---|")
     for r in results:

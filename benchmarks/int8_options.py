@@ -11,12 +11,13 @@ the same validation images as fp32. Latency is not measured here (see export_lat
 
     python benchmarks/int8_options.py --json benchmarks/results/int8_options_<date>.json
 
-Prints the markdown table for docs/benchmarks.md. Existing runs are reused unless --retrain.
+Prints the markdown table for docs/benchmarks.md. Writes the trained runs and exports under
+RUNS (runs/bench-int8; existing runs are reused unless --retrain) and with --json the raw
+results to that file (rewritten after each model).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchargs import at_least, output_file, parser
 from export_latency import distill  # the same `distill` subprocess helper (this folder)
 
 from distill_cli.students.cache import cpu_model
@@ -138,15 +140,17 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-int8")
-    ap.add_argument("--train", type=int, default=6000, help="training images (subset)")
-    ap.add_argument("--val", type=int, default=2000, help="validation images (subset)")
-    ap.add_argument("--epochs", type=int, default=2, help="epochs of each training run")
-    ap.add_argument("--calib-images", type=int, default=256)
+    ap.add_argument("--train", type=at_least(1), default=6000, help="training images (subset)")
+    ap.add_argument("--val", type=at_least(1), default=2000, help="validation images (subset)")
+    ap.add_argument("--epochs", type=at_least(1), default=2, help="epochs of each training run")
+    ap.add_argument("--calib-images", type=at_least(1), default=256)
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--json", type=Path, help="write the raw results here")
     args = ap.parse_args()
+    if args.json:
+        output_file(args.json, "--json")
     t0 = time.perf_counter()
     runs = train_runs(args.runs, args.train, args.val, args.epochs, args.retrain)
     results: dict[str, Any] = {

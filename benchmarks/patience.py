@@ -49,6 +49,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchargs import at_least, fail, output_file, parser
 from patience_report import FM_LABEL, figure, markdown, tuning_markdown
 from tuning import (
     Setting,
@@ -258,28 +259,43 @@ def validate(plan: Plan) -> None:
         check_recipe(FM_RECIPE, [*plan.common, *(o.replace("STOP", "1") for o in overrides)])
 
 
+def train_images(teacher: Path) -> int:
+    """The images the teacher trained on, from its saved recipe: Fashion-MNIST's 60,000 less the
+    holdout, then `data.train_limit` (the order `build_data` takes them in)."""
+    from distill_cli.recipe.document import load_recipe
+
+    data = load_recipe(teacher / "recipe.yaml").data
+    left = 60000 - (data.holdout or 0)
+    return min(left, data.train_limit) if data.train_limit else left
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=ROOT / "runs" / "patience")
-    p.add_argument("--lengths", type=int, nargs="+", default=[10, 30, 100, 300, 600, 1000])
+    p = parser(__doc__)
     p.add_argument(
-        "--compare-at", type=int, default=600, help="epochs of the comparison rows (default 600)"
+        "--out",
+        type=Path,
+        default=None,
+        help="run folders (default runs/patience, --quick: runs/patience-quick)",
+    )
+    p.add_argument("--lengths", type=at_least(1), nargs="+", default=[10, 30, 100, 300, 600, 1000])
+    p.add_argument(
+        "--compare-at", type=at_least(1), default=600, help="epochs of the comparison rows (600)"
     )
     p.add_argument(
         "--tune-at",
-        type=int,
+        type=at_least(0),
         default=100,
         help="epochs of the tuning runs (every GRID setting per tuned method); 0: the recipe's "
         "lr and wd for every row, no tuning",
     )
-    p.add_argument("--subset", type=int, default=1000)
-    p.add_argument("--holdout", type=int, default=5000, help="training images held out for choices")
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    p.add_argument("--subset", type=at_least(1), default=1000, help="training images per student")
+    p.add_argument("--holdout", type=at_least(1), default=5000, help="images held out for choices")
+    p.add_argument("--jobs", type=at_least(1), default=2, help="runs at a time (one thread each)")
     p.add_argument("--student", default=None, metavar="NAME", help="timm model of the student")
     add_model_options(p, "distillation run")
     p.add_argument("--json", type=Path, default=None, help="results JSON (default: OUT/...)")
     p.add_argument("--md", type=Path, default=None, help="also write the markdown table here")
-    p.add_argument("--figure", type=Path, default=None, help="also write the figure here")
+    p.add_argument("--figure", type=Path, default=None, help="the figure (default: beside JSON)")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -287,9 +303,14 @@ def main() -> None:
         "a 100-image subset, 1 and 3 epochs, 2,000 test images",
     )
     a = p.parse_args()
+    a.out = a.out or ROOT / "runs" / ("patience-quick" if a.quick else "patience")
 
     plan = choose(a)
     one_line_errors(lambda: validate(plan))
+    # every file it writes, checked (and its folder made) before an hour of training
+    path = output_file(a.json or a.out / f"{tagged('patience', plan.tag, '_')}.json", "--json")
+    md = output_file(a.md, "--md") if a.md else None
+    fig = output_file(a.figure or path.with_suffix(".png"), "--figure")
     common = plan.common
     threads = max(1, (os.cpu_count() or 2) // max(1, a.jobs))
     started = time.perf_counter()
@@ -315,7 +336,12 @@ def main() -> None:
         picks = pick(tuned)
         missing = [label for label in TUNED if label not in picks]
         if missing:
-            sys.exit(f"tuning failed for every setting of: {', '.join(missing)}")
+            fail(
+                f"tuning failed for every setting of: {', '.join(missing)}",
+                str(a.out),
+                "see the runs' .log files there",
+                code=1,
+            )
         print("picked on the holdout: " + "; ".join(f"{k} {v}" for k, v in picks.items()))
     rows = ladder_rows(a.lengths, a.compare_at, picks, plan.tag)
     # a ladder row the tuning already ran (same method, length and setting) is not run again
@@ -329,9 +355,11 @@ def main() -> None:
 
     fm_any = next((r for r in done if r.label == FM_LABEL and not r.error), None)
     student = {"model": plan.variant.students[0], "params": None}
+    test_images = teacher_sum.test.images
     if fm_any is not None:
         res = RunSummary.load(a.out / fm_any.run)
         student = {"model": res.student.model, "params": res.student.params}
+        test_images = res.test.images if res.test is not None else test_images
     result = {
         "command": "python benchmarks/patience.py " + " ".join(sys.argv[1:]),
         "quick": a.quick,
@@ -343,7 +371,7 @@ def main() -> None:
         "grid": [list(cfg) for cfg in grid] if a.tune_at else [],
         "picks": {k: list(v) for k, v in picks.items()},
         "shares": SHARES if a.tune_at else {},
-        "test_images": 2000 if a.quick else 10000,
+        "test_images": test_images,  # what the runs read, not what the defaults would
         "jobs": a.jobs,
         "threads_per_job": threads,
         "wall_s": time.perf_counter() - started,
@@ -358,7 +386,7 @@ def main() -> None:
             # the checkpoint the students learn from: best on the holdout, on the test set
             "top1": teacher_sum.test.best_top1,
             "holdout_top1": teacher_sum.best_score,
-            "train_images": 4000 if a.quick else 60000 - a.holdout,
+            "train_images": train_images(teacher),
             "run": str(teacher),
         },
         "student": student,
@@ -370,13 +398,12 @@ def main() -> None:
         "rows": [asdict(r) for r in done],
         "tune": [asdict(r) for r in tuned],
     }
-    path = a.json or a.out / f"{tagged('patience', plan.tag, '_')}.json"
     path.write_text(json.dumps(result, indent=2))
     table = markdown(result)
     tuning = tuning_markdown(result)
-    if a.md:
-        a.md.write_text(table + "\n" + (f"\n{tuning}\n" if tuning else ""))
-    figure(result, a.figure or path.with_suffix(".png"))
+    if md is not None:
+        md.write_text(table + "\n" + (f"\n{tuning}\n" if tuning else ""))
+    figure(result, fig)
     print("\n" + table + (f"\n\n{tuning}" if tuning else ""))
     print(f"\nwall time {result['wall_s'] / 60:.1f} min; results in {path}")
     if any(r.error for r in [*done, *tuned]):

@@ -1,8 +1,10 @@
 """The patience benchmark's tables and figure, from its results JSON (`benchmarks/patience.py`).
 
-Kept apart from the runner so they can be redrawn from a committed JSON without training:
+Kept apart from the runner so they can be redrawn from a committed JSON without training.
+Prints the markdown tables (every run; the tuning grid and the picks); writes the figure (top-1
+against schedule length, the paper's Figure 3) only where FIGURE names it:
 
-    python benchmarks/patience_report.py benchmarks/results/patience.json docs/img/patience.png
+    python benchmarks/patience_report.py benchmarks/results/patience.json /tmp/patience.png
 
 Every top-1 in the tables is read on the test set once, at the end of its run; the settings
 (the tuning table) and `best` were chosen on the holdout.
@@ -10,11 +12,14 @@ Every top-1 in the tables is read on the test set once, at the end of its run; t
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 FM_LABEL = "function matching"
+#: What every row of a patience.py results file carries (another script's JSON does not).
+ROW_KEYS = ("label", "epochs", "run", "top1", "error")
+#: And the file: the table's header and the figure's axis read these.
+KEYS = ("teacher", "student", "rows", "subset", "holdout", "test_images", "lengths")
 
 
 def markdown(result: dict) -> str:
@@ -127,11 +132,17 @@ def tuning_markdown(result: dict) -> str:
 
 
 def main() -> None:
-    """Redraw the table and the figure from a results JSON."""
-    if len(sys.argv) != 3:
-        sys.exit("usage: patience_report.py RESULTS.json FIGURE.png")
-    result = json.loads(Path(sys.argv[1]).read_text())
-    figure(result, Path(sys.argv[2]))
+    """Redraw the tables (stdout) and, when asked, the figure from a results JSON."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from benchargs import output_file, parser, read_results
+
+    p = parser(__doc__)
+    p.add_argument("results", type=Path, metavar="RESULTS.json", help="what patience.py wrote")
+    p.add_argument("figure", type=Path, nargs="?", metavar="FIGURE.png", help="write the figure")
+    a = p.parse_args()
+    result = read_results(a.results, "benchmarks/patience.py", ROW_KEYS, KEYS)
+    if a.figure is not None:
+        figure(result, output_file(a.figure, "FIGURE.png"))
     print(markdown(result))
     print()
     print(tuning_markdown(result))

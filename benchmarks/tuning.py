@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from benchargs import one_line_errors  # noqa: F401  (re-exported: the benchmarks import it here)
+
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 #: (lr, weight decay): one setting of a tuning grid.
@@ -116,18 +118,6 @@ def check_recipe(recipe: Path, overrides: Sequence[str]) -> None:
     load_recipe(recipe, list(overrides))
 
 
-def one_line_errors(step: Callable[[], T]) -> T:
-    """Runs `step`; an expected error is one `error:` line and its exit code (2: bad input,
-    1: work that failed), no traceback."""
-    from distill_cli.errors import DistillError
-
-    try:
-        return step()
-    except DistillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.code)
-
-
 # --- the teacher: trained once, reused while its recipe holds --------------------------------
 
 
@@ -148,7 +138,7 @@ def teacher_key(recipe: Any) -> dict[str, Any]:
 
 def teacher_run(out: Path, recipe: Path, name: str, overrides: Sequence[str], threads: int) -> Path:
     """The teacher's run folder `out/name`: trained once, reused while `teacher_key` holds."""
-    from distill_cli.errors import RunFailed
+    from distill_cli.errors import DistillError, RunFailed
     from distill_cli.recipe.document import load_recipe
 
     items = [*overrides, f"output.dir={out}", f"output.name={name}"]
@@ -164,7 +154,12 @@ def teacher_run(out: Path, recipe: Path, name: str, overrides: Sequence[str], th
     args = ["train", str(recipe), "--overwrite", "-q", *_sets(items)]
     log = out / f"{name}.log"
     if code := launch(args, log, threads):
-        raise RunFailed(f"the teacher's distill train failed ({code}): {last_line(log)}", str(log))
+        what = f"the teacher's distill train failed ({code}): " + last_line(log).removeprefix(
+            "error: "
+        )
+        if code == 2:  # distill refused its input (a holdout bigger than the data, no data)
+            raise DistillError(what, str(log), "change the option it names")
+        raise RunFailed(what, str(log))
     return run
 
 
