@@ -1,0 +1,186 @@
+"""The benchmark scripts as a user or reviewer reruns them with other models and settings.
+
+Every script answers `--help` (what it measures, what it writes) and turns bad values into one
+`error:` line with a non-zero exit, never a traceback or a table drawn from the wrong file; a
+partial or other-model rerun never replaces the published results. Each case stops before any
+training, so the whole file takes seconds (the two peer harnesses import torch for `--help`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+RESULTS = BENCH / "results"
+#: Every script of benchmarks/ (a file a user runs: it has a `__main__` block); the modules
+#: beside them (tuning.py, full_data_scales.py, arch_sweep_report.py, benchargs.py, gpu/,
+#: peers/common.py) are imported by these.
+SCRIPTS = sorted(
+    p.relative_to(ROOT).as_posix()
+    for p in BENCH.rglob("*.py")
+    if "third_party" not in p.parts and 'if __name__ == "__main__":' in p.read_text()
+)
+
+
+def _script(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100"}
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def _one_error_line(done: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The run stopped with `code` and said why in one line (the project's or argparse's)."""
+    assert done.returncode == code, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    errors = [line for line in done.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, done.stderr
+    return errors[0]
+
+
+def test_every_script_is_found() -> None:
+    names = {Path(s).name for s in SCRIPTS}
+    assert {"full_data.py", "full_data_report.py", "patience.py", "arch_sweep.py"} <= names
+    assert {"gpu_check.py", "timm_kd.py", "export_parity.py", "train_throughput.py"} <= names
+    assert len(SCRIPTS) >= 15
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_script_answers_help_with_what_it_measures(script: str) -> None:
+    done = _script(script, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage:"), done.stdout
+    # the description is the script's docstring: its first sentence is in the help
+    text = (ROOT / script).read_text()
+    first = text.split('"""')[1].strip().splitlines()[0]
+    assert first[:40] in " ".join(done.stdout.split()), done.stdout
+
+
+@pytest.mark.parametrize(
+    ("report", "other"),
+    [
+        ("full_data_report.py", "patience.json"),
+        ("full_data_report.py", "arch_sweep_cpu.json"),
+        ("patience_report.py", "full_data_cpu.json"),
+        ("patience_report.py", "fmnist_methods.json"),
+    ],
+)
+def test_a_report_script_refuses_another_scripts_results(report: str, other: str) -> None:
+    line = _one_error_line(_script(BENCH / report, RESULTS / other))
+    assert "not a results file of" in line and other in line
+
+
+def test_a_report_script_names_a_missing_file_and_draws_where_asked(tmp_path: Path) -> None:
+    assert "no such results file" in _one_error_line(
+        _script(BENCH / "full_data_report.py", tmp_path / "none.json")
+    )
+    figure = tmp_path / "a folder with spaces" / "new" / "fig.png"
+    done = _script(BENCH / "patience_report.py", RESULTS / "patience.json", figure)
+    assert done.returncode == 0, done.stderr
+    assert figure.is_file() and "| function matching |" in done.stdout
+    done = _script(BENCH / "full_data_report.py", RESULTS / "full_data_cpu.json")
+    assert done.returncode == 0 and "mobilenetv3_small_050" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["patience.py", "--lengths", "10", "0"],
+        ["patience.py", "--subset", "-5"],
+        ["patience.py", "--jobs", "0"],
+        ["full_data.py", "--quick", "--lengths", "-1"],
+        ["full_data.py", "--quick", "--jobs", "0"],
+        ["full_data.py", "--quick", "--budget-min", "0"],
+        ["arch_sweep.py", "--size", "0"],
+        ["export_archs.py", "--size", "-64"],
+        ["train_throughput.py", "--device", "cpu", "--batch", "0"],
+        ["int8_options.py", "--epochs", "0"],
+        ["fmnist_methods.py", "--epochs", "0"],
+        ["gpu_check.py", "OUT", "--smoke", "--parts", "9"],
+        ["gpu_check.py", "OUT", "--smoke", "--parts", "x"],
+    ],
+)
+def test_bad_values_are_one_usage_error_before_any_work(args: list[str]) -> None:
+    _one_error_line(_script(BENCH / args[0], *args[1:]))
+
+
+def test_a_name_outside_the_export_sweep_is_refused() -> None:
+    line = _one_error_line(_script(BENCH / "export_parity.py", "--arch", "no_such_net"))
+    assert "not in the export sweep" in line and "resnet18" in line
+
+
+def test_full_data_will_not_mix_its_rows_into_another_runs_results(tmp_path: Path) -> None:
+    """A results file of another scale/variant (or another script) is refused, not continued:
+    the committed JSON stays as it is."""
+    committed = RESULTS / "full_data_cpu.json"
+    before = committed.read_bytes()
+    out = tmp_path / "runs"
+    line = _one_error_line(
+        _script(BENCH / "full_data.py", "--quick", "--out", out, "--json", committed)
+    )
+    assert "holds the results of another run" in line
+    line = _one_error_line(
+        _script(
+            BENCH / "full_data.py", "--quick", "--out", out, "--json", RESULTS / "patience.json"
+        )
+    )
+    assert "not a results file of benchmarks/full_data.py" in line
+    assert committed.read_bytes() == before
+
+
+def test_a_partial_arch_sweep_does_not_replace_the_published_table(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCH))
+    from arch_sweep_report import RESULTS as PUBLISHED
+    from arch_sweep_report import SCRATCH, results_folder
+
+    assert results_folder(None, whole=True, update=False) == PUBLISHED
+    assert results_folder(None, whole=False, update=True) == PUBLISHED  # a merge, asked for
+    assert results_folder(None, whole=False, update=False) == SCRATCH
+    assert results_folder(tmp_path, whole=False, update=False) == tmp_path
+    assert SCRATCH.is_relative_to(ROOT / "runs")  # ignored by git
+    line = _one_error_line(_script(BENCH / "arch_sweep.py", "--models", "no_such_net", "--quick"))
+    assert "unknown timm model 'no_such_net'" in line
+
+
+def test_output_files_get_their_folder_and_a_folder_is_refused(tmp_path: Path) -> None:
+    sys.path.insert(0, str(BENCH))
+    from benchargs import output_file
+
+    target = tmp_path / "with space" / "new" / "r.json"
+    assert output_file(target, "--json") == target and target.parent.is_dir()
+    with pytest.raises(SystemExit) as stop:
+        output_file(tmp_path, "--json")
+    assert stop.value.code == 2
+
+
+def test_patience_records_the_images_its_teacher_really_trained_on(tmp_path: Path) -> None:
+    """The table's 'trained on N images' is read from the teacher's recipe, not the defaults."""
+    sys.path.insert(0, str(BENCH))
+    from patience import train_images
+
+    run = tmp_path / "teacher"
+    run.mkdir()
+    body = {
+        "name": "t",
+        "model": {"model": "test_resnet"},
+        "data": {"source": "fashion_mnist", "holdout": 5000, "train_limit": 800},
+        "method": {"name": "supervised"},
+        "schedule": {"epochs": 1},
+    }
+    (run / "recipe.yaml").write_text(json.dumps(body))
+    assert train_images(run) == 800
+    body["data"] = {"source": "fashion_mnist", "holdout": 2000}
+    (run / "recipe.yaml").write_text(json.dumps(body))
+    assert train_images(run) == 58000
