@@ -32,6 +32,7 @@ def markdown(result: dict) -> str:
         f"{teacher['params'] / result['student']['params']:.0f}x smaller) on "
         f"{result['subset']:,} images; top-1 on the {result['test_images']:,} test images, read "
         f"once at the end; `best` chosen on the {result['holdout']:,}-image holdout.",
+        *_overrides(result.get("models") or {}),
         "",
         "| method | epochs of the subset | lr, wd | test top-1 (final) | test top-1 of best "
         "(holdout epoch) | agreement | KL | time |",
@@ -50,6 +51,13 @@ def markdown(result: dict) -> str:
             f"{kl} | {r['wall_s'] / 60:.1f} min |"
         )
     return "\n".join(lines)
+
+
+def _overrides(models: dict) -> list[str]:
+    """A line naming a rerun's overrides (the models are in the header already)."""
+    sets = [f"`--set {s}`" for s in models.get("sets", [])]
+    sets += [f"`--teacher-set {s}`" for s in models.get("teacher_sets", [])]
+    return ["", "Overrides: " + " ".join(sets) + "."] if sets else []
 
 
 def figure(result: dict, path: Path) -> None:
