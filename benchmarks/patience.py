@@ -219,14 +219,27 @@ class Plan:
     teacher_name: str
 
 
+#: The budget of the whole benchmark and of --quick; an option given on the command line wins
+#: over either (`--quick --lengths 1 2` runs 1 and 2 epochs).
+FULL = {
+    "lengths": [10, 30, 100, 300, 600, 1000],
+    "compare_at": 600,
+    "tune_at": 100,
+    "subset": 1000,
+    "holdout": 5000,
+}
+QUICK = {"lengths": [1, 3], "compare_at": 3, "tune_at": 1, "subset": 100, "holdout": 500}
+
+
 def choose(a: argparse.Namespace) -> Plan:
     """The command line as overrides: the budget (--quick, --subset, --holdout), the models,
     then --set / --teacher-set (the user's last, so they win)."""
     from distill_cli.recipe.document import load_recipe
 
-    if a.quick:
-        a.lengths, a.subset, a.holdout, a.compare_at = [1, 3], 100, 500, 3
-        a.tune_at = min(a.tune_at, 1)
+    budget = QUICK if a.quick else FULL  # what the command line leaves unsaid
+    for key, value in budget.items():
+        if getattr(a, key) is None:
+            setattr(a, key, value)
     held = f"data.holdout={a.holdout}"
     teacher_sets, common = [held], [f"data.subset={a.subset}", held]
     if a.quick:
@@ -237,7 +250,7 @@ def choose(a: argparse.Namespace) -> Plan:
             "schedule.eval_every=1",
         ]
         # 1-epoch rows: one evaluation (a recipe may not ask for more evaluations than epochs)
-        common = ["data.subset=100", held, "schedule.batch_size=50", "data.val_limit=2000"]
+        common = [f"data.subset={a.subset}", held, "schedule.batch_size=50", "data.val_limit=2000"]
         common += ["schedule.evals=1"]
     default = Variant(
         load_recipe(TEACHER_RECIPE).student.model, (load_recipe(FM_RECIPE).student.model,)
@@ -277,19 +290,18 @@ def main() -> None:
         default=None,
         help="run folders (default runs/patience, --quick: runs/patience-quick)",
     )
-    p.add_argument("--lengths", type=at_least(1), nargs="+", default=[10, 30, 100, 300, 600, 1000])
     p.add_argument(
-        "--compare-at", type=at_least(1), default=600, help="epochs of the comparison rows (600)"
+        "--lengths", type=at_least(1), nargs="+", help="epochs (10 30 100 300 600 1000; quick 1 3)"
     )
+    p.add_argument("--compare-at", type=at_least(1), help="epochs of the comparisons (600; 3)")
     p.add_argument(
         "--tune-at",
         type=at_least(0),
-        default=100,
-        help="epochs of the tuning runs (every GRID setting per tuned method); 0: the recipe's "
-        "lr and wd for every row, no tuning",
+        help="epochs of the tuning runs (every GRID setting per tuned method; 100, quick 1); 0: "
+        "the recipe's lr and wd for every row, no tuning",
     )
-    p.add_argument("--subset", type=at_least(1), default=1000, help="training images per student")
-    p.add_argument("--holdout", type=at_least(1), default=5000, help="images held out for choices")
+    p.add_argument("--subset", type=at_least(1), help="training images per student (1000; 100)")
+    p.add_argument("--holdout", type=at_least(1), help="images held out for choices (5000; 500)")
     p.add_argument("--jobs", type=at_least(1), default=2, help="runs at a time (one thread each)")
     p.add_argument("--student", default=None, metavar="NAME", help="timm model of the student")
     add_model_options(p, "distillation run")
