@@ -52,15 +52,19 @@ def distill(*args: str) -> subprocess.CompletedProcess[str]:
 def train(
     arch: str, runs: Path, retrain: bool, sets: list[str] | None = None
 ) -> tuple[Path, float | None]:
+    """The trained run of `arch`: reused only when it is a finished run of the same recipe and
+    --train-set overrides (a run of other settings is trained again, not read as these)."""
+    from tuning import same_run
+
     name = f"export-fmnist-{arch}"
     run = runs / name
-    if (run / "checkpoints" / "best.safetensors").is_file() and not retrain:
+    items = [f"name={name}", f"model.model={arch}", f"output.dir={runs}", *(sets or [])]
+    if not retrain and same_run(run, RECIPE, items):
         return run, None
     t0 = time.perf_counter()
     distill(
-        "train", str(RECIPE), "--set", f"name={name}", "--set", f"model.model={arch}",
-        "--set", f"output.dir={runs}", "--overwrite", "-q",
-        *(arg for value in sets or [] for arg in ("--set", value)),
+        "train", str(RECIPE), "--overwrite", "-q",
+        *(arg for value in items for arg in ("--set", value)),
     )  # fmt: skip
     return run, time.perf_counter() - t0
 

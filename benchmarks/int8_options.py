@@ -52,36 +52,45 @@ OPTIONS: list[tuple[str, list[str]]] = [
 
 def _subset(train: int, val: int) -> list[str]:
     """The data subset, and a warm-up short enough for the few steps a subset gives."""
-    return [
-        "--set", f"data.train_limit={train}", "--set", f"data.val_limit={val}",
-        "--set", "schedule.warmup_steps=5",
-    ]  # fmt: skip
+    return [f"data.train_limit={train}", f"data.val_limit={val}", "schedule.warmup_steps=5"]
 
 
 def train_runs(runs: Path, train: int, val: int, epochs: int, retrain: bool) -> dict[str, Path]:
-    """The two trained models' run folders (trained here unless already there)."""
+    """The two trained models' run folders: trained here unless a finished run of the same
+    recipe and settings (--train, --val, --epochs) is there (other settings train again)."""
+    from tuning import same_run
+
     sub = _subset(train, val)
-    out = ["--set", f"output.dir={runs}", "--overwrite", "-q"]
+    out = [f"output.dir={runs}", f"schedule.epochs={epochs}", *sub]
     teacher = runs / "int8-qs-teacher"
     student = runs / "int8-qs-student"
     mobile = runs / "int8-mobilenetv3_small_050"
-    if retrain or not (teacher / "checkpoints" / "best.safetensors").is_file():
-        distill(
-            "train", str(QUICKSTART / "teacher.yaml"), "--set", "name=int8-qs-teacher",
-            "--set", f"schedule.epochs={epochs}", *sub, *out,
-        )  # fmt: skip
-    if retrain or not (student / "checkpoints" / "best.safetensors").is_file():
-        distill(
-            "run", str(QUICKSTART / "distill.yaml"), "--set", "name=int8-qs-student",
-            "--set", f"teacher.checkpoint={teacher / 'checkpoints' / 'best.safetensors'}",
-            "--set", f"schedule.epochs={epochs}", *sub, *out,
-        )  # fmt: skip
-    if retrain or not (mobile / "checkpoints" / "best.safetensors").is_file():
-        distill(
-            "train", str(MOBILENET), "--set", "name=int8-mobilenetv3_small_050",
-            "--set", "model.model=mobilenetv3_small_050", "--set", f"schedule.epochs={epochs}",
-            *sub, *out,
-        )  # fmt: skip
+    jobs = [
+        ("train", QUICKSTART / "teacher.yaml", teacher, ["name=int8-qs-teacher", *out]),
+        (
+            "run",
+            QUICKSTART / "distill.yaml",
+            student,
+            [
+                "name=int8-qs-student",
+                f"teacher.checkpoint={teacher / 'checkpoints' / 'best.safetensors'}",
+                *out,
+            ],
+        ),
+        (
+            "train",
+            MOBILENET,
+            mobile,
+            ["name=int8-mobilenetv3_small_050", "model.model=mobilenetv3_small_050", *out],
+        ),
+    ]
+    teacher_trained = False  # then the student distilled from it is trained again too
+    for verb, recipe, run, items in jobs:
+        if retrain or (teacher_trained and verb == "run") or not same_run(run, recipe, items):
+            teacher_trained = teacher_trained or run == teacher
+            distill(
+                verb, str(recipe), "--overwrite", "-q", *(x for i in items for x in ("--set", i))
+            )
     return {"test_resnet (quickstart student)": student, "mobilenetv3_small_050": mobile}
 
 

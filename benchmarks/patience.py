@@ -365,7 +365,8 @@ def main() -> None:
     order = {label: i for i, label in enumerate([FM_LABEL, *COMPARISONS])}
     done.sort(key=lambda r: (order[r.label], r.epochs))
 
-    fm_any = next((r for r in done if r.label == FM_LABEL and not r.error), None)
+    # the student's size and the test images from a finished run, function matching's first
+    fm_any = next((r for r in sorted(done, key=lambda r: r.label != FM_LABEL) if not r.error), None)
     student = {"model": plan.variant.students[0], "params": None}
     test_images = teacher_sum.test.images
     if fm_any is not None:

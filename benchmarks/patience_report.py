@@ -24,12 +24,17 @@ KEYS = ("teacher", "student", "rows", "subset", "holdout", "test_images", "lengt
 
 def markdown(result: dict) -> str:
     """The table for docs/benchmarks.md."""
-    teacher = result["teacher"]
+    teacher, student = result["teacher"], result["student"]
+    size = "no run of it finished"  # its size is read from a finished run
+    if student["params"]:
+        size = (
+            f"{student['params'] / 1e6:.2f} M params, "
+            f"{teacher['params'] / student['params']:.0f}x smaller"
+        )
     lines = [
         f"Teacher {teacher['model']} ({teacher['params'] / 1e6:.2f} M params), "
         f"trained on {teacher['train_images']:,} images: **{teacher['top1']:.2f}%** top-1. "
-        f"Student {result['student']['model']} ({result['student']['params'] / 1e6:.2f} M params, "
-        f"{teacher['params'] / result['student']['params']:.0f}x smaller) on "
+        f"Student {student['model']} ({size}) on "
         f"{result['subset']:,} images; top-1 on the {result['test_images']:,} test images, read "
         f"once at the end; `best` chosen on the {result['holdout']:,}-image holdout.",
         *_overrides(result.get("models") or {}),

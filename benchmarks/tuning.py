@@ -136,6 +136,18 @@ def teacher_key(recipe: Any) -> dict[str, Any]:
     return data
 
 
+def same_run(run: Path, recipe: Path, overrides: Sequence[str]) -> bool:
+    """Whether `run` is a finished run of `recipe` with these overrides (`teacher_key`: the
+    same models, data and schedule), so it may be reused instead of trained again. A run of
+    other settings (another --epochs, another data limit) is never reused for these."""
+    from distill_cli.recipe.document import load_recipe
+
+    saved = run / "recipe.yaml"
+    if not ((run / "summary.json").is_file() and saved.is_file()):
+        return False
+    return teacher_key(load_recipe(saved)) == teacher_key(load_recipe(recipe, list(overrides)))
+
+
 def teacher_run(out: Path, recipe: Path, name: str, overrides: Sequence[str], threads: int) -> Path:
     """The teacher's run folder `out/name`: trained once, reused while `teacher_key` holds."""
     from distill_cli.errors import DistillError, RunFailed
@@ -144,9 +156,7 @@ def teacher_run(out: Path, recipe: Path, name: str, overrides: Sequence[str], th
     items = [*overrides, f"output.dir={out}", f"output.name={name}"]
     wanted = load_recipe(recipe, items)
     run = out / name
-    saved = run / "recipe.yaml"
-    finished = (run / "summary.json").is_file() and saved.is_file()
-    if finished and teacher_key(load_recipe(saved)) == teacher_key(wanted):
+    if same_run(run, recipe, items):
         print(f"teacher: reusing {run}", flush=True)
         return run
     print(f"teacher: training {wanted.student.model} (distill train)...", flush=True)
