@@ -184,3 +184,56 @@ def test_patience_records_the_images_its_teacher_really_trained_on(tmp_path: Pat
     body["data"] = {"source": "fashion_mnist", "holdout": 2000}
     (run / "recipe.yaml").write_text(json.dumps(body))
     assert train_images(run) == 58000
+
+
+def test_patience_quick_keeps_what_the_command_line_gives() -> None:
+    """--quick fills in only what the command leaves unsaid: `--quick --lengths 1 2` runs 1 and
+    2 epochs (the quick budget replaced them silently before)."""
+    import argparse
+
+    sys.path.insert(0, str(BENCH))
+    from patience import choose
+
+    given = {"lengths": [1, 2], "subset": 60, "compare_at": None, "tune_at": None}
+    a = argparse.Namespace(
+        quick=True, holdout=None, teacher=None, student=None, overrides=[], teacher_overrides=[]
+    )
+    a.__dict__.update(given)
+    plan = choose(a)
+    assert (a.lengths, a.subset, a.compare_at, a.tune_at, a.holdout) == ([1, 2], 60, 3, 1, 500)
+    assert "data.subset=60" in plan.common and "data.holdout=500" in plan.teacher_sets
+    assert plan.tag == ""  # the recipes' own models: the default run's names
+
+
+def test_patience_table_without_a_finished_student_run() -> None:
+    sys.path.insert(0, str(BENCH))
+    from patience_report import markdown
+
+    result = json.loads((RESULTS / "patience.json").read_text())
+    result["student"]["params"] = None
+    result["rows"] = [{**result["rows"][0], "error": "distill run failed (1): boom"}]
+    table = markdown(result)
+    assert "no run of it finished" in table and "failed: distill run failed (1): boom" in table
+
+
+def test_a_trained_run_is_reused_only_with_the_same_settings(tmp_path: Path) -> None:
+    """export_latency.py and int8_options.py reuse a trained run only when its recipe, overrides
+    included, is the one asked for (a run of 2 epochs is not read as one of 1)."""
+    import yaml
+
+    sys.path.insert(0, str(BENCH))
+    from tuning import same_run
+
+    from distill_cli.recipe.document import load_recipe
+
+    recipe = BENCH / "export_fmnist.yaml"
+    items = ["name=r", f"output.dir={tmp_path}", "schedule.epochs=2"]
+    run = tmp_path / "r"
+    run.mkdir()
+    saved = load_recipe(recipe, items).model_dump(mode="json")
+    (run / "recipe.yaml").write_text(yaml.safe_dump(saved))
+    assert not same_run(run, recipe, items)  # not finished: no summary.json
+    (run / "summary.json").write_text("{}")
+    assert same_run(run, recipe, items)
+    assert not same_run(run, recipe, [*items, "schedule.epochs=1"])
+    assert not same_run(run, recipe, [*items, "model.model=test_convnext"])
