@@ -27,10 +27,9 @@ def markdown(result: dict) -> str:
     teacher, student = result["teacher"], result["student"]
     size = "no run of it finished"  # its size is read from a finished run
     if student["params"]:
-        size = (
-            f"{student['params'] / 1e6:.2f} M params, "
-            f"{teacher['params'] / student['params']:.0f}x smaller"
-        )
+        ratio = teacher["params"] / student["params"]  # another pair may have a bigger student
+        than = f"{ratio:.0f}x smaller" if ratio >= 1 else f"{1 / ratio:.1f}x larger"
+        size = f"{student['params'] / 1e6:.2f} M params, {than}"
     lines = [
         f"Teacher {teacher['model']} ({teacher['params'] / 1e6:.2f} M params), "
         f"trained on {teacher['train_images']:,} images: **{teacher['top1']:.2f}%** top-1. "
