@@ -90,6 +90,7 @@ def trained_row(arch: str, report: dict[str, Any], train_s: float | None) -> dic
         "arch": arch,
         "params": report["model"]["params"],
         "input": report["model"]["input_size"][0],
+        "images": parity["inputs"]["images"],  # what the top-1 figures were read on
         "train_s": train_s,
         "top1_pytorch": parity["top1_pytorch"],
         "top1_onnx": parity["top1_onnx"],
@@ -178,7 +179,8 @@ def main() -> None:
     print(f"\nCPU: {env['cpu']} ({env['cpu_count']} cores), {args.threads} threads; versions "
           f"{json.dumps(env['versions'])}; load average before: {load:.2f}\n")  # fmt: skip
     if trained:
-        print("Fashion-MNIST students (10,000 test images):\n")
+        images = ", ".join(sorted({f"{r['images']:,}" for r in trained}))
+        print(f"Fashion-MNIST students ({images} test images):\n")
         print(markdown(trained, with_accuracy=True))
     for r in trained:
         train_s = f"{r['train_s']:.0f} s" if r["train_s"] else "reused run"
