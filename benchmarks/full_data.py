@@ -32,6 +32,7 @@ figure beside it) unless `--json`/`--figure` say otherwise, so the committed res
 reused for it or overwritten; another teacher or teacher override trains its own teacher in
 `OUT/full-data-teacher-<tag>` (a teacher is reused only while its whole resolved recipe, less
 where it ran, is the same). The JSON records the models and overrides used (`models`, `tag`).
+`--quick` works in runs/full_data_quick (its results there too) unless `--out` says otherwise.
 """
 
 from __future__ import annotations
@@ -290,9 +291,23 @@ def main() -> None:
     add_model_options(p, "student run")
     p.add_argument("--lengths", type=at_least(1), nargs="+", help="epochs (default: the scale's)")
     p.add_argument("--seeds", type=at_least(0), nargs="+", default=None, help="0 always runs")
-    p.add_argument("--out", type=Path, default=None, help="run folders (default runs/full_data)")
-    p.add_argument("--json", type=Path, default=None, help="results (default benchmarks/results)")
-    p.add_argument("--figure", type=Path, default=None, help="default docs/img/full_data_*.png")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="run folders (default runs/full_data; --quick: runs/full_data_quick)",
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        help="results (default benchmarks/results/full_data_<scale>.json, a variant's "
+        "full_data_<scale>_<tag>.json; --quick: in OUT); an existing file of the same run is "
+        "continued, one of another run refused",
+    )
+    p.add_argument(
+        "--figure",
+        type=Path,
+        help="default docs/img/full_data_<scale>.png, a variant's beside JSON",
+    )
     p.add_argument("--budget-min", type=positive_float, help="stop runs after this many minutes")
     p.add_argument("--jobs", type=at_least(1), default=None, help="runs side by side")
     a = p.parse_args()
