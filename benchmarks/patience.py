@@ -32,6 +32,9 @@ carry the variant's tag, another teacher or teacher override trains its own teac
 `OUT/patience-teacher-<tag>`, so nothing of the default run is reused or overwritten; the JSON
 records the models and overrides used (`models`).
 
+A rerun in the same OUT (after a cut, or with more lengths) reuses every run that finished with
+exactly its settings after its teacher was trained, and runs the rest.
+
 Runs are independent, so they go `--jobs` at a time (default 2, one CPU thread each): on small
 images one process per core is faster than one process with two threads.
 """
@@ -62,6 +65,7 @@ from tuning import (
     launch,
     measure,
     one_line_errors,
+    same_run,
     setting_suffix,
     split_done,
     tagged,
@@ -137,19 +141,39 @@ def _run(row: RunRow, out: Path, common: list[str], threads: int) -> RunRow:
         args += ["--set", item]
     started = time.perf_counter()
     log = out / f"{row.run}.log"
-    code = launch(args, log, threads)
+    reused = finished(out / row.run, [*sets, *row.overrides])
+    code = 0 if reused else launch(args, log, threads)
     if code:
         row.error = f"distill run failed ({code}): {last_line(log)}"
         print(f"  {row.label} @ {row.epochs} epochs: FAILED {row.error}", flush=True)
         return row
     row.wall_s = time.perf_counter() - started
+    if reused:  # its own time, not the moment it took to read it
+        from distill_cli.rundir.summary import RunSummary
+
+        row.wall_s = RunSummary.load(out / row.run).wall_time_s
     m = measure(out / row.run)
     row.top1, row.best_top1 = m.test_top1, m.test_best_top1
     row.agreement, row.kl = m.agreement, m.kl
     row.holdout_top1, row.best_epoch = m.holdout_top1, m.best_epoch
     row.images_per_s, row.curve = m.images_per_s, m.curve
-    print(f"  {row.label} @ {row.epochs} epochs: top-1 {row.top1:.2f}", flush=True)
+    again = " (finished earlier, reused)" if reused else ""
+    print(f"  {row.label} @ {row.epochs} epochs: top-1 {row.top1:.2f}{again}", flush=True)
     return row
+
+
+def finished(run: Path, items: list[str]) -> bool:
+    """Whether `run` already finished with exactly these settings (`tuning.same_run`) after its
+    teacher was trained: a rerun of a cut benchmark runs only the rows still missing, and a run
+    of other settings (another subset, holdout, model or override) is never read as this one."""
+    ckpt = next((i.split("=", 1)[1] for i in items if i.startswith("teacher.checkpoint=")), None)
+    summary = run / "summary.json"
+    teacher = Path(ckpt) if ckpt else None
+    if teacher and teacher.is_file() and summary.is_file():
+        return summary.stat().st_mtime >= teacher.stat().st_mtime and same_run(
+            run, FM_RECIPE, items
+        )  # a student of an older teacher is run again
+    return same_run(run, FM_RECIPE, items)
 
 
 def _slug(label: str) -> str:

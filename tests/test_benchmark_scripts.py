@@ -107,7 +107,7 @@ def test_a_report_script_names_a_missing_file_and_draws_where_asked(tmp_path: Pa
         ["export_archs.py", "--size", "-64"],
         ["train_throughput.py", "--device", "cpu", "--batch", "0"],
         ["int8_options.py", "--epochs", "0"],
-        ["fmnist_methods.py", "--epochs", "0"],
+        ["fmnist_methods.py", "--epochs", "1"],
         ["gpu_check.py", "OUT", "--smoke", "--parts", "9"],
         ["gpu_check.py", "OUT", "--smoke", "--parts", "x"],
     ],
@@ -237,3 +237,29 @@ def test_a_trained_run_is_reused_only_with_the_same_settings(tmp_path: Path) -> 
     assert same_run(run, recipe, items)
     assert not same_run(run, recipe, [*items, "schedule.epochs=1"])
     assert not same_run(run, recipe, [*items, "model.model=test_convnext"])
+
+
+def test_patience_reuses_a_finished_run_only_of_its_settings_and_teacher(tmp_path: Path) -> None:
+    """A cut benchmark run again reruns only what is missing: a finished run of the same
+    settings is reused, one of an older teacher (same checkpoint path, retrained) is not."""
+    import yaml
+
+    sys.path.insert(0, str(BENCH))
+    from patience import FM_RECIPE, finished
+
+    from distill_cli.recipe.document import load_recipe
+
+    teacher = tmp_path / "teacher.safetensors"
+    teacher.write_bytes(b"weights")
+    items = [f"teacher.checkpoint={teacher}", "data.subset=100", "schedule.epochs=20"]
+    items += [f"output.dir={tmp_path}", "output.name=r"]
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "recipe.yaml").write_text(
+        yaml.safe_dump(load_recipe(FM_RECIPE, items).model_dump(mode="json"))
+    )
+    (run / "summary.json").write_text("{}")
+    assert finished(run, items)
+    assert not finished(run, [*items, "data.subset=50"])
+    os.utime(teacher, (run.stat().st_mtime + 60,) * 2)  # the teacher was trained again since
+    assert not finished(run, items)
