@@ -33,6 +33,7 @@ from benchargs import at_least, one_line_errors, output_file, parser
 from tuning import Variant, check_models, check_recipe, teacher_run
 
 from distill_cli import api
+from distill_cli.errors import DistillError
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "recipes/quickstart/teacher.yaml"
@@ -115,9 +116,12 @@ def main() -> None:
         label = label.replace("STOP", str(stop))
         overrides = overrides_of(recipe)
         started = time.perf_counter()
-        summary = one_line_errors(
-            lambda r=recipe, o=overrides: api.run(ROOT / r, o, overwrite=True).to_dict()
-        )
+        try:
+            summary = api.run(ROOT / recipe, overrides, overwrite=True).to_dict()
+        except DistillError as exc:  # this method cannot run with these models: the others can
+            results.append({"method": label, "recipe": recipe, "error": str(exc)})
+            print(f"{label}: FAILED error: {exc}", flush=True)
+            continue
         results.append(
             {
                 "method": label,
@@ -125,6 +129,7 @@ def main() -> None:
                 "wall_s": time.perf_counter() - started,
                 **{k: summary[k] for k in ("student", "teacher", "agreement", "kl")},
                 "images_per_s": summary["images_per_s"],
+                "error": None,
             }
         )
         print(f"{label}: top-1 {summary['student']['top1']:.2f}", flush=True)
@@ -141,16 +146,20 @@ def main() -> None:
             "rows": results,
         }
         args.json.write_text(json.dumps(raw, indent=2) + "\n")
-    teachers = sorted({r["teacher"]["model"] for r in results if r["teacher"]})
-    students = sorted({r["student"]["model"] for r in results})
+    ran = [r for r in results if r["error"] is None]
+    teachers = sorted({r["teacher"]["model"] for r in ran if r["teacher"]})
+    students = sorted({r["student"]["model"] for r in ran})
     print(
-        f"\nteacher {', '.join(teachers)}; student {', '.join(students)}; {args.epochs} epochs; "
-        f"--set {' '.join(args.overrides) or '(none)'}; "
+        f"\nteacher {', '.join(teachers) or '?'}; student {', '.join(students) or '?'}; "
+        f"{args.epochs} epochs; --set {' '.join(args.overrides) or '(none)'}; "
         f"--teacher-set {' '.join(teacher_sets) or '(none)'}"
     )
     print("\n| method | recipe | student top-1 | agreement | KL | time |")
     print("|---|---|---|---|---|---|")
     for r in results:
+        if r["error"] is not None:
+            print(f"| {r['method']} | `{r['recipe']}` | failed: {r['error']} | | | |")
+            continue
         agree = r["agreement"]["top1"]
         kl = r["kl"]
         print(
@@ -158,6 +167,8 @@ def main() -> None:
             f"{'-' if agree is None else f'{agree:.2f}%'} | {'-' if kl is None else f'{kl:.3f}'} "
             f"| {r['wall_s']:.0f} s |"
         )
+    if len(ran) < len(results):
+        sys.exit(1)
 
 
 if __name__ == "__main__":
