@@ -168,7 +168,7 @@ def teacher_run(out: Path, recipe: Path, name: str, overrides: Sequence[str], th
             "error: "
         )
         if code == 2:  # distill refused its input (a holdout bigger than the data, no data)
-            raise DistillError(what, str(log), "change the option it names")
+            raise DistillError(what, str(log))  # its own line says what to do
         raise RunFailed(what, str(log))
     return run
 
