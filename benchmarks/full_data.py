@@ -313,9 +313,11 @@ def main() -> None:
     a = p.parse_args()
     name = "quick" if a.quick else a.scale
     scale, variant, tag = choose(name, a)
+    out, results, fig = outputs(name, tag, a)
+    if results.is_file():  # another run's results are refused before the models are checked
+        earlier(results, name, tag)
     one_line_errors(lambda: validate(scale, variant))
     students = one_line_errors(lambda: part_students(scale, a.part))
-    out, results, fig = outputs(name, tag, a)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     deadline = started + (a.budget_min * 60 if a.budget_min else 1e9)
