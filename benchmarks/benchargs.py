@@ -91,7 +91,9 @@ def is_published(path: Path) -> bool:
     return any(resolved.is_relative_to(folder) for folder in PUBLISHED)
 
 
-def read_results(path: Path, script: str, row_keys: Sequence[str], keys: Sequence[str] = ()):
+def read_results(
+    path: Path, script: str, row_keys: Sequence[str], keys: Sequence[str] = ()
+) -> dict[str, Any]:
     """A results JSON written by `script`: its rows must carry `row_keys` and the file `keys`.
 
     A missing file, a file that is not JSON, or another script's results (another benchmark's
