@@ -80,6 +80,10 @@ def main() -> None:
         p.error(f"argument --parts: {a.parts!r} is not a comma-separated list of part numbers")
     if not a.part_list or set(a.part_list) - set(ORDER):
         p.error(f"argument --parts: {a.parts!r}: the parts are {', '.join(map(str, ORDER))}")
+    if a.fmnist is not None and not a.fmnist.is_dir():
+        p.error(f"argument --fmnist: {a.fmnist} is not a folder (the Fashion-MNIST IDX files)")
+    if a.bare is not None and not a.bare.is_file():
+        p.error(f"argument --bare: {a.bare} is not a file (bare_kd_step.py)")
     a.work = (a.work or a.out.parent / f"{a.out.name}-work").resolve()
     a.bare = a.bare or next((x for x in DEFAULT_BARE if x.is_file()), None)
     a.fmnist = a.fmnist or next((x for x in DEFAULT_FMNIST if x.is_dir()), None)

@@ -110,6 +110,7 @@ def test_a_report_script_names_a_missing_file_and_draws_where_asked(tmp_path: Pa
         ["fmnist_methods.py", "--epochs", "1"],
         ["gpu_check.py", "OUT", "--smoke", "--parts", "9"],
         ["gpu_check.py", "OUT", "--smoke", "--parts", "x"],
+        ["gpu_check.py", "OUT", "--smoke", "--fmnist", "/no/such/fashion-mnist"],
     ],
 )
 def test_bad_values_are_one_usage_error_before_any_work(args: list[str]) -> None:
