@@ -59,6 +59,7 @@ from tuning import (
     Variant,
     add_model_options,
     best_on_holdout,
+    check_method_kept,
     check_models,
     check_recipe,
     last_line,
@@ -292,6 +293,7 @@ def validate(plan: Plan) -> None:
     check_models([plan.variant.teacher], "--teacher")
     check_models(plan.variant.students, "--student")
     check_recipe(TEACHER_RECIPE, plan.teacher_sets)
+    check_method_kept(FM_RECIPE, plan.common, "function_matching")
     for overrides in COMPARISONS.values():
         check_recipe(FM_RECIPE, [*plan.common, *(o.replace("STOP", "1") for o in overrides)])
 

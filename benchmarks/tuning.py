@@ -118,6 +118,22 @@ def check_recipe(recipe: Path, overrides: Sequence[str]) -> None:
     load_recipe(recipe, list(overrides))
 
 
+def check_method_kept(recipe: Path, overrides: Sequence[str], method: str) -> None:
+    """The rows named after `method` must still run it: a `--set method=...` (or
+    `method.name=...`) would run another method under that label, a silently wrong table."""
+    from distill_cli.errors import DistillError
+    from distill_cli.recipe.document import load_recipe
+
+    ran = load_recipe(recipe, list(overrides)).method.name
+    if ran != method:
+        raise DistillError(
+            f"--set makes the {method} rows run {ran}",
+            "--set",
+            "the benchmark sets each compared method itself; change a method's parameters "
+            "(e.g. method.mixup=false), or run another method with distill run",
+        )
+
+
 # --- the teacher: trained once, reused while its recipe holds --------------------------------
 
 

@@ -264,3 +264,11 @@ def test_patience_reuses_a_finished_run_only_of_its_settings_and_teacher(tmp_pat
     assert not finished(run, [*items, "data.subset=50"])
     os.utime(teacher, (run.stat().st_mtime + 60,) * 2)  # the teacher was trained again since
     assert not finished(run, items)
+
+
+def test_a_set_that_changes_the_compared_method_is_refused(tmp_path: Path) -> None:
+    """`--set method.name=kd` would run KD under the label 'function matching'."""
+    done = _script(BENCH / "patience.py", "--quick", "--set", "method.name=kd", "--out", tmp_path)
+    line = _one_error_line(done)
+    assert "makes the function_matching rows run kd" in line
+    assert not list(tmp_path.iterdir())  # refused before any teacher trained
