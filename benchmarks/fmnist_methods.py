@@ -30,10 +30,11 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchargs import at_least, one_line_errors, output_file, parser
-from tuning import Variant, check_models, check_recipe, teacher_run
+from tuning import Variant, check_method_kept, check_models, check_recipe, teacher_run
 
 from distill_cli import api
 from distill_cli.errors import DistillError
+from distill_cli.recipe.document import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "recipes/quickstart/teacher.yaml"
@@ -108,6 +109,8 @@ def main() -> None:
 
     for _, recipe in ROWS:  # a bad value fails now, not after the teacher and three runs
         one_line_errors(lambda r=recipe: check_recipe(ROOT / r, overrides_of(r)))
+        own = load_recipe(ROOT / recipe).method.name  # each row is labelled by its method
+        one_line_errors(lambda r=recipe, m=own: check_method_kept(ROOT / r, overrides_of(r), m))
     threads = os.cpu_count() or 1
     one_line_errors(lambda: teacher_run(ROOT / "runs", TEACHER, name, teacher_sets, threads))
     results = []
