@@ -18,12 +18,15 @@ weights, nothing downloaded, a small input):
 
 Every stage is the CLI in its own process. A stage passes with exit code 0; it is ``error`` when
 distill refused it the way it refuses bad input (exit 1 or 2, one ``error:`` line, no traceback)
-and ``CRASH`` otherwise (a traceback, another exit code, a timeout). Results go to
-``benchmarks/results/arch_sweep_cpu.{json,md}``.
+and ``CRASH`` otherwise (a traceback, another exit code, a timeout). Results:
+``arch_sweep_cpu.{json,md}`` in ``benchmarks/results`` for the whole default sweep (the
+published table) or with ``--update`` (merged into it); any other sweep (``--models``,
+``--size``, ``--stages``, ``--quick``) writes to ``runs/arch_sweep`` unless ``--out`` says where.
 
-    python benchmarks/arch_sweep.py                    # every family, every stage
-    python benchmarks/arch_sweep.py --quick            # student + export only
+    python benchmarks/arch_sweep.py                    # every family, every stage (published)
+    python benchmarks/arch_sweep.py --quick            # student + export only (runs/arch_sweep)
     python benchmarks/arch_sweep.py --models swin_tiny_patch4_window7_224,levit_128s
+    python benchmarks/arch_sweep.py --models resnet18 --stages student,export --update
 """
 
 from __future__ import annotations
@@ -40,10 +43,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from arch_sweep_report import STAGES, ArchResult, StageResult, load_results, merge, write_results
+from arch_sweep_report import (
+    ROOT,
+    STAGES,
+    ArchResult,
+    StageResult,
+    check_sweep,
+    load_results,
+    merge,
+    results_folder,
+    write_results,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 CLASSES = 4
 
 
@@ -304,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         "--models", default="", help="comma-separated timm names (default: all families)"
     )
     parser.add_argument(
-        "--size", type=int, default=0, help="input side for every model (default: each model's)"
+        "--size", type=int, default=None, help="input side for every model (default: each model's)"
     )
     parser.add_argument("--quick", action="store_true", help="only the student run and its export")
     parser.add_argument(
@@ -314,7 +325,13 @@ def main(argv: list[str] | None = None) -> int:
         "gray_export needs gray, in the same call: runs live in a temporary folder)",
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per command")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON + md")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the JSON + md (default: benchmarks/results for the whole default sweep "
+        "or --update, else runs/arch_sweep)",
+    )
     parser.add_argument(
         "--update",
         action="store_true",
@@ -324,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     by_name = {a.name: a for a in ARCHS}
     names = [n for n in args.models.split(",") if n] or list(by_name)
     archs = [by_name.get(n, Arch(n, "other")) for n in names]
-    if args.size:
+    if args.size is not None:
         archs = [Arch(a.name, a.family, args.size) for a in archs]
     stages = tuple(s for s in args.stages.split(",") if s) or (
         QUICK_STAGES if args.quick else STAGES
@@ -332,6 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(stages) - set(STAGES)
     if unknown:
         parser.error(f"unknown stages {sorted(unknown)}")
+    check_sweep(names, args.size, args.timeout)
+    whole = not (args.models or args.size is not None or args.stages or args.quick)
+    args.out = results_folder(args.out, whole, args.update)
     start = time.perf_counter()
     earlier = load_results(args.out / "arch_sweep_cpu.json") if args.update else []
     results: list[ArchResult] = []

@@ -20,7 +20,9 @@ weights, a generated 4-class image folder, 1-2 epochs):
   a few steps, then ``--resume``: passes when the resumed run ends at the full length and its
   logged steps continue from where it stopped instead of starting again at step 1.
 
-Results: ``benchmarks/results/arch_sweep_cpu_methods.{json,md}`` (``--update`` merges a rerun).
+Results: ``arch_sweep_cpu_methods.{json,md}`` in ``benchmarks/results`` for the whole default
+sweep (the published table) or with ``--update`` (merged into it); any other sweep (``--models``,
+``--stages``) writes to ``runs/arch_sweep`` unless ``--out`` says where.
 
     python benchmarks/arch_sweep_methods.py
     python benchmarks/arch_sweep_methods.py --models resnet18 --stages student,int8 --update
@@ -40,9 +42,16 @@ from pathlib import Path
 
 import yaml
 from arch_sweep import ARCHS, ROOT, Arch, cli, make_data, recipe, save_checkpoint
-from arch_sweep_report import ArchResult, StageResult, load_results, merge, write_results
+from arch_sweep_report import (
+    ArchResult,
+    StageResult,
+    check_sweep,
+    load_results,
+    merge,
+    results_folder,
+    write_results,
+)
 
-RESULTS = ROOT / "benchmarks" / "results"
 STEM = "arch_sweep_cpu_methods"
 STAGES = (
     "student",
@@ -241,7 +250,13 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(STAGES)} (the exports need student)",
     )
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per command")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON + md")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the JSON + md (default: benchmarks/results for the whole default sweep "
+        "or --update, else runs/arch_sweep)",
+    )
     parser.add_argument("--update", action="store_true", help="merge into the existing table")
     args = parser.parse_args(argv)
     by_name = {a.name: a for a in ARCHS}
@@ -251,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(stages) - set(STAGES)
     if unknown:
         parser.error(f"unknown stages {sorted(unknown)}")
+    check_sweep(names, None, args.timeout)
+    args.out = results_folder(args.out, not (args.models or args.stages), args.update)
     start = time.perf_counter()
     earlier = load_results(args.out / f"{STEM}.json") if args.update else []
     results: list[ArchResult] = []

@@ -1,5 +1,8 @@
 """The architecture sweep's results (benchmarks/arch_sweep.py): its typed rows, the JSON + markdown
-table they are written as, and the --update merge of a rerun into an earlier table."""
+table they are written as, the --update merge of a rerun into an earlier table, and where a
+sweep writes (a partial sweep never replaces the published table).
+
+A module of arch_sweep.py and arch_sweep_methods.py; run those (`--help` says how)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,10 @@ import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+#: The published tables; a sweep of other models, sizes or stages goes to SCRATCH by default.
+RESULTS = ROOT / "benchmarks" / "results"
+SCRATCH = ROOT / "runs" / "arch_sweep"
 #: The stages in table order (arch_sweep.py runs them in this order).
 STAGES = ("student", "export", "report", "teacher", "students", "gray", "gray_export")
 
@@ -62,6 +69,35 @@ def merge(earlier: list[ArchResult], fresh: list[ArchResult]) -> list[ArchResult
 
 
 # --- output -------------------------------------------------------------------------------------
+
+
+def results_folder(out: Path | None, whole: bool, update: bool) -> Path:
+    """Where a sweep writes its JSON + md: `--out` when given; else the published folder for
+    the whole default sweep (what reproduces the committed table) or `--update` (a merge into
+    it, asked for); any other sweep (other models, a size, some stages, --quick) goes to
+    runs/arch_sweep, so it cannot replace the published table with a few rows."""
+    if out is not None:
+        return out
+    if whole or update:
+        return RESULTS
+    print(f"a partial sweep: the table goes to {SCRATCH} (--out to choose, --update to merge)")
+    return SCRATCH
+
+
+def check_sweep(names: list[str], size: int | None, timeout: float) -> None:
+    """Before any work: every name is a timm model (a typo is not an architecture that
+    failed), the size and timeout are usable. One error line, exit 2."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from benchargs import fail, one_line_errors
+    from tuning import check_models
+
+    if size is not None and size < 1:
+        fail(f"input side {size}", "--size", "give a side of at least 1 px (e.g. 64)")
+    if not timeout > 0:
+        fail(f"timeout {timeout:g} s", "--timeout", "give seconds above 0")
+    one_line_errors(lambda: check_models(names, "--models"))
 
 
 def write_results(

@@ -9,24 +9,24 @@ where the README's list of architectures that cannot export comes from.
     python benchmarks/export_archs.py                      # the default list, 64 px
     python benchmarks/export_archs.py --arch volo_d1_224 --arch hiera_tiny_224 --size 224
 
-One JSON line per architecture on stdout, then a markdown summary of the exceptions.
+One JSON line per architecture on stdout, then a markdown summary of the exceptions; nothing
+is written to disk (the ONNX files live in a temporary folder).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import timm
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchargs import at_least, one_line_errors, parser, positive_float
 
-from distill_cli.export import onnx_export as ox
-from distill_cli.export.capture import captured_output
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT = [
     "resnet18",
@@ -98,6 +98,8 @@ DEFAULT = [
 
 
 def _build(name: str, size: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    import timm
+
     base = {"num_classes": 10, "exportable": True}
     try:
         return timm.create_model(name, img_size=size, **base), {"img_size": size}
@@ -106,6 +108,12 @@ def _build(name: str, size: int) -> tuple[torch.nn.Module, dict[str, Any]]:
 
 
 def _try(model: torch.nn.Module, size: int, exporter: str, folder: Path) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    from distill_cli.export import onnx_export as ox
+    from distill_cli.export.capture import captured_output
+
     path = folder / f"{exporter}.onnx"
     t0 = time.perf_counter()
     try:
@@ -136,6 +144,10 @@ def _try(model: torch.nn.Module, size: int, exporter: str, folder: Path) -> dict
 
 
 def sweep(name: str, size: int) -> dict[str, Any]:
+    import torch
+
+    from distill_cli.export import onnx_export as ox
+
     torch.manual_seed(0)
     row: dict[str, Any] = {"arch": name, "size": size}
     try:
@@ -155,11 +167,18 @@ def sweep(name: str, size: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", action="append", help="timm name (repeatable)")
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--tolerance", type=float, default=1e-4)
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--arch", action="append", help="timm name (repeatable)")
+    p.add_argument("--size", type=at_least(1), default=64, help="input side (64)")
+    p.add_argument("--tolerance", type=positive_float, default=1e-4, help="max |diff| (1e-4)")
+    args = p.parse_args()
+    from tuning import check_models
+
+    one_line_errors(lambda: check_models(args.arch or [], "--arch"))
+    import torch
+
+    from distill_cli.export import onnx_export as ox
+
     torch.set_num_threads(2)
     rows = []
     for name in args.arch or DEFAULT:

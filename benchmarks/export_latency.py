@@ -11,12 +11,13 @@ of the reference table in shared/docs/targets.md.
     python benchmarks/export_latency.py                    # resnet18 + mobilenetv3_small_100
     python benchmarks/export_latency.py --arch resnet18 --threads 2 --json out.json
 
-Prints markdown tables for docs/benchmarks.md. Existing runs are reused unless --retrain.
+Prints markdown tables for docs/benchmarks.md. Writes the trained runs to RUNS_DIR
+(runs/export-fmnist-<arch>; existing runs are reused unless --retrain), the exports to OUT_DIR
+(runs/export-bench/<arch>), and with --json every report to that file.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,6 +25,10 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchargs import at_least, one_line_errors, output_file
+from benchargs import parser as parser_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "benchmarks" / "export_fmnist.yaml"
@@ -35,22 +40,31 @@ def distill(*args: str) -> subprocess.CompletedProcess[str]:
     print("$ distill " + " ".join(args), file=sys.stderr, flush=True)
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
-        sys.exit(f"failed ({result.returncode}): {' '.join(args)}\n{result.stderr[-2000:]}")
+        err = result.stderr.strip()
+        errors = [line for line in err.splitlines() if line.startswith("error:")]
+        if errors and "Traceback" not in err:  # distill's own one line: passed on as it is
+            print(errors[0], file=sys.stderr)
+            sys.exit(result.returncode)
+        sys.exit(f"failed ({result.returncode}): {' '.join(args)}\n{err[-2000:]}")
     return result
 
 
 def train(
     arch: str, runs: Path, retrain: bool, sets: list[str] | None = None
 ) -> tuple[Path, float | None]:
+    """The trained run of `arch`: reused only when it is a finished run of the same recipe and
+    --train-set overrides (a run of other settings is trained again, not read as these)."""
+    from tuning import same_run
+
     name = f"export-fmnist-{arch}"
     run = runs / name
-    if (run / "checkpoints" / "best.safetensors").is_file() and not retrain:
+    items = [f"name={name}", f"model.model={arch}", f"output.dir={runs}", *(sets or [])]
+    if not retrain and same_run(run, RECIPE, items):
         return run, None
     t0 = time.perf_counter()
     distill(
-        "train", str(RECIPE), "--set", f"name={name}", "--set", f"model.model={arch}",
-        "--set", f"output.dir={runs}", "--overwrite", "-q",
-        *(arg for value in sets or [] for arg in ("--set", value)),
+        "train", str(RECIPE), "--overwrite", "-q",
+        *(arg for value in items for arg in ("--set", value)),
     )  # fmt: skip
     return run, time.perf_counter() - t0
 
@@ -76,6 +90,7 @@ def trained_row(arch: str, report: dict[str, Any], train_s: float | None) -> dic
         "arch": arch,
         "params": report["model"]["params"],
         "input": report["model"]["input_size"][0],
+        "images": parity["inputs"]["images"],  # what the top-1 figures were read on
         "train_s": train_s,
         "top1_pytorch": parity["top1_pytorch"],
         "top1_onnx": parity["top1_onnx"],
@@ -120,9 +135,9 @@ def markdown(rows: list[dict[str, Any]], with_accuracy: bool) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = parser_of(__doc__)
     parser.add_argument("--arch", action="append", help="timm name (repeatable)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=at_least(1), default=2)
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "runs" / "export-bench")
     parser.add_argument("--retrain", action="store_true")
@@ -133,11 +148,16 @@ def main() -> None:
     parser.add_argument(
         "--skip-trained", action="store_true", help="only the architecture-only table (no training)"
     )
-    parser.add_argument("--size", type=int, default=224, help="input side of that table")
+    parser.add_argument("--size", type=at_least(1), default=224, help="input side of that table")
     parser.add_argument("--json", type=Path, help="also write every report here")
     parser.add_argument("extra", nargs="*", help="more `distill export` flags, after --")
     args = parser.parse_args()
     archs = args.arch or DEFAULT_ARCHS
+    if args.json:
+        output_file(args.json, "--json")
+    from tuning import check_models
+
+    one_line_errors(lambda: check_models(archs, "--arch"))
     load = os.getloadavg()[0]
     trained, at224, reports = [], [], {}
     for arch in archs:
@@ -159,7 +179,8 @@ def main() -> None:
     print(f"\nCPU: {env['cpu']} ({env['cpu_count']} cores), {args.threads} threads; versions "
           f"{json.dumps(env['versions'])}; load average before: {load:.2f}\n")  # fmt: skip
     if trained:
-        print("Fashion-MNIST students (10,000 test images):\n")
+        images = ", ".join(sorted({f"{r['images']:,}" for r in trained}))
+        print(f"Fashion-MNIST students ({images} test images):\n")
         print(markdown(trained, with_accuracy=True))
     for r in trained:
         train_s = f"{r['train_s']:.0f} s" if r["train_s"] else "reused run"

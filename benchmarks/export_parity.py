@@ -12,36 +12,36 @@ both runtimes and prints one JSON line: the largest |logit|, max |diff|, max rel
     python benchmarks/export_parity.py --arch dla34    # one
     python benchmarks/export_parity.py --json benchmarks/results/export_parity.json
 
-`--json` writes every row with the command and the versions, the raw data of the table in
-docs/benchmarks.md.
+Prints one JSON line per architecture and the table; `--json` also writes every row with the
+command and the versions (the raw data of the table in docs/benchmarks.md) to the file it names.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from distill_cli.export.onnx_export import export_onnx  # noqa: E402
-from distill_cli.export.parity import InputSet, collect, ort_runner, torch_runner  # noqa: E402
-from distill_cli.export.reparam import reparameterize  # noqa: E402
-from distill_cli.export.source import resolve_source  # noqa: E402
-from tests.export_sweep_archs import SIZE, SWEEP  # noqa: E402
+from benchargs import fail, output_file, parser  # noqa: E402
 
 RTOLS = (0.0, 1e-5, 1e-4, 1e-3)
 
 
 def measure(name: str, kwargs: dict, exporter: str) -> dict:
+    import numpy as np
     import onnxruntime as ort
+
+    from distill_cli.export.onnx_export import export_onnx
+    from distill_cli.export.parity import InputSet, collect, ort_runner, torch_runner
+    from distill_cli.export.reparam import reparameterize
+    from distill_cli.export.source import resolve_source
+    from tests.export_sweep_archs import SIZE
 
     src = resolve_source(name, input_size=SIZE, num_classes=10, model_kwargs=kwargs, seed=0)
     net = src.student
@@ -73,10 +73,24 @@ def measure(name: str, kwargs: dict, exporter: str) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", action="append", help="only these (repeatable)")
-    parser.add_argument("--json", type=Path, help="write the rows, command and versions here")
-    args = parser.parse_args()
+    p = parser(__doc__)
+    p.add_argument("--arch", action="append", help="only these of the sweep (repeatable)")
+    p.add_argument("--json", type=Path, help="write the rows, command and versions here")
+    args = p.parse_args()
+    from tests.export_sweep_archs import SIZE, SWEEP
+
+    names = [name for name, *_ in SWEEP]
+    unknown = [a for a in args.arch or [] if a not in names]
+    if unknown:
+        fail(
+            f"{', '.join(unknown)} not in the export sweep",
+            "--arch",
+            f"pick from tests/export_sweep_archs.py: {', '.join(names)}",
+        )
+    if args.json:
+        output_file(args.json, "--json")
+    import torch
+
     torch.set_num_threads(2)
     rows = []
     for name, kwargs, exporter, _ in SWEEP:
@@ -89,6 +103,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     ok = [r for r in rows if "error" not in r]
+    if not ok:
+        fail("no architecture exported", "export_parity.py", "see the rows' errors above", code=1)
     print("\n| arch | largest logit | max abs diff | max rel diff | atol needed at rtol 1e-4 |")
     print("|---|---:|---:|---:|---:|")
     for r in sorted(ok, key=lambda r: -r["needed_atol"]["0.0001"])[:10]:
@@ -109,7 +125,6 @@ def main() -> None:
             "worst_atol_needed": worst,
             "rows": rows,
         }
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 
 

@@ -1,15 +1,24 @@
 """Methods and ablations side by side on Fashion-MNIST: same teacher, same student, same budget.
 
-Runs the quickstart teacher (if its checkpoint is missing), then every comparison recipe with
-the same student (test_resnet), teacher (the quickstart resnet10t) and budget (3 epochs), and
-prints a markdown table for docs/benchmarks.md.
+Trains the quickstart teacher (`recipes/quickstart/teacher.yaml` into runs/quickstart-teacher,
+reused while its resolved recipe, `--teacher-set` included, is unchanged), then runs every
+comparison recipe (recipes/methods, recipes/ablations, the quickstart's function matching) with
+the same student (test_resnet), teacher and budget (3 epochs) into runs/<recipe name> (`--out`
+DIR: DIR/<recipe name>), and prints
+a markdown table for docs/benchmarks.md: the student's top-1, agreement, KL and time per method,
+under a line naming the models and overrides that ran. `--json` also writes the rows there.
 
     python benchmarks/fmnist_methods.py [--epochs 3] [--set runtime.threads=2]
+    python benchmarks/fmnist_methods.py --epochs 1 --student test_convnext --json /tmp/r.json
+
+`--student`/`--teacher` replace the models in every recipe (the supervised baseline names its
+model `model`, the others `student`), `--set` applies to every method's run, `--teacher-set` to
+the teacher's training. Another teacher or teacher override trains its own teacher in
+runs/quickstart-teacher-<tag>, so the quickstart's teacher is never replaced by it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -17,14 +26,22 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchargs import at_least, one_line_errors, output_file, parser
+from tuning import Variant, check_method_kept, check_models, check_recipe, teacher_run
+
 from distill_cli import api
+from distill_cli.errors import DistillError
+from distill_cli.recipe.document import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "recipes/quickstart/teacher.yaml"
 ROWS = [
     ("student from scratch (labels)", "recipes/methods/scratch.yaml"),
     ("classic KD (T=4, alpha=0.5)", "recipes/methods/kd.yaml"),
-    ("early-stopped KD (stop at epoch 2)", "recipes/methods/eskd.yaml"),
+    ("early-stopped KD (stop at epoch STOP)", "recipes/methods/eskd.yaml"),
     ("stage-by-stage KD (2 stages + head)", "recipes/methods/stage_by_stage.yaml"),
     ("FM ablation: fixed teacher", "recipes/ablations/fixed_teacher.yaml"),
     ("FM ablation: independent views", "recipes/ablations/independent.yaml"),
@@ -33,24 +50,81 @@ ROWS = [
 ]
 
 
+def models_of(recipe: Path, student: str | None, teacher: str | None, ckpt: Path) -> list[str]:
+    """The overrides that put these models (and the teacher's checkpoint) into one recipe: the
+    supervised baseline's model is `model`, a distillation recipe's `student` and `teacher`."""
+    body = yaml.safe_load(recipe.read_text())
+    if "model" in body:
+        return [f"model.model={student}"] if student else []
+    sets = [f"student.model={student}"] if student else []
+    if body.get("teacher"):
+        sets += [f"teacher.model={teacher}"] if teacher else []
+        sets.append(f"teacher.checkpoint={ckpt}")  # wherever this is run from
+    return sets
+
+
 def main() -> None:
-    p = argparse.ArgumentParser()
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p = parser(__doc__)
+    p.add_argument(
+        "--epochs",
+        type=at_least(2),
+        default=3,
+        help="every method's epochs (3; early-stopped KD needs 2 to stop KD before the end)",
+    )
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], help="every method's run"
+    )
+    p.add_argument(
+        "--teacher-set", dest="teacher_overrides", action="append", default=[], help="the teacher"
+    )
+    p.add_argument("--student", default=None, metavar="NAME", help="timm model (test_resnet)")
+    p.add_argument("--teacher", default=None, metavar="NAME", help="timm model (resnet10t)")
+    p.add_argument("--out", type=Path, default=None, help="the method runs' folder (runs)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = p.parse_args()
+    if args.json:
+        output_file(args.json, "--json")
+    teacher_sets = [*([f"model.model={args.teacher}"] if args.teacher else [])]
+    teacher_sets += args.teacher_overrides
+    default = Variant("resnet10t", ())
+    mine = Variant(args.teacher or default.teacher, (), teacher_sets=tuple(args.teacher_overrides))
+    name = "quickstart-teacher"
+    name += f"-{tag}" if (tag := mine.teacher_tag(default)) else ""
+    ckpt = ROOT / "runs" / name / "checkpoints" / "best.safetensors"
+    sets = {r: [*models_of(ROOT / r, args.student, args.teacher, ckpt)] for _, r in ROWS}
+    one_line_errors(lambda: check_models([args.student or "test_resnet"], "--student"))
+    one_line_errors(lambda: check_models([args.teacher or "resnet10t"], "--teacher"))
+    one_line_errors(lambda: check_recipe(TEACHER, teacher_sets))
+    stop = max(1, args.epochs * 3 // 4)  # ESKD: KD for the first 75% (2 of the default 3)
 
-    teacher_ckpt = ROOT / "runs/quickstart-teacher/checkpoints/best.safetensors"
-    if not teacher_ckpt.is_file():
-        api.train(TEACHER, args.overrides, overwrite=True)
+    def overrides_of(recipe: str) -> list[str]:
+        """One row's overrides: its models, the user's, the output folder, the length."""
+        items = [*sets[recipe], *args.overrides]
+        items += [f"output.dir={args.out.resolve()}"] if args.out else []
+        if "stage_by_stage" not in recipe:  # its length is fixed by its phases
+            items.append(f"schedule.epochs={args.epochs}")
+        if "eskd" in recipe:
+            items.append(f"method.kd_stop_epoch={stop}")
+        return items
+
+    for _, recipe in ROWS:  # a bad value fails now, not after the teacher and three runs
+        one_line_errors(lambda r=recipe: check_recipe(ROOT / r, overrides_of(r)))
+        own = load_recipe(ROOT / recipe).method.name  # each row is labelled by its method
+        one_line_errors(lambda r=recipe, m=own: check_method_kept(ROOT / r, overrides_of(r), m))
+    threads = os.cpu_count() or 1
+    one_line_errors(lambda: teacher_run(ROOT / "runs", TEACHER, name, teacher_sets, threads))
     results = []
     load_before, started_all = os.getloadavg()[0], time.perf_counter()
     for label, recipe in ROWS:
-        overrides = list(args.overrides)
-        if "stage_by_stage" not in recipe:  # its length is fixed by its phases
-            overrides.append(f"schedule.epochs={args.epochs}")
+        label = label.replace("STOP", str(stop))
+        overrides = overrides_of(recipe)
         started = time.perf_counter()
-        summary = api.run(ROOT / recipe, overrides, overwrite=True).to_dict()
+        try:
+            summary = api.run(ROOT / recipe, overrides, overwrite=True).to_dict()
+        except DistillError as exc:  # this method cannot run with these models: the others can
+            results.append({"method": label, "recipe": recipe, "error": str(exc)})
+            print(f"{label}: FAILED error: {exc}", flush=True)
+            continue
         results.append(
             {
                 "method": label,
@@ -58,6 +132,7 @@ def main() -> None:
                 "wall_s": time.perf_counter() - started,
                 **{k: summary[k] for k in ("student", "teacher", "agreement", "kl")},
                 "images_per_s": summary["images_per_s"],
+                "error": None,
             }
         )
         print(f"{label}: top-1 {summary['student']['top1']:.2f}", flush=True)
@@ -66,15 +141,28 @@ def main() -> None:
             "command": " ".join(["python", *sys.argv]),
             "epochs": args.epochs,
             "overrides": args.overrides,
+            "teacher_overrides": teacher_sets,
+            "models": {"student": args.student, "teacher": args.teacher},
             "wall_s": time.perf_counter() - started_all,
             "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
             "load_average": {"before": load_before, "after": os.getloadavg()[0]},
             "rows": results,
         }
         args.json.write_text(json.dumps(raw, indent=2) + "\n")
+    ran = [r for r in results if r["error"] is None]
+    teachers = sorted({r["teacher"]["model"] for r in ran if r["teacher"]})
+    students = sorted({r["student"]["model"] for r in ran})
+    print(
+        f"\nteacher {', '.join(teachers) or '?'}; student {', '.join(students) or '?'}; "
+        f"{args.epochs} epochs; --set {' '.join(args.overrides) or '(none)'}; "
+        f"--teacher-set {' '.join(teacher_sets) or '(none)'}"
+    )
     print("\n| method | recipe | student top-1 | agreement | KL | time |")
     print("|---|---|---|---|---|---|")
     for r in results:
+        if r["error"] is not None:
+            print(f"| {r['method']} | `{r['recipe']}` | failed: {r['error']} | | | |")
+            continue
         agree = r["agreement"]["top1"]
         kl = r["kl"]
         print(
@@ -82,6 +170,8 @@ def main() -> None:
             f"{'-' if agree is None else f'{agree:.2f}%'} | {'-' if kl is None else f'{kl:.3f}'} "
             f"| {r['wall_s']:.0f} s |"
         )
+    if len(ran) < len(results):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ figure beside it) unless `--json`/`--figure` say otherwise, so the committed res
 reused for it or overwritten; another teacher or teacher override trains its own teacher in
 `OUT/full-data-teacher-<tag>` (a teacher is reused only while its whole resolved recipe, less
 where it ran, is the same). The JSON records the models and overrides used (`models`, `tag`).
+`--quick` works in runs/full_data_quick (its results there too) unless `--out` says otherwise.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from full_data_report import figure, markdown
+from benchargs import at_least, fail, output_file, parser, positive_float, read_results
+from full_data_report import ROW_KEYS, figure, markdown
 from full_data_scales import (
     FM,
     METHODS,
@@ -101,6 +103,21 @@ class Row:
     error: str | None = None
 
 
+def earlier(results: Path, scale: str, tag: str) -> dict:
+    """The results file an earlier call (a part, a cut run) left: continued only when it is this
+    script's, of the same scale and variant; anything else is refused rather than mixed in."""
+    data = read_results(results, "benchmarks/full_data.py", ROW_KEYS, ("commands",))
+    theirs = (data.get("scale", scale), data.get("tag") or "")
+    if theirs != (scale, tag):
+        fail(
+            f"holds the results of another run (scale {theirs[0]}, variant "
+            f"{theirs[1] or 'default'}; this is scale {scale}, variant {tag or 'default'})",
+            str(results),
+            "name another --json, or the same models and settings as that run",
+        )
+    return data
+
+
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
@@ -117,14 +134,20 @@ class Bench:
     """The runs of one scale in one output folder, with the results file kept up to date."""
 
     def __init__(
-        self, scale: Scale, out: Path, results: Path, deadline: float, tag: str = ""
+        self,
+        scale: Scale,
+        out: Path,
+        results: Path,
+        deadline: float,
+        tag: str = "",
+        scale_name: str = "",
     ) -> None:
         self.scale, self.out, self.results, self.deadline = scale, out, results, deadline
         self.tag = tag  # the variant's: in every run name
         self.lock = threading.Lock()
         self.data: dict = {"rows": [], "commands": []}
         if results.is_file():  # an earlier part: its finished rows are kept and not rerun
-            self.data = json.loads(results.read_text())
+            self.data = earlier(results, scale_name, tag)
         self.threads = max(1, (os.cpu_count() or 2) // scale.jobs)
 
     def done(self, row: Row) -> Row | None:
@@ -248,40 +271,57 @@ def part_students(scale: Scale, part: str) -> tuple[str, ...]:
 
 def outputs(name: str, tag: str, a: argparse.Namespace) -> tuple[Path, Path, Path]:
     """The run folder, the results JSON and the figure. The scale's own results go to
-    benchmarks/results/full_data_<scale>.json and docs/img (--quick: into OUT); a variant's
-    (`tag`) are full_data_<scale>_<tag>.json with its figure beside it, never the committed."""
-    out = a.out or ROOT / "runs" / "full_data"
+    benchmarks/results/full_data_<scale>.json and docs/img (--quick: into OUT, by default
+    runs/full_data_quick, apart from the scales' teachers); a variant's (`tag`) are
+    full_data_<scale>_<tag>.json with its figure beside it, never the committed."""
+    out = a.out or ROOT / "runs" / ("full_data_quick" if a.quick else "full_data")
     stem = tagged(f"full_data_{name}", tag, "_")
     results = a.json or (out if a.quick else ROOT / "benchmarks" / "results") / f"{stem}.json"
     fig_dir = out if a.quick else ROOT / "docs" / "img"
     fig = a.figure or (results.with_suffix(".png") if tag else fig_dir / f"{stem}.png")
-    return out, results, fig
+    return out, output_file(results, "--json"), output_file(fig, "--figure")
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = parser(__doc__)
     p.add_argument("--scale", choices=["gpu", "cpu"], default="gpu")
     p.add_argument("--quick", action="store_true", help="tiny models and data, about a minute")
     p.add_argument("--part", choices=sorted(PARTS), default="all", help="GPU: see the docstring")
     p.add_argument("--students", nargs="+", default=None, metavar="NAME", help="timm models")
     add_model_options(p, "student run")
-    p.add_argument("--lengths", type=int, nargs="+", default=None, help="epochs (the scale's)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="0 always runs")
-    p.add_argument("--out", type=Path, default=None, help="run folders (default runs/full_data)")
-    p.add_argument("--json", type=Path, default=None, help="results (default benchmarks/results)")
-    p.add_argument("--figure", type=Path, default=None, help="default docs/img/full_data_*.png")
-    p.add_argument("--budget-min", type=float, default=None, help="stop runs after this long")
-    p.add_argument("--jobs", type=int, default=None, help="runs side by side")
+    p.add_argument("--lengths", type=at_least(1), nargs="+", help="epochs (default: the scale's)")
+    p.add_argument("--seeds", type=at_least(0), nargs="+", default=None, help="0 always runs")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="run folders (default runs/full_data; --quick: runs/full_data_quick)",
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        help="results (default benchmarks/results/full_data_<scale>.json, a variant's "
+        "full_data_<scale>_<tag>.json; --quick: in OUT); an existing file of the same run is "
+        "continued, one of another run refused",
+    )
+    p.add_argument(
+        "--figure",
+        type=Path,
+        help="default docs/img/full_data_<scale>.png, a variant's beside JSON",
+    )
+    p.add_argument("--budget-min", type=positive_float, help="stop runs after this many minutes")
+    p.add_argument("--jobs", type=at_least(1), default=None, help="runs side by side")
     a = p.parse_args()
     name = "quick" if a.quick else a.scale
     scale, variant, tag = choose(name, a)
+    out, results, fig = outputs(name, tag, a)
+    if results.is_file():  # another run's results are refused before the models are checked
+        earlier(results, name, tag)
     one_line_errors(lambda: validate(scale, variant))
     students = one_line_errors(lambda: part_students(scale, a.part))
-    out, results, fig = outputs(name, tag, a)
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     deadline = started + (a.budget_min * 60 if a.budget_min else 1e9)
-    bench = Bench(scale, out, results, deadline, tag)
+    bench = Bench(scale, out, results, deadline, tag, name)
     bench.data.update(scale=name, environment=environment(), grid=scale.grid, lengths=scale.lengths)
     bench.data.update(models=variant.record(), tag=tag)
     bench.data["commands"].append("python benchmarks/full_data.py " + " ".join(sys.argv[1:]))
@@ -302,7 +342,12 @@ def main() -> None:
         "holdout_top1": t.best_score,
         "run": str(teacher),
     }
-    if bench.data.get("teacher") not in (None, teacher_info):  # rows of another teacher
+
+    def same(info: dict) -> dict:  # the teacher, wherever its run folder is (another checkout)
+        return {k: v for k, v in info.items() if k != "run"}
+
+    old = bench.data.get("teacher")
+    if old is not None and same(old) != same(teacher_info):  # rows of another teacher
         print("teacher changed: the earlier rows and picks are dropped", flush=True)
         bench.data.update(rows=[], picked={})
     bench.data["teacher"], bench.data["test_images"] = teacher_info, t.test.images

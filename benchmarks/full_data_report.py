@@ -1,19 +1,24 @@
 """The full-data benchmark's table and figure, from its results JSON (`benchmarks/full_data.py`).
 
 Kept apart from the runner so the table and the figure can be redrawn from a committed JSON
-(`python benchmarks/full_data_report.py benchmarks/results/full_data_gpu.json`) without training.
+without training. Prints the markdown table (per student: every method at its lengths, seeds,
+gaps to labels and teacher, the tuning grid); writes the figure only where FIGURE names it.
 Every number is a test-set top-1 read once at the end of its run; the settings were picked on
 the holdout (the `tune` rows), never on these numbers.
+
+    python benchmarks/full_data_report.py benchmarks/results/full_data_cpu.json
+    python benchmarks/full_data_report.py RESULTS.json /tmp/figure.png
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from statistics import mean
 
 FM = "function matching"
+#: What every row of a full_data.py results file carries (another script's JSON does not).
+ROW_KEYS = ("student", "method", "epochs", "lr", "wd", "seed", "role", "test_top1", "error")
 
 
 def _chosen(data: dict, student: str, method: str, epochs: int) -> list[dict]:
@@ -155,8 +160,20 @@ def figure(data: dict, path: Path) -> None:
     fig.savefig(path)
 
 
+def main() -> None:
+    """Redraw the table (stdout) and, when asked, the figure from a results JSON."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from benchargs import output_file, parser, read_results
+
+    p = parser(__doc__)
+    p.add_argument("results", type=Path, metavar="RESULTS.json", help="what full_data.py wrote")
+    p.add_argument("figure", type=Path, nargs="?", metavar="FIGURE.png", help="write the figure")
+    a = p.parse_args()
+    data = read_results(a.results, "benchmarks/full_data.py", ROW_KEYS)
+    print(markdown(data))
+    if a.figure is not None:
+        figure(data, output_file(a.figure, "FIGURE.png"))
+
+
 if __name__ == "__main__":
-    results = json.loads(Path(sys.argv[1]).read_text())
-    print(markdown(results))
-    if len(sys.argv) > 2:
-        figure(results, Path(sys.argv[2]))
+    main()

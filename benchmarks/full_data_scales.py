@@ -12,7 +12,7 @@ import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tuning import Variant, check_models, check_recipe
+from tuning import Variant, check_method_kept, check_models, check_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER_RECIPE = ROOT / "recipes" / "full_data" / "teacher.yaml"
@@ -165,6 +165,7 @@ def validate(scale: Scale, variant: Variant) -> None:
     if min(scale.lengths) < 1 or min(scale.seeds) < 0:
         raise DistillError("lengths must be >= 1 and seeds >= 0", "--lengths/--seeds")
     check_recipe(TEACHER_RECIPE, scale.teacher_overrides(variant.teacher_sets))
+    check_method_kept(STUDENT_RECIPE, scale.student_overrides(variant.sets), "function_matching")
     for student in scale.students:
         for method in METHODS.values():
             sets = [*scale.student_overrides(variant.sets), *method, f"student.model={student}"]

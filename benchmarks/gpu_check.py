@@ -42,6 +42,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchargs import Raw
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
 ORDER = (1, 2, 3, 5, 4, 6)
@@ -61,7 +64,7 @@ DEFAULT_FMNIST = [ROOT / ".gpu" / "fmnist", Path("/usr/share/datasets/fashion-mn
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=Raw)
     p.add_argument("out", type=Path, help="folder for the results file and the parts' logs")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny models: the same code in ~1 min")
     p.add_argument("--parts", default=",".join(map(str, ORDER)), help="e.g. 2,3 (in this order)")
@@ -71,6 +74,16 @@ def main() -> None:
     p.add_argument("--part", type=int, default=None, help=argparse.SUPPRESS)  # one part, in-process
     p.add_argument("--limit", type=float, default=None, help=argparse.SUPPRESS)  # its seconds
     a = p.parse_args()
+    try:
+        a.part_list = [int(x) for x in a.parts.split(",") if x.strip()]
+    except ValueError:
+        p.error(f"argument --parts: {a.parts!r} is not a comma-separated list of part numbers")
+    if not a.part_list or set(a.part_list) - set(ORDER):
+        p.error(f"argument --parts: {a.parts!r}: the parts are {', '.join(map(str, ORDER))}")
+    if a.fmnist is not None and not a.fmnist.is_dir():
+        p.error(f"argument --fmnist: {a.fmnist} is not a folder (the Fashion-MNIST IDX files)")
+    if a.bare is not None and not a.bare.is_file():
+        p.error(f"argument --bare: {a.bare} is not a file (bare_kd_step.py)")
     a.work = (a.work or a.out.parent / f"{a.out.name}-work").resolve()
     a.bare = a.bare or next((x for x in DEFAULT_BARE if x.is_file()), None)
     a.fmnist = a.fmnist or next((x for x in DEFAULT_FMNIST if x.is_dir()), None)
@@ -101,7 +114,7 @@ def run_all(a: argparse.Namespace) -> None:
     }
     write(a.out / name, results)
     started = time.perf_counter()
-    for part in [int(x) for x in a.parts.split(",") if x.strip()]:
+    for part in a.part_list:
         entry = run_one(a, part, LIMITS[mode][part])
         results["parts"][str(part)] = entry
         results["wall_s"] = round(time.perf_counter() - started, 1)

@@ -11,12 +11,13 @@ the same validation images as fp32. Latency is not measured here (see export_lat
 
     python benchmarks/int8_options.py --json benchmarks/results/int8_options_<date>.json
 
-Prints the markdown table for docs/benchmarks.md. Existing runs are reused unless --retrain.
+Prints the markdown table for docs/benchmarks.md. Writes the trained runs and exports under
+RUNS (runs/bench-int8; existing runs are reused unless --retrain) and with --json the raw
+results to that file (rewritten after each model).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchargs import at_least, output_file, parser
 from export_latency import distill  # the same `distill` subprocess helper (this folder)
 
 from distill_cli.students.cache import cpu_model
@@ -50,36 +52,45 @@ OPTIONS: list[tuple[str, list[str]]] = [
 
 def _subset(train: int, val: int) -> list[str]:
     """The data subset, and a warm-up short enough for the few steps a subset gives."""
-    return [
-        "--set", f"data.train_limit={train}", "--set", f"data.val_limit={val}",
-        "--set", "schedule.warmup_steps=5",
-    ]  # fmt: skip
+    return [f"data.train_limit={train}", f"data.val_limit={val}", "schedule.warmup_steps=5"]
 
 
 def train_runs(runs: Path, train: int, val: int, epochs: int, retrain: bool) -> dict[str, Path]:
-    """The two trained models' run folders (trained here unless already there)."""
+    """The two trained models' run folders: trained here unless a finished run of the same
+    recipe and settings (--train, --val, --epochs) is there (other settings train again)."""
+    from tuning import same_run
+
     sub = _subset(train, val)
-    out = ["--set", f"output.dir={runs}", "--overwrite", "-q"]
+    out = [f"output.dir={runs}", f"schedule.epochs={epochs}", *sub]
     teacher = runs / "int8-qs-teacher"
     student = runs / "int8-qs-student"
     mobile = runs / "int8-mobilenetv3_small_050"
-    if retrain or not (teacher / "checkpoints" / "best.safetensors").is_file():
-        distill(
-            "train", str(QUICKSTART / "teacher.yaml"), "--set", "name=int8-qs-teacher",
-            "--set", f"schedule.epochs={epochs}", *sub, *out,
-        )  # fmt: skip
-    if retrain or not (student / "checkpoints" / "best.safetensors").is_file():
-        distill(
-            "run", str(QUICKSTART / "distill.yaml"), "--set", "name=int8-qs-student",
-            "--set", f"teacher.checkpoint={teacher / 'checkpoints' / 'best.safetensors'}",
-            "--set", f"schedule.epochs={epochs}", *sub, *out,
-        )  # fmt: skip
-    if retrain or not (mobile / "checkpoints" / "best.safetensors").is_file():
-        distill(
-            "train", str(MOBILENET), "--set", "name=int8-mobilenetv3_small_050",
-            "--set", "model.model=mobilenetv3_small_050", "--set", f"schedule.epochs={epochs}",
-            *sub, *out,
-        )  # fmt: skip
+    jobs = [
+        ("train", QUICKSTART / "teacher.yaml", teacher, ["name=int8-qs-teacher", *out]),
+        (
+            "run",
+            QUICKSTART / "distill.yaml",
+            student,
+            [
+                "name=int8-qs-student",
+                f"teacher.checkpoint={teacher / 'checkpoints' / 'best.safetensors'}",
+                *out,
+            ],
+        ),
+        (
+            "train",
+            MOBILENET,
+            mobile,
+            ["name=int8-mobilenetv3_small_050", "model.model=mobilenetv3_small_050", *out],
+        ),
+    ]
+    teacher_trained = False  # then the student distilled from it is trained again too
+    for verb, recipe, run, items in jobs:
+        if retrain or (teacher_trained and verb == "run") or not same_run(run, recipe, items):
+            teacher_trained = teacher_trained or run == teacher
+            distill(
+                verb, str(recipe), "--overwrite", "-q", *(x for i in items for x in ("--set", i))
+            )
     return {"test_resnet (quickstart student)": student, "mobilenetv3_small_050": mobile}
 
 
@@ -138,15 +149,17 @@ def table(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-int8")
-    ap.add_argument("--train", type=int, default=6000, help="training images (subset)")
-    ap.add_argument("--val", type=int, default=2000, help="validation images (subset)")
-    ap.add_argument("--epochs", type=int, default=2, help="epochs of each training run")
-    ap.add_argument("--calib-images", type=int, default=256)
+    ap.add_argument("--train", type=at_least(1), default=6000, help="training images (subset)")
+    ap.add_argument("--val", type=at_least(1), default=2000, help="validation images (subset)")
+    ap.add_argument("--epochs", type=at_least(1), default=2, help="epochs of each training run")
+    ap.add_argument("--calib-images", type=at_least(1), default=256)
     ap.add_argument("--retrain", action="store_true")
     ap.add_argument("--json", type=Path, help="write the raw results here")
     args = ap.parse_args()
+    if args.json:
+        output_file(args.json, "--json")
     t0 = time.perf_counter()
     runs = train_runs(args.runs, args.train, args.val, args.epochs, args.retrain)
     results: dict[str, Any] = {

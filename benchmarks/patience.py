@@ -32,6 +32,9 @@ carry the variant's tag, another teacher or teacher override trains its own teac
 `OUT/patience-teacher-<tag>`, so nothing of the default run is reused or overwritten; the JSON
 records the models and overrides used (`models`).
 
+A rerun in the same OUT (after a cut, or with more lengths) reuses every run that finished with
+exactly its settings after its teacher was trained, and runs the rest.
+
 Runs are independent, so they go `--jobs` at a time (default 2, one CPU thread each): on small
 images one process per core is faster than one process with two threads.
 """
@@ -49,18 +52,21 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchargs import at_least, fail, output_file, parser
 from patience_report import FM_LABEL, figure, markdown, tuning_markdown
 from tuning import (
     Setting,
     Variant,
     add_model_options,
     best_on_holdout,
+    check_method_kept,
     check_models,
     check_recipe,
     last_line,
     launch,
     measure,
     one_line_errors,
+    same_run,
     setting_suffix,
     split_done,
     tagged,
@@ -136,19 +142,39 @@ def _run(row: RunRow, out: Path, common: list[str], threads: int) -> RunRow:
         args += ["--set", item]
     started = time.perf_counter()
     log = out / f"{row.run}.log"
-    code = launch(args, log, threads)
+    reused = finished(out / row.run, [*sets, *row.overrides])
+    code = 0 if reused else launch(args, log, threads)
     if code:
         row.error = f"distill run failed ({code}): {last_line(log)}"
         print(f"  {row.label} @ {row.epochs} epochs: FAILED {row.error}", flush=True)
         return row
     row.wall_s = time.perf_counter() - started
+    if reused:  # its own time, not the moment it took to read it
+        from distill_cli.rundir.summary import RunSummary
+
+        row.wall_s = RunSummary.load(out / row.run).wall_time_s
     m = measure(out / row.run)
     row.top1, row.best_top1 = m.test_top1, m.test_best_top1
     row.agreement, row.kl = m.agreement, m.kl
     row.holdout_top1, row.best_epoch = m.holdout_top1, m.best_epoch
     row.images_per_s, row.curve = m.images_per_s, m.curve
-    print(f"  {row.label} @ {row.epochs} epochs: top-1 {row.top1:.2f}", flush=True)
+    again = " (finished earlier, reused)" if reused else ""
+    print(f"  {row.label} @ {row.epochs} epochs: top-1 {row.top1:.2f}{again}", flush=True)
     return row
+
+
+def finished(run: Path, items: list[str]) -> bool:
+    """Whether `run` already finished with exactly these settings (`tuning.same_run`) after its
+    teacher was trained: a rerun of a cut benchmark runs only the rows still missing, and a run
+    of other settings (another subset, holdout, model or override) is never read as this one."""
+    ckpt = next((i.split("=", 1)[1] for i in items if i.startswith("teacher.checkpoint=")), None)
+    summary = run / "summary.json"
+    teacher = Path(ckpt) if ckpt else None
+    if teacher and teacher.is_file() and summary.is_file():
+        return summary.stat().st_mtime >= teacher.stat().st_mtime and same_run(
+            run, FM_RECIPE, items
+        )  # a student of an older teacher is run again
+    return same_run(run, FM_RECIPE, items)
 
 
 def _slug(label: str) -> str:
@@ -218,14 +244,27 @@ class Plan:
     teacher_name: str
 
 
+#: The budget of the whole benchmark and of --quick; an option given on the command line wins
+#: over either (`--quick --lengths 1 2` runs 1 and 2 epochs).
+FULL = {
+    "lengths": [10, 30, 100, 300, 600, 1000],
+    "compare_at": 600,
+    "tune_at": 100,
+    "subset": 1000,
+    "holdout": 5000,
+}
+QUICK = {"lengths": [1, 3], "compare_at": 3, "tune_at": 1, "subset": 100, "holdout": 500}
+
+
 def choose(a: argparse.Namespace) -> Plan:
     """The command line as overrides: the budget (--quick, --subset, --holdout), the models,
     then --set / --teacher-set (the user's last, so they win)."""
     from distill_cli.recipe.document import load_recipe
 
-    if a.quick:
-        a.lengths, a.subset, a.holdout, a.compare_at = [1, 3], 100, 500, 3
-        a.tune_at = min(a.tune_at, 1)
+    budget = QUICK if a.quick else FULL  # what the command line leaves unsaid
+    for key, value in budget.items():
+        if getattr(a, key) is None:
+            setattr(a, key, value)
     held = f"data.holdout={a.holdout}"
     teacher_sets, common = [held], [f"data.subset={a.subset}", held]
     if a.quick:
@@ -236,7 +275,7 @@ def choose(a: argparse.Namespace) -> Plan:
             "schedule.eval_every=1",
         ]
         # 1-epoch rows: one evaluation (a recipe may not ask for more evaluations than epochs)
-        common = ["data.subset=100", held, "schedule.batch_size=50", "data.val_limit=2000"]
+        common = [f"data.subset={a.subset}", held, "schedule.batch_size=50", "data.val_limit=2000"]
         common += ["schedule.evals=1"]
     default = Variant(
         load_recipe(TEACHER_RECIPE).student.model, (load_recipe(FM_RECIPE).student.model,)
@@ -254,32 +293,47 @@ def validate(plan: Plan) -> None:
     check_models([plan.variant.teacher], "--teacher")
     check_models(plan.variant.students, "--student")
     check_recipe(TEACHER_RECIPE, plan.teacher_sets)
+    check_method_kept(FM_RECIPE, plan.common, "function_matching")
     for overrides in COMPARISONS.values():
         check_recipe(FM_RECIPE, [*plan.common, *(o.replace("STOP", "1") for o in overrides)])
 
 
+def train_images(teacher: Path) -> int:
+    """The images the teacher trained on, from its saved recipe: Fashion-MNIST's 60,000 less the
+    holdout, then `data.train_limit` (the order `build_data` takes them in)."""
+    from distill_cli.recipe.document import load_recipe
+
+    data = load_recipe(teacher / "recipe.yaml").data
+    left = 60000 - (data.holdout or 0)
+    return min(left, data.train_limit) if data.train_limit else left
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, default=ROOT / "runs" / "patience")
-    p.add_argument("--lengths", type=int, nargs="+", default=[10, 30, 100, 300, 600, 1000])
+    p = parser(__doc__)
     p.add_argument(
-        "--compare-at", type=int, default=600, help="epochs of the comparison rows (default 600)"
+        "--out",
+        type=Path,
+        default=None,
+        help="run folders (default runs/patience, --quick: runs/patience-quick)",
     )
+    p.add_argument(
+        "--lengths", type=at_least(1), nargs="+", help="epochs (10 30 100 300 600 1000; quick 1 3)"
+    )
+    p.add_argument("--compare-at", type=at_least(1), help="epochs of the comparisons (600; 3)")
     p.add_argument(
         "--tune-at",
-        type=int,
-        default=100,
-        help="epochs of the tuning runs (every GRID setting per tuned method); 0: the recipe's "
-        "lr and wd for every row, no tuning",
+        type=at_least(0),
+        help="epochs of the tuning runs (every GRID setting per tuned method; 100, quick 1); 0: "
+        "the recipe's lr and wd for every row, no tuning",
     )
-    p.add_argument("--subset", type=int, default=1000)
-    p.add_argument("--holdout", type=int, default=5000, help="training images held out for choices")
-    p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    p.add_argument("--subset", type=at_least(1), help="training images per student (1000; 100)")
+    p.add_argument("--holdout", type=at_least(1), help="images held out for choices (5000; 500)")
+    p.add_argument("--jobs", type=at_least(1), default=2, help="runs at a time (one thread each)")
     p.add_argument("--student", default=None, metavar="NAME", help="timm model of the student")
     add_model_options(p, "distillation run")
     p.add_argument("--json", type=Path, default=None, help="results JSON (default: OUT/...)")
     p.add_argument("--md", type=Path, default=None, help="also write the markdown table here")
-    p.add_argument("--figure", type=Path, default=None, help="also write the figure here")
+    p.add_argument("--figure", type=Path, default=None, help="the figure (default: beside JSON)")
     p.add_argument(
         "--quick",
         action="store_true",
@@ -287,9 +341,14 @@ def main() -> None:
         "a 100-image subset, 1 and 3 epochs, 2,000 test images",
     )
     a = p.parse_args()
+    a.out = a.out or ROOT / "runs" / ("patience-quick" if a.quick else "patience")
 
     plan = choose(a)
     one_line_errors(lambda: validate(plan))
+    # every file it writes, checked (and its folder made) before an hour of training
+    path = output_file(a.json or a.out / f"{tagged('patience', plan.tag, '_')}.json", "--json")
+    md = output_file(a.md, "--md") if a.md else None
+    fig = output_file(a.figure or path.with_suffix(".png"), "--figure")
     common = plan.common
     threads = max(1, (os.cpu_count() or 2) // max(1, a.jobs))
     started = time.perf_counter()
@@ -315,7 +374,12 @@ def main() -> None:
         picks = pick(tuned)
         missing = [label for label in TUNED if label not in picks]
         if missing:
-            sys.exit(f"tuning failed for every setting of: {', '.join(missing)}")
+            fail(
+                f"tuning failed for every setting of: {', '.join(missing)}",
+                str(a.out),
+                "see the runs' .log files there",
+                code=1,
+            )
         print("picked on the holdout: " + "; ".join(f"{k} {v}" for k, v in picks.items()))
     rows = ladder_rows(a.lengths, a.compare_at, picks, plan.tag)
     # a ladder row the tuning already ran (same method, length and setting) is not run again
@@ -327,11 +391,14 @@ def main() -> None:
     order = {label: i for i, label in enumerate([FM_LABEL, *COMPARISONS])}
     done.sort(key=lambda r: (order[r.label], r.epochs))
 
-    fm_any = next((r for r in done if r.label == FM_LABEL and not r.error), None)
+    # the student's size and the test images from a finished run, function matching's first
+    fm_any = next((r for r in sorted(done, key=lambda r: r.label != FM_LABEL) if not r.error), None)
     student = {"model": plan.variant.students[0], "params": None}
+    test_images = teacher_sum.test.images
     if fm_any is not None:
         res = RunSummary.load(a.out / fm_any.run)
         student = {"model": res.student.model, "params": res.student.params}
+        test_images = res.test.images if res.test is not None else test_images
     result = {
         "command": "python benchmarks/patience.py " + " ".join(sys.argv[1:]),
         "quick": a.quick,
@@ -343,7 +410,7 @@ def main() -> None:
         "grid": [list(cfg) for cfg in grid] if a.tune_at else [],
         "picks": {k: list(v) for k, v in picks.items()},
         "shares": SHARES if a.tune_at else {},
-        "test_images": 2000 if a.quick else 10000,
+        "test_images": test_images,  # what the runs read, not what the defaults would
         "jobs": a.jobs,
         "threads_per_job": threads,
         "wall_s": time.perf_counter() - started,
@@ -358,7 +425,7 @@ def main() -> None:
             # the checkpoint the students learn from: best on the holdout, on the test set
             "top1": teacher_sum.test.best_top1,
             "holdout_top1": teacher_sum.best_score,
-            "train_images": 4000 if a.quick else 60000 - a.holdout,
+            "train_images": train_images(teacher),
             "run": str(teacher),
         },
         "student": student,
@@ -370,13 +437,12 @@ def main() -> None:
         "rows": [asdict(r) for r in done],
         "tune": [asdict(r) for r in tuned],
     }
-    path = a.json or a.out / f"{tagged('patience', plan.tag, '_')}.json"
     path.write_text(json.dumps(result, indent=2))
     table = markdown(result)
     tuning = tuning_markdown(result)
-    if a.md:
-        a.md.write_text(table + "\n" + (f"\n{tuning}\n" if tuning else ""))
-    figure(result, a.figure or path.with_suffix(".png"))
+    if md is not None:
+        md.write_text(table + "\n" + (f"\n{tuning}\n" if tuning else ""))
+    figure(result, fig)
     print("\n" + table + (f"\n\n{tuning}" if tuning else ""))
     print(f"\nwall time {result['wall_s'] / 60:.1f} min; results in {path}")
     if any(r.error for r in [*done, *tuned]):

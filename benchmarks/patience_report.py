@@ -1,8 +1,10 @@
 """The patience benchmark's tables and figure, from its results JSON (`benchmarks/patience.py`).
 
-Kept apart from the runner so they can be redrawn from a committed JSON without training:
+Kept apart from the runner so they can be redrawn from a committed JSON without training.
+Prints the markdown tables (every run; the tuning grid and the picks); writes the figure (top-1
+against schedule length, the paper's Figure 3) only where FIGURE names it:
 
-    python benchmarks/patience_report.py benchmarks/results/patience.json docs/img/patience.png
+    python benchmarks/patience_report.py benchmarks/results/patience.json /tmp/patience.png
 
 Every top-1 in the tables is read on the test set once, at the end of its run; the settings
 (the tuning table) and `best` were chosen on the holdout.
@@ -10,23 +12,31 @@ Every top-1 in the tables is read on the test set once, at the end of its run; t
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 FM_LABEL = "function matching"
+#: What every row of a patience.py results file carries (another script's JSON does not).
+ROW_KEYS = ("label", "epochs", "run", "top1", "error")
+#: And the file: the table's header and the figure's axis read these.
+KEYS = ("teacher", "student", "rows", "subset", "holdout", "test_images", "lengths")
 
 
 def markdown(result: dict) -> str:
     """The table for docs/benchmarks.md."""
-    teacher = result["teacher"]
+    teacher, student = result["teacher"], result["student"]
+    size = "no run of it finished"  # its size is read from a finished run
+    if student["params"]:
+        ratio = teacher["params"] / student["params"]  # another pair may have a bigger student
+        than = f"{ratio:.0f}x smaller" if ratio >= 1 else f"{1 / ratio:.1f}x larger"
+        size = f"{student['params'] / 1e6:.2f} M params, {than}"
     lines = [
         f"Teacher {teacher['model']} ({teacher['params'] / 1e6:.2f} M params), "
         f"trained on {teacher['train_images']:,} images: **{teacher['top1']:.2f}%** top-1. "
-        f"Student {result['student']['model']} ({result['student']['params'] / 1e6:.2f} M params, "
-        f"{teacher['params'] / result['student']['params']:.0f}x smaller) on "
+        f"Student {student['model']} ({size}) on "
         f"{result['subset']:,} images; top-1 on the {result['test_images']:,} test images, read "
         f"once at the end; `best` chosen on the {result['holdout']:,}-image holdout.",
+        *_overrides(result.get("models") or {}),
         "",
         "| method | epochs of the subset | lr, wd | test top-1 (final) | test top-1 of best "
         "(holdout epoch) | agreement | KL | time |",
@@ -45,6 +55,13 @@ def markdown(result: dict) -> str:
             f"{kl} | {r['wall_s'] / 60:.1f} min |"
         )
     return "\n".join(lines)
+
+
+def _overrides(models: dict) -> list[str]:
+    """A line naming a rerun's overrides (the models are in the header already)."""
+    sets = [f"`--set {s}`" for s in models.get("sets", [])]
+    sets += [f"`--teacher-set {s}`" for s in models.get("teacher_sets", [])]
+    return ["", "Overrides: " + " ".join(sets) + "."] if sets else []
 
 
 def figure(result: dict, path: Path) -> None:
@@ -127,11 +144,17 @@ def tuning_markdown(result: dict) -> str:
 
 
 def main() -> None:
-    """Redraw the table and the figure from a results JSON."""
-    if len(sys.argv) != 3:
-        sys.exit("usage: patience_report.py RESULTS.json FIGURE.png")
-    result = json.loads(Path(sys.argv[1]).read_text())
-    figure(result, Path(sys.argv[2]))
+    """Redraw the tables (stdout) and, when asked, the figure from a results JSON."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from benchargs import output_file, parser, read_results
+
+    p = parser(__doc__)
+    p.add_argument("results", type=Path, metavar="RESULTS.json", help="what patience.py wrote")
+    p.add_argument("figure", type=Path, nargs="?", metavar="FIGURE.png", help="write the figure")
+    a = p.parse_args()
+    result = read_results(a.results, "benchmarks/patience.py", ROW_KEYS, KEYS)
+    if a.figure is not None:
+        figure(result, output_file(a.figure, "FIGURE.png"))
     print(markdown(result))
     print()
     print(tuning_markdown(result))

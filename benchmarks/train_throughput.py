@@ -11,32 +11,41 @@ with the same teacher, student, batch, resolution and precision; the ratio is pr
 
 Without a GPU, ``--device cpu`` runs both steps on the CPU (the script is CUDA-only, so the
 built-in copy of its step runs instead), which is how the test suite keeps this working.
+
+Prints the images/s of both steps, their ratio and the data path's images/s (``--json``: the
+whole result as one JSON line); writes no files.
+
+    python benchmarks/train_throughput.py --device cpu --teacher test_vit --student test_resnet \
+        --res 32 --batch 8 --steps 4 --warmup 1 --window 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from distill_cli.bench.train import bench_train
-from distill_cli.recipe.document import Recipe
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchargs import at_least, one_line_errors, parser
 
 DEFAULT_BARE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "bare_kd_step.py"
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = parser(__doc__)
     p.add_argument("--teacher", default="resnet50")
     p.add_argument("--student", default="resnet18")
-    p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--res", type=int, default=224)
-    p.add_argument("--classes", type=int, default=1000)
+    p.add_argument("--batch", type=at_least(1), default=256)
+    p.add_argument("--res", type=at_least(1), default=224)
+    p.add_argument("--classes", type=at_least(1), default=1000)
     p.add_argument("--mode", choices=["fp32", "bf16_cl", "bf16_compile"], default="bf16_compile")
-    p.add_argument("--steps", type=int, default=60, help="timed steps")
-    p.add_argument("--warmup", type=int, default=20, help="untimed steps (compile, autotune)")
-    p.add_argument("--window", type=int, default=10, help="steps per timing window")
-    p.add_argument("--images-batches", type=int, default=8, help="dataset size in batches")
+    p.add_argument("--steps", type=at_least(1), default=60, help="timed steps")
+    p.add_argument(
+        "--warmup", type=at_least(0), default=20, help="untimed steps (compile, autotune)"
+    )
+    p.add_argument("--window", type=at_least(1), default=10, help="steps per timing window")
+    p.add_argument("--images-batches", type=at_least(1), default=8, help="dataset size in batches")
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     p.add_argument(
         "--bare",
@@ -47,40 +56,7 @@ def main() -> None:
     )
     p.add_argument("--json", action="store_true")
     a = p.parse_args()
-
-    size = {"input_size": a.res}
-    recipe = Recipe.model_validate(
-        {
-            "name": "bench",
-            "teacher": {"model": a.teacher, "num_classes": a.classes, **size},
-            "student": {"model": a.student, **size},
-            "data": {
-                "source": "synthetic",
-                "synthetic": {
-                    "num_classes": a.classes,
-                    "train_size": a.batch * a.images_batches,
-                    "val_size": a.batch,
-                    "image_size": round(a.res * 1.15),
-                },
-            },
-            "method": {"name": "function_matching"},
-            "schedule": {"steps": a.warmup + a.steps, "batch_size": a.batch},
-            "runtime": {
-                "device": a.device,
-                "precision": "fp32" if a.mode == "fp32" else "auto",
-                "channels_last": a.mode != "fp32" and a.device == "cuda",
-                "compile": a.mode == "bf16_compile",
-            },
-        }
-    )
-    result = bench_train(
-        recipe,
-        steps=a.steps,
-        warmup=a.warmup,
-        window=a.window,
-        bare_script=a.bare,
-        data_batches=a.images_batches,
-    )
+    result = one_line_errors(lambda: measure(a))
     if a.json:
         print(json.dumps(result))
         return
@@ -91,6 +67,50 @@ def main() -> None:
     print(f"  bare step        : {result['bare']['images_per_s']:>10,.1f} images/s")
     print(f"  ratio            : {result['ratio']:.3f} (target >= {result['target_ratio']})")
     print(f"  data path alone  : {result['data_path']['images_per_s']:>10,.1f} images/s")
+
+
+def measure(a: argparse.Namespace) -> dict:
+    """`distill bench train` on the recipe the options describe (a bad value: one error line)."""
+    from pydantic import ValidationError
+
+    from distill_cli.bench.train import bench_train
+    from distill_cli.recipe.document import Recipe, format_validation_error
+
+    size = {"input_size": a.res}
+    body = {
+        "name": "bench",
+        "teacher": {"model": a.teacher, "num_classes": a.classes, **size},
+        "student": {"model": a.student, **size},
+        "data": {
+            "source": "synthetic",
+            "synthetic": {
+                "num_classes": a.classes,
+                "train_size": a.batch * a.images_batches,
+                "val_size": a.batch,
+                "image_size": round(a.res * 1.15),
+            },
+        },
+        "method": {"name": "function_matching"},
+        "schedule": {"steps": a.warmup + a.steps, "batch_size": a.batch},
+        "runtime": {
+            "device": a.device,
+            "precision": "fp32" if a.mode == "fp32" else "auto",
+            "channels_last": a.mode != "fp32" and a.device == "cuda",
+            "compile": a.mode == "bf16_compile",
+        },
+    }
+    try:
+        recipe = Recipe.model_validate(body)
+    except ValidationError as exc:
+        raise format_validation_error(exc, "train_throughput.py options") from None
+    return bench_train(
+        recipe,
+        steps=a.steps,
+        warmup=a.warmup,
+        window=a.window,
+        bare_script=a.bare,
+        data_batches=a.images_batches,
+    )
 
 
 if __name__ == "__main__":

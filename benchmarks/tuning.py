@@ -24,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from benchargs import one_line_errors  # noqa: F401  (re-exported: the benchmarks import it here)
+
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
 #: (lr, weight decay): one setting of a tuning grid.
@@ -116,16 +118,20 @@ def check_recipe(recipe: Path, overrides: Sequence[str]) -> None:
     load_recipe(recipe, list(overrides))
 
 
-def one_line_errors(step: Callable[[], T]) -> T:
-    """Runs `step`; an expected error is one `error:` line and its exit code (2: bad input,
-    1: work that failed), no traceback."""
+def check_method_kept(recipe: Path, overrides: Sequence[str], method: str) -> None:
+    """The rows named after `method` must still run it: a `--set method=...` (or
+    `method.name=...`) would run another method under that label, a silently wrong table."""
     from distill_cli.errors import DistillError
+    from distill_cli.recipe.document import load_recipe
 
-    try:
-        return step()
-    except DistillError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.code)
+    ran = load_recipe(recipe, list(overrides)).method.name
+    if ran != method:
+        raise DistillError(
+            f"--set makes the {method} rows run {ran}",
+            "--set",
+            "the benchmark sets each compared method itself; change a method's parameters "
+            "(e.g. method.mixup=false), or run another method with distill run",
+        )
 
 
 # --- the teacher: trained once, reused while its recipe holds --------------------------------
@@ -146,17 +152,27 @@ def teacher_key(recipe: Any) -> dict[str, Any]:
     return data
 
 
+def same_run(run: Path, recipe: Path, overrides: Sequence[str]) -> bool:
+    """Whether `run` is a finished run of `recipe` with these overrides (`teacher_key`: the
+    same models, data and schedule), so it may be reused instead of trained again. A run of
+    other settings (another --epochs, another data limit) is never reused for these."""
+    from distill_cli.recipe.document import load_recipe
+
+    saved = run / "recipe.yaml"
+    if not ((run / "summary.json").is_file() and saved.is_file()):
+        return False
+    return teacher_key(load_recipe(saved)) == teacher_key(load_recipe(recipe, list(overrides)))
+
+
 def teacher_run(out: Path, recipe: Path, name: str, overrides: Sequence[str], threads: int) -> Path:
     """The teacher's run folder `out/name`: trained once, reused while `teacher_key` holds."""
-    from distill_cli.errors import RunFailed
+    from distill_cli.errors import DistillError, RunFailed
     from distill_cli.recipe.document import load_recipe
 
     items = [*overrides, f"output.dir={out}", f"output.name={name}"]
     wanted = load_recipe(recipe, items)
     run = out / name
-    saved = run / "recipe.yaml"
-    finished = (run / "summary.json").is_file() and saved.is_file()
-    if finished and teacher_key(load_recipe(saved)) == teacher_key(wanted):
+    if same_run(run, recipe, items):
         print(f"teacher: reusing {run}", flush=True)
         return run
     print(f"teacher: training {wanted.student.model} (distill train)...", flush=True)
@@ -164,7 +180,12 @@ def teacher_run(out: Path, recipe: Path, name: str, overrides: Sequence[str], th
     args = ["train", str(recipe), "--overwrite", "-q", *_sets(items)]
     log = out / f"{name}.log"
     if code := launch(args, log, threads):
-        raise RunFailed(f"the teacher's distill train failed ({code}): {last_line(log)}", str(log))
+        what = f"the teacher's distill train failed ({code}): " + last_line(log).removeprefix(
+            "error: "
+        )
+        if code == 2:  # distill refused its input (a holdout bigger than the data, no data)
+            raise DistillError(what, str(log))  # its own line says what to do
+        raise RunFailed(what, str(log))
     return run
 
 

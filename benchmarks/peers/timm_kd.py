@@ -64,14 +64,18 @@ class CountedLoader:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--teacher", required=True, help="the timm name of the teacher")
     p.add_argument("--teacher-checkpoint", type=Path, default=None)
     p.add_argument("--fmnist", type=Path, default=None, help="IDX folder for fmnist-memory")
     p.add_argument("--limit", type=int, default=None, help="fmnist-memory: first N images")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--window", type=int, default=5)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--out", type=Path, required=True, help="result JSON: images/s per window, top-1 per epoch"
+    )
     p.add_argument("train_args", nargs=argparse.REMAINDER, help="-- then train.py's arguments")
     a = p.parse_args()
     train_args = a.train_args[1:] if a.train_args[:1] == ["--"] else a.train_args

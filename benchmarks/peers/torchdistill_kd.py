@@ -43,7 +43,9 @@ def kd_config(lr: float, temperature: float, alpha: float) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--data", required=True, help="jpeg:DIR or fmnist:DIR")
     p.add_argument("--teacher", required=True)
     p.add_argument("--teacher-checkpoint", type=Path, default=None)
@@ -60,7 +62,9 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--window", type=int, default=5)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--out", type=Path, required=True, help="result JSON: images/s per window, top-1 per epoch"
+    )
     a = p.parse_args()
 
     from importlib.metadata import version

@@ -101,7 +101,12 @@ class StageByStage(Method):
         if any(not 0 <= s < len(s_feats) for s in s_idx) or any(
             not 0 <= t < len(t_feats) for _, t in pairs
         ):
-            raise DistillError("stage_map index out of range", "method.stage_map")
+            raise DistillError(
+                f"stage_map {[list(p) for p in pairs]} names a stage the models lack: the student "
+                f"has {len(s_feats)} stages, the teacher {len(t_feats)} (0-based)",
+                "method.stage_map",
+                "map stages both models have, or use another method for this pair",
+            )
         if s_idx != sorted(set(s_idx)):
             raise DistillError("student stages must increase along stage_map", "method.stage_map")
         self.pairs = pairs

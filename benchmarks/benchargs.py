@@ -1,0 +1,119 @@
+"""What every benchmark script's command line shares: value checks, output paths, one-line errors.
+
+The benchmarks are rerun with other models and settings by users and reviewers, not only by
+their authors. Whatever they pass, a script either does the work or stops at once with one line
+`error: <what> (<where>) - <what to do>` and a non-zero exit (2: bad input), never a traceback
+or a table built from the wrong file. These helpers keep that the same in every script, and
+keep the committed results (benchmarks/results, docs/img) from being written by a rerun that
+did not name them. Only the standard library is imported here, so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Where the published results live: written only when a command names them (or a script's
+#: default run reproduces exactly what they hold).
+PUBLISHED = (ROOT / "benchmarks" / "results", ROOT / "docs" / "img")
+T = TypeVar("T")
+
+
+class Raw(argparse.RawDescriptionHelpFormatter):
+    """`--help` shows the script's docstring as written (its commands and what it writes)."""
+
+
+def parser(doc: str | None, **kwargs: Any) -> argparse.ArgumentParser:
+    """An argument parser whose `--help` is the module docstring, line breaks kept."""
+    return argparse.ArgumentParser(description=doc, formatter_class=Raw, **kwargs)
+
+
+def fail(what: str, where: str, hint: str = "", code: int = 2) -> NoReturn:
+    """Print the project's one-line error and exit (2: bad input)."""
+    print(f"error: {what} ({where})" + (f" - {hint}" if hint else ""), file=sys.stderr)
+    sys.exit(code)
+
+
+def one_line_errors(step: Callable[[], T]) -> T:
+    """Runs `step`; an expected error (`DistillError`) is one `error:` line and its exit code
+    (2: bad input, 1: work that failed), no traceback."""
+    from distill_cli.errors import DistillError
+
+    try:
+        return step()
+    except DistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.code)
+
+
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `low` (argparse turns the ValueError into a usage error)."""
+
+    def check(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    check.__name__ = f"integer >= {low}"
+    return check
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number > 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def output_file(path: Path, option: str) -> Path:
+    """A file the script will write: its folder is made now (a rerun may name a new folder or
+    one with spaces); a folder of that name is refused before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        fail(f"{path} is a folder", option, "name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot make {path.parent}: {exc.strerror}", option, "name a writable folder")
+    return path
+
+
+def is_published(path: Path) -> bool:
+    """Whether `path` is inside benchmarks/results or docs/img (the committed results)."""
+    resolved = Path(path).resolve()
+    return any(resolved.is_relative_to(folder) for folder in PUBLISHED)
+
+
+def read_results(
+    path: Path, script: str, row_keys: Sequence[str], keys: Sequence[str] = ()
+) -> dict[str, Any]:
+    """A results JSON written by `script`: its rows must carry `row_keys` and the file `keys`.
+
+    A missing file, a file that is not JSON, or another script's results (another benchmark's
+    JSON passed by mistake) is one error line, not a KeyError in the middle of a table."""
+    where = str(path)
+    if not Path(path).is_file():
+        fail("no such results file", where, f"pass the JSON that {script} wrote")
+    try:
+        data = json.loads(Path(path).read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        fail(f"not a JSON file ({exc})", where, f"pass the JSON that {script} wrote")
+    rows = data.get("rows") if isinstance(data, dict) else None
+    missing = [k for k in keys if not isinstance(data, dict) or k not in data]
+    bad_rows = not isinstance(rows, list) or any(
+        not isinstance(r, dict) or any(k not in r for k in row_keys) for r in rows
+    )
+    if missing or bad_rows:
+        fail(
+            f"not a results file of {script}",
+            where,
+            f"pass the JSON that {script} wrote (its rows have {', '.join(row_keys)})",
+        )
+    return data
