@@ -56,6 +56,16 @@ def markdown(data: dict) -> str:
             f"**{_pct(teacher['test_top1'])}** test top-1 "
             f"(holdout {_pct(teacher['holdout_top1'])})."
         )
+    models = data.get("models") or {}
+    if data.get("tag"):  # a variant: what it changed, so the table describes itself
+        sets = " ".join(f"`--set {s}`" for s in models.get("sets", []))
+        teacher_sets = " ".join(f"`--teacher-set {s}`" for s in models.get("teacher_sets", []))
+        overrides = " ".join(x for x in (sets, teacher_sets) if x) or "none"
+        lines.append(
+            f"Variant `{data['tag']}`: teacher {models.get('teacher')}, students "
+            f"{', '.join(models.get('students', []))}, lengths {models.get('lengths')}, seeds "
+            f"{models.get('seeds')}; overrides: {overrides}."
+        )
     lengths = sorted(data.get("lengths") or {r["epochs"] for r in data["rows"]})
     longest = max(lengths, default=0)
     test_images = f"{data['test_images']:,}" if data.get("test_images") else "?"
