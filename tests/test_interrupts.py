@@ -23,6 +23,24 @@ from distill_cli.cli.entry import entry
 from tests.conftest import teacher_body, write_recipe
 
 
+@pytest.fixture(autouse=True)
+def _ctrl_c_reaches_python() -> Any:
+    """Ctrl-C as a terminal delivers it. A suite started in the background (`nohup`, `&` in a
+    script) inherits SIGINT ignored, and distill rightly keeps a signal its caller ignored, so
+    these tests would see no Ctrl-C at all: they set Python's handler for their duration."""
+    before = signal.getsignal(signal.SIGINT)
+    if before is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def _sigint(disposition: Any) -> Any:
+    """A child's SIGINT disposition set before it starts (Python installs its Ctrl-C handler
+    only where SIGINT is not ignored): `SIG_DFL` as from a terminal, `SIG_IGN` as `nohup`."""
+    return lambda: signal.signal(signal.SIGINT, disposition)
+
+
 def _recipe(tmp_path: Path) -> Path:
     body = teacher_body(tmp_path / "runs ü", epochs=1)
     body["data"]["synthetic"]["train_size"] = 64
@@ -132,7 +150,9 @@ def test_ctrl_c_during_the_final_evaluation_stops_the_run_instead_of_being_lost(
     assert '"steps": 2' in (tmp_path / "runs ü" / "r" / "summary.json").read_text()
 
 
-def _command(tmp_path: Path, script: str) -> subprocess.CompletedProcess[str]:
+def _command(
+    tmp_path: Path, script: str, sigint: Any = signal.SIG_DFL
+) -> subprocess.CompletedProcess[str]:
     """`script` run as the `distill` command's process (argv[0] `distill`), in this checkout."""
     prelude = "import os, signal, sys\nsys.argv = ['distill', 'recipes']\n"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -143,6 +163,7 @@ def _command(tmp_path: Path, script: str) -> subprocess.CompletedProcess[str]:
         cwd=tmp_path,
         env=env,
         timeout=60,
+        preexec_fn=_sigint(sigint),
     )
 
 
@@ -204,5 +225,24 @@ def test_importing_distill_in_a_program_leaves_its_signal_handlers(tmp_path: Pat
         "assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env=env,
+        preexec_fn=_sigint(signal.SIG_DFL),
+    )
     assert done.returncode == 0, done.stderr
+
+
+def test_a_command_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path: Path) -> None:
+    """`nohup distill run ... &`: the shell's Ctrl-C is not for it, at any point (here while it
+    imports and while it works)."""
+    done = _command(
+        tmp_path,
+        "import distill_cli\nos.kill(os.getpid(), signal.SIGINT)\n"
+        "from distill_cli.cli.entry import entry\nentry()\n",
+        sigint=signal.SIG_IGN,
+    )
+    assert done.returncode == 0 and done.stderr == ""
+    assert "function_matching" in done.stdout
