@@ -22,7 +22,8 @@ import torch
 from distill_cli import api
 from distill_cli.data.parquet import scan_hf_split
 from distill_cli.data.shards import scan_tar_split
-from distill_cli.data.stream import ShardSet, ShardStream
+from distill_cli.data.shardset import ShardSet
+from distill_cli.data.stream import ShardStream
 from distill_cli.errors import DistillError
 from tests.conftest import class_jpeg, write_recipe
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from distill_cli.data.shardset import ShardSet
 from distill_cli.data.sources import (
     ImageSet,
     check_layout,
@@ -15,7 +16,6 @@ from distill_cli.data.sources import (
     scan_image_folder,
     scan_unlabeled,
 )
-from distill_cli.data.stream import ShardSet
 from distill_cli.errors import DistillError
 
 Source = Literal["fashion_mnist", "image_folder", "synthetic", "shards", "hf_dataset"]

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from distill_cli.data import DataBundle
+    from distill_cli.data.shardset import ShardSet
     from distill_cli.data.sources import ImageSet
-    from distill_cli.data.stream import ShardSet
 
 #: Pixels hashed in full up to this many bytes; beyond it an even sample of the images.
 FULL_HASH_BYTES = 256 << 20
@@ -103,7 +103,7 @@ def of_bundle(bundle: DataBundle, root: Path | None) -> DataFingerprint:
 
 
 def _digest(split: ImageSet | ShardSet, root: Path | None) -> str:
-    from distill_cli.data.stream import ShardSet
+    from distill_cli.data.shardset import ShardSet
 
     h = hashlib.sha256()
     if isinstance(split, ShardSet):

@@ -17,7 +17,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from distill_cli.data.stream import Sample, SampleFault, ShardSet, Unit
+from distill_cli.data.shardset import Sample, SampleFault, ShardSet, Unit
 from distill_cli.errors import DistillError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")

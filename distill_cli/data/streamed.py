@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from distill_cli.data.draws import check_holdout, holdout_indices
-from distill_cli.data.stream import Pick, Sample, ShardSet, Unit
+from distill_cli.data.shardset import Pick, Sample, ShardSet, Unit
 from distill_cli.errors import DistillError
 
 

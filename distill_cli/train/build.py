@@ -13,7 +13,8 @@ from distill_cli.data import DataBundle, build_data
 from distill_cli.data.augment import BatchAugment
 from distill_cli.data.classes import align_classes, model_class_names
 from distill_cli.data.loader import BatchStream
-from distill_cli.data.stream import ShardSet, ShardStream
+from distill_cli.data.shardset import ShardSet
+from distill_cli.data.stream import ShardStream
 from distill_cli.errors import DistillError
 from distill_cli.methods import Method, MethodContext, create_method, method_class
 from distill_cli.models.create import Net, create_net, create_teacher, infer_num_classes
