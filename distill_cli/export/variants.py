@@ -24,7 +24,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -229,6 +229,32 @@ def _entropy_ranges(model: Path, reader: CalibrationDataReader, folder: Path) ->
     return path
 
 
+def _prepare(step: Callable[..., None], source: Path, prepared: Path) -> dict[str, Any]:
+    """ONNX Runtime's quantization pre-processing (`step`: `quant_pre_process`), as far as the
+    graph allows: in full, else without its symbolic shape inference (which gives up on some
+    graphs, e.g. a Resize by scales on the dynamic batch followed by a residual add, as in
+    EfficientFormer-V2 and HRNet; the graph optimisation and ONNX shape inference still help
+    the quantizer), else not at all. What was done and why is recorded in the report."""
+    reasons: list[str] = []
+    for skip_symbolic in (False, True):
+        try:
+            # where its symbolic shape inference gives up, it saves sym_shape_infer_temp.onnx
+            # and a <uuid>.data into the cwd: here, the private one (host.private_cwd)
+            with third_party_step():
+                step(str(source), str(prepared), skip_symbolic_shape=skip_symbolic)
+        except Exception as exc:
+            reasons.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        if not skip_symbolic:
+            return {"applied": True}
+        return {
+            "applied": True,
+            "symbolic_shape_inference": False,
+            "reason": f"symbolic shape inference failed: {reasons[0]}",
+        }
+    return {"applied": False, "reason": reasons[0]}
+
+
 def make_int8(
     src: Path,
     dst: Path,
@@ -258,14 +284,8 @@ def make_int8(
     source = Path(os.path.abspath(src))  # the steps below run in a private working directory
     with tempfile.TemporaryDirectory(prefix="distill-int8-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        preprocess: dict[str, Any] = {"applied": True}
-        try:
-            # where its symbolic shape inference gives up, it saves sym_shape_infer_temp.onnx
-            # and a <uuid>.data into the cwd: here, the private one (host.private_cwd)
-            with third_party_step():
-                quant_pre_process(str(source), str(prepared))
-        except Exception as exc:  # the quantizer still works on the unprepared graph
-            preprocess = {"applied": False, "reason": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        preprocess = _prepare(quant_pre_process, source, prepared)
+        if not preprocess["applied"]:  # the quantizer still works on the unprepared graph
             prepared = source
         excluded = excluded_nodes(
             onnx.load(str(prepared), load_external_data=False), spec.keep_fp32
