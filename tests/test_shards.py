@@ -408,3 +408,29 @@ def test_broken_or_mistyped_parquet_data_sets_are_one_line_errors(tmp_path: Path
     # the second file of a split lacks the label column (the first one was the only one read)
     pq.write_table(pa.table({"image": images}), good / "train-00001-of-00001.parquet")
     assert _scan_error(good).startswith("the data set has no column 'label'")
+
+
+def test_an_empty_image_in_a_parquet_row_is_a_bad_image_and_no_bytes_is_refused(
+    folder: Path, tmp_path: Path
+) -> None:
+    """One damaged row (empty bytes) is a bad image like a damaged file (on_bad_image: skip
+    counts it once and the batch's stand-in fills it); a row with no bytes at all (a data set
+    that stores paths) is refused when it is read, naming the row."""
+    root = _hf_parquet(folder, tmp_path / "hf", group=6)
+    table = pq.read_table(root / "train-00000-of-00001.parquet")
+    images = table.column("image").to_pylist()
+    images[3] = {"bytes": b"", "path": "damaged.jpg"}
+    damaged = table.set_column(0, "image", pa.array(images, type=table.schema.field(0).type))
+    pq.write_table(damaged, root / "train-00000-of-00001.parquet", row_group_size=6)
+    stream = _stream(scan_hf_split(root, "data.train_dir", "image", "label"), 6)
+    for epoch in range(2):
+        batches = list(stream.epoch(epoch))
+        assert sum(len(b.index) for b in batches) == 24
+    assert stream.bad_images == 1
+    images[3] = {"bytes": None, "path": "elsewhere.jpg"}
+    missing = table.set_column(0, "image", pa.array(images, type=table.schema.field(0).type))
+    pq.write_table(missing, root / "train-00000-of-00001.parquet", row_group_size=6)
+    with pytest.raises(DistillError) as caught:
+        list(_stream(scan_hf_split(root, "data.train_dir", "image", "label"), 6).epoch(0))
+    assert "no image bytes in column 'image'" in str(caught.value)
+    assert "row group 0, row 3" in str(caught.value)

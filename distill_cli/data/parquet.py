@@ -248,7 +248,7 @@ def read_rows(data: ShardSet, unit: Unit) -> Iterator[Sample]:
     for row, (value, cls) in enumerate(zip(images, labels, strict=True)):
         key = f"{unit.path}:row group {unit.part}, row {row}"
         raw = value.get("bytes") if isinstance(value, dict) else value
-        if not raw:
+        if raw is None:  # a data set of paths, not images: empty bytes are a bad image instead
             raise SampleFault(
                 f"no image bytes in column {image!r}",
                 key,
