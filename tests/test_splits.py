@@ -300,3 +300,21 @@ def test_a_resumed_run_still_counts_the_bad_files_met_before_it_stopped(tmp_path
         api.run(recipe, reporter=_StopAt(4))  # `last` holds step 3; the resume reads step 4
     summary = api.run(recipe, resume=True)
     assert summary.steps == 4 and summary.bad_images == 2
+
+
+def test_export_parity_leaves_an_undecodable_val_file_out(tmp_path: Path) -> None:
+    """The export compares PyTorch and ONNX on the run's val images: a bad file there is left
+    out and counted, as the run's evaluation leaves it (a stand-in would count another image
+    twice, and the export's PyTorch top-1 would differ from the run's)."""
+    from distill_cli.export.parity import InputSet
+    from distill_cli.models.view import ModelInfo
+
+    _folder(tmp_path / "train", 2, {})
+    _folder(tmp_path / "val", 3, {"a_bad.jpg": "cat", "b_bad.jpg": "fox"})  # 9 good, 2 bad
+    images = build_data("image_folder", tmp_path, seed=0).val
+    info = ModelInfo("m", 3, 3, (16, 16), (0.5,) * 3, (0.5,) * 3, 1.0)
+    inputs = InputSet(info, images, 0, load_size=16, batch=4)
+    batches = list(inputs.batches())
+    labels = np.concatenate([y for _, y in batches])
+    assert sum(len(x) for x, _ in batches) == 9 and np.bincount(labels).tolist() == [3, 3, 3]
+    assert inputs.describe()["images"] == 9 and inputs.describe()["bad_images"] == 2

@@ -68,6 +68,8 @@ class InputSet:
             and self.images.num_classes == self.info.num_classes
         )
         self._cache: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+        #: undecodable files met (and left out) by the last full pass over the images
+        self.bad_images = 0
 
     @property
     def kind(self) -> str:
@@ -75,12 +77,15 @@ class InputSet:
 
     def describe(self) -> dict[str, Any]:
         name = self.images.name if self.images is not None else "normal(0, 1), seeded"
-        return {
+        out = {
             "kind": self.kind,
-            "images": self.count,
+            "images": self.count - self.bad_images,
             "source": name,
             "labeled": self.use_labels,
         }
+        if self.bad_images:
+            out["bad_images"] = self.bad_images  # undecodable, left out of every comparison
+        return out
 
     def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """(inputs NCHW float32, labels or None) batches; cached when small enough."""
@@ -118,7 +123,13 @@ class InputSet:
         for batch in stream.epoch(0):
             x = normalize(eval_pixels(batch.images, self.info), self.info).contiguous()
             labels = batch.labels if self.use_labels else None
+            if batch.stand_in is not None:  # an undecodable file: left out, as a run's
+                keep = ~batch.stand_in  # evaluation leaves it (not another image twice)
+                x, labels = x[keep], (labels[keep] if labels is not None else None)
+                if not len(x):
+                    continue
             yield x.numpy(), (labels.numpy() if labels is not None else None)
+        self.bad_images = stream.bad_images
 
 
 @dataclass
@@ -257,7 +268,7 @@ def fp32_parity(
 ) -> dict[str, Any]:
     """The fp32 gate: every logit within ``atol + rtol * |b|`` (batch N and 1), 100% agreement."""
     cmp = compare(reference, onnx_out, atol, rtol)
-    where = f"{inputs.count} {inputs.kind} inputs"
+    where = f"{inputs.describe()['images']} {inputs.kind} inputs"
     figures = (
         f"max abs diff {cmp['max_abs_diff']:.3g}, max rel diff {cmp['max_rel_diff']:.3g}, "
         f"top-1 agreement {cmp['top1_agreement']:.2f}%"
