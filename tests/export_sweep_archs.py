@@ -49,3 +49,22 @@ SWEEP: list[tuple[str, dict[str, Any], str, bool]] = [
     ("test_nfnet", {}, "torchscript", False),  # NFNet
     ("test_mambaout", {}, "torchscript", False),  # MambaOut
 ]
+
+
+#: The part of the sweep the test suite runs every time (tests/test_export_sweep.py): one of each
+#: kind of graph the export handles differently (plain convolution, the dynamo exporter,
+#: reparameterization of convolutions and of attention blocks, ViT and hybrid attention, the
+#: Resize of HRNet's fusion, timm's test models). The whole list takes minutes on two cores, so
+#: it runs in benchmarks/export_parity.py, or in the test with DISTILL_FULL_SWEEP=1.
+CORE = {
+    "resnet18",
+    "regnety_002",
+    "repvgg_a0",
+    "fastvit_t8",
+    "hrnet_w18_small",
+    "deit_tiny_patch16_224",
+    "levit_128s",
+    "mobilevit_xxs",
+    "test_coatnet",
+    "test_mambaout",
+}

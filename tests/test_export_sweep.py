@@ -4,12 +4,15 @@ model.
 
 Random weights seeded through `--seed` (the default 0), 64 px, 64 seeded random inputs, no
 latency: the same `api.export` as the CLI. The list (tests/export_sweep_archs.py) is also what
-benchmarks/export_parity.py measured to choose the default atol/rtol. A few minutes on two CPU
-cores, hence `slow`.
+benchmarks/export_parity.py measured to choose the default atol/rtol. The suite runs its `CORE`
+(one architecture of each kind of graph, about a minute on two CPU cores, hence `slow`); the
+whole list, a few minutes more, with `DISTILL_FULL_SWEEP=1` or `python
+benchmarks/export_parity.py`.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import pytest
 
 from distill_cli import api
 from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL
-from tests.export_sweep_archs import SIZE, SWEEP
+from tests.export_sweep_archs import CORE, SIZE, SWEEP
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +38,16 @@ def test_the_sweep_covers_thirty_architectures() -> None:
     assert sum(rep for *_, rep in SWEEP) >= 4
 
 
+RUN = SWEEP if os.environ.get("DISTILL_FULL_SWEEP") == "1" else [a for a in SWEEP if a[0] in CORE]
+
+
+def test_the_core_is_part_of_the_sweep_and_reparameterizes() -> None:
+    assert {name for name, *_ in SWEEP} >= CORE and len(RUN) >= len(CORE)
+    assert any(rep for name, *_, rep in SWEEP if name in CORE)
+
+
 @pytest.mark.parametrize(
-    ("arch", "kwargs", "exporter", "reparameterizable"), SWEEP, ids=[a[0] for a in SWEEP]
+    ("arch", "kwargs", "exporter", "reparameterizable"), RUN, ids=[a[0] for a in RUN]
 )
 def test_architecture_exports_at_the_default_tolerances(
     arch: str, kwargs: dict[str, Any], exporter: str, reparameterizable: bool, tmp_path: Path
