@@ -177,6 +177,32 @@ def test_a_streamed_bad_sample_counts_once_however_many_epochs_read_it(
     assert torch.bincount(evaluator.labels[evaluator.kept], minlength=3).tolist() == [4, 4, 4]
 
 
+@pytest.mark.parametrize("on_device", [False, True], ids=["cpu", "device"])
+def test_a_streamed_evaluation_leaves_out_a_batch_with_no_decodable_sample(
+    tmp_path: Path, on_device: bool
+) -> None:
+    """An evaluated split read one sample a batch (eval_batch_size 1, or a last batch of one):
+    a bad sample's batch has no good sample to stand in, and an evaluation needs none (it
+    leaves the sample out). It stopped the run ('no image of a batch can be decoded'), after
+    the whole training for the test split. Training still refuses such a batch."""
+    _folder(tmp_path / "val", 4, {"a_broken.jpg": "cat", "b_empty.jpg": "fox"})
+    write_shards(tmp_path / "val", tmp_path / "wds", prefix="val", per_shard=5)
+    data = scan_tar_split(str(tmp_path / "wds"), "data.val_dir")
+    kw = {"load_size": 16, "decode_on_device": on_device}
+    ordered = ShardStream(
+        data, 1, torch.device("cpu"), shuffle=False, drop_last=False, evaluated=True, **kw
+    )
+    net = create_net(ModelSpec(model="test_resnet", input_size=16), 3)
+    evaluator = Evaluator(ordered, 3)
+    evaluator.student_metrics(net, None)
+    assert evaluator.images == 12 and ordered.bad_images == 2
+    assert evaluator.labels is not None
+    assert torch.bincount(evaluator.labels[evaluator.kept], minlength=3).tolist() == [4, 4, 4]
+    training = ShardStream(data, 1, torch.device("cpu"), seed=1, **kw)
+    with pytest.raises(DistillError, match="no image of a batch can be decoded"):
+        list(training.epoch(0))
+
+
 def test_a_run_reports_the_bad_files_of_every_split(tmp_path: Path) -> None:
     """Training, holdout and test split each count their own bad files once (two epochs read
     the training ones twice), summary.json and the printed summary say so beside the numbers,
