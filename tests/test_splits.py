@@ -24,6 +24,7 @@ from distill_cli.data.shards import scan_tar_split, write_shards
 from distill_cli.data.sources import FASHION_MNIST_CLASSES, load_fashion_mnist
 from distill_cli.data.stream import ShardStream
 from distill_cli.errors import DistillError
+from distill_cli.models.checkpoint import read_train_state
 from distill_cli.models.create import create_net
 from distill_cli.recipe.sections import ModelSpec
 from distill_cli.rundir.summary import RunSummary
@@ -287,6 +288,13 @@ def test_two_processes_report_the_bad_training_files_both_met(tmp_path: Path) ->
     assert done.returncode == 0, done.stderr[-3000:]
     summary = RunSummary.load(tmp_path / "runs" / "two")
     assert summary.processes == 2 and summary.bad_images == 4
+    # what --resume starts from: the main process saved its own share of the set alone, so a
+    # file only another process met before a stop was lost from a resumed run's count
+    last = read_train_state(tmp_path / "runs" / "two" / "checkpoints" / "last.safetensors")
+    assert len(last["bad_files"]) == 4
+    lines = (tmp_path / "runs" / "two" / "metrics.jsonl").read_text().splitlines()
+    train = [json.loads(line) for line in lines if '"kind": "train"' in line]
+    assert train[-1]["bad_images"] == 4  # metrics.jsonl's count is every process's too
 
 
 class _StopAt(NullReporter):
