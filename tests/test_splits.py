@@ -202,6 +202,9 @@ def test_a_streamed_evaluation_leaves_out_a_batch_with_no_decodable_sample(
     training = ShardStream(data, 1, torch.device("cpu"), seed=1, **kw)
     with pytest.raises(DistillError, match="no image of a batch can be decoded"):
         list(training.epoch(0))
+    strict = ShardStream(data, 1, torch.device("cpu"), skip_bad=False, evaluated=True, **kw)
+    with pytest.raises(DistillError, match=r"cannot decode image \(.*\.tar:"):
+        list(strict.epoch(0))  # data.on_bad_image=error names the sample, on either path
 
 
 def test_a_run_reports_the_bad_files_of_every_split(tmp_path: Path) -> None:

@@ -163,9 +163,9 @@ class ShardStream:
             )
             bad = torch.tensor([img is None for img in decoded])
             fill = next((d for d in decoded if d is not None), None)
-            if fill is None and not self.evaluated:
+            if fill is None and self.skip_bad and not self.evaluated:
                 raise DistillError("no image of a batch can be decoded", item["keys"][0])
-            if fill is None:  # every position is left out: any pixels of the right shape
+            if fill is None:  # left out, or refused below naming the file: any pixels will do
                 side = self.load_size
                 fill = (torch.zeros(3, side, side, dtype=torch.uint8), torch.tensor([side] * 2))
             decoded = [d if d is not None else fill for d in decoded]
