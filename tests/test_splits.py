@@ -135,8 +135,11 @@ def test_an_evaluation_leaves_bad_files_out_and_counts_each_once(
     per_class = evaluator.class_eval(val.classes, 0, "model", None)
     assert per_class is not None and per_class.model is not None
     assert [sum(row) for row in per_class.model.counts] == [4, 4, 4]
-    # exactly the numbers of the good files alone
-    good = torch.tensor([i for i, f in enumerate(val.files or []) if f.name[0] not in "12"])
+    # exactly the numbers of the 12 good files alone (the bad ones are the names with a "_";
+    # a test on the first letter also dropped 1.jpg and 2.jpg, compared with 6 images and
+    # passed only where both top-1s happened to agree: it failed after other tests' seeds)
+    good = torch.tensor([i for i, f in enumerate(val.files or []) if "_" not in f.name])
+    assert len(good) == 12
     alone = BatchStream(
         val.subset(good), 5, torch.device("cpu"), decode_on_device=on_device, **common
     )
