@@ -271,6 +271,30 @@ def test_a_converter_making_a_file_that_fails_to_load_is_work_failed(
         variants.make_fp16(tmp_path / "model.onnx", tmp_path / "model.fp16.onnx")
     assert info.value.code == 1
     assert "the fp16 converter" in str(info.value) and "re-export" not in str(info.value)
+    assert not (tmp_path / "model.fp16.onnx").exists()  # not left where a shipped model goes
+
+
+def test_an_int8_file_that_fails_to_load_never_replaces_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The quantizer's file is checked before it is written over model.int8.onnx: a failing
+    one (exit 1) leaves the previous export's file, not one that does not load."""
+    from distill_cli.errors import RunFailed
+    from distill_cli.export import variants
+
+    ox.export_onnx(_Upsample().eval(), (3, 16, 16), tmp_path / "model.onnx")
+    (tmp_path / "model.int8.onnx").write_bytes(b"the previous export's int8 model")
+    real = variants.check_onnx
+
+    def refuse(path: Path, **kw: Any) -> None:
+        real(path, **kw)  # it loads; the test makes it fail as a broken quantizer's would
+        raise RunFailed("the int8 quantizer made a file that fails to load", str(path))
+
+    monkeypatch.setattr(variants, "check_onnx", refuse)
+    batches = iter([np.zeros((2, 3, 16, 16), np.float32)])
+    with pytest.raises(RunFailed):
+        variants.make_int8(tmp_path / "model.onnx", tmp_path / "model.int8.onnx", batches)
+    assert (tmp_path / "model.int8.onnx").read_bytes() == b"the previous export's int8 model"
 
 
 def _corrupt(src: Path, dst: Path) -> None:

@@ -64,6 +64,7 @@ class ShardStream:
         decode_on_device: bool = False,
         fit: Fit = "square",
         buffer: int = 1000,
+        evaluated: bool = False,
     ) -> None:
         if batch_size % world:
             raise DistillError(
@@ -82,6 +83,9 @@ class ShardStream:
         self.load_size, self.workers, self.fit = load_size, workers, fit
         self.rank, self.world, self.buffer = rank, world, buffer
         self.skip_bad, self.decode_on_device = skip_bad, decode_on_device
+        #: a split an evaluation reads: it leaves bad samples out (`Batch.stand_in`), so a batch
+        #: with no decodable sample is fine there; training needs a good sample to stand in
+        self.evaluated = evaluated
         #: the undecodable samples met so far, by sample index (stable across epochs), as
         #: `BatchStream.bad_files`: each counted once however many epochs read it
         self.bad_files: set[int] = set()
@@ -159,8 +163,11 @@ class ShardStream:
             )
             bad = torch.tensor([img is None for img in decoded])
             fill = next((d for d in decoded if d is not None), None)
-            if fill is None:
+            if fill is None and self.skip_bad and not self.evaluated:
                 raise DistillError("no image of a batch can be decoded", item["keys"][0])
+            if fill is None:  # left out, or refused below naming the file: any pixels will do
+                side = self.load_size
+                fill = (torch.zeros(3, side, side, dtype=torch.uint8), torch.tensor([side] * 2))
             decoded = [d if d is not None else fill for d in decoded]
             images = torch.stack([img for img, _ in decoded])
             extent = torch.stack([e for _, e in decoded])
@@ -173,8 +180,10 @@ class ShardStream:
                 )
             self.bad_files.update(index[bad].tolist())
             good = (~bad).nonzero().flatten()
-            if not len(good):
+            if not len(good) and not self.evaluated:
                 raise DistillError("no image of a batch can be decoded", first)
+            if not len(good):  # an evaluation leaves every position out: nothing to stand in
+                good = torch.arange(len(bad))
             # a stand-in from the same batch (why not the next sample: the module docstring)
             swap = torch.arange(len(bad))
             swap[bad] = good[torch.arange(int(bad.sum())) % len(good)]

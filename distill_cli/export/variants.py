@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader
 
-from distill_cli.errors import DistillError
+from distill_cli.errors import DistillError, RunFailed
 from distill_cli.export.capture import captured_output, third_party_step
 from distill_cli.export.onnx_export import INPUT_NAME, check_onnx, save_model
 from distill_cli.host import PrivateCwd, atomic_write, private_cwd
@@ -140,11 +140,16 @@ def make_fp16(src: Path, dst: Path) -> dict[str, Any]:
     with contextlib.suppress(RuntimeError):
         OnnxModel.graph_topological_sort(model.graph)
     save_model(model, dst)
-    check_onnx(
-        dst,
-        made_by="the fp16 converter (onnxruntime.transformers.float16)",
-        hint="ship the fp32 model.onnx: export without --precision fp16",
-    )
+    try:
+        check_onnx(
+            dst,
+            made_by="the fp16 converter (onnxruntime.transformers.float16)",
+            hint="ship the fp32 model.onnx: export without --precision fp16",
+        )
+    except RunFailed:  # a file that fails to load is not left where a shipped model goes
+        dst.unlink(missing_ok=True)
+        Path(str(dst) + ".data").unlink(missing_ok=True)
+        raise
     return {
         "path": str(dst),
         "bytes": dst.stat().st_size,
@@ -320,12 +325,13 @@ def make_int8(
                     str(src),
                     "try another --calib-method, or export without --quantize",
                 ) from exc
-        atomic_write(dst, (Path(tmp) / "quantized.onnx").read_bytes())
-    check_onnx(
-        dst,
-        made_by="the int8 quantizer (onnxruntime.quantization)",
-        hint="try another --calib-method, or export without --quantize",
-    )
+        quantized = Path(tmp) / "quantized.onnx"
+        check_onnx(  # before it is written: a file that fails to load never replaces dst
+            quantized,
+            made_by="the int8 quantizer (onnxruntime.quantization)",
+            hint="try another --calib-method, or export without --quantize",
+        )
+        atomic_write(dst, quantized.read_bytes())
     return {
         "path": str(dst),
         "bytes": dst.stat().st_size,

@@ -218,8 +218,10 @@ def _streams(
         **kw,
     )
     eval_batch = sched.eval_batch_size or sched.batch_size
+    # a streamed evaluation leaves bad samples out, so it needs no stand-in from the batch
+    eval_kw = {**kw, "evaluated": True} if shards else kw
     val, test = (
-        make(split, eval_batch, shuffle=False, drop_last=False, load_size=val_load, **kw)
+        make(split, eval_batch, shuffle=False, drop_last=False, load_size=val_load, **eval_kw)
         if split is not None
         else None
         for split in (data.val, data.test)

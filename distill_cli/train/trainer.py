@@ -81,6 +81,7 @@ class Trainer:
         self._signal: int | None = None  # set by the signal handler
         self._stopping: int | None = None  # the signal every process has agreed to stop on
         self._finishing = False  # the loop is over: a signal stops the run at once
+        self._bad_merged = 0  # bad training files every process knew at the last merge
         self._last_saved = -math.inf  # when `last` was written (perf_counter), never yet
         rt = setup.recipe.runtime
         self._graphs = rt.compile and rt.compile_mode == "reduce-overhead"
@@ -97,6 +98,7 @@ class Trainer:
         self.last_eval = state.get("last_eval", {})
         # the bad training files met before the stop: a file read only then still counts
         self.s.train_stream.bad_files.update(state.get("bad_files", []))
+        self._bad_merged = len(self.s.train_stream.bad_files)  # every process's, when saved
         if self.s.world.is_main:
             self.run.truncate_metrics(self.state["step"])
 
@@ -264,6 +266,7 @@ class Trainer:
             world.max(window.first_bad)
             flag = torch.tensor(self._signal or 0, device=window.loss.device)
             self._stopping = int(world.max(flag).item()) or None
+            self._merge_bad_files(window.loss.device)
         else:
             self._stopping = self._signal
         first_bad = int(window.first_bad.item())
@@ -293,6 +296,16 @@ class Trainer:
         if self.s.train_stream.bad_images:
             record["bad_images"] = self.s.train_stream.bad_images
         self._log(record)
+
+    def _merge_bad_files(self, device: torch.device) -> None:
+        """Every process's bad training files, in each process's set, whenever one has met a
+        new one: each decodes its share of a batch, and the main process alone logs the count
+        and saves the set `--resume` starts from (its share alone lost the others' files)."""
+        world, bad = self.s.world, self.s.train_stream.bad_files
+        new = torch.tensor(len(bad) - self._bad_merged, device=device)
+        if int(world.max(new).item()):
+            bad.update(world.union(bad))
+        self._bad_merged = len(bad)
 
     def _log(self, record: dict[str, Any]) -> None:
         if self.s.world.is_main:
