@@ -18,6 +18,7 @@ Two facts live here so that every command applies them the same way:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import shutil
@@ -335,3 +336,30 @@ def private_cwd() -> Iterator[PrivateCwd]:
         if home >= 0:
             os.close(home)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def hold_folder(marker: Path, what: str) -> Iterator[None]:
+    """Hold a folder distill writes into (its `marker` file, see `claim_folder`) for a block.
+
+    An advisory ``flock`` on the marker, as a run holds its folder: the kernel drops it when
+    the process dies, even by SIGKILL, so nothing stale is left, and a second process aiming
+    at the same folder is refused in one line instead of deleting the first one's staged
+    files as leftovers (an export removes what a killed export left) or renaming over them.
+    """
+    try:
+        fd = os.open(marker, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise fs_failed(exc, marker, f"lock the {what} folder") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DistillError(
+                f"the {what} folder is in use by another {what} that is still running",
+                str(marker.parent),
+                "wait for it to finish, or choose another folder",
+            ) from None
+        yield
+    finally:
+        os.close(fd)

@@ -383,3 +383,34 @@ def test_onnx_runtime_keeps_no_telemetry_store_in_the_users_cache(tmp_path: Path
     if not store_after(f"import onnxruntime as ort; {session}", tmp_path / "bare"):
         pytest.skip("this onnxruntime keeps no telemetry store")
     assert not store_after(f"import distill_cli; import onnxruntime as ort; {session}", tmp_path)
+
+
+def test_a_second_export_into_a_folder_in_use_is_refused_and_touches_nothing(
+    tmp_path: Path,
+) -> None:
+    """Two exports aimed at one --out: the second used to delete the first one's staged files
+    as a killed export's leftovers. It is refused in one line while the first holds the folder
+    (as a run holds its folder), and goes ahead once the first is done."""
+    import fcntl
+
+    from distill_cli import api
+    from distill_cli.errors import DistillError
+
+    out = tmp_path / "export"
+    kw = {"input_size": 32, "num_classes": 4, "latency": False, "simplify": False}
+    api.export("test_resnet", out=out, **kw)
+    staged = out / ".model.onnx.abc123.tmp"  # the first export's file, mid-write
+    staged.mkdir()
+    (staged / "model.onnx").write_bytes(b"half")
+    before = _tree(out)
+    fd = os.open(out / ".distill-export", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the first export holds it
+        with pytest.raises(DistillError) as info:
+            api.export("test_resnet", out=out, **kw)
+        assert "in use by another export that is still running" in str(info.value)
+        assert info.value.code == 2 and _tree(out) == before
+    finally:
+        os.close(fd)
+    shutil.rmtree(staged)
+    assert api.export("test_resnet", out=out, **kw).parity_passed

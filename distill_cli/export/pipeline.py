@@ -7,6 +7,7 @@ gate in CI leaves the numbers behind to look at.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from distill_cli.export.variants import (
     make_fp16,
     make_int8,
 )
-from distill_cli.host import claim_folder
+from distill_cli.host import claim_folder, hold_folder
 from distill_cli.models.checkpoint import read_sidecar
 from distill_cli.models.create import Net, count_flops, spec_input_size
 from distill_cli.models.view import load_sizes
@@ -74,8 +75,9 @@ def run_export(opts: ExportOptions, log: Log = _silent) -> ExportReport:
     previous = torch.get_num_threads()
     torch.set_num_threads(opts.timing.threads)
     files: dict[Path, tuple[int, int] | None] = {}  # what the export may write, as it was
+    held = contextlib.ExitStack()  # the output folder, held from its claim to the end
     try:
-        return _run(opts, log, files)
+        return _run(opts, log, files, held)
     except BaseException:
         # an export that does not reach its report (an error, Ctrl-C, SIGTERM) removes the
         # model files it wrote (only those: a file it had not replaced yet stays), so no
@@ -85,6 +87,7 @@ def run_export(opts: ExportOptions, log: Log = _silent) -> ExportReport:
                 path.unlink(missing_ok=True)
         raise
     finally:
+        held.close()
         torch.set_num_threads(previous)
 
 
@@ -94,7 +97,12 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return None if stat is None else (stat.st_ino, stat.st_mtime_ns)
 
 
-def _run(opts: ExportOptions, log: Log, files: dict[Path, tuple[int, int] | None]) -> ExportReport:
+def _run(
+    opts: ExportOptions,
+    log: Log,
+    files: dict[Path, tuple[int, int] | None],
+    held: contextlib.ExitStack,
+) -> ExportReport:
     log(f"loading {opts.source}")
     src = resolve_source(
         opts.source,
@@ -110,6 +118,7 @@ def _run(opts: ExportOptions, log: Log, files: dict[Path, tuple[int, int] | None
     # with content must carry the marker, or --force
     legacy = out == src.default_out and out.name == "export" and RunDir(out.parent).is_run
     claim_folder(out, EXPORT_MARKER, force=opts.force or legacy, override="--force")
+    held.enter_context(hold_folder(out / EXPORT_MARKER, "export"))
     variants = [variant_path(out, v).name for v in (*PRECISIONS, *QUANTIZATIONS)]
     names = [MODEL_FILE, simplified_path(out / MODEL_FILE).name, *variants, REPORT_NAME]
     remove_leftovers(out, names)  # what a killed export left half-written
