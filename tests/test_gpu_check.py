@@ -96,16 +96,19 @@ def test_gpu_check_smoke_runs_every_part_and_records_results(tmp_path: Path) -> 
 def test_a_failing_part_is_recorded_and_the_next_still_runs(tmp_path: Path) -> None:
     out = tmp_path / "out"
     # part 4 cannot write its photos into a file that stands where its folder should be, and
-    # part 6 has no Fashion-MNIST folder to train on: both fail, each with its reason
+    # part 6's Fashion-MNIST folder holds no IDX files to train on (a missing folder is refused
+    # before any part runs): both fail, each with its reason
     work = tmp_path / "work"
     work.mkdir()
     (work / "photos").write_text("not a folder")
+    (tmp_path / "no-idx").mkdir()
     cmd = [sys.executable, str(CHECK), str(out), "--smoke", "--parts", "4,6", "--work", str(work)]
-    cmd += ["--fmnist", str(tmp_path / "missing")]
+    cmd += ["--fmnist", str(tmp_path / "no-idx")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     parts = _results(out)["parts"]
     assert list(parts) == ["4", "6"]
     assert not parts["4"]["ok"] and "write" in parts["4"]["error"]
     assert "log_tail" in parts["4"] and parts["4"]["limit_s"] == 300
-    assert not parts["6"]["ok"] and "Fashion-MNIST" in parts["6"]["error"]
+    assert not parts["6"]["ok"] and "distill_cli', 'train'" in parts["6"]["error"]
+    assert "error: Fashion-MNIST file train-images-idx3-ubyte" in (out / "part6.log").read_text()
