@@ -100,7 +100,15 @@ SUBSET = (
     "tiny_vit_5m_224",
     "ghostnet_050",
 )
-RESUME_MODELS = ("resnet18", "vit_tiny_patch16_224", "repvgg_a0", "swin_tiny_patch4_window7_224")
+#: --resume over the training-time modules that differ: reparameterizable branches, windows.
+RESUME_MODELS = (
+    "resnet18",
+    "vit_tiny_patch16_224",
+    "repvgg_a0",
+    "mobileone_s0",
+    "fastvit_t8",
+    "swin_tiny_patch4_window7_224",
+)
 INTRO = (
     "`python benchmarks/arch_sweep_methods.py` (methods, export options, --resume; "
     "`no_simplify` is `--no-simplify --precision fp16 --quantize int8`: both variants built "
