@@ -14,8 +14,11 @@ weights, a generated 4-class image folder, 1-2 epochs):
 - ``int8``, ``fp16``: ``distill export --quantize int8`` / ``--precision fp16`` of the student
   run, each checked against fp32 by the export (an int8 parity miss is an ``error`` row: the
   gate refused it in one line);
-- ``dynamic``, ``torchscript``, ``no_simplify``: ``--dynamic-size``, ``--exporter torchscript``
-  (the fp32 table's export is dynamo's), ``--no-simplify``;
+- ``dynamic``, ``torchscript``: ``--dynamic-size``, ``--exporter torchscript`` (the fp32 table's
+  export is dynamo's);
+- ``no_simplify``: ``--no-simplify --precision fp16 --quantize int8``: the fp32 file and both
+  variants built from the unsimplified dynamo graph (fp16 of it once failed to load for
+  EfficientFormer-V2), so one stage covers the combination;
 - ``resume``: a 3-epoch run that saves ``last`` every step, stopped (SIGTERM) once ``last`` holds
   a few steps, then ``--resume``: passes when the resumed run ends at the full length and its
   logged steps continue from where it stopped instead of starting again at step 1.
@@ -72,7 +75,11 @@ EXPORT_STAGES = {
     "fp16": ["--precision", "fp16"],
     "dynamic": ["--dynamic-size"],
     "torchscript": ["--exporter", "torchscript"],
-    "no_simplify": ["--no-simplify"],
+    # fp16 and int8 built from the unsimplified dynamo graph (what broke for EfficientFormer-V2)
+    "no_simplify": [
+        "--no-simplify",
+        *["--precision", "fp16", "--quantize", "int8", "--calib-images", "16"],
+    ],
 }
 #: The families the task names (reparameterizable, fixed-size, two-head, attention, pooling).
 SUBSET = (
@@ -93,8 +100,20 @@ SUBSET = (
     "tiny_vit_5m_224",
     "ghostnet_050",
 )
-RESUME_MODELS = ("resnet18", "vit_tiny_patch16_224", "repvgg_a0", "swin_tiny_patch4_window7_224")
-INTRO = "`python benchmarks/arch_sweep_methods.py` (methods, export options, --resume)"
+#: --resume over the training-time modules that differ: reparameterizable branches, windows.
+RESUME_MODELS = (
+    "resnet18",
+    "vit_tiny_patch16_224",
+    "repvgg_a0",
+    "mobileone_s0",
+    "fastvit_t8",
+    "swin_tiny_patch4_window7_224",
+)
+INTRO = (
+    "`python benchmarks/arch_sweep_methods.py` (methods, export options, --resume; "
+    "`no_simplify` is `--no-simplify --precision fp16 --quantize int8`: both variants built "
+    "from the unsimplified graph)"
+)
 
 
 def write_recipe(work: Path, name: str, student: dict, **over: object) -> Path:
