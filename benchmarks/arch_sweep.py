@@ -48,6 +48,7 @@ from arch_sweep_report import (
     STAGES,
     ArchResult,
     StageResult,
+    add_output_options,
     check_sweep,
     load_results,
     merge,
@@ -324,14 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"comma-separated subset of {','.join(STAGES)} (export and report need student, "
         "gray_export needs gray, in the same call: runs live in a temporary folder)",
     )
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per command")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="folder for the JSON + md (default: benchmarks/results for the whole default sweep "
-        "or --update, else runs/arch_sweep)",
-    )
+    add_output_options(parser)
     parser.add_argument(
         "--update",
         action="store_true",

@@ -48,6 +48,7 @@ from arch_sweep import ARCHS, ROOT, Arch, cli, make_data, recipe, save_checkpoin
 from arch_sweep_report import (
     ArchResult,
     StageResult,
+    add_output_options,
     check_sweep,
     load_results,
     merge,
@@ -268,14 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         default="",
         help=f"comma-separated subset of {','.join(STAGES)} (the exports need student)",
     )
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per command")
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="folder for the JSON + md (default: benchmarks/results for the whole default sweep "
-        "or --update, else runs/arch_sweep)",
-    )
+    add_output_options(parser)
     parser.add_argument("--update", action="store_true", help="merge into the existing table")
     args = parser.parse_args(argv)
     by_name = {a.name: a for a in ARCHS}

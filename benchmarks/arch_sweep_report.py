@@ -6,6 +6,7 @@ A module of arch_sweep.py and arch_sweep_methods.py; run those (`--help` says ho
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -69,6 +70,18 @@ def merge(earlier: list[ArchResult], fresh: list[ArchResult]) -> list[ArchResult
 
 
 # --- output -------------------------------------------------------------------------------------
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """The sweeps' `--timeout` and `--out` (whose default `results_folder` decides)."""
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per command")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the JSON + md (default: benchmarks/results for the whole default sweep "
+        "or --update, else runs/arch_sweep)",
+    )
 
 
 def results_folder(out: Path | None, whole: bool, update: bool) -> Path:

@@ -17,10 +17,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-ROOT = Path(__file__).resolve().parents[1]
-#: Where the published results live: written only when a command names them (or a script's
-#: default run reproduces exactly what they hold).
-PUBLISHED = (ROOT / "benchmarks" / "results", ROOT / "docs" / "img")
 T = TypeVar("T")
 
 
@@ -83,12 +79,6 @@ def output_file(path: Path, option: str) -> Path:
     except OSError as exc:
         fail(f"cannot make {path.parent}: {exc.strerror}", option, "name a writable folder")
     return path
-
-
-def is_published(path: Path) -> bool:
-    """Whether `path` is inside benchmarks/results or docs/img (the committed results)."""
-    resolved = Path(path).resolve()
-    return any(resolved.is_relative_to(folder) for folder in PUBLISHED)
 
 
 def read_results(
