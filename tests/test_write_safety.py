@@ -333,6 +333,41 @@ def test_an_exporter_writes_beside_model_onnx_never_over_it(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
 
 
+def test_a_model_written_with_one_file_per_weight_is_committed_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TorchScript exporter writes a model over 2 GiB with one external file per weight,
+    named after the tensors, beside the name it is given (the staging folder). The committed
+    model.onnx must find all its weights in model.onnx.data, not in the deleted staging folder."""
+    import onnx
+    import onnxruntime as ort
+
+    import distill_cli.export.onnx_export as ox
+
+    real = ox._export_once
+
+    def as_over_2gb(module, example, path, *rest):  # type: ignore[no-untyped-def]
+        real(module, example, path, *rest)
+        model = onnx.load(str(path))
+        onnx.save(
+            model,
+            str(path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=False,
+            size_threshold=0,
+        )
+
+    monkeypatch.setattr(ox, "_export_once", as_over_2gb)
+    target = tmp_path / "model.onnx"
+    module = _UpsampleResidual().eval()
+    ox.export_onnx(module, (3, 16, 16), target, exporter="torchscript")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.data"]
+    x = torch.randn(2, 3, 16, 16)
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    got = session.run(None, {"input": x.numpy()})[0]
+    torch.testing.assert_close(torch.from_numpy(got), module(x).detach(), atol=1e-5, rtol=1e-5)
+
+
 def test_an_export_removes_what_a_killed_export_left_half_written(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -243,6 +243,7 @@ class _Staging:
         return self
 
     def commit(self) -> None:
+        self._gather_external_data()
         data, target_data = Path(str(self.path) + ".data"), Path(str(self.target) + ".data")
         refuse_link(self.target)
         refuse_link(target_data)
@@ -255,6 +256,27 @@ class _Staging:
             os.replace(self.path, self.target)
         except OSError as exc:
             raise fs_failed(exc, self.target, "write the ONNX file") from exc
+
+    def _gather_external_data(self) -> None:
+        """Fold every external tensor into the one `<name>.data` that `commit` moves.
+
+        The TorchScript exporter writes a model over protobuf's 2 GiB limit with one file per
+        weight beside it, named after the tensors; moving only the model and `<name>.data`
+        would leave a model.onnx that points into the staging folder `__exit__` deletes.
+        """
+        own = {self.path.name, self.path.name + ".data"}
+        if not self.path.exists() or all(p.name in own for p in self.folder.iterdir()):
+            return
+        model = onnx.load(str(self.path))  # every external tensor read in, wherever it was
+        for stale in self.folder.iterdir():  # onnx appends to a `.data` that exists
+            stale.unlink()
+        onnx.save(
+            model,
+            str(self.path),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=self.path.name + ".data",
+        )
 
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
