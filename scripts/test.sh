@@ -9,4 +9,6 @@ bash scripts/setup.sh
   .venv/bin/pip install -q --disable-pip-version-check --no-deps "torchdistill==1.1.5"
 .venv/bin/ruff check distill_cli tests benchmarks examples
 .venv/bin/ruff format --check distill_cli tests benchmarks examples
-.venv/bin/python -m pytest -q "$@"
+# one pytest worker per core (at most 4), a test file to a worker: most tests wait on a subprocess
+# or on disk, and a file's module fixtures are built once; `-n 0` runs it in one process
+.venv/bin/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,13 @@ import pytest
 import torch
 import yaml
 
-torch.set_num_threads(2)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # scripts/test.sh runs a worker per core: one torch thread each (also in the CLI runs the
+    # tests start, through OMP_NUM_THREADS), as two threads per worker oversubscribe the cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 
 
 def write_recipe(folder: Path, name: str, body: dict[str, Any]) -> Path:
