@@ -197,6 +197,8 @@ METHODS_MD = ROOT / "docs" / "methods.md"
 SCRIPTS = [*sorted((ROOT / "examples" / "ci").glob("*.yml")), *sorted(ROOT.glob("scripts/*.sh"))]
 COMMAND = re.compile(r"(?:^|[\s/`(])(?:distill|-m distill_cli)\s+([^`#|;&>\n]*)")
 FLAG = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*")
+#: An indented code block's command line (Markdown's other code block).
+INDENTED = re.compile(r" {4,}(\S*/)?distill\s| {4,}.*-m distill_cli\s")
 SET_KEY = re.compile(r"--set[ =]+[\"']?([A-Za-z_][\w.]*)=")
 
 
@@ -349,17 +351,23 @@ def test_every_method_setting_is_in_methods_md_with_its_default() -> None:
     assert problems == []
 
 
+def _continues(code: list[tuple[int, str]], number: int) -> bool:
+    """Whether line `number` continues the code line before it (which ends with a backslash)."""
+    return bool(code) and code[-1][0] == number - 1 and code[-1][1].rstrip().endswith("\\")
+
+
 def command_lines(path: Path) -> list[tuple[int, str]]:
     """(line, what follows `distill`) for each command a page quotes: in its code (fenced
-    blocks, inline code, lines continued with a backslash joined) or, for a script or CI file,
-    on any line. Prose that names the tool ("distill writes...") is not a command."""
+    blocks, indented command lines, inline code; lines continued with a backslash joined) or,
+    for a script or CI file, on any line. Prose that names the tool ("distill writes...") is
+    not a command."""
     text = path.read_text().splitlines()
     if path.suffix == ".md":
         fenced, code = False, []
         for number, line in enumerate(text, 1):
             if line.lstrip().startswith("```"):
                 fenced = not fenced
-            elif fenced:
+            elif fenced or INDENTED.match(line) or _continues(code, number):
                 code.append((number, line))
             else:
                 code += [(number, f"`{span}`") for span in re.findall(r"`([^`]+)`", line)]
@@ -429,7 +437,8 @@ def test_the_key_and_flag_checks_catch_mistakes(tmp_path: Path) -> None:
 
     page = tmp_path / "page.md"
     page.write_text(
-        "Run `distill run r.yaml --resum` or\n\n```bash\ndistill export runs/a \\\n"
+        "Run `distill run r.yaml --resum` or\n\n    distill compare a b \\\n        --mdd\n\n"
+        "```bash\ndistill export runs/a \\\n"
         "  --quantize int8 --min-top 80   # gates\n.venv/bin/distill report runs/a --jsn\n"
         "```\n\n| key | default | meaning |\n|---|---|---|\n"
         "| `optim.lr`, `optim.weight_decay` | `1e-2`, `1e-4` | |\n"
@@ -438,11 +447,13 @@ def test_the_key_and_flag_checks_catch_mistakes(tmp_path: Path) -> None:
     cli = typer.main.get_command(app)
     assert [line for _, line in command_lines(page)] == [
         "run r.yaml --resum",
+        "compare a b --mdd",
         "export runs/a --quantize int8 --min-top 80",
         "report runs/a --jsn",
     ]
     assert [p.split(": ")[1] for p in flag_problems(page, cli)] == [
         "--resum is not an option of",
+        "--mdd is not an option of",
         "--min-top is not an option of",
         "--jsn is not an option of",
     ]
