@@ -465,3 +465,39 @@ def test_the_key_and_flag_checks_catch_mistakes(tmp_path: Path) -> None:
     lr = recipe_fields(Recipe)["optim.lr"]
     assert default_problem(lr, keys["optim.lr"], ["1e-2"]) is not None
     assert default_problem(lr, "`1e-3`", ["1e-3"]) is None
+
+
+def api_call_problems(page: Path) -> list[str]:
+    """`api.NAME(..., key=...)` in `page` where NAME is no function of `distill_cli.api`, or
+    `key` none of its parameters (a function that takes any, `**fields`, takes every key)."""
+    import inspect
+
+    from distill_cli import api
+
+    problems = []
+    for number, line in enumerate(page.read_text().splitlines(), 1):
+        for name, args in re.findall(r"\bapi\.(\w+)\(([^()]*)", line):
+            function = getattr(api, name, None)
+            if not callable(function):
+                problems.append(f"{page.name}:{number}: api.{name} does not exist")
+                continue
+            params = inspect.signature(function).parameters
+            if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+                continue
+            problems += [
+                f"{page.name}:{number}: api.{name} takes no {key}="
+                for key in re.findall(r"(?<![\w.])(\w+)=", args)
+                if key not in params
+            ]
+    return problems
+
+
+def test_every_api_call_the_docs_show_exists(tmp_path: Path) -> None:
+    """The Python the pages show calls functions that exist, with keywords they take."""
+    assert [p for page in PAGES for p in api_call_problems(page)] == []
+    page = tmp_path / "page.md"
+    page.write_text("`api.compare([a], plots=None)`, `api.exprt(x)`, `api.report(run_dir)`\n")
+    assert api_call_problems(page) == [
+        "page.md:1: api.compare takes no plots=",
+        "page.md:1: api.exprt does not exist",
+    ]
