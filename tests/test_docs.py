@@ -193,8 +193,11 @@ def test_the_checks_catch_what_they_exist_for(tmp_path: Path) -> None:
 
 RECIPE_MD = ROOT / "docs" / "recipe.md"
 METHODS_MD = ROOT / "docs" / "methods.md"
-#: Files a user copies `distill ...` lines from whole (every line is a command line or a comment).
-SCRIPTS = [*sorted((ROOT / "examples" / "ci").glob("*.yml")), *sorted(ROOT.glob("scripts/*.sh"))]
+#: Files a user copies `distill ...` lines from whole (every line is a command line or a comment):
+#: the CI templates, the scripts, the examples and the shipped recipes' comments.
+SCRIPTS = sorted(
+    {*ROOT.glob("examples/**/*.*"), *ROOT.glob("scripts/*.*"), *ROOT.glob("recipes/**/*.yaml")}
+)
 COMMAND = re.compile(r"(?:^|[\s/`(])(?:distill|-m distill_cli)\s+([^`#|;&>\n]*)")
 FLAG = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*")
 #: An indented code block's command line (Markdown's other code block).
@@ -376,7 +379,10 @@ def command_lines(path: Path) -> list[tuple[int, str]]:
     joined: list[tuple[int, str]] = []
     for number, line in code:
         if joined and joined[-1][1].endswith("\\"):
-            joined[-1] = (joined[-1][0], joined[-1][1][:-1].rstrip() + " " + line.strip())
+            joined[-1] = (
+                joined[-1][0],
+                f"{joined[-1][1][:-1].rstrip()} {line.strip().lstrip('#')}",
+            )
         else:
             joined.append((number, line.rstrip()))
     return [(n, m.strip()) for n, line in joined for m in COMMAND.findall(line) if m.strip()]
