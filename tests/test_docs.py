@@ -507,3 +507,21 @@ def test_every_api_call_the_docs_show_exists(tmp_path: Path) -> None:
         "page.md:1: api.compare takes no plots=",
         "page.md:1: api.exprt does not exist",
     ]
+
+
+def test_every_recipe_the_docs_show_validates(tmp_path: Path) -> None:
+    """A ```yaml block with a `name:` is a whole recipe a user copies into a file: distill's own
+    loader accepts it (no key renamed or removed since it was written)."""
+    from distill_cli.recipe.document import load_recipe
+
+    blocks = [
+        (page, block)
+        for page in PAGES
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S)
+        if re.search(r"^name:", block, re.M)
+    ]
+    assert len(blocks) >= 2  # README's and recipe.md's
+    for number, (page, block) in enumerate(blocks):
+        path = tmp_path / f"{number}.yaml"
+        path.write_text(block)
+        assert load_recipe(path).name, page.name
