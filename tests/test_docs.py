@@ -276,7 +276,10 @@ def recipe_fields(model: type[BaseModel], prefix: str = "") -> dict[str, FieldIn
 
 def _value(text: str) -> Any:
     """A documented value as YAML reads it, numbers YAML 1.1 leaves as text (`1e-3`) included."""
-    value = yaml.safe_load(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:  # prose in backticks (`<output.dir>/.cache/`) is not a value
+        return text
     if isinstance(value, str):
         try:
             return float(value)
