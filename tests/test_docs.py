@@ -528,3 +528,22 @@ def test_every_recipe_the_docs_show_validates(tmp_path: Path) -> None:
         path = tmp_path / f"{number}.yaml"
         path.write_text(block)
         assert load_recipe(path).name, page.name
+
+
+#: A repository file a page names (`recipes/methods/kd.yaml`, `benchmarks/patience.py`); results
+#: files are the cited-JSON test's (a "regenerate with" output need not exist yet).
+REPO_FILE = re.compile(
+    r"(?<![\w/.])(?:recipes|benchmarks|scripts|examples|tests|distill_cli)/[\w./-]+\.(?:yaml|yml|py|sh)\b"
+)
+
+
+def test_every_repository_file_the_docs_name_exists() -> None:
+    """A renamed recipe, script or module leaves no page pointing at the old name."""
+    missing = [
+        f"{page.name}:{number}: {name}"
+        for page in PAGES
+        for number, line in enumerate(page.read_text().splitlines(), 1)
+        for name in REPO_FILE.findall(line)
+        if not (ROOT / name).exists()
+    ]
+    assert missing == []
