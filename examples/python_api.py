@@ -9,7 +9,7 @@ example runs on generated data with timm's tiny test models (no downloads, about
 
 from __future__ import annotations
 
-import sys
+import argparse
 import tempfile
 from pathlib import Path
 
@@ -75,4 +75,7 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="distill-")))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", type=Path, help="output folder (default: a temp folder)")
+    out = parser.parse_args().out  # `--help` is answered here, not made a run folder
+    main(out or Path(tempfile.mkdtemp(prefix="distill-")))

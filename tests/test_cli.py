@@ -123,11 +123,13 @@ def test_bench_train_command(tmp_path: Path) -> None:
     assert report["ratio"] > 0 and report["data_path"]["images_per_s"] > 0
 
 
-def test_nproc_relaunches_under_torchrun(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_nproc_relaunches_under_torchrun(tmp_path: Path, command: str) -> None:
+    """`--nproc` on both training commands (`distill train` trains teachers on several GPUs)."""
     from tests.test_distributed import _body
 
     recipe = write_recipe(tmp_path, "ddp", _body(tmp_path / "runs", epochs=1))
-    result = distill("run", str(recipe), "--nproc", "2", "-q", "--json")
+    result = distill(command, str(recipe), "--nproc", "2", "-q", "--json")
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout)["processes"] == 2
 

@@ -14,6 +14,7 @@ from distill_cli.cli.export import bench_app, export_cmd
 from distill_cli.cli.options import (
     DryRunOpt,
     JsonOpt,
+    NprocOpt,
     OverwriteOpt,
     QuietOpt,
     RecipeArg,
@@ -91,7 +92,7 @@ def _execute(
 
 
 def _relaunch_with_torchrun(nproc: int) -> None:
-    """`distill run --nproc N`: the same command under torchrun on this machine."""
+    """`distill run/train --nproc N`: the same command under torchrun on this machine."""
     import sys
 
     args, skip = [], False
@@ -127,10 +128,7 @@ def run(
     throughput: ThroughputOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
-    nproc: Annotated[
-        int,
-        typer.Option("--nproc", min=1, help="processes (GPUs) on this machine, via torchrun"),
-    ] = 1,
+    nproc: NprocOpt = 1,
 ) -> None:
     """Distill a teacher into a student as the recipe says (function matching by default)."""
     if nproc > 1 and not world_from_env().launched:
@@ -148,8 +146,11 @@ def train(
     throughput: ThroughputOpt = None,
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    nproc: NprocOpt = 1,
 ) -> None:
     """Train a model on labels (a teacher, or the from-scratch baseline)."""
+    if nproc > 1 and not world_from_env().launched:  # a teacher on several GPUs, as `run`
+        _relaunch_with_torchrun(nproc)
     _execute("train", recipe, set_, resume, overwrite, dry_run, as_json, quiet, throughput)
 
 

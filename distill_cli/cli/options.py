@@ -38,6 +38,9 @@ ThroughputOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")]
+NprocOpt = Annotated[
+    int, typer.Option("--nproc", min=1, help="processes (GPUs) on this machine, via torchrun")
+]
 
 if TYPE_CHECKING:
     from distill_cli.export.protocol import TimingPlan
