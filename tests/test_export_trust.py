@@ -54,12 +54,27 @@ def test_parity_is_relative_for_large_logits_and_strict_for_tiny_ones() -> None:
     parity = fp32_parity(_outputs(tiny), _outputs(wrong), _Inputs(), 1e-5, 1e-4)  # type: ignore[arg-type]
     assert not parity["passed"] and parity["logits_outside"] > 0
     line = parity["misses"][0]
-    for words in ("max abs diff", "max rel diff", "top-1 agreement", "+ 0.0001*|b|"):
+    for words in ("max abs diff", "max rel diff", "top-1 agreement", "+ 0.0001*max(|b|"):
         assert words in line, line
     # NaN is never within tolerance.
     nan = tiny.copy()
     nan[0, 0] = np.nan
     assert compare(_outputs(tiny), _outputs(nan))["logits_outside"] >= 1
+
+
+def test_a_near_zero_logit_is_held_to_its_rows_scale_not_its_own() -> None:
+    """Random-weight MobileOne: logits of 1e15 beside ones near 0, which float32 rounds on the
+    row's scale (off by ~1e8, 1e-7 of the row). That is rounding, not a wrong graph; a near-zero
+    logit off by 1e-2 of the row is wrong; and a trained model's bound is the plain one."""
+    ref = np.array([[1e15, -3e14, 5.0, -2.0], [4e14, 1e15, 1.0, 0.5]])
+    rounded = ref + np.array([[6e7, -3e7, 1e8, -2e8], [2e7, 6e7, -1e8, 3e8]])
+    assert compare(_outputs(ref), _outputs(rounded), 1e-4, 1e-3)["logits_outside"] == 0
+    wrong = rounded.copy()
+    wrong[1, 2] = 1e13  # a near-zero logit now 1e-2 of its row: no rounding does that
+    assert compare(_outputs(ref), _outputs(wrong), 1e-4, 1e-3)["logits_outside"] == 1
+    trained = np.array([[9.0, -1.0, 0.2, 0.1], [12.0, -3.0, 0.01, 0.0]])
+    off = trained + np.array([[0.0] * 4, [0.0, 0.0, 3e-4, 0.0]])  # 0.03 relative, small logit
+    assert compare(_outputs(trained), _outputs(off), 1e-4, 1e-3)["logits_outside"] == 1
 
 
 def test_tolerance_is_an_alias_of_atol() -> None:

@@ -140,7 +140,7 @@ def export_cmd(
             "--atol",
             min=0.0,
             callback=finite,
-            help="fp32 parity: |onnx-pytorch| <= atol + rtol*|pytorch| [1e-4]",
+            help="fp32 parity: |onnx-pytorch| <= atol + rtol*max(|pytorch|, 1e-3*row max) [1e-4]",
         ),
     ] = None,
     rtol: Annotated[
