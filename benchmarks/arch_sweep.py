@@ -52,6 +52,7 @@ from arch_sweep_report import (
     StageResult,
     add_output_options,
     check_sweep,
+    chosen_stages,
     load_results,
     merge,
     results_folder,
@@ -308,17 +309,6 @@ def sweep_one(arch: Arch, work: Path, stages: tuple[str, ...], timeout: float) -
         needs="gray",
     )
     return result
-
-
-def chosen_stages(
-    parser: argparse.ArgumentParser, text: str, default: tuple[str, ...], known: tuple[str, ...]
-) -> tuple[str, ...]:
-    """`--stages a,b` as a tuple (`default` when empty); an unknown stage is a usage error."""
-    stages = tuple(s for s in text.split(",") if s) or default
-    unknown = set(stages) - set(known)
-    if unknown:
-        parser.error(f"unknown stages {sorted(unknown)}")
-    return stages
 
 
 def sweep_all(

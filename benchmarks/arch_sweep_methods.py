@@ -43,12 +43,13 @@ import time
 from pathlib import Path
 
 import yaml
-from arch_sweep import ARCHS, ROOT, Arch, chosen_stages, cli, recipe, sweep_all
+from arch_sweep import ARCHS, ROOT, Arch, cli, recipe, sweep_all
 from arch_sweep_report import (
     ArchResult,
     StageResult,
     add_output_options,
     check_sweep,
+    chosen_stages,
     results_folder,
 )
 
