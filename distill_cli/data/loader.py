@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -17,6 +17,9 @@ from torch.utils.data import DataLoader, Dataset
 from distill_cli.data.decode import FileBytes, Fit, FolderImages, decode_on_device, packed
 from distill_cli.data.sources import ImageSet
 from distill_cli.errors import DistillError
+
+if TYPE_CHECKING:
+    from distill_cli.data.shardset import ShardSet
 
 
 @dataclass
@@ -47,7 +50,7 @@ class SplitStream:
     processes and, with `drop_last`, fits the data), the epoch's length, and the bad files met.
     """
 
-    data: Any  # an `ImageSet` or a `ShardSet`: sized, with a name
+    data: ImageSet | ShardSet
     batch_size: int
     device: torch.device
     _: KW_ONLY
