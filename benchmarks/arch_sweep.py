@@ -39,8 +39,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from arch_sweep_report import (
@@ -50,6 +52,7 @@ from arch_sweep_report import (
     StageResult,
     add_output_options,
     check_sweep,
+    chosen_stages,
     load_results,
     merge,
     results_folder,
@@ -308,6 +311,35 @@ def sweep_one(arch: Arch, work: Path, stages: tuple[str, ...], timeout: float) -
     return result
 
 
+def sweep_all(
+    archs: list[Arch],
+    stages: tuple[str, ...],
+    sweep_one: Callable[[Arch, Path, tuple[str, ...], float], ArchResult],
+    args: argparse.Namespace,
+    teachers: tuple[str, ...] = ("test_resnet",),
+    **table: Any,
+) -> None:
+    """Every model through `sweep_one` in one temporary folder (the image folder and the
+    teachers' 32 px checkpoints made once); the table (`write_results`, `table` its stem, order
+    and intro) is rewritten after each model, so a cut sweep keeps the rows it finished, and
+    with `--update` merged into the earlier rows."""
+    stem = table.get("stem", "arch_sweep_cpu")
+    start = time.perf_counter()
+    earlier = load_results(args.out / f"{stem}.json") if args.update else []
+    results: list[ArchResult] = []
+    with tempfile.TemporaryDirectory(prefix=f"{stem}_") as tmp:
+        work = Path(tmp)
+        make_data(work / "data")
+        for name in teachers:
+            save_checkpoint(name, 32, work / f"{name}.pth")
+        for arch in archs:
+            results.append(sweep_one(arch, work, stages, args.timeout))
+            took = time.perf_counter() - start
+            write_results(merge(earlier, results), stages, args.out, took, **table)
+    bad = sum(s.status == "CRASH" for r in results for s in r.stages.values())
+    print(f"{len(results)} models, {bad} crashes -> {args.out}/{stem}.md")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -337,27 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     archs = [by_name.get(n, Arch(n, "other")) for n in names]
     if args.size is not None:
         archs = [Arch(a.name, a.family, args.size) for a in archs]
-    stages = tuple(s for s in args.stages.split(",") if s) or (
-        QUICK_STAGES if args.quick else STAGES
-    )
-    unknown = set(stages) - set(STAGES)
-    if unknown:
-        parser.error(f"unknown stages {sorted(unknown)}")
+    stages = chosen_stages(parser, args.stages, QUICK_STAGES if args.quick else STAGES, STAGES)
     check_sweep(names, args.size, args.timeout)
     whole = not (args.models or args.size is not None or args.stages or args.quick)
     args.out = results_folder(args.out, whole, args.update)
-    start = time.perf_counter()
-    earlier = load_results(args.out / "arch_sweep_cpu.json") if args.update else []
-    results: list[ArchResult] = []
-    with tempfile.TemporaryDirectory(prefix="arch_sweep_") as tmp:
-        work = Path(tmp)
-        make_data(work / "data")
-        save_checkpoint("test_resnet", 32, work / "test_resnet.pth")
-        for arch in archs:
-            results.append(sweep_one(arch, work, stages, args.timeout))
-            write_results(merge(earlier, results), stages, args.out, time.perf_counter() - start)
-    bad = sum(s.status == "CRASH" for r in results for s in r.stages.values())
-    print(f"{len(results)} models, {bad} crashes -> {args.out}/arch_sweep_cpu.md")
+    sweep_all(archs, stages, sweep_one, args)
     return 0
 
 

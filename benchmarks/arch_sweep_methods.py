@@ -39,21 +39,18 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import yaml
-from arch_sweep import ARCHS, ROOT, Arch, cli, make_data, recipe, save_checkpoint
+from arch_sweep import ARCHS, ROOT, Arch, cli, recipe, sweep_all
 from arch_sweep_report import (
     ArchResult,
     StageResult,
     add_output_options,
     check_sweep,
-    load_results,
-    merge,
+    chosen_stages,
     results_folder,
-    write_results,
 )
 
 STEM = "arch_sweep_cpu_methods"
@@ -275,33 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     by_name = {a.name: a for a in ARCHS}
     names = [n for n in args.models.split(",") if n] or list(SUBSET)
     archs = [by_name.get(n, Arch(n, "other")) for n in names]
-    stages = tuple(s for s in args.stages.split(",") if s) or STAGES
-    unknown = set(stages) - set(STAGES)
-    if unknown:
-        parser.error(f"unknown stages {sorted(unknown)}")
+    stages = chosen_stages(parser, args.stages, STAGES, STAGES)
     check_sweep(names, None, args.timeout)
     args.out = results_folder(args.out, not (args.models or args.stages), args.update)
-    start = time.perf_counter()
-    earlier = load_results(args.out / f"{STEM}.json") if args.update else []
-    results: list[ArchResult] = []
-    with tempfile.TemporaryDirectory(prefix="arch_sweep_methods_") as tmp:
-        work = Path(tmp)
-        make_data(work / "data")
-        save_checkpoint("test_resnet", 32, work / "test_resnet.pth")
-        save_checkpoint("test_convnext", 32, work / "test_convnext.pth")
-        for arch in archs:
-            results.append(sweep_one(arch, work, stages, args.timeout))
-            write_results(
-                merge(earlier, results),
-                stages,
-                args.out,
-                time.perf_counter() - start,
-                order=STAGES,
-                stem=STEM,
-                intro=INTRO,
-            )
-    bad = sum(s.status == "CRASH" for r in results for s in r.stages.values())
-    print(f"{len(results)} models, {bad} crashes -> {args.out}/{STEM}.md")
+    teachers = ("test_resnet", "test_convnext")
+    sweep_all(archs, stages, sweep_one, args, teachers, order=STAGES, stem=STEM, intro=INTRO)
     return 0
 
 

@@ -84,6 +84,17 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def chosen_stages(
+    parser: argparse.ArgumentParser, text: str, default: tuple[str, ...], known: tuple[str, ...]
+) -> tuple[str, ...]:
+    """`--stages a,b` as a tuple (`default` when empty); an unknown stage is a usage error."""
+    stages = tuple(s for s in text.split(",") if s) or default
+    unknown = set(stages) - set(known)
+    if unknown:
+        parser.error(f"unknown stages {sorted(unknown)}")
+    return stages
+
+
 def results_folder(out: Path | None, whole: bool, update: bool) -> Path:
     """Where a sweep writes its JSON + md: `--out` when given; else the published folder for
     the whole default sweep (what reproduces the committed table) or `--update` (a merge into

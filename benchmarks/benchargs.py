@@ -107,3 +107,26 @@ def read_results(
             f"pass the JSON that {script} wrote (its rows have {', '.join(row_keys)})",
         )
     return data
+
+
+def redraw(
+    doc: str | None,
+    script: str,
+    row_keys: Sequence[str],
+    tables: Callable[[dict[str, Any]], str],
+    figure: Callable[[dict[str, Any], Path], None],
+    keys: Sequence[str] = (),
+) -> None:
+    """A report script's command line: RESULTS.json (what `script` wrote, checked by
+    `read_results`) and an optional FIGURE.png; prints `tables` of the results and draws
+    `figure` where FIGURE.png is named (its folder made, or refused, before anything is shown)."""
+    p = parser(doc)
+    name = Path(script).name
+    p.add_argument("results", type=Path, metavar="RESULTS.json", help=f"what {name} wrote")
+    p.add_argument("figure", type=Path, nargs="?", metavar="FIGURE.png", help="write the figure")
+    a = p.parse_args()
+    data = read_results(a.results, script, row_keys, keys)
+    path = output_file(a.figure, "FIGURE.png") if a.figure is not None else None
+    print(tables(data))
+    if path is not None:
+        figure(data, path)

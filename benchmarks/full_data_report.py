@@ -173,16 +173,9 @@ def figure(data: dict, path: Path) -> None:
 def main() -> None:
     """Redraw the table (stdout) and, when asked, the figure from a results JSON."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from benchargs import output_file, parser, read_results
+    from benchargs import redraw
 
-    p = parser(__doc__)
-    p.add_argument("results", type=Path, metavar="RESULTS.json", help="what full_data.py wrote")
-    p.add_argument("figure", type=Path, nargs="?", metavar="FIGURE.png", help="write the figure")
-    a = p.parse_args()
-    data = read_results(a.results, "benchmarks/full_data.py", ROW_KEYS)
-    print(markdown(data))
-    if a.figure is not None:
-        figure(data, output_file(a.figure, "FIGURE.png"))
+    redraw(__doc__, "benchmarks/full_data.py", ROW_KEYS, markdown, figure)
 
 
 if __name__ == "__main__":

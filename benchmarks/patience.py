@@ -22,6 +22,9 @@ Fashion-MNIST, where a 2-core CPU can afford thousands of epochs:
 5. one JSON of results (every run, the tuning runs and the picks), markdown tables and a figure
    in the style of the paper's Figure 3 (`patience_report.py` redraws them from the JSON).
 
+The rows (methods, overrides, the lr/wd grid, run names) are `patience_rows.py`'s; this script
+runs them.
+
     python benchmarks/patience.py                    # the whole benchmark (about 2 hours)
     python benchmarks/patience.py --quick --out DIR  # the same code on a tiny budget (tests)
     python benchmarks/patience.py --student resnet18 --teacher-set schedule.epochs=30 --out DIR
@@ -48,17 +51,16 @@ import platform
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchargs import at_least, fail, output_file, parser
 from patience_report import FM_LABEL, figure, markdown, tuning_markdown
+from patience_rows import COMPARISONS, GRID, SHARES, TUNED, RunRow, ladder_rows, pick, tune_rows
 from tuning import (
-    Setting,
     Variant,
     add_model_options,
-    best_on_holdout,
     check_method_kept,
     check_models,
     check_recipe,
@@ -67,7 +69,6 @@ from tuning import (
     measure,
     one_line_errors,
     same_run,
-    setting_suffix,
     split_done,
     tagged,
     teacher_run,
@@ -77,62 +78,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "patience"
 TEACHER_RECIPE = RECIPES / "teacher.yaml"
 FM_RECIPE = RECIPES / "function_matching.yaml"
-
-SCRATCH = "student from scratch (subset labels)"
-KD = "classic KD (T=4, alpha=0.5)"
-ESKD = "early-stopped KD (KD for the first 75%)"
-#: The comparison rows at `--compare-at` epochs: label -> overrides of the FM recipe.
-#: Settings not named here (student, crops, batch, subset) are the FM recipe's; lr and wd are
-#: each tuned method's pick (TUNED), or the pick of the method an ablation changes (SHARES).
-COMPARISONS: dict[str, list[str]] = {
-    SCRATCH: ["teacher=null", "method={name: supervised, label_smoothing: 0.1}"],
-    KD: [
-        "method={name: kd, temperature: 4.0, alpha: 0.5, mixup: false}",
-    ],
-    ESKD: [
-        "method={name: eskd, temperature: 4.0, alpha: 0.5, kd_stop_epoch: STOP}",
-    ],
-    "FM ablation: fixed teacher": [
-        "method.teacher_targets=fixed",
-        "method.mixup=false",
-    ],
-    "FM ablation: independent views": ["method.views=independent"],
-    "FM ablation: consistent views, no mixup": ["method.mixup=false"],
-}
-#: The methods given the same tuning budget (every GRID setting at `--tune-at` epochs).
-TUNED = (FM_LABEL, SCRATCH, KD)
-#: Rows that change one thing of a tuned method run with that method's pick, as in the paper.
-SHARES = {
-    ESKD: KD,
-    "FM ablation: fixed teacher": FM_LABEL,
-    "FM ablation: independent views": FM_LABEL,
-    "FM ablation: consistent views, no mixup": FM_LABEL,
-}
-#: (lr, wd) with weight decay counted as the paper does (x schedule): its Pets/Flowers grid.
-GRID = ((1e-2, 1e-3), (1e-2, 1e-4), (3e-3, 1e-3), (3e-3, 1e-4))
-
-
-@dataclass
-class RunRow:
-    """One finished (or failed) run of the benchmark."""
-
-    label: str
-    epochs: int
-    run: str
-    overrides: list[str]
-    lr: float | None = None  # None: the recipe's
-    wd: float | None = None
-    role: str = "ladder"  # or "tune" (the grid at --tune-at epochs)
-    top1: float | None = None  # the test set, final weights
-    best_top1: float | None = None  # the test set, the best-on-holdout checkpoint
-    best_epoch: float | None = None  # chosen on the holdout
-    holdout_top1: float | None = None  # the holdout, final weights
-    agreement: float | None = None
-    kl: float | None = None
-    wall_s: float | None = None
-    images_per_s: float | None = None
-    curve: list[tuple[float, float]] = field(default_factory=list)
-    error: str | None = None
 
 
 def _run(row: RunRow, out: Path, common: list[str], threads: int) -> RunRow:
@@ -175,55 +120,6 @@ def finished(run: Path, items: list[str]) -> bool:
             run, FM_RECIPE, items
         )  # a student of an older teacher is run again
     return same_run(run, FM_RECIPE, items)
-
-
-def _slug(label: str) -> str:
-    return label.split(":")[-1].split("(")[0].strip().replace(" ", "-").replace(",", "")
-
-
-def _with(row: RunRow, cfg: Setting | None, tag: str) -> RunRow:
-    """The row with a setting of the grid (lr, wd), or the recipe's when `cfg` is None; a
-    variant's runs (`tag`) are named apart from the default's."""
-    if cfg is not None:
-        row.lr, row.wd = cfg
-        row.overrides = [*row.overrides, f"optim.lr={cfg[0]}", f"optim.weight_decay={cfg[1]}"]
-        row.run += setting_suffix(cfg)
-    row.run = tagged(row.run, tag)
-    return row
-
-
-def tune_rows(tune_at: int, grid: tuple[Setting, ...], tag: str = "") -> list[RunRow]:
-    """Every tuned method with every grid setting at `tune_at` epochs."""
-    rows = []
-    for label in TUNED:
-        sets = COMPARISONS.get(label, [])
-        for cfg in grid:
-            row = RunRow(label, tune_at, f"patience-tune-{_slug(label)}-{tune_at}", list(sets))
-            row.role = "tune"
-            rows.append(_with(row, cfg, tag))
-    return rows
-
-
-def pick(rows: list[RunRow]) -> dict[str, Setting]:
-    """Per tuned method, the setting with the best final holdout top-1 (never the test set)."""
-    picks = {label: best_on_holdout([r for r in rows if r.label == label]) for label in TUNED}
-    return {label: cfg for label, cfg in picks.items() if cfg is not None}
-
-
-def ladder_rows(
-    lengths: list[int], compare_at: int, picks: dict[str, Setting], tag: str = ""
-) -> list[RunRow]:
-    """FM at every length, the comparisons at `compare_at`, each with its (or its parent's) pick."""
-    rows = [
-        _with(RunRow(FM_LABEL, n, f"patience-fm-{n}", []), picks.get(FM_LABEL), tag)
-        for n in lengths
-    ]
-    for label, overrides in COMPARISONS.items():
-        sets = [o.replace("STOP", str(max(1, compare_at * 3 // 4))) for o in overrides]
-        row = RunRow(label, compare_at, f"patience-{_slug(label)}-{compare_at}", sets)
-        rows.append(_with(row, picks.get(SHARES.get(label, label)), tag))
-    # longest first: the slowest runs start early, so the pool ends together
-    return sorted(rows, key=lambda r: -r.epochs)
 
 
 def run_pool(rows: list[RunRow], out: Path, common: list[str], jobs: int, threads: int) -> list:

@@ -146,18 +146,12 @@ def tuning_markdown(result: dict) -> str:
 def main() -> None:
     """Redraw the tables (stdout) and, when asked, the figure from a results JSON."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from benchargs import output_file, parser, read_results
+    from benchargs import redraw
 
-    p = parser(__doc__)
-    p.add_argument("results", type=Path, metavar="RESULTS.json", help="what patience.py wrote")
-    p.add_argument("figure", type=Path, nargs="?", metavar="FIGURE.png", help="write the figure")
-    a = p.parse_args()
-    result = read_results(a.results, "benchmarks/patience.py", ROW_KEYS, KEYS)
-    if a.figure is not None:
-        figure(result, output_file(a.figure, "FIGURE.png"))
-    print(markdown(result))
-    print()
-    print(tuning_markdown(result))
+    def tables(result: dict) -> str:
+        return f"{markdown(result)}\n\n{tuning_markdown(result)}"
+
+    redraw(__doc__, "benchmarks/patience.py", ROW_KEYS, tables, figure, KEYS)
 
 
 if __name__ == "__main__":

@@ -377,6 +377,7 @@ def students(
         search = api.students("resnet50", 5.0, input_size=224, threads=2)
         print(search.best.name, search.best.p50_ms, search.untimed)
     """
+    from distill_cli.students.recipe import RecipeAsk
     from distill_cli.students.search import search_students
     from distill_cli.students.types import StudentQuery
 
@@ -387,13 +388,5 @@ def students(
         if max_latency_ms is None:
             raise TypeError("students(teacher, max_latency_ms, ...) needs a latency budget")
         query = StudentQuery.from_flat(query, max_latency_ms, **options)
-    return search_students(
-        query,
-        progress=progress,
-        write_recipe=write_recipe,
-        data=data,
-        teacher_checkpoint=teacher_checkpoint,
-        student=student,
-        recipe_name=recipe_name,
-        force=force,
-    )
+    ask = RecipeAsk.of(write_recipe, data, teacher_checkpoint, student, recipe_name, force)
+    return search_students(query, progress=progress, recipe=ask)

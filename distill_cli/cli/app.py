@@ -14,6 +14,7 @@ from distill_cli.cli.export import bench_app, export_cmd
 from distill_cli.cli.options import (
     DryRunOpt,
     JsonOpt,
+    MaxRatioOpt,
     NprocOpt,
     OverwriteOpt,
     QuietOpt,
@@ -21,7 +22,6 @@ from distill_cli.cli.options import (
     ResumeOpt,
     SetOpt,
     ThroughputOpt,
-    finite,
     wide_console,
 )
 from distill_cli.cli.students import students_cmd
@@ -235,15 +235,7 @@ def models(
     flops: Annotated[
         bool, typer.Option("--flops", help="also GFLOPs at the default input")
     ] = False,
-    max_ratio: Annotated[
-        float,
-        typer.Option(
-            "--max-ratio",
-            min=0.0,
-            callback=finite,
-            help="a student has at most this x teacher's params",
-        ),
-    ] = 0.5,
+    max_ratio: MaxRatioOpt = 0.5,
     as_json: JsonOpt = False,
 ) -> None:
     """timm models matching PATTERN: parameters, default input size, student candidates."""

@@ -24,7 +24,7 @@ from distill_cli.cli.options import (
     SetOpt,
     ThreadsOpt,
     WarmupOpt,
-    finite,
+    number_option,
     timing_plan,
     wide_console,
 )
@@ -129,28 +129,17 @@ def export_cmd(
         typer.Option("--images", min=0, help="validation images for parity/accuracy (0: all)"),
     ] = 2000,
     tolerance: Annotated[
-        float | None,
-        typer.Option(
-            "--tolerance", min=0.0, callback=finite, help="old name of --atol (its alias)"
-        ),
+        float | None, number_option("--tolerance", "old name of --atol (its alias)")
     ] = None,
     atol: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--atol",
-            min=0.0,
-            callback=finite,
-            help="fp32 parity: |onnx-pytorch| <= atol + rtol*max(|pytorch|, 1e-3*row max) [1e-4]",
+            "fp32 parity: |onnx-pytorch| <= atol + rtol*max(|pytorch|, 1e-3*row max) [1e-4]",
         ),
     ] = None,
     rtol: Annotated[
-        float | None,
-        typer.Option(
-            "--rtol",
-            min=0.0,
-            callback=finite,
-            help="fp32 parity: relative part of the bound [1e-3]",
-        ),
+        float | None, number_option("--rtol", "fp32 parity: relative part of the bound [1e-3]")
     ] = None,
     seed: Annotated[
         int, typer.Option("--seed", help="seed of random weights (timm name, no checkpoint)")
@@ -182,41 +171,22 @@ def export_cmd(
     ] = True,
     min_top1: Annotated[
         float | None,
-        typer.Option(
-            "--min-top1",
-            min=0.0,
-            max=100.0,
-            callback=finite,
-            help="gate: every ONNX file's top-1 >= this %",
-        ),
+        number_option("--min-top1", "gate: every ONNX file's top-1 >= this %", high=100.0),
     ] = None,
     max_top1_drop: Annotated[
         float | None,
-        typer.Option(
-            "--max-top1-drop",
-            min=0.0,
-            callback=finite,
-            help="gate: points lost vs PyTorch (variants: vs fp32)",
-        ),
+        number_option("--max-top1-drop", "gate: points lost vs PyTorch (variants: vs fp32)"),
     ] = None,
     min_variant_agreement: Annotated[
         float | None,
-        typer.Option(
+        number_option(
             "--min-variant-agreement",
-            min=0.0,
-            max=100.0,
-            callback=finite,
-            help="gate: each fp16/int8 file agrees with ONNX fp32 on >= this % of top-1",
+            "gate: each fp16/int8 file agrees with ONNX fp32 on >= this % of top-1",
+            high=100.0,
         ),
     ] = None,
     max_latency_ms: Annotated[
-        float | None,
-        typer.Option(
-            "--max-latency-ms",
-            min=0.0,
-            callback=finite,
-            help="gate: student ONNX batch-1 latency",
-        ),
+        float | None, number_option("--max-latency-ms", "gate: student ONNX batch-1 latency")
     ] = None,
     latency_stat: LatencyStatOpt = "p50",
     latency_variant: Annotated[

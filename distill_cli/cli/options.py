@@ -3,18 +3,33 @@
 The timing flags (`--threads`, `--warmup`, `--runs`, `--min-time`, `--max-time`) mean the same
 in `distill export`, `distill bench latency` and `distill students`, with the same bounds, and
 become one `TimingPlan` through `timing_plan`; the latency budget flags (`--max-latency-ms`,
-`--latency-stat`) and the model flags (`--input-size`, `--num-classes`, `--exporter`,
-`--opset`) are declared here once too.
+`--latency-stat`), the model flags (`--input-size`, `--num-classes`, `--exporter`,
+`--opset`) and `--max-ratio` (`distill models` and `distill students`) are declared here once
+too. A decimal flag is a `number_option`: bounded, and never NaN or infinity.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+
+
+def finite(value: float | None) -> float | None:
+    """Option callback: NaN and infinity pass click's range checks but are never a setting."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+def number_option(flag: str, help: str, *, low: float = 0.0, high: float | None = None) -> Any:
+    """A decimal flag: at least `low` (and at most `high`), and `finite`, so a typo such as
+    `nan` or `inf` is a usage error like any value out of bounds."""
+    return typer.Option(flag, min=low, max=high, callback=finite, help=help)
+
 
 RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML file", show_default=False)]
 SetOpt = Annotated[
@@ -28,12 +43,11 @@ OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace an exis
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="print the plan and exit")]
 ThroughputOpt = Annotated[
     float | None,
-    typer.Option(
+    number_option(
         "--throughput",
-        min=0.001,
-        callback=lambda v: finite(v),
-        help="with --dry-run: measured training images/s of one GPU, for the cost projection "
+        "with --dry-run: measured training images/s of one GPU, for the cost projection "
         "(default: the figure `distill bench train` cached on this machine)",
+        low=0.001,
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
@@ -44,13 +58,6 @@ NprocOpt = Annotated[
 
 if TYPE_CHECKING:
     from distill_cli.export.protocol import TimingPlan
-
-
-def finite(value: float | None) -> float | None:
-    """Option callback: NaN and infinity pass click's range checks but are never a setting."""
-    if value is not None and not math.isfinite(value):
-        raise typer.BadParameter(f"{value} is not a finite number")
-    return value
 
 
 ThreadsOpt = Annotated[
@@ -70,19 +77,10 @@ DeviceOpt = Annotated[
 WarmupOpt = Annotated[int, typer.Option("--warmup", min=0, help="untimed calls before timing")]
 RunsOpt = Annotated[int, typer.Option("--runs", min=1, help="timed calls, at least")]
 MinTimeOpt = Annotated[
-    float,
-    typer.Option(
-        "--min-time", min=0.0, callback=finite, help="seconds of timed calls per model, at least"
-    ),
+    float, number_option("--min-time", "seconds of timed calls per model, at least")
 ]
 MaxTimeOpt = Annotated[
-    float,
-    typer.Option(
-        "--max-time",
-        min=0.0,
-        callback=finite,
-        help="stop timing one model after this many s",
-    ),
+    float, number_option("--max-time", "stop timing one model after this many s")
 ]
 InputSizeOpt = Annotated[
     int | None, typer.Option("--input-size", min=1, help="input side for a timm-name SOURCE")
@@ -95,6 +93,9 @@ ExporterOpt = Annotated[
     str, typer.Option("--exporter", help="dynamo or torchscript (the other is the fallback)")
 ]
 OpsetOpt = Annotated[int, typer.Option("--opset", help="ONNX opset")]
+MaxRatioOpt = Annotated[
+    float, number_option("--max-ratio", "a student has at most this x teacher's params")
+]
 LatencyStatOpt = Annotated[
     str, typer.Option("--latency-stat", help="p50 or p90, for --max-latency-ms")
 ]

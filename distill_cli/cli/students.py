@@ -17,6 +17,7 @@ from distill_cli.cli.options import (
     ExporterOpt,
     JsonOpt,
     LatencyStatOpt,
+    MaxRatioOpt,
     MaxTimeOpt,
     MinTimeOpt,
     NumClassesOpt,
@@ -62,10 +63,7 @@ def students_cmd(
         list[str] | None,
         typer.Option("--candidates", help="exactly these models, comma-separated (repeatable)"),
     ] = None,
-    max_ratio: Annotated[
-        float,
-        typer.Option("--max-ratio", help="a student has at most this x teacher's params"),
-    ] = 0.5,
+    max_ratio: MaxRatioOpt = 0.5,
     all_weights: Annotated[
         bool, typer.Option("--all-weights", help="also architectures without pretrained weights")
     ] = False,

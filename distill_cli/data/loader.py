@@ -8,7 +8,8 @@ distributed run takes its own slice of every global batch, which is what makes D
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -16,6 +17,9 @@ from torch.utils.data import DataLoader, Dataset
 from distill_cli.data.decode import FileBytes, Fit, FolderImages, decode_on_device, packed
 from distill_cli.data.sources import ImageSet
 from distill_cli.errors import DistillError
+
+if TYPE_CHECKING:
+    from distill_cli.data.shardset import ShardSet
 
 
 @dataclass
@@ -37,56 +41,74 @@ class Batch:
     stand_in: torch.Tensor | None = None
 
 
-class BatchStream:
-    """Epochs of (uint8 images, labels) batches on `device`."""
+@dataclass(eq=False, repr=False)
+class SplitStream:
+    """What every stream of a split's batches shares: `BatchStream` here (in memory or a file
+    list) and `data.stream.ShardStream` (streamed shards), which the engine drives alike.
 
-    def __init__(
-        self,
-        data: ImageSet,
-        batch_size: int,
-        device: torch.device,
-        *,
-        seed: int = 0,
-        shuffle: bool = True,
-        drop_last: bool = True,
-        load_size: int = 224,
-        workers: int = 0,
-        rank: int = 0,
-        world: int = 1,
-        skip_bad: bool = True,
-        decode_on_device: bool = False,
-        fit: Fit = "square",
-    ) -> None:
-        if batch_size % world:
-            raise DistillError(f"batch size {batch_size} is not divisible by {world} processes")
-        if drop_last and batch_size > len(data):
+    The options it is built with, their checks (the global batch splits evenly over `world`
+    processes and, with `drop_last`, fits the data), the epoch's length, and the bad files met.
+    """
+
+    data: ImageSet | ShardSet
+    batch_size: int
+    device: torch.device
+    _: KW_ONLY
+    seed: int = 0
+    shuffle: bool = True
+    drop_last: bool = True
+    load_size: int = 224
+    workers: int = 0
+    rank: int = 0
+    world: int = 1
+    skip_bad: bool = True
+    decode_on_device: bool = False
+    fit: Fit = "square"
+    #: the undecodable files met so far, by index (each replaced by a good one in training): a
+    #: set, so a bad photo is counted once however many epochs or evaluations read it; the one
+    #: count of a split's bad files, for every split, source and decode path
+    bad_files: set[int] = field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        size, world = self.batch_size, self.world
+        if size % world:
             raise DistillError(
-                f"batch size {batch_size} is larger than the dataset ({len(data)} images)",
-                data.name,
+                f"batch size {size} cannot be split over {world} processes",
+                "schedule.batch_size",
+                f"use a multiple of {world}",
+            )
+        if self.drop_last and size > len(self.data):
+            raise DistillError(
+                f"batch size {size} is larger than the dataset ({len(self.data)} images)",
+                self.data.name,
                 "lower schedule.batch_size",
             )
-        self.data = data
-        self.batch_size = batch_size
-        self.device = device
-        self.seed = seed
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.load_size = load_size
-        self.workers = workers
-        self.rank = rank
-        self.world = world
-        self.skip_bad = skip_bad
-        self.decode_on_device = decode_on_device
-        self.fit = fit
-        #: the undecodable files met so far, by index (each replaced by the next good file):
-        #: a set, so a bad photo is counted once however many epochs or evaluations read it;
-        #: the one count of a split's bad files, for every split and both decode paths
-        self.bad_files: set[int] = set()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def bad_images(self) -> int:
+        """How many files (or samples) of this split could not be decoded (each counted once)."""
+        return len(self.bad_files)
+
+
+@dataclass(eq=False, repr=False)
+class BatchStream(SplitStream):
+    """Epochs of (uint8 images, labels) batches on `device`."""
+
+    data: ImageSet
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
         self._images = None
-        if data.images is not None:
+        if self.data.images is not None:
             # Held whole on the device: a batch is then one gather, with no host round trip.
-            self._images = data.images.to(device)
-        self._labels = data.labels.to(device) if data.labels is not None else None
+            self._images = self.data.images.to(self.device)
+        labels = self.data.labels
+        self._labels = labels.to(self.device) if labels is not None else None
 
     def ordered(self, data: ImageSet | None = None) -> BatchStream:
         """A stream over `data` (default: this one's) in dataset order, every image once, read
@@ -105,11 +127,6 @@ class BatchStream:
             decode_on_device=self.decode_on_device,
             fit="square",
         )
-
-    @property
-    def steps_per_epoch(self) -> int:
-        n = len(self.data)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def order(self, epoch: int) -> torch.Tensor:
         if not self.shuffle:
@@ -179,11 +196,6 @@ class BatchStream:
             extent = self._extent(torch.stack([e for _, e in images]))
             pixels = torch.stack([img for img, _ in images])
             yield Batch(pixels, labels_out, index, extent, stand_in)
-
-    @property
-    def bad_images(self) -> int:
-        """How many files of this split could not be decoded (each counted once)."""
-        return len(self.bad_files)
 
     def _next_good(self, reader: FileBytes, start: int) -> tuple[tuple, int, int]:
         """The stand-in for a bad file: the next file in the folder's order that decodes, the

@@ -32,73 +32,32 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from itertools import islice
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from distill_cli.data.decode import Fit, decode_bytes, decode_on_device, fit_image
-from distill_cli.data.loader import Batch
+from distill_cli.data.loader import Batch, SplitStream
 from distill_cli.data.shardset import Sample, SampleFault, ShardSet, Unit
 from distill_cli.errors import DistillError
 
 
-class ShardStream:
-    """Epochs of (uint8 images, labels) batches on `device`, streamed from a `ShardSet`."""
+@dataclass(eq=False, repr=False)
+class ShardStream(SplitStream):
+    """Epochs of (uint8 images, labels) batches on `device`, streamed from a `ShardSet`.
 
-    def __init__(
-        self,
-        data: ShardSet,
-        batch_size: int,
-        device: torch.device,
-        *,
-        seed: int = 0,
-        shuffle: bool = True,
-        drop_last: bool = True,
-        load_size: int = 224,
-        workers: int = 0,
-        rank: int = 0,
-        world: int = 1,
-        skip_bad: bool = True,
-        decode_on_device: bool = False,
-        fit: Fit = "square",
-        buffer: int = 1000,
-        evaluated: bool = False,
-    ) -> None:
-        if batch_size % world:
-            raise DistillError(
-                f"batch size {batch_size} cannot be split over {world} processes",
-                "schedule.batch_size",
-                f"use a multiple of {world}",
-            )
-        if drop_last and batch_size > len(data):
-            raise DistillError(
-                f"batch size {batch_size} is larger than the dataset ({len(data)} images)",
-                data.name,
-                "lower schedule.batch_size",
-            )
-        self.data, self.batch_size, self.device = data, batch_size, device
-        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
-        self.load_size, self.workers, self.fit = load_size, workers, fit
-        self.rank, self.world, self.buffer = rank, world, buffer
-        self.skip_bad, self.decode_on_device = skip_bad, decode_on_device
-        #: a split an evaluation reads: it leaves bad samples out (`Batch.stand_in`), so a batch
-        #: with no decodable sample is fine there; training needs a good sample to stand in
-        self.evaluated = evaluated
-        #: the undecodable samples met so far, by sample index (stable across epochs), as
-        #: `BatchStream.bad_files`: each counted once however many epochs read it
-        self.bad_files: set[int] = set()
+    `buffer` is the shuffle buffer's size; `evaluated` marks a split an evaluation reads: it
+    leaves bad samples out (`Batch.stand_in`), so a batch with no decodable sample is fine
+    there, while training needs a good sample to stand in. `bad_files` holds sample indices
+    (stable across epochs).
+    """
 
-    @property
-    def bad_images(self) -> int:
-        """How many samples of this split could not be decoded (each counted once)."""
-        return len(self.bad_files)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        n = len(self.data)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+    data: ShardSet
+    _: KW_ONLY
+    buffer: int = 1000
+    evaluated: bool = False
 
     def step_sizes(self) -> list[int]:
         """This process's batch size at each step of an epoch (the last may be short)."""

@@ -14,6 +14,7 @@ timm's pretrained weights when its architecture has them (the paper's students d
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,46 @@ class NoFit(RunFailed):
         super().__init__(error.what, error.where, error.hint)
         self.code = error.code  # nothing measured keeps its own exit code
         self.search = search
+
+
+@dataclass(frozen=True)
+class RecipeAsk:
+    """`--write-recipe` and the flags that go with it: where the recipe goes, its data, the
+    teacher's weights (default: timm's hub), the student (default: the best fit), the run name,
+    and whether an existing file may be replaced."""
+
+    path: Path
+    data: str
+    teacher_checkpoint: Path | None = None
+    student: str | None = None
+    name: str | None = None
+    force: bool = False
+
+    @classmethod
+    def of(
+        cls,
+        path: str | Path | None,
+        data: str | Path | None,
+        teacher_checkpoint: str | Path | None = None,
+        student: str | None = None,
+        name: str | None = None,
+        force: bool = False,
+    ) -> RecipeAsk | None:
+        """The ask from the flags (None without a path); `data` is required with a path."""
+        if path is None:
+            return None
+        if data is None:
+            hint = "synthetic, fashion_mnist or an image folder"
+            raise DistillError("--write-recipe needs --data", "--data", hint)
+        checkpoint = Path(teacher_checkpoint) if teacher_checkpoint else None
+        return cls(Path(path), str(data), checkpoint, student, name, force)
+
+    def check(self) -> None:
+        """The usage errors, before minutes of timing rather than after: `data` must name a
+        source, and the file must be new unless `force`."""
+        data_section(self.data)
+        if not self.force:
+            refuse_existing(self.path, "--force")
 
 
 def _template() -> dict[str, Any]:
@@ -120,43 +161,35 @@ def _choose(search: StudentSearch, student: str | None) -> StudentEntry:
     return search.best
 
 
-def write_recipe(
-    search: StudentSearch,
-    path: Path,
-    *,
-    data: str,
-    teacher_checkpoint: Path | None = None,
-    student: str | None = None,
-    name: str | None = None,
-    force: bool = False,
-) -> Path:
-    """Write the recipe for `student` (default: the top-ranked fit) to `path`; returns `path`.
+def write_recipe(search: StudentSearch, ask: RecipeAsk) -> Path:
+    """Write the recipe for `ask.student` (default: the top-ranked fit) to `ask.path`; returns
+    the path.
 
     The recipe is validated before it is written, and an existing file is replaced only with
-    `force`."""
+    `ask.force`."""
     from pydantic import ValidationError
 
     from distill_cli.recipe.document import Recipe, format_validation_error
 
-    chosen = _choose(search, student)
-    q = search.query
+    chosen = _choose(search, ask.student)
+    q, path, teacher_checkpoint = search.query, ask.path, ask.teacher_checkpoint
     raw = _template()
     teacher: dict[str, Any] = {"model": q.teacher}
     if teacher_checkpoint is not None:
-        teacher["checkpoint"] = Path(teacher_checkpoint).as_posix()
+        teacher["checkpoint"] = teacher_checkpoint.as_posix()
     else:
         teacher["pretrained"] = True
     spec: dict[str, Any] = {"model": chosen.name, "input_size": q.input_size}
     if chosen.model_kwargs:
         spec["kwargs"] = dict(chosen.model_kwargs)
-    run_name = name or re.sub(r"[^A-Za-z0-9._-]", "-", f"{chosen.name}-from-{q.teacher}")
+    run_name = ask.name or re.sub(r"[^A-Za-z0-9._-]", "-", f"{chosen.name}-from-{q.teacher}")
     raw.update(
         name=run_name,
         description=f"function matching {q.teacher} -> {chosen.name} ({q.input_size} px), "
         f"chosen by `distill students` for {q.max_latency_ms:g} ms",
         teacher=teacher,
         student=spec,
-        data=data_section(data, raw),
+        data=data_section(ask.data, raw),
     )
     raw.pop("model", None)
     if chosen.pretrained:
@@ -181,7 +214,7 @@ def write_recipe(
         Recipe.model_validate(yaml.safe_load(text))
     except ValidationError as exc:
         raise format_validation_error(exc, f"the recipe for {path}") from exc
-    if not force:
+    if not ask.force:
         refuse_existing(path, "--force")
     atomic_write(path, text)  # never through a symlink, never half a file
     return path

@@ -32,11 +32,9 @@ import os
 import statistics
 import time
 from dataclasses import replace
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill_cli.errors import EXIT_NOT_MEASURED, DistillError, RunFailed
-from distill_cli.host import refuse_existing
 from distill_cli.students.cache import Cache, cache_root, cpu_model, package_versions
 from distill_cli.students.candidates import Progress, prepare
 from distill_cli.students.rank import Accuracy, entry_for, load_accuracy, rank
@@ -48,6 +46,9 @@ from distill_cli.students.types import (
     StudentSearch,
     Timing,
 )
+
+if TYPE_CHECKING:
+    from distill_cli.students.recipe import RecipeAsk
 
 #: A model this many times the GFLOPs of one already over the budget is not exported.
 SKIP_FACTOR = 4.0
@@ -279,40 +280,18 @@ def _bench(q: StudentQuery) -> Any:
 
 
 def search_students(
-    query: StudentQuery,
-    *,
-    progress: Progress | None = None,
-    write_recipe: str | Path | None = None,
-    data: str | Path | None = None,
-    teacher_checkpoint: str | Path | None = None,
-    student: str | None = None,
-    recipe_name: str | None = None,
-    force: bool = False,
+    query: StudentQuery, *, progress: Progress | None = None, recipe: RecipeAsk | None = None
 ) -> StudentSearch:
     """`api.students` (see there): the search, then the recipe when one is asked for."""
-    from distill_cli.students.recipe import NoFit, data_section
-    from distill_cli.students.recipe import write_recipe as write_file
+    from distill_cli.students.recipe import NoFit, write_recipe
 
-    if write_recipe is not None:  # usage errors before minutes of timing
-        if data is None:
-            hint = "synthetic, fashion_mnist or an image folder"
-            raise DistillError("--write-recipe needs --data", "--data", hint)
-        data_section(str(data))
-        if not force:  # refused before minutes of timing, not after
-            refuse_existing(Path(write_recipe), "--force")
+    if recipe is not None:
+        recipe.check()  # usage errors before minutes of timing
     search = find_students(query, progress=progress)
-    if write_recipe is None:
+    if recipe is None:
         return search
     try:
-        path = write_file(
-            search,
-            Path(write_recipe),
-            data=str(data),
-            teacher_checkpoint=Path(teacher_checkpoint) if teacher_checkpoint else None,
-            student=student,
-            name=recipe_name,
-            force=force,
-        )
+        path = write_recipe(search, recipe)
     except RunFailed as exc:  # nothing (or not that student) fits: the timings still count
         raise NoFit(outcome(search) or exc, search) from exc
     return replace(search, recipe_path=path)

@@ -8,8 +8,12 @@ binary search between the last fit and the first miss), and reports the largest 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
+
+from distill_cli.data.loader import Batch
+from distill_cli.errors import DistillError
 
 
 def fits(trial: Callable[[int], None], size: int) -> bool:
@@ -45,3 +49,48 @@ def peak_gib(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+def batch_size_error(
+    train_step: Callable[[Batch], None],
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    processes: int,
+    device: torch.device,
+) -> DistillError:
+    """The error for a batch that ran out of memory: the largest batch size that fits, found by
+    `train_step` on the leading images of this very batch.
+
+    Each trial is a whole training step (optimizer state included, which the first step
+    allocates), so the size reported really trains; the run stops after the search, so what the
+    trials did to the weights is never saved. `processes` share the global batch.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    per_process = batch.images.shape[0]
+
+    def trial(n: int) -> None:
+        sub = replace(
+            batch,
+            images=batch.images[:n],
+            labels=None if batch.labels is None else batch.labels[:n],
+            index=batch.index[:n],
+            extent=None if batch.extent is None else batch.extent[:n],
+        )
+        try:
+            train_step(sub)
+        finally:
+            optimizer.zero_grad(set_to_none=True)
+
+    # a multiple of 8 for real batches: the exact boundary fits only while memory stays as
+    # unfragmented as in the search, and tensor-core kernels prefer such sizes anyway
+    largest = largest_fitting(trial, per_process, step=8 if per_process >= 64 else 1) * processes
+    memory = ""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory / 2**30
+        memory = f" ({total:.0f} GiB)"
+    return DistillError(
+        f"batch size {per_process * processes} does not fit in GPU memory{memory}; "
+        f"the largest that fits is {largest}",
+        "schedule.batch_size",
+        f"set schedule.batch_size={largest}" if largest else "use a smaller model or input",
+    )

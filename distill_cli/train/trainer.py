@@ -16,18 +16,20 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, replace
-from typing import Any
+from dataclasses import asdict
+from functools import partial
+from typing import Any, NoReturn
 
 import torch
 
-from distill_cli.errors import DistillError, RunFailed
+from distill_cli.data.loader import Batch
+from distill_cli.errors import RunFailed
 from distill_cli.models.checkpoint import load_training, save_weights
 from distill_cli.rundir.layout import RunDir
 from distill_cli.rundir.summary import ModelResult, RunSummary
 from distill_cli.train.evaluate import Evaluator
 from distill_cli.train.final_test import evaluate_test
-from distill_cli.train.memory import largest_fitting, peak_gib
+from distill_cli.train.memory import batch_size_error, peak_gib
 from distill_cli.train.optim import build_optimizer, lr_factor, set_lr
 from distill_cli.train.records import Window, checkpoint_meta, logged_epoch, selection_score
 from distill_cli.train.reporter import NullReporter, Reporter
@@ -221,43 +223,12 @@ class Trainer:
         if window is not None:
             window.add(out.loss, out.logs, step + 1)
 
-    def _out_of_memory(self, batch: Any, epoch: int, step: int) -> None:
-        """Turn an OOM into the largest batch size that fits, found on this very batch.
-
-        Each trial is a whole training step (optimizer state included, which the first step
-        allocates), so the size reported really trains; the run stops after the search, so
-        what the trials did to the weights is never saved.
-        """
-        self.optimizer.zero_grad(set_to_none=True)
-        per_process = batch.images.shape[0]
-        world = self.s.world.size
-
-        def trial(n: int) -> None:
-            sub = replace(
-                batch,
-                images=batch.images[:n],
-                labels=None if batch.labels is None else batch.labels[:n],
-                index=batch.index[:n],
-                extent=None if batch.extent is None else batch.extent[:n],
-            )
-            try:
-                self.train_step(sub, epoch, step)
-            finally:
-                self.optimizer.zero_grad(set_to_none=True)
-
-        # a multiple of 8 for real batches: the exact boundary fits only while memory stays as
-        # unfragmented as in the search, and tensor-core kernels prefer such sizes anyway
-        largest = largest_fitting(trial, per_process, step=8 if per_process >= 64 else 1) * world
-        memory = ""
-        if self.s.device.type == "cuda":
-            total = torch.cuda.get_device_properties(self.s.device).total_memory / 2**30
-            memory = f" ({total:.0f} GiB)"
-        raise DistillError(
-            f"batch size {per_process * world} does not fit in GPU memory{memory}; "
-            f"the largest that fits is {largest}",
-            "schedule.batch_size",
-            f"set schedule.batch_size={largest}" if largest else "use a smaller model or input",
-        )
+    def _out_of_memory(self, batch: Batch, epoch: int, step: int) -> NoReturn:
+        """Stop on an OOM with the largest batch size that fits, searched with whole training
+        steps of this very batch (`memory.batch_size_error`)."""
+        s = self.s
+        trial = partial(self.train_step, epoch=epoch, step=step)
+        raise batch_size_error(trial, self.optimizer, batch, s.world.size, s.device)
 
     def _flush(self, step: int, epoch: int, window: Window) -> None:
         world = self.s.world
