@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import yaml
-from arch_sweep import ARCHS, ROOT, Arch, cli, make_data, recipe, save_checkpoint
+from arch_sweep import ARCHS, ROOT, Arch, cli, judge, make_data, recipe, save_checkpoint
 from arch_sweep_report import (
     ArchResult,
     StageResult,
@@ -173,9 +173,8 @@ def resume_stage(recipe: Path, run: Path, timeout: float) -> StageResult:
         return StageResult("CRASH", round(time.perf_counter() - start, 1), None, "stop hung")
     if proc.returncode == 0:
         return StageResult("skip", round(time.perf_counter() - start, 1), 0, "ended before stop")
-    if proc.returncode not in (130, 143, -signal.SIGTERM):
-        tail = err.strip().splitlines()[-1:] or [""]
-        return StageResult("CRASH", round(time.perf_counter() - start, 1), proc.returncode, tail[0])
+    if proc.returncode not in (130, 143, -signal.SIGTERM):  # failed before the stop
+        return judge(proc.returncode, "", err, round(time.perf_counter() - start, 1))
     before = train_steps(run)
     outcome, _ = cli(["run", "-q", "--resume", str(recipe)], timeout)
     took = round(time.perf_counter() - start, 1)
