@@ -192,14 +192,20 @@ def cli(args: list[str], timeout: float) -> tuple[StageResult, str]:
         took = time.perf_counter() - start
         return StageResult("CRASH", round(took, 1), None, f"timeout after {timeout:.0f} s"), ""
     took = round(time.perf_counter() - start, 1)
-    err = proc.stderr.strip()
-    if proc.returncode == 0:
-        return StageResult("pass", took, 0), proc.stdout
+    return judge(proc.returncode, proc.stdout, proc.stderr, took), proc.stdout
+
+
+def judge(rc: int, stdout: str, stderr: str, took: float) -> StageResult:
+    """A finished command as a user sees it: exit 0 passes, one `error:` line with exit 1/2 and
+    no traceback is a refusal, anything else a crash (the last line of stderr says what)."""
+    err = stderr.strip()
+    if rc == 0:
+        return StageResult("pass", took, 0)
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    if proc.returncode in (1, 2) and errors and "Traceback" not in err:
-        return StageResult("error", took, proc.returncode, errors[0][:400]), proc.stdout
-    tail = err.splitlines()[-1] if err else proc.stdout.strip()[-300:]
-    return StageResult("CRASH", took, proc.returncode, tail[:400]), proc.stdout
+    if rc in (1, 2) and errors and "Traceback" not in err:
+        return StageResult("error", took, rc, errors[0][:400])
+    tail = err.splitlines()[-1] if err else stdout.strip()[-300:]
+    return StageResult("CRASH", took, rc, tail[:400])
 
 
 def parity_of(stdout: str) -> float | None:

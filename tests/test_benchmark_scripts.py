@@ -155,6 +155,45 @@ def test_a_partial_arch_sweep_does_not_replace_the_published_table(tmp_path: Pat
     assert "unknown timm model 'no_such_net'" in line
 
 
+def test_the_sweeps_tell_a_one_line_refusal_from_a_crash() -> None:
+    sys.path.insert(0, str(BENCH))
+    from arch_sweep import judge
+
+    refused = judge(2, "", "a warning\nerror: bad (model.input_size) - set it\n", 1.0)
+    assert (refused.status, refused.rc, refused.message) == (
+        "error",
+        2,
+        "error: bad (model.input_size) - set it",
+    )
+    traced = judge(1, "", "Traceback (most recent call last):\nerror: boom\nValueError: x", 1.0)
+    assert (traced.status, traced.message) == ("CRASH", "ValueError: x")
+    assert judge(-9, "", "", 1.0).status == "CRASH"
+    assert judge(0, "", "noise", 1.0).status == "pass"
+
+
+def test_the_methods_sweep_resumes_every_model_it_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`resume` was once 'skip' for models outside a fixed list (distilled DeiT), which the
+    table reads as "a stage it needs failed"; every model now runs it."""
+    sys.path.insert(0, str(BENCH))
+    import arch_sweep_methods as sweep
+    from arch_sweep import Arch
+    from arch_sweep_report import StageResult
+
+    seen: list[Path] = []
+
+    def fake_resume(recipe: Path, run: Path, timeout: float) -> StageResult:
+        seen.append(run)
+        return StageResult("pass", 0.1, 0, "stopped at step 3, ended at 12 of 12")
+
+    monkeypatch.setattr(sweep, "resume_stage", fake_resume)
+    arch = Arch("deit_tiny_distilled_patch16_224", "deit distilled")
+    result = sweep.sweep_one(arch, tmp_path, ("resume",), 1.0)
+    assert result.stages["resume"].status == "pass"
+    assert seen == [tmp_path / "runs" / "r-deit_tiny_distilled_patch16_224"]
+
+
 def test_output_files_get_their_folder_and_a_folder_is_refused(tmp_path: Path) -> None:
     sys.path.insert(0, str(BENCH))
     from benchargs import output_file
