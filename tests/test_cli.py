@@ -147,3 +147,22 @@ def test_models_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     table = distill("models", "test_resnet", "--flops")
     assert table.returncode == 0 and "test_resnet" in table.stdout and "GFLOPs" in table.stdout
     _assert_one_line_error(distill("models", "no_such_net_xyz"), 2, "no timm model matches")
+
+
+def test_bench_train_times_the_step_without_the_runs_evaluations(tmp_path: Path) -> None:
+    """`bench train` repeats the run's step for each round: the teacher check and evaluations
+    of every validation/test image (minutes a round on a CPU) are cut, the step is not."""
+    from distill_cli.bench.train import timing_recipe
+    from distill_cli.recipe.document import load_recipe
+    from distill_cli.train.build import build
+
+    body = fm_body(tmp_path / "runs", None)
+    body["data"]["holdout"] = 40
+    body["data"]["synthetic"]["val_size"] = 200
+    recipe = load_recipe(write_recipe(tmp_path, "fm", body))
+    timed = timing_recipe(recipe, build(recipe))
+    assert timed.teacher.check_accuracy is False and recipe.teacher.check_accuracy is True
+    assert timed.data.holdout == 4 and timed.data.val_limit == recipe.schedule.batch_size
+    setup = build(timed)
+    assert len(setup.data.val) == 4 and len(setup.data.test) == 32  # one per class; a batch
+    assert timed.schedule == recipe.schedule and timed.student == recipe.student
