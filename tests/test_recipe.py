@@ -214,16 +214,18 @@ def test_numbers_as_yaml_and_set_give_them_and_true_false_keys_still_load(tmp_pa
 
 def test_the_saved_recipe_writes_paths_as_typed_and_reads_back_the_same(tmp_path: Path) -> None:
     """A path with accents was saved as "/data/photos \\xE9t\\xE9": valid YAML, but a user
-    searching the run's recipe.yaml for their folder did not find it."""
+    searching the run's recipe.yaml for their folder did not find it. A path longer than 80
+    characters was folded over two lines (PyYAML's default width): it is kept on one."""
     from distill_cli.rundir.checks import same_recipe
 
-    body = fm_body(tmp_path / "runs été ü", None)
+    out = tmp_path / ("runs été ü " + "long folder name " * 6)
+    body = fm_body(out, None)
     recipe = load_recipe(write_recipe(tmp_path, "r", body))
     text = recipe.to_yaml()
-    assert "runs été ü" in text and "\\x" not in text
+    assert str(out) in text and "\\x" not in text
     saved = tmp_path / "saved.yaml"
     saved.write_bytes(text.encode())
-    assert same_recipe(saved, text) and load_recipe(saved).output.dir == tmp_path / "runs été ü"
+    assert same_recipe(saved, text) and load_recipe(saved).output.dir == out
     # a run saved by an earlier version (escaped) still counts as the same recipe on --resume
     saved.write_text(yaml.safe_dump(yaml.safe_load(text), sort_keys=False))
     assert "\\x" in saved.read_text() and same_recipe(saved, text)

@@ -116,8 +116,14 @@ class Recipe(Strict):
         so the run can be exported, reported and resumed from elsewhere. Text is written as
         typed (`/data/photos été`, not `"/data/photos \xe9t\xe9"`), so a path can be found in it.
         """
-        data = _absolute_paths(self).model_dump(mode="json", exclude_none=False)
-        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+        return recipe_text(_absolute_paths(self).model_dump(mode="json", exclude_none=False))
+
+
+def recipe_text(data: Any) -> str:
+    """A recipe's YAML as distill writes it (run folders, `students --write-recipe`, reports):
+    keys in the recipe's order, text as typed, and no line folded, so a long path stays on one
+    line where grep and a reader find it (PyYAML folds plain scalars at 80 columns)."""
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=float("inf"))
 
 
 def _absolute_paths(node: Any) -> Any:

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from distill_cli.errors import DistillError
 from distill_cli.host import atomic_write, refuse_link
 from distill_cli.models.checkpoint import read_sidecar
 from distill_cli.models.create import infer_num_classes, model_cost
+from distill_cli.recipe.document import recipe_text
 from distill_cli.reports import plots
 from distill_cli.reports.history import RunHistory, load_run
 from distill_cli.reports.render import Block, to_html, to_markdown
@@ -316,8 +315,7 @@ def build_blocks(history: RunHistory, images: dict[str, Path]) -> list[Block]:
         blocks.append(("img", images["training"], "loss, learning rate and throughput"))
     if history.export:
         blocks += _export_blocks(history.export, images)
-    recipe_text = yaml.safe_dump(history.recipe, sort_keys=False)
-    blocks += [("h2", "Recipe (resolved)"), ("pre", recipe_text, "yaml")]
+    blocks += [("h2", "Recipe (resolved)"), ("pre", recipe_text(history.recipe), "yaml")]
     if history.notes:
         blocks += [("h2", "Notes"), *[("p", note) for note in history.notes]]
     return blocks

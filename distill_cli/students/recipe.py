@@ -22,6 +22,7 @@ import yaml
 
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.host import atomic_write, refuse_existing
+from distill_cli.recipe.document import recipe_text
 from distill_cli.students.types import StudentEntry, StudentSearch
 
 #: Fashion-MNIST's training split (the IDX files distill reads).
@@ -209,7 +210,7 @@ def write_recipe(search: StudentSearch, ask: RecipeAsk) -> Path:
     ]
     if teacher_checkpoint is None:
         header.append("# The teacher uses timm's hub weights; set teacher.checkpoint for your own.")
-    text = "\n".join(header) + "\n" + yaml.safe_dump(raw, sort_keys=False)
+    text = "\n".join(header) + "\n" + recipe_text(raw)
     try:  # what `distill run` will read must validate, before anything is on disk
         Recipe.model_validate(yaml.safe_load(text))
     except ValidationError as exc:
