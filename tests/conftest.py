@@ -77,8 +77,26 @@ def trained_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "runs" / "teacher" / "checkpoints" / "best.safetensors"
 
 
+#: The files that hold the suite's longest tests (the benchmarks' --quick runs, kills and
+#: resumes, several processes): collected first, so that pytest-xdist, which hands out a file at
+#: a time in collection order, starts them at once instead of leaving one worker at the end.
+LONG_FILES = (
+    "test_gpu_check.py",
+    "test_patience.py",
+    "test_full_data.py",
+    "test_reliability.py",
+    "test_interrupts.py",
+    "test_multinode.py",
+    "test_distributed.py",
+    "test_sync_bn.py",
+)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked `gpu` need CUDA; without it they are skipped, not failed."""
+    """The long files first (stable: every other test keeps its order); tests marked `gpu`
+    need CUDA, and without it they are skipped, not failed."""
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU")
