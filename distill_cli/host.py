@@ -24,7 +24,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -338,28 +338,54 @@ def private_cwd() -> Iterator[PrivateCwd]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def lock_exclusive(
+    path: Path, *, create: bool, doing: str, busy: Callable[[int], DistillError]
+) -> int:
+    """Open `path` (never through a symlink) and take an exclusive advisory ``flock`` on it.
+
+    Returns the open descriptor; the lock lasts until it is closed, and the kernel drops it when
+    the process dies, even by SIGKILL, so nothing stale is ever left. It does not wait: when a
+    live process holds the lock, ``busy(fd)`` builds the one-line refusal (it may read what the
+    holder wrote into the file) and that is raised. One owner for how distill holds a folder,
+    used by runs (:meth:`RunDir.lock`) and by :func:`hold_folder`.
+    """
+    flags = os.O_NOFOLLOW | (os.O_RDWR | os.O_CREAT if create else os.O_RDONLY)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        raise fs_failed(exc, path, doing) from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        error = busy(fd)
+        os.close(fd)
+        raise error from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 @contextlib.contextmanager
 def hold_folder(marker: Path, what: str) -> Iterator[None]:
     """Hold a folder distill writes into (its `marker` file, see `claim_folder`) for a block.
 
-    An advisory ``flock`` on the marker, as a run holds its folder: the kernel drops it when
-    the process dies, even by SIGKILL, so nothing stale is left, and a second process aiming
-    at the same folder is refused in one line instead of deleting the first one's staged
-    files as leftovers (an export removes what a killed export left) or renaming over them.
+    The lock of :func:`lock_exclusive` on the marker, as a run holds its folder: a second
+    process aiming at the same folder is refused in one line instead of deleting the first
+    one's staged files as leftovers (an export removes what a killed export left) or renaming
+    over them.
     """
+    fd = lock_exclusive(
+        marker,
+        create=False,
+        doing=f"lock the {what} folder",
+        busy=lambda _fd: DistillError(
+            f"the {what} folder is in use by another {what} that is still running",
+            str(marker.parent),
+            "wait for it to finish, or choose another folder",
+        ),
+    )
     try:
-        fd = os.open(marker, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise fs_failed(exc, marker, f"lock the {what} folder") from exc
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DistillError(
-                f"the {what} folder is in use by another {what} that is still running",
-                str(marker.parent),
-                "wait for it to finish, or choose another folder",
-            ) from None
         yield
     finally:
         os.close(fd)

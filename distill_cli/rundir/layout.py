@@ -16,7 +16,6 @@ listed here, never a user's file.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from distill_cli.errors import DistillError
-from distill_cli.host import atomic_write, fs_failed
+from distill_cli.host import atomic_write, fs_failed, lock_exclusive
 from distill_cli.recipe.sections import check_run_name
 from distill_cli.rundir.checks import distill_checkpoint, record_problem, same_recipe, valid_recipe
 
@@ -176,21 +175,18 @@ class RunDir:
         except OSError as exc:
             raise fs_failed(exc, self.path, "create the run folder") from exc
         had_lock = self.lockfile.exists()
-        try:
-            fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
-        except OSError as exc:
-            raise fs_failed(exc, self.lockfile, "lock the run folder") from exc
+
+        def busy(fd: int) -> DistillError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            return DistillError(
+                f"the run folder is in use by a live run (pid {holder})",
+                str(self.path),
+                "wait for it to finish, stop it, or set output.name",
+            )
+
+        fd = lock_exclusive(self.lockfile, create=True, doing="lock the run folder", busy=busy)
         failed = True
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
-                raise DistillError(
-                    f"the run folder is in use by a live run (pid {holder})",
-                    str(self.path),
-                    "wait for it to finish, stop it, or set output.name",
-                ) from None
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
             yield
