@@ -235,15 +235,63 @@ def _image_files(folder: Path, unreadable: list[Path]) -> list[Path]:
     return sorted(found)
 
 
+#: Folder names that say "a split", not "a class" (compared in lower case): an ImageNet-style
+#: root holds train/, val/ and test/, each of them class folders.
+SPLIT_NAMES = frozenset({"train", "training", "val", "valid", "validation", "test", "testing"})
+
+
+def _split_folders(folder: Path) -> list[str]:
+    """The sub-folders of `folder` that are splits rather than classes: named like a split and
+    holding class folders (sub-folders) but no image of their own. A class really named
+    `train` (CIFAR-100 has one) holds its images directly and is not one of them."""
+    found = []
+    for child in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if child.name.lower() not in SPLIT_NAMES or not child.is_dir():
+            continue
+        entries = [e for e in child.iterdir() if not e.name.startswith(".")]
+        suffixes = decodable_suffixes()
+        holds_images = any(e.is_file() and e.suffix.lower() in suffixes for e in entries)
+        if not holds_images and any(e.is_dir() for e in entries):
+            found.append(child.name)
+    return found
+
+
+def _split_advice(splits: list[str], base: str) -> str:
+    """`data.train_dir: <the training split> and data.val_dir: <the validation split>`."""
+    train = next((s for s in splits if s.lower().startswith("train")), splits[0])
+    rest = [s for s in splits if s != train]
+    val = next((s for s in rest if s.lower().startswith("val")), rest[0] if rest else "val")
+    return f"set data.train_dir: {base}{train} and data.val_dir: {base}{val}"
+
+
 def check_layout(root: Path, train_dir: str, val_dir: str, holdout: int | None) -> None:
     """A missing split named with the layout the user has, not just the path we looked for.
 
     Users bring a folder of class folders (no train/), or a train/ folder alone; each has a
-    recipe that reads it (`data.train_dir: .`, `data.holdout`), which the error names.
+    recipe that reads it (`data.train_dir: .`, `data.holdout`), which the error names. A
+    training folder whose "classes" are split folders (`train_dir: .` over an ImageNet-style
+    root, or `Train/` and `Val/`) would train a model to tell the splits apart: refused, naming
+    the splits to set.
     """
     train, val = root / train_dir, root / val_dir
+    splits = _split_folders(train)
+    if splits:
+        base = "" if os.path.normpath(train_dir) == "." else f"{Path(train_dir).as_posix()}/"
+        raise DistillError(
+            f"the training folder holds split folders ({', '.join(splits)}), not class folders: "
+            "the model would learn to tell the splits apart",
+            str(train),
+            _split_advice(splits, base),
+        )
     if not train.is_dir() and root.is_dir():
         folders = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        splits = _split_folders(root)
+        if splits and val_dir not in {d.name for d in folders}:
+            raise DistillError(
+                f"no {train_dir}/ folder; {root} holds the split folders {', '.join(splits)}",
+                "data.root",
+                _split_advice(splits, ""),
+            )
         if folders and val_dir not in {d.name for d in folders}:
             raise DistillError(
                 f"no {train_dir}/ folder; {root} holds {len(folders)} folder(s) "
