@@ -106,6 +106,30 @@ def test_resume_without_last_refuses_instead_of_wiping(tmp_path: Path) -> None:
     assert run.best.is_file() and run.summary.is_file()
 
 
+def test_a_moved_run_folder_resumes_and_a_changed_recipe_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project copied elsewhere (a cluster's scratch disk) resumes from its new place: the
+    run folder is where it is, whatever output.dir was saved as. A recipe changed on --resume
+    is refused naming the keys and values that differ, not only "the recipe differs"."""
+    import shutil
+
+    old = tmp_path / "laptop"
+    old.mkdir()
+    body = teacher_body(Path("runs"), epochs=1)  # relative to the cwd, as users write it
+    body["data"]["synthetic"]["train_size"] = 64
+    write_recipe(old, "t", body)
+    monkeypatch.chdir(old)
+    api.run(Path("t.yaml"))
+    new = tmp_path / "scratch"
+    shutil.copytree(old, new)
+    shutil.rmtree(old)
+    monkeypatch.chdir(new)
+    assert api.run(Path("t.yaml"), resume=True).student.top1 is not None
+    with pytest.raises(DistillError, match=r"differs .*: optim\.lr: 0\.003 -> 0\.5 \("):
+        api.run(Path("t.yaml"), resume=True, optim__lr=0.5)
+
+
 def test_resume_and_overwrite_together_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DistillError, match="contradict"):
         api.run(_recipe(tmp_path), resume=True, overwrite=True)

@@ -9,27 +9,70 @@ reads its metrics back.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError
 
+#: Recipe keys a resume does not compare: `output.dir` is where the run folder is, and the folder
+#: being resumed is the one it names, so a run folder moved or copied elsewhere (a project
+#: copied to a cluster's scratch disk) resumes from its new place.
+_WHERE_THE_RUN_IS = ("output.dir",)
 
-def same_recipe(saved: Path, recipe_yaml: str) -> bool:
-    """The saved recipe, re-read with today's defaults, is the one given: a run started before
-    a recipe key existed (saved without it) can still be resumed after an upgrade."""
+
+@dataclass(frozen=True)
+class RecipeChange:
+    """One key a resumed run's recipe changes: `optim.lr: 0.001 -> 0.5`."""
+
+    key: str
+    old: Any
+    new: Any
+
+    def __str__(self) -> str:
+        return f"{self.key}: {_shown(self.old)} -> {_shown(self.new)}"
+
+    @property
+    def moved(self) -> bool:
+        """A path that changed (a saved recipe holds absolute paths): the same file moved, or
+        another file."""
+        return all(isinstance(v, str) and v.startswith("/") for v in (self.old, self.new))
+
+
+def recipe_changes(saved: Path, recipe_yaml: str) -> list[RecipeChange]:
+    """What the given recipe changes in the saved one, as `key: old -> new` (empty: the same).
+
+    The saved recipe is re-read with today's defaults, so a run started before a recipe key
+    existed (saved without it) can still be resumed after an upgrade.
+    """
     import yaml
     from pydantic import ValidationError
 
-    from distill_cli.recipe.document import Recipe
+    from distill_cli.recipe.document import Recipe, flatten
 
     text = saved.read_bytes().decode("utf-8", errors="replace")
     if text == recipe_yaml:
-        return True
+        return []
     try:
-        return Recipe.model_validate(yaml.safe_load(text)).to_yaml() == recipe_yaml
+        then = flatten(yaml.safe_load(Recipe.model_validate(yaml.safe_load(text)).to_yaml()))
     except (ValidationError, yaml.YAMLError, TypeError):
-        return False
+        return [RecipeChange("(the saved recipe)", "unreadable", "this recipe")]
+    now = flatten(yaml.safe_load(recipe_yaml))
+    return [
+        RecipeChange(key, then.get(key), now.get(key))
+        for key in [*then, *(k for k in now if k not in then)]
+        if key not in _WHERE_THE_RUN_IS and then.get(key) != now.get(key)
+    ]
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def same_recipe(saved: Path, recipe_yaml: str) -> bool:
+    """The saved recipe, re-read with today's defaults, is the one given (`recipe_changes`)."""
+    return not recipe_changes(saved, recipe_yaml)
 
 
 #: Keys of metrics.jsonl records that hold text; every other scalar is a number (or null).

@@ -28,7 +28,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from distill_cli.errors import DistillError
 from distill_cli.host import atomic_write, fs_failed
 from distill_cli.recipe.sections import check_run_name
-from distill_cli.rundir.checks import distill_checkpoint, record_problem, same_recipe, valid_recipe
+from distill_cli.rundir.checks import (
+    distill_checkpoint,
+    recipe_changes,
+    record_problem,
+    valid_recipe,
+)
 
 if TYPE_CHECKING:
     from distill_cli.data.fingerprint import DataFingerprint
@@ -240,12 +245,21 @@ class RunDir:
         self.claim()
         self.path.mkdir(parents=True, exist_ok=True)
         self.clean_temporaries()
-        has_run = self.recipe.is_file() or self.metrics.is_file()
-        if resume and self.recipe.is_file() and not same_recipe(self.recipe, recipe_yaml):
+        has_recipe = self.recipe.is_file()
+        has_run = has_recipe or self.metrics.is_file()
+        changes = recipe_changes(self.recipe, recipe_yaml) if resume and has_recipe else []
+        if changes:
             raise DistillError(
-                "the recipe differs from the one this run was started with",
+                "the recipe differs from the one this run was started with: "
+                + "; ".join(map(str, changes[:3]))
+                + (f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""),
                 str(self.recipe),
-                "resume with the same recipe and --set values, or start a new run",
+                "resume with the same recipe and --set values, or start a new run"
+                + (
+                    "; if the same files only moved, write their new paths into this file"
+                    if any(c.moved for c in changes)
+                    else ""
+                ),
             )
         if resume and self.last.is_file():
             return True
