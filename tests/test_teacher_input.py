@@ -81,7 +81,7 @@ def test_missing_and_wrong_shape_keys_are_counted_and_named(tmp_path: Path) -> N
     save_file(state, str(path))
     # strict: false keeps the model's own head (a fine-tune on other classes) and says so
     report = load_weights(_resnet("resnet18"), path, strict=False)
-    assert report["missing"] == ["fc.bias"] and report["mismatched"] == ["fc.weight"]
+    assert report.missing == ["fc.bias"] and report.mismatched == ["fc.weight"]
     with pytest.raises(DistillError) as info:
         load_weights(_resnet("resnet18"), path)
     assert "1 missing (fc.bias), 1 wrong-shape (fc.weight) keys" in str(info.value)

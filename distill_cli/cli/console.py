@@ -99,6 +99,7 @@ def _fmt(value: Any, suffix: str = "") -> str:
 
 #: The plan's facts about how a model is fed, by the column names of their sources table.
 _FACTS = (
+    ("weights", "weights"),
     ("num_classes", "classes"),
     ("class_names", "class names"),
     ("input_size", "input"),
