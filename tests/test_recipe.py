@@ -142,6 +142,27 @@ def test_home_paths_mean_the_home_folder_in_the_run_not_only_in_the_saved_recipe
     assert recipe.run_dir == home / "runs" / "r"
 
 
+def test_environment_variables_in_paths_are_expanded_or_named_when_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`$SCRATCH/data` (cluster recipes, `--set` too) is the variable's folder, as in a shell;
+    it was looked for as a folder literally named `$SCRATCH`. An unset variable is an error
+    naming it and the key, not a later "not found"."""
+    monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    body = fm_body(Path("$SCRATCH/runs"), Path("${SCRATCH}/teacher.pth"))
+    body["data"] = {"source": "image_folder", "root": "$SCRATCH/photos"}
+    path = write_recipe(tmp_path, "r", body)
+    recipe = load_recipe(path)
+    scratch = tmp_path / "scratch"
+    assert recipe.teachers[0].checkpoint == scratch / "teacher.pth"
+    assert recipe.data.root == scratch / "photos" and recipe.run_dir == scratch / "runs" / "r"
+    assert str(scratch / "photos") in recipe.to_yaml()  # the saved recipe holds the folder
+    assert load_recipe(path, ["data.root=$SCRATCH/other"]).data.root == scratch / "other"
+    with pytest.raises(DistillError, match=r"data\.root: .*NOT_SET_HERE is not set"):
+        load_recipe(path, ["data.root=$NOT_SET_HERE/photos"])
+
+
 def test_a_key_written_twice_is_refused_not_silently_replaced(tmp_path: Path) -> None:
     """Plain YAML keeps the last of two equal keys: a pasted second `schedule:` replaced the
     first one's settings without a word."""
