@@ -196,6 +196,44 @@ def test_hf_parquet_and_arrow_sets_stream_every_row(folder: Path, tmp_path: Path
     assert len([i for b in _stream(on_disk, 6).epoch(0) for i in b.index.tolist()]) == 24
 
 
+def test_hub_downloads_and_dataset_dicts_are_read_one_split_at_a_time(
+    folder: Path, tmp_path: Path
+) -> None:
+    """A Hub download keeps its splits side by side (`plain_text/train-*.parquet`,
+    `plain_text/test-*.parquet`): pointing train_dir at that folder read both, the test split
+    trained on. It is refused naming each split's pattern, and a split not found names the
+    splits there are (the Hub files, or a save_to_disk DatasetDict's dataset_dict.json)."""
+    from distill_cli.data.streamed import streamed_splits
+
+    hub = tmp_path / "cifar10"
+    _hf_parquet(folder, hub / "plain_text", group=6)
+    train = hub / "plain_text" / "train-00000-of-00001.parquet"
+    train.rename(hub / "plain_text" / "test-00000-of-00001.parquet")
+    _hf_parquet(folder, hub / "plain_text", group=6)
+    columns, limits = ("image", "label"), {"subset": None}
+    patterns = r"test: plain_text/test-\*\.parquet, train: plain_text/train-\*\.parquet"
+    with pytest.raises(DistillError, match=r"holds the files of 2 splits \(test, train\)") as info:
+        streamed_splits("hf_dataset", hub, "plain_text", "plain_text", columns, limits)
+    assert "would mix them" in str(info.value) and len(str(info.value).splitlines()) == 1
+    with pytest.raises(DistillError, match=patterns):  # the default train/ is not there
+        streamed_splits("hf_dataset", hub, "train", "val", columns, limits)
+    train_s, val_s = streamed_splits(
+        "hf_dataset", hub, "plain_text/train-*.parquet", "plain_text/test-*", columns, limits
+    )
+    assert len(train_s) == len(val_s) == 24
+    dd = tmp_path / "dd"  # DatasetDict.save_to_disk: train/ and test/, no val/
+    for split in ("train", "test"):
+        (dd / split).mkdir(parents=True)
+        table = pq.read_table(train.parent / f"{split}-00000-of-00001.parquet")
+        arrow = str(dd / split / "data-00000-of-00001.arrow")
+        with pa.OSFile(arrow, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    (dd / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+    with pytest.raises(DistillError, match=r"data set's splits are train, test"):
+        streamed_splits("hf_dataset", dd, "train", "val", columns, limits)
+    assert len(streamed_splits("hf_dataset", dd, "train", "test", columns, limits)[1]) == 24
+
+
 def test_a_run_on_a_hf_dataset(folder: Path, tmp_path: Path) -> None:
     root = _hf_parquet(folder, tmp_path / "hf" / "train", group=6)
     _hf_parquet(folder, tmp_path / "hf" / "val", group=6)
