@@ -163,6 +163,29 @@ def test_environment_variables_in_paths_are_expanded_or_named_when_unset(
         load_recipe(path, ["data.root=$NOT_SET_HERE/photos"])
 
 
+def test_devices_written_as_torch_names_them_say_what_to_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cuda:3` and `mps` were "Input should be 'auto', 'cpu' or 'cuda'": the user learnt the
+    values but not how to pick GPU 3. An empty CUDA_VISIBLE_DEVICES (a scheduler giving no
+    GPU) is named where CUDA is asked for and missing."""
+    import torch
+
+    from distill_cli.train.build import resolve_device
+
+    path = write_recipe(tmp_path, "r", fm_body(tmp_path, None))
+    with pytest.raises(DistillError, match=r"runtime\.device: .*CUDA_VISIBLE_DEVICES=3") as info:
+        load_recipe(path, ["runtime.device=cuda:3"])
+    assert len(str(info.value).splitlines()) == 1
+    with pytest.raises(DistillError, match=r"runtime\.device: .*'mps' is not supported"):
+        load_recipe(path, ["runtime.device=mps"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(DistillError, match="CUDA_VISIBLE_DEVICES='' hides the GPUs"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
 def test_a_key_written_twice_is_refused_not_silently_replaced(tmp_path: Path) -> None:
     """Plain YAML keeps the last of two equal keys: a pasted second `schedule:` replaced the
     first one's settings without a word."""
