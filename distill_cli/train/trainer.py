@@ -358,7 +358,8 @@ class Trainer:
             processes=s.world.size,
             peak_gpu_memory_gib=peak_gib(s.device),
             # each process reads its share of every batch: the files any of them met
-            bad_images=len(s.world.union(s.train_stream.bad_files)),
+            bad_images=len(bad := s.world.union(s.train_stream.bad_files)),
+            lost_classes=s.train_stream.classes_lost(set(bad)),
             skipped_steps=st["skipped_steps"],
             val_images=self.evaluator.images if self.evaluator.kept is not None else None,
             val_bad_images=s.val_stream.bad_images,
