@@ -179,6 +179,10 @@ def test_timm_train_py_ema_weights_are_chosen_by_name_and_the_arch_is_checked(
     assert load_weights(_model(), tagged).weights == "state_dict"
     with pytest.raises(DistillError, match="saved from 'test_resnet'"):  # named where keys differ
         load_weights(timm.create_model("test_efficientnet", num_classes=3), path)
+    from distill_cli.export.source import resolve_source
+
+    with pytest.raises(DistillError, match="distill export test_resnet --checkpoint .*best"):
+        resolve_source(str(path))  # no side file: the command to run names the file's arch
 
 
 @pytest.mark.parametrize("content", [b"", b"name: my recipe\n", b"<html>404</html>"])

@@ -212,10 +212,15 @@ def _from_checkpoint(
         raise DistillError("checkpoint file not found", str(ckpt), "check the path")
     meta = read_sidecar(ckpt)
     if "model" not in meta:
+        from distill_cli.models.weights import read_weights
+
+        arch = read_weights(ckpt).arch  # timm's train.py names its model: the command to run
         raise DistillError(
-            "the checkpoint has no sidecar naming its model",
+            "the checkpoint has no sidecar naming its model"
+            + (f" (the file says it was saved from {arch!r})" if arch else ""),
             str(ckpt.with_suffix(".json")),
-            "pass the timm name as SOURCE: distill export resnet18 --checkpoint FILE",
+            f"pass the timm name as SOURCE: distill export {arch or 'resnet18'} --checkpoint "
+            + (str(ckpt) if arch else "FILE"),
         )
     notes: list[str] = []
     run = run or _run_dir_of(ckpt)
