@@ -110,14 +110,23 @@ def test_a_moved_run_folder_resumes_and_a_changed_recipe_is_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A project copied elsewhere (a cluster's scratch disk) resumes from its new place: the
-    run folder is where it is, whatever output.dir was saved as. A recipe changed on --resume
-    is refused naming the keys and values that differ, not only "the recipe differs"."""
+    run folder is where it is, whatever output.dir was saved as, and the data moved with it is
+    the same data by its fingerprint. A recipe changed on --resume is refused naming the keys
+    and values that differ, not only "the recipe differs"."""
     import shutil
 
+    from PIL import Image
+
     old = tmp_path / "laptop"
-    old.mkdir()
+    for split in ("train", "val"):
+        for shade, cls in enumerate(("cat", "dog")):
+            (old / "photos" / split / cls).mkdir(parents=True)
+            for i in range(4):
+                pixels = Image.new("RGB", (8, 8), (120 * shade, 10 * i, 0))
+                pixels.save(old / "photos" / split / cls / f"{i}.png")
     body = teacher_body(Path("runs"), epochs=1)  # relative to the cwd, as users write it
-    body["data"]["synthetic"]["train_size"] = 64
+    body["data"] = {"source": "image_folder", "root": "photos", "workers": 0}
+    body["schedule"]["batch_size"] = 4
     write_recipe(old, "t", body)
     monkeypatch.chdir(old)
     api.run(Path("t.yaml"))

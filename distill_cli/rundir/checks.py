@@ -18,7 +18,11 @@ from distill_cli.errors import DistillError
 #: Recipe keys a resume does not compare: `output.dir` is where the run folder is, and the folder
 #: being resumed is the one it names, so a run folder moved or copied elsewhere (a project
 #: copied to a cluster's scratch disk) resumes from its new place.
-_WHERE_THE_RUN_IS = ("output.dir",)
+WHERE_THE_RUN_IS = ("output.dir",)
+#: Keys a resume need not compare where the data's fingerprint (data.json) is checked instead:
+#: the data moved with the project is the same data when its files, sizes and labels are (its
+#: paths are fingerprinted relative to the root).
+CHECKED_BY_THE_FINGERPRINT = ("data.root",)
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,9 @@ class RecipeChange:
         return all(isinstance(v, str) and v.startswith("/") for v in (self.old, self.new))
 
 
-def recipe_changes(saved: Path, recipe_yaml: str) -> list[RecipeChange]:
+def recipe_changes(
+    saved: Path, recipe_yaml: str, ignore: tuple[str, ...] = WHERE_THE_RUN_IS
+) -> list[RecipeChange]:
     """What the given recipe changes in the saved one, as `key: old -> new` (empty: the same).
 
     The saved recipe is re-read with today's defaults, so a run started before a recipe key
@@ -61,7 +67,7 @@ def recipe_changes(saved: Path, recipe_yaml: str) -> list[RecipeChange]:
     return [
         RecipeChange(key, then.get(key), now.get(key))
         for key in [*then, *(k for k in now if k not in then)]
-        if key not in _WHERE_THE_RUN_IS and then.get(key) != now.get(key)
+        if key not in ignore and then.get(key) != now.get(key)
     ]
 
 

@@ -29,6 +29,8 @@ from distill_cli.errors import DistillError
 from distill_cli.host import atomic_write, fs_failed
 from distill_cli.recipe.sections import check_run_name
 from distill_cli.rundir.checks import (
+    CHECKED_BY_THE_FINGERPRINT,
+    WHERE_THE_RUN_IS,
     distill_checkpoint,
     recipe_changes,
     record_problem,
@@ -247,7 +249,10 @@ class RunDir:
         self.clean_temporaries()
         has_recipe = self.recipe.is_file()
         has_run = has_recipe or self.metrics.is_file()
-        changes = recipe_changes(self.recipe, recipe_yaml) if resume and has_recipe else []
+        ignore = WHERE_THE_RUN_IS
+        if self.data_print.is_file():  # the data is compared by content (train.engine)
+            ignore += CHECKED_BY_THE_FINGERPRINT
+        changes = recipe_changes(self.recipe, recipe_yaml, ignore) if resume and has_recipe else []
         if changes:
             raise DistillError(
                 "the recipe differs from the one this run was started with: "
