@@ -186,6 +186,28 @@ def test_devices_written_as_torch_names_them_say_what_to_write(
     assert resolve_device("auto").type == "cpu"
 
 
+def test_a_path_written_from_the_recipes_folder_is_refused_saying_the_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data.root: photos` in `configs/r.yaml`, run from the project: relative paths are the
+    cwd's, so the run said "data folder not found" for a folder right beside the recipe. The
+    error says the rule and the path to write; from the recipe's folder it loads."""
+    configs = tmp_path / "configs"
+    (configs / "photos").mkdir(parents=True)
+    (configs / "teacher.pth").write_bytes(b"")
+    body = fm_body(Path("runs"), Path("teacher.pth"))
+    body["data"] = {"source": "image_folder", "root": "photos"}
+    write_recipe(configs, "r", body)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DistillError, match=r"teacher\.checkpoint: teacher\.pth is not found from"):
+        load_recipe(Path("configs/r.yaml"))
+    with pytest.raises(DistillError, match=r"data\.root: .*not to the recipe's folder") as info:
+        load_recipe(Path("configs/r.yaml"), [f"teacher.checkpoint={configs / 'teacher.pth'}"])
+    assert f"write {Path('configs') / 'photos'} (found beside the recipe)" in str(info.value)
+    monkeypatch.chdir(configs)
+    assert load_recipe(Path("r.yaml")).data.root == Path("photos")
+
+
 def test_a_key_written_twice_is_refused_not_silently_replaced(tmp_path: Path) -> None:
     """Plain YAML keeps the last of two equal keys: a pasted second `schedule:` replaced the
     first one's settings without a word."""
