@@ -13,7 +13,7 @@ The sections are in `distill_cli.recipe.sections` (models, data, augment, output
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -128,13 +128,19 @@ def recipe_text(data: Any) -> str:
 
 def _absolute_paths(node: Any) -> Any:
     """`node` with every Path inside it (models, lists) made absolute against the cwd."""
+    return paths_mapped(node, lambda path: Path(os.path.abspath(path.expanduser())))
+
+
+def paths_mapped(node: Any, change: Callable[[Path], Path]) -> Any:
+    """`node` (a recipe, a section, a list of them) with `change` applied to every Path in it:
+    made absolute when saved, relocated when a run folder moved with its project (export)."""
     if isinstance(node, Path):
-        return Path(os.path.abspath(node.expanduser()))
+        return change(node)
     if isinstance(node, list):
-        return [_absolute_paths(item) for item in node]
+        return [paths_mapped(item, change) for item in node]
     if isinstance(node, BaseModel):
         fields = type(node).model_fields
-        return node.model_copy(update={k: _absolute_paths(getattr(node, k)) for k in fields})
+        return node.model_copy(update={k: paths_mapped(getattr(node, k), change) for k in fields})
     return node
 
 

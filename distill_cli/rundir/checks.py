@@ -9,6 +9,7 @@ reads its metrics back.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,33 @@ class RecipeChange:
         return all(isinstance(v, str) and v.startswith("/") for v in (self.old, self.new))
 
 
+def moved_bases(saved_run: Path, run: Path) -> tuple[Path, Path] | None:
+    """(where the project was, where it is) when the run folder `saved_run` was moved or copied
+    to `run` with the folders around it: their longest common trailing part (`runs/fm`)
+    stripped from both. None when it did not move, or was renamed (nothing to go by)."""
+    old, new = Path(os.path.abspath(saved_run)).parts, Path(os.path.abspath(run)).parts
+    same = 0
+    while same < min(len(old), len(new)) - 1 and old[-1 - same] == new[-1 - same]:
+        same += 1
+    if not same or old == new:
+        return None
+    return Path(*old[: len(old) - same]), Path(*new[: len(new) - same])
+
+
+def moved_path(path: Path, bases: tuple[Path, Path] | None) -> Path | None:
+    """`path` (absolute, as a saved recipe holds it) where it lies now that the project moved
+    from bases[0] to bases[1]: the same place under the new base, if something is there."""
+    if bases is None or not path.is_relative_to(bases[0]):
+        return None
+    there = bases[1] / path.relative_to(bases[0])
+    return there if there.exists() else None
+
+
 def recipe_changes(
-    saved: Path, recipe_yaml: str, ignore: tuple[str, ...] = WHERE_THE_RUN_IS
+    saved: Path,
+    recipe_yaml: str,
+    ignore: tuple[str, ...] = WHERE_THE_RUN_IS,
+    run: Path | None = None,
 ) -> list[RecipeChange]:
     """What the given recipe changes in the saved one, as `key: old -> new` (empty: the same).
 
@@ -64,6 +90,12 @@ def recipe_changes(
     except (ValidationError, yaml.YAMLError, TypeError):
         return [RecipeChange("(the saved recipe)", "unreadable", "this recipe")]
     now = flatten(yaml.safe_load(recipe_yaml))
+    saved_run = Path(str(then.get("output.dir"))) / str(then.get("output.name") or then["name"])
+    bases = moved_bases(saved_run, run) if run is not None else None
+    for key, value in then.items():  # files that moved with the run folder are the same files
+        moved = moved_path(Path(value), bases) if isinstance(value, str) and value else None
+        if moved is not None and str(moved) == now.get(key):
+            then[key] = now[key]
     return [
         RecipeChange(key, then.get(key), now.get(key))
         for key in [*then, *(k for k in now if k not in then)]

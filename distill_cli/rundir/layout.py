@@ -252,7 +252,11 @@ class RunDir:
         ignore = WHERE_THE_RUN_IS
         if self.data_print.is_file():  # the data is compared by content (train.engine)
             ignore += CHECKED_BY_THE_FINGERPRINT
-        changes = recipe_changes(self.recipe, recipe_yaml, ignore) if resume and has_recipe else []
+        changes = (
+            recipe_changes(self.recipe, recipe_yaml, ignore, self.path)
+            if resume and has_recipe
+            else []
+        )
         if changes:
             raise DistillError(
                 "the recipe differs from the one this run was started with: "
