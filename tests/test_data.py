@@ -281,6 +281,14 @@ def test_split_folders_are_never_taken_for_classes(tmp_path: Path) -> None:
         build_data("image_folder", caps)  # no train/: the splits named, not "class folders?"
     with pytest.raises(DistillError, match=r"split folders \(Train, Val\)"):
         build_data("image_folder", caps, train_dir=".", holdout=2)
+    deep = tmp_path / "deep"  # class folders one level deeper: `images` would be one class
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            _tiny_pngs(deep / split / "images" / cls)
+    with pytest.raises(DistillError, match=r"one folder images/ holds class folders") as info:
+        build_data("image_folder", deep)
+    assert "data.train_dir: train/images and data.val_dir: val/images" in str(info.value)
+    assert build_data("image_folder", deep, train_dir="train/images", val_dir="val/images")
     vehicles = tmp_path / "vehicles"  # CIFAR-100's `train` class beside `bus`
     for split in ("train", "val"):
         for cls in ("bus", "train"):
