@@ -181,7 +181,7 @@ def test_timm_train_py_ema_weights_are_chosen_by_name_and_the_arch_is_checked(
         load_weights(timm.create_model("test_efficientnet", num_classes=3), path)
     from distill_cli.export.source import resolve_source
 
-    with pytest.raises(DistillError, match="distill export test_resnet --checkpoint .*best"):
+    with pytest.raises(DistillError, match=r"distill export test_resnet --checkpoint .*best"):
         resolve_source(str(path))  # no side file: the command to run names the file's arch
 
 
