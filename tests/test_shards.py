@@ -234,6 +234,33 @@ def test_hub_downloads_and_dataset_dicts_are_read_one_split_at_a_time(
     assert len(streamed_splits("hf_dataset", dd, "train", "test", columns, limits)[1]) == 24
 
 
+def test_splits_whose_class_labels_are_in_another_order_are_refused(
+    folder: Path, tmp_path: Path
+) -> None:
+    """Label 0 is `cat` in train and `fox` in val (splits written apart, their ClassLabel
+    names in another order): val's numbers were read with train's names, every evaluation on
+    wrong labels without a word. Refused naming both orders; a training split without names
+    (`class_0`, ...) has nothing to compare and reads as before."""
+    from distill_cli.data.streamed import streamed_splits
+
+    root = tmp_path / "hf"
+    _hf_parquet(folder, root / "train", group=6)
+    val = root / "val"
+    val.mkdir()
+    table = pq.read_table(root / "train" / "train-00000-of-00001.parquet")
+    features = {"label": {"_type": "ClassLabel", "names": CLASSES[::-1]}}
+    meta = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    pq.write_table(table.replace_schema_metadata(meta), val / "val-00000-of-00001.parquet")
+    columns, limits = ("image", "label"), {"subset": None}
+    with pytest.raises(DistillError, match=r"\['fox', 'dog', 'cat'\] are not the training"):
+        streamed_splits("hf_dataset", root, "train", "val", columns, limits)
+    bare = table.replace_schema_metadata({})  # a training split without ClassLabel names
+    pq.write_table(bare, root / "train" / "train-00000-of-00001.parquet")
+    assert streamed_splits("hf_dataset", root, "train", "val", columns, limits)[0].classes == [
+        f"class_{i}" for i in range(3)
+    ]
+
+
 def test_a_run_on_a_hf_dataset(folder: Path, tmp_path: Path) -> None:
     root = _hf_parquet(folder, tmp_path / "hf" / "train", group=6)
     _hf_parquet(folder, tmp_path / "hf" / "val", group=6)

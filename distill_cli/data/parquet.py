@@ -234,11 +234,18 @@ def scan_hf_split(
             if count:
                 units.append(Unit(path, count, start, part))
             start += count
-    names = (
-        classes
-        or _class_names(schema, files, label or "")
-        or [f"class_{i}" for i in range(top + 1)]
-    )
+    own = _class_names(schema, files, label or "")
+    named = classes and classes != _numbered(len(classes))  # train's own names, not class_i
+    if named and own and own != classes:  # its numbers mean other classes than train's
+        raise DistillError(
+            f"this split's ClassLabel names {own[:4]}{'...' if len(own) > 4 else ''} are not the "
+            f"training split's {classes[:4]}{'...' if len(classes) > 4 else ''} in that order: "
+            "its label numbers would be read as other classes",
+            f"{where}: {root}",
+            "write both splits with one ClassLabel feature (datasets: cast_column with the "
+            "training split's features)",
+        )
+    names = classes or own or _numbered(top + 1)
     options = {"image": image, "label": label or ""}
     return ShardSet(
         str(root),
@@ -249,6 +256,11 @@ def scan_hf_split(
         options=options,
         label_reader=row_labels,
     )
+
+
+def _numbered(count: int) -> list[str]:
+    """The names of classes a data set does not name: `class_0`, `class_1`, ..."""
+    return [f"class_{i}" for i in range(count)]
 
 
 def _unreadable(exc: Exception) -> str:
