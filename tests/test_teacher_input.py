@@ -155,6 +155,27 @@ def test_a_teacher_near_chance_stops_the_run_before_training(
     assert ok.teacher is not None and ok.teacher.top1 is not None and ok.teacher.top1 > 37.5
 
 
+def test_a_near_chance_teacher_says_which_weights_of_its_checkpoint_were_loaded(
+    tmp_path: Path, trained_teacher: Path
+) -> None:
+    """timm's train.py --model-ema file: `state_dict` first (here a head in another class
+    order, near chance), the good weights under `state_dict_ema`. The refusal says which
+    entry was loaded and that checkpoint_key picks the other, and with it the check passes."""
+    from safetensors.torch import load_file
+
+    good = load_file(str(trained_teacher))
+    bad = {**good, "fc.weight": good["fc.weight"].roll(1, 0), "fc.bias": good["fc.bias"].roll(1)}
+    ckpt = tmp_path / "model_best.pth.tar"
+    torch.save({"arch": "test_resnet", "state_dict": bad, "state_dict_ema": good}, ckpt)
+    recipe = _teacher_recipe(tmp_path, ckpt, "ema", input_size=32, num_classes=4)
+    with pytest.raises(DistillError, match=r"below 1\.5x chance") as info:
+        api.run(recipe)
+    assert "weights loaded: state_dict (also state_dict_ema)" in str(info.value)
+    assert "teacher.checkpoint_key picks the other weights" in str(info.value)
+    result = api.run(recipe, teacher__checkpoint_key="state_dict_ema")
+    assert result.teacher is not None and (result.teacher.top1 or 0) > 37.5
+
+
 def _photos(root: Path, per_class: dict[str, int], seed: int) -> None:
     """Learnable photos of mixed sizes: each class its own colour and stripe direction."""
     rng = np.random.default_rng(seed)
