@@ -82,7 +82,7 @@ def test_pt_checkpoints_with_wrappers_and_prefixes_load(tmp_path: Path) -> None:
     torch.save(wrapped, path)
     fresh = _model()
     report = load_weights(fresh, path)
-    assert report["missing"] == [] and report["unexpected"] == []
+    assert report.missing == [] and report.unexpected == []
     assert all(
         torch.equal(a, b)
         for a, b in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True)
@@ -141,6 +141,48 @@ def test_checkpoints_saved_the_usual_ways_load_exactly(tmp_path: Path, layout: s
     fresh = _model()
     load_weights(fresh, path)
     assert _same_weights(model, fresh)
+
+
+def test_timm_train_py_ema_weights_are_chosen_by_name_and_the_arch_is_checked(
+    tmp_path: Path,
+) -> None:
+    """timm's train.py --model-ema saves `state_dict` and `state_dict_ema` side by side, with
+    the model it trained as `arch`: the live weights load by default and the plan says which
+    (and that the EMA is there), `checkpoint_key` picks the EMA, a key the file lacks lists
+    those it has, and weights that fit but were saved from another model (deit into vit: same
+    keys, other mean/std) are refused naming it."""
+    import argparse
+
+    from distill_cli.models import create_net
+    from distill_cli.recipe.sections import ModelSpec
+
+    torch.manual_seed(3)
+    live, ema = _model(), _model()
+    args = argparse.Namespace(model="test_resnet", model_ema=True)
+    path = tmp_path / "model_best.pth.tar"
+    saved = {"epoch": 9, "arch": "test_resnet", "state_dict": live.state_dict(), "args": args}
+    torch.save({**saved, "state_dict_ema": ema.state_dict(), "metric": 80.1}, path)
+    spec = {"model": "test_resnet", "checkpoint": path}
+    net = create_net(ModelSpec(**spec), 3)
+    assert _same_weights(net.module, live)
+    assert net.sources["weights"] == "state_dict (also state_dict_ema)"
+    net = create_net(ModelSpec(**spec, checkpoint_key="state_dict_ema"), 3)
+    assert _same_weights(net.module, ema) and net.sources["weights"].startswith("state_dict_ema")
+    with pytest.raises(DistillError, match=r"no weights under 'ema'.*\['state_dict', 'state_d"):
+        load_weights(_model(), path, entry="ema")
+    other = tmp_path / "other.pth.tar"
+    torch.save({"arch": "resnet18", "state_dict": live.state_dict(), "args": args}, other)
+    with pytest.raises(DistillError, match=r"saved from 'resnet18'.*builds 'test_resnet'"):
+        load_weights(_model(), other)
+    tagged = tmp_path / "tagged.pth.tar"  # a pretrained tag is the same model
+    torch.save({"arch": "test_resnet.r160_in1k", "state_dict": live.state_dict()}, tagged)
+    assert load_weights(_model(), tagged).weights == "state_dict"
+    with pytest.raises(DistillError, match="saved from 'test_resnet'"):  # named where keys differ
+        load_weights(timm.create_model("test_efficientnet", num_classes=3), path)
+    from distill_cli.export.source import resolve_source
+
+    with pytest.raises(DistillError, match=r"distill export test_resnet --checkpoint .*best"):
+        resolve_source(str(path))  # no side file: the command to run names the file's arch
 
 
 @pytest.mark.parametrize("content", [b"", b"name: my recipe\n", b"<html>404</html>"])

@@ -254,6 +254,48 @@ def test_an_empty_class_folder_or_a_single_class_is_refused(tmp_path: Path) -> N
         api.plan(write_recipe(tmp_path, "one", body))
 
 
+def _tiny_pngs(folder: Path, count: int = 2) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(folder / f"{i}.png")
+
+
+def test_split_folders_are_never_taken_for_classes(tmp_path: Path) -> None:
+    """An ImageNet-style root (train/, val/, test/ of class folders) read with `train_dir: .`,
+    or splits spelt `Train/` and `Val/`, would train a model to tell the splits apart: refused
+    naming the split keys to set. A class really called `train` (CIFAR-100) is still a class."""
+    inet = tmp_path / "inet"
+    for split in ("train", "val", "test"):
+        for cls in ("cat", "dog"):
+            _tiny_pngs(inet / split / cls)
+    with pytest.raises(DistillError, match=r"split folders \(test, train, val\)") as info:
+        build_data("image_folder", inet, train_dir=".", holdout=2)
+    assert "data.train_dir: train and data.val_dir: val" in str(info.value)
+    caps = tmp_path / "caps"
+    for split in ("Train", "Val"):
+        for cls in ("cat", "dog"):
+            _tiny_pngs(caps / split / cls)
+    with pytest.raises(DistillError, match=r"data\.train_dir: Train and data\.val_dir: Val"):
+        build_data("image_folder", caps)  # no train/: the splits named, not "class folders?"
+    with pytest.raises(DistillError, match=r"split folders \(Train, Val\)"):
+        build_data("image_folder", caps, train_dir=".", holdout=2)
+    deep = tmp_path / "deep"  # class folders one level deeper: `images` would be one class
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            _tiny_pngs(deep / split / "images" / cls)
+    with pytest.raises(DistillError, match=r"one folder images/ holds class folders") as info:
+        build_data("image_folder", deep)
+    assert "data.train_dir: train/images and data.val_dir: val/images" in str(info.value)
+    assert build_data("image_folder", deep, train_dir="train/images", val_dir="val/images")
+    vehicles = tmp_path / "vehicles"  # CIFAR-100's `train` class beside `bus`
+    for split in ("train", "val"):
+        for cls in ("bus", "train"):
+            _tiny_pngs(vehicles / split / cls)
+    assert build_data("image_folder", vehicles).train.classes == ["bus", "train"]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not FMNIST.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist_subset_distills(tmp_path: Path) -> None:

@@ -217,6 +217,7 @@ def test_a_run_exports_from_another_directory_with_its_teacher(
     save_file(teacher.state_dict(), str(work / "weights" / "teacher.safetensors"))
     body = fm_body(Path("runs"), Path("weights/teacher.safetensors"), epochs=1)
     body["teacher"]["num_classes"] = 4
+    body["teacher"]["check_accuracy"] = False  # random weights: near chance, refused at times
     monkeypatch.chdir(work)
     run = Path(api.run(write_recipe(work, "rel", body)).run_dir).resolve()
     saved = (run / "recipe.yaml").read_text()

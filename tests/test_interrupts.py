@@ -186,6 +186,34 @@ def test_ctrl_c_while_the_summary_is_written_says_how_to_finish(
     assert (tmp_path / "runs ü" / "r" / "summary.json").is_file()
 
 
+def test_a_second_ctrl_c_in_training_names_the_position_resume_continues_from(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two Ctrl-C in quick succession stop training at once; the line said "nothing
+    half-written was left; run it again to finish", which an existing run refuses without
+    --resume. It names the last saved position, which --resume continues from."""
+    from distill_cli.train.trainer import Trainer
+
+    real = Trainer._save_last
+
+    def save_then_two_ctrl_c(self: Trainer, step: int) -> None:
+        real(self, step)
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(Trainer, "_save_last", save_then_two_ctrl_c)
+    body = teacher_body(tmp_path / "runs", epochs=2)
+    body["data"]["synthetic"]["train_size"] = 64
+    recipe = write_recipe(tmp_path, "r", body)
+    code, err = _exit(["train", str(recipe), "--quiet"], capsys)
+    assert code == 130 and len(err) == 1
+    assert err[0].startswith("error: stopped at once by a second SIGINT; the last saved position")
+    assert "(step 2) is intact" in err[0] and err[0].endswith("- continue with --resume")
+    monkeypatch.setattr(Trainer, "_save_last", real)
+    assert _exit(["train", str(recipe), "--resume", "--quiet"], capsys)[0] == 0
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_a_signal_while_the_command_imports_is_one_line(tmp_path: Path, sig: int) -> None:
     """Before the handler was in place, Ctrl-C in the command's first ~100 ms (its imports)

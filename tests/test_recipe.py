@@ -142,6 +142,72 @@ def test_home_paths_mean_the_home_folder_in_the_run_not_only_in_the_saved_recipe
     assert recipe.run_dir == home / "runs" / "r"
 
 
+def test_environment_variables_in_paths_are_expanded_or_named_when_unset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`$SCRATCH/data` (cluster recipes, `--set` too) is the variable's folder, as in a shell;
+    it was looked for as a folder literally named `$SCRATCH`. An unset variable is an error
+    naming it and the key, not a later "not found"."""
+    monkeypatch.setenv("SCRATCH", str(tmp_path / "scratch"))
+    monkeypatch.delenv("NOT_SET_HERE", raising=False)
+    body = fm_body(Path("$SCRATCH/runs"), Path("${SCRATCH}/teacher.pth"))
+    body["data"] = {"source": "image_folder", "root": "$SCRATCH/photos"}
+    path = write_recipe(tmp_path, "r", body)
+    recipe = load_recipe(path)
+    scratch = tmp_path / "scratch"
+    assert recipe.teachers[0].checkpoint == scratch / "teacher.pth"
+    assert recipe.data.root == scratch / "photos" and recipe.run_dir == scratch / "runs" / "r"
+    assert str(scratch / "photos") in recipe.to_yaml()  # the saved recipe holds the folder
+    assert load_recipe(path, ["data.root=$SCRATCH/other"]).data.root == scratch / "other"
+    with pytest.raises(DistillError, match=r"data\.root: .*NOT_SET_HERE is not set"):
+        load_recipe(path, ["data.root=$NOT_SET_HERE/photos"])
+
+
+def test_devices_written_as_torch_names_them_say_what_to_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cuda:3` and `mps` were "Input should be 'auto', 'cpu' or 'cuda'": the user learnt the
+    values but not how to pick GPU 3. An empty CUDA_VISIBLE_DEVICES (a scheduler giving no
+    GPU) is named where CUDA is asked for and missing."""
+    import torch
+
+    from distill_cli.train.build import resolve_device
+
+    path = write_recipe(tmp_path, "r", fm_body(tmp_path, None))
+    with pytest.raises(DistillError, match=r"runtime\.device: .*CUDA_VISIBLE_DEVICES=3") as info:
+        load_recipe(path, ["runtime.device=cuda:3"])
+    assert len(str(info.value).splitlines()) == 1
+    with pytest.raises(DistillError, match=r"runtime\.device: .*'mps' is not supported"):
+        load_recipe(path, ["runtime.device=mps"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(DistillError, match="CUDA_VISIBLE_DEVICES='' hides the GPUs"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+def test_a_path_written_from_the_recipes_folder_is_refused_saying_the_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data.root: photos` in `configs/r.yaml`, run from the project: relative paths are the
+    cwd's, so the run said "data folder not found" for a folder right beside the recipe. The
+    error says the rule and the path to write; from the recipe's folder it loads."""
+    configs = tmp_path / "configs"
+    (configs / "photos").mkdir(parents=True)
+    (configs / "teacher.pth").write_bytes(b"")
+    body = fm_body(Path("runs"), Path("teacher.pth"))
+    body["data"] = {"source": "image_folder", "root": "photos"}
+    write_recipe(configs, "r", body)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DistillError, match=r"teacher\.checkpoint: teacher\.pth is not found from"):
+        load_recipe(Path("configs/r.yaml"))
+    with pytest.raises(DistillError, match=r"data\.root: .*not to the recipe's folder") as info:
+        load_recipe(Path("configs/r.yaml"), [f"teacher.checkpoint={configs / 'teacher.pth'}"])
+    assert f"write {Path('configs') / 'photos'} (found beside the recipe)" in str(info.value)
+    monkeypatch.chdir(configs)
+    assert load_recipe(Path("r.yaml")).data.root == Path("photos")
+
+
 def test_a_key_written_twice_is_refused_not_silently_replaced(tmp_path: Path) -> None:
     """Plain YAML keeps the last of two equal keys: a pasted second `schedule:` replaced the
     first one's settings without a word."""

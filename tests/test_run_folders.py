@@ -106,6 +106,72 @@ def test_resume_without_last_refuses_instead_of_wiping(tmp_path: Path) -> None:
     assert run.best.is_file() and run.summary.is_file()
 
 
+def test_a_moved_run_folder_resumes_and_a_changed_recipe_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A project copied elsewhere (a cluster's scratch disk) resumes from its new place: the
+    run folder is where it is, whatever output.dir was saved as, and the data moved with it is
+    the same data by its fingerprint. A recipe changed on --resume is refused naming the keys
+    and values that differ, not only "the recipe differs"."""
+    import shutil
+
+    from PIL import Image
+
+    old = tmp_path / "laptop"
+    for split in ("train", "val"):
+        for shade, cls in enumerate(("cat", "dog")):
+            (old / "photos" / split / cls).mkdir(parents=True)
+            for i in range(4):
+                pixels = Image.new("RGB", (8, 8), (120 * shade, 10 * i, 0))
+                pixels.save(old / "photos" / split / cls / f"{i}.png")
+    body = teacher_body(Path("runs"), epochs=1)  # relative to the cwd, as users write it
+    body["data"] = {"source": "image_folder", "root": "photos", "workers": 0}
+    body["schedule"]["batch_size"] = 4
+    write_recipe(old, "t", body)
+    monkeypatch.chdir(old)
+    api.run(Path("t.yaml"))
+    new = tmp_path / "scratch"
+    shutil.copytree(old, new)
+    shutil.rmtree(old)
+    monkeypatch.chdir(new)
+    assert api.run(Path("t.yaml"), resume=True).student.top1 is not None
+    from distill_cli.export.source import resolve_source  # its data moved with it: parity on it
+
+    source = resolve_source(str(new / "runs" / "t"))
+    assert source.data is not None and source.recipe is not None
+    assert source.recipe.data.root == new / "photos" and not source.notes
+    with pytest.raises(DistillError, match=r"differs .*: optim\.lr: 0\.003 -> 0\.5 \("):
+        api.run(Path("t.yaml"), resume=True, optim__lr=0.5)
+
+
+def test_a_teacher_that_moved_with_the_run_folder_is_the_same_teacher(tmp_path: Path) -> None:
+    """The saved recipe holds absolute paths: a teacher checkpoint inside the project copied to
+    a cluster was "teacher.checkpoint: /laptop/... -> /scratch/..." on --resume. A path that
+    moved with the run folder (the same place under the new project root) is the same file;
+    another path is still a change, named."""
+    from distill_cli.recipe.document import load_recipe
+    from distill_cli.rundir.checks import recipe_changes
+
+    old, new = tmp_path / "laptop", tmp_path / "scratch"
+    for base in (old, new):
+        (base / "teachers").mkdir(parents=True)
+        (base / "teachers" / "t.pt").write_bytes(b"")
+    body = teacher_body(old / "runs", epochs=1)
+    body["teacher"] = {"model": "test_resnet", "checkpoint": str(old / "teachers" / "t.pt")}
+    body["method"] = {"name": "kd"}
+    saved = tmp_path / "saved.yaml"
+    saved.write_text(load_recipe(write_recipe(tmp_path, "t", body)).to_yaml())
+    body["output"]["dir"] = str(new / "runs")
+    body["teacher"]["checkpoint"] = str(new / "teachers" / "t.pt")
+    moved = load_recipe(write_recipe(tmp_path, "t", body)).to_yaml()
+    assert recipe_changes(saved, moved, run=new / "runs" / "t") == []
+    (new / "other.pt").write_bytes(b"")
+    body["teacher"]["checkpoint"] = str(new / "other.pt")
+    other = load_recipe(write_recipe(tmp_path, "t", body)).to_yaml()
+    changed = recipe_changes(saved, other, run=new / "runs" / "t")
+    assert [c.key for c in changed] == ["teacher.checkpoint"] and changed[0].moved
+
+
 def test_resume_and_overwrite_together_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(DistillError, match="contradict"):
         api.run(_recipe(tmp_path), resume=True, overwrite=True)

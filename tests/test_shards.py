@@ -196,6 +196,71 @@ def test_hf_parquet_and_arrow_sets_stream_every_row(folder: Path, tmp_path: Path
     assert len([i for b in _stream(on_disk, 6).epoch(0) for i in b.index.tolist()]) == 24
 
 
+def test_hub_downloads_and_dataset_dicts_are_read_one_split_at_a_time(
+    folder: Path, tmp_path: Path
+) -> None:
+    """A Hub download keeps its splits side by side (`plain_text/train-*.parquet`,
+    `plain_text/test-*.parquet`): pointing train_dir at that folder read both, the test split
+    trained on. It is refused naming each split's pattern, and a split not found names the
+    splits there are (the Hub files, or a save_to_disk DatasetDict's dataset_dict.json)."""
+    from distill_cli.data.streamed import streamed_splits
+
+    hub = tmp_path / "cifar10"
+    _hf_parquet(folder, hub / "plain_text", group=6)
+    train = hub / "plain_text" / "train-00000-of-00001.parquet"
+    train.rename(hub / "plain_text" / "test-00000-of-00001.parquet")
+    _hf_parquet(folder, hub / "plain_text", group=6)
+    columns, limits = ("image", "label"), {"subset": None}
+    patterns = r"test: plain_text/test-\*\.parquet, train: plain_text/train-\*\.parquet"
+    with pytest.raises(DistillError, match=r"holds the files of 2 splits \(test, train\)") as info:
+        streamed_splits("hf_dataset", hub, "plain_text", "plain_text", columns, limits)
+    assert "would mix them" in str(info.value) and len(str(info.value).splitlines()) == 1
+    with pytest.raises(DistillError, match=patterns):  # the default train/ is not there
+        streamed_splits("hf_dataset", hub, "train", "val", columns, limits)
+    train_s, val_s = streamed_splits(
+        "hf_dataset", hub, "plain_text/train-*.parquet", "plain_text/test-*", columns, limits
+    )
+    assert len(train_s) == len(val_s) == 24
+    dd = tmp_path / "dd"  # DatasetDict.save_to_disk: train/ and test/, no val/
+    for split in ("train", "test"):
+        (dd / split).mkdir(parents=True)
+        table = pq.read_table(train.parent / f"{split}-00000-of-00001.parquet")
+        arrow = str(dd / split / "data-00000-of-00001.arrow")
+        with pa.OSFile(arrow, "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+    (dd / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "test"]}))
+    with pytest.raises(DistillError, match=r"data set's splits are train, test"):
+        streamed_splits("hf_dataset", dd, "train", "val", columns, limits)
+    assert len(streamed_splits("hf_dataset", dd, "train", "test", columns, limits)[1]) == 24
+
+
+def test_splits_whose_class_labels_are_in_another_order_are_refused(
+    folder: Path, tmp_path: Path
+) -> None:
+    """Label 0 is `cat` in train and `fox` in val (splits written apart, their ClassLabel
+    names in another order): val's numbers were read with train's names, every evaluation on
+    wrong labels without a word. Refused naming both orders; a training split without names
+    (`class_0`, ...) has nothing to compare and reads as before."""
+    from distill_cli.data.streamed import streamed_splits
+
+    root = tmp_path / "hf"
+    _hf_parquet(folder, root / "train", group=6)
+    val = root / "val"
+    val.mkdir()
+    table = pq.read_table(root / "train" / "train-00000-of-00001.parquet")
+    features = {"label": {"_type": "ClassLabel", "names": CLASSES[::-1]}}
+    meta = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    pq.write_table(table.replace_schema_metadata(meta), val / "val-00000-of-00001.parquet")
+    columns, limits = ("image", "label"), {"subset": None}
+    with pytest.raises(DistillError, match=r"\['fox', 'dog', 'cat'\] are not the training"):
+        streamed_splits("hf_dataset", root, "train", "val", columns, limits)
+    bare = table.replace_schema_metadata({})  # a training split without ClassLabel names
+    pq.write_table(bare, root / "train" / "train-00000-of-00001.parquet")
+    assert streamed_splits("hf_dataset", root, "train", "val", columns, limits)[0].classes == [
+        f"class_{i}" for i in range(3)
+    ]
+
+
 def test_a_run_on_a_hf_dataset(folder: Path, tmp_path: Path) -> None:
     root = _hf_parquet(folder, tmp_path / "hf" / "train", group=6)
     _hf_parquet(folder, tmp_path / "hf" / "val", group=6)

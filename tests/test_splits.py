@@ -248,6 +248,32 @@ def test_a_run_reports_the_bad_files_of_every_split(tmp_path: Path) -> None:
     assert "the test numbers are on 9 of 10 images" in text and "test top-1 (9)" in text
 
 
+def test_a_class_none_of_whose_training_images_decode_is_named(tmp_path: Path) -> None:
+    """Every training photo of `dog` is damaged: the run trained a model with a `dog` output
+    it never saw, and said only "4 training images could not be decoded". The class is named
+    in summary.json and under the printed table."""
+    _folder(tmp_path / "train", 3, {})
+    _folder(tmp_path / "val", 2, {})
+    for photo in (tmp_path / "train" / "dog").iterdir():
+        photo.write_bytes(b"\xff\xd8 cut short")
+    body = {
+        "model": {"model": "test_resnet", "input_size": 16},
+        "data": {"source": "image_folder", "root": str(tmp_path), "workers": 0},
+        "method": {"name": "supervised"},
+        "schedule": {"epochs": 1, "batch_size": 3},
+        "runtime": {"threads": 1},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    summary = api.run(write_recipe(tmp_path, "lost", body))
+    assert summary.bad_images == 3 and summary.lost_classes == ["dog"]
+    written = json.loads((tmp_path / "runs" / "lost" / "summary.json").read_text())
+    assert written["data"]["lost_classes"] == ["dog"]
+    assert RunSummary.load(tmp_path / "runs" / "lost") == summary
+    console = Console(width=250, record=True)
+    console.print(summary_table(summary))
+    assert "of class(es) ['dog'] could be decoded" in " ".join(console.export_text().split())
+
+
 def test_on_bad_image_error_refuses_a_bad_file_to_evaluate_before_training(
     tmp_path: Path,
 ) -> None:

@@ -81,7 +81,7 @@ def test_missing_and_wrong_shape_keys_are_counted_and_named(tmp_path: Path) -> N
     save_file(state, str(path))
     # strict: false keeps the model's own head (a fine-tune on other classes) and says so
     report = load_weights(_resnet("resnet18"), path, strict=False)
-    assert report["missing"] == ["fc.bias"] and report["mismatched"] == ["fc.weight"]
+    assert report.missing == ["fc.bias"] and report.mismatched == ["fc.weight"]
     with pytest.raises(DistillError) as info:
         load_weights(_resnet("resnet18"), path)
     assert "1 missing (fc.bias), 1 wrong-shape (fc.weight) keys" in str(info.value)
@@ -153,6 +153,27 @@ def test_a_teacher_near_chance_stops_the_run_before_training(
     right = [f"class_{i}" for i in range(4)]
     ok = api.run(_teacher_recipe(tmp_path, trained_teacher, "right", class_names=right))
     assert ok.teacher is not None and ok.teacher.top1 is not None and ok.teacher.top1 > 37.5
+
+
+def test_a_near_chance_teacher_says_which_weights_of_its_checkpoint_were_loaded(
+    tmp_path: Path, trained_teacher: Path
+) -> None:
+    """timm's train.py --model-ema file: `state_dict` first (here a head in another class
+    order, near chance), the good weights under `state_dict_ema`. The refusal says which
+    entry was loaded and that checkpoint_key picks the other, and with it the check passes."""
+    from safetensors.torch import load_file
+
+    good = load_file(str(trained_teacher))
+    bad = {**good, "fc.weight": good["fc.weight"].roll(1, 0), "fc.bias": good["fc.bias"].roll(1)}
+    ckpt = tmp_path / "model_best.pth.tar"
+    torch.save({"arch": "test_resnet", "state_dict": bad, "state_dict_ema": good}, ckpt)
+    recipe = _teacher_recipe(tmp_path, ckpt, "ema", input_size=32, num_classes=4)
+    with pytest.raises(DistillError, match=r"below 1\.5x chance") as info:
+        api.run(recipe)
+    assert "weights loaded: state_dict (also state_dict_ema)" in str(info.value)
+    assert "teacher.checkpoint_key picks the other weights" in str(info.value)
+    result = api.run(recipe, teacher__checkpoint_key="state_dict_ema")
+    assert result.teacher is not None and (result.teacher.top1 or 0) > 37.5
 
 
 def _photos(root: Path, per_class: dict[str, int], seed: int) -> None:

@@ -99,6 +99,7 @@ def _fmt(value: Any, suffix: str = "") -> str:
 
 #: The plan's facts about how a model is fed, by the column names of their sources table.
 _FACTS = (
+    ("weights", "weights"),
     ("num_classes", "classes"),
     ("class_names", "class names"),
     ("input_size", "input"),
@@ -233,6 +234,11 @@ def _bad_images(summary: RunSummary) -> str:
     for split, n, kept in bad:
         if kept is not None:
             said += f"; the {split} numbers are on {kept:,} of {kept + n:,} images"
+    if summary.lost_classes:  # the model has an output for them and never saw one
+        said += (
+            f"; NO training image of class(es) {summary.lost_classes[:5]} could be decoded: "
+            "the model never saw them"
+        )
     return said + " (data.on_bad_image=error names them)"
 
 

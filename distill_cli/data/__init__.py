@@ -7,10 +7,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from distill_cli.data.folder_layout import check_layout
 from distill_cli.data.shardset import ShardSet
 from distill_cli.data.sources import (
     ImageSet,
-    check_layout,
     load_fashion_mnist,
     make_synthetic,
     scan_image_folder,

@@ -94,6 +94,17 @@ class SplitStream:
         """How many files (or samples) of this split could not be decoded (each counted once)."""
         return len(self.bad_files)
 
+    def classes_lost(self, bad: set[int]) -> list[str]:
+        """The classes none of whose images decoded, given the `bad` indices (every process's):
+        a class the model has an output for and never saw in training, which the count of bad
+        files alone does not tell. Known where the split's labels are (an image folder)."""
+        labels = getattr(self.data, "labels", None)
+        if not bad or not isinstance(labels, torch.Tensor) or not len(labels):
+            return []
+        counts = torch.bincount(labels, minlength=len(self.data.classes))
+        bad_counts = torch.bincount(labels[sorted(bad)], minlength=len(counts))
+        return [self.data.classes[i] for i in range(len(counts)) if 0 < counts[i] == bad_counts[i]]
+
 
 @dataclass(eq=False, repr=False)
 class BatchStream(SplitStream):

@@ -11,6 +11,8 @@ arrow file is one shard of the stream (`stream.py`).
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,12 +20,49 @@ from typing import Any
 from distill_cli.data.shardset import Sample, SampleFault, ShardSet, Unit
 from distill_cli.errors import DistillError
 
+#: How `datasets` names a split's files on the Hub and in save_to_disk folders:
+#: `train-00000-of-00004.parquet` (older pushes add `-<hash>`), `data-00000-of-00001.arrow`.
+_SPLIT_FILE = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}(-[0-9a-f]+)?\.(parquet|arrow)$")
 
-def _files(path: Path, where: str) -> list[Path]:
+
+def _splits(files: list[Path]) -> dict[str, Path]:
+    """The splits `files` belong to by their names (split -> its folder); unnamed files none."""
+    out: dict[str, Path] = {}
+    for path in files:
+        match = _SPLIT_FILE.match(path.name)
+        if match:
+            out.setdefault(match["split"], path.parent)
+    return out
+
+
+def _patterns(splits: dict[str, Path], root: Path) -> str:
+    """`train: plain_text/train-*.parquet, test: ...`, relative to the data root."""
+    shown = []
+    for split, folder in splits.items():
+        rel = os.path.relpath(folder, root)
+        suffix = ".arrow" if any(folder.glob(f"{split}-*.arrow")) else ".parquet"
+        shown.append(f"{split}: {'' if rel == '.' else rel + '/'}{split}-*{suffix}")
+    return ", ".join(shown)
+
+
+def _files(path: Path, where: str, root: Path | None = None) -> list[Path]:
+    """The parquet or arrow files of one split. A folder holding the files of several splits
+    (a Hub download's `data/` with `train-*.parquet` and `test-*.parquet`) is refused: reading
+    it whole would train on the test split too."""
+    root = root or path.parent
     if path.is_file():
         return [path]
     if path.is_dir():
         found = sorted(path.rglob("*.parquet")) or sorted(path.glob("*.arrow"))
+        splits = _splits(found)
+        if len(splits) > 1:
+            raise DistillError(
+                f"{path} holds the files of {len(splits)} splits ({', '.join(splits)}): "
+                "reading it whole would mix them",
+                where,
+                "point data.train_dir and data.val_dir at one split each "
+                f"({_patterns(splits, root)})",
+            )
         if found:
             return found
     elif path.parent.is_dir():
@@ -33,8 +72,30 @@ def _files(path: Path, where: str) -> list[Path]:
     raise DistillError(
         "no parquet or arrow files found",
         f"{where}: {path}",
-        "give a parquet file, a folder of them, or a folder written by save_to_disk",
+        _where_the_splits_are(root)
+        or "give a parquet file, a folder of them, or a folder written by save_to_disk",
     )
+
+
+def _where_the_splits_are(root: Path) -> str | None:
+    """What to set when a split is not found: the splits a DatasetDict folder lists
+    (`dataset_dict.json`: `train`, `test`), or the split files a Hub download holds."""
+    listed = root / "dataset_dict.json"
+    if listed.is_file():
+        try:
+            splits = json.loads(listed.read_bytes()).get("splits")
+        except (OSError, ValueError, AttributeError):
+            splits = None
+        if isinstance(splits, list) and splits:
+            return (
+                f"the data set's splits are {', '.join(map(str, splits))} (dataset_dict.json): "
+                "set data.train_dir and data.val_dir to two of them"
+            )
+    if root.is_dir():
+        splits = _splits(sorted(root.rglob("*.parquet"))[:1000])
+        if splits:
+            return f"set data.train_dir and data.val_dir to its splits ({_patterns(splits, root)})"
+    return None
 
 
 def _table_schema(path: Path) -> tuple[Any, list[int]]:
@@ -139,6 +200,7 @@ def scan_hf_split(
     label: str,
     classes: list[str] | None = None,
     required: bool = True,
+    data_root: Path | None = None,
 ) -> ShardSet:
     """A split of a Hugging Face data set, its columns checked and its labels counted.
 
@@ -146,7 +208,7 @@ def scan_hf_split(
     """
     import pyarrow.compute as pc
 
-    files = _files(root, where)
+    files = _files(root, where, data_root)
     schema, _ = _table_schema(files[0])
     wanted = [image, label] if required or label in schema.names else [image]
     label = label if label in wanted else None
@@ -172,11 +234,18 @@ def scan_hf_split(
             if count:
                 units.append(Unit(path, count, start, part))
             start += count
-    names = (
-        classes
-        or _class_names(schema, files, label or "")
-        or [f"class_{i}" for i in range(top + 1)]
-    )
+    own = _class_names(schema, files, label or "")
+    named = classes and classes != _numbered(len(classes))  # train's own names, not class_i
+    if named and own and own != classes:  # its numbers mean other classes than train's
+        raise DistillError(
+            f"this split's ClassLabel names {own[:4]}{'...' if len(own) > 4 else ''} are not the "
+            f"training split's {classes[:4]}{'...' if len(classes) > 4 else ''} in that order: "
+            "its label numbers would be read as other classes",
+            f"{where}: {root}",
+            "write both splits with one ClassLabel feature (datasets: cast_column with the "
+            "training split's features)",
+        )
+    names = classes or own or _numbered(top + 1)
     options = {"image": image, "label": label or ""}
     return ShardSet(
         str(root),
@@ -187,6 +256,11 @@ def scan_hf_split(
         options=options,
         label_reader=row_labels,
     )
+
+
+def _numbered(count: int) -> list[str]:
+    """The names of classes a data set does not name: `class_0`, `class_1`, ..."""
+    return [f"class_{i}" for i in range(count)]
 
 
 def _unreadable(exc: Exception) -> str:

@@ -235,33 +235,6 @@ def _image_files(folder: Path, unreadable: list[Path]) -> list[Path]:
     return sorted(found)
 
 
-def check_layout(root: Path, train_dir: str, val_dir: str, holdout: int | None) -> None:
-    """A missing split named with the layout the user has, not just the path we looked for.
-
-    Users bring a folder of class folders (no train/), or a train/ folder alone; each has a
-    recipe that reads it (`data.train_dir: .`, `data.holdout`), which the error names.
-    """
-    train, val = root / train_dir, root / val_dir
-    if not train.is_dir() and root.is_dir():
-        folders = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
-        if folders and val_dir not in {d.name for d in folders}:
-            raise DistillError(
-                f"no {train_dir}/ folder; {root} holds {len(folders)} folder(s) "
-                f"({', '.join(sorted(d.name for d in folders)[:3])}"
-                f"{', ...' if len(folders) > 3 else ''}): class folders?",
-                "data.root",
-                "for class folders directly under data.root set data.train_dir: . and "
-                "data.holdout: N (N images held out for validation), or make train/ and val/",
-            )
-    if train.is_dir() and not val.is_dir() and holdout is None:
-        raise DistillError(
-            f"no validation folder {val_dir}/ next to {train_dir}/",
-            str(val),
-            "add it (<class>/<image> as in train), set data.val_dir, or set data.holdout: N "
-            "to validate on N images held out of the training folder",
-        )
-
-
 def scan_image_folder(root: Path, classes: list[str] | None = None) -> ImageSet:
     """An ImageFolder split: one sub-folder per class. `classes` pins the order to train's.
 

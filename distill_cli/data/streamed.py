@@ -48,9 +48,11 @@ def streamed_splits(
         from distill_cli.data.parquet import scan_hf_split
 
         image, label = columns
-        train = scan_hf_split(root / train_dir, "data.train_dir", image, label, required=False)
+        train = scan_hf_split(
+            root / train_dir, "data.train_dir", image, label, required=False, data_root=root
+        )
         named = train.classes if train.labeled else None
-        val = scan_hf_split(root / val_dir, "data.val_dir", image, label, named)
+        val = scan_hf_split(root / val_dir, "data.val_dir", image, label, named, data_root=root)
     if not val.labeled:
         raise DistillError("the validation split has no labels", val.name, "label it")
     if not train.labeled:  # unlabeled distillation images: the classes are the validation's

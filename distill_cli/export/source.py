@@ -212,14 +212,19 @@ def _from_checkpoint(
         raise DistillError("checkpoint file not found", str(ckpt), "check the path")
     meta = read_sidecar(ckpt)
     if "model" not in meta:
+        from distill_cli.models.weights import read_weights
+
+        arch = read_weights(ckpt).arch  # timm's train.py names its model: the command to run
         raise DistillError(
-            "the checkpoint has no sidecar naming its model",
+            "the checkpoint has no sidecar naming its model"
+            + (f" (the file says it was saved from {arch!r})" if arch else ""),
             str(ckpt.with_suffix(".json")),
-            "pass the timm name as SOURCE: distill export resnet18 --checkpoint FILE",
+            f"pass the timm name as SOURCE: distill export {arch or 'resnet18'} --checkpoint "
+            + (str(ckpt) if arch else "FILE"),
         )
     notes: list[str] = []
     run = run or _run_dir_of(ckpt)
-    rec = load_recipe(RunDir(run).recipe) if run is not None else None
+    rec = _moved_with_the_run(load_recipe(RunDir(run).recipe), run) if run is not None else None
     kwargs = dict(rec.student.kwargs) if rec is not None else {}
     kwargs.update(model_kwargs or {})
     data_rec = load_recipe(recipe_path) if recipe_path is not None else rec
@@ -247,6 +252,21 @@ def _from_checkpoint(
         data=data,
         teacher_specs=teachers,
         notes=notes,
+    )
+
+
+def _moved_with_the_run(recipe: Recipe, run: Path) -> Recipe:
+    """The run's saved recipe, its absolute paths (data, teacher) followed to where they are now
+    when the run folder was moved or copied with its project: the export of a moved run found
+    no data and checked parity on random inputs (and int8 calibrated on them)."""
+    from distill_cli.recipe.document import paths_mapped
+    from distill_cli.rundir.checks import moved_bases, moved_path
+
+    bases = moved_bases(recipe.run_dir, run)
+    if bases is None:
+        return recipe
+    return paths_mapped(
+        recipe, lambda path: path if path.exists() else (moved_path(path, bases) or path)
     )
 
 

@@ -245,10 +245,12 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
         raise DistillError(f"bad model kwargs: {exc}", f"{spec.model}.kwargs") from exc
     except (AssertionError, ValueError, IndexError, ZeroDivisionError) as exc:
         raise _cannot_build(spec, kwargs, exc) from exc
+    weights = "timm hub" if spec.pretrained else "initialised"
     if spec.checkpoint is not None:
-        load_weights(model, spec.checkpoint, strict=spec.strict)
+        loaded = load_weights(model, spec.checkpoint, spec.strict, spec.checkpoint_key)
+        weights = loaded.weights
     info, sources = resolve_feed(model, spec, num_classes)
-    return Net(model, info, sources=sources)
+    return Net(model, info, sources={**sources, "weights": weights})
 
 
 def _cannot_build(spec: ModelSpec, kwargs: dict[str, Any], exc: BaseException) -> DistillError:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +41,34 @@ _NESTED_UNDER = (
 )
 
 
+@dataclass(frozen=True)
+class WeightsFile:
+    """A weights file as read: its tensors (wrappers and prefixes removed), the entry of a
+    checkpoint dict they came from (None: the file is the state dict), the other entries that
+    hold weights too (timm's `state_dict_ema` beside `state_dict`), and the timm model the file
+    says it was saved from (timm's train.py writes `arch`)."""
+
+    state: dict[str, torch.Tensor]
+    entry: str | None = None
+    others: tuple[str, ...] = ()
+    arch: str | None = None
+
+    def described(self) -> str:
+        """Which weights these are, for the plan: `state_dict (also state_dict_ema)`."""
+        if self.entry is None:
+            return "checkpoint"
+        return self.entry + (f" (also {', '.join(self.others)})" if self.others else "")
+
+
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Model weights from a safetensors or a weights-only torch file (`read_weights`)."""
+    return read_weights(path).state
+
+
+def read_weights(path: Path, entry: str | None = None) -> WeightsFile:
     """Model weights from a safetensors or a weights-only torch file, wrappers and prefixes
-    removed.
+    removed; `entry` names the checkpoint dict's entry to take (`state_dict_ema`), else the
+    first of `_NESTED_UNDER` it holds.
 
     The format is told by the file's first bytes, not its suffix (a `pytorch_model.bin`, a
     `.pth.tar`, safetensors saved as `.bin`), so a file that is neither is refused as such
@@ -83,18 +109,45 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             str(path),
             "is the file complete (not cut short by a copy or a killed save)?",
         ) from exc
-    for key in _NESTED_UNDER:
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
     if not isinstance(state, dict):
         raise DistillError("checkpoint holds no state dict", str(path))
+    nested = [k for k in _NESTED_UNDER if isinstance(state.get(k), dict)]
+    nested += [
+        k
+        for k, v in state.items()
+        if k not in nested and isinstance(v, dict) and any(_is_tensor(t) for t in v.values())
+    ]
+    arch = _arch(state)
+    if entry is not None and entry not in nested:
+        raise DistillError(
+            f"the checkpoint has no weights under {entry!r}"
+            + (f"; it holds them under {nested}" if nested else "; it is a plain state dict"),
+            f"checkpoint_key ({path})",
+            "set checkpoint_key to one of those, or drop it",
+        )
+    chosen = entry or next((k for k in _NESTED_UNDER if k in nested), None)
+    if chosen is not None:
+        state = state[chosen]
     cleaned: dict[str, torch.Tensor] = {}
     for key, value in state.items():
-        if not isinstance(value, torch.Tensor) or key.startswith(PRIVATE_PREFIX):
+        if not _is_tensor(value) or key.startswith(PRIVATE_PREFIX):
             continue
         cleaned[_unwrapped(key)] = value
-    return cleaned
+    others = tuple(k for k in nested if k != chosen)
+    return WeightsFile(cleaned, chosen, others, arch)
+
+
+def _is_tensor(value: Any) -> bool:
+    return isinstance(value, torch.Tensor)
+
+
+def _arch(checkpoint: dict[Any, Any]) -> str | None:
+    """The timm model a checkpoint dict says it holds: timm's train.py saves `arch` (and
+    `args.model`)."""
+    arch = checkpoint.get("arch")
+    if not isinstance(arch, str):
+        arch = getattr(checkpoint.get("args"), "model", None)
+    return arch if isinstance(arch, str) and arch else None
 
 
 def _unwrapped(key: str) -> str:
@@ -205,7 +258,33 @@ def _sized(key: str) -> bool:
     return any(part in key for part in _SIZE_KEYS)
 
 
-def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str, list[str]]:
+@dataclass(frozen=True)
+class Loaded:
+    """What `load_weights` loaded: the file's keys the model lacks or has at another shape
+    (empty unless `strict: false`), and which weights of the file they were."""
+
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[str]
+    weights: str = "checkpoint"
+
+
+def _same_model(arch: str, model: nn.Module) -> bool:
+    """Whether the timm model a checkpoint names (`arch`) is the one built, tags (`.a1_in1k`)
+    and deprecated names resolved; a name timm does not know cannot be judged."""
+    import timm
+    from timm.models import get_deprecated_models, split_model_name_tag
+
+    built = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+    if not isinstance(built, str) or not timm.is_model(arch):
+        return True
+    arch = get_deprecated_models().get(arch, arch)
+    return split_model_name_tag(arch)[0] == split_model_name_tag(built)[0]
+
+
+def load_weights(
+    model: nn.Module, path: Path, strict: bool = True, entry: str | None = None
+) -> Loaded:
     """Load `path` into `model`: every key must match in name and shape (`strict`).
 
     A checkpoint of a neighbouring architecture (resnet34 weights into a resnet18) shares most
@@ -216,7 +295,13 @@ def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str,
     that matches no key at all, or holds a NaN/Inf weight, is refused either way.
     """
     own = model.state_dict()
-    state = _attribute_prefix_removed(read_state_dict(path), own)
+    read = read_weights(path, entry)
+    state = _attribute_prefix_removed(read.state, own)
+    saved_from = (
+        f"; the file says it was saved from {read.arch!r}"
+        if read.arch and not _same_model(read.arch, model)
+        else ""
+    )
     mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     missing = [k for k in own if k not in state and not k.endswith(_BENIGN_MISSING)]
     unexpected = [k for k in state if k not in own]
@@ -238,7 +323,11 @@ def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str,
             shapes = f"; {key} is {file_shape} in the file, {model_shape} in the model"
         sized = mismatched and not (missing or unexpected) and all(_sized(k) for k in mismatched)
         raise DistillError(
-            "checkpoint does not fit the model: " + ", ".join(parts) + " keys" + shapes,
+            "checkpoint does not fit the model: "
+            + ", ".join(parts)
+            + " keys"
+            + shapes
+            + saved_from,
             str(path),
             "it was made for another input size: set input_size to the size it was trained at "
             "(or write it into its .json side file)"
@@ -253,5 +342,13 @@ def load_weights(model: nn.Module, path: Path, strict: bool = True) -> dict[str,
             str(path),
             "load an earlier checkpoint of that training, before it diverged",
         )
+    if saved_from:  # the weights fit, but another model's input size, mean and std would feed it
+        built = model.pretrained_cfg["architecture"]
+        raise DistillError(
+            f"the checkpoint was saved from {read.arch!r} (its 'arch'), the recipe builds "
+            f"{built!r}: their weights fit each other, their input settings may not",
+            str(path),
+            f"set model: {read.arch} (or save the weights alone if {built} is right)",
+        )
     model.load_state_dict(fitting, strict=False)
-    return {"missing": missing, "unexpected": unexpected, "mismatched": mismatched}
+    return Loaded(missing, unexpected, mismatched, read.described())

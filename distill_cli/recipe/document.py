@@ -13,7 +13,7 @@ The sections are in `distill_cli.recipe.sections` (models, data, augment, output
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -128,13 +128,19 @@ def recipe_text(data: Any) -> str:
 
 def _absolute_paths(node: Any) -> Any:
     """`node` with every Path inside it (models, lists) made absolute against the cwd."""
+    return paths_mapped(node, lambda path: Path(os.path.abspath(path.expanduser())))
+
+
+def paths_mapped(node: Any, change: Callable[[Path], Path]) -> Any:
+    """`node` (a recipe, a section, a list of them) with `change` applied to every Path in it:
+    made absolute when saved, relocated when a run folder moved with its project (export)."""
     if isinstance(node, Path):
-        return Path(os.path.abspath(node.expanduser()))
+        return change(node)
     if isinstance(node, list):
-        return [_absolute_paths(item) for item in node]
+        return [paths_mapped(item, change) for item in node]
     if isinstance(node, BaseModel):
         fields = type(node).model_fields
-        return node.model_copy(update={k: _absolute_paths(getattr(node, k)) for k in fields})
+        return node.model_copy(update={k: paths_mapped(getattr(node, k), change) for k in fields})
     return node
 
 
@@ -327,6 +333,34 @@ def load_recipe(
         raise DistillError("a recipe must be a YAML mapping", str(path))
     raw = apply_overrides(apply_overrides(raw, overrides or []), fields or [])
     try:
-        return Recipe.model_validate(raw)
+        recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         raise format_validation_error(exc, str(path)) from exc
+    _refuse_paths_meant_from_the_recipe(recipe, path.parent)
+    return recipe
+
+
+def _refuse_paths_meant_from_the_recipe(node: Any, folder: Path, key: str = "") -> None:
+    """A relative input path that is missing from the cwd but exists beside the recipe file
+    (`data.root: ../data` in `configs/x.yaml`, run from the project root): the user meant the
+    recipe's folder, and would get "not found" for a path that is right there. Relative paths
+    are the cwd's (one rule, as `--set` and the shell have it); the error says so and gives
+    the path to write. `output.dir` is created, not read, and is left alone."""
+    if isinstance(node, Path):
+        if key != "output.dir" and not node.is_absolute() and not node.exists():
+            there = folder / node
+            if there.exists() and folder.resolve() != Path.cwd().resolve():
+                raise DistillError(
+                    f"{key}: {node} is not found from the directory distill runs in "
+                    f"({Path.cwd()}): relative paths are relative to it, not to the recipe's "
+                    "folder",
+                    key,
+                    f"write {there} (found beside the recipe), or run distill from {folder}",
+                )
+    elif isinstance(node, list):
+        for item in node:
+            _refuse_paths_meant_from_the_recipe(item, folder, key)
+    elif isinstance(node, BaseModel):
+        for name in type(node).model_fields:
+            inner = f"{key}.{name}" if key else name
+            _refuse_paths_meant_from_the_recipe(getattr(node, name), folder, inner)

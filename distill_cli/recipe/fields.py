@@ -8,6 +8,8 @@ and each method's parameters (`MethodParams`) apply the same ones. Plain pydanti
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -25,9 +27,27 @@ from pydantic_core import PydanticCustomError
 from distill_cli import host
 
 PositiveInt = Annotated[int, Field(gt=0)]
-#: A path as a user writes it: `~/data` means their home, as in a shell (it was only expanded
-#: when the recipe was saved, so the run itself looked for a folder literally named `~`).
-UserPath = Annotated[Path, AfterValidator(Path.expanduser)]
+
+
+def _as_shell_reads_it(path: Path) -> Path:
+    """`~` and `$VAR`/`${VAR}` expanded, as a shell would (cluster recipes write `$SCRATCH/data`,
+    which was looked for as a folder literally named `$SCRATCH`); an unset variable is an error
+    naming it, not a path that is silently not found."""
+    text = str(path)
+    if "$" in text:
+        expanded = os.path.expandvars(text)
+        unset = re.search(r"\$(\w+|\{[^}]*\})", expanded)
+        if unset:
+            name = unset.group(1).strip("{}")
+            raise ValueError(f"the environment variable {name} is not set (in {text!r})")
+        text = expanded
+    return Path(text).expanduser()
+
+
+#: A path as a user writes it: `~/data` means their home and `$VAR` an environment variable,
+#: as in a shell (`~` was only expanded when the recipe was saved, so the run itself looked for
+#: a folder literally named `~`). Relative paths are relative to the cwd.
+UserPath = Annotated[Path, AfterValidator(_as_shell_reads_it)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 

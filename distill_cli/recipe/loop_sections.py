@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from distill_cli.recipe.fields import PositiveInt, Strict, machine_threads
 
@@ -113,6 +113,22 @@ class ScheduleSpec(Strict):
 
 class RuntimeSpec(Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("device", mode="before")
+    @classmethod
+    def _device_as_torch_names_it(cls, value: Any) -> Any:
+        """`cuda:3` and `mps` are how torch names devices, so users write them: say what to
+        write instead rather than only listing the three values."""
+        text = str(value).strip().lower() if isinstance(value, str) else ""
+        if text.startswith("cuda:"):
+            raise ValueError(
+                f"{value!r}: one GPU is chosen with CUDA_VISIBLE_DEVICES={text[5:]} and "
+                "device cuda (under torchrun each process takes its local rank's GPU)"
+            )
+        if text in ("mps", "xpu", "xla", "tpu") or text.startswith(("mps:", "xpu:")):
+            raise ValueError(f"{value!r} is not supported: auto, cpu or cuda")
+        return value
+
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="auto: bf16 autocast on CUDA, fp32 on CPU"
     )

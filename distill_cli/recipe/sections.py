@@ -39,6 +39,12 @@ class ModelSpec(Strict):
     model: str = Field(description="timm model name, e.g. resnet50 or mobilenetv3_small_100")
     pretrained: bool = Field(False, description="load timm's pretrained weights (needs the hub)")
     checkpoint: UserPath | None = Field(None, description=".safetensors, .pt or .pth weights")
+    checkpoint_key: str | None = Field(
+        None,
+        description="the entry of a checkpoint dict holding the weights to load (timm's "
+        "train.py --model-ema: state_dict_ema); default: the first of state_dict, "
+        "model_state_dict, model, state_dict_ema, model_ema, net",
+    )
     num_classes: PositiveInt | None = Field(None, description="default: checkpoint/data classes")
     in_chans: PositiveInt = 3
     input_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
@@ -113,6 +119,8 @@ class ModelSpec(Strict):
     def _one_weight_source(self) -> ModelSpec:
         if self.pretrained and self.checkpoint is not None:
             raise ValueError("set either pretrained or checkpoint, not both")
+        if self.checkpoint_key is not None and self.checkpoint is None:
+            raise ValueError("checkpoint_key names an entry of checkpoint: set checkpoint")
         if (self.mean is None) != (self.std is None):
             raise ValueError("set mean and std together")
         if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):

@@ -9,27 +9,108 @@ reads its metrics back.
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError
 
+#: Recipe keys a resume does not compare: `output.dir` is where the run folder is, and the folder
+#: being resumed is the one it names, so a run folder moved or copied elsewhere (a project
+#: copied to a cluster's scratch disk) resumes from its new place.
+WHERE_THE_RUN_IS = ("output.dir",)
+#: Keys a resume need not compare where the data's fingerprint (data.json) is checked instead:
+#: the data moved with the project is the same data when its files, sizes and labels are (its
+#: paths are fingerprinted relative to the root).
+CHECKED_BY_THE_FINGERPRINT = ("data.root",)
 
-def same_recipe(saved: Path, recipe_yaml: str) -> bool:
-    """The saved recipe, re-read with today's defaults, is the one given: a run started before
-    a recipe key existed (saved without it) can still be resumed after an upgrade."""
+
+@dataclass(frozen=True)
+class RecipeChange:
+    """One key a resumed run's recipe changes: `optim.lr: 0.001 -> 0.5`."""
+
+    key: str
+    old: Any
+    new: Any
+
+    def __str__(self) -> str:
+        return f"{self.key}: {_shown(self.old)} -> {_shown(self.new)}"
+
+    @property
+    def moved(self) -> bool:
+        """A path that changed (a saved recipe holds absolute paths): the same file moved, or
+        another file."""
+        return all(isinstance(v, str) and v.startswith("/") for v in (self.old, self.new))
+
+
+def moved_bases(saved_run: Path, run: Path) -> tuple[Path, Path] | None:
+    """(where the project was, where it is) when the run folder `saved_run` was moved or copied
+    to `run` with the folders around it: their longest common trailing part (`runs/fm`)
+    stripped from both. None when it did not move, or was renamed (nothing to go by)."""
+    old, new = Path(os.path.abspath(saved_run)).parts, Path(os.path.abspath(run)).parts
+    same = 0
+    while same < min(len(old), len(new)) - 1 and old[-1 - same] == new[-1 - same]:
+        same += 1
+    if not same or old == new:
+        return None
+    return Path(*old[: len(old) - same]), Path(*new[: len(new) - same])
+
+
+def moved_path(path: Path, bases: tuple[Path, Path] | None) -> Path | None:
+    """`path` (absolute, as a saved recipe holds it) where it lies now that the project moved
+    from bases[0] to bases[1]: the same place under the new base, if something is there."""
+    if bases is None or not path.is_relative_to(bases[0]):
+        return None
+    there = bases[1] / path.relative_to(bases[0])
+    return there if there.exists() else None
+
+
+def recipe_changes(
+    saved: Path,
+    recipe_yaml: str,
+    ignore: tuple[str, ...] = WHERE_THE_RUN_IS,
+    run: Path | None = None,
+) -> list[RecipeChange]:
+    """What the given recipe changes in the saved one, as `key: old -> new` (empty: the same).
+
+    The saved recipe is re-read with today's defaults, so a run started before a recipe key
+    existed (saved without it) can still be resumed after an upgrade.
+    """
     import yaml
     from pydantic import ValidationError
 
-    from distill_cli.recipe.document import Recipe
+    from distill_cli.recipe.document import Recipe, flatten
 
     text = saved.read_bytes().decode("utf-8", errors="replace")
     if text == recipe_yaml:
-        return True
+        return []
     try:
-        return Recipe.model_validate(yaml.safe_load(text)).to_yaml() == recipe_yaml
+        then = flatten(yaml.safe_load(Recipe.model_validate(yaml.safe_load(text)).to_yaml()))
     except (ValidationError, yaml.YAMLError, TypeError):
-        return False
+        return [RecipeChange("(the saved recipe)", "unreadable", "this recipe")]
+    now = flatten(yaml.safe_load(recipe_yaml))
+    saved_run = Path(str(then.get("output.dir"))) / str(then.get("output.name") or then["name"])
+    bases = moved_bases(saved_run, run) if run is not None else None
+    for key, value in then.items():  # files that moved with the run folder are the same files
+        moved = moved_path(Path(value), bases) if isinstance(value, str) and value else None
+        if moved is not None and str(moved) == now.get(key):
+            then[key] = now[key]
+    return [
+        RecipeChange(key, then.get(key), now.get(key))
+        for key in [*then, *(k for k in now if k not in then)]
+        if key not in ignore and then.get(key) != now.get(key)
+    ]
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def same_recipe(saved: Path, recipe_yaml: str) -> bool:
+    """The saved recipe, re-read with today's defaults, is the one given (`recipe_changes`)."""
+    return not recipe_changes(saved, recipe_yaml)
 
 
 #: Keys of metrics.jsonl records that hold text; every other scalar is a number (or null).

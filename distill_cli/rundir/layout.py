@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from distill_cli.errors import DistillError
 from distill_cli.host import atomic_write, fs_failed, lock_exclusive
 from distill_cli.recipe.sections import check_run_name
-from distill_cli.rundir.checks import distill_checkpoint, record_problem, same_recipe, valid_recipe
+from distill_cli.rundir.checks import (
+    CHECKED_BY_THE_FINGERPRINT,
+    WHERE_THE_RUN_IS,
+    distill_checkpoint,
+    recipe_changes,
+    record_problem,
+    valid_recipe,
+)
 
 if TYPE_CHECKING:
     from distill_cli.data.fingerprint import DataFingerprint
@@ -236,12 +243,28 @@ class RunDir:
         self.claim()
         self.path.mkdir(parents=True, exist_ok=True)
         self.clean_temporaries()
-        has_run = self.recipe.is_file() or self.metrics.is_file()
-        if resume and self.recipe.is_file() and not same_recipe(self.recipe, recipe_yaml):
+        has_recipe = self.recipe.is_file()
+        has_run = has_recipe or self.metrics.is_file()
+        ignore = WHERE_THE_RUN_IS
+        if self.data_print.is_file():  # the data is compared by content (train.engine)
+            ignore += CHECKED_BY_THE_FINGERPRINT
+        changes = (
+            recipe_changes(self.recipe, recipe_yaml, ignore, self.path)
+            if resume and has_recipe
+            else []
+        )
+        if changes:
             raise DistillError(
-                "the recipe differs from the one this run was started with",
+                "the recipe differs from the one this run was started with: "
+                + "; ".join(map(str, changes[:3]))
+                + (f" (+{len(changes) - 3} more)" if len(changes) > 3 else ""),
                 str(self.recipe),
-                "resume with the same recipe and --set values, or start a new run",
+                "resume with the same recipe and --set values, or start a new run"
+                + (
+                    "; if the same files only moved, write their new paths into this file"
+                    if any(c.moved for c in changes)
+                    else ""
+                ),
             )
         if resume and self.last.is_file():
             return True

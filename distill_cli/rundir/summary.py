@@ -8,7 +8,7 @@ file format is defined here and nowhere else.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,8 @@ class RunSummary:
     val_images: int | None = None
     val_bad_images: int = 0
     test: TestResult | None = None  # data.holdout: the test split; else the student is on val
+    #: training classes none of whose images could be decoded: never seen in training
+    lost_classes: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, summary: dict[str, Any]) -> RunSummary:
@@ -108,6 +110,7 @@ class RunSummary:
             skipped_steps=data.get("skipped_steps", 0),
             val_images=data.get("val_images"),
             val_bad_images=data.get("val_bad_images", 0),
+            lost_classes=data.get("lost_classes", []),
             test=TestResult(**summary["test"]) if summary.get("test") else None,
         )
         problem = field_problem(result)  # a hand-edited file: wrong types are refused here
@@ -149,6 +152,7 @@ class RunSummary:
                 "skipped_steps": self.skipped_steps,
                 "val_images": self.val_images,
                 "val_bad_images": self.val_bad_images,
+                "lost_classes": self.lost_classes,
             },
             "test": None if self.test is None else asdict(self.test),
         }

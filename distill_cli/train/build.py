@@ -7,6 +7,8 @@ prints its plan.
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from distill_cli.data import DataBundle, build_data
@@ -29,10 +31,17 @@ from distill_cli.train.world import World, world_from_env
 
 def resolve_device(choice: str, world: World | None = None) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
+        hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
         raise DistillError(
-            "the recipe asks for CUDA but none is available",
+            "the recipe asks for CUDA but none is available"
+            + (
+                f" (CUDA_VISIBLE_DEVICES={hidden!r} hides the GPUs)"
+                if hidden is not None and not hidden.strip()
+                else ""
+            ),
             "runtime.device",
-            "set runtime.device=auto or cpu",
+            "set runtime.device=auto or cpu"
+            + (", or unset CUDA_VISIBLE_DEVICES" if hidden is not None else ""),
         )
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"

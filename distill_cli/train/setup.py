@@ -147,7 +147,7 @@ class Setup:
                 counts = {"recipe" if rec.student.num_classes else "teacher"}
                 names = {"teacher"}
         out = {"num_classes": counts, "class_names": names}
-        for key in ("input_size", "mean_std", "crop_pct", "interpolation"):
+        for key in ("weights", "input_size", "mean_std", "crop_pct", "interpolation"):
             out[key] = {feed.get(key, "-") for feed in feeds}
         return {key: "; ".join(sorted(values)) for key, values in out.items()}  # ensembles
 

@@ -67,11 +67,15 @@ def check_teacher(setup: Setup, evaluator: Evaluator) -> None:
     chance = 100.0 / classes
     if top1 >= NEAR_CHANCE * chance:
         return
+    weights = setup.sources("teacher").get("weights", "")
+    other = "(also " in weights  # a checkpoint holding several weights: say which were loaded
     raise DistillError(
         f"the teacher scores {top1:.2f}% top-1 on {images} validation images, below "
         f"{NEAR_CHANCE}x chance ({NEAR_CHANCE * chance:.2f}% for {classes} classes); likely a "
-        "class order, input size or normalization that is not the one it was trained with",
+        "class order, input size or normalization that is not the one it was trained with"
+        + (f" (the checkpoint's weights loaded: {weights})" if other else ""),
         "teacher",
-        "check teacher.class_names (or the side file), teacher.input_size and teacher.mean/std; "
-        "teacher.check_accuracy: false distills from it anyway",
+        "check teacher.class_names (or the side file), teacher.input_size and teacher.mean/std"
+        + ("; teacher.checkpoint_key picks the other weights" if other else "")
+        + "; teacher.check_accuracy: false distills from it anyway",
     )

@@ -51,6 +51,21 @@ class Interrupted(RunFailed):
         self.code = 128 + signum
 
 
+class StoppedAtOnce(RunFailed):
+    """A second SIGINT/SIGTERM before the position was saved: the run stopped at once, and the
+    last checkpoint written (atomically, so whole) is where `--resume` continues."""
+
+    def __init__(self, signum: int, saved: int | None, path: str) -> None:
+        name = signal.Signals(signum).name
+        where = f"the last saved position (step {saved}) is intact" if saved is not None else ""
+        super().__init__(
+            f"stopped at once by a second {name}" + (f"; {where}" if where else ""),
+            path,
+            "continue with --resume" if saved is not None else "run it again to start over",
+        )
+        self.code = 128 + signum
+
+
 def _float_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: b for k, b in module.named_buffers() if b.is_floating_point()}
 
@@ -85,6 +100,7 @@ class Trainer:
         self._finishing = False  # the loop is over: a signal stops the run at once
         self._bad_merged = 0  # bad training files every process knew at the last merge
         self._last_saved = -math.inf  # when `last` was written (perf_counter), never yet
+        self._saved_step: int | None = None  # the step `last` holds (None: none written)
         rt = setup.recipe.runtime
         self._graphs = rt.compile and rt.compile_mode == "reduce-overhead"
 
@@ -97,6 +113,7 @@ class Trainer:
         state, extra = load_training(self.run.last, self.s.student.module, self.optimizer)
         self.s.method.load_extra_state(extra)
         self.state.update(state)
+        self._saved_step = int(self.state["step"])
         self.last_eval = state.get("last_eval", {})
         # the bad training files met before the stop: a file read only then still counts
         self.s.train_stream.bad_files.update(state.get("bad_files", []))
@@ -108,7 +125,13 @@ class Trainer:
         previous = self._catch_signals()
         alone = not self.s.world.distributed
         try:
-            self._fit()
+            try:
+                self._fit()
+            except KeyboardInterrupt:
+                if self._signal is None or not alone:
+                    raise
+                # a second signal: no position saved at this step, the last one is whole
+                raise StoppedAtOnce(self._signal, self._saved_step, str(self.run.last)) from None
             if self._signal is not None and alone:
                 # it came after the loop's last look (the final evaluation, the last save):
                 # the position is saved, and the run stops as asked instead of finishing
@@ -327,6 +350,7 @@ class Trainer:
         meta = checkpoint_meta(s, step / s.steps_per_epoch, step, self.last_eval)
         extra = s.method.extra_state()
         save_weights(self.run.last, s.student.module, meta, self.optimizer, self.state, extra)
+        self._saved_step = step
 
     def _summary(self) -> RunSummary:
         s, st, m = self.s, self.state, self.last_eval
@@ -358,7 +382,8 @@ class Trainer:
             processes=s.world.size,
             peak_gpu_memory_gib=peak_gib(s.device),
             # each process reads its share of every batch: the files any of them met
-            bad_images=len(s.world.union(s.train_stream.bad_files)),
+            bad_images=len(bad := s.world.union(s.train_stream.bad_files)),
+            lost_classes=s.train_stream.classes_lost(set(bad)),
             skipped_steps=st["skipped_steps"],
             val_images=self.evaluator.images if self.evaluator.kept is not None else None,
             val_bad_images=s.val_stream.bad_images,
