@@ -38,6 +38,9 @@ class Net:
     runner: nn.Module | None = None
     #: where each fact of `info` came from (recipe, side file, timm default): the plan shows it
     sources: dict[str, str] = field(default_factory=dict)
+    #: the keyword arguments timm built `module` with, beyond num_classes, in_chans and the
+    #: size's `img_size` (`size_kwargs`): what the probe rebuilds it with at other sizes
+    kwargs: dict[str, Any] = field(default_factory=dict)
     params: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -202,6 +205,14 @@ def accepts_img_size(name: str) -> bool:
     return True
 
 
+def size_kwargs(name: str, size: tuple[int, int] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` plus `img_size=size` for the models timm builds for one input size (unless
+    the kwargs set it): the one rule every build of a recipe's model follows."""
+    if size is not None and "img_size" not in kwargs and accepts_img_size(name):
+        return {**kwargs, "img_size": size}
+    return dict(kwargs)
+
+
 def _input_size(spec: ModelSpec) -> tuple[int, int] | None:
     """The size the model is trained at: the recipe's, else its checkpoint sidecar's."""
     size: Any = spec.input_size
@@ -221,10 +232,7 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
     models that take it, so a ViT trained at 32x32 has a 32x32 position embedding.
     """
     check_model_name(spec.model)
-    kwargs = {**spec.kwargs, **overrides}
-    size = _input_size(spec)
-    if size is not None and "img_size" not in kwargs and accepts_img_size(spec.model):
-        kwargs["img_size"] = size
+    kwargs = size_kwargs(spec.model, _input_size(spec), {**spec.kwargs, **overrides})
     try:
         model = timm.create_model(
             spec.model,
@@ -248,7 +256,8 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
     if spec.checkpoint is not None:
         load_weights(model, spec.checkpoint, strict=spec.strict)
     info, sources = resolve_feed(model, spec, num_classes)
-    return Net(model, info, sources=sources)
+    own = {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}
+    return Net(model, info, sources=sources, kwargs=own)
 
 
 def _cannot_build(spec: ModelSpec, kwargs: dict[str, Any], exc: BaseException) -> DistillError:
@@ -345,10 +354,7 @@ def model_cost(spec: ModelSpec, num_classes: int) -> ModelCost:
     without memory or a checkpoint at hand.
     """
     check_model_name(spec.model)
-    kwargs = dict(spec.kwargs)
-    size = _input_size(spec)
-    if size is not None and "img_size" not in kwargs and accepts_img_size(spec.model):
-        kwargs["img_size"] = size
+    kwargs = size_kwargs(spec.model, _input_size(spec), spec.kwargs)
     with torch.device("meta"):
         model = timm.create_model(
             spec.model, num_classes=num_classes, in_chans=spec.in_chans, **kwargs
