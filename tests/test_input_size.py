@@ -15,8 +15,9 @@ from torch import nn
 
 from distill_cli import api
 from distill_cli.errors import DistillError
-from distill_cli.models.create import Net, accepts_img_size, create_net
+from distill_cli.models.create import Net, create_net
 from distill_cli.models.probe import probe
+from distill_cli.models.sizes import accepts_img_size
 from distill_cli.models.view import ModelInfo
 from distill_cli.recipe.sections import ModelSpec
 from tests.conftest import fm_body, write_recipe
@@ -133,3 +134,15 @@ def test_a_model_that_runs_only_in_rgb_names_in_chans_not_the_size() -> None:
     err = _probe_error("csatv2", 64, in_chans=1)
     assert err.where == "student.in_chans" and "it runs with 3 channels" in err.what
     assert err.hint.startswith("set in_chans: 3")
+
+
+def test_a_size_timm_cannot_build_names_the_nearest_sizes_it_builds_and_runs_at() -> None:
+    """XCiT asserts at creation that the patch divides `img_size`: at 50 px the error said
+    "pick an input size the model supports"; now it names 48 and 64, checked on meta."""
+    spec = ModelSpec.model_validate({"model": "xcit_nano_12_p16_224", "input_size": 50})
+    with pytest.raises(DistillError) as caught:
+        create_net(spec, 4)
+    err = caught.value
+    assert "timm cannot build 'xcit_nano_12_p16_224' with img_size=(50, 50)" in err.what
+    assert "it runs at 48 px and 64 px (the nearest sizes)" in err.what
+    assert err.where.endswith(".input_size") and err.hint.startswith("set input_size: 64")

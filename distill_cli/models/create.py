@@ -7,7 +7,6 @@ table of normalisation constants of its own.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from torch import nn
 
 from distill_cli.errors import DistillError
 from distill_cli.models.checkpoint import read_sidecar
+from distill_cli.models.sizes import Build, size_advice, size_kwargs
 from distill_cli.models.view import INTERPOLATION, ModelInfo, model_view
 from distill_cli.models.weights import load_weights
 
@@ -188,31 +188,6 @@ def spec_input_size(spec: ModelSpec) -> tuple[int, int]:
     return square(cfg)
 
 
-@functools.lru_cache(maxsize=256)
-def accepts_img_size(name: str) -> bool:
-    """Whether timm builds `name` for a given input size (`img_size`): models with fixed-size
-    position embeddings or windows (ViT, DeiT, Swin, LeViT...) must be told the size at
-    creation, while convnets take any size and refuse the keyword. Probed on the meta device:
-    no memory, no weights."""
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            timm.create_model(name, num_classes=1, img_size=224)
-    except TypeError as exc:
-        return "img_size" not in str(exc)
-    except Exception:  # the probe size itself may not suit the model; it takes the keyword
-        return True
-    return True
-
-
-def size_kwargs(name: str, size: tuple[int, int] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """`kwargs` plus `img_size=size` for the models timm builds for one input size (unless
-    the kwargs set it): the one rule every build of a recipe's model follows."""
-    if size is not None and "img_size" not in kwargs and accepts_img_size(name):
-        return {**kwargs, "img_size": size}
-    return dict(kwargs)
-
-
 def _input_size(spec: ModelSpec) -> tuple[int, int] | None:
     """The size the model is trained at: the recipe's, else its checkpoint sidecar's."""
     size: Any = spec.input_size
@@ -248,11 +223,11 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
                 "pretrained",
                 "use checkpoint: PATH on a machine without hub access",
             ) from exc
-        raise _cannot_build(spec, kwargs, exc) from exc
+        raise _cannot_build(spec, num_classes, kwargs, exc) from exc
     except TypeError as exc:
         raise DistillError(f"bad model kwargs: {exc}", f"{spec.model}.kwargs") from exc
     except (AssertionError, ValueError, IndexError, ZeroDivisionError) as exc:
-        raise _cannot_build(spec, kwargs, exc) from exc
+        raise _cannot_build(spec, num_classes, kwargs, exc) from exc
     if spec.checkpoint is not None:
         load_weights(model, spec.checkpoint, strict=spec.strict)
     info, sources = resolve_feed(model, spec, num_classes)
@@ -260,12 +235,25 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
     return Net(model, info, sources=sources, kwargs=own)
 
 
-def _cannot_build(spec: ModelSpec, kwargs: dict[str, Any], exc: BaseException) -> DistillError:
+def _cannot_build(
+    spec: ModelSpec, num_classes: int, kwargs: dict[str, Any], exc: BaseException
+) -> DistillError:
+    """timm refused to build the model: with the size it was given, the nearest sizes it
+    builds and runs at (`size_advice`), else the general advice."""
     lines = str(exc).strip().splitlines()
     detail = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
     shown = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    what = f"timm cannot build {spec.model!r}" + (f" with {shown}" if shown else "")
+    what += f" ({detail})"
+    size = _input_size(spec)
+    own = {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}
+    advice = None
+    if size is not None and not spec.pretrained:
+        advice = size_advice(Build(spec.model, num_classes, spec.in_chans, own), size)
+    if advice is not None:
+        return DistillError(f"{what}; {advice.fact}", f"{spec.model}.{advice.key}", advice.hint)
     return DistillError(
-        f"timm cannot build {spec.model!r}" + (f" with {shown}" if shown else "") + f" ({detail})",
+        what,
         f"{spec.model}.input_size",
         "pick an input size the model supports (e.g. a multiple of its patch/window size)",
     )
