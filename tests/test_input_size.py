@@ -146,3 +146,21 @@ def test_a_size_timm_cannot_build_names_the_nearest_sizes_it_builds_and_runs_at(
     assert "timm cannot build 'xcit_nano_12_p16_224' with img_size=(50, 50)" in err.what
     assert "it runs at 48 px and 64 px (the nearest sizes)" in err.what
     assert err.where.endswith(".input_size") and err.hint.startswith("set input_size: 64")
+
+
+def test_a_checkpoint_made_at_another_size_names_that_size(tmp_path: Path) -> None:
+    """A fixed-size model's checkpoint made at 160 px, loaded at 64: the error named the size
+    only for weight names on a list (pos_embed...), and told a gMLP/ResMLP/TNT user to check
+    num_classes; the model is now rebuilt on the meta device until the file fits."""
+    import timm
+
+    path = tmp_path / "vit.pth"
+    torch.save(timm.create_model("test_vit", num_classes=4).state_dict(), path)  # 160 px
+    spec = ModelSpec.model_validate({"model": "test_vit", "input_size": 64, "checkpoint": path})
+    with pytest.raises(DistillError) as caught:
+        create_net(spec, 4)
+    err = caught.value
+    assert "it was made for another input size: 160" in err.what
+    assert err.hint.startswith("set input_size: 160") and "num_classes" not in err.hint
+    spec = ModelSpec.model_validate({"model": "test_vit", "input_size": 160, "checkpoint": path})
+    assert create_net(spec, 4).info.input_size == (160, 160)  # the size named loads

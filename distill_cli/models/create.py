@@ -17,9 +17,9 @@ from torch import nn
 
 from distill_cli.errors import DistillError
 from distill_cli.models.checkpoint import read_sidecar
-from distill_cli.models.sizes import Build, size_advice, size_kwargs
+from distill_cli.models.sizes import Build, checkpoint_size, size_advice, size_kwargs
 from distill_cli.models.view import INTERPOLATION, ModelInfo, model_view
-from distill_cli.models.weights import load_weights
+from distill_cli.models.weights import ShapeMismatch, load_weights
 
 if TYPE_CHECKING:
     from distill_cli.recipe.sections import ModelSpec
@@ -228,11 +228,31 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
         raise DistillError(f"bad model kwargs: {exc}", f"{spec.model}.kwargs") from exc
     except (AssertionError, ValueError, IndexError, ZeroDivisionError) as exc:
         raise _cannot_build(spec, num_classes, kwargs, exc) from exc
-    if spec.checkpoint is not None:
-        load_weights(model, spec.checkpoint, strict=spec.strict)
-    info, sources = resolve_feed(model, spec, num_classes)
     own = {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}
+    if spec.checkpoint is not None:
+        try:
+            load_weights(model, spec.checkpoint, strict=spec.strict)
+        except ShapeMismatch as exc:
+            made_at = _made_at(exc, Build(spec.model, num_classes, spec.in_chans, own))
+            if made_at is None:
+                raise
+            raise made_at from exc
+    info, sources = resolve_feed(model, spec, num_classes)
     return Net(model, info, sources=sources, kwargs=own)
+
+
+def _made_at(exc: ShapeMismatch, build: Build) -> DistillError | None:
+    """A checkpoint of a fixed-size model made at another size: the error names that size,
+    found by rebuilding the model at other sizes on the meta device (`checkpoint_size`)."""
+    side = checkpoint_size(build, exc.shapes)
+    if side is None:
+        return None
+    return DistillError(
+        f"{exc.what}; it was made for another input size: {side}",
+        exc.where,
+        f"set input_size: {side} (the size it was trained at), or write it into its .json "
+        "side file",
+    )
 
 
 def _cannot_build(

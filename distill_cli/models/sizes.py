@@ -169,3 +169,26 @@ def size_advice(build: Build, size: tuple[int, int]) -> SizeAdvice | None:
         "input_size",
         f"set input_size: {pick} (or another size the model accepts{also})",
     )
+
+
+def checkpoint_size(build: Build, shapes: dict[str, tuple[int, ...]]) -> int | None:
+    """The square side `build` must be made at (`img_size`) for every tensor of a checkpoint
+    (`shapes`, its names and shapes) to fit: timm's default side first, then every multiple of
+    16 nearest to it, on the meta device, for at most SEARCH_SECONDS. None for a model built
+    the same at every size, or when no size fits (then it is not the size that differs)."""
+    if not accepts_img_size(build.name) or "img_size" in build.kwargs:
+        return None
+    default = timm.get_pretrained_cfg_value(build.name.split(".")[0], "input_size")
+    default_side = int(default[-1]) if default else 224
+    grid = range(MIN_SIDE, max(2 * default_side, 512) + 1, 16)
+    deadline = time.monotonic() + SEARCH_SECONDS
+    for s in [default_side, *sorted(grid, key=lambda s: (abs(s - default_side), s))]:
+        if time.monotonic() > deadline:
+            return None
+        model = build.meta(build.in_chans, (s, s))
+        if model is None:
+            continue
+        own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if all(own.get(k) == shape for k, shape in shapes.items()):
+            return s
+    return None
