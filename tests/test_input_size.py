@@ -15,9 +15,11 @@ from torch import nn
 
 from distill_cli import api
 from distill_cli.errors import DistillError
-from distill_cli.models.create import Net, accepts_img_size
+from distill_cli.models.create import Net, create_net
 from distill_cli.models.probe import probe
+from distill_cli.models.sizes import accepts_img_size
 from distill_cli.models.view import ModelInfo
+from distill_cli.recipe.sections import ModelSpec
 from tests.conftest import fm_body, write_recipe
 
 
@@ -83,3 +85,82 @@ def test_export_input_sizes_that_were_ignored_or_tracebacks_are_one_line(tmp_pat
         api.export("test_vit", input_size=33, out=tmp_path / "vit", latency=False)
     assert caught.value.where == "--input-size" and "divisible by patch size" in str(caught.value)
     assert not (tmp_path / "out").exists()
+
+
+def _net(model: str, size: int, in_chans: int = 3) -> Net:
+    spec = ModelSpec.model_validate({"model": model, "input_size": size, "in_chans": in_chans})
+    return create_net(spec, 4)
+
+
+def _probe_error(model: str, size: int, in_chans: int = 3) -> DistillError:
+    net = _net(model, size, in_chans)
+    with pytest.raises(DistillError) as caught:
+        probe(net, "student", torch.device("cpu"))
+    return caught.value
+
+
+def test_a_size_off_the_models_grid_names_the_nearest_sizes_it_runs_at() -> None:
+    """A fixed-grid model at a size it cannot run (test_vit's 16-pixel patches at 33 px;
+    CrossViT's two grids, HaloNet's blocks in the sweep) said only "fails", leaving the user
+    to guess; the nearest sizes it runs at are checked on the meta device and named."""
+    err = _probe_error("test_vit", 33)
+    assert err.where == "student.input_size" and err.code == 2
+    assert "it runs at 32 px and 48 px (the nearest sizes)" in err.what
+    assert err.hint.startswith("set input_size: 48 (or another size the model accepts")
+    for side in (32, 48):  # the sizes named do run
+        probe(_net("test_vit", side), "student", torch.device("cpu"))
+
+
+def test_a_bare_assert_in_the_model_is_shown_as_its_source_line() -> None:
+    """HaloNet's `_assert(H % self.block_size == 0, '')` failed as "AssertionError: " with
+    nothing after it; the failing line says what the model needs."""
+
+    class Blocks(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            # as timm's halo attention checks its blocks: an AssertionError without a message
+            torch._assert(x.shape[-1] % 8 == 0, "")
+            return x.mean((2, 3))[:, :2]
+
+    info = ModelInfo("blocks", 2, 3, (36, 36), (0.5,) * 3, (0.5,) * 3, 1.0)
+    with pytest.raises(DistillError) as caught:
+        probe(Net(Blocks(), info), "student", torch.device("cpu"))
+    assert "AssertionError at test_input_size.py:" in caught.value.what
+    assert caught.value.what.endswith('torch._assert(x.shape[-1] % 8 == 0, "")')
+
+
+def test_a_model_that_runs_only_in_rgb_names_in_chans_not_the_size() -> None:
+    """CSATv2's DCT stem takes 3 channels: a grayscale run said "set input_size", the wrong
+    key; now the error names in_chans (grayscale images feed a 3-channel model repeated)."""
+    err = _probe_error("csatv2", 64, in_chans=1)
+    assert err.where == "student.in_chans" and "it runs with 3 channels" in err.what
+    assert err.hint.startswith("set in_chans: 3")
+
+
+def test_a_size_timm_cannot_build_names_the_nearest_sizes_it_builds_and_runs_at() -> None:
+    """XCiT asserts at creation that the patch divides `img_size`: at 50 px the error said
+    "pick an input size the model supports"; now it names 48 and 64, checked on meta."""
+    spec = ModelSpec.model_validate({"model": "xcit_nano_12_p16_224", "input_size": 50})
+    with pytest.raises(DistillError) as caught:
+        create_net(spec, 4)
+    err = caught.value
+    assert "timm cannot build 'xcit_nano_12_p16_224' with img_size=(50, 50)" in err.what
+    assert "it runs at 48 px and 64 px (the nearest sizes)" in err.what
+    assert err.where.endswith(".input_size") and err.hint.startswith("set input_size: 64")
+
+
+def test_a_checkpoint_made_at_another_size_names_that_size(tmp_path: Path) -> None:
+    """A fixed-size model's checkpoint made at 160 px, loaded at 64: the error named the size
+    only for weight names on a list (pos_embed...), and told a gMLP/ResMLP/TNT user to check
+    num_classes; the model is now rebuilt on the meta device until the file fits."""
+    import timm
+
+    path = tmp_path / "vit.pth"
+    torch.save(timm.create_model("test_vit", num_classes=4).state_dict(), path)  # 160 px
+    spec = ModelSpec.model_validate({"model": "test_vit", "input_size": 64, "checkpoint": path})
+    with pytest.raises(DistillError) as caught:
+        create_net(spec, 4)
+    err = caught.value
+    assert "it was made for another input size: 160" in err.what
+    assert err.hint.startswith("set input_size: 160") and "num_classes" not in err.hint
+    spec = ModelSpec.model_validate({"model": "test_vit", "input_size": 160, "checkpoint": path})
+    assert create_net(spec, 4).info.input_size == (160, 160)  # the size named loads

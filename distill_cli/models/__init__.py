@@ -1,4 +1,5 @@
-"""Models: timm creation (`create`, checked by `probe`), each model's view of the pixels
+"""Models: timm creation (`create`, checked by `probe`; `sizes`: which sizes a model is built
+for and runs at, searched on the meta device when one fails), each model's view of the pixels
 (`view`), the checkpoint file format distill writes (`checkpoint`), and weights files read into
 a model (`weights`; a Hugging Face Hub folder through `hub`).
 

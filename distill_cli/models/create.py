@@ -7,7 +7,6 @@ table of normalisation constants of its own.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,8 +17,9 @@ from torch import nn
 
 from distill_cli.errors import DistillError
 from distill_cli.models.checkpoint import read_sidecar
+from distill_cli.models.sizes import Build, checkpoint_size, size_advice, size_kwargs
 from distill_cli.models.view import INTERPOLATION, ModelInfo, model_view
-from distill_cli.models.weights import load_weights
+from distill_cli.models.weights import ShapeMismatch, load_weights
 
 if TYPE_CHECKING:
     from distill_cli.recipe.sections import ModelSpec
@@ -38,6 +38,9 @@ class Net:
     runner: nn.Module | None = None
     #: where each fact of `info` came from (recipe, side file, timm default): the plan shows it
     sources: dict[str, str] = field(default_factory=dict)
+    #: the keyword arguments timm built `module` with, beyond num_classes, in_chans and the
+    #: size's `img_size` (`size_kwargs`): what the probe rebuilds it with at other sizes
+    kwargs: dict[str, Any] = field(default_factory=dict)
     params: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -185,23 +188,6 @@ def spec_input_size(spec: ModelSpec) -> tuple[int, int]:
     return square(cfg)
 
 
-@functools.lru_cache(maxsize=256)
-def accepts_img_size(name: str) -> bool:
-    """Whether timm builds `name` for a given input size (`img_size`): models with fixed-size
-    position embeddings or windows (ViT, DeiT, Swin, LeViT...) must be told the size at
-    creation, while convnets take any size and refuse the keyword. Probed on the meta device:
-    no memory, no weights."""
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            timm.create_model(name, num_classes=1, img_size=224)
-    except TypeError as exc:
-        return "img_size" not in str(exc)
-    except Exception:  # the probe size itself may not suit the model; it takes the keyword
-        return True
-    return True
-
-
 def _input_size(spec: ModelSpec) -> tuple[int, int] | None:
     """The size the model is trained at: the recipe's, else its checkpoint sidecar's."""
     size: Any = spec.input_size
@@ -221,10 +207,7 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
     models that take it, so a ViT trained at 32x32 has a 32x32 position embedding.
     """
     check_model_name(spec.model)
-    kwargs = {**spec.kwargs, **overrides}
-    size = _input_size(spec)
-    if size is not None and "img_size" not in kwargs and accepts_img_size(spec.model):
-        kwargs["img_size"] = size
+    kwargs = size_kwargs(spec.model, _input_size(spec), {**spec.kwargs, **overrides})
     try:
         model = timm.create_model(
             spec.model,
@@ -240,25 +223,59 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
                 "pretrained",
                 "use checkpoint: PATH on a machine without hub access",
             ) from exc
-        raise _cannot_build(spec, kwargs, exc) from exc
+        raise _cannot_build(spec, num_classes, kwargs, exc) from exc
     except TypeError as exc:
         raise DistillError(f"bad model kwargs: {exc}", f"{spec.model}.kwargs") from exc
     except (AssertionError, ValueError, IndexError, ZeroDivisionError) as exc:
-        raise _cannot_build(spec, kwargs, exc) from exc
+        raise _cannot_build(spec, num_classes, kwargs, exc) from exc
+    own = {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}
     weights = "timm hub" if spec.pretrained else "initialised"
     if spec.checkpoint is not None:
-        loaded = load_weights(model, spec.checkpoint, spec.strict, spec.checkpoint_key)
+        try:
+            loaded = load_weights(model, spec.checkpoint, spec.strict, spec.checkpoint_key)
+        except ShapeMismatch as exc:
+            made_at = _made_at(exc, Build(spec.model, num_classes, spec.in_chans, own))
+            if made_at is None:
+                raise
+            raise made_at from exc
         weights = loaded.weights
     info, sources = resolve_feed(model, spec, num_classes)
-    return Net(model, info, sources={**sources, "weights": weights})
+    return Net(model, info, sources={**sources, "weights": weights}, kwargs=own)
 
 
-def _cannot_build(spec: ModelSpec, kwargs: dict[str, Any], exc: BaseException) -> DistillError:
+def _made_at(exc: ShapeMismatch, build: Build) -> DistillError | None:
+    """A checkpoint of a fixed-size model made at another size: the error names that size,
+    found by rebuilding the model at other sizes on the meta device (`checkpoint_size`)."""
+    side = checkpoint_size(build, exc.shapes)
+    if side is None:
+        return None
+    return DistillError(
+        f"{exc.what}; it was made for another input size: {side}",
+        exc.where,
+        f"set input_size: {side} (the size it was trained at), or write it into its .json "
+        "side file",
+    )
+
+
+def _cannot_build(
+    spec: ModelSpec, num_classes: int, kwargs: dict[str, Any], exc: BaseException
+) -> DistillError:
+    """timm refused to build the model: with the size it was given, the nearest sizes it
+    builds and runs at (`size_advice`), else the general advice."""
     lines = str(exc).strip().splitlines()
     detail = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
     shown = ", ".join(f"{k}={v}" for k, v in kwargs.items())
+    what = f"timm cannot build {spec.model!r}" + (f" with {shown}" if shown else "")
+    what += f" ({detail})"
+    size = _input_size(spec)
+    own = {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}
+    advice = None
+    if size is not None and not spec.pretrained:
+        advice = size_advice(Build(spec.model, num_classes, spec.in_chans, own), size)
+    if advice is not None:
+        return DistillError(f"{what}; {advice.fact}", f"{spec.model}.{advice.key}", advice.hint)
     return DistillError(
-        f"timm cannot build {spec.model!r}" + (f" with {shown}" if shown else "") + f" ({detail})",
+        what,
         f"{spec.model}.input_size",
         "pick an input size the model supports (e.g. a multiple of its patch/window size)",
     )
@@ -347,10 +364,7 @@ def model_cost(spec: ModelSpec, num_classes: int) -> ModelCost:
     without memory or a checkpoint at hand.
     """
     check_model_name(spec.model)
-    kwargs = dict(spec.kwargs)
-    size = _input_size(spec)
-    if size is not None and "img_size" not in kwargs and accepts_img_size(spec.model):
-        kwargs["img_size"] = size
+    kwargs = size_kwargs(spec.model, _input_size(spec), spec.kwargs)
     with torch.device("meta"):
         model = timm.create_model(
             spec.model, num_classes=num_classes, in_chans=spec.in_chans, **kwargs

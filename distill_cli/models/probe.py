@@ -1,20 +1,25 @@
 """The build-time probe: one dummy batch through a freshly built model, before any training.
 
 A model that cannot run at its input size (a position embedding or attention bias of another
-size, a too-small input for the downsampling) or that does not answer with one row of class
-logits per image fails here, in `--dry-run` and before the first step, as one line naming the
-recipe key to change, instead of a traceback at step 1 or at the first evaluation.
+size, a too-small input for the downsampling, a block size the feature map must divide) or
+that does not answer with one row of class logits per image fails here, in `--dry-run` and
+before the first step, as one line naming the recipe key to change, instead of a traceback at
+step 1 or at the first evaluation; `models.sizes` says which fact is wrong (the channel count,
+or the size, with the nearest sizes the model runs at).
 """
 
 from __future__ import annotations
 
+import traceback
+from pathlib import Path
 from typing import Any
 
 import timm
 import torch
 
 from distill_cli.errors import DistillError
-from distill_cli.models.create import Net, accepts_img_size, square
+from distill_cli.models.create import Net, square
+from distill_cli.models.sizes import Build, accepts_img_size, size_advice
 from distill_cli.models.view import ModelInfo
 
 
@@ -31,17 +36,43 @@ def probe(net: Net, role: str, device: torch.device) -> None:
         with torch.no_grad():
             out = net.module(torch.zeros(2, net.info.in_chans, h, w, device=device))
     except Exception as exc:
-        lines = str(exc).strip().splitlines()
-        raise DistillError(
-            f"the {role} {net.info.name} fails on a {net.info.in_chans}x{h}x{w} input: "
-            f"{type(exc).__name__}: {lines[0][:200] if lines else ''}",
-            f"{role}.input_size",
-            "set input_size (and in_chans) to what the model accepts" + _size_hint(net.info),
-        ) from exc
+        raise _cannot_run(net, role, exc) from exc
     finally:
         for module, mode in modes:
             module.training = mode
     _check_logits(out, net.info, role)
+
+
+def _cannot_run(net: Net, role: str, exc: BaseException) -> DistillError:
+    """The probe's failure as one line: the channel count when the model runs with 3 but not
+    with the recipe's, else the size, naming the nearest sizes it runs at (`size_advice`)."""
+    info = net.info
+    h, w = info.input_size
+    what = f"the {role} {info.name} fails on a {info.in_chans}x{h}x{w} input: {_reason(exc)}"
+    advice = size_advice(Build(info.name, info.num_classes, info.in_chans, net.kwargs), (h, w))
+    if advice is None:
+        return DistillError(
+            what,
+            f"{role}.input_size",
+            "set input_size (and in_chans) to what the model accepts" + _size_hint(info),
+        )
+    return DistillError(f"{what}; {advice.fact}", f"{role}.{advice.key}", advice.hint)
+
+
+def _reason(exc: BaseException) -> str:
+    """The exception's first line; for one without a message (a bare `assert`), the failing
+    source line and where it is, which says what the model requires."""
+    lines = str(exc).strip().splitlines()
+    if lines:
+        return f"{type(exc).__name__}: {lines[0][:200]}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    torch_dir = str(Path(torch.__file__).parent)
+    own = [f for f in frames if not f.filename.startswith(torch_dir)]  # not torch._assert's
+    if not own:
+        return type(exc).__name__
+    last = own[-1]
+    code = (last.line or "").strip()[:160]
+    return f"{type(exc).__name__} at {Path(last.filename).name}:{last.lineno}: {code}"
 
 
 def _check_logits(out: Any, info: ModelInfo, role: str) -> None:

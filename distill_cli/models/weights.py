@@ -233,7 +233,26 @@ _SHOWN = 3
 #: Weights whose shape follows the input size in models built for one size (ViT's position
 #: embedding, Swin's and LeViT's attention biases, Mixer's token MLPs): when only these differ,
 #: the checkpoint is the right architecture made at another `img_size`.
-_SIZE_KEYS = ("pos_embed", "relative_position", "attention_bias", "mlp_tokens", "rel_pos")
+_SIZE_KEYS = (
+    "pos_embed",
+    "relative_position",
+    "attention_bias",
+    "mlp_tokens",
+    "rel_pos",
+    "linear_tokens",  # ResMLP's token mixing
+    "gate.proj",  # gMLP's spatial gating
+    "patch_pos",  # TNT's outer position embedding
+    "pixel_pos",  # TNT's inner one
+)
+
+
+class ShapeMismatch(DistillError):
+    """A checkpoint whose keys all name the model's weights but some of another shape: the
+    file's shapes ride along, so the model's builder can tell which size it was made at."""
+
+    def __init__(self, what: str, where: str, hint: str, shapes: dict[str, tuple[int, ...]]):
+        super().__init__(what, where, hint)
+        self.shapes = shapes
 
 
 def _first(names: list[str]) -> str:
@@ -322,19 +341,20 @@ def load_weights(
             file_shape, model_shape = ("x".join(map(str, t.shape)) for t in (state[key], own[key]))
             shapes = f"; {key} is {file_shape} in the file, {model_shape} in the model"
         sized = mismatched and not (missing or unexpected) and all(_sized(k) for k in mismatched)
-        raise DistillError(
-            "checkpoint does not fit the model: "
-            + ", ".join(parts)
-            + " keys"
-            + shapes
-            + saved_from,
-            str(path),
+        what = (
+            "checkpoint does not fit the model: " + ", ".join(parts) + " keys" + shapes + saved_from
+        )
+        hint = (
             "it was made for another input size: set input_size to the size it was trained at "
             "(or write it into its .json side file)"
             if sized
             else "check the model name, num_classes and in_chans"
-            + ("; strict: false loads only the matching keys" if fitting else ""),
+            + ("; strict: false loads only the matching keys" if fitting else "")
         )
+        if mismatched and not (missing or unexpected):
+            file_shapes = {k: tuple(v.shape) for k, v in state.items()}
+            raise ShapeMismatch(what, str(path), hint, file_shapes)
+        raise DistillError(what, str(path), hint)
     bad = first_nonfinite(fitting)
     if bad is not None:  # a model that outputs NaN teaches nothing and fails late, far away
         raise DistillError(
