@@ -412,3 +412,32 @@ def test_a_torchscript_file_is_named_as_such(tmp_path: Path) -> None:
     fresh = _model()
     load_weights(fresh, tmp_path / "weights.pt")
     assert _same_weights(model, fresh)
+
+
+def test_export_and_bench_latency_pick_a_foreign_checkpoints_ema_weights(tmp_path: Path) -> None:
+    """timm's train.py --model-ema file holds `state_dict` and `state_dict_ema`: export and
+    bench latency loaded the first with no way to pick the EMA. `--checkpoint-key` (the api's
+    `checkpoint_key`) picks it, the class count read from that entry's head; a key the file
+    lacks, or one without --checkpoint, is one line with exit code 2 before any work."""
+    from distill_cli.export.source import resolve_source
+    from tests.test_cli import distill
+
+    torch.manual_seed(4)
+    model, ema = (timm.create_model("test_resnet", num_classes=6) for _ in range(2))
+    path = tmp_path / "model_best.pth.tar"
+    torch.save({"state_dict": model.state_dict(), "state_dict_ema": ema.state_dict()}, path)
+    assert _same_weights(model, resolve_source("test_resnet", checkpoint=path).student.module)
+    source = resolve_source("test_resnet", checkpoint=path, checkpoint_key="state_dict_ema")
+    assert source.student.info.num_classes == 6 and _same_weights(ema, source.student.module)
+    for command in (["export"], ["bench", "latency"]):
+        result = distill(
+            *command, "test_resnet", "--checkpoint", str(path), "--checkpoint-key", "ema",
+            cwd=tmp_path,
+        )  # fmt: skip
+        lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert "Traceback" not in result.stderr and "no weights under 'ema'" in lines[0]
+        assert "state_dict_ema" in lines[0] and "--checkpoint-key" in lines[0]
+    result = distill("export", "test_resnet", "--checkpoint-key", "state_dict_ema", cwd=tmp_path)
+    assert result.returncode == 2 and "give --checkpoint FILE too" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # nothing written

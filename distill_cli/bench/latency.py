@@ -141,6 +141,7 @@ def bench_latency(
     plan: lat.TimingPlan,
     *,
     checkpoint: Path | None = None,
+    checkpoint_key: str | None = None,
     input_size: int | None = None,
     num_classes: int | None = None,
     exporter: Exporter = "dynamo",
@@ -175,7 +176,11 @@ def bench_latency(
         )
     else:
         src = resolve_source(
-            target, checkpoint=checkpoint, input_size=input_size, num_classes=num_classes
+            target,
+            checkpoint=checkpoint,
+            checkpoint_key=checkpoint_key,
+            input_size=input_size,
+            num_classes=num_classes,
         )
         net = src.student
         shape = (net.info.in_chans, *net.info.input_size)

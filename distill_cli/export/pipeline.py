@@ -107,6 +107,7 @@ def _run(
     src = resolve_source(
         opts.source,
         checkpoint=opts.checkpoint,
+        checkpoint_key=opts.checkpoint_key,
         recipe=opts.recipe,
         num_classes=opts.num_classes,
         input_size=opts.input_size,

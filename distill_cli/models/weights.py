@@ -123,7 +123,7 @@ def read_weights(path: Path, entry: str | None = None) -> WeightsFile:
             f"the checkpoint has no weights under {entry!r}"
             + (f"; it holds them under {nested}" if nested else "; it is a plain state dict"),
             f"checkpoint_key ({path})",
-            "set checkpoint_key to one of those, or drop it",
+            "set checkpoint_key (the commands' --checkpoint-key) to one of those, or drop it",
         )
     chosen = entry or next((k for k in _NESTED_UNDER if k in nested), None)
     if chosen is not None:
@@ -213,10 +213,11 @@ def _benign_globals() -> list[Any]:
     ]
 
 
-def head_rows(path: Path, heads: list[str]) -> int | None:
+def head_rows(path: Path, heads: list[str], entry: str | None = None) -> int | None:
     """The class count a checkpoint's classifier was trained for: the rows of the first of
-    `heads` (timm's `classifier` names: `fc`, `head.fc`, `classifier`) it holds, else None."""
-    state = read_state_dict(path)
+    `heads` (timm's `classifier` names: `fc`, `head.fc`, `classifier`) it holds, else None;
+    `entry` as for `read_weights`."""
+    state = read_weights(path, entry).state
     for head in heads:
         weight = state.get(f"{head}.weight")
         if weight is not None and weight.ndim >= 2:
