@@ -24,6 +24,7 @@ from torch import nn
 from distill_cli.errors import DistillError
 from distill_cli.models import hub
 from distill_cli.models.checkpoint import PRIVATE_PREFIX, first_nonfinite
+from distill_cli.models.torchvision_names import torchvision_note
 
 #: What DDP (`module.`), common wrappers (`model.`) and torch.compile (`_orig_mod.`) put in front
 #: of the plain keys of a foreign checkpoint.
@@ -323,6 +324,12 @@ def load_weights(
             file_shape, model_shape = ("x".join(map(str, t.shape)) for t in (state[key], own[key]))
             shapes = f"; {key} is {file_shape} in the file, {model_shape} in the model"
         sized = mismatched and not (missing or unexpected) and all(_sized(k) for k in mismatched)
+        built = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+        torchvision = torchvision_note(unexpected, missing, built)
+        if torchvision is not None:
+            raise DistillError(
+                "checkpoint does not fit the model: " + torchvision[0], str(path), torchvision[1]
+            )
         raise DistillError(
             "checkpoint does not fit the model: "
             + ", ".join(parts)
