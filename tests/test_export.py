@@ -637,3 +637,38 @@ def test_speedups_sum_an_ensembles_teachers() -> None:
         "student_onnx_fp32_vs_teacher_pytorch": 20.0,
         "student_int8_vs_teacher_pytorch": 40.0,
     }
+
+
+def test_export_of_a_run_still_training_says_so(student_run: Path, tmp_path: Path) -> None:
+    """`distill export` of a run whose training still holds its lock exported the best
+    checkpoint so far as if it were the run's result; it now says so in a note (pid, epoch),
+    and a run with no checkpoint yet is refused saying it is training, not "finish the run"."""
+    import shutil
+    import sys
+
+    run = tmp_path / "run"
+    shutil.copytree(student_run, run, ignore=shutil.ignore_patterns("export"))
+    holder = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.ftruncate(fd, 0); os.pwrite(fd, b'4242', 0)\n"
+        "print('held', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder, str(run / ".distill-lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        report = api.export(run, latency=False, teacher=False, images=16, out=tmp_path / "out")
+        (note,) = [n for n in report.notes if "still training" in n]
+        assert "pid 4242" in note and "(epoch 1)" in note and "export again" in note
+        (run / "checkpoints" / "best.safetensors").unlink()
+        with pytest.raises(DistillError, match=r"no best checkpoint yet; it is training \(pid"):
+            api.export(run, latency=False, teacher=False, out=tmp_path / "out2")
+    finally:
+        proc.kill()
+        proc.wait()
+    with pytest.raises(DistillError, match=r"no best checkpoint yet \(.*finish \(or --resume\)"):
+        api.export(run, latency=False, teacher=False, out=tmp_path / "out3")

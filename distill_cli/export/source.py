@@ -207,11 +207,21 @@ def _from_run(
         raise DistillError(
             "not a run directory (no recipe.yaml)", str(run), "pass runs/<name> from `distill run`"
         )
+    pid = RunDir(run).training()
     if not best.is_file():
         raise DistillError(
-            "the run has no best checkpoint yet", str(best), "finish (or --resume) the run first"
+            "the run has no best checkpoint yet" + (f"; it is training (pid {pid})" if pid else ""),
+            str(best),
+            "export it once its first epoch ends" if pid else "finish (or --resume) the run first",
         )
     src = _from_checkpoint(best, recipe_path, None, run=run, key=key)
+    if pid:  # exported silently, as if it were the finished run's
+        epoch = read_sidecar(best).get("epoch")
+        src.notes.append(
+            f"the run is still training (pid {pid}): this is its best checkpoint so far"
+            + (f" (epoch {epoch})" if epoch is not None else "")
+            + "; export again when it ends"
+        )
     src.kind, src.path = "run", str(run)
     return src
 
