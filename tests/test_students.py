@@ -239,6 +239,8 @@ def test_bad_inputs_are_one_line_usage_errors(
         (["--max-latency-ms", "3", "--batch", "0"], "batch"),
         (["--max-latency-ms", "3", "--write-recipe", "x.yaml"], "--data"),
         (["--max-latency-ms", "3", "--candidates", "resnet5O"], "resnet50"),
+        # a pattern was "unknown timm model", suggesting unrelated names
+        (["--max-latency-ms", "3", "--candidates", "test_res*"], "--pattern 'test_res*'"),
     ]
     for args, needle in cases:
         with pytest.raises(SystemExit) as info:

@@ -98,6 +98,12 @@ def _size_up(q: StudentQuery, progress: Progress | None) -> Pool:
     teacher = size_models([q.teacher])[q.teacher]
     if q.candidates:
         for name in q.candidates:
+            if any(c in name for c in "*?["):  # was "unknown model", suggesting unrelated names
+                raise DistillError(
+                    f"--candidates takes exact timm names; {name!r} is a pattern",
+                    "--candidates",
+                    f"pass it as --pattern '{name}', or list the names (distill models '{name}')",
+                )
             if not timm.is_model(name):
                 hint = did_you_mean(name, timm.list_models()) or "see `distill models`"
                 raise DistillError(f"unknown timm model {name!r}", "--candidates", hint)
