@@ -672,3 +672,25 @@ def test_export_of_a_run_still_training_says_so(student_run: Path, tmp_path: Pat
         proc.wait()
     with pytest.raises(DistillError, match=r"no best checkpoint yet \(.*finish \(or --resume\)"):
         api.export(run, latency=False, teacher=False, out=tmp_path / "out3")
+
+
+def test_bench_latency_refuses_an_input_size_a_fixed_size_onnx_file_cannot_take(
+    tmp_path: Path,
+) -> None:
+    """`distill bench latency model.onnx --input-size 40` on a file made for 24x24, or any file
+    with a fixed batch, printed an empty table and exit code 0 (ONNX Runtime refused every call,
+    unsaid). A size the file cannot take is one usage error; a fixed batch of 1 is timed at
+    batch 1; another fixed batch is refused."""
+    path = tmp_path / "fixed.onnx"
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1))
+    torch.onnx.export(net, (torch.zeros(1, 3, 24, 24),), str(path), dynamo=False)
+    with pytest.raises(DistillError, match=r"takes 24x24 inputs only; --input-size 40") as info:
+        api.bench_latency(path, input_size=40, **FAST_API)
+    assert info.value.code == 2
+    # its batch is fixed at 1 too: timed at batch 1 throughout (the plan's 4 could not run)
+    result = api.bench_latency(path, input_size=24, **FAST_API)
+    assert result.latency_of("onnxruntime").p50_ms > 0
+    assert result.to_dict()["latency"]["protocol"]["batch"] == 1
+    torch.onnx.export(net, (torch.zeros(2, 3, 24, 24),), str(path), dynamo=False)
+    with pytest.raises(DistillError, match=r"takes a fixed batch of 2"):
+        api.bench_latency(path, **FAST_API)

@@ -90,6 +90,13 @@ def _onnx_shape(path: Path, input_size: int | None) -> tuple[tuple[int, int, int
         raise DistillError(f"expected an NCHW image input, got {len(dims)} dimensions", str(path))
     chans = dims[1] or int(meta.get("distill.in_chans", 3))
     if input_size is not None:
+        if dims[2] and dims[3] and (dims[2], dims[3]) != (input_size, input_size):
+            raise DistillError(  # ONNX Runtime refuses every call: an empty table, exit 0
+                f"the ONNX file takes {dims[2]}x{dims[3]} inputs only; --input-size "
+                f"{input_size} cannot run it",
+                str(path),
+                "drop --input-size, or export with --dynamic-size to time other sizes",
+            )
         return (chans, input_size, input_size), meta
     if "distill.input_size" in meta:
         h, w = json.loads(meta["distill.input_size"])
@@ -97,6 +104,24 @@ def _onnx_shape(path: Path, input_size: int | None) -> tuple[tuple[int, int, int
     if dims[2] and dims[3]:
         return (chans, dims[2], dims[3]), meta
     raise DistillError("the model's input size is dynamic", str(path), "pass --input-size")
+
+
+def _file_batch(path: Path, plan: lat.TimingPlan) -> lat.TimingPlan:
+    """The plan for a file whose batch is fixed (exported without a dynamic batch): one that
+    takes a single image is timed at batch 1 throughout; another fixed batch is refused."""
+    from dataclasses import replace
+
+    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape
+    batch = dim.dim[0].dim_value if dim.dim else 0
+    if not batch or batch == plan.batch:
+        return plan
+    if batch == 1:
+        return replace(plan, batch=1)
+    raise DistillError(
+        f"the ONNX file takes a fixed batch of {batch}; latency is timed at batch 1",
+        str(path),
+        "export it with a dynamic batch (distill export does)",
+    )
 
 
 def _onnx_params(path: Path) -> int:
@@ -164,6 +189,7 @@ def bench_latency(
             raise DistillError("ONNX file not found", target)
         check_onnx(path)
         shape, meta = _onnx_shape(path, input_size)
+        plan = _file_batch(path, plan)
         entries = lat.sweep(None, {"fp32": path}, shape, plan)
         arch = _arch_figures(meta, shape)
         model = BenchModel.build(
