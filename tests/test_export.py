@@ -694,3 +694,22 @@ def test_bench_latency_refuses_an_input_size_a_fixed_size_onnx_file_cannot_take(
     torch.onnx.export(net, (torch.zeros(2, 3, 24, 24),), str(path), dynamo=False)
     with pytest.raises(DistillError, match=r"takes a fixed batch of 2"):
         api.bench_latency(path, **FAST_API)
+
+
+def test_bench_latency_counts_an_onnx_files_external_data_in_its_size(tmp_path: Path) -> None:
+    """A model saved with its weights in an external data file was reported as the few-kB
+    graph alone ("file 18.2 kB" for a 0.41 MB model): the size counts the data file too."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3), torch.nn.AdaptiveAvgPool2d(1))
+    inline = tmp_path / "inline.onnx"
+    torch.onnx.export(
+        net, (torch.zeros(1, 3, 24, 24),), str(inline), dynamo=False,
+        dynamic_axes={"input": {0: "batch"}}, input_names=["input"],
+    )  # fmt: skip
+    path = tmp_path / "ext" / "model.onnx"
+    path.parent.mkdir()
+    onnx.save_model(onnx.load(str(inline)), str(path), save_as_external_data=True, location="w.bin")
+    data = path.parent / "w.bin"
+    assert data.stat().st_size > 6000 > path.stat().st_size  # the weights are outside
+    result = api.bench_latency(path, **FAST_API)
+    assert result.model.bytes == path.stat().st_size + data.stat().st_size
+    assert result.latency_of("onnxruntime").p50_ms > 0

@@ -124,6 +124,18 @@ def _file_batch(path: Path, plan: lat.TimingPlan) -> lat.TimingPlan:
     )
 
 
+def _file_bytes(path: Path) -> int:
+    """The model's size on disk: the .onnx file and the external data files it names (a model
+    saved with `save_as_external_data` was reported as its few-kB graph alone)."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    names = {ExternalDataInfo(t).location for t in graph.initializer if uses_external_data(t)}
+    return path.stat().st_size + sum(
+        (path.parent / n).stat().st_size for n in names if (path.parent / n).is_file()
+    )
+
+
 def _onnx_params(path: Path) -> int:
     model = onnx.load(str(path))
     total = 0
@@ -197,7 +209,7 @@ def bench_latency(
             list(shape[1:]),
             arch[0] if arch else None,
             arch[1] if arch else None,
-            path.stat().st_size,
+            _file_bytes(path),
             onnx_initializer_values=_onnx_params(path),
         )
     else:
