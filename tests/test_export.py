@@ -713,3 +713,21 @@ def test_bench_latency_counts_an_onnx_files_external_data_in_its_size(tmp_path: 
     result = api.bench_latency(path, **FAST_API)
     assert result.model.bytes == path.stat().st_size + data.stat().st_size
     assert result.latency_of("onnxruntime").p50_ms > 0
+
+
+def test_export_into_the_run_folder_itself_is_refused_even_with_force(
+    student_run: Path, tmp_path: Path
+) -> None:
+    """`--out runs/x` (or its checkpoints/) was refused as "holds files distill did not write"
+    (they are distill's) and `--force` then wrote model.onnx among the run's files; it is
+    refused naming the run's export folder, and nothing is written."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(student_run, run, ignore=shutil.ignore_patterns("export"))
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    for out in (run, run / "checkpoints"):
+        with pytest.raises(DistillError, match="is a run folder or one of its own") as info:
+            api.export(run, out=out, force=True, latency=False, teacher=False, images=16)
+        assert info.value.code == 2 and str(run / "export") in str(info.value)
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
