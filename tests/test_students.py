@@ -248,6 +248,12 @@ def test_bad_inputs_are_one_line_usage_errors(
         assert info.value.code == 2, args
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    # a pretrained tag timm does not have was taken (timm.is_model ignores tags) and written
+    # into the recipe as pretrained weights to fetch
+    with pytest.raises(SystemExit) as info:
+        entry(["students", "resnet18.nosuchtag", "--max-latency-ms", "3"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert info.value.code == 2 and len(err) == 1 and "a1_in1k" in err[0], err
     assert fake.calls == []  # nothing was timed for a bad invocation
 
 
