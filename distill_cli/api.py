@@ -198,7 +198,8 @@ def export(
 
     `source` is an `ExportOptions` (what `distill export` builds from its flags), or a run,
     checkpoint or timm name with the flags as keywords (`out`, `exporter`, `opset`, `precision`,
-    `quantize`, `calib_images`, `images`, `atol`, `rtol`, `reparam`, `dynamic_size`, `threads`,
+    `quantize`, `checkpoint`, `checkpoint_key`, `calib_images`, `images`, `atol`, `rtol`,
+    `reparam`, `dynamic_size`, `threads`,
     `runs`, `min_time_s`, `latency`, `min_top1`, `max_top1_drop`, `min_variant_agreement`,
     `max_latency_ms`, ...; see `ExportOptions.from_flat`). Values are checked as the CLI checks
     its flags (a `DistillError` names the flag). With `check` (the default) a missed gate raises
@@ -233,6 +234,7 @@ def bench_latency(
     timing: TimingPlan | None = None,
     *,
     checkpoint: str | Path | None = None,
+    checkpoint_key: str | None = None,
     input_size: int | None = None,
     num_classes: int | None = None,
     exporter: Exporter = "dynamo",
@@ -244,7 +246,8 @@ def bench_latency(
     `.latency_of(name)`, `.to_dict()` what `--json` prints).
 
     The protocol is `timing`, or its fields as keywords (`threads`, `warmup`, `runs`,
-    `min_time_s`, `max_time_s`, `batch`, `device`); `checkpoint`, `input_size`, `num_classes`,
+    `min_time_s`, `max_time_s`, `batch`, `device`); `checkpoint` (`checkpoint_key`: the entry of a
+    checkpoint dict to load, e.g. `state_dict_ema`), `input_size`, `num_classes`,
     `exporter` and `opset` (None: the exporter's default, 18) say how to build and export a
     model that is not an ONNX file; they are checked as the CLI checks its flags.
     """
@@ -261,6 +264,7 @@ def bench_latency(
         _source(target),
         plan,
         checkpoint=None if checkpoint is None else Path(checkpoint),
+        checkpoint_key=checkpoint_key,
         input_size=input_size,
         num_classes=num_classes,
         exporter=exporter,

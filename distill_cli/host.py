@@ -366,6 +366,25 @@ def lock_exclusive(
     return fd
 
 
+def lock_held(path: Path) -> str | None:
+    """Whether a live process holds `lock_exclusive` on `path`: what it wrote into the file (its
+    pid), else None. Probed with a shared lock taken and dropped at once, never waiting, so a
+    reader (`distill export` of a run still training) can say what it is reading."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None  # no lock file: no run ever held it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # closing drops the probe's own lock
+    return None
+
+
 @contextlib.contextmanager
 def hold_folder(marker: Path, what: str) -> Iterator[None]:
     """Hold a folder distill writes into (its `marker` file, see `claim_folder`) for a block.

@@ -637,3 +637,97 @@ def test_speedups_sum_an_ensembles_teachers() -> None:
         "student_onnx_fp32_vs_teacher_pytorch": 20.0,
         "student_int8_vs_teacher_pytorch": 40.0,
     }
+
+
+def test_export_of_a_run_still_training_says_so(student_run: Path, tmp_path: Path) -> None:
+    """`distill export` of a run whose training still holds its lock exported the best
+    checkpoint so far as if it were the run's result; it now says so in a note (pid, epoch),
+    and a run with no checkpoint yet is refused saying it is training, not "finish the run"."""
+    import shutil
+    import sys
+
+    run = tmp_path / "run"
+    shutil.copytree(student_run, run, ignore=shutil.ignore_patterns("export"))
+    holder = (
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.ftruncate(fd, 0); os.pwrite(fd, b'4242', 0)\n"
+        "print('held', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", holder, str(run / ".distill-lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+        report = api.export(run, latency=False, teacher=False, images=16, out=tmp_path / "out")
+        (note,) = [n for n in report.notes if "still training" in n]
+        assert "pid 4242" in note and "(epoch 1)" in note and "export again" in note
+        (run / "checkpoints" / "best.safetensors").unlink()
+        with pytest.raises(DistillError, match=r"no best checkpoint yet; it is training \(pid"):
+            api.export(run, latency=False, teacher=False, out=tmp_path / "out2")
+    finally:
+        proc.kill()
+        proc.wait()
+    with pytest.raises(DistillError, match=r"no best checkpoint yet \(.*finish \(or --resume\)"):
+        api.export(run, latency=False, teacher=False, out=tmp_path / "out3")
+
+
+def test_bench_latency_refuses_an_input_size_a_fixed_size_onnx_file_cannot_take(
+    tmp_path: Path,
+) -> None:
+    """`distill bench latency model.onnx --input-size 40` on a file made for 24x24, or any file
+    with a fixed batch, printed an empty table and exit code 0 (ONNX Runtime refused every call,
+    unsaid). A size the file cannot take is one usage error; a fixed batch of 1 is timed at
+    batch 1; another fixed batch is refused."""
+    path = tmp_path / "fixed.onnx"
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1))
+    torch.onnx.export(net, (torch.zeros(1, 3, 24, 24),), str(path), dynamo=False)
+    with pytest.raises(DistillError, match=r"takes 24x24 inputs only; --input-size 40") as info:
+        api.bench_latency(path, input_size=40, **FAST_API)
+    assert info.value.code == 2
+    # its batch is fixed at 1 too: timed at batch 1 throughout (the plan's 4 could not run)
+    result = api.bench_latency(path, input_size=24, **FAST_API)
+    assert result.latency_of("onnxruntime").p50_ms > 0
+    assert result.to_dict()["latency"]["protocol"]["batch"] == 1
+    torch.onnx.export(net, (torch.zeros(2, 3, 24, 24),), str(path), dynamo=False)
+    with pytest.raises(DistillError, match=r"takes a fixed batch of 2"):
+        api.bench_latency(path, **FAST_API)
+
+
+def test_bench_latency_counts_an_onnx_files_external_data_in_its_size(tmp_path: Path) -> None:
+    """A model saved with its weights in an external data file was reported as the few-kB
+    graph alone ("file 18.2 kB" for a 0.41 MB model): the size counts the data file too."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 64, 3), torch.nn.AdaptiveAvgPool2d(1))
+    inline = tmp_path / "inline.onnx"
+    torch.onnx.export(
+        net, (torch.zeros(1, 3, 24, 24),), str(inline), dynamo=False,
+        dynamic_axes={"input": {0: "batch"}}, input_names=["input"],
+    )  # fmt: skip
+    path = tmp_path / "ext" / "model.onnx"
+    path.parent.mkdir()
+    onnx.save_model(onnx.load(str(inline)), str(path), save_as_external_data=True, location="w.bin")
+    data = path.parent / "w.bin"
+    assert data.stat().st_size > 6000 > path.stat().st_size  # the weights are outside
+    result = api.bench_latency(path, **FAST_API)
+    assert result.model.bytes == path.stat().st_size + data.stat().st_size
+    assert result.latency_of("onnxruntime").p50_ms > 0
+
+
+def test_export_into_the_run_folder_itself_is_refused_even_with_force(
+    student_run: Path, tmp_path: Path
+) -> None:
+    """`--out runs/x` (or its checkpoints/) was refused as "holds files distill did not write"
+    (they are distill's) and `--force` then wrote model.onnx among the run's files; it is
+    refused naming the run's export folder, and nothing is written."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(student_run, run, ignore=shutil.ignore_patterns("export"))
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    for out in (run, run / "checkpoints"):
+        with pytest.raises(DistillError, match="is a run folder or one of its own") as info:
+            api.export(run, out=out, force=True, latency=False, teacher=False, images=16)
+        assert info.value.code == 2 and str(run / "export") in str(info.value)
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before

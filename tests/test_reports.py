@@ -197,6 +197,16 @@ def test_differing_keys_count_a_missing_key_as_a_difference() -> None:
 def test_compare_needs_two_runs(two_runs: tuple[RunSummary, RunSummary]) -> None:
     with pytest.raises(DistillError, match="at least two runs"):
         compare_runs([two_runs[0].run_dir])
+    # the same run twice (here once through a trailing slash) printed two identical rows
+    run = two_runs[0].run_dir
+    with pytest.raises(DistillError, match="the same run is given twice") as info:
+        compare_runs([run, two_runs[1].run_dir, f"{run}/"])
+    assert info.value.code == 2
+    # a file of the run (its checkpoint) was "no such run folder": it names the run to pass
+    best = Path(run) / "checkpoints" / "best.safetensors"
+    with pytest.raises(DistillError, match=r"a file, not a run folder .* pass .*") as info:
+        compare_runs([best, two_runs[1].run_dir])
+    assert str(info.value).endswith(f"pass {run}")
 
 
 def test_phase_lines_mark_changes_only_and_broken_numbers_do_not_crash(tmp_path: Path) -> None:

@@ -239,6 +239,8 @@ def test_bad_inputs_are_one_line_usage_errors(
         (["--max-latency-ms", "3", "--batch", "0"], "batch"),
         (["--max-latency-ms", "3", "--write-recipe", "x.yaml"], "--data"),
         (["--max-latency-ms", "3", "--candidates", "resnet5O"], "resnet50"),
+        # a pattern was "unknown timm model", suggesting unrelated names
+        (["--max-latency-ms", "3", "--candidates", "test_res*"], "--pattern 'test_res*'"),
     ]
     for args, needle in cases:
         with pytest.raises(SystemExit) as info:
@@ -246,6 +248,12 @@ def test_bad_inputs_are_one_line_usage_errors(
         assert info.value.code == 2, args
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], err
+    # a pretrained tag timm does not have was taken (timm.is_model ignores tags) and written
+    # into the recipe as pretrained weights to fetch
+    with pytest.raises(SystemExit) as info:
+        entry(["students", "resnet18.nosuchtag", "--max-latency-ms", "3"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert info.value.code == 2 and len(err) == 1 and "a1_in1k" in err[0], err
     assert fake.calls == []  # nothing was timed for a bad invocation
 
 

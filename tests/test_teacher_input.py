@@ -18,9 +18,11 @@ import pytest
 import timm
 import torch
 from PIL import Image
+from rich.console import Console
 from safetensors.torch import save_file
 
 from distill_cli import api
+from distill_cli.cli.console import summary_table
 from distill_cli.errors import DistillError
 from distill_cli.models.create import create_net
 from distill_cli.models.weights import load_weights
@@ -153,6 +155,12 @@ def test_a_teacher_near_chance_stops_the_run_before_training(
     right = [f"class_{i}" for i in range(4)]
     ok = api.run(_teacher_recipe(tmp_path, trained_teacher, "right", class_names=right))
     assert ok.teacher is not None and ok.teacher.top1 is not None and ok.teacher.top1 > 37.5
+    # a plain state dict names no entry: nothing more in the summary or its table
+    assert ok.teacher.weights is None
+    assert "weights" not in json.loads((ok.run_dir / "summary.json").read_text())["teacher"]
+    with Console(width=200, record=True) as console:
+        console.print(summary_table(ok))
+    assert "teacher weights" not in console.export_text()
 
 
 def test_a_near_chance_teacher_says_which_weights_of_its_checkpoint_were_loaded(
@@ -174,6 +182,15 @@ def test_a_near_chance_teacher_says_which_weights_of_its_checkpoint_were_loaded(
     assert "teacher.checkpoint_key picks the other weights" in str(info.value)
     result = api.run(recipe, teacher__checkpoint_key="state_dict_ema")
     assert result.teacher is not None and (result.teacher.top1 or 0) > 37.5
+    # a normal run says which weights taught: in its summary, summary.json and printed table
+    assert result.teacher.weights == "state_dict_ema (also state_dict)"
+    saved = json.loads((result.run_dir / "summary.json").read_text())
+    assert saved["teacher"]["weights"] == "state_dict_ema (also state_dict)"
+    assert api.RunSummary.load(result.run_dir).teacher == result.teacher
+    with Console(width=200, record=True) as console:
+        console.print(summary_table(result))
+    shown = " ".join(console.export_text().split())  # the caption wraps to the table
+    assert "teacher weights: state_dict_ema (also state_dict) of its checkpoint" in shown
 
 
 def _photos(root: Path, per_class: dict[str, int], seed: int) -> None:

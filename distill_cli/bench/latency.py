@@ -90,6 +90,13 @@ def _onnx_shape(path: Path, input_size: int | None) -> tuple[tuple[int, int, int
         raise DistillError(f"expected an NCHW image input, got {len(dims)} dimensions", str(path))
     chans = dims[1] or int(meta.get("distill.in_chans", 3))
     if input_size is not None:
+        if dims[2] and dims[3] and (dims[2], dims[3]) != (input_size, input_size):
+            raise DistillError(  # ONNX Runtime refuses every call: an empty table, exit 0
+                f"the ONNX file takes {dims[2]}x{dims[3]} inputs only; --input-size "
+                f"{input_size} cannot run it",
+                str(path),
+                "drop --input-size, or export with --dynamic-size to time other sizes",
+            )
         return (chans, input_size, input_size), meta
     if "distill.input_size" in meta:
         h, w = json.loads(meta["distill.input_size"])
@@ -97,6 +104,36 @@ def _onnx_shape(path: Path, input_size: int | None) -> tuple[tuple[int, int, int
     if dims[2] and dims[3]:
         return (chans, dims[2], dims[3]), meta
     raise DistillError("the model's input size is dynamic", str(path), "pass --input-size")
+
+
+def _file_batch(path: Path, plan: lat.TimingPlan) -> lat.TimingPlan:
+    """The plan for a file whose batch is fixed (exported without a dynamic batch): one that
+    takes a single image is timed at batch 1 throughout; another fixed batch is refused."""
+    from dataclasses import replace
+
+    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape
+    batch = dim.dim[0].dim_value if dim.dim else 0
+    if not batch or batch == plan.batch:
+        return plan
+    if batch == 1:
+        return replace(plan, batch=1)
+    raise DistillError(
+        f"the ONNX file takes a fixed batch of {batch}; latency is timed at batch 1",
+        str(path),
+        "export it with a dynamic batch (distill export does)",
+    )
+
+
+def _file_bytes(path: Path) -> int:
+    """The model's size on disk: the .onnx file and the external data files it names (a model
+    saved with `save_as_external_data` was reported as its few-kB graph alone)."""
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    names = {ExternalDataInfo(t).location for t in graph.initializer if uses_external_data(t)}
+    return path.stat().st_size + sum(
+        (path.parent / n).stat().st_size for n in names if (path.parent / n).is_file()
+    )
 
 
 def _onnx_params(path: Path) -> int:
@@ -141,6 +178,7 @@ def bench_latency(
     plan: lat.TimingPlan,
     *,
     checkpoint: Path | None = None,
+    checkpoint_key: str | None = None,
     input_size: int | None = None,
     num_classes: int | None = None,
     exporter: Exporter = "dynamo",
@@ -163,6 +201,7 @@ def bench_latency(
             raise DistillError("ONNX file not found", target)
         check_onnx(path)
         shape, meta = _onnx_shape(path, input_size)
+        plan = _file_batch(path, plan)
         entries = lat.sweep(None, {"fp32": path}, shape, plan)
         arch = _arch_figures(meta, shape)
         model = BenchModel.build(
@@ -170,12 +209,16 @@ def bench_latency(
             list(shape[1:]),
             arch[0] if arch else None,
             arch[1] if arch else None,
-            path.stat().st_size,
+            _file_bytes(path),
             onnx_initializer_values=_onnx_params(path),
         )
     else:
         src = resolve_source(
-            target, checkpoint=checkpoint, input_size=input_size, num_classes=num_classes
+            target,
+            checkpoint=checkpoint,
+            checkpoint_key=checkpoint_key,
+            input_size=input_size,
+            num_classes=num_classes,
         )
         net = src.student
         shape = (net.info.in_chans, *net.info.input_size)

@@ -211,6 +211,8 @@ def summary_table(summary: RunSummary) -> Table:
         f"{summary.steps} steps in {summary.wall_time_s:.0f}s, "
         f"{_fmt(ips and round(ips))} img/s on {summary.device} | {summary.run_dir}"
     )
+    if teacher and teacher.weights:  # a checkpoint dict: which of its weights taught
+        table.caption += f"\nteacher weights: {teacher.weights} of its checkpoint"
     bad = _bad_images(summary)
     if bad:  # data.on_bad_image=skip: say so where the result is read
         table.caption += f"\n{bad}"

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from distill_cli.cli.options import (
+    CheckpointKeyOpt,
     DeviceOpt,
     ExporterOpt,
     InputSizeOpt,
@@ -69,6 +70,7 @@ def export_cmd(
         typer.Option("--force", help="write into an --out folder that holds files of your own"),
     ] = False,
     checkpoint: CheckpointOpt = None,
+    checkpoint_key: CheckpointKeyOpt = None,
     recipe: Annotated[
         Path | None,
         typer.Option("--recipe", help="take parity and calibration images from this recipe"),
@@ -217,6 +219,7 @@ def export_cmd(
         out=out,
         force=force,
         checkpoint=checkpoint,
+        checkpoint_key=checkpoint_key,
         recipe=recipe,
         num_classes=num_classes,
         input_size=input_size,
@@ -283,6 +286,7 @@ def bench_latency_cmd(
         ),
     ],
     checkpoint: CheckpointOpt = None,
+    checkpoint_key: CheckpointKeyOpt = None,
     input_size: InputSizeOpt = None,
     num_classes: NumClassesOpt = None,
     exporter: ExporterOpt = "dynamo",
@@ -305,6 +309,7 @@ def bench_latency_cmd(
         target,
         timing_plan(threads, warmup, runs, min_time, max_time, batch, device),
         checkpoint=checkpoint,
+        checkpoint_key=checkpoint_key,
         input_size=input_size,
         num_classes=num_classes,
         exporter=exporter,  # type: ignore[arg-type]  # checked by bench_latency

@@ -4,8 +4,8 @@ The timing flags (`--threads`, `--warmup`, `--runs`, `--min-time`, `--max-time`)
 in `distill export`, `distill bench latency` and `distill students`, with the same bounds, and
 become one `TimingPlan` through `timing_plan`; the latency budget flags (`--max-latency-ms`,
 `--latency-stat`), the model flags (`--input-size`, `--num-classes`, `--exporter`,
-`--opset`) and `--max-ratio` (`distill models` and `distill students`) are declared here once
-too. A decimal flag is a `number_option`: bounded, and never NaN or infinity.
+`--opset`, `--checkpoint-key`) and `--max-ratio` (`distill models` and `distill students`)
+are declared here once too. A decimal flag is a `number_option`: bounded, and never NaN or infinity.
 """
 
 from __future__ import annotations
@@ -31,6 +31,13 @@ def number_option(flag: str, help: str, *, low: float = 0.0, high: float | None 
     return typer.Option(flag, min=low, max=high, callback=finite, help=help)
 
 
+CheckpointKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--checkpoint-key",
+        help="the entry of a checkpoint dict to load (state_dict_ema: timm's EMA weights)",
+    ),
+]
 RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML file", show_default=False)]
 SetOpt = Annotated[
     list[str] | None,

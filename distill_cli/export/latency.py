@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from distill_cli.errors import DistillError
+from distill_cli.errors import DistillError, RunFailed
 from distill_cli.export.protocol import (
     CONTENTION_SLACK,
     MAX_SPREAD,
@@ -333,7 +333,14 @@ def sweep(
             except Exception as exc:  # TensorRT listed but its libraries absent, say: no
                 if provider == "CUDAExecutionProvider":  # entry (the parity block says why)
                     raise
-                log(f"{provider} not available: {str(exc).splitlines()[0][:300]}")
+                first = str(exc).splitlines()[0][:300]
+                if provider == "CPUExecutionProvider":  # an empty table, exit 0, said nothing
+                    raise RunFailed(
+                        f"ONNX Runtime cannot run the file: {first}",
+                        str(path),
+                        "check its input shape (a fixed batch or size) against the timing plan",
+                    ) from exc
+                log(f"{provider} not available: {first}")
                 continue
             entries.append(tagged(variant, entry))
     return entries

@@ -49,6 +49,9 @@ class ExportOptions:
     source: str
     out: Path | None = None
     checkpoint: Path | None = None
+    #: the entry of a checkpoint dict whose weights to load (`state_dict_ema`); None: the first
+    #: of the usual ones (`models.weights`)
+    checkpoint_key: str | None = None
     recipe: Path | None = None
     num_classes: int | None = None
     input_size: int | None = None

@@ -107,6 +107,7 @@ def _run(
     src = resolve_source(
         opts.source,
         checkpoint=opts.checkpoint,
+        checkpoint_key=opts.checkpoint_key,
         recipe=opts.recipe,
         num_classes=opts.num_classes,
         input_size=opts.input_size,
@@ -117,6 +118,14 @@ def _run(
     # the run's own export/ folder (from before the marker) is distill's; any other folder
     # with content must carry the marker, or --force
     legacy = out == src.default_out and out.name == "export" and RunDir(out.parent).is_run
+    run = next((RunDir(f) for f in (out, out.parent) if RunDir(f).is_run), None)
+    if run is not None and out in (run.path, run.checkpoints, run.tensorboard):
+        raise DistillError(  # was "holds files distill did not write", --force writing into it
+            "the output folder is a run folder or one of its own folders; the export's files "
+            "would mix with the run's",
+            str(out),
+            f"leave --out out (the run's {run.export}), or pick another folder",
+        )
     claim_folder(out, EXPORT_MARKER, force=opts.force or legacy, override="--force")
     held.enter_context(hold_folder(out / EXPORT_MARKER, "export"))
     variants = [variant_path(out, v).name for v in (*PRECISIONS, *QUANTIZATIONS)]

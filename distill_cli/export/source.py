@@ -106,12 +106,13 @@ def sha256_file(path: Path) -> str:
 
 
 def _spec_from_sidecar(
-    checkpoint: Path, meta: dict[str, Any], kwargs: dict[str, Any] | None
+    checkpoint: Path, meta: dict[str, Any], kwargs: dict[str, Any] | None, key: str | None = None
 ) -> ModelSpec:
     """The student's ModelSpec as it was trained: the sidecar holds the resolved input config."""
     fields = {
         "model": meta["model"],
         "checkpoint": checkpoint,
+        "checkpoint_key": key,
         "num_classes": meta.get("num_classes"),
         "in_chans": meta.get("in_chans", 3),
         "input_size": meta.get("input_size"),
@@ -146,6 +147,7 @@ def resolve_source(
     source: str,
     *,
     checkpoint: Path | None = None,
+    checkpoint_key: str | None = None,
     recipe: Path | None = None,
     num_classes: int | None = None,
     input_size: int | None = None,
@@ -157,6 +159,8 @@ def resolve_source(
     `recipe` (any source) names the recipe whose data is used for parity and calibration;
     `num_classes`, `input_size` and `model_kwargs` apply to a timm name (checkpoints carry them);
     `seed` seeds a timm name's random weights (without --checkpoint), so verdicts repeat.
+    `checkpoint_key` names the entry of a foreign checkpoint dict to load (`state_dict_ema`);
+    a run's checkpoints are plain state dicts (`models.weights` refuses a key for them).
     """
     path = Path(source)
     if path.suffix == ".onnx":
@@ -175,17 +179,27 @@ def resolve_source(
                 f"drop it, or pass the timm name with --checkpoint FILE and {given[0]} N",
             )
     if path.is_dir():
-        return _from_run(path, checkpoint, recipe)
+        return _from_run(path, checkpoint, recipe, checkpoint_key)
     if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
         if checkpoint is not None:
             raise DistillError("--checkpoint goes with a timm model name", "--checkpoint")
-        return _from_checkpoint(path, recipe, model_kwargs)
+        return _from_checkpoint(path, recipe, model_kwargs, key=checkpoint_key)
     if "/" in source or "\\" in source:
         raise DistillError("SOURCE not found", source, "a run directory, checkpoint or timm name")
-    return _from_timm(source, checkpoint, recipe, num_classes, input_size, model_kwargs, seed)
+    if checkpoint_key is not None and checkpoint is None:
+        raise DistillError(
+            "--checkpoint-key names an entry of the --checkpoint file",
+            "--checkpoint-key",
+            "give --checkpoint FILE too, or drop it",
+        )
+    return _from_timm(
+        source, checkpoint, recipe, num_classes, input_size, model_kwargs, seed, checkpoint_key
+    )
 
 
-def _from_run(run: Path, checkpoint: Path | None, recipe_path: Path | None) -> Source:
+def _from_run(
+    run: Path, checkpoint: Path | None, recipe_path: Path | None, key: str | None = None
+) -> Source:
     if checkpoint is not None:
         raise DistillError("--checkpoint goes with a timm model name", "--checkpoint")
     rec_file, best = RunDir(run).recipe, RunDir(run).best
@@ -193,11 +207,21 @@ def _from_run(run: Path, checkpoint: Path | None, recipe_path: Path | None) -> S
         raise DistillError(
             "not a run directory (no recipe.yaml)", str(run), "pass runs/<name> from `distill run`"
         )
+    pid = RunDir(run).training()
     if not best.is_file():
         raise DistillError(
-            "the run has no best checkpoint yet", str(best), "finish (or --resume) the run first"
+            "the run has no best checkpoint yet" + (f"; it is training (pid {pid})" if pid else ""),
+            str(best),
+            "export it once its first epoch ends" if pid else "finish (or --resume) the run first",
         )
-    src = _from_checkpoint(best, recipe_path, None, run=run)
+    src = _from_checkpoint(best, recipe_path, None, run=run, key=key)
+    if pid:  # exported silently, as if it were the finished run's
+        epoch = read_sidecar(best).get("epoch")
+        src.notes.append(
+            f"the run is still training (pid {pid}): this is its best checkpoint so far"
+            + (f" (epoch {epoch})" if epoch is not None else "")
+            + "; export again when it ends"
+        )
     src.kind, src.path = "run", str(run)
     return src
 
@@ -207,6 +231,7 @@ def _from_checkpoint(
     recipe_path: Path | None,
     model_kwargs: dict[str, Any] | None,
     run: Path | None = None,
+    key: str | None = None,
 ) -> Source:
     if not ckpt.is_file():
         raise DistillError("checkpoint file not found", str(ckpt), "check the path")
@@ -214,13 +239,14 @@ def _from_checkpoint(
     if "model" not in meta:
         from distill_cli.models.weights import read_weights
 
-        arch = read_weights(ckpt).arch  # timm's train.py names its model: the command to run
+        arch = read_weights(ckpt, key).arch  # timm's train.py names its model: the command
         raise DistillError(
             "the checkpoint has no sidecar naming its model"
             + (f" (the file says it was saved from {arch!r})" if arch else ""),
             str(ckpt.with_suffix(".json")),
             f"pass the timm name as SOURCE: distill export {arch or 'resnet18'} --checkpoint "
-            + (str(ckpt) if arch else "FILE"),
+            + (str(ckpt) if arch else "FILE")
+            + (f" --checkpoint-key {key}" if key else ""),
         )
     notes: list[str] = []
     run = run or _run_dir_of(ckpt)
@@ -229,7 +255,7 @@ def _from_checkpoint(
     kwargs.update(model_kwargs or {})
     data_rec = load_recipe(recipe_path) if recipe_path is not None else rec
     student = create_net(
-        _spec_from_sidecar(ckpt, meta, kwargs), meta["num_classes"], exportable=True
+        _spec_from_sidecar(ckpt, meta, kwargs, key), meta["num_classes"], exportable=True
     )
     student.module.eval()
     data = _load_data(data_rec, notes) if data_rec is not None else None
@@ -270,7 +296,7 @@ def _moved_with_the_run(recipe: Recipe, run: Path) -> Recipe:
     )
 
 
-def _checkpoint_classes(name: str, checkpoint: Path) -> int | None:
+def _checkpoint_classes(name: str, checkpoint: Path, key: str | None) -> int | None:
     """The class count of a checkpoint without a side file, from its classifier's rows: a
     10-class `resnet18.pth` was built with timm's 1000 and refused as not fitting."""
     import timm
@@ -278,7 +304,7 @@ def _checkpoint_classes(name: str, checkpoint: Path) -> int | None:
     from distill_cli.models.weights import head_rows
 
     head = timm.get_pretrained_cfg_value(name, "classifier") or []
-    return head_rows(checkpoint, [head] if isinstance(head, str) else list(head))
+    return head_rows(checkpoint, [head] if isinstance(head, str) else list(head), key)
 
 
 def _from_timm(
@@ -289,6 +315,7 @@ def _from_timm(
     input_size: int | None,
     model_kwargs: dict[str, Any] | None,
     seed: int = 0,
+    key: str | None = None,
 ) -> Source:
     check_model_name(name)
     notes: list[str] = []
@@ -299,11 +326,12 @@ def _from_timm(
     if classes is None and data is not None:
         classes = len(data.classes)
     fields: dict[str, Any] = {"model": name, "checkpoint": checkpoint, "kwargs": model_kwargs or {}}
+    fields["checkpoint_key"] = key
     if input_size is not None:
         fields["input_size"] = input_size
     spec = ModelSpec.model_validate(fields)
     if classes is None and checkpoint is not None:  # a foreign checkpoint: its head says
-        classes = _checkpoint_classes(name, checkpoint)
+        classes = _checkpoint_classes(name, checkpoint, key)
     if classes is None:
         import timm
 

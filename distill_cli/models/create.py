@@ -200,6 +200,12 @@ def _input_size(spec: ModelSpec) -> tuple[int, int] | None:
     return (int(size[-2]), int(size[-1]))
 
 
+_HUB, _INITIALISED = "timm hub", "initialised"
+#: The plan's `weights` facts that name no entry of a checkpoint dict (a plain state dict is
+#: `WeightsFile.described()`'s "checkpoint").
+UNNAMED_WEIGHTS = frozenset({_HUB, _INITIALISED, "checkpoint"})
+
+
 def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
     """Build a timm model from a recipe spec, load its weights, and resolve its input config.
 
@@ -229,7 +235,7 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
     except (AssertionError, ValueError, IndexError, ZeroDivisionError) as exc:
         raise _cannot_build(spec, num_classes, kwargs, exc) from exc
     own = {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}
-    weights = "timm hub" if spec.pretrained else "initialised"
+    weights = _HUB if spec.pretrained else _INITIALISED
     if spec.checkpoint is not None:
         try:
             loaded = load_weights(model, spec.checkpoint, spec.strict, spec.checkpoint_key)

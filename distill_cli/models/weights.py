@@ -24,6 +24,7 @@ from torch import nn
 from distill_cli.errors import DistillError
 from distill_cli.models import hub
 from distill_cli.models.checkpoint import PRIVATE_PREFIX, first_nonfinite
+from distill_cli.models.torchvision_names import torchvision_note
 
 #: What DDP (`module.`), common wrappers (`model.`) and torch.compile (`_orig_mod.`) put in front
 #: of the plain keys of a foreign checkpoint.
@@ -123,7 +124,7 @@ def read_weights(path: Path, entry: str | None = None) -> WeightsFile:
             f"the checkpoint has no weights under {entry!r}"
             + (f"; it holds them under {nested}" if nested else "; it is a plain state dict"),
             f"checkpoint_key ({path})",
-            "set checkpoint_key to one of those, or drop it",
+            "set checkpoint_key (the commands' --checkpoint-key) to one of those, or drop it",
         )
     chosen = entry or next((k for k in _NESTED_UNDER if k in nested), None)
     if chosen is not None:
@@ -213,10 +214,11 @@ def _benign_globals() -> list[Any]:
     ]
 
 
-def head_rows(path: Path, heads: list[str]) -> int | None:
+def head_rows(path: Path, heads: list[str], entry: str | None = None) -> int | None:
     """The class count a checkpoint's classifier was trained for: the rows of the first of
-    `heads` (timm's `classifier` names: `fc`, `head.fc`, `classifier`) it holds, else None."""
-    state = read_state_dict(path)
+    `heads` (timm's `classifier` names: `fc`, `head.fc`, `classifier`) it holds, else None;
+    `entry` as for `read_weights`."""
+    state = read_weights(path, entry).state
     for head in heads:
         weight = state.get(f"{head}.weight")
         if weight is not None and weight.ndim >= 2:
@@ -341,6 +343,12 @@ def load_weights(
             file_shape, model_shape = ("x".join(map(str, t.shape)) for t in (state[key], own[key]))
             shapes = f"; {key} is {file_shape} in the file, {model_shape} in the model"
         sized = mismatched and not (missing or unexpected) and all(_sized(k) for k in mismatched)
+        built = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
+        torchvision = torchvision_note(unexpected, missing, built)
+        if torchvision is not None:
+            raise DistillError(
+                "checkpoint does not fit the model: " + torchvision[0], str(path), torchvision[1]
+            )
         what = (
             "checkpoint does not fit the model: " + ", ".join(parts) + " keys" + shapes + saved_from
         )

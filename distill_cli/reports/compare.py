@@ -157,6 +157,16 @@ def compare_runs(paths: list[str | Path]) -> Comparison:
     if len(paths) < 2:
         raise DistillError("compare needs at least two runs", "RUN_DIR...", "pass two run folders")
     runs = [load_run(p) for p in paths]
+    seen: dict[Path, Path] = {}
+    for run in runs:  # the same run twice gave two identical rows, read as two runs that agree
+        first = seen.get(run.path.resolve())
+        if first is not None:
+            raise DistillError(
+                f"the same run is given twice ({first} and {run.path})",
+                "RUN_DIR...",
+                "pass each run once",
+            )
+        seen[run.path.resolve()] = run.path
     names = [r.name for r in runs]
     if len(set(names)) != len(names):  # runs/a/x and runs/b/x: name them by their whole path
         for run in runs:

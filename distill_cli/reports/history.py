@@ -209,6 +209,9 @@ def _read_class_eval(folder: RunDir, notes: list[str]) -> ClassEval | None:
 def load_run(path: str | Path) -> RunHistory:
     """Read a run folder; a folder that is not a run is a one-line error naming it."""
     folder = RunDir(Path(path))
+    if folder.path.is_file():  # a checkpoint or summary of the run: "no such folder" was wrong
+        run = next((p for p in folder.path.parents if RunDir(p).recipe.is_file()), None)
+        raise DistillError("a file, not a run folder", str(path), f"pass {run or 'runs/<name>'}")
     if not folder.path.is_dir():
         raise DistillError("no such run folder", str(path), "pass runs/<name>")
     if not folder.recipe.is_file():

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from distill_cli.errors import DistillError
-from distill_cli.host import atomic_write, fs_failed, lock_exclusive
+from distill_cli.host import atomic_write, fs_failed, lock_exclusive, lock_held
 from distill_cli.recipe.sections import check_run_name
 from distill_cli.rundir.checks import (
     CHECKED_BY_THE_FINGERPRINT,
@@ -163,6 +163,11 @@ class RunDir:
                 str(self.path),
                 "set output.name (or output.dir) to a new or empty folder",
             )
+
+    def training(self) -> str | None:
+        """The pid of a live run holding this folder (`lock`), else None: what reads a run
+        while it trains (its export) says so, as its `best` is not the run's last word."""
+        return lock_held(self.lockfile)
 
     @contextmanager
     def lock(self) -> Iterator[None]:

@@ -17,12 +17,19 @@ from distill_cli.typecheck import field_problem
 
 @dataclass(frozen=True)
 class ModelResult:
-    """One model of a run: the student, or the (possibly ensembled) teacher."""
+    """One model of a run: the student, or the (possibly ensembled) teacher.
+
+    `weights` is the entry of the teacher's checkpoint dict its weights were loaded from, with
+    the others it holds (`state_dict (also state_dict_ema)`): a checkpoint of timm's train.py
+    holds two sets, and which one taught the student is a fact of the result. None for a plain
+    state dict, hub weights or a student.
+    """
 
     model: str
     params: int
     top1: float | None = None
     top5: float | None = None
+    weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,12 @@ class RunSummary:
             "student": {"model": s.model, "params": s.params, "top1": s.top1, "top5": s.top5},
             "teacher": None
             if t is None
-            else {"model": t.model, "params": t.params, "top1": t.top1},
+            else {
+                "model": t.model,
+                "params": t.params,
+                "top1": t.top1,
+                **({"weights": t.weights} if t.weights else {}),
+            },
             "agreement": {"top1": self.agreement_top1},
             "kl": self.kl,
             "best": {"epoch": self.best_epoch, "score": self.best_score},

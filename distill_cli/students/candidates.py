@@ -95,9 +95,23 @@ def _size_up(q: StudentQuery, progress: Progress | None) -> Pool:
     if not timm.is_model(q.teacher):
         hint = did_you_mean(q.teacher, timm.list_models()) or "see `distill models`"
         raise DistillError(f"unknown timm model {q.teacher!r}", "TEACHER", hint)
+    base, _, tag = q.teacher.partition(".")
+    tags = [t.partition(".")[2] for t in timm.list_pretrained(f"{base}.*")]
+    if tag and tag not in tags:  # timm.is_model ignores the tag; the written recipe fetched it
+        raise DistillError(
+            f"timm has no pretrained weights {q.teacher!r}",
+            "TEACHER",
+            f"its tags: {', '.join(tags[:8])}" if tags else f"pass {base} without a tag",
+        )
     teacher = size_models([q.teacher])[q.teacher]
     if q.candidates:
         for name in q.candidates:
+            if any(c in name for c in "*?["):  # was "unknown model", suggesting unrelated names
+                raise DistillError(
+                    f"--candidates takes exact timm names; {name!r} is a pattern",
+                    "--candidates",
+                    f"pass it as --pattern '{name}', or list the names (distill models '{name}')",
+                )
             if not timm.is_model(name):
                 hint = did_you_mean(name, timm.list_models()) or "see `distill models`"
                 raise DistillError(f"unknown timm model {name!r}", "--candidates", hint)

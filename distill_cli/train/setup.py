@@ -18,9 +18,10 @@ from distill_cli.data.classes import spec_class_names
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.stream import ShardStream
 from distill_cli.methods import Method
-from distill_cli.models.create import Net, resolve_num_classes
+from distill_cli.models.create import UNNAMED_WEIGHTS, Net, resolve_num_classes
 from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.loop_sections import ScheduleSpec
+from distill_cli.rundir.summary import ModelResult
 from distill_cli.train.cost import cached_throughput, pair_key, project
 from distill_cli.train.world import World
 
@@ -150,6 +151,15 @@ class Setup:
         for key in ("weights", "input_size", "mean_std", "crop_pct", "interpolation"):
             out[key] = {feed.get(key, "-") for feed in feeds}
         return {key: "; ".join(sorted(values)) for key, values in out.items()}  # ensembles
+
+    def teacher_result(self, top1: float | None) -> ModelResult:
+        """The teacher as the summary reports it, with the entry of its checkpoint dict the
+        weights came from (`state_dict (also state_dict_ema)`): which of timm's two sets taught
+        the student is part of the result. None for a plain state dict or hub weights."""
+        assert self.teacher is not None
+        weights = self.sources("teacher")["weights"]
+        entry = None if set(weights.split("; ")) <= UNNAMED_WEIGHTS else weights
+        return ModelResult(self.teacher.info.name, self.teacher.params, top1, weights=entry)
 
     def _teacher_feeds(self) -> list[dict[str, str]]:
         """The sources of each teacher (each ensemble member's own)."""

@@ -357,7 +357,7 @@ class Trainer:
         teacher = None
         if s.teacher is not None:
             top1 = self.teacher_metrics.get("top1")
-            teacher = ModelResult(s.teacher.info.name, s.teacher.params, top1)
+            teacher = s.teacher_result(top1)
         test = evaluate_test(s, self.run.best) if s.world.is_main else None  # after training
         if test is not None:
             self._log({"kind": "test", "step": st["step"], **asdict(test)})
