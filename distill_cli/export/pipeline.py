@@ -47,7 +47,8 @@ from distill_cli.export.variants import (
     make_fp16,
     make_int8,
 )
-from distill_cli.host import claim_folder, hold_folder
+from distill_cli.host import claim_folder
+from distill_cli.locks import hold_folder
 from distill_cli.models.checkpoint import read_sidecar
 from distill_cli.models.create import Net, count_flops, spec_input_size
 from distill_cli.models.view import load_sizes

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from distill_cli.errors import DistillError
-from distill_cli.host import atomic_write, fs_failed, lock_exclusive, lock_held
+from distill_cli.host import atomic_write, fs_failed
+from distill_cli.locks import lock_exclusive, lock_held
 from distill_cli.recipe.sections import check_run_name
 from distill_cli.rundir.checks import (
     CHECKED_BY_THE_FINGERPRINT,
