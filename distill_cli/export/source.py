@@ -23,6 +23,7 @@ import torch
 
 from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
+from distill_cli.export.class_names import class_names
 from distill_cli.models.checkpoint import read_sidecar
 from distill_cli.models.create import Net, check_model_name, create_net, infer_num_classes
 from distill_cli.models.probe import probe
@@ -264,7 +265,7 @@ def _from_checkpoint(
 
         data = align_classes(data, meta["class_names"], data_rec.data.class_map, "checkpoint")
     teachers = rec.teachers if rec is not None else []
-    names, names_from = _class_names(meta, data, student)
+    names, names_from = class_names(meta, data, student)
     return Source(
         kind="checkpoint",
         path=str(ckpt),
@@ -362,7 +363,7 @@ def _from_timm(
             f"random weights (no --checkpoint, seed {seed}): the export checks the graph, "
             "not a model"
         )
-    names, names_from = _class_names(meta, data, student)
+    names, names_from = class_names(meta, data, student)
     return Source(
         kind="timm",
         path=name,
@@ -376,40 +377,3 @@ def _from_timm(
         data=data,
         notes=notes,
     )
-
-
-def _class_names(
-    meta: dict[str, Any], data: DataBundle | None, student: Net
-) -> tuple[list[str] | None, str]:
-    """The class names and where they came from: the checkpoint's sidecar, the data's folder
-    or dataset names, else the model's own pretrained label set (timm's ImageNet names)."""
-    n = student.info.num_classes
-    names = meta.get("class_names")
-    if isinstance(names, list) and len(names) == n:
-        return [str(v) for v in names], "checkpoint"
-    if data is not None and len(data.classes) == n:
-        return list(data.classes), "dataset"
-    own = _timm_class_names(student)
-    if own is not None:
-        return own, "timm"
-    return None, "unknown"
-
-
-def _timm_class_names(student: Net) -> list[str] | None:
-    """timm's label names for the model's pretrained label set, when the head matches it."""
-    try:
-        from timm.data import ImageNetInfo, infer_imagenet_subset
-
-        cfg = getattr(student.module, "pretrained_cfg", None) or {}
-        labels = cfg.get("label_names")
-        if labels and len(labels) == student.info.num_classes:
-            return [str(v) for v in labels]
-        subset = infer_imagenet_subset(student.module)
-        if not subset:
-            return None
-        info = ImageNetInfo(subset)
-        if info.num_classes() != student.info.num_classes:
-            return None
-        return [info.index_to_description(i) for i in range(info.num_classes())]
-    except Exception:  # a label set timm cannot read offline: names stay unknown
-        return None
