@@ -4,6 +4,7 @@ for `best`, with the data's validation split kept as a test set read only at the
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +139,8 @@ def test_a_run_chooses_best_on_the_holdout_and_reads_the_test_set_once_at_the_en
     report = api.report(result.run_dir)
     markdown = (result.run_dir / "report.md").read_text()
     assert report and "test top-1 (64 images)" in markdown
-    comparison = api.compare([result.run_dir, result.run_dir])
+    copy = shutil.copytree(result.run_dir, tmp_path / "held copy")  # compare takes two runs
+    comparison = api.compare([result.run_dir, copy])
     assert comparison.results[0]["test top-1"] == pytest.approx(result.test.top1)
     assert comparison.results[0]["test top-1 of best"] == pytest.approx(result.test.best_top1)
 
