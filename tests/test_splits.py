@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -48,6 +49,25 @@ def _png(path: Path, value: int) -> None:
 
 
 # --- data.train_limit ----------------------------------------------------------------------------
+
+
+def _supervised(
+    tmp_path: Path,
+    schedule: dict[str, Any],
+    data: dict[str, Any] | None = None,
+    threads: int | None = 1,
+) -> dict[str, Any]:
+    """A supervised test_resnet recipe on the image folder at `tmp_path` (16 px, no workers)."""
+    body: dict[str, Any] = {
+        "model": {"model": "test_resnet", "input_size": 16},
+        "data": {"source": "image_folder", "root": str(tmp_path), **(data or {}), "workers": 0},
+        "method": {"name": "supervised"},
+        "schedule": schedule,
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    if threads is not None:
+        body["runtime"] = {"threads": threads}
+    return body
 
 
 def test_train_limit_keeps_a_training_image_of_every_class() -> None:
@@ -220,14 +240,9 @@ def test_a_run_reports_the_bad_files_of_every_split(tmp_path: Path) -> None:
     split = build_data("image_folder", tmp_path, holdout=6, seed=0)
     held_bad = sum(f.name in bad for f in split.val.files or [])
     assert 0 < held_bad < 4  # both splits hold bad files (runtime.seed 0's draw)
-    body = {
-        "model": {"model": "test_resnet", "input_size": 16},
-        "data": {"source": "image_folder", "root": str(tmp_path), "holdout": 6, "workers": 0},
-        "method": {"name": "supervised"},
-        "schedule": {"epochs": 2, "batch_size": 8, "log_every": 2},
-        "runtime": {"threads": 1},
-        "output": {"dir": str(tmp_path / "runs")},
-    }
+    body = _supervised(
+        tmp_path, data={"holdout": 6}, schedule={"epochs": 2, "batch_size": 8, "log_every": 2}
+    )
     summary = api.run(write_recipe(tmp_path, "bad", body))
     assert summary.bad_images == 4 - held_bad
     assert (summary.val_bad_images, summary.val_images) == (held_bad, 6 - held_bad)
@@ -256,14 +271,7 @@ def test_a_class_none_of_whose_training_images_decode_is_named(tmp_path: Path) -
     _folder(tmp_path / "val", 2, {})
     for photo in (tmp_path / "train" / "dog").iterdir():
         photo.write_bytes(b"\xff\xd8 cut short")
-    body = {
-        "model": {"model": "test_resnet", "input_size": 16},
-        "data": {"source": "image_folder", "root": str(tmp_path), "workers": 0},
-        "method": {"name": "supervised"},
-        "schedule": {"epochs": 1, "batch_size": 3},
-        "runtime": {"threads": 1},
-        "output": {"dir": str(tmp_path / "runs")},
-    }
+    body = _supervised(tmp_path, schedule={"epochs": 1, "batch_size": 3})
     summary = api.run(write_recipe(tmp_path, "lost", body))
     assert summary.bad_images == 3 and summary.lost_classes == ["dog"]
     written = json.loads((tmp_path / "runs" / "lost" / "summary.json").read_text())
@@ -281,13 +289,9 @@ def test_on_bad_image_error_refuses_a_bad_file_to_evaluate_before_training(
     whole training; with on_bad_image=error the run now refuses before it writes anything."""
     _folder(tmp_path / "train", 4, {})
     _folder(tmp_path / "val", 2, {"z_bad.jpg": "fox"})
-    body = {
-        "model": {"model": "test_resnet", "input_size": 16},
-        "data": {"source": "image_folder", "root": str(tmp_path), "holdout": 3, "workers": 0},
-        "method": {"name": "supervised"},
-        "schedule": {"epochs": 1, "batch_size": 3},
-        "output": {"dir": str(tmp_path / "runs")},
-    }
+    body = _supervised(
+        tmp_path, data={"holdout": 3}, schedule={"epochs": 1, "batch_size": 3}, threads=None
+    )
     body["data"]["on_bad_image"] = "error"
     with pytest.raises(DistillError, match=r"cannot decode image \(.*z_bad\.jpg\)"):
         api.run(write_recipe(tmp_path, "strict", body))
@@ -305,14 +309,7 @@ def test_two_processes_report_the_bad_training_files_both_met(tmp_path: Path) ->
     alone = BatchStream(data.train, 8, torch.device("cpu"), rank=0, **common)
     list(alone.epoch(0))
     assert 0 < alone.bad_images < 4  # the main process alone meets some of them
-    body = {
-        "model": {"model": "test_resnet", "input_size": 16},
-        "data": {"source": "image_folder", "root": str(tmp_path), "workers": 0},
-        "method": {"name": "supervised"},
-        "schedule": {"epochs": 1, "batch_size": 8},
-        "runtime": {"threads": 1},
-        "output": {"dir": str(tmp_path / "runs")},
-    }
+    body = _supervised(tmp_path, schedule={"epochs": 1, "batch_size": 8})
     recipe = write_recipe(tmp_path, "two", body)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command = [*torchrun, "--nproc_per_node=2", "-m", "distill_cli", "run", str(recipe), "-q"]
@@ -353,14 +350,7 @@ def test_a_resumed_run_still_counts_the_bad_files_met_before_it_stopped(tmp_path
     files = data.train.files or []
     for i in (int(before[0]), int(after[0])):  # a bad file in each (the order is by index)
         files[i].write_bytes(b"")
-    body = {
-        "model": {"model": "test_resnet", "input_size": 16},
-        "data": {"source": "image_folder", "root": str(tmp_path), "workers": 0},
-        "method": {"name": "supervised"},
-        "schedule": {"epochs": 2, "batch_size": 8, "checkpoint_every": 1},
-        "runtime": {"threads": 1},
-        "output": {"dir": str(tmp_path / "runs")},
-    }
+    body = _supervised(tmp_path, schedule={"epochs": 2, "batch_size": 8, "checkpoint_every": 1})
     recipe = write_recipe(tmp_path, "cut", body)
     with pytest.raises(KeyboardInterrupt):
         api.run(recipe, reporter=_StopAt(4))  # `last` holds step 3; the resume reads step 4
