@@ -46,6 +46,11 @@ def lock_exclusive(
     return fd
 
 
+def holder(fd: int) -> str:
+    """What the process holding the lock on `fd` wrote into the file (a run writes its pid)."""
+    return os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+
+
 def lock_held(path: Path) -> str | None:
     """Whether a live process holds `lock_exclusive` on `path`: what it wrote into the file (its
     pid), else None. Probed with a shared lock taken and dropped at once, never waiting, so a
@@ -57,7 +62,7 @@ def lock_held(path: Path) -> str | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
-        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        return holder(fd)
     except OSError:
         return None
     finally:

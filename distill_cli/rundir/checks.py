@@ -108,11 +108,6 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def same_recipe(saved: Path, recipe_yaml: str) -> bool:
-    """The saved recipe, re-read with today's defaults, is the one given (`recipe_changes`)."""
-    return not recipe_changes(saved, recipe_yaml)
-
-
 #: Keys of metrics.jsonl records that hold text; every other scalar is a number (or null).
 _TEXT_KEYS = {"kind", "phase", "name", "method"}
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from distill_cli.errors import DistillError
 from distill_cli.host import atomic_write, fs_failed
-from distill_cli.locks import lock_exclusive, lock_held
+from distill_cli.locks import holder, lock_exclusive, lock_held
 from distill_cli.recipe.sections import check_run_name
 from distill_cli.rundir.checks import (
     CHECKED_BY_THE_FINGERPRINT,
@@ -190,9 +190,8 @@ class RunDir:
         had_lock = self.lockfile.exists()
 
         def busy(fd: int) -> DistillError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
             return DistillError(
-                f"the run folder is in use by a live run (pid {holder})",
+                f"the run folder is in use by a live run (pid {holder(fd)})",
                 str(self.path),
                 "wait for it to finish, stop it, or set output.name",
             )
