@@ -12,7 +12,7 @@ import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tuning import Variant, check_method_kept, check_models, check_recipe
+from tuning import LAUNCHED, Variant, check_method_kept, check_models, check_not_owned, check_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER_RECIPE = ROOT / "recipes" / "full_data" / "teacher.yaml"
@@ -25,6 +25,19 @@ METHODS: dict[str, list[str]] = {
     "classic KD": ["method={name: kd, temperature: 4.0, alpha: 0.5, mixup: false}"],
     "FM, fixed teacher": ["method.teacher_targets=fixed", "method.mixup=false"],
 }
+#: What every student run sets after `--set` (refused there, with the option to use instead).
+STUDENT_OWNED = {
+    **LAUNCHED,
+    "student.model": "--students",
+    "teacher.model": "--teacher",
+    "teacher.checkpoint": "--teacher and --teacher-set (the benchmark trains its teacher)",
+    "schedule.epochs": "--lengths",
+    "runtime.seed": "--seeds",
+    "optim.lr": "the scale's lr/wd grid (full_data_scales.py), which every method is tuned on",
+    "optim.weight_decay": "the scale's lr/wd grid (full_data_scales.py)",
+}
+#: What the teacher's run sets after `--teacher-set`.
+TEACHER_OWNED = {**LAUNCHED, "model.model": "--teacher"}
 GPU = ["runtime.device=cuda", "runtime.compile=true", "runtime.compile_mode=reduce-overhead"]
 
 
@@ -160,6 +173,8 @@ def validate(scale: Scale, variant: Variant) -> None:
     """Before any training: every model is timm's, every recipe loads with every override."""
     from distill_cli.errors import DistillError
 
+    check_not_owned(variant.sets, STUDENT_OWNED, "--set")
+    check_not_owned(variant.teacher_sets, TEACHER_OWNED, "--teacher-set")
     check_models([scale.teacher], "--teacher")
     check_models(scale.students, "--students")
     if min(scale.lengths) < 1 or min(scale.seeds) < 0:

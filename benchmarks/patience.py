@@ -59,11 +59,14 @@ from benchargs import at_least, fail, output_file, parser
 from patience_report import FM_LABEL, figure, markdown, tuning_markdown
 from patience_rows import COMPARISONS, GRID, SHARES, TUNED, RunRow, ladder_rows, pick, tune_rows
 from tuning import (
+    LAUNCHED,
     Variant,
     add_model_options,
     check_method_kept,
     check_models,
+    check_not_owned,
     check_recipe,
+    environment,
     last_line,
     launch,
     measure,
@@ -138,6 +141,7 @@ class Plan:
     variant: Variant
     tag: str  # '' for the recipes' models and no overrides: the default run's names
     teacher_name: str
+    tuned: bool = True  # the grid sets every row's lr and wd (--tune-at above 0)
 
 
 #: The budget of the whole benchmark and of --quick; an option given on the command line wins
@@ -181,11 +185,38 @@ def choose(a: argparse.Namespace) -> Plan:
     teacher_sets += [f"model.model={teacher}", *a.teacher_overrides]
     common += [f"teacher.model={teacher}", f"student.model={student}", *a.overrides]
     name = tagged("patience-teacher", variant.teacher_tag(default))
-    return Plan(teacher_sets, common, variant, variant.tag(default), name)
+    return Plan(teacher_sets, common, variant, variant.tag(default), name, a.tune_at > 0)
+
+
+#: What every distillation run sets after `--set` (refused there, with the option to use).
+STUDENT_OWNED = {
+    **LAUNCHED,
+    "data.subset": "--subset",
+    "data.holdout": "--holdout",
+    "student.model": "--student",
+    "teacher.model": "--teacher",
+    "teacher.checkpoint": "--teacher and --teacher-set (the benchmark trains its teacher)",
+    "schedule.epochs": "--lengths, --compare-at or --tune-at",
+}
+#: With tuning, the grid's lr and wd come after `--set` too (`--tune-at 0` leaves them free).
+GRID_OWNED = {
+    "optim.lr": "--tune-at 0 (then every row runs the recipe's lr and wd, which --set may change)",
+    "optim.weight_decay": "--tune-at 0 (then every row runs the recipe's lr and wd)",
+}
+#: What the teacher's run sets after `--teacher-set`.
+TEACHER_OWNED = {**LAUNCHED, "data.holdout": "--holdout", "model.model": "--teacher"}
+
+
+def owned(plan: Plan) -> dict[str, str]:
+    """The keys a `--set` may not give (key -> the option to use): the grid's lr and wd only
+    while the grid sets them."""
+    return {**STUDENT_OWNED, **(GRID_OWNED if plan.tuned else {})}
 
 
 def validate(plan: Plan) -> None:
     """Before any training: the models are timm's, the recipes load with every override."""
+    check_not_owned(plan.variant.sets, owned(plan), "--set")
+    check_not_owned(plan.variant.teacher_sets, TEACHER_OWNED, "--teacher-set")
     check_models([plan.variant.teacher], "--teacher")
     check_models(plan.variant.students, "--student")
     check_recipe(TEACHER_RECIPE, plan.teacher_sets)
@@ -326,6 +357,7 @@ def main() -> None:
         },
         "student": student,
         "models": plan.variant.record(),
+        "environment": environment(),
         "recipes": {
             "teacher": str(TEACHER_RECIPE.relative_to(ROOT)),
             "distill": str(FM_RECIPE.relative_to(ROOT)),

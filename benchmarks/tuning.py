@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -32,6 +32,13 @@ T = TypeVar("T")
 Setting = tuple[float, float]
 #: Resolved-recipe fields that say where or how fast a teacher ran, not what it learned.
 NOT_TRAINING = (("name",), ("description",), ("output",), ("runtime", "threads"))
+#: What `teacher_run` and `launch` set on every run they start, after the user's overrides
+#: (`check_not_owned` refuses a `--set` of these): key -> the option that sets it instead.
+LAUNCHED = {
+    "output.dir": "--out",
+    "output.name": "--out (the benchmark names each run)",
+    "runtime.threads": "--jobs (each run gets the cores / jobs)",
+}
 
 
 # --- the command line: other models and overrides --------------------------------------------
@@ -116,6 +123,24 @@ def check_recipe(recipe: Path, overrides: Sequence[str]) -> None:
     from distill_cli.recipe.document import load_recipe
 
     load_recipe(recipe, list(overrides))
+
+
+def check_not_owned(overrides: Sequence[str], owned: Mapping[str, str], where: str) -> None:
+    """No override may set a key the benchmark sets itself from its own options (`owned`: key ->
+    the option that sets it): the benchmark's value would replace the user's without a word
+    (or, set after it, the user's would run under the option's label in the table and JSON).
+    A whole section (`--set optim={...}`) that holds an owned key is refused too."""
+    from distill_cli.errors import DistillError
+
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        for own, option in owned.items():
+            if key and (own == key or own.startswith(key + ".")):
+                raise DistillError(
+                    f"{where} {item[:60]} sets {own}, which the benchmark sets itself",
+                    where,
+                    f"use {option}",
+                )
 
 
 def check_method_kept(recipe: Path, overrides: Sequence[str], method: str) -> None:
@@ -294,12 +319,24 @@ def split_done(rows: Sequence[R], ran: Sequence[R], key: Callable[[R], Hashable]
     return todo, [by_key[key(r)] for r in rows if key(r) in by_key]
 
 
+#: The packages whose versions every results JSON records (`environment`).
+VERSIONED = ("distill-cli", "torch", "torchvision", "timm", "onnx", "onnxruntime")
+
+
 def environment() -> dict[str, Any]:
+    """Where and with what a benchmark ran, for its results JSON: the device, the cores, the
+    command and the versions of the packages that make its figures (a rerun describes itself)."""
+    import shlex
+
     import torch
+
+    from distill_cli.host import installed_versions
 
     cuda = torch.cuda.is_available()
     return {
+        "command": shlex.join(["python", *sys.argv]),
         "torch": torch.__version__,
+        "versions": installed_versions(VERSIONED),
         "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
         "cpu_cores": os.cpu_count(),
         "python": platform.python_version(),
