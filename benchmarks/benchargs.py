@@ -68,12 +68,31 @@ def positive_float(text: str) -> float:
     return value
 
 
-def output_file(path: Path, option: str) -> Path:
+def add_overwrite(p: argparse.ArgumentParser) -> None:
+    """`--overwrite`: the one way to let a script replace a results file that is already there
+    (`output_file(..., overwrite=...)`), e.g. a published one under benchmarks/results."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the results file if it exists (default: refuse, so that a rerun never "
+        "writes over earlier or published results without being asked)",
+    )
+
+
+def output_file(path: Path, option: str, overwrite: bool | None = None) -> Path:
     """A file the script will write: its folder is made now (a rerun may name a new folder or
-    one with spaces); a folder of that name is refused before any work is done."""
+    one with spaces); a folder of that name is refused before any work is done, and so is a
+    file that exists when `overwrite` is False (None: the caller merges or redraws it)."""
     path = Path(path)
     if path.is_dir():
         fail(f"{path} is a folder", option, "name a file")
+    if overwrite is False and path.exists():
+        fail(
+            f"{path} exists",
+            option,
+            "name another file, or pass --overwrite to replace it (results under "
+            "benchmarks/results are the published ones)",
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
