@@ -74,7 +74,7 @@ def merge(earlier: list[ArchResult], fresh: list[ArchResult]) -> list[ArchResult
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     """The sweeps' `--timeout` and `--out` (whose default `results_folder` decides)."""
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per command")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per command (300)")
     parser.add_argument(
         "--out",
         type=Path,

@@ -168,7 +168,11 @@ def sweep(name: str, size: int) -> dict[str, Any]:
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--arch", action="append", help="timm name (repeatable)")
+    p.add_argument(
+        "--arch",
+        action="append",
+        help=f"timm name, repeatable (default: DEFAULT in this script, {len(DEFAULT)} models)",
+    )
     p.add_argument("--size", type=at_least(1), default=64, help="input side (64)")
     p.add_argument("--tolerance", type=positive_float, default=1e-4, help="max |diff| (1e-4)")
     args = p.parse_args()

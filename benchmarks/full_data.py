@@ -284,13 +284,29 @@ def outputs(name: str, tag: str, a: argparse.Namespace) -> tuple[Path, Path, Pat
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--scale", choices=["gpu", "cpu"], default="gpu")
+    p.add_argument(
+        "--scale", choices=["gpu", "cpu"], default="gpu", help="full_data_scales.py's size (gpu)"
+    )
     p.add_argument("--quick", action="store_true", help="tiny models and data, about a minute")
-    p.add_argument("--part", choices=sorted(PARTS), default="all", help="GPU: see the docstring")
-    p.add_argument("--students", nargs="+", default=None, metavar="NAME", help="timm models")
+    p.add_argument(
+        "--part", choices=sorted(PARTS), default="all", help="GPU: see the docstring (all)"
+    )
+    p.add_argument(
+        "--students",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="timm models (default: the scale's)",
+    )
     add_model_options(p, "student run")
     p.add_argument("--lengths", type=at_least(1), nargs="+", help="epochs (default: the scale's)")
-    p.add_argument("--seeds", type=at_least(0), nargs="+", default=None, help="0 always runs")
+    p.add_argument(
+        "--seeds",
+        type=at_least(0),
+        nargs="+",
+        default=None,
+        help="seeds of the longest runs (default: the scale's; 0 always runs)",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -309,7 +325,9 @@ def main() -> None:
         help="default docs/img/full_data_<scale>.png, a variant's beside JSON",
     )
     p.add_argument("--budget-min", type=positive_float, help="stop runs after this many minutes")
-    p.add_argument("--jobs", type=at_least(1), default=None, help="runs side by side")
+    p.add_argument(
+        "--jobs", type=at_least(1), default=None, help="runs side by side (default: the scale's)"
+    )
     a = p.parse_args()
     name = "quick" if a.quick else a.scale
     scale, variant, tag = choose(name, a)

@@ -1,0 +1,214 @@
+"""The benchmark scripts rerun with other settings, in-process (each case stops before training).
+
+What a rerun relies on beyond test_bench_options.py: a `--set` of what an option sets is refused
+with that option (it used to be replaced without a word, or to run under the option's label), an
+existing results file is replaced only when asked, a cut run leaves its finished rows, every
+results JSON says with what it ran, and each script refuses what it cannot measure in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import benchargs  # noqa: E402
+import full_data_scales  # noqa: E402
+import gpu_check  # noqa: E402
+import patience  # noqa: E402
+import tuning  # noqa: E402
+
+from distill_cli.errors import DistillError  # noqa: E402
+
+
+def _fd_args(**given: object) -> argparse.Namespace:
+    base = dict(teacher=None, students=None, lengths=None, seeds=None, jobs=None, quick=True)
+    base.update(overrides=[], teacher_overrides=[])
+    return argparse.Namespace(**{**base, **given})
+
+
+def _patience_args(**given: object) -> argparse.Namespace:
+    base = dict(quick=True, lengths=None, subset=None, holdout=None, compare_at=None)
+    base.update(tune_at=None, teacher=None, student=None, overrides=[], teacher_overrides=[])
+    return argparse.Namespace(**{**base, **given})
+
+
+def _main(module: Any, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys) -> str:
+    """Runs a script's `main` with `argv`; it must stop with exit 2 and one `error:` line."""
+    monkeypatch.setattr(sys, "argv", [f"{module.__name__}.py", *argv])
+    with pytest.raises(SystemExit) as stop:
+        module.main()
+    err = capsys.readouterr().err
+    assert stop.value.code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+# --- a --set of what an option sets: refused, naming the option ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "option"),
+    [
+        ({"overrides": ["schedule.epochs=5"]}, "--lengths"),
+        ({"overrides": ["runtime.seed=3"]}, "--seeds"),
+        ({"overrides": ["student.model=resnet18"]}, "--students"),
+        ({"overrides": ["optim={lr: 0.1}"]}, "grid"),  # a section holding an owned key
+        ({"overrides": ["runtime.threads=1"]}, "--jobs"),
+        ({"teacher_overrides": ["model.model=resnet18"]}, "--teacher"),
+        ({"teacher_overrides": ["output.dir=/tmp/x"]}, "--out"),
+    ],
+)
+def test_full_data_refuses_a_set_of_what_its_options_set(given: dict, option: str) -> None:
+    scale, variant, _ = full_data_scales.choose("quick", _fd_args(**given))
+    with pytest.raises(DistillError, match="which the benchmark sets itself") as info:
+        full_data_scales.validate(scale, variant)
+    assert option in (info.value.hint or "")
+
+
+def test_full_data_and_patience_keep_a_set_they_do_not_own() -> None:
+    sets = ["schedule.batch_size=25", "augment.random_erasing=0.25", "data.root=/data/fmnist"]
+    tuning.check_not_owned(sets, full_data_scales.STUDENT_OWNED, "--set")
+    plan = patience.choose(_patience_args(tune_at=0, overrides=["optim.lr=0.1", *sets]))
+    tuning.check_not_owned(plan.variant.sets, patience.owned(plan), "--set")  # no grid: free
+    tuned = patience.choose(_patience_args(overrides=["optim.lr=0.1"]))
+    with pytest.raises(DistillError, match=r"optim\.lr"):
+        tuning.check_not_owned(tuned.variant.sets, patience.owned(tuned), "--set")
+
+
+@pytest.mark.parametrize(
+    ("given", "option"),
+    [
+        ({"overrides": ["data.subset=50"]}, "--subset"),
+        ({"overrides": ["data.holdout=100"]}, "--holdout"),
+        ({"overrides": ["schedule.epochs=7"]}, "--lengths"),
+        ({"overrides": ["optim.lr=0.1"]}, "--tune-at 0"),  # the grid sets it while tuning
+        ({"teacher_overrides": ["data.holdout=100"]}, "--holdout"),
+        ({"teacher_overrides": ["model.model=resnet18"]}, "--teacher"),
+    ],
+)
+def test_patience_refuses_a_set_of_what_its_options_set(given: dict, option: str) -> None:
+    plan = patience.choose(_patience_args(**given))
+    with pytest.raises(DistillError, match="which the benchmark sets itself") as info:
+        patience.validate(plan)
+    assert option in (info.value.hint or "")
+
+
+def test_fmnist_methods_and_export_latency_refuse_a_set_of_their_options(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import export_latency
+    import fmnist_methods
+
+    line = _main(fmnist_methods, ["--set", "schedule.epochs=9"], monkeypatch, capsys)
+    assert "schedule.epochs" in line and "use --epochs" in line
+    line = _main(fmnist_methods, ["--set", "output.name=x"], monkeypatch, capsys)
+    assert "use --out" in line
+    line = _main(fmnist_methods, ["--teacher-set", "model.model=x"], monkeypatch, capsys)
+    assert "use --teacher" in line
+    line = _main(export_latency, ["--train-set", "model.model=resnet18"], monkeypatch, capsys)
+    assert "use --arch" in line
+    line = _main(export_latency, ["--skip-224", "--skip-trained"], monkeypatch, capsys)
+    assert "leave no table" in line
+
+
+def test_train_throughput_refuses_what_it_cannot_time(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+    import train_throughput
+
+    line = _main(train_throughput, ["--steps", "2", "--window", "5"], monkeypatch, capsys)
+    assert "--window 5 is more than --steps 2" in line
+    line = _main(train_throughput, ["--device", "cpu", "--student", "resnet1"], monkeypatch, capsys)
+    assert "unknown timm model 'resnet1' (--student)" in line
+    if not torch.cuda.is_available():  # named the recipe key, which this script has no option for
+        line = _main(train_throughput, ["--steps", "2", "--window", "1"], monkeypatch, capsys)
+        assert "(--device)" in line and "--device cpu" in line
+
+
+# --- results files: replaced only when asked, kept when a run is cut ---------------------------
+
+
+def test_an_existing_results_file_is_replaced_only_with_overwrite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import export_parity
+
+    old = tmp_path / "r.json"
+    old.write_text('{"rows": []}')
+    with pytest.raises(SystemExit):
+        benchargs.output_file(old, "--json", overwrite=False)
+    assert benchargs.output_file(old, "--json", overwrite=True) == old
+    assert benchargs.output_file(old, "--json") == old  # None: the caller merges (full_data)
+    capsys.readouterr()
+    argv = ["--arch", "resnet18", "--json", str(old)]
+    line = _main(export_parity, argv, monkeypatch, capsys)
+    assert "exists (--json)" in line and "--overwrite" in line
+    assert old.read_text() == '{"rows": []}'
+
+
+def test_fmnist_methods_saves_every_finished_row_and_what_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run cut after two methods leaves their rows, with the models, versions and command;
+    with --out the teacher is trained there too, not into runs/."""
+    import fmnist_methods
+
+    taught: list[Path] = []
+    monkeypatch.setattr(fmnist_methods, "teacher_run", lambda out, *_: taught.append(out) or out)
+    done: list[list[str]] = []
+
+    def run(recipe: Path, overrides: list[str], overwrite: bool) -> SimpleNamespace:
+        if len(done) == 2:
+            raise KeyboardInterrupt  # the session is cut during the third method
+        done.append(overrides)
+        summary = {"student": {"top1": 50.0, "model": "test_convnext"}, "teacher": None}
+        summary |= {"agreement": {"top1": None}, "kl": None, "images_per_s": 1.0}
+        return SimpleNamespace(to_dict=lambda: summary)
+
+    monkeypatch.setattr(fmnist_methods.api, "run", run)
+    out, path = tmp_path / "runs", tmp_path / "r.json"
+    argv = ["--student", "test_convnext", "--epochs", "2", "--out", str(out), "--json", str(path)]
+    monkeypatch.setattr(sys, "argv", ["fmnist_methods.py", *argv])
+    with pytest.raises(KeyboardInterrupt):
+        fmnist_methods.main()
+    data = json.loads(path.read_text())
+    assert [r["recipe"] for r in data["rows"]] == [r for _, r in fmnist_methods.ROWS[:2]]
+    assert data["models"] == {"student": "test_convnext", "teacher": "resnet10t"}
+    assert data["environment"]["versions"]["timm"] and "--student" in data["command"]
+    assert taught == [out.resolve()]
+    assert all(f"output.dir={out.resolve()}" in o and "schedule.epochs=2" in o for o in done)
+
+
+def test_every_results_json_says_with_what_it_ran() -> None:
+    env = tuning.environment()
+    assert env["versions"]["torch"] and env["versions"]["timm"] and env["versions"]["onnx"]
+    assert env["device"] and env["cpu_cores"] and env["command"].startswith("python ")
+
+
+def test_gpu_check_keeps_the_parts_of_the_first_command(tmp_path: Path) -> None:
+    """The second prepared command in the same OUT used to start the results file afresh,
+    dropping parts 1-3; their entries are kept now, each with the command that ran it."""
+    path = tmp_path / "gpu_check_cpu-smoke_2026-12-07.json"
+    first = {"command": "gpu_check.py OUT --parts 1,2", "device": "cpu-smoke"}
+    first["parts"] = {"1": {"ok": True}, "2": {"ok": False}}
+    path.write_text(json.dumps(first))
+    second = {"command": "gpu_check.py OUT --parts 2,5", "commands": [], "device": "cpu-smoke"}
+    merged = gpu_check.earlier(path, {**second, "parts": {}})
+    assert merged["commands"] == [first["command"], second["command"]]
+    assert merged["parts"]["1"] == {"check_command": first["command"], "ok": True}
+    assert list(merged["parts"]) == ["1", "2"]  # part 2 is replaced when this command runs it
+    assert gpu_check.earlier(tmp_path / "none.json", second) == second
+    path.write_text("[1, 2]")  # not such a file: refused, not replaced
+    with pytest.raises(SystemExit):
+        gpu_check.earlier(path, second)
