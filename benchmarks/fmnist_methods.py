@@ -40,6 +40,7 @@ from tuning import (
     check_models,
     check_not_owned,
     check_recipe,
+    check_runs,
     environment,
     teacher_run,
 )
@@ -143,6 +144,10 @@ def main() -> None:
         one_line_errors(lambda r=recipe: check_recipe(ROOT / r, overrides_of(r)))
         own = load_recipe(ROOT / recipe).method.name  # each row is labelled by its method
         one_line_errors(lambda r=recipe, m=own: check_method_kept(ROOT / r, overrides_of(r), m))
+    # the models run at the recipes' sizes and the data is there, before the teacher trains
+    one_line_errors(lambda: check_runs(TEACHER, teacher_sets, "--teacher"))
+    fm = ROWS[-1][1]
+    one_line_errors(lambda: check_runs(ROOT / fm, overrides_of(fm), "--student"))
     threads = os.cpu_count() or 1
     one_line_errors(lambda: teacher_run(runs, TEACHER, name, teacher_sets, threads))
     results: list[dict] = []

@@ -12,7 +12,15 @@ import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tuning import LAUNCHED, Variant, check_method_kept, check_models, check_not_owned, check_recipe
+from tuning import (
+    LAUNCHED,
+    Variant,
+    check_method_kept,
+    check_models,
+    check_not_owned,
+    check_recipe,
+    check_runs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER_RECIPE = ROOT / "recipes" / "full_data" / "teacher.yaml"
@@ -185,3 +193,8 @@ def validate(scale: Scale, variant: Variant) -> None:
         for method in METHODS.values():
             sets = [*scale.student_overrides(variant.sets), *method, f"student.model={student}"]
             check_recipe(STUDENT_RECIPE, sets)
+    # last, the slowest: the models run at the scale's sizes, the data is there
+    check_runs(TEACHER_RECIPE, scale.teacher_overrides(variant.teacher_sets), "--teacher")
+    for student in scale.students:
+        sets = [*scale.student_overrides(variant.sets), f"student.model={student}"]
+        check_runs(STUDENT_RECIPE, sets, f"--students {student}")

@@ -66,6 +66,7 @@ from tuning import (
     check_models,
     check_not_owned,
     check_recipe,
+    check_runs,
     environment,
     last_line,
     launch,
@@ -223,6 +224,9 @@ def validate(plan: Plan) -> None:
     check_method_kept(FM_RECIPE, plan.common, "function_matching")
     for overrides in COMPARISONS.values():
         check_recipe(FM_RECIPE, [*plan.common, *(o.replace("STOP", "1") for o in overrides)])
+    # last, the slowest: the models run at the recipes' sizes, the data is there
+    check_runs(TEACHER_RECIPE, plan.teacher_sets, "--teacher")
+    check_runs(FM_RECIPE, plan.common, "--student")
 
 
 def train_images(teacher: Path) -> int:

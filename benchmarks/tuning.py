@@ -125,6 +125,25 @@ def check_recipe(recipe: Path, overrides: Sequence[str]) -> None:
     load_recipe(recipe, list(overrides))
 
 
+def check_runs(recipe: Path, overrides: Sequence[str], where: str) -> None:
+    """The recipe's models build and run a batch at its sizes and its data is there (`api.plan`,
+    no training; a teacher checkpoint that the benchmark has yet to train is left out): a model
+    that cannot run at the benchmark's input size, or a Fashion-MNIST folder (`data.root`) that
+    is missing, is one line before a teacher trains, not a failed row per run after it."""
+    from distill_cli import api
+    from distill_cli.errors import DistillError
+    from distill_cli.recipe.document import load_recipe
+
+    items = list(overrides)
+    if load_recipe(recipe, items).teacher is not None:
+        items.append("teacher.checkpoint=null")
+    try:
+        api.plan(recipe, items)
+    except DistillError as exc:
+        at = f"{where}: {exc.where}" if exc.where else where
+        raise DistillError(exc.what, at, exc.hint, exc.code) from None
+
+
 def check_not_owned(overrides: Sequence[str], owned: Mapping[str, str], where: str) -> None:
     """No override may set a key the benchmark sets itself from its own options (`owned`: key ->
     the option that sets it): the benchmark's value would replace the user's without a word

@@ -166,6 +166,8 @@ def test_fmnist_methods_saves_every_finished_row_and_what_ran(
 
     taught: list[Path] = []
     monkeypatch.setattr(fmnist_methods, "teacher_run", lambda out, *_: taught.append(out) or out)
+    planned: list[tuple[str, list[str]]] = []  # check_runs: tested on its own below
+    monkeypatch.setattr(fmnist_methods, "check_runs", lambda r, o, w: planned.append((w, o)))
     done: list[list[str]] = []
 
     def run(recipe: Path, overrides: list[str], overwrite: bool) -> SimpleNamespace:
@@ -187,7 +189,19 @@ def test_fmnist_methods_saves_every_finished_row_and_what_ran(
     assert data["models"] == {"student": "test_convnext", "teacher": "resnet10t"}
     assert data["environment"]["versions"]["timm"] and "--student" in data["command"]
     assert taught == [out.resolve()]
+    assert [w for w, _ in planned] == ["--teacher", "--student"]
+    assert "student.model=test_convnext" in planned[1][1]
     assert all(f"output.dir={out.resolve()}" in o and "schedule.epochs=2" in o for o in done)
+
+
+def test_a_run_that_cannot_start_is_refused_before_the_teacher_trains() -> None:
+    """`tuning.check_runs` (api.plan: models built and run at the recipe's sizes, data read)
+    names the benchmark's option; a missing Fashion-MNIST folder used to fail every run."""
+    scale = full_data_scales.SCALES["quick"]
+    sets = [*scale.student_overrides(("data.root=/no/fashion-mnist",)), "student.model=test_vit"]
+    with pytest.raises(DistillError, match="Fashion-MNIST") as info:
+        tuning.check_runs(full_data_scales.STUDENT_RECIPE, sets, "--students test_vit")
+    assert info.value.where == "--students test_vit: /no/fashion-mnist" and info.value.code == 2
 
 
 def test_every_results_json_says_with_what_it_ran() -> None:
