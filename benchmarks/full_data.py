@@ -285,9 +285,11 @@ def outputs(name: str, tag: str, a: argparse.Namespace) -> tuple[Path, Path, Pat
 def main() -> None:
     p = parser(__doc__)
     p.add_argument(
-        "--scale", choices=["gpu", "cpu"], default="gpu", help="full_data_scales.py's size (gpu)"
+        "--scale", choices=["gpu", "cpu"], default=None, help="full_data_scales.py's size (gpu)"
     )
-    p.add_argument("--quick", action="store_true", help="tiny models and data, about a minute")
+    p.add_argument(
+        "--quick", action="store_true", help="its own tiny scale: tiny models and data, a minute"
+    )
     p.add_argument(
         "--part", choices=sorted(PARTS), default="all", help="GPU: see the docstring (all)"
     )
@@ -329,7 +331,9 @@ def main() -> None:
         "--jobs", type=at_least(1), default=None, help="runs side by side (default: the scale's)"
     )
     a = p.parse_args()
-    name = "quick" if a.quick else a.scale
+    if a.quick and a.scale:  # --quick is a scale of its own: the other one would be ignored
+        fail(f"--quick runs its own scale, not --scale {a.scale}", "--scale", "give one of them")
+    name = "quick" if a.quick else a.scale or "gpu"
     scale, variant, tag = choose(name, a)
     out, results, fig = outputs(name, tag, a)
     if results.is_file():  # another run's results are refused before the models are checked

@@ -193,6 +193,15 @@ def validate(scale: Scale, variant: Variant) -> None:
         for method in METHODS.values():
             sets = [*scale.student_overrides(variant.sets), *method, f"student.model={student}"]
             check_recipe(STUDENT_RECIPE, sets)
+    if GPU[0] in scale.teacher_sets:
+        import torch
+
+        if not torch.cuda.is_available():  # the gpu scale, the default: say which to use
+            raise DistillError(
+                "this scale runs on CUDA and this machine has none",
+                "--scale",
+                "pass --scale cpu (about an hour on 2 cores) or --quick",
+            )
     # last, the slowest: the models run at the scale's sizes, the data is there
     check_runs(TEACHER_RECIPE, scale.teacher_overrides(variant.teacher_sets), "--teacher")
     for student in scale.students:

@@ -204,6 +204,41 @@ def test_a_run_that_cannot_start_is_refused_before_the_teacher_trains() -> None:
     assert info.value.where == "--students test_vit: /no/fashion-mnist" and info.value.code == 2
 
 
+def test_full_data_names_the_scale_it_can_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--quick --scale cpu` ran the quick scale without a word; the default gpu scale on a
+    machine without CUDA failed in the teacher's run with a recipe key to change."""
+    import full_data
+    import torch
+
+    line = _main(full_data, ["--quick", "--scale", "cpu"], monkeypatch, capsys)
+    assert "--quick runs its own scale, not --scale cpu" in line
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    scale, variant, _ = full_data_scales.choose("gpu", _fd_args(quick=False))
+    with pytest.raises(DistillError, match="runs on CUDA") as info:
+        full_data_scales.validate(scale, variant)
+    assert info.value.where == "--scale" and "--scale cpu" in (info.value.hint or "")
+
+
+def test_an_arch_sweep_rerun_at_another_size_is_a_row_of_its_own() -> None:
+    """`arch_sweep.py --models resnet18 --size 32 --stages student --update` merged its 32 px
+    student stage into the 64 px row (export, teacher...) and labelled it all 32 px."""
+    from arch_sweep_report import ArchResult, StageResult, merge
+
+    ok = StageResult("pass", 1.0, 0, "")
+    old = [ArchResult("resnet18", "resnet", 64, {"student": ok, "export": ok}, 1e-6)]
+    again = merge(old, [ArchResult("resnet18", "resnet", 64, {"student": ok}, None)])
+    assert [(r.size, sorted(r.stages), r.parity_max_abs) for r in again] == [
+        (64, ["export", "student"], 1e-6)  # the same size: the stage run again replaced
+    ]
+    other = merge(old, [ArchResult("resnet18", "resnet", 32, {"student": ok}, None)])
+    assert [(r.size, sorted(r.stages)) for r in other] == [
+        (64, ["export", "student"]),
+        (32, ["student"]),
+    ]
+
+
 def test_every_results_json_says_with_what_it_ran() -> None:
     env = tuning.environment()
     assert env["versions"]["torch"] and env["versions"]["timm"] and env["versions"]["onnx"]
