@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import benchargs  # noqa: E402
@@ -237,6 +238,32 @@ def test_an_arch_sweep_rerun_at_another_size_is_a_row_of_its_own() -> None:
         (64, ["export", "student"]),
         (32, ["student"]),
     ]
+
+
+def test_the_figures_name_the_models_of_their_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun's figure said 'teacher (x%)' and 'function matching vs the shortcuts' whatever
+    ran; the models (and a variant's tag) now come from the results JSON."""
+    import full_data_report
+    import patience_report
+    from matplotlib.figure import Figure
+
+    drawn: list[Figure] = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *_, **__: drawn.append(fig))
+    result = json.loads((RESULTS / "patience.json").read_text())
+    result["teacher"]["model"], result["student"]["model"] = "resnet18", "test_vit"
+    patience_report.figure(result, tmp_path / "p.png")
+    data = json.loads((RESULTS / "full_data_cpu.json").read_text())
+    data["teacher"]["model"], data["tag"] = "resnet50", "resnet50-abc123"
+    full_data_report.figure(data, tmp_path / "f.png")
+    (patience_fig, full_fig) = drawn
+    axes = patience_fig.axes[0]
+    assert "test_vit distilled from resnet18" in axes.get_title()
+    assert any(t.get_text().startswith("teacher resnet18 (") for t in axes.get_legend().texts)
+    assert "variant resnet50-abc123" in full_fig.get_suptitle()
+    legend = full_fig.axes[0].get_legend().texts
+    assert any(t.get_text().startswith("teacher resnet50 (") for t in legend)
 
 
 def test_every_results_json_says_with_what_it_ran() -> None:
