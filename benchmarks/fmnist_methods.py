@@ -189,7 +189,10 @@ def main() -> None:
                 "method": label,
                 "recipe": recipe,
                 "wall_s": time.perf_counter() - started,
-                **{k: summary[k] for k in ("student", "teacher", "agreement", "kl")},
+                # what ran: stage-by-stage's length is its phases', not --epochs
+                **{k: summary[k] for k in ("student", "teacher", "agreement", "kl", "epochs")},
+                "test_images": summary["data"]["val_images"],
+                "device": summary["device"],
                 "images_per_s": summary["images_per_s"],
                 "error": None,
             }
@@ -199,21 +202,23 @@ def main() -> None:
     ran = [r for r in results if r["error"] is None]
     teachers = sorted({r["teacher"]["model"] for r in ran if r["teacher"]})
     students = sorted({r["student"]["model"] for r in ran})
+    images = sorted({r["test_images"] for r in ran if r["test_images"]})
     print(
         f"\nteacher {', '.join(teachers) or '?'}; student {', '.join(students) or '?'}; "
-        f"{args.epochs} epochs; --set {' '.join(args.overrides) or '(none)'}; "
+        f"--epochs {args.epochs}; test images {', '.join(map(str, images)) or '?'}; "
+        f"--set {' '.join(args.overrides) or '(none)'}; "
         f"--teacher-set {' '.join(teacher_sets) or '(none)'}"
     )
-    print("\n| method | recipe | student top-1 | agreement | KL | time |")
-    print("|---|---|---|---|---|---|")
+    print("\n| method | recipe | epochs | student top-1 | agreement | KL | time |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         if r["error"] is not None:
-            print(f"| {r['method']} | `{r['recipe']}` | failed: {r['error']} | | | |")
+            print(f"| {r['method']} | `{r['recipe']}` | | failed: {r['error']} | | | |")
             continue
         agree = r["agreement"]["top1"]
         kl = r["kl"]
         print(
-            f"| {r['method']} | `{r['recipe']}` | {r['student']['top1']:.2f}% | "
+            f"| {r['method']} | `{r['recipe']}` | {r['epochs']:g} | {r['student']['top1']:.2f}% | "
             f"{'-' if agree is None else f'{agree:.2f}%'} | {'-' if kl is None else f'{kl:.3f}'} "
             f"| {r['wall_s']:.0f} s |"
         )

@@ -159,10 +159,11 @@ def test_an_existing_results_file_is_replaced_only_with_overwrite(
 
 
 def test_fmnist_methods_saves_every_finished_row_and_what_ran(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A run cut after two methods leaves their rows, with the models, versions and command;
-    with --out the teacher is trained there too, not into runs/."""
+    with --out the teacher is trained there too, not into runs/; the table gives each row's
+    own epochs (stage-by-stage runs its phases, not --epochs)."""
     import fmnist_methods
 
     taught: list[Path] = []
@@ -172,13 +173,19 @@ def test_fmnist_methods_saves_every_finished_row_and_what_ran(
     done: list[list[str]] = []
 
     def run(recipe: Path, overrides: list[str], overwrite: bool) -> SimpleNamespace:
-        if len(done) == 2:
+        if len(done) == cut:
             raise KeyboardInterrupt  # the session is cut during the third method
         done.append(overrides)
+        if "stage_by_stage" in str(recipe):
+            raise DistillError("stage_map names a stage the models lack", "method.stage_map")
+        epochs = 3 if "ablations" in str(recipe) else 2
         summary = {"student": {"top1": 50.0, "model": "test_convnext"}, "teacher": None}
         summary |= {"agreement": {"top1": None}, "kl": None, "images_per_s": 1.0}
+        summary |= {"epochs": epochs}
+        summary |= {"data": {"val_images": 300}, "device": "cpu"}
         return SimpleNamespace(to_dict=lambda: summary)
 
+    cut = 2
     monkeypatch.setattr(fmnist_methods.api, "run", run)
     out, path = tmp_path / "runs", tmp_path / "r.json"
     argv = ["--student", "test_convnext", "--epochs", "2", "--out", str(out), "--json", str(path)]
@@ -187,12 +194,23 @@ def test_fmnist_methods_saves_every_finished_row_and_what_ran(
         fmnist_methods.main()
     data = json.loads(path.read_text())
     assert [r["recipe"] for r in data["rows"]] == [r for _, r in fmnist_methods.ROWS[:2]]
+    assert data["rows"][0]["epochs"] == 2 and data["rows"][0]["test_images"] == 300
     assert data["models"] == {"student": "test_convnext", "teacher": "resnet10t"}
     assert data["environment"]["versions"]["timm"] and "--student" in data["command"]
     assert taught == [out.resolve()]
     assert [w for w, _ in planned] == ["--teacher", "--student"]
     assert "student.model=test_convnext" in planned[1][1]
     assert all(f"output.dir={out.resolve()}" in o and "schedule.epochs=2" in o for o in done)
+    capsys.readouterr()
+    cut, done[:] = -1, []  # the whole table, one method failing: exit 1
+    path.unlink()
+    with pytest.raises(SystemExit) as stop:
+        fmnist_methods.main()
+    table = capsys.readouterr().out
+    assert stop.value.code == 1 and "| method | recipe | epochs | student top-1 |" in table
+    assert "| `recipes/ablations/independent.yaml` | 3 | 50.00% |" in table
+    assert "`recipes/methods/stage_by_stage.yaml` | | failed: stage_map" in table
+    assert "test images 300" in table and "student test_convnext" in table
 
 
 def test_a_run_that_cannot_start_is_refused_before_the_teacher_trains() -> None:
