@@ -178,7 +178,7 @@ def main() -> None:
         "--skip-trained", action="store_true", help="only the architecture-only table (no training)"
     )
     parser.add_argument(
-        "--size", type=at_least(1), default=224, help="input side of that table (224)"
+        "--size", type=at_least(1), default=None, help="input side of that table (224)"
     )
     parser.add_argument("--json", type=Path, help="also write every report here (default: none)")
     parser.add_argument("extra", nargs="*", help="more `distill export` flags, after --")
@@ -191,6 +191,9 @@ def main() -> None:
             "--skip-224/--skip-trained",
             "give one of them at most",
         )
+    if args.skip_224 and args.size is not None:  # it sizes only the table --skip-224 drops
+        fail(f"--size {args.size} with --skip-224", "--size", "drop one of them")
+    args.size = args.size or 224
     if args.json:
         output_file(args.json, "--json", args.overwrite)
     from tuning import check_models, check_not_owned

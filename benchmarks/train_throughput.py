@@ -59,12 +59,15 @@ def main() -> None:
     p.add_argument(
         "--bare",
         type=Path,
-        # the shared reference beside the checkout when it is there, else distill's own copy
-        default=DEFAULT_BARE if DEFAULT_BARE.is_file() else None,
+        default=None,
         help="path to bare_kd_step.py (default: ../shared/bench/, else the built-in bare step)",
     )
     p.add_argument("--json", action="store_true", help="print the whole result as one JSON line")
     a = p.parse_args()
+    if a.bare is not None and a.device == "cpu":  # bench_train runs the script on CUDA only
+        fail("--bare runs on CUDA only", "--bare", "drop it with --device cpu")
+    # the shared reference beside the checkout when it is there, else distill's own copy
+    a.bare = a.bare or (DEFAULT_BARE if DEFAULT_BARE.is_file() else None)
     if a.window > a.steps:  # the bare step would time a whole window, distill's only --steps
         fail(
             f"--window {a.window} is more than --steps {a.steps}",

@@ -120,6 +120,8 @@ def test_fmnist_methods_and_export_latency_refuse_a_set_of_their_options(
     assert "use --arch" in line
     line = _main(export_latency, ["--skip-224", "--skip-trained"], monkeypatch, capsys)
     assert "leave no table" in line
+    line = _main(export_latency, ["--skip-224", "--size", "64"], monkeypatch, capsys)
+    assert "--size 64 with --skip-224" in line
 
 
 def test_train_throughput_refuses_what_it_cannot_time(
@@ -128,6 +130,8 @@ def test_train_throughput_refuses_what_it_cannot_time(
     import torch
     import train_throughput
 
+    line = _main(train_throughput, ["--device", "cpu", "--bare", "x.py"], monkeypatch, capsys)
+    assert "--bare runs on CUDA only" in line
     line = _main(train_throughput, ["--steps", "2", "--window", "5"], monkeypatch, capsys)
     assert "--window 5 is more than --steps 2" in line
     line = _main(train_throughput, ["--device", "cpu", "--student", "resnet1"], monkeypatch, capsys)
@@ -251,6 +255,11 @@ def test_an_arch_sweep_rerun_at_another_size_is_a_row_of_its_own() -> None:
     assert [(r.size, sorted(r.stages), r.parity_max_abs) for r in again] == [
         (64, ["export", "student"], 1e-6)  # the same size: the stage run again replaced
     ]
+    import arch_sweep
+
+    with pytest.raises(SystemExit) as stop:  # --quick is a set of stages: not both
+        arch_sweep.main(["--quick", "--stages", "teacher"])
+    assert stop.value.code == 2
     other = merge(old, [ArchResult("resnet18", "resnet", 32, {"student": ok}, None)])
     assert [(r.size, sorted(r.stages)) for r in other] == [
         (64, ["export", "student"]),
