@@ -49,7 +49,9 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -57,9 +59,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchargs import at_least, fail, output_file, parser
 from patience_report import FM_LABEL, figure, markdown, tuning_markdown
-from patience_rows import COMPARISONS, GRID, SHARES, TUNED, RunRow, ladder_rows, pick, tune_rows
+from patience_rows import (
+    COMPARISONS,
+    FM_RECIPE,
+    GRID,
+    GRID_OWNED,
+    SHARES,
+    STUDENT_OWNED,
+    TEACHER_OWNED,
+    TEACHER_RECIPE,
+    TUNED,
+    RunRow,
+    finished,
+    ladder_rows,
+    pick,
+    train_images,
+    tune_rows,
+)
 from tuning import (
-    LAUNCHED,
     Variant,
     add_model_options,
     check_method_kept,
@@ -72,16 +89,12 @@ from tuning import (
     launch,
     measure,
     one_line_errors,
-    same_run,
     split_done,
     tagged,
     teacher_run,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ROOT / "recipes" / "patience"
-TEACHER_RECIPE = RECIPES / "teacher.yaml"
-FM_RECIPE = RECIPES / "function_matching.yaml"
 
 
 def _run(row: RunRow, out: Path, common: list[str], threads: int) -> RunRow:
@@ -112,25 +125,41 @@ def _run(row: RunRow, out: Path, common: list[str], threads: int) -> RunRow:
     return row
 
 
-def finished(run: Path, items: list[str]) -> bool:
-    """Whether `run` already finished with exactly these settings (`tuning.same_run`) after its
-    teacher was trained: a rerun of a cut benchmark runs only the rows still missing, and a run
-    of other settings (another subset, holdout, model or override) is never read as this one."""
-    ckpt = next((i.split("=", 1)[1] for i in items if i.startswith("teacher.checkpoint=")), None)
-    summary = run / "summary.json"
-    teacher = Path(ckpt) if ckpt else None
-    if teacher and teacher.is_file() and summary.is_file():
-        return summary.stat().st_mtime >= teacher.stat().st_mtime and same_run(
-            run, FM_RECIPE, items
-        )  # a student of an older teacher is run again
-    return same_run(run, FM_RECIPE, items)
+def run_pool(
+    rows: list[RunRow],
+    out: Path,
+    common: list[str],
+    jobs: int,
+    threads: int,
+    on_done: Callable[[RunRow], None],
+) -> list:
+    """Runs `jobs` at a time, longest first; a row's own overrides come after `common`; each
+    row is handed to `on_done` as it finishes (or fails)."""
 
+    def one(row: RunRow) -> RunRow:
+        row = _run(row, out, common, threads)
+        on_done(row)
+        return row
 
-def run_pool(rows: list[RunRow], out: Path, common: list[str], jobs: int, threads: int) -> list:
-    """Runs `jobs` at a time, longest first; a row's own overrides come after `common`."""
     rows = sorted(rows, key=lambda r: -r.epochs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(lambda row: _run(row, out, common, threads), rows))
+        return list(pool.map(one, rows))
+
+
+class Progress:
+    """The results JSON kept up to date while the runs finish (`complete: false`): a session
+    cut short leaves every finished row there, and a rerun in the same OUT reuses those runs
+    and completes it."""
+
+    def __init__(self, path: Path, result: dict, started: float) -> None:
+        self.path, self.result, self.started = path, result, started
+        self.lock = threading.Lock()
+
+    def add(self, row: RunRow) -> None:
+        with self.lock:
+            self.result["tune" if row.role == "tune" else "rows"].append(asdict(row))
+            self.result["wall_s"] = time.perf_counter() - self.started
+            self.path.write_text(json.dumps(self.result, indent=2))
 
 
 @dataclass
@@ -189,25 +218,6 @@ def choose(a: argparse.Namespace) -> Plan:
     return Plan(teacher_sets, common, variant, variant.tag(default), name, a.tune_at > 0)
 
 
-#: What every distillation run sets after `--set` (refused there, with the option to use).
-STUDENT_OWNED = {
-    **LAUNCHED,
-    "data.subset": "--subset",
-    "data.holdout": "--holdout",
-    "student.model": "--student",
-    "teacher.model": "--teacher",
-    "teacher.checkpoint": "--teacher and --teacher-set (the benchmark trains its teacher)",
-    "schedule.epochs": "--lengths, --compare-at or --tune-at",
-}
-#: With tuning, the grid's lr and wd come after `--set` too (`--tune-at 0` leaves them free).
-GRID_OWNED = {
-    "optim.lr": "--tune-at 0 (then every row runs the recipe's lr and wd, which --set may change)",
-    "optim.weight_decay": "--tune-at 0 (then every row runs the recipe's lr and wd)",
-}
-#: What the teacher's run sets after `--teacher-set`.
-TEACHER_OWNED = {**LAUNCHED, "data.holdout": "--holdout", "model.model": "--teacher"}
-
-
 def owned(plan: Plan) -> dict[str, str]:
     """The keys a `--set` may not give (key -> the option to use): the grid's lr and wd only
     while the grid sets them."""
@@ -227,16 +237,6 @@ def validate(plan: Plan) -> None:
     # last, the slowest: the models run at the recipes' sizes, the data is there
     check_runs(TEACHER_RECIPE, plan.teacher_sets, "--teacher")
     check_runs(FM_RECIPE, plan.common, "--student")
-
-
-def train_images(teacher: Path) -> int:
-    """The images the teacher trained on, from its saved recipe: Fashion-MNIST's 60,000 less the
-    holdout, then `data.train_limit` (the order `build_data` takes them in)."""
-    from distill_cli.recipe.document import load_recipe
-
-    data = load_recipe(teacher / "recipe.yaml").data
-    left = 60000 - (data.holdout or 0)
-    return min(left, data.train_limit) if data.train_limit else left
 
 
 def main() -> None:
@@ -296,13 +296,50 @@ def main() -> None:
     assert teacher_sum.test is not None
 
     grid = GRID[::2] if a.quick else GRID
+    result = {
+        "command": "python benchmarks/patience.py " + " ".join(sys.argv[1:]),
+        "complete": False,  # until every row has run: a cut run leaves the rows it finished
+        "quick": a.quick,
+        "subset": a.subset,
+        "holdout": a.holdout,
+        "lengths": a.lengths,
+        "compare_at": a.compare_at,
+        "tune_at": a.tune_at,
+        "grid": [list(cfg) for cfg in grid] if a.tune_at else [],
+        "picks": {},
+        "shares": SHARES if a.tune_at else {},
+        "test_images": teacher_sum.test.images,  # then what the students' runs read
+        "jobs": a.jobs,
+        "threads_per_job": threads,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "teacher": {
+            "model": teacher_sum.student.model,
+            "params": teacher_sum.student.params,
+            # the checkpoint the students learn from: best on the holdout, on the test set
+            "top1": teacher_sum.test.best_top1,
+            "holdout_top1": teacher_sum.best_score,
+            "train_images": train_images(teacher),
+            "run": str(teacher),
+        },
+        "student": {"model": plan.variant.students[0], "params": None},
+        "models": plan.variant.record(),
+        "environment": environment(),
+        "recipes": {
+            "teacher": str(TEACHER_RECIPE.relative_to(ROOT)),
+            "distill": str(FM_RECIPE.relative_to(ROOT)),
+        },
+        "rows": [],
+        "tune": [],
+    }
+    progress = Progress(path, result, started)
     tuned: list[RunRow] = []
     picks: dict[str, tuple[float, float]] = {}
     if a.tune_at:
         tuned = tune_rows(a.tune_at, grid, plan.tag)
         print(f"tuning: {len(tuned)} runs at {a.tune_at} epochs", flush=True)
-        tuned = run_pool(tuned, a.out, common, a.jobs, threads)
+        tuned = run_pool(tuned, a.out, common, a.jobs, threads, progress.add)
         picks = pick(tuned)
+        result["picks"] = {k: list(v) for k, v in picks.items()}
         missing = [label for label in TUNED if label not in picks]
         if missing:
             fail(
@@ -316,59 +353,24 @@ def main() -> None:
     # a ladder row the tuning already ran (same method, length and setting) is not run again
     ok = [r for r in tuned if r.error is None]
     todo, reused = split_done(rows, ok, lambda r: (r.label, r.epochs, r.lr, r.wd))
+    for row in reused:
+        progress.add(replace(row, role="ladder"))
     print(f"{len(todo)} runs, {a.jobs} at a time, {threads} thread(s) each", flush=True)
-    done = run_pool(todo, a.out, common, a.jobs, threads)
+    done = run_pool(todo, a.out, common, a.jobs, threads, progress.add)
     done += [replace(r, role="ladder") for r in reused]
     order = {label: i for i, label in enumerate([FM_LABEL, *COMPARISONS])}
     done.sort(key=lambda r: (order[r.label], r.epochs))
 
     # the student's size and the test images from a finished run, function matching's first
     fm_any = next((r for r in sorted(done, key=lambda r: r.label != FM_LABEL) if not r.error), None)
-    student = {"model": plan.variant.students[0], "params": None}
-    test_images = teacher_sum.test.images
     if fm_any is not None:
         res = RunSummary.load(a.out / fm_any.run)
-        student = {"model": res.student.model, "params": res.student.params}
-        test_images = res.test.images if res.test is not None else test_images
-    result = {
-        "command": "python benchmarks/patience.py " + " ".join(sys.argv[1:]),
-        "quick": a.quick,
-        "subset": a.subset,
-        "holdout": a.holdout,
-        "lengths": a.lengths,
-        "compare_at": a.compare_at,
-        "tune_at": a.tune_at,
-        "grid": [list(cfg) for cfg in grid] if a.tune_at else [],
-        "picks": {k: list(v) for k, v in picks.items()},
-        "shares": SHARES if a.tune_at else {},
-        "test_images": test_images,  # what the runs read, not what the defaults would
-        "jobs": a.jobs,
-        "threads_per_job": threads,
-        "wall_s": time.perf_counter() - started,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_avg_at_end": os.getloadavg(),
-        },
-        "teacher": {
-            "model": teacher_sum.student.model,
-            "params": teacher_sum.student.params,
-            # the checkpoint the students learn from: best on the holdout, on the test set
-            "top1": teacher_sum.test.best_top1,
-            "holdout_top1": teacher_sum.best_score,
-            "train_images": train_images(teacher),
-            "run": str(teacher),
-        },
-        "student": student,
-        "models": plan.variant.record(),
-        "environment": environment(),
-        "recipes": {
-            "teacher": str(TEACHER_RECIPE.relative_to(ROOT)),
-            "distill": str(FM_RECIPE.relative_to(ROOT)),
-        },
-        "rows": [asdict(r) for r in done],
-        "tune": [asdict(r) for r in tuned],
-    }
+        result["student"] = {"model": res.student.model, "params": res.student.params}
+        if res.test is not None:  # what the runs read, not what the defaults would
+            result["test_images"] = res.test.images
+    result.update(complete=True, rows=[asdict(r) for r in done], tune=[asdict(r) for r in tuned])
+    result["wall_s"] = time.perf_counter() - started
+    result["machine"]["load_avg_at_end"] = os.getloadavg()
     path.write_text(json.dumps(result, indent=2))
     table = markdown(result)
     tuning = tuning_markdown(result)

@@ -217,6 +217,36 @@ def test_fmnist_methods_saves_every_finished_row_and_what_ran(
     assert "test images 300" in table and "student test_convnext" in table
 
 
+def test_a_cut_patience_run_leaves_its_finished_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """patience.py wrote its JSON only at the end of hours of runs; every finished (or failed)
+    row is in it now as it ends, `complete: false` until the last."""
+    import patience_report
+    from patience_rows import ladder_rows
+
+    result = json.loads((RESULTS / "patience.json").read_text())
+    result.update(rows=[], tune=[], complete=False)
+    path = tmp_path / "patience.json"
+    progress = patience.Progress(path, result, 0.0)
+
+    def run(row: patience.RunRow, *_: object) -> patience.RunRow:
+        if row.epochs == 3:
+            raise KeyboardInterrupt  # the session ends during the third run
+        row.top1, row.error = (50.0, None) if row.epochs == 30 else (None, "boom")
+        row.wall_s = 60.0
+        return row
+
+    monkeypatch.setattr(patience, "_run", run)
+    rows = [r for r in ladder_rows([1, 3, 30], 600, {}) if r.label == patience_report.FM_LABEL]
+    with pytest.raises(KeyboardInterrupt):
+        patience.run_pool(rows, tmp_path, [], 1, 1, progress.add)  # longest first: 30, 3, 1
+    saved = json.loads(path.read_text())  # the pool's other row still ends (and fails)
+    assert saved["complete"] is False and [r["epochs"] for r in saved["rows"]] == [30, 1]
+    table = patience_report.markdown(saved)  # the partial file still makes a table
+    assert "| 30 |" in table and "failed: boom" in table and "| 3 |" not in table
+
+
 def test_a_run_that_cannot_start_is_refused_before_the_teacher_trains() -> None:
     """`tuning.check_runs` (api.plan: models built and run at the recipe's sizes, data read)
     names the benchmark's option; a missing Fashion-MNIST folder used to fail every run."""
