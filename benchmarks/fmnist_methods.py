@@ -43,6 +43,7 @@ from tuning import (
     check_runs,
     environment,
     teacher_run,
+    usable_cores,
 )
 
 from distill_cli import api
@@ -148,7 +149,7 @@ def main() -> None:
     one_line_errors(lambda: check_runs(TEACHER, teacher_sets, "--teacher"))
     fm = ROWS[-1][1]
     one_line_errors(lambda: check_runs(ROOT / fm, overrides_of(fm), "--student"))
-    threads = os.cpu_count() or 1
+    threads = usable_cores()
     one_line_errors(lambda: teacher_run(runs, TEACHER, name, teacher_sets, threads))
     results: list[dict] = []
     load_before, started_all = os.getloadavg()[0], time.perf_counter()

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -74,6 +73,7 @@ from tuning import (
     setting_suffix,
     tagged,
     teacher_run,
+    usable_cores,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,7 +148,7 @@ class Bench:
         self.data: dict = {"rows": [], "commands": []}
         if results.is_file():  # an earlier part: its finished rows are kept and not rerun
             self.data = earlier(results, scale_name, tag)
-        self.threads = max(1, (os.cpu_count() or 2) // scale.jobs)
+        self.threads = max(1, usable_cores() // scale.jobs)
 
     def done(self, row: Row) -> Row | None:
         for old in self.data["rows"]:
@@ -351,7 +351,7 @@ def main() -> None:
     teacher_name = tagged("full-data-teacher", variant.teacher_tag(SCALES[name].variant()))
     teacher_sets = scale.teacher_overrides(variant.teacher_sets)
     teacher = one_line_errors(
-        lambda: teacher_run(out, TEACHER_RECIPE, teacher_name, teacher_sets, os.cpu_count() or 1)
+        lambda: teacher_run(out, TEACHER_RECIPE, teacher_name, teacher_sets, usable_cores())
     )
     from distill_cli.rundir.summary import RunSummary
 

@@ -92,6 +92,7 @@ from tuning import (
     split_done,
     tagged,
     teacher_run,
+    usable_cores,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -281,10 +282,10 @@ def main() -> None:
     md = output_file(a.md, "--md") if a.md else None
     fig = output_file(a.figure or path.with_suffix(".png"), "--figure")
     common = plan.common
-    threads = max(1, (os.cpu_count() or 2) // max(1, a.jobs))
+    threads = max(1, usable_cores() // max(1, a.jobs))
     started = time.perf_counter()
     a.out.mkdir(parents=True, exist_ok=True)
-    n = max(1, os.cpu_count() or 1)
+    n = usable_cores()
     teacher = one_line_errors(
         lambda: teacher_run(a.out, TEACHER_RECIPE, plan.teacher_name, plan.teacher_sets, n)
     )

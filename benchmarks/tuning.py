@@ -342,6 +342,14 @@ def split_done(rows: Sequence[R], ran: Sequence[R], key: Callable[[R], Hashable]
 VERSIONED = ("distill-cli", "torch", "torchvision", "timm", "onnx", "onnxruntime")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (`taskset`, a container's limit), which the runs'
+    threads are shared out from; `os.cpu_count()` counts the whole host."""
+    from distill_cli.host import cpu_count
+
+    return cpu_count()
+
+
 def environment() -> dict[str, Any]:
     """Where and with what a benchmark ran, for its results JSON: the device, the cores, the
     command and the versions of the packages that make its figures (a rerun describes itself)."""
@@ -358,5 +366,6 @@ def environment() -> dict[str, Any]:
         "versions": installed_versions(VERSIONED),
         "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
         "cpu_cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
         "python": platform.python_version(),
     }

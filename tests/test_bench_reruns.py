@@ -323,6 +323,22 @@ def test_the_figures_name_the_models_of_their_json(
     assert any(t.get_text().startswith("teacher resnet50 (") for t in legend)
 
 
+def test_the_runs_threads_come_from_the_cores_this_process_may_use(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `taskset -c 0-3` on a 64-core host, two runs side by side got 32 threads each."""
+    import os
+
+    import full_data
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1, 2, 3}, raising=False)
+    scale = full_data_scales.SCALES["cpu"]  # two jobs
+    bench = full_data.Bench(scale, tmp_path, tmp_path / "r.json", 0.0)
+    assert tuning.usable_cores() == 4 and bench.threads == 2
+    assert tuning.environment()["usable_cores"] == 4
+
+
 def test_every_results_json_says_with_what_it_ran() -> None:
     env = tuning.environment()
     assert env["versions"]["torch"] and env["versions"]["timm"] and env["versions"]["onnx"]
