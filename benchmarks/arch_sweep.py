@@ -61,6 +61,7 @@ from arch_sweep_report import (
     results_folder,
     write_results,
 )
+from benchargs import output_folder
 
 CLASSES = 4
 
@@ -331,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = chosen_stages(parser, args.stages, QUICK_STAGES if args.quick else STAGES, STAGES)
     check_sweep(names, args.size, args.timeout)
     whole = not (args.models or args.size is not None or args.stages or args.quick)
-    args.out = results_folder(args.out, whole, args.update)
+    args.out = output_folder(results_folder(args.out, whole, args.update), "--out")
     sweep_all(archs, stages, sweep_one, args)
     return 0
 

@@ -100,6 +100,19 @@ def output_file(path: Path, option: str, overwrite: bool | None = None) -> Path:
     return path
 
 
+def output_folder(path: Path, option: str) -> Path:
+    """A folder the script will write into, made now: a file of that name, or a place it may
+    not write, is one error line before any work (not a traceback after an hour of runs)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        fail(f"{path} is a file", option, "name a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot make {path}: {exc.strerror}", option, "name a writable folder")
+    return path
+
+
 def read_results(
     path: Path, script: str, row_keys: Sequence[str], keys: Sequence[str] = ()
 ) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import add_overwrite, at_least, fail, one_line_errors, output_file
+from benchargs import add_overwrite, at_least, fail, one_line_errors, output_file, output_folder
 from benchargs import parser as parser_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,6 +196,8 @@ def main() -> None:
     args.size = args.size or 224
     if args.json:
         output_file(args.json, "--json", args.overwrite)
+    output_folder(args.runs_dir, "--runs-dir")
+    output_folder(args.out_dir, "--out-dir")
     from tuning import check_models, check_not_owned
 
     one_line_errors(lambda: check_models(archs, "--arch"))

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import add_overwrite, at_least, one_line_errors, output_file, parser
+from benchargs import add_overwrite, at_least, one_line_errors, output_file, output_folder, parser
 from tuning import (
     LAUNCHED,
     Variant,
@@ -121,7 +121,7 @@ def main() -> None:
     mine = Variant(args.teacher or default.teacher, (), teacher_sets=tuple(args.teacher_overrides))
     name = "quickstart-teacher"
     name += f"-{tag}" if (tag := mine.teacher_tag(default)) else ""
-    runs = args.out.resolve() if args.out else ROOT / "runs"  # the teacher too: only there
+    runs = output_folder(args.out, "--out").resolve() if args.out else ROOT / "runs"  # all there
     ckpt = runs / name / "checkpoints" / "best.safetensors"
     sets = {r: [*models_of(ROOT / r, args.student, args.teacher, ckpt)] for _, r in ROWS}
     one_line_errors(lambda: check_not_owned(args.overrides, OWNED, "--set"))

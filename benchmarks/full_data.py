@@ -47,7 +47,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import at_least, fail, output_file, parser, positive_float, read_results
+from benchargs import (
+    at_least,
+    fail,
+    output_file,
+    output_folder,
+    parser,
+    positive_float,
+    read_results,
+)
 from full_data_report import ROW_KEYS, figure, markdown
 from full_data_scales import (
     FM,
@@ -335,12 +343,14 @@ def main() -> None:
         fail(f"--quick runs its own scale, not --scale {a.scale}", "--scale", "give one of them")
     name = "quick" if a.quick else a.scale or "gpu"
     scale, variant, tag = choose(name, a)
+    if a.out is not None:  # a file of that name: one line, before the results file is named in it
+        output_folder(a.out, "--out")
     out, results, fig = outputs(name, tag, a)
     if results.is_file():  # another run's results are refused before the models are checked
         earlier(results, name, tag)
     one_line_errors(lambda: validate(scale, variant))
     students = one_line_errors(lambda: part_students(scale, a.part))
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out, "--out")
     started = time.monotonic()
     deadline = started + (a.budget_min * 60 if a.budget_min else 1e9)
     bench = Bench(scale, out, results, deadline, tag, name)

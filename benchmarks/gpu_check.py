@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import Raw, fail
+from benchargs import Raw, fail, output_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -119,8 +119,8 @@ def main() -> None:
 
 
 def run_all(a: argparse.Namespace) -> None:
-    a.out.mkdir(parents=True, exist_ok=True)
-    a.work.mkdir(parents=True, exist_ok=True)
+    output_folder(a.out, "OUT")
+    output_folder(a.work, "--work")
     mode = "smoke" if a.smoke else "gpu"
     device = device_name() if not a.smoke else "cpu-smoke"
     name = f"gpu_check_{slug(device)}_{time.strftime('%Y-%m-%d')}.json"

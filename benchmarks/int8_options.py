@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchargs import add_overwrite, at_least, output_file, parser
+from benchargs import add_overwrite, at_least, output_file, output_folder, parser
 from export_latency import distill  # the same `distill` subprocess helper (this folder)
 from tuning import environment
 
@@ -176,6 +176,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.json:
         output_file(args.json, "--json", args.overwrite)
+    output_folder(args.runs, "--runs")
     t0 = time.perf_counter()
     runs = train_runs(args.runs, args.train, args.val, args.epochs, args.retrain)
     results: dict[str, Any] = {

@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import at_least, fail, output_file, parser
+from benchargs import at_least, fail, output_file, output_folder, parser
 from patience_report import FM_LABEL, figure, markdown, tuning_markdown
 from patience_rows import (
     COMPARISONS,
@@ -276,6 +276,7 @@ def main() -> None:
     a.out = a.out or ROOT / "runs" / ("patience-quick" if a.quick else "patience")
 
     plan = choose(a)
+    output_folder(a.out, "--out")  # a file of that name: one line before the slower checks
     one_line_errors(lambda: validate(plan))
     # every file it writes, checked (and its folder made) before an hour of training
     path = output_file(a.json or a.out / f"{tagged('patience', plan.tag, '_')}.json", "--json")
@@ -284,7 +285,6 @@ def main() -> None:
     common = plan.common
     threads = max(1, usable_cores() // max(1, a.jobs))
     started = time.perf_counter()
-    a.out.mkdir(parents=True, exist_ok=True)
     n = usable_cores()
     teacher = one_line_errors(
         lambda: teacher_run(a.out, TEACHER_RECIPE, plan.teacher_name, plan.teacher_sets, n)

@@ -162,6 +162,29 @@ def test_an_existing_results_file_is_replaced_only_with_overwrite(
     assert old.read_text() == '{"rows": []}'
 
 
+def test_an_output_folder_that_is_a_file_is_one_line_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--out FILE` was a FileExistsError traceback, for the sweeps after every model ran."""
+    import arch_sweep
+    import full_data
+
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    made = benchargs.output_folder(tmp_path / "new folder" / "deep", "--out")
+    assert made.is_dir()
+    for module, argv in [
+        (full_data, ["--quick", "--out", str(afile)]),
+        (patience, ["--quick", "--out", str(afile)]),
+        (gpu_check, [str(afile), "--smoke", "--parts", "1"]),
+    ]:
+        line = _main(module, argv, monkeypatch, capsys)
+        assert f"{afile} is a file" in line and "name a folder" in line
+    with pytest.raises(SystemExit) as stop:
+        arch_sweep.main(["--models", "resnet18", "--quick", "--out", str(afile)])
+    assert stop.value.code == 2 and "is a file (--out)" in capsys.readouterr().err
+
+
 def test_fmnist_methods_saves_every_finished_row_and_what_ran(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
