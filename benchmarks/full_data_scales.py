@@ -15,6 +15,7 @@ from pathlib import Path
 from tuning import (
     LAUNCHED,
     Variant,
+    check_holdout,
     check_method_kept,
     check_models,
     check_not_owned,
@@ -188,6 +189,8 @@ def validate(scale: Scale, variant: Variant) -> None:
     if min(scale.lengths) < 1 or min(scale.seeds) < 0:
         raise DistillError("lengths must be >= 1 and seeds >= 0", "--lengths/--seeds")
     check_recipe(TEACHER_RECIPE, scale.teacher_overrides(variant.teacher_sets))
+    check_holdout(TEACHER_RECIPE, scale.teacher_overrides(variant.teacher_sets), "--teacher-set")
+    check_holdout(STUDENT_RECIPE, scale.student_overrides(variant.sets), "--set")
     check_method_kept(STUDENT_RECIPE, scale.student_overrides(variant.sets), "function_matching")
     for student in scale.students:
         for method in METHODS.values():

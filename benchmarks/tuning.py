@@ -162,6 +162,23 @@ def check_not_owned(overrides: Sequence[str], owned: Mapping[str, str], where: s
                 )
 
 
+def check_holdout(recipe: Path, overrides: Sequence[str], where: str) -> None:
+    """The run must hold out a validation split (`data.holdout`): every choice (lr/wd, the
+    teacher's best checkpoint) is made on it and the test set is only reported. A `--set
+    data.holdout=null` would make the test set the one chosen on (and `measure` find no test
+    result)."""
+    from distill_cli.errors import DistillError
+    from distill_cli.recipe.document import load_recipe
+
+    if not load_recipe(recipe, list(overrides)).data.holdout:
+        raise DistillError(
+            "no holdout: the benchmark makes its choices on it and reads the test set only to "
+            "report",
+            where,
+            "keep data.holdout (e.g. data.holdout=5000), or leave it as the benchmark sets it",
+        )
+
+
 def check_method_kept(recipe: Path, overrides: Sequence[str], method: str) -> None:
     """The rows named after `method` must still run it: a `--set method=...` (or
     `method.name=...`) would run another method under that label, a silently wrong table."""

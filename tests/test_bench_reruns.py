@@ -76,6 +76,26 @@ def test_full_data_refuses_a_set_of_what_its_options_set(given: dict, option: st
     assert option in (info.value.hint or "")
 
 
+@pytest.mark.parametrize(
+    "given",
+    [{"overrides": ["data.holdout=null"]}, {"teacher_overrides": ["data.holdout=null"]}],
+)
+def test_full_data_keeps_the_holdout_its_choices_are_made_on(given: dict) -> None:
+    """`--set data.holdout=null` made the test set the one the grid was picked on, and ended in
+    an AssertionError when the first run had no separate test result."""
+    scale, variant, _ = full_data_scales.choose("quick", _fd_args(**given))
+    with pytest.raises(DistillError, match="no holdout") as info:
+        full_data_scales.validate(scale, variant)
+    assert info.value.where == ("--set" if "overrides" in given else "--teacher-set")
+    other = _fd_args(overrides=["data.holdout=100"], teacher_overrides=["data.holdout=100"])
+    scale, variant, _ = full_data_scales.choose("quick", other)  # another size is fine
+    for recipe, sets in [
+        (full_data_scales.TEACHER_RECIPE, scale.teacher_overrides(variant.teacher_sets)),
+        (full_data_scales.STUDENT_RECIPE, scale.student_overrides(variant.sets)),
+    ]:
+        tuning.check_holdout(recipe, sets, "--set")
+
+
 def test_full_data_and_patience_keep_a_set_they_do_not_own() -> None:
     sets = ["schedule.batch_size=25", "augment.random_erasing=0.25", "data.root=/data/fmnist"]
     tuning.check_not_owned(sets, full_data_scales.STUDENT_OWNED, "--set")
