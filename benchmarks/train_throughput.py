@@ -32,6 +32,17 @@ from benchargs import at_least, fail, one_line_errors, parser
 DEFAULT_BARE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "bare_kd_step.py"
 
 
+#: The recipe keys `measure` sets from this script's options (an error names the option).
+OPTION_OF = {
+    "student.input_size": "--res",
+    "teacher.input_size": "--res",
+    "student.model": "--student",
+    "teacher.model": "--teacher",
+    "schedule.batch_size": "--batch",
+    "runtime.device": "--device",
+}
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--teacher", default="resnet50", metavar="NAME", help="timm model (resnet50)")
@@ -89,7 +100,9 @@ def main() -> None:
         print(json.dumps({**result, "environment": environment()}))
         return
     print(
-        f"{a.teacher} -> {a.student}, batch {a.batch}, {a.res} px, {a.mode} on {result['device']}"
+        # what ran: --mode bf16_* is fp32 on a CPU (precision auto), compiled or not
+        f"{a.teacher} -> {a.student}, batch {a.batch}, {a.res} px, {result['precision']}"
+        f"{', compiled' if result['compile'] else ''} on {result['device']} (--mode {a.mode})"
     )
     print(f"  distill full step: {result['distill']['images_per_s']:>10,.1f} images/s")
     print(f"  bare step        : {result['bare']['images_per_s']:>10,.1f} images/s")
@@ -102,6 +115,7 @@ def measure(a: argparse.Namespace) -> dict:
     from pydantic import ValidationError
 
     from distill_cli.bench.train import bench_train
+    from distill_cli.errors import DistillError
     from distill_cli.recipe.document import Recipe, format_validation_error
 
     size = {"input_size": a.res}
@@ -131,14 +145,20 @@ def measure(a: argparse.Namespace) -> dict:
         recipe = Recipe.model_validate(body)
     except ValidationError as exc:
         raise format_validation_error(exc, "train_throughput.py options") from None
-    return bench_train(
-        recipe,
-        steps=a.steps,
-        warmup=a.warmup,
-        window=a.window,
-        bare_script=a.bare,
-        data_batches=a.images_batches,
-    )
+    try:
+        return bench_train(
+            recipe,
+            steps=a.steps,
+            warmup=a.warmup,
+            window=a.window,
+            bare_script=a.bare,
+            data_batches=a.images_batches,
+        )
+    except DistillError as exc:  # a recipe key this script sets from an option: name the option
+        option = OPTION_OF.get(exc.where or "")
+        if option is None:
+            raise
+        raise DistillError(exc.what, option, f"{exc.hint} (here: {option})", exc.code) from None
 
 
 if __name__ == "__main__":

@@ -159,6 +159,20 @@ def test_train_throughput_refuses_what_it_cannot_time(
     if not torch.cuda.is_available():  # named the recipe key, which this script has no option for
         line = _main(train_throughput, ["--steps", "2", "--window", "1"], monkeypatch, capsys)
         assert "(--device)" in line and "--device cpu" in line
+    import distill_cli.bench.train as bench
+
+    def too_small(recipe: object, **_: object) -> dict:
+        raise DistillError("the student fails on a 3x32x32 input", "student.input_size", "72")
+
+    monkeypatch.setattr(bench, "bench_train", too_small)
+    argv = ["--device", "cpu", "--res", "32", "--steps", "2", "--window", "1"]
+    assert "(--res) - 72 (here: --res)" in _main(train_throughput, argv, monkeypatch, capsys)
+    ran = {"device": "cpu", "precision": "fp32", "compile": False, "ratio": 1.0}
+    ran |= {"target_ratio": 0.9, **{k: {"images_per_s": 1.0} for k in ("distill", "bare")}}
+    monkeypatch.setattr(bench, "bench_train", lambda *_, **__: {**ran, "data_path": ran["bare"]})
+    monkeypatch.setattr(sys, "argv", ["train_throughput.py", *argv, "--mode", "bf16_cl"])
+    train_throughput.main()  # the header says what ran, not the --mode asked for
+    assert "32 px, fp32 on cpu (--mode bf16_cl)" in capsys.readouterr().out
 
 
 # --- results files: replaced only when asked, kept when a run is cut ---------------------------
