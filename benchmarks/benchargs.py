@@ -141,6 +141,30 @@ def read_results(
     return data
 
 
+def replaceable(
+    path: Path,
+    script: str,
+    row_keys: Sequence[str],
+    keys: Sequence[str],
+    settings: dict[str, Any],
+    overwrite: bool,
+) -> None:
+    """A results file already at `path` may be rewritten by a run of the same `settings` (a cut
+    run completed, the same run again) or with `--overwrite`; one that holds another run's
+    results (other models, lengths, budget) or another script's is refused, not replaced."""
+    if overwrite or not Path(path).is_file():
+        return
+    data = read_results(path, script, row_keys, keys)
+    mine = json.loads(json.dumps(settings))  # as the JSON holds them: tuples are lists
+    differ = [key for key, value in mine.items() if data.get(key) != value]
+    if differ:
+        fail(
+            f"holds the results of another run (its {', '.join(differ)} differ)",
+            str(path),
+            "name another --json, give that run's settings, or pass --overwrite to replace it",
+        )
+
+
 def redraw(
     doc: str | None,
     script: str,

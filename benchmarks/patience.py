@@ -49,7 +49,6 @@ import json
 import os
 import platform
 import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -57,21 +56,29 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import at_least, fail, output_file, output_folder, parser
-from patience_report import FM_LABEL, figure, markdown, tuning_markdown
+from benchargs import (
+    add_overwrite,
+    at_least,
+    fail,
+    output_file,
+    output_folder,
+    parser,
+    replaceable,
+)
+from patience_report import FM_LABEL, KEYS, ROW_KEYS, figure, markdown, tuning_markdown
 from patience_rows import (
     COMPARISONS,
     FM_RECIPE,
     GRID,
-    GRID_OWNED,
     SHARES,
-    STUDENT_OWNED,
     TEACHER_OWNED,
     TEACHER_RECIPE,
     TUNED,
+    Progress,
     RunRow,
     finished,
     ladder_rows,
+    owned,
     pick,
     train_images,
     tune_rows,
@@ -147,22 +154,6 @@ def run_pool(
         return list(pool.map(one, rows))
 
 
-class Progress:
-    """The results JSON kept up to date while the runs finish (`complete: false`): a session
-    cut short leaves every finished row there, and a rerun in the same OUT reuses those runs
-    and completes it."""
-
-    def __init__(self, path: Path, result: dict, started: float) -> None:
-        self.path, self.result, self.started = path, result, started
-        self.lock = threading.Lock()
-
-    def add(self, row: RunRow) -> None:
-        with self.lock:
-            self.result["tune" if row.role == "tune" else "rows"].append(asdict(row))
-            self.result["wall_s"] = time.perf_counter() - self.started
-            self.path.write_text(json.dumps(self.result, indent=2))
-
-
 @dataclass
 class Plan:
     """The overrides of the teacher and of every distillation run, and the variant they make."""
@@ -184,6 +175,8 @@ FULL = {
     "subset": 1000,
     "holdout": 5000,
 }
+#: What makes two runs the same (with the models): a results file of others is not replaced.
+SETTINGS = ("quick", "subset", "holdout", "lengths", "compare_at", "tune_at")
 QUICK = {"lengths": [1, 3], "compare_at": 3, "tune_at": 1, "subset": 100, "holdout": 500}
 
 
@@ -219,15 +212,9 @@ def choose(a: argparse.Namespace) -> Plan:
     return Plan(teacher_sets, common, variant, variant.tag(default), name, a.tune_at > 0)
 
 
-def owned(plan: Plan) -> dict[str, str]:
-    """The keys a `--set` may not give (key -> the option to use): the grid's lr and wd only
-    while the grid sets them."""
-    return {**STUDENT_OWNED, **(GRID_OWNED if plan.tuned else {})}
-
-
 def validate(plan: Plan) -> None:
     """Before any training: the models are timm's, the recipes load with every override."""
-    check_not_owned(plan.variant.sets, owned(plan), "--set")
+    check_not_owned(plan.variant.sets, owned(plan.tuned), "--set")
     check_not_owned(plan.variant.teacher_sets, TEACHER_OWNED, "--teacher-set")
     check_models([plan.variant.teacher], "--teacher")
     check_models(plan.variant.students, "--student")
@@ -260,10 +247,18 @@ def main() -> None:
     )
     p.add_argument("--subset", type=at_least(1), help="training images per student (1000; 100)")
     p.add_argument("--holdout", type=at_least(1), help="images held out for choices (5000; 500)")
-    p.add_argument("--jobs", type=at_least(1), default=2, help="runs at a time (one thread each)")
+    p.add_argument(
+        "--jobs", type=at_least(1), default=2, help="runs at a time, cores/jobs threads each (2)"
+    )
     p.add_argument("--student", default=None, metavar="NAME", help="timm model of the student")
     add_model_options(p, "distillation run")
-    p.add_argument("--json", type=Path, default=None, help="results JSON (default: OUT/...)")
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="results (default OUT/patience.json, a variant's OUT/patience_<tag>.json); one of "
+        "another run's settings is refused without --overwrite",
+    )
     p.add_argument("--md", type=Path, default=None, help="also write the markdown table here")
     p.add_argument("--figure", type=Path, default=None, help="the figure (default: beside JSON)")
     p.add_argument(
@@ -272,6 +267,7 @@ def main() -> None:
         help="the same pipeline on a tiny budget: a 1-epoch teacher on 4,000 images, "
         "a 100-image subset, 1 and 3 epochs, 2,000 test images",
     )
+    add_overwrite(p)
     a = p.parse_args()
     a.out = a.out or ROOT / "runs" / ("patience-quick" if a.quick else "patience")
 
@@ -280,6 +276,8 @@ def main() -> None:
     one_line_errors(lambda: validate(plan))
     # every file it writes, checked (and its folder made) before an hour of training
     path = output_file(a.json or a.out / f"{tagged('patience', plan.tag, '_')}.json", "--json")
+    settings = {k: getattr(a, k) for k in SETTINGS} | {"models": plan.variant.record()}
+    replaceable(path, "benchmarks/patience.py", ROW_KEYS, KEYS, settings, a.overwrite)
     md = output_file(a.md, "--md") if a.md else None
     fig = output_file(a.figure or path.with_suffix(".png"), "--figure")
     common = plan.common

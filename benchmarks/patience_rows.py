@@ -1,14 +1,17 @@
 """The patience benchmark's rows: which runs it trains, with which overrides and settings.
 
-`patience.py` runs them and writes their results. Kept apart from the runner, they are one
-table: the methods compared, their overrides, the lr/wd grid, which method's pick each row
-takes, and each row's run name (method, length, setting, variant), by which a rerun in the same
-folder finds a finished run again.
-"""
+`patience.py` runs them and writes their results (`Progress`: the JSON kept as rows finish,
+so a cut run leaves them). Kept apart from the runner, they are one table: the methods
+compared, their overrides, the lr/wd grid, which method's pick each row takes, and each row's
+run name (method, length, setting, variant), by which a rerun in the same folder finds a
+finished run again; with the keys a `--set` may not give (`owned`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from patience_report import FM_LABEL
@@ -56,6 +59,14 @@ GRID_OWNED = {
 }
 #: What the teacher's run sets after `--teacher-set`.
 TEACHER_OWNED = {**LAUNCHED, "data.holdout": "--holdout", "model.model": "--teacher"}
+
+
+def owned(tuned: bool) -> dict[str, str]:
+    """The keys a `--set` may not give (key -> the option to use): the grid's lr and wd only
+    while the grid sets them (`tuned`)."""
+    return {**STUDENT_OWNED, **(GRID_OWNED if tuned else {})}
+
+
 #: The methods given the same tuning budget (every GRID setting at `--tune-at` epochs).
 TUNED = (FM_LABEL, SCRATCH, KD)
 #: Rows that change one thing of a tuned method run with that method's pick, as in the paper.
@@ -163,3 +174,19 @@ def train_images(teacher: Path) -> int:
     data = load_recipe(teacher / "recipe.yaml").data
     left = 60000 - (data.holdout or 0)
     return min(left, data.train_limit) if data.train_limit else left
+
+
+class Progress:
+    """The results JSON kept up to date while the runs finish (`complete: false`): a session
+    cut short leaves every finished row there, and a rerun in the same OUT reuses those runs
+    and completes it."""
+
+    def __init__(self, path: Path, result: dict, started: float) -> None:
+        self.path, self.result, self.started = path, result, started
+        self.lock = threading.Lock()
+
+    def add(self, row: RunRow) -> None:
+        with self.lock:
+            self.result["tune" if row.role == "tune" else "rows"].append(asdict(row))
+            self.result["wall_s"] = time.perf_counter() - self.started
+            self.path.write_text(json.dumps(self.result, indent=2))

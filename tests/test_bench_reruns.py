@@ -100,10 +100,10 @@ def test_full_data_and_patience_keep_a_set_they_do_not_own() -> None:
     sets = ["schedule.batch_size=25", "augment.random_erasing=0.25", "data.root=/data/fmnist"]
     tuning.check_not_owned(sets, full_data_scales.STUDENT_OWNED, "--set")
     plan = patience.choose(_patience_args(tune_at=0, overrides=["optim.lr=0.1", *sets]))
-    tuning.check_not_owned(plan.variant.sets, patience.owned(plan), "--set")  # no grid: free
+    tuning.check_not_owned(plan.variant.sets, patience.owned(plan.tuned), "--set")  # no grid: free
     tuned = patience.choose(_patience_args(overrides=["optim.lr=0.1"]))
     with pytest.raises(DistillError, match=r"optim\.lr"):
-        tuning.check_not_owned(tuned.variant.sets, patience.owned(tuned), "--set")
+        tuning.check_not_owned(tuned.variant.sets, patience.owned(tuned.tuned), "--set")
 
 
 @pytest.mark.parametrize(
@@ -272,6 +272,30 @@ def test_fmnist_methods_saves_every_finished_row_and_what_ran(
     assert "| `recipes/ablations/independent.yaml` | 3 | 50.00% |" in table
     assert "`recipes/methods/stage_by_stage.yaml` | | failed: stage_map" in table
     assert "test images 300" in table and "student test_convnext" in table
+
+
+def test_patience_replaces_only_a_results_file_of_the_same_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rerun with other lengths (or models) into the same OUT wrote over the earlier run's
+    JSON; it is refused now unless --overwrite, while the same run again may complete it."""
+    import patience_report
+
+    old = json.loads((RESULTS / "patience.json").read_text())  # lengths 10..1000, no models
+    path = tmp_path / "patience.json"
+    path.write_text(json.dumps(old))
+    keys = (path, "benchmarks/patience.py", patience_report.ROW_KEYS, patience_report.KEYS)
+    same = {k: old[k] for k in patience.SETTINGS}
+    benchargs.replaceable(*keys, same, overwrite=False)  # the same settings: continued
+    with pytest.raises(SystemExit):
+        benchargs.replaceable(*keys, {**same, "lengths": [10, 30]}, overwrite=False)
+    assert "its lengths differ" in capsys.readouterr().err
+    benchargs.replaceable(*keys, {**same, "lengths": [10, 30]}, overwrite=True)
+    argv = ["--quick", "--out", str(tmp_path), "--json", str(path)]
+    monkeypatch.setattr(patience, "validate", lambda plan: None)  # tested above; slow here
+    line = _main(patience, argv, monkeypatch, capsys)
+    assert "holds the results of another run" in line and "quick" in line
+    assert json.loads(path.read_text()) == old
 
 
 def test_a_cut_patience_run_leaves_its_finished_rows(
