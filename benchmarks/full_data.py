@@ -37,7 +37,6 @@ where it ran, is the same). The JSON records the models and overrides used (`mod
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import threading
@@ -50,7 +49,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchargs import (
     at_least,
     fail,
-    output_file,
     output_folder,
     parser,
     positive_float,
@@ -66,6 +64,8 @@ from full_data_scales import (
     TEACHER_RECIPE,
     Scale,
     choose,
+    outputs,
+    part_students,
     validate,
 )
 from tuning import (
@@ -259,35 +259,6 @@ def seeds(bench: Bench, sets: list[str]) -> None:
                     if s
                 ]
     bench.run_all(rows, sets)
-
-
-def part_students(scale: Scale, part: str) -> tuple[str, ...]:
-    """The students a --part works on (a part of one student needs that student)."""
-    from distill_cli.errors import DistillError
-
-    index = PARTS[part][1]
-    if index is None:
-        return scale.students
-    if index >= len(scale.students):
-        raise DistillError(
-            f"--part {part} runs student number {index + 1}, there are {len(scale.students)}",
-            "--part",
-            "name more --students or pick another part",
-        )
-    return scale.students[index : index + 1]
-
-
-def outputs(name: str, tag: str, a: argparse.Namespace) -> tuple[Path, Path, Path]:
-    """The run folder, the results JSON and the figure. The scale's own results go to
-    benchmarks/results/full_data_<scale>.json and docs/img (--quick: into OUT, by default
-    runs/full_data_quick, apart from the scales' teachers); a variant's (`tag`) are
-    full_data_<scale>_<tag>.json with its figure beside it, never the committed."""
-    out = a.out or ROOT / "runs" / ("full_data_quick" if a.quick else "full_data")
-    stem = tagged(f"full_data_{name}", tag, "_")
-    results = a.json or (out if a.quick else ROOT / "benchmarks" / "results") / f"{stem}.json"
-    fig_dir = out if a.quick else ROOT / "docs" / "img"
-    fig = a.figure or (results.with_suffix(".png") if tag else fig_dir / f"{stem}.png")
-    return out, output_file(results, "--json"), output_file(fig, "--figure")
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""The sizes of the full-data question (`full_data.py`) and what its command line may change.
+"""The sizes of the full-data question (`full_data.py`), what its command line may change and
+where its results go (`outputs`).
 
 A scale fixes the models, data, lengths, grid, seeds and parallel runs; `--students`,
 `--teacher`, `--set`, `--teacher-set`, `--lengths` and `--seeds` replace parts of it. Anything
@@ -12,6 +13,7 @@ import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from benchargs import output_file
 from tuning import (
     LAUNCHED,
     Variant,
@@ -21,6 +23,7 @@ from tuning import (
     check_not_owned,
     check_recipe,
     check_runs,
+    tagged,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,3 +213,32 @@ def validate(scale: Scale, variant: Variant) -> None:
     for student in scale.students:
         sets = [*scale.student_overrides(variant.sets), f"student.model={student}"]
         check_runs(STUDENT_RECIPE, sets, f"--students {student}")
+
+
+def part_students(scale: Scale, part: str) -> tuple[str, ...]:
+    """The students a --part works on (a part of one student needs that student)."""
+    from distill_cli.errors import DistillError
+
+    index = PARTS[part][1]
+    if index is None:
+        return scale.students
+    if index >= len(scale.students):
+        raise DistillError(
+            f"--part {part} runs student number {index + 1}, there are {len(scale.students)}",
+            "--part",
+            "name more --students or pick another part",
+        )
+    return scale.students[index : index + 1]
+
+
+def outputs(name: str, tag: str, a: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """The run folder, the results JSON and the figure. The scale's own results go to
+    benchmarks/results/full_data_<scale>.json and docs/img (--quick: into OUT, by default
+    runs/full_data_quick, apart from the scales' teachers); a variant's (`tag`) are
+    full_data_<scale>_<tag>.json with its figure beside it, never the committed."""
+    out = a.out or ROOT / "runs" / ("full_data_quick" if a.quick else "full_data")
+    stem = tagged(f"full_data_{name}", tag, "_")
+    results = a.json or (out if a.quick else ROOT / "benchmarks" / "results") / f"{stem}.json"
+    fig_dir = out if a.quick else ROOT / "docs" / "img"
+    fig = a.figure or (results.with_suffix(".png") if tag else fig_dir / f"{stem}.png")
+    return out, output_file(results, "--json"), output_file(fig, "--figure")
