@@ -6,6 +6,10 @@ set), and accept other models and overrides from the command line. A run with ot
 overrides than a benchmark's defaults is a *variant*: its run folders and results files carry
 the variant's tag, so it never reuses, overwrites or mixes with the default's (the committed
 results); the JSON records the models and overrides used, so a rerun describes itself.
+
+The other scripts that train or record results (fmnist_methods, export_latency, int8_options,
+train_throughput) use the same checks before any work (`check_models`, `check_not_owned`,
+`check_runs`), the same run reuse (`same_run`) and the same record of what ran (`environment`).
 """
 
 from __future__ import annotations
