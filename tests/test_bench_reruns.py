@@ -420,6 +420,25 @@ def test_the_runs_threads_come_from_the_cores_this_process_may_use(
     assert tuning.environment()["usable_cores"] == 4
 
 
+def test_the_export_table_has_a_column_per_exporter_that_ran(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """export_archs.py printed a fixed 'dynamo | torchscript' header and read cells[0..1]."""
+    import export_archs
+
+    from distill_cli.export import onnx_export as ox
+
+    monkeypatch.setattr(ox, "EXPORTERS", ("dynamo", "torchscript", "other"))
+    fails = {"ok": False, "error": "boom"}
+    row = {"dynamo": {"ok": True, "max_abs_diff": 0.0}, "torchscript": fails, "other": fails}
+    monkeypatch.setattr(export_archs, "sweep", lambda name, size: {"arch": name, **row})
+    monkeypatch.setattr(sys, "argv", ["export_archs.py", "--arch", "resnet18"])
+    export_archs.main()
+    out = capsys.readouterr().out
+    assert "| architecture | dynamo | torchscript | other |\n|---|---|---|---|" in out
+    assert "| resnet18 | ok | fails: boom | fails: boom |" in out
+
+
 def test_every_results_json_says_with_what_it_ran() -> None:
     env = tuning.environment()
     assert env["versions"]["torch"] and env["versions"]["timm"] and env["versions"]["onnx"]
