@@ -100,6 +100,8 @@ def main() -> None:
         p.error(f"argument --parts: {a.parts!r} is not a comma-separated list of part numbers")
     if not a.part_list or set(a.part_list) - set(ORDER):
         p.error(f"argument --parts: {a.parts!r}: the parts are {', '.join(map(str, ORDER))}")
+    if len(set(a.part_list)) < len(a.part_list):  # the second run would replace the first's entry
+        p.error(f"argument --parts: {a.parts!r} names a part twice")
     if a.fmnist is not None and not a.fmnist.is_dir():
         p.error(f"argument --fmnist: {a.fmnist} is not a folder (the Fashion-MNIST IDX files)")
     if a.bare is not None and not a.bare.is_file():

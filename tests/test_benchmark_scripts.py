@@ -119,6 +119,7 @@ def test_a_report_script_names_a_missing_file_and_draws_where_asked(tmp_path: Pa
         ["fmnist_methods.py", "--epochs", "1"],
         ["gpu_check.py", "OUT", "--smoke", "--parts", "9"],
         ["gpu_check.py", "OUT", "--smoke", "--parts", "x"],
+        ["gpu_check.py", "OUT", "--smoke", "--parts", "1,1"],
         ["gpu_check.py", "OUT", "--smoke", "--fmnist", "/no/such/fashion-mnist"],
     ],
 )
