@@ -327,6 +327,10 @@ def main() -> None:
     bench = Bench(scale, out, results, deadline, tag, name)
     bench.data.update(scale=name, environment=environment(), grid=scale.grid, lengths=scale.lengths)
     bench.data.update(models=variant.record(), tag=tag)
+    bench.data["overrides"] = {  # every run's, the scale's included (sizes, data, device)
+        "teacher": scale.teacher_overrides(variant.teacher_sets),
+        "students": scale.student_overrides(variant.sets),
+    }
     bench.data["commands"].append("python benchmarks/full_data.py " + " ".join(sys.argv[1:]))
 
     teacher_name = tagged("full-data-teacher", variant.teacher_tag(SCALES[name].variant()))

@@ -322,6 +322,8 @@ def main() -> None:
         },
         "student": {"model": plan.variant.students[0], "params": None},
         "models": plan.variant.record(),
+        # every run's overrides, the budget's included (the per-row method, length, lr/wd apart)
+        "overrides": {"teacher": plan.teacher_sets, "students": plan.common},
         "environment": environment(),
         "recipes": {
             "teacher": str(TEACHER_RECIPE.relative_to(ROOT)),
