@@ -143,6 +143,21 @@ TRAIN_OWNED = {
 }
 
 
+#: `distill export` flags this script sets or reads (after `--` they would replace, or drop,
+#: what the tables are built from): flag -> this script's option for it, or why it is fixed.
+EXPORT_OWNED = {
+    "--out": "--out-dir",
+    "--threads": "--threads",
+    "--input-size": "--size",
+    "--quantize": "the int8 column is this script's",
+    "--no-latency": "the tables are latencies",
+    "--json": "this script reads the report",
+    "--images": "every test image of the run is read",
+    "--num-classes": "10, Fashion-MNIST's",
+    "--onnx": "each model is exported here",
+}
+
+
 def main() -> None:
     parser = parser_of(__doc__)
     parser.add_argument(
@@ -191,6 +206,12 @@ def main() -> None:
             "--skip-224/--skip-trained",
             "give one of them at most",
         )
+    owned = [f for f in args.extra if f.split("=")[0] in EXPORT_OWNED]
+    if owned:
+        flag = owned[0].split("=")[0]
+        instead = EXPORT_OWNED[flag]
+        hint = f"use {instead}" if instead.startswith("--") else f"drop it ({instead})"
+        fail(f"{flag} after -- is set by this script", "-- " + flag, hint)
     if args.skip_224 and args.size is not None:  # it sizes only the table --skip-224 drops
         fail(f"--size {args.size} with --skip-224", "--size", "drop one of them")
     args.size = args.size or 224

@@ -140,6 +140,10 @@ def test_fmnist_methods_and_export_latency_refuse_a_set_of_their_options(
     assert "use --arch" in line
     line = _main(export_latency, ["--skip-224", "--skip-trained"], monkeypatch, capsys)
     assert "leave no table" in line
+    line = _main(export_latency, ["--", "--no-latency"], monkeypatch, capsys)  # StopIteration
+    assert "--no-latency after -- is set by this script" in line
+    line = _main(export_latency, ["--", "--out=/tmp/x"], monkeypatch, capsys)
+    assert "use --out-dir" in line
     line = _main(export_latency, ["--skip-224", "--size", "64"], monkeypatch, capsys)
     assert "--size 64 with --skip-224" in line
 
