@@ -68,13 +68,15 @@ def positive_float(text: str) -> float:
     return value
 
 
-def add_overwrite(p: argparse.ArgumentParser) -> None:
+def add_overwrite(p: argparse.ArgumentParser, what: str = "") -> None:
     """`--overwrite`: the one way to let a script replace a results file that is already there
-    (`output_file(..., overwrite=...)`), e.g. a published one under benchmarks/results."""
+    (`output_file(..., overwrite=...)`), e.g. a published one under benchmarks/results; `what`
+    says what it replaces where a script merges into its file instead."""
     p.add_argument(
         "--overwrite",
         action="store_true",
-        help="replace the results file if it exists (default: refuse, so that a rerun never "
+        help=what
+        or "replace the results file if it exists (default: refuse, so that a rerun never "
         "writes over earlier or published results without being asked)",
     )
 

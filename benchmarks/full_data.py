@@ -47,14 +47,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchargs import (
+    add_overwrite,
     at_least,
     fail,
     output_folder,
     parser,
     positive_float,
-    read_results,
 )
-from full_data_report import ROW_KEYS, figure, markdown
+from full_data_report import figure, markdown
 from full_data_scales import (
     FM,
     METHODS,
@@ -64,8 +64,10 @@ from full_data_scales import (
     TEACHER_RECIPE,
     Scale,
     choose,
+    earlier,
     outputs,
     part_students,
+    same_teacher,
     validate,
 )
 from tuning import (
@@ -109,21 +111,6 @@ class Row:
     images_per_s: float | None = None
     curve: list[tuple[float, float]] = field(default_factory=list)  # (epoch, holdout top-1)
     error: str | None = None
-
-
-def earlier(results: Path, scale: str, tag: str) -> dict:
-    """The results file an earlier call (a part, a cut run) left: continued only when it is this
-    script's, of the same scale and variant; anything else is refused rather than mixed in."""
-    data = read_results(results, "benchmarks/full_data.py", ROW_KEYS, ("commands",))
-    theirs = (data.get("scale", scale), data.get("tag") or "")
-    if theirs != (scale, tag):
-        fail(
-            f"holds the results of another run (scale {theirs[0]}, variant "
-            f"{theirs[1] or 'default'}; this is scale {scale}, variant {tag or 'default'})",
-            str(results),
-            "name another --json, or the same models and settings as that run",
-        )
-    return data
 
 
 def _slug(text: str) -> str:
@@ -309,6 +296,7 @@ def main() -> None:
     p.add_argument(
         "--jobs", type=at_least(1), default=None, help="runs side by side (default: the scale's)"
     )
+    add_overwrite(p, "drop the rows of another teacher from the results file (default: refuse)")
     a = p.parse_args()
     if a.quick and a.scale:  # --quick is a scale of its own: the other one would be ignored
         fail(f"--quick runs its own scale, not --scale {a.scale}", "--scale", "give one of them")
@@ -349,12 +337,7 @@ def main() -> None:
         "holdout_top1": t.best_score,
         "run": str(teacher),
     }
-
-    def same(info: dict) -> dict:  # the teacher, wherever its run folder is (another checkout)
-        return {k: v for k, v in info.items() if k != "run"}
-
-    old = bench.data.get("teacher")
-    if old is not None and same(old) != same(teacher_info):  # rows of another teacher
+    if not same_teacher(bench.data.get("teacher"), teacher_info, results, a.overwrite):
         print("teacher changed: the earlier rows and picks are dropped", flush=True)
         bench.data.update(rows=[], picked={})
     bench.data["teacher"], bench.data["test_images"] = teacher_info, t.test.images

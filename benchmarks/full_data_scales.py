@@ -1,5 +1,6 @@
-"""The sizes of the full-data question (`full_data.py`), what its command line may change and
-where its results go (`outputs`).
+"""The sizes of the full-data question (`full_data.py`), what its command line may change,
+where its results go (`outputs`) and which results file a call may continue (`earlier`,
+`same_teacher`).
 
 A scale fixes the models, data, lengths, grid, seeds and parallel runs; `--students`,
 `--teacher`, `--set`, `--teacher-set`, `--lengths` and `--seeds` replace parts of it. Anything
@@ -13,7 +14,8 @@ import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from benchargs import output_file
+from benchargs import fail, output_file, read_results
+from full_data_report import ROW_KEYS
 from tuning import (
     LAUNCHED,
     Variant,
@@ -242,3 +244,39 @@ def outputs(name: str, tag: str, a: argparse.Namespace) -> tuple[Path, Path, Pat
     fig_dir = out if a.quick else ROOT / "docs" / "img"
     fig = a.figure or (results.with_suffix(".png") if tag else fig_dir / f"{stem}.png")
     return out, output_file(results, "--json"), output_file(fig, "--figure")
+
+
+def earlier(results: Path, scale: str, tag: str) -> dict:
+    """The results file an earlier call (a part, a cut run) left: continued only when it is this
+    script's, of the same scale and variant; anything else is refused rather than mixed in."""
+    data = read_results(results, "benchmarks/full_data.py", ROW_KEYS, ("commands",))
+    theirs = (data.get("scale", scale), data.get("tag") or "")
+    if theirs != (scale, tag):
+        fail(
+            f"holds the results of another run (scale {theirs[0]}, variant "
+            f"{theirs[1] or 'default'}; this is scale {scale}, variant {tag or 'default'})",
+            str(results),
+            "name another --json, or the same models and settings as that run",
+        )
+    return data
+
+
+def same_teacher(old: dict | None, new: dict, results: Path, overwrite: bool) -> bool:
+    """Whether the rows of the results file were made with this teacher (its run folder aside:
+    another checkout). Rows of another (a teacher trained again, another machine) are dropped
+    only with `overwrite`; without it, refused, so the published results are never emptied
+    by a rerun that was not asked to."""
+
+    def same(info: dict) -> dict:
+        return {k: v for k, v in info.items() if k != "run"}
+
+    if old is None or same(old) == same(new):
+        return True
+    if not overwrite:
+        fail(
+            f"holds the rows of another teacher ({old['model']}, test top-1 "
+            f"{old['test_top1']}; this one: {new['model']}, {new['test_top1']})",
+            str(results),
+            "name another --json, or pass --overwrite to drop those rows and picks",
+        )
+    return False

@@ -267,7 +267,7 @@ def main() -> None:
         help="the same pipeline on a tiny budget: a 1-epoch teacher on 4,000 images, "
         "a 100-image subset, 1 and 3 epochs, 2,000 test images",
     )
-    add_overwrite(p)
+    add_overwrite(p, "replace a results file of another run's settings (default: refuse)")
     a = p.parse_args()
     a.out = a.out or ROOT / "runs" / ("patience-quick" if a.quick else "patience")
 

@@ -359,6 +359,25 @@ def test_full_data_names_the_scale_it_can_run(
     assert info.value.where == "--scale" and "--scale cpu" in (info.value.hint or "")
 
 
+def test_full_data_drops_another_teachers_rows_only_when_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rerun whose teacher came out otherwise (trained again elsewhere) emptied the results
+    file, the published one included, with one printed line; it is refused now."""
+    import full_data
+
+    published = json.loads((RESULTS / "full_data_cpu.json").read_text())["teacher"]
+    same = {**published, "run": "/elsewhere/full-data-teacher"}
+    other = {**same, "test_top1": published["test_top1"] - 0.3}
+    path = tmp_path / "r.json"
+    assert full_data.same_teacher(published, same, path, overwrite=False)
+    assert full_data.same_teacher(None, other, path, overwrite=False)  # a new file
+    with pytest.raises(SystemExit) as stop:
+        full_data.same_teacher(published, other, path, overwrite=False)
+    assert stop.value.code == 2 and "rows of another teacher" in capsys.readouterr().err
+    assert not full_data.same_teacher(published, other, path, overwrite=True)
+
+
 def test_an_arch_sweep_rerun_at_another_size_is_a_row_of_its_own() -> None:
     """`arch_sweep.py --models resnet18 --size 32 --stages student --update` merged its 32 px
     student stage into the 64 px row (export, teacher...) and labelled it all 32 px."""
