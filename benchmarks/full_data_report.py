@@ -164,8 +164,8 @@ def figure(data: dict, path: Path) -> None:
         ax.set_title(student, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    variant = f", variant {data['tag']}" if data.get("tag") else ""  # the models that ran
-    fig.suptitle(f"Full data, Fashion-MNIST ({data.get('scale', '?')} scale{variant})", fontsize=11)
+    variant = f"\nvariant {data['tag']}" if data.get("tag") else ""  # its own line: it is long
+    fig.suptitle(f"Full data, Fashion-MNIST ({data.get('scale', '?')} scale){variant}", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
