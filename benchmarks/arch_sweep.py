@@ -61,6 +61,7 @@ from arch_sweep_report import (
     results_folder,
     write_results,
 )
+from benchargs import output_folder
 
 CLASSES = 4
 
@@ -326,10 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     archs = [by_name.get(n, Arch(n, "other")) for n in names]
     if args.size is not None:
         archs = [Arch(a.name, a.family, args.size) for a in archs]
+    if args.quick and args.stages:  # --quick is a set of stages: one of them would be ignored
+        parser.error(f"--quick runs the stages {','.join(QUICK_STAGES)}; give it or --stages")
     stages = chosen_stages(parser, args.stages, QUICK_STAGES if args.quick else STAGES, STAGES)
     check_sweep(names, args.size, args.timeout)
     whole = not (args.models or args.size is not None or args.stages or args.quick)
-    args.out = results_folder(args.out, whole, args.update)
+    args.out = output_folder(results_folder(args.out, whole, args.update), "--out")
     sweep_all(archs, stages, sweep_one, args)
     return 0
 

@@ -52,6 +52,7 @@ from arch_sweep_report import (
     chosen_stages,
     results_folder,
 )
+from benchargs import output_folder
 
 STEM = "arch_sweep_cpu_methods"
 STAGES = (
@@ -261,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     archs = [by_name.get(n, Arch(n, "other")) for n in names]
     stages = chosen_stages(parser, args.stages, STAGES, STAGES)
     check_sweep(names, None, args.timeout)
-    args.out = results_folder(args.out, not (args.models or args.stages), args.update)
+    whole = not (args.models or args.stages)
+    args.out = output_folder(results_folder(args.out, whole, args.update), "--out")
     teachers = ("test_resnet", "test_convnext")
     sweep_all(archs, stages, sweep_one, args, teachers, order=STAGES, stem=STEM, intro=INTRO)
     return 0

@@ -10,6 +10,8 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,17 +58,20 @@ def load_results(path: Path) -> list[ArchResult]:
 
 
 def merge(earlier: list[ArchResult], fresh: list[ArchResult]) -> list[ArchResult]:
-    """The earlier rows in their order, with the stages run again replaced; new models last."""
-    by_name = {r.name: r for r in fresh}
+    """The earlier rows in their order, with the stages run again replaced; new models last.
+
+    A row is a model at one input size: a rerun at another size (`--size`) is a row of its own,
+    never merged into the stages measured at the earlier size under the new size's label."""
+    by_name = {(r.name, r.size): r for r in fresh}
     rows = []
     for old in earlier:
-        new = by_name.pop(old.name, None)
+        new = by_name.pop((old.name, old.size), None)
         if new is None:
             rows.append(old)
             continue
         parity = new.parity_max_abs if "export" in new.stages else old.parity_max_abs
         rows.append(ArchResult(new.name, new.family, new.size, old.stages | new.stages, parity))
-    return rows + [r for r in fresh if r.name in by_name]
+    return rows + [r for r in fresh if (r.name, r.size) in by_name]
 
 
 # --- output -------------------------------------------------------------------------------------
@@ -74,7 +79,7 @@ def merge(earlier: list[ArchResult], fresh: list[ArchResult]) -> list[ArchResult
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     """The sweeps' `--timeout` and `--out` (whose default `results_folder` decides)."""
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per command")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per command (300)")
     parser.add_argument(
         "--out",
         type=Path,
@@ -144,6 +149,7 @@ def write_results(
     }
     if took > 0:  # the latest invocation (an --update: its rows only); 0: table regenerated
         meta["last_run_seconds"] = round(took, 1)
+        meta["last_command"] = shlex.join(["python", *sys.argv])
     try:
         import timm
         import torch

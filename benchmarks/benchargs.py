@@ -68,16 +68,50 @@ def positive_float(text: str) -> float:
     return value
 
 
-def output_file(path: Path, option: str) -> Path:
+def add_overwrite(p: argparse.ArgumentParser, what: str = "") -> None:
+    """`--overwrite`: the one way to let a script replace a results file that is already there
+    (`output_file(..., overwrite=...)`), e.g. a published one under benchmarks/results; `what`
+    says what it replaces where a script merges into its file instead."""
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=what
+        or "replace the results file if it exists (default: refuse, so that a rerun never "
+        "writes over earlier or published results without being asked)",
+    )
+
+
+def output_file(path: Path, option: str, overwrite: bool | None = None) -> Path:
     """A file the script will write: its folder is made now (a rerun may name a new folder or
-    one with spaces); a folder of that name is refused before any work is done."""
+    one with spaces); a folder of that name is refused before any work is done, and so is a
+    file that exists when `overwrite` is False (None: the caller merges or redraws it)."""
     path = Path(path)
     if path.is_dir():
         fail(f"{path} is a folder", option, "name a file")
+    if overwrite is False and path.exists():
+        fail(
+            f"{path} exists",
+            option,
+            "name another file, or pass --overwrite to replace it (results under "
+            "benchmarks/results are the published ones)",
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         fail(f"cannot make {path.parent}: {exc.strerror}", option, "name a writable folder")
+    return path
+
+
+def output_folder(path: Path, option: str) -> Path:
+    """A folder the script will write into, made now: a file of that name, or a place it may
+    not write, is one error line before any work (not a traceback after an hour of runs)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        fail(f"{path} is a file", option, "name a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"cannot make {path}: {exc.strerror}", option, "name a writable folder")
     return path
 
 
@@ -107,6 +141,30 @@ def read_results(
             f"pass the JSON that {script} wrote (its rows have {', '.join(row_keys)})",
         )
     return data
+
+
+def replaceable(
+    path: Path,
+    script: str,
+    row_keys: Sequence[str],
+    keys: Sequence[str],
+    settings: dict[str, Any],
+    overwrite: bool,
+) -> None:
+    """A results file already at `path` may be rewritten by a run of the same `settings` (a cut
+    run completed, the same run again) or with `--overwrite`; one that holds another run's
+    results (other models, lengths, budget) or another script's is refused, not replaced."""
+    if overwrite or not Path(path).is_file():
+        return
+    data = read_results(path, script, row_keys, keys)
+    mine = json.loads(json.dumps(settings))  # as the JSON holds them: tuples are lists
+    differ = [key for key, value in mine.items() if data.get(key) != value]
+    if differ:
+        fail(
+            f"holds the results of another run (its {', '.join(differ)} differ)",
+            str(path),
+            "name another --json, give that run's settings, or pass --overwrite to replace it",
+        )
 
 
 def redraw(

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import at_least, one_line_errors, output_file
+from benchargs import add_overwrite, at_least, fail, one_line_errors, output_file, output_folder
 from benchargs import parser as parser_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,32 +134,117 @@ def markdown(rows: list[dict[str, Any]], with_accuracy: bool) -> str:
     return "\n".join(lines)
 
 
+#: What `train` sets after `--train-set` (refused there, with the option to use instead).
+TRAIN_OWNED = {
+    "name": "--arch (the run is export-fmnist-<arch>)",
+    "output.name": "--arch (the run is export-fmnist-<arch>)",
+    "model.model": "--arch",
+    "output.dir": "--runs-dir",
+}
+
+
+#: `distill export` flags this script sets or reads (after `--` they would replace, or drop,
+#: what the tables are built from): flag -> this script's option for it, or why it is fixed.
+EXPORT_OWNED = {
+    "--out": "--out-dir",
+    "--threads": "--threads",
+    "--input-size": "--size",
+    "--quantize": "the int8 column is this script's",
+    "--no-latency": "the tables are latencies",
+    "--json": "this script reads the report",
+    "--images": "every test image of the run is read",
+    "--num-classes": "10, Fashion-MNIST's",
+    "--onnx": "each model is exported here",
+}
+
+
 def main() -> None:
     parser = parser_of(__doc__)
-    parser.add_argument("--arch", action="append", help="timm name (repeatable)")
-    parser.add_argument("--threads", type=at_least(1), default=2)
-    parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs")
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "runs" / "export-bench")
-    parser.add_argument("--retrain", action="store_true")
     parser.add_argument(
-        "--train-set", action="append", help="extra --set for training, e.g. data.train_limit=8192"
+        "--arch",
+        action="append",
+        metavar="NAME",
+        help=f"timm model, repeatable (default: {' and '.join(DEFAULT_ARCHS)})",
+    )
+    parser.add_argument(
+        "--threads", type=at_least(1), default=2, help="ONNX Runtime and PyTorch threads (2)"
+    )
+    parser.add_argument(
+        "--runs-dir", type=Path, default=ROOT / "runs", help="the trained runs' folder (runs)"
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=ROOT / "runs" / "export-bench",
+        help="the exports' folder (runs/export-bench)",
+    )
+    parser.add_argument(
+        "--retrain", action="store_true", help="train again even where a matching run exists"
+    )
+    parser.add_argument(
+        "--train-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra --set for training, repeatable, e.g. data.train_limit=8192",
     )
     parser.add_argument("--skip-224", action="store_true", help="no architecture-only table")
     parser.add_argument(
         "--skip-trained", action="store_true", help="only the architecture-only table (no training)"
     )
-    parser.add_argument("--size", type=at_least(1), default=224, help="input side of that table")
-    parser.add_argument("--json", type=Path, help="also write every report here")
+    parser.add_argument(
+        "--size", type=at_least(1), default=None, help="input side of that table (224)"
+    )
+    parser.add_argument("--json", type=Path, help="also write every report here (default: none)")
     parser.add_argument("extra", nargs="*", help="more `distill export` flags, after --")
+    add_overwrite(parser)
     args = parser.parse_args()
     archs = args.arch or DEFAULT_ARCHS
+    if args.skip_224 and args.skip_trained:
+        fail(
+            "--skip-224 and --skip-trained leave no table to measure",
+            "--skip-224/--skip-trained",
+            "give one of them at most",
+        )
+    owned = [f for f in args.extra if f.split("=")[0] in EXPORT_OWNED]
+    if owned:
+        flag = owned[0].split("=")[0]
+        instead = EXPORT_OWNED[flag]
+        hint = f"use {instead}" if instead.startswith("--") else f"drop it ({instead})"
+        fail(f"{flag} after -- is set by this script", "-- " + flag, hint)
+    if args.skip_224 and args.size is not None:  # it sizes only the table --skip-224 drops
+        fail(f"--size {args.size} with --skip-224", "--size", "drop one of them")
+    args.size = args.size or 224
     if args.json:
-        output_file(args.json, "--json")
-    from tuning import check_models
+        output_file(args.json, "--json", args.overwrite)
+    output_folder(args.runs_dir, "--runs-dir")
+    output_folder(args.out_dir, "--out-dir")
+    from tuning import check_models, check_not_owned
 
     one_line_errors(lambda: check_models(archs, "--arch"))
+    one_line_errors(lambda: check_not_owned(args.train_set, TRAIN_OWNED, "--train-set"))
     load = os.getloadavg()[0]
-    trained, at224, reports = [], [], {}
+    trained: list[dict[str, Any]] = []
+    at224: list[dict[str, Any]] = []
+    reports: dict[str, Any] = {}
+
+    def save() -> None:
+        """The JSON after every model: a run cut short keeps the models it measured."""
+        if not args.json:
+            return
+        from tuning import environment
+
+        raw = {  # the table rows beside the whole reports they were read from
+            "command": " ".join(["python", *sys.argv]),
+            "environment": environment(),
+            "threads": args.threads,
+            "load_average": {"before": load, "after": os.getloadavg()[0]},
+            "trained": trained,
+            f"architectures_{args.size}px": at224,
+            "reports": reports,
+        }
+        args.json.write_text(json.dumps(raw, indent=2) + "\n")
+
     for arch in archs:
         if not args.skip_trained:
             run, train_s = train(arch, args.runs_dir, args.retrain, args.train_set)
@@ -175,6 +260,7 @@ def main() -> None:
             )  # fmt: skip
             reports[f"{arch}@{args.size}"] = big
             at224.append(trained_row(arch, big, None))
+        save()
     env = next(iter(reports.values()))["latency"]["environment"]
     print(f"\nCPU: {env['cpu']} ({env['cpu_count']} cores), {args.threads} threads; versions "
           f"{json.dumps(env['versions'])}; load average before: {load:.2f}\n")  # fmt: skip
@@ -201,16 +287,7 @@ def main() -> None:
             print(f"  - {name}: " + "; ".join(issues))
     after = os.getloadavg()[0]
     print(f"\nload average after: {after:.2f}")
-    if args.json:  # the table rows beside the whole reports they were read from
-        raw = {
-            "command": " ".join(["python", *sys.argv]),
-            "threads": args.threads,
-            "load_average": {"before": load, "after": after},
-            "trained": trained,
-            f"architectures_{args.size}px": at224,
-            "reports": reports,
-        }
-        args.json.write_text(json.dumps(raw, indent=2) + "\n")
+    save()
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchargs import fail, output_file, parser  # noqa: E402
+from benchargs import add_overwrite, at_least, fail, output_file, parser  # noqa: E402
 
 RTOLS = (0.0, 1e-5, 1e-4, 1e-3)
 
@@ -85,8 +85,14 @@ def measure(name: str, kwargs: dict, exporter: str) -> dict:
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--arch", action="append", help="only these of the sweep (repeatable)")
-    p.add_argument("--json", type=Path, help="write the rows, command and versions here")
+    p.add_argument(
+        "--arch", action="append", help="only these of the sweep, repeatable (default: all)"
+    )
+    p.add_argument(
+        "--json", type=Path, help="write the rows, command and versions here (default: none)"
+    )
+    p.add_argument("--threads", type=at_least(1), default=2, help="PyTorch threads (2)")
+    add_overwrite(p)
     args = p.parse_args()
     from tests.export_sweep_archs import SIZE, SWEEP
 
@@ -99,11 +105,22 @@ def main() -> None:
             f"pick from tests/export_sweep_archs.py: {', '.join(names)}",
         )
     if args.json:
-        output_file(args.json, "--json")
+        output_file(args.json, "--json", args.overwrite)
     import torch
 
-    torch.set_num_threads(2)
-    rows = []
+    from distill_cli.export.latency import versions
+
+    torch.set_num_threads(args.threads)
+    rows: list[dict] = []
+    record = {
+        "command": "python benchmarks/export_parity.py " + " ".join(sys.argv[1:]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "size": SIZE,
+        "threads": args.threads,
+        "versions": versions(),
+        "worst_atol_needed": {},
+        "rows": rows,
+    }
     for name, kwargs, exporter, _ in SWEEP:
         if args.arch and name not in args.arch:
             continue
@@ -113,6 +130,9 @@ def main() -> None:
             row = {"arch": name, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         rows.append(row)
         print(json.dumps(row), flush=True)
+        if args.json:  # after every row: a sweep cut short keeps the rows it measured
+            record["worst_atol_needed"] = worst_needed(rows)
+            args.json.write_text(json.dumps(record, indent=1) + "\n")
     ok = [r for r in rows if "error" not in r]
     if not ok:
         fail("no architecture exported", "export_parity.py", "see the rows' errors above", code=1)
@@ -123,20 +143,15 @@ def main() -> None:
             f"| {r['arch']} | {r['logit_scale']:.3g} | {r['max_abs_diff']:.2e} | "
             f"{r['max_rel_diff']:.2e} | {r['needed_atol']['0.0001']:.2e} |"
         )
-    worst = {str(r): max(x["needed_atol"][str(r)] for x in ok) for r in RTOLS}
-    print(f"\n{len(ok)} architectures; worst atol needed per rtol: {json.dumps(worst)}")
-    if args.json:
-        from distill_cli.export.latency import versions
+    print(
+        f"\n{len(ok)} architectures; worst atol needed per rtol: {json.dumps(worst_needed(rows))}"
+    )
 
-        record = {
-            "command": "python benchmarks/export_parity.py " + " ".join(sys.argv[1:]),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "size": SIZE,
-            "versions": versions(),
-            "worst_atol_needed": worst,
-            "rows": rows,
-        }
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
+
+def worst_needed(rows: list[dict]) -> dict[str, float]:
+    """Per rtol of RTOLS, the largest atol any exported row needs (the rows that failed skipped)."""
+    ok = [r for r in rows if "error" not in r]
+    return {str(r): max(x["needed_atol"][str(r)] for x in ok) for r in RTOLS} if ok else {}
 
 
 if __name__ == "__main__":

@@ -4,17 +4,20 @@ Trains the quickstart teacher (`recipes/quickstart/teacher.yaml` into runs/quick
 reused while its resolved recipe, `--teacher-set` included, is unchanged), then runs every
 comparison recipe (recipes/methods, recipes/ablations, the quickstart's function matching) with
 the same student (test_resnet), teacher and budget (3 epochs) into runs/<recipe name> (`--out`
-DIR: DIR/<recipe name>), and prints
-a markdown table for docs/benchmarks.md: the student's top-1, agreement, KL and time per method,
-under a line naming the models and overrides that ran. `--json` also writes the rows there.
+DIR: the teacher and the runs go to DIR instead), and prints a markdown table for
+docs/benchmarks.md: the student's top-1 (final weights, on the test set; nothing is chosen on
+it), agreement, KL and time per method, under a line naming the models and overrides that ran.
+`--json` also writes the rows there, after every row (an existing file needs `--overwrite`).
 
     python benchmarks/fmnist_methods.py [--epochs 3] [--set runtime.threads=2]
-    python benchmarks/fmnist_methods.py --epochs 1 --student test_convnext --json /tmp/r.json
+    python benchmarks/fmnist_methods.py --epochs 2 --student test_convnext --json /tmp/r.json
 
 `--student`/`--teacher` replace the models in every recipe (the supervised baseline names its
 model `model`, the others `student`), `--set` applies to every method's run, `--teacher-set` to
 the teacher's training. Another teacher or teacher override trains its own teacher in
-runs/quickstart-teacher-<tag>, so the quickstart's teacher is never replaced by it.
+runs/quickstart-teacher-<tag>, so the quickstart's teacher is never replaced by it. A `--set`
+of what the options set (the models, `schedule.epochs`, `output.*`) is refused with the option
+to use instead.
 """
 
 from __future__ import annotations
@@ -29,8 +32,19 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import at_least, one_line_errors, output_file, parser
-from tuning import Variant, check_method_kept, check_models, check_recipe, teacher_run
+from benchargs import add_overwrite, at_least, one_line_errors, output_file, output_folder, parser
+from tuning import (
+    LAUNCHED,
+    Variant,
+    check_method_kept,
+    check_models,
+    check_not_owned,
+    check_recipe,
+    check_runs,
+    environment,
+    teacher_run,
+    usable_cores,
+)
 
 from distill_cli import api
 from distill_cli.errors import DistillError
@@ -48,6 +62,20 @@ ROWS = [
     ("FM ablation: consistent views, no mixup", "recipes/ablations/consistent.yaml"),
     ("function matching (consistent + mixup)", "recipes/quickstart/distill.yaml"),
 ]
+
+#: What every method's run sets after `--set` (refused there, with the option to use instead).
+OWNED = {
+    "model.model": "--student",
+    "student.model": "--student",
+    "teacher.model": "--teacher",
+    "teacher.checkpoint": "--teacher and --teacher-set (the benchmark trains its teacher)",
+    "schedule.epochs": "--epochs",
+    "method.kd_stop_epoch": "--epochs (early-stopped KD stops at 3/4 of it)",
+    "output.dir": "--out",
+    "output.name": "--out (each method's run is named after its recipe)",
+}
+#: What the teacher's run sets after `--teacher-set`.
+TEACHER_OWNED = {**LAUNCHED, "model.model": "--teacher"}
 
 
 def models_of(recipe: Path, student: str | None, teacher: str | None, ckpt: Path) -> list[str]:
@@ -81,26 +109,32 @@ def main() -> None:
     p.add_argument("--teacher", default=None, metavar="NAME", help="timm model (resnet10t)")
     p.add_argument("--out", type=Path, default=None, help="the method runs' folder (runs)")
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    add_overwrite(p)
     args = p.parse_args()
     if args.json:
-        output_file(args.json, "--json")
+        output_file(args.json, "--json", args.overwrite)
     teacher_sets = [*([f"model.model={args.teacher}"] if args.teacher else [])]
     teacher_sets += args.teacher_overrides
-    default = Variant("resnet10t", ())
+    # the recipes' own models (the quickstart's): what runs when --student/--teacher are not given
+    student = args.student or load_recipe(ROOT / ROWS[-1][1]).student.model
+    default = Variant(load_recipe(TEACHER).student.model, ())
     mine = Variant(args.teacher or default.teacher, (), teacher_sets=tuple(args.teacher_overrides))
     name = "quickstart-teacher"
     name += f"-{tag}" if (tag := mine.teacher_tag(default)) else ""
-    ckpt = ROOT / "runs" / name / "checkpoints" / "best.safetensors"
+    runs = output_folder(args.out, "--out").resolve() if args.out else ROOT / "runs"  # all there
+    ckpt = runs / name / "checkpoints" / "best.safetensors"
     sets = {r: [*models_of(ROOT / r, args.student, args.teacher, ckpt)] for _, r in ROWS}
-    one_line_errors(lambda: check_models([args.student or "test_resnet"], "--student"))
-    one_line_errors(lambda: check_models([args.teacher or "resnet10t"], "--teacher"))
+    one_line_errors(lambda: check_not_owned(args.overrides, OWNED, "--set"))
+    one_line_errors(lambda: check_not_owned(args.teacher_overrides, TEACHER_OWNED, "--teacher-set"))
+    one_line_errors(lambda: check_models([student], "--student"))
+    one_line_errors(lambda: check_models([mine.teacher], "--teacher"))
     one_line_errors(lambda: check_recipe(TEACHER, teacher_sets))
     stop = max(1, args.epochs * 3 // 4)  # ESKD: KD for the first 75% (2 of the default 3)
 
     def overrides_of(recipe: str) -> list[str]:
         """One row's overrides: its models, the user's, the output folder, the length."""
         items = [*sets[recipe], *args.overrides]
-        items += [f"output.dir={args.out.resolve()}"] if args.out else []
+        items += [f"output.dir={runs}"] if args.out else []
         if "stage_by_stage" not in recipe:  # its length is fixed by its phases
             items.append(f"schedule.epochs={args.epochs}")
         if "eskd" in recipe:
@@ -111,10 +145,35 @@ def main() -> None:
         one_line_errors(lambda r=recipe: check_recipe(ROOT / r, overrides_of(r)))
         own = load_recipe(ROOT / recipe).method.name  # each row is labelled by its method
         one_line_errors(lambda r=recipe, m=own: check_method_kept(ROOT / r, overrides_of(r), m))
-    threads = os.cpu_count() or 1
-    one_line_errors(lambda: teacher_run(ROOT / "runs", TEACHER, name, teacher_sets, threads))
-    results = []
+    # the models run at the recipes' sizes and the data is there, before the teacher trains
+    one_line_errors(lambda: check_runs(TEACHER, teacher_sets, "--teacher"))
+    fm = ROWS[-1][1]
+    one_line_errors(lambda: check_runs(ROOT / fm, overrides_of(fm), "--student"))
+    threads = usable_cores()
+    one_line_errors(lambda: teacher_run(runs, TEACHER, name, teacher_sets, threads))
+    results: list[dict] = []
     load_before, started_all = os.getloadavg()[0], time.perf_counter()
+    raw = {  # the rows with what made them: command, models, versions, machine, load
+        "command": " ".join(["python", *sys.argv]),
+        "epochs": args.epochs,
+        "overrides": args.overrides,
+        "teacher_overrides": teacher_sets,
+        "models": {  # what ran: the named models, else the recipes' own
+            "student": student,
+            "teacher": args.teacher or default.teacher,
+        },
+        "environment": environment(),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "rows": results,
+    }
+
+    def save() -> None:
+        """The JSON after every row: a run cut short leaves the rows that finished."""
+        if args.json:
+            raw["wall_s"] = time.perf_counter() - started_all
+            raw["load_average"] = {"before": load_before, "after": os.getloadavg()[0]}
+            args.json.write_text(json.dumps(raw, indent=2) + "\n")
+
     for label, recipe in ROWS:
         label = label.replace("STOP", str(stop))
         overrides = overrides_of(recipe)
@@ -124,49 +183,43 @@ def main() -> None:
         except DistillError as exc:  # this method cannot run with these models: the others can
             results.append({"method": label, "recipe": recipe, "error": str(exc)})
             print(f"{label}: FAILED error: {exc}", flush=True)
+            save()
             continue
         results.append(
             {
                 "method": label,
                 "recipe": recipe,
                 "wall_s": time.perf_counter() - started,
-                **{k: summary[k] for k in ("student", "teacher", "agreement", "kl")},
+                # what ran: stage-by-stage's length is its phases', not --epochs
+                **{k: summary[k] for k in ("student", "teacher", "agreement", "kl", "epochs")},
+                "test_images": summary["data"]["val_images"],
+                "device": summary["device"],
                 "images_per_s": summary["images_per_s"],
                 "error": None,
             }
         )
         print(f"{label}: top-1 {summary['student']['top1']:.2f}", flush=True)
-    if args.json:  # the rows with what made them: command, machine, load
-        raw = {
-            "command": " ".join(["python", *sys.argv]),
-            "epochs": args.epochs,
-            "overrides": args.overrides,
-            "teacher_overrides": teacher_sets,
-            "models": {"student": args.student, "teacher": args.teacher},
-            "wall_s": time.perf_counter() - started_all,
-            "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
-            "load_average": {"before": load_before, "after": os.getloadavg()[0]},
-            "rows": results,
-        }
-        args.json.write_text(json.dumps(raw, indent=2) + "\n")
+        save()
     ran = [r for r in results if r["error"] is None]
     teachers = sorted({r["teacher"]["model"] for r in ran if r["teacher"]})
     students = sorted({r["student"]["model"] for r in ran})
+    images = sorted({r["test_images"] for r in ran if r["test_images"]})
     print(
         f"\nteacher {', '.join(teachers) or '?'}; student {', '.join(students) or '?'}; "
-        f"{args.epochs} epochs; --set {' '.join(args.overrides) or '(none)'}; "
+        f"--epochs {args.epochs}; test images {', '.join(map(str, images)) or '?'}; "
+        f"--set {' '.join(args.overrides) or '(none)'}; "
         f"--teacher-set {' '.join(teacher_sets) or '(none)'}"
     )
-    print("\n| method | recipe | student top-1 | agreement | KL | time |")
-    print("|---|---|---|---|---|---|")
+    print("\n| method | recipe | epochs | student top-1 | agreement | KL | time |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         if r["error"] is not None:
-            print(f"| {r['method']} | `{r['recipe']}` | failed: {r['error']} | | | |")
+            print(f"| {r['method']} | `{r['recipe']}` | | failed: {r['error']} | | | |")
             continue
         agree = r["agreement"]["top1"]
         kl = r["kl"]
         print(
-            f"| {r['method']} | `{r['recipe']}` | {r['student']['top1']:.2f}% | "
+            f"| {r['method']} | `{r['recipe']}` | {r['epochs']:g} | {r['student']['top1']:.2f}% | "
             f"{'-' if agree is None else f'{agree:.2f}%'} | {'-' if kl is None else f'{kl:.3f}'} "
             f"| {r['wall_s']:.0f} s |"
         )

@@ -37,9 +37,7 @@ where it ran, is the same). The JSON records the models and overrides used (`mod
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -48,8 +46,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import at_least, fail, output_file, parser, positive_float, read_results
-from full_data_report import ROW_KEYS, figure, markdown
+from benchargs import (
+    add_overwrite,
+    at_least,
+    fail,
+    output_folder,
+    parser,
+    positive_float,
+)
+from full_data_report import figure, markdown
 from full_data_scales import (
     FM,
     METHODS,
@@ -59,6 +64,10 @@ from full_data_scales import (
     TEACHER_RECIPE,
     Scale,
     choose,
+    earlier,
+    outputs,
+    part_students,
+    same_teacher,
     validate,
 )
 from tuning import (
@@ -74,6 +83,7 @@ from tuning import (
     setting_suffix,
     tagged,
     teacher_run,
+    usable_cores,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,21 +111,6 @@ class Row:
     images_per_s: float | None = None
     curve: list[tuple[float, float]] = field(default_factory=list)  # (epoch, holdout top-1)
     error: str | None = None
-
-
-def earlier(results: Path, scale: str, tag: str) -> dict:
-    """The results file an earlier call (a part, a cut run) left: continued only when it is this
-    script's, of the same scale and variant; anything else is refused rather than mixed in."""
-    data = read_results(results, "benchmarks/full_data.py", ROW_KEYS, ("commands",))
-    theirs = (data.get("scale", scale), data.get("tag") or "")
-    if theirs != (scale, tag):
-        fail(
-            f"holds the results of another run (scale {theirs[0]}, variant "
-            f"{theirs[1] or 'default'}; this is scale {scale}, variant {tag or 'default'})",
-            str(results),
-            "name another --json, or the same models and settings as that run",
-        )
-    return data
 
 
 def _slug(text: str) -> str:
@@ -148,7 +143,7 @@ class Bench:
         self.data: dict = {"rows": [], "commands": []}
         if results.is_file():  # an earlier part: its finished rows are kept and not rerun
             self.data = earlier(results, scale_name, tag)
-        self.threads = max(1, (os.cpu_count() or 2) // scale.jobs)
+        self.threads = max(1, usable_cores() // scale.jobs)
 
     def done(self, row: Row) -> Row | None:
         for old in self.data["rows"]:
@@ -253,44 +248,33 @@ def seeds(bench: Bench, sets: list[str]) -> None:
     bench.run_all(rows, sets)
 
 
-def part_students(scale: Scale, part: str) -> tuple[str, ...]:
-    """The students a --part works on (a part of one student needs that student)."""
-    from distill_cli.errors import DistillError
-
-    index = PARTS[part][1]
-    if index is None:
-        return scale.students
-    if index >= len(scale.students):
-        raise DistillError(
-            f"--part {part} runs student number {index + 1}, there are {len(scale.students)}",
-            "--part",
-            "name more --students or pick another part",
-        )
-    return scale.students[index : index + 1]
-
-
-def outputs(name: str, tag: str, a: argparse.Namespace) -> tuple[Path, Path, Path]:
-    """The run folder, the results JSON and the figure. The scale's own results go to
-    benchmarks/results/full_data_<scale>.json and docs/img (--quick: into OUT, by default
-    runs/full_data_quick, apart from the scales' teachers); a variant's (`tag`) are
-    full_data_<scale>_<tag>.json with its figure beside it, never the committed."""
-    out = a.out or ROOT / "runs" / ("full_data_quick" if a.quick else "full_data")
-    stem = tagged(f"full_data_{name}", tag, "_")
-    results = a.json or (out if a.quick else ROOT / "benchmarks" / "results") / f"{stem}.json"
-    fig_dir = out if a.quick else ROOT / "docs" / "img"
-    fig = a.figure or (results.with_suffix(".png") if tag else fig_dir / f"{stem}.png")
-    return out, output_file(results, "--json"), output_file(fig, "--figure")
-
-
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--scale", choices=["gpu", "cpu"], default="gpu")
-    p.add_argument("--quick", action="store_true", help="tiny models and data, about a minute")
-    p.add_argument("--part", choices=sorted(PARTS), default="all", help="GPU: see the docstring")
-    p.add_argument("--students", nargs="+", default=None, metavar="NAME", help="timm models")
+    p.add_argument(
+        "--scale", choices=["gpu", "cpu"], default=None, help="full_data_scales.py's size (gpu)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="its own tiny scale: tiny models and data, a minute"
+    )
+    p.add_argument(
+        "--part", choices=sorted(PARTS), default="all", help="GPU: see the docstring (all)"
+    )
+    p.add_argument(
+        "--students",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="timm models (default: the scale's)",
+    )
     add_model_options(p, "student run")
     p.add_argument("--lengths", type=at_least(1), nargs="+", help="epochs (default: the scale's)")
-    p.add_argument("--seeds", type=at_least(0), nargs="+", default=None, help="0 always runs")
+    p.add_argument(
+        "--seeds",
+        type=at_least(0),
+        nargs="+",
+        default=None,
+        help="seeds of the longest runs (default: the scale's; 0 always runs)",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -309,27 +293,38 @@ def main() -> None:
         help="default docs/img/full_data_<scale>.png, a variant's beside JSON",
     )
     p.add_argument("--budget-min", type=positive_float, help="stop runs after this many minutes")
-    p.add_argument("--jobs", type=at_least(1), default=None, help="runs side by side")
+    p.add_argument(
+        "--jobs", type=at_least(1), default=None, help="runs side by side (default: the scale's)"
+    )
+    add_overwrite(p, "drop the rows of another teacher from the results file (default: refuse)")
     a = p.parse_args()
-    name = "quick" if a.quick else a.scale
+    if a.quick and a.scale:  # --quick is a scale of its own: the other one would be ignored
+        fail(f"--quick runs its own scale, not --scale {a.scale}", "--scale", "give one of them")
+    name = "quick" if a.quick else a.scale or "gpu"
     scale, variant, tag = choose(name, a)
+    if a.out is not None:  # a file of that name: one line, before the results file is named in it
+        output_folder(a.out, "--out")
     out, results, fig = outputs(name, tag, a)
     if results.is_file():  # another run's results are refused before the models are checked
         earlier(results, name, tag)
     one_line_errors(lambda: validate(scale, variant))
     students = one_line_errors(lambda: part_students(scale, a.part))
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out, "--out")
     started = time.monotonic()
     deadline = started + (a.budget_min * 60 if a.budget_min else 1e9)
     bench = Bench(scale, out, results, deadline, tag, name)
     bench.data.update(scale=name, environment=environment(), grid=scale.grid, lengths=scale.lengths)
     bench.data.update(models=variant.record(), tag=tag)
+    bench.data["overrides"] = {  # every run's, the scale's included (sizes, data, device)
+        "teacher": scale.teacher_overrides(variant.teacher_sets),
+        "students": scale.student_overrides(variant.sets),
+    }
     bench.data["commands"].append("python benchmarks/full_data.py " + " ".join(sys.argv[1:]))
 
     teacher_name = tagged("full-data-teacher", variant.teacher_tag(SCALES[name].variant()))
     teacher_sets = scale.teacher_overrides(variant.teacher_sets)
     teacher = one_line_errors(
-        lambda: teacher_run(out, TEACHER_RECIPE, teacher_name, teacher_sets, os.cpu_count() or 1)
+        lambda: teacher_run(out, TEACHER_RECIPE, teacher_name, teacher_sets, usable_cores())
     )
     from distill_cli.rundir.summary import RunSummary
 
@@ -342,12 +337,7 @@ def main() -> None:
         "holdout_top1": t.best_score,
         "run": str(teacher),
     }
-
-    def same(info: dict) -> dict:  # the teacher, wherever its run folder is (another checkout)
-        return {k: v for k, v in info.items() if k != "run"}
-
-    old = bench.data.get("teacher")
-    if old is not None and same(old) != same(teacher_info):  # rows of another teacher
+    if not same_teacher(bench.data.get("teacher"), teacher_info, results, a.overwrite):
         print("teacher changed: the earlier rows and picks are dropped", flush=True)
         bench.data.update(rows=[], picked={})
     bench.data["teacher"], bench.data["test_images"] = teacher_info, t.test.images

@@ -153,7 +153,7 @@ def figure(data: dict, path: Path) -> None:
                 color="k",
                 ls="--",
                 lw=1.2,
-                label=f"teacher ({teacher['test_top1']:.2f}%)",
+                label=f"teacher {teacher['model']} ({teacher['test_top1']:.2f}%)",
             )
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(FixedLocator(lengths))
@@ -164,7 +164,8 @@ def figure(data: dict, path: Path) -> None:
         ax.set_title(student, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle(f"Full data, Fashion-MNIST ({data.get('scale', '?')} scale)", fontsize=11)
+    variant = f"\nvariant {data['tag']}" if data.get("tag") else ""  # its own line: it is long
+    fig.suptitle(f"Full data, Fashion-MNIST ({data.get('scale', '?')} scale){variant}", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

@@ -1,4 +1,6 @@
-"""The sizes of the full-data question (`full_data.py`) and what its command line may change.
+"""The sizes of the full-data question (`full_data.py`), what its command line may change,
+where its results go (`outputs`) and which results file a call may continue (`earlier`,
+`same_teacher`).
 
 A scale fixes the models, data, lengths, grid, seeds and parallel runs; `--students`,
 `--teacher`, `--set`, `--teacher-set`, `--lengths` and `--seeds` replace parts of it. Anything
@@ -12,7 +14,19 @@ import argparse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tuning import Variant, check_method_kept, check_models, check_recipe
+from benchargs import fail, output_file, read_results
+from full_data_report import ROW_KEYS
+from tuning import (
+    LAUNCHED,
+    Variant,
+    check_holdout,
+    check_method_kept,
+    check_models,
+    check_not_owned,
+    check_recipe,
+    check_runs,
+    tagged,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER_RECIPE = ROOT / "recipes" / "full_data" / "teacher.yaml"
@@ -25,6 +39,19 @@ METHODS: dict[str, list[str]] = {
     "classic KD": ["method={name: kd, temperature: 4.0, alpha: 0.5, mixup: false}"],
     "FM, fixed teacher": ["method.teacher_targets=fixed", "method.mixup=false"],
 }
+#: What every student run sets after `--set` (refused there, with the option to use instead).
+STUDENT_OWNED = {
+    **LAUNCHED,
+    "student.model": "--students",
+    "teacher.model": "--teacher",
+    "teacher.checkpoint": "--teacher and --teacher-set (the benchmark trains its teacher)",
+    "schedule.epochs": "--lengths",
+    "runtime.seed": "--seeds",
+    "optim.lr": "the scale's lr/wd grid (full_data_scales.py), which every method is tuned on",
+    "optim.weight_decay": "the scale's lr/wd grid (full_data_scales.py)",
+}
+#: What the teacher's run sets after `--teacher-set`.
+TEACHER_OWNED = {**LAUNCHED, "model.model": "--teacher"}
 GPU = ["runtime.device=cuda", "runtime.compile=true", "runtime.compile_mode=reduce-overhead"]
 
 
@@ -160,13 +187,96 @@ def validate(scale: Scale, variant: Variant) -> None:
     """Before any training: every model is timm's, every recipe loads with every override."""
     from distill_cli.errors import DistillError
 
+    check_not_owned(variant.sets, STUDENT_OWNED, "--set")
+    check_not_owned(variant.teacher_sets, TEACHER_OWNED, "--teacher-set")
     check_models([scale.teacher], "--teacher")
     check_models(scale.students, "--students")
     if min(scale.lengths) < 1 or min(scale.seeds) < 0:
         raise DistillError("lengths must be >= 1 and seeds >= 0", "--lengths/--seeds")
     check_recipe(TEACHER_RECIPE, scale.teacher_overrides(variant.teacher_sets))
+    check_holdout(TEACHER_RECIPE, scale.teacher_overrides(variant.teacher_sets), "--teacher-set")
+    check_holdout(STUDENT_RECIPE, scale.student_overrides(variant.sets), "--set")
     check_method_kept(STUDENT_RECIPE, scale.student_overrides(variant.sets), "function_matching")
     for student in scale.students:
         for method in METHODS.values():
             sets = [*scale.student_overrides(variant.sets), *method, f"student.model={student}"]
             check_recipe(STUDENT_RECIPE, sets)
+    if GPU[0] in scale.teacher_sets:
+        import torch
+
+        if not torch.cuda.is_available():  # the gpu scale, the default: say which to use
+            raise DistillError(
+                "this scale runs on CUDA and this machine has none",
+                "--scale",
+                "pass --scale cpu (about an hour on 2 cores) or --quick",
+            )
+    # last, the slowest: the models run at the scale's sizes, the data is there
+    check_runs(TEACHER_RECIPE, scale.teacher_overrides(variant.teacher_sets), "--teacher")
+    for student in scale.students:
+        sets = [*scale.student_overrides(variant.sets), f"student.model={student}"]
+        check_runs(STUDENT_RECIPE, sets, f"--students {student}")
+
+
+def part_students(scale: Scale, part: str) -> tuple[str, ...]:
+    """The students a --part works on (a part of one student needs that student)."""
+    from distill_cli.errors import DistillError
+
+    index = PARTS[part][1]
+    if index is None:
+        return scale.students
+    if index >= len(scale.students):
+        raise DistillError(
+            f"--part {part} runs student number {index + 1}, there are {len(scale.students)}",
+            "--part",
+            "name more --students or pick another part",
+        )
+    return scale.students[index : index + 1]
+
+
+def outputs(name: str, tag: str, a: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """The run folder, the results JSON and the figure. The scale's own results go to
+    benchmarks/results/full_data_<scale>.json and docs/img (--quick: into OUT, by default
+    runs/full_data_quick, apart from the scales' teachers); a variant's (`tag`) are
+    full_data_<scale>_<tag>.json with its figure beside it, never the committed."""
+    out = a.out or ROOT / "runs" / ("full_data_quick" if a.quick else "full_data")
+    stem = tagged(f"full_data_{name}", tag, "_")
+    results = a.json or (out if a.quick else ROOT / "benchmarks" / "results") / f"{stem}.json"
+    fig_dir = out if a.quick else ROOT / "docs" / "img"
+    fig = a.figure or (results.with_suffix(".png") if tag else fig_dir / f"{stem}.png")
+    return out, output_file(results, "--json"), output_file(fig, "--figure")
+
+
+def earlier(results: Path, scale: str, tag: str) -> dict:
+    """The results file an earlier call (a part, a cut run) left: continued only when it is this
+    script's, of the same scale and variant; anything else is refused rather than mixed in."""
+    data = read_results(results, "benchmarks/full_data.py", ROW_KEYS, ("commands",))
+    theirs = (data.get("scale", scale), data.get("tag") or "")
+    if theirs != (scale, tag):
+        fail(
+            f"holds the results of another run (scale {theirs[0]}, variant "
+            f"{theirs[1] or 'default'}; this is scale {scale}, variant {tag or 'default'})",
+            str(results),
+            "name another --json, or the same models and settings as that run",
+        )
+    return data
+
+
+def same_teacher(old: dict | None, new: dict, results: Path, overwrite: bool) -> bool:
+    """Whether the rows of the results file were made with this teacher (its run folder aside:
+    another checkout). Rows of another (a teacher trained again, another machine) are dropped
+    only with `overwrite`; without it, refused, so the published results are never emptied
+    by a rerun that was not asked to."""
+
+    def same(info: dict) -> dict:
+        return {k: v for k, v in info.items() if k != "run"}
+
+    if old is None or same(old) == same(new):
+        return True
+    if not overwrite:
+        fail(
+            f"holds the rows of another teacher ({old['model']}, test top-1 "
+            f"{old['test_top1']}; this one: {new['model']}, {new['test_top1']})",
+            str(results),
+            "name another --json, or pass --overwrite to drop those rows and picks",
+        )
+    return False

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import Raw
+from benchargs import Raw, fail, output_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -67,10 +67,30 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=Raw)
     p.add_argument("out", type=Path, help="folder for the results file and the parts' logs")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny models: the same code in ~1 min")
-    p.add_argument("--parts", default=",".join(map(str, ORDER)), help="e.g. 2,3 (in this order)")
-    p.add_argument("--work", type=Path, default=None, help="scratch folder (default OUT/../work)")
-    p.add_argument("--bare", type=Path, default=None, help="bare_kd_step.py (part 2's reference)")
-    p.add_argument("--fmnist", type=Path, default=None, help="Fashion-MNIST IDX folder")
+    p.add_argument(
+        "--parts",
+        default=",".join(map(str, ORDER)),
+        help="the parts to run, in this order, e.g. 2,3 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--work", type=Path, default=None, help="scratch folder (default: OUT-work beside OUT)"
+    )
+    p.add_argument(
+        "--bare",
+        type=Path,
+        default=None,
+        help="bare_kd_step.py, part 2's reference (default: the first of "
+        + ", ".join(str(x.relative_to(ROOT.parent)) for x in DEFAULT_BARE)
+        + " that exists)",
+    )
+    p.add_argument(
+        "--fmnist",
+        type=Path,
+        default=None,
+        help="Fashion-MNIST IDX folder (default: the first of "
+        + ", ".join(str(x) for x in DEFAULT_FMNIST)
+        + " that exists)",
+    )
     p.add_argument("--part", type=int, default=None, help=argparse.SUPPRESS)  # one part, in-process
     p.add_argument("--limit", type=float, default=None, help=argparse.SUPPRESS)  # its seconds
     a = p.parse_args()
@@ -80,6 +100,8 @@ def main() -> None:
         p.error(f"argument --parts: {a.parts!r} is not a comma-separated list of part numbers")
     if not a.part_list or set(a.part_list) - set(ORDER):
         p.error(f"argument --parts: {a.parts!r}: the parts are {', '.join(map(str, ORDER))}")
+    if len(set(a.part_list)) < len(a.part_list):  # the second run would replace the first's entry
+        p.error(f"argument --parts: {a.parts!r} names a part twice")
     if a.fmnist is not None and not a.fmnist.is_dir():
         p.error(f"argument --fmnist: {a.fmnist} is not a folder (the Fashion-MNIST IDX files)")
     if a.bare is not None and not a.bare.is_file():
@@ -99,29 +121,57 @@ def main() -> None:
 
 
 def run_all(a: argparse.Namespace) -> None:
-    a.out.mkdir(parents=True, exist_ok=True)
-    a.work.mkdir(parents=True, exist_ok=True)
+    output_folder(a.out, "OUT")
+    output_folder(a.work, "--work")
     mode = "smoke" if a.smoke else "gpu"
     device = device_name() if not a.smoke else "cpu-smoke"
     name = f"gpu_check_{slug(device)}_{time.strftime('%Y-%m-%d')}.json"
+    command = shlex.join([sys.executable, *sys.argv])
     results: dict[str, Any] = {
-        "command": shlex.join([sys.executable, *sys.argv]),
+        "command": command,
+        "commands": [command],
         "mode": mode,
         "device": device,
         "host": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "parts": {},
     }
+    results = earlier(a.out / name, results)
     write(a.out / name, results)
     started = time.perf_counter()
     for part in a.part_list:
-        entry = run_one(a, part, LIMITS[mode][part])
+        entry = {"check_command": command, **run_one(a, part, LIMITS[mode][part])}
         results["parts"][str(part)] = entry
         results["wall_s"] = round(time.perf_counter() - started, 1)
         write(a.out / name, results)
         status = "ok" if entry.get("ok") else f"FAILED: {entry.get('error', '?')}"
         print(f"part {part}: {entry['wall_s']:.0f} s, {status}", flush=True)
     print(f"all parts: {results['wall_s']:.0f} s; {a.out / name}", flush=True)
+
+
+def earlier(path: Path, results: dict[str, Any]) -> dict[str, Any]:
+    """`results` with the parts an earlier command of the same device and day wrote to `path`
+    (the second prepared command after the first, in the same OUT): its parts are kept, each
+    with the command that ran it (`check_command`), unless this command runs them again. A
+    file that is not such a results file is refused, not replaced."""
+    if not path.is_file():
+        return results
+    try:
+        old = json.loads(path.read_text())
+        parts = old["parts"]
+        assert isinstance(parts, dict) and old["device"] == results["device"]
+    except (OSError, ValueError, KeyError, TypeError, AssertionError):
+        fail("not a results file of gpu_check.py", str(path), "name another OUT folder")
+    commands = old.get("commands") or [old.get("command")]
+    kept = {
+        part: {"check_command": old.get("command"), **entry}
+        if "check_command" not in entry
+        else entry
+        for part, entry in parts.items()
+        if isinstance(entry, dict)
+    }
+    print(f"{path}: keeping parts {', '.join(kept) or 'none'} of an earlier command", flush=True)
+    return {**results, "commands": [*commands, results["command"]], "parts": kept}
 
 
 def run_one(a: argparse.Namespace, part: int, limit: int) -> dict[str, Any]:

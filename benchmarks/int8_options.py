@@ -25,14 +25,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchargs import at_least, output_file, parser
+from benchargs import add_overwrite, at_least, output_file, output_folder, parser
 from export_latency import distill  # the same `distill` subprocess helper (this folder)
+from tuning import environment
 
 from distill_cli.students.cache import cpu_model
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "recipes" / "quickstart"
 MOBILENET = ROOT / "benchmarks" / "export_fmnist.yaml"
+MOBILE = "mobilenetv3_small_050"  # the second model, trained on labels with MOBILENET
 
 #: (label, `distill export` flags): the default first, then one change at a time.
 OPTIONS: list[tuple[str, list[str]]] = [
@@ -64,7 +66,7 @@ def train_runs(runs: Path, train: int, val: int, epochs: int, retrain: bool) -> 
     out = [f"output.dir={runs}", f"schedule.epochs={epochs}", *sub]
     teacher = runs / "int8-qs-teacher"
     student = runs / "int8-qs-student"
-    mobile = runs / "int8-mobilenetv3_small_050"
+    mobile = runs / f"int8-{MOBILE}"
     jobs = [
         ("train", QUICKSTART / "teacher.yaml", teacher, ["name=int8-qs-teacher", *out]),
         (
@@ -81,7 +83,7 @@ def train_runs(runs: Path, train: int, val: int, epochs: int, retrain: bool) -> 
             "train",
             MOBILENET,
             mobile,
-            ["name=int8-mobilenetv3_small_050", "model.model=mobilenetv3_small_050", *out],
+            [f"name=int8-{MOBILE}", f"model.model={MOBILE}", *out],
         ),
     ]
     teacher_trained = False  # then the student distilled from it is trained again too
@@ -91,7 +93,11 @@ def train_runs(runs: Path, train: int, val: int, epochs: int, retrain: bool) -> 
             distill(
                 verb, str(recipe), "--overwrite", "-q", *(x for i in items for x in ("--set", i))
             )
-    return {"test_resnet (quickstart student)": student, "mobilenetv3_small_050": mobile}
+    from distill_cli.recipe.document import load_recipe
+
+    # the table's labels name the models that ran: the quickstart recipe's student, MOBILE
+    quickstart = load_recipe(QUICKSTART / "distill.yaml").student.model
+    return {f"{quickstart} (quickstart student)": student, MOBILE: mobile}
 
 
 def measure(run: Path, out: Path, images: int, calib: int) -> dict[str, Any]:
@@ -150,21 +156,33 @@ def table(results: dict[str, Any]) -> str:
 
 def main() -> None:
     ap = parser(__doc__)
-    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-int8")
-    ap.add_argument("--train", type=at_least(1), default=6000, help="training images (subset)")
-    ap.add_argument("--val", type=at_least(1), default=2000, help="validation images (subset)")
-    ap.add_argument("--epochs", type=at_least(1), default=2, help="epochs of each training run")
-    ap.add_argument("--calib-images", type=at_least(1), default=256)
-    ap.add_argument("--retrain", action="store_true")
-    ap.add_argument("--json", type=Path, help="write the raw results here")
+    ap.add_argument(
+        "--runs",
+        type=Path,
+        default=ROOT / "runs" / "bench-int8",
+        help="the trained runs and the exports (runs/bench-int8)",
+    )
+    ap.add_argument("--train", type=at_least(1), default=6000, help="training images (6000)")
+    ap.add_argument("--val", type=at_least(1), default=2000, help="validation images (2000)")
+    ap.add_argument("--epochs", type=at_least(1), default=2, help="epochs of each training run (2)")
+    ap.add_argument(
+        "--calib-images", type=at_least(1), default=256, help="int8 calibration images (256)"
+    )
+    ap.add_argument(
+        "--retrain", action="store_true", help="train again even where a matching run exists"
+    )
+    ap.add_argument("--json", type=Path, help="write the raw results here (default: none)")
+    add_overwrite(ap)
     args = ap.parse_args()
     if args.json:
-        output_file(args.json, "--json")
+        output_file(args.json, "--json", args.overwrite)
+    output_folder(args.runs, "--runs")
     t0 = time.perf_counter()
     runs = train_runs(args.runs, args.train, args.val, args.epochs, args.retrain)
     results: dict[str, Any] = {
         "command": "python " + " ".join(sys.argv),
         "machine": {"cpu": cpu_model(), "python": platform.python_version()},
+        "environment": environment(),
         "settings": vars(args) | {"runs": str(args.runs), "json": str(args.json)},
         "models": {},
     }

@@ -50,34 +50,59 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import at_least, fail, output_file, parser
-from patience_report import FM_LABEL, figure, markdown, tuning_markdown
-from patience_rows import COMPARISONS, GRID, SHARES, TUNED, RunRow, ladder_rows, pick, tune_rows
+from benchargs import (
+    add_overwrite,
+    at_least,
+    fail,
+    output_file,
+    output_folder,
+    parser,
+    replaceable,
+)
+from patience_report import FM_LABEL, KEYS, ROW_KEYS, figure, markdown, tuning_markdown
+from patience_rows import (
+    COMPARISONS,
+    FM_RECIPE,
+    GRID,
+    SHARES,
+    TEACHER_OWNED,
+    TEACHER_RECIPE,
+    TUNED,
+    Progress,
+    RunRow,
+    finished,
+    ladder_rows,
+    owned,
+    pick,
+    train_images,
+    tune_rows,
+)
 from tuning import (
     Variant,
     add_model_options,
     check_method_kept,
     check_models,
+    check_not_owned,
     check_recipe,
+    check_runs,
+    environment,
     last_line,
     launch,
     measure,
     one_line_errors,
-    same_run,
     split_done,
     tagged,
     teacher_run,
+    usable_cores,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = ROOT / "recipes" / "patience"
-TEACHER_RECIPE = RECIPES / "teacher.yaml"
-FM_RECIPE = RECIPES / "function_matching.yaml"
 
 
 def _run(row: RunRow, out: Path, common: list[str], threads: int) -> RunRow:
@@ -108,25 +133,25 @@ def _run(row: RunRow, out: Path, common: list[str], threads: int) -> RunRow:
     return row
 
 
-def finished(run: Path, items: list[str]) -> bool:
-    """Whether `run` already finished with exactly these settings (`tuning.same_run`) after its
-    teacher was trained: a rerun of a cut benchmark runs only the rows still missing, and a run
-    of other settings (another subset, holdout, model or override) is never read as this one."""
-    ckpt = next((i.split("=", 1)[1] for i in items if i.startswith("teacher.checkpoint=")), None)
-    summary = run / "summary.json"
-    teacher = Path(ckpt) if ckpt else None
-    if teacher and teacher.is_file() and summary.is_file():
-        return summary.stat().st_mtime >= teacher.stat().st_mtime and same_run(
-            run, FM_RECIPE, items
-        )  # a student of an older teacher is run again
-    return same_run(run, FM_RECIPE, items)
+def run_pool(
+    rows: list[RunRow],
+    out: Path,
+    common: list[str],
+    jobs: int,
+    threads: int,
+    on_done: Callable[[RunRow], None],
+) -> list:
+    """Runs `jobs` at a time, longest first; a row's own overrides come after `common`; each
+    row is handed to `on_done` as it finishes (or fails)."""
 
+    def one(row: RunRow) -> RunRow:
+        row = _run(row, out, common, threads)
+        on_done(row)
+        return row
 
-def run_pool(rows: list[RunRow], out: Path, common: list[str], jobs: int, threads: int) -> list:
-    """Runs `jobs` at a time, longest first; a row's own overrides come after `common`."""
     rows = sorted(rows, key=lambda r: -r.epochs)
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        return list(pool.map(lambda row: _run(row, out, common, threads), rows))
+        return list(pool.map(one, rows))
 
 
 @dataclass
@@ -138,6 +163,7 @@ class Plan:
     variant: Variant
     tag: str  # '' for the recipes' models and no overrides: the default run's names
     teacher_name: str
+    tuned: bool = True  # the grid sets every row's lr and wd (--tune-at above 0)
 
 
 #: The budget of the whole benchmark and of --quick; an option given on the command line wins
@@ -149,6 +175,8 @@ FULL = {
     "subset": 1000,
     "holdout": 5000,
 }
+#: What makes two runs the same (with the models): a results file of others is not replaced.
+SETTINGS = ("quick", "subset", "holdout", "lengths", "compare_at", "tune_at")
 QUICK = {"lengths": [1, 3], "compare_at": 3, "tune_at": 1, "subset": 100, "holdout": 500}
 
 
@@ -181,27 +209,22 @@ def choose(a: argparse.Namespace) -> Plan:
     teacher_sets += [f"model.model={teacher}", *a.teacher_overrides]
     common += [f"teacher.model={teacher}", f"student.model={student}", *a.overrides]
     name = tagged("patience-teacher", variant.teacher_tag(default))
-    return Plan(teacher_sets, common, variant, variant.tag(default), name)
+    return Plan(teacher_sets, common, variant, variant.tag(default), name, a.tune_at > 0)
 
 
 def validate(plan: Plan) -> None:
     """Before any training: the models are timm's, the recipes load with every override."""
+    check_not_owned(plan.variant.sets, owned(plan.tuned), "--set")
+    check_not_owned(plan.variant.teacher_sets, TEACHER_OWNED, "--teacher-set")
     check_models([plan.variant.teacher], "--teacher")
     check_models(plan.variant.students, "--student")
     check_recipe(TEACHER_RECIPE, plan.teacher_sets)
     check_method_kept(FM_RECIPE, plan.common, "function_matching")
     for overrides in COMPARISONS.values():
         check_recipe(FM_RECIPE, [*plan.common, *(o.replace("STOP", "1") for o in overrides)])
-
-
-def train_images(teacher: Path) -> int:
-    """The images the teacher trained on, from its saved recipe: Fashion-MNIST's 60,000 less the
-    holdout, then `data.train_limit` (the order `build_data` takes them in)."""
-    from distill_cli.recipe.document import load_recipe
-
-    data = load_recipe(teacher / "recipe.yaml").data
-    left = 60000 - (data.holdout or 0)
-    return min(left, data.train_limit) if data.train_limit else left
+    # last, the slowest: the models run at the recipes' sizes, the data is there
+    check_runs(TEACHER_RECIPE, plan.teacher_sets, "--teacher")
+    check_runs(FM_RECIPE, plan.common, "--student")
 
 
 def main() -> None:
@@ -224,10 +247,18 @@ def main() -> None:
     )
     p.add_argument("--subset", type=at_least(1), help="training images per student (1000; 100)")
     p.add_argument("--holdout", type=at_least(1), help="images held out for choices (5000; 500)")
-    p.add_argument("--jobs", type=at_least(1), default=2, help="runs at a time (one thread each)")
+    p.add_argument(
+        "--jobs", type=at_least(1), default=2, help="runs at a time, cores/jobs threads each (2)"
+    )
     p.add_argument("--student", default=None, metavar="NAME", help="timm model of the student")
     add_model_options(p, "distillation run")
-    p.add_argument("--json", type=Path, default=None, help="results JSON (default: OUT/...)")
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="results (default OUT/patience.json, a variant's OUT/patience_<tag>.json); one of "
+        "another run's settings is refused without --overwrite",
+    )
     p.add_argument("--md", type=Path, default=None, help="also write the markdown table here")
     p.add_argument("--figure", type=Path, default=None, help="the figure (default: beside JSON)")
     p.add_argument(
@@ -236,20 +267,23 @@ def main() -> None:
         help="the same pipeline on a tiny budget: a 1-epoch teacher on 4,000 images, "
         "a 100-image subset, 1 and 3 epochs, 2,000 test images",
     )
+    add_overwrite(p, "replace a results file of another run's settings (default: refuse)")
     a = p.parse_args()
     a.out = a.out or ROOT / "runs" / ("patience-quick" if a.quick else "patience")
 
     plan = choose(a)
+    output_folder(a.out, "--out")  # a file of that name: one line before the slower checks
     one_line_errors(lambda: validate(plan))
     # every file it writes, checked (and its folder made) before an hour of training
     path = output_file(a.json or a.out / f"{tagged('patience', plan.tag, '_')}.json", "--json")
+    settings = {k: getattr(a, k) for k in SETTINGS} | {"models": plan.variant.record()}
+    replaceable(path, "benchmarks/patience.py", ROW_KEYS, KEYS, settings, a.overwrite)
     md = output_file(a.md, "--md") if a.md else None
     fig = output_file(a.figure or path.with_suffix(".png"), "--figure")
     common = plan.common
-    threads = max(1, (os.cpu_count() or 2) // max(1, a.jobs))
+    threads = max(1, usable_cores() // max(1, a.jobs))
     started = time.perf_counter()
-    a.out.mkdir(parents=True, exist_ok=True)
-    n = max(1, os.cpu_count() or 1)
+    n = usable_cores()
     teacher = one_line_errors(
         lambda: teacher_run(a.out, TEACHER_RECIPE, plan.teacher_name, plan.teacher_sets, n)
     )
@@ -261,13 +295,52 @@ def main() -> None:
     assert teacher_sum.test is not None
 
     grid = GRID[::2] if a.quick else GRID
+    result = {
+        "command": "python benchmarks/patience.py " + " ".join(sys.argv[1:]),
+        "complete": False,  # until every row has run: a cut run leaves the rows it finished
+        "quick": a.quick,
+        "subset": a.subset,
+        "holdout": a.holdout,
+        "lengths": a.lengths,
+        "compare_at": a.compare_at,
+        "tune_at": a.tune_at,
+        "grid": [list(cfg) for cfg in grid] if a.tune_at else [],
+        "picks": {},
+        "shares": SHARES if a.tune_at else {},
+        "test_images": teacher_sum.test.images,  # then what the students' runs read
+        "jobs": a.jobs,
+        "threads_per_job": threads,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "teacher": {
+            "model": teacher_sum.student.model,
+            "params": teacher_sum.student.params,
+            # the checkpoint the students learn from: best on the holdout, on the test set
+            "top1": teacher_sum.test.best_top1,
+            "holdout_top1": teacher_sum.best_score,
+            "train_images": train_images(teacher),
+            "run": str(teacher),
+        },
+        "student": {"model": plan.variant.students[0], "params": None},
+        "models": plan.variant.record(),
+        # every run's overrides, the budget's included (the per-row method, length, lr/wd apart)
+        "overrides": {"teacher": plan.teacher_sets, "students": plan.common},
+        "environment": environment(),
+        "recipes": {
+            "teacher": str(TEACHER_RECIPE.relative_to(ROOT)),
+            "distill": str(FM_RECIPE.relative_to(ROOT)),
+        },
+        "rows": [],
+        "tune": [],
+    }
+    progress = Progress(path, result, started)
     tuned: list[RunRow] = []
     picks: dict[str, tuple[float, float]] = {}
     if a.tune_at:
         tuned = tune_rows(a.tune_at, grid, plan.tag)
         print(f"tuning: {len(tuned)} runs at {a.tune_at} epochs", flush=True)
-        tuned = run_pool(tuned, a.out, common, a.jobs, threads)
+        tuned = run_pool(tuned, a.out, common, a.jobs, threads, progress.add)
         picks = pick(tuned)
+        result["picks"] = {k: list(v) for k, v in picks.items()}
         missing = [label for label in TUNED if label not in picks]
         if missing:
             fail(
@@ -281,58 +354,24 @@ def main() -> None:
     # a ladder row the tuning already ran (same method, length and setting) is not run again
     ok = [r for r in tuned if r.error is None]
     todo, reused = split_done(rows, ok, lambda r: (r.label, r.epochs, r.lr, r.wd))
+    for row in reused:
+        progress.add(replace(row, role="ladder"))
     print(f"{len(todo)} runs, {a.jobs} at a time, {threads} thread(s) each", flush=True)
-    done = run_pool(todo, a.out, common, a.jobs, threads)
+    done = run_pool(todo, a.out, common, a.jobs, threads, progress.add)
     done += [replace(r, role="ladder") for r in reused]
     order = {label: i for i, label in enumerate([FM_LABEL, *COMPARISONS])}
     done.sort(key=lambda r: (order[r.label], r.epochs))
 
     # the student's size and the test images from a finished run, function matching's first
     fm_any = next((r for r in sorted(done, key=lambda r: r.label != FM_LABEL) if not r.error), None)
-    student = {"model": plan.variant.students[0], "params": None}
-    test_images = teacher_sum.test.images
     if fm_any is not None:
         res = RunSummary.load(a.out / fm_any.run)
-        student = {"model": res.student.model, "params": res.student.params}
-        test_images = res.test.images if res.test is not None else test_images
-    result = {
-        "command": "python benchmarks/patience.py " + " ".join(sys.argv[1:]),
-        "quick": a.quick,
-        "subset": a.subset,
-        "holdout": a.holdout,
-        "lengths": a.lengths,
-        "compare_at": a.compare_at,
-        "tune_at": a.tune_at,
-        "grid": [list(cfg) for cfg in grid] if a.tune_at else [],
-        "picks": {k: list(v) for k, v in picks.items()},
-        "shares": SHARES if a.tune_at else {},
-        "test_images": test_images,  # what the runs read, not what the defaults would
-        "jobs": a.jobs,
-        "threads_per_job": threads,
-        "wall_s": time.perf_counter() - started,
-        "machine": {
-            "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(),
-            "load_avg_at_end": os.getloadavg(),
-        },
-        "teacher": {
-            "model": teacher_sum.student.model,
-            "params": teacher_sum.student.params,
-            # the checkpoint the students learn from: best on the holdout, on the test set
-            "top1": teacher_sum.test.best_top1,
-            "holdout_top1": teacher_sum.best_score,
-            "train_images": train_images(teacher),
-            "run": str(teacher),
-        },
-        "student": student,
-        "models": plan.variant.record(),
-        "recipes": {
-            "teacher": str(TEACHER_RECIPE.relative_to(ROOT)),
-            "distill": str(FM_RECIPE.relative_to(ROOT)),
-        },
-        "rows": [asdict(r) for r in done],
-        "tune": [asdict(r) for r in tuned],
-    }
+        result["student"] = {"model": res.student.model, "params": res.student.params}
+        if res.test is not None:  # what the runs read, not what the defaults would
+            result["test_images"] = res.test.images
+    result.update(complete=True, rows=[asdict(r) for r in done], tune=[asdict(r) for r in tuned])
+    result["wall_s"] = time.perf_counter() - started
+    result["machine"]["load_avg_at_end"] = os.getloadavg()
     path.write_text(json.dumps(result, indent=2))
     table = markdown(result)
     tuning = tuning_markdown(result)

@@ -101,7 +101,7 @@ def figure(result: dict, path: Path) -> None:
         color="k",
         ls="--",
         lw=1.2,
-        label=f"teacher ({result['teacher']['top1']:.2f}%)",
+        label=f"teacher {result['teacher']['model']} ({result['teacher']['top1']:.2f}%)",
     )
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(FixedLocator(sorted(result["lengths"])))
@@ -109,7 +109,11 @@ def figure(result: dict, path: Path) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(f"schedule length (epochs of the {result['subset']:,}-image subset)")
     ax.set_ylabel("student top-1 on the test set (%)")
-    ax.set_title("Patience on Fashion-MNIST: function matching vs the shortcuts", fontsize=11)
+    ax.set_title(
+        f"Patience on Fashion-MNIST: {result['student']['model']} distilled from "
+        f"{result['teacher']['model']}",
+        fontsize=11,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()

@@ -1,17 +1,25 @@
 """The patience benchmark's rows: which runs it trains, with which overrides and settings.
 
-`patience.py` runs them and writes their results. Kept apart from the runner, they are one
-table: the methods compared, their overrides, the lr/wd grid, which method's pick each row
-takes, and each row's run name (method, length, setting, variant), by which a rerun in the same
-folder finds a finished run again.
-"""
+`patience.py` runs them and writes their results (`Progress`: the JSON kept as rows finish,
+so a cut run leaves them). Kept apart from the runner, they are one table: the methods
+compared, their overrides, the lr/wd grid, which method's pick each row takes, and each row's
+run name (method, length, setting, variant), by which a rerun in the same folder finds a
+finished run again; with the keys a `--set` may not give (`owned`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from patience_report import FM_LABEL
-from tuning import Setting, best_on_holdout, setting_suffix, tagged
+from tuning import LAUNCHED, Setting, best_on_holdout, same_run, setting_suffix, tagged
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "patience"
+TEACHER_RECIPE = RECIPES / "teacher.yaml"
+FM_RECIPE = RECIPES / "function_matching.yaml"
 
 SCRATCH = "student from scratch (subset labels)"
 KD = "classic KD (T=4, alpha=0.5)"
@@ -34,6 +42,31 @@ COMPARISONS: dict[str, list[str]] = {
     "FM ablation: independent views": ["method.views=independent"],
     "FM ablation: consistent views, no mixup": ["method.mixup=false"],
 }
+#: What every distillation run sets after `--set` (refused there, with the option to use).
+STUDENT_OWNED = {
+    **LAUNCHED,
+    "data.subset": "--subset",
+    "data.holdout": "--holdout",
+    "student.model": "--student",
+    "teacher.model": "--teacher",
+    "teacher.checkpoint": "--teacher and --teacher-set (the benchmark trains its teacher)",
+    "schedule.epochs": "--lengths, --compare-at or --tune-at",
+}
+#: With tuning, the grid's lr and wd come after `--set` too (`--tune-at 0` leaves them free).
+GRID_OWNED = {
+    "optim.lr": "--tune-at 0 (then every row runs the recipe's lr and wd, which --set may change)",
+    "optim.weight_decay": "--tune-at 0 (then every row runs the recipe's lr and wd)",
+}
+#: What the teacher's run sets after `--teacher-set`.
+TEACHER_OWNED = {**LAUNCHED, "data.holdout": "--holdout", "model.model": "--teacher"}
+
+
+def owned(tuned: bool) -> dict[str, str]:
+    """The keys a `--set` may not give (key -> the option to use): the grid's lr and wd only
+    while the grid sets them (`tuned`)."""
+    return {**STUDENT_OWNED, **(GRID_OWNED if tuned else {})}
+
+
 #: The methods given the same tuning budget (every GRID setting at `--tune-at` epochs).
 TUNED = (FM_LABEL, SCRATCH, KD)
 #: Rows that change one thing of a tuned method run with that method's pick, as in the paper.
@@ -117,3 +150,43 @@ def ladder_rows(
         rows.append(_with(row, picks.get(SHARES.get(label, label)), tag))
     # longest first: the slowest runs start early, so the pool ends together
     return sorted(rows, key=lambda r: -r.epochs)
+
+
+def finished(run: Path, items: list[str]) -> bool:
+    """Whether `run` already finished with exactly these settings (`tuning.same_run`) after its
+    teacher was trained: a rerun of a cut benchmark runs only the rows still missing, and a run
+    of other settings (another subset, holdout, model or override) is never read as this one."""
+    ckpt = next((i.split("=", 1)[1] for i in items if i.startswith("teacher.checkpoint=")), None)
+    summary = run / "summary.json"
+    teacher = Path(ckpt) if ckpt else None
+    if teacher and teacher.is_file() and summary.is_file():
+        return summary.stat().st_mtime >= teacher.stat().st_mtime and same_run(
+            run, FM_RECIPE, items
+        )  # a student of an older teacher is run again
+    return same_run(run, FM_RECIPE, items)
+
+
+def train_images(teacher: Path) -> int:
+    """The images the teacher trained on, from its saved recipe: Fashion-MNIST's 60,000 less the
+    holdout, then `data.train_limit` (the order `build_data` takes them in)."""
+    from distill_cli.recipe.document import load_recipe
+
+    data = load_recipe(teacher / "recipe.yaml").data
+    left = 60000 - (data.holdout or 0)
+    return min(left, data.train_limit) if data.train_limit else left
+
+
+class Progress:
+    """The results JSON kept up to date while the runs finish (`complete: false`): a session
+    cut short leaves every finished row there, and a rerun in the same OUT reuses those runs
+    and completes it."""
+
+    def __init__(self, path: Path, result: dict, started: float) -> None:
+        self.path, self.result, self.started = path, result, started
+        self.lock = threading.Lock()
+
+    def add(self, row: RunRow) -> None:
+        with self.lock:
+            self.result["tune" if row.role == "tune" else "rows"].append(asdict(row))
+            self.result["wall_s"] = time.perf_counter() - self.started
+            self.path.write_text(json.dumps(self.result, indent=2))

@@ -6,6 +6,10 @@ set), and accept other models and overrides from the command line. A run with ot
 overrides than a benchmark's defaults is a *variant*: its run folders and results files carry
 the variant's tag, so it never reuses, overwrites or mixes with the default's (the committed
 results); the JSON records the models and overrides used, so a rerun describes itself.
+
+The other scripts that train or record results (fmnist_methods, export_latency, int8_options,
+train_throughput) use the same checks before any work (`check_models`, `check_not_owned`,
+`check_runs`), the same run reuse (`same_run`) and the same record of what ran (`environment`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -32,6 +36,13 @@ T = TypeVar("T")
 Setting = tuple[float, float]
 #: Resolved-recipe fields that say where or how fast a teacher ran, not what it learned.
 NOT_TRAINING = (("name",), ("description",), ("output",), ("runtime", "threads"))
+#: What `teacher_run` and `launch` set on every run they start, after the user's overrides
+#: (`check_not_owned` refuses a `--set` of these): key -> the option that sets it instead.
+LAUNCHED = {
+    "output.dir": "--out",
+    "output.name": "--out (the benchmark names each run)",
+    "runtime.threads": "--jobs (each run gets the cores / jobs)",
+}
 
 
 # --- the command line: other models and overrides --------------------------------------------
@@ -116,6 +127,60 @@ def check_recipe(recipe: Path, overrides: Sequence[str]) -> None:
     from distill_cli.recipe.document import load_recipe
 
     load_recipe(recipe, list(overrides))
+
+
+def check_runs(recipe: Path, overrides: Sequence[str], where: str) -> None:
+    """The recipe's models build and run a batch at its sizes and its data is there (`api.plan`,
+    no training; a teacher checkpoint that the benchmark has yet to train is left out): a model
+    that cannot run at the benchmark's input size, or a Fashion-MNIST folder (`data.root`) that
+    is missing, is one line before a teacher trains, not a failed row per run after it."""
+    from distill_cli import api
+    from distill_cli.errors import DistillError
+    from distill_cli.recipe.document import load_recipe
+
+    items = list(overrides)
+    if load_recipe(recipe, items).teacher is not None:
+        items.append("teacher.checkpoint=null")
+    try:
+        api.plan(recipe, items)
+    except DistillError as exc:
+        at = f"{where}: {exc.where}" if exc.where else where
+        raise DistillError(exc.what, at, exc.hint, exc.code) from None
+
+
+def check_not_owned(overrides: Sequence[str], owned: Mapping[str, str], where: str) -> None:
+    """No override may set a key the benchmark sets itself from its own options (`owned`: key ->
+    the option that sets it): the benchmark's value would replace the user's without a word
+    (or, set after it, the user's would run under the option's label in the table and JSON).
+    A whole section (`--set optim={...}`) that holds an owned key is refused too."""
+    from distill_cli.errors import DistillError
+
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        for own, option in owned.items():
+            if key and (own == key or own.startswith(key + ".")):
+                raise DistillError(
+                    f"{where} {item[:60]} sets {own}, which the benchmark sets itself",
+                    where,
+                    f"use {option}",
+                )
+
+
+def check_holdout(recipe: Path, overrides: Sequence[str], where: str) -> None:
+    """The run must hold out a validation split (`data.holdout`): every choice (lr/wd, the
+    teacher's best checkpoint) is made on it and the test set is only reported. A `--set
+    data.holdout=null` would make the test set the one chosen on (and `measure` find no test
+    result)."""
+    from distill_cli.errors import DistillError
+    from distill_cli.recipe.document import load_recipe
+
+    if not load_recipe(recipe, list(overrides)).data.holdout:
+        raise DistillError(
+            "no holdout: the benchmark makes its choices on it and reads the test set only to "
+            "report",
+            where,
+            "keep data.holdout (e.g. data.holdout=5000), or leave it as the benchmark sets it",
+        )
 
 
 def check_method_kept(recipe: Path, overrides: Sequence[str], method: str) -> None:
@@ -294,13 +359,34 @@ def split_done(rows: Sequence[R], ran: Sequence[R], key: Callable[[R], Hashable]
     return todo, [by_key[key(r)] for r in rows if key(r) in by_key]
 
 
+#: The packages whose versions every results JSON records (`environment`).
+VERSIONED = ("distill-cli", "torch", "torchvision", "timm", "onnx", "onnxruntime")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (`taskset`, a container's limit), which the runs'
+    threads are shared out from; `os.cpu_count()` counts the whole host."""
+    from distill_cli.host import cpu_count
+
+    return cpu_count()
+
+
 def environment() -> dict[str, Any]:
+    """Where and with what a benchmark ran, for its results JSON: the device, the cores, the
+    command and the versions of the packages that make its figures (a rerun describes itself)."""
+    import shlex
+
     import torch
+
+    from distill_cli.host import installed_versions
 
     cuda = torch.cuda.is_available()
     return {
+        "command": shlex.join(["python", *sys.argv]),
         "torch": torch.__version__,
+        "versions": installed_versions(VERSIONED),
         "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
         "cpu_cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
         "python": platform.python_version(),
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +67,14 @@ def test_every_script_answers_help_with_what_it_measures(script: str) -> None:
     text = (ROOT / script).read_text()
     first = text.split('"""')[1].strip().splitlines()[0]
     assert first[:40] in " ".join(done.stdout.split()), done.stdout
+    # every argument says what it does: its help follows on its line or on the next
+    lines = done.stdout.splitlines()
+    heads = ("positional arguments:", "options:")
+    lines = lines[next(i for i, line in enumerate(lines) if line in heads) :]
+    for i, line in enumerate(lines):
+        if re.match(r"^  \S", line) and not re.match(r"^  \S.*?\s{2,}\S", line):
+            follows = lines[i + 1] if i + 1 < len(lines) else ""
+            assert re.match(r"^\s{6,}\S", follows), f"{script}: no help for {line.strip()}"
 
 
 @pytest.mark.parametrize(
@@ -110,6 +119,7 @@ def test_a_report_script_names_a_missing_file_and_draws_where_asked(tmp_path: Pa
         ["fmnist_methods.py", "--epochs", "1"],
         ["gpu_check.py", "OUT", "--smoke", "--parts", "9"],
         ["gpu_check.py", "OUT", "--smoke", "--parts", "x"],
+        ["gpu_check.py", "OUT", "--smoke", "--parts", "1,1"],
         ["gpu_check.py", "OUT", "--smoke", "--fmnist", "/no/such/fashion-mnist"],
     ],
 )

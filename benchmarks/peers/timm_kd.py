@@ -68,11 +68,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--teacher", required=True, help="the timm name of the teacher")
-    p.add_argument("--teacher-checkpoint", type=Path, default=None)
+    p.add_argument(
+        "--teacher-checkpoint", type=Path, default=None, help="its weights (default: random)"
+    )
     p.add_argument("--fmnist", type=Path, default=None, help="IDX folder for fmnist-memory")
     p.add_argument("--limit", type=int, default=None, help="fmnist-memory: first N images")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--window", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps (10)")
+    p.add_argument("--window", type=int, default=5, help="steps per timing window (5)")
     p.add_argument(
         "--out", type=Path, required=True, help="result JSON: images/s per window, top-1 per epoch"
     )

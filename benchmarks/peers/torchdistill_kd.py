@@ -47,21 +47,27 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--data", required=True, help="jpeg:DIR or fmnist:DIR")
-    p.add_argument("--teacher", required=True)
-    p.add_argument("--teacher-checkpoint", type=Path, default=None)
-    p.add_argument("--student", required=True)
-    p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--size", type=int, required=True)
-    p.add_argument("--batch", type=int, required=True)
-    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--teacher", required=True, help="timm model of the teacher")
+    p.add_argument(
+        "--teacher-checkpoint", type=Path, default=None, help="its weights (default: random)"
+    )
+    p.add_argument("--student", required=True, help="timm model of the student")
+    p.add_argument("--classes", type=int, default=10, help="classes (10)")
+    p.add_argument("--size", type=int, required=True, help="input side, px")
+    p.add_argument("--batch", type=int, required=True, help="images per step")
+    p.add_argument("--epochs", type=int, default=1, help="epochs (1)")
     p.add_argument("--steps", type=int, default=None, help="stop after this many steps")
     p.add_argument("--limit", type=int, default=None, help="Fashion-MNIST: first N images")
-    p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--workers", type=int, default=4, help="data loader workers (4)")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (1e-3)")
     p.add_argument("--bf16", action="store_true", help="autocast bf16 (CUDA)")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--window", type=int, default=5)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--warmup", type=int, default=10, help="untimed steps (10)")
+    p.add_argument("--window", type=int, default=5, help="steps per timing window (5)")
+    p.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="cuda or cpu (default: cuda where available)",
+    )
     p.add_argument(
         "--out", type=Path, required=True, help="result JSON: images/s per window, top-1 per epoch"
     )
