@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch.utils.data import Dataset
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 #: How a decoded photo becomes a fixed-size tensor: `square` = shorter side to the load size and
 #: a centre square (the evaluation view); `whole` = the whole photo, aspect kept, longer side to
@@ -120,31 +123,92 @@ def packed(
     return torch.cat(raws), lengths, torch.tensor(labels), torch.tensor(index)
 
 
+#: What transparent pixels are shown on: white, as a browser or viewer on a white page shows a
+#: cut-out photo. Dropping the alpha instead (PIL's `convert("RGB")`, torchvision's RGB mode)
+#: shows whatever colour the editor left under it: usually black, sometimes noise.
+BACKGROUND = 255
+
+#: Pillow modes holding more than 8 bits of one channel, whose `convert("RGB")` clips every
+#: value above 255 to white (a 16-bit scan or depth map became a white image): read as 16-bit
+#: and scaled down as torchvision's 16-bit PNGs are. "I" is how Pillow opens 16-bit data too.
+_WIDE_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+
+
 def decode_bytes(raw: torch.Tensor) -> torch.Tensor | None:
-    """One encoded image (uint8 bytes) as (3, H, W) RGB pixels as a viewer shows them, on the
-    CPU; None when it cannot be decoded. The one decode of a file on the CPU, for every path.
+    """One encoded image (uint8 bytes) as (3, H, W) uint8 RGB pixels as a viewer shows them, on
+    the CPU; None when it cannot be decoded. The one decode of a file on the CPU, for every path
+    (workers, shards, the device fallback), so training, evaluation and export see alike.
 
     EXIF orientation is applied (a phone photo stored sideways is seen upright, as the user
     sees it), and the formats torchvision cannot decode (BMP, TIFF, ...) go through Pillow, so a
     file with an accepted suffix is never skipped as "bad" for its format alone. An animated
     GIF or WebP is its first frame, as Pillow and a thumbnail show it (torchvision gave all
-    frames, (N, 3, H, W), which crashed the resize of the batch).
+    frames, (N, 3, H, W), which crashed the resize of the batch). `flattened` makes every
+    other kind of pixel RGB: transparency on white, 16-bit scaled, grey repeated.
     """
     from torchvision.io import ImageReadMode, decode_image
 
+    alpha = _transparency(raw)
+    if alpha == "colour":
+        return _decode_with_pillow(raw)
+    mode = ImageReadMode.RGB_ALPHA if alpha == "channel" else ImageReadMode.RGB
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            img = decode_image(raw, mode=ImageReadMode.RGB, apply_exif_orientation=True)
+            img = decode_image(raw, mode=mode, apply_exif_orientation=True)
     except (RuntimeError, OSError, ValueError):
         return _decode_with_pillow(raw)
-    return img[0] if img.ndim == 4 else img
+    return flattened(img[0] if img.ndim == 4 else img)
+
+
+def _transparency(raw: torch.Tensor) -> Literal["none", "channel", "colour"]:
+    """How an encoded image says which pixels are transparent, read from its header.
+
+    "channel": a PNG of colour type 4 or 6 (grey or RGB plus alpha, 8 or 16 bits) or a WebP,
+    which torchvision decodes with their alpha correctly. "colour": a PNG with a `tRNS` chunk
+    (a palette or a colour marked transparent), left to Pillow: torchvision ignores it for
+    grey, and its alpha mode garbles PNGs of 1, 2 or 4 bits (an alpha of 1 for a 1-bit scan
+    made it white). Anything else ("none") is decoded as RGB: a JPEG has no alpha.
+    """
+    buf = raw.numpy()
+    if buf[:4].tobytes() == b"RIFF" and buf[8:12].tobytes() == b"WEBP":
+        return "channel"
+    if buf[:8].tobytes() != b"\x89PNG\r\n\x1a\n" or len(buf) < 26:
+        return "none"
+    if buf[25] in (4, 6):
+        return "channel"
+    pos = 8
+    while pos + 8 <= len(buf):  # the chunks before the image data
+        kind = buf[pos + 4 : pos + 8].tobytes()
+        if kind == b"tRNS":
+            return "colour"
+        if kind == b"IDAT":
+            break
+        pos += 12 + int.from_bytes(buf[pos : pos + 4].tobytes(), "big")
+    return "none"
+
+
+def flattened(img: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) pixels of 1 to 4 channels, 8 or 16 bits, as (3, H, W) uint8 RGB.
+
+    16-bit values are scaled (the top 8 bits, torchvision's `to_dtype`), never clipped; grey
+    (1 channel, or 2 with alpha) is repeated; alpha is composited on `BACKGROUND`.
+    """
+    from torchvision.transforms.v2 import functional as TF
+
+    if img.dtype != torch.uint8:
+        img = TF.to_dtype(img, torch.uint8, scale=True)
+    colour, alpha = (img[:-1], img[-1:]) if img.shape[0] in (2, 4) else (img, None)
+    colour = colour.expand(3, -1, -1) if colour.shape[0] == 1 else colour
+    if alpha is None:
+        return colour.contiguous()
+    a = alpha.float() / 255
+    return (colour.float() * a + BACKGROUND * (1 - a)).round_().to(torch.uint8)
 
 
 def _decode_with_pillow(raw: torch.Tensor) -> torch.Tensor | None:
     import io
 
-    import numpy as np
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     from distill_cli.data.formats import register_plugins
@@ -152,11 +216,34 @@ def _decode_with_pillow(raw: torch.Tensor) -> torch.Tensor | None:
     register_plugins()  # HEIC/HEIF when pillow-heif is installed (a spawned worker, too)
 
     try:
-        with Image.open(io.BytesIO(raw.numpy().tobytes())) as img:
-            rgb = ImageOps.exif_transpose(img).convert("RGB")
-            return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
+        with warnings.catch_warnings():
+            # the user's own photos: a 100 MP panorama is no attack (above Pillow's hard limit,
+            # about 179 MP, it is still refused and counted as a bad file)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw.numpy().tobytes())) as img:
+                return flattened(_pillow_pixels(ImageOps.exif_transpose(img)))
     except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
         return None
+
+
+def _pillow_pixels(img: PILImage) -> torch.Tensor:
+    """A Pillow image's pixels as (C, H, W) for `flattened`: RGB, RGBA, or one 16-bit channel.
+
+    Wide integer modes are read as 16-bit (`_WIDE_MODES`); a float image ("F") as values in
+    [0, 1]; anything with transparency (RGBA, LA, a palette with a transparent colour) keeps
+    its alpha; every other mode (CMYK, 1-bit, palette, YCbCr) converts to RGB.
+    """
+    import numpy as np
+
+    if img.mode in _WIDE_MODES:
+        wide = np.asarray(img).astype(np.int64).clip(0, 65535).astype(np.uint16)
+        return torch.from_numpy(wide)[None]
+    if img.mode == "F":
+        grey = (np.asarray(img).clip(0, 1) * 255).round().astype(np.uint8)
+        return torch.from_numpy(grey)[None]
+    alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    pixels = np.array(img.convert("RGBA" if alpha else "RGB"))
+    return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
 def exif_rotated(raw: torch.Tensor) -> bool:
