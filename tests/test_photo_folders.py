@@ -23,7 +23,7 @@ from torchvision.io import read_file
 from distill_cli.data import build_data
 from distill_cli.data.classes import align_classes
 from distill_cli.data.decode import FolderImages, decode_bytes, decode_on_device
-from distill_cli.data.sources import scan_image_folder, scan_unlabeled
+from distill_cli.data.folders import scan_image_folder, scan_unlabeled
 from distill_cli.errors import DistillError
 from distill_cli.students.recipe import train_images
 
@@ -299,3 +299,33 @@ def test_the_onnx_consumer_example_decodes_photos_as_distill_does(tmp_path: Path
     for name, (path, seen) in _odd_photos(tmp_path).items():
         with Image.open(path) as image:
             _assert_seen(np.asarray(consumer.as_viewed(image).convert("RGB")), seen, name)
+
+
+def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
+    """A zip from an old Windows tool unpacked on Linux: names in cp1252 bytes. Its photos were
+    every one a "bad file" (torchvision reads paths as UTF-8) and the run's data fingerprint
+    was a traceback; now they are read. A class folder so named is refused, naming the fix."""
+    import os
+
+    from distill_cli.data.fingerprint import of_bundle
+
+    root = os.fsencode(tmp_path)
+    for split in (b"train", b"val"):
+        for cls, colour in ((b"cat", RED), (b"dog", BLUE)):
+            folder = os.path.join(root, split, cls)
+            os.makedirs(folder)
+            for i in range(2):
+                name = os.fsdecode(os.path.join(folder, b"f\xf6to%d.jpg" % i))
+                Image.new("RGB", (12, 12), colour).save(name)
+    data = build_data("image_folder", tmp_path)
+    files = data.train.files
+    assert len(files) == 4 and all("\udcf6" in f.name for f in files)
+    items = FolderImages(files, data.train.labels, 8, skip_bad=False)
+    assert [items[i][3] for i in range(4)] == [-1] * 4  # every photo decoded
+    assert [int(items[i][0][0].float().mean() > 120) for i in range(4)] == [1, 1, 0, 0]
+    assert len(of_bundle(data, tmp_path).splits) == 2
+    os.makedirs(os.path.join(root, b"train", b"caf\xe9"))
+    Image.new("RGB", (12, 12)).save(os.fsdecode(os.path.join(root, b"train", b"caf\xe9", b"a.jpg")))
+    with pytest.raises(DistillError, match="is not UTF-8 text") as info:
+        build_data("image_folder", tmp_path)
+    assert "convmv" in str(info.value)

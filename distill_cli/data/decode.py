@@ -30,6 +30,22 @@ if TYPE_CHECKING:
 Fit = Literal["square", "whole"]
 
 
+def read_bytes(path: Path) -> torch.Tensor | None:
+    """A file's bytes as a uint8 tensor; None when it cannot be read (gone, a link to nothing,
+    locked). Read by Python, not torchvision's `read_file`, which takes the path as UTF-8: a
+    name that is not (a zip from an old Windows tool unpacked on Linux: `f\\xf6to.jpg`) made
+    every such photo a "bad file", a whole class of them skipped."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return (
+        torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        if data
+        else torch.empty(0, dtype=torch.uint8)
+    )
+
+
 class FolderImages(Dataset):
     """Decodes one image file to a uint8 (3, S, S) tensor as `fit` says, plus its valid extent.
 
@@ -56,15 +72,8 @@ class FolderImages(Dataset):
         return len(self.files)
 
     def _decode(self, path: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
-        from torchvision.io import read_file
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                raw = read_file(str(path))
-        except (RuntimeError, OSError, ValueError):
-            return None
-        img = decode_bytes(raw)
+        raw = read_bytes(path)
+        img = None if raw is None else decode_bytes(raw)
         return None if img is None else fit_image(img, self.size, self.fit)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int, torch.Tensor]:
@@ -94,13 +103,8 @@ class FileBytes(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        from torchvision.io import read_file
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                raw = read_file(str(self.files[index]))
-        except (RuntimeError, OSError, ValueError):
+        raw = read_bytes(self.files[index])
+        if raw is None:
             # a link to nothing, a file deleted or locked since the scan: no bytes, which the
             # device decode treats as any bad image (skipped or named, data.on_bad_image), as
             # the workers' decode does; it was a traceback from the worker

@@ -220,7 +220,7 @@ def write_shards(
 
     import webdataset as wds
 
-    from distill_cli.data.sources import scan_image_folder
+    from distill_cli.data.folders import scan_image_folder
 
     split = scan_image_folder(folder)
     files, labels = split.files or [], split.labels.tolist() if split.labels is not None else []

@@ -118,7 +118,7 @@ def train_images(section: dict[str, Any]) -> int | None:
         return SyntheticSpec().train_size
     if source == "fashion_mnist":
         return FASHION_MNIST_TRAIN
-    from distill_cli.data.sources import image_files
+    from distill_cli.data.folders import image_files
 
     folder = Path(section["root"]) / section.get("train_dir", "train")
     if not folder.is_dir():
