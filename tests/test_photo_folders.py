@@ -329,3 +329,28 @@ def test_file_names_that_are_not_utf8(tmp_path: Path) -> None:
     with pytest.raises(DistillError, match="is not UTF-8 text") as info:
         build_data("image_folder", tmp_path)
     assert "convmv" in str(info.value)
+
+
+def test_every_decodable_format_is_a_sample_of_a_shard_and_a_photo(tmp_path: Path) -> None:
+    """A folder of BMP, TIFF, GIF and `.jfif` photos (a browser on Windows saves JPEGs so)
+    written to shards by scripts/folder_to_shards.py: the reader knew only jpg/jpeg/png/webp
+    members, so those samples were not samples; `.jfif` files were not even photos."""
+    from distill_cli.data.decode import decode_bytes as decode
+    from distill_cli.data.shards import scan_tar_split, write_shards
+
+    for cls, colour in (("cat", RED), ("dog", BLUE)):
+        folder = tmp_path / "train" / cls
+        folder.mkdir(parents=True)
+        for suffix in (".bmp", ".tif", ".gif", ".jfif", ".JPE"):
+            Image.new("RGB", (12, 12), colour).save(folder / f"a{suffix}")
+    split = scan_image_folder(tmp_path / "train")
+    assert len(split) == 10
+    write_shards(tmp_path / "train", tmp_path / "wds", prefix="train", per_shard=4)
+    (tmp_path / "wds" / "train.shards.json").unlink()  # counted from the tar headers
+    shards = scan_tar_split(str(tmp_path / "wds"), "data.train_dir")
+    assert len(shards) == 10
+    samples = [s for unit in shards.units for s in shards.samples(unit)]
+    assert len(samples) == 10 and sorted(s.label for s in samples) == [0] * 5 + [1] * 5
+    for sample in samples:
+        img = decode(torch.frombuffer(bytearray(sample.raw), dtype=torch.uint8))
+        assert img is not None and (img[0, 0, 0] > img[2, 0, 0]) == (sample.label == 0)
