@@ -22,8 +22,9 @@ from torchvision.io import read_file
 
 from distill_cli.data import build_data
 from distill_cli.data.classes import align_classes
-from distill_cli.data.decode import FolderImages, decode_bytes, decode_on_device
+from distill_cli.data.decode import FolderImages, decode_on_device
 from distill_cli.data.folders import scan_image_folder, scan_unlabeled
+from distill_cli.data.pixels import decode_bytes
 from distill_cli.errors import DistillError
 from distill_cli.students.recipe import train_images
 
@@ -228,6 +229,11 @@ def _odd_photos(folder: Path) -> dict[str, tuple[Path, np.ndarray]]:
             _save(folder / f"e{tag}.jpg", stored, exif=exif, quality=95),
             upright,
         )
+        # torchvision does not apply a WebP's EXIF rotation (it was seen sideways)
+        out[f"exif {tag}.webp"] = (
+            _save(folder / f"e{tag}.webp", stored, exif=exif, lossless=True),
+            upright,
+        )
     return out
 
 
@@ -335,7 +341,6 @@ def test_every_decodable_format_is_a_sample_of_a_shard_and_a_photo(tmp_path: Pat
     """A folder of BMP, TIFF, GIF and `.jfif` photos (a browser on Windows saves JPEGs so)
     written to shards by scripts/folder_to_shards.py: the reader knew only jpg/jpeg/png/webp
     members, so those samples were not samples; `.jfif` files were not even photos."""
-    from distill_cli.data.decode import decode_bytes as decode
     from distill_cli.data.shards import scan_tar_split, write_shards
 
     for cls, colour in (("cat", RED), ("dog", BLUE)):
@@ -352,5 +357,5 @@ def test_every_decodable_format_is_a_sample_of_a_shard_and_a_photo(tmp_path: Pat
     samples = [s for unit in shards.units for s in shards.samples(unit)]
     assert len(samples) == 10 and sorted(s.label for s in samples) == [0] * 5 + [1] * 5
     for sample in samples:
-        img = decode(torch.frombuffer(bytearray(sample.raw), dtype=torch.uint8))
+        img = decode_bytes(torch.frombuffer(bytearray(sample.raw), dtype=torch.uint8))
         assert img is not None and (img[0, 0, 0] > img[2, 0, 0]) == (sample.label == 0)

@@ -5,8 +5,9 @@
 - `FileBytes` + `decode_on_device`: workers only read bytes (`packed`: one tensor per batch),
   and the batch is decoded on the training device (nvJPEG on CUDA, on a stream of its own);
 - `fit_image` / `fit_images`: the resize both share, and that `stream.py` uses for shards;
-- `decode_bytes`: the one CPU decode of a file's bytes (EXIF orientation applied, Pillow
-  for the formats torchvision cannot read), for workers, shards and the device fallback.
+- `pixels.decode_bytes`: the one CPU decode of a file's bytes (EXIF orientation applied,
+  transparency on white, 16-bit scaled, Pillow for the formats torchvision cannot read), for
+  workers, shards and the device fallback.
 
 Split out of `loader.py`, which keeps the order of batches (`BatchStream`) and their type.
 """
@@ -15,35 +16,18 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch.utils.data import Dataset
 
-if TYPE_CHECKING:
-    from PIL.Image import Image as PILImage
+from distill_cli.data.pixels import decode_bytes, exif_rotated, read_bytes
 
 #: How a decoded photo becomes a fixed-size tensor: `square` = shorter side to the load size and
 #: a centre square (the evaluation view); `whole` = the whole photo, aspect kept, longer side to
 #: the load size, in the top-left corner of a zero canvas (the training view: random crops are
 #: then drawn from the entire image, as the paper's inception crop is).
 Fit = Literal["square", "whole"]
-
-
-def read_bytes(path: Path) -> torch.Tensor | None:
-    """A file's bytes as a uint8 tensor; None when it cannot be read (gone, a link to nothing,
-    locked). Read by Python, not torchvision's `read_file`, which takes the path as UTF-8: a
-    name that is not (a zip from an old Windows tool unpacked on Linux: `f\\xf6to.jpg`) made
-    every such photo a "bad file", a whole class of them skipped."""
-    try:
-        data = path.read_bytes()
-    except OSError:
-        return None
-    return (
-        torch.frombuffer(bytearray(data), dtype=torch.uint8)
-        if data
-        else torch.empty(0, dtype=torch.uint8)
-    )
 
 
 class FolderImages(Dataset):
@@ -125,162 +109,6 @@ def packed(
     raws, labels, index = zip(*items, strict=True)
     lengths = torch.tensor([len(r) for r in raws])
     return torch.cat(raws), lengths, torch.tensor(labels), torch.tensor(index)
-
-
-#: What transparent pixels are shown on: white, as a browser or viewer on a white page shows a
-#: cut-out photo. Dropping the alpha instead (PIL's `convert("RGB")`, torchvision's RGB mode)
-#: shows whatever colour the editor left under it: usually black, sometimes noise.
-BACKGROUND = 255
-
-#: Pillow modes holding more than 8 bits of one channel, whose `convert("RGB")` clips every
-#: value above 255 to white (a 16-bit scan or depth map became a white image): read as 16-bit
-#: and scaled down as torchvision's 16-bit PNGs are. "I" is how Pillow opens 16-bit data too.
-_WIDE_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
-
-
-def decode_bytes(raw: torch.Tensor) -> torch.Tensor | None:
-    """One encoded image (uint8 bytes) as (3, H, W) uint8 RGB pixels as a viewer shows them, on
-    the CPU; None when it cannot be decoded. The one decode of a file on the CPU, for every path
-    (workers, shards, the device fallback), so training, evaluation and export see alike.
-
-    EXIF orientation is applied (a phone photo stored sideways is seen upright, as the user
-    sees it), and the formats torchvision cannot decode (BMP, TIFF, ...) go through Pillow, so a
-    file with an accepted suffix is never skipped as "bad" for its format alone. An animated
-    GIF or WebP is its first frame, as Pillow and a thumbnail show it (torchvision gave all
-    frames, (N, 3, H, W), which crashed the resize of the batch). `flattened` makes every
-    other kind of pixel RGB: transparency on white, 16-bit scaled, grey repeated.
-    """
-    from torchvision.io import ImageReadMode, decode_image
-
-    alpha = _transparency(raw)
-    if alpha == "colour":
-        return _decode_with_pillow(raw)
-    mode = ImageReadMode.RGB_ALPHA if alpha == "channel" else ImageReadMode.RGB
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            img = decode_image(raw, mode=mode, apply_exif_orientation=True)
-    except (RuntimeError, OSError, ValueError):
-        return _decode_with_pillow(raw)
-    return flattened(img[0] if img.ndim == 4 else img)
-
-
-def _transparency(raw: torch.Tensor) -> Literal["none", "channel", "colour"]:
-    """How an encoded image says which pixels are transparent, read from its header.
-
-    "channel": a PNG of colour type 4 or 6 (grey or RGB plus alpha, 8 or 16 bits) or a WebP,
-    which torchvision decodes with their alpha correctly. "colour": a PNG with a `tRNS` chunk
-    (a palette or a colour marked transparent), left to Pillow: torchvision ignores it for
-    grey, and its alpha mode garbles PNGs of 1, 2 or 4 bits (an alpha of 1 for a 1-bit scan
-    made it white). Anything else ("none") is decoded as RGB: a JPEG has no alpha.
-    """
-    buf = raw.numpy()
-    if buf[:4].tobytes() == b"RIFF" and buf[8:12].tobytes() == b"WEBP":
-        return "channel"
-    if buf[:8].tobytes() != b"\x89PNG\r\n\x1a\n" or len(buf) < 26:
-        return "none"
-    if buf[25] in (4, 6):
-        return "channel"
-    pos = 8
-    while pos + 8 <= len(buf):  # the chunks before the image data
-        kind = buf[pos + 4 : pos + 8].tobytes()
-        if kind == b"tRNS":
-            return "colour"
-        if kind == b"IDAT":
-            break
-        pos += 12 + int.from_bytes(buf[pos : pos + 4].tobytes(), "big")
-    return "none"
-
-
-def flattened(img: torch.Tensor) -> torch.Tensor:
-    """(C, H, W) pixels of 1 to 4 channels, 8 or 16 bits, as (3, H, W) uint8 RGB.
-
-    16-bit values are scaled (the top 8 bits, torchvision's `to_dtype`), never clipped; grey
-    (1 channel, or 2 with alpha) is repeated; alpha is composited on `BACKGROUND`.
-    """
-    from torchvision.transforms.v2 import functional as TF
-
-    if img.dtype != torch.uint8:
-        img = TF.to_dtype(img, torch.uint8, scale=True)
-    colour, alpha = (img[:-1], img[-1:]) if img.shape[0] in (2, 4) else (img, None)
-    colour = colour.expand(3, -1, -1) if colour.shape[0] == 1 else colour
-    if alpha is None:
-        return colour.contiguous()
-    a = alpha.float() / 255
-    return (colour.float() * a + BACKGROUND * (1 - a)).round_().to(torch.uint8)
-
-
-def _decode_with_pillow(raw: torch.Tensor) -> torch.Tensor | None:
-    import io
-
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    from distill_cli.data.formats import register_plugins
-
-    register_plugins()  # HEIC/HEIF when pillow-heif is installed (a spawned worker, too)
-
-    try:
-        with warnings.catch_warnings():
-            # the user's own photos: a 100 MP panorama is no attack (above Pillow's hard limit,
-            # about 179 MP, it is still refused and counted as a bad file)
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(raw.numpy().tobytes())) as img:
-                return flattened(_pillow_pixels(ImageOps.exif_transpose(img)))
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
-        return None
-
-
-def _pillow_pixels(img: PILImage) -> torch.Tensor:
-    """A Pillow image's pixels as (C, H, W) for `flattened`: RGB, RGBA, or one 16-bit channel.
-
-    Wide integer modes are read as 16-bit (`_WIDE_MODES`); a float image ("F") as values in
-    [0, 1]; anything with transparency (RGBA, LA, a palette with a transparent colour) keeps
-    its alpha; every other mode (CMYK, 1-bit, palette, YCbCr) converts to RGB.
-    """
-    import numpy as np
-
-    if img.mode in _WIDE_MODES:
-        wide = np.asarray(img).astype(np.int64).clip(0, 65535).astype(np.uint16)
-        return torch.from_numpy(wide)[None]
-    if img.mode == "F":
-        grey = (np.asarray(img).clip(0, 1) * 255).round().astype(np.uint8)
-        return torch.from_numpy(grey)[None]
-    alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
-    pixels = np.array(img.convert("RGBA" if alpha else "RGB"))
-    return torch.from_numpy(pixels).permute(2, 0, 1)
-
-
-def exif_rotated(raw: torch.Tensor) -> bool:
-    """Whether a JPEG's EXIF orientation asks for a rotation or flip (the batched device
-    decoder cannot apply it). Read from the bytes where the tag lives (the APP1 segment's
-    first directory), a few element reads per file: no decoder, no copy of the file."""
-    buf = raw.numpy()
-    pos, end = 2, len(buf)
-    while pos + 10 <= end and buf[pos] == 0xFF and 0xE0 <= buf[pos + 1] <= 0xEF:  # APPn
-        length = int(buf[pos + 2]) << 8 | int(buf[pos + 3])
-        if buf[pos + 1] == 0xE1 and buf[pos + 4 : pos + 10].tobytes() == b"Exif\x00\x00":
-            return _orientation(buf[pos + 10 : pos + 2 + length].tobytes()) not in (0, 1)
-        pos += 2 + length
-    return False
-
-
-def _orientation(tiff: bytes) -> int:
-    """The Orientation tag (0x0112) of EXIF's first directory; 0 when absent or unreadable."""
-    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
-    if order is None or len(tiff) < 8:
-        return 0
-
-    def num(at: int, size: int) -> int:
-        return int.from_bytes(tiff[at : at + size], order)  # type: ignore[arg-type]
-
-    ifd = num(4, 4)
-    for k in range(num(ifd, 2) if ifd + 2 <= len(tiff) else 0):
-        entry = ifd + 2 + 12 * k
-        if entry + 12 > len(tiff):
-            break
-        if num(entry, 2) == 0x0112:
-            return num(entry + 8, 2)
-    return 0
 
 
 def fit_image(

@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from distill_cli.data.decode import BACKGROUND
+from distill_cli.data.pixels import BACKGROUND
 from distill_cli.models.view import INTERPOLATION, ModelInfo
 
 #: distill_cli.models.view.resize: F.interpolate(mode=INTERPOLATION, antialias=True,
@@ -93,7 +93,7 @@ class Preprocess:
         out["scale"] = 1 / 255
         out["align_corners"] = False
         out["crop"] = "centre square, side max(1, round(crop_pct * min(H, W)))"
-        if self.load_size is not None:  # image files: decoded as `data.decode.decode_bytes` does
+        if self.load_size is not None:  # image files: decoded as `data.pixels.decode_bytes` does
             out["exif_orientation"] = "applied"
             out["background"] = BACKGROUND
         out["steps"] = self.steps()
