@@ -106,8 +106,8 @@ def test_a_class_name_is_the_same_in_either_unicode_form(tmp_path: Path) -> None
 
 
 def test_a_class_spelt_in_another_case_in_val_names_the_rename(tmp_path: Path) -> None:
-    """`Cat/` in train and `cat/` in val: two different folders on Linux, so an error, but one
-    that says the difference is the case and which spelling to use."""
+    """`Cat/` in train and `cat/` (or `dog `) in val: different folders on Linux, so an error,
+    but one that says the difference is the case or a space, and which spelling to use."""
     _photos(tmp_path / "train" / "Cat", RED)
     _photos(tmp_path / "train" / "dog", BLUE)
     _photos(tmp_path / "val" / "cat", RED)
@@ -115,7 +115,11 @@ def test_a_class_spelt_in_another_case_in_val_names_the_rename(tmp_path: Path) -
     with pytest.raises(DistillError) as info:
         build_data("image_folder", tmp_path)
     msg = str(info.value)
-    assert "only in case" in msg and "cat -> Cat" in msg and "rename" in msg, msg
+    assert "only in case or spaces" in msg and "'cat' -> 'Cat'" in msg and "rename" in msg, msg
+    (tmp_path / "val" / "dog").rename(tmp_path / "val" / "dog ")  # a space typed after it
+    with pytest.raises(DistillError, match="'dog ' -> 'dog'"):
+        build_data("image_folder", tmp_path)
+    (tmp_path / "val" / "dog ").rename(tmp_path / "val" / "dog")
     _photos(tmp_path / "val" / "bird", BLUE)  # a class train lacks: still the plain error
     (tmp_path / "val" / "cat").rename(tmp_path / "val" / "Cat")
     with pytest.raises(DistillError, match=r"class folders not in the train split: \['bird'\]"):

@@ -102,17 +102,23 @@ def class_folders(root: Path) -> dict[str, Path]:
 
 
 def _refuse_other_classes(extra: list[str], classes: list[str], root: Path) -> None:
-    """Class folders of a split that train does not have; one differing only in case is named
-    with the spelling to use (on Linux `Cat` and `cat` are two folders, and two classes)."""
+    """Class folders of a split that train does not have; one differing only in case or in
+    spaces around the name (`Cat` or `cat ` for train's `cat`: two folders on Linux, and two
+    classes) is named with the spelling to use, which the names alone do not show."""
     if not extra:
         return
-    by_case = {c.casefold(): c for c in classes}
-    renames = [f"{e} -> {by_case[e.casefold()]}" for e in extra if e.casefold() in by_case]
+
+    def key(name: str) -> str:
+        return " ".join(name.split()).casefold()
+
+    near = {key(c): c for c in classes}
+    renames = [f"{e!r} -> {near[key(e)]!r}" for e in extra if key(e) in near]
     if renames:
         raise DistillError(
-            f"class folders that differ from the train split's only in case: {renames[:5]}",
+            "class folders that differ from the train split's only in case or spaces: "
+            + ", ".join(renames[:5]),
             str(root),
-            "class names are case-sensitive: rename them to the train split's spelling",
+            "class names must match exactly: rename them to the train split's spelling",
         )
     raise DistillError(
         f"class folders not in the train split: {extra[:5]}",
