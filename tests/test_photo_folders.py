@@ -196,6 +196,7 @@ def _odd_photos(folder: Path) -> dict[str, tuple[Path, np.ndarray]]:
             la_seen,
         ),
         "palette trns.png": (_save(folder / "pal.png", pal, transparency=1), half),
+        "transparent.gif": (_save(folder / "t.gif", pal, transparency=1), half),
         "grey trns.png": (
             _save(folder / "gt.png", Image.fromarray(stripes), transparency=0),
             np.full_like(colour, 255),

@@ -80,11 +80,16 @@ def _transparency(raw: torch.Tensor) -> Literal["none", "channel", "colour"]:
     which torchvision decodes with their alpha correctly. "colour": a PNG with a `tRNS` chunk
     (a palette or a colour marked transparent), left to Pillow: torchvision ignores it for
     grey, and its alpha mode garbles PNGs of 1, 2 or 4 bits (an alpha of 1 for a 1-bit scan
-    made it white). Anything else ("none") is decoded as RGB: a JPEG has no alpha.
+    made it white); a GIF whose first frame has a transparent colour, too (torchvision shows
+    the colour stored under it). Anything else ("none") is decoded as RGB: a JPEG has no alpha.
     """
     buf = raw.numpy()
     if buf[:4].tobytes() == b"RIFF" and buf[8:12].tobytes() == b"WEBP":
         return "channel"
+    if buf[:4].tobytes() == b"GIF8":  # the first graphic control extension's transparency flag
+        head = buf[:65536].tobytes()
+        at = head.find(b"\x21\xf9\x04")
+        return "colour" if at >= 0 and at + 3 < len(head) and head[at + 3] & 1 else "none"
     if buf[:8].tobytes() != b"\x89PNG\r\n\x1a\n" or len(buf) < 26:
         return "none"
     if buf[25] in (4, 6):
