@@ -272,7 +272,8 @@ def test_every_photo_encoding_decodes_to_what_a_viewer_shows(tmp_path: Path) -> 
 def test_tiny_thin_huge_and_broken_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 1x1 and a 3x500 image fit either way; a file larger than Pillow's warning size is
     decoded without a warning from every worker, one above its hard limit is a bad file (never
-    a traceback), as are a truncated JPEG, an empty file and a text file named .jpg."""
+    a traceback), as are a truncated JPEG, an empty file, a text file named .jpg and a PNG with
+    a flipped bit (never a crash of the process)."""
     import PIL.Image
 
     tiny = _save(tmp_path / "tiny.png", Image.new("RGB", (1, 1), (10, 200, 10)))
@@ -295,7 +296,12 @@ def test_tiny_thin_huge_and_broken_files(tmp_path: Path, monkeypatch: pytest.Mon
     (tmp_path / "cut.jpg").write_bytes(jpeg.read_bytes()[:300])
     (tmp_path / "empty.jpg").write_bytes(b"")
     (tmp_path / "note.jpg").write_text("not a photo")
+    # one flipped bit in a PNG's image data: torchvision's decoder killed the process
+    png = bytearray((tmp_path / "thin.png").read_bytes())
+    png[png.index(b"IDAT") + 10] ^= 0x10
+    (tmp_path / "bitrot.png").write_bytes(png)
     bad = [bomb, tmp_path / "cut.jpg", tmp_path / "empty.jpg", tmp_path / "note.jpg"]
+    bad.append(tmp_path / "bitrot.png")
     items = FolderImages(bad, None, 16, skip_bad=False)
     assert [items[i][3] for i in range(len(bad))] == list(range(len(bad)))
 

@@ -10,9 +10,11 @@ transparency composited on `BACKGROUND`, 16-bit values scaled, grey repeated. Sp
 from __future__ import annotations
 
 import warnings
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -60,10 +62,10 @@ def decode_bytes(raw: torch.Tensor) -> torch.Tensor | None:
     """
     from torchvision.io import ImageReadMode, decode_image
 
-    alpha = _transparency(raw)
-    if alpha == "colour" or _webp_rotated(raw):
+    how = _route(raw)
+    if how == "pillow":
         return _decode_with_pillow(raw)
-    mode = ImageReadMode.RGB_ALPHA if alpha == "channel" else ImageReadMode.RGB
+    mode = ImageReadMode.RGB_ALPHA if how == "rgba" else ImageReadMode.RGB
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -73,36 +75,57 @@ def decode_bytes(raw: torch.Tensor) -> torch.Tensor | None:
     return flattened(img[0] if img.ndim == 4 else img)
 
 
-def _transparency(raw: torch.Tensor) -> Literal["none", "channel", "colour"]:
-    """How an encoded image says which pixels are transparent, read from its header.
+def _route(raw: torch.Tensor) -> Literal["rgb", "rgba", "pillow"]:
+    """How to decode an encoded image, read from its header: torchvision in RGB or RGBA mode,
+    or Pillow where torchvision would show it wrong or crash.
 
-    "channel": a PNG of colour type 4 or 6 (grey or RGB plus alpha, 8 or 16 bits) or a WebP,
-    which torchvision decodes with their alpha correctly. "colour": a PNG with a `tRNS` chunk
-    (a palette or a colour marked transparent), left to Pillow: torchvision ignores it for
-    grey, and its alpha mode garbles PNGs of 1, 2 or 4 bits (an alpha of 1 for a 1-bit scan
-    made it white); a GIF whose first frame has a transparent colour, too (torchvision shows
-    the colour stored under it). Anything else ("none") is decoded as RGB: a JPEG has no alpha.
+    "rgba": a PNG of colour type 4 or 6 (grey or RGB plus alpha, 8 or 16 bits) or a WebP,
+    whose alpha torchvision decodes correctly. "pillow": a PNG with a `tRNS` chunk (a palette
+    or a colour marked transparent: torchvision ignores it for grey, garbles it for a palette,
+    and its alpha mode garbles PNGs of 1, 2 or 4 bits, an alpha of 1 that made a 1-bit scan
+    white); a damaged PNG (`_png_chunks`); a WebP with an EXIF rotation (torchvision does not
+    apply it: a phone photo saved as WebP was sideways); a GIF whose first frame has a
+    transparent colour (torchvision shows the colour stored under it). Anything else is RGB:
+    a JPEG has no alpha.
     """
     buf = raw.numpy()
     if buf[:4].tobytes() == b"RIFF" and buf[8:12].tobytes() == b"WEBP":
-        return "channel"
+        return "pillow" if _webp_rotated(buf) else "rgba"
     if buf[:4].tobytes() == b"GIF8":  # the first graphic control extension's transparency flag
         head = buf[:65536].tobytes()
         at = head.find(b"\x21\xf9\x04")
-        return "colour" if at >= 0 and at + 3 < len(head) and head[at + 3] & 1 else "none"
+        return "pillow" if at >= 0 and at + 3 < len(head) and head[at + 3] & 1 else "rgb"
     if buf[:8].tobytes() != b"\x89PNG\r\n\x1a\n" or len(buf) < 26:
-        return "none"
-    if buf[25] in (4, 6):
-        return "channel"
-    pos = 8
-    while pos + 8 <= len(buf):  # the chunks before the image data
+        return "rgb"
+    transparent, intact = _png_chunks(buf)
+    if transparent or not intact:
+        return "pillow"
+    return "rgba" if buf[25] in (4, 6) else "rgb"
+
+
+def _png_chunks(buf: np.ndarray) -> tuple[bool, bool]:
+    """(whether a PNG has a `tRNS` chunk, whether every chunk's CRC is right).
+
+    torchvision's PNG decoder does not check the CRCs, and a flipped bit inside the image data
+    (a bad sector, a download overwritten in place) makes libpng fail in a way that kills the
+    process (a segmentation fault: the run, or a loader worker, gone without a message).
+    Pillow refuses such a file with an error: a bad file, counted or named like any other. One
+    CRC per chunk is a few percent of the decode's time.
+    """
+    transparent, pos, end = False, 8, len(buf)
+    while pos + 12 <= end:
+        size = int.from_bytes(buf[pos : pos + 4].tobytes(), "big")
         kind = buf[pos + 4 : pos + 8].tobytes()
-        if kind == b"tRNS":
-            return "colour"
-        if kind == b"IDAT":
+        if pos + 12 + size > end:
+            return transparent, False  # cut short: Pillow says so
+        crc = int.from_bytes(buf[pos + 8 + size : pos + 12 + size].tobytes(), "big")
+        if zlib.crc32(buf[pos + 4 : pos + 8 + size]) != crc:
+            return transparent, False
+        transparent = transparent or kind == b"tRNS"
+        if kind == b"IEND":
             break
-        pos += 12 + int.from_bytes(buf[pos : pos + 4].tobytes(), "big")
-    return "none"
+        pos += 12 + size
+    return transparent, True
 
 
 def flattened(img: torch.Tensor) -> torch.Tensor:
@@ -150,8 +173,6 @@ def _pillow_pixels(img: PILImage) -> torch.Tensor:
     [0, 1]; anything with transparency (RGBA, LA, a palette with a transparent colour) keeps
     its alpha; every other mode (CMYK, 1-bit, palette, YCbCr) converts to RGB.
     """
-    import numpy as np
-
     if img.mode in _WIDE_MODES:
         wide = np.asarray(img).astype(np.int64).clip(0, 65535).astype(np.uint16)
         return torch.from_numpy(wide)[None]
@@ -177,12 +198,9 @@ def exif_rotated(raw: torch.Tensor) -> bool:
     return False
 
 
-def _webp_rotated(raw: torch.Tensor) -> bool:
+def _webp_rotated(buf: np.ndarray) -> bool:
     """Whether a WebP's EXIF chunk asks for a rotation or flip, which torchvision's WebP decoder
     does not apply (a phone photo saved as WebP was seen sideways): Pillow decodes those."""
-    buf = raw.numpy()
-    if buf[:4].tobytes() != b"RIFF" or buf[8:12].tobytes() != b"WEBP":
-        return False
     pos = 12
     while pos + 8 <= len(buf):
         size = int.from_bytes(buf[pos + 4 : pos + 8].tobytes(), "little")
