@@ -146,6 +146,10 @@ def test_a_class_or_photos_that_would_be_left_out_are_refused(tmp_path: Path) ->
     with pytest.raises(DistillError, match=r"1 image\(s\) directly in the split folder") as info:
         build_data("image_folder", tmp_path)
     assert "IMG_9999.jpg" in str(info.value) and "into its class folder" in str(info.value)
+    (tmp_path / "val" / "IMG_9999.jpg").unlink()
+    (tmp_path / "val" / "IMG_8888.jpg").symlink_to(tmp_path / "gone.jpg")  # a photo, not a class
+    with pytest.raises(DistillError, match=r"1 image\(s\) directly in the split folder"):
+        build_data("image_folder", tmp_path)
     flat = tmp_path / "flat"
     _photos(flat, RED)
     with pytest.raises(DistillError, match=r"3 image\(s\) and no class folders") as info:

@@ -71,7 +71,8 @@ def class_folders(root: Path) -> dict[str, Path]:
     for entry in sorted(root.iterdir()):
         if not user_entry(entry.name):
             continue
-        if entry.is_symlink() and not entry.exists():
+        photo = entry.suffix.lower() in decodable_suffixes()  # a loose photo, refused below
+        if entry.is_symlink() and not entry.exists() and not photo:
             raise DistillError(
                 f"{entry.name} is a link to {os.readlink(entry)}, which does not exist: a "
                 "class folder that is gone would be a class left out",
