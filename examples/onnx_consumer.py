@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
+from PIL import Image, ImageOps
 
 
 def load(model_path: str | Path) -> tuple[ort.InferenceSession, dict[str, Any]]:
@@ -56,8 +56,28 @@ def _load_square(image: Image.Image, side: int) -> Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
+def as_viewed(image: Image.Image, background: int = 255) -> Image.Image:
+    """A photo file as distill decodes one (the first step of `distill.preprocess`): upright
+    (EXIF orientation), 16-bit values scaled to 8 bits (`convert` would clip them to white), and
+    transparent pixels on `background` (`convert` would show what the editor left under them)."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        wide = np.asarray(image).astype(np.int64).clip(0, 65535) >> 8
+        image = Image.fromarray(wide.astype(np.uint8))
+    elif image.mode == "F":
+        image = Image.fromarray((np.asarray(image).clip(0, 1) * 255).round().astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:] / 255
+        flat = rgba[..., :3] * alpha + background * (1 - alpha)
+        image = Image.fromarray(np.round(flat).astype(np.uint8))
+    return image
+
+
 def preprocess(image: Image.Image, pre: dict[str, Any]) -> np.ndarray:
     """One image -> the model's (C, H, W) float32 input, following `pre` step by step."""
+    if pre.get("load_size"):  # image files: decoded as a viewer shows them
+        image = as_viewed(image, int(pre.get("background", 255)))
     image = image.convert("L" if pre["source_channels"] == 1 else "RGB")
     if pre.get("load_size"):
         image = _load_square(image, int(pre["load_size"]))

@@ -182,7 +182,7 @@ def test_photos_are_decoded_as_a_viewer_shows_them(tmp_path: Path, path: str) ->
 def test_the_exif_orientation_is_read_in_both_byte_orders() -> None:
     """Cameras write EXIF big-endian (Motorola) or little-endian (Intel); the device path reads
     the tag from the bytes to keep rotated photos out of the batched decoder."""
-    from distill_cli.data.decode import _orientation
+    from distill_cli.data.pixels import _orientation
 
     big = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"
     little = b"II\x2a\x00\x08\x00\x00\x00\x01\x00\x12\x01\x03\x00\x01\x00\x00\x00\x03\x00\x00\x00"

@@ -20,8 +20,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from distill_cli import api
+from distill_cli.data.folders import scan_image_folder
 from distill_cli.data.loader import BatchStream
-from distill_cli.data.sources import scan_image_folder
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import load_recipe
 from distill_cli.rundir.layout import RunDir

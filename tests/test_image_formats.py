@@ -16,8 +16,8 @@ import torch
 from PIL import Image, features
 
 from distill_cli.data.decode import FolderImages
+from distill_cli.data.folders import scan_image_folder, scan_unlabeled
 from distill_cli.data.formats import decodable_suffixes
-from distill_cli.data.sources import scan_image_folder, scan_unlabeled
 from distill_cli.errors import DistillError
 
 HEIF_PLUGIN = importlib.util.find_spec("pillow_heif") is not None

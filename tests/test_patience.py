@@ -13,8 +13,9 @@ from PIL import Image
 
 from distill_cli import api
 from distill_cli.data.augment import BatchAugment, sample_boxes
+from distill_cli.data.folders import scan_image_folder
 from distill_cli.data.loader import BatchStream
-from distill_cli.data.sources import make_synthetic, scan_image_folder
+from distill_cli.data.sources import make_synthetic
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import load_recipe
 from distill_cli.recipe.loop_sections import ScheduleSpec

@@ -141,8 +141,8 @@ def test_a_run_on_shards_decodes_like_the_image_folder(shards: Path, folder: Pat
     summary = api.run(recipe, overwrite=True)
     assert summary.steps == 4 and summary.student.top1 is not None
     # the validation images decoded from the shards are the folder's, fitted the same way
+    from distill_cli.data.folders import scan_image_folder
     from distill_cli.data.loader import BatchStream
-    from distill_cli.data.sources import scan_image_folder
 
     val = scan_tar_split(str(shards / "val-*.tar"), "data.val_dir")
     streamed = list(_stream(val, 4, shuffle=False, drop_last=False).epoch(0))

@@ -8,14 +8,9 @@ from pathlib import Path
 from typing import Literal
 
 from distill_cli.data.folder_layout import check_layout
+from distill_cli.data.folders import scan_image_folder, scan_unlabeled
 from distill_cli.data.shardset import ShardSet
-from distill_cli.data.sources import (
-    ImageSet,
-    load_fashion_mnist,
-    make_synthetic,
-    scan_image_folder,
-    scan_unlabeled,
-)
+from distill_cli.data.sources import ImageSet, load_fashion_mnist, make_synthetic
 from distill_cli.errors import DistillError
 
 Source = Literal["fashion_mnist", "image_folder", "synthetic", "shards", "hf_dataset"]

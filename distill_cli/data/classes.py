@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from distill_cli.data import DataBundle
+from distill_cli.data.entries import class_name
 from distill_cli.errors import DistillError
 from distill_cli.models.checkpoint import read_sidecar
 
@@ -83,9 +84,13 @@ def align_classes(
 
     With no model names (a foreign checkpoint, random or pretrained weights) only `class_map`
     renames the data's classes; a model with another class count is another label space
-    (agreement-only distillation) and is left alone.
+    (agreement-only distillation) and is left alone. Names are compared in Unicode NFC
+    (`entries.class_name`): a teacher whose names were written on a Mac names `café` as the
+    data does.
     """
-    names = _renamed(data.classes, class_map)
+    nfc = {class_name(k): class_name(v) for k, v in class_map.items()}
+    names = [class_name(n) for n in _renamed([class_name(c) for c in data.classes], nfc)]
+    model_names = None if model_names is None else [class_name(n) for n in model_names]
     if model_names is None or len(model_names) != len(names):
         if names == data.classes:
             return data

@@ -5,8 +5,9 @@
 - `FileBytes` + `decode_on_device`: workers only read bytes (`packed`: one tensor per batch),
   and the batch is decoded on the training device (nvJPEG on CUDA, on a stream of its own);
 - `fit_image` / `fit_images`: the resize both share, and that `stream.py` uses for shards;
-- `decode_bytes`: the one CPU decode of a file's bytes (EXIF orientation applied, Pillow
-  for the formats torchvision cannot read), for workers, shards and the device fallback.
+- `pixels.decode_bytes`: the one CPU decode of a file's bytes (EXIF orientation applied,
+  transparency on white, 16-bit scaled, Pillow for the formats torchvision cannot read), for
+  workers, shards and the device fallback.
 
 Split out of `loader.py`, which keeps the order of batches (`BatchStream`) and their type.
 """
@@ -19,6 +20,8 @@ from typing import Literal
 
 import torch
 from torch.utils.data import Dataset
+
+from distill_cli.data.pixels import decode_bytes, exif_rotated, read_bytes
 
 #: How a decoded photo becomes a fixed-size tensor: `square` = shorter side to the load size and
 #: a centre square (the evaluation view); `whole` = the whole photo, aspect kept, longer side to
@@ -53,15 +56,8 @@ class FolderImages(Dataset):
         return len(self.files)
 
     def _decode(self, path: Path) -> tuple[torch.Tensor, torch.Tensor] | None:
-        from torchvision.io import read_file
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                raw = read_file(str(path))
-        except (RuntimeError, OSError, ValueError):
-            return None
-        img = decode_bytes(raw)
+        raw = read_bytes(path)
+        img = None if raw is None else decode_bytes(raw)
         return None if img is None else fit_image(img, self.size, self.fit)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int, int, torch.Tensor]:
@@ -91,13 +87,8 @@ class FileBytes(Dataset):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        from torchvision.io import read_file
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                raw = read_file(str(self.files[index]))
-        except (RuntimeError, OSError, ValueError):
+        raw = read_bytes(self.files[index])
+        if raw is None:
             # a link to nothing, a file deleted or locked since the scan: no bytes, which the
             # device decode treats as any bad image (skipped or named, data.on_bad_image), as
             # the workers' decode does; it was a traceback from the worker
@@ -118,78 +109,6 @@ def packed(
     raws, labels, index = zip(*items, strict=True)
     lengths = torch.tensor([len(r) for r in raws])
     return torch.cat(raws), lengths, torch.tensor(labels), torch.tensor(index)
-
-
-def decode_bytes(raw: torch.Tensor) -> torch.Tensor | None:
-    """One encoded image (uint8 bytes) as (3, H, W) RGB pixels as a viewer shows them, on the
-    CPU; None when it cannot be decoded. The one decode of a file on the CPU, for every path.
-
-    EXIF orientation is applied (a phone photo stored sideways is seen upright, as the user
-    sees it), and the formats torchvision cannot decode (BMP, TIFF, ...) go through Pillow, so a
-    file with an accepted suffix is never skipped as "bad" for its format alone. An animated
-    GIF or WebP is its first frame, as Pillow and a thumbnail show it (torchvision gave all
-    frames, (N, 3, H, W), which crashed the resize of the batch).
-    """
-    from torchvision.io import ImageReadMode, decode_image
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            img = decode_image(raw, mode=ImageReadMode.RGB, apply_exif_orientation=True)
-    except (RuntimeError, OSError, ValueError):
-        return _decode_with_pillow(raw)
-    return img[0] if img.ndim == 4 else img
-
-
-def _decode_with_pillow(raw: torch.Tensor) -> torch.Tensor | None:
-    import io
-
-    import numpy as np
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    from distill_cli.data.formats import register_plugins
-
-    register_plugins()  # HEIC/HEIF when pillow-heif is installed (a spawned worker, too)
-
-    try:
-        with Image.open(io.BytesIO(raw.numpy().tobytes())) as img:
-            rgb = ImageOps.exif_transpose(img).convert("RGB")
-            return torch.from_numpy(np.array(rgb)).permute(2, 0, 1).contiguous()
-    except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
-        return None
-
-
-def exif_rotated(raw: torch.Tensor) -> bool:
-    """Whether a JPEG's EXIF orientation asks for a rotation or flip (the batched device
-    decoder cannot apply it). Read from the bytes where the tag lives (the APP1 segment's
-    first directory), a few element reads per file: no decoder, no copy of the file."""
-    buf = raw.numpy()
-    pos, end = 2, len(buf)
-    while pos + 10 <= end and buf[pos] == 0xFF and 0xE0 <= buf[pos + 1] <= 0xEF:  # APPn
-        length = int(buf[pos + 2]) << 8 | int(buf[pos + 3])
-        if buf[pos + 1] == 0xE1 and buf[pos + 4 : pos + 10].tobytes() == b"Exif\x00\x00":
-            return _orientation(buf[pos + 10 : pos + 2 + length].tobytes()) not in (0, 1)
-        pos += 2 + length
-    return False
-
-
-def _orientation(tiff: bytes) -> int:
-    """The Orientation tag (0x0112) of EXIF's first directory; 0 when absent or unreadable."""
-    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
-    if order is None or len(tiff) < 8:
-        return 0
-
-    def num(at: int, size: int) -> int:
-        return int.from_bytes(tiff[at : at + size], order)  # type: ignore[arg-type]
-
-    ifd = num(4, 4)
-    for k in range(num(ifd, 2) if ifd + 2 <= len(tiff) else 0):
-        entry = ifd + 2 + 12 * k
-        if entry + 12 > len(tiff):
-            break
-        if num(entry, 2) == 0x0112:
-            return num(entry + 8, 2)
-    return 0
 
 
 def fit_image(

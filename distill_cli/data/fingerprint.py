@@ -102,6 +102,11 @@ def of_bundle(bundle: DataBundle, root: Path | None) -> DataFingerprint:
     )
 
 
+#: How a path is hashed: as UTF-8, and a name that is not UTF-8 (a zip from an old Windows tool)
+#: as its bytes on disk (Python's surrogateescape), where strict UTF-8 raised a traceback.
+_PATHS = ("utf-8", "surrogateescape")
+
+
 def _digest(split: ImageSet | ShardSet, root: Path | None) -> str:
     from distill_cli.data.shardset import ShardSet
 
@@ -111,12 +116,12 @@ def _digest(split: ImageSet | ShardSet, root: Path | None) -> str:
         for unit in split.units:
             size = _size(unit.path)
             rel = _relative(unit.path, root)
-            h.update(f"{rel}\0{unit.part}\0{unit.start}\0{unit.count}\0{size}\n".encode())
+            h.update(f"{rel}\0{unit.part}\0{unit.start}\0{unit.count}\0{size}\n".encode(*_PATHS))
         return h.hexdigest()
     labels = split.labels.tolist() if split.labels is not None else [-1] * len(split)
     if split.files is not None and split.images is None:
         for path, label in zip(split.files, labels, strict=True):
-            h.update(f"{_relative(path, root)}\0{_size(path)}\0{label}\n".encode())
+            h.update(f"{_relative(path, root)}\0{_size(path)}\0{label}\n".encode(*_PATHS))
         return h.hexdigest()
     images = split.images
     assert images is not None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from distill_cli.data.entries import user_entry
 from distill_cli.data.formats import decodable_suffixes
 from distill_cli.errors import DistillError
 
@@ -29,7 +30,7 @@ def _split_folders(folder: Path) -> list[str]:
     for child in sorted(folder.iterdir()) if folder.is_dir() else []:
         if child.name.lower() not in SPLIT_NAMES or not child.is_dir():
             continue
-        entries = [e for e in child.iterdir() if not e.name.startswith(".")]
+        entries = [e for e in child.iterdir() if user_entry(e.name)]
         suffixes = decodable_suffixes()
         holds_images = any(e.is_file() and e.suffix.lower() in suffixes for e in entries)
         if not holds_images and any(e.is_dir() for e in entries):
@@ -52,10 +53,10 @@ def _refuse_a_wrapper_folder(train: Path, train_dir: str, val_dir: str) -> None:
     naming the split folders to set."""
     if not train.is_dir():
         return
-    folders = [d for d in train.iterdir() if d.is_dir() and not d.name.startswith(".")]
+    folders = [d for d in train.iterdir() if d.is_dir() and user_entry(d.name)]
     if len(folders) != 1:
         return
-    inner = [e for e in folders[0].iterdir() if not e.name.startswith(".")]
+    inner = [e for e in folders[0].iterdir() if user_entry(e.name)]
     suffixes = decodable_suffixes()
     if any(e.is_file() and e.suffix.lower() in suffixes for e in inner):
         return
@@ -94,7 +95,7 @@ def check_layout(root: Path, train_dir: str, val_dir: str, holdout: int | None) 
             _split_advice(splits, base),
         )
     if not train.is_dir() and root.is_dir():
-        folders = [d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")]
+        folders = [d for d in root.iterdir() if d.is_dir() and user_entry(d.name)]
         splits = _split_folders(root)
         if splits and val_dir not in {d.name for d in folders}:
             raise DistillError(

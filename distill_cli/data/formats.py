@@ -18,8 +18,12 @@ from pathlib import Path
 
 from distill_cli.errors import DistillError
 
-#: Decoded everywhere: torchvision's own formats and Pillow's core ones.
-BASE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"})
+#: Decoded everywhere: torchvision's own formats and Pillow's core ones. `.jfif` and `.jpe` are
+#: JPEGs (a browser on Windows saves a downloaded photo as `.jfif`): they were skipped as "not
+#: an image" without a word.
+BASE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+)
 #: Photo formats that need more than Pillow's core: suffix -> how to make them readable.
 #: Decoded when this Pillow reads them (AVIF) or a plugin we register is installed (HEIC/HEIF).
 PHOTO_FORMATS: dict[str, str] = {

@@ -1,4 +1,5 @@
-"""Tar shards in the WebDataset layout: `{key}.jpg` (or .jpeg/.png/.webp) + `{key}.cls` per sample.
+"""Tar shards in the WebDataset layout: `{key}.jpg` (or any image format distill decodes: .png,
+.webp, .bmp, .tif, ...) + `{key}.cls` per sample.
 
 The format is WebDataset's, read with the `webdataset` package; nothing here invents one. A split
 is given as a brace pattern (`/data/in1k/train-{000000..001023}.tar`), a glob, or a folder of
@@ -11,16 +12,28 @@ training starts.
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from distill_cli.data.formats import decodable_suffixes
 from distill_cli.data.shardset import Sample, SampleFault, ShardSet, Unit
 from distill_cli.errors import DistillError
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+
+@functools.cache
+def image_exts() -> tuple[str, ...]:
+    """The member extensions that are a sample's image: every format distill decodes
+    (`formats.decodable_suffixes`, the one owner), jpg first. The list was jpg, jpeg, png and
+    webp: a sample stored as .bmp, .tif, .gif or .jfif (and every such photo of a folder
+    written to shards) was not a sample, dropped without a word."""
+    exts = sorted(s.lstrip(".") for s in decodable_suffixes())
+    return tuple(sorted(exts, key=lambda e: e != "jpg"))
+
+
 INDEX = ".shards.json"
 
 
@@ -92,7 +105,7 @@ def scan_shard(path: Path) -> tuple[int, list[int], bool]:
                 if not member.isfile():
                     continue
                 key, ext = _key_ext(member.name)
-                if ext in IMAGE_EXTS:
+                if ext in image_exts():
                     images[key] = True
                 elif ext == "cls":
                     fh = tar.extractfile(member)
@@ -192,7 +205,7 @@ def read_tar(data: ShardSet, unit: Unit) -> Iterator[Sample]:
     try:
         for sample in tarfile_samples(iter([{"url": str(unit.path)}])):
             key = f"{unit.path}:{sample['__key__']}"
-            raw = next((sample[e] for e in IMAGE_EXTS if e in sample), None)
+            raw = next((sample[e] for e in image_exts() if e in sample), None)
             if raw is None:
                 continue  # a label or other file without an image: not a sample
             label = int(sample["cls"].decode().strip()) if "cls" in sample else -1
@@ -220,7 +233,7 @@ def write_shards(
 
     import webdataset as wds
 
-    from distill_cli.data.sources import scan_image_folder
+    from distill_cli.data.folders import scan_image_folder
 
     split = scan_image_folder(folder)
     files, labels = split.files or [], split.labels.tolist() if split.labels is not None else []

@@ -1,4 +1,5 @@
-"""Where images come from: Fashion-MNIST IDX files, image folders, or generated data.
+"""Where images come from: Fashion-MNIST IDX files, image folders (scanned by `folders.py`), or
+generated data.
 
 Small datasets are held whole as one uint8 (N, C, H, W) tensor, so a batch is an index into
 memory (on the GPU when there is one). Image folders are kept as file lists and decoded by
@@ -9,7 +10,6 @@ augmentation happens later, batched, on the training device.
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from distill_cli.data.draws import balanced_indices, holdout_indices, limit_indices
-from distill_cli.data.formats import decodable_suffixes, refuse_undecodable, undecodable
 from distill_cli.errors import DistillError
 
 FASHION_MNIST_CLASSES = [
@@ -204,94 +203,3 @@ def make_synthetic(
         images=images,
         labels=labels.long(),
     )
-
-
-# --- Image folders -------------------------------------------------------------------------------
-
-
-def _image_files(folder: Path, unreadable: list[Path]) -> list[Path]:
-    """The image files under `folder`, sorted, searched as a user's file browser shows them.
-
-    Hidden files and folders (`.DS_Store`, macOS's `._photo.jpg` resource forks, a
-    `.ipynb_checkpoints` or `.thumbnails` folder) are not the user's images and are skipped;
-    linked folders are followed (each real folder once, so a link loop ends), as torchvision's
-    ImageFolder does, rather than silently dropped. Photos in a format we cannot decode (HEIC
-    without its plugin, JPEG XL, camera raw) are added to `unreadable`, for the caller to refuse
-    (`formats.refuse_undecodable`) instead of training on the rest without a word.
-    """
-    found: list[Path] = []
-    seen: set[str] = set()
-    suffixes = decodable_suffixes()
-    for top, dirs, names in os.walk(folder, followlinks=True):
-        real = os.path.realpath(top)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        visible = [Path(top, n) for n in names if not n.startswith(".")]
-        found += [p for p in visible if p.suffix.lower() in suffixes]
-        unreadable += [p for p in visible if undecodable(p)]
-    return sorted(found)
-
-
-def scan_image_folder(root: Path, classes: list[str] | None = None) -> ImageSet:
-    """An ImageFolder split: one sub-folder per class. `classes` pins the order to train's.
-
-    The split that defines the classes (train) must hold images in every class folder: an
-    empty one would be a class the model has an output for and never sees. Hidden folders
-    (`.ipynb_checkpoints`) are not classes.
-    """
-    if not root.is_dir():
-        raise DistillError(
-            "data folder not found",
-            str(root),
-            "check data.root, data.train_dir and data.val_dir (image_folder reads "
-            "<root>/<train_dir>/<class>/ and <root>/<val_dir>/<class>/)",
-        )
-    found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    defining = classes is None
-    if classes is None:
-        classes = found
-    extra = sorted(set(found) - set(classes))
-    if extra:
-        raise DistillError(
-            f"class folders not in the train split: {extra[:5]}",
-            str(root),
-            "the model's classes are the train split's folders: add these to train, or move "
-            "them out of this split",
-        )
-    files: list[Path] = []
-    labels: list[int] = []
-    empty: list[str] = []
-    unreadable: list[Path] = []
-    for index, name in enumerate(classes):
-        found_here = _image_files(root / name, unreadable) if (root / name).is_dir() else []
-        if not found_here:
-            empty.append(name)
-        files += found_here
-        labels += [index] * len(found_here)
-    refuse_undecodable(sorted(unreadable), str(root))
-    if not files:
-        raise DistillError("no images found", str(root), "expected <class>/<image>.jpg|png")
-    if defining and empty:
-        raise DistillError(
-            f"{len(empty)} class folder(s) hold no images: {empty[:5]}",
-            str(root),
-            "add images to them, or remove them (each class folder is one output of the model)",
-        )
-    return ImageSet(
-        name=str(root), classes=classes, files=files, labels=torch.tensor(labels, dtype=torch.long)
-    )
-
-
-def scan_unlabeled(root: Path, classes: list[str]) -> ImageSet:
-    """Any folder of images, searched recursively; function matching needs no labels."""
-    if not root.is_dir():
-        raise DistillError("distillation image folder not found", str(root))
-    unreadable: list[Path] = []
-    files = _image_files(root, unreadable)
-    refuse_undecodable(sorted(unreadable), str(root))
-    if not files:
-        raise DistillError("no images found", str(root), "expected .jpg/.png files")
-    return ImageSet(name=str(root), classes=classes, files=files)

@@ -38,8 +38,9 @@ from itertools import islice
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from distill_cli.data.decode import Fit, decode_bytes, decode_on_device, fit_image
+from distill_cli.data.decode import Fit, decode_on_device, fit_image
 from distill_cli.data.loader import Batch, SplitStream
+from distill_cli.data.pixels import decode_bytes
 from distill_cli.data.shardset import Sample, SampleFault, ShardSet, Unit
 from distill_cli.errors import DistillError
 

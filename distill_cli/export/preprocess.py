@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from distill_cli.data.pixels import BACKGROUND
 from distill_cli.models.view import INTERPOLATION, ModelInfo
 
 #: distill_cli.models.view.resize: F.interpolate(mode=INTERPOLATION, antialias=True,
@@ -56,6 +57,11 @@ class Preprocess:
         mode = "grayscale (PIL mode L)" if self.source_channels == 1 else "RGB (PIL mode RGB)"
         out = [f"decode the image as {mode}, uint8"]
         if self.load_size is not None:
+            out[0] += (
+                f" as a viewer shows it: EXIF orientation applied (PIL ImageOps.exif_transpose), "
+                f"16-bit values scaled to their top 8 bits (value >> 8; a float image read as "
+                f"0..1), transparency composited on {BACKGROUND} (white)"
+            )
             out.append(
                 f"resize the shorter side to {self.load_size} px (bilinear, antialiased, uint8; "
                 f"long side int({self.load_size} * long / short)), then centre-crop "
@@ -87,6 +93,9 @@ class Preprocess:
         out["scale"] = 1 / 255
         out["align_corners"] = False
         out["crop"] = "centre square, side max(1, round(crop_pct * min(H, W)))"
+        if self.load_size is not None:  # image files: decoded as `data.pixels.decode_bytes` does
+            out["exif_orientation"] = "applied"
+            out["background"] = BACKGROUND
         out["steps"] = self.steps()
         return out
 

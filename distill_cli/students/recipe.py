@@ -118,13 +118,13 @@ def train_images(section: dict[str, Any]) -> int | None:
         return SyntheticSpec().train_size
     if source == "fashion_mnist":
         return FASHION_MNIST_TRAIN
-    from distill_cli.data.formats import decodable_suffixes
+    from distill_cli.data.folders import image_files
 
     folder = Path(section["root"]) / section.get("train_dir", "train")
     if not folder.is_dir():
         return None
-    suffixes = decodable_suffixes()
-    return sum(1 for f in folder.rglob("*") if f.suffix.lower() in suffixes)
+    # the scan's own rule, so macOS's `._x.jpg` forks and `__MACOSX/` do not size the batch
+    return len(image_files(folder, []))
 
 
 def fit_schedule(schedule: dict[str, Any], images: int | None) -> str:
