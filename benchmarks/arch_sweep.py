@@ -2,10 +2,11 @@
 the student and as the teacher.
 
 The hidden test batteries run the same commands with many timm models, input sizes and channel
-counts; this script is that sweep, kept in the repository: ARCHS, 86 families of timm 1.0.31
-(the first 38 through every stage, the 48 added later through student, export and gray), and
-SCREENED_ONLY, 16 more built and run in-process but not yet through the CLI. For each
-architecture (random weights, nothing downloaded, a small input):
+counts; this script is that sweep, kept in the repository: ARCHS, one family of timm 1.0.31 a
+row of the published table (which says the stages each row went through: families added later
+ran some with `--stages ... --update`), and SCREENED_ONLY, families built and run in-process but
+not yet through the CLI (both in arch_sweep_models.py). For each architecture (random weights,
+nothing downloaded, a small input):
 
 - ``student``: ``distill run`` 1 epoch of function matching from a tiny ``test_resnet`` teacher
   (a user's ``torch.save(state_dict)`` checkpoint) on a generated image folder (4 classes);

@@ -59,19 +59,21 @@ def load_results(path: Path) -> list[ArchResult]:
 
 def merge(earlier: list[ArchResult], fresh: list[ArchResult]) -> list[ArchResult]:
     """The earlier rows in their order, with the stages run again replaced; new models last.
-
-    A row is a model at one input size: a rerun at another size (`--size`) is a row of its own,
-    never merged into the stages measured at the earlier size under the new size's label."""
-    by_name = {(r.name, r.size): r for r in fresh}
+    A model rerun at another size (`--size`) replaces its whole row: a row has one `px`, and
+    the earlier cells were measured at the old one."""
+    by_name = {r.name: r for r in fresh}
     rows = []
     for old in earlier:
-        new = by_name.pop((old.name, old.size), None)
+        new = by_name.pop(old.name, None)
         if new is None:
             rows.append(old)
             continue
+        if new.size != old.size:
+            rows.append(new)
+            continue
         parity = new.parity_max_abs if "export" in new.stages else old.parity_max_abs
         rows.append(ArchResult(new.name, new.family, new.size, old.stages | new.stages, parity))
-    return rows + [r for r in fresh if (r.name, r.size) in by_name]
+    return rows + [r for r in fresh if r.name in by_name]
 
 
 # --- output -------------------------------------------------------------------------------------

@@ -165,6 +165,30 @@ def test_a_partial_arch_sweep_does_not_replace_the_published_table(tmp_path: Pat
     assert "unknown timm model 'no_such_net'" in line
 
 
+def test_an_arch_sweep_update_keeps_the_other_cells_of_a_row_at_its_size() -> None:
+    """`--update` merges the stages run into a row and keeps its other cells and parity; a rerun
+    at another `--size` replaced the row's px but kept cells measured at the old size (a row
+    claiming 50 px with a 64 px export and parity): it now replaces the whole row."""
+    sys.path.insert(0, str(BENCH))
+    from arch_sweep_report import ArchResult, StageResult, merge
+
+    ok, bad = StageResult("pass", 1.0, 0), StageResult("error", 1.0, 2, "error: x")
+    earlier = [
+        ArchResult("a", "fa", 64, {"student": ok, "export": ok, "gray": bad}, 1e-7),
+        ArchResult("b", "fb", 64, {"student": ok, "export": ok}, 2e-7),
+    ]
+    fresh = [
+        ArchResult("a", "fa", 64, {"teacher": ok, "gray": ok}),
+        ArchResult("b", "fb", 50, {"student": bad}),
+        ArchResult("c", "fc", 64, {"student": ok}),
+    ]
+    a, b, c = merge(earlier, fresh)
+    assert a.stages == {"student": ok, "export": ok, "gray": ok, "teacher": ok}
+    assert a.parity_max_abs == 1e-7  # export not rerun: its parity stays
+    assert (b.size, b.stages, b.parity_max_abs) == (50, {"student": bad}, None)
+    assert c.name == "c" and c.stages == {"student": ok}
+
+
 def test_the_sweeps_tell_a_one_line_refusal_from_a_crash() -> None:
     sys.path.insert(0, str(BENCH))
     from arch_sweep import judge
