@@ -43,11 +43,11 @@ from tuning import (
     check_runs,
     environment,
     teacher_run,
-    usable_cores,
 )
 
 from distill_cli import api
 from distill_cli.errors import DistillError
+from distill_cli.host import cpu_count
 from distill_cli.recipe.document import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,7 +149,7 @@ def main() -> None:
     one_line_errors(lambda: check_runs(TEACHER, teacher_sets, "--teacher"))
     fm = ROWS[-1][1]
     one_line_errors(lambda: check_runs(ROOT / fm, overrides_of(fm), "--student"))
-    threads = usable_cores()
+    threads = cpu_count()
     one_line_errors(lambda: teacher_run(runs, TEACHER, name, teacher_sets, threads))
     results: list[dict] = []
     load_before, started_all = os.getloadavg()[0], time.perf_counter()

@@ -99,8 +99,9 @@ from tuning import (
     split_done,
     tagged,
     teacher_run,
-    usable_cores,
 )
+
+from distill_cli.host import cpu_count
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -281,9 +282,9 @@ def main() -> None:
     md = output_file(a.md, "--md") if a.md else None
     fig = output_file(a.figure or path.with_suffix(".png"), "--figure")
     common = plan.common
-    threads = max(1, usable_cores() // max(1, a.jobs))
+    threads = max(1, cpu_count() // max(1, a.jobs))
     started = time.perf_counter()
-    n = usable_cores()
+    n = cpu_count()
     teacher = one_line_errors(
         lambda: teacher_run(a.out, TEACHER_RECIPE, plan.teacher_name, plan.teacher_sets, n)
     )

@@ -363,14 +363,6 @@ def split_done(rows: Sequence[R], ran: Sequence[R], key: Callable[[R], Hashable]
 VERSIONED = ("distill-cli", "torch", "torchvision", "timm", "onnx", "onnxruntime")
 
 
-def usable_cores() -> int:
-    """The cores this process may run on (`taskset`, a container's limit), which the runs'
-    threads are shared out from; `os.cpu_count()` counts the whole host."""
-    from distill_cli.host import cpu_count
-
-    return cpu_count()
-
-
 def environment() -> dict[str, Any]:
     """Where and with what a benchmark ran, for its results JSON: the device, the cores, the
     command and the versions of the packages that make its figures (a rerun describes itself)."""
@@ -378,7 +370,7 @@ def environment() -> dict[str, Any]:
 
     import torch
 
-    from distill_cli.host import installed_versions
+    from distill_cli.host import cpu_count, installed_versions
 
     cuda = torch.cuda.is_available()
     return {
@@ -387,6 +379,6 @@ def environment() -> dict[str, Any]:
         "versions": installed_versions(VERSIONED),
         "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
         "cpu_cores": os.cpu_count(),
-        "usable_cores": usable_cores(),
+        "usable_cores": cpu_count(),  # taskset, a container's limit
         "python": platform.python_version(),
     }

@@ -89,7 +89,7 @@ def align_classes(
     data does.
     """
     nfc = {class_name(k): class_name(v) for k, v in class_map.items()}
-    names = [class_name(n) for n in _renamed([class_name(c) for c in data.classes], nfc)]
+    names = _renamed([class_name(c) for c in data.classes], nfc)  # NFC in, NFC out
     model_names = None if model_names is None else [class_name(n) for n in model_names]
     if model_names is None or len(model_names) != len(names):
         if names == data.classes:
