@@ -47,7 +47,7 @@ from tuning import (
 
 from distill_cli import api
 from distill_cli.errors import DistillError
-from distill_cli.host import cpu_count
+from distill_cli.host import thread_budget
 from distill_cli.recipe.document import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -149,7 +149,7 @@ def main() -> None:
     one_line_errors(lambda: check_runs(TEACHER, teacher_sets, "--teacher"))
     fm = ROWS[-1][1]
     one_line_errors(lambda: check_runs(ROOT / fm, overrides_of(fm), "--student"))
-    threads = cpu_count()
+    threads = thread_budget()
     one_line_errors(lambda: teacher_run(runs, TEACHER, name, teacher_sets, threads))
     results: list[dict] = []
     load_before, started_all = os.getloadavg()[0], time.perf_counter()

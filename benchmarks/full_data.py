@@ -85,7 +85,7 @@ from tuning import (
     teacher_run,
 )
 
-from distill_cli.host import cpu_count
+from distill_cli.host import thread_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -144,7 +144,7 @@ class Bench:
         self.data: dict = {"rows": [], "commands": []}
         if results.is_file():  # an earlier part: its finished rows are kept and not rerun
             self.data = earlier(results, scale_name, tag)
-        self.threads = max(1, cpu_count() // scale.jobs)
+        self.threads = max(1, thread_budget() // scale.jobs)
 
     def done(self, row: Row) -> Row | None:
         for old in self.data["rows"]:
@@ -325,7 +325,7 @@ def main() -> None:
     teacher_name = tagged("full-data-teacher", variant.teacher_tag(SCALES[name].variant()))
     teacher_sets = scale.teacher_overrides(variant.teacher_sets)
     teacher = one_line_errors(
-        lambda: teacher_run(out, TEACHER_RECIPE, teacher_name, teacher_sets, cpu_count())
+        lambda: teacher_run(out, TEACHER_RECIPE, teacher_name, teacher_sets, thread_budget())
     )
     from distill_cli.rundir.summary import RunSummary
 

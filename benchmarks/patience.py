@@ -101,7 +101,7 @@ from tuning import (
     teacher_run,
 )
 
-from distill_cli.host import cpu_count
+from distill_cli.host import thread_budget
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -282,9 +282,9 @@ def main() -> None:
     md = output_file(a.md, "--md") if a.md else None
     fig = output_file(a.figure or path.with_suffix(".png"), "--figure")
     common = plan.common
-    threads = max(1, cpu_count() // max(1, a.jobs))
+    threads = max(1, thread_budget() // max(1, a.jobs))
     started = time.perf_counter()
-    n = cpu_count()
+    n = thread_budget()
     teacher = one_line_errors(
         lambda: teacher_run(a.out, TEACHER_RECIPE, plan.teacher_name, plan.teacher_sets, n)
     )

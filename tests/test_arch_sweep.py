@@ -42,7 +42,7 @@ def _body(
         },
         "method": {"name": "function_matching"},
         "schedule": {"epochs": 1, "batch_size": 8, "log_every": 1},
-        "runtime": {"device": "cpu", "threads": 2},
+        "runtime": {"device": "cpu"},
         "output": {"dir": str(out)},
     }
 

@@ -437,12 +437,40 @@ def test_the_runs_threads_come_from_the_cores_this_process_may_use(
 
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1, 2, 3}, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     scale = full_data_scales.SCALES["cpu"]  # two jobs
     bench = full_data.Bench(scale, tmp_path, tmp_path / "r.json", 0.0)
-    from distill_cli.host import cpu_count
+    from distill_cli.export.protocol import TimingPlan
+    from distill_cli.host import cpu_count, thread_budget
 
     assert cpu_count() == 4 and bench.threads == 2
     assert tuning.environment()["usable_cores"] == 4
+    assert thread_budget() == 4 == TimingPlan().threads
+
+
+def test_a_thread_budget_the_caller_set_is_obeyed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two spinning torch threads beside another busy process ran a step 10x slower than one (the
+    test suite's workers, a batch scheduler's one core): OMP_NUM_THREADS caps every run and
+    timing the benchmarks start, as it caps torch; nonsense in it is ignored, not obeyed."""
+    import os
+
+    import full_data
+    from gpu.common import tiny
+
+    from distill_cli.export.protocol import TimingPlan
+    from distill_cli.host import thread_budget
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    bench = full_data.Bench(full_data_scales.SCALES["cpu"], tmp_path, tmp_path / "r.json", 0.0)
+    assert thread_budget() == 1 == bench.threads == TimingPlan().threads
+    assert "runtime.threads=1" in tiny([])  # gpu_check --smoke, which the suite runs
+    assert TimingPlan(threads=3).threads == 3  # an explicit --threads still wins
+    for value, budget in (("64", 4), ("0", 4), ("two", 4), ("2,1", 4), ("", 4)):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert thread_budget() == budget, value
 
 
 def test_the_export_table_has_a_column_per_exporter_that_ran(

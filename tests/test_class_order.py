@@ -42,7 +42,6 @@ def fm_teacher(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
         "method": {"name": "supervised"},
         "optim": {"lr": 3e-3},
         "schedule": {"epochs": 1, "batch_size": 64, "log_every": 20},
-        "runtime": {"threads": 2},
         "output": {"dir": str(folder / "runs")},
     }
     recipe = write_recipe(folder, "fm_teacher", body)
@@ -79,7 +78,6 @@ def _distill_body(fm_teacher: dict[str, object], class_map: dict[str, str] | Non
         "data": data,
         "method": {"name": "function_matching"},
         "schedule": {"steps": 1, "batch_size": 32},
-        "runtime": {"threads": 2},
         "output": {"dir": str(Path(str(fm_teacher["folder"])) / "runs")},
     }
 

@@ -20,7 +20,7 @@ from tests.conftest import fm_body, write_recipe
 from tests.test_cli import distill
 
 PNG = b"\x89PNG\r\n\x1a\n"
-FAST_EXPORT = {"warmup": 2, "runs": 5, "min_time_s": 0, "batch": 4, "threads": 2}
+FAST_EXPORT = {"warmup": 2, "runs": 5, "min_time_s": 0, "batch": 4, "threads": 1}
 
 
 def _line(fig, gid: str):  # type: ignore[no-untyped-def]

@@ -225,7 +225,6 @@ def test_export_feeds_the_student_as_the_run_evaluated_it(tmp_path: Path) -> Non
         "method": {"name": "supervised"},
         "optim": {"lr": 3e-3},
         "schedule": {"epochs": 2, "batch_size": 16},
-        "runtime": {"threads": 2},
         "output": {"dir": str(runs)},
     }
     api.run(write_recipe(tmp_path, "t64", teacher_body))
@@ -238,7 +237,6 @@ def test_export_feeds_the_student_as_the_run_evaluated_it(tmp_path: Path) -> Non
         "data": data,
         "method": {"name": "kd"},
         "schedule": {"epochs": 1, "batch_size": 16},
-        "runtime": {"threads": 2},
         "output": {"dir": str(runs)},
     }
     result = api.run(write_recipe(tmp_path, "s32", body))

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from distill_cli.host import atomic_write, installed_versions
+from distill_cli.host import atomic_write, installed_versions, thread_budget
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
@@ -95,7 +95,9 @@ def sets(items: list[str]) -> list[str]:
 def tiny(recipe_overrides: list[str], *, teacher: bool = True) -> list[str]:
     """Smoke mode's stand-ins: timm's test models at 32 px on the CPU, no compile."""
     out = [*recipe_overrides, "student.model=test_efficientnet", "student.input_size=32"]
-    out += ["runtime.device=cpu", "runtime.compile=false", "runtime.threads=2"]
+    # the caller's thread budget (one under the test suite's workers), never a fixed 2: two
+    # spinning torch threads beside another busy process run many times slower than one
+    out += ["runtime.device=cpu", "runtime.compile=false", f"runtime.threads={thread_budget()}"]
     if teacher:
         out += ["teacher.model=test_resnet", "teacher.input_size=32"]
     return out

@@ -20,10 +20,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from distill_cli.host import thread_budget
 from gpu.common import ROOT, Record, cli
 
 FAST = ["--warmup", "10", "--runs", "100", "--min-time", "1", "--max-time", "5", "--batch", "32"]
-SMOKE = ["--warmup", "2", "--runs", "5", "--min-time", "0", "--batch", "4", "--threads", "2"]
+#: smoke: the caller's thread budget (one under the test suite's workers; see gpu.common.tiny)
+SMOKE = ["--warmup", "2", "--runs", "5", "--min-time", "0", "--batch", "4"]
+SMOKE += ["--threads", str(thread_budget())]
 
 
 def run(rec: Record, *, smoke: bool, work: Path, **_: Any) -> None:

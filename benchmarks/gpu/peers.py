@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from distill_cli.host import thread_budget
 from gpu.common import (
     BENCH,
     PEERS,
@@ -201,7 +202,8 @@ def fmnist_data(fmnist: Path, runs: Path, smoke: bool) -> list[str]:
 
 
 def smoke_cpu(smoke: bool) -> list[str]:
-    return ["runtime.device=cpu", "runtime.threads=2", "runtime.compile=false"] if smoke else []
+    threads = f"runtime.threads={thread_budget()}"  # the caller's budget (see tiny)
+    return ["runtime.device=cpu", threads, "runtime.compile=false"] if smoke else []
 
 
 def ensure_teacher(

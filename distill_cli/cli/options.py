@@ -70,7 +70,9 @@ if TYPE_CHECKING:
 ThreadsOpt = Annotated[
     int,
     typer.Option(
-        "--threads", min=0, help="CPU threads for PyTorch and ONNX Runtime (0: all cores)"
+        "--threads",
+        min=0,
+        help="CPU threads for PyTorch and ONNX Runtime (0: $OMP_NUM_THREADS, else all cores)",
     ),
 ]
 DeviceOpt = Annotated[

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_cli.export.ranges import check_range
-from distill_cli.host import check_threads, cpu_count
+from distill_cli.host import check_threads, cpu_count, thread_budget
 
 DEVICES = ("auto", "cpu", "cuda")
 #: The protocol's minimums; `meets_protocol` in each entry says whether a run honoured them.
@@ -38,7 +38,7 @@ class TimingPlan:
     min_time_s: float = MIN_SECONDS
     max_time_s: float = 60.0
     batch: int = 32  # throughput batch
-    threads: int = 0  # 0: os.cpu_count()
+    threads: int = 0  # 0: host.thread_budget() (OMP_NUM_THREADS where set, else the cores)
     #: where ONNX files run: "auto" (CPU, and CUDA when onnxruntime-gpu and a GPU are there),
     #: "cpu" (CPU only), "cuda" (CUDA required: a one-line error names what is missing)
     device: str = "auto"
@@ -56,7 +56,7 @@ class TimingPlan:
 
             raise DistillError(f"unknown device {self.device!r}", "--device", "auto, cpu or cuda")
         if self.threads <= 0:
-            self.threads = cpu_count()
+            self.threads = thread_budget()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
