@@ -10,5 +10,6 @@ bash scripts/setup.sh
 .venv/bin/ruff check distill_cli tests benchmarks examples
 .venv/bin/ruff format --check distill_cli tests benchmarks examples
 # one pytest worker per core (at most 4), a test file to a worker: most tests wait on a subprocess
-# or on disk, and a file's module fixtures are built once; `-n 0` runs it in one process
-.venv/bin/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile "$@"
+# or on disk, and a file's module fixtures are built once; `-n 0` runs it in one process.
+# The 15 slowest are listed at the end: the suite is kept under ~15 minutes on 2 cores.
+.venv/bin/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations 15 "$@"
