@@ -14,6 +14,7 @@ import torch
 from distill_cli.data import DataBundle, build_data
 from distill_cli.data.augment import BatchAugment
 from distill_cli.data.classes import align_classes, model_class_names
+from distill_cli.data.duplicates import Duplicates, find_duplicates
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.shardset import ShardSet
 from distill_cli.data.stream import ShardStream
@@ -82,6 +83,7 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
         )
 
     data, data_read = _planned_data(recipe, cls.needs_teacher, plan_only)
+    duplicates = _duplicates(recipe, data) if data_read else Duplicates()
     if cls.needs_labels and not data.labeled_train:
         raise DistillError(
             f"method {cls.name!r} needs labels but data.distill_dir has none", "data.distill_dir"
@@ -125,6 +127,7 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
         sync_bn,
         data_read,
         test_stream,
+        duplicates,
     )
 
 
@@ -263,6 +266,18 @@ def _planned_data(recipe: Recipe, needs_teacher: bool, plan_only: bool) -> tuple
     parts = (dspec.train_dir, dspec.val_dir, root, sizes, classes, dspec.holdout)
     train, val, test = unread_splits(*parts)
     return DataBundle(train=train, val=val, test=test), False
+
+
+def _duplicates(recipe: Recipe, data: DataBundle) -> Duplicates:
+    """The same image in train and an evaluated split, or in two classes: looked for unless
+    `data.on_duplicates: off`, refused with `error` (before any model is built)."""
+    how = recipe.data.on_duplicates
+    if how == "off":
+        return Duplicates()
+    found = find_duplicates(data, recipe.data.resolved_root)
+    if how == "error":
+        found.refuse()
+    return found
 
 
 def _matched_data(recipe: Recipe, seed: int, needs_teacher: bool) -> DataBundle:
