@@ -82,12 +82,11 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
             "run it in one process",
         )
 
+    check_method(recipe)  # what the recipe alone refuses: before the data and the models
     data, data_read = _planned_data(recipe, cls.needs_teacher, plan_only)
-    duplicates = _duplicates(recipe, data) if data_read else Duplicates()
     if cls.needs_labels and not data.labeled_train:
-        raise DistillError(
-            f"method {cls.name!r} needs labels but data.distill_dir has none", "data.distill_dir"
-        )
+        raise _no_labels(cls.name)
+    duplicates = _duplicates(recipe, data) if data_read else Duplicates()
     torch.manual_seed(rt.seed)
     student, teacher = _nets(recipe, cls, len(data.classes))
     sync_bn = _place(student, teacher, rt, device, world, channels_last)
@@ -128,6 +127,25 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
         data_read,
         test_stream,
         duplicates,
+    )
+
+
+def check_method(recipe: Recipe) -> None:
+    """Refuse, from the recipe alone, what the method would refuse once built: a method that
+    needs labels on an unlabeled `data.distill_dir`, and each method's own
+    `Method.check_recipe` (stage_by_stage's stage counts and length, early-stopped KD's stop
+    epoch, fixed teacher targets on streamed data). `build` calls it before the data's scan
+    and any weights file, so `--dry-run` refuses what the run would; benchmarks call it for
+    every row before their teacher trains."""
+    cls = method_class(recipe.method.name)
+    if cls.needs_labels and recipe.data.distill_dir is not None:
+        raise _no_labels(cls.name)
+    cls.check_recipe(recipe.method, recipe)
+
+
+def _no_labels(name: str) -> DistillError:
+    return DistillError(
+        f"method {name!r} needs labels but data.distill_dir has none", "data.distill_dir"
     )
 
 
