@@ -216,3 +216,16 @@ def test_the_opening_and_the_summary_name_the_teacher_weights_and_the_warnings(
     assert saved.teacher is not None and saved.teacher.files[0].sha256 == sha
     assert saved.teacher.files[0].entry == "state_dict_ema"
     assert saved.duplicates == opening["warnings"]
+
+
+def test_an_unlabeled_distill_pool_holding_val_photos_is_an_overlap(tmp_path: Path) -> None:
+    """`data.distill_dir`: the student matches the teacher on these images, so a val photo
+    among them inflates the val agreement and accuracy alike (no label to disagree with)."""
+    _folder(tmp_path)
+    for i in range(4):
+        _photo(tmp_path / "pool" / f"p{i}.png", 100 + i)
+    shutil.copy(tmp_path / "val/dog/2.png", tmp_path / "pool/IMG_7.png")
+    data = build_data("image_folder", tmp_path, distill_dir=tmp_path / "pool")
+    (overlap,) = find_duplicates(data, tmp_path).findings
+    assert (overlap.role, overlap.count, overlap.relabelled) == ("val", 1, 0)
+    assert overlap.examples == ("val/dog/2.png = pool/IMG_7.png",)

@@ -203,8 +203,8 @@ def _findings(role: str, before: list[str], groups: list[list[Item]], of: int) -
         seen = [i for i in group if i.role in before]
         if seen:
             overlap += [(i, seen[0]) for i in mine]
-            known = {t.label for t in seen}
-            relabelled += sum(1 for i in mine if i.label >= 0 and i.label not in known)
+            known = {t.label for t in seen if t.label >= 0}  # none: unlabeled distill_dir
+            relabelled += sum(1 for i in mine if known and i.label >= 0 and i.label not in known)
         labels = {i.label for i in mine if i.label >= 0}
         if len(labels) > 1:
             first = mine[0]
