@@ -229,3 +229,23 @@ def test_an_unlabeled_distill_pool_holding_val_photos_is_an_overlap(tmp_path: Pa
     (overlap,) = find_duplicates(data, tmp_path).findings
     assert (overlap.role, overlap.count, overlap.relabelled) == ("val", 1, 0)
     assert overlap.examples == ("val/dog/2.png = pool/IMG_7.png",)
+
+
+def test_streamed_splits_that_read_the_training_shards_are_an_overlap(tmp_path: Path) -> None:
+    """Shards' images are not read before training, but their files are compared: a val
+    pattern that takes the training shards too (`*.tar` over train-* and val-*) is found, a
+    holdout drawn from the training shards (other samples of the same files) is not."""
+    from distill_cli.data.shards import write_shards
+
+    _folder(tmp_path / "photos")
+    write_shards(tmp_path / "photos/train", tmp_path / "wds", prefix="train", per_shard=5)
+    write_shards(tmp_path / "photos/val", tmp_path / "wds", prefix="val", per_shard=5)
+    root = tmp_path / "wds"
+    apart = build_data("shards", root, train_dir="train-*.tar", val_dir="val-*.tar")
+    assert find_duplicates(apart, root).findings == ()
+    mixed = build_data("shards", root, train_dir="train-*.tar", val_dir="*.tar")
+    (overlap,) = find_duplicates(mixed, root).findings
+    assert (overlap.role, overlap.count, overlap.of) == ("val", 9, 18)
+    assert overlap.examples[0] == "train-000000.tar = train-000000.tar"
+    held = build_data("shards", root, train_dir="train-*.tar", val_dir="val-*.tar", holdout=3)
+    assert find_duplicates(held, root).findings == ()

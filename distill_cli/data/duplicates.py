@@ -6,8 +6,8 @@ renamed), a photo saved into two class folders, a test set made from the trainin
 failed, and validation accuracy was inflated by every image the model had trained on, or a
 label was wrong on one copy. Identical bytes are found here, for every split of files (image
 folders, an unlabeled `data.distill_dir`) and of pixels held in memory (Fashion-MNIST,
-generated data); tar shards and parquet are not read (it would mean reading every image
-before training).
+generated data); of tar shards and parquet, the files are compared (a split reading the
+training split's shards), not the images (it would mean reading every one before training).
 
 What is found:
 
@@ -37,6 +37,7 @@ from distill_cli.errors import DistillError
 
 if TYPE_CHECKING:
     from distill_cli.data import DataBundle
+    from distill_cli.data.shardset import ShardSet
 
 #: Bytes read from each end of a file whose size collides: a JPEG's first 4 KiB can be the same
 #: in many photos of one camera (EXIF, an ICC profile), its last 4 KiB are entropy-coded pixels.
@@ -122,9 +123,11 @@ def find_duplicates(bundle: DataBundle, root: Path | None) -> Duplicates:
     keyed: list[tuple[str, Item]] = []  # (identity, image)
     files: list[tuple[Path, Item]] = []
     counts: dict[str, int] = {}
+    streamed = [(role, split) for role, split in splits if isinstance(split, ShardSet)]
+    shared_units = _shared_units(streamed, root)
     for role, split in splits:
         if isinstance(split, ShardSet):
-            continue  # streamed: reading every image before training is not cheap
+            continue  # its images are not read (every one would be); its files are compared
         counts[role] = len(split)
         labels = split.labels.tolist() if split.labels is not None else [-1] * len(split)
         if split.images is not None:  # pixels in memory: small by nature, hashed whole
@@ -149,7 +152,33 @@ def find_duplicates(bundle: DataBundle, root: Path | None) -> Duplicates:
     findings = [
         f for n, role in enumerate(roles) for f in _findings(role, roles[:n], shared, counts[role])
     ]
-    return Duplicates(tuple(findings), sum(counts.values()), read, hashed, tuple(counts))
+    return Duplicates(
+        tuple(shared_units + findings), sum(counts.values()), read, hashed, tuple(counts)
+    )
+
+
+def _shared_units(splits: list[tuple[str, ShardSet]], root: Path | None) -> list[Finding]:
+    """Streamed splits that read the same shard files (tar files, parquet row groups) as the
+    training split: `val_dir` naming the training shards, or a pattern that takes some of them
+    (`*.tar` over train-*.tar and val-*.tar). Their images are not read: the files are the
+    identity. A holdout drawn from the training shards picks other samples of the same files,
+    which is no overlap."""
+    train = next((s for role, s in splits if role == "train"), None)
+    if train is None or train.pick is not None:
+        return []
+    seen = {(os.path.realpath(u.path), u.part): u for u in train.units}
+    out = []
+    for role, split in splits:
+        if role == "train" or split.pick is not None:
+            continue
+        both = [
+            (u, seen[k]) for u in split.units if (k := (os.path.realpath(u.path), u.part)) in seen
+        ]
+        if both:
+            shown = tuple(f"{_named(a.path, root)} = {_named(b.path, root)}" for a, b in both)
+            count = sum(u.count for u, _ in both)
+            out.append(Finding("overlap", role, count, len(split), shown[:EXAMPLES]))
+    return out
 
 
 def _file_identities(files: list[tuple[Path, Item]]) -> tuple[list[tuple[str, Item]], int, int]:
