@@ -86,7 +86,7 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
     data, data_read = _planned_data(recipe, cls.needs_teacher, plan_only)
     if cls.needs_labels and not data.labeled_train:
         raise _no_labels(cls.name)
-    duplicates = _duplicates(recipe, data) if data_read else Duplicates()
+    duplicates = _duplicates(recipe, data, world) if data_read else Duplicates()
     torch.manual_seed(rt.seed)
     student, teacher = _nets(recipe, cls, len(data.classes))
     sync_bn = _place(student, teacher, rt, device, world, channels_last)
@@ -286,11 +286,12 @@ def _planned_data(recipe: Recipe, needs_teacher: bool, plan_only: bool) -> tuple
     return DataBundle(train=train, val=val, test=test), False
 
 
-def _duplicates(recipe: Recipe, data: DataBundle) -> Duplicates:
+def _duplicates(recipe: Recipe, data: DataBundle, world: World) -> Duplicates:
     """The same image in train and an evaluated split, or in two classes: looked for unless
-    `data.on_duplicates: off`, refused with `error` (before any model is built)."""
+    `data.on_duplicates: off`, refused with `error` (before any model is built). Warnings are
+    the main process's to print and record: the others do not read the files for them."""
     how = recipe.data.on_duplicates
-    if how == "off":
+    if how == "off" or (how == "warn" and not world.is_main):
         return Duplicates()
     found = find_duplicates(data, recipe.data.resolved_root)
     if how == "error":
