@@ -84,6 +84,19 @@ def test_the_test_split_is_compared_with_train_and_the_holdout(tmp_path: Path) -
     assert ("labels", "train") not in found  # a copy in one class: weighted twice, not wrong
 
 
+def test_copies_within_the_training_folder_leak_into_the_holdout(tmp_path: Path) -> None:
+    """`data.holdout` draws from the training folder: a photo saved there four times has
+    copies on both sides of the draw, and the holdout's top-1 (and `best`) counts it unseen."""
+    _folder(tmp_path)
+    for i in range(3):
+        shutil.copy(tmp_path / "train/cat/0.png", tmp_path / f"train/cat/again{i}.png")
+    data = build_data("image_folder", tmp_path, holdout=3)
+    assert tmp_path / "train/cat/again0.png" in (data.val.files or [])  # this seed's draw
+    (overlap,) = find_duplicates(data, tmp_path).findings
+    assert (overlap.role, overlap.count, overlap.seen_in) == ("holdout", 1, ("train",))
+    assert overlap.examples == ("train/cat/again0.png = train/cat/0.png",)
+
+
 def test_files_are_read_only_where_their_size_collides_and_whole_only_if_samples_do(
     tmp_path: Path,
 ) -> None:
