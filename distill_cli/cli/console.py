@@ -173,7 +173,7 @@ def plan_table(plan: dict[str, Any]) -> Group:
         f"{plan['precision']}, channels_last={plan['channels_last']}, compile={plan['compile']} "
         f"| -> {plan['run_dir']}"
         + ("" if data.get("read", True) else "\n" + _UNREAD)
-        + "".join(f"\nteacher weights: {escape(WeightsSource(**f).line())}" for f in _files(plan))
+        + "".join(f"\nteacher file: {escape(WeightsSource(**f).line())}" for f in _files(plan))
         + "".join(f"\nwarning: {escape(line)}" for line in data.get("duplicates", []))
         + "\n"
         + cost_text(plan["cost"])
@@ -245,10 +245,10 @@ def summary_table(summary: RunSummary) -> Table:
         f"{summary.steps} steps in {summary.wall_time_s:.0f}s, "
         f"{_fmt(ips and round(ips))} img/s on {summary.device} | {summary.run_dir}"
     )
-    if teacher and teacher.files:  # which file, entry, size and hash taught the student
-        table.caption += "".join(f"\nteacher weights: {escape(f.line())}" for f in teacher.files)
-    elif teacher and teacher.weights:  # a checkpoint dict: which of its weights taught
+    if teacher and teacher.weights:  # a checkpoint dict: which of its weights taught
         table.caption += f"\nteacher weights: {teacher.weights} of its checkpoint"
+    if teacher:  # which file (size, hash) taught the student
+        table.caption += "".join(f"\nteacher file: {escape(f.line())}" for f in teacher.files)
     bad = _bad_images(summary)
     if bad:  # data.on_bad_image=skip: say so where the result is read
         table.caption += f"\n{bad}"
