@@ -123,10 +123,14 @@ def check_models(names: Sequence[str], where: str) -> None:
 
 
 def check_recipe(recipe: Path, overrides: Sequence[str]) -> None:
-    """The recipe with these overrides must load (a typo fails now, not an hour in)."""
+    """The recipe with these overrides must load (a typo fails now, not an hour in), and its
+    method must accept it (`build.check_method`: stage_by_stage's stage counts for these
+    models, early-stopped KD's stop epoch, ...): a row that would fail is one line before the
+    teacher trains, not a failed row after it."""
     from distill_cli.recipe.document import load_recipe
+    from distill_cli.train.build import check_method
 
-    load_recipe(recipe, list(overrides))
+    check_method(load_recipe(recipe, list(overrides)))
 
 
 def check_runs(recipe: Path, overrides: Sequence[str], where: str) -> None:

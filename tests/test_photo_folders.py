@@ -310,6 +310,25 @@ def test_tiny_thin_huge_and_broken_files(tmp_path: Path, monkeypatch: pytest.Mon
     assert [items[i][3] for i in range(len(bad))] == list(range(len(bad)))
 
 
+def test_a_png_above_pillows_pixel_limit_is_a_bad_file_not_a_huge_allocation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PNGs are decoded by Pillow (libpng in torchvision crashed on damaged ones), within its
+    pixel limit like every format it reads: a damaged IHDR claiming a huge image is a bad file
+    (the fuzz found Pillow raising OverflowError when the limit was lifted), and so is a real
+    PNG above the limit (about 179 megapixels), as docs/data.md says."""
+    import PIL.Image
+
+    monkeypatch.setattr(PIL.Image, "MAX_IMAGE_PIXELS", 400)  # 45x20 = 900: above twice it
+    big = _save(tmp_path / "pano.png", Image.new("RGB", (25, 20), (1, 2, 3)))
+    huge = _save(tmp_path / "scan.png", Image.new("RGB", (45, 20), (1, 2, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PIL.Image.DecompressionBombWarning)
+        img = decode_bytes(read_file(str(big)))
+    assert img is not None and img.shape == (3, 20, 25) and img[2, 0, 0] == 3
+    assert decode_bytes(read_file(str(huge))) is None
+
+
 def test_the_onnx_consumer_example_decodes_photos_as_distill_does(tmp_path: Path) -> None:
     """A deployer's preprocessing must see the photo distill evaluated: upright, on white,
     16-bit scaled. examples/onnx_consumer.py (PIL only) against distill's decode."""

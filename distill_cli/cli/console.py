@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,6 +24,8 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+from distill_cli.rundir.summary import WeightsSource
 
 if TYPE_CHECKING:
     from distill_cli.rundir.summary import RunSummary
@@ -84,6 +87,30 @@ class RichReporter:
             self.progress.console.print("[cyan]eval[/] " + "  ".join(parts))
         elif kind == "phase" and not self.quiet:
             self.progress.console.print(f"[magenta]phase[/] {record}")
+        elif kind == "opening":
+            self._opening(record)
+
+    def _opening(self, record: dict[str, Any]) -> None:
+        """The run's first lines: the method, the data's counts, the models and the teacher's
+        weights file; then the data's warnings, which `--quiet` and `--json` keep (on stderr)."""
+        if not self.quiet:
+            test = f", test {record['test']:,}" if record["test"] is not None else ""
+            out = self.progress.console
+            out.print(
+                f"[bold]{escape(record['method'])}[/]: train {record['train']:,} images, val "
+                f"{record['val']:,}{test}, {record['classes']} classes"
+            )
+            if record["teacher"]:
+                files = record["teacher_files"] or [None]
+                for file in files:  # an ensemble: one line per member's file
+                    where = (
+                        WeightsSource(**file).line() if file else record["teacher_weights"] or "-"
+                    )
+                    out.print(f"teacher {escape(record['teacher'])} <- {escape(where)}")
+            role = "student" if record["teacher"] else "model"
+            out.print(f"{role} {escape(record['student'])}")
+        for line in record["warnings"]:
+            err_console.print(f"[yellow]warning:[/] {escape(line)}")
 
     def finish(self) -> None:
         self.progress.stop()
@@ -146,10 +173,17 @@ def plan_table(plan: dict[str, Any]) -> Group:
         f"{plan['precision']}, channels_last={plan['channels_last']}, compile={plan['compile']} "
         f"| -> {plan['run_dir']}"
         + ("" if data.get("read", True) else "\n" + _UNREAD)
+        + "".join(f"\nteacher file: {escape(WeightsSource(**f).line())}" for f in _files(plan))
+        + "".join(f"\nwarning: {escape(line)}" for line in data.get("duplicates", []))
         + "\n"
         + cost_text(plan["cost"])
     )
     return Group(table, sources)
+
+
+def _files(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """The teacher's weights files in a plan (none: hub weights, random, or no teacher)."""
+    return (plan["models"].get("teacher") or {}).get("files", [])
 
 
 _UNREAD = "data not read (not at hand): sizes from data.train_images / data.val_images"
@@ -213,9 +247,13 @@ def summary_table(summary: RunSummary) -> Table:
     )
     if teacher and teacher.weights:  # a checkpoint dict: which of its weights taught
         table.caption += f"\nteacher weights: {teacher.weights} of its checkpoint"
+    if teacher:  # which file (size, hash) taught the student
+        table.caption += "".join(f"\nteacher file: {escape(f.line())}" for f in teacher.files)
     bad = _bad_images(summary)
     if bad:  # data.on_bad_image=skip: say so where the result is read
         table.caption += f"\n{bad}"
+    for line in summary.duplicates:  # what the numbers above count as unseen, or mislabelled
+        table.caption += f"\nwarning: {escape(line)}"
     return table
 
 

@@ -54,7 +54,9 @@ def decode_bytes(raw: torch.Tensor) -> torch.Tensor | None:
     (workers, shards, the device fallback), so training, evaluation and export see alike.
 
     EXIF orientation is applied (a phone photo stored sideways is seen upright, as the user
-    sees it), and the formats torchvision cannot decode (BMP, TIFF, ...) go through Pillow, so a
+    sees it). Every PNG goes through Pillow (`_png_intact`: libpng in torchvision killed the
+    process on damaged ones; a PNG with a wrong CRC is None at once), and so do the formats
+    torchvision cannot decode (BMP, TIFF, ...), so a
     file with an accepted suffix is never skipped as "bad" for its format alone. An animated
     GIF or WebP is its first frame, as Pillow and a thumbnail show it (torchvision gave all
     frames, (N, 3, H, W), which crashed the resize of the batch). `flattened` makes every
@@ -63,6 +65,8 @@ def decode_bytes(raw: torch.Tensor) -> torch.Tensor | None:
     from torchvision.io import ImageReadMode, decode_image
 
     how = _route(raw)
+    if how == "damaged":
+        return None
     if how == "pillow":
         return _decode_with_pillow(raw)
     mode = ImageReadMode.RGB_ALPHA if how == "rgba" else ImageReadMode.RGB
@@ -75,18 +79,15 @@ def decode_bytes(raw: torch.Tensor) -> torch.Tensor | None:
     return flattened(img[0] if img.ndim == 4 else img)
 
 
-def _route(raw: torch.Tensor) -> Literal["rgb", "rgba", "pillow"]:
+def _route(raw: torch.Tensor) -> Literal["rgb", "rgba", "pillow", "damaged"]:
     """How to decode an encoded image, read from its header: torchvision in RGB or RGBA mode,
-    or Pillow where torchvision would show it wrong or crash.
+    Pillow where torchvision would show it wrong or crash, or not at all ("damaged").
 
-    "rgba": a PNG of colour type 4 or 6 (grey or RGB plus alpha, 8 or 16 bits) or a WebP,
-    whose alpha torchvision decodes correctly. "pillow": a PNG with a `tRNS` chunk (a palette
-    or a colour marked transparent: torchvision ignores it for grey, garbles it for a palette,
-    and its alpha mode garbles PNGs of 1, 2 or 4 bits, an alpha of 1 that made a 1-bit scan
-    white); a damaged PNG (`_png_chunks`); a WebP with an EXIF rotation (torchvision does not
-    apply it: a phone photo saved as WebP was sideways); a GIF whose first frame has a
-    transparent colour (torchvision shows the colour stored under it). Anything else is RGB:
-    a JPEG has no alpha.
+    "rgba": a WebP, whose alpha torchvision decodes correctly. "pillow": every PNG (`_png`);
+    a WebP with an EXIF rotation (torchvision does not apply it: a phone photo saved as WebP
+    was sideways); a GIF whose first frame has a transparent colour (torchvision shows the
+    colour stored under it). "damaged": a PNG whose chunk checksums are wrong. Anything else
+    is RGB: a JPEG has no alpha.
     """
     buf = raw.numpy()
     if buf[:4].tobytes() == b"RIFF" and buf[8:12].tobytes() == b"WEBP":
@@ -95,37 +96,39 @@ def _route(raw: torch.Tensor) -> Literal["rgb", "rgba", "pillow"]:
         head = buf[:65536].tobytes()
         at = head.find(b"\x21\xf9\x04")
         return "pillow" if at >= 0 and at + 3 < len(head) and head[at + 3] & 1 else "rgb"
-    if buf[:8].tobytes() != b"\x89PNG\r\n\x1a\n" or len(buf) < 26:
-        return "rgb"
-    transparent, intact = _png_chunks(buf)
-    if transparent or not intact:
-        return "pillow"
-    return "rgba" if buf[25] in (4, 6) else "rgb"
+    if buf[:8].tobytes() == b"\x89PNG\r\n\x1a\n":
+        return "pillow" if _png_intact(buf) else "damaged"
+    return "rgb"
 
 
-def _png_chunks(buf: np.ndarray) -> tuple[bool, bool]:
-    """(whether a PNG has a `tRNS` chunk, whether every chunk's CRC is right).
+def _png_intact(buf: np.ndarray) -> bool:
+    """Whether every chunk of a PNG has its right CRC (and none is cut short).
 
-    torchvision's PNG decoder does not check the CRCs, and a flipped bit inside the image data
-    (a bad sector, a download overwritten in place) makes libpng fail in a way that kills the
-    process (a segmentation fault: the run, or a loader worker, gone without a message).
-    Pillow refuses such a file with an error: a bad file, counted or named like any other. One
-    CRC per chunk is a few percent of the decode's time.
+    Every PNG is decoded by Pillow: libpng inside torchvision's decoder handles its own
+    errors in a way that kills the process (a segmentation fault: the run, or a loader worker,
+    gone without a message) on any damage it meets: a flipped bit in the compressed data,
+    bytes rewritten with their CRCs made right (a repair tool, a bad converter), an IHDR out of
+    range, a chunk missing. `benchmarks/fuzz_decode.py` found each; Pillow raises an error for
+    all of them, which makes the file a bad file like any other. Pillow's own decode costs
+    about what torchvision's did (docs/data.md gives the figures), and it also shows a palette,
+    a `tRNS` colour and 1-, 2- and 4-bit grey as a viewer does, which torchvision did not.
+
+    Pillow does not check the CRC of the image data, so a PNG whose chunks fail their CRC is a
+    bad file before any decode: the bytes are not what was written, even where they inflate.
+    One CRC per chunk is about 1% of the decode's time.
     """
-    transparent, pos, end = False, 8, len(buf)
+    pos, end = 8, len(buf)
     while pos + 12 <= end:
         size = int.from_bytes(buf[pos : pos + 4].tobytes(), "big")
-        kind = buf[pos + 4 : pos + 8].tobytes()
         if pos + 12 + size > end:
-            return transparent, False  # cut short: Pillow says so
+            return False  # cut short
         crc = int.from_bytes(buf[pos + 8 + size : pos + 12 + size].tobytes(), "big")
         if zlib.crc32(buf[pos + 4 : pos + 8 + size]) != crc:
-            return transparent, False
-        transparent = transparent or kind == b"tRNS"
-        if kind == b"IEND":
+            return False
+        if buf[pos + 4 : pos + 8].tobytes() == b"IEND":
             break
         pos += 12 + size
-    return transparent, True
+    return True
 
 
 def flattened(img: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,9 @@ from distill_cli.data.loader import Batch, BatchStream
 from distill_cli.models.create import Net
 from distill_cli.models.view import model_view
 from distill_cli.recipe.sections import MethodParams
+
+if TYPE_CHECKING:
+    from distill_cli.recipe.document import Recipe
 
 _REGISTRY: dict[str, type[Method]] = {}
 Views = Literal["consistent", "independent"]
@@ -71,6 +74,15 @@ class Method(ABC):
         self.teacher = ctx.teacher
         if self.teacher is not None:
             self.teacher.module.eval().requires_grad_(False)
+
+    @classmethod
+    def check_recipe(cls, params: MethodParams, recipe: Recipe) -> None:
+        """Refuse what the recipe alone says this method cannot run, before the data is read,
+        a weights file loaded or a model built (`build.check_method`, which `--dry-run` and the
+        benchmarks call too): a refusal that waits for `__init__` comes after a scan of the
+        data and the teacher's load, and in a benchmark after the teacher's training. Each
+        method's `__init__` keeps the same checks (with the facts only a built run knows)."""
+        return None
 
     @abstractmethod
     def step(self, batch: Batch, epoch: int) -> StepOutput:

@@ -8,7 +8,7 @@ with `schedule.save_epochs` and named as the teacher's `checkpoint`.)
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -17,10 +17,25 @@ from distill_cli.methods.base import MethodContext, register
 from distill_cli.methods.kd import KD, KDParams
 from distill_cli.recipe.sections import MethodParams
 
+if TYPE_CHECKING:
+    from distill_cli.recipe.document import Recipe
+
 
 class ESKDParams(KDParams):
     name: Literal["eskd"] = "eskd"  # type: ignore[assignment]
     kd_stop_epoch: int = Field(ge=1, description="first epoch (0-based) trained on labels alone")
+
+
+def _check_stop(params: ESKDParams, epochs: int | None) -> None:
+    """A KD phase that ends at an epoch the run never reaches is a silent no-op: refused."""
+    stop = params.kd_stop_epoch
+    if epochs is not None and stop >= epochs:
+        raise DistillError(
+            f"method.kd_stop_epoch={stop} but the run has {epochs} epochs (0-based: the "
+            f"last is {epochs - 1}), so the KD term would never stop",
+            "method.kd_stop_epoch",
+            f"set it below {epochs}, or use method.name=kd",
+        )
 
 
 @register
@@ -31,15 +46,13 @@ class ESKD(KD):
 
     def __init__(self, params: MethodParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
-        # a KD phase that ends at an epoch the run never reaches is a silent no-op
-        stop, epochs = self.params.kd_stop_epoch, ctx.epochs
-        if epochs is not None and stop >= epochs:
-            raise DistillError(
-                f"method.kd_stop_epoch={stop} but the run has {epochs} epochs (0-based: the "
-                f"last is {epochs - 1}), so the KD term would never stop",
-                "method.kd_stop_epoch",
-                f"set it below {epochs}, or use method.name=kd",
-            )
+        _check_stop(self.params, ctx.epochs)
+
+    @classmethod
+    def check_recipe(cls, params: MethodParams, recipe: Recipe) -> None:
+        """`schedule.epochs` says the length before the data is read (`steps` only after)."""
+        assert isinstance(params, ESKDParams)
+        _check_stop(params, recipe.schedule.epochs)
 
     def kd_weight(self, epoch: int) -> float:
         return 0.0 if epoch >= self.params.kd_stop_epoch else 1.0 - self.params.alpha

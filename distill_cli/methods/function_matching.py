@@ -13,7 +13,7 @@ computed once on a centre crop, cached, and reused: the setting that overfits).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -29,6 +29,9 @@ from distill_cli.methods.base import (
     register,
 )
 from distill_cli.recipe.sections import MethodParams
+
+if TYPE_CHECKING:
+    from distill_cli.recipe.document import Recipe
 
 
 class FunctionMatchingParams(MethodParams):
@@ -57,6 +60,16 @@ class FunctionMatching(Method):
     def __init__(self, params: FunctionMatchingParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
         self.fixed: torch.Tensor | None = None
+
+    @classmethod
+    def check_recipe(cls, params: MethodParams, recipe: Recipe) -> None:
+        """Fixed targets on streamed data were refused at the first epoch: after the teacher's
+        evaluation and with the run folder written."""
+        from distill_cli.methods.teacher_cache import streamed_refused
+
+        assert isinstance(params, FunctionMatchingParams)
+        if params.teacher_targets == "fixed" and recipe.data.source in ("shards", "hf_dataset"):
+            raise streamed_refused()
 
     def on_epoch_start(self, epoch: int) -> dict[str, float | str]:
         if self.params.teacher_targets != "fixed" or self.fixed is not None:

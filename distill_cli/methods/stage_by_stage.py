@@ -14,7 +14,7 @@ student's weights, so they are never exported.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,10 @@ from distill_cli.methods.base import Method, MethodContext, StepOutput, register
 from distill_cli.models.create import Ensemble, Net
 from distill_cli.models.view import model_view
 from distill_cli.recipe.sections import MethodParams
+
+if TYPE_CHECKING:
+    from distill_cli.recipe.document import Recipe
+    from distill_cli.recipe.sections import ModelSpec
 
 
 class StageByStageParams(MethodParams):
@@ -67,6 +71,81 @@ def _reached(net: Net, index: int) -> set[int]:
     return {id(p) for p, g in zip(params, grads, strict=True) if g is not None}
 
 
+def _ensemble_refused(members: int, name: str) -> DistillError:
+    return DistillError(
+        f"stage_by_stage mimics one teacher's stages; the teacher is an ensemble of "
+        f"{members} ({name})",
+        "teacher",
+        "name one teacher, or use function_matching or kd with the ensemble",
+    )
+
+
+def _pairs(params: StageByStageParams, students: int, teachers: int) -> list[tuple[int, int]]:
+    """The (student stage, teacher stage) pairs, checked against the stage counts."""
+    if params.stage_map is not None:
+        pairs = [(int(s), int(t)) for s, t in params.stage_map]
+    elif students == teachers:
+        pairs = [(i, i) for i in range(students)]
+    else:
+        raise DistillError(
+            f"stage counts differ: student {students}, teacher {teachers}",
+            "method.stage_map",
+            "map stages explicitly, e.g. stage_map: [[0, 0], [1, 2], ...]",
+        )
+    s_idx = [s for s, _ in pairs]
+    if any(not 0 <= s < students for s in s_idx) or any(not 0 <= t < teachers for _, t in pairs):
+        raise DistillError(
+            f"stage_map {[list(p) for p in pairs]} names a stage the models lack: the student "
+            f"has {students} stages, the teacher {teachers} (0-based)",
+            "method.stage_map",
+            "map stages both models have, or use another method for this pair",
+        )
+    if s_idx != sorted(set(s_idx)):
+        raise DistillError("student stages must increase along stage_map", "method.stage_map")
+    return pairs
+
+
+def _check_epochs(params: StageByStageParams, stages: int, epochs: int | None) -> None:
+    """The run's length is the phases': stages x stage_epochs + head_epochs."""
+    total = stages * params.stage_epochs + params.head_epochs
+    if epochs is not None and epochs != total:
+        raise DistillError(
+            f"stage_by_stage trains {stages} stages x {params.stage_epochs} + "
+            f"{params.head_epochs} head epochs = {total} epochs, but the schedule has {epochs}",
+            "schedule.epochs",
+            f"set schedule.epochs={total}",
+        )
+
+
+def _stage_count(spec: ModelSpec, what: str) -> int | None:
+    """A recipe model's stage count (timm's `feature_info`), from the model built on the meta
+    device (no weights, no memory: a second for a large model); None when it does not build
+    there (the run's build says why)."""
+    import warnings
+
+    import timm
+
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            module = timm.create_model(
+                spec.model,
+                num_classes=spec.num_classes or 1,
+                in_chans=spec.in_chans,
+                **spec.kwargs,
+            )
+    except Exception:
+        return None
+    info = getattr(module, "feature_info", None)
+    if not info or not hasattr(module, "forward_intermediates"):
+        raise DistillError(
+            f"{what} {spec.model!r} exposes no stages (timm feature API)",
+            f"{what}.model",
+            "stage_by_stage needs timm models with feature_info",
+        )
+    return len(info)
+
+
 @register
 class StageByStage(Method):
     name = "stage_by_stage"
@@ -80,45 +159,10 @@ class StageByStage(Method):
         super().__init__(params, ctx)
         assert self.teacher is not None
         if isinstance(self.teacher.module, Ensemble):  # averaged logits have no stages to mimic
-            raise DistillError(
-                f"stage_by_stage mimics one teacher's stages; the teacher is an ensemble of "
-                f"{len(self.teacher.module.members)} ({self.teacher.info.name})",
-                "teacher",
-                "name one teacher, or use function_matching or kd with the ensemble",
-            )
+            raise _ensemble_refused(len(self.teacher.module.members), self.teacher.info.name)
         s_feats, t_feats = _features(self.student, "student"), _features(self.teacher, "teacher")
-        if params.stage_map is not None:
-            pairs = [tuple(p) for p in params.stage_map]
-        elif len(s_feats) == len(t_feats):
-            pairs = [(i, i) for i in range(len(s_feats))]
-        else:
-            raise DistillError(
-                f"stage counts differ: student {len(s_feats)}, teacher {len(t_feats)}",
-                "method.stage_map",
-                "map stages explicitly, e.g. stage_map: [[0, 0], [1, 2], ...]",
-            )
-        s_idx = [s for s, _ in pairs]
-        if any(not 0 <= s < len(s_feats) for s in s_idx) or any(
-            not 0 <= t < len(t_feats) for _, t in pairs
-        ):
-            raise DistillError(
-                f"stage_map {[list(p) for p in pairs]} names a stage the models lack: the student "
-                f"has {len(s_feats)} stages, the teacher {len(t_feats)} (0-based)",
-                "method.stage_map",
-                "map stages both models have, or use another method for this pair",
-            )
-        if s_idx != sorted(set(s_idx)):
-            raise DistillError("student stages must increase along stage_map", "method.stage_map")
-        self.pairs = pairs
-        total = len(pairs) * params.stage_epochs + params.head_epochs
-        if ctx.epochs is not None and ctx.epochs != total:
-            raise DistillError(
-                f"stage_by_stage trains {len(pairs)} stages x {params.stage_epochs} + "
-                f"{params.head_epochs} head epochs = {total} epochs, but the schedule has "
-                f"{ctx.epochs}",
-                "schedule.epochs",
-                f"set schedule.epochs={total}",
-            )
+        self.pairs = pairs = _pairs(params, len(s_feats), len(t_feats))
+        _check_epochs(params, len(pairs), ctx.epochs)
         device = next(self.student.module.parameters()).device
         self.connectors = nn.ModuleList(
             nn.Sequential(
@@ -140,6 +184,22 @@ class StageByStage(Method):
         self.wrapper = nn.ModuleDict(
             {"student": self.student.module, "connectors": self.connectors}
         )
+
+    @classmethod
+    def check_recipe(cls, params: MethodParams, recipe: Recipe) -> None:
+        """The stage counts and the length are known from the recipe: the models built on the
+        meta device. They were refused after the data's scan and the teacher's load (in a
+        benchmark, after the teacher had trained)."""
+        assert isinstance(params, StageByStageParams)
+        if len(recipe.teachers) > 1:
+            name = "+".join(t.model for t in recipe.teachers)
+            raise _ensemble_refused(len(recipe.teachers), name)
+        students = _stage_count(recipe.student, "student")
+        teachers = _stage_count(recipe.teachers[0], "teacher")
+        if students is None or teachers is None:
+            return
+        pairs = _pairs(params, students, teachers)
+        _check_epochs(params, len(pairs), recipe.schedule.epochs)
 
     def phase(self, epoch: int) -> int | None:
         """Index of the stage trained at `epoch`, or None for the head phase."""

@@ -58,14 +58,20 @@ def compute_targets(teacher: Net, stream: BatchStream) -> torch.Tensor:
     return out
 
 
+def streamed_refused() -> DistillError:
+    """Fixed targets are looked up by an image's position: a stream has no fixed order. Known
+    from the recipe (`data.source`), so `FunctionMatching.check_recipe` raises it first."""
+    return DistillError(
+        "precomputed teacher targets need the images in a fixed order: not for streamed data",
+        "method.teacher_targets",
+        "use an image folder, or teacher_targets: online",
+    )
+
+
 def load_or_build(teacher: Net, stream: BatchStream, cache_dir: Path) -> tuple[torch.Tensor, str]:
     """The cached targets (on the stream's device) and whether they were 'loaded' or 'built'."""
     if not isinstance(stream, BatchStream):
-        raise DistillError(
-            "precomputed teacher targets need the images in a fixed order: not for streamed data",
-            "method.teacher_targets",
-            "use an image folder, or teacher_targets: online",
-        )
+        raise streamed_refused()
     path = cache_dir / "teacher_targets" / f"{cache_key(teacher, stream)}.safetensors"
     if path.is_file():
         return load_file(str(path))["logits"].to(stream.device), "loaded"

@@ -23,6 +23,7 @@ from distill_cli.models.weights import ShapeMismatch, load_weights
 
 if TYPE_CHECKING:
     from distill_cli.recipe.sections import ModelSpec
+    from distill_cli.rundir.summary import WeightsSource
 
 
 @dataclass
@@ -41,6 +42,8 @@ class Net:
     #: the keyword arguments timm built `module` with, beyond num_classes, in_chans and the
     #: size's `img_size` (`size_kwargs`): what the probe rebuilds it with at other sizes
     kwargs: dict[str, Any] = field(default_factory=dict)
+    #: the weights files loaded into it (an ensemble: its members'); empty for hub or random
+    weights_files: list[WeightsSource] = field(default_factory=list)
     params: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -236,6 +239,7 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
         raise _cannot_build(spec, num_classes, kwargs, exc) from exc
     own = {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}
     weights = _HUB if spec.pretrained else _INITIALISED
+    files: list[WeightsSource] = []
     if spec.checkpoint is not None:
         try:
             loaded = load_weights(model, spec.checkpoint, spec.strict, spec.checkpoint_key)
@@ -245,8 +249,11 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
                 raise
             raise made_at from exc
         weights = loaded.weights
+        files = [loaded.source] if loaded.source else []
     info, sources = resolve_feed(model, spec, num_classes)
-    return Net(model, info, sources={**sources, "weights": weights}, kwargs=own)
+    return Net(
+        model, info, sources={**sources, "weights": weights}, kwargs=own, weights_files=files
+    )
 
 
 def _made_at(exc: ShapeMismatch, build: Build) -> DistillError | None:
@@ -332,7 +339,7 @@ def create_teacher(specs: list[ModelSpec], data_classes: int | None) -> Net:
         std=(1.0,) * chans,
         crop_pct=nets[0].info.crop_pct,
     )
-    return Net(Ensemble(nets), info)
+    return Net(Ensemble(nets), info, weights_files=[f for net in nets for f in net.weights_files])
 
 
 def count_flops(module: nn.Module, shape: tuple[int, int, int]) -> float | None:

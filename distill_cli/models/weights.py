@@ -25,6 +25,7 @@ from distill_cli.errors import DistillError
 from distill_cli.models import hub
 from distill_cli.models.checkpoint import PRIVATE_PREFIX, first_nonfinite
 from distill_cli.models.torchvision_names import torchvision_note
+from distill_cli.rundir.summary import WeightsSource
 
 #: What DDP (`module.`), common wrappers (`model.`) and torch.compile (`_orig_mod.`) put in front
 #: of the plain keys of a foreign checkpoint.
@@ -288,6 +289,21 @@ class Loaded:
     unexpected: list[str]
     mismatched: list[str]
     weights: str = "checkpoint"
+    source: WeightsSource | None = None
+
+
+def weights_source(path: Path, entry: str | None) -> WeightsSource:
+    """Which file was loaded, named so a result can say which weights taught it: the file
+    (a Hub folder's weights file), the checkpoint entry, its size and SHA-256. The hash reads
+    the file once more (just read: from the page cache; 1.2 s per GB on 2 shared cores)."""
+    import hashlib
+
+    file = hub.weights_file(path)
+    h = hashlib.sha256()
+    with open(file, "rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return WeightsSource(str(file.resolve()), entry, file.stat().st_size, h.hexdigest())
 
 
 def _same_model(arch: str, model: nn.Module) -> bool:
@@ -379,4 +395,5 @@ def load_weights(
             f"set model: {read.arch} (or save the weights alone if {built} is right)",
         )
     model.load_state_dict(fitting, strict=False)
-    return Loaded(missing, unexpected, mismatched, read.described())
+    source = weights_source(path, read.entry)
+    return Loaded(missing, unexpected, mismatched, read.described(), source)

@@ -216,6 +216,12 @@ class DataSpec(Strict):
         description="an undecodable file: skip it (training: replaced by a good one; "
         "evaluations: left out; counted once per file and split in the summary) or stop",
     )
+    on_duplicates: Literal["warn", "error", "off"] = Field(
+        "warn",
+        description="the same image (byte for byte) in train and in a split evaluated, or in "
+        "two classes: warn (printed before training, kept in summary.json), stop, or off (not "
+        "looked for: no file is read for it)",
+    )
     synthetic: SyntheticSpec = Field(default_factory=SyntheticSpec)
     class_map: dict[ClassName, ClassName] = Field(
         default_factory=dict,

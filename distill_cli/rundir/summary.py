@@ -16,13 +16,32 @@ from distill_cli.typecheck import field_problem
 
 
 @dataclass(frozen=True)
+class WeightsSource:
+    """A weights file a teacher was loaded from: the file (resolved: a Hub folder's weights
+    file), the entry of its checkpoint dict (`state_dict_ema`; None for a plain state dict),
+    its size and SHA-256. Two checkpoints saved under one name (`best.pth` overwritten by a
+    later training) differ here, so a result names the weights that taught it."""
+
+    path: str
+    entry: str | None
+    bytes: int
+    sha256: str
+
+    def line(self) -> str:
+        """One line for a terminal: `best.pth [state_dict_ema], 44.7 MB, sha256 3f2a...`."""
+        entry = f" [{self.entry}]" if self.entry else ""
+        return f"{self.path}{entry}, {self.bytes / 1e6:,.1f} MB, sha256 {self.sha256[:12]}"
+
+
+@dataclass(frozen=True)
 class ModelResult:
     """One model of a run: the student, or the (possibly ensembled) teacher.
 
     `weights` is the entry of the teacher's checkpoint dict its weights were loaded from, with
     the others it holds (`state_dict (also state_dict_ema)`): a checkpoint of timm's train.py
     holds two sets, and which one taught the student is a fact of the result. None for a plain
-    state dict, hub weights or a student.
+    state dict, hub weights or a student. `files`: the weights files the teacher was loaded
+    from (one per ensemble member with a checkpoint), each with its size and SHA-256.
     """
 
     model: str
@@ -30,6 +49,12 @@ class ModelResult:
     top1: float | None = None
     top5: float | None = None
     weights: str | None = None
+    files: list[WeightsSource] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelResult:
+        files = [WeightsSource(**f) for f in data.get("files") or []]
+        return cls(**{**data, "files": files})
 
 
 @dataclass(frozen=True)
@@ -86,6 +111,8 @@ class RunSummary:
     test: TestResult | None = None  # data.holdout: the test split; else the student is on val
     #: training classes none of whose images could be decoded: never seen in training
     lost_classes: list[str] = field(default_factory=list)
+    #: the same image in train and an evaluated split, or in two classes (data.on_duplicates)
+    duplicates: list[str] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, summary: dict[str, Any]) -> RunSummary:
@@ -100,7 +127,7 @@ class RunSummary:
             run_dir=Path(summary["run_dir"]),
             method=summary["method"],
             student=ModelResult(**summary["student"]),
-            teacher=ModelResult(**teacher) if teacher else None,
+            teacher=ModelResult.from_dict(teacher) if teacher else None,
             agreement_top1=(summary.get("agreement") or {}).get("top1"),
             kl=summary.get("kl"),
             best_epoch=best.get("epoch"),
@@ -118,6 +145,7 @@ class RunSummary:
             val_images=data.get("val_images"),
             val_bad_images=data.get("val_bad_images", 0),
             lost_classes=data.get("lost_classes", []),
+            duplicates=data.get("duplicates", []),
             test=TestResult(**summary["test"]) if summary.get("test") else None,
         )
         problem = field_problem(result)  # a hand-edited file: wrong types are refused here
@@ -147,6 +175,7 @@ class RunSummary:
                 "params": t.params,
                 "top1": t.top1,
                 **({"weights": t.weights} if t.weights else {}),
+                **({"files": [asdict(f) for f in t.files]} if t.files else {}),
             },
             "agreement": {"top1": self.agreement_top1},
             "kl": self.kl,
@@ -165,6 +194,7 @@ class RunSummary:
                 "val_images": self.val_images,
                 "val_bad_images": self.val_bad_images,
                 "lost_classes": self.lost_classes,
+                "duplicates": self.duplicates,
             },
             "test": None if self.test is None else asdict(self.test),
         }

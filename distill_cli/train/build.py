@@ -14,6 +14,7 @@ import torch
 from distill_cli.data import DataBundle, build_data
 from distill_cli.data.augment import BatchAugment
 from distill_cli.data.classes import align_classes, model_class_names
+from distill_cli.data.duplicates import Duplicates, find_duplicates
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.shardset import ShardSet
 from distill_cli.data.stream import ShardStream
@@ -81,11 +82,11 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
             "run it in one process",
         )
 
+    check_method(recipe)  # what the recipe alone refuses: before the data and the models
     data, data_read = _planned_data(recipe, cls.needs_teacher, plan_only)
     if cls.needs_labels and not data.labeled_train:
-        raise DistillError(
-            f"method {cls.name!r} needs labels but data.distill_dir has none", "data.distill_dir"
-        )
+        raise _no_labels(cls.name)
+    duplicates = _duplicates(recipe, data, world) if data_read else Duplicates()
     torch.manual_seed(rt.seed)
     student, teacher = _nets(recipe, cls, len(data.classes))
     sync_bn = _place(student, teacher, rt, device, world, channels_last)
@@ -125,6 +126,26 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
         sync_bn,
         data_read,
         test_stream,
+        duplicates,
+    )
+
+
+def check_method(recipe: Recipe) -> None:
+    """Refuse, from the recipe alone, what the method would refuse once built: a method that
+    needs labels on an unlabeled `data.distill_dir`, and each method's own
+    `Method.check_recipe` (stage_by_stage's stage counts and length, early-stopped KD's stop
+    epoch, fixed teacher targets on streamed data). `build` calls it before the data's scan
+    and any weights file, so `--dry-run` refuses what the run would; benchmarks call it for
+    every row before their teacher trains."""
+    cls = method_class(recipe.method.name)
+    if cls.needs_labels and recipe.data.distill_dir is not None:
+        raise _no_labels(cls.name)
+    cls.check_recipe(recipe.method, recipe)
+
+
+def _no_labels(name: str) -> DistillError:
+    return DistillError(
+        f"method {name!r} needs labels but data.distill_dir has none", "data.distill_dir"
     )
 
 
@@ -263,6 +284,19 @@ def _planned_data(recipe: Recipe, needs_teacher: bool, plan_only: bool) -> tuple
     parts = (dspec.train_dir, dspec.val_dir, root, sizes, classes, dspec.holdout)
     train, val, test = unread_splits(*parts)
     return DataBundle(train=train, val=val, test=test), False
+
+
+def _duplicates(recipe: Recipe, data: DataBundle, world: World) -> Duplicates:
+    """The same image in train and an evaluated split, or in two classes: looked for unless
+    `data.on_duplicates: off`, refused with `error` (before any model is built). Warnings are
+    the main process's to print and record: the others do not read the files for them."""
+    how = recipe.data.on_duplicates
+    if how == "off" or (how == "warn" and not world.is_main):
+        return Duplicates()
+    found = find_duplicates(data, recipe.data.resolved_root)
+    if how == "error":
+        found.refuse()
+    return found
 
 
 def _matched_data(recipe: Recipe, seed: int, needs_teacher: bool) -> DataBundle:

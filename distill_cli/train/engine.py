@@ -4,7 +4,8 @@
 
 The order is the order of events: check the trackers can start, lock the run folder (before
 anything slow is built, so a second run on the same folder is refused at once), build the run
-(`build.build`), score the teacher (one near chance stops here, leaving nothing behind),
+(`build.build`), say what the run is (`Setup.opening`: data, models, the teacher's weights
+file, the data's warnings), score the teacher (one near chance stops here, leaving nothing behind),
 prepare the folder (new, resumed or replaced), record the data's fingerprint (or, resuming,
 refuse data that changed since), restore `last` when resuming, train
 (`trainer.Trainer`) with the trackers listening, and return the `RunSummary` the trainer wrote
@@ -64,6 +65,7 @@ def _lead(
     """The main process: owns the folder (inside its lock), the trackers and the summary."""
     rec = setup.recipe
     trainer = Trainer(setup, rundir, reporter)
+    trainer.reporter.log(setup.opening().record())  # data, models, teacher weights, warnings
     try:
         read_ahead(setup)  # data.on_bad_image=error: a bad file to evaluate refuses the run now
         trainer.check_teacher()  # a teacher near chance is refused before the folder is written

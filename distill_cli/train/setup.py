@@ -8,20 +8,21 @@ nets, streams, method), with its `--dry-run` plan and where each fact in it came
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 
 from distill_cli.data import DataBundle
 from distill_cli.data.classes import spec_class_names
+from distill_cli.data.duplicates import Duplicates
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.stream import ShardStream
 from distill_cli.methods import Method
 from distill_cli.models.create import UNNAMED_WEIGHTS, Net, resolve_num_classes
 from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.loop_sections import ScheduleSpec
-from distill_cli.rundir.summary import ModelResult
+from distill_cli.rundir.summary import ModelResult, WeightsSource
 from distill_cli.train.cost import cached_throughput, pair_key, project
 from distill_cli.train.world import World
 
@@ -42,6 +43,28 @@ class RunLength:
         """`schedule.steps`, or `schedule.epochs` whole epochs; epochs round a step count up."""
         total = schedule.steps or (schedule.epochs or 0) * steps_per_epoch
         return cls(total, math.ceil(total / steps_per_epoch))
+
+
+@dataclass(frozen=True)
+class Opening:
+    """What `distill run` says before it trains: the method, the data's counts, the models,
+    and which weights the teacher was loaded from (file, checkpoint entry, size, SHA-256: a
+    `best.pth` replaced by a later training is another teacher under the same name), then the
+    data's warnings. Handed to the reporter as a record of kind `opening`."""
+
+    method: str
+    train: int
+    val: int
+    test: int | None
+    classes: int
+    student: str
+    teacher: str | None
+    teacher_weights: str | None  # the plan's weights fact: `state_dict_ema`, `timm hub`, ...
+    teacher_files: list[WeightsSource]
+    warnings: list[str]
+
+    def record(self) -> dict[str, Any]:
+        return {"kind": "opening", **asdict(self)}
 
 
 @dataclass
@@ -65,6 +88,8 @@ class Setup:
     data_read: bool = True
     #: data.holdout: the test split, evaluated at the end
     test_stream: Stream | None = None
+    #: the same image in train and an evaluated split, or in two classes (`data.duplicates`)
+    duplicates: Duplicates = field(default_factory=Duplicates)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -96,7 +121,12 @@ class Setup:
         plan = {
             "method": self.recipe.method.name,
             "models": {
-                role: {**net.info.to_dict(), "params": net.params, "sources": self.sources(role)}
+                role: {
+                    **net.info.to_dict(),
+                    "params": net.params,
+                    "sources": self.sources(role),
+                    "files": [asdict(f) for f in net.weights_files],
+                }
                 for role, net in nets.items()
                 if net is not None
             },
@@ -109,6 +139,7 @@ class Setup:
                 "classes": len(self.data.classes),
                 "labeled_train": self.data.labeled_train,
                 "read": self.data_read,
+                "duplicates": self.duplicates.warnings(),
             },
             "batch_size": self.recipe.schedule.batch_size,
             "steps_per_epoch": self.steps_per_epoch,
@@ -159,7 +190,29 @@ class Setup:
         assert self.teacher is not None
         weights = self.sources("teacher")["weights"]
         entry = None if set(weights.split("; ")) <= UNNAMED_WEIGHTS else weights
-        return ModelResult(self.teacher.info.name, self.teacher.params, top1, weights=entry)
+        return ModelResult(
+            self.teacher.info.name,
+            self.teacher.params,
+            top1,
+            weights=entry,
+            files=list(self.teacher.weights_files),
+        )
+
+    def opening(self) -> Opening:
+        """What the run says before it trains (`Opening`)."""
+        data = self.data
+        return Opening(
+            method=self.recipe.method.name,
+            train=len(data.train),
+            val=len(data.val),
+            test=None if data.test is None else len(data.test),
+            classes=len(data.classes),
+            student=self.student.info.name,
+            teacher=None if self.teacher is None else self.teacher.info.name,
+            teacher_weights=None if self.teacher is None else self.sources("teacher")["weights"],
+            teacher_files=[] if self.teacher is None else list(self.teacher.weights_files),
+            warnings=self.duplicates.warnings(),
+        )
 
     def _teacher_feeds(self) -> list[dict[str, str]]:
         """The sources of each teacher (each ensemble member's own)."""

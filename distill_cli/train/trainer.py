@@ -388,6 +388,7 @@ class Trainer:
             val_images=self.evaluator.images if self.evaluator.kept is not None else None,
             val_bad_images=s.val_stream.bad_images,
             test=test,
+            duplicates=s.duplicates.warnings(),
         )
         if s.world.is_main:
             self.run.write_summary(summary)
