@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -130,6 +132,24 @@ def nearest_sizes(build: Build, size: tuple[int, int]) -> tuple[int | None, int 
         if runs_on_meta(build, chans, (s, s), once):
             below, above = (s, above) if s < side else (below, s)
     return below, above
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a model failed to build or run, in one line: the exception's first line; for one
+    without a message (a bare `assert`, in timm's constructor or in forward), the failing source
+    line and where it is, which says what the model requires (`AssertionError` alone says
+    nothing)."""
+    lines = str(exc).strip().splitlines()
+    if lines:
+        return f"{type(exc).__name__}: {lines[0][:200]}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    torch_dir = str(Path(torch.__file__).parent)
+    own = [f for f in frames if not f.filename.startswith(torch_dir)]  # not torch._assert's
+    if not own:
+        return type(exc).__name__
+    last = own[-1]
+    code = (last.line or "").strip()[:160]
+    return f"{type(exc).__name__} at {Path(last.filename).name}:{last.lineno}: {code}"
 
 
 @dataclass(frozen=True)
