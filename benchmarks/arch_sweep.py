@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -346,7 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     check_sweep(names, args.size, args.timeout)
     whole = not (args.models or args.size is not None or args.stages or args.quick)
     args.out = output_folder(results_folder(args.out, whole, args.update), "--out")
-    sweep_all(archs, stages, sweep_one, args)
+    # the published table (whole, or merged into by --update) is the default sweep's; any other
+    # table says the command that made it (a table of 20 models at 80 px is no default sweep)
+    given = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "benchmarks/arch_sweep.py", *given])
+    intro = "" if whole or args.update else f"`{command}`"
+    sweep_all(archs, stages, sweep_one, args, intro=intro)
     return 0
 
 

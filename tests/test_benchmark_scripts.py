@@ -190,7 +190,7 @@ def test_an_arch_sweep_update_keeps_the_other_cells_of_a_row_at_its_size() -> No
 
 
 def test_an_arch_sweep_at_a_non_square_size_keeps_it_through_the_table(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`--size 64x96` sweeps the recipes' `input_size: [64, 96]` (the size `--size` took only
     as one side); its rows say 64x96, and read back from the JSON (a list) they are the same
@@ -219,6 +219,13 @@ def test_an_arch_sweep_at_a_non_square_size_keeps_it_through_the_table(
     assert earlier[0].size == (64, 96)
     (row,) = merge(earlier, [ArchResult("a", "fa", (64, 96), {"export": ok})])
     assert row.stages == {"student": ok, "export": ok}
+    # such a table said "`python benchmarks/arch_sweep.py`, 20 architectures": the default
+    # sweep's command; it now says the command that made it
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(arch_sweep, "sweep_all", lambda *_, **table: seen.update(table))
+    argv = ["--models", "resnet18", "--size", "64x96", "--quick", "--out", str(tmp_path)]
+    assert arch_sweep.main(argv) == 0
+    assert seen["intro"] == f"`python benchmarks/arch_sweep.py {' '.join(argv)}`"
 
 
 def test_the_sweeps_tell_a_one_line_refusal_from_a_crash() -> None:
