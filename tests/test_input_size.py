@@ -87,12 +87,12 @@ def test_export_input_sizes_that_were_ignored_or_tracebacks_are_one_line(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
-def _net(model: str, size: int, in_chans: int = 3) -> Net:
+def _net(model: str, size: int | list[int], in_chans: int = 3) -> Net:
     spec = ModelSpec.model_validate({"model": model, "input_size": size, "in_chans": in_chans})
     return create_net(spec, 4)
 
 
-def _probe_error(model: str, size: int, in_chans: int = 3) -> DistillError:
+def _probe_error(model: str, size: int | list[int], in_chans: int = 3) -> DistillError:
     net = _net(model, size, in_chans)
     with pytest.raises(DistillError) as caught:
         probe(net, "student", torch.device("cpu"))
@@ -187,6 +187,17 @@ def test_students_names_a_bare_asserts_line_for_a_candidate_that_fails() -> None
         reason = _reason(exc)
     assert reason.startswith("AssertionError at test_input_size.py:")
     assert 'torch._assert(side % 8 == 0, "")' in reason
+
+
+def test_a_non_square_size_off_the_grid_names_the_square_of_its_longer_side() -> None:
+    """The 64x96 screen: Inception-v3 at [64, 96] (its stem needs 75 px a side) was told "it
+    runs at 88 px and 104 px": the search skipped the size's longer side as known to fail, as
+    it is for a square size, though the square 96 runs and is the nearest. test_vit at [33, 48]
+    (16-pixel patches) named 32 and 64; now 32 and 48."""
+    err = _probe_error("test_vit", [33, 48])
+    assert "on a 3x33x48 input" in err.what and "it runs at 32 px and 48 px" in err.what
+    assert err.where == "student.input_size" and err.hint.startswith("set input_size: 48")
+    probe(_net("test_vit", 48), "student", torch.device("cpu"))  # the size named runs
 
 
 def test_a_checkpoint_made_at_another_size_names_that_size(tmp_path: Path) -> None:
