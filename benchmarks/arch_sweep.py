@@ -31,6 +31,8 @@ published table) or with ``--update`` (merged into it); any other sweep (``--mod
     python benchmarks/arch_sweep.py --quick            # student + export only (runs/arch_sweep)
     python benchmarks/arch_sweep.py --models swin_tiny_patch4_window7_224,levit_128s
     python benchmarks/arch_sweep.py --models resnet18 --stages student,export --update
+    python benchmarks/arch_sweep.py --size 80 --stages student,export    # another size
+    python benchmarks/arch_sweep.py --models resnet18 --size 64x96 --quick  # non-square
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -53,12 +56,14 @@ from arch_sweep_report import (
     ROOT,
     STAGES,
     ArchResult,
+    Size,
     StageResult,
     add_output_options,
     check_sweep,
     chosen_stages,
     load_results,
     merge,
+    parse_size,
     results_folder,
     write_results,
 )
@@ -90,7 +95,7 @@ def make_data(root: Path) -> Path:
     return root
 
 
-def save_checkpoint(name: str, size: int, path: Path, **extra: object) -> None:
+def save_checkpoint(name: str, size: Size, path: Path, **extra: object) -> None:
     """A user's checkpoint: the model built as timm builds it, `torch.save(state_dict)`."""
     import timm
     import torch
@@ -179,7 +184,8 @@ def sweep_one(arch: Arch, work: Path, stages: tuple[str, ...], timeout: float) -
         "checkpoint": str(work / "test_resnet.pth"),
         "input_size": 32,
     }
-    student = {"model": arch.name, "input_size": arch.size}
+    size = arch.size if isinstance(arch.size, int) else list(arch.size)  # YAML: [H, W]
+    student = {"model": arch.name, "input_size": size}
     runs = work / "runs"
 
     def stage(key: str, args: list[str], needs: str | None = None) -> str:
@@ -224,32 +230,35 @@ def sweep_one(arch: Arch, work: Path, stages: tuple[str, ...], timeout: float) -
         except Exception as exc:  # the user could not build it either: not distill's
             result.stages["teacher"] = StageResult("skip", message=f"timm: {exc}"[:300])
         else:
-            t_spec = {"model": arch.name, "checkpoint": str(ckpt), "input_size": arch.size}
+            t_spec = {"model": arch.name, "checkpoint": str(ckpt), "input_size": size}
             tiny = {"model": "test_resnet", "input_size": 32}
             stage("teacher", [*run_args, str(recipe(work, f"t-{tag}", t_spec, tiny))])
-    stage(
-        "students",
-        [
+    if isinstance(arch.size, int):
+        stage(
             "students",
-            "resnet50",
-            "--candidates",
-            arch.name,
-            "--input-size",
-            str(arch.size),
-            "--max-latency-ms",
-            "10000",
-            "--max-ratio",
-            "100",
-            "--threads",
-            "2",
-            "--no-dedup",
-            "--cache-dir",
-            str(work / "cache"),
-            "--json",
-            "-q",
-            *SHORT_TIMING,
-        ],
-    )
+            [
+                "students",
+                "resnet50",
+                "--candidates",
+                arch.name,
+                "--input-size",
+                str(arch.size),
+                "--max-latency-ms",
+                "10000",
+                "--max-ratio",
+                "100",
+                "--threads",
+                "2",
+                "--no-dedup",
+                "--cache-dir",
+                str(work / "cache"),
+                "--json",
+                "-q",
+                *SHORT_TIMING,
+            ],
+        )
+    elif "students" in stages:  # it deploys at one side (--input-size N), not HxW
+        result.stages["students"] = StageResult("skip", message="--input-size takes one side")
     gray = {**student, "in_chans": 1}
     stage("gray", [*run_args, str(recipe(work, f"g-{tag}", teacher, gray))])
     stage(
@@ -307,7 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         "--models", default="", help="comma-separated timm names (default: all families)"
     )
     parser.add_argument(
-        "--size", type=int, default=None, help="input side for every model (default: each model's)"
+        "--size",
+        type=parse_size,
+        default=None,
+        help="input side for every model, or HxW (64x96: the recipes' input_size [64, 96]; "
+        "`distill students` is skipped, it takes one side); default: each model's",
     )
     parser.add_argument("--quick", action="store_true", help="only the student run and its export")
     parser.add_argument(
@@ -334,7 +347,12 @@ def main(argv: list[str] | None = None) -> int:
     check_sweep(names, args.size, args.timeout)
     whole = not (args.models or args.size is not None or args.stages or args.quick)
     args.out = output_folder(results_folder(args.out, whole, args.update), "--out")
-    sweep_all(archs, stages, sweep_one, args)
+    # the published table (whole, or merged into by --update) is the default sweep's; any other
+    # table says the command that made it (a table of 20 models at 80 px is no default sweep)
+    given = sys.argv[1:] if argv is None else argv
+    command = shlex.join(["python", "benchmarks/arch_sweep.py", *given])
+    intro = "" if whole or args.update else f"`{command}`"
+    sweep_all(archs, stages, sweep_one, args, intro=intro)
     return 0
 
 

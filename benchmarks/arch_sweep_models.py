@@ -17,7 +17,8 @@ class Arch:
 
     name: str
     family: str
-    size: int = 64
+    #: the side, or (H, W) for a non-square sweep (`arch_sweep.py --size 64x96`)
+    size: int | tuple[int, int] = 64
 
 
 #: One small member per family, at 64 px unless the family needs another size (inception_v3's

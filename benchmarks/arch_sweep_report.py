@@ -31,11 +31,33 @@ class StageResult:
     message: str = ""
 
 
+#: An input size: one side, or (H, W) (`arch_sweep.py --size 64x96`).
+Size = int | tuple[int, int]
+
+
+def parse_size(text: str) -> Size:
+    """`--size`: a side (`80`) or HxW (`64x96`, a non-square input, as a recipe's
+    `input_size: [64, 96]`); anything else is argparse's one-line usage error."""
+    parts = text.lower().split("x")
+    try:
+        if len(parts) > 2:
+            raise ValueError(text)
+        sides = tuple(int(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a side (80) or HxW (64x96), not {text!r}") from None
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1])
+
+
+def px(size: Size) -> str:
+    """The table's px cell: `80`, or `64x96` for a non-square size."""
+    return str(size) if isinstance(size, int) else "x".join(map(str, size))
+
+
 @dataclass
 class ArchResult:
     name: str
     family: str
-    size: int
+    size: Size
     stages: dict[str, StageResult] = field(default_factory=dict)
     parity_max_abs: float | None = None
 
@@ -49,7 +71,7 @@ def load_results(path: Path) -> list[ArchResult]:
         ArchResult(
             r["name"],
             r["family"],
-            r["size"],
+            r["size"] if isinstance(r["size"], int) else tuple(r["size"]),  # JSON's list
             {k: StageResult(**v) for k, v in r["stages"].items()},
             r.get("parity_max_abs"),
         )
@@ -115,7 +137,7 @@ def results_folder(out: Path | None, whole: bool, update: bool) -> Path:
     return SCRATCH
 
 
-def check_sweep(names: list[str], size: int | None, timeout: float) -> None:
+def check_sweep(names: list[str], size: Size | None, timeout: float) -> None:
     """Before any work: every name is a timm model (a typo is not an architecture that
     failed), the size and timeout are usable. One error line, exit 2."""
     import sys
@@ -124,8 +146,8 @@ def check_sweep(names: list[str], size: int | None, timeout: float) -> None:
     from benchargs import fail, one_line_errors
     from tuning import check_models
 
-    if size is not None and size < 1:
-        fail(f"input side {size}", "--size", "give a side of at least 1 px (e.g. 64)")
+    if size is not None and min(size if isinstance(size, tuple) else (size,)) < 1:
+        fail(f"input side {px(size)}", "--size", "give a side of at least 1 px (e.g. 64)")
     if not timeout > 0:
         fail(f"timeout {timeout:g} s", "--timeout", "give seconds above 0")
     one_line_errors(lambda: check_models(names, "--models"))
@@ -187,7 +209,7 @@ def write_results(
                 notes.append(f"- `{r.name}` {key}: {s.message}")
         parity = "" if r.parity_max_abs is None else f"{r.parity_max_abs:.1e}"
         lines.append(
-            f"| {r.name} | {r.family} | {r.size} | " + " | ".join(cells) + f" | {parity} |"
+            f"| {r.name} | {r.family} | {px(r.size)} | " + " | ".join(cells) + f" | {parity} |"
         )
     if notes:
         lines += ["", "## Messages", "", *notes]

@@ -189,6 +189,45 @@ def test_an_arch_sweep_update_keeps_the_other_cells_of_a_row_at_its_size() -> No
     assert c.name == "c" and c.stages == {"student": ok}
 
 
+def test_an_arch_sweep_at_a_non_square_size_keeps_it_through_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--size 64x96` sweeps the recipes' `input_size: [64, 96]` (the size `--size` took only
+    as one side); its rows say 64x96, and read back from the JSON (a list) they are the same
+    size, so an `--update` at 64x96 merges into them instead of replacing them."""
+    sys.path.insert(0, str(BENCH))
+    from arch_sweep_report import (
+        ArchResult,
+        StageResult,
+        load_results,
+        merge,
+        parse_size,
+        write_results,
+    )
+
+    assert parse_size("80") == 80 and parse_size("64x96") == parse_size("64X96") == (64, 96)
+    ok = StageResult("pass", 1.0, 0)
+    import arch_sweep
+
+    with pytest.raises(SystemExit) as stopped:  # argparse's usage error, before any work
+        arch_sweep.main(["--size", "64x96x3", "--quick", "--out", str(tmp_path)])
+    assert stopped.value.code == 2
+    assert "give a side (80) or HxW (64x96), not '64x96x3'" in capsys.readouterr().err
+    write_results([ArchResult("a", "fa", (64, 96), {"student": ok})], ("student",), tmp_path, 1)
+    assert "| a | fa | 64x96 | pass |" in (tmp_path / "arch_sweep_cpu.md").read_text()
+    earlier = load_results(tmp_path / "arch_sweep_cpu.json")
+    assert earlier[0].size == (64, 96)
+    (row,) = merge(earlier, [ArchResult("a", "fa", (64, 96), {"export": ok})])
+    assert row.stages == {"student": ok, "export": ok}
+    # such a table said "`python benchmarks/arch_sweep.py`, 20 architectures": the default
+    # sweep's command; it now says the command that made it
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(arch_sweep, "sweep_all", lambda *_, **table: seen.update(table))
+    argv = ["--models", "resnet18", "--size", "64x96", "--quick", "--out", str(tmp_path)]
+    assert arch_sweep.main(argv) == 0
+    assert seen["intro"] == f"`python benchmarks/arch_sweep.py {' '.join(argv)}`"
+
+
 def test_the_sweeps_tell_a_one_line_refusal_from_a_crash() -> None:
     sys.path.insert(0, str(BENCH))
     from arch_sweep import judge

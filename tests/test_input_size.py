@@ -87,12 +87,12 @@ def test_export_input_sizes_that_were_ignored_or_tracebacks_are_one_line(tmp_pat
     assert not (tmp_path / "out").exists()
 
 
-def _net(model: str, size: int, in_chans: int = 3) -> Net:
+def _net(model: str, size: int | list[int], in_chans: int = 3) -> Net:
     spec = ModelSpec.model_validate({"model": model, "input_size": size, "in_chans": in_chans})
     return create_net(spec, 4)
 
 
-def _probe_error(model: str, size: int, in_chans: int = 3) -> DistillError:
+def _probe_error(model: str, size: int | list[int], in_chans: int = 3) -> DistillError:
     net = _net(model, size, in_chans)
     with pytest.raises(DistillError) as caught:
         probe(net, "student", torch.device("cpu"))
@@ -141,11 +141,63 @@ def test_a_size_timm_cannot_build_names_the_nearest_sizes_it_builds_and_runs_at(
     "pick an input size the model supports"; now it names 48 and 64, checked on meta."""
     spec = ModelSpec.model_validate({"model": "xcit_nano_12_p16_224", "input_size": 50})
     with pytest.raises(DistillError) as caught:
-        create_net(spec, 4)
+        create_net(spec, 4, role="student")
     err = caught.value
     assert "timm cannot build 'xcit_nano_12_p16_224' with img_size=(50, 50)" in err.what
     assert "it runs at 48 px and 64 px (the nearest sizes)" in err.what
-    assert err.where.endswith(".input_size") and err.hint.startswith("set input_size: 64")
+    assert err.where == "student.input_size" and err.hint.startswith("set input_size: 64")
+
+
+def test_a_bare_assert_in_timms_constructor_names_its_line_and_the_recipe_key(
+    tmp_path: Path,
+) -> None:
+    """The size sweep at 80 px: the hybrid ViT's stem asserts, without a message, that its
+    patch divides the feature map. The error said "(AssertionError)" and named the key
+    `vit_tiny_r_s16_p8_224.input_size` (no recipe has it; `distill export` has no such key
+    at all, its flag is --input-size); now the assert's source line, `student.input_size` in a
+    recipe and `--input-size` in an export, and the sizes named do build."""
+    name = "vit_tiny_r_s16_p8_224"
+    spec = ModelSpec.model_validate({"model": name, "input_size": 80})
+    with pytest.raises(DistillError) as caught:
+        create_net(spec, 4, role="student")
+    err = caught.value
+    assert "(AssertionError at hybrid_embed.py:" in err.what and "% self.patch_size" in err.what
+    assert "it runs at 64 px and 96 px" in err.what
+    assert err.where == "student.input_size" and err.hint.startswith("set input_size: 96")
+    with pytest.raises(DistillError) as caught:
+        api.export(name, input_size=80, out=tmp_path / "out", latency=False)
+    err = caught.value
+    assert err.where == "--input-size" and "AssertionError at hybrid_embed.py:" in err.what
+    assert "it runs at 64 px and 96 px" in err.what and "\n" not in str(err)
+    assert not (tmp_path / "out").exists()
+    probe(_net(name, 96), "student", torch.device("cpu"))  # the size named runs
+
+
+def test_students_names_a_bare_asserts_line_for_a_candidate_that_fails() -> None:
+    """`distill students`' reason column showed "AssertionError: " for a failure without a
+    message (a bare `assert` in export or timing): now its source line, as builds and probes."""
+    from distill_cli.students.measure import _reason
+
+    def blocks(side: int) -> None:
+        torch._assert(side % 8 == 0, "")  # as timm checks its blocks: no message
+
+    try:
+        blocks(36)
+    except AssertionError as exc:
+        reason = _reason(exc)
+    assert reason.startswith("AssertionError at test_input_size.py:")
+    assert 'torch._assert(side % 8 == 0, "")' in reason
+
+
+def test_a_non_square_size_off_the_grid_names_the_square_of_its_longer_side() -> None:
+    """The 64x96 screen: Inception-v3 at [64, 96] (its stem needs 75 px a side) was told "it
+    runs at 88 px and 104 px": the search skipped the size's longer side as known to fail, as
+    it is for a square size, though the square 96 runs and is the nearest. test_vit at [33, 48]
+    (16-pixel patches) named 32 and 64; now 32 and 48."""
+    err = _probe_error("test_vit", [33, 48])
+    assert "on a 3x33x48 input" in err.what and "it runs at 32 px and 48 px" in err.what
+    assert err.where == "student.input_size" and err.hint.startswith("set input_size: 48")
+    probe(_net("test_vit", 48), "student", torch.device("cpu"))  # the size named runs
 
 
 def test_a_checkpoint_made_at_another_size_names_that_size(tmp_path: Path) -> None:

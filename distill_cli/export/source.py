@@ -308,6 +308,28 @@ def _checkpoint_classes(name: str, checkpoint: Path, key: str | None) -> int | N
     return head_rows(checkpoint, [head] if isinstance(head, str) else list(head), key)
 
 
+def _flag_error(
+    exc: DistillError, input_size: int | None, model_kwargs: dict[str, Any] | None
+) -> DistillError:
+    """A model that cannot be built or run at the size or kwargs given on the command line:
+    the error names the flag (`--input-size`, `--model-arg`), not a recipe key the export
+    command has none of; any other error (a checkpoint that does not fit) as it was."""
+    about_model = (exc.where or "").endswith((".input_size", ".in_chans", ".kwargs"))
+    if not about_model or not (model_kwargs or input_size is not None):
+        return exc
+    if not model_kwargs:
+        return DistillError(
+            f"the model does not run at --input-size {input_size}: {exc.what}",
+            "--input-size",
+            "pick a size the model accepts (e.g. a multiple of its patch size)",
+        )
+    return DistillError(
+        f"the model does not run with --model-arg {model_kwargs}: {exc.what}",
+        "--model-arg",
+        "give each KEY=VALUE the type timm's model takes (numbers unquoted)",
+    )
+
+
 def _from_timm(
     name: str,
     checkpoint: Path | None,
@@ -339,25 +361,17 @@ def _from_timm(
         classes = int(timm.get_pretrained_cfg_value(name, "num_classes") or 1000)
     if checkpoint is None:
         torch.manual_seed(seed)  # the same random weights, so the same verdict, on every run
-    student = create_net(spec, int(classes), exportable=True)
-    student.module.eval()
-    if model_kwargs or input_size is not None:
-        # a value timm accepts at creation may only fail in forward (drop_rate=abc), and a
-        # size it builds may not run (a ViT at 33 px: an AssertionError traceback in parity)
-        try:
+    try:
+        # timm may refuse to build a size (a hybrid ViT whose stem does not divide it) or
+        # kwargs; a value timm accepts at creation may only fail in forward (drop_rate=abc),
+        # and a size it builds may not run (a ViT at 33 px: an AssertionError traceback in
+        # parity)
+        student = create_net(spec, int(classes), exportable=True)
+        student.module.eval()
+        if model_kwargs or input_size is not None:
             probe(student, "student", torch.device("cpu"))
-        except DistillError as exc:
-            if not model_kwargs:
-                raise DistillError(
-                    f"the model does not run at --input-size {input_size}: {exc.what}",
-                    "--input-size",
-                    "pick a size the model accepts (e.g. a multiple of its patch size)",
-                ) from None
-            raise DistillError(
-                f"the model does not run with --model-arg {model_kwargs}: {exc.what}",
-                "--model-arg",
-                "give each KEY=VALUE the type timm's model takes (numbers unquoted)",
-            ) from None
+    except DistillError as exc:
+        raise _flag_error(exc, input_size, model_kwargs) from None
     if checkpoint is None:
         notes.append(
             f"random weights (no --checkpoint, seed {seed}): the export checks the graph, "

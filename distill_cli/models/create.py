@@ -17,7 +17,13 @@ from torch import nn
 
 from distill_cli.errors import DistillError
 from distill_cli.models.checkpoint import read_sidecar
-from distill_cli.models.sizes import Build, checkpoint_size, size_advice, size_kwargs
+from distill_cli.models.sizes import (
+    Build,
+    checkpoint_size,
+    failure_reason,
+    size_advice,
+    size_kwargs,
+)
 from distill_cli.models.view import INTERPOLATION, ModelInfo, model_view
 from distill_cli.models.weights import ShapeMismatch, load_weights
 
@@ -209,13 +215,18 @@ _HUB, _INITIALISED = "timm hub", "initialised"
 UNNAMED_WEIGHTS = frozenset({_HUB, _INITIALISED, "checkpoint"})
 
 
-def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
+def create_net(
+    spec: ModelSpec, num_classes: int, *, role: str | None = None, **overrides: Any
+) -> Net:
     """Build a timm model from a recipe spec, load its weights, and resolve its input config.
 
     The input size (recipe, or the checkpoint's sidecar) reaches timm as `img_size` for the
-    models that take it, so a ViT trained at 32x32 has a 32x32 position embedding.
+    models that take it, so a ViT trained at 32x32 has a 32x32 position embedding. `role` is
+    the recipe section the spec came from ("student", "teacher"): an error names its key
+    (`student.input_size`), which the user can find; without it, the model's name.
     """
     check_model_name(spec.model)
+    section = role or spec.model
     kwargs = size_kwargs(spec.model, _input_size(spec), {**spec.kwargs, **overrides})
     try:
         model = timm.create_model(
@@ -232,11 +243,11 @@ def create_net(spec: ModelSpec, num_classes: int, **overrides: Any) -> Net:
                 "pretrained",
                 "use checkpoint: PATH on a machine without hub access",
             ) from exc
-        raise _cannot_build(spec, num_classes, kwargs, exc) from exc
+        raise _cannot_build(spec, num_classes, kwargs, exc, section) from exc
     except TypeError as exc:
-        raise DistillError(f"bad model kwargs: {exc}", f"{spec.model}.kwargs") from exc
+        raise DistillError(f"bad model kwargs: {exc}", f"{section}.kwargs") from exc
     except (AssertionError, ValueError, IndexError, ZeroDivisionError) as exc:
-        raise _cannot_build(spec, num_classes, kwargs, exc) from exc
+        raise _cannot_build(spec, num_classes, kwargs, exc, section) from exc
     own = {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}
     weights = _HUB if spec.pretrained else _INITIALISED
     files: list[WeightsSource] = []
@@ -271,12 +282,12 @@ def _made_at(exc: ShapeMismatch, build: Build) -> DistillError | None:
 
 
 def _cannot_build(
-    spec: ModelSpec, num_classes: int, kwargs: dict[str, Any], exc: BaseException
+    spec: ModelSpec, num_classes: int, kwargs: dict[str, Any], exc: BaseException, section: str
 ) -> DistillError:
     """timm refused to build the model: with the size it was given, the nearest sizes it
-    builds and runs at (`size_advice`), else the general advice."""
-    lines = str(exc).strip().splitlines()
-    detail = f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+    builds and runs at (`size_advice`), else the general advice; `section` is the recipe key
+    the advice is about (`student`)."""
+    detail = failure_reason(exc)  # a bare assert in timm's constructor: its source line
     shown = ", ".join(f"{k}={v}" for k, v in kwargs.items())
     what = f"timm cannot build {spec.model!r}" + (f" with {shown}" if shown else "")
     what += f" ({detail})"
@@ -286,10 +297,10 @@ def _cannot_build(
     if size is not None and not spec.pretrained:
         advice = size_advice(Build(spec.model, num_classes, spec.in_chans, own), size)
     if advice is not None:
-        return DistillError(f"{what}; {advice.fact}", f"{spec.model}.{advice.key}", advice.hint)
+        return DistillError(f"{what}; {advice.fact}", f"{section}.{advice.key}", advice.hint)
     return DistillError(
         what,
-        f"{spec.model}.input_size",
+        f"{section}.input_size",
         "pick an input size the model supports (e.g. a multiple of its patch/window size)",
     )
 
@@ -318,7 +329,9 @@ class Ensemble(nn.Module):
 
 def create_teacher(specs: list[ModelSpec], data_classes: int | None) -> Net:
     """One teacher, or an ensemble of several whose logits are averaged."""
-    nets = [create_net(spec, infer_num_classes(spec, data_classes)) for spec in specs]
+    nets = [
+        create_net(spec, infer_num_classes(spec, data_classes), role="teacher") for spec in specs
+    ]
     if len(nets) == 1:
         return nets[0]
     classes = {net.info.num_classes for net in nets}

@@ -10,8 +10,6 @@ or the size, with the nearest sizes the model runs at).
 
 from __future__ import annotations
 
-import traceback
-from pathlib import Path
 from typing import Any
 
 import timm
@@ -19,7 +17,7 @@ import torch
 
 from distill_cli.errors import DistillError
 from distill_cli.models.create import Net, square
-from distill_cli.models.sizes import Build, accepts_img_size, size_advice
+from distill_cli.models.sizes import Build, accepts_img_size, failure_reason, size_advice
 from distill_cli.models.view import ModelInfo
 
 
@@ -48,7 +46,7 @@ def _cannot_run(net: Net, role: str, exc: BaseException) -> DistillError:
     with the recipe's, else the size, naming the nearest sizes it runs at (`size_advice`)."""
     info = net.info
     h, w = info.input_size
-    what = f"the {role} {info.name} fails on a {info.in_chans}x{h}x{w} input: {_reason(exc)}"
+    what = f"the {role} {info.name} fails on a {info.in_chans}x{h}x{w} input: {failure_reason(exc)}"
     advice = size_advice(Build(info.name, info.num_classes, info.in_chans, net.kwargs), (h, w))
     if advice is None:
         return DistillError(
@@ -57,22 +55,6 @@ def _cannot_run(net: Net, role: str, exc: BaseException) -> DistillError:
             "set input_size (and in_chans) to what the model accepts" + _size_hint(info),
         )
     return DistillError(f"{what}; {advice.fact}", f"{role}.{advice.key}", advice.hint)
-
-
-def _reason(exc: BaseException) -> str:
-    """The exception's first line; for one without a message (a bare `assert`), the failing
-    source line and where it is, which says what the model requires."""
-    lines = str(exc).strip().splitlines()
-    if lines:
-        return f"{type(exc).__name__}: {lines[0][:200]}"
-    frames = traceback.extract_tb(exc.__traceback__)
-    torch_dir = str(Path(torch.__file__).parent)
-    own = [f for f in frames if not f.filename.startswith(torch_dir)]  # not torch._assert's
-    if not own:
-        return type(exc).__name__
-    last = own[-1]
-    code = (last.line or "").strip()[:160]
-    return f"{type(exc).__name__} at {Path(last.filename).name}:{last.lineno}: {code}"
 
 
 def _check_logits(out: Any, info: ModelInfo, role: str) -> None:

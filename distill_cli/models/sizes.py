@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import time
+import traceback
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import timm
@@ -101,7 +103,8 @@ def runs_on_meta(
 
 
 def nearest_sizes(build: Build, size: tuple[int, int]) -> tuple[int | None, int | None]:
-    """The nearest square sides below and above `size` that `build` runs at
+    """The nearest square sides below and above `size`'s longer side (or at it, for a
+    non-square size) that `build` runs at
     (`runs_on_meta`); (None, None) when the meta device does not reproduce the failure at
     `size` (its verdicts then mean nothing) or `build` is no timm model (an ensemble). A size
     farther than one found on its side is skipped; a model that takes no `img_size` is built
@@ -121,7 +124,9 @@ def nearest_sizes(build: Build, size: tuple[int, int]) -> tuple[int | None, int 
     above: int | None = None
     deadline = time.monotonic() + SEARCH_SECONDS
     for s in [default_side, *sorted(grid, key=lambda s: (abs(s - side), s))]:
-        if s == side or time.monotonic() > deadline:
+        # the size's own side is known to fail only when the size is square: at 64x96 the
+        # square 96 may run (Inception's minimum side is 75), and is the nearest to name
+        if (s == side and size[0] == size[1]) or time.monotonic() > deadline:
             continue
         if (s < side and below is not None and s <= below) or (
             s > side and above is not None and s >= above
@@ -130,6 +135,24 @@ def nearest_sizes(build: Build, size: tuple[int, int]) -> tuple[int | None, int 
         if runs_on_meta(build, chans, (s, s), once):
             below, above = (s, above) if s < side else (below, s)
     return below, above
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a model failed to build or run, in one line: the exception's first line; for one
+    without a message (a bare `assert`, in timm's constructor or in forward), the failing source
+    line and where it is, which says what the model requires (`AssertionError` alone says
+    nothing)."""
+    lines = str(exc).strip().splitlines()
+    if lines:
+        return f"{type(exc).__name__}: {lines[0][:200]}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    torch_dir = str(Path(torch.__file__).parent)
+    own = [f for f in frames if not f.filename.startswith(torch_dir)]  # not torch._assert's
+    if not own:
+        return type(exc).__name__
+    last = own[-1]
+    code = (last.line or "").strip()[:160]
+    return f"{type(exc).__name__} at {Path(last.filename).name}:{last.lineno}: {code}"
 
 
 @dataclass(frozen=True)

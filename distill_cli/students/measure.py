@@ -31,6 +31,7 @@ from distill_cli.export.protocol import load_average
 from distill_cli.export.source import resolve_source
 from distill_cli.export.variants import make_fp16, make_int8
 from distill_cli.models.create import Net, count_flops
+from distill_cli.models.sizes import failure_reason
 from distill_cli.students.types import StudentQuery, Timing
 
 #: Random images int8 calibration sees: ranges only need to be plausible for a latency figure.
@@ -58,11 +59,11 @@ def measure(name: str, query: StudentQuery, threads: int, probe_over_ms: float |
 
 def _reason(exc: BaseException) -> str:
     """What failed, for the table's reason column: a DistillError's `what` (its where and
-    advice are about another command's flags), else the exception's first line."""
+    advice are about another command's flags), else the exception's first line (a bare
+    `assert`'s source line: `failure_reason`)."""
     if isinstance(exc, DistillError):
         return exc.what
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:300] if lines else ''}"
+    return failure_reason(exc)
 
 
 def _build(name: str, query: StudentQuery) -> tuple[Net, dict[str, Any]]:

@@ -178,7 +178,7 @@ def _nets(recipe: Recipe, cls: type[Method], data_classes: int) -> tuple[Net, Ne
                 f"set model.num_classes: {data_classes} (a pretrained model gets a new head; "
                 "a checkpoint's head of another size loads with model.strict: false)",
             )
-    return create_net(recipe.student, s_classes), teacher
+    return create_net(recipe.student, s_classes, role="student"), teacher
 
 
 def _place(
