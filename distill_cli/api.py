@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill_cli.errors import DistillError, WrongType
+from distill_cli.process_state import leaves_process_as_found
 from distill_cli.recipe.document import Overrides, Recipe, load_recipe, override_recipe
 from distill_cli.rundir.summary import RunSummary
 
@@ -103,6 +104,7 @@ def _recipe(
     return load_recipe(path, list(overrides) if isinstance(overrides, tuple) else overrides, dotted)
 
 
+@leaves_process_as_found
 def recipes() -> list[Entry]:
     """`distill recipes`: the shipped recipes (and a `recipes/` folder in the working directory),
     each with its name (`methods/kd`), path and one-line summary."""
@@ -111,6 +113,7 @@ def recipes() -> list[Entry]:
     return entries()
 
 
+@leaves_process_as_found
 def shipped_recipe(name: str) -> Entry:
     """`distill recipes show NAME`: one shipped recipe; `.text()` is the file, comments kept."""
     from distill_cli.recipe.catalog import find
@@ -118,6 +121,7 @@ def shipped_recipe(name: str) -> Entry:
     return find(name)
 
 
+@leaves_process_as_found
 def plan(
     recipe: Recipe | str | Path,
     overrides: Overrides | None = None,
@@ -140,6 +144,7 @@ def plan(
     return build(_recipe(recipe, overrides, fields), plan_only=True).plan(throughput)
 
 
+@leaves_process_as_found
 def run(
     recipe: Recipe | str | Path,
     overrides: Overrides | None = None,
@@ -161,6 +166,7 @@ def run(
     return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
 
 
+@leaves_process_as_found
 def train(
     recipe: Recipe | str | Path,
     overrides: Overrides | None = None,
@@ -185,6 +191,7 @@ def train(
     return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
 
 
+@leaves_process_as_found
 def export(
     source: str | Path | ExportOptions,
     *,
@@ -229,6 +236,7 @@ def _source(value: Any) -> str:
     return str(_path(value, "source", what))
 
 
+@leaves_process_as_found
 def bench_latency(
     target: str | Path,
     timing: TimingPlan | None = None,
@@ -272,6 +280,7 @@ def bench_latency(
     )
 
 
+@leaves_process_as_found
 def bench_train(
     recipe: Recipe | str | Path,
     overrides: Overrides | None = None,
@@ -283,24 +292,19 @@ def bench_train(
 ) -> dict[str, Any]:
     """`distill bench train`: distill's full training step against the bare step (same run),
     and the data path alone; `rounds` > 1 alternates them and compares the medians."""
-    import torch
-
     from distill_cli.bench.train import bench_train as _bench
 
     rec = _recipe(recipe, overrides, {})  # a Recipe object's overrides were dropped
-    threads = torch.get_num_threads()  # runtime.threads is the benchmark's, as in `run`
-    try:
-        return _bench(
-            rec,
-            steps=steps,
-            warmup=warmup,
-            bare_script=None if bare is None else Path(bare),
-            rounds=rounds,
-        )
-    finally:
-        torch.set_num_threads(threads)
+    return _bench(
+        rec,
+        steps=steps,
+        warmup=warmup,
+        bare_script=None if bare is None else Path(bare),
+        rounds=rounds,
+    )
 
 
+@leaves_process_as_found
 def report(run_dir: str | Path) -> ReportResult:
     """`distill report`: report.html, report.md and report_*.png written into the run folder."""
     from distill_cli.reports.document import write_report
@@ -308,6 +312,7 @@ def report(run_dir: str | Path) -> ReportResult:
     return write_report(_path(run_dir, "run_dir"))
 
 
+@leaves_process_as_found
 def compare(run_dirs: Sequence[str | Path], *, plot: str | Path | None = None) -> Comparison:
     """`distill compare`: the runs' differing recipe keys and results; `plot` writes their
     accuracy curves on one figure (PNG)."""
@@ -342,6 +347,7 @@ def compare(run_dirs: Sequence[str | Path], *, plot: str | Path | None = None) -
     return comparison
 
 
+@leaves_process_as_found
 def models(pattern: str = "*", **options: Any) -> ModelSearch:
     """`distill models`: timm models matching `pattern` with parameters and input size; with
     `teacher=NAME` each is marked as a sensible student or not (see `find_models`)."""
@@ -352,6 +358,7 @@ def models(pattern: str = "*", **options: Any) -> ModelSearch:
     return find_models(pattern, **options)
 
 
+@leaves_process_as_found
 def students(
     query: StudentQuery | str,
     max_latency_ms: float | None = None,
