@@ -331,13 +331,21 @@ def load_recipe(
         raw = {}
     if not isinstance(raw, dict):
         raise DistillError("a recipe must be a YAML mapping", str(path))
-    raw = apply_overrides(apply_overrides(raw, overrides or []), fields or [])
-    try:
-        recipe = Recipe.model_validate(raw)
-    except ValidationError as exc:
-        raise format_validation_error(exc, str(path)) from exc
+    recipe = validated(raw, str(path), overrides, fields)
     _refuse_paths_meant_from_the_recipe(recipe, path.parent)
     return recipe
+
+
+def validated(
+    raw: dict[str, Any], source: str, overrides: Overrides | None, fields: Overrides | None
+) -> Recipe:
+    """A recipe's data (a file's, a caller's dict) with `overrides` and then `fields` applied,
+    validated; every problem is one DistillError naming `source`."""
+    raw = apply_overrides(apply_overrides(raw, overrides or []), fields or [])
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise format_validation_error(exc, source) from exc
 
 
 def _refuse_paths_meant_from_the_recipe(node: Any, folder: Path, key: str = "") -> None:
