@@ -283,3 +283,16 @@ def test_a_progress_bar_left_open_does_not_leave_its_monitor_thread() -> None:
     leaves_a_bar()
     assert sorted(t.name for t in threading.enumerate()) == names
     bars[0].close()
+
+
+@pytest.mark.gpu
+def test_a_cuda_run_leaves_the_cuda_rng_and_backend_flags(runs: dict[str, Path]) -> None:
+    """A run on the GPU seeds the CUDA generators at every step too; the user's seeded CUDA
+    draws after it are the ones before it, and the cuDNN/TF32 switches are theirs."""
+    torch.manual_seed(11)
+    expected = torch.rand(4, device="cuda").tolist()
+    torch.manual_seed(11)
+    before = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.fp32_precision)
+    api.train(runs["recipe"], overwrite=True, name="on-gpu", runtime__device="cuda")
+    assert torch.rand(4, device="cuda").tolist() == expected
+    assert (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.fp32_precision) == before
