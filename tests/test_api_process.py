@@ -195,7 +195,7 @@ def test_two_seeds_in_one_process_are_the_runs_separate_processes_give(tmp_path:
     seed 2 first: nothing of one run carries into the next (separate processes give these
     numbers too: one run is one process's first)."""
     body = fm_body(tmp_path / "runs", None, epochs=1)
-    body["data"]["synthetic"]["train_size"] = 32
+    body["data"]["synthetic"].update(train_size=32, val_size=16)
     body["schedule"].update(batch_size=16, log_every=1)
     recipe = write_recipe(tmp_path, "fm", body)
 
@@ -214,10 +214,10 @@ def test_two_seeds_in_one_process_are_the_runs_separate_processes_give(tmp_path:
 
 def test_runs_in_a_loop_do_not_grow_the_process(tmp_path: Path) -> None:
     """Runs in a loop in one process: no file, thread, child process or log handler more
-    after the seventh than after the second, and the resident memory flat (a leak of the
+    after the tenth than after the second, and the resident memory flat (a leak of the
     models or the data per run would be megabytes each)."""
     body = teacher_body(tmp_path / "runs", epochs=1)
-    body["data"]["synthetic"]["train_size"] = 32
+    body["data"]["synthetic"].update(train_size=32, val_size=16)
     recipe = write_recipe(tmp_path, "tiny", body)
 
     def rss_mib() -> float:
@@ -230,7 +230,7 @@ def test_runs_in_a_loop_do_not_grow_the_process(tmp_path: Path) -> None:
     api.train(recipe, overwrite=True)
     api.train(recipe, overwrite=True)
     before, memory = _state(), rss_mib()
-    for _ in range(5):
+    for _ in range(8):
         api.train(recipe, overwrite=True)
     assert _changed(before, _state()) == []
     assert rss_mib() - memory < 40
