@@ -7,7 +7,7 @@ re-running that file reproduces the run.
 
 The sections are in `distill_cli.recipe.sections` (models, data, augment, output) and
 `distill_cli.recipe.loop_sections` (optim, schedule, runtime); this module holds the whole
-`Recipe`, its overrides, its loading and its error messages.
+`Recipe`, its overrides and its loading (its validation errors as one line: `recipe.messages`).
 """
 
 from __future__ import annotations
