@@ -116,7 +116,8 @@ def measure(a: argparse.Namespace) -> dict:
 
     from distill_cli.bench.train import bench_train
     from distill_cli.errors import DistillError
-    from distill_cli.recipe.document import Recipe, format_validation_error
+    from distill_cli.recipe.document import Recipe
+    from distill_cli.recipe.messages import format_validation_error
 
     size = {"input_size": a.res}
     body = {

@@ -19,13 +19,17 @@ those (`distill students` with a cached answer, `distill recipes`) that never ne
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from distill_cli import arguments as args
 from distill_cli.errors import DistillError, WrongType
-from distill_cli.recipe.document import Overrides, Recipe, load_recipe, override_recipe
+from distill_cli.process_state import leaves_process_as_found
+from distill_cli.recipe.document import Overrides, Recipe
+from distill_cli.recipe.given import given_recipe
 from distill_cli.rundir.summary import RunSummary
 
 if TYPE_CHECKING:
@@ -56,53 +60,13 @@ __all__ = [
 ]
 
 
-def _path(value: Any, name: str, what: str = "a path (str or pathlib.Path)") -> Path:
-    """An argument that names a file or folder; anything else is a one-line WrongType (it was
-    a TypeError from deep inside pathlib, or a number taken for a timm model's name)."""
-    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
-        return Path(value)
-    raise WrongType(f"{name} must be {what}, not {type(value).__name__}", name)
-
-
 def _run_args(resume: Any, overwrite: Any, reporter: Any) -> None:
-    """`resume="no"` was true, and a reporter without the methods failed at the first step."""
-    for name, value in (("resume", resume), ("overwrite", overwrite)):
-        if not isinstance(value, bool):
-            raise WrongType(f"{name} must be True or False, not {type(value).__name__}", name)
-    methods = ("start", "advance", "log", "finish")
-    if reporter is not None and not all(callable(getattr(reporter, m, None)) for m in methods):
-        raise WrongType(
-            "reporter must have the methods start, advance, log and finish "
-            "(distill_cli.train.reporter.Reporter)",
-            "reporter",
-        )
+    args.switch(resume, "resume")
+    args.switch(overwrite, "overwrite")
+    args.reporter(reporter)
 
 
-def _recipe(
-    recipe: Recipe | str | Path, overrides: Overrides | None, keywords: dict[str, Any]
-) -> Recipe:
-    """Load or copy the recipe with `overrides` and then the `a__b=value` keywords applied."""
-    dotted = {key.replace("__", "."): value for key, value in keywords.items()}
-    if isinstance(overrides, str):  # one `--set` string, not its characters one by one
-        overrides = [overrides]
-    elif overrides is not None and not isinstance(overrides, (list, tuple, Mapping)):
-        raise WrongType(
-            f"overrides must be a list of 'KEY=VALUE' strings or a mapping, not "
-            f"{type(overrides).__name__}",
-            "overrides",
-        )
-    if isinstance(recipe, Recipe):
-        return override_recipe(override_recipe(recipe, list(overrides or [])), dotted)
-    if isinstance(recipe, Mapping):
-        raise WrongType(
-            "recipe must be a Recipe or a recipe file's path, not a dict",
-            "recipe",
-            "pass Recipe.model_validate(your_dict)",
-        )
-    path = _path(recipe, "recipe", "a Recipe or a recipe file's path (str or pathlib.Path)")
-    return load_recipe(path, list(overrides) if isinstance(overrides, tuple) else overrides, dotted)
-
-
+@leaves_process_as_found
 def recipes() -> list[Entry]:
     """`distill recipes`: the shipped recipes (and a `recipes/` folder in the working directory),
     each with its name (`methods/kd`), path and one-line summary."""
@@ -111,13 +75,15 @@ def recipes() -> list[Entry]:
     return entries()
 
 
+@leaves_process_as_found
 def shipped_recipe(name: str) -> Entry:
     """`distill recipes show NAME`: one shipped recipe; `.text()` is the file, comments kept."""
     from distill_cli.recipe.catalog import find
 
-    return find(name)
+    return find(args.text(name, "name"))
 
 
+@leaves_process_as_found
 def plan(
     recipe: Recipe | str | Path,
     overrides: Overrides | None = None,
@@ -137,9 +103,10 @@ def plan(
         raise WrongType(
             f"throughput must be a number, not {type(throughput).__name__}", "throughput"
         )
-    return build(_recipe(recipe, overrides, fields), plan_only=True).plan(throughput)
+    return build(given_recipe(recipe, overrides, fields), plan_only=True).plan(throughput)
 
 
+@leaves_process_as_found
 def run(
     recipe: Recipe | str | Path,
     overrides: Overrides | None = None,
@@ -157,10 +124,11 @@ def run(
     from distill_cli.train import engine
 
     _run_args(resume, overwrite, reporter)
-    rec = _recipe(recipe, overrides, fields)
+    rec = given_recipe(recipe, overrides, fields)
     return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
 
 
+@leaves_process_as_found
 def train(
     recipe: Recipe | str | Path,
     overrides: Overrides | None = None,
@@ -175,7 +143,7 @@ def train(
     from distill_cli.train import engine
 
     _run_args(resume, overwrite, reporter)
-    rec = _recipe(recipe, overrides, fields)
+    rec = given_recipe(recipe, overrides, fields)
     if method_class(rec.method.name).needs_teacher:
         raise DistillError(
             f"`distill train` is for supervised recipes; {rec.method.name!r} needs a teacher",
@@ -185,6 +153,7 @@ def train(
     return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
 
 
+@leaves_process_as_found
 def export(
     source: str | Path | ExportOptions,
     *,
@@ -211,24 +180,21 @@ def export(
     """
     from distill_cli.export import ExportOptions, GateFailed, run_export
 
+    args.switch(check, "check")
+    args.function(log, "log")
     if isinstance(source, ExportOptions):
         if options:
-            raise TypeError("pass the options in the ExportOptions or as keywords, not both")
+            raise args.one_of("ExportOptions", "options")
         opts = source
     else:
-        opts = ExportOptions.from_flat(_source(source), **options)
+        opts = ExportOptions.from_flat(args.source(source), **options)
     report = run_export(opts, log or (lambda _: None))
     if check and not report.gates_passed:
         raise GateFailed(report.misses, report)
     return report
 
 
-def _source(value: Any) -> str:
-    """A run folder, checkpoint, ONNX file or timm name (a number was taken for a model name)."""
-    what = "a run folder, checkpoint or file path, or a timm model name (str or pathlib.Path)"
-    return str(_path(value, "source", what))
-
-
+@leaves_process_as_found
 def bench_latency(
     target: str | Path,
     timing: TimingPlan | None = None,
@@ -253,17 +219,21 @@ def bench_latency(
     """
     from distill_cli.bench.latency import bench_latency as _bench
     from distill_cli.export import TimingPlan
+    from distill_cli.export.ranges import check_range
     from distill_cli.host import check_input_px
 
+    check_range(input_size, "--input-size", 1)
     check_input_px(input_size, "--input-size")
-
+    check_range(num_classes, "--num-classes", 1)
+    args.text(checkpoint_key, "checkpoint_key", optional=True)
     if timing is not None and timing_keys:
-        raise TypeError("pass the protocol as a TimingPlan or as keywords, not both")
+        raise args.one_of("TimingPlan", "protocol")
+    args.known_keywords(timing_keys, TimingPlan.__dataclass_fields__, "timing keywords")
     plan = timing or TimingPlan(**{k: v for k, v in timing_keys.items() if v is not None})
     return _bench(
-        _source(target),
+        args.source(target),
         plan,
-        checkpoint=None if checkpoint is None else Path(checkpoint),
+        checkpoint=args.optional_path(checkpoint, "checkpoint"),
         checkpoint_key=checkpoint_key,
         input_size=input_size,
         num_classes=num_classes,
@@ -272,6 +242,7 @@ def bench_latency(
     )
 
 
+@leaves_process_as_found
 def bench_train(
     recipe: Recipe | str | Path,
     overrides: Overrides | None = None,
@@ -283,31 +254,26 @@ def bench_train(
 ) -> dict[str, Any]:
     """`distill bench train`: distill's full training step against the bare step (same run),
     and the data path alone; `rounds` > 1 alternates them and compares the medians."""
-    import torch
-
     from distill_cli.bench.train import bench_train as _bench
+    from distill_cli.export.ranges import check_count
 
-    rec = _recipe(recipe, overrides, {})  # a Recipe object's overrides were dropped
-    threads = torch.get_num_threads()  # runtime.threads is the benchmark's, as in `run`
-    try:
-        return _bench(
-            rec,
-            steps=steps,
-            warmup=warmup,
-            bare_script=None if bare is None else Path(bare),
-            rounds=rounds,
-        )
-    finally:
-        torch.set_num_threads(threads)
+    check_count(steps, "--steps", 1)
+    check_count(warmup, "--warmup", 0)
+    check_count(rounds, "--rounds", 1)
+    bare_script = args.optional_path(bare, "bare")
+    rec = given_recipe(recipe, overrides, {})  # a Recipe object's overrides were dropped
+    return _bench(rec, steps=steps, warmup=warmup, bare_script=bare_script, rounds=rounds)
 
 
+@leaves_process_as_found
 def report(run_dir: str | Path) -> ReportResult:
     """`distill report`: report.html, report.md and report_*.png written into the run folder."""
     from distill_cli.reports.document import write_report
 
-    return write_report(_path(run_dir, "run_dir"))
+    return write_report(args.path(run_dir, "run_dir"))
 
 
+@leaves_process_as_found
 def compare(run_dirs: Sequence[str | Path], *, plot: str | Path | None = None) -> Comparison:
     """`distill compare`: the runs' differing recipe keys and results; `plot` writes their
     accuracy curves on one figure (PNG)."""
@@ -318,8 +284,14 @@ def compare(run_dirs: Sequence[str | Path], *, plot: str | Path | None = None) -
         raise WrongType(
             "run_dirs must be a list of run folders, not one path", "run_dirs", "pass [a, b]"
         )
-    folders = [_path(d, "run_dirs") for d in run_dirs]
-    target = None if plot is None else _path(plot, "plot")
+    if not isinstance(run_dirs, Iterable):
+        raise WrongType(
+            f"run_dirs must be a list of run folders, not {type(run_dirs).__name__}",
+            "run_dirs",
+            "pass [a, b]",
+        )
+    folders = [args.path(d, "run_dirs") for d in run_dirs]
+    target = args.optional_path(plot, "plot")
     if target is not None:  # checked before any work: the plot is a PNG distill may write
         if target.suffix.lower() != ".png":
             raise DistillError("the plot is written as PNG", str(target), "name a .png file")
@@ -342,16 +314,27 @@ def compare(run_dirs: Sequence[str | Path], *, plot: str | Path | None = None) -
     return comparison
 
 
+@leaves_process_as_found
 def models(pattern: str = "*", **options: Any) -> ModelSearch:
     """`distill models`: timm models matching `pattern` with parameters and input size; with
     `teacher=NAME` each is marked as a sensible student or not (see `find_models`)."""
+    from distill_cli.export.ranges import check_range
     from distill_cli.students.model_search import find_models
 
-    if not isinstance(pattern, str):
-        raise WrongType(f"pattern must be a str, not {type(pattern).__name__}", "pattern")
+    args.text(pattern, "pattern")
+    takes = inspect.signature(find_models).parameters
+    args.known_keywords(options, set(takes) - {"pattern"}, "models options")
+    args.text(options.get("teacher"), "teacher", optional=True)
+    for key in ("pretrained_only", "flops"):
+        if key in options:
+            args.switch(options[key], key)
+    args.function(options.get("progress"), "progress")
+    check_range(options.get("limit"), "--limit", 0)
+    check_range(options.get("max_ratio"), "--max-ratio", 0)
     return find_models(pattern, **options)
 
 
+@leaves_process_as_found
 def students(
     query: StudentQuery | str,
     max_latency_ms: float | None = None,
@@ -385,12 +368,23 @@ def students(
     from distill_cli.students.search import search_students
     from distill_cli.students.types import StudentQuery
 
+    args.function(progress, "progress")
     if isinstance(query, StudentQuery):
         if options or max_latency_ms is not None:
-            raise TypeError("pass the query as a StudentQuery or as keywords, not both")
+            raise args.one_of("StudentQuery", "query")
     else:
         if max_latency_ms is None:
-            raise TypeError("students(teacher, max_latency_ms, ...) needs a latency budget")
-        query = StudentQuery.from_flat(query, max_latency_ms, **options)
+            raise WrongType(
+                "students(teacher, max_latency_ms, ...) needs a latency budget",
+                "max_latency_ms",
+                "e.g. api.students('resnet50', 5.0)",
+            )
+        query = StudentQuery.from_flat(args.text(query, "teacher"), max_latency_ms, **options)
+    args.optional_path(write_recipe, "write_recipe")
+    args.optional_path(data, "data")
+    args.optional_path(teacher_checkpoint, "teacher_checkpoint")
+    args.text(student, "student", optional=True)
+    args.text(recipe_name, "recipe_name", optional=True)
+    args.switch(force, "force")
     ask = RecipeAsk.of(write_recipe, data, teacher_checkpoint, student, recipe_name, force)
     return search_students(query, progress=progress, recipe=ask)

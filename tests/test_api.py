@@ -146,8 +146,8 @@ def test_the_shipped_recipes_through_the_api() -> None:
 @pytest.mark.parametrize(
     ("call", "line"),
     [
-        (lambda r: api.plan(123), "recipe must be a Recipe or a recipe file's path"),
-        (lambda r: api.plan({"name": "x"}), "recipe must be a Recipe or a recipe file's path"),
+        (lambda r: api.plan(123), "recipe must be a Recipe, a dict or a recipe file's path"),
+        (lambda r: api.plan(r, ["optim.lr=1", 5]), "overrides must be 'KEY=VALUE' strings"),
         (lambda r: api.plan(r, throughput="fast"), "throughput must be a number, not str"),
         (lambda r: api.plan(r, overrides=5), "overrides must be a list of 'KEY=VALUE' strings"),
         (lambda r: api.export(7), "source must be a run folder, checkpoint or file path"),
@@ -162,7 +162,7 @@ def test_the_shipped_recipes_through_the_api() -> None:
     ],
     ids=[
         "recipe-int",
-        "recipe-dict",
+        "override-int",
         "throughput-str",
         "overrides-int",
         "export-int",
@@ -228,3 +228,77 @@ def test_bench_train_applies_overrides_to_a_recipe_object(tmp_path: Path) -> Non
     overrides = ["schedule.batch_size=16", "runtime.threads=1"]
     result = api.bench_train(recipe, overrides, steps=1, warmup=0)
     assert result["batch_size"] == 16 and torch.get_num_threads() == before
+
+
+WRONG_ARGUMENTS: dict[str, Any] = {
+    "export-out-int": lambda r: api.export("test_resnet", out=5),
+    "export-unknown-keyword": lambda r: api.export("test_resnet", runz=5),
+    "export-check-str": lambda r: api.export("test_resnet", check="no"),
+    "export-log-int": lambda r: api.export("test_resnet", log=5),
+    "export-object-and-keywords": lambda r: api.export(_options(r), runs=5),
+    "bench-checkpoint-int": lambda r: api.bench_latency("test_resnet", checkpoint=5),
+    "bench-input-str": lambda r: api.bench_latency("test_resnet", input_size="32"),
+    "bench-classes-str": lambda r: api.bench_latency("test_resnet", num_classes="3"),
+    "bench-unknown-keyword": lambda r: api.bench_latency("test_resnet", runz=3),
+    "bench-train-bare-int": lambda r: api.bench_train(r, bare=5),
+    "bench-train-steps-str": lambda r: api.bench_train(r, steps="3"),
+    "compare-none": lambda r: api.compare(None),
+    "models-teacher-int": lambda r: api.models("test_*", teacher=5),
+    "models-unknown-keyword": lambda r: api.models("test_*", limt=5),
+    "models-limit-str": lambda r: api.models("test_*", limit="5"),
+    "students-no-budget": lambda r: api.students("resnet18"),
+    "students-teacher-none": lambda r: api.students(None, 5.0),
+    "students-budget-str": lambda r: api.students("resnet18", "5"),
+    "students-unknown-keyword": lambda r: api.students("resnet18", 5.0, runz=3),
+    "students-write-recipe-int": lambda r: api.students("resnet18", 5.0, write_recipe=5),
+    "shipped-recipe-none": lambda r: api.shipped_recipe(None),
+}
+
+
+def _options(recipe: Path) -> Any:
+    from distill_cli.export import ExportOptions
+
+    return ExportOptions(source="test_resnet", out=recipe.parent / "export")
+
+
+@pytest.mark.parametrize("name", list(WRONG_ARGUMENTS))
+def test_every_api_function_refuses_wrong_arguments_in_one_line(tmp_path: Path, name: str) -> None:
+    """Each was a bare TypeError, AttributeError or IndexError from deep inside (pathlib, a
+    comparison, `str.split`, an empty median), or a plain TypeError of the API's own."""
+    recipe = write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs"))
+    with pytest.raises(WrongType) as caught:
+        WRONG_ARGUMENTS[name](recipe)
+    assert caught.value.code == 2 and "\n" not in str(caught.value)
+
+
+def test_out_of_range_counts_are_one_line_errors(tmp_path: Path) -> None:
+    recipe = write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs"))
+    with pytest.raises(DistillError, match=r"--steps"):  # was StatisticsError: no median
+        api.bench_train(recipe, steps=0)
+    with pytest.raises(DistillError, match=r"--rounds"):  # was IndexError
+        api.bench_train(recipe, steps=1, rounds=0)
+
+
+def test_a_recipe_can_be_a_dict_and_its_mistakes_are_the_files(tmp_path: Path) -> None:
+    """A dict was refused with advice (`Recipe.model_validate(your_dict)`) that, followed,
+    raised pydantic's multi-line ValidationError for any mistake in it."""
+    body = {"name": "d", **teacher_body(tmp_path / "runs")}
+    assert api.plan(body, schedule__epochs=2)["epochs"] == 2
+    assert body["schedule"]["epochs"] == 3  # the caller's dict is left alone
+    with pytest.raises(DistillError, match=r"optim\.lrr: unknown key; did you mean 'lr'") as bad:
+        api.plan({**body, "optim": {"lrr": 1.0}})
+    assert "\n" not in str(bad.value)
+
+
+def test_a_recipe_object_changed_after_validation_is_checked_again(tmp_path: Path) -> None:
+    """In-place edits and `model_copy(update=...)` skip pydantic's assignment check; the bad
+    value reached the run (a tracker named 'wandb', a negative learning rate)."""
+    recipe = load_recipe(write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs")))
+    edited = recipe.model_copy(deep=True)
+    edited.runtime.log_to.append("wandb")  # type: ignore[arg-type]
+    with pytest.raises(DistillError, match=r"runtime\.log_to\.0"):
+        api.plan(edited)
+    copied = recipe.model_copy(update={"optim": recipe.optim.model_copy(update={"lr": -1.0})})
+    with pytest.raises(DistillError, match=r"optim\.lr: Input should be greater than 0"):
+        api.plan(copied)
+    assert api.plan(recipe)["epochs"] == 3

@@ -32,7 +32,8 @@ def holdout_indices(
             f"data.holdout ({name})",
             "drop data.holdout, or train on a labelled split",
         )
-    check_holdout(count, len(labels))
+    # the class bound first: it is the tighter one, so the advice names the count that works
+    # (it said "below 128", and 127 was then refused for leaving a class no image)
     present = int((torch.bincount(labels, minlength=num_classes) > 0).sum())
     if count > len(labels) - present:
         raise DistillError(
@@ -41,6 +42,7 @@ def holdout_indices(
             f"data.holdout ({name})",
             f"set data.holdout to at most {len(labels) - present}, or add images",
         )
+    check_holdout(count, len(labels))
     return balanced_indices(labels, num_classes, count, seed, keep=1)
 
 

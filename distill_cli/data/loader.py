@@ -78,10 +78,11 @@ class SplitStream:
                 f"use a multiple of {world}",
             )
         if self.drop_last and size > len(self.data):
+            largest = len(self.data) - len(self.data) % world
             raise DistillError(
                 f"batch size {size} is larger than the dataset ({len(self.data)} images)",
                 self.data.name,
-                "lower schedule.batch_size",
+                f"set schedule.batch_size={largest}" if largest else "add training images",
             )
 
     @property

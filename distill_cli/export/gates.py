@@ -80,12 +80,16 @@ class Gates:
                     else f"add --quantize {self.latency_variant}",
                 )
             if not latency:
-                raise DistillError("--max-latency-ms needs the latency measurement", "--no-latency")
+                raise DistillError(
+                    "--max-latency-ms needs the latency measurement",
+                    "--no-latency",
+                    "drop --no-latency, or drop --max-latency-ms",
+                )
         elif self.require_protocol:
             raise DistillError(
                 "--require-protocol applies to the latency gate",
                 "--require-protocol",
-                "add --max-latency-ms",
+                "add --max-latency-ms MS (the budget it gates), or drop --require-protocol",
             )
 
     def to_dict(self) -> dict[str, Any]:

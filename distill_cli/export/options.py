@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill_cli.arguments import known_keywords, path
 from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
 from distill_cli.export.gates import Gates
@@ -96,9 +97,7 @@ class ExportOptions:
         timing_keys = set(lat.TimingPlan.__dataclass_fields__)
         int8_keys = set(Int8Spec.__dataclass_fields__)
         own = set(cls.__dataclass_fields__) - {"source", "gates", "timing", "int8"}
-        unknown = set(options) - gate_keys - timing_keys - int8_keys - own
-        if unknown:
-            raise TypeError(f"unknown export options: {sorted(unknown)}")
+        known_keywords(options, gate_keys | timing_keys | int8_keys | own, "export options")
 
         def pick(keys: set[str]) -> dict[str, Any]:
             return {k: v for k, v in options.items() if k in keys and v is not None}
@@ -106,7 +105,7 @@ class ExportOptions:
         fields = pick(own)
         for key in ("out", "checkpoint", "recipe", "onnx"):
             if key in fields:
-                fields[key] = Path(fields[key])
+                fields[key] = path(fields[key], key)
         return cls(
             source=str(source),
             gates=Gates(**pick(gate_keys)),

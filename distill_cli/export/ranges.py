@@ -33,3 +33,11 @@ def check_range(
         else:
             bounds = f"{low}<=x<={high}"
         raise DistillError(f"{value} is not in the range {bounds}", flag)
+
+
+def check_count(value: object, flag: str, low: int) -> None:
+    """A whole number of at least `low` (steps, rounds): 0 steps was a StatisticsError from an
+    empty median, "3" a TypeError from an addition."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise WrongType(f"{value!r} is not a whole number ({type(value).__name__})", flag)
+    check_range(value, flag, low)

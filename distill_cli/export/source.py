@@ -183,7 +183,11 @@ def resolve_source(
         return _from_run(path, checkpoint, recipe, checkpoint_key)
     if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
         if checkpoint is not None:
-            raise DistillError("--checkpoint goes with a timm model name", "--checkpoint")
+            raise DistillError(
+                "--checkpoint goes with a timm model name",
+                "--checkpoint",
+                "drop --checkpoint: SOURCE is a checkpoint already",
+            )
         return _from_checkpoint(path, recipe, model_kwargs, key=checkpoint_key)
     if "/" in source or "\\" in source:
         raise DistillError("SOURCE not found", source, "a run directory, checkpoint or timm name")
@@ -202,7 +206,12 @@ def _from_run(
     run: Path, checkpoint: Path | None, recipe_path: Path | None, key: str | None = None
 ) -> Source:
     if checkpoint is not None:
-        raise DistillError("--checkpoint goes with a timm model name", "--checkpoint")
+        raise DistillError(
+            "--checkpoint goes with a timm model name",
+            "--checkpoint",
+            "drop --checkpoint: a run exports its best weights; for another of its checkpoints, "
+            "pass that file as SOURCE",
+        )
     rec_file, best = RunDir(run).recipe, RunDir(run).best
     if not rec_file.is_file():
         raise DistillError(

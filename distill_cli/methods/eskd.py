@@ -34,7 +34,11 @@ def _check_stop(params: ESKDParams, epochs: int | None) -> None:
             f"method.kd_stop_epoch={stop} but the run has {epochs} epochs (0-based: the "
             f"last is {epochs - 1}), so the KD term would never stop",
             "method.kd_stop_epoch",
-            f"set it below {epochs}, or use method.name=kd",
+            # values to copy: "below N" gave 0 for a 1-epoch run, which the key refuses,
+            # and `method.name=kd` alone was refused for its kd_stop_epoch
+            (f"set method.kd_stop_epoch={epochs - 1} (or lower), or " if epochs > 1 else "")
+            + f"set schedule.epochs={stop + 1} (or more), or use method.name=kd without "
+            "kd_stop_epoch",
         )
 
 

@@ -125,7 +125,9 @@ def read_weights(path: Path, entry: str | None = None) -> WeightsFile:
             f"the checkpoint has no weights under {entry!r}"
             + (f"; it holds them under {nested}" if nested else "; it is a plain state dict"),
             f"checkpoint_key ({path})",
-            "set checkpoint_key (the commands' --checkpoint-key) to one of those, or drop it",
+            "set checkpoint_key (the commands' --checkpoint-key) to one of those, or drop it"
+            if nested
+            else "drop checkpoint_key (the commands' --checkpoint-key): the file is loaded whole",
         )
     chosen = entry or next((k for k in _NESTED_UNDER if k in nested), None)
     if chosen is not None:

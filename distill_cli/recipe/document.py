@@ -7,7 +7,7 @@ re-running that file reproduces the run.
 
 The sections are in `distill_cli.recipe.sections` (models, data, augment, output) and
 `distill_cli.recipe.loop_sections` (optim, schedule, runtime); this module holds the whole
-`Recipe`, its overrides, its loading and its error messages.
+`Recipe`, its overrides and its loading (its validation errors as one line: `recipe.messages`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ from pydantic import (
     model_validator,
 )
 
-from distill_cli.errors import DistillError, did_you_mean
+from distill_cli.errors import DistillError
 from distill_cli.host import MAX_NESTING, check_nesting, nesting_depth
-from distill_cli.recipe.fields import BOOL_REFUSED
 from distill_cli.recipe.loop_sections import OptimSpec, RuntimeSpec, ScheduleSpec
 from distill_cli.recipe.sections import (
     AugmentSpec,
@@ -152,6 +151,8 @@ Overrides = list[str] | Mapping[str, Any]
 def _set(raw: dict[str, Any], key: str, value: Any) -> None:
     node = raw
     parts = key.strip().split(".")
+    if parts[0] == "model" and "model" not in raw:  # `student`'s alias (see `validated`)
+        parts[0] = "student"
     for part in parts[:-1]:
         if not isinstance(node.get(part), dict):
             node[part] = {}
@@ -242,58 +243,7 @@ def override_recipe(recipe: Recipe, overrides: Overrides) -> Recipe:
     # what the recipe's author set, not the defaults: then switching `method.name` does not drag
     # the old method's default parameters along (the same as `--set` on the recipe's file)
     raw = apply_overrides(recipe.model_dump(mode="json", exclude_unset=True), overrides)
-    try:
-        return Recipe.model_validate(raw)
-    except ValidationError as exc:
-        raise format_validation_error(exc, f"recipe {recipe.name!r}") from exc
-
-
-def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """The valid keys at the parent of `loc`, for a 'did you mean' hint."""
-    current: Any = model
-    for part in loc[:-1]:
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        field = current.model_fields.get(str(part))
-        if field is None:
-            from distill_cli.methods import method_params_by_name
-
-            current = method_params_by_name().get(str(part))
-            continue
-        current = field.annotation
-        args = getattr(current, "__args__", ())
-        models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
-        current = models[0] if models else current
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
-
-
-def format_validation_error(exc: ValidationError, source: str) -> DistillError:
-    """One readable line per problem, each naming the key's full path."""
-    lines = []
-    for err in exc.errors():
-        # drop pydantic's union-member tags ("ModelSpec", "list[ModelSpec]") from the path
-        loc = tuple(
-            p for p in err["loc"] if not (isinstance(p, str) and (p[:1].isupper() or "[" in p))
-        )
-        if err["type"] == BOOL_REFUSED:  # raised for its section: the key is in its context
-            loc = (*loc, (err.get("ctx") or {}).get("key", "?"))
-        # the method section's tag (method.function_matching.temperature) is not a key the
-        # user wrote: the path shown is method.temperature
-        shown = loc[:1] + loc[2:] if loc[:1] == ("method",) and len(loc) > 2 else loc
-        path = ".".join(str(p) for p in shown) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-            hint = did_you_mean(str(loc[-1]), _field_names(Recipe, loc))
-            if hint:
-                msg += f"; {hint}"
-        elif err["type"] == "missing":
-            msg = "required key is missing"
-        lines.append(f"{path}: {msg}")
-    what = "invalid recipe: " + "; ".join(lines)
-    return DistillError(what, source, "fix the recipe or the --set value and run again")
+    return validated(raw, f"recipe {recipe.name!r}", None, None)
 
 
 def load_recipe(
@@ -331,13 +281,29 @@ def load_recipe(
         raw = {}
     if not isinstance(raw, dict):
         raise DistillError("a recipe must be a YAML mapping", str(path))
-    raw = apply_overrides(apply_overrides(raw, overrides or []), fields or [])
-    try:
-        recipe = Recipe.model_validate(raw)
-    except ValidationError as exc:
-        raise format_validation_error(exc, str(path)) from exc
+    recipe = validated(raw, str(path), overrides, fields)
     _refuse_paths_meant_from_the_recipe(recipe, path.parent)
     return recipe
+
+
+def validated(
+    raw: dict[str, Any], source: str, overrides: Overrides | None, fields: Overrides | None
+) -> Recipe:
+    """A recipe's data (a file's, a caller's dict) with `overrides` and then `fields` applied,
+    validated; every problem is one DistillError naming `source`.
+
+    A recipe that names its student `model:` (the alias) has it renamed first, so `--set
+    student.model=...` and `--set model.num_classes=...` both reach the one section (the first
+    added a second section beside the alias, refused as "model: unknown key")."""
+    from distill_cli.recipe.messages import format_validation_error
+
+    if "model" in raw and "student" not in raw:
+        raw = {("student" if k == "model" else k): v for k, v in raw.items()}
+    raw = apply_overrides(apply_overrides(raw, overrides or []), fields or [])
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise format_validation_error(exc, source) from exc
 
 
 def _refuse_paths_meant_from_the_recipe(node: Any, folder: Path, key: str = "") -> None:

@@ -170,7 +170,8 @@ def write_recipe(search: StudentSearch, ask: RecipeAsk) -> Path:
     `ask.force`."""
     from pydantic import ValidationError
 
-    from distill_cli.recipe.document import Recipe, format_validation_error
+    from distill_cli.recipe.document import Recipe
+    from distill_cli.recipe.messages import format_validation_error
 
     chosen = _choose(search, ask.student)
     q, path, teacher_checkpoint = search.query, ask.path, ask.teacher_checkpoint

@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+from distill_cli.arguments import known_keywords
 from distill_cli.errors import DistillError
 from distill_cli.export.protocol import TimingPlan
+from distill_cli.export.ranges import check_range
 from distill_cli.host import check_input_px, check_threads
 
 Status = Literal["fits", "over", "skipped", "unmeasured", "failed"]
@@ -83,9 +85,8 @@ class StudentQuery:
         an unknown key is an error."""
         timing_keys = set(TimingPlan.__dataclass_fields__) - {"batch"}
         own = set(cls.__dataclass_fields__) - {"teacher", "max_latency_ms", "timing"}
-        unknown = set(options) - own - timing_keys
-        if unknown:
-            raise TypeError(f"unknown students options: {sorted(unknown)}")
+        known_keywords(options, own | timing_keys, "students options")
+        check_range(max_latency_ms, "--max-latency-ms")
         plan = {k: options.pop(k) for k in list(options) if k in timing_keys}
         if plan:
             options["timing"] = TimingPlan(**plan)
@@ -121,6 +122,16 @@ class StudentQuery:
         if q.exporter not in ("dynamo", "torchscript"):
             raise bad(f"unknown exporter {q.exporter!r}", "--exporter", "dynamo or torchscript")
         budget = q.time_budget_s
+        for value, flag in (
+            (q.input_size, "--input-size"),
+            (q.batch, "--batch"),
+            (q.max_ratio, "--max-ratio"),
+            (q.limit, "--limit"),
+            (q.top, "--top"),
+            (q.num_classes, "--num-classes"),
+            (budget, "--time-budget"),
+        ):
+            check_range(value, flag)  # a Python caller's "8" was a TypeError from `>=` below
         checks = [
             (q.input_size >= 8, "--input-size", "the input size must be at least 8 pixels"),
             (q.batch >= 1, "--batch", "the batch must be >= 1"),

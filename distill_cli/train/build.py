@@ -278,7 +278,9 @@ def _planned_data(recipe: Recipe, needs_teacher: bool, plan_only: bool) -> tuple
     classes = next((s.num_classes for s in specs if s.num_classes), None)
     if classes is None:
         raise DistillError(
-            "a plan without the data needs the class count", "student.num_classes", "set it"
+            "a plan without the data needs the class count",
+            "student.num_classes",
+            "set student.num_classes to the data's class count",
         )
     sizes = (dspec.train_images, dspec.val_images)
     parts = (dspec.train_dir, dspec.val_dir, root, sizes, classes, dspec.holdout)

@@ -1,0 +1,82 @@
+"""The Python API's argument checks: a caller's wrong type becomes one `WrongType` line.
+
+The CLI's flags are typed by click before a command runs; a Python caller passes anything
+(a number for a path, "no" for a switch, a misspelt keyword), which used to surface as a bare
+TypeError or AttributeError from deep inside (pathlib, a comparison, `str.split`). Each check
+here names the argument and what it must be, so `api` raises only `DistillError`s. Torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from distill_cli.errors import WrongType, did_you_mean
+
+PATH = "a path (str or pathlib.Path)"
+
+
+def path(value: Any, name: str, what: str = PATH) -> Path:
+    """An argument that names a file or folder; anything else is a one-line WrongType (it was
+    a TypeError from deep inside pathlib, or a number taken for a timm model's name)."""
+    if isinstance(value, (str, os.PathLike)) and not isinstance(value, bytes):
+        return Path(value)
+    raise WrongType(f"{name} must be {what}, not {type(value).__name__}", name)
+
+
+def optional_path(value: Any, name: str) -> Path | None:
+    return None if value is None else path(value, name)
+
+
+def source(value: Any) -> str:
+    """A run folder, checkpoint, ONNX file or timm name (a number was taken for a model name)."""
+    what = "a run folder, checkpoint or file path, or a timm model name (str or pathlib.Path)"
+    return str(path(value, "source", what))
+
+
+def text(value: Any, name: str, optional: bool = False) -> str | None:
+    """A name (a timm model, a shipped recipe): a str."""
+    if isinstance(value, str) or (optional and value is None):
+        return value
+    raise WrongType(f"{name} must be a str, not {type(value).__name__}", name)
+
+
+def switch(value: Any, name: str) -> bool:
+    """`resume="no"` was true: a switch is True or False."""
+    if not isinstance(value, bool):
+        raise WrongType(f"{name} must be True or False, not {type(value).__name__}", name)
+    return value
+
+
+def function(value: Any, name: str) -> None:
+    """A callback (`log`, `progress`): callable or None."""
+    if value is not None and not callable(value):
+        raise WrongType(f"{name} must be a function or None, not {type(value).__name__}", name)
+
+
+def reporter(value: Any) -> None:
+    """A reporter without the methods failed at the first step."""
+    methods = ("start", "advance", "log", "finish")
+    if value is not None and not all(callable(getattr(value, m, None)) for m in methods):
+        raise WrongType(
+            "reporter must have the methods start, advance, log and finish "
+            "(distill_cli.train.reporter.Reporter)",
+            "reporter",
+        )
+
+
+def known_keywords(given: Iterable[str], known: Iterable[str], what: str) -> None:
+    """Keywords the function does not take: named, with the nearest valid one."""
+    known = sorted(known)
+    unknown = sorted(set(given) - set(known))
+    if not unknown:
+        return
+    hint = did_you_mean(unknown[0], known) or "valid: " + ", ".join(known)
+    raise WrongType(f"unknown {what}: {', '.join(unknown)}", unknown[0], hint)
+
+
+def one_of(object_name: str, keywords: str) -> WrongType:
+    """The options came both as an object and as keywords."""
+    return WrongType(f"pass the {keywords} as {object_name} or as keywords, not both", object_name)
