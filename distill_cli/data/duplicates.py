@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from distill_cli.data.fingerprint import file_size, relative_name
 from distill_cli.errors import DistillError
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ def find_duplicates(bundle: DataBundle, root: Path | None) -> Duplicates:
         else:
             paths = split.files or []
             files += [
-                (path, Item(role, label, _named(path, root)))
+                (path, Item(role, label, relative_name(path, root)))
                 for path, label in zip(paths, labels, strict=True)
             ]
     content, read, hashed = _file_identities(files)
@@ -175,7 +176,9 @@ def _shared_units(splits: list[tuple[str, ShardSet]], root: Path | None) -> list
             (u, seen[k]) for u in split.units if (k := (os.path.realpath(u.path), u.part)) in seen
         ]
         if both:
-            shown = tuple(f"{_named(a.path, root)} = {_named(b.path, root)}" for a, b in both)
+            shown = tuple(
+                f"{relative_name(a.path, root)} = {relative_name(b.path, root)}" for a, b in both
+            )
             count = sum(u.count for u, _ in both)
             out.append(Finding("overlap", role, count, len(split), shown[:EXAMPLES]))
     return out
@@ -189,7 +192,7 @@ def _file_identities(files: list[tuple[Path, Item]]) -> tuple[list[tuple[str, It
     and read whole only when samples collide."""
     by_size: dict[int, list[tuple[Path, Item]]] = defaultdict(list)
     for path, item in files:
-        size = _size(path)
+        size = file_size(path)
         if size > 0:  # gone or empty: a bad file, counted where it is decoded
             by_size[size].append((path, item))
     candidates = [
@@ -277,19 +280,3 @@ def _whole(path: Path) -> str:
 
 def _digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def _size(path: Path) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return -1
-
-
-def _named(path: Path, root: Path | None) -> str:
-    if root is not None:
-        try:
-            return os.path.relpath(path, root)
-        except ValueError:
-            pass
-    return str(path)

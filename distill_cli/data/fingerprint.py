@@ -114,14 +114,14 @@ def _digest(split: ImageSet | ShardSet, root: Path | None) -> str:
     if isinstance(split, ShardSet):
         h.update(f"labeled={split.labeled} order={split.label_order}\n".encode())
         for unit in split.units:
-            size = _size(unit.path)
-            rel = _relative(unit.path, root)
+            size = file_size(unit.path)
+            rel = relative_name(unit.path, root)
             h.update(f"{rel}\0{unit.part}\0{unit.start}\0{unit.count}\0{size}\n".encode(*_PATHS))
         return h.hexdigest()
     labels = split.labels.tolist() if split.labels is not None else [-1] * len(split)
     if split.files is not None and split.images is None:
         for path, label in zip(split.files, labels, strict=True):
-            h.update(f"{_relative(path, root)}\0{_size(path)}\0{label}\n".encode(*_PATHS))
+            h.update(f"{relative_name(path, root)}\0{file_size(path)}\0{label}\n".encode(*_PATHS))
         return h.hexdigest()
     images = split.images
     assert images is not None
@@ -132,7 +132,9 @@ def _digest(split: ImageSet | ShardSet, root: Path | None) -> str:
     return h.hexdigest()
 
 
-def _relative(path: Path, root: Path | None) -> str:
+def relative_name(path: Path, root: Path | None) -> str:
+    """How a file is named to the user and in digests: relative to its data root when it
+    has one (a folder moved elsewhere keeps its names), else its path as given."""
     if root is not None:
         try:
             return os.path.relpath(path, root)
@@ -141,7 +143,8 @@ def _relative(path: Path, root: Path | None) -> str:
     return str(path)
 
 
-def _size(path: Path) -> int:
+def file_size(path: Path) -> int:
+    """A file's size in bytes, -1 when it is gone (a difference a digest shows)."""
     try:
         return path.stat().st_size
     except OSError:
