@@ -87,6 +87,18 @@ def thread_budget() -> int:
     return cpu_count()
 
 
+def sha256_file(path: Path) -> str:
+    """A file's SHA-256, read in 1 MiB chunks (a checkpoint can be gigabytes): how a checkpoint,
+    a teacher's weights or an exported model is named beyond its path."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def max_threads() -> int:
     """The most CPU threads (torch, onnxruntime) or data workers a setting may ask for."""
     return max(MIN_THREAD_LIMIT, PER_CORE * cpu_count())

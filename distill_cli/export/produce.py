@@ -35,7 +35,8 @@ from distill_cli.export.parity import (
 from distill_cli.export.preprocess import Preprocess
 from distill_cli.export.reparam import Reparam
 from distill_cli.export.report import metadata_props
-from distill_cli.export.source import Source, sha256_file
+from distill_cli.export.source import Source
+from distill_cli.host import sha256_file
 from distill_cli.models.create import Net
 
 #: Where a step says what it is doing (the command line prints it; the API passes its own).

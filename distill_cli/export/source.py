@@ -14,7 +14,6 @@ accuracy gate fails loudly because it cannot be measured).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +23,7 @@ import torch
 from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
 from distill_cli.export.class_names import class_names
+from distill_cli.host import sha256_file
 from distill_cli.models.checkpoint import read_sidecar
 from distill_cli.models.create import Net, check_model_name, create_net, infer_num_classes
 from distill_cli.models.probe import probe
@@ -96,14 +96,6 @@ class Source:
             return None
         net.module.eval()
         return net
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _spec_from_sidecar(

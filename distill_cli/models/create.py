@@ -25,7 +25,7 @@ from distill_cli.models.sizes import (
     size_kwargs,
 )
 from distill_cli.models.view import INTERPOLATION, ModelInfo, model_view
-from distill_cli.models.weights import ShapeMismatch, load_weights
+from distill_cli.models.weights import ShapeMismatch, load_weights, weights_source
 
 if TYPE_CHECKING:
     from distill_cli.recipe.sections import ModelSpec
@@ -260,7 +260,7 @@ def create_net(
                 raise
             raise made_at from exc
         weights = loaded.weights
-        files = [loaded.source] if loaded.source else []
+        files = [weights_source(spec.checkpoint, loaded.entry)]
     info, sources = resolve_feed(model, spec, num_classes)
     return Net(
         model, info, sources={**sources, "weights": weights}, kwargs=own, weights_files=files

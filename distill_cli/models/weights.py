@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from distill_cli.errors import DistillError
+from distill_cli.host import sha256_file
 from distill_cli.models import hub
 from distill_cli.models.checkpoint import PRIVATE_PREFIX, first_nonfinite
 from distill_cli.models.torchvision_names import torchvision_note
@@ -291,21 +292,16 @@ class Loaded:
     unexpected: list[str]
     mismatched: list[str]
     weights: str = "checkpoint"
-    source: WeightsSource | None = None
+    entry: str | None = None  # the checkpoint dict's entry taken (None: a plain state dict)
 
 
 def weights_source(path: Path, entry: str | None) -> WeightsSource:
     """Which file was loaded, named so a result can say which weights taught it: the file
     (a Hub folder's weights file), the checkpoint entry, its size and SHA-256. The hash reads
-    the file once more (just read: from the page cache; 1.2 s per GB on 2 shared cores)."""
-    import hashlib
-
+    the file once more (just read: from the page cache; 1.2 s per GB on 2 shared cores), so it
+    is called where a net built from a checkpoint is recorded, not by every `load_weights`."""
     file = hub.weights_file(path)
-    h = hashlib.sha256()
-    with open(file, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return WeightsSource(str(file.resolve()), entry, file.stat().st_size, h.hexdigest())
+    return WeightsSource(str(file.resolve()), entry, file.stat().st_size, sha256_file(file))
 
 
 def _same_model(arch: str, model: nn.Module) -> bool:
@@ -397,5 +393,4 @@ def load_weights(
             f"set model: {read.arch} (or save the weights alone if {built} is right)",
         )
     model.load_state_dict(fitting, strict=False)
-    source = weights_source(path, read.entry)
-    return Loaded(missing, unexpected, mismatched, read.described(), source)
+    return Loaded(missing, unexpected, mismatched, read.described(), read.entry)
