@@ -121,20 +121,11 @@ def _stage_count(spec: ModelSpec, what: str) -> int | None:
     """A recipe model's stage count (timm's `feature_info`), from the model built on the meta
     device (no weights, no memory: a second for a large model); None when it does not build
     there (the run's build says why)."""
-    import warnings
+    from distill_cli.models.sizes import Build
 
-    import timm
-
-    try:
-        with torch.device("meta"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = timm.create_model(
-                spec.model,
-                num_classes=spec.num_classes or 1,
-                in_chans=spec.in_chans,
-                **spec.kwargs,
-            )
-    except Exception:
+    build = Build(spec.model, spec.num_classes or 1, spec.in_chans, dict(spec.kwargs))
+    module = build.meta(spec.in_chans, None)  # no img_size: the stages do not depend on it
+    if module is None:
         return None
     info = getattr(module, "feature_info", None)
     if not info or not hasattr(module, "forward_intermediates"):
