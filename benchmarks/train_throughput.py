@@ -25,9 +25,13 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchargs import at_least, fail, one_line_errors, parser
+
+if TYPE_CHECKING:
+    from distill_cli.bench.train_result import TrainBench
 
 DEFAULT_BARE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "bare_kd_step.py"
 
@@ -97,20 +101,22 @@ def main() -> None:
     if a.json:
         from tuning import environment
 
-        print(json.dumps({**result, "environment": environment()}))
+        print(json.dumps({**result.to_dict(), "environment": environment()}))
         return
     print(
         # what ran: --mode bf16_* is fp32 on a CPU (precision auto), compiled or not
-        f"{a.teacher} -> {a.student}, batch {a.batch}, {a.res} px, {result['precision']}"
-        f"{', compiled' if result['compile'] else ''} on {result['device']} (--mode {a.mode})"
+        f"{a.teacher} -> {a.student}, batch {a.batch}, {a.res} px, {result.precision}"
+        f"{', compiled' if result.compile else ''} on {result.device} (--mode {a.mode})"
     )
-    print(f"  distill full step: {result['distill']['images_per_s']:>10,.1f} images/s")
-    print(f"  bare step        : {result['bare']['images_per_s']:>10,.1f} images/s")
-    print(f"  ratio            : {result['ratio']:.3f} (target >= {result['target_ratio']})")
-    print(f"  data path alone  : {result['data_path']['images_per_s']:>10,.1f} images/s")
+    print(f"  distill full step: {result.distill.images_per_s:>10,.1f} images/s")
+    assert result.bare is not None and result.ratio is not None  # the recipe has a teacher
+    print(f"  bare step        : {result.bare.images_per_s:>10,.1f} images/s")
+    print(f"  ratio            : {result.ratio:.3f} (target >= {result.target_ratio})")
+    data = result.data_path.images_per_s
+    print(f"  data path alone  : {'-' if data is None else f'{data:>10,.1f}'} images/s")
 
 
-def measure(a: argparse.Namespace) -> dict:
+def measure(a: argparse.Namespace) -> TrainBench:
     """`distill bench train` on the recipe the options describe (a bad value: one error line)."""
     from pydantic import ValidationError
 

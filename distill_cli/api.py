@@ -34,6 +34,7 @@ from distill_cli.rundir.summary import RunSummary
 
 if TYPE_CHECKING:
     from distill_cli.bench.latency import LatencyBench
+    from distill_cli.bench.train_result import TrainBench
     from distill_cli.export import ExportOptions, ExportReport, TimingPlan
     from distill_cli.export.onnx_export import Exporter
     from distill_cli.recipe.catalog import Entry
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from distill_cli.reports.document import ReportResult
     from distill_cli.students.model_search import ModelSearch
     from distill_cli.students.types import StudentQuery, StudentSearch
+    from distill_cli.train.plan import Plan
     from distill_cli.train.reporter import Reporter
 
 __all__ = [
@@ -90,7 +92,7 @@ def plan(
     *,
     throughput: float | None = None,
     **fields: Any,
-) -> dict[str, Any]:
+) -> Plan:
     """What `run` would do (models, data sizes, steps, precision, device) and what it will cost
     (images, GPU-hours on 1/8/64 GPUs at `throughput` images/s per GPU, or at the figure
     `distill bench train` cached), without training. Streamed data that is not at hand is
@@ -251,7 +253,7 @@ def bench_train(
     warmup: int = 10,
     rounds: int = 1,
     bare: str | Path | None = None,
-) -> dict[str, Any]:
+) -> TrainBench:
     """`distill bench train`: distill's full training step against the bare step (same run),
     and the data path alone; `rounds` > 1 alternates them and compares the medians."""
     from distill_cli.bench.train import bench_train as _bench

@@ -53,7 +53,7 @@ def main(out: Path) -> None:
             "output": {"dir": str(out)},
         }
     )
-    print("plan:", api.plan(student)["total_steps"], "steps")
+    print("plan:", api.plan(student).total_steps, "steps")
     fm = api.run(student)
     independent = api.run(student, name="fm-independent", method__views="independent")
     for result in (fm, independent):

@@ -35,7 +35,7 @@ def test_keywords_override_recipe_fields_and_the_result_is_typed(tmp_path: Path)
 def test_overrides_apply_to_a_recipe_object_without_changing_it(tmp_path: Path) -> None:
     recipe = load_recipe(write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs")))
     plan = api.plan(recipe, schedule__epochs=5)
-    assert plan["epochs"] == 5 and recipe.schedule.epochs == 3
+    assert plan.epochs == 5 and recipe.schedule.epochs == 3
     with pytest.raises(DistillError, match=r"optim\.lrr: unknown key; did you mean 'lr'"):
         api.plan(recipe, optim__lrr=1.0)
 
@@ -57,7 +57,7 @@ def test_keywords_switch_the_method_like_set_does(tmp_path: Path) -> None:
     path = write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))
     from_file = api.plan(path, method__name="kd", method__alpha=0.3)
     from_object = api.plan(load_recipe(path), method__name="kd", method__alpha=0.3)
-    assert from_file["method"] == from_object["method"] == "kd"
+    assert from_file.method == from_object.method == "kd"
 
 
 def test_a_run_from_before_a_new_recipe_key_can_still_be_resumed(tmp_path: Path) -> None:
@@ -191,8 +191,8 @@ def test_arguments_of_the_wrong_type_are_one_line_errors(
 
 def test_one_override_string_is_one_override_not_its_characters(tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs"))
-    assert api.plan(recipe, "schedule.epochs=2")["epochs"] == 2  # was "override 'o' is not..."
-    assert api.plan(load_recipe(recipe), ("schedule.epochs=4",))["epochs"] == 4
+    assert api.plan(recipe, "schedule.epochs=2").epochs == 2  # was "override 'o' is not..."
+    assert api.plan(load_recipe(recipe), ("schedule.epochs=4",)).epochs == 4
 
 
 def test_two_runs_in_one_process_are_the_same_run_and_leave_its_threads(tmp_path: Path) -> None:
@@ -227,7 +227,7 @@ def test_bench_train_applies_overrides_to_a_recipe_object(tmp_path: Path) -> Non
     before = torch.get_num_threads()
     overrides = ["schedule.batch_size=16", "runtime.threads=1"]
     result = api.bench_train(recipe, overrides, steps=1, warmup=0)
-    assert result["batch_size"] == 16 and torch.get_num_threads() == before
+    assert result.batch_size == 16 and torch.get_num_threads() == before
 
 
 WRONG_ARGUMENTS: dict[str, Any] = {
@@ -283,7 +283,7 @@ def test_a_recipe_can_be_a_dict_and_its_mistakes_are_the_files(tmp_path: Path) -
     """A dict was refused with advice (`Recipe.model_validate(your_dict)`) that, followed,
     raised pydantic's multi-line ValidationError for any mistake in it."""
     body = {"name": "d", **teacher_body(tmp_path / "runs")}
-    assert api.plan(body, schedule__epochs=2)["epochs"] == 2
+    assert api.plan(body, schedule__epochs=2).epochs == 2
     assert body["schedule"]["epochs"] == 3  # the caller's dict is left alone
     with pytest.raises(DistillError, match=r"optim\.lrr: unknown key; did you mean 'lr'") as bad:
         api.plan({**body, "optim": {"lrr": 1.0}})
@@ -301,4 +301,4 @@ def test_a_recipe_object_changed_after_validation_is_checked_again(tmp_path: Pat
     copied = recipe.model_copy(update={"optim": recipe.optim.model_copy(update={"lr": -1.0})})
     with pytest.raises(DistillError, match=r"optim\.lr: Input should be greater than 0"):
         api.plan(copied)
-    assert api.plan(recipe)["epochs"] == 3
+    assert api.plan(recipe).epochs == 3

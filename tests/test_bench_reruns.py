@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -171,9 +172,11 @@ def test_train_throughput_refuses_what_it_cannot_time(
     monkeypatch.setattr(bench, "bench_train", too_small)
     argv = ["--device", "cpu", "--res", "32", "--steps", "2", "--window", "1"]
     assert "(--res) - 72 (here: --res)" in _main(train_throughput, argv, monkeypatch, capsys)
-    ran = {"device": "cpu", "precision": "fp32", "compile": False, "ratio": 1.0}
-    ran |= {"target_ratio": 0.9, **{k: {"images_per_s": 1.0} for k in ("distill", "bare")}}
-    monkeypatch.setattr(bench, "bench_train", lambda *_, **__: {**ran, "data_path": ran["bare"]})
+    from distill_cli.bench.train_result import DataPathTiming, StepRounds, StepTiming, TrainBench
+
+    step = StepRounds.of([StepTiming(1.0, "one span")])
+    ran = TrainBench("bench", 1, "cpu", "fp32", False, 8, "s", "t", 0.9, step, DataPathTiming(1.0))
+    monkeypatch.setattr(bench, "bench_train", lambda *_, **__: replace(ran, bare=step))
     monkeypatch.setattr(sys, "argv", ["train_throughput.py", *argv, "--mode", "bf16_cl"])
     train_throughput.main()  # the header says what ran, not the --mode asked for
     assert "32 px, fp32 on cpu (--mode bf16_cl)" in capsys.readouterr().out

@@ -157,7 +157,7 @@ def test_the_plan_warns_and_on_duplicates_error_refuses_before_anything_trains(
     _folder(tmp_path)
     shutil.copy(tmp_path / "train/cat/0.png", tmp_path / "val/cat/copy.png")
     plan = api.plan(_recipe(tmp_path))
-    (warning,) = plan["data"]["duplicates"]
+    (warning,) = plan.data.duplicates
     assert warning.startswith("1 of 10 val images are also in train")
     with pytest.raises(DistillError) as info:
         api.plan(_recipe(tmp_path, on_duplicates="error"))

@@ -150,8 +150,8 @@ def test_train_refuses_a_distillation_recipe(tiny_recipes: dict[str, Path]) -> N
 
 def test_dry_run_plan(tiny_recipes: dict[str, Path]) -> None:
     plan = api.plan(tiny_recipes["fm"], ["teacher.checkpoint=null", "teacher.num_classes=4"])
-    assert plan["models"]["student"]["name"] == "test_efficientnet"
-    assert plan["models"]["teacher"]["params"] > plan["models"]["student"]["params"]
-    assert plan["data"]["train"]["images"] == 128 and plan["steps_per_epoch"] == 4
-    assert plan["total_steps"] == 8 and plan["device"] == "cpu" and plan["precision"] == "fp32"
+    assert plan.student.name == "test_efficientnet"
+    assert plan.teacher.params > plan.student.params
+    assert plan.data.train.images == 128 and plan.steps_per_epoch == 4
+    assert plan.total_steps == 8 and plan.device == "cpu" and plan.precision == "fp32"
     assert not (tiny_recipes["runs"] / "fm").exists()

@@ -106,7 +106,7 @@ def test_a_run_chooses_best_on_the_holdout_and_reads_the_test_set_once_at_the_en
     body["data"]["holdout"] = 30
     body["schedule"]["batch_size"] = 26
     recipe = write_recipe(tmp_path, "held", body)
-    assert api.plan(recipe)["data"]["test"]["images"] == 64
+    assert api.plan(recipe).data.test.images == 64
     result = api.run(recipe)
 
     records = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -39,9 +39,7 @@ def test_accepts_img_size_tells_vits_from_convnets() -> None:
 def test_run_trains_a_vit_at_the_recipe_size(tmp_path: Path) -> None:
     recipe = _vit_student(tmp_path, 48)  # test_vit's own size is 160
     plan = api.plan(recipe)
-    assert plan["models"]["student"]["input_size"] == [48, 48] or plan["models"]["student"][
-        "input_size"
-    ] == (48, 48)
+    assert plan.student.input_size == (48, 48)
     result = api.run(recipe)  # crashed at step 1 before: a 160x160 position embedding
     assert result.steps == 1
 

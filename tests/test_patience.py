@@ -54,7 +54,7 @@ def test_subset_reaches_the_run(tmp_path: Path) -> None:
     body = fm_body(tmp_path / "runs", None, epochs=1)
     body["data"]["subset"] = 64
     plan = api.plan(write_recipe(tmp_path, "sub", body))
-    assert plan["data"]["train"]["images"] == 64 and plan["steps_per_epoch"] == 2
+    assert plan.data.train.images == 64 and plan.steps_per_epoch == 2
 
 
 @pytest.mark.parametrize(

@@ -26,17 +26,17 @@ TINY = [
 
 def test_imagenet_recipe_is_planned_without_its_data() -> None:
     plan = api.plan(IMAGENET, TINY, throughput=1000.0)
-    assert plan["data"]["read"] is False
-    assert plan["data"]["train"]["images"] == 1_281_167 and plan["data"]["classes"] == 1000
-    assert plan["steps_per_epoch"] == 1_281_167 // 4096 == 312
-    cost = plan["cost"]
-    assert cost["steps"] == 312 * 9600 and cost["images"] == 312 * 9600 * 4096
-    assert cost["throughput_source"] == "--throughput"
-    hours = cost["images"] / 1000 / 3600
-    assert [p["gpus"] for p in cost["projections"]] == [1, 8, 64]
-    for row in cost["projections"]:
-        assert row["gpu_hours"] == pytest.approx(hours)
-        assert row["wall_hours"] == pytest.approx(hours / row["gpus"])
+    assert plan.data.read is False
+    assert plan.data.train.images == 1_281_167 and plan.data.classes == 1000
+    assert plan.steps_per_epoch == 1_281_167 // 4096 == 312
+    cost = plan.cost
+    assert cost.steps == 312 * 9600 and cost.images == 312 * 9600 * 4096
+    assert cost.throughput_source == "--throughput"
+    hours = cost.images / 1000 / 3600
+    assert [p.gpus for p in cost.projections] == [1, 8, 64]
+    for row in cost.projections:
+        assert row.gpu_hours == pytest.approx(hours)
+        assert row.wall_hours == pytest.approx(hours / row.gpus)
 
 
 def test_the_plan_uses_the_throughput_bench_train_cached(
@@ -44,16 +44,16 @@ def test_the_plan_uses_the_throughput_bench_train_cached(
 ) -> None:
     monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
     plan = api.plan(IMAGENET, TINY)
-    assert plan["cost"]["throughput"] is None and plan["cost"]["projections"] == []
-    key = pair_key(plan["models"], plan["precision"], "cpu")
+    assert plan.cost.throughput is None and plan.cost.projections == []
+    key = pair_key(plan.models, plan.precision, "cpu")
     assert cached_throughput(key) is None
     remember_throughput(key, 250.0, batch=64)  # what `distill bench train` leaves
-    cost = api.plan(IMAGENET, TINY)["cost"]
-    assert cost["throughput"] == 250.0 and "distill bench train" in cost["throughput_source"]
-    assert cost["projections"][2]["wall_hours"] == pytest.approx(cost["images"] / 250 / 64 / 3600)
+    cost = api.plan(IMAGENET, TINY).cost
+    assert cost.throughput == 250.0 and "distill bench train" in cost.throughput_source
+    assert cost.projections[2].wall_hours == pytest.approx(cost.images / 250 / 64 / 3600)
     # another pair (another input size) is another measurement
-    other = api.plan(IMAGENET, [*TINY, "student.input_size=48"])["cost"]
-    assert other["throughput"] is None
+    other = api.plan(IMAGENET, [*TINY, "student.input_size=48"]).cost
+    assert other.throughput is None
 
 
 def test_a_plan_needs_the_data_or_its_stated_size() -> None:

@@ -201,8 +201,8 @@ def test_a_run_on_shards_with_a_holdout_reports_its_test_set(shards: Path, tmp_p
         "output": {"dir": str(tmp_path / "runs")},
     }
     recipe = write_recipe(tmp_path, "held", body)
-    plan = api.plan(recipe)["data"]
-    assert (plan["train"]["images"], plan["val"]["images"], plan["test"]["images"]) == (18, 6, 12)
+    plan = api.plan(recipe).data
+    assert (plan.train.images, plan.val.images, plan.test.images) == (18, 6, 12)
     summary = api.run(recipe)
     assert summary.steps == 6  # 18 training samples, batches of 6, two epochs
     assert summary.test is not None and summary.test.images == 12

@@ -305,10 +305,10 @@ def test_written_recipe_validates_and_dry_runs(fake: FakeBench, tmp_path: Path) 
     offline = ["output.dir=" + str(tmp_path / "runs"), "student.pretrained=false"]
     assert recipe.student.pretrained is True
     plan = api.plan(out, offline)
-    assert plan["data"]["classes"] == 10
-    assert plan["models"]["student"]["name"] == "test_vit"
-    assert plan["models"]["student"]["input_size"] == (32, 32)
-    assert plan["models"]["teacher"]["name"] == TEACHER
+    assert plan.data.classes == 10
+    assert plan.student.name == "test_vit"
+    assert plan.student.input_size == (32, 32)
+    assert plan.teacher.name == TEACHER
 
     smoke_dir = tmp_path / "smoke"
     smoke_dir.mkdir()
@@ -320,7 +320,7 @@ def test_written_recipe_validates_and_dry_runs(fake: FakeBench, tmp_path: Path) 
         teacher_checkpoint=_teacher_checkpoint(smoke_dir, classes=4),
     )
     plan = api.plan(smoke.recipe_path, offline)
-    assert plan["models"]["student"]["name"] == "test_resnet"  # the chosen fit, not the best
+    assert plan.student.name == "test_resnet"  # the chosen fit, not the best
 
     with pytest.raises(NoFit) as info:  # nothing fits: no file, but the timings come back
         search(0.5, write_recipe=tmp_path / "none.yaml", data="synthetic")

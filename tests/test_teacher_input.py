@@ -115,20 +115,20 @@ def _teacher_recipe(tmp_path: Path, ckpt: Path, name: str, **teacher: object) ->
 
 def test_the_plan_says_where_each_fact_came_from(tmp_path: Path, trained_teacher: Path) -> None:
     plan = api.plan(_teacher_recipe(tmp_path, trained_teacher, "plan"))
-    teacher, student = plan["models"]["teacher"], plan["models"]["student"]
-    assert teacher["input_size"] == (32, 32)  # the side file's, not test_resnet's 160
-    assert teacher["sources"]["num_classes"] == "side file"
-    assert teacher["sources"]["class_names"] == "side file"
-    assert teacher["sources"]["input_size"] == "side file"
-    assert teacher["sources"]["mean_std"] == "side file"
-    assert teacher["sources"]["interpolation"].startswith("distill (bilinear)")
-    assert teacher["interpolation"] == "bilinear"
-    assert student["sources"]["input_size"] == "recipe"
-    assert student["sources"]["mean_std"] == "timm default"
-    assert student["sources"]["class_names"] == "teacher"
+    teacher, student = plan.teacher, plan.student
+    assert teacher.input_size == (32, 32)  # the side file's, not test_resnet's 160
+    assert teacher.sources.num_classes == "side file"
+    assert teacher.sources.class_names == "side file"
+    assert teacher.sources.input_size == "side file"
+    assert teacher.sources.mean_std == "side file"
+    assert teacher.sources.interpolation.startswith("distill (bilinear)")
+    assert teacher.interpolation == "bilinear"
+    assert student.sources.input_size == "recipe"
+    assert student.sources.mean_std == "timm default"
+    assert student.sources.class_names == "teacher"
     names = [f"class_{i}" for i in range(4)]
     plan = api.plan(_teacher_recipe(tmp_path, trained_teacher, "named", class_names=names))
-    assert plan["models"]["teacher"]["sources"]["class_names"] == "recipe"
+    assert plan.teacher.sources.class_names == "recipe"
 
 
 def test_a_teacher_near_chance_stops_the_run_before_training(

@@ -60,10 +60,10 @@ def test_batch_that_does_not_fit_names_the_largest_that_does(tmp_path: Path) -> 
 def test_bench_train_reports_both_steps_and_the_data_path(tmp_path: Path) -> None:
     recipe = load_recipe(write_recipe(tmp_path, "b", fm_body(tmp_path / "runs", None)))
     result = bench_train(recipe, steps=4, warmup=2, window=2, data_batches=3)
-    assert result["distill"]["images_per_s"] > 0 and result["distill"]["windows"] == 2
-    assert result["bare"]["images_per_s"] > 0 and result["ratio"] > 0
-    assert result["data_path"]["images_per_s"] > 0
-    assert result["models"] == {"student": "test_efficientnet", "teacher": "test_resnet"}
+    assert result.distill.images_per_s > 0 and result.distill.last.windows == 2
+    assert result.bare.images_per_s > 0 and result.ratio > 0
+    assert result.data_path.images_per_s > 0
+    assert result.models == {"student": "test_efficientnet", "teacher": "test_resnet"}
     assert not (tmp_path / "runs" / "b").exists()  # benchmarks leave no run behind
 
 
@@ -72,14 +72,24 @@ def test_bench_train_rounds_time_both_steps_alike_and_report_their_spread(
 ) -> None:
     recipe = load_recipe(write_recipe(tmp_path, "r", fm_body(tmp_path / "runs", None)))
     result = bench_train(recipe, steps=4, warmup=2, window=2, data_batches=2, rounds=2)
-    for side in ("distill", "bare"):
-        rounds = result[side]["per_round"]
-        assert len(rounds) == 2 and result[side]["spread"] == [min(rounds), max(rounds)]
-        assert result[side]["images_per_s"] == pytest.approx(sum(rounds) / 2)  # their median
-    # the bare step is timed by distill's rule: warm-up, then the median of 2-step windows
-    assert result["bare"]["windows"] == 2 and len(result["bare"]["per_window"]) == 2
-    assert result["bare"]["timing"] == "2 warm-up steps, median of 2 windows of 2 steps"
-    assert "bare_script" not in result  # the script itself runs on CUDA only
+    assert result.bare is not None
+    for side in (result.distill, result.bare):
+        rounds = side.per_round
+        assert len(rounds) == 2 and side.spread == (min(rounds), max(rounds))
+        assert side.images_per_s == pytest.approx(sum(rounds) / 2)  # their median
+        # both timed by one rule: warm-up, then the median of 2-step windows
+        assert side.last.windows == 2
+        assert side.last.timing == "2 warm-up steps, median of 2 windows of 2 steps"
+    assert len(result.bare.last.per_window) == 2
+    assert result.bare_script is None  # the script itself runs on CUDA only
+    # --json: the same keys as the typed result, unmeasured ones left out
+    data = result.to_dict()
+    assert "bare_script" not in data and "gpu" not in data and "ratio_to_script" not in data
+    assert data["ratio"] == result.ratio and data["target_ratio"] == 0.9
+    assert data["bare"]["per_round"] == list(result.bare.per_round)
+    assert data["bare"]["spread"] == [min(result.bare.per_round), max(result.bare.per_round)]
+    assert data["bare"]["mode"] == "fp32" and data["distill"]["windows"] == 2
+    assert data["models"] == {"student": "test_efficientnet", "teacher": "test_resnet"}
 
 
 def test_train_throughput_benchmark_script_runs_on_cpu() -> None:

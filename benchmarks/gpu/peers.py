@@ -108,7 +108,7 @@ def jpeg_folder(rec: Record, *, smoke: bool, out: Path, root: Path, skip: dict) 
         with rec.guard(f"jpeg: distill {method}"):
             result = distill_step(load_recipe(path, items), warmup, steps, window)
             argv = ["distill", "bench", "train", str(path.relative_to(ROOT)), *sets(items)]
-            rec.put("jpeg", f"distill {method}", {**result, "command": " ".join(argv)})
+            rec.put("jpeg", f"distill {method}", {**result.to_dict(), "command": " ".join(argv)})
     train = ["--data-dir", str(root), "--train-split", "train", "--val-split", "val"]
     train += ["--model", student, "--num-classes", "10", "--kd-model-name", teacher]
     train += ["-b", str(batch), "--epochs", "1", "--img-size", str(size), "--workers", str(workers)]

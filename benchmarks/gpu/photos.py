@@ -98,12 +98,13 @@ def run(rec: Record, *, smoke: bool, work: Path, **_: Any) -> None:
         rec.put("commands", decode, bench_command(path, items, None))
         with rec.guard(f"data_path_{decode}"):
             cache = drop_page_cache()
-            rec.put("data_path", decode, {**data_path(build(recipe), batches), "cache": cache})
+            timed = data_path(build(recipe), batches).to_dict()
+            rec.put("data_path", decode, {**timed, "cache": cache})
         if decode == "device":  # where the host time of a decoded batch goes
             with rec.guard("data_path_profile"):
                 profiled = data_path(build(recipe), 2 if smoke else 5, profile=True)
-                rec.set("data_path_device_profile", profiled.get("profile"))
+                rec.set("data_path_device_profile", profiled.profile)
         with rec.guard(f"full_step_{decode}"):
             cache = drop_page_cache()
             step = distill_step(recipe, warmup, steps, window)
-            rec.put("full_step", decode, {**step, "cache": cache})
+            rec.put("full_step", decode, {**step.to_dict(), "cache": cache})

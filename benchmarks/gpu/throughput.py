@@ -55,7 +55,7 @@ def large_images(rec: Record, *, smoke: bool, bare: Path | None, rounds: int) ->
             data_batches=2 if smoke else 6,
             rounds=rounds,
         )
-        rec.put("large", "bench_train", result)
+        rec.put("large", "bench_train", result.to_dict())
     with rec.guard("large: bare_kd_step.py"):
         if bare is None:  # needed on the GPU; a CPU smoke run (CI) has no copy of it
             missing = "bare_kd_step.py not found (pass --bare; see DEFAULT_BARE)"
@@ -66,7 +66,7 @@ def large_images(rec: Record, *, smoke: bool, bare: Path | None, rounds: int) ->
             reference = {"path": str(bare), "sha256": sha256(bare)}
             setup = build(recipe)
             if setup.device.type == "cuda":
-                reference.update(bare_step(setup, steps, bare))
+                reference.update(bare_step(setup, steps, bare).to_dict())
             else:
                 reference["skipped"] = "the script runs on CUDA only"
         rec.put("large", "bare_script", reference)
@@ -110,8 +110,8 @@ def small_images(rec: Record, *, smoke: bool, fmnist: Path | None, rounds: int) 
                 data_batches=2 if smoke else 4,
                 rounds=rounds,
             )
-            result["command"] = bench_command(path, items, None, rounds)
-            rec.put("small", name, result)
+            command = bench_command(path, items, None, rounds)
+            rec.put("small", name, {**result.to_dict(), "command": command})
     done = rec.data.get("small", {})
     plain, graphs = done.get(f"batch {plain_batch}, eager"), done.get(f"batch {big}, CUDA graphs")
     if plain and graphs:

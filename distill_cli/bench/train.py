@@ -12,7 +12,6 @@ decoded and augmented, no model).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import statistics
 import subprocess
@@ -25,7 +24,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from distill_cli.bench.train_result import DataPathTiming, StepRounds, StepTiming, TrainBench
 from distill_cli.errors import DistillError
+from distill_cli.host import sha256_file
 from distill_cli.recipe.document import Recipe
 from distill_cli.rundir.layout import RunDir
 from distill_cli.train import engine
@@ -63,7 +64,7 @@ def timing_recipe(recipe: Recipe, setup: Setup) -> Recipe:
     return rec
 
 
-def distill_step(recipe: Recipe, warmup: int, steps: int, window: int) -> dict[str, Any]:
+def distill_step(recipe: Recipe, warmup: int, steps: int, window: int) -> StepTiming:
     """Images/s of the recipe's own training loop: median over timing windows after warm-up.
     `recipe` is `timing_recipe`'s (no evaluations worth timing around the steps)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,11 +84,12 @@ def distill_step(recipe: Recipe, warmup: int, steps: int, window: int) -> dict[s
         result = engine.run(rec)
         records = [r for _, r in RunDir(rec.run_dir).metric_lines() if r is not None]
     windows = [r["images_per_s"] for r in records if r["kind"] == "train" and r["step"] > warmup]
-    return {
-        "images_per_s": statistics.median(windows),
-        "windows": len(windows),
-        "peak_gpu_memory_gib": result.peak_gpu_memory_gib,
-    }
+    return StepTiming(
+        images_per_s=statistics.median(windows),
+        timing=f"{warmup} warm-up steps, median of {len(windows)} windows of {window} steps",
+        windows=len(windows),
+        peak_gpu_memory_gib=result.peak_gpu_memory_gib,
+    )
 
 
 def bare_step(
@@ -97,7 +99,7 @@ def bare_step(
     *,
     warmup: int = 5,
     window: int | None = None,
-) -> dict[str, Any]:
+) -> StepTiming:
     """The reference step for the setup's teacher, student, batch, resolution and precision.
 
     With `script` (on CUDA) the reference script itself runs in a subprocess, on the same GPU,
@@ -154,34 +156,37 @@ def bare_step(
             step()
         _sync(setup.device)
         windows.append(batch * size / (time.perf_counter() - started))
-    return {
-        "images_per_s": statistics.median(windows),
-        "windows": len(windows),
-        "per_window": windows,
-        "mode": mode + (" (CUDA graphs)" if graphs else ""),
-        "source": "built-in (same step as bare_kd_step.py)",
-        "timing": f"{warmup} warm-up steps, median of {len(windows)} windows of {size} steps",
-    }
+    return StepTiming(
+        images_per_s=statistics.median(windows),
+        timing=f"{warmup} warm-up steps, median of {len(windows)} windows of {size} steps",
+        windows=len(windows),
+        per_window=windows,
+        mode=mode + (" (CUDA graphs)" if graphs else ""),
+        source="built-in (same step as bare_kd_step.py)",
+    )
 
 
 def _bare_script(
     setup: Setup, script: Path, batch: int, res: int, mode: str, steps: int
-) -> dict[str, Any]:
+) -> StepTiming:
+    """bare_kd_step.py itself, in a subprocess; its last line is its JSON record."""
     assert setup.teacher is not None
     cmd = [sys.executable, str(script), "--teacher", setup.teacher.info.name]
     cmd += ["--student", setup.student.info.name, "--batch", str(batch), "--res", str(res)]
     cmd += ["--classes", str(setup.teacher.info.num_classes), "--mode", mode]
     cmd += ["--steps", str(steps)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return {
-        **json.loads(out.strip().splitlines()[-1]),
-        "source": str(script),
-        "sha256": hashlib.sha256(script.read_bytes()).hexdigest(),
-        "timing": "the script's own: 5 warm-up steps, one span",
-    }
+    record = json.loads(out.strip().splitlines()[-1])
+    return StepTiming(
+        images_per_s=float(record["images_per_s"]),
+        timing="the script's own: 5 warm-up steps, one span",
+        mode=record.get("mode", mode),
+        source=str(script),
+        sha256=sha256_file(script),
+    )
 
 
-def data_path(setup: Setup, batches: int, profile: bool = False) -> dict[str, Any]:
+def data_path(setup: Setup, batches: int, profile: bool = False) -> DataPathTiming:
     """Images/s read, decoded and augmented (crop, flip, mixup, both models' views): no model.
 
     With `profile`, also torch.profiler's top operators of the timed batches, by host time
@@ -211,12 +216,12 @@ def data_path(setup: Setup, batches: int, profile: bool = False) -> dict[str, An
             break
     _sync(setup.device)
     if started is None:
-        return {"images_per_s": None, "note": "too few batches for a measurement"}
-    result: dict[str, Any] = {"images_per_s": count / (time.perf_counter() - started)}
-    if prof is not None:
-        prof.stop()
-        result["profile"] = _table(prof, ("cpu_time_total",), 15)
-    return result
+        return DataPathTiming(None, note="too few batches for a measurement")
+    rate = count / (time.perf_counter() - started)
+    if prof is None:
+        return DataPathTiming(rate)
+    prof.stop()
+    return DataPathTiming(rate, profile=_table(prof, ("cpu_time_total",), 15))
 
 
 def profile_step(setup: Setup, steps: int = 5, warmup: int = 3, top: int = 12) -> str:
@@ -262,17 +267,6 @@ def _table(prof: Any, sorts: tuple[str, ...], top: int) -> str:
 TARGET_RATIO = {"cuda": 0.95, "cpu": 0.9}
 
 
-def _rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The last round's record with the median over rounds, each round's figure and the spread."""
-    values = [r["images_per_s"] for r in runs]
-    return {
-        **runs[-1],
-        "images_per_s": statistics.median(values),
-        "per_round": values,
-        "spread": [min(values), max(values)],
-    }
-
-
 def bench_train(
     recipe: Recipe,
     *,
@@ -282,7 +276,7 @@ def bench_train(
     bare_script: Path | None = None,
     data_batches: int = 20,
     rounds: int = 1,
-) -> dict[str, Any]:
+) -> TrainBench:
     """distill's step vs the bare step (and their ratio), and the data path, in one run.
 
     With `rounds` > 1 the two are measured in alternation (distill, bare, distill, bare...) and
@@ -296,41 +290,35 @@ def bench_train(
         raise DistillError(
             "the bare-step script was not found", str(bare_script), "pass bare_kd_step.py"
         )
-    result: dict[str, Any] = {"recipe": recipe.name, "rounds": rounds}
     setup = build(recipe)
-    info = setup.plan()
-    result.update(
-        device=info["device"],
-        precision=info["precision"],
-        compile=info["compile"],
-        batch_size=info["batch_size"],
-        models={k: v["name"] for k, v in info["models"].items()},
-        target_ratio=TARGET_RATIO.get(setup.device.type),
-    )
-    if setup.device.type == "cuda":
-        result["gpu"] = torch.cuda.get_device_name(setup.device)
-    distill_runs: list[dict[str, Any]] = []
-    bare_runs: list[dict[str, Any]] = []
-    script_runs: list[dict[str, Any]] = []
+    distill_runs: list[StepTiming] = []
+    bare_runs: list[StepTiming] = []
+    script_runs: list[StepTiming] = []
     script = bare_script if setup.device.type == "cuda" else None
     timed = timing_recipe(recipe, setup)
     for _ in range(rounds):
         distill_runs.append(distill_step(timed, warmup, steps, window))
         if setup.teacher is not None:  # the same warm-up and window rule as distill's step
             bare_runs.append(bare_step(setup, steps, warmup=warmup, window=window))
-            if script is not None:
+            if script is not None:  # the reference script itself, hashed: a cross-check
                 script_runs.append(bare_step(setup, steps, script))
-    result["distill"] = _rounds(distill_runs)
-    if bare_runs:
-        result["bare"] = _rounds(bare_runs)
-        result["ratio"] = result["distill"]["images_per_s"] / result["bare"]["images_per_s"]
-    if script_runs:  # the reference script itself, hashed: a cross-check of the built-in step
-        result["bare_script"] = _rounds(script_runs)
-        result["ratio_to_script"] = (
-            result["distill"]["images_per_s"] / result["bare_script"]["images_per_s"]
-        )
-    result["data_path"] = data_path(setup, data_batches)
+    result = TrainBench(
+        recipe=recipe.name,
+        rounds=rounds,
+        device=str(setup.device),
+        precision=setup.precision,
+        compile=recipe.runtime.compile,
+        batch_size=recipe.schedule.batch_size,
+        student=setup.student.info.name,
+        teacher=None if setup.teacher is None else setup.teacher.info.name,
+        target_ratio=TARGET_RATIO.get(setup.device.type),
+        distill=StepRounds.of(distill_runs),
+        data_path=data_path(setup, data_batches),
+        gpu=torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda" else None,
+        bare=StepRounds.of(bare_runs) if bare_runs else None,
+        bare_script=StepRounds.of(script_runs) if script_runs else None,
+    )
     # kept for `distill run --dry-run`'s cost projection on this device (train/cost.py)
-    key = pair_key(info["models"], setup.precision, setup.device_name)
-    remember_throughput(key, result["distill"]["images_per_s"], info["batch_size"])
+    key = pair_key(setup.plan().models, setup.precision, setup.device_name)
+    remember_throughput(key, result.distill.images_per_s, result.batch_size)
     return result

@@ -74,7 +74,10 @@ def _execute(
         raise typer.BadParameter("--throughput is for the cost projection of --dry-run")
     if dry_run:
         plan = api.plan(recipe, overrides, throughput=throughput)
-        console.print_json(json.dumps(plan)) if as_json else console.print(plan_table(plan))
+        if as_json:
+            console.print_json(json.dumps(plan.to_dict()))
+        else:
+            console.print(plan_table(plan))
         return
     main = world_from_env().is_main  # under torchrun only the main process reports
     reporter = RichReporter(quiet=quiet or as_json or not main)

@@ -28,7 +28,10 @@ from rich.text import Text
 from distill_cli.rundir.summary import WeightsSource
 
 if TYPE_CHECKING:
+    from distill_cli.bench.train_result import TrainBench
     from distill_cli.rundir.summary import RunSummary
+    from distill_cli.train.cost import CostPlan
+    from distill_cli.train.plan import Plan
 
 console = Console()
 err_console = Console(stderr=True)
@@ -136,73 +139,65 @@ _FACTS = (
 )
 
 
-def plan_table(plan: dict[str, Any]) -> Group:
+def plan_table(plan: Plan) -> Group:
     """The plan: the models, data and schedule, then where each fact about how each model is
     fed came from (recipe, side file, timm default, data), so nothing is a silent guess."""
-    table = Table(title=f"plan: {plan['method']}", show_header=True)
+    table = Table(title=f"plan: {plan.method}", show_header=True)
     table.add_column("role")
     table.add_column("model")
     table.add_column("params", justify="right")
     table.add_column("classes", justify="right")
     table.add_column("input")
     table.add_column("mean / std")
-    trained = "student" if "teacher" in plan["models"] else "model"
     sources = Table(title="where each fact came from", show_header=True)
     sources.add_column("role")
     for _, label in _FACTS:
         sources.add_column(label, overflow="fold")
-    for role, m in plan["models"].items():
-        role = trained if role == "student" else role
-        size = "x".join(str(v) for v in m["input_size"])
-        norm = f"{tuple(round(v, 3) for v in m['mean'])} / {tuple(round(v, 3) for v in m['std'])}"
-        table.add_row(role, m["name"], f"{m['params']:,}", str(m["num_classes"]), size, norm)
-        facts = m.get("sources") or {}
-        sources.add_row(role, *(facts.get(key, "-") for key, _ in _FACTS))
-    data = plan["data"]
-    test = data.get("test")
-    val = f"val {data['val']['images']:,}"
-    if test:  # data.holdout: val is held out of train, the val split is tested at the end
-        val = f"holdout {data['val']['images']:,}, test {test['images']:,} (read at the end)"
-    elif data["val"]["name"].endswith("(holdout)"):  # a train folder alone: no test split
-        val = f"holdout {data['val']['images']:,}, no test split"
+    for role, m in plan.models.items():
+        role = "model" if plan.teacher is None else role
+        size = "x".join(str(v) for v in m.input_size)
+        norm = f"{tuple(round(v, 3) for v in m.mean)} / {tuple(round(v, 3) for v in m.std)}"
+        table.add_row(role, m.name, f"{m.params:,}", str(m.num_classes), size, norm)
+        sources.add_row(role, *(getattr(m.sources, key) for key, _ in _FACTS))
+    data = plan.data
+    val = f"val {data.val.images:,}"
+    if data.test:  # data.holdout: val is held out of train, the val split is tested at the end
+        val = f"holdout {data.val.images:,}, test {data.test.images:,} (read at the end)"
+    elif data.val.name.endswith("(holdout)"):  # a train folder alone: no test split
+        val = f"holdout {data.val.images:,}, no test split"
+    files = plan.teacher.files if plan.teacher else []  # none: hub weights, random, no teacher
     table.caption = (
-        f"train {data['train']['images']:,} images ({data['train']['name']}"
-        f"{'' if data['labeled_train'] else ', unlabeled'}), {val}, "
-        f"{data['classes']} classes | batch {plan['batch_size']}, {plan['steps_per_epoch']} "
-        f"steps/epoch, {plan['total_steps']} steps ({plan['epochs']} epochs) | {plan['device']}, "
-        f"{plan['precision']}, channels_last={plan['channels_last']}, compile={plan['compile']} "
-        f"| -> {plan['run_dir']}"
-        + ("" if data.get("read", True) else "\n" + _UNREAD)
-        + "".join(f"\nteacher file: {escape(WeightsSource(**f).line())}" for f in _files(plan))
-        + "".join(f"\nwarning: {escape(line)}" for line in data.get("duplicates", []))
+        f"train {data.train.images:,} images ({data.train.name}"
+        f"{'' if data.labeled_train else ', unlabeled'}), {val}, "
+        f"{data.classes} classes | batch {plan.batch_size}, {plan.steps_per_epoch} "
+        f"steps/epoch, {plan.total_steps} steps ({plan.epochs} epochs) | {plan.device}, "
+        f"{plan.precision}, channels_last={plan.channels_last}, compile={plan.compile} "
+        f"| -> {plan.run_dir}"
+        + ("" if data.read else "\n" + _UNREAD)
+        + "".join(f"\nteacher file: {escape(f.line())}" for f in files)
+        + "".join(f"\nwarning: {escape(line)}" for line in data.duplicates)
         + "\n"
-        + cost_text(plan["cost"])
+        + cost_text(plan.cost)
     )
     return Group(table, sources)
-
-
-def _files(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """The teacher's weights files in a plan (none: hub weights, random, or no teacher)."""
-    return (plan["models"].get("teacher") or {}).get("files", [])
 
 
 _UNREAD = "data not read (not at hand): sizes from data.train_images / data.val_images"
 
 
-def cost_text(cost: dict[str, Any]) -> str:
+def cost_text(cost: CostPlan) -> str:
     """The cost lines of a plan: the work, and the projection when there is a throughput."""
-    steps, epochs = cost["steps"], cost["epochs"]
-    text = f"cost: {cost['images']:,} training images ({steps:,} steps, {epochs} epochs)"
-    if cost["throughput"] is None:
+    text = f"cost: {cost.images:,} training images ({cost.steps:,} steps, {cost.epochs} epochs)"
+    if cost.throughput is None:
         hint = "give --throughput N (images/s of one GPU) or run `distill bench train`"
         return f"{text}; for the time {hint}"
     rows = ", ".join(
-        f"{p['gpus']} GPU{'s' if p['gpus'] > 1 else ''}: {_hours(p['wall_hours'])} wall"
-        for p in cost["projections"]
+        f"{p.gpus} GPU{'s' if p.gpus > 1 else ''}: {_hours(p.wall_hours)} wall"
+        for p in cost.projections
     )
-    gpu_hours = cost["projections"][0]["gpu_hours"]
+    gpu_hours = cost.projections[0].gpu_hours
     return (
-        f"{text} at {cost['throughput']:,.0f} images/s per GPU ({cost['throughput_source']}): "
+        f"{text} at {cost.throughput:,.0f} images/s per GPU ({cost.throughput_source}): "
         f"{gpu_hours:,.0f} GPU-hours; {rows} (linear scaling, communication not counted)"
     )
 
@@ -282,27 +277,26 @@ def _bad_images(summary: RunSummary) -> str:
     return said + " (data.on_bad_image=error names them)"
 
 
-def bench_train_table(result: dict[str, Any]) -> Table:
+def bench_train_table(result: TrainBench) -> Table:
     """`distill bench train`: both steps, their ratio, and the data path."""
-    models = result.get("models", {})
-    title = f"{models.get('teacher', '-')} -> {models.get('student', '-')}"
+    title = f"{result.teacher or '-'} -> {result.student}"
     table = Table(title=f"training throughput: {title}")
     table.add_column("")
     table.add_column("images/s", justify="right")
-    table.add_row("distill full step", f"{result['distill']['images_per_s']:,.0f}")
-    if "bare" in result:
-        table.add_row("bare step", f"{result['bare']['images_per_s']:,.0f}")
-        target = result.get("target_ratio")
+    table.add_row("distill full step", f"{result.distill.images_per_s:,.0f}")
+    if result.bare is not None and result.ratio is not None:
+        table.add_row("bare step", f"{result.bare.images_per_s:,.0f}")
+        target = result.target_ratio
         label = f"ratio (target >= {target})" if target else "ratio"
-        table.add_row(label, f"{result['ratio']:.3f}")
-    if "bare_script" in result:
-        table.add_row("bare_kd_step.py itself", f"{result['bare_script']['images_per_s']:,.0f}")
-        table.add_row("ratio to the script", f"{result['ratio_to_script']:.3f}")
-    data = result["data_path"].get("images_per_s")
+        table.add_row(label, f"{result.ratio:.3f}")
+    if result.bare_script is not None and result.ratio_to_script is not None:
+        table.add_row("bare_kd_step.py itself", f"{result.bare_script.images_per_s:,.0f}")
+        table.add_row("ratio to the script", f"{result.ratio_to_script:.3f}")
+    data = result.data_path.images_per_s
     table.add_row("data path alone", "-" if data is None else f"{data:,.0f}")
     table.caption = (
-        f"{result['device']}, {result['precision']}, batch {result['batch_size']}, "
-        f"compile={result['compile']}, {result.get('rounds', 1)} round(s) (medians)"
+        f"{result.device}, {result.precision}, batch {result.batch_size}, "
+        f"compile={result.compile}, {result.rounds} round(s) (medians)"
     )
     return table
 

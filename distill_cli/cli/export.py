@@ -341,4 +341,7 @@ def bench_train_cmd(
     from distill_cli.cli.console import bench_train_table, console
 
     result = api.bench_train(recipe, set_, steps=steps, warmup=warmup, bare=bare, rounds=rounds)
-    console.print_json(json.dumps(result)) if as_json else console.print(bench_train_table(result))
+    if as_json:
+        console.print_json(json.dumps(result.to_dict()))
+    else:
+        console.print(bench_train_table(result))

@@ -18,10 +18,13 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill_cli.errors import DistillError
 from distill_cli.host import atomic_write, cache_dir
+
+if TYPE_CHECKING:
+    from distill_cli.train.plan import PlannedModel
 
 GPU_COUNTS = (1, 8, 64)
 
@@ -60,9 +63,9 @@ def project(
     return CostPlan(images, steps, epochs, throughput, source, rows)
 
 
-def pair_key(models: dict[str, Any], precision: str, device: str) -> str:
+def pair_key(models: dict[str, PlannedModel], precision: str, device: str) -> str:
     """What a training throughput depends on: the models and their sizes, precision, device."""
-    parts = sorted(f"{role}={m['name']}@{m['input_size']}" for role, m in models.items())
+    parts = sorted(f"{role}={m.name}@{m.input_size}" for role, m in models.items())
     return "|".join([*parts, precision, device])
 
 

@@ -24,6 +24,7 @@ from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.loop_sections import ScheduleSpec
 from distill_cli.rundir.summary import ModelResult, WeightsSource
 from distill_cli.train.cost import cached_throughput, pair_key, project
+from distill_cli.train.plan import FactSources, Plan, PlannedData, PlannedModel, PlannedSplit
 from distill_cli.train.world import World
 
 #: a split's batches: in memory or a file list (`BatchStream`), or streamed (`ShardStream`)
@@ -114,54 +115,55 @@ class Setup:
             return torch.cuda.get_device_name(self.device)
         return self.device.type
 
-    def plan(self, throughput: float | None = None) -> dict[str, Any]:
+    def plan(self, throughput: float | None = None) -> Plan:
         """What a run would do, for ``--dry-run``: models, data, steps, precision, device, and
         its cost (`train.cost`) at `throughput` images/s per GPU, else at the cached one."""
-        nets = {"student": self.student, "teacher": self.teacher}
-        plan = {
-            "method": self.recipe.method.name,
-            "models": {
-                role: {
-                    **net.info.to_dict(),
-                    "params": net.params,
-                    "sources": self.sources(role),
-                    "files": [asdict(f) for f in net.weights_files],
-                }
-                for role, net in nets.items()
-                if net is not None
-            },
-            "data": {
-                "train": {"name": self.data.train.name, "images": len(self.data.train)},
-                "val": {"name": self.data.val.name, "images": len(self.data.val)},
-                "test": None
-                if self.data.test is None
-                else {"name": self.data.test.name, "images": len(self.data.test)},
-                "classes": len(self.data.classes),
-                "labeled_train": self.data.labeled_train,
-                "read": self.data_read,
-                "duplicates": self.duplicates.warnings(),
-            },
-            "batch_size": self.recipe.schedule.batch_size,
-            "steps_per_epoch": self.steps_per_epoch,
-            "total_steps": self.total_steps,
-            "epochs": self.epochs,
-            "precision": self.precision,
-            "channels_last": self.channels_last,
-            "compile": self.recipe.runtime.compile,
-            "device": str(self.device),
-            "processes": self.world.size,
-            "sync_bn": self.sync_bn,
-            "run_dir": str(self.recipe.run_dir),
-        }
+        data, student, teacher = self.data, self._planned("student"), self._planned("teacher")
+        models = {"student": student} | ({"teacher": teacher} if teacher else {})
         source = "--throughput" if throughput is not None else None
         if throughput is None:
-            key = pair_key(plan["models"], self.precision, self.device_name)
+            key = pair_key(models, self.precision, self.device_name)
             throughput, source = cached_throughput(key) or (None, None)
         images = self.total_steps * self.recipe.schedule.batch_size
-        cost = project(images, self.total_steps, self.epochs, throughput, source)
-        return {**plan, "cost": cost.to_dict()}
+        return Plan(
+            method=self.recipe.method.name,
+            student=student,
+            teacher=teacher,
+            data=PlannedData(
+                train=PlannedSplit(data.train.name, len(data.train)),
+                val=PlannedSplit(data.val.name, len(data.val)),
+                test=None if data.test is None else PlannedSplit(data.test.name, len(data.test)),
+                classes=len(data.classes),
+                labeled_train=data.labeled_train,
+                read=self.data_read,
+                duplicates=self.duplicates.warnings(),
+            ),
+            batch_size=self.recipe.schedule.batch_size,
+            steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps,
+            epochs=self.epochs,
+            precision=self.precision,
+            channels_last=self.channels_last,
+            compile=self.recipe.runtime.compile,
+            device=str(self.device),
+            processes=self.world.size,
+            sync_bn=self.sync_bn,
+            run_dir=str(self.recipe.run_dir),
+            cost=project(images, self.total_steps, self.epochs, throughput, source),
+        )
 
-    def sources(self, role: str) -> dict[str, str]:
+    def _planned(self, role: str) -> PlannedModel | None:
+        net = self.student if role == "student" else self.teacher
+        if net is None:
+            return None
+        return PlannedModel(
+            **asdict(net.info),
+            params=net.params,
+            sources=self.sources(role),
+            files=list(net.weights_files),
+        )
+
+    def sources(self, role: str) -> FactSources:
         """Where each fact about how a model is fed came from (recipe, side file, timm
         default, data, teacher): nothing about a teacher is assumed without the plan saying so."""
         rec, classes = self.recipe, len(self.data.classes)
@@ -181,14 +183,14 @@ class Setup:
         out = {"num_classes": counts, "class_names": names}
         for key in ("weights", "input_size", "mean_std", "crop_pct", "interpolation"):
             out[key] = {feed.get(key, "-") for feed in feeds}
-        return {key: "; ".join(sorted(values)) for key, values in out.items()}  # ensembles
+        return FactSources(**{key: "; ".join(sorted(values)) for key, values in out.items()})
 
     def teacher_result(self, top1: float | None) -> ModelResult:
         """The teacher as the summary reports it, with the entry of its checkpoint dict the
         weights came from (`state_dict (also state_dict_ema)`): which of timm's two sets taught
         the student is part of the result. None for a plain state dict or hub weights."""
         assert self.teacher is not None
-        weights = self.sources("teacher")["weights"]
+        weights = self.sources("teacher").weights
         entry = None if set(weights.split("; ")) <= UNNAMED_WEIGHTS else weights
         return ModelResult(
             self.teacher.info.name,
@@ -209,7 +211,7 @@ class Setup:
             classes=len(data.classes),
             student=self.student.info.name,
             teacher=None if self.teacher is None else self.teacher.info.name,
-            teacher_weights=None if self.teacher is None else self.sources("teacher")["weights"],
+            teacher_weights=None if self.teacher is None else self.sources("teacher").weights,
             teacher_files=[] if self.teacher is None else list(self.teacher.weights_files),
             warnings=self.duplicates.warnings(),
         )

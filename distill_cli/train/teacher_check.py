@@ -67,7 +67,7 @@ def check_teacher(setup: Setup, evaluator: Evaluator) -> None:
     chance = 100.0 / classes
     if top1 >= NEAR_CHANCE * chance:
         return
-    weights = setup.sources("teacher").get("weights", "")
+    weights = setup.sources("teacher").weights
     other = "(also " in weights  # a checkpoint holding several weights: say which were loaded
     raise DistillError(
         f"the teacher scores {top1:.2f}% top-1 on {images} validation images, below "
