@@ -17,6 +17,7 @@ from torch import nn
 
 from distill_cli.errors import DistillError
 from distill_cli.models.checkpoint import read_sidecar
+from distill_cli.models.hub_access import hub_cache, hub_fetch
 from distill_cli.models.sizes import (
     Build,
     checkpoint_size,
@@ -215,6 +216,29 @@ _HUB, _INITIALISED = "timm hub", "initialised"
 UNNAMED_WEIGHTS = frozenset({_HUB, _INITIALISED, "checkpoint"})
 
 
+def _cannot_fetch(
+    spec: ModelSpec, role: str | None, exc: BaseException, offline: str | None
+) -> DistillError:
+    """`pretrained: true` whose weights could not be had: the Hub unreachable (and the weights
+    not in the local cache), or the Hub's own error. Names the recipe key where there is one."""
+    key, where = (
+        (f"{role}.pretrained", f"{role}.checkpoint") if role else ("pretrained", "checkpoint")
+    )
+    if offline is not None:
+        what = (
+            f"cannot fetch pretrained weights for {spec.model!r}: the Hub cannot be reached "
+            f"from this machine ({offline}) and they are not in its local cache ({hub_cache()})"
+        )
+    else:
+        what = f"cannot fetch pretrained weights for {spec.model!r}: {str(exc).splitlines()[0]}"
+    return DistillError(
+        what,
+        key,
+        f"give {where}: PATH (the weights saved on a machine with Hub access), or copy that "
+        "machine's Hub cache here",
+    )
+
+
 def create_net(
     spec: ModelSpec, num_classes: int, *, role: str | None = None, **overrides: Any
 ) -> Net:
@@ -228,21 +252,19 @@ def create_net(
     check_model_name(spec.model)
     section = role or spec.model
     kwargs = size_kwargs(spec.model, _input_size(spec), {**spec.kwargs, **overrides})
+    offline: str | None = None
     try:
-        model = timm.create_model(
-            spec.model,
-            pretrained=spec.pretrained,
-            num_classes=num_classes,
-            in_chans=spec.in_chans,
-            **kwargs,
-        )
+        with hub_fetch(spec.pretrained) as offline:
+            model = timm.create_model(
+                spec.model,
+                pretrained=spec.pretrained,
+                num_classes=num_classes,
+                in_chans=spec.in_chans,
+                **kwargs,
+            )
     except (OSError, RuntimeError) as exc:
         if spec.pretrained:
-            raise DistillError(
-                f"cannot fetch pretrained weights for {spec.model!r}: {str(exc).splitlines()[0]}",
-                "pretrained",
-                "use checkpoint: PATH on a machine without hub access",
-            ) from exc
+            raise _cannot_fetch(spec, role, exc, offline) from exc
         raise _cannot_build(spec, num_classes, kwargs, exc, section) from exc
     except TypeError as exc:
         raise DistillError(f"bad model kwargs: {exc}", f"{section}.kwargs") from exc
