@@ -95,3 +95,21 @@ def test_no_probe_without_pretrained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub_access, "hub_unreachable", probe)
     with hub_access.hub_fetch(False) as reason:
         assert reason is None
+
+
+@pytest.mark.parametrize(
+    ("name", "write"),
+    [("hf-hub:timm/resnet18.a1_in1k", "resnet18.a1_in1k"), ("timm/test_vit.r160_in1k", "test_vit")],
+)
+def test_a_hub_id_names_the_timm_name_to_write_and_the_key(name: str, write: str) -> None:
+    """Copied from the Hub's page: refused before any request, naming what to write."""
+    with pytest.raises(DistillError) as caught:
+        create_net(ModelSpec(model=name), 10, role="student")
+    assert caught.value.where == "student.model" and "Hugging Face Hub id" in caught.value.what
+    assert f"write '{write}" in (caught.value.hint or "")
+
+
+def test_an_unknown_name_names_the_recipe_key() -> None:
+    with pytest.raises(DistillError, match="unknown timm model 'resnet1'") as caught:
+        create_net(ModelSpec(model="resnet1"), 10, role="teacher")
+    assert caught.value.where == "teacher.model"

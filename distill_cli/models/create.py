@@ -61,8 +61,21 @@ class Net:
         return (self.module if self.runner is None else self.runner)(x)
 
 
-def check_model_name(name: str) -> None:
-    """Fail with close matches when timm does not know `name`."""
+def check_model_name(name: str, where: str = "model") -> None:
+    """Fail with close matches when timm does not know `name` (`where`: the key that holds it).
+
+    A Hub model id (`hf-hub:timm/resnet18.a1_in1k`, or `timm/resnet18.a1_in1k` as the Hub's page
+    shows it) is not fetched by name: it would reach the network even without weights (for its
+    config). The error names the architecture and tag to write instead, and the folder route."""
+    repo = name.removeprefix("hf-hub:")
+    if repo != name or repo.startswith("timm/"):
+        tagged = repo.split("/", 1)[-1]
+        raise DistillError(
+            f"{name!r} is a Hugging Face Hub id; distill takes timm's model names",
+            where,
+            f"write {tagged!r} with pretrained: true (timm fetches the same weights), or "
+            "download the repo and give its folder as checkpoint: (its config.json is read)",
+        )
     base = name.split(".")[0]
     if timm.is_model(base):
         return
@@ -70,7 +83,7 @@ def check_model_name(name: str) -> None:
 
     close = difflib.get_close_matches(base, timm.list_models(), n=5, cutoff=0.5)
     hint = "close matches: " + ", ".join(close) if close else "see `timm.list_models()`"
-    raise DistillError(f"unknown timm model {name!r}", "model", hint)
+    raise DistillError(f"unknown timm model {name!r}", where, hint)
 
 
 def _channels(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
@@ -249,7 +262,7 @@ def create_net(
     the recipe section the spec came from ("student", "teacher"): an error names its key
     (`student.input_size`), which the user can find; without it, the model's name.
     """
-    check_model_name(spec.model)
+    check_model_name(spec.model, f"{role}.model" if role else "model")
     section = role or spec.model
     kwargs = size_kwargs(spec.model, _input_size(spec), {**spec.kwargs, **overrides})
     offline: str | None = None
