@@ -113,7 +113,7 @@ def tagged(name: str, tag: str, sep: str = "-") -> str:
 def check_models(names: Sequence[str], where: str) -> None:
     """Every name must be a timm model: the project's own lookup (one line, close matches)."""
     from distill_cli.errors import DistillError
-    from distill_cli.models.create import check_model_name
+    from distill_cli.models.names import check_model_name
 
     for name in names:
         try:

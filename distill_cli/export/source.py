@@ -25,7 +25,8 @@ from distill_cli.errors import DistillError
 from distill_cli.export.class_names import class_names
 from distill_cli.host import sha256_file
 from distill_cli.models.checkpoint import read_sidecar
-from distill_cli.models.create import Net, check_model_name, create_net, infer_num_classes
+from distill_cli.models.create import Net, create_net, infer_num_classes
+from distill_cli.models.names import check_model_name
 from distill_cli.models.probe import probe
 from distill_cli.recipe.document import Recipe, load_recipe
 from distill_cli.recipe.sections import ModelSpec

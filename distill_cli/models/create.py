@@ -17,7 +17,8 @@ from torch import nn
 
 from distill_cli.errors import DistillError
 from distill_cli.models.checkpoint import read_sidecar
-from distill_cli.models.hub_access import hub_cache, hub_fetch
+from distill_cli.models.hub_access import fetch_error, hub_fetch
+from distill_cli.models.names import check_model_name
 from distill_cli.models.sizes import (
     Build,
     checkpoint_size,
@@ -59,31 +60,6 @@ class Net:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         # `is None`, not `or`: a compiled module (OptimizedModule) refuses bool() via len()
         return (self.module if self.runner is None else self.runner)(x)
-
-
-def check_model_name(name: str, where: str = "model") -> None:
-    """Fail with close matches when timm does not know `name` (`where`: the key that holds it).
-
-    A Hub model id (`hf-hub:timm/resnet18.a1_in1k`, or `timm/resnet18.a1_in1k` as the Hub's page
-    shows it) is not fetched by name: it would reach the network even without weights (for its
-    config). The error names the architecture and tag to write instead, and the folder route."""
-    repo = name.removeprefix("hf-hub:")
-    if repo != name or repo.startswith("timm/"):
-        tagged = repo.split("/", 1)[-1]
-        raise DistillError(
-            f"{name!r} is a Hugging Face Hub id; distill takes timm's model names",
-            where,
-            f"write {tagged!r} with pretrained: true (timm fetches the same weights), or "
-            "download the repo and give its folder as checkpoint: (its config.json is read)",
-        )
-    base = name.split(".")[0]
-    if timm.is_model(base):
-        return
-    import difflib
-
-    close = difflib.get_close_matches(base, timm.list_models(), n=5, cutoff=0.5)
-    hint = "close matches: " + ", ".join(close) if close else "see `timm.list_models()`"
-    raise DistillError(f"unknown timm model {name!r}", where, hint)
 
 
 def _channels(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
@@ -229,29 +205,6 @@ _HUB, _INITIALISED = "timm hub", "initialised"
 UNNAMED_WEIGHTS = frozenset({_HUB, _INITIALISED, "checkpoint"})
 
 
-def _cannot_fetch(
-    spec: ModelSpec, role: str | None, exc: BaseException, offline: str | None
-) -> DistillError:
-    """`pretrained: true` whose weights could not be had: the Hub unreachable (and the weights
-    not in the local cache), or the Hub's own error. Names the recipe key where there is one."""
-    key, where = (
-        (f"{role}.pretrained", f"{role}.checkpoint") if role else ("pretrained", "checkpoint")
-    )
-    if offline is not None:
-        what = (
-            f"cannot fetch pretrained weights for {spec.model!r}: the Hub cannot be reached "
-            f"from this machine ({offline}) and they are not in its local cache ({hub_cache()})"
-        )
-    else:
-        what = f"cannot fetch pretrained weights for {spec.model!r}: {str(exc).splitlines()[0]}"
-    return DistillError(
-        what,
-        key,
-        f"give {where}: PATH (the weights saved on a machine with Hub access), or copy that "
-        "machine's Hub cache here",
-    )
-
-
 def create_net(
     spec: ModelSpec, num_classes: int, *, role: str | None = None, **overrides: Any
 ) -> Net:
@@ -277,7 +230,7 @@ def create_net(
             )
     except (OSError, RuntimeError) as exc:
         if spec.pretrained:
-            raise _cannot_fetch(spec, role, exc, offline) from exc
+            raise fetch_error(spec.model, role, exc, offline) from exc
         raise _cannot_build(spec, num_classes, kwargs, exc, section) from exc
     except TypeError as exc:
         raise DistillError(f"bad model kwargs: {exc}", f"{section}.kwargs") from exc

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlparse
 
+from distill_cli.errors import DistillError
+
 _PROXIES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
 #: Seconds the probe waits for a TCP connection to the Hub (a reachable Hub answers in far less).
 PROBE_TIMEOUT_S = 3.0
@@ -73,3 +75,26 @@ def hub_cache() -> str:
     from huggingface_hub import constants
 
     return str(constants.HF_HUB_CACHE)
+
+
+def fetch_error(
+    model: str, role: str | None, exc: BaseException, offline: str | None
+) -> DistillError:
+    """`pretrained: true` whose weights could not be had: the Hub unreachable (and the weights
+    not in the local cache), or the Hub's own error. Names the recipe key where there is one."""
+    key, where = (
+        (f"{role}.pretrained", f"{role}.checkpoint") if role else ("pretrained", "checkpoint")
+    )
+    if offline is not None:
+        what = (
+            f"cannot fetch pretrained weights for {model!r}: the Hub cannot be reached "
+            f"from this machine ({offline}) and they are not in its local cache ({hub_cache()})"
+        )
+    else:
+        what = f"cannot fetch pretrained weights for {model!r}: {str(exc).splitlines()[0]}"
+    return DistillError(
+        what,
+        key,
+        f"give {where}: PATH (the weights saved on a machine with Hub access), or copy that "
+        "machine's Hub cache here",
+    )
