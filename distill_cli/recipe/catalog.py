@@ -3,6 +3,10 @@
 Recipes are data files in the repository's `recipes/` folder (and a `recipes/` folder in the
 current directory, for a team's own). A recipe's name is its path there without `.yaml`, e.g.
 `methods/kd`; its one-line description is its `description` key or else its first comment line.
+
+The package reaches the shipped ones as `distill_cli/shipped_recipes`: in a clone (an editable
+install) a link to `recipes/`, in a built wheel its copy (pyproject's package data), so
+`distill recipes` and `students --write-recipe` work however distill was installed.
 """
 
 from __future__ import annotations
@@ -26,9 +30,13 @@ class Entry:
         return read_text(self.path)
 
 
+#: The recipes distill ships (see the module's docstring).
+SHIPPED = (Path(__file__).resolve().parents[1] / "shipped_recipes").resolve()  # the clone: recipes/
+
+
 def roots() -> list[Path]:
     found = []
-    for root in (Path.cwd() / "recipes", Path(__file__).resolve().parents[2] / "recipes"):
+    for root in (Path.cwd() / "recipes", SHIPPED):
         if root.is_dir() and root.resolve() not in [r.resolve() for r in found]:
             found.append(root)
     return found
@@ -69,6 +77,17 @@ def entries() -> list[Entry]:
             name = path.relative_to(root).with_suffix("").as_posix()
             out.setdefault(name, Entry(name, path, _summary(path)))
     return sorted(out.values(), key=lambda e: e.name)
+
+
+def shipped(name: str) -> Path:
+    """A shipped recipe's file, never a same-named one of the working directory's `recipes/`
+    (a template whose settings distill vouches for: `students --write-recipe`)."""
+    path = SHIPPED / f"{name}.yaml"
+    if not path.is_file():
+        raise DistillError(
+            f"the shipped recipe {name!r} is missing", str(path), "reinstall distill"
+        )
+    return path
 
 
 def find(name: str) -> Entry:

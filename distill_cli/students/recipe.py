@@ -84,10 +84,10 @@ class RecipeAsk:
 
 
 def _template() -> dict[str, Any]:
-    from distill_cli.recipe.catalog import find
+    from distill_cli.recipe.catalog import shipped
 
     try:
-        data = yaml.safe_load(find("function_matching").path.read_text())
+        data = yaml.safe_load(shipped("function_matching").read_text())
     except (DistillError, OSError, yaml.YAMLError):
         data = None  # installed without the recipes folder: the method's own defaults
     if not isinstance(data, dict):
