@@ -97,15 +97,16 @@ def plan(
     (images, GPU-hours on 1/8/64 GPUs at `throughput` images/s per GPU, or at the figure
     `distill bench train` cached), without training. Streamed data that is not at hand is
     counted from the recipe (`data.train_images`); the plan then says `data.read: false`."""
-    from distill_cli.train.build import build
-
     if throughput is not None and (
         isinstance(throughput, bool) or not isinstance(throughput, (int, float))
     ):
         raise WrongType(
             f"throughput must be a number, not {type(throughput).__name__}", "throughput"
         )
-    return build(given_recipe(recipe, overrides, fields), plan_only=True).plan(throughput)
+    rec = given_recipe(recipe, overrides, fields)  # a bad recipe fails before torch is imported
+    from distill_cli.train.build import build
+
+    return build(rec, plan_only=True).plan(throughput)
 
 
 @leaves_process_as_found
@@ -123,10 +124,10 @@ def run(
     `fields` override recipe fields (`schedule__epochs=10`); `resume` continues the run from its
     last checkpoint, `overwrite` replaces an existing run folder; `reporter` receives progress.
     """
+    _run_args(resume, overwrite, reporter)
+    rec = given_recipe(recipe, overrides, fields)  # a bad recipe fails before torch is imported
     from distill_cli.train import engine
 
-    _run_args(resume, overwrite, reporter)
-    rec = given_recipe(recipe, overrides, fields)
     return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
 
 
@@ -142,10 +143,10 @@ def train(
 ) -> RunSummary:
     """`run` for methods that learn from labels alone (teachers, from-scratch baselines)."""
     from distill_cli.methods import method_class
+    _run_args(resume, overwrite, reporter)
+    rec = given_recipe(recipe, overrides, fields)  # a bad recipe fails before torch is imported
     from distill_cli.train import engine
 
-    _run_args(resume, overwrite, reporter)
-    rec = given_recipe(recipe, overrides, fields)
     if method_class(rec.method.name).needs_teacher:
         raise DistillError(
             f"`distill train` is for supervised recipes; {rec.method.name!r} needs a teacher",
