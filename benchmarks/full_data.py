@@ -15,9 +15,10 @@ the student reaches alone and a long schedule. This benchmark asks the same on F
    looks only at the holdout. Results (every evaluation, the curves) are written after each run,
    so a run cut short leaves its finished rows, and a second call continues where it stopped.
 
-    python benchmarks/full_data.py --scale gpu --part 1   # teacher + mobilenetv3_small_050 (GPU)
-    python benchmarks/full_data.py --scale gpu --part 2   # the second student (GPU)
-    python benchmarks/full_data.py --scale gpu --part 3   # the second seed, both students (GPU)
+    python benchmarks/full_data.py --scale gpu --part 1   # teacher + the grid, both students
+    python benchmarks/full_data.py --scale gpu --part 2   # the first student's ladder
+    python benchmarks/full_data.py --scale gpu --part 3   # the second student's ladder
+    python benchmarks/full_data.py --scale gpu --part 4   # the second seed, both students
     python benchmarks/full_data.py --scale cpu            # 10,000 images, 32 px (about an hour)
     python benchmarks/full_data.py --quick --out DIR      # the same pipeline in tiny (tests)
     python benchmarks/full_data.py --scale cpu --students resnet18 --teacher resnet50

@@ -148,8 +148,8 @@ SCALES: dict[str, Scale] = {
         jobs=2,
     ),
 }
-#: --part: which students tune + run the ladder, and whether the extra seeds run.
-#: --part: (what, which student); a GPU part is sized to about 9 minutes (docs/benchmarks.md).
+#: --part: (what, which student): which students tune and run the ladder, and whether the extra
+#: seeds run; a GPU part is sized to about 9 minutes (docs/benchmarks.md).
 #: A part whose picks are missing tunes first; finished rows of earlier parts are never rerun.
 PARTS: dict[str, tuple[str, int | None]] = {
     "1": ("tune", None),  # the teacher, then the grid at the shortest length, every student
