@@ -332,7 +332,11 @@ def bench_train_cmd(
         typer.Option("--rounds", min=1, help="alternate distill/bare this many times (medians)"),
     ] = 1,
     bare: Annotated[
-        Path | None, typer.Option("--bare", help="path to shared/bench/bare_kd_step.py")
+        Path | None,
+        typer.Option(
+            "--bare",
+            help="a copy of the reference bare_kd_step.py, also run (CUDA): its own timing",
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
