@@ -92,7 +92,9 @@ def test_expected_errors_are_one_line_with_exit_code_2(tmp_path: Path, mutate, n
 
 
 def test_missing_recipe_and_debug_traceback(tmp_path: Path) -> None:
-    _assert_one_line_error(distill("run", str(tmp_path / "none.yaml")), 2, "recipe file not found")
+    missing = distill("run", str(tmp_path / "none.yaml"))
+    _assert_one_line_error(missing, 2, "recipe file not found")
+    assert missing.stdout == ""  # the error line alone: no empty line on stdout before it
     debug = distill("--debug", "run", str(tmp_path / "none.yaml"))
     assert debug.returncode == 2 and "Traceback" in debug.stderr
 

@@ -113,7 +113,8 @@ class RichReporter:
             err_console.print(f"[yellow]warning:[/] {escape(line)}")
 
     def finish(self) -> None:
-        self.progress.stop()
+        if self.task is not None:  # stopping a bar never started prints an empty line
+            self.progress.stop()
 
 
 def _fmt(value: Any, suffix: str = "") -> str:
