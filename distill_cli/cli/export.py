@@ -261,7 +261,7 @@ def export_cmd(
 
     def log(message: str) -> None:
         if not (quiet or as_json):
-            err_console.print(f"[dim]{message}[/]")
+            err_console.print(f"[dim]{message}[/]", soft_wrap=True)  # one line each in a log
 
     result = api.export(options, log=log, check=False)
     if as_json:
