@@ -71,8 +71,8 @@ _OWNED = (
 class RunDir:
     """One run's folder and the names of everything in it."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: str | Path) -> None:
+        path = self.path = Path(path)  # api.md's `RunDir("runs/x")`: a string is a path too
         self.recipe = path / "recipe.yaml"
         self.metrics = path / "metrics.jsonl"
         self.summary = path / "summary.json"
