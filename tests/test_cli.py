@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from distill_cli import api
 from tests.conftest import fm_body, write_recipe
 
 
@@ -111,6 +112,9 @@ def test_recipes_list_and_show() -> None:
         "ensemble",
     ):
         assert name in listing.stdout
+    lines = listing.stdout.splitlines()  # one line each, in a pipe too (the README's promise)
+    for entry in api.recipes():
+        assert any(entry.name in line and entry.summary in line for line in lines), entry.name
     shown = distill("recipes", "show", "methods/eskd")
     assert shown.returncode == 0 and "kd_stop_epoch" in shown.stdout and "Cho" in shown.stdout
     _assert_one_line_error(distill("recipes", "show", "method/eskd"), 2, "methods/eskd")
