@@ -77,7 +77,11 @@ def build_data(
         return streamed if holdout is None else hold_out(streamed, holdout, seed)
     if source == "fashion_mnist":
         if root is None:
-            raise DistillError("fashion_mnist needs the dataset root", "data.root")
+            raise DistillError(
+                "fashion_mnist needs the dataset root",
+                "data.root",
+                "set data.root to the folder of the IDX files",
+            )
         train, val = load_fashion_mnist(root, "train"), load_fashion_mnist(root, "val")
     elif source == "synthetic":
         if synthetic is None:

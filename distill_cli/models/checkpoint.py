@@ -117,7 +117,11 @@ def read_train_state(path: Path) -> dict[str, Any]:
             f"cannot read checkpoint: {exc}", str(path), "delete it or start over"
         ) from exc
     if _STATE_KEY not in header:
-        raise DistillError("checkpoint has no training state to resume from", str(path))
+        raise DistillError(
+            "checkpoint has no training state to resume from",
+            str(path),
+            "restore the run's last.safetensors, or start over with --overwrite",
+        )
     return json.loads(header[_STATE_KEY])
 
 
@@ -184,7 +188,9 @@ def read_sidecar(checkpoint: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DistillError("checkpoint sidecar is not valid JSON", str(path)) from exc
+        raise DistillError(
+            "checkpoint sidecar is not valid JSON", str(path), "restore or delete the file"
+        ) from exc
     if not isinstance(data, dict):  # hand-edited: a list or a number is not a sidecar
         raise DistillError(
             "checkpoint sidecar is not a JSON object", str(path), "restore or delete the file"

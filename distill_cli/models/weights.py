@@ -113,7 +113,11 @@ def read_weights(path: Path, entry: str | None = None) -> WeightsFile:
             "is the file complete (not cut short by a copy or a killed save)?",
         ) from exc
     if not isinstance(state, dict):
-        raise DistillError("checkpoint holds no state dict", str(path))
+        raise DistillError(
+            "checkpoint holds no state dict",
+            str(path),
+            "pass the weights: torch.save(model.state_dict()) or a .safetensors file",
+        )
     nested = [k for k in _NESTED_UNDER if isinstance(state.get(k), dict)]
     nested += [
         k

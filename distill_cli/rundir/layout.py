@@ -382,7 +382,9 @@ class RunDir:
         from distill_cli.rundir.summary import RunSummary
 
         if not self.summary.is_file():
-            raise DistillError("no summary.json: the run has not finished", str(self.path))
+            raise DistillError(
+                "no summary.json: the run has not finished", str(self.path), "let it end first"
+            )
         return _read_typed(
             self.summary,
             RunSummary.from_dict,

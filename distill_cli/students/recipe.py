@@ -152,7 +152,11 @@ def _choose(search: StudentSearch, student: str | None) -> StudentEntry:
                         f"{student} is not within the budget ({entry.status})", "--student"
                     )
                 return entry
-        raise DistillError(f"{student} is not among the candidates", "--student")
+        raise DistillError(
+            f"{student} is not among the candidates",
+            "--student",
+            "name a model of the table (or drop --student for the best fit)",
+        )
     if search.best is None:
         raise RunFailed(
             f"no candidate fits {search.query.max_latency_ms:g} ms: no recipe written",
