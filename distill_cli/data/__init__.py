@@ -85,14 +85,20 @@ def build_data(
         train, val = load_fashion_mnist(root, "train"), load_fashion_mnist(root, "val")
     elif source == "synthetic":
         if synthetic is None:
-            raise DistillError("synthetic data needs its sizes", "data.synthetic")
+            raise DistillError(
+                "synthetic data needs its sizes", "data.synthetic", "e.g. {train_size: 256}"
+            )
         shape = (synthetic["num_classes"], synthetic["image_size"], synthetic["channels"])
         n, side, chans = shape
         train = make_synthetic(n, synthetic["train_size"], side, chans, seed, "train")
         val = make_synthetic(n, synthetic["val_size"], side, chans, seed, "val")
     else:
         if root is None:
-            raise DistillError("image_folder needs data.root for the validation split", "data")
+            raise DistillError(
+                "image_folder needs data.root for the validation split",
+                "data",
+                "set data.root to the folder holding train/ and val/",
+            )
         if not distill_dir:
             check_layout(root, train_dir, val_dir, holdout)
         labeled = None if distill_dir else scan_image_folder(root / train_dir)

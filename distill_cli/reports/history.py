@@ -229,7 +229,9 @@ def load_run(path: str | Path) -> RunHistory:
     except UnicodeDecodeError as exc:
         raise DistillError("recipe.yaml is not UTF-8 text", str(folder.recipe), _RESTORE) from exc
     if not isinstance(recipe, dict):
-        raise DistillError("recipe.yaml is not a recipe (not a mapping)", str(folder.recipe))
+        raise DistillError(
+            "recipe.yaml is not a recipe (not a mapping)", str(folder.recipe), _RESTORE
+        )
     return RunHistory(
         path=folder.path,
         recipe=recipe,
