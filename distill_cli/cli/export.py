@@ -41,7 +41,7 @@ BatchOpt = Annotated[
     int, typer.Option("--batch", min=1, help="batch size of the throughput figure")
 ]
 CheckpointOpt = Annotated[
-    Path | None, typer.Option("--checkpoint", help="weights for a timm-name SOURCE")
+    Path | None, typer.Option("--checkpoint", help="weights for a timm name given as the model")
 ]
 
 
