@@ -110,6 +110,12 @@ CASES: list[tuple[str, list[str], int, str]] = [
         "not found",
     ),
     (
+        "teacher-run-not-trained-yet",  # a shipped recipe before its teacher run: name the run
+        ["run", FM, "--set", f"teacher.checkpoint={W}/runs/tchr/checkpoints/best.safetensors"],
+        2,
+        "the run 'tchr' has not written it",
+    ),
+    (
         "teacher-truncated",
         ["run", FM, "--set", f"teacher.checkpoint={W}/trunc.safetensors"],
         2,
@@ -174,6 +180,12 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ),
     # export
     ("export-missing-run-with-space", ["export", f"{W}/no such run/"], 2, "not found"),
+    (
+        "export-checkpoint-not-written-yet",
+        ["export", f"{W}/runs/tchr/checkpoints/best.safetensors"],
+        2,
+        "train that run first",
+    ),
     ("export-empty-folder", ["export", f"{W}/dossier é"], 2, "not a run directory"),
     ("export-input-size-zero", ["export", "test_resnet", "--input-size", "0"], 2, "--input-size"),
     ("export-opset-dynamo-13", ["export", "test_resnet", "--opset", "13"], 2, "opset"),

@@ -43,6 +43,20 @@ def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
 
 
+def checkpoint_not_found(path: Path) -> DistillError:
+    """A weights file that is not there. One in a run folder's `checkpoints/` (the shipped
+    distillation recipes name `runs/quickstart-teacher/checkpoints/best.safetensors`) is most
+    often a run not trained yet, so the message names the run to train, not only the path."""
+    if path.parent.name == "checkpoints" and path.suffix == ".safetensors":
+        run = path.parent.parent.name
+        return DistillError(
+            f"checkpoint file not found: the run {run!r} has not written it",
+            str(path),
+            f"train that run first (the recipe with name: {run}), or point to your weights",
+        )
+    return DistillError("checkpoint file not found", str(path), "check the path")
+
+
 class NonFiniteState(RunFailed):
     """A tensor about to be saved holds NaN/Inf: the file is not written, the old one stays."""
 
