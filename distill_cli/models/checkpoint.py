@@ -47,7 +47,9 @@ def checkpoint_not_found(path: Path) -> DistillError:
     """A weights file that is not there. One in a run folder's `checkpoints/` (the shipped
     distillation recipes name `runs/quickstart-teacher/checkpoints/best.safetensors`) is most
     often a run not trained yet, so the message names the run to train, not only the path."""
-    if path.parent.name == "checkpoints" and path.suffix == ".safetensors":
+    from distill_cli.rundir.layout import RunDir  # the one owner of the run folder's names
+
+    if path.parent == RunDir(path.parent.parent).checkpoints and path.suffix == ".safetensors":
         run = path.parent.parent.name
         return DistillError(
             f"checkpoint file not found: the run {run!r} has not written it",
