@@ -278,7 +278,9 @@ def claim_folder(path: Path, marker: str, *, force: bool, override: str) -> None
             "pass the folder the link points to",
         )
     if path.exists() and not path.is_dir():
-        raise DistillError("the output path exists and is not a folder", str(path))
+        raise DistillError(
+            "the output path exists and is not a folder", str(path), "name a folder (--out)"
+        )
     mark = path / marker
     if not mark.is_file() or mark.is_symlink():
         if path.is_dir() and any(path.iterdir()) and not force:

@@ -3,7 +3,7 @@
     python examples/python_api.py [OUT_DIR]
 
 Everything the CLI does is a function of `distill_cli.api` returning a typed result. This
-example runs on generated data with timm's tiny test models (no downloads, about a minute on a
+example runs on generated data with timm's tiny test models (no downloads, under a minute on a
 2-core CPU) and leaves its runs, reports and ONNX files in OUT_DIR (default: a temp folder).
 """
 

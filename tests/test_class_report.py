@@ -52,6 +52,8 @@ def test_a_supervised_run_reports_its_model_per_class(tmp_path: Path) -> None:
     cm = per_class.model
     assert cm is not None and cm.classes == [f"class_{i}" for i in range(4)]
     assert cm.images == 64  # every validation image, once
+    again = RunDir(str(summary.run_dir)).read_class_eval()  # api.md: RunDir("runs/x") too
+    assert again is not None and again.model is not None and again.model.counts == cm.counts
     assert cm.top1 is not None and summary.student.top1 is not None
     assert abs(cm.top1 - summary.student.top1) < 1e-3  # the final evaluation's own figure
     assert summary.student.top5 is None  # 4 classes: no top-5

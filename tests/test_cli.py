@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from distill_cli import api
 from tests.conftest import fm_body, write_recipe
 
 
@@ -92,7 +93,9 @@ def test_expected_errors_are_one_line_with_exit_code_2(tmp_path: Path, mutate, n
 
 
 def test_missing_recipe_and_debug_traceback(tmp_path: Path) -> None:
-    _assert_one_line_error(distill("run", str(tmp_path / "none.yaml")), 2, "recipe file not found")
+    missing = distill("run", str(tmp_path / "none.yaml"))
+    _assert_one_line_error(missing, 2, "recipe file not found")
+    assert missing.stdout == ""  # the error line alone: no empty line on stdout before it
     debug = distill("--debug", "run", str(tmp_path / "none.yaml"))
     assert debug.returncode == 2 and "Traceback" in debug.stderr
 
@@ -109,6 +112,9 @@ def test_recipes_list_and_show() -> None:
         "ensemble",
     ):
         assert name in listing.stdout
+    lines = listing.stdout.splitlines()  # one line each, in a pipe too (the README's promise)
+    for entry in api.recipes():
+        assert any(entry.name in line and entry.summary in line for line in lines), entry.name
     shown = distill("recipes", "show", "methods/eskd")
     assert shown.returncode == 0 and "kd_stop_epoch" in shown.stdout and "Cho" in shown.stdout
     _assert_one_line_error(distill("recipes", "show", "method/eskd"), 2, "methods/eskd")

@@ -184,7 +184,7 @@ class _Records:
 
 
 def test_the_opening_and_the_summary_name_the_teacher_weights_and_the_warnings(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A timm train.py checkpoint holds `state_dict` and `state_dict_ema`: the run says which
     it loaded, from which file, its size and hash, before training and in summary.json."""
@@ -229,6 +229,15 @@ def test_the_opening_and_the_summary_name_the_teacher_weights_and_the_warnings(
     assert saved.teacher is not None and saved.teacher.files[0].sha256 == sha
     assert saved.teacher.files[0].entry == "state_dict_ema"
     assert saved.duplicates == opening["warnings"]
+    # as the CLI prints it into a log (80 columns): each fact one line, however long the path
+    from distill_cli.cli.console import RichReporter
+
+    capsys.readouterr()
+    RichReporter().log(opening)
+    out, err = capsys.readouterr()
+    assert f"teacher test_resnet <- {ckpt.resolve()} [state_dict_ema]" in out.splitlines()[1]
+    assert out.splitlines()[1].endswith(f"sha256 {sha[:12]}")
+    assert err.splitlines() == [f"warning: {line}" for line in opening["warnings"]]
 
 
 def test_an_unlabeled_distill_pool_holding_val_photos_is_an_overlap(tmp_path: Path) -> None:

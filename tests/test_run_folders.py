@@ -16,6 +16,7 @@ import pytest
 
 from distill_cli import api
 from distill_cli.errors import DistillError
+from distill_cli.recipe.document import load_recipe
 from distill_cli.recipe.sections import check_run_name
 from distill_cli.rundir.layout import MARKER, RunDir
 from tests.conftest import teacher_body, write_recipe
@@ -221,3 +222,25 @@ def test_the_folder_is_locked_before_models_and_data_are_built(
         with pytest.raises(DistillError, match="in use by a live run"):
             api.run(recipe)
     assert MARKER == ".distill-run"
+
+
+def test_what_the_folder_alone_refuses_is_refused_before_anything_is_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forgotten --resume, a changed recipe on --resume and a run whose `last` is gone are
+    told before the data is scanned and the teacher loaded (minutes on a real data set)."""
+    recipe = _recipe(tmp_path)
+    run = RunDir(tmp_path / "runs" / "t")
+    run.prepare(load_recipe(recipe).to_yaml(), resume=False, overwrite=False)
+
+    def build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("built models and data for a run the folder refuses")
+
+    monkeypatch.setattr("distill_cli.train.engine.build", build)
+    with pytest.raises(DistillError, match="already holds a run"):
+        api.run(recipe)
+    with pytest.raises(DistillError, match=r"differs .*schedule\.epochs: 1 -> 2"):
+        api.run(recipe, schedule__epochs=2, resume=True)
+    run.best.write_bytes(b"")  # results without `last`
+    with pytest.raises(DistillError, match=r"last\.safetensors is missing"):
+        api.run(recipe, resume=True)

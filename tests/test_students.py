@@ -456,3 +456,26 @@ def test_written_recipe_fits_the_data_and_starts_pretrained(
     big = {"batch_size": 512, "epochs": 10, "warmup_steps": 100}
     fit_schedule(big, 60_000)
     assert big == {"batch_size": 512, "epochs": 10, "warmup_steps": 100}
+
+
+def test_a_budget_the_export_gate_does_not_check_is_not_called_the_same_gate(
+    fake: FakeBench, tmp_path: Path
+) -> None:
+    """The export's latency gate times batch 1 on the CPU: a `--batch 4` budget is another
+    question, and neither the caption nor the written recipe calls that gate the same one."""
+    from rich.console import Console
+
+    from distill_cli.cli.console_students import students_table
+
+    def caption(result: Any) -> str:
+        console = Console(width=300, record=True)
+        console.print(students_table(result))
+        return console.export_text()
+
+    same = search(3.5, write_recipe=tmp_path / "b1.yaml", data="synthetic")
+    assert "same gate after training: distill export" in caption(same)
+    assert "# Export with the same budget as a gate:" in (tmp_path / "b1.yaml").read_text()
+    other = search(3.5, write_recipe=tmp_path / "b4.yaml", data="synthetic", batch=4)
+    assert "same gate" not in caption(other) and "not this budget" in caption(other)
+    header = (tmp_path / "b4.yaml").read_text()
+    assert "same budget" not in header and "not this budget" in header

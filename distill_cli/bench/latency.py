@@ -87,7 +87,11 @@ def _onnx_shape(path: Path, input_size: int | None) -> tuple[tuple[int, int, int
     meta = {p.key: p.value for p in model.metadata_props}
     dims = [d.dim_value or None for d in model.graph.input[0].type.tensor_type.shape.dim]
     if len(dims) != 4:
-        raise DistillError(f"expected an NCHW image input, got {len(dims)} dimensions", str(path))
+        raise DistillError(
+            f"expected an NCHW image input, got {len(dims)} dimensions",
+            str(path),
+            "time an image classifier's file (one input: batch x channels x height x width)",
+        )
     chans = dims[1] or int(meta.get("distill.in_chans", 3))
     if input_size is not None:
         if dims[2] and dims[3] and (dims[2], dims[3]) != (input_size, input_size):
@@ -198,7 +202,7 @@ def bench_latency(
     path = Path(target)
     if path.suffix == ".onnx":
         if not path.is_file():
-            raise DistillError("ONNX file not found", target)
+            raise DistillError("ONNX file not found", target, "check the path")
         check_onnx(path)
         shape, meta = _onnx_shape(path, input_size)
         plan = _file_batch(path, plan)

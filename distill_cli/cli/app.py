@@ -274,14 +274,13 @@ def recipes_list(ctx: typer.Context) -> None:
     from rich.table import Table
 
     from distill_cli import api
-    from distill_cli.cli.console import console
 
     table = Table(show_header=True, box=None)
     table.add_column("recipe", style="bold")
     table.add_column("what it is")
     for entry in api.recipes():
         table.add_row(entry.name, entry.summary)
-    console.print(table)
+    wide_console().print(table)  # one line each, in a pipe too
 
 
 @recipes_app.command("show")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
@@ -87,19 +88,19 @@ class RichReporter:
             parts = [
                 f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()
             ]
-            self.progress.console.print("[cyan]eval[/] " + "  ".join(parts))
+            self.progress.console.print("[cyan]eval[/] " + "  ".join(parts), soft_wrap=True)
         elif kind == "phase" and not self.quiet:
-            self.progress.console.print(f"[magenta]phase[/] {record}")
+            self.progress.console.print(f"[magenta]phase[/] {record}", soft_wrap=True)
         elif kind == "opening":
             self._opening(record)
 
     def _opening(self, record: dict[str, Any]) -> None:
-        """The run's first lines: the method, the data's counts, the models and the teacher's
-        weights file; then the data's warnings, which `--quiet` and `--json` keep (on stderr)."""
+        """The run's first lines (method, data, models, the teacher's weights file), then the data's
+        warnings, kept by `--quiet`/`--json` (stderr); one line each, however long."""
         if not self.quiet:
             test = f", test {record['test']:,}" if record["test"] is not None else ""
-            out = self.progress.console
-            out.print(
+            out = partial(self.progress.console.print, soft_wrap=True)
+            out(
                 f"[bold]{escape(record['method'])}[/]: train {record['train']:,} images, val "
                 f"{record['val']:,}{test}, {record['classes']} classes"
             )
@@ -109,14 +110,15 @@ class RichReporter:
                     where = (
                         WeightsSource(**file).line() if file else record["teacher_weights"] or "-"
                     )
-                    out.print(f"teacher {escape(record['teacher'])} <- {escape(where)}")
+                    out(f"teacher {escape(record['teacher'])} <- {escape(where)}")
             role = "student" if record["teacher"] else "model"
-            out.print(f"{role} {escape(record['student'])}")
+            out(f"{role} {escape(record['student'])}")
         for line in record["warnings"]:
-            err_console.print(f"[yellow]warning:[/] {escape(line)}")
+            err_console.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
 
     def finish(self) -> None:
-        self.progress.stop()
+        if self.task is not None:  # stopping a bar never started prints an empty line
+            self.progress.stop()
 
 
 def _fmt(value: Any, suffix: str = "") -> str:

@@ -101,7 +101,12 @@ def students_table(search: Any) -> Table:
         else f"answer: provisional, {search.untimed} candidates untimed ({search.stopped}); "
         "--measure-all times every one",
         f"ranking: {search.ranking}",
-        f"same gate after training: {search.export_command()}",
+        (
+            "same gate after training: "
+            if search.query.export_gate_checks_it
+            else "the export's gate after training (batch 1, CPU: not this budget): "
+        )
+        + search.export_command(),
     ]
     lines += [f"note: {n}" for n in search.notes]
     if search.recipe_path is not None:

@@ -41,7 +41,7 @@ BatchOpt = Annotated[
     int, typer.Option("--batch", min=1, help="batch size of the throughput figure")
 ]
 CheckpointOpt = Annotated[
-    Path | None, typer.Option("--checkpoint", help="weights for a timm-name SOURCE")
+    Path | None, typer.Option("--checkpoint", help="weights for a timm name given as the model")
 ]
 
 
@@ -261,7 +261,7 @@ def export_cmd(
 
     def log(message: str) -> None:
         if not (quiet or as_json):
-            err_console.print(f"[dim]{message}[/]")
+            err_console.print(f"[dim]{message}[/]", soft_wrap=True)  # one line each in a log
 
     result = api.export(options, log=log, check=False)
     if as_json:
@@ -332,7 +332,11 @@ def bench_train_cmd(
         typer.Option("--rounds", min=1, help="alternate distill/bare this many times (medians)"),
     ] = 1,
     bare: Annotated[
-        Path | None, typer.Option("--bare", help="path to shared/bench/bare_kd_step.py")
+        Path | None,
+        typer.Option(
+            "--bare",
+            help="a copy of the reference bare_kd_step.py, also run (CUDA): its own timing",
+        ),
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -92,7 +92,10 @@ MaxTimeOpt = Annotated[
     float, number_option("--max-time", "stop timing one model after this many s")
 ]
 InputSizeOpt = Annotated[
-    int | None, typer.Option("--input-size", min=1, help="input side for a timm-name SOURCE")
+    int | None,
+    typer.Option(
+        "--input-size", min=1, help="input side for a timm name (or an ONNX file of dynamic size)"
+    ),
 ]
 NumClassesOpt = Annotated[
     int | None,

@@ -104,7 +104,12 @@ def students_cmd(
         typer.Option("--accuracy", help="timm results CSV (model,top1) to rank by ImageNet top-1"),
     ] = None,
     cache_dir: Annotated[
-        Path | None, typer.Option("--cache-dir", help="timing cache (default ~/.cache/distill)")
+        Path | None,
+        typer.Option(
+            "--cache-dir",
+            help="timing cache (default: $DISTILL_CACHE_DIR, else $XDG_CACHE_HOME/distill, "
+            "else ~/.cache/distill)",
+        ),
     ] = None,
     write_recipe: Annotated[
         Path | None,

@@ -77,18 +77,28 @@ def build_data(
         return streamed if holdout is None else hold_out(streamed, holdout, seed)
     if source == "fashion_mnist":
         if root is None:
-            raise DistillError("fashion_mnist needs the dataset root", "data.root")
+            raise DistillError(
+                "fashion_mnist needs the dataset root",
+                "data.root",
+                "set data.root to the folder of the IDX files",
+            )
         train, val = load_fashion_mnist(root, "train"), load_fashion_mnist(root, "val")
     elif source == "synthetic":
         if synthetic is None:
-            raise DistillError("synthetic data needs its sizes", "data.synthetic")
+            raise DistillError(
+                "synthetic data needs its sizes", "data.synthetic", "e.g. {train_size: 256}"
+            )
         shape = (synthetic["num_classes"], synthetic["image_size"], synthetic["channels"])
         n, side, chans = shape
         train = make_synthetic(n, synthetic["train_size"], side, chans, seed, "train")
         val = make_synthetic(n, synthetic["val_size"], side, chans, seed, "val")
     else:
         if root is None:
-            raise DistillError("image_folder needs data.root for the validation split", "data")
+            raise DistillError(
+                "image_folder needs data.root for the validation split",
+                "data",
+                "set data.root to the folder holding train/ and val/",
+            )
         if not distill_dir:
             check_layout(root, train_dir, val_dir, holdout)
         labeled = None if distill_dir else scan_image_folder(root / train_dir)

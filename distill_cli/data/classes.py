@@ -73,7 +73,11 @@ def _renamed(data_classes: list[str], class_map: dict[str, str]) -> list[str]:
         )
     names = [class_map.get(c, c) for c in data_classes]
     if len(set(names)) != len(names):
-        raise DistillError("data.class_map maps two data classes to one name", "data.class_map")
+        raise DistillError(
+            "data.class_map maps two data classes to one name",
+            "data.class_map",
+            "map each data class to its own teacher class",
+        )
     return names
 
 

@@ -203,7 +203,11 @@ def scan_image_folder(root: Path, classes: list[str] | None = None) -> ImageSet:
 def scan_unlabeled(root: Path, classes: list[str]) -> ImageSet:
     """Any folder of images, searched recursively; function matching needs no labels."""
     if not root.is_dir():
-        raise DistillError("distillation image folder not found", str(root))
+        raise DistillError(
+            "distillation image folder not found",
+            str(root),
+            "check data.distill_dir (relative to the folder distill runs in)",
+        )
     unreadable: list[Path] = []
     files = image_files(root, unreadable)
     refuse_undecodable(sorted(unreadable), str(root))

@@ -21,6 +21,9 @@ from distill_cli.errors import DistillError
 if TYPE_CHECKING:
     from distill_cli.data.shardset import ShardSet
 
+#: What to do when no file of a folder decodes (every one damaged, or none a photo).
+_NO_PHOTO = "check the folder holds photos (JPEG, PNG, WebP, ...) that open in a viewer"
+
 
 @dataclass
 class Batch:
@@ -218,7 +221,11 @@ class BatchStream(SplitStream):
             image = decode_on_device([raw], self.device, self.load_size, self.fit)[0]
             if image is not None:
                 return image, label, used
-        raise DistillError("no file in the folder can be decoded", self.data.name)
+        raise DistillError(
+            "no file in the folder can be decoded",
+            self.data.name,
+            _NO_PHOTO,
+        )
 
     def _decoded(self, batches: list[torch.Tensor]) -> Iterator[Batch]:
         if self.decode_on_device:
@@ -237,7 +244,11 @@ class BatchStream(SplitStream):
                         "fix or delete the file, or set data.on_bad_image=skip",
                     )
                 if bool((index < 0).any()):
-                    raise DistillError("no file in the folder can be decoded", self.data.name)
+                    raise DistillError(
+                        "no file in the folder can be decoded",
+                        self.data.name,
+                        _NO_PHOTO,
+                    )
                 self.bad_files.update(flagged.tolist())
             stand_in = (bad >= 0) if len(flagged) else None
             images = images.to(self.device, non_blocking=True)

@@ -20,6 +20,9 @@ from typing import Any
 from distill_cli.data.shardset import Sample, SampleFault, ShardSet, Unit
 from distill_cli.errors import DistillError
 
+#: What to do about a parquet or arrow file that cannot be read: it is damaged or not one.
+_COPY_AGAIN = "copy the file again (it is damaged, or not parquet/arrow)"
+
 #: How `datasets` names a split's files on the Hub and in save_to_disk folders:
 #: `train-00000-of-00004.parquet` (older pushes add `-<hash>`), `data-00000-of-00001.arrow`.
 _SPLIT_FILE = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}(-[0-9a-f]+)?\.(parquet|arrow)$")
@@ -112,7 +115,7 @@ def _table_schema(path: Path) -> tuple[Any, list[int]]:
         groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         return meta.schema.to_arrow_schema(), groups
     except (OSError, pa.ArrowException) as exc:
-        raise DistillError(_unreadable(exc), str(path)) from exc
+        raise DistillError(_unreadable(exc), str(path), _COPY_AGAIN) from exc
 
 
 def _open_arrow(source: Any) -> Any:
@@ -137,7 +140,9 @@ def _class_names(schema: Any, files: list[Path], label: str) -> list[str] | None
         try:
             text = info_file.read_bytes()
         except OSError as exc:
-            raise DistillError(f"cannot read {info_file.name}: {exc}", str(info_file)) from exc
+            raise DistillError(
+                f"cannot read {info_file.name}: {exc}", str(info_file), _COPY_AGAIN
+            ) from exc
         features = _get(_json(text, str(info_file)), "features")
     names = _get(_get(features, label), "names")
     return [str(n) for n in names] if isinstance(names, list) else None
@@ -227,7 +232,11 @@ def scan_hf_split(
             labels = _column(path, label)
             nulls = labels.null_count
             if nulls:
-                raise DistillError(f"{nulls} rows have no {label!r}", str(path))
+                raise DistillError(
+                    f"{nulls} rows have no {label!r}",
+                    str(path),
+                    "drop those rows, or set data.label_column: null for unlabeled data",
+                )
             if len(labels):
                 top = max(top, int(pc.max(labels).as_py()))
         for part, count in enumerate(rows):
@@ -281,7 +290,7 @@ def _column(path: Path, name: str) -> Any:
                 return _open_arrow(source).read_all().column(name)
         return pq.read_table(path, columns=[name]).column(name)
     except (OSError, pa.ArrowException) as exc:
-        raise DistillError(_unreadable(exc), str(path)) from exc
+        raise DistillError(_unreadable(exc), str(path), _COPY_AGAIN) from exc
 
 
 def row_labels(data: ShardSet, unit: Unit) -> list[int]:
@@ -298,7 +307,7 @@ def row_labels(data: ShardSet, unit: Unit) -> list[int]:
             group = pq.ParquetFile(unit.path).read_row_group(unit.part, columns=[label])
             column = group.column(label)
     except (OSError, pa.ArrowException) as exc:
-        raise DistillError(_unreadable(exc), str(unit.path)) from exc
+        raise DistillError(_unreadable(exc), str(unit.path), _COPY_AGAIN) from exc
     return [-1 if value is None else int(value) for value in column.to_pylist()]
 
 

@@ -114,6 +114,7 @@ def scan_shard(path: Path) -> tuple[int, list[int], bool]:
                         raise DistillError(
                             f"label {text!r} is not a class number (0, 1, 2, ...)",
                             f"{path}:{key}",
+                            "write each .cls member as the class index, e.g. 3",
                         )
                     labels[key] = int(text)
             end = tar.offset

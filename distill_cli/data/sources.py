@@ -20,6 +20,12 @@ import torch
 from distill_cli.data.draws import balanced_indices, holdout_indices, limit_indices
 from distill_cli.errors import DistillError
 
+#: What to do about damaged Fashion-MNIST files.
+_REINSTALL = (
+    "install the data again (apt-get install --reinstall dataset-fashion-mnist), or point "
+    "data.root at intact IDX files"
+)
+
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
     "Trouser",
@@ -135,16 +141,16 @@ def read_idx(path: Path) -> np.ndarray:
         with opener(path, "rb") as fh:
             data = fh.read()
     except (OSError, EOFError) as exc:
-        raise DistillError(f"cannot read IDX file: {exc}", str(path)) from exc
+        raise DistillError(f"cannot read IDX file: {exc}", str(path), _REINSTALL) from exc
     if len(data) < 4:
-        raise DistillError("IDX file is truncated", str(path))
+        raise DistillError("IDX file is truncated", str(path), _REINSTALL)
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != 0x08:
-        raise DistillError("not a uint8 IDX file", str(path))
+        raise DistillError("not a uint8 IDX file", str(path), _REINSTALL)
     dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
-        raise DistillError("IDX file is truncated", str(path))
+        raise DistillError("IDX file is truncated", str(path), _REINSTALL)
     return body.reshape(dims)
 
 
@@ -164,7 +170,7 @@ def load_fashion_mnist(root: Path, split: str) -> ImageSet:
     images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
     labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
     if len(images) != len(labels):
-        raise DistillError("Fashion-MNIST images and labels differ in count", str(root))
+        raise DistillError("Fashion-MNIST images and labels differ in count", str(root), _REINSTALL)
     return ImageSet(
         name=f"fashion_mnist/{split}",
         classes=list(FASHION_MNIST_CLASSES),

@@ -124,7 +124,11 @@ class ShardStream(SplitStream):
             bad = torch.tensor([img is None for img in decoded])
             fill = next((d for d in decoded if d is not None), None)
             if fill is None and self.skip_bad and not self.evaluated:
-                raise DistillError("no image of a batch can be decoded", item["keys"][0])
+                raise DistillError(
+                    "no image of a batch can be decoded",
+                    item["keys"][0],
+                    "check the shards' images (copy them again, or write them anew)",
+                )
             if fill is None:  # left out, or refused below naming the file: any pixels will do
                 side = self.load_size
                 fill = (torch.zeros(3, side, side, dtype=torch.uint8), torch.tensor([side] * 2))
@@ -141,7 +145,11 @@ class ShardStream(SplitStream):
             self.bad_files.update(index[bad].tolist())
             good = (~bad).nonzero().flatten()
             if not len(good) and not self.evaluated:
-                raise DistillError("no image of a batch can be decoded", first)
+                raise DistillError(
+                    "no image of a batch can be decoded",
+                    first,
+                    "check the data's images (copy the files again, or write them anew)",
+                )
             if not len(good):  # an evaluation leaves every position out: nothing to stand in
                 good = torch.arange(len(bad))
             # a stand-in from the same batch (why not the next sample: the module docstring)

@@ -30,7 +30,9 @@ def streamed_splits(
 ) -> tuple[ShardSet, ShardSet]:
     """(train, val) of a streamed source, counted and checked, nothing decoded."""
     if root is None:
-        raise DistillError(f"{source} needs data.root", "data.root")
+        raise DistillError(
+            f"{source} needs data.root", "data.root", "set data.root to the data's folder"
+        )
     used = [key for key, value in limits.items() if value is not None]
     if used:
         raise DistillError(

@@ -52,7 +52,9 @@ class Gates:
         if self.min_variant_agreement is not None:
             if not 0 <= self.min_variant_agreement <= 100:
                 raise DistillError(
-                    "the agreement is a percentage (0 to 100)", "--min-variant-agreement"
+                    "the agreement is a percentage (0 to 100)",
+                    "--min-variant-agreement",
+                    "give a value from 0 to 100, e.g. 99",
                 )
             if not variants:
                 raise DistillError(
@@ -61,7 +63,9 @@ class Gates:
                     "add --quantize int8 or --precision fp16",
                 )
         if self.latency_stat not in LATENCY_STATS:
-            raise DistillError(f"unknown latency statistic {self.latency_stat!r}", "--latency-stat")
+            raise DistillError(
+                f"unknown latency statistic {self.latency_stat!r}", "--latency-stat", "p50 or p90"
+            )
         from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS
 
         if self.latency_variant not in ("fp32", *PRECISIONS, *QUANTIZATIONS):

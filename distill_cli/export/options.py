@@ -33,7 +33,9 @@ def check_opset(opset: int, exporter: str) -> None:
     newest = onnx.defs.onnx_opset_version()
     if not 7 <= opset <= newest:
         raise DistillError(
-            f"ONNX opset {opset} is outside what can be written (7 to {newest})", "--opset"
+            f"ONNX opset {opset} is outside what can be written (7 to {newest})",
+            "--opset",
+            f"pass --opset {DEFAULT_OPSET} (the default) or another in that range",
         )
     if exporter == "dynamo" and opset < 18:
         raise DistillError(
@@ -138,14 +140,22 @@ class ExportOptions:
             raise DistillError(f"unknown quantization {self.quantize!r}", "--quantize", "int8")
         if self.atol is not None and self.tolerance is not None and self.atol != self.tolerance:
             raise DistillError(
-                "--tolerance is the old name of --atol; give one of them", "--tolerance"
+                "--tolerance is the old name of --atol; give one of them",
+                "--tolerance",
+                "drop --tolerance",
             )
         if not self.parity_atol > 0:
-            raise DistillError("the tolerance must be positive", "--atol / --tolerance")
+            raise DistillError(
+                "the tolerance must be positive", "--atol / --tolerance", "e.g. --atol 1e-4"
+            )
         if not self.rtol >= 0:
-            raise DistillError("the relative tolerance must be >= 0", "--rtol")
+            raise DistillError("the relative tolerance must be >= 0", "--rtol", "e.g. --rtol 1e-3")
         if self.images < 0 or self.calib_images < 1:
-            raise DistillError("image counts must be positive", "--images / --calib-images")
+            raise DistillError(
+                "image counts must be positive",
+                "--images / --calib-images",
+                "--images 0 (all) or more, --calib-images 1 or more",
+            )
         # what the messages above leave: infinite tolerances, sizes and counts below 1
         check_range(self.tolerance, "--tolerance", 0.0)
         check_range(self.atol, "--atol", 0.0)
@@ -155,5 +165,5 @@ class ExportOptions:
         check_input_px(self.input_size, "--input-size")
         lat.check_device(self.timing.device)
         if self.onnx is not None and not self.onnx.is_file():
-            raise DistillError("ONNX file not found", str(self.onnx))
+            raise DistillError("ONNX file not found", str(self.onnx), "check the --onnx path")
         self.gates.validate(self.variants, self.latency)

@@ -24,7 +24,7 @@ def check_range(
         # a Python caller's "17" or [1] was a TypeError from the comparison below
         raise WrongType(f"{value!r} is not a number ({type(value).__name__})", flag)
     if isinstance(value, float) and not math.isfinite(value):
-        raise DistillError(f"{value} is not a finite number", flag)
+        raise DistillError(f"{value} is not a finite number", flag, "give a number")
     if (low is not None and value < low) or (high is not None and value > high):
         if high is None:
             bounds = f"x>={low}"
@@ -32,7 +32,7 @@ def check_range(
             bounds = f"x<={high}"
         else:
             bounds = f"{low}<=x<={high}"
-        raise DistillError(f"{value} is not in the range {bounds}", flag)
+        raise DistillError(f"{value} is not in the range {bounds}", flag, f"give {bounds}")
 
 
 def check_count(value: object, flag: str, low: int) -> None:

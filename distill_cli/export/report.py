@@ -28,6 +28,9 @@ from distill_cli.host import atomic_write
 from distill_cli.models.view import ModelInfo
 
 SCHEMA = "distill.export/1"
+
+#: What to do about an export report that cannot be read back.
+_EXPORT_AGAIN = "run distill export again to write it anew"
 REPORT_NAME = "report.json"
 
 
@@ -303,9 +306,9 @@ class ExportReport(Block):
         try:
             data = json.loads(Path(path).read_bytes())
         except (OSError, ValueError) as exc:
-            raise DistillError("export report is unreadable", str(path)) from exc
+            raise DistillError("export report is unreadable", str(path), _EXPORT_AGAIN) from exc
         if not isinstance(data, dict):
-            raise DistillError("export report is not a JSON object", str(path))
+            raise DistillError("export report is not a JSON object", str(path), _EXPORT_AGAIN)
         return cls(data)
 
     @property

@@ -237,7 +237,9 @@ def _from_checkpoint(
     key: str | None = None,
 ) -> Source:
     if not ckpt.is_file():
-        raise DistillError("checkpoint file not found", str(ckpt), "check the path")
+        from distill_cli.models.checkpoint import checkpoint_not_found
+
+        raise checkpoint_not_found(ckpt)
     meta = read_sidecar(ckpt)
     if "model" not in meta:
         from distill_cli.models.weights import read_weights

@@ -101,7 +101,11 @@ def _pairs(params: StageByStageParams, students: int, teachers: int) -> list[tup
             "map stages both models have, or use another method for this pair",
         )
     if s_idx != sorted(set(s_idx)):
-        raise DistillError("student stages must increase along stage_map", "method.stage_map")
+        raise DistillError(
+            "student stages must increase along stage_map",
+            "method.stage_map",
+            "list the pairs in the student's stage order, e.g. [[0, 0], [1, 2]]",
+        )
     return pairs
 
 

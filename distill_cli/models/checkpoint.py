@@ -43,6 +43,22 @@ def _cpu(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
 
 
+def checkpoint_not_found(path: Path) -> DistillError:
+    """A weights file that is not there. One in a run folder's `checkpoints/` (the shipped
+    distillation recipes name `runs/quickstart-teacher/checkpoints/best.safetensors`) is most
+    often a run not trained yet, so the message names the run to train, not only the path."""
+    from distill_cli.rundir.layout import RunDir  # the one owner of the run folder's names
+
+    if path.parent == RunDir(path.parent.parent).checkpoints and path.suffix == ".safetensors":
+        run = path.parent.parent.name
+        return DistillError(
+            f"checkpoint file not found: the run {run!r} has not written it",
+            str(path),
+            f"train that run first (the recipe with name: {run}), or point to your weights",
+        )
+    return DistillError("checkpoint file not found", str(path), "check the path")
+
+
 class NonFiniteState(RunFailed):
     """A tensor about to be saved holds NaN/Inf: the file is not written, the old one stays."""
 
@@ -117,7 +133,11 @@ def read_train_state(path: Path) -> dict[str, Any]:
             f"cannot read checkpoint: {exc}", str(path), "delete it or start over"
         ) from exc
     if _STATE_KEY not in header:
-        raise DistillError("checkpoint has no training state to resume from", str(path))
+        raise DistillError(
+            "checkpoint has no training state to resume from",
+            str(path),
+            "restore the run's last.safetensors, or start over with --overwrite",
+        )
     return json.loads(header[_STATE_KEY])
 
 
@@ -184,7 +204,9 @@ def read_sidecar(checkpoint: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DistillError("checkpoint sidecar is not valid JSON", str(path)) from exc
+        raise DistillError(
+            "checkpoint sidecar is not valid JSON", str(path), "restore or delete the file"
+        ) from exc
     if not isinstance(data, dict):  # hand-edited: a list or a number is not a sidecar
         raise DistillError(
             "checkpoint sidecar is not a JSON object", str(path), "restore or delete the file"

@@ -233,7 +233,7 @@ def create_net(
             raise fetch_error(spec.model, role, exc, offline) from exc
         raise _cannot_build(spec, num_classes, kwargs, exc, section) from exc
     except TypeError as exc:
-        raise DistillError(f"bad model kwargs: {exc}", f"{section}.kwargs") from exc
+        raise DistillError(f"bad model kwargs: {exc}", f"{section}.kwargs", "fix the key") from exc
     except (AssertionError, ValueError, IndexError, ZeroDivisionError) as exc:
         raise _cannot_build(spec, num_classes, kwargs, exc, section) from exc
     own = {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}

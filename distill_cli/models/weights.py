@@ -24,7 +24,7 @@ from torch import nn
 from distill_cli.errors import DistillError
 from distill_cli.host import sha256_file
 from distill_cli.models import hub
-from distill_cli.models.checkpoint import PRIVATE_PREFIX, first_nonfinite
+from distill_cli.models.checkpoint import PRIVATE_PREFIX, checkpoint_not_found, first_nonfinite
 from distill_cli.models.torchvision_names import torchvision_note
 from distill_cli.rundir.summary import WeightsSource
 
@@ -81,7 +81,7 @@ def read_weights(path: Path, entry: str | None = None) -> WeightsFile:
     if path.exists() and not path.is_file():
         raise DistillError("checkpoint is not a regular file", str(path), "pass a weights file")
     if not path.is_file():
-        raise DistillError("checkpoint file not found", str(path), "check the path")
+        raise checkpoint_not_found(path)
     kind = _file_kind(path)
     if kind is None:
         raise DistillError(
@@ -113,7 +113,11 @@ def read_weights(path: Path, entry: str | None = None) -> WeightsFile:
             "is the file complete (not cut short by a copy or a killed save)?",
         ) from exc
     if not isinstance(state, dict):
-        raise DistillError("checkpoint holds no state dict", str(path))
+        raise DistillError(
+            "checkpoint holds no state dict",
+            str(path),
+            "pass the weights: torch.save(model.state_dict()) or a .safetensors file",
+        )
     nested = [k for k in _NESTED_UNDER if isinstance(state.get(k), dict)]
     nested += [
         k

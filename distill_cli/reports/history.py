@@ -20,6 +20,9 @@ from distill_cli.rundir.class_eval import ClassEval
 from distill_cli.rundir.layout import RunDir
 from distill_cli.rundir.summary import RunSummary
 
+#: What to do about a run folder whose recipe.yaml was damaged after the run wrote it.
+_RESTORE = "restore the recipe.yaml the run wrote (it is the run's resolved recipe)"
+
 
 @dataclass(frozen=True)
 class Series:
@@ -222,11 +225,13 @@ def load_run(path: str | Path) -> RunHistory:
     try:
         recipe = yaml.safe_load(folder.recipe.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise DistillError("recipe.yaml is not valid YAML", str(folder.recipe)) from exc
+        raise DistillError("recipe.yaml is not valid YAML", str(folder.recipe), _RESTORE) from exc
     except UnicodeDecodeError as exc:
-        raise DistillError("recipe.yaml is not UTF-8 text", str(folder.recipe)) from exc
+        raise DistillError("recipe.yaml is not UTF-8 text", str(folder.recipe), _RESTORE) from exc
     if not isinstance(recipe, dict):
-        raise DistillError("recipe.yaml is not a recipe (not a mapping)", str(folder.recipe))
+        raise DistillError(
+            "recipe.yaml is not a recipe (not a mapping)", str(folder.recipe), _RESTORE
+        )
     return RunHistory(
         path=folder.path,
         recipe=recipe,

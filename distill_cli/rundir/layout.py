@@ -71,8 +71,8 @@ _OWNED = (
 class RunDir:
     """One run's folder and the names of everything in it."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: str | Path) -> None:
+        path = self.path = Path(path)  # api.md's `RunDir("runs/x")`: a string is a path too
         self.recipe = path / "recipe.yaml"
         self.metrics = path / "metrics.jsonl"
         self.summary = path / "summary.json"
@@ -235,19 +235,17 @@ class RunDir:
                     if tmp.is_file():
                         tmp.unlink(missing_ok=True)
 
-    def prepare(self, recipe_yaml: str, *, resume: bool, overwrite: bool) -> bool:
-        """Create or reopen the folder; returns True when there is a checkpoint to resume.
-
-        `--resume` of a run that died before its first checkpoint starts it over (nothing was
-        lost); a run whose `last` is gone but which left other results (best, summary) is
-        refused, never wiped; a run is never resumed under a different recipe, an existing run
-        is never replaced without `--overwrite`, and a folder distill did not make is never
-        emptied.
+    def check(self, recipe_yaml: str, *, resume: bool, overwrite: bool) -> bool:
+        """What the folder alone refuses, writing nothing (asked before the run is built, so a
+        forgotten `--resume` is told at once, not after the data's scan and the teacher's
+        load); True when there is a checkpoint to resume. A run that died before its first
+        checkpoint starts over; one whose `last` is gone but left results is refused, never
+        wiped; a run is never resumed under another recipe nor replaced without `--overwrite`.
         """
         self.check_intent(resume=resume, overwrite=overwrite)
         self.claim()
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.clean_temporaries()
+        if not self.path.is_dir():
+            return False
         has_recipe = self.recipe.is_file()
         has_run = has_recipe or self.metrics.is_file()
         ignore = WHERE_THE_RUN_IS
@@ -287,6 +285,15 @@ class RunDir:
                 str(self.path),
                 "pass --resume to continue it, --overwrite to replace it, or set output.name",
             )
+        return False
+
+    def prepare(self, recipe_yaml: str, *, resume: bool, overwrite: bool) -> bool:
+        """Create or reopen the folder after `check`; True when there is a checkpoint to resume."""
+        resuming = self.check(recipe_yaml, resume=resume, overwrite=overwrite)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.clean_temporaries()
+        if resuming:
+            return True
         # a distill run (claimed above): distill's own files, all but the lock we hold
         self._remove([c for c in self.owned() if c != self.lockfile])
         atomic_write(self.marker, "a distill run folder: distill may replace what is in it\n")
@@ -375,7 +382,9 @@ class RunDir:
         from distill_cli.rundir.summary import RunSummary
 
         if not self.summary.is_file():
-            raise DistillError("no summary.json: the run has not finished", str(self.path))
+            raise DistillError(
+                "no summary.json: the run has not finished", str(self.path), "let it end first"
+            )
         return _read_typed(
             self.summary,
             RunSummary.from_dict,

@@ -152,7 +152,11 @@ def _choose(search: StudentSearch, student: str | None) -> StudentEntry:
                         f"{student} is not within the budget ({entry.status})", "--student"
                     )
                 return entry
-        raise DistillError(f"{student} is not among the candidates", "--student")
+        raise DistillError(
+            f"{student} is not among the candidates",
+            "--student",
+            "name a model of the table (or drop --student for the best fit)",
+        )
     if search.best is None:
         raise RunFailed(
             f"no candidate fits {search.query.max_latency_ms:g} ms: no recipe written",
@@ -205,7 +209,12 @@ def write_recipe(search: StudentSearch, ask: RecipeAsk) -> Path:
         f" {search.environment.get('threads')} threads, {q.device}) on "
         f"{search.environment.get('cpu')}.",
         "# Train:  distill run " + path.as_posix(),
-        "# Export with the same budget as a gate:  " + search.export_command(f"runs/{run_name}"),
+        (
+            "# Export with the same budget as a gate:  "
+            if q.export_gate_checks_it
+            else "# Export (its gate is batch 1 on the CPU, not this budget):  "
+        )
+        + search.export_command(f"runs/{run_name}"),
         f"# Schedule for {images if images is not None else 'an unknown number of'} training "
         f"images: {fit}.",
     ]

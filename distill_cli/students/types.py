@@ -98,6 +98,12 @@ class StudentQuery:
         return self.timing.threads
 
     @property
+    def export_gate_checks_it(self) -> bool:
+        """Whether `distill export --max-latency-ms` gates this budget: it times batch 1 on the
+        CPU provider, so a `--batch` or `--device cuda` budget is another question."""
+        return self.batch == 1 and self.device == "cpu"
+
+    @property
     def sweep_limit(self) -> int:
         """How many candidates may be timed (0: all): `limit`, unless `measure_all`."""
         return 0 if self.measure_all else self.limit

@@ -145,7 +145,9 @@ def check_method(recipe: Recipe) -> None:
 
 def _no_labels(name: str) -> DistillError:
     return DistillError(
-        f"method {name!r} needs labels but data.distill_dir has none", "data.distill_dir"
+        f"method {name!r} needs labels but data.distill_dir has none",
+        "data.distill_dir",
+        "use method.name: function_matching (it reads no labels), or drop data.distill_dir",
     )
 
 

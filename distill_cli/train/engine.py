@@ -3,7 +3,8 @@
     summary = engine.run(recipe, resume=False, overwrite=False, reporter=None)
 
 The order is the order of events: check the trackers can start, lock the run folder (before
-anything slow is built, so a second run on the same folder is refused at once), build the run
+anything slow is built, so a second run on the same folder is refused at once), refuse what the
+folder alone refuses (a run there without --resume or --overwrite, a changed recipe), build the run
 (`build.build`), say what the run is (`Setup.opening`: data, models, the teacher's weights
 file, the data's warnings), score the teacher (one near chance stops here, leaving nothing behind),
 prepare the folder (new, resumed or replaced), record the data's fingerprint (or, resuming,
@@ -49,6 +50,9 @@ def run(
         if not world.is_main:
             return _follow(build(recipe), rundir, resume)
         with rundir.lock():
+            # what the folder alone refuses (a run there without --resume, another recipe) is
+            # said before the data is scanned and the teacher loaded
+            rundir.check(recipe.to_yaml(), resume=resume, overwrite=overwrite)
             return _lead(build(recipe), rundir, resume, overwrite, reporter)
     finally:
         # Leave the process group we joined: a process that exits with gloo's threads still
