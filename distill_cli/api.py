@@ -142,9 +142,9 @@ def train(
     **fields: Any,
 ) -> RunSummary:
     """`run` for methods that learn from labels alone (teachers, from-scratch baselines)."""
-    from distill_cli.methods import method_class
     _run_args(resume, overwrite, reporter)
     rec = given_recipe(recipe, overrides, fields)  # a bad recipe fails before torch is imported
+    from distill_cli.methods import method_class
     from distill_cli.train import engine
 
     if method_class(rec.method.name).needs_teacher:
