@@ -61,3 +61,21 @@ def test_a_plan_needs_the_data_or_its_stated_size() -> None:
 
     with pytest.raises(DistillError, match="no tar shards match"):
         api.plan(IMAGENET, [*TINY, "data.train_images=null"])
+
+
+def test_a_figure_measured_on_this_cpu_is_not_called_a_gpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`distill bench train` on a CPU caches a CPU figure; the plan of a CPU run projects with
+    it per CPU process, not per GPU. A `--throughput` stays a GPU's (a laptop planning a GPU
+    run)."""
+    from distill_cli.cli.console import cost_text
+
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
+    plan = api.plan(IMAGENET, TINY)
+    remember_throughput(pair_key(plan.models, plan.precision, "cpu"), 250.0, batch=64)
+    text = cost_text(api.plan(IMAGENET, TINY).cost)
+    assert "per CPU process" in text and "CPU-hours" in text and "64 CPU processes" in text
+    assert "GPU" not in text
+    given = cost_text(api.plan(IMAGENET, TINY, throughput=1000.0).cost)
+    assert "per GPU (--throughput)" in given and "GPU-hours" in given and "8 GPUs" in given

@@ -193,14 +193,17 @@ def cost_text(cost: CostPlan) -> str:
     if cost.throughput is None:
         hint = "give --throughput N (images/s of one GPU) or run `distill bench train`"
         return f"{text}; for the time {hint}"
+    unit = cost.unit  # "GPU", or "CPU process" for a figure measured on this CPU
+    units = {"GPU": "GPUs", "CPU process": "CPU processes"}.get(unit, unit)
     rows = ", ".join(
-        f"{p.gpus} GPU{'s' if p.gpus > 1 else ''}: {_hours(p.wall_hours)} wall"
+        f"{p.gpus} {unit if p.gpus == 1 else units}: {_hours(p.wall_hours)} wall"
         for p in cost.projections
     )
-    gpu_hours = cost.projections[0].gpu_hours
+    hours = cost.projections[0].gpu_hours
     return (
-        f"{text} at {cost.throughput:,.0f} images/s per GPU ({cost.throughput_source}): "
-        f"{gpu_hours:,.0f} GPU-hours; {rows} (linear scaling, communication not counted)"
+        f"{text} at {cost.throughput:,.0f} images/s per {unit} ({cost.throughput_source}): "
+        f"{hours:,.0f} {unit.split()[0]}-hours; {rows} (linear scaling, communication not "
+        "counted)"
     )
 
 

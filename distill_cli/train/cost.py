@@ -46,13 +46,21 @@ class CostPlan:
     throughput: float | None = None  # images/s of one GPU (process)
     throughput_source: str | None = None  # "--throughput", or the cached measurement
     projections: list[Projection] = field(default_factory=list)
+    #: what one measured process ran on: "GPU", or "CPU process" for a figure `distill bench
+    #: train` measured on a CPU (a `--throughput` is a GPU's: the laptop that plans a GPU run)
+    unit: str = "GPU"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def project(
-    images: int, steps: int, epochs: int, throughput: float | None, source: str | None
+    images: int,
+    steps: int,
+    epochs: int,
+    throughput: float | None,
+    source: str | None,
+    unit: str = "GPU",
 ) -> CostPlan:
     if throughput is not None and throughput <= 0:
         raise DistillError(f"throughput {throughput} is not positive", "--throughput")
@@ -60,7 +68,7 @@ def project(
     if throughput is not None:
         seconds = images / throughput
         rows = [Projection(n, seconds / n / 3600, seconds / 3600) for n in GPU_COUNTS]
-    return CostPlan(images, steps, epochs, throughput, source, rows)
+    return CostPlan(images, steps, epochs, throughput, source, rows, unit)
 
 
 def pair_key(models: dict[str, PlannedModel], precision: str, device: str) -> str:

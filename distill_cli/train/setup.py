@@ -121,6 +121,7 @@ class Setup:
         data, student, teacher = self.data, self._planned("student"), self._planned("teacher")
         models = {"student": student} | ({"teacher": teacher} if teacher else {})
         source = "--throughput" if throughput is not None else None
+        unit = "GPU" if source or self.device.type == "cuda" else "CPU process"
         if throughput is None:
             key = pair_key(models, self.precision, self.device_name)
             throughput, source = cached_throughput(key) or (None, None)
@@ -149,7 +150,7 @@ class Setup:
             processes=self.world.size,
             sync_bn=self.sync_bn,
             run_dir=str(self.recipe.run_dir),
-            cost=project(images, self.total_steps, self.epochs, throughput, source),
+            cost=project(images, self.total_steps, self.epochs, throughput, source, unit),
         )
 
     def _planned(self, role: str) -> PlannedModel | None:
