@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from distill_cli.bench.train import bench_train
+from distill_cli.bench.train_result import StepRounds, StepTiming, TrainBench
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import load_recipe
 from distill_cli.rundir.layout import RunDir
@@ -125,3 +126,19 @@ def test_train_throughput_benchmark_script_runs_on_cpu() -> None:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["distill"]["images_per_s"] > 0 and result["bare"]["images_per_s"] > 0
     assert result["ratio"] > 0
+
+
+def test_a_data_path_too_short_to_time_says_why_in_the_table(tmp_path: Path) -> None:
+    """Two batches an epoch: both warm the workers up, none is timed; the table said '-'."""
+    from distill_cli.bench.train import data_path
+    from distill_cli.cli.console import bench_train_table
+
+    body = fm_body(tmp_path / "runs", None)
+    body["data"]["synthetic"]["train_size"] = 2 * body["schedule"]["batch_size"]
+    timed = data_path(build(load_recipe(write_recipe(tmp_path, "d", body))), batches=3)
+    assert timed.images_per_s is None and timed.note is not None and "2 batches" in timed.note
+    assert timed.to_dict() == {"images_per_s": None, "note": timed.note}
+    step = StepRounds.of([StepTiming(10.0, "one span")])
+    result = TrainBench("d", 1, "cpu", "fp32", False, 8, "s", None, 0.9, step, timed)
+    rows = bench_train_table(result).columns[1]._cells
+    assert rows[-1] == f"- ({timed.note})"

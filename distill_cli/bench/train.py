@@ -200,8 +200,9 @@ def data_path(setup: Setup, batches: int, profile: bool = False) -> DataPathTimi
     cuda = setup.device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     prof = profiler(activities=activities) if profile else None
-    count, started = 0, None
+    count, started, seen = 0, None, 0
     for i, batch in enumerate(stream.epoch(0)):
+        seen = i + 1
         if i == 2:  # workers started and warm (and the views compiled, where they are)
             _sync(setup.device)
             started, count = time.perf_counter(), 0
@@ -216,7 +217,9 @@ def data_path(setup: Setup, batches: int, profile: bool = False) -> DataPathTimi
             break
     _sync(setup.device)
     if started is None:
-        return DataPathTiming(None, note="too few batches for a measurement")
+        return DataPathTiming(
+            None, note=f"an epoch has {seen} batches; timing needs 3 (2 warm up the workers)"
+        )
     rate = count / (time.perf_counter() - started)
     if prof is None:
         return DataPathTiming(rate)

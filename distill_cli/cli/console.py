@@ -297,8 +297,8 @@ def bench_train_table(result: TrainBench) -> Table:
     if result.bare_script is not None and result.ratio_to_script is not None:
         table.add_row("bare_kd_step.py itself", f"{result.bare_script.images_per_s:,.0f}")
         table.add_row("ratio to the script", f"{result.ratio_to_script:.3f}")
-    data = result.data_path.images_per_s
-    table.add_row("data path alone", "-" if data is None else f"{data:,.0f}")
+    data, note = result.data_path.images_per_s, result.data_path.note
+    table.add_row("data path alone", f"- ({note})" if data is None else f"{data:,.0f}")
     table.caption = (
         f"{result.device}, {result.precision}, batch {result.batch_size}, "
         f"compile={result.compile}, {result.rounds} round(s) (medians)"
