@@ -10,6 +10,13 @@ import pytest
 import torch
 import yaml
 
+# distill's caches (model sizes, student timings, bench train throughputs) go to the suite's own
+# folder, not the user's ~/.cache/distill: a test's throughput of a tiny pair was picked up by a
+# later `--dry-run` of the same pair. Kept between local runs (.pytest_cache), fresh on CI.
+os.environ["DISTILL_CACHE_DIR"] = str(
+    Path(__file__).resolve().parents[1] / ".pytest_cache" / "distill"
+)
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # scripts/test.sh runs a worker per core: one torch thread each (also in the CLI runs the
     # tests start, through OMP_NUM_THREADS), as two threads per worker oversubscribe the cores
