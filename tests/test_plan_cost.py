@@ -69,7 +69,7 @@ def test_a_figure_measured_on_this_cpu_is_not_called_a_gpus(
     """`distill bench train` on a CPU caches a CPU figure; the plan of a CPU run projects with
     it per CPU process, not per GPU. A `--throughput` stays a GPU's (a laptop planning a GPU
     run)."""
-    from distill_cli.cli.console import cost_text
+    from distill_cli.cli.console_plan import cost_text
 
     monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))
     plan = api.plan(IMAGENET, TINY)

@@ -131,7 +131,7 @@ def test_train_throughput_benchmark_script_runs_on_cpu() -> None:
 def test_a_data_path_too_short_to_time_says_why_in_the_table(tmp_path: Path) -> None:
     """Two batches an epoch: both warm the workers up, none is timed; the table said '-'."""
     from distill_cli.bench.train import data_path
-    from distill_cli.cli.console import bench_train_table
+    from distill_cli.cli.console_plan import bench_train_table
 
     body = fm_body(tmp_path / "runs", None)
     body["data"]["synthetic"]["train_size"] = 2 * body["schedule"]["batch_size"]

@@ -68,7 +68,8 @@ def _execute(
     throughput: float | None = None,
 ) -> None:
     from distill_cli import api
-    from distill_cli.cli.console import RichReporter, console, plan_table, summary_table
+    from distill_cli.cli.console import RichReporter, console, summary_table
+    from distill_cli.cli.console_plan import plan_table
 
     if throughput is not None and not dry_run:
         raise typer.BadParameter("--throughput is for the cost projection of --dry-run")

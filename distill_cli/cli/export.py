@@ -342,7 +342,8 @@ def bench_train_cmd(
 ) -> None:
     """Training throughput: distill's full step vs the bare step (same run), and the data path."""
     from distill_cli import api
-    from distill_cli.cli.console import bench_train_table, console
+    from distill_cli.cli.console import console
+    from distill_cli.cli.console_plan import bench_train_table
 
     result = api.bench_train(recipe, set_, steps=steps, warmup=warmup, bare=bare, rounds=rounds)
     if as_json:
