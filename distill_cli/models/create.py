@@ -121,7 +121,9 @@ def resolve_feed(
     mean, std = norm
     if len(mean) not in (1, spec.in_chans) and norm_from == FROM_RECIPE:
         raise DistillError(
-            f"mean has {len(mean)} values for a {spec.in_chans}-channel model", "mean"
+            f"mean has {len(mean)} values for a {spec.in_chans}-channel model",
+            "mean",
+            f"give mean and std {spec.in_chans} values each, or one for every channel",
         )
     crop_pct, crop_from = _pick(spec.crop_pct, meta.get("crop_pct"), cfg.get("crop_pct", 1.0))
     info = ModelInfo(
@@ -325,7 +327,9 @@ def create_teacher(specs: list[ModelSpec], data_classes: int | None) -> Net:
     classes = {net.info.num_classes for net in nets}
     if len(classes) != 1:
         raise DistillError(
-            f"ensemble teachers predict different class counts {sorted(classes)}", "teacher"
+            f"ensemble teachers predict different class counts {sorted(classes)}",
+            "teacher",
+            "ensemble teachers of one label space (their outputs are averaged class for class)",
         )
     chans = max(net.info.in_chans for net in nets)
     info = ModelInfo(

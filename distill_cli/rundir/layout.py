@@ -156,7 +156,9 @@ class RunDir:
                 )
             return
         if not self.path.is_dir():
-            raise DistillError("the run folder path is not a folder", str(self.path))
+            raise DistillError(
+                "the run folder path is not a folder", str(self.path), "set output.name or dir"
+            )
         if not self.is_run and any(c != self.lockfile for c in self.path.iterdir()):
             raise DistillError(
                 "the output folder exists and is not a distill run; distill will not write "

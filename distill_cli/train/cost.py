@@ -63,7 +63,9 @@ def project(
     unit: str = "GPU",
 ) -> CostPlan:
     if throughput is not None and throughput <= 0:
-        raise DistillError(f"throughput {throughput} is not positive", "--throughput")
+        raise DistillError(
+            f"throughput {throughput} is not positive", "--throughput", "give images/s, e.g. 800"
+        )
     rows = []
     if throughput is not None:
         seconds = images / throughput
