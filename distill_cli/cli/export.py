@@ -46,17 +46,17 @@ CheckpointOpt = Annotated[
 
 
 def _model_args(values: list[str] | None) -> dict[str, object]:
-    """`--model-arg KEY=VALUE` pairs as timm keywords, each value read as YAML (64, true, 0.1)."""
-    import yaml
-
+    """`--model-arg KEY=VALUE` pairs as timm keywords, each value read as `--set` reads its
+    values (64, true, 1e-1, [32, 32]; YAML 1.1 read `1e-1` as the text "1e-1")."""
     from distill_cli.errors import DistillError
+    from distill_cli.recipe.document import set_value
 
     out: dict[str, object] = {}
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise DistillError(f"{item!r} is not KEY=VALUE", "--model-arg", "e.g. img_size=64")
-        out[key] = yaml.safe_load(value)
+        out[key] = set_value(value)
     return out
 
 

@@ -40,6 +40,7 @@ from distill_cli.recipe.sections import (
     Strict,
     plain_name,
 )
+from distill_cli.recipe.yaml_text import parse_yaml, recipe_text
 
 if TYPE_CHECKING:
     from pydantic_core import CoreSchema
@@ -118,13 +119,6 @@ class Recipe(Strict):
         return recipe_text(_absolute_paths(self).model_dump(mode="json", exclude_none=False))
 
 
-def recipe_text(data: Any) -> str:
-    """A recipe's YAML as distill writes it (run folders, `students --write-recipe`, reports):
-    keys in the recipe's order, text as typed, and no line folded, so a long path stays on one
-    line where grep and a reader find it (PyYAML folds plain scalars at 80 columns)."""
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=float("inf"))
-
-
 def _absolute_paths(node: Any) -> Any:
     """`node` with every Path inside it (models, lists) made absolute against the cwd."""
     return paths_mapped(node, lambda path: Path(os.path.abspath(path.expanduser())))
@@ -149,15 +143,55 @@ Overrides = list[str] | Mapping[str, Any]
 
 
 def _set(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Put `value` at the dotted `key`, making the sections on the way. A part of the key
+    that is an existing value, not a section (`schedule.epochs.x=1`), is refused here:
+    replacing it by a section was reported as "schedule.epochs: Input should be a valid
+    integer", about a value the user had not changed."""
     node = raw
-    parts = key.strip().split(".")
+    parts = [part.strip() for part in key.strip().split(".")]
+    if "" in parts:
+        raise DistillError(
+            f"the key {key.strip()!r} has an empty part",
+            f"--set {key.strip()[:60]}",
+            "write the key's dotted path, e.g. schedule.epochs=3",
+        )
     if parts[0] == "model" and "model" not in raw:  # `student`'s alias (see `validated`)
         parts[0] = "student"
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
+    for depth, part in enumerate(parts[:-1]):
+        inner = node.get(part)
+        if inner is not None and not isinstance(inner, dict):
+            above = ".".join(parts[: depth + 1])
+            raise DistillError(
+                f"{above} is a value ({str(inner)[:40]}), not a section: it has no key "
+                f"{parts[depth + 1]!r}",
+                f"--set {key.strip()[:60]}",
+                f"set it as {above}=VALUE",
+            )
+        if inner is None:
             node[part] = {}
         node = node[part]
     node[parts[-1]] = value
+
+
+def set_value(text: str) -> Any:
+    """A `--set` value as typed on a command line: YAML for numbers, true/false, null, lists
+    (`[32, 32]`) and mappings (`{a: 1}`), and anything else as the text typed.
+
+    Read as YAML alone, `data.root=/data/set #2` was the folder "/data/set" (`#` starts a YAML
+    comment), `data.root=/mnt/a: b` a mapping and `data.root=@home/x` a syntax error; a shell
+    has no such rules, so plain text is kept whole (surrounding spaces aside). Quoting
+    (`'"my dir"'`) still works as in YAML."""
+    stripped = text.strip()
+    written_as_yaml = stripped[:1] in ("[", "{", '"', "'", "!")
+    try:
+        parsed = parse_yaml(text)
+    except yaml.YAMLError:
+        if written_as_yaml:
+            raise
+        return stripped
+    if not written_as_yaml and isinstance(parsed, (str, dict, list)):
+        return stripped
+    return parsed
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -180,33 +214,6 @@ def _shallow(key: str, value: Any, where: str) -> Any:
     return value
 
 
-class _RecipeLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key written twice in one mapping.
-
-    Plain YAML keeps the last of two equal keys without a word, so a second `schedule:`
-    section (a paste, a merge) silently replaced the first one's settings. Merge keys (`<<`)
-    still let a mapping override what it merges in.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (keep one)", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def parse_yaml(text: str) -> Any:
-    """A recipe's YAML text (a file, or a `--set` value) as data: safe, duplicate keys refused."""
-    return yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader: no Python objects
-
-
 def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
     """Apply ``a.b=c`` overrides; values are parsed as YAML so numbers and lists keep their type."""
     if isinstance(overrides, Mapping):
@@ -216,11 +223,13 @@ def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]
         return raw
     for item in overrides:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise DistillError(f"override {item!r} is not KEY=VALUE", "--set", "e.g. optim.lr=3e-3")
+        if not sep or not key.strip():
+            raise DistillError(
+                f"override {item[:80]!r} is not KEY=VALUE", "--set", _key_value_advice(item)
+            )
         where = f"--set {key[:60]}"
         try:
-            parsed = parse_yaml(value)
+            parsed = set_value(value)
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None)
             raise DistillError(
@@ -234,6 +243,15 @@ def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]
             ) from None
         _set(raw, key, _shallow(key, parsed, where))
     return raw
+
+
+def _key_value_advice(item: str) -> str:
+    """What to write for a `--set` without its `=`: `schedule.epochs 3` (a space, as other
+    tools take it) is `schedule.epochs=3`."""
+    key, _, value = item.strip().partition(" ")
+    if key and value.strip() and "=" not in item:
+        return f"write --set {key}={value.strip()} (no space)"
+    return "e.g. --set optim.lr=3e-3"
 
 
 def override_recipe(recipe: Recipe, overrides: Overrides) -> Recipe:
@@ -281,9 +299,17 @@ def load_recipe(
         raw = {}
     if not isinstance(raw, dict):
         raise DistillError("a recipe must be a YAML mapping", str(path))
+    raw = {key: value for key, value in raw.items() if not _extension(key)}
     recipe = validated(raw, str(path), overrides, fields)
     _refuse_paths_meant_from_the_recipe(recipe, path.parent)
     return recipe
+
+
+def _extension(key: Any) -> bool:
+    """A top-level `x-...` key: YAML scaffolding (an anchor's home, `x-common: &c {...}` merged
+    by `<<: *c`), as Docker Compose names its extension fields; it is no recipe key and is
+    dropped once the file is read (its values are where the aliases put them)."""
+    return isinstance(key, str) and key.startswith("x-")
 
 
 def validated(

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from distill_cli import host
+from distill_cli.recipe.yaml_text import BOOL_WORDS
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -106,14 +107,39 @@ def _admits_bool(annotation: Any) -> bool:
     return any(_admits_bool(arg) for arg in get_args(annotation))
 
 
-def _has_bool(value: Any) -> bool:
+def _admits_text(annotation: Any) -> bool:
+    """Whether a field's type takes text anywhere in it (a name, a path, a free-form value)."""
+    if annotation in (str, Any) or (isinstance(annotation, type) and issubclass(annotation, Path)):
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_admits_text(arg) for arg in get_args(annotation))
+
+
+def _has_bool(value: Any, words: bool) -> bool:
+    """`value` holds true/false, or (`words`) a YAML 1.1 yes/no word, which the recipe's
+    YAML 1.2 reading leaves as text (`yaml_text`)."""
     if isinstance(value, bool):
         return True
+    if words and isinstance(value, str) and value.strip() in BOOL_WORDS:
+        return True
     if isinstance(value, (list, tuple)):
-        return any(_has_bool(item) for item in value)
+        return any(_has_bool(item, words) for item in value)
     if isinstance(value, dict):
-        return any(_has_bool(item) for item in value.values())
+        return any(_has_bool(item, words) for item in value.values())
     return False
+
+
+def bool_words_as_bools(value: Any) -> Any:
+    """`yes`/`no`/`on`/`off` (read as text, `yaml_text`) as true/false, where a free-form
+    mapping passes values on untyped (a model's `kwargs`: "no" would be a true string)."""
+    if isinstance(value, dict):
+        return {key: bool_words_as_bools(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [bool_words_as_bools(item) for item in value]
+    if isinstance(value, str) and value in BOOL_WORDS:
+        return value.lower() in ("yes", "on", "y")
+    return value
 
 
 #: The pydantic error type of `refuse_bool`; its context names the key (the loader adds it to
@@ -146,7 +172,8 @@ def refuse_bool(model: type[BaseModel], data: Any) -> Any:
         return data
     types = _fields_by_key(model)
     for key, value in data.items():
-        if key in types and not _admits_bool(types[key]) and _has_bool(value):
+        kind = types.get(key)
+        if key in types and not _admits_bool(kind) and _has_bool(value, not _admits_text(kind)):
             raise PydanticCustomError(
                 BOOL_REFUSED,
                 "true/false is not a value this key takes (it expects a number, text or a "
@@ -173,4 +200,25 @@ class Strict(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_bool(cls, data: Any) -> Any:
-        return refuse_bool(cls, data)
+        return empty_sections_default(cls, refuse_bool(cls, data))
+
+
+def empty_sections_default(model: type[BaseModel], data: Any) -> Any:
+    """A section written with nothing under it (`augment:` with every line commented out)
+    takes its defaults, as if it were left out: YAML reads it as null, which was refused as
+    "Input should be a valid dictionary or instance of AugmentSpec". A required section
+    (`schedule:`) stays an error, saying it is empty (`recipe.messages`)."""
+    if not isinstance(data, dict) or None not in data.values():
+        return data
+    fields = model.model_fields
+    return {
+        key: value
+        for key, value in data.items()
+        if not (
+            value is None
+            and key in fields
+            and not fields[key].is_required()
+            and isinstance(fields[key].annotation, type)
+            and issubclass(fields[key].annotation, BaseModel)
+        )
+    }
