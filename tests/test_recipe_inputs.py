@@ -1,0 +1,159 @@
+"""Recipes and `--set` values as people write them: YAML 1.1's surprises, values typed on a
+command line, sections left empty, keys that crashed the error line. All in-process, no model
+built (`load_recipe`), except the `--model-arg` sibling (timm's constructor only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from distill_cli.errors import DistillError
+from distill_cli.recipe.document import load_recipe
+from distill_cli.recipe.yaml_text import parse_yaml, recipe_text
+from tests.conftest import fm_body, write_recipe
+
+
+def _recipe(tmp_path: Path, edit: tuple[str, str] | None = None, head: str = "") -> Path:
+    """The tiny function-matching recipe, with one line of its text replaced."""
+    path = write_recipe(tmp_path, "r", fm_body(tmp_path / "runs", None))
+    text = path.read_text()
+    if edit is not None:
+        assert edit[0] in text
+        text = text.replace(edit[0], edit[1], 1)
+    path.write_text(head + text)
+    return path
+
+
+def _error(path: Path, sets: list[str] | None = None) -> str:
+    with pytest.raises(DistillError) as info:
+        load_recipe(path, sets)
+    return str(info.value)
+
+
+def test_numbers_and_names_read_as_written_not_as_yaml_1_1(tmp_path: Path) -> None:
+    """YAML 1.1 made `010` 8, `3:4` 184, zero-padded class folders other names, `no` false and
+    `1e-1` text that reached timm's kwargs as a string."""
+    recipe = load_recipe(
+        _recipe(tmp_path, ("  num_classes: 4", "  class_names: [001, 010, 'no', yes]")),
+        ["runtime.seed=010", "student.kwargs={drop_rate: 1e-1, pretrained_strict: no}"],
+    )
+    assert recipe.teacher.class_names == ["001", "010", "no", "yes"]
+    assert recipe.runtime.seed == 10
+    assert recipe.student.kwargs == {"drop_rate": 0.1, "pretrained_strict": False}
+    assert load_recipe(_recipe(tmp_path, ("lr: 0.003", "lr: 5e-4"))).optim.lr == 5e-4
+    epochs = load_recipe(_recipe(tmp_path, ("epochs: 2", "epochs: 1e1"))).schedule.epochs
+    assert epochs == 10
+    flip = _recipe(tmp_path, ("optim:", "augment:\n  flip: off\noptim:"))
+    assert load_recipe(flip).augment.flip is False
+    # base-60 is no number a user means: refused, not 184
+    ratio = _recipe(tmp_path, ("optim:", "augment:\n  crop_ratio: [3:4, 4:3]\noptim:"))
+    assert "augment.crop_ratio.0: Input should be a valid number" in _error(ratio)
+    # a yes/no word where a number goes is still refused naming the key
+    assert "schedule.epochs: true/false" in _error(_recipe(tmp_path, ("epochs: 2", "epochs: yes")))
+    # class_map keys: a folder called `no` is the name "no"
+    mapped = load_recipe(_recipe(tmp_path), ["data.class_map={no: healthy, 007: sick}"])
+    assert mapped.data.class_map == {"no": "healthy", "007": "sick"}
+
+
+def test_the_saved_recipe_reads_back_the_same_here_and_in_yaml_1_1(tmp_path: Path) -> None:
+    """Text that either reading would take for a number, a bool or a date is quoted."""
+    data = {"names": ["no", "1e3", "010", "1:30", "2024-01-01", "on", "x"], "lr": 1e-5}
+    text = recipe_text(data)
+    assert parse_yaml(text) == data and yaml.safe_load(text) == data
+    recipe = load_recipe(
+        _recipe(tmp_path, ("  num_classes: 4", "  class_names: ['1e3', 'no', '010', y]"))
+    )
+    saved = tmp_path / "saved.yaml"
+    saved.write_text(recipe.to_yaml())
+    assert load_recipe(saved) == recipe
+
+
+def test_set_values_are_the_text_typed_unless_written_as_yaml(tmp_path: Path) -> None:
+    """`#` began a YAML comment (`/data/set #2` was "/data/set"), `: ` a mapping and `@`
+    a syntax error; quoted values and lists still parse."""
+    path = _recipe(tmp_path)
+    sets = ["data.root=/data/set #2", "data.train_dir=a: b", "data.val_dir=@val"]
+    recipe = load_recipe(path, sets)
+    assert str(recipe.data.root) == "/data/set #2"
+    assert (recipe.data.train_dir, recipe.data.val_dir) == ("a: b", "@val")
+    recipe = load_recipe(path, ["data.train_dir='my dir'", "student.input_size=[24, 24]"])
+    assert (recipe.data.train_dir, recipe.student.input_size) == ("my dir", (24, 24))
+    assert load_recipe(path, ["schedule.epochs=3 # three"]).schedule.epochs == 3
+    assert "unparsable" in _error(path, ["optim.betas=[0.9"])
+
+
+@pytest.mark.parametrize(
+    ("sets", "expected"),
+    [
+        (["schedule.epochs 3"], "write --set schedule.epochs=3 (no space)"),
+        (["schedule..epochs=3"], "has an empty part"),
+        (["schedule.epochs.x=1"], "schedule.epochs is a value (2), not a section"),
+        (
+            ["schedule=3"],
+            "schedule: is a section, not a value; set one of its keys: schedule.epochs=3",
+        ),
+        (["method=kd"], "set one of its keys: method.name=kd"),
+        (["student=test_resnet"], "student.model=test_resnet"),
+        (["student.input_size=32,32"], "student.input_size: write [32,32] (a list, in brackets)"),
+        (["runtime.log_to=tensorboard"], "write [tensorboard]"),
+        (["schedule.batch_size="], "schedule.batch_size: is empty (null"),
+        (["schedule.steps=5"], "--set schedule.epochs=null"),
+        (["Schedule.Epochs=3"], "Schedule: unknown key; did you mean 'schedule'?"),
+        (["teacher.model=~"], "teacher.model: is empty"),
+    ],
+)
+def test_set_mistakes_say_what_to_write(tmp_path: Path, sets: list[str], expected: str) -> None:
+    msg = _error(_recipe(tmp_path), sets)
+    assert expected in msg and "instance of" not in msg and "constrained" not in msg, msg
+    assert "valid list" not in msg, msg  # teacher's list member is not what was written
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (("schedule:", "Schedule:"), "Schedule: unknown key; did you mean 'schedule'?"),
+        (("schedule:", "? [a, b]\n: 1\nschedule:"), "a key must be a plain word"),
+        (
+            ("  epochs: 2\n  batch_size: 32\n  log_every: 2", "  # all commented out"),
+            "schedule: is empty",
+        ),
+    ],
+)
+def test_file_mistakes_are_one_line_not_a_crash(
+    tmp_path: Path, edit: tuple[str, str], expected: str
+) -> None:
+    """A capitalised section name was an IndexError, a list as a key a TypeError."""
+    assert expected in _error(_recipe(tmp_path, edit))
+
+
+def test_empty_optional_sections_and_anchors_and_blank_names(tmp_path: Path) -> None:
+    """`optim:` with every line commented out takes the defaults; anchors may live under a
+    top-level `x-` key; a model name from a `|` block or with a space is the name."""
+    path = _recipe(tmp_path, ("optim:\n  lr: 0.003", "optim:\n  # lr: 0.003\naugment:"))
+    recipe = load_recipe(path)
+    assert recipe.optim.lr == 1e-3 and recipe.augment.flip is True
+    anchored = _recipe(
+        tmp_path,
+        ("teacher:\n  model: test_resnet", "teacher:\n  <<: *common\n  model: test_resnet"),
+        head="x-common: &common {num_classes: 4}\n",
+    )
+    assert load_recipe(anchored).teacher.num_classes == 4
+    assert "x-common" not in load_recipe(anchored).to_yaml()
+    block = _recipe(tmp_path, ("  model: test_efficientnet", "  model: |\n    test_efficientnet"))
+    assert load_recipe(block).student.model == "test_efficientnet"
+    assert load_recipe(path, ["student.model= test_efficientnet "]).student.model == (
+        "test_efficientnet"
+    )
+
+
+def test_export_model_args_read_numbers_as_set_does() -> None:
+    """`--model-arg drop_rate=1e-1` reached timm as the text "1e-1" (YAML 1.1)."""
+    from distill_cli.cli.export import _model_args
+
+    assert _model_args(["drop_rate=1e-1", "img_size=[32, 32]", "global_pool=avg"]) == {
+        "drop_rate": 0.1,
+        "img_size": [32, 32],
+        "global_pool": "avg",
+    }
