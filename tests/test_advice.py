@@ -94,6 +94,7 @@ CASES: dict[str, Case] = {
         "write [32,32]",
         dry("SUP", "model.input_size=[32,32]"),
     ),
+    "number-for-text": Case(dry("SUP", "name=2024"), "write '2024'", dry("SUP", "name='2024'")),
     "steps-over-an-epochs-recipe": Case(
         dry("SUP", "schedule.steps=2"),
         "--set schedule.epochs=null",

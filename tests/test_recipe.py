@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from distill_cli.errors import DistillError
-from distill_cli.recipe.document import Recipe, apply_overrides, load_recipe
+from distill_cli.recipe.document import Recipe, load_recipe
+from distill_cli.recipe.overrides import apply_overrides
 from tests.conftest import fm_body, write_recipe
 
 
@@ -276,7 +277,7 @@ def test_numbers_as_yaml_and_set_give_them_and_true_false_keys_still_load(tmp_pa
     assert recipe.schedule.epochs == 3 and recipe.runtime.sync_bn is True
     assert recipe.student.kwargs["pretrained_strict"] is True
     # a number where text is expected, and a scalar where a list is, stay errors
-    assert "student.model: Input should be a valid string" in _load_error(
+    assert "student.model: 3 is a number, and this key takes text; write '3'" in _load_error(
         tmp_path, fm_body(tmp_path, None), ["student.model=3"]
     )
     assert "student.mean: write [0.5] (a list, in brackets)" in _load_error(

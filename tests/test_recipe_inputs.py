@@ -102,6 +102,7 @@ def test_set_values_are_the_text_typed_unless_written_as_yaml(tmp_path: Path) ->
         (["schedule.steps=5"], "--set schedule.epochs=null"),
         (["Schedule.Epochs=3"], "Schedule: unknown key; did you mean 'schedule'?"),
         (["teacher.model=~"], "teacher.model: is empty"),
+        (["name=2024"], "name: 2024 is a number, and this key takes text; write '2024'"),
     ],
 )
 def test_set_mistakes_say_what_to_write(tmp_path: Path, sets: list[str], expected: str) -> None:
@@ -157,3 +158,51 @@ def test_export_model_args_read_numbers_as_set_does() -> None:
         "img_size": [32, 32],
         "global_pool": "avg",
     }
+
+
+def test_recipe_files_as_editors_and_scripts_write_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """UTF-16 with its BOM (PowerShell's `>`) was "not UTF-8 text (byte 0) - pass a YAML
+    file", advice that did not work; a Latin-1 file now names its line and how to convert;
+    JSON is YAML; `-` reads the recipe from standard input (it was "recipe file not found")."""
+    import io
+    import json
+
+    text = _recipe(tmp_path).read_text()
+    utf16 = tmp_path / "win.yaml"
+    utf16.write_bytes(text.encode("utf-16"))
+    assert load_recipe(utf16).schedule.epochs == 2
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes(text.replace("name: r", "name: r\ndescription: café").encode("latin-1"))
+    msg = _error(latin)
+    assert "latin.yaml:2" in msg and "save it as UTF-8" in msg
+    as_json = tmp_path / "r.json"
+    as_json.write_text(json.dumps(yaml.safe_load(text)))
+    assert load_recipe(as_json) == load_recipe(_recipe(tmp_path))
+    monkeypatch.setattr("sys.stdin", io.StringIO(text))
+    assert load_recipe("-", ["schedule.epochs=3"]).schedule.epochs == 3
+
+
+def test_cli_forms_of_set_and_paths_from_the_recipes_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--set schedule.epochs 3` was only "unexpected extra argument (3)"; `--set=k=v` works;
+    `../data` in `configs/r.yaml` run from the project root said to write `configs/../data`."""
+    from distill_cli.cli.entry import entry
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "configs").mkdir()
+    path = _recipe(tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+
+    def error(*args: str) -> str:
+        with pytest.raises(SystemExit) as stop:
+            entry(["run", "configs/r.yaml", "--dry-run", *args])
+        assert stop.value.code == 2
+        return capsys.readouterr().err
+
+    assert "write --set schedule.epochs=3" in error("--set", "schedule.epochs", "3")
+    assert "schedule.epochs: Input should be greater than 0" in error("--set=schedule.epochs=0")
+    with pytest.raises(DistillError, match=r"- write data \(found beside the recipe\)"):
+        load_recipe(path.relative_to(tmp_path), ["data.root=../data"])

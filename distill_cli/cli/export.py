@@ -49,7 +49,7 @@ def _model_args(values: list[str] | None) -> dict[str, object]:
     """`--model-arg KEY=VALUE` pairs as timm keywords, each value read as `--set` reads its
     values (64, true, 1e-1, [32, 32]; YAML 1.1 read `1e-1` as the text "1e-1")."""
     from distill_cli.errors import DistillError
-    from distill_cli.recipe.document import set_value
+    from distill_cli.recipe.overrides import set_value
 
     out: dict[str, object] = {}
     for item in values or []:

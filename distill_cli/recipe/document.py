@@ -7,13 +7,14 @@ re-running that file reproduces the run.
 
 The sections are in `distill_cli.recipe.sections` (models, data, augment, output) and
 `distill_cli.recipe.loop_sections` (optim, schedule, runtime); this module holds the whole
-`Recipe`, its overrides and its loading (its validation errors as one line: `recipe.messages`).
+`Recipe` and its loading (its YAML: `recipe.yaml_text`; `--set`: `recipe.overrides`; its
+validation errors as one line: `recipe.messages`).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -29,8 +30,9 @@ from pydantic import (
 )
 
 from distill_cli.errors import DistillError
-from distill_cli.host import MAX_NESTING, check_nesting, nesting_depth
+from distill_cli.host import MAX_NESTING, check_nesting
 from distill_cli.recipe.loop_sections import OptimSpec, RuntimeSpec, ScheduleSpec
+from distill_cli.recipe.overrides import Overrides, apply_overrides
 from distill_cli.recipe.sections import (
     AugmentSpec,
     DataSpec,
@@ -137,123 +139,6 @@ def paths_mapped(node: Any, change: Callable[[Path], Path]) -> Any:
     return node
 
 
-#: `--set` strings (`optim.lr=3e-3`, values parsed as YAML), or a mapping of dotted keys to
-#: Python values (the API's `optim__lr=3e-3` keywords become `{"optim.lr": 3e-3}`).
-Overrides = list[str] | Mapping[str, Any]
-
-
-def _set(raw: dict[str, Any], key: str, value: Any) -> None:
-    """Put `value` at the dotted `key`, making the sections on the way. A part of the key
-    that is an existing value, not a section (`schedule.epochs.x=1`), is refused here:
-    replacing it by a section was reported as "schedule.epochs: Input should be a valid
-    integer", about a value the user had not changed."""
-    node = raw
-    parts = [part.strip() for part in key.strip().split(".")]
-    if "" in parts:
-        raise DistillError(
-            f"the key {key.strip()!r} has an empty part",
-            f"--set {key.strip()[:60]}",
-            "write the key's dotted path, e.g. schedule.epochs=3",
-        )
-    if parts[0] == "model" and "model" not in raw:  # `student`'s alias (see `validated`)
-        parts[0] = "student"
-    for depth, part in enumerate(parts[:-1]):
-        inner = node.get(part)
-        if inner is not None and not isinstance(inner, dict):
-            above = ".".join(parts[: depth + 1])
-            raise DistillError(
-                f"{above} is a value ({str(inner)[:40]}), not a section: it has no key "
-                f"{parts[depth + 1]!r}",
-                f"--set {key.strip()[:60]}",
-                f"set it as {above}=VALUE",
-            )
-        if inner is None:
-            node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
-
-
-def set_value(text: str) -> Any:
-    """A `--set` value as typed on a command line: YAML for numbers, true/false, null, lists
-    (`[32, 32]`) and mappings (`{a: 1}`), and anything else as the text typed.
-
-    Read as YAML alone, `data.root=/data/set #2` was the folder "/data/set" (`#` starts a YAML
-    comment), `data.root=/mnt/a: b` a mapping and `data.root=@home/x` a syntax error; a shell
-    has no such rules, so plain text is kept whole (surrounding spaces aside). Quoting
-    (`'"my dir"'`) still works as in YAML."""
-    stripped = text.strip()
-    written_as_yaml = stripped[:1] in ("[", "{", '"', "'", "!")
-    try:
-        parsed = parse_yaml(text)
-    except yaml.YAMLError:
-        if written_as_yaml:
-            raise
-        return stripped
-    if not written_as_yaml and isinstance(parsed, (str, dict, list)):
-        return stripped
-    return parsed
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested recipe data as dotted keys (`optim.lr`), the form `--set` and compare use."""
-    if isinstance(tree, dict) and tree:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
-def _shallow(key: str, value: Any, where: str) -> Any:
-    """`value` when it and its key (whose dots nest too: `a.a.a...`) stay within MAX_NESTING
-    levels; deeper data would exhaust the stack while it is validated."""
-    if key.count(".") + 1 + nesting_depth(value) > MAX_NESTING:
-        raise DistillError(
-            f"the value nests more than {MAX_NESTING} levels deep", where, "flatten it"
-        )
-    return value
-
-
-def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
-    """Apply ``a.b=c`` overrides; values are parsed as YAML so numbers and lists keep their type."""
-    if isinstance(overrides, Mapping):
-        for key, value in overrides.items():
-            value = value.as_posix() if isinstance(value, Path) else value
-            _set(raw, key, _shallow(key, value, key))
-        return raw
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise DistillError(
-                f"override {item[:80]!r} is not KEY=VALUE", "--set", _key_value_advice(item)
-            )
-        where = f"--set {key[:60]}"
-        try:
-            parsed = set_value(value)
-        except yaml.YAMLError as exc:
-            problem = getattr(exc, "problem", None)
-            raise DistillError(
-                f"override {item[:80]!r} has an unparsable value"
-                + (f": {problem}" if problem else ""),
-                "--set",
-            ) from exc
-        except RecursionError:
-            raise DistillError(
-                f"the value nests more than {MAX_NESTING} levels deep", where, "flatten it"
-            ) from None
-        _set(raw, key, _shallow(key, parsed, where))
-    return raw
-
-
-def _key_value_advice(item: str) -> str:
-    """What to write for a `--set` without its `=`: `schedule.epochs 3` (a space, as other
-    tools take it) is `schedule.epochs=3`."""
-    key, _, value = item.strip().partition(" ")
-    if key and value.strip() and "=" not in item:
-        return f"write --set {key}={value.strip()} (no space)"
-    return "e.g. --set optim.lr=3e-3"
-
-
 def override_recipe(recipe: Recipe, overrides: Overrides) -> Recipe:
     """A validated copy of `recipe` with overrides applied (the object itself is left alone)."""
     if not overrides:
@@ -272,37 +157,75 @@ def load_recipe(
     `overrides` and then `fields` (the API's keywords) are applied to the file's data before
     validation, exactly as `--set` is: `method.name=kd` switches the method.
     """
+    stdin = str(path) == STDIN
     path = Path(path)
+    source = "<stdin>" if stdin else str(path)
+    try:
+        raw = parse_yaml(_stdin_text() if stdin else recipe_file_text(path))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise DistillError(f"YAML syntax error: {problem}", where, "fix the YAML") from exc
+    except RecursionError:  # the YAML parser recurses per level: thousands exhaust the stack
+        raise DistillError(
+            f"the recipe nests more than {MAX_NESTING} levels deep", source, "flatten it"
+        ) from None
+    check_nesting(raw, source)
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise DistillError("a recipe must be a YAML mapping", source)
+    raw = {key: value for key, value in raw.items() if not _extension(key)}
+    recipe = validated(raw, source, overrides, fields)
+    if not stdin:  # a recipe piped in has no folder: its relative paths are the cwd's anyway
+        _refuse_paths_meant_from_the_recipe(recipe, path.parent)
+    return recipe
+
+
+#: The recipe argument that means "read the recipe from standard input" (a script's output).
+STDIN = "-"
+
+
+def _stdin_text() -> str:
+    import sys
+
+    if sys.stdin is None or sys.stdin.isatty():
+        raise DistillError(
+            "the recipe is '-' (standard input), but nothing is piped in",
+            "<stdin>",
+            "pipe a recipe in (generate_recipe | distill run -), or pass a recipe file",
+        )
+    return sys.stdin.read()
+
+
+def recipe_file_text(path: Path) -> str:
+    """A recipe file's text. UTF-8, with or without a BOM, or UTF-16 with its BOM (what
+    Windows PowerShell's `>` writes), as the YAML spec allows; anything else (a Latin-1 file
+    from an old editor) is refused with the line of its first undecodable byte."""
     if path.exists() and not path.is_file():
         raise DistillError("the recipe is not a regular file", str(path), "pass a YAML file")
     if not path.is_file():
         raise DistillError("recipe file not found", str(path), "check the path")
     try:
-        raw = parse_yaml(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise DistillError(
-            f"the recipe is not UTF-8 text (byte {exc.start})", str(path), "pass a YAML file"
-        ) from exc
+        data = path.read_bytes()
     except OSError as exc:
         raise DistillError(f"cannot read the recipe: {exc.strerror or exc}", str(path)) from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise DistillError(f"YAML syntax error: {problem}", where, "fix the YAML") from exc
-    except RecursionError:  # the YAML parser recurses per level: thousands exhaust the stack
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            pass  # refused below as what it is
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
         raise DistillError(
-            f"the recipe nests more than {MAX_NESTING} levels deep", str(path), "flatten it"
-        ) from None
-    check_nesting(raw, str(path))
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise DistillError("a recipe must be a YAML mapping", str(path))
-    raw = {key: value for key, value in raw.items() if not _extension(key)}
-    recipe = validated(raw, str(path), overrides, fields)
-    _refuse_paths_meant_from_the_recipe(recipe, path.parent)
-    return recipe
+            f"the recipe is not UTF-8 text (byte {exc.start}, line {line})",
+            f"{path}:{line}",
+            f"save it as UTF-8 (iconv -f latin1 -t utf-8 {path.name} > utf8.yaml, or your "
+            "editor's 'save with encoding')",
+        ) from exc
 
 
 def _extension(key: Any) -> bool:
@@ -340,7 +263,7 @@ def _refuse_paths_meant_from_the_recipe(node: Any, folder: Path, key: str = "") 
     the path to write. `output.dir` is created, not read, and is left alone."""
     if isinstance(node, Path):
         if key != "output.dir" and not node.is_absolute() and not node.exists():
-            there = folder / node
+            there = Path(os.path.normpath(folder / node))  # configs/../data is data
             if there.exists() and folder.resolve() != Path.cwd().resolve():
                 raise DistillError(
                     f"{key}: {node} is not found from the directory distill runs in "

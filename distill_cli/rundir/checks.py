@@ -80,7 +80,8 @@ def recipe_changes(
     import yaml
     from pydantic import ValidationError
 
-    from distill_cli.recipe.document import Recipe, flatten, parse_yaml
+    from distill_cli.recipe.document import Recipe, parse_yaml
+    from distill_cli.recipe.overrides import flatten
 
     text = saved.read_bytes().decode("utf-8", errors="replace")
     if text == recipe_yaml:
