@@ -206,3 +206,23 @@ def test_cli_forms_of_set_and_paths_from_the_recipes_folder(
     assert "schedule.epochs: Input should be greater than 0" in error("--set=schedule.epochs=0")
     with pytest.raises(DistillError, match=r"- write data \(found beside the recipe\)"):
         load_recipe(path.relative_to(tmp_path), ["data.root=../data"])
+
+
+def test_a_run_folder_inside_the_data_is_refused_before_it_is_made(tmp_path: Path) -> None:
+    """`output.dir: data/train` made the run folder, then the scan took it for an empty class
+    ("add images to them, or remove them"); `--dry-run` passed. A run beside the splits is
+    fine, and a saved run's recipe still loads (export)."""
+    from distill_cli.recipe.given import given_recipe
+
+    data = tmp_path / "data"
+    path = _recipe(tmp_path)
+    folders = f"data={{source: image_folder, root: '{data}'}}"
+    for out, key in [(data / "train", "train_dir"), (data / "val" / "x", "val_dir")]:
+        with pytest.raises(DistillError, match=f"inside data.root/{key}") as info:
+            given_recipe(path, [folders, f"output.dir={out}"], {})
+        assert info.value.where == "output.dir"
+    pool = f"data.distill_dir={tmp_path / 'pool'}"
+    with pytest.raises(DistillError, match="inside data.distill_dir"):
+        given_recipe(path, [pool, f"output.dir={tmp_path / 'pool' / 'runs'}"], {})
+    assert given_recipe(path, [folders, f"output.dir={data}"], {}).run_dir == data / "r"
+    assert load_recipe(path, [folders, f"output.dir={data / 'train'}"]).name == "r"

@@ -255,6 +255,24 @@ def validated(
         raise format_validation_error(exc, source) from exc
 
 
+def refuse_a_run_inside_the_data(recipe: Recipe) -> None:
+    """The run folder inside a folder read for images (`output.dir: data/train`): the run
+    made its folder, then the scan took it for an empty class ("add images to them, or remove
+    them", about distill's own folder), and a run that went through would have left files
+    that the next run reads as data. `--dry-run` said nothing. Checked for the commands that
+    start a run (`recipe.given`), not on every load: a run made before can still be exported."""
+    run = Path(os.path.realpath(recipe.run_dir))
+    for key, folder in recipe.data.scanned_folders():
+        split = Path(os.path.realpath(folder))
+        if run == split or split in run.parents:
+            raise DistillError(
+                f"the run folder {recipe.run_dir} is inside {key} ({folder}), which is read "
+                "for images: its files would be read as data",
+                "output.dir",
+                "set output.dir to a folder outside the data (e.g. runs)",
+            )
+
+
 def _refuse_paths_meant_from_the_recipe(node: Any, folder: Path, key: str = "") -> None:
     """A relative input path that is missing from the cwd but exists beside the recipe file
     (`data.root: ../data` in `configs/x.yaml`, run from the project root): the user meant the

@@ -262,6 +262,18 @@ class DataSpec(Strict):
             return FASHION_MNIST_ROOT
         return self.root
 
+    def scanned_folders(self) -> list[tuple[str, Path]]:
+        """The folders read file by file for images, with the keys naming them: the image
+        folder splits (`root/train_dir`, `root/val_dir`) and `distill_dir`. Whatever lands
+        inside one of them is read as data (a class folder, unlabeled images)."""
+        found = [("data.distill_dir", self.distill_dir)] if self.distill_dir else []
+        if self.source == "image_folder" and self.root is not None:
+            found += [
+                ("data.root/train_dir", self.root / self.train_dir),
+                ("data.root/val_dir", self.root / self.val_dir),
+            ]
+        return [(key, folder) for key, folder in found if folder is not None]
+
     def data_args(self) -> dict[str, Any]:
         """The arguments of `distill_cli.data.build_data` (all but the seed), which takes plain
         values so that the data package knows no recipe."""
