@@ -117,6 +117,7 @@ def test_set_mistakes_say_what_to_write(tmp_path: Path, sets: list[str], expecte
     [
         (("schedule:", "Schedule:"), "Schedule: unknown key; did you mean 'schedule'?"),
         (("schedule:", "? [a, b]\n: 1\nschedule:"), "a key must be a plain word"),
+        (("schedule:", "model: {model: test_resnet}\nschedule:"), "both `student:` and `model:`"),
         (
             ("  epochs: 2\n  batch_size: 32\n  log_every: 2", "  # all commented out"),
             "schedule: is empty",
@@ -219,11 +220,11 @@ def test_a_run_folder_inside_the_data_is_refused_before_it_is_made(tmp_path: Pat
     path = _recipe(tmp_path)
     folders = f"data={{source: image_folder, root: '{data}'}}"
     for out, key in [(data / "train", "train_dir"), (data / "val" / "x", "val_dir")]:
-        with pytest.raises(DistillError, match=f"inside data.root/{key}") as info:
+        with pytest.raises(DistillError, match=rf"inside data\.root/{key}") as info:
             given_recipe(path, [folders, f"output.dir={out}"], {})
         assert info.value.where == "output.dir"
     pool = f"data.distill_dir={tmp_path / 'pool'}"
-    with pytest.raises(DistillError, match="inside data.distill_dir"):
+    with pytest.raises(DistillError, match=r"inside data\.distill_dir"):
         given_recipe(path, [pool, f"output.dir={tmp_path / 'pool' / 'runs'}"], {})
     assert given_recipe(path, [folders, f"output.dir={data}"], {}).run_dir == data / "r"
     assert load_recipe(path, [folders, f"output.dir={data / 'train'}"]).name == "r"

@@ -246,7 +246,13 @@ def validated(
     added a second section beside the alias, refused as "model: unknown key")."""
     from distill_cli.recipe.messages import format_validation_error
 
-    if "model" in raw and "student" not in raw:
+    if "model" in raw and "student" in raw:  # one section written twice, as its two names
+        raise DistillError(
+            "the recipe has both `student:` and `model:`, two names of the one student section",
+            source,
+            "keep one of them",
+        )
+    if "model" in raw:
         raw = {("student" if k == "model" else k): v for k, v in raw.items()}
     raw = apply_overrides(apply_overrides(raw, overrides or []), fields or [])
     try:
