@@ -155,10 +155,12 @@ def test_export_model_args_read_numbers_as_set_does() -> None:
     """`--model-arg drop_rate=1e-1` reached timm as the text "1e-1" (YAML 1.1)."""
     from distill_cli.cli.export import _model_args
 
-    assert _model_args(["drop_rate=1e-1", "img_size=[32, 32]", "global_pool=avg"]) == {
+    args = ["drop_rate=1e-1", "img_size=[32, 32]", "global_pool=avg", "pretrained_strict=no"]
+    assert _model_args(args) == {
         "drop_rate": 0.1,
         "img_size": [32, 32],
         "global_pool": "avg",
+        "pretrained_strict": False,
     }
 
 
