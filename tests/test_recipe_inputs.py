@@ -230,3 +230,20 @@ def test_a_run_folder_inside_the_data_is_refused_before_it_is_made(tmp_path: Pat
         given_recipe(path, [pool, f"output.dir={tmp_path / 'pool' / 'runs'}"], {})
     assert given_recipe(path, [folders, f"output.dir={data}"], {}).run_dir == data / "r"
     assert load_recipe(path, [folders, f"output.dir={data / 'train'}"]).name == "r"
+
+
+def test_a_missing_recipe_says_which_file_was_meant(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "recipe file not found - check the path" for `configs/r` (no suffix), a typo, or a
+    shipped recipe's name as `distill recipes` lists it; each advice, followed, loads."""
+    (tmp_path / "configs").mkdir()
+    _recipe(tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    assert _error(Path("configs/r")).endswith("- write configs/r.yaml")
+    assert _error(Path("configs/rr.yaml")).endswith("- did you mean configs/r.yaml?")
+    assert load_recipe("configs/r.yaml").name == "r"
+    shipped = _error(Path("methods/kd"))
+    assert "methods/kd is a shipped recipe: distill run " in shipped
+    assert load_recipe(shipped.rsplit("distill run ", 1)[1]).method.name == "kd"
+    assert "there is no folder nope" in _error(Path("nope/r.yaml"))

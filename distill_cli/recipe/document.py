@@ -13,6 +13,7 @@ validation errors as one line: `recipe.messages`).
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -199,6 +200,27 @@ def _stdin_text() -> str:
     return sys.stdin.read()
 
 
+def _missing_recipe_advice(path: Path) -> str:
+    """What to write for a recipe path that is not there: the file with its suffix
+    (`distill run configs/r`), a shipped recipe by its name (`distill run methods/kd`, as
+    `distill recipes` lists it), or a close file name in its folder."""
+    from distill_cli.recipe import catalog
+
+    for suffix in (".yaml", ".yml", ".json"):
+        if path.with_name(path.name + suffix).is_file():
+            return f"write {path}{suffix}"
+    shipped = {entry.name: entry.path for entry in catalog.entries()}
+    name = path.as_posix().removesuffix(".yaml")
+    if name in shipped:
+        return f"{name} is a shipped recipe: distill run {shipped[name]}"
+    folder = path.parent
+    if not folder.is_dir():
+        return f"check the path: there is no folder {folder} (from {Path.cwd()})"
+    files = {p.stem: p for p in folder.iterdir() if p.suffix in (".yaml", ".yml", ".json")}
+    near = difflib.get_close_matches(path.stem, list(files), n=1, cutoff=0.6)
+    return f"did you mean {files[near[0]]}?" if near else "check the path"
+
+
 def recipe_file_text(path: Path) -> str:
     """A recipe file's text. UTF-8, with or without a BOM, or UTF-16 with its BOM (what
     Windows PowerShell's `>` writes), as the YAML spec allows; anything else (a Latin-1 file
@@ -206,7 +228,7 @@ def recipe_file_text(path: Path) -> str:
     if path.exists() and not path.is_file():
         raise DistillError("the recipe is not a regular file", str(path), "pass a YAML file")
     if not path.is_file():
-        raise DistillError("recipe file not found", str(path), "check the path")
+        raise DistillError("recipe file not found", str(path), _missing_recipe_advice(path))
     try:
         data = path.read_bytes()
     except OSError as exc:
