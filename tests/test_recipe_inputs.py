@@ -247,3 +247,21 @@ def test_a_missing_recipe_says_which_file_was_meant(
     assert "methods/kd is a shipped recipe: distill run " in shipped
     assert load_recipe(shipped.rsplit("distill run ", 1)[1]).method.name == "kd"
     assert "there is no folder nope" in _error(Path("nope/r.yaml"))
+
+
+def test_set_method_name_switches_the_method_of_a_recipe_file(tmp_path: Path) -> None:
+    """`--set method.name=supervised` on a function-matching recipe was refused for the file's
+    `method.temperature`, which no `--set` can remove; a key the overrides give themselves
+    is still checked, now naming the keys the method takes."""
+    path = _recipe(tmp_path)
+    assert load_recipe(path, ["method.name=supervised"]).method.name == "supervised"
+    kd = load_recipe(path, ["method.name=kd"]).method
+    assert kd.name == "kd" and kd.temperature == 2.0  # a key both methods take is kept
+    msg = _error(path, ["method.name=supervised", "method.temperature=3"])
+    assert "method.temperature: unknown key; method 'supervised' takes label_smoothing" in msg
+    assert "method.kd_stop_epoch: required key is missing" in _error(path, ["method.name=eskd"])
+    # the API's Recipe objects switch the same way
+    from distill_cli.recipe.document import override_recipe
+
+    recipe = override_recipe(load_recipe(path), {"method.name": "supervised"})
+    assert recipe.method.name == "supervised"

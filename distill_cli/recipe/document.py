@@ -146,8 +146,8 @@ def override_recipe(recipe: Recipe, overrides: Overrides) -> Recipe:
         return recipe
     # what the recipe's author set, not the defaults: then switching `method.name` does not drag
     # the old method's default parameters along (the same as `--set` on the recipe's file)
-    raw = apply_overrides(recipe.model_dump(mode="json", exclude_unset=True), overrides)
-    return validated(raw, f"recipe {recipe.name!r}", None, None)
+    raw = recipe.model_dump(mode="json", exclude_unset=True)
+    return validated(raw, f"recipe {recipe.name!r}", overrides, None)
 
 
 def load_recipe(
@@ -276,11 +276,36 @@ def validated(
         )
     if "model" in raw:
         raw = {("student" if k == "model" else k): v for k, v in raw.items()}
+    raw = _method_switched(raw, overrides, fields)
     raw = apply_overrides(apply_overrides(raw, overrides or []), fields or [])
     try:
         return Recipe.model_validate(raw)
     except ValidationError as exc:
         raise format_validation_error(exc, source) from exc
+
+
+def _method_switched(
+    raw: dict[str, Any], overrides: Overrides | None, fields: Overrides | None
+) -> dict[str, Any]:
+    """`raw` without the recipe's method parameters that the method the overrides switch to
+    does not take. `--set method.name=supervised` on a function-matching recipe was refused
+    for the file's `method.temperature` ("unknown key"), which no `--set` can remove; the
+    parameters both methods take (kd's `temperature`) are kept, and any the overrides give
+    themselves are still checked."""
+    from distill_cli.methods import method_params_by_name
+
+    section = raw.get("method")
+    if not isinstance(section, dict) or not (overrides or fields):
+        return raw
+    switched = apply_overrides(
+        apply_overrides({"method": dict(section)}, overrides or []), fields or []
+    )["method"]
+    name = switched.get("name") if isinstance(switched, dict) else None
+    params = method_params_by_name().get(name) if isinstance(name, str) else None
+    if params is None or name == section.get("name"):
+        return raw
+    kept = {key: value for key, value in section.items() if key in params.model_fields}
+    return {**raw, "method": kept}
 
 
 def refuse_a_run_inside_the_data(recipe: Recipe) -> None:

@@ -119,6 +119,10 @@ def _problem(err: ErrorDetails) -> tuple[str, str]:
         msg = "unknown key"
         key = str(loc[-1])
         hint = did_you_mean(key, _field_names(Recipe, loc)) or _elsewhere(key, path)
+        if hint is None and loc[:1] == ("method",) and len(loc) == 3:
+            # a key of another method: the ones this method takes, to keep or to set
+            keys = [k for k in _field_names(Recipe, loc) if k != "name"]
+            hint = f"method {loc[1]!r} takes " + (", ".join(keys) or "no other key")
         if hint:
             msg += f"; {hint}"
     elif err["type"] == "union_tag_invalid" and loc == ("method",):
