@@ -95,10 +95,10 @@ CASES: dict[str, Case] = {
         dry("SUP", "model.input_size=[32,32]"),
     ),
     "number-for-text": Case(dry("SUP", "name=2024"), "write '2024'", dry("SUP", "name='2024'")),
-    "steps-over-an-epochs-recipe": Case(
-        dry("SUP", "schedule.steps=2"),
+    "steps-and-epochs-both-set": Case(
+        dry("SUP", "schedule.steps=2", "schedule.epochs=2"),
         "--set schedule.epochs=null",
-        dry("SUP", "schedule.steps=2", "schedule.epochs=null"),
+        dry("SUP", "schedule.steps=2", "schedule.epochs=2", "schedule.epochs=null"),
     ),
     "batch-larger-than-data": Case(
         dry("SUP", "schedule.batch_size=4096"),

@@ -99,7 +99,7 @@ def test_set_values_are_the_text_typed_unless_written_as_yaml(tmp_path: Path) ->
         (["student.input_size=32,32"], "student.input_size: write [32,32] (a list, in brackets)"),
         (["runtime.log_to=tensorboard"], "write [tensorboard]"),
         (["schedule.batch_size="], "schedule.batch_size: is empty (null"),
-        (["schedule.steps=5"], "--set schedule.epochs=null"),
+        (["schedule.steps=5", "schedule.epochs=3"], "epochs (3) and steps (5) are both set"),
         (["Schedule.Epochs=3"], "Schedule: unknown key; did you mean 'schedule'?"),
         (["teacher.model=~"], "teacher.model: is empty"),
         (["name=2024"], "name: 2024 is a number, and this key takes text; write '2024'"),
@@ -265,3 +265,20 @@ def test_set_method_name_switches_the_method_of_a_recipe_file(tmp_path: Path) ->
 
     recipe = override_recipe(load_recipe(path), {"method.name": "supervised"})
     assert recipe.method.name == "supervised"
+
+
+def test_a_set_alternative_replaces_the_files_one(tmp_path: Path) -> None:
+    """`--set schedule.steps=100` (a quick run of an epochs recipe) was refused as "set exactly
+    one of epochs or steps"; the same for warmup_fraction over warmup_steps and a teacher's
+    `pretrained` over its `checkpoint`. Null or false chooses nothing."""
+    body = fm_body(tmp_path / "runs", tmp_path / "t.safetensors")
+    body["teacher"]["checkpoint_key"] = "state_dict"
+    body["schedule"]["warmup_steps"] = 10
+    path = write_recipe(tmp_path, "r", body)
+    recipe = load_recipe(path, ["schedule.steps=5", "schedule.warmup_fraction=0.1"])
+    assert (recipe.schedule.epochs, recipe.schedule.steps) == (None, 5)
+    assert (recipe.schedule.warmup_steps, recipe.schedule.warmup_fraction) == (0, 0.1)
+    teacher = load_recipe(path, {"teacher.pretrained": True}).teacher
+    assert teacher.pretrained and teacher.checkpoint is None and teacher.checkpoint_key is None
+    kept = load_recipe(path, ["teacher.pretrained=false", "schedule.steps=null"])
+    assert kept.teacher.checkpoint is not None and kept.schedule.epochs == 2

@@ -13,11 +13,10 @@ validation errors as one line: `recipe.messages`).
 
 from __future__ import annotations
 
-import difflib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import yaml
 from pydantic import (
@@ -32,8 +31,14 @@ from pydantic import (
 
 from distill_cli.errors import DistillError
 from distill_cli.host import MAX_NESTING, check_nesting
+from distill_cli.recipe.files import (
+    STDIN,
+    recipe_file_text,
+    refuse_paths_meant_from_the_recipe,
+    stdin_text,
+)
 from distill_cli.recipe.loop_sections import OptimSpec, RuntimeSpec, ScheduleSpec
-from distill_cli.recipe.overrides import Overrides, apply_overrides
+from distill_cli.recipe.overrides import Overrides, apply_overrides, set_value
 from distill_cli.recipe.sections import (
     AugmentSpec,
     DataSpec,
@@ -162,7 +167,7 @@ def load_recipe(
     path = Path(path)
     source = "<stdin>" if stdin else str(path)
     try:
-        raw = parse_yaml(_stdin_text() if stdin else recipe_file_text(path))
+        raw = parse_yaml(stdin_text() if stdin else recipe_file_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
@@ -180,74 +185,8 @@ def load_recipe(
     raw = {key: value for key, value in raw.items() if not _extension(key)}
     recipe = validated(raw, source, overrides, fields)
     if not stdin:  # a recipe piped in has no folder: its relative paths are the cwd's anyway
-        _refuse_paths_meant_from_the_recipe(recipe, path.parent)
+        refuse_paths_meant_from_the_recipe(recipe, path.parent)
     return recipe
-
-
-#: The recipe argument that means "read the recipe from standard input" (a script's output).
-STDIN = "-"
-
-
-def _stdin_text() -> str:
-    import sys
-
-    if sys.stdin is None or sys.stdin.isatty():
-        raise DistillError(
-            "the recipe is '-' (standard input), but nothing is piped in",
-            "<stdin>",
-            "pipe a recipe in (generate_recipe | distill run -), or pass a recipe file",
-        )
-    return sys.stdin.read()
-
-
-def _missing_recipe_advice(path: Path) -> str:
-    """What to write for a recipe path that is not there: the file with its suffix
-    (`distill run configs/r`), a shipped recipe by its name (`distill run methods/kd`, as
-    `distill recipes` lists it), or a close file name in its folder."""
-    from distill_cli.recipe import catalog
-
-    for suffix in (".yaml", ".yml", ".json"):
-        if path.with_name(path.name + suffix).is_file():
-            return f"write {path}{suffix}"
-    shipped = {entry.name: entry.path for entry in catalog.entries()}
-    name = path.as_posix().removesuffix(".yaml")
-    if name in shipped:
-        return f"{name} is a shipped recipe: distill run {shipped[name]}"
-    folder = path.parent
-    if not folder.is_dir():
-        return f"check the path: there is no folder {folder} (from {Path.cwd()})"
-    files = {p.stem: p for p in folder.iterdir() if p.suffix in (".yaml", ".yml", ".json")}
-    near = difflib.get_close_matches(path.stem, list(files), n=1, cutoff=0.6)
-    return f"did you mean {files[near[0]]}?" if near else "check the path"
-
-
-def recipe_file_text(path: Path) -> str:
-    """A recipe file's text. UTF-8, with or without a BOM, or UTF-16 with its BOM (what
-    Windows PowerShell's `>` writes), as the YAML spec allows; anything else (a Latin-1 file
-    from an old editor) is refused with the line of its first undecodable byte."""
-    if path.exists() and not path.is_file():
-        raise DistillError("the recipe is not a regular file", str(path), "pass a YAML file")
-    if not path.is_file():
-        raise DistillError("recipe file not found", str(path), _missing_recipe_advice(path))
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DistillError(f"cannot read the recipe: {exc.strerror or exc}", str(path)) from exc
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        try:
-            return data.decode("utf-16")
-        except UnicodeDecodeError:
-            pass  # refused below as what it is
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DistillError(
-            f"the recipe is not UTF-8 text (byte {exc.start}, line {line})",
-            f"{path}:{line}",
-            f"save it as UTF-8 (iconv -f latin1 -t utf-8 {path.name} > utf8.yaml, or your "
-            "editor's 'save with encoding')",
-        ) from exc
 
 
 def _extension(key: Any) -> bool:
@@ -276,7 +215,7 @@ def validated(
         )
     if "model" in raw:
         raw = {("student" if k == "model" else k): v for k, v in raw.items()}
-    raw = _method_switched(raw, overrides, fields)
+    raw = _alternatives_chosen(_method_switched(raw, overrides, fields), overrides, fields)
     raw = apply_overrides(apply_overrides(raw, overrides or []), fields or [])
     try:
         return Recipe.model_validate(raw)
@@ -308,45 +247,55 @@ def _method_switched(
     return {**raw, "method": kept}
 
 
-def refuse_a_run_inside_the_data(recipe: Recipe) -> None:
-    """The run folder inside a folder read for images (`output.dir: data/train`): the run
-    made its folder, then the scan took it for an empty class ("add images to them, or remove
-    them", about distill's own folder), and a run that went through would have left files
-    that the next run reads as data. `--dry-run` said nothing. Checked for the commands that
-    start a run (`recipe.given`), not on every load: a run made before can still be exported."""
-    run = Path(os.path.realpath(recipe.run_dir))
-    for key, folder in recipe.data.scanned_folders():
-        split = Path(os.path.realpath(folder))
-        if run == split or split in run.parents:
-            raise DistillError(
-                f"the run folder {recipe.run_dir} is inside {key} ({folder}), which is read "
-                "for images: its files would be read as data",
-                "output.dir",
-                "set output.dir to a folder outside the data (e.g. runs)",
-            )
+def _given(overrides: Overrides | None) -> dict[str, Any]:
+    """The overrides as dotted keys and values (a value that cannot be read: None, its error
+    comes when they are applied)."""
+    if isinstance(overrides, Mapping):
+        return {key.strip(): value for key, value in overrides.items()}
+    out: dict[str, Any] = {}
+    for item in overrides or []:
+        key, _, value = item.partition("=")
+        try:
+            out[key.strip()] = set_value(value)
+        except yaml.YAMLError:
+            out[key.strip()] = None
+    return out
 
 
-def _refuse_paths_meant_from_the_recipe(node: Any, folder: Path, key: str = "") -> None:
-    """A relative input path that is missing from the cwd but exists beside the recipe file
-    (`data.root: ../data` in `configs/x.yaml`, run from the project root): the user meant the
-    recipe's folder, and would get "not found" for a path that is right there. Relative paths
-    are the cwd's (one rule, as `--set` and the shell have it); the error says so and gives
-    the path to write. `output.dir` is created, not read, and is left alone."""
-    if isinstance(node, Path):
-        if key != "output.dir" and not node.is_absolute() and not node.exists():
-            there = Path(os.path.normpath(folder / node))  # configs/../data is data
-            if there.exists() and folder.resolve() != Path.cwd().resolve():
-                raise DistillError(
-                    f"{key}: {node} is not found from the directory distill runs in "
-                    f"({Path.cwd()}): relative paths are relative to it, not to the recipe's "
-                    "folder",
-                    key,
-                    f"write {there} (found beside the recipe), or run distill from {folder}",
-                )
-    elif isinstance(node, list):
-        for item in node:
-            _refuse_paths_meant_from_the_recipe(item, folder, key)
-    elif isinstance(node, BaseModel):
-        for name in type(node).model_fields:
-            inner = f"{key}.{name}" if key else name
-            _refuse_paths_meant_from_the_recipe(getattr(node, name), folder, inner)
+def _alternatives_chosen(
+    raw: dict[str, Any], overrides: Overrides | None, fields: Overrides | None
+) -> dict[str, Any]:
+    """`raw` without the recipe file's keys that an override's alternative replaces
+    (`--set schedule.steps=100` on a recipe with `epochs`, `--set teacher.pretrained=true`
+    on one with a `checkpoint`): refused as "set exactly one of epochs or steps", though the
+    command line said which. Alternatives are each section's `alternatives`; an override of
+    null or false chooses nothing, and two alternatives both given are still refused."""
+    given = {**_given(overrides), **_given(fields)}
+    for dotted, value in given.items():
+        parts = dotted.split(".")
+        if len(parts) != 2 or value is None or value is False:
+            continue
+        name = "student" if parts[0] == "model" else parts[0]
+        section = raw.get(name)
+        spec = _section_class(name)
+        if not isinstance(section, dict) or spec is None:
+            continue
+        for groups in spec.alternatives:
+            chosen = next((g for g in groups if parts[1] in g), None)
+            if chosen is None:
+                continue
+            others = {k for g in groups if g is not chosen for k in g}
+            if not any(f"{name}.{k}" in given or f"model.{k}" in given for k in others):
+                raw = {**raw, name: {k: v for k, v in section.items() if k not in others}}
+    return raw
+
+
+def _section_class(name: str) -> type[BaseModel] | None:
+    """The section class of a top-level recipe key (`teacher`: ModelSpec), or None."""
+    field = Recipe.model_fields.get(name)
+    if field is None:
+        return None
+    for kind in (field.annotation, *get_args(field.annotation)):
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return kind
+    return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, ClassVar, get_args
 
 from pydantic import (
     AfterValidator,
@@ -185,6 +185,11 @@ def refuse_bool(model: type[BaseModel], data: Any) -> Any:
 
 class Strict(BaseModel):
     """Base of every recipe section: unknown keys are errors; assignments are validated too."""
+
+    #: Groups of keys that are alternatives to each other (`epochs` or `steps`): the section's
+    #: validator refuses two set together, and a `--set` of one group drops the recipe file's
+    #: other groups (`document.validated`), as a flag overrides what a file says.
+    alternatives: ClassVar[tuple[tuple[tuple[str, ...], ...], ...]] = ()
 
     # NaN/Inf are never a setting: `lr: 1e400` (YAML reads inf) would pass `gt=0` and crash in
     # the optimizer, so every float of every section must be finite

@@ -21,9 +21,9 @@ from distill_cli.recipe.document import (
     Recipe,
     load_recipe,
     override_recipe,
-    refuse_a_run_inside_the_data,
     validated,
 )
+from distill_cli.recipe.files import refuse_a_run_inside_the_data
 
 #: What a recipe argument may be, for the WrongType line.
 RECIPE_ARG = "a Recipe, a dict or a recipe file's path (str or pathlib.Path)"

@@ -45,6 +45,8 @@ class OptimSpec(Strict):
 
 
 class ScheduleSpec(Strict):
+    alternatives = (("epochs",), ("steps",)), (("warmup_steps",), ("warmup_fraction",))
+
     epochs: PositiveInt | None = None
     steps: PositiveInt | None = Field(None, description="train for exactly this many steps")
     batch_size: PositiveInt = Field(512, description="global batch size")

@@ -44,6 +44,8 @@ MAX_SYNTHETIC_BYTES = 8 << 30
 class ModelSpec(Strict):
     """A timm model and where its weights come from."""
 
+    alternatives = ((("pretrained",), ("checkpoint", "checkpoint_key")),)
+
     # surrounding blanks are no part of a timm name: a `model: |` block ends in a newline, a
     # copied name in a space, and either was looked up as an unknown model
     model: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = Field(

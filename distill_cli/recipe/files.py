@@ -1,0 +1,126 @@
+"""A recipe's files: reading the recipe file (its encodings, standard input, the advice for
+a path that is not there) and the checks on the paths it names that a run's start makes (a
+path written from the recipe's folder, a run folder inside the data).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from distill_cli.errors import DistillError
+
+if TYPE_CHECKING:
+    from distill_cli.recipe.document import Recipe
+
+#: The recipe argument that means "read the recipe from standard input" (a script's output).
+STDIN = "-"
+
+
+def stdin_text() -> str:
+    if sys.stdin is None or sys.stdin.isatty():
+        raise DistillError(
+            "the recipe is '-' (standard input), but nothing is piped in",
+            "<stdin>",
+            "pipe a recipe in (generate_recipe | distill run -), or pass a recipe file",
+        )
+    return sys.stdin.read()
+
+
+def missing_recipe_advice(path: Path) -> str:
+    """What to write for a recipe path that is not there: the file with its suffix
+    (`distill run configs/r`), a shipped recipe by its name (`distill run methods/kd`, as
+    `distill recipes` lists it), or a close file name in its folder."""
+    from distill_cli.recipe import catalog
+
+    for suffix in (".yaml", ".yml", ".json"):
+        if path.with_name(path.name + suffix).is_file():
+            return f"write {path}{suffix}"
+    shipped = {entry.name: entry.path for entry in catalog.entries()}
+    name = path.as_posix().removesuffix(".yaml")
+    if name in shipped:
+        return f"{name} is a shipped recipe: distill run {shipped[name]}"
+    folder = path.parent
+    if not folder.is_dir():
+        return f"check the path: there is no folder {folder} (from {Path.cwd()})"
+    files = {p.stem: p for p in folder.iterdir() if p.suffix in (".yaml", ".yml", ".json")}
+    near = difflib.get_close_matches(path.stem, list(files), n=1, cutoff=0.6)
+    return f"did you mean {files[near[0]]}?" if near else "check the path"
+
+
+def recipe_file_text(path: Path) -> str:
+    """A recipe file's text. UTF-8, with or without a BOM, or UTF-16 with its BOM (what
+    Windows PowerShell's `>` writes), as the YAML spec allows; anything else (a Latin-1 file
+    from an old editor) is refused with the line of its first undecodable byte."""
+    if path.exists() and not path.is_file():
+        raise DistillError("the recipe is not a regular file", str(path), "pass a YAML file")
+    if not path.is_file():
+        raise DistillError("recipe file not found", str(path), missing_recipe_advice(path))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DistillError(f"cannot read the recipe: {exc.strerror or exc}", str(path)) from exc
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            pass  # refused below as what it is
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise DistillError(
+            f"the recipe is not UTF-8 text (byte {exc.start}, line {line})",
+            f"{path}:{line}",
+            f"save it as UTF-8 (iconv -f latin1 -t utf-8 {path.name} > utf8.yaml, or your "
+            "editor's 'save with encoding')",
+        ) from exc
+
+
+def refuse_a_run_inside_the_data(recipe: Recipe) -> None:
+    """The run folder inside a folder read for images (`output.dir: data/train`): the run
+    made its folder, then the scan took it for an empty class ("add images to them, or remove
+    them", about distill's own folder), and a run that went through would have left files
+    that the next run reads as data. `--dry-run` said nothing. Checked for the commands that
+    start a run (`recipe.given`), not on every load: a run made before can still be exported."""
+    run = Path(os.path.realpath(recipe.run_dir))
+    for key, folder in recipe.data.scanned_folders():
+        split = Path(os.path.realpath(folder))
+        if run == split or split in run.parents:
+            raise DistillError(
+                f"the run folder {recipe.run_dir} is inside {key} ({folder}), which is read "
+                "for images: its files would be read as data",
+                "output.dir",
+                "set output.dir to a folder outside the data (e.g. runs)",
+            )
+
+
+def refuse_paths_meant_from_the_recipe(node: Any, folder: Path, key: str = "") -> None:
+    """A relative input path that is missing from the cwd but exists beside the recipe file
+    (`data.root: ../data` in `configs/x.yaml`, run from the project root): the user meant the
+    recipe's folder, and would get "not found" for a path that is right there. Relative paths
+    are the cwd's (one rule, as `--set` and the shell have it); the error says so and gives
+    the path to write. `output.dir` is created, not read, and is left alone."""
+    if isinstance(node, Path):
+        if key != "output.dir" and not node.is_absolute() and not node.exists():
+            there = Path(os.path.normpath(folder / node))  # configs/../data is data
+            if there.exists() and folder.resolve() != Path.cwd().resolve():
+                raise DistillError(
+                    f"{key}: {node} is not found from the directory distill runs in "
+                    f"({Path.cwd()}): relative paths are relative to it, not to the recipe's "
+                    "folder",
+                    key,
+                    f"write {there} (found beside the recipe), or run distill from {folder}",
+                )
+    elif isinstance(node, list):
+        for item in node:
+            refuse_paths_meant_from_the_recipe(item, folder, key)
+    elif isinstance(node, BaseModel):
+        for name in type(node).model_fields:
+            inner = f"{key}.{name}" if key else name
+            refuse_paths_meant_from_the_recipe(getattr(node, name), folder, inner)
