@@ -118,6 +118,10 @@ def test_set_mistakes_say_what_to_write(tmp_path: Path, sets: list[str], expecte
         (("schedule:", "Schedule:"), "Schedule: unknown key; did you mean 'schedule'?"),
         (("schedule:", "? [a, b]\n: 1\nschedule:"), "a key must be a plain word"),
         (("schedule:", "model: {model: test_resnet}\nschedule:"), "both `student:` and `model:`"),
+        (("  epochs: 2", "\tepochs: 2"), "r.yaml:20) - indent with spaces"),
+        (("  epochs: 2", "  epochs:2"), "with a space after the colon (here or on the line above)"),
+        (("name: r", "name: r\n---\nname: s"), "remove the second `---`"),
+        (("output:", "description: @home\noutput:"), "needs quotes ('@value')"),
         (
             ("  epochs: 2\n  batch_size: 32\n  log_every: 2", "  # all commented out"),
             "schedule: is empty",

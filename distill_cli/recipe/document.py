@@ -48,7 +48,7 @@ from distill_cli.recipe.sections import (
     Strict,
     plain_name,
 )
-from distill_cli.recipe.yaml_text import parse_yaml, recipe_text
+from distill_cli.recipe.yaml_text import parse_yaml, recipe_text, syntax_advice
 
 if TYPE_CHECKING:
     from pydantic_core import CoreSchema
@@ -172,7 +172,7 @@ def load_recipe(
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise DistillError(f"YAML syntax error: {problem}", where, "fix the YAML") from exc
+        raise DistillError(f"YAML syntax error: {problem}", where, syntax_advice(problem)) from exc
     except RecursionError:  # the YAML parser recurses per level: thousands exhaust the stack
         raise DistillError(
             f"the recipe nests more than {MAX_NESTING} levels deep", source, "flatten it"

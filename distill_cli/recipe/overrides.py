@@ -13,7 +13,7 @@ import yaml
 
 from distill_cli.errors import DistillError
 from distill_cli.host import MAX_NESTING, nesting_depth
-from distill_cli.recipe.yaml_text import parse_yaml
+from distill_cli.recipe.yaml_text import parse_yaml, syntax_advice
 
 #: `--set` strings (`optim.lr=3e-3`, values parsed as YAML), or a mapping of dotted keys to
 #: Python values (the API's `optim__lr=3e-3` keywords become `{"optim.lr": 3e-3}`).
@@ -114,6 +114,7 @@ def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]
                 f"override {item[:80]!r} has an unparsable value"
                 + (f": {problem}" if problem else ""),
                 "--set",
+                syntax_advice(problem or ""),
             ) from exc
         except RecursionError:
             raise DistillError(

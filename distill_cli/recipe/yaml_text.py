@@ -122,6 +122,33 @@ class RecipeDumper(yaml.SafeDumper):
     }
 
 
+#: What to do about PyYAML's syntax errors, by the words of their `problem`: "fix the YAML"
+#: alone left a user with "mapping values are not allowed here" and a line number.
+_SYNTAX_ADVICE = [
+    ("'\\t'", "indent with spaces: YAML does not allow tabs"),
+    (
+        "cannot start any token",
+        "a value starting with @, `, % or ! needs quotes ('@value')",
+    ),
+    (
+        "mapping values are not allowed",
+        "write `key: value` with a space after the colon (here or on the line above), indent "
+        "this key like the others of its section, and quote a value that holds ': ' "
+        "('/mnt/a: b')",
+    ),
+    ("expected <block end>", "indent the keys of one section to the same column"),
+    ("another document", "a recipe is one YAML document: remove the second `---` and what follows"),
+    ("end of stream", "close the quote or bracket opened before"),
+    ("undefined alias", "define the anchor (&name) before its alias (*name)"),
+    ("expected ',' or", "close the bracket, or quote a value that holds , [ ] { }"),
+]
+
+
+def syntax_advice(problem: str) -> str:
+    """What to change for a YAML syntax error's `problem`."""
+    return next((advice for words, advice in _SYNTAX_ADVICE if words in problem), "fix the YAML")
+
+
 def parse_yaml(text: str) -> Any:
     """A recipe's YAML text (a file, a `--set` value, a saved run's recipe) as data."""
     return yaml.load(text, Loader=RecipeLoader)  # a SafeLoader: no Python objects
