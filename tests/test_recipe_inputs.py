@@ -286,3 +286,23 @@ def test_a_set_alternative_replaces_the_files_one(tmp_path: Path) -> None:
     assert teacher.pretrained and teacher.checkpoint is None and teacher.checkpoint_key is None
     kept = load_recipe(path, ["teacher.pretrained=false", "schedule.steps=null"])
     assert kept.teacher.checkpoint is not None and kept.schedule.epochs == 2
+
+
+def test_set_reaches_into_an_ensemble_and_lists(tmp_path: Path) -> None:
+    """`--set teacher.model=x` on an ensemble replaced the list of teachers by one teacher;
+    a number now indexes a list, and a key a list does not have names the positions."""
+    body = fm_body(tmp_path / "runs", None)
+    body["teacher"] = [dict(body["teacher"]), dict(body["teacher"])]
+    body["optim"]["betas"] = [0.9, 0.999]
+    path = write_recipe(tmp_path, "ens", body)
+    recipe = load_recipe(path, ["teacher.1.model=test_efficientnet", "optim.betas.1=0.98"])
+    assert [t.model for t in recipe.teachers] == ["test_resnet", "test_efficientnet"]
+    assert recipe.optim.betas == (0.9, 0.98)
+    msg = _error(path, ["teacher.model=test_efficientnet"])
+    assert msg.endswith("- write teacher.0.model or teacher.1.model")
+    assert "teacher is a list of 2: '2' is not one of its positions" in _error(
+        path, ["teacher.2.model=x"]
+    )
+    # a list the recipe does not have cannot be indexed: set whole
+    msg = _error(_recipe(tmp_path), ["optim.betas.1=0.98"])
+    assert "optim.betas: is a list; set it whole: optim.betas=[...]" in msg

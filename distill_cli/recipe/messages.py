@@ -190,6 +190,9 @@ def _shape_advice(err: ErrorDetails, loc: tuple[Any, ...], path: str) -> str | N
         return f"{value} is a number, and this key takes text; write '{value}' (in quotes)"
     if err["type"] in ("list_type", "tuple_type") and isinstance(value, (str, int, float)):
         return f"write [{value}] (a list, in brackets)"
+    if err["type"] in ("list_type", "tuple_type") and isinstance(value, dict):
+        # `--set optim.betas.1=0.98` where the recipe has no list to index: a mapping
+        return f"is a list; set it whole: {path}=[...]"
     return None
 
 

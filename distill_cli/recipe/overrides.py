@@ -21,34 +21,47 @@ Overrides = list[str] | Mapping[str, Any]
 
 
 def _set(raw: dict[str, Any], key: str, value: Any) -> None:
-    """Put `value` at the dotted `key`, making the sections on the way. A part of the key
-    that is an existing value, not a section (`schedule.epochs.x=1`), is refused here:
-    replacing it by a section was reported as "schedule.epochs: Input should be a valid
-    integer", about a value the user had not changed."""
-    node = raw
+    """Put `value` at the dotted `key`, making the sections on the way; a number indexes a
+    list (`teacher.1.checkpoint` in an ensemble, `optim.betas.1`). A part of the key that is
+    an existing value, not a section (`schedule.epochs.x=1`), is refused here: replacing it
+    by a section was reported as "schedule.epochs: Input should be a valid integer", about a
+    value the user had not changed, and an ensemble's list of teachers became one teacher."""
+    node: Any = raw
+    where = f"--set {key.strip()[:60]}"
     parts = [part.strip() for part in key.strip().split(".")]
     if "" in parts:
         raise DistillError(
             f"the key {key.strip()!r} has an empty part",
-            f"--set {key.strip()[:60]}",
+            where,
             "write the key's dotted path, e.g. schedule.epochs=3",
         )
     if parts[0] == "model" and "model" not in raw:  # `student`'s alias (see `validated`)
         parts[0] = "student"
-    for depth, part in enumerate(parts[:-1]):
-        inner = node.get(part)
-        if inner is not None and not isinstance(inner, dict):
-            above = ".".join(parts[: depth + 1])
+    for depth, part in enumerate(parts):
+        above = ".".join(parts[:depth])
+        if isinstance(node, list):
+            if not (part.isdigit() and int(part) < len(node)):
+                rest = ".".join(parts[depth + int(part.isdigit()) :])
+                each = [f"{above}.{i}" + (f".{rest}" if rest else "") for i in range(len(node))]
+                raise DistillError(
+                    f"{above} is a list of {len(node)}: {part!r} is not one of its positions",
+                    where,
+                    f"write {' or '.join(each[:4])}" if node else f"set the list: {above}=[...]",
+                )
+            index: Any = int(part)
+        elif isinstance(node, dict):
+            index = part
+        else:
             raise DistillError(
-                f"{above} is a value ({str(inner)[:40]}), not a section: it has no key "
-                f"{parts[depth + 1]!r}",
-                f"--set {key.strip()[:60]}",
+                f"{above} is a value ({str(node)[:40]}), not a section: it has no key {part!r}",
+                where,
                 f"set it as {above}=VALUE",
             )
-        if inner is None:
-            node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
+        if depth == len(parts) - 1:
+            node[index] = value
+        elif isinstance(node, dict) and node.get(index) is None:
+            node[index] = {}
+        node = node[index]
 
 
 def set_value(text: str) -> Any:
