@@ -139,8 +139,11 @@ def test_empty_optional_sections_and_anchors_and_blank_names(tmp_path: Path) -> 
     """`optim:` with every line commented out takes the defaults; anchors may live under a
     top-level `x-` key; a model name from a `|` block or with a space is the name."""
     path = _recipe(tmp_path, ("optim:\n  lr: 0.003", "optim:\n  # lr: 0.003\naugment:"))
-    recipe = load_recipe(path)
+    recipe = load_recipe(path, ["student.kwargs=", "schedule.save_epochs=~"])
     assert recipe.optim.lr == 1e-3 and recipe.augment.flip is True
+    assert recipe.student.kwargs == {} and recipe.schedule.save_epochs == []
+    no_name = _recipe(tmp_path, ("  name: function_matching\n", ""))
+    assert "method.name: required key is missing; one of 'kd'" in _error(no_name)
     anchored = _recipe(
         tmp_path,
         ("teacher:\n  model: test_resnet", "teacher:\n  <<: *common\n  model: test_resnet"),

@@ -257,7 +257,7 @@ def _given(overrides: Overrides | None) -> dict[str, Any]:
         key, _, value = item.partition("=")
         try:
             out[key.strip()] = set_value(value)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             out[key.strip()] = None
     return out
 

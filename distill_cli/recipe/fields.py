@@ -209,21 +209,16 @@ class Strict(BaseModel):
 
 
 def empty_sections_default(model: type[BaseModel], data: Any) -> Any:
-    """A section written with nothing under it (`augment:` with every line commented out)
-    takes its defaults, as if it were left out: YAML reads it as null, which was refused as
-    "Input should be a valid dictionary or instance of AugmentSpec". A required section
-    (`schedule:`) stays an error, saying it is empty (`recipe.messages`)."""
+    """A section, mapping or list written with nothing under it (`augment:` or `kwargs:` with
+    every line commented out) takes its default, as if it were left out: YAML reads it as
+    null, which was refused as "Input should be a valid dictionary or instance of
+    AugmentSpec". A required section (`schedule:`) or value (`lr:`) stays an error, saying it
+    is empty (`recipe.messages`)."""
     if not isinstance(data, dict) or None not in data.values():
         return data
     fields = model.model_fields
     return {
         key: value
         for key, value in data.items()
-        if not (
-            value is None
-            and key in fields
-            and not fields[key].is_required()
-            and isinstance(fields[key].annotation, type)
-            and issubclass(fields[key].annotation, BaseModel)
-        )
+        if not (value is None and key in fields and fields[key].default_factory is not None)
     }

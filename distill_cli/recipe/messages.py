@@ -93,7 +93,10 @@ def format_validation_error(exc: ValidationError, source: str) -> DistillError:
         path, msg = _problem(err)
         if msg not in problems.setdefault(path, []):
             problems[path].append(msg)
-    lines = [f"{path}: " + " or ".join(_listed(msgs)) for path, msgs in problems.items()]
+    lines = [
+        (f"{path}: " if path != "(top level)" else "") + " or ".join(_listed(msgs))
+        for path, msgs in problems.items()
+    ]
     what = "invalid recipe: " + "; ".join(lines)
     return DistillError(what, source, "fix the recipe or the --set value and run again")
 
@@ -134,6 +137,11 @@ def _problem(err: ErrorDetails) -> tuple[str, str]:
         msg = f"unknown method {tag!r}; " + (
             did_you_mean(tag, names) or "one of " + ", ".join(repr(n) for n in names)
         )
+    elif err["type"] == "union_tag_not_found" and loc == ("method",):
+        from distill_cli.methods import method_params_by_name
+
+        path = "method.name"
+        msg = "required key is missing; one of " + ", ".join(map(repr, method_params_by_name()))
     elif err["type"] == "missing":
         msg = "required key is missing"
     else:
