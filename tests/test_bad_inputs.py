@@ -54,7 +54,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("recipe-binary", ["run", f"{W}/binary.yaml"], 2, "not UTF-8"),
     ("recipe-truncated", ["run", f"{W}/truncated.yaml"], 2, "YAML"),
     ("recipe-a-list", ["run", f"{W}/list.yaml"], 2, "mapping"),
-    ("recipe-empty", ["train", f"{W}/empty.yaml"], 2, "required key is missing"),
+    ("recipe-empty", ["train", f"{W}/empty.yaml"], 2, "the recipe is empty"),
     ("recipe-unknown-key", ["run", f"{W}/typo.yaml"], 2, "did you mean 'batch_size'"),
     ("train-with-a-teacher-method", ["train", FM], 2, "needs a teacher"),
     # --set

@@ -309,3 +309,22 @@ def test_set_reaches_into_an_ensemble_and_lists(tmp_path: Path) -> None:
     # a list the recipe does not have cannot be indexed: set whole
     msg = _error(_recipe(tmp_path), ["optim.betas.1=0.98"])
     assert "optim.betas: is a list; set it whole: optim.betas=[...]" in msg
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "the recipe is empty"),
+        ("# name: r\n# student: ...\n", "the recipe is empty"),
+        ("- name: r\n", "a YAML mapping of keys (name:, student:, data:, ...), not a list"),
+        ("recipe.yaml\n", "not the value 'recipe.yaml'"),
+    ],
+)
+def test_a_recipe_with_no_keys_says_so_and_where_to_start(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    """An empty file or one of comments was five "required key is missing" errors."""
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    msg = _error(path)
+    assert expected in msg and "distill recipes show function_matching > recipe.yaml" in msg

@@ -178,10 +178,16 @@ def load_recipe(
             f"the recipe nests more than {MAX_NESTING} levels deep", source, "flatten it"
         ) from None
     check_nesting(raw, source)
-    if raw is None:
-        raw = {}
+    start = "start from a shipped one: distill recipes show function_matching > recipe.yaml"
+    if raw is None or raw == {}:  # an empty file, or one of comments: five "missing" keys
+        raise DistillError("the recipe is empty (no keys, comments aside)", source, start)
     if not isinstance(raw, dict):
-        raise DistillError("a recipe must be a YAML mapping", source)
+        kind = "a list" if isinstance(raw, list) else f"the value {str(raw)[:40]!r}"
+        raise DistillError(
+            f"a recipe must be a YAML mapping of keys (name:, student:, data:, ...), not {kind}",
+            source,
+            start,
+        )
     raw = {key: value for key, value in raw.items() if not _extension(key)}
     recipe = validated(raw, source, overrides, fields)
     if not stdin:  # a recipe piped in has no folder: its relative paths are the cwd's anyway
