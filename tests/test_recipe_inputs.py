@@ -328,3 +328,13 @@ def test_a_recipe_with_no_keys_says_so_and_where_to_start(
     path.write_text(text)
     msg = _error(path)
     assert expected in msg and "distill recipes show function_matching > recipe.yaml" in msg
+
+
+def test_a_documented_word_that_yaml_1_1_read_as_false_is_the_word(tmp_path: Path) -> None:
+    """`data.on_duplicates: off` (a documented value) was false under YAML 1.1, refused with
+    "write the value itself", which the user had done; false itself now lists the words."""
+    path = _recipe(tmp_path, ("  source: synthetic", "  source: synthetic\n  on_duplicates: off"))
+    assert load_recipe(path).data.on_duplicates == "off"
+    msg = _error(_recipe(tmp_path), ["data.on_duplicates=false"])
+    assert "data.on_duplicates: true/false is not a value this key takes (it takes one of " in msg
+    assert "'warn', 'error', 'off'); write one of them" in msg

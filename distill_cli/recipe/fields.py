@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -108,9 +108,12 @@ def _admits_bool(annotation: Any) -> bool:
 
 
 def _admits_text(annotation: Any) -> bool:
-    """Whether a field's type takes text anywhere in it (a name, a path, a free-form value)."""
+    """Whether a field's type takes text anywhere in it (a name, a path, a free-form value, a
+    choice of words: `on_duplicates: off` is the word "off")."""
     if annotation in (str, Any) or (isinstance(annotation, type) and issubclass(annotation, Path)):
         return True
+    if get_origin(annotation) is Literal:
+        return any(isinstance(choice, str) for choice in get_args(annotation))
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return True
     return any(_admits_text(arg) for arg in get_args(annotation))
@@ -140,6 +143,13 @@ def bool_words_as_bools(value: Any) -> Any:
     if isinstance(value, str) and value in BOOL_WORDS:
         return value.lower() in ("yes", "on", "y")
     return value
+
+
+def _choices(annotation: Any) -> str:
+    """A word-choice key's words (`on_duplicates`: 'warn', 'error', 'off'), or ""."""
+    if get_origin(annotation) is Literal:
+        return ", ".join(repr(choice) for choice in get_args(annotation))
+    return next(filter(None, (_choices(arg) for arg in get_args(annotation))), "")
 
 
 #: The pydantic error type of `refuse_bool`; its context names the key (the loader adds it to
@@ -174,10 +184,15 @@ def refuse_bool(model: type[BaseModel], data: Any) -> Any:
     for key, value in data.items():
         kind = types.get(key)
         if key in types and not _admits_bool(kind) and _has_bool(value, not _admits_text(kind)):
+            choices = _choices(kind)
             raise PydanticCustomError(
                 BOOL_REFUSED,
-                "true/false is not a value this key takes (it expects a number, text or a "
-                "list of them); write the value itself",
+                "true/false is not a value this key takes ("
+                + (
+                    f"it takes one of {choices}); write one of them"
+                    if choices
+                    else "it expects a number, text or a list of them); write the value itself"
+                ),
                 {"key": str(key)},
             )
     return data

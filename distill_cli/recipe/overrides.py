@@ -15,7 +15,7 @@ from distill_cli.errors import DistillError
 from distill_cli.host import MAX_NESTING, nesting_depth
 from distill_cli.recipe.yaml_text import parse_yaml, syntax_advice
 
-#: `--set` strings (`optim.lr=3e-3`, values parsed as YAML), or a mapping of dotted keys to
+#: `--set` strings (`optim.lr=3e-3`, values read by `set_value`), or a mapping of dotted keys to
 #: Python values (the API's `optim__lr=3e-3` keywords become `{"optim.lr": 3e-3}`).
 Overrides = list[str] | Mapping[str, Any]
 
