@@ -103,6 +103,7 @@ def test_set_values_are_the_text_typed_unless_written_as_yaml(tmp_path: Path) ->
         (["Schedule.Epochs=3"], "Schedule: unknown key; did you mean 'schedule'?"),
         (["teacher.model=~"], "teacher.model: is empty"),
         (["name=2024"], "name: 2024 is a number, and this key takes text; write '2024'"),
+        (["optim.clip_grad_norm=None"], "optim.clip_grad_norm: write null (or ~)"),
         (["optim.lr=1e-300"], "optim.lr: 1e-300 is too small for float32 (it would become 0)"),
     ],
 )

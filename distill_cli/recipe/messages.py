@@ -194,6 +194,8 @@ def _shape_advice(err: ErrorDetails, loc: tuple[Any, ...], path: str) -> str | N
             if key in fields or str(loc[-1]) == "method"
             else f"is a section, not a value; set one of its keys ({', '.join(fields[:6])})"
         )
+    if isinstance(value, str) and value.strip().lower() in ("none", "nil", "nothing"):
+        return f"write null (or ~), YAML's word for none, not {value.strip()!r}"
     if err["type"] == "string_type" and isinstance(value, (int, float)):
         return f"{value} is a number, and this key takes text; write '{value}' (in quotes)"
     if err["type"] in ("list_type", "tuple_type") and isinstance(value, (str, int, float)):
