@@ -200,11 +200,20 @@ def test_a_path_written_from_the_recipes_folder_is_refused_saying_the_rule(
     body["data"] = {"source": "image_folder", "root": "photos"}
     write_recipe(configs, "r", body)
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(DistillError, match=r"teacher\.checkpoint: teacher\.pth is not found from"):
+    # every such path at once (fixing one only met the next)
+    with pytest.raises(
+        DistillError, match=r"teacher\.checkpoint: teacher\.pth; data\.root: "
+    ) as info:
         load_recipe(Path("configs/r.yaml"))
+    assert "are not found from the directory distill runs in" in str(info.value)
+    assert "write teacher.checkpoint: configs/teacher.pth, data.root: configs/photos (" in str(
+        info.value
+    )
     with pytest.raises(DistillError, match=r"data\.root: .*not to the recipe's folder") as info:
         load_recipe(Path("configs/r.yaml"), [f"teacher.checkpoint={configs / 'teacher.pth'}"])
-    assert f"write {Path('configs') / 'photos'} (found beside the recipe)" in str(info.value)
+    assert f"write data.root: {Path('configs') / 'photos'} (found beside the recipe)" in str(
+        info.value
+    )
     monkeypatch.chdir(configs)
     assert load_recipe(Path("r.yaml")).data.root == Path("photos")
 

@@ -216,7 +216,7 @@ def test_cli_forms_of_set_and_paths_from_the_recipes_folder(
 
     assert "write --set schedule.epochs=3" in error("--set", "schedule.epochs", "3")
     assert "schedule.epochs: Input should be greater than 0" in error("--set=schedule.epochs=0")
-    with pytest.raises(DistillError, match=r"- write data \(found beside the recipe\)"):
+    with pytest.raises(DistillError, match=r"- write data\.root: data \(found beside the recipe\)"):
         load_recipe(path.relative_to(tmp_path), ["data.root=../data"])
 
 

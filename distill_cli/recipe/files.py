@@ -100,27 +100,44 @@ def refuse_a_run_inside_the_data(recipe: Recipe) -> None:
             )
 
 
-def refuse_paths_meant_from_the_recipe(node: Any, folder: Path, key: str = "") -> None:
-    """A relative input path that is missing from the cwd but exists beside the recipe file
+def refuse_paths_meant_from_the_recipe(recipe: Recipe, folder: Path) -> None:
+    """Relative input paths that are missing from the cwd but exist beside the recipe file
     (`data.root: ../data` in `configs/x.yaml`, run from the project root): the user meant the
     recipe's folder, and would get "not found" for a path that is right there. Relative paths
     are the cwd's (one rule, as `--set` and the shell have it); the error says so and gives
-    the path to write. `output.dir` is created, not read, and is left alone."""
+    the paths to write, all of them at once (one fixed, the next was refused). `output.dir` is
+    created, not read, and is left alone."""
+    if folder.resolve() == Path.cwd().resolve():
+        return
+    found = _beside(recipe, folder)
+    if not found:
+        return
+    keys = ", ".join(key for key, _, _ in found)
+    shown = "; ".join(f"{key}: {path}" for key, path, _ in found)
+    write = ", ".join(f"{key}: {there}" for key, _, there in found)
+    raise DistillError(
+        f"{shown} {'is' if len(found) == 1 else 'are'} not found from the directory distill "
+        f"runs in ({Path.cwd()}): relative paths are relative to it, not to the recipe's folder",
+        keys,
+        f"write {write} (found beside the recipe), or run distill from {folder}",
+    )
+
+
+def _beside(node: Any, folder: Path, key: str = "") -> list[tuple[str, Path, Path]]:
+    """(key, path, the path from the cwd) of each relative path under `node` that is missing
+    from the cwd and found beside the recipe."""
     if isinstance(node, Path):
         if key != "output.dir" and not node.is_absolute() and not node.exists():
             there = Path(os.path.normpath(folder / node))  # configs/../data is data
-            if there.exists() and folder.resolve() != Path.cwd().resolve():
-                raise DistillError(
-                    f"{key}: {node} is not found from the directory distill runs in "
-                    f"({Path.cwd()}): relative paths are relative to it, not to the recipe's "
-                    "folder",
-                    key,
-                    f"write {there} (found beside the recipe), or run distill from {folder}",
-                )
-    elif isinstance(node, list):
-        for item in node:
-            refuse_paths_meant_from_the_recipe(item, folder, key)
-    elif isinstance(node, BaseModel):
-        for name in type(node).model_fields:
-            inner = f"{key}.{name}" if key else name
-            refuse_paths_meant_from_the_recipe(getattr(node, name), folder, inner)
+            if there.exists():
+                return [(key, node, there)]
+        return []
+    if isinstance(node, list):
+        return [found for item in node for found in _beside(item, folder, key)]
+    if isinstance(node, BaseModel):
+        return [
+            found
+            for name in type(node).model_fields
+            for found in _beside(getattr(node, name), folder, f"{key}.{name}" if key else name)
+        ]
+    return []
