@@ -339,3 +339,17 @@ def test_a_documented_word_that_yaml_1_1_read_as_false_is_the_word(tmp_path: Pat
     msg = _error(_recipe(tmp_path), ["data.on_duplicates=false"])
     assert "data.on_duplicates: true/false is not a value this key takes (it takes one of " in msg
     assert "'warn', 'error', 'off'); write one of them" in msg
+
+
+def test_paths_no_file_system_takes_are_one_line(tmp_path: Path) -> None:
+    """A NUL in a path (`"\\u0000"` in YAML) raised ValueError from os.stat, and a name longer
+    than the file system's limit OSError from the check for a path meant from the recipe's
+    folder: tracebacks from `api.run`, not lines."""
+    from distill_cli.recipe.given import given_recipe
+
+    (tmp_path / "configs").mkdir()
+    path = _recipe(tmp_path / "configs")
+    with pytest.raises(DistillError, match=r"output\.dir: a path cannot hold a NUL"):
+        given_recipe(path, ['output.dir="/tmp/a\\0b"'], {})
+    long = "x" * 300
+    assert given_recipe(path, [f"teacher.checkpoint={long}"], {}).teacher.checkpoint == Path(long)

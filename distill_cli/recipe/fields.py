@@ -35,6 +35,8 @@ def _as_shell_reads_it(path: Path) -> Path:
     which was looked for as a folder literally named `$SCRATCH`); an unset variable is an error
     naming it, not a path that is silently not found."""
     text = str(path)
+    if "\x00" in text:  # no file system takes it: os.stat raised ValueError deep in the run
+        raise ValueError("a path cannot hold a NUL character (\\0)")
     if "$" in text:
         expanded = os.path.expandvars(text)
         unset = re.search(r"\$(\w+|\{[^}]*\})", expanded)

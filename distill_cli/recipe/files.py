@@ -127,9 +127,9 @@ def _beside(node: Any, folder: Path, key: str = "") -> list[tuple[str, Path, Pat
     """(key, path, the path from the cwd) of each relative path under `node` that is missing
     from the cwd and found beside the recipe."""
     if isinstance(node, Path):
-        if key != "output.dir" and not node.is_absolute() and not node.exists():
+        if key != "output.dir" and not node.is_absolute() and not _exists(node):
             there = Path(os.path.normpath(folder / node))  # configs/../data is data
-            if there.exists():
+            if _exists(there):
                 return [(key, node, there)]
         return []
     if isinstance(node, list):
@@ -141,3 +141,12 @@ def _beside(node: Any, folder: Path, key: str = "") -> list[tuple[str, Path, Pat
             for found in _beside(getattr(node, name), folder, f"{key}.{name}" if key else name)
         ]
     return []
+
+
+def _exists(path: Path) -> bool:
+    """Whether `path` exists; a name the file system refuses (too long) is not there, and the
+    run's own reading of it says so with its path."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
