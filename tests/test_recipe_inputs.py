@@ -353,3 +353,15 @@ def test_paths_no_file_system_takes_are_one_line(tmp_path: Path) -> None:
         given_recipe(path, ['output.dir="/tmp/a\\0b"'], {})
     long = "x" * 300
     assert given_recipe(path, [f"teacher.checkpoint={long}"], {}).teacher.checkpoint == Path(long)
+
+
+def test_a_warmup_longer_than_the_run_is_said_before_training(tmp_path: Path) -> None:
+    """`warmup_steps: 1500` copied from the paper's recipe into a 6-step run kept the learning
+    rate rising for the whole run without a word; the plan and the opening now say so."""
+    from distill_cli import api
+
+    path = write_recipe(tmp_path, "warm", fm_body(tmp_path / "runs", None))
+    plan = api.plan(path, ["schedule.warmup_steps=1500", "data.synthetic.train_size=64"])
+    (line,) = plan["schedule_warnings"]
+    assert "schedule.warmup_steps (1500) is not shorter than the run (4 steps)" in line
+    assert api.plan(path, ["schedule.warmup_steps=2"])["schedule_warnings"] == []

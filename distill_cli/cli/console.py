@@ -165,6 +165,7 @@ def plan_table(plan: dict[str, Any]) -> Group:
         val = f"holdout {data['val']['images']:,}, test {test['images']:,} (read at the end)"
     elif data["val"]["name"].endswith("(holdout)"):  # a train folder alone: no test split
         val = f"holdout {data['val']['images']:,}, no test split"
+    warnings = plan.get("schedule_warnings", []) + data.get("duplicates", [])
     table.caption = (
         f"train {data['train']['images']:,} images ({data['train']['name']}"
         f"{'' if data['labeled_train'] else ', unlabeled'}), {val}, "
@@ -174,7 +175,7 @@ def plan_table(plan: dict[str, Any]) -> Group:
         f"| -> {plan['run_dir']}"
         + ("" if data.get("read", True) else "\n" + _UNREAD)
         + "".join(f"\nteacher file: {escape(WeightsSource(**f).line())}" for f in _files(plan))
-        + "".join(f"\nwarning: {escape(line)}" for line in data.get("duplicates", []))
+        + "".join(f"\nwarning: {escape(line)}" for line in warnings)
         + "\n"
         + cost_text(plan["cost"])
     )
