@@ -94,7 +94,9 @@ def plan(
     """What `run` would do (models, data sizes, steps, precision, device) and what it will cost
     (images, GPU-hours on 1/8/64 GPUs at `throughput` images/s per GPU, or at the figure
     `distill bench train` cached), without training. Streamed data that is not at hand is
-    counted from the recipe (`data.train_images`); the plan then says `data.read: false`."""
+    counted from the recipe (`data.train_images`); the plan then says `data.read: false`.
+    A run folder a run would refuse whatever its flags (a symlink, a folder of other files) is
+    refused here too; one holding a run is `run_folder` (a run needs --resume or --overwrite)."""
     from distill_cli.train.build import build
 
     if throughput is not None and (
@@ -103,7 +105,18 @@ def plan(
         raise WrongType(
             f"throughput must be a number, not {type(throughput).__name__}", "throughput"
         )
-    return build(given_recipe(recipe, overrides, fields), plan_only=True).plan(throughput)
+    from distill_cli.rundir.layout import RunDir
+
+    rec = given_recipe(recipe, overrides, fields)
+    folder = RunDir(rec.run_dir)
+    folder.claim()  # a symlink, a file or a folder of other files: a run refuses it, so does this
+    plan = build(rec, plan_only=True).plan(throughput)
+    plan["run_folder"] = (
+        "holds a run: continue it with --resume or replace it with --overwrite"
+        if folder.path.exists() and folder.is_run
+        else "new"
+    )
+    return plan
 
 
 @leaves_process_as_found

@@ -365,3 +365,21 @@ def test_a_warmup_longer_than_the_run_is_said_before_training(tmp_path: Path) ->
     (line,) = plan["schedule_warnings"]
     assert "schedule.warmup_steps (1500) is not shorter than the run (4 steps)" in line
     assert api.plan(path, ["schedule.warmup_steps=2"])["schedule_warnings"] == []
+
+
+def test_dry_run_says_what_the_run_folder_would_make_a_run_do(tmp_path: Path) -> None:
+    """`--dry-run` planned a run into a folder of the user's files, which the run itself then
+    refused, and said nothing of a folder holding a run (a run needs --resume or --overwrite)."""
+    from distill_cli import api
+    from distill_cli.rundir.layout import RunDir
+
+    path = write_recipe(tmp_path, "dry", fm_body(tmp_path / "runs", None))
+    mine = tmp_path / "runs" / "dry"
+    mine.mkdir(parents=True)
+    (mine / "notes.txt").write_text("mine")
+    with pytest.raises(DistillError, match="exists and is not a distill run"):
+        api.plan(path)
+    (mine / "notes.txt").unlink()
+    assert api.plan(path)["run_folder"] == "new"
+    RunDir(mine).marker.write_text("a distill run folder")
+    assert "continue it with --resume" in api.plan(path)["run_folder"]

@@ -173,6 +173,7 @@ def plan_table(plan: dict[str, Any]) -> Group:
         f"steps/epoch, {plan['total_steps']} steps ({plan['epochs']} epochs) | {plan['device']}, "
         f"{plan['precision']}, channels_last={plan['channels_last']}, compile={plan['compile']} "
         f"| -> {plan['run_dir']}"
+        + ("" if plan.get("run_folder", "new") == "new" else f" ({plan['run_folder']})")
         + ("" if data.get("read", True) else "\n" + _UNREAD)
         + "".join(f"\nteacher file: {escape(WeightsSource(**f).line())}" for f in _files(plan))
         + "".join(f"\nwarning: {escape(line)}" for line in warnings)
