@@ -73,7 +73,7 @@ def set_value(text: str) -> Any:
     has no such rules, so plain text is kept whole (surrounding spaces aside). Quoting
     (`'"my dir"'`) still works as in YAML."""
     stripped = text.strip()
-    written_as_yaml = stripped[:1] in ("[", "{", '"', "'", "!")
+    written_as_yaml = stripped[:1] in ("[", "{", '"', "'") or stripped.startswith("!!")
     try:
         parsed = parse_yaml(text)
     except yaml.YAMLError:
