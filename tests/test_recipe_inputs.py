@@ -383,3 +383,20 @@ def test_dry_run_says_what_the_run_folder_would_make_a_run_do(tmp_path: Path) ->
     assert api.plan(path)["run_folder"] == "new"
     RunDir(mine).marker.write_text("a distill run folder")
     assert "continue it with --resume" in api.plan(path)["run_folder"]
+
+
+def test_a_piped_recipe_is_refused_for_several_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each process of `--nproc 2` (or torchrun) would read the one pipe: all but one empty."""
+    import io
+
+    from distill_cli.cli.entry import entry
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(_recipe(tmp_path).read_text()))
+    with pytest.raises(SystemExit) as stop:
+        entry(["run", "-", "--nproc", "2"])
+    assert stop.value.code == 2
+    assert "cannot be read by 2 processes" in capsys.readouterr().err
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert "cannot be read by 4 processes" in _error(Path("-"))

@@ -22,7 +22,19 @@ if TYPE_CHECKING:
 STDIN = "-"
 
 
+def refuse_stdin_for_processes(recipe: Path | str, processes: int) -> None:
+    """A recipe piped in (`-`) is read once: each of several processes (`--nproc`, torchrun)
+    would read the one pipe, and all but one would find it empty."""
+    if str(recipe) == STDIN and processes > 1:
+        raise DistillError(
+            f"a recipe on standard input cannot be read by {processes} processes",
+            "<stdin>",
+            "write it to a file (make_recipe > recipe.yaml) and pass that",
+        )
+
+
 def stdin_text() -> str:
+    refuse_stdin_for_processes(STDIN, int(os.environ.get("WORLD_SIZE", "1") or 1))
     if sys.stdin is None or sys.stdin.isatty():
         raise DistillError(
             "the recipe is '-' (standard input), but nothing is piped in",
