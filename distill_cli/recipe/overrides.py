@@ -106,7 +106,10 @@ def _shallow(key: str, value: Any, where: str) -> Any:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
-    """Apply ``a.b=c`` overrides; values are parsed as YAML so numbers and lists keep their type."""
+    """Apply ``a.b=c`` overrides in order, values read by `set_value` (numbers and lists keep
+    their type). A key given twice takes the last value, without a word: later flags override
+    earlier ones, as in every CLI, and a script appending its own `--set` to a base command
+    relies on that (a refusal would break it; a note would be noise on every such run)."""
     if isinstance(overrides, Mapping):
         for key, value in overrides.items():
             value = value.as_posix() if isinstance(value, Path) else value
