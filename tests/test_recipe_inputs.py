@@ -81,6 +81,8 @@ def test_set_values_are_the_text_typed_unless_written_as_yaml(tmp_path: Path) ->
     recipe = load_recipe(path, ["data.train_dir='my dir'", "student.input_size=[24, 24]"])
     assert (recipe.data.train_dir, recipe.student.input_size) == ("my dir", (24, 24))
     assert load_recipe(path, ["schedule.epochs=3 # three"]).schedule.epochs == 3
+    # a key given twice: the last wins, as later flags do (a script appends its own)
+    assert load_recipe(path, ["schedule.epochs=3", "schedule.epochs=4"]).schedule.epochs == 4
     assert "unparsable" in _error(path, ["optim.betas=[0.9"])
 
 
