@@ -257,6 +257,10 @@ def test_a_missing_recipe_says_which_file_was_meant(
     assert "methods/kd is a shipped recipe: distill run " in shipped
     assert load_recipe(shipped.rsplit("distill run ", 1)[1]).method.name == "kd"
     assert "there is no folder nope" in _error(Path("nope/r.yaml"))
+    # a folder (or an empty argument: an unset $RECIPE) names the recipes in it
+    assert _error(Path("configs")).endswith("- pass a recipe file: configs/r.yaml")
+    monkeypatch.chdir(tmp_path / "configs")
+    assert "an unset $RECIPE, is this folder" in _error(Path(""))
 
 
 def test_set_method_name_switches_the_method_of_a_recipe_file(tmp_path: Path) -> None:

@@ -69,6 +69,19 @@ def recipe_file_text(path: Path) -> str:
     """A recipe file's text. UTF-8, with or without a BOM, or UTF-16 with its BOM (what
     Windows PowerShell's `>` writes), as the YAML spec allows; anything else (a Latin-1 file
     from an old editor) is refused with the line of its first undecodable byte."""
+    if path.is_dir():
+        inside = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+        raise DistillError(
+            "the recipe is a folder"
+            + (
+                " (an empty argument, such as an unset $RECIPE, is this folder)"
+                if path == Path()
+                else ""
+            ),
+            str(path),
+            "pass a recipe file"
+            + (": " + ", ".join(str(p) for p in inside[:3]) if inside else ", e.g. recipe.yaml"),
+        )
     if path.exists() and not path.is_file():
         raise DistillError("the recipe is not a regular file", str(path), "pass a YAML file")
     if not path.is_file():
