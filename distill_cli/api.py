@@ -108,15 +108,8 @@ def plan(
     from distill_cli.rundir.layout import RunDir
 
     rec = given_recipe(recipe, overrides, fields)
-    folder = RunDir(rec.run_dir)
-    folder.claim()  # a symlink, a file or a folder of other files: a run refuses it, so does this
-    plan = build(rec, plan_only=True).plan(throughput)
-    plan["run_folder"] = (
-        "holds a run: continue it with --resume or replace it with --overwrite"
-        if folder.path.exists() and folder.is_run
-        else "new"
-    )
-    return plan
+    folder = RunDir(rec.run_dir).planned()  # refused as a run would refuse it, else its state
+    return {**build(rec, plan_only=True).plan(throughput), "run_folder": folder}
 
 
 @leaves_process_as_found
