@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,7 +97,9 @@ def plan(
     """What `run` would do (models, data sizes, steps, precision, device) and what it will cost
     (images, GPU-hours on 1/8/64 GPUs at `throughput` images/s per GPU, or at the figure
     `distill bench train` cached), without training. Streamed data that is not at hand is
-    counted from the recipe (`data.train_images`); the plan then says `data.read: false`."""
+    counted from the recipe (`data.train_images`); the plan then says `data.read: false`.
+    A run folder a run would refuse whatever its flags (a symlink, a folder of other files) is
+    refused here too; one holding a run is `run_folder` (a run needs --resume or --overwrite)."""
     if throughput is not None and (
         isinstance(throughput, bool) or not isinstance(throughput, (int, float))
     ):
@@ -104,9 +107,11 @@ def plan(
             f"throughput must be a number, not {type(throughput).__name__}", "throughput"
         )
     rec = given_recipe(recipe, overrides, fields)  # a bad recipe fails before torch is imported
+    from distill_cli.rundir.layout import RunDir
     from distill_cli.train.build import build
 
-    return build(rec, plan_only=True).plan(throughput)
+    folder = RunDir(rec.run_dir).planned()  # refused as a run would refuse it, else its state
+    return replace(build(rec, plan_only=True).plan(throughput), run_folder=folder)
 
 
 @leaves_process_as_found

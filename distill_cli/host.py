@@ -22,6 +22,7 @@ import math
 import os
 import shutil
 import stat
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,6 +141,9 @@ def float32_problem(value: float) -> str | None:
         return "must be a finite number"
     if abs(value) > FLOAT32_MAX:
         return f"is beyond float32's range (|x| <= {FLOAT32_MAX:.3g}): it would become inf"
+    if value != 0 and struct.unpack("f", struct.pack("f", value))[0] == 0:
+        # `lr: 1e-300` (a typo for 1e-3) trained with a learning rate of 0 without a word
+        return "is too small for float32 (it would become 0); write 0, or the value meant"
     return None
 
 

@@ -74,7 +74,31 @@ CASES: dict[str, Case] = {
         dry("SUP", "student.model=test_efficientnet"),
     ),
     "override-not-key-value": Case(
-        dry("SUP", "optim.lr"), "e.g. optim.lr=3e-3", dry("SUP", "optim.lr=3e-3")
+        dry("SUP", "optim.lr"), "e.g. --set optim.lr=3e-3", dry("SUP", "optim.lr=3e-3")
+    ),
+    "override-with-a-space": Case(
+        dry("SUP", "schedule.epochs 1"),
+        "write --set schedule.epochs=1",
+        dry("SUP", "schedule.epochs=1"),
+    ),
+    "section-given-a-value": Case(
+        dry("SUP", "schedule=1"), "schedule.epochs=1", dry("SUP", "schedule.epochs=1")
+    ),
+    "method-given-a-name": Case(
+        dry("SUP", "method=supervised"),
+        "method.name=supervised",
+        dry("SUP", "method.name=supervised"),
+    ),
+    "list-without-brackets": Case(
+        dry("SUP", "model.input_size=32,32"),
+        "write [32,32]",
+        dry("SUP", "model.input_size=[32,32]"),
+    ),
+    "number-for-text": Case(dry("SUP", "name=2024"), "write '2024'", dry("SUP", "name='2024'")),
+    "steps-and-epochs-both-set": Case(
+        dry("SUP", "schedule.steps=2", "schedule.epochs=2"),
+        "--set schedule.epochs=null",
+        dry("SUP", "schedule.steps=2", "schedule.epochs=2", "schedule.epochs=null"),
     ),
     "batch-larger-than-data": Case(
         dry("SUP", "schedule.batch_size=4096"),

@@ -50,11 +50,11 @@ CASES: list[tuple[str, list[str], int, str]] = [
     ("recipe-missing-unicode", ["train", f"{W}/récipé ü.yaml"], 2, "not found"),
     ("recipe-is-dev-null", ["run", "/dev/null"], 2, "not a regular file"),
     ("recipe-is-a-fifo", ["run", f"{W}/fifo"], 2, "not a regular file"),
-    ("recipe-is-a-folder", ["run", f"{W}/empty dir"], 2, "not a regular file"),
+    ("recipe-is-a-folder", ["run", f"{W}/empty dir"], 2, "the recipe is a folder"),
     ("recipe-binary", ["run", f"{W}/binary.yaml"], 2, "not UTF-8"),
     ("recipe-truncated", ["run", f"{W}/truncated.yaml"], 2, "YAML"),
     ("recipe-a-list", ["run", f"{W}/list.yaml"], 2, "mapping"),
-    ("recipe-empty", ["train", f"{W}/empty.yaml"], 2, "required key is missing"),
+    ("recipe-empty", ["train", f"{W}/empty.yaml"], 2, "the recipe is empty"),
     ("recipe-unknown-key", ["run", f"{W}/typo.yaml"], 2, "did you mean 'batch_size'"),
     ("train-with-a-teacher-method", ["train", FM], 2, "needs a teacher"),
     # --set

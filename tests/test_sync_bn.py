@@ -43,7 +43,7 @@ def test_sync_bn_defaults(tmp_path: Path) -> None:
     assert has_batchnorm(timm.create_model("test_resnet"))
     assert not has_batchnorm(timm.create_model("test_vit"))
     recipe = write_recipe(tmp_path, "bn", _bn_body(tmp_path / "runs", None))
-    assert api.plan(recipe)["sync_bn"] is False  # one process: nothing to synchronise
+    assert api.plan(recipe).sync_bn is False  # one process: nothing to synchronise
 
 
 @pytest.mark.slow

@@ -135,6 +135,9 @@ def run(
     nproc: NprocOpt = 1,
 ) -> None:
     """Distill a teacher into a student as the recipe says (function matching by default)."""
+    from distill_cli.recipe.files import refuse_stdin_for_processes
+
+    refuse_stdin_for_processes(recipe, nproc)
     if nproc > 1 and not world_from_env().launched:
         _relaunch_with_torchrun(nproc)
     _execute("run", recipe, set_, resume, overwrite, dry_run, as_json, quiet, throughput)
@@ -153,6 +156,9 @@ def train(
     nproc: NprocOpt = 1,
 ) -> None:
     """Train a model on labels (a teacher, or the from-scratch baseline)."""
+    from distill_cli.recipe.files import refuse_stdin_for_processes
+
+    refuse_stdin_for_processes(recipe, nproc)
     if nproc > 1 and not world_from_env().launched:  # a teacher on several GPUs, as `run`
         _relaunch_with_torchrun(nproc)
     _execute("train", recipe, set_, resume, overwrite, dry_run, as_json, quiet, throughput)

@@ -57,6 +57,7 @@ def plan_table(plan: Plan) -> Group:
     elif data.val.name.endswith("(holdout)"):  # a train folder alone: no test split
         val = f"holdout {data.val.images:,}, no test split"
     files = plan.teacher.files if plan.teacher else []  # none: hub weights, random, no teacher
+    warnings = plan.schedule_warnings + data.duplicates
     table.caption = (
         f"train {data.train.images:,} images ({data.train.name}"
         f"{'' if data.labeled_train else ', unlabeled'}), {val}, "
@@ -64,9 +65,10 @@ def plan_table(plan: Plan) -> Group:
         f"steps/epoch, {plan.total_steps} steps ({plan.epochs} epochs) | {plan.device}, "
         f"{plan.precision}, channels_last={plan.channels_last}, compile={plan.compile} "
         f"| -> {plan.run_dir}"
+        + ("" if plan.run_folder == "new" else f" ({plan.run_folder})")
         + ("" if data.read else "\n" + _UNREAD)
         + "".join(f"\nteacher file: {escape(f.line())}" for f in files)
-        + "".join(f"\nwarning: {escape(line)}" for line in data.duplicates)
+        + "".join(f"\nwarning: {escape(line)}" for line in warnings)
         + "\n"
         + cost_text(plan.cost)
     )

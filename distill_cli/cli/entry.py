@@ -49,7 +49,8 @@ def entry(argv: list[str] | None = None) -> None:
         _fail(f"error: {failed}", EXIT_FAILURE, debug)
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode
         if _is_click_error(exc):
-            _fail(f"error: {usage_line(exc)}", int(getattr(exc, "exit_code", 2)), debug)
+            line = usage_line(exc) + set_with_a_space(args)
+            _fail(f"error: {line}", int(getattr(exc, "exit_code", 2)), debug)
         if type(exc).__name__ == "Abort":
             _fail("error: aborted", EXIT_FAILURE, debug)
         raise
@@ -129,6 +130,15 @@ def _click_modules() -> list[type[Exception]]:
 
 def _is_click_error(exc: Exception) -> bool:
     return isinstance(exc, tuple(_click_modules()))
+
+
+def set_with_a_space(args: list[str]) -> str:
+    """`--set schedule.epochs 3` (a space, as other tools take it) left `3` as an extra
+    argument, and click said only that: the `--set` to write instead, where one is like that."""
+    for flag, key, value in zip(args, args[1:], args[2:], strict=False):
+        if flag in ("--set", "-s") and "=" not in key and not value.startswith("-"):
+            return f"; write --set {key}={value}"
+    return ""
 
 
 def usage_line(exc: Exception) -> str:

@@ -46,17 +46,18 @@ CheckpointOpt = Annotated[
 
 
 def _model_args(values: list[str] | None) -> dict[str, object]:
-    """`--model-arg KEY=VALUE` pairs as timm keywords, each value read as YAML (64, true, 0.1)."""
-    import yaml
-
+    """`--model-arg KEY=VALUE` pairs as timm keywords, each value read as `--set` reads a
+    model's `kwargs` (64, true, no, 1e-1, [32, 32]; YAML 1.1 read `1e-1` as the text "1e-1")."""
     from distill_cli.errors import DistillError
+    from distill_cli.recipe.fields import bool_words_as_bools
+    from distill_cli.recipe.overrides import set_value
 
     out: dict[str, object] = {}
     for item in values or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise DistillError(f"{item!r} is not KEY=VALUE", "--model-arg", "e.g. img_size=64")
-        out[key] = yaml.safe_load(value)
+        out[key] = bool_words_as_bools(set_value(value))
     return out
 
 

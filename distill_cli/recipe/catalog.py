@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from distill_cli.errors import DistillError, did_you_mean
+from distill_cli.recipe.yaml_text import parse_yaml
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def _summary(path: Path) -> str:
     except DistillError as exc:
         return f"({exc.what})"
     try:
-        data = yaml.safe_load(text)
+        data = parse_yaml(text)
     except yaml.YAMLError:
         data = None
     if isinstance(data, dict) and data.get("description"):

@@ -7,7 +7,8 @@ re-running that file reproduces the run.
 
 The sections are in `distill_cli.recipe.sections` (models, data, augment, output) and
 `distill_cli.recipe.loop_sections` (optim, schedule, runtime); this module holds the whole
-`Recipe`, its overrides and its loading (its validation errors as one line: `recipe.messages`).
+`Recipe` and its loading (its YAML: `recipe.yaml_text`; `--set`: `recipe.overrides`; its
+validation errors as one line: `recipe.messages`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import yaml
 from pydantic import (
@@ -29,8 +30,15 @@ from pydantic import (
 )
 
 from distill_cli.errors import DistillError
-from distill_cli.host import MAX_NESTING, check_nesting, nesting_depth
+from distill_cli.host import MAX_NESTING, check_nesting
+from distill_cli.recipe.files import (
+    STDIN,
+    recipe_file_text,
+    refuse_paths_meant_from_the_recipe,
+    stdin_text,
+)
 from distill_cli.recipe.loop_sections import OptimSpec, RuntimeSpec, ScheduleSpec
+from distill_cli.recipe.overrides import Overrides, apply_overrides, set_value
 from distill_cli.recipe.sections import (
     AugmentSpec,
     DataSpec,
@@ -40,6 +48,7 @@ from distill_cli.recipe.sections import (
     Strict,
     plain_name,
 )
+from distill_cli.recipe.yaml_text import parse_yaml, recipe_text, syntax_advice
 
 if TYPE_CHECKING:
     from pydantic_core import CoreSchema
@@ -118,13 +127,6 @@ class Recipe(Strict):
         return recipe_text(_absolute_paths(self).model_dump(mode="json", exclude_none=False))
 
 
-def recipe_text(data: Any) -> str:
-    """A recipe's YAML as distill writes it (run folders, `students --write-recipe`, reports):
-    keys in the recipe's order, text as typed, and no line folded, so a long path stays on one
-    line where grep and a reader find it (PyYAML folds plain scalars at 80 columns)."""
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=float("inf"))
-
-
 def _absolute_paths(node: Any) -> Any:
     """`node` with every Path inside it (models, lists) made absolute against the cwd."""
     return paths_mapped(node, lambda path: Path(os.path.abspath(path.expanduser())))
@@ -143,107 +145,14 @@ def paths_mapped(node: Any, change: Callable[[Path], Path]) -> Any:
     return node
 
 
-#: `--set` strings (`optim.lr=3e-3`, values parsed as YAML), or a mapping of dotted keys to
-#: Python values (the API's `optim__lr=3e-3` keywords become `{"optim.lr": 3e-3}`).
-Overrides = list[str] | Mapping[str, Any]
-
-
-def _set(raw: dict[str, Any], key: str, value: Any) -> None:
-    node = raw
-    parts = key.strip().split(".")
-    if parts[0] == "model" and "model" not in raw:  # `student`'s alias (see `validated`)
-        parts[0] = "student"
-    for part in parts[:-1]:
-        if not isinstance(node.get(part), dict):
-            node[part] = {}
-        node = node[part]
-    node[parts[-1]] = value
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested recipe data as dotted keys (`optim.lr`), the form `--set` and compare use."""
-    if isinstance(tree, dict) and tree:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: tree}
-
-
-def _shallow(key: str, value: Any, where: str) -> Any:
-    """`value` when it and its key (whose dots nest too: `a.a.a...`) stay within MAX_NESTING
-    levels; deeper data would exhaust the stack while it is validated."""
-    if key.count(".") + 1 + nesting_depth(value) > MAX_NESTING:
-        raise DistillError(
-            f"the value nests more than {MAX_NESTING} levels deep", where, "flatten it"
-        )
-    return value
-
-
-class _RecipeLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key written twice in one mapping.
-
-    Plain YAML keeps the last of two equal keys without a word, so a second `schedule:`
-    section (a paste, a merge) silently replaced the first one's settings. Merge keys (`<<`)
-    still let a mapping override what it merges in.
-    """
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node, deep=True)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (keep one)", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def parse_yaml(text: str) -> Any:
-    """A recipe's YAML text (a file, or a `--set` value) as data: safe, duplicate keys refused."""
-    return yaml.load(text, Loader=_RecipeLoader)  # a SafeLoader: no Python objects
-
-
-def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]:
-    """Apply ``a.b=c`` overrides; values are parsed as YAML so numbers and lists keep their type."""
-    if isinstance(overrides, Mapping):
-        for key, value in overrides.items():
-            value = value.as_posix() if isinstance(value, Path) else value
-            _set(raw, key, _shallow(key, value, key))
-        return raw
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise DistillError(f"override {item!r} is not KEY=VALUE", "--set", "e.g. optim.lr=3e-3")
-        where = f"--set {key[:60]}"
-        try:
-            parsed = parse_yaml(value)
-        except yaml.YAMLError as exc:
-            problem = getattr(exc, "problem", None)
-            raise DistillError(
-                f"override {item[:80]!r} has an unparsable value"
-                + (f": {problem}" if problem else ""),
-                "--set",
-            ) from exc
-        except RecursionError:
-            raise DistillError(
-                f"the value nests more than {MAX_NESTING} levels deep", where, "flatten it"
-            ) from None
-        _set(raw, key, _shallow(key, parsed, where))
-    return raw
-
-
 def override_recipe(recipe: Recipe, overrides: Overrides) -> Recipe:
     """A validated copy of `recipe` with overrides applied (the object itself is left alone)."""
     if not overrides:
         return recipe
     # what the recipe's author set, not the defaults: then switching `method.name` does not drag
     # the old method's default parameters along (the same as `--set` on the recipe's file)
-    raw = apply_overrides(recipe.model_dump(mode="json", exclude_unset=True), overrides)
-    return validated(raw, f"recipe {recipe.name!r}", None, None)
+    raw = recipe.model_dump(mode="json", exclude_unset=True)
+    return validated(raw, f"recipe {recipe.name!r}", overrides, None)
 
 
 def load_recipe(
@@ -254,36 +163,43 @@ def load_recipe(
     `overrides` and then `fields` (the API's keywords) are applied to the file's data before
     validation, exactly as `--set` is: `method.name=kd` switches the method.
     """
+    stdin = str(path) == STDIN
     path = Path(path)
-    if path.exists() and not path.is_file():
-        raise DistillError("the recipe is not a regular file", str(path), "pass a YAML file")
-    if not path.is_file():
-        raise DistillError("recipe file not found", str(path), "check the path")
+    source = "<stdin>" if stdin else str(path)
     try:
-        raw = parse_yaml(path.read_bytes().decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise DistillError(
-            f"the recipe is not UTF-8 text (byte {exc.start})", str(path), "pass a YAML file"
-        ) from exc
-    except OSError as exc:
-        raise DistillError(f"cannot read the recipe: {exc.strerror or exc}", str(path)) from exc
+        raw = parse_yaml(stdin_text() if stdin else recipe_file_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
         problem = getattr(exc, "problem", None) or "not valid YAML"
-        raise DistillError(f"YAML syntax error: {problem}", where, "fix the YAML") from exc
+        raise DistillError(f"YAML syntax error: {problem}", where, syntax_advice(problem)) from exc
     except RecursionError:  # the YAML parser recurses per level: thousands exhaust the stack
         raise DistillError(
-            f"the recipe nests more than {MAX_NESTING} levels deep", str(path), "flatten it"
+            f"the recipe nests more than {MAX_NESTING} levels deep", source, "flatten it"
         ) from None
-    check_nesting(raw, str(path))
-    if raw is None:
-        raw = {}
+    check_nesting(raw, source)
+    start = "start from a shipped one: distill recipes show function_matching > recipe.yaml"
+    if raw is None or raw == {}:  # an empty file, or one of comments: five "missing" keys
+        raise DistillError("the recipe is empty (no keys, comments aside)", source, start)
     if not isinstance(raw, dict):
-        raise DistillError("a recipe must be a YAML mapping", str(path))
-    recipe = validated(raw, str(path), overrides, fields)
-    _refuse_paths_meant_from_the_recipe(recipe, path.parent)
+        kind = "a list" if isinstance(raw, list) else f"the value {str(raw)[:40]!r}"
+        raise DistillError(
+            f"a recipe must be a YAML mapping of keys (name:, student:, data:, ...), not {kind}",
+            source,
+            start,
+        )
+    raw = {key: value for key, value in raw.items() if not _extension(key)}
+    recipe = validated(raw, source, overrides, fields)
+    if not stdin:  # a recipe piped in has no folder: its relative paths are the cwd's anyway
+        refuse_paths_meant_from_the_recipe(recipe, path.parent)
     return recipe
+
+
+def _extension(key: Any) -> bool:
+    """A top-level `x-...` key: YAML scaffolding (an anchor's home, `x-common: &c {...}` merged
+    by `<<: *c`), as Docker Compose names its extension fields; it is no recipe key and is
+    dropped once the file is read (its values are where the aliases put them)."""
+    return isinstance(key, str) and key.startswith("x-")
 
 
 def validated(
@@ -297,8 +213,15 @@ def validated(
     added a second section beside the alias, refused as "model: unknown key")."""
     from distill_cli.recipe.messages import format_validation_error
 
-    if "model" in raw and "student" not in raw:
+    if "model" in raw and "student" in raw:  # one section written twice, as its two names
+        raise DistillError(
+            "the recipe has both `student:` and `model:`, two names of the one student section",
+            source,
+            "keep one of them",
+        )
+    if "model" in raw:
         raw = {("student" if k == "model" else k): v for k, v in raw.items()}
+    raw = _alternatives_chosen(_method_switched(raw, overrides, fields), overrides, fields)
     raw = apply_overrides(apply_overrides(raw, overrides or []), fields or [])
     try:
         return Recipe.model_validate(raw)
@@ -306,27 +229,79 @@ def validated(
         raise format_validation_error(exc, source) from exc
 
 
-def _refuse_paths_meant_from_the_recipe(node: Any, folder: Path, key: str = "") -> None:
-    """A relative input path that is missing from the cwd but exists beside the recipe file
-    (`data.root: ../data` in `configs/x.yaml`, run from the project root): the user meant the
-    recipe's folder, and would get "not found" for a path that is right there. Relative paths
-    are the cwd's (one rule, as `--set` and the shell have it); the error says so and gives
-    the path to write. `output.dir` is created, not read, and is left alone."""
-    if isinstance(node, Path):
-        if key != "output.dir" and not node.is_absolute() and not node.exists():
-            there = folder / node
-            if there.exists() and folder.resolve() != Path.cwd().resolve():
-                raise DistillError(
-                    f"{key}: {node} is not found from the directory distill runs in "
-                    f"({Path.cwd()}): relative paths are relative to it, not to the recipe's "
-                    "folder",
-                    key,
-                    f"write {there} (found beside the recipe), or run distill from {folder}",
-                )
-    elif isinstance(node, list):
-        for item in node:
-            _refuse_paths_meant_from_the_recipe(item, folder, key)
-    elif isinstance(node, BaseModel):
-        for name in type(node).model_fields:
-            inner = f"{key}.{name}" if key else name
-            _refuse_paths_meant_from_the_recipe(getattr(node, name), folder, inner)
+def _method_switched(
+    raw: dict[str, Any], overrides: Overrides | None, fields: Overrides | None
+) -> dict[str, Any]:
+    """`raw` without the recipe's method parameters that the method the overrides switch to
+    does not take. `--set method.name=supervised` on a function-matching recipe was refused
+    for the file's `method.temperature` ("unknown key"), which no `--set` can remove; the
+    parameters both methods take (kd's `temperature`) are kept, and any the overrides give
+    themselves are still checked."""
+    from distill_cli.methods import method_params_by_name
+
+    section = raw.get("method")
+    if not isinstance(section, dict) or not (overrides or fields):
+        return raw
+    switched = apply_overrides(
+        apply_overrides({"method": dict(section)}, overrides or []), fields or []
+    )["method"]
+    name = switched.get("name") if isinstance(switched, dict) else None
+    params = method_params_by_name().get(name) if isinstance(name, str) else None
+    if params is None or name == section.get("name"):
+        return raw
+    kept = {key: value for key, value in section.items() if key in params.model_fields}
+    return {**raw, "method": kept}
+
+
+def _given(overrides: Overrides | None) -> dict[str, Any]:
+    """The overrides as dotted keys and values (a value that cannot be read: None, its error
+    comes when they are applied)."""
+    if isinstance(overrides, Mapping):
+        return {key.strip(): value for key, value in overrides.items()}
+    out: dict[str, Any] = {}
+    for item in overrides or []:
+        key, _, value = item.partition("=")
+        try:
+            out[key.strip()] = set_value(value)
+        except (yaml.YAMLError, RecursionError):
+            out[key.strip()] = None
+    return out
+
+
+def _alternatives_chosen(
+    raw: dict[str, Any], overrides: Overrides | None, fields: Overrides | None
+) -> dict[str, Any]:
+    """`raw` without the recipe file's keys that an override's alternative replaces
+    (`--set schedule.steps=100` on a recipe with `epochs`, `--set teacher.pretrained=true`
+    on one with a `checkpoint`): refused as "set exactly one of epochs or steps", though the
+    command line said which. Alternatives are each section's `alternatives`; an override of
+    null or false chooses nothing, and two alternatives both given are still refused."""
+    given = {**_given(overrides), **_given(fields)}
+    for dotted, value in given.items():
+        parts = dotted.split(".")
+        if len(parts) != 2 or value is None or value is False:
+            continue
+        name = "student" if parts[0] == "model" else parts[0]
+        section = raw.get(name)
+        spec = _section_class(name)
+        if not isinstance(section, dict) or spec is None:
+            continue
+        for groups in spec.alternatives:
+            chosen = next((g for g in groups if parts[1] in g), None)
+            if chosen is None:
+                continue
+            others = {k for g in groups if g is not chosen for k in g}
+            if not any(f"{name}.{k}" in given or f"model.{k}" in given for k in others):
+                raw = {**raw, name: {k: v for k, v in section.items() if k not in others}}
+    return raw
+
+
+def _section_class(name: str) -> type[BaseModel] | None:
+    """The section class of a top-level recipe key (`teacher`: ModelSpec), or None."""
+    field = Recipe.model_fields.get(name)
+    if field is None:
+        return None
+    for kind in (field.annotation, *get_args(field.annotation)):
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return kind
+    return None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, ClassVar, Literal, get_args, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from distill_cli import host
+from distill_cli.recipe.yaml_text import BOOL_WORDS
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
@@ -34,6 +35,8 @@ def _as_shell_reads_it(path: Path) -> Path:
     which was looked for as a folder literally named `$SCRATCH`); an unset variable is an error
     naming it, not a path that is silently not found."""
     text = str(path)
+    if "\x00" in text:  # no file system takes it: os.stat raised ValueError deep in the run
+        raise ValueError("a path cannot hold a NUL character (\\0)")
     if "$" in text:
         expanded = os.path.expandvars(text)
         unset = re.search(r"\$(\w+|\{[^}]*\})", expanded)
@@ -106,14 +109,49 @@ def _admits_bool(annotation: Any) -> bool:
     return any(_admits_bool(arg) for arg in get_args(annotation))
 
 
-def _has_bool(value: Any) -> bool:
+def _admits_text(annotation: Any) -> bool:
+    """Whether a field's type takes text anywhere in it (a name, a path, a free-form value, a
+    choice of words: `on_duplicates: off` is the word "off")."""
+    if annotation in (str, Any) or (isinstance(annotation, type) and issubclass(annotation, Path)):
+        return True
+    if get_origin(annotation) is Literal:
+        return any(isinstance(choice, str) for choice in get_args(annotation))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_admits_text(arg) for arg in get_args(annotation))
+
+
+def _has_bool(value: Any, words: bool) -> bool:
+    """`value` holds true/false, or (`words`) a YAML 1.1 yes/no word, which the recipe's
+    YAML 1.2 reading leaves as text (`yaml_text`)."""
     if isinstance(value, bool):
         return True
+    if words and isinstance(value, str) and value.strip() in BOOL_WORDS:
+        return True
     if isinstance(value, (list, tuple)):
-        return any(_has_bool(item) for item in value)
+        return any(_has_bool(item, words) for item in value)
     if isinstance(value, dict):
-        return any(_has_bool(item) for item in value.values())
+        return any(_has_bool(item, words) for item in value.values())
     return False
+
+
+def bool_words_as_bools(value: Any) -> Any:
+    """`yes`/`no`/`on`/`off` (read as text, `yaml_text`) as true/false, where a free-form
+    mapping passes values on untyped (a model's `kwargs`: "no" would be a true string)."""
+    if isinstance(value, dict):
+        return {key: bool_words_as_bools(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [bool_words_as_bools(item) for item in value]
+    if isinstance(value, str) and value in BOOL_WORDS:
+        return value.lower() in ("yes", "on", "y")
+    return value
+
+
+def _choices(annotation: Any) -> str:
+    """A word-choice key's words (`on_duplicates`: 'warn', 'error', 'off'), or ""."""
+    if get_origin(annotation) is Literal:
+        return ", ".join(repr(choice) for choice in get_args(annotation))
+    return next(filter(None, (_choices(arg) for arg in get_args(annotation))), "")
 
 
 #: The pydantic error type of `refuse_bool`; its context names the key (the loader adds it to
@@ -146,11 +184,17 @@ def refuse_bool(model: type[BaseModel], data: Any) -> Any:
         return data
     types = _fields_by_key(model)
     for key, value in data.items():
-        if key in types and not _admits_bool(types[key]) and _has_bool(value):
+        kind = types.get(key)
+        if key in types and not _admits_bool(kind) and _has_bool(value, not _admits_text(kind)):
+            choices = _choices(kind)
             raise PydanticCustomError(
                 BOOL_REFUSED,
-                "true/false is not a value this key takes (it expects a number, text or a "
-                "list of them); write the value itself",
+                "true/false is not a value this key takes ("
+                + (
+                    f"it takes one of {choices}); write one of them"
+                    if choices
+                    else "it expects a number, text or a list of them); write the value itself"
+                ),
                 {"key": str(key)},
             )
     return data
@@ -158,6 +202,11 @@ def refuse_bool(model: type[BaseModel], data: Any) -> Any:
 
 class Strict(BaseModel):
     """Base of every recipe section: unknown keys are errors; assignments are validated too."""
+
+    #: Groups of keys that are alternatives to each other (`epochs` or `steps`): the section's
+    #: validator refuses two set together, and a `--set` of one group drops the recipe file's
+    #: other groups (`document.validated`), as a flag overrides what a file says.
+    alternatives: ClassVar[tuple[tuple[tuple[str, ...], ...], ...]] = ()
 
     # NaN/Inf are never a setting: `lr: 1e400` (YAML reads inf) would pass `gt=0` and crash in
     # the optimizer, so every float of every section must be finite
@@ -173,4 +222,20 @@ class Strict(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_bool(cls, data: Any) -> Any:
-        return refuse_bool(cls, data)
+        return empty_sections_default(cls, refuse_bool(cls, data))
+
+
+def empty_sections_default(model: type[BaseModel], data: Any) -> Any:
+    """A section, mapping or list written with nothing under it (`augment:` or `kwargs:` with
+    every line commented out) takes its default, as if it were left out: YAML reads it as
+    null, which was refused as "Input should be a valid dictionary or instance of
+    AugmentSpec". A required section (`schedule:`) or value (`lr:`) stays an error, saying it
+    is empty (`recipe.messages`)."""
+    if not isinstance(data, dict) or None not in data.values():
+        return data
+    fields = model.model_fields
+    return {
+        key: value
+        for key, value in data.items()
+        if not (value is None and key in fields and fields[key].default_factory is not None)
+    }

@@ -23,6 +23,7 @@ from distill_cli.recipe.document import (
     override_recipe,
     validated,
 )
+from distill_cli.recipe.files import refuse_a_run_inside_the_data
 
 #: What a recipe argument may be, for the WrongType line.
 RECIPE_ARG = "a Recipe, a dict or a recipe file's path (str or pathlib.Path)"
@@ -33,16 +34,20 @@ def given_recipe(
     overrides: Overrides | str | None,
     keywords: dict[str, Any],
 ) -> Recipe:
-    """The recipe with `overrides` and then the API's `a__b=value` keywords applied."""
+    """The recipe with `overrides` and then the API's `a__b=value` keywords applied, as a
+    command that starts a run (or plans one) takes it."""
     dotted = {key.replace("__", "."): value for key, value in keywords.items()}
     sets = _overrides(overrides)
     if isinstance(recipe, Recipe):
-        return override_recipe(override_recipe(revalidated(recipe), sets or []), dotted)
-    if isinstance(recipe, Mapping):
+        rec = override_recipe(override_recipe(revalidated(recipe), sets or []), dotted)
+    elif isinstance(recipe, Mapping):
         check_nesting(recipe, "recipe")
         # the caller's dict is left alone: overrides are applied to a copy
-        return validated(copy.deepcopy(dict(recipe)), "recipe (a dict)", sets, dotted)
-    return load_recipe(args.path(recipe, "recipe", RECIPE_ARG), sets, dotted)
+        rec = validated(copy.deepcopy(dict(recipe)), "recipe (a dict)", sets, dotted)
+    else:
+        rec = load_recipe(args.path(recipe, "recipe", RECIPE_ARG), sets, dotted)
+    refuse_a_run_inside_the_data(rec)
+    return rec
 
 
 def revalidated(recipe: Recipe) -> Recipe:

@@ -45,6 +45,8 @@ class OptimSpec(Strict):
 
 
 class ScheduleSpec(Strict):
+    alternatives = (("epochs",), ("steps",)), (("warmup_steps",), ("warmup_fraction",))
+
     epochs: PositiveInt | None = None
     steps: PositiveInt | None = Field(None, description="train for exactly this many steps")
     batch_size: PositiveInt = Field(512, description="global batch size")
@@ -70,10 +72,20 @@ class ScheduleSpec(Strict):
 
     @model_validator(mode="after")
     def _length(self) -> ScheduleSpec:
-        if (self.epochs is None) == (self.steps is None):
-            raise ValueError("set exactly one of epochs or steps")
+        # each message says how to drop the recipe file's key from the command line, where
+        # `--set schedule.steps=N` on an epochs recipe sets both
+        if self.epochs is not None and self.steps is not None:
+            raise ValueError(
+                f"epochs ({self.epochs}) and steps ({self.steps}) are both set; keep one "
+                "(on the command line: --set schedule.epochs=null or schedule.steps=null)"
+            )
+        if self.epochs is None and self.steps is None:
+            raise ValueError("set the run's length: epochs or steps")
         if self.warmup_fraction is not None and self.warmup_steps:
-            raise ValueError("set either warmup_steps or warmup_fraction, not both")
+            raise ValueError(
+                "set either warmup_steps or warmup_fraction, not both (on the command line: "
+                "--set schedule.warmup_steps=0 or schedule.warmup_fraction=null)"
+            )
         if self.epochs is not None:
             self.check_epochs(self.epochs)
         return self

@@ -13,7 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from distill_cli import host
 from distill_cli.errors import DistillError
@@ -24,6 +31,7 @@ from distill_cli.recipe.fields import (
     PositiveInt,
     Strict,
     UserPath,
+    bool_words_as_bools,
     check_pixels,
     machine_threads,
 )
@@ -36,7 +44,13 @@ MAX_SYNTHETIC_BYTES = 8 << 30
 class ModelSpec(Strict):
     """A timm model and where its weights come from."""
 
-    model: str = Field(description="timm model name, e.g. resnet50 or mobilenetv3_small_100")
+    alternatives = ((("pretrained",), ("checkpoint", "checkpoint_key")),)
+
+    # surrounding blanks are no part of a timm name: a `model: |` block ends in a newline, a
+    # copied name in a space, and either was looked up as an unknown model
+    model: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] = Field(
+        description="timm model name, e.g. resnet50 or mobilenetv3_small_100"
+    )
     pretrained: bool = Field(False, description="load timm's pretrained weights (needs the hub)")
     checkpoint: UserPath | None = Field(None, description=".safetensors, .pt or .pth weights")
     checkpoint_key: str | None = Field(
@@ -53,7 +67,9 @@ class ModelSpec(Strict):
     mean: tuple[float, ...] | None = None
     std: tuple[Annotated[float, Field(gt=0)], ...] | None = None
     crop_pct: Fraction | None = Field(None, description="eval centre-crop fraction")
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra create_model kwargs")
+    kwargs: Annotated[dict[str, Any], BeforeValidator(bool_words_as_bools)] = Field(
+        default_factory=dict, description="extra create_model kwargs"
+    )
     strict: bool = Field(
         True,
         description="checkpoint keys must match the model exactly (names and shapes); false "
@@ -247,6 +263,18 @@ class DataSpec(Strict):
         if self.root is None and self.source == "fashion_mnist":
             return FASHION_MNIST_ROOT
         return self.root
+
+    def scanned_folders(self) -> list[tuple[str, Path]]:
+        """The folders read file by file for images, with the keys naming them: the image
+        folder splits (`root/train_dir`, `root/val_dir`) and `distill_dir`. Whatever lands
+        inside one of them is read as data (a class folder, unlabeled images)."""
+        found = [("data.distill_dir", self.distill_dir)] if self.distill_dir else []
+        if self.source == "image_folder" and self.root is not None:
+            found += [
+                ("data.root/train_dir", self.root / self.train_dir),
+                ("data.root/val_dir", self.root / self.val_dir),
+            ]
+        return [(key, folder) for key, folder in found if folder is not None]
 
     def data_args(self) -> dict[str, Any]:
         """The arguments of `distill_cli.data.build_data` (all but the seed), which takes plain

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError
-from distill_cli.recipe.document import flatten
+from distill_cli.recipe.overrides import flatten
 from distill_cli.reports.history import RunHistory, load_run
 
 #: Keys that name a run rather than describe how it was trained; always different, never shown.

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from distill_cli.errors import DistillError
+from distill_cli.recipe.yaml_text import parse_yaml
 from distill_cli.rundir.class_eval import ClassEval
 from distill_cli.rundir.layout import RunDir
 from distill_cli.rundir.summary import RunSummary
@@ -223,7 +224,7 @@ def load_run(path: str | Path) -> RunHistory:
         )
     notes: list[str] = []
     try:
-        recipe = yaml.safe_load(folder.recipe.read_text()) or {}
+        recipe = parse_yaml(folder.recipe.read_text()) or {}
     except yaml.YAMLError as exc:
         raise DistillError("recipe.yaml is not valid YAML", str(folder.recipe), _RESTORE) from exc
     except UnicodeDecodeError as exc:

@@ -80,16 +80,17 @@ def recipe_changes(
     import yaml
     from pydantic import ValidationError
 
-    from distill_cli.recipe.document import Recipe, flatten
+    from distill_cli.recipe.document import Recipe, parse_yaml
+    from distill_cli.recipe.overrides import flatten
 
     text = saved.read_bytes().decode("utf-8", errors="replace")
     if text == recipe_yaml:
         return []
     try:
-        then = flatten(yaml.safe_load(Recipe.model_validate(yaml.safe_load(text)).to_yaml()))
+        then = flatten(parse_yaml(Recipe.model_validate(parse_yaml(text)).to_yaml()))
     except (ValidationError, yaml.YAMLError, TypeError):
         return [RecipeChange("(the saved recipe)", "unreadable", "this recipe")]
-    now = flatten(yaml.safe_load(recipe_yaml))
+    now = flatten(parse_yaml(recipe_yaml))
     saved_run = Path(str(then.get("output.dir"))) / str(then.get("output.name") or then["name"])
     bases = moved_bases(saved_run, run) if run is not None else None
     for key, value in then.items():  # files that moved with the run folder are the same files
@@ -132,10 +133,10 @@ def valid_recipe(path: Path) -> bool:
     import yaml
     from pydantic import ValidationError
 
-    from distill_cli.recipe.document import Recipe
+    from distill_cli.recipe.document import Recipe, parse_yaml
 
     try:
-        Recipe.model_validate(yaml.safe_load(path.read_bytes().decode("utf-8")))
+        Recipe.model_validate(parse_yaml(path.read_bytes().decode("utf-8")))
     except (ValidationError, yaml.YAMLError, ValueError, TypeError, OSError, RecursionError):
         return False
     except DistillError:

@@ -167,6 +167,14 @@ class RunDir:
                 "set output.name (or output.dir) to a new or empty folder",
             )
 
+    def planned(self) -> str:
+        """What `--dry-run` says of the folder: refused (`claim`) where any run would refuse
+        it, whatever its flags; else `new`, or that it holds a run (a run needs a flag)."""
+        self.claim()
+        if self.path.exists() and self.is_run:
+            return "holds a run: continue it with --resume or replace it with --overwrite"
+        return "new"
+
     def training(self) -> str | None:
         """The pid of a live run holding this folder (`lock`), else None: what reads a run
         while it trains (its export) says so, as its `best` is not the run's last word."""

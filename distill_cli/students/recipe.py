@@ -23,6 +23,7 @@ import yaml
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.host import atomic_write, refuse_existing
 from distill_cli.recipe.document import recipe_text
+from distill_cli.recipe.yaml_text import parse_yaml
 from distill_cli.students.types import StudentEntry, StudentSearch
 
 #: Fashion-MNIST's training split (the IDX files distill reads).
@@ -87,7 +88,7 @@ def _template() -> dict[str, Any]:
     from distill_cli.recipe.catalog import shipped
 
     try:
-        data = yaml.safe_load(shipped("function_matching").read_text())
+        data = parse_yaml(shipped("function_matching").read_text())
     except (DistillError, OSError, yaml.YAMLError):
         data = None  # installed without the recipes folder: the method's own defaults
     if not isinstance(data, dict):
@@ -222,7 +223,7 @@ def write_recipe(search: StudentSearch, ask: RecipeAsk) -> Path:
         header.append("# The teacher uses timm's hub weights; set teacher.checkpoint for your own.")
     text = "\n".join(header) + "\n" + recipe_text(raw)
     try:  # what `distill run` will read must validate, before anything is on disk
-        Recipe.model_validate(yaml.safe_load(text))
+        Recipe.model_validate(parse_yaml(text))
     except ValidationError as exc:
         raise format_validation_error(exc, f"the recipe for {path}") from exc
     if not ask.force:

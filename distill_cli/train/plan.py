@@ -80,6 +80,8 @@ class Plan:
     student: PlannedModel
     teacher: PlannedModel | None
     data: PlannedData
+    #: warnings about the schedule (a warm-up as long as the run), printed before training
+    schedule_warnings: list[str]
     batch_size: int
     steps_per_epoch: int
     total_steps: int
@@ -92,6 +94,9 @@ class Plan:
     sync_bn: bool
     run_dir: str
     cost: CostPlan
+    #: what a run would do with its folder: `new`, or that it holds a run (a run then needs
+    #: --resume or --overwrite); a folder no run may use is refused by the plan itself
+    run_folder: str = "new"
 
     @property
     def models(self) -> dict[str, PlannedModel]:

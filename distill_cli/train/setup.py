@@ -139,6 +139,7 @@ class Setup:
                 read=self.data_read,
                 duplicates=self.duplicates.warnings(),
             ),
+            schedule_warnings=self.schedule_warnings(),
             batch_size=self.recipe.schedule.batch_size,
             steps_per_epoch=self.steps_per_epoch,
             total_steps=self.total_steps,
@@ -214,8 +215,21 @@ class Setup:
             teacher=None if self.teacher is None else self.teacher.info.name,
             teacher_weights=None if self.teacher is None else self.sources("teacher").weights,
             teacher_files=[] if self.teacher is None else list(self.teacher.weights_files),
-            warnings=self.duplicates.warnings(),
+            warnings=self.schedule_warnings() + self.duplicates.warnings(),
         )
+
+    def schedule_warnings(self) -> list[str]:
+        """A schedule that does not do what its numbers say once the run's length is known:
+        a `warmup_steps` copied from a long recipe (the paper's 1500) into a short run kept
+        the learning rate rising for the whole run, never reaching `optim.lr`."""
+        schedule, total = self.recipe.schedule, self.total_steps
+        if schedule.warmup_fraction is None and schedule.warmup_steps >= total > 0:
+            return [
+                f"schedule.warmup_steps ({schedule.warmup_steps}) is not shorter than the run "
+                f"({total} steps): the learning rate never reaches optim.lr; set it below "
+                f"{total} (e.g. {max(1, total // 20)}) or use schedule.warmup_fraction"
+            ]
+        return []
 
     def _teacher_feeds(self) -> list[dict[str, str]]:
         """The sources of each teacher (each ensemble member's own)."""
