@@ -466,12 +466,7 @@ def test_bad_inputs_table_is_big_and_distinct() -> None:
 
 #: Errors of distill_cli/recipe/ (recipe files and --set, reworked in parallel) that do not yet
 #: end with what to do; every other error line is `error: <what> (<where>) - <what to do>`.
-RECIPE_PARSING_WITHOUT_HINT = {
-    "recipe-a-list",
-    "set-unparsable-yaml",
-    "teacher-class-names-file-empty",
-    "recipes-show-not-utf8",
-}
+RECIPE_PARSING_WITHOUT_HINT: set[str] = set()
 
 
 @pytest.mark.parametrize(

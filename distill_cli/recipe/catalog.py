@@ -63,12 +63,9 @@ def _summary(path: Path) -> str:
 
 def read_text(path: Path) -> str:
     """A recipe file's text, or a one-line error saying why it cannot be read."""
-    try:
-        return path.read_text()
-    except UnicodeDecodeError as exc:
-        raise DistillError("not UTF-8 text", str(path)) from exc
-    except OSError as exc:
-        raise DistillError(f"cannot read the file ({exc.strerror})", str(path)) from exc
+    from distill_cli.recipe.files import read_recipe_bytes
+
+    return read_recipe_bytes(path)
 
 
 def entries() -> list[Entry]:

@@ -86,10 +86,21 @@ def recipe_file_text(path: Path) -> str:
         raise DistillError("the recipe is not a regular file", str(path), "pass a YAML file")
     if not path.is_file():
         raise DistillError("recipe file not found", str(path), missing_recipe_advice(path))
+    return read_recipe_bytes(path)
+
+
+def read_recipe_bytes(path: Path) -> str:
+    """A recipe file's text in the encodings editors write (UTF-8, with or without a BOM;
+    UTF-16 with its BOM, what PowerShell's `>` writes), else one line naming the byte and
+    how to convert. Every reader of a recipe file (`distill run`, `distill recipes`) uses it."""
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise DistillError(f"cannot read the recipe: {exc.strerror or exc}", str(path)) from exc
+        raise DistillError(
+            f"cannot read the recipe: {exc.strerror or exc}",
+            str(path),
+            "check that the file is readable by this user",
+        ) from exc
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
             return data.decode("utf-16")

@@ -115,6 +115,7 @@ class ModelSpec(Strict):
             raise DistillError(
                 "the class names file must hold distinct names, one per line",
                 str(self.class_names),
+                "write one class name per line, each once, in the model's output order",
             )
         if self.num_classes is not None and len(names) != self.num_classes:
             raise DistillError(
