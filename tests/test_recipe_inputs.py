@@ -368,9 +368,9 @@ def test_a_warmup_longer_than_the_run_is_said_before_training(tmp_path: Path) ->
 
     path = write_recipe(tmp_path, "warm", fm_body(tmp_path / "runs", None))
     plan = api.plan(path, ["schedule.warmup_steps=1500", "data.synthetic.train_size=64"])
-    (line,) = plan.schedule_warnings
+    (line,) = plan.recipe_warnings
     assert "schedule.warmup_steps (1500) is not shorter than the run (4 steps)" in line
-    assert api.plan(path, ["schedule.warmup_steps=2"]).schedule_warnings == []
+    assert api.plan(path, ["schedule.warmup_steps=2"]).recipe_warnings == []
 
 
 def test_dry_run_says_what_the_run_folder_would_make_a_run_do(tmp_path: Path) -> None:
@@ -406,3 +406,14 @@ def test_a_piped_recipe_is_refused_for_several_processes(
     assert "cannot be read by 2 processes" in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "4")
     assert "cannot be read by 4 processes" in _error(Path("-"))
+
+
+def test_a_teacher_under_a_supervised_method_is_said_to_be_unused(tmp_path: Path) -> None:
+    """`method.name: supervised` (or a `--set method.name=supervised`) on a recipe with a
+    teacher built no teacher and said nothing; the plan and the run's opening now say so."""
+    from distill_cli import api
+
+    path = write_recipe(tmp_path, "sup", fm_body(tmp_path / "runs", None))
+    (line,) = api.plan(path, ["method.name=supervised"]).recipe_warnings
+    assert "the recipe's teacher is not used: 'supervised'" in line and "method.name" in line
+    assert api.plan(path).recipe_warnings == []

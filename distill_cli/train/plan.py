@@ -80,8 +80,9 @@ class Plan:
     student: PlannedModel
     teacher: PlannedModel | None
     data: PlannedData
-    #: warnings about the schedule (a warm-up as long as the run), printed before training
-    schedule_warnings: list[str]
+    #: what the recipe says that the run will not do (a warm-up as long as the run, a teacher
+    #: under a method that learns from labels alone), printed before training
+    recipe_warnings: list[str]
     batch_size: int
     steps_per_epoch: int
     total_steps: int

@@ -139,7 +139,7 @@ class Setup:
                 read=self.data_read,
                 duplicates=self.duplicates.warnings(),
             ),
-            schedule_warnings=self.schedule_warnings(),
+            recipe_warnings=self.recipe_warnings(),
             batch_size=self.recipe.schedule.batch_size,
             steps_per_epoch=self.steps_per_epoch,
             total_steps=self.total_steps,
@@ -215,21 +215,31 @@ class Setup:
             teacher=None if self.teacher is None else self.teacher.info.name,
             teacher_weights=None if self.teacher is None else self.sources("teacher").weights,
             teacher_files=[] if self.teacher is None else list(self.teacher.weights_files),
-            warnings=self.schedule_warnings() + self.duplicates.warnings(),
+            warnings=self.recipe_warnings() + self.duplicates.warnings(),
         )
 
-    def schedule_warnings(self) -> list[str]:
-        """A schedule that does not do what its numbers say once the run's length is known:
-        a `warmup_steps` copied from a long recipe (the paper's 1500) into a short run kept
-        the learning rate rising for the whole run, never reaching `optim.lr`."""
+    def recipe_warnings(self) -> list[str]:
+        """What the recipe says that the run will not do, known only once it is built:
+
+        - a `warmup_steps` copied from a long recipe (the paper's 1500) into a short run kept
+          the learning rate rising for the whole run, never reaching `optim.lr`;
+        - a `teacher:` section under a method that learns from labels alone (`supervised`, a
+          `method.name` switched by `--set`) was ignored without a word: no teacher is built.
+        """
+        out = []
         schedule, total = self.recipe.schedule, self.total_steps
         if schedule.warmup_fraction is None and schedule.warmup_steps >= total > 0:
-            return [
+            out.append(
                 f"schedule.warmup_steps ({schedule.warmup_steps}) is not shorter than the run "
                 f"({total} steps): the learning rate never reaches optim.lr; set it below "
                 f"{total} (e.g. {max(1, total // 20)}) or use schedule.warmup_fraction"
-            ]
-        return []
+            )
+        if self.teacher is None and self.recipe.teachers:
+            out.append(
+                f"the recipe's teacher is not used: {self.recipe.method.name!r} learns from "
+                "labels alone; for distillation set method.name (function_matching, kd, ...)"
+            )
+        return out
 
     def _teacher_feeds(self) -> list[dict[str, str]]:
         """The sources of each teacher (each ensemble member's own)."""
