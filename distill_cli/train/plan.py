@@ -3,7 +3,8 @@
 `Setup.plan` fills it; `distill run --dry-run` renders it (`cli.console.plan_table`), `--json`
 prints `Plan.to_dict()`, and `api.plan` returns it. One owner for the plan's shape: the JSON
 keys are the field names, so the table, the JSON and a caller's `plan.data.train.images` cannot
-drift apart. Torch-free (the models' facts arrive as `ModelInfo` values), like `train.cost`.
+drift apart. A planned model is a `models.view.ModelInfo` (the one owner of how a model is
+fed) with what the plan adds to it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from distill_cli.models.view import ModelInfo
 from distill_cli.rundir.summary import WeightsSource
 from distill_cli.train.cost import CostPlan
 
@@ -31,21 +33,13 @@ class FactSources:
 
 
 @dataclass(frozen=True)
-class PlannedModel:
-    """One model of the plan: its identity and input config (`models.view.ModelInfo`'s
-    fields), its parameter count, where each of those facts came from, and the weights files
-    it was loaded from (a teacher's checkpoint; none for hub weights or a student)."""
+class PlannedModel(ModelInfo):
+    """One model of the plan: its identity and input config (`ModelInfo`), its parameter
+    count, where each of those facts came from, and the weights files it was loaded from (a
+    teacher's checkpoint; none for hub weights or a student)."""
 
-    name: str
-    num_classes: int
-    in_chans: int
-    input_size: tuple[int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    crop_pct: float
-    interpolation: str
-    params: int
-    sources: FactSources
+    params: int = 0
+    sources: FactSources = field(default_factory=FactSources)
     files: list[WeightsSource] = field(default_factory=list)
 
 
