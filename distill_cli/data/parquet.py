@@ -237,6 +237,14 @@ def scan_hf_split(
                     str(path),
                     "drop those rows, or set data.label_column: null for unlabeled data",
                 )
+            negative = int(pc.sum(pc.less(labels, 0)).as_py() or 0)
+            if negative:  # `datasets` writes -1 for "no label" (a Hub test split's labels)
+                raise DistillError(
+                    f"{negative} rows have a negative {label!r} (-1 is `datasets`' no label)",
+                    str(path),
+                    "use a labelled split (a Hub test split is often unlabeled), or drop those "
+                    "rows (dataset.filter(lambda r: r['label'] >= 0))",
+                )
             if len(labels):
                 top = max(top, int(pc.max(labels).as_py()))
         for part, count in enumerate(rows):

@@ -37,17 +37,44 @@ def image_exts() -> tuple[str, ...]:
 INDEX = ".shards.json"
 
 
+#: compressed tar files: the stream seeks past image bytes and checks a shard's end marker,
+#: which a gzip stream has neither of
+COMPRESSED = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst")
+
+
 def resolve_shards(pattern: str, where: str) -> list[Path]:
-    """The shard files a brace pattern, glob or folder names, in order; an error when none."""
+    """The shard files a brace pattern, glob or folder names, in order; an error when none.
+
+    Every file a brace range names without a glob must exist: a range that runs past the
+    shards written (`train-{000000..000009}.tar` over 5 files) read the ones there, a fraction
+    of the data, without a word. Compressed tars are refused naming what to do.
+    """
     from braceexpand import braceexpand
 
     path = Path(pattern)
     if path.is_dir():
         files = sorted(path.glob("*.tar"))
+        packed = [] if files else sorted(f for f in path.iterdir() if _compressed(f))
     else:
-        files = sorted(
-            {Path(f) for part in braceexpand(pattern) for f in glob.glob(part)},
-            key=lambda p: str(p),
+        parts = list(braceexpand(pattern))
+        missing = [p for p in parts if not glob.has_magic(p) and not Path(p).is_file()]
+        if missing and len(missing) < len(parts):
+            raise DistillError(
+                f"{len(missing)} of the {len(parts)} shards the pattern names do not exist "
+                f"(the first: {Path(missing[0]).name})",
+                f"{where}: {pattern}",
+                f"make the brace range name only the {len(parts) - len(missing)} shards written, "
+                "or copy the missing ones",
+            )
+        found = {Path(f) for part in parts for f in glob.glob(part)}
+        packed = sorted(f for f in found if _compressed(f))
+        files = sorted(found - set(packed), key=lambda p: str(p))
+    if packed:
+        raise DistillError(
+            f"compressed tar shards are not read ({packed[0].name})",
+            f"{where}: {pattern}",
+            "decompress them (gunzip, or `tar` them again without compression) and name the "
+            ".tar files",
         )
     if not files:
         raise DistillError(
@@ -56,6 +83,10 @@ def resolve_shards(pattern: str, where: str) -> list[Path]:
             "give a folder of .tar files or a pattern such as train-{000000..000099}.tar",
         )
     return files
+
+
+def _compressed(path: Path) -> bool:
+    return path.name.lower().endswith(COMPRESSED)
 
 
 def _key_ext(name: str) -> tuple[str, str]:
@@ -99,14 +130,29 @@ def scan_shard(path: Path) -> tuple[int, list[int], bool]:
     """
     images: dict[str, bool] = {}
     labels: dict[str, int] = {}
+    dotted: dict[str, str] = {}  # key -> a member whose "extension" ends in an image format
+    ended: set[str] = set()  # the keys of the samples before the current one
+    last = ""
     try:
         with tarfile.open(path, "r:") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
                 key, ext = _key_ext(member.name)
+                if key != last:
+                    if key in ended:  # webdataset groups members by consecutive keys
+                        raise DistillError(
+                            f"sample key {key!r} appears twice, apart (member {member.name})",
+                            str(path),
+                            "give every sample its own key (WebDataset reads a key's members "
+                            "as one sample only when they are next to each other)",
+                        )
+                    ended.add(last)
+                    last = key
                 if ext in image_exts():
                     images[key] = True
+                elif ext.rpartition(".")[2] in image_exts():
+                    dotted.setdefault(key, member.name)
                 elif ext == "cls":
                     fh = tar.extractfile(member)
                     text = fh.read().decode().strip() if fh else ""
@@ -124,8 +170,24 @@ def scan_shard(path: Path) -> tuple[int, list[int], bool]:
     cut = truncation(path, end)
     if cut:
         raise DistillError(cut, str(path), TRUNCATED_HINT)
+    lost = [name for key, name in dotted.items() if key not in images]
+    if lost:  # `img.0001.jpg`: key `img`, extension `0001.jpg`, not an image to WebDataset
+        raise DistillError(
+            f"{lost[0]} is not read as an image: WebDataset's key ends at the first dot of a "
+            f"member's name ({len(lost)} samples have no image member so)",
+            str(path),
+            "name the members without dots before the extension, e.g. img_0001.jpg and "
+            "img_0001.cls",
+        )
     if not images:
         raise DistillError("shard holds no images", str(path), "expected {key}.jpg members")
+    orphans = [key for key in labels if key not in images]
+    if orphans:
+        raise DistillError(
+            f"{len(orphans)} samples have a .cls label but no image (the first: {orphans[0]})",
+            str(path),
+            "give each its image member ({key}.jpg, .png, ...), or remove its .cls",
+        )
     return len(images), [labels[k] for k in images if k in labels], len(labels) == len(images)
 
 

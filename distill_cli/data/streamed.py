@@ -55,8 +55,20 @@ def streamed_splits(
         )
         named = train.classes if train.labeled else None
         val = scan_hf_split(root / val_dir, "data.val_dir", image, label, named, data_root=root)
-    if not val.labeled:
-        raise DistillError("the validation split has no labels", val.name, "label it")
+    for split, key in ((train, "data.train_dir"), (val, "data.val_dir")):
+        if not len(split):  # an epoch of no steps; the run failed later, far from the cause
+            raise DistillError(
+                "the split has no samples",
+                f"{key}: {split.name}",
+                f"point {key} at a split that holds images",
+            )
+    if not val.labeled:  # only tar shards get here: a parquet val split needs its label column
+        raise DistillError(
+            "the validation split has no labels",
+            val.name,
+            "give each sample a {key}.cls member holding its class number (0, 1, ...); "
+            ".json and .txt members are not read as labels",
+        )
     if not train.labeled:  # unlabeled distillation images: the classes are the validation's
         train = replace(train, classes=val.classes)
     return train, val

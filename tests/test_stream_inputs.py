@@ -1,0 +1,125 @@
+"""Streamed data sets as people make them (WebDataset tars by hand, `tar cf`, img2dataset; Hugging
+Face splits from the Hub): what is read, and what is refused in one line saying what to write."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from distill_cli.data.parquet import scan_hf_split
+from distill_cli.data.shards import read_tar, scan_tar_split
+from distill_cli.data.streamed import streamed_splits
+from distill_cli.errors import DistillError
+from tests.conftest import class_jpeg
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]], mode: str = "w") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, mode) as tar:
+        for name, raw in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
+    return path
+
+
+def _samples(keys: list[str], ext: str = "jpg") -> list[tuple[str, bytes]]:
+    out = []
+    for n, key in enumerate(keys):
+        out += [(f"{key}.{ext}", class_jpeg(n % 3, n)), (f"{key}.cls", b"%d\n" % (n % 3))]
+    return out
+
+
+def _refused(pattern: str) -> str:
+    with pytest.raises(DistillError) as err:
+        scan_tar_split(pattern, "data.train_dir")
+    return str(err.value)
+
+
+def test_a_brace_range_past_the_shards_written_is_refused(tmp_path: Path) -> None:
+    for k in range(3):
+        _tar(tmp_path / f"train-{k:06d}.tar", _samples([f"{k}-{n}" for n in range(2)]))
+    data = scan_tar_split(str(tmp_path / "train-{000000..000002}.tar"), "data.train_dir")
+    assert len(data) == 6 and sum(1 for u in data.units for _ in read_tar(data, u)) == 6
+    # 10 named, 3 there: it read 6 samples of a data set the user counts as 20, without a word
+    line = _refused(str(tmp_path / "train-{000000..000009}.tar"))
+    assert line.startswith("7 of the 10 shards the pattern names do not exist (the first: ")
+    assert "name only the 3 shards written" in line
+    # a glob still takes what is there
+    assert len(scan_tar_split(str(tmp_path / "train-*.tar"), "data.train_dir")) == 6
+
+
+def test_compressed_tars_are_refused_saying_to_decompress(tmp_path: Path) -> None:
+    _tar(tmp_path / "gz" / "s-0.tar.gz", _samples(["a", "b"]), mode="w:gz")
+    for pattern in (tmp_path / "gz" / "s-0.tar.gz", tmp_path / "gz"):  # a file; a folder of them
+        line = _refused(str(pattern))
+        assert line.startswith("compressed tar shards are not read (s-0.tar.gz)"), line
+        assert "decompress them" in line
+
+
+def test_malformed_samples_are_named_before_training(tmp_path: Path) -> None:
+    # keys with dots: WebDataset's key is `img`, its extension `0001.jpg`: no image at all
+    dotted = _samples(["img.0001", "img.0002"])
+    line = _refused(str(_tar(tmp_path / "dots.tar", dotted)))
+    assert line.startswith("img.0001.jpg is not read as an image: WebDataset's key ends at")
+    assert "img_0001.jpg" in line
+    # a key met again after another one: webdataset reads two samples, the count said one
+    again = [*_samples(["a", "b"]), ("a.jpg", class_jpeg(0, 9)), ("a.cls", b"0")]
+    line = _refused(str(_tar(tmp_path / "again.tar", again)))
+    assert line.startswith("sample key 'a' appears twice, apart (member a.jpg)")
+    # a label whose image is missing: was "0 of 1 samples have no .cls label"
+    orphan = [*_samples(["a", "b"]), ("c.cls", b"1")]
+    line = _refused(str(_tar(tmp_path / "orphan.tar", orphan)))
+    assert line.startswith("1 samples have a .cls label but no image (the first: c)")
+    # images in subfolders of the tar, and .png/.webp members, are read
+    png = [(f"sub/{name}".replace(".jpg", ".png"), raw) for name, raw in _samples(["x", "y"])]
+    data = scan_tar_split(str(_tar(tmp_path / "ok.tar", png)), "data.train_dir")
+    assert len(data) == 2 and data.classes == ["class_0", "class_1"]
+
+
+def _split_root(tmp_path: Path, train: list[tuple[str, bytes]], val: list) -> Path:
+    _tar(tmp_path / "train" / "s-0.tar", train)
+    _tar(tmp_path / "val" / "s-0.tar", val)
+    return tmp_path
+
+
+def test_val_labels_in_json_or_txt_members_say_to_write_cls(tmp_path: Path) -> None:
+    train = _samples(["a", "b", "c"])
+    val = [(f"{k}.jpg", class_jpeg(0, n)) for n, k in enumerate("xyz")]
+    val += [(f"{k}.json", b'{"label": 1}') for k in "xyz"]
+    root = _split_root(tmp_path, train, sorted(val))
+    with pytest.raises(DistillError) as err:
+        streamed_splits("shards", root, "train", "val", ("image", "label"), {})
+    assert "{key}.cls member holding its class number" in str(err.value)
+    assert ".json and .txt members are not read as labels" in str(err.value)
+
+
+def _parquet(path: Path, labels: list[int]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [class_jpeg(max(0, v) % 3, n) for n, v in enumerate(labels)]
+    columns = {"image": pa.array(images, pa.binary()), "label": pa.array(labels, pa.int64())}
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+def test_hf_rows_labelled_minus_one_or_splits_without_rows_are_refused(tmp_path: Path) -> None:
+    # a Hub test split whose labels are all -1 (datasets' "no label"): was read, then every
+    # evaluation step failed on "sample has no label" once training had run
+    _parquet(tmp_path / "data" / "train-00000-of-00001.parquet", [0, 1, 2, 0])
+    _parquet(tmp_path / "data" / "test-00000-of-00001.parquet", [-1, -1, 1])
+    with pytest.raises(DistillError) as err:
+        streamed_splits(
+            "hf_dataset", tmp_path, "data/train-*", "data/test-*", ("image", "label"), {}
+        )
+    assert str(err.value).startswith("2 rows have a negative 'label' (-1 is `datasets`' no label)")
+    # a split of no rows: an epoch of no steps
+    _parquet(tmp_path / "empty" / "data.parquet", [])
+    assert len(scan_hf_split(tmp_path / "empty", "data.val_dir", "image", "label")) == 0
+    with pytest.raises(DistillError) as err:
+        streamed_splits("hf_dataset", tmp_path, "data/train-*", "empty", ("image", "label"), {})
+    assert str(err.value).startswith("the split has no samples (data.val_dir: ")
