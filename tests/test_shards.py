@@ -480,7 +480,7 @@ def test_an_empty_image_in_a_parquet_row_is_a_bad_image_and_no_bytes_is_refused(
 ) -> None:
     """One damaged row (empty bytes) is a bad image like a damaged file (on_bad_image: skip
     counts it once and the batch's stand-in fills it); a row with no bytes at all (a data set
-    that stores paths) is refused when it is read, naming the row."""
+    that stores paths) is refused before training, naming the file and how to drop it."""
     root = _hf_parquet(folder, tmp_path / "hf", group=6)
     table = pq.read_table(root / "train-00000-of-00001.parquet")
     images = table.column("image").to_pylist()
@@ -495,7 +495,7 @@ def test_an_empty_image_in_a_parquet_row_is_a_bad_image_and_no_bytes_is_refused(
     images[3] = {"bytes": None, "path": "elsewhere.jpg"}
     missing = table.set_column(0, "image", pa.array(images, type=table.schema.field(0).type))
     pq.write_table(missing, root / "train-00000-of-00001.parquet", row_group_size=6)
-    with pytest.raises(DistillError) as caught:
-        list(_stream(scan_hf_split(root, "data.train_dir", "image", "label"), 6).epoch(0))
-    assert "no image bytes in column 'image'" in str(caught.value)
-    assert "row group 0, row 3" in str(caught.value)
+    with pytest.raises(DistillError) as caught:  # before training: the footer counts nulls
+        scan_hf_split(root, "data.train_dir", "image", "label")
+    assert str(caught.value).startswith("1 rows have no image bytes in column 'image' (")
+    assert "dataset.filter" in str(caught.value)

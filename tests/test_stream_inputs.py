@@ -4,6 +4,7 @@ Face splits from the Hub): what is read, and what is refused in one line saying 
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -123,3 +124,31 @@ def test_hf_rows_labelled_minus_one_or_splits_without_rows_are_refused(tmp_path:
     with pytest.raises(DistillError) as err:
         streamed_splits("hf_dataset", tmp_path, "data/train-*", "empty", ("image", "label"), {})
     assert str(err.value).startswith("the split has no samples (data.val_dir: ")
+
+
+def test_hf_rows_without_image_bytes_or_past_the_class_labels_are_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    rows = [{"bytes": class_jpeg(n % 3, n), "path": None} for n in range(4)]
+    rows[2] = {"bytes": None, "path": "lost.jpg"}  # an Image feature that kept only the path
+    features = {"label": {"_type": "ClassLabel", "names": ["a", "b"]}}
+    meta = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    table = pa.table({"image": pa.array(rows, image), "label": [0, 1, 0, 1]})
+    (tmp_path / "split").mkdir()
+    arrow = tmp_path / "split" / "data-00000-of-00001.arrow"  # save_to_disk's layout
+    with pa.OSFile(str(arrow), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    for path in (tmp_path / "split", tmp_path / "t.parquet"):
+        if path.suffix:
+            pq.write_table(table, path)
+        with pytest.raises(DistillError) as err:
+            scan_hf_split(path, "data.train_dir", "image", "label")
+        assert str(err.value).startswith("1 rows have no image bytes in column 'image'")
+    # a label past the ClassLabel names: was found by the batch that held it, mid-run
+    rows[2] = rows[0]
+    bad = pa.table({"image": pa.array(rows, image), "label": [0, 1, 5, 1]})
+    pq.write_table(bad.replace_schema_metadata(meta), tmp_path / "t.parquet")
+    with pytest.raises(DistillError) as err:
+        scan_hf_split(tmp_path / "t.parquet", "data.train_dir", "image", "label")
+    assert str(err.value).startswith("label 5 is beyond the 2 classes its ClassLabel names")

@@ -228,6 +228,14 @@ def scan_hf_split(
                 "set data.image_column / data.label_column to its columns",
             )
         _check_types(schema_here, image, label, str(path))
+        empty = _null_images(path, image)
+        if empty:  # was a run stopped at the row's batch, after the models were built
+            raise DistillError(
+                f"{empty} rows have no image bytes in column {image!r}",
+                str(path),
+                f"drop them (dataset.filter(lambda r: r[{image!r}] is not None)) or store "
+                "their images",
+            )
         if label is not None:
             labels = _column(path, label)
             nulls = labels.null_count
@@ -242,8 +250,8 @@ def scan_hf_split(
                 raise DistillError(
                     f"{negative} rows have a negative {label!r} (-1 is `datasets`' no label)",
                     str(path),
-                    "use a labelled split (a Hub test split is often unlabeled), or drop those "
-                    "rows (dataset.filter(lambda r: r['label'] >= 0))",
+                    "drop those rows (dataset.filter(lambda r: r['label'] >= 0)), or use a "
+                    "labelled split (a Hub test split is often unlabeled)",
                 )
             if len(labels):
                 top = max(top, int(pc.max(labels).as_py()))
@@ -263,6 +271,13 @@ def scan_hf_split(
             "training split's features)",
         )
     names = classes or own or _numbered(top + 1)
+    if top >= len(names):  # found here, not by the batch that holds it mid-run
+        raise DistillError(
+            f"label {top} is beyond the {len(names)} classes "
+            + ("of the training split" if classes else "its ClassLabel names"),
+            f"{where}: {root}",
+            f"labels are 0..{len(names) - 1}, or write the ClassLabel feature with every class",
+        )
     options = {"image": image, "label": label or ""}
     return ShardSet(
         str(root),
@@ -273,6 +288,31 @@ def scan_hf_split(
         options=options,
         label_reader=row_labels,
     )
+
+
+def _null_images(path: Path, image: str) -> int:
+    """Rows without image bytes (null, or an Image struct whose `bytes` is null), from the
+    parquet footer's statistics (free: no page is read) or the memory-mapped arrow file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        if path.suffix == ".arrow":
+            with pa.memory_map(str(path)) as source:
+                column = _open_arrow(source).read_all().column(image)
+            if pa.types.is_struct(column.type):
+                return sum(chunk.field("bytes").null_count for chunk in column.chunks)
+            return column.null_count
+        meta = pq.ParquetFile(path).metadata
+    except (OSError, pa.ArrowException) as exc:
+        raise DistillError(_unreadable(exc), str(path), _COPY_AGAIN) from exc
+    nulls = 0
+    for group in range(meta.num_row_groups):
+        for col in range(meta.num_columns):
+            chunk = meta.row_group(group).column(col)
+            if chunk.path_in_schema in (image, f"{image}.bytes") and chunk.is_stats_set:
+                nulls += chunk.statistics.null_count or 0
+    return nulls
 
 
 def _numbered(count: int) -> list[str]:
