@@ -152,3 +152,16 @@ def test_hf_rows_without_image_bytes_or_past_the_class_labels_are_refused_at_onc
     with pytest.raises(DistillError) as err:
         scan_hf_split(tmp_path / "t.parquet", "data.train_dir", "image", "label")
     assert str(err.value).startswith("label 5 is beyond the 2 classes its ClassLabel names")
+
+
+def test_a_tar_of_a_mac_folder_counts_the_samples_webdataset_reads(tmp_path: Path) -> None:
+    # `tar cf` on macOS: AppleDouble `._*` files beside each image, `__MACOSX/`, `.DS_Store`;
+    # webdataset skips them, the count took `._a.jpg` as an image (a step short per 2 samples)
+    junk = [("._a.jpg", b"\x00\x05\x16\x07"), ("__MACOSX/._b.jpg", b"\x00"), (".DS_Store", b"")]
+    tar = _tar(tmp_path / "mac.tar", [*junk, *_samples(["a", "b"])])
+    data = scan_tar_split(str(tar), "data.train_dir")
+    assert len(data) == 2 == sum(1 for u in data.units for _ in read_tar(data, u))
+    # two members of one extension in one sample: webdataset stopped on it mid-run
+    double = [*_samples(["a"]), ("a.jpg", class_jpeg(1, 1))]
+    line = _refused(str(_tar(tmp_path / "double.tar", double)))
+    assert line.startswith("sample 'a' has two 'jpg' members")

@@ -89,11 +89,26 @@ def _compressed(path: Path) -> bool:
     return path.name.lower().endswith(COMPRESSED)
 
 
-def _key_ext(name: str) -> tuple[str, str]:
-    """WebDataset's split of a member name: the key is up to the first dot of the base name."""
-    folder, _, base = name.rpartition("/")
-    stem, _, ext = base.partition(".")
-    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+def _key_ext(name: str) -> tuple[str, str] | None:
+    """WebDataset's split of a member name into (key, extension), by webdataset's own rules,
+    so the count is of the samples its reader yields: the key is up to the first dot of the
+    base name, and members it skips are None (`__MACOSX/...`, `__meta__`, and names whose base
+    starts with a dot: macOS's `._0001.jpg` beside `0001.jpg`, which were counted as images)."""
+    import re
+
+    from webdataset.tariterators import base_plus_ext
+
+    if ("/" not in name and name.startswith("__") and name.endswith("__")) or re.match(
+        r"__[^/]*__($|/)", name
+    ):
+        return None
+    key, ext = base_plus_ext(name)
+    return None if key is None else (key, ext.lower())
+
+
+def _hidden(name: str) -> bool:
+    """A dot file (`._0001.jpg`, macOS's resource fork beside `0001.jpg`): not a sample."""
+    return name.rpartition("/")[2].startswith(".")
 
 
 #: tar's end-of-archive marker: two zero blocks after the last member (every writer puts it)
@@ -132,13 +147,23 @@ def scan_shard(path: Path) -> tuple[int, list[int], bool]:
     labels: dict[str, int] = {}
     dotted: dict[str, str] = {}  # key -> a member whose "extension" ends in an image format
     ended: set[str] = set()  # the keys of the samples before the current one
-    last = ""
+    last, exts = "", set[str]()
     try:
         with tarfile.open(path, "r:") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
-                key, ext = _key_ext(member.name)
+                split = _key_ext(member.name)
+                if split is None:
+                    continue
+                key, ext = split
+                if key == last and ext in exts:  # webdataset stops on it, mid-run
+                    raise DistillError(
+                        f"sample {key!r} has two {ext!r} members",
+                        str(path),
+                        "keep one member per extension in each sample",
+                    )
+                exts = {ext} if key != last else exts | {ext}
                 if key != last:
                     if key in ended:  # webdataset groups members by consecutive keys
                         raise DistillError(
@@ -151,7 +176,7 @@ def scan_shard(path: Path) -> tuple[int, list[int], bool]:
                     last = key
                 if ext in image_exts():
                     images[key] = True
-                elif ext.rpartition(".")[2] in image_exts():
+                elif ext.rpartition(".")[2] in image_exts() and not _hidden(member.name):
                     dotted.setdefault(key, member.name)
                 elif ext == "cls":
                     fh = tar.extractfile(member)
