@@ -165,3 +165,24 @@ def test_a_tar_of_a_mac_folder_counts_the_samples_webdataset_reads(tmp_path: Pat
     double = [*_samples(["a"]), ("a.jpg", class_jpeg(1, 1))]
     line = _refused(str(_tar(tmp_path / "double.tar", double)))
     assert line.startswith("sample 'a' has two 'jpg' members")
+
+
+@pytest.mark.parametrize(
+    ("files", "shown"),
+    [
+        (["train.parquet", "test.parquet"], "test: test.parquet, train: train.parquet"),
+        (["default/train/0000.parquet", "default/test/0000.parquet"], "default/test/"),
+    ],
+)
+def test_a_folder_of_two_splits_not_named_the_hub_way_is_refused(
+    tmp_path: Path, files: list[str], shown: str
+) -> None:
+    # `to_parquet` per split, or the Hub's parquet export: read whole, test trained on
+    for name in files:
+        _parquet(tmp_path / name, [0, 1, 2])
+    folder = tmp_path / Path(files[0]).parts[0] if "/" in files[0] else tmp_path
+    with pytest.raises(DistillError) as err:
+        scan_hf_split(folder, "data.train_dir", "image", "label", data_root=tmp_path)
+    assert "holds the files of 2 splits" in str(err.value) and shown in str(err.value)
+    one = tmp_path / files[0]  # one split's file or folder is read
+    assert len(scan_hf_split(one.parent if "/" in files[0] else one, "x", "image", "label")) == 3

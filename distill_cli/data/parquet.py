@@ -28,24 +28,31 @@ _COPY_AGAIN = "copy the file again (it is damaged, or not parquet/arrow)"
 _SPLIT_FILE = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}(-[0-9a-f]+)?\.(parquet|arrow)$")
 
 
-def _splits(files: list[Path]) -> dict[str, Path]:
-    """The splits `files` belong to by their names (split -> its folder); unnamed files none."""
-    out: dict[str, Path] = {}
+#: Split names `datasets` and people use for a file (`test.parquet`, from to_parquet) or a
+#: folder (the Hub's parquet export: `default/train/0000.parquet`).
+_SPLIT_NAMES = ("train", "validation", "valid", "val", "dev", "test")
+
+
+def _splits(files: list[Path], root: Path) -> dict[str, str]:
+    """The splits `files` belong to (split -> its files as a pattern relative to `root`): by the
+    Hub's file names, else a file or folder named as a split; files of no split are none."""
+    out: dict[str, str] = {}
     for path in files:
+        rel = os.path.relpath(path.parent, root)
+        folder = "" if rel == "." else rel + "/"
         match = _SPLIT_FILE.match(path.name)
         if match:
-            out.setdefault(match["split"], path.parent)
+            out.setdefault(match["split"], f"{folder}{match['split']}-*{path.suffix}")
+        elif path.stem.lower() in _SPLIT_NAMES:
+            out.setdefault(path.stem, f"{folder}{path.name}")
+        elif path.parent.name.lower() in _SPLIT_NAMES and path.parent != root:
+            out.setdefault(path.parent.name, folder)
     return out
 
 
-def _patterns(splits: dict[str, Path], root: Path) -> str:
+def _patterns(splits: dict[str, str]) -> str:
     """`train: plain_text/train-*.parquet, test: ...`, relative to the data root."""
-    shown = []
-    for split, folder in splits.items():
-        rel = os.path.relpath(folder, root)
-        suffix = ".arrow" if any(folder.glob(f"{split}-*.arrow")) else ".parquet"
-        shown.append(f"{split}: {'' if rel == '.' else rel + '/'}{split}-*{suffix}")
-    return ", ".join(shown)
+    return ", ".join(f"{split}: {shown}" for split, shown in splits.items())
 
 
 def _files(path: Path, where: str, root: Path | None = None) -> list[Path]:
@@ -57,14 +64,13 @@ def _files(path: Path, where: str, root: Path | None = None) -> list[Path]:
         return [path]
     if path.is_dir():
         found = sorted(path.rglob("*.parquet")) or sorted(path.glob("*.arrow"))
-        splits = _splits(found)
+        splits = _splits(found, root)
         if len(splits) > 1:
             raise DistillError(
                 f"{path} holds the files of {len(splits)} splits ({', '.join(splits)}): "
                 "reading it whole would mix them",
                 where,
-                "point data.train_dir and data.val_dir at one split each "
-                f"({_patterns(splits, root)})",
+                f"point data.train_dir and data.val_dir at one split each ({_patterns(splits)})",
             )
         if found:
             return found
@@ -95,9 +101,9 @@ def _where_the_splits_are(root: Path) -> str | None:
                 "set data.train_dir and data.val_dir to two of them"
             )
     if root.is_dir():
-        splits = _splits(sorted(root.rglob("*.parquet"))[:1000])
+        splits = _splits(sorted(root.rglob("*.parquet"))[:1000], root)
         if splits:
-            return f"set data.train_dir and data.val_dir to its splits ({_patterns(splits, root)})"
+            return f"set data.train_dir and data.val_dir to its splits ({_patterns(splits)})"
     return None
 
 
