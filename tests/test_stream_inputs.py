@@ -186,3 +186,22 @@ def test_a_folder_of_two_splits_not_named_the_hub_way_is_refused(
     assert "holds the files of 2 splits" in str(err.value) and shown in str(err.value)
     one = tmp_path / files[0]  # one split's file or folder is read
     assert len(scan_hf_split(one.parent if "/" in files[0] else one, "x", "image", "label")) == 3
+
+
+def test_a_save_to_disk_folder_reads_the_files_state_json_lists(tmp_path: Path) -> None:
+    # `load_from_disk(p).map(...)` leaves cache-<hash>.arrow in p: its rows were read as more data
+    table = pa.table({"image": pa.array([class_jpeg(0, n) for n in range(3)]), "label": [0, 1, 2]})
+    for name in ("data-00000-of-00001.arrow", "cache-3f2a9c.arrow"):
+        with (
+            pa.OSFile(str(tmp_path / name), "wb") as sink,
+            pa.ipc.new_stream(sink, table.schema) as writer,
+        ):
+            writer.write_table(table)
+    state = {"_data_files": [{"filename": "data-00000-of-00001.arrow"}], "_split": "train"}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    assert len(scan_hf_split(tmp_path, "data.train_dir", "image", "label")) == 3
+    state["_data_files"].append({"filename": "data-00001-of-00002.arrow"})
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    with pytest.raises(DistillError) as err:
+        scan_hf_split(tmp_path, "data.train_dir", "image", "label")
+    assert str(err.value).startswith("data-00001-of-00002.arrow is listed in state.json but")

@@ -11,100 +11,13 @@ arrow file is one shard of the stream (`stream.py`).
 from __future__ import annotations
 
 import json
-import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from distill_cli.data.hf_files import COPY_AGAIN, split_files
 from distill_cli.data.shardset import Sample, SampleFault, ShardSet, Unit
 from distill_cli.errors import DistillError
-
-#: What to do about a parquet or arrow file that cannot be read: it is damaged or not one.
-_COPY_AGAIN = "copy the file again (it is damaged, or not parquet/arrow)"
-
-#: How `datasets` names a split's files on the Hub and in save_to_disk folders:
-#: `train-00000-of-00004.parquet` (older pushes add `-<hash>`), `data-00000-of-00001.arrow`.
-_SPLIT_FILE = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}(-[0-9a-f]+)?\.(parquet|arrow)$")
-
-
-#: Split names `datasets` and people use for a file (`test.parquet`, from to_parquet) or a
-#: folder (the Hub's parquet export: `default/train/0000.parquet`).
-_SPLIT_NAMES = ("train", "validation", "valid", "val", "dev", "test")
-
-
-def _splits(files: list[Path], root: Path) -> dict[str, str]:
-    """The splits `files` belong to (split -> its files as a pattern relative to `root`): by the
-    Hub's file names, else a file or folder named as a split; files of no split are none."""
-    out: dict[str, str] = {}
-    for path in files:
-        rel = os.path.relpath(path.parent, root)
-        folder = "" if rel == "." else rel + "/"
-        match = _SPLIT_FILE.match(path.name)
-        if match:
-            out.setdefault(match["split"], f"{folder}{match['split']}-*{path.suffix}")
-        elif path.stem.lower() in _SPLIT_NAMES:
-            out.setdefault(path.stem, f"{folder}{path.name}")
-        elif path.parent.name.lower() in _SPLIT_NAMES and path.parent != root:
-            out.setdefault(path.parent.name, folder)
-    return out
-
-
-def _patterns(splits: dict[str, str]) -> str:
-    """`train: plain_text/train-*.parquet, test: ...`, relative to the data root."""
-    return ", ".join(f"{split}: {shown}" for split, shown in splits.items())
-
-
-def _files(path: Path, where: str, root: Path | None = None) -> list[Path]:
-    """The parquet or arrow files of one split. A folder holding the files of several splits
-    (a Hub download's `data/` with `train-*.parquet` and `test-*.parquet`) is refused: reading
-    it whole would train on the test split too."""
-    root = root or path.parent
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        found = sorted(path.rglob("*.parquet")) or sorted(path.glob("*.arrow"))
-        splits = _splits(found, root)
-        if len(splits) > 1:
-            raise DistillError(
-                f"{path} holds the files of {len(splits)} splits ({', '.join(splits)}): "
-                "reading it whole would mix them",
-                where,
-                f"point data.train_dir and data.val_dir at one split each ({_patterns(splits)})",
-            )
-        if found:
-            return found
-    elif path.parent.is_dir():
-        found = sorted(path.parent.glob(path.name))
-        if found:
-            return found
-    raise DistillError(
-        "no parquet or arrow files found",
-        f"{where}: {path}",
-        _where_the_splits_are(root)
-        or "give a parquet file, a folder of them, or a folder written by save_to_disk",
-    )
-
-
-def _where_the_splits_are(root: Path) -> str | None:
-    """What to set when a split is not found: the splits a DatasetDict folder lists
-    (`dataset_dict.json`: `train`, `test`), or the split files a Hub download holds."""
-    listed = root / "dataset_dict.json"
-    if listed.is_file():
-        try:
-            splits = json.loads(listed.read_bytes()).get("splits")
-        except (OSError, ValueError, AttributeError):
-            splits = None
-        if isinstance(splits, list) and splits:
-            return (
-                f"the data set's splits are {', '.join(map(str, splits))} (dataset_dict.json): "
-                "set data.train_dir and data.val_dir to two of them"
-            )
-    if root.is_dir():
-        splits = _splits(sorted(root.rglob("*.parquet"))[:1000], root)
-        if splits:
-            return f"set data.train_dir and data.val_dir to its splits ({_patterns(splits)})"
-    return None
 
 
 def _table_schema(path: Path) -> tuple[Any, list[int]]:
@@ -121,7 +34,7 @@ def _table_schema(path: Path) -> tuple[Any, list[int]]:
         groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
         return meta.schema.to_arrow_schema(), groups
     except (OSError, pa.ArrowException) as exc:
-        raise DistillError(_unreadable(exc), str(path), _COPY_AGAIN) from exc
+        raise DistillError(_unreadable(exc), str(path), COPY_AGAIN) from exc
 
 
 def _open_arrow(source: Any) -> Any:
@@ -147,7 +60,7 @@ def _class_names(schema: Any, files: list[Path], label: str) -> list[str] | None
             text = info_file.read_bytes()
         except OSError as exc:
             raise DistillError(
-                f"cannot read {info_file.name}: {exc}", str(info_file), _COPY_AGAIN
+                f"cannot read {info_file.name}: {exc}", str(info_file), COPY_AGAIN
             ) from exc
         features = _get(_json(text, str(info_file)), "features")
     names = _get(_get(features, label), "names")
@@ -219,7 +132,7 @@ def scan_hf_split(
     """
     import pyarrow.compute as pc
 
-    files = _files(root, where, data_root)
+    files = split_files(root, where, data_root)
     schema, _ = _table_schema(files[0])
     wanted = [image, label] if required or label in schema.names else [image]
     label = label if label in wanted else None
@@ -311,7 +224,7 @@ def _null_images(path: Path, image: str) -> int:
             return column.null_count
         meta = pq.ParquetFile(path).metadata
     except (OSError, pa.ArrowException) as exc:
-        raise DistillError(_unreadable(exc), str(path), _COPY_AGAIN) from exc
+        raise DistillError(_unreadable(exc), str(path), COPY_AGAIN) from exc
     nulls = 0
     for group in range(meta.num_row_groups):
         for col in range(meta.num_columns):
@@ -344,7 +257,7 @@ def _column(path: Path, name: str) -> Any:
                 return _open_arrow(source).read_all().column(name)
         return pq.read_table(path, columns=[name]).column(name)
     except (OSError, pa.ArrowException) as exc:
-        raise DistillError(_unreadable(exc), str(path), _COPY_AGAIN) from exc
+        raise DistillError(_unreadable(exc), str(path), COPY_AGAIN) from exc
 
 
 def row_labels(data: ShardSet, unit: Unit) -> list[int]:
@@ -361,7 +274,7 @@ def row_labels(data: ShardSet, unit: Unit) -> list[int]:
             group = pq.ParquetFile(unit.path).read_row_group(unit.part, columns=[label])
             column = group.column(label)
     except (OSError, pa.ArrowException) as exc:
-        raise DistillError(_unreadable(exc), str(unit.path), _COPY_AGAIN) from exc
+        raise DistillError(_unreadable(exc), str(unit.path), COPY_AGAIN) from exc
     return [-1 if value is None else int(value) for value in column.to_pylist()]
 
 
