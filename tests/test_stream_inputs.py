@@ -205,3 +205,28 @@ def test_a_save_to_disk_folder_reads_the_files_state_json_lists(tmp_path: Path) 
     with pytest.raises(DistillError) as err:
         scan_hf_split(tmp_path, "data.train_dir", "image", "label")
     assert str(err.value).startswith("data-00001-of-00002.arrow is listed in state.json but")
+
+
+def test_a_supervised_run_on_an_unlabeled_shard_split_names_the_split(tmp_path: Path) -> None:
+    from distill_cli import api
+    from tests.conftest import write_recipe
+
+    # img2dataset-style shards: .json metadata and .txt captions, no .cls: unlabeled images
+    train = [(f"{k}.{ext}", raw) for k in "abc" for ext, raw in (("jpg", class_jpeg(0, 1)),)]
+    train += [(f"{k}.json", b'{"label": 1}') for k in "abc"]
+    root = _split_root(tmp_path, sorted(train), _samples(["x", "y", "z"]))
+    data = {"source": "shards", "root": str(root), "train_dir": "train", "val_dir": "val"}
+    body = {
+        "model": {"model": "test_resnet", "input_size": 16},
+        "data": {"workers": 0, "load_size": 16, **data},
+        "method": {"name": "supervised"},
+        "schedule": {"epochs": 1, "batch_size": 3},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    with pytest.raises(DistillError) as err:  # was "data.distill_dir has none": there is none
+        api.plan(write_recipe(tmp_path, "sup", body))
+    assert str(err.value) == (
+        "method 'supervised' needs labels but the training split has none (shards) "
+        "(data.train_dir) - label it ({key}.cls members), or use method.name: "
+        "function_matching (it reads no labels)"
+    )

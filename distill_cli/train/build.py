@@ -85,7 +85,7 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
     check_method(recipe)  # what the recipe alone refuses: before the data and the models
     data, data_read = _planned_data(recipe, cls.needs_teacher, plan_only)
     if cls.needs_labels and not data.labeled_train:
-        raise _no_labels(cls.name)
+        raise _no_labels(cls.name, recipe.data.source)
     duplicates = _duplicates(recipe, data, world) if data_read else Duplicates()
     torch.manual_seed(rt.seed)
     student, teacher = _nets(recipe, cls, len(data.classes))
@@ -143,7 +143,16 @@ def check_method(recipe: Recipe) -> None:
     cls.check_recipe(recipe.method, recipe)
 
 
-def _no_labels(name: str) -> DistillError:
+def _no_labels(name: str, source: str | None = None) -> DistillError:
+    """An unlabeled `data.distill_dir`, or (with `source`) an unlabeled streamed training split:
+    each named as what it is (a shard split without `.cls` members was called distill_dir)."""
+    if source in ("shards", "hf_dataset"):
+        how = "{key}.cls members" if source == "shards" else "its data.label_column"
+        return DistillError(
+            f"method {name!r} needs labels but the training split has none ({source})",
+            "data.train_dir",
+            f"label it ({how}), or use method.name: function_matching (it reads no labels)",
+        )
     return DistillError(
         f"method {name!r} needs labels but data.distill_dir has none",
         "data.distill_dir",
