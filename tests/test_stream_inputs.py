@@ -230,3 +230,19 @@ def test_a_supervised_run_on_an_unlabeled_shard_split_names_the_split(tmp_path: 
         "(data.train_dir) - label it ({key}.cls members), or use method.name: "
         "function_matching (it reads no labels)"
     )
+
+
+def test_stated_split_sizes_must_be_what_the_data_read_holds(tmp_path: Path) -> None:
+    from distill_cli.data import build_data
+
+    # a copy missing shards: the plan said ImageNet's size, the run trained on what was there
+    root = _split_root(tmp_path, _samples(["a", "b", "c", "d"]), _samples(["x", "y"]))
+    args = {"train_dir": "train", "val_dir": "val", "holdout": 1}
+    data = build_data("shards", root, sizes=(4, 2), **args)  # the sizes before the holdout
+    assert (len(data.train), len(data.val), len(data.test or [])) == (3, 1, 2)
+    with pytest.raises(DistillError) as err:
+        build_data("shards", root, sizes=(1_281_167, None), **args)
+    assert str(err.value).startswith(
+        "data.train_images is 1,281,167 but the split holds 4 samples (data.train_dir: "
+    )
+    assert "set data.train_images: 4" in str(err.value)

@@ -51,6 +51,7 @@ def build_data(
     val_limit: int | None = None,
     synthetic: Mapping[str, int] | None = None,
     columns: tuple[str, str] = ("image", "label"),
+    sizes: tuple[int | None, int | None] = (None, None),
     holdout: int | None = None,
     seed: int = 0,
 ) -> DataBundle:
@@ -66,13 +67,14 @@ def build_data(
     full run hold out the same images) as the split evaluated during training; the validation
     split becomes the test split (`hold_out`, for every source); an image folder with no
     `val_dir` then has no test split. shards (tar files) and
-    hf_dataset (parquet/arrow, `columns` = image and label column) are streamed (`streamed.py`).
+    hf_dataset (parquet/arrow, `columns` = image and label column) are streamed (`streamed.py`);
+    `sizes` (train, val), where stated, must be what their splits hold.
     """
     if source in ("shards", "hf_dataset"):
         from distill_cli.data.streamed import streamed_splits
 
         limits = {"train_limit": train_limit, "subset": subset, "val_limit": val_limit}
-        train_s, val_s = streamed_splits(source, root, train_dir, val_dir, columns, limits)
+        train_s, val_s = streamed_splits(source, root, train_dir, val_dir, columns, limits, sizes)
         streamed = DataBundle(train=train_s, val=val_s)
         return streamed if holdout is None else hold_out(streamed, holdout, seed)
     if source == "fashion_mnist":

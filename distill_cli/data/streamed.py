@@ -27,8 +27,13 @@ def streamed_splits(
     val_dir: str,
     columns: tuple[str, str],
     limits: Mapping[str, int | None],
+    sizes: tuple[int | None, int | None] = (None, None),
 ) -> tuple[ShardSet, ShardSet]:
-    """(train, val) of a streamed source, counted and checked, nothing decoded."""
+    """(train, val) of a streamed source, counted and checked, nothing decoded.
+
+    `sizes` are `data.train_images`/`val_images`: what a plan counts where the data is not at
+    hand, so where it is they must agree with it (a copy missing shards, or sizes of another
+    data set, made the plan and the run disagree without a word)."""
     if root is None:
         raise DistillError(
             f"{source} needs data.root", "data.root", "set data.root to the data's folder"
@@ -61,6 +66,14 @@ def streamed_splits(
                 "the split has no samples",
                 f"{key}: {split.name}",
                 f"point {key} at a split that holds images",
+            )
+    for split, key, stated in zip((train, val), ("train", "val"), sizes, strict=True):
+        if stated is not None and stated != len(split):
+            raise DistillError(
+                f"data.{key}_images is {stated:,} but the split holds {len(split):,} samples",
+                f"data.{key}_dir: {split.name}",
+                f"set data.{key}_images: {len(split)} (or drop it: the data is at hand), or "
+                "copy the split's missing files",
             )
     if not val.labeled:  # only tar shards get here: a parquet val split needs its label column
         raise DistillError(

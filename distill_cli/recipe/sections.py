@@ -189,7 +189,8 @@ class DataSpec(Strict):
     train_images: PositiveInt | None = Field(
         None,
         description="shards, hf_dataset: the training split's size, used by --dry-run when the "
-        "data is not at hand (a laptop planning a cluster run)",
+        "data is not at hand (a laptop planning a cluster run), checked against the data read "
+        "when it is",
     )
     val_images: PositiveInt | None = Field(None, description="as train_images, for val_dir")
     distill_dir: UserPath | None = Field(
@@ -292,6 +293,7 @@ class DataSpec(Strict):
             "holdout": self.holdout,
             "synthetic": self.synthetic.model_dump(),
             "columns": (self.image_column, self.label_column),
+            "sizes": (self.train_images, self.val_images),
         }
 
 
