@@ -246,3 +246,14 @@ def test_stated_split_sizes_must_be_what_the_data_read_holds(tmp_path: Path) -> 
         "data.train_images is 1,281,167 but the split holds 4 samples (data.train_dir: "
     )
     assert "set data.train_images: 4" in str(err.value)
+
+
+def test_a_folder_of_train_and_validation_shards_is_refused_naming_each(tmp_path: Path) -> None:
+    # data.train_dir: . (or *.tar) over imagenet1k-train-*.tar and imagenet1k-validation-*.tar
+    _tar(tmp_path / "in1k-train-0000.tar", _samples(["a", "b"]))
+    _tar(tmp_path / "in1k-validation-00.tar", _samples(["c", "d"]))
+    for pattern in (tmp_path, tmp_path / "*.tar"):
+        line = _refused(str(pattern))
+        assert line.startswith("the shards are of 2 splits (train, validation): reading them")
+        assert "train: in1k-train*.tar, validation: in1k-validation*.tar" in line
+    assert len(scan_tar_split(str(tmp_path / "in1k-train*.tar"), "data.train_dir")) == 2

@@ -11,6 +11,7 @@ import os
 import re
 from pathlib import Path
 
+from distill_cli.data.folder_layout import SPLIT_NAMES
 from distill_cli.errors import DistillError
 
 #: What to do about a parquet or arrow file that cannot be read: it is damaged or not one.
@@ -21,14 +22,10 @@ COPY_AGAIN = "copy the file again (it is damaged, or not parquet/arrow)"
 _SPLIT_FILE = re.compile(r"^(?P<split>.+?)-\d{5}-of-\d{5}(-[0-9a-f]+)?\.(parquet|arrow)$")
 
 
-#: Split names `datasets` and people use for a file (`test.parquet`, from to_parquet) or a
-#: folder (the Hub's parquet export: `default/train/0000.parquet`).
-_SPLIT_NAMES = ("train", "validation", "valid", "val", "dev", "test")
-
-
 def _splits(files: list[Path], root: Path) -> dict[str, str]:
     """The splits `files` belong to (split -> its files as a pattern relative to `root`): by the
-    Hub's file names, else a file or folder named as a split; files of no split are none."""
+    Hub's file names, else a file (`test.parquet`, from to_parquet) or folder (the Hub's parquet
+    export, `default/train/0000.parquet`) named as a split; files of no split are none."""
     out: dict[str, str] = {}
     for path in files:
         rel = os.path.relpath(path.parent, root)
@@ -36,9 +33,9 @@ def _splits(files: list[Path], root: Path) -> dict[str, str]:
         match = _SPLIT_FILE.match(path.name)
         if match:
             out.setdefault(match["split"], f"{folder}{match['split']}-*{path.suffix}")
-        elif path.stem.lower() in _SPLIT_NAMES:
+        elif path.stem.lower() in SPLIT_NAMES:
             out.setdefault(path.stem, f"{folder}{path.name}")
-        elif path.parent.name.lower() in _SPLIT_NAMES and path.parent != root:
+        elif path.parent.name.lower() in SPLIT_NAMES and path.parent != root:
             out.setdefault(path.parent.name, folder)
     return out
 

@@ -76,6 +76,16 @@ def resolve_shards(pattern: str, where: str) -> list[Path]:
             "decompress them (gunzip, or `tar` them again without compression) and name the "
             ".tar files",
         )
+    splits = _tar_splits(files)
+    if len(splits) > 1:  # a folder (or `*.tar`) of train-*.tar and val-*.tar: read whole
+        raise DistillError(
+            f"the shards are of {len(splits)} splits ({', '.join(splits)}): reading them whole "
+            "would mix them",
+            f"{where}: {pattern}",
+            "point data.train_dir and data.val_dir at one split each ("
+            + ", ".join(f"{split}: {shown}" for split, shown in splits.items())
+            + ")",
+        )
     if not files:
         raise DistillError(
             "no tar shards match",
@@ -83,6 +93,22 @@ def resolve_shards(pattern: str, where: str) -> list[Path]:
             "give a folder of .tar files or a pattern such as train-{000000..000099}.tar",
         )
     return files
+
+
+def _tar_splits(files: list[Path]) -> dict[str, str]:
+    """The splits shard names say (`imagenet1k-validation-00.tar`: validation): split -> a glob
+    of its shards; names saying none (or two) count for none."""
+    import re
+
+    from distill_cli.data.folder_layout import SPLIT_NAMES
+
+    out: dict[str, str] = {}
+    for path in files:
+        words = [w for w in re.split(r"[-_.]", path.name) if w.lower() in SPLIT_NAMES]
+        if len(words) == 1:
+            stem = path.name[: path.name.index(words[0]) + len(words[0])]
+            out.setdefault(words[0], f"{stem}*.tar")
+    return out
 
 
 def _compressed(path: Path) -> bool:
