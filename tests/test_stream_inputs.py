@@ -257,3 +257,13 @@ def test_a_folder_of_train_and_validation_shards_is_refused_naming_each(tmp_path
         assert line.startswith("the shards are of 2 splits (train, validation): reading them")
         assert "train: in1k-train*.tar, validation: in1k-validation*.tar" in line
     assert len(scan_tar_split(str(tmp_path / "in1k-train*.tar"), "data.train_dir")) == 2
+
+
+def test_a_streamed_template_is_sized_by_its_stated_training_images(tmp_path: Path) -> None:
+    from distill_cli.students.recipe import train_images
+
+    # a folder of shards holds no image files: it counted 0 (no size) whatever was stated
+    _tar(tmp_path / "train" / "s-0.tar", _samples(["a", "b"]))
+    section = {"source": "shards", "root": str(tmp_path), "train_dir": "train"}
+    assert train_images({**section, "train_images": 50_000}) == 50_000
+    assert train_images(section) is None

@@ -207,7 +207,7 @@ def scan_shard(path: Path) -> tuple[int, list[int], bool]:
                 elif ext == "cls":
                     fh = tar.extractfile(member)
                     text = fh.read().decode().strip() if fh else ""
-                    if not text.isdigit():
+                    if not (text.isascii() and text.isdigit()):  # int("³") fails
                         raise DistillError(
                             f"label {text!r} is not a class number (0, 1, 2, ...)",
                             f"{path}:{key}",

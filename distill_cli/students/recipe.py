@@ -119,6 +119,9 @@ def train_images(section: dict[str, Any]) -> int | None:
         return SyntheticSpec().train_size
     if source == "fashion_mnist":
         return FASHION_MNIST_TRAIN
+    if source in ("shards", "hf_dataset"):  # its files are not images: 0 sized nothing
+        images = section.get("train_images")
+        return int(images) if images else None
     from distill_cli.data.folders import image_files
 
     folder = Path(section["root"]) / section.get("train_dir", "train")
