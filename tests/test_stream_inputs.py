@@ -98,6 +98,15 @@ def test_val_labels_in_json_or_txt_members_say_to_write_cls(tmp_path: Path) -> N
         streamed_splits("shards", root, "train", "val", ("image", "label"), {})
     assert "{key}.cls member holding its class number" in str(err.value)
     assert ".json and .txt members are not read as labels" in str(err.value)
+    # `tar cf` of an image folder: the class folders are inside the tar, no .cls
+    folders = [(f"val/{c}/{n}.jpg", class_jpeg(i, n)) for i, c in enumerate("ab") for n in (1, 2)]
+    _tar(root / "val" / "s-0.tar", folders)
+    with pytest.raises(DistillError) as err:
+        streamed_splits("shards", root, "train", "val", ("image", "label"), {})
+    assert str(err.value).startswith(
+        "the validation split has no labels (its images are in folders inside the tar: a folder "
+        "is not a label)"
+    )
 
 
 def _parquet(path: Path, labels: list[int]) -> Path:

@@ -111,6 +111,22 @@ def _tar_splits(files: list[Path]) -> dict[str, str]:
     return out
 
 
+def foldered(path: Path, look: int = 64) -> bool:
+    """Whether the shard's first images are in folders inside the tar (`tar cf` of an image
+    folder, `cat/0001.jpg`): said when such a split has no labels, since the folder is not one."""
+    try:
+        with tarfile.open(path, "r:") as tar:
+            for n, member in enumerate(tar):
+                split = _key_ext(member.name) if member.isfile() else None
+                if split and split[1] in image_exts():
+                    return "/" in split[0]
+                if n >= look:
+                    break
+    except (tarfile.TarError, OSError):
+        pass
+    return False
+
+
 def _compressed(path: Path) -> bool:
     return path.name.lower().endswith(COMPRESSED)
 

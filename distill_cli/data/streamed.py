@@ -76,8 +76,15 @@ def streamed_splits(
                 "copy the split's missing files",
             )
     if not val.labeled:  # only tar shards get here: a parquet val split needs its label column
+        from distill_cli.data.shards import foldered
+
         raise DistillError(
-            "the validation split has no labels",
+            "the validation split has no labels"
+            + (
+                " (its images are in folders inside the tar: a folder is not a label)"
+                if foldered(val.units[0].path)
+                else ""
+            ),
             val.name,
             "give each sample a {key}.cls member holding its class number (0, 1, ...); "
             ".json and .txt members are not read as labels",
