@@ -64,6 +64,10 @@ def test_compressed_tars_are_refused_saying_to_decompress(tmp_path: Path) -> Non
 
 
 def test_malformed_samples_are_named_before_training(tmp_path: Path) -> None:
+    # an empty file, or not a tar: the line said what but not what to do
+    (tmp_path / "zero.tar").write_bytes(b"")
+    line = _refused(str(tmp_path / "zero.tar"))
+    assert line.startswith("cannot read tar shard: empty file (") and "- write the shard" in line
     # keys with dots: WebDataset's key is `img`, its extension `0001.jpg`: no image at all
     dotted = _samples(["img.0001", "img.0002"])
     line = _refused(str(_tar(tmp_path / "dots.tar", dotted)))

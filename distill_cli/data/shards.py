@@ -156,6 +156,8 @@ def _hidden(name: str) -> bool:
 #: tar's end-of-archive marker: two zero blocks after the last member (every writer puts it)
 END_MARKER = bytes(2 * tarfile.BLOCKSIZE)
 TRUNCATED_HINT = "copy the shard again (its copy was cut short), or remove it from the split"
+#: an empty file, or not a tar (a zip, a download's HTML error page): no hint was given
+_NOT_A_TAR = "write the shard again as a tar file (tar cf, webdataset's ShardWriter), or remove it"
 
 
 def truncation(path: Path, end: int | None = None) -> str | None:
@@ -232,7 +234,7 @@ def scan_shard(path: Path) -> tuple[int, list[int], bool]:
                     labels[key] = int(text)
             end = tar.offset
     except (tarfile.TarError, OSError, UnicodeDecodeError) as exc:
-        hint = TRUNCATED_HINT if "unexpected end" in str(exc) else ""
+        hint = TRUNCATED_HINT if "unexpected end" in str(exc) else _NOT_A_TAR
         raise DistillError(f"cannot read tar shard: {exc}", str(path), hint) from exc
     cut = truncation(path, end)
     if cut:
