@@ -280,3 +280,16 @@ def test_a_streamed_template_is_sized_by_its_stated_training_images(tmp_path: Pa
     section = {"source": "shards", "root": str(tmp_path), "train_dir": "train"}
     assert train_images({**section, "train_images": 50_000}) == 50_000
     assert train_images(section) is None
+
+
+def test_a_missing_column_names_the_column_to_set(tmp_path: Path) -> None:
+    # CIFAR-100 as the Hub serves it: `img` and `fine_label` (and `coarse_label`)
+    image = pa.array([class_jpeg(0, n) for n in range(2)])
+    table = pa.table({"img": image, "fine_label": [0, 1], "coarse_label": [1, 0]})
+    pq.write_table(table, tmp_path / "t.parquet")
+    with pytest.raises(DistillError) as err:
+        scan_hf_split(tmp_path / "t.parquet", "data.train_dir", "image", "label")
+    assert str(err.value).endswith("- set data.image_column: img")
+    with pytest.raises(DistillError) as err:  # two integer columns: which one is not guessed
+        scan_hf_split(tmp_path / "t.parquet", "data.train_dir", "img", "label")
+    assert str(err.value).endswith("- set data.image_column / data.label_column to its columns")

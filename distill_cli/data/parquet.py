@@ -83,6 +83,24 @@ def _get(value: Any, key: str) -> Any:
     return value.get(key) if isinstance(value, dict) else None
 
 
+def _which_column(schema: Any, key: str) -> str:
+    """What to set for a missing column: the one column holding image bytes (CIFAR's `img`)
+    or class numbers (`fine_label`, `labels`) when there is exactly one, else the keys."""
+    import pyarrow as pa
+
+    def fits(kind: Any) -> bool:
+        if key == "label_column":
+            return pa.types.is_integer(kind)
+        if pa.types.is_struct(kind) and kind.get_field_index("bytes") >= 0:
+            kind = kind.field("bytes").type
+        return pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+
+    found = [f.name for f in schema if fits(f.type)]
+    if len(found) == 1:
+        return f"set data.{key}: {found[0]}"
+    return "set data.image_column / data.label_column to its columns"
+
+
 def _check_types(schema: Any, image: str, label: str | None, where: str) -> None:
     """Image bytes and integer class numbers, as `datasets`' Image and ClassLabel features
     store them. Anything else was a traceback in a worker (paths as strings), or trained on
@@ -141,10 +159,11 @@ def scan_hf_split(
         schema_here, rows = _table_schema(path)
         missing = [c for c in wanted if c not in schema_here.names]
         if missing:
+            key = "image_column" if missing[0] == image else "label_column"
             raise DistillError(
                 f"the data set has no column {missing[0]!r} (it has {schema_here.names})",
                 str(path),
-                "set data.image_column / data.label_column to its columns",
+                _which_column(schema_here, key),
             )
         _check_types(schema_here, image, label, str(path))
         empty = _null_images(path, image)
