@@ -34,3 +34,38 @@ def test_a_re_export_removes_the_previous_exports_variants(run: Path, tmp_path: 
     ]
     assert second.variants == {}
     assert any("removed model.int8.onnx" in n for n in second.to_dict()["source"]["notes"])
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "advice"),
+    [
+        ("--min-top1", "0.9", "give a percentage: 90 for 90%"),
+        ("--min-top1", "1", "give a percentage: 100 for 100%"),
+        ("--min-variant-agreement", "0.99", "give a percentage: 99 for 99%"),
+    ],
+)
+def test_a_percent_gate_written_as_a_fraction_is_refused(
+    flag: str, value: str, advice: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--min-top1 0.9` (a CI config holding 90% as a fraction) was a 0.9% floor that every
+    file passed; it is refused before any work, saying what to write, on the CLI and the API."""
+    from distill_cli.cli.entry import entry
+    from distill_cli.errors import DistillError
+
+    args = ["export", "test_resnet", "--input-size", "32", "--out", str(tmp_path / "x")]
+    with pytest.raises(SystemExit) as info:
+        entry([*args, "--quantize", "int8", flag, value])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert info.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: ") and f"({flag})" in err[0] and advice in err[0], err
+    assert not (tmp_path / "x").exists()  # refused before any work
+    key = flag.removeprefix("--").replace("-", "_")
+    with pytest.raises(DistillError, match=advice):
+        api.export("test_resnet", input_size=32, quantize="int8", **{key: float(value)})
+
+
+def test_a_zero_or_a_real_percentage_gate_is_taken() -> None:
+    from distill_cli.export.gates import Gates
+
+    for value in (0, 0.0, 1.5, 90, 100):
+        Gates(min_top1=value, min_variant_agreement=value).validate(["int8"], latency=False)
