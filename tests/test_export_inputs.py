@@ -69,3 +69,42 @@ def test_a_zero_or_a_real_percentage_gate_is_taken() -> None:
 
     for value in (0, 0.0, 1.5, 90, 100):
         Gates(min_top1=value, min_variant_agreement=value).validate(["int8"], latency=False)
+
+
+def test_a_folder_that_is_not_a_run_is_refused_naming_what_to_pass(
+    run: Path, tmp_path: Path
+) -> None:
+    """The advice was "pass runs/<name>" whatever was given; a run's export/ or checkpoints/
+    folder, a folder of runs, and a run that stopped before its best checkpoint now name the
+    path that works, for `distill export` and `distill bench latency` alike."""
+    import shutil
+
+    from distill_cli.errors import DistillError
+
+    runs = tmp_path / "runs"
+    copy = runs / "r"
+    shutil.copytree(run, copy)
+    (copy / "export").mkdir()
+    (copy / "export" / "model.int8.onnx").write_bytes(b"")
+    (copy / "export" / "model.onnx").write_bytes(b"")
+    stopped = runs / "stopped"
+    shutil.copytree(run, stopped)
+    (stopped / "checkpoints" / "best.safetensors").unlink()
+    cases = {
+        copy / "export": f"pass the run folder {copy} (to time an exported file alone: "
+        f"distill bench latency {copy / 'export' / 'model.onnx'})",
+        copy / "checkpoints": f"pass the run folder {copy}",
+        runs: f"pass one of the runs in it: {copy}, {stopped}",
+        stopped: "finish (or --resume) the run first, or pass its last checkpoint, "
+        f"{stopped / 'checkpoints' / 'last.safetensors'}",
+    }
+    for source, advice in cases.items():
+        for call in (api.export, api.bench_latency):
+            with pytest.raises(DistillError) as info:
+                call(source)
+            assert info.value.hint == advice, (call, source, str(info.value))
+    # the advice works: the last checkpoint it names exports
+    last = api.export(
+        stopped / "checkpoints" / "last.safetensors", out=tmp_path / "o", latency=False
+    )
+    assert last.parity_passed
