@@ -10,6 +10,14 @@ import pytest
 from distill_cli import api
 from tests.conftest import fm_body, write_recipe
 
+#: An export that checks parity alone, as fast as it goes (no latency, teacher or onnxsim).
+QUICK: dict[str, object] = {
+    "latency": False,
+    "teacher": False,
+    "simplify": False,
+    "exporter": "torchscript",
+}
+
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -25,9 +33,9 @@ def test_a_re_export_removes_the_previous_exports_variants(run: Path, tmp_path: 
     """An int8 file from an export with --quantize int8 is not left beside the report of a
     later export without it: CI uploads the folder, and nothing checked that file."""
     out = tmp_path / "export"
-    first = api.export(run, out=out, quantize="int8", calib_images=16, latency=False)
+    first = api.export(run, out=out, quantize="int8", calib_images=16, **QUICK)
     assert (out / "model.int8.onnx").is_file() and "int8" in first.variants
-    second = api.export(run, out=out, latency=False)
+    second = api.export(run, out=out, **QUICK)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
         "model.onnx",
         "report.json",
@@ -104,7 +112,34 @@ def test_a_folder_that_is_not_a_run_is_refused_naming_what_to_pass(
                 call(source)
             assert info.value.hint == advice, (call, source, str(info.value))
     # the advice works: the last checkpoint it names exports
-    last = api.export(
-        stopped / "checkpoints" / "last.safetensors", out=tmp_path / "o", latency=False
-    )
+    last = api.export(stopped / "checkpoints" / "last.safetensors", out=tmp_path / "o", **QUICK)
     assert last.parity_passed
+
+
+def test_a_run_whose_images_are_gone_says_how_to_point_it_at_them(
+    run: Path, tmp_path: Path
+) -> None:
+    """Data that moved without the run: parity runs on random inputs with a note, and the note
+    said "check data.root" (a recipe key of the run's saved recipe, which an export never
+    reads again); it now names --recipe, and following it checks parity on the images."""
+    import yaml
+
+    from tests.conftest import class_jpeg
+
+    recipe = tmp_path / "data.yaml"
+    body = yaml.safe_load((run / "recipe.yaml").read_text())
+    body["data"] = {"source": "image_folder", "root": str(tmp_path / "images"), "workers": 0}
+    recipe.write_text(yaml.safe_dump(body))
+    report = api.export(run, recipe=recipe, out=tmp_path / "o", **QUICK)
+    (note,) = [n for n in report.notes if n.startswith("no validation data")]
+    assert "pass --recipe R" in note and "check data.root" not in note, note
+    assert report.to_dict()["parity"]["inputs"]["kind"] == "random"
+    for split in ("train", "val"):
+        for label in range(4):
+            folder = tmp_path / "images" / split / f"class_{label}"
+            folder.mkdir(parents=True)
+            for i in range(2):
+                (folder / f"{i}.jpg").write_bytes(class_jpeg(label % 3, i))
+    report = api.export(run, recipe=recipe, out=tmp_path / "o", **QUICK)
+    assert report.to_dict()["parity"]["inputs"]["kind"] == "validation"
+    assert not [n for n in report.notes if n.startswith("no validation data")]

@@ -134,7 +134,12 @@ def _load_data(recipe: Recipe, notes: list[str]) -> DataBundle | None:
     try:
         return build_data(**recipe.data.data_args(), seed=recipe.runtime.seed)
     except DistillError as exc:
-        notes.append(f"no validation data ({exc}); parity uses random inputs")
+        # the data error's own advice ("check data.root") is about a recipe the user is
+        # writing; an export reads the run's saved one, and --recipe is what points it elsewhere
+        notes.append(
+            f"no validation data ({exc.what}: {exc.where}); parity uses random inputs - pass "
+            "--recipe R whose data: section finds the images where they are now"
+        )
         return None
 
 
