@@ -143,3 +143,32 @@ def test_a_run_whose_images_are_gone_says_how_to_point_it_at_them(
     report = api.export(run, recipe=recipe, out=tmp_path / "o", **QUICK)
     assert report.to_dict()["parity"]["inputs"]["kind"] == "validation"
     assert not [n for n in report.notes if n.startswith("no validation data")]
+
+
+def test_a_checkpoint_under_another_timm_name_is_refused_naming_its_model(
+    run: Path, tmp_path: Path
+) -> None:
+    """`distill export test_resnet --checkpoint <a test_efficientnet run's best>` failed with
+    "73 missing, 83 unexpected keys ... strict: false loads only the matching keys", a recipe
+    key neither command has; the side file names the model, so the refusal says so. A plain
+    state dict without one names its real path, not "FILE"."""
+    import safetensors.torch
+    import torch
+
+    from distill_cli.errors import DistillError
+
+    best = run / "checkpoints" / "best.safetensors"
+    for call in (api.export, api.bench_latency):
+        with pytest.raises(DistillError) as info:
+            call("test_resnet", checkpoint=best)
+        assert "saved from test_efficientnet (its side file), not test_resnet" in str(info.value)
+        assert "test_efficientnet with --checkpoint" in (info.value.hint or "")
+    plain = tmp_path / "plain.pth"
+    torch.save(safetensors.torch.load_file(best), plain)
+    with pytest.raises(DistillError) as info:
+        api.export(plain)
+    assert f"distill export MODEL --checkpoint {plain}" in (info.value.hint or "")
+    # what it says works: the timm name with the file
+    assert api.export(
+        "test_efficientnet", checkpoint=plain, out=tmp_path / "o", **QUICK
+    ).parity_passed

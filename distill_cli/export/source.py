@@ -255,9 +255,10 @@ def _from_checkpoint(
             "the checkpoint has no sidecar naming its model"
             + (f" (the file says it was saved from {arch!r})" if arch else ""),
             str(ckpt.with_suffix(".json")),
-            f"pass the timm name as SOURCE: distill export {arch or 'resnet18'} --checkpoint "
-            + (str(ckpt) if arch else "FILE")
-            + (f" --checkpoint-key {key}" if key else ""),
+            "pass the timm name it was built from as SOURCE: distill export "
+            + (f"{arch} --checkpoint {ckpt}" if arch else f"MODEL --checkpoint {ckpt}")
+            + (f" --checkpoint-key {key}" if key else "")
+            + ("" if arch else " (MODEL: e.g. resnet18)"),
         )
     notes: list[str] = []
     run = run or _run_dir_of(ckpt)
@@ -331,6 +332,19 @@ def _from_timm(
     check_model_name(name)
     notes: list[str] = []
     meta = read_sidecar(checkpoint) if checkpoint is not None else {}
+    saved = meta.get("model")
+    if (
+        checkpoint is not None
+        and isinstance(saved, str)
+        and saved.split(".")[0] != name.split(".")[0]
+    ):
+        # it failed later as "73 missing, 83 unexpected keys ... strict: false loads only the
+        # matching keys", a recipe key the export has no flag for
+        raise DistillError(
+            f"the checkpoint was saved from {saved} (its side file), not {name}",
+            str(checkpoint),
+            f"pass the checkpoint itself as SOURCE, or the timm name {saved} with --checkpoint",
+        )
     rec = load_recipe(recipe_path) if recipe_path is not None else None
     data = _load_data(rec, notes) if rec is not None else None
     classes = num_classes or meta.get("num_classes")
