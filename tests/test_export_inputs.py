@@ -172,3 +172,22 @@ def test_a_checkpoint_under_another_timm_name_is_refused_naming_its_model(
     assert api.export(
         "test_efficientnet", checkpoint=plain, out=tmp_path / "o", **QUICK
     ).parity_passed
+
+
+def test_a_quoted_tilde_is_the_home_folder_in_every_path(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--out "~/artifacts"` (quoted in a CI file, so no shell expanded it) wrote into a folder
+    named "~" in the working directory, and a SOURCE, --onnx or bench FILE under "~" was "not
+    found"; recipes expand "~", and now so do the export's and bench's paths."""
+    monkeypatch.setenv("HOME", str(run.parent))
+    monkeypatch.chdir(tmp_path)
+    report = api.export(f"~/{run.name}", out="~/artifacts", **QUICK)
+    onnx = run.parent / "artifacts" / "model.onnx"
+    assert report.onnx == onnx and onnx.is_file()
+    assert not (tmp_path / "~").exists()
+    again = api.export(run, onnx="~/artifacts/model.onnx", out=tmp_path / "o", **QUICK)
+    assert again.parity_passed
+    timing = {"warmup": 1, "runs": 2, "min_time_s": 0, "threads": 1, "batch": 2}
+    bench = api.bench_latency("~/artifacts/model.onnx", **timing)
+    assert bench.latency_of("onnxruntime").p50_ms > 0
