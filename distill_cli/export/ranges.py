@@ -39,7 +39,11 @@ def check_percent(value: float | None, flag: str) -> None:
     """A percentage gate (0 to 100) that is not written as a fraction: CI configs that hold
     accuracies as fractions wrote `--min-top1 0.9` for 90%, a gate every file passed. A value
     above 0 and up to 1 is refused, saying what to write; 0 (no floor) stays allowed."""
-    check_range(value, flag, 0.0, 100.0)
+    check_range(value, flag)  # a number, finite
+    if value is not None and not 0 <= value <= 100:
+        raise DistillError(
+            f"{value:g} is not a percentage (0 to 100)", flag, "give a value from 0 to 100, e.g. 99"
+        )
     if value is not None and 0 < value <= 1:
         raise DistillError(
             f"{value:g} reads as {value:g}%, a floor nearly any file passes; it looks like a "
