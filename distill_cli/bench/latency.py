@@ -20,7 +20,7 @@ import onnx
 from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
 from distill_cli.export.onnx_export import DEFAULT_OPSET, Exporter, check_onnx, export_onnx
-from distill_cli.export.options import check_opset
+from distill_cli.export.options import check_opset, expand_home
 from distill_cli.export.report import Block, Key, LatencyEntry, LatencyReport
 from distill_cli.export.source import resolve_source
 from distill_cli.export.timing import latency_block
@@ -199,6 +199,8 @@ def bench_latency(
     check_opset(opset, exporter)
 
     torch.set_num_threads(plan.threads)
+    target = expand_home(target)  # a quoted "~/x.onnx" was "not found"
+    checkpoint = None if checkpoint is None else Path(checkpoint).expanduser()
     path = Path(target)
     if path.suffix == ".onnx":
         if not path.is_file():

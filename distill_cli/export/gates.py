@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from distill_cli.errors import DistillError, RunFailed
-from distill_cli.export.ranges import check_range
+from distill_cli.export.ranges import check_percent, check_range
 from distill_cli.export.report import ExportReport, Figure
 
 LATENCY_STATS = ("p50", "p90")
@@ -46,22 +46,16 @@ class Gates:
         """Usage errors (exit 2) before any work: a threshold out of range (the CLI's flags
         check the same bounds; a Python caller does not go through them), or a gate that could
         never be evaluated."""
-        check_range(self.min_top1, "--min-top1", 0.0, 100.0)
+        check_percent(self.min_top1, "--min-top1")
         check_range(self.max_top1_drop, "--max-top1-drop", 0.0)
         check_range(self.max_latency_ms, "--max-latency-ms", 0.0)
-        if self.min_variant_agreement is not None:
-            if not 0 <= self.min_variant_agreement <= 100:
-                raise DistillError(
-                    "the agreement is a percentage (0 to 100)",
-                    "--min-variant-agreement",
-                    "give a value from 0 to 100, e.g. 99",
-                )
-            if not variants:
-                raise DistillError(
-                    "--min-variant-agreement needs a variant to gate",
-                    "--min-variant-agreement",
-                    "add --quantize int8 or --precision fp16",
-                )
+        check_percent(self.min_variant_agreement, "--min-variant-agreement")
+        if self.min_variant_agreement is not None and not variants:
+            raise DistillError(
+                "--min-variant-agreement needs a variant to gate",
+                "--min-variant-agreement",
+                "add --quantize int8 or --precision fp16",
+            )
         if self.latency_stat not in LATENCY_STATS:
             raise DistillError(
                 f"unknown latency statistic {self.latency_stat!r}", "--latency-stat", "p50 or p90"

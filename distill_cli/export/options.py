@@ -8,6 +8,7 @@ when the object is made, so a Python caller is refused the same values the CLI's
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,11 @@ def check_opset(opset: int, exporter: str) -> None:
             "--opset",
             f"pass --exporter torchscript for opset {opset}, or --opset 18",
         )
+
+
+def expand_home(target: str) -> str:
+    """SOURCE or FILE with a leading `~` expanded, as a shell would; a timm name as it is."""
+    return os.path.expanduser(target) if target.startswith("~") else target
 
 
 @dataclass
@@ -83,6 +89,14 @@ class ExportOptions:
     force: bool = False
 
     def __post_init__(self) -> None:
+        # a "~" the shell did not expand (quoted in a CI file, a Python string) made `--out`
+        # a folder named "~" in the working directory and SOURCE/--onnx "not found"; recipes
+        # expand it (recipe.fields), so the export's paths do too
+        self.source = expand_home(self.source)
+        for name in ("out", "checkpoint", "recipe", "onnx"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, Path(value).expanduser())
         self.validate()
 
     @classmethod

@@ -148,6 +148,7 @@ def _run(
     paths = [] if opts.onnx is not None else [out / MODEL_FILE, simplified_path(out / MODEL_FILE)]
     paths += [variant_path(out, name) for name in opts.variants]
     files.update({path: _identity(path) for path in paths})
+    _remove_stale(out, paths, opts.onnx, src.notes, log)
     onnx_path, onnx_block = produce_onnx(src, opts, out, inputs, rep, prep, log)
     log(f"parity: PyTorch vs ONNX Runtime on {inputs.count} {inputs.kind} inputs")
     fp32_out = collect(ort_file_runner(onnx_path), inputs)
@@ -197,6 +198,24 @@ def _run(
     )
     report.write(out)
     return report
+
+
+def _remove_stale(
+    out: Path, written: list[Path], onnx: Path | None, notes: list[str], log: Log
+) -> None:
+    """Remove the model files a previous export left in `out` that this one will not write (an
+    int8 file from an export with --quantize int8, the fp32 file when --onnx checks another):
+    they would sit beside a report that never checked them, and CI uploads the whole folder."""
+    keep = {p.resolve() for p in written} | ({onnx.resolve()} if onnx is not None else set())
+    for name in (MODEL_FILE, *(variant_path(out, v).name for v in (*PRECISIONS, *QUANTIZATIONS))):
+        path = out / name
+        if path.resolve() in keep or not path.is_file():
+            continue
+        path.unlink()
+        Path(f"{path}.data").unlink(missing_ok=True)  # its external weights, if it had any
+        message = f"removed {name} left by a previous export (this export did not make it)"
+        notes.append(message)
+        log(message)
 
 
 def _load_size(src: Source) -> int | None:

@@ -35,6 +35,24 @@ def check_range(
         raise DistillError(f"{value} is not in the range {bounds}", flag, f"give {bounds}")
 
 
+def check_percent(value: float | None, flag: str) -> None:
+    """A percentage gate (0 to 100) that is not written as a fraction: CI configs that hold
+    accuracies as fractions wrote `--min-top1 0.9` for 90%, a gate every file passed. A value
+    above 0 and up to 1 is refused, saying what to write; 0 (no floor) stays allowed."""
+    check_range(value, flag)  # a number, finite
+    if value is not None and not 0 <= value <= 100:
+        raise DistillError(
+            f"{value:g} is not a percentage (0 to 100)", flag, "give a value from 0 to 100, e.g. 99"
+        )
+    if value is not None and 0 < value <= 1:
+        raise DistillError(
+            f"{value:g} reads as {value:g}%, a floor nearly any file passes; it looks like a "
+            "fraction",
+            flag,
+            f"give a percentage: {value * 100:g} for {value * 100:g}%",
+        )
+
+
 def check_count(value: object, flag: str, low: int) -> None:
     """A whole number of at least `low` (steps, rounds): 0 steps was a StatisticsError from an
     empty median, "3" a TypeError from an addition."""

@@ -23,6 +23,7 @@ import torch
 from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
 from distill_cli.export.class_names import class_names
+from distill_cli.export.source_advice import flag_error, run_advice
 from distill_cli.host import sha256_file
 from distill_cli.models.checkpoint import read_sidecar
 from distill_cli.models.create import Net, create_net, infer_num_classes
@@ -133,7 +134,12 @@ def _load_data(recipe: Recipe, notes: list[str]) -> DataBundle | None:
     try:
         return build_data(**recipe.data.data_args(), seed=recipe.runtime.seed)
     except DistillError as exc:
-        notes.append(f"no validation data ({exc}); parity uses random inputs")
+        # the data error's own advice ("check data.root") is about a recipe the user is
+        # writing; an export reads the run's saved one, and --recipe is what points it elsewhere
+        notes.append(
+            f"no validation data ({exc.what}: {exc.where}); parity uses random inputs - pass "
+            "--recipe R whose data: section finds the images where they are now"
+        )
         return None
 
 
@@ -207,15 +213,15 @@ def _from_run(
         )
     rec_file, best = RunDir(run).recipe, RunDir(run).best
     if not rec_file.is_file():
-        raise DistillError(
-            "not a run directory (no recipe.yaml)", str(run), "pass runs/<name> from `distill run`"
-        )
+        raise DistillError("not a run directory (no recipe.yaml)", str(run), run_advice(run))
     pid = RunDir(run).training()
     if not best.is_file():
+        last = RunDir(run).last
         raise DistillError(
             "the run has no best checkpoint yet" + (f"; it is training (pid {pid})" if pid else ""),
             str(best),
-            "export it once its first epoch ends" if pid else "finish (or --resume) the run first",
+            ("export it once its first epoch ends" if pid else "finish (or --resume) the run first")
+            + (f", or pass its last checkpoint, {last}" if last.is_file() and not pid else ""),
         )
     src = _from_checkpoint(best, recipe_path, None, run=run, key=key)
     if pid:  # exported silently, as if it were the finished run's
@@ -249,9 +255,10 @@ def _from_checkpoint(
             "the checkpoint has no sidecar naming its model"
             + (f" (the file says it was saved from {arch!r})" if arch else ""),
             str(ckpt.with_suffix(".json")),
-            f"pass the timm name as SOURCE: distill export {arch or 'resnet18'} --checkpoint "
-            + (str(ckpt) if arch else "FILE")
-            + (f" --checkpoint-key {key}" if key else ""),
+            "pass the timm name it was built from as SOURCE: distill export "
+            + (f"{arch} --checkpoint {ckpt}" if arch else f"MODEL --checkpoint {ckpt}")
+            + (f" --checkpoint-key {key}" if key else "")
+            + ("" if arch else " (MODEL: e.g. resnet18)"),
         )
     notes: list[str] = []
     run = run or _run_dir_of(ckpt)
@@ -312,28 +319,6 @@ def _checkpoint_classes(name: str, checkpoint: Path, key: str | None) -> int | N
     return head_rows(checkpoint, [head] if isinstance(head, str) else list(head), key)
 
 
-def _flag_error(
-    exc: DistillError, input_size: int | None, model_kwargs: dict[str, Any] | None
-) -> DistillError:
-    """A model that cannot be built or run at the size or kwargs given on the command line:
-    the error names the flag (`--input-size`, `--model-arg`), not a recipe key the export
-    command has none of; any other error (a checkpoint that does not fit) as it was."""
-    about_model = (exc.where or "").endswith((".input_size", ".in_chans", ".kwargs"))
-    if not about_model or not (model_kwargs or input_size is not None):
-        return exc
-    if not model_kwargs:
-        return DistillError(
-            f"the model does not run at --input-size {input_size}: {exc.what}",
-            "--input-size",
-            "pick a size the model accepts (e.g. a multiple of its patch size)",
-        )
-    return DistillError(
-        f"the model does not run with --model-arg {model_kwargs}: {exc.what}",
-        "--model-arg",
-        "give each KEY=VALUE the type timm's model takes (numbers unquoted)",
-    )
-
-
 def _from_timm(
     name: str,
     checkpoint: Path | None,
@@ -347,6 +332,19 @@ def _from_timm(
     check_model_name(name)
     notes: list[str] = []
     meta = read_sidecar(checkpoint) if checkpoint is not None else {}
+    saved = meta.get("model")
+    if (
+        checkpoint is not None
+        and isinstance(saved, str)
+        and saved.split(".")[0] != name.split(".")[0]
+    ):
+        # it failed later as "73 missing, 83 unexpected keys ... strict: false loads only the
+        # matching keys", a recipe key the export has no flag for
+        raise DistillError(
+            f"the checkpoint was saved from {saved} (its side file), not {name}",
+            str(checkpoint),
+            f"pass the checkpoint itself as SOURCE, or the timm name {saved} with --checkpoint",
+        )
     rec = load_recipe(recipe_path) if recipe_path is not None else None
     data = _load_data(rec, notes) if rec is not None else None
     classes = num_classes or meta.get("num_classes")
@@ -375,7 +373,7 @@ def _from_timm(
         if model_kwargs or input_size is not None:
             probe(student, "student", torch.device("cpu"))
     except DistillError as exc:
-        raise _flag_error(exc, input_size, model_kwargs) from None
+        raise flag_error(exc, input_size, model_kwargs) from None
     if checkpoint is None:
         notes.append(
             f"random weights (no --checkpoint, seed {seed}): the export checks the graph, "

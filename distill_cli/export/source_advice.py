@@ -1,0 +1,53 @@
+"""What `distill export` and `distill bench latency` say when SOURCE or a model flag is wrong:
+advice named from what the user actually gave (source.py resolves SOURCE; this is its words).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from distill_cli.errors import DistillError
+from distill_cli.rundir.layout import RunDir
+
+
+def run_advice(folder: Path) -> str:
+    """What to pass instead of a folder that is not a run, named from what it is: a folder of a
+    run (its export/ or checkpoints/) -> the run; a folder of runs -> the runs in it. The old
+    advice, "pass runs/<name>", was the same words for all three."""
+    if RunDir(folder.parent).is_run:
+        inside = f"pass the run folder {folder.parent}"
+        files = sorted(folder.glob("model*.onnx"), key=lambda f: (f.name != "model.onnx", f))
+        if files:  # an export folder: `distill bench latency` times its files as they are
+            inside += f" (to time an exported file alone: distill bench latency {files[0]})"
+        return inside
+    try:
+        runs = sorted(str(f) for f in folder.iterdir() if f.is_dir() and RunDir(f).is_run)
+    except OSError:
+        runs = []
+    if runs:
+        more = f" ({len(runs)} runs)" if len(runs) > 3 else ""
+        return "pass one of the runs in it: " + ", ".join(runs[:3]) + more
+    return "pass runs/<name> from `distill run`"
+
+
+def flag_error(
+    exc: DistillError, input_size: int | None, model_kwargs: dict[str, Any] | None
+) -> DistillError:
+    """A model that cannot be built or run at the size or kwargs given on the command line:
+    the error names the flag (`--input-size`, `--model-arg`), not a recipe key the export
+    command has none of; any other error (a checkpoint that does not fit) as it was."""
+    about_model = (exc.where or "").endswith((".input_size", ".in_chans", ".kwargs"))
+    if not about_model or not (model_kwargs or input_size is not None):
+        return exc
+    if not model_kwargs:
+        return DistillError(
+            f"the model does not run at --input-size {input_size}: {exc.what}",
+            "--input-size",
+            "pick a size the model accepts (e.g. a multiple of its patch size)",
+        )
+    return DistillError(
+        f"the model does not run with --model-arg {model_kwargs}: {exc.what}",
+        "--model-arg",
+        "give each KEY=VALUE the type timm's model takes (numbers unquoted)",
+    )
