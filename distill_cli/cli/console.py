@@ -131,7 +131,9 @@ def summary_table(summary: RunSummary) -> Table:
     """The run's result; the trained model is the "student" of a distillation and the "model"
     of a supervised run, and top-5 shows only where it means something (more than 5 classes,
     where the run measured it)."""
-    table = Table(title=f"{summary.name} ({summary.method})")
+    # the caption's lines (the teacher's file, warnings) are read, not admired: left-aligned,
+    # a wrapped path stays one block instead of centred fragments
+    table = Table(title=f"{summary.name} ({summary.method})", caption_justify="left")
     table.add_column("")
     table.add_column("model")
     table.add_column("params", justify="right")
