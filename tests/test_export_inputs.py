@@ -44,6 +44,18 @@ def test_a_re_export_removes_the_previous_exports_variants(run: Path, tmp_path: 
     assert any("removed model.int8.onnx" in n for n in second.to_dict()["source"]["notes"])
 
 
+def test_a_folder_opened_with_force_keeps_the_users_own_model_files(
+    run: Path, tmp_path: Path
+) -> None:
+    """`--force` lets an export write into a folder of the user's; a `model.int8.onnx` of
+    theirs there is not an earlier export's leftover and is not removed."""
+    out = tmp_path / "artifacts"
+    out.mkdir()
+    (out / "model.int8.onnx").write_bytes(b"the user's own file")
+    api.export(run, out=out, force=True, **QUICK)
+    assert (out / "model.int8.onnx").read_bytes() == b"the user's own file"
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "advice"),
     [

@@ -127,6 +127,7 @@ def _run(
             str(out),
             f"leave --out out (the run's {run.export}), or pick another folder",
         )
+    ours = (out / EXPORT_MARKER).is_file() or legacy  # an earlier export's folder, not --force's
     claim_folder(out, EXPORT_MARKER, force=opts.force or legacy, override="--force")
     held.enter_context(hold_folder(out / EXPORT_MARKER, "export"))
     variants = [variant_path(out, v).name for v in (*PRECISIONS, *QUANTIZATIONS)]
@@ -148,7 +149,8 @@ def _run(
     paths = [] if opts.onnx is not None else [out / MODEL_FILE, simplified_path(out / MODEL_FILE)]
     paths += [variant_path(out, name) for name in opts.variants]
     files.update({path: _identity(path) for path in paths})
-    _remove_stale(out, paths, opts.onnx, src.notes, log)
+    if ours:  # a folder --force opened may hold the user's own model.onnx: never removed
+        _remove_stale(out, paths, opts.onnx, src.notes, log)
     onnx_path, onnx_block = produce_onnx(src, opts, out, inputs, rep, prep, log)
     log(f"parity: PyTorch vs ONNX Runtime on {inputs.count} {inputs.kind} inputs")
     fp32_out = collect(ort_file_runner(onnx_path), inputs)
