@@ -50,7 +50,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
 from arch_sweep_models import ARCHS, SCREENED_ONLY, Arch
 from arch_sweep_report import (
     ROOT,
@@ -68,6 +67,8 @@ from arch_sweep_report import (
     write_results,
 )
 from benchargs import output_folder
+
+from distill_cli.recipe.yaml_text import recipe_text
 
 CLASSES = 4
 
@@ -124,7 +125,7 @@ def recipe(work: Path, name: str, teacher_spec: dict, student: dict, **over: obj
     }
     body |= over
     path = work / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(body, sort_keys=False))
+    path.write_text(recipe_text(body))
     return path
 
 

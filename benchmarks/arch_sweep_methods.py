@@ -42,7 +42,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 from arch_sweep import ARCHS, ROOT, Arch, cli, judge, recipe, sweep_all
 from arch_sweep_report import (
     ArchResult,
@@ -53,6 +52,8 @@ from arch_sweep_report import (
     results_folder,
 )
 from benchargs import output_folder
+
+from distill_cli.recipe.yaml_text import parse_yaml, recipe_text
 
 STEM = "arch_sweep_cpu_methods"
 STAGES = (
@@ -226,9 +227,9 @@ def sweep_one(arch: Arch, work: Path, stages: tuple[str, ...], timeout: float) -
         over: dict[str, object] = {"method": method, "schedule": sched}
         path = write_recipe(work, f"{key}-{tag}", student, **over)
         if key == "supervised":  # a supervised recipe names no teacher
-            body = yaml.safe_load(path.read_text())
+            body = parse_yaml(path.read_text())
             del body["teacher"]
-            path.write_text(yaml.safe_dump(body, sort_keys=False))
+            path.write_text(recipe_text(body))
         stage(key, [*run_args, str(path)])
     teachers = ensemble_teacher(work)
     stage("ensemble", [*run_args, str(write_recipe(work, f"e-{tag}", student, teacher=teachers))])

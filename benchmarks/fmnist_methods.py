@@ -29,8 +29,6 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchargs import add_overwrite, at_least, one_line_errors, output_file, output_folder, parser
 from tuning import (
@@ -49,6 +47,7 @@ from distill_cli import api
 from distill_cli.errors import DistillError
 from distill_cli.host import thread_budget
 from distill_cli.recipe.document import load_recipe
+from distill_cli.recipe.yaml_text import parse_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "recipes/quickstart/teacher.yaml"
@@ -81,7 +80,7 @@ TEACHER_OWNED = {**LAUNCHED, "model.model": "--teacher"}
 def models_of(recipe: Path, student: str | None, teacher: str | None, ckpt: Path) -> list[str]:
     """The overrides that put these models (and the teacher's checkpoint) into one recipe: the
     supervised baseline's model is `model`, a distillation recipe's `student` and `teacher`."""
-    body = yaml.safe_load(recipe.read_text())
+    body = parse_yaml(recipe.read_text())
     if "model" in body:
         return [f"model.model={student}"] if student else []
     sets = [f"student.model={student}"] if student else []
