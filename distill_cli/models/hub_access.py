@@ -23,6 +23,9 @@ from urllib.parse import urlparse
 from distill_cli.errors import DistillError
 
 _PROXIES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
+#: Why the Hub is not reached when the user already asked huggingface_hub to stay offline: the
+#: fetch then runs as it is (offline already), only the error says so.
+OFFLINE_MODE = "HF_HUB_OFFLINE is set"
 #: Seconds the probe waits for a TCP connection to the Hub (a reachable Hub answers in far less).
 PROBE_TIMEOUT_S = 3.0
 
@@ -41,7 +44,7 @@ def hub_unreachable() -> str | None:
     from huggingface_hub import constants
 
     if constants.is_offline_mode():
-        return "HF_HUB_OFFLINE is set"
+        return OFFLINE_MODE
     if any(os.environ.get(name) for name in _PROXIES):
         return None
     host, port = hub_host()
@@ -57,7 +60,7 @@ def hub_fetch(pretrained: bool) -> Iterator[str | None]:
     """Run a timm build that may fetch pretrained weights; yields why the Hub is unreachable
     (the fetch then uses the local cache only), or None. Without `pretrained`, nothing."""
     reason = hub_unreachable() if pretrained else None
-    if reason is None or reason == "HF_HUB_OFFLINE is set":
+    if reason is None or reason == OFFLINE_MODE:
         yield reason
         return
     from huggingface_hub import constants
