@@ -214,3 +214,40 @@ def test_a_checkpoint_made_at_another_size_names_that_size(tmp_path: Path) -> No
     assert err.hint.startswith("set input_size: 160") and "num_classes" not in err.hint
     spec = ModelSpec.model_validate({"model": "test_vit", "input_size": 160, "checkpoint": path})
     assert create_net(spec, 4).info.input_size == (160, 160)  # the size named loads
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "says"),
+    [
+        ({"global_pool": "foo"}, "Invalid pool type: foo"),  # timm's constructor asserts
+        ({"act_layer": "nonsense"}, "KeyError: 'nonsense'"),  # was a traceback
+        ({"output_stride": 7}, "assert output_stride in (8, 16, 32)"),
+    ],
+)
+def test_kwargs_that_timm_refuses_are_blamed_not_the_input_size(
+    kwargs: dict[str, object], says: str
+) -> None:
+    """A bad `kwargs` value failed the build with "pick an input size the model supports"
+    under `student.input_size` (or, for a KeyError, a traceback); the model builds without
+    them, so the error names `student.kwargs` and the values."""
+    spec = ModelSpec.model_validate({"model": "test_resnet", "input_size": 32, "kwargs": kwargs})
+    with pytest.raises(DistillError) as caught:
+        create_net(spec, 4, role="student")
+    err = caught.value
+    assert err.where == "student.kwargs" and says in err.what
+    assert "it builds and runs without its kwargs" in err.what and "input size" not in err.hint
+
+
+def test_kwargs_that_fail_only_when_run_are_blamed_in_the_probe() -> None:
+    """`drop_rate` reaches F.dropout at the first forward, where 1.5 fails: the probe said "set
+    input_size"; the same model without its kwargs runs, so it names them."""
+    spec = ModelSpec.model_construct(
+        **{
+            **ModelSpec.model_validate({"model": "test_resnet"}).__dict__,
+            "kwargs": {"drop_rate": 1.5},
+        }
+    )
+    net = create_net(spec, 4, role="student")
+    with pytest.raises(DistillError) as caught:
+        probe(net, "student", torch.device("cpu"))
+    assert caught.value.where == "student.kwargs" and "drop_rate: 1.5" in caught.value.what

@@ -417,3 +417,20 @@ def test_a_teacher_under_a_supervised_method_is_said_to_be_unused(tmp_path: Path
     (line,) = api.plan(path, ["method.name=supervised"]).recipe_warnings
     assert "the recipe's teacher is not used: 'supervised'" in line and "method.name" in line
     assert api.plan(path).recipe_warnings == []
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("yes", "drop_rate: true/false is not a rate"),  # was dropout with p=1.0
+        ("2", "drop_rate: 2 is outside [0, 1)"),
+        ("1.0", "drop_rate: 1.0 is outside [0, 1)"),  # drops every feature
+        ("'0.1'", "drop_rate: '0.1' is not a rate"),  # quoted: text, reached timm as text
+    ],
+)
+def test_a_models_dropout_rates_are_probabilities(tmp_path: Path, value: str, says: str) -> None:
+    """timm's `*_rate` kwargs are probabilities; `yes` became p=1.0 (a student that learns
+    nothing) and 2 failed at the first forward, blamed on the input size."""
+    assert says in _error(_recipe(tmp_path), [f"student.kwargs={{drop_rate: {value}}}"])
+    ok = load_recipe(_recipe(tmp_path), ["student.kwargs={drop_path_rate: 0.1, drop_rate: 0}"])
+    assert ok.student.kwargs == {"drop_path_rate": 0.1, "drop_rate": 0}

@@ -23,6 +23,7 @@ from distill_cli.models.sizes import (
     Build,
     checkpoint_size,
     failure_reason,
+    kwargs_advice,
     size_advice,
     size_kwargs,
 )
@@ -236,7 +237,14 @@ def create_net(
         raise _cannot_build(spec, num_classes, kwargs, exc, section) from exc
     except TypeError as exc:
         raise DistillError(f"bad model kwargs: {exc}", f"{section}.kwargs", "fix the key") from exc
-    except (AssertionError, ValueError, IndexError, ZeroDivisionError) as exc:
+    except (
+        AssertionError,
+        ValueError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        ZeroDivisionError,
+    ) as exc:
         raise _cannot_build(spec, num_classes, kwargs, exc, section) from exc
     own = {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}
     weights = _HUB if spec.pretrained else _INITIALISED
@@ -283,9 +291,10 @@ def _cannot_build(
     what += f" ({detail})"
     size = _input_size(spec)
     own = {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}
-    advice = None
-    if size is not None and not spec.pretrained:
-        advice = size_advice(Build(spec.model, num_classes, spec.in_chans, own), size)
+    build = Build(spec.model, num_classes, spec.in_chans, own)
+    advice = kwargs_advice(build, size)
+    if advice is None and size is not None and not spec.pretrained:
+        advice = size_advice(build, size)
     if advice is not None:
         return DistillError(f"{what}; {advice.fact}", f"{section}.{advice.key}", advice.hint)
     return DistillError(

@@ -17,7 +17,13 @@ import torch
 
 from distill_cli.errors import DistillError
 from distill_cli.models.create import Net, square
-from distill_cli.models.sizes import Build, accepts_img_size, failure_reason, size_advice
+from distill_cli.models.sizes import (
+    Build,
+    accepts_img_size,
+    failure_reason,
+    kwargs_advice,
+    size_advice,
+)
 from distill_cli.models.view import ModelInfo
 
 
@@ -47,7 +53,8 @@ def _cannot_run(net: Net, role: str, exc: BaseException) -> DistillError:
     info = net.info
     h, w = info.input_size
     what = f"the {role} {info.name} fails on a {info.in_chans}x{h}x{w} input: {failure_reason(exc)}"
-    advice = size_advice(Build(info.name, info.num_classes, info.in_chans, net.kwargs), (h, w))
+    build = Build(info.name, info.num_classes, info.in_chans, net.kwargs)
+    advice = kwargs_advice(build, (h, w)) or size_advice(build, (h, w))
     if advice is None:
         return DistillError(
             what,

@@ -164,6 +164,27 @@ class SizeAdvice:
     hint: str
 
 
+def kwargs_advice(build: Build, size: tuple[int, int] | None) -> SizeAdvice | None:
+    """The recipe's `kwargs` as the cause of a failed build or probe: the same model without
+    them builds and runs at `size` on the meta device (`global_pool: foo`, `output_stride: 7`
+    and `drop_rate: 2` were blamed on the input size). None when there are none, or when the
+    model fails without them too (then the size or channels are the cause)."""
+    own = {k: v for k, v in build.kwargs.items() if k != "img_size"}
+    if not own:
+        return None
+    bare = Build(build.name, build.num_classes, build.in_chans)
+    model = bare.meta(build.in_chans, size)
+    if model is None or (size is not None and not runs_on_meta(bare, build.in_chans, size, model)):
+        return None
+    shown = ", ".join(f"{k}: {v!r}" for k, v in own.items())
+    return SizeAdvice(
+        f"it builds and runs without its kwargs ({shown})",
+        "kwargs",
+        "fix or remove those kwargs (they are passed to timm.create_model as written; see the "
+        "model's class in timm for the values it takes)",
+    )
+
+
 def size_advice(build: Build, size: tuple[int, int]) -> SizeAdvice | None:
     """Why `build` does not run at `size`, when the meta device can tell: the channel count
     (it runs with 3 channels, not the recipe's), else the nearest sizes it runs at."""

@@ -147,6 +147,32 @@ def bool_words_as_bools(value: Any) -> Any:
     return value
 
 
+#: timm's regularisation rates (`drop_rate`, `drop_path_rate`, `attn_drop_rate`, ...): the
+#: kwargs a recipe sets most, and the ones a wrong value breaks silently (`drop_rate: yes` was
+#: dropout with p=1.0, a student whose features are all zeros) or late (2.0 failed in the probe,
+#: blamed on the input size).
+_RATE_KEY = re.compile(r"^\w*_rate$")
+
+
+def check_model_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The `*_rate` kwargs are probabilities: a number in [0, 1), not true/false or text."""
+    for key, value in kwargs.items():
+        if not _RATE_KEY.match(str(key)) or value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            shown = "true/false" if isinstance(value, bool) else repr(value)
+            raise ValueError(
+                f"{key}: {shown} is not a rate; write a number from 0 up to (not including) 1, "
+                f"e.g. {key}: 0.1"
+            )
+        if not 0 <= value < 1:
+            raise ValueError(
+                f"{key}: {value} is outside [0, 1): it is a probability (1 drops everything); "
+                f"write e.g. {key}: 0.1"
+            )
+    return kwargs
+
+
 def _choices(annotation: Any) -> str:
     """A word-choice key's words (`on_duplicates`: 'warn', 'error', 'off'), or ""."""
     if get_origin(annotation) is Literal:

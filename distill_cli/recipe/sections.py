@@ -32,6 +32,7 @@ from distill_cli.recipe.fields import (
     Strict,
     UserPath,
     bool_words_as_bools,
+    check_model_kwargs,
     check_pixels,
     machine_threads,
 )
@@ -67,9 +68,11 @@ class ModelSpec(Strict):
     mean: tuple[float, ...] | None = None
     std: tuple[Annotated[float, Field(gt=0)], ...] | None = None
     crop_pct: Fraction | None = Field(None, description="eval centre-crop fraction")
-    kwargs: Annotated[dict[str, Any], BeforeValidator(bool_words_as_bools)] = Field(
-        default_factory=dict, description="extra create_model kwargs"
-    )
+    kwargs: Annotated[
+        dict[str, Any],
+        BeforeValidator(bool_words_as_bools),
+        AfterValidator(check_model_kwargs),
+    ] = Field(default_factory=dict, description="extra create_model kwargs")
     strict: bool = Field(
         True,
         description="checkpoint keys must match the model exactly (names and shapes); false "
