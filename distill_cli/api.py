@@ -92,6 +92,8 @@ def plan(
     overrides: Overrides | None = None,
     *,
     throughput: float | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
     **fields: Any,
 ) -> Plan:
     """What `run` would do (models, data sizes, steps, precision, device) and what it will cost
@@ -99,18 +101,24 @@ def plan(
     `distill bench train` cached), without training. Streamed data that is not at hand is
     counted from the recipe (`data.train_images`); the plan then says `data.read: false`.
     A run folder a run would refuse whatever its flags (a symlink, a folder of other files) is
-    refused here too; one holding a run is `run_folder` (a run needs --resume or --overwrite)."""
+    refused here too; one holding a run is `run_folder` (a run needs --resume or --overwrite).
+    `resume`/`overwrite` are the run's flags: the plan refuses what that run would refuse of
+    its folder (a changed recipe on resume) and says where a resume continues from."""
     if throughput is not None and (
         isinstance(throughput, bool) or not isinstance(throughput, (int, float))
     ):
         raise WrongType(
             f"throughput must be a number, not {type(throughput).__name__}", "throughput"
         )
+    args.switch(resume, "resume")
+    args.switch(overwrite, "overwrite")
     rec = given_recipe(recipe, overrides, fields)  # a bad recipe fails before torch is imported
     from distill_cli.rundir.layout import RunDir
     from distill_cli.train.build import build
 
-    folder = RunDir(rec.run_dir).planned()  # refused as a run would refuse it, else its state
+    folder = RunDir(rec.run_dir).planned(
+        rec.to_yaml(), resume=resume, overwrite=overwrite
+    )  # refused as a run would refuse it, else its state
     return replace(build(rec, plan_only=True).plan(throughput), run_folder=folder)
 
 

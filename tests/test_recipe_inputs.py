@@ -391,6 +391,28 @@ def test_dry_run_says_what_the_run_folder_would_make_a_run_do(tmp_path: Path) ->
     assert "continue it with --resume" in api.plan(path).run_folder
 
 
+def test_dry_run_with_the_runs_flags_says_where_it_resumes_or_refuses_as_it_would(
+    tmp_path: Path,
+) -> None:
+    """`--dry-run --resume` said "continue it with --resume", and planned a resume under a
+    changed recipe that the run then refused; with the run's flags it says what that run
+    does (the step a resume continues from) or refuses what it would refuse."""
+    from distill_cli import api
+
+    body = fm_body(tmp_path / "runs", None)
+    body["data"]["synthetic"]["train_size"] = 32
+    body["schedule"] = {"steps": 2, "batch_size": 16, "evals": 1}
+    path = write_recipe(tmp_path, "again", body)
+    api.run(path)
+    resumed = api.plan(path, resume=True).run_folder
+    assert "--resume continues it from step 2" in resumed
+    assert "--overwrite deletes it" in api.plan(path, overwrite=True).run_folder
+    with pytest.raises(DistillError, match=r"recipe differs.*schedule\.steps: 2 -> 3"):
+        api.plan(path, ["schedule.steps=3"], resume=True)
+    with pytest.raises(DistillError, match="contradict"):
+        api.plan(path, resume=True, overwrite=True)
+
+
 def test_a_piped_recipe_is_refused_for_several_processes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

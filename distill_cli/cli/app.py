@@ -74,7 +74,9 @@ def _execute(
     if throughput is not None and not dry_run:
         raise typer.BadParameter("--throughput is for the cost projection of --dry-run")
     if dry_run:
-        plan = api.plan(recipe, overrides, throughput=throughput)
+        plan = api.plan(
+            recipe, overrides, throughput=throughput, resume=resume, overwrite=overwrite
+        )
         if as_json:
             console.print_json(json.dumps(plan.to_dict()))
         else:

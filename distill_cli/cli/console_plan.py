@@ -62,7 +62,7 @@ def plan_table(plan: Plan) -> Group:
         f"train {data.train.images:,} images ({data.train.name}"
         f"{'' if data.labeled_train else ', unlabeled'}), {val}, "
         f"{data.classes} classes | batch {plan.batch_size}, {plan.steps_per_epoch} "
-        f"steps/epoch, {plan.total_steps} steps ({plan.epochs} epochs) | {plan.device}, "
+        f"steps/epoch, {plan.total_steps:,} steps ({_epochs(plan.epochs)}) | {plan.device}, "
         f"{plan.precision}, channels_last={plan.channels_last}, compile={plan.compile} "
         f"| -> {plan.run_dir}"
         + ("" if plan.run_folder == "new" else f" ({plan.run_folder})")
@@ -78,11 +78,17 @@ def plan_table(plan: Plan) -> Group:
 _UNREAD = "data not read (not at hand): sizes from data.train_images / data.val_images"
 
 
+def _epochs(n: float) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def cost_text(cost: CostPlan) -> str:
     """The cost lines of a plan: the work, and the projection when there is a throughput."""
-    text = f"cost: {cost.images:,} training images ({cost.steps:,} steps, {cost.epochs} epochs)"
+    text = f"cost: {cost.images:,} training images ({cost.steps:,} steps, {_epochs(cost.epochs)})"
     if cost.throughput is None:
-        hint = "give --throughput N (images/s of one GPU) or run `distill bench train`"
+        hint = (
+            "give --throughput N (images/s of one GPU) or run `distill bench train`"
+        )
         return f"{text}; for the time {hint}"
     unit = cost.unit  # "GPU", or "CPU process" for a figure measured on this CPU
     units = {"GPU": "GPUs", "CPU process": "CPU processes"}.get(unit, unit)

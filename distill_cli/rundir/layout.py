@@ -161,13 +161,28 @@ class RunDir(RunFiles):
                 "set output.name (or output.dir) to a new or empty folder",
             )
 
-    def planned(self) -> str:
+    def planned(
+        self, recipe_yaml: str | None = None, *, resume: bool = False, overwrite: bool = False
+    ) -> str:
         """What `--dry-run` says of the folder: refused (`claim`) where any run would refuse
-        it, whatever its flags; else `new`, or that it holds a run (a run needs a flag)."""
+        it, whatever its flags; else `new`, or that it holds a run (a run needs a flag). With
+        the run's flags it is refused as that run would refuse it (`check`: a changed recipe
+        on --resume, --resume beside --overwrite), else it says what that run would do: a
+        dry run of `--resume` said "continue it with --resume" and nothing of where."""
+        self.check_intent(resume=resume, overwrite=overwrite)
         self.claim()
-        if self.path.exists() and self.is_run:
+        if not (self.path.exists() and self.is_run):
+            return "new"
+        if not (resume or overwrite) or recipe_yaml is None:
             return "holds a run: continue it with --resume or replace it with --overwrite"
-        return "new"
+        if not self.check(recipe_yaml, resume=resume, overwrite=overwrite):
+            if overwrite:
+                return "holds a run: --overwrite deletes it and starts over"
+            return "holds a run stopped before its first checkpoint: --resume starts it over"
+        from distill_cli.models.checkpoint import read_train_state  # torch: only when asked
+
+        step = int(read_train_state(self.last).get("step", 0))
+        return f"holds a run: --resume continues it from step {step:,} (its last checkpoint)"
 
     def training(self) -> str | None:
         """The pid of a live run holding this folder (`lock`), else None: what reads a run
