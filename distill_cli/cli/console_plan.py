@@ -86,9 +86,7 @@ def cost_text(cost: CostPlan) -> str:
     """The cost lines of a plan: the work, and the projection when there is a throughput."""
     text = f"cost: {cost.images:,} training images ({cost.steps:,} steps, {_epochs(cost.epochs)})"
     if cost.throughput is None:
-        hint = (
-            "give --throughput N (images/s of one GPU) or run `distill bench train`"
-        )
+        hint = "give --throughput N (images/s of one GPU) or run `distill bench train`"
         return f"{text}; for the time {hint}"
     unit = cost.unit  # "GPU", or "CPU process" for a figure measured on this CPU
     units = {"GPU": "GPUs", "CPU process": "CPU processes"}.get(unit, unit)
