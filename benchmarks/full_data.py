@@ -58,6 +58,7 @@ from benchargs import (
 from full_data_report import figure, markdown
 from full_data_scales import (
     FM,
+    METHOD_NAMES,
     METHODS,
     PARTS,
     SCALES,
@@ -210,10 +211,14 @@ def tune(bench: Bench, student: str, sets: list[str]) -> dict:
     scale, picked, tag = bench.scale, bench.data.setdefault("picked", {}), bench.tag
     shortest = min(scale.lengths)
     rows = [
-        make_row(student, m, shortest, cfg, 0, "tune", tag) for m in METHODS for cfg in scale.grid
+        make_row(student, m, shortest, cfg, 0, "tune", tag)
+        for m in scale.methods
+        for cfg in scale.grid
     ]
     done = bench.run_all(rows, sets)
-    picked[student] = {m: best_on_holdout([r for r in done if r.method == m]) for m in METHODS}
+    picked[student] = {
+        m: best_on_holdout([r for r in done if r.method == m]) for m in scale.methods
+    }
     bench.save()
     return picked[student]
 
@@ -270,6 +275,12 @@ def main() -> None:
     )
     add_model_options(p, "student run")
     p.add_argument("--lengths", type=at_least(1), nargs="+", help="epochs (default: the scale's)")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="NAME",
+        help="a subset of " + ", ".join(METHOD_NAMES) + " (default: all; a subset is a variant)",
+    )
     p.add_argument(
         "--seeds",
         type=at_least(0),

@@ -64,7 +64,9 @@ def markdown(data: dict) -> str:
         lines.append(
             f"Variant `{data['tag']}`: teacher {models.get('teacher')}, students "
             f"{', '.join(models.get('students', []))}, lengths {models.get('lengths')}, seeds "
-            f"{models.get('seeds')}; overrides: {overrides}."
+            f"{models.get('seeds')}"
+            + (f", methods: {', '.join(models['methods'])}" if models.get("methods") else "")
+            + f"; overrides: {overrides}."
         )
     lengths = sorted(data.get("lengths") or {r["epochs"] for r in data["rows"]})
     longest = max(lengths, default=0)

@@ -39,6 +39,14 @@ METHODS: dict[str, list[str]] = {
     "classic KD": ["method={name: kd, temperature: 4.0, alpha: 0.5, mixup: false}"],
     "FM, fixed teacher": ["method.teacher_targets=fixed", "method.mixup=false"],
 }
+#: `--methods`' short names for METHODS (a variant may run a subset: the long schedules cost
+#: hours on a CPU, and a question such as "does FM overtake KD at 300 epochs" needs two).
+METHOD_NAMES: dict[str, str] = {
+    "fm": FM,
+    "labels": "labels",
+    "kd": "classic KD",
+    "fixed": "FM, fixed teacher",
+}
 #: What every student run sets after `--set` (refused there, with the option to use instead).
 STUDENT_OWNED = {
     **LAUNCHED,
@@ -70,6 +78,7 @@ class Scale:
     teacher_sets: tuple[str, ...]
     student_sets: tuple[str, ...]
     jobs: int
+    methods: tuple[str, ...] = tuple(METHODS)  # METHODS' keys this run compares
 
     def teacher_overrides(self, extra: tuple[str, ...] = ()) -> list[str]:
         """The teacher run's overrides: the scale's, its model, then `--teacher-set`."""
@@ -171,6 +180,7 @@ def choose(name: str, a: argparse.Namespace) -> tuple[Scale, Variant, str]:
         lengths=tuple(sorted(set(a.lengths))) if a.lengths else base.lengths,
         seeds=tuple(sorted(set(a.seeds) | {0})) if a.seeds else base.seeds,
         jobs=a.jobs or base.jobs,
+        methods=chosen_methods(a.methods) if a.methods else base.methods,
     )
     variant = Variant(
         scale.teacher,
@@ -179,8 +189,23 @@ def choose(name: str, a: argparse.Namespace) -> tuple[Scale, Variant, str]:
         tuple(a.teacher_overrides),
         scale.lengths,
         scale.seeds,
+        # every method is the default: only a subset makes a variant (and is recorded)
+        methods=() if scale.methods == base.methods else scale.methods,
     )
     return scale, variant, variant.tag(base.variant())
+
+
+def chosen_methods(names: list[str]) -> tuple[str, ...]:
+    """`--methods`' short names as METHODS' keys, in METHODS' order, without repeats."""
+    unknown = [n for n in names if n not in METHOD_NAMES]
+    if unknown:
+        fail(
+            f"unknown method {unknown[0]!r}",
+            "--methods",
+            "pick from " + ", ".join(f"{k} ({v})" for k, v in METHOD_NAMES.items()),
+        )
+    wanted = {METHOD_NAMES[n] for n in names}
+    return tuple(m for m in METHODS if m in wanted)
 
 
 def validate(scale: Scale, variant: Variant) -> None:
@@ -198,8 +223,12 @@ def validate(scale: Scale, variant: Variant) -> None:
     check_holdout(STUDENT_RECIPE, scale.student_overrides(variant.sets), "--set")
     check_method_kept(STUDENT_RECIPE, scale.student_overrides(variant.sets), "function_matching")
     for student in scale.students:
-        for method in METHODS.values():
-            sets = [*scale.student_overrides(variant.sets), *method, f"student.model={student}"]
+        for method in scale.methods:
+            sets = [
+                *scale.student_overrides(variant.sets),
+                *METHODS[method],
+                f"student.model={student}",
+            ]
             check_recipe(STUDENT_RECIPE, sets)
     if GPU[0] in scale.teacher_sets:
         import torch

@@ -80,10 +80,11 @@ class Variant:
     teacher_sets: tuple[str, ...] = ()  # the teacher's run
     lengths: tuple[int, ...] = ()
     seeds: tuple[int, ...] = ()
+    methods: tuple[str, ...] = ()  # a subset of the benchmark's methods; () all of them
 
     def tag(self, default: Variant) -> str:
         """'' for the defaults; else a name part for run folders and results files."""
-        return "" if self == default else _tag([self.teacher, *self.students], asdict(self))
+        return "" if self == default else _tag([self.teacher, *self.students], self.record())
 
     def teacher_tag(self, default: Variant) -> str:
         """'' for the default teacher; else a name part for its own run folder."""
@@ -91,8 +92,9 @@ class Variant:
         return "" if mine == theirs else _tag([self.teacher], list(mine))
 
     def record(self) -> dict[str, Any]:
-        """What the results JSON keeps: the models and overrides actually used."""
-        return asdict(self)
+        """What the results JSON keeps: the models and overrides actually used (`methods`
+        only when a subset ran, so the tags of the variants recorded before it stay)."""
+        return {k: v for k, v in asdict(self).items() if k != "methods" or v}
 
 
 def _tag(names: Sequence[str], what: object) -> str:

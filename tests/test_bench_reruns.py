@@ -33,6 +33,7 @@ from distill_cli.errors import DistillError  # noqa: E402
 
 def _fd_args(**given: object) -> argparse.Namespace:
     base = dict(teacher=None, students=None, lengths=None, seeds=None, jobs=None, quick=True)
+    base.update(methods=None)
     base.update(overrides=[], teacher_overrides=[])
     return argparse.Namespace(**{**base, **given})
 
@@ -527,3 +528,18 @@ def test_gpu_check_keeps_the_parts_of_the_first_command(tmp_path: Path) -> None:
     path.write_text("[1, 2]")  # not such a file: refused, not replaced
     with pytest.raises(SystemExit):
         gpu_check.earlier(path, second)
+
+
+def test_full_data_runs_a_subset_of_methods_as_a_variant_named_apart() -> None:
+    """`--methods kd fm` (the long CPU schedules cost hours per method): METHODS' order, only
+    those validated and tuned, recorded in the JSON and in the tag; every method given is the
+    default, and the tags of the variants recorded before the option are unchanged."""
+    scale, variant, tag = full_data_scales.choose("quick", _fd_args(methods=["kd", "fm", "kd"]))
+    assert scale.methods == (full_data_scales.FM, "classic KD")
+    assert tag and variant.record()["methods"] == scale.methods
+    every = ["fm", "labels", "kd", "fixed"]
+    assert full_data_scales.choose("quick", _fd_args(methods=every))[2] == ""
+    older = full_data_scales.choose("quick", _fd_args(lengths=[1, 3]))[1]
+    assert "methods" not in older.record()  # what the tag of a variant without it hashes
+    with pytest.raises(SystemExit):
+        full_data_scales.choose("quick", _fd_args(methods=["dkd"]))
