@@ -122,6 +122,23 @@ def test_resume_continues_at_the_exact_sample(shards: Path) -> None:
     assert [len(h) for h in halves] == [3, 3]
 
 
+def test_a_limited_streamed_split_reads_exactly_that_many_samples_of_seeded_shards(
+    shards: Path,
+) -> None:
+    """What an export takes for parity and int8 calibration from a streamed split: `limit`
+    samples, whole shards in a seeded order, the last one cut short, none read twice."""
+    train = scan_tar_split(str(shards / "train-*.tar"), "data.train_dir")
+    assert train.limited(None, 0) is train and train.limited(24, 0) is train
+    picked = train.limited(8, seed=1)
+    assert len(picked) == 8 and [u.count for u in picked.units] == [6, 2]
+    read = [i for b in _indices(_stream(picked, 4, shuffle=False, drop_last=False), 0) for i in b]
+    assert len(read) == len(set(read)) == 8
+    first = picked.units[0]
+    assert set(read) >= set(range(first.start, first.start + 6))  # a whole shard, then a part
+    others = {tuple(u.path for u in train.limited(8, seed=s).units) for s in range(6)}
+    assert len(others) > 1  # the seed picks the shards
+
+
 def _run_body(out: Path, data: dict) -> dict:
     return {
         "model": {"model": "test_resnet", "input_size": 16},
@@ -140,6 +157,7 @@ def test_a_run_on_shards_decodes_like_the_image_folder(shards: Path, folder: Pat
     recipe = write_recipe(shards.parent, "wds", _run_body(out, data))
     summary = api.run(recipe, overwrite=True)
     assert summary.steps == 4 and summary.student.top1 is not None
+    _export_checks_real_images(summary.run_dir, shards.parent / "export")
     # the validation images decoded from the shards are the folder's, fitted the same way
     from distill_cli.data.folders import scan_image_folder
     from distill_cli.data.loader import BatchStream
@@ -155,6 +173,21 @@ def test_a_run_on_shards_decodes_like_the_image_folder(shards: Path, folder: Pat
     # the batched decode (nvJPEG on CUDA; here its CPU fallback) gives the same pixels
     batched = _stream(val, 4, shuffle=False, drop_last=False, decode_on_device=True)
     assert torch.equal(torch.cat([b.images for b in batched.epoch(0)]), pixels)
+
+
+def _export_checks_real_images(run: Path, out: Path) -> None:
+    """An export of a streamed run checks parity on its validation images and calibrates int8
+    on its training images: it used random inputs (int8 calibrated on noise) with a note."""
+    report = api.export(
+        run, out=out, quantize="int8", images=10, calib_images=8, latency=False,
+        exporter="torchscript", simplify=False, check=False,
+    ).to_dict()  # fmt: skip
+    parity = report["parity"]["inputs"]
+    assert parity["kind"] == "validation" and parity["images"] == 10 and parity["labeled"]
+    calib = report["variants"]["int8"]["calibration"]
+    assert calib["random_inputs"] is False and calib["images"] == 8
+    assert report["parity"]["top1_pytorch"] is not None  # labels: the gate can use accuracy
+    assert not any("random inputs" in n for n in report["source"]["notes"])
 
 
 def _hf_parquet(folder: Path, out: Path, group: int) -> Path:
@@ -268,6 +301,7 @@ def test_a_run_on_a_hf_dataset(folder: Path, tmp_path: Path) -> None:
     recipe = write_recipe(tmp_path, "hf", _run_body(tmp_path / "runs", data))
     summary = api.run(recipe)
     assert summary.steps == 4 and root.is_dir()
+    _export_checks_real_images(summary.run_dir, tmp_path / "export")
 
 
 # --- bad inputs: one line each ---------------------------------------------------------------

@@ -93,6 +93,30 @@ class ShardSet:
         """Shards hold encoded images, decoded at a load size (as `ImageSet` files are)."""
         return True
 
+    def limited(self, limit: int | None, seed: int) -> ShardSet:
+        """About `limit` samples (exactly, when the set holds them): whole shards in an order
+        seeded by `seed`, each read front to back, the last one cut short.
+
+        What an export checks parity and calibrates int8 on. Not a per-sample draw, which would
+        need every sample's place and class first (a pass over all the shards: ImageNet's 1.28 M
+        tar members) for a few hundred images; shards are written shuffled (webdataset's
+        advice), and the seeded order mixes the shards of a set written class by class."""
+        if limit is None or limit >= len(self):
+            return self
+        order = torch.randperm(len(self.units), generator=torch.Generator().manual_seed(seed))
+        units, left = [], limit
+        for i in order.tolist():
+            if left <= 0:
+                break
+            unit = self.units[i]
+            units.append(replace(unit, count=min(unit.count, left)))
+            left -= unit.count
+        return replace(self, units=units)
+
+    def balanced(self, count: int | None, seed: int) -> ShardSet:
+        """`limited`: a class-balanced draw needs every sample's class first (see there)."""
+        return self.limited(count, seed)
+
     def renumbered(self, order: torch.Tensor, names: list[str]) -> ShardSet:
         return replace(self, classes=list(names), label_order=order.tolist())
 

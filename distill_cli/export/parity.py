@@ -22,7 +22,9 @@ import torch
 from torch import nn
 
 from distill_cli.data.loader import BatchStream
+from distill_cli.data.shardset import ShardSet
 from distill_cli.data.sources import ImageSet
+from distill_cli.data.stream import ShardStream
 from distill_cli.models.view import ModelInfo, eval_pixels, load_sizes, normalize
 
 BATCH = 64
@@ -44,11 +46,13 @@ class InputSet:
     `images` None means random inputs (`count` of them, seeded); otherwise a fixed subset of
     `count` images of `images` (all of them when `count` is 0 or larger than the set), with the
     classes as equal as the data allows when `balanced` (int8 calibration: a random subset of
-    a skewed set would calibrate the ranges on the common classes only).
+    a skewed set would calibrate the ranges on the common classes only). Streamed data (tar
+    shards, a Hugging Face data set) gives `count` images of a seeded choice of its shards
+    (`ShardSet.limited`), read as the run's evaluation reads them.
     """
 
     info: ModelInfo
-    images: ImageSet | None
+    images: ImageSet | ShardSet | None
     count: int
     seed: int = 0
     load_size: int | None = None
@@ -67,7 +71,7 @@ class InputSet:
         # Labels only mean something when the model predicts the data's classes.
         self.use_labels = (
             self.images is not None
-            and self.images.labels is not None
+            and self.images.labeled
             and self.images.num_classes == self.info.num_classes
         )
         self._cache: list[tuple[np.ndarray, np.ndarray | None]] | None = None
@@ -114,7 +118,8 @@ class InputSet:
                 yield torch.randn(n, c, h, w, generator=gen).numpy(), None
             return
         load = self.load_size or load_sizes(max(h, w), None)[1]
-        stream = BatchStream(
+        streamed = isinstance(self.images, ShardSet)
+        stream = (ShardStream if streamed else BatchStream)(
             self.images,
             self.batch,
             torch.device("cpu"),
@@ -122,6 +127,7 @@ class InputSet:
             drop_last=False,
             load_size=load,
             workers=self.workers,
+            **({"evaluated": True} if streamed else {}),  # a bad sample is left out, not replaced
         )
         for batch in stream.epoch(0):
             x = normalize(eval_pixels(batch.images, self.info), self.info).contiguous()

@@ -128,11 +128,18 @@ def _run_dir_of(checkpoint: Path) -> Path | None:
 
 
 def _load_data(recipe: Recipe, notes: list[str]) -> DataBundle | None:
+    args = recipe.data.data_args()
     if recipe.data.source in ("shards", "hf_dataset"):
-        notes.append(f"streamed data ({recipe.data.source}): parity uses random inputs")
-        return None
+        # the holdout would read every training shard's labels first (`split_shards`) for the
+        # few hundred images parity takes: the data's own validation split serves instead
+        args["holdout"] = None
+        notes.append(
+            f"streamed data ({recipe.data.source}): parity on images of a seeded choice of "
+            "validation shards, int8 calibrated on training shards, front to back (not a "
+            "class-balanced draw)"
+        )
     try:
-        return build_data(**recipe.data.data_args(), seed=recipe.runtime.seed)
+        return build_data(**args, seed=recipe.runtime.seed)
     except DistillError as exc:
         # the data error's own advice ("check data.root") is about a recipe the user is
         # writing; an export reads the run's saved one, and --recipe is what points it elsewhere
