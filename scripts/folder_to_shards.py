@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from distill_cli.data.shards import write_shards
+from distill_cli.data.shard_writer import write_shards
 from distill_cli.errors import DistillError
 
 

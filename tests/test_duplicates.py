@@ -258,7 +258,7 @@ def test_streamed_splits_that_read_the_training_shards_are_an_overlap(tmp_path: 
     pattern that names a training shard is found, a holdout drawn from the training shards
     (other samples of the same files) is not. A pattern over both splits' shards (`*.tar` over
     train-* and val-*) is refused when the data is built (data/shards.py)."""
-    from distill_cli.data.shards import write_shards
+    from distill_cli.data.shard_writer import write_shards
 
     _folder(tmp_path / "photos")
     write_shards(tmp_path / "photos/train", tmp_path / "wds", prefix="train", per_shard=5)

@@ -89,7 +89,8 @@ def test_the_fingerprint_of_streamed_and_in_memory_data_sees_a_change(tmp_path: 
     their pixels."""
     from distill_cli.data import build_data
     from distill_cli.data.fingerprint import of_bundle
-    from distill_cli.data.shards import scan_tar_split, write_shards
+    from distill_cli.data.shard_writer import write_shards
+    from distill_cli.data.shards import scan_tar_split
 
     _folder(tmp_path / "photos")
     write_shards(tmp_path / "photos" / "train", tmp_path / "wds", prefix="train", per_shard=5)

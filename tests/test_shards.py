@@ -533,3 +533,25 @@ def test_an_empty_image_in_a_parquet_row_is_a_bad_image_and_no_bytes_is_refused(
         scan_hf_split(root, "data.train_dir", "image", "label")
     assert str(caught.value).startswith("1 rows have no image bytes in column 'image' (")
     assert "dataset.filter" in str(caught.value)
+
+
+def test_a_shard_written_again_after_its_index_is_refused_not_streamed_by_the_old_count(
+    folder: Path, tmp_path: Path
+) -> None:
+    """With an index the headers are not read: a shard rewritten with fewer images was
+    streamed by the index's count. The index keeps each shard's size; another size is refused."""
+    from distill_cli.data.shard_writer import write_shards
+
+    write_shards(folder / "train", tmp_path, prefix="train", per_shard=12)
+    assert len(scan_tar_split(str(tmp_path / "train-*.tar"), "data.train_dir")) == 24
+    # the first shard again, from half the images: the old index still says 12
+    with tarfile.open(tmp_path / "train-000000.tar") as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()][:12]
+    with tarfile.open(tmp_path / "train-000000.tar", "w") as tar:
+        for member, data in members:
+            tar.addfile(member, io.BytesIO(data))
+    with pytest.raises(DistillError, match=r"index is stale: train-000000\.tar") as info:
+        scan_tar_split(str(tmp_path / "train-*.tar"), "data.train_dir")
+    assert "delete train.shards.json" in info.value.hint
+    (tmp_path / "train.shards.json").unlink()  # counted from the headers instead
+    assert len(scan_tar_split(str(tmp_path / "train-*.tar"), "data.train_dir")) == 18

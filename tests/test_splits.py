@@ -21,7 +21,8 @@ from distill_cli.cli.console import summary_table
 from distill_cli.data import build_data
 from distill_cli.data.draws import limit_indices
 from distill_cli.data.loader import BatchStream
-from distill_cli.data.shards import scan_tar_split, write_shards
+from distill_cli.data.shard_writer import write_shards
+from distill_cli.data.shards import scan_tar_split
 from distill_cli.data.sources import FASHION_MNIST_CLASSES, load_fashion_mnist
 from distill_cli.data.stream import ShardStream
 from distill_cli.errors import DistillError

@@ -260,18 +260,41 @@ def scan_shard(path: Path) -> tuple[int, list[int], bool]:
     return len(images), [labels[k] for k in images if k in labels], len(labels) == len(images)
 
 
-def _read_index(files: list[Path]) -> tuple[dict[str, int], list[str] | None] | None:
-    """Counts and class names from the index that lists every one of `files`, if any."""
+def _read_index(
+    files: list[Path],
+) -> tuple[dict[str, int], list[str] | None, dict[str, int], str] | None:
+    """Counts, class names and byte sizes from the index that lists every one of `files`, if
+    any, and the index's name.
+
+    The headers are not read then, so a shard written again after its index (more or fewer
+    samples) would be streamed by the old count: the index keeps each shard's size in bytes
+    (`bytes`, written since; an index without it is taken as it is), and a shard of another
+    size is refused, naming it (`_check_size`)."""
     for index in sorted(files[0].parent.glob(f"*{INDEX}")):
         try:
             raw = json.loads(index.read_text())
             counts = {str(k): int(v) for k, v in raw["shards"].items()}
+            sizes = {str(k): int(v) for k, v in (raw.get("bytes") or {}).items()}
             classes = raw.get("classes")
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise DistillError(f"unreadable shard index: {exc}", str(index), "delete it") from exc
         if all(f.name in counts for f in files):
-            return counts, [str(c) for c in classes] if isinstance(classes, list) else None
+            names = [str(c) for c in classes] if isinstance(classes, list) else None
+            return counts, names, sizes, index.name
     return None  # no index for these shards: count them by reading their headers
+
+
+def _check_size(path: Path, sizes: dict[str, int], index: str) -> None:
+    """A whole shard (not cut short: `truncation`) of another size than its index recorded."""
+    size = path.stat().st_size
+    if path.name in sizes and sizes[path.name] != size:
+        raise DistillError(
+            f"the shard index is stale: {path.name} is {size:,} bytes, the index ({index}) "
+            f"counted it at {sizes[path.name]:,}",
+            str(path),
+            f"delete {index} (the shards are then counted from their headers) or write the "
+            "shards and their index again",
+        )
 
 
 def scan_tar_split(pattern: str, where: str, classes: list[str] | None = None) -> ShardSet:
@@ -286,6 +309,7 @@ def scan_tar_split(pattern: str, where: str, classes: list[str] | None = None) -
             cut = truncation(path)
             if cut:
                 raise DistillError(cut, str(path), TRUNCATED_HINT)
+            _check_size(path, indexed[2], indexed[3])
     else:
         counts = []
         for path in files:
@@ -350,37 +374,3 @@ def read_tar(data: ShardSet, unit: Unit) -> Iterator[Sample]:
     cut = truncation(unit.path)  # cut short since the scan: the stream ends without an error
     if cut:
         raise SampleFault(cut, str(unit.path), TRUNCATED_HINT, failed=True)
-
-
-def write_shards(
-    folder: Path, out: Path, *, prefix: str = "shard", per_shard: int = 1000
-) -> tuple[list[Path], int]:
-    """An image folder (`<class>/<image>`) as tar shards in the WebDataset layout, plus the
-    `<prefix>.shards.json` index (counts and class names); returns the shards and the sample count.
-
-    Images are stored as their files' bytes (no re-encoding); samples go in a seeded random
-    order so that each shard mixes the classes, which the reader's shuffle buffer relies on.
-    """
-    import random
-
-    import webdataset as wds
-
-    from distill_cli.data.folders import scan_image_folder
-
-    split = scan_image_folder(folder)
-    files, labels = split.files or [], split.labels.tolist() if split.labels is not None else []
-    order = list(range(len(files)))
-    random.Random(0).shuffle(order)
-    out.mkdir(parents=True, exist_ok=True)
-    pattern = str(out / f"{prefix}-%06d.tar")
-    counts: dict[str, int] = {}
-    with wds.ShardWriter(pattern, maxcount=per_shard, maxsize=1e15, verbose=0) as sink:
-        for n, i in enumerate(order):
-            ext = files[i].suffix.lower().lstrip(".")
-            ext = "jpg" if ext == "jpeg" else ext
-            sink.write({"__key__": f"{n:09d}", ext: files[i].read_bytes(), "cls": labels[i]})
-            name = Path(pattern % (n // per_shard)).name
-            counts[name] = counts.get(name, 0) + 1
-    index = {"classes": split.classes, "shards": counts}
-    (out / f"{prefix}{INDEX}").write_text(json.dumps(index, indent=1) + "\n")
-    return [out / name for name in counts], len(order)
