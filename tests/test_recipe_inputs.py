@@ -398,12 +398,18 @@ def test_dry_run_with_the_runs_flags_says_where_it_resumes_or_refuses_as_it_woul
     changed recipe that the run then refused; with the run's flags it says what that run
     does (the step a resume continues from) or refuses what it would refuse."""
     from distill_cli import api
+    from distill_cli.rundir.layout import RunDir
 
     body = fm_body(tmp_path / "runs", None)
     body["data"]["synthetic"]["train_size"] = 32
     body["schedule"] = {"steps": 2, "batch_size": 16, "evals": 1}
     path = write_recipe(tmp_path, "again", body)
     api.run(path)
+    assert (
+        "finished run (step 2): --resume has no steps left"
+        in api.plan(path, resume=True).run_folder
+    )
+    RunDir(tmp_path / "runs" / "again").summary.unlink()  # as a run stopped after its save
     resumed = api.plan(path, resume=True).run_folder
     assert "--resume continues it from step 2" in resumed
     assert "--overwrite deletes it" in api.plan(path, overwrite=True).run_folder
