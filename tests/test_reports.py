@@ -206,7 +206,7 @@ def test_compare_needs_two_runs(two_runs: tuple[RunSummary, RunSummary]) -> None
     best = Path(run) / "checkpoints" / "best.safetensors"
     with pytest.raises(DistillError, match=r"a file, not a run folder .* pass .*") as info:
         compare_runs([best, two_runs[1].run_dir])
-    assert str(info.value).endswith(f"pass {run}")
+    assert str(info.value).endswith(f"pass the run folder {run}")
 
 
 def test_phase_lines_mark_changes_only_and_broken_numbers_do_not_crash(tmp_path: Path) -> None:
@@ -271,3 +271,30 @@ def test_class_names_the_font_lacks_draw_without_a_console_warning(tmp_path: Pat
         assert fig is not None
         save(fig, tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_what_is_not_a_run_folder_names_the_run_meant(tmp_path: Path) -> None:
+    """`distill report`/`compare` said "pass runs/<name>" for a folder of runs, a run's
+    subfolder and the recipe a run was made from; they now name the run, as `distill export`
+    does (one owner: `rundir.find`)."""
+    body = fm_body(tmp_path / "runs", None)
+    body["data"]["synthetic"]["train_size"] = 32
+    body["schedule"] = {"steps": 1, "batch_size": 16, "evals": 1}
+    recipe = write_recipe(tmp_path, "teacher", body)
+    run = api.run(recipe).run_dir
+    cases = {
+        run.parent: f"pass one of the runs in it: {run}",
+        run / "checkpoints": f"pass the run folder {run}",
+        run / "summary.json": f"pass the run folder {run}",
+        run.parent / "nope": "pass runs/<name> from `distill run`",
+    }
+    for given, hint in cases.items():
+        with pytest.raises(DistillError) as info:
+            load_run(given)
+        assert info.value.hint == hint, given
+    with pytest.raises(DistillError) as info:
+        load_run(recipe)
+    assert info.value.hint == f"that is a recipe; pass the run folder it made: {run}"
+    with pytest.raises(DistillError, match="a recipe, not a run or weights") as info:
+        api.export(recipe, out=run.parent / "x")
+    assert info.value.hint.endswith(str(run))

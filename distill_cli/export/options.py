@@ -22,6 +22,7 @@ from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL
 from distill_cli.export.ranges import check_range
 from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS, Int8Spec
 from distill_cli.host import check_input_px
+from distill_cli.recipe.fields import rate_problem
 
 
 def check_opset(opset: int, exporter: str) -> None:
@@ -177,6 +178,10 @@ class ExportOptions:
         check_range(self.num_classes, "--num-classes", 1)
         check_range(self.input_size, "--input-size", 1)
         check_input_px(self.input_size, "--input-size")
+        problem = rate_problem(self.model_kwargs)  # the recipe's rule for the same kwargs
+        if problem is not None:
+            key, what = problem
+            raise DistillError(f"{key}: {what}", "--model-arg", f"e.g. --model-arg {key}=0.1")
         lat.check_device(self.timing.device)
         if self.onnx is not None and not self.onnx.is_file():
             raise DistillError("ONNX file not found", str(self.onnx), "check the --onnx path")

@@ -187,6 +187,8 @@ def resolve_source(
             )
     if path.is_dir():
         return _from_run(path, checkpoint, recipe, checkpoint_key)
+    if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):  # was "not a checkpoint"
+        raise DistillError("a recipe, not a run or weights", source, run_advice(path))
     if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
         if checkpoint is not None:
             raise DistillError(

@@ -8,27 +8,20 @@ from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError
+from distill_cli.rundir import find
 from distill_cli.rundir.layout import RunDir
 
 
 def run_advice(folder: Path) -> str:
-    """What to pass instead of a folder that is not a run, named from what it is: a folder of a
-    run (its export/ or checkpoints/) -> the run; a folder of runs -> the runs in it. The old
-    advice, "pass runs/<name>", was the same words for all three."""
+    """What to pass instead of a folder that is not a run (`rundir.find.run_advice`: the run it
+    lies in, the runs inside it, the run its recipe made); in a run's export folder, also how to
+    time the exported file alone."""
+    advice = find.run_advice(folder)
     if RunDir(folder.parent).is_run:
-        inside = f"pass the run folder {folder.parent}"
         files = sorted(folder.glob("model*.onnx"), key=lambda f: (f.name != "model.onnx", f))
         if files:  # an export folder: `distill bench latency` times its files as they are
-            inside += f" (to time an exported file alone: distill bench latency {files[0]})"
-        return inside
-    try:
-        runs = sorted(str(f) for f in folder.iterdir() if f.is_dir() and RunDir(f).is_run)
-    except OSError:
-        runs = []
-    if runs:
-        more = f" ({len(runs)} runs)" if len(runs) > 3 else ""
-        return "pass one of the runs in it: " + ", ".join(runs[:3]) + more
-    return "pass runs/<name> from `distill run`"
+            advice += f" (to time an exported file alone: distill bench latency {files[0]})"
+    return advice
 
 
 def flag_error(

@@ -154,22 +154,25 @@ def bool_words_as_bools(value: Any) -> Any:
 _RATE_KEY = re.compile(r"^\w*_rate$")
 
 
-def check_model_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The `*_rate` kwargs are probabilities: a number in [0, 1), not true/false or text."""
+def rate_problem(kwargs: dict[str, Any]) -> tuple[str, str] | None:
+    """The first `*_rate` kwarg that is not a probability, as (key, what is wrong with it)."""
     for key, value in kwargs.items():
         if not _RATE_KEY.match(str(key)) or value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
             shown = "true/false" if isinstance(value, bool) else repr(value)
-            raise ValueError(
-                f"{key}: {shown} is not a rate; write a number from 0 up to (not including) 1, "
-                f"e.g. {key}: 0.1"
-            )
+            return key, f"{shown} is not a rate (a number from 0 up to, not including, 1)"
         if not 0 <= value < 1:
-            raise ValueError(
-                f"{key}: {value} is outside [0, 1): it is a probability (1 drops everything); "
-                f"write e.g. {key}: 0.1"
-            )
+            return key, f"{value} is outside [0, 1): it is a probability (1 drops everything)"
+    return None
+
+
+def check_model_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The `*_rate` kwargs of a recipe's model are probabilities (`rate_problem`)."""
+    problem = rate_problem(kwargs)
+    if problem is not None:
+        key, what = problem
+        raise ValueError(f"{key}: {what}; write e.g. {key}: 0.1")
     return kwargs
 
 

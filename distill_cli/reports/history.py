@@ -18,6 +18,7 @@ import yaml
 from distill_cli.errors import DistillError
 from distill_cli.recipe.yaml_text import parse_yaml
 from distill_cli.rundir.class_eval import ClassEval
+from distill_cli.rundir.find import run_advice
 from distill_cli.rundir.layout import RunDir
 from distill_cli.rundir.summary import RunSummary
 
@@ -214,13 +215,12 @@ def load_run(path: str | Path) -> RunHistory:
     """Read a run folder; a folder that is not a run is a one-line error naming it."""
     folder = RunDir(Path(path))
     if folder.path.is_file():  # a checkpoint or summary of the run: "no such folder" was wrong
-        run = next((p for p in folder.path.parents if RunDir(p).recipe.is_file()), None)
-        raise DistillError("a file, not a run folder", str(path), f"pass {run or 'runs/<name>'}")
+        raise DistillError("a file, not a run folder", str(path), run_advice(folder.path))
     if not folder.path.is_dir():
-        raise DistillError("no such run folder", str(path), "pass runs/<name>")
+        raise DistillError("no such run folder", str(path), run_advice(folder.path))
     if not folder.recipe.is_file():
         raise DistillError(
-            "not a run folder (it has no recipe.yaml)", str(path), "pass runs/<name>"
+            "not a run folder (it has no recipe.yaml)", str(path), run_advice(folder.path)
         )
     notes: list[str] = []
     try:
