@@ -104,14 +104,8 @@ def plan(
     refused here too; one holding a run is `run_folder` (a run needs --resume or --overwrite).
     `resume`/`overwrite` are the run's flags: the plan refuses what that run would refuse of
     its folder (a changed recipe on resume) and says where a resume continues from."""
-    if throughput is not None and (
-        isinstance(throughput, bool) or not isinstance(throughput, (int, float))
-    ):
-        raise WrongType(
-            f"throughput must be a number, not {type(throughput).__name__}", "throughput"
-        )
-    args.switch(resume, "resume")
-    args.switch(overwrite, "overwrite")
+    args.number(throughput, "throughput")
+    _run_args(resume, overwrite, None)
     rec = given_recipe(recipe, overrides, fields)  # a bad recipe fails before torch is imported
     from distill_cli.rundir.layout import RunDir
     from distill_cli.train.build import build

@@ -50,6 +50,13 @@ def switch(value: Any, name: str) -> bool:
     return value
 
 
+def number(value: Any, name: str) -> float | None:
+    """An optional number: `throughput="800"` or True failed deep inside the projection."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise WrongType(f"{name} must be a number, not {type(value).__name__}", name)
+    return value
+
+
 def function(value: Any, name: str) -> None:
     """A callback (`log`, `progress`): callable or None."""
     if value is not None and not callable(value):
