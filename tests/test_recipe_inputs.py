@@ -462,3 +462,10 @@ def test_a_models_dropout_rates_are_probabilities(tmp_path: Path, value: str, sa
     assert says in _error(_recipe(tmp_path), [f"student.kwargs={{drop_rate: {value}}}"])
     ok = load_recipe(_recipe(tmp_path), ["student.kwargs={drop_path_rate: 0.1, drop_rate: 0}"])
     assert ok.student.kwargs == {"drop_path_rate": 0.1, "drop_rate": 0}
+
+
+def test_a_count_too_large_for_an_integer_says_so(tmp_path: Path) -> None:
+    """`steps: 1e20` said pydantic's "Unable to parse input string as an integer, exceeded
+    maximum size"."""
+    err = _error(_recipe(tmp_path), ["schedule.epochs=1e20"])
+    assert "schedule.epochs: 1e+20 is too large for a count" in err and "parse" not in err

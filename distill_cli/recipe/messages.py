@@ -144,6 +144,9 @@ def _problem(err: ErrorDetails) -> tuple[str, str]:
         msg = "required key is missing; one of " + ", ".join(map(repr, method_params_by_name()))
     elif err["type"] == "missing":
         msg = "required key is missing"
+    elif err["type"] == "int_parsing_size":  # pydantic's "exceeded maximum size" (1e20)
+        big = err.get("input")
+        msg = f"{big!r} is too large for a count (at most 2**63 - 1); write the value meant"
     else:
         msg = _shape_advice(err, loc, path) or msg
     return path, msg
