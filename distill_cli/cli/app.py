@@ -45,8 +45,13 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: The commands that use several processes when a launcher starts them (torchrun, srun).
+DISTRIBUTED_COMMANDS = ("run", "train")
+
+
 @app.callback()
 def main(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks for errors")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
@@ -54,6 +59,21 @@ def main(
 ) -> None:
     if debug:
         os.environ["DISTILL_DEBUG"] = "1"
+    if ctx.invoked_subcommand not in DISTRIBUTED_COMMANDS and not _main_process():
+        # `distill export/report/students/bench ...` started under torchrun or srun: rank 0
+        # does it once; N copies writing the same files would race, and print N times
+        raise typer.Exit(0)
+
+
+def _main_process() -> bool:
+    """Whether this process does a one-process command: rank 0, or no launcher. A command
+    that does not train has no use for the launcher's variables, even wrong ones."""
+    from distill_cli.errors import DistillError
+
+    try:
+        return world_from_env().is_main
+    except DistillError:
+        return True
 
 
 def _execute(
@@ -74,6 +94,8 @@ def _execute(
     if throughput is not None and not dry_run:
         raise typer.BadParameter("--throughput is for the cost projection of --dry-run")
     if dry_run:
+        if not world_from_env().is_main:  # a plan is read-only: said once, by rank 0
+            return
         plan = api.plan(recipe, overrides, throughput=throughput)
         if as_json:
             console.print_json(json.dumps(plan.to_dict()))

@@ -42,11 +42,15 @@ from distill_cli.rundir.run_files import RunFiles
 MARKER = ".distill-run"
 #: The run's lock file: distill's own name, taken only in a folder known to be a run.
 LOCK = ".distill-lock"
+#: The launch (SLURM job, torchrun rendezvous) the run last started or resumed under: a
+#: restart of that launch continues the run (`train.engine`).
+LAUNCH = ".distill-launch"
 #: What distill writes at the top of a run folder (besides `report_*.png` and `.*.tmp`):
 #: `--overwrite` deletes these and nothing else. `.lock` is the lock of older versions.
 _OWNED = (
     MARKER,
     LOCK,
+    LAUNCH,
     ".lock",
     "recipe.yaml",
     "metrics.jsonl",
@@ -77,6 +81,7 @@ class RunDir(RunFiles):
         self.best = self.checkpoints / "best.safetensors"
         self.lockfile = path / LOCK
         self.marker = path / MARKER
+        self.launch_file = path / LAUNCH
         self.export = path / "export"
         self.export_report = self.export / "report.json"
         self.tensorboard = path / "tensorboard"

@@ -47,6 +47,17 @@ def resolve_device(choice: str, world: World | None = None) -> torch.device:
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda" and world is not None and world.distributed:
+        visible = torch.cuda.device_count()
+        if world.local_rank >= visible:  # torch would fail later with "invalid device ordinal"
+            error = DistillError(
+                f"process {world.rank} is local process {world.local_rank} of its machine, "
+                f"which shows {visible} GPU{'s' if visible != 1 else ''}",
+                "LOCAL_RANK",
+                f"start at most {visible} processes per machine (--nproc, torchrun's "
+                "--nproc_per_node, srun's --ntasks-per-node), one per GPU",
+            )
+            error.own = True  # only the processes beyond the GPUs meet it: each says so
+            raise error
         return torch.device("cuda", world.local_rank)
     return torch.device(choice)
 
@@ -69,6 +80,8 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
             "schedule.batch_size",
             f"use a multiple of {world.size} (it is the global batch)",
         )
+    if plan_only:  # rank 0 alone plans (`cli.app`): joining the others' group would wait forever
+        world = World()
     device = resolve_device(rt.device, world)
     init(world, device)
     cuda = device.type == "cuda"

@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import torch
 
 from distill_cli.data.loader import Batch
-from distill_cli.errors import RunFailed
+from distill_cli.errors import AgreedStop, RunFailed
 from distill_cli.models.checkpoint import load_training, save_weights
 from distill_cli.rundir.layout import RunDir
 from distill_cli.rundir.summary import ModelResult, RunSummary
@@ -265,7 +265,7 @@ class Trainer:
             self._stopping = self._signal
         first_bad = int(window.first_bad.item())
         if first_bad >= 0:
-            raise RunFailed(
+            raise AgreedStop(
                 f"the loss became NaN/Inf at step {first_bad}",
                 "training",
                 "lower optim.lr, or set runtime.on_nonfinite=skip; the last checkpoint is intact",
