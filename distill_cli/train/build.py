@@ -25,7 +25,7 @@ from distill_cli.models.probe import probe
 from distill_cli.models.view import load_sizes
 from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.loop_sections import RuntimeSpec
-from distill_cli.train.distributed import has_batchnorm, init, sync_batchnorm
+from distill_cli.train.distributed import has_batchnorm, init, joined, sync_batchnorm
 from distill_cli.train.setup import RunLength, Setup, Stream
 from distill_cli.train.world import World, world_from_env
 
@@ -80,10 +80,9 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
             "schedule.batch_size",
             f"use a multiple of {world.size} (it is the global batch)",
         )
-    if plan_only:  # rank 0 alone plans (`cli.app`): joining the others' group would wait forever
-        world = World()
     device = resolve_device(rt.device, world)
-    init(world, device)
+    if not plan_only:  # rank 0 alone plans (`cli.app`): joining the group would wait forever
+        init(world, device)
     cuda = device.type == "cuda"
     precision = rt.precision if rt.precision != "auto" else ("bf16" if cuda else "fp32")
     channels_last = rt.channels_last if rt.channels_last is not None else cuda
@@ -228,7 +227,7 @@ def _place(
     )
     if sync_bn:
         student.module = sync_batchnorm(student.module, device)
-    if world.distributed:
+    if world.distributed and joined():  # not joined: a plan, of the run these processes make
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None
