@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import typer
 
 from distill_cli import __version__
 from distill_cli.cli.export import bench_app, export_cmd
+from distill_cli.cli.launch import processes
 from distill_cli.cli.options import (
     DryRunOpt,
     JsonOpt,
@@ -117,33 +119,6 @@ def _execute(
         console.print(summary_table(result))
 
 
-def _relaunch_with_torchrun(nproc: int) -> None:
-    """`distill run/train --nproc N`: the same command under torchrun on this machine."""
-    import sys
-
-    args, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-            continue
-        if arg == "--nproc":
-            skip = True
-            continue
-        if not arg.startswith("--nproc="):
-            args.append(arg)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "distill_cli",
-        *args,
-    ]
-    os.execv(sys.executable, cmd)
-
-
 @app.command()
 def run(
     recipe: RecipeArg,
@@ -160,8 +135,7 @@ def run(
     from distill_cli.recipe.files import refuse_stdin_for_processes
 
     refuse_stdin_for_processes(recipe, nproc)
-    if nproc > 1 and not world_from_env().launched:
-        _relaunch_with_torchrun(nproc)
+    processes(nproc, sys.argv[1:])
     _execute("run", recipe, set_, resume, overwrite, dry_run, as_json, quiet, throughput)
 
 
@@ -181,8 +155,7 @@ def train(
     from distill_cli.recipe.files import refuse_stdin_for_processes
 
     refuse_stdin_for_processes(recipe, nproc)
-    if nproc > 1 and not world_from_env().launched:  # a teacher on several GPUs, as `run`
-        _relaunch_with_torchrun(nproc)
+    processes(nproc, sys.argv[1:])  # a teacher on several GPUs, as `run`
     _execute("train", recipe, set_, resume, overwrite, dry_run, as_json, quiet, throughput)
 
 

@@ -42,15 +42,17 @@ from distill_cli.rundir.run_files import RunFiles
 MARKER = ".distill-run"
 #: The run's lock file: distill's own name, taken only in a folder known to be a run.
 LOCK = ".distill-lock"
-#: The launch (SLURM job, torchrun rendezvous) the run last started or resumed under: a
-#: restart of that launch continues the run (`train.engine`).
-LAUNCH = ".distill-launch"
+#: What the marker says; a line `launch: <id>` after it names the launch (SLURM job, torchrun
+#: rendezvous) the run last started or resumed under, which continues it when it restarts
+#: (`train.engine`). In the marker, not a file of its own: a run's files are the same
+#: whether a launcher started it or not.
+MARKER_TEXT = "a distill run folder: distill may replace what is in it\n"
+_LAUNCH_LINE = "launch: "
 #: What distill writes at the top of a run folder (besides `report_*.png` and `.*.tmp`):
 #: `--overwrite` deletes these and nothing else. `.lock` is the lock of older versions.
 _OWNED = (
     MARKER,
     LOCK,
-    LAUNCH,
     ".lock",
     "recipe.yaml",
     "metrics.jsonl",
@@ -81,7 +83,6 @@ class RunDir(RunFiles):
         self.best = self.checkpoints / "best.safetensors"
         self.lockfile = path / LOCK
         self.marker = path / MARKER
-        self.launch_file = path / LAUNCH
         self.export = path / "export"
         self.export_report = self.export / "report.json"
         self.tensorboard = path / "tensorboard"
@@ -305,10 +306,23 @@ class RunDir(RunFiles):
             return True
         # a distill run (claimed above): distill's own files, all but the lock we hold
         self._remove([c for c in self.owned() if c != self.lockfile])
-        atomic_write(self.marker, "a distill run folder: distill may replace what is in it\n")
+        atomic_write(self.marker, MARKER_TEXT)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         atomic_write(self.recipe, recipe_yaml)
         return False
+
+    def record_launch(self, launch: str | None) -> None:
+        """Note the launch this run now trains under (None: started by hand)."""
+        if launch != self.launched_by():
+            atomic_write(self.marker, MARKER_TEXT + (f"{_LAUNCH_LINE}{launch}\n" if launch else ""))
+
+    def launched_by(self) -> str | None:
+        """The launch the run last started or resumed under; None when unknown."""
+        try:
+            lines = self.marker.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return next((x[len(_LAUNCH_LINE) :] for x in lines if x.startswith(_LAUNCH_LINE)), None)
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one line (never through a symlink planted where metrics.jsonl belongs)."""

@@ -31,21 +31,6 @@ class RunFiles:
     summary: Path
     class_eval: Path
     data_print: Path
-    launch_file: Path
-
-    def record_launch(self, launch: str | None) -> None:
-        """The launch this run now trains under (None: started by hand, nothing to restart)."""
-        if launch is None:
-            self.launch_file.unlink(missing_ok=True)
-        else:
-            atomic_write(self.launch_file, launch + "\n")
-
-    def launched_by(self) -> str | None:
-        """The launch the run last started or resumed under; None when unknown."""
-        try:
-            return self.launch_file.read_text(encoding="utf-8").strip() or None
-        except (OSError, UnicodeDecodeError):
-            return None
 
     def write_fingerprint(self, fingerprint: DataFingerprint) -> None:
         """The data the run started on (`data.fingerprint`), checked by `--resume`."""
