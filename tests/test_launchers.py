@@ -269,3 +269,49 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError:
         return b""
+
+
+@pytest.mark.parametrize(
+    ("exitcode", "code", "line"),
+    [
+        (2, 2, None),  # the process said its own line; torchrun's exit code was 1
+        (143, 143, None),
+        (-9, 137, "error: process 1 of 2 was killed by SIGKILL"),
+    ],
+)
+def test_nproc_ends_with_the_failed_process_code(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    exitcode: int,
+    code: int,
+    line: str | None,
+) -> None:
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    launched: list[list[str]] = []
+
+    def failed(args: Any) -> None:
+        launched.append([args.training_script, *args.training_script_args])
+        failure = ProcessFailure(local_rank=1, pid=1, exitcode=exitcode, error_file="")
+        raise ChildFailedError("distill_cli", {1: failure})
+
+    monkeypatch.setattr(torchrun, "run", failed)
+    monkeypatch.setattr(sys, "argv", ["distill", "run", "r.yaml", "--nproc", "2", "-q"])
+    got, err, _ = _exit(["run", "r.yaml", "--nproc", "2", "-q"], capsys)
+    assert launched == [["distill_cli", "run", "r.yaml", "-q"]]
+    assert got == code and [x[: len(line)] for x in err] == ([line] if line else [])
+
+
+def test_nproc_under_a_launcher_is_refused(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """srun already started the processes: each one would have started two more."""
+    _env(monkeypatch, SLURM_STEP_NUM_TASKS="2", SLURM_PROCID="0", MASTER_ADDR="n0")
+    code, err, _ = _exit(["run", "r.yaml", "--nproc", "2"], capsys)
+    assert code == 2 and err == [
+        "error: --nproc 2 under a launcher that already started 2 processes (torchrun or srun) "
+        "(--nproc) - drop --nproc: the launcher's processes are the run's (set their number "
+        "there)"
+    ]
