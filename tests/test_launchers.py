@@ -315,3 +315,26 @@ def test_nproc_under_a_launcher_is_refused(
         "(--nproc) - drop --nproc: the launcher's processes are the run's (set their number "
         "there)"
     ]
+
+
+def test_processes_agree_on_a_signal_within_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several processes agreed on a stop only when a metrics line was due (log_every: 50
+    steps by default), which on a large model outlasts a preemption's grace (torchrun's and
+    SLURM's 30 s before SIGKILL). Now every AGREE_EVERY_S seconds of training at most."""
+    from distill_cli.train import stop
+
+    class Alone(World):  # a world of 2 whose all-reduce is this process's own values
+        def max(self, tensor: torch.Tensor) -> torch.Tensor:
+            return tensor
+
+    # the clock at each agreement (read twice): steps 0, 10 (0.5 s a step), 20 (3 s a step)
+    times = iter([0.0, 0.0, 5.0, 5.0, 35.0, 35.0])
+    monkeypatch.setattr(stop.time, "perf_counter", lambda: next(times))
+    agreement = stop.StopAgreement(Alone(rank=0, size=2, launched=True), log_every=50)
+    cpu = torch.device("cpu")
+    assert agreement.due(1) and agreement.agree(0, None, cpu) is None
+    assert agreement.agree(10, None, cpu) is None and agreement.every == 4  # 2 s / 0.5 s
+    assert not agreement.due(6) and agreement.due(8)
+    assert agreement.agree(20, signal.SIGTERM, cpu) == signal.SIGTERM and agreement.every == 1
+    alone = stop.StopAgreement(World(), log_every=50)
+    assert not alone.due(0) and alone.agree(3, signal.SIGINT, cpu) == signal.SIGINT
