@@ -175,6 +175,10 @@ def test_commands_that_do_not_train_run_once_under_a_launcher(
     assert code == 0 and (plan["total_steps"], plan["processes"]) == (4, 2), err
     assert time.monotonic() - started < 60  # planned alone: no process group to wait for
     assert not (tmp_path / "runs").exists()
+    # rank 0 does it as one process: `bench train` (which times one process's steps) waited
+    # for a process group the ranks that left would never join
+    code, err, _ = _exit(["report", str(tmp_path / "nowhere")], capsys)
+    assert code == 2 and len(err) == 1 and world_from_env() == World()
 
 
 def test_a_restarted_launch_continues_its_run(
@@ -185,7 +189,8 @@ def test_a_restarted_launch_continues_its_run(
     from distill_cli.train.evaluate import Evaluator
 
     body = teacher_body(tmp_path / "runs", epochs=2)
-    body["data"]["synthetic"]["train_size"] = 64
+    body["data"]["synthetic"].update(train_size=32, val_size=16)
+    body["schedule"]["batch_size"] = 16
     recipe = write_recipe(tmp_path, "r", body)
     run = tmp_path / "runs" / "r"
     real = Evaluator.student_metrics

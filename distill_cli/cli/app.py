@@ -27,7 +27,7 @@ from distill_cli.cli.options import (
     wide_console,
 )
 from distill_cli.cli.students import students_cmd
-from distill_cli.train.world import world_from_env
+from distill_cli.train.world import leave_launcher, world_from_env
 
 app = typer.Typer(
     name="distill",
@@ -61,10 +61,13 @@ def main(
 ) -> None:
     if debug:
         os.environ["DISTILL_DEBUG"] = "1"
-    if ctx.invoked_subcommand not in DISTRIBUTED_COMMANDS and not _main_process():
+    if ctx.invoked_subcommand not in DISTRIBUTED_COMMANDS:
         # `distill export/report/students/bench ...` started under torchrun or srun: rank 0
-        # does it once; N copies writing the same files would race, and print N times
-        raise typer.Exit(0)
+        # does it once, as one process; N copies writing the same files would race, and print
+        # N times
+        if not _main_process():
+            raise typer.Exit(0)
+        leave_launcher()
 
 
 def _main_process() -> bool:

@@ -139,6 +139,18 @@ def world_from_env() -> World:
     return World(launch=launch, restarts=restarts)
 
 
+#: The variables a launcher describes the world with (what `world_from_env` reads for it).
+WORLD_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID")
+
+
+def leave_launcher() -> None:
+    """Make this process a world of one: a command that does not train (`bench train` times
+    one process) done by rank 0 alone, while the launcher's other processes exit at once.
+    Left in place, the variables made it wait for a process group they would never join."""
+    for name in WORLD_VARIABLES:
+        os.environ.pop(name, None)
+
+
 def _number(env: os._Environ[str], name: str, default: str | None, minimum: int = 0) -> int:
     """A launcher's variable as a whole number; one that is not (`RANK=a`) is refused."""
     text = env.get(name, default)
