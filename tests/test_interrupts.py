@@ -274,3 +274,22 @@ def test_a_command_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path: Path)
     )
     assert done.returncode == 0 and done.stderr == ""
     assert "function_matching" in done.stdout
+
+
+def test_resume_of_a_finished_run_keeps_its_results_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--resume` after the run had finished (a job script that always resumes, a requeue
+    after the end) rewrote summary.json without `val_images` (no evaluation ran in that
+    process) and logged the holdout's test line a second time."""
+    body = teacher_body(tmp_path / "runs", epochs=1)
+    body["data"]["synthetic"]["train_size"] = 64
+    body["data"]["holdout"] = 16
+    recipe = write_recipe(tmp_path, "r", body)
+    run = tmp_path / "runs" / "r"
+    assert _exit(["train", str(recipe), "--quiet"], capsys)[0] == 0
+    summary, metrics = (run / "summary.json").read_text(), (run / "metrics.jsonl").read_text()
+    assert '"val_images": 16' in summary and metrics.count('"kind": "test"') == 1
+    assert _exit(["train", str(recipe), "--resume", "--quiet"], capsys)[0] == 0
+    assert (run / "summary.json").read_text() == summary
+    assert (run / "metrics.jsonl").read_text() == metrics

@@ -354,13 +354,14 @@ class RunDir(RunFiles):
         """Drop records after `step`: a resumed run re-logs them, so history stays single.
 
         A line that does not parse is dropped too: it cannot be placed, and the resumed run
-        logs its steps again.
+        logs its steps again. So is the `test` line (logged once, after the last step): a run
+        resumed at its end logs it again, and a finished run resumed had two.
         """
         if not self.metrics.is_file():
             return
         keep = [
             line.decode()
             for line, record in self.metric_lines()
-            if record is not None and record.get("step", 0) <= step
+            if record is not None and record.get("step", 0) <= step and record.get("kind") != "test"
         ]
         atomic_write(self.metrics, "".join(line + "\n" for line in keep))

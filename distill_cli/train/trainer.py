@@ -330,7 +330,13 @@ class Trainer:
         self._saved_step = step
 
     def _summary(self) -> RunSummary:
-        s, st, m = self.s, self.state, self.last_eval
+        s, st = self.s, self.state
+        if self.evaluator.kept is None and s.world.is_main:
+            # resumed at its end (a finished run, or one stopped while its summary was made):
+            # no evaluation ran in this process, and val_images, eval.json went missing
+            teacher_net = s.teacher if s.method.compares_teacher else None
+            self.last_eval = self.evaluator.student_metrics(s.student, teacher_net)
+        m = self.last_eval
         teacher = None
         if s.teacher is not None:
             top1 = self.teacher_metrics.get("top1")
