@@ -343,3 +343,40 @@ def test_processes_agree_on_a_signal_within_seconds(monkeypatch: pytest.MonkeyPa
     assert agreement.agree(20, signal.SIGTERM, cpu) == signal.SIGTERM and agreement.every == 1
     alone = stop.StopAgreement(World(), log_every=50)
     assert not alone.due(0) and alone.agree(3, signal.SIGINT, cpu) == signal.SIGINT
+
+
+@pytest.mark.slow
+def test_a_refusal_of_rank_0_alone_ends_the_other_processes_too(tmp_path: Path) -> None:
+    """Rank 0 alone looks at the run folder; refused there (a live run holds it), it exited
+    before the others could meet it, and they waited in torch's rendezvous for 30 minutes,
+    deaf to SIGTERM (srun, unlike torchrun, stops nobody). Now all join first."""
+    import fcntl
+    import socket
+
+    body = teacher_body(tmp_path / "runs", epochs=1)
+    body["data"]["synthetic"]["train_size"] = 64
+    recipe = write_recipe(tmp_path, "r", body)
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / ".distill-run").write_text("a distill run folder\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    holder = os.open(run / ".distill-lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # a live run holds the folder
+    procs = []
+    try:
+        for rank in (0, 1):
+            env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)}
+            env.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+            cmd = [sys.executable, "-m", "distill_cli", "run", str(recipe), "-q"]
+            procs.append(
+                subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+            )
+        errs = [p.communicate(timeout=90)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+        os.close(holder)
+    assert procs[0].returncode == 2 and "in use by a live run" in errs[0]
+    assert procs[1].returncode != 0 and "error:" not in errs[1]  # said once, by rank 0

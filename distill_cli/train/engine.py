@@ -2,9 +2,9 @@
 
     summary = engine.run(recipe, resume=False, overwrite=False, reporter=None)
 
-The order is the order of events: check the trackers can start, lock the run folder (before
-anything slow is built, so a second run on the same folder is refused at once), refuse what the
-folder alone refuses (a run there without --resume or --overwrite, a changed recipe), build the run
+The order is the order of events: join the other processes (under a launcher), check the
+trackers can start, lock the run folder (before anything slow is built, so a second run on the
+same folder is refused at once), refuse what the folder alone refuses (a run there without --resume or --overwrite, a changed recipe), build the run
 (`build.build`), say what the run is (`Setup.opening`: data, models, the teacher's weights
 file, the data's warnings), score the teacher (one near chance stops here, leaving nothing behind),
 prepare the folder (new, resumed or replaced), record the data's fingerprint (or, resuming,
@@ -24,7 +24,7 @@ from distill_cli.recipe.document import Recipe
 from distill_cli.rundir.layout import RunDir
 from distill_cli.rundir.summary import RunSummary
 from distill_cli.train import distributed
-from distill_cli.train.build import build
+from distill_cli.train.build import build, resolve_device
 from distill_cli.train.final_test import read_ahead
 from distill_cli.train.reporter import Reporter
 from distill_cli.train.setup import Setup
@@ -43,7 +43,6 @@ def run(
     """Train the recipe's student to the end in its run folder; returns the run's summary."""
     RunDir.check_intent(resume=resume, overwrite=overwrite)
     world = world_from_env()
-    preflight(recipe, main=world.is_main)
     joined_before = distributed.joined()
     threads = torch.get_num_threads()  # runtime.threads is this run's, not the caller's after
     rundir = RunDir(recipe.run_dir)
@@ -53,6 +52,13 @@ def run(
         # say --resume, and an --overwrite in it would throw the progress away
         resume, overwrite = True, False
     try:
+        if world.distributed:
+            # every process joins before rank 0 alone checks the trackers and the folder: a
+            # refusal there (a live run holds it, a run there without --resume) ends rank 0,
+            # and the others, joined, notice at their first collective, where they waited for
+            # it in the rendezvous for torch's 30 minutes (srun, unlike torchrun, stops nobody)
+            distributed.init(world, resolve_device(recipe.runtime.device, world))
+        preflight(recipe, main=world.is_main)
         if not world.is_main:
             return _follow(build(recipe), rundir, resume)
         with rundir.lock():
