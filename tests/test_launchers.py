@@ -150,11 +150,16 @@ def test_a_process_beyond_the_machines_gpus_says_so(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    world = World(rank=2, size=4, local_rank=2, launched=True)
+    world = World(rank=2, size=4, local_rank=2, launched=True)  # srun: the count is not said
     with pytest.raises(DistillError, match="shows 2 GPUs") as info:
         resolve_device("cuda", world)
     assert info.value.own_failure  # only the processes beyond the GPUs meet it
     assert resolve_device("cuda", World(rank=1, size=4, local_rank=1, launched=True)).index == 1
+    # torchrun says the machine's count: every process refuses alike, rank 0 says it once
+    _env(monkeypatch, RANK="0", WORLD_SIZE="4", LOCAL_RANK="0", LOCAL_WORLD_SIZE="4")
+    with pytest.raises(DistillError, match=r"^4 processes on a machine that shows 2") as info:
+        resolve_device("cuda", world_from_env())
+    assert not info.value.own_failure
 
 
 def test_commands_that_do_not_train_run_once_under_a_launcher(

@@ -75,7 +75,7 @@ def _interrupts(received: list[int]) -> Iterator[None]:
 
     previous = {
         sig: signal.signal(sig, interrupt)
-        for sig in (signal.SIGINT, signal.SIGTERM)
+        for sig in distill_cli.STOP_SIGNALS
         if signal.getsignal(sig) is not signal.SIG_IGN
     }
     for sig, handler in previous.items():

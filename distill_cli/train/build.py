@@ -48,15 +48,21 @@ def resolve_device(choice: str, world: World | None = None) -> torch.device:
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda" and world is not None and world.distributed:
         visible = torch.cuda.device_count()
-        if world.local_rank >= visible:  # torch would fail later with "invalid device ordinal"
+        # torchrun says how many processes share the machine, so every one of them refuses
+        # alike (rank 0 says it, before any waits for the others); under srun only those
+        # beyond the GPUs know, and each says so (`own`). torch failed later, "invalid device
+        # ordinal", while the others waited for it.
+        needed = world.local_size or world.local_rank + 1
+        if needed > visible:
             error = DistillError(
-                f"process {world.rank} is local process {world.local_rank} of its machine, "
-                f"which shows {visible} GPU{'s' if visible != 1 else ''}",
-                "LOCAL_RANK",
+                f"{needed} processes on a machine that shows {visible} "
+                f"GPU{'s' if visible != 1 else ''} (process {world.rank} is its local "
+                f"process {world.local_rank})",
+                "LOCAL_WORLD_SIZE" if world.local_size else "LOCAL_RANK",
                 f"start at most {visible} processes per machine (--nproc, torchrun's "
                 "--nproc_per_node, srun's --ntasks-per-node), one per GPU",
             )
-            error.own = True  # only the processes beyond the GPUs meet it: each says so
+            error.own = world.local_size is None
             raise error
         return torch.device("cuda", world.local_rank)
     return torch.device(choice)

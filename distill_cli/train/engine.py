@@ -4,14 +4,14 @@
 
 The order is the order of events: join the other processes (under a launcher), check the
 trackers can start, lock the run folder (before anything slow is built, so a second run on the
-same folder is refused at once), refuse what the folder alone refuses (a run there without --resume or --overwrite, a changed recipe), build the run
-(`build.build`), say what the run is (`Setup.opening`: data, models, the teacher's weights
-file, the data's warnings), score the teacher (one near chance stops here, leaving nothing behind),
-prepare the folder (new, resumed or replaced), record the data's fingerprint (or, resuming,
-refuse data that changed since), note the launch it runs under (a restart of that launch
-continues it), restore `last` when resuming, train
-(`trainer.Trainer`) with the trackers listening, and return the `RunSummary` the trainer wrote
-to `summary.json`. Under torchrun the main process owns the folder and the others follow
+same folder is refused at once), refuse what the folder alone refuses (a run there without
+--resume or --overwrite, a changed recipe), build the run (`build.build`), say what the run is
+(`Setup.opening`: data, models, the teacher's weights file, the data's warnings), score the
+teacher (one near chance stops here, leaving nothing behind), prepare the folder (new, resumed
+or replaced), record the data's fingerprint (or, resuming, refuse data that changed since), note
+the launch it runs under (a restart of that launch continues it), restore `last` when resuming,
+train (`trainer.Trainer`) with the trackers listening, and return the `RunSummary` the trainer
+wrote to `summary.json`. Under torchrun the main process owns the folder and the others follow
 its decision. The API and the CLI call this; neither knows the steps.
 """
 

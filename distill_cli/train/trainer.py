@@ -22,6 +22,7 @@ from typing import Any, NoReturn
 
 import torch
 
+from distill_cli import STOP_SIGNALS
 from distill_cli.data.loader import Batch
 from distill_cli.errors import AgreedStop
 from distill_cli.models.checkpoint import load_training, save_weights
@@ -134,7 +135,7 @@ class Trainer:
             if stop_now:
                 raise KeyboardInterrupt
 
-        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
 
     def _fit(self) -> None:
         s, sched = self.s, self.s.recipe.schedule

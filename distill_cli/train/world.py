@@ -40,6 +40,8 @@ class World:
     #: how the processes find each other: torchrun's environment, or tcp://MASTER_ADDR:PORT
     #: under srun; None when srun started the processes but the job script did not say where
     init_method: str | None = "env://"
+    #: the processes on this machine (torchrun's LOCAL_WORLD_SIZE); None when not said (srun)
+    local_size: int | None = None
     #: the launch this process belongs to, the same across its restarts: the SLURM job, else
     #: torchrun's rendezvous id; None for a process started by hand
     launch: str | None = None
@@ -121,7 +123,10 @@ def world_from_env() -> World:
         rank = _number(env, "RANK", "0")
         local_rank = _number(env, "LOCAL_RANK", "0")
         _check_rank(rank, size, "RANK", "WORLD_SIZE")
-        return World(rank, size, local_rank, True, "env://", launch, restarts)
+        local_size = (
+            _number(env, "LOCAL_WORLD_SIZE", None, 1) if "LOCAL_WORLD_SIZE" in env else None
+        )
+        return World(rank, size, local_rank, True, "env://", local_size, launch, restarts)
     if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env:
         size = _number(env, "SLURM_STEP_NUM_TASKS", None, minimum=1)
         rank = _number(env, "SLURM_PROCID", None)
@@ -140,7 +145,14 @@ def world_from_env() -> World:
 
 
 #: The variables a launcher describes the world with (what `world_from_env` reads for it).
-WORLD_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID")
+WORLD_VARIABLES = (
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "SLURM_STEP_NUM_TASKS",
+    "SLURM_PROCID",
+)
 
 
 def leave_launcher() -> None:
