@@ -34,9 +34,10 @@ def processes(nproc: int, argv: list[str]) -> None:
         ["--standalone", f"--nproc_per_node={nproc}", "-m", "distill_cli", *without_nproc(argv)]
     )
     # the launcher's notes (OMP_NUM_THREADS, each process it stops, each failure) repeat
-    # what the processes say in their own lines
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
-    logging.getLogger("torch.distributed.run").setLevel(logging.CRITICAL)
+    # what the processes say in their own lines (torch sets each module's logger's level)
+    for name in [*logging.root.manager.loggerDict, "torch.distributed.run"]:
+        if name.startswith(("torch.distributed.elastic", "torch.distributed.run")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         run(args)
     except ChildFailedError as exc:
