@@ -14,7 +14,13 @@ __version__ = "0.1.0"
 #: the files it names (docs/runs.md), so the store stays off unless the user set the variable.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-#: Signals (SIGINT, SIGTERM) that reached the `distill` command while it was still importing,
+#: The signals that stop a command, a run saving its position first: Ctrl-C, a scheduler's
+#: preemption (SIGTERM), and SIGUSR1, the warning SLURM sends ahead of the end with
+#: `--signal=USR1@<seconds>` (its default action killed a run on the spot, unsaved). The one
+#: list: the package's import, `cli.entry`, the training loop and `process_state` read it.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+#: Signals (STOP_SIGNALS) that reached the `distill` command while it was still importing,
 #: before `cli.entry` put its handler in place; the command answers them as it answers one
 #: arriving later (its one line, exit 130 / 143) instead of dying with a traceback or by
 #: the signal. Only the command defers them: a program that imports distill keeps its own.
@@ -34,7 +40,7 @@ def note_early_signal(signum: int, frame: object) -> None:
 
 
 def _defer_signals_while_importing() -> None:
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         if signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL):
             try:
                 signal.signal(sig, note_early_signal)

@@ -21,7 +21,18 @@ EXIT_NOT_MEASURED = 3
 
 
 class DistillError(Exception):
-    """A failure the user can act on; carries where it happened and what to do about it."""
+    """A failure the user can act on; carries where it happened and what to do about it.
+
+    `own` says whether, under several processes (torchrun, srun), the failure is this
+    process's own rather than one every process meets alike. Each process reads the same
+    recipe, files and flags, so a refusal of the input (exit 2) is met by all of them and said
+    once, by rank 0; a stop they agree on (a NaN loss, a signal) likewise. What only one process
+    can meet (its device, its node's disk: exit 1 by default) is said by that process too,
+    naming its rank (`cli.entry`).
+    """
+
+    #: None: decided by the exit code (a failure of the work, exit 1, may be this process's)
+    own: bool | None = None
 
     def __init__(
         self, what: str, where: str | None = None, hint: str | None = None, code: int = EXIT_USAGE
@@ -31,6 +42,11 @@ class DistillError(Exception):
         self.where = where
         self.hint = hint
         self.code = code
+
+    @property
+    def own_failure(self) -> bool:
+        """Whether a process other than rank 0 says this error too (see the class)."""
+        return self.code == EXIT_FAILURE if self.own is None else self.own
 
     def __str__(self) -> str:
         text = self.what
@@ -52,6 +68,13 @@ class RunFailed(DistillError):
 
     def __init__(self, what: str, where: str | None = None, hint: str | None = None) -> None:
         super().__init__(what, where, hint, code=EXIT_FAILURE)
+
+
+class AgreedStop(RunFailed):
+    """A failure every process of a run meets at once, having agreed on it (a NaN loss is
+    reduced across processes at log time): rank 0 says it for all of them."""
+
+    own = False
 
 
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str | None:

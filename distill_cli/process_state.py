@@ -31,11 +31,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
+from distill_cli import STOP_SIGNALS
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
 #: The signals a run catches (trainer) or the command defers (package import).
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = STOP_SIGNALS
 
 
 @dataclass

@@ -251,6 +251,7 @@ def test_importing_distill_in_a_program_leaves_its_signal_handlers(tmp_path: Pat
         "import os, signal, sys\nimport distill_cli\n"
         "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
         "assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL\n"
+        "assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     done = subprocess.run(
@@ -274,3 +275,49 @@ def test_a_command_started_with_ctrl_c_ignored_keeps_ignoring_it(tmp_path: Path)
     )
     assert done.returncode == 0 and done.stderr == ""
     assert "function_matching" in done.stdout
+
+
+def test_resume_of_a_finished_run_keeps_its_results_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--resume` after the run had finished (a job script that always resumes, a requeue
+    after the end) rewrote summary.json without `val_images` (no evaluation ran in that
+    process) and logged the holdout's test line a second time."""
+    body = teacher_body(tmp_path / "runs", epochs=1)
+    body["data"]["synthetic"]["train_size"] = 64
+    body["data"]["holdout"] = 16
+    recipe = write_recipe(tmp_path, "r", body)
+    run = tmp_path / "runs" / "r"
+    assert _exit(["train", str(recipe), "--quiet"], capsys)[0] == 0
+    summary, metrics = (run / "summary.json").read_text(), (run / "metrics.jsonl").read_text()
+    assert '"val_images": 16' in summary and metrics.count('"kind": "test"') == 1
+    assert _exit(["train", str(recipe), "--resume", "--quiet"], capsys)[0] == 0
+    assert (run / "summary.json").read_text() == summary
+    assert (run / "metrics.jsonl").read_text() == metrics
+
+
+def test_slurms_warning_signal_saves_the_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`#SBATCH --signal=USR1@90` warns a job before its end; SIGUSR1's default action killed
+    the run on the spot, without a line, losing the steps since its last checkpoint."""
+    from distill_cli.train.trainer import Trainer
+
+    real = Trainer.train_step
+
+    def step(self: Trainer, batch: Any, epoch: int, step: int, window: Any = None) -> None:
+        if step == 0:
+            os.kill(os.getpid(), signal.SIGUSR1)
+        real(self, batch, epoch, step, window)
+
+    monkeypatch.setattr(Trainer, "train_step", step)
+    body = teacher_body(tmp_path / "runs", epochs=2)
+    body["data"]["synthetic"]["train_size"] = 64
+    recipe = write_recipe(tmp_path, "r", body)
+    code, err = _exit(["train", str(recipe), "--quiet"], capsys)
+    assert code == 128 + signal.SIGUSR1 and err[0].startswith(
+        "error: interrupted by SIGUSR1 at step 1; position saved"
+    )
+    monkeypatch.setattr(Trainer, "train_step", real)
+    assert _exit(["train", str(recipe), "--resume", "--quiet"], capsys)[0] == 0
+    assert '"steps": 4' in (tmp_path / "runs" / "r" / "summary.json").read_text()

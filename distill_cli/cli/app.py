@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -11,6 +12,7 @@ import typer
 
 from distill_cli import __version__
 from distill_cli.cli.export import bench_app, export_cmd
+from distill_cli.cli.launch import processes
 from distill_cli.cli.options import (
     DryRunOpt,
     JsonOpt,
@@ -25,7 +27,7 @@ from distill_cli.cli.options import (
     wide_console,
 )
 from distill_cli.cli.students import students_cmd
-from distill_cli.train.world import world_from_env
+from distill_cli.train.world import leave_launcher, world_from_env
 
 app = typer.Typer(
     name="distill",
@@ -45,8 +47,13 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+#: The commands that use several processes when a launcher starts them (torchrun, srun).
+DISTRIBUTED_COMMANDS = ("run", "train")
+
+
 @app.callback()
 def main(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks for errors")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="show the version")
@@ -54,6 +61,24 @@ def main(
 ) -> None:
     if debug:
         os.environ["DISTILL_DEBUG"] = "1"
+    if ctx.invoked_subcommand not in DISTRIBUTED_COMMANDS:
+        # `distill export/report/students/bench ...` started under torchrun or srun: rank 0
+        # does it once, as one process; N copies writing the same files would race, and print
+        # N times
+        if not _main_process():
+            raise typer.Exit(0)
+        leave_launcher()
+
+
+def _main_process() -> bool:
+    """Whether this process does a one-process command: rank 0, or no launcher. A command
+    that does not train has no use for the launcher's variables, even wrong ones."""
+    from distill_cli.errors import DistillError
+
+    try:
+        return world_from_env().is_main
+    except DistillError:
+        return True
 
 
 def _execute(
@@ -74,6 +99,8 @@ def _execute(
     if throughput is not None and not dry_run:
         raise typer.BadParameter("--throughput is for the cost projection of --dry-run")
     if dry_run:
+        if not world_from_env().is_main:  # a plan is read-only: said once, by rank 0
+            return
         plan = api.plan(
             recipe, overrides, throughput=throughput, resume=resume, overwrite=overwrite
         )
@@ -97,33 +124,6 @@ def _execute(
         console.print(summary_table(result))
 
 
-def _relaunch_with_torchrun(nproc: int) -> None:
-    """`distill run/train --nproc N`: the same command under torchrun on this machine."""
-    import sys
-
-    args, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-            continue
-        if arg == "--nproc":
-            skip = True
-            continue
-        if not arg.startswith("--nproc="):
-            args.append(arg)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "distill_cli",
-        *args,
-    ]
-    os.execv(sys.executable, cmd)
-
-
 @app.command()
 def run(
     recipe: RecipeArg,
@@ -140,8 +140,7 @@ def run(
     from distill_cli.recipe.files import refuse_stdin_for_processes
 
     refuse_stdin_for_processes(recipe, nproc)
-    if nproc > 1 and not world_from_env().launched:
-        _relaunch_with_torchrun(nproc)
+    processes(nproc, sys.argv[1:])
     _execute("run", recipe, set_, resume, overwrite, dry_run, as_json, quiet, throughput)
 
 
@@ -161,8 +160,7 @@ def train(
     from distill_cli.recipe.files import refuse_stdin_for_processes
 
     refuse_stdin_for_processes(recipe, nproc)
-    if nproc > 1 and not world_from_env().launched:  # a teacher on several GPUs, as `run`
-        _relaunch_with_torchrun(nproc)
+    processes(nproc, sys.argv[1:])  # a teacher on several GPUs, as `run`
     _execute("train", recipe, set_, resume, overwrite, dry_run, as_json, quiet, throughput)
 
 

@@ -37,7 +37,7 @@ def entry(argv: list[str] | None = None) -> None:
 
             code = app(args=args, prog_name="distill", standalone_mode=False)
     except DistillError as exc:
-        _fail(f"error: {exc}", exc.code, debug)
+        _fail(f"error: {exc}", exc.code, debug, own=exc.own_failure)
     except KeyboardInterrupt:
         code = 130
     except SystemExit:
@@ -46,7 +46,7 @@ def entry(argv: list[str] | None = None) -> None:
         from distill_cli.host import fs_failed
 
         failed = fs_failed(exc, exc.filename or "a file", "work with a file")
-        _fail(f"error: {failed}", EXIT_FAILURE, debug)
+        _fail(f"error: {failed}", EXIT_FAILURE, debug, own=True)
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode
         if _is_click_error(exc):
             line = usage_line(exc) + set_with_a_space(args)
@@ -75,7 +75,7 @@ def _interrupts(received: list[int]) -> Iterator[None]:
 
     previous = {
         sig: signal.signal(sig, interrupt)
-        for sig in (signal.SIGINT, signal.SIGTERM)
+        for sig in distill_cli.STOP_SIGNALS
         if signal.getsignal(sig) is not signal.SIG_IGN
     }
     for sig, handler in previous.items():
@@ -106,13 +106,33 @@ def _interrupted(received: list[int], args: list[str]) -> str:
     )
 
 
-def _fail(message: str, code: int, debug: bool) -> None:
+def _fail(message: str, code: int, debug: bool, own: bool = False) -> None:
+    """Print the error line and exit with `code`. Under several processes each one fails, and
+    the line is said once: by rank 0, and by another rank only for a failure of its own
+    (`DistillError.own`), naming it (`error: rank 3 of 8: ...`): the input's refusal, an agreed
+    stop or a lost peer, met by every process alike, is not repeated by each."""
+    other = _other_rank()
+    if other is not None:
+        if not own:
+            sys.exit(code)
+        message = f"error: rank {other}: {message.removeprefix('error: ')}"
     if debug:
         import traceback
 
         traceback.print_exc()
     print(message, file=sys.stderr)
     sys.exit(code)
+
+
+def _other_rank() -> str | None:
+    """`3 of 8` for a process of several that is not rank 0; None for rank 0, or one process."""
+    from distill_cli.train.world import world_from_env
+
+    try:
+        world = world_from_env()
+    except DistillError:  # the variables themselves are wrong: each process says so
+        return None
+    return f"{world.rank} of {world.size}" if world.distributed and not world.is_main else None
 
 
 def _click_modules() -> list[type[Exception]]:

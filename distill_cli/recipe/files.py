@@ -34,7 +34,9 @@ def refuse_stdin_for_processes(recipe: Path | str, processes: int) -> None:
 
 
 def stdin_text() -> str:
-    refuse_stdin_for_processes(STDIN, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    from distill_cli.train.world import world_from_env  # torchrun's or srun's processes
+
+    refuse_stdin_for_processes(STDIN, world_from_env().size)
     if sys.stdin is None or sys.stdin.isatty():
         raise DistillError(
             "the recipe is '-' (standard input), but nothing is piped in",

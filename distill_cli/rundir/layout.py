@@ -42,6 +42,12 @@ from distill_cli.rundir.run_files import RunFiles
 MARKER = ".distill-run"
 #: The run's lock file: distill's own name, taken only in a folder known to be a run.
 LOCK = ".distill-lock"
+#: What the marker says; a line `launch: <id>` after it names the launch (SLURM job, torchrun
+#: rendezvous) the run last started or resumed under, which continues it when it restarts
+#: (`train.engine`). In the marker, not a file of its own: a run's files are the same
+#: whether a launcher started it or not.
+MARKER_TEXT = "a distill run folder: distill may replace what is in it\n"
+_LAUNCH_LINE = "launch: "
 #: What distill writes at the top of a run folder (besides `report_*.png` and `.*.tmp`):
 #: `--overwrite` deletes these and nothing else. `.lock` is the lock of older versions.
 _OWNED = (
@@ -183,7 +189,7 @@ class RunDir(RunFiles):
 
         step = int(read_train_state(self.last).get("step", 0))
         if self.summary.is_file():  # what `--resume` does with a run that ended
-            return f"holds a finished run (step {step:,}): --resume has no steps left to train"
+            return f"holds a finished run (step {step:,}): --resume has no steps left (it evaluates again)"
         return f"holds a run: --resume continues it from step {step:,} (its last checkpoint)"
 
     def training(self) -> str | None:
@@ -317,10 +323,23 @@ class RunDir(RunFiles):
             return True
         # a distill run (claimed above): distill's own files, all but the lock we hold
         self._remove([c for c in self.owned() if c != self.lockfile])
-        atomic_write(self.marker, "a distill run folder: distill may replace what is in it\n")
+        atomic_write(self.marker, MARKER_TEXT)
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         atomic_write(self.recipe, recipe_yaml)
         return False
+
+    def record_launch(self, launch: str | None) -> None:
+        """Note the launch this run now trains under (None: started by hand)."""
+        if launch != self.launched_by():
+            atomic_write(self.marker, MARKER_TEXT + (f"{_LAUNCH_LINE}{launch}\n" if launch else ""))
+
+    def launched_by(self) -> str | None:
+        """The launch the run last started or resumed under; None when unknown."""
+        try:
+            lines = self.marker.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return next((x[len(_LAUNCH_LINE) :] for x in lines if x.startswith(_LAUNCH_LINE)), None)
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one line (never through a symlink planted where metrics.jsonl belongs)."""
@@ -352,13 +371,14 @@ class RunDir(RunFiles):
         """Drop records after `step`: a resumed run re-logs them, so history stays single.
 
         A line that does not parse is dropped too: it cannot be placed, and the resumed run
-        logs its steps again.
+        logs its steps again. So is the `test` line (logged once, after the last step): a run
+        resumed at its end logs it again, and a finished run resumed had two.
         """
         if not self.metrics.is_file():
             return
         keep = [
             line.decode()
             for line, record in self.metric_lines()
-            if record is not None and record.get("step", 0) <= step
+            if record is not None and record.get("step", 0) <= step and record.get("kind") != "test"
         ]
         atomic_write(self.metrics, "".join(line + "\n" for line in keep))

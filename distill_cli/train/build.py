@@ -25,7 +25,7 @@ from distill_cli.models.probe import probe
 from distill_cli.models.view import load_sizes
 from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.loop_sections import RuntimeSpec
-from distill_cli.train.distributed import has_batchnorm, init, sync_batchnorm
+from distill_cli.train.distributed import has_batchnorm, init, joined, sync_batchnorm
 from distill_cli.train.setup import RunLength, Setup, Stream
 from distill_cli.train.world import World, world_from_env
 
@@ -47,6 +47,23 @@ def resolve_device(choice: str, world: World | None = None) -> torch.device:
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda" and world is not None and world.distributed:
+        visible = torch.cuda.device_count()
+        # torchrun says how many processes share the machine, so every one of them refuses
+        # alike (rank 0 says it, before any waits for the others); under srun only those
+        # beyond the GPUs know, and each says so (`own`). torch failed later, "invalid device
+        # ordinal", while the others waited for it.
+        needed = world.local_size or world.local_rank + 1
+        if needed > visible:
+            error = DistillError(
+                f"{needed} processes on a machine that shows {visible} "
+                f"GPU{'s' if visible != 1 else ''} (process {world.rank} is its local "
+                f"process {world.local_rank})",
+                "LOCAL_WORLD_SIZE" if world.local_size else "LOCAL_RANK",
+                f"start at most {visible} processes per machine (--nproc, torchrun's "
+                "--nproc_per_node, srun's --ntasks-per-node), one per GPU",
+            )
+            error.own = world.local_size is None
+            raise error
         return torch.device("cuda", world.local_rank)
     return torch.device(choice)
 
@@ -70,7 +87,8 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
             f"use a multiple of {world.size} (it is the global batch)",
         )
     device = resolve_device(rt.device, world)
-    init(world, device)
+    if not plan_only:  # rank 0 alone plans (`cli.app`): joining the group would wait forever
+        init(world, device)
     cuda = device.type == "cuda"
     precision = rt.precision if rt.precision != "auto" else ("bf16" if cuda else "fp32")
     channels_last = rt.channels_last if rt.channels_last is not None else cuda
@@ -215,7 +233,7 @@ def _place(
     )
     if sync_bn:
         student.module = sync_batchnorm(student.module, device)
-    if world.distributed:
+    if world.distributed and joined():  # not joined: a plan, of the run these processes make
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [device.index] if device.type == "cuda" else None

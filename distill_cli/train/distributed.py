@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from distill_cli.errors import DistillError
+from distill_cli.errors import DistillError, RunFailed
 from distill_cli.train.world import World
 
 
@@ -29,8 +29,49 @@ def init(world: World, device: torch.device) -> None:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
+    if world.init_method != "env://":
+        dist.init_process_group(
+            backend=backend, init_method=world.init_method, rank=world.rank, world_size=world.size
+        )
+        return
+    # torchrun's processes share its agent's store, which keeps the keys of the processes it
+    # ran before a restart (--max-restarts): meeting under the same keys, the new ones read
+    # the dead ones' addresses and wait forever in gloo's connect. Keys of their own per restart.
+    store, _, _ = next(dist.rendezvous("env://", world.rank, world.size))
     dist.init_process_group(
-        backend=backend, init_method=world.init_method, rank=world.rank, world_size=world.size
+        backend=backend,
+        store=dist.PrefixStore(f"distill/restart{world.restarts}", store),
+        rank=world.rank,
+        world_size=world.size,
+    )
+
+
+class PeerLost(RunFailed):
+    """A collective failed because another process of the run is gone (killed, crashed, its
+    node lost): a consequence met by every survivor, so rank 0 alone says it (`errors`)."""
+
+    own = False
+
+
+def peer_lost(exc: BaseException, world: World) -> PeerLost | None:
+    """`exc` as one line when it is the process group's failure (a peer's socket closed, a
+    collective timed out) rather than a bug; None otherwise.
+
+    gloo reports a dead peer as a plain RuntimeError (`Read error [...]: Connection reset by
+    peer`) from whichever collective this process was in; NCCL and the store raise torch's
+    DistError types. Without this the survivors each printed a 60-line traceback.
+    """
+    if not world.distributed or not isinstance(exc, RuntimeError):
+        return None
+    text = str(exc)
+    if not (isinstance(exc, dist.DistError) or "gloo" in text or "NCCL" in text):
+        return None
+    detail = text.split("] ", 1)[-1].split(". This is typically")[0].strip().splitlines()
+    return PeerLost(
+        f"lost contact with the other processes ({detail[0] if detail else type(exc).__name__})",
+        f"rank {world.rank} of {world.size}",
+        "another process of the run stopped: its error line, or the launcher's report of its "
+        "exit code, says why; --resume continues from the last checkpoint",
     )
 
 

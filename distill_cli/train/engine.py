@@ -2,15 +2,16 @@
 
     summary = engine.run(recipe, resume=False, overwrite=False, reporter=None)
 
-The order is the order of events: check the trackers can start, lock the run folder (before
-anything slow is built, so a second run on the same folder is refused at once), refuse what the
-folder alone refuses (a run there without --resume or --overwrite, a changed recipe), build the run
-(`build.build`), say what the run is (`Setup.opening`: data, models, the teacher's weights
-file, the data's warnings), score the teacher (one near chance stops here, leaving nothing behind),
-prepare the folder (new, resumed or replaced), record the data's fingerprint (or, resuming,
-refuse data that changed since), restore `last` when resuming, train
-(`trainer.Trainer`) with the trackers listening, and return the `RunSummary` the trainer wrote
-to `summary.json`. Under torchrun the main process owns the folder and the others follow
+The order is the order of events: join the other processes (under a launcher), check the
+trackers can start, lock the run folder (before anything slow is built, so a second run on the
+same folder is refused at once), refuse what the folder alone refuses (a run there without
+--resume or --overwrite, a changed recipe), build the run (`build.build`), say what the run is
+(`Setup.opening`: data, models, the teacher's weights file, the data's warnings), score the
+teacher (one near chance stops here, leaving nothing behind), prepare the folder (new, resumed
+or replaced), record the data's fingerprint (or, resuming, refuse data that changed since), note
+the launch it runs under (a restart of that launch continues it), restore `last` when resuming,
+train (`trainer.Trainer`) with the trackers listening, and return the `RunSummary` the trainer
+wrote to `summary.json`. Under torchrun the main process owns the folder and the others follow
 its decision. The API and the CLI call this; neither knows the steps.
 """
 
@@ -23,7 +24,7 @@ from distill_cli.recipe.document import Recipe
 from distill_cli.rundir.layout import RunDir
 from distill_cli.rundir.summary import RunSummary
 from distill_cli.train import distributed
-from distill_cli.train.build import build
+from distill_cli.train.build import build, resolve_device
 from distill_cli.train.final_test import read_ahead
 from distill_cli.train.reporter import Reporter
 from distill_cli.train.setup import Setup
@@ -42,11 +43,22 @@ def run(
     """Train the recipe's student to the end in its run folder; returns the run's summary."""
     RunDir.check_intent(resume=resume, overwrite=overwrite)
     world = world_from_env()
-    preflight(recipe, main=world.is_main)
     joined_before = distributed.joined()
     threads = torch.get_num_threads()  # runtime.threads is this run's, not the caller's after
     rundir = RunDir(recipe.run_dir)
+    if world.restarted and world.launch is not None and rundir.launched_by() == world.launch:
+        # the launcher restarted the processes that started or resumed this run (torchrun's
+        # --max-restarts, a SLURM requeue): they continue it, as the launch's command cannot
+        # say --resume, and an --overwrite in it would throw the progress away
+        resume, overwrite = True, False
     try:
+        if world.distributed:
+            # every process joins before rank 0 alone checks the trackers and the folder: a
+            # refusal there (a live run holds it, a run there without --resume) ends rank 0,
+            # and the others, joined, notice at their first collective, where they waited for
+            # it in the rendezvous for torch's 30 minutes (srun, unlike torchrun, stops nobody)
+            distributed.init(world, resolve_device(recipe.runtime.device, world))
+        preflight(recipe, main=world.is_main)
         if not world.is_main:
             return _follow(build(recipe), rundir, resume)
         with rundir.lock():
@@ -54,6 +66,11 @@ def run(
             # said before the data is scanned and the teacher loaded
             rundir.check(recipe.to_yaml(), resume=resume, overwrite=overwrite)
             return _lead(build(recipe), rundir, resume, overwrite, reporter)
+    except RuntimeError as exc:  # a collective failed: a peer is gone (or a bug: re-raised)
+        lost = distributed.peer_lost(exc, world)
+        if lost is None:
+            raise
+        raise lost from exc
     finally:
         # Leave the process group we joined: a process that exits with gloo's threads still
         # running can die in std::terminate (SIGABRT) after a run that succeeded. A group the
@@ -75,6 +92,7 @@ def _lead(
         trainer.check_teacher()  # a teacher near chance is refused before the folder is written
         resuming = rundir.prepare(rec.to_yaml(), resume=resume, overwrite=overwrite)
         _same_data(setup, rundir, resuming)
+        rundir.record_launch(setup.world.launch)
     finally:
         setup.world.barrier()
     if resuming:

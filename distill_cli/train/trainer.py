@@ -22,8 +22,9 @@ from typing import Any, NoReturn
 
 import torch
 
+from distill_cli import STOP_SIGNALS
 from distill_cli.data.loader import Batch
-from distill_cli.errors import RunFailed
+from distill_cli.errors import AgreedStop
 from distill_cli.models.checkpoint import load_training, save_weights
 from distill_cli.rundir.layout import RunDir
 from distill_cli.rundir.summary import ModelResult, RunSummary
@@ -34,36 +35,11 @@ from distill_cli.train.optim import build_optimizer, lr_factor, set_lr
 from distill_cli.train.records import Window, checkpoint_meta, logged_epoch, selection_score
 from distill_cli.train.reporter import NullReporter, Reporter
 from distill_cli.train.setup import Setup
+from distill_cli.train.stop import Interrupted, StopAgreement, StoppedAtOnce
 from distill_cli.train.teacher_check import check_teacher
 
 #: Seconds between two saves of `last` at epoch ends without an evaluation.
 LAST_EVERY_S = 60.0
-
-
-class Interrupted(RunFailed):
-    """SIGINT/SIGTERM: the run saved its position and stopped; `--resume` continues it."""
-
-    def __init__(self, signum: int, step: int, path: str) -> None:
-        name = signal.Signals(signum).name
-        super().__init__(
-            f"interrupted by {name} at step {step}; position saved", path, "continue with --resume"
-        )
-        self.code = 128 + signum
-
-
-class StoppedAtOnce(RunFailed):
-    """A second SIGINT/SIGTERM before the position was saved: the run stopped at once, and the
-    last checkpoint written (atomically, so whole) is where `--resume` continues."""
-
-    def __init__(self, signum: int, saved: int | None, path: str) -> None:
-        name = signal.Signals(signum).name
-        where = f"the last saved position (step {saved}) is intact" if saved is not None else ""
-        super().__init__(
-            f"stopped at once by a second {name}" + (f"; {where}" if where else ""),
-            path,
-            "continue with --resume" if saved is not None else "run it again to start over",
-        )
-        self.code = 128 + signum
 
 
 def _float_buffers(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -97,6 +73,7 @@ class Trainer:
         self.last_eval: dict[str, float] = {}
         self._signal: int | None = None  # set by the signal handler
         self._stopping: int | None = None  # the signal every process has agreed to stop on
+        self._agreement = StopAgreement(setup.world, setup.recipe.schedule.log_every)
         self._finishing = False  # the loop is over: a signal stops the run at once
         self._bad_merged = 0  # bad training files every process knew at the last merge
         self._last_saved = -math.inf  # when `last` was written (perf_counter), never yet
@@ -158,7 +135,7 @@ class Trainer:
             if stop_now:
                 raise KeyboardInterrupt
 
-        return {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
 
     def _fit(self) -> None:
         s, sched = self.s, self.s.recipe.schedule
@@ -188,6 +165,8 @@ class Trainer:
                 if step % sched.log_every == 0 or epoch_done or save_due or stop_now:
                     self._flush(step, epoch, window)
                     window = Window(s.device)
+                elif self._agreement.due(step):  # a preemption's grace is short (`stop`)
+                    self._stopping = self._agreement.agree(step, self._signal, s.device)
                 self.state["step"] = step
                 self.state["wall_time"] = wall_before + time.perf_counter() - started
                 if epoch_done:
@@ -258,14 +237,13 @@ class Trainer:
         if world.distributed:  # every process sees the same loss, NaN step and stop decision
             world.sum(window.loss).div_(world.size)
             world.max(window.first_bad)
-            flag = torch.tensor(self._signal or 0, device=window.loss.device)
-            self._stopping = int(world.max(flag).item()) or None
+            self._stopping = self._agreement.agree(step, self._signal, window.loss.device)
             self._merge_bad_files(window.loss.device)
         else:
             self._stopping = self._signal
         first_bad = int(window.first_bad.item())
         if first_bad >= 0:
-            raise RunFailed(
+            raise AgreedStop(
                 f"the loss became NaN/Inf at step {first_bad}",
                 "training",
                 "lower optim.lr, or set runtime.on_nonfinite=skip; the last checkpoint is intact",
@@ -353,7 +331,13 @@ class Trainer:
         self._saved_step = step
 
     def _summary(self) -> RunSummary:
-        s, st, m = self.s, self.state, self.last_eval
+        s, st = self.s, self.state
+        if self.evaluator.kept is None and s.world.is_main:
+            # resumed at its end (a finished run, or one stopped while its summary was made):
+            # no evaluation ran in this process, and val_images, eval.json went missing
+            teacher_net = s.teacher if s.method.compares_teacher else None
+            self.last_eval = self.evaluator.student_metrics(s.student, teacher_net)
+        m = self.last_eval
         teacher = None
         if s.teacher is not None:
             top1 = self.teacher_metrics.get("top1")
