@@ -189,7 +189,7 @@ class RunDir(RunFiles):
 
         step = int(read_train_state(self.last).get("step", 0))
         if self.summary.is_file():  # what `--resume` does with a run that ended
-            return f"holds a finished run (step {step:,}): --resume has no steps left (it evaluates again)"
+            return f"holds a finished run (step {step:,}): --resume has no steps left to train"
         return f"holds a run: --resume continues it from step {step:,} (its last checkpoint)"
 
     def training(self) -> str | None:
