@@ -433,6 +433,7 @@ def test_a_piped_recipe_is_refused_for_several_processes(
     assert stop.value.code == 2
     assert "cannot be read by 2 processes" in capsys.readouterr().err
     monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "0")
     assert "cannot be read by 4 processes" in _error(Path("-"))
 
 
