@@ -347,6 +347,7 @@ def test_bad_streamed_inputs_are_one_line_errors(
     assert "no column 'img'" in line and "data.image_column" in line
     # a world size that does not divide the global batch (checked before joining the group)
     monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "0")
     assert _error(recipe) == (
         "batch size 6 cannot be split over 4 processes (schedule.batch_size) - use a multiple "
         "of 4 (it is the global batch)"
