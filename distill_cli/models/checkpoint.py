@@ -30,6 +30,7 @@ from torch import nn
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.host import atomic_write
 from distill_cli.models import hub
+from distill_cli.models.side_file import SideFile, parse_side_file
 
 #: Keys in a training checkpoint that hold optimizer or method state rather than model weights.
 OPTIM_PREFIX = "__optimizer__/"
@@ -195,20 +196,20 @@ def sidecar_path(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".json")
 
 
-def read_sidecar(checkpoint: Path) -> dict[str, Any]:
-    """The JSON metadata written beside distill's checkpoints; for a timm model in the Hugging
-    Face Hub layout, its config.json in the same keys (`models/hub.py`); else {}."""
+def read_sidecar(checkpoint: Path) -> SideFile:
+    """The side file beside a checkpoint (distill's own, or one a user wrote), checked
+    (`side_file.py`); for a timm model in the Hugging Face Hub layout, its config.json in the
+    same keys (`models/hub.py`); else an empty SideFile."""
     path = sidecar_path(checkpoint)
-    if checkpoint.is_dir() or not path.is_file():
-        return hub.side_file(checkpoint) or {}
+    if checkpoint.is_dir() or path == checkpoint or not path.is_file():  # a shard index.json
+        hub_side = hub.side_file(checkpoint)
+        if hub_side is None:
+            return SideFile()
+        return parse_side_file(hub_side, hub.config_file(checkpoint))
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DistillError(
             "checkpoint sidecar is not valid JSON", str(path), "restore or delete the file"
         ) from exc
-    if not isinstance(data, dict):  # hand-edited: a list or a number is not a sidecar
-        raise DistillError(
-            "checkpoint sidecar is not a JSON object", str(path), "restore or delete the file"
-        )
-    return data
+    return parse_side_file(data, path)
