@@ -146,13 +146,17 @@ def _unwrapped(key: str) -> str:
 
 def head_rows(path: Path, heads: list[str], entry: str | None = None) -> int | None:
     """The class count a checkpoint's classifier was trained for: the rows of the first of
-    `heads` (timm's `classifier` names: `fc`, `head.fc`, `classifier`) it holds, else None;
-    `entry` as for `read_weights`."""
+    `heads` (timm's `classifier` names: `fc`, `head.fc`, `classifier`) it holds, also under
+    a wrapper's attribute (a Lightning module's `net.fc`) when every such head has the same
+    rows, else None; `entry` as for `read_weights`."""
     state = read_weights(path, entry).state
     for head in heads:
-        weight = state.get(f"{head}.weight")
-        if weight is not None and weight.ndim >= 2:
-            return int(weight.shape[0])
+        name = f"{head}.weight"
+        if name in state and state[name].ndim >= 2:
+            return int(state[name].shape[0])
+        rows = {int(v.shape[0]) for k, v in state.items() if k.endswith("." + name) and v.ndim >= 2}
+        if len(rows) == 1:
+            return rows.pop()
     return None
 
 
