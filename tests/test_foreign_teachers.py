@@ -222,3 +222,26 @@ def test_an_export_source_named_like_a_weights_file_is_not_a_timm_name(name: str
     """A missing `last.ckpt` was "unknown timm model 'last.ckpt'" (close matches: dla60...)."""
     with pytest.raises(DistillError, match="checkpoint file not found"):
         resolve_source(name)
+
+
+def test_a_run_folder_is_a_teachers_checkpoint_as_it_is_an_export_source(tmp_path: Path) -> None:
+    """`distill export runs/teacher` takes the run's best checkpoint; `teacher.checkpoint:
+    runs/teacher` was "holds no model.safetensors", and so was `--checkpoint runs/teacher`."""
+    from distill_cli.models.checkpoint import save_weights
+    from distill_cli.rundir.layout import MARKER, RunDir
+
+    torch.manual_seed(5)
+    model, run = _model(), RunDir(tmp_path / "runs" / "teacher")
+    run.checkpoints.mkdir(parents=True)
+    (run.path / MARKER).write_text("")
+    side = {"model": "test_resnet", "num_classes": 3, "input_size": [48, 48],
+            "class_names": ["x", "y", "z"]}  # fmt: skip
+    save_weights(run.best, model, side)
+    net = create_net(ModelSpec(model="test_resnet", checkpoint=run.path), 3, role="teacher")
+    assert _same(net.module, model) and net.info.input_size == (48, 48)
+    assert net.weights_files[0].path == str(run.best.resolve())
+    source = resolve_source("test_resnet", checkpoint=run.path)
+    assert source.class_names == ["x", "y", "z"] and _same(source.student.module, model)
+    run.best.unlink()
+    with pytest.raises(DistillError, match="the run 'teacher' has not written it"):
+        create_net(ModelSpec(model="test_resnet", checkpoint=run.path), 3, role="teacher")

@@ -60,6 +60,21 @@ def checkpoint_not_found(path: Path) -> DistillError:
     return DistillError("checkpoint file not found", str(path), "check the path")
 
 
+def weights_path(checkpoint: Path) -> Path:
+    """The weights file a checkpoint path names: the file itself; a distill run folder's best
+    checkpoint (as `distill export RUN` takes it: a recipe's `teacher.checkpoint: runs/teacher`
+    was "holds no model.safetensors"); a Hugging Face folder's weights (`hub.weights_file`)."""
+    if checkpoint.is_dir():
+        from distill_cli.rundir.layout import RunDir
+
+        run = RunDir(checkpoint)
+        if run.is_run:
+            if not run.best.is_file():
+                raise checkpoint_not_found(run.best)
+            return run.best
+    return hub.weights_file(checkpoint)
+
+
 class NonFiniteState(RunFailed):
     """A tensor about to be saved holds NaN/Inf: the file is not written, the old one stays."""
 
@@ -200,8 +215,9 @@ def read_sidecar(checkpoint: Path) -> SideFile:
     """The side file beside a checkpoint (distill's own, or one a user wrote), checked
     (`side_file.py`); for a timm model in the Hugging Face Hub layout, its config.json in the
     same keys (`models/hub.py`); else an empty SideFile."""
+    checkpoint = weights_path(checkpoint)  # a folder: a run's best, a Hub folder's weights
     path = sidecar_path(checkpoint)
-    if checkpoint.is_dir() or path == checkpoint or not path.is_file():  # a shard index.json
+    if path == checkpoint or not path.is_file():  # a Hub folder's (a shard index is .json)
         hub_side = hub.side_file(checkpoint)
         if hub_side is None:
             return SideFile()

@@ -22,7 +22,12 @@ from torch import nn
 from distill_cli.errors import DistillError
 from distill_cli.host import sha256_file
 from distill_cli.models import hub
-from distill_cli.models.checkpoint import PRIVATE_PREFIX, checkpoint_not_found, first_nonfinite
+from distill_cli.models.checkpoint import (
+    PRIVATE_PREFIX,
+    checkpoint_not_found,
+    first_nonfinite,
+    weights_path,
+)
 from distill_cli.models.mismatch import Keys, refusal
 from distill_cli.models.weight_files import as_dict, read_file
 from distill_cli.rundir.summary import WeightsSource
@@ -76,7 +81,7 @@ def read_weights(path: Path, entry: str | None = None) -> WeightsFile:
     `.pth.tar`, safetensors saved as `.bin`), so a file that is neither is refused as such
     instead of as "a pickle holding code".
     """
-    path = hub.weights_file(path)  # a Hub folder: its model.safetensors / pytorch_model.bin
+    path = weights_path(path)  # a run's best, a Hub folder's model.safetensors, or the file
     if path.exists() and not path.is_file():
         raise DistillError("checkpoint is not a regular file", str(path), "pass a weights file")
     if not path.is_file():
@@ -218,7 +223,7 @@ def weights_source(path: Path, entry: str | None) -> WeightsSource:
     (a Hub folder's weights file), the checkpoint entry, its size and SHA-256. The hash reads
     the file once more (just read: from the page cache; 1.2 s per GB on 2 shared cores), so it
     is called where a net built from a checkpoint is recorded, not by every `load_weights`."""
-    file = hub.weights_file(path)
+    file = weights_path(path)
     files = hub.shards(file)
     if files is None:
         return WeightsSource(str(file.resolve()), entry, file.stat().st_size, sha256_file(file))
