@@ -245,3 +245,25 @@ def test_a_run_folder_is_a_teachers_checkpoint_as_it_is_an_export_source(tmp_pat
     run.best.unlink()
     with pytest.raises(DistillError, match="the run 'teacher' has not written it"):
         create_net(ModelSpec(model="test_resnet", checkpoint=run.path), 3, role="teacher")
+
+
+def test_distill_students_refuses_a_teacher_file_the_run_would_refuse_before_timing(
+    tmp_path: Path,
+) -> None:
+    """`distill students T --teacher-checkpoint F --write-recipe R` wrote F into the recipe
+    unread, after minutes of timing: another model's weights failed only at `distill run`."""
+    from distill_cli import api
+    from distill_cli.students.recipe import check_teacher_file
+
+    other = tmp_path / "other.pth"
+    torch.save(timm.create_model("test_efficientnet", num_classes=3).state_dict(), other)
+    with pytest.raises(DistillError, match="does not fit the model test_resnet"):
+        api.students("test_resnet", 5.0, write_recipe=tmp_path / "r.yaml", data="synthetic",
+                     teacher_checkpoint=other, include_test_models=True)  # fmt: skip
+    assert not (tmp_path / "r.yaml").exists()
+    ten = tmp_path / "ten.pth"  # no side file: the head's rows, as the run finds them
+    torch.save({"state_dict": _model(classes=10).state_dict(), "epoch": 3}, ten)
+    check_teacher_file("test_resnet", ten)
+    (tmp_path / "ten.json").write_text(json.dumps({"num_classes": 4}))
+    with pytest.raises(DistillError, match="classifier has 10 outputs: set num_classes: 10"):
+        check_teacher_file("test_resnet", ten)

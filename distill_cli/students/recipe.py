@@ -76,12 +76,41 @@ class RecipeAsk:
         checkpoint = Path(teacher_checkpoint) if teacher_checkpoint else None
         return cls(Path(path), str(data), checkpoint, student, name, force)
 
-    def check(self) -> None:
+    def check(self, teacher: str) -> None:
         """The usage errors, before minutes of timing rather than after: `data` must name a
-        source, and the file must be new unless `force`."""
+        source, the file must be new unless `force`, and the teacher's checkpoint must be one
+        `distill run` loads into `teacher` (`check_teacher_file`)."""
         data_section(self.data)
         if not self.force:
             refuse_existing(self.path, "--force")
+        if self.teacher_checkpoint is not None:
+            check_teacher_file(teacher, self.teacher_checkpoint)
+
+
+def check_teacher_file(teacher: str, checkpoint: Path) -> None:
+    """Refuse, in `distill run`'s words, a teacher checkpoint the run would refuse (its side
+    file, another model's weights, a class count its head does not have): the recipe was
+    written after minutes of timing and failed only when run. The teacher is built on the meta
+    device, so a 300M-parameter one costs no memory; the file is read as the run reads it."""
+    import warnings
+
+    import timm
+    import torch
+
+    from distill_cli.models.create import create_net
+    from distill_cli.models.feed import resolve_num_classes
+    from distill_cli.models.weights import head_rows
+    from distill_cli.recipe.sections import ModelSpec
+
+    spec = ModelSpec(model=teacher, checkpoint=checkpoint)
+    try:
+        classes: int | None = resolve_num_classes(spec, None)[0]
+    except DistillError:  # no side file says: the head's rows (the run takes the data's)
+        head = timm.get_pretrained_cfg_value(teacher.split(".")[0], "classifier") or []
+        classes = head_rows(checkpoint, [head] if isinstance(head, str) else list(head))
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")  # copying into meta tensors is a no-op, as meant
+        create_net(spec, classes or 1000, role="teacher")
 
 
 def _template() -> dict[str, Any]:
