@@ -267,3 +267,27 @@ def test_distill_students_refuses_a_teacher_file_the_run_would_refuse_before_tim
     (tmp_path / "ten.json").write_text(json.dumps({"num_classes": 4}))
     with pytest.raises(DistillError, match="classifier has 10 outputs: set num_classes: 10"):
         check_teacher_file("test_resnet", ten)
+
+
+def test_weights_in_the_models_original_names_load_and_another_size_is_still_refused(
+    tmp_path: Path,
+) -> None:
+    """ConvNeXt's own repository names its head `head.weight` and `norm.weight` (timm:
+    `head.fc.`, `head.norm.`): refused as 4 missing, 4 unexpected keys, though timm renames
+    them for its own hub weights (`checkpoint_filter_fn`). Renames load; a ViT's filter, which
+    resamples the position embedding, is not used: the size stays refused, naming it."""
+    torch.manual_seed(6)
+    model = timm.create_model("test_convnext", num_classes=3)
+    moved = {"head.fc.": "head.", "head.norm.": "norm."}
+    original = {}
+    for key, value in model.state_dict().items():
+        prefix = next((p for p in moved if key.startswith(p)), None)
+        original[moved[prefix] + key[len(prefix) :] if prefix else key] = value
+    torch.save({"model": original}, tmp_path / "convnext.pth")
+    net = create_net(ModelSpec(model="test_convnext", checkpoint=tmp_path / "convnext.pth"), 3)
+    assert _same(net.module, model) and "checkpoint_filter_fn" in net.sources["weights"]
+    vit32 = timm.create_model("test_vit", num_classes=3, img_size=32).state_dict()
+    torch.save(vit32, tmp_path / "vit32.pth")
+    spec = ModelSpec(model="test_vit", checkpoint=tmp_path / "vit32.pth", input_size=64)
+    with pytest.raises(DistillError, match=r"pos_embed.*another input size: 32"):
+        create_net(spec, 3)

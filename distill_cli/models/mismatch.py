@@ -118,6 +118,35 @@ def classes_hint(state: dict[str, torch.Tensor], keys: Keys, classifier: list[st
     )
 
 
+def timm_renamed(
+    state: dict[str, torch.Tensor], model: nn.Module
+) -> dict[str, torch.Tensor] | None:
+    """`state` in timm's names, by the model's own `checkpoint_filter_fn` (what timm applies to
+    weights from the model's original repository: ConvNeXt's `head.weight` is timm's
+    `head.fc.weight`), when it only renames or drops: each tensor it returns must be one of the
+    file's, unchanged. A filter that resamples (a ViT's position embedding to the model's input
+    size) would make a model trained at one size run at another without a word: None then,
+    and the refusal names the size."""
+    import sys
+
+    convert = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+    if convert is None:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = convert(dict(state), model)
+    except Exception:  # a filter for other layouts: the file's names stand
+        return None
+    originals = {(v.data_ptr(), tuple(v.shape), v.dtype) for v in state.values()}
+    if not isinstance(out, dict) or not all(
+        isinstance(v, torch.Tensor) and (v.data_ptr(), tuple(v.shape), v.dtype) in originals
+        for v in out.values()
+    ):
+        return None
+    return out
+
+
 def file_model(state: dict[str, torch.Tensor], built: str | None) -> str | None:
     """The timm model of `built`'s family (`resnet` for resnet34) whose weights have exactly
     the file's names and shapes (its classifier's rows and stem's channels aside), searched

@@ -28,7 +28,7 @@ from distill_cli.models.checkpoint import (
     first_nonfinite,
     weights_path,
 )
-from distill_cli.models.mismatch import Keys, refusal
+from distill_cli.models.mismatch import Keys, refusal, timm_renamed
 from distill_cli.models.weight_files import as_dict, read_file
 from distill_cli.rundir.summary import WeightsSource
 
@@ -265,11 +265,10 @@ def load_weights(
         if read.arch and not _same_model(read.arch, model)
         else ""
     )
-    keys = Keys(
-        missing=[k for k in own if k not in state and not k.endswith(_BENIGN_MISSING)],
-        unexpected=[k for k in state if k not in own],
-        mismatched=[k for k, v in state.items() if k in own and own[k].shape != v.shape],
-    )
+    keys = _compared(state, own)
+    renamed = None if keys == Keys([], [], []) else timm_renamed(state, model)
+    if renamed is not None and _compared(renamed, own) == Keys([], [], []):
+        state, keys = renamed, Keys([], [], [])  # the model's original repo's names (ConvNeXt)
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if (strict and (keys.missing or keys.unexpected or keys.mismatched)) or not fitting:
         raise refusal(model, path, state, keys, bool(fitting), saved_from)
@@ -302,7 +301,17 @@ def load_weights(
     weights = read.described() + (
         f" ({_percent(share)} of the model's weights)" if share < 1 else ""
     )
+    weights += " (renamed by timm's checkpoint_filter_fn)" if state is renamed else ""
     return Loaded(keys.missing, keys.unexpected, keys.mismatched, weights, read.entry)
+
+
+def _compared(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> Keys:
+    """The file's keys against the model's: missing, unexpected and wrong-shape names."""
+    return Keys(
+        missing=[k for k in own if k not in state and not k.endswith(_BENIGN_MISSING)],
+        unexpected=[k for k in state if k not in own],
+        mismatched=[k for k, v in state.items() if k in own and own[k].shape != v.shape],
+    )
 
 
 #: The least share of a model's weights (by elements) that `strict: false` may load: below it
