@@ -73,22 +73,23 @@ def test_a_side_file_key_misspelt_or_mistyped_is_refused_alike_everywhere(
 
 
 def test_a_side_file_in_timms_words_is_read_alike_everywhere(tmp_path: Path) -> None:
-    """timm's [C, H, W] input size, class names without num_classes, and a grayscale
-    teacher's in_chans: the run built that teacher with 3 channels (refused) while the export
-    built 1; all readers now build what the side file says."""
+    """timm's [C, H, W] input size, class names without num_classes (whole numbers, as a
+    recipe takes them), a grayscale teacher's in_chans (the run built it with 3 channels and
+    refused it while the export built 1), a file saved with a BOM: all readers build what the
+    side file says."""
     torch.manual_seed(0)
     gray = _model(chans=1)
     path = tmp_path / "gray.pth"
     torch.save({"state_dict": gray.state_dict()}, path)
     side = {"model": "test_resnet", "in_chans": 1, "input_size": [1, 40, 40],
-            "class_names": ["a", "b", "c"]}  # fmt: skip
-    (tmp_path / "gray.json").write_text(json.dumps(side))
+            "class_names": [7, 8, 9]}  # fmt: skip
+    (tmp_path / "gray.json").write_text(json.dumps(side), encoding="utf-8-sig")
     net = create_net(ModelSpec(model="test_resnet", checkpoint=path), 3, role="teacher")
     assert net.info.in_chans == 1 and net.info.input_size == (40, 40) and _same(net.module, gray)
     assert model_cost(ModelSpec(model="test_resnet", checkpoint=path), 3).input_size == (40, 40)
     for source in (resolve_source(str(path)), resolve_source("test_resnet", checkpoint=path)):
         assert source.student.info.in_chans == 1 and source.student.info.num_classes == 3
-        assert source.class_names == ["a", "b", "c"] and _same(source.student.module, gray)
+        assert source.class_names == ["7", "8", "9"] and _same(source.student.module, gray)
     (tmp_path / "gray.json").write_text(json.dumps({"model": "test_efficientnet"}))
     with pytest.raises(DistillError, match=r"says it holds 'test_efficientnet'.*builds 'test_r"):
         create_net(ModelSpec(model="test_resnet", checkpoint=path), 3, role="teacher")
@@ -133,6 +134,9 @@ def test_strict_false_that_loads_little_is_refused_and_a_partial_load_says_its_s
         and "% of the model's" in net.sources["weights"]
     )
     assert torch.equal(net.module.conv1[0].weight, state["conv1.0.weight"])
+    torch.save({**state, "aux_head.weight": torch.zeros(3, 8)}, body)  # extra keys: counted
+    net = create_net(ModelSpec(model="test_resnet", checkpoint=body, strict=False), 3)
+    assert net.sources["weights"] == "checkpoint (1 of the file's tensors unused)"
 
 
 def test_lightning_checkpoints_load_the_models_own_attribute(tmp_path: Path) -> None:

@@ -223,7 +223,7 @@ def read_sidecar(checkpoint: Path) -> SideFile:
             return SideFile()
         return parse_side_file(hub_side, hub.config_file(checkpoint))
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # Notepad's UTF-8 starts with a BOM
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DistillError(
             "checkpoint sidecar is not valid JSON", str(path), "restore or delete the file"

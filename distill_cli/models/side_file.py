@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from distill_cli.errors import DistillError
+from distill_cli.recipe.fields import ClassName
 
 _Positive = Annotated[StrictInt, Field(gt=0)]
 _Number = Annotated[float, Field(strict=True)]  # 0.5 or 1, not "0.5"
@@ -57,7 +58,7 @@ class SideFile(BaseModel):
     std: tuple[Annotated[float, Field(gt=0, strict=True)], ...] | None = None
     crop_pct: Annotated[float, Field(gt=0, le=1, strict=True)] | None = None
     interpolation: Annotated[str, Field(strict=True)] | None = None
-    class_names: list[Annotated[str, Field(strict=True)]] | None = None
+    class_names: list[ClassName] | None = None  # a whole number is a name, as in a recipe
     #: the square image files were decoded to before the crop, when the run read files
     load_size: _Positive | None = None
     epoch: float | None = None

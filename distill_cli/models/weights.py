@@ -302,6 +302,8 @@ def load_weights(
         f" ({_percent(share)} of the model's weights)" if share < 1 else ""
     )
     weights += " (renamed by timm's checkpoint_filter_fn)" if state is renamed else ""
+    unused = len(keys.unexpected) + len(keys.mismatched)  # strict: false: said, not silent
+    weights += f" ({unused} of the file's tensors unused)" if unused else ""
     return Loaded(keys.missing, keys.unexpected, keys.mismatched, weights, read.entry)
 
 
