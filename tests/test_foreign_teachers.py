@@ -255,7 +255,8 @@ def test_distill_students_refuses_a_teacher_file_the_run_would_refuse_before_tim
     tmp_path: Path,
 ) -> None:
     """`distill students T --teacher-checkpoint F --write-recipe R` wrote F into the recipe
-    unread, after minutes of timing: another model's weights failed only at `distill run`."""
+    unread, after minutes of timing: another model's weights failed only at `distill run`;
+    without --write-recipe the flag was ignored."""
     from distill_cli import api
     from distill_cli.students.recipe import check_teacher_file
 
@@ -265,6 +266,8 @@ def test_distill_students_refuses_a_teacher_file_the_run_would_refuse_before_tim
         api.students("test_resnet", 5.0, write_recipe=tmp_path / "r.yaml", data="synthetic",
                      teacher_checkpoint=other, include_test_models=True)  # fmt: skip
     assert not (tmp_path / "r.yaml").exists()
+    with pytest.raises(DistillError, match=r"--teacher-checkpoint goes into the recipe --write-r"):
+        api.students("test_resnet", 5.0, teacher_checkpoint=other)  # was ignored, unread
     ten = tmp_path / "ten.pth"  # no side file: the head's rows, as the run finds them
     torch.save({"state_dict": _model(classes=10).state_dict(), "epoch": 3}, ten)
     check_teacher_file("test_resnet", ten)

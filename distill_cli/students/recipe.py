@@ -67,8 +67,27 @@ class RecipeAsk:
         name: str | None = None,
         force: bool = False,
     ) -> RecipeAsk | None:
-        """The ask from the flags (None without a path); `data` is required with a path."""
+        """The ask from the flags (None without a path); `data` is required with a path, and
+        the recipe's flags without one are refused: `--teacher-checkpoint` was ignored, and the
+        search timed students for a teacher file it never read."""
         if path is None:
+            given = [
+                flag
+                for flag, value in (
+                    ("--data", data),
+                    ("--teacher-checkpoint", teacher_checkpoint),
+                    ("--student", student),
+                    ("--name", name),
+                    ("--force", force),
+                )
+                if value
+            ]
+            if given:
+                raise DistillError(
+                    f"{given[0]} goes into the recipe --write-recipe writes",
+                    given[0],
+                    "add --write-recipe student.yaml, or drop " + ", ".join(given),
+                )
             return None
         if data is None:
             hint = "synthetic, fashion_mnist or an image folder"
