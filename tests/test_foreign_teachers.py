@@ -49,6 +49,7 @@ def _every_reader(path: Path) -> list:
         ({"labels": ["a", "b", "c"]}, r"'labels'.* write it as 'class_names'"),
         ({"input_size": "40"}, r"bad input_size: '40'.* \[H, W\] in pixels"),
         ({"num_classes": "3"}, r"bad num_classes: '3'"),
+        ({"input_size": [9000, 9000]}, r"bad input_size: \[9000, 9000\] .*above the limit"),
         ({"mean": [0.5], "std": "x"}, r"bad std: 'x'"),
         ({"crop_pct": 1.5}, r"bad crop_pct: 1\.5"),
         ({"class_names": "a,b,c"}, r"bad class_names: 'a,b,c'"),

@@ -15,10 +15,18 @@ import difflib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from distill_cli.errors import DistillError
-from distill_cli.recipe.fields import ClassName
+from distill_cli.recipe.fields import ClassName, check_pixels
 
 _Positive = Annotated[StrictInt, Field(gt=0)]
 _Number = Annotated[float, Field(strict=True)]  # 0.5 or 1, not "0.5"
@@ -49,7 +57,7 @@ class SideFile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: Annotated[str, Field(min_length=1, strict=True)] | None = None
+    model: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
     num_classes: _Positive | None = None
     in_chans: _Positive | None = None
     #: [H, W]; a side `N` is [N, N] and timm's [C, H, W] is [H, W]
@@ -74,6 +82,13 @@ class SideFile(BaseModel):
             return (value, value)
         if isinstance(value, (list, tuple)) and len(value) == 3:
             return tuple(value[1:])  # timm's pretrained_cfg: [C, H, W]
+        return value
+
+    @field_validator("input_size", mode="after")
+    @classmethod
+    def _bounded(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        for side in value or ():
+            check_pixels(side)  # as a recipe's input_size: within host.MAX_INPUT_PX
         return value
 
     @field_validator("class_names", mode="after")
