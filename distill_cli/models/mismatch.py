@@ -114,7 +114,7 @@ def classes_hint(state: dict[str, torch.Tensor], keys: Keys, classifier: list[st
     rows = int(state[keys.mismatched[0]].shape[0])
     return (
         f"the file's classifier has {rows} outputs: set num_classes: {rows} (and its "
-        "class_names), or strict: false to train a new head"
+        "class_names): the outputs it was trained for"
     )
 
 
