@@ -156,8 +156,8 @@ def test_lightning_checkpoints_load_the_models_own_attribute(tmp_path: Path) -> 
     load_weights(fresh, tmp_path / "kd.ckpt")
     assert _same(fresh, teacher)
     net = {f"net.{k}": v for k, v in teacher.state_dict().items()}
-    torch.save({"state_dict": {**net, "criterion.weight": torch.ones(3)}, **extras},
-               tmp_path / "cls.ckpt")  # fmt: skip
+    beside = {"criterion.weight": torch.ones(3), "temperature": torch.ones(())}
+    torch.save({"state_dict": {**net, **beside}, **extras}, tmp_path / "cls.ckpt")
     source = resolve_source("test_resnet", checkpoint=tmp_path / "cls.ckpt")
     assert _same(source.student.module, teacher)
     twins = {**net, **{f"ema.{k}": v for k, v in teacher.state_dict().items()}}

@@ -179,13 +179,14 @@ def _attribute_prefix_removed(
     is shared by every key and the model lacks it, and that makes every key the model's; or,
     beside other attributes (a loss's weights, the other model of a distillation module), the
     one attribute whose keys are exactly the model's. Two such attributes are refused."""
-    if any(k in own for k in state) or not all("." in k for k in state):
+    if any(k in own for k in state):
         return state
     groups: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
-        head, rest = key.split(".", 1)
-        groups.setdefault(head, {})[rest] = value
-    if len(groups) == 1:
+        if "." in key:  # a wrapper's own top-level buffer (`temperature`) is in no group
+            head, rest = key.split(".", 1)
+            groups.setdefault(head, {})[rest] = value
+    if len(groups) == 1 and len(state) == len(next(iter(groups.values()))):
         stripped = next(iter(groups.values()))
         return stripped if all(k in own for k in stripped) else state
     whole = [
