@@ -299,3 +299,22 @@ def test_weights_in_the_models_original_names_load_and_another_size_is_still_ref
     spec = ModelSpec(model="test_vit", checkpoint=tmp_path / "vit32.pth", input_size=64)
     with pytest.raises(DistillError, match=r"pos_embed.*another input size: 32"):
         create_net(spec, 3)
+
+
+def test_weights_saved_on_a_gpu_load_on_a_machine_without_one(tmp_path: Path) -> None:
+    """A checkpoint saved from cuda:0 names that device; torch.load alone fails on a CPU
+    machine ("Attempting to deserialize object on a CUDA device"). The storages are tagged
+    cuda:0 as a GPU save tags them, on any machine."""
+    from unittest import mock
+
+    if torch.cuda.is_available():
+        pytest.skip("the point is a machine without CUDA")
+    torch.manual_seed(7)
+    model, path = _model(), tmp_path / "gpu.pth"
+    with mock.patch("torch.serialization.location_tag", lambda storage: "cuda:0"):
+        torch.save({"state_dict": model.state_dict(), "epoch": 1}, path)
+    with pytest.raises(RuntimeError, match="CUDA"):
+        torch.load(path, weights_only=True)
+    net = create_net(ModelSpec(model="test_resnet", checkpoint=path), 3, role="teacher")
+    assert _same(net.module, model) and next(net.module.parameters()).device.type == "cpu"
+    assert _same(resolve_source("test_resnet", checkpoint=path).student.module, model)
