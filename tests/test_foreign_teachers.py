@@ -294,6 +294,8 @@ def test_weights_in_the_models_original_names_load_and_another_size_is_still_ref
     torch.save({"model": original}, tmp_path / "convnext.pth")
     net = create_net(ModelSpec(model="test_convnext", checkpoint=tmp_path / "convnext.pth"), 3)
     assert _same(net.module, model) and "checkpoint_filter_fn" in net.sources["weights"]
+    source = resolve_source("test_convnext", checkpoint=tmp_path / "convnext.pth")
+    assert source.student.info.num_classes == 3  # the renamed head's rows, not timm's 1000
     vit32 = timm.create_model("test_vit", num_classes=3, img_size=32).state_dict()
     torch.save(vit32, tmp_path / "vit32.pth")
     spec = ModelSpec(model="test_vit", checkpoint=tmp_path / "vit32.pth", input_size=64)

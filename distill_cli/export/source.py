@@ -24,14 +24,14 @@ from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
 from distill_cli.export.class_names import class_names
 from distill_cli.export.source_advice import flag_error, run_advice
-from distill_cli.export.source_spec import checkpoint_classes, spec_from_side_file
+from distill_cli.export.source_spec import spec_from_side_file
 from distill_cli.models import hub
 from distill_cli.models.checkpoint import read_sidecar, sidecar_path
 from distill_cli.models.create import Net, create_net, infer_num_classes
 from distill_cli.models.names import check_model_name
 from distill_cli.models.probe import probe
 from distill_cli.models.side_file import SideFile
-from distill_cli.models.weights import weights_source
+from distill_cli.models.weights import file_classes, weights_source
 from distill_cli.recipe.document import Recipe, load_recipe
 from distill_cli.recipe.sections import ModelSpec
 from distill_cli.rundir.layout import RunDir
@@ -255,7 +255,7 @@ def _from_checkpoint(
     kwargs.update(model_kwargs or {})
     data_rec = load_recipe(recipe_path) if recipe_path is not None else rec
     check_model_name(meta.model, f"model ({sidecar_path(ckpt)})")
-    classes = meta.classes or checkpoint_classes(meta.model, ckpt, key)
+    classes = meta.classes or file_classes(meta.model, ckpt, key)
     if classes is None:
         raise DistillError(
             "the checkpoint's side file gives no num_classes and its head cannot tell",
@@ -339,7 +339,7 @@ def _from_timm(
         fields["input_size"] = input_size
     spec = ModelSpec.model_validate(fields)
     if classes is None and checkpoint is not None:  # a foreign checkpoint: its head says
-        classes = checkpoint_classes(name, checkpoint, key)
+        classes = file_classes(name, checkpoint, key)
     if classes is None:
         import timm
 

@@ -1,6 +1,6 @@
-"""The model a checkpoint holds, as far as its side file and its weights say: the ModelSpec
-`distill export` builds a checkpoint's student from (its side file holds the input config it
-was trained with), and the class count of a file without one (its classifier's rows).
+"""The ModelSpec `distill export` builds a checkpoint's student from: its side file holds the
+model and the input config it was trained with (the class count of a file without a side file
+is `models.weights.file_classes`).
 """
 
 from __future__ import annotations
@@ -29,14 +29,3 @@ def spec_from_side_file(
         "kwargs": kwargs or {},
     }
     return ModelSpec.model_validate({k: v for k, v in fields.items() if v is not None})
-
-
-def checkpoint_classes(name: str, checkpoint: Path, key: str | None) -> int | None:
-    """The class count of a checkpoint without a side file, from its classifier's rows: a
-    10-class `resnet18.pth` was built with timm's 1000 and refused as not fitting."""
-    import timm
-
-    from distill_cli.models.weights import head_rows
-
-    head = timm.get_pretrained_cfg_value(name, "classifier") or []
-    return head_rows(checkpoint, [head] if isinstance(head, str) else list(head), key)

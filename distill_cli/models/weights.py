@@ -12,6 +12,7 @@ data are refused without running them. The layout distill itself writes is check
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,14 +150,32 @@ def _unwrapped(key: str) -> str:
     return key
 
 
-def head_rows(path: Path, heads: list[str], entry: str | None = None) -> int | None:
-    """The class count a checkpoint's classifier was trained for: the rows of the first of
-    `heads` (timm's `classifier` names: `fc`, `head.fc`, `classifier`) it holds, also under
-    a wrapper's attribute (a Lightning module's `net.fc`) when every such head has the same
-    rows, else None; `entry` as for `read_weights`."""
+def file_classes(model: str, path: Path, entry: str | None = None) -> int | None:
+    """The class count a checkpoint's classifier was trained for, for timm's `model`: the rows
+    of its classifier (timm's `classifier` names: `fc`, `head.fc`...), also under a wrapper's
+    attribute (a Lightning module's `net.fc`) when every such head agrees, or in the names of
+    the model's original repository (`timm_renamed`: ConvNeXt's `head.weight`); else None.
+    `entry` as for `read_weights`. The export and `distill students` ask it when no side file
+    says: a 10-class `resnet18.pth` was built with timm's 1000 and refused as not fitting."""
+    import timm
+
+    head = timm.get_pretrained_cfg_value(model.split(".")[0], "classifier") or []
+    names = [f"{h}.weight" for h in ([head] if isinstance(head, str) else head)]
     state = read_weights(path, entry).state
-    for head in heads:
-        name = f"{head}.weight"
+    rows = _rows(state, names)
+    if rows is None and timm.is_model(model.split(".")[0]):
+        try:
+            with warnings.catch_warnings(), torch.device("meta"):
+                warnings.simplefilter("ignore")
+                renamed = timm_renamed(state, timm.create_model(model.split(".")[0]))
+        except Exception:  # a model timm builds only with arguments: the head is not found
+            renamed = None
+        rows = _rows(renamed, names) if renamed is not None else None
+    return rows
+
+
+def _rows(state: dict[str, torch.Tensor], names: list[str]) -> int | None:
+    for name in names:
         if name in state and state[name].ndim >= 2:
             return int(state[name].shape[0])
         rows = {int(v.shape[0]) for k, v in state.items() if k.endswith("." + name) and v.ndim >= 2}

@@ -113,20 +113,18 @@ def check_teacher_file(teacher: str, checkpoint: Path) -> None:
     device, so a 300M-parameter one costs no memory; the file is read as the run reads it."""
     import warnings
 
-    import timm
     import torch
 
     from distill_cli.models.create import create_net
     from distill_cli.models.feed import resolve_num_classes
-    from distill_cli.models.weights import head_rows
+    from distill_cli.models.weights import file_classes
     from distill_cli.recipe.sections import ModelSpec
 
     spec = ModelSpec(model=teacher, checkpoint=checkpoint)
     try:
         classes: int | None = resolve_num_classes(spec, None)[0]
     except DistillError:  # no side file says: the head's rows (the run takes the data's)
-        head = timm.get_pretrained_cfg_value(teacher.split(".")[0], "classifier") or []
-        classes = head_rows(checkpoint, [head] if isinstance(head, str) else list(head))
+        classes = file_classes(teacher, checkpoint)
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")  # copying into meta tensors is a no-op, as meant
         create_net(spec, classes or 1000, role="teacher")
