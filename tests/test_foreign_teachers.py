@@ -217,6 +217,9 @@ def test_a_sharded_hub_folder_loads_everywhere_and_is_an_export_source(tmp_path:
     for source in sources:
         assert _same(source.student.module, model) and source.student.info.std == (0.2,) * 3
         assert source.checkpoint_sha256 == weights_source(folder, None).sha256
+    (folder / "config.json").unlink()  # weights alone: the model must be named
+    with pytest.raises(DistillError, match=r"no timm config\.json.*export MODEL --checkpoint"):
+        resolve_source(str(folder))
     (folder / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(DistillError, match=r"1 of the 2 weight shards are not there \(model-0"):
         load_weights(_model(), folder)

@@ -164,8 +164,15 @@ def resolve_source(
                 given[0],
                 f"drop it, or pass the timm name with --checkpoint FILE and {given[0]} N",
             )
-    if path.is_dir() and not RunDir(path).recipe.is_file() and hub.side_file(path) is not None:
-        return _from_checkpoint(path, recipe, model_kwargs, key=checkpoint_key)  # a Hub folder
+    if path.is_dir() and not RunDir(path).recipe.is_file() and _weights_in(path):
+        if hub.side_file(path) is not None:  # a Hub folder: its config.json names the model
+            return _from_checkpoint(path, recipe, model_kwargs, key=checkpoint_key)
+        raise DistillError(
+            f"the folder holds {hub.weights_file(path).name} but no timm config.json naming "
+            "its model",
+            source,
+            f"pass the timm name it was built from: distill export MODEL --checkpoint {source}",
+        )
     if path.is_dir():
         return _from_run(path, checkpoint, recipe, checkpoint_key)
     if path.suffix in CHECKPOINT_SUFFIXES or path.exists():
@@ -187,6 +194,11 @@ def resolve_source(
     return _from_timm(
         source, checkpoint, recipe, num_classes, input_size, model_kwargs, seed, checkpoint_key
     )
+
+
+def _weights_in(folder: Path) -> bool:
+    """Whether `folder` holds a Hub layout's weights (model.safetensors, shards...)."""
+    return any((folder / name).is_file() for name in (*hub.WEIGHTS, *hub.INDEXES))
 
 
 def _from_run(
