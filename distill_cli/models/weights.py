@@ -3,10 +3,12 @@ the usual ways.
 
 A user's teacher comes as whatever their trainer wrote: a weights-only ``.pt``/``.pth``/``.bin``,
 possibly nested under ``state_dict``/``model`` and prefixed by DDP, a wrapper or
-``torch.compile``, with timm's train.py arguments or numpy scalars beside them; safetensors;
-a timm model in the Hugging Face Hub layout (`hub.py`). All of them load, key for key and
-shape for shape, or are refused in one line; pickles that hold more than tensors and plain
-data are refused without running them. The layout distill itself writes is checkpoint.py's.
+``torch.compile``, with timm's train.py arguments or numpy scalars beside them; a Lightning
+``.ckpt`` holding the model under an attribute beside others; safetensors; a timm model in the
+Hugging Face Hub layout, sharded or not (`hub.py`); a distill run folder. All of them load, key
+for key and shape for shape (or renamed by timm's own filter for the model's original names),
+or are refused in one line naming what differs (`mismatch.py`); reading one file without
+running it is `weight_files.py`'s. The layout distill itself writes is checkpoint.py's.
 """
 
 from __future__ import annotations
