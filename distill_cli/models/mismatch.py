@@ -26,9 +26,11 @@ from torch import nn
 from distill_cli.errors import DistillError
 from distill_cli.models.torchvision_names import torchvision_note
 
-#: How long the search for the model a file holds may take (an error path: a refusal that
-#: names the right model is worth a second or two; the result is cached per key set).
-SEARCH_SECONDS = 2.0
+#: How many models of the family the search for the model a file holds builds (on the meta
+#: device, nearest names first): a count, not a time, so the refusal's words do not depend on
+#: how busy the machine is; SEARCH_SECONDS only stops a pathological build. Cached per key set.
+SEARCH_MODELS = 24
+SEARCH_SECONDS = 15.0
 #: BatchNorm's step counter, which some trainers do not save (weights.py's benign missing).
 _STEP_COUNTER = "num_batches_tracked"
 
@@ -165,7 +167,7 @@ def _search(shapes: tuple[tuple[str, tuple[int, ...]], ...], built: str) -> str 
     if family is None:
         return None
     names = [n for n in timm.list_models(family.group(0) + "*") if n != built]
-    names.sort(key=lambda n: -difflib.SequenceMatcher(None, n, built).ratio())
+    names = sorted(names, key=lambda n: _nearness(n, built))[:SEARCH_MODELS]
     wanted = dict(shapes)
     deadline = time.monotonic() + SEARCH_SECONDS
     for name in names:
@@ -190,6 +192,14 @@ def _search(shapes: tuple[tuple[str, tuple[int, ...]], ...], built: str) -> str 
         if all(_alike(own[k], wanted[k], k in heads, k == stem) for k in own):
             return name
     return None
+
+
+def _nearness(name: str, built: str) -> tuple[float, float]:
+    """Sort key, nearest first: the name's shape with its numbers as `#` (resnet18 and resnet34
+    are both `resnet#`), then the name itself."""
+    shape = re.compile(r"\d+")
+    skeleton = difflib.SequenceMatcher(None, shape.sub("#", name), shape.sub("#", built)).ratio()
+    return (-skeleton, -difflib.SequenceMatcher(None, name, built).ratio())
 
 
 def _alike(model: torch.Size, file: tuple[int, ...], head: bool, stem: bool) -> bool:

@@ -69,7 +69,7 @@ class SideFile(BaseModel):
     class_names: list[ClassName] | None = None  # a whole number is a name, as in a recipe
     #: the square image files were decoded to before the crop, when the run read files
     load_size: _Positive | None = None
-    epoch: float | None = None
+    epoch: StrictInt | float | None = None  # whole epochs stay ints (`epoch 1`, not `1.0`)
     step: StrictInt | None = None
     metrics: dict[str, Any] | None = None
     recipe: str | None = None
