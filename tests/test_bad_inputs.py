@@ -132,7 +132,7 @@ CASES: list[tuple[str, list[str], int, str]] = [
             f"teacher.checkpoint={DONE}/checkpoints/best.safetensors",
         ],
         2,
-        "does not fit the model",
+        "side file says it holds",
     ),
     (
         "teacher-unexpected-keys",  # a bigger neighbour's weights: refused, not half-loaded

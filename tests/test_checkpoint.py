@@ -29,7 +29,7 @@ def test_weights_and_sidecar_round_trip(tmp_path: Path) -> None:
     model = _model()
     path = tmp_path / "ck" / "best.safetensors"
     save_weights(path, model, {"model": "test_resnet", "num_classes": 3, "epoch": 4})
-    assert read_sidecar(path) == {"model": "test_resnet", "num_classes": 3, "epoch": 4}
+    assert read_sidecar(path).written() == {"model": "test_resnet", "num_classes": 3, "epoch": 4}
     fresh = _model()
     load_weights(fresh, path)
     for (k, a), (_, b) in zip(model.state_dict().items(), fresh.state_dict().items(), strict=True):
@@ -365,8 +365,8 @@ def test_a_hugging_face_model_folder_loads_with_its_own_input_config(
         load_weights(fresh, checkpoint)
         assert _same_weights(model, fresh)
         side = read_sidecar(checkpoint)
-        assert side["mean"] == [0.5, 0.4, 0.3] and side["input_size"] == [40, 40]
-        assert side["class_names"] == ["class_0", "class_1", "class_2"] and side["num_classes"] == 3
+        assert side.mean == (0.5, 0.4, 0.3) and side.input_size == (40, 40)
+        assert side.class_names == ["class_0", "class_1", "class_2"] and side.num_classes == 3
     body = {
         "teacher": {"model": "test_resnet", "checkpoint": str(folder), "check_accuracy": False},
         "student": {"model": "test_resnet", "input_size": 24},

@@ -275,7 +275,7 @@ def test_undecodable_images_are_skipped_and_counted_or_fatal(tmp_path: Path) -> 
         ("yaml", ["YAML syntax error", ".yaml:3"]),
         ("range", ["optim.clip_grad_norm"]),
         ("truncated", ["cannot read checkpoint"]),
-        ("architecture", ["does not fit the model", "missing"]),
+        ("architecture", ["side file says it holds 'test_resnet'", "builds 'test_convnext'"]),
         ("classes", ["teacher predicts 7 classes", "data has 4"]),
         ("empty-folder", ["no images found"]),
         ("missing-folder", ["data folder not found"]),

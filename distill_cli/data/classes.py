@@ -36,8 +36,8 @@ def spec_class_names(spec: ModelSpec) -> tuple[list[str] | None, str]:
     if names is not None:
         return names, "recipe"
     if spec.checkpoint is not None:
-        side = read_sidecar(spec.checkpoint).get("class_names")
-        if isinstance(side, list) and side and all(isinstance(n, str) for n in side):
+        side = read_sidecar(spec.checkpoint).class_names
+        if side is not None:
             return list(side), "side file"
     return None, "data"
 

@@ -8,21 +8,20 @@ recorded beside them so a reader knows how far to trust them.
 
 from __future__ import annotations
 
-from typing import Any
-
 from distill_cli.data import DataBundle
 from distill_cli.models.create import Net
+from distill_cli.models.side_file import SideFile
 
 
 def class_names(
-    meta: dict[str, Any], data: DataBundle | None, student: Net
+    meta: SideFile, data: DataBundle | None, student: Net
 ) -> tuple[list[str] | None, str]:
     """The class names and where they came from: the checkpoint's sidecar, the data's folder
     or dataset names, else the model's own pretrained label set (timm's ImageNet names)."""
     n = student.info.num_classes
-    names = meta.get("class_names")
-    if isinstance(names, list) and len(names) == n:
-        return [str(v) for v in names], "checkpoint"
+    names = meta.class_names
+    if names is not None and len(names) == n:
+        return list(names), "checkpoint"
     if data is not None and len(data.classes) == n:
         return list(data.classes), "dataset"
     own = timm_class_names(student)

@@ -50,7 +50,8 @@ from distill_cli.export.variants import (
 from distill_cli.host import claim_folder
 from distill_cli.locks import hold_folder
 from distill_cli.models.checkpoint import read_sidecar
-from distill_cli.models.create import Net, count_flops, spec_input_size
+from distill_cli.models.create import Net, count_flops
+from distill_cli.models.feed import spec_input_size
 from distill_cli.models.view import load_sizes
 from distill_cli.rundir.layout import RunDir
 
@@ -227,8 +228,8 @@ def _load_size(src: Source) -> int | None:
     side file, timm default)."""
     if src.data is None or not src.data.val.from_files:
         return None  # in-memory pixels go straight to the crop
-    recorded = read_sidecar(src.checkpoint).get("load_size") if src.checkpoint else None
-    if isinstance(recorded, int) and recorded > 0:
+    recorded = read_sidecar(src.checkpoint).load_size if src.checkpoint else None
+    if recorded is not None:
         return recorded
     dspec = src.recipe.data if src.recipe is not None else None
     sides = [*src.student.info.input_size, *(s for t in src.teacher_specs for s in _side(t))]

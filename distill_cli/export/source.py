@@ -24,16 +24,21 @@ from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
 from distill_cli.export.class_names import class_names
 from distill_cli.export.source_advice import flag_error, run_advice
-from distill_cli.host import sha256_file
-from distill_cli.models.checkpoint import read_sidecar
+from distill_cli.export.source_spec import spec_from_side_file
+from distill_cli.models import hub
+from distill_cli.models.checkpoint import read_sidecar, sidecar_path
 from distill_cli.models.create import Net, create_net, infer_num_classes
 from distill_cli.models.names import check_model_name
 from distill_cli.models.probe import probe
+from distill_cli.models.side_file import SideFile
+from distill_cli.models.weights import file_classes, weights_source
 from distill_cli.recipe.document import Recipe, load_recipe
 from distill_cli.recipe.sections import ModelSpec
 from distill_cli.rundir.layout import RunDir
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+#: Names that are a weights file, not a timm model, even when no such file is there: a missing
+#: `model_best.pth.tar` or Lightning `last.ckpt` was looked up as a misspelt timm name.
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
 SourceKind = Literal["run", "checkpoint", "timm"]
 
 
@@ -98,25 +103,6 @@ class Source:
             return None
         net.module.eval()
         return net
-
-
-def _spec_from_sidecar(
-    checkpoint: Path, meta: dict[str, Any], kwargs: dict[str, Any] | None, key: str | None = None
-) -> ModelSpec:
-    """The student's ModelSpec as it was trained: the sidecar holds the resolved input config."""
-    fields = {
-        "model": meta["model"],
-        "checkpoint": checkpoint,
-        "checkpoint_key": key,
-        "num_classes": meta.get("num_classes"),
-        "in_chans": meta.get("in_chans", 3),
-        "input_size": meta.get("input_size"),
-        "mean": meta.get("mean"),
-        "std": meta.get("std"),
-        "crop_pct": meta.get("crop_pct"),
-        "kwargs": kwargs or {},
-    }
-    return ModelSpec.model_validate({k: v for k, v in fields.items() if v is not None})
 
 
 def _run_dir_of(checkpoint: Path) -> Path | None:
@@ -185,6 +171,15 @@ def resolve_source(
                 given[0],
                 f"drop it, or pass the timm name with --checkpoint FILE and {given[0]} N",
             )
+    if path.is_dir() and not RunDir(path).recipe.is_file() and _weights_in(path):
+        if hub.side_file(path) is not None:  # a Hub folder: its config.json names the model
+            return _from_checkpoint(path, recipe, model_kwargs, key=checkpoint_key)
+        raise DistillError(
+            f"the folder holds {hub.weights_file(path).name} but no timm config.json naming "
+            "its model",
+            source,
+            f"pass the timm name it was built from: distill export MODEL --checkpoint {source}",
+        )
     if path.is_dir():
         return _from_run(path, checkpoint, recipe, checkpoint_key)
     if path.is_file() and path.suffix.lower() in (".yaml", ".yml"):  # was "not a checkpoint"
@@ -208,6 +203,11 @@ def resolve_source(
     return _from_timm(
         source, checkpoint, recipe, num_classes, input_size, model_kwargs, seed, checkpoint_key
     )
+
+
+def _weights_in(folder: Path) -> bool:
+    """Whether `folder` holds a Hub layout's weights (model.safetensors, shards...)."""
+    return any((folder / name).is_file() for name in (*hub.WEIGHTS, *hub.INDEXES))
 
 
 def _from_run(
@@ -234,7 +234,7 @@ def _from_run(
         )
     src = _from_checkpoint(best, recipe_path, None, run=run, key=key)
     if pid:  # exported silently, as if it were the finished run's
-        epoch = read_sidecar(best).get("epoch")
+        epoch = read_sidecar(best).epoch
         src.notes.append(
             f"the run is still training (pid {pid}): this is its best checkpoint so far"
             + (f" (epoch {epoch})" if epoch is not None else "")
@@ -251,19 +251,19 @@ def _from_checkpoint(
     run: Path | None = None,
     key: str | None = None,
 ) -> Source:
-    if not ckpt.is_file():
+    if not ckpt.exists():
         from distill_cli.models.checkpoint import checkpoint_not_found
 
         raise checkpoint_not_found(ckpt)
     meta = read_sidecar(ckpt)
-    if "model" not in meta:
+    if meta.model is None:
         from distill_cli.models.weights import read_weights
 
         arch = read_weights(ckpt, key).arch  # timm's train.py names its model: the command
         raise DistillError(
             "the checkpoint has no sidecar naming its model"
             + (f" (the file says it was saved from {arch!r})" if arch else ""),
-            str(ckpt.with_suffix(".json")),
+            str(sidecar_path(ckpt)),
             "pass the timm name it was built from as SOURCE: distill export "
             + (f"{arch} --checkpoint {ckpt}" if arch else f"MODEL --checkpoint {ckpt}")
             + (f" --checkpoint-key {key}" if key else "")
@@ -275,15 +275,21 @@ def _from_checkpoint(
     kwargs = dict(rec.student.kwargs) if rec is not None else {}
     kwargs.update(model_kwargs or {})
     data_rec = load_recipe(recipe_path) if recipe_path is not None else rec
-    student = create_net(
-        _spec_from_sidecar(ckpt, meta, kwargs, key), meta["num_classes"], exportable=True
-    )
+    check_model_name(meta.model, f"model ({sidecar_path(ckpt)})")
+    classes = meta.classes or file_classes(meta.model, ckpt, key)
+    if classes is None:
+        raise DistillError(
+            "the checkpoint's side file gives no num_classes and its head cannot tell",
+            str(sidecar_path(ckpt)),
+            'write "num_classes": N (the outputs of its classifier) into the side file',
+        )
+    student = create_net(spec_from_side_file(ckpt, meta, kwargs, key), classes, exportable=True)
     student.module.eval()
     data = _load_data(data_rec, notes) if data_rec is not None else None
-    if data is not None and data_rec is not None and meta.get("class_names"):
+    if data is not None and data_rec is not None and meta.class_names:
         from distill_cli.data.classes import align_classes  # labels in the order the outputs follow
 
-        data = align_classes(data, meta["class_names"], data_rec.data.class_map, "checkpoint")
+        data = align_classes(data, meta.class_names, data_rec.data.class_map, "checkpoint")
     teachers = rec.teachers if rec is not None else []
     names, names_from = class_names(meta, data, student)
     return Source(
@@ -291,7 +297,7 @@ def _from_checkpoint(
         path=str(ckpt),
         student=student,
         checkpoint=ckpt,
-        checkpoint_sha256=sha256_file(ckpt),
+        checkpoint_sha256=weights_source(ckpt, key).sha256,
         class_names=names,
         class_names_source=names_from,
         default_out=RunDir(run).export if run is not None else ckpt.parent / f"{ckpt.stem}-export",
@@ -317,17 +323,6 @@ def _moved_with_the_run(recipe: Recipe, run: Path) -> Recipe:
     )
 
 
-def _checkpoint_classes(name: str, checkpoint: Path, key: str | None) -> int | None:
-    """The class count of a checkpoint without a side file, from its classifier's rows: a
-    10-class `resnet18.pth` was built with timm's 1000 and refused as not fitting."""
-    import timm
-
-    from distill_cli.models.weights import head_rows
-
-    head = timm.get_pretrained_cfg_value(name, "classifier") or []
-    return head_rows(checkpoint, [head] if isinstance(head, str) else list(head), key)
-
-
 def _from_timm(
     name: str,
     checkpoint: Path | None,
@@ -340,8 +335,8 @@ def _from_timm(
 ) -> Source:
     check_model_name(name)
     notes: list[str] = []
-    meta = read_sidecar(checkpoint) if checkpoint is not None else {}
-    saved = meta.get("model")
+    meta = read_sidecar(checkpoint) if checkpoint is not None else SideFile()
+    saved = meta.model
     if (
         checkpoint is not None
         and isinstance(saved, str)
@@ -356,7 +351,7 @@ def _from_timm(
         )
     rec = load_recipe(recipe_path) if recipe_path is not None else None
     data = _load_data(rec, notes) if rec is not None else None
-    classes = num_classes or meta.get("num_classes")
+    classes = num_classes or meta.classes
     if classes is None and data is not None:
         classes = len(data.classes)
     fields: dict[str, Any] = {"model": name, "checkpoint": checkpoint, "kwargs": model_kwargs or {}}
@@ -365,7 +360,7 @@ def _from_timm(
         fields["input_size"] = input_size
     spec = ModelSpec.model_validate(fields)
     if classes is None and checkpoint is not None:  # a foreign checkpoint: its head says
-        classes = _checkpoint_classes(name, checkpoint, key)
+        classes = file_classes(name, checkpoint, key)
     if classes is None:
         import timm
 
@@ -394,7 +389,7 @@ def _from_timm(
         path=name,
         student=student,
         checkpoint=checkpoint,
-        checkpoint_sha256=sha256_file(checkpoint) if checkpoint is not None else None,
+        checkpoint_sha256=weights_source(checkpoint, key).sha256 if checkpoint else None,
         class_names=names,
         class_names_source=names_from,
         default_out=Path("export") / name,

@@ -30,6 +30,7 @@ from torch import nn
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.host import atomic_write
 from distill_cli.models import hub
+from distill_cli.models.side_file import SideFile, parse_side_file
 
 #: Keys in a training checkpoint that hold optimizer or method state rather than model weights.
 OPTIM_PREFIX = "__optimizer__/"
@@ -57,6 +58,21 @@ def checkpoint_not_found(path: Path) -> DistillError:
             f"train that run first (the recipe with name: {run}), or point to your weights",
         )
     return DistillError("checkpoint file not found", str(path), "check the path")
+
+
+def weights_path(checkpoint: Path) -> Path:
+    """The weights file a checkpoint path names: the file itself; a distill run folder's best
+    checkpoint (as `distill export RUN` takes it: a recipe's `teacher.checkpoint: runs/teacher`
+    was "holds no model.safetensors"); a Hugging Face folder's weights (`hub.weights_file`)."""
+    if checkpoint.is_dir():
+        from distill_cli.rundir.layout import RunDir
+
+        run = RunDir(checkpoint)
+        if run.is_run:
+            if not run.best.is_file():
+                raise checkpoint_not_found(run.best)
+            return run.best
+    return hub.weights_file(checkpoint)
 
 
 class NonFiniteState(RunFailed):
@@ -195,20 +211,21 @@ def sidecar_path(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".json")
 
 
-def read_sidecar(checkpoint: Path) -> dict[str, Any]:
-    """The JSON metadata written beside distill's checkpoints; for a timm model in the Hugging
-    Face Hub layout, its config.json in the same keys (`models/hub.py`); else {}."""
+def read_sidecar(checkpoint: Path) -> SideFile:
+    """The side file beside a checkpoint (distill's own, or one a user wrote), checked
+    (`side_file.py`); for a timm model in the Hugging Face Hub layout, its config.json in the
+    same keys (`models/hub.py`); else an empty SideFile."""
+    checkpoint = weights_path(checkpoint)  # a folder: a run's best, a Hub folder's weights
     path = sidecar_path(checkpoint)
-    if checkpoint.is_dir() or not path.is_file():
-        return hub.side_file(checkpoint) or {}
+    if path == checkpoint or not path.is_file():  # a Hub folder's (a shard index is .json)
+        hub_side = hub.side_file(checkpoint)
+        if hub_side is None:
+            return SideFile()
+        return parse_side_file(hub_side, hub.config_file(checkpoint))
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # Notepad's UTF-8 starts with a BOM
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DistillError(
             "checkpoint sidecar is not valid JSON", str(path), "restore or delete the file"
         ) from exc
-    if not isinstance(data, dict):  # hand-edited: a list or a number is not a sidecar
-        raise DistillError(
-            "checkpoint sidecar is not a JSON object", str(path), "restore or delete the file"
-        )
-    return data
+    return parse_side_file(data, path)

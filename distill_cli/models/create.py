@@ -2,7 +2,8 @@
 
 Model defaults travel with the model, as in timm: input size, mean, std and crop fraction come
 from ``timm.data.resolve_model_data_config`` unless the recipe sets them, so distill keeps no
-table of normalisation constants of its own.
+table of normalisation constants of its own (the order of recipe, side file and timm default
+is `feed.py`'s).
 """
 
 from __future__ import annotations
@@ -16,8 +17,16 @@ import torch
 from torch import nn
 
 from distill_cli.errors import DistillError
-from distill_cli.models.checkpoint import read_sidecar
+from distill_cli.models.feed import (
+    infer_num_classes,
+    resolve_feed,
+    resolve_info,
+    same_as_side_file,
+    side_file_chans,
+    trained_size,
+)
 from distill_cli.models.hub_access import fetch_error, hub_fetch
+from distill_cli.models.mismatch import ShapeMismatch
 from distill_cli.models.names import check_model_name
 from distill_cli.models.sizes import (
     Build,
@@ -27,8 +36,8 @@ from distill_cli.models.sizes import (
     size_advice,
     size_kwargs,
 )
-from distill_cli.models.view import INTERPOLATION, ModelInfo, model_view
-from distill_cli.models.weights import ShapeMismatch, load_weights, weights_source
+from distill_cli.models.view import ModelInfo, model_view
+from distill_cli.models.weights import load_weights, weights_source
 
 if TYPE_CHECKING:
     from distill_cli.recipe.sections import ModelSpec
@@ -63,145 +72,6 @@ class Net:
         return (self.module if self.runner is None else self.runner)(x)
 
 
-def _channels(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
-    """Adapt a 3-channel mean/std to another channel count (timm's cfg is always RGB)."""
-    if len(values) == in_chans:
-        return tuple(values)
-    if len(values) == 1:
-        return tuple(values) * in_chans
-    avg = sum(values) / len(values)
-    return (avg,) * in_chans
-
-
-#: Where a fact about how a model is fed came from, as `--dry-run` prints it.
-FROM_RECIPE, FROM_SIDE_FILE, FROM_TIMM, FROM_DATA = "recipe", "side file", "timm default", "data"
-
-
-def _pick(recipe: Any, side: Any, default: Any) -> tuple[Any, str]:
-    """The first value set, by priority: recipe, checkpoint side file, timm's default."""
-    if recipe is not None:
-        return recipe, FROM_RECIPE
-    if side is not None:
-        return side, FROM_SIDE_FILE
-    return default, FROM_TIMM
-
-
-def square(size: Any) -> tuple[int, int]:
-    if isinstance(size, int):
-        return (size, size)
-    return (int(size[-2]), int(size[-1]))
-
-
-def resolve_info(model: nn.Module, spec: ModelSpec, num_classes: int) -> ModelInfo:
-    """The model's input config: see `resolve_feed`."""
-    return resolve_feed(model, spec, num_classes)[0]
-
-
-def resolve_feed(
-    model: nn.Module, spec: ModelSpec, num_classes: int
-) -> tuple[ModelInfo, dict[str, str]]:
-    """How `model` is fed, and where each fact came from.
-
-    Each of input size, mean/std and crop fraction is the recipe's, else the checkpoint side
-    file's (what the model was trained with), else timm's data config for the model. The
-    interpolation is always distill's own resize (`models.view.INTERPOLATION`): it is what the
-    run evaluates with, so it is what the side file and the ONNX metadata say, whatever timm's
-    pretrained config prefers.
-    """
-    cfg = timm.data.resolve_model_data_config(model)
-    meta = read_sidecar(spec.checkpoint) if spec.checkpoint is not None else {}
-    size, size_from = _pick(spec.input_size, meta.get("input_size"), cfg["input_size"][1:])
-    side_norm = (meta.get("mean"), meta.get("std"))
-    if None in side_norm:
-        side_norm = (None, None)
-    norm, norm_from = _pick(
-        None if spec.mean is None else (spec.mean, spec.std),
-        None if side_norm[0] is None else side_norm,
-        (cfg["mean"], cfg["std"]),
-    )
-    mean, std = norm
-    if len(mean) not in (1, spec.in_chans) and norm_from == FROM_RECIPE:
-        raise DistillError(
-            f"mean has {len(mean)} values for a {spec.in_chans}-channel model",
-            "mean",
-            f"give mean and std {spec.in_chans} values each, or one for every channel",
-        )
-    crop_pct, crop_from = _pick(spec.crop_pct, meta.get("crop_pct"), cfg.get("crop_pct", 1.0))
-    info = ModelInfo(
-        name=spec.model,
-        num_classes=num_classes,
-        in_chans=spec.in_chans,
-        input_size=square(size),
-        mean=_channels(tuple(float(v) for v in mean), spec.in_chans),
-        std=_channels(tuple(float(v) for v in std), spec.in_chans),
-        crop_pct=float(crop_pct),
-        interpolation=INTERPOLATION,
-    )
-    timm_interp = cfg.get("interpolation", INTERPOLATION)
-    sources = {
-        "input_size": size_from,
-        "mean_std": norm_from,
-        "crop_pct": crop_from,
-        "interpolation": f"distill ({INTERPOLATION})"
-        + (f", not timm's {timm_interp}" if timm_interp != INTERPOLATION else ""),
-    }
-    return info, sources
-
-
-def resolve_num_classes(spec: ModelSpec, data_classes: int | None) -> tuple[int, str]:
-    """num_classes and where it came from, by priority: recipe (num_classes, else the length
-    of class_names), checkpoint side file, pretrained default, data."""
-    if spec.num_classes is not None:
-        return spec.num_classes, FROM_RECIPE
-    if isinstance(spec.class_names, list):
-        return len(spec.class_names), FROM_RECIPE
-    if spec.checkpoint is not None:
-        meta = read_sidecar(spec.checkpoint)
-        if "num_classes" in meta:
-            return int(meta["num_classes"]), FROM_SIDE_FILE
-    if spec.pretrained:
-        return int(timm.get_pretrained_cfg_value(spec.model, "num_classes") or 1000), FROM_TIMM
-    if spec.class_names is not None:
-        return len(spec.names() or []), FROM_RECIPE
-    if data_classes is None:
-        raise DistillError("num_classes is unknown", spec.model, "set num_classes in the recipe")
-    if data_classes < 2:  # one output: softmax is 1 whatever the image, every score 100%
-        raise DistillError(
-            f"the data has {data_classes} class, and {spec.model} would take its class count "
-            "from it: a classifier needs two or more",
-            "data",
-            "add a folder per class (train/<class>/), or set num_classes in the recipe",
-        )
-    return data_classes, FROM_DATA
-
-
-def infer_num_classes(spec: ModelSpec, data_classes: int | None) -> int:
-    """num_classes by priority: recipe, checkpoint sidecar, pretrained default, data."""
-    return resolve_num_classes(spec, data_classes)[0]
-
-
-def spec_input_size(spec: ModelSpec) -> tuple[int, int]:
-    """A model's input size without building it: recipe, side file, else timm's default (what
-    `resolve_feed` gives the built model)."""
-    size = _input_size(spec)
-    if size is not None:
-        return size
-    cfg = timm.get_pretrained_cfg_value(spec.model.split(".")[0], "input_size") or (3, 224, 224)
-    return square(cfg)
-
-
-def _input_size(spec: ModelSpec) -> tuple[int, int] | None:
-    """The size the model is trained at: the recipe's, else its checkpoint sidecar's."""
-    size: Any = spec.input_size
-    if size is None and spec.checkpoint is not None:
-        size = read_sidecar(spec.checkpoint).get("input_size")
-    if size is None:
-        return None
-    if isinstance(size, int):
-        return (size, size)
-    return (int(size[-2]), int(size[-1]))
-
-
 _HUB, _INITIALISED = "timm hub", "initialised"
 #: The plan's `weights` facts that name no entry of a checkpoint dict (a plain state dict is
 #: `WeightsFile.described()`'s "checkpoint").
@@ -219,8 +89,10 @@ def create_net(
     (`student.input_size`), which the user can find; without it, the model's name.
     """
     check_model_name(spec.model, f"{role}.model" if role else "model")
+    spec = side_file_chans(spec)
     section = role or spec.model
-    kwargs = size_kwargs(spec.model, _input_size(spec), {**spec.kwargs, **overrides})
+    same_as_side_file(spec, section)
+    kwargs = size_kwargs(spec.model, trained_size(spec), {**spec.kwargs, **overrides})
     offline: str | None = None
     try:
         with hub_fetch(spec.pretrained) as offline:
@@ -289,7 +161,7 @@ def _cannot_build(
     shown = ", ".join(f"{k}={v}" for k, v in kwargs.items())
     what = f"timm cannot build {spec.model!r}" + (f" with {shown}" if shown else "")
     what += f" ({detail})"
-    size = _input_size(spec)
+    size = trained_size(spec)
     own = {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}
     build = Build(spec.model, num_classes, spec.in_chans, own)
     advice = kwargs_advice(build, size)
@@ -391,7 +263,8 @@ def model_cost(spec: ModelSpec, num_classes: int) -> ModelCost:
     without memory or a checkpoint at hand.
     """
     check_model_name(spec.model)
-    kwargs = size_kwargs(spec.model, _input_size(spec), spec.kwargs)
+    spec = side_file_chans(spec)
+    kwargs = size_kwargs(spec.model, trained_size(spec), spec.kwargs)
     with torch.device("meta"):
         model = timm.create_model(
             spec.model, num_classes=num_classes, in_chans=spec.in_chans, **kwargs

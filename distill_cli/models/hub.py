@@ -19,37 +19,66 @@ from typing import Any
 
 from distill_cli.errors import DistillError
 
-#: The weights file names, in the order timm's hub loader prefers them.
+#: The weights file names, in the order timm's hub loader prefers them; then the indexes of
+#: weights saved in shards (`save_pretrained(max_shard_size=...)`: model-00001-of-00002...).
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 CONFIG = "config.json"
 
 
 def weights_file(path: Path) -> Path:
-    """`path` itself, or for a Hub folder the weights file it holds; a folder without one is
-    a one-line error naming what was looked for."""
+    """`path` itself, or for a Hub folder the weights file (or shard index) it holds; a folder
+    without one is a one-line error naming what was looked for."""
     if not path.is_dir():
         return path
-    for name in WEIGHTS:
+    for name in (*WEIGHTS, *INDEXES):
         if (path / name).is_file():
             return path / name
     raise DistillError(
-        f"the checkpoint folder holds no {' or '.join(WEIGHTS)}",
+        f"the checkpoint folder holds no {' or '.join(WEIGHTS)} (nor a shard index)",
         str(path),
         "pass a weights file, or a Hugging Face model folder (config.json + model.safetensors)",
     )
+
+
+def shards(index: Path) -> list[Path] | None:
+    """The files a shard index (`model.safetensors.index.json`) spreads the weights over, in
+    order; None for any other file. A shard that is not there is a one-line error."""
+    if not index.name.endswith(".index.json"):
+        return None
+    try:
+        weight_map = json.loads(index.read_bytes()).get("weight_map")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        raise DistillError(
+            f"the shard index cannot be read ({exc})", str(index), "restore it from the repo"
+        ) from exc
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise DistillError(
+            "the shard index has no weight_map", str(index), "restore it from the model's repo"
+        )
+    files = [index.parent / str(name) for name in dict.fromkeys(weight_map.values())]
+    absent = [f.name for f in files if not f.is_file()]
+    if absent:
+        raise DistillError(
+            f"{len(absent)} of the {len(files)} weight shards are not there ({absent[0]})",
+            str(index.parent),
+            "download every file the index names (an interrupted download leaves some out)",
+        )
+    return files
+
+
+def config_file(checkpoint: Path) -> Path:
+    """The config.json of a Hub folder, or of the folder a weights file of one lies in."""
+    return (checkpoint if checkpoint.is_dir() else checkpoint.parent) / CONFIG
 
 
 def side_file(checkpoint: Path) -> dict[str, Any] | None:
     """The Hub config of `checkpoint` (a Hub folder, or its weights file) in the keys of
     distill's own side file (`num_classes`, `input_size`, `mean`, `std`, `crop_pct`,
     `class_names`, `model`); None when it is not in the Hub layout."""
-    if checkpoint.is_dir():
-        folder = checkpoint
-    elif checkpoint.name in WEIGHTS:
-        folder = checkpoint.parent
-    else:
+    if not checkpoint.is_dir() and checkpoint.name not in (*WEIGHTS, *INDEXES):
         return None
-    path = folder / CONFIG
+    path = config_file(checkpoint)
     if not path.is_file():
         return None
     try:

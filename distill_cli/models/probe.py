@@ -16,7 +16,8 @@ import timm
 import torch
 
 from distill_cli.errors import DistillError
-from distill_cli.models.create import Net, square
+from distill_cli.models.create import Net
+from distill_cli.models.feed import square
 from distill_cli.models.sizes import (
     Build,
     accepts_img_size,

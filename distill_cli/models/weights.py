@@ -3,29 +3,36 @@ the usual ways.
 
 A user's teacher comes as whatever their trainer wrote: a weights-only ``.pt``/``.pth``/``.bin``,
 possibly nested under ``state_dict``/``model`` and prefixed by DDP, a wrapper or
-``torch.compile``, with timm's train.py arguments or numpy scalars beside them; safetensors;
-a timm model in the Hugging Face Hub layout (`hub.py`). All of them load, key for key and
-shape for shape, or are refused in one line; pickles that hold more than tensors and plain
-data are refused without running them. The layout distill itself writes is checkpoint.py's.
+``torch.compile``, with timm's train.py arguments or numpy scalars beside them; a Lightning
+``.ckpt`` holding the model under an attribute beside others; safetensors; a timm model in the
+Hugging Face Hub layout, sharded or not (`hub.py`); a distill run folder. All of them load, key
+for key and shape for shape (or renamed by timm's own filter for the model's original names),
+or are refused in one line naming what differs (`mismatch.py`); reading one file without
+running it is `weight_files.py`'s. The layout distill itself writes is checkpoint.py's.
 """
 
 from __future__ import annotations
 
-import pickle
+import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from distill_cli.errors import DistillError
 from distill_cli.host import sha256_file
 from distill_cli.models import hub
-from distill_cli.models.checkpoint import PRIVATE_PREFIX, checkpoint_not_found, first_nonfinite
-from distill_cli.models.torchvision_names import torchvision_note
+from distill_cli.models.checkpoint import (
+    PRIVATE_PREFIX,
+    checkpoint_not_found,
+    first_nonfinite,
+    weights_path,
+)
+from distill_cli.models.mismatch import Keys, refusal, timm_renamed
+from distill_cli.models.weight_files import as_dict, read_file
 from distill_cli.rundir.summary import WeightsSource
 
 #: What DDP (`module.`), common wrappers (`model.`) and torch.compile (`_orig_mod.`) put in front
@@ -77,47 +84,21 @@ def read_weights(path: Path, entry: str | None = None) -> WeightsFile:
     `.pth.tar`, safetensors saved as `.bin`), so a file that is neither is refused as such
     instead of as "a pickle holding code".
     """
-    path = hub.weights_file(path)  # a Hub folder: its model.safetensors / pytorch_model.bin
+    path = weights_path(path)  # a run's best, a Hub folder's model.safetensors, or the file
     if path.exists() and not path.is_file():
         raise DistillError("checkpoint is not a regular file", str(path), "pass a weights file")
     if not path.is_file():
         raise checkpoint_not_found(path)
-    kind = _file_kind(path)
-    if kind is None:
-        raise DistillError(
-            "not a checkpoint: the file is empty or neither a torch.save file nor safetensors",
-            str(path),
-            "pass the weights file (torch.save(model.state_dict()) or .safetensors)",
-        )
-    try:
-        if kind == "safetensors":
-            state: Any = load_file(str(path))
-        else:
-            with warnings.catch_warnings(), torch.serialization.safe_globals(_benign_globals()):
-                warnings.simplefilter("ignore")  # torch's own advice (weights_only=False) is wrong
-                state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise DistillError(
-            "the checkpoint is a pickle holding more than tensors (objects or code); distill "
-            "loads weights only and did not run it",
-            str(path),
-            "save model.state_dict() with torch.save, or convert the weights to .safetensors",
-        ) from None  # torch's message advises loading unsafely: never show it
-    except Exception as exc:
-        first = (str(exc).splitlines() or [""])[0].split(". ")[0][:200]
-        if "weights_only" in first or "Weights only" in first:
-            first = "not a weights-only file"
-        raise DistillError(
-            f"cannot read checkpoint: {type(exc).__name__}: {first}",
-            str(path),
-            "is the file complete (not cut short by a copy or a killed save)?",
-        ) from exc
-    if not isinstance(state, dict):
-        raise DistillError(
-            "checkpoint holds no state dict",
-            str(path),
-            "pass the weights: torch.save(model.state_dict()) or a .safetensors file",
-        )
+    files = hub.shards(path)
+    if files is not None:  # weights in shards: each a plain state dict, together the model's
+        state: Any = {k: v for f in files for k, v in as_dict(read_file(f), f).items()}
+    else:
+        state = read_file(path)
+    return _weights_in(as_dict(state, path), path, entry)
+
+
+def _weights_in(state: dict[str, Any], path: Path, entry: str | None) -> WeightsFile:
+    """The model's weights of a checkpoint dict: the entry named, else the usual one."""
     nested = [k for k in _NESTED_UNDER if isinstance(state.get(k), dict)]
     nested += [
         k
@@ -171,66 +152,37 @@ def _unwrapped(key: str) -> str:
     return key
 
 
-def _file_kind(path: Path) -> str | None:
-    """ "safetensors", "torch" (torch.save's zip, or the legacy pickle) or None (neither)."""
-    with path.open("rb") as fh:
-        head = fh.read(9)
-    if head[:4] == b"PK\x03\x04" and _is_torchscript(path):
-        raise DistillError(
-            "the checkpoint is a TorchScript program (torch.jit.save); distill loads weights only",
-            str(path),
-            "save its weights: torch.save(torch.jit.load(FILE).state_dict(), 'weights.pt')",
-        )  # torch.load said "not a weights-only file" and asked whether the copy was complete
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        return "torch"
-    if len(head) == 9 and head[8:9] == b"{":  # an 8-byte header length, then the JSON header
-        return "safetensors"
-    return None
+def file_classes(model: str, path: Path, entry: str | None = None) -> int | None:
+    """The class count a checkpoint's classifier was trained for, for timm's `model`: the rows
+    of its classifier (timm's `classifier` names: `fc`, `head.fc`...), also under a wrapper's
+    attribute (a Lightning module's `net.fc`) when every such head agrees, or in the names of
+    the model's original repository (`timm_renamed`: ConvNeXt's `head.weight`); else None.
+    `entry` as for `read_weights`. The export and `distill students` ask it when no side file
+    says: a 10-class `resnet18.pth` was built with timm's 1000 and refused as not fitting."""
+    import timm
 
-
-def _is_torchscript(path: Path) -> bool:
-    """torch.jit.save's zip: the model's code beside its constants, which torch.save's lacks."""
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(n.endswith("/constants.pkl") for n in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False  # cut short: torch.load names it
-
-
-def _benign_globals() -> list[Any]:
-    """Plain data types that trainers put beside the weights, allowed when loading weights-only.
-
-    timm's train.py saves its `argparse.Namespace` under `args`, and many scripts a numpy
-    scalar (`best_acc1`) or array: data, not code, so they are built without running anything;
-    every other object stays refused.
-    """
-    import argparse
-
-    import numpy as np
-
-    core = getattr(np, "_core", None) or np.core
-    dtypes = {type(np.dtype(t)) for t in np.sctypeDict.values() if t not in (np.void, np.object_)}
-    return [
-        argparse.Namespace,
-        core.multiarray.scalar,
-        core.multiarray._reconstruct,
-        np.ndarray,
-        np.dtype,
-        *sorted(dtypes, key=str),
-    ]
-
-
-def head_rows(path: Path, heads: list[str], entry: str | None = None) -> int | None:
-    """The class count a checkpoint's classifier was trained for: the rows of the first of
-    `heads` (timm's `classifier` names: `fc`, `head.fc`, `classifier`) it holds, else None;
-    `entry` as for `read_weights`."""
+    head = timm.get_pretrained_cfg_value(model.split(".")[0], "classifier") or []
+    names = [f"{h}.weight" for h in ([head] if isinstance(head, str) else head)]
     state = read_weights(path, entry).state
-    for head in heads:
-        weight = state.get(f"{head}.weight")
-        if weight is not None and weight.ndim >= 2:
-            return int(weight.shape[0])
+    rows = _rows(state, names)
+    if rows is None and timm.is_model(model.split(".")[0]):
+        try:
+            with warnings.catch_warnings(), torch.device("meta"):
+                warnings.simplefilter("ignore")
+                renamed = timm_renamed(state, timm.create_model(model.split(".")[0]))
+        except Exception:  # a model timm builds only with arguments: the head is not found
+            renamed = None
+        rows = _rows(renamed, names) if renamed is not None else None
+    return rows
+
+
+def _rows(state: dict[str, torch.Tensor], names: list[str]) -> int | None:
+    for name in names:
+        if name in state and state[name].ndim >= 2:
+            return int(state[name].shape[0])
+        rows = {int(v.shape[0]) for k, v in state.items() if k.endswith("." + name) and v.ndim >= 2}
+        if len(rows) == 1:
+            return rows.pop()
     return None
 
 
@@ -238,53 +190,42 @@ def head_rows(path: Path, heads: list[str], entry: str | None = None) -> int | N
 #: step counter, which some trainers and converters do not save (it only matters for
 #: momentum=None BatchNorm, which timm models do not use).
 _BENIGN_MISSING = ("num_batches_tracked",)
-#: How many key names an error shows per kind.
-_SHOWN = 3
-#: Weights whose shape follows the input size in models built for one size (ViT's position
-#: embedding, Swin's and LeViT's attention biases, Mixer's token MLPs): when only these differ,
-#: the checkpoint is the right architecture made at another `img_size`.
-_SIZE_KEYS = (
-    "pos_embed",
-    "relative_position",
-    "attention_bias",
-    "mlp_tokens",
-    "rel_pos",
-    "linear_tokens",  # ResMLP's token mixing
-    "gate.proj",  # gMLP's spatial gating
-    "patch_pos",  # TNT's outer position embedding
-    "pixel_pos",  # TNT's inner one
-)
-
-
-class ShapeMismatch(DistillError):
-    """A checkpoint whose keys all name the model's weights but some of another shape: the
-    file's shapes ride along, so the model's builder can tell which size it was made at."""
-
-    def __init__(self, what: str, where: str, hint: str, shapes: dict[str, tuple[int, ...]]):
-        super().__init__(what, where, hint)
-        self.shapes = shapes
-
-
-def _first(names: list[str]) -> str:
-    shown = ", ".join(names[:_SHOWN])
-    return shown + (f" (+{len(names) - _SHOWN} more)" if len(names) > _SHOWN else "")
 
 
 def _attribute_prefix_removed(
-    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]
+    state: dict[str, torch.Tensor], own: dict[str, torch.Tensor], path: Path
 ) -> dict[str, torch.Tensor]:
-    """`state` without a first name component that every key shares and the model lacks: the
-    attribute a training wrapper held the model in (a Lightning module's `self.net`, a
-    distillation wrapper's `student.`). Only when that makes every key one of the model's."""
-    heads = {k.split(".", 1)[0] for k in state}
-    if len(heads) != 1 or not all("." in k for k in state) or any(k in own for k in state):
+    """`state` without the attribute a training wrapper held the model in (a Lightning
+    module's `self.net`, a distillation wrapper's `teacher.`): when one first name component
+    is shared by every key and the model lacks it, and that makes every key the model's; or,
+    beside other attributes (a loss's weights, the other model of a distillation module), the
+    one attribute whose keys are exactly the model's. Two such attributes are refused."""
+    if any(k in own for k in state):
         return state
-    stripped = {k.split(".", 1)[1]: v for k, v in state.items()}
-    return stripped if all(k in own for k in stripped) else state
-
-
-def _sized(key: str) -> bool:
-    return any(part in key for part in _SIZE_KEYS)
+    groups: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        if "." in key:  # a wrapper's own top-level buffer (`temperature`) is in no group
+            head, rest = key.split(".", 1)
+            groups.setdefault(head, {})[rest] = value
+    if len(groups) == 1 and len(state) == len(next(iter(groups.values()))):
+        stripped = next(iter(groups.values()))
+        return stripped if all(k in own for k in stripped) else state
+    whole = [
+        head
+        for head, group in groups.items()
+        if all(k in own and own[k].shape == v.shape for k, v in group.items())
+        and all(k in group or k.endswith(_BENIGN_MISSING) for k in own)
+    ]
+    if len(whole) > 1:
+        raise DistillError(
+            f"the checkpoint holds {len(whole)} models that fit this one, under "
+            + " and ".join(f"'{h}.'" for h in whole)
+            + "; distill cannot tell which to load",
+            str(path),
+            f"save the one you mean alone: torch.save({{k[len('{whole[0]}.'):]: v for k, v in "
+            f"sd.items() if k.startswith('{whole[0]}.')}}, 'weights.pt')",
+        )
+    return groups[whole[0]] if whole else state
 
 
 @dataclass(frozen=True)
@@ -304,8 +245,13 @@ def weights_source(path: Path, entry: str | None) -> WeightsSource:
     (a Hub folder's weights file), the checkpoint entry, its size and SHA-256. The hash reads
     the file once more (just read: from the page cache; 1.2 s per GB on 2 shared cores), so it
     is called where a net built from a checkpoint is recorded, not by every `load_weights`."""
-    file = hub.weights_file(path)
-    return WeightsSource(str(file.resolve()), entry, file.stat().st_size, sha256_file(file))
+    file = weights_path(path)
+    files = hub.shards(file)
+    if files is None:
+        return WeightsSource(str(file.resolve()), entry, file.stat().st_size, sha256_file(file))
+    joined = "".join(sha256_file(f) for f in files).encode()  # the shards' hashes, in order
+    size = sum(f.stat().st_size for f in files)
+    return WeightsSource(str(file.resolve()), entry, size, hashlib.sha256(joined).hexdigest())
 
 
 def _same_model(arch: str, model: nn.Module) -> bool:
@@ -335,52 +281,29 @@ def load_weights(
     """
     own = model.state_dict()
     read = read_weights(path, entry)
-    state = _attribute_prefix_removed(read.state, own)
+    state = _attribute_prefix_removed(read.state, own, path)
     saved_from = (
         f"; the file says it was saved from {read.arch!r}"
         if read.arch and not _same_model(read.arch, model)
         else ""
     )
-    mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
-    missing = [k for k in own if k not in state and not k.endswith(_BENIGN_MISSING)]
-    unexpected = [k for k in state if k not in own]
+    keys = _compared(state, own)
+    renamed = None if keys == Keys([], [], []) else timm_renamed(state, model)
+    if renamed is not None and _compared(renamed, own) == Keys([], [], []):
+        state, keys = renamed, Keys([], [], [])  # the model's original repo's names (ConvNeXt)
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if (strict and (missing or unexpected or mismatched)) or not fitting:
-        parts = [
-            f"{len(names)} {kind} ({_first(names)})"
-            for kind, names in (
-                ("missing", missing),
-                ("unexpected", unexpected),
-                ("wrong-shape", mismatched),
-            )
-            if names
-        ]
-        shapes = ""
-        if mismatched:  # the sizes say which setting differs (fc 10x512 vs 4x512: num_classes)
-            key = mismatched[0]
-            file_shape, model_shape = ("x".join(map(str, t.shape)) for t in (state[key], own[key]))
-            shapes = f"; {key} is {file_shape} in the file, {model_shape} in the model"
-        sized = mismatched and not (missing or unexpected) and all(_sized(k) for k in mismatched)
-        built = (getattr(model, "pretrained_cfg", None) or {}).get("architecture")
-        torchvision = torchvision_note(unexpected, missing, built)
-        if torchvision is not None:
-            raise DistillError(
-                "checkpoint does not fit the model: " + torchvision[0], str(path), torchvision[1]
-            )
-        what = (
-            "checkpoint does not fit the model: " + ", ".join(parts) + " keys" + shapes + saved_from
+    if (strict and (keys.missing or keys.unexpected or keys.mismatched)) or not fitting:
+        raise refusal(model, path, state, keys, bool(fitting), saved_from)
+    share = _share_loaded(own, fitting)
+    if share < MIN_SHARE_LOADED:  # strict: false, and what loaded is a head or a stem
+        raise DistillError(
+            f"strict: false loaded {_percent(share)} of the model's weights from the checkpoint "
+            f"({len(fitting)} of {len(own)} tensors); the rest would stay as initialised, a "
+            f"model that predicts noise: " + refusal(model, path, state, keys, True, "").what,
+            str(path),
+            "check the model name and the file (strict: false is for a new head, not another "
+            "architecture)",
         )
-        hint = (
-            "it was made for another input size: set input_size to the size it was trained at "
-            "(or write it into its .json side file)"
-            if sized
-            else "check the model name, num_classes and in_chans"
-            + ("; strict: false loads only the matching keys" if fitting else "")
-        )
-        if mismatched and not (missing or unexpected):
-            file_shapes = {k: tuple(v.shape) for k, v in state.items()}
-            raise ShapeMismatch(what, str(path), hint, file_shapes)
-        raise DistillError(what, str(path), hint)
     bad = first_nonfinite(fitting)
     if bad is not None:  # a model that outputs NaN teaches nothing and fails late, far away
         raise DistillError(
@@ -397,4 +320,36 @@ def load_weights(
             f"set model: {read.arch} (or save the weights alone if {built} is right)",
         )
     model.load_state_dict(fitting, strict=False)
-    return Loaded(missing, unexpected, mismatched, read.described(), read.entry)
+    weights = read.described() + (
+        f" ({_percent(share)} of the model's weights)" if share < 1 else ""
+    )
+    weights += " (renamed by timm's checkpoint_filter_fn)" if state is renamed else ""
+    unused = len(keys.unexpected) + len(keys.mismatched)  # strict: false: said, not silent
+    weights += f" ({unused} of the file's tensors unused)" if unused else ""
+    return Loaded(keys.missing, keys.unexpected, keys.mismatched, weights, read.entry)
+
+
+def _compared(state: dict[str, torch.Tensor], own: dict[str, torch.Tensor]) -> Keys:
+    """The file's keys against the model's: missing, unexpected and wrong-shape names."""
+    return Keys(
+        missing=[k for k in own if k not in state and not k.endswith(_BENIGN_MISSING)],
+        unexpected=[k for k in state if k not in own],
+        mismatched=[k for k, v in state.items() if k in own and own[k].shape != v.shape],
+    )
+
+
+#: The least share of a model's weights (by elements) that `strict: false` may load: below it
+#: the model is mostly its random initialisation, whatever the file.
+MIN_SHARE_LOADED = 0.5
+
+
+def _percent(share: float) -> str:
+    return f"{share:.0%}" if share >= 0.01 else "under 1%"
+
+
+def _share_loaded(own: dict[str, torch.Tensor], fitting: dict[str, torch.Tensor]) -> float:
+    """The share of the model's floating-point elements (weights and statistics) that `fitting`
+    sets: by elements, not keys, so a new 10-class head over a trained body is ~100%."""
+    total = sum(v.numel() for v in own.values() if v.is_floating_point())
+    loaded = sum(own[k].numel() for k in fitting if own[k].is_floating_point())
+    return loaded / total if total else 1.0

@@ -74,7 +74,7 @@ def _costs(history: RunHistory) -> dict[str, dict[str, Any]]:
     try:
         recipe = Recipe.model_validate(history.recipe)
         best = RunDir(history.path).best
-        classes = read_sidecar(best).get("num_classes") if best.is_file() else None
+        classes = read_sidecar(best).num_classes if best.is_file() else None
         classes = int(classes or recipe.student.num_classes or 0) or None
         if "student" not in costs and classes:
             cost = model_cost(recipe.student, classes)

@@ -67,8 +67,27 @@ class RecipeAsk:
         name: str | None = None,
         force: bool = False,
     ) -> RecipeAsk | None:
-        """The ask from the flags (None without a path); `data` is required with a path."""
+        """The ask from the flags (None without a path); `data` is required with a path, and
+        the recipe's flags without one are refused: `--teacher-checkpoint` was ignored, and the
+        search timed students for a teacher file it never read."""
         if path is None:
+            given = [
+                flag
+                for flag, value in (
+                    ("--data", data),
+                    ("--teacher-checkpoint", teacher_checkpoint),
+                    ("--student", student),
+                    ("--name", name),
+                    ("--force", force),
+                )
+                if value
+            ]
+            if given:
+                raise DistillError(
+                    f"{given[0]} goes into the recipe --write-recipe writes",
+                    given[0],
+                    "add --write-recipe student.yaml, or drop " + ", ".join(given),
+                )
             return None
         if data is None:
             hint = "synthetic, fashion_mnist or an image folder"
@@ -76,12 +95,39 @@ class RecipeAsk:
         checkpoint = Path(teacher_checkpoint) if teacher_checkpoint else None
         return cls(Path(path), str(data), checkpoint, student, name, force)
 
-    def check(self) -> None:
+    def check(self, teacher: str) -> None:
         """The usage errors, before minutes of timing rather than after: `data` must name a
-        source, and the file must be new unless `force`."""
+        source, the file must be new unless `force`, and the teacher's checkpoint must be one
+        `distill run` loads into `teacher` (`check_teacher_file`)."""
         data_section(self.data)
         if not self.force:
             refuse_existing(self.path, "--force")
+        if self.teacher_checkpoint is not None:
+            check_teacher_file(teacher, self.teacher_checkpoint)
+
+
+def check_teacher_file(teacher: str, checkpoint: Path) -> None:
+    """Refuse, in `distill run`'s words, a teacher checkpoint the run would refuse (its side
+    file, another model's weights, a class count its head does not have): the recipe was
+    written after minutes of timing and failed only when run. The teacher is built on the meta
+    device, so a 300M-parameter one costs no memory; the file is read as the run reads it."""
+    import warnings
+
+    import torch
+
+    from distill_cli.models.create import create_net
+    from distill_cli.models.feed import resolve_num_classes
+    from distill_cli.models.weights import file_classes
+    from distill_cli.recipe.sections import ModelSpec
+
+    spec = ModelSpec(model=teacher, checkpoint=checkpoint)
+    try:
+        classes: int | None = resolve_num_classes(spec, None)[0]
+    except DistillError:  # no side file says: the head's rows (the run takes the data's)
+        classes = file_classes(teacher, checkpoint)
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")  # copying into meta tensors is a no-op, as meant
+        create_net(spec, classes or 1000, role="teacher")
 
 
 def _template() -> dict[str, Any]:

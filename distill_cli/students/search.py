@@ -286,7 +286,7 @@ def search_students(
     from distill_cli.students.recipe import NoFit, write_recipe
 
     if recipe is not None:
-        recipe.check()  # usage errors before minutes of timing
+        recipe.check(query.teacher)  # usage errors before minutes of timing
     search = find_students(query, progress=progress)
     if recipe is None:
         return search

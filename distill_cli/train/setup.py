@@ -19,7 +19,8 @@ from distill_cli.data.duplicates import Duplicates
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.stream import ShardStream
 from distill_cli.methods import Method
-from distill_cli.models.create import UNNAMED_WEIGHTS, Net, resolve_num_classes
+from distill_cli.models.create import UNNAMED_WEIGHTS, Net
+from distill_cli.models.feed import resolve_num_classes
 from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.loop_sections import ScheduleSpec
 from distill_cli.rundir.summary import ModelResult, WeightsSource
