@@ -34,7 +34,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 def _fd_args(**given: object) -> argparse.Namespace:
     base = dict(teacher=None, students=None, lengths=None, seeds=None, jobs=None, quick=False)
-    base.update(overrides=[], teacher_overrides=[], out=None, json=None, figure=None)
+    base.update(overrides=[], teacher_overrides=[], out=None, json=None, figure=None, methods=None)
     return argparse.Namespace(**{**base, **given})
 
 

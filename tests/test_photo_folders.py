@@ -375,7 +375,8 @@ def test_every_decodable_format_is_a_sample_of_a_shard_and_a_photo(tmp_path: Pat
     """A folder of BMP, TIFF, GIF and `.jfif` photos (a browser on Windows saves JPEGs so)
     written to shards by scripts/folder_to_shards.py: the reader knew only jpg/jpeg/png/webp
     members, so those samples were not samples; `.jfif` files were not even photos."""
-    from distill_cli.data.shards import scan_tar_split, write_shards
+    from distill_cli.data.shard_writer import write_shards
+    from distill_cli.data.shards import scan_tar_split
 
     for cls, colour in (("cat", RED), ("dog", BLUE)):
         folder = tmp_path / "train" / cls

@@ -15,7 +15,7 @@ import torch
 
 from distill_cli import api
 from distill_cli.data import DataBundle, build_data
-from distill_cli.data.shards import write_shards
+from distill_cli.data.shard_writer import write_shards
 from distill_cli.data.sources import balanced_indices
 from distill_cli.data.stream import ShardSet, ShardStream
 from distill_cli.data.streamed import unread_splits
