@@ -251,3 +251,27 @@ def test_kwargs_that_fail_only_when_run_are_blamed_in_the_probe() -> None:
     with pytest.raises(DistillError) as caught:
         probe(net, "student", torch.device("cpu"))
     assert caught.value.where == "student.kwargs" and "drop_rate: 1.5" in caught.value.what
+
+
+def test_an_ensemble_members_errors_name_its_own_key() -> None:
+    """An ensemble's second teacher at a size it cannot take said "the teacher
+    test_resnet+test_vit fails on a 3x160x160 input" under `teacher.input_size`, and an unknown
+    second model `teacher.model`: each now names the member (`teacher.1...`) and its input."""
+    from distill_cli.models.create import create_teacher
+
+    def specs(second: dict[str, object]) -> list[ModelSpec]:
+        return [ModelSpec.model_validate(s) for s in ({"model": "test_resnet"}, second)]
+
+    teacher = create_teacher(specs({"model": "test_vit", "input_size": 33}), 4)
+    with pytest.raises(DistillError) as caught:
+        probe(teacher, "teacher", torch.device("cpu"))
+    err = caught.value
+    assert err.where == "teacher.1.input_size" and "test_vit fails on a 3x33x33 input" in err.what
+    with pytest.raises(DistillError) as caught:
+        create_teacher(specs({"model": "test_vitt"}), 4)
+    assert caught.value.where == "teacher.1.model"
+    probe(
+        create_teacher(specs({"model": "test_vit", "input_size": 32}), 4),
+        "teacher",
+        torch.device("cpu"),
+    )

@@ -188,6 +188,7 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(net.module for net in nets)
         self.infos = [net.info for net in nets]
         self.sources = [net.sources for net in nets]
+        self.kwargs = [net.kwargs for net in nets]  # what the probe rebuilds a member with
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         channels_last = pixels.is_contiguous(memory_format=torch.channels_last)
@@ -199,9 +200,12 @@ class Ensemble(nn.Module):
 
 
 def create_teacher(specs: list[ModelSpec], data_classes: int | None) -> Net:
-    """One teacher, or an ensemble of several whose logits are averaged."""
+    """One teacher, or an ensemble of several whose logits are averaged. An ensemble member's
+    errors name its key as `--set` writes it (`teacher.1.model`), not the first one's."""
+    roles = ["teacher"] if len(specs) == 1 else [f"teacher.{i}" for i in range(len(specs))]
     nets = [
-        create_net(spec, infer_num_classes(spec, data_classes), role="teacher") for spec in specs
+        create_net(spec, infer_num_classes(spec, data_classes), role=role)
+        for spec, role in zip(specs, roles, strict=True)
     ]
     if len(nets) == 1:
         return nets[0]

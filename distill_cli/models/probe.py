@@ -16,7 +16,7 @@ import timm
 import torch
 
 from distill_cli.errors import DistillError
-from distill_cli.models.create import Net
+from distill_cli.models.create import Ensemble, Net
 from distill_cli.models.feed import square
 from distill_cli.models.sizes import (
     Build,
@@ -33,7 +33,13 @@ def probe(net: Net, role: str, device: torch.device) -> None:
     of another size, a too-small input for the downsampling) show in `--dry-run` and before
     any training, as one line instead of a traceback at step 1. So does an output that is not
     one row of class logits per image (inception_v3's `aux_logits` pair, `global_pool: ''`'s
-    feature map), which every method, the evaluation and the export assume."""
+    feature map), which every method, the evaluation and the export assume. An ensemble's
+    members are probed alone first, so an error names the member (`teacher.1.input_size`)
+    and its own input, not the joined name at the largest member's size."""
+    if isinstance(net.module, Ensemble):
+        parts = zip(net.module.members, net.module.infos, net.module.kwargs, strict=True)
+        for i, (member, info, kwargs) in enumerate(parts):
+            probe(Net(member, info, kwargs=kwargs), f"{role}.{i}", device)
     h, w = net.info.input_size
     modes = [(m, m.training) for m in net.module.modules()]
     net.module.eval()
