@@ -118,7 +118,7 @@ def create_net(
         ZeroDivisionError,
     ) as exc:
         raise _cannot_build(spec, num_classes, kwargs, exc, section) from exc
-    own = {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}
+    own = _own_kwargs(spec, kwargs)
     weights = _HUB if spec.pretrained else _INITIALISED
     files: list[WeightsSource] = []
     if spec.checkpoint is not None:
@@ -151,6 +151,12 @@ def _made_at(exc: ShapeMismatch, build: Build) -> DistillError | None:
     )
 
 
+def _own_kwargs(spec: ModelSpec, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The kwargs a model was built with, less the `img_size` distill added for the input size
+    (`size_kwargs`): what a rebuild at another size starts from."""
+    return {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}
+
+
 def _cannot_build(
     spec: ModelSpec, num_classes: int, kwargs: dict[str, Any], exc: BaseException, section: str
 ) -> DistillError:
@@ -162,7 +168,7 @@ def _cannot_build(
     what = f"timm cannot build {spec.model!r}" + (f" with {shown}" if shown else "")
     what += f" ({detail})"
     size = trained_size(spec)
-    own = {k: v for k, v in kwargs.items() if k != "img_size" or "img_size" in spec.kwargs}
+    own = _own_kwargs(spec, kwargs)
     build = Build(spec.model, num_classes, spec.in_chans, own)
     advice = kwargs_advice(build, size)
     if advice is None and size is not None and not spec.pretrained:
