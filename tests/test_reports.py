@@ -13,7 +13,7 @@ import pytest
 from distill_cli import api
 from distill_cli.errors import DistillError
 from distill_cli.reports import plots
-from distill_cli.reports.compare import compare_runs, differing_keys
+from distill_cli.reports.compare import RESULT_COLUMNS, compare_runs, differing_keys
 from distill_cli.reports.history import load_run
 from distill_cli.rundir.summary import RunSummary
 from tests.conftest import fm_body, write_recipe
@@ -192,6 +192,51 @@ def test_differing_keys_count_a_missing_key_as_a_difference() -> None:
     b = {"name": "b", "optim": {"lr": 2, "name": "adamw"}}
     assert differing_keys([a, b]) == ["optim.lr", "method.mixup"]
     assert differing_keys([a, a]) == []
+
+
+def test_a_section_one_run_leaves_out_is_one_row_not_all_its_keys() -> None:
+    # a supervised teacher run (teacher: null) beside its student: every teacher.* key was a
+    # column ("null" against each value), burying what differs
+    teacher = {"model": "test_resnet", "checkpoint": "t.pt", "strict": True, "in_chans": 3}
+    supervised = {"name": "t", "teacher": None, "optim": {"lr": 1}}
+    student = {"name": "s", "teacher": teacher, "optim": {"lr": 1}}
+    assert differing_keys([supervised, student]) == ["teacher.model"]
+    other = {"name": "o", "teacher": {**teacher, "checkpoint": "u.pt"}, "optim": {"lr": 2}}
+    assert differing_keys([supervised, student, other]) == [
+        "teacher.model",
+        "teacher.checkpoint",
+        "optim.lr",
+    ]
+    # an ensemble (a list) against one teacher: the list is a value of its own, not dropped
+    ensemble = {"name": "e", "teacher": [teacher, teacher], "optim": {"lr": 1}}
+    assert differing_keys([ensemble, student])[0] == "teacher"
+
+
+def test_a_comparison_too_wide_for_the_terminal_is_turned() -> None:
+    from rich.console import Console
+
+    from distill_cli.cli.console import comparison_table
+    from distill_cli.reports.compare import Comparison
+
+    class Run:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+    keys = [f"method.key_{i}" for i in range(12)]
+    values = [{k: f"value-{i}-{k}" for k in keys} for i in range(2)]
+    results = [dict.fromkeys(RESULT_COLUMNS) for _ in range(2)]
+    comparison = Comparison([Run("a"), Run("b")], keys, values, results)  # type: ignore[list-item]
+    wide = Console(width=1000, record=True)
+    wide.print(comparison_table(comparison, 1000))
+    cells = [c.strip() for c in wide.export_text().splitlines()[2].split("┃")]
+    assert cells[1:4] == ["run", "method.key_0", "method.key_1"]
+    narrow = Console(width=120, record=True)
+    narrow.print(comparison_table(comparison, 120))
+    lines = narrow.export_text().splitlines()
+    assert [c.strip() for c in lines[2].split("┃")][1:4] == ["", "a", "b"]  # a column per run
+    row = next(line for line in lines if "method.key_3" in line)
+    assert "value-0-method.key_3" in row and "value-1-method.key_3" in row
+    assert max(len(line) for line in lines) <= 120
 
 
 def test_compare_needs_two_runs(two_runs: tuple[RunSummary, RunSummary]) -> None:

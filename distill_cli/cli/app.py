@@ -223,7 +223,8 @@ def compare(
     elif csv or md:
         typer.echo(result.to_csv() if csv else result.to_markdown(), nl=False)
     else:
-        wide_console(220).print(comparison_table(result))
+        out = wide_console(220)
+        out.print(comparison_table(result, out.width))
         if plot is not None and not no_plot:
             console.print(f"[dim]plot {escape(str(plot))}[/]")
 

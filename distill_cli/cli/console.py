@@ -200,14 +200,20 @@ def _bad_images(summary: RunSummary) -> str:
     return said + " (data.on_bad_image=error names them)"
 
 
-def comparison_table(comparison: Any) -> Table:
+def comparison_table(comparison: Any, width: int) -> Table:
     """`distill compare`: a row per run; recipe columns (only differing keys) then results.
 
     Cells fold rather than end in an ellipsis: a cut-off key or run name would hide exactly
-    what the comparison is about."""
+    what the comparison is about. Where that table is wider than `width` (a teacher beside its
+    student differs in a dozen keys: 20 columns folded to three letters each), it is turned:
+    a row per key or result, a column per run, as a diff reads."""
+    header, rows = comparison.header, comparison.rows()
+    natural = sum(max(len(c) for c in column) + 3 for column in zip(header, *rows, strict=True))
+    if natural > width and len(header) > len(rows) + 1:
+        return _turned_comparison(comparison, header, rows)
     table = Table(title=f"{len(comparison.runs)} runs", show_header=True)
     differing = set(comparison.differing)
-    for column in comparison.header:
+    for column in header:
         recipe_key = column in differing
         table.add_column(
             column,
@@ -215,8 +221,23 @@ def comparison_table(comparison: Any) -> Table:
             justify="left" if (recipe_key or column == "run") else "right",
             overflow="fold",
         )
-    for row in comparison.rows():
+    for row in rows:
         table.add_row(*(Text(cell) for cell in row))  # run names are text, not rich markup
+    if not comparison.differing:
+        table.caption = "the runs' recipes are identical (apart from their names)"
+    return table
+
+
+def _turned_comparison(comparison: Any, header: list[str], rows: list[list[str]]) -> Table:
+    """The comparison with a row per recipe key or result and a column per run."""
+    table = Table(title=f"{len(comparison.runs)} runs", show_header=True)
+    table.add_column("", overflow="fold")
+    for row in rows:
+        table.add_column(Text(row[0]), justify="right", overflow="fold")
+    differing = set(comparison.differing)
+    for i, key in enumerate(header[1:], start=1):
+        style = "cyan" if key in differing else None
+        table.add_row(Text(key, style=style or ""), *(Text(row[i]) for row in rows))
     if not comparison.differing:
         table.caption = "the runs' recipes are identical (apart from their names)"
     return table

@@ -125,19 +125,70 @@ def _results(run: RunHistory) -> dict[str, Any]:
 
 
 def differing_keys(recipes: list[dict[str, Any]]) -> list[str]:
-    """Dotted keys whose value is not the same in every recipe (a key absent in one differs)."""
+    """Dotted keys whose value is not the same in every recipe (a key absent in one differs).
+
+    A section one run leaves out (`teacher: null` in a supervised run) is not its every key
+    over again: a teacher's model, checkpoint, strictness and accuracy check against "none"
+    buried the keys the runs really differ on. Its keys count among the runs that have the
+    section, and its first key (the teacher's `model`) stands for it where that is all that
+    differs."""
     flat = [flatten(r) for r in recipes]
     keys: list[str] = []
     for tree in flat:  # first-seen order: the order a reader knows from the recipe file
         keys += [k for k in tree if k not in keys]
+    # a null section's keys, met in a later recipe, stand where the section stood
+    place = {key: i for i, key in enumerate(keys)}
+    keys.sort(key=lambda k: min(place.get(p, place[k]) for p in _prefixes(k)))
     out = []
+    shown_sections: set[str] = set()
     for key in keys:
         if key in IDENTITY_KEYS:
             continue
-        values = [tree.get(key, _MISSING) for tree in flat]
-        if any(v != values[0] for v in values[1:]):
-            out.append(key)
+        if any(o.startswith(f"{key}.") for o in keys) and all(f.get(key) is None for f in flat):
+            continue  # a null section in one run, keys in another: its keys are the rows
+        values = [_value(tree, key) for tree in flat]
+        if all(v == values[0] for v in values[1:]):
+            continue
+        section = _null_section(flat, key)
+        if section is not None:
+            present = [
+                v for v, tree in zip(values, flat, strict=True) if _value(tree, section) is not None
+            ]
+            agreed = all(v == present[0] for v in present[1:])
+            if agreed and section in shown_sections:
+                continue
+            shown_sections.add(section)
+        out.append(key)
     return out
+
+
+def _value(tree: dict[str, Any], key: str) -> Any:
+    """`key`'s value; None under a section that is null in this recipe (no teacher: no
+    teacher model), _MISSING when the recipe does not have it."""
+    if key in tree:
+        return tree[key]
+    parts = key.split(".")
+    for end in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:end])
+        if prefix in tree:
+            return None if tree[prefix] is None else _MISSING
+    return _MISSING
+
+
+def _prefixes(key: str) -> list[str]:
+    """`a.b.c` -> [`a`, `a.b`, `a.b.c`]."""
+    parts = key.split(".")
+    return [".".join(parts[:end]) for end in range(1, len(parts) + 1)]
+
+
+def _null_section(flat: list[dict[str, Any]], key: str) -> str | None:
+    """The section above `key` that is null in one of the recipes, if any."""
+    parts = key.split(".")
+    for end in range(1, len(parts)):
+        prefix = ".".join(parts[:end])
+        if any(prefix in tree and tree[prefix] is None for tree in flat):
+            return prefix
+    return None
 
 
 def _resolved(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -174,5 +225,5 @@ def compare_runs(paths: list[str | Path]) -> Comparison:
     recipes = [_resolved(r.recipe) for r in runs]
     keys = differing_keys(recipes)
     flat = [flatten(r) for r in recipes]
-    values = [{k: tree.get(k, _MISSING) for k in keys} for tree in flat]
+    values = [{k: _value(tree, k) for k in keys} for tree in flat]
     return Comparison(runs, keys, values, [_results(r) for r in runs])
