@@ -376,6 +376,7 @@ def students(
     """
     from distill_cli.students.recipe import RecipeAsk
     from distill_cli.students.search import search_students
+    from distill_cli.students.teacher_file import with_teacher_file
     from distill_cli.students.types import StudentQuery
 
     args.function(progress, "progress")
@@ -393,6 +394,7 @@ def students(
     args.optional_path(write_recipe, "write_recipe")
     args.optional_path(data, "data")
     args.optional_path(teacher_checkpoint, "teacher_checkpoint")
+    query, teacher_checkpoint = with_teacher_file(query, teacher_checkpoint, write_recipe)
     args.text(student, "student", optional=True)
     args.text(recipe_name, "recipe_name", optional=True)
     args.switch(force, "force")

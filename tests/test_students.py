@@ -8,6 +8,7 @@ models through `distill export`'s code, and the recipe test dry-runs what it wro
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -479,3 +480,52 @@ def test_a_budget_the_export_gate_does_not_check_is_not_called_the_same_gate(
     assert "same gate" not in caption(other) and "not this budget" in caption(other)
     header = (tmp_path / "b4.yaml").read_text()
     assert "same budget" not in header and "not this budget" in header
+
+
+def test_teacher_given_as_its_file(fake: FakeBench, tmp_path: Path) -> None:
+    """TEACHER as the weights a user holds: a checkpoint with its side file, timm train.py's
+    file (its `arch` entry), a run folder; the model is read from it, its class count sizes the
+    students, and the written recipe loads the teacher from that file."""
+    import timm
+    import torch
+
+    from distill_cli.recipe.document import load_recipe
+
+    with_side = _teacher_checkpoint(tmp_path, classes=7)
+    (tmp_path / "teacher.json").write_text(json.dumps({"model": TEACHER, "num_classes": 7}))
+    out = tmp_path / "student.yaml"
+    result = api.students(
+        str(with_side), 3.5, candidates=SMALL, max_ratio=1.0, input_size=32, threads=1,
+        measure_all=True, write_recipe=out, data="synthetic",
+    )  # fmt: skip
+    assert result.query.teacher == TEACHER and result.query.num_classes == 7
+    teacher = load_recipe(out).teachers[0]
+    assert (teacher.model, teacher.checkpoint) == (TEACHER, with_side)
+
+    saved = tmp_path / "timm_train" / "model_best.pth.tar"  # what timm's train.py writes
+    saved.parent.mkdir()
+    model = timm.create_model(TEACHER, num_classes=5)
+    torch.save({"arch": TEACHER, "state_dict": model.state_dict(), "epoch": 3}, saved)
+    assert search(3.5).query.teacher == TEACHER  # (the name as such still works)
+    found = api.students(str(saved), 3.5, candidates=SMALL, max_ratio=1.0, input_size=32)
+    assert found.query.teacher == TEACHER and found.best is not None
+
+    bare = tmp_path / "bare.safetensors"  # no side file, no arch: say how to name the model
+    bare.write_bytes(with_side.read_bytes())
+    refusals = {
+        str(bare): f"pass the timm name as TEACHER and the file as --teacher-checkpoint {bare}",
+        str(tmp_path / "missing.pt"): "no such file or folder",
+        str(tmp_path / "nope" / "run"): "no such file or folder",
+        str(out): "a recipe, not the teacher's weights",
+        "timm/resnet18.a1_in1k": "Hugging Face Hub id",
+    }
+    for teacher_arg, words in refusals.items():
+        with pytest.raises(DistillError, match=re.escape(words)) as info:
+            api.students(teacher_arg, 3.5, candidates=SMALL, max_ratio=1.0, input_size=32)
+        assert info.value.code == 2
+    with pytest.raises(DistillError, match="TEACHER is a file already") as info:
+        api.students(
+            str(with_side), 3.5, candidates=SMALL, write_recipe=tmp_path / "x.yaml",
+            data="synthetic", teacher_checkpoint=with_side,
+        )  # fmt: skip
+    assert info.value.where == "--teacher-checkpoint"

@@ -38,7 +38,13 @@ def _split(values: list[str] | None) -> tuple[str, ...]:
 
 
 def students_cmd(
-    teacher: Annotated[str, typer.Argument(help="the teacher's timm name", show_default=False)],
+    teacher: Annotated[
+        str,
+        typer.Argument(
+            help="the teacher: a timm name, its checkpoint, or the run folder that trained it",
+            show_default=False,
+        ),
+    ],
     max_latency_ms: Annotated[
         float,
         typer.Option(
