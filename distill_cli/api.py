@@ -330,11 +330,14 @@ def models(pattern: str = "*", **options: Any) -> ModelSearch:
     `teacher=NAME` each is marked as a sensible student or not (see `find_models`)."""
     from distill_cli.export.ranges import check_range
     from distill_cli.students.model_search import find_models
+    from distill_cli.students.teacher_file import teacher_name
 
     args.text(pattern, "pattern")
     takes = inspect.signature(find_models).parameters
     args.known_keywords(options, set(takes) - {"pattern"}, "models options")
     args.text(options.get("teacher"), "teacher", optional=True)
+    if options.get("teacher") is not None:  # the teacher a user holds: a file names its model
+        options["teacher"] = teacher_name(options["teacher"], "--teacher")
     for key in ("pretrained_only", "flops"):
         if key in options:
             args.switch(options[key], key)

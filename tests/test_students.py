@@ -507,6 +507,8 @@ def test_teacher_given_as_its_file(fake: FakeBench, tmp_path: Path) -> None:
     model = timm.create_model(TEACHER, num_classes=5)
     torch.save({"arch": TEACHER, "state_dict": model.state_dict(), "epoch": 3}, saved)
     assert search(3.5).query.teacher == TEACHER  # (the name as such still works)
+    listed = api.models("test_resnet", teacher=str(saved))  # `distill models --teacher FILE`
+    assert listed.teacher is not None and listed.teacher.name == TEACHER
     found = api.students(str(saved), 3.5, candidates=SMALL, max_ratio=1.0, input_size=32)
     assert found.query.teacher == TEACHER and found.best is not None
 

@@ -235,7 +235,11 @@ def models(
         str, typer.Argument(help="timm name pattern: 'resnet*', '*mobilenet*' or a word")
     ] = "*",
     teacher: Annotated[
-        str | None, typer.Option("--teacher", help="mark the sensible students for this teacher")
+        str | None,
+        typer.Option(
+            "--teacher",
+            help="mark the sensible students for this teacher (timm name, checkpoint or run)",
+        ),
     ] = None,
     pretrained: Annotated[
         bool, typer.Option("--pretrained", help="only models with pretrained weights in timm")

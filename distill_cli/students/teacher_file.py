@@ -29,18 +29,19 @@ class TeacherFile:
     num_classes: int | None
 
 
-def teacher_file(teacher: str) -> TeacherFile | None:
-    """What TEACHER names when it is a file or folder (None for a timm name)."""
+def teacher_file(teacher: str, flag: str = "TEACHER") -> TeacherFile | None:
+    """What `flag` (TEACHER, `distill models --teacher`) names when it is a file or folder (None
+    for a timm name)."""
     from distill_cli.models.names import check_model_name
 
     if teacher.startswith(("hf-hub:", "timm/")):
-        check_model_name(teacher, "TEACHER")  # a Hub id: says the timm name to write instead
+        check_model_name(teacher, flag)  # a Hub id: says the timm name to write instead
     path = Path(teacher).expanduser()
     if not path.exists():
         if "/" in teacher or "\\" in teacher or path.suffix.lower() in _WEIGHTS_SUFFIXES:
             raise DistillError(
                 "no such file or folder",
-                f"TEACHER ({teacher})",
+                f"{flag} ({teacher})",
                 "a timm name, a teacher checkpoint, or the run folder that trained it",
             )
         return None
@@ -48,7 +49,7 @@ def teacher_file(teacher: str) -> TeacherFile | None:
         kind = "a recipe" if path.suffix.lower() != ".onnx" else "an ONNX file"
         raise DistillError(
             f"{kind}, not the teacher's weights",
-            f"TEACHER ({teacher})",
+            f"{flag} ({teacher})",
             "pass the teacher's timm name, its checkpoint, or the run folder that trained it",
         )
     from distill_cli.models.checkpoint import read_sidecar
@@ -58,11 +59,19 @@ def teacher_file(teacher: str) -> TeacherFile | None:
     if model is None:
         raise DistillError(
             "the file does not say which timm model it holds (no side file, no `arch` entry)",
-            f"TEACHER ({teacher})",
-            f"pass the timm name as TEACHER and the file as --teacher-checkpoint {teacher}",
+            f"{flag} ({teacher})",
+            f"pass the timm name as {flag} and the file as --teacher-checkpoint {teacher}"
+            if flag == "TEACHER"
+            else f"pass the timm name it was built from as {flag}",
         )
-    check_model_name(model, f"TEACHER ({teacher})")
+    check_model_name(model, f"{flag} ({teacher})")
     return TeacherFile(model, path, meta.classes)
+
+
+def teacher_name(teacher: str, flag: str) -> str:
+    """The timm name `flag` means: itself, or the model of the file it names."""
+    found = teacher_file(teacher, flag)
+    return found.model if found is not None else teacher
 
 
 def _saved_arch(path: Path) -> str | None:
