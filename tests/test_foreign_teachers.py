@@ -323,3 +323,21 @@ def test_weights_saved_on_a_gpu_load_on_a_machine_without_one(tmp_path: Path) ->
     net = create_net(ModelSpec(model="test_resnet", checkpoint=path), 3, role="teacher")
     assert _same(net.module, model) and next(net.module.parameters()).device.type == "cpu"
     assert _same(resolve_source("test_resnet", checkpoint=path).student.module, model)
+
+
+def test_a_weights_file_in_the_model_key_names_the_checkpoint_key(tmp_path: Path) -> None:
+    """`teacher.model: runs/teacher` (or a .safetensors) was "unknown timm model": the file is
+    meant for `teacher.checkpoint`, and where its side file names the model, the fix says it."""
+    path = tmp_path / "teacher.safetensors"
+    save_file(_model().state_dict(), str(path))
+    (tmp_path / "teacher.json").write_text(json.dumps({"model": "test_resnet"}))
+    for key, name, words in [
+        ("teacher", str(path), f"set teacher.model: test_resnet and teacher.checkpoint: {path}"),
+        ("student", str(path), f"set student.model: test_resnet and student.checkpoint: {path}"),
+        ("teacher", "missing.pth", "set teacher.model to the timm name it was built from"),
+    ]:
+        with pytest.raises(DistillError, match="not a timm model name") as info:
+            create_net(ModelSpec(model=name), 3, role=key)
+        assert info.value.where == f"{key}.model" and info.value.hint.startswith(words)
+    with pytest.raises(DistillError, match="unknown timm model 'resnt18'"):  # a name stays one
+        create_net(ModelSpec(model="resnt18"), 3, role="teacher")

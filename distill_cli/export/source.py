@@ -28,7 +28,7 @@ from distill_cli.export.source_spec import spec_from_side_file
 from distill_cli.models import hub
 from distill_cli.models.checkpoint import read_sidecar, sidecar_path
 from distill_cli.models.create import Net, create_net, infer_num_classes
-from distill_cli.models.names import check_model_name
+from distill_cli.models.names import CHECKPOINT_SUFFIXES, check_model_name
 from distill_cli.models.probe import probe
 from distill_cli.models.side_file import SideFile
 from distill_cli.models.weights import file_classes, weights_source
@@ -38,7 +38,6 @@ from distill_cli.rundir.layout import RunDir
 
 #: Names that are a weights file, not a timm model, even when no such file is there: a missing
 #: `model_best.pth.tar` or Lightning `last.ckpt` was looked up as a misspelt timm name.
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
 SourceKind = Literal["run", "checkpoint", "timm"]
 
 

@@ -16,9 +16,6 @@ from pathlib import Path
 from distill_cli.errors import DistillError
 from distill_cli.students.types import StudentQuery
 
-#: Suffixes that make a TEACHER that does not exist a missing file, not a timm name to look up.
-_WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt", ".tar")
-
 
 @dataclass(frozen=True)
 class TeacherFile:
@@ -38,7 +35,9 @@ def teacher_file(teacher: str, flag: str = "TEACHER") -> TeacherFile | None:
         check_model_name(teacher, flag)  # a Hub id: says the timm name to write instead
     path = Path(teacher).expanduser()
     if not path.exists():
-        if "/" in teacher or "\\" in teacher or path.suffix.lower() in _WEIGHTS_SUFFIXES:
+        from distill_cli.models.names import CHECKPOINT_SUFFIXES
+
+        if "/" in teacher or "\\" in teacher or path.suffix.lower() in CHECKPOINT_SUFFIXES:
             raise DistillError(
                 "no such file or folder",
                 f"{flag} ({teacher})",
