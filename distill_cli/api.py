@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill_cli import arguments as args
+from distill_cli import lazy_face
 from distill_cli.errors import DistillError, WrongType
 from distill_cli.process_state import leaves_process_as_found
 from distill_cli.recipe.document import Overrides, Recipe
@@ -37,17 +38,45 @@ if TYPE_CHECKING:
     from distill_cli.bench.latency import LatencyBench
     from distill_cli.bench.train_result import TrainBench
     from distill_cli.export import ExportOptions, ExportReport, TimingPlan
+    from distill_cli.export.gates import GateFailed
     from distill_cli.export.onnx_export import Exporter
     from distill_cli.recipe.catalog import Entry
     from distill_cli.reports.compare import Comparison
     from distill_cli.reports.document import ReportResult
+    from distill_cli.rundir.layout import RunDir
     from distill_cli.students.model_search import ModelSearch
     from distill_cli.students.types import StudentQuery, StudentSearch
     from distill_cli.train.plan import Plan
     from distill_cli.train.reporter import Reporter
 
+#: The types a caller names beside the functions, importable from here as the docs spell them
+#: (`except api.GateFailed`, `api.students(api.StudentQuery(...))`, `api.RunDir(path)`), each
+#: imported on first use so that importing the API stays torch-free.
+_FACE = lazy_face(
+    "distill_cli",
+    {
+        "GateFailed": "export.gates",
+        "RunDir": "rundir.layout",
+        "StudentQuery": "students.types",
+    },
+)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        return _FACE(name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
 __all__ = [
+    "DistillError",
+    "GateFailed",
+    "Recipe",
+    "RunDir",
     "RunSummary",
+    "StudentQuery",
+    "WrongType",
     "bench_latency",
     "bench_train",
     "compare",

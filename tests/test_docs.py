@@ -547,3 +547,37 @@ def test_every_repository_file_the_docs_name_exists() -> None:
         if not (ROOT / name).exists()
     ]
     assert missing == []
+
+
+def api_type_problems(page: Path) -> list[str]:
+    """Types `page` has a caller construct, call or catch (`RunDir(path)`, `RunSummary.load(...)`,
+    "raises `GateFailed`") that `distill_cli.api` does not have: the docs say `from distill_cli
+    import api`, so `except api.GateFailed` must work (it was an AttributeError)."""
+    import builtins
+
+    from distill_cli import api
+
+    problems = []
+    for number, line in enumerate(page.read_text().splitlines(), 1):
+        names = set(re.findall(r"raises `([A-Z]\w+)`", line))
+        for span in re.findall(r"`([^`]+)`", line):
+            names |= set(re.findall(r"(?<![\w.])([A-Z][a-z]\w*)(?:\.\w+)?\(", span))
+        problems += [
+            f"{page.name}:{number}: api.{name} does not exist"
+            for name in sorted(names)
+            if not hasattr(builtins, name) and not hasattr(api, name)
+        ]
+    return problems
+
+
+def test_every_type_the_api_docs_have_a_caller_use_is_in_the_api(tmp_path: Path) -> None:
+    assert [p for page in PAGES for p in api_type_problems(page)] == []
+    page = tmp_path / "page.md"
+    page.write_text(
+        "`RunDir(run).read_class_eval()` raises `GateFailed`; `Nowhere.load(x)`, `TypeError(x)`"
+        "\n`api.run(r)` raises `NoSuchError`\n"
+    )
+    assert api_type_problems(page) == [
+        "page.md:1: api.Nowhere does not exist",
+        "page.md:2: api.NoSuchError does not exist",
+    ]
