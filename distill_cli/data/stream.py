@@ -36,10 +36,10 @@ from dataclasses import KW_ONLY, dataclass, replace
 from itertools import islice
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from distill_cli.data.decode import Fit, decode_on_device, fit_image
-from distill_cli.data.loader import Batch, SplitStream
+from distill_cli.data.loader import Batch, SplitStream, worker_batches
 from distill_cli.data.pixels import decode_bytes
 from distill_cli.data.shardset import Sample, SampleFault, ShardSet, Unit
 from distill_cli.errors import DistillError
@@ -108,7 +108,7 @@ class ShardStream(SplitStream):
             decode=None if self.decode_on_device else (self.load_size, self.fit),
         )
         if self.workers:
-            batches = DataLoader(
+            batches = worker_batches(
                 plan,
                 batch_size=None,
                 num_workers=len(lanes),
