@@ -383,7 +383,7 @@ def students(
     data: str | Path | None = None,
     teacher_checkpoint: str | Path | None = None,
     student: str | None = None,
-    recipe_name: str | None = None,
+    name: str | None = None,
     force: bool = False,
     **options: Any,
 ) -> StudentSearch:
@@ -396,9 +396,10 @@ def students(
     `threads`, `warmup`, `runs`, `min_time_s`, `max_time_s`; see `StudentQuery.from_flat`).
     `progress(phase, done, total, name)` follows the sweep. With `write_recipe`, a
     function-matching recipe for the best fit (or `student`) on `data` is written and
-    validated; when nothing fits, `NoFit` is raised and its `.search` holds the timings.
-    Without a fit and without a recipe the result's `best` is None (`students.search.outcome`
-    says why: nothing measured, or nothing fast enough).
+    validated (`student`, `name` and `force` are the flags `--student`, `--name`, `--force`);
+    when nothing fits, `NoFit` is raised and its `.search` holds the timings. Without a fit and
+    without a recipe the result's `best` is None (`students.search.outcome` says why: nothing
+    measured, or nothing fast enough).
 
         search = api.students("resnet50", 5.0, input_size=224, threads=2)
         print(search.best.name, search.best.p50_ms, search.untimed)
@@ -423,7 +424,7 @@ def students(
     args.optional_path(data, "data")
     args.optional_path(teacher_checkpoint, "teacher_checkpoint")
     args.text(student, "student", optional=True)
-    args.text(recipe_name, "recipe_name", optional=True)
+    args.text(name, "name", optional=True)
     args.switch(force, "force")
-    ask = RecipeAsk.of(write_recipe, data, teacher_checkpoint, student, recipe_name, force)
+    ask = RecipeAsk.of(write_recipe, data, teacher_checkpoint, student, name, force)
     return search_students(query, progress=progress, recipe=ask)

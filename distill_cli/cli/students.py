@@ -185,7 +185,7 @@ def students_cmd(
                 data=data,
                 teacher_checkpoint=teacher_checkpoint,
                 student=student,
-                recipe_name=name,
+                name=name,
                 force=force,
             )
         except NoFit as exc:
