@@ -138,7 +138,9 @@ def plan(
     rec = given_recipe(recipe, overrides, fields)  # a bad recipe fails before torch is imported
     from distill_cli.rundir.layout import RunDir
     from distill_cli.train.build import build
+    from distill_cli.train.tracking import check_packages
 
+    check_packages(rec)  # a tracker the run would refuse before training
     folder = RunDir(rec.run_dir).planned(
         rec.to_yaml(), resume=resume, overwrite=overwrite
     )  # refused as a run would refuse it, else its state
