@@ -123,6 +123,7 @@ def plan(
     throughput: float | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    train: bool = False,
     **fields: Any,
 ) -> Plan:
     """What `run` would do (models, data sizes, steps, precision, device) and what it will cost
@@ -132,10 +133,15 @@ def plan(
     A run folder a run would refuse whatever its flags (a symlink, a folder of other files) is
     refused here too; one holding a run is `run_folder` (a run needs --resume or --overwrite).
     `resume`/`overwrite` are the run's flags: the plan refuses what that run would refuse of
-    its folder (a changed recipe on resume) and says where a resume continues from."""
+    its folder (a changed recipe on resume) and says where a resume continues from. `train`
+    plans `api.train`'s run (`distill train --dry-run`): a method that needs a teacher is
+    refused as `train` refuses it."""
     args.number(throughput, "throughput")
     _run_args(resume, overwrite, None)
+    args.switch(train, "train")
     rec = given_recipe(recipe, overrides, fields)  # a bad recipe fails before torch is imported
+    if train:
+        _labels_only(rec)
     from distill_cli.rundir.layout import RunDir
     from distill_cli.train.build import build
     from distill_cli.train.tracking import check_packages
@@ -182,8 +188,15 @@ def train(
     """`run` for methods that learn from labels alone (teachers, from-scratch baselines)."""
     _run_args(resume, overwrite, reporter)
     rec = given_recipe(recipe, overrides, fields)  # a bad recipe fails before torch is imported
-    from distill_cli.methods import method_class
     from distill_cli.train import engine
+
+    _labels_only(rec)
+    return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
+
+
+def _labels_only(rec: Recipe) -> None:
+    """`train` (and `distill train --dry-run`'s plan) takes recipes that learn from labels."""
+    from distill_cli.methods import method_class
 
     if method_class(rec.method.name).needs_teacher:
         raise DistillError(
@@ -191,7 +204,6 @@ def train(
             "method.name",
             "use `distill run` for distillation recipes",
         )
-    return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
 
 
 @leaves_process_as_found
