@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill_cli import arguments as args
+from distill_cli import lazy_face
 from distill_cli.errors import DistillError, WrongType
 from distill_cli.process_state import leaves_process_as_found
 from distill_cli.recipe.document import Overrides, Recipe
@@ -37,17 +38,45 @@ if TYPE_CHECKING:
     from distill_cli.bench.latency import LatencyBench
     from distill_cli.bench.train_result import TrainBench
     from distill_cli.export import ExportOptions, ExportReport, TimingPlan
+    from distill_cli.export.gates import GateFailed
     from distill_cli.export.onnx_export import Exporter
     from distill_cli.recipe.catalog import Entry
     from distill_cli.reports.compare import Comparison
     from distill_cli.reports.document import ReportResult
+    from distill_cli.rundir.layout import RunDir
     from distill_cli.students.model_search import ModelSearch
     from distill_cli.students.types import StudentQuery, StudentSearch
     from distill_cli.train.plan import Plan
     from distill_cli.train.reporter import Reporter
 
+#: The types a caller names beside the functions, importable from here as the docs spell them
+#: (`except api.GateFailed`, `api.students(api.StudentQuery(...))`, `api.RunDir(path)`), each
+#: imported on first use so that importing the API stays torch-free.
+_FACE = lazy_face(
+    "distill_cli",
+    {
+        "GateFailed": "export.gates",
+        "RunDir": "rundir.layout",
+        "StudentQuery": "students.types",
+    },
+)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        return _FACE(name)
+    except AttributeError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+
+
 __all__ = [
+    "DistillError",
+    "GateFailed",
+    "Recipe",
+    "RunDir",
     "RunSummary",
+    "StudentQuery",
+    "WrongType",
     "bench_latency",
     "bench_train",
     "compare",
@@ -94,6 +123,7 @@ def plan(
     throughput: float | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    train: bool = False,
     **fields: Any,
 ) -> Plan:
     """What `run` would do (models, data sizes, steps, precision, device) and what it will cost
@@ -103,13 +133,20 @@ def plan(
     A run folder a run would refuse whatever its flags (a symlink, a folder of other files) is
     refused here too; one holding a run is `run_folder` (a run needs --resume or --overwrite).
     `resume`/`overwrite` are the run's flags: the plan refuses what that run would refuse of
-    its folder (a changed recipe on resume) and says where a resume continues from."""
+    its folder (a changed recipe on resume) and says where a resume continues from. `train`
+    plans `api.train`'s run (`distill train --dry-run`): a method that needs a teacher is
+    refused as `train` refuses it."""
     args.number(throughput, "throughput")
     _run_args(resume, overwrite, None)
+    args.switch(train, "train")
     rec = given_recipe(recipe, overrides, fields)  # a bad recipe fails before torch is imported
+    if train:
+        _labels_only(rec)
     from distill_cli.rundir.layout import RunDir
     from distill_cli.train.build import build
+    from distill_cli.train.tracking import check_packages
 
+    check_packages(rec)  # a tracker the run would refuse before training
     folder = RunDir(rec.run_dir).planned(
         rec.to_yaml(), resume=resume, overwrite=overwrite
     )  # refused as a run would refuse it, else its state
@@ -151,8 +188,15 @@ def train(
     """`run` for methods that learn from labels alone (teachers, from-scratch baselines)."""
     _run_args(resume, overwrite, reporter)
     rec = given_recipe(recipe, overrides, fields)  # a bad recipe fails before torch is imported
-    from distill_cli.methods import method_class
     from distill_cli.train import engine
+
+    _labels_only(rec)
+    return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
+
+
+def _labels_only(rec: Recipe) -> None:
+    """`train` (and `distill train --dry-run`'s plan) takes recipes that learn from labels."""
+    from distill_cli.methods import method_class
 
     if method_class(rec.method.name).needs_teacher:
         raise DistillError(
@@ -160,7 +204,6 @@ def train(
             "method.name",
             "use `distill run` for distillation recipes",
         )
-    return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
 
 
 @leaves_process_as_found
@@ -357,7 +400,7 @@ def students(
     data: str | Path | None = None,
     teacher_checkpoint: str | Path | None = None,
     student: str | None = None,
-    recipe_name: str | None = None,
+    name: str | None = None,
     force: bool = False,
     **options: Any,
 ) -> StudentSearch:
@@ -370,9 +413,10 @@ def students(
     `threads`, `warmup`, `runs`, `min_time_s`, `max_time_s`; see `StudentQuery.from_flat`).
     `progress(phase, done, total, name)` follows the sweep. With `write_recipe`, a
     function-matching recipe for the best fit (or `student`) on `data` is written and
-    validated; when nothing fits, `NoFit` is raised and its `.search` holds the timings.
-    Without a fit and without a recipe the result's `best` is None (`students.search.outcome`
-    says why: nothing measured, or nothing fast enough).
+    validated (`student`, `name` and `force` are the flags `--student`, `--name`, `--force`);
+    when nothing fits, `NoFit` is raised and its `.search` holds the timings. Without a fit and
+    without a recipe the result's `best` is None (`students.search.outcome` says why: nothing
+    measured, or nothing fast enough).
 
         search = api.students("resnet50", 5.0, input_size=224, threads=2)
         print(search.best.name, search.best.p50_ms, search.untimed)
@@ -399,7 +443,7 @@ def students(
     args.optional_path(teacher_checkpoint, "teacher_checkpoint")
     query, teacher_checkpoint = with_teacher_file(query, teacher_checkpoint, write_recipe)
     args.text(student, "student", optional=True)
-    args.text(recipe_name, "recipe_name", optional=True)
+    args.text(name, "name", optional=True)
     args.switch(force, "force")
-    ask = RecipeAsk.of(write_recipe, data, teacher_checkpoint, student, recipe_name, force)
+    ask = RecipeAsk.of(write_recipe, data, teacher_checkpoint, student, name, force)
     return search_students(query, progress=progress, recipe=ask)

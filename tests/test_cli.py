@@ -66,6 +66,9 @@ def test_dry_run_prints_the_plan(tmp_path: Path) -> None:
     plan = json.loads(distill("run", str(recipe), "--dry-run", "--json").stdout)
     assert plan["total_steps"] == 8
     assert not (tmp_path / "runs").exists()
+    # `distill train` refuses a distillation recipe; its plan did not, and planned it
+    refused = distill("train", str(recipe), "--dry-run")
+    _assert_one_line_error(refused, 2, "`distill train` is for supervised recipes", "distill run")
 
 
 def test_set_override_reaches_the_run(tmp_path: Path) -> None:

@@ -118,6 +118,23 @@ def test_image_folder_decodes_mixed_formats_to_square_uint8(tmp_path: Path) -> N
     assert sorted(batch.index.tolist()) == sorted(set(batch.index.tolist()))
 
 
+def test_more_decode_workers_than_cores_read_without_torchs_warning(tmp_path: Path) -> None:
+    """A shipped image-folder recipe's `data.workers: 8` on a 2-core machine (within distill's
+    bound) printed torch's "might get DataLoader running slow or even freeze" twice a run."""
+    import os
+    import warnings
+
+    _image_folder(tmp_path)
+    data = build_data("image_folder", tmp_path)
+    workers = len(os.sched_getaffinity(0)) + 1
+    stream = BatchStream(data.train, 12, torch.device("cpu"), load_size=20, workers=workers)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batches = list(stream.epoch(0))
+    assert sum(len(b.images) for b in batches) == 24
+    assert [str(w.message) for w in caught if "DataLoader" in str(w.message)] == []
+
+
 def test_function_matching_on_an_unlabeled_folder(tmp_path: Path) -> None:
     _image_folder(tmp_path / "data")
     body = fm_body(tmp_path / "runs", None, epochs=1)

@@ -547,3 +547,116 @@ def test_every_repository_file_the_docs_name_exists() -> None:
         if not (ROOT / name).exists()
     ]
     assert missing == []
+
+
+def api_type_problems(page: Path) -> list[str]:
+    """Types `page` has a caller construct, call or catch (`RunDir(path)`, `RunSummary.load(...)`,
+    "raises `GateFailed`") that `distill_cli.api` does not have: the docs say `from distill_cli
+    import api`, so `except api.GateFailed` must work (it was an AttributeError)."""
+    import builtins
+
+    from distill_cli import api
+
+    problems = []
+    for number, line in enumerate(page.read_text().splitlines(), 1):
+        names = set(re.findall(r"raises `([A-Z]\w+)`", line))
+        for span in re.findall(r"`([^`]+)`", line):
+            names |= set(re.findall(r"(?<![\w.])([A-Z][a-z]\w*)(?:\.\w+)?\(", span))
+        problems += [
+            f"{page.name}:{number}: api.{name} does not exist"
+            for name in sorted(names)
+            if not hasattr(builtins, name) and not hasattr(api, name)
+        ]
+    return problems
+
+
+def test_every_type_the_api_docs_have_a_caller_use_is_in_the_api(tmp_path: Path) -> None:
+    assert [p for page in PAGES for p in api_type_problems(page)] == []
+    page = tmp_path / "page.md"
+    page.write_text(
+        "`RunDir(run).read_class_eval()` raises `GateFailed`; `Nowhere.load(x)`, `TypeError(x)`"
+        "\n`api.run(r)` raises `NoSuchError`\n"
+    )
+    assert api_type_problems(page) == [
+        "page.md:1: api.Nowhere does not exist",
+        "page.md:2: api.NoSuchError does not exist",
+    ]
+
+
+#: Flags that shape the CLI's output or launch, with no keyword in the API.
+CLI_ONLY = {"--json", "--quiet", "--dry-run", "--nproc", "--md", "--csv"}
+#: Flags whose API keyword is spelt otherwise; api.md must name each keyword.
+RENAMED = {
+    "--set": "overrides",
+    "--min-time": "min_time_s",
+    "--max-time": "max_time_s",
+    "--time-budget": "time_budget_s",
+    "--model-arg": "model_kwargs",
+    "--family": "families",
+    "--accuracy": "accuracy_csv",
+    "--pretrained": "pretrained_only",
+    "--all-weights": "pretrained_only",
+    "--no-plot": "plot",
+}
+
+
+def _api_keywords() -> dict[str, set[str]]:
+    """Each command's keywords in `distill_cli.api`: its function's own and those of the flat
+    options it routes (`ExportOptions.from_flat`, `StudentQuery.from_flat`)."""
+    import dataclasses
+    import inspect
+
+    from distill_cli import api
+    from distill_cli.export import ExportOptions, TimingPlan
+    from distill_cli.export.gates import Gates
+    from distill_cli.export.options import Int8Spec
+    from distill_cli.students.model_search import find_models
+    from distill_cli.students.types import StudentQuery
+
+    def own(fn: Any) -> set[str]:
+        return set(inspect.signature(fn).parameters)
+
+    def fields(*types: Any) -> set[str]:
+        return {f.name for t in types for f in dataclasses.fields(t)}
+
+    timing = fields(TimingPlan)
+    run = own(api.run) | own(api.plan)
+    return {
+        "run": run,
+        "train": run,
+        "export": own(api.export) | fields(ExportOptions, Gates, Int8Spec) | timing,
+        "students": own(api.students) | fields(StudentQuery) | timing,
+        "models": own(api.models) | own(find_models),
+        "compare": own(api.compare),
+        "report": own(api.report),
+        "bench latency": own(api.bench_latency) | timing,
+        "bench train": own(api.bench_train),
+    }
+
+
+def test_every_flag_is_an_api_keyword_of_the_same_name_or_a_documented_one() -> None:
+    """api.md: "a flag is the keyword of the same name" (`--min-top1 80` is `min_top1=80`),
+    with the exceptions it names; `--name` of `distill students` was `recipe_name=`."""
+    import typer
+
+    from distill_cli.cli.app import app
+
+    cli = typer.main.get_command(app)
+    api_md = (ROOT / "docs" / "api.md").read_text()
+    problems = []
+    for name, keywords in _api_keywords().items():
+        command = cli
+        for word in name.split():
+            command = command.commands[word]  # type: ignore[attr-defined]
+        for param in command.params:
+            flag = max(param.opts, key=len)
+            if flag in CLI_ONLY or not flag.startswith("--"):
+                continue
+            keyword = RENAMED.get(flag, flag[2:].replace("-", "_"))
+            if keyword not in keywords:
+                problems.append(f"distill {name} {flag}: no api keyword {keyword}=")
+            elif flag in RENAMED and not re.search(
+                rf"(?<![\w-]){flag}(?![\w-]).{{0,80}}?`{keyword}\b", api_md, re.S
+            ):
+                problems.append(f"distill {name} {flag}: api.md does not name {keyword}")
+    assert problems == [], "\n".join(problems)

@@ -304,6 +304,41 @@ def test_a_run_on_a_hf_dataset(folder: Path, tmp_path: Path) -> None:
     _export_checks_real_images(summary.run_dir, tmp_path / "export")
 
 
+@pytest.mark.parametrize("checked", [12, 11], ids=["whole-split", "seeded-shards"])
+def test_a_teacher_checkpoint_is_scored_on_streamed_validation_data(
+    shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checked: int
+) -> None:
+    """Function matching on shards from a teacher checkpoint (runs.md's sharded data with a
+    trained teacher) scores the teacher before training like an image folder's run: it was a
+    traceback (`ShardSet` has no `labels`). A teacher that always says `cat` (4 of 12 val
+    images) is near chance, on the whole split and on the seeded shards of a bounded check."""
+    import timm
+
+    from distill_cli.train import teacher_check
+
+    monkeypatch.setattr(teacher_check, "CHECK_IMAGES", checked)
+    teacher = timm.create_model("test_resnet", num_classes=3)
+    with torch.no_grad():
+        teacher.fc.weight.zero_()
+        teacher.fc.bias.copy_(torch.tensor([5.0, 0.0, 0.0]))
+    torch.save(teacher.state_dict(), tmp_path / "cat.pt")
+    data = {"source": "shards", "root": str(shards)}
+    data |= {"train_dir": "train-*.tar", "val_dir": "val-*.tar"}
+    body = _run_body(tmp_path / "runs", data)
+    body["teacher"] = {"model": "test_resnet", "input_size": 16, "checkpoint": "cat.pt"}
+    body["student"] = body.pop("model")
+    body["method"] = {"name": "function_matching"}
+    recipe = write_recipe(tmp_path, "fm", body)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DistillError) as caught:
+        api.run(recipe)
+    assert str(caught.value).startswith("the teacher scores ")
+    assert f"top-1 on {checked} validation images, below 1.5x chance" in str(caught.value)
+    assert not (tmp_path / "runs").exists()
+    summary = api.run(recipe, ["teacher.check_accuracy=false"])
+    assert summary.teacher.top1 is not None and summary.steps == 4
+
+
 # --- bad inputs: one line each ---------------------------------------------------------------
 
 

@@ -230,9 +230,16 @@ def test_accuracy_table_ranks_first_and_is_named(fake: FakeBench, tmp_path: Path
 
 
 def test_bad_inputs_are_one_line_usage_errors(
-    fake: FakeBench, capsys: pytest.CaptureFixture[str]
+    fake: FakeBench, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    # --data given the class folders, or Fashion-MNIST's IDX folder, was written into the
+    # recipe as an image folder that `distill run` then refused after the timing
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    (tmp_path / "photos" / "dog").mkdir()
+    recipe = ["--max-latency-ms", "3", "--write-recipe", str(tmp_path / "x.yaml"), "--data"]
     cases = [
+        ([*recipe, str(tmp_path / "photos")], "--data has no train/ folder (it holds cat, dog)"),
+        ([*recipe, str(tmp_path)], "--data has no train/ folder (it holds photos)"),
         (["--max-latency-ms", "0"], "budget"),
         (["--max-latency-ms", "nan"], "budget"),
         (["--max-latency-ms", "3", "--precision", "int4"], "precision"),

@@ -231,6 +231,25 @@ def test_missing_mlflow_is_a_recipe_error_before_anything_is_created(
     assert not (run / "tensorboard").exists()
 
 
+def test_dry_run_refuses_a_missing_mlflow_as_the_run_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--dry-run` "refuses what the run would refuse before training": a recipe logging to
+    mlflow without the package was planned, then the run refused it. The plan contacts no
+    server (its set_experiment may create the experiment)."""
+    from distill_cli import api
+
+    monkeypatch.setitem(sys.modules, "mlflow", None)
+    recipe = _recipe(tmp_path, ["mlflow"])
+    with pytest.raises(DistillError) as info:
+        api.plan(recipe)
+    assert info.value.where == "runtime.log_to" and "not installed" in info.value.what
+    fake = FakeMlflow()
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    assert api.plan(recipe).total_steps > 0
+    assert fake.calls == []  # nothing asked of a server
+
+
 def test_an_unreachable_mlflow_server_is_one_line_before_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -102,7 +102,12 @@ def _execute(
         if not world_from_env().is_main:  # a plan is read-only: said once, by rank 0
             return
         plan = api.plan(
-            recipe, overrides, throughput=throughput, resume=resume, overwrite=overwrite
+            recipe,
+            overrides,
+            throughput=throughput,
+            resume=resume,
+            overwrite=overwrite,
+            train=command == "train",
         )
         if as_json:
             console.print_json(json.dumps(plan.to_dict()))

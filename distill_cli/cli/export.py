@@ -33,7 +33,8 @@ from distill_cli.cli.options import (
 SourceArg = Annotated[
     str,
     typer.Argument(
-        help="a run directory (runs/<name>), a checkpoint with its .json sidecar, or a timm name",
+        help="a run directory (runs/<name>), a checkpoint with its .json sidecar, a Hugging Face "
+        "model folder (config.json + weights), or a timm name",
         show_default=False,
     ),
 ]

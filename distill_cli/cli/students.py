@@ -20,7 +20,6 @@ from distill_cli.cli.options import (
     MaxRatioOpt,
     MaxTimeOpt,
     MinTimeOpt,
-    NumClassesOpt,
     OpsetOpt,
     QuietOpt,
     RunsOpt,
@@ -90,7 +89,14 @@ def students_cmd(
     top: Annotated[
         int | None, typer.Option("--top", min=1, help="show the best K that fit")
     ] = None,
-    num_classes: NumClassesOpt = None,
+    num_classes: Annotated[
+        int | None,
+        typer.Option(
+            "--num-classes",
+            min=1,
+            help="classifier classes of every candidate (default: timm's: 1000 for ImageNet)",
+        ),
+    ] = None,
     exporter: ExporterOpt = "dynamo",
     opset: OpsetOpt = 18,
     warmup: WarmupOpt = 10,
@@ -185,7 +191,7 @@ def students_cmd(
                 data=data,
                 teacher_checkpoint=teacher_checkpoint,
                 student=student,
-                recipe_name=name,
+                name=name,
                 force=force,
             )
         except NoFit as exc:

@@ -7,9 +7,10 @@ distributed run takes its own slice of every global batch, which is what makes D
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import KW_ONLY, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -42,6 +43,17 @@ class Batch:
     index: torch.Tensor
     extent: torch.Tensor | None = None
     stand_in: torch.Tensor | None = None
+
+
+def worker_batches(dataset: Dataset, **options: Any) -> Iterator:
+    """The batches of a `DataLoader(dataset, **options)`, without torch's warning that its
+    workers outnumber the cores ("might get DataLoader running slow or even freeze"), printed
+    twice a process: `data.workers` is distill's bound (at most 4 per core, at least 8, since
+    decode workers wait on the disk), checked with the recipe, and a shipped recipe's 8
+    workers on a 2-core machine are within it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "This DataLoader will create", UserWarning)
+        return iter(DataLoader(dataset, **options))
 
 
 @dataclass(eq=False, repr=False)
@@ -174,14 +186,14 @@ class BatchStream(SplitStream):
             return
         yield from self._decoded(batches)
 
-    def _loader(self, dataset: Dataset, batches: list[torch.Tensor], **kw: object) -> DataLoader:
-        return DataLoader(
+    def _loader(self, dataset: Dataset, batches: list[torch.Tensor], **kw: object) -> Iterator:
+        return worker_batches(
             dataset,
             batch_sampler=[b.tolist() for b in batches],
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             prefetch_factor=4 if self.workers else None,
-            **kw,  # type: ignore[arg-type]
+            **kw,
         )
 
     def _device_decoded(self, batches: list[torch.Tensor]) -> Iterator[Batch]:

@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import KW_ONLY, dataclass
+from dataclasses import KW_ONLY, dataclass, replace
 from itertools import islice
 
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import IterableDataset, get_worker_info
 
 from distill_cli.data.decode import Fit, decode_on_device, fit_image
-from distill_cli.data.loader import Batch, SplitStream
+from distill_cli.data.loader import Batch, SplitStream, worker_batches
 from distill_cli.data.pixels import decode_bytes
 from distill_cli.data.shardset import Sample, SampleFault, ShardSet, Unit
 from distill_cli.errors import DistillError
@@ -59,6 +59,15 @@ class ShardStream(SplitStream):
     _: KW_ONLY
     buffer: int = 1000
     evaluated: bool = False
+
+    def ordered(self, data: ShardSet | None = None) -> ShardStream:
+        """A stream over `data` (default: this one's) front to back, every sample once, read and
+        decoded as this one reads (one process's view): `BatchStream.ordered` for shards, what
+        one-off passes such as the teacher check iterate."""
+        data = self.data if data is None else data
+        return replace(
+            self, data=data, shuffle=False, drop_last=False, rank=0, world=1, evaluated=True
+        )
 
     def step_sizes(self) -> list[int]:
         """This process's batch size at each step of an epoch (the last may be short)."""
@@ -99,7 +108,7 @@ class ShardStream(SplitStream):
             decode=None if self.decode_on_device else (self.load_size, self.fit),
         )
         if self.workers:
-            batches = DataLoader(
+            batches = worker_batches(
                 plan,
                 batch_size=None,
                 num_workers=len(lanes),

@@ -151,6 +151,21 @@ def data_section(data: str, template: dict[str, Any] | None = None) -> dict[str,
         raise DistillError(
             "--data is not a folder", data, "synthetic, fashion_mnist or a folder with train/, val/"
         )
+    if not (root / "train").is_dir():
+        # the recipe reads DIR/train: `distill run` would refuse it after the minutes of timing
+        # (a folder of class folders, or of Fashion-MNIST's IDX files, was written as one)
+        held = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        what = (
+            f"it holds {', '.join(held[:3])}{', ...' if len(held) > 3 else ''}"
+            if held
+            else ("it holds no folders")
+        )
+        raise DistillError(
+            f"--data has no train/ folder ({what}): the recipe reads DIR/train/<class>/ and "
+            "DIR/val/<class>/",
+            data,
+            "give the folder holding train/ and val/, or --data fashion_mnist or synthetic",
+        )
     section = dict((template or {}).get("data") or {})
     section.update({"source": "image_folder", "root": root.as_posix()})
     return section

@@ -38,7 +38,7 @@ def _applies(setup: Setup) -> bool:
         return False
     # random weights: nothing was loaded that could be loaded wrong
     loaded = all(s.checkpoint is not None or s.pretrained for s in specs)
-    return loaded and setup.data.val.labels is not None and len(setup.data.classes) >= 2
+    return loaded and setup.data.val.labeled and len(setup.data.classes) >= 2
 
 
 def _bounded(setup: Setup, evaluator: Evaluator) -> Evaluator:

@@ -173,6 +173,14 @@ def _close_all(trackers: Sequence[Tracker], failed: bool) -> None:
             _warn(tracker, "failed to close", exc)
 
 
+def check_packages(recipe: Recipe) -> None:
+    """The trackers' packages are installed: what `--dry-run` checks of them (the run's
+    `preflight` also reaches the server, whose `set_experiment` may create the experiment: a
+    write a plan does not make)."""
+    if "mlflow" in recipe.runtime.log_to:
+        _import_mlflow()
+
+
 def preflight(recipe: Recipe, *, main: bool) -> None:
     """Fail on a tracker that cannot work before the run folder is touched, so a missing
     package or a down server never leaves a half-made run (or deletes one under --overwrite).
