@@ -79,3 +79,19 @@ def test_a_figure_measured_on_this_cpu_is_not_called_a_gpus(
     assert "GPU" not in text
     given = cost_text(api.plan(IMAGENET, TINY, throughput=1000.0).cost)
     assert "per GPU (--throughput)" in given and "GPU-hours" in given and "8 GPUs" in given
+
+
+def test_a_short_run_costs_what_it_costs_not_zero() -> None:
+    """A few seconds of work read "0 GPU-hours; 1 GPU: 0.0 h wall"; counts had no separators."""
+    from distill_cli.cli.console_plan import _amount, _epochs, _hours
+
+    assert [_hours(h) for h in (0.3 / 3600, 20 / 3600, 0.02, 5.0, 96.0)] == [
+        "0.3 s",
+        "20 s",
+        "1.2 min",
+        "5.0 h",
+        "4.0 days",
+    ]
+    assert _hours(1e-6) == "< 0.1 s"
+    assert [_amount(h) for h in (7e-5, 0.036, 3.6, 1234.5)] == ["< 0.01", "0.036", "3.6", "1,234"]
+    assert [_epochs(n) for n in (1, 100000, 2.5)] == ["1 epoch", "100,000 epochs", "2.5 epochs"]

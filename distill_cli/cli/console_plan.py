@@ -79,7 +79,8 @@ _UNREAD = "data not read (not at hand): sizes from data.train_images / data.val_
 
 
 def _epochs(n: float) -> str:
-    return f"{n} epoch" if n == 1 else f"{n} epochs"
+    count = f"{int(n):,}" if float(n).is_integer() else f"{n:g}"
+    return f"{count} epoch" if n == 1 else f"{count} epochs"
 
 
 def cost_text(cost: CostPlan) -> str:
@@ -97,13 +98,27 @@ def cost_text(cost: CostPlan) -> str:
     hours = cost.projections[0].gpu_hours
     return (
         f"{text} at {cost.throughput:,.0f} images/s per {unit} ({cost.throughput_source}): "
-        f"{hours:,.0f} {unit.split()[0]}-hours; {rows} (linear scaling, communication not "
+        f"{_amount(hours)} {unit.split()[0]}-hours; {rows} (linear scaling, communication not "
         "counted)"
     )
 
 
 def _hours(hours: float) -> str:
+    seconds = hours * 3600
+    if seconds < 60:  # a short run was "0.0 h wall"
+        if seconds < 0.05:
+            return "< 0.1 s"
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    if hours < 0.05:
+        return f"{hours * 60:.1f} min"
     return f"{hours / 24:,.1f} days" if hours >= 48 else f"{hours:,.1f} h"
+
+
+def _amount(hours: float) -> str:
+    """Device-hours with the digits that are not zero: a short run was "0 GPU-hours"."""
+    if hours >= 10:
+        return f"{hours:,.0f}"
+    return f"{hours:.2g}" if hours >= 0.01 else "< 0.01"
 
 
 def bench_train_table(result: TrainBench) -> Table:
