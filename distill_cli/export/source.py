@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import torch
 
+from distill_cli.arguments import input_size as parse_input_size
 from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
 from distill_cli.export.class_names import class_names
@@ -143,7 +144,7 @@ def resolve_source(
     checkpoint_key: str | None = None,
     recipe: Path | None = None,
     num_classes: int | None = None,
-    input_size: int | None = None,
+    input_size: int | str | tuple[int, int] | None = None,
     model_kwargs: dict[str, Any] | None = None,
     seed: int = 0,
 ) -> Source:
@@ -155,6 +156,7 @@ def resolve_source(
     `checkpoint_key` names the entry of a foreign checkpoint dict to load (`state_dict_ema`);
     a run's checkpoints are plain state dicts (`models.weights` refuses a key for them).
     """
+    input_size = parse_input_size(input_size)  # 224, "224x192" or (224, 192)
     path = Path(source)
     if path.suffix == ".onnx":
         raise DistillError(
@@ -328,7 +330,7 @@ def _from_timm(
     checkpoint: Path | None,
     recipe_path: Path | None,
     num_classes: int | None,
-    input_size: int | None,
+    input_size: tuple[int, int] | None,
     model_kwargs: dict[str, Any] | None,
     seed: int = 0,
     key: str | None = None,

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from distill_cli.arguments import known_keywords
+from distill_cli.arguments import known_keywords, square_side
 from distill_cli.errors import DistillError
 from distill_cli.export.protocol import TimingPlan
 from distill_cli.export.ranges import check_range
-from distill_cli.host import check_input_px, check_threads
+from distill_cli.host import check_threads
 
 Status = Literal["fits", "over", "skipped", "unmeasured", "failed"]
 #: Order of the statuses in the ranked table: the answer first, the reasons for the rest after.
@@ -76,6 +76,8 @@ class StudentQuery:
             value = getattr(self, key)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, key, Path(value))
+        # `--input-size 224` or `224x224` (the export's forms): one square side, as timed
+        object.__setattr__(self, "input_size", square_side(self.input_size, "--input-size", 8))
         self.validate()
 
     @classmethod
@@ -129,7 +131,6 @@ class StudentQuery:
             raise bad(f"unknown exporter {q.exporter!r}", "--exporter", "dynamo or torchscript")
         budget = q.time_budget_s
         for value, flag in (
-            (q.input_size, "--input-size"),
             (q.batch, "--batch"),
             (q.max_ratio, "--max-ratio"),
             (q.limit, "--limit"),
@@ -139,7 +140,6 @@ class StudentQuery:
         ):
             check_range(value, flag)  # a Python caller's "8" was a TypeError from `>=` below
         checks = [
-            (q.input_size >= 8, "--input-size", "the input size must be at least 8 pixels"),
             (q.batch >= 1, "--batch", "the batch must be >= 1"),
             (q.max_ratio > 0, "--max-ratio", "the ratio must be positive"),
             (q.limit >= 0, "--limit", "the limit must be >= 0 (0: no limit)"),
@@ -157,7 +157,7 @@ class StudentQuery:
                 raise bad(what, where)
         if not q.teacher.strip():
             raise bad("the teacher name is empty", "TEACHER")
-        check_input_px(q.input_size, "--input-size")  # the machine's bounds (host.py)
+        square_side(q.input_size, "--input-size", 8)  # 8 px to the machine's bounds (host.py)
         check_threads(q.threads, "--threads")
 
     def to_dict(self) -> dict[str, Any]:

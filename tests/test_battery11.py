@@ -1,0 +1,111 @@
+"""Bad-input battery, round 11: the forms users write for `--input-size`, paths in the run's
+JSON files read from elsewhere, checkpoints holding two models, a file of another family, SLURM
+without its step variables, and a sweep of odd flag values. Each refusal is one `error:` line,
+exit 2, naming the flag and the fix; each accepted form gives the result it says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from distill_cli import api
+from distill_cli.arguments import input_size, square_side
+from distill_cli.cli.entry import entry
+from distill_cli.errors import DistillError
+
+
+def _refused(argv: list[str], needle: str, capfd: pytest.CaptureFixture[str], code: int = 2) -> str:
+    """Run the CLI in-process; it must end with exactly one `error:` line holding `needle`."""
+    with pytest.raises(SystemExit) as exit_info:
+        entry(argv)
+    out, err = capfd.readouterr()
+    assert exit_info.value.code == code, out + err
+    lines = [line for line in (out + err).splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in out + err, out + err
+    assert needle in lines[0] and " - " in lines[0], lines[0]
+    return lines[0]
+
+
+# --- a. --input-size: a side or HxW, as a recipe's input_size; one parser for every command ---
+
+
+@pytest.mark.parametrize(
+    ("given", "size"),
+    [
+        ("224", (224, 224)),
+        ("224x192", (224, 192)),
+        (" 64X48 ", (64, 48)),
+        ("64×48", (64, 48)),
+        (32, (32, 32)),
+        ((32, 40), (32, 40)),
+        ([40, 32], (40, 32)),
+    ],
+)
+def test_input_size_forms_users_write(given: object, size: tuple[int, int]) -> None:
+    assert input_size(given) == size
+
+
+@pytest.mark.parametrize(
+    ("given", "needle"),
+    [
+        ("", "not an input size"),
+        ("   ", "not an input size"),
+        ("-5", "not an input size"),
+        ("nan", "not an input size"),
+        ("1e30", "not an input size"),
+        ("32.5", "not an input size"),
+        ("32x", "not an input size"),
+        ("x32", "not an input size"),
+        ("32,32", "not an input size"),
+        ("1x2x3x4", "not an input size"),
+        ("٣٢", "not an input size"),  # Arabic-Indic digits: isdigit() but not a size
+        ("3x224x224", "give 224x224"),
+        ("0", "below 1 px"),
+        ("32x0", "below 1 px"),
+        ("99999", "4096"),
+        ("32x99999", "4096"),
+    ],
+)
+def test_input_size_refusals_say_the_forms(given: str, needle: str) -> None:
+    with pytest.raises(DistillError) as caught:
+        input_size(given)
+    assert needle in str(caught.value) and caught.value.where == "--input-size"
+    assert caught.value.code == 2 and "\n" not in str(caught.value)
+
+
+def test_students_take_one_square_side() -> None:
+    assert square_side("64x64", least=8) == 64 and square_side(64, least=8) == 64
+    with pytest.raises(DistillError, match="not square"):
+        square_side("64x32", least=8)
+    with pytest.raises(DistillError, match="below 8 px"):
+        square_side("4", least=8)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["export", "test_resnet", "--input-size", "3x32x32"], "give 32x32"),
+        (["export", "test_resnet", "--input-size", ""], "not an input size"),
+        (["export", "test_resnet", "--input-size", "-32"], "not an input size"),
+        (["bench", "latency", "test_resnet", "--input-size", "32x"], "not an input size"),
+        (["bench", "latency", "test_resnet", "--input-size", "inf"], "not an input size"),
+        (["students", "test_resnet", "--max-latency-ms", "5", "--input-size", "64x32"], "square"),
+        (["students", "test_resnet", "--max-latency-ms", "5", "--input-size", "nan"], "not an"),
+    ],
+)
+def test_input_size_flags_refuse_in_one_line(
+    argv: list[str], needle: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    line = _refused(argv, needle, capfd)
+    assert "--input-size" in line
+
+
+def test_export_at_height_by_width(tmp_path: Path) -> None:
+    """`--input-size 32x48` exports a 32x48 model (the flag took one number only)."""
+    report = api.export("test_resnet", out=tmp_path / "out", input_size="32x48", latency=False)
+    assert report.to_dict()["model"]["input_size"] == [32, 48]
+    import onnx
+
+    dims = onnx.load(str(report.onnx)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims][2:] == [32, 48]
