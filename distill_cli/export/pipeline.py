@@ -47,7 +47,7 @@ from distill_cli.export.variants import (
     make_fp16,
     make_int8,
 )
-from distill_cli.host import claim_folder
+from distill_cli.host import absolute, claim_folder
 from distill_cli.locks import hold_folder
 from distill_cli.models.checkpoint import read_sidecar
 from distill_cli.models.create import Net, count_flops
@@ -193,7 +193,7 @@ def _run(
         parity=parity,
         variants=variants,
         latency=latency,
-        files={"onnx": str(onnx_path), **{k: v["path"] for k, v in variants.items()}},
+        files={"onnx": absolute(onnx_path), **{k: v["path"] for k, v in variants.items()}},
     )
     report.data["model"]["class_names_source"] = src.class_names_source
     report.record_gates(

@@ -26,6 +26,7 @@ from distill_cli.errors import DistillError
 from distill_cli.export.class_names import class_names
 from distill_cli.export.source_advice import flag_error, run_advice
 from distill_cli.export.source_spec import spec_from_side_file
+from distill_cli.host import absolute
 from distill_cli.models import hub
 from distill_cli.models.checkpoint import read_sidecar, sidecar_path
 from distill_cli.models.create import Net, create_net, infer_num_classes
@@ -69,8 +70,8 @@ class Source:
     def describe(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
-            "path": self.path,
-            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "path": self.path if self.kind == "timm" else absolute(self.path),
+            "checkpoint": absolute(self.checkpoint) if self.checkpoint else None,
             "checkpoint_sha256": self.checkpoint_sha256,
             "weights": self.weights,
             "recipe": self.recipe.name if self.recipe else None,

@@ -9,7 +9,7 @@ trained on another machine and copied over.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -196,8 +196,8 @@ def _read_summary(folder: RunDir, notes: list[str]) -> RunSummary | None:
     data = _read_json(folder.summary, notes)
     if data is None:
         return None
-    try:
-        return RunSummary.from_dict(data)
+    try:  # the folder it was read from, not the one written (the folder may have moved)
+        return replace(RunSummary.from_dict(data), run_dir=folder.path)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         notes.append(f"{folder.summary.name} is incomplete ({exc}); it was ignored")
         return None
