@@ -5,6 +5,7 @@ exit 2, naming the flag and the fix; each accepted form gives the result it says
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,110 @@ def test_export_at_height_by_width(tmp_path: Path) -> None:
 
     dims = onnx.load(str(report.onnx)).graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims][2:] == [32, 48]
+
+
+# --- b. paths in summary.json and an export's report.json: absolute when written, and a
+# run folder read back is where it was read from (it may have moved) -------------------------
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished 1-epoch supervised run made with a relative output.dir."""
+    import os
+
+    from tests.conftest import teacher_body, write_recipe
+
+    work = tmp_path_factory.mktemp("battery11 runs é")
+    body = teacher_body(Path("runs"), epochs=1)  # relative: from the directory distill ran in
+    body["data"]["synthetic"]["train_size"] = 64
+    recipe = write_recipe(work, "small", body)
+    here = os.getcwd()
+    os.chdir(work)
+    try:
+        api.run(recipe)
+    finally:
+        os.chdir(here)
+    return work / "runs" / "small"
+
+
+def test_run_and_export_paths_hold_from_another_directory_and_after_a_move(
+    small_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from distill_cli.rundir.summary import RunSummary
+
+    written = json.loads((small_run / "summary.json").read_text())
+    assert Path(written["run_dir"]) == small_run  # was "runs/small": the cwd of the run
+    moved = tmp_path / "moved" / "small"
+    shutil.copytree(small_run, moved)
+    monkeypatch.chdir(tmp_path / "moved")
+    assert RunSummary.load("small").run_dir == Path("small")  # where it was read, not written
+    report = api.export("small", out="out", latency=False, images=8)
+    on_disk = json.loads((tmp_path / "moved" / "out" / "report.json").read_text())
+    for key in ("onnx", "report"):
+        assert Path(on_disk["files"][key]).is_absolute(), on_disk["files"]
+        assert Path(on_disk["files"][key]).is_file()
+    assert Path(on_disk["model"]["onnx"]["path"]).is_absolute()
+    assert Path(on_disk["source"]["path"]) == moved
+    assert report.onnx == moved.parent / "out" / "model.onnx"
+    monkeypatch.chdir(tmp_path)  # the report reads the moved run from elsewhere
+    assert api.report(moved).html.is_file()
+
+
+# --- c. a Lightning checkpoint holding two models that both fit: named, and loadable ---------
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, dict]:
+    import timm
+    import torch
+
+    torch.manual_seed(0)
+    teacher = timm.create_model("test_resnet", num_classes=4).state_dict()
+    student = timm.create_model("test_resnet", num_classes=4).state_dict()
+    both = {
+        **{f"module.teacher.{k}": v for k, v in teacher.items()},  # DDP's prefix in front too
+        **{f"student.{k}": v for k, v in student.items()},
+    }
+    path = tmp_path_factory.mktemp("lightning") / "kd run.ckpt"
+    torch.save({"state_dict": both, "state_dict_ema": dict(both), "epoch": 3}, path)
+    return path, teacher, student
+
+
+def test_two_fitting_models_are_named_and_picked_by_checkpoint_key(two_models: tuple) -> None:
+    import timm
+    import torch
+
+    from distill_cli.models.weights import load_weights
+
+    path, teacher, student = two_models
+    with pytest.raises(DistillError) as caught:
+        load_weights(timm.create_model("test_resnet", num_classes=4), path)
+    line = str(caught.value)
+    assert "'teacher.' and 'student.'" in line and "checkpoint_key: teacher or student" in line
+    for key, want in (
+        ("teacher", teacher),
+        ("student", student),
+        ("state_dict_ema.student", student),
+    ):
+        model = timm.create_model("test_resnet", num_classes=4)
+        loaded = load_weights(model, path, entry=key)
+        assert loaded.entry == key
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in want.items())
+    with pytest.raises(DistillError, match="no weights under 'teachr'"):
+        load_weights(timm.create_model("test_resnet", num_classes=4), path, entry="teachr")
+
+
+def test_two_fitting_models_through_the_cli(
+    two_models: tuple, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    path = str(two_models[0])
+    argv = ["export", "test_resnet", "--checkpoint", path, "--num-classes", "4"]
+    line = _refused([*argv, "--input-size", "32"], "--checkpoint-key teacher", capfd)
+    assert "'teacher.' and 'student.'" in line
+    report = api.export(
+        "test_resnet", checkpoint=path, checkpoint_key="teacher", num_classes=4, input_size=32,
+        out=tmp_path / "out", latency=False, images=4,
+    )  # fmt: skip
+    assert report.parity_passed and report.to_dict()["source"]["checkpoint"] == path
