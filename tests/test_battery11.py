@@ -217,3 +217,30 @@ def test_two_fitting_models_through_the_cli(
         out=tmp_path / "out", latency=False, images=4,
     )  # fmt: skip
     assert report.parity_passed and report.to_dict()["source"]["checkpoint"] == path
+
+
+# --- d. weights of the same code at the same depth (resnext50 given as resnet50) are named ---
+
+
+@pytest.mark.parametrize(
+    ("file", "given"),
+    [("resnext50_32x4d", "resnet50"), ("seresnext26d_32x4d", "resnet26d")],
+)
+def test_mismatch_names_a_model_of_the_same_code_outside_the_name_family(
+    file: str, given: str
+) -> None:
+    """The search for the model a file holds stayed in the name family (resnet*), so resnext
+    weights given as resnet50 got "check the model name, num_classes and in_chans"."""
+    import timm
+    import torch
+
+    from distill_cli.models.mismatch import refusal
+    from distill_cli.models.weights import _compared
+
+    with torch.device("meta"):  # names and shapes only: no weights are made
+        state = timm.create_model(file).state_dict()
+        model = timm.create_model(given)
+    keys = _compared(state, model.state_dict())
+    error = refusal(model, Path("weights.pth"), state, keys, True, "")
+    assert f"its names and shapes are {file}'s" in error.what
+    assert error.hint == f"set model: {file} (the weights are {file}'s, not {given}'s)"
