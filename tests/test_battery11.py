@@ -244,3 +244,87 @@ def test_mismatch_names_a_model_of_the_same_code_outside_the_name_family(
     error = refusal(model, Path("weights.pth"), state, keys, True, "")
     assert f"its names and shapes are {file}'s" in error.what
     assert error.hint == f"set model: {file} (the weights are {file}'s, not {given}'s)"
+
+
+# --- e. SLURM without srun's step variables: no rank confusion, one line ---------------------
+
+
+@pytest.fixture
+def no_launcher(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("SLURM_", "TORCHELASTIC_")) or name in (
+            "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+        ):  # fmt: skip
+            monkeypatch.delenv(name)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"SLURM_PROCID": "3", "SLURM_NTASKS": "4"}, "SLURM_PROCID=3 is set but SLURM_STEP_NUM"),
+        ({"SLURM_PROCID": "1"}, "SLURM_STEP_NUM_TASKS is not"),
+        ({"SLURM_STEP_NUM_TASKS": "4"}, "every process would be rank 0"),
+        ({"SLURM_STEP_NUM_TASKS": "4", "SLURM_PROCID": "x"}, "SLURM_PROCID='x'"),
+    ],
+)
+def test_slurm_variables_that_cannot_describe_a_world(
+    no_launcher: pytest.MonkeyPatch, env: dict[str, str], needle: str
+) -> None:
+    from distill_cli.train.world import world_from_env
+
+    for name, value in env.items():
+        no_launcher.setenv(name, value)
+    with pytest.raises(DistillError, match=needle) as caught:
+        world_from_env()
+    assert caught.value.code == 2 and caught.value.where == "environment"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"SLURM_NTASKS": "8", "SLURM_JOB_ID": "7"},  # salloc's shell
+        {"SLURM_NTASKS": "8", "SLURM_PROCID": "0", "SLURM_JOB_ID": "7"},  # the batch script
+        {"SLURM_STEP_NUM_TASKS": "1"},  # one task, its number not passed on
+    ],
+)
+def test_a_slurm_shell_or_batch_script_is_one_process(
+    no_launcher: pytest.MonkeyPatch, env: dict[str, str]
+) -> None:
+    from distill_cli.train.world import world_from_env
+
+    for name, value in env.items():
+        no_launcher.setenv(name, value)
+    world = world_from_env()
+    assert (world.rank, world.size, world.launched) == (0, 1, False)
+
+
+def test_the_task_rank_0_does_not_see_says_its_line(
+    no_launcher: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A task above 0 without the step's count says why it stops (rank 0 cannot say it)."""
+    no_launcher.setenv("SLURM_PROCID", "2")
+    no_launcher.setenv("SLURM_NTASKS", "4")
+    _refused(["run", "no-such.yaml"], "SLURM_PROCID=2", capfd)
+
+
+def test_nproc_in_one_srun_task_starts_the_processes(
+    no_launcher: pytest.MonkeyPatch,
+) -> None:
+    """`srun -n 1 distill run --nproc 2` was refused as nested; several tasks still are."""
+    import torch.distributed.run as torchrun
+
+    from distill_cli.cli.launch import processes
+
+    started: list[list[str]] = []
+    no_launcher.setattr(torchrun, "run", lambda args: started.append(args.training_script_args))
+    no_launcher.setenv("SLURM_STEP_NUM_TASKS", "1")
+    no_launcher.setenv("SLURM_PROCID", "0")
+    with pytest.raises(SystemExit) as exit_info:
+        processes(2, ["run", "r.yaml", "--nproc", "2"])
+    assert exit_info.value.code == 0 and started == [["run", "r.yaml"]]
+    no_launcher.setenv("SLURM_STEP_NUM_TASKS", "2")
+    with pytest.raises(DistillError, match="already started 2 processes"):
+        processes(2, ["run", "r.yaml", "--nproc", "2"])
