@@ -328,3 +328,82 @@ def test_nproc_in_one_srun_task_starts_the_processes(
     no_launcher.setenv("SLURM_STEP_NUM_TASKS", "2")
     with pytest.raises(DistillError, match="already started 2 processes"):
         processes(2, ["run", "r.yaml", "--nproc", "2"])
+
+
+# --- sweep: a file of the wrong type is named as what it is --------------------------------
+
+
+@pytest.fixture(scope="module")
+def odd_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PNG, an ONNX model named .pt, a recipe named .pt, a truncated safetensors."""
+    import torch
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    w = tmp_path_factory.mktemp("odd files ü")
+    Image.new("RGB", (8, 8)).save(w / "photo.png")
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3), torch.nn.Flatten())
+    torch.onnx.export(net, (torch.zeros(1, 3, 8, 8),), str(w / "model.onnx"), dynamo=False)
+    (w / "model.pt").write_bytes((w / "model.onnx").read_bytes())
+    (w / "recipe.pt").write_text("name: r\nstudent: {model: test_resnet}\n")
+    save_file({"w": torch.zeros(64)}, str(w / "full.safetensors"))
+    data = (w / "full.safetensors").read_bytes()
+    (w / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    return w
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["run", "photo.png"], "the recipe is not UTF-8 text: the file is a PNG image"),
+        (["train", "model.pt"], "the recipe is not UTF-8 text: the file is an ONNX model"),
+        (["bench", "train", "cut.safetensors"], "a safetensors weights file"),
+        (["export", "model.pt"], "not a checkpoint: the file is an ONNX model"),
+        (["export", "photo.png"], "not a checkpoint: the file is a PNG image"),
+        (["export", "recipe.pt"], "not a checkpoint: the file is a text file"),
+        (["bench", "latency", "recipe.pt"], "not a checkpoint: the file is a text file"),
+        (["bench", "latency", "test_resnet", "--checkpoint", "model.pt"], "an ONNX model"),
+        (["export", "test_resnet", "--onnx", "photo.png"], "not an ONNX file: the file is a PNG"),
+        (["export", "test_resnet", "--onnx", "recipe.pt"], "not an ONNX file: the file is a text"),
+    ],
+)
+def test_a_file_of_the_wrong_type_is_named(
+    odd_files: Path,
+    argv: list[str],
+    needle: str,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A PNG as the recipe was "not UTF-8 (byte 0) - iconv ...", an ONNX model as a checkpoint
+    "neither a torch.save file nor safetensors", a recipe as --onnx "is the file complete?"."""
+    monkeypatch.chdir(odd_files)
+    _refused(argv, needle, capfd)
+
+
+def test_file_kinds_by_first_bytes(odd_files: Path) -> None:
+    from distill_cli.file_kinds import kind_of
+
+    kinds = {p.name: kind_of(p) for p in odd_files.iterdir()}
+    assert kinds == {
+        "photo.png": "a PNG image",
+        "model.onnx": "an ONNX model",
+        "model.pt": "an ONNX model",
+        "recipe.pt": "a text file",
+        "full.safetensors": "a safetensors weights file",
+        "cut.safetensors": "a safetensors weights file",
+    }
+    assert kind_of(odd_files / "missing") is None and kind_of(odd_files) is None
+
+
+def test_a_refused_export_leaves_no_folder(
+    odd_files: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An export refused after claiming its folder left `OUT/.distill-export` (and the folders
+    above it it had made); a folder that was there stays."""
+    out = tmp_path / "new" / "deep er" / "out"
+    argv = ["export", "test_resnet", "--onnx", str(odd_files / "recipe.pt"), "--out", str(out)]
+    _refused(argv, "not an ONNX file", capfd)
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mine").mkdir()
+    _refused([*argv[:-1], str(tmp_path / "mine")], "not an ONNX file", capfd)
+    assert (tmp_path / "mine").is_dir() and list((tmp_path / "mine").iterdir()) == []
