@@ -33,7 +33,19 @@ def optional_path(value: Any, name: str) -> Path | None:
 def source(value: Any) -> str:
     """A run folder, checkpoint, ONNX file or timm name (a number was taken for a model name)."""
     what = "a run folder, checkpoint or file path, or a timm model name (str or pathlib.Path)"
-    return str(path(value, "source", what))
+    return str(path(not_empty(value), "source", what))
+
+
+def not_empty(source: Any) -> Any:
+    """SOURCE as given, unless it is empty text: Path("") is the working directory, so an
+    unset variable (`distill export "$RUN"`) was "not a run directory (.)"."""
+    if isinstance(source, str) and not source.strip():
+        raise DistillError(
+            "SOURCE is empty (an unset variable?)",
+            "SOURCE",
+            "pass a run folder (runs/<name>), a checkpoint or a timm model name",
+        )
+    return source
 
 
 def text(value: Any, name: str, optional: bool = False) -> str | None:

@@ -407,3 +407,70 @@ def test_a_refused_export_leaves_no_folder(
     (tmp_path / "mine").mkdir()
     _refused([*argv[:-1], str(tmp_path / "mine")], "not an ONNX file", capfd)
     assert (tmp_path / "mine").is_dir() and list((tmp_path / "mine").iterdir()) == []
+
+
+# --- sweep: empty arguments, --debug after the command, hints, --bare -------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["export", ""], "SOURCE is empty"),
+        (["export", "  "], "SOURCE is empty"),
+        (["bench", "latency", ""], "SOURCE is empty"),  # was "not a run directory (.)"
+        (["report", ""], "an empty argument"),
+        (["students", " ", "--max-latency-ms", "5"], "give a timm name"),
+        (["students", "test_resnet", "--max-latency-ms", "0"], "e.g. --max-latency-ms 5"),
+        (["students", "test_resnet", "--max-latency-ms", "5", "--top", "0"], "distill students"),
+    ],
+)
+def test_empty_and_zero_arguments_say_what_to_do(
+    argv: list[str], needle: str, capfd: pytest.CaptureFixture[str], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    _refused(argv, needle, capfd)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_debug_after_the_command_shows_the_traceback(
+    capfd: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`distill export x --debug` was "No such option: --debug"; only `distill --debug export`
+    worked."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISTILL_DEBUG", "0")  # undone after the test: --debug sets it to 1
+    with pytest.raises(SystemExit) as exit_info:
+        entry(["export", "", "--debug"])
+    err = capfd.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" in err
+    assert err.rstrip().splitlines()[-1].startswith("error: SOURCE is empty")
+
+
+def test_students_accuracy_table_of_the_wrong_type(
+    odd_files: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["students", "test_resnet", "--max-latency-ms", "5", "--accuracy"]
+    _refused([*argv, str(odd_files / "photo.png")], "not UTF-8 text: the file is a PNG", capfd)
+    _refused([*argv, str(odd_files)], "the accuracy table is a folder", capfd)
+
+
+def test_bench_train_bare_script_of_the_wrong_type_or_failing(
+    odd_files: Path, tmp_path: Path
+) -> None:
+    """--bare photo.png was accepted (and run by Python on CUDA); a failing script was a
+    CalledProcessError traceback."""
+    from types import SimpleNamespace
+
+    from distill_cli.bench.train import _bare_script, bench_train
+    from distill_cli.errors import RunFailed
+
+    with pytest.raises(DistillError, match="not a Python file: the file is a PNG image"):
+        bench_train(None, bare_script=odd_files / "photo.png")  # type: ignore[arg-type]
+    script = tmp_path / "bare_kd_step.py"
+    script.write_text("import sys\nsys.exit('boom: no CUDA here')\n")
+    info = SimpleNamespace(name="test_resnet", num_classes=4)
+    setup = SimpleNamespace(teacher=SimpleNamespace(info=info), student=SimpleNamespace(info=info))
+    with pytest.raises(RunFailed, match="boom: no CUDA here") as caught:
+        _bare_script(setup, script, 8, 32, "fm", 2)  # type: ignore[arg-type]
+    assert caught.value.code == 1 and "\n" not in str(caught.value)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 
 from distill_cli.arguments import input_size as parse_input_size
+from distill_cli.arguments import not_empty
 from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
 from distill_cli.export.class_names import class_names
@@ -158,7 +159,7 @@ def resolve_source(
     a run's checkpoints are plain state dicts (`models.weights` refuses a key for them).
     """
     input_size = parse_input_size(input_size)  # 224, "224x192" or (224, 192)
-    path = Path(source)
+    path = Path(not_empty(source))
     if path.suffix == ".onnx":
         raise DistillError(
             "SOURCE is what the ONNX file is made from, not an ONNX file",

@@ -219,8 +219,11 @@ def load_run(path: str | Path) -> RunHistory:
     if not folder.path.is_dir():
         raise DistillError("no such run folder", str(path), run_advice(folder.path))
     if not folder.recipe.is_file():
+        empty = " (an empty argument, such as an unset $RUN, is this folder)"
         raise DistillError(
-            "not a run folder (it has no recipe.yaml)", str(path), run_advice(folder.path)
+            "not a run folder (it has no recipe.yaml)" + (empty if folder.path == Path() else ""),
+            str(path),
+            run_advice(folder.path),
         )
     notes: list[str] = []
     try:

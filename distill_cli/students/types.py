@@ -118,7 +118,11 @@ class StudentQuery:
             return DistillError(what, where, hint)
 
         if not (q.max_latency_ms > 0 and math.isfinite(q.max_latency_ms)):
-            raise bad("the latency budget must be a positive number of ms", "--max-latency-ms")
+            raise bad(
+                "the latency budget must be a positive number of ms",
+                "--max-latency-ms",
+                "e.g. --max-latency-ms 5",
+            )
         if q.device not in DEVICES:
             raise bad(f"unknown device {q.device!r}", "--device", "cpu or cuda")
         if q.precision not in STUDENT_PRECISIONS:
@@ -154,9 +158,9 @@ class StudentQuery:
         ]
         for ok, where, what in checks:
             if not ok:
-                raise bad(what, where)
+                raise bad(what, where, "see `distill students --help`")
         if not q.teacher.strip():
-            raise bad("the teacher name is empty", "TEACHER")
+            raise bad("the teacher name is empty", "TEACHER", "give a timm name, e.g. resnet50")
         square_side(q.input_size, "--input-size", 8)  # 8 px to the machine's bounds (host.py)
         check_threads(q.threads, "--threads")
 
