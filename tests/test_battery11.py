@@ -474,3 +474,19 @@ def test_bench_train_bare_script_of_the_wrong_type_or_failing(
     with pytest.raises(RunFailed, match="boom: no CUDA here") as caught:
         _bare_script(setup, script, 8, 32, "fm", 2)  # type: ignore[arg-type]
     assert caught.value.code == 1 and "\n" not in str(caught.value)
+
+
+def test_a_timing_that_would_never_end_is_bounded_or_refused(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """`--min-time 1e30 --max-time 1e30` timed one model forever; `--warmup 1000000000` too."""
+    import time
+
+    from distill_cli.export.latency import warm_up
+
+    _refused(["bench", "latency", "test_resnet", "--max-time", "1e30"], "3600", capfd)
+    _refused(["students", "x", "--max-latency-ms", "5", "--min-time", "4000"], "--min-time", capfd)
+    calls: list[int] = []
+    start = time.perf_counter()
+    made = warm_up(lambda: calls.append(time.sleep(0.01) or 1), 10**9, 0.2)
+    assert made == len(calls) and 5 <= made < 100 and time.perf_counter() - start < 2
