@@ -490,3 +490,8 @@ def test_a_timing_that_would_never_end_is_bounded_or_refused(
     start = time.perf_counter()
     made = warm_up(lambda: calls.append(time.sleep(0.01) or 1), 10**9, 0.2)
     assert made == len(calls) and 5 <= made < 100 and time.perf_counter() - start < 2
+
+
+def test_keep_fp32_without_an_int8_file_is_refused(capfd: pytest.CaptureFixture[str]) -> None:
+    """`--keep-fp32 first` without `--quantize int8` was ignored without a word."""
+    _refused(["export", "test_resnet", "--keep-fp32", "first"], "add --quantize int8", capfd)

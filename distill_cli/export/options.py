@@ -182,6 +182,12 @@ class ExportOptions:
         if problem is not None:
             key, what = problem
             raise DistillError(f"{key}: {what}", "--model-arg", f"e.g. --model-arg {key}=0.1")
+        if self.int8.keep_fp32 and "int8" not in self.variants:  # it was ignored without a word
+            raise DistillError(
+                "--keep-fp32 names nodes of the int8 file, and no int8 file is made",
+                "--keep-fp32",
+                "add --quantize int8, or drop --keep-fp32",
+            )
         lat.check_device(self.timing.device)
         if self.onnx is not None and not self.onnx.is_file():
             raise DistillError("ONNX file not found", str(self.onnx), "check the --onnx path")
