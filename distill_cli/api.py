@@ -254,7 +254,7 @@ def bench_latency(
     *,
     checkpoint: str | Path | None = None,
     checkpoint_key: str | None = None,
-    input_size: int | None = None,
+    input_size: int | str | tuple[int, int] | None = None,
     num_classes: int | None = None,
     exporter: Exporter = "dynamo",
     opset: int | None = None,
@@ -266,17 +266,16 @@ def bench_latency(
 
     The protocol is `timing`, or its fields as keywords (`threads`, `warmup`, `runs`,
     `min_time_s`, `max_time_s`, `batch`, `device`); `checkpoint` (`checkpoint_key`: the entry of a
-    checkpoint dict to load, e.g. `state_dict_ema`), `input_size`, `num_classes`,
+    checkpoint dict to load, e.g. `state_dict_ema`), `input_size` (224, "224x192" or
+    (224, 192)), `num_classes`,
     `exporter` and `opset` (None: the exporter's default, 18) say how to build and export a
     model that is not an ONNX file; they are checked as the CLI checks its flags.
     """
     from distill_cli.bench.latency import bench_latency as _bench
     from distill_cli.export import TimingPlan
     from distill_cli.export.ranges import check_range
-    from distill_cli.host import check_input_px
 
-    check_range(input_size, "--input-size", 1)
-    check_input_px(input_size, "--input-size")
+    size = args.input_size(input_size)
     check_range(num_classes, "--num-classes", 1)
     args.text(checkpoint_key, "checkpoint_key", optional=True)
     if timing is not None and timing_keys:
@@ -288,7 +287,7 @@ def bench_latency(
         plan,
         checkpoint=args.optional_path(checkpoint, "checkpoint"),
         checkpoint_key=checkpoint_key,
-        input_size=input_size,
+        input_size=size,
         num_classes=num_classes,
         exporter=exporter,
         opset=opset,

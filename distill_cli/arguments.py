@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from distill_cli.errors import WrongType, did_you_mean
+from distill_cli.errors import DistillError, WrongType, did_you_mean
 
 PATH = "a path (str or pathlib.Path)"
 
@@ -33,7 +33,19 @@ def optional_path(value: Any, name: str) -> Path | None:
 def source(value: Any) -> str:
     """A run folder, checkpoint, ONNX file or timm name (a number was taken for a model name)."""
     what = "a run folder, checkpoint or file path, or a timm model name (str or pathlib.Path)"
-    return str(path(value, "source", what))
+    return str(path(not_empty(value), "source", what))
+
+
+def not_empty(source: Any) -> Any:
+    """SOURCE as given, unless it is empty text: Path("") is the working directory, so an
+    unset variable (`distill export "$RUN"`) was "not a run directory (.)"."""
+    if isinstance(source, str) and not source.strip():
+        raise DistillError(
+            "SOURCE is empty (an unset variable?)",
+            "SOURCE",
+            "pass a run folder (runs/<name>), a checkpoint or a timm model name",
+        )
+    return source
 
 
 def text(value: Any, name: str, optional: bool = False) -> str | None:
@@ -87,3 +99,65 @@ def known_keywords(given: Iterable[str], known: Iterable[str], what: str) -> Non
 def one_of(object_name: str, keywords: str) -> WrongType:
     """The options came both as an object and as keywords."""
     return WrongType(f"pass the {keywords} as {object_name} or as keywords, not both", object_name)
+
+
+#: How `--input-size` is written (the recipe's `input_size: 224` or `[224, 192]`, as text).
+INPUT_SIZE_FORMS = "a side (224) or HxW (224x192)"
+
+
+def input_size(value: Any, flag: str = "--input-size", least: int = 1) -> tuple[int, int] | None:
+    """An input size as a user writes it, as (height, width): a side (`224`, a square) or
+    `HxW` (`224x192`, the recipe's `input_size: [224, 192]`), from a flag's text or a Python
+    caller's int, str or pair. Each side is within [least, host.MAX_INPUT_PX]. `3x224x224`
+    (timm's [C, H, W]) is refused, as the recipe refuses it: channels are the model's
+    `in_chans`, not a size. One owner for every command's `--input-size`."""
+    from distill_cli.host import check_input_px
+
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise WrongType(f"{flag} must be {INPUT_SIZE_FORMS}, not a bool", flag)
+    if isinstance(value, str):
+        text = value.strip().lower().replace("×", "x")
+        parts = [p.strip() for p in text.split("x")] if text else []
+    elif isinstance(value, int):
+        parts = [str(value)]
+    elif isinstance(value, (tuple, list)) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        parts = [str(v) for v in value]
+    else:
+        raise WrongType(f"{flag} must be {INPUT_SIZE_FORMS}, not {type(value).__name__}", flag)
+    if not parts or not all(p.isdigit() and p.isascii() for p in parts) or len(parts) > 3:
+        raise DistillError(
+            f"{value!r} is not an input size", flag, f"give {INPUT_SIZE_FORMS}, in pixels"
+        )
+    if len(parts) == 3:
+        raise DistillError(
+            f"{value!r} has three numbers: channels are the model's in_chans, not a size",
+            flag,
+            f"give {'x'.join(parts[1:])} ({INPUT_SIZE_FORMS})",
+        )
+    sides = [int(p) for p in parts]
+    for side in sides:
+        if side < least:
+            raise DistillError(
+                f"input size {side} px is below {least} px", flag, f"give {least} or more per side"
+            )
+        check_input_px(side, flag)
+    return (sides[0], sides[-1])
+
+
+def square_side(value: Any, flag: str = "--input-size", least: int = 1) -> int:
+    """`input_size` for a command that times one square side (`distill students`): `224` or
+    `224x224`; a non-square `HxW` is refused in one line rather than timed as something else."""
+    size = input_size(value, flag, least)
+    if size is None:
+        raise WrongType(f"{flag} must be {INPUT_SIZE_FORMS}, not None", flag)
+    if size[0] != size[1]:
+        raise DistillError(
+            f"{size[0]}x{size[1]} is not square: candidates are timed at one square side",
+            flag,
+            f"give one side, e.g. {flag} {max(size)}",
+        )
+    return size[0]

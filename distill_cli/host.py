@@ -123,6 +123,14 @@ def check_threads(value: int | None, where: str) -> int | None:
     return value
 
 
+def absolute(path: str | Path) -> str:
+    """A path as the JSON files distill writes hold it (summary.json, an export's report.json):
+    absolute, as the saved recipe.yaml holds its paths. A relative one meant "from the directory
+    distill ran in" and pointed elsewhere when read from another; readers of a run folder take
+    the folder's own place from where they read it, so a moved folder still reads."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
 def check_input_px(value: int | None, where: str) -> int | None:
     """An input side within :data:`MAX_INPUT_PX`; a one-line error naming the limit."""
     if value is not None and value > MAX_INPUT_PX:

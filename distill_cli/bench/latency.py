@@ -82,7 +82,9 @@ class LatencyBench(Block):
         return self.data
 
 
-def _onnx_shape(path: Path, input_size: int | None) -> tuple[tuple[int, int, int], dict[str, str]]:
+def _onnx_shape(
+    path: Path, input_size: tuple[int, int] | None
+) -> tuple[tuple[int, int, int], dict[str, str]]:
     model = onnx.load(str(path), load_external_data=False)
     meta = {p.key: p.value for p in model.metadata_props}
     dims = [d.dim_value or None for d in model.graph.input[0].type.tensor_type.shape.dim]
@@ -94,14 +96,15 @@ def _onnx_shape(path: Path, input_size: int | None) -> tuple[tuple[int, int, int
         )
     chans = dims[1] or int(meta.get("distill.in_chans", 3))
     if input_size is not None:
-        if dims[2] and dims[3] and (dims[2], dims[3]) != (input_size, input_size):
+        h, w = input_size
+        if (dims[2] and dims[2] != h) or (dims[3] and dims[3] != w):
             raise DistillError(  # ONNX Runtime refuses every call: an empty table, exit 0
-                f"the ONNX file takes {dims[2]}x{dims[3]} inputs only; --input-size "
-                f"{input_size} cannot run it",
+                f"the ONNX file takes {dims[2] or 'H'}x{dims[3] or 'W'} inputs only; "
+                f"--input-size {h}x{w} cannot run it",
                 str(path),
                 "drop --input-size, or export with --dynamic-size to time other sizes",
             )
-        return (chans, input_size, input_size), meta
+        return (chans, h, w), meta
     if "distill.input_size" in meta:
         h, w = json.loads(meta["distill.input_size"])
         return (chans, int(h), int(w)), meta
@@ -183,7 +186,7 @@ def bench_latency(
     *,
     checkpoint: Path | None = None,
     checkpoint_key: str | None = None,
-    input_size: int | None = None,
+    input_size: tuple[int, int] | None = None,
     num_classes: int | None = None,
     exporter: Exporter = "dynamo",
     opset: int | None = None,

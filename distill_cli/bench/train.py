@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from distill_cli.bench.train_result import DataPathTiming, StepRounds, StepTiming, TrainBench
-from distill_cli.errors import DistillError
+from distill_cli.errors import DistillError, RunFailed
+from distill_cli.file_kinds import TEXT, kind_of
 from distill_cli.host import sha256_file
 from distill_cli.recipe.document import Recipe
 from distill_cli.rundir.layout import RunDir
@@ -175,10 +176,21 @@ def _bare_script(
     cmd += ["--student", setup.student.info.name, "--batch", str(batch), "--res", str(res)]
     cmd += ["--classes", str(setup.teacher.info.num_classes), "--mode", mode]
     cmd += ["--steps", str(steps)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    record = json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        if done.returncode != 0:
+            raise ValueError(f"exit code {done.returncode}")
+        record = json.loads(done.stdout.strip().splitlines()[-1])
+        images_per_s = float(record["images_per_s"])
+    except (ValueError, IndexError, KeyError, TypeError) as exc:  # was a CalledProcessError
+        said = (done.stderr.strip().splitlines() or [str(exc)])[-1][:200]
+        raise RunFailed(
+            f"the bare-step script failed ({exc}): {said}",
+            str(script),
+            f"run it alone to see why: python {script} --help",
+        ) from exc
     return StepTiming(
-        images_per_s=float(record["images_per_s"]),
+        images_per_s=images_per_s,
         timing="the script's own: 5 warm-up steps, one span",
         mode=record.get("mode", mode),
         source=str(script),
@@ -292,6 +304,13 @@ def bench_train(
     if bare_script is not None and not bare_script.is_file():  # never a silent fallback
         raise DistillError(
             "the bare-step script was not found", str(bare_script), "pass bare_kd_step.py"
+        )
+    kind = None if bare_script is None else kind_of(bare_script)
+    if bare_script is not None and kind != TEXT:  # a PNG or a checkpoint was run by Python
+        raise DistillError(
+            f"the bare-step script is not a Python file: the file is {kind or 'not text'}",
+            str(bare_script),
+            "pass a copy of bare_kd_step.py (--bare)",
         )
     setup = build(recipe)
     distill_runs: list[StepTiming] = []

@@ -30,6 +30,8 @@ from distill_cli.errors import EXIT_FAILURE, DistillError
 def entry(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("DISTILL_DEBUG") == "1"
+    if "--debug" in args[1:]:  # `distill export x --debug` was "No such option: --debug"
+        args = ["--debug", *(a for a in args if a != "--debug")]
     received: list[int] = []
     try:
         with _interrupts(received):

@@ -5,7 +5,8 @@ that failed has said its one line already (`cli.entry`), and the launcher's repo
 60-line traceback of its own, then exit 1 whatever the code) is replaced by the failed
 process's own exit code; one killed by a signal, which could say nothing, gets one line naming
 it. `--nproc` under a launcher that already started the processes (an outer torchrun or srun)
-is refused: the processes would each start N more, or the flag would be ignored.
+is refused: the processes would each start N more, or the flag would be ignored; one srun task
+(`srun -n 1 distill run --nproc 8`) starts them as torchrun would.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ def processes(nproc: int, argv: list[str]) -> None:
     """Start `argv` (this command) in `nproc` processes and exit with their result; returns
     only when this process is to run the command itself (one process, or already launched)."""
     world = world_from_env()
-    if world.launched and nproc > 1:
+    if world.launched and nproc > 1 and not _one_srun_task(world):
         raise nested(nproc, world)
     if nproc <= 1:
         return
@@ -56,6 +57,12 @@ def processes(nproc: int, argv: list[str]) -> None:
     except SignalException as exc:  # the launcher was stopped: it stopped the processes
         sys.exit(128 + int(exc.sigval))
     sys.exit(0)
+
+
+def _one_srun_task(world: World) -> bool:
+    """`srun -n 1 distill run --nproc 8`: one task, whose processes are --nproc's (torchrun's
+    variables win in them); srun starting several tasks, each starting N more, is refused."""
+    return world.size == 1 and world.init_method != "env://"
 
 
 def nested(nproc: int, world: World) -> DistillError:

@@ -92,9 +92,12 @@ MaxTimeOpt = Annotated[
     float, number_option("--max-time", "stop timing one model after this many s")
 ]
 InputSizeOpt = Annotated[
-    int | None,
+    str | None,
     typer.Option(
-        "--input-size", min=1, help="input side for a timm name (or an ONNX file of dynamic size)"
+        "--input-size",
+        metavar="N|HxW",
+        help="input size for a timm name (or an ONNX file of dynamic size): a side (224) or "
+        "HxW (224x192), as a recipe's input_size 224 or [224, 192]",
     ),
 ]
 NumClassesOpt = Annotated[

@@ -52,8 +52,11 @@ def students_cmd(
     ],
     device: Annotated[str, typer.Option("--device", help="cpu or cuda (ONNX Runtime)")] = "cpu",
     input_size: Annotated[
-        int, typer.Option("--input-size", min=8, help="deployment input side")
-    ] = 224,
+        str,
+        typer.Option(
+            "--input-size", metavar="N|NxN", help="deployment input side (224 or 224x224)"
+        ),
+    ] = "224",
     threads: ThreadsOpt = 0,
     batch: Annotated[int, typer.Option("--batch", min=1, help="images per call")] = 1,
     precision: Annotated[

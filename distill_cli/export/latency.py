@@ -70,8 +70,7 @@ def time_fn(
     fn: Callable[[], Any], warmup: int, runs: int, min_time_s: float, max_time_s: float
 ) -> tuple[list[float], float]:
     """Per-call seconds after `warmup` calls, until `runs` calls and `min_time_s` (or max)."""
-    for _ in range(warmup):
-        fn()
+    warm_up(fn, warmup, max_time_s)
     times: list[float] = []
     start = time.perf_counter()
     while True:
@@ -83,15 +82,27 @@ def time_fn(
             return times, elapsed
 
 
+def warm_up(fn: Callable[[], Any], calls: int, max_time_s: float) -> int:
+    """Up to `calls` untimed calls, stopping after `max_time_s` (`--warmup 1000000000` never
+    ended: --max-time bounds the warm-up too); returns how many were made."""
+    start = time.perf_counter()
+    for done in range(calls):
+        if time.perf_counter() - start >= max_time_s:
+            return done
+        fn()
+    return calls
+
+
 def _measure(run1: Callable[[], Any], run_n: Callable[[], Any], plan: TimingPlan) -> dict[str, Any]:
     watch = CpuWatch.begin()
-    times, elapsed = time_fn(run1, plan.warmup, plan.runs, plan.min_time_s, plan.max_time_s)
+    warmed = warm_up(run1, plan.warmup, plan.max_time_s)  # what the entry reports, as made
+    times, elapsed = time_fn(run1, 0, plan.runs, plan.min_time_s, plan.max_time_s)
     other = watch.other_cores()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     out: dict[str, Any] = stats(times)
-    issues = assess(out, plan.threads, plan.warmup, len(times), elapsed, other, load)
+    issues = assess(out, plan.threads, warmed, len(times), elapsed, other, load)
     out.update(
-        warmup=plan.warmup,
+        warmup=warmed,
         runs=len(times),
         seconds=round(elapsed, 3),
         p90_p50=out["p90_ms"] / out["p50_ms"] if out["p50_ms"] > 0 else None,

@@ -27,6 +27,7 @@ from torch import nn
 
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.export.capture import Captured, third_party_step
+from distill_cli.file_kinds import ONNX, kind_of
 from distill_cli.host import atomic_write, fs_failed, process_umask, refuse_link
 
 Exporter = Literal["dynamo", "torchscript"]
@@ -124,6 +125,13 @@ def check_onnx(path: Path, *, made_by: str | None = None, hint: str | None = Non
                 f"{made_by} made a file that fails to load: {_first_line(exc, '')}",
                 str(path),
                 hint,
+            ) from exc
+        what = kind_of(path)
+        if what not in (None, ONNX):  # a checkpoint, a recipe, a photo: not a damaged model
+            raise DistillError(
+                f"not an ONNX file: the file is {what}",
+                str(path),
+                "pass the .onnx file `distill export` wrote (model.onnx in its folder)",
             ) from exc
         raise DistillError(
             f"the ONNX file fails to load: {_first_line(exc, '')}",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill_cli.arguments import known_keywords, path
+from distill_cli.arguments import input_size, known_keywords, path
 from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
 from distill_cli.export.gates import Gates
@@ -21,7 +21,6 @@ from distill_cli.export.onnx_export import DEFAULT_OPSET, EXPORTERS, Exporter
 from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL
 from distill_cli.export.ranges import check_range
 from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS, Int8Spec
-from distill_cli.host import check_input_px
 from distill_cli.recipe.fields import rate_problem
 
 
@@ -64,7 +63,8 @@ class ExportOptions:
     checkpoint_key: str | None = None
     recipe: Path | None = None
     num_classes: int | None = None
-    input_size: int | None = None
+    #: (height, width); given as a side (224), `HxW` text ("224x192") or a pair
+    input_size: tuple[int, int] | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     onnx: Path | None = None
     exporter: Exporter = "dynamo"
@@ -98,6 +98,7 @@ class ExportOptions:
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, Path(value).expanduser())
+        self.input_size = input_size(self.input_size)  # 224, "224x192" or (224, 192)
         self.validate()
 
     @classmethod
@@ -176,12 +177,17 @@ class ExportOptions:
         check_range(self.atol, "--atol", 0.0)
         check_range(self.rtol, "--rtol", 0.0)
         check_range(self.num_classes, "--num-classes", 1)
-        check_range(self.input_size, "--input-size", 1)
-        check_input_px(self.input_size, "--input-size")
+        self.input_size = input_size(self.input_size)  # the fields can change after __init__
         problem = rate_problem(self.model_kwargs)  # the recipe's rule for the same kwargs
         if problem is not None:
             key, what = problem
             raise DistillError(f"{key}: {what}", "--model-arg", f"e.g. --model-arg {key}=0.1")
+        if self.int8.keep_fp32 and "int8" not in self.variants:  # it was ignored without a word
+            raise DistillError(
+                "--keep-fp32 names nodes of the int8 file, and no int8 file is made",
+                "--keep-fp32",
+                "add --quantize int8, or drop --keep-fp32",
+            )
         lat.check_device(self.timing.device)
         if self.onnx is not None and not self.onnx.is_file():
             raise DistillError("ONNX file not found", str(self.onnx), "check the --onnx path")

@@ -8,6 +8,7 @@ gate in CI leaves the numbers behind to look at.
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from distill_cli.export.variants import (
     make_fp16,
     make_int8,
 )
-from distill_cli.host import claim_folder
+from distill_cli.host import absolute, claim_folder
 from distill_cli.locks import hold_folder
 from distill_cli.models.checkpoint import read_sidecar
 from distill_cli.models.create import Net, count_flops
@@ -77,9 +78,10 @@ def run_export(opts: ExportOptions, log: Log = _silent) -> ExportReport:
     previous = torch.get_num_threads()
     torch.set_num_threads(opts.timing.threads)
     files: dict[Path, tuple[int, int] | None] = {}  # what the export may write, as it was
+    made = _Made()  # the folders and marker this export created, removed if it fails
     held = contextlib.ExitStack()  # the output folder, held from its claim to the end
     try:
-        return _run(opts, log, files, held)
+        return _run(opts, log, files, held, made)
     except BaseException:
         # an export that does not reach its report (an error, Ctrl-C, SIGTERM) removes the
         # model files it wrote (only those: a file it had not replaced yet stays), so no
@@ -87,10 +89,38 @@ def run_export(opts: ExportOptions, log: Log = _silent) -> ExportReport:
         for path, before in files.items():
             if _identity(path) != before:
                 path.unlink(missing_ok=True)
+        held.close()
+        _remove_made(made)
         raise
     finally:
         held.close()
         torch.set_num_threads(previous)
+
+
+@dataclass
+class _Made:
+    """What an export created before its work: the output folder's marker (when it was not
+    there) and the folders it made for it (deepest first)."""
+
+    marker: Path | None = None
+    folders: list[Path] = field(default_factory=list)
+
+
+def _remove_made(made: _Made) -> None:
+    """What a failed export created, when its folder holds nothing else: a refused
+    `--onnx photo.png` left `export/test_resnet/.distill-export` behind."""
+    marker = made.marker
+    if (
+        marker is not None
+        and marker.is_file()
+        and [p.name for p in marker.parent.iterdir()] == [marker.name]
+    ):
+        marker.unlink(missing_ok=True)
+    for folder in made.folders:
+        try:
+            folder.rmdir()  # only an empty one
+        except OSError:
+            return
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -104,6 +134,7 @@ def _run(
     log: Log,
     files: dict[Path, tuple[int, int] | None],
     held: contextlib.ExitStack,
+    made: _Made,
 ) -> ExportReport:
     log(f"loading {opts.source}")
     src = resolve_source(
@@ -129,6 +160,9 @@ def _run(
             f"leave --out out (the run's {run.export}), or pick another folder",
         )
     ours = (out / EXPORT_MARKER).is_file() or legacy  # an earlier export's folder, not --force's
+    made.folders = [p for p in (out, *out.parents) if not p.exists() and not p.is_symlink()]
+    if not (out / EXPORT_MARKER).exists():
+        made.marker = out / EXPORT_MARKER
     claim_folder(out, EXPORT_MARKER, force=opts.force or legacy, override="--force")
     held.enter_context(hold_folder(out / EXPORT_MARKER, "export"))
     variants = [variant_path(out, v).name for v in (*PRECISIONS, *QUANTIZATIONS)]
@@ -193,7 +227,7 @@ def _run(
         parity=parity,
         variants=variants,
         latency=latency,
-        files={"onnx": str(onnx_path), **{k: v["path"] for k, v in variants.items()}},
+        files={"onnx": absolute(onnx_path), **{k: v["path"] for k, v in variants.items()}},
     )
     report.data["model"]["class_names_source"] = src.class_names_source
     report.record_gates(

@@ -36,7 +36,7 @@ from distill_cli.export.preprocess import Preprocess
 from distill_cli.export.reparam import Reparam
 from distill_cli.export.report import metadata_props
 from distill_cli.export.source import Source
-from distill_cli.host import sha256_file
+from distill_cli.host import absolute, sha256_file
 from distill_cli.models.create import Net
 
 #: Where a step says what it is doing (the command line prints it; the API passes its own).
@@ -69,7 +69,7 @@ def produce_onnx(
         log(f"checking the existing file {opts.onnx}")
         check_onnx(opts.onnx)
         return opts.onnx, {
-            "path": str(opts.onnx),
+            "path": absolute(opts.onnx),
             "bytes": opts.onnx.stat().st_size,
             "sha256": sha256_file(opts.onnx),
             "exporter": {"used": "existing file (--onnx)"},
@@ -106,7 +106,7 @@ def produce_onnx(
     )
     write_metadata(path, props)
     return path, {
-        "path": str(path),
+        "path": absolute(path),
         "bytes": path.stat().st_size,
         "sha256": sha256_file(path),
         "exporter": result.to_dict(),

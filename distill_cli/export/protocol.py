@@ -26,6 +26,9 @@ from distill_cli.host import check_threads, cpu_count, thread_budget
 DEVICES = ("auto", "cpu", "cuda")
 #: The protocol's minimums; `meets_protocol` in each entry says whether a run honoured them.
 MIN_WARMUP, MIN_RUNS, MIN_SECONDS = 10, 100, 5.0
+#: The most seconds `--min-time` / `--max-time` may ask per model: an hour; `--max-time 1e30`
+#: with `--min-time 1e30` timed one model forever.
+MAX_SECONDS = 3600.0
 
 
 @dataclass
@@ -46,8 +49,8 @@ class TimingPlan:
     def __post_init__(self) -> None:
         check_range(self.warmup, "--warmup", 0)
         check_range(self.runs, "--runs", 1)
-        check_range(self.min_time_s, "--min-time", 0.0)
-        check_range(self.max_time_s, "--max-time", 0.0)
+        check_range(self.min_time_s, "--min-time", 0.0, MAX_SECONDS)
+        check_range(self.max_time_s, "--max-time", 0.0, MAX_SECONDS)
         check_range(self.batch, "--batch", 1)
         check_range(self.threads, "--threads", 0)
         check_threads(self.threads, "--threads")

@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar, overload
 from distill_cli import __version__
 from distill_cli.errors import DistillError
 from distill_cli.export.preprocess import Preprocess
-from distill_cli.host import atomic_write
+from distill_cli.host import absolute, atomic_write
 from distill_cli.models.view import ModelInfo
 
 SCHEMA = "distill.export/1"
@@ -385,7 +385,7 @@ class ExportReport(Block):
     def write(self, out_dir: Path) -> Path:
         """OUT/report.json, with its own path recorded under `files.report` first."""
         path = out_dir / REPORT_NAME
-        self.data["files"]["report"] = str(path)
+        self.data["files"]["report"] = absolute(path)
         atomic_write(path, json.dumps(self.data, indent=2) + "\n")
         return path
 

@@ -20,11 +20,14 @@ from typing import Any, Literal
 
 import torch
 
+from distill_cli.arguments import input_size as parse_input_size
+from distill_cli.arguments import not_empty
 from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
 from distill_cli.export.class_names import class_names
 from distill_cli.export.source_advice import flag_error, run_advice
 from distill_cli.export.source_spec import spec_from_side_file
+from distill_cli.host import absolute
 from distill_cli.models import hub
 from distill_cli.models.checkpoint import read_sidecar, sidecar_path
 from distill_cli.models.create import Net, create_net, infer_num_classes
@@ -67,8 +70,8 @@ class Source:
     def describe(self) -> dict[str, Any]:
         return {
             "kind": self.kind,
-            "path": self.path,
-            "checkpoint": str(self.checkpoint) if self.checkpoint else None,
+            "path": self.path if self.kind == "timm" else absolute(self.path),
+            "checkpoint": absolute(self.checkpoint) if self.checkpoint else None,
             "checkpoint_sha256": self.checkpoint_sha256,
             "weights": self.weights,
             "recipe": self.recipe.name if self.recipe else None,
@@ -142,7 +145,7 @@ def resolve_source(
     checkpoint_key: str | None = None,
     recipe: Path | None = None,
     num_classes: int | None = None,
-    input_size: int | None = None,
+    input_size: int | str | tuple[int, int] | None = None,
     model_kwargs: dict[str, Any] | None = None,
     seed: int = 0,
 ) -> Source:
@@ -154,7 +157,8 @@ def resolve_source(
     `checkpoint_key` names the entry of a foreign checkpoint dict to load (`state_dict_ema`);
     a run's checkpoints are plain state dicts (`models.weights` refuses a key for them).
     """
-    path = Path(source)
+    input_size = parse_input_size(input_size)  # 224, "224x192" or (224, 192)
+    path = Path(not_empty(source))
     if path.suffix == ".onnx":
         raise DistillError(
             "SOURCE is what the ONNX file is made from, not an ONNX file",
@@ -327,7 +331,7 @@ def _from_timm(
     checkpoint: Path | None,
     recipe_path: Path | None,
     num_classes: int | None,
-    input_size: int | None,
+    input_size: tuple[int, int] | None,
     model_kwargs: dict[str, Any] | None,
     seed: int = 0,
     key: str | None = None,

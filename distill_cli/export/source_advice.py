@@ -25,7 +25,7 @@ def run_advice(folder: Path) -> str:
 
 
 def flag_error(
-    exc: DistillError, input_size: int | None, model_kwargs: dict[str, Any] | None
+    exc: DistillError, input_size: tuple[int, int] | None, model_kwargs: dict[str, Any] | None
 ) -> DistillError:
     """A model that cannot be built or run at the size or kwargs given on the command line:
     the error names the flag (`--input-size`, `--model-arg`), not a recipe key the export
@@ -35,7 +35,7 @@ def flag_error(
         return exc
     if not model_kwargs:
         return DistillError(
-            f"the model does not run at --input-size {input_size}: {exc.what}",
+            f"the model does not run at --input-size {_px(input_size)}: {exc.what}",
             "--input-size",
             "pick a size the model accepts (e.g. a multiple of its patch size)",
         )
@@ -44,3 +44,10 @@ def flag_error(
         "--model-arg",
         "give each KEY=VALUE the type timm's model takes (numbers unquoted)",
     )
+
+
+def _px(size: tuple[int, int] | None) -> str:
+    """A size as `--input-size` takes it: `224`, or `224x192` when not square."""
+    if size is None:
+        return "-"
+    return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"

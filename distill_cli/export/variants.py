@@ -36,7 +36,7 @@ from onnxruntime.quantization import CalibrationDataReader
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.export.capture import captured_output, third_party_step
 from distill_cli.export.onnx_export import INPUT_NAME, check_onnx, save_model
-from distill_cli.host import PrivateCwd, atomic_write, private_cwd
+from distill_cli.host import PrivateCwd, absolute, atomic_write, private_cwd
 
 PRECISIONS = ("fp16",)
 QUANTIZATIONS = ("int8",)
@@ -151,7 +151,7 @@ def make_fp16(src: Path, dst: Path) -> dict[str, Any]:
         Path(str(dst) + ".data").unlink(missing_ok=True)
         raise
     return {
-        "path": str(dst),
+        "path": absolute(dst),
         "bytes": dst.stat().st_size,
         "seconds": round(time.perf_counter() - t0, 3),
         "method": "onnxruntime.transformers.float16, keep_io_types=True",
@@ -333,7 +333,7 @@ def make_int8(
         )
         atomic_write(dst, quantized.read_bytes())
     return {
-        "path": str(dst),
+        "path": absolute(dst),
         "bytes": dst.stat().st_size,
         "seconds": round(time.perf_counter() - t0, 3),
         "method": f"onnxruntime.quantization.quantize_static: QDQ, U8S8, {spec.describe()}",

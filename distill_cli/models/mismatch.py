@@ -4,8 +4,9 @@ A bare count ("80 missing keys ... check the model name, num_classes and in_chan
 user to guess which of the three, and named neither the model built nor the one the file
 holds. The keys and shapes usually tell: the classifier's rows (num_classes), the first
 convolution's input channels (in_chans), a position embedding (input size, `sizes.py`), or a
-whole other architecture of the same family (resnet18 weights given as resnet34), found by
-building the family's models on the meta device and comparing names and shapes.
+whole other architecture of the same family (resnet18 weights given as resnet34), or of the
+same code at the same depth (resnext50_32x4d weights given as resnet50), found by building
+those models on the meta device and comparing names and shapes.
 `weights.load_weights` decides to refuse; this module words it.
 """
 
@@ -168,8 +169,36 @@ def _search(shapes: tuple[tuple[str, tuple[int, ...]], ...], built: str) -> str 
         return None
     names = [n for n in timm.list_models(family.group(0) + "*") if n != built]
     names = sorted(names, key=lambda n: _nearness(n, built))[:SEARCH_MODELS]
-    wanted = dict(shapes)
     deadline = time.monotonic() + SEARCH_SECONDS
+    found = _first_fitting(names, dict(shapes), deadline)
+    if found is None:  # then the other families of the same code (resnext50 is a ResNet)
+        found = _first_fitting(_same_code(built, family.group(0)), dict(shapes), deadline)
+    return found
+
+
+def _same_code(built: str, family: str) -> list[str]:
+    """The models of `built`'s timm module outside its name family that share a number with
+    it (its depth: resnext50_32x4d, seresnet50 and wide_resnet50_2 are resnet.py's ResNet at
+    depth 50, as resnet50 is), nearest names first: at most SEARCH_MODELS // 2, so a file of
+    an unrelated architecture is refused about as fast as before."""
+    try:
+        module = timm.models.model_entrypoint(built).__module__.rsplit(".", 1)[-1]
+    except Exception:  # a name timm does not know: no module to search
+        return []
+    numbers = set(re.findall(r"\d+", built))
+    names = [
+        n
+        for n in timm.list_models(module=module)
+        if not n.startswith(family) and numbers & set(re.findall(r"\d+", n))
+    ]
+    return sorted(names, key=lambda n: _nearness(n, built))[: SEARCH_MODELS // 2]
+
+
+def _first_fitting(
+    names: list[str], wanted: dict[str, tuple[int, ...]], deadline: float
+) -> str | None:
+    """The first of `names` whose weights have the file's names and shapes (`wanted`), built on
+    the meta device; None when none does or the deadline passes."""
     for name in names:
         if time.monotonic() > deadline:
             return None

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from distill_cli.errors import DistillError
+from distill_cli.file_kinds import ONNX, kind_of
 
 
 def as_dict(state: Any, path: Path) -> dict[str, Any]:
@@ -32,10 +33,16 @@ def read_file(path: Path) -> Any:
     """What one weights file holds, read without running code (`read_weights`)."""
     kind = _file_kind(path)
     if kind is None:
+        what = kind_of(path)
         raise DistillError(
-            "not a checkpoint: the file is empty or neither a torch.save file nor safetensors",
+            f"not a checkpoint: the file is {what}"
+            if what
+            else "not a checkpoint: the file is neither a torch.save file nor safetensors",
             str(path),
-            "pass the weights file (torch.save(model.state_dict()) or .safetensors)",
+            "an ONNX model is made from weights, not loaded: time it with `distill bench "
+            "latency FILE`, or check it with `distill export RUN --onnx FILE`"
+            if what == ONNX
+            else "pass the weights file (torch.save(model.state_dict()) or .safetensors)",
         )
     try:
         if kind == "safetensors":

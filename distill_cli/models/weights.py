@@ -107,6 +107,9 @@ def _weights_in(state: dict[str, Any], path: Path, entry: str | None) -> Weights
     ]
     arch = _arch(state)
     if entry is not None and entry not in nested:
+        picked = _attribute(state, nested, entry)
+        if picked is not None:  # `teacher`: the weights under `teacher.` of a Lightning file
+            return WeightsFile(picked, entry, (), arch)
         raise DistillError(
             f"the checkpoint has no weights under {entry!r}"
             + (f"; it holds them under {nested}" if nested else "; it is a plain state dict"),
@@ -125,6 +128,26 @@ def _weights_in(state: dict[str, Any], path: Path, entry: str | None) -> Weights
         cleaned[_unwrapped(key)] = value
     others = tuple(k for k in nested if k != chosen)
     return WeightsFile(cleaned, chosen, others, arch)
+
+
+def _attribute(
+    state: dict[str, Any], nested: list[str], entry: str
+) -> dict[str, torch.Tensor] | None:
+    """The weights under one attribute of a wrapper (`checkpoint_key: teacher` takes the
+    `teacher.` keys of a Lightning module holding a teacher and a student), in the usual
+    entry, or in the entry named first (`state_dict_ema.teacher`); None when none are there."""
+    head, _, rest = entry.partition(".")
+    if head in nested and rest:
+        state, prefix = state[head], rest + "."
+    else:
+        chosen = next((k for k in _NESTED_UNDER if k in nested), None)
+        state, prefix = (state[chosen] if chosen else state), entry + "."
+    picked = {}
+    for key, value in state.items():
+        key = _unwrapped(str(key))  # DDP's `module.teacher.`
+        if key.startswith(prefix) and _is_tensor(value):
+            picked[_unwrapped(key[len(prefix) :])] = value
+    return picked or None
 
 
 def _is_tensor(value: Any) -> bool:
@@ -222,8 +245,9 @@ def _attribute_prefix_removed(
             + " and ".join(f"'{h}.'" for h in whole)
             + "; distill cannot tell which to load",
             str(path),
-            f"save the one you mean alone: torch.save({{k[len('{whole[0]}.'):]: v for k, v in "
-            f"sd.items() if k.startswith('{whole[0]}.')}}, 'weights.pt')",
+            "pick one with checkpoint_key: "
+            + " or ".join(whole)
+            + f" (the commands' --checkpoint-key {whole[0]})",
         )
     return groups[whole[0]] if whole else state
 

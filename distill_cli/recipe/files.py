@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from distill_cli.errors import DistillError
+from distill_cli.file_kinds import TEXT, kind_of
 
 if TYPE_CHECKING:
     from distill_cli.recipe.document import Recipe
@@ -108,9 +109,11 @@ def read_recipe_bytes(path: Path) -> str:
             return data.decode("utf-16")
         except UnicodeDecodeError:
             pass  # refused below as what it is
+    binary = b"\x00" in data[:512]  # no text holds NUL (a safetensors header does)
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
+        _not_a_recipe(path)
         line = data[: exc.start].count(b"\n") + 1
         raise DistillError(
             f"the recipe is not UTF-8 text (byte {exc.start}, line {line})",
@@ -118,6 +121,21 @@ def read_recipe_bytes(path: Path) -> str:
             f"save it as UTF-8 (iconv -f latin1 -t utf-8 {path.name} > utf8.yaml, or your "
             "editor's 'save with encoding')",
         ) from exc
+    if binary:
+        _not_a_recipe(path)
+    return text
+
+
+def _not_a_recipe(path: Path) -> None:
+    """A PNG, a checkpoint or an ONNX file given as the recipe is named as what it is, not
+    refused for its encoding (`iconv` advice) or its YAML syntax."""
+    what = kind_of(path)
+    if what not in (None, TEXT):
+        raise DistillError(
+            f"the recipe is not UTF-8 text: the file is {what}",
+            str(path),
+            "pass the recipe's YAML file (`distill recipes` lists the shipped ones)",
+        )
 
 
 def refuse_a_run_inside_the_data(recipe: Recipe) -> None:

@@ -57,8 +57,9 @@ class ModelSpec(Strict):
     checkpoint_key: str | None = Field(
         None,
         description="the entry of a checkpoint dict holding the weights to load (timm's "
-        "train.py --model-ema: state_dict_ema); default: the first of state_dict, "
-        "model_state_dict, model, state_dict_ema, model_ema, net",
+        "train.py --model-ema: state_dict_ema), or a wrapper's attribute holding them (teacher: "
+        "the teacher. keys of a Lightning module with two models); default: the first of "
+        "state_dict, model_state_dict, model, state_dict_ema, model_ema, net",
     )
     num_classes: PositiveInt | None = Field(None, description="default: checkpoint/data classes")
     in_chans: PositiveInt = 3

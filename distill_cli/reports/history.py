@@ -9,7 +9,7 @@ trained on another machine and copied over.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -196,8 +196,8 @@ def _read_summary(folder: RunDir, notes: list[str]) -> RunSummary | None:
     data = _read_json(folder.summary, notes)
     if data is None:
         return None
-    try:
-        return RunSummary.from_dict(data)
+    try:  # the folder it was read from, not the one written (the folder may have moved)
+        return replace(RunSummary.from_dict(data), run_dir=folder.path)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         notes.append(f"{folder.summary.name} is incomplete ({exc}); it was ignored")
         return None
@@ -219,8 +219,11 @@ def load_run(path: str | Path) -> RunHistory:
     if not folder.path.is_dir():
         raise DistillError("no such run folder", str(path), run_advice(folder.path))
     if not folder.recipe.is_file():
+        empty = " (an empty argument, such as an unset $RUN, is this folder)"
         raise DistillError(
-            "not a run folder (it has no recipe.yaml)", str(path), run_advice(folder.path)
+            "not a run folder (it has no recipe.yaml)" + (empty if folder.path == Path() else ""),
+            str(path),
+            run_advice(folder.path),
         )
     notes: list[str] = []
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -75,11 +76,13 @@ class RunFiles:
             raise DistillError(
                 "no summary.json: the run has not finished", str(self.path), "let it end first"
             )
-        return _read_typed(
+        summary = _read_typed(
             self.summary,
             RunSummary.from_dict,
             "summary.json is unreadable (not the JSON a finished run writes)",
         )
+        # the folder it was read from: the one written is wrong once the folder has moved
+        return replace(summary, run_dir=self.path)
 
 
 def _read_typed(path: Path, parse: Callable[[Any], T], what: str, fix: str | None = None) -> T:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distill_cli.host import absolute
 from distill_cli.typecheck import field_problem
 
 
@@ -165,7 +166,7 @@ class RunSummary:
         s, t = self.student, self.teacher
         return {
             "name": self.name,
-            "run_dir": str(self.run_dir),
+            "run_dir": absolute(self.run_dir),  # as written; a reader takes where it read it
             "method": self.method,
             "student": {"model": s.model, "params": s.params, "top1": s.top1, "top5": s.top5},
             "teacher": None

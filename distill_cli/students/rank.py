@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill_cli.errors import DistillError
+from distill_cli.file_kinds import kind_of
 from distill_cli.students.types import (
     PROBE_FACTOR,
     STATUS_ORDER,
@@ -88,7 +89,12 @@ def _read(path: Path, strict: bool) -> Accuracy | None:
     try:
         with path.open(newline="") as fh:
             rows = list(csv.DictReader(fh))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except UnicodeDecodeError:  # a PNG or a checkpoint named by mistake: say which
+        what = kind_of(path) or "not text"
+        return fail(f"the accuracy table is not UTF-8 text: the file is {what}")
+    except IsADirectoryError:
+        return fail("the accuracy table is a folder")
+    except (OSError, csv.Error) as exc:
         return fail(f"cannot read the accuracy table: {exc}")
     if not rows or not {"model", "top1"} <= set(rows[0]):
         return fail("the accuracy table needs the columns model and top1")

@@ -13,11 +13,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from distill_cli.arguments import known_keywords
+from distill_cli.arguments import known_keywords, square_side
 from distill_cli.errors import DistillError
 from distill_cli.export.protocol import TimingPlan
 from distill_cli.export.ranges import check_range
-from distill_cli.host import check_input_px, check_threads
+from distill_cli.host import check_threads
 
 Status = Literal["fits", "over", "skipped", "unmeasured", "failed"]
 #: Order of the statuses in the ranked table: the answer first, the reasons for the rest after.
@@ -76,6 +76,8 @@ class StudentQuery:
             value = getattr(self, key)
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, key, Path(value))
+        # `--input-size 224` or `224x224` (the export's forms): one square side, as timed
+        object.__setattr__(self, "input_size", square_side(self.input_size, "--input-size", 8))
         self.validate()
 
     @classmethod
@@ -116,7 +118,11 @@ class StudentQuery:
             return DistillError(what, where, hint)
 
         if not (q.max_latency_ms > 0 and math.isfinite(q.max_latency_ms)):
-            raise bad("the latency budget must be a positive number of ms", "--max-latency-ms")
+            raise bad(
+                "the latency budget must be a positive number of ms",
+                "--max-latency-ms",
+                "e.g. --max-latency-ms 5",
+            )
         if q.device not in DEVICES:
             raise bad(f"unknown device {q.device!r}", "--device", "cpu or cuda")
         if q.precision not in STUDENT_PRECISIONS:
@@ -129,7 +135,6 @@ class StudentQuery:
             raise bad(f"unknown exporter {q.exporter!r}", "--exporter", "dynamo or torchscript")
         budget = q.time_budget_s
         for value, flag in (
-            (q.input_size, "--input-size"),
             (q.batch, "--batch"),
             (q.max_ratio, "--max-ratio"),
             (q.limit, "--limit"),
@@ -139,7 +144,6 @@ class StudentQuery:
         ):
             check_range(value, flag)  # a Python caller's "8" was a TypeError from `>=` below
         checks = [
-            (q.input_size >= 8, "--input-size", "the input size must be at least 8 pixels"),
             (q.batch >= 1, "--batch", "the batch must be >= 1"),
             (q.max_ratio > 0, "--max-ratio", "the ratio must be positive"),
             (q.limit >= 0, "--limit", "the limit must be >= 0 (0: no limit)"),
@@ -154,10 +158,10 @@ class StudentQuery:
         ]
         for ok, where, what in checks:
             if not ok:
-                raise bad(what, where)
+                raise bad(what, where, "see `distill students --help`")
         if not q.teacher.strip():
-            raise bad("the teacher name is empty", "TEACHER")
-        check_input_px(q.input_size, "--input-size")  # the machine's bounds (host.py)
+            raise bad("the teacher name is empty", "TEACHER", "give a timm name, e.g. resnet50")
+        square_side(q.input_size, "--input-size", 8)  # 8 px to the machine's bounds (host.py)
         check_threads(q.threads, "--threads")
 
     def to_dict(self) -> dict[str, Any]:

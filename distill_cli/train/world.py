@@ -127,6 +127,7 @@ def world_from_env() -> World:
             _number(env, "LOCAL_WORLD_SIZE", None, 1) if "LOCAL_WORLD_SIZE" in env else None
         )
         return World(rank, size, local_rank, True, "env://", local_size, launch, restarts)
+    _check_slurm_pair(env)
     if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env:
         size = _number(env, "SLURM_STEP_NUM_TASKS", None, minimum=1)
         rank = _number(env, "SLURM_PROCID", None)
@@ -142,6 +143,32 @@ def world_from_env() -> World:
             restarts=restarts,
         )
     return World(launch=launch, restarts=restarts)
+
+
+def _check_slurm_pair(env: os._Environ[str]) -> None:
+    """srun sets SLURM_PROCID and SLURM_STEP_NUM_TASKS together; one without the other cannot
+    describe a world, and each guess goes wrong silently. A task numbered above 0 without the
+    step's count (a launcher or container that passed SLURM_PROCID on but not the count) would
+    train alone into the run folder rank 0 writes too; a count above 1 without the task's
+    number made every task rank 0. SLURM_PROCID 0 alone is the batch script (or `salloc`'s
+    shell), whose SLURM_NTASKS is the job's total, not this process's world: a world of one."""
+    procid, count = env.get("SLURM_PROCID"), env.get("SLURM_STEP_NUM_TASKS")
+    if procid is not None and count is None and _number(env, "SLURM_PROCID", None) > 0:
+        raise DistillError(
+            f"SLURM_PROCID={procid} is set but SLURM_STEP_NUM_TASKS is not: how many processes "
+            "run is unknown, and this one would train alone beside rank 0",
+            "environment",
+            "start the tasks with srun (it sets both), export SLURM_STEP_NUM_TASKS=$SLURM_NTASKS "
+            "beside SLURM_PROCID, or use torchrun",
+        )
+    if count is not None and procid is None and _number(env, "SLURM_STEP_NUM_TASKS", None, 1) > 1:
+        raise DistillError(
+            f"SLURM_STEP_NUM_TASKS={count} is set but SLURM_PROCID is not: every process would "
+            "be rank 0",
+            "environment",
+            "start the tasks with srun (it sets both), or export each one's SLURM_PROCID "
+            f"(0 to {int(count) - 1})",
+        )
 
 
 #: The variables a launcher describes the world with (what `world_from_env` reads for it).
