@@ -259,6 +259,15 @@ def test_a_missing_recipe_says_which_file_was_meant(
     assert "there is no folder nope" in _error(Path("nope/r.yaml"))
     # a folder (or an empty argument: an unset $RECIPE) names the recipes in it
     assert _error(Path("configs")).endswith("- pass a recipe file: configs/r.yaml")
+    (tmp_path / "configs" / "notes.json").write_text("{}")  # YAML first; JSON when it is all
+    assert _error(Path("configs")).endswith("- pass a recipe file: configs/r.yaml")
+    run = tmp_path / "runs" / "r"  # a run folder: its data.json, eval.json were offered
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "data.json").write_text("{}")
+    (run / ".distill-run").write_text("{}")
+    (run / "recipe.yaml").write_text((tmp_path / "configs" / "r.yaml").read_text())
+    said = _error(Path("runs/r"))
+    assert "the recipe is a run folder" in said and "its recipe is runs/r/recipe.yaml" in said
     monkeypatch.chdir(tmp_path / "configs")
     assert "an unset $RECIPE, is this folder" in _error(Path(""))
 

@@ -73,7 +73,18 @@ def recipe_file_text(path: Path) -> str:
     Windows PowerShell's `>` writes), as the YAML spec allows; anything else (a Latin-1 file
     from an old editor) is refused with the line of its first undecodable byte."""
     if path.is_dir():
-        inside = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+        from distill_cli.rundir.layout import RunDir
+
+        run = RunDir(path)
+        if run.is_run:  # its data.json, eval.json were offered as recipes
+            raise DistillError(
+                "the recipe is a run folder",
+                str(path),
+                f"its recipe is {run.recipe} (`distill run {run.recipe} --resume` continues "
+                "the run); or pass the recipe file you ran",
+            )
+        inside = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml"))
+        inside = inside or sorted(p for p in path.iterdir() if p.suffix == ".json")
         raise DistillError(
             "the recipe is a folder"
             + (
