@@ -124,8 +124,10 @@ def test_synced_batchnorm_by_hand_equals_one_batchnorm_over_the_whole_batch(
 
     out = str(tmp_path / "bn")
     rdzv = f"file://{tmp_path / 'rdzv'}"
-    # forked, not spawned: the workers need nothing but torch, already imported here
-    mp.start_processes(_synced_worker, args=(rdzv, out), nprocs=2, start_method="fork")
+    # spawned, not forked: a worker forked from a pytest process whose earlier tests started
+    # autograd's threads fails in its first backward ("Unable to handle autograd's threading
+    # in combination with fork-based multiprocessing"), depending on which tests ran before
+    mp.start_processes(_synced_worker, args=(rdzv, out), nprocs=2, start_method="spawn")
     x, g = _whole_batch()
     parts = [torch.load(f"{out}.{r}") for r in (0, 1)]
     for i, layer in enumerate(_bn_layers()):
