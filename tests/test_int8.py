@@ -250,3 +250,26 @@ def test_entropy_calibration_is_not_minmax_in_disguise(tmp_path: Path) -> None:
     assert activation and any(
         k in entropy and float(entropy[k]) != float(minmax[k]) for k in activation
     )
+
+
+def test_int8_flags_without_an_int8_file_are_named_not_ignored() -> None:
+    """`--calib-method entropy` without `--quantize int8` was ignored without a word; it is a
+    note (scripts pass `--calib-images` on every export), and a flag left at its default or an
+    int8 file asked for says nothing."""
+    from typer.main import get_command
+
+    from distill_cli.cli.app import app
+    from distill_cli.cli.export import unused_int8_flags
+
+    command = get_command(app).commands["export"]  # type: ignore[attr-defined]
+
+    def unused(*argv: str, variants: tuple[str, ...] = ()) -> list[str]:
+        ctx = command.make_context("export", ["runs/x", *argv])
+        return unused_int8_flags(ctx, list(variants))
+
+    assert unused("--calib-method", "entropy", "--per-tensor") == [
+        "--calib-method",
+        "--per-channel/--per-tensor",
+    ]
+    assert unused("--calib-images", "32", variants=("int8",)) == []
+    assert unused("--precision", "fp16") == []

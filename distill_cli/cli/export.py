@@ -62,7 +62,33 @@ def _model_args(values: list[str] | None) -> dict[str, object]:
     return out
 
 
+#: The flags that only shape the int8 file, by parameter name.
+INT8_FLAGS = {
+    "calib_images": "--calib-images",
+    "calib_method": "--calib-method",
+    "per_channel": "--per-channel/--per-tensor",
+    "act_symmetric": "--act-symmetric/--act-asymmetric",
+    "weight_symmetric": "--weight-symmetric/--weight-asymmetric",
+}
+
+
+def unused_int8_flags(ctx: typer.Context, variants: list[str]) -> list[str]:
+    """The int8 flags given on the command line when no int8 file is made: they were ignored
+    without a word. A note, not a refusal (as `--keep-fp32`, which names nodes, is): scripts
+    pass `--calib-images` on every export and toggle `--quantize` (benchmarks/int8_options.py
+    does)."""
+    if "int8" in variants:
+        return []
+    # by name: typer carries its own copy of click, whose ParameterSource is not click's
+    return [
+        flag
+        for name, flag in INT8_FLAGS.items()
+        if getattr(ctx.get_parameter_source(name), "name", None) == "COMMANDLINE"
+    ]
+
+
 def export_cmd(
+    ctx: typer.Context,
     source: SourceArg,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="output folder (default: <run>/export/)")
@@ -260,6 +286,14 @@ def export_cmd(
             require_protocol=require_protocol,
         ),
     )
+    unused = unused_int8_flags(ctx, options.variants)
+    if unused and not as_json:
+        err_console.print(
+            f"[yellow]note:[/] {', '.join(unused)} "
+            f"{'shapes' if len(unused) == 1 else 'shape'} the int8 file, and none is made "
+            "(add --quantize int8)",
+            soft_wrap=True,
+        )
 
     def log(message: str) -> None:
         if not (quiet or as_json):
