@@ -167,9 +167,7 @@ def _value(tree: dict[str, Any], key: str) -> Any:
     teacher model), _MISSING when the recipe does not have it."""
     if key in tree:
         return tree[key]
-    parts = key.split(".")
-    for end in range(len(parts) - 1, 0, -1):
-        prefix = ".".join(parts[:end])
+    for prefix in reversed(_prefixes(key)[:-1]):  # the nearest section first
         if prefix in tree:
             return None if tree[prefix] is None else _MISSING
     return _MISSING
@@ -183,9 +181,7 @@ def _prefixes(key: str) -> list[str]:
 
 def _null_section(flat: list[dict[str, Any]], key: str) -> str | None:
     """The section above `key` that is null in one of the recipes, if any."""
-    parts = key.split(".")
-    for end in range(1, len(parts)):
-        prefix = ".".join(parts[:end])
+    for prefix in _prefixes(key)[:-1]:
         if any(prefix in tree and tree[prefix] is None for tree in flat):
             return prefix
     return None
