@@ -145,6 +145,66 @@ def test_a_moved_run_folder_resumes_and_a_changed_recipe_is_named(
         api.run(Path("t.yaml"), resume=True, optim__lr=0.5)
 
 
+def _photo_project(root: Path, epochs: int) -> Path:
+    """A project folder: photos/ (train, val) and t.yaml naming them relative to the cwd."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for shade, cls in enumerate(("cat", "dog")):
+            (root / "photos" / split / cls).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (8, 8), (120 * shade, 10 * i, 0)).save(
+                    root / "photos" / split / cls / f"{i}.png"
+                )
+    body = teacher_body(Path("runs"), epochs=epochs)
+    body["data"] = {"source": "image_folder", "root": "photos", "workers": 0}
+    body["schedule"]["batch_size"] = 4
+    return write_recipe(root, "t", body)
+
+
+def test_a_runs_saved_recipe_resumes_the_run_it_is_in_after_the_project_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`distill run runs/t/recipe.yaml --resume` (the line distill gives for a run) in a copy
+    of the project resumed the ORIGINAL run: the saved recipe's absolute output.dir pointed
+    there, so the copy's run was never continued and the original was written into. The run
+    is the folder that holds the recipe, and its data is followed to where it moved."""
+    import shutil
+
+    old, copy, moved = tmp_path / "laptop", tmp_path / "scratch", tmp_path / "renamed"
+    _photo_project(old, epochs=2)
+    monkeypatch.chdir(old)
+    api.run(Path("t.yaml"), schedule__epochs=1)  # as if stopped after its first epoch
+    shutil.copytree(old, copy)
+    before = _tree(old / "runs")
+    monkeypatch.chdir(copy)
+    saved = Path("runs/t/recipe.yaml")
+    assert load_recipe(saved).run_dir == copy / "runs" / "t"
+    summary = api.run(saved, resume=True, schedule__epochs=1)
+    assert summary.run_dir == copy / "runs" / "t"
+    assert _tree(old / "runs") == before  # the original project is left alone
+    shutil.copytree(copy, moved)
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(copy)
+    shutil.rmtree(old)  # moved, not copied: the saved paths are gone
+    rec = load_recipe(moved / "runs" / "t" / "recipe.yaml")
+    assert rec.data.root == moved / "photos" and rec.run_dir == moved / "runs" / "t"
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)  # from another folder, by its full path
+    summary = api.run(moved / "runs" / "t" / "recipe.yaml", resume=True, schedule__epochs=1)
+    assert summary.run_dir == moved / "runs" / "t"
+    # a recipe.yaml outside a run (copied out, renamed) is the user's: left as written
+    out = moved / "runs" / "t2"
+    out.mkdir()
+    text = (moved / "runs" / "t" / "recipe.yaml").read_text().replace("name: t\n", "name: t2\n", 1)
+    (out / "recipe.yaml").write_text(text)
+    import yaml
+
+    written = Path(yaml.safe_load(text)["output"]["dir"])
+    assert written != moved / "runs" and load_recipe(out / "recipe.yaml").run_dir == written / "t2"
+
+
 def test_a_teacher_that_moved_with_the_run_folder_is_the_same_teacher(tmp_path: Path) -> None:
     """The saved recipe holds absolute paths: a teacher checkpoint inside the project copied to
     a cluster was "teacher.checkpoint: /laptop/... -> /scratch/..." on --resume. A path that

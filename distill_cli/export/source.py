@@ -274,7 +274,7 @@ def _from_checkpoint(
         )
     notes: list[str] = []
     run = run or _run_dir_of(ckpt)
-    rec = _moved_with_the_run(load_recipe(RunDir(run).recipe), run) if run is not None else None
+    rec = load_recipe(RunDir(run).recipe) if run is not None else None  # moved: followed
     kwargs = dict(rec.student.kwargs) if rec is not None else {}
     kwargs.update(model_kwargs or {})
     data_rec = load_recipe(recipe_path) if recipe_path is not None else rec
@@ -308,21 +308,6 @@ def _from_checkpoint(
         data=data,
         teacher_specs=teachers,
         notes=notes,
-    )
-
-
-def _moved_with_the_run(recipe: Recipe, run: Path) -> Recipe:
-    """The run's saved recipe, its absolute paths (data, teacher) followed to where they are now
-    when the run folder was moved or copied with its project: the export of a moved run found
-    no data and checked parity on random inputs (and int8 calibrated on them)."""
-    from distill_cli.recipe.document import paths_mapped
-    from distill_cli.rundir.checks import moved_bases, moved_path
-
-    bases = moved_bases(recipe.run_dir, run)
-    if bases is None:
-        return recipe
-    return paths_mapped(
-        recipe, lambda path: path if path.exists() else (moved_path(path, bases) or path)
     )
 
 

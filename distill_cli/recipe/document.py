@@ -192,6 +192,9 @@ def load_recipe(
     recipe = validated(raw, source, overrides, fields)
     if not stdin:  # a recipe piped in has no folder: its relative paths are the cwd's anyway
         refuse_paths_meant_from_the_recipe(recipe, path.parent)
+        from distill_cli.rundir.checks import in_its_run_folder
+
+        recipe = in_its_run_folder(recipe, path)
     return recipe
 
 

@@ -12,9 +12,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill_cli.errors import DistillError
+
+if TYPE_CHECKING:
+    from distill_cli.recipe.document import Recipe
 
 #: Recipe keys a resume does not compare: `output.dir` is where the run folder is, and the folder
 #: being resumed is the one it names, so a run folder moved or copied elsewhere (a project
@@ -64,6 +67,32 @@ def moved_path(path: Path, bases: tuple[Path, Path] | None) -> Path | None:
         return None
     there = bases[1] / path.relative_to(bases[0])
     return there if there.exists() else None
+
+
+def in_its_run_folder(recipe: Recipe, path: Path) -> Recipe:
+    """A run's saved `recipe.yaml` (`path`), read where its run folder is now.
+
+    The saved recipe holds absolute paths, its own run folder's among them (`output.dir`). A
+    project moved or copied elsewhere (to a cluster's scratch disk) and resumed there with
+    `distill run runs/fm/recipe.yaml --resume`, the line distill gives for a run, resumed the
+    run at the old place: it wrote into the original project, or found nothing there. The run
+    folder is the one that holds the file, and the data and teacher paths that moved with it
+    are followed as an export follows them. A recipe file of that name outside a run, or one
+    whose run is named differently from its folder (copied out and edited), is left as written.
+    """
+    from distill_cli.recipe.document import paths_mapped
+    from distill_cli.rundir.layout import RunDir
+
+    folder = Path(os.path.abspath(path)).parent
+    saved = Path(os.path.abspath(recipe.run_dir))
+    if path.name != RunDir(folder).recipe.name or saved.name != folder.name:
+        return recipe
+    if saved.resolve() == folder.resolve() or not RunDir(folder).is_run:
+        return recipe
+    bases = moved_bases(saved, folder)
+    moved = paths_mapped(recipe, lambda p: p if p.exists() else (moved_path(p, bases) or p))
+    output = moved.output.model_copy(update={"dir": folder.parent})
+    return moved.model_copy(update={"output": output})
 
 
 def recipe_changes(
