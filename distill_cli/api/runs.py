@@ -95,11 +95,7 @@ def run(
     `fields` override recipe fields (`schedule__epochs=10`); `resume` continues the run from its
     last checkpoint, `overwrite` replaces an existing run folder; `reporter` receives progress.
     """
-    _run_args(resume, overwrite, reporter)
-    rec = given_recipe(recipe, overrides, fields)  # a bad recipe fails before torch is imported
-    from distill_cli.train import engine
-
-    return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
+    return _trained(recipe, overrides, fields, resume, overwrite, reporter, labels_only=False)
 
 
 @leaves_process_as_found
@@ -113,11 +109,28 @@ def train(
     **fields: Any,
 ) -> RunSummary:
     """`run` for methods that learn from labels alone (teachers, from-scratch baselines)."""
+    return _trained(recipe, overrides, fields, resume, overwrite, reporter, labels_only=True)
+
+
+def _trained(
+    recipe: Recipe | str | Path,
+    overrides: Overrides | None,
+    fields: dict[str, Any],
+    resume: bool,
+    overwrite: bool,
+    reporter: Reporter | None,
+    *,
+    labels_only: bool,
+) -> RunSummary:
+    """The body `run` and `train` share: arguments checked, the recipe validated before torch
+    is imported (a bad recipe fails in a second), `train`'s refusal of a method that needs a
+    teacher, then the engine."""
     _run_args(resume, overwrite, reporter)
-    rec = given_recipe(recipe, overrides, fields)  # a bad recipe fails before torch is imported
+    rec = given_recipe(recipe, overrides, fields)
+    if labels_only:
+        _labels_only(rec)
     from distill_cli.train import engine
 
-    _labels_only(rec)
     return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
 
 
