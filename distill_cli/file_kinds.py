@@ -27,6 +27,9 @@ _ONNX_FIELDS = (0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42, 0x52, 0x72, 0x7A)
 ONNX = "an ONNX model"
 SAFETENSORS = "a safetensors weights file"
 TEXT = "a text file"
+#: The kinds a weights file may be (torch.save's zip and legacy pickle, safetensors); any other
+#: kind told is the wrong file handed over.
+WEIGHTS = (_SIGNATURES[-2][1], _SIGNATURES[-1][1], SAFETENSORS)
 
 
 def kind_of(path: Path) -> str | None:

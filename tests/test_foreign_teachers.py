@@ -331,8 +331,15 @@ def test_a_weights_file_in_the_model_key_names_the_checkpoint_key(tmp_path: Path
     path = tmp_path / "teacher.safetensors"
     save_file(_model().state_dict(), str(path))
     (tmp_path / "teacher.json").write_text(json.dumps({"model": "test_resnet"}))
+    timm_train = tmp_path / "model_best.pth.tar"  # timm's train.py: no side file, its `arch`
+    torch.save({"arch": "test_resnet", "state_dict": _model().state_dict()}, timm_train)
     for key, name, words in [
         ("teacher", str(path), f"set teacher.model: test_resnet and teacher.checkpoint: {path}"),
+        (
+            "teacher",
+            str(timm_train),
+            f"set teacher.model: test_resnet and teacher.checkpoint: {timm_train}",
+        ),
         ("student", str(path), f"set student.model: test_resnet and student.checkpoint: {path}"),
         ("teacher", "missing.pth", "set teacher.model to the timm name it was built from"),
     ]:

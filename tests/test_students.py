@@ -528,6 +528,12 @@ def test_teacher_given_as_its_file(fake: FakeBench, tmp_path: Path) -> None:
         str(out): "a recipe, not the teacher's weights",
         "timm/resnet18.a1_in1k": "Hugging Face Hub id",
     }
+    # the wrong file under a weights name is told by its first bytes, not its suffix
+    onnx, png = tmp_path / "exported.pt", tmp_path / "photo.pth"
+    onnx.write_bytes(b"\x08\x07\x12\x07pytorch\x1a\x052.9.0")  # ir_version, producer...
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    refusals[str(onnx)] = "an ONNX model, not the teacher's weights"
+    refusals[str(png)] = "a PNG image, not the teacher's weights"
     for teacher_arg, words in refusals.items():
         with pytest.raises(DistillError, match=re.escape(words)) as info:
             api.students(teacher_arg, 3.5, candidates=SMALL, max_ratio=1.0, input_size=32)

@@ -229,3 +229,17 @@ def read_sidecar(checkpoint: Path) -> SideFile:
             "checkpoint sidecar is not valid JSON", str(path), "restore or delete the file"
         ) from exc
     return parse_side_file(data, path)
+
+
+def named_model(path: Path) -> str | None:
+    """The timm model a weights file or folder says it holds: its side file's (or Hub config's)
+    `model`, else the `arch` timm's train.py records in its checkpoints; None when neither says.
+
+    The one reader of that fact: `distill students FILE` takes the file as its teacher by it,
+    and a file written where a model name belongs is refused naming the name it gives."""
+    model = read_sidecar(path).model
+    if model is not None or path.is_dir():
+        return model
+    from distill_cli.models.weights import read_weights
+
+    return read_weights(path).arch

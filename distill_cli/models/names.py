@@ -54,11 +54,11 @@ def _file_as_name(name: str, where: str) -> DistillError | None:
         return None
     model = None
     if path.exists():
-        from distill_cli.models.checkpoint import read_sidecar
+        from distill_cli.models.checkpoint import named_model
 
         try:
-            model = read_sidecar(path).model
-        except DistillError:
+            model = named_model(path)
+        except DistillError:  # the file cannot tell: the fix names the key without the model
             model = None
     key = f"{where.removesuffix('model')}checkpoint" if where.endswith(".model") else None
     if key is None:

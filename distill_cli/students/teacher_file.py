@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from distill_cli.errors import DistillError
+from distill_cli.file_kinds import TEXT, WEIGHTS, kind_of
 from distill_cli.students.types import StudentQuery
 
 
@@ -44,17 +45,17 @@ def teacher_file(teacher: str, flag: str = "TEACHER") -> TeacherFile | None:
                 "a timm name, a teacher checkpoint, or the run folder that trained it",
             )
         return None
-    if path.suffix.lower() in (".yaml", ".yml", ".onnx"):
-        kind = "a recipe" if path.suffix.lower() != ".onnx" else "an ONNX file"
+    what = kind_of(path) if path.is_file() else None  # by its first bytes, not its suffix
+    if what is not None and what not in WEIGHTS:
+        recipe = what == TEXT and path.suffix.lower() in (".yaml", ".yml", ".json")
         raise DistillError(
-            f"{kind}, not the teacher's weights",
+            f"{'a recipe' if recipe else what}, not the teacher's weights",
             f"{flag} ({teacher})",
             "pass the teacher's timm name, its checkpoint, or the run folder that trained it",
         )
-    from distill_cli.models.checkpoint import read_sidecar
+    from distill_cli.models.checkpoint import named_model, read_sidecar
 
-    meta = read_sidecar(path)  # a run folder's best, a Hub folder's config.json, a side file
-    model = meta.model or _saved_arch(path)
+    model = named_model(path)  # a run folder's best, a Hub folder's config.json, a side file
     if model is None:
         raise DistillError(
             "the file does not say which timm model it holds (no side file, no `arch` entry)",
@@ -64,22 +65,13 @@ def teacher_file(teacher: str, flag: str = "TEACHER") -> TeacherFile | None:
             else f"pass the timm name it was built from as {flag}",
         )
     check_model_name(model, f"{flag} ({teacher})")
-    return TeacherFile(model, path, meta.classes)
+    return TeacherFile(model, path, read_sidecar(path).classes)
 
 
 def teacher_name(teacher: str, flag: str) -> str:
     """The timm name `flag` means: itself, or the model of the file it names."""
     found = teacher_file(teacher, flag)
     return found.model if found is not None else teacher
-
-
-def _saved_arch(path: Path) -> str | None:
-    """The model timm's train.py records in its checkpoints (`arch`, `args.model`)."""
-    if path.is_dir():
-        return None
-    from distill_cli.models.weights import read_weights
-
-    return read_weights(path).arch
 
 
 def with_teacher_file(
