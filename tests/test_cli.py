@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distill_cli import api
-from tests.conftest import fm_body, write_recipe
+from tests.conftest import CLI, fm_body, write_recipe
 
 
 def distill(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -57,23 +57,23 @@ def test_run_then_resume_and_json_output(tmp_path: Path, trained_teacher: Path) 
     assert distill("run", str(recipe), "--overwrite", "-q").returncode == 0
 
 
-def test_dry_run_prints_the_plan(tmp_path: Path) -> None:
+def test_dry_run_prints_the_plan(tmp_path: Path, cli: CLI) -> None:
     recipe = write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))
-    result = distill("run", str(recipe), "--dry-run")
+    result = cli("run", str(recipe), "--dry-run")
     assert result.returncode == 0, result.stderr
     for word in ("test_efficientnet", "test_resnet", "params", "steps", "fp32", "cpu"):
         assert word in result.stdout
-    plan = json.loads(distill("run", str(recipe), "--dry-run", "--json").stdout)
+    plan = json.loads(cli("run", str(recipe), "--dry-run", "--json").stdout)
     assert plan["total_steps"] == 8
     assert not (tmp_path / "runs").exists()
     # `distill train` refuses a distillation recipe; its plan did not, and planned it
-    refused = distill("train", str(recipe), "--dry-run")
+    refused = cli("train", str(recipe), "--dry-run")
     _assert_one_line_error(refused, 2, "`distill train` is for supervised recipes", "distill run")
 
 
-def test_set_override_reaches_the_run(tmp_path: Path) -> None:
+def test_set_override_reaches_the_run(tmp_path: Path, cli: CLI) -> None:
     recipe = write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))
-    result = distill("run", str(recipe), "--dry-run", "--json", "--set", "schedule.batch_size=64")
+    result = cli("run", str(recipe), "--dry-run", "--json", "--set", "schedule.batch_size=64")
     assert json.loads(result.stdout)["steps_per_epoch"] == 2
 
 
@@ -88,11 +88,16 @@ def test_set_override_reaches_the_run(tmp_path: Path) -> None:
     ],
     ids=["unknown-key", "wrong-type", "unknown-model", "missing-checkpoint", "batch-too-big"],
 )
-def test_expected_errors_are_one_line_with_exit_code_2(tmp_path: Path, mutate, needles) -> None:
+def test_expected_errors_are_one_line_with_exit_code_2(
+    tmp_path: Path, cli: CLI, mutate, needles
+) -> None:
+    """In-process (`cli`): the one line and the exit code; a fresh process's own output (import
+    warnings, a traceback at exit) is test_missing_recipe_and_debug_traceback's and
+    test_run_then_resume_and_json_output's."""
     body = fm_body(tmp_path / "runs", None)
     mutate(body)
     recipe = write_recipe(tmp_path, "fm", body)
-    _assert_one_line_error(distill("run", str(recipe)), 2, *needles)
+    _assert_one_line_error(cli("run", str(recipe)), 2, *needles)
 
 
 def test_missing_recipe_and_debug_traceback(tmp_path: Path) -> None:
