@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -98,9 +100,18 @@ def cli(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> C
     import (3-5 s of CPU) each time."""
     from distill_cli.cli.entry import entry
 
+    def show(message: Any, category: Any, filename: str, lineno: int, *_: Any) -> None:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno))
+
     def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
         capfd.readouterr()  # what the test printed before is not the command's
-        with monkeypatch.context() as scoped:
+        with monkeypatch.context() as scoped, warnings.catch_warnings():
+            # a warning reaches stderr as in a fresh interpreter (pytest would record it)
+            warnings.resetwarnings()
+            for quiet in (DeprecationWarning, PendingDeprecationWarning, ImportWarning):
+                warnings.simplefilter("ignore", quiet)
+            warnings.simplefilter("ignore", ResourceWarning)
+            warnings.showwarning = show
             if cwd is not None:
                 scoped.chdir(cwd)
             try:
