@@ -128,9 +128,9 @@ def test_recipes_list_and_show() -> None:
     _assert_one_line_error(distill("recipes", "show", "method/eskd"), 2, "methods/eskd")
 
 
-def test_bench_train_command(tmp_path: Path) -> None:
+def test_bench_train_command(tmp_path: Path, cli: CLI) -> None:
     recipe = write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))
-    result = distill("bench", "train", str(recipe), "--steps", "4", "--warmup", "2", "--json")
+    result = cli("bench", "train", str(recipe), "--steps", "4", "--warmup", "2", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["distill"]["images_per_s"] > 0 and report["bare"]["images_per_s"] > 0
@@ -148,9 +148,9 @@ def test_nproc_relaunches_under_torchrun(tmp_path: Path, command: str) -> None:
     assert json.loads(result.stdout)["processes"] == 2
 
 
-def test_models_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))  # the subprocesses inherit it
-    result = distill("models", "test_*", "--teacher", "test_vit", "--limit", "0", "--json")
+def test_models_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: CLI) -> None:
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))  # read at each call
+    result = cli("models", "test_*", "--teacher", "test_vit", "--limit", "0", "--json")
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
     assert listing["teacher"]["name"] == "test_vit" and listing["shown"] >= 10
@@ -158,9 +158,9 @@ def test_models_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         student = entry["params"] <= 0.5 * listing["teacher"]["params"]
         assert entry["student"] is student and entry["name"].startswith("test_")
     assert list(tmp_path.glob("models-*.json"))  # sized once, cached for the next listing
-    table = distill("models", "test_resnet", "--flops")
+    table = cli("models", "test_resnet", "--flops")
     assert table.returncode == 0 and "test_resnet" in table.stdout and "GFLOPs" in table.stdout
-    _assert_one_line_error(distill("models", "no_such_net_xyz"), 2, "no timm model matches")
+    _assert_one_line_error(cli("models", "no_such_net_xyz"), 2, "no timm model matches")
 
 
 def test_bench_train_times_the_step_without_the_runs_evaluations(tmp_path: Path) -> None:
