@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +86,43 @@ def trained_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
     summary = api.run(recipe)
     assert summary.student.top1 is not None
     return folder / "runs" / "teacher" / "checkpoints" / "best.safetensors"
+
+
+CLI = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture
+def cli(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> CLI:
+    """`distill ARGS` run in this process: (args, cwd=None) -> a CompletedProcess with its exit
+    code and what it wrote to the file descriptors 1 and 2, as tests/test_cli.py's `distill`
+    returns it from a subprocess. For the tests that check a command's output and exit code, not
+    the process boundary (signals, a fresh interpreter, torchrun): a subprocess costs a torch
+    import (3-5 s of CPU) each time."""
+    from distill_cli.cli.entry import entry
+
+    def show(message: Any, category: Any, filename: str, lineno: int, *_: Any) -> None:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno))
+
+    def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+        capfd.readouterr()  # what the test printed before is not the command's
+        with monkeypatch.context() as scoped, warnings.catch_warnings():
+            # a warning reaches stderr as in a fresh interpreter (pytest would record it)
+            warnings.resetwarnings()
+            for quiet in (DeprecationWarning, PendingDeprecationWarning, ImportWarning):
+                warnings.simplefilter("ignore", quiet)
+            warnings.simplefilter("ignore", ResourceWarning)
+            warnings.showwarning = show
+            if cwd is not None:
+                scoped.chdir(cwd)
+            try:
+                entry(list(args))
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(["distill", *args], code, out, err)
+
+    return run
 
 
 #: The files that hold the suite's longest tests (the benchmarks' --quick runs, kills and

@@ -18,6 +18,7 @@ from distill_cli.models.checkpoint import (
     save_weights,
 )
 from distill_cli.models.weights import load_weights, read_state_dict
+from tests.conftest import CLI
 
 
 def _model() -> torch.nn.Module:
@@ -414,13 +415,14 @@ def test_a_torchscript_file_is_named_as_such(tmp_path: Path) -> None:
     assert _same_weights(model, fresh)
 
 
-def test_export_and_bench_latency_pick_a_foreign_checkpoints_ema_weights(tmp_path: Path) -> None:
+def test_export_and_bench_latency_pick_a_foreign_checkpoints_ema_weights(
+    tmp_path: Path, cli: CLI
+) -> None:
     """timm's train.py --model-ema file holds `state_dict` and `state_dict_ema`: export and
     bench latency loaded the first with no way to pick the EMA. `--checkpoint-key` (the api's
     `checkpoint_key`) picks it, the class count read from that entry's head; a key the file
     lacks, or one without --checkpoint, is one line with exit code 2 before any work."""
     from distill_cli.export.source import resolve_source
-    from tests.test_cli import distill
 
     torch.manual_seed(4)
     model, ema = (timm.create_model("test_resnet", num_classes=6) for _ in range(2))
@@ -430,7 +432,7 @@ def test_export_and_bench_latency_pick_a_foreign_checkpoints_ema_weights(tmp_pat
     source = resolve_source("test_resnet", checkpoint=path, checkpoint_key="state_dict_ema")
     assert source.student.info.num_classes == 6 and _same_weights(ema, source.student.module)
     for command in (["export"], ["bench", "latency"]):
-        result = distill(
+        result = cli(
             *command, "test_resnet", "--checkpoint", str(path), "--checkpoint-key", "ema",
             cwd=tmp_path,
         )  # fmt: skip
@@ -438,7 +440,7 @@ def test_export_and_bench_latency_pick_a_foreign_checkpoints_ema_weights(tmp_pat
         assert result.returncode == 2 and len(lines) == 1, result.stderr
         assert "Traceback" not in result.stderr and "no weights under 'ema'" in lines[0]
         assert "state_dict_ema" in lines[0] and "--checkpoint-key" in lines[0]
-    result = distill("export", "test_resnet", "--checkpoint-key", "state_dict_ema", cwd=tmp_path)
+    result = cli("export", "test_resnet", "--checkpoint-key", "state_dict_ema", cwd=tmp_path)
     assert result.returncode == 2 and "give --checkpoint FILE too" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # nothing written
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distill_cli import api
-from tests.conftest import fm_body, write_recipe
+from tests.conftest import CLI, fm_body, write_recipe
 
 
 def distill(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -57,23 +57,23 @@ def test_run_then_resume_and_json_output(tmp_path: Path, trained_teacher: Path) 
     assert distill("run", str(recipe), "--overwrite", "-q").returncode == 0
 
 
-def test_dry_run_prints_the_plan(tmp_path: Path) -> None:
+def test_dry_run_prints_the_plan(tmp_path: Path, cli: CLI) -> None:
     recipe = write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))
-    result = distill("run", str(recipe), "--dry-run")
+    result = cli("run", str(recipe), "--dry-run")
     assert result.returncode == 0, result.stderr
     for word in ("test_efficientnet", "test_resnet", "params", "steps", "fp32", "cpu"):
         assert word in result.stdout
-    plan = json.loads(distill("run", str(recipe), "--dry-run", "--json").stdout)
+    plan = json.loads(cli("run", str(recipe), "--dry-run", "--json").stdout)
     assert plan["total_steps"] == 8
     assert not (tmp_path / "runs").exists()
     # `distill train` refuses a distillation recipe; its plan did not, and planned it
-    refused = distill("train", str(recipe), "--dry-run")
+    refused = cli("train", str(recipe), "--dry-run")
     _assert_one_line_error(refused, 2, "`distill train` is for supervised recipes", "distill run")
 
 
-def test_set_override_reaches_the_run(tmp_path: Path) -> None:
+def test_set_override_reaches_the_run(tmp_path: Path, cli: CLI) -> None:
     recipe = write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))
-    result = distill("run", str(recipe), "--dry-run", "--json", "--set", "schedule.batch_size=64")
+    result = cli("run", str(recipe), "--dry-run", "--json", "--set", "schedule.batch_size=64")
     assert json.loads(result.stdout)["steps_per_epoch"] == 2
 
 
@@ -88,11 +88,16 @@ def test_set_override_reaches_the_run(tmp_path: Path) -> None:
     ],
     ids=["unknown-key", "wrong-type", "unknown-model", "missing-checkpoint", "batch-too-big"],
 )
-def test_expected_errors_are_one_line_with_exit_code_2(tmp_path: Path, mutate, needles) -> None:
+def test_expected_errors_are_one_line_with_exit_code_2(
+    tmp_path: Path, cli: CLI, mutate, needles
+) -> None:
+    """In-process (`cli`): the one line and the exit code; a fresh process's own output (import
+    warnings, a traceback at exit) is test_missing_recipe_and_debug_traceback's and
+    test_run_then_resume_and_json_output's."""
     body = fm_body(tmp_path / "runs", None)
     mutate(body)
     recipe = write_recipe(tmp_path, "fm", body)
-    _assert_one_line_error(distill("run", str(recipe)), 2, *needles)
+    _assert_one_line_error(cli("run", str(recipe)), 2, *needles)
 
 
 def test_missing_recipe_and_debug_traceback(tmp_path: Path) -> None:
@@ -123,9 +128,9 @@ def test_recipes_list_and_show() -> None:
     _assert_one_line_error(distill("recipes", "show", "method/eskd"), 2, "methods/eskd")
 
 
-def test_bench_train_command(tmp_path: Path) -> None:
+def test_bench_train_command(tmp_path: Path, cli: CLI) -> None:
     recipe = write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))
-    result = distill("bench", "train", str(recipe), "--steps", "4", "--warmup", "2", "--json")
+    result = cli("bench", "train", str(recipe), "--steps", "4", "--warmup", "2", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["distill"]["images_per_s"] > 0 and report["bare"]["images_per_s"] > 0
@@ -143,9 +148,9 @@ def test_nproc_relaunches_under_torchrun(tmp_path: Path, command: str) -> None:
     assert json.loads(result.stdout)["processes"] == 2
 
 
-def test_models_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))  # the subprocesses inherit it
-    result = distill("models", "test_*", "--teacher", "test_vit", "--limit", "0", "--json")
+def test_models_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: CLI) -> None:
+    monkeypatch.setenv("DISTILL_CACHE_DIR", str(tmp_path))  # read at each call
+    result = cli("models", "test_*", "--teacher", "test_vit", "--limit", "0", "--json")
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
     assert listing["teacher"]["name"] == "test_vit" and listing["shown"] >= 10
@@ -153,9 +158,9 @@ def test_models_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         student = entry["params"] <= 0.5 * listing["teacher"]["params"]
         assert entry["student"] is student and entry["name"].startswith("test_")
     assert list(tmp_path.glob("models-*.json"))  # sized once, cached for the next listing
-    table = distill("models", "test_resnet", "--flops")
+    table = cli("models", "test_resnet", "--flops")
     assert table.returncode == 0 and "test_resnet" in table.stdout and "GFLOPs" in table.stdout
-    _assert_one_line_error(distill("models", "no_such_net_xyz"), 2, "no timm model matches")
+    _assert_one_line_error(cli("models", "no_such_net_xyz"), 2, "no timm model matches")
 
 
 def test_bench_train_times_the_step_without_the_runs_evaluations(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ from distill_cli.export import ExportReport, GateFailed, Gates
 from distill_cli.export import onnx_export as ox
 from distill_cli.export.gates import evaluate
 from distill_cli.export.latency import TimingPlan, time_fn
-from tests.conftest import fm_body, write_recipe
+from tests.conftest import CLI, fm_body, write_recipe
 from tests.test_cli import distill
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -313,11 +313,11 @@ def _corrupt(src: Path, dst: Path) -> None:
 
 
 def test_a_broken_export_fails_the_parity_gate(
-    exported: dict[str, Any], student_run: Path, tmp_path: Path
+    exported: dict[str, Any], student_run: Path, tmp_path: Path, cli: CLI
 ) -> None:
     broken = tmp_path / "broken.onnx"
     _corrupt(Path(exported["files"]["onnx"]), broken)
-    result = distill(
+    result = cli(
         "export", str(student_run), "--onnx", str(broken), "--out", str(tmp_path / "out"),
         "--no-latency",
     )  # fmt: skip
@@ -334,9 +334,9 @@ def test_a_broken_export_fails_the_parity_gate(
 
 
 def test_gates_trip_with_one_line_per_miss(
-    exported: dict[str, Any], student_run: Path, tmp_path: Path
+    exported: dict[str, Any], student_run: Path, tmp_path: Path, cli: CLI
 ) -> None:
-    result = distill(
+    result = cli(
         "export", str(student_run), "--onnx", exported["files"]["onnx"],
         "--out", str(tmp_path / "out"), "--quantize", "int8", "--calib-images", "32",
         "--min-top1", "100", "--max-latency-ms", "0.000001", "--latency-stat", "p90",
@@ -353,8 +353,8 @@ def test_gates_trip_with_one_line_per_miss(
     assert report["gates"]["passed"] is False and len(report["gates"]["misses"]) == 3
 
 
-def test_gates_that_cannot_be_measured_are_misses(tmp_path: Path) -> None:
-    result = distill(
+def test_gates_that_cannot_be_measured_are_misses(tmp_path: Path, cli: CLI) -> None:
+    result = cli(
         "export", "test_resnet", "--input-size", "32", "--num-classes", "5",
         "--out", str(tmp_path), "--exporter", "torchscript", "--no-latency", "-q",
         "--min-top1", "50", "--max-top1-drop", "1",
@@ -370,8 +370,8 @@ def test_gates_that_cannot_be_measured_are_misses(tmp_path: Path) -> None:
     assert report["model"]["onnx"]["exporter"]["used"] == "torchscript"
 
 
-def test_usage_errors_are_one_line_with_exit_code_2(tmp_path: Path) -> None:
-    result = distill(
+def test_usage_errors_are_one_line_with_exit_code_2(tmp_path: Path, cli: CLI) -> None:
+    result = cli(
         "export", "test_resnet", "--max-latency-ms", "5", "--latency-variant", "int8", cwd=tmp_path
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
@@ -404,9 +404,9 @@ def test_bad_options_are_refused_before_any_work(
 
 
 def test_bench_latency_of_an_onnx_file_and_a_checkpoint(
-    exported: dict[str, Any], student_run: Path
+    exported: dict[str, Any], student_run: Path, cli: CLI
 ) -> None:
-    onnx_result = distill("bench", "latency", exported["files"]["onnx"], "--json", *FAST)
+    onnx_result = cli("bench", "latency", exported["files"]["onnx"], "--json", *FAST)
     assert onnx_result.returncode == 0, onnx_result.stderr
     bench = json.loads(onnx_result.stdout)
     (entry,) = bench["latency"]["entries"]

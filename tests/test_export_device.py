@@ -16,6 +16,7 @@ import torch
 from distill_cli import api
 from distill_cli.errors import DistillError
 from distill_cli.export.latency import providers
+from tests.conftest import CLI
 from tests.test_cli import distill
 from tests.test_export import FAST, FAST_API, error_lines
 
@@ -24,9 +25,9 @@ HAS_CUDA_ORT = "CUDAExecutionProvider" in ort.get_available_providers()
 
 @pytest.mark.skipif(HAS_CUDA_ORT, reason="onnxruntime-gpu is installed here")
 def test_device_cuda_without_onnxruntime_gpu_is_one_line_naming_the_package(
-    tmp_path: Path,
+    tmp_path: Path, cli: CLI
 ) -> None:
-    result = distill("export", "test_resnet", "--device", "cuda", *FAST, cwd=tmp_path)
+    result = cli("export", "test_resnet", "--device", "cuda", *FAST, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     (line,) = error_lines(result)
     assert line.startswith("error: ") and "(--device cuda)" in line

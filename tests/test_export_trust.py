@@ -23,8 +23,7 @@ from distill_cli.export.options import ExportOptions
 from distill_cli.export.parity import Outputs, compare, fp32_parity
 from distill_cli.export.source import resolve_source
 from distill_cli.export.timing import speedups_meet_protocol
-from tests.conftest import fm_body, write_recipe
-from tests.test_cli import distill
+from tests.conftest import CLI, fm_body, write_recipe
 from tests.test_export import error_lines
 
 QUICK: dict[str, Any] = {"exporter": "torchscript", "latency": False, "simplify": False}
@@ -95,13 +94,13 @@ def test_random_weights_are_seeded() -> None:
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
-def test_a_lossy_int8_file_fails_the_variant_gate(tmp_path: Path) -> None:
+def test_a_lossy_int8_file_fails_the_variant_gate(tmp_path: Path, cli: CLI) -> None:
     """CI asks int8 to agree with fp32 on every image; a random-calibrated int8 file doesn't."""
     args = [
         "export", "test_resnet", "--input-size", "32", "--num-classes", "10",
         "--exporter", "torchscript", "--no-latency", "--no-simplify", "--quantize", "int8",
     ]  # fmt: skip
-    result = distill(*args, "--out", str(tmp_path / "a"), "--min-variant-agreement", "100")
+    result = cli(*args, "--out", str(tmp_path / "a"), "--min-variant-agreement", "100")
     assert result.returncode == 1, result.stderr
     lines = [line for line in error_lines(result) if line.startswith("error: ")]
     assert len(lines) == 1 and lines[0].startswith("error: min-variant-agreement: int8 ONNX"), lines

@@ -252,6 +252,30 @@ def test_entropy_calibration_is_not_minmax_in_disguise(tmp_path: Path) -> None:
     )
 
 
+def test_entropy_threshold_search_is_onnxruntimes_own() -> None:
+    """distill's vectorized threshold search (export/entropy.py) picks the very window ORT's
+    Python loops pick: on a signed and a ReLU-like histogram, each merged from two batches of
+    different ranges (the histogram grows, as it does over a calibration set)."""
+    import numpy as np
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from distill_cli.export.entropy import entropy_threshold
+    from distill_cli.export.variants import ENTROPY_BINS, ENTROPY_LEVELS
+
+    rng = np.random.default_rng(0)
+    for shift, relu in ((0.5, False), (0.0, True)):
+        data = (rng.standard_normal(4000) * 3 + shift).astype(np.float32)
+        data = np.maximum(data, 0) if relu else data
+        collector = HistogramCollector("entropy", True, ENTROPY_BINS, ENTROPY_LEVELS, 0.99, "same")
+        collector.collect({"t": [data]})
+        collector.collect({"t": [data * 1.7]})
+        histogram = collector.histogram_dict["t"]
+        ours = entropy_threshold(histogram, ENTROPY_LEVELS)
+        theirs = collector.get_entropy_threshold(histogram, ENTROPY_LEVELS)
+        assert ours == theirs and ours[0].dtype == theirs[0].dtype
+        assert theirs != (histogram[2], histogram[3])  # a window inside, not the min/max
+
+
 def test_int8_flags_without_an_int8_file_are_named_not_ignored() -> None:
     """`--calib-method entropy` without `--quantize int8` was ignored without a word; it is a
     note (scripts pass `--calib-images` on every export), and a flag left at its default or an

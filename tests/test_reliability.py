@@ -23,7 +23,7 @@ from distill_cli.recipe.document import load_recipe
 from distill_cli.rundir.layout import RunDir
 from distill_cli.train.build import build
 from distill_cli.train.trainer import Trainer
-from tests.conftest import fm_body, teacher_body, write_recipe
+from tests.conftest import CLI, fm_body, teacher_body, write_recipe
 from tests.test_cli import _assert_one_line_error, distill
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,10 +202,10 @@ def test_nan_loss_skip_mode_counts_skipped_steps(tmp_path: Path) -> None:
     assert all(torch.isfinite(p).all() for p in setup.student.module.parameters())
 
 
-def test_diverging_run_exits_1_with_one_line(tmp_path: Path) -> None:
+def test_diverging_run_exits_1_with_one_line(tmp_path: Path, cli: CLI) -> None:
     body = teacher_body(tmp_path / "runs", epochs=2)
     body["optim"] = {"lr": 1e30, "clip_grad_norm": None}
-    result = distill("run", str(write_recipe(tmp_path, "nan", body)))
+    result = cli("run", str(write_recipe(tmp_path, "nan", body)))
     _assert_one_line_error(result, 1, "NaN/Inf at step")
 
 
@@ -218,7 +218,7 @@ def test_a_live_run_holds_its_folder(tmp_path: Path) -> None:
     assert distill("run", str(recipe), "-q").returncode == 0  # released when the holder is gone
 
 
-def test_pickled_checkpoint_is_refused_without_running_it(tmp_path: Path) -> None:
+def test_pickled_checkpoint_is_refused_without_running_it(tmp_path: Path, cli: CLI) -> None:
     marker = tmp_path / "executed"
 
     class Evil:
@@ -227,7 +227,7 @@ def test_pickled_checkpoint_is_refused_without_running_it(tmp_path: Path) -> Non
 
     torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": Evil()}, tmp_path / "evil.pt")
     body = fm_body(tmp_path / "runs", tmp_path / "evil.pt")
-    result = distill("run", str(write_recipe(tmp_path, "fm", body)))
+    result = cli("run", str(write_recipe(tmp_path, "fm", body)))
     _assert_one_line_error(result, 2, "did not run it", "evil.pt", "state_dict()")
     assert not marker.exists()
 
@@ -249,7 +249,7 @@ def _folder_recipe(tmp_path: Path, **data: Any) -> Path:
     return write_recipe(tmp_path, "folder", body)
 
 
-def test_undecodable_images_are_skipped_and_counted_or_fatal(tmp_path: Path) -> None:
+def test_undecodable_images_are_skipped_and_counted_or_fatal(tmp_path: Path, cli: CLI) -> None:
     for split in ("train", "val"):
         for cls in ("a", "b"):
             _write_images(tmp_path / "data" / split / cls, 4, size=6)  # smaller than the crop
@@ -257,7 +257,7 @@ def test_undecodable_images_are_skipped_and_counted_or_fatal(tmp_path: Path) -> 
     recipe = _folder_recipe(tmp_path)
     summary = api.run(recipe, schedule__epochs=2)
     assert summary.bad_images == 1  # one bad file, read in each of two epochs, counted once
-    printed = distill("run", str(recipe), "--overwrite")
+    printed = cli("run", str(recipe), "--overwrite")
     assert printed.returncode == 0
     said = " ".join(printed.stdout.split())  # the caption wraps at the terminal width
     assert "1 training image(s) could not be decoded and were skipped" in said
@@ -265,7 +265,7 @@ def test_undecodable_images_are_skipped_and_counted_or_fatal(tmp_path: Path) -> 
     # before the error) is tests/test_duplicates.py's business, off here
     recipe = _folder_recipe(tmp_path, on_bad_image="error", on_duplicates="off")
     _assert_one_line_error(
-        distill("run", str(recipe), "--overwrite"), 2, "cannot decode image", "broken.jpg"
+        cli("run", str(recipe), "--overwrite"), 2, "cannot decode image", "broken.jpg"
     )
 
 
@@ -283,13 +283,13 @@ def test_undecodable_images_are_skipped_and_counted_or_fatal(tmp_path: Path) -> 
     ],
 )
 def test_bad_input_is_one_line_with_exit_code_2(
-    tmp_path: Path, trained_teacher: Path, case: str, needles: list[str]
+    tmp_path: Path, trained_teacher: Path, cli: CLI, case: str, needles: list[str]
 ) -> None:
     body = fm_body(tmp_path / "runs", trained_teacher)
     if case == "yaml":
         path = tmp_path / "bad.yaml"
         path.write_text("name: x\nmethod:\n  name: a: b\nschedule: {}\n")
-        _assert_one_line_error(distill("run", str(path)), 2, *needles)
+        _assert_one_line_error(cli("run", str(path)), 2, *needles)
         return
     if case == "range":
         body["optim"]["clip_grad_norm"] = -1
@@ -311,12 +311,10 @@ def test_bad_input_is_one_line_with_exit_code_2(
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA")
         body["runtime"] = {"device": "cuda"}
-    _assert_one_line_error(distill("run", str(write_recipe(tmp_path, "r", body))), 2, *needles)
+    _assert_one_line_error(cli("run", str(write_recipe(tmp_path, "r", body))), 2, *needles)
 
 
-def test_an_onnx_file_that_fails_to_load_is_one_line(tmp_path: Path) -> None:
+def test_an_onnx_file_that_fails_to_load_is_one_line(tmp_path: Path, cli: CLI) -> None:
     broken = tmp_path / "model.onnx"
     broken.write_bytes(b"\x08\x07 this is not a protobuf of a model")
-    _assert_one_line_error(
-        distill("bench", "latency", str(broken)), 2, "fails to load", "model.onnx"
-    )
+    _assert_one_line_error(cli("bench", "latency", str(broken)), 2, "fails to load", "model.onnx")

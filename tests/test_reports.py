@@ -16,8 +16,7 @@ from distill_cli.reports import plots
 from distill_cli.reports.compare import RESULT_COLUMNS, compare_runs, differing_keys
 from distill_cli.reports.history import load_run
 from distill_cli.rundir.summary import RunSummary
-from tests.conftest import fm_body, write_recipe
-from tests.test_cli import distill
+from tests.conftest import CLI, fm_body, write_recipe
 
 PNG = b"\x89PNG\r\n\x1a\n"
 FAST_EXPORT = {"warmup": 2, "runs": 5, "min_time_s": 0, "batch": 4, "threads": 1}
@@ -105,7 +104,7 @@ def test_report_shows_the_export_latency_and_parity(
 
 
 def test_a_stopped_run_still_gets_a_report(
-    two_runs: tuple[RunSummary, RunSummary], tmp_path: Path
+    two_runs: tuple[RunSummary, RunSummary], tmp_path: Path, cli: CLI
 ) -> None:
     run = tmp_path / "stopped"
     shutil.copytree(two_runs[0].run_dir, run)
@@ -113,7 +112,7 @@ def test_a_stopped_run_still_gets_a_report(
     (run / "eval.json").unlink()  # written with the summary, at the end
     lines = (run / "metrics.jsonl").read_text().splitlines()
     (run / "metrics.jsonl").write_text("\n".join(lines[:-2]) + '\n{"kind": "tr')  # torn line
-    result = distill("report", str(run), "--json")  # the CLI, as a CI step would call it
+    result = cli("report", str(run), "--json")  # the CLI, as a CI step would call it
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["html"] == str(run / "report.html") and len(report["images"]) == 2
@@ -123,7 +122,7 @@ def test_a_stopped_run_still_gets_a_report(
 
 
 def test_garbled_bytes_in_a_run_folder_are_notes_not_crashes(
-    two_runs: tuple[RunSummary, RunSummary], tmp_path: Path
+    two_runs: tuple[RunSummary, RunSummary], tmp_path: Path, cli: CLI
 ) -> None:
     """A disk that filled up or a copy gone wrong leaves bytes that are not UTF-8: the report
     still renders what it can read and says what it left out."""
@@ -136,7 +135,7 @@ def test_garbled_bytes_in_a_run_folder_are_notes_not_crashes(
         b"\n".join([*lines[:-1], b"\xff\xfe\x00garbage", lines[-1]])
     )
     (run / "summary.json").write_bytes(b'{"name": "caf\xe9"}')  # Latin-1, not UTF-8
-    result = distill("report", str(run), "--json")
+    result = cli("report", str(run), "--json")
     assert result.returncode == 0, result.stderr
     notes = " ".join(json.loads(result.stdout)["notes"])
     assert "not JSON" in notes and "summary.json is not UTF-8" in notes
@@ -147,16 +146,16 @@ def test_garbled_bytes_in_a_run_folder_are_notes_not_crashes(
         ExportReport.read(run / "report.json")
 
 
-def test_report_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+def test_report_of_a_folder_that_is_not_a_run(tmp_path: Path, cli: CLI) -> None:
     with pytest.raises(DistillError, match="not a run folder"):
         api.report(tmp_path)
-    result = distill("report", str(tmp_path / "missing"))
+    result = cli("report", str(tmp_path / "missing"))
     assert result.returncode == 2 and result.stderr.startswith("error: no such run folder")
     assert "Traceback" not in result.stderr
 
 
 def test_compare_shows_exactly_the_differing_keys(
-    two_runs: tuple[RunSummary, RunSummary], tmp_path: Path
+    two_runs: tuple[RunSummary, RunSummary], tmp_path: Path, cli: CLI
 ) -> None:
     consistent, independent = two_runs
     comparison = api.compare([consistent.run_dir, independent.run_dir], plot=tmp_path / "c.png")
@@ -174,16 +173,16 @@ def test_compare_shows_exactly_the_differing_keys(
         assert curve[-1] == pytest.approx(run.student.top1)
     assert (tmp_path / "c.png").read_bytes().startswith(PNG)
 
-    md = distill("compare", str(consistent.run_dir), str(independent.run_dir), "--md", "--no-plot")
+    md = cli("compare", str(consistent.run_dir), str(independent.run_dir), "--md", "--no-plot")
     assert md.returncode == 0, md.stderr
     header = md.stdout.splitlines()[0]
     assert header.startswith("| run | method.views | final top-1 | best top-1 | agreement |")
     runs = (str(consistent.run_dir), str(independent.run_dir))
-    csv = distill("compare", *runs, "--csv", "--no-plot")
+    csv = cli("compare", *runs, "--csv", "--no-plot")
     row = csv.stdout.splitlines()[1].split(",")
     assert row[:2] == ["consistent", "consistent"]
     assert float(row[2]) == pytest.approx(consistent.student.top1)
-    table = distill("compare", str(consistent.run_dir), str(independent.run_dir), "--no-plot")
+    table = cli("compare", str(consistent.run_dir), str(independent.run_dir), "--no-plot")
     assert "method.views" in table.stdout and "independent" in table.stdout
 
 
@@ -285,19 +284,19 @@ def test_phase_lines_mark_changes_only_and_broken_numbers_do_not_crash(tmp_path:
 
 
 def test_compare_prints_run_names_as_text_and_pipes_write_no_plot(
-    two_runs: tuple[RunSummary, RunSummary], tmp_path: Path
+    two_runs: tuple[RunSummary, RunSummary], tmp_path: Path, cli: CLI
 ) -> None:
     odd = tmp_path / "abl[lr=1e-3]"
     shutil.copytree(two_runs[1].run_dir, odd)
     runs = (str(two_runs[0].run_dir), str(odd))
-    table = distill("compare", *runs, cwd=tmp_path)
+    table = cli("compare", *runs, cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     assert "abl[lr=1e-3]" in table.stdout and (tmp_path / "compare.png").is_file()
     (tmp_path / "compare.png").unlink()
-    md = distill("compare", *runs, "--md", cwd=tmp_path)
+    md = cli("compare", *runs, "--md", cwd=tmp_path)
     assert md.returncode == 0 and "abl[lr=1e-3]" in md.stdout
     assert not (tmp_path / "compare.png").exists()
-    bad = distill("compare", *runs, "--plot", str(tmp_path / "no" / "such" / "dir.png"))
+    bad = cli("compare", *runs, "--plot", str(tmp_path / "no" / "such" / "dir.png"))
     assert bad.returncode == 2 and bad.stderr.startswith("error: cannot write the plot")
 
 
