@@ -259,7 +259,7 @@ def test_entropy_threshold_search_is_onnxruntimes_own() -> None:
     import numpy as np
     from onnxruntime.quantization.calibrate import HistogramCollector
 
-    from distill_cli.export.entropy import entropy_threshold
+    from distill_cli.export.entropy import entropy_threshold, has_entropy_search
     from distill_cli.export.variants import ENTROPY_BINS, ENTROPY_LEVELS
 
     rng = np.random.default_rng(0)
@@ -270,10 +270,12 @@ def test_entropy_threshold_search_is_onnxruntimes_own() -> None:
         collector.collect({"t": [data]})
         collector.collect({"t": [data * 1.7]})
         histogram = collector.histogram_dict["t"]
+        assert has_entropy_search(collector)  # this onnxruntime's search is the one replaced
         ours = entropy_threshold(histogram, ENTROPY_LEVELS)
         theirs = collector.get_entropy_threshold(histogram, ENTROPY_LEVELS)
         assert ours == theirs and ours[0].dtype == theirs[0].dtype
         assert theirs != (histogram[2], histogram[3])  # a window inside, not the min/max
+    assert not has_entropy_search(object())  # another version's collector keeps its own
 
 
 def test_int8_flags_without_an_int8_file_are_named_not_ignored() -> None:

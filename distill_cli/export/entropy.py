@@ -17,6 +17,22 @@ from typing import Any
 import numpy as np
 
 
+def has_entropy_search(collector: Any) -> bool:
+    """Whether `collector` is ONNX Runtime's histogram collector with the search this module
+    replaces, called as (histogram, num_quantized_bins): onnxruntime is not pinned, and another
+    version's collector (renamed, or taking other arguments) keeps its own search."""
+    import inspect
+
+    method = getattr(collector, "get_entropy_threshold", None)
+    if not callable(method):
+        return False
+    try:
+        params = list(inspect.signature(method).parameters)
+    except (TypeError, ValueError):
+        return False
+    return params == ["histogram", "num_quantized_bins"]
+
+
 def entropy_threshold(histogram: tuple[Any, ...], num_quantized_bins: int) -> tuple[Any, Any]:
     """ONNX Runtime's ``get_entropy_threshold(histogram, num_quantized_bins)``, vectorized.
 

@@ -35,7 +35,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.export.capture import captured_output, third_party_step
-from distill_cli.export.entropy import entropy_threshold
+from distill_cli.export.entropy import entropy_threshold, has_entropy_search
 from distill_cli.export.onnx_export import INPUT_NAME, check_onnx, save_model
 from distill_cli.host import PrivateCwd, absolute, atomic_write, private_cwd
 
@@ -228,8 +228,10 @@ def _entropy_ranges(model: Path, reader: CalibrationDataReader, folder: Path) ->
         extra_options={"num_bins": ENTROPY_BINS, "num_quantized_bins": ENTROPY_LEVELS},
     )
     calibrator.collect_data(reader)
-    # the same threshold search as ORT's, vectorized (distill_cli/export/entropy.py)
-    calibrator.collector.get_entropy_threshold = entropy_threshold
+    # the same threshold search as ORT's, vectorized (distill_cli/export/entropy.py), where this
+    # onnxruntime's collector has the method it replaces (else ORT's own, slower, runs)
+    if has_entropy_search(calibrator.collector):
+        calibrator.collector.get_entropy_threshold = entropy_threshold
     ranges = calibrator.compute_data()
     del calibrator
     path = folder / "entropy_ranges.json"
