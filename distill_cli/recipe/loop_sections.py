@@ -14,12 +14,26 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from distill_cli.recipe.fields import PositiveInt, Strict, machine_threads
 
+#: The learning rates each optimizer trains with, by name: (lowest, highest).
+#: - From 1e-9: an AdamW step moves a weight by about lr, and float32's spacing at a weight of
+#:   0.01 is 9e-10, so below it most weights never move (`lr: 1e-30` trained nothing).
+#: - AdamW up to 1: its step is about lr in every weight, whose initial values are ~0.01-0.1;
+#:   at lr 1 each step replaces the weights (published AdamW lrs are 1e-5 to 1e-2).
+#: - SGD up to 100: the linear scaling rule (0.1 per 256 images) gives 12.8 at batch 32k, and
+#:   LARS-style schedules ~30; `1e30` diverged on the first step (NaN stop, exit 1).
+LR_RANGE = {"adamw": (1e-9, 1.0), "sgd": (1e-9, 100.0)}
+
+#: Adam's moment decays: 0 (no averaging) up to, not including, 1 (a beta of 1 never forgets
+#: the first gradient; above 1 the averages grow without bound; torch refused them only when
+#: the run built its optimizer).
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
 
 class OptimSpec(Strict):
     name: Literal["adamw", "sgd"] = "adamw"
     lr: Annotated[float, Field(gt=0)] = 1e-3
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
     clip_grad_norm: Annotated[float, Field(gt=0)] | None = Field(
         1.0, description="global-norm clipping; null disables"
@@ -36,6 +50,41 @@ class OptimSpec(Strict):
     def _scale_needs_adamw(self) -> OptimSpec:
         if self.weight_decay_scale == "schedule" and self.name != "adamw":
             raise ValueError("weight_decay_scale: schedule is for adamw (decoupled decay)")
+        return self
+
+    @model_validator(mode="after")
+    def _trainable(self) -> OptimSpec:
+        """A learning rate in the optimizer's range (`LR_RANGE`), and a weight decay that
+        shrinks each weight by less than all of it per step: the shrink is lr * weight_decay
+        (weight_decay alone with `weight_decay_scale: schedule`), and at 1 or more every step
+        zeroes or flips every weight (`weight_decay: 1e9` trained to chance without a word)."""
+        low, high = LR_RANGE[self.name]
+        if not low <= self.lr <= high:
+            raise ValueError(
+                f"lr {self.lr:g} is outside {low:g} to {high:g}, the range {self.name} trains "
+                "with ("
+                + (
+                    "above it the first steps diverge"
+                    if self.lr > high
+                    else "below it float32 weights do not move"
+                )
+                + "); e.g. lr: "
+                + ("1e-3" if self.name == "adamw" else "0.1")
+            )
+        shrink = self.weight_decay * (1 if self.weight_decay_scale == "schedule" else self.lr)
+        if shrink >= 1:
+            ceiling = 1 if self.weight_decay_scale == "schedule" else 1 / self.lr
+            raise ValueError(
+                f"weight_decay {self.weight_decay:g} shrinks every weight by {shrink:g} of itself "
+                "per step ("
+                + (
+                    "weight_decay_scale: schedule"
+                    if self.weight_decay_scale == "schedule"
+                    else f"times lr {self.lr:g}"
+                )
+                + "), so each step zeroes or flips "
+                f"the weights; use less than {ceiling:g} (papers use 1e-5 to 0.1)"
+            )
         return self
 
     def optimizer_args(self) -> dict[str, Any]:

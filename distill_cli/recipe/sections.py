@@ -35,6 +35,7 @@ from distill_cli.recipe.fields import (
     check_model_kwargs,
     check_pixels,
     machine_threads,
+    pixel_scale_problem,
 )
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -146,6 +147,9 @@ class ModelSpec(Strict):
             raise ValueError("set mean and std together")
         if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
             raise ValueError("mean and std must have the same length")
+        problem = pixel_scale_problem(self.mean, self.std)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
