@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from distill_cli.recipe.fields import PositiveInt, Strict, machine_threads
+from distill_cli.recipe.fields import PositiveInt, Strict, machine_threads, within
 
 #: The learning rates each optimizer trains with, by name: (lowest, highest).
 #: - From 1e-9: an AdamW step moves a weight by about lr, and float32's spacing at a weight of
@@ -93,11 +93,20 @@ class OptimSpec(Strict):
         return self.model_dump(exclude={"clip_grad_norm"})
 
 
+#: The longest run, in epochs or steps: at 1,000 steps a second it takes 30 years. Past 2**53
+#: (9e15) the schedule's float arithmetic is no longer exact: `steps: 1e23` passed `--dry-run`
+#: as "24,999,999,999,999,997,902,848 epochs" and started training.
+MAX_LENGTH = 10**12
+RunLength = Annotated[
+    int, Field(gt=0), within(1, MAX_LENGTH, "at 1,000 steps a second that is 30 years")
+]
+
+
 class ScheduleSpec(Strict):
     alternatives = (("epochs",), ("steps",)), (("warmup_steps",), ("warmup_fraction",))
 
-    epochs: PositiveInt | None = None
-    steps: PositiveInt | None = Field(None, description="train for exactly this many steps")
+    epochs: RunLength | None = None
+    steps: RunLength | None = Field(None, description="train for exactly this many steps")
     batch_size: PositiveInt = Field(512, description="global batch size")
     warmup_steps: Annotated[int, Field(ge=0)] = 0
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] | None = Field(

@@ -353,6 +353,10 @@ class MethodParams(Strict):
     name: str
 
 
+#: The longest folder name of the usual file systems (ext4, xfs, btrfs, APFS, NTFS: 255).
+MAX_NAME_BYTES = 255
+
+
 def check_run_name(name: str, where: str = "output.name") -> str:
     """A run name is one plain path component: no separators, not `.`/`..`, not absolute.
 
@@ -366,6 +370,15 @@ def check_run_name(name: str, where: str = "output.name") -> str:
             f"run name {name!r} is not a plain folder name",
             where,
             "use letters, digits, '.', '_' or '-' (no path separators, not '.' or '..')",
+        )
+    if len(name.encode(errors="surrogateescape")) > MAX_NAME_BYTES:
+        # the file system refused it only when the folder was made: "File name too long ...
+        # check the path, free space and permissions", after the data and models were built
+        raise DistillError(
+            f"run name {name[:40]!r}... is {len(name.encode(errors='surrogateescape'))} bytes, "
+            f"more than a folder name may have ({MAX_NAME_BYTES})",
+            where,
+            "use a shorter name",
         )
     return name
 
