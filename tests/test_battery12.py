@@ -1,10 +1,11 @@
 """Bad-input battery, round 12: numbers only a slip reaches. A recipe's `optim.lr: 1e30`,
 `method.temperature: 1e30`, `weight_decay: 1e9`, betas above 1, `mixup_alpha: 1e9`, mean/std
-copied from a 0-255 config, `schedule.steps: 1e23` and a 300-byte run name passed `--dry-run`;
-the run then stopped on NaN, learnt nothing, or failed when its folder was made. Export's
-`--atol`/`--rtol 1e30`, `--max-top1-drop 1e30` and `--max-latency-ms 1e30` made gates that could
-not fail, `--max-latency-ms 0` one that could not pass. Each is now refused before any work, in
-one line naming the key or flag, the range and why; the values practitioners use still load."""
+copied from a 0-255 config, `schedule.steps: 1e23`, `crop_ratio: [1e-30, 1e30]` and a 300-byte
+run name passed `--dry-run`; the run then stopped on NaN, learnt nothing (no crops), or failed
+when its folder was made. Export's `--atol`/`--rtol 1e30`, `--max-top1-drop 1e30` and
+`--max-latency-ms 1e30` made gates that could not fail, `--max-latency-ms 0` one that could not
+pass. Each is now refused before any work, in one line naming the key or flag, the range and
+why; the values practitioners use still load."""
 
 from __future__ import annotations
 
@@ -63,8 +64,8 @@ def _error(path: Path, sets: list[str]) -> str:
             ["optim.weight_decay=1.5", "optim.weight_decay_scale=schedule"],
             ["weight_decay 1.5", "weight_decay_scale: schedule", "less than 1"],
         ),
-        (["optim.betas=[1.5, 0.999]"], ["optim.betas.0", "less than 1"]),
-        (["optim.betas=[0.9, -0.1]"], ["optim.betas.1", "greater than or equal to 0"]),
+        (["optim.betas=[1.5, 0.999]"], ["optim.betas.0", "not from 0 up to, not including, 1"]),
+        (["optim.betas=[0.9, -0.1]"], ["optim.betas.1", "-0.1 is not from 0"]),
         (["method.temperature=1e30"], ["method.temperature", "outside 0.01 to 100", "uniform"]),
         (["method.temperature=1e-30"], ["method.temperature", "outside 0.01 to 100", "one-hot"]),
         (["schedule.epochs=100000000000000000000000"], ["schedule.epochs", "1e+12", "30 years"]),
@@ -78,6 +79,7 @@ def _error(path: Path, sets: list[str]) -> str:
         ),
         (["teacher.mean=[0.5, 0.5, 0.5]", "teacher.std=[255, 255, 255]"], ["std is at most 1"]),
         (["teacher.mean=[-0.5, 0.5, 0.5]", "teacher.std=[0.5, 0.5, 0.5]"], ["mean lies in 0-1"]),
+        (["augment.crop_ratio=[1e-30, 1e30]"], ["augment.crop_ratio.0", "outside 0.1 to 10"]),
         (["output.name=" + "x" * 300], ["300 bytes", "(255)", "shorter name"]),
         (["output.name=" + "é" * 128], ["256 bytes"]),
     ],
@@ -97,6 +99,7 @@ def _error(path: Path, sets: list[str]) -> str:
         "mean-std-0-255",
         "std-255",
         "mean-negative",
+        "crop-ratio-1e30",
         "name-300-bytes",
         "name-unicode-256-bytes",
     ],
@@ -130,6 +133,7 @@ def test_mixup_alpha_above_10_is_refused(sup: Path) -> None:
         ["schedule.epochs=30000"],  # the function-matching paper's Pets schedule
         ["student.mean=[0, 0, 0]", "student.std=[1, 1, 1]"],
         ["output.name=" + "é" * 127],
+        ["augment.crop_ratio=[0.5, 2]"],
     ],
     ids=lambda sets: " ".join(sets)[:40],
 )

@@ -87,15 +87,23 @@ def machine_threads(value: int | None) -> int | None:
 Pixels = Annotated[int, Field(gt=0), AfterValidator(check_pixels)]
 
 
-def within(low: float, high: float, why: str) -> AfterValidator:
-    """A number from `low` to `high` (both allowed), for keys whose type alone admits values
-    only a slip reaches (`lr: 1e30`, `temperature: 1e-30`): they passed `--dry-run` and the run
-    stopped on NaN or learnt nothing. `why` says what a value outside does, in the message,
-    beside the range; each bound's own reason is at the key that uses it."""
+def within(low: float, high: float, why: str, *, below_high: bool = False) -> AfterValidator:
+    """A number from `low` to `high` (both allowed; `high` itself not with `below_high`), for
+    keys whose type alone admits values only a slip reaches (`lr: 1e30`, `temperature: 1e-30`):
+    they passed `--dry-run` and the run stopped on NaN or learnt nothing. `why` says what a
+    value outside does, in the message, beside the range; each bound's own reason is at the key
+    that uses it."""
 
     def check(value: Any) -> Any:
-        if value is not None and not low <= value <= high:
-            raise ValueError(f"{value:g} is outside {low:g} to {high:g}: {why}")
+        if isinstance(value, float) and host.float32_problem(value):
+            return value  # `_float32` names it, as for every float of a recipe
+        if value is not None and not (low <= value < high if below_high else low <= value <= high):
+            span = (
+                f"from {low:g} up to, not including, {high:g}"
+                if below_high
+                else (f"outside {low:g} to {high:g}")
+            )
+            raise ValueError(f"{value:g} is {'not ' if below_high else ''}{span}: {why}")
         return value
 
     return AfterValidator(check)

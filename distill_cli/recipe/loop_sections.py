@@ -26,7 +26,9 @@ LR_RANGE = {"adamw": (1e-9, 1.0), "sgd": (1e-9, 100.0)}
 #: Adam's moment decays: 0 (no averaging) up to, not including, 1 (a beta of 1 never forgets
 #: the first gradient; above 1 the averages grow without bound; torch refused them only when
 #: the run built its optimizer).
-Beta = Annotated[float, Field(ge=0, lt=1)]
+Beta = Annotated[
+    float, within(0, 1, "Adam's moment decay (0.9, 0.999: 1 never forgets)", below_high=True)
+]
 
 
 class OptimSpec(Strict):
