@@ -4,11 +4,13 @@ copied from a 0-255 config, `schedule.steps: 1e23`, `crop_ratio: [1e-30, 1e30]` 
 run name passed `--dry-run`; the run then stopped on NaN, learnt nothing (no crops), or failed
 when its folder was made. Export's `--atol`/`--rtol 1e30`, `--max-top1-drop 1e30` and
 `--max-latency-ms 1e30` made gates that could not fail, `--max-latency-ms 0` one that could not
-pass. Each is now refused before any work, in one line naming the key or flag, the range and
-why; the values practitioners use still load."""
+pass. `--batch 100000000` was the allocator's traceback. Each is now refused before any work,
+in one line naming the key or flag, the range and why; the values practitioners use still load."""
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ import pytest
 from distill_cli.cli.entry import entry
 from distill_cli.errors import DistillError
 from distill_cli.export import ExportOptions, Gates
+from distill_cli.export.protocol import batch_memory, check_batch_memory
 from distill_cli.models.side_file import parse_side_file
 from distill_cli.recipe.document import load_recipe
 from tests.conftest import fm_body, teacher_body, write_recipe
@@ -215,3 +218,57 @@ def test_the_parity_refusal_names_the_measured_figures(capfd: pytest.CaptureFixt
 )
 def test_export_bounds_at_their_limits_are_accepted(options: dict[str, object]) -> None:
     ExportOptions("test_resnet", **options)  # type: ignore[arg-type]
+
+
+# --- the throughput batch: a size no memory holds is one line, not the allocator's traceback ---
+
+
+def test_a_throughput_batch_no_memory_holds_is_refused_before_it_is_made(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """`--batch 100000000` asked torch for 30 TB: "DefaultCPUAllocator: can't allocate memory"
+    with a traceback, in `bench latency`, `export` and `students` alike."""
+    line = _refused(["bench", "latency", "test_resnet", "--batch", "100000000"], "--batch", capfd)
+    assert "100,000,000 inputs takes" in line and "GiB" in line and "lower --batch" in line
+    check_batch_memory(32, (3, 224, 224))  # 18 MiB: any machine
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        MemoryError(),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate"),
+        RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    ],
+    ids=["numpy", "torch-cpu", "torch-cuda"],
+)
+def test_an_allocation_that_fails_while_the_batch_runs_names_the_flag(failure: Exception) -> None:
+    with pytest.raises(DistillError) as info, batch_memory(4096):
+        raise failure
+    assert info.value.where == "--batch" and "4,096 inputs did not fit" in str(info.value)
+
+
+def test_other_failures_while_the_batch_runs_are_not_blamed_on_it() -> None:
+    with pytest.raises(ValueError, match="shape"), batch_memory(8):
+        raise ValueError("shape mismatch")
+
+
+# --- a stdout that cannot encode a path: escaped, not a traceback after the work -------------
+
+
+def test_a_unicode_path_on_an_ascii_stdout_is_escaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`PYTHONIOENCODING=ascii distill report "dossier é/..."` wrote its figures, then died on
+    the line naming them (UnicodeEncodeError, a traceback); a Windows code page does the same
+    for names outside it."""
+    body = teacher_body(tmp_path / "dossier é")
+    recipe = write_recipe(tmp_path, "t", body)
+    raw = io.BytesIO()
+    stdout = io.TextIOWrapper(raw, encoding="ascii", errors="strict")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    with pytest.raises(SystemExit) as exit_info:
+        entry(["train", str(recipe), "--dry-run"])
+    stdout.flush()
+    assert exit_info.value.code == 0
+    assert "dossier \\xe9" in raw.getvalue().decode("ascii")
