@@ -83,7 +83,11 @@ def _error(path: Path, sets: list[str]) -> str:
         (["teacher.mean=[0.5, 0.5, 0.5]", "teacher.std=[255, 255, 255]"], ["std is at most 1"]),
         (["teacher.mean=[-0.5, 0.5, 0.5]", "teacher.std=[0.5, 0.5, 0.5]"], ["mean lies in 0-1"]),
         (["augment.crop_ratio=[1e-30, 1e30]"], ["augment.crop_ratio.0", "outside 0.1 to 10"]),
+        (["optim.clip_grad_norm=1e-30"], ["optim.clip_grad_norm", "1e-30 is below 0.001", "eps"]),
         (["output.name=" + "x" * 300], ["300 bytes", "(255)", "shorter name"]),
+        (["output.name=-rf"], ["run name '-rf' starts with '-'", "an option", "run-rf"]),
+        (["name=-x"], ["starts with '-'"]),
+        (["output.name='~'"], ["run name '~' starts with '~'", "home folder"]),
         (["output.name=" + "é" * 128], ["256 bytes"]),
     ],
     ids=[
@@ -103,7 +107,11 @@ def _error(path: Path, sets: list[str]) -> str:
         "std-255",
         "mean-negative",
         "crop-ratio-1e30",
+        "clip-1e-30",
         "name-300-bytes",
+        "name-an-option",
+        "recipe-name-an-option",
+        "name-home",
         "name-unicode-256-bytes",
     ],
 )
@@ -137,6 +145,8 @@ def test_mixup_alpha_above_10_is_refused(sup: Path) -> None:
         ["student.mean=[0, 0, 0]", "student.std=[1, 1, 1]"],
         ["output.name=" + "é" * 127],
         ["augment.crop_ratio=[0.5, 2]"],
+        ["optim.clip_grad_norm=0.01"],
+        ["optim.clip_grad_norm=1e30"],
     ],
     ids=lambda sets: " ".join(sets)[:40],
 )

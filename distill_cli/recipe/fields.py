@@ -8,6 +8,7 @@ and each method's parameters (`MethodParams`) apply the same ones. Plain pydanti
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -98,12 +99,11 @@ def within(low: float, high: float, why: str, *, below_high: bool = False) -> Af
         if isinstance(value, float) and host.float32_problem(value):
             return value  # `_float32` names it, as for every float of a recipe
         if value is not None and not (low <= value < high if below_high else low <= value <= high):
-            span = (
-                f"from {low:g} up to, not including, {high:g}"
-                if below_high
-                else (f"outside {low:g} to {high:g}")
-            )
-            raise ValueError(f"{value:g} is {'not ' if below_high else ''}{span}: {why}")
+            if below_high:
+                span = f"not from {low:g} up to, not including, {high:g}"
+            else:
+                span = f"below {low:g}" if math.isinf(high) else f"outside {low:g} to {high:g}"
+            raise ValueError(f"{value:g} is {span}: {why}")
         return value
 
     return AfterValidator(check)

@@ -8,6 +8,7 @@ feed (`distill_cli.train.optim.build_optimizer`) takes plain arguments in turn.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
@@ -37,9 +38,17 @@ class OptimSpec(Strict):
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
     betas: tuple[Beta, Beta] = (0.9, 0.999)
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    clip_grad_norm: Annotated[float, Field(gt=0)] | None = Field(
-        1.0, description="global-norm clipping; null disables"
-    )
+    #: From 1e-3: the clipped gradient's norm spread over a model's weights (1e5-1e8 of them)
+    #: must stay far above AdamW's eps (1e-8), else no step moves anything (`1e-30` trained
+    #: nothing without a word); published clips are 0.1-10. No ceiling: null disables it.
+    clip_grad_norm: (
+        Annotated[
+            float,
+            Field(gt=0),
+            within(1e-3, math.inf, "a smaller norm leaves every step under AdamW's eps (1e-8)"),
+        ]
+        | None
+    ) = Field(1.0, description="global-norm clipping; null disables")
     weight_decay_scale: Literal["lr", "schedule"] = Field(
         "lr",
         description="adamw: what weight_decay is multiplied by at each step. lr: the learning "

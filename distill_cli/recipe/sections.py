@@ -380,6 +380,15 @@ def check_run_name(name: str, where: str = "output.name") -> str:
             where,
             "use letters, digits, '.', '_' or '-' (no path separators, not '.' or '..')",
         )
+    if name[0] in "-~":
+        # `runs/-rf` is an option to `rm`, `ls`, `cp` given the folder's name (`rm -r *` in
+        # runs/), and a folder named `~` is what `rm -r ~` deletes instead: the user's home
+        raise DistillError(
+            f"run name {name!r} starts with {name[0]!r}, which shell commands read as "
+            + ("an option" if name[0] == "-" else "the home folder"),
+            where,
+            f"start it with a letter or digit, e.g. {'run' + name if name[0] == '-' else 'home'}",
+        )
     if len(name.encode(errors="surrogateescape")) > MAX_NAME_BYTES:
         # the file system refused it only when the folder was made: "File name too long ...
         # check the path, free space and permissions", after the data and models were built
