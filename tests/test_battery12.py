@@ -233,13 +233,18 @@ def test_export_bounds_at_their_limits_are_accepted(options: dict[str, object]) 
 # --- the throughput batch: a size no memory holds is one line, not the allocator's traceback ---
 
 
+@pytest.mark.parametrize("command", [["bench", "latency"], ["export"]], ids=" ".join)
 def test_a_throughput_batch_no_memory_holds_is_refused_before_it_is_made(
-    capfd: pytest.CaptureFixture[str],
+    command: list[str], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """`--batch 100000000` asked torch for 30 TB: "DefaultCPUAllocator: can't allocate memory"
-    with a traceback, in `bench latency`, `export` and `students` alike."""
-    line = _refused(["bench", "latency", "test_resnet", "--batch", "100000000"], "--batch", capfd)
+    with a traceback, in `bench latency`, `export` and `students` alike (the export after its
+    ONNX file, parity and int8 work). Now refused once the model's input is known."""
+    out = ["--out", str(tmp_path / "out")] if command == ["export"] else []
+    argv = [*command, "test_resnet", "--batch", "100000000", *out]
+    line = _refused(argv, "--batch", capfd)
     assert "100,000,000 inputs takes" in line and "GiB" in line and "lower --batch" in line
+    assert not (tmp_path / "out").exists()
     check_batch_memory(32, (3, 224, 224))  # 18 MiB: any machine
 
 
