@@ -287,3 +287,39 @@ def test_a_unicode_path_on_an_ascii_stdout_is_escaped(
     stdout.flush()
     assert exit_info.value.code == 0
     assert "dossier \\xe9" in raw.getvalue().decode("ascii")
+
+
+# --- a model's channels the data cannot feed: refused in the plan, not a traceback at step 1 --
+
+
+@pytest.mark.parametrize(
+    ("body", "sets", "key"),
+    [
+        ("sup", ["model.in_chans=4"], "model.in_chans"),
+        ("fm", ["student.in_chans=2"], "student.in_chans"),
+        ("fm", ["teacher.in_chans=4"], "teacher.in_chans"),
+    ],
+    ids=["rgba-model-on-rgb", "student-2ch", "teacher-4ch"],
+)
+def test_a_model_the_data_cannot_feed_is_refused_in_the_plan(
+    body: str, sets: list[str], key: str, fm: Path, sup: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`in_chans: 4` (an RGBA or RGB-NIR model) on RGB images passed `--dry-run`, then "ValueError:
+    cannot feed 3-channel images to a 4-channel model" with a traceback at the first step."""
+    recipe = sup if body == "sup" else fm
+    argv = ["train" if body == "sup" else "run", str(recipe), "--dry-run"]
+    line = _refused([*argv, *(a for s in sets for a in ("--set", s))], f"({key})", capfd)
+    assert "and the data has 3 channels" in line and f"set {key}: 3" in line
+
+
+def test_grayscale_data_feeds_any_model_and_rgb_a_grayscale_one(
+    fm: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", str(fm), "--dry-run", "--set", "teacher.in_chans=1"]
+    with pytest.raises(SystemExit) as exit_info:
+        entry(argv)
+    assert exit_info.value.code == 0, capfd.readouterr()
+    gray = ["--set", "data.synthetic.channels=1", "--set", "student.in_chans=4"]
+    with pytest.raises(SystemExit) as exit_info:
+        entry([*argv, *gray])
+    assert exit_info.value.code == 0, capfd.readouterr()
