@@ -450,7 +450,14 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (w / "photos heic" / "train" / "cat" / "IMG_0001.HEIC").write_bytes(b"\0\0\0\x18ftypheic")
     shutil.copy(best, w / "listside.safetensors")
     (w / "listside.json").write_text("[1, 2, 3]\n")
-    boom = dict(sup, optim={"lr": 1e30, "clip_grad_norm": None}, output={"dir": str(w / "new")})
+    # SGD at the highest lr allowed (100), unclipped: NaN at step 9, before the first metrics
+    # line (log_every) and checkpoint (16 steps an epoch), so the run leaves nothing behind
+    boom = dict(
+        sup,
+        optim={"name": "sgd", "lr": 100, "clip_grad_norm": None},
+        schedule={"epochs": 1, "batch_size": 4, "log_every": 50},
+        output={"dir": str(w / "new")},
+    )
     write_recipe(w, "boom", boom)
     return w
 

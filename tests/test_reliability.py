@@ -204,7 +204,7 @@ def test_nan_loss_skip_mode_counts_skipped_steps(tmp_path: Path) -> None:
 
 def test_diverging_run_exits_1_with_one_line(tmp_path: Path, cli: CLI) -> None:
     body = teacher_body(tmp_path / "runs", epochs=2)
-    body["optim"] = {"lr": 1e30, "clip_grad_norm": None}
+    body["optim"] = {"name": "sgd", "lr": 100, "clip_grad_norm": None}  # the most lr allows
     result = cli("run", str(write_recipe(tmp_path, "nan", body)))
     _assert_one_line_error(result, 1, "NaN/Inf at step")
 

@@ -211,6 +211,7 @@ def bench_latency(
         check_onnx(path)
         shape, meta = _onnx_shape(path, input_size)
         plan = _file_batch(path, plan)
+        lat.check_batch_memory(plan.batch, shape)
         entries = lat.sweep(None, {"fp32": path}, shape, plan)
         arch = _arch_figures(meta, shape)
         model = BenchModel.build(
@@ -231,6 +232,7 @@ def bench_latency(
         )
         net = src.student
         shape = (net.info.in_chans, *net.info.input_size)
+        lat.check_batch_memory(plan.batch, shape)  # before the FLOP count and the export
         flops = count_flops(net.module, shape)
         with tempfile.TemporaryDirectory(prefix="distill-bench-") as tmp:
             onnx_path = Path(tmp) / "model.onnx"

@@ -15,6 +15,7 @@ A training loop takes the signals over while it runs (it saves its position firs
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -29,6 +30,7 @@ from distill_cli.errors import EXIT_FAILURE, DistillError
 
 def entry(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    _printable_streams()
     debug = "--debug" in args or os.environ.get("DISTILL_DEBUG") == "1"
     if "--debug" in args[1:]:  # `distill export x --debug` was "No such option: --debug"
         args = ["--debug", *(a for a in args if a != "--debug")]
@@ -59,6 +61,20 @@ def entry(argv: list[str] | None = None) -> None:
     if code == 130:  # Typer's code for an interrupt
         _fail(_interrupted(received, args), 128 + (received[-1] if received else 2), False)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _printable_streams() -> None:
+    """Output a stream cannot encode is written escaped (`\\xe9`), not raised.
+
+    Under `PYTHONIOENCODING=ascii` or a Windows code page, a report line naming a folder
+    `dossier é` was a UnicodeEncodeError traceback after the work was done. UTF-8 streams (the
+    usual case, and Python's own under LC_ALL=C) are left as they are."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        reconfigure = getattr(stream, "reconfigure", None)
+        if encoding != "utf8" and reconfigure is not None:
+            with contextlib.suppress(Exception):  # a stream that cannot change keeps its way
+                reconfigure(errors="backslashreplace")
 
 
 @contextmanager

@@ -24,10 +24,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from distill_cli.errors import DistillError, RunFailed
+from distill_cli.export.protocol import MAX_SECONDS
 from distill_cli.export.ranges import check_percent, check_range
 from distill_cli.export.report import ExportReport, Figure
 
 LATENCY_STATS = ("p50", "p90")
+#: The largest `--max-latency-ms`: timing stops after `--max-time`, at most an hour
+#: (`protocol.MAX_SECONDS`), so a larger budget is never the one a figure is judged by.
+MAX_LATENCY_MS = MAX_SECONDS * 1000
 
 
 @dataclass
@@ -49,6 +53,7 @@ class Gates:
         check_percent(self.min_top1, "--min-top1")
         check_range(self.max_top1_drop, "--max-top1-drop", 0.0)
         check_range(self.max_latency_ms, "--max-latency-ms", 0.0)
+        self._can_fail_and_pass()
         check_percent(self.min_variant_agreement, "--min-variant-agreement")
         if self.min_variant_agreement is not None and not variants:
             raise DistillError(
@@ -88,6 +93,30 @@ class Gates:
                 "--require-protocol applies to the latency gate",
                 "--require-protocol",
                 "add --max-latency-ms MS (the budget it gates), or drop --require-protocol",
+            )
+
+    def _can_fail_and_pass(self) -> None:
+        """Bars no file can pass or none can fail, which the flags' plain ranges admitted: a
+        drop of more than 100 points (top-1 cannot fall further), a budget of 0 ms, and one
+        above `MAX_LATENCY_MS` (`1e30` passed every file)."""
+        if self.max_top1_drop is not None and self.max_top1_drop > 100:
+            raise DistillError(
+                f"{self.max_top1_drop:g} points is more than top-1 can drop (100), a gate no "
+                "file fails",
+                "--max-top1-drop",
+                "give points from 0 to 100, e.g. 1",
+            )
+        if self.max_latency_ms is not None and not 0 < self.max_latency_ms <= MAX_LATENCY_MS:
+            raise DistillError(
+                f"a budget of {self.max_latency_ms:g} ms "
+                + (
+                    "is one no file meets"
+                    if self.max_latency_ms <= 0
+                    else f"is above {MAX_LATENCY_MS:,.0f} ms (an hour a call, the longest "
+                    "--max-time times), a gate no file fails"
+                ),
+                "--max-latency-ms",
+                f"give a positive budget up to {MAX_LATENCY_MS:,.0f}, e.g. 20",
             )
 
     def to_dict(self) -> dict[str, Any]:

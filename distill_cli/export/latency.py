@@ -34,6 +34,8 @@ from distill_cli.export.protocol import (
     CpuWatch,
     TimingPlan,
     assess,
+    batch_memory,
+    check_batch_memory,
     protocol_issues,
     usable_cores,
 )
@@ -113,13 +115,14 @@ def _measure(run1: Callable[[], Any], run_n: Callable[[], Any], plan: TimingPlan
     )
     if plan.batch > 1:
         # Throughput: fewer, longer calls; the same stopping rule at a tenth of the counts.
-        t_times, _ = time_fn(
-            run_n,
-            max(1, plan.warmup // 5),
-            max(3, plan.runs // 10),
-            plan.min_time_s / 2,
-            plan.max_time_s / 2,
-        )
+        with batch_memory(plan.batch):
+            t_times, _ = time_fn(
+                run_n,
+                max(1, plan.warmup // 5),
+                max(3, plan.runs // 10),
+                plan.min_time_s / 2,
+                plan.max_time_s / 2,
+            )
         out["throughput_batch"] = plan.batch
         out["throughput_ips"] = plan.batch / float(np.median(t_times))
     return out
@@ -164,7 +167,9 @@ def ort_entry(
     input_name = session.get_inputs()[0].name
     rng = np.random.default_rng(0)
     x1 = rng.standard_normal((1, *shape), dtype=np.float32)
-    xn = rng.standard_normal((plan.batch, *shape), dtype=np.float32)
+    check_batch_memory(plan.batch, shape)
+    with batch_memory(plan.batch):
+        xn = rng.standard_normal((plan.batch, *shape), dtype=np.float32)
     result = _measure(
         lambda: session.run(None, {input_name: x1}),
         lambda: session.run(None, {input_name: xn}),
@@ -199,7 +204,9 @@ def torch_entry(
     module = module.eval().to(dev)
     gen = torch.Generator().manual_seed(0)
     x1 = torch.randn(1, *shape, generator=gen).to(dev)
-    xn = torch.randn(plan.batch, *shape, generator=gen).to(dev)
+    check_batch_memory(plan.batch, shape)
+    with batch_memory(plan.batch):
+        xn = torch.randn(plan.batch, *shape, generator=gen).to(dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     run = torch.compile(module) if compiled else module

@@ -18,7 +18,7 @@ from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
 from distill_cli.export.gates import Gates
 from distill_cli.export.onnx_export import DEFAULT_OPSET, EXPORTERS, Exporter
-from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL
+from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL, MAX_ATOL, MAX_RTOL, MEASURED
 from distill_cli.export.ranges import check_range
 from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS, Int8Spec
 from distill_cli.recipe.fields import rate_problem
@@ -138,6 +138,23 @@ class ExportOptions:
             return self.atol
         return self.tolerance if self.tolerance is not None else DEFAULT_ATOL
 
+    def _parity_can_fail(self) -> None:
+        """Refuse a tolerance above `MAX_ATOL`/`MAX_RTOL`: the fp32 parity check would pass a
+        file whose logits are off by 10%, the size of a wrong graph's error."""
+        atol_flag = "--atol" if self.atol is not None or self.tolerance is None else "--tolerance"
+        for flag, value, ceiling, default in (
+            (atol_flag, self.parity_atol, MAX_ATOL, DEFAULT_ATOL),
+            ("--rtol", self.rtol, MAX_RTOL, DEFAULT_RTOL),
+        ):
+            if value > ceiling:
+                raise DistillError(
+                    f"{flag} {value:g} is above {ceiling:g}, a bound that passes a wrong graph "
+                    f"(off by 10% of its logits); {MEASURED} (docs/benchmarks.md, Parity "
+                    "tolerances)",
+                    flag,
+                    f"give at most {ceiling:g} (default {default:g})",
+                )
+
     @property
     def variants(self) -> list[str]:
         return [v for v in (self.precision, self.quantize) if v]
@@ -176,6 +193,7 @@ class ExportOptions:
         check_range(self.tolerance, "--tolerance", 0.0)
         check_range(self.atol, "--atol", 0.0)
         check_range(self.rtol, "--rtol", 0.0)
+        self._parity_can_fail()
         check_range(self.num_classes, "--num-classes", 1)
         self.input_size = input_size(self.input_size)  # the fields can change after __init__
         problem = rate_problem(self.model_kwargs)  # the recipe's rule for the same kwargs

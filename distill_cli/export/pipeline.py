@@ -38,6 +38,7 @@ from distill_cli.export.produce import (
     simplified_path,
     variant_path,
 )
+from distill_cli.export.protocol import check_batch_memory
 from distill_cli.export.reparam import reparameterize
 from distill_cli.export.report import REPORT_NAME, ExportReport, model_block
 from distill_cli.export.source import Source, resolve_source
@@ -170,6 +171,8 @@ def _run(
     remove_leftovers(out, names)  # what a killed export left half-written
     student, info = src.student, src.student.info
     shape = (info.in_chans, *info.input_size)
+    if opts.latency:  # before the export's minutes of work, not when the timing starts
+        check_batch_memory(opts.timing.batch, shape)
     load_size = _load_size(src)
     inputs = _parity_inputs(src, opts, load_size)
     rep = reparameterize(student.module, opts.reparam)

@@ -14,12 +14,16 @@ used no more threads than usable cores, and nothing else used the cores it left 
 
 from __future__ import annotations
 
+import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from distill_cli.errors import DistillError
 from distill_cli.export.ranges import check_range
 from distill_cli.host import check_threads, cpu_count, thread_budget
 
@@ -55,14 +59,59 @@ class TimingPlan:
         check_range(self.threads, "--threads", 0)
         check_threads(self.threads, "--threads")
         if self.device not in DEVICES:
-            from distill_cli.errors import DistillError
-
             raise DistillError(f"unknown device {self.device!r}", "--device", "auto, cpu or cuda")
         if self.threads <= 0:
             self.threads = thread_budget()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+#: The share of this machine's memory the throughput batch's inputs may take: the model's
+#: activations on them take several times more. `--batch 100000000` asked numpy/torch for 30 TB
+#: (a traceback), and a batch just under the memory could have woken the OOM killer instead.
+BATCH_MEMORY_SHARE = 0.25
+_MEMORY_WORDS = ("allocate", "out of memory", "bad_alloc", "bad allocation")
+
+
+def _machine_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return None
+
+
+def _batch_refusal(batch: int, why: str) -> DistillError:
+    return DistillError(
+        f"the throughput batch of {batch:,} inputs {why}",
+        "--batch",
+        "lower --batch (throughput only: latency is timed at batch 1), e.g. 32",
+    )
+
+
+def check_batch_memory(batch: int, shape: tuple[int, ...]) -> None:
+    """Refuse a `--batch` whose float32 inputs alone take more than `BATCH_MEMORY_SHARE` of
+    this machine's memory, before they are made."""
+    need, have = batch * math.prod(shape) * 4, _machine_bytes()
+    if have is not None and need > BATCH_MEMORY_SHARE * have:
+        raise _batch_refusal(
+            batch,
+            f"takes {need / 2**30:,.1f} GiB, more than a quarter of this machine's "
+            f"{have / 2**30:,.0f} GiB (the model's activations need several times that)",
+        )
+
+
+@contextmanager
+def batch_memory(batch: int) -> Iterator[None]:
+    """An allocation that fails while the batch runs (a GPU's memory, a large model's
+    activations) is the `--batch` refusal, not a traceback from the runtime."""
+    try:
+        yield
+    except Exception as exc:
+        text = str(exc).lower()
+        if isinstance(exc, MemoryError) or any(word in text for word in _MEMORY_WORDS):
+            raise _batch_refusal(batch, f"did not fit in memory ({type(exc).__name__})") from exc
+        raise
 
 
 #: p90 / p50 above this: the calls were disturbed (a quiet CPU repeats a call within ~10-20%).

@@ -28,6 +28,7 @@ from distill_cli.methods.base import (
     kd_loss,
     register,
 )
+from distill_cli.recipe.fields import Temperature
 from distill_cli.recipe.sections import MethodParams
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 class FunctionMatchingParams(MethodParams):
     name: Literal["function_matching"] = "function_matching"
-    temperature: float = Field(1.0, gt=0, description="softmax temperature T")
+    temperature: Temperature = Field(1.0, description="softmax temperature T")
     mixup: bool = Field(True, description="mix every batch (off = 'consistent teaching')")
     views: Views = Field("consistent", description="independent = each model its own crop")
     teacher_targets: Literal["online", "fixed"] = Field(

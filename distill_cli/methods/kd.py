@@ -20,13 +20,14 @@ from distill_cli.methods.base import (
     register,
     soft_targets,
 )
+from distill_cli.recipe.fields import Temperature
 from distill_cli.recipe.sections import MethodParams
 
 
 class KDParams(MethodParams):
     name: Literal["kd"] = "kd"
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the label (CE) term")
-    temperature: float = Field(4.0, gt=0)
+    temperature: Temperature = 4.0
     views: Views = "consistent"
     mixup: bool = False
 

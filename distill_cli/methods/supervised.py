@@ -6,7 +6,7 @@ partner = the batch rolled by one, soft targets mixed with the same coefficient)
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,13 +15,25 @@ from pydantic import Field
 from distill_cli.data.augment import mixup
 from distill_cli.data.loader import Batch
 from distill_cli.methods.base import Method, StepOutput, register, soft_targets
+from distill_cli.recipe.fields import within
 from distill_cli.recipe.sections import MethodParams
 
 
 class SupervisedParams(MethodParams):
     name: Literal["supervised"] = "supervised"
     label_smoothing: float = Field(0.0, ge=0, lt=1)
-    mixup_alpha: float = Field(0.0, ge=0, description="0 disables mixup")
+    #: Up to 10: papers use 0.1-1 (CutMix 1.0); from 10 up, Beta(a, a) draws mixes of 50/50
+    #: +- 10% nearly always, so every image is half another one (`1e9` was exactly that).
+    mixup_alpha: Annotated[
+        float,
+        Field(ge=0),
+        within(
+            0,
+            10,
+            "Beta(alpha, alpha) draws the mix (papers use 0.1-1); above 10 every image is "
+            "a 50/50 blend",
+        ),
+    ] = Field(0.0, description="0 disables mixup")
 
 
 @register

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from distill_cli.errors import DistillError
-from distill_cli.recipe.fields import ClassName, check_pixels
+from distill_cli.recipe.fields import ClassName, check_pixels, pixel_scale_problem
 
 _Positive = Annotated[StrictInt, Field(gt=0)]
 _Number = Annotated[float, Field(strict=True)]  # 0.5 or 1, not "0.5"
@@ -153,6 +153,9 @@ def parse_side_file(data: Any, path: Path) -> SideFile:
             str(path),
             "give both (one value per channel), or neither (timm's defaults for the model)",
         )  # fmt: skip
+    problem = pixel_scale_problem(side.mean, side.std)
+    if problem:
+        raise DistillError(f"the checkpoint's side file: {problem}", str(path), "fix mean/std")
     return side
 
 

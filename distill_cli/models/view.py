@@ -60,6 +60,12 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 LUMA = (0.299, 0.587, 0.114)
 
 
+def channels_fit(have: int, channels: int) -> bool:
+    """Whether `match_channels` can feed `have`-channel images to a `channels`-channel model:
+    the same count, grayscale to any, RGB to grayscale."""
+    return have == channels or have == 1 or (have == 3 and channels == 1)
+
+
 def match_channels(
     x: torch.Tensor, channels: int, luma: torch.Tensor | None = None
 ) -> torch.Tensor:

@@ -8,6 +8,7 @@ and each method's parameters (`MethodParams`) apply the same ones. Plain pydanti
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
@@ -85,6 +86,63 @@ def machine_threads(value: int | None) -> int | None:
 
 
 Pixels = Annotated[int, Field(gt=0), AfterValidator(check_pixels)]
+
+
+def within(low: float, high: float, why: str, *, below_high: bool = False) -> AfterValidator:
+    """A number from `low` to `high` (both allowed; `high` itself not with `below_high`), for
+    keys whose type alone admits values only a slip reaches (`lr: 1e30`, `temperature: 1e-30`):
+    they passed `--dry-run` and the run stopped on NaN or learnt nothing. `why` says what a
+    value outside does, in the message, beside the range; each bound's own reason is at the key
+    that uses it."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, float) and host.float32_problem(value):
+            return value  # `_float32` names it, as for every float of a recipe
+        if value is not None and not (low <= value < high if below_high else low <= value <= high):
+            if below_high:
+                span = f"not from {low:g} up to, not including, {high:g}"
+            else:
+                span = f"below {low:g}" if math.isinf(high) else f"outside {low:g} to {high:g}"
+            raise ValueError(f"{value:g} is {span}: {why}")
+        return value
+
+    return AfterValidator(check)
+
+
+def pixel_scale_problem(
+    mean: tuple[float, ...] | None, std: tuple[float, ...] | None
+) -> str | None:
+    """What is wrong with a mean/std written for 0-255 pixels, or None.
+
+    Pixels reach the models as 0-1 (`models.view.normalize`), so a mean can only lie in 0-1
+    and a std above 1 only shrinks them further. mmcv/detectron configs write ImageNet's as
+    `[123.675, 116.28, 103.53]` / `[58.395, 57.12, 57.375]`: copied, every input became about
+    -2 and the run trained on nothing without a word."""
+    if any(not 0 <= m <= 1 for m in mean or ()) or any(s > 1 for s in std or ()):
+        scaled = ", ".join(f"{v / 255:.4g}" for v in (mean or ()))
+        hint = f" (/255: mean [{scaled}])" if any(m > 1 for m in mean or ()) else ""
+        return (
+            "mean and std are for pixels from 0 to 1, so mean lies in 0-1 and std is at most "
+            f"1; values for 0-255 pixels are divided by 255{hint}"
+        )
+    return None
+
+
+#: A softmax temperature (`kd`, `function_matching`). Up to 100: logits of a trained model
+#: (~10-50) divided by more are within 0.5 of each other, so the targets are uniform and carry
+#: nothing (and the loss's T^2 factor overflows float32 from about T=1e19: `1e30` stopped the run
+#: on NaN). From 0.01: the sharpest temperature in use (DINO's teacher, 0.04) is above it, and
+#: below it the targets are one-hot, the hard labels the method is meant to soften.
+Temperature = Annotated[
+    float,
+    Field(gt=0),
+    within(
+        0.01,
+        100,
+        "T divides the logits (papers use 1-20); above 100 the targets are uniform, "
+        "below 0.01 one-hot",
+    ),
+]
 
 
 def _float32(value: Any) -> Any:

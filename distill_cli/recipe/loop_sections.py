@@ -8,22 +8,47 @@ feed (`distill_cli.train.optim.build_optimizer`) takes plain arguments in turn.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from distill_cli.recipe.fields import PositiveInt, Strict, machine_threads
+from distill_cli.recipe.fields import PositiveInt, Strict, machine_threads, within
+
+#: The learning rates each optimizer trains with, by name: (lowest, highest).
+#: - From 1e-9: an AdamW step moves a weight by about lr, and float32's spacing at a weight of
+#:   0.01 is 9e-10, so below it most weights never move (`lr: 1e-30` trained nothing).
+#: - AdamW up to 1: its step is about lr in every weight, whose initial values are ~0.01-0.1;
+#:   at lr 1 each step replaces the weights (published AdamW lrs are 1e-5 to 1e-2).
+#: - SGD up to 100: the linear scaling rule (0.1 per 256 images) gives 12.8 at batch 32k, and
+#:   LARS-style schedules ~30; `1e30` diverged on the first step (NaN stop, exit 1).
+LR_RANGE = {"adamw": (1e-9, 1.0), "sgd": (1e-9, 100.0)}
+
+#: Adam's moment decays: 0 (no averaging) up to, not including, 1 (a beta of 1 never forgets
+#: the first gradient; above 1 the averages grow without bound; torch refused them only when
+#: the run built its optimizer).
+Beta = Annotated[
+    float, within(0, 1, "Adam's moment decay (0.9, 0.999: 1 never forgets)", below_high=True)
+]
 
 
 class OptimSpec(Strict):
     name: Literal["adamw", "sgd"] = "adamw"
     lr: Annotated[float, Field(gt=0)] = 1e-3
     weight_decay: Annotated[float, Field(ge=0)] = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
-    clip_grad_norm: Annotated[float, Field(gt=0)] | None = Field(
-        1.0, description="global-norm clipping; null disables"
-    )
+    #: From 1e-3: the clipped gradient's norm spread over a model's weights (1e5-1e8 of them)
+    #: must stay far above AdamW's eps (1e-8), else no step moves anything (`1e-30` trained
+    #: nothing without a word); published clips are 0.1-10. No ceiling: null disables it.
+    clip_grad_norm: (
+        Annotated[
+            float,
+            Field(gt=0),
+            within(1e-3, math.inf, "a smaller norm leaves every step under AdamW's eps (1e-8)"),
+        ]
+        | None
+    ) = Field(1.0, description="global-norm clipping; null disables")
     weight_decay_scale: Literal["lr", "schedule"] = Field(
         "lr",
         description="adamw: what weight_decay is multiplied by at each step. lr: the learning "
@@ -38,17 +63,61 @@ class OptimSpec(Strict):
             raise ValueError("weight_decay_scale: schedule is for adamw (decoupled decay)")
         return self
 
+    @model_validator(mode="after")
+    def _trainable(self) -> OptimSpec:
+        """A learning rate in the optimizer's range (`LR_RANGE`), and a weight decay that
+        shrinks each weight by less than all of it per step: the shrink is lr * weight_decay
+        (weight_decay alone with `weight_decay_scale: schedule`), and at 1 or more every step
+        zeroes or flips every weight (`weight_decay: 1e9` trained to chance without a word)."""
+        low, high = LR_RANGE[self.name]
+        if not low <= self.lr <= high:
+            raise ValueError(
+                f"lr {self.lr:g} is outside {low:g} to {high:g}, the range {self.name} trains "
+                "with ("
+                + (
+                    "above it the first steps diverge"
+                    if self.lr > high
+                    else "below it float32 weights do not move"
+                )
+                + "); e.g. lr: "
+                + ("1e-3" if self.name == "adamw" else "0.1")
+            )
+        shrink = self.weight_decay * (1 if self.weight_decay_scale == "schedule" else self.lr)
+        if shrink >= 1:
+            ceiling = 1 if self.weight_decay_scale == "schedule" else 1 / self.lr
+            raise ValueError(
+                f"weight_decay {self.weight_decay:g} shrinks every weight by {shrink:g} of itself "
+                "per step ("
+                + (
+                    "weight_decay_scale: schedule"
+                    if self.weight_decay_scale == "schedule"
+                    else f"times lr {self.lr:g}"
+                )
+                + "), so each step zeroes or flips "
+                f"the weights; use less than {ceiling:g} (papers use 1e-5 to 0.1)"
+            )
+        return self
+
     def optimizer_args(self) -> dict[str, Any]:
         """The arguments of `train.optim.build_optimizer` (all but the module and device):
         everything here but `clip_grad_norm`, which the engine applies to the gradients."""
         return self.model_dump(exclude={"clip_grad_norm"})
 
 
+#: The longest run, in epochs or steps: at 1,000 steps a second it takes 30 years. Past 2**53
+#: (9e15) the schedule's float arithmetic is no longer exact: `steps: 1e23` passed `--dry-run`
+#: as "24,999,999,999,999,997,902,848 epochs" and started training.
+MAX_LENGTH = 10**12
+RunLength = Annotated[
+    int, Field(gt=0), within(1, MAX_LENGTH, "at 1,000 steps a second that is 30 years")
+]
+
+
 class ScheduleSpec(Strict):
     alternatives = (("epochs",), ("steps",)), (("warmup_steps",), ("warmup_fraction",))
 
-    epochs: PositiveInt | None = None
-    steps: PositiveInt | None = Field(None, description="train for exactly this many steps")
+    epochs: RunLength | None = None
+    steps: RunLength | None = Field(None, description="train for exactly this many steps")
     batch_size: PositiveInt = Field(512, description="global batch size")
     warmup_steps: Annotated[int, Field(ge=0)] = 0
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] | None = Field(

@@ -35,6 +35,8 @@ from distill_cli.recipe.fields import (
     check_model_kwargs,
     check_pixels,
     machine_threads,
+    pixel_scale_problem,
+    within,
 )
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -146,6 +148,9 @@ class ModelSpec(Strict):
             raise ValueError("set mean and std together")
         if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
             raise ValueError("mean and std must have the same length")
+        problem = pixel_scale_problem(self.mean, self.std)
+        if problem:
+            raise ValueError(problem)
         return self
 
 
@@ -301,14 +306,22 @@ class DataSpec(Strict):
         }
 
 
+#: A crop's width over its height: timm's 3/4 to 4/3, and wider ranges (1/2 to 2) are in use.
+#: At 10 a crop fits a square image only at a tenth of its area or less; beyond 0.1-10 no crop
+#: fits, every try falls back to the whole image, and the run trains without crops
+#: (`[1e-30, 1e30]` did, without a word).
+CropRatio = Annotated[
+    float,
+    Field(gt=0),
+    within(0.1, 10, "a crop's width over its height; beyond it no crop fits the image"),
+]
+
+
 class AugmentSpec(Strict):
     """The training view: one inception-style random resized crop and flip per image."""
 
     crop_scale: tuple[Fraction, Fraction] = (0.08, 1.0)
-    crop_ratio: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (
-        3 / 4,
-        4 / 3,
-    )
+    crop_ratio: tuple[CropRatio, CropRatio] = (3 / 4, 4 / 3)
     flip: bool = True
     random_erasing: float = Field(
         0.0,
@@ -349,6 +362,10 @@ class MethodParams(Strict):
     name: str
 
 
+#: The longest folder name of the usual file systems (ext4, xfs, btrfs, APFS, NTFS: 255).
+MAX_NAME_BYTES = 255
+
+
 def check_run_name(name: str, where: str = "output.name") -> str:
     """A run name is one plain path component: no separators, not `.`/`..`, not absolute.
 
@@ -362,6 +379,24 @@ def check_run_name(name: str, where: str = "output.name") -> str:
             f"run name {name!r} is not a plain folder name",
             where,
             "use letters, digits, '.', '_' or '-' (no path separators, not '.' or '..')",
+        )
+    if name[0] in "-~":
+        # `runs/-rf` is an option to `rm`, `ls`, `cp` given the folder's name (`rm -r *` in
+        # runs/), and a folder named `~` is what `rm -r ~` deletes instead: the user's home
+        raise DistillError(
+            f"run name {name!r} starts with {name[0]!r}, which shell commands read as "
+            + ("an option" if name[0] == "-" else "the home folder"),
+            where,
+            f"start it with a letter or digit, e.g. {'run' + name if name[0] == '-' else 'home'}",
+        )
+    if len(name.encode(errors="surrogateescape")) > MAX_NAME_BYTES:
+        # the file system refused it only when the folder was made: "File name too long ...
+        # check the path, free space and permissions", after the data and models were built
+        raise DistillError(
+            f"run name {name[:40]!r}... is {len(name.encode(errors='surrogateescape'))} bytes, "
+            f"more than a folder name may have ({MAX_NAME_BYTES})",
+            where,
+            "use a shorter name",
         )
     return name
 

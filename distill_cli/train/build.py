@@ -22,7 +22,7 @@ from distill_cli.errors import DistillError
 from distill_cli.methods import Method, MethodContext, create_method, method_class
 from distill_cli.models.create import Net, create_net, create_teacher, infer_num_classes
 from distill_cli.models.probe import probe
-from distill_cli.models.view import load_sizes
+from distill_cli.models.view import channels_fit, load_sizes
 from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.loop_sections import RuntimeSpec
 from distill_cli.train.distributed import has_batchnorm, init, joined, sync_batchnorm
@@ -107,6 +107,7 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
     duplicates = _duplicates(recipe, data, world) if data_read else Duplicates()
     torch.manual_seed(rt.seed)
     student, teacher = _nets(recipe, cls, len(data.classes))
+    _channels_fit(data.train.channels, student, teacher)
     sync_bn = _place(student, teacher, rt, device, world, channels_last)
 
     sizes = [net.info.input_size for net in (student, teacher) if net is not None]
@@ -208,6 +209,28 @@ def _nets(recipe: Recipe, cls: type[Method], data_classes: int) -> tuple[Net, Ne
                 "a checkpoint's head of another size loads with model.strict: false)",
             )
     return create_net(recipe.student, s_classes, role="student"), teacher
+
+
+def _channels_fit(have: int, student: Net, teacher: Net | None) -> None:
+    """Each model takes the data's channels (`view.channels_fit`): `in_chans: 4` (an RGBA or
+    RGB-NIR model) on RGB photos passed `--dry-run` and was a ValueError traceback at the
+    first step. An ensemble's members are fed one by one, so each is checked."""
+    # a recipe without a teacher calls its model `model` (as `_nets` names model.num_classes)
+    infos = [("student.in_chans" if teacher is not None else "model.in_chans", student.info)]
+    if teacher is not None:
+        members = getattr(teacher.module, "infos", None)
+        if members is None:
+            infos.append(("teacher.in_chans", teacher.info))
+        else:
+            infos += [(f"teacher.{i}.in_chans", info) for i, info in enumerate(members)]
+    for key, info in infos:
+        if not channels_fit(have, info.in_chans):
+            raise DistillError(
+                f"{info.name} takes {info.in_chans}-channel images and the data has {have} "
+                "channels (grayscale feeds any model, RGB a 1-channel one too)",
+                key,
+                f"set {key}: {have}, or use {info.in_chans}-channel data",
+            )
 
 
 def _place(
