@@ -282,6 +282,11 @@ def test_a_unicode_path_on_an_ascii_stdout_is_escaped(
     raw = io.BytesIO()
     stdout = io.TextIOWrapper(raw, encoding="ascii", errors="strict")
     monkeypatch.setattr(sys, "stdout", stdout)
+    from distill_cli.cli.console import console
+
+    # the path on one line, not wrapped in the plan's table (a stdout that is no terminal is 80
+    # columns wide, the width rich gave the console when it was made)
+    monkeypatch.setattr(console, "width", 1000)
     with pytest.raises(SystemExit) as exit_info:
         entry(["train", str(recipe), "--dry-run"])
     stdout.flush()
