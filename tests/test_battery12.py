@@ -82,6 +82,10 @@ def _error(path: Path, sets: list[str]) -> str:
         ),
         (["teacher.mean=[0.5, 0.5, 0.5]", "teacher.std=[255, 255, 255]"], ["std is at most 1"]),
         (["teacher.mean=[-0.5, 0.5, 0.5]", "teacher.std=[0.5, 0.5, 0.5]"], ["mean lies in 0-1"]),
+        (
+            ["student.mean=[0.5, 0.5, 0.5]", "student.std=[1e-30, 0.2, 0.2]"],
+            ["student", "std below 0.001", "more than 1,000"],
+        ),
         (["augment.crop_ratio=[1e-30, 1e30]"], ["augment.crop_ratio.0", "outside 0.1 to 10"]),
         (["optim.clip_grad_norm=1e-30"], ["optim.clip_grad_norm", "1e-30 is below 0.001", "eps"]),
         (["output.name=" + "x" * 300], ["300 bytes", "(255)", "shorter name"]),
@@ -106,6 +110,7 @@ def _error(path: Path, sets: list[str]) -> str:
         "mean-std-0-255",
         "std-255",
         "mean-negative",
+        "std-1e-30",
         "crop-ratio-1e30",
         "clip-1e-30",
         "name-300-bytes",
@@ -328,3 +333,15 @@ def test_grayscale_data_feeds_any_model_and_rgb_a_grayscale_one(
     with pytest.raises(SystemExit) as exit_info:
         entry([*argv, *gray])
     assert exit_info.value.code == 0, capfd.readouterr()
+
+
+def test_a_device_file_given_as_the_run_is_named_as_such() -> None:
+    """`distill report /dev/null` said "no such run folder" of something that is there."""
+    from distill_cli import api
+
+    if not Path("/dev/null").exists():
+        pytest.skip("no /dev/null here")
+    for read in (api.report, lambda p: api.compare([p, p])):
+        with pytest.raises(DistillError, match="not a file or folder") as info:
+            read("/dev/null")
+        assert info.value.code == 2

@@ -125,7 +125,18 @@ def pixel_scale_problem(
             "mean and std are for pixels from 0 to 1, so mean lies in 0-1 and std is at most "
             f"1; values for 0-255 pixels are divided by 255{hint}"
         )
+    if any(s < MIN_STD for s in std or ()):  # `std: [1e-30]` passed: inputs of 1e30, NaN at once
+        return (
+            f"a std below {MIN_STD:g} multiplies the pixels by more than {1 / MIN_STD:,.0f}; "
+            "images' std is about 0.2-0.3 of the 0-1 range (ImageNet's: 0.229, 0.224, 0.225)"
+        )
     return None
+
+
+#: The smallest std a recipe or side file may give: a channel that varies by less than 0.1% of
+#: the pixel range carries nothing, and dividing by less blows the inputs up past any model's
+#: trained range (1e-30 made them 1e30).
+MIN_STD = 1e-3
 
 
 #: A softmax temperature (`kd`, `function_matching`). Up to 100: logits of a trained model
