@@ -217,7 +217,9 @@ def load_run(path: str | Path) -> RunHistory:
     if folder.path.is_file():  # a checkpoint or summary of the run: "no such folder" was wrong
         raise DistillError("a file, not a run folder", str(path), run_advice(folder.path))
     if folder.path.exists() and not folder.path.is_dir():  # /dev/null, a pipe, a socket
-        raise DistillError("not a file or folder", str(path), run_advice(folder.path))
+        raise DistillError(
+            "not a run folder (not a regular file or folder)", str(path), run_advice(folder.path)
+        )
     if not folder.path.is_dir():
         raise DistillError("no such run folder", str(path), run_advice(folder.path))
     if not folder.recipe.is_file():
