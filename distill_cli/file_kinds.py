@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+#: The two formats of torch.save, as a message names them.
+ZIP = "a zip archive (as torch.save writes)"
+PICKLE = "a pickle (as torch.save wrote before PyTorch 1.6)"
 #: Leading bytes of the formats users hand over by mistake, and how a message names each.
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"\x89PNG\r\n\x1a\n", "a PNG image"),
@@ -19,8 +22,8 @@ _SIGNATURES: tuple[tuple[bytes, str], ...] = (
     (b"GIF89a", "a GIF image"),
     (b"%PDF", "a PDF document"),
     (b"\x1f\x8b", "a gzip archive"),
-    (b"PK\x03\x04", "a zip archive (as torch.save writes)"),
-    (b"\x80", "a pickle (as torch.save wrote before PyTorch 1.6)"),
+    (b"PK\x03\x04", ZIP),
+    (b"\x80", PICKLE),
 )
 #: What an ONNX model's first field is: ir_version (field 1, a varint), then another field.
 _ONNX_FIELDS = (0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42, 0x52, 0x72, 0x7A)
@@ -29,7 +32,7 @@ SAFETENSORS = "a safetensors weights file"
 TEXT = "a text file"
 #: The kinds a weights file may be (torch.save's zip and legacy pickle, safetensors); any other
 #: kind told is the wrong file handed over.
-WEIGHTS = (_SIGNATURES[-2][1], _SIGNATURES[-1][1], SAFETENSORS)
+WEIGHTS = (ZIP, PICKLE, SAFETENSORS)
 
 
 def kind_of(path: Path) -> str | None:

@@ -389,11 +389,12 @@ def check_run_name(name: str, where: str = "output.name") -> str:
             where,
             f"start it with a letter or digit, e.g. {'run' + name if name[0] == '-' else 'home'}",
         )
-    if len(name.encode(errors="surrogateescape")) > MAX_NAME_BYTES:
+    size = len(name.encode(errors="surrogateescape"))
+    if size > MAX_NAME_BYTES:
         # the file system refused it only when the folder was made: "File name too long ...
         # check the path, free space and permissions", after the data and models were built
         raise DistillError(
-            f"run name {name[:40]!r}... is {len(name.encode(errors='surrogateescape'))} bytes, "
+            f"run name {name[:40]!r}... is {size} bytes, "
             f"more than a folder name may have ({MAX_NAME_BYTES})",
             where,
             "use a shorter name",

@@ -83,11 +83,11 @@ def in_its_run_folder(recipe: Recipe, path: Path) -> Recipe:
     from distill_cli.recipe.document import paths_mapped
     from distill_cli.rundir.layout import RunDir
 
-    folder = Path(os.path.abspath(path)).parent
-    saved = Path(os.path.abspath(recipe.run_dir))
-    if path.name != RunDir(folder).recipe.name or saved.name != folder.name:
+    run = RunDir(Path(os.path.abspath(path)).parent)
+    folder, saved = run.path, Path(os.path.abspath(recipe.run_dir))
+    if path.name != run.recipe.name or saved.name != folder.name:
         return recipe
-    if saved.resolve() == folder.resolve() or not RunDir(folder).is_run:
+    if saved.resolve() == folder.resolve() or not run.is_run:
         return recipe
     bases = moved_bases(saved, folder)
     moved = paths_mapped(recipe, lambda p: p if p.exists() else (moved_path(p, bases) or p))
