@@ -18,6 +18,10 @@ EXIT_FAILURE = 1
 #: Exit code of `distill students` when nothing could be timed within its limits (no answer
 #: yet, as opposed to EXIT_FAILURE: timed, and nothing fits).
 EXIT_NOT_MEASURED = 3
+#: Exit code when the reader of stdout went away (`distill --help | head -1`): what a shell
+#: reports for a process ended by SIGPIPE (128 + 13), as `ls | head`, `git log | head` give,
+#: so `set -o pipefail` scripts see the cut the usual way. Nothing is printed for it.
+EXIT_BROKEN_PIPE = 141
 
 
 class DistillError(Exception):

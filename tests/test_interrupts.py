@@ -321,3 +321,23 @@ def test_slurms_warning_signal_saves_the_position(
     monkeypatch.setattr(Trainer, "train_step", real)
     assert _exit(["train", str(recipe), "--resume", "--quiet"], capsys)[0] == 0
     assert '"steps": 4' in (tmp_path / "runs" / "r" / "summary.json").read_text()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["models", "test_*"]])
+def test_a_reader_that_goes_away_is_the_shells_sigpipe_code_without_a_word(
+    args: list[str],
+) -> None:
+    """`distill --help | head -1`: rich and click answered the closed pipe with a silent exit 1,
+    which a `set -o pipefail` script reads as a failed command. Now it is 141, what `ls | head`
+    gives, and still no traceback or line (the reader went away; nothing failed). The reader is
+    closed before the child writes, so the cut is certain, not a race with the pipe's buffer."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "distill_cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 141, err.decode()
+    assert err.decode().strip() == ""

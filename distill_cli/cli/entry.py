@@ -25,12 +25,13 @@ from contextlib import contextmanager
 from typing import Any
 
 import distill_cli
-from distill_cli.errors import EXIT_FAILURE, DistillError
+from distill_cli.errors import EXIT_BROKEN_PIPE, EXIT_FAILURE, DistillError
 
 
 def entry(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     _printable_streams()
+    stdout_at_start = _stdout_file()
     debug = "--debug" in args or os.environ.get("DISTILL_DEBUG") == "1"
     if "--debug" in args[1:]:  # `distill export x --debug` was "No such option: --debug"
         args = ["--debug", *(a for a in args if a != "--debug")]
@@ -45,6 +46,8 @@ def entry(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         code = 130
     except SystemExit:
+        if _stdout_went_away(stdout_at_start):
+            sys.exit(EXIT_BROKEN_PIPE)
         raise
     except OSError as exc:  # the file system said no (permissions, a full disk, a FIFO...)
         from distill_cli.host import fs_failed
@@ -60,7 +63,39 @@ def entry(argv: list[str] | None = None) -> None:
         raise
     if code == 130:  # Typer's code for an interrupt
         _fail(_interrupted(received, args), 128 + (received[-1] if received else 2), False)
+    _flush_stdout()
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _stdout_file() -> tuple[int, int] | None:
+    """The file behind stdout's descriptor (device, inode); None where there is none."""
+    try:
+        st = os.fstat(sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # captured (tests), closed, or replaced
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _stdout_went_away(at_start: tuple[int, int] | None) -> bool:
+    """Rich and click answer a closed stdout (EPIPE) by exiting 1 without a word, which a
+    script cannot tell from a failed command (`EXIT_BROKEN_PIPE` instead). Rich points the
+    descriptor at /dev/null first, click wraps the streams so their flush is quiet: what
+    each leaves behind is how the cut is known here."""
+    if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
+        return True
+    return at_start is not None and _stdout_file() not in (at_start, None)
+
+
+def _flush_stdout() -> None:
+    """Output still buffered when the reader is gone raised BrokenPipeError at the
+    interpreter's exit ("Exception ignored ..."): flushed here, a cut is `EXIT_BROKEN_PIPE`."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):  # ValueError: a stdout already closed
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(EXIT_BROKEN_PIPE)
 
 
 def _printable_streams() -> None:
