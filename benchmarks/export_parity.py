@@ -38,10 +38,10 @@ def measure(name: str, kwargs: dict, exporter: str) -> dict:
     import numpy as np
     import onnxruntime as ort
 
+    from distill_cli.export.inputs import InputSet
     from distill_cli.export.onnx_export import export_onnx
     from distill_cli.export.parity import (
         NEAR_ZERO,
-        InputSet,
         collect,
         ort_runner,
         parity_bound,

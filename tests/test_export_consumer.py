@@ -21,7 +21,7 @@ from PIL import Image
 
 from distill_cli import api
 from distill_cli.data import build_data
-from distill_cli.export.parity import InputSet
+from distill_cli.export.inputs import InputSet
 from distill_cli.models.view import ModelInfo
 from distill_cli.recipe.document import load_recipe
 from distill_cli.recipe.sections import FASHION_MNIST_ROOT

@@ -105,7 +105,7 @@ def test_bad_int8_options_are_one_line_errors(tmp_path: Path) -> None:
 
 def test_calibration_images_are_class_balanced() -> None:
     from distill_cli.data.sources import ImageSet
-    from distill_cli.export.parity import InputSet
+    from distill_cli.export.inputs import InputSet
     from distill_cli.models.view import ModelInfo
 
     labels = torch.tensor([0] * 90 + [1] * 6 + [2] * 4)  # a skewed training split

@@ -97,7 +97,7 @@ def test_the_bench_and_the_wings_do_not_import_the_api() -> None:
 
 
 def test_the_recipe_sections_do_not_import_the_run_folder() -> None:
-    """The run-name rule is the recipe's (sections.check_run_name); the run folder uses it."""
+    """The run-name rule is the recipe's (run_name.check_run_name); the run folder uses it."""
     sections = MODULES["distill_cli.recipe.sections"]
     assert not any(n.startswith("distill_cli.rundir") for n in _imports_anywhere(sections))
     assert not any(

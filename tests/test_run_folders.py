@@ -17,7 +17,7 @@ import pytest
 from distill_cli import api
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import load_recipe
-from distill_cli.recipe.sections import check_run_name
+from distill_cli.recipe.run_name import check_run_name
 from distill_cli.rundir.layout import MARKER, RunDir
 from tests.conftest import teacher_body, write_recipe
 

@@ -363,7 +363,7 @@ def test_export_parity_leaves_an_undecodable_val_file_out(tmp_path: Path) -> Non
     """The export compares PyTorch and ONNX on the run's val images: a bad file there is left
     out and counted, as the run's evaluation leaves it (a stand-in would count another image
     twice, and the export's PyTorch top-1 would differ from the run's)."""
-    from distill_cli.export.parity import InputSet
+    from distill_cli.export.inputs import InputSet
     from distill_cli.models.view import ModelInfo
 
     _folder(tmp_path / "train", 2, {})

@@ -17,11 +17,11 @@ import torch
 from distill_cli.errors import DistillError
 from distill_cli.export import timing
 from distill_cli.export.gates import evaluate, verdicts
+from distill_cli.export.inputs import InputSet
 from distill_cli.export.latency import providers
 from distill_cli.export.onnx_export import read_metadata, remove_leftovers
 from distill_cli.export.options import ExportOptions
 from distill_cli.export.parity import (
-    InputSet,
     Outputs,
     collect,
     fp32_parity,

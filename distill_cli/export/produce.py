@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from distill_cli.export.inputs import Batches, InputSet
 from distill_cli.export.onnx_export import (
     check_onnx,
     count_nodes,
@@ -25,8 +26,6 @@ from distill_cli.export.onnx_export import (
 )
 from distill_cli.export.options import ExportOptions
 from distill_cli.export.parity import (
-    Batches,
-    InputSet,
     collect,
     compare,
     ort_file_runner,

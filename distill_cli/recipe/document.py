@@ -39,6 +39,7 @@ from distill_cli.recipe.files import (
 )
 from distill_cli.recipe.loop_sections import OptimSpec, RuntimeSpec, ScheduleSpec
 from distill_cli.recipe.overrides import Overrides, apply_overrides, set_value
+from distill_cli.recipe.run_name import plain_name
 from distill_cli.recipe.sections import (
     AugmentSpec,
     DataSpec,
@@ -46,7 +47,6 @@ from distill_cli.recipe.sections import (
     ModelSpec,
     OutputSpec,
     Strict,
-    plain_name,
 )
 from distill_cli.recipe.yaml_text import parse_yaml, recipe_text, syntax_advice
 

@@ -1,7 +1,7 @@
-"""The sections of a recipe that say what a run is made of (models, data, augmentation, output),
-the base of every method's section, and the run-name rule. The field types and the base every
-section shares are in fields.py; the training loop's sections (optim, schedule, runtime) are in
-loop_sections.py.
+"""The sections of a recipe that say what a run is made of (models, data, augmentation, output)
+and the base of every method's section. The field types and the base every section shares are
+in fields.py; the training loop's sections (optim, schedule, runtime) are in loop_sections.py;
+the run-name rule is in run_name.py.
 
 They are plain data with validation and nothing else, so they import neither torch nor the code
 they configure; the factories they feed (`distill_cli.data.build_data`, `BatchAugment`) take
@@ -38,6 +38,7 @@ from distill_cli.recipe.fields import (
     pixel_scale_problem,
     within,
 )
+from distill_cli.recipe.run_name import plain_name
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 #: Synthetic images are generated into memory: more bytes than this is a typo, not a test.
@@ -360,51 +361,3 @@ class MethodParams(Strict):
     """
 
     name: str
-
-
-#: The longest folder name of the usual file systems (ext4, xfs, btrfs, APFS, NTFS: 255).
-MAX_NAME_BYTES = 255
-
-
-def check_run_name(name: str, where: str = "output.name") -> str:
-    """A run name is one plain path component: no separators, not `.`/`..`, not absolute.
-
-    The name becomes a folder that `--overwrite` empties; anything that could point elsewhere
-    (a parent, the working directory, an absolute path) would let it delete the wrong files.
-    The recipe owns this rule (it is what a valid `name`/`output.name` is); the run folder
-    (rundir/layout.py) applies it to the folders it is asked to make.
-    """
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
-        raise DistillError(
-            f"run name {name!r} is not a plain folder name",
-            where,
-            "use letters, digits, '.', '_' or '-' (no path separators, not '.' or '..')",
-        )
-    if name[0] in "-~":
-        # `runs/-rf` is an option to `rm`, `ls`, `cp` given the folder's name (`rm -r *` in
-        # runs/), and a folder named `~` is what `rm -r ~` deletes instead: the user's home
-        raise DistillError(
-            f"run name {name!r} starts with {name[0]!r}, which shell commands read as "
-            + ("an option" if name[0] == "-" else "the home folder"),
-            where,
-            f"start it with a letter or digit, e.g. {'run' + name if name[0] == '-' else 'home'}",
-        )
-    size = len(name.encode(errors="surrogateescape"))
-    if size > MAX_NAME_BYTES:
-        # the file system refused it only when the folder was made: "File name too long ...
-        # check the path, free space and permissions", after the data and models were built
-        raise DistillError(
-            f"run name {name[:40]!r}... is {size} bytes, "
-            f"more than a folder name may have ({MAX_NAME_BYTES})",
-            where,
-            "use a shorter name",
-        )
-    return name
-
-
-def plain_name(name: str) -> None:
-    """`check_run_name` as a pydantic validator error (the recipe loader adds where)."""
-    try:
-        check_run_name(name)
-    except DistillError as exc:
-        raise ValueError(f"{exc.what}; {exc.hint}") from None

@@ -27,7 +27,7 @@ from typing import Any
 from distill_cli.errors import DistillError
 from distill_cli.host import atomic_write, fs_failed
 from distill_cli.locks import holder, lock_exclusive, lock_held
-from distill_cli.recipe.sections import check_run_name
+from distill_cli.recipe.run_name import check_run_name
 from distill_cli.rundir.checks import (
     CHECKED_BY_THE_FINGERPRINT,
     WHERE_THE_RUN_IS,

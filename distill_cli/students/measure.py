@@ -25,8 +25,8 @@ import torch
 
 from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
+from distill_cli.export.inputs import InputSet
 from distill_cli.export.onnx_export import export_onnx
-from distill_cli.export.parity import InputSet
 from distill_cli.export.protocol import load_average
 from distill_cli.export.source import resolve_source
 from distill_cli.export.variants import make_fp16, make_int8
