@@ -66,7 +66,7 @@ from arch_sweep_report import (
     results_folder,
     write_results,
 )
-from benchargs import output_folder
+from benchargs import Several, output_folder
 
 from distill_cli.recipe.yaml_text import recipe_text
 
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
-        "--models", default="", help="comma-separated timm names (default: all families)"
+        "--models", action=Several, default=[], help="timm names (default: all families)"
     )
     parser.add_argument(
         "--size",
@@ -326,8 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="only the student run and its export")
     parser.add_argument(
         "--stages",
-        default="",
-        help=f"comma-separated subset of {','.join(STAGES)} (export and report need student, "
+        action=Several,
+        default=[],
+        help=f"a subset of {','.join(STAGES)} (export and report need student, "
         "gray_export needs gray, in the same call: runs live in a temporary folder)",
     )
     add_output_options(parser)
@@ -338,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     by_name = {a.name: a for a in [*ARCHS, *SCREENED_ONLY]}  # their family and px for --models
-    names = [n for n in args.models.split(",") if n] or [a.name for a in ARCHS]
+    names = args.models or [a.name for a in ARCHS]
     archs = [by_name.get(n, Arch(n, "other")) for n in names]
     if args.size is not None:
         archs = [Arch(a.name, a.family, args.size) for a in archs]

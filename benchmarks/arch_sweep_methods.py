@@ -51,7 +51,7 @@ from arch_sweep_report import (
     chosen_stages,
     results_folder,
 )
-from benchargs import output_folder
+from benchargs import Several, output_folder
 
 from distill_cli.recipe.yaml_text import parse_yaml, recipe_text
 
@@ -249,17 +249,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--models", default="", help="comma-separated timm names (default: subset)")
+    parser.add_argument("--models", action=Several, default=[], help="timm names (default: subset)")
     parser.add_argument(
         "--stages",
-        default="",
-        help=f"comma-separated subset of {','.join(STAGES)} (the exports need student)",
+        action=Several,
+        default=[],
+        help=f"a subset of {','.join(STAGES)} (the exports need student)",
     )
     add_output_options(parser)
     parser.add_argument("--update", action="store_true", help="merge into the existing table")
     args = parser.parse_args(argv)
     by_name = {a.name: a for a in ARCHS}
-    names = [n for n in args.models.split(",") if n] or list(SUBSET)
+    names = args.models or list(SUBSET)
     archs = [by_name.get(n, Arch(n, "other")) for n in names]
     stages = chosen_stages(parser, args.stages, STAGES, STAGES)
     check_sweep(names, None, args.timeout)

@@ -114,10 +114,13 @@ def add_output_options(parser: argparse.ArgumentParser) -> None:
 
 
 def chosen_stages(
-    parser: argparse.ArgumentParser, text: str, default: tuple[str, ...], known: tuple[str, ...]
+    parser: argparse.ArgumentParser,
+    given: list[str],
+    default: tuple[str, ...],
+    known: tuple[str, ...],
 ) -> tuple[str, ...]:
-    """`--stages a,b` as a tuple (`default` when empty); an unknown stage is a usage error."""
-    stages = tuple(s for s in text.split(",") if s) or default
+    """`--stages` as a tuple (`default` when not given); an unknown stage is a usage error."""
+    stages = tuple(given) or default
     unknown = set(stages) - set(known)
     if unknown:
         parser.error(f"unknown stages {sorted(unknown)}")

@@ -60,6 +60,43 @@ def at_least(low: int) -> Callable[[str], int]:
     return check
 
 
+class Several(argparse.Action):
+    """A list option written any of the usual ways: `--x a b`, `--x a,b` or `--x a --x b`.
+
+    The scripts grew three habits (arch_sweep's commas, full_data's spaces, export_latency's
+    repeats), and a rerun written with another script's habit was refused, or read `a,b` as one
+    timm name. Every list option takes all three; `item` checks and converts each value
+    (`at_least(1)`), as `type` does for one, and a bad one is argparse's usage error."""
+
+    def __init__(
+        self, option_strings: Sequence[str], dest: str, item: Callable[[str], Any] = str, **kw: Any
+    ) -> None:
+        kw.setdefault("nargs", "+")
+        super().__init__(option_strings, dest, **kw)
+        self.item = item
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        seen = getattr(namespace, self.dest, None)
+        items = list(seen) if isinstance(seen, list) and seen is not self.default else []
+        for value in values if isinstance(values, list) else [values]:
+            for part in (x.strip() for x in str(value).split(",")):
+                if not part:
+                    continue
+                try:
+                    items.append(self.item(part))
+                except (ValueError, argparse.ArgumentTypeError) as exc:
+                    parser.error(f"argument {option_string}: invalid value {part!r}: {exc}")
+        if not items:
+            parser.error(f"argument {option_string}: expected at least one value")
+        setattr(namespace, self.dest, items)
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a number > 0."""
     value = float(text)

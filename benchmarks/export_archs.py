@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import at_least, one_line_errors, parser, positive_float
+from benchargs import Several, at_least, one_line_errors, parser, positive_float
 
 if TYPE_CHECKING:
     import torch
@@ -170,7 +170,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument(
         "--arch",
-        action="append",
+        action=Several,
         help=f"timm name, repeatable (default: DEFAULT in this script, {len(DEFAULT)} models)",
     )
     p.add_argument("--size", type=at_least(1), default=64, help="input side (64)")

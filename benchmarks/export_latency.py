@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import add_overwrite, at_least, fail, one_line_errors, output_file, output_folder
+from benchargs import (
+    Several,
+    add_overwrite,
+    at_least,
+    fail,
+    one_line_errors,
+    output_file,
+    output_folder,
+)
 from benchargs import parser as parser_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,7 +170,7 @@ def main() -> None:
     parser = parser_of(__doc__)
     parser.add_argument(
         "--arch",
-        action="append",
+        action=Several,
         metavar="NAME",
         help=f"timm model, repeatable (default: {' and '.join(DEFAULT_ARCHS)})",
     )

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchargs import add_overwrite, at_least, fail, output_file, parser  # noqa: E402
+from benchargs import Several, add_overwrite, at_least, fail, output_file, parser  # noqa: E402
 
 RTOLS = (0.0, 1e-5, 1e-4, 1e-3)
 
@@ -85,9 +85,7 @@ def measure(name: str, kwargs: dict, exporter: str) -> dict:
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument(
-        "--arch", action="append", help="only these of the sweep, repeatable (default: all)"
-    )
+    p.add_argument("--arch", action=Several, help="only these of the sweep (default: all)")
     p.add_argument(
         "--json", type=Path, help="write the rows, command and versions here (default: none)"
     )

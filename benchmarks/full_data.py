@@ -48,6 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchargs import (
+    Several,
     add_overwrite,
     at_least,
     fail,
@@ -268,23 +269,25 @@ def main() -> None:
     )
     p.add_argument(
         "--students",
-        nargs="+",
+        action=Several,
         default=None,
         metavar="NAME",
         help="timm models (default: the scale's)",
     )
     add_model_options(p, "student run")
-    p.add_argument("--lengths", type=at_least(1), nargs="+", help="epochs (default: the scale's)")
+    p.add_argument(
+        "--lengths", action=Several, item=at_least(1), help="epochs (default: the scale's)"
+    )
     p.add_argument(
         "--methods",
-        nargs="+",
+        action=Several,
         metavar="NAME",
         help="a subset of " + ", ".join(METHOD_NAMES) + " (default: all; a subset is a variant)",
     )
     p.add_argument(
         "--seeds",
-        type=at_least(0),
-        nargs="+",
+        action=Several,
+        item=at_least(0),
         default=None,
         help="seeds of the longest runs (default: the scale's; 0 always runs)",
     )

@@ -57,6 +57,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchargs import (
+    Several,
     add_overwrite,
     at_least,
     fail,
@@ -237,7 +238,10 @@ def main() -> None:
         help="run folders (default runs/patience, --quick: runs/patience-quick)",
     )
     p.add_argument(
-        "--lengths", type=at_least(1), nargs="+", help="epochs (10 30 100 300 600 1000; quick 1 3)"
+        "--lengths",
+        action=Several,
+        item=at_least(1),
+        help="epochs (10 30 100 300 600 1000; quick 1 3)",
     )
     p.add_argument("--compare-at", type=at_least(1), help="epochs of the comparisons (600; 3)")
     p.add_argument(

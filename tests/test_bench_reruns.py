@@ -547,3 +547,38 @@ def test_full_data_runs_a_subset_of_methods_as_a_variant_named_apart() -> None:
     assert "methods" not in older.record()  # what the tag of a variant without it hashes
     with pytest.raises(SystemExit):
         full_data_scales.choose("quick", _fd_args(methods=["dkd"]))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--names", "a", "b", "--lengths", "3", "10"],
+        ["--names", "a,b", "--lengths", "3,10"],
+        ["--names", "a", "--names", "b", "--lengths", "3", "--lengths", "10"],
+        ["--names", "a, b,", "--lengths", "3,", "10"],
+    ],
+)
+def test_every_list_option_takes_spaces_commas_and_repeats(argv: list[str]) -> None:
+    """arch_sweep took `--models a,b`, full_data `--students a b`, export_latency `--arch a
+    --arch b`: a rerun written with another script's habit was refused, or `a,b` was looked up
+    as one timm name. `benchargs.Several` reads all three the same, converting each value."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--names", action=benchargs.Several, default=["default"])
+    p.add_argument("--lengths", action=benchargs.Several, item=benchargs.at_least(1))
+    args = p.parse_args(argv)
+    assert args.names == ["a", "b"]  # the default is replaced, not extended
+    assert args.lengths == [3, 10]
+    assert p.parse_args([]).names == ["default"]
+
+
+@pytest.mark.parametrize("value", ["3,0", ",", "x"])
+def test_a_bad_value_in_a_list_option_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--lengths", action=benchargs.Several, item=benchargs.at_least(1))
+    with pytest.raises(SystemExit) as stop:
+        p.parse_args(["--lengths", value])
+    assert stop.value.code == 2
+    assert "argument --lengths:" in capsys.readouterr().err
+

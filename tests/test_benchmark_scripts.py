@@ -384,3 +384,20 @@ def test_a_set_that_changes_the_compared_method_is_refused(tmp_path: Path) -> No
     line = _one_error_line(done)
     assert "makes the function_matching rows run kd" in line
     assert not list(tmp_path.iterdir())  # refused before any teacher trained
+
+
+@pytest.mark.parametrize(
+    ("script", "args"),
+    [
+        ("full_data.py", ["--quick", "--students", "test_vit,no_such_net"]),
+        ("full_data.py", ["--quick", "--students", "test_vit", "no_such_net"]),
+        ("arch_sweep.py", ["--quick", "--models", "test_vit", "no_such_net"]),
+        ("export_archs.py", ["--arch", "test_vit,no_such_net"]),
+    ],
+)
+def test_list_options_read_commas_and_spaces_alike(script: str, args: list[str]) -> None:
+    """The refusal names the one unknown model, so `a,b` and `a b` were both read as two names
+    (before, full_data looked up 'test_vit,no_such_net' as one, and arch_sweep refused the
+    space: 'unrecognized arguments')."""
+    line = _one_error_line(_script(BENCH / script, *args))
+    assert "'no_such_net'" in line and "test_vit," not in line
