@@ -180,3 +180,14 @@ def test_bench_train_times_the_step_without_the_runs_evaluations(tmp_path: Path)
     setup = build(timed)
     assert len(setup.data.val) == 4 and len(setup.data.test) == 32  # one per class; a batch
     assert timed.schedule == recipe.schedule and timed.student == recipe.student
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["run"], ["export"], ["students"], ["bench", "latency"], ["recipes", "show"]]
+)
+def test_dash_h_is_help_for_every_command(command: list[str], cli: CLI) -> None:
+    """`distill run -h`, the habit of argparse tools (timm's train.py, the benchmarks), was
+    "No such option: -h"; it is now `--help`, inherited by every command."""
+    short, long = cli(*command, "-h"), cli(*command, "--help")
+    assert short.returncode == long.returncode == 0, short.stderr
+    assert short.stdout == long.stdout and "Usage: distill" in short.stdout

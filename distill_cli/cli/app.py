@@ -35,6 +35,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # `-h` as argparse tools (timm's train.py, the benchmarks) take it; every command inherits it
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("export")(export_cmd)
 app.add_typer(bench_app, name="bench")
