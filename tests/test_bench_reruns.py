@@ -581,4 +581,3 @@ def test_a_bad_value_in_a_list_option_is_a_usage_error(
         p.parse_args(["--lengths", value])
     assert stop.value.code == 2
     assert "argument --lengths:" in capsys.readouterr().err
-
