@@ -203,3 +203,28 @@ def test_a_quoted_tilde_is_the_home_folder_in_every_path(
     timing = {"warmup": 1, "runs": 2, "min_time_s": 0, "threads": 1, "batch": 2}
     bench = api.bench_latency("~/artifacts/model.onnx", **timing)
     assert bench.latency_of("onnxruntime").p50_ms > 0
+
+
+@pytest.mark.parametrize(
+    ("source", "words", "hint"),
+    [
+        ("my-run", "no run folder or file 'my-run' here", "runs/NAME"),
+        ("resnet18x", "no run folder or file 'resnet18x' here", "close matches: resnet18"),
+        ("timm/resnet18.a1_in1k", "is a Hugging Face Hub id", "pass its folder as SOURCE"),
+        ("hf-hub:timm/resnet18.a1_in1k", "is a Hugging Face Hub id", "pass its folder as SOURCE"),
+    ],
+)
+def test_a_source_that_is_nothing_here_says_so_for_export_and_bench(
+    source: str, words: str, hint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`distill export my-run` from the wrong folder said "unknown timm model 'my-run' (model)",
+    a recipe key the command has not; a Hub id copied from its page was "SOURCE not found" or
+    told to write `pretrained: true`, which export has no flag for."""
+    from distill_cli.errors import DistillError
+    from distill_cli.export.source import resolve_source
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DistillError) as caught:
+        resolve_source(source)
+    assert words in caught.value.what and caught.value.where == "SOURCE"
+    assert hint in (caught.value.hint or "")
