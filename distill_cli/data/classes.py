@@ -23,7 +23,8 @@ import torch
 from distill_cli.data import DataBundle
 from distill_cli.data.entries import class_name
 from distill_cli.errors import DistillError
-from distill_cli.models.checkpoint import read_sidecar
+from distill_cli.models import timm_args
+from distill_cli.models.checkpoint import read_sidecar, weights_path
 
 if TYPE_CHECKING:
     from distill_cli.recipe.sections import ModelSpec
@@ -39,7 +40,32 @@ def spec_class_names(spec: ModelSpec) -> tuple[list[str] | None, str]:
         side = read_sidecar(spec.checkpoint).class_names
         if side is not None:
             return list(side), "side file"
+        if _timm_numbered(spec):
+            return None, TIMM_ORDER
     return None, "data"
+
+
+#: Where a teacher's class order came from when timm's train.py numbered an image folder.
+TIMM_ORDER = "data, in timm's train.py order"
+
+
+def _timm_numbered(spec: ModelSpec) -> bool:
+    """Whether the checkpoint is timm's train.py's on an image folder it numbered itself."""
+    assert spec.checkpoint is not None
+    trained = timm_args.train_args(weights_path(spec.checkpoint))
+    return trained is not None and timm_args.folder_class_order(trained[0])
+
+
+def timm_folder_names(
+    specs: list[ModelSpec], data_classes: list[str], class_map: dict[str, str]
+) -> list[str] | None:
+    """The teacher's class names when timm's train.py trained it on an image folder without
+    `--class-map`: the data's classes (as `class_map` names them) in timm's natural order,
+    which is not the sorted order an image folder's labels follow here (`Zebra` after `ant`,
+    `cat2` before `cat10`); None when no teacher is such a checkpoint."""
+    if not any(s.checkpoint is not None and spec_class_names(s)[1] == TIMM_ORDER for s in specs):
+        return None
+    return timm_args.natural_order([class_map.get(c, c) for c in data_classes])
 
 
 def model_class_names(specs: list[ModelSpec], role: str) -> list[str] | None:
