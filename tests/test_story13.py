@@ -138,3 +138,100 @@ def test_a_timm_train_py_teacher_on_an_image_folder_keeps_timms_class_order(
     mapped.write_text("\n".join(sorted(CLASSES)) + "\n")
     ckpt = _timm_checkpoint(tmp_path / "timm-map", _args(img_size=32, class_map=str(mapped)))
     assert read_sidecar(ckpt).class_names == sorted(CLASSES)
+
+
+def _photo(kind: str, colour: tuple[int, int, int], path: Path, size: tuple[int, int]) -> Path:
+    """One photo as cameras, editors and scanners save them."""
+    import numpy as np
+
+    w, h = size
+    ramp = np.linspace(0, 60, w, dtype=np.float32)[None, :, None]
+    pixels = (np.zeros((h, w, 3), np.float32) + colour + ramp).clip(0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels)
+    if kind == "exif":  # a phone photo stored sideways, upright by its EXIF orientation
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        image.transpose(Image.Transpose.ROTATE_90).save(path.with_suffix(".jpg"), exif=exif)
+        return path.with_suffix(".jpg")
+    if kind == "rgba":  # a cut-out: the top third transparent over black
+        rgba = np.asarray(image.convert("RGBA")).copy()
+        rgba[: h // 3, :, :] = 0
+        image = Image.fromarray(rgba)
+    elif kind == "png16":
+        image = Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)
+    elif kind in ("L", "P", "CMYK"):
+        image = image.convert(kind)
+    suffix = {"CMYK": ".jpeg", "webp": ".webp", "JPG": ".JPG", "RGB": ".jpg"}.get(kind, ".png")
+    image.save(path.with_suffix(suffix), "JPEG" if suffix == ".JPG" else None)
+    return path.with_suffix(suffix)
+
+
+KINDS = ["RGB", "JPG", "L", "P", "rgba", "CMYK", "exif", "png16", "webp"]
+
+
+def test_the_consumer_reproduces_distills_evaluation_for_every_photo_kind(tmp_path: Path) -> None:
+    """A photo folder of every mode and format a team has (RGB/CMYK/EXIF-rotated JPEGs, grey,
+    palette, RGBA and 16-bit PNGs, WebP, upper-case suffixes, class names with spaces and
+    accents), distilled and exported: examples/onnx_consumer.py, fed by the ONNX metadata
+    alone, gives distill's own evaluation input for every photo, and so its class and
+    probabilities. The same holds for the run's checkpoint exported alone (copied away from
+    the run and its data): the metadata used to drop the photo decode and load steps there."""
+    import importlib.util
+
+    import numpy as np
+
+    from distill_cli.data import build_data
+    from distill_cli.export.parity import InputSet
+    from distill_cli.models.view import ModelInfo
+    from distill_cli.recipe.document import load_recipe
+
+    colours = {"red car": (190, 20, 20), "café crème": (20, 150, 40)}
+    for split, sizes in (("train", [(40, 30), (30, 44)]), ("val", [(52, 36), (36, 60)])):
+        for name, colour in colours.items():
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+            for i, kind in enumerate(KINDS):
+                _photo(kind, colour, tmp_path / "data" / split / name / f"{i}", sizes[i % 2])
+    body = {
+        "model": {"model": "test_resnet", "input_size": 24},
+        "data": {"source": "image_folder", "root": str(tmp_path / "data"), "workers": 0},
+        "method": {"name": "supervised"},
+        "schedule": {"steps": 2, "batch_size": 8},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    recipe_path = write_recipe(tmp_path, "photos", body)
+    run = Path(api.run(recipe_path).run_dir)
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("best.safetensors", "best.json"):
+        (alone / name).write_bytes((run / "checkpoints" / name).read_bytes())
+    spec = importlib.util.spec_from_file_location(
+        "consumer", Path(__file__).resolve().parents[1] / "examples/onnx_consumer.py"
+    )
+    assert spec is not None and spec.loader is not None
+    consumer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(consumer)
+
+    recipe = load_recipe(recipe_path)
+    val = build_data(**recipe.data.data_args(), seed=recipe.runtime.seed).val
+    for source, out in ((run, tmp_path / "x1"), (alone / "best.safetensors", tmp_path / "x2")):
+        report = api.export(source, out=out, latency=False, teacher=False, images=0)
+        session, pre = consumer.load(report.onnx)
+        assert pre["load_size"] == 28 and pre["exif_orientation"] == "applied"  # 1.15 x 24
+        assert pre["class_names"] == ["café crème", "red car"]
+        keys = ("name", "num_classes", "in_chans", "input_size", "mean", "std", "crop_pct")
+        fields = {k: report.to_dict()["model"][k] for k in keys}
+        for key in ("input_size", "mean", "std"):
+            fields[key] = tuple(fields[key])
+        inputs = InputSet(ModelInfo(**fields), val, 0, load_size=pre["load_size"])
+        expected = np.concatenate([x for x, _ in inputs.batches()])
+        files = inputs.images.files
+        assert files is not None and len(files) == len(expected) == 2 * len(KINDS)
+        ours = np.stack([consumer.preprocess(Image.open(p), pre) for p in files])
+        # JPEG decoders (libjpeg-turbo in torchvision, Pillow's) differ by a level here and there
+        assert np.abs(ours - expected).max() < 0.05, files[np.abs(ours - expected).argmax()]
+        name = session.get_inputs()[0].name
+        mine, theirs = (session.run(None, {name: x})[0] for x in (ours, expected))
+        assert (mine.argmax(1) == theirs.argmax(1)).all()
+        probs = [np.exp(v - v.max(1, keepdims=True)) for v in (mine, theirs)]
+        probs = [p / p.sum(1, keepdims=True) for p in probs]
+        assert np.abs(probs[0] - probs[1]).max() < 0.01

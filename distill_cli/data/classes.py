@@ -62,8 +62,14 @@ def timm_folder_names(
     """The teacher's class names when timm's train.py trained it on an image folder without
     `--class-map`: the data's classes (as `class_map` names them) in timm's natural order,
     which is not the sorted order an image folder's labels follow here (`Zebra` after `ant`,
-    `cat2` before `cat10`); None when no teacher is such a checkpoint."""
-    if not any(s.checkpoint is not None and spec_class_names(s)[1] == TIMM_ORDER for s in specs):
+    `cat2` before `cat10`); None when no teacher is such a checkpoint of the data's class count
+    (another count is another label space, left alone)."""
+    if not any(
+        s.checkpoint is not None
+        and spec_class_names(s)[1] == TIMM_ORDER
+        and read_sidecar(s.checkpoint).classes in (None, len(data_classes))
+        for s in specs
+    ):
         return None
     return timm_args.natural_order([class_map.get(c, c) for c in data_classes])
 
