@@ -235,3 +235,13 @@ def test_the_consumer_reproduces_distills_evaluation_for_every_photo_kind(tmp_pa
         probs = [np.exp(v - v.max(1, keepdims=True)) for v in (mine, theirs)]
         probs = [p / p.sum(1, keepdims=True) for p in probs]
         assert np.abs(probs[0] - probs[1]).max() < 0.01
+
+
+def test_a_class_names_file_saved_by_notepad_reads_as_its_names(tmp_path: Path) -> None:
+    """Windows Notepad's UTF-8 starts with a byte-order mark and ends lines with CRLF: the
+    first class was read as '\\ufeffcat', an invisible difference the data's names then
+    refused."""
+    path = tmp_path / "classes.txt"
+    path.write_bytes("cat\r\ncafé\r\n".encode("utf-8-sig"))
+    spec = ModelSpec(model="test_resnet", class_names=path)
+    assert spec.names() == ["cat", "café"]
