@@ -129,9 +129,16 @@ def test_a_timm_train_py_teacher_on_an_image_folder_keeps_timms_class_order(
     result = api.run(write_recipe(tmp_path, "timm-order", body))
     best = Path(result.run_dir) / "checkpoints" / "best.safetensors"
     assert read_sidecar(best).class_names == NATURAL
-    plan = api.plan(write_recipe(tmp_path, "timm-order-plan", body))
+    recipe = write_recipe(tmp_path, "timm-order-plan", body)
+    plan = api.plan(recipe)
     assert plan.teacher is not None
     assert plan.teacher.sources.class_names == "data, in timm's train.py order"
+    # the teacher exported itself with the data's recipe: its ONNX file names its outputs
+    # timm's way, and its parity top-1 is on labels in that order
+    for source, options in ((ckpt, {}), ("test_resnet", {"checkpoint": ckpt})):
+        out = tmp_path / f"export-{len(options)}"
+        report = api.export(source, recipe=recipe, out=out, latency=False, **options)
+        assert report.to_dict()["model"]["class_names"] == NATURAL
 
     # with --class-map the file's lines are the order (here: the sorted one), not natural
     mapped = tmp_path / "classes.txt"

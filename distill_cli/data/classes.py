@@ -16,6 +16,7 @@ scores like a bad one and the student learns a permutation without a word. So:
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -59,17 +60,28 @@ def _timm_numbered(spec: ModelSpec) -> bool:
 def timm_folder_names(
     specs: list[ModelSpec], data_classes: list[str], class_map: dict[str, str]
 ) -> list[str] | None:
-    """The teacher's class names when timm's train.py trained it on an image folder without
+    """The teachers' class names when timm's train.py numbered them (`timm_numbered`) and
+    neither the recipe nor a side file names them; None otherwise."""
+    for spec in specs:
+        if spec.checkpoint is not None and spec_class_names(spec)[1] == TIMM_ORDER:
+            names = timm_numbered(spec.checkpoint, data_classes, class_map)
+            if names is not None:
+                return names
+    return None
+
+
+def timm_numbered(
+    checkpoint: Path, data_classes: list[str], class_map: dict[str, str]
+) -> list[str] | None:
+    """A checkpoint's class names when timm's train.py trained it on an image folder without
     `--class-map`: the data's classes (as `class_map` names them) in timm's natural order,
     which is not the sorted order an image folder's labels follow here (`Zebra` after `ant`,
-    `cat2` before `cat10`); None when no teacher is such a checkpoint of the data's class count
-    (another count is another label space, left alone)."""
-    if not any(
-        s.checkpoint is not None
-        and spec_class_names(s)[1] == TIMM_ORDER
-        and read_sidecar(s.checkpoint).classes in (None, len(data_classes))
-        for s in specs
-    ):
+    `cat2` before `cat10`); None for any other checkpoint, or one of another class count
+    (another label space, left alone). The run and `distill export` both ask here."""
+    trained = timm_args.train_args(weights_path(checkpoint))
+    if trained is None or not timm_args.folder_class_order(trained[0]):
+        return None
+    if read_sidecar(checkpoint).classes not in (None, len(data_classes)):
         return None
     return timm_args.natural_order([class_map.get(c, c) for c in data_classes])
 
