@@ -252,3 +252,27 @@ def test_a_class_names_file_saved_by_notepad_reads_as_its_names(tmp_path: Path) 
     path.write_bytes("cat\r\ncafé\r\n".encode("utf-8-sig"))
     spec = ModelSpec(model="test_resnet", class_names=path)
     assert spec.names() == ["cat", "café"]
+
+
+def test_copies_of_an_undecodable_file_are_bad_files_not_a_photo_under_two_labels(
+    tmp_path: Path,
+) -> None:
+    """A scraped folder holds the same error page saved as `.jpg` in several classes: it was
+    reported as "the same photo under two labels, one of them wrong" (and refused with
+    `data.on_duplicates: error`) while the run skipped those files as undecodable. A real
+    photo copied into two classes is still found."""
+    from distill_cli.data import build_data
+    from distill_cli.data.duplicates import find_duplicates
+
+    for j, split in enumerate(("train", "val")):
+        for i, name in enumerate(("cat", "dog")):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            Image.new("RGB", (8 + i, 8), (i * 90, 20 + j, 20)).save(folder / "own.png")
+            (folder / "page.jpg").write_bytes(b"<html>404 Not Found</html>" * 40)
+    found = find_duplicates(build_data("image_folder", tmp_path), tmp_path)
+    assert found.findings == ()
+    Image.new("RGB", (9, 9), (1, 2, 3)).save(tmp_path / "train" / "cat" / "both.png")
+    Image.new("RGB", (9, 9), (1, 2, 3)).save(tmp_path / "train" / "dog" / "both.png")
+    found = find_duplicates(build_data("image_folder", tmp_path), tmp_path)
+    assert [f.kind for f in found.findings] == ["labels"] and found.findings[0].count == 2
