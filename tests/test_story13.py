@@ -276,3 +276,32 @@ def test_copies_of_an_undecodable_file_are_bad_files_not_a_photo_under_two_label
     Image.new("RGB", (9, 9), (1, 2, 3)).save(tmp_path / "train" / "dog" / "both.png")
     found = find_duplicates(build_data("image_folder", tmp_path), tmp_path)
     assert [f.kind for f in found.findings] == ["labels"] and found.findings[0].count == 2
+
+
+def test_a_teacher_file_that_says_nothing_of_its_input_is_named_before_training(
+    tmp_path: Path, cli
+) -> None:
+    """`torch.save(model.state_dict())` of a teacher trained at 64 px, no side file: it was fed
+    timm's 160 px and mean/std without a word (the plan's table alone said `timm default`).
+    The plan and the run's opening now name the file, the size it gets and what to write."""
+    torch.manual_seed(0)
+    weights = tmp_path / "teacher.pth"
+    torch.save(timm.create_model("test_resnet", num_classes=4).state_dict(), weights)
+    body = {
+        "teacher": {"model": "test_resnet", "checkpoint": str(weights), "check_accuracy": False},
+        "student": {"model": "test_efficientnet", "input_size": 24},
+        "data": {"source": "synthetic", "synthetic": {"num_classes": 4, "train_size": 64}},
+        "method": {"name": "function_matching"},
+        "schedule": {"steps": 1, "batch_size": 16},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    recipe = write_recipe(tmp_path, "guessed", body)
+    (line,) = api.plan(recipe).recipe_warnings
+    assert "teacher.pth does not say the input size and mean/std" in line
+    assert "(160x160 px)" in line and "teacher.json" in line
+    done = cli("run", str(recipe), "--dry-run")
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 0 and "teacher.pth does not say" in said
+    assert api.plan(recipe, ["teacher.input_size=48"]).recipe_warnings == []
+    weights.with_suffix(".json").write_text(json.dumps({"input_size": 48}))
+    assert api.plan(recipe).recipe_warnings == []
