@@ -83,7 +83,8 @@ def timm_numbered(
         return None
     if read_sidecar(checkpoint).classes not in (None, len(data_classes)):
         return None
-    return timm_args.natural_order([class_map.get(c, c) for c in data_classes])
+    nfc = {class_name(k): class_name(v) for k, v in class_map.items()}
+    return timm_args.natural_order([nfc.get(class_name(c), class_name(c)) for c in data_classes])
 
 
 def model_class_names(specs: list[ModelSpec], role: str) -> list[str] | None:
