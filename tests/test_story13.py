@@ -72,6 +72,13 @@ def test_a_timm_train_py_teacher_is_fed_the_size_and_normalization_it_trained_wi
     # a hand-written side file beside it says otherwise: it wins
     embedded.with_suffix(".json").write_text(json.dumps({"input_size": 32}))
     assert read_sidecar(embedded).input_size == (32, 32)
+    # another script's `args` (a model timm does not know) are not timm's train.py's words
+    custom = tmp_path / "custom.pth"
+    state = {"args": {"model": "MyResNet", "img_size": 99}}
+    torch.save(
+        {**state, "state_dict": torch.load(beside, weights_only=False)["state_dict"]}, custom
+    )
+    assert read_sidecar(custom).input_size is None and read_sidecar(custom).model is None
     # a file not named as timm's saver names them does not take a folder's args.yaml
     stray = tmp_path / "b" / "teacher.pth"
     torch.save(torch.load(beside, weights_only=False)["state_dict"], stray)

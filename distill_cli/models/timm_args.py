@@ -34,7 +34,24 @@ _SAVER_SUFFIX = ".pth.tar"
 def train_args(checkpoint: Path) -> tuple[dict[str, Any], Path] | None:
     """timm's train.py arguments for `checkpoint` and the file they came from: the `args` the
     checkpoint holds, else `args.yaml` beside a file named as timm's saver names them; None
-    for any other file."""
+    for any other file, and for arguments whose `model` timm does not know (another script's,
+    whose other words may mean other things)."""
+    found = _found(checkpoint)
+    if found is None:
+        return None
+    import timm
+
+    name = str(found[0]["model"]).split(".")[0]
+    return found if timm.is_model(name) or name in _deprecated() else None
+
+
+def _deprecated() -> dict[str, str]:
+    from timm.models import get_deprecated_models
+
+    return get_deprecated_models()
+
+
+def _found(checkpoint: Path) -> tuple[dict[str, Any], Path] | None:
     if not checkpoint.is_file():
         return None
     stat = checkpoint.stat()
@@ -79,7 +96,7 @@ def _embedded(path: str, mtime_ns: int, size: int) -> dict[str, Any] | None:
 def side_facts(args: dict[str, Any]) -> dict[str, Any]:
     """timm's arguments in the keys of distill's side file; an argument left at None (timm
     then used the model's default, as distill does) is left out."""
-    meta: dict[str, Any] = {"model": args["model"]}
+    meta: dict[str, Any] = {"model": _deprecated().get(args["model"], args["model"])}
     for key in ("num_classes", "in_chans"):
         if _is_int(args.get(key)):
             meta[key] = args[key]
