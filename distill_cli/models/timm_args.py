@@ -112,11 +112,11 @@ def side_facts(args: dict[str, Any]) -> dict[str, Any]:
         name = str(args["model"]).split(".")[0]
         mean = mean or _numbers(list(timm.get_pretrained_cfg_value(name, "mean") or ()))
         std = std or _numbers(list(timm.get_pretrained_cfg_value(name, "std") or ()))
-        if mean is not None and std is not None:
+        if mean is not None and std is not None and min(std) > 0:
             meta["mean"], meta["std"] = mean, std
     crop = args.get("crop_pct")
-    if isinstance(crop, (int, float)) and not isinstance(crop, bool):
-        meta["crop_pct"] = float(crop)
+    if isinstance(crop, (int, float)) and not isinstance(crop, bool) and 0 < crop <= 1:
+        meta["crop_pct"] = float(crop)  # timm takes a crop_pct above 1 (a border); distill not
     names = _class_map_names(args)
     if names is not None:
         meta["class_names"] = names
