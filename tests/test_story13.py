@@ -36,6 +36,8 @@ def _timm_checkpoint(folder: Path, args: argparse.Namespace, embed: bool = True)
     state = {"epoch": 3, "arch": args.model, "state_dict": model.state_dict(), "version": 2}
     if embed:
         state["args"] = args
+    if getattr(args, "model_ema", False):
+        state["state_dict_ema"] = model.state_dict()
     path = folder / "model_best.pth.tar"
     torch.save(state, path)
     (folder / "args.yaml").write_text(yaml.safe_dump(vars(args), default_flow_style=False))
@@ -312,3 +314,26 @@ def test_a_teacher_file_that_says_nothing_of_its_input_is_named_before_training(
     assert api.plan(recipe, ["teacher.input_size=48"]).recipe_warnings == []
     weights.with_suffix(".json").write_text(json.dumps({"input_size": 48}))
     assert api.plan(recipe).recipe_warnings == []
+
+
+def test_a_timm_model_best_chosen_on_its_ema_weights_says_which_weights_are_loaded(
+    tmp_path: Path,
+) -> None:
+    """With `--model-ema` timm's train.py saves `model_best.pth.tar` at the epoch its EMA
+    weights scored best; distill loads the live `state_dict` by default, which the plan's
+    table alone hinted at (`also state_dict_ema`). The plan and the opening now say so."""
+    ckpt = _timm_checkpoint(tmp_path / "ema", _args(model_ema=True))
+    body = {
+        "teacher": {"model": "test_resnet", "checkpoint": str(ckpt), "check_accuracy": False},
+        "student": {"model": "test_efficientnet", "input_size": 24},
+        "data": {"source": "synthetic", "synthetic": {"num_classes": 4, "train_size": 64}},
+        "method": {"name": "function_matching"},
+        "schedule": {"steps": 1, "batch_size": 16},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    recipe = write_recipe(tmp_path, "ema", body)
+    (line,) = api.plan(recipe).recipe_warnings
+    assert "chose model_best.pth.tar by its EMA weights' accuracy" in line
+    assert "teacher.checkpoint_key: state_dict_ema" in line
+    assert api.plan(recipe, ["teacher.checkpoint_key=state_dict_ema"]).recipe_warnings == []
+    assert api.plan(recipe, ["teacher.checkpoint_key=state_dict"]).recipe_warnings == []

@@ -19,7 +19,8 @@ from distill_cli.data.duplicates import Duplicates
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.stream import ShardStream
 from distill_cli.methods import Method
-from distill_cli.models.checkpoint import sidecar_path
+from distill_cli.models import timm_args
+from distill_cli.models.checkpoint import sidecar_path, weights_path
 from distill_cli.models.create import UNNAMED_WEIGHTS, Net
 from distill_cli.models.feed import FROM_TIMM, resolve_num_classes, spec_input_size
 from distill_cli.recipe.document import Recipe
@@ -244,7 +245,26 @@ class Setup:
                 f"the recipe's teacher is not used: {self.recipe.method.name!r} learns from "
                 "labels alone; for distillation set method.name (function_matching, kd, ...)"
             )
-        return out + self.guessed_feeds()
+        return out + self.guessed_feeds() + self.timm_ema()
+
+    def timm_ema(self) -> list[str]:
+        """A line per teacher whose timm train.py `model_best` was chosen on its EMA weights
+        (`--model-ema`: the EMA's accuracy decides which epoch is saved as best) while the
+        live weights, the default entry, are loaded."""
+        out = []
+        for spec, feed in zip(self.recipe.teachers, self._teacher_feeds(), strict=False):
+            if spec.checkpoint is None or spec.checkpoint_key is not None:
+                continue
+            trained = timm_args.train_args(weights_path(spec.checkpoint))
+            args = trained[0] if trained is not None else {}
+            ema_chose = args.get("model_ema") and not args.get("model_ema_force_cpu")
+            if ema_chose and feed.get("weights", "").startswith("state_dict (also state_dict_ema"):
+                out.append(
+                    f"teacher {spec.model}: timm's train.py chose {spec.checkpoint.name} by its "
+                    "EMA weights' accuracy (--model-ema), and its live weights (state_dict) "
+                    "are loaded; set teacher.checkpoint_key: state_dict_ema for the EMA ones"
+                )
+        return out
 
     def guessed_feeds(self) -> list[str]:
         """A line per teacher checkpoint fed timm's defaults because nothing else said."""
@@ -256,6 +276,8 @@ class Setup:
                 FROM_TIMM
             }:
                 continue
+            if timm_args.train_args(weights_path(spec.checkpoint)) is not None:
+                continue  # timm's train.py arguments left unset: it trained at timm's defaults
             out.append(
                 f"teacher {spec.model}: {spec.checkpoint.name} does not say the input size and "
                 f"mean/std it was trained with, so it gets timm's defaults for {spec.model} "
