@@ -182,8 +182,11 @@ def test_timm_train_py_ema_weights_are_chosen_by_name_and_the_arch_is_checked(
         load_weights(timm.create_model("test_efficientnet", num_classes=3), path)
     from distill_cli.export.source import resolve_source
 
+    bare = tmp_path / "model_best.pth"  # `arch` alone, no train.py arguments: the model is
+    torch.save({"arch": "test_resnet", "state_dict": live.state_dict()}, bare)  # not certain
     with pytest.raises(DistillError, match=r"distill export test_resnet --checkpoint .*best"):
-        resolve_source(str(path))  # no side file: the command to run names the file's arch
+        resolve_source(str(bare))  # no side file: the command to run names the file's arch
+    assert resolve_source(str(path)).student.info.name == "test_resnet"  # its args name it
 
 
 @pytest.mark.parametrize("content", [b"", b"name: my recipe\n", b"<html>404</html>"])

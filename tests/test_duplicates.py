@@ -13,6 +13,7 @@ entry, size and SHA-256: a `best.pth` replaced by a later training is another te
 from __future__ import annotations
 
 import hashlib
+import io
 import shutil
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,11 @@ def test_files_are_read_only_where_their_size_collides_and_whole_only_if_samples
     """The cost on a big folder: files of a size no other split or class has are not opened;
     a file longer than two samples is read whole only when its samples match another's, and
     files that differ only in the middle are told apart."""
-    blob = bytes(np.random.default_rng(1).integers(0, 255, 6 * SAMPLE, dtype=np.uint8))
+    # a BMP header (an image's, as the check reads it) over random pixel bytes
+    header = io.BytesIO()
+    Image.new("RGB", (64, 128)).save(header, "BMP")
+    noise = np.random.default_rng(1).integers(0, 255, 6 * SAMPLE - 54, dtype=np.uint8)
+    blob = header.getvalue()[:54] + bytes(noise)
     middle = bytearray(blob)
     middle[3 * SAMPLE] ^= 1  # same size, same first and last 4 KiB, another file
     for path, data in (

@@ -16,6 +16,7 @@ scores like a bad one and the student learns a permutation without a word. So:
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -23,7 +24,8 @@ import torch
 from distill_cli.data import DataBundle
 from distill_cli.data.entries import class_name
 from distill_cli.errors import DistillError
-from distill_cli.models.checkpoint import read_sidecar
+from distill_cli.models import timm_args
+from distill_cli.models.checkpoint import read_sidecar, weights_path
 
 if TYPE_CHECKING:
     from distill_cli.recipe.sections import ModelSpec
@@ -39,7 +41,50 @@ def spec_class_names(spec: ModelSpec) -> tuple[list[str] | None, str]:
         side = read_sidecar(spec.checkpoint).class_names
         if side is not None:
             return list(side), "side file"
+        if _timm_numbered(spec):
+            return None, TIMM_ORDER
     return None, "data"
+
+
+#: Where a teacher's class order came from when timm's train.py numbered an image folder.
+TIMM_ORDER = "data, in timm's train.py order"
+
+
+def _timm_numbered(spec: ModelSpec) -> bool:
+    """Whether the checkpoint is timm's train.py's on an image folder it numbered itself."""
+    assert spec.checkpoint is not None
+    trained = timm_args.train_args(weights_path(spec.checkpoint))
+    return trained is not None and timm_args.folder_class_order(trained[0])
+
+
+def timm_folder_names(
+    specs: list[ModelSpec], data_classes: list[str], class_map: dict[str, str]
+) -> list[str] | None:
+    """The teachers' class names when timm's train.py numbered them (`timm_numbered`) and
+    neither the recipe nor a side file names them; None otherwise."""
+    for spec in specs:
+        if spec.checkpoint is not None and spec_class_names(spec)[1] == TIMM_ORDER:
+            names = timm_numbered(spec.checkpoint, data_classes, class_map)
+            if names is not None:
+                return names
+    return None
+
+
+def timm_numbered(
+    checkpoint: Path, data_classes: list[str], class_map: dict[str, str]
+) -> list[str] | None:
+    """A checkpoint's class names when timm's train.py trained it on an image folder without
+    `--class-map`: the data's classes (as `class_map` names them) in timm's natural order,
+    which is not the sorted order an image folder's labels follow here (`Zebra` after `ant`,
+    `cat2` before `cat10`); None for any other checkpoint, or one of another class count
+    (another label space, left alone). The run and `distill export` both ask here."""
+    trained = timm_args.train_args(weights_path(checkpoint))
+    if trained is None or not timm_args.folder_class_order(trained[0]):
+        return None
+    if read_sidecar(checkpoint).classes not in (None, len(data_classes)):
+        return None
+    nfc = {class_name(k): class_name(v) for k, v in class_map.items()}
+    return timm_args.natural_order([nfc.get(class_name(c), class_name(c)) for c in data_classes])
 
 
 def model_class_names(specs: list[ModelSpec], role: str) -> list[str] | None:

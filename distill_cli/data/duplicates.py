@@ -209,7 +209,7 @@ def _file_identities(files: list[tuple[Path, Item]]) -> tuple[list[tuple[str, It
     out: list[tuple[str, Item]] = []
     hashed = 0
     for key, group in sampled.items():
-        if len(group) < 2:
+        if len(group) < 2 or not _opens(group[0][0]):  # bad files: counted where decoded
             continue
         size = int(key.partition(":")[0])
         if size <= 2 * SAMPLE:  # the sample was the whole file
@@ -250,6 +250,19 @@ def _findings(role: str, before: list[str], groups: list[list[Item]], of: int) -
         shown = tuple(f"{a.name} = {b.name}" for a, b in conflicts[:EXAMPLES])
         out.append(Finding("labels", role, conflicted, of, shown))
     return out
+
+
+def _opens(path: Path) -> bool:
+    """Whether the file's header is an image's (Pillow reads the header alone): copies of one
+    undecodable file (an HTML error page saved as `.jpg` into several class folders) are bad
+    files, which the run skips and counts, not "the same photo under two labels"."""
+    from PIL import Image
+
+    try:
+        with Image.open(path):
+            return True
+    except Exception:
+        return False
 
 
 def _sample(path: Path, size: int) -> str:

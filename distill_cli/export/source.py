@@ -115,6 +115,20 @@ def _run_dir_of(checkpoint: Path) -> Path | None:
     return None
 
 
+def _aligned(
+    data: DataBundle, meta: SideFile, checkpoint: Path, class_map: dict[str, str]
+) -> tuple[DataBundle, SideFile]:
+    """The data's labels in the order the checkpoint's outputs follow (its side file's class
+    names, else timm's train.py's folder numbering), as are the ONNX file's class names."""
+    from distill_cli.data.classes import align_classes, timm_numbered
+
+    names = meta.class_names or timm_numbered(checkpoint, data.classes, class_map)
+    if not names:
+        return data, meta
+    meta = meta.model_copy(update={"class_names": list(names)})
+    return align_classes(data, list(names), class_map, "checkpoint"), meta
+
+
 def _load_data(recipe: Recipe, notes: list[str]) -> DataBundle | None:
     args = recipe.data.data_args()
     if recipe.data.source in ("shards", "hf_dataset"):
@@ -315,10 +329,8 @@ def _from_checkpoint(
     student = create_net(spec_from_side_file(ckpt, meta, kwargs, key), classes, exportable=True)
     student.module.eval()
     data = _load_data(data_rec, notes) if data_rec is not None else None
-    if data is not None and data_rec is not None and meta.class_names:
-        from distill_cli.data.classes import align_classes  # labels in the order the outputs follow
-
-        data = align_classes(data, meta.class_names, data_rec.data.class_map, "checkpoint")
+    if data is not None and data_rec is not None:
+        data, meta = _aligned(data, meta, ckpt, data_rec.data.class_map)
     teachers = rec.teachers if rec is not None else []
     names, names_from = class_names(meta, data, student)
     return Source(
@@ -365,6 +377,8 @@ def _from_timm(
         )
     rec = load_recipe(recipe_path) if recipe_path is not None else None
     data = _load_data(rec, notes) if rec is not None else None
+    if data is not None and rec is not None and checkpoint is not None:
+        data, meta = _aligned(data, meta, checkpoint, rec.data.class_map)
     classes = num_classes or meta.classes
     if classes is None and data is not None:
         classes = len(data.classes)

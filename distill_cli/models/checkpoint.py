@@ -29,7 +29,7 @@ from torch import nn
 
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.host import atomic_write
-from distill_cli.models import hub
+from distill_cli.models import hub, timm_args
 from distill_cli.models.side_file import SideFile, parse_side_file
 
 #: Keys in a training checkpoint that hold optimizer or method state rather than model weights.
@@ -214,14 +214,19 @@ def sidecar_path(checkpoint: Path) -> Path:
 def read_sidecar(checkpoint: Path) -> SideFile:
     """The side file beside a checkpoint (distill's own, or one a user wrote), checked
     (`side_file.py`); for a timm model in the Hugging Face Hub layout, its config.json in the
-    same keys (`models/hub.py`); else an empty SideFile."""
+    same keys (`models/hub.py`); for a checkpoint of timm's train.py, the arguments it
+    recorded (`models/timm_args.py`: the size, mean/std and crop it trained with); else an empty
+    SideFile."""
     checkpoint = weights_path(checkpoint)  # a folder: a run's best, a Hub folder's weights
     path = sidecar_path(checkpoint)
     if path == checkpoint or not path.is_file():  # a Hub folder's (a shard index is .json)
         hub_side = hub.side_file(checkpoint)
-        if hub_side is None:
+        if hub_side is not None:
+            return parse_side_file(hub_side, hub.config_file(checkpoint))
+        trained = timm_args.train_args(checkpoint)  # timm's train.py: its recorded arguments
+        if trained is None:
             return SideFile()
-        return parse_side_file(hub_side, hub.config_file(checkpoint))
+        return parse_side_file(timm_args.side_facts(trained[0]), trained[1])
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))  # Notepad's UTF-8 starts with a BOM
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

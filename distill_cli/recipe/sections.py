@@ -110,7 +110,7 @@ class ModelSpec(Strict):
         if not isinstance(self.class_names, Path):
             return self.class_names
         try:
-            lines = self.class_names.read_text().splitlines()
+            lines = self.class_names.read_text(encoding="utf-8-sig").splitlines()  # Notepad BOM
         except (OSError, UnicodeDecodeError) as exc:
             raise DistillError(
                 f"cannot read the class names file: {type(exc).__name__}",

@@ -13,7 +13,7 @@ import torch
 
 from distill_cli.data import DataBundle, build_data
 from distill_cli.data.augment import BatchAugment
-from distill_cli.data.classes import align_classes, model_class_names
+from distill_cli.data.classes import align_classes, model_class_names, timm_folder_names
 from distill_cli.data.duplicates import Duplicates, find_duplicates
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.shardset import ShardSet
@@ -357,9 +357,10 @@ def _matched_data(recipe: Recipe, seed: int, needs_teacher: bool) -> DataBundle:
     """The data with its labels in the order the teacher's (or the model's) outputs follow."""
     data = build_data(**recipe.data.data_args(), seed=seed)
     if needs_teacher:
-        data = align_classes(
-            data, model_class_names(recipe.teachers, "teacher"), recipe.data.class_map, "teacher"
+        names = model_class_names(recipe.teachers, "teacher") or timm_folder_names(
+            recipe.teachers, data.classes, recipe.data.class_map
         )
+        data = align_classes(data, names, recipe.data.class_map, "teacher")
         # a student started from a checkpoint must already follow that order
         s_names = model_class_names([recipe.student], "student")
         if s_names is not None and len(s_names) == len(data.classes) and s_names != data.classes:

@@ -19,8 +19,10 @@ from distill_cli.data.duplicates import Duplicates
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.stream import ShardStream
 from distill_cli.methods import Method
+from distill_cli.models import timm_args
+from distill_cli.models.checkpoint import sidecar_path, weights_path
 from distill_cli.models.create import UNNAMED_WEIGHTS, Net
-from distill_cli.models.feed import resolve_num_classes
+from distill_cli.models.feed import FROM_TIMM, resolve_num_classes, spec_input_size
 from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.loop_sections import ScheduleSpec
 from distill_cli.rundir.summary import ModelResult, WeightsSource
@@ -225,7 +227,10 @@ class Setup:
         - a `warmup_steps` copied from a long recipe (the paper's 1500) into a short run kept
           the learning rate rising for the whole run, never reaching `optim.lr`;
         - a `teacher:` section under a method that learns from labels alone (`supervised`, a
-          `method.name` switched by `--set`) was ignored without a word: no teacher is built.
+          `method.name` switched by `--set`) was ignored without a word: no teacher is built;
+        - a teacher checkpoint that says nothing of how it was fed (a plain state dict, no
+          side file) is fed timm's default size and mean/std for its architecture: right for a
+          model fine-tuned at those, silently worse for one trained at 64 px (`guessed_feeds`).
         """
         out = []
         schedule, total = self.recipe.schedule, self.total_steps
@@ -239,6 +244,46 @@ class Setup:
             out.append(
                 f"the recipe's teacher is not used: {self.recipe.method.name!r} learns from "
                 "labels alone; for distillation set method.name (function_matching, kd, ...)"
+            )
+        return out + self.guessed_feeds() + self.timm_ema()
+
+    def timm_ema(self) -> list[str]:
+        """A line per teacher whose timm train.py `model_best` was chosen on its EMA weights
+        (`--model-ema`: the EMA's accuracy decides which epoch is saved as best) while the
+        live weights, the default entry, are loaded."""
+        out = []
+        for spec, feed in zip(self.recipe.teachers, self._teacher_feeds(), strict=False):
+            if spec.checkpoint is None or spec.checkpoint_key is not None:
+                continue
+            trained = timm_args.train_args(weights_path(spec.checkpoint))
+            args = trained[0] if trained is not None else {}
+            ema_chose = args.get("model_ema") and not args.get("model_ema_force_cpu")
+            if ema_chose and feed.get("weights", "").startswith("state_dict (also state_dict_ema"):
+                out.append(
+                    f"teacher {spec.model}: timm's train.py chose {spec.checkpoint.name} by its "
+                    "EMA weights' accuracy (--model-ema), and its live weights (state_dict) "
+                    "are loaded; set teacher.checkpoint_key: state_dict_ema for the EMA ones"
+                )
+        return out
+
+    def guessed_feeds(self) -> list[str]:
+        """A line per teacher checkpoint fed timm's defaults because nothing else said."""
+        if self.teacher is None:
+            return []
+        out = []
+        for spec, feed in zip(self.recipe.teachers, self._teacher_feeds(), strict=False):
+            if spec.checkpoint is None or {feed.get("input_size"), feed.get("mean_std")} != {
+                FROM_TIMM
+            }:
+                continue
+            if timm_args.train_args(weights_path(spec.checkpoint)) is not None:
+                continue  # timm's train.py arguments left unset: it trained at timm's defaults
+            out.append(
+                f"teacher {spec.model}: {spec.checkpoint.name} does not say the input size and "
+                f"mean/std it was trained with, so it gets timm's defaults for {spec.model} "
+                f"({'x'.join(map(str, spec_input_size(spec)))} px); if it was trained otherwise, "
+                f"write them into {sidecar_path(spec.checkpoint).name} beside it or set "
+                "teacher.input_size, teacher.mean and teacher.std"
             )
         return out
 
