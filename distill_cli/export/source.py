@@ -25,7 +25,7 @@ from distill_cli.arguments import not_empty
 from distill_cli.data import DataBundle, build_data
 from distill_cli.errors import DistillError
 from distill_cli.export.class_names import class_names
-from distill_cli.export.source_advice import flag_error, run_advice
+from distill_cli.export.source_advice import flag_error, run_advice, timm_name_or_nothing
 from distill_cli.export.source_spec import spec_from_side_file
 from distill_cli.host import absolute
 from distill_cli.models import hub
@@ -211,7 +211,7 @@ def resolve_source(
         return _from_checkpoint(path, recipe, model_kwargs, key=checkpoint_key)
     if "/" in source or "\\" in source:
         if source.startswith(("hf-hub:", "timm/")):  # a Hub id, copied from its page
-            _timm_name_or_nothing(source)
+            timm_name_or_nothing(source)
         raise DistillError("SOURCE not found", source, "a run directory, checkpoint or timm name")
     if checkpoint_key is not None and checkpoint is None:
         raise DistillError(
@@ -219,33 +219,10 @@ def resolve_source(
             "--checkpoint-key",
             "give --checkpoint FILE too, or drop it",
         )
-    _timm_name_or_nothing(source)
+    timm_name_or_nothing(source)
     return _from_timm(
         source, checkpoint, recipe, num_classes, input_size, model_kwargs, seed, checkpoint_key
     )
-
-
-def _timm_name_or_nothing(source: str) -> None:
-    """SOURCE without a slash is a timm name or a file or folder of the working directory.
-    `distill export my-run` from the wrong folder said "unknown timm model 'my-run' (model)",
-    as if a model name had been meant, and named a recipe key the command has not."""
-    try:
-        check_model_name(source, "SOURCE")
-    except DistillError as exc:
-        if "Hugging Face Hub id" in exc.what:  # the recipe's advice has no flag here
-            raise DistillError(
-                exc.what,
-                "SOURCE",
-                "download the repo (`hf download REPO --local-dir DIR`) and pass its folder as "
-                "SOURCE: its config.json names the model",
-            ) from None
-        if not exc.what.startswith("unknown timm model"):
-            raise  # a file named where a name belongs: its own advice
-        raise DistillError(
-            f"no run folder or file {source!r} here ({Path.cwd()}), and no timm model of that name",
-            "SOURCE",
-            f"{exc.hint}; or pass the run folder's path (runs/NAME)",
-        ) from None
 
 
 def _weights_in(folder: Path) -> bool:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError
+from distill_cli.models.names import check_model_name
 from distill_cli.rundir import find
 from distill_cli.rundir.layout import RunDir
 
@@ -51,3 +52,26 @@ def _px(size: tuple[int, int] | None) -> str:
     if size is None:
         return "-"
     return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"
+
+
+def timm_name_or_nothing(source: str) -> None:
+    """SOURCE without a slash is a timm name or a file or folder of the working directory.
+    `distill export my-run` from the wrong folder said "unknown timm model 'my-run' (model)",
+    as if a model name had been meant, and named a recipe key the command has not."""
+    try:
+        check_model_name(source, "SOURCE")
+    except DistillError as exc:
+        if "Hugging Face Hub id" in exc.what:  # the recipe's advice has no flag here
+            raise DistillError(
+                exc.what,
+                "SOURCE",
+                "download the repo (`hf download REPO --local-dir DIR`) and pass its folder as "
+                "SOURCE: its config.json names the model",
+            ) from None
+        if not exc.what.startswith("unknown timm model"):
+            raise  # a file named where a name belongs: its own advice
+        raise DistillError(
+            f"no run folder or file {source!r} here ({Path.cwd()}), and no timm model of that name",
+            "SOURCE",
+            f"{exc.hint}; or pass the run folder's path (runs/NAME)",
+        ) from None
