@@ -1,0 +1,162 @@
+"""Bad-input battery, round 13: what only YAML documents hold, typed into `--set` and
+`--model-arg` (an anchor, an alias, a tag, a pasted block of lines) and aliases that expand to
+billions of values in a recipe (a minute of validation, then a wrong message); integer keys
+whose type alone admits what only a slip reaches (`shuffle_buffer: 1e12`); run folders whose
+JSON files are truncated, of another shape or from a newer distill; files that are devices,
+pipes or folders where a file belongs. Each is one `error:` line naming the key, flag or file
+and what to do, before any work; what users really write still works."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from distill_cli.cli.entry import entry
+from distill_cli.errors import DistillError
+from distill_cli.recipe.document import load_recipe
+from tests.conftest import fm_body, teacher_body, write_recipe
+
+
+def _refused(argv: list[str], needle: str, capfd: pytest.CaptureFixture[str]) -> str:
+    """Run the CLI in-process; it must end with exactly one `error:` line holding `needle`."""
+    with pytest.raises(SystemExit) as exit_info:
+        entry(argv)
+    out, err = capfd.readouterr()
+    assert exit_info.value.code == 2, out + err
+    lines = [line for line in (out + err).splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in out + err, out + err
+    assert needle in lines[0] and " - " in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def fm(tmp_path: Path) -> Path:
+    return write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))
+
+
+@pytest.fixture
+def sup(tmp_path: Path) -> Path:
+    return write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs"))
+
+
+def _error(path: Path, sets: list[str]) -> DistillError:
+    with pytest.raises(DistillError) as info:
+        load_recipe(path, sets)
+    return info.value
+
+
+# --- b. what only a YAML document holds, in a --set value ------------------------------------
+
+#: Ten lists of ten aliases of the one before: 10^7 values from a 300-character line.
+BOMB = (
+    "[&a [1,1,1,1,1,1,1,1,1,1]"
+    + "".join(
+        f", &{b} [{', '.join(['*' + a] * 10)}]" for a, b in zip("abcdef", "bcdefg", strict=True)
+    )
+    + "]"
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "needles"),
+    [
+        ("optim=&a {lr: 0.1}", ["(--set optim)", "YAML anchor (&a)", "drop the &a"]),
+        ("data.root=&x /data", ["(--set data.root)", "anchor (&x)", "quote text"]),
+        ("optim.lr=*a", ["(--set optim.lr)", "YAML alias (*a)", "write the value itself"]),
+        ("optim.lr=[1, *a]", ["alias (*a)"]),
+        (f"student.kwargs.x={BOMB}", ["(--set student.kwargs.x)", "anchor (&a)"]),
+        ("optim=!!python/object:os.system {}", ["tag !!python/object:os.system", "remove the tag"]),
+        ("optim.lr=!!binary aGVsbG8=", ["tag !!binary is not read"]),
+        ("data.class_map=!!set {a}", ["tag !!set"]),
+        ("optim.lr=!foo 1", ["tag !foo"]),
+        ("optim.lr=1\n---\n2", ["(--set optim.lr)", "'1\\n---\\n2' holds a line break"]),
+        ("optim={lr: 0.1}\n{lr: 0.2}", ["line break", "one value on one line"]),
+        ("data.root=/da\rta", ["line break"]),
+        ("optim.betas=[0.9", ["(--set optim.betas)", "unparsable", "close the bracket"]),
+    ],
+    ids=[
+        "anchor-section",
+        "anchor-path",
+        "alias",
+        "alias-in-list",
+        "alias-bomb",
+        "python-tag",
+        "binary-tag",
+        "set-tag",
+        "local-tag",
+        "two-documents",
+        "two-mappings",
+        "carriage-return",
+        "open-bracket",
+    ],
+)
+def test_a_set_value_only_a_yaml_document_holds_is_one_line(
+    fm: Path, value: str, needles: list[str]
+) -> None:
+    message = str(_error(fm, [value]))
+    for needle in needles:
+        assert needle in message, message
+    assert "a number, true/false, null, text" in message or "tag" in message, message
+
+
+def test_set_values_users_write_still_load(fm: Path) -> None:
+    sets = [
+        "optim.lr=!!float 3e-3",
+        "data.root='&x /data'",
+        "data.train_dir=a&b",
+        "output.name=run*2",
+        "student.kwargs={drop_rate: 0.1}",
+    ]
+    recipe = load_recipe(fm, sets)
+    assert recipe.optim.lr == 3e-3 and str(recipe.data.root) == "&x /data"
+    assert recipe.data.train_dir == "a&b" and recipe.output.name == "run*2"
+
+
+def test_aliases_that_expand_to_billions_are_refused_at_once(tmp_path: Path) -> None:
+    """A recipe file whose aliases expand to 10^7 values validated for over a minute."""
+    path = tmp_path / "bomb.yaml"
+    path.write_text(
+        f"name: b\nstudent: {{model: test_resnet, kwargs: {{x: {BOMB}}}}}\n"
+        "data: {source: synthetic}\nmethod: {name: supervised}\nschedule: {epochs: 1}\n"
+    )
+    start = time.monotonic()
+    with pytest.raises(DistillError, match=r"aliases \(\*name\) expand to more than 100,000"):
+        load_recipe(path)
+    assert time.monotonic() - start < 5
+
+
+def test_anchors_and_merges_in_a_recipe_file_still_load(tmp_path: Path) -> None:
+    body = (
+        "x-common: &c {lr: 0.01}\nname: m\nstudent: {model: test_resnet}\n"
+        "data: {source: synthetic}\nmethod: {name: supervised}\nschedule: {epochs: 1}\n"
+        "optim: {<<: *c, weight_decay: 0.001}\n"
+    )
+    (tmp_path / "m.yaml").write_text(body)
+    recipe = load_recipe(tmp_path / "m.yaml")
+    assert recipe.optim.lr == 0.01 and recipe.optim.weight_decay == 0.001
+
+
+@pytest.mark.parametrize(
+    ("line", "tag"),
+    [
+        ("optim: !!python/object:os.system {}", "!!python/object:os.system"),
+        ("seed: !!set {1}", "!!set"),
+    ],
+)
+def test_a_tag_in_a_recipe_file_is_named_with_its_line(tmp_path: Path, line: str, tag: str) -> None:
+    path = tmp_path / "t.yaml"
+    path.write_text(f"name: t\n{line}\n")
+    with pytest.raises(DistillError) as info:
+        load_recipe(path)
+    assert f"the tag {tag} is not read in a recipe" in str(info.value)
+    assert info.value.where == f"{path}:2" and "remove the tag" in info.value.hint
+
+
+@pytest.mark.parametrize("value", ["x=[1", "x=!!set {1}", "x=&a 1", "x=1\n2"])
+def test_a_model_arg_yaml_cannot_hold_is_one_line(
+    value: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`--model-arg 'x=[1'` was a yaml.scanner traceback."""
+    _refused(["export", "test_resnet", "--model-arg", value], "(--model-arg x)", capfd)
