@@ -160,3 +160,91 @@ def test_a_model_arg_yaml_cannot_hold_is_one_line(
 ) -> None:
     """`--model-arg 'x=[1'` was a yaml.scanner traceback."""
     _refused(["export", "test_resnet", "--model-arg", value], "(--model-arg x)", capfd)
+
+
+# --- a. integer keys: a count only a slip reaches is refused at load --------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "needles"),
+    [
+        ("data.shuffle_buffer", ["data.shuffle_buffer", "above 100,000", "each data worker"]),
+        ("schedule.eval_batch_size", ["schedule.eval_batch_size", "above 1,048,576"]),
+        ("schedule.batch_size", ["schedule.batch_size", "1,000,000,000,000 is above 1,048,576"]),
+        ("student.num_classes", ["student.num_classes", "above 1,000,000", "21,843"]),
+        ("teacher.num_classes", ["teacher.num_classes", "above 1,000,000"]),
+        ("data.synthetic.num_classes", ["data.synthetic.num_classes", "above 1,000,000"]),
+        ("student.in_chans", ["student.in_chans", "above 1,024", "hyperspectral"]),
+        ("teacher.in_chans", ["teacher.in_chans", "above 1,024"]),
+        ("data.train_images", ["data.train_images", "above 10,000,000,000"]),
+        ("data.val_images", ["data.val_images", "above 10,000,000,000"]),
+    ],
+)
+def test_a_count_only_a_slip_reaches_is_refused_at_load(
+    fm: Path, key: str, needles: list[str]
+) -> None:
+    """Each loaded: `shuffle_buffer: 1e12` filled every worker's buffer until the machine ran
+    out, `synthetic.num_classes` was the allocator's traceback, `in_chans` its error blamed on
+    the input size, `eval_batch_size` one batch of the whole split."""
+    message = str(_error(fm, [f"{key}=1000000000000"]))
+    for needle in needles:
+        assert needle in message, message
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ["data.shuffle_buffer=100000", "schedule.eval_batch_size=1048576"],
+        ["schedule.batch_size=65536"],
+        ["teacher.num_classes=21843", "student.num_classes=21843"],
+        ["student.in_chans=224", "teacher.in_chans=4"],
+        ["data.train_images=1281167", "data.val_images=50000"],
+    ],
+    ids=["at-the-bounds", "lars-batch", "imagenet-21k", "hyperspectral", "imagenet-counts"],
+)
+def test_counts_in_use_still_load(fm: Path, sets: list[str]) -> None:
+    load_recipe(fm, sets)
+
+
+def test_the_cli_refuses_the_count_before_any_work(
+    sup: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", str(sup), "--dry-run", "--set", "data.synthetic.num_classes=1000000000000"]
+    line = _refused(argv, "data.synthetic.num_classes", capfd)
+    assert "1,000,000,000,000 is above 1,000,000" in line
+    assert not (sup.parent / "runs").exists()
+
+
+# --- c. distill students: a budget that keeps everything; a warm-up that never ended ----------
+
+
+def test_a_students_budget_no_model_misses_is_refused(capfd: pytest.CaptureFixture[str]) -> None:
+    """`--max-latency-ms 1e30` fitted every candidate: a ranking by size, under a budget's
+    name; export's gate refuses the same value (battery 12)."""
+    argv = ["students", "test_resnet", "--max-latency-ms", "1e30", "--candidates", "test_vit"]
+    line = _refused(argv, "(--max-latency-ms)", capfd)
+    assert "above 3,600,000 ms" in line and "distill models --teacher" in line
+
+
+def test_the_students_warm_up_stops_at_max_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`distill students --warmup 1000000000000` timed its first model until it was killed:
+    the warm-up loop had no time bound (export's has `--max-time`)."""
+    from distill_cli.export import latency
+    from distill_cli.export.protocol import TimingPlan
+    from distill_cli.students import measure
+    from distill_cli.students.types import StudentQuery
+
+    class Session:
+        def get_inputs(self) -> list[object]:
+            return [type("Input", (), {"name": "x"})()]
+
+        def run(self, *_: object) -> None:
+            time.sleep(0.001)
+
+    monkeypatch.setattr(latency, "ort_session", lambda *_: (Session(), 1.0))
+    plan = TimingPlan(warmup=10**12, runs=1, min_time_s=0.0, max_time_s=0.2, threads=1)
+    query = StudentQuery("test_resnet", 5.0, timing=plan)
+    start = time.monotonic()
+    result = measure._time(Path("m.onnx"), (3, 8, 8), query, 1, "cpu", None)
+    assert time.monotonic() - start < 5
+    assert 10 <= result["warmup"] < 10**6 and result["runs"] >= 1

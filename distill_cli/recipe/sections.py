@@ -25,10 +25,14 @@ from pydantic import (
 from distill_cli import host
 from distill_cli.errors import DistillError
 from distill_cli.recipe.fields import (
+    Channels,
+    ClassCount,
     ClassName,
     Fraction,
+    ImageCount,
     Pixels,
     PositiveInt,
+    ShuffleBuffer,
     Strict,
     UserPath,
     bool_words_as_bools,
@@ -63,8 +67,8 @@ class ModelSpec(Strict):
         "the teacher. keys of a Lightning module with two models); default: the first of "
         "state_dict, model_state_dict, model, state_dict_ema, model_ema, net",
     )
-    num_classes: PositiveInt | None = Field(None, description="default: checkpoint/data classes")
-    in_chans: PositiveInt = 3
+    num_classes: ClassCount | None = Field(None, description="default: checkpoint/data classes")
+    in_chans: Channels = 3
     input_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
         None, description="H (square) or [H, W]; default: the model's pretrained cfg"
     )
@@ -157,7 +161,7 @@ class ModelSpec(Strict):
 class SyntheticSpec(Strict):
     """Generated, learnable images for tests and smoke runs (no files needed)."""
 
-    num_classes: PositiveInt = 4
+    num_classes: ClassCount = 4
     train_size: PositiveInt = 256
     val_size: PositiveInt = 64
     image_size: Pixels = 32
@@ -192,16 +196,16 @@ class DataSpec(Strict):
         description="hf_dataset: the integer label column (a training split without it is "
         "unlabeled distillation data; the validation split needs it)",
     )
-    shuffle_buffer: PositiveInt = Field(
+    shuffle_buffer: ShuffleBuffer = Field(
         1000, description="shards, hf_dataset: samples in each worker's seeded shuffle buffer"
     )
-    train_images: PositiveInt | None = Field(
+    train_images: ImageCount | None = Field(
         None,
         description="shards, hf_dataset: the training split's size, used by --dry-run when the "
         "data is not at hand (a laptop planning a cluster run), checked against the data read "
         "when it is",
     )
-    val_images: PositiveInt | None = Field(None, description="as train_images, for val_dir")
+    val_images: ImageCount | None = Field(None, description="as train_images, for val_dir")
     distill_dir: UserPath | None = Field(
         None, description="unlabeled image folder to distill on instead of the labeled train split"
     )

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from distill_cli.arguments import known_keywords, square_side
 from distill_cli.errors import DistillError
-from distill_cli.export.protocol import TimingPlan
+from distill_cli.export.protocol import MAX_SECONDS, TimingPlan
 from distill_cli.export.ranges import check_range
 from distill_cli.host import check_threads
 
@@ -122,6 +122,15 @@ class StudentQuery:
                 "the latency budget must be a positive number of ms",
                 "--max-latency-ms",
                 "e.g. --max-latency-ms 5",
+            )
+        if q.max_latency_ms > MAX_SECONDS * 1000:  # as export's gate: `1e30` kept every model
+            raise bad(
+                f"a budget of {q.max_latency_ms:g} ms is above {MAX_SECONDS * 1000:,.0f} ms (an "
+                "hour a call, the longest --max-time times): every candidate would fit, so it "
+                "chooses nothing",
+                "--max-latency-ms",
+                f"give the deployment's budget, at most {MAX_SECONDS * 1000:,.0f} ms; to rank "
+                "sizes without one: distill models --teacher TEACHER",
             )
         if q.device not in DEVICES:
             raise bad(f"unknown device {q.device!r}", "--device", "cpu or cuda")
