@@ -35,6 +35,14 @@ FLOAT32_MAX = 3.4028234663852886e38
 #: The largest input side (pixels) distill accepts anywhere: 4096 px already needs ~200 MB per
 #: image of activations in a small CNN; larger sides are typos, not workloads.
 MAX_INPUT_PX = 4096
+#: The most classes a model may have (a recipe's `num_classes`, `--num-classes`): a head for
+#: 1,000,000 classes is already 5 GB of float32 weights at 1,280 features (ImageNet-21k has
+#: 21,843); `1e12` was the allocator's error, blamed on the model's kwargs.
+MAX_CLASSES = 1_000_000
+#: Why :data:`MAX_CLASSES`, in the messages.
+CLASSES_WHY = "the head alone would be gigabytes (ImageNet-21k has 21,843 classes)"
+#: The largest seed (numpy's and the recipe's `runtime.seed`: 32 bits).
+MAX_SEED = 2**32 - 1
 #: How deep YAML or `--set` values may nest; a recipe needs 4, deeper data exhausts the stack.
 MAX_NESTING = 64
 #: Threads and workers per core a setting may ask for (oversubscription past this only thrashes).
@@ -139,6 +147,17 @@ def check_input_px(value: int | None, where: str) -> int | None:
             "would not fit in memory)",
             where,
             f"use at most {MAX_INPUT_PX}",
+        )
+    return value
+
+
+def check_classes(value: int | None, where: str) -> int | None:
+    """A class count within :data:`MAX_CLASSES`; a one-line error naming the limit."""
+    if value is not None and value > MAX_CLASSES:
+        raise DistillError(
+            f"{value:,} classes is above {MAX_CLASSES:,}: {CLASSES_WHY}",
+            where,
+            "give the data's class count",
         )
     return value
 

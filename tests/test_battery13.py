@@ -248,3 +248,69 @@ def test_the_students_warm_up_stops_at_max_time(monkeypatch: pytest.MonkeyPatch)
     result = measure._time(Path("m.onnx"), (3, 8, 8), query, 1, "cpu", None)
     assert time.monotonic() - start < 5
     assert 10 <= result["warmup"] < 10**6 and result["runs"] >= 1
+
+
+# --- the commands' own counts: a value only a slip reaches ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "needle"),
+    [
+        (["export", "test_resnet", "--num-classes", "1000000000000"], "--num-classes", "21,843"),
+        (["bench", "latency", "test_resnet", "--num-classes", "10000000"], "--num-classes", "head"),
+        (
+            ["students", "test_resnet", "--max-latency-ms", "5", "--num-classes", "10000000"],
+            "--num-classes",
+            "above 1,000,000",
+        ),
+        (["export", "test_resnet", "--seed", "100000000000000000000000"], "--seed", "4294967295"),
+        (["export", "test_resnet", "--seed", "-1"], "--seed", "0<=x"),
+        (["run", "RECIPE", "--nproc", "1000000000000"], "--nproc", "at most"),
+        (["bench", "train", "RECIPE", "--steps", "1000000000000"], "--steps", "above 10,000"),
+        (["bench", "train", "RECIPE", "--warmup", "100000000"], "--warmup", "above 10,000"),
+        (["bench", "train", "RECIPE", "--rounds", "1000000"], "--rounds", "above 100"),
+    ],
+    ids=[
+        "export-classes",
+        "bench-classes",
+        "students-classes",
+        "export-seed-huge",
+        "export-seed-negative",
+        "nproc",
+        "bench-steps",
+        "bench-warmup",
+        "bench-rounds",
+    ],
+)
+def test_a_commands_count_only_a_slip_reaches_is_refused(
+    argv: list[str], flag: str, needle: str, sup: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`export --num-classes 1e12` was the allocator's error blamed on the model's kwargs,
+    `--seed 1e23` numpy's OverflowError traceback, `run --nproc 1e12` torchrun starting
+    processes until it was killed, `bench train --steps 1e12` a benchmark that never ended."""
+    argv = [str(sup) if arg == "RECIPE" else arg for arg in argv]
+    line = _refused(argv, f"({flag})", capfd)
+    assert needle in line, line
+    assert not (sup.parent / "runs").exists()
+
+
+def test_an_interrupted_bench_train_does_not_advise_a_resume(
+    sup: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM during `distill bench train` said "position saved (/tmp/tmpxyz/bench/...) -
+    continue with --resume": bench train has no --resume and deletes that folder."""
+    import signal
+
+    from distill_cli.bench import train as bench
+    from distill_cli.errors import RunFailed
+    from distill_cli.train.stop import Interrupted
+
+    def stopped(_: object) -> None:
+        raise Interrupted(signal.SIGTERM, 12, "/tmp/tmpx/bench/checkpoints/last.safetensors")
+
+    monkeypatch.setattr(bench.engine, "run", stopped)
+    with pytest.raises(RunFailed) as info:
+        bench.distill_step(load_recipe(sup), 1, 2, 1)
+    message = str(info.value)
+    assert "interrupted by SIGTERM at step 12 (distill bench train)" in message
+    assert "--resume" not in message and "/tmp/tmpx" not in message and info.value.code == 143

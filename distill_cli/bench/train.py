@@ -34,6 +34,7 @@ from distill_cli.train import engine
 from distill_cli.train.build import build
 from distill_cli.train.cost import pair_key, remember_throughput
 from distill_cli.train.setup import Setup
+from distill_cli.train.stop import Interrupted, StoppedAtOnce
 
 
 def _sync(device: torch.device) -> None:
@@ -82,7 +83,18 @@ def distill_step(recipe: Recipe, warmup: int, steps: int, window: int) -> StepTi
             }
         )
         rec.output = rec.output.model_copy(update={"dir": Path(tmp), "name": "bench"})
-        result = engine.run(rec)
+        try:
+            result = engine.run(rec)
+        except (Interrupted, StoppedAtOnce) as exc:
+            # the run's "position saved (a temp folder) - continue with --resume": bench train
+            # has no --resume, and the folder is deleted on the way out
+            failure = RunFailed(
+                exc.what.split(";")[0] + " (distill bench train)",
+                None,
+                "nothing was kept; run it again for the figures",
+            )
+            failure.code = exc.code
+            raise failure from None
         records = [r for _, r in RunDir(rec.run_dir).metric_lines() if r is not None]
     windows = [r["images_per_s"] for r in records if r["kind"] == "train" and r["step"] > warmup]
     return StepTiming(

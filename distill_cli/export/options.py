@@ -21,6 +21,7 @@ from distill_cli.export.onnx_export import DEFAULT_OPSET, EXPORTERS, Exporter
 from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL, MAX_ATOL, MAX_RTOL, MEASURED
 from distill_cli.export.ranges import check_range
 from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS, Int8Spec
+from distill_cli.host import MAX_SEED, check_classes
 from distill_cli.recipe.fields import rate_problem
 
 
@@ -195,6 +196,8 @@ class ExportOptions:
         check_range(self.rtol, "--rtol", 0.0)
         self._parity_can_fail()
         check_range(self.num_classes, "--num-classes", 1)
+        check_classes(self.num_classes, "--num-classes")
+        check_range(self.seed, "--seed", 0, MAX_SEED)  # `--seed 1e23`: numpy's OverflowError
         self.input_size = input_size(self.input_size)  # the fields can change after __init__
         problem = rate_problem(self.model_kwargs)  # the recipe's rule for the same kwargs
         if problem is not None:

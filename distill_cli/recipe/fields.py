@@ -123,14 +123,8 @@ def at_most(high: int, why: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-#: The most classes a model or the synthetic data may have: a head for 1,000,000 classes is
-#: already 5 GB of float32 weights at 1,280 features (ImageNet-21k has 21,843).
-MAX_CLASSES = 1_000_000
-ClassCount = Annotated[
-    int,
-    Field(gt=0),
-    at_most(MAX_CLASSES, "the head alone would be gigabytes (ImageNet-21k has 21,843 classes)"),
-]
+#: A class count (a model's, the synthetic data's), within host.MAX_CLASSES.
+ClassCount = Annotated[int, Field(gt=0), at_most(host.MAX_CLASSES, host.CLASSES_WHY)]
 #: The most input channels: hyperspectral cameras give a few hundred bands; the first layer's
 #: weights and every input grow with them (`in_chans: 1e12` was the allocator's error, blamed
 #: on the input size).

@@ -17,7 +17,7 @@ from distill_cli.arguments import known_keywords, square_side
 from distill_cli.errors import DistillError
 from distill_cli.export.protocol import MAX_SECONDS, TimingPlan
 from distill_cli.export.ranges import check_range
-from distill_cli.host import check_threads
+from distill_cli.host import check_classes, check_threads
 
 Status = Literal["fits", "over", "skipped", "unmeasured", "failed"]
 #: Order of the statuses in the ranked table: the answer first, the reasons for the rest after.
@@ -171,6 +171,7 @@ class StudentQuery:
         if not q.teacher.strip():
             raise bad("the teacher name is empty", "TEACHER", "give a timm name, e.g. resnet50")
         square_side(q.input_size, "--input-size", 8)  # 8 px to the machine's bounds (host.py)
+        check_classes(q.num_classes, "--num-classes")
         check_threads(q.threads, "--threads")
 
     def to_dict(self) -> dict[str, Any]:
