@@ -314,3 +314,63 @@ def test_an_interrupted_bench_train_does_not_advise_a_resume(
     message = str(info.value)
     assert "interrupted by SIGTERM at step 12 (distill bench train)" in message
     assert "--resume" not in message and "/tmp/tmpx" not in message and info.value.code == 143
+
+
+# --- run folders in odd states -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny finished supervised run (two steps), shared by the module's run-folder cases."""
+    from distill_cli import api
+
+    folder = tmp_path_factory.mktemp("run")
+    body = teacher_body(folder / "runs", epochs=1)
+    body["data"]["synthetic"]["train_size"] = 64
+    api.run(write_recipe(folder, "t", body))
+    return folder / "runs" / "t"
+
+
+def test_a_renamed_run_folders_recipe_does_not_start_the_run_it_names(
+    finished_run: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`cp -r runs/t runs/t-try; distill run runs/t-try/recipe.yaml --resume` resumed (or with
+    --overwrite replaced) runs/t, the run the saved recipe names, without a word."""
+    import shutil
+
+    copy = finished_run.parent / "t-try"
+    shutil.copytree(finished_run, copy)
+    try:
+        before = sorted((p.name, p.stat().st_mtime_ns) for p in finished_run.rglob("*"))
+        for flag in ("--resume", "--overwrite"):
+            line = _refused(["run", str(copy / "recipe.yaml"), flag], "renamed 't-try'", capfd)
+            assert "saved recipe of the run 't'" in line and "name the folder 't' again" in line
+        assert sorted((p.name, p.stat().st_mtime_ns) for p in finished_run.rglob("*")) == before
+        # the readers read the folder itself: a renamed run still reports
+        with pytest.raises(SystemExit) as exit_info:
+            entry(["report", str(copy)])
+        assert exit_info.value.code == 0, capfd.readouterr()
+        # moved whole under its own name, it still resumes where it is (test_run_folders.py)
+        moved = tmp_path / "t"
+        shutil.move(copy, moved)
+        assert load_recipe(moved / "recipe.yaml").run_dir == moved
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def test_a_sidecar_from_a_newer_distill_says_so(finished_run: Path, tmp_path: Path) -> None:
+    """A key a later distill adds to its own checkpoint record read "a key distill does not
+    read: 'ema' - remove it", as if the user had mistyped it."""
+    import json
+
+    from distill_cli.models.side_file import parse_side_file
+
+    record = json.loads((finished_run / "checkpoints" / "best.json").read_text())
+    with pytest.raises(DistillError) as info:
+        parse_side_file({**record, "ema": True}, tmp_path / "best.json")
+    assert "written by a distill newer than this one" in str(info.value)
+    assert "'ema'" in str(info.value) and info.value.where == str(tmp_path / "best.json")
+    with pytest.raises(DistillError, match="write it as 'mean'"):  # a user's typo stays one
+        parse_side_file({"model": "resnet18", "mena": [0.5]}, tmp_path / "w.json")
+    with pytest.raises(DistillError, match="above 1,000,000"):
+        parse_side_file({**record, "num_classes": 10**12}, tmp_path / "best.json")
