@@ -235,6 +235,25 @@ def fs_failed(exc: OSError, path: Path | str, doing: str) -> RunFailed:
     )
 
 
+def path_text_problem(text: str) -> str | None:
+    """What makes `text` a path only a slip writes, or None: a control character (a line break
+    pasted with it, a tab: `--out "runs\nx"` made a folder whose name holds a newline, which
+    `ls` shows as two names and a shell script splits), or a name of blanks alone (`--out " "`
+    made a folder named " ", from an unset variable between quotes)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return "holds a control character (a line break, a tab)"
+    if text and not text.strip():
+        return "is blank (spaces only: an unset variable?)"
+    return None
+
+
+def refuse_odd_path(path: Path | str, where: str) -> None:
+    """A one-line error for a path :func:`path_text_problem` finds something in."""
+    problem = path_text_problem(str(path))
+    if problem:
+        raise DistillError(f"the path {str(path)!r} {problem}", where, "give the path meant")
+
+
 def refuse_link(path: Path) -> None:
     """A one-line error when `path` is a symlink or not a regular file: distill never writes
     through a link (it could point at anything) nor over a folder, FIFO or device."""
@@ -272,6 +291,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     not mkstemp's private 0600: a shared results folder stays readable by the group. A full
     disk or a permission problem is a :class:`RunFailed` naming the path.
     """
+    refuse_odd_path(path, str(path))
     refuse_link(path)
     raw = data.encode() if isinstance(data, str) else data
     try:
@@ -294,7 +314,9 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         raise
 
 
-def claim_folder(path: Path, marker: str, *, force: bool, override: str) -> None:
+def claim_folder(
+    path: Path, marker: str, *, force: bool, override: str, where: str = "--out"
+) -> None:
     """Make `path` a folder distill may write its named files into, or refuse it.
 
     A new or empty folder is created and marked with the file `marker`; a marked folder is
@@ -302,6 +324,7 @@ def claim_folder(path: Path, marker: str, *, force: bool, override: str) -> None
     error naming `override` (passing it, `force`, marks the folder and goes on, still writing
     only distill's named files). A symlink or a non-folder is always refused.
     """
+    refuse_odd_path(path, where)
     if path.is_symlink():
         raise DistillError(
             "the output folder is a symlink; distill never writes through one",

@@ -374,3 +374,70 @@ def test_a_sidecar_from_a_newer_distill_says_so(finished_run: Path, tmp_path: Pa
         parse_side_file({"model": "resnet18", "mena": [0.5]}, tmp_path / "w.json")
     with pytest.raises(DistillError, match="above 1,000,000"):
         parse_side_file({**record, "num_classes": 10**12}, tmp_path / "best.json")
+
+
+# --- paths only a slip writes: a line break, a tab, blanks alone -------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sets", "needle"),
+    [
+        (['output.name="a\\nb"'], "run name 'a\\nb' holds a control character"),
+        (['output.name=" "'], "run name ' ' is blank"),
+        (['output.dir=" "'], "output: dir: the path ' ' is blank"),
+        (['output.dir="runs\\nx"'], "output: dir: the path 'runs\\nx' holds a control"),
+    ],
+    ids=["name-newline", "name-blank", "dir-blank", "dir-newline"],
+)
+def test_a_recipe_path_only_a_slip_writes_is_refused(
+    fm: Path, sets: list[str], needle: str
+) -> None:
+    """`output.name: "a\\nb"` made a run folder whose name holds a line break (two names to
+    `ls`, two words to a script), `output.dir: " "` a folder named " " beside the recipe."""
+    assert needle in str(_error(fm, sets))
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["export", "test_resnet", "--out", " "], "--out"),
+        (["export", "test_resnet", "--out", "out\nx"], "--out"),
+        (
+            [
+                *("students", "test_resnet", "--max-latency-ms", "5", "--data", "synthetic"),
+                *("--write-recipe", "a\tb.yaml"),
+            ],
+            "--write-recipe",
+        ),
+    ],
+    ids=["out-blank", "out-newline", "write-recipe-tab"],
+)
+def test_an_output_path_only_a_slip_writes_is_refused_before_any_work(
+    argv: list[str],
+    flag: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _refused(argv, f"({flag})", capfd)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_plot_name_with_a_line_break_is_refused(
+    finished_run: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    other = tmp_path / "t2"
+    shutil.copytree(finished_run, other)
+    plot = tmp_path / "a\nb.png"
+    _refused(["compare", str(finished_run), str(other), "--plot", str(plot)], "control", capfd)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t2"]
+
+
+def test_an_error_quoting_a_line_break_stays_one_line(capfd: pytest.CaptureFixture[str]) -> None:
+    """`--checkpoint $'a\\nb'` printed "error: checkpoint file not found (a" and, on a line of
+    its own, "b) - check the path": the error line is one line whatever it quotes."""
+    line = _refused(["export", "test_resnet", "--checkpoint", "a\nb"], "(a\\nb)", capfd)
+    assert "not found" in line

@@ -21,7 +21,7 @@ from distill_cli.export.onnx_export import DEFAULT_OPSET, EXPORTERS, Exporter
 from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL, MAX_ATOL, MAX_RTOL, MEASURED
 from distill_cli.export.ranges import check_range
 from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS, Int8Spec
-from distill_cli.host import MAX_SEED, check_classes
+from distill_cli.host import MAX_SEED, check_classes, refuse_odd_path
 from distill_cli.recipe.fields import rate_problem
 
 
@@ -209,6 +209,8 @@ class ExportOptions:
                 "--keep-fp32",
                 "add --quantize int8, or drop --keep-fp32",
             )
+        if self.out is not None:  # before the work: `--out " "` made a folder named " "
+            refuse_odd_path(self.out, "--out")
         lat.check_device(self.timing.device)
         if self.onnx is not None and not self.onnx.is_file():
             raise DistillError("ONNX file not found", str(self.onnx), "check the --onnx path")

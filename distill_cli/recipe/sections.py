@@ -351,6 +351,10 @@ class OutputSpec(Strict):
     def _plain_name(self) -> OutputSpec:
         if self.name is not None:
             plain_name(self.name)
+        if host.path_text_problem(str(self.dir)):  # `dir: " "` made a folder named " "
+            raise ValueError(
+                f"dir: the path {str(self.dir)!r} {host.path_text_problem(str(self.dir))}"
+            )
         return self
 
 
@@ -384,6 +388,8 @@ def check_run_name(name: str, where: str = "output.name") -> str:
             where,
             "use letters, digits, '.', '_' or '-' (no path separators, not '.' or '..')",
         )
+    if host.path_text_problem(name):  # a newline, a tab, or blanks alone: `ls` splits it
+        raise DistillError(f"run name {name!r} {host.path_text_problem(name)}", where, "rename it")
     if name[0] in "-~":
         # `runs/-rf` is an option to `rm`, `ls`, `cp` given the folder's name (`rm -r *` in
         # runs/), and a folder named `~` is what `rm -r ~` deletes instead: the user's home
