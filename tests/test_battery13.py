@@ -441,3 +441,30 @@ def test_an_error_quoting_a_line_break_stays_one_line(capfd: pytest.CaptureFixtu
     its own, "b) - check the path": the error line is one line whatever it quotes."""
     line = _refused(["export", "test_resnet", "--checkpoint", "a\nb"], "(a\\nb)", capfd)
     assert "not found" in line
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo", "device", "loop"])
+@pytest.mark.parametrize("flag", ["--onnx", "--bare"])
+def test_a_file_option_given_something_else_says_what_it_is(
+    flag: str, kind: str, sup: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`--onnx /dev/zero` (or a FIFO, a folder) was "ONNX file not found", of what is there;
+    `bench train --bare` the same. A FIFO is never opened (it waits for a writer forever)."""
+    import os
+
+    target = {"folder": tmp_path, "device": Path("/dev/zero")}.get(kind, tmp_path / kind)
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "loop":
+        (tmp_path / "loop2").symlink_to(tmp_path / "loop")
+        target.symlink_to(tmp_path / "loop2")
+    if not target.exists() and kind == "device":
+        pytest.skip("no /dev/zero here")
+    what = {"folder": "a folder", "fifo": "a pipe (FIFO)", "device": "a device"}
+    command = (
+        ["export", "test_resnet", "--onnx", str(target)]
+        if flag == "--onnx"
+        else ["bench", "train", str(sup), "--bare", str(target)]
+    )
+    line = _refused(command, f"({target})", capfd)
+    assert f"is {what.get(kind, 'a symlink loop')}" in line, line

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from distill_cli.bench.train_result import DataPathTiming, StepRounds, StepTiming, TrainBench
 from distill_cli.errors import DistillError, RunFailed
-from distill_cli.file_kinds import TEXT, kind_of
+from distill_cli.file_kinds import TEXT, kind_of, not_a_file
 from distill_cli.host import sha256_file
 from distill_cli.recipe.document import Recipe
 from distill_cli.rundir.layout import RunDir
@@ -314,8 +314,11 @@ def bench_train(
     SHA-256 and `ratio_to_script`).
     """
     if bare_script is not None and not bare_script.is_file():  # never a silent fallback
+        there = not_a_file(bare_script)
         raise DistillError(
-            "the bare-step script was not found", str(bare_script), "pass bare_kd_step.py"
+            f"the bare-step script is {there}" if there else "the bare-step script was not found",
+            str(bare_script),
+            "pass bare_kd_step.py",
         )
     kind = None if bare_script is None else kind_of(bare_script)
     if bare_script is not None and kind != TEXT:  # a PNG or a checkpoint was run by Python

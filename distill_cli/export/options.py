@@ -21,6 +21,7 @@ from distill_cli.export.onnx_export import DEFAULT_OPSET, EXPORTERS, Exporter
 from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL, MAX_ATOL, MAX_RTOL, MEASURED
 from distill_cli.export.ranges import check_range
 from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS, Int8Spec
+from distill_cli.file_kinds import not_a_file
 from distill_cli.host import MAX_SEED, check_classes, refuse_odd_path
 from distill_cli.recipe.fields import rate_problem
 
@@ -213,5 +214,10 @@ class ExportOptions:
             refuse_odd_path(self.out, "--out")
         lat.check_device(self.timing.device)
         if self.onnx is not None and not self.onnx.is_file():
-            raise DistillError("ONNX file not found", str(self.onnx), "check the --onnx path")
+            there = not_a_file(self.onnx)
+            raise DistillError(
+                f"the ONNX file is {there}" if there else "ONNX file not found",
+                str(self.onnx),
+                "pass the model.onnx file (--onnx)" if there else "check the --onnx path",
+            )
         self.gates.validate(self.variants, self.latency)
