@@ -468,3 +468,52 @@ def test_a_file_option_given_something_else_says_what_it_is(
     )
     line = _refused(command, f"({target})", capfd)
     assert f"is {what.get(kind, 'a symlink loop')}" in line, line
+
+
+# --- numbers in the data: IDX files cut short, of another shape, with labels out of range ------
+
+
+def _idx(path: Path, array: object) -> None:
+    import struct
+
+    import numpy as np
+
+    arr = np.asarray(array, dtype=np.uint8)
+    dims = struct.pack(">" + "I" * arr.ndim, *arr.shape)
+    path.write_bytes(struct.pack(">HBB", 0, 8, arr.ndim) + dims + arr.tobytes())
+
+
+@pytest.mark.parametrize(
+    ("broken", "needle"),
+    [
+        ("header", "IDX file is truncated (in its header)"),
+        ("label-200", "a label is 200; Fashion-MNIST's are 0 to 9"),
+        ("labels-as-images", "the images file holds a 1-D array"),
+        ("images-as-labels", "the labels file holds a 3-D array"),
+    ],
+)
+def test_an_idx_file_of_the_wrong_shape_is_named_before_training(
+    broken: str, needle: str, tmp_path: Path
+) -> None:
+    """Each was a traceback: struct.error for a header cut short, "not enough values to
+    unpack" at the first step for a labels file where the images belong, torch's "Class
+    values must be smaller than num_classes" for a label of 200."""
+    import numpy as np
+
+    from distill_cli.data.sources import load_fashion_mnist
+
+    images, labels = tmp_path / "train-images-idx3-ubyte", tmp_path / "train-labels-idx1-ubyte"
+    _idx(images, np.zeros((8, 28, 28)))
+    _idx(labels, np.arange(8))
+    if broken == "header":
+        images.write_bytes(images.read_bytes()[:6])
+    elif broken == "label-200":
+        _idx(labels, [200] * 8)
+    elif broken == "labels-as-images":
+        _idx(images, np.arange(8))
+    else:
+        _idx(labels, np.zeros((8, 28, 28)))
+    with pytest.raises(DistillError) as info:
+        load_fashion_mnist(tmp_path, "train")
+    assert needle in str(info.value) and info.value.where in (str(images), str(labels))
+    assert info.value.code == 2
