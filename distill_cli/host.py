@@ -151,15 +151,21 @@ def check_input_px(value: int | None, where: str) -> int | None:
     return value
 
 
-def check_classes(value: int | None, where: str) -> int | None:
+def check_classes(
+    value: int | None, where: str, hint: str = "give the data's class count"
+) -> int | None:
     """A class count within :data:`MAX_CLASSES`; a one-line error naming the limit."""
     if value is not None and value > MAX_CLASSES:
         raise DistillError(
-            f"{value:,} classes is above {MAX_CLASSES:,}: {CLASSES_WHY}",
-            where,
-            "give the data's class count",
+            f"{value:,} classes is above {MAX_CLASSES:,}: {CLASSES_WHY}", where, hint
         )
     return value
+
+
+#: What to do about a label that would make more classes than MAX_CLASSES (data sources that
+#: number their classes from the largest label: a `.cls` of 999999999999 made a list of 10^12
+#: class names).
+LABEL_HINT = "labels are class indices 0..N-1: fix the sample whose label is that large"
 
 
 def float32_problem(value: float) -> str | None:

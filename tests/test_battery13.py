@@ -517,3 +517,43 @@ def test_an_idx_file_of_the_wrong_shape_is_named_before_training(
         load_fashion_mnist(tmp_path, "train")
     assert needle in str(info.value) and info.value.where in (str(images), str(labels))
     assert info.value.code == 2
+
+
+@pytest.mark.parametrize("source", ["shards", "parquet"])
+def test_a_label_past_the_class_ceiling_is_refused_before_the_names_are_made(
+    source: str, tmp_path: Path
+) -> None:
+    """A streamed source names classes `class_0..class_<largest label>`: a `.cls` of
+    999999999999 (or a parquet label of it, no ClassLabel names) made 10^12 names until the
+    machine ran out of memory."""
+    import io
+    import tarfile
+
+    from distill_cli.data.parquet import scan_hf_split
+    from distill_cli.data.shards import scan_tar_split
+    from tests.conftest import class_jpeg
+
+    split = tmp_path / "train"
+    split.mkdir()
+    if source == "shards":
+        with tarfile.open(split / "a.tar", "w") as tar:
+            for name, raw in (("s0.jpg", class_jpeg(0, 0)), ("s0.cls", b"999999999999")):
+                info = tarfile.TarInfo(name)
+                info.size = len(raw)
+                tar.addfile(info, io.BytesIO(raw))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        image = [{"bytes": class_jpeg(0, 0), "path": "0.jpg"}]
+        table = pa.table({"image": image, "label": pa.array([999999999999], pa.int64())})
+        pq.write_table(table, split / "train-00000-of-00001.parquet")
+    start = time.monotonic()
+    with pytest.raises(DistillError) as info:
+        if source == "shards":
+            scan_tar_split(str(split), "data.train_dir")
+        else:
+            scan_hf_split(split, "data.train_dir", "image", "label")
+    assert time.monotonic() - start < 5
+    message = str(info.value)
+    assert "1,000,000,000,000 classes is above 1,000,000" in message and "0..N-1" in message

@@ -22,6 +22,7 @@ from pathlib import Path
 from distill_cli.data.formats import decodable_suffixes
 from distill_cli.data.shardset import Sample, SampleFault, ShardSet, Unit
 from distill_cli.errors import DistillError
+from distill_cli.host import LABEL_HINT, check_classes
 
 
 @functools.cache
@@ -323,6 +324,7 @@ def scan_tar_split(pattern: str, where: str, classes: list[str] | None = None) -
             labeled = labeled and complete
             counts.append(count)
             top = max([top, *labels])
+        check_classes(top + 1, pattern, LABEL_HINT)
         names = [f"class_{i}" for i in range(top + 1)]
     if classes is not None:
         if indexed is None and top >= len(classes):  # found before training, not at step 1
