@@ -557,3 +557,27 @@ def test_a_label_past_the_class_ceiling_is_refused_before_the_names_are_made(
     assert time.monotonic() - start < 5
     message = str(info.value)
     assert "1,000,000,000,000 classes is above 1,000,000" in message and "0..N-1" in message
+
+
+@pytest.mark.parametrize(
+    ("value", "mean"), [(float("nan"), None), (float("inf"), None), (0.5, 128)]
+)
+def test_a_float_tiff_with_non_finite_pixels_is_a_bad_file(value: float, mean: int | None) -> None:
+    """A float TIFF of NaN was cast to uint8 as 0: a black image trained on without a word.
+    It is now a bad file (counted, skipped or refused by `data.on_bad_image`)."""
+    import io
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from distill_cli.data.pixels import decode_bytes
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8), value, np.float32), mode="F").save(buf, format="TIFF")
+    pixels = decode_bytes(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8))
+    if mean is None:
+        assert pixels is None
+    else:
+        assert pixels is not None and pixels.shape == (3, 8, 8)
+        assert int(pixels.float().mean()) == mean
