@@ -581,3 +581,47 @@ def test_a_float_tiff_with_non_finite_pixels_is_a_bad_file(value: float, mean: i
     else:
         assert pixels is not None and pixels.shape == (3, 8, 8)
         assert int(pixels.float().mean()) == mean
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        ('{"name": "t"}', "no 'run_dir'"),
+        ("WRONG", "a value of another type"),
+        ("[]", "not a JSON object (list)"),
+        ('{"name": "t", "run_d', "not valid JSON"),
+    ],
+    ids=["missing-keys", "wrong-type", "a-list", "cut-short"],
+)
+def test_compare_says_which_summary_it_left_out(
+    content: str,
+    why: str,
+    finished_run: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run whose summary.json was cut short or edited was compared from its metrics alone
+    without a word (the report said so; compare did not); the report's note quoted Python's
+    "ModelResult() argument after ** must be a mapping, not str"."""
+    import json
+    import shutil
+
+    from rich.console import Console
+
+    from distill_cli.cli import console as cli_console
+
+    broken = tmp_path / "t"
+    shutil.copytree(finished_run, broken)
+    if content == "WRONG":
+        summary = json.loads((broken / "summary.json").read_text())
+        content = json.dumps({**summary, "student": "abc"})
+    (broken / "summary.json").write_text(content)
+    monkeypatch.setattr(cli_console, "console", Console(width=400, force_terminal=False))
+    with pytest.raises(SystemExit) as exit_info:
+        entry(["compare", str(broken), str(finished_run), "--no-plot"])
+    out, err = capfd.readouterr()
+    assert exit_info.value.code == 0, out + err
+    notes = [line for line in (out + err).splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and f"{broken}: summary.json" in notes[0], out + err
+    assert why in notes[0] and "argument after" not in notes[0], notes[0]
