@@ -625,3 +625,79 @@ def test_compare_says_which_summary_it_left_out(
     notes = [line for line in (out + err).splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and f"{broken}: summary.json" in notes[0], out + err
     assert why in notes[0] and "argument after" not in notes[0], notes[0]
+
+
+# --- a device, a pipe or a folder where the recipe names a text file: never read --------------
+
+
+def _never_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading the file fails the test instead of reading /dev/zero until memory runs out."""
+
+    def read(self: Path, *_: object, **__: object) -> str:
+        raise AssertionError(f"{self} was read")
+
+    monkeypatch.setattr(Path, "read_text", read)
+    monkeypatch.setattr(Path, "read_bytes", read)
+    monkeypatch.setattr(Path, "open", read)
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "folder", "loop", "huge"])
+def test_a_class_names_file_that_is_no_file_is_refused_unread(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`class_names: /dev/zero` was read until the OOM killer ended the process (exit 137, no
+    line); a FIFO waited for a writer forever."""
+    import os
+
+    from distill_cli.recipe.sections import ModelSpec
+
+    target = {"device": Path("/dev/zero"), "folder": tmp_path}.get(kind, tmp_path / kind)
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "loop":
+        (tmp_path / "other").symlink_to(target)
+        target.symlink_to(tmp_path / "other")
+    elif kind == "huge":
+        with target.open("wb") as fh:  # sparse: no 65 MiB written
+            fh.truncate(65 << 20)
+    if not os.path.lexists(target):
+        pytest.skip("no /dev/zero here")
+    spec = ModelSpec(model="test_resnet", class_names=target)
+    _never_read(monkeypatch)
+    with pytest.raises(DistillError) as info:
+        spec.names()
+    what = {"device": "a device", "fifo": "a pipe (FIFO)", "folder": "a folder"}
+    words = "65 MiB, more than" if kind == "huge" else what.get(kind, "a symlink loop")
+    assert f"the class names file is {words}" in str(info.value)
+    assert info.value.where == str(target)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "huge"])
+def test_a_recipe_that_is_a_pipe_or_huge_is_refused_unread(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    target = tmp_path / "r.yaml"
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        with target.open("wb") as fh:
+            fh.truncate(65 << 20)
+    _never_read(monkeypatch)
+    with pytest.raises(DistillError, match="recipe is") as info:
+        load_recipe(target)
+    assert info.value.where == str(target)
+
+
+def test_a_students_accuracy_table_that_is_a_device_is_refused_unread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`distill students --accuracy /dev/zero` read it until memory ran out."""
+    from distill_cli.students import rank
+
+    if not Path("/dev/zero").exists():
+        pytest.skip("no /dev/zero here")
+    _never_read(monkeypatch)
+    with pytest.raises(DistillError, match="the accuracy table is a device, not a file"):
+        rank._read(Path("/dev/zero"), strict=True)

@@ -173,8 +173,9 @@ def _pillow_pixels(img: PILImage) -> torch.Tensor:
     """A Pillow image's pixels as (C, H, W) for `flattened`: RGB, RGBA, or one 16-bit channel.
 
     Wide integer modes are read as 16-bit (`_WIDE_MODES`); a float image ("F") as values in
-    [0, 1] (NaN or infinite pixels: a bad file, ValueError); anything with transparency (RGBA, LA, a palette with a transparent colour) keeps
-    its alpha; every other mode (CMYK, 1-bit, palette, YCbCr) converts to RGB.
+    [0, 1] (NaN or infinite pixels: a bad file, ValueError); anything with transparency (RGBA,
+    LA, a palette with a transparent colour) keeps its alpha; every other mode (CMYK, 1-bit,
+    palette, YCbCr) converts to RGB.
     """
     if img.mode in _WIDE_MODES:
         wide = np.asarray(img).astype(np.int64).clip(0, 65535).astype(np.uint16)

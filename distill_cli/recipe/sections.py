@@ -42,6 +42,7 @@ from distill_cli.recipe.fields import (
     pixel_scale_problem,
     within,
 )
+from distill_cli.recipe.files import refuse_odd_text_file
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
 #: Synthetic images are generated into memory: more bytes than this is a typo, not a test.
@@ -112,6 +113,8 @@ class ModelSpec(Strict):
         """`class_names` as a list: the recipe's list, or the lines of the file it names."""
         if not isinstance(self.class_names, Path):
             return self.class_names
+        hint = "class_names: a list, or a UTF-8 text file with one name per line"
+        refuse_odd_text_file(self.class_names, "class names file", hint)
         try:
             lines = self.class_names.read_text().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
