@@ -701,3 +701,34 @@ def test_a_students_accuracy_table_that_is_a_device_is_refused_unread(
     _never_read(monkeypatch)
     with pytest.raises(DistillError, match="the accuracy table is a device, not a file"):
         rank._read(Path("/dev/zero"), strict=True)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device-link"])
+def test_an_image_name_on_a_pipe_or_device_is_refused_at_the_scan(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mkfifo train/cat/x.jpg` (or `ln -s /dev/zero x.jpg`): `distill train` waited on the
+    FIFO forever in the duplicate scan, and SIGTERM did not stop it."""
+    import os
+
+    from distill_cli.data.folders import scan_image_folder
+    from tests.conftest import class_jpeg
+
+    for label in range(2):
+        folder = tmp_path / f"c{label}"
+        folder.mkdir()
+        for n in range(3):
+            (folder / f"{n}.jpg").write_bytes(class_jpeg(label, n))
+    odd = tmp_path / "c1" / "odd.jpg"
+    if kind == "fifo":
+        os.mkfifo(odd)
+    elif Path("/dev/zero").exists():
+        odd.symlink_to("/dev/zero")
+    else:
+        pytest.skip("no /dev/zero here")
+    _never_read(monkeypatch)
+    with pytest.raises(DistillError) as info:
+        scan_image_folder(tmp_path)
+    words = "a pipe (FIFO)" if kind == "fifo" else "a device"
+    assert f"1 image name is not a file: odd.jpg is {words}" in str(info.value)
+    assert info.value.where == str(odd)
