@@ -732,3 +732,16 @@ def test_an_image_name_on_a_pipe_or_device_is_refused_at_the_scan(
     words = "a pipe (FIFO)" if kind == "fifo" else "a device"
     assert f"1 image name is not a file: odd.jpg is {words}" in str(info.value)
     assert info.value.where == str(odd)
+
+
+def test_a_tar_shard_that_is_a_pipe_is_refused_unopened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from distill_cli.data.shards import resolve_shards
+
+    os.mkfifo(tmp_path / "train-000000.tar")
+    _never_read(monkeypatch)
+    with pytest.raises(DistillError, match=r"the shard train-000000.tar is a pipe \(FIFO\)"):
+        resolve_shards(str(tmp_path), "data.train_dir")
