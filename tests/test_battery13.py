@@ -1,10 +1,14 @@
 """Bad-input battery, round 13: what only YAML documents hold, typed into `--set` and
 `--model-arg` (an anchor, an alias, a tag, a pasted block of lines) and aliases that expand to
-billions of values in a recipe (a minute of validation, then a wrong message); integer keys
-whose type alone admits what only a slip reaches (`shuffle_buffer: 1e12`); run folders whose
-JSON files are truncated, of another shape or from a newer distill; files that are devices,
-pipes or folders where a file belongs. Each is one `error:` line naming the key, flag or file
-and what to do, before any work; what users really write still works."""
+billions of values in a recipe; counts only a slip reaches, in the recipe (`shuffle_buffer`,
+batch sizes, class and channel counts) and in the commands' flags (`--num-classes`, `--seed`,
+`--nproc`, `bench train --steps`, `students --warmup`/`--max-latency-ms`); run folders renamed,
+summaries and checkpoint records of another shape or a newer distill; paths holding a line
+break or blanks alone; a device, a FIFO, a folder or a symlink loop where a file belongs (a
+class names file, a recipe, an accuracy table, an image, a tar shard: never opened); IDX files
+of the wrong shape, streamed labels past the class ceiling, float TIFFs of NaN. Each is one
+`error:` line naming the key, flag or file and what to do, before any work (or a note where
+the command goes on); what users really write still works."""
 
 from __future__ import annotations
 
