@@ -676,7 +676,7 @@ def test_a_class_names_file_that_is_no_file_is_refused_unread(
     assert info.value.where == str(target)
 
 
-@pytest.mark.parametrize("kind", ["fifo", "huge"])
+@pytest.mark.parametrize("kind", ["fifo", "huge", "loop"])
 def test_a_recipe_that_is_a_pipe_or_huge_is_refused_unread(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -685,11 +685,15 @@ def test_a_recipe_that_is_a_pipe_or_huge_is_refused_unread(
     target = tmp_path / "r.yaml"
     if kind == "fifo":
         os.mkfifo(target)
+    elif kind == "loop":  # was "recipe file not found", of a link that is there
+        (tmp_path / "other.yaml").symlink_to(target)
+        target.symlink_to(tmp_path / "other.yaml")
     else:
         with target.open("wb") as fh:
             fh.truncate(65 << 20)
     _never_read(monkeypatch)
-    with pytest.raises(DistillError, match="recipe is") as info:
+    words = {"fifo": "not a regular file", "huge": "65 MiB", "loop": "a symlink loop"}[kind]
+    with pytest.raises(DistillError, match=f"the recipe is {words}") as info:
         load_recipe(target)
     assert info.value.where == str(target)
 

@@ -98,9 +98,9 @@ def recipe_file_text(path: Path) -> str:
         )
     if path.exists() and not path.is_file():
         raise DistillError("the recipe is not a regular file", str(path), "pass a YAML file")
+    refuse_odd_text_file(path, "recipe", "pass the recipe's YAML file")  # a link loop too
     if not path.is_file():
         raise DistillError("recipe file not found", str(path), missing_recipe_advice(path))
-    refuse_odd_text_file(path, "recipe", "pass the recipe's YAML file")
     return read_recipe_bytes(path)
 
 
