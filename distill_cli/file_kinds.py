@@ -9,6 +9,8 @@ its format names what the file is instead (`kind_of`). Torch-free.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 #: The two formats of torch.save, as a message names them.
@@ -33,6 +35,28 @@ TEXT = "a text file"
 #: The kinds a weights file may be (torch.save's zip and legacy pickle, safetensors); any other
 #: kind told is the wrong file handed over.
 WEIGHTS = (ZIP, PICKLE, SAFETENSORS)
+
+
+def not_a_file(path: Path) -> str | None:
+    """What `path` is when it exists and is not a regular file (`a folder`, `a device`, `a pipe
+    (FIFO)`, `a socket`, `a symlink loop`), or None: a regular file, or nothing there. "ONNX
+    file not found (/dev/zero)" was said of what is there; a FIFO opened for reading waits for
+    a writer forever, so it is never opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # ELOOP: links pointing at each other
+        return "a symlink loop" if exc.errno == 40 else None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISFIFO(mode):
+        return "a pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return None
 
 
 def kind_of(path: Path) -> str | None:

@@ -35,6 +35,14 @@ FLOAT32_MAX = 3.4028234663852886e38
 #: The largest input side (pixels) distill accepts anywhere: 4096 px already needs ~200 MB per
 #: image of activations in a small CNN; larger sides are typos, not workloads.
 MAX_INPUT_PX = 4096
+#: The most classes a model may have (a recipe's `num_classes`, `--num-classes`): a head for
+#: 1,000,000 classes is already 5 GB of float32 weights at 1,280 features (ImageNet-21k has
+#: 21,843); `1e12` was the allocator's error, blamed on the model's kwargs.
+MAX_CLASSES = 1_000_000
+#: Why :data:`MAX_CLASSES`, in the messages.
+CLASSES_WHY = "the head alone would be gigabytes (ImageNet-21k has 21,843 classes)"
+#: The largest seed (numpy's and the recipe's `runtime.seed`: 32 bits).
+MAX_SEED = 2**32 - 1
 #: How deep YAML or `--set` values may nest; a recipe needs 4, deeper data exhausts the stack.
 MAX_NESTING = 64
 #: Threads and workers per core a setting may ask for (oversubscription past this only thrashes).
@@ -143,6 +151,23 @@ def check_input_px(value: int | None, where: str) -> int | None:
     return value
 
 
+def check_classes(
+    value: int | None, where: str, hint: str = "give the data's class count"
+) -> int | None:
+    """A class count within :data:`MAX_CLASSES`; a one-line error naming the limit."""
+    if value is not None and value > MAX_CLASSES:
+        raise DistillError(
+            f"{value:,} classes is above {MAX_CLASSES:,}: {CLASSES_WHY}", where, hint
+        )
+    return value
+
+
+#: What to do about a label that would make more classes than MAX_CLASSES (data sources that
+#: number their classes from the largest label: a `.cls` of 999999999999 made a list of 10^12
+#: class names).
+LABEL_HINT = "labels are class indices 0..N-1: fix the sample whose label is that large"
+
+
 def float32_problem(value: float) -> str | None:
     """Why `value` cannot be a float32 setting (NaN, infinite, beyond float32), or None."""
     if not math.isfinite(value):
@@ -216,6 +241,25 @@ def fs_failed(exc: OSError, path: Path | str, doing: str) -> RunFailed:
     )
 
 
+def path_text_problem(text: str) -> str | None:
+    """What makes `text` a path only a slip writes, or None: a control character (a line break
+    pasted with it, a tab: `--out "runs\nx"` made a folder whose name holds a newline, which
+    `ls` shows as two names and a shell script splits), or a name of blanks alone (`--out " "`
+    made a folder named " ", from an unset variable between quotes)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return "holds a control character (a line break, a tab)"
+    if text and not text.strip():
+        return "is blank (spaces only: an unset variable?)"
+    return None
+
+
+def refuse_odd_path(path: Path | str, where: str) -> None:
+    """A one-line error for a path :func:`path_text_problem` finds something in."""
+    problem = path_text_problem(str(path))
+    if problem:
+        raise DistillError(f"the path {str(path)!r} {problem}", where, "give the path meant")
+
+
 def refuse_link(path: Path) -> None:
     """A one-line error when `path` is a symlink or not a regular file: distill never writes
     through a link (it could point at anything) nor over a folder, FIFO or device."""
@@ -253,6 +297,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     not mkstemp's private 0600: a shared results folder stays readable by the group. A full
     disk or a permission problem is a :class:`RunFailed` naming the path.
     """
+    refuse_odd_path(path, str(path))
     refuse_link(path)
     raw = data.encode() if isinstance(data, str) else data
     try:
@@ -275,7 +320,9 @@ def atomic_write(path: Path, data: bytes | str) -> None:
         raise
 
 
-def claim_folder(path: Path, marker: str, *, force: bool, override: str) -> None:
+def claim_folder(
+    path: Path, marker: str, *, force: bool, override: str, where: str = "--out"
+) -> None:
     """Make `path` a folder distill may write its named files into, or refuse it.
 
     A new or empty folder is created and marked with the file `marker`; a marked folder is
@@ -283,6 +330,7 @@ def claim_folder(path: Path, marker: str, *, force: bool, override: str) -> None
     error naming `override` (passing it, `force`, marks the folder and goes on, still writing
     only distill's named files). A symlink or a non-folder is always refused.
     """
+    refuse_odd_path(path, where)
     if path.is_symlink():
         raise DistillError(
             "the output folder is a symlink; distill never writes through one",

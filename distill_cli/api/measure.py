@@ -87,9 +87,11 @@ def bench_latency(
     from distill_cli.bench.latency import bench_latency as _bench
     from distill_cli.export import TimingPlan
     from distill_cli.export.ranges import check_range
+    from distill_cli.host import check_classes
 
     size = args.input_size(input_size)
     check_range(num_classes, "--num-classes", 1)
+    check_classes(num_classes, "--num-classes")
     args.text(checkpoint_key, "checkpoint_key", optional=True)
     if timing is not None and timing_keys:
         raise args.one_of("TimingPlan", "protocol")
@@ -107,6 +109,10 @@ def bench_latency(
     )
 
 
+#: The most steps `distill bench train` times or warms up with (`--steps 1e12` never ended).
+MAX_BENCH_STEPS = 10_000
+
+
 @leaves_process_as_found
 def bench_train(
     recipe: Recipe | str | Path,
@@ -122,9 +128,10 @@ def bench_train(
     from distill_cli.bench.train import bench_train as _bench
     from distill_cli.export.ranges import check_count
 
-    check_count(steps, "--steps", 1)
-    check_count(warmup, "--warmup", 0)
-    check_count(rounds, "--rounds", 1)
+    long = "more takes hours on a CPU, and the median of 40 already settles the figure"
+    check_count(steps, "--steps", 1, MAX_BENCH_STEPS, long)
+    check_count(warmup, "--warmup", 0, MAX_BENCH_STEPS, long)
+    check_count(rounds, "--rounds", 1, 100, "each round is a whole --steps timing of both steps")
     bare_script = args.optional_path(bare, "bare")
     rec = given_recipe(recipe, overrides, {})  # a Recipe object's overrides were dropped
     return _bench(rec, steps=steps, warmup=warmup, bare_script=bare_script, rounds=rounds)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from distill_cli.bench.train_result import DataPathTiming, StepRounds, StepTiming, TrainBench
 from distill_cli.errors import DistillError, RunFailed
-from distill_cli.file_kinds import TEXT, kind_of
+from distill_cli.file_kinds import TEXT, kind_of, not_a_file
 from distill_cli.host import sha256_file
 from distill_cli.recipe.document import Recipe
 from distill_cli.rundir.layout import RunDir
@@ -34,6 +34,7 @@ from distill_cli.train import engine
 from distill_cli.train.build import build
 from distill_cli.train.cost import pair_key, remember_throughput
 from distill_cli.train.setup import Setup
+from distill_cli.train.stop import Interrupted, StoppedAtOnce
 
 
 def _sync(device: torch.device) -> None:
@@ -82,7 +83,18 @@ def distill_step(recipe: Recipe, warmup: int, steps: int, window: int) -> StepTi
             }
         )
         rec.output = rec.output.model_copy(update={"dir": Path(tmp), "name": "bench"})
-        result = engine.run(rec)
+        try:
+            result = engine.run(rec)
+        except (Interrupted, StoppedAtOnce) as exc:
+            # the run's "position saved (a temp folder) - continue with --resume": bench train
+            # has no --resume, and the folder is deleted on the way out
+            failure = RunFailed(
+                exc.what.split(";")[0] + " (distill bench train)",
+                None,
+                "nothing was kept; run it again for the figures",
+            )
+            failure.code = exc.code
+            raise failure from None
         records = [r for _, r in RunDir(rec.run_dir).metric_lines() if r is not None]
     windows = [r["images_per_s"] for r in records if r["kind"] == "train" and r["step"] > warmup]
     return StepTiming(
@@ -302,8 +314,11 @@ def bench_train(
     SHA-256 and `ratio_to_script`).
     """
     if bare_script is not None and not bare_script.is_file():  # never a silent fallback
+        there = not_a_file(bare_script)
         raise DistillError(
-            "the bare-step script was not found", str(bare_script), "pass bare_kd_step.py"
+            f"the bare-step script is {there}" if there else "the bare-step script was not found",
+            str(bare_script),
+            "pass bare_kd_step.py",
         )
     kind = None if bare_script is None else kind_of(bare_script)
     if bare_script is not None and kind != TEXT:  # a PNG or a checkpoint was run by Python

@@ -234,6 +234,9 @@ def compare(
         out.print(comparison_table(result, out.width))
         if plot is not None and not no_plot:
             console.print(f"[dim]plot {escape(str(plot))}[/]")
+        for run in result.runs:  # a summary.json left out: its row's figures are the metrics'
+            for note in run.notes:
+                console.print(f"[yellow]note:[/] {escape(run.name)}: {escape(note)}")
 
 
 @app.command()

@@ -173,6 +173,9 @@ def _fail(message: str, code: int, debug: bool, own: bool = False) -> None:
         import traceback
 
         traceback.print_exc()
+    # one line whatever it quotes: a path or value holding a line break (`--checkpoint $'a\nb'`)
+    # split it, and the tail read as another message
+    message = "".join(c if c >= " " and c != "\x7f" else repr(c)[1:-1] for c in message)
     print(message, file=sys.stderr)
     sys.exit(code)
 

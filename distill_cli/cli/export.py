@@ -58,7 +58,7 @@ def _model_args(values: list[str] | None) -> dict[str, object]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise DistillError(f"{item!r} is not KEY=VALUE", "--model-arg", "e.g. img_size=64")
-        out[key] = bool_words_as_bools(set_value(value))
+        out[key] = bool_words_as_bools(set_value(value, f"--model-arg {key[:60]}"))
     return out
 
 

@@ -22,6 +22,9 @@ from distill_cli.train.world import World, world_from_env
 def processes(nproc: int, argv: list[str]) -> None:
     """Start `argv` (this command) in `nproc` processes and exit with their result; returns
     only when this process is to run the command itself (one process, or already launched)."""
+    from distill_cli.host import check_threads
+
+    check_threads(nproc, "--nproc")  # `--nproc 1e12`: torchrun started processes until killed
     world = world_from_env()
     if world.launched and nproc > 1 and not _one_srun_task(world):
         raise nested(nproc, world)

@@ -18,6 +18,7 @@ from distill_cli.data.entries import class_name, user_entry
 from distill_cli.data.formats import decodable_suffixes, refuse_undecodable, undecodable
 from distill_cli.data.sources import ImageSet
 from distill_cli.errors import DistillError
+from distill_cli.file_kinds import not_a_file
 
 
 def image_files(folder: Path, unreadable: list[Path]) -> list[Path]:
@@ -44,7 +45,24 @@ def image_files(folder: Path, unreadable: list[Path]) -> list[Path]:
         visible = [Path(top, n) for n in names if user_entry(n)]
         found += [p for p in visible if p.suffix.lower() in suffixes]
         unreadable += [p for p in visible if undecodable(p)]
+    _refuse_non_files(found)
     return sorted(found)
+
+
+def _refuse_non_files(found: list[Path]) -> None:
+    """An image name on a FIFO, a device or a folder (`x.jpg` made by `mkfifo`, a link to
+    /dev/zero): the duplicate scan or a loader worker opened it and waited for a writer
+    forever, deaf to SIGTERM, or read zeros until memory ran out. One `stat` per file, which
+    the walk has just warmed (the fingerprint and the duplicate scan take the same)."""
+    odd = [(p, there) for p in found if (there := not_a_file(p))]
+    if odd:
+        path, there = odd[0]
+        raise DistillError(
+            f"{len(odd)} image name{'s are' if len(odd) > 1 else ' is'} not a file: {path.name} "
+            f"is {there}",
+            str(path),
+            "remove it from the data folder (or replace the link by the image it meant)",
+        )
 
 
 def utf8(name: str) -> bool:

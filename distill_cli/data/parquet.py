@@ -18,6 +18,7 @@ from typing import Any
 from distill_cli.data.hf_files import COPY_AGAIN, split_files
 from distill_cli.data.shardset import Sample, SampleFault, ShardSet, Unit
 from distill_cli.errors import DistillError
+from distill_cli.host import LABEL_HINT, check_classes
 
 
 def _table_schema(path: Path) -> tuple[Any, list[int]]:
@@ -208,6 +209,8 @@ def scan_hf_split(
             "write both splits with one ClassLabel feature (datasets: cast_column with the "
             "training split's features)",
         )
+    if not (classes or own):
+        check_classes(top + 1, f"{where}: {root}", LABEL_HINT)
     names = classes or own or _numbered(top + 1)
     if top >= len(names):  # found here, not by the batch that holds it mid-run
         raise DistillError(

@@ -173,14 +173,18 @@ def _pillow_pixels(img: PILImage) -> torch.Tensor:
     """A Pillow image's pixels as (C, H, W) for `flattened`: RGB, RGBA, or one 16-bit channel.
 
     Wide integer modes are read as 16-bit (`_WIDE_MODES`); a float image ("F") as values in
-    [0, 1]; anything with transparency (RGBA, LA, a palette with a transparent colour) keeps
-    its alpha; every other mode (CMYK, 1-bit, palette, YCbCr) converts to RGB.
+    [0, 1] (NaN or infinite pixels: a bad file, ValueError); anything with transparency (RGBA,
+    LA, a palette with a transparent colour) keeps its alpha; every other mode (CMYK, 1-bit,
+    palette, YCbCr) converts to RGB.
     """
     if img.mode in _WIDE_MODES:
         wide = np.asarray(img).astype(np.int64).clip(0, 65535).astype(np.uint16)
         return torch.from_numpy(wide)[None]
     if img.mode == "F":
-        grey = (np.asarray(img).clip(0, 1) * 255).round().astype(np.uint8)
+        values = np.asarray(img)
+        if not np.isfinite(values).all():  # NaN became 0 (black) in the cast, without a word
+            raise ValueError("the float image holds NaN or infinite pixels")
+        grey = (values.clip(0, 1) * 255).round().astype(np.uint8)
         return torch.from_numpy(grey)[None]
     alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     pixels = np.array(img.convert("RGBA" if alpha else "RGB"))

@@ -22,6 +22,8 @@ from pathlib import Path
 from distill_cli.data.formats import decodable_suffixes
 from distill_cli.data.shardset import Sample, SampleFault, ShardSet, Unit
 from distill_cli.errors import DistillError
+from distill_cli.file_kinds import not_a_file
+from distill_cli.host import LABEL_HINT, check_classes
 
 
 @functools.cache
@@ -91,6 +93,13 @@ def resolve_shards(pattern: str, where: str) -> list[Path]:
             "no tar shards match",
             f"{where}: {pattern}",
             "give a folder of .tar files or a pattern such as train-{000000..000099}.tar",
+        )
+    odd = [(f, there) for f in files if (there := not_a_file(f))]
+    if odd:  # a FIFO named .tar: opened, it waited for a writer forever
+        raise DistillError(
+            f"the shard {odd[0][0].name} is {odd[0][1]}, not a tar file",
+            f"{where}: {pattern}",
+            "remove it, or name only the .tar files",
         )
     return files
 
@@ -323,6 +332,7 @@ def scan_tar_split(pattern: str, where: str, classes: list[str] | None = None) -
             labeled = labeled and complete
             counts.append(count)
             top = max([top, *labels])
+        check_classes(top + 1, pattern, LABEL_HINT)
         names = [f"class_{i}" for i in range(top + 1)]
     if classes is not None:
         if indexed is None and top >= len(classes):  # found before training, not at step 1

@@ -147,6 +147,8 @@ def read_idx(path: Path) -> np.ndarray:
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
     if zero != 0 or dtype != 0x08:
         raise DistillError("not a uint8 IDX file", str(path), _REINSTALL)
+    if len(data) < 4 + 4 * ndim:  # the sizes cut short: struct.error was a traceback
+        raise DistillError("IDX file is truncated (in its header)", str(path), _REINSTALL)
     dims = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
@@ -167,8 +169,30 @@ def _find(root: Path, stem: str) -> Path:
 
 def load_fashion_mnist(root: Path, split: str) -> ImageSet:
     prefix = "train" if split == "train" else "t10k"
-    images = read_idx(_find(root, f"{prefix}-images-idx3-ubyte"))
-    labels = read_idx(_find(root, f"{prefix}-labels-idx1-ubyte"))
+    images_file = _find(root, f"{prefix}-images-idx3-ubyte")
+    labels_file = _find(root, f"{prefix}-labels-idx1-ubyte")
+    images, labels = read_idx(images_file), read_idx(labels_file)
+    # checked here, not at the first step: a labels file in the images' place was "not enough
+    # values to unpack", a label of 200 torch's "Class values must be smaller than num_classes"
+    if images.ndim != 3:
+        raise DistillError(
+            f"the images file holds a {images.ndim}-D array, not images (N x H x W)",
+            str(images_file),
+            _REINSTALL,
+        )
+    if labels.ndim != 1:
+        raise DistillError(
+            f"the labels file holds a {labels.ndim}-D array, not one label per image",
+            str(labels_file),
+            _REINSTALL,
+        )
+    if labels.size and int(labels.max()) >= len(FASHION_MNIST_CLASSES):
+        raise DistillError(
+            f"a label is {int(labels.max())}; Fashion-MNIST's are 0 to "
+            f"{len(FASHION_MNIST_CLASSES) - 1}",
+            str(labels_file),
+            _REINSTALL,
+        )
     if len(images) != len(labels):
         raise DistillError("Fashion-MNIST images and labels differ in count", str(root), _REINSTALL)
     return ImageSet(

@@ -21,6 +21,8 @@ from distill_cli.export.onnx_export import DEFAULT_OPSET, EXPORTERS, Exporter
 from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL, MAX_ATOL, MAX_RTOL, MEASURED
 from distill_cli.export.ranges import check_range
 from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS, Int8Spec
+from distill_cli.file_kinds import not_a_file
+from distill_cli.host import MAX_SEED, check_classes, refuse_odd_path
 from distill_cli.recipe.fields import rate_problem
 
 
@@ -195,6 +197,8 @@ class ExportOptions:
         check_range(self.rtol, "--rtol", 0.0)
         self._parity_can_fail()
         check_range(self.num_classes, "--num-classes", 1)
+        check_classes(self.num_classes, "--num-classes")
+        check_range(self.seed, "--seed", 0, MAX_SEED)  # `--seed 1e23`: numpy's OverflowError
         self.input_size = input_size(self.input_size)  # the fields can change after __init__
         problem = rate_problem(self.model_kwargs)  # the recipe's rule for the same kwargs
         if problem is not None:
@@ -206,7 +210,14 @@ class ExportOptions:
                 "--keep-fp32",
                 "add --quantize int8, or drop --keep-fp32",
             )
+        if self.out is not None:  # before the work: `--out " "` made a folder named " "
+            refuse_odd_path(self.out, "--out")
         lat.check_device(self.timing.device)
         if self.onnx is not None and not self.onnx.is_file():
-            raise DistillError("ONNX file not found", str(self.onnx), "check the --onnx path")
+            there = not_a_file(self.onnx)
+            raise DistillError(
+                f"the ONNX file is {there}" if there else "ONNX file not found",
+                str(self.onnx),
+                "pass the model.onnx file (--onnx)" if there else "check the --onnx path",
+            )
         self.gates.validate(self.variants, self.latency)

@@ -53,9 +53,12 @@ def check_percent(value: float | None, flag: str) -> None:
         )
 
 
-def check_count(value: object, flag: str, low: int) -> None:
+def check_count(value: object, flag: str, low: int, high: int | None = None, why: str = "") -> None:
     """A whole number of at least `low` (steps, rounds): 0 steps was a StatisticsError from an
-    empty median, "3" a TypeError from an addition."""
+    empty median, "3" a TypeError from an addition; and at most `high`, for `why`
+    (`--steps 1e12` benchmarked until it was killed)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise WrongType(f"{value!r} is not a whole number ({type(value).__name__})", flag)
     check_range(value, flag, low)
+    if high is not None and value > high:
+        raise DistillError(f"{value:,} is above {high:,}: {why}", flag, f"give at most {high:,}")

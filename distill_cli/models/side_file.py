@@ -25,8 +25,9 @@ from pydantic import (
     field_validator,
 )
 
+from distill_cli import host
 from distill_cli.errors import DistillError
-from distill_cli.recipe.fields import ClassName, check_pixels, pixel_scale_problem
+from distill_cli.recipe.fields import ClassName, at_most, check_pixels, pixel_scale_problem
 
 _Positive = Annotated[StrictInt, Field(gt=0)]
 _Number = Annotated[float, Field(strict=True)]  # 0.5 or 1, not "0.5"
@@ -58,7 +59,7 @@ class SideFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)] | None = None
-    num_classes: _Positive | None = None
+    num_classes: Annotated[_Positive, at_most(host.MAX_CLASSES, host.CLASSES_WHY)] | None = None
     in_chans: _Positive | None = None
     #: [H, W]; a side `N` is [N, N] and timm's [C, H, W] is [H, W]
     input_size: tuple[_Positive, _Positive] | None = None
@@ -117,6 +118,17 @@ def parse_side_file(data: Any, path: Path) -> SideFile:
             "checkpoint sidecar is not a JSON object", str(path), "restore or delete the file"
         )
     unknown = [k for k in data if k not in SideFile.model_fields]
+    if unknown and {"recipe", "step", "method"} <= data.keys():
+        # distill's own record of a training (`save_weights`) with a key a later version added:
+        # "remove it" read as a typo of the user's
+        from distill_cli import __version__
+
+        raise DistillError(
+            f"the checkpoint's side file was written by a distill newer than this one "
+            f"({__version__}): it has the key {unknown[0]!r}, which this version does not read",
+            str(path),
+            "read the run with the distill that wrote it (pip install -U distill-cli)",
+        )
     if unknown:
         key = unknown[0]
         ours = _SPELT_ELSEWHERE.get(str(key).lower())

@@ -266,7 +266,7 @@ def _given(overrides: Overrides | None) -> dict[str, Any]:
         key, _, value = item.partition("=")
         try:
             out[key.strip()] = set_value(value)
-        except (yaml.YAMLError, RecursionError):
+        except DistillError:
             out[key.strip()] = None
     return out
 

@@ -109,6 +109,60 @@ def within(low: float, high: float, why: str, *, below_high: bool = False) -> Af
     return AfterValidator(check)
 
 
+def at_most(high: int, why: str) -> AfterValidator:
+    """A whole number up to `high`, for counts whose type alone admits what only a slip reaches
+    (`shuffle_buffer: 1e12`): each becomes memory, or a loop, later in the run, where it was a
+    traceback from the allocator or a worker that filled its buffer until the machine ran out.
+    The message gives the value and the bound in full digits, and `why` the bound's reason."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, int) and value > high:
+            raise ValueError(f"{value:,} is above {high:,}: {why}")
+        return value
+
+    return AfterValidator(check)
+
+
+#: A class count (a model's, the synthetic data's), within host.MAX_CLASSES.
+ClassCount = Annotated[int, Field(gt=0), at_most(host.MAX_CLASSES, host.CLASSES_WHY)]
+#: The most input channels: hyperspectral cameras give a few hundred bands; the first layer's
+#: weights and every input grow with them (`in_chans: 1e12` was the allocator's error, blamed
+#: on the input size).
+MAX_CHANNELS = 1024
+Channels = Annotated[
+    int,
+    Field(gt=0),
+    at_most(MAX_CHANNELS, "images have 1-4 channels, hyperspectral ones a few hundred bands"),
+]
+#: The largest batch (2**20): the largest trained with (LARS, LAMB) are 32k-64k, and 2**20
+#: images of 224 px are 150 GiB of pixels before the model's activations.
+MAX_BATCH = 1 << 20
+BatchSize = Annotated[
+    int,
+    Field(gt=0),
+    at_most(MAX_BATCH, "one batch of that many images does not fit in any machine's memory"),
+]
+#: The largest shuffle buffer of a streamed source, in samples per data worker: the buffer is
+#: filled before the first sample leaves it, so a larger one holds the whole split in each
+#: worker's memory (100,000 ImageNet JPEGs are about 11 GB); webdataset's examples use 1,000.
+MAX_SHUFFLE_BUFFER = 100_000
+ShuffleBuffer = Annotated[
+    int,
+    Field(gt=0),
+    at_most(
+        MAX_SHUFFLE_BUFFER,
+        "each data worker holds that many samples in memory before the first batch (100,000 "
+        "ImageNet JPEGs are about 11 GB per worker)",
+    ),
+]
+#: The most images a split may be declared to have (`data.train_images`): LAION-5B, the largest
+#: public image set, has 5.8e9; a plan counts its steps and time from the figure.
+MAX_IMAGES = 10**10
+ImageCount = Annotated[
+    int, Field(gt=0), at_most(MAX_IMAGES, "the largest image sets have a few billion images")
+]
+
+
 def pixel_scale_problem(
     mean: tuple[float, ...] | None, std: tuple[float, ...] | None
 ) -> str | None:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from distill_cli.errors import DistillError
-from distill_cli.file_kinds import TEXT, kind_of
+from distill_cli.file_kinds import TEXT, kind_of, not_a_file
 
 if TYPE_CHECKING:
     from distill_cli.recipe.document import Recipe
@@ -98,9 +98,35 @@ def recipe_file_text(path: Path) -> str:
         )
     if path.exists() and not path.is_file():
         raise DistillError("the recipe is not a regular file", str(path), "pass a YAML file")
+    refuse_odd_text_file(path, "recipe", "pass the recipe's YAML file")  # a link loop too
     if not path.is_file():
         raise DistillError("recipe file not found", str(path), missing_recipe_advice(path))
     return read_recipe_bytes(path)
+
+
+#: The largest text file a recipe reads whole (the recipe itself, a class names file): a
+#: million class names of 60 characters are 60 MB; a larger file is another file.
+MAX_TEXT_BYTES = 64 << 20
+
+
+def refuse_odd_text_file(path: Path, what: str, hint: str) -> None:
+    """A one-line error, before any read, for a text file the recipe names that is a device, a
+    pipe or a folder (`class_names: /dev/zero` was read until the OOM killer ended the run; a
+    FIFO waits for a writer forever), or larger than :data:`MAX_TEXT_BYTES`."""
+    there = not_a_file(path)
+    if there:
+        raise DistillError(f"the {what} is {there}, not a file", str(path), hint)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # not there, or not readable: the read says which
+    if size > MAX_TEXT_BYTES:
+        raise DistillError(
+            f"the {what} is {size / 2**20:,.0f} MiB, more than such a file can be "
+            f"({MAX_TEXT_BYTES >> 20} MiB)",
+            str(path),
+            hint,
+        )
 
 
 def read_recipe_bytes(path: Path) -> str:

@@ -23,7 +23,7 @@ from distill_cli.recipe.document import (
     override_recipe,
     validated,
 )
-from distill_cli.recipe.files import refuse_a_run_inside_the_data
+from distill_cli.recipe.files import STDIN, refuse_a_run_inside_the_data
 
 #: What a recipe argument may be, for the WrongType line.
 RECIPE_ARG = "a Recipe, a dict or a recipe file's path (str or pathlib.Path)"
@@ -45,7 +45,12 @@ def given_recipe(
         # the caller's dict is left alone: overrides are applied to a copy
         rec = validated(copy.deepcopy(dict(recipe)), "recipe (a dict)", sets, dotted)
     else:
-        rec = load_recipe(args.path(recipe, "recipe", RECIPE_ARG), sets, dotted)
+        path = args.path(recipe, "recipe", RECIPE_ARG)
+        rec = load_recipe(path, sets, dotted)
+        if str(path) != STDIN:
+            from distill_cli.rundir.checks import refuse_a_renamed_run_folder  # above recipe/
+
+            refuse_a_renamed_run_folder(rec, Path(path))
     refuse_a_run_inside_the_data(rec)
     return rec
 

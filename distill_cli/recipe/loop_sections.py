@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from distill_cli.recipe.fields import PositiveInt, Strict, machine_threads, within
+from distill_cli.recipe.fields import BatchSize, PositiveInt, Strict, machine_threads, within
 
 #: The learning rates each optimizer trains with, by name: (lowest, highest).
 #: - From 1e-9: an AdamW step moves a weight by about lr, and float32's spacing at a weight of
@@ -118,7 +118,7 @@ class ScheduleSpec(Strict):
 
     epochs: RunLength | None = None
     steps: RunLength | None = Field(None, description="train for exactly this many steps")
-    batch_size: PositiveInt = Field(512, description="global batch size")
+    batch_size: BatchSize = Field(512, description="global batch size")
     warmup_steps: Annotated[int, Field(ge=0)] = 0
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] | None = Field(
         None, description="linear warmup over this fraction of the run (instead of warmup_steps)"
@@ -130,7 +130,7 @@ class ScheduleSpec(Strict):
         description="evaluate this many times, evenly spread over the run's epochs (replaces "
         "eval_every): long schedules on small data stay cheap to validate",
     )
-    eval_batch_size: PositiveInt | None = None
+    eval_batch_size: BatchSize | None = None
     log_every: PositiveInt = Field(50, description="steps between metrics.jsonl lines")
     checkpoint_every: PositiveInt | None = Field(
         None, description="also save `last` every N steps (besides every epoch end)"

@@ -64,25 +64,74 @@ def _set(raw: dict[str, Any], key: str, value: Any) -> None:
         node = node[index]
 
 
-def set_value(text: str) -> Any:
+#: What a `--set` (or `--model-arg`) value may be, said when one is refused.
+SET_VALUES = "one value on one line: a number, true/false, null, text, a [list] or a {mapping}"
+
+
+def set_value(text: str, where: str = "--set") -> Any:
     """A `--set` value as typed on a command line: YAML for numbers, true/false, null, lists
     (`[32, 32]`) and mappings (`{a: 1}`), and anything else as the text typed.
 
     Read as YAML alone, `data.root=/data/set #2` was the folder "/data/set" (`#` starts a YAML
     comment), `data.root=/mnt/a: b` a mapping and `data.root=@home/x` a syntax error; a shell
     has no such rules, so plain text is kept whole (surrounding spaces aside). Quoting
-    (`'"my dir"'`) still works as in YAML."""
+    (`'"my dir"'`) still works as in YAML.
+
+    What only YAML documents hold is refused in one line naming `where` (`--set KEY`): a line
+    break (a pasted block, a second document after `---`: the value was the text of all its
+    lines), an anchor or alias (`&a {lr: 0.1}` was the text "&a {lr: 0.1}", blamed on the
+    section; nothing else in a command line can refer to it, and aliases nested ten deep
+    expand to billions of values) and a tag no recipe reads (`!!python/object:...`)."""
     stripped = text.strip()
-    written_as_yaml = stripped[:1] in ("[", "{", '"', "'") or stripped.startswith("!!")
+    shown = repr(stripped[:60])
+    if "\n" in stripped or "\r" in stripped:
+        raise DistillError(f"the value {shown} holds a line break", where, f"give {SET_VALUES}")
+    written_as_yaml = stripped[:1] in ("[", "{", '"', "'", "!", "&", "*")
+    if written_as_yaml:
+        _refuse_references(stripped, shown, where)
     try:
         parsed = parse_yaml(text)
-    except yaml.YAMLError:
-        if written_as_yaml:
-            raise
-        return stripped
+    except yaml.YAMLError as exc:
+        if not written_as_yaml:
+            return stripped
+        problem = getattr(exc, "problem", None)
+        raise DistillError(
+            f"the value {shown} is unparsable" + (f": {problem}" if problem else ""),
+            where,
+            f"{syntax_advice(problem or '')}; give {SET_VALUES}",
+        ) from exc
+    except RecursionError:
+        raise DistillError(
+            f"the value nests more than {MAX_NESTING} levels deep", where, "flatten it"
+        ) from None
     if not written_as_yaml and isinstance(parsed, (str, dict, list)):
         return stripped
     return parsed
+
+
+def _refuse_references(text: str, shown: str, where: str) -> None:
+    """A YAML anchor (`&a`) or alias (`*a`) in a `--set` value, refused (see `set_value`)."""
+    try:
+        tokens = list(yaml.scan(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError:
+        return  # parse_yaml says what is wrong with it
+    for token in tokens:
+        if isinstance(token, yaml.AnchorToken):
+            raise DistillError(
+                f"the value {shown} holds a YAML anchor (&{token.value}): nothing on a command "
+                "line can refer to it",
+                where,
+                f"drop the &{token.value}, or quote text that starts with & ('&...'); give "
+                + SET_VALUES,
+            )
+        if isinstance(token, yaml.AliasToken):
+            raise DistillError(
+                f"the value {shown} holds a YAML alias (*{token.value}): a --set value cannot "
+                "refer to an anchor of the recipe file",
+                where,
+                "write the value itself, or quote text that starts with * ('*...'); give "
+                + SET_VALUES,
+            )
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -121,21 +170,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Overrides) -> dict[str, Any]
             raise DistillError(
                 f"override {item[:80]!r} is not KEY=VALUE", "--set", _key_value_advice(item)
             )
-        where = f"--set {key[:60]}"
-        try:
-            parsed = set_value(value)
-        except yaml.YAMLError as exc:
-            problem = getattr(exc, "problem", None)
-            raise DistillError(
-                f"override {item[:80]!r} has an unparsable value"
-                + (f": {problem}" if problem else ""),
-                "--set",
-                syntax_advice(problem or ""),
-            ) from exc
-        except RecursionError:
-            raise DistillError(
-                f"the value nests more than {MAX_NESTING} levels deep", where, "flatten it"
-            ) from None
+        where = f"--set {key.strip()[:60]}"
+        parsed = set_value(value, where)
         _set(raw, key, _shallow(key, parsed, where))
     return raw
 

@@ -25,10 +25,14 @@ from pydantic import (
 from distill_cli import host
 from distill_cli.errors import DistillError
 from distill_cli.recipe.fields import (
+    Channels,
+    ClassCount,
     ClassName,
     Fraction,
+    ImageCount,
     Pixels,
     PositiveInt,
+    ShuffleBuffer,
     Strict,
     UserPath,
     bool_words_as_bools,
@@ -38,6 +42,7 @@ from distill_cli.recipe.fields import (
     pixel_scale_problem,
     within,
 )
+from distill_cli.recipe.files import refuse_odd_text_file
 from distill_cli.recipe.run_name import plain_name
 
 FASHION_MNIST_ROOT = Path("/usr/share/datasets/fashion-mnist")
@@ -64,8 +69,8 @@ class ModelSpec(Strict):
         "the teacher. keys of a Lightning module with two models); default: the first of "
         "state_dict, model_state_dict, model, state_dict_ema, model_ema, net",
     )
-    num_classes: PositiveInt | None = Field(None, description="default: checkpoint/data classes")
-    in_chans: PositiveInt = 3
+    num_classes: ClassCount | None = Field(None, description="default: checkpoint/data classes")
+    in_chans: Channels = 3
     input_size: PositiveInt | tuple[PositiveInt, PositiveInt] | None = Field(
         None, description="H (square) or [H, W]; default: the model's pretrained cfg"
     )
@@ -109,6 +114,8 @@ class ModelSpec(Strict):
         """`class_names` as a list: the recipe's list, or the lines of the file it names."""
         if not isinstance(self.class_names, Path):
             return self.class_names
+        hint = "class_names: a list, or a UTF-8 text file with one name per line"
+        refuse_odd_text_file(self.class_names, "class names file", hint)
         try:
             lines = self.class_names.read_text(encoding="utf-8-sig").splitlines()  # Notepad BOM
         except (OSError, UnicodeDecodeError) as exc:
@@ -158,7 +165,7 @@ class ModelSpec(Strict):
 class SyntheticSpec(Strict):
     """Generated, learnable images for tests and smoke runs (no files needed)."""
 
-    num_classes: PositiveInt = 4
+    num_classes: ClassCount = 4
     train_size: PositiveInt = 256
     val_size: PositiveInt = 64
     image_size: Pixels = 32
@@ -193,16 +200,16 @@ class DataSpec(Strict):
         description="hf_dataset: the integer label column (a training split without it is "
         "unlabeled distillation data; the validation split needs it)",
     )
-    shuffle_buffer: PositiveInt = Field(
+    shuffle_buffer: ShuffleBuffer = Field(
         1000, description="shards, hf_dataset: samples in each worker's seeded shuffle buffer"
     )
-    train_images: PositiveInt | None = Field(
+    train_images: ImageCount | None = Field(
         None,
         description="shards, hf_dataset: the training split's size, used by --dry-run when the "
         "data is not at hand (a laptop planning a cluster run), checked against the data read "
         "when it is",
     )
-    val_images: PositiveInt | None = Field(None, description="as train_images, for val_dir")
+    val_images: ImageCount | None = Field(None, description="as train_images, for val_dir")
     distill_dir: UserPath | None = Field(
         None, description="unlabeled image folder to distill on instead of the labeled train split"
     )
@@ -348,6 +355,10 @@ class OutputSpec(Strict):
     def _plain_name(self) -> OutputSpec:
         if self.name is not None:
             plain_name(self.name)
+        if host.path_text_problem(str(self.dir)):  # `dir: " "` made a folder named " "
+            raise ValueError(
+                f"dir: the path {str(self.dir)!r} {host.path_text_problem(str(self.dir))}"
+            )
         return self
 
 

@@ -13,7 +13,13 @@ the reading every current YAML tool and a reader have of such values:
 - true/false: only `true`/`false` (any case). `yes`/`no`/`on`/`off`/`y`/`n` are text,
   which a key that takes true/false reads as such (`flip: no`), a number key refuses
   (`sections.refuse_bool`) and a name keeps (`class_names: [no, yes]`);
-- dates are text; duplicate keys are refused with their line (PyYAML keeps the last).
+- dates are text; duplicate keys are refused with their line (PyYAML keeps the last);
+- aliases (`*name`) that expand to more than :data:`MAX_EXPANDED` values are refused before
+  anything is built from them: ten nested lists of ten aliases each are 10^10 values, which
+  the validation walked for minutes (a "billion laughs" in a recipe or a `--set` value);
+- the tags that make other Python types than a recipe's (`!!binary`, `!!set`, `!!timestamp`,
+  `!!omap`, `!!pairs`) are refused like unknown ones (`!!python/object:...`, `!local`), naming
+  the tag (PyYAML's "could not determine a constructor for the tag" said "fix the YAML").
 
 The dumper quotes every text that YAML 1.1 or this loader would read as anything else,
 so a saved recipe reads back the same here and in any other YAML tool.
@@ -72,6 +78,38 @@ def _float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
     return float("nan") if text == ".nan" else float(text)
 
 
+#: The most values aliases may expand a document to (a recipe holds hundreds; a class list of
+#: ImageNet-21k 21,841, written out rather than aliased).
+MAX_EXPANDED = 100_000
+
+#: The tags of YAML's safe types that no recipe key takes: they made bytes, sets, datetimes
+#: and lists of pairs, refused later as "Input should be a valid number" or passed on to timm.
+_FOREIGN_TAGS = ("binary", "set", "timestamp", "omap", "pairs")
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values `node` stands for once every alias in it is expanded (each shared node
+    counted at each use, measured once: `sizes` memoizes by node)."""
+    known = sizes.get(id(node))
+    if known is not None:
+        return known
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, sizes) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+    else:
+        size = 1
+    sizes[id(node)] = size
+    return size
+
+
+def _refuse_tag(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    tag = str(node.tag).replace(_TAG, "!!")
+    raise yaml.constructor.ConstructorError(
+        None, None, f"the tag {tag} is not read in a recipe", node.start_mark
+    )
+
+
 class RecipeLoader(yaml.SafeLoader):
     """YAML's safe loader with YAML 1.2's core types (see the module), refusing a key written
     twice in one mapping.
@@ -82,6 +120,19 @@ class RecipeLoader(yaml.SafeLoader):
     """
 
     yaml_implicit_resolvers = _resolvers(_TYPES)
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None:
+            sizes: dict[int, int] = {}
+            if _expanded_size(node, sizes) > max(MAX_EXPANDED, len(sizes)):
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"its aliases (*name) expand to more than {MAX_EXPANDED:,} values",
+                    node.start_mark,
+                )
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
@@ -106,6 +157,9 @@ class RecipeLoader(yaml.SafeLoader):
 
 RecipeLoader.add_constructor(_TAG + "int", _int)
 RecipeLoader.add_constructor(_TAG + "float", _float)
+for _foreign in _FOREIGN_TAGS:
+    RecipeLoader.add_constructor(_TAG + _foreign, _refuse_tag)
+RecipeLoader.add_constructor(None, _refuse_tag)  # any other tag: `!!python/object:...`, `!foo`
 
 
 class RecipeDumper(yaml.SafeDumper):
@@ -140,6 +194,12 @@ _SYNTAX_ADVICE = [
     ("another document", "a recipe is one YAML document: remove the second `---` and what follows"),
     ("end of stream", "close the quote or bracket opened before"),
     ("undefined alias", "define the anchor (&name) before its alias (*name)"),
+    ("aliases (*name) expand", "write the values out, or alias fewer of them"),
+    (
+        "is not read in a recipe",
+        "remove the tag (!!name): a recipe holds plain numbers, text, true/false, lists and "
+        "mappings",
+    ),
     ("expected ',' or", "close the bracket, or quote a value that holds , [ ] { }"),
 ]
 

@@ -199,7 +199,13 @@ def _read_summary(folder: RunDir, notes: list[str]) -> RunSummary | None:
     try:  # the folder it was read from, not the one written (the folder may have moved)
         return replace(RunSummary.from_dict(data), run_dir=folder.path)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        notes.append(f"{folder.summary.name} is incomplete ({exc}); it was ignored")
+        # the exception's own text was Python's ("ModelResult() argument after ** must be a
+        # mapping, not str"); what the reader can act on is which key, or that a value is off
+        why = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else "a value of another type"
+        notes.append(
+            f"{folder.summary.name} is not what distill writes ({why}: edited by hand, or "
+            "written by another version); it was ignored"
+        )
         return None
 
 

@@ -95,6 +95,28 @@ def in_its_run_folder(recipe: Recipe, path: Path) -> Recipe:
     return moved.model_copy(update={"output": output})
 
 
+def refuse_a_renamed_run_folder(recipe: Recipe, path: Path) -> None:
+    """A run's saved `recipe.yaml` read from its run folder renamed since (`cp -r runs/t
+    runs/t-try`), given to a command that starts or resumes a run: the recipe names the run
+    `t`, so `distill run runs/t-try/recipe.yaml --resume` trained runs/t, without a word. The
+    readers (report, export) read the folder itself and are not asked here."""
+    from distill_cli.rundir.layout import RunDir
+
+    run = RunDir(Path(os.path.abspath(path)).parent)
+    saved = Path(os.path.abspath(recipe.run_dir))
+    if path.name != run.recipe.name or saved.name == run.path.name or not run.is_run:
+        return
+    if saved.resolve() == run.path.resolve():
+        return
+    raise DistillError(
+        f"this is the saved recipe of the run {saved.name!r} ({saved}), read from a run folder "
+        f"renamed {run.path.name!r}: the run would be {saved.name!r}, not this folder",
+        str(path),
+        f"name the folder {saved.name!r} again (a run's folder is its name), or copy the "
+        "recipe out of the run folder to start a new run from it",
+    )
+
+
 def recipe_changes(
     saved: Path,
     recipe_yaml: str,

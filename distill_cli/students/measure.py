@@ -172,16 +172,18 @@ def _time(
 
     plan = query.timing
     warm: list[float] = []
-    for _ in range(plan.warmup):
+    for _ in range(plan.warmup):  # bounded by --max-time, as export's (`lat.warm_up`)
         t0 = time.perf_counter()
         call()
         warm.append(time.perf_counter() - t0)
+        if sum(warm) >= plan.max_time_s:  # `--warmup 1e12` timed the first model forever
+            break
     tail = warm[len(warm) // 2 :]
     # the fastest warm-up call decides: one slow call on a busy machine must not rule a model out
     if probe_over_ms is not None and tail and min(tail) * 1000 > probe_over_ms:
         return {
             **lat.stats(tail),
-            "warmup": plan.warmup,
+            "warmup": len(warm),
             "runs": 0,
             "seconds": round(sum(warm), 3),
             "meets_protocol": False,
@@ -193,11 +195,11 @@ def _time(
     times, elapsed = lat.time_fn(call, 0, plan.runs, plan.min_time_s, plan.max_time_s)
     figures = lat.stats(times)
     issues = lat.assess(
-        figures, threads, plan.warmup, len(times), elapsed, watch.other_cores(), load_average()
+        figures, threads, len(warm), len(times), elapsed, watch.other_cores(), load_average()
     )
     return {
         **figures,
-        "warmup": plan.warmup,
+        "warmup": len(warm),
         "runs": len(times),
         "seconds": round(elapsed, 3),
         "meets_protocol": not issues,

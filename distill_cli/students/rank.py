@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from distill_cli.errors import DistillError
-from distill_cli.file_kinds import kind_of
+from distill_cli.file_kinds import kind_of, not_a_file
 from distill_cli.students.types import (
     PROBE_FACTOR,
     STATUS_ORDER,
@@ -86,6 +86,9 @@ def _read(path: Path, strict: bool) -> Accuracy | None:
             raise DistillError(what, str(path), "a CSV with columns model,top1 (timm's results)")
         return None
 
+    there = not_a_file(path)  # /dev/zero was read until memory ran out; a FIFO waited forever
+    if there:
+        return fail(f"the accuracy table is {there}, not a file")
     try:
         with path.open(newline="") as fh:
             rows = list(csv.DictReader(fh))

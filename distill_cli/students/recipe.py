@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from distill_cli.errors import DistillError, RunFailed
-from distill_cli.host import atomic_write, refuse_existing
+from distill_cli.host import atomic_write, refuse_existing, refuse_odd_path
 from distill_cli.recipe.document import recipe_text
 from distill_cli.recipe.yaml_text import parse_yaml
 from distill_cli.students.types import StudentEntry, StudentSearch
@@ -100,6 +100,7 @@ class RecipeAsk:
         source, the file must be new unless `force`, and the teacher's checkpoint must be one
         `distill run` loads into `teacher` (`check_teacher_file`)."""
         data_section(self.data)
+        refuse_odd_path(self.path, "--write-recipe")
         if not self.force:
             refuse_existing(self.path, "--force")
         if self.teacher_checkpoint is not None:

@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from distill_cli.arguments import known_keywords, square_side
 from distill_cli.errors import DistillError
-from distill_cli.export.protocol import TimingPlan
+from distill_cli.export.protocol import MAX_SECONDS, TimingPlan
 from distill_cli.export.ranges import check_range
-from distill_cli.host import check_threads
+from distill_cli.host import check_classes, check_threads
 
 Status = Literal["fits", "over", "skipped", "unmeasured", "failed"]
 #: Order of the statuses in the ranked table: the answer first, the reasons for the rest after.
@@ -123,6 +123,15 @@ class StudentQuery:
                 "--max-latency-ms",
                 "e.g. --max-latency-ms 5",
             )
+        if q.max_latency_ms > MAX_SECONDS * 1000:  # as export's gate: `1e30` kept every model
+            raise bad(
+                f"a budget of {q.max_latency_ms:g} ms is above {MAX_SECONDS * 1000:,.0f} ms (an "
+                "hour a call, the longest --max-time times): every candidate would fit, so it "
+                "chooses nothing",
+                "--max-latency-ms",
+                f"give the deployment's budget, at most {MAX_SECONDS * 1000:,.0f} ms; to rank "
+                "sizes without one: distill models --teacher TEACHER",
+            )
         if q.device not in DEVICES:
             raise bad(f"unknown device {q.device!r}", "--device", "cpu or cuda")
         if q.precision not in STUDENT_PRECISIONS:
@@ -162,6 +171,7 @@ class StudentQuery:
         if not q.teacher.strip():
             raise bad("the teacher name is empty", "TEACHER", "give a timm name, e.g. resnet50")
         square_side(q.input_size, "--input-size", 8)  # 8 px to the machine's bounds (host.py)
+        check_classes(q.num_classes, "--num-classes")
         check_threads(q.threads, "--threads")
 
     def to_dict(self) -> dict[str, Any]:
