@@ -348,12 +348,22 @@ def test_a_renamed_run_folders_recipe_does_not_start_the_run_it_names(
         before = sorted((p.name, p.stat().st_mtime_ns) for p in finished_run.rglob("*"))
         for flag in ("--resume", "--overwrite"):
             line = _refused(["run", str(copy / "recipe.yaml"), flag], "renamed 't-try'", capfd)
-            assert "saved recipe of the run 't'" in line and "name the folder 't' again" in line
+            assert "saved recipe of the run 't'" in line
+            # runs/t is still there: renaming the copy back cannot help, resuming runs/t can
+            assert f"distill run {finished_run / 'recipe.yaml'} --resume" in line
         assert sorted((p.name, p.stat().st_mtime_ns) for p in finished_run.rglob("*")) == before
         # the readers read the folder itself: a renamed run still reports
         with pytest.raises(SystemExit) as exit_info:
             entry(["report", str(copy)])
         assert exit_info.value.code == 0, capfd.readouterr()
+        # with the run itself gone (the copy is all that is left), its name is the way back
+        hidden = finished_run.with_name("t-away")
+        finished_run.rename(hidden)
+        try:
+            line = _refused(["run", str(copy / "recipe.yaml"), "--resume"], "renamed", capfd)
+            assert "name the folder 't' again" in line
+        finally:
+            hidden.rename(finished_run)
         # moved whole under its own name, it still resumes where it is (test_run_folders.py)
         moved = tmp_path / "t"
         shutil.move(copy, moved)

@@ -108,12 +108,16 @@ def refuse_a_renamed_run_folder(recipe: Recipe, path: Path) -> None:
         return
     if saved.resolve() == run.path.resolve():
         return
+    original = RunDir(saved)
+    if original.is_run:  # the copy sits beside the run it was made from: renaming cannot help
+        first = f"to go on with the run itself: distill run {original.recipe} --resume"
+    else:
+        first = f"name the folder {saved.name!r} again (a run's folder is its name)"
     raise DistillError(
         f"this is the saved recipe of the run {saved.name!r} ({saved}), read from a run folder "
         f"renamed {run.path.name!r}: the run would be {saved.name!r}, not this folder",
         str(path),
-        f"name the folder {saved.name!r} again (a run's folder is its name), or copy the "
-        "recipe out of the run folder to start a new run from it",
+        f"{first}; or copy the recipe out of the run folder to start a new run from it",
     )
 
 
