@@ -418,7 +418,7 @@ def test_a_refused_export_leaves_no_folder(
         (["export", ""], "SOURCE is empty"),
         (["export", "  "], "SOURCE is empty"),
         (["bench", "latency", ""], "SOURCE is empty"),  # was "not a run directory (.)"
-        (["report", ""], "an empty argument"),
+        (["report", ""], "'run_dir': is empty (an unset variable?)"),
         (["students", " ", "--max-latency-ms", "5"], "give a timm name"),
         (["students", "test_resnet", "--max-latency-ms", "0"], "e.g. --max-latency-ms 5"),
         (["students", "test_resnet", "--max-latency-ms", "5", "--top", "0"], "distill students"),

@@ -191,3 +191,26 @@ def test_dash_h_is_help_for_every_command(command: list[str], cli: CLI) -> None:
     short, long = cli(*command, "-h"), cli(*command, "--help")
     assert short.returncode == long.returncode == 0, short.stderr
     assert short.stdout == long.stdout and "Usage: distill" in short.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["run", ""],
+        ["report", " "],
+        ["compare", "", "runs/a"],
+        ["export", "test_resnet", "--checkpoint", ""],
+        ["export", "runs/a", "--onnx", ""],
+        ["export", "runs/a", "--out", " "],
+        ["bench", "train", "r.yaml", "--bare", ""],
+        ["students", "test_resnet", "--max-latency-ms", "5", "--write-recipe", ""],
+    ],
+)
+def test_an_empty_path_is_refused_naming_its_flag(args: list[str], cli: CLI) -> None:
+    """click made "" the working directory: `--checkpoint "$CKPT"` with the variable unset was
+    "the checkpoint folder holds no model.safetensors (.)", `--onnx ""` "the ONNX file is a
+    folder (.)". Every path flag and argument now says it is empty, naming itself."""
+    done = cli(*args)
+    assert done.returncode == 2, done.stderr
+    assert "is empty (an unset variable?)" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

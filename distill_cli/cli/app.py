@@ -24,6 +24,7 @@ from distill_cli.cli.options import (
     ResumeOpt,
     SetOpt,
     ThroughputOpt,
+    given_path,
     wide_console,
 )
 from distill_cli.cli.students import students_cmd
@@ -174,13 +175,17 @@ def train(
 # --- looking at results ----------------------------------------------------------------------
 
 RunsArg = Annotated[
-    list[Path], typer.Argument(help="run folders (runs/<name>)", show_default=False)
+    list[Path],
+    typer.Argument(parser=given_path, help="run folders (runs/<name>)", show_default=False),
 ]
 
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="a run folder (runs/<name>)", show_default=False)],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(parser=given_path, help="a run folder (runs/<name>)", show_default=False),
+    ],
     as_json: JsonOpt = False,
 ) -> None:
     """Write report.html + report.md (curves, teacher vs student, export latency) into a run."""
@@ -210,7 +215,11 @@ def compare(
     md: Annotated[bool, typer.Option("--md", help="print a Markdown table instead")] = False,
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", help="accuracy curves of all runs, PNG (table output: compare.png)"),
+        typer.Option(
+            "--plot",
+            parser=given_path,
+            help="accuracy curves of all runs, PNG (table output: compare.png)",
+        ),
     ] = None,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="do not write the plot")] = False,
     as_json: JsonOpt = False,

@@ -25,6 +25,7 @@ from distill_cli.cli.options import (
     SetOpt,
     ThreadsOpt,
     WarmupOpt,
+    given_path,
     number_option,
     timing_plan,
     wide_console,
@@ -42,7 +43,10 @@ BatchOpt = Annotated[
     int, typer.Option("--batch", min=1, help="batch size of the throughput figure")
 ]
 CheckpointOpt = Annotated[
-    Path | None, typer.Option("--checkpoint", help="weights for a timm name given as the model")
+    Path | None,
+    typer.Option(
+        "--checkpoint", parser=given_path, help="weights for a timm name given as the model"
+    ),
 ]
 
 
@@ -91,7 +95,10 @@ def export_cmd(
     ctx: typer.Context,
     source: SourceArg,
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="output folder (default: <run>/export/)")
+        Path | None,
+        typer.Option(
+            "--out", "-o", parser=given_path, help="output folder (default: <run>/export/)"
+        ),
     ] = None,
     force: Annotated[
         bool,
@@ -101,7 +108,11 @@ def export_cmd(
     checkpoint_key: CheckpointKeyOpt = None,
     recipe: Annotated[
         Path | None,
-        typer.Option("--recipe", help="take parity and calibration images from this recipe"),
+        typer.Option(
+            "--recipe",
+            parser=given_path,
+            help="take parity and calibration images from this recipe",
+        ),
     ] = None,
     num_classes: NumClassesOpt = None,
     input_size: InputSizeOpt = None,
@@ -111,7 +122,9 @@ def export_cmd(
     ] = None,
     onnx: Annotated[
         Path | None,
-        typer.Option("--onnx", help="check (and quantize, time) this ONNX file; no export"),
+        typer.Option(
+            "--onnx", parser=given_path, help="check (and quantize, time) this ONNX file; no export"
+        ),
     ] = None,
     exporter: ExporterOpt = "dynamo",
     opset: OpsetOpt = 18,
@@ -371,6 +384,7 @@ def bench_train_cmd(
         Path | None,
         typer.Option(
             "--bare",
+            parser=given_path,
             help="a copy of the reference bare_kd_step.py, also run (CUDA): its own timing",
         ),
     ] = None,

@@ -25,6 +25,17 @@ def finite(value: float | None) -> float | None:
     return value
 
 
+def given_path(text: str | Path) -> Path:
+    """The parser of every path flag and argument: click made an empty value the working
+    directory, so `--checkpoint "$CKPT"` with the variable unset was "the checkpoint folder
+    holds no model.safetensors (.)", and `--onnx ""` "the ONNX file is a folder (.)"."""
+    if isinstance(text, Path):
+        return text
+    if not text.strip():
+        raise typer.BadParameter("is empty (an unset variable?); pass a path")
+    return Path(text)
+
+
 def number_option(flag: str, help: str, *, low: float = 0.0, high: float | None = None) -> Any:
     """A decimal flag: at least `low` (and at most `high`), and `finite`, so a typo such as
     `nan` or `inf` is a usage error like any value out of bounds."""
@@ -38,7 +49,10 @@ CheckpointKeyOpt = Annotated[
         help="the entry of a checkpoint dict to load (state_dict_ema: timm's EMA weights)",
     ),
 ]
-RecipeArg = Annotated[Path, typer.Argument(help="recipe YAML file", show_default=False)]
+RecipeArg = Annotated[
+    Path,
+    typer.Argument(help="recipe YAML file", show_default=False, parser=given_path),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", "-s", help="override a recipe field: --set optim.lr=3e-3 (repeatable)"),

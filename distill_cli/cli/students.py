@@ -26,6 +26,7 @@ from distill_cli.cli.options import (
     ThreadsOpt,
     WarmupOpt,
     finite,
+    given_path,
     timing_plan,
     wide_console,
 )
@@ -116,26 +117,36 @@ def students_cmd(
     ] = None,
     accuracy: Annotated[
         Path | None,
-        typer.Option("--accuracy", help="timm results CSV (model,top1) to rank by ImageNet top-1"),
+        typer.Option(
+            "--accuracy",
+            parser=given_path,
+            help="timm results CSV (model,top1) to rank by ImageNet top-1",
+        ),
     ] = None,
     cache_dir: Annotated[
         Path | None,
         typer.Option(
             "--cache-dir",
+            parser=given_path,
             help="timing cache (default: $DISTILL_CACHE_DIR, else $XDG_CACHE_HOME/distill, "
             "else ~/.cache/distill)",
         ),
     ] = None,
     write_recipe: Annotated[
         Path | None,
-        typer.Option("--write-recipe", help="write a function-matching recipe for the best fit"),
+        typer.Option(
+            "--write-recipe",
+            parser=given_path,
+            help="write a function-matching recipe for the best fit",
+        ),
     ] = None,
     data: Annotated[
         str | None,
         typer.Option("--data", help="recipe data: an image folder, fashion_mnist or synthetic"),
     ] = None,
     teacher_checkpoint: Annotated[
-        Path | None, typer.Option("--teacher-checkpoint", help="recipe teacher weights")
+        Path | None,
+        typer.Option("--teacher-checkpoint", parser=given_path, help="recipe teacher weights"),
     ] = None,
     student: Annotated[
         str | None, typer.Option("--student", help="recipe for this fit instead of the best")
