@@ -65,6 +65,33 @@ def fm_body(out: Path, teacher_ckpt: Path | None, epochs: int = 2) -> dict[str, 
 
 
 @pytest.fixture
+def fm(tmp_path: Path) -> Path:
+    """A function-matching recipe on generated images (no teacher checkpoint), in tmp_path."""
+    return write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))
+
+
+@pytest.fixture
+def sup(tmp_path: Path) -> Path:
+    """A supervised recipe on generated images, in tmp_path."""
+    return write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs"))
+
+
+def refused(argv: list[str], needle: str, capfd: pytest.CaptureFixture[str]) -> str:
+    """Run the CLI in-process; it must end with exit 2 and exactly one `error:` line holding
+    `needle` and a hint (` - `), without a traceback. The bad-input batteries' one check."""
+    from distill_cli.cli.entry import entry
+
+    with pytest.raises(SystemExit) as exit_info:
+        entry(argv)
+    out, err = capfd.readouterr()
+    assert exit_info.value.code == 2, out + err
+    lines = [line for line in (out + err).splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in out + err, out + err
+    assert needle in lines[0] and " - " in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
 def tiny_recipes(tmp_path: Path) -> dict[str, Path]:
     """A supervised teacher recipe and a function-matching recipe that uses its checkpoint."""
     runs = tmp_path / "runs"

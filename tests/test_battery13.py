@@ -20,29 +20,8 @@ import pytest
 from distill_cli.cli.entry import entry
 from distill_cli.errors import DistillError
 from distill_cli.recipe.document import load_recipe
-from tests.conftest import fm_body, teacher_body, write_recipe
-
-
-def _refused(argv: list[str], needle: str, capfd: pytest.CaptureFixture[str]) -> str:
-    """Run the CLI in-process; it must end with exactly one `error:` line holding `needle`."""
-    with pytest.raises(SystemExit) as exit_info:
-        entry(argv)
-    out, err = capfd.readouterr()
-    assert exit_info.value.code == 2, out + err
-    lines = [line for line in (out + err).splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in out + err, out + err
-    assert needle in lines[0] and " - " in lines[0], lines[0]
-    return lines[0]
-
-
-@pytest.fixture
-def fm(tmp_path: Path) -> Path:
-    return write_recipe(tmp_path, "fm", fm_body(tmp_path / "runs", None))
-
-
-@pytest.fixture
-def sup(tmp_path: Path) -> Path:
-    return write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs"))
+from tests.conftest import refused as _refused
+from tests.conftest import teacher_body, write_recipe
 
 
 def _error(path: Path, sets: list[str]) -> DistillError:
