@@ -9,6 +9,7 @@ its format names what the file is instead (`kind_of`). Torch-free.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -47,7 +48,7 @@ def not_a_file(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as exc:  # ELOOP: links pointing at each other
-        return "a symlink loop" if exc.errno == 40 else None
+        return "a symlink loop" if exc.errno == errno.ELOOP else None
     if stat.S_ISDIR(mode):
         return "a folder"
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):

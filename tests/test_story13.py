@@ -287,6 +287,19 @@ def test_copies_of_an_undecodable_file_are_bad_files_not_a_photo_under_two_label
     assert [f.kind for f in found.findings] == ["labels"] and found.findings[0].count == 2
 
 
+def _one_step_recipe(tmp_path: Path, name: str, teacher: Path) -> Path:
+    """One function-matching step from the test_resnet checkpoint `teacher` (4 classes)."""
+    body = {
+        "teacher": {"model": "test_resnet", "checkpoint": str(teacher), "check_accuracy": False},
+        "student": {"model": "test_efficientnet", "input_size": 24},
+        "data": {"source": "synthetic", "synthetic": {"num_classes": 4, "train_size": 64}},
+        "method": {"name": "function_matching"},
+        "schedule": {"steps": 1, "batch_size": 16},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    return write_recipe(tmp_path, name, body)
+
+
 def test_a_teacher_file_that_says_nothing_of_its_input_is_named_before_training(
     tmp_path: Path, cli
 ) -> None:
@@ -296,15 +309,7 @@ def test_a_teacher_file_that_says_nothing_of_its_input_is_named_before_training(
     torch.manual_seed(0)
     weights = tmp_path / "teacher.pth"
     torch.save(timm.create_model("test_resnet", num_classes=4).state_dict(), weights)
-    body = {
-        "teacher": {"model": "test_resnet", "checkpoint": str(weights), "check_accuracy": False},
-        "student": {"model": "test_efficientnet", "input_size": 24},
-        "data": {"source": "synthetic", "synthetic": {"num_classes": 4, "train_size": 64}},
-        "method": {"name": "function_matching"},
-        "schedule": {"steps": 1, "batch_size": 16},
-        "output": {"dir": str(tmp_path / "runs")},
-    }
-    recipe = write_recipe(tmp_path, "guessed", body)
+    recipe = _one_step_recipe(tmp_path, "guessed", weights)
     (line,) = api.plan(recipe).recipe_warnings
     assert "teacher.pth does not say the input size and mean/std" in line
     assert "(160x160 px)" in line and "teacher.json" in line
@@ -323,15 +328,7 @@ def test_a_timm_model_best_chosen_on_its_ema_weights_says_which_weights_are_load
     weights scored best; distill loads the live `state_dict` by default, which the plan's
     table alone hinted at (`also state_dict_ema`). The plan and the opening now say so."""
     ckpt = _timm_checkpoint(tmp_path / "ema", _args(model_ema=True))
-    body = {
-        "teacher": {"model": "test_resnet", "checkpoint": str(ckpt), "check_accuracy": False},
-        "student": {"model": "test_efficientnet", "input_size": 24},
-        "data": {"source": "synthetic", "synthetic": {"num_classes": 4, "train_size": 64}},
-        "method": {"name": "function_matching"},
-        "schedule": {"steps": 1, "batch_size": 16},
-        "output": {"dir": str(tmp_path / "runs")},
-    }
-    recipe = write_recipe(tmp_path, "ema", body)
+    recipe = _one_step_recipe(tmp_path, "ema", ckpt)
     (line,) = api.plan(recipe).recipe_warnings
     assert "chose model_best.pth.tar by its EMA weights' accuracy" in line
     assert "teacher.checkpoint_key: state_dict_ema" in line

@@ -85,14 +85,23 @@ def time_fn(
 
 
 def warm_up(fn: Callable[[], Any], calls: int, max_time_s: float) -> int:
-    """Up to `calls` untimed calls, stopping after `max_time_s` (`--warmup 1000000000` never
+    """Up to `calls` warm-up calls, stopping after `max_time_s` (`--warmup 1000000000` never
     ended: --max-time bounds the warm-up too); returns how many were made."""
+    return len(timed_warm_up(fn, calls, max_time_s))
+
+
+def timed_warm_up(fn: Callable[[], Any], calls: int, max_time_s: float) -> list[float]:
+    """`warm_up`, returning each call's seconds: `distill students`' probe rules a model out
+    by its fastest warm-up calls, under the same bound."""
+    times: list[float] = []
     start = time.perf_counter()
-    for done in range(calls):
-        if time.perf_counter() - start >= max_time_s:
-            return done
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        if t0 - start >= max_time_s:
+            break
         fn()
-    return calls
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def _measure(run1: Callable[[], Any], run_n: Callable[[], Any], plan: TimingPlan) -> dict[str, Any]:

@@ -265,11 +265,11 @@ def _load_size(src: Source) -> int | None:
     decode photos as distill does, upright, on white, at that square), else (older
     checkpoints) the same rule the run applies (`models.view.load_sizes`) to the run's models
     as they are built (recipe, side file, timm default)."""
-    recorded = read_sidecar(src.checkpoint).load_size if src.checkpoint else None
-    if recorded is not None and (src.data is None or src.data.val.from_files):
-        return recorded
-    if src.data is None or not src.data.val.from_files:
+    if src.data is not None and not src.data.val.from_files:
         return None  # in-memory pixels go straight to the crop
+    recorded = read_sidecar(src.checkpoint).load_size if src.checkpoint else None
+    if recorded is not None or src.data is None:
+        return recorded
     dspec = src.recipe.data if src.recipe is not None else None
     sides = [*src.student.info.input_size, *(s for t in src.teacher_specs for s in _side(t))]
     return load_sizes(max(sides), dspec.load_size if dspec is not None else None)[1]

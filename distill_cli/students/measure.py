@@ -171,13 +171,7 @@ def _time(
         session.run(None, feed)
 
     plan = query.timing
-    warm: list[float] = []
-    for _ in range(plan.warmup):  # bounded by --max-time, as export's (`lat.warm_up`)
-        t0 = time.perf_counter()
-        call()
-        warm.append(time.perf_counter() - t0)
-        if sum(warm) >= plan.max_time_s:  # `--warmup 1e12` timed the first model forever
-            break
+    warm = lat.timed_warm_up(call, plan.warmup, plan.max_time_s)  # bounded as export's
     tail = warm[len(warm) // 2 :]
     # the fastest warm-up call decides: one slow call on a busy machine must not rule a model out
     if probe_over_ms is not None and tail and min(tail) * 1000 > probe_over_ms:
