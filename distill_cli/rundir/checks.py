@@ -18,6 +18,7 @@ from distill_cli.errors import DistillError
 
 if TYPE_CHECKING:
     from distill_cli.recipe.document import Recipe
+    from distill_cli.rundir.layout import RunDir
 
 #: Recipe keys a resume does not compare: `output.dir` is where the run folder is, and the folder
 #: being resumed is the one it names, so a run folder moved or copied elsewhere (a project
@@ -81,18 +82,31 @@ def in_its_run_folder(recipe: Recipe, path: Path) -> Recipe:
     whose run is named differently from its folder (copied out and edited), is left as written.
     """
     from distill_cli.recipe.document import paths_mapped
-    from distill_cli.rundir.layout import RunDir
 
-    run = RunDir(Path(os.path.abspath(path)).parent)
-    folder, saved = run.path, Path(os.path.abspath(recipe.run_dir))
-    if path.name != run.recipe.name or saved.name != folder.name:
+    elsewhere = _run_named_elsewhere(recipe, path)
+    if elsewhere is None:
         return recipe
-    if saved.resolve() == folder.resolve() or not run.is_run:
+    folder, saved = elsewhere[0].path, elsewhere[1]
+    if saved.name != folder.name:  # renamed: refuse_a_renamed_run_folder's case
         return recipe
     bases = moved_bases(saved, folder)
     moved = paths_mapped(recipe, lambda p: p if p.exists() else (moved_path(p, bases) or p))
     output = moved.output.model_copy(update={"dir": folder.parent})
     return moved.model_copy(update={"output": output})
+
+
+def _run_named_elsewhere(recipe: Recipe, path: Path) -> tuple[RunDir, Path] | None:
+    """(the run folder holding `path`, the run folder its recipe names) when `path` is a run's
+    saved `recipe.yaml` naming another folder than the one it is in (moved, copied or renamed
+    since); None for any other recipe file. What `in_its_run_folder` and
+    `refuse_a_renamed_run_folder` both start from."""
+    from distill_cli.rundir.layout import RunDir
+
+    run = RunDir(Path(os.path.abspath(path)).parent)
+    saved = Path(os.path.abspath(recipe.run_dir))
+    if path.name != run.recipe.name or not run.is_run or saved.resolve() == run.path.resolve():
+        return None
+    return run, saved
 
 
 def refuse_a_renamed_run_folder(recipe: Recipe, path: Path) -> None:
@@ -102,11 +116,11 @@ def refuse_a_renamed_run_folder(recipe: Recipe, path: Path) -> None:
     readers (report, export) read the folder itself and are not asked here."""
     from distill_cli.rundir.layout import RunDir
 
-    run = RunDir(Path(os.path.abspath(path)).parent)
-    saved = Path(os.path.abspath(recipe.run_dir))
-    if path.name != run.recipe.name or saved.name == run.path.name or not run.is_run:
+    elsewhere = _run_named_elsewhere(recipe, path)
+    if elsewhere is None:
         return
-    if saved.resolve() == run.path.resolve():
+    run, saved = elsewhere
+    if saved.name == run.path.name:  # moved or copied whole: in_its_run_folder's case
         return
     original = RunDir(saved)
     if original.is_run:  # the copy sits beside the run it was made from: renaming cannot help
