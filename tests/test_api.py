@@ -19,9 +19,15 @@ from tests.conftest import teacher_body, write_recipe
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_keywords_override_recipe_fields_and_the_result_is_typed(tmp_path: Path) -> None:
+def test_keywords_override_recipe_fields_and_the_result_is_typed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     recipe = write_recipe(tmp_path, "sup", teacher_body(tmp_path / "runs", epochs=1))
-    result = api.train(recipe, ["schedule.batch_size=16"], optim__lr=1e-3, name="renamed")
+    monkeypatch.chdir(tmp_path)  # output.dir as people write it: relative to where they are
+    result = api.train(
+        recipe, ["schedule.batch_size=16"], optim__lr=1e-3, name="renamed", output__dir="runs"
+    )
+    monkeypatch.chdir("/")  # a notebook's `%cd` after the run: the result still finds its folder
     assert isinstance(result, RunSummary) and isinstance(result.student, ModelResult)
     assert result.name == "renamed" and result.run_dir == tmp_path / "runs" / "renamed"
     saved = yaml.safe_load((result.run_dir / "recipe.yaml").read_text())

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from distill_cli import arguments as args
 from distill_cli.errors import DistillError
+from distill_cli.host import absolute
 from distill_cli.process_state import leaves_process_as_found
 from distill_cli.recipe.document import Overrides, Recipe
 from distill_cli.recipe.given import given_recipe
@@ -131,7 +132,10 @@ def _trained(
         _labels_only(rec)
     from distill_cli.train import engine
 
-    return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
+    summary = engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
+    # absolute, as summary.json holds it: a notebook that changes directory (`%cd`) after the
+    # run still finds the folder; the CLI prints the path as the recipe gave it
+    return replace(summary, run_dir=Path(absolute(summary.run_dir)))
 
 
 def _labels_only(rec: Recipe) -> None:
