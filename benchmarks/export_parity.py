@@ -12,6 +12,11 @@ worst cases follows.
     python benchmarks/export_parity.py                 # the whole sweep
     python benchmarks/export_parity.py --arch dla34    # one
     python benchmarks/export_parity.py --json benchmarks/results/export_parity.json
+    python benchmarks/export_parity.py --arch test_vit,convnext_femto --size 96 --exporter dynamo
+
+`--arch` also takes any timm model outside the sweep (created as `distill export NAME` creates
+it: fixed-size models at `--size`); `--size` and `--exporter` rerun the measurement in another
+setting than the published one.
 
 Prints one JSON line per architecture and the table; `--json` also writes every row with the
 command and the versions (the raw data of the table in docs/benchmarks.md) to the file it names.
@@ -34,7 +39,7 @@ from benchargs import Several, add_overwrite, at_least, fail, output_file, parse
 RTOLS = (0.0, 1e-5, 1e-4, 1e-3)
 
 
-def measure(name: str, kwargs: dict, exporter: str) -> dict:
+def measure(name: str, kwargs: dict, exporter: str, size: int) -> dict:
     import numpy as np
     import onnxruntime as ort
 
@@ -49,16 +54,15 @@ def measure(name: str, kwargs: dict, exporter: str) -> dict:
     )
     from distill_cli.export.reparam import reparameterize
     from distill_cli.export.source import resolve_source
-    from tests.export_sweep_archs import SIZE
 
-    src = resolve_source(name, input_size=SIZE, num_classes=10, model_kwargs=kwargs, seed=0)
+    src = resolve_source(name, input_size=size, num_classes=10, model_kwargs=kwargs, seed=0)
     net = src.student
     rep = reparameterize(net.module, None)
     inputs = InputSet(net.info, None, 64, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "m.onnx"
         t0 = time.perf_counter()
-        export_onnx(rep.module, (net.info.in_chans, SIZE, SIZE), path, exporter=exporter)
+        export_onnx(rep.module, (net.info.in_chans, *net.info.input_size), path, exporter=exporter)
         seconds = time.perf_counter() - t0
         ref = collect(torch_runner(net.module), inputs)
         got = collect(ort_runner(ort.InferenceSession(str(path))), inputs)
@@ -85,23 +89,25 @@ def measure(name: str, kwargs: dict, exporter: str) -> dict:
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--arch", action=Several, help="only these of the sweep (default: all)")
+    p.add_argument(
+        "--arch", action=Several, help="these of the sweep, or any timm models (default: the sweep)"
+    )
+    p.add_argument("--size", type=at_least(16), default=None, help="input side, px (64)")
+    p.add_argument(
+        "--exporter",
+        choices=("torchscript", "dynamo"),
+        default=None,
+        help="every model's exporter (default: the sweep's per model, torchscript outside it)",
+    )
     p.add_argument(
         "--json", type=Path, help="write the rows, command and versions here (default: none)"
     )
     p.add_argument("--threads", type=at_least(1), default=2, help="PyTorch threads (2)")
     add_overwrite(p)
     args = p.parse_args()
-    from tests.export_sweep_archs import SIZE, SWEEP
+    from tests.export_sweep_archs import SIZE
 
-    names = [name for name, *_ in SWEEP]
-    unknown = [a for a in args.arch or [] if a not in names]
-    if unknown:
-        fail(
-            f"{', '.join(unknown)} not in the export sweep",
-            "--arch",
-            f"pick from tests/export_sweep_archs.py: {', '.join(names)}",
-        )
+    cases = _cases(args.arch, args.size, args.exporter)
     if args.json:
         output_file(args.json, "--json", args.overwrite)
     import torch
@@ -113,17 +119,15 @@ def main() -> None:
     record = {
         "command": "python benchmarks/export_parity.py " + " ".join(sys.argv[1:]),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "size": SIZE,
+        "size": args.size or SIZE,
         "threads": args.threads,
         "versions": versions(),
         "worst_atol_needed": {},
         "rows": rows,
     }
-    for name, kwargs, exporter, _ in SWEEP:
-        if args.arch and name not in args.arch:
-            continue
+    for name, kwargs, exporter in cases:
         try:
-            row = measure(name, kwargs, exporter)
+            row = measure(name, kwargs, exporter, args.size or SIZE)
         except Exception as exc:  # report and go on: one broken family must not hide the rest
             row = {"arch": name, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         rows.append(row)
@@ -144,6 +148,35 @@ def main() -> None:
     print(
         f"\n{len(ok)} architectures; worst atol needed per rtol: {json.dumps(worst_needed(rows))}"
     )
+
+
+def _cases(
+    arch: list[str] | None, size: int | None, exporter: str | None
+) -> list[tuple[str, dict, str]]:
+    """(name, create kwargs, exporter) of each model to measure, in the sweep's order and then
+    the order given: a sweep model keeps its kwargs (its `img_size` follows `--size`), a timm
+    model outside it gets none; an unknown name is refused before anything is built."""
+    import timm
+
+    from tests.export_sweep_archs import SWEEP
+
+    sweep = {name: (kwargs, how) for name, kwargs, how, _ in SWEEP}
+    unknown = [a for a in arch or [] if a not in sweep and not timm.is_model(a)]
+    if unknown:
+        fail(
+            f"{', '.join(unknown)}: neither in the export sweep nor a timm model",
+            "--arch",
+            "a timm name (`distill models PATTERN` lists them) or one of "
+            "tests/export_sweep_archs.py",
+        )
+    names = [n for n in sweep if not arch or n in arch] + [a for a in arch or [] if a not in sweep]
+    cases = []
+    for name in dict.fromkeys(names):
+        kwargs, how = sweep.get(name, ({}, "torchscript"))
+        if size is not None and "img_size" in kwargs:
+            kwargs = {**kwargs, "img_size": size}
+        cases.append((name, kwargs, exporter or how))
+    return cases
 
 
 def worst_needed(rows: list[dict]) -> dict[str, float]:

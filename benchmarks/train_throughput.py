@@ -1,4 +1,4 @@
-"""distill's full function-matching step vs the bare distillation step, in one run.
+r"""distill's full function-matching step vs the bare distillation step, in one run.
 
 The reference is ``shared/bench/bare_kd_step.py`` (teacher forward + student forward/backward +
 fused AdamW on random tensors already on the GPU). distill's step is the real engine: uint8

@@ -204,6 +204,24 @@ def test_an_existing_results_file_is_replaced_only_with_overwrite(
     assert old.read_text() == '{"rows": []}'
 
 
+def test_export_parity_measures_a_timm_model_outside_the_sweep_at_another_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rerun with another model and setting: `--arch test_vit --size 32` exports test_vit at
+    32 px (outside the sweep, no kwargs) and records the size it measured at."""
+    import export_parity
+
+    out = tmp_path / "p.json"
+    argv = ["export_parity.py", "--arch", "test_vit", "--size", "32", "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    export_parity.main()
+    assert "1 architectures" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    (row,) = record["rows"]
+    assert record["size"] == 32 and row["arch"] == "test_vit" and "error" not in row
+    assert row["exporter"] == "torchscript" and row["top1_agreement"] == 100.0
+
+
 def test_an_output_folder_that_is_a_file_is_one_line_before_any_work(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
