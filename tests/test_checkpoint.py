@@ -382,7 +382,7 @@ def test_a_hugging_face_model_folder_loads_with_its_own_input_config(
     teacher = api.plan(write_recipe(tmp_path, "hub", body)).teacher
     assert list(teacher.mean) == [0.5, 0.4, 0.3] and list(teacher.std) == [0.2] * 3
     assert list(teacher.input_size) == [40, 40]
-    assert teacher.sources.mean_std == teacher.sources.input_size == "side file"
+    assert teacher.sources.mean_std == teacher.sources.input_size == "Hub config.json"
     (folder / weights).unlink()
     with pytest.raises(DistillError, match=r"holds no model\.safetensors or pytorch_model\.bin"):
         read_state_dict(folder)

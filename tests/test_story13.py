@@ -64,6 +64,8 @@ def test_a_timm_train_py_teacher_is_fed_the_size_and_normalization_it_trained_wi
         assert side.input_size == (48, 48) and side.crop_pct == 0.8
         assert side.mean == (0.4, 0.4, 0.4) and side.std == (0.2, 0.25, 0.3)
         assert side.model == "test_resnet" and side.num_classes == 4
+    assert read_sidecar(embedded).origin == "timm train.py (the checkpoint's args)"
+    assert read_sidecar(beside).origin == "timm train.py (args.yaml)"  # the plan names the file
     # timm's [C, H, W] --input-size, a mean without std (timm took the model's std)
     other = _timm_checkpoint(tmp_path / "c", _args(input_size=[3, 40, 56], mean=[0.3] * 3))
     side = read_sidecar(other)
@@ -98,7 +100,8 @@ def test_a_timm_train_py_teacher_is_fed_the_size_and_normalization_it_trained_wi
         }
     )
     assert plan.teacher is not None and plan.teacher.input_size == (48, 48)
-    assert plan.teacher.mean == (0.4, 0.4, 0.4) and plan.teacher.sources.input_size == "side file"
+    assert plan.teacher.mean == (0.4, 0.4, 0.4)
+    assert plan.teacher.sources.input_size == "timm train.py (args.yaml)"  # which file said it
     # a recipe whose model differs from the arguments' is refused naming both
     with pytest.raises(api.DistillError, match="side file says it holds 'test_resnet'"):
         from distill_cli.models.feed import same_as_side_file

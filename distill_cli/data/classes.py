@@ -38,9 +38,9 @@ def spec_class_names(spec: ModelSpec) -> tuple[list[str] | None, str]:
     if names is not None:
         return names, "recipe"
     if spec.checkpoint is not None:
-        side = read_sidecar(spec.checkpoint).class_names
-        if side is not None:
-            return list(side), "side file"
+        side = read_sidecar(spec.checkpoint)
+        if side.class_names is not None:
+            return list(side.class_names), side.origin
         if _timm_numbered(spec):
             return None, TIMM_ORDER
     return None, "data"

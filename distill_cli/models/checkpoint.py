@@ -222,11 +222,14 @@ def read_sidecar(checkpoint: Path) -> SideFile:
     if path == checkpoint or not path.is_file():  # a Hub folder's (a shard index is .json)
         hub_side = hub.side_file(checkpoint)
         if hub_side is not None:
-            return parse_side_file(hub_side, hub.config_file(checkpoint))
+            config = hub.config_file(checkpoint)
+            return parse_side_file(hub_side, config).said_by(f"Hub {config.name}")
         trained = timm_args.train_args(checkpoint)  # timm's train.py: its recorded arguments
         if trained is None:
             return SideFile()
-        return parse_side_file(timm_args.side_facts(trained[0]), trained[1])
+        where = trained[1].name if trained[1] != checkpoint else "the checkpoint's args"
+        facts = parse_side_file(timm_args.side_facts(trained[0]), trained[1])
+        return facts.said_by(f"timm train.py ({where})")
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))  # Notepad's UTF-8 starts with a BOM
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

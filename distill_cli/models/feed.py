@@ -31,15 +31,17 @@ def _channels(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
 
 
 #: Where a fact about how a model is fed came from, as `--dry-run` prints it.
-FROM_RECIPE, FROM_SIDE_FILE, FROM_TIMM, FROM_DATA = "recipe", "side file", "timm default", "data"
+#: (A checkpoint's own facts are named by the file that said them: `SideFile.origin`.)
+FROM_RECIPE, FROM_TIMM, FROM_DATA = "recipe", "timm default", "data"
 
 
-def _pick(recipe: Any, side: Any, default: Any) -> tuple[Any, str]:
-    """The first value set, by priority: recipe, checkpoint side file, timm's default."""
+def _pick(recipe: Any, side: Any, default: Any, origin: str) -> tuple[Any, str]:
+    """The first value set, by priority: recipe, checkpoint side file (named by `origin`: the
+    side file, a Hub config.json, timm's train.py arguments), timm's default."""
     if recipe is not None:
         return recipe, FROM_RECIPE
     if side is not None:
-        return side, FROM_SIDE_FILE
+        return side, origin
     return default, FROM_TIMM
 
 
@@ -90,11 +92,12 @@ def resolve_feed(
     """
     cfg = timm.data.resolve_model_data_config(model)
     meta = read_sidecar(spec.checkpoint) if spec.checkpoint is not None else SideFile()
-    size, size_from = _pick(spec.input_size, meta.input_size, cfg["input_size"][1:])
+    size, size_from = _pick(spec.input_size, meta.input_size, cfg["input_size"][1:], meta.origin)
     norm, norm_from = _pick(
         None if spec.mean is None else (spec.mean, spec.std),
         None if meta.mean is None else (meta.mean, meta.std),
         (cfg["mean"], cfg["std"]),
+        meta.origin,
     )
     mean, std = norm
     if len(mean) not in (1, spec.in_chans) and norm_from == FROM_RECIPE:
@@ -103,7 +106,7 @@ def resolve_feed(
             "mean",
             f"give mean and std {spec.in_chans} values each, or one for every channel",
         )
-    crop_pct, crop_from = _pick(spec.crop_pct, meta.crop_pct, cfg.get("crop_pct", 1.0))
+    crop_pct, crop_from = _pick(spec.crop_pct, meta.crop_pct, cfg.get("crop_pct", 1.0), meta.origin)
     info = ModelInfo(
         name=spec.model,
         num_classes=num_classes,
@@ -133,9 +136,9 @@ def resolve_num_classes(spec: ModelSpec, data_classes: int | None) -> tuple[int,
     if isinstance(spec.class_names, list):
         return len(spec.class_names), FROM_RECIPE
     if spec.checkpoint is not None:
-        classes = read_sidecar(spec.checkpoint).classes
-        if classes is not None:
-            return classes, FROM_SIDE_FILE
+        side = read_sidecar(spec.checkpoint)
+        if side.classes is not None:
+            return side.classes, side.origin
     if spec.pretrained:
         return int(timm.get_pretrained_cfg_value(spec.model, "num_classes") or 1000), FROM_TIMM
     if spec.class_names is not None:

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     StrictInt,
     StringConstraints,
     ValidationError,
@@ -75,6 +76,9 @@ class SideFile(BaseModel):
     metrics: dict[str, Any] | None = None
     recipe: str | None = None
     method: str | None = None
+    #: which file said these facts, as the plan names their source: distill's JSON side file,
+    #: a Hub folder's config.json, or the arguments timm's train.py recorded (`read_sidecar`)
+    _origin: str = PrivateAttr(default="side file")
 
     @field_validator("input_size", mode="before")
     @classmethod
@@ -105,6 +109,15 @@ class SideFile(BaseModel):
         if self.num_classes is not None:
             return self.num_classes
         return len(self.class_names) if self.class_names is not None else None
+
+    @property
+    def origin(self) -> str:
+        return self._origin
+
+    def said_by(self, origin: str) -> SideFile:
+        """This SideFile, marked as read from `origin` (not one of its keys: never written)."""
+        self._origin = origin
+        return self
 
     def written(self) -> dict[str, Any]:
         """The keys the file holds, as JSON values (what `save_weights` wrote)."""
