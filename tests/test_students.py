@@ -25,6 +25,7 @@ from distill_cli.students.candidates import deduplicate
 from distill_cli.students.rank import family_of, load_accuracy
 from distill_cli.students.recipe import NoFit, fit_schedule
 from distill_cli.students.types import Candidate, StudentQuery, Timing
+from tests.conftest import refused
 
 TEACHER = "test_maxvit"  # 1.1 M params: with max_ratio 1 every other test_* model is a student
 SMALL = ("test_resnet", "test_efficientnet", "test_vit", "test_byobnet", "test_convnext")
@@ -544,3 +545,25 @@ def test_teacher_given_as_its_file(fake: FakeBench, tmp_path: Path) -> None:
             data="synthetic", teacher_checkpoint=with_side,
         )  # fmt: skip
     assert info.value.where == "--teacher-checkpoint"
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        # an unset variable in `--candidates "$LIST"`: the whole registry was timed instead
+        (["--candidates", ""], "--candidates '' holds no name"),
+        (["--family", " , "], "--family ' , ' holds no name"),
+        # the exact list was timed and the pattern or family read by nobody
+        (["--candidates", "test_vit", "--pattern", "mobile*"], "--pattern chooses among"),
+        (["--candidates", "test_vit", "--family", "resnet"], "--family chooses among"),
+        # the cache's writes fail without a word: every call timed everything again
+        (["--cache-dir", "/dev/null"], "cache folder is a device"),
+        (["--cache-dir", __file__], "cache folder is a file"),
+        (["--cache-dir", "cache\nx"], "holds a control character"),
+    ],
+)
+def test_a_students_list_or_cache_that_would_be_ignored_is_refused(
+    extra: list[str], needle: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["students", "test_resnet", "--max-latency-ms", "5", *extra]
+    refused(argv, needle, capfd)

@@ -30,11 +30,21 @@ from distill_cli.cli.options import (
     timing_plan,
     wide_console,
 )
+from distill_cli.errors import DistillError
 
 
-def _split(values: list[str] | None) -> tuple[str, ...]:
-    """Repeatable options that also take comma-separated lists: --family a,b --family c."""
-    return tuple(v.strip() for item in values or [] for v in item.split(",") if v.strip())
+def _split(values: list[str] | None, flag: str) -> tuple[str, ...]:
+    """Repeatable options that also take comma-separated lists: --family a,b --family c. One
+    given with no name in it (`--candidates "$LIST"`, the variable unset) is refused: it read as
+    "no list", and the sweep timed the whole registry instead of the user's few models."""
+    names = tuple(v.strip() for item in values or [] for v in item.split(",") if v.strip())
+    if values and not names:
+        raise DistillError(
+            f"{flag} {values[0]!r} holds no name (an unset variable?)",
+            flag,
+            f"give the names, comma-separated, or leave {flag} out",
+        )
+    return names
 
 
 def students_cmd(
@@ -179,8 +189,8 @@ def students_cmd(
         precision=precision,
         latency_stat=latency_stat,
         pattern=pattern,
-        families=_split(family),
-        candidates=_split(candidates),
+        families=_split(family, "--family"),
+        candidates=_split(candidates, "--candidates"),
         max_ratio=max_ratio,
         pretrained_only=not all_weights,
         include_test_models=include_test_models,

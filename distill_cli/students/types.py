@@ -170,6 +170,15 @@ class StudentQuery:
                 raise bad(what, where, "see `distill students --help`")
         if not q.teacher.strip():
             raise bad("the teacher name is empty", "TEACHER", "give a timm name, e.g. resnet50")
+        if q.candidates and (q.pattern != "*" or q.families):
+            given = "--pattern" if q.pattern != "*" else "--family"
+            raise bad(  # the list was timed as given, the pattern or family unread
+                f"--candidates names the models exactly; {given} chooses among timm's and would "
+                "be ignored",
+                given,
+                f"drop {given}, or drop --candidates and let {given} choose",
+            )
+        _check_cache_dir(q.cache_dir)
         square_side(q.input_size, "--input-size", 8)  # 8 px to the machine's bounds (host.py)
         check_classes(q.num_classes, "--num-classes")
         check_threads(q.threads, "--threads")
@@ -180,6 +189,25 @@ class StudentQuery:
             out[key] = str(out[key]) if out[key] is not None else None
         out["families"], out["candidates"] = list(self.families), list(self.candidates)
         return out
+
+
+def _check_cache_dir(folder: Path | None) -> None:
+    """An explicit `--cache-dir` must be a folder one can name: the cache's writes fail without
+    a word (a cache only costs speed), so `--cache-dir /dev/zero` or a pasted line break ran
+    every timing again, each time, with nothing said."""
+    if folder is None:
+        return
+    from distill_cli.file_kinds import not_a_file
+    from distill_cli.host import refuse_odd_path
+
+    refuse_odd_path(folder, "--cache-dir")
+    what = "a file" if folder.is_file() else not_a_file(folder)
+    if what not in (None, "a folder"):
+        raise DistillError(
+            f"the timing cache folder is {what} ({folder})",
+            "--cache-dir",
+            "name a folder (it is made when missing), or leave --cache-dir out",
+        )
 
 
 @dataclass(frozen=True)
