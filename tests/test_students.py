@@ -560,6 +560,9 @@ def test_teacher_given_as_its_file(fake: FakeBench, tmp_path: Path) -> None:
         (["--cache-dir", "/dev/null"], "cache folder is a device"),
         (["--cache-dir", __file__], "cache folder is a file"),
         (["--cache-dir", "cache\nx"], "holds a control character"),
+        # export's opset rule: `--opset -1` was timed, cached and answered
+        (["--opset", "-1"], "opset -1 is outside what can be written"),
+        (["--opset", "13"], "the dynamo exporter writes opset 18 or later"),
     ],
 )
 def test_a_students_list_or_cache_that_would_be_ignored_is_refused(

@@ -19,8 +19,9 @@ import onnx
 
 from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
-from distill_cli.export.onnx_export import DEFAULT_OPSET, Exporter, check_onnx, export_onnx
-from distill_cli.export.options import check_opset, expand_home
+from distill_cli.export.onnx_export import Exporter, check_onnx, export_onnx
+from distill_cli.export.options import expand_home
+from distill_cli.export.ranges import DEFAULT_OPSET, check_opset
 from distill_cli.export.report import Block, Key, LatencyEntry, LatencyReport
 from distill_cli.export.source import resolve_source
 from distill_cli.export.timing import latency_block

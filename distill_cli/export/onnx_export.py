@@ -27,13 +27,12 @@ from torch import nn
 
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.export.capture import Captured, third_party_step
+from distill_cli.export.ranges import DEFAULT_OPSET
 from distill_cli.file_kinds import ONNX, kind_of
 from distill_cli.host import atomic_write, fs_failed, process_umask, refuse_link
 
 Exporter = Literal["dynamo", "torchscript"]
 EXPORTERS: tuple[Exporter, ...] = ("dynamo", "torchscript")
-#: Supported by every ONNX Runtime since 1.14, by both exporters, and by the int8 quantizer.
-DEFAULT_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 #: File-system failures an exporter may hit while writing: not the architecture's fault.
 _FS_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}

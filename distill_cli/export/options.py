@@ -17,35 +17,13 @@ from distill_cli.arguments import input_size, known_keywords, path
 from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
 from distill_cli.export.gates import Gates
-from distill_cli.export.onnx_export import DEFAULT_OPSET, EXPORTERS, Exporter
+from distill_cli.export.onnx_export import EXPORTERS, Exporter
 from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL, MAX_ATOL, MAX_RTOL, MEASURED
-from distill_cli.export.ranges import check_range
+from distill_cli.export.ranges import DEFAULT_OPSET, check_opset, check_range
 from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS, Int8Spec
 from distill_cli.file_kinds import not_a_file
 from distill_cli.host import MAX_SEED, check_classes, refuse_odd_path
 from distill_cli.recipe.fields import rate_problem
-
-
-def check_opset(opset: int, exporter: str) -> None:
-    """An opset the exporters write as asked, or a one-line error: the dynamo exporter writes
-    18 and later only (it would silently write 18 for 13), and no exporter writes an opset
-    newer than the installed onnx package knows."""
-    import onnx
-
-    check_range(opset, "--opset")  # a number (a Python caller's "17" was a TypeError)
-    newest = onnx.defs.onnx_opset_version()
-    if not 7 <= opset <= newest:
-        raise DistillError(
-            f"ONNX opset {opset} is outside what can be written (7 to {newest})",
-            "--opset",
-            f"pass --opset {DEFAULT_OPSET} (the default) or another in that range",
-        )
-    if exporter == "dynamo" and opset < 18:
-        raise DistillError(
-            f"the dynamo exporter writes opset 18 or later, not {opset}",
-            "--opset",
-            f"pass --exporter torchscript for opset {opset}, or --opset 18",
-        )
 
 
 def expand_home(target: str) -> str:

@@ -62,3 +62,32 @@ def check_count(value: object, flag: str, low: int, high: int | None = None, why
     check_range(value, flag, low)
     if high is not None and value > high:
         raise DistillError(f"{value:,} is above {high:,}: {why}", flag, f"give at most {high:,}")
+
+
+#: Supported by every ONNX Runtime since 1.14, by both exporters, and by the int8 quantizer.
+DEFAULT_OPSET = 18
+
+
+def check_opset(opset: int, exporter: str) -> None:
+    """An opset the exporters write as asked, or a one-line error: the dynamo exporter writes
+    18 and later only (it would silently write 18 for 13), and no exporter writes an opset
+    newer than the installed onnx package knows. Here, torch-free, so that `distill students`
+    checks it without importing torch (onnx is imported only for the upper bound)."""
+    check_range(opset, "--opset")  # a number (a Python caller's "17" was a TypeError)
+    if opset == DEFAULT_OPSET:  # written by both exporters and every onnx distill installs with
+        return
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if not 7 <= opset <= newest:
+        raise DistillError(
+            f"ONNX opset {opset} is outside what can be written (7 to {newest})",
+            "--opset",
+            f"pass --opset {DEFAULT_OPSET} (the default) or another in that range",
+        )
+    if exporter == "dynamo" and opset < 18:
+        raise DistillError(
+            f"the dynamo exporter writes opset 18 or later, not {opset}",
+            "--opset",
+            f"pass --exporter torchscript for opset {opset}, or --opset 18",
+        )

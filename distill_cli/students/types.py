@@ -16,7 +16,7 @@ from typing import Any, Literal
 from distill_cli.arguments import known_keywords, square_side
 from distill_cli.errors import DistillError
 from distill_cli.export.protocol import MAX_SECONDS, TimingPlan
-from distill_cli.export.ranges import check_range
+from distill_cli.export.ranges import DEFAULT_OPSET, check_opset, check_range
 from distill_cli.host import check_classes, check_threads
 
 Status = Literal["fits", "over", "skipped", "unmeasured", "failed"]
@@ -61,7 +61,7 @@ class StudentQuery:
     top: int | None = None
     num_classes: int | None = None
     exporter: str = "dynamo"
-    opset: int = 18
+    opset: int = DEFAULT_OPSET
     timing: TimingPlan = field(default_factory=TimingPlan)
     time_budget_s: float | None = None
     accuracy_csv: Path | None = None
@@ -179,6 +179,7 @@ class StudentQuery:
                 f"drop {given}, or drop --candidates and let {given} choose",
             )
         _check_cache_dir(q.cache_dir)
+        check_opset(q.opset, q.exporter)  # `--opset -1` was timed, cached and answered
         square_side(q.input_size, "--input-size", 8)  # 8 px to the machine's bounds (host.py)
         check_classes(q.num_classes, "--num-classes")
         check_threads(q.threads, "--threads")
