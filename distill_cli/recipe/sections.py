@@ -213,18 +213,18 @@ class DataSpec(Strict):
     distill_dir: UserPath | None = Field(
         None, description="unlabeled image folder to distill on instead of the labeled train split"
     )
-    train_limit: PositiveInt | None = Field(
+    train_limit: ImageCount | None = Field(
         None,
         description="use a fixed random subset (seeded by runtime.seed) that keeps every "
         "class at least one image",
     )
-    subset: PositiveInt | None = Field(
+    subset: ImageCount | None = Field(
         None,
         description="train on a fixed, class-balanced subset of this many training images "
         "(seeded by runtime.seed; small-data distillation, quick runs)",
     )
-    val_limit: PositiveInt | None = None
-    holdout: PositiveInt | None = Field(
+    val_limit: ImageCount | None = None
+    holdout: ImageCount | None = Field(
         None,
         description="take this many training images out (class-balanced, seeded by "
         "runtime.seed) as the split evaluated during training and for `best`; the val split "

@@ -226,6 +226,8 @@ class Setup:
 
         - a `warmup_steps` copied from a long recipe (the paper's 1500) into a short run kept
           the learning rate rising for the whole run, never reaching `optim.lr`;
+        - an `eval_every` longer than the run (a recipe's 5 under `--set schedule.epochs=3`)
+          evaluated only at the end, so `best` was the last epoch whatever came before;
         - a `teacher:` section under a method that learns from labels alone (`supervised`, a
           `method.name` switched by `--set`) was ignored without a word: no teacher is built;
         - a teacher checkpoint that says nothing of how it was fed (a plain state dict, no
@@ -239,6 +241,12 @@ class Setup:
                 f"schedule.warmup_steps ({schedule.warmup_steps}) is not shorter than the run "
                 f"({total} steps): the learning rate never reaches optim.lr; set it below "
                 f"{total} (e.g. {max(1, total // 20)}) or use schedule.warmup_fraction"
+            )
+        if schedule.evals is None and schedule.eval_every > self.epochs > 1:
+            out.append(
+                f"schedule.eval_every ({schedule.eval_every}) is more than the run's "
+                f"{self.epochs} epochs: the student is evaluated only at the end, so `best` is "
+                "the last epoch; lower eval_every (or set it to 0: only at the end)"
             )
         if self.teacher is None and self.recipe.teachers:
             out.append(

@@ -1,0 +1,110 @@
+"""Bad-input battery, round 14: the schedule's and the data's counts that still had no ceiling
+(`warmup_steps`, `log_every`, `eval_every`, `checkpoint_every`, `evals`, `save_epochs`, the
+epoch counts of methods, `train_limit`/`subset`/`val_limit`/`holdout`: `1e12` passed, a warmup
+of it as a warning only) and an `eval_every` longer than the run (evaluated only at the end,
+without a word); multi-frame images (a multi-page TIFF, an animated GIF/WebP/PNG) read as their
+first frame without a word; timm's `args` in a legacy (non-zip) torch checkpoint not read; the
+environment a command runs in (`OMP_NUM_THREADS`, `CUDA_VISIBLE_DEVICES`, `HOME`, `TMPDIR`,
+`LC_ALL=C`, a narrow terminal, stdout on a full disk, stdin closed); file names that are not
+UTF-8, differ only by case or Unicode form, sit at NAME_MAX, start with `-`, or are URLs; files
+that change under a command; input sizes a model cannot shrink. Each refusal is one `error:`
+line naming the key, flag, file or variable and what to do; what users really write works and
+says what it did.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import CLI, refused
+
+# --- a. counts only a slip reaches: refused at load, naming the key, the bound and why ---------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "needle"),
+    [
+        ("schedule.warmup_steps", "1e12", "above 10,000,000"),
+        ("schedule.log_every", "1e12", "above 1,000,000,000"),
+        ("schedule.checkpoint_every", "1e12", "above 1,000,000,000"),
+        ("schedule.eval_every", "1e12", "above 1,000,000"),
+        ("schedule.evals", "1e12", "above 1,000,000"),
+        ("schedule.save_epochs", "[1e12]", "above 1,000,000"),
+        ("data.train_limit", "1e12", "above 10,000,000,000"),
+        ("data.subset", "1e12", "above 10,000,000,000"),
+        ("data.val_limit", "1e12", "above 10,000,000,000"),
+        ("data.holdout", "1e12", "above 10,000,000,000"),
+    ],
+)
+def test_a_schedule_or_data_count_only_a_slip_reaches_is_refused_at_load(
+    key: str, value: str, needle: str, fm: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`warmup_steps: 1e12` passed `--dry-run` with a warning, `log_every`/`eval_every`/
+    `checkpoint_every: 1e12` without a word (no line, evaluation or checkpoint but the epoch
+    ends'), `data.holdout: 1e12` only once the data was read."""
+    line = refused(["run", str(fm), "--set", f"{key}={value}", "--dry-run"], key, capfd)
+    assert needle in line, line
+    assert not (fm.parent / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("method", "key"),
+    [
+        ("eskd", "kd_stop_epoch"),
+        ("stage_by_stage", "stage_epochs"),
+        ("stage_by_stage", "head_epochs"),
+    ],
+)
+def test_a_methods_epoch_count_only_a_slip_reaches_is_refused(
+    method: str, key: str, fm: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", str(fm), "--set", f"method.name={method}", "--set", f"method.{key}=1e12"]
+    line = refused([*argv, "--dry-run"], f"method.{key}", capfd)
+    assert "above 1,000,000" in line and "10,000 epochs" in line, line
+
+
+def test_the_values_practitioners_use_still_load(tmp_path: Path) -> None:
+    """The function-matching paper's 10,000 epochs, ViT's 10k warmup steps, and limits far
+    above the data (a limit, not a size) load as before."""
+    from distill_cli.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    schedule = {
+        "epochs": 10_000,
+        "batch_size": 64,
+        "warmup_steps": 10_000,
+        "log_every": 1_000_000,
+        "checkpoint_every": 100_000,
+        "eval_every": 1_000,
+        "save_epochs": [5_000],
+    }
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "r",
+                "model": {"model": "test_resnet"},
+                "data": {"source": "synthetic", "holdout": 8, "train_limit": 10**9},
+                "method": {"name": "supervised"},
+                "schedule": schedule,
+            }
+        )
+    )
+    recipe = load_recipe(path)
+    assert recipe.schedule.warmup_steps == 10_000 and recipe.data.train_limit == 10**9
+
+
+def test_an_eval_every_longer_than_the_run_says_only_the_end_is_evaluated(
+    fm: Path, cli: CLI
+) -> None:
+    """A recipe's `eval_every: 5` under `--set schedule.epochs=3` evaluated once, at the end,
+    and `best` was the last epoch, without a word."""
+    sets = ["--set", "schedule.eval_every=5", "--set", "schedule.epochs=3"]
+    result = cli("run", str(fm), *sets, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    said = " ".join(result.stdout.split())
+    assert "schedule.eval_every (5) is more than the run's 3 epochs" in said, said
+    quiet = cli("run", str(fm), "--set", "schedule.epochs=3", "--dry-run")
+    assert "evaluated only at the end" not in " ".join(quiet.stdout.split())
