@@ -108,3 +108,44 @@ def test_an_eval_every_longer_than_the_run_says_only_the_end_is_evaluated(
     assert "schedule.eval_every (5) is more than the run's 3 epochs" in said, said
     quiet = cli("run", str(fm), "--set", "schedule.epochs=3", "--dry-run")
     assert "evaluated only at the end" not in " ".join(quiet.stdout.split())
+
+
+# --- c. timm's `args` in a legacy (non-zip) torch checkpoint -----------------------------------
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+def test_timm_args_are_read_from_a_legacy_checkpoint_as_from_a_zip_one(
+    zipped: bool, tmp_path: Path
+) -> None:
+    """A `model_best.pth.tar` saved with `_use_new_zipfile_serialization=False` (torch before
+    1.6, and savers that still pass it) had its `args` ignored: a 64 px teacher fed timm's 160
+    px and its default mean/std. Only the pickle is read (its tensors on the meta device)."""
+    import argparse
+
+    import timm
+    import torch
+
+    from distill_cli.models.checkpoint import read_sidecar
+
+    net = timm.create_model("test_resnet", num_classes=4)
+    args = argparse.Namespace(
+        model="test_resnet", img_size=64, mean=[0.4, 0.4, 0.4], std=[0.2, 0.2, 0.2], num_classes=4
+    )
+    path = tmp_path / "model_best.pth.tar"
+    state = {"state_dict": net.state_dict(), "args": args, "epoch": 7}
+    torch.save(state, path, _use_new_zipfile_serialization=zipped)
+    side = read_sidecar(path)
+    assert side.input_size == (64, 64) and side.mean == (0.4, 0.4, 0.4), side
+    assert side.num_classes == 4
+
+
+def test_a_plain_pickle_is_not_read_as_timm_args(tmp_path: Path) -> None:
+    """A `pickle.dump` file (not torch.save's) starts like a legacy checkpoint: no args, no
+    error (the weights' reader names it)."""
+    import pickle
+
+    from distill_cli.models import timm_args
+
+    path = tmp_path / "model_best.pth.tar"
+    path.write_bytes(pickle.dumps({"args": {"model": "test_resnet"}}, protocol=2))
+    assert timm_args.train_args(path) is None
