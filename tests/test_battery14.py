@@ -15,6 +15,7 @@ says what it did.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -149,3 +150,73 @@ def test_a_plain_pickle_is_not_read_as_timm_args(tmp_path: Path) -> None:
     path = tmp_path / "model_best.pth.tar"
     path.write_bytes(pickle.dumps({"args": {"model": "test_resnet"}}, protocol=2))
     assert timm_args.train_args(path) is None
+
+
+# --- b. files of several frames: read as their first, and said ---------------------------------
+
+
+def _frames(colour_count: int) -> list[Any]:
+    from PIL import Image
+
+    colours = ("red", "green", "blue", "white", "black")
+    return [Image.new("RGB", (20, 16), colours[i]) for i in range(colour_count)]
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "frames"),
+    [
+        ("scan.tif", {}, 4),
+        ("scan.tiff", {"big_tiff": True}, 3),
+        ("clip.gif", {"duration": 50}, 2),  # a GIF's frames are counted up to two
+        ("clip.webp", {"duration": 50}, 3),
+        ("clip.png", {"duration": 50}, 3),
+        ("clip.apng", {"duration": 50, "format": "PNG"}, 2),
+    ],
+)
+def test_a_files_frames_are_counted_from_its_header(
+    name: str, options: dict[str, Any], frames: int, tmp_path: Path
+) -> None:
+    from distill_cli.data.frames import frame_count
+
+    first, *rest = _frames(max(frames, 3) if name.endswith(".gif") else frames)
+    first.save(tmp_path / name, save_all=True, append_images=rest, **options)
+    assert frame_count(tmp_path / name) == frames
+    single = tmp_path / f"one{Path(name).suffix}"
+    first.save(single, **({"format": "PNG"} if name.endswith(".apng") else {}))
+    assert frame_count(single) == 1
+    (tmp_path / "cut").write_bytes((tmp_path / name).read_bytes()[:30])
+    assert frame_count(tmp_path / "cut") == 1  # damage: the decoder names it, not the scan
+
+
+def test_a_folder_of_multi_page_files_says_only_the_first_frame_is_read(
+    tmp_path: Path, cli: CLI
+) -> None:
+    """A multi-page TIFF (a scan), an animated GIF and an `.apng` (skipped as not an image)
+    were read as their first frame, or not at all, without a word."""
+    for split in ("train", "val"):
+        for label, colour in (("cat", "red"), ("dog", "blue")):
+            folder = tmp_path / "photos" / split / label
+            folder.mkdir(parents=True)
+            for i, frame in enumerate(_frames(2)):
+                frame.save(folder / f"{colour}{i}.png")
+    first, *rest = _frames(4)
+    first.save(tmp_path / "photos/train/cat/scan.tif", save_all=True, append_images=rest)
+    first.save(tmp_path / "photos/train/dog/clip.gif", save_all=True, append_images=rest)
+    first.save(tmp_path / "photos/val/dog/clip.apng", save_all=True, append_images=rest)
+    recipe = tmp_path / "r.yaml"
+    body = {
+        "name": "r",
+        "model": {"model": "test_resnet", "input_size": 32},
+        "data": {"source": "image_folder", "root": str(tmp_path / "photos")},
+        "method": {"name": "supervised"},
+        "schedule": {"epochs": 1, "batch_size": 2},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    recipe.write_text(yaml.safe_dump(body))
+    result = cli("run", str(recipe), "--dry-run")
+    said = " ".join(result.stdout.split())
+    assert result.returncode == 0, result.stderr
+    assert "train 6 images" in said and "val 5" in said, said  # the .apng is read
+    assert "2 train image file(s) hold several frames" in said, said
+    assert "e.g. train/cat/scan.tif: 4 pages" in said and "first frame only" in said, said
+    assert "1 val image file(s) hold several frames" in said and "clip.apng: 4 frames" in said

@@ -16,6 +16,7 @@ import torch
 from distill_cli.data import DataBundle
 from distill_cli.data.classes import spec_class_names
 from distill_cli.data.duplicates import Duplicates
+from distill_cli.data.frames import MultiFrame
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.stream import ShardStream
 from distill_cli.methods import Method
@@ -94,6 +95,8 @@ class Setup:
     test_stream: Stream | None = None
     #: the same image in train and an evaluated split, or in two classes (`data.duplicates`)
     duplicates: Duplicates = field(default_factory=Duplicates)
+    #: files holding several frames, read as their first (`data.frames`)
+    multi_frame: MultiFrame = field(default_factory=MultiFrame)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -141,6 +144,7 @@ class Setup:
                 labeled_train=data.labeled_train,
                 read=self.data_read,
                 duplicates=self.duplicates.warnings(),
+                frames=self.multi_frame.warnings(),
             ),
             recipe_warnings=self.recipe_warnings(),
             batch_size=self.recipe.schedule.batch_size,
@@ -218,7 +222,9 @@ class Setup:
             teacher=None if self.teacher is None else self.teacher.info.name,
             teacher_weights=None if self.teacher is None else self.sources("teacher").weights,
             teacher_files=[] if self.teacher is None else list(self.teacher.weights_files),
-            warnings=self.recipe_warnings() + self.duplicates.warnings(),
+            warnings=self.recipe_warnings()
+            + self.duplicates.warnings()
+            + self.multi_frame.warnings(),
         )
 
     def recipe_warnings(self) -> list[str]:
