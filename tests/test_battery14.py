@@ -14,6 +14,7 @@ says what it did.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +221,115 @@ def test_a_folder_of_multi_page_files_says_only_the_first_frame_is_read(
     assert "2 train image file(s) hold several frames" in said, said
     assert "e.g. train/cat/scan.tif: 4 pages" in said and "first frame only" in said, said
     assert "1 val image file(s) hold several frames" in said and "clip.apng: 4 frames" in said
+
+
+# --- the environment a command runs in ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1e3", ""])
+def test_an_omp_num_threads_that_is_no_count_is_dropped_and_said(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """libgomp printed "Invalid value for environment variable OMP_NUM_THREADS" at torch's
+    import and used every core, as distill's thread budget did, without saying so."""
+    from distill_cli.cli.environment import environment_warnings
+
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    lines = environment_warnings()
+    assert len(lines) == 1 and f"OMP_NUM_THREADS={value!r} is not a thread count" in lines[0]
+    assert "OMP_NUM_THREADS" not in os.environ
+    for good in ("1", "8", "4,2"):
+        monkeypatch.setenv("OMP_NUM_THREADS", good)
+        assert environment_warnings() == [] and os.environ["OMP_NUM_THREADS"] == good
+
+
+def _distill(args: list[str], env: dict[str, str], **kwargs: Any) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "distill_cli", *args],
+        env={**os.environ, **env},
+        capture_output=not kwargs,
+        text=True,
+        timeout=120,
+        **kwargs,
+    )
+
+
+def test_the_process_environment_is_said_not_a_traceback(tmp_path: Path) -> None:
+    """In one process each (the environment is the input): `OMP_NUM_THREADS=abc` is one
+    warning line and no libgomp message; a closed stdout (`>&-`) was an AttributeError
+    traceback at the last flush, and its descriptor was free for the next file opened;
+    `> /dev/full` said "cannot work with a file ... (a file)"."""
+    import subprocess
+    import sys
+
+    missing = str(tmp_path / "missing.yaml")
+    result = _distill(["run", missing], {"OMP_NUM_THREADS": "abc"})
+    assert result.returncode == 2 and "libgomp" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("warning: OMP_NUM_THREADS='abc' is not a thread count"), lines
+    assert lines[1].startswith("error: recipe file not found") and len(lines) == 2, lines
+    shut = subprocess.run(
+        f"{sys.executable} -m distill_cli run {missing} >&-",
+        shell=True,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    assert shut.returncode == 2 and "Traceback" not in shut.stderr, shut.stderr
+    assert shut.stderr.startswith("error: recipe file not found"), shut.stderr
+    with open("/dev/full", "w") as full:
+        result = _distill(["--version"], {}, stdout=full, stderr=subprocess.PIPE)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip() == (
+        "error: cannot write the command's output: No space left on device (standard output)"
+        " - free disk space and run again"
+    )
+
+
+@pytest.mark.parametrize("value", ["", "-1", "7"])
+def test_cuda_asked_for_with_gpus_hidden_names_the_variable(
+    value: str, fm: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`CUDA_VISIBLE_DEVICES=-1` (the other usual way to hide every GPU) was not named."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a machine with a GPU: CUDA is available")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", value)
+    argv = ["run", str(fm), "--set", "runtime.device=cuda", "--dry-run"]
+    line = refused(argv, f"CUDA_VISIBLE_DEVICES={value!r}", capfd)
+    assert ("hides the GPUs" in line) == (value != "7"), line
+
+
+def test_a_console_narrower_than_a_table_renders_at_a_floor_width() -> None:
+    """`COLUMNS=10` printed the results table with every cell cut to nothing (no figure) and
+    the run folder's path in 5-character pieces with characters lost."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from distill_cli.cli.console import FLOOR_COLUMNS, _floored
+
+    console = _floored(Console(file=io.StringIO(), width=10))
+    assert console.width == FLOOR_COLUMNS
+    table = Table("model", "params", "top-1")
+    table.add_row("test_efficientnet", "100,224", "25.00%")
+    console.print(table)
+    shown = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "test_efficientnet" in shown and "100,224" in shown and "25.00%" in shown
+    assert _floored(Console(file=io.StringIO(), width=60)).width == 60  # a real pane: kept
+
+
+@pytest.mark.parametrize(
+    ("name", "suggested"), [("modèle_v2", "modele_v2"), ("my run", "my-run"), ("日本", "run")]
+)
+def test_a_recipe_name_with_odd_characters_names_them_and_a_name_to_write(
+    name: str, suggested: str, fm: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`name: modèle` was "String should match pattern '^[A-Za-z0-9._-]+$'"."""
+    line = refused(["run", str(fm), "--set", f"name={name}", "--dry-run"], "name:", capfd)
+    assert f"e.g. name: {suggested}" in line and "pattern" not in line, line

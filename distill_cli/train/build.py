@@ -34,13 +34,13 @@ from distill_cli.train.world import World, world_from_env
 def resolve_device(choice: str, world: World | None = None) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+        # `""` and `-1` (the usual ways to hide every GPU) name no device; another value is
+        # named as it is, as it may name a GPU this machine lacks
+        hides = hidden is not None and (not hidden.strip() or hidden.strip().startswith("-"))
+        shown = "" if hidden is None else f" (CUDA_VISIBLE_DEVICES={hidden!r}"
         raise DistillError(
             "the recipe asks for CUDA but none is available"
-            + (
-                f" (CUDA_VISIBLE_DEVICES={hidden!r} hides the GPUs)"
-                if hidden is not None and not hidden.strip()
-                else ""
-            ),
+            + (shown and shown + (" hides the GPUs)" if hides else ")")),
             "runtime.device",
             "set runtime.device=auto or cpu"
             + (", or unset CUDA_VISIBLE_DEVICES" if hidden is not None else ""),
