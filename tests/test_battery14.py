@@ -333,3 +333,59 @@ def test_a_recipe_name_with_odd_characters_names_them_and_a_name_to_write(
     """`name: modèle` was "String should match pattern '^[A-Za-z0-9._-]+$'"."""
     line = refused(["run", str(fm), "--set", f"name={name}", "--dry-run"], "name:", capfd)
     assert f"e.g. name: {suggested}" in line and "pattern" not in line, line
+
+
+# --- file names and paths: URLs, a leading '-', longer than the system takes --------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle", "hint"),
+    [
+        (["run", "s3://bucket/r.yaml"], "URL (s3://)", "aws s3 cp s3://bucket/r.yaml ."),
+        (["run", "https://x.org/r.yaml"], "URL (https://)", "curl -LO https://x.org/r.yaml"),
+        (["run", "file:///data/r.yaml"], "file:// URL", "pass the path itself: /data/r.yaml"),
+        (["export", "gs://b/best.safetensors"], "URL (gs://)", "gcloud storage cp"),
+        (["export", "test_resnet", "--checkpoint", "hf://t/r.pt"], "URL (hf://)", "hf-hub:"),
+        (["report", "https://x.org/runs/a"], "URL (https://)", "pass the local path"),
+        (["bench", "latency", "s3://b/runs/a"], "URL (s3://)", "aws s3 cp"),
+    ],
+)
+def test_a_url_where_a_local_path_belongs_is_refused_saying_so(
+    argv: list[str], needle: str, hint: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`distill run s3://bucket/r.yaml` was "recipe file not found (s3:/bucket/r.yaml) ...
+    there is no folder s3:/bucket": pathlib folds the slashes, and nothing said distill reads
+    local files only."""
+    line = refused(argv, needle, capfd)
+    assert hint in line, line
+
+
+@pytest.mark.parametrize("key", ["data.root", "teacher.checkpoint", "output.dir"])
+def test_a_url_in_a_recipe_path_is_refused_at_load(
+    key: str, fm: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A Path made of `s3://b/x` is `s3:/b/x`: the URL was looked for as a folder `s3:`."""
+    argv = ["run", str(fm), "--set", f"{key}=s3://b/x", "--dry-run"]
+    line = refused(argv, f"{key}: 's3://b/x' is a URL (s3://)", capfd)
+    assert "aws s3 cp s3://b/x ." in line
+
+
+def test_a_name_starting_with_a_dash_says_how_to_pass_it(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`distill export -run` (a run folder named `-run`) was "No such option: -r" alone."""
+    (tmp_path / "-run").mkdir()
+    monkeypatch.chdir(tmp_path)
+    line = refused(["export", "-run"], "No such option", capfd)
+    assert "pass it as ./-run" in line, line
+
+
+def test_a_path_longer_than_the_system_takes_is_an_input_error_shown_short(
+    fm: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An `output.dir` of 5,000 bytes was exit 1 ("check the path, free space and
+    permissions") with the whole path in the line."""
+    long = fm.parent / "/".join(["a" * 200] * 25)
+    argv = ["run", str(fm), "--set", f"output.dir={long}", "--dry-run"]
+    line = refused(argv, "File name too long", capfd)
+    assert "shorten it" in line and len(line) < 400 and "bytes)" in line, line

@@ -60,10 +60,10 @@ def entry(argv: list[str] | None = None) -> None:
             failed = fs_failed(exc, "standard output", "write the command's output")
         else:
             failed = fs_failed(exc, exc.filename or "a file", "work with a file")
-        _fail(f"error: {failed}", EXIT_FAILURE, debug, own=True)
+        _fail(f"error: {failed}", failed.code, debug, own=True)
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode
         if _is_click_error(exc):
-            line = usage_line(exc) + set_with_a_space(args)
+            line = usage_line(exc) + set_with_a_space(args) + dash_name(args)
             _fail(f"error: {line}", int(getattr(exc, "exit_code", 2)), debug)
         if type(exc).__name__ == "Abort":
             _fail("error: aborted", EXIT_FAILURE, debug)
@@ -239,6 +239,15 @@ def set_with_a_space(args: list[str]) -> str:
     for flag, key, value in zip(args, args[1:], args[2:], strict=False):
         if flag in ("--set", "-s") and "=" not in key and not value.startswith("-"):
             return f"; write --set {key}={value}"
+    return ""
+
+
+def dash_name(args: list[str]) -> str:
+    """A file or folder whose name starts with `-` (`distill export -run`) is read as options
+    (`No such option: -r`): the way to pass it, where one such name exists here."""
+    for arg in args:
+        if arg.startswith("-") and arg not in ("-", "--") and os.path.lexists(arg):
+            return f"; {arg!r} is a file or folder here, read as an option: pass it as ./{arg}"
     return ""
 
 

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from distill_cli import host
+from distill_cli.file_kinds import url_problem
 from distill_cli.recipe.yaml_text import BOOL_WORDS
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -48,10 +49,19 @@ def _as_shell_reads_it(path: Path) -> Path:
     return Path(text).expanduser()
 
 
+def _not_a_url(value: Any) -> Any:
+    """A URL where a path belongs (`data.root: s3://bucket/x`) is refused as the text written:
+    as a Path, `s3:/bucket/x` was looked for as a folder named `s3:`."""
+    problem = url_problem(value) if isinstance(value, str) else None
+    if problem:
+        raise ValueError(f"{value!r} {problem[0]}; {problem[1]}")
+    return value
+
+
 #: A path as a user writes it: `~/data` means their home and `$VAR` an environment variable,
 #: as in a shell (`~` was only expanded when the recipe was saved, so the run itself looked for
 #: a folder literally named `~`). Relative paths are relative to the cwd.
-UserPath = Annotated[Path, AfterValidator(_as_shell_reads_it)]
+UserPath = Annotated[Path, BeforeValidator(_not_a_url), AfterValidator(_as_shell_reads_it)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
