@@ -389,3 +389,77 @@ def test_a_path_longer_than_the_system_takes_is_an_input_error_shown_short(
     argv = ["run", str(fm), "--set", f"output.dir={long}", "--dry-run"]
     line = refused(argv, "File name too long", capfd)
     assert "shorten it" in line and len(line) < 400 and "bytes)" in line, line
+
+
+# --- numbers and shapes at the edges: 1 px inputs, one class, a single image per class ---------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("student.input_size", "1"), ("student.input_size", "[2,64]"), ("teacher.input_size", "4")],
+)
+def test_an_input_of_a_few_pixels_is_refused_naming_a_size_that_works(
+    key: str, value: str, fm: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A CNN pads a 1x1 input through every stage and runs: `student.input_size: 1` trained a
+    student on one colour per image without a word (a ViT or ConvNeXt failed in the probe)."""
+    line = refused(["run", str(fm), "--set", f"{key}={value}", "--dry-run"], key, capfd)
+    assert "below 8 px" in line and "e.g. input_size: 32" in line, line
+
+
+def test_a_very_non_square_input_still_plans(fm: Path, cli: CLI) -> None:
+    result = cli("run", str(fm), "--set", "student.input_size=[16,512]", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "16x512" in result.stdout
+
+
+@pytest.mark.parametrize("key", ["teacher.num_classes", "data.synthetic.num_classes"])
+def test_one_class_is_refused_at_load(
+    key: str, fm: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`num_classes: 1` trained: the softmax of one output is 1, every loss 0, top-1 100%."""
+    line = refused(["run", str(fm), "--set", f"{key}=1", "--dry-run"], f"{key}: 1 class", capfd)
+    assert "a classifier needs two or more" in line
+
+
+def _folder(root: Path, classes: list[str], per_class: int) -> None:
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for k, name in enumerate(classes):
+            (root / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (12, 12), (40 * k, 10 * i, 90)).save(
+                    root / split / name / f"{i}.png"
+                )
+
+
+def _folder_recipe(tmp_path: Path, **data: Any) -> Path:
+    recipe = tmp_path / "f.yaml"
+    body = {
+        "name": "f",
+        "model": {"model": "test_resnet", "input_size": 32},
+        "data": {"source": "image_folder", "root": str(tmp_path / "photos"), **data},
+        "method": {"name": "supervised"},
+        "schedule": {"epochs": 1, "batch_size": 2},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    recipe.write_text(yaml.safe_dump(body))
+    return recipe
+
+
+def test_a_holdout_from_one_image_per_class_says_to_drop_it_not_at_most_0(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """One image per class: "set data.holdout to at most 0", a value the key refuses."""
+    _folder(tmp_path / "photos", ["cat", "dog"], 1)
+    argv = ["run", str(_folder_recipe(tmp_path, holdout=1)), "--dry-run"]
+    line = refused(argv, "data.holdout", capfd)
+    assert "drop data.holdout" in line and "at most 0" not in line, line
+
+
+def test_one_image_per_class_trains_when_nothing_is_held_out(tmp_path: Path, cli: CLI) -> None:
+    _folder(tmp_path / "photos", ["cat", "dog"], 1)
+    result = cli("run", str(_folder_recipe(tmp_path)), "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "train 2 images" in " ".join(result.stdout.split())

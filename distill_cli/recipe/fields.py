@@ -96,6 +96,8 @@ def machine_threads(value: int | None) -> int | None:
 
 
 Pixels = Annotated[int, Field(gt=0), AfterValidator(check_pixels)]
+#: The smallest side a model's `input_size` may have (`ModelSpec`).
+MIN_MODEL_PX = 8
 
 
 def within(low: float, high: float, why: str, *, below_high: bool = False) -> AfterValidator:
@@ -133,8 +135,27 @@ def at_most(high: int, why: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-#: A class count (a model's, the synthetic data's), within host.MAX_CLASSES.
-ClassCount = Annotated[int, Field(gt=0), at_most(host.MAX_CLASSES, host.CLASSES_WHY)]
+#: Why a class count is at least 2 (as `models.feed` says of a data set of one class).
+ONE_CLASS_WHY = (
+    "a classifier needs two or more: the softmax of one output is always 1, so every loss is "
+    "0, nothing trains, and top-1 is 100%"
+)
+
+
+def _two_or_more(value: Any) -> Any:
+    """`num_classes: 1` trained without a word: a loss of 0 at every step, top-1 100%."""
+    if isinstance(value, int) and value == 1:
+        raise ValueError(f"1 class: {ONE_CLASS_WHY}")
+    return value
+
+
+#: A class count (a model's, the synthetic data's): 2 or more, within host.MAX_CLASSES.
+ClassCount = Annotated[
+    int,
+    Field(gt=0),
+    AfterValidator(_two_or_more),
+    at_most(host.MAX_CLASSES, host.CLASSES_WHY),
+]
 #: The most input channels: hyperspectral cameras give a few hundred bands; the first layer's
 #: weights and every input grow with them (`in_chans: 1e12` was the allocator's error, blamed
 #: on the input size).

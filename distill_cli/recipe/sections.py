@@ -25,6 +25,7 @@ from pydantic import (
 from distill_cli import host
 from distill_cli.errors import DistillError
 from distill_cli.recipe.fields import (
+    MIN_MODEL_PX,
     Channels,
     ClassCount,
     ClassName,
@@ -144,6 +145,14 @@ class ModelSpec(Strict):
         for side in value if isinstance(value, tuple) else [value]:
             if side is not None:
                 check_pixels(side)
+                if side < MIN_MODEL_PX:
+                    # a CNN pads a 1x1 input through every stage and runs: the student learnt
+                    # from one colour per image, without a word
+                    raise ValueError(
+                        f"{side} px is below {MIN_MODEL_PX} px: an image that small is a few "
+                        "colours (1 px: one), nothing a class is told by; the smallest in use "
+                        "are 28 (MNIST) and 32 (CIFAR); e.g. input_size: 32"
+                    )
         return value
 
     @model_validator(mode="after")
