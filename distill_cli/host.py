@@ -231,6 +231,8 @@ def fs_failed(exc: OSError, path: Path | str, doing: str) -> RunFailed:
         "EPERM": "check the folder's permissions",
         "EROFS": "the file system is read-only: choose a writable folder",
         "ENAMETOOLONG": "a name in a path is at most 255 bytes, a whole path 4,096: shorten it",
+        # a run folder deleted or moved while the run wrote to it
+        "ENOENT": "its folder is gone (moved or deleted while the command ran?): check the path",
     }
     import errno
 

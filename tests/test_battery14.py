@@ -463,3 +463,18 @@ def test_one_image_per_class_trains_when_nothing_is_held_out(tmp_path: Path, cli
     result = cli("run", str(_folder_recipe(tmp_path)), "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "train 2 images" in " ".join(result.stdout.split())
+
+
+# --- files that change under a command ----------------------------------------------------------
+
+
+def test_a_run_folder_deleted_while_it_is_written_says_its_folder_is_gone() -> None:
+    """`rm -rf runs/x` during the run ended in "cannot append to the metrics: No such file or
+    directory (...) - check the path, free space and permissions": space was not the cause."""
+    import errno
+
+    from distill_cli.host import fs_failed
+
+    exc = FileNotFoundError(errno.ENOENT, "No such file or directory")
+    failed = fs_failed(exc, "/runs/x/metrics.jsonl", "append to the metrics")
+    assert failed.code == 1 and "its folder is gone" in str(failed), str(failed)
