@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError, WrongType, did_you_mean
+from distill_cli.file_kinds import url_problem
 
 PATH = "a path (str or pathlib.Path)"
 
@@ -45,6 +46,9 @@ def not_empty(source: Any) -> Any:
             "SOURCE",
             "pass a run folder (runs/<name>), a checkpoint or a timm model name",
         )
+    problem = url_problem(source) if isinstance(source, str) else None
+    if problem:
+        raise DistillError(f"SOURCE {problem[0]}", source, problem[1])
     return source
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -92,3 +93,33 @@ def _mostly_text(text: str) -> bool:
     """Printable characters and line breaks only (YAML, JSON, a side file, a script): no NUL
     and no control bytes, which binary formats are full of."""
     return all(c.isprintable() or c in "\r\n\t" for c in text)
+
+
+#: A URL's scheme (two letters or more, so a Windows drive `C://` is not one).
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
+#: How to bring a file of each storage to this machine, for the refusal's hint.
+_FETCH = {
+    "s3": "aws s3 cp {url} .",
+    "gs": "gcloud storage cp {url} .",
+    "az": "azcopy copy {url} .",
+    "hf": "huggingface-cli download (or pass the timm name: hf-hub:ORG/NAME)",
+    "http": "curl -LO {url}",
+    "https": "curl -LO {url}",
+}
+
+
+def url_problem(text: str) -> tuple[str, str] | None:
+    """(what is wrong, what to do) for a URL given where distill reads a local path; None for
+    a path. `s3://bucket/r.yaml` was "not found (s3:/bucket/r.yaml)" (pathlib folds the
+    slashes), and `file:///data/x` "no folder file:" though /data/x was there."""
+    found = _URL.match(text.strip())
+    if found is None:
+        return None
+    scheme = found.group(1).lower()
+    if scheme == "file":
+        return "is a file:// URL", f"pass the path itself: {text.strip()[7:] or '/'}"
+    fetch = _FETCH.get(scheme, "your storage's copy tool").format(url=text.strip())
+    return (
+        f"is a URL ({scheme}://), and distill reads local files and folders",
+        f"copy it to this machine first ({fetch}) and pass the local path",
+    )

@@ -230,15 +230,24 @@ def fs_failed(exc: OSError, path: Path | str, doing: str) -> RunFailed:
         "EACCES": "check the folder's permissions",
         "EPERM": "check the folder's permissions",
         "EROFS": "the file system is read-only: choose a writable folder",
+        "ENAMETOOLONG": "a name in a path is at most 255 bytes, a whole path 4,096: shorten it",
+        # a run folder deleted or moved while the run wrote to it
+        "ENOENT": "its folder is gone (moved or deleted while the command ran?): check the path",
     }
     import errno
 
     name = errno.errorcode.get(exc.errno or 0, "")
-    return RunFailed(
+    shown = str(path)
+    if len(shown) > 200:  # a 5,000-byte path filled the terminal with its one line
+        shown = f"{shown[:80]}...{shown[-80:]} ({len(os.fsencode(shown)):,} bytes)"
+    failed = RunFailed(
         f"cannot {doing}: {exc.strerror or exc}",
-        str(path),
+        shown,
         hints.get(name, "check the path, free space and permissions"),
     )
+    if name == "ENAMETOOLONG":  # the path given is the input's fault, not the work's
+        failed.code = 2
+    return failed
 
 
 def path_text_problem(text: str) -> str | None:

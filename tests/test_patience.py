@@ -185,9 +185,12 @@ def test_evaluation_view_is_still_the_centre_square(tmp_path: Path) -> None:
 
 def test_a_photo_folder_run_trains_on_whole_images(tmp_path: Path) -> None:
     _wide_folder(tmp_path)
+    for split in ("train", "val"):  # a second class: one class is refused (its loss is 0)
+        (tmp_path / split / "other").mkdir()
+        Image.new("RGB", (96, 32), (9, 9, 9)).save(tmp_path / split / "other" / "0.png")
     body = fm_body(tmp_path / "runs", None, epochs=1)
     body["data"] = {"source": "image_folder", "root": str(tmp_path), "workers": 0}
-    body["teacher"]["num_classes"] = 1
+    body["teacher"]["num_classes"] = 2
     body["schedule"]["batch_size"] = 4
     result = api.run(write_recipe(tmp_path, "photos", body))
     assert result.steps == 2 and math.isfinite(result.kl or 0.0)

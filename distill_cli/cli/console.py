@@ -32,8 +32,21 @@ from distill_cli.rundir.summary import WeightsSource
 if TYPE_CHECKING:
     from distill_cli.rundir.summary import RunSummary
 
-console = Console()
-err_console = Console(stderr=True)
+#: Below this many columns (`COLUMNS=10`, a pane dragged narrow) rich cut every table cell to
+#: nothing: a results table without a single figure, the run folder's path cut into pieces.
+#: Such a console renders `FLOOR_COLUMNS` wide instead, and the terminal wraps the lines.
+MIN_COLUMNS = 40
+FLOOR_COLUMNS = 80
+
+
+def _floored(console: Console) -> Console:
+    if console.width < MIN_COLUMNS:
+        console.width = FLOOR_COLUMNS
+    return console
+
+
+console = _floored(Console())
+err_console = _floored(Console(stderr=True))
 
 
 class RichReporter:

@@ -57,7 +57,7 @@ def plan_table(plan: Plan) -> Group:
     elif data.val.name.endswith("(holdout)"):  # a train folder alone: no test split
         val = f"holdout {data.val.images:,}, no test split"
     files = plan.teacher.files if plan.teacher else []  # none: hub weights, random, no teacher
-    warnings = plan.recipe_warnings + data.duplicates
+    warnings = plan.recipe_warnings + data.duplicates + data.frames
     table.caption = (
         f"train {data.train.images:,} images ({data.train.name}"
         f"{'' if data.labeled_train else ', unlabeled'}), {val}, "

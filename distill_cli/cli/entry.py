@@ -25,12 +25,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import distill_cli
+from distill_cli.cli.environment import environment_warnings, open_closed_streams
 from distill_cli.errors import EXIT_BROKEN_PIPE, EXIT_FAILURE, DistillError
 
 
 def entry(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    open_closed_streams()  # first: before any file takes a free descriptor 0, 1 or 2
     _printable_streams()
+    for line in environment_warnings():  # before torch's import, which reads the variables
+        print(f"warning: {line}", file=sys.stderr)
     stdout_at_start = _stdout_file()
     debug = "--debug" in args or os.environ.get("DISTILL_DEBUG") == "1"
     if "--debug" in args[1:]:  # `distill export x --debug` was "No such option: --debug"
@@ -52,11 +56,14 @@ def entry(argv: list[str] | None = None) -> None:
     except OSError as exc:  # the file system said no (permissions, a full disk, a FIFO...)
         from distill_cli.host import fs_failed
 
-        failed = fs_failed(exc, exc.filename or "a file", "work with a file")
-        _fail(f"error: {failed}", EXIT_FAILURE, debug, own=True)
+        if exc.filename is None and _stdout_fails(exc):  # `> /dev/full`, a full disk under `> log`
+            failed = fs_failed(exc, "standard output", "write the command's output")
+        else:
+            failed = fs_failed(exc, exc.filename or "a file", "work with a file")
+        _fail(f"error: {failed}", failed.code, debug, own=True)
     except Exception as exc:  # click's usage errors arrive here in non-standalone mode
         if _is_click_error(exc):
-            line = usage_line(exc) + set_with_a_space(args)
+            line = usage_line(exc) + set_with_a_space(args) + dash_name(args)
             _fail(f"error: {line}", int(getattr(exc, "exit_code", 2)), debug)
         if type(exc).__name__ == "Abort":
             _fail("error: aborted", EXIT_FAILURE, debug)
@@ -84,6 +91,24 @@ def _stdout_went_away(at_start: tuple[int, int] | None) -> bool:
     if type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
         return True
     return at_start is not None and _stdout_file() not in (at_start, None)
+
+
+def _stdout_fails(exc: OSError) -> bool:
+    """Whether writing to stdout is what failed (`> /dev/full`, a full disk under `> log`):
+    the innermost frames are a write of rich's console or click's echo to `sys.stdout`. It
+    is then pointed at /dev/null, so that the interpreter's exit does not try again."""
+    import traceback
+
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)][-3:]
+    for frame in frames:
+        for key in ("self", "file"):
+            held = frame.f_locals.get(key)
+            if held is sys.stdout or getattr(held, "file", None) is sys.stdout:  # rich's too
+                with contextlib.suppress(OSError, ValueError):
+                    devnull = os.open(os.devnull, os.O_WRONLY)
+                    os.dup2(devnull, sys.stdout.fileno())
+                return True
+    return False
 
 
 def _flush_stdout() -> None:
@@ -214,6 +239,15 @@ def set_with_a_space(args: list[str]) -> str:
     for flag, key, value in zip(args, args[1:], args[2:], strict=False):
         if flag in ("--set", "-s") and "=" not in key and not value.startswith("-"):
             return f"; write --set {key}={value}"
+    return ""
+
+
+def dash_name(args: list[str]) -> str:
+    """A file or folder whose name starts with `-` (`distill export -run`) is read as options
+    (`No such option: -r`): the way to pass it, where one such name exists here."""
+    for arg in args:
+        if arg.startswith("-") and arg not in ("-", "--") and os.path.lexists(arg):
+            return f"; {arg!r} is a file or folder here, read as an option: pass it as ./{arg}"
     return ""
 
 

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from distill_cli.file_kinds import url_problem
+
 
 def finite(value: float | None) -> float | None:
     """Option callback: NaN and infinity pass click's range checks but are never a setting."""
@@ -33,6 +35,9 @@ def given_path(text: str | Path) -> Path:
         return text
     if not text.strip():
         raise typer.BadParameter("is empty (an unset variable?); pass a path")
+    problem = url_problem(text)  # `s3://b/r.yaml` was "not found (s3:/b/r.yaml)"
+    if problem:
+        raise typer.BadParameter(f"{text!r} {problem[0]}; {problem[1]}")
     return Path(text)
 
 

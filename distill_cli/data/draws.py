@@ -40,7 +40,10 @@ def holdout_indices(
             f"cannot hold out {count} of {len(labels)} training images and leave each of the "
             f"{present} classes a training image",
             f"data.holdout ({name})",
-            f"set data.holdout to at most {len(labels) - present}, or add images",
+            f"set data.holdout to at most {len(labels) - present}, or add images"
+            if len(labels) > present
+            # "at most 0" named a value the key refuses: one image per class has none to spare
+            else "every class has a single training image: drop data.holdout, or add images",
         )
     check_holdout(count, len(labels))
     return balanced_indices(labels, num_classes, count, seed, keep=1)
@@ -53,7 +56,7 @@ def check_holdout(count: int, total: int) -> None:
         raise DistillError(
             f"cannot hold out {count} of {total} training images",
             "data.holdout",
-            f"set data.holdout below {total}",
+            f"set data.holdout below {total}" if total > 1 else "drop data.holdout, or add images",
         )
 
 

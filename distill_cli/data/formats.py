@@ -20,9 +20,9 @@ from distill_cli.errors import DistillError
 
 #: Decoded everywhere: torchvision's own formats and Pillow's core ones. `.jfif` and `.jpe` are
 #: JPEGs (a browser on Windows saves a downloaded photo as `.jfif`): they were skipped as "not
-#: an image" without a word.
+#: an image" without a word, as `.apng` (an animated PNG, read as its first frame) was.
 BASE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+    {".jpg", ".jpeg", ".jfif", ".jpe", ".png", ".apng", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
 )
 #: Photo formats that need more than Pillow's core: suffix -> how to make them readable.
 #: Decoded when this Pillow reads them (AVIF) or a plugin we register is installed (HEIC/HEIF).

@@ -8,13 +8,14 @@ with `schedule.save_epochs` and named as the teacher's `checkpoint`.)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field
 
 from distill_cli.errors import DistillError
 from distill_cli.methods.base import MethodContext, register
 from distill_cli.methods.kd import KD, KDParams
+from distill_cli.recipe.loop_sections import EpochSetting
 from distill_cli.recipe.sections import MethodParams
 
 if TYPE_CHECKING:
@@ -23,7 +24,9 @@ if TYPE_CHECKING:
 
 class ESKDParams(KDParams):
     name: Literal["eskd"] = "eskd"  # type: ignore[assignment]
-    kd_stop_epoch: int = Field(ge=1, description="first epoch (0-based) trained on labels alone")
+    kd_stop_epoch: Annotated[EpochSetting, Field(ge=1)] = Field(
+        description="first epoch (0-based) trained on labels alone"
+    )
 
 
 def _check_stop(params: ESKDParams, epochs: int | None) -> None:

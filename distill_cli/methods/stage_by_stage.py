@@ -14,7 +14,7 @@ student's weights, so they are never exported.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from distill_cli.errors import DistillError
 from distill_cli.methods.base import Method, MethodContext, StepOutput, register
 from distill_cli.models.create import Ensemble, Net
 from distill_cli.models.view import model_view
+from distill_cli.recipe.loop_sections import EpochSetting
 from distill_cli.recipe.sections import MethodParams
 
 if TYPE_CHECKING:
@@ -35,8 +36,12 @@ if TYPE_CHECKING:
 
 class StageByStageParams(MethodParams):
     name: Literal["stage_by_stage"] = "stage_by_stage"
-    stage_epochs: int = Field(1, ge=1, description="epochs for each stage")
-    head_epochs: int = Field(1, ge=1, description="epochs for the head, backbone frozen")
+    stage_epochs: Annotated[EpochSetting, Field(ge=1)] = Field(
+        1, description="epochs for each stage"
+    )
+    head_epochs: Annotated[EpochSetting, Field(ge=1)] = Field(
+        1, description="epochs for the head, backbone frozen"
+    )
     stage_map: list[tuple[int, int]] | None = Field(
         None, description="[student_stage, teacher_stage] pairs; default: i -> i"
     )

@@ -78,19 +78,55 @@ def _embedded(path: str, mtime_ns: int, size: int) -> dict[str, Any] | None:
     from distill_cli.models.weight_files import _benign_globals
 
     with open(path, "rb") as fh:
-        zipped = fh.read(4) == b"PK\x03\x04"
-    if not zipped:  # safetensors holds no args; a legacy pickle is read whole by the weights
+        head = fh.read(4)
+    if head[:2] != b"\x80\x02" and head != b"PK\x03\x04":  # safetensors holds no args
         return None
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(_benign_globals()):
             warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            if head[:2] == b"\x80\x02":
+                state = _legacy_objects(path)
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # whatever it is, the weights' reader names it
         return None
     args = state.get("args") if isinstance(state, dict) else None
     if isinstance(args, argparse.Namespace):
         args = vars(args)
     return dict(args) if isinstance(args, dict) and isinstance(args.get("model"), str) else None
+
+
+def _legacy_objects(path: str) -> Any:
+    """What a legacy (non-zip: `_use_new_zipfile_serialization=False`, torch before 1.6)
+    checkpoint holds, its tensors on the meta device: only the pickle at the file's start is
+    read, not the tensor data after it (a zip file is memory-mapped for the same reason).
+
+    The file is torch's magic number, its protocol and system records, then the objects, whose
+    storages are persistent ids (`('storage', type, key, location, numel, ...)`): each becomes
+    an empty meta storage, through torch's weights-only unpickler, so nothing but plain data
+    and tensors is built, as `torch.load(weights_only=True)` would. timm's train.py wrote its
+    `args` into such files under older torch (and with `--no-zip` style savers); they were not
+    read, and the teacher was fed timm's defaults for its architecture."""
+    import torch
+    from torch import _weights_only_unpickler as safe
+
+    with open(path, "rb") as fh:
+        if safe.load(fh) != torch.serialization.MAGIC_NUMBER:
+            return None  # a plain pickle, not torch.save's
+        safe.load(fh)  # protocol version
+        safe.load(fh)  # system info (byte order, type sizes)
+        unpickler = safe.Unpickler(fh)
+        unpickler.persistent_load = _meta_storage  # type: ignore[attr-defined]
+        return unpickler.load()
+
+
+def _meta_storage(saved_id: Any) -> Any:
+    """An empty storage on the meta device for a legacy checkpoint's persistent id."""
+    import torch
+
+    numel = int(saved_id[4]) if isinstance(saved_id, tuple) and len(saved_id) > 4 else 0
+    dtype = getattr(saved_id[1], "dtype", torch.float32) if isinstance(saved_id, tuple) else None
+    return torch.storage.TypedStorage(numel, dtype=dtype or torch.float32, device="meta")
 
 
 def side_facts(args: dict[str, Any]) -> dict[str, Any]:

@@ -14,12 +14,15 @@ validation errors as one line: `recipe.messages`).
 from __future__ import annotations
 
 import os
+import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import yaml
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     ConfigDict,
@@ -70,13 +73,29 @@ class _RegisteredMethods:
         return handler(MethodParamsUnion)
 
 
+def _ascii_name(name: str) -> str:
+    """A recipe's `name` is letters, digits, `.`, `_` and `-` (ASCII: it names the run in
+    trackers, reports and file names on every system). A name with an accent or a blank was
+    refused as "String should match pattern '^[A-Za-z0-9._-]+$'", which said neither which
+    character nor what to write; `output.name` takes any plain folder name."""
+    odd = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "._-"))})
+    if name and odd:
+        plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+        plain = re.sub(r"[^A-Za-z0-9._-]+", "-", plain).strip("-") or "run"
+        raise ValueError(
+            f"{name!r} holds {', '.join(map(repr, odd))}: a recipe name is letters A-Z, digits, "
+            f"'.', '_' and '-'; e.g. name: {plain} (output.name may hold any folder name)"
+        )
+    return name
+
+
 class Recipe(Strict):
     """A whole run. `student` is the model being trained (`model` is accepted as its alias)."""
 
     # the `method` union is only known once the methods are imported: see _RegisteredMethods
     model_config = ConfigDict(defer_build=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    name: Annotated[str, AfterValidator(_ascii_name)]
     description: str = ""
     teacher: ModelSpec | Annotated[list[ModelSpec], Field(min_length=1)] | None = Field(
         None, description="one teacher, or a list whose logits are averaged (an ensemble)"

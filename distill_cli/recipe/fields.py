@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from distill_cli import host
+from distill_cli.file_kinds import url_problem
 from distill_cli.recipe.yaml_text import BOOL_WORDS
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -48,10 +49,19 @@ def _as_shell_reads_it(path: Path) -> Path:
     return Path(text).expanduser()
 
 
+def _not_a_url(value: Any) -> Any:
+    """A URL where a path belongs (`data.root: s3://bucket/x`) is refused as the text written:
+    as a Path, `s3:/bucket/x` was looked for as a folder named `s3:`."""
+    problem = url_problem(value) if isinstance(value, str) else None
+    if problem:
+        raise ValueError(f"{value!r} {problem[0]}; {problem[1]}")
+    return value
+
+
 #: A path as a user writes it: `~/data` means their home and `$VAR` an environment variable,
 #: as in a shell (`~` was only expanded when the recipe was saved, so the run itself looked for
 #: a folder literally named `~`). Relative paths are relative to the cwd.
-UserPath = Annotated[Path, AfterValidator(_as_shell_reads_it)]
+UserPath = Annotated[Path, BeforeValidator(_not_a_url), AfterValidator(_as_shell_reads_it)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
 
@@ -86,6 +96,8 @@ def machine_threads(value: int | None) -> int | None:
 
 
 Pixels = Annotated[int, Field(gt=0), AfterValidator(check_pixels)]
+#: The smallest side a model's `input_size` may have (`ModelSpec`).
+MIN_MODEL_PX = 8
 
 
 def within(low: float, high: float, why: str, *, below_high: bool = False) -> AfterValidator:
@@ -123,8 +135,27 @@ def at_most(high: int, why: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-#: A class count (a model's, the synthetic data's), within host.MAX_CLASSES.
-ClassCount = Annotated[int, Field(gt=0), at_most(host.MAX_CLASSES, host.CLASSES_WHY)]
+#: Why a class count is at least 2 (as `models.feed` says of a data set of one class).
+ONE_CLASS_WHY = (
+    "a classifier needs two or more: the softmax of one output is always 1, so every loss is "
+    "0, nothing trains, and top-1 is 100%"
+)
+
+
+def _two_or_more(value: Any) -> Any:
+    """`num_classes: 1` trained without a word: a loss of 0 at every step, top-1 100%."""
+    if isinstance(value, int) and value == 1:
+        raise ValueError(f"1 class: {ONE_CLASS_WHY}")
+    return value
+
+
+#: A class count (a model's, the synthetic data's): 2 or more, within host.MAX_CLASSES.
+ClassCount = Annotated[
+    int,
+    Field(gt=0),
+    AfterValidator(_two_or_more),
+    at_most(host.MAX_CLASSES, host.CLASSES_WHY),
+]
 #: The most input channels: hyperspectral cameras give a few hundred bands; the first layer's
 #: weights and every input grow with them (`in_chans: 1e12` was the allocator's error, blamed
 #: on the input size).

@@ -13,7 +13,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from distill_cli.recipe.fields import BatchSize, PositiveInt, Strict, machine_threads, within
+from distill_cli.recipe.fields import (
+    BatchSize,
+    Strict,
+    at_most,
+    machine_threads,
+    within,
+)
 
 #: The learning rates each optimizer trains with, by name: (lowest, highest).
 #: - From 1e-9: an AdamW step moves a weight by about lr, and float32's spacing at a weight of
@@ -111,6 +117,32 @@ MAX_LENGTH = 10**12
 RunLength = Annotated[
     int, Field(gt=0), within(1, MAX_LENGTH, "at 1,000 steps a second that is 30 years")
 ]
+#: The longest warmup, in steps: published ones are 500 to 10,000 steps (ViT's 10k, the
+#: function-matching paper's 1,500 to 10,000); ten million is more than a day at 100 steps a
+#: second with the learning rate still rising. `warmup_steps: 1e12` passed as a warning only.
+MAX_WARMUP = 10**7
+WarmupSteps = Annotated[
+    int,
+    Field(ge=0),
+    at_most(MAX_WARMUP, "published warmups are 500 to 10,000 steps; the rate would never rise"),
+]
+#: The most steps between two metrics lines or two mid-epoch checkpoints: a year of training at
+#: 30 steps a second. Each is also written at every epoch's end, so a larger value only hides a
+#: slip (`log_every: 1e12` for 1e2).
+MAX_EVERY_STEPS = 10**9
+EverySteps = Annotated[
+    int,
+    Field(gt=0),
+    at_most(MAX_EVERY_STEPS, "a year of steps at 30 a second; every epoch's end writes one anyway"),
+]
+#: The most epochs a setting that counts epochs names (`eval_every`, `evals`, `save_epochs`):
+#: the longest published schedules are 10,000 epochs (function matching on Flowers-102).
+MAX_EPOCH_SETTING = 10**6
+EpochSetting = Annotated[
+    int,
+    Field(ge=0),
+    at_most(MAX_EPOCH_SETTING, "the longest published schedules are 10,000 epochs"),
+]
 
 
 class ScheduleSpec(Strict):
@@ -119,23 +151,23 @@ class ScheduleSpec(Strict):
     epochs: RunLength | None = None
     steps: RunLength | None = Field(None, description="train for exactly this many steps")
     batch_size: BatchSize = Field(512, description="global batch size")
-    warmup_steps: Annotated[int, Field(ge=0)] = 0
+    warmup_steps: WarmupSteps = 0
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] | None = Field(
         None, description="linear warmup over this fraction of the run (instead of warmup_steps)"
     )
     min_lr_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
-    eval_every: Annotated[int, Field(ge=0)] = Field(1, description="epochs; 0 = only at the end")
-    evals: PositiveInt | None = Field(
+    eval_every: EpochSetting = Field(1, description="epochs; 0 = only at the end")
+    evals: Annotated[EpochSetting, Field(gt=0)] | None = Field(
         None,
         description="evaluate this many times, evenly spread over the run's epochs (replaces "
         "eval_every): long schedules on small data stay cheap to validate",
     )
     eval_batch_size: BatchSize | None = None
-    log_every: PositiveInt = Field(50, description="steps between metrics.jsonl lines")
-    checkpoint_every: PositiveInt | None = Field(
+    log_every: EverySteps = Field(50, description="steps between metrics.jsonl lines")
+    checkpoint_every: EverySteps | None = Field(
         None, description="also save `last` every N steps (besides every epoch end)"
     )
-    save_epochs: list[PositiveInt] = Field(
+    save_epochs: list[Annotated[EpochSetting, Field(gt=0)]] = Field(
         default_factory=list, description="extra checkpoints (e.g. early-stopped teachers)"
     )
 

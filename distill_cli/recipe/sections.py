@@ -25,6 +25,7 @@ from pydantic import (
 from distill_cli import host
 from distill_cli.errors import DistillError
 from distill_cli.recipe.fields import (
+    MIN_MODEL_PX,
     Channels,
     ClassCount,
     ClassName,
@@ -144,6 +145,14 @@ class ModelSpec(Strict):
         for side in value if isinstance(value, tuple) else [value]:
             if side is not None:
                 check_pixels(side)
+                if side < MIN_MODEL_PX:
+                    # a CNN pads a 1x1 input through every stage and runs: the student learnt
+                    # from one colour per image, without a word
+                    raise ValueError(
+                        f"{side} px is below {MIN_MODEL_PX} px: an image that small is a few "
+                        "colours (1 px: one), nothing a class is told by; the smallest in use "
+                        "are 28 (MNIST) and 32 (CIFAR); e.g. input_size: 32"
+                    )
         return value
 
     @model_validator(mode="after")
@@ -213,18 +222,18 @@ class DataSpec(Strict):
     distill_dir: UserPath | None = Field(
         None, description="unlabeled image folder to distill on instead of the labeled train split"
     )
-    train_limit: PositiveInt | None = Field(
+    train_limit: ImageCount | None = Field(
         None,
         description="use a fixed random subset (seeded by runtime.seed) that keeps every "
         "class at least one image",
     )
-    subset: PositiveInt | None = Field(
+    subset: ImageCount | None = Field(
         None,
         description="train on a fixed, class-balanced subset of this many training images "
         "(seeded by runtime.seed; small-data distillation, quick runs)",
     )
-    val_limit: PositiveInt | None = None
-    holdout: PositiveInt | None = Field(
+    val_limit: ImageCount | None = None
+    holdout: ImageCount | None = Field(
         None,
         description="take this many training images out (class-balanced, seeded by "
         "runtime.seed) as the split evaluated during training and for `best`; the val split "

@@ -15,6 +15,7 @@ from distill_cli.data import DataBundle, build_data
 from distill_cli.data.augment import BatchAugment
 from distill_cli.data.classes import align_classes, model_class_names, timm_folder_names
 from distill_cli.data.duplicates import Duplicates, find_duplicates
+from distill_cli.data.frames import MultiFrame, multi_frame_files
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.shardset import ShardSet
 from distill_cli.data.stream import ShardStream
@@ -33,13 +34,13 @@ from distill_cli.train.world import World, world_from_env
 def resolve_device(choice: str, world: World | None = None) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+        # `""` and `-1` (the usual ways to hide every GPU) name no device; another value is
+        # named as it is, as it may name a GPU this machine lacks
+        hides = hidden is not None and (not hidden.strip() or hidden.strip().startswith("-"))
+        shown = "" if hidden is None else f" (CUDA_VISIBLE_DEVICES={hidden!r}"
         raise DistillError(
             "the recipe asks for CUDA but none is available"
-            + (
-                f" (CUDA_VISIBLE_DEVICES={hidden!r} hides the GPUs)"
-                if hidden is not None and not hidden.strip()
-                else ""
-            ),
+            + (shown and shown + (" hides the GPUs)" if hides else ")")),
             "runtime.device",
             "set runtime.device=auto or cpu"
             + (", or unset CUDA_VISIBLE_DEVICES" if hidden is not None else ""),
@@ -105,6 +106,9 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
     if cls.needs_labels and not data.labeled_train:
         raise _no_labels(cls.name, recipe.data.source)
     duplicates = _duplicates(recipe, data, world) if data_read else Duplicates()
+    # files read as their first frame: the main process says so, as for duplicates
+    read_here = data_read and world.is_main
+    frames = multi_frame_files(data, recipe.data.resolved_root) if read_here else MultiFrame()
     torch.manual_seed(rt.seed)
     student, teacher = _nets(recipe, cls, len(data.classes))
     _channels_fit(data.train.channels, student, teacher)
@@ -146,6 +150,7 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
         data_read,
         test_stream,
         duplicates,
+        frames,
     )
 
 

@@ -54,7 +54,8 @@ class PlannedData:
     """The data as the run would read it. `test` is the split read once at the end when
     `data.holdout` takes the validation images out of train; `read` is False when the data was
     not at hand and the sizes come from `data.train_images` / `data.val_images`; `duplicates`
-    are the warnings about the same image in two splits or two classes."""
+    are the warnings about the same image in two splits or two classes, `frames` about files
+    holding several frames (read as their first)."""
 
     train: PlannedSplit
     val: PlannedSplit
@@ -63,6 +64,7 @@ class PlannedData:
     labeled_train: bool
     read: bool = True
     duplicates: list[str] = field(default_factory=list)
+    frames: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import torch
 from distill_cli.data import DataBundle
 from distill_cli.data.classes import spec_class_names
 from distill_cli.data.duplicates import Duplicates
+from distill_cli.data.frames import MultiFrame
 from distill_cli.data.loader import BatchStream
 from distill_cli.data.stream import ShardStream
 from distill_cli.methods import Method
@@ -94,6 +95,8 @@ class Setup:
     test_stream: Stream | None = None
     #: the same image in train and an evaluated split, or in two classes (`data.duplicates`)
     duplicates: Duplicates = field(default_factory=Duplicates)
+    #: files holding several frames, read as their first (`data.frames`)
+    multi_frame: MultiFrame = field(default_factory=MultiFrame)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -141,6 +144,7 @@ class Setup:
                 labeled_train=data.labeled_train,
                 read=self.data_read,
                 duplicates=self.duplicates.warnings(),
+                frames=self.multi_frame.warnings(),
             ),
             recipe_warnings=self.recipe_warnings(),
             batch_size=self.recipe.schedule.batch_size,
@@ -218,7 +222,9 @@ class Setup:
             teacher=None if self.teacher is None else self.teacher.info.name,
             teacher_weights=None if self.teacher is None else self.sources("teacher").weights,
             teacher_files=[] if self.teacher is None else list(self.teacher.weights_files),
-            warnings=self.recipe_warnings() + self.duplicates.warnings(),
+            warnings=self.recipe_warnings()
+            + self.duplicates.warnings()
+            + self.multi_frame.warnings(),
         )
 
     def recipe_warnings(self) -> list[str]:
@@ -226,6 +232,8 @@ class Setup:
 
         - a `warmup_steps` copied from a long recipe (the paper's 1500) into a short run kept
           the learning rate rising for the whole run, never reaching `optim.lr`;
+        - an `eval_every` longer than the run (a recipe's 5 under `--set schedule.epochs=3`)
+          evaluated only at the end, so `best` was the last epoch whatever came before;
         - a `teacher:` section under a method that learns from labels alone (`supervised`, a
           `method.name` switched by `--set`) was ignored without a word: no teacher is built;
         - a teacher checkpoint that says nothing of how it was fed (a plain state dict, no
@@ -239,6 +247,12 @@ class Setup:
                 f"schedule.warmup_steps ({schedule.warmup_steps}) is not shorter than the run "
                 f"({total} steps): the learning rate never reaches optim.lr; set it below "
                 f"{total} (e.g. {max(1, total // 20)}) or use schedule.warmup_fraction"
+            )
+        if schedule.evals is None and schedule.eval_every > self.epochs > 1:
+            out.append(
+                f"schedule.eval_every ({schedule.eval_every}) is more than the run's "
+                f"{self.epochs} epochs: the student is evaluated only at the end, so `best` is "
+                "the last epoch; lower eval_every (or set it to 0: only at the end)"
             )
         if self.teacher is None and self.recipe.teachers:
             out.append(
