@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill_cli import arguments as args
-from distill_cli.errors import DistillError
+from distill_cli.errors import DistillError, RunFailed, RunInterrupted
 from distill_cli.process_state import leaves_process_as_found
 from distill_cli.recipe.document import Overrides, Recipe
 from distill_cli.recipe.given import given_recipe
@@ -131,7 +132,12 @@ def _trained(
         _labels_only(rec)
     from distill_cli.train import engine
 
-    return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
+    try:
+        return engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
+    except RunFailed as exc:
+        if exc.code == 128 + signal.SIGINT:  # Ctrl-C, the position saved: Python's interrupt
+            raise RunInterrupted(exc) from exc
+        raise
 
 
 def _labels_only(rec: Recipe) -> None:
