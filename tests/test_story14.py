@@ -233,3 +233,31 @@ def test_a_task_whose_node_lacks_the_data_is_named_by_rank_0(tmp_path: Path) -> 
     assert len(errs[0]) == 1 and errs[0][0].startswith("error: rank 1 of 2: "), errs
     assert str(tmp_path / "node1") in errs[0][0] and "Traceback" not in results[0][1]
     assert not (tmp_path / "runs").exists()
+
+
+def test_nproc_passes_slurms_warning_signal_on_as_itself(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`distill run --nproc 2` and SIGUSR1 (`--signal=USR1@90`): torchrun's launcher left it to
+    distill's handler, which stopped the launcher, which sent its processes SIGTERM: the run
+    said `interrupted by SIGTERM at step N; position saved` and then `interrupted by SIGUSR1
+    ... run it again to finish`. torchrun now passes every stop signal on as itself, and the
+    launcher stopped by one ends with its code and no line of its own."""
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+
+    from distill_cli.cli.entry import entry
+
+    handled: list[str] = []
+
+    def stopped(args: Any) -> None:
+        handled.extend(args.signals_to_handle.split(","))
+        raise SignalException("got SIGUSR1", sigval=signal.SIGUSR1)
+
+    for name in ("RANK", "WORLD_SIZE", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(torchrun, "run", stopped)
+    with pytest.raises(SystemExit) as info:
+        entry(["run", "r.yaml", "--nproc", "2", "-q"])
+    assert {"SIGINT", "SIGTERM", "SIGUSR1"} <= set(handled)
+    assert info.value.code == 138 and capsys.readouterr().err == ""
