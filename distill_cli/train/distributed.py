@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -60,10 +61,11 @@ def tell_main(exc: DistillError, world: World) -> None:
     group's store, so that rank 0, which notices only that a peer is gone, says why. Without
     it the run ended on `lost contact with the other processes` and no process said the cause.
     """
-    if _store is None or world.is_main:
+    if _store is None or world.is_main or isinstance(exc, PeerLost):  # rank 0 is the lost one
         return
     record = {"what": exc.what, "where": exc.where, "hint": exc.hint, "code": exc.code}
     with contextlib.suppress(Exception):  # rank 0 gone too: nobody is left to tell
+        _store.set_timeout(timedelta(seconds=10))  # a node cut off must not wait 30 minutes
         _store.set(_ERROR_KEY.format(rank=world.rank), json.dumps(record))
 
 
@@ -79,13 +81,12 @@ def _peer_error(world: World) -> PeerFailed | None:
             record = json.loads(_store.get(key))
         except Exception:  # the store's host is gone: nothing to read
             return None
-        failed = PeerFailed(
+        return PeerFailed(
             f"rank {rank} of {world.size}: {record['what']}",
             record.get("where"),
             record.get("hint"),
             code=int(record.get("code", EXIT_USAGE)),
         )
-        return failed
     return None
 
 
