@@ -81,6 +81,18 @@ class AgreedStop(RunFailed):
     own = False
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run started from Python (`api.run`, `api.train`) after it saved its
+    position. A KeyboardInterrupt, as every Ctrl-C in Python is: raised as a `DistillError`, a
+    notebook's sweep (`for lr in ...: try: api.run(...) except Exception: continue`) took the
+    Ctrl-C for one failed run and went on to the next. `.error` is the line the CLI prints
+    (where the position was saved; `resume=True` continues the run)."""
+
+    def __init__(self, error: DistillError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def did_you_mean(word: str, choices: Iterable[str], n: int = 3) -> str | None:
     """A 'did you mean ...' hint, or None when nothing is close enough to be useful."""
     close = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)

@@ -26,7 +26,7 @@ from distill_cli.api.measure import bench_latency, bench_train, export
 from distill_cli.api.results import compare, report
 from distill_cli.api.runs import plan, recipes, run, shipped_recipe, train
 from distill_cli.api.search import models, students
-from distill_cli.errors import DistillError, WrongType
+from distill_cli.errors import DistillError, RunInterrupted, WrongType
 from distill_cli.recipe.document import Recipe
 from distill_cli.rundir.summary import RunSummary
 
@@ -55,6 +55,7 @@ __all__ = [
     "GateFailed",
     "Recipe",
     "RunDir",
+    "RunInterrupted",
     "RunSummary",
     "StudentQuery",
     "WrongType",

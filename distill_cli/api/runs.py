@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill_cli import arguments as args
-from distill_cli.errors import DistillError
+from distill_cli.errors import DistillError, RunFailed, RunInterrupted
 from distill_cli.host import absolute
 from distill_cli.process_state import leaves_process_as_found
 from distill_cli.recipe.document import Overrides, Recipe
@@ -132,7 +133,12 @@ def _trained(
         _labels_only(rec)
     from distill_cli.train import engine
 
-    summary = engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
+    try:
+        summary = engine.run(rec, resume=resume, overwrite=overwrite, reporter=reporter)
+    except RunFailed as exc:
+        if exc.code == 128 + signal.SIGINT:  # Ctrl-C, the position saved: Python's interrupt
+            raise RunInterrupted(exc) from exc
+        raise
     # absolute, as summary.json holds it: a notebook that changes directory (`%cd`) after the
     # run still finds the folder; the CLI prints the path as the recipe gave it
     return replace(summary, run_dir=Path(absolute(summary.run_dir)))

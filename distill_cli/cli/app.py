@@ -28,6 +28,7 @@ from distill_cli.cli.options import (
     wide_console,
 )
 from distill_cli.cli.students import students_cmd
+from distill_cli.errors import RunInterrupted
 from distill_cli.train.world import leave_launcher, world_from_env
 
 app = typer.Typer(
@@ -122,6 +123,8 @@ def _execute(
     fn = api.train if command == "train" else api.run
     try:
         result = fn(recipe, overrides, resume=resume, overwrite=overwrite, reporter=reporter)
+    except RunInterrupted as exc:  # Python's Ctrl-C; the command says where the run stopped
+        raise exc.error from None
     finally:
         reporter.finish()  # an error must not leave a live progress bar behind
     if not main:

@@ -15,6 +15,7 @@ import logging
 import signal
 import sys
 
+from distill_cli import STOP_SIGNALS
 from distill_cli.errors import DistillError
 from distill_cli.train.world import World, world_from_env
 
@@ -34,8 +35,20 @@ def processes(nproc: int, argv: list[str]) -> None:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    # torchrun passes SIGTERM/SIGINT/SIGHUP/SIGQUIT on to its processes; SIGUSR1 (SLURM's
+    # `--signal=USR1@90` warning) it left to distill's own handler, which stopped the launcher
+    # and so sent the processes SIGTERM: two lines that disagreed (`interrupted by SIGTERM at
+    # step N; position saved`, then `interrupted by SIGUSR1 ... run it again to finish`).
+    stops = ",".join(["SIGHUP", "SIGQUIT", *(sig.name for sig in STOP_SIGNALS)])
     args = get_args_parser().parse_args(
-        ["--standalone", f"--nproc_per_node={nproc}", "-m", "distill_cli", *without_nproc(argv)]
+        [
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            f"--signals-to-handle={stops}",
+            "-m",
+            "distill_cli",
+            *without_nproc(argv),
+        ]
     )
     # the launcher's notes (OMP_NUM_THREADS, each process it stops, each failure) repeat
     # what the processes say in their own lines (torch sets each module's logger's level)

@@ -7,6 +7,7 @@ distributed run takes its own slice of every global batch, which is what makes D
 
 from __future__ import annotations
 
+import signal
 import warnings
 from collections.abc import Iterator
 from dataclasses import KW_ONLY, dataclass, field
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from distill_cli import STOP_SIGNALS
 from distill_cli.data.decode import FileBytes, Fit, FolderImages, decode_on_device, packed
 from distill_cli.data.sources import ImageSet
 from distill_cli.errors import DistillError
@@ -51,9 +53,22 @@ def worker_batches(dataset: Dataset, **options: Any) -> Iterator:
     twice a process: `data.workers` is distill's bound (at most 4 per core, at least 8, since
     decode workers wait on the disk), checked with the recipe, and a shipped recipe's 8
     workers on a 2-core machine are within it."""
+    if options.get("num_workers"):
+        options["worker_init_fn"] = _deaf_to_stop_signals
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "This DataLoader will create", UserWarning)
         return iter(DataLoader(dataset, **options))
+
+
+def _deaf_to_stop_signals(worker_id: int) -> None:
+    """A decode worker ignores the signals that stop a run (SIGINT, SIGTERM, SIGUSR1): the
+    main process saves the position and then ends its workers. SLURM signals every process of
+    a job step (a preemption, `--signal=USR1@90`), a shell's Ctrl-C the whole foreground group,
+    `kill -TERM -PGID` likewise: the workers died of it first, and the run stopped on torch's
+    `DataLoader worker (pid ...) is killed by signal` traceback (exit 1), its position unsaved.
+    A worker whose main process is gone still exits (torch's watchdog)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 @dataclass(eq=False, repr=False)

@@ -88,6 +88,13 @@ def resolve_shards(pattern: str, where: str) -> list[Path]:
             + ", ".join(f"{split}: {shown}" for split, shown in splits.items())
             + ")",
         )
+    if not files and "::" in pattern:  # webdataset's list of urls, `a-{0..4}.tar::b-{0..9}.tar`
+        raise DistillError(
+            "several patterns joined by '::' (webdataset's url list) are not read",
+            f"{where}: {pattern}",
+            "write one brace pattern or glob that covers them (train-{000..009}.tar), or put "
+            "the shards in one folder and name it",
+        )
     if not files:
         raise DistillError(
             "no tar shards match",

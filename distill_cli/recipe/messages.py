@@ -201,6 +201,13 @@ def _shape_advice(err: ErrorDetails, loc: tuple[Any, ...], path: str) -> str | N
         return f"write null (or ~), YAML's word for none, not {value.strip()!r}"
     if err["type"] == "string_type" and isinstance(value, (int, float)):
         return f"{value} is a number, and this key takes text; write '{value}' (in quotes)"
+    if err["type"] == "string_type" and isinstance(value, (list, tuple)):
+        shards = str(loc[-1]) in ("train_dir", "val_dir")
+        return "takes one value, not a list" + (
+            "; a brace pattern (train-{000..009}.tar) or a glob names several shards"
+            if shards
+            else ""
+        )
     if err["type"] in ("list_type", "tuple_type") and isinstance(value, (str, int, float)):
         return f"write [{value}] (a list, in brackets)"
     if err["type"] in ("list_type", "tuple_type") and isinstance(value, dict):

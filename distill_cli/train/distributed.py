@@ -8,10 +8,14 @@ refuses to run (CPU tensors, gloo).
 
 from __future__ import annotations
 
+import contextlib
+import json
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
 
-from distill_cli.errors import DistillError, RunFailed
+from distill_cli.errors import EXIT_USAGE, DistillError, RunFailed
 from distill_cli.train.world import World
 
 
@@ -26,24 +30,64 @@ def init(world: World, device: torch.device) -> None:
             "export MASTER_ADDR=$(scontrol show hostnames $SLURM_JOB_NODELIST | head -n1) and "
             "MASTER_PORT=29500 in the job script",
         )
+    global _store
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if world.init_method != "env://":
-        dist.init_process_group(
-            backend=backend, init_method=world.init_method, rank=world.rank, world_size=world.size
-        )
-        return
     # torchrun's processes share its agent's store, which keeps the keys of the processes it
     # ran before a restart (--max-restarts): meeting under the same keys, the new ones read
     # the dead ones' addresses and wait forever in gloo's connect. Keys of their own per restart.
-    store, _, _ = next(dist.rendezvous("env://", world.rank, world.size))
-    dist.init_process_group(
-        backend=backend,
-        store=dist.PrefixStore(f"distill/restart{world.restarts}", store),
-        rank=world.rank,
-        world_size=world.size,
-    )
+    # srun's tasks meet at MASTER_ADDR:MASTER_PORT (tcp://), in a store rank 0 holds.
+    store, _, _ = next(dist.rendezvous(world.init_method, world.rank, world.size))
+    _store = dist.PrefixStore(f"distill/restart{world.restarts}", store)
+    dist.init_process_group(backend=backend, store=_store, rank=world.rank, world_size=world.size)
+
+
+#: The store the process group met in: where a process that stops on an error rank 0 may not
+#: meet (its node's copy of the data is missing) leaves that error for rank 0 to say.
+_store: dist.Store | None = None
+_ERROR_KEY = "distill/error/{rank}"
+
+
+class PeerFailed(DistillError):
+    """Another process's error, said by rank 0: that process stopped on an input only it met
+    (a node whose data folder is missing) and, being a rank other than 0, said nothing."""
+
+    own = False
+
+
+def tell_main(exc: DistillError, world: World) -> None:
+    """Leave this process's error (a rank other than 0, about to exit without a word) in the
+    group's store, so that rank 0, which notices only that a peer is gone, says why. Without
+    it the run ended on `lost contact with the other processes` and no process said the cause.
+    """
+    if _store is None or world.is_main or isinstance(exc, PeerLost):  # rank 0 is the lost one
+        return
+    record = {"what": exc.what, "where": exc.where, "hint": exc.hint, "code": exc.code}
+    with contextlib.suppress(Exception):  # rank 0 gone too: nobody is left to tell
+        _store.set_timeout(timedelta(seconds=10))  # a node cut off must not wait 30 minutes
+        _store.set(_ERROR_KEY.format(rank=world.rank), json.dumps(record))
+
+
+def _peer_error(world: World) -> PeerFailed | None:
+    """The error another process left in the store before it exited (`tell_main`), if any."""
+    if _store is None:
+        return None
+    for rank in range(world.size):
+        key = _ERROR_KEY.format(rank=rank)
+        try:
+            if rank == world.rank or not _store.check([key]):
+                continue
+            record = json.loads(_store.get(key))
+        except Exception:  # the store's host is gone: nothing to read
+            return None
+        return PeerFailed(
+            f"rank {rank} of {world.size}: {record['what']}",
+            record.get("where"),
+            record.get("hint"),
+            code=int(record.get("code", EXIT_USAGE)),
+        )
+    return None
 
 
 class PeerLost(RunFailed):
@@ -53,7 +97,7 @@ class PeerLost(RunFailed):
     own = False
 
 
-def peer_lost(exc: BaseException, world: World) -> PeerLost | None:
+def peer_lost(exc: BaseException, world: World) -> PeerLost | PeerFailed | None:
     """`exc` as one line when it is the process group's failure (a peer's socket closed, a
     collective timed out) rather than a bug; None otherwise.
 
@@ -66,6 +110,9 @@ def peer_lost(exc: BaseException, world: World) -> PeerLost | None:
     text = str(exc)
     if not (isinstance(exc, dist.DistError) or "gloo" in text or "NCCL" in text):
         return None
+    told = _peer_error(world)  # the peer said why before it went: that is the line
+    if told is not None:
+        return told
     detail = text.split("] ", 1)[-1].split(". This is typically")[0].strip().splitlines()
     return PeerLost(
         f"lost contact with the other processes ({detail[0] if detail else type(exc).__name__})",
@@ -80,6 +127,8 @@ def joined() -> bool:
 
 
 def shutdown() -> None:
+    global _store
+    _store = None
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -125,13 +174,11 @@ def sync_batchnorm_by_hand(module: torch.nn.Module) -> int:
 def _synced_forward(bn: torch.nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
     if not bn.training or not dist.is_initialized() or dist.get_world_size() == 1:
         return type(bn).forward(bn, x)
-    from torch.distributed.nn.functional import all_reduce
-
     channels = x.shape[1]
     dims = [0, *range(2, x.dim())]
     xf = x.float()
     count = torch.full((1,), x.numel() / channels, device=x.device, dtype=torch.float32)
-    stats = all_reduce(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
+    stats = _SumOverProcesses.apply(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
     n = stats[-1]
     mean = stats[:channels] / n
     var = (stats[channels : 2 * channels] / n - mean * mean).clamp_min(0)
@@ -152,3 +199,22 @@ def _synced_forward(bn: torch.nn.modules.batchnorm._BatchNorm, x: torch.Tensor) 
     if hasattr(bn, "drop") and hasattr(bn, "act"):
         y = bn.act(bn.drop(y))
     return y
+
+
+class _SumOverProcesses(torch.autograd.Function):
+    """The sum of a tensor over all processes, with the gradient summed likewise (each
+    process's statistics feed every process's loss). torch's own,
+    `torch.distributed.nn.functional.all_reduce`, warned as deprecated once per process on
+    every run of several CPU processes."""
+
+    @staticmethod
+    def forward(ctx: object, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.contiguous().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out

@@ -66,6 +66,10 @@ def run(
             # said before the data is scanned and the teacher loaded
             rundir.check(recipe.to_yaml(), resume=resume, overwrite=overwrite)
             return _lead(build(recipe), rundir, resume, overwrite, reporter)
+    except DistillError as exc:
+        if not exc.own_failure:  # said by rank 0 alone, which may not meet it: left for it
+            distributed.tell_main(exc, world)
+        raise
     except RuntimeError as exc:  # a collective failed: a peer is gone (or a bug: re-raised)
         lost = distributed.peer_lost(exc, world)
         if lost is None:
