@@ -103,10 +103,12 @@ def merge(earlier: list[ArchResult], fresh: list[ArchResult]) -> list[ArchResult
 
 def add_output_options(parser: argparse.ArgumentParser) -> None:
     """The sweeps' `--timeout` and `--out` (whose default `results_folder` decides)."""
+    from benchargs import place  # arch_sweep.py put benchmarks/ on the path
+
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per command (300)")
     parser.add_argument(
         "--out",
-        type=Path,
+        type=place,
         default=None,
         help="folder for the JSON + md (default: benchmarks/results for the whole default sweep "
         "or --update, else runs/arch_sweep)",

@@ -97,6 +97,15 @@ class Several(argparse.Action):
         setattr(namespace, self.dest, items)
 
 
+def place(text: str) -> Path:
+    """An argparse type for every path option: the path made absolute against the folder the
+    script was started in. The scripts run `distill` (and their own parts) in child processes
+    whose working folder is the checkout, where the recipes' relative paths hold; a relative
+    `--out runs/x` given from another folder used to be read there by the child and here by
+    the script (the runs written into the checkout, then a traceback or wrong figures)."""
+    return Path(text).expanduser().absolute()
+
+
 def positive_float(text: str) -> float:
     """An argparse type: a number > 0."""
     value = float(text)
@@ -217,8 +226,8 @@ def redraw(
     `figure` where FIGURE.png is named (its folder made, or refused, before anything is shown)."""
     p = parser(doc)
     name = Path(script).name
-    p.add_argument("results", type=Path, metavar="RESULTS.json", help=f"what {name} wrote")
-    p.add_argument("figure", type=Path, nargs="?", metavar="FIGURE.png", help="write the figure")
+    p.add_argument("results", type=place, metavar="RESULTS.json", help=f"what {name} wrote")
+    p.add_argument("figure", type=place, nargs="?", metavar="FIGURE.png", help="write the figure")
     a = p.parse_args()
     data = read_results(a.results, script, row_keys, keys)
     path = output_file(a.figure, "FIGURE.png") if a.figure is not None else None

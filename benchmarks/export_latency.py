@@ -35,6 +35,7 @@ from benchargs import (
     one_line_errors,
     output_file,
     output_folder,
+    place,
 )
 from benchargs import parser as parser_of
 
@@ -178,11 +179,11 @@ def main() -> None:
         "--threads", type=at_least(1), default=2, help="ONNX Runtime and PyTorch threads (2)"
     )
     parser.add_argument(
-        "--runs-dir", type=Path, default=ROOT / "runs", help="the trained runs' folder (runs)"
+        "--runs-dir", type=place, default=ROOT / "runs", help="the trained runs' folder (runs)"
     )
     parser.add_argument(
         "--out-dir",
-        type=Path,
+        type=place,
         default=ROOT / "runs" / "export-bench",
         help="the exports' folder (runs/export-bench)",
     )
@@ -203,7 +204,7 @@ def main() -> None:
     parser.add_argument(
         "--size", type=at_least(1), default=None, help="input side of that table (224)"
     )
-    parser.add_argument("--json", type=Path, help="also write every report here (default: none)")
+    parser.add_argument("--json", type=place, help="also write every report here (default: none)")
     parser.add_argument("extra", nargs="*", help="more `distill export` flags, after --")
     add_overwrite(parser)
     args = parser.parse_args()

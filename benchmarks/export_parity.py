@@ -34,7 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from benchargs import Several, add_overwrite, at_least, fail, output_file, parser  # noqa: E402
+from benchargs import (  # noqa: E402
+    Several,
+    add_overwrite,
+    at_least,
+    fail,
+    output_file,
+    parser,
+    place,
+)
 
 RTOLS = (0.0, 1e-5, 1e-4, 1e-3)
 
@@ -100,7 +108,7 @@ def main() -> None:
         help="every model's exporter (default: the sweep's per model, torchscript outside it)",
     )
     p.add_argument(
-        "--json", type=Path, help="write the rows, command and versions here (default: none)"
+        "--json", type=place, help="write the rows, command and versions here (default: none)"
     )
     p.add_argument("--threads", type=at_least(1), default=2, help="PyTorch threads (2)")
     add_overwrite(p)

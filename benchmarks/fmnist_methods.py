@@ -32,7 +32,15 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import add_overwrite, at_least, one_line_errors, output_file, output_folder, parser
+from benchargs import (
+    add_overwrite,
+    at_least,
+    one_line_errors,
+    output_file,
+    output_folder,
+    parser,
+    place,
+)
 from tuning import (
     LAUNCHED,
     Variant,
@@ -108,8 +116,8 @@ def main() -> None:
     )
     p.add_argument("--student", default=None, metavar="NAME", help="timm model (test_resnet)")
     p.add_argument("--teacher", default=None, metavar="NAME", help="timm model (resnet10t)")
-    p.add_argument("--out", type=Path, default=None, help="the method runs' folder (runs)")
-    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--out", type=place, default=None, help="the method runs' folder (runs)")
+    p.add_argument("--json", type=place, default=None, help="also write the results here")
     add_overwrite(p)
     args = p.parse_args()
     if args.json:

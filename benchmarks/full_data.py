@@ -54,6 +54,7 @@ from benchargs import (
     fail,
     output_folder,
     parser,
+    place,
     positive_float,
 )
 from full_data_report import figure, markdown
@@ -293,19 +294,19 @@ def main() -> None:
     )
     p.add_argument(
         "--out",
-        type=Path,
+        type=place,
         help="run folders (default runs/full_data; --quick: runs/full_data_quick)",
     )
     p.add_argument(
         "--json",
-        type=Path,
+        type=place,
         help="results (default benchmarks/results/full_data_<scale>.json, a variant's "
         "full_data_<scale>_<tag>.json; --quick: in OUT); an existing file of the same run is "
         "continued, one of another run refused",
     )
     p.add_argument(
         "--figure",
-        type=Path,
+        type=place,
         help="default docs/img/full_data_<scale>.png, a variant's beside JSON",
     )
     p.add_argument("--budget-min", type=positive_float, help="stop runs after this many minutes")

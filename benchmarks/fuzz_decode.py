@@ -24,7 +24,6 @@ Exit 0 when every file was `ok` or `bad`, 1 otherwise (the failing files are lis
 
 from __future__ import annotations
 
-import argparse
 import io
 import random
 import subprocess
@@ -39,6 +38,8 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchargs import at_least, output_folder, parser, place  # noqa: E402
 
 #: The child: decodes each file named on stdin as a loader worker does, printing `<i> ok|bad`
 #: after `<i> start` (so a crash points at the file), `<i> raised <what>` for an exception.
@@ -238,13 +239,16 @@ def decode_all(files: list[Path]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--count", type=int, default=400, help="damaged files (400)")
+    p = parser(__doc__)
+    p.add_argument("--count", type=at_least(1), default=400, help="damaged files (400)")
     p.add_argument("--seed", type=int, default=0, help="the damage drawn (0)")
-    p.add_argument("--keep", type=Path, default=None, help="write the files here and keep them")
+    p.add_argument("--keep", type=place, default=None, help="write the files here and keep them")
     args = p.parse_args(argv)
-    folder = args.keep or Path(tempfile.mkdtemp(prefix="fuzz-decode-"))
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = (
+        output_folder(args.keep, "--keep")
+        if args.keep
+        else Path(tempfile.mkdtemp(prefix="fuzz-decode-"))
+    )
     files = []
     for name, data in damaged(args.count, args.seed):
         (folder / name).write_bytes(data)

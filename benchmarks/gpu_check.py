@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import Raw, fail, output_folder
+from benchargs import Raw, fail, output_folder, place
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "benchmarks"
@@ -65,7 +65,7 @@ DEFAULT_FMNIST = [ROOT / ".gpu" / "fmnist", Path("/usr/share/datasets/fashion-mn
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=Raw)
-    p.add_argument("out", type=Path, help="folder for the results file and the parts' logs")
+    p.add_argument("out", type=place, help="folder for the results file and the parts' logs")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny models: the same code in ~1 min")
     p.add_argument(
         "--parts",
@@ -73,11 +73,11 @@ def main() -> None:
         help="the parts to run, in this order, e.g. 2,3 (default: %(default)s)",
     )
     p.add_argument(
-        "--work", type=Path, default=None, help="scratch folder (default: OUT-work beside OUT)"
+        "--work", type=place, default=None, help="scratch folder (default: OUT-work beside OUT)"
     )
     p.add_argument(
         "--bare",
-        type=Path,
+        type=place,
         default=None,
         help="bare_kd_step.py, part 2's reference (default: the first of "
         + ", ".join(str(x.relative_to(ROOT.parent)) for x in DEFAULT_BARE)
@@ -85,7 +85,7 @@ def main() -> None:
     )
     p.add_argument(
         "--fmnist",
-        type=Path,
+        type=place,
         default=None,
         help="Fashion-MNIST IDX folder (default: the first of "
         + ", ".join(str(x) for x in DEFAULT_FMNIST)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchargs import add_overwrite, at_least, output_file, output_folder, parser
+from benchargs import add_overwrite, at_least, output_file, output_folder, parser, place
 from export_latency import distill  # the same `distill` subprocess helper (this folder)
 from tuning import environment
 
@@ -158,7 +158,7 @@ def main() -> None:
     ap = parser(__doc__)
     ap.add_argument(
         "--runs",
-        type=Path,
+        type=place,
         default=ROOT / "runs" / "bench-int8",
         help="the trained runs and the exports (runs/bench-int8)",
     )
@@ -171,7 +171,7 @@ def main() -> None:
     ap.add_argument(
         "--retrain", action="store_true", help="train again even where a matching run exists"
     )
-    ap.add_argument("--json", type=Path, help="write the raw results here (default: none)")
+    ap.add_argument("--json", type=place, help="write the raw results here (default: none)")
     add_overwrite(ap)
     args = ap.parse_args()
     if args.json:

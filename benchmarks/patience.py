@@ -64,6 +64,7 @@ from benchargs import (
     output_file,
     output_folder,
     parser,
+    place,
     replaceable,
 )
 from patience_report import FM_LABEL, KEYS, ROW_KEYS, figure, markdown, tuning_markdown
@@ -233,7 +234,7 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument(
         "--out",
-        type=Path,
+        type=place,
         default=None,
         help="run folders (default runs/patience, --quick: runs/patience-quick)",
     )
@@ -259,13 +260,13 @@ def main() -> None:
     add_model_options(p, "distillation run")
     p.add_argument(
         "--json",
-        type=Path,
+        type=place,
         default=None,
         help="results (default OUT/patience.json, a variant's OUT/patience_<tag>.json); one of "
         "another run's settings is refused without --overwrite",
     )
-    p.add_argument("--md", type=Path, default=None, help="also write the markdown table here")
-    p.add_argument("--figure", type=Path, default=None, help="the figure (default: beside JSON)")
+    p.add_argument("--md", type=place, default=None, help="also write the markdown table here")
+    p.add_argument("--figure", type=place, default=None, help="the figure (default: beside JSON)")
     p.add_argument(
         "--quick",
         action="store_true",

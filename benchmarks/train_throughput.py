@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchargs import at_least, fail, one_line_errors, parser
+from benchargs import at_least, fail, one_line_errors, parser, place
 
 if TYPE_CHECKING:
     from distill_cli.bench.train_result import TrainBench
@@ -73,7 +73,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda", choices=["cuda", "cpu"], help="(cuda)")
     p.add_argument(
         "--bare",
-        type=Path,
+        type=place,
         default=None,
         help="path to bare_kd_step.py (default: ../shared/bench/, else the built-in bare step)",
     )

@@ -1,0 +1,88 @@
+"""Benchmark reruns from another folder and with other settings (the rerun battery of issue 15).
+
+The scripts run `distill` and their own parts in child processes whose working folder is the
+checkout, so a path option given relative to the folder the user started in must reach them
+absolute; every path option goes through `benchargs.place`.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import benchargs  # noqa: E402
+import fuzz_decode  # noqa: E402
+
+
+def _path_options(script: Path) -> list[str]:
+    """The options of `script` whose argparse type is the bare `Path` (kept relative)."""
+    found = []
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+            for kw in node.keywords:
+                if kw.arg == "type" and isinstance(kw.value, ast.Name) and kw.value.id == "Path":
+                    found.append(ast.literal_eval(node.args[0]) if node.args else "?")
+    return found
+
+
+def test_no_benchmark_option_keeps_a_path_relative() -> None:
+    scripts = sorted(BENCH.glob("*.py"))
+    assert len(scripts) > 15
+    relative = {s.name: opts for s in scripts if (opts := _path_options(s))}
+    assert relative == {}, f"path options read as given, not via benchargs.place: {relative}"
+
+
+def test_a_path_option_is_made_absolute_against_the_start_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert benchargs.place("runs dir/x") == tmp_path / "runs dir" / "x"
+    assert benchargs.place(str(tmp_path / "y")) == tmp_path / "y"
+
+
+def test_fuzz_decode_from_another_folder_decodes_the_files_it_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--keep` relative to another folder: the child (working in the checkout) used to look
+    for the files there, find none and count every one `bad`, exit 0."""
+    handed: list[Path] = []
+
+    def decode_all(files: list[Path]) -> list[str]:  # the child's side: what it is given
+        handed.extend(files)
+        return ["ok" if f.is_absolute() and f.is_file() else "bad" for f in files]
+
+    monkeypatch.setattr(fuzz_decode, "decode_all", decode_all)
+    monkeypatch.chdir(tmp_path)
+    assert fuzz_decode.main(["--count", "3", "--keep", "kept here"]) == 0
+    assert "ok 3" in capsys.readouterr().out
+    assert handed and all(f.parent == tmp_path / "kept here" for f in handed)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [(["--count", "0"], "--count"), (["--count", "-3"], "--count")],
+)
+def test_fuzz_decode_refuses_no_files(
+    argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        fuzz_decode.main(argv)
+    assert stop.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_fuzz_decode_keep_that_is_a_file_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "f").write_text("")
+    with pytest.raises(SystemExit) as stop:
+        fuzz_decode.main(["--count", "1", "--keep", str(tmp_path / "f")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
+    assert "--keep" in err[0]
