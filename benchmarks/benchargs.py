@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -33,6 +34,14 @@ def fail(what: str, where: str, hint: str = "", code: int = 2) -> NoReturn:
     """Print the project's one-line error and exit (2: bad input)."""
     print(f"error: {what} ({where})" + (f" - {hint}" if hint else ""), file=sys.stderr)
     sys.exit(code)
+
+
+def command(script: str | None = None) -> str:
+    """The command that is running, as a results file records it: quoted as a shell reads it,
+    so it can be pasted back (a `--json "my runs/x.json"` used to be recorded unquoted, which
+    runs another command); `script` names the script as the docs do (default: as typed)."""
+    argv = sys.argv[1:] if script else sys.argv
+    return shlex.join(["python", *([script] if script else []), *argv])
 
 
 def one_line_errors(step: Callable[[], T]) -> T:

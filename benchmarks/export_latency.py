@@ -31,6 +31,7 @@ from benchargs import (
     Several,
     add_overwrite,
     at_least,
+    command,
     fail,
     one_line_errors,
     output_file,
@@ -244,7 +245,7 @@ def main() -> None:
         from tuning import environment
 
         raw = {  # the table rows beside the whole reports they were read from
-            "command": " ".join(["python", *sys.argv]),
+            "command": command(),
             "environment": environment(),
             "threads": args.threads,
             "load_average": {"before": load, "after": os.getloadavg()[0]},

@@ -38,6 +38,7 @@ from benchargs import (  # noqa: E402
     Several,
     add_overwrite,
     at_least,
+    command,
     fail,
     output_file,
     parser,
@@ -125,7 +126,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows: list[dict] = []
     record = {
-        "command": "python benchmarks/export_parity.py " + " ".join(sys.argv[1:]),
+        "command": command("benchmarks/export_parity.py"),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "size": args.size or SIZE,
         "threads": args.threads,

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchargs import (
     add_overwrite,
     at_least,
+    command,
     one_line_errors,
     output_file,
     output_folder,
@@ -174,7 +175,7 @@ def main() -> None:
     results: list[dict] = []
     load_before, started_all = os.getloadavg()[0], time.perf_counter()
     raw = {  # the rows with what made them: command, models, versions, machine, load
-        "command": " ".join(["python", *sys.argv]),
+        "command": command(),
         "epochs": args.epochs,
         "overrides": args.overrides,
         "teacher_overrides": teacher_sets,

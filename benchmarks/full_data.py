@@ -51,6 +51,7 @@ from benchargs import (
     Several,
     add_overwrite,
     at_least,
+    command,
     fail,
     output_folder,
     parser,
@@ -336,7 +337,7 @@ def main() -> None:
         "teacher": scale.teacher_overrides(variant.teacher_sets),
         "students": scale.student_overrides(variant.sets),
     }
-    bench.data["commands"].append("python benchmarks/full_data.py " + " ".join(sys.argv[1:]))
+    bench.data["commands"].append(command("benchmarks/full_data.py"))
 
     teacher_name = tagged("full-data-teacher", variant.teacher_tag(SCALES[name].variant()))
     teacher_sets = scale.teacher_overrides(variant.teacher_sets)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchargs import add_overwrite, at_least, output_file, output_folder, parser, place
+from benchargs import add_overwrite, at_least, command, output_file, output_folder, parser, place
 from export_latency import distill  # the same `distill` subprocess helper (this folder)
 from tuning import environment
 
@@ -180,7 +180,7 @@ def main() -> None:
     t0 = time.perf_counter()
     runs = train_runs(args.runs, args.train, args.val, args.epochs, args.retrain)
     results: dict[str, Any] = {
-        "command": "python " + " ".join(sys.argv),
+        "command": command(),
         "machine": {"cpu": cpu_model(), "python": platform.python_version()},
         "environment": environment(),
         "settings": vars(args) | {"runs": str(args.runs), "json": str(args.json)},

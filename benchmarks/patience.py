@@ -60,6 +60,7 @@ from benchargs import (
     Several,
     add_overwrite,
     at_least,
+    command,
     fail,
     output_file,
     output_folder,
@@ -302,7 +303,7 @@ def main() -> None:
 
     grid = GRID[::2] if a.quick else GRID
     result = {
-        "command": "python benchmarks/patience.py " + " ".join(sys.argv[1:]),
+        "command": command("benchmarks/patience.py"),
         "complete": False,  # until every row has run: a cut run leaves the rows it finished
         "quick": a.quick,
         "subset": a.subset,

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from benchargs import one_line_errors  # noqa: F401  (re-exported: the benchmarks import it here)
+from benchargs import command, one_line_errors  # noqa: F401  (re-exported: the benchmarks import it here)
 
 ROOT = Path(__file__).resolve().parents[1]
 T = TypeVar("T")
@@ -372,15 +372,13 @@ VERSIONED = ("distill-cli", "torch", "torchvision", "timm", "onnx", "onnxruntime
 def environment() -> dict[str, Any]:
     """Where and with what a benchmark ran, for its results JSON: the device, the cores, the
     command and the versions of the packages that make its figures (a rerun describes itself)."""
-    import shlex
-
     import torch
 
     from distill_cli.host import cpu_count, installed_versions
 
     cuda = torch.cuda.is_available()
     return {
-        "command": shlex.join(["python", *sys.argv]),
+        "command": command(),
         "torch": torch.__version__,
         "versions": installed_versions(VERSIONED),
         "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",

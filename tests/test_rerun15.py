@@ -8,6 +8,7 @@ absolute; every path option goes through `benchargs.place`.
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +20,9 @@ sys.path.insert(0, str(BENCH))
 
 import benchargs  # noqa: E402
 import fuzz_decode  # noqa: E402
+
+#: A command line joined with spaces (unquoted): what benchargs.command replaced.
+JOINED = r'" "\.join\((sys\.argv|\["python", \*sys\.argv)'
 
 
 def _path_options(script: Path) -> list[str]:
@@ -86,3 +90,15 @@ def test_fuzz_decode_keep_that_is_a_file_is_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert stop.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), err
     assert "--keep" in err[0]
+
+
+def test_the_recorded_command_can_be_pasted_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+
+    argv = ["benchmarks/patience.py", "--json", "my runs/p.json", "--set", "optim.lr=1e-3"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert shlex.split(benchargs.command()) == ["python", *argv]
+    named = ["python", "benchmarks/x.py", *argv[1:]]
+    assert shlex.split(benchargs.command("benchmarks/x.py")) == named
+    unquoted = [s.name for s in BENCH.glob("*.py") if re.search(JOINED, s.read_text())]
+    assert unquoted == [], f"commands recorded without benchargs.command: {unquoted}"
