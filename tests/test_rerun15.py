@@ -11,6 +11,7 @@ import ast
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,3 +103,32 @@ def test_the_recorded_command_can_be_pasted_back(monkeypatch: pytest.MonkeyPatch
     assert shlex.split(benchargs.command("benchmarks/x.py")) == named
     unquoted = [s.name for s in BENCH.glob("*.py") if re.search(JOINED, s.read_text())]
     assert unquoted == [], f"commands recorded without benchargs.command: {unquoted}"
+
+
+def test_bench_train_times_the_bare_step_at_the_students_size_and_records_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-square student: the built-in bare step ran at height x height (a smaller step
+    than distill's, a ratio in the bare step's favour), and the JSON said no size at all."""
+    import torch
+
+    from distill_cli.bench.train import bench_train
+    from distill_cli.recipe.document import load_recipe
+    from tests.conftest import fm_body, write_recipe
+
+    body = fm_body(tmp_path / "runs", None)
+    body["student"]["input_size"] = [24, 40]
+    recipe = load_recipe(write_recipe(tmp_path, "wide", body))
+    shapes: list[tuple[int, ...]] = []
+    randn = torch.randn
+
+    def spy(*size: Any, **kw: Any) -> torch.Tensor:
+        shapes.append(tuple(size[0] if len(size) == 1 else size))
+        return randn(*size, **kw)
+
+    monkeypatch.setattr(torch, "randn", spy)
+    result = bench_train(recipe, steps=2, warmup=1, window=1, data_batches=2)
+    inputs = [s[-2:] for s in shapes if len(s) == 4]
+    assert (24, 40) in inputs and (24, 24) not in inputs, inputs
+    assert result.input_size == (24, 40)
+    assert result.to_dict()["input_size"] == (24, 40)

@@ -123,14 +123,15 @@ def bare_step(
     rec = setup.recipe
     assert setup.teacher is not None, "the bare step is a distillation step: it needs a teacher"
     batch = rec.schedule.batch_size // setup.world.size
-    res = setup.student.info.input_size[0]
+    height, width = setup.student.info.input_size
+    res = height  # the reference script takes one side
     mode = (
         "fp32" if setup.autocast is None else ("bf16_compile" if rec.runtime.compile else "bf16_cl")
     )
     if script is not None and script.is_file() and setup.device.type == "cuda":
         return _bare_script(setup, script, batch, res, mode, steps)
     teacher, student = setup.teacher.module.eval(), setup.student.module.train()
-    x = torch.randn(batch, setup.student.info.in_chans, res, res, device=setup.device)
+    x = torch.randn(batch, setup.student.info.in_chans, height, width, device=setup.device)
     if setup.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3, fused=setup.device.type == "cuda")
@@ -332,6 +333,13 @@ def bench_train(
     bare_runs: list[StepTiming] = []
     script_runs: list[StepTiming] = []
     script = bare_script if setup.device.type == "cuda" else None
+    height, width = setup.student.info.input_size
+    if script is not None and height != width:  # it would time a square step, named as this one
+        raise DistillError(
+            f"the bare-step script takes one side, the student's input_size is {height}x{width}",
+            str(bare_script),
+            "give a square input_size, or drop --bare (the built-in bare step runs any size)",
+        )
     timed = timing_recipe(recipe, setup)
     for _ in range(rounds):
         distill_runs.append(distill_step(timed, warmup, steps, window))
@@ -354,6 +362,7 @@ def bench_train(
         gpu=torch.cuda.get_device_name(setup.device) if setup.device.type == "cuda" else None,
         bare=StepRounds.of(bare_runs) if bare_runs else None,
         bare_script=StepRounds.of(script_runs) if script_runs else None,
+        input_size=(setup.student.info.input_size[0], setup.student.info.input_size[1]),
     )
     # kept for `distill run --dry-run`'s cost projection on this device (train/cost.py)
     key = pair_key(setup.plan().models, setup.precision, setup.device_name)

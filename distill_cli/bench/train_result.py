@@ -106,6 +106,9 @@ class TrainBench:
     gpu: str | None = None
     bare: StepRounds | None = None
     bare_script: StepRounds | None = None
+    #: The student's (height, width), which both steps ran at: a rerun at another size (or
+    #: with another model whose default size differs) says so in its JSON.
+    input_size: tuple[int, int] | None = None
 
     @property
     def ratio(self) -> float | None:
