@@ -132,3 +132,19 @@ def test_bench_train_times_the_bare_step_at_the_students_size_and_records_it(
     assert (24, 40) in inputs and (24, 24) not in inputs, inputs
     assert result.input_size == (24, 40)
     assert result.to_dict()["input_size"] == (24, 40)
+
+
+@pytest.mark.parametrize(
+    "argv", [["--seeds", "0,1,1"], ["--seeds", "1", "--seeds", "1"], ["--seeds", "2", "02"]]
+)
+def test_a_list_option_refuses_a_value_given_twice(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`full_data.py --seeds 1,1` made two rows of one run name, run side by side into one
+    folder; every list option (benchargs.Several) refuses the repeat as a usage error."""
+    p = benchargs.parser(None)
+    p.add_argument("--seeds", action=benchargs.Several, item=benchargs.at_least(0))
+    assert p.parse_args(["--seeds", "0,1", "--seeds", "2"]).seeds == [0, 1, 2]
+    with pytest.raises(SystemExit) as stop:
+        p.parse_args(argv)
+    assert stop.value.code == 2 and "given twice" in capsys.readouterr().err
