@@ -144,7 +144,9 @@ def main() -> None:
     def overrides_of(recipe: str) -> list[str]:
         """One row's overrides: its models, the user's, the output folder, the length."""
         items = [*sets[recipe], *args.overrides]
-        items += [f"output.dir={runs}"] if args.out else []
+        # always: the recipes' `runs` is read against the current folder, and the teacher
+        # (trained in the checkout) went to ROOT/runs while these went to ./runs elsewhere
+        items.append(f"output.dir={runs}")
         if "stage_by_stage" not in recipe:  # its length is fixed by its phases
             items.append(f"schedule.epochs={args.epochs}")
         if "eskd" in recipe:

@@ -148,3 +148,28 @@ def test_a_list_option_refuses_a_value_given_twice(
     with pytest.raises(SystemExit) as stop:
         p.parse_args(argv)
     assert stop.value.code == 2 and "given twice" in capsys.readouterr().err
+
+
+def test_fmnist_methods_from_another_folder_runs_beside_its_teacher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without --out the teacher went to the checkout's runs/ and the method runs to ./runs of
+    whatever folder the script was started in (the recipes' relative `output.dir`)."""
+    import fmnist_methods
+
+    taught: list[Path] = []
+    monkeypatch.setattr(fmnist_methods, "teacher_run", lambda out, *_: taught.append(out) or out)
+    monkeypatch.setattr(fmnist_methods, "check_runs", lambda *_: None)
+    ran: list[list[str]] = []
+
+    def run(recipe: Path, overrides: list[str], overwrite: bool) -> None:
+        ran.append(overrides)
+        raise KeyboardInterrupt  # one row is enough: where it would write
+
+    monkeypatch.setattr(fmnist_methods.api, "run", run)
+    monkeypatch.setattr(sys, "argv", ["fmnist_methods.py", "--epochs", "2"])
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        fmnist_methods.main()
+    assert taught == [ROOT / "runs"]
+    assert f"output.dir={ROOT / 'runs'}" in ran[0]
