@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -47,7 +48,7 @@ DEFAULT_ARCHS = ["resnet18", "mobilenetv3_small_100"]
 
 def distill(*args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "distill_cli", *args]
-    print("$ distill " + " ".join(args), file=sys.stderr, flush=True)
+    print("$ distill " + shlex.join(args), file=sys.stderr, flush=True)
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         err = result.stderr.strip()

@@ -25,7 +25,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchargs import add_overwrite, at_least, command, output_file, output_folder, parser, place
+from benchargs import (
+    add_overwrite,
+    at_least,
+    command,
+    fail,
+    output_file,
+    output_folder,
+    parser,
+    place,
+)
 from export_latency import distill  # the same `distill` subprocess helper (this folder)
 from tuning import environment
 
@@ -86,6 +95,16 @@ def train_runs(runs: Path, train: int, val: int, epochs: int, retrain: bool) -> 
             [f"name=int8-{MOBILE}", f"model.model={MOBILE}", *out],
         ),
     ]
+    from distill_cli.recipe.document import load_recipe
+
+    for _, recipe, _, items in jobs:  # before any training: distill's own refusal names a --set
+        batch = load_recipe(recipe, items).schedule.batch_size  # that this script does not have
+        if batch > train:
+            fail(
+                f"--train {train} is fewer images than one batch ({batch}) of {recipe.name}",
+                "--train",
+                f"give --train {batch} or more",
+            )
     teacher_trained = False  # then the student distilled from it is trained again too
     for verb, recipe, run, items in jobs:
         if retrain or (teacher_trained and verb == "run") or not same_run(run, recipe, items):
@@ -93,8 +112,6 @@ def train_runs(runs: Path, train: int, val: int, epochs: int, retrain: bool) -> 
             distill(
                 verb, str(recipe), "--overwrite", "-q", *(x for i in items for x in ("--set", i))
             )
-    from distill_cli.recipe.document import load_recipe
-
     # the table's labels name the models that ran: the quickstart recipe's student, MOBILE
     quickstart = load_recipe(QUICKSTART / "distill.yaml").student.model
     return {f"{quickstart} (quickstart student)": student, MOBILE: mobile}

@@ -173,3 +173,20 @@ def test_fmnist_methods_from_another_folder_runs_beside_its_teacher(
         fmnist_methods.main()
     assert taught == [ROOT / "runs"]
     assert f"output.dir={ROOT / 'runs'}" in ran[0]
+
+
+def test_int8_options_refuses_a_train_subset_smaller_than_a_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--train 64` reached distill, whose refusal said `set schedule.batch_size=64`: an option
+    this script does not have. Now one line naming --train, before anything trains."""
+    import int8_options
+
+    started: list[tuple[str, ...]] = []
+    monkeypatch.setattr(int8_options, "distill", lambda *a: started.append(a))
+    with pytest.raises(SystemExit) as stop:
+        int8_options.train_runs(tmp_path, 64, 32, 1, False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and started == [] and len(err) == 1, err
+    assert err[0].startswith("error: --train 64 is fewer images than one batch (256)")
+    assert "--train 256 or more" in err[0]
