@@ -53,7 +53,7 @@ def main() -> None:
     p.add_argument("--student", default="resnet18", metavar="NAME", help="timm model (resnet18)")
     p.add_argument("--batch", type=at_least(1), default=256, help="images per step (256)")
     p.add_argument("--res", type=at_least(1), default=224, help="input side, px (224)")
-    p.add_argument("--classes", type=at_least(1), default=1000, help="teacher's classes (1000)")
+    p.add_argument("--classes", type=at_least(2), default=1000, help="teacher's classes (1000)")
     p.add_argument(
         "--mode",
         choices=["fp32", "bf16_cl", "bf16_compile"],

@@ -190,3 +190,14 @@ def test_int8_options_refuses_a_train_subset_smaller_than_a_batch(
     assert stop.value.code == 2 and started == [] and len(err) == 1, err
     assert err[0].startswith("error: --train 64 is fewer images than one batch (256)")
     assert "--train 256 or more" in err[0]
+
+
+def test_a_batch_of_one_image_for_a_batch_norm_student_is_one_line(
+    fm: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`distill run --set schedule.batch_size=1` (and train_throughput.py --batch 1) with a
+    batch-norm student ended in torch's traceback from inside the first step."""
+    from tests.conftest import refused
+
+    line = refused(["run", str(fm), "--set", "schedule.batch_size=1"], "batch size 1", capfd)
+    assert "schedule.batch_size" in line and "2 or more" in line

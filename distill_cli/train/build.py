@@ -111,6 +111,12 @@ def build(recipe: Recipe, plan_only: bool = False) -> Setup:
     frames = multi_frame_files(data, recipe.data.resolved_root) if read_here else MultiFrame()
     torch.manual_seed(rt.seed)
     student, teacher = _nets(recipe, cls, len(data.classes))
+    if recipe.schedule.batch_size == 1 and has_batchnorm(student.module):  # was a traceback
+        raise DistillError(  # from inside the first step, once a feature map is down to 1x1
+            "batch size 1: the student's batch norm cannot train on one image at a time",
+            "schedule.batch_size",
+            "set schedule.batch_size=2 or more",
+        )
     _channels_fit(data.train.channels, student, teacher)
     sync_bn = _place(student, teacher, rt, device, world, channels_last)
 
