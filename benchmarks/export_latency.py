@@ -40,6 +40,7 @@ from benchargs import (
     place,
 )
 from benchargs import parser as parser_of
+from tuning import distill_env
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "benchmarks" / "export_fmnist.yaml"
@@ -49,7 +50,7 @@ DEFAULT_ARCHS = ["resnet18", "mobilenetv3_small_100"]
 def distill(*args: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "distill_cli", *args]
     print("$ distill " + shlex.join(args), file=sys.stderr, flush=True)
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=distill_env())
     if result.returncode != 0:
         err = result.stderr.strip()
         errors = [line for line in err.splitlines() if line.startswith("error:")]

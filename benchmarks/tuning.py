@@ -267,15 +267,27 @@ def _sets(items: Sequence[str]) -> list[str]:
     return [x for item in items for x in ("--set", item)]
 
 
+def distill_env(threads: int | None = None) -> dict[str, str]:
+    """The environment of a `distill` child process: this checkout first on its import path,
+    `threads` OpenMP threads. The child runs in the folder the script was started in, where the
+    checks before it (`check_runs`, in this process) read a relative `--set data.root=...` or
+    checkpoint; it used to run in the checkout, which read them elsewhere (every run failed)."""
+    path = [str(ROOT), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return env
+
+
 def launch(args: Sequence[str], log: Path, threads: int, deadline: float | None = None) -> int:
     """One `distill` command in its own process with `threads` threads, output to `log`.
 
     Returns its exit code; at `deadline` (time.monotonic) it is sent SIGTERM (a run saves its
     position and stops, `--resume` continues it) and -1 is returned."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    env = distill_env(threads)
     cmd = [sys.executable, "-m", "distill_cli", *args, *_sets([f"runtime.threads={threads}"])]
     with log.open("w") as fh:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
         try:
             timeout = None if deadline is None else max(1.0, deadline - time.monotonic())
             return proc.wait(timeout=timeout)

@@ -201,3 +201,16 @@ def test_a_batch_of_one_image_for_a_batch_norm_student_is_one_line(
 
     line = refused(["run", str(fm), "--set", "schedule.batch_size=1"], "batch size 1", capfd)
     assert "schedule.batch_size" in line and "2 or more" in line
+
+
+def test_a_distill_child_reads_relative_paths_where_the_script_was_started(
+    fm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The benchmarks' `distill` children ran in the checkout: a relative `--set data.root=...`
+    (or recipe, checkpoint) that the checks before them read in the user's folder was read
+    there, so the checks passed and every run failed."""
+    import tuning
+
+    monkeypatch.chdir(tmp_path)
+    log = tmp_path / "plan.log"
+    assert tuning.launch(["run", fm.name, "--dry-run"], log, 1) == 0, log.read_text()
