@@ -20,7 +20,6 @@ if TYPE_CHECKING:
 
 
 @leaves_process_as_found
-@args.plain_arguments
 def export(
     source: str | Path | ExportOptions,
     *,
@@ -62,7 +61,6 @@ def export(
 
 
 @leaves_process_as_found
-@args.plain_arguments
 def bench_latency(
     target: str | Path,
     timing: TimingPlan | None = None,
@@ -92,7 +90,7 @@ def bench_latency(
     from distill_cli.host import check_classes
 
     size = args.input_size(input_size)
-    check_range(num_classes, "--num-classes", 1, whole=True)
+    check_range(num_classes, "--num-classes", 1)
     check_classes(num_classes, "--num-classes")
     args.text(checkpoint_key, "checkpoint_key", optional=True)
     if timing is not None and timing_keys:
@@ -116,7 +114,6 @@ MAX_BENCH_STEPS = 10_000
 
 
 @leaves_process_as_found
-@args.plain_arguments
 def bench_train(
     recipe: Recipe | str | Path,
     overrides: Overrides | None = None,
