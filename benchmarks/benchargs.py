@@ -75,7 +75,9 @@ class Several(argparse.Action):
     The scripts grew three habits (arch_sweep's commas, full_data's spaces, export_latency's
     repeats), and a rerun written with another script's habit was refused, or read `a,b` as one
     timm name. Every list option takes all three; `item` checks and converts each value
-    (`at_least(1)`), as `type` does for one, and a bad one is argparse's usage error."""
+    (`at_least(1)`), as `type` does for one, and a bad one is argparse's usage error. A value
+    given twice is one too: `--seeds 1,1` ran two runs of one name into one folder at once, and
+    `--models a,a` measured a model twice into one table."""
 
     def __init__(
         self, option_strings: Sequence[str], dest: str, item: Callable[[str], Any] = str, **kw: Any
@@ -98,9 +100,12 @@ class Several(argparse.Action):
                 if not part:
                     continue
                 try:
-                    items.append(self.item(part))
+                    item = self.item(part)
                 except (ValueError, argparse.ArgumentTypeError) as exc:
                     parser.error(f"argument {option_string}: invalid value {part!r}: {exc}")
+                if item in items:  # the same run twice: one folder written by two processes
+                    parser.error(f"argument {option_string}: {part!r} is given twice")
+                items.append(item)
         if not items:
             parser.error(f"argument {option_string}: expected at least one value")
         setattr(namespace, self.dest, items)
