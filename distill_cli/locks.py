@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from distill_cli.errors import DistillError
-from distill_cli.host import fs_failed
+from distill_cli.files import fs_failed
 
 
 def lock_exclusive(

@@ -473,7 +473,7 @@ def test_a_run_folder_deleted_while_it_is_written_says_its_folder_is_gone() -> N
     directory (...) - check the path, free space and permissions": space was not the cause."""
     import errno
 
-    from distill_cli.host import fs_failed
+    from distill_cli.files import fs_failed
 
     exc = FileNotFoundError(errno.ENOENT, "No such file or directory")
     failed = fs_failed(exc, "/runs/x/metrics.jsonl", "append to the metrics")

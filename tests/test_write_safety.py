@@ -293,7 +293,7 @@ def test_private_cwd_goes_back_and_leaves_nothing(
 ) -> None:
     """The guard itself: inside, an empty private folder; `callers` is the caller's folder for
     a moment; after (also after an error), the caller's folder again and the private one gone."""
-    from distill_cli.host import private_cwd
+    from distill_cli.files import private_cwd
 
     monkeypatch.chdir(tmp_path)
     with pytest.raises(RuntimeError, match="third party"), private_cwd() as cwd:

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from distill_cli.host import atomic_write, installed_versions, thread_budget
+from distill_cli.files import atomic_write
+from distill_cli.host import installed_versions, thread_budget
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"

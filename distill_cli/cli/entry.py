@@ -54,7 +54,7 @@ def entry(argv: list[str] | None = None) -> None:
             sys.exit(EXIT_BROKEN_PIPE)
         raise
     except OSError as exc:  # the file system said no (permissions, a full disk, a FIFO...)
-        from distill_cli.host import fs_failed
+        from distill_cli.files import fs_failed
 
         if exc.filename is None and _stdout_fails(exc):  # `> /dev/full`, a full disk under `> log`
             failed = fs_failed(exc, "standard output", "write the command's output")

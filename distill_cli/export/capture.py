@@ -6,7 +6,7 @@ pure JSON stdout and the terminal table should not be buried, so their output is
 descriptor level (Python-level redirection misses the C++ side) and kept for error messages.
 Some of them also drop files into the working directory (ONNX Runtime's symbolic shape
 inference: `sym_shape_infer_temp.onnx` and a `<uuid>.data`), so every such step runs through
-`third_party_step`, which adds `host.private_cwd` to the capture.
+`third_party_step`, which adds `files.private_cwd` to the capture.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 
-from distill_cli.host import private_cwd
+from distill_cli.files import private_cwd
 
 
 class Captured:
@@ -63,7 +63,7 @@ def captured_output() -> Iterator[Captured]:
 @contextlib.contextmanager
 def third_party_step() -> Iterator[Captured]:
     """A third-party export, simplify or quantize step: its output captured (`captured_output`)
-    and its working directory a private temp folder (`host.private_cwd`), so a file it names
+    and its working directory a private temp folder (`files.private_cwd`), so a file it names
     relative to the cwd never lands in the user's. Pass it absolute paths only."""
     with private_cwd(), captured_output() as out:
         yield out

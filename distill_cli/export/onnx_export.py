@@ -29,7 +29,7 @@ from distill_cli.errors import DistillError, RunFailed
 from distill_cli.export.capture import Captured, third_party_step
 from distill_cli.export.ranges import DEFAULT_OPSET
 from distill_cli.file_kinds import ONNX, kind_of
-from distill_cli.host import atomic_write, fs_failed, process_umask, refuse_link
+from distill_cli.files import atomic_write, fs_failed, process_umask, refuse_link
 
 Exporter = Literal["dynamo", "torchscript"]
 EXPORTERS: tuple[Exporter, ...] = ("dynamo", "torchscript")

@@ -22,7 +22,8 @@ from distill_cli.export.parity import DEFAULT_ATOL, DEFAULT_RTOL, MAX_ATOL, MAX_
 from distill_cli.export.ranges import DEFAULT_OPSET, check_opset, check_range
 from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS, Int8Spec
 from distill_cli.file_kinds import not_a_file
-from distill_cli.host import MAX_SEED, check_classes, refuse_odd_path
+from distill_cli.files import refuse_odd_path
+from distill_cli.host import MAX_SEED, check_classes
 from distill_cli.recipe.fields import rate_problem
 
 

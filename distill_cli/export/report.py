@@ -24,7 +24,8 @@ from typing import Any, Generic, TypeVar, overload
 from distill_cli import __version__
 from distill_cli.errors import DistillError
 from distill_cli.export.preprocess import Preprocess
-from distill_cli.host import absolute, atomic_write
+from distill_cli.files import atomic_write
+from distill_cli.host import absolute
 from distill_cli.models.view import ModelInfo
 
 SCHEMA = "distill.export/1"

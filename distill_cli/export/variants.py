@@ -37,7 +37,8 @@ from distill_cli.errors import DistillError, RunFailed
 from distill_cli.export.capture import captured_output, third_party_step
 from distill_cli.export.entropy import entropy_threshold, has_entropy_search
 from distill_cli.export.onnx_export import INPUT_NAME, check_onnx, save_model
-from distill_cli.host import PrivateCwd, absolute, atomic_write, private_cwd
+from distill_cli.files import PrivateCwd, atomic_write, private_cwd
+from distill_cli.host import absolute
 
 PRECISIONS = ("fp16",)
 QUANTIZATIONS = ("int8",)
@@ -249,7 +250,7 @@ def _prepare(step: Callable[..., None], source: Path, prepared: Path) -> dict[st
     for skip_symbolic in (False, True):
         try:
             # where its symbolic shape inference gives up, it saves sym_shape_infer_temp.onnx
-            # and a <uuid>.data into the cwd: here, the private one (host.private_cwd)
+            # and a <uuid>.data into the cwd: here, the private one (files.private_cwd)
             with third_party_step():
                 step(str(source), str(prepared), skip_symbolic_shape=skip_symbolic)
         except Exception as exc:

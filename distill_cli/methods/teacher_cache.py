@@ -19,7 +19,7 @@ from safetensors.torch import save as st_save
 
 from distill_cli.data.loader import BatchStream
 from distill_cli.errors import DistillError
-from distill_cli.host import atomic_write
+from distill_cli.files import atomic_write
 from distill_cli.models.create import Net
 from distill_cli.models.view import eval_pixels, normalize
 

@@ -28,7 +28,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from distill_cli.errors import DistillError, RunFailed
-from distill_cli.host import atomic_write
+from distill_cli.files import atomic_write
 from distill_cli.models import hub, timm_args
 from distill_cli.models.side_file import SideFile, parse_side_file
 

@@ -7,7 +7,7 @@ folder it is asked to make; nothing else decides it.
 
 from __future__ import annotations
 
-from distill_cli import host
+from distill_cli import files
 from distill_cli.errors import DistillError
 
 #: The longest folder name of the usual file systems (ext4, xfs, btrfs, APFS, NTFS: 255).
@@ -28,8 +28,8 @@ def check_run_name(name: str, where: str = "output.name") -> str:
             where,
             "use letters, digits, '.', '_' or '-' (no path separators, not '.' or '..')",
         )
-    if host.path_text_problem(name):  # a newline, a tab, or blanks alone: `ls` splits it
-        raise DistillError(f"run name {name!r} {host.path_text_problem(name)}", where, "rename it")
+    if files.path_text_problem(name):  # a newline, a tab, or blanks alone: `ls` splits it
+        raise DistillError(f"run name {name!r} {files.path_text_problem(name)}", where, "rename it")
     if name[0] in "-~":
         # `runs/-rf` is an option to `rm`, `ls`, `cp` given the folder's name (`rm -r *` in
         # runs/), and a folder named `~` is what `rm -r ~` deletes instead: the user's home

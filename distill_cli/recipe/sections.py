@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from distill_cli import host
+from distill_cli import files, host
 from distill_cli.errors import DistillError
 from distill_cli.recipe.fields import (
     MIN_MODEL_PX,
@@ -364,9 +364,9 @@ class OutputSpec(Strict):
     def _plain_name(self) -> OutputSpec:
         if self.name is not None:
             plain_name(self.name)
-        if host.path_text_problem(str(self.dir)):  # `dir: " "` made a folder named " "
+        if files.path_text_problem(str(self.dir)):  # `dir: " "` made a folder named " "
             raise ValueError(
-                f"dir: the path {str(self.dir)!r} {host.path_text_problem(str(self.dir))}"
+                f"dir: the path {str(self.dir)!r} {files.path_text_problem(str(self.dir))}"
             )
         return self
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError
-from distill_cli.host import atomic_write, refuse_link
+from distill_cli.files import atomic_write, refuse_link
 from distill_cli.models.checkpoint import read_sidecar
 from distill_cli.models.create import infer_num_classes, model_cost
 from distill_cli.recipe.document import recipe_text

@@ -19,7 +19,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from distill_cli.host import atomic_write
+from distill_cli.files import atomic_write
 from distill_cli.reports.history import RunHistory
 from distill_cli.rundir.class_eval import ClassEval
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError
-from distill_cli.host import atomic_write, fs_failed
+from distill_cli.files import atomic_write, fs_failed
 from distill_cli.locks import holder, lock_exclusive, lock_held
 from distill_cli.recipe.run_name import check_run_name
 from distill_cli.rundir.checks import (

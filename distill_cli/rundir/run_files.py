@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from distill_cli.errors import DistillError
-from distill_cli.host import atomic_write
+from distill_cli.files import atomic_write
 
 if TYPE_CHECKING:
     from distill_cli.data.fingerprint import DataFingerprint

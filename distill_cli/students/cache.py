@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from distill_cli.errors import DistillError
-from distill_cli.host import atomic_write, cache_dir
+from distill_cli.files import atomic_write
+from distill_cli.host import cache_dir
 from distill_cli.students.types import StudentQuery, Timing
 from distill_cli.typecheck import field_problem
 
@@ -79,7 +80,7 @@ def read(path: Path, key: dict[str, Any]) -> Any:
 
 
 def write(path: Path, key: dict[str, Any], value: Any) -> None:
-    """Atomically, never through a symlink (host.atomic_write); a cache folder that cannot be
+    """Atomically, never through a symlink (files.atomic_write); a cache folder that cannot be
     written (read-only, full, a link planted in it) only costs speed."""
     with contextlib.suppress(DistillError):
         atomic_write(path, json.dumps({"key": key, "value": value}, default=str))

@@ -23,7 +23,8 @@ import torch
 from timm.models import get_pretrained_cfg, is_model_pretrained, split_model_name_tag
 
 from distill_cli.errors import DistillError, did_you_mean
-from distill_cli.host import atomic_write, cache_dir
+from distill_cli.files import atomic_write
+from distill_cli.host import cache_dir
 from distill_cli.models.create import count_flops
 
 _WILDCARDS = "*?["

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from distill_cli.errors import DistillError, RunFailed
-from distill_cli.host import atomic_write, refuse_existing, refuse_odd_path
+from distill_cli.files import atomic_write, refuse_existing, refuse_odd_path
 from distill_cli.recipe.document import recipe_text
 from distill_cli.recipe.yaml_text import parse_yaml
 from distill_cli.students.types import StudentEntry, StudentSearch

@@ -199,7 +199,7 @@ def _check_cache_dir(folder: Path | None) -> None:
     if folder is None:
         return
     from distill_cli.file_kinds import not_a_file
-    from distill_cli.host import refuse_odd_path
+    from distill_cli.files import refuse_odd_path
 
     refuse_odd_path(folder, "--cache-dir")
     what = "a file" if folder.is_file() else not_a_file(folder)

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill_cli.errors import DistillError
-from distill_cli.host import atomic_write, cache_dir
+from distill_cli.files import atomic_write
+from distill_cli.host import cache_dir
 
 if TYPE_CHECKING:
     from distill_cli.train.plan import PlannedModel

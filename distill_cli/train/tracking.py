@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from distill_cli.errors import DistillError
-from distill_cli.host import atomic_write
+from distill_cli.files import atomic_write
 from distill_cli.recipe.overrides import flatten
 from distill_cli.rundir.layout import RunDir
 
