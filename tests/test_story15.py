@@ -8,13 +8,22 @@ teacher.
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import onnx
+import pytest
 import yaml
+from PIL import Image
 
-from tests.conftest import CLI, write_recipe
+from tests.conftest import CLI, refused, write_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
 
 #: A timing plan that measures little: the tests check what is timed, not how fast
 QUICK = ["--threads", "1", "--warmup", "1", "--runs", "2", "--min-time", "0", "-q"]
@@ -76,3 +85,79 @@ def test_a_grayscale_teachers_run_saves_a_recipe_that_reruns_and_exports(
     names = [e["name"] for e in report["latency"]["entries"]]
     assert "teacher/onnxruntime/fp32" in names, report["source"]
     assert report["model"]["input_size"] == [40, 32] and report["model"]["in_chans"] == 1
+
+
+def _photos(root: Path) -> None:
+    """Three colour classes of JPEG photos of mixed sizes and aspects, train/ and val/."""
+    colours = {"blue": (30, 40, 200), "green": (30, 180, 40), "red": (200, 30, 30)}
+    for split, count in (("train", 8), ("val", 4)):
+        for name, rgb in colours.items():
+            (root / split / name).mkdir(parents=True)
+            for n in range(count):
+                size = ((64, 48), (50, 70), (80, 80))[n % 3]
+                shade = tuple(min(255, v + 9 * n) for v in rgb)
+                Image.new("RGB", size, shade).save(root / split / name / f"{n}.jpg")
+
+
+def _fixed(source: Path, target: Path, batch: int) -> None:
+    """The deployer's step for an edge runtime: onnxruntime's own tool fixes the batch."""
+    subprocess.run(
+        [sys.executable, "-m", "onnxruntime.tools.make_dynamic_shape_fixed", "--dim_param",
+         "batch", "--dim_value", str(batch), str(source), str(target)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_deployers_batch_1_file_is_checked_quantized_timed_and_consumed(
+    tmp_path: Path, cli: CLI, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The phone wants a fixed batch of 1. The deployer fixes the batch of the exported file with
+    onnxruntime's tool and checks it as docs/export.md says (`--onnx shipped/model.onnx`), with
+    int8 and a latency gate: that was ONNX Runtime's "Got invalid dimensions" traceback (parity
+    fed it batches of 64). Now it is checked image by image, calibrated, timed at batch 1 and
+    gated; the consumer example classifies with it as distill measured; a fixed batch of 2 is
+    one line naming the tool's command."""
+    _photos(tmp_path / "photos")
+    body = {
+        "model": {"model": "test_resnet", "input_size": 40},
+        "data": {"source": "image_folder", "root": str(tmp_path / "photos"), "workers": 0},
+        "method": {"name": "supervised"},
+        "optim": {"lr": 3e-3},
+        "schedule": {"epochs": 2, "batch_size": 8},
+        "runtime": {"threads": 1},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    run = tmp_path / "runs" / "edge"
+    assert cli("train", str(write_recipe(tmp_path, "edge", body)), "-q").returncode == 0
+    assert cli("export", str(run), "--no-latency", "--exporter", "torchscript").returncode == 0
+    shipped = tmp_path / "shipped" / "model.onnx"
+    shipped.parent.mkdir()
+    _fixed(run / "export" / "model.onnx", shipped, 1)
+
+    out = tmp_path / "checked"
+    gates = ["--max-latency-ms", "1000", "--min-variant-agreement", "50"]
+    done = cli("export", str(run), "--onnx", str(shipped), "--out", str(out), "--quantize",
+               "int8", "--no-teacher", *gates, *QUICK, "--json")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["parity"]["passed"] and report["parity"]["inputs"]["images"] == 12
+    assert report["variants"]["int8"]["calibration"]["images"] == 24
+    assert report["latency"]["protocol"]["batch"] == 1 and report["gates"]["passed"]
+    int8 = onnx.load(str(out / "model.int8.onnx"), load_external_data=False)
+    assert int8.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+
+    spec = importlib.util.spec_from_file_location("consumer", ROOT / "examples/onnx_consumer.py")
+    assert spec is not None and spec.loader is not None
+    consumer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(consumer)
+    session, pre = consumer.load(shipped)
+    paths = sorted((tmp_path / "photos" / "val").glob("*/*.jpg"))
+    logits = consumer.classify(session, pre, paths)
+    named = [pre["class_names"][i] for i in logits.argmax(1)]
+    hits = [name == p.parent.name for name, p in zip(named, paths, strict=True)]
+    assert 100 * sum(hits) / len(hits) == pytest.approx(report["parity"]["top1_onnx"])
+
+    _fixed(run / "export" / "model.onnx", tmp_path / "two.onnx", 2)
+    refused(["export", str(run), "--onnx", str(tmp_path / "two.onnx"), "--out",
+             str(tmp_path / "x")], "fixed batch of 2", capfd)  # fmt: skip
