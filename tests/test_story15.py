@@ -161,3 +161,27 @@ def test_a_deployers_batch_1_file_is_checked_quantized_timed_and_consumed(
     _fixed(run / "export" / "model.onnx", tmp_path / "two.onnx", 2)
     refused(["export", str(run), "--onnx", str(tmp_path / "two.onnx"), "--out",
              str(tmp_path / "x")], "fixed batch of 2", capfd)  # fmt: skip
+
+
+def test_a_four_channel_model_is_refused_saying_distills_data_has_one_or_three(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The multispectral user keeps RGBA PNGs (a fourth band in alpha) and sets `in_chans: 4`.
+    The refusal said "or use 4-channel data", which no data source gives (every photo is
+    decoded to RGB, alpha composited on white, as docs/data.md says); now it says so."""
+    for split in ("train", "val"):
+        for cls in ("a", "b"):
+            (tmp_path / split / cls).mkdir(parents=True)
+            for n in range(2):
+                band = (90 * n, 200 * (cls == "a"), 40, 128)
+                Image.new("RGBA", (20, 16), band).save(tmp_path / split / cls / f"{n}.png")
+    body = {
+        "model": {"model": "test_resnet", "input_size": 16, "in_chans": 4},
+        "data": {"source": "image_folder", "root": str(tmp_path), "workers": 0},
+        "method": {"name": "supervised"},
+        "schedule": {"epochs": 1, "batch_size": 4},
+        "output": {"dir": str(tmp_path / "runs")},
+    }
+    recipe = write_recipe(tmp_path, "rgba", body)
+    line = refused(["train", str(recipe), "--dry-run"], "model.in_chans: 3", capfd)
+    assert "1 or 3 channels" in line and "4-channel data" not in line
