@@ -85,6 +85,7 @@ def test_a_grayscale_teachers_run_saves_a_recipe_that_reruns_and_exports(
     names = [e["name"] for e in report["latency"]["entries"]]
     assert "teacher/onnxruntime/fp32" in names, report["source"]
     assert report["model"]["input_size"] == [40, 32] and report["model"]["in_chans"] == 1
+    assert report["preprocess"]["channel_order"] == "L"
 
 
 def _photos(root: Path) -> None:
@@ -152,6 +153,8 @@ def test_a_deployers_batch_1_file_is_checked_quantized_timed_and_consumed(
     consumer = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(consumer)
     session, pre = consumer.load(shipped)
+    meta = session.get_modelmeta().custom_metadata_map
+    assert meta["distill.channel_order"] == "RGB" == pre["channel_order"]
     paths = sorted((tmp_path / "photos" / "val").glob("*/*.jpg"))
     logits = consumer.classify(session, pre, paths)
     named = [pre["class_names"][i] for i in logits.argmax(1)]
