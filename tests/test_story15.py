@@ -13,11 +13,13 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import onnx
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -38,6 +40,7 @@ def _gray() -> dict[str, Any]:
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_a_grayscale_teachers_run_saves_a_recipe_that_reruns_and_exports(
     tmp_path: Path, cli: CLI
 ) -> None:
@@ -232,3 +235,72 @@ def test_the_student_chooser_trains_and_gates_what_students_picked(
     assert args[:1] == ["runs/picked"] and "--max-latency-ms" in args
     exported = cli("export", str(runs / "picked"), *args[1:], *QUICK[2:], "--no-teacher")
     assert exported.returncode == 0, exported.stderr[-2000:]
+
+
+def _weights(run: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "checkpoints" / "last.safetensors"))
+
+
+@pytest.mark.slow
+def test_the_reproducer_kills_resumes_and_moves_the_project(tmp_path: Path, cli: CLI) -> None:
+    """Same recipe, same seed: identical weights. `kill -9` mid-run, the project folder moved
+    (`mv proj moved`), then `distill run runs/cut/recipe.yaml --resume` from the new place ends
+    on the uninterrupted run's weights, and the moved run exports and reports from elsewhere."""
+    proj = tmp_path / "proj"
+    _photos(proj / "photos")
+    teacher = {
+        "model": {"model": "test_resnet", "input_size": 32},
+        "data": {"source": "image_folder", "root": "photos", "workers": 0},
+        "method": {"name": "supervised"},
+        "optim": {"lr": 3e-3},
+        "schedule": {"epochs": 2, "batch_size": 8},
+        "runtime": {"threads": 1},
+    }
+    assert cli("train", str(write_recipe(proj, "teacher", teacher)), "-q", cwd=proj).returncode == 0
+    fm = {
+        "teacher": {"model": "test_resnet", "checkpoint": "runs/teacher", "check_accuracy": False},
+        "student": {"model": "test_efficientnet", "input_size": 24},
+        "data": {"source": "image_folder", "root": "photos", "workers": 1},
+        "method": {"name": "function_matching"},
+        "schedule": {"epochs": 16, "batch_size": 8, "log_every": 1},
+        "runtime": {"threads": 1},
+    }
+    recipe = write_recipe(proj, "fm", fm)
+    for name in ("whole", "again"):
+        done = cli("run", recipe.name, "--set", f"name={name}", "-q", cwd=proj)
+        assert done.returncode == 0, done.stderr
+    whole = _weights(proj / "runs" / "whole")
+    again = _weights(proj / "runs" / "again")
+    assert all(torch.equal(whole[k], again[k]) for k in whole)
+
+    cut = subprocess.Popen(
+        [sys.executable, "-m", "distill_cli", "run", "fm.yaml", "--set", "name=cut", "-q"],
+        cwd=proj, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    metrics = proj / "runs" / "cut" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and cut.poll() is None:
+        if metrics.is_file() and '"epoch": 3' in metrics.read_text():
+            break
+        time.sleep(0.05)
+    cut.kill()  # kill -9, mid-run
+    cut.wait()
+    assert not (proj / "runs" / "cut" / "summary.json").exists()
+
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    proj.rename(moved)
+    resumed = cli("run", "runs/cut/recipe.yaml", "--resume", "-q", cwd=moved)
+    assert resumed.returncode == 0, resumed.stderr
+    cut_weights = _weights(moved / "runs" / "cut")
+    assert all(torch.equal(whole[k], cut_weights[k]) for k in whole)
+
+    exported = cli("export", "moved/runs/cut", "--no-latency", "--exporter", "torchscript",
+                   "--min-top1", "5", "-q", "--json", cwd=moved.parent)  # fmt: skip
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    report = json.loads(exported.stdout)
+    assert report["parity"]["inputs"]["labeled"] and report["parity"]["inputs"]["images"] == 12
+    assert cli("report", "moved/runs/cut", cwd=moved.parent).returncode == 0
+    assert (moved / "runs" / "cut" / "report.html").is_file()
