@@ -121,7 +121,8 @@ def test_a_deployers_batch_1_file_is_checked_quantized_timed_and_consumed(
     int8 and a latency gate: that was ONNX Runtime's "Got invalid dimensions" traceback (parity
     fed it batches of 64). Now it is checked image by image, calibrated, timed at batch 1 and
     gated; the consumer example classifies with it as distill measured; a fixed batch of 2 is
-    one line naming the tool's command."""
+    one line naming the tool's command. `--input-size 64` for the run is refused naming
+    `--dynamic-size` (it pointed only at re-exporting the weights under a timm name)."""
     _photos(tmp_path / "photos")
     body = {
         "model": {"model": "test_resnet", "input_size": 40},
@@ -167,6 +168,8 @@ def test_a_deployers_batch_1_file_is_checked_quantized_timed_and_consumed(
     _fixed(run / "export" / "model.onnx", tmp_path / "two.onnx", 2)
     refused(["export", str(run), "--onnx", str(tmp_path / "two.onnx"), "--out",
              str(tmp_path / "x")], "fixed batch of 2", capfd)  # fmt: skip
+    # the phone's camera pipeline gives 64 px: the refusal names the flag that makes such a file
+    refused(["export", str(run), "--input-size", "64"], "--dynamic-size exports", capfd)
 
 
 def test_a_four_channel_model_is_refused_saying_distills_data_has_one_or_three(
