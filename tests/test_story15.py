@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -307,3 +308,35 @@ def test_the_reproducer_kills_resumes_and_moves_the_project(tmp_path: Path, cli:
     assert report["parity"]["inputs"]["labeled"] and report["parity"]["inputs"]["images"] == 12
     assert cli("report", "moved/runs/cut", cwd=moved.parent).returncode == 0
     assert (moved / "runs" / "cut" / "report.html").is_file()
+
+
+def _wait(started: Any, seconds: float) -> None:
+    started.set()  # the fork's hooks have run: the child is a worker at work
+    time.sleep(seconds)
+
+
+def test_a_forked_worker_does_not_keep_a_killed_runs_folder_locked(tmp_path: Path) -> None:
+    """`kill -9` of a run left its forked decode workers alive a few seconds (torch's watchdog
+    ends them), each holding a copy of the run folder's lock: `--resume` at once was refused as
+    "in use by a live run (pid N)" with N already gone. A forked child now closes its copies:
+    the lock ends with the process that took it."""
+    import multiprocessing
+
+    from distill_cli.errors import DistillError
+    from distill_cli.locks import lock_exclusive, lock_held, unlock
+
+    path = tmp_path / ".distill-lock"
+    fd = lock_exclusive(path, create=True, doing="lock", busy=lambda _: DistillError("busy"))
+    os.pwrite(fd, b"4242", 0)
+    fork = multiprocessing.get_context("fork")
+    started = fork.Event()
+    child = fork.Process(target=_wait, args=(started, 20))
+    child.start()
+    try:
+        assert started.wait(10)
+        assert lock_held(path) == "4242"
+        unlock(fd)  # what the kernel does for the killed run
+        assert child.is_alive() and lock_held(path) is None
+    finally:
+        child.kill()
+        child.join()
