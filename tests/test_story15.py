@@ -123,7 +123,9 @@ def test_a_deployers_batch_1_file_is_checked_quantized_timed_and_consumed(
     fed it batches of 64). Now it is checked image by image, calibrated, timed at batch 1 and
     gated; the consumer example classifies with it as distill measured; a fixed batch of 2 is
     one line naming the tool's command. `--input-size 64` for the run is refused naming
-    `--dynamic-size` (it pointed only at re-exporting the weights under a timm name)."""
+    `--dynamic-size` (it pointed only at re-exporting the weights under a timm name). The int8
+    file checked alone with `--onnx` fails fp32 parity, now with a note saying to check it as a
+    variant."""
     _photos(tmp_path / "photos")
     body = {
         "model": {"model": "test_resnet", "input_size": 40},
@@ -165,6 +167,13 @@ def test_a_deployers_batch_1_file_is_checked_quantized_timed_and_consumed(
     named = [pre["class_names"][i] for i in logits.argmax(1)]
     hits = [name == p.parent.name for name, p in zip(named, paths, strict=True)]
     assert 100 * sum(hits) / len(hits) == pytest.approx(report["parity"]["top1_onnx"])
+
+    # the int8 file checked on its own failed fp32 parity without a word of why
+    int8_alone = cli("export", str(run), "--onnx", str(out / "model.int8.onnx"), "--out",
+                     str(tmp_path / "c8"), "--no-latency", "-q")  # fmt: skip
+    assert int8_alone.returncode == 1 and "error: parity" in int8_alone.stderr
+    said = " ".join((int8_alone.stdout + int8_alone.stderr).split())  # the table wraps lines
+    assert "model.int8.onnx is an int8 file" in said and "--quantize int8" in said, said
 
     _fixed(run / "export" / "model.onnx", tmp_path / "two.onnx", 2)
     refused(["export", str(run), "--onnx", str(tmp_path / "two.onnx"), "--out",

@@ -23,20 +23,47 @@ import onnx
 from distill_cli.errors import DistillError
 from distill_cli.export.protocol import TimingPlan
 
+#: Operators only a quantized graph holds (QDQ and QOperator formats).
+_INT8_OPS = frozenset(
+    {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+     "MatMulInteger", "DynamicQuantizeLinear"}
+)  # fmt: skip
+
 
 @dataclass(frozen=True)
 class FileInput:
-    """The first graph input of an ONNX file: its name and its dims, None where dynamic."""
+    """The first graph input of an ONNX file: its name and its dims, None where dynamic; and
+    `precision`, "int8" or "fp16" for a file distill's variants step (or another tool) made
+    smaller, else None."""
 
     name: str
     dims: tuple[int | None, ...]
+    precision: str | None = None
 
     @classmethod
     def of(cls, path: Path) -> FileInput:
         graph = onnx.load(str(path), load_external_data=False).graph
         first = graph.input[0]
         dims = tuple(d.dim_value or None for d in first.type.tensor_type.shape.dim)
-        return cls(first.name, dims)
+        precision = None
+        if any(node.op_type in _INT8_OPS for node in graph.node):
+            precision = "int8"
+        elif any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer):
+            precision = "fp16"
+        return cls(first.name, dims, precision)
+
+    def precision_note(self, path: Path) -> str | None:
+        """What to do when `--onnx` is given a variant: the fp32 parity bound (1e-4) is far
+        below int8's rounding, so such a file failed parity with no word of why."""
+        if self.precision is None:
+            return None
+        flag = "--quantize int8" if self.precision == "int8" else "--precision fp16"
+        return (
+            f"{path.name} is an {self.precision} file: the fp32 parity gate holds it to fp32's "
+            f"bounds, which its rounding misses; check it as distill checks variants, against "
+            f"fp32: --onnx the fp32 file with {flag} (gates --min-variant-agreement, "
+            "--max-top1-drop)"
+        )
 
     @property
     def batch(self) -> int | None:

@@ -176,7 +176,12 @@ def _run(
         check_batch_memory(opts.timing.batch, shape)
     if opts.onnx is not None:  # a file that cannot take the model's inputs: before any work
         check_onnx(opts.onnx)
-        FileInput.of(opts.onnx).check_fits(shape, opts.onnx, info.name)
+        given = FileInput.of(opts.onnx)
+        given.check_fits(shape, opts.onnx, info.name)
+        note = given.precision_note(opts.onnx)
+        if note is not None:
+            src.notes.append(note)
+            log(note)
     load_size = _load_size(src)
     inputs = _parity_inputs(src, opts, load_size)
     rep = reparameterize(student.module, opts.reparam)
