@@ -17,13 +17,36 @@ from pathlib import Path
 from distill_cli.errors import DistillError
 from distill_cli.files import fs_failed
 
+#: The descriptors that hold a lock now. A forked child (a DataLoader worker) shares them, and
+#: an flock lasts until every copy is closed: after `kill -9` of a run, its decode workers
+#: (which torch's watchdog ends only seconds later) kept the folder locked, and `--resume` at
+#: once was "the run folder is in use by a live run (pid N)", naming the dead process. A
+#: forked child closes its copies (the parent keeps the lock); `unlock` releases one.
+_HELD: set[int] = set()
+
+
+def _close_in_child() -> None:
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
+
+def unlock(fd: int) -> None:
+    """Release a lock `lock_exclusive` took (close its descriptor)."""
+    _HELD.discard(fd)
+    os.close(fd)
+
 
 def lock_exclusive(
     path: Path, *, create: bool, doing: str, busy: Callable[[int], DistillError]
 ) -> int:
     """Open `path` (never through a symlink) and take an exclusive advisory ``flock`` on it.
 
-    Returns the open descriptor; the lock lasts until it is closed, and the kernel drops it when
+    Returns the open descriptor; the lock lasts until `unlock(fd)`, and the kernel drops it when
     the process dies, even by SIGKILL, so nothing stale is ever left. It does not wait: when a
     live process holds the lock, ``busy(fd)`` builds the one-line refusal (it may read what the
     holder wrote into the file) and that is raised. One owner for how distill holds a folder,
@@ -43,6 +66,7 @@ def lock_exclusive(
     except BaseException:
         os.close(fd)
         raise
+    _HELD.add(fd)
     return fd
 
 
@@ -92,4 +116,4 @@ def hold_folder(marker: Path, what: str) -> Iterator[None]:
     try:
         yield
     finally:
-        os.close(fd)
+        unlock(fd)

@@ -104,8 +104,12 @@ def preprocess(image: Image.Image, pre: dict[str, Any]) -> np.ndarray:
 def classify(
     session: ort.InferenceSession, pre: dict[str, Any], paths: list[Path], batch: int = 64
 ) -> np.ndarray:
-    """Logits (N, num_classes) for the image files, in order."""
-    name = session.get_inputs()[0].name
+    """Logits (N, num_classes) for the image files, in order; a file made for one image at a
+    time (a fixed batch of 1, as edge runtimes want) is fed one at a time."""
+    first = session.get_inputs()[0]
+    name = first.name
+    if isinstance(first.shape[0], int):
+        batch = first.shape[0]
     out = []
     for start in range(0, len(paths), batch):
         x = np.stack([preprocess(Image.open(p), pre) for p in paths[start : start + batch]])

@@ -19,6 +19,7 @@ import onnx
 
 from distill_cli.errors import DistillError
 from distill_cli.export import latency as lat
+from distill_cli.export.file_input import FileInput
 from distill_cli.export.onnx_export import Exporter, check_onnx, export_onnx
 from distill_cli.export.options import expand_home
 from distill_cli.export.ranges import DEFAULT_OPSET, check_opset
@@ -114,24 +115,6 @@ def _onnx_shape(
     raise DistillError("the model's input size is dynamic", str(path), "pass --input-size")
 
 
-def _file_batch(path: Path, plan: lat.TimingPlan) -> lat.TimingPlan:
-    """The plan for a file whose batch is fixed (exported without a dynamic batch): one that
-    takes a single image is timed at batch 1 throughout; another fixed batch is refused."""
-    from dataclasses import replace
-
-    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape
-    batch = dim.dim[0].dim_value if dim.dim else 0
-    if not batch or batch == plan.batch:
-        return plan
-    if batch == 1:
-        return replace(plan, batch=1)
-    raise DistillError(
-        f"the ONNX file takes a fixed batch of {batch}; latency is timed at batch 1",
-        str(path),
-        "export it with a dynamic batch (distill export does)",
-    )
-
-
 def _file_bytes(path: Path) -> int:
     """The model's size on disk: the .onnx file and the external data files it names (a model
     saved with `save_as_external_data` was reported as its few-kB graph alone)."""
@@ -211,7 +194,9 @@ def bench_latency(
             raise DistillError("ONNX file not found", target, "check the path")
         check_onnx(path)
         shape, meta = _onnx_shape(path, input_size)
-        plan = _file_batch(path, plan)
+        given = FileInput.of(path)
+        given.check_fits(shape, path, meta.get("distill.model") or path.stem)
+        plan = given.timing(plan)
         lat.check_batch_memory(plan.batch, shape)
         entries = lat.sweep(None, {"fp32": path}, shape, plan)
         arch = _arch_figures(meta, shape)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from distill_cli.export.file_input import one_at_a_time
 from distill_cli.export.inputs import Batches, InputSet
 
 #: Parity defaults, from the measurement in docs/benchmarks.md ("Parity tolerances"): fp32
@@ -56,12 +57,15 @@ def torch_runner(module: nn.Module) -> Runner:
 
 
 def ort_runner(session: Any) -> Runner:
-    name = session.get_inputs()[0].name
+    """A session run on a batch; a file that takes one image at a time (a fixed batch of 1,
+    as edge runtimes want) is fed the batch image by image."""
+    first = session.get_inputs()[0]
+    name, batch = first.name, first.shape[0] if first.shape else None
 
     def run(x: np.ndarray) -> np.ndarray:
         return np.asarray(session.run(None, {name: x})[0], dtype=np.float32)
 
-    return run
+    return one_at_a_time(run, batch if isinstance(batch, int) else None)
 
 
 @dataclass

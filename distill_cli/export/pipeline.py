@@ -16,10 +16,11 @@ import torch
 
 from distill_cli.errors import DistillError
 from distill_cli.export import timing
+from distill_cli.export.file_input import FileInput
 from distill_cli.export.gates import evaluate, verdicts
 from distill_cli.export.inputs import InputSet
 from distill_cli.export.latency import providers
-from distill_cli.export.onnx_export import read_metadata, remove_leftovers
+from distill_cli.export.onnx_export import check_onnx, read_metadata, remove_leftovers
 from distill_cli.export.options import ExportOptions
 from distill_cli.export.parity import (
     Outputs,
@@ -174,6 +175,14 @@ def _run(
     shape = (info.in_chans, *info.input_size)
     if opts.latency:  # before the export's minutes of work, not when the timing starts
         check_batch_memory(opts.timing.batch, shape)
+    if opts.onnx is not None:  # a file that cannot take the model's inputs: before any work
+        check_onnx(opts.onnx)
+        given = FileInput.of(opts.onnx)
+        given.check_fits(shape, opts.onnx, info.name)
+        note = given.precision_note(opts.onnx)
+        if note is not None:
+            src.notes.append(note)
+            log(note)
     load_size = _load_size(src)
     inputs = _parity_inputs(src, opts, load_size)
     rep = reparameterize(student.module, opts.reparam)
@@ -215,8 +224,9 @@ def _run(
     latency = None
     if opts.latency:
         files = {"fp32": onnx_path, **{k: Path(v["path"]) for k, v in variants.items()}}
+        plan = FileInput.of(onnx_path).timing(opts.timing)  # --onnx of a batch-1 file: 1
         latency = timing.measure(
-            student, rep.module, files, teachers, opts.timing, opts.exporter, opts.opset,
+            student, rep.module, files, teachers, plan, opts.exporter, opts.opset,
             src.notes, log,
             retime=opts.gates.latency_variant if opts.gates.require_protocol else None,
         )  # fmt: skip

@@ -53,6 +53,13 @@ class Preprocess:
             return "luminance"  # 0.299 R + 0.587 G + 0.114 B
         return "unsupported"
 
+    @property
+    def channel_order(self) -> str:
+        """The order of the input's channels: `RGB` (OpenCV's `imread` gives BGR: reverse it),
+        `L` for one channel. Said only as the decode step's "PIL mode RGB" before, which a
+        deployer reading pixels with OpenCV on the device did not take for an order."""
+        return {1: "L", 3: "RGB"}.get(self.in_chans, f"{self.in_chans} channels as decoded")
+
     def steps(self) -> list[str]:
         mode = "grayscale (PIL mode L)" if self.source_channels == 1 else "RGB (PIL mode RGB)"
         out = [f"decode the image as {mode}, uint8"]
@@ -75,7 +82,7 @@ class Preprocess:
             f"resize to {h}x{w} (height x width): {self.interpolation}, antialias "
             f"{str(self.antialias).lower()}, align_corners false, on the float pixels",
             {
-                "none": "keep the channels",
+                "none": f"keep the channels ({self.channel_order}, in that order)",
                 "repeat": f"repeat the single channel {self.in_chans} times",
                 "luminance": "convert RGB to one channel: 0.299 R + 0.587 G + 0.114 B",
                 "unsupported": "(no conversion known for these channel counts)",
@@ -90,6 +97,7 @@ class Preprocess:
         out["input_size"] = list(self.input_size)
         out["mean"], out["std"] = list(self.mean), list(self.std)
         out["channel_conversion"] = self.channel_conversion
+        out["channel_order"] = self.channel_order
         out["scale"] = 1 / 255
         out["align_corners"] = False
         out["crop"] = "centre square, side max(1, round(crop_pct * min(H, W)))"
@@ -106,6 +114,7 @@ class Preprocess:
             "distill.input_dtype": self.dtype,
             "distill.source_channels": str(self.source_channels),
             "distill.channel_conversion": self.channel_conversion,
+            "distill.channel_order": self.channel_order,
             "distill.load_size": "" if self.load_size is None else str(self.load_size),
             "distill.interpolation": self.interpolation,
             "distill.antialias": str(self.antialias).lower(),

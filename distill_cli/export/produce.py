@@ -16,7 +16,6 @@ import torch
 
 from distill_cli.export.inputs import Batches, InputSet
 from distill_cli.export.onnx_export import (
-    check_onnx,
     count_nodes,
     dynamic_axes,
     export_onnx,
@@ -65,8 +64,7 @@ def produce_onnx(
 ) -> tuple[Path, dict[str, Any]]:
     """Export (or take --onnx), simplify when it keeps parity, label; returns path and block."""
     if opts.onnx is not None:
-        log(f"checking the existing file {opts.onnx}")
-        check_onnx(opts.onnx)
+        log(f"checking the existing file {opts.onnx}")  # loaded and fits: pipeline's check
         return opts.onnx, {
             "path": absolute(opts.onnx),
             "bytes": opts.onnx.stat().st_size,

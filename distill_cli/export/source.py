@@ -186,7 +186,12 @@ def resolve_source(
                 f"{given[0]} goes with a timm model name; a run or checkpoint is exported at the "
                 "input size and class count it was trained with (its side file)",
                 given[0],
-                f"drop it, or pass the timm name with --checkpoint FILE and {given[0]} N",
+                f"drop it, or pass the timm name with --checkpoint FILE and {given[0]} N"
+                + (  # a deployer wanting another size needs a file that takes it
+                    "; --dynamic-size exports a file that takes any height and width"
+                    if given[0] == "--input-size"
+                    else ""
+                ),
             )
     if path.is_dir() and not RunDir(path).recipe.is_file() and _weights_in(path):
         if hub.side_file(path) is not None:  # a Hub folder: its config.json names the model

@@ -36,7 +36,8 @@ from onnxruntime.quantization import CalibrationDataReader
 from distill_cli.errors import DistillError, RunFailed
 from distill_cli.export.capture import captured_output, third_party_step
 from distill_cli.export.entropy import entropy_threshold, has_entropy_search
-from distill_cli.export.onnx_export import INPUT_NAME, check_onnx, save_model
+from distill_cli.export.file_input import FileInput, split_batches
+from distill_cli.export.onnx_export import check_onnx, save_model
 from distill_cli.files import PrivateCwd, atomic_write, private_cwd
 from distill_cli.host import absolute
 
@@ -291,7 +292,8 @@ def make_int8(
         "percentile": CalibrationMethod.Percentile,
     }
     t0 = time.perf_counter()
-    reader = _Reader(calibration, INPUT_NAME)
+    given = FileInput.of(src)  # a file of yours (--onnx) may fix the batch or name the input
+    reader = _Reader(split_batches(calibration, given.batch), given.name)
     source = Path(os.path.abspath(src))  # the steps below run in a private working directory
     with tempfile.TemporaryDirectory(prefix="distill-int8-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"

@@ -60,6 +60,12 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
 LUMA = (0.299, 0.587, 0.114)
 
 
+#: The channel counts distill's data has: every photo is decoded to RGB (RGBA composited on
+#: white, 16-bit scaled), Fashion-MNIST and `synthetic.channels: 1` are grayscale. A 4-channel
+#: (RGBA, RGB-NIR) model was told to "use 4-channel data", which no data source gives.
+DATA_CHANNELS = (1, 3)
+
+
 def channels_fit(have: int, channels: int) -> bool:
     """Whether `match_channels` can feed `have`-channel images to a `channels`-channel model:
     the same count, grayscale to any, RGB to grayscale."""

@@ -143,7 +143,27 @@ class Recipe(Strict):
         so the run can be exported, reported and resumed from elsewhere. Text is written as
         typed (`/data/photos été`, not `"/data/photos \xe9t\xe9"`), so a path can be found in it.
         """
-        return recipe_text(_absolute_paths(self).model_dump(mode="json", exclude_none=False))
+        saved = _absolute_paths(_side_file_chans(self))  # (a copy sets every field)
+        return recipe_text(saved.model_dump(mode="json", exclude_none=False))
+
+
+def _side_file_chans(recipe: Recipe) -> Recipe:
+    """`recipe` with each model's `in_chans` as the run builds it: a model whose recipe leaves
+    it unset takes its checkpoint side file's (a grayscale teacher's says 1). Saved as the
+    default 3 instead, the run's own `recipe.yaml` built a 3-channel teacher from it: re-running
+    it was "checkpoint does not fit", and its export could not time the teacher."""
+    from distill_cli.models.feed import side_file_chans  # above recipe/ (reads the file)
+
+    def resolved(spec: ModelSpec) -> ModelSpec:
+        unreadable = spec.checkpoint is None or not spec.checkpoint.exists()
+        return spec if unreadable else side_file_chans(spec)  # a missing file: the build says
+
+    teacher = recipe.teacher
+    if isinstance(teacher, list):
+        teacher = [resolved(t) for t in teacher]
+    elif teacher is not None:
+        teacher = resolved(teacher)
+    return recipe.model_copy(update={"teacher": teacher, "student": resolved(recipe.student)})
 
 
 def _absolute_paths(node: Any) -> Any:

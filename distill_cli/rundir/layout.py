@@ -26,7 +26,7 @@ from typing import Any
 
 from distill_cli.errors import DistillError
 from distill_cli.files import atomic_write, fs_failed
-from distill_cli.locks import holder, lock_exclusive, lock_held
+from distill_cli.locks import holder, lock_exclusive, lock_held, unlock
 from distill_cli.recipe.run_name import check_run_name
 from distill_cli.rundir.checks import (
     CHECKED_BY_THE_FINGERPRINT,
@@ -231,7 +231,7 @@ class RunDir(RunFiles):
             yield
             failed = False
         finally:
-            os.close(fd)
+            unlock(fd)
             if made and failed and not self.started:
                 self._remove(self.owned())
                 for folder in made:  # innermost first; a folder someone else filled stays

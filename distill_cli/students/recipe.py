@@ -284,6 +284,13 @@ def write_recipe(search: StudentSearch, ask: RecipeAsk) -> Path:
         f"# Schedule for {images if images is not None else 'an unknown number of'} training "
         f"images: {fit}.",
     ]
+    if chosen.meets_protocol is False:  # the table said so; the file read alone did not
+        kinds = ", ".join(dict.fromkeys(i.split(":")[0] for i in chosen.protocol_issues))
+        header.insert(
+            2,
+            f"# That figure does not meet the timing protocol ({kinds or 'see the table'}): "
+            "time it again on a quiet machine before trusting the pick.",
+        )
     if teacher_checkpoint is None:
         header.append("# The teacher uses timm's hub weights; set teacher.checkpoint for your own.")
     text = "\n".join(header) + "\n" + recipe_text(raw)

@@ -23,7 +23,7 @@ from distill_cli.errors import DistillError
 from distill_cli.methods import Method, MethodContext, create_method, method_class
 from distill_cli.models.create import Net, create_net, create_teacher, infer_num_classes
 from distill_cli.models.probe import probe
-from distill_cli.models.view import channels_fit, load_sizes
+from distill_cli.models.view import DATA_CHANNELS, channels_fit, load_sizes
 from distill_cli.recipe.document import Recipe
 from distill_cli.recipe.loop_sections import RuntimeSpec
 from distill_cli.train.distributed import has_batchnorm, init, joined, sync_batchnorm
@@ -240,7 +240,13 @@ def _channels_fit(have: int, student: Net, teacher: Net | None) -> None:
                 f"{info.name} takes {info.in_chans}-channel images and the data has {have} "
                 "channels (grayscale feeds any model, RGB a 1-channel one too)",
                 key,
-                f"set {key}: {have}, or use {info.in_chans}-channel data",
+                f"set {key}: {have}"
+                + (
+                    f", or use {info.in_chans}-channel data"
+                    if info.in_chans in DATA_CHANNELS
+                    else f" (distill's data has {' or '.join(map(str, DATA_CHANNELS))} channels: "
+                    "a photo is decoded to RGB, an RGBA one composited on white, docs/data.md)"
+                ),
             )
 
 
