@@ -24,7 +24,7 @@ from distill_cli.export.variants import PRECISIONS, QUANTIZATIONS, Int8Spec
 from distill_cli.file_kinds import not_a_file
 from distill_cli.files import refuse_odd_path
 from distill_cli.host import MAX_SEED, check_classes
-from distill_cli.recipe.fields import rate_problem
+from distill_cli.recipe.bounds import rate_problem
 
 
 def expand_home(target: str) -> str:

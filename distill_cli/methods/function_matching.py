@@ -28,7 +28,7 @@ from distill_cli.methods.base import (
     kd_loss,
     register,
 )
-from distill_cli.recipe.fields import Temperature
+from distill_cli.recipe.bounds import Temperature
 from distill_cli.recipe.sections import MethodParams
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from distill_cli.methods.base import (
     register,
     soft_targets,
 )
-from distill_cli.recipe.fields import Temperature
+from distill_cli.recipe.bounds import Temperature
 from distill_cli.recipe.sections import MethodParams
 
 

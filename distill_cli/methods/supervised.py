@@ -15,7 +15,7 @@ from pydantic import Field
 from distill_cli.data.augment import mixup
 from distill_cli.data.loader import Batch
 from distill_cli.methods.base import Method, StepOutput, register, soft_targets
-from distill_cli.recipe.fields import within
+from distill_cli.recipe.bounds import within
 from distill_cli.recipe.sections import MethodParams
 
 

@@ -28,7 +28,8 @@ from pydantic import (
 
 from distill_cli import host
 from distill_cli.errors import DistillError
-from distill_cli.recipe.fields import ClassName, at_most, check_pixels, pixel_scale_problem
+from distill_cli.recipe.bounds import at_most, check_pixels, pixel_scale_problem
+from distill_cli.recipe.fields import ClassName
 
 _Positive = Annotated[StrictInt, Field(gt=0)]
 _Number = Annotated[float, Field(strict=True)]  # 0.5 or 1, not "0.5"

@@ -13,13 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from distill_cli.recipe.fields import (
-    BatchSize,
-    Strict,
-    at_most,
-    machine_threads,
-    within,
-)
+from distill_cli.recipe.bounds import BatchSize, at_most, machine_threads, within
+from distill_cli.recipe.fields import Strict
 
 #: The learning rates each optimizer trains with, by name: (lowest, highest).
 #: - From 1e-9: an AdamW step moves a weight by about lr, and float32's spacing at a weight of

@@ -1,7 +1,7 @@
 """The sections of a recipe that say what a run is made of (models, data, augmentation, output)
 and the base of every method's section. The field types and the base every section shares are
-in fields.py; the training loop's sections (optim, schedule, runtime) are in loop_sections.py;
-the run-name rule is in run_name.py.
+in fields.py, the numbers' bounds in bounds.py; the training loop's sections (optim, schedule,
+runtime) are in loop_sections.py; the run-name rule is in run_name.py.
 
 They are plain data with validation and nothing else, so they import neither torch nor the code
 they configure; the factories they feed (`distill_cli.data.build_data`, `BatchAugment`) take
@@ -24,24 +24,26 @@ from pydantic import (
 
 from distill_cli import files, host
 from distill_cli.errors import DistillError
-from distill_cli.recipe.fields import (
+from distill_cli.recipe.bounds import (
     MIN_MODEL_PX,
     Channels,
     ClassCount,
-    ClassName,
-    Fraction,
     ImageCount,
     Pixels,
-    PositiveInt,
     ShuffleBuffer,
-    Strict,
-    UserPath,
-    bool_words_as_bools,
     check_model_kwargs,
     check_pixels,
     machine_threads,
     pixel_scale_problem,
     within,
+)
+from distill_cli.recipe.fields import (
+    ClassName,
+    Fraction,
+    PositiveInt,
+    Strict,
+    UserPath,
+    bool_words_as_bools,
 )
 from distill_cli.recipe.files import refuse_odd_text_file
 from distill_cli.recipe.run_name import plain_name
