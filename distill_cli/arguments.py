@@ -8,15 +8,70 @@ here names the argument and what it must be, so `api` raises only `DistillError`
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from distill_cli.errors import DistillError, WrongType, did_you_mean
 from distill_cli.file_kinds import url_problem
+from distill_cli.host import whole_problem
 
 PATH = "a path (str or pathlib.Path)"
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def plain(value: Any, name: str, depth: int = 0) -> Any:
+    """`value` with the numbers a notebook computes as Python's: a numpy or torch scalar
+    (`np.int64(3)` from a grid, `arr.max()`) as int/float/bool and an array as a list, in
+    dicts, lists and tuples too (a copy: the caller's are not changed). `np.int64(800)` was
+    refused as "not a number", `np.int64(1)` became a JSON traceback when report.json was
+    written, a `np.float32` NaN passed the finite checks (it is no Python float), and an array
+    was "The truth value of an array ... is ambiguous". A whole number beyond int64 (outside
+    a recipe mapping, whose keys say it themselves) is refused naming `name`: its bound was
+    shown with `:g`, an OverflowError traceback."""
+    if type(value).__module__.split(".")[0] in ("numpy", "torch") and hasattr(value, "tolist"):
+        value = value.tolist()  # a scalar's Python value, or an array's nested lists
+    problem = whole_problem(value)
+    if problem:
+        raise DistillError(f"{name} is {problem}", name, "pass the value meant")
+    if depth > 32:  # deeper data is refused as too deep by the checks that read it
+        return value
+    if isinstance(value, dict):
+        return {key: _plain_item(item, name, depth + 1) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(item, name, depth + 1) for item in value)
+    return value
+
+
+def _plain_item(value: Any, name: str, depth: int) -> Any:
+    """A mapping's value made plain; a huge whole number is left for the recipe's own check,
+    which names its key."""
+    try:
+        return plain(value, name, depth)
+    except DistillError:
+        return value
+
+
+def plain_arguments(fn: Callable[P, R]) -> Callable[P, R]:
+    """An API function whose arguments are made `plain` before it runs (one place for every
+    function, so each check after it sees Python numbers)."""
+    names = list(inspect.signature(fn).parameters)
+
+    @functools.wraps(fn)
+    def wrapper(*given: P.args, **keywords: P.kwargs) -> R:
+        positional = [
+            plain(value, names[i] if i < len(names) else "argument", 0)
+            for i, value in enumerate(given)
+        ]
+        named = {key: plain(value, key, 0) for key, value in keywords.items()}
+        return fn(*positional, **named)  # type: ignore[arg-type]
+
+    return wrapper
 
 
 def path(value: Any, name: str, what: str = PATH) -> Path:

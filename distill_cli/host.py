@@ -33,6 +33,9 @@ MAX_CLASSES = 1_000_000
 CLASSES_WHY = "the head alone would be gigabytes (ImageNet-21k has 21,843 classes)"
 #: The largest seed (numpy's and the recipe's `runtime.seed`: 32 bits).
 MAX_SEED = 2**32 - 1
+#: The largest whole number any setting takes (an int64: every count, seed and step ends in a
+#: tensor, a C long or a float, and none holds more).
+MAX_WHOLE = 2**63 - 1
 #: How deep YAML or `--set` values may nest; a recipe needs 4, deeper data exhausts the stack.
 MAX_NESTING = 64
 #: Threads and workers per core a setting may ask for (oversubscription past this only thrashes).
@@ -167,6 +170,17 @@ def float32_problem(value: float) -> str | None:
     if value != 0 and struct.unpack("f", struct.pack("f", value))[0] == 0:
         # `lr: 1e-300` (a typo for 1e-3) trained with a learning rate of 0 without a word
         return "is too small for float32 (it would become 0); write 0, or the value meant"
+    return None
+
+
+def whole_problem(value: object) -> str | None:
+    """Why `value` cannot be a setting when it is a whole number beyond :data:`MAX_WHOLE` (a
+    400-digit `epochs`), else None. Such a number is said by its length: a bound shown with
+    `:g` cannot format it (an OverflowError traceback) and others printed every digit."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_WHOLE:
+        bits = abs(value).bit_length()  # str() refuses ints of over 4,300 digits
+        digits = len(str(abs(value))) if bits < 14_000 else int(bits * math.log10(2)) + 1
+        return f"a {digits:,}-digit number, too large for any setting (at most 2**63 - 1)"
     return None
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 
 @leaves_process_as_found
+@args.plain_arguments
 def export(
     source: str | Path | ExportOptions,
     *,
@@ -61,6 +62,7 @@ def export(
 
 
 @leaves_process_as_found
+@args.plain_arguments
 def bench_latency(
     target: str | Path,
     timing: TimingPlan | None = None,
@@ -90,7 +92,7 @@ def bench_latency(
     from distill_cli.host import check_classes
 
     size = args.input_size(input_size)
-    check_range(num_classes, "--num-classes", 1)
+    check_range(num_classes, "--num-classes", 1, whole=True)
     check_classes(num_classes, "--num-classes")
     args.text(checkpoint_key, "checkpoint_key", optional=True)
     if timing is not None and timing_keys:
@@ -114,6 +116,7 @@ MAX_BENCH_STEPS = 10_000
 
 
 @leaves_process_as_found
+@args.plain_arguments
 def bench_train(
     recipe: Recipe | str | Path,
     overrides: Overrides | None = None,

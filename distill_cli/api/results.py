@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 
 @leaves_process_as_found
+@args.plain_arguments
 def report(run_dir: str | Path) -> ReportResult:
     """`distill report`: report.html, report.md and report_*.png written into the run folder."""
     from distill_cli.reports.document import write_report
@@ -25,6 +26,7 @@ def report(run_dir: str | Path) -> ReportResult:
 
 
 @leaves_process_as_found
+@args.plain_arguments
 def compare(run_dirs: Sequence[str | Path], *, plot: str | Path | None = None) -> Comparison:
     """`distill compare`: the runs' differing recipe keys and results; `plot` writes their
     accuracy curves on one figure (PNG)."""

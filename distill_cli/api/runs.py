@@ -28,6 +28,7 @@ def _run_args(resume: Any, overwrite: Any, reporter: Any) -> None:
 
 
 @leaves_process_as_found
+@args.plain_arguments
 def recipes() -> list[Entry]:
     """`distill recipes`: the shipped recipes (and a `recipes/` folder in the working directory),
     each with its name (`methods/kd`), path and one-line summary."""
@@ -37,6 +38,7 @@ def recipes() -> list[Entry]:
 
 
 @leaves_process_as_found
+@args.plain_arguments
 def shipped_recipe(name: str) -> Entry:
     """`distill recipes show NAME`: one shipped recipe; `.text()` is the file, comments kept."""
     from distill_cli.recipe.catalog import find
@@ -45,6 +47,7 @@ def shipped_recipe(name: str) -> Entry:
 
 
 @leaves_process_as_found
+@args.plain_arguments
 def plan(
     recipe: Recipe | str | Path,
     overrides: Overrides | None = None,
@@ -83,6 +86,7 @@ def plan(
 
 
 @leaves_process_as_found
+@args.plain_arguments
 def run(
     recipe: Recipe | str | Path,
     overrides: Overrides | None = None,
@@ -101,6 +105,7 @@ def run(
 
 
 @leaves_process_as_found
+@args.plain_arguments
 def train(
     recipe: Recipe | str | Path,
     overrides: Overrides | None = None,

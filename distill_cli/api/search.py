@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 
 @leaves_process_as_found
+@args.plain_arguments
 def models(pattern: str = "*", **options: Any) -> ModelSearch:
     """`distill models`: timm models matching `pattern` with parameters and input size; with
     `teacher=NAME` each is marked as a sensible student or not (see `find_models`)."""
@@ -34,12 +35,13 @@ def models(pattern: str = "*", **options: Any) -> ModelSearch:
         if key in options:
             args.switch(options[key], key)
     args.function(options.get("progress"), "progress")
-    check_range(options.get("limit"), "--limit", 0)
+    check_range(options.get("limit"), "--limit", 0, whole=True)
     check_range(options.get("max_ratio"), "--max-ratio", 0)
     return find_models(pattern, **options)
 
 
 @leaves_process_as_found
+@args.plain_arguments
 def students(
     query: StudentQuery | str,
     max_latency_ms: float | None = None,

@@ -164,6 +164,8 @@ class ExportOptions:
             )
         if not self.rtol >= 0:
             raise DistillError("the relative tolerance must be >= 0", "--rtol", "e.g. --rtol 1e-3")
+        check_range(self.images, "--images", whole=True)
+        check_range(self.calib_images, "--calib-images", whole=True)
         if self.images < 0 or self.calib_images < 1:
             raise DistillError(
                 "image counts must be positive",
@@ -175,9 +177,10 @@ class ExportOptions:
         check_range(self.atol, "--atol", 0.0)
         check_range(self.rtol, "--rtol", 0.0)
         self._parity_can_fail()
-        check_range(self.num_classes, "--num-classes", 1)
+        check_range(self.num_classes, "--num-classes", 1, whole=True)
         check_classes(self.num_classes, "--num-classes")
-        check_range(self.seed, "--seed", 0, MAX_SEED)  # `--seed 1e23`: numpy's OverflowError
+        # `--seed 1e23`: numpy's OverflowError
+        check_range(self.seed, "--seed", 0, MAX_SEED, whole=True)
         self.input_size = input_size(self.input_size)  # the fields can change after __init__
         problem = rate_problem(self.model_kwargs)  # the recipe's rule for the same kwargs
         if problem is not None:

@@ -51,12 +51,12 @@ class TimingPlan:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        check_range(self.warmup, "--warmup", 0)
-        check_range(self.runs, "--runs", 1)
+        check_range(self.warmup, "--warmup", 0, whole=True)
+        check_range(self.runs, "--runs", 1, whole=True)
         check_range(self.min_time_s, "--min-time", 0.0, MAX_SECONDS)
         check_range(self.max_time_s, "--max-time", 0.0, MAX_SECONDS)
-        check_range(self.batch, "--batch", 1)
-        check_range(self.threads, "--threads", 0)
+        check_range(self.batch, "--batch", 1, whole=True)
+        check_range(self.threads, "--threads", 0, whole=True)
         check_threads(self.threads, "--threads")
         if self.device not in DEVICES:
             raise DistillError(f"unknown device {self.device!r}", "--device", "auto, cpu or cuda")

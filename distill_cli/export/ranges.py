@@ -12,18 +12,31 @@ import math
 import numbers
 
 from distill_cli.errors import DistillError, WrongType
+from distill_cli.host import whole_problem
 
 
 def check_range(
-    value: float | None, flag: str, low: float | None = None, high: float | None = None
+    value: float | None,
+    flag: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    whole: bool = False,
 ) -> None:
-    """Raise a one-line DistillError unless `value` is None or a finite number in [low, high]."""
+    """Raise a one-line DistillError unless `value` is None or a finite number in [low, high]
+    (with `whole`, a whole number: a count, a seed, an opset; a Python caller's `runs=2.5` or
+    `limit=2.5` passed the bounds and failed as a TypeError where it was used)."""
     if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         # a Python caller's "17" or [1] was a TypeError from the comparison below
         raise WrongType(f"{value!r} is not a number ({type(value).__name__})", flag)
-    if isinstance(value, float) and not math.isfinite(value):
+    if whole and not isinstance(value, numbers.Integral):
+        raise WrongType(f"{value!r} is not a whole number ({type(value).__name__})", flag)
+    problem = whole_problem(value)
+    if problem:
+        raise DistillError(problem, flag, "give the value meant")
+    if not isinstance(value, numbers.Integral) and not math.isfinite(value):
         raise DistillError(f"{value} is not a finite number", flag, "give a number")
     if (low is not None and value < low) or (high is not None and value > high):
         if high is None:
@@ -73,7 +86,7 @@ def check_opset(opset: int, exporter: str) -> None:
     18 and later only (it would silently write 18 for 13), and no exporter writes an opset
     newer than the installed onnx package knows. Here, torch-free, so that `distill students`
     checks it without importing torch (onnx is imported only for the upper bound)."""
-    check_range(opset, "--opset")  # a number (a Python caller's "17" was a TypeError)
+    check_range(opset, "--opset", whole=True)  # a number (a Python caller's "17" was a TypeError)
     if opset == DEFAULT_OPSET:  # written by both exporters and every onnx distill installs with
         return
     import onnx

@@ -86,6 +86,27 @@ def _float32(value: Any) -> Any:
     return value
 
 
+#: The pydantic error type of `refuse_huge_whole` (its context names the key, as BOOL_REFUSED's).
+WHOLE_REFUSED = "whole_too_large"
+
+
+def refuse_huge_whole(data: Any) -> Any:
+    """A whole number beyond int64 (a 400-digit `epochs:` or `--set`) is refused as itself,
+    for every key of every section before the key's own checks: their bounds are shown with
+    `:g`, which cannot format an int beyond a float (an OverflowError traceback), and others
+    printed all 400 digits."""
+    if not isinstance(data, dict):
+        return data
+    for key, value in data.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        problem = next(filter(None, map(host.whole_problem, items)), None)
+        if problem:
+            raise PydanticCustomError(
+                WHOLE_REFUSED, problem + "; write the value meant", {"key": str(key)}
+            )
+    return data
+
+
 def _admits_bool(annotation: Any) -> bool:
     """Whether a field's type takes true/false anywhere in it: `bool`, `Any`, or a nested
     section (which checks its own fields)."""
@@ -209,7 +230,7 @@ class Strict(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_bool(cls, data: Any) -> Any:
-        return empty_sections_default(cls, refuse_bool(cls, data))
+        return empty_sections_default(cls, refuse_bool(cls, refuse_huge_whole(data)))
 
 
 def empty_sections_default(model: type[BaseModel], data: Any) -> Any:

@@ -102,4 +102,12 @@ def _overrides(overrides: Any) -> Overrides | None:
             f"{type(overrides).__name__}",
             "overrides",
         )
+    for key in overrides or {}:  # `{1: 2}` was an AttributeError from the key's `.count`
+        if not isinstance(key, str):
+            raise WrongType(
+                f"an overrides key must be a dotted key such as 'optim.lr', not "
+                f"{type(key).__name__} ({key!r:.40})",
+                "overrides",
+                "e.g. {'optim.lr': 3e-3}",
+            )
     return overrides

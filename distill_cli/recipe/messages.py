@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from distill_cli.errors import DistillError, did_you_mean
 from distill_cli.recipe.document import Recipe
-from distill_cli.recipe.fields import BOOL_REFUSED
+from distill_cli.recipe.fields import BOOL_REFUSED, WHOLE_REFUSED
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
@@ -111,7 +111,8 @@ def _listed(msgs: list[str]) -> list[str]:
 def _problem(err: ErrorDetails) -> tuple[str, str]:
     """One problem's key path and message."""
     loc = _user_loc(err)
-    if err["type"] == BOOL_REFUSED:  # raised for its section: the key is in its context
+    # raised for its section: the key is in its context
+    if err["type"] in (BOOL_REFUSED, WHOLE_REFUSED):
         loc = (*loc, (err.get("ctx") or {}).get("key", "?"))
     # the method section's tag (method.function_matching.temperature) is not a key the
     # user wrote: the path shown is method.temperature
@@ -145,8 +146,9 @@ def _problem(err: ErrorDetails) -> tuple[str, str]:
     elif err["type"] == "missing":
         msg = "required key is missing"
     elif err["type"] == "int_parsing_size":  # pydantic's "exceeded maximum size" (1e20)
-        big = err.get("input")
-        msg = f"{big!r} is too large for a count (at most 2**63 - 1); write the value meant"
+        big = str(err.get("input"))
+        shown = repr(big) if len(big) <= 40 else f"a {len(big):,}-digit number"  # one line
+        msg = f"{shown} is too large for a count (at most 2**63 - 1); write the value meant"
     else:
         msg = _shape_advice(err, loc, path) or msg
     return path, msg

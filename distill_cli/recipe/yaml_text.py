@@ -68,7 +68,16 @@ def _resolvers(types: list[tuple[str, re.Pattern[str], list[str]]]) -> dict[Any,
 
 
 def _int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
-    return int(str(loader.construct_scalar(node)).replace("_", ""), 0)
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    try:
+        return int(text, 0)
+    except ValueError:  # over Python's 4,300 digits (sys.int_info): a traceback from int()
+        raise yaml.constructor.ConstructorError(
+            None,
+            None,
+            f"a {len(text):,}-digit number is more than any setting takes",
+            node.start_mark,
+        ) from None
 
 
 def _float(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> float:
@@ -201,6 +210,7 @@ _SYNTAX_ADVICE = [
         "mappings",
     ),
     ("expected ',' or", "close the bracket, or quote a value that holds , [ ] { }"),
+    ("more than any setting takes", "write the value meant"),
 ]
 
 

@@ -143,15 +143,16 @@ class StudentQuery:
         if q.exporter not in ("dynamo", "torchscript"):
             raise bad(f"unknown exporter {q.exporter!r}", "--exporter", "dynamo or torchscript")
         budget = q.time_budget_s
-        for value, flag in (
-            (q.batch, "--batch"),
-            (q.max_ratio, "--max-ratio"),
-            (q.limit, "--limit"),
-            (q.top, "--top"),
-            (q.num_classes, "--num-classes"),
-            (budget, "--time-budget"),
+        for value, flag, whole in (
+            (q.batch, "--batch", True),
+            (q.max_ratio, "--max-ratio", False),
+            (q.limit, "--limit", True),
+            (q.top, "--top", True),
+            (q.num_classes, "--num-classes", True),
+            (budget, "--time-budget", False),
         ):
-            check_range(value, flag)  # a Python caller's "8" was a TypeError from `>=` below
+            # a Python caller's "8" was a TypeError from `>=` below, and 2.5 one from a slice
+            check_range(value, flag, whole=whole)
         checks = [
             (q.batch >= 1, "--batch", "the batch must be >= 1"),
             (q.max_ratio > 0, "--max-ratio", "the ratio must be positive"),

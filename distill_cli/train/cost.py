@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,9 +64,13 @@ def project(
     source: str | None,
     unit: str = "GPU",
 ) -> CostPlan:
-    if throughput is not None and throughput <= 0:
+    # NaN passed `<= 0` (every projection NaN hours) and inf gave 0 hours: a Python caller's
+    # value, as the CLI's flag refuses both
+    if throughput is not None and not (0 < throughput < math.inf):
         raise DistillError(
-            f"throughput {throughput} is not positive", "--throughput", "give images/s, e.g. 800"
+            f"throughput {throughput} is not a positive finite number",
+            "--throughput",
+            "give images/s, e.g. 800",
         )
     rows = []
     if throughput is not None:
