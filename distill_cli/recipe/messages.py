@@ -147,7 +147,7 @@ def _problem(err: ErrorDetails) -> tuple[str, str]:
         msg = "required key is missing"
     elif err["type"] == "int_parsing_size":  # pydantic's "exceeded maximum size" (1e20)
         big = str(err.get("input"))
-        shown = repr(big) if len(big) <= 40 else f"a {len(big):,}-digit number"  # one line
+        shown = big if len(big) <= 40 else f"a {len(big):,}-digit number"  # one line
         msg = f"{shown} is too large for a count (at most 2**63 - 1); write the value meant"
     else:
         msg = _shape_advice(err, loc, path) or msg
